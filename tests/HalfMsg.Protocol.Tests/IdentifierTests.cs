@@ -1,0 +1,101 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text;
+using HalfMsg.Protocol.Identifiers;
+
+namespace HalfMsg.Protocol.Tests;
+
+public sealed class IdentifierTests
+{
+    [Fact]
+    public void A_message_id_is_34_upper_case_hex_characters_starting_with_version_01()
+    {
+        string id = new MessageIdGenerator().Next();
+
+        Assert.Equal(34, id.Length);
+        Assert.StartsWith("01", id);
+        Assert.All(id, c => Assert.True(char.IsAsciiHexDigitUpper(c) || char.IsAsciiDigit(c), $"unexpected '{c}'"));
+        Assert.True(MessageIdGenerator.IsWellFormed(id));
+    }
+
+    [Fact]
+    public void A_message_id_encodes_pid_time_and_sequence_big_endian()
+    {
+        var clock = new FixedClock(new DateTimeOffset(2021, 1, 1, 0, 0, 0, TimeSpan.Zero).AddSeconds(0x01020304));
+        var generator = new MessageIdGenerator(clock);
+
+        byte[] first = Convert.FromHexString(generator.Next());
+        byte[] second = Convert.FromHexString(generator.Next());
+
+        Assert.Equal((ushort)Environment.ProcessId, (ushort)((first[7] << 8) | first[8]));
+        Assert.Equal(new byte[] { 1, 2, 3, 4 }, first[9..13]);
+        uint seq1 = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(first.AsSpan(13));
+        uint seq2 = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(second.AsSpan(13));
+        Assert.Equal(seq1 + 1, seq2);
+        Assert.Equal(first[..9], second[..9]);
+    }
+
+    [Fact]
+    public void Message_ids_are_unique_over_100k_calls()
+    {
+        var generator = new MessageIdGenerator();
+        var ids = new HashSet<string>();
+
+        for (int i = 0; i < 100_000; i++)
+        {
+            Assert.True(ids.Add(generator.Next()));
+        }
+    }
+
+    [Fact]
+    public void Message_ids_generated_concurrently_are_unique()
+    {
+        var generator = MessageIdGenerator.Shared;
+        var ids = new ConcurrentDictionary<string, byte>();
+
+        Parallel.For(0, 8, new ParallelOptions { MaxDegreeOfParallelism = 8 }, _ =>
+        {
+            for (int i = 0; i < 20_000; i++)
+            {
+                Assert.True(ids.TryAdd(generator.Next(), 0));
+            }
+        });
+
+        Assert.Equal(160_000, ids.Count);
+    }
+
+    [Theory]
+    [InlineData("01AABBCCDDEEFF0001000000010000002A", true)]
+    [InlineData("01aabbccddeeff0001000000010000002a", true)]
+    [InlineData("02AABBCCDDEEFF0001000000010000002A", false)]
+    [InlineData("01AABBCCDDEEFF0001000000010000002", false)]
+    [InlineData("01AABBCCDDEEFF0001000000010000002G", false)]
+    [InlineData("my-own-id", false)]
+    [InlineData("", false)]
+    [InlineData(null, false)]
+    public void Well_formedness_checks_length_hex_and_version(string? id, bool expected)
+    {
+        Assert.Equal(expected, MessageIdGenerator.IsWellFormed(id));
+    }
+
+    [Theory]
+    [InlineData("", "D41D8CD98F00B204E9800998ECF8427E")]
+    [InlineData("The quick brown fox jumps over the lazy dog", "9E107D9D372BB6826BD81D3542A419D6")]
+    public void The_body_digest_is_upper_case_hex_md5(string body, string expected)
+    {
+        Assert.Equal(expected, Md5Digest.UpperHex(Encoding.UTF8.GetBytes(body)));
+    }
+
+    [Fact]
+    public void The_body_digest_matches_the_framework_md5()
+    {
+        byte[] body = RandomNumberGenerator.GetBytes(4096);
+
+        Assert.Equal(Convert.ToHexString(MD5.HashData(body)), Md5Digest.UpperHex(body));
+    }
+
+    private sealed class FixedClock(DateTimeOffset now) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => now;
+    }
+}
