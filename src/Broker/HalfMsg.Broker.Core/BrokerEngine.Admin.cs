@@ -1,0 +1,43 @@
+namespace HalfMsg.Broker.Core;
+
+public sealed partial class BrokerEngine
+{
+    public sealed record QueueInfo(int QueueId, long MinOffset, long MaxOffset);
+    public sealed record TopicInfo(string Name, IReadOnlyList<QueueInfo> Queues, IReadOnlyList<string> ConsumerGroups, bool System);
+    public sealed record GroupQueueInfo(int QueueId, long ConsumedOffset, long AckedOffset, long MaxOffset, long Lag, int InFlight);
+    public sealed record GroupTopicInfo(string Topic, IReadOnlyList<GroupQueueInfo> Queues, long Lag, int InFlight, int WaitingRedelivery, DateTimeOffset LastSeen);
+    public sealed record GroupInfo(string Group, IReadOnlyList<GroupTopicInfo> Topics, string DeadLetterTopic, long DeadLettered);
+
+    public IReadOnlyList<TopicInfo> ListTopics()
+    {
+        lock (_gate)
+        {
+            return _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal).Select(t => new TopicInfo(t.Name,
+                t.Queues.Select((q, i) => new QueueInfo(i, q.BaseOffset, q.NextOffset)).ToList(),
+                t.Groups.Select(g => g.Group).ToList(), IsSystemTopic(t.Name))).ToList();
+        }
+    }
+
+    public GroupInfo? FindGroup(string group)
+    {
+        lock (_gate)
+        {
+            var topics = _groups.Values.Where(g => g.Group == group).ToList();
+            if (topics.Count == 0) return null;
+            var infos = topics.Select(g =>
+            {
+                var queues = g.Queues.Select((gq, i) =>
+                {
+                    long max = g.Topic.Queues[i].NextOffset;
+                    long lag = Math.Max(0, max - gq.DoneBelow) - gq.Done.Count;
+                    return new GroupQueueInfo(i, gq.NextOffset, gq.DoneBelow, max, lag, gq.InFlight.Count);
+                }).ToList();
+                return new GroupTopicInfo(g.Topic.Name, queues, queues.Sum(q => q.Lag), queues.Sum(q => q.InFlight), g.Redeliver.Count,
+                    DateTimeOffset.FromUnixTimeMilliseconds(g.LastSeenMs));
+            }).ToList();
+            string dlq = DeadLetterPrefix + group;
+            long dead = _topics.TryGetValue(dlq, out var d) ? d.Queues[0].NextOffset : 0;
+            return new GroupInfo(group, infos, dlq, dead);
+        }
+    }
+}

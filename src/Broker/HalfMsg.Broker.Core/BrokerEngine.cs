@@ -1,0 +1,206 @@
+using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
+using HalfMsg.Broker.Core.Transactions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace HalfMsg.Broker.Core;
+
+/// <summary>
+/// The transactional broker core: half messages, decisions, check-back, ack-based delivery, all persisted as records in
+/// one FasterLog. Protocol front-ends are thin translators over the public methods here.
+/// </summary>
+/// <remarks>
+/// Concurrency: every state change happens under one lock, in the same order as its record is appended to the log, so
+/// the log replays to exactly the in-memory state. Durability waits happen outside the lock (group commit). Readers
+/// (receives, check-backs) pick entries under the lock and read bodies from the log outside it.
+/// </remarks>
+public sealed partial class BrokerEngine : IAsyncDisposable
+{
+    public const string CheckMaxTopic = "TRANS_CHECK_MAX_TIME_TOPIC";
+    public const string DeadLetterPrefix = "%DLQ%";
+
+    private readonly object _gate = new();
+    private readonly CoreOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly RecordLog _log;
+    private readonly RecordWriter _writer = new();
+
+    private readonly Dictionary<string, TopicState> _topics = new(StringComparer.Ordinal);
+    private readonly Dictionary<(string Group, string Topic), GroupTopicState> _groups = new();
+    private readonly Dictionary<string, HalfState> _halves = new(StringComparer.Ordinal);
+    private readonly PriorityQueue<HalfState, long> _checkDue = new();
+    private readonly Dictionary<string, DecidedTx> _decided = new(StringComparer.Ordinal);
+    private readonly Queue<(string TxId, long AtMs)> _decidedOrder = new();
+    private readonly Dictionary<long, DelayedEntry> _delayed = new();
+    private readonly PriorityQueue<DelayedEntry, long> _delayDue = new();
+    private readonly PriorityQueue<(GroupTopicState Group, int Queue, long Offset, long LeaseId), long> _leaseDue = new();
+    private readonly Queue<(long VisibleAt, TopicState Topic)> _pendingVisible = new();
+
+    private readonly int _incarnation;
+    private uint _leaseSeq;
+    private long _recordsSinceCheckpoint;
+    private long _replayedRecords;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Task> _loops = new();
+    private readonly SemaphoreSlim _checkKick = new(0, int.MaxValue);
+    private readonly SemaphoreSlim _checkpointLock = new(1, 1);
+
+    public ProducerRegistry Producers { get; } = new();
+    public CoreOptions Options => _options;
+    public BrokerMetrics Metrics { get; } = new();
+    /// <summary>True once recovery finished; front-ends accept traffic only then.</summary>
+    public bool IsReady { get; private set; }
+
+    private BrokerEngine(CoreOptions options, TimeProvider time, ILoggerFactory loggers)
+    {
+        _options = options;
+        _time = time;
+        _logger = loggers.CreateLogger("HalfMsg.Broker.Core");
+        _log = new RecordLog(Path.Combine(options.DataDir, "log"), options.Flush, options.AsyncFlushInterval,
+            options.SegmentSizeBits, options.MemorySizeBits, loggers.CreateLogger("HalfMsg.Broker.Storage"));
+        _log.Durable += OnDurable;
+        _incarnation = Random.Shared.Next(1, int.MaxValue);
+        Producers.ProducerJoined += _ => _checkKick.Release();
+    }
+
+    /// <summary>Opens (or creates) the data directory, recovers state from the last checkpoint plus the log, and starts the background loops.</summary>
+    public static async Task<BrokerEngine> OpenAsync(CoreOptions options, TimeProvider? time = null, ILoggerFactory? loggers = null,
+        bool startBackgroundLoops = true, CancellationToken ct = default)
+    {
+        var engine = new BrokerEngine(options, time ?? TimeProvider.System, loggers ?? NullLoggerFactory.Instance);
+        try
+        {
+            await Task.Run(engine.Recover, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            await engine._log.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+        if (startBackgroundLoops) engine.StartLoops();
+        engine.IsReady = true;
+        return engine;
+    }
+
+    private long NowMs => _time.GetUtcNow().ToUnixTimeMilliseconds();
+
+    /// <summary>Seals the record in <see cref="_writer"/> and appends it. Caller holds the lock.</summary>
+    private long AppendRecord()
+    {
+        var address = _log.Append(_writer.Seal());
+        _recordsSinceCheckpoint++;
+        Metrics.RecordsAppended++;
+        return address;
+    }
+
+    private void OnDurable(long durableUntil)
+    {
+        List<TopicState>? wake = null;
+        lock (_gate)
+        {
+            while (_pendingVisible.TryPeek(out var p) && p.VisibleAt < durableUntil)
+            {
+                _pendingVisible.Dequeue();
+                (wake ??= new()).Add(p.Topic);
+            }
+            if (wake is not null) foreach (var t in wake.Distinct()) t.Wake();
+        }
+    }
+
+    // ---------------------------------------------------------------- topics
+
+    internal static bool IsValidName(string? name, int max = 127)
+    {
+        if (string.IsNullOrEmpty(name) || name.Length > max) return false;
+        foreach (var c in name)
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '%' or '|' or '.')) return false;
+        return true;
+    }
+
+    internal static bool IsSystemTopic(string topic)
+        => topic == CheckMaxTopic || topic.StartsWith("RMQ_SYS_", StringComparison.Ordinal) || topic.StartsWith(DeadLetterPrefix, StringComparison.Ordinal);
+
+    /// <summary>Finds or (when auto-creation is on) creates a topic. Caller holds the lock.</summary>
+    private BrokerError TryGetTopicForWrite(string topic, out TopicState state)
+    {
+        state = null!;
+        if (!IsValidName(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is not a valid name (1-127 characters of [A-Za-z0-9_-%|.])");
+        if (IsSystemTopic(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is a system topic; producers cannot send to it");
+        return TryGetOrCreate(topic, out state);
+    }
+
+    private BrokerError TryGetOrCreate(string topic, out TopicState state)
+    {
+        if (_topics.TryGetValue(topic, out state!)) return BrokerError.None;
+        if (!_options.AutoCreateTopics && !IsSystemTopic(topic))
+            return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist and auto-creation is off");
+        int queues = IsSystemTopic(topic) ? 1 : _options.QueuesPerTopic;
+        _writer.Begin(RecordKind.TopicCreated).Str(topic).I32(queues);
+        AppendRecord();
+        state = ApplyTopicCreated(topic, queues);
+        return BrokerError.None;
+    }
+
+    /// <summary>Creates a topic explicitly (admin) or returns the existing one.</summary>
+    public BrokerError CreateTopic(string topic)
+    {
+        lock (_gate) return TryGetTopicForWrite(topic, out _);
+    }
+
+    /// <summary>Looks a topic up for routing. With auto-creation on, an unknown valid topic is created.</summary>
+    public BrokerError RouteTopic(string topic, out int queueCount)
+    {
+        queueCount = 0;
+        lock (_gate)
+        {
+            if (_topics.TryGetValue(topic, out var existing)) { queueCount = existing.Queues.Length; return BrokerError.None; }
+            if (!IsValidName(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is not a valid name");
+            var err = TryGetOrCreate(topic, out var state);
+            if (err.IsOk) queueCount = state.Queues.Length;
+            return err;
+        }
+    }
+
+    private TopicState ApplyTopicCreated(string topic, int queues)
+    {
+        if (_topics.TryGetValue(topic, out var existing)) return existing;
+        var state = new TopicState(topic, queues);
+        _topics[topic] = state;
+        return state;
+    }
+
+    private static int StableHash(string s)
+    {
+        // FNV-1a: string.GetHashCode is randomized per process, and FIFO groups must map to the same queue after restart.
+        uint h = 2166136261;
+        foreach (var c in s) { h ^= c; h *= 16777619; }
+        return (int)(h & 0x7FFFFFFF);
+    }
+
+    private static int PickQueue(TopicState topic, int requested, string? messageGroup)
+    {
+        if (messageGroup is not null) return StableHash(messageGroup) % topic.Queues.Length;
+        if (requested >= 0 && requested < topic.Queues.Length) return requested;
+        return (int)((uint)topic.RoundRobin++ % (uint)topic.Queues.Length);
+    }
+
+    private void AddQueueEntry(TopicState topic, int queueId, long offset, QueueEntry entry)
+    {
+        topic.Queues[queueId].Set(offset, entry);
+        if (IsReady && entry.VisibleAt >= _log.DurableUntil) _pendingVisible.Enqueue((entry.VisibleAt, topic));
+        else if (IsReady) topic.Wake();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_stop.IsCancellationRequested) return;
+        _stop.Cancel();
+        try { await Task.WhenAll(_loops).ConfigureAwait(false); } catch (OperationCanceledException) { }
+        try { await CheckpointAsync().ConfigureAwait(false); }
+        catch (Exception ex) { _logger.LogWarning(ex, "Checkpoint at shutdown failed; the next start replays more of the log."); }
+        await _log.DisposeAsync().ConfigureAwait(false);
+    }
+}

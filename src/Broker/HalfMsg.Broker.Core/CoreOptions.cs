@@ -1,0 +1,47 @@
+namespace HalfMsg.Broker.Core;
+
+/// <summary>When an acknowledged write reaches the disk.</summary>
+public enum FlushMode
+{
+    /// <summary>A send, decision or ack is acknowledged only after its record is durable (group commit).</summary>
+    Sync,
+    /// <summary>Records are committed periodically; acknowledgements do not wait.</summary>
+    Async,
+}
+
+/// <summary>Everything the core needs to run. The host binds and validates these from configuration.</summary>
+public sealed record CoreOptions
+{
+    public string DataDir { get; init; } = "./data";
+    public FlushMode Flush { get; init; } = FlushMode.Sync;
+    /// <summary>Commit period for <see cref="FlushMode.Async"/>.</summary>
+    public TimeSpan AsyncFlushInterval { get; init; } = TimeSpan.FromMilliseconds(5);
+
+    /// <summary>A half younger than this is not checked (RocketMQ transactionTimeOut, 6 s).</summary>
+    public TimeSpan TransactionTimeout { get; init; } = TimeSpan.FromSeconds(6);
+    /// <summary>How often the check-back scheduler wakes (RocketMQ transactionCheckInterval, 30 s).</summary>
+    public TimeSpan TransactionCheckInterval { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Checks per half before it is parked in TRANS_CHECK_MAX_TIME_TOPIC (RocketMQ transactionCheckMax, 15).</summary>
+    public int TransactionCheckMax { get; init; } = 15;
+    /// <summary>How long a decided transaction id is remembered, so that repeated decisions stay idempotent.</summary>
+    public TimeSpan DecisionRetention { get; init; } = TimeSpan.FromHours(1);
+
+    public int MaxDeliveryAttempts { get; init; } = 16;
+    public int QueuesPerTopic { get; init; } = 8;
+    public int MaxMessageSize { get; init; } = 4 * 1024 * 1024;
+    public bool AutoCreateTopics { get; init; } = true;
+    /// <summary>Upper bound for a delay message's delivery time (RocketMQ timerMaxDelaySec, 3 days).</summary>
+    public TimeSpan MaxDelay { get; init; } = TimeSpan.FromDays(3);
+    public TimeSpan MaxInvisibleDuration { get; init; } = TimeSpan.FromHours(12);
+
+    /// <summary>Take a checkpoint after this many records (and at shutdown), bounding replay on start.</summary>
+    public int CheckpointEveryRecords { get; init; } = 200_000;
+    /// <summary>Truncate the log head once the log holds more than this many bytes (0 = never).</summary>
+    public long RetentionBytes { get; init; } = 8L * 1024 * 1024 * 1024;
+    /// <summary>Truncate records older than this (0 = never).</summary>
+    public TimeSpan RetentionTime { get; init; } = TimeSpan.FromHours(72);
+    /// <summary>FasterLog segment size as a power of two (default 2^28 = 256 MiB).</summary>
+    public int SegmentSizeBits { get; init; } = 28;
+    /// <summary>FasterLog in-memory tail buffer as a power of two (default 2^26 = 64 MiB).</summary>
+    public int MemorySizeBits { get; init; } = 26;
+}

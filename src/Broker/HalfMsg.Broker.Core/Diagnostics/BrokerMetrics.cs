@@ -1,0 +1,22 @@
+namespace HalfMsg.Broker.Core;
+
+/// <summary>Counters for the admin API and benchmarks. Written under the engine lock; read racily (monitoring only).</summary>
+public sealed class BrokerMetrics
+{
+    public long RecordsAppended;
+    public long MessagesStored;
+    public long HalvesStored;
+    public long Commits;
+    public long Rollbacks;
+    public long DuplicateDecisions;
+    public long ChecksSent;
+    public long ChecksWithoutProducer;
+    public long Parked;
+    public long Delivered;
+    public long Redelivered;
+    public long Acked;
+    public long DeadLettered;
+    public long ReplayedRecords;
+    public long RecoveryMilliseconds;
+    public long CorruptRecordsSkipped;
+}

@@ -1,0 +1,126 @@
+namespace HalfMsg.Broker.Core.Model;
+
+/// <summary>How a message behaves on delivery. Mirrors apache.rocketmq.v2.MessageType.</summary>
+public enum MessageKind : byte
+{
+    Normal = 1,
+    Fifo = 2,
+    Delay = 3,
+    Transaction = 4,
+}
+
+/// <summary>What a producer asks the broker to store. Front-ends build it from their wire format.</summary>
+public sealed class MessageDraft
+{
+    public required string Topic { get; init; }
+    /// <summary>The client's message id (RocketMQ UNIQ_KEY). Opaque; returned unchanged on delivery.</summary>
+    public required string MessageId { get; init; }
+    public string? Tag { get; init; }
+    public IReadOnlyList<string> Keys { get; init; } = [];
+    public IReadOnlyDictionary<string, string> Properties { get; init; } = EmptyProperties;
+    public ReadOnlyMemory<byte> Body { get; init; }
+    public long BornTimestampMs { get; init; }
+    public string? BornHost { get; init; }
+    /// <summary>FIFO message group (RocketMQ sharding key); messages of one group are delivered in order, one at a time per consumer group.</summary>
+    public string? MessageGroup { get; init; }
+    /// <summary>Deliver no earlier than this time (Unix ms). Null = now.</summary>
+    public long? DeliveryTimestampMs { get; init; }
+    /// <summary>A queue the client asked for; null or negative lets the broker pick.</summary>
+    public int? QueueId { get; init; }
+
+    public static readonly IReadOnlyDictionary<string, string> EmptyProperties = new Dictionary<string, string>();
+}
+
+/// <summary>A message as stored and delivered.</summary>
+public sealed class StoredMessage
+{
+    public required string Topic { get; init; }
+    public int QueueId { get; init; }
+    public long QueueOffset { get; init; }
+    public required string MessageId { get; init; }
+    public string? TransactionId { get; init; }
+    public string? Tag { get; init; }
+    public IReadOnlyList<string> Keys { get; init; } = [];
+    public IReadOnlyDictionary<string, string> Properties { get; init; } = MessageDraft.EmptyProperties;
+    public ReadOnlyMemory<byte> Body { get; init; }
+    public long BornTimestampMs { get; init; }
+    public string? BornHost { get; init; }
+    public long StoreTimestampMs { get; init; }
+    public string? MessageGroup { get; init; }
+    public long? DeliveryTimestampMs { get; init; }
+    public MessageKind Kind { get; init; }
+    /// <summary>For a dead-lettered copy: the topic it came from.</summary>
+    public string? OriginalTopic { get; init; }
+}
+
+/// <summary>A message handed to a consumer: the message plus its lease.</summary>
+public sealed class DeliveredMessage
+{
+    public required StoredMessage Message { get; init; }
+    public required string ReceiptHandle { get; init; }
+    /// <summary>1 on first delivery, +1 on each redelivery.</summary>
+    public int DeliveryAttempt { get; init; }
+    public long InvisibleUntilMs { get; init; }
+}
+
+public readonly record struct SendResult(BrokerError Error, string MessageId, int QueueId, long QueueOffset)
+{
+    public bool IsOk => Error.IsOk;
+}
+
+public readonly record struct SendHalfResult(BrokerError Error, string MessageId, string TransactionId)
+{
+    public bool IsOk => Error.IsOk;
+}
+
+public enum TransactionResolution : byte
+{
+    Unknown = 0,
+    Commit = 1,
+    Rollback = 2,
+}
+
+/// <summary>Who decided: the producer on its own, the producer answering a check-back, or an operator.</summary>
+public enum DecisionSource : byte
+{
+    Client = 1,
+    CheckBack = 2,
+    Operator = 3,
+}
+
+public readonly record struct DecisionResult(BrokerError Error, TransactionResolution Outcome, bool WasDuplicate)
+{
+    public bool IsOk => Error.IsOk;
+}
+
+/// <summary>What a half message's transaction needs to identify it to a producer during a check-back.</summary>
+public sealed class CheckBackRequest
+{
+    public required string TransactionId { get; init; }
+    public required string ProducerGroup { get; init; }
+    public required StoredMessage HalfMessage { get; init; }
+    /// <summary>How many checks were issued for this half, including this one.</summary>
+    public int CheckNumber { get; init; }
+}
+
+public sealed class ReceiveRequest
+{
+    public required string ConsumerGroup { get; init; }
+    public required string Topic { get; init; }
+    /// <summary>Tag expression: <c>*</c>, empty, or <c>TagA || TagB</c>.</summary>
+    public string? TagExpression { get; init; }
+    public int BatchSize { get; init; } = 32;
+    public TimeSpan InvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>How long to wait for a message when none is available. Zero = return at once.</summary>
+    public TimeSpan LongPollTimeout { get; init; }
+}
+
+public readonly record struct ReceiveResult(BrokerError Error, IReadOnlyList<DeliveredMessage> Messages)
+{
+    public bool IsOk => Error.IsOk;
+}
+
+public readonly record struct ChangeInvisibleResult(BrokerError Error, string? ReceiptHandle, long InvisibleUntilMs)
+{
+    public bool IsOk => Error.IsOk;
+}

@@ -1,0 +1,242 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Diagnostics.CodeAnalysis;
+using System.Text;
+
+namespace HalfMsg.Broker.Core.Storage;
+
+/// <summary>The kinds of log records. Every state change of the broker is one of these.</summary>
+public enum RecordKind : byte
+{
+    /// <summary>A normal/FIFO/delay message stored into a topic (or re-appended by retention).</summary>
+    MessageStored = 1,
+    /// <summary>A half (prepared) message: durable, invisible.</summary>
+    HalfStored = 2,
+    /// <summary>Commit or rollback of a half message.</summary>
+    TxDecided = 3,
+    /// <summary>A check-back was sent; carries the new check count.</summary>
+    TxChecked = 4,
+    /// <summary>The half reached the check limit and was parked in TRANS_CHECK_MAX_TIME_TOPIC.</summary>
+    TxParked = 5,
+    /// <summary>An operator resumed a parked half: checks start again.</summary>
+    TxResumed = 6,
+    /// <summary>A message was leased to a consumer of a group.</summary>
+    Delivered = 7,
+    /// <summary>A consumer acknowledged a message.</summary>
+    Acked = 8,
+    /// <summary>A lease was extended or shortened.</summary>
+    InvisibilityChanged = 9,
+    /// <summary>A message left a group's queue for the group's dead-letter topic.</summary>
+    DeadLettered = 10,
+    /// <summary>A topic was created with its queue count.</summary>
+    TopicCreated = 11,
+    /// <summary>An existing stored body was indexed into a queue (delay release, dead-letter copy).</summary>
+    QueueEntryAdded = 12,
+}
+
+/// <summary>
+/// Record envelope. Every record in the log (and in a checkpoint file) starts with this 8-byte header:
+/// <code>
+///  0        1        2        3        4        5        6        7
+/// +--------+--------+--------+--------+--------+--------+--------+--------+
+/// |  kind  |version |  flags (u16 LE) |        CRC-32C (u32 LE)           |
+/// +--------+--------+--------+--------+--------+--------+--------+--------+
+/// | payload: the kind's fields in order, each a LEB128 varint, a          |
+/// | length-prefixed UTF-8 string (length+1, 0 = null) or a byte string   |
+/// +-----------------------------------------------------------------------+
+/// </code>
+/// The CRC covers bytes 0..3 and the payload. FasterLog stores each record's length itself.
+/// </summary>
+public static class RecordHeader
+{
+    public const int Size = 8;
+    public const byte CurrentVersion = 1;
+
+    public static uint Checksum(ReadOnlySpan<byte> record)
+    {
+        // CRC over header bytes 0..3 followed by the payload, as one stream.
+        Span<byte> head = stackalloc byte[4];
+        record[..4].CopyTo(head);
+        uint crc = Crc32C.Compute(head);
+        return Crc32C.Compute(record[Size..], crc);
+    }
+
+    /// <summary>Checks size, version and checksum; returns the kind and a reader over the payload.</summary>
+    public static bool TryOpen(ReadOnlySpan<byte> record, out RecordKind kind, out RecordReader payload, [NotNullWhen(false)] out string? error)
+    {
+        kind = default;
+        payload = default;
+        if (record.Length < Size) { error = $"record of {record.Length} bytes is shorter than its header"; return false; }
+        if (record[1] != CurrentVersion) { error = $"record version {record[1]} is not supported"; return false; }
+        uint stored = BinaryPrimitives.ReadUInt32LittleEndian(record.Slice(4, 4));
+        if (stored != Checksum(record)) { error = "record checksum mismatch"; return false; }
+        kind = (RecordKind)record[0];
+        payload = new RecordReader(record[Size..]);
+        error = null;
+        return true;
+    }
+}
+
+/// <summary>Writes one record into a reusable buffer. Not thread-safe; the engine writes under its lock.</summary>
+public sealed class RecordWriter
+{
+    private byte[] _buffer = new byte[4096];
+    private int _length;
+
+    public ReadOnlySpan<byte> Written => _buffer.AsSpan(0, _length);
+
+    public RecordWriter Begin(RecordKind kind)
+    {
+        _length = RecordHeader.Size;
+        _buffer[0] = (byte)kind;
+        _buffer[1] = RecordHeader.CurrentVersion;
+        _buffer[2] = 0;
+        _buffer[3] = 0;
+        return this;
+    }
+
+    /// <summary>Finishes the record (checksum) and returns it; valid until the next <see cref="Begin"/>.</summary>
+    public ReadOnlySpan<byte> Seal()
+    {
+        var span = _buffer.AsSpan(0, _length);
+        BinaryPrimitives.WriteUInt32LittleEndian(span.Slice(4, 4), RecordHeader.Checksum(span));
+        return span;
+    }
+
+    private Span<byte> Reserve(int n)
+    {
+        if (_length + n > _buffer.Length)
+            Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _length + n));
+        return _buffer.AsSpan(_length, n);
+    }
+
+    public RecordWriter U64(ulong value)
+    {
+        var span = Reserve(10);
+        int i = 0;
+        while (value >= 0x80) { span[i++] = (byte)(value | 0x80); value >>= 7; }
+        span[i++] = (byte)value;
+        _length += i;
+        return this;
+    }
+
+    /// <summary>Signed values are zig-zag encoded so that -1 (the "none" marker) costs one byte.</summary>
+    public RecordWriter I64(long value) => U64((ulong)((value << 1) ^ (value >> 63)));
+    public RecordWriter I32(int value) => I64(value);
+    public RecordWriter Byte(byte value) { Reserve(1)[0] = value; _length++; return this; }
+    public RecordWriter Bool(bool value) => Byte(value ? (byte)1 : (byte)0);
+
+    public RecordWriter Str(string? value)
+    {
+        if (value is null) return U64(0);
+        int max = Encoding.UTF8.GetMaxByteCount(value.Length);
+        if (max < 128)
+        {
+            // Short strings (topics, ids, tags): encode into a stack buffer first to learn the exact length.
+            Span<byte> tmp = stackalloc byte[max];
+            int n = Encoding.UTF8.GetBytes(value, tmp);
+            U64((ulong)n + 1);
+            tmp[..n].CopyTo(Reserve(n));
+            _length += n;
+            return this;
+        }
+        int count = Encoding.UTF8.GetByteCount(value);
+        U64((ulong)count + 1);
+        Encoding.UTF8.GetBytes(value, Reserve(count));
+        _length += count;
+        return this;
+    }
+
+    public RecordWriter Bytes(ReadOnlySpan<byte> value)
+    {
+        U64((ulong)value.Length);
+        value.CopyTo(Reserve(value.Length));
+        _length += value.Length;
+        return this;
+    }
+
+    public RecordWriter StrList(IReadOnlyList<string> values)
+    {
+        U64((ulong)values.Count);
+        for (int i = 0; i < values.Count; i++) Str(values[i]);
+        return this;
+    }
+
+    public RecordWriter StrMap(IReadOnlyDictionary<string, string> values)
+    {
+        U64((ulong)values.Count);
+        foreach (var (k, v) in values) { Str(k); Str(v); }
+        return this;
+    }
+}
+
+/// <summary>Reads a record payload in the order it was written. Throws <see cref="InvalidDataException"/> on truncation.</summary>
+public ref struct RecordReader
+{
+    private ReadOnlySpan<byte> _rest;
+
+    public RecordReader(ReadOnlySpan<byte> payload) => _rest = payload;
+
+    public readonly bool End => _rest.IsEmpty;
+
+    public ulong U64()
+    {
+        ulong result = 0;
+        for (int shift = 0, i = 0; shift < 64; shift += 7, i++)
+        {
+            if (i >= _rest.Length) Truncated();
+            byte b = _rest[i];
+            result |= (ulong)(b & 0x7F) << shift;
+            if (b < 0x80) { _rest = _rest[(i + 1)..]; return result; }
+        }
+        throw new InvalidDataException("varint longer than 10 bytes");
+    }
+
+    public long I64() { ulong v = U64(); return (long)(v >> 1) ^ -(long)(v & 1); }
+    public int I32() => checked((int)I64());
+    public byte Byte() { if (_rest.IsEmpty) Truncated(); byte b = _rest[0]; _rest = _rest[1..]; return b; }
+    public bool Bool() => Byte() != 0;
+
+    public string? Str()
+    {
+        ulong n = U64();
+        if (n == 0) return null;
+        int len = checked((int)(n - 1));
+        if (len > _rest.Length) Truncated();
+        var s = Encoding.UTF8.GetString(_rest[..len]);
+        _rest = _rest[len..];
+        return s;
+    }
+
+    public ReadOnlySpan<byte> Bytes()
+    {
+        int len = checked((int)U64());
+        if (len > _rest.Length) Truncated();
+        var s = _rest[..len];
+        _rest = _rest[len..];
+        return s;
+    }
+
+    public string[] StrList()
+    {
+        int n = checked((int)U64());
+        if (n > _rest.Length) Truncated();
+        if (n == 0) return [];
+        var list = new string[n];
+        for (int i = 0; i < n; i++) list[i] = Str() ?? "";
+        return list;
+    }
+
+    public IReadOnlyDictionary<string, string> StrMap()
+    {
+        int n = checked((int)U64());
+        if (n > _rest.Length) Truncated();
+        if (n == 0) return Model.MessageDraft.EmptyProperties;
+        var map = new Dictionary<string, string>(n);
+        for (int i = 0; i < n; i++) { var k = Str() ?? ""; map[k] = Str() ?? ""; }
+        return map;
+    }
+
+    [DoesNotReturn]
+    private static void Truncated() => throw new InvalidDataException("record payload is truncated");
+}

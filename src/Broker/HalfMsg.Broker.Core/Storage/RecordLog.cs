@@ -1,0 +1,223 @@
+using FASTER.core;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace HalfMsg.Broker.Core.Storage;
+
+/// <summary>
+/// The broker's single source of truth: a FasterLog of records (see <see cref="RecordHeader"/>) plus the one owner of durability.
+/// </summary>
+/// <remarks>
+/// Appenders never commit. <see cref="Append"/> copies a record into FasterLog's in-memory tail and returns its
+/// address; <see cref="WaitDurableAsync"/> parks the caller until a commit covers that address. A single commit loop
+/// commits whenever someone waits (or, in async mode, periodically) and completes every waiter the commit covered, so
+/// concurrent writers share one fsync: while one commit is in flight, the next batch accumulates behind it. This is
+/// FasterLog's own sample pattern with EventStore's adaptive batching (the batch grows with the fsync's duration).
+/// A FasterLog read of an address at or beyond <see cref="DurableUntil"/> returns nothing, so readers only ever
+/// see durable records — which is also what makes "visible only once durable" cheap to enforce.
+/// </remarks>
+public sealed class RecordLog : IAsyncDisposable
+{
+    private readonly FasterLog _log;
+    private readonly IDevice _device;
+    private readonly FlushMode _flush;
+    private readonly TimeSpan _asyncInterval;
+    private readonly ILogger _logger;
+    private readonly object _waitersGate = new();
+    // Waiters sorted by address would be ideal; in practice they arrive almost in address order, so a list scanned
+    // per commit is O(batch) and allocation-free after warm-up.
+    private List<(long Address, TaskCompletionSource Tcs)> _waiters = new();
+    private List<(long Address, TaskCompletionSource Tcs)> _spare = new();
+    private readonly SemaphoreSlim _kick = new(0, int.MaxValue);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _commitLoop;
+    private static readonly TimeSpan IdleCommitInterval = TimeSpan.FromMilliseconds(20);
+    private long _durableUntil;
+    private Exception? _fault;
+
+    /// <summary>Raised on the commit loop after each commit with the new durable-until address.</summary>
+    public event Action<long>? Durable;
+
+    public RecordLog(string directory, FlushMode flush, TimeSpan asyncInterval, int segmentSizeBits = 28, int memorySizeBits = 26, ILogger? logger = null)
+    {
+        Directory.CreateDirectory(directory);
+        _logger = logger ?? NullLogger.Instance;
+        _flush = flush;
+        _asyncInterval = asyncInterval;
+        _device = Devices.CreateLogDevice(Path.Combine(directory, "broker.log"), preallocateFile: false, deleteOnClose: false, recoverDevice: true);
+        var settings = new FasterLogSettings
+        {
+            LogDevice = _device,
+            LogCommitDir = directory,
+            PageSizeBits = 22,
+            MemorySizeBits = Math.Max(memorySizeBits, 23),
+            SegmentSizeBits = segmentSizeBits,
+            TryRecoverLatest = true,
+            AutoRefreshSafeTailAddress = false,
+            RemoveOutdatedCommits = true,
+        };
+        _log = new FasterLog(settings);
+        _durableUntil = _log.CommittedUntilAddress;
+        _commitLoop = Task.Run(CommitLoopAsync);
+    }
+
+    public long BeginAddress => _log.BeginAddress;
+    public long TailAddress => _log.TailAddress;
+    public long DurableUntil => Volatile.Read(ref _durableUntil);
+    public FlushMode Flush => _flush;
+
+    /// <summary>Appends one encoded record to the in-memory tail. Thread-safe; callers keep their own order.</summary>
+    public long Append(ReadOnlySpan<byte> record)
+    {
+        if (_fault is not null) throw new IOException("The log has failed; the broker must restart.", _fault);
+        return _log.Enqueue(record);
+    }
+
+    /// <summary>
+    /// Completes when the record at <paramref name="address"/> is durable. In async flush mode it completes at once
+    /// (the caller accepted the risk); use <see cref="WaitCommittedAsync"/> to wait for the commit regardless.
+    /// </summary>
+    public ValueTask WaitDurableAsync(long address, CancellationToken ct = default)
+        => _flush == FlushMode.Async ? ValueTask.CompletedTask : WaitCommittedAsync(address, ct);
+
+    /// <summary>Completes when a commit covers <paramref name="address"/>, whatever the flush mode.</summary>
+    public ValueTask WaitCommittedAsync(long address, CancellationToken ct = default)
+    {
+        if (address < Volatile.Read(ref _durableUntil)) return ValueTask.CompletedTask;
+        return SlowWaitAsync(address, ct);
+    }
+
+    private async ValueTask SlowWaitAsync(long address, CancellationToken ct)
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_waitersGate)
+        {
+            if (_fault is not null) throw new IOException("The log has failed.", _fault);
+            if (address < _durableUntil) return;
+            _waiters.Add((address, tcs));
+        }
+        _kick.Release();
+        await tcs.Task.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Asks the commit loop to commit soon (used for visibility in async mode and before checkpoints).</summary>
+    public void RequestCommit() => _kick.Release();
+
+    private async Task CommitLoopAsync()
+    {
+        var ct = _stop.Token;
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                // Sync mode commits as soon as someone waits; records nobody waits for (receipts) ride along,
+                // or go out with the idle tick so they never sit in memory for long.
+                await _kick.WaitAsync(_flush == FlushMode.Async ? _asyncInterval : IdleCommitInterval, ct).ConfigureAwait(false);
+                // Drain extra kicks: one commit covers everybody who appended before it started.
+                while (_kick.CurrentCount > 0) _kick.Wait(0, CancellationToken.None);
+
+                if (_log.TailAddress > _log.CommittedUntilAddress)
+                    await _log.CommitAsync(ct).ConfigureAwait(false);
+                Publish(_log.CommittedUntilAddress);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex)
+            {
+                // A failed fsync leaves durability unknown: fail every waiter, refuse further writes.
+                _logger.LogCritical(ex, "Log commit failed; the broker stops accepting writes.");
+                _fault = ex;
+                FailAll(ex);
+                return;
+            }
+        }
+    }
+
+    private void Publish(long committed)
+    {
+        List<(long, TaskCompletionSource)> done;
+        lock (_waitersGate)
+        {
+            if (committed <= _durableUntil && _waiters.Count == 0) return;
+            Volatile.Write(ref _durableUntil, Math.Max(_durableUntil, committed));
+            done = _spare;
+            done.Clear();
+            var keep = new List<(long, TaskCompletionSource)>();
+            foreach (var w in _waiters)
+            {
+                if (w.Address < committed) done.Add(w); else keep.Add(w);
+            }
+            _spare = _waiters;
+            _waiters = keep;
+            if (keep.Count > 0) _kick.Release();
+        }
+        foreach (var (_, tcs) in done) tcs.TrySetResult();
+        Durable?.Invoke(committed);
+    }
+
+    private void FailAll(Exception ex)
+    {
+        lock (_waitersGate)
+        {
+            foreach (var (_, tcs) in _waiters) tcs.TrySetException(new IOException("The log commit failed.", ex));
+            _waiters.Clear();
+        }
+    }
+
+    /// <summary>Reads a durable record. Returns null when the address is truncated away or not durable yet.</summary>
+    public async ValueTask<byte[]?> ReadAsync(long address, CancellationToken ct = default)
+    {
+        var (bytes, length) = await _log.ReadAsync(address, 0, ct).ConfigureAwait(false);
+        if (bytes is null) return null;
+        return bytes.Length == length ? bytes : bytes.AsSpan(0, length).ToArray();
+    }
+
+    /// <summary>Replays records in [from, tail) in order. Used on start, before any append.</summary>
+    public void Replay<TConsumer>(long from, ref TConsumer consumer) where TConsumer : IRecordConsumer
+    {
+        from = Math.Max(from, _log.BeginAddress);
+        if (from >= _log.TailAddress) return;
+        using var iter = _log.Scan(from, _log.TailAddress);
+        var adapter = new ConsumerAdapter<TConsumer>(consumer);
+        while (iter.TryConsumeNext(adapter)) { }
+        consumer = adapter.Inner;
+    }
+
+    // FasterLog hands each entry as a span over its own page buffer: no copy per record during replay.
+    private sealed class ConsumerAdapter<TConsumer>(TConsumer inner) : ILogEntryConsumer where TConsumer : IRecordConsumer
+    {
+        public TConsumer Inner = inner;
+        public void Consume(ReadOnlySpan<byte> entry, long currentAddress, long nextAddress) => Inner.Consume(entry, currentAddress);
+    }
+
+    /// <summary>Commits everything appended so far and waits for it.</summary>
+    public async ValueTask CommitNowAsync(CancellationToken ct = default)
+    {
+        var tail = _log.TailAddress;
+        if (tail > Volatile.Read(ref _durableUntil)) await WaitCommittedAsync(tail - 1, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Drops everything before <paramref name="address"/> (a record boundary). Persisted with the next commit.</summary>
+    public void TruncateUntil(long address)
+    {
+        _log.TruncateUntil(address);
+        _kick.Release();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try { await CommitNowAsync().ConfigureAwait(false); } catch (Exception ex) { _logger.LogWarning(ex, "Final commit failed."); }
+        _stop.Cancel();
+        try { await _commitLoop.ConfigureAwait(false); } catch (OperationCanceledException) { }
+        _log.Dispose();
+        _device.Dispose();
+    }
+}
+
+/// <summary>Receives records during replay, without copying them.</summary>
+public interface IRecordConsumer
+{
+    void Consume(ReadOnlySpan<byte> record, long address);
+}

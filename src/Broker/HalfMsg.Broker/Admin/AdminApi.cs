@@ -1,0 +1,65 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Broker.Admin;
+
+/// <summary>The operator's JSON API on the admin (HTTP/1.1) port.</summary>
+public static class AdminApi
+{
+    public static void MapAdminApi(this IEndpointRouteBuilder app, BrokerEngine engine)
+    {
+        app.MapGet("/health", () => engine.IsReady
+            ? Results.Ok(new { status = "ready", pending = engine.PendingCount })
+            : Results.Json(new { status = "starting" }, statusCode: 503));
+
+        app.MapGet("/api/topics", () => Results.Ok(engine.ListTopics()));
+
+        app.MapGet("/api/transactions/pending", (long? after, int? limit) => Page(engine, parked: false, after, limit));
+        app.MapGet("/api/transactions/parked", (long? after, int? limit) => Page(engine, parked: true, after, limit));
+        app.MapGet("/api/transactions/{id}", (string id) => engine.FindTransaction(id) is { } tx
+            ? Results.Ok(tx)
+            : NotFound($"transaction '{id}' is not pending or parked"));
+
+        app.MapPost("/api/transactions/{id}/resume", async (string id, CancellationToken ct) =>
+            ToResult(await engine.ResumeTransactionAsync(id, ct), new { transactionId = id, resumed = true }));
+        app.MapPost("/api/transactions/{id}/commit", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Commit, ct));
+        app.MapPost("/api/transactions/{id}/rollback", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Rollback, ct));
+
+        app.MapGet("/api/groups/{group}", (string group) => engine.FindGroup(group) is { } info
+            ? Results.Ok(info)
+            : NotFound($"consumer group '{group}' has never received from this broker"));
+
+        app.MapGet("/api/stats", () => Results.Ok(new
+        {
+            engine.Metrics.RecordsAppended, engine.Metrics.MessagesStored, engine.Metrics.HalvesStored, engine.Metrics.Commits,
+            engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
+            engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.Acked, engine.Metrics.DeadLettered,
+            engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
+            pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
+            producers = engine.Producers.Snapshot(),
+        }));
+    }
+
+    private static IResult Page(BrokerEngine engine, bool parked, long? after, int? limit)
+    {
+        if (limit is < 1 or > 1000) return Results.Json(new { error = "limit must be in [1, 1000]" }, statusCode: 400);
+        var items = engine.ListTransactions(parked, after ?? -1, limit ?? 100, out var total);
+        return Results.Ok(new { total, items, next = items.Count > 0 ? items[^1].LogAddress : (long?)null });
+    }
+
+    private static async Task<IResult> Decide(BrokerEngine engine, string id, TransactionResolution resolution, CancellationToken ct)
+    {
+        var result = await engine.EndTransactionAsync(id, null, resolution, DecisionSource.Operator, ct);
+        return ToResult(result.Error, new { transactionId = id, outcome = result.Outcome.ToString(), duplicate = result.WasDuplicate });
+    }
+
+    private static IResult ToResult(BrokerError error, object ok) => error.Status switch
+    {
+        BrokerStatus.Ok => Results.Ok(ok),
+        BrokerStatus.TransactionNotFound => NotFound(error.Message),
+        BrokerStatus.TransactionConflict => Results.Json(new { error = error.Message, code = error.Status.ToString() }, statusCode: 409),
+        _ => Results.Json(new { error = error.Message, code = error.Status.ToString() }, statusCode: 400),
+    };
+
+    private static IResult NotFound(string message) => Results.Json(new { error = message, code = "NotFound" }, statusCode: 404);
+}

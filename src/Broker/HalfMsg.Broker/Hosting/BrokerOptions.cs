@@ -1,0 +1,22 @@
+using HalfMsg.Broker.Core;
+
+namespace HalfMsg.Broker.Hosting;
+
+/// <summary>
+/// The broker's whole configuration, bound from appsettings.json, environment variables (<c>Broker__GrpcPort</c>) and
+/// command-line flags (<c>--grpc-port</c>), in increasing priority. Validated on start; a bad value names its flag.
+/// </summary>
+public sealed record BrokerOptions
+{
+    public string DataDir { get; init; } = "./data";
+    public string Bind { get; init; } = "127.0.0.1";
+    /// <summary>Host advertised in QueryRoute; null = the address the client connected to.</summary>
+    public string? AdvertisedHost { get; init; }
+    public int GrpcPort { get; init; } = 8081;
+    /// <summary>Reserved for the RocketMQ 4 Remoting front-end (not built yet).</summary>
+    public int RemotingPort { get; init; } = 10911;
+    public int HttpPort { get; init; } = 8080;
+    public CoreOptions Core { get; init; } = new();
+    /// <summary>Access key → secret. Empty = authentication off.</summary>
+    public IReadOnlyDictionary<string, string> Credentials { get; init; } = new Dictionary<string, string>();
+}
