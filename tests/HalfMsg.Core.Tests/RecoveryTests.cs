@@ -1,0 +1,214 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
+
+namespace HalfMsg.Core.Tests;
+
+public sealed class RecoveryTests
+{
+    private static async Task<(string pending, string committed, string rolledBack)> PopulateAsync(EngineHarness h)
+    {
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        var pending = await h.SendHalfAsync("orders", "pending");
+        var committed = await h.SendHalfAsync("orders", "committed");
+        var rolledBack = await h.SendHalfAsync("orders", "rolled-back");
+        await h.Engine.EndTransactionAsync(committed, null, TransactionResolution.Commit, DecisionSource.Client);
+        await h.Engine.EndTransactionAsync(rolledBack, null, TransactionResolution.Rollback, DecisionSource.Client);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        await h.Engine.RunCheckPassAsync();
+        await h.Engine.SendAsync(h.Draft("events", "acked"));
+        await h.Engine.SendAsync(h.Draft("events", "leased"));
+        var got = await h.ReceiveAsync("g", "events", batch: 1);
+        await h.Engine.AckAsync("g", "events", got[0].ReceiptHandle);
+        await h.ReceiveAsync("g", "events", batch: 1, invisible: TimeSpan.FromSeconds(30));
+        return (pending, committed, rolledBack);
+    }
+
+    private static async Task AssertStateAsync(EngineHarness h, string pending)
+    {
+        var tx = h.Engine.FindTransaction(pending);
+        Assert.NotNull(tx);
+        Assert.Equal(1, tx.Checks);
+        Assert.Equal(1, h.Engine.PendingCount);
+        Assert.Equal(new[] { "committed" }, (await h.ReceiveAsync("c", "orders")).Select(m => m.Text()));
+        // "acked" is finished; "leased" is still invisible until its lease runs out, then comes back as attempt 2.
+        Assert.Empty(await h.ReceiveAsync("g", "events"));
+        h.Clock.Advance(TimeSpan.FromSeconds(31));
+        h.Engine.RunSweep();
+        var back = Assert.Single(await h.ReceiveAsync("g", "events"));
+        Assert.Equal("leased", back.Text());
+        Assert.Equal(2, back.DeliveryAttempt);
+    }
+
+    [Fact]
+    public async Task State_is_rebuilt_from_a_checkpoint_after_a_clean_restart()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var (pending, _, _) = await PopulateAsync(h);
+        await h.RestartAsync();
+        Assert.True(h.Engine.LastCheckpointAddress > 0);
+        Assert.Equal(0, h.Engine.Metrics.ReplayedRecords);
+        await AssertStateAsync(h, pending);
+    }
+
+    [Fact]
+    public async Task State_is_rebuilt_by_replaying_the_log_when_there_is_no_checkpoint()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var (pending, _, _) = await PopulateAsync(h);
+        await h.Engine.DisposeAsync();
+        Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.True(h.Engine.Metrics.ReplayedRecords > 10);
+        await AssertStateAsync(h, pending);
+    }
+
+    [Fact]
+    public async Task A_checkpoint_plus_the_log_after_it_gives_the_same_state()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var p = new RecordingChannel("p1");
+        using (h.Engine.Producers.Register("orders", p))
+        {
+            var early = await h.SendHalfAsync("orders", "early");
+            await h.Engine.CheckpointAsync();
+            await h.Engine.EndTransactionAsync(early, null, TransactionResolution.Commit, DecisionSource.Client);
+            await h.SendHalfAsync("orders", "late");
+        }
+        await h.Engine.DisposeAsync();
+        // Keep the mid-run checkpoint only: the shutdown one is newer; delete it so replay must cover the tail.
+        var newest = Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints")).Order().Last();
+        File.Delete(newest);
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.True(h.Engine.Metrics.ReplayedRecords >= 2);
+        Assert.Equal(1, h.Engine.PendingCount);
+        Assert.Equal(new[] { "early" }, (await h.ReceiveAsync("c", "orders")).Select(m => m.Text()));
+    }
+
+    [Fact]
+    public async Task A_torn_checkpoint_is_ignored_and_the_previous_one_is_used()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.SendHalfAsync("orders", "one");
+        await h.Engine.CheckpointAsync();
+        await h.SendHalfAsync("orders", "two");
+        await h.Engine.DisposeAsync();
+        var newest = Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints")).Order().Last();
+        var bytes = File.ReadAllBytes(newest);
+        File.WriteAllBytes(newest, bytes[..(bytes.Length - 7)]);
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.Equal(2, h.Engine.PendingCount);
+    }
+
+    [Fact]
+    public async Task Retention_truncates_the_log_but_a_pending_half_older_than_the_cut_survives_with_its_body()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 10 });
+        var p = new RecordingChannel("p1");
+        var reg = h.Engine.Producers.Register("orders", p);
+        var old = await h.SendHalfAsync("orders", "old-pending");
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        await h.Engine.RunCheckPassAsync();                      // one check so far
+        await h.Engine.SendAsync(h.Draft("events", "unacked"));
+        await h.ReceiveAsync("g", "events", invisible: TimeSpan.FromSeconds(5));
+        for (int i = 0; i < 200; i++)
+        {
+            var tx = await h.SendHalfAsync("orders", new string('x', 2000));
+            await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Rollback, DecisionSource.Client);
+        }
+        long cut = h.Engine.LogTailAddress;
+        int moved = await h.Engine.TruncateBeforeAsync(cut);
+        Assert.True(moved >= 2, $"moved {moved}");
+        Assert.True(h.Engine.LogBeginAddress >= cut);
+        reg.Dispose();
+
+        await h.RestartAsync();
+        var tx2 = h.Engine.FindTransaction(old);
+        Assert.NotNull(tx2);
+        Assert.Equal(1, tx2.Checks);
+        Assert.True(tx2.LogAddress >= cut);
+        var p2 = new RecordingChannel("p2");
+        using var reg2 = h.Engine.Producers.Register("orders", p2);
+        h.Clock.Advance(TimeSpan.FromSeconds(31));
+        await h.Engine.RunCheckPassAsync();
+        Assert.Equal("old-pending", System.Text.Encoding.UTF8.GetString(Assert.Single(p2.Checks).HalfMessage.Body.Span));
+        await h.Engine.EndTransactionAsync(old, null, TransactionResolution.Commit, DecisionSource.CheckBack);
+        Assert.Equal("old-pending", Assert.Single(await h.ReceiveAsync("c", "orders")).Text());
+        // The unacked message also survived the cut and comes back.
+        h.Engine.RunSweep();
+        Assert.Equal("unacked", Assert.Single(await h.ReceiveAsync("g", "events")).Text());
+    }
+}
+
+public sealed class RecordCodecTests
+{
+    [Fact]
+    public void A_record_round_trips_every_field_type()
+    {
+        var w = new RecordWriter();
+        w.Begin(RecordKind.Delivered).Str("group").Str(null).Str("ünïcødé-" + new string('x', 300)).I64(-1).I64(long.MaxValue).I32(int.MinValue)
+            .U64(ulong.MaxValue).Bool(true).Bytes(new byte[] { 1, 2, 3 }).StrList(["a", "b"]).StrMap(new Dictionary<string, string> { ["k"] = "v" });
+        var bytes = w.Seal().ToArray();
+        Assert.True(RecordHeader.TryOpen(bytes, out var kind, out var r, out _));
+        Assert.Equal(RecordKind.Delivered, kind);
+        Assert.Equal("group", r.Str());
+        Assert.Null(r.Str());
+        Assert.Equal("ünïcødé-" + new string('x', 300), r.Str());
+        Assert.Equal(-1, r.I64());
+        Assert.Equal(long.MaxValue, r.I64());
+        Assert.Equal(int.MinValue, r.I32());
+        Assert.Equal(ulong.MaxValue, r.U64());
+        Assert.True(r.Bool());
+        Assert.Equal(new byte[] { 1, 2, 3 }, r.Bytes().ToArray());
+        Assert.Equal(new[] { "a", "b" }, r.StrList());
+        Assert.Equal("v", r.StrMap()["k"]);
+        Assert.True(r.End);
+    }
+
+    [Theory]
+    [InlineData(0)]   // kind byte flipped
+    [InlineData(9)]   // first payload byte flipped
+    [InlineData(-1)]  // last byte flipped
+    public void A_flipped_bit_anywhere_fails_the_checksum(int position)
+    {
+        var w = new RecordWriter();
+        var bytes = w.Begin(RecordKind.Acked).Str("g").Str("t").I32(1).I64(42).Seal().ToArray();
+        int i = position < 0 ? bytes.Length + position : position;
+        bytes[i] ^= 0x04;
+        Assert.False(RecordHeader.TryOpen(bytes, out _, out _, out var error));
+        Assert.Contains("checksum", error);
+    }
+
+    [Fact]
+    public void Short_records_and_unknown_versions_are_rejected()
+    {
+        Assert.False(RecordHeader.TryOpen(new byte[5], out _, out _, out var e1));
+        Assert.Contains("shorter", e1);
+        var bytes = new RecordWriter().Begin(RecordKind.Acked).Seal().ToArray();
+        bytes[1] = 99;
+        Assert.False(RecordHeader.TryOpen(bytes, out _, out _, out var e2));
+        Assert.Contains("version", e2);
+    }
+
+    [Fact]
+    public void A_truncated_payload_throws_invalid_data_not_an_index_error()
+    {
+        var bytes = new RecordWriter().Begin(RecordKind.Acked).Str("group-name").Seal().ToArray();
+        Assert.Throws<InvalidDataException>(() =>
+        {
+            var r = new RecordReader(bytes.AsSpan(8, 4));
+            r.Str();
+        });
+    }
+
+    [Fact]
+    public void Receipt_handles_round_trip_and_reject_garbage()
+    {
+        var h = new Broker.Core.Delivery.ReceiptHandle(3, 12345, 0x1234_5678_0000_0001);
+        Assert.True(Broker.Core.Delivery.ReceiptHandle.TryParse(h.Encode(), out var back));
+        Assert.Equal(h, back);
+        foreach (var bad in new[] { null, "", "v2.1.2.3", "v1.a.2.3", "v1.1.2", "v1.1.2.zz", "v1.1.-2.3" })
+            Assert.False(Broker.Core.Delivery.ReceiptHandle.TryParse(bad, out _));
+    }
+}

@@ -1,0 +1,107 @@
+using System.Collections.Concurrent;
+using System.Text;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>A clock the test moves by hand: timeouts are tested in milliseconds.</summary>
+public sealed class FakeClock : TimeProvider
+{
+    private long _ticks = new DateTimeOffset(2026, 11, 21, 12, 0, 0, TimeSpan.Zero).UtcTicks;
+    public override DateTimeOffset GetUtcNow() => new(Interlocked.Read(ref _ticks), TimeSpan.Zero);
+    public override long GetTimestamp() => Interlocked.Read(ref _ticks);
+    public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+    public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
+}
+
+/// <summary>A producer instance as the core sees it; records the checks it receives.</summary>
+public sealed class RecordingChannel(string clientId) : ICheckBackChannel
+{
+    public string ClientId { get; } = clientId;
+    public bool IsAlive { get; set; } = true;
+    public ConcurrentQueue<CheckBackRequest> Checks { get; } = new();
+    public bool TrySendCheck(CheckBackRequest request)
+    {
+        if (!IsAlive) return false;
+        Checks.Enqueue(request);
+        return true;
+    }
+}
+
+/// <summary>An engine on a real FasterLog in a temp directory, with a fake clock and no background loops.</summary>
+public sealed class EngineHarness : IAsyncDisposable
+{
+    public string DataDir { get; } = Path.Combine(Path.GetTempPath(), "halfmsg-core-" + Guid.NewGuid().ToString("N")[..12]);
+    public FakeClock Clock { get; } = new();
+    public CoreOptions Options { get; private set; }
+    public BrokerEngine Engine { get; private set; } = null!;
+    private int _ids;
+
+    private EngineHarness(CoreOptions options) => Options = options with { DataDir = DataDir };
+
+    public static async Task<EngineHarness> StartAsync(Func<CoreOptions, CoreOptions>? configure = null)
+    {
+        var options = new CoreOptions
+        {
+            TransactionTimeout = TimeSpan.FromSeconds(6),
+            TransactionCheckInterval = TimeSpan.FromSeconds(30),
+            TransactionCheckMax = 3,
+            MaxDeliveryAttempts = 3,
+            QueuesPerTopic = 4,
+            SegmentSizeBits = 22,
+            MemorySizeBits = 23,
+        };
+        var h = new EngineHarness(configure?.Invoke(options) ?? options);
+        h.Engine = await BrokerEngine.OpenAsync(h.Options, h.Clock, startBackgroundLoops: false);
+        return h;
+    }
+
+    /// <summary>Clean restart (checkpoint at shutdown).</summary>
+    public async Task RestartAsync()
+    {
+        await Engine.DisposeAsync();
+        Engine = await BrokerEngine.OpenAsync(Options, Clock, startBackgroundLoops: false);
+    }
+
+    /// <summary>Opens the engine again after the test disposed it (and tampered with the data dir).</summary>
+    public async Task RestartAfterDeletedCheckpointAsync()
+        => Engine = await BrokerEngine.OpenAsync(Options, Clock, startBackgroundLoops: false);
+
+    public string NextId() => $"0100000000000000000000{Interlocked.Increment(ref _ids):X12}";
+
+    public MessageDraft Draft(string topic, string? body = null, string? tag = null, string? group = null, long? deliverAt = null) => new()
+    {
+        Topic = topic, MessageId = NextId(), Body = Encoding.UTF8.GetBytes(body ?? "body"), Tag = tag, MessageGroup = group,
+        DeliveryTimestampMs = deliverAt, BornTimestampMs = Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+    };
+
+    public async Task<string> SendHalfAsync(string topic, string? body = null, string? clientId = "p1", string? tag = null, long? deliverAt = null)
+    {
+        var r = await Engine.SendHalfAsync(Draft(topic, body, tag, deliverAt: deliverAt), topic, clientId, null);
+        Assert.True(r.IsOk, r.Error.ToString());
+        return r.TransactionId;
+    }
+
+    public async Task<IReadOnlyList<DeliveredMessage>> ReceiveAsync(string group, string topic, int batch = 32, TimeSpan? invisible = null, string? tags = null)
+    {
+        var r = await Engine.ReceiveAsync(new ReceiveRequest
+        {
+            ConsumerGroup = group, Topic = topic, BatchSize = batch, InvisibleDuration = invisible ?? TimeSpan.FromSeconds(30), TagExpression = tags,
+        });
+        Assert.True(r.IsOk || r.Error.Status == BrokerStatus.MessageNotFound, r.Error.ToString());
+        return r.Messages;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Engine.DisposeAsync();
+        try { Directory.Delete(DataDir, recursive: true); } catch (IOException) { }
+    }
+}
+
+public static class Bodies
+{
+    public static string Text(this DeliveredMessage m) => Encoding.UTF8.GetString(m.Message.Body.Span);
+}

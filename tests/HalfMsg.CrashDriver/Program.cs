@@ -1,0 +1,80 @@
+using System.Text;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
+
+// Drives transactional load against the broker core and prints one line per ACKNOWLEDGED outcome, only after the core
+// acknowledged it (flush sync: durable). The crash test kills this process with SIGKILL at a random moment and checks
+// the recovered data dir against these lines:
+//   H id    half stored            C id    committed          R id    rolled back
+//   P id    left pending           A id    delivered + acked  K id n  check-back n received
+string dataDir = args[0];
+int workers = args.Length > 1 ? int.Parse(args[1]) : 4;
+var output = new StreamWriter(Console.OpenStandardOutput(), Encoding.ASCII) { AutoFlush = true };
+var gate = new object();
+void Emit(string line) { lock (gate) output.WriteLine(line); }
+
+await using var engine = await BrokerEngine.OpenAsync(new CoreOptions
+{
+    DataDir = dataDir,
+    Flush = FlushMode.Sync,
+    TransactionTimeout = TimeSpan.FromMilliseconds(100),
+    TransactionCheckInterval = TimeSpan.FromMilliseconds(200),
+    TransactionCheckMax = 1000,
+    QueuesPerTopic = 4,
+    CheckpointEveryRecords = 2000,
+    SegmentSizeBits = 24,
+    MemorySizeBits = 24,
+});
+using var registration = engine.Producers.Register("orders", new PrintingChannel(Emit));
+Emit("READY");
+
+var producers = Enumerable.Range(0, workers).Select(w => Task.Run(async () =>
+{
+    for (int i = 0; ; i++)
+    {
+        string id = $"tx-{Environment.ProcessId}-{w}-{i}";
+        var half = await engine.SendHalfAsync(new MessageDraft { Topic = "orders", MessageId = id, Body = Encoding.UTF8.GetBytes(id) }, "orders", "driver", null);
+        if (!half.IsOk) throw new InvalidOperationException(half.Error.ToString());
+        Emit($"H {id}");
+        switch (i % 3)
+        {
+            case 0:
+                if ((await engine.EndTransactionAsync(id, id, TransactionResolution.Commit, DecisionSource.Client)).IsOk) Emit($"C {id}");
+                break;
+            case 1:
+                if ((await engine.EndTransactionAsync(id, id, TransactionResolution.Rollback, DecisionSource.Client)).IsOk) Emit($"R {id}");
+                break;
+            default:
+                Emit($"P {id}");
+                break;
+        }
+    }
+})).ToList();
+
+var consumer = Task.Run(async () =>
+{
+    while (true)
+    {
+        var got = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = "orders", BatchSize = 16, InvisibleDuration = TimeSpan.FromMinutes(10), LongPollTimeout = TimeSpan.FromMilliseconds(200) });
+        foreach (var m in got.Messages)
+        {
+            // Ack every other message: the rest stay leased (unacked) across the crash.
+            if (m.Message.QueueOffset % 2 == 0 && (await engine.AckAsync("g", "orders", m.ReceiptHandle)).IsOk) Emit($"A {m.Message.MessageId}");
+        }
+    }
+});
+await Task.WhenAny(producers.Append(consumer));
+await Task.WhenAll(producers.Append(consumer)); // surfaces the failure
+return 1;
+
+sealed class PrintingChannel(Action<string> emit) : ICheckBackChannel
+{
+    public string ClientId => "driver";
+    public bool IsAlive => true;
+    public bool TrySendCheck(CheckBackRequest request)
+    {
+        emit($"K {request.TransactionId} {request.CheckNumber}");
+        return true;
+    }
+}
