@@ -1,0 +1,92 @@
+namespace HalfMsg.Bench;
+
+public enum FlushMode { Sync, Async }
+
+/// <summary>Command-line options shared by every e2e piece (ceiling, peers, broker flows).</summary>
+public sealed record BenchOptions
+{
+    public string Verb { get; init; } = "e2e";
+    public bool Quick { get; init; }
+    /// <summary>Messages (transactions) per flow; fixed count, not fixed time.</summary>
+    public int Messages { get; init; } = 200_000;
+    public int Producers { get; init; } = 8;
+    public int Consumers { get; init; } = 4;
+    public int BodySize { get; init; } = 1024;
+    public FlushMode Flush { get; init; } = FlushMode.Sync;
+    /// <summary>Existing RabbitMQ to use instead of starting a throwaway one.</summary>
+    public string? RabbitMqUri { get; init; }
+    public bool SkipRabbitMq { get; init; }
+    public string OutDir { get; init; } = Path.Combine("bench", "results");
+    /// <summary>Upper bound for one flow; a flow that runs out reports what it measured plus a note.</summary>
+    public TimeSpan FlowTimeout { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>Arguments not understood here (passed on to BenchmarkDotNet by <c>micro</c>).</summary>
+    public IReadOnlyList<string> Rest { get; init; } = [];
+
+    public const string Usage = """
+        usage: HalfMsg.Bench <e2e|micro|all> [options]
+          e2e     raw FasterLog ceiling + RabbitMQ peer + registered broker flows (Flows/FlowRegistry.cs)
+          micro   BenchmarkDotNet micro benchmarks (other args go to BenchmarkDotNet, e.g. --filter '*Faster*')
+          all     e2e, then micro
+        options:
+          --quick               small run (20k messages, short BenchmarkDotNet job); e2e well under 2 minutes
+          --messages N          messages/transactions per flow (default 200000; 20000 with --quick)
+          --producers P         concurrent producers / log writers (default 8)
+          --consumers C         concurrent consumers (default 4)
+          --body-size BYTES     message body size (default 1024)
+          --flush sync|async    durability mode for the ceiling and the broker flows (default sync)
+          --rabbitmq URI        use an existing RabbitMQ (amqp://user:pass@127.0.0.1:5672/) instead of starting one
+          --no-rabbitmq         skip the RabbitMQ peer
+          --timeout SECONDS     upper bound per flow (default 600; 90 with --quick)
+          --out DIR             results directory (default bench/results)
+        """;
+
+    public static BenchOptions Parse(string[] args)
+    {
+        var o = new BenchOptions();
+        var rest = new List<string>();
+        int? messages = null, timeoutS = null;
+        int i = 0;
+        if (args.Length > 0 && !args[0].StartsWith('-')) { o = o with { Verb = args[0].ToLowerInvariant() }; i = 1; }
+        for (; i < args.Length; i++)
+        {
+            string a = args[i];
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{a} needs a value");
+            int NextInt() => int.TryParse(Next(), out int v) && v > 0 ? v : throw new ArgumentException($"{a} needs a positive integer");
+            switch (a)
+            {
+                case "--quick": o = o with { Quick = true }; break;
+                case "--messages": case "-n": messages = NextInt(); break;
+                case "--producers": case "-p": o = o with { Producers = NextInt() }; break;
+                case "--consumers": case "-c": o = o with { Consumers = NextInt() }; break;
+                case "--body-size": o = o with { BodySize = NextInt() }; break;
+                case "--flush":
+                    o = o with
+                    {
+                        Flush = Next().ToLowerInvariant() switch
+                        {
+                            "sync" => FlushMode.Sync,
+                            "async" => FlushMode.Async,
+                            var v => throw new ArgumentException($"--flush must be sync or async, not {v}"),
+                        },
+                    };
+                    break;
+                case "--rabbitmq": o = o with { RabbitMqUri = Next() }; break;
+                case "--no-rabbitmq": o = o with { SkipRabbitMq = true }; break;
+                case "--timeout": timeoutS = NextInt(); break;
+                case "--out": o = o with { OutDir = Next() }; break;
+                default: rest.Add(a); break;
+            }
+        }
+        o = o with
+        {
+            Messages = messages ?? (o.Quick ? 20_000 : 200_000),
+            FlowTimeout = TimeSpan.FromSeconds(timeoutS ?? (o.Quick ? 90 : 600)),
+            Rest = rest,
+        };
+        return o;
+    }
+
+    public override string ToString() =>
+        $"messages={Messages} producers={Producers} consumers={Consumers} body={BodySize}B flush={Flush.ToString().ToLowerInvariant()}" +
+        (Quick ? " quick" : "") + (RabbitMqUri is null ? "" : " rabbitmq=external");
+}

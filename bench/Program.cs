@@ -1,0 +1,35 @@
+using HalfMsg.Bench;
+using HalfMsg.Bench.Micro;
+
+BenchOptions options;
+try
+{
+    options = BenchOptions.Parse(args);
+}
+catch (ArgumentException ex)
+{
+    Console.Error.WriteLine(ex.Message);
+    Console.Error.WriteLine(BenchOptions.Usage);
+    return 2;
+}
+
+using var cts = new CancellationTokenSource();
+Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
+
+switch (options.Verb)
+{
+    case "e2e":
+        return await E2eRunner.RunAsync(options, cts.Token);
+    case "micro":
+        return MicroRunner.Run(options);
+    case "all":
+        int rc = await E2eRunner.RunAsync(options, cts.Token);
+        return MicroRunner.Run(options) is var micro && rc != 0 ? rc : micro;
+    case "help" or "-h" or "--help":
+        Console.WriteLine(BenchOptions.Usage);
+        return 0;
+    default:
+        Console.Error.WriteLine($"unknown verb '{options.Verb}'");
+        Console.Error.WriteLine(BenchOptions.Usage);
+        return 2;
+}
