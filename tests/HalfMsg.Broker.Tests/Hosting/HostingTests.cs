@@ -1,0 +1,162 @@
+using System.Net;
+using Microsoft.Extensions.Configuration;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Text.Json;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Hosting;
+
+namespace HalfMsg.Broker.Tests.Hosting;
+
+public sealed class ConfigurationTests
+{
+    [Theory]
+    [InlineData(new[] { "--bogus", "1" }, "unknown flag --bogus")]
+    [InlineData(new[] { "--grpc-port", "70000" }, "--grpc-port")]
+    [InlineData(new[] { "--flush", "sometimes" }, "--flush must be 'sync' or 'async'")]
+    [InlineData(new[] { "--transaction-check-interval", "5x" }, "--transaction-check-interval")]
+    [InlineData(new[] { "--max-message-size", "lots" }, "--max-message-size")]
+    [InlineData(new[] { "--transaction-check-max", "0" }, "--transaction-check-max")]
+    [InlineData(new[] { "--grpc-port" }, "--grpc-port needs a value")]
+    [InlineData(new[] { "stray" }, "unexpected argument 'stray'")]
+    [InlineData(new[] { "--grpc-port", "9000", "--http-port", "9000" }, "must differ")]
+    public async Task Invalid_flags_stop_the_start_with_a_message_that_names_the_flag(string[] args, string expected)
+    {
+        var ex = await Assert.ThrowsAsync<BrokerConfigurationException>(() => BrokerHost.StartAsync(args));
+        Assert.Contains(expected, ex.Message);
+    }
+
+    [Theory]
+    [InlineData("500ms", 500)]
+    [InlineData("1s", 1000)]
+    [InlineData("6s", 6000)]
+    [InlineData("2m", 120_000)]
+    [InlineData("1.5h", 5_400_000)]
+    [InlineData("00:00:30", 30_000)]
+    public void Durations_accept_the_usual_units(string text, double ms)
+    {
+        Assert.True(BrokerConfiguration.TryParseDuration(text, out var d));
+        Assert.Equal(ms, d.TotalMilliseconds);
+    }
+
+    [Fact]
+    public void Flags_override_defaults_and_sizes_accept_binary_units()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(
+            ["--max-message-size", "1MiB", "--flush=async", "--transaction-check-interval", "1s", "--queues-per-topic", "2"])).Build();
+        var options = BrokerConfiguration.Bind(config);
+        Assert.Equal(1 << 20, options.Core.MaxMessageSize);
+        Assert.Equal(Broker.Core.FlushMode.Async, options.Core.Flush);
+        Assert.Equal(TimeSpan.FromSeconds(1), options.Core.TransactionCheckInterval);
+        Assert.Equal(2, options.Core.QueuesPerTopic);
+        Assert.Equal(8081, options.GrpcPort);
+    }
+}
+
+/// <summary>The admin API against a real in-process host on loopback ports.</summary>
+public sealed class AdminApiTests : IAsyncLifetime
+{
+    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-admin-" + Guid.NewGuid().ToString("N")[..12]);
+    private BrokerHost _host = null!;
+    private HttpClient _http = null!;
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public async Task InitializeAsync()
+    {
+        int http = FreePort();
+        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", http.ToString(),
+            "--transaction-check-interval", "1h", "--transaction-check-max", "1"]);
+        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{http}") };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http.Dispose();
+        await _host.DisposeAsync();
+        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
+    }
+
+    private async Task<string> HalfAsync(string topic, string id)
+    {
+        var r = await _host.Engine.SendHalfAsync(new MessageDraft { Topic = topic, MessageId = id, Body = new byte[] { 1 } }, topic, "p", null);
+        Assert.True(r.IsOk);
+        return r.TransactionId;
+    }
+
+    [Fact]
+    public async Task Health_answers_200_when_ready()
+    {
+        var r = await _http.GetAsync("/health");
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        Assert.Contains("ready", await r.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task Pending_transactions_are_listed_in_pages_and_an_operator_can_commit_one()
+    {
+        for (int i = 0; i < 5; i++) await HalfAsync("admin-orders", $"admin-tx-{i}");
+        var page1 = await _http.GetFromJsonAsync<JsonElement>("/api/transactions/pending?limit=3");
+        Assert.Equal(5, page1.GetProperty("total").GetInt32());
+        Assert.Equal(3, page1.GetProperty("items").GetArrayLength());
+        long next = page1.GetProperty("next").GetInt64();
+        var page2 = await _http.GetFromJsonAsync<JsonElement>($"/api/transactions/pending?limit=3&after={next}");
+        Assert.Equal(2, page2.GetProperty("items").GetArrayLength());
+        var first = page1.GetProperty("items")[0];
+        Assert.Equal("admin-orders", first.GetProperty("topic").GetString());
+        Assert.Equal(0, first.GetProperty("checks").GetInt32());
+
+        Assert.Equal(HttpStatusCode.OK, (await _http.PostAsync("/api/transactions/admin-tx-0/commit", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await _http.PostAsync("/api/transactions/admin-tx-0/commit", null)).StatusCode);   // idempotent
+        Assert.Equal(HttpStatusCode.Conflict, (await _http.PostAsync("/api/transactions/admin-tx-0/rollback", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await _http.PostAsync("/api/transactions/admin-tx-1/rollback", null)).StatusCode);
+        var topics = await _http.GetFromJsonAsync<JsonElement>("/api/topics");
+        var orders = topics.EnumerateArray().Single(t => t.GetProperty("name").GetString() == "admin-orders");
+        Assert.Equal(1, orders.GetProperty("queues").EnumerateArray().Sum(q => q.GetProperty("maxOffset").GetInt64()));
+    }
+
+    [Fact]
+    public async Task Unknown_ids_and_groups_get_404_with_a_json_error()
+    {
+        foreach (var (method, path) in new[] { ("POST", "/api/transactions/nope/commit"), ("POST", "/api/transactions/nope/resume"),
+                     ("GET", "/api/transactions/nope"), ("GET", "/api/groups/nobody") })
+        {
+            var r = await _http.SendAsync(new HttpRequestMessage(new HttpMethod(method), path));
+            Assert.Equal(HttpStatusCode.NotFound, r.StatusCode);
+            var body = await r.Content.ReadFromJsonAsync<JsonElement>();
+            Assert.False(string.IsNullOrEmpty(body.GetProperty("error").GetString()));
+        }
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.GetAsync("/api/transactions/pending?limit=0")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Resume_makes_a_half_due_at_once_and_the_check_is_counted()
+    {
+        var tx = await HalfAsync("admin-parked", "admin-parked-1");
+        // Check max is 1: a pass sends one check (no producer → none sent, nothing burnt), so register a producer.
+        var channel = new ParkingChannel();
+        using var reg = _host.Engine.Producers.Register("admin-parked", channel);
+        await Task.Delay(10);
+        // Not due yet (transaction timeout 6 s): nothing is parked.
+        var parked0 = await _http.GetFromJsonAsync<JsonElement>("/api/transactions/parked");
+        Assert.Equal(0, parked0.GetProperty("total").GetInt32());
+        Assert.Equal(HttpStatusCode.OK, (await _http.PostAsync($"/api/transactions/{tx}/resume", null)).StatusCode);
+        await _host.Engine.RunCheckPassAsync();                  // resume made it due now: check 1
+        Assert.Single(channel.Checks);
+        var one = await _http.GetFromJsonAsync<JsonElement>($"/api/transactions/{tx}");
+        Assert.Equal(1, one.GetProperty("checks").GetInt32());
+    }
+
+    private sealed class ParkingChannel : Broker.Core.Transactions.ICheckBackChannel
+    {
+        public List<CheckBackRequest> Checks { get; } = new();
+        public string ClientId => "admin-test";
+        public bool IsAlive => true;
+        public bool TrySendCheck(CheckBackRequest request) { lock (Checks) Checks.Add(request); return true; }
+    }
+}
