@@ -1,0 +1,205 @@
+using System.Collections.Concurrent;
+using System.Data.Common;
+
+namespace HalfMsg.ConsumerClient.Idempotency;
+
+/// <summary>
+/// SQL for the consumed-messages table. Needs an "insert unless the key exists" statement that waits for a concurrent
+/// inserter of the same key and then affects 0 rows if it committed. Built in: SQLite and PostgreSQL.
+/// </summary>
+public interface IConsumedDialect
+{
+    /// <summary>Display name.</summary>
+    string Name { get; }
+
+    /// <summary>DDL creating <paramref name="table"/> if missing: <c>consumer_group</c>, <c>message_id</c> (primary key
+    /// together), <c>consumed_at</c>.</summary>
+    string CreateTableSql(string table);
+
+    /// <summary>Inserts (<c>@consumer_group</c>, <c>@message_id</c>), affecting 0 rows when the key exists.</summary>
+    string InsertIfAbsentSql(string table);
+}
+
+/// <summary>Built-in dialects and detection.</summary>
+public static class ConsumedDialects
+{
+    /// <summary>SQLite 3.24+.</summary>
+    public static IConsumedDialect Sqlite { get; } = new Dialect("SQLite", "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP");
+
+    /// <summary>PostgreSQL 9.5+.</summary>
+    public static IConsumedDialect PostgreSql { get; } = new Dialect("PostgreSQL", "TIMESTAMPTZ NOT NULL DEFAULT now()");
+
+    /// <summary>Picks a built-in dialect from the provider type.</summary>
+    /// <exception cref="NotSupportedException">Unknown provider: pass a dialect explicitly.</exception>
+    public static IConsumedDialect Detect(DbConnection connection)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        string name = connection.GetType().FullName ?? string.Empty;
+        if (name.Contains("Sqlite", StringComparison.OrdinalIgnoreCase))
+        {
+            return Sqlite;
+        }
+
+        if (name.Contains("Npgsql", StringComparison.OrdinalIgnoreCase))
+        {
+            return PostgreSql;
+        }
+
+        throw new NotSupportedException($"No built-in consumed-table dialect for {name}; pass an {nameof(IConsumedDialect)}.");
+    }
+
+    internal static string CheckIdentifier(string table)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(table);
+        if (!table.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '.'))
+        {
+            throw new ArgumentException($"Invalid table name '{table}'.", nameof(table));
+        }
+
+        return table;
+    }
+
+    private sealed class Dialect(string name, string timestampColumn) : IConsumedDialect
+    {
+        public string Name => name;
+
+        public string CreateTableSql(string table) =>
+            $"CREATE TABLE IF NOT EXISTS {CheckIdentifier(table)} (consumer_group VARCHAR(255) NOT NULL, message_id VARCHAR(128) NOT NULL, " +
+            $"consumed_at {timestampColumn}, PRIMARY KEY (consumer_group, message_id))";
+
+        public string InsertIfAbsentSql(string table) =>
+            $"INSERT INTO {CheckIdentifier(table)} (consumer_group, message_id) VALUES (@consumer_group, @message_id) ON CONFLICT DO NOTHING";
+    }
+}
+
+/// <summary>Creates the consumed-messages table.</summary>
+public static class ConsumedSchema
+{
+    /// <summary>The default table name.</summary>
+    public const string DefaultTable = "halfmsg_consumed";
+
+    private static readonly ConcurrentDictionary<(string, string), byte> Created = new();
+
+    /// <summary>Creates <paramref name="table"/> if missing. <paramref name="connection"/> must be open.</summary>
+    public static async Task EnsureCreatedAsync(DbConnection connection, IConsumedDialect dialect, string table = DefaultTable,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        ArgumentNullException.ThrowIfNull(dialect);
+        await using DbCommand command = connection.CreateCommand();
+        command.CommandText = dialect.CreateTableSql(table);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        Created.TryAdd((connection.ConnectionString, table), 0);
+    }
+
+    internal static Task EnsureCreatedOnceAsync(DbConnection connection, IConsumedDialect dialect, string table, CancellationToken ct) =>
+        Created.ContainsKey((connection.ConnectionString, table)) ? Task.CompletedTask : EnsureCreatedAsync(connection, dialect, table, ct);
+}
+
+/// <summary>
+/// Exactly-once effects on top of at-least-once delivery: the message's id is recorded in the same local transaction
+/// as the handler's writes, so a redelivered message (ack lost, invisible duration expired, consumer crash) finds its
+/// id already recorded and its writes are skipped.
+/// </summary>
+public static class ConsumeOnce
+{
+    /// <summary>
+    /// In one transaction on <paramref name="connection"/> (opened if needed): inserts (<paramref name="consumerGroup"/>,
+    /// message id) into <c>halfmsg_consumed</c> (created if missing) and, only if that row is new, runs
+    /// <paramref name="writes"/>; then commits. If the writes throw, everything is rolled back and the exception
+    /// propagates (do not ack: the message is redelivered). A concurrent duplicate waits for the first to finish.
+    /// Either way the caller acks afterwards.
+    /// </summary>
+    /// <returns>True when the writes ran; false when the message had already been processed.</returns>
+    public static Task<bool> ExecuteAsync(DbConnection connection, string consumerGroup, ReceivedMessage message,
+        Func<DbTransaction, CancellationToken, Task> writes, CancellationToken cancellationToken = default) =>
+        ExecuteAsync(connection, consumerGroup, message, writes, dialect: null, ConsumedSchema.DefaultTable, cancellationToken);
+
+    /// <summary>As the shorter overload with an explicit dialect (null: detect) and table name.</summary>
+    public static async Task<bool> ExecuteAsync(DbConnection connection, string consumerGroup, ReceivedMessage message,
+        Func<DbTransaction, CancellationToken, Task> writes, IConsumedDialect? dialect, string table, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        return await ExecuteAsync(connection, consumerGroup, message.MessageId, writes, dialect, table, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The same, keyed by a message id (for callers that do not hold a <see cref="ReceivedMessage"/>).</summary>
+    public static async Task<bool> ExecuteAsync(DbConnection connection, string consumerGroup, string messageId,
+        Func<DbTransaction, CancellationToken, Task> writes, IConsumedDialect? dialect = null, string table = ConsumedSchema.DefaultTable,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        ArgumentException.ThrowIfNullOrEmpty(consumerGroup);
+        ArgumentException.ThrowIfNullOrEmpty(messageId);
+        ArgumentNullException.ThrowIfNull(writes);
+        dialect ??= ConsumedDialects.Detect(connection);
+        if (connection.State != System.Data.ConnectionState.Open)
+        {
+            await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        await ConsumedSchema.EnsureCreatedOnceAsync(connection, dialect, table, cancellationToken).ConfigureAwait(false);
+        await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await using DbCommand command = connection.CreateCommand();
+            command.Transaction = transaction;
+            command.CommandText = dialect.InsertIfAbsentSql(table);
+            command.CommandTimeout = 60;
+            AddParameter(command, "@consumer_group", consumerGroup);
+            AddParameter(command, "@message_id", messageId);
+            bool fresh = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+            if (fresh)
+            {
+                await writes(transaction, cancellationToken).ConfigureAwait(false);
+            }
+
+            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+            return fresh;
+        }
+        catch
+        {
+            try
+            {
+                await transaction.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // Broken connection: the database discards the transaction.
+            }
+
+            throw;
+        }
+    }
+
+    private static void AddParameter(DbCommand command, string name, string value)
+    {
+        DbParameter p = command.CreateParameter();
+        p.ParameterName = name;
+        p.Value = value;
+        command.Parameters.Add(p);
+    }
+}
+
+/// <summary>Builds <see cref="PushConsumer"/> handlers that consume each message at most once per group.</summary>
+public static class IdempotentHandler
+{
+    /// <summary>
+    /// A handler that opens a connection from <paramref name="connectionFactory"/> and runs <paramref name="writes"/>
+    /// through <see cref="ConsumeOnce"/>: a duplicate delivery is acknowledged without running the writes; an exception
+    /// in the writes is a failure (redelivery).
+    /// </summary>
+    public static Func<ReceivedMessage, CancellationToken, Task<ConsumeResult>> Create(Func<DbConnection> connectionFactory,
+        string consumerGroup, Func<ReceivedMessage, DbTransaction, CancellationToken, Task> writes, IConsumedDialect? dialect = null)
+    {
+        ArgumentNullException.ThrowIfNull(connectionFactory);
+        ArgumentNullException.ThrowIfNull(writes);
+        return async (message, ct) =>
+        {
+            await using DbConnection connection = connectionFactory();
+            await ConsumeOnce.ExecuteAsync(connection, consumerGroup, message, (tx, c) => writes(message, tx, c), dialect,
+                ConsumedSchema.DefaultTable, ct).ConfigureAwait(false);
+            return ConsumeResult.Success;
+        };
+    }
+}

@@ -1,0 +1,90 @@
+using Apache.Rocketmq.V2;
+using HalfMsg.ConsumerClient.Transport;
+using HalfMsg.Protocol.Identifiers;
+
+namespace HalfMsg.ConsumerClient;
+
+/// <summary>A message received from the broker. Acknowledge it with <see cref="AckAsync"/>, or postpone its redelivery
+/// with <see cref="ChangeInvisibleDurationAsync"/>; otherwise it is redelivered once its invisible duration ends.</summary>
+public sealed class ReceivedMessage
+{
+    private readonly ConsumerCore _owner;
+    private volatile string _receiptHandle;
+
+    internal ReceivedMessage(ConsumerCore owner, Endpoint endpoint, Apache.Rocketmq.V2.Message m)
+    {
+        _owner = owner;
+        Endpoint = endpoint;
+        SystemProperties sp = m.SystemProperties ?? new SystemProperties();
+        Topic = m.Topic?.Name ?? string.Empty;
+        MessageId = sp.MessageId;
+        Body = m.Body.Memory;
+        Tag = sp.HasTag ? sp.Tag : null;
+        Keys = [.. sp.Keys];
+        Properties = new Dictionary<string, string>(m.UserProperties);
+        DeliveryAttempt = sp.HasDeliveryAttempt ? sp.DeliveryAttempt : 1;
+        MessageGroup = sp.HasMessageGroup ? sp.MessageGroup : null;
+        BornTimestamp = sp.BornTimestamp?.ToDateTimeOffset();
+        _receiptHandle = sp.HasReceiptHandle ? sp.ReceiptHandle : string.Empty;
+
+        // Same check as the official clients: a digest mismatch marks the message corrupted (it is still returned).
+        if (sp.BodyDigest is { } digest && digest.Type == DigestType.Md5 && !string.IsNullOrEmpty(digest.Checksum))
+        {
+            IsCorrupted = !string.Equals(digest.Checksum, Md5Digest.UpperHex(m.Body.Span), StringComparison.OrdinalIgnoreCase);
+        }
+    }
+
+    /// <summary>Topic.</summary>
+    public string Topic { get; }
+
+    /// <summary>Message id (stable across redeliveries: the key for idempotent consumption).</summary>
+    public string MessageId { get; }
+
+    /// <summary>Payload.</summary>
+    public ReadOnlyMemory<byte> Body { get; }
+
+    /// <summary>Tag, if any.</summary>
+    public string? Tag { get; }
+
+    /// <summary>Keys.</summary>
+    public IReadOnlyList<string> Keys { get; }
+
+    /// <summary>User properties.</summary>
+    public IReadOnlyDictionary<string, string> Properties { get; }
+
+    /// <summary>1 on the first delivery, +1 per redelivery.</summary>
+    public int DeliveryAttempt { get; internal set; }
+
+    /// <summary>FIFO message group, if any.</summary>
+    public string? MessageGroup { get; }
+
+    /// <summary>When the producer created the message.</summary>
+    public DateTimeOffset? BornTimestamp { get; }
+
+    /// <summary>True when the body does not match the broker's MD5 digest.</summary>
+    public bool IsCorrupted { get; }
+
+    /// <summary>The current receipt handle (replaced by <see cref="ChangeInvisibleDurationAsync"/>).</summary>
+    public string ReceiptHandle => _receiptHandle;
+
+    internal Endpoint Endpoint { get; }
+
+    /// <summary>Body as UTF-8 text.</summary>
+    public string BodyAsString() => System.Text.Encoding.UTF8.GetString(Body.Span);
+
+    /// <summary>Acknowledges the message: it will not be delivered to this group again.</summary>
+    /// <exception cref="BadRequestException">INVALID_RECEIPT_HANDLE: the invisible duration ended (the message may be
+    /// redelivered) or it was already acknowledged.</exception>
+    public Task AckAsync(CancellationToken cancellationToken = default) => _owner.AckAsync(this, cancellationToken);
+
+    /// <summary>Makes the message invisible for <paramref name="invisibleDuration"/> from now (zero: redeliver now, with
+    /// delivery attempt + 1). The receipt handle is replaced by the broker's new one.</summary>
+    public async Task ChangeInvisibleDurationAsync(TimeSpan invisibleDuration, CancellationToken cancellationToken = default)
+    {
+        string handle = await _owner.ChangeInvisibleDurationAsync(this, invisibleDuration, cancellationToken).ConfigureAwait(false);
+        if (!string.IsNullOrEmpty(handle))
+        {
+            _receiptHandle = handle;
+        }
+    }
+}

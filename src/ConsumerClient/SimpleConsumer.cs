@@ -1,0 +1,100 @@
+using System.Runtime.CompilerServices;
+using Apache.Rocketmq.V2;
+using HalfMsg.ConsumerClient.Transport;
+
+namespace HalfMsg.ConsumerClient;
+
+/// <summary>
+/// A RocketMQ 5 simple consumer: the application asks for messages (<see cref="ReceiveAsync"/>), processes them, and
+/// acknowledges each (<see cref="ReceivedMessage.AckAsync"/>). Unacknowledged messages reappear after their invisible
+/// duration. Thread-safe.
+/// </summary>
+public sealed class SimpleConsumer : IAsyncDisposable
+{
+    private readonly ConsumerCore _core;
+    private readonly SimpleConsumerOptions _options;
+    private readonly string[] _topics;
+    private int _next;
+
+    private SimpleConsumer(SimpleConsumerOptions options, HttpMessageHandler? handler)
+    {
+        _options = options;
+        var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory);
+        _core = new ConsumerCore(config, ClientType.SimpleConsumer, options.ConsumerGroup, options.Subscriptions, options.AwaitDuration, handler);
+        _topics = [.. options.Subscriptions.Keys];
+    }
+
+    /// <summary>The consumer group.</summary>
+    public string ConsumerGroup => _options.ConsumerGroup;
+
+    /// <summary>Creates the consumer, resolves the subscribed topics' routes, and registers with the broker.</summary>
+    public static async Task<SimpleConsumer> StartAsync(SimpleConsumerOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var consumer = new SimpleConsumer(options, handler: null);
+        try
+        {
+            await consumer._core.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await consumer.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        return consumer;
+    }
+
+    /// <summary>Receives up to <paramref name="maxMessages"/> messages, waiting up to
+    /// <see cref="SimpleConsumerOptions.AwaitDuration"/> for the first. Each stays invisible to the group for
+    /// <paramref name="invisibleDuration"/>. Returns an empty list when nothing arrived. Subscribed topics are polled
+    /// round-robin. Internal server errors are retried twice, 1 s apart, as the official clients do.</summary>
+    public async Task<IReadOnlyList<ReceivedMessage>> ReceiveAsync(int maxMessages, TimeSpan invisibleDuration,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxMessages, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(invisibleDuration, TimeSpan.Zero);
+        int n = Interlocked.Increment(ref _next);
+        string topic = _topics[(int)((uint)n % (uint)_topics.Length)];
+        IReadOnlyList<MessageQueue> queues = await _core.ReadableQueuesAsync(topic, cancellationToken).ConfigureAwait(false);
+        MessageQueue queue = queues[(int)((uint)(n / _topics.Length) % (uint)queues.Count)];
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await _core.ReceiveAsync(queue, maxMessages, invisibleDuration, _options.AwaitDuration, cancellationToken).ConfigureAwait(false);
+            }
+            catch (InternalErrorException) when (attempt < 3)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Receives continuously until <paramref name="cancellationToken"/> is cancelled, yielding messages one by
+    /// one (each must still be acknowledged).</summary>
+    public async IAsyncEnumerable<ReceivedMessage> ConsumeAsync(TimeSpan invisibleDuration, int batchSize = 16,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            IReadOnlyList<ReceivedMessage> batch;
+            try
+            {
+                batch = await ReceiveAsync(batchSize, invisibleDuration, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                yield break;
+            }
+
+            foreach (ReceivedMessage message in batch)
+            {
+                yield return message;
+            }
+        }
+    }
+
+    /// <summary>Notifies the broker (NotifyClientTermination) and closes the connections.</summary>
+    public ValueTask DisposeAsync() => _core.DisposeAsync();
+}

@@ -1,0 +1,68 @@
+using System.Data.Common;
+
+namespace HalfMsg.ProducerClient.Barrier;
+
+/// <summary>
+/// The check-back side of the barrier (dtm's sub-transaction barrier applied to two-phase messages). It tries to
+/// insert (transaction id, <c>rolled_back</c>) in its own transaction:
+/// <list type="bullet">
+/// <item>inserted: the business transaction never committed, and now never can (its own barrier insert will
+/// conflict), so <see cref="TransactionResolution.Rollback"/>;</item>
+/// <item>the business transaction is still open: the insert waits on its lock, then continues as below;</item>
+/// <item>conflict with <c>committed</c>: <see cref="TransactionResolution.Commit"/>;</item>
+/// <item>conflict with <c>rolled_back</c> (an earlier check): <see cref="TransactionResolution.Rollback"/>.</item>
+/// </list>
+/// Correct whether the local transaction has not started, is in progress, rolled back, or committed.
+/// </summary>
+public sealed class BarrierChecker : ITransactionChecker
+{
+    private readonly Func<DbConnection> _connectionFactory;
+    private readonly IBarrierDialect _dialect;
+    private readonly string _table;
+
+    /// <summary>Creates a checker opening connections with <paramref name="connectionFactory"/> (a new, unopened
+    /// connection per check; it is disposed after the check).</summary>
+    public BarrierChecker(Func<DbConnection> connectionFactory, IBarrierDialect dialect, string table = BarrierSchema.DefaultTable)
+    {
+        _connectionFactory = connectionFactory ?? throw new ArgumentNullException(nameof(connectionFactory));
+        _dialect = dialect ?? throw new ArgumentNullException(nameof(dialect));
+        _table = BarrierDialects.CheckIdentifier(table);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<TransactionResolution> CheckAsync(MessageView message, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        string transactionId = message.TransactionId ?? message.MessageId;
+        return await CheckAsync(transactionId, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Resolves <paramref name="transactionId"/> (the same decision as the <see cref="ITransactionChecker"/> entry point).</summary>
+    public async Task<TransactionResolution> CheckAsync(string transactionId, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(transactionId);
+        await using DbConnection connection = _connectionFactory();
+        if (connection.State != System.Data.ConnectionState.Open)
+        {
+            await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        await _dialect.PrepareConnectionAsync(connection, cancellationToken).ConfigureAwait(false);
+        await BarrierSchema.EnsureCreatedOnceAsync(connection, _dialect, cancellationToken, _table).ConfigureAwait(false);
+        await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        if (await BarrierStore.TryInsertAsync(connection, transaction, _dialect, transactionId, BarrierStore.RolledBack, cancellationToken, _table).ConfigureAwait(false))
+        {
+            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+            return TransactionResolution.Rollback;
+        }
+
+        string? state = await BarrierStore.GetStateAsync(connection, transaction, _dialect, transactionId, cancellationToken, _table).ConfigureAwait(false);
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return state switch
+        {
+            BarrierStore.Committed => TransactionResolution.Commit,
+            BarrierStore.RolledBack => TransactionResolution.Rollback,
+            _ => TransactionResolution.Unknown,
+        };
+    }
+}

@@ -1,0 +1,112 @@
+using System.Data.Common;
+
+namespace HalfMsg.ProducerClient.Barrier;
+
+/// <summary>
+/// The SQL a database needs to host the transaction barrier. The barrier relies on one property only: an
+/// "insert unless the key exists" statement that, when another open transaction inserted the same key, WAITS for
+/// that transaction to end and then reports 0 rows if it committed (1 row if it rolled back). SQLite gets this from
+/// its database write lock, PostgreSQL from the unique index. Implement this interface for other databases.
+/// </summary>
+public interface IBarrierDialect
+{
+    /// <summary>Display name.</summary>
+    string Name { get; }
+
+    /// <summary>DDL creating <paramref name="table"/> if it does not exist, with columns <c>transaction_id</c>
+    /// (primary key, up to 128 characters), <c>state</c> (up to 16) and <c>created_at</c>.</summary>
+    string CreateTableSql(string table);
+
+    /// <summary>Inserts (<c>@transaction_id</c>, <c>@state</c>) and affects 0 rows when the key exists.</summary>
+    string InsertIfAbsentSql(string table);
+
+    /// <summary>Selects <c>state</c> for <c>@transaction_id</c>.</summary>
+    string SelectStateSql(string table);
+
+    /// <summary>Prepares a freshly opened connection used by the checker (e.g. a lock wait timeout); may do nothing.</summary>
+    Task PrepareConnectionAsync(DbConnection connection, CancellationToken cancellationToken);
+}
+
+/// <summary>The built-in dialects and detection from a connection type.</summary>
+public static class BarrierDialects
+{
+    /// <summary>SQLite 3.24+ (<c>INSERT ... ON CONFLICT DO NOTHING</c>). A concurrent check waits on the database write
+    /// lock; the checker sets <c>PRAGMA busy_timeout</c> so it waits instead of failing with SQLITE_BUSY.</summary>
+    public static IBarrierDialect Sqlite { get; } = new SqliteBarrierDialect();
+
+    /// <summary>PostgreSQL 9.5+ (<c>INSERT ... ON CONFLICT DO NOTHING</c>, which waits on the unique index for a concurrent
+    /// inserter, at READ COMMITTED).</summary>
+    public static IBarrierDialect PostgreSql { get; } = new PostgreSqlBarrierDialect();
+
+    /// <summary>Picks a built-in dialect from the provider type (Microsoft.Data.Sqlite, System.Data.SQLite, Npgsql).</summary>
+    /// <exception cref="NotSupportedException">Unknown provider: pass a dialect explicitly.</exception>
+    public static IBarrierDialect Detect(DbConnection connection)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        string name = connection.GetType().FullName ?? string.Empty;
+        if (name.Contains("Sqlite", StringComparison.OrdinalIgnoreCase))
+        {
+            return Sqlite;
+        }
+
+        if (name.Contains("Npgsql", StringComparison.OrdinalIgnoreCase))
+        {
+            return PostgreSql;
+        }
+
+        throw new NotSupportedException($"No built-in barrier dialect for {name}; pass an {nameof(IBarrierDialect)}.");
+    }
+
+    internal static string CheckIdentifier(string table)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(table);
+        foreach (char c in table)
+        {
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '.'))
+            {
+                throw new ArgumentException($"Invalid table name '{table}'.", nameof(table));
+            }
+        }
+
+        return table;
+    }
+
+    private sealed class SqliteBarrierDialect : IBarrierDialect
+    {
+        public string Name => "SQLite";
+
+        public string CreateTableSql(string table) =>
+            $"CREATE TABLE IF NOT EXISTS {CheckIdentifier(table)} (transaction_id VARCHAR(128) NOT NULL PRIMARY KEY, " +
+            "state VARCHAR(16) NOT NULL, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)";
+
+        public string InsertIfAbsentSql(string table) =>
+            $"INSERT INTO {CheckIdentifier(table)} (transaction_id, state) VALUES (@transaction_id, @state) ON CONFLICT DO NOTHING";
+
+        public string SelectStateSql(string table) =>
+            $"SELECT state FROM {CheckIdentifier(table)} WHERE transaction_id = @transaction_id";
+
+        public async Task PrepareConnectionAsync(DbConnection connection, CancellationToken cancellationToken)
+        {
+            await using DbCommand command = connection.CreateCommand();
+            command.CommandText = "PRAGMA busy_timeout = 30000";
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private sealed class PostgreSqlBarrierDialect : IBarrierDialect
+    {
+        public string Name => "PostgreSQL";
+
+        public string CreateTableSql(string table) =>
+            $"CREATE TABLE IF NOT EXISTS {CheckIdentifier(table)} (transaction_id VARCHAR(128) NOT NULL PRIMARY KEY, " +
+            "state VARCHAR(16) NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+
+        public string InsertIfAbsentSql(string table) =>
+            $"INSERT INTO {CheckIdentifier(table)} (transaction_id, state) VALUES (@transaction_id, @state) ON CONFLICT DO NOTHING";
+
+        public string SelectStateSql(string table) =>
+            $"SELECT state FROM {CheckIdentifier(table)} WHERE transaction_id = @transaction_id";
+
+        public Task PrepareConnectionAsync(DbConnection connection, CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}

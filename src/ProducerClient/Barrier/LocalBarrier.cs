@@ -1,0 +1,45 @@
+using System.Data.Common;
+
+namespace HalfMsg.ProducerClient.Barrier;
+
+/// <summary>The local half of <see cref="Producer.ExecuteAsync(DbConnection, Message, Func{DbTransaction, CancellationToken, Task}, CancellationToken)"/>:
+/// business writes plus the <c>committed</c> barrier row in one database transaction.</summary>
+internal static class LocalBarrier
+{
+    /// <summary>Runs the local transaction. <paramref name="onCommitting"/> is called just before COMMIT: a failure after
+    /// that point has an unknown outcome and must be left to the check-back.</summary>
+    public static async Task RunAsync(DbConnection connection, IBarrierDialect dialect, string transactionId,
+        Func<DbTransaction, CancellationToken, Task> businessWrites, Action? onCommitting, CancellationToken ct)
+    {
+        await using DbTransaction transaction = await connection.BeginTransactionAsync(ct).ConfigureAwait(false);
+        bool committing = false;
+        try
+        {
+            await businessWrites(transaction, ct).ConfigureAwait(false);
+
+            // Last, so the row lock is held as briefly as possible; a checker that got here first makes this insert
+            // affect 0 rows (and one that is mid-check makes it wait).
+            if (!await BarrierStore.TryInsertAsync(connection, transaction, dialect, transactionId, BarrierStore.Committed, ct).ConfigureAwait(false))
+            {
+                throw new BarrierConflictException(transactionId);
+            }
+
+            committing = true;
+            onCommitting?.Invoke();
+            await transaction.CommitAsync(ct).ConfigureAwait(false);
+        }
+        catch (Exception) when (!committing)
+        {
+            try
+            {
+                await transaction.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // The connection may be broken; the database discards an unfinished transaction on its own.
+            }
+
+            throw;
+        }
+    }
+}

@@ -1,0 +1,434 @@
+using System.Collections.Concurrent;
+using System.Data.Common;
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using HalfMsg.ProducerClient.Barrier;
+using HalfMsg.ProducerClient.Transport;
+using HalfMsg.Protocol.Grpc;
+using HalfMsg.Protocol.Identifiers;
+using Microsoft.Extensions.Logging;
+
+namespace HalfMsg.ProducerClient;
+
+/// <summary>
+/// A RocketMQ 5 producer: normal, FIFO, delay and transactional (half) messages, check-back handling, and the
+/// database barrier (<see cref="ExecuteAsync(DbConnection, Message, Func{DbTransaction, CancellationToken, Task}, CancellationToken)"/>).
+/// Thread-safe. Create with <see cref="StartAsync"/>, release with <c>await using</c>.
+/// </summary>
+public sealed class Producer : IAsyncDisposable
+{
+    private readonly ProducerOptions _options;
+    private readonly ClientSession _session;
+    private readonly ConcurrentDictionary<string, byte> _topics = new(StringComparer.Ordinal);
+    private readonly ILogger _logger;
+    private int _roundRobin;
+    private int _disposed;
+
+    private Producer(ProducerOptions options, HttpMessageHandler? handler)
+    {
+        _options = options;
+        foreach (string topic in options.Topics)
+        {
+            _topics.TryAdd(topic, 0);
+        }
+
+        var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory);
+        _session = new ClientSession(config, ClientType.Producer, group: null, BuildSettings, OnServerCommandAsync, handler);
+        _logger = _session.Logger;
+    }
+
+    /// <summary>The <c>x-mq-client-id</c> this producer is known by.</summary>
+    public string ClientId => _session.Config.ClientId;
+
+    /// <summary>Creates a producer, resolves the routes of <see cref="ProducerOptions.Topics"/>, opens Telemetry to
+    /// their brokers and waits for the broker's Settings.</summary>
+    public static Task<Producer> StartAsync(ProducerOptions options, CancellationToken cancellationToken = default) =>
+        StartWithHandlerAsync(options, handler: null, cancellationToken);
+
+    internal static async Task<Producer> StartWithHandlerAsync(ProducerOptions options, HttpMessageHandler? handler, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var producer = new Producer(options, handler);
+        try
+        {
+            await producer._session.StartAsync(options.Topics, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await producer.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        return producer;
+    }
+
+    /// <summary>Publishes a normal (or FIFO / delay) message. Transport errors, TOO_MANY_REQUESTS and internal errors
+    /// are retried up to <see cref="ProducerOptions.MaxSendAttempts"/> times with the same message id.</summary>
+    public async Task<SendReceipt> SendAsync(Message message, CancellationToken cancellationToken = default)
+    {
+        (SendReceipt receipt, _) = await SendCoreAsync(message, transactional: false, cancellationToken).ConfigureAwait(false);
+        return receipt;
+    }
+
+    /// <summary>Begins a transaction holding one half message.</summary>
+    public ITransaction BeginTransaction()
+    {
+        ThrowIfDisposed();
+        return new Transaction(this);
+    }
+
+    /// <summary>
+    /// Two-phase message with a database barrier (dtm's "msg" pattern): sends <paramref name="message"/> as a half
+    /// message, then in ONE local transaction on <paramref name="connection"/> runs <paramref name="businessWrites"/> and
+    /// inserts the barrier row (transaction id, <c>committed</c>), commits it, and finally commits the half message.
+    /// <para>If the business code throws, the local transaction and the half message are rolled back and the exception
+    /// is rethrown. If the final half commit is lost, nothing is wrong: the broker's check-back reaches a
+    /// <see cref="BarrierChecker"/>, which finds the committed row. If that check-back ran first and already decided
+    /// "rolled back", the barrier insert conflicts and <see cref="BarrierConflictException"/> is thrown after the local
+    /// rollback, so the business writes and the message are both discarded.</para>
+    /// </summary>
+    /// <returns>The half message's receipt.</returns>
+    public Task<SendReceipt> ExecuteAsync(DbConnection connection, Message message,
+        Func<DbTransaction, CancellationToken, Task> businessWrites, CancellationToken cancellationToken = default) =>
+        ExecuteAsync(connection, message, businessWrites, _options.BarrierDialect, cancellationToken);
+
+    /// <summary>As <see cref="ExecuteAsync(DbConnection, Message, Func{DbTransaction, CancellationToken, Task}, CancellationToken)"/>
+    /// with an explicit barrier dialect (null: detect from the connection).</summary>
+    public async Task<SendReceipt> ExecuteAsync(DbConnection connection, Message message,
+        Func<DbTransaction, CancellationToken, Task> businessWrites, IBarrierDialect? dialect, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(businessWrites);
+        dialect ??= BarrierDialects.Detect(connection);
+        if (connection.State != System.Data.ConnectionState.Open)
+        {
+            await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        await BarrierSchema.EnsureCreatedOnceAsync(connection, dialect, cancellationToken).ConfigureAwait(false);
+
+        // The transaction id is only known once the broker accepted the half message, so the half goes first.
+        ITransaction transaction = BeginTransaction();
+        SendReceipt receipt = await transaction.SendAsync(message, cancellationToken).ConfigureAwait(false);
+        string transactionId = receipt.TransactionId ?? receipt.MessageId;
+
+        bool committing = false;
+        try
+        {
+            await LocalBarrier.RunAsync(connection, dialect, transactionId, businessWrites, () => committing = true, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception) when (!committing)
+        {
+            try
+            {
+                await transaction.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (ClientException ex)
+            {
+                // The check-back resolves it: the checker inserts "rolled_back" (the business row never committed).
+                _logger.LogWarning(ex, "Rolling back half message {MessageId} failed; the check-back will roll it back", receipt.MessageId);
+            }
+
+            throw;
+        }
+
+        // A commit whose outcome we do not know (connection lost during COMMIT) ends here as an exception, without
+        // a rollback of the half message: only the check-back can learn the truth from the barrier table.
+        try
+        {
+            await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (ClientException ex)
+        {
+            _logger.LogInformation(ex, "Committing half message {MessageId} failed; the check-back will commit it", receipt.MessageId);
+        }
+
+        return receipt;
+    }
+
+    internal async Task<(SendReceipt Receipt, Endpoint Endpoint)> SendCoreAsync(Message message, bool transactional, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        ThrowIfDisposed();
+        MessageType type = Classify(message, transactional);
+        Settings? server = _session.ServerSettings;
+        int maxBody = server?.Publishing?.MaxBodySize ?? 0;
+        if (maxBody > 0 && message.Body.Length > maxBody)
+        {
+            throw new PayloadTooLargeException(Code.MessageBodyTooLarge, $"Message body of {message.Body.Length} bytes exceeds the broker's limit of {maxBody} bytes.");
+        }
+
+        bool newTopic = _topics.TryAdd(message.Topic, 0);
+        IReadOnlyList<MessageQueue> route = await _session.GetRouteAsync(message.Topic, ct).ConfigureAwait(false);
+        if (newTopic)
+        {
+            // A topic the broker did not hear about in our Settings: declare it so check-backs for it reach us.
+            await _session.ResendSettingsAsync(ct).ConfigureAwait(false);
+        }
+
+        List<MessageQueue> writable = route.Where(q => q.Permission is Permission.Write or Permission.ReadWrite).ToList();
+        if (writable.Count == 0)
+        {
+            throw new ForbiddenException(Code.Forbidden, $"Topic '{message.Topic}' has no writable queue.");
+        }
+
+        if (server?.Publishing?.ValidateMessageType == true)
+        {
+            writable = writable.Where(q => q.AcceptMessageTypes.Count == 0 || q.AcceptMessageTypes.Contains(type)).ToList();
+            if (writable.Count == 0)
+            {
+                throw new BadRequestException(Code.MessagePropertyConflictWithType, $"Topic '{message.Topic}' does not accept {type} messages.");
+            }
+        }
+
+        string messageId = MessageIdGenerator.Shared.Next();
+        int maxAttempts = transactional ? 1 : Math.Max(1, _options.MaxSendAttempts);
+        int start = Interlocked.Increment(ref _roundRobin);
+        for (int attempt = 1; ; attempt++)
+        {
+            // Each retry goes to the next queue (and possibly another broker), as the official clients do.
+            MessageQueue mq = writable[(int)((uint)(start + attempt - 1) % (uint)writable.Count)];
+            Endpoint endpoint = Endpoint.FromProto(mq.Broker.Endpoints);
+            var request = new SendMessageRequest { Messages = { ToProto(message, messageId, type, mq.Id) } };
+            try
+            {
+                SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, GrpcMethods.SendMessage, request,
+                    SendMessageResponse.Parser, null, ct).ConfigureAwait(false);
+                foreach (SendResultEntry e in response.Entries)
+                {
+                    StatusChecker.Check(e.Status, null);
+                }
+
+                StatusChecker.Check(response.Status, null);
+                if (response.Entries.Count != 1)
+                {
+                    throw new UnsupportedException(Code.InternalServerError, $"SendMessage returned {response.Entries.Count} entries for 1 message.");
+                }
+
+                SendResultEntry entry = response.Entries[0];
+                string? transactionId = string.IsNullOrEmpty(entry.TransactionId) ? null : entry.TransactionId;
+                if (transactional && transactionId is null)
+                {
+                    throw new BadRequestException(Code.InvalidTransactionId, "The broker returned no transaction id for a half message.");
+                }
+
+                string id = string.IsNullOrEmpty(entry.MessageId) ? messageId : entry.MessageId;
+                return (new SendReceipt(id, transactionId, entry.Offset), endpoint);
+            }
+            catch (ClientException ex) when (attempt < maxAttempts && ex.IsRetryable && !ct.IsCancellationRequested)
+            {
+                _logger.LogDebug(ex, "Send of {MessageId} attempt {Attempt} failed; retrying", messageId, attempt);
+                if (ex is TooManyRequestsException)
+                {
+                    await Task.Delay(ThrottleDelay(server, attempt), ct).ConfigureAwait(false);
+                }
+            }
+        }
+    }
+
+    /// <summary>delay(n) = min(initial * multiplier^(n-1), max) from the server's backoff policy (defaults 10 ms, 2, 1 s,
+    /// the Java proxy's producer values).</summary>
+    private static TimeSpan ThrottleDelay(Settings? settings, int attempt)
+    {
+        ExponentialBackoff? b = settings?.BackoffPolicy?.ExponentialBackoff;
+        TimeSpan initial = b?.Initial?.ToTimeSpan() ?? TimeSpan.FromMilliseconds(10);
+        TimeSpan max = b?.Max?.ToTimeSpan() ?? TimeSpan.FromSeconds(1);
+        double multiplier = b is { Multiplier: > 0 } ? b.Multiplier : 2;
+        double ms = initial.TotalMilliseconds * Math.Pow(multiplier, attempt - 1);
+        return TimeSpan.FromMilliseconds(Math.Min(ms, max.TotalMilliseconds));
+    }
+
+    private static MessageType Classify(Message message, bool transactional)
+    {
+        if (transactional)
+        {
+            if (message.MessageGroup is not null || message.DeliveryTimestamp is not null)
+            {
+                throw new ArgumentException("A transactional message cannot have a message group or a delivery timestamp.", nameof(message));
+            }
+
+            return MessageType.Transaction;
+        }
+
+        if (message.MessageGroup is not null && message.DeliveryTimestamp is not null)
+        {
+            throw new ArgumentException("A message cannot be both FIFO (message group) and delayed (delivery timestamp).", nameof(message));
+        }
+
+        return message.MessageGroup is not null ? MessageType.Fifo
+            : message.DeliveryTimestamp is not null ? MessageType.Delay
+            : MessageType.Normal;
+    }
+
+    private Apache.Rocketmq.V2.Message ToProto(Message message, string messageId, MessageType type, int queueId)
+    {
+        var sp = new SystemProperties
+        {
+            MessageId = messageId,
+            BodyEncoding = Apache.Rocketmq.V2.Encoding.Identity,
+            MessageType = type,
+            BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
+            BornHost = Environment.MachineName,
+            QueueId = queueId,
+            BodyDigest = new Digest { Type = DigestType.Md5, Checksum = Md5Digest.UpperHex(message.Body.Span) },
+        };
+        sp.Keys.AddRange(message.Keys);
+        if (message.Tag is { } tag)
+        {
+            sp.Tag = tag;
+        }
+
+        if (message.MessageGroup is { } group)
+        {
+            sp.MessageGroup = group;
+        }
+
+        if (message.DeliveryTimestamp is { } at)
+        {
+            sp.DeliveryTimestamp = Timestamp.FromDateTimeOffset(at);
+        }
+
+        var m = new Apache.Rocketmq.V2.Message
+        {
+            Topic = _session.Resource(message.Topic),
+            SystemProperties = sp,
+            Body = ByteString.CopyFrom(message.Body.Span),
+        };
+        foreach (KeyValuePair<string, string> p in message.Properties)
+        {
+            m.UserProperties[p.Key] = p.Value;
+        }
+
+        return m;
+    }
+
+    internal async Task EndTransactionAsync(Endpoint endpoint, string topic, string messageId, string transactionId,
+        TransactionResolution resolution, TransactionSource source, CancellationToken ct)
+    {
+        var request = new EndTransactionRequest
+        {
+            Topic = _session.Resource(topic),
+            MessageId = messageId,
+            TransactionId = transactionId,
+            Resolution = resolution == TransactionResolution.Commit
+                ? Apache.Rocketmq.V2.TransactionResolution.Commit
+                : Apache.Rocketmq.V2.TransactionResolution.Rollback,
+            Source = source,
+            TraceContext = string.Empty,
+        };
+        EndTransactionResponse response = await _session.Channel.UnaryAsync(endpoint, GrpcMethods.EndTransaction, request,
+            EndTransactionResponse.Parser, null, ct).ConfigureAwait(false);
+        StatusChecker.Check(response.Status, null);
+    }
+
+    private Settings BuildSettings()
+    {
+        var publishing = new Publishing { ValidateMessageType = true };
+        foreach (string topic in _topics.Keys)
+        {
+            publishing.Topics.Add(_session.Resource(topic));
+        }
+
+        return new Settings
+        {
+            ClientType = ClientType.Producer,
+            AccessPoint = _session.Config.AccessPoint.ToProto(),
+            RequestTimeout = Duration.FromTimeSpan(_session.Config.RequestTimeout),
+            Publishing = publishing,
+            UserAgent = ClientSession.UserAgent(),
+        };
+    }
+
+    private async Task OnServerCommandAsync(Endpoint endpoint, TelemetryCommand command, CancellationToken ct)
+    {
+        if (command.CommandCase != TelemetryCommand.CommandOneofCase.RecoverOrphanedTransactionCommand)
+        {
+            return;
+        }
+
+        RecoverOrphanedTransactionCommand check = command.RecoverOrphanedTransactionCommand;
+        if (_options.TransactionChecker is not { } checker)
+        {
+            _logger.LogWarning("Check-back for transaction {TransactionId} ignored: no TransactionChecker configured", check.TransactionId);
+            return;
+        }
+
+        if (check.Message?.SystemProperties is null || check.Message.Topic is null)
+        {
+            _logger.LogWarning("Check-back for transaction {TransactionId} ignored: the message has no topic or system properties", check.TransactionId);
+            return;
+        }
+
+        MessageView view = MessageView.FromProto(check.Message, check.TransactionId);
+        TransactionResolution resolution = await checker.CheckAsync(view, ct).ConfigureAwait(false);
+        if (resolution == TransactionResolution.Unknown)
+        {
+            return; // the broker asks again later
+        }
+
+        await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
+            TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+    /// <summary>Notifies the brokers (NotifyClientTermination), waits briefly for running check-backs, and closes the
+    /// connections.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await _session.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private sealed class Transaction(Producer producer) : ITransaction
+    {
+        private string? _topic;
+        private SendReceipt? _receipt;
+        private Endpoint? _endpoint;
+        private int _state; // 0 new, 1 sending, 2 sent, 3 ended
+
+        public async Task<SendReceipt> SendAsync(Message message, CancellationToken cancellationToken = default)
+        {
+            if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
+            {
+                throw new InvalidOperationException("A transaction holds exactly one message.");
+            }
+
+            try
+            {
+                (SendReceipt receipt, Endpoint endpoint) = await producer.SendCoreAsync(message, transactional: true, cancellationToken).ConfigureAwait(false);
+                _topic = message.Topic;
+                _receipt = receipt;
+                _endpoint = endpoint;
+                Volatile.Write(ref _state, 2);
+                return receipt;
+            }
+            catch
+            {
+                Volatile.Write(ref _state, 3);
+                throw;
+            }
+        }
+
+        public Task CommitAsync(CancellationToken cancellationToken = default) => EndAsync(TransactionResolution.Commit, cancellationToken);
+
+        public Task RollbackAsync(CancellationToken cancellationToken = default) => EndAsync(TransactionResolution.Rollback, cancellationToken);
+
+        private Task EndAsync(TransactionResolution resolution, CancellationToken ct)
+        {
+            if (Interlocked.CompareExchange(ref _state, 3, 2) != 2)
+            {
+                throw new InvalidOperationException("The transaction has no sent message, or was already committed or rolled back.");
+            }
+
+            return producer.EndTransactionAsync(_endpoint!, _topic!, _receipt!.MessageId, _receipt.TransactionId!,
+                resolution, TransactionSource.SourceClient, ct);
+        }
+    }
+}

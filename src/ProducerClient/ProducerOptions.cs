@@ -1,0 +1,43 @@
+using HalfMsg.ProducerClient.Barrier;
+using Microsoft.Extensions.Logging;
+
+namespace HalfMsg.ProducerClient;
+
+/// <summary>Configuration of a <see cref="Producer"/>.</summary>
+public sealed record ProducerOptions
+{
+    /// <summary>Defaults: access point <c>127.0.0.1:8081</c>, no topics, 3 s request timeout, no checker.</summary>
+    public static ProducerOptions Default { get; } = new();
+
+    /// <summary>The access point (<c>host:port</c>) used for route lookups. Other calls go to the broker endpoints the
+    /// route advertises.</summary>
+    public string Endpoints { get; init; } = "127.0.0.1:8081";
+
+    /// <summary>Topics to prepare at start (route lookup, Telemetry). The broker sends transaction check-backs only for
+    /// topics a producer declared, so list every topic you send transactional messages to.</summary>
+    public IReadOnlyList<string> Topics { get; init; } = [];
+
+    /// <summary>Access key pair; null sends unsigned requests.</summary>
+    public Credentials? Credentials { get; init; }
+
+    /// <summary>Deadline of each unary call (the official clients' default is 3 s).</summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>Resolves half messages the broker asks about (check-back). Without one, check-backs are ignored and the
+    /// broker keeps asking until it gives up.</summary>
+    public ITransactionChecker? TransactionChecker { get; init; }
+
+    /// <summary>Maximum attempts of a normal (non-transactional) send; transport errors, throttling and internal errors
+    /// are retried. Transactional sends are attempted once.</summary>
+    public int MaxSendAttempts { get; init; } = 3;
+
+    /// <summary>SQL dialect of the barrier table used by <see cref="Producer.ExecuteAsync(System.Data.Common.DbConnection, Message, Func{System.Data.Common.DbTransaction, CancellationToken, Task}, CancellationToken)"/>;
+    /// null detects SQLite and PostgreSQL from the connection type.</summary>
+    public IBarrierDialect? BarrierDialect { get; init; }
+
+    /// <summary>Resource namespace sent as <c>x-mq-namespace</c> and in resources; null for none.</summary>
+    public string? Namespace { get; init; }
+
+    /// <summary>Logger factory for background failures (telemetry reconnects, check-back errors).</summary>
+    public ILoggerFactory? LoggerFactory { get; init; }
+}

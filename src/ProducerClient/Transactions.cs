@@ -1,0 +1,45 @@
+namespace HalfMsg.ProducerClient;
+
+/// <summary>The producer's answer to a transaction check-back.</summary>
+public enum TransactionResolution
+{
+    /// <summary>The local transaction committed: deliver the half message.</summary>
+    Commit,
+
+    /// <summary>The local transaction rolled back (or never happened): drop the half message.</summary>
+    Rollback,
+
+    /// <summary>Not known yet: send nothing, the broker asks again later.</summary>
+    Unknown,
+}
+
+/// <summary>
+/// Answers the broker's check-back for a half message whose outcome it never heard (producer crashed between the
+/// half send and the commit, or the commit was lost). Called on a background thread; may be called concurrently
+/// and more than once for the same transaction, so it must be idempotent. See <see cref="Barrier.BarrierChecker"/>
+/// for a checker that is correct by construction.
+/// </summary>
+public interface ITransactionChecker
+{
+    /// <summary>Decides the fate of <paramref name="message"/>.</summary>
+    ValueTask<TransactionResolution> CheckAsync(MessageView message, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// A transaction holding exactly one half message (as in the official clients): send it, run your local
+/// transaction, then commit or roll back. If neither happens (crash), the broker's check-back asks the
+/// <see cref="ITransactionChecker"/>.
+/// </summary>
+public interface ITransaction
+{
+    /// <summary>Sends the half message: stored by the broker, invisible to consumers until committed. Not retried:
+    /// a retry after an ambiguous failure (timeout) could leave a second, orphaned half message that only the
+    /// check-back would resolve, and the caller could not know which transaction id its local work belongs to.</summary>
+    Task<SendReceipt> SendAsync(Message message, CancellationToken cancellationToken = default);
+
+    /// <summary>Makes the half message visible (EndTransaction COMMIT, source client).</summary>
+    Task CommitAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Drops the half message (EndTransaction ROLLBACK, source client).</summary>
+    Task RollbackAsync(CancellationToken cancellationToken = default);
+}

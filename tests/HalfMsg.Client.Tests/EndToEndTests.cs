@@ -1,0 +1,237 @@
+using System.Data.Common;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Client.Tests.Infrastructure;
+using HalfMsg.ConsumerClient;
+using HalfMsg.ConsumerClient.Idempotency;
+using HalfMsg.ProducerClient;
+using HalfMsg.ProducerClient.Barrier;
+using Microsoft.Data.Sqlite;
+using ProducerMessage = HalfMsg.ProducerClient.Message;
+
+namespace HalfMsg.Client.Tests;
+
+/// <summary>One real broker (child process) shared by the end-to-end tests; each test uses its own topic and group.</summary>
+public sealed class BrokerFixture : IAsyncLifetime
+{
+    public BrokerProcess Broker { get; private set; } = null!;
+
+    public async Task InitializeAsync() => Broker = await BrokerProcess.StartAsync();
+
+    public async Task DisposeAsync() => await Broker.DisposeAsync();
+}
+
+[Trait("Category", "E2E")]
+public sealed class EndToEndTests(BrokerFixture fixture) : IClassFixture<BrokerFixture>
+{
+    private static readonly TimeSpan Invisible = TimeSpan.FromSeconds(30);
+
+    private string Endpoint => fixture.Broker.Endpoint;
+
+    private static string Unique(string prefix) => prefix + "-" + Guid.NewGuid().ToString("N")[..10];
+
+    private Task<Producer> ProducerAsync(string topic, ITransactionChecker? checker = null) =>
+        Producer.StartAsync(ProducerOptions.Default with { Endpoints = Endpoint, Topics = [topic], TransactionChecker = checker });
+
+    private Task<SimpleConsumer> ConsumerAsync(string topic, string group) =>
+        SimpleConsumer.StartAsync(SimpleConsumerOptions.Default with
+        {
+            Endpoints = Endpoint,
+            ConsumerGroup = group,
+            Subscriptions = new Dictionary<string, string> { [topic] = "*" },
+            AwaitDuration = TimeSpan.FromSeconds(2),
+        });
+
+    private static async Task<List<ReceivedMessage>> DrainAsync(SimpleConsumer consumer, int expected, TimeSpan within)
+    {
+        var all = new List<ReceivedMessage>();
+        var deadline = DateTime.UtcNow + within;
+        while (all.Count < expected && DateTime.UtcNow < deadline)
+        {
+            all.AddRange(await consumer.ReceiveAsync(16, Invisible));
+        }
+
+        return all;
+    }
+
+    [Fact]
+    public async Task A_committed_transaction_is_delivered_and_a_rolled_back_one_is_not()
+    {
+        string topic = Unique("tx");
+        await using Producer producer = await ProducerAsync(topic);
+        await using SimpleConsumer consumer = await ConsumerAsync(topic, Unique("g"));
+
+        ITransaction rolledBack = producer.BeginTransaction();
+        await rolledBack.SendAsync(new ProducerMessage(topic, "nope"));
+        await rolledBack.RollbackAsync();
+
+        ITransaction committed = producer.BeginTransaction();
+        SendReceipt receipt = await committed.SendAsync(new ProducerMessage(topic, "yes") { Tag = "T", Keys = ["k1"] });
+        Assert.False(string.IsNullOrEmpty(receipt.TransactionId));
+        await committed.CommitAsync();
+
+        List<ReceivedMessage> got = await DrainAsync(consumer, 1, TimeSpan.FromSeconds(10));
+        ReceivedMessage m = Assert.Single(got);
+        Assert.Equal("yes", m.BodyAsString());
+        Assert.Equal(receipt.MessageId, m.MessageId);
+        Assert.Equal("T", m.Tag);
+        Assert.Equal(1, m.DeliveryAttempt);
+        await m.AckAsync();
+
+        Assert.Empty(await consumer.ReceiveAsync(16, Invisible)); // nothing else, ever
+    }
+
+    [Fact]
+    public async Task ExecuteAsync_with_sqlite_commits_both_sides_and_a_throwing_business_step_publishes_nothing()
+    {
+        string topic = Unique("barrier");
+        using var db = new SqliteDatabase();
+        await using Producer producer = await ProducerAsync(topic, new BarrierChecker(db.Factory, BarrierDialects.Sqlite));
+        await using SimpleConsumer consumer = await ConsumerAsync(topic, Unique("g"));
+        await using var connection = new SqliteConnection(db.ConnectionString);
+        await connection.OpenAsync();
+        await using (DbCommand ddl = connection.CreateCommand())
+        {
+            ddl.CommandText = "CREATE TABLE orders (id TEXT PRIMARY KEY)";
+            await ddl.ExecuteNonQueryAsync();
+        }
+
+        Task InsertOrder(DbTransaction tx, string id)
+        {
+            DbCommand cmd = connection.CreateCommand();
+            cmd.Transaction = tx;
+            cmd.CommandText = $"INSERT INTO orders (id) VALUES ('{id}')";
+            return cmd.ExecuteNonQueryAsync();
+        }
+
+        SendReceipt ok = await producer.ExecuteAsync(connection, new ProducerMessage(topic, "order-1"), (tx, _) => InsertOrder(tx, "order-1"));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => producer.ExecuteAsync(connection, new ProducerMessage(topic, "order-2"),
+            async (tx, _) =>
+            {
+                await InsertOrder(tx, "order-2");
+                throw new InvalidOperationException("business says no");
+            }));
+
+        List<ReceivedMessage> got = await DrainAsync(consumer, 2, TimeSpan.FromSeconds(8));
+        ReceivedMessage m = Assert.Single(got);
+        Assert.Equal("order-1", m.BodyAsString());
+        Assert.Equal(ok.MessageId, m.MessageId);
+        await using DbCommand count = connection.CreateCommand();
+        count.CommandText = "SELECT group_concat(id) FROM orders";
+        Assert.Equal("order-1", await count.ExecuteScalarAsync());
+        Assert.Equal(TransactionResolution.Commit, await new BarrierChecker(db.Factory, BarrierDialects.Sqlite).CheckAsync(ok.TransactionId!, default));
+    }
+
+    [Fact]
+    public async Task An_orphaned_half_message_is_resolved_by_the_check_back_through_the_barrier()
+    {
+        string topic = Unique("orphan");
+        using var db = new SqliteDatabase();
+        var checker = new CountingChecker(new BarrierChecker(db.Factory, BarrierDialects.Sqlite));
+        await using Producer producer = await ProducerAsync(topic, checker);
+        await using SimpleConsumer consumer = await ConsumerAsync(topic, Unique("g"));
+
+        // Local transaction committed with its barrier row, but the producer "crashed" before EndTransaction.
+        ITransaction tx = producer.BeginTransaction();
+        SendReceipt receipt = await tx.SendAsync(new ProducerMessage(topic, "orphan"));
+        await using (var c = new SqliteConnection(db.ConnectionString))
+        {
+            await c.OpenAsync();
+            await BarrierSchema.EnsureCreatedAsync(c, BarrierDialects.Sqlite);
+            await LocalBarrier.RunAsync(c, BarrierDialects.Sqlite, receipt.TransactionId!, (_, _) => Task.CompletedTask, null, default);
+        }
+
+        List<ReceivedMessage> got = await DrainAsync(consumer, 1, TimeSpan.FromSeconds(20));
+        Assert.Equal("orphan", Assert.Single(got).BodyAsString());
+        Assert.True(checker.Calls > 0);
+    }
+
+    [Fact]
+    public async Task A_push_consumer_retries_a_failed_message_and_then_succeeds()
+    {
+        string topic = Unique("push");
+        await using Producer producer = await ProducerAsync(topic);
+        await producer.SendAsync(new ProducerMessage(topic, "work"));
+        var attempts = new List<int>();
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using PushConsumer consumer = await PushConsumer.StartAsync(PushConsumerOptions.Default with
+        {
+            Endpoints = Endpoint,
+            ConsumerGroup = Unique("g"),
+            Subscriptions = new Dictionary<string, string> { [topic] = "*" },
+            RetryBackoff = new RetryBackoff(TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(1), 2),
+            AwaitDuration = TimeSpan.FromSeconds(2),
+            Handler = (m, _) =>
+            {
+                lock (attempts)
+                {
+                    attempts.Add(m.DeliveryAttempt);
+                }
+
+                if (m.DeliveryAttempt < 3)
+                {
+                    throw new InvalidOperationException("transient");
+                }
+
+                done.TrySetResult();
+                return Task.FromResult(ConsumeResult.Success);
+            },
+        });
+
+        await done.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await consumer.StopAsync();
+        lock (attempts)
+        {
+            Assert.Equal([1, 2, 3], attempts);
+        }
+    }
+
+    [Fact]
+    public async Task Idempotent_consumption_runs_the_writes_once_under_forced_redelivery()
+    {
+        string topic = Unique("idem");
+        string group = Unique("g");
+        using var db = new SqliteDatabase();
+        await using Producer producer = await ProducerAsync(topic);
+        await using SimpleConsumer consumer = await ConsumerAsync(topic, group);
+        await producer.SendAsync(new ProducerMessage(topic, "pay"));
+
+        int writes = 0;
+        int deliveries = 0;
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (deliveries < 2 && DateTime.UtcNow < deadline)
+        {
+            foreach (ReceivedMessage m in await consumer.ReceiveAsync(1, Invisible))
+            {
+                deliveries++;
+                await using var c = new SqliteConnection(db.ConnectionString);
+                await ConsumeOnce.ExecuteAsync(c, group, m, (_, _) => { writes++; return Task.CompletedTask; });
+                if (deliveries == 1)
+                {
+                    // The "ack got lost": make it visible again right away.
+                    await m.ChangeInvisibleDurationAsync(TimeSpan.Zero);
+                }
+                else
+                {
+                    Assert.True(m.DeliveryAttempt >= 2);
+                    await m.AckAsync();
+                }
+            }
+        }
+
+        Assert.Equal(2, deliveries);
+        Assert.Equal(1, writes);
+    }
+
+    private sealed class CountingChecker(ITransactionChecker inner) : ITransactionChecker
+    {
+        private int _calls;
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        public ValueTask<TransactionResolution> CheckAsync(ProducerClient.MessageView message, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref _calls);
+            return inner.CheckAsync(message, cancellationToken);
+        }
+    }
+}
