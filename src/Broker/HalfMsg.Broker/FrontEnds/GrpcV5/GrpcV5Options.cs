@@ -1,0 +1,30 @@
+namespace HalfMsg.Broker.FrontEnds.GrpcV5;
+
+/// <summary>Settings of the RocketMQ 5 gRPC front-end.</summary>
+public sealed record GrpcV5Options
+{
+    /// <summary>Host advertised to clients in routes and assignments. Null: the local address the request came in on.</summary>
+    public string? AdvertisedHost { get; init; }
+
+    /// <summary>The gRPC port, advertised in routes. 0: the local port the request came in on.</summary>
+    public int Port { get; init; }
+
+    /// <summary>Largest request message accepted, checked from the length prefix before buffering
+    /// (max message size plus 1 MiB for properties and framing).</summary>
+    public int MaxReceiveMessageSize { get; init; } = 5 * 1024 * 1024;
+
+    /// <summary>Access key → secret. Empty: authentication is off. When set, every call must carry a valid
+    /// <c>authorization</c> header (MQv2-HMAC-SHA1 over <c>x-mq-date-time</c>).</summary>
+    public IReadOnlyDictionary<string, string> Credentials { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Long-poll time pushed to consumers in Settings and used when a receive does not say (the proxy's 20 s).</summary>
+    public TimeSpan LongPollingTimeout { get; init; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>Lease for a receive without <c>invisible_duration</c> (push consumers with auto-renew), as the proxy's
+    /// <c>defaultInvisibleTimeMills</c>.</summary>
+    public TimeSpan DefaultInvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Delay of the second unsolicited Settings push that works around the Node client's startup race.</summary>
+    public TimeSpan SettingsRepushDelay { get; init; } = TimeSpan.FromMilliseconds(1500);
+
+}

@@ -1,0 +1,25 @@
+using Apache.Rocketmq.V2;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Broker.FrontEnds.GrpcV5;
+
+internal sealed partial class MessagingService
+{
+    /// <summary>
+    /// Extends or shortens a lease (a push consumer's nack sends ~1 ms or 0). The response carries the new receipt
+    /// handle: the Node SimpleConsumer replaces its handle with whatever comes back, even an empty one.
+    /// </summary>
+    private async ValueTask<ChangeInvisibleDurationResponse> ChangeInvisibleDurationAsync(ChangeInvisibleDurationRequest request, GrpcCall call)
+    {
+        string group = request.Group?.Name ?? string.Empty;
+        string topic = request.Topic?.Name ?? string.Empty;
+        TimeSpan duration = request.InvisibleDuration?.ToTimeSpan() ?? TimeSpan.Zero;
+        ChangeInvisibleResult result = await _engine.ChangeInvisibleDurationAsync(group, topic, request.ReceiptHandle, duration, call.CancellationToken)
+            .ConfigureAwait(false);
+        return new ChangeInvisibleDurationResponse
+        {
+            Status = V5Status.From(result.Error),
+            ReceiptHandle = result.IsOk ? result.ReceiptHandle ?? request.ReceiptHandle : request.ReceiptHandle,
+        };
+    }
+}

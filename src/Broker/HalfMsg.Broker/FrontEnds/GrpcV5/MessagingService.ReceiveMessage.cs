@@ -1,0 +1,82 @@
+using Apache.Rocketmq.V2;
+using Google.Protobuf.WellKnownTypes;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Broker.FrontEnds.GrpcV5;
+
+internal sealed partial class MessagingService
+{
+    /// <summary>Default batch when the request says 0 (the Node push consumer does when Settings lacked a batch size).</summary>
+    private const int DefaultBatchSize = 32;
+
+    /// <summary>
+    /// POP-style receive over the whole topic (the queue id in the request, 0 or -1, is ignored, as the proxy does).
+    /// The response stream is the proxy's: <c>status OK</c>, one response per message, <c>delivery_timestamp</c>, end;
+    /// or <c>status MESSAGE_NOT_FOUND</c>, <c>delivery_timestamp</c>, end. The long poll ends before the client's
+    /// deadline, because the Node client only looks at the stream once it has ended.
+    /// </summary>
+    private async Task ReceiveMessageAsync(ReceiveMessageRequest request, GrpcCall call)
+    {
+        string group = request.Group?.Name ?? string.Empty;
+        string topic = request.MessageQueue?.Topic?.Name ?? string.Empty;
+        if (request.FilterExpression is { Type: FilterType.Sql })
+        {
+            await WriteReceiveEndAsync(call, V5Status.Of(Code.IllegalFilterExpression, "SQL92 filters are not supported; use a tag expression"))
+                .ConfigureAwait(false);
+            return;
+        }
+
+        var receive = new ReceiveRequest
+        {
+            ConsumerGroup = group,
+            Topic = topic,
+            TagExpression = request.FilterExpression?.Expression,
+            BatchSize = request.BatchSize > 0 ? request.BatchSize : DefaultBatchSize,
+            // Push consumers (auto_renew) send no invisible_duration; lease for the proxy's default instead.
+            InvisibleDuration = request.InvisibleDuration?.ToTimeSpan() ?? _options.DefaultInvisibleDuration,
+            LongPollTimeout = LongPoll(request, call),
+        };
+
+        ReceiveResult result = await _engine.ReceiveAsync(receive, call.CancellationToken).ConfigureAwait(false);
+        if (result.IsOk && result.Messages.Count > 0)
+        {
+            await call.WriteMessageAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
+            foreach (DeliveredMessage delivered in result.Messages)
+            {
+                await call.WriteMessageAsync(new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered) }).ConfigureAwait(false);
+            }
+
+            await call.WriteMessageAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
+                .ConfigureAwait(false);
+            return;
+        }
+
+        Status status = result.IsOk || result.Error.Status == BrokerStatus.MessageNotFound
+            ? V5Status.Of(Code.MessageNotFound, "no new message")
+            : V5Status.From(result.Error);
+        await WriteReceiveEndAsync(call, status).ConfigureAwait(false);
+    }
+
+    private async Task WriteReceiveEndAsync(GrpcCall call, Status status)
+    {
+        await call.WriteMessageAsync(new ReceiveMessageResponse { Status = status }).ConfigureAwait(false);
+        await call.WriteMessageAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
+            .ConfigureAwait(false);
+    }
+
+    /// <summary>min(requested or default long-polling timeout, time left before the deadline minus a margin for the
+    /// response to travel back); never negative.</summary>
+    private TimeSpan LongPoll(ReceiveMessageRequest request, GrpcCall call)
+    {
+        TimeSpan poll = request.LongPollingTimeout?.ToTimeSpan() ?? _options.LongPollingTimeout;
+        if (call.Deadline is { } deadline)
+        {
+            TimeSpan remaining = deadline - _time.GetUtcNow();
+            TimeSpan margin = TimeSpan.FromTicks(Math.Clamp(remaining.Ticks / 10, TimeSpan.FromMilliseconds(200).Ticks, TimeSpan.FromSeconds(2).Ticks));
+            poll = TimeSpan.FromTicks(Math.Min(poll.Ticks, (remaining - margin).Ticks));
+        }
+
+        return poll < TimeSpan.Zero ? TimeSpan.Zero : poll;
+    }
+}

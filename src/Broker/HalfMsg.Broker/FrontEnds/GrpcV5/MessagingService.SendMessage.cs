@@ -1,0 +1,63 @@
+using Apache.Rocketmq.V2;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Broker.FrontEnds.GrpcV5;
+
+internal sealed partial class MessagingService
+{
+    /// <summary>
+    /// Publishes each message (NORMAL, FIFO, DELAY, or a TRANSACTION half) and answers exactly one entry per message,
+    /// in order: the Node client builds one receipt per entry and a transaction's commit() uses it. A half's producer
+    /// group is its topic name and its transaction id is whatever the core returns, as with the Apache proxy.
+    /// </summary>
+    private async ValueTask<SendMessageResponse> SendMessageAsync(SendMessageRequest request, GrpcCall call)
+    {
+        if (request.Messages.Count == 0)
+        {
+            return new SendMessageResponse { Status = V5Status.Of(Code.BadRequest, "no message to send") };
+        }
+
+        string clientId = ClientId(call);
+        var response = new SendMessageResponse();
+        var statuses = new List<Status>(request.Messages.Count);
+        foreach (Message message in request.Messages)
+        {
+            SendResultEntry entry = await SendOneAsync(message, clientId, call.CancellationToken).ConfigureAwait(false);
+            response.Entries.Add(entry);
+            statuses.Add(entry.Status);
+        }
+
+        response.Status = V5Status.Combine(statuses);
+        return response;
+    }
+
+    private async ValueTask<SendResultEntry> SendOneAsync(Message message, string clientId, CancellationToken ct)
+    {
+        SystemProperties? sp = message.SystemProperties;
+        string messageId = sp?.MessageId ?? string.Empty;
+        if (!V5MessageConverter.TryToDraft(message, _engine.Options.MaxMessageSize, out MessageDraft? draft, out Status? invalid))
+        {
+            return new SendResultEntry { Status = invalid, MessageId = messageId };
+        }
+
+        if (sp!.MessageType == MessageType.Transaction)
+        {
+            TimeSpan? immunity = sp.OrphanedTransactionRecoveryDuration?.ToTimeSpan();
+            SendHalfResult half = await _engine.SendHalfAsync(draft, draft.Topic, clientId, immunity, ct).ConfigureAwait(false);
+            return new SendResultEntry
+            {
+                Status = V5Status.From(half.Error),
+                MessageId = half.IsOk ? half.MessageId : messageId,
+                TransactionId = half.TransactionId ?? string.Empty,
+            };
+        }
+
+        SendResult sent = await _engine.SendAsync(draft, ct).ConfigureAwait(false);
+        return new SendResultEntry
+        {
+            Status = V5Status.From(sent.Error),
+            MessageId = sent.IsOk ? sent.MessageId : messageId,
+            Offset = sent.QueueOffset,
+        };
+    }
+}

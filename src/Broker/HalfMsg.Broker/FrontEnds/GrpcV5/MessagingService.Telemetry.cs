@@ -1,0 +1,96 @@
+using Apache.Rocketmq.V2;
+using Google.Protobuf.WellKnownTypes;
+using HalfMsg.Protocol.Grpc;
+using Microsoft.Extensions.Logging;
+
+namespace HalfMsg.Broker.FrontEnds.GrpcV5;
+
+internal sealed partial class MessagingService
+{
+    /// <summary>
+    /// The bidi Telemetry stream: the client sends Settings (first message, and again every 5 minutes); we answer
+    /// <c>status OK + merged Settings</c> and push them again ~1.5 s later (the Node client's startup race, reference
+    /// §2a). A producer's stream becomes the check-back channel of each of its publishing topics. The stream stays
+    /// open until the client half-closes (→ grpc-status 0) or goes away; then it is unregistered.
+    /// </summary>
+    private async Task TelemetryAsync(GrpcCall call)
+    {
+        var session = new TelemetrySession(ClientId(call));
+        _sessions.Add(session);
+        Task writer = session.RunWriterAsync(call);
+        try
+        {
+            while (await call.ReadMessageAsync(TelemetryCommand.Parser).ConfigureAwait(false) is { } command)
+            {
+                switch (command.CommandCase)
+                {
+                    case TelemetryCommand.CommandOneofCase.Settings:
+                        OnSettings(session, command.Settings);
+                        break;
+                    default:
+                        // Thread stack traces and verify results (which Node puts in the wrong oneof) need no answer.
+                        LogTelemetryIgnored(session.ClientId, command.CommandCase);
+                        break;
+                }
+            }
+        }
+        finally
+        {
+            session.Close();
+            _sessions.Remove(session);
+            try
+            {
+                await writer.ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
+            {
+                // The call is already failing; its outcome is reported by the read side.
+            }
+        }
+    }
+
+    private void OnSettings(TelemetrySession session, Settings settings)
+    {
+        Settings reply = settings.Clone();
+        reply.Metric = new Metric { On = false };
+        switch (settings.PubSubCase)
+        {
+            case Settings.PubSubOneofCase.Publishing:
+                session.RegisterProducer(settings.Publishing.Topics.Select(t => t.Name), _engine.Producers);
+                // Node asserts an exponential backoff (a missing one kills the process) and refuses every send when
+                // max_body_size is 0. Type validation stays off: every queue accepts every type anyway.
+                reply.BackoffPolicy = Backoff(3, TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(1));
+                reply.Publishing.MaxBodySize = _engine.Options.MaxMessageSize;
+                reply.Publishing.ValidateMessageType = false;
+                break;
+            case Settings.PubSubOneofCase.Subscription:
+                // Node reads receive_batch_size without a fallback (unset → batch 0) and only understands an
+                // exponential backoff; max_attempts is the core's limit, after which it dead-letters.
+                reply.BackoffPolicy = Backoff(_engine.Options.MaxDeliveryAttempts, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
+                reply.Subscription.ReceiveBatchSize = DefaultBatchSize;
+                reply.Subscription.LongPollingTimeout = Duration.FromTimeSpan(_options.LongPollingTimeout);
+                reply.Subscription.Fifo = false;
+                break;
+            default:
+                // As the proxy does (ClientActivity.processAndWriteClientSettings).
+                GrpcCallException.Throw(GrpcStatusCode.InvalidArgument, "settings must carry publishing or subscription");
+                break;
+        }
+
+        session.ReplySettings(new TelemetryCommand { Status = V5Status.Ok(), Settings = reply }, _options.SettingsRepushDelay, _time);
+    }
+
+    private static RetryPolicy Backoff(int maxAttempts, TimeSpan initial, TimeSpan max) => new()
+    {
+        MaxAttempts = maxAttempts,
+        ExponentialBackoff = new ExponentialBackoff
+        {
+            Initial = Duration.FromTimeSpan(initial),
+            Max = Duration.FromTimeSpan(max),
+            Multiplier = 2,
+        },
+    };
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Telemetry from {ClientId}: ignoring {Command}")]
+    private partial void LogTelemetryIgnored(string clientId, TelemetryCommand.CommandOneofCase command);
+}

@@ -1,0 +1,152 @@
+using System.Diagnostics.CodeAnalysis;
+using System.IO.Compression;
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Protocol.Identifiers;
+
+namespace HalfMsg.Broker.FrontEnds.GrpcV5;
+
+/// <summary>Between <c>apache.rocketmq.v2.Message</c> and the core's message model.</summary>
+internal static class V5MessageConverter
+{
+    /// <summary>
+    /// Builds the core's draft from a published message. The body is stored uncompressed: the Java client gzips bodies
+    /// over 4 KiB (body_encoding GZIP), so inflate here and deliver IDENTITY to everybody.
+    /// </summary>
+    public static bool TryToDraft(Message message, int maxBodySize, [NotNullWhen(true)] out MessageDraft? draft, [NotNullWhen(false)] out Status? invalid)
+    {
+        draft = null;
+        SystemProperties? sp = message.SystemProperties;
+        if (sp is null || string.IsNullOrEmpty(sp.MessageId))
+        {
+            invalid = V5Status.Of(Code.IllegalMessageId, "system_properties.message_id is required");
+            return false;
+        }
+
+        ReadOnlyMemory<byte> body = message.Body.Memory;
+        if (sp.BodyEncoding == Encoding.Gzip)
+        {
+            try
+            {
+                body = Inflate(message.Body, maxBodySize);
+            }
+            catch (InvalidOperationException)
+            {
+                invalid = V5Status.Of(Code.MessageBodyTooLarge, $"the inflated body exceeds {maxBodySize} bytes");
+                return false;
+            }
+            catch (InvalidDataException)
+            {
+                invalid = V5Status.Of(Code.MessageCorrupted, "body_encoding is GZIP but the body is not valid gzip");
+                return false;
+            }
+        }
+
+        draft = new MessageDraft
+        {
+            Topic = message.Topic?.Name ?? string.Empty,
+            MessageId = sp.MessageId,
+            Tag = sp.HasTag && sp.Tag.Length > 0 ? sp.Tag : null,
+            Keys = [.. sp.Keys],
+            Properties = message.UserProperties.Count == 0 ? MessageDraft.EmptyProperties : new Dictionary<string, string>(message.UserProperties),
+            Body = body,
+            BornTimestampMs = sp.BornTimestamp is { } born ? born.ToDateTimeOffset().ToUnixTimeMilliseconds() : 0,
+            BornHost = sp.BornHost.Length > 0 ? sp.BornHost : null,
+            MessageGroup = sp.HasMessageGroup && sp.MessageGroup.Length > 0 ? sp.MessageGroup : null,
+            DeliveryTimestampMs = sp.DeliveryTimestamp is { } due ? due.ToDateTimeOffset().ToUnixTimeMilliseconds() : null,
+            QueueId = sp.QueueId,
+        };
+        invalid = null;
+        return true;
+    }
+
+    /// <summary>A delivered message, with everything the official clients need: topic, message id, MD5 body digest
+    /// (a missing digest is a hard error in Node), receipt handle and delivery attempt.</summary>
+    public static Message ToMessage(DeliveredMessage delivered)
+    {
+        Message message = ToMessage(delivered.Message);
+        SystemProperties sp = message.SystemProperties;
+        sp.ReceiptHandle = delivered.ReceiptHandle;
+        sp.DeliveryAttempt = delivered.DeliveryAttempt;
+        return message;
+    }
+
+    /// <summary>A stored message as a v5 Message (also the payload of a check-back command).</summary>
+    public static Message ToMessage(StoredMessage stored)
+    {
+        var sp = new SystemProperties
+        {
+            MessageId = stored.MessageId,
+            BodyDigest = new Digest { Type = DigestType.Md5, Checksum = Md5Digest.UpperHex(stored.Body.Span) },
+            BodyEncoding = Encoding.Identity,
+            MessageType = stored.Kind switch
+            {
+                MessageKind.Fifo => MessageType.Fifo,
+                MessageKind.Delay => MessageType.Delay,
+                MessageKind.Transaction => MessageType.Transaction,
+                _ => MessageType.Normal,
+            },
+            BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeMilliseconds(stored.BornTimestampMs)),
+            BornHost = stored.BornHost ?? string.Empty,
+            StoreTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeMilliseconds(stored.StoreTimestampMs)),
+            QueueId = stored.QueueId,
+            QueueOffset = stored.QueueOffset,
+            Keys = { stored.Keys },
+        };
+        if (stored.Tag is not null)
+        {
+            sp.Tag = stored.Tag;
+        }
+
+        if (stored.MessageGroup is not null)
+        {
+            sp.MessageGroup = stored.MessageGroup;
+        }
+
+        if (stored.DeliveryTimestampMs is { } due)
+        {
+            sp.DeliveryTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeMilliseconds(due));
+        }
+
+        if (stored.OriginalTopic is not null)
+        {
+            sp.DeadLetterQueue = new DeadLetterQueue { Topic = stored.OriginalTopic, MessageId = stored.MessageId };
+        }
+
+        var message = new Message
+        {
+            Topic = new Resource { Name = stored.Topic },
+            SystemProperties = sp,
+            Body = ByteString.CopyFrom(stored.Body.Span),
+        };
+        foreach (var (key, value) in stored.Properties)
+        {
+            message.UserProperties[key] = value;
+        }
+
+        return message;
+    }
+
+    /// <summary>Inflates at most <paramref name="limit"/> bytes, so a small "gzip bomb" cannot exhaust memory.</summary>
+    private static byte[] Inflate(ByteString compressed, int limit)
+    {
+        using var input = new MemoryStream(compressed.ToByteArray(), writable: false);
+        using var gzip = new GZipStream(input, CompressionMode.Decompress);
+        using var output = new MemoryStream();
+        byte[] chunk = new byte[16 * 1024];
+        int read;
+        while ((read = gzip.Read(chunk, 0, chunk.Length)) > 0)
+        {
+            if (output.Length + read > limit)
+            {
+                throw new InvalidOperationException("inflated body too large");
+            }
+
+            output.Write(chunk, 0, read);
+        }
+
+        return output.ToArray();
+    }
+}

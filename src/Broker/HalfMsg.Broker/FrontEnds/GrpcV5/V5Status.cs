@@ -1,0 +1,69 @@
+using Apache.Rocketmq.V2;
+using HalfMsg.Broker.Core;
+
+namespace HalfMsg.Broker.FrontEnds.GrpcV5;
+
+/// <summary>
+/// The one place where core outcomes become RocketMQ v5 body statuses (<c>apache.rocketmq.v2.Status</c>, sent with
+/// grpc-status 0 as the Apache proxy's <c>ResponseBuilder</c> does). Codes are chosen for how the official clients
+/// classify them (<c>StatusChecker</c>): 400xx → BadRequestException, 404xx → NotFound, 429 → retry after backoff,
+/// 500xx → InternalErrorException (retryable).
+/// </summary>
+internal static class V5Status
+{
+    public static Code ToCode(BrokerStatus status) => status switch
+    {
+        BrokerStatus.Ok => Code.Ok,
+        BrokerStatus.BadRequest => Code.BadRequest,
+        BrokerStatus.IllegalTopic => Code.IllegalTopic,
+        BrokerStatus.TopicNotFound => Code.TopicNotFound,
+        BrokerStatus.IllegalConsumerGroup => Code.IllegalConsumerGroup,
+        BrokerStatus.MessageTooLarge => Code.MessageBodyTooLarge,
+        // Unknown, expired or already-decided-the-other-way transactions: the proxy answers INTERNAL_SERVER_ERROR,
+        // which clients would retry; INVALID_TRANSACTION_ID makes Node throw a BadRequestException with our message.
+        BrokerStatus.TransactionNotFound => Code.InvalidTransactionId,
+        BrokerStatus.TransactionConflict => Code.InvalidTransactionId,
+        BrokerStatus.InvalidTransactionId => Code.InvalidTransactionId,
+        // The one code on which the Node push consumer stops retrying ack/nack.
+        BrokerStatus.InvalidReceiptHandle => Code.InvalidReceiptHandle,
+        BrokerStatus.IllegalInvisibleTime => Code.IllegalInvisibleTime,
+        BrokerStatus.IllegalDeliveryTime => Code.IllegalDeliveryTime,
+        // An empty receive; clients treat it as success.
+        BrokerStatus.MessageNotFound => Code.MessageNotFound,
+        BrokerStatus.TooManyRequests => Code.TooManyRequests,
+        BrokerStatus.StorageFailure => Code.InternalServerError,
+        BrokerStatus.InternalError => Code.InternalServerError,
+        _ => Code.InternalServerError,
+    };
+
+    public static Status From(BrokerError error) => new()
+    {
+        Code = ToCode(error.Status),
+        Message = error.IsOk ? "OK" : error.Message,
+    };
+
+    public static Status Ok() => new() { Code = Code.Ok, Message = "OK" };
+
+    public static Status Of(Code code, string message) => new() { Code = code, Message = message };
+
+    /// <summary>The top-level status of a batch: the common code of all entries, or MULTIPLE_RESULTS when they differ
+    /// (the proxy's <c>SendMessageActivity</c> / <c>AckMessageActivity</c> rule).</summary>
+    public static Status Combine(IReadOnlyList<Status> entries)
+    {
+        if (entries.Count == 0)
+        {
+            return Ok();
+        }
+
+        Status first = entries[0];
+        for (int i = 1; i < entries.Count; i++)
+        {
+            if (entries[i].Code != first.Code)
+            {
+                return Of(Code.MultipleResults, "Entries have different results; see each entry's status");
+            }
+        }
+
+        return first.Clone();
+    }
+}

@@ -1,0 +1,36 @@
+using Apache.Rocketmq.V2;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.FrontEnds.GrpcV5;
+
+namespace HalfMsg.Broker.Tests.GrpcV5;
+
+public sealed class V5StatusTests
+{
+    public static TheoryData<BrokerStatus> AllStatuses() => [.. Enum.GetValues<BrokerStatus>()];
+
+    [Theory]
+    [MemberData(nameof(AllStatuses))]
+    public void Every_broker_status_maps_to_a_real_code(BrokerStatus status)
+    {
+        Code code = V5Status.ToCode(status);
+        // Code 0 makes the Node client throw UnsupportedException; only Ok may map to OK.
+        Assert.NotEqual(Code.Unspecified, code);
+        Assert.Equal(status == BrokerStatus.Ok, code == Code.Ok);
+    }
+
+    [Fact]
+    public void Transaction_failures_map_to_invalid_transaction_id_so_the_client_throws_a_bad_request()
+    {
+        Assert.Equal(Code.InvalidTransactionId, V5Status.ToCode(BrokerStatus.TransactionNotFound));
+        Assert.Equal(Code.InvalidTransactionId, V5Status.ToCode(BrokerStatus.TransactionConflict));
+        Assert.Equal(Code.InvalidReceiptHandle, V5Status.ToCode(BrokerStatus.InvalidReceiptHandle));
+        Assert.Equal(Code.MessageNotFound, V5Status.ToCode(BrokerStatus.MessageNotFound));
+    }
+
+    [Fact]
+    public void Combined_status_is_the_common_code_or_multiple_results()
+    {
+        Assert.Equal(Code.Ok, V5Status.Combine([V5Status.Ok(), V5Status.Ok()]).Code);
+        Assert.Equal(Code.MultipleResults, V5Status.Combine([V5Status.Ok(), V5Status.Of(Code.BadRequest, "x")]).Code);
+    }
+}

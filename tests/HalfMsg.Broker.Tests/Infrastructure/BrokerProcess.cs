@@ -1,0 +1,190 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace HalfMsg.Broker.Tests.Infrastructure;
+
+/// <summary>
+/// The real broker as a child process (<c>dotnet HalfMsg.Broker.dll</c>) on free 127.0.0.1 ports and a temp data dir.
+/// <see cref="Kill"/> is SIGKILL; <see cref="RestartAsync"/> starts again on the same data dir and ports.
+/// Output is captured for failure messages (<see cref="Output"/>).
+/// </summary>
+public sealed class BrokerProcess : IAsyncDisposable
+{
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(2) };
+    private readonly string[] _extraArgs;
+    private readonly StringBuilder _output = new();
+    private Process? _process;
+
+    private BrokerProcess(string dataDir, string[] extraArgs)
+    {
+        DataDir = dataDir;
+        _extraArgs = extraArgs;
+        GrpcPort = FreePort();
+        RemotingPort = FreePort();
+        HttpPort = FreePort();
+    }
+
+    public string DataDir { get; }
+    public int GrpcPort { get; }
+    public int RemotingPort { get; }
+    public int HttpPort { get; }
+
+    /// <summary><c>127.0.0.1:port</c>, the access point for RocketMQ clients.</summary>
+    public string Endpoint => $"127.0.0.1:{GrpcPort}";
+
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    /// <summary>Starts a broker with short transaction intervals (1 s) plus <paramref name="extraArgs"/>, and waits for /health.</summary>
+    public static async Task<BrokerProcess> StartAsync(params string[] extraArgs)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-test-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        var broker = new BrokerProcess(dir, extraArgs);
+        try
+        {
+            await broker.LaunchAsync();
+        }
+        catch
+        {
+            await broker.DisposeAsync();
+            throw;
+        }
+
+        return broker;
+    }
+
+    private async Task LaunchAsync()
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "HalfMsg.Broker.dll");
+        if (!File.Exists(dll))
+        {
+            throw new InvalidOperationException($"Broker assembly not found at {dll}");
+        }
+
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        string[] args =
+        [
+            dll, "--data-dir", DataDir, "--grpc-port", Port(GrpcPort), "--remoting-port", Port(RemotingPort), "--http-port", Port(HttpPort),
+            "--transaction-check-interval", "1s", "--transaction-timeout", "1s", .. _extraArgs,
+        ];
+        foreach (string a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        process.OutputDataReceived += (_, e) => Append(e.Data);
+        process.ErrorDataReceived += (_, e) => Append(e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        _process = process;
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (process.HasExited)
+            {
+                throw new InvalidOperationException($"Broker exited with {process.ExitCode} before becoming healthy:\n{Output}");
+            }
+
+            try
+            {
+                using var response = await Http.GetAsync($"http://127.0.0.1:{HttpPort}/health");
+                if (response.StatusCode == HttpStatusCode.OK)
+                {
+                    return;
+                }
+            }
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+            {
+                // not listening yet
+            }
+
+            await Task.Delay(100);
+        }
+
+        throw new TimeoutException($"Broker did not become healthy within 30 s:\n{Output}");
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_output)
+        {
+            _output.AppendLine(line);
+        }
+    }
+
+    /// <summary>SIGKILL: no shutdown hooks, no checkpoint.</summary>
+    public void Kill()
+    {
+        if (_process is { HasExited: false } p)
+        {
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit(10_000);
+        }
+
+        Append("----- killed -----");
+    }
+
+    /// <summary>Starts again on the same data dir and ports (kills first if still running).</summary>
+    public async Task RestartAsync()
+    {
+        Kill();
+        _process?.Dispose();
+        Append("----- restart -----");
+        await LaunchAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Kill();
+        _process?.Dispose();
+        for (int i = 0; i < 5; i++)
+        {
+            try
+            {
+                if (Directory.Exists(DataDir))
+                {
+                    Directory.Delete(DataDir, recursive: true);
+                }
+
+                break;
+            }
+            catch (IOException)
+            {
+                await Task.Delay(200);
+            }
+        }
+    }
+
+    private static string Port(int port) => port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}

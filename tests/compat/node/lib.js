@@ -1,0 +1,46 @@
+// Shared helpers for the compatibility scripts. Each script prints JSON lines on stdout; the last one is the result.
+'use strict';
+const path = require('node:path');
+const rmq = require('rocketmq-client-nodejs');
+const { TransactionResolution } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
+
+// Client logs go to stderr (captured by the test on failure) instead of ~/logs.
+const logger = {
+  info: (...a) => console.error('[info]', ...a),
+  warn: (...a) => console.error('[warn]', ...a),
+  error: (...a) => console.error('[error]', ...a),
+  debug: () => {},
+};
+
+function emit(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+function view(m) {
+  return {
+    id: m.messageId,
+    body: m.body.toString('utf8'),
+    tag: m.tag ?? null,
+    group: m.messageGroup ?? null,
+    attempt: m.deliveryAttempt ?? null,
+    topic: m.topic,
+    corrupted: !!m.corrupted,
+    bornMs: m.bornTimestamp ? m.bornTimestamp.getTime() : null,
+    deliveryMs: m.deliveryTimestamp ? m.deliveryTimestamp.getTime() : null,
+    receivedMs: Date.now(),
+  };
+}
+
+async function main(fn) {
+  try {
+    await fn();
+    process.exit(0);
+  } catch (e) {
+    emit({ error: String(e && e.stack || e) });
+    process.exit(1);
+  }
+}
+
+module.exports = { rmq, TransactionResolution, logger, emit, sleep, view, main, path };

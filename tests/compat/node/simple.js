@@ -1,0 +1,68 @@
+// node simple.js <endpoint> <topic> <group> <mode> <json options>
+// modes:
+//   collect     receive + ack until `count` messages or `timeoutMs`; options.tag = filter expression
+//   redeliver   receive one, changeInvisibleDuration(1 s), receive it again (attempt + 1), then leave it unacked with a
+//               2 s lease that expires, receive it a third time, ack it, check it is gone and that the first
+//               (stale) handle is rejected
+'use strict';
+const { rmq, logger, emit, sleep, view, main } = require('./lib');
+const [endpoint, topic, group, mode, optJson] = process.argv.slice(2);
+const opt = JSON.parse(optJson ?? '{}');
+
+main(async () => {
+  const consumer = new rmq.SimpleConsumer({
+    endpoints: endpoint, namespace: '', consumerGroup: group,
+    subscriptions: new Map().set(topic, opt.tag ?? '*'), awaitDuration: opt.awaitMs ?? 3000, logger,
+  });
+  await consumer.startup();
+  emit({ started: true });
+  const got = [];
+  if (mode === 'collect') {
+    const until = Date.now() + (opt.timeoutMs ?? 15000);
+    const distinct = new Set();
+    while (distinct.size < (opt.count ?? 1) && Date.now() < until) {
+      let batch;
+      try {
+        batch = await consumer.receive(opt.batch ?? 16, opt.invisibleMs ?? 30000);
+      } catch (e) {
+        emit({ receiveError: String(e.message ?? e) });
+        await sleep(500);
+        continue;
+      }
+      for (const m of batch) {
+        got.push(view(m));
+        distinct.add(m.messageId);
+        if (!opt.noAck) {
+          for (;;) {
+            try { await consumer.ack(m); break; } catch (e) { emit({ ackError: String(e.message ?? e) }); if (Date.now() > until) break; await sleep(300); }
+          }
+        }
+      }
+    }
+  } else if (mode === 'redeliver') {
+    const receiveOne = async (invisibleMs, timeoutMs) => {
+      const until = Date.now() + timeoutMs;
+      while (Date.now() < until) {
+        const batch = await consumer.receive(1, invisibleMs);
+        if (batch.length > 0) return batch[0];
+      }
+      throw new Error('no message within ' + timeoutMs + ' ms');
+    };
+    const first = await receiveOne(30000, 10000);
+    got.push(view(first));
+    await consumer.changeInvisibleDuration(first, 1000);
+    // a 2 s lease that simply expires
+    const second = await receiveOne(2000, 10000);
+    got.push(view(second));
+    const third = await receiveOne(30000, 10000);
+    got.push(view(third));
+    await consumer.ack(third);
+    const after = await consumer.receive(1, 1000);
+    emit({ afterAck: after.length });
+    let staleAck = 'ok';
+    try { await consumer.ack(first); } catch (e) { staleAck = String(e.message ?? e); }
+    emit({ staleAck });
+  }
+  emit({ result: 'done', got });
+  await consumer.shutdown();
+});
