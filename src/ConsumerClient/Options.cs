@@ -90,7 +90,8 @@ public sealed record PushConsumerOptions
     /// <summary>Redelivery backoff; null takes the broker's exponential backoff (or <see cref="RetryBackoff.Default"/>).</summary>
     public RetryBackoff? RetryBackoff { get; init; }
 
-    /// <summary>How long a received message stays invisible to other consumers while the handler runs.</summary>
+    /// <summary>How long a received message stays invisible to other consumers. While its handler runs, the lease is
+    /// renewed to this duration every half of it (ChangeInvisibleDuration), so handlers may run longer than this.</summary>
     public TimeSpan InvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
 
     /// <summary>Long-polling time of each receive when the broker's Settings do not specify one.</summary>

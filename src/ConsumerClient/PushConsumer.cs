@@ -10,6 +10,10 @@ namespace HalfMsg.ConsumerClient;
 /// makes the message invisible for the retry backoff so the broker redelivers it with delivery attempt + 1. The broker
 /// dead-letters a non-FIFO message after the maximum attempts; for a FIFO group (broker Settings <c>fifo</c>) the
 /// client retries locally, in order, and then forwards the message to the dead letter queue itself.
+/// <para>Like the official clients, it re-queries its assignments every 5 s (QueryAssignment; new queues get a receive
+/// loop, queues no longer assigned have theirs stopped; a failed query keeps the current loops), and while a handler
+/// runs it renews the message's lease (ChangeInvisibleDuration to <see cref="PushConsumerOptions.InvisibleDuration"/>)
+/// every half invisible duration, so a slow handler does not see its message redelivered to another consumer.</para>
 /// </summary>
 public sealed class PushConsumer : IAsyncDisposable
 {
@@ -22,7 +26,11 @@ public sealed class PushConsumer : IAsyncDisposable
     private readonly SemaphoreSlim _slots;
     private readonly CancellationTokenSource _receiving = new();
     private readonly CancellationTokenSource _abort = new();
+    private static readonly TimeSpan AssignmentScanPeriod = TimeSpan.FromSeconds(5);
+
     private readonly List<Task> _loops = [];
+    private readonly Dictionary<string, CancellationTokenSource> _assigned = new(StringComparer.Ordinal);
+    private Task? _scanLoop;
     private readonly HashSet<Task> _inFlight = [];
     private readonly ILogger _logger;
     private int _stopped;
@@ -77,11 +85,10 @@ public sealed class PushConsumer : IAsyncDisposable
             await consumer._core.StartAsync(cancellationToken).ConfigureAwait(false);
             foreach (string topic in options.Subscriptions.Keys)
             {
-                foreach (MessageQueue queue in await consumer.AssignmentsAsync(topic, cancellationToken).ConfigureAwait(false))
-                {
-                    consumer._loops.Add(Task.Run(() => consumer.ReceiveLoopAsync(queue)));
-                }
+                consumer.Apply(topic, await consumer.AssignmentsAsync(topic, cancellationToken).ConfigureAwait(false));
             }
+
+            consumer._scanLoop = Task.Run(consumer.ScanAssignmentsLoopAsync);
         }
         catch
         {
@@ -113,9 +120,74 @@ public sealed class PushConsumer : IAsyncDisposable
         return readable.GroupBy(q => Endpoint.FromProto(q.Broker.Endpoints)).Select(g => g.First()).ToList();
     }
 
-    private async Task ReceiveLoopAsync(MessageQueue queue)
+    private static string QueueKey(MessageQueue q) => $"{q.Topic?.Name}|{Endpoint.FromProto(q.Broker.Endpoints)}|{q.Id}";
+
+    /// <summary>Starts a receive loop for every queue of <paramref name="topic"/> in <paramref name="queues"/> that has
+    /// none, and stops the loops of the topic's queues that are no longer in it.</summary>
+    private void Apply(string topic, IReadOnlyList<MessageQueue> queues)
     {
-        CancellationToken stop = _receiving.Token;
+        lock (_assigned)
+        {
+            if (_receiving.IsCancellationRequested)
+            {
+                return;
+            }
+
+            var wanted = queues.ToDictionary(QueueKey, q => q, StringComparer.Ordinal);
+            string prefix = topic + "|";
+            foreach (string key in _assigned.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && !wanted.ContainsKey(k)).ToList())
+            {
+                _logger.LogInformation("Queue {Queue} is no longer assigned; stopping its receive loop", key);
+                _assigned[key].Cancel();
+                _assigned.Remove(key);
+            }
+
+            foreach ((string key, MessageQueue queue) in wanted)
+            {
+                if (_assigned.ContainsKey(key))
+                {
+                    continue;
+                }
+
+                var cts = CancellationTokenSource.CreateLinkedTokenSource(_receiving.Token);
+                _assigned[key] = cts;
+                _loops.Add(Task.Run(() => ReceiveLoopAsync(queue, cts.Token)));
+            }
+        }
+    }
+
+    private async Task ScanAssignmentsLoopAsync()
+    {
+        using var timer = new PeriodicTimer(AssignmentScanPeriod);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_receiving.Token).ConfigureAwait(false))
+            {
+                foreach (string topic in _options.Subscriptions.Keys)
+                {
+                    try
+                    {
+                        IReadOnlyList<MessageQueue> assigned = await _core.QueryAssignmentAsync(topic, _receiving.Token).ConfigureAwait(false);
+                        if (assigned.Count > 0)
+                        {
+                            Apply(topic, assigned);
+                        }
+                    }
+                    catch (ClientException ex)
+                    {
+                        // Broker unreachable (restart) or no assignment: keep receiving from what we have.
+                        _logger.LogDebug("QueryAssignment for {Topic} failed: {Message}", topic, ex.Message);
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private async Task ReceiveLoopAsync(MessageQueue queue, CancellationToken stop)
+    {
         while (!stop.IsCancellationRequested)
         {
             int slots;
@@ -239,9 +311,69 @@ public sealed class PushConsumer : IAsyncDisposable
         }
     }
 
+    /// <summary>Renews the lease of <paramref name="message"/> every half <see cref="PushConsumerOptions.InvisibleDuration"/>
+    /// until <paramref name="stop"/> is cancelled. A renewal in flight is never cancelled by <paramref name="stop"/> (its
+    /// new receipt handle must be known before the ack), only by the consumer's abort.</summary>
+    private async Task RenewLeaseAsync(ReceivedMessage message, CancellationToken stop)
+    {
+        TimeSpan period = _options.InvisibleDuration / 2;
+        if (period <= TimeSpan.Zero)
+        {
+            return;
+        }
+
+        while (true)
+        {
+            try
+            {
+                await Task.Delay(period, stop).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            try
+            {
+                await message.ChangeInvisibleDurationAsync(_options.InvisibleDuration, _abort.Token).ConfigureAwait(false);
+                _logger.LogDebug("Renewed the lease of {MessageId} for {Duration}", message.MessageId, _options.InvisibleDuration);
+            }
+            catch (BadRequestException ex) when (ex.Code == Code.InvalidReceiptHandle)
+            {
+                _logger.LogWarning("Lease of {MessageId} expired while its handler was running; it may be redelivered", message.MessageId);
+                return;
+            }
+            catch (OperationCanceledException) when (_abort.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (ClientException ex)
+            {
+                _logger.LogDebug(ex, "Renewing the lease of {MessageId} failed; retrying at the next period", message.MessageId);
+            }
+        }
+    }
+
+    /// <summary>Runs <paramref name="work"/> while renewing the lease of <paramref name="message"/>.</summary>
+    private async Task<T> WithLeaseAsync<T>(ReceivedMessage message, Func<Task<T>> work)
+    {
+        using var stop = new CancellationTokenSource();
+        Task renewal = RenewLeaseAsync(message, stop.Token);
+        try
+        {
+            return await work().ConfigureAwait(false);
+        }
+        finally
+        {
+            await stop.CancelAsync().ConfigureAwait(false);
+            await renewal.ConfigureAwait(false);
+        }
+    }
+
     private async Task HandleAsync(ReceivedMessage message)
     {
-        ConsumeResult result = message.IsCorrupted ? ConsumeResult.Failure : await InvokeAsync(message).ConfigureAwait(false);
+        ConsumeResult result = message.IsCorrupted ? ConsumeResult.Failure
+            : await WithLeaseAsync(message, () => InvokeAsync(message)).ConfigureAwait(false);
         if (result == ConsumeResult.Success)
         {
             await RetryAsync("ack", message, ct => message.AckAsync(ct)).ConfigureAwait(false);
@@ -256,32 +388,44 @@ public sealed class PushConsumer : IAsyncDisposable
     private async Task HandleFifoAsync(ReceivedMessage message)
     {
         int maxAttempts = MaxAttempts;
-        while (true)
+
+        // The lease is renewed across the local retries and their backoff delays.
+        bool? success = await WithLeaseAsync(message, async () =>
         {
-            ConsumeResult result = message.IsCorrupted ? ConsumeResult.Failure : await InvokeAsync(message).ConfigureAwait(false);
-            if (result == ConsumeResult.Success)
+            while (true)
             {
-                await RetryAsync("ack", message, ct => message.AckAsync(ct)).ConfigureAwait(false);
-                return;
-            }
+                ConsumeResult result = message.IsCorrupted ? ConsumeResult.Failure : await InvokeAsync(message).ConfigureAwait(false);
+                if (result == ConsumeResult.Success)
+                {
+                    return (bool?)true;
+                }
 
-            if (message.DeliveryAttempt >= maxAttempts || message.IsCorrupted)
-            {
-                await RetryAsync("forward to DLQ", message, ct => _core.ForwardToDeadLetterQueueAsync(message, maxAttempts, ct)).ConfigureAwait(false);
-                return;
-            }
+                if (message.DeliveryAttempt >= maxAttempts || message.IsCorrupted)
+                {
+                    return false;
+                }
 
-            // Redelivering through the broker would let later messages of the group overtake; retry here instead.
-            try
-            {
-                await Task.Delay(Backoff.GetDelay(message.DeliveryAttempt), _abort.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                return; // the message becomes visible again after its invisible duration
-            }
+                // Redelivering through the broker would let later messages of the group overtake; retry here instead.
+                try
+                {
+                    await Task.Delay(Backoff.GetDelay(message.DeliveryAttempt), _abort.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return null; // the message becomes visible again after its invisible duration
+                }
 
-            message.DeliveryAttempt++;
+                message.DeliveryAttempt++;
+            }
+        }).ConfigureAwait(false);
+
+        if (success == true)
+        {
+            await RetryAsync("ack", message, ct => message.AckAsync(ct)).ConfigureAwait(false);
+        }
+        else if (success == false)
+        {
+            await RetryAsync("forward to DLQ", message, ct => _core.ForwardToDeadLetterQueueAsync(message, maxAttempts, ct)).ConfigureAwait(false);
         }
     }
 
@@ -331,8 +475,18 @@ public sealed class PushConsumer : IAsyncDisposable
             return;
         }
 
-        await _receiving.CancelAsync().ConfigureAwait(false);
-        await Task.WhenAll(_loops).ConfigureAwait(false);
+        Task[] loops;
+        lock (_assigned)
+        {
+            _receiving.Cancel();
+            loops = [.. _loops];
+        }
+
+        await Task.WhenAll(loops).ConfigureAwait(false);
+        if (_scanLoop is not null)
+        {
+            await _scanLoop.ConfigureAwait(false);
+        }
         Task[] inFlight;
         lock (_inFlight)
         {
@@ -360,6 +514,16 @@ public sealed class PushConsumer : IAsyncDisposable
         }
 
         await _core.DisposeAsync().ConfigureAwait(false);
+        lock (_assigned)
+        {
+            foreach (CancellationTokenSource cts in _assigned.Values)
+            {
+                cts.Dispose();
+            }
+
+            _assigned.Clear();
+        }
+
         _receiving.Dispose();
         _abort.Dispose();
     }

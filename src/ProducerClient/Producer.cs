@@ -80,8 +80,9 @@ public sealed class Producer : IAsyncDisposable
 
     /// <summary>
     /// Two-phase message with a database barrier (dtm's "msg" pattern): sends <paramref name="message"/> as a half
-    /// message, then in ONE local transaction on <paramref name="connection"/> runs <paramref name="businessWrites"/> and
-    /// inserts the barrier row (transaction id, <c>committed</c>), commits it, and finally commits the half message.
+    /// message, then in ONE local transaction on <paramref name="connection"/> inserts the barrier row (transaction id,
+    /// <c>committed</c>; first, so a concurrent check-back waits for this transaction's outcome) and runs
+    /// <paramref name="businessWrites"/>, commits it, and finally commits the half message.
     /// <para>If the business code throws, the local transaction and the half message are rolled back and the exception
     /// is rethrown. If the final half commit is lost, nothing is wrong: the broker's check-back reaches a
     /// <see cref="BarrierChecker"/>, which finds the committed row. If that check-back ran first and already decided

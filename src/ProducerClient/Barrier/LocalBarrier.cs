@@ -15,14 +15,15 @@ internal static class LocalBarrier
         bool committing = false;
         try
         {
-            await businessWrites(transaction, ct).ConfigureAwait(false);
-
-            // Last, so the row lock is held as briefly as possible; a checker that got here first makes this insert
-            // affect 0 rows (and one that is mid-check makes it wait).
+            // First (as dtm's barrier does): from here on the uncommitted row makes every concurrent check-back wait
+            // for this transaction's outcome, however long the business writes take. A checker that got here first
+            // (it inserted "rolled_back") makes this insert affect 0 rows: give up before doing any business work.
             if (!await BarrierStore.TryInsertAsync(connection, transaction, dialect, transactionId, BarrierStore.Committed, ct).ConfigureAwait(false))
             {
                 throw new BarrierConflictException(transactionId);
             }
+
+            await businessWrites(transaction, ct).ConfigureAwait(false);
 
             committing = true;
             onCommitting?.Invoke();

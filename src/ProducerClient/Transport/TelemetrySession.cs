@@ -11,13 +11,13 @@ namespace HalfMsg.ProducerClient.Transport;
 /// <summary>
 /// The Telemetry bidi stream to one broker endpoint. Opening it, the client writes its Settings; the server answers
 /// with its own Settings and later pushes commands (check-backs) on it. When the stream breaks (broker restart,
-/// network) it is re-opened with exponential backoff (1 s doubling to 30 s, reset once the server talks again) and
+/// network) it is re-opened with exponential backoff (1 s doubling to 10 s, reset once the server talks again) and
 /// the Settings are re-sent, so the server re-registers the client, as the official clients do.
 /// </summary>
 internal sealed class TelemetrySession : IAsyncDisposable
 {
     private static readonly TimeSpan MinBackoff = TimeSpan.FromSeconds(1);
-    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(10);
 
     private readonly RpcChannel _channel;
     private readonly Func<Settings> _settings;

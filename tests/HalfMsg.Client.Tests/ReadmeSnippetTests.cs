@@ -1,0 +1,139 @@
+using System.Runtime.CompilerServices;
+using HalfMsg.Client.Tests.Infrastructure;
+using HalfMsg.ConsumerClient;
+using HalfMsg.ConsumerClient.Idempotency;
+using HalfMsg.ProducerClient;
+using HalfMsg.ProducerClient.Barrier;
+using Microsoft.Data.Sqlite;
+
+namespace HalfMsg.Client.Tests;
+
+/// <summary>
+/// Runs the quick-start code of <c>README-snippets.md</c> against a real broker. The code between the
+/// <c>// snippet:NAME:begin</c> / <c>end</c> markers below must appear verbatim (after removing the indentation) in
+/// the README, which <see cref="The_readme_contains_exactly_the_tested_snippets"/> checks, so the README cannot rot.
+/// </summary>
+[Trait("Category", "E2E")]
+public sealed class ReadmeSnippetTests(BrokerFixture fixture) : IClassFixture<BrokerFixture>
+{
+    [Fact]
+    public async Task The_quick_start_publishes_iff_the_local_transaction_commits_and_consumes_once()
+    {
+        using var producerDb = new SqliteDatabase();
+        using var consumerDb = new SqliteDatabase();
+        string endpoint = fixture.Broker.Endpoint;
+        {
+            string connectionString = producerDb.ConnectionString;
+            // snippet:producer:begin
+            await using var producer = await Producer.StartAsync(ProducerOptions.Default with
+            {
+                Endpoints = endpoint,
+                Topics = ["orders"], // every topic you send transactional messages to
+                // Answers the broker's check-backs from the barrier table (correct whatever crashed when).
+                TransactionChecker = new BarrierChecker(() => new SqliteConnection(connectionString), BarrierDialects.Sqlite),
+            });
+
+            await using var db = new SqliteConnection(connectionString);
+            await db.OpenAsync();
+            await using (var ddl = db.CreateCommand())
+            {
+                ddl.CommandText = "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, amount INTEGER NOT NULL)";
+                await ddl.ExecuteNonQueryAsync();
+            }
+
+            string orderId = Guid.NewGuid().ToString("N");
+            // The event is published if and only if this local transaction commits.
+            SendReceipt receipt = await producer.ExecuteAsync(db, new Message("orders", $"order {orderId} created") { Keys = [orderId] },
+                async (tx, ct) =>
+                {
+                    await using var insert = db.CreateCommand();
+                    insert.Transaction = (SqliteTransaction)tx;
+                    insert.CommandText = "INSERT INTO orders (id, amount) VALUES ($id, 42)";
+                    insert.Parameters.AddWithValue("$id", orderId);
+                    await insert.ExecuteNonQueryAsync(ct);
+                });
+            Console.WriteLine($"order {orderId} stored and published as message {receipt.MessageId}");
+            // snippet:producer:end
+        }
+
+        {
+            string connectionString = consumerDb.ConnectionString;
+            // snippet:consumer:begin
+            await using (var db = new SqliteConnection(connectionString))
+            {
+                await db.OpenAsync();
+                await using var ddl = db.CreateCommand();
+                ddl.CommandText = "CREATE TABLE IF NOT EXISTS shipments (order_event TEXT NOT NULL)";
+                await ddl.ExecuteNonQueryAsync();
+            }
+
+            await using var consumer = await PushConsumer.StartAsync(PushConsumerOptions.Default with
+            {
+                Endpoints = endpoint,
+                ConsumerGroup = "shipping",
+                Subscriptions = new Dictionary<string, string> { ["orders"] = "*" },
+                // The writes run in one local transaction with a (group, message id) row in halfmsg_consumed: a message
+                // the broker delivers again (lost ack, crash, timeout) is acknowledged without running them twice.
+                Handler = IdempotentHandler.Create(() => new SqliteConnection(connectionString), "shipping",
+                    async (message, tx, ct) =>
+                    {
+                        await using var insert = tx.Connection!.CreateCommand();
+                        insert.Transaction = tx;
+                        insert.CommandText = "INSERT INTO shipments (order_event) VALUES ($event)";
+                        insert.Parameters.Add(new SqliteParameter("$event", message.BodyAsString()));
+                        await insert.ExecuteNonQueryAsync(ct);
+                    }),
+            });
+            // snippet:consumer:end
+
+            await E2E.EventuallyAsync(() => Count(consumerDb, "SELECT COUNT(*) FROM shipments") == 1, TimeSpan.FromSeconds(20), "the shipment row");
+            await Task.Delay(1000);
+        }
+
+        Assert.Equal(1, Count(producerDb, "SELECT COUNT(*) FROM orders"));
+        string storedOrderId = (string)Scalar(producerDb, "SELECT id FROM orders")!;
+        Assert.Equal(1, Count(consumerDb, "SELECT COUNT(*) FROM shipments"));
+        Assert.Equal(1, Count(consumerDb, "SELECT COUNT(*) FROM halfmsg_consumed WHERE consumer_group = 'shipping'"));
+        Assert.Equal($"order {storedOrderId} created", Scalar(consumerDb, "SELECT order_event FROM shipments"));
+    }
+
+    [Fact]
+    public void The_readme_contains_exactly_the_tested_snippets()
+    {
+        string source = File.ReadAllText(ThisFile());
+        string readme = Normalize(File.ReadAllText(Path.Combine(Path.GetDirectoryName(ThisFile())!, "README-snippets.md")));
+        foreach (string name in new[] { "producer", "consumer" })
+        {
+            string snippet = Extract(source, name);
+            Assert.True(readme.Contains(snippet, StringComparison.Ordinal),
+                $"README-snippets.md does not contain the tested '{name}' snippet verbatim. Expected:\n{snippet}");
+        }
+    }
+
+    private static string ThisFile([CallerFilePath] string path = "") => path;
+
+    private static string Normalize(string text) => text.Replace("\r\n", "\n", StringComparison.Ordinal);
+
+    /// <summary>The lines between the markers, with the common indentation removed.</summary>
+    private static string Extract(string source, string name)
+    {
+        string[] lines = Normalize(source).Split('\n');
+        int begin = Array.FindIndex(lines, l => l.Trim() == $"// snippet:{name}:begin");
+        int end = Array.FindIndex(lines, l => l.Trim() == $"// snippet:{name}:end");
+        Assert.True(begin >= 0 && end > begin, $"markers of snippet '{name}' not found");
+        string[] body = lines[(begin + 1)..end];
+        int indent = body.Where(l => l.Trim().Length > 0).Min(l => l.Length - l.TrimStart().Length);
+        return string.Join('\n', body.Select(l => l.Length >= indent ? l[indent..] : l.TrimStart()));
+    }
+
+    private static long Count(SqliteDatabase db, string sql) => Convert.ToInt64(Scalar(db, sql));
+
+    private static object? Scalar(SqliteDatabase db, string sql)
+    {
+        using var c = new SqliteConnection(db.ConnectionString);
+        c.Open();
+        using SqliteCommand cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        return cmd.ExecuteScalar();
+    }
+}
