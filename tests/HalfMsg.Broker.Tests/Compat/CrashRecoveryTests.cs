@@ -38,7 +38,8 @@ public sealed class CrashRecoveryTests
         HashSet<string> acknowledged = [.. produced.Final.GetProperty("sent").EnumerateArray().Select(s => s.GetProperty("id").GetString()!)];
         HashSet<string> received = [.. consumed.Final.GetProperty("got").EnumerateArray().Select(s => s.GetProperty("id").GetString()!)];
         Assert.Equal(count, acknowledged.Count);
-        Assert.Empty(acknowledged.Except(received));
+        var lost = acknowledged.Except(received).ToList();
+        Assert.True(lost.Count == 0, $"{lost.Count} acknowledged messages never received: {string.Join(", ", lost)}\n--- consumer ---\n{consumed.Describe()}\n--- producer ---\n{produced.Describe()}\n--- broker ---\n{broker.Output}");
     }
 
     [Fact]

@@ -34,7 +34,14 @@ main(async () => {
         distinct.add(m.messageId);
         if (!opt.noAck) {
           for (;;) {
-            try { await consumer.ack(m); break; } catch (e) { emit({ ackError: String(e.message ?? e) }); if (Date.now() > until) break; await sleep(300); }
+            try { await consumer.ack(m); break; } catch (e) {
+              const text = String(e.message ?? e);
+              emit({ ackError: text });
+              // INVALID_RECEIPT_HANDLE (40013): the lease is gone (e.g. the broker restarted before the lease was durable);
+              // the message comes back by itself, so stop retrying this handle, as the official push consumer does.
+              if (text.includes('40013') || Date.now() > until) break;
+              await sleep(300);
+            }
           }
         }
       }
