@@ -9,7 +9,7 @@ using Microsoft.Data.Sqlite;
 namespace HalfMsg.Client.Tests;
 
 /// <summary>
-/// Runs the quick-start code of <c>README-snippets.md</c> against a real broker. The code between the
+/// Runs the quick-start code of <c>README.md</c> against a real broker. The code between the
 /// <c>// snippet:NAME:begin</c> / <c>end</c> markers below must appear verbatim (after removing the indentation) in
 /// the README, which <see cref="The_readme_contains_exactly_the_tested_snippets"/> checks, so the README cannot rot.
 /// </summary>
@@ -101,12 +101,12 @@ public sealed class ReadmeSnippetTests(BrokerFixture fixture) : IClassFixture<Br
     public void The_readme_contains_exactly_the_tested_snippets()
     {
         string source = File.ReadAllText(ThisFile());
-        string readme = Normalize(File.ReadAllText(Path.Combine(Path.GetDirectoryName(ThisFile())!, "README-snippets.md")));
+        string readme = Normalize(File.ReadAllText(Path.Combine(Path.GetDirectoryName(ThisFile())!, "..", "..", "README.md")));
         foreach (string name in new[] { "producer", "consumer" })
         {
             string snippet = Extract(source, name);
             Assert.True(readme.Contains(snippet, StringComparison.Ordinal),
-                $"README-snippets.md does not contain the tested '{name}' snippet verbatim. Expected:\n{snippet}");
+                $"README.md does not contain the tested '{name}' snippet verbatim. Expected:\n{snippet}");
         }
     }
 
