@@ -1,6 +1,10 @@
 using HalfMsg.Bench;
 using HalfMsg.Bench.Micro;
 
+// Hidden verb used by the recovery bench: a child process that seeds a data dir and is then killed with SIGKILL.
+if (args.Length > 0 && args[0] == "internal-seed")
+    return await HalfMsg.Bench.Flows.BrokerRecoveryBench.SeedChildMainAsync(args);
+
 BenchOptions options;
 try
 {

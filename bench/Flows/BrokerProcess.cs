@@ -1,32 +1,56 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.Json;
 using HalfMsg.Bench.Infrastructure;
 
 namespace HalfMsg.Bench.Flows;
 
+/// <summary>How to start a <see cref="BrokerProcess"/>.</summary>
+public sealed record BrokerStartOptions
+{
+    /// <summary>Data directory to use (e.g. one seeded beforehand); null = a fresh temp dir.</summary>
+    public string? DataDir { get; init; }
+    /// <summary>Delete the data dir on dispose (default: only when the process created it).</summary>
+    public bool? DeleteDataDir { get; init; }
+    public IReadOnlyList<string> ExtraArgs { get; init; } = [];
+    /// <summary>Also open the admin HTTP port and wait until <c>GET /health</c> returns 200 (not just the gRPC port).</summary>
+    public bool WaitForHealth { get; init; } = true;
+    public TimeSpan ReadyTimeout { get; init; } = TimeSpan.FromSeconds(120);
+}
+
 /// <summary>
 /// Starts the broker as its own process for end-to-end flows: <c>dotnet &lt;HalfMsg.Broker.dll&gt; --data-dir DIR
-/// --grpc-port PORT [extra args]</c>, waits until the port accepts, stops it by pid (SIGTERM, then SIGKILL) and deletes
-/// the data dir. The dll is found next to the bench (<c>src/Broker/HalfMsg.Broker/bin/&lt;config&gt;/net10.0</c>) or via
-/// <c>$HALFMSG_BROKER_DLL</c>; build it first (<c>dotnet build -c Release src/Broker/HalfMsg.Broker</c>).
+/// --grpc-port PORT --http-port PORT [extra args]</c>, waits until <c>/health</c> returns 200 (or the gRPC port accepts),
+/// stops it by pid (SIGTERM, then SIGKILL; or <see cref="Kill9Async"/>) and deletes the data dir it created. The dll is
+/// found next to the bench (<c>src/Broker/HalfMsg.Broker/bin/&lt;config&gt;/net10.0</c>) or via <c>$HALFMSG_BROKER_DLL</c>;
+/// build it first (<c>dotnet build -c Release src/Broker/HalfMsg.Broker</c>).
 /// </summary>
-public sealed class BrokerProcess : IAsyncDisposable
+public sealed partial class BrokerProcess : IAsyncDisposable
 {
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(5) };
     private readonly Process _process;
     private readonly OutputTail _output;
+    private readonly bool _deleteDataDir;
     private int _disposed;
 
     public int GrpcPort { get; }
+    public int HttpPort { get; }
     public string DataDir { get; }
     public string Endpoint => $"127.0.0.1:{GrpcPort}";
-    public int Pid => _process.Id;
+    public int Pid { get; }
     public string RecentOutput => _output.ToString();
+    /// <summary>Process start until ready (/health 200, or the gRPC port accepting).</summary>
+    public TimeSpan StartToReady { get; private set; }
 
-    private BrokerProcess(Process process, OutputTail output, int port, string dataDir)
+    private BrokerProcess(Process process, OutputTail output, int grpcPort, int httpPort, string dataDir, bool deleteDataDir)
     {
         _process = process;
         _output = output;
-        GrpcPort = port;
+        Pid = process.Id;
+        GrpcPort = grpcPort;
+        HttpPort = httpPort;
         DataDir = dataDir;
+        _deleteDataDir = deleteDataDir;
     }
 
     public static string? FindBrokerDll()
@@ -46,13 +70,27 @@ public sealed class BrokerProcess : IAsyncDisposable
         return null;
     }
 
+    public static string NewDataDir()
+    {
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-bench-broker-" + Guid.NewGuid().ToString("N")[..10]);
+        Directory.CreateDirectory(dataDir);
+        return dataDir;
+    }
+
     /// <summary>Starts a broker; on failure returns the reason instead (never throws for that).</summary>
-    public static async Task<(BrokerProcess? Broker, string? Error)> TryStartAsync(IEnumerable<string>? extraArgs, CancellationToken ct)
+    public static Task<(BrokerProcess? Broker, string? Error)> TryStartAsync(IEnumerable<string>? extraArgs, CancellationToken ct) =>
+        TryStartAsync(new BrokerStartOptions { ExtraArgs = extraArgs?.ToList() ?? [], WaitForHealth = false }, ct);
+
+    /// <summary>Starts a broker; on failure returns the reason instead (never throws for that).</summary>
+    public static async Task<(BrokerProcess? Broker, string? Error)> TryStartAsync(BrokerStartOptions options, CancellationToken ct)
     {
         string? dll = FindBrokerDll();
         if (dll is null) return (null, "HalfMsg.Broker.dll not found (build src/Broker/HalfMsg.Broker or set HALFMSG_BROKER_DLL)");
         int port = ProcessUtil.FreeTcpPort();
-        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-bench-broker-" + Guid.NewGuid().ToString("N")[..10]);
+        int httpPort = ProcessUtil.FreeTcpPort();
+        while (httpPort == port) httpPort = ProcessUtil.FreeTcpPort();
+        bool created = options.DataDir is null;
+        string dataDir = options.DataDir ?? NewDataDir();
         Directory.CreateDirectory(dataDir);
         var psi = new ProcessStartInfo("dotnet")
         {
@@ -62,35 +100,134 @@ public sealed class BrokerProcess : IAsyncDisposable
             RedirectStandardError = true,
             WorkingDirectory = dataDir,
         };
-        foreach (var a in new[] { dll, "--data-dir", dataDir, "--grpc-port", port.ToString() }.Concat(extraArgs ?? []))
+        // Keep the broker's own console logging from costing CPU during the measurement.
+        psi.Environment["Logging__LogLevel__Default"] = "Warning";
+        foreach (var a in new[] { dll, "--data-dir", dataDir, "--grpc-port", port.ToString(), "--http-port", httpPort.ToString(),
+                     "--remoting-port", ProcessUtil.FreeTcpPort().ToString() }.Concat(options.ExtraArgs))
             psi.ArgumentList.Add(a);
-        var (p, tail) = ProcessUtil.Start(psi);
-        var broker = new BrokerProcess(p, tail, port, dataDir);
         var sw = Stopwatch.StartNew();
-        while (sw.Elapsed < TimeSpan.FromSeconds(60))
+        var (p, tail) = ProcessUtil.Start(psi);
+        var broker = new BrokerProcess(p, tail, port, httpPort, dataDir, options.DeleteDataDir ?? created);
+        while (sw.Elapsed < options.ReadyTimeout)
         {
             if (p.HasExited)
             {
                 await broker.DisposeAsync();
                 return (null, $"broker exited with {p.ExitCode}: {tail}");
             }
-            if (await ProcessUtil.TcpAcceptsAsync(port, ct)) return (broker, null);
-            await Task.Delay(100, ct);
+            bool ready = options.WaitForHealth ? await broker.IsHealthyAsync(ct) : await ProcessUtil.TcpAcceptsAsync(port, ct);
+            if (ready)
+            {
+                broker.StartToReady = sw.Elapsed;
+                return (broker, null);
+            }
+            await Task.Delay(options.WaitForHealth ? 10 : 100, ct);
         }
         await broker.DisposeAsync();
-        return (null, $"broker did not listen on {port} within 60 s: {tail}");
+        return (null, $"broker was not ready within {options.ReadyTimeout.TotalSeconds:0} s: {tail}");
+    }
+
+    public async Task<bool> IsHealthyAsync(CancellationToken ct)
+    {
+        try
+        {
+            using var resp = await Http.GetAsync($"http://127.0.0.1:{HttpPort}/health", ct);
+            return resp.IsSuccessStatusCode;
+        }
+        catch (Exception) when (!ct.IsCancellationRequested) { return false; }
+    }
+
+    /// <summary><c>GET /api/stats</c> as name → number (names lower-cased); empty if unavailable.</summary>
+    public async Task<Dictionary<string, double>> GetStatsAsync(CancellationToken ct)
+    {
+        var stats = new Dictionary<string, double>(StringComparer.OrdinalIgnoreCase);
+        try
+        {
+            string json = await Http.GetStringAsync($"http://127.0.0.1:{HttpPort}/api/stats", ct);
+            using var doc = JsonDocument.Parse(json);
+            Flatten(doc.RootElement, "", stats);
+        }
+        catch (Exception) when (!ct.IsCancellationRequested) { /* not available */ }
+        return stats;
+    }
+
+    private static void Flatten(JsonElement e, string prefix, Dictionary<string, double> into)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (var p in e.EnumerateObject()) Flatten(p.Value, prefix.Length == 0 ? p.Name : prefix + "." + p.Name, into);
+                break;
+            case JsonValueKind.Number:
+                into[prefix] = e.GetDouble();
+                break;
+        }
+    }
+
+    /// <summary>user+system CPU seconds of the broker process so far (null if unreadable).</summary>
+    public double? CpuSeconds()
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{Pid}/stat");
+            var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            // after "pid (comm) ": state is f[0]; utime is field 14 overall => f[11], stime f[12]
+            return (long.Parse(f[11]) + long.Parse(f[12])) / (double)ClockTicks;
+        }
+        catch (Exception) { return null; }
+    }
+
+    /// <summary>Peak resident set (VmHWM) in MiB (null if unreadable).</summary>
+    public double? PeakRssMiB() => StatusKb("VmHWM:") is long kb ? kb / 1024.0 : null;
+
+    public double? RssMiB() => StatusKb("VmRSS:") is long kb ? kb / 1024.0 : null;
+
+    private long? StatusKb(string key)
+    {
+        try
+        {
+            var line = File.ReadLines($"/proc/{Pid}/status").FirstOrDefault(l => l.StartsWith(key, StringComparison.Ordinal));
+            return line is null ? null : long.Parse(line[key.Length..].Trim().Split(' ')[0]);
+        }
+        catch (Exception) { return null; }
+    }
+
+    private static readonly long ClockTicks = GetClockTicks();
+
+    [LibraryImport("libc", EntryPoint = "sysconf")]
+    private static partial long SysConf(int name);
+
+    private static long GetClockTicks()
+    {
+        try { long t = SysConf(2 /* _SC_CLK_TCK */); return t > 0 ? t : 100; }
+        catch (Exception) { return 100; }
+    }
+
+    /// <summary>SIGKILL (no shutdown checkpoint); waits until the process is gone. The data dir stays until dispose.</summary>
+    public async Task Kill9Async()
+    {
+        ProcessUtil.Signal(Pid, ProcessUtil.SIGKILL);
+        await ProcessUtil.WaitExitAsync(Pid, TimeSpan.FromSeconds(10));
+        try { _process.WaitForExit(5000); } catch (Exception) { /* gone */ }
+    }
+
+    /// <summary>SIGTERM and wait (graceful shutdown writes a checkpoint); SIGKILL after <paramref name="grace"/>.</summary>
+    public async Task StopAsync(TimeSpan grace)
+    {
+        try
+        {
+            if (!_process.HasExited) await ProcessUtil.TerminateAsync(Pid, grace);
+            _process.WaitForExit(5000);
+        }
+        catch (Exception) { /* gone */ }
     }
 
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        try
-        {
-            if (!_process.HasExited) await ProcessUtil.TerminateAsync(_process.Id, TimeSpan.FromSeconds(15));
-            _process.WaitForExit(5000);
-        }
-        catch (Exception) { /* gone */ }
+        await StopAsync(TimeSpan.FromSeconds(30));
         _process.Dispose();
-        try { Directory.Delete(DataDir, recursive: true); } catch (Exception) { /* temp */ }
+        if (_deleteDataDir)
+            try { Directory.Delete(DataDir, recursive: true); } catch (Exception) { /* temp */ }
     }
 }

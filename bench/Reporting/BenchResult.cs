@@ -17,6 +17,8 @@ public sealed class BenchResult
     public List<string> Notes { get; } = new();
     /// <summary>Why this flow was not measured (null if it was).</summary>
     public string? NotMeasured { get; set; }
+    /// <summary>One-line key figures shown in the summary table (ratios, CPU, recovery times…); optional.</summary>
+    public string? Summary { get; set; }
 
     public bool Measured => NotMeasured is null;
 

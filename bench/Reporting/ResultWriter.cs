@@ -49,13 +49,13 @@ public static class ResultWriter
         var ceiling = run.Results.FirstOrDefault(r => r.Kind == BenchKind.Ceiling && r.Measured && r.Get(Metric.Throughput) is > 0);
         var rabbit = run.Results.FirstOrDefault(r => r.Kind == BenchKind.Peer && r.Measured && r.Get(Metric.Throughput) is > 0);
 
-        sb.AppendLine("| flow | msgs/s (tx/s) | delivered/s | send p50 ms | send p90 ms | send p99 ms | send p99.9 ms | e2e p50 ms | e2e p99 ms | × ceiling | × RabbitMQ |");
-        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| flow | msgs/s (tx/s) | delivered/s | send p50 ms | send p90 ms | send p99 ms | send p99.9 ms | e2e p50 ms | e2e p99 ms | × ceiling | × RabbitMQ | key figures |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         foreach (var r in run.Results)
         {
             if (!r.Measured)
             {
-                sb.AppendLine($"| {r.Name} | not measured: {Escape(r.NotMeasured!)} | | | | | | | | | |");
+                sb.AppendLine($"| {r.Name} | not measured: {Escape(r.NotMeasured!)} | | | | | | | | | | |");
                 continue;
             }
             string F(string key, string fmt) => r.Get(key) is double v ? v.ToString(fmt, inv) : "–";
@@ -74,7 +74,8 @@ public static class ResultWriter
                 F($"{Metric.EndToEnd}_p50_ms", "0.000"),
                 F($"{Metric.EndToEnd}_p99_ms", "0.000"),
                 Ratio(ceiling),
-                Ratio(rabbit)) + " |");
+                Ratio(rabbit),
+                Escape(r.Summary ?? "")) + " |");
         }
         sb.AppendLine();
         sb.AppendLine("msgs/s: transactional messages per second (ceiling: raw appends/s ÷ 2, one half + one commit record each; peers: confirmed publishes/s). " +
@@ -87,6 +88,7 @@ public static class ResultWriter
         {
             sb.AppendLine($"### {r.Name}");
             if (r.Description is not null) sb.AppendLine(r.Description);
+            if (r.Summary is not null) sb.AppendLine($"- summary: {r.Summary}");
             if (!r.Measured) sb.AppendLine($"- **not measured**: {r.NotMeasured}");
             foreach (var (k, v) in r.Metrics)
                 sb.AppendLine($"- {k}: {v.ToString(Math.Abs(v) >= 100 ? "N0" : "0.###", inv)}");

@@ -1,0 +1,431 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using HalfMsg.Bench.Reporting;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.ConsumerClient;
+using HalfMsg.ProducerClient;
+using CoreFlush = HalfMsg.Broker.Core.FlushMode;
+
+namespace HalfMsg.Bench.Flows;
+
+/// <summary>What one broker transactional flow row runs.</summary>
+public sealed record BrokerFlowSpec
+{
+    public required string Name { get; init; }
+    public FlushMode Flush { get; init; } = FlushMode.Sync;
+    /// <summary>Null = <see cref="BenchOptions.Messages"/>.</summary>
+    public int? Messages { get; init; }
+    /// <summary>Fraction of the sync peak tx/s to pace producers at (null = as fast as they go).</summary>
+    public double? RateFractionOfSyncPeak { get; init; }
+    /// <summary>Undecided halves seeded into the data dir before the broker starts (never checked during the run).</summary>
+    public int SeedPending { get; init; }
+    /// <summary>Halves seeded on another topic that are due for check-back at once when the run starts.</summary>
+    public int StormHalves { get; init; }
+    /// <summary>Compare throughput with the sync-peak row (the 0-pending / no-storm baseline).</summary>
+    public bool CompareWithSyncPeak { get; init; }
+}
+
+/// <summary>
+/// End-to-end transactional flow through the real broker process (its gRPC endpoint), driven by our clients:
+/// P <see cref="Producer"/> instances, each doing half-send then commit (one transaction outstanding per producer),
+/// C <see cref="SimpleConsumer"/>s doing receive (batch 32) + ack. Fixed message count. Reports committed tx/s,
+/// delivered msgs/s, half-send / commit / commit-to-first-delivery latencies, broker CPU seconds and peak RSS.
+/// Optional: paced producers (half-load), pre-seeded pending halves (scale), a check-back storm.
+/// </summary>
+public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec spec) : IFlowBench
+{
+    public const string Topic = "bench-tx";
+    public const string StormTopic = "bench-storm";
+    public const string PendingTopic = "bench-pending";
+    public const string ConsumerGroup = "bench-cg";
+    public const int Batch = 32;
+    private const int HeaderBytes = 9; // send timestamp (8) + warm-up flag (1)
+
+    public string Name => spec.Name;
+
+    public async Task<BenchResult> RunAsync(BenchOptions o, CancellationToken outer)
+    {
+        if (BrokerProcess.FindBrokerDll() is null)
+            return BenchResult.Skipped(Name, BenchKind.Flow, "HalfMsg.Broker.dll not found (dotnet build -c Release src/Broker/HalfMsg.Broker)");
+        double? targetRate = null;
+        if (spec.RateFractionOfSyncPeak is double frac)
+        {
+            if (context.SyncPeak?.Get(Metric.Throughput) is not double peak || peak <= 0)
+                return BenchResult.Skipped(Name, BenchKind.Flow, "sync peak not measured, so no half-load rate");
+            targetRate = peak * frac;
+        }
+
+        int n = spec.Messages ?? o.Messages;
+        int bodySize = Math.Max(o.BodySize, HeaderBytes);
+        var result = new BenchResult
+        {
+            Name = Name,
+            Kind = BenchKind.Flow,
+            Description = $"HalfMsg.Broker process (flush {spec.Flush.ToString().ToLowerInvariant()}), gRPC on 127.0.0.1; {n:N0} transactions of {bodySize} B; " +
+                          $"{o.Producers} ProducerClient instances (half-send then commit, 1 tx outstanding each)" +
+                          (targetRate is double r ? $", paced to {r:N0} tx/s in total" : "") +
+                          $"; {o.Consumers} SimpleConsumers (receive batch {Batch} + ack)" +
+                          (spec.SeedPending > 0 ? $"; {spec.SeedPending:N0} undecided halves seeded beforehand (--transaction-timeout 1h)" : "") +
+                          (spec.StormHalves > 0 ? $"; {spec.StormHalves:N0} halves due for check-back at once (--transaction-timeout 1s --transaction-check-interval 1s, checker answers Unknown)" : "") +
+                          ". send = half-send; e2e = commit completion → first delivery.",
+        };
+
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(outer);
+        timeout.CancelAfter(o.FlowTimeout + TimeSpan.FromMinutes(spec.SeedPending > 100_000 ? 5 : 0));
+        var ct = timeout.Token;
+
+        string dataDir = BrokerProcess.NewDataDir();
+        var args = new List<string> { "--flush", spec.Flush == FlushMode.Sync ? "sync" : "async" };
+        try
+        {
+            // ── seed (before the broker starts) ──
+            if (spec.SeedPending > 0 || spec.StormHalves > 0)
+            {
+                var seedSw = Stopwatch.StartNew();
+                bool storm = spec.StormHalves > 0;
+                int count = storm ? spec.StormHalves : spec.SeedPending;
+                await SeedHalvesAsync(dataDir, storm ? StormTopic : PendingTopic, count, 64,
+                    storm ? TimeSpan.FromSeconds(1) : TimeSpan.FromHours(1), ct);
+                result.Metrics["seed_s"] = seedSw.Elapsed.TotalSeconds;
+                result.Notes.Add($"seeded {count:N0} halves of 64 B on '{(storm ? StormTopic : PendingTopic)}' in-process in {seedSw.Elapsed.TotalSeconds:0.0} s");
+                args.AddRange(storm
+                    ? ["--transaction-timeout", "1s", "--transaction-check-interval", "1s"]
+                    : ["--transaction-timeout", "1h"]);
+            }
+
+            var (broker, error) = await BrokerProcess.TryStartAsync(new BrokerStartOptions { DataDir = dataDir, DeleteDataDir = false, ExtraArgs = args }, ct);
+            if (broker is null) return BenchResult.Skipped(Name, BenchKind.Flow, error!);
+            await using (broker)
+            {
+                result.Metrics["broker_start_to_ready_s"] = broker.StartToReady.TotalSeconds;
+                await RunFlowAsync(broker, o, n, bodySize, targetRate, result, ct, outer);
+            }
+        }
+        catch (OperationCanceledException) when (!outer.IsCancellationRequested)
+        {
+            result.NotMeasured ??= $"timed out after {o.FlowTimeout.TotalSeconds:0} s";
+            result.Metrics.Clear();
+        }
+        finally
+        {
+            try { Directory.Delete(dataDir, recursive: true); } catch (Exception) { /* temp */ }
+        }
+
+        if (result.Measured)
+        {
+            if (spec.Flush == FlushMode.Sync && spec.RateFractionOfSyncPeak is null && spec.SeedPending == 0 && spec.StormHalves == 0) context.SyncPeak = result;
+            if (spec.Flush == FlushMode.Async && spec.RateFractionOfSyncPeak is null && spec.SeedPending == 0 && spec.StormHalves == 0) context.AsyncPeak = result;
+            if (spec.CompareWithSyncPeak && context.SyncPeak?.Get(Metric.Throughput) is double baseTp && result.Get(Metric.Throughput) is double tp)
+            {
+                result.Metrics["ratio_vs_baseline"] = tp / baseTp;
+                result.Summary = (result.Summary is null ? "" : result.Summary + "; ") + $"{tp / baseTp:0.00}× the 0-pending/no-storm sync row";
+            }
+        }
+        return result;
+    }
+
+    /// <summary>Opens the engine in this process on <paramref name="dataDir"/> (flush async) and stores <paramref name="count"/>
+    /// undecided halves (flush async: each send returns at once, so one writer suffices); dispose writes a checkpoint.</summary>
+    public static async Task SeedHalvesAsync(string dataDir, string topic, int count, int bodyBytes, TimeSpan transactionTimeout, CancellationToken ct)
+    {
+        var engine = await BrokerEngine.OpenAsync(new CoreOptions
+        {
+            DataDir = dataDir,
+            Flush = CoreFlush.Async,
+            TransactionTimeout = transactionTimeout,
+            TransactionCheckInterval = TimeSpan.FromHours(1),
+        }, startBackgroundLoops: false, ct: ct);
+        await using (engine)
+        {
+            var body = new byte[bodyBytes];
+            Random.Shared.NextBytes(body);
+            string prefix = "seed-" + Guid.NewGuid().ToString("N")[..8] + "-";
+            int InFlight = BrokerRecoveryBench.SeedWriters; // see BrokerRecoveryBench.SeedChildMainAsync: 1 by default
+            int next = -1;
+            var workers = Enumerable.Range(0, InFlight).Select(_ => Task.Run(async () =>
+            {
+                int i;
+                while ((i = Interlocked.Increment(ref next)) < count)
+                {
+                    var r = await engine.SendHalfAsync(new MessageDraft
+                    {
+                        Topic = topic, MessageId = prefix + i.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        Body = body, BornTimestampMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), BornHost = "bench",
+                    }, producerGroup: topic, clientId: null, checkImmunity: null, ct);
+                    if (!r.IsOk) throw new InvalidOperationException($"seeding half {i} failed: {r.Error}");
+                }
+            }, ct)).ToArray();
+            await Task.WhenAll(workers);
+        }
+    }
+
+    private sealed class UnknownChecker : ITransactionChecker
+    {
+        public long Checks;
+        public ValueTask<ProducerClient.TransactionResolution> CheckAsync(MessageView message, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref Checks);
+            return ValueTask.FromResult(ProducerClient.TransactionResolution.Unknown);
+        }
+    }
+
+    private async Task RunFlowAsync(BrokerProcess broker, BenchOptions o, int n, int bodySize, double? targetRate,
+        BenchResult result, CancellationToken ct, CancellationToken outer)
+    {
+        var producers = new List<Producer>();
+        var consumers = new List<SimpleConsumer>();
+        Producer? stormProducer = null;
+        using var stopConsumers = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var consumerTasks = new List<Task>();
+        try
+        {
+            for (int c = 0; c < o.Consumers; c++)
+                consumers.Add(await SimpleConsumer.StartAsync(new SimpleConsumerOptions
+                {
+                    Endpoints = broker.Endpoint,
+                    ConsumerGroup = ConsumerGroup,
+                    Subscriptions = new Dictionary<string, string> { [Topic] = "*" },
+                    AwaitDuration = TimeSpan.FromSeconds(2),
+                    RequestTimeout = TimeSpan.FromSeconds(10),
+                }, ct));
+            for (int p = 0; p < o.Producers; p++)
+                producers.Add(await Producer.StartAsync(new ProducerOptions
+                {
+                    Endpoints = broker.Endpoint,
+                    Topics = [Topic],
+                    RequestTimeout = TimeSpan.FromSeconds(10),
+                }, ct));
+
+            // ── consumers: receive + ack; first delivery per message id ──
+            int warmPerProducer = Math.Clamp(n / 50 / o.Producers, 10, 200);
+            int warmTotal = warmPerProducer * o.Producers;
+            long warmDelivered = 0, delivered = 0, redelivered = 0, lastDelivery = 0, consumeErrors = 0;
+            var allWarm = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var allDelivered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var seen = new ConcurrentDictionary<string, byte>(Environment.ProcessorCount, n + warmTotal);
+            var deliveries = Enumerable.Range(0, o.Consumers).Select(_ => new List<(string Id, long At, long Sent)>(n / o.Consumers + 16)).ToArray();
+            for (int c = 0; c < o.Consumers; c++)
+            {
+                var consumer = consumers[c];
+                var mine = deliveries[c];
+                consumerTasks.Add(Task.Run(async () =>
+                {
+                    var token = stopConsumers.Token;
+                    while (!token.IsCancellationRequested)
+                    {
+                        IReadOnlyList<ReceivedMessage> batch;
+                        try { batch = await consumer.ReceiveAsync(Batch, TimeSpan.FromSeconds(60), token); }
+                        catch (OperationCanceledException) when (token.IsCancellationRequested) { break; }
+                        catch (Exception) { Interlocked.Increment(ref consumeErrors); await Task.Delay(50, CancellationToken.None); continue; }
+                        long now = Stopwatch.GetTimestamp();
+                        var acks = new Task[batch.Count];
+                        for (int i = 0; i < batch.Count; i++)
+                        {
+                            var m = batch[i];
+                            acks[i] = m.AckAsync(token);
+                            if (m.Body.Length < HeaderBytes) continue;
+                            if (!seen.TryAdd(m.MessageId, 0)) { Interlocked.Increment(ref redelivered); continue; }
+                            if (m.Body.Span[8] == 1)
+                            {
+                                if (Interlocked.Increment(ref warmDelivered) == warmTotal) allWarm.TrySetResult();
+                                continue;
+                            }
+                            mine.Add((m.MessageId, now, BinaryPrimitives.ReadInt64LittleEndian(m.Body.Span)));
+                            Volatile.Write(ref lastDelivery, now);
+                            if (Interlocked.Increment(ref delivered) == n) allDelivered.TrySetResult();
+                        }
+                        try { await Task.WhenAll(acks); }
+                        catch (OperationCanceledException) when (token.IsCancellationRequested) { break; }
+                        catch (Exception) { Interlocked.Increment(ref consumeErrors); }
+                    }
+                }, CancellationToken.None));
+            }
+
+            // ── producers ──
+            var halfLat = Enumerable.Range(0, o.Producers).Select(_ => new LatencyRecorder(n / o.Producers + 1)).ToArray();
+            var commitLat = Enumerable.Range(0, o.Producers).Select(_ => new LatencyRecorder(n / o.Producers + 1)).ToArray();
+            var txLat = Enumerable.Range(0, o.Producers).Select(_ => new LatencyRecorder(n / o.Producers + 1)).ToArray();
+            var commitDone = new ConcurrentDictionary<string, long>(Environment.ProcessorCount, n);
+            long committed = 0, lastCommit = 0, sendErrors = 0;
+
+            async Task ProduceAsync(int producer, int count, bool warm, long startTs, double? perProducerRate)
+            {
+                var client = producers[producer];
+                var body = new byte[bodySize];
+                Random.Shared.NextBytes(body);
+                body[8] = warm ? (byte)1 : (byte)0;
+                for (int i = 0; i < count; i++)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    if (perProducerRate is double rate)
+                    {
+                        long due = startTs + (long)(i / rate * Stopwatch.Frequency);
+                        long wait = due - Stopwatch.GetTimestamp();
+                        if (wait > 0) await Task.Delay(TimeSpan.FromSeconds(wait / (double)Stopwatch.Frequency), ct);
+                    }
+                    long t0 = Stopwatch.GetTimestamp();
+                    BinaryPrimitives.WriteInt64LittleEndian(body, t0);
+                    var tx = client.BeginTransaction();
+                    SendReceipt receipt;
+                    try
+                    {
+                        receipt = await tx.SendAsync(new ProducerClient.Message(Topic, body.ToArray()), ct);
+                    }
+                    catch (Exception) when (!ct.IsCancellationRequested)
+                    {
+                        Interlocked.Increment(ref sendErrors);
+                        continue;
+                    }
+                    long t1 = Stopwatch.GetTimestamp();
+                    try { await tx.CommitAsync(ct); }
+                    catch (Exception) when (!ct.IsCancellationRequested)
+                    {
+                        Interlocked.Increment(ref sendErrors);
+                        continue;
+                    }
+                    long t2 = Stopwatch.GetTimestamp();
+                    if (warm) continue;
+                    commitDone[receipt.MessageId] = t2;
+                    halfLat[producer].Record(t1 - t0);
+                    commitLat[producer].Record(t2 - t1);
+                    txLat[producer].Record(t2 - t0);
+                    Interlocked.Increment(ref committed);
+                    long last;
+                    while ((last = Volatile.Read(ref lastCommit)) < t2 && Interlocked.CompareExchange(ref lastCommit, t2, last) != last) { }
+                }
+            }
+
+            // Warm-up (JIT, connections, routes): not measured.
+            await Task.WhenAll(Enumerable.Range(0, o.Producers).Select(p => Task.Run(() => ProduceAsync(p, warmPerProducer, true, 0, null), ct)));
+            await allWarm.Task.WaitAsync(TimeSpan.FromSeconds(30), ct).ContinueWith(_ => { }, TaskScheduler.Default);
+
+            UnknownChecker? checker = null;
+            if (spec.StormHalves > 0)
+            {
+                // The storm halves are already overdue; the broker sends their check-backs as soon as a producer of the
+                // group (= topic) connects.
+                checker = new UnknownChecker();
+                stormProducer = await Producer.StartAsync(new ProducerOptions
+                {
+                    Endpoints = broker.Endpoint,
+                    Topics = [StormTopic],
+                    TransactionChecker = checker,
+                }, ct);
+            }
+            var statsBefore = await broker.GetStatsAsync(ct);
+            double? cpu0 = broker.CpuSeconds();
+            long start = Stopwatch.GetTimestamp();
+            double? perRate = targetRate / o.Producers;
+            var producing = Enumerable.Range(0, o.Producers)
+                .Select(p => Task.Run(() => ProduceAsync(p, n / o.Producers + (p < n % o.Producers ? 1 : 0), false, start, perRate), ct))
+                .ToArray();
+            try
+            {
+                await Task.WhenAll(producing);
+                long expected = Interlocked.Read(ref committed);
+                if (expected == n) await allDelivered.Task.WaitAsync(ct);
+                else
+                {
+                    // Some transactions failed: wait until deliveries stop growing.
+                    long before = -1;
+                    while (Interlocked.Read(ref delivered) != before && Interlocked.Read(ref delivered) < expected)
+                    {
+                        before = Interlocked.Read(ref delivered);
+                        await Task.Delay(2000, ct);
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (!outer.IsCancellationRequested)
+            {
+                result.Notes.Add($"timed out after {o.FlowTimeout.TotalSeconds:0} s: {Interlocked.Read(ref committed):N0} committed, {Interlocked.Read(ref delivered):N0} delivered of {n:N0}");
+            }
+            double? cpu1 = broker.CpuSeconds();
+            var statsAfter = await broker.GetStatsAsync(CancellationToken.None);
+            stopConsumers.Cancel();
+            await Task.WhenAll(consumerTasks).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ContinueWith(_ => { }, TaskScheduler.Default);
+
+            double Seconds(long until) => (until - start) / (double)Stopwatch.Frequency;
+            long com = Interlocked.Read(ref committed), del = Interlocked.Read(ref delivered);
+            if (com == 0)
+            {
+                result.NotMeasured = $"no transaction committed ({Interlocked.Read(ref sendErrors):N0} send/commit errors): {broker.RecentOutput}";
+                return;
+            }
+            long commitEnd = Volatile.Read(ref lastCommit);
+            double tps = com / Seconds(commitEnd);
+            result.Metrics[Metric.Throughput] = tps;
+            if (del > 0) result.Metrics[Metric.Delivered] = del / Seconds(Volatile.Read(ref lastDelivery));
+            if (targetRate is double tr) result.Metrics["target_tx_per_s"] = tr;
+            result.Metrics[Metric.Messages] = n;
+            result.Metrics["committed"] = com;
+            result.Metrics["delivered"] = del;
+            result.Metrics["redelivered"] = Interlocked.Read(ref redelivered);
+            result.Metrics["send_or_commit_errors"] = Interlocked.Read(ref sendErrors);
+            result.Metrics["consumer_errors"] = Interlocked.Read(ref consumeErrors);
+            result.Metrics[Metric.ElapsedS] = Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+            result.AddLatency(Metric.Send, LatencyRecorder.Merge(halfLat));
+            result.AddLatency("commit", LatencyRecorder.Merge(commitLat));
+            result.AddLatency("tx", LatencyRecorder.Merge(txLat));
+
+            // commit completion → first delivery (clamped at 0: a consumer may see the message before the producer holds the commit response)
+            var e2e = new LatencyRecorder(n);
+            var sendToDelivery = new LatencyRecorder(n);
+            long early = 0;
+            foreach (var list in deliveries)
+                foreach (var (id, at, sent) in list)
+                {
+                    sendToDelivery.Record(at - sent);
+                    if (commitDone.TryGetValue(id, out long done))
+                    {
+                        if (at < done) early++;
+                        e2e.Record(Math.Max(0, at - done));
+                    }
+                }
+            result.AddLatency(Metric.EndToEnd, e2e.ToStats());
+            result.AddLatency("send_to_delivery", sendToDelivery.ToStats());
+            result.Metrics["delivered_before_commit_response"] = early;
+
+            if (cpu0 is double c0 && cpu1 is double c1)
+            {
+                result.Metrics["broker_cpu_s"] = c1 - c0;
+                result.Metrics["broker_cpu_ms_per_tx"] = (c1 - c0) * 1000 / com;
+            }
+            if (broker.PeakRssMiB() is double rss) result.Metrics["broker_peak_rss_mib"] = rss;
+            foreach (var key in new[] { "checksSent", "checksWithoutProducer", "pendingTransactions", "recoveryMilliseconds", "replayedRecords" })
+            {
+                if (statsAfter.TryGetValue(key, out double after))
+                    result.Metrics["broker_" + key] = after;
+            }
+            if (statsAfter.TryGetValue("checksSent", out double cs1))
+            {
+                double cs0 = statsBefore.TryGetValue("checksSent", out double v) ? v : 0;
+                result.Metrics["checks_sent_during_run"] = cs1 - cs0;
+            }
+            if (checker is not null) result.Metrics["checks_answered_by_client"] = Interlocked.Read(ref checker.Checks);
+
+            string cpuPart = result.Get("broker_cpu_s") is double cpuS ? $"broker CPU {cpuS:0.0} s ({result.Get("broker_cpu_ms_per_tx"):0.00} ms/tx)" : "broker CPU n/a";
+            string rssPart = result.Get("broker_peak_rss_mib") is double r ? $", peak RSS {r:N0} MiB" : "";
+            result.Summary = $"commit p50/p99 {result.Get("commit_p50_ms"):0.00}/{result.Get("commit_p99_ms"):0.00} ms; {cpuPart}{rssPart}";
+            if (spec.StormHalves > 0)
+                result.Summary += $"; checks sent during run {result.Get("checks_sent_during_run") ?? double.NaN:N0} (client answered {result.Get("checks_answered_by_client"):N0})";
+            if (targetRate is double t)
+                result.Summary += $"; paced at {t:N0} tx/s (50% of sync peak): commit→delivery p99 {result.Get("e2e_p99_ms"):0.00} ms";
+            if (spec.SeedPending > 0)
+                result.Summary += $"; {result.Get("broker_pendingTransactions") ?? double.NaN:N0} pending in broker";
+        }
+        finally
+        {
+            stopConsumers.Cancel();
+            foreach (var p in producers) await SafeDisposeAsync(p);
+            if (stormProducer is not null) await SafeDisposeAsync(stormProducer);
+            foreach (var c in consumers) await SafeDisposeAsync(c);
+        }
+    }
+
+    private static async Task SafeDisposeAsync(IAsyncDisposable d)
+    {
+        try { await d.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(5)); } catch (Exception) { /* closing */ }
+    }
+}
