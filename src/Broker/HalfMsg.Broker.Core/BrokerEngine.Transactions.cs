@@ -327,12 +327,21 @@ public sealed partial class BrokerEngine
     /// <summary>Pages through pending (or parked) halves in log order, starting after <paramref name="afterAddress"/>.</summary>
     public IReadOnlyList<PendingTransaction> ListTransactions(bool parked, long afterAddress, int limit, out int total)
     {
+        // One O(n) pass under the lock; sorting happens outside it, so paging through a million pending halves does
+        // not stall sends and decisions.
+        var candidates = new List<PendingTransaction>();
+        total = 0;
         lock (_gate)
         {
-            var all = _halves.Values.Where(h => h.Parked == parked);
-            total = all.Count();
-            return all.Where(h => h.Address > afterAddress).OrderBy(h => h.Address).Take(Math.Clamp(limit, 1, 1000)).Select(ToView).ToList();
+            foreach (var h in _halves.Values)
+            {
+                if (h.Parked != parked) continue;
+                total++;
+                if (h.Address > afterAddress) candidates.Add(ToView(h));
+            }
         }
+        candidates.Sort((a, b) => a.LogAddress.CompareTo(b.LogAddress));
+        return candidates.Take(Math.Clamp(limit, 1, 1000)).ToList();
     }
 
     public PendingTransaction? FindTransaction(string transactionId)
