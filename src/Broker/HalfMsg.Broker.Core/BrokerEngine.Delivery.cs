@@ -10,6 +10,7 @@ public sealed partial class BrokerEngine
     /// <summary>Stores a normal, FIFO or delay message. Completes once it is durable (flush sync).</summary>
     public async ValueTask<SendResult> SendAsync(MessageDraft msg, CancellationToken ct = default)
     {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         int queueId;
         long offset;
@@ -104,6 +105,7 @@ public sealed partial class BrokerEngine
         var deadline = _time.GetTimestamp() + (long)(req.LongPollTimeout.TotalSeconds * _time.TimestampFrequency);
         while (true)
         {
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> picked;
             Task signal;
             TopicState topic;
@@ -117,8 +119,8 @@ public sealed partial class BrokerEngine
                     if (!err.IsOk) return new(err, []);
                 }
                 var group = GetGroup(req.ConsumerGroup, topic);
+                signal = topic.Signal;
                 picked = PickForDelivery(group, filter, batch, req.InvisibleDuration);
-                signal = topic.Signal.Task;
             }
             if (picked.Count > 0)
             {
@@ -277,6 +279,7 @@ public sealed partial class BrokerEngine
     /// <summary>Acknowledges a delivery. Completes once the ack is durable, so an acked message is never redelivered after a crash.</summary>
     public async ValueTask<BrokerError> AckAsync(string group, string topic, string receiptHandle, CancellationToken ct = default)
     {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         lock (_gate)
         {
@@ -302,6 +305,7 @@ public sealed partial class BrokerEngine
     /// <summary>Extends or shortens a lease; returns the new receipt handle (the old one becomes stale). Zero = redeliver now.</summary>
     public async ValueTask<ChangeInvisibleResult> ChangeInvisibleDurationAsync(string group, string topic, string receiptHandle, TimeSpan duration, CancellationToken ct = default)
     {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         string newHandle;
         long until;
@@ -337,6 +341,7 @@ public sealed partial class BrokerEngine
     /// <summary>Moves a leased message to the group's dead-letter topic <c>%DLQ%&lt;group&gt;</c> at the consumer's request.</summary>
     public async ValueTask<BrokerError> ForwardToDeadLetterAsync(string group, string topic, string receiptHandle, CancellationToken ct = default)
     {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         lock (_gate)
         {

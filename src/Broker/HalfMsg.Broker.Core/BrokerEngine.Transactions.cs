@@ -28,6 +28,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     public async ValueTask<SendHalfResult> SendHalfAsync(MessageDraft msg, string producerGroup, string? clientId, TimeSpan? checkImmunity, CancellationToken ct = default)
     {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         lock (_gate)
         {
@@ -89,6 +90,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     public async ValueTask<DecisionResult> EndTransactionAsync(string transactionId, string? messageId, TransactionResolution resolution, DecisionSource source, CancellationToken ct = default)
     {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long waitFor;
         bool duplicate = false;
         lock (_gate)
@@ -240,6 +242,7 @@ public sealed partial class BrokerEngine
         foreach (var half in due)
         {
             ct.ThrowIfCancellationRequested();
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             var candidates = Producers.Candidates(half.ProducerGroup, half.OriginClientId);
             if (candidates.Count == 0)
             {
@@ -303,6 +306,7 @@ public sealed partial class BrokerEngine
     /// <summary>Operator action: a parked (or pending) half is checked again from scratch.</summary>
     public async ValueTask<BrokerError> ResumeTransactionAsync(string transactionId, CancellationToken ct = default)
     {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         lock (_gate)
         {

@@ -96,18 +96,23 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         return address;
     }
 
+    /// <summary>
+    /// Runs on the commit loop. It must never take <see cref="_gate"/>: a writer holding the gate may be waiting for log
+    /// space that only the next commit frees (a deadlock found by the async-flush benchmark). Visibility waiters have
+    /// their own small lock.
+    /// </summary>
     private void OnDurable(long durableUntil)
     {
         List<TopicState>? wake = null;
-        lock (_gate)
+        lock (_pendingVisible)
         {
             while (_pendingVisible.TryPeek(out var p) && p.VisibleAt < durableUntil)
             {
                 _pendingVisible.Dequeue();
                 (wake ??= new()).Add(p.Topic);
             }
-            if (wake is not null) foreach (var t in wake.Distinct()) t.Wake();
         }
+        if (wake is not null) foreach (var t in wake.Distinct()) t.Wake();
     }
 
     // ---------------------------------------------------------------- topics
@@ -190,8 +195,14 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private void AddQueueEntry(TopicState topic, int queueId, long offset, QueueEntry entry)
     {
         topic.Queues[queueId].Set(offset, entry);
-        if (IsReady && entry.VisibleAt >= _log.DurableUntil) _pendingVisible.Enqueue((entry.VisibleAt, topic));
-        else if (IsReady) topic.Wake();
+        if (!IsReady) return;
+        lock (_pendingVisible)
+        {
+            // Checked under the visibility lock: a commit that covers the entry either ran before (wake now) or will
+            // find it in the queue.
+            if (entry.VisibleAt >= _log.DurableUntil) { _pendingVisible.Enqueue((entry.VisibleAt, topic)); return; }
+        }
+        topic.Wake();
     }
 
     public async ValueTask DisposeAsync()

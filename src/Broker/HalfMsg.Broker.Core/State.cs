@@ -45,17 +45,18 @@ internal sealed class TopicState(string name, int queueCount)
     public readonly QueueState[] Queues = Enumerable.Range(0, queueCount).Select(_ => new QueueState()).ToArray();
     public int RoundRobin;
     public readonly List<GroupTopicState> Groups = new();
-    /// <summary>Completed (and replaced) whenever something new may be receivable on this topic.</summary>
-    public TaskCompletionSource Signal = NewSignal();
+    private TaskCompletionSource _signal = NewSignal();
 
-    public static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public void Wake()
-    {
-        var old = Signal;
-        Signal = NewSignal();
-        old.TrySetResult();
-    }
+    /// <summary>
+    /// Completes (and is replaced) whenever something new may be receivable on this topic. A receiver takes it BEFORE
+    /// looking for messages, so a wake between its look and its wait is never lost.
+    /// </summary>
+    public Task Signal => Volatile.Read(ref _signal).Task;
+
+    /// <summary>Thread-safe; called with or without the engine lock.</summary>
+    public void Wake() => Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
 }
 
 internal sealed class HalfState
