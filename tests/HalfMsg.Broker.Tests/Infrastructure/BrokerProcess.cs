@@ -14,13 +14,15 @@ public sealed class BrokerProcess : IAsyncDisposable
 {
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(2) };
     private readonly string[] _extraArgs;
+    private readonly IReadOnlyDictionary<string, string> _environment;
     private readonly StringBuilder _output = new();
     private Process? _process;
 
-    private BrokerProcess(string dataDir, string[] extraArgs)
+    private BrokerProcess(string dataDir, string[] extraArgs, IReadOnlyDictionary<string, string> environment)
     {
         DataDir = dataDir;
         _extraArgs = extraArgs;
+        _environment = environment;
         GrpcPort = FreePort();
         RemotingPort = FreePort();
         HttpPort = FreePort();
@@ -46,11 +48,19 @@ public sealed class BrokerProcess : IAsyncDisposable
     }
 
     /// <summary>Starts a broker with short transaction intervals (1 s) plus <paramref name="extraArgs"/>, and waits for /health.</summary>
-    public static async Task<BrokerProcess> StartAsync(params string[] extraArgs)
+    public static Task<BrokerProcess> StartAsync(params string[] extraArgs)
+        => StartWithEnvironmentAsync(new Dictionary<string, string>(), extraArgs);
+
+    /// <summary>
+    /// As <see cref="StartAsync"/>, with extra environment variables for the child only (e.g.
+    /// <c>Broker__Credentials__&lt;accessKey&gt;</c> = secret), so tests never touch this process's environment.
+    /// </summary>
+    public static async Task<BrokerProcess> StartWithEnvironmentAsync(IReadOnlyDictionary<string, string> environment, params string[] extraArgs)
     {
+        ArgumentNullException.ThrowIfNull(environment);
         string dir = Path.Combine(Path.GetTempPath(), "halfmsg-test-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
-        var broker = new BrokerProcess(dir, extraArgs);
+        var broker = new BrokerProcess(dir, extraArgs, environment);
         try
         {
             await broker.LaunchAsync();
@@ -86,6 +96,11 @@ public sealed class BrokerProcess : IAsyncDisposable
         foreach (string a in args)
         {
             psi.ArgumentList.Add(a);
+        }
+
+        foreach (var (name, value) in _environment)
+        {
+            psi.Environment[name] = value;
         }
 
         var process = new Process { StartInfo = psi, EnableRaisingEvents = true };

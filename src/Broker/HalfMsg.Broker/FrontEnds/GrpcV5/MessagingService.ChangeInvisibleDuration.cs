@@ -13,7 +13,16 @@ internal sealed partial class MessagingService
     {
         string group = request.Group?.Name ?? string.Empty;
         string topic = request.Topic?.Name ?? string.Empty;
-        TimeSpan duration = request.InvisibleDuration?.ToTimeSpan() ?? TimeSpan.Zero;
+        if (!V5Time.TryToTimeSpan(request.InvisibleDuration, out TimeSpan? requested))
+        {
+            return new ChangeInvisibleDurationResponse
+            {
+                Status = V5Status.Of(Code.IllegalInvisibleTime, "invisible_duration is not a valid duration"),
+                ReceiptHandle = request.ReceiptHandle,
+            };
+        }
+
+        TimeSpan duration = requested ?? TimeSpan.Zero;
         ChangeInvisibleResult result = await _engine.ChangeInvisibleDurationAsync(group, topic, request.ReceiptHandle, duration, call.CancellationToken)
             .ConfigureAwait(false);
         return new ChangeInvisibleDurationResponse

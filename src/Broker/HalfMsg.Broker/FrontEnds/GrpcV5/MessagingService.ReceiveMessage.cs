@@ -27,6 +27,18 @@ internal sealed partial class MessagingService
             return;
         }
 
+        if (!V5Time.TryToTimeSpan(request.InvisibleDuration, out TimeSpan? invisible))
+        {
+            await WriteReceiveEndAsync(call, V5Status.Of(Code.IllegalInvisibleTime, "invisible_duration is not a valid duration")).ConfigureAwait(false);
+            return;
+        }
+
+        if (!V5Time.TryToTimeSpan(request.LongPollingTimeout, out TimeSpan? longPolling))
+        {
+            await WriteReceiveEndAsync(call, V5Status.Of(Code.IllegalPollingTime, "long_polling_timeout is not a valid duration")).ConfigureAwait(false);
+            return;
+        }
+
         var receive = new ReceiveRequest
         {
             ConsumerGroup = group,
@@ -34,8 +46,8 @@ internal sealed partial class MessagingService
             TagExpression = request.FilterExpression?.Expression,
             BatchSize = request.BatchSize > 0 ? request.BatchSize : DefaultBatchSize,
             // Push consumers (auto_renew) send no invisible_duration; lease for the proxy's default instead.
-            InvisibleDuration = request.InvisibleDuration?.ToTimeSpan() ?? _options.DefaultInvisibleDuration,
-            LongPollTimeout = LongPoll(request, call),
+            InvisibleDuration = invisible ?? _options.DefaultInvisibleDuration,
+            LongPollTimeout = LongPoll(longPolling, call),
         };
 
         ReceiveResult result = await _engine.ReceiveAsync(receive, call.CancellationToken).ConfigureAwait(false);
@@ -67,9 +79,9 @@ internal sealed partial class MessagingService
 
     /// <summary>min(requested or default long-polling timeout, time left before the deadline minus a margin for the
     /// response to travel back); never negative.</summary>
-    private TimeSpan LongPoll(ReceiveMessageRequest request, GrpcCall call)
+    private TimeSpan LongPoll(TimeSpan? requested, GrpcCall call)
     {
-        TimeSpan poll = request.LongPollingTimeout?.ToTimeSpan() ?? _options.LongPollingTimeout;
+        TimeSpan poll = requested ?? _options.LongPollingTimeout;
         if (call.Deadline is { } deadline)
         {
             TimeSpan remaining = deadline - _time.GetUtcNow();

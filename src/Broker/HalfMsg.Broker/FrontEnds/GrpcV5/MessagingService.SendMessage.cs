@@ -42,7 +42,15 @@ internal sealed partial class MessagingService
 
         if (sp!.MessageType == MessageType.Transaction)
         {
-            TimeSpan? immunity = sp.OrphanedTransactionRecoveryDuration?.ToTimeSpan();
+            if (!V5Time.TryToTimeSpan(sp.OrphanedTransactionRecoveryDuration, out TimeSpan? immunity))
+            {
+                return new SendResultEntry
+                {
+                    Status = V5Status.Of(Code.BadRequest, "system_properties.orphaned_transaction_recovery_duration is not a valid duration"),
+                    MessageId = messageId,
+                };
+            }
+
             SendHalfResult half = await _engine.SendHalfAsync(draft, draft.Topic, clientId, immunity, ct).ConfigureAwait(false);
             return new SendResultEntry
             {

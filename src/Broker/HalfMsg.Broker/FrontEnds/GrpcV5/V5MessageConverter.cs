@@ -25,6 +25,18 @@ internal static class V5MessageConverter
             return false;
         }
 
+        if (!V5Time.TryToUnixMilliseconds(sp.DeliveryTimestamp, out long? deliveryMs))
+        {
+            invalid = V5Status.Of(Code.IllegalDeliveryTime, "system_properties.delivery_timestamp is not a valid timestamp");
+            return false;
+        }
+
+        if (!V5Time.TryToUnixMilliseconds(sp.BornTimestamp, out long? bornMs))
+        {
+            invalid = V5Status.Of(Code.BadRequest, "system_properties.born_timestamp is not a valid timestamp");
+            return false;
+        }
+
         ReadOnlyMemory<byte> body = message.Body.Memory;
         if (sp.BodyEncoding == Encoding.Gzip)
         {
@@ -52,10 +64,10 @@ internal static class V5MessageConverter
             Keys = [.. sp.Keys],
             Properties = message.UserProperties.Count == 0 ? MessageDraft.EmptyProperties : new Dictionary<string, string>(message.UserProperties),
             Body = body,
-            BornTimestampMs = sp.BornTimestamp is { } born ? born.ToDateTimeOffset().ToUnixTimeMilliseconds() : 0,
+            BornTimestampMs = bornMs ?? 0,
             BornHost = sp.BornHost.Length > 0 ? sp.BornHost : null,
             MessageGroup = sp.HasMessageGroup && sp.MessageGroup.Length > 0 ? sp.MessageGroup : null,
-            DeliveryTimestampMs = sp.DeliveryTimestamp is { } due ? due.ToDateTimeOffset().ToUnixTimeMilliseconds() : null,
+            DeliveryTimestampMs = deliveryMs,
             QueueId = sp.QueueId,
         };
         invalid = null;

@@ -1,0 +1,194 @@
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Grpc;
+
+namespace HalfMsg.Broker.Tests.GrpcV5;
+
+/// <summary>A child broker with credentials configured through its environment (<c>Broker__Credentials__&lt;ak&gt;</c>).</summary>
+public sealed class AuthBrokerFixture : IAsyncLifetime
+{
+    public const string AccessKey = "test-ak";
+    public string Secret { get; } = "sk-" + Guid.NewGuid().ToString("N");
+    public BrokerProcess Broker { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+        => Broker = await BrokerProcess.StartWithEnvironmentAsync(
+            new Dictionary<string, string> { ["Broker__Credentials__" + AccessKey] = Secret }, "--transaction-check-interval", "1h");
+
+    public async Task DisposeAsync()
+    {
+        if (Broker is not null)
+        {
+            await Broker.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>
+/// With credentials configured every call must carry a valid MQv2-HMAC-SHA1 <c>authorization</c> over
+/// <c>x-mq-date-time</c>; a rejected call is answered in the body (UNAUTHORIZED, grpc-status 0), and the secret is
+/// never written to the broker's output.
+/// </summary>
+public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBrokerFixture>, IDisposable
+{
+    private readonly GrpcTestClient _client = new(fixture.Broker.Endpoint);
+    private readonly string _topic = "auth-" + Guid.NewGuid().ToString("N")[..12];
+
+    public void Dispose() => _client.Dispose();
+
+    private static Dictionary<string, string> Signed(string accessKey, string secret, DateTimeOffset? at = null)
+    {
+        string dateTime = MqSignature.FormatDateTime(at ?? DateTimeOffset.UtcNow);
+        return new Dictionary<string, string>
+        {
+            [RocketMqHeaders.DateTime] = dateTime,
+            [RocketMqHeaders.Authorization] = MqSignature.Sign(accessKey, secret, dateTime),
+        };
+    }
+
+    private Task<GrpcUnaryResult<QueryRouteResponse>> RouteAsync(IReadOnlyDictionary<string, string>? headers)
+        => _client.UnaryAsync(GrpcMethods.QueryRoute, new QueryRouteRequest { Topic = new Resource { Name = _topic } }, QueryRouteResponse.Parser, headers);
+
+    private static void AssertUnauthorized<T>(GrpcUnaryResult<T> result, Func<T, Status> status)
+        where T : class, IMessage<T>
+    {
+        Assert.Equal(0, result.GrpcStatus);
+        Assert.NotNull(result.Response);
+        Assert.Equal(Code.Unauthorized, status(result.Response).Code);
+    }
+
+    [Fact]
+    public async Task A_call_without_authorization_is_rejected_with_UNAUTHORIZED_in_the_body()
+    {
+        var route = await RouteAsync(null);
+        AssertUnauthorized(route, r => r.Status);
+        Assert.Empty(route.Response!.MessageQueues);
+
+        var send = await _client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest
+        {
+            Messages =
+            {
+                new Message
+                {
+                    Topic = new Resource { Name = _topic },
+                    Body = ByteString.CopyFromUtf8("x"),
+                    SystemProperties = new SystemProperties { MessageId = Guid.NewGuid().ToString("N") },
+                },
+            },
+        }, SendMessageResponse.Parser);
+        AssertUnauthorized(send, r => r.Status);
+        Assert.Empty(send.Response!.Entries);
+
+        var heartbeat = await _client.UnaryAsync(GrpcMethods.Heartbeat, new HeartbeatRequest(), HeartbeatResponse.Parser);
+        AssertUnauthorized(heartbeat, r => r.Status);
+    }
+
+    [Fact]
+    public async Task A_receive_without_authorization_streams_only_an_UNAUTHORIZED_status()
+    {
+        var result = await _client.ServerStreamAsync(GrpcMethods.ReceiveMessage, new ReceiveMessageRequest
+        {
+            Group = new Resource { Name = "g" },
+            MessageQueue = new MessageQueue { Topic = new Resource { Name = _topic } },
+            BatchSize = 1,
+            InvisibleDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(10)),
+            LongPollingTimeout = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(100)),
+        }, ReceiveMessageResponse.Parser);
+
+        Assert.Equal(0, result.GrpcStatus);
+        ReceiveMessageResponse only = Assert.Single(result.Responses);
+        Assert.Equal(Code.Unauthorized, only.Status.Code);
+    }
+
+    [Fact]
+    public async Task A_telemetry_stream_without_authorization_gets_a_status_only_UNAUTHORIZED_command()
+    {
+        var result = await _client.ServerStreamAsync(GrpcMethods.Telemetry, new TelemetryCommand
+        {
+            Settings = new Settings { ClientType = ClientType.Producer, Publishing = new Publishing { Topics = { new Resource { Name = _topic } } } },
+        }, TelemetryCommand.Parser);
+
+        Assert.Equal(0, result.GrpcStatus);
+        TelemetryCommand only = Assert.Single(result.Responses);
+        Assert.Equal(Code.Unauthorized, only.Status.Code);
+        Assert.Equal(TelemetryCommand.CommandOneofCase.None, only.CommandCase);
+    }
+
+    [Fact]
+    public async Task A_call_with_a_date_time_but_no_authorization_is_rejected()
+    {
+        var route = await RouteAsync(new Dictionary<string, string> { [RocketMqHeaders.DateTime] = MqSignature.FormatDateTime(DateTimeOffset.UtcNow) });
+        AssertUnauthorized(route, r => r.Status);
+    }
+
+    [Fact]
+    public async Task A_call_signed_with_the_wrong_secret_is_rejected()
+        => AssertUnauthorized(await RouteAsync(Signed(AuthBrokerFixture.AccessKey, "not-the-secret")), r => r.Status);
+
+    [Fact]
+    public async Task A_call_signed_with_an_unknown_access_key_is_rejected()
+        => AssertUnauthorized(await RouteAsync(Signed("someone-else", fixture.Secret)), r => r.Status);
+
+    [Fact]
+    public async Task A_signature_of_another_date_time_is_rejected()
+    {
+        Dictionary<string, string> headers = Signed(AuthBrokerFixture.AccessKey, fixture.Secret, DateTimeOffset.UtcNow.AddSeconds(-5));
+        headers[RocketMqHeaders.DateTime] = MqSignature.FormatDateTime(DateTimeOffset.UtcNow);
+        AssertUnauthorized(await RouteAsync(headers), r => r.Status);
+    }
+
+    [Theory]
+    [InlineData("garbage")]
+    [InlineData("MQv2-HMAC-SHA1 Credential=test-ak")]
+    [InlineData("MQv2-HMAC-SHA1 Credential=test-ak, SignedHeaders=x-mq-date-time, Signature=ZZ")]
+    public async Task A_malformed_authorization_is_rejected(string authorization)
+    {
+        var route = await RouteAsync(new Dictionary<string, string>
+        {
+            [RocketMqHeaders.DateTime] = MqSignature.FormatDateTime(DateTimeOffset.UtcNow),
+            [RocketMqHeaders.Authorization] = authorization,
+        });
+        AssertUnauthorized(route, r => r.Status);
+    }
+
+    [Fact]
+    public async Task A_correctly_signed_call_succeeds_for_unary_and_streaming_rpcs()
+    {
+        var route = await RouteAsync(Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
+        Assert.Equal(0, route.GrpcStatus);
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+        Assert.NotEmpty(route.Response.MessageQueues);
+
+        var receive = await _client.ServerStreamAsync(GrpcMethods.ReceiveMessage, new ReceiveMessageRequest
+        {
+            Group = new Resource { Name = "g-auth" },
+            MessageQueue = new MessageQueue { Topic = new Resource { Name = _topic } },
+            BatchSize = 1,
+            InvisibleDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(10)),
+            LongPollingTimeout = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(100)),
+        }, ReceiveMessageResponse.Parser, Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
+        Assert.Equal(0, receive.GrpcStatus);
+        Assert.Equal(Code.MessageNotFound, receive.Responses[0].Status.Code);
+    }
+
+    [Fact]
+    public async Task The_secret_never_appears_in_the_broker_output_even_after_rejected_calls()
+    {
+        await RouteAsync(Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
+        await RouteAsync(Signed(AuthBrokerFixture.AccessKey, fixture.Secret + "x"));
+        await RouteAsync(Signed("someone-else", fixture.Secret));
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(3);
+        while (!fixture.Broker.Output.Contains("someone-else", StringComparison.Ordinal) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        string output = fixture.Broker.Output;
+        Assert.Contains("ready", output);
+        // The rejection is logged with the access key only.
+        Assert.Contains("someone-else", output);
+        Assert.DoesNotContain(fixture.Secret, output, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,806 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using HalfMsg.Broker.Hosting;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Grpc;
+using V2Encoding = Apache.Rocketmq.V2.Encoding;
+
+namespace HalfMsg.Broker.Tests.GrpcV5;
+
+/// <summary>One in-process broker (gRPC on a free 127.0.0.1 port, 64 KiB bodies) shared by <see cref="HandlerTests"/>.</summary>
+public sealed class V5BrokerFixture : IAsyncLifetime
+{
+    public const int MaxMessageSize = 64 * 1024;
+    public const int QueuesPerTopic = 4;
+
+    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-v5-" + Guid.NewGuid().ToString("N")[..12]);
+    private BrokerHost? _host;
+
+    public int GrpcPort { get; } = FreePort();
+    public GrpcTestClient Client { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        int http = FreePort();
+        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", GrpcPort.ToString(), "--http-port", http.ToString(),
+            "--max-message-size", MaxMessageSize.ToString(), "--queues-per-topic", QueuesPerTopic.ToString(),
+            "--transaction-check-interval", "1h"]);
+        Client = new GrpcTestClient($"127.0.0.1:{GrpcPort}");
+    }
+
+    public async Task DisposeAsync()
+    {
+        Client?.Dispose();
+        if (_host is not null)
+        {
+            await _host.DisposeAsync();
+        }
+
+        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+}
+
+/// <summary>
+/// Every MessagingService RPC over real HTTP/2 against one in-process broker: the normal path and the errors, each
+/// asserted on the body <c>Status.Code</c> with grpc-status 0 (the RocketMQ convention, reference §1).
+/// Each test uses its own topic and group.
+/// </summary>
+public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5BrokerFixture>
+{
+    private const int GrpcOk = 0;
+    private readonly GrpcTestClient _client = broker.Client;
+    private readonly string _topic = "v5-" + Guid.NewGuid().ToString("N")[..12];
+    private readonly string _group = "g-" + Guid.NewGuid().ToString("N")[..12];
+
+    // ---------------------------------------------------------------- helpers
+
+    private static string NewMessageId() => "01" + Guid.NewGuid().ToString("N").ToUpperInvariant();
+
+    private Message NewMessage(string? body = null, MessageType type = MessageType.Normal, string? id = null, string? topic = null) => new()
+    {
+        Topic = new Resource { Name = topic ?? _topic },
+        Body = ByteString.CopyFromUtf8(body ?? "hello"),
+        SystemProperties = new SystemProperties
+        {
+            MessageId = id ?? NewMessageId(),
+            MessageType = type,
+            BodyEncoding = V2Encoding.Identity,
+            BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
+            BornHost = "test-host",
+        },
+    };
+
+    private async Task<SendMessageResponse> SendAsync(params Message[] messages)
+    {
+        var request = new SendMessageRequest();
+        request.Messages.AddRange(messages);
+        var result = await _client.UnaryAsync(GrpcMethods.SendMessage, request, SendMessageResponse.Parser);
+        Assert.Equal(GrpcOk, result.GrpcStatus);
+        Assert.NotNull(result.Response);
+        return result.Response;
+    }
+
+    private async Task<List<Message>> SendOkAsync(int count)
+    {
+        var messages = Enumerable.Range(0, count).Select(i => NewMessage("body-" + i)).ToArray();
+        SendMessageResponse response = await SendAsync(messages);
+        Assert.Equal(Code.Ok, response.Status.Code);
+        return [.. messages];
+    }
+
+    private async Task<TResponse> UnaryOkAsync<TRequest, TResponse>(string path, TRequest request, MessageParser<TResponse> parser)
+        where TRequest : IMessage<TRequest>
+        where TResponse : class, IMessage<TResponse>
+    {
+        var result = await _client.UnaryAsync(path, request, parser);
+        Assert.Equal(GrpcOk, result.GrpcStatus);
+        Assert.NotNull(result.Response);
+        return result.Response;
+    }
+
+    private ReceiveMessageRequest ReceiveRequest(string? topic = null, string? group = null, int batch = 16, TimeSpan? invisible = null,
+        TimeSpan? longPoll = null)
+    {
+        var request = new ReceiveMessageRequest
+        {
+            Group = new Resource { Name = group ?? _group },
+            MessageQueue = new MessageQueue { Topic = new Resource { Name = topic ?? _topic }, Id = 0 },
+            FilterExpression = new FilterExpression { Type = FilterType.Tag, Expression = "*" },
+            BatchSize = batch,
+            AutoRenew = invisible is null,
+            LongPollingTimeout = Duration.FromTimeSpan(longPoll ?? TimeSpan.FromSeconds(2)),
+        };
+        if (invisible is { } d)
+        {
+            request.InvisibleDuration = Duration.FromTimeSpan(d);
+        }
+
+        return request;
+    }
+
+    private async Task<List<ReceiveMessageResponse>> ReceiveStreamAsync(ReceiveMessageRequest request)
+    {
+        var result = await _client.ServerStreamAsync(GrpcMethods.ReceiveMessage, request, ReceiveMessageResponse.Parser);
+        Assert.Equal(GrpcOk, result.GrpcStatus);
+        return [.. result.Responses];
+    }
+
+    /// <summary>Receives until <paramref name="count"/> messages came (or 5 s passed).</summary>
+    private async Task<List<Message>> ReceiveMessagesAsync(int count, string? topic = null, string? group = null, TimeSpan? invisible = null)
+    {
+        var got = new List<Message>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+        while (got.Count < count && DateTime.UtcNow < deadline)
+        {
+            var responses = await ReceiveStreamAsync(ReceiveRequest(topic, group, count - got.Count, invisible ?? TimeSpan.FromSeconds(30)));
+            got.AddRange(responses.Where(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message).Select(r => r.Message));
+        }
+
+        Assert.Equal(count, got.Count);
+        return got;
+    }
+
+    private Task<AckMessageResponse> AckAsync(string handle, string? messageId = null, string? topic = null, string? group = null)
+        => UnaryOkAsync(GrpcMethods.AckMessage, new AckMessageRequest
+        {
+            Group = new Resource { Name = group ?? _group },
+            Topic = new Resource { Name = topic ?? _topic },
+            Entries = { new AckMessageEntry { MessageId = messageId ?? string.Empty, ReceiptHandle = handle } },
+        }, AckMessageResponse.Parser);
+
+    private Task<EndTransactionResponse> EndAsync(string transactionId, string messageId, Apache.Rocketmq.V2.TransactionResolution resolution)
+        => UnaryOkAsync(GrpcMethods.EndTransaction, new EndTransactionRequest
+        {
+            Topic = new Resource { Name = _topic },
+            MessageId = messageId,
+            TransactionId = transactionId,
+            Resolution = resolution,
+            Source = TransactionSource.SourceClient,
+        }, EndTransactionResponse.Parser);
+
+    private static void AssertBadRequestFamily(Code code) => Assert.InRange((int)code, 40000, 40099);
+
+    // ---------------------------------------------------------------- QueryRoute
+
+    [Fact]
+    public async Task Query_route_creates_the_topic_and_returns_read_write_queues_from_0_on_the_grpc_port_accepting_every_type()
+    {
+        var response = await UnaryOkAsync(GrpcMethods.QueryRoute,
+            new QueryRouteRequest { Topic = new Resource { Name = _topic }, Endpoints = Endpoints() }, QueryRouteResponse.Parser);
+
+        Assert.Equal(Code.Ok, response.Status.Code);
+        Assert.Equal(Enumerable.Range(0, V5BrokerFixture.QueuesPerTopic), response.MessageQueues.Select(q => q.Id));
+        foreach (MessageQueue queue in response.MessageQueues)
+        {
+            Assert.Equal(_topic, queue.Topic.Name);
+            Assert.Equal(Permission.ReadWrite, queue.Permission);
+            Address address = Assert.Single(queue.Broker.Endpoints.Addresses);
+            Assert.Equal("127.0.0.1", address.Host);
+            Assert.Equal(broker.GrpcPort, address.Port);
+            Assert.Equal(AddressScheme.Ipv4, queue.Broker.Endpoints.Scheme);
+            Assert.Equal([MessageType.Normal, MessageType.Fifo, MessageType.Delay, MessageType.Transaction], queue.AcceptMessageTypes.Order());
+        }
+    }
+
+    [Theory]
+    [InlineData("has space")]
+    [InlineData("bad/slash")]
+    [InlineData("")]
+    public async Task Query_route_of_an_illegal_topic_name_answers_ILLEGAL_TOPIC_and_no_queues(string topic)
+    {
+        var response = await UnaryOkAsync(GrpcMethods.QueryRoute,
+            new QueryRouteRequest { Topic = new Resource { Name = topic }, Endpoints = Endpoints() }, QueryRouteResponse.Parser);
+
+        Assert.Equal(Code.IllegalTopic, response.Status.Code);
+        Assert.Empty(response.MessageQueues);
+    }
+
+    [Fact]
+    public async Task Query_route_of_an_overlong_topic_name_answers_ILLEGAL_TOPIC()
+    {
+        var response = await UnaryOkAsync(GrpcMethods.QueryRoute,
+            new QueryRouteRequest { Topic = new Resource { Name = new string('t', 200) } }, QueryRouteResponse.Parser);
+        Assert.Equal(Code.IllegalTopic, response.Status.Code);
+    }
+
+    private Endpoints Endpoints() => new()
+    {
+        Scheme = AddressScheme.Ipv4,
+        Addresses = { new Address { Host = "127.0.0.1", Port = broker.GrpcPort } },
+    };
+
+    // ---------------------------------------------------------------- SendMessage
+
+    [Fact]
+    public async Task Send_of_three_messages_in_one_request_answers_one_ok_entry_per_message_in_order()
+    {
+        Message[] messages = [NewMessage("a"), NewMessage("b"), NewMessage("c")];
+        SendMessageResponse response = await SendAsync(messages);
+
+        Assert.Equal(Code.Ok, response.Status.Code);
+        Assert.Equal(messages.Select(m => m.SystemProperties.MessageId), response.Entries.Select(e => e.MessageId));
+        Assert.All(response.Entries, e => Assert.Equal(Code.Ok, e.Status.Code));
+        Assert.All(response.Entries, e => Assert.True(e.Offset >= 0));
+        Assert.All(response.Entries, e => Assert.Equal(string.Empty, e.TransactionId));
+    }
+
+    [Fact]
+    public async Task Send_with_no_message_answers_BAD_REQUEST()
+    {
+        SendMessageResponse response = await SendAsync();
+        Assert.Equal(Code.BadRequest, response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Send_of_a_body_over_the_max_message_size_answers_MESSAGE_BODY_TOO_LARGE()
+    {
+        SendMessageResponse response = await SendAsync(NewMessage(new string('x', V5BrokerFixture.MaxMessageSize + 1)));
+
+        Assert.Equal(Code.MessageBodyTooLarge, response.Status.Code);
+        Assert.Equal(Code.MessageBodyTooLarge, Assert.Single(response.Entries).Status.Code);
+    }
+
+    [Fact]
+    public async Task Send_of_a_body_of_exactly_the_max_message_size_is_accepted()
+    {
+        SendMessageResponse response = await SendAsync(NewMessage(new string('x', V5BrokerFixture.MaxMessageSize)));
+        Assert.Equal(Code.Ok, response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Send_with_an_empty_message_id_answers_ILLEGAL_MESSAGE_ID_and_echoes_an_entry()
+    {
+        SendMessageResponse response = await SendAsync(NewMessage(id: string.Empty));
+
+        AssertBadRequestFamily(response.Status.Code);
+        Assert.Equal(Code.IllegalMessageId, response.Status.Code);
+        Assert.Single(response.Entries);
+    }
+
+    [Fact]
+    public async Task Send_without_system_properties_answers_a_bad_request_code()
+    {
+        SendMessageResponse response = await SendAsync(new Message { Topic = new Resource { Name = _topic }, Body = ByteString.CopyFromUtf8("x") });
+        AssertBadRequestFamily(response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Send_without_a_topic_answers_ILLEGAL_TOPIC()
+    {
+        Message message = NewMessage();
+        message.Topic = null;
+        SendMessageResponse response = await SendAsync(message);
+
+        AssertBadRequestFamily(response.Status.Code);
+        Assert.Equal(Code.IllegalTopic, response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Send_to_a_system_topic_answers_ILLEGAL_TOPIC()
+    {
+        SendMessageResponse response = await SendAsync(NewMessage(topic: "%DLQ%" + _group));
+        Assert.Equal(Code.IllegalTopic, response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Send_of_a_good_and_a_bad_message_answers_MULTIPLE_RESULTS_with_each_entry_status()
+    {
+        SendMessageResponse response = await SendAsync(NewMessage(), NewMessage(id: string.Empty));
+
+        Assert.Equal(Code.MultipleResults, response.Status.Code);
+        Assert.Equal([Code.Ok, Code.IllegalMessageId], response.Entries.Select(e => e.Status.Code));
+    }
+
+    [Fact]
+    public async Task Send_of_a_transaction_message_returns_a_non_empty_transaction_id_and_the_message_stays_invisible()
+    {
+        Message message = NewMessage(type: MessageType.Transaction);
+        SendMessageResponse response = await SendAsync(message);
+
+        Assert.Equal(Code.Ok, response.Status.Code);
+        SendResultEntry entry = Assert.Single(response.Entries);
+        Assert.False(string.IsNullOrEmpty(entry.TransactionId));
+        Assert.Equal(message.SystemProperties.MessageId, entry.MessageId);
+
+        var stream = await ReceiveStreamAsync(ReceiveRequest(invisible: TimeSpan.FromSeconds(30), longPoll: TimeSpan.FromMilliseconds(200)));
+        Assert.Equal(Code.MessageNotFound, stream[0].Status.Code);
+    }
+
+    [Fact]
+    public async Task Send_of_a_delay_message_more_than_three_days_ahead_answers_ILLEGAL_DELIVERY_TIME()
+    {
+        Message message = NewMessage(type: MessageType.Delay);
+        message.SystemProperties.DeliveryTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow.AddDays(3).AddHours(1));
+        SendMessageResponse response = await SendAsync(message);
+
+        Assert.Equal(Code.IllegalDeliveryTime, response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Send_of_a_delay_message_within_the_limit_is_accepted_and_not_delivered_early()
+    {
+        Message message = NewMessage(type: MessageType.Delay);
+        message.SystemProperties.DeliveryTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow.AddHours(1));
+        SendMessageResponse response = await SendAsync(message);
+        Assert.Equal(Code.Ok, response.Status.Code);
+
+        var stream = await ReceiveStreamAsync(ReceiveRequest(invisible: TimeSpan.FromSeconds(30), longPoll: TimeSpan.FromMilliseconds(200)));
+        Assert.Equal(Code.MessageNotFound, stream[0].Status.Code);
+    }
+
+    [Fact]
+    public async Task Send_of_a_gzip_body_is_delivered_inflated_as_identity_with_the_digest_of_the_inflated_body()
+    {
+        byte[] plain = System.Text.Encoding.UTF8.GetBytes(new string('z', 10_000));
+        using var compressed = new MemoryStream();
+        using (var gzip = new System.IO.Compression.GZipStream(compressed, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true))
+        {
+            gzip.Write(plain);
+        }
+
+        Message message = NewMessage();
+        message.Body = ByteString.CopyFrom(compressed.ToArray());
+        message.SystemProperties.BodyEncoding = V2Encoding.Gzip;
+        Assert.Equal(Code.Ok, (await SendAsync(message)).Status.Code);
+
+        Message delivered = Assert.Single(await ReceiveMessagesAsync(1));
+        Assert.Equal(V2Encoding.Identity, delivered.SystemProperties.BodyEncoding);
+        Assert.Equal(plain, delivered.Body.ToByteArray());
+        Assert.Equal(Convert.ToHexString(MD5.HashData(plain)), delivered.SystemProperties.BodyDigest.Checksum);
+    }
+
+    [Fact]
+    public async Task Send_of_a_gzip_flagged_body_that_is_not_gzip_answers_MESSAGE_CORRUPTED()
+    {
+        Message message = NewMessage("not gzip at all");
+        message.SystemProperties.BodyEncoding = V2Encoding.Gzip;
+        Assert.Equal(Code.MessageCorrupted, (await SendAsync(message)).Status.Code);
+    }
+
+    // ---------------------------------------------------------------- EndTransaction
+
+    private async Task<(string TransactionId, string MessageId)> SendHalfAsync()
+    {
+        Message message = NewMessage("tx-body", MessageType.Transaction);
+        SendResultEntry entry = Assert.Single((await SendAsync(message)).Entries);
+        Assert.Equal(Code.Ok, entry.Status.Code);
+        return (entry.TransactionId, entry.MessageId);
+    }
+
+    [Fact]
+    public async Task End_transaction_commit_is_ok_a_repeat_is_ok_and_the_message_is_delivered_once()
+    {
+        var (tx, id) = await SendHalfAsync();
+
+        Assert.Equal(Code.Ok, (await EndAsync(tx, id, Apache.Rocketmq.V2.TransactionResolution.Commit)).Status.Code);
+        Assert.Equal(Code.Ok, (await EndAsync(tx, id, Apache.Rocketmq.V2.TransactionResolution.Commit)).Status.Code);
+
+        Message delivered = Assert.Single(await ReceiveMessagesAsync(1));
+        Assert.Equal(id, delivered.SystemProperties.MessageId);
+        Assert.Equal("tx-body", delivered.Body.ToStringUtf8());
+        var again = await ReceiveStreamAsync(ReceiveRequest(invisible: TimeSpan.FromSeconds(30), longPoll: TimeSpan.FromMilliseconds(200)));
+        Assert.Equal(Code.MessageNotFound, again[0].Status.Code);
+    }
+
+    [Fact]
+    public async Task End_transaction_rollback_after_commit_answers_INVALID_TRANSACTION_ID_saying_it_was_committed()
+    {
+        var (tx, id) = await SendHalfAsync();
+        Assert.Equal(Code.Ok, (await EndAsync(tx, id, Apache.Rocketmq.V2.TransactionResolution.Commit)).Status.Code);
+
+        Status status = (await EndAsync(tx, id, Apache.Rocketmq.V2.TransactionResolution.Rollback)).Status;
+
+        Assert.Equal(Code.InvalidTransactionId, status.Code);
+        Assert.Contains("already committed", status.Message);
+    }
+
+    [Fact]
+    public async Task End_transaction_rollback_is_ok_and_the_message_is_never_delivered()
+    {
+        var (tx, id) = await SendHalfAsync();
+        Assert.Equal(Code.Ok, (await EndAsync(tx, id, Apache.Rocketmq.V2.TransactionResolution.Rollback)).Status.Code);
+
+        var stream = await ReceiveStreamAsync(ReceiveRequest(invisible: TimeSpan.FromSeconds(30), longPoll: TimeSpan.FromMilliseconds(300)));
+        Assert.Equal(Code.MessageNotFound, stream[0].Status.Code);
+    }
+
+    [Fact]
+    public async Task End_transaction_of_an_unknown_id_answers_INVALID_TRANSACTION_ID_as_V5Status_maps_TransactionNotFound()
+    {
+        Assert.Equal(Code.InvalidTransactionId, HalfMsg.Broker.FrontEnds.GrpcV5.V5Status.ToCode(Core.BrokerStatus.TransactionNotFound));
+        string unknown = NewMessageId();
+
+        Status status = (await EndAsync(unknown, unknown, Apache.Rocketmq.V2.TransactionResolution.Commit)).Status;
+
+        Assert.Equal(Code.InvalidTransactionId, status.Code);
+        Assert.Contains("unknown", status.Message);
+    }
+
+    [Fact]
+    public async Task End_transaction_with_an_empty_transaction_id_answers_INVALID_TRANSACTION_ID()
+    {
+        Status status = (await EndAsync(string.Empty, NewMessageId(), Apache.Rocketmq.V2.TransactionResolution.Commit)).Status;
+        Assert.Equal(Code.InvalidTransactionId, status.Code);
+    }
+
+    [Fact]
+    public async Task End_transaction_with_a_message_id_of_another_message_answers_INVALID_TRANSACTION_ID_and_changes_nothing()
+    {
+        var (tx, id) = await SendHalfAsync();
+        Assert.Equal(Code.InvalidTransactionId, (await EndAsync(tx, NewMessageId(), Apache.Rocketmq.V2.TransactionResolution.Commit)).Status.Code);
+        Assert.Equal(Code.Ok, (await EndAsync(tx, id, Apache.Rocketmq.V2.TransactionResolution.Rollback)).Status.Code);
+    }
+
+    // ---------------------------------------------------------------- ReceiveMessage
+
+    [Fact]
+    public async Task Receive_streams_status_ok_then_each_message_with_its_md5_digest_handle_and_attempt_then_the_delivery_timestamp()
+    {
+        List<Message> sent = await SendOkAsync(2);
+
+        List<ReceiveMessageResponse> stream = await ReceiveStreamAsync(ReceiveRequest(batch: 10, invisible: TimeSpan.FromSeconds(30)));
+
+        Assert.True(stream.Count >= 3, $"expected status, messages, timestamp; got {stream.Count} responses");
+        Assert.Equal(ReceiveMessageResponse.ContentOneofCase.Status, stream[0].ContentCase);
+        Assert.Equal(Code.Ok, stream[0].Status.Code);
+        Assert.Equal(ReceiveMessageResponse.ContentOneofCase.DeliveryTimestamp, stream[^1].ContentCase);
+        Assert.InRange(stream[^1].DeliveryTimestamp.ToDateTimeOffset(), DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddMinutes(1));
+        var messages = stream.Skip(1).SkipLast(1).ToList();
+        Assert.All(messages, r => Assert.Equal(ReceiveMessageResponse.ContentOneofCase.Message, r.ContentCase));
+        var delivered = messages.Select(r => r.Message).ToList();
+        if (delivered.Count < sent.Count)
+        {
+            delivered.AddRange(await ReceiveMessagesAsync(sent.Count - delivered.Count));
+        }
+
+        Assert.Equal(sent.Select(m => m.SystemProperties.MessageId).Order(), delivered.Select(m => m.SystemProperties.MessageId).Order());
+        foreach (Message m in delivered)
+        {
+            SystemProperties sp = m.SystemProperties;
+            Assert.Equal(_topic, m.Topic.Name);
+            Assert.Equal(DigestType.Md5, sp.BodyDigest.Type);
+            Assert.Equal(Convert.ToHexString(MD5.HashData(m.Body.Span)), sp.BodyDigest.Checksum);
+            Assert.Equal(V2Encoding.Identity, sp.BodyEncoding);
+            Assert.False(string.IsNullOrEmpty(sp.ReceiptHandle));
+            Assert.Equal(1, sp.DeliveryAttempt);
+            Assert.Equal(MessageType.Normal, sp.MessageType);
+            Assert.Equal("test-host", sp.BornHost);
+            Assert.Equal(sent.Single(s => s.SystemProperties.MessageId == sp.MessageId).Body, m.Body);
+        }
+    }
+
+    [Fact]
+    public async Task Receive_from_an_empty_topic_streams_MESSAGE_NOT_FOUND_then_the_delivery_timestamp()
+    {
+        List<ReceiveMessageResponse> stream = await ReceiveStreamAsync(
+            ReceiveRequest(invisible: TimeSpan.FromSeconds(30), longPoll: TimeSpan.FromMilliseconds(200)));
+
+        Assert.Equal(2, stream.Count);
+        Assert.Equal(Code.MessageNotFound, stream[0].Status.Code);
+        Assert.Equal(ReceiveMessageResponse.ContentOneofCase.DeliveryTimestamp, stream[1].ContentCase);
+    }
+
+    [Fact]
+    public async Task Receive_with_batch_size_0_uses_the_default_batch()
+    {
+        await SendOkAsync(3);
+
+        var stream = await ReceiveStreamAsync(ReceiveRequest(batch: 0, invisible: TimeSpan.FromSeconds(30)));
+
+        Assert.Equal(Code.Ok, stream[0].Status.Code);
+        Assert.Equal(3, stream.Count(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message));
+    }
+
+    [Fact]
+    public async Task Receive_without_invisible_duration_is_accepted_and_leases_the_message()
+    {
+        await SendOkAsync(1);
+
+        var stream = await ReceiveStreamAsync(ReceiveRequest(invisible: null));
+        Assert.Equal(Code.Ok, stream[0].Status.Code);
+        Assert.Single(stream, r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message);
+
+        // Leased for the default (60 s): a second receive finds nothing.
+        var again = await ReceiveStreamAsync(ReceiveRequest(invisible: null, longPoll: TimeSpan.FromMilliseconds(200)));
+        Assert.Equal(Code.MessageNotFound, again[0].Status.Code);
+    }
+
+    [Fact]
+    public async Task Receive_with_a_negative_invisible_duration_answers_ILLEGAL_INVISIBLE_TIME_then_the_delivery_timestamp()
+    {
+        var stream = await ReceiveStreamAsync(ReceiveRequest(invisible: TimeSpan.FromSeconds(-5)));
+
+        Assert.Equal(2, stream.Count);
+        Assert.Equal(Code.IllegalInvisibleTime, stream[0].Status.Code);
+        Assert.Equal(ReceiveMessageResponse.ContentOneofCase.DeliveryTimestamp, stream[1].ContentCase);
+    }
+
+    [Fact]
+    public async Task Receive_with_a_sql_filter_answers_ILLEGAL_FILTER_EXPRESSION()
+    {
+        ReceiveMessageRequest request = ReceiveRequest(invisible: TimeSpan.FromSeconds(30));
+        request.FilterExpression = new FilterExpression { Type = FilterType.Sql, Expression = "a > 1" };
+
+        var stream = await ReceiveStreamAsync(request);
+
+        Assert.Equal(Code.IllegalFilterExpression, stream[0].Status.Code);
+    }
+
+    [Fact]
+    public async Task Receive_with_an_illegal_group_answers_ILLEGAL_CONSUMER_GROUP()
+    {
+        var stream = await ReceiveStreamAsync(ReceiveRequest(group: "bad group", invisible: TimeSpan.FromSeconds(30)));
+        Assert.Equal(Code.IllegalConsumerGroup, stream[0].Status.Code);
+    }
+
+    [Fact]
+    public async Task Receive_ends_its_long_poll_before_a_short_grpc_timeout_with_grpc_status_0()
+    {
+        var started = DateTime.UtcNow;
+        var result = await _client.ServerStreamAsync(GrpcMethods.ReceiveMessage,
+            ReceiveRequest(invisible: TimeSpan.FromSeconds(30), longPoll: TimeSpan.FromSeconds(20)), ReceiveMessageResponse.Parser,
+            new Dictionary<string, string> { [GrpcHeaders.Timeout] = "1500m" });
+
+        // Past the deadline the server would cancel the call (DEADLINE_EXCEEDED) and the client would lose the stream.
+        Assert.Equal(GrpcOk, result.GrpcStatus);
+        Assert.Equal(Code.MessageNotFound, result.Responses[0].Status.Code);
+        Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(5), "the 20 s long poll must be cut to the deadline");
+    }
+
+    // ---------------------------------------------------------------- AckMessage
+
+    [Fact]
+    public async Task Ack_is_ok_and_the_same_handle_twice_answers_INVALID_RECEIPT_HANDLE_at_the_top_level()
+    {
+        await SendOkAsync(1);
+        Message m = Assert.Single(await ReceiveMessagesAsync(1));
+
+        AckMessageResponse first = await AckAsync(m.SystemProperties.ReceiptHandle, m.SystemProperties.MessageId);
+        Assert.Equal(Code.Ok, first.Status.Code);
+        Assert.Equal(Code.Ok, Assert.Single(first.Entries).Status.Code);
+
+        AckMessageResponse second = await AckAsync(m.SystemProperties.ReceiptHandle, m.SystemProperties.MessageId);
+        Assert.Equal(Code.InvalidReceiptHandle, second.Status.Code);
+        AckMessageResultEntry entry = Assert.Single(second.Entries);
+        Assert.Equal(Code.InvalidReceiptHandle, entry.Status.Code);
+        Assert.Equal(m.SystemProperties.MessageId, entry.MessageId);
+    }
+
+    [Theory]
+    [InlineData("garbage")]
+    [InlineData("")]
+    [InlineData("0 1 2 3 4 5 6 7 8")]
+    public async Task Ack_of_a_garbage_handle_answers_INVALID_RECEIPT_HANDLE(string handle)
+    {
+        AckMessageResponse response = await AckAsync(handle);
+        Assert.Equal(Code.InvalidReceiptHandle, response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Ack_with_the_handle_of_another_group_answers_INVALID_RECEIPT_HANDLE()
+    {
+        await SendOkAsync(1);
+        Message m = Assert.Single(await ReceiveMessagesAsync(1));
+
+        AckMessageResponse response = await AckAsync(m.SystemProperties.ReceiptHandle, group: "other-" + _group);
+
+        Assert.Equal(Code.InvalidReceiptHandle, response.Status.Code);
+        Assert.Equal(Code.Ok, (await AckAsync(m.SystemProperties.ReceiptHandle)).Status.Code);
+    }
+
+    [Fact]
+    public async Task Ack_with_no_entry_answers_BAD_REQUEST()
+    {
+        var response = await UnaryOkAsync(GrpcMethods.AckMessage,
+            new AckMessageRequest { Group = new Resource { Name = _group }, Topic = new Resource { Name = _topic } }, AckMessageResponse.Parser);
+        Assert.Equal(Code.BadRequest, response.Status.Code);
+    }
+
+    // ---------------------------------------------------------------- ChangeInvisibleDuration
+
+    private Task<ChangeInvisibleDurationResponse> ChangeInvisibleAsync(string handle, TimeSpan duration)
+        => UnaryOkAsync(GrpcMethods.ChangeInvisibleDuration, new ChangeInvisibleDurationRequest
+        {
+            Group = new Resource { Name = _group },
+            Topic = new Resource { Name = _topic },
+            ReceiptHandle = handle,
+            InvisibleDuration = Duration.FromTimeSpan(duration),
+        }, ChangeInvisibleDurationResponse.Parser);
+
+    [Fact]
+    public async Task Change_invisible_duration_returns_a_new_handle_and_the_old_one_becomes_invalid()
+    {
+        await SendOkAsync(1);
+        Message m = Assert.Single(await ReceiveMessagesAsync(1));
+        string old = m.SystemProperties.ReceiptHandle;
+
+        ChangeInvisibleDurationResponse response = await ChangeInvisibleAsync(old, TimeSpan.FromSeconds(40));
+
+        Assert.Equal(Code.Ok, response.Status.Code);
+        Assert.False(string.IsNullOrEmpty(response.ReceiptHandle));
+        Assert.NotEqual(old, response.ReceiptHandle);
+        Assert.Equal(Code.InvalidReceiptHandle, (await AckAsync(old)).Status.Code);
+        Assert.Equal(Code.Ok, (await AckAsync(response.ReceiptHandle)).Status.Code);
+    }
+
+    [Fact]
+    public async Task Change_invisible_duration_negative_answers_ILLEGAL_INVISIBLE_TIME_and_the_handle_stays_valid()
+    {
+        await SendOkAsync(1);
+        Message m = Assert.Single(await ReceiveMessagesAsync(1));
+
+        ChangeInvisibleDurationResponse response = await ChangeInvisibleAsync(m.SystemProperties.ReceiptHandle, TimeSpan.FromSeconds(-1));
+
+        Assert.Equal(Code.IllegalInvisibleTime, response.Status.Code);
+        Assert.Equal(m.SystemProperties.ReceiptHandle, response.ReceiptHandle);
+        Assert.Equal(Code.Ok, (await AckAsync(m.SystemProperties.ReceiptHandle)).Status.Code);
+    }
+
+    [Fact]
+    public async Task Change_invisible_duration_to_zero_redelivers_at_once_with_the_next_delivery_attempt()
+    {
+        await SendOkAsync(1);
+        Message m = Assert.Single(await ReceiveMessagesAsync(1));
+
+        ChangeInvisibleDurationResponse response = await ChangeInvisibleAsync(m.SystemProperties.ReceiptHandle, TimeSpan.Zero);
+        Assert.Equal(Code.Ok, response.Status.Code);
+
+        Message again = Assert.Single(await ReceiveMessagesAsync(1));
+        Assert.Equal(m.SystemProperties.MessageId, again.SystemProperties.MessageId);
+        Assert.Equal(2, again.SystemProperties.DeliveryAttempt);
+        Assert.Equal(Code.Ok, (await AckAsync(again.SystemProperties.ReceiptHandle)).Status.Code);
+    }
+
+    [Fact]
+    public async Task Change_invisible_duration_of_a_garbage_handle_answers_INVALID_RECEIPT_HANDLE()
+    {
+        ChangeInvisibleDurationResponse response = await ChangeInvisibleAsync("garbage", TimeSpan.FromSeconds(1));
+        Assert.Equal(Code.InvalidReceiptHandle, response.Status.Code);
+    }
+
+    // ---------------------------------------------------------------- ForwardMessageToDeadLetterQueue
+
+    [Fact]
+    public async Task Forward_to_dead_letter_queue_is_ok_and_the_message_is_then_readable_from_the_group_DLQ_topic()
+    {
+        List<Message> sent = await SendOkAsync(1);
+        Message m = Assert.Single(await ReceiveMessagesAsync(1));
+
+        var response = await UnaryOkAsync(GrpcMethods.ForwardMessageToDeadLetterQueue, new ForwardMessageToDeadLetterQueueRequest
+        {
+            Group = new Resource { Name = _group },
+            Topic = new Resource { Name = _topic },
+            ReceiptHandle = m.SystemProperties.ReceiptHandle,
+            MessageId = m.SystemProperties.MessageId,
+            DeliveryAttempt = 3,
+            MaxDeliveryAttempts = 3,
+        }, ForwardMessageToDeadLetterQueueResponse.Parser);
+        Assert.Equal(Code.Ok, response.Status.Code);
+
+        string dlq = "%DLQ%" + _group;
+        Message dead = Assert.Single(await ReceiveMessagesAsync(1, topic: dlq, group: "dlq-reader-" + _group));
+        Assert.Equal(dlq, dead.Topic.Name);
+        Assert.Equal(sent[0].SystemProperties.MessageId, dead.SystemProperties.MessageId);
+        Assert.Equal(sent[0].Body, dead.Body);
+        Assert.Equal(_topic, dead.SystemProperties.DeadLetterQueue?.Topic);
+
+        // The original lease is gone: its handle is stale.
+        Assert.Equal(Code.InvalidReceiptHandle, (await AckAsync(m.SystemProperties.ReceiptHandle)).Status.Code);
+    }
+
+    [Fact]
+    public async Task Forward_to_dead_letter_queue_with_a_garbage_handle_answers_INVALID_RECEIPT_HANDLE()
+    {
+        var response = await UnaryOkAsync(GrpcMethods.ForwardMessageToDeadLetterQueue, new ForwardMessageToDeadLetterQueueRequest
+        {
+            Group = new Resource { Name = _group },
+            Topic = new Resource { Name = _topic },
+            ReceiptHandle = "garbage",
+        }, ForwardMessageToDeadLetterQueueResponse.Parser);
+        Assert.Equal(Code.InvalidReceiptHandle, response.Status.Code);
+    }
+
+    // ---------------------------------------------------------------- QueryAssignment, Heartbeat, NotifyClientTermination
+
+    [Fact]
+    public async Task Query_assignment_answers_ok_with_an_any_queue_assignment_on_the_grpc_port()
+    {
+        var response = await UnaryOkAsync(GrpcMethods.QueryAssignment, new QueryAssignmentRequest
+        {
+            Topic = new Resource { Name = _topic },
+            Group = new Resource { Name = _group },
+            Endpoints = Endpoints(),
+        }, QueryAssignmentResponse.Parser);
+
+        Assert.Equal(Code.Ok, response.Status.Code);
+        Assignment assignment = Assert.Single(response.Assignments);
+        Assert.Equal(_topic, assignment.MessageQueue.Topic.Name);
+        Assert.Equal(-1, assignment.MessageQueue.Id);
+        Assert.Equal(Permission.ReadWrite, assignment.MessageQueue.Permission);
+        Assert.Equal(broker.GrpcPort, Assert.Single(assignment.MessageQueue.Broker.Endpoints.Addresses).Port);
+    }
+
+    [Fact]
+    public async Task Query_assignment_of_an_illegal_topic_answers_ILLEGAL_TOPIC_without_assignments()
+    {
+        var response = await UnaryOkAsync(GrpcMethods.QueryAssignment, new QueryAssignmentRequest
+        {
+            Topic = new Resource { Name = "bad topic" },
+            Group = new Resource { Name = _group },
+        }, QueryAssignmentResponse.Parser);
+
+        Assert.Equal(Code.IllegalTopic, response.Status.Code);
+        Assert.Empty(response.Assignments);
+    }
+
+    [Fact]
+    public async Task Heartbeat_answers_ok()
+    {
+        var response = await UnaryOkAsync(GrpcMethods.Heartbeat,
+            new HeartbeatRequest { Group = new Resource { Name = _group }, ClientType = ClientType.SimpleConsumer }, HeartbeatResponse.Parser);
+        Assert.Equal(Code.Ok, response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Notify_client_termination_answers_ok_even_for_a_client_never_seen()
+    {
+        var response = await UnaryOkAsync(GrpcMethods.NotifyClientTermination,
+            new NotifyClientTerminationRequest { Group = new Resource { Name = _group } }, NotifyClientTerminationResponse.Parser);
+        Assert.Equal(Code.Ok, response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Telemetry_answers_producer_settings_with_status_ok_exponential_backoff_and_max_body_size_then_ends_with_0()
+    {
+        // The test client half-closes after its one message: the broker replies, then finishes the stream cleanly.
+        var result = await _client.ServerStreamAsync(GrpcMethods.Telemetry, new TelemetryCommand
+        {
+            Settings = new Settings
+            {
+                ClientType = ClientType.Producer,
+                Publishing = new Publishing { Topics = { new Resource { Name = _topic } }, ValidateMessageType = true },
+            },
+        }, TelemetryCommand.Parser);
+
+        Assert.Equal(GrpcOk, result.GrpcStatus);
+        TelemetryCommand reply = result.Responses[0];
+        Assert.Equal(Code.Ok, reply.Status.Code);
+        Assert.Equal(TelemetryCommand.CommandOneofCase.Settings, reply.CommandCase);
+        Assert.Equal(RetryPolicy.StrategyOneofCase.ExponentialBackoff, reply.Settings.BackoffPolicy.StrategyCase);
+        Assert.Equal(V5BrokerFixture.MaxMessageSize, reply.Settings.Publishing.MaxBodySize);
+    }
+
+    [Fact]
+    public async Task Telemetry_settings_without_publishing_or_subscription_fail_with_grpc_INVALID_ARGUMENT()
+    {
+        var result = await _client.ServerStreamAsync(GrpcMethods.Telemetry,
+            new TelemetryCommand { Settings = new Settings { ClientType = ClientType.Producer } }, TelemetryCommand.Parser);
+        Assert.Equal(3, result.GrpcStatus);
+    }
+
+    // ---------------------------------------------------------------- transport
+
+    [Theory]
+    [InlineData("/apache.rocketmq.v2.MessagingService/PullMessage")]
+    [InlineData("/apache.rocketmq.v2.MessagingService/RecallMessage")]
+    [InlineData("/no.such.Service/Method")]
+    public async Task An_unknown_or_unserved_method_answers_grpc_status_12_without_a_body(string path)
+    {
+        var result = await _client.UnaryAsync(path, new HeartbeatRequest(), HeartbeatResponse.Parser);
+
+        Assert.Equal(12, result.GrpcStatus);
+        Assert.Null(result.Response);
+        Assert.Contains("unimplemented", result.GrpcMessage, StringComparison.OrdinalIgnoreCase);
+    }
+}
