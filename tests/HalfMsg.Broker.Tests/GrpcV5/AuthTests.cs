@@ -140,6 +140,19 @@ public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBro
     }
 
     [Theory]
+    [InlineData(-60)]
+    [InlineData(60)]
+    public async Task A_correct_signature_over_a_date_time_far_from_the_brokers_clock_is_rejected_as_a_replay(int minutes)
+        => AssertUnauthorized(await RouteAsync(Signed(AuthBrokerFixture.AccessKey, fixture.Secret, DateTimeOffset.UtcNow.AddMinutes(minutes))), r => r.Status);
+
+    [Fact]
+    public async Task A_correct_signature_within_the_clock_skew_window_succeeds()
+    {
+        var route = await RouteAsync(Signed(AuthBrokerFixture.AccessKey, fixture.Secret, DateTimeOffset.UtcNow.AddMinutes(-5)));
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+    }
+
+    [Theory]
     [InlineData("garbage")]
     [InlineData("MQv2-HMAC-SHA1 Credential=test-ak")]
     [InlineData("MQv2-HMAC-SHA1 Credential=test-ak, SignedHeaders=x-mq-date-time, Signature=ZZ")]

@@ -77,11 +77,15 @@ internal sealed partial class MessagingService
             .ConfigureAwait(false);
     }
 
-    /// <summary>min(requested or default long-polling timeout, time left before the deadline minus a margin for the
+    private static readonly TimeSpan MaxLongPolling = TimeSpan.FromSeconds(30);
+
+    /// <summary>min(requested or default long-polling timeout, 30 s, time left before the deadline minus a margin for the
     /// response to travel back); never negative.</summary>
     private TimeSpan LongPoll(TimeSpan? requested, GrpcCall call)
     {
+        // Without a grpc-timeout a client could otherwise hold a stream (and its lease wait) as long as it asks.
         TimeSpan poll = requested ?? _options.LongPollingTimeout;
+        if (poll > MaxLongPolling) poll = MaxLongPolling;
         if (call.Deadline is { } deadline)
         {
             TimeSpan remaining = deadline - _time.GetUtcNow();

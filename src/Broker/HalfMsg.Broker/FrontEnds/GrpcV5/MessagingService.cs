@@ -76,6 +76,8 @@ internal sealed partial class MessagingService
         => GrpcMethod.Unary<TRequest, TResponse>(path, parser, (request, call) =>
             Authenticate(call) is { } denied ? ValueTask.FromResult(statusOnly(denied)) : handler(request, call));
 
+    private static readonly TimeSpan MaxClockSkew = TimeSpan.FromMinutes(15);
+
     /// <summary>Null when the call may proceed; otherwise the UNAUTHORIZED status to answer with.</summary>
     private Status? Authenticate(GrpcCall call)
     {
@@ -89,6 +91,12 @@ internal sealed partial class MessagingService
         if (authorization is null || dateTime is null)
         {
             return V5Status.Of(Code.Unauthorized, "authorization and x-mq-date-time headers are required");
+        }
+
+        // The signature covers only x-mq-date-time: without a freshness window a captured header would work forever.
+        if (!MqSignature.TryParseDateTime(dateTime, out DateTimeOffset signedAt) || (_time.GetUtcNow() - signedAt).Duration() > MaxClockSkew)
+        {
+            return V5Status.Of(Code.Unauthorized, $"x-mq-date-time must be a UTC time (yyyyMMdd'T'HHmmss'Z') within {MaxClockSkew.TotalMinutes:0} minutes of the broker's clock");
         }
 
         if (MqSignature.TryParse(authorization, out string accessKey, out _)
