@@ -85,20 +85,15 @@ public static class RawFasterLogBench
         string dir = Path.Combine(Path.GetTempPath(), "halfmsg-ceiling-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(dir);
         IDevice? device = null;
+        IDisposable? commits = null;
         FasterLog? log = null;
         try
         {
-            device = Devices.CreateLogDevice(Path.Combine(dir, "raw.log"), preallocateFile: false, deleteOnClose: true);
-            log = new FasterLog(new FasterLogSettings
-            {
-                LogDevice = device,
-                LogCommitDir = dir,
-                PageSizeBits = 22,
-                MemorySizeBits = 26,
-                SegmentSizeBits = 28,
-                AutoRefreshSafeTailAddress = false,
-                RemoveOutdatedCommits = true,
-            });
+            // Exactly the broker's FasterLog settings (device, pages, memory, fast commit, throttled commit files).
+            var (settings, rawDevice, commitManager) = HalfMsg.Broker.Core.Storage.RecordLog.CreateSettings(dir, segmentSizeBits: 28, memorySizeBits: 26);
+            device = rawDevice;
+            commits = commitManager;
+            log = new FasterLog(settings);
 
             await using var committer = new GroupCommitter(log, variant == Variant.AsyncFlush ? TimeSpan.FromMilliseconds(5) : null);
 
@@ -121,6 +116,7 @@ public static class RawFasterLogBench
         {
             log?.Dispose();
             device?.Dispose();
+            commits?.Dispose();
             try { Directory.Delete(dir, recursive: true); } catch (Exception) { /* temp */ }
         }
     }

@@ -43,12 +43,10 @@ public class AppendPathBenchmarks
         Random.Shared.NextBytes(_body);
         _raw = new byte[BodyBytes + 100]; // about the encoded MessageStored size for this body
         Random.Shared.NextBytes(_raw);
-        _device = Devices.CreateLogDevice(Path.Combine(_dir, "raw.log"), preallocateFile: false, deleteOnClose: true);
-        _log = new FasterLog(new FasterLogSettings
-        {
-            LogDevice = _device, LogCommitDir = _dir, PageSizeBits = 22, MemorySizeBits = 26, SegmentSizeBits = 26,
-            AutoRefreshSafeTailAddress = false, RemoveOutdatedCommits = true,
-        });
+        // Exactly the broker's FasterLog settings, so the ratio compares like with like.
+        var (settings, device, _) = HalfMsg.Broker.Core.Storage.RecordLog.CreateSettings(Path.Combine(_dir, "raw"), segmentSizeBits: 26, memorySizeBits: 26);
+        _device = device;
+        _log = new FasterLog(settings);
     }
 
     [Benchmark]

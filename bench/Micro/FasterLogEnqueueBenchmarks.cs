@@ -20,17 +20,10 @@ public class FasterLogEnqueueBenchmarks
     {
         _dir = Path.Combine(Path.GetTempPath(), "halfmsg-micro-" + Guid.NewGuid().ToString("N")[..10]);
         Directory.CreateDirectory(_dir);
-        _device = Devices.CreateLogDevice(Path.Combine(_dir, "micro.log"), preallocateFile: false, deleteOnClose: true);
-        _log = new FasterLog(new FasterLogSettings
-        {
-            LogDevice = _device,
-            LogCommitDir = _dir,
-            PageSizeBits = 22,
-            MemorySizeBits = 26,
-            SegmentSizeBits = 26, // 64 MiB segments so truncation can free space
-            AutoRefreshSafeTailAddress = false,
-            RemoveOutdatedCommits = true,
-        });
+        // Exactly the broker's FasterLog settings, so the ratio compares like with like.
+        var (settings, device, _) = HalfMsg.Broker.Core.Storage.RecordLog.CreateSettings(Path.Combine(_dir, "raw"), segmentSizeBits: 26, memorySizeBits: 26);
+        _device = device;
+        _log = new FasterLog(settings);
         _record = new byte[RecordBytes];
         Random.Shared.NextBytes(_record);
     }
