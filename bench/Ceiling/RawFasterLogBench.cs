@@ -1,32 +1,25 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
-using FASTER.core;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Storage;
 using HalfMsg.Bench.Reporting;
 
 namespace HalfMsg.Bench.Ceiling;
 
 /// <summary>
-/// The raw log ceiling: what FasterLog itself can make durable on this machine with the same write pattern as the
-/// broker. P concurrent writers each append its share of N records of (body + 64 B header) and, in sync mode,
-/// await durability before the next append (one outstanding append per writer, like a producer awaiting its send
-/// result). Durability comes from group commit (the enqueue-and-wait variant is kept for reference but not run: it
-/// does not complete on the broker's fast-commit settings):
-/// <list type="bullet">
-/// <item><b>commit-loop</b>: <c>Enqueue</c>, then park on a waiter list; one loop calls <c>CommitAsync</c> while
-/// anyone waits and completes every waiter whose address is below <c>CommittedUntilAddress</c> (the broker's
-/// RecordLog pattern).</item>
-/// <item><b>enqueue-and-wait</b>: <c>EnqueueAndWaitForCommitAsync</c>, with a committer task kicked per append.</item>
-/// </list>
-/// Async mode: writers only enqueue; a background loop commits every 5 ms; latency is the enqueue itself, the
-/// throughput counts until the last record is durable.
-/// Every transaction costs the broker two appends (half + commit), hence tx/s ceiling = appends/s ÷ 2.
+/// The raw log ceiling: what the broker's storage layer alone can make durable on this machine with the same write
+/// pattern. P concurrent writers each append its share of N records of (body + 64 B header) to a
+/// <see cref="RecordLog"/> (FasterLog with the broker's exact settings and its group-commit loop, no engine, no
+/// network) and, in sync mode, await durability before the next append (one outstanding append per writer, like a
+/// producer awaiting its send result). Async mode: writers do not wait; the throughput counts until the last record
+/// is durable. Every transaction costs the broker two appends (half + decision), hence tx/s ceiling = appends/s ÷ 2.
 /// </summary>
 public static class RawFasterLogBench
 {
     public const int HeaderBytes = 64;
     public const string Name = "ceiling: raw FasterLog";
 
-    private enum Variant { CommitLoop, EnqueueAndWait, AsyncFlush }
+    private enum Variant { CommitLoop, AsyncFlush }
 
     public static async Task<BenchResult> RunAsync(BenchOptions o, CancellationToken ct)
     {
@@ -43,8 +36,6 @@ public static class RawFasterLogBench
         try
         {
             var variants = o.Flush == FlushMode.Sync
-                // EnqueueAndWaitForCommitAsync never completed on the broker's fast-commit settings (timed out after
-                // 600 s in a full run), so the ceiling is the commit-loop variant: the same batching the broker uses.
                 ? new[] { Variant.CommitLoop }
                 : new[] { Variant.AsyncFlush };
             VariantResult? best = null;
@@ -53,7 +44,7 @@ public static class RawFasterLogBench
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 timeout.CancelAfter(o.FlowTimeout);
                 var r = await RunVariantAsync(v, appends, recordBytes, o.Producers, timeout.Token);
-                string key = v switch { Variant.CommitLoop => "commit_loop", Variant.EnqueueAndWait => "enqueue_and_wait", _ => "async_flush" };
+                string key = v switch { Variant.CommitLoop => "commit_loop", _ => "async_flush" };
                 result.Metrics[$"{key}_appends_per_s"] = r.AppendsPerSecond;
                 result.Notes.Add($"{key}: {r.AppendsPerSecond:N0} appends/s, p50 {r.Latency.P50Ms:0.000} ms, p99 {r.Latency.P99Ms:0.000} ms, " +
                                  $"{r.Commits:N0} commits ({(r.Commits > 0 ? (double)appends / r.Commits : 0):0.0} appends/commit), {r.Elapsed.TotalSeconds:0.00} s");
@@ -86,46 +77,35 @@ public static class RawFasterLogBench
     private static async Task<VariantResult> RunVariantAsync(Variant variant, int appends, int recordBytes, int writers, CancellationToken ct)
     {
         string dir = Path.Combine(Path.GetTempPath(), "halfmsg-ceiling-" + Guid.NewGuid().ToString("N")[..12]);
-        Directory.CreateDirectory(dir);
-        IDevice? device = null;
-        IDisposable? commits = null;
-        FasterLog? log = null;
+        // The broker's own storage class without the broker: FasterLog with exactly the broker's settings and the same
+        // group-commit loop (RecordLog), so the ceiling and the broker differ only by the engine and the network.
+        var log = new RecordLog(dir, variant == Variant.AsyncFlush ? HalfMsg.Broker.Core.FlushMode.Async : HalfMsg.Broker.Core.FlushMode.Sync, TimeSpan.FromMilliseconds(5),
+            segmentSizeBits: 28, memorySizeBits: 26);
         try
         {
-            // Exactly the broker's FasterLog settings (device, pages, memory, fast commit, throttled commit files).
-            var (settings, rawDevice, commitManager) = HalfMsg.Broker.Core.Storage.RecordLog.CreateSettings(dir, segmentSizeBits: 28, memorySizeBits: 26);
-            device = rawDevice;
-            commits = commitManager;
-            log = new FasterLog(settings);
-
-            await using var committer = new GroupCommitter(log, variant == Variant.AsyncFlush ? TimeSpan.FromMilliseconds(5) : null);
-
             // Warm-up (JIT, first segment, first commits): not measured.
             int warm = Math.Min(2_000, Math.Max(100, appends / 20));
-            await RunWritersAsync(variant, log, committer, warm, recordBytes, writers, recorders: null, ct);
-            if (variant == Variant.AsyncFlush) await committer.WaitAsync(log.TailAddress - 1, ct);
-            long commitsBefore = committer.Commits;
+            await RunWritersAsync(log, warm, recordBytes, writers, recorders: null, ct);
+            await log.CommitNowAsync(ct);
+            long commitsBefore = log.Commits;
 
             var recorders = Enumerable.Range(0, writers).Select(_ => new LatencyRecorder(appends / writers + 1)).ToArray();
             var sw = Stopwatch.StartNew();
-            await RunWritersAsync(variant, log, committer, appends, recordBytes, writers, recorders, ct);
-            if (variant == Variant.AsyncFlush) await committer.WaitAsync(log.TailAddress - 1, ct); // until the last one is durable
+            await RunWritersAsync(log, appends, recordBytes, writers, recorders, ct);
+            await log.CommitNowAsync(ct); // async mode: until the last one is durable
             sw.Stop();
 
             return new VariantResult(variant.ToString(), appends / sw.Elapsed.TotalSeconds, LatencyRecorder.Merge(recorders),
-                committer.Commits - commitsBefore, sw.Elapsed);
+                log.Commits - commitsBefore, sw.Elapsed);
         }
         finally
         {
-            log?.Dispose();
-            device?.Dispose();
-            commits?.Dispose();
+            await log.DisposeAsync();
             try { Directory.Delete(dir, recursive: true); } catch (Exception) { /* temp */ }
         }
     }
 
-    private static Task RunWritersAsync(Variant variant, FasterLog log, GroupCommitter committer, int total, int recordBytes,
-        int writers, LatencyRecorder[]? recorders, CancellationToken ct)
+    private static Task RunWritersAsync(RecordLog log, int total, int recordBytes, int writers, LatencyRecorder[]? recorders, CancellationToken ct)
     {
         var tasks = new Task[writers];
         for (int w = 0; w < writers; w++)
@@ -143,119 +123,13 @@ public static class RawFasterLogBench
                     BinaryPrimitives.WriteInt32LittleEndian(record, writer);
                     BinaryPrimitives.WriteInt64LittleEndian(record.AsSpan(4), i);
                     long start = Stopwatch.GetTimestamp();
-                    switch (variant)
-                    {
-                        case Variant.CommitLoop:
-                            long address = log.Enqueue(record);
-                            await committer.WaitAsync(address, ct);
-                            break;
-                        case Variant.EnqueueAndWait:
-                            var pending = log.EnqueueAndWaitForCommitAsync(record, ct);
-                            committer.Kick();
-                            await pending;
-                            break;
-                        case Variant.AsyncFlush:
-                            if (!log.TryEnqueue(record, out _)) await log.EnqueueAsync(record, ct);
-                            break;
-                    }
+                    await log.WaitForRoomAsync(ct);
+                    long address = log.Append(record);
+                    await log.WaitDurableAsync(address, ct); // completes at once in async mode
                     rec?.RecordSince(start);
                 }
             }, ct);
         }
         return Task.WhenAll(tasks);
-    }
-
-    /// <summary>
-    /// One commit loop for the whole log: commits while anyone waits (or every <c>interval</c> in async mode) and
-    /// completes the waiters whose record lies below <see cref="FasterLog.CommittedUntilAddress"/>.
-    /// </summary>
-    private sealed class GroupCommitter : IAsyncDisposable
-    {
-        private readonly FasterLog _log;
-        private readonly TimeSpan? _interval;
-        private readonly object _gate = new();
-        private List<(long Address, TaskCompletionSource Tcs)> _waiters = new();
-        private List<(long Address, TaskCompletionSource Tcs)> _spare = new();
-        private readonly SemaphoreSlim _kick = new(0, int.MaxValue);
-        private readonly CancellationTokenSource _stop = new();
-        private readonly Task _loop;
-        private long _commits;
-
-        public GroupCommitter(FasterLog log, TimeSpan? interval)
-        {
-            _log = log;
-            _interval = interval;
-            _loop = Task.Run(LoopAsync);
-        }
-
-        public long Commits => Interlocked.Read(ref _commits);
-
-        public void Kick() => _kick.Release();
-
-        public Task WaitAsync(long address, CancellationToken ct)
-        {
-            if (_log.CommittedUntilAddress > address) return Task.CompletedTask;
-            var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            lock (_gate) _waiters.Add((address, tcs));
-            _kick.Release();
-            return ct.CanBeCanceled ? tcs.Task.WaitAsync(ct) : tcs.Task;
-        }
-
-        private async Task LoopAsync()
-        {
-            var ct = _stop.Token;
-            try
-            {
-                while (!ct.IsCancellationRequested)
-                {
-                    // Kicked by a waiter, or a periodic tick (async mode, and a safety net for appends that
-                    // enqueued after their kick was consumed).
-                    await _kick.WaitAsync(_interval ?? TimeSpan.FromMilliseconds(10), ct);
-                    while (_log.TailAddress > _log.CommittedUntilAddress)
-                    {
-                        await _log.CommitAsync(ct);
-                        Interlocked.Increment(ref _commits);
-                        CompleteCovered(_log.CommittedUntilAddress);
-                    }
-                    CompleteCovered(_log.CommittedUntilAddress);
-                }
-            }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-            }
-            catch (Exception ex)
-            {
-                lock (_gate)
-                {
-                    foreach (var (_, tcs) in _waiters) tcs.TrySetException(ex);
-                    _waiters.Clear();
-                }
-            }
-        }
-
-        private void CompleteCovered(long committedUntil)
-        {
-            List<(long Address, TaskCompletionSource Tcs)> batch;
-            lock (_gate)
-            {
-                if (_waiters.Count == 0) return;
-                batch = _waiters;
-                _waiters = _spare;
-                _spare = batch;
-                // keep the ones not yet covered
-                for (int i = 0; i < batch.Count; i++)
-                    if (batch[i].Address >= committedUntil) _waiters.Add(batch[i]);
-            }
-            foreach (var (address, tcs) in batch)
-                if (address < committedUntil) tcs.TrySetResult();
-            batch.Clear(); // safe: _spare is only swapped under the lock by this (single) loop thread
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            _stop.Cancel();
-            try { await _loop; } catch (Exception) { /* stopped */ }
-            _stop.Dispose();
-        }
     }
 }

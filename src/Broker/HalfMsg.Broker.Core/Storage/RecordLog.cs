@@ -34,6 +34,7 @@ public sealed class RecordLog : IAsyncDisposable
     private readonly Task _commitLoop;
     private static readonly TimeSpan IdleCommitInterval = TimeSpan.FromMilliseconds(20);
     private long _durableUntil;
+    private long _commits;
     private readonly long _memoryBytes;
     private Exception? _fault;
 
@@ -88,6 +89,8 @@ public sealed class RecordLog : IAsyncDisposable
     public long TailAddress => _log.TailAddress;
     public long DurableUntil => Volatile.Read(ref _durableUntil);
     public FlushMode Flush => _flush;
+    /// <summary>Group commits (fsyncs) so far: appends ÷ commits is the batching achieved.</summary>
+    public long Commits => Interlocked.Read(ref _commits);
 
     /// <summary>Appends one encoded record to the in-memory tail. Thread-safe; callers keep their own order.</summary>
     public long Append(ReadOnlySpan<byte> record)
@@ -152,7 +155,10 @@ public sealed class RecordLog : IAsyncDisposable
                 while (_kick.CurrentCount > 0) _kick.Wait(0, CancellationToken.None);
 
                 if (_log.TailAddress > _log.CommittedUntilAddress)
+                {
                     await _log.CommitAsync(ct).ConfigureAwait(false);
+                    Interlocked.Increment(ref _commits);
+                }
                 Publish(_log.CommittedUntilAddress);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
