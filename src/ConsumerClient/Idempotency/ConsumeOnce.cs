@@ -1,4 +1,4 @@
-using System.Collections.Concurrent;
+using HalfMsg.Sql;
 using System.Data.Common;
 
 namespace HalfMsg.ConsumerClient.Idempotency;
@@ -31,33 +31,14 @@ public static class ConsumedDialects
 
     /// <summary>Picks a built-in dialect from the provider type.</summary>
     /// <exception cref="NotSupportedException">Unknown provider: pass a dialect explicitly.</exception>
-    public static IConsumedDialect Detect(DbConnection connection)
+    public static IConsumedDialect Detect(DbConnection connection) => SqlSupport.Detect(connection, out string name) switch
     {
-        ArgumentNullException.ThrowIfNull(connection);
-        string name = connection.GetType().FullName ?? string.Empty;
-        if (name.Contains("Sqlite", StringComparison.OrdinalIgnoreCase))
-        {
-            return Sqlite;
-        }
+        SqlSupport.Provider.Sqlite => Sqlite,
+        SqlSupport.Provider.PostgreSql => PostgreSql,
+        _ => throw new NotSupportedException($"No built-in consumed-table dialect for {name}; pass an {nameof(IConsumedDialect)}."),
+    };
 
-        if (name.Contains("Npgsql", StringComparison.OrdinalIgnoreCase))
-        {
-            return PostgreSql;
-        }
-
-        throw new NotSupportedException($"No built-in consumed-table dialect for {name}; pass an {nameof(IConsumedDialect)}.");
-    }
-
-    internal static string CheckIdentifier(string table)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(table);
-        if (!table.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '.'))
-        {
-            throw new ArgumentException($"Invalid table name '{table}'.", nameof(table));
-        }
-
-        return table;
-    }
+    internal static string CheckIdentifier(string table) => SqlSupport.CheckIdentifier(table);
 
     private sealed class Dialect(string name, string timestampColumn) : IConsumedDialect
     {
@@ -78,22 +59,16 @@ public static class ConsumedSchema
     /// <summary>The default table name.</summary>
     public const string DefaultTable = "halfmsg_consumed";
 
-    private static readonly ConcurrentDictionary<(string, string), byte> Created = new();
-
     /// <summary>Creates <paramref name="table"/> if missing. <paramref name="connection"/> must be open.</summary>
-    public static async Task EnsureCreatedAsync(DbConnection connection, IConsumedDialect dialect, string table = DefaultTable,
+    public static Task EnsureCreatedAsync(DbConnection connection, IConsumedDialect dialect, string table = DefaultTable,
         CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(dialect);
-        await using DbCommand command = connection.CreateCommand();
-        command.CommandText = dialect.CreateTableSql(table);
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        Created.TryAdd((connection.ConnectionString, table), 0);
+        return SqlSupport.EnsureTableAsync(connection, table, dialect.CreateTableSql(table), cancellationToken);
     }
 
     internal static Task EnsureCreatedOnceAsync(DbConnection connection, IConsumedDialect dialect, string table, CancellationToken ct) =>
-        Created.ContainsKey((connection.ConnectionString, table)) ? Task.CompletedTask : EnsureCreatedAsync(connection, dialect, table, ct);
+        SqlSupport.EnsureTableOnceAsync(connection, table, () => dialect.CreateTableSql(table), ct);
 }
 
 /// <summary>

@@ -1,4 +1,4 @@
-using System.Collections.Concurrent;
+using HalfMsg.Sql;
 using System.Data.Common;
 
 namespace HalfMsg.ProducerClient.Barrier;
@@ -9,25 +9,17 @@ public static class BarrierSchema
     /// <summary>The default barrier table name.</summary>
     public const string DefaultTable = "halfmsg_barrier";
 
-    private static readonly ConcurrentDictionary<(string, string), byte> Created = new();
-
     /// <summary>Creates <paramref name="table"/> if missing (idempotent). <paramref name="connection"/> must be open.</summary>
-    public static async Task EnsureCreatedAsync(DbConnection connection, IBarrierDialect dialect, string table = DefaultTable,
+    public static Task EnsureCreatedAsync(DbConnection connection, IBarrierDialect dialect, string table = DefaultTable,
         CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(dialect);
-        await using DbCommand command = connection.CreateCommand();
-        command.CommandText = dialect.CreateTableSql(table);
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        Created.TryAdd((connection.ConnectionString, table), 0);
+        return SqlSupport.EnsureTableAsync(connection, table, dialect.CreateTableSql(table), cancellationToken);
     }
 
     internal static Task EnsureCreatedOnceAsync(DbConnection connection, IBarrierDialect dialect, CancellationToken ct,
         string table = DefaultTable) =>
-        Created.ContainsKey((connection.ConnectionString, table))
-            ? Task.CompletedTask
-            : EnsureCreatedAsync(connection, dialect, table, ct);
+        SqlSupport.EnsureTableOnceAsync(connection, table, () => dialect.CreateTableSql(table), ct);
 }
 
 internal static class BarrierStore

@@ -1,3 +1,4 @@
+using HalfMsg.Sql;
 using System.Data.Common;
 
 namespace HalfMsg.ProducerClient.Barrier;
@@ -40,36 +41,14 @@ public static class BarrierDialects
 
     /// <summary>Picks a built-in dialect from the provider type (Microsoft.Data.Sqlite, System.Data.SQLite, Npgsql).</summary>
     /// <exception cref="NotSupportedException">Unknown provider: pass a dialect explicitly.</exception>
-    public static IBarrierDialect Detect(DbConnection connection)
+    public static IBarrierDialect Detect(DbConnection connection) => SqlSupport.Detect(connection, out string name) switch
     {
-        ArgumentNullException.ThrowIfNull(connection);
-        string name = connection.GetType().FullName ?? string.Empty;
-        if (name.Contains("Sqlite", StringComparison.OrdinalIgnoreCase))
-        {
-            return Sqlite;
-        }
+        SqlSupport.Provider.Sqlite => Sqlite,
+        SqlSupport.Provider.PostgreSql => PostgreSql,
+        _ => throw new NotSupportedException($"No built-in barrier dialect for {name}; pass an {nameof(IBarrierDialect)}."),
+    };
 
-        if (name.Contains("Npgsql", StringComparison.OrdinalIgnoreCase))
-        {
-            return PostgreSql;
-        }
-
-        throw new NotSupportedException($"No built-in barrier dialect for {name}; pass an {nameof(IBarrierDialect)}.");
-    }
-
-    internal static string CheckIdentifier(string table)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(table);
-        foreach (char c in table)
-        {
-            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '.'))
-            {
-                throw new ArgumentException($"Invalid table name '{table}'.", nameof(table));
-            }
-        }
-
-        return table;
-    }
+    internal static string CheckIdentifier(string table) => SqlSupport.CheckIdentifier(table);
 
     private sealed class SqliteBarrierDialect : IBarrierDialect
     {

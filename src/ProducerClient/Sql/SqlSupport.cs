@@ -1,0 +1,54 @@
+using System.Collections.Concurrent;
+using System.Data.Common;
+
+namespace HalfMsg.Sql;
+
+/// <summary>
+/// Plain-ADO.NET plumbing shared by the producer's barrier table and the consumer's dedupe table (compiled into both
+/// packages, like <c>Transport/</c>): provider detection, table-name validation, and "create the table once".
+/// </summary>
+internal static class SqlSupport
+{
+    internal enum Provider { Unknown, Sqlite, PostgreSql }
+
+    /// <summary>The built-in provider for a connection type (Microsoft.Data.Sqlite, System.Data.SQLite, Npgsql).</summary>
+    public static Provider Detect(DbConnection connection, out string typeName)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        typeName = connection.GetType().FullName ?? string.Empty;
+        if (typeName.Contains("Sqlite", StringComparison.OrdinalIgnoreCase)) return Provider.Sqlite;
+        if (typeName.Contains("Npgsql", StringComparison.OrdinalIgnoreCase)) return Provider.PostgreSql;
+        return Provider.Unknown;
+    }
+
+    /// <summary>Table names are spliced into SQL, so only <c>[A-Za-z0-9_.]</c> is accepted.</summary>
+    public static string CheckIdentifier(string table)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(table);
+        foreach (char c in table)
+        {
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '.'))
+            {
+                throw new ArgumentException($"Invalid table name '{table}'.", nameof(table));
+            }
+        }
+
+        return table;
+    }
+
+    private static readonly ConcurrentDictionary<(string ConnectionString, string Table), byte> Created = new();
+
+    /// <summary>Runs <paramref name="createTableSql"/> (idempotent DDL) on an open connection and remembers it.</summary>
+    public static async Task EnsureTableAsync(DbConnection connection, string table, string createTableSql, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        await using DbCommand command = connection.CreateCommand();
+        command.CommandText = createTableSql;
+        await command.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+        Created.TryAdd((connection.ConnectionString, table), 0);
+    }
+
+    /// <summary>Like <see cref="EnsureTableAsync"/>, but skips the DDL once it ran for this database and table.</summary>
+    public static Task EnsureTableOnceAsync(DbConnection connection, string table, Func<string> createTableSql, CancellationToken ct)
+        => Created.ContainsKey((connection.ConnectionString, table)) ? Task.CompletedTask : EnsureTableAsync(connection, table, createTableSql(), ct);
+}
