@@ -180,8 +180,8 @@ public sealed class CheckBackTests
         Assert.Equal(0, h.Engine.PendingCount);             // not a half any more: no check storm, no loop
         h.Clock.Advance(TimeSpan.FromSeconds(61));
         h.Engine.RunSweep();
-        await Task.Delay(100);                              // the release record rides the next group commit
-        Assert.Single(await h.ReceiveAsync("g", "orders"));
+        // The release record rides the next group commit: long-poll until it is visible.
+        Assert.Single(await h.ReceiveWhenVisibleAsync("g", "orders"));
     }
 
     [Fact]

@@ -94,6 +94,21 @@ public sealed class EngineHarness : IAsyncDisposable
         return r.Messages;
     }
 
+    /// <summary>
+    /// Long-polls until at least one message is visible (woken by the group commit that makes it durable). The fake
+    /// clock never fires the poll's own timeout, so a real-time token bounds the wait: a failure is a clear timeout.
+    /// </summary>
+    public async Task<IReadOnlyList<DeliveredMessage>> ReceiveWhenVisibleAsync(string group, string topic, int batch = 32)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var r = await Engine.ReceiveAsync(new ReceiveRequest
+        {
+            ConsumerGroup = group, Topic = topic, BatchSize = batch, InvisibleDuration = TimeSpan.FromSeconds(30), LongPollTimeout = TimeSpan.FromHours(1),
+        }, cts.Token);
+        Assert.True(r.IsOk, r.Error.ToString());
+        return r.Messages;
+    }
+
     public async ValueTask DisposeAsync()
     {
         await Engine.DisposeAsync();

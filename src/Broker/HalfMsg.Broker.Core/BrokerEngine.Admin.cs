@@ -5,7 +5,7 @@ public sealed partial class BrokerEngine
     public sealed record QueueInfo(int QueueId, long MinOffset, long MaxOffset);
     public sealed record TopicInfo(string Name, IReadOnlyList<QueueInfo> Queues, IReadOnlyList<string> ConsumerGroups, bool System);
     public sealed record GroupQueueInfo(int QueueId, long ConsumedOffset, long AckedOffset, long MaxOffset, long Lag, int InFlight);
-    public sealed record GroupTopicInfo(string Topic, IReadOnlyList<GroupQueueInfo> Queues, long Lag, int InFlight, int WaitingRedelivery, DateTimeOffset LastSeen);
+    public sealed record GroupTopicInfo(string Topic, IReadOnlyList<GroupQueueInfo> Queues, long Lag, int InFlight, int WaitingRedelivery, DateTimeOffset LastSeen, long Expired);
     public sealed record GroupInfo(string Group, IReadOnlyList<GroupTopicInfo> Topics, string DeadLetterTopic, long DeadLettered);
 
     public IReadOnlyList<TopicInfo> ListTopics()
@@ -29,11 +29,12 @@ public sealed partial class BrokerEngine
                 var queues = g.Queues.Select((gq, i) =>
                 {
                     long max = g.Topic.Queues[i].NextOffset;
-                    long lag = Math.Max(0, max - gq.DoneBelow) - gq.Done.Count;
-                    return new GroupQueueInfo(i, gq.NextOffset, gq.DoneBelow, max, lag, gq.InFlight.Count);
+                    long baseOffset = g.Topic.Queues[i].BaseOffset;
+                    long lag = gq.DoneBelow >= baseOffset ? Math.Max(0, max - gq.DoneBelow - gq.DoneCountAboveBase) : max - baseOffset;
+                    return new GroupQueueInfo(i, Math.Max(gq.NextOffset, baseOffset), Math.Max(gq.DoneBelow, baseOffset), max, lag, gq.InFlight.Count);
                 }).ToList();
                 return new GroupTopicInfo(g.Topic.Name, queues, queues.Sum(q => q.Lag), queues.Sum(q => q.InFlight), g.Redeliver.Count,
-                    DateTimeOffset.FromUnixTimeMilliseconds(g.LastSeenMs));
+                    DateTimeOffset.FromUnixTimeMilliseconds(g.LastSeenMs), g.Expired);
             }).ToList();
             string dlq = DeadLetterPrefix + group;
             long dead = _topics.TryGetValue(dlq, out var d) ? d.Queues[0].NextOffset : 0;

@@ -25,40 +25,26 @@ public sealed partial class BrokerEngine
             queueId = delayed ? -1 : PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup);
             offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
             var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
-            _writer.Begin(RecordKind.MessageStored).I32(queueId).I64(offset).I64(-1).Byte((byte)kind).Str(null).Str(null).I32(msg.QueueId ?? -1);
-            WriteMessageFields(msg, now);
-            address = AppendRecord();
-            ApplyMessageStored(address, msg.Topic, queueId, offset, -1, msg.QueueId ?? -1, msg.Tag, msg.MessageGroup, msg.DeliveryTimestampMs ?? 0);
+            MessageStoredRecord.Write(_writer, queueId, offset, kind, msg.QueueId ?? -1, msg, now);
+            address = AppendAndApply();
             Metrics.MessagesStored++;
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset);
     }
 
-    private void ApplyMessageStored(long address, string topicName, int queueId, long offset, long previousAddress, int requestedQueue, string? tag, string? messageGroup, long deliverAtMs)
+    private void ApplyMessageStored(long address, int size, MessageStoredRecord rec)
     {
-        var topic = ApplyTopicCreated(topicName, IsSystemTopic(topicName) ? 1 : _options.QueuesPerTopic);
-        if (offset >= 0)
+        ref readonly var m = ref rec.Message;
+        var topic = ApplyTopicCreated(m.Topic, IsSystemTopic(m.Topic) ? 1 : _options.QueuesPerTopic);
+        if (rec.Offset >= 0)
         {
-            if (previousAddress >= 0 && topic.Queues[queueId].TryGet(offset, out var existing))
-            {
-                // Re-appended by retention: same queue position, new body address, visibility unchanged.
-                existing.BodyAddress = address;
-                topic.Queues[queueId].Set(offset, existing);
-                return;
-            }
-            AddQueueEntry(topic, queueId, offset, new QueueEntry { BodyAddress = address, VisibleAt = address, Tag = tag, MessageGroup = messageGroup });
+            if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{m.Topic}'");
+            AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = address, Size = size, VisibleAt = address, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
         }
         else
         {
-            if (previousAddress >= 0 && _delayed.Remove(previousAddress, out var moved))
-            {
-                moved.BodyAddress = address;
-                _delayed[address] = moved;
-                _delayDue.Enqueue(moved, moved.DeliverAtMs);
-                return;
-            }
-            AddDelayed(new DelayedEntry { BodyAddress = address, Topic = topicName, RequestedQueueId = requestedQueue, DeliverAtMs = deliverAtMs, Tag = tag, MessageGroup = messageGroup });
+            AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
         }
     }
 
@@ -68,11 +54,12 @@ public sealed partial class BrokerEngine
         _delayDue.Enqueue(entry, entry.DeliverAtMs);
     }
 
-    private void ApplyQueueEntryAdded(long address, long bodyAddress, string topicName, int queueId, long offset, string? tag, string? messageGroup)
+    private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
     {
-        _delayed.Remove(bodyAddress);
-        var topic = ApplyTopicCreated(topicName, IsSystemTopic(topicName) ? 1 : _options.QueuesPerTopic);
-        AddQueueEntry(topic, queueId, offset, new QueueEntry { BodyAddress = bodyAddress, VisibleAt = address, Tag = tag, MessageGroup = messageGroup });
+        var topic = ApplyTopicCreated(rec.Topic, IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
+        if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
+        int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size : 0;
+        AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
     }
 
     private GroupTopicState GetGroup(string group, TopicState topic)
@@ -130,6 +117,14 @@ public sealed partial class BrokerEngine
                     var message = await ReadStoredMessageAsync(p.Entry.BodyAddress, topic.Name, p.Queue, p.Offset, ct).ConfigureAwait(false);
                     if (message is null)
                     {
+                        // Retention may have moved the body since it was picked: read it where it lives now.
+                        long now;
+                        lock (_gate) now = topic.Queues[p.Queue].TryGet(p.Offset, out var e) && !e.IsHole ? e.BodyAddress : -1;
+                        if (now >= 0 && now != p.Entry.BodyAddress)
+                            message = await ReadStoredMessageAsync(now, topic.Name, p.Queue, p.Offset, ct).ConfigureAwait(false);
+                    }
+                    if (message is null)
+                    {
                         _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; it stays leased and will be retried", topic.Name, p.Queue, p.Offset, p.Entry.BodyAddress);
                         continue;
                     }
@@ -163,61 +158,77 @@ public sealed partial class BrokerEngine
         long now = NowMs;
         long until = now + (long)invisible.TotalMilliseconds;
         long durable = _log.DurableUntil;
+        long bytes = 0;
         group.LastSeenMs = now;
         var topic = group.Topic;
+        // A receive holds its bodies in memory until they are written out: stop at a byte budget (one message always fits).
+        bool Full() => picked.Count >= batch || (picked.Count > 0 && bytes >= _options.ReceiveByteBudget);
+
+        // 0. Offsets the retention cut removed before this group finished them: counted as expired, then skipped.
+        for (int q = 0; q < topic.Queues.Length; q++)
+            if (group.Queues[q].DoneBelow < topic.Queues[q].BaseOffset) CatchUpExpired(group, q);
 
         // 1. Expired leases, oldest expiry first.
         int redeliverable = group.Redeliver.Count;
-        for (int i = 0; i < redeliverable && picked.Count < batch; i++)
+        for (int i = 0; i < redeliverable && !Full(); i++)
         {
             var (q, off) = group.Redeliver.Dequeue();
             var gq = group.Queues[q];
             if (!gq.InFlight.TryGetValue(off, out var flight) || !flight.Expired) continue;
-            if (!topic.Queues[q].TryGet(off, out var entry)) { FinishInFlight(group, q, off); continue; }
+            if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole) { FinishInFlight(group, q, off); continue; }
             if (!filter.Matches(entry.Tag)) { group.Redeliver.Enqueue((q, off)); continue; }
-            flight.Expired = false;
-            flight.Attempt++;
-            flight.InvisibleUntilMs = until;
-            flight.LeaseId = NextLeaseId();
-            _writer.Begin(RecordKind.Delivered).Str(group.Group).Str(topic.Name).I32(q).I64(off).I32(flight.Attempt).I64(until).I64(flight.LeaseId);
-            AppendRecord();
-            _leaseDue.Enqueue((group, q, off, flight.LeaseId), until);
-            picked.Add((entry, q, off, flight.Attempt, flight.LeaseId, until));
+            var rec = new DeliveredRecord(group.Group, topic.Name, q, off, flight.Attempt + 1, until, NextLeaseId());
+            rec.Write(_writer);
+            AppendAndApply();
+            picked.Add((entry, q, off, rec.Attempt, rec.LeaseId, until));
+            bytes += entry.Size;
             Metrics.Redelivered++;
         }
 
         // 2. Messages the group has never seen, round-robin over queues.
         int queues = topic.Queues.Length;
         int start = group.RoundRobin++;
-        for (int i = 0; i < queues && picked.Count < batch; i++)
+        for (int i = 0; i < queues && !Full(); i++)
         {
             int q = (int)((uint)(start + i) % (uint)queues);
             var queue = topic.Queues[q];
             var gq = group.Queues[q];
-            if (gq.NextOffset < queue.BaseOffset) { gq.NextOffset = queue.BaseOffset; if (gq.DoneBelow < queue.BaseOffset) gq.DoneBelow = queue.BaseOffset; }
-            while (picked.Count < batch && queue.TryGet(gq.NextOffset, out var entry))
+            while (!Full() && queue.TryGet(gq.NextOffset, out var entry))
             {
                 if (entry.VisibleAt >= durable) break;            // not durable yet: invisible
                 long off = gq.NextOffset;
-                if (!filter.Matches(entry.Tag))
+                if (entry.IsHole || !filter.Matches(entry.Tag))
                 {
+                    // Filtered out for this group, or a hole (damaged or expired): finished without a delivery.
+                    if (entry.BodyAddress == QueueEntry.Expired) group.Expired++;
                     gq.NextOffset++;
-                    gq.MarkDone(off);                              // filtered out for this group
+                    gq.MarkDone(off);
                     continue;
                 }
                 if (entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup))
                     break;                                         // FIFO: an earlier message of this group is in flight
-                gq.NextOffset++;
-                long lease = NextLeaseId();
-                AddInFlight(group, q, off, new InFlight { Attempt = 1, InvisibleUntilMs = until, LeaseId = lease, MessageGroup = entry.MessageGroup });
-                _writer.Begin(RecordKind.Delivered).Str(group.Group).Str(topic.Name).I32(q).I64(off).I32(1).I64(until).I64(lease);
-                AppendRecord();
-                _leaseDue.Enqueue((group, q, off, lease), until);
-                picked.Add((entry, q, off, 1, lease, until));
+                var rec = new DeliveredRecord(group.Group, topic.Name, q, off, 1, until, NextLeaseId());
+                rec.Write(_writer);
+                AppendAndApply();
+                picked.Add((entry, q, off, 1, rec.LeaseId, until));
+                bytes += entry.Size;
                 Metrics.Delivered++;
             }
         }
         return picked;
+    }
+
+    /// <summary>The queue's head moved past offsets this group never finished: they expired (counted, then skipped).</summary>
+    private static void CatchUpExpired(GroupTopicState group, int q)
+    {
+        var gq = group.Queues[q];
+        long baseOffset = group.Topic.Queues[q].BaseOffset;
+        long notDone = 0;
+        for (long o = gq.DoneBelow; o < baseOffset; o++)
+            if (!gq.IsDone(o)) notDone++;
+        group.Expired += notDone;
+        foreach (var off in gq.InFlight.Keys.Where(o => o < baseOffset).ToList()) FinishInFlight(group, q, off);
+        gq.AdvanceTo(baseOffset);
     }
 
     private static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight)
@@ -238,27 +249,30 @@ public sealed partial class BrokerEngine
         gq.MarkDone(off);
     }
 
-    private void ApplyDelivered(string groupName, string topicName, int q, long off, int attempt, long until, long leaseId)
+    private void ApplyDelivered(DeliveredRecord rec)
     {
-        if (!_topics.TryGetValue(topicName, out var topic) || q >= topic.Queues.Length) return;
-        var group = GetGroup(groupName, topic);
-        var gq = group.Queues[q];
-        if (off >= gq.NextOffset)
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
+        var group = GetGroup(rec.Group, topic);
+        var gq = group.Queues[rec.QueueId];
+        // An offset a group was handed exists, even if the record that filled it was lost: never reuse it.
+        topic.Queues[rec.QueueId].EnsureNext(rec.Offset + 1);
+        if (rec.Offset >= gq.NextOffset)
         {
             // Offsets skipped before this fresh delivery were filtered out.
-            for (long o = gq.NextOffset; o < off; o++) gq.MarkDone(o);
-            gq.NextOffset = off + 1;
+            for (long o = gq.NextOffset; o < rec.Offset; o++) gq.MarkDone(o);
+            gq.NextOffset = rec.Offset + 1;
         }
-        if (off < gq.DoneBelow || gq.Done.Contains(off)) return;
-        if (gq.InFlight.TryGetValue(off, out var flight))
+        if (gq.IsDone(rec.Offset)) return;
+        if (gq.InFlight.TryGetValue(rec.Offset, out var flight))
         {
-            flight.Attempt = attempt; flight.InvisibleUntilMs = until; flight.LeaseId = leaseId; flight.Expired = false;
+            flight.Attempt = rec.Attempt; flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
         }
         else
         {
-            topic.Queues[q].TryGet(off, out var entry);
-            AddInFlight(group, q, off, new InFlight { Attempt = attempt, InvisibleUntilMs = until, LeaseId = leaseId, MessageGroup = entry.MessageGroup });
+            topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry);
+            AddInFlight(group, rec.QueueId, rec.Offset, new InFlight { Attempt = rec.Attempt, InvisibleUntilMs = rec.UntilMs, LeaseId = rec.LeaseId, MessageGroup = entry.MessageGroup });
         }
+        _leaseDue.Enqueue((group, rec.QueueId, rec.Offset, rec.LeaseId), rec.UntilMs);
     }
 
     /// <summary>Validates a receipt handle against the live lease. Caller holds the lock.</summary>
@@ -283,23 +297,22 @@ public sealed partial class BrokerEngine
         long address;
         lock (_gate)
         {
-            var err = TryGetLease(group, topic, receiptHandle, out var state, out var handle, out _);
+            var err = TryGetLease(group, topic, receiptHandle, out _, out var handle, out _);
             if (!err.IsOk) return err;
-            _writer.Begin(RecordKind.Acked).Str(group).Str(topic).I32(handle.QueueId).I64(handle.QueueOffset);
-            address = AppendRecord();
-            FinishInFlight(state, handle.QueueId, handle.QueueOffset);
+            new AckedRecord(group, topic, handle.QueueId, handle.QueueOffset).Write(_writer);
+            address = AppendAndApply();
             Metrics.Acked++;
-            // A FIFO group may have been waiting for this message.
-            state.Topic.Wake();
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         return BrokerError.None;
     }
 
-    private void ApplyAcked(string groupName, string topicName, int q, long off)
+    private void ApplyAcked(AckedRecord rec)
     {
-        if (!_topics.TryGetValue(topicName, out var topic) || q >= topic.Queues.Length) return;
-        FinishInFlight(GetGroup(groupName, topic), q, off);
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
+        FinishInFlight(GetGroup(rec.Group, topic), rec.QueueId, rec.Offset);
+        // A FIFO group may have been waiting for this message.
+        if (IsReady) topic.Wake();
     }
 
     /// <summary>Extends or shortens a lease; returns the new receipt handle (the old one becomes stale). Zero = redeliver now.</summary>
@@ -316,25 +329,24 @@ public sealed partial class BrokerEngine
             var err = TryGetLease(group, topic, receiptHandle, out var state, out var handle, out var flight);
             if (!err.IsOk) return new(err, null, 0);
             until = NowMs + (long)duration.TotalMilliseconds;
-            flight.LeaseId = NextLeaseId();
-            flight.InvisibleUntilMs = until;
-            _writer.Begin(RecordKind.InvisibilityChanged).Str(group).Str(topic).I32(handle.QueueId).I64(handle.QueueOffset).I64(until).I64(flight.LeaseId);
-            address = AppendRecord();
-            _leaseDue.Enqueue((state, handle.QueueId, handle.QueueOffset, flight.LeaseId), until);
-            newHandle = new ReceiptHandle(handle.QueueId, handle.QueueOffset, flight.LeaseId).Encode();
+            var rec = new InvisibilityChangedRecord(group, topic, handle.QueueId, handle.QueueOffset, until, NextLeaseId());
+            rec.Write(_writer);
+            address = AppendAndApply();
+            newHandle = new ReceiptHandle(handle.QueueId, handle.QueueOffset, rec.LeaseId).Encode();
             if (duration == TimeSpan.Zero) SweepLeases(NowMs);
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         return new(BrokerError.None, newHandle, until);
     }
 
-    private void ApplyInvisibilityChanged(string groupName, string topicName, int q, long off, long until, long leaseId)
+    private void ApplyInvisibilityChanged(InvisibilityChangedRecord rec)
     {
-        if (!_topics.TryGetValue(topicName, out var topic) || q >= topic.Queues.Length) return;
-        var group = GetGroup(groupName, topic);
-        if (group.Queues[q].InFlight.TryGetValue(off, out var flight))
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
+        var group = GetGroup(rec.Group, topic);
+        if (group.Queues[rec.QueueId].InFlight.TryGetValue(rec.Offset, out var flight))
         {
-            flight.InvisibleUntilMs = until; flight.LeaseId = leaseId; flight.Expired = false;
+            flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
+            _leaseDue.Enqueue((group, rec.QueueId, rec.Offset, rec.LeaseId), rec.UntilMs);
         }
     }
 
@@ -357,24 +369,22 @@ public sealed partial class BrokerEngine
     {
         string dlqName = DeadLetterPrefix + group.Group;
         var dlq = ApplyTopicCreated(dlqName, 1);
-        long dlqOffset = dlq.Queues[0].NextOffset;
-        _writer.Begin(RecordKind.DeadLettered).Str(group.Group).Str(group.Topic.Name).I32(q).I64(off).I64(dlqOffset);
-        long address = AppendRecord();
-        ApplyDeadLettered(address, group.Group, group.Topic.Name, q, off, dlqOffset);
+        new DeadLetteredRecord(group.Group, group.Topic.Name, q, off, dlq.Queues[0].NextOffset).Write(_writer);
+        long address = AppendAndApply();
         Metrics.DeadLettered++;
         _logger.LogInformation("Message {Topic}/{Queue}/{Offset} moved to {Dlq} for group {Group}", group.Topic.Name, q, off, dlqName, group.Group);
         return address;
     }
 
-    private void ApplyDeadLettered(long address, string groupName, string topicName, int q, long off, long dlqOffset)
+    private void ApplyDeadLettered(long address, DeadLetteredRecord rec)
     {
-        if (!_topics.TryGetValue(topicName, out var topic) || q >= topic.Queues.Length) return;
-        var group = GetGroup(groupName, topic);
-        topic.Queues[q].TryGet(off, out var entry);
-        FinishInFlight(group, q, off);
-        var dlq = ApplyTopicCreated(DeadLetterPrefix + groupName, 1);
-        // The dead-letter entry points at the original body: no copy of the message is written.
-        AddQueueEntry(dlq, 0, dlqOffset, new QueueEntry { BodyAddress = entry.BodyAddress, VisibleAt = address, Tag = entry.Tag, MessageGroup = null });
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
+        var group = GetGroup(rec.Group, topic);
+        var dlq = ApplyTopicCreated(DeadLetterPrefix + rec.Group, 1);
+        if (!topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry)) entry = new QueueEntry { BodyAddress = QueueEntry.Expired };
+        FinishInFlight(group, rec.QueueId, rec.Offset);
+        // The dead-letter entry points at the original body: no copy of the message is written. (A hole stays a hole.)
+        AddQueueEntry(dlq, 0, rec.DlqOffset, new QueueEntry { BodyAddress = entry.BodyAddress, Size = entry.Size, VisibleAt = address, Tag = entry.Tag, MessageGroup = null });
     }
 
     /// <summary>Expires leases and releases delay messages whose time has come. Runs on the sweeper loop; tests call it with a fake clock.</summary>
@@ -385,7 +395,7 @@ public sealed partial class BrokerEngine
             long now = NowMs;
             SweepLeases(now);
             ReleaseDelayed(now);
-            ExpireDecisions(now);
+            _decided.Expire(now);
         }
     }
 
@@ -415,10 +425,8 @@ public sealed partial class BrokerEngine
             if (!_delayed.TryGetValue(entry.BodyAddress, out var live) || !ReferenceEquals(live, entry)) continue;
             var topic = ApplyTopicCreated(entry.Topic, _options.QueuesPerTopic);
             int q = PickQueue(topic, entry.RequestedQueueId, entry.MessageGroup);
-            long off = topic.Queues[q].NextOffset;
-            _writer.Begin(RecordKind.QueueEntryAdded).I64(entry.BodyAddress).Str(entry.Topic).I32(q).I64(off).Str(entry.Tag).Str(entry.MessageGroup);
-            long address = AppendRecord();
-            ApplyQueueEntryAdded(address, entry.BodyAddress, entry.Topic, q, off, entry.Tag, entry.MessageGroup);
+            new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, topic.Queues[q].NextOffset, entry.Tag, entry.MessageGroup).Write(_writer);
+            AppendAndApply();
         }
         if (_log.Flush == FlushMode.Sync && _pendingVisible.Count > 0) _log.RequestCommit();
     }
@@ -431,46 +439,53 @@ public sealed partial class BrokerEngine
         return DecodeStoredMessage(bytes, topic, queueId, offset);
     }
 
-    internal StoredMessage? DecodeStoredMessage(byte[] bytes, string topic, int queueId, long offset)
+    /// <summary>Presents a body record (MessageStored, HalfStored, or either wrapped in BodyRelocated) at a queue position.</summary>
+    internal StoredMessage? DecodeStoredMessage(ReadOnlySpan<byte> bytes, string topic, int queueId, long offset)
     {
-        if (!RecordHeader.TryOpen(bytes, out var kind, out var r, out var error))
+        try
         {
-            _logger.LogError("Stored message is corrupt: {Error}", error);
+            for (int depth = 0; depth < 8; depth++)
+            {
+                if (!RecordHeader.TryOpen(bytes, out var kind, out var r, out var error))
+                {
+                    _logger.LogError("Stored message is corrupt: {Error}", error);
+                    return null;
+                }
+                switch (kind)
+                {
+                    case RecordKind.BodyRelocated:
+                        bytes = BodyRelocatedRecord.Read(ref r).Original;
+                        continue;
+                    case RecordKind.MessageStored:
+                    {
+                        var rec = MessageStoredRecord.Read(ref r);
+                        return ToStoredMessage(rec.Message, rec.Kind, rec.TransactionId, topic, queueId, offset);
+                    }
+                    case RecordKind.HalfStored:
+                    {
+                        var rec = HalfStoredRecord.Read(ref r);
+                        return ToStoredMessage(rec.Message, MessageKind.Transaction, rec.TransactionId, topic, queueId, offset);
+                    }
+                    default:
+                        _logger.LogError("Record of kind {Kind} is not a message body", kind);
+                        return null;
+                }
+            }
+            _logger.LogError("Stored message is relocated more than 8 times");
             return null;
         }
-        string? txId = null;
-        MessageKind msgKind;
-        if (kind == RecordKind.MessageStored)
+        catch (InvalidDataException ex)
         {
-            r.I32(); r.I64(); r.I64(); msgKind = (MessageKind)r.Byte(); txId = r.Str(); r.Str(); r.I32();
-        }
-        else if (kind == RecordKind.HalfStored)
-        {
-            txId = r.Str(); r.Str(); r.Str(); r.I64(); r.I32(); r.I64(); r.Bool(); r.I32();
-            msgKind = MessageKind.Transaction;
-        }
-        else
-        {
-            _logger.LogError("Record of kind {Kind} is not a message body", kind);
+            _logger.LogError("Stored message is malformed: {Error}", ex.Message);
             return null;
         }
-        string originalTopic = r.Str()!;
-        string messageId = r.Str()!;
-        string? tag = r.Str();
-        var keys = r.StrList();
-        var props = r.StrMap();
-        long born = r.I64();
-        string? bornHost = r.Str();
-        long store = r.I64();
-        string? messageGroup = r.Str();
-        long deliverAt = r.I64();
-        var body = r.Bytes().ToArray();
-        return new StoredMessage
-        {
-            Topic = topic, QueueId = queueId, QueueOffset = offset, MessageId = messageId, TransactionId = txId, Tag = tag, Keys = keys,
-            Properties = props, Body = body, BornTimestampMs = born, BornHost = bornHost, StoreTimestampMs = store, MessageGroup = messageGroup,
-            DeliveryTimestampMs = deliverAt > 0 ? deliverAt : null, Kind = msgKind,
-            OriginalTopic = originalTopic != topic ? originalTopic : null,
-        };
     }
+
+    private static StoredMessage ToStoredMessage(in MessageFields m, MessageKind kind, string? txId, string topic, int queueId, long offset) => new()
+    {
+        Topic = topic, QueueId = queueId, QueueOffset = offset, MessageId = m.MessageId, TransactionId = txId, Tag = m.Tag, Keys = m.Keys(),
+        Properties = m.Properties(), Body = m.Body.ToArray(), BornTimestampMs = m.BornMs, BornHost = m.BornHost, StoreTimestampMs = m.StoreMs,
+        MessageGroup = m.MessageGroup, DeliveryTimestampMs = m.DeliverAtMs > 0 ? m.DeliverAtMs : null, Kind = kind,
+        OriginalTopic = m.Topic != topic ? m.Topic : null,
+    };
 }

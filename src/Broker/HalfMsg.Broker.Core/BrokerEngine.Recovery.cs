@@ -12,7 +12,8 @@ public sealed partial class BrokerEngine
     // (same envelope and checksum as log records, kinds from 100 up). A checkpoint is complete when its last record is
     // SnapEnd; anything else (a torn write) is ignored and the previous checkpoint is used.
     private const uint CheckpointMagic = 0x50434D48; // "HMCP" little-endian
-    private const byte CheckpointVersion = 1;
+    // Version 2: queue entries carry their record size, consumed offsets are runs, decided ids are digests.
+    private const byte CheckpointVersion = 2;
     private const RecordKind SnapTopic = (RecordKind)100;
     private const RecordKind SnapEntries = (RecordKind)101;
     private const RecordKind SnapHalf = (RecordKind)102;
@@ -21,19 +22,30 @@ public sealed partial class BrokerEngine
     private const RecordKind SnapGroupQueue = (RecordKind)105;
     private const RecordKind SnapEnd = (RecordKind)106;
 
-    private string CheckpointDir => Path.Combine(_options.DataDir, "checkpoints");
+    /// <summary>FasterLog's first valid address: a log whose begin is past it has been cut by retention.</summary>
+    private const long FirstLogAddress = 64;
 
     private void Recover()
     {
         var sw = Stopwatch.StartNew();
-        long from = _log.BeginAddress;
+        long begin = _log.BeginAddress;
         var loaded = LoadLatestCheckpoint();
-        if (loaded is { } covered) from = Math.Max(covered, _log.BeginAddress);
+        long from = loaded is { } covered ? Math.Max(covered, begin) : begin;
+        if (loaded is null && begin > FirstLogAddress)
+        {
+            // The head of the log was cut, and no checkpoint that covers the cut can be read: whatever the cut relied
+            // on the checkpoint for (consumer progress, decided ids, queue positions) is missing. Serve, but say so.
+            string reason = $"no readable checkpoint covers the log start at {begin}: state was rebuilt from the log after the cut alone; consumer progress, decided transactions and queue entries from before it may be missing";
+            _logger.LogError("Recovery: {Reason}", reason);
+            Health.ReportDegraded(reason);
+        }
         var replayer = new Replayer(this);
         lock (_gate) _log.Replay(from, ref replayer);
-        // Leases recovered from the log expire on the sweeper; delays and checks re-enter their due-time indexes.
         lock (_gate)
         {
+            // What a retention cut removed, as a pure function of the log's begin address (see Retention).
+            ExpireBelow(begin);
+            // Leases recovered from the log expire on the sweeper; delays and checks re-enter their due-time indexes.
             foreach (var g in _groups.Values)
                 for (int q = 0; q < g.Queues.Length; q++)
                     foreach (var (off, f) in g.Queues[q].InFlight)
@@ -51,13 +63,17 @@ public sealed partial class BrokerEngine
         public void Consume(ReadOnlySpan<byte> record, long address) => engine.ApplyRecord(record, address);
     }
 
+    /// <summary>
+    /// Applies one record to the in-memory state: the single path for replay and for the live engine
+    /// (<see cref="AppendAndApply"/>). Every record is read whole before anything changes, so a damaged record changes
+    /// nothing; during replay it costs itself only, and is reported loudly (Error log, degraded health, counter).
+    /// </summary>
     private void ApplyRecord(ReadOnlySpan<byte> record, long address)
     {
-        _replayedRecords++;
+        if (!IsReady) _replayedRecords++;
         if (!RecordHeader.TryOpen(record, out var kind, out var r, out var error))
         {
-            Metrics.CorruptRecordsSkipped++;
-            _logger.LogError("Skipping corrupt log record at {Address}: {Error}", address, error);
+            ReportDamaged(address, kind, error);
             return;
         }
         try
@@ -65,67 +81,71 @@ public sealed partial class BrokerEngine
             switch (kind)
             {
                 case RecordKind.TopicCreated:
-                    ApplyTopicCreated(r.Str()!, r.I32());
+                {
+                    var rec = TopicCreatedRecord.Read(ref r);
+                    ApplyTopicCreated(rec.Topic, rec.Queues);
                     break;
+                }
                 case RecordKind.MessageStored:
-                {
-                    int q = r.I32(); long off = r.I64(); long prev = r.I64(); r.Byte(); r.Str(); string? queueTopic = r.Str(); int requested = r.I32();
-                    string topic = r.Str()!;
-                    if (queueTopic is not null) topic = queueTopic; r.Str(); string? tag = r.Str(); r.StrList(); r.StrMap(); r.I64(); r.Str(); r.I64();
-                    string? mg = r.Str(); long deliverAt = r.I64();
-                    ApplyMessageStored(address, topic, q, off, prev, requested, tag, mg, deliverAt);
+                    ApplyMessageStored(address, record.Length, MessageStoredRecord.Read(ref r));
                     break;
-                }
                 case RecordKind.HalfStored:
-                {
-                    string tx = r.Str()!; string pg = r.Str()!; string? client = r.Str(); long immunity = r.I64(); int checks = r.I32();
-                    long next = r.I64(); bool parked = r.Bool(); int requested = r.I32();
-                    string topic = r.Str()!; string msgId = r.Str()!; string? tag = r.Str(); r.StrList(); r.StrMap(); r.I64(); r.Str();
-                    long store = r.I64(); string? mg = r.Str(); long deliverAt = r.I64();
-                    ApplyHalfStored(address, tx, msgId, topic, pg, client, immunity, checks, next, parked, requested, tag, mg, deliverAt, store);
+                    ApplyHalfStored(address, record.Length, HalfStoredRecord.Read(ref r));
                     break;
-                }
                 case RecordKind.TxDecided:
-                {
-                    string tx = r.Str()!; var res = (TransactionResolution)r.Byte(); r.Byte(); long at = r.I64(); int q = r.I32(); long off = r.I64();
-                    ApplyTxDecided(address, tx, res, at, q, off);
+                    ApplyTxDecided(address, TxDecidedRecord.Read(ref r));
                     break;
-                }
                 case RecordKind.TxChecked:
-                    ApplyTxChecked(r.Str()!, r.I32(), r.I64(), r.I64());
+                    ApplyTxChecked(TxCheckedRecord.Read(ref r));
                     break;
                 case RecordKind.TxParked:
-                    ApplyTxParked(address, r.Str()!, r.I64(), r.I64());
+                    ApplyTxParked(address, TxParkedRecord.Read(ref r));
                     break;
                 case RecordKind.TxResumed:
-                    ApplyTxResumed(r.Str()!, r.I64());
+                    ApplyTxResumed(TxResumedRecord.Read(ref r));
                     break;
                 case RecordKind.Delivered:
-                    ApplyDelivered(r.Str()!, r.Str()!, r.I32(), r.I64(), r.I32(), r.I64(), r.I64());
+                    ApplyDelivered(DeliveredRecord.Read(ref r));
                     break;
                 case RecordKind.Acked:
-                    ApplyAcked(r.Str()!, r.Str()!, r.I32(), r.I64());
+                    ApplyAcked(AckedRecord.Read(ref r));
                     break;
                 case RecordKind.InvisibilityChanged:
-                    ApplyInvisibilityChanged(r.Str()!, r.Str()!, r.I32(), r.I64(), r.I64(), r.I64());
+                    ApplyInvisibilityChanged(InvisibilityChangedRecord.Read(ref r));
                     break;
                 case RecordKind.DeadLettered:
-                    ApplyDeadLettered(address, r.Str()!, r.Str()!, r.I32(), r.I64(), r.I64());
+                    ApplyDeadLettered(address, DeadLetteredRecord.Read(ref r));
                     break;
                 case RecordKind.QueueEntryAdded:
-                    ApplyQueueEntryAdded(address, r.I64(), r.Str()!, r.I32(), r.I64(), r.Str(), r.Str());
+                    ApplyQueueEntryAdded(address, QueueEntryAddedRecord.Read(ref r));
+                    break;
+                case RecordKind.BodyRelocated:
+                    ApplyBodyRelocated(address, record.Length, BodyRelocatedRecord.Read(ref r));
+                    break;
+                case RecordKind.GroupDeleted:
+                    ApplyGroupDeleted(GroupDeletedRecord.Read(ref r));
+                    break;
+                case RecordKind.LogCut:
+                    LogCutRecord.Read(ref r);
                     break;
                 default:
-                    Metrics.CorruptRecordsSkipped++;
-                    _logger.LogError("Skipping log record of unknown kind {Kind} at {Address}", (byte)kind, address);
+                    ReportDamaged(address, kind, $"unknown record kind {(byte)kind}");
                     break;
             }
         }
-        catch (Exception ex) when (ex is InvalidDataException or OverflowException or IndexOutOfRangeException)
+        catch (Exception ex) when (!IsReady && ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
         {
-            Metrics.CorruptRecordsSkipped++;
-            _logger.LogError(ex, "Skipping malformed {Kind} record at {Address}", kind, address);
+            // Only during replay: on the live path a record we just wrote that does not apply is a bug, and throws.
+            ReportDamaged(address, kind, ex.Message);
         }
+    }
+
+    private void ReportDamaged(long address, RecordKind kind, string error)
+    {
+        Metrics.CorruptRecordsSkipped++;
+        string reason = $"log record at address {address} ({kind}) is damaged and was skipped: {error}";
+        _logger.LogError("Damaged log record at {Address} ({Kind}) skipped: {Error}. Only this record is lost; replay continues.", address, kind, error);
+        Health.ReportDegraded(reason);
     }
 
     // ------------------------------------------------------------ checkpoints
@@ -142,29 +162,20 @@ public sealed partial class BrokerEngine
         {
             var buffer = new MemoryStream();
             long covered;
+            var pause = Stopwatch.StartNew();
             lock (_gate)
             {
                 covered = _log.TailAddress;
                 WriteSnapshot(buffer, covered);
                 _recordsSinceCheckpoint = 0;
             }
+            Metrics.LastCheckpointPauseMicros = (long)pause.Elapsed.TotalMicroseconds;
+            // Never ahead of the log: the snapshot describes records up to `covered`, so they must be durable first.
             await _log.CommitNowAsync(ct).ConfigureAwait(false);
-            Directory.CreateDirectory(CheckpointDir);
-            string final = Path.Combine(CheckpointDir, $"checkpoint-{covered:x16}.bin");
-            string tmp = final + ".tmp";
-            await using (var file = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous))
-            {
-                buffer.Position = 0;
-                await buffer.CopyToAsync(file, ct).ConfigureAwait(false);
-                file.Flush(flushToDisk: true);
-            }
-            File.Move(tmp, final, overwrite: true);
-            // Keep the newest two: the previous one is the fallback if the newest turns out torn.
-            foreach (var old in Directory.GetFiles(CheckpointDir, "checkpoint-*.bin").OrderDescending().Skip(2))
-                File.Delete(old);
+            await _checkpoints.WriteAsync(covered, buffer, ct).ConfigureAwait(false);
             LastCheckpointAddress = covered;
             lock (_gate) _boundaries.Add((covered, NowMs));
-            _logger.LogDebug("Checkpoint at {Address}: {Bytes} bytes", covered, buffer.Length);
+            _logger.LogDebug("Checkpoint at {Address}: {Bytes} bytes, engine paused {Micros} µs", covered, buffer.Length, Metrics.LastCheckpointPauseMicros);
         }
         finally
         {
@@ -207,7 +218,7 @@ public sealed partial class BrokerEngine
                     for (int k = 0; k < n; k++)
                     {
                         var e = queue.Entries[i + k];
-                        w.I64(e.BodyAddress).I64(e.VisibleAt).Str(e.Tag).Str(e.MessageGroup);
+                        w.I64(e.BodyAddress).I64(e.VisibleAt).I32(e.Size).Str(e.Tag).Str(e.MessageGroup);
                     }
                     Emit(w);
                     if (n == 0) break;
@@ -216,19 +227,19 @@ public sealed partial class BrokerEngine
         }
         foreach (var h in _halves.Values)
         {
-            w.Begin(SnapHalf).Str(h.TransactionId).Str(h.MessageId).Str(h.Topic).Str(h.ProducerGroup).Str(h.OriginClientId).I64(h.Address)
+            w.Begin(SnapHalf).Str(h.TransactionId).Str(h.MessageId).Str(h.Topic).Str(h.ProducerGroup).Str(h.OriginClientId).I64(h.Address).I32(h.Size)
                 .I64(h.StoreTimestampMs).I64(h.CheckImmunityMs).I32(h.RequestedQueueId).Str(h.Tag).Str(h.MessageGroup).I64(h.DeliverAtMs)
                 .I32(h.CheckCount).I64(h.NextCheckAtMs).Bool(h.Parked).I64(h.ParkedAtMs).I64(h.LastCheckAtMs);
             Emit(w);
         }
-        foreach (var (tx, d) in _decided)
+        foreach (var (key, resolution, address, at) in _decided.Entries())
         {
-            w.Begin(SnapDecided).Str(tx).Byte((byte)d.Resolution).I64(d.RecordAddress).I64(d.AtMs);
+            w.Begin(SnapDecided).U64((ulong)(key >> 64)).U64((ulong)key).Byte((byte)resolution).I64(address).I64(at);
             Emit(w);
         }
         foreach (var d in _delayed.Values)
         {
-            w.Begin(SnapDelayed).I64(d.BodyAddress).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup);
+            w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup);
             Emit(w);
         }
         foreach (var g in _groups.Values)
@@ -237,7 +248,7 @@ public sealed partial class BrokerEngine
             {
                 var gq = g.Queues[q];
                 w.Begin(SnapGroupQueue).Str(g.Group).Str(g.Topic.Name).I32(q).I64(gq.NextOffset).I64(gq.DoneBelow).U64((ulong)gq.Done.Count);
-                foreach (var d in gq.Done) w.I64(d);
+                foreach (var (from, to) in gq.Done) w.I64(from).I64(to);
                 w.U64((ulong)gq.InFlight.Count);
                 foreach (var (off, f) in gq.InFlight)
                     w.I64(off).I32(f.Attempt).I64(f.InvisibleUntilMs).I64(f.LeaseId).Str(f.MessageGroup);
@@ -250,8 +261,7 @@ public sealed partial class BrokerEngine
 
     private long? LoadLatestCheckpoint()
     {
-        if (!Directory.Exists(CheckpointDir)) return null;
-        foreach (var file in Directory.GetFiles(CheckpointDir, "checkpoint-*.bin").OrderDescending())
+        foreach (var file in _checkpoints.ListNewestFirst())
         {
             try
             {
@@ -267,12 +277,12 @@ public sealed partial class BrokerEngine
                     LastCheckpointAddress = covered;
                     return covered;
                 }
-                _logger.LogWarning("Checkpoint {File} is unusable ({Error}); trying an older one", file, error);
+                _logger.LogError("Checkpoint {File} is unusable ({Error}); trying an older one", file, error);
                 ResetState();
             }
-            catch (IOException ex)
+            catch (Exception ex) when (ex is IOException or InvalidDataException or OverflowException or KeyNotFoundException or IndexOutOfRangeException or ArgumentOutOfRangeException)
             {
-                _logger.LogWarning(ex, "Checkpoint {File} could not be read", file);
+                _logger.LogError(ex, "Checkpoint {File} could not be read; trying an older one", file);
                 ResetState();
             }
         }
@@ -281,7 +291,7 @@ public sealed partial class BrokerEngine
 
     private void ResetState()
     {
-        _topics.Clear(); _groups.Clear(); _halves.Clear(); _checkDue.Clear(); _decided.Clear(); _decidedOrder.Clear();
+        _topics.Clear(); _groups.Clear(); _halves.Clear(); _checkDue.Clear(); _decided.Clear();
         _delayed.Clear(); _delayDue.Clear(); _leaseDue.Clear();
     }
 
@@ -320,7 +330,7 @@ public sealed partial class BrokerEngine
                     int n = r.I32();
                     if (queue.Entries.Count == 0) queue.BaseOffset = start;
                     for (int k = 0; k < n; k++)
-                        queue.Entries.Add(new QueueEntry { BodyAddress = r.I64(), VisibleAt = r.I64(), Tag = Intern(r.Str()), MessageGroup = r.Str() });
+                        queue.Entries.Add(new QueueEntry { BodyAddress = r.I64(), VisibleAt = r.I64(), Size = r.I32(), Tag = Intern(r.Str()), MessageGroup = r.Str() });
                     break;
                 }
                 case SnapHalf:
@@ -328,7 +338,7 @@ public sealed partial class BrokerEngine
                     var h = new HalfState
                     {
                         TransactionId = r.Str()!, MessageId = r.Str()!, Topic = r.Str()!, ProducerGroup = r.Str()!, OriginClientId = r.Str(),
-                        Address = r.I64(), StoreTimestampMs = r.I64(), CheckImmunityMs = r.I64(), RequestedQueueId = r.I32(), Tag = r.Str(),
+                        Address = r.I64(), Size = r.I32(), StoreTimestampMs = r.I64(), CheckImmunityMs = r.I64(), RequestedQueueId = r.I32(), Tag = r.Str(),
                         MessageGroup = r.Str(), DeliverAtMs = r.I64(), CheckCount = r.I32(), NextCheckAtMs = r.I64(), Parked = r.Bool(),
                         ParkedAtMs = r.I64(), LastCheckAtMs = r.I64(),
                     };
@@ -338,14 +348,14 @@ public sealed partial class BrokerEngine
                 }
                 case SnapDecided:
                 {
-                    string tx = r.Str()!;
-                    var d = new DecidedTx((TransactionResolution)r.Byte(), r.I64(), r.I64());
-                    _decided[tx] = d;
-                    _decidedOrder.Enqueue((tx, d.AtMs));
+                    ulong hi = r.U64(), lo = r.U64();
+                    var resolution = (TransactionResolution)r.Byte();
+                    long address = r.I64(), at = r.I64();
+                    _decided.Add(new UInt128(hi, lo), resolution, address, at);
                     break;
                 }
                 case SnapDelayed:
-                    AddDelayed(new DelayedEntry { BodyAddress = r.I64(), Topic = r.Str()!, RequestedQueueId = r.I32(), DeliverAtMs = r.I64(), Tag = r.Str(), MessageGroup = r.Str() });
+                    AddDelayed(new DelayedEntry { BodyAddress = r.I64(), Size = r.I32(), Topic = r.Str()!, RequestedQueueId = r.I32(), DeliverAtMs = r.I64(), Tag = r.Str(), MessageGroup = r.Str() });
                     break;
                 case SnapGroupQueue:
                 {
@@ -354,7 +364,7 @@ public sealed partial class BrokerEngine
                     var gq = g.Queues[q];
                     gq.NextOffset = r.I64(); gq.DoneBelow = r.I64();
                     ulong nd = r.U64();
-                    for (ulong i = 0; i < nd; i++) gq.Done.Add(r.I64());
+                    for (ulong i = 0; i < nd; i++) gq.Done.Add((r.I64(), r.I64()));
                     ulong nf = r.U64();
                     for (ulong i = 0; i < nf; i++)
                     {
@@ -372,10 +382,6 @@ public sealed partial class BrokerEngine
             }
         }
         if (!ended) { error = "no end marker (torn write)"; return false; }
-        // Decisions are ordered by time for expiry; the dictionary order is not.
-        var ordered = _decidedOrder.OrderBy(d => d.AtMs).ToList();
-        _decidedOrder.Clear();
-        foreach (var d in ordered) _decidedOrder.Enqueue(d);
         return true;
     }
 

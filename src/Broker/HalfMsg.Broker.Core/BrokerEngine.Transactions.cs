@@ -38,48 +38,35 @@ public sealed partial class BrokerEngine
             if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out _);
             if (!err.IsOk) return new SendHalfResult(err, msg.MessageId, "");
             string txId = msg.MessageId;
-            if (_halves.ContainsKey(txId) || _decided.ContainsKey(txId))
+            if (_halves.ContainsKey(txId) || _decided.Contains(txId))
                 return new SendHalfResult(new(BrokerStatus.BadRequest, $"transaction '{txId}' already exists (message ids must be unique)"), msg.MessageId, "");
-            long immunityMs = checkImmunity is { } ci && ci > TimeSpan.Zero ? (long)ci.TotalMilliseconds : 0;
-            int requestedQueue = msg.QueueId ?? -1;
-            _writer.Begin(RecordKind.HalfStored)
-                .Str(txId).Str(producerGroup).Str(clientId).I64(immunityMs).I32(0).I64(0).Bool(false).I32(requestedQueue);
-            WriteMessageFields(msg, now);
-            address = AppendRecord();
-            ApplyHalfStored(address, txId, msg.MessageId, msg.Topic, producerGroup, clientId, immunityMs, 0, 0, false, requestedQueue,
-                msg.Tag, msg.MessageGroup, msg.DeliveryTimestampMs ?? 0, now);
+            // A client-chosen immunity is capped: a half that is never checked would be kept forever.
+            long immunityMs = checkImmunity is { } ci && ci > TimeSpan.Zero ? (long)Math.Min(ci.TotalMilliseconds, _options.MaxCheckImmunity.TotalMilliseconds) : 0;
+            HalfStoredRecord.Write(_writer, txId, producerGroup, clientId, immunityMs, msg.QueueId ?? -1, msg, now);
+            address = AppendAndApply();
             Metrics.HalvesStored++;
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         return new SendHalfResult(BrokerError.None, msg.MessageId, msg.MessageId);
     }
 
-    /// <summary>Writes the fields every stored message shares, in the order <see cref="DecodeStoredMessage"/> reads them.</summary>
-    private void WriteMessageFields(MessageDraft msg, long storeMs)
+    private void ApplyHalfStored(long address, int size, HalfStoredRecord rec)
     {
-        _writer.Str(msg.Topic).Str(msg.MessageId).Str(msg.Tag).StrList(msg.Keys).StrMap(msg.Properties)
-            .I64(msg.BornTimestampMs).Str(msg.BornHost).I64(storeMs).Str(msg.MessageGroup).I64(msg.DeliveryTimestampMs ?? 0)
-            .Bytes(msg.Body.Span);
-    }
-
-    private void ApplyHalfStored(long address, string txId, string messageId, string topic, string producerGroup, string? clientId,
-        long immunityMs, int checkCount, long nextCheckAtMs, bool parked, int requestedQueue, string? tag, string? messageGroup, long deliverAtMs, long storeMs)
-    {
-        if (_halves.TryGetValue(txId, out var existing))
+        if (_halves.TryGetValue(rec.TransactionId, out var existing))
         {
-            // Re-appended by retention: only the address moves.
-            existing.Address = address;
+            existing.Address = address; // idempotent: the half is already known
             return;
         }
+        ref readonly var m = ref rec.Message;
         var half = new HalfState
         {
-            TransactionId = txId, MessageId = messageId, Topic = topic, ProducerGroup = producerGroup, OriginClientId = clientId,
-            Address = address, StoreTimestampMs = storeMs, CheckImmunityMs = immunityMs, RequestedQueueId = requestedQueue,
-            Tag = tag, MessageGroup = messageGroup, DeliverAtMs = deliverAtMs, CheckCount = checkCount, Parked = parked,
+            TransactionId = rec.TransactionId, MessageId = m.MessageId, Topic = m.Topic, ProducerGroup = rec.ProducerGroup, OriginClientId = rec.OriginClientId,
+            Address = address, Size = size, StoreTimestampMs = m.StoreMs, CheckImmunityMs = rec.CheckImmunityMs, RequestedQueueId = rec.RequestedQueue,
+            Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, DeliverAtMs = m.DeliverAtMs, CheckCount = rec.CheckCount, Parked = rec.Parked,
         };
-        half.NextCheckAtMs = nextCheckAtMs > 0 ? nextCheckAtMs : storeMs + Math.Max((long)_options.TransactionTimeout.TotalMilliseconds, immunityMs);
-        _halves[txId] = half;
-        if (!parked) _checkDue.Enqueue(half, half.NextCheckAtMs);
+        half.NextCheckAtMs = rec.NextCheckAtMs > 0 ? rec.NextCheckAtMs : m.StoreMs + Math.Max((long)_options.TransactionTimeout.TotalMilliseconds, rec.CheckImmunityMs);
+        _halves[rec.TransactionId] = half;
+        if (!half.Parked) _checkDue.Enqueue(half, half.NextCheckAtMs);
     }
 
     /// <summary>
@@ -119,27 +106,26 @@ public sealed partial class BrokerEngine
                         offset = topic.Queues[queueId].NextOffset;
                     }
                 }
-                _writer.Begin(RecordKind.TxDecided).Str(transactionId).Byte((byte)resolution).Byte((byte)source).I64(now).I32(queueId).I64(offset);
-                waitFor = AppendRecord();
-                ApplyTxDecided(waitFor, transactionId, resolution, now, queueId, offset);
+                new TxDecidedRecord(transactionId, resolution, source, now, queueId, offset).Write(_writer);
+                waitFor = AppendAndApply();
                 if (resolution == TransactionResolution.Commit) Metrics.Commits++; else Metrics.Rollbacks++;
                 if (source == DecisionSource.Operator)
                     _logger.LogInformation("Operator {Resolution} of transaction {TransactionId} (topic {Topic})", resolution, transactionId, half.Topic);
             }
-            else if (_decided.TryGetValue(transactionId, out var decided))
+            else if (_decided.TryGet(transactionId, out var decidedAs, out var decidedAt))
             {
-                if (resolution == TransactionResolution.Unknown || resolution == decided.Resolution)
+                if (resolution == TransactionResolution.Unknown || resolution == decidedAs)
                 {
                     Metrics.DuplicateDecisions++;
                     duplicate = true;
-                    waitFor = decided.RecordAddress;
-                    resolution = decided.Resolution;
+                    waitFor = decidedAt;
+                    resolution = decidedAs;
                 }
                 else
                 {
                     return new(new(BrokerStatus.TransactionConflict,
-                        $"transaction '{transactionId}' was already {(decided.Resolution == TransactionResolution.Commit ? "committed" : "rolled back")}; the {resolution.ToString().ToLowerInvariant()} changed nothing"),
-                        decided.Resolution, false);
+                        $"transaction '{transactionId}' was already {(decidedAs == TransactionResolution.Commit ? "committed" : "rolled back")}; the {resolution.ToString().ToLowerInvariant()} changed nothing"),
+                        decidedAs, false);
                 }
             }
             else
@@ -151,66 +137,59 @@ public sealed partial class BrokerEngine
         return new(BrokerError.None, resolution, duplicate);
     }
 
-    private void ApplyTxDecided(long address, string txId, TransactionResolution resolution, long atMs, int queueId, long offset)
+    private void ApplyTxDecided(long address, TxDecidedRecord rec)
     {
-        if (!_halves.Remove(txId, out var half))
+        if (!_halves.TryGetValue(rec.TransactionId, out var half))
         {
-            _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", txId, address);
+            if (!_decided.Contains(rec.TransactionId))
+                _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
             return;
         }
-        if (resolution == TransactionResolution.Commit)
+        TopicState? topic = null;
+        if (rec.Resolution == TransactionResolution.Commit)
         {
-            var topic = ApplyTopicCreated(half.Topic, half.Topic == CheckMaxTopic ? 1 : _options.QueuesPerTopic);
-            if (offset >= 0)
-            {
-                AddQueueEntry(topic, queueId, offset, new QueueEntry { BodyAddress = half.Address, VisibleAt = address, Tag = half.Tag, MessageGroup = half.MessageGroup });
-            }
+            topic = ApplyTopicCreated(half.Topic, half.Topic == CheckMaxTopic ? 1 : _options.QueuesPerTopic);
+            if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{half.Topic}'");
+        }
+        // Checked above, changed below: a record that does not fit changes nothing.
+        _halves.Remove(rec.TransactionId);
+        if (topic is not null)
+        {
+            if (rec.QueueId >= 0)
+                AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag, MessageGroup = half.MessageGroup });
             else
-            {
-                AddDelayed(new DelayedEntry { BodyAddress = half.Address, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup });
-            }
+                AddDelayed(new DelayedEntry { BodyAddress = half.Address, Size = half.Size, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup });
         }
-        _decided[txId] = new DecidedTx(resolution, address, atMs);
-        _decidedOrder.Enqueue((txId, atMs));
-        ExpireDecisions(atMs);
+        _decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs);
+        _decided.Expire(rec.AtMs);
     }
 
-    private void ExpireDecisions(long nowMs)
+    private void ApplyTxChecked(TxCheckedRecord rec)
     {
-        long horizon = nowMs - (long)_options.DecisionRetention.TotalMilliseconds;
-        while (_decidedOrder.TryPeek(out var d) && d.AtMs < horizon)
-        {
-            _decidedOrder.Dequeue();
-            if (_decided.TryGetValue(d.TxId, out var v) && v.AtMs == d.AtMs) _decided.Remove(d.TxId);
-        }
+        if (!_halves.TryGetValue(rec.TransactionId, out var half)) return;
+        half.CheckCount = rec.CheckCount;
+        half.LastCheckAtMs = rec.AtMs;
+        half.NextCheckAtMs = rec.NextCheckAtMs;
+        if (!half.Parked) _checkDue.Enqueue(half, rec.NextCheckAtMs);
     }
 
-    private void ApplyTxChecked(string txId, int checkCount, long atMs, long nextCheckAtMs)
+    private void ApplyTxParked(long address, TxParkedRecord rec)
     {
-        if (!_halves.TryGetValue(txId, out var half)) return;
-        half.CheckCount = checkCount;
-        half.LastCheckAtMs = atMs;
-        half.NextCheckAtMs = nextCheckAtMs;
-        if (!half.Parked) _checkDue.Enqueue(half, nextCheckAtMs);
-    }
-
-    private void ApplyTxParked(long address, string txId, long atMs, long sysOffset)
-    {
-        if (!_halves.TryGetValue(txId, out var half)) return;
-        half.Parked = true;
-        half.ParkedAtMs = atMs;
+        if (!_halves.TryGetValue(rec.TransactionId, out var half)) return;
         var topic = ApplyTopicCreated(CheckMaxTopic, 1);
-        if (sysOffset >= 0)
-            AddQueueEntry(topic, 0, sysOffset, new QueueEntry { BodyAddress = half.Address, VisibleAt = address, Tag = half.Tag });
+        half.Parked = true;
+        half.ParkedAtMs = rec.AtMs;
+        if (rec.SystemOffset >= 0)
+            AddQueueEntry(topic, 0, rec.SystemOffset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag });
     }
 
-    private void ApplyTxResumed(string txId, long atMs)
+    private void ApplyTxResumed(TxResumedRecord rec)
     {
-        if (!_halves.TryGetValue(txId, out var half)) return;
+        if (!_halves.TryGetValue(rec.TransactionId, out var half)) return;
         half.Parked = false;
         half.CheckCount = 0;
-        half.NextCheckAtMs = atMs;
-        _checkDue.Enqueue(half, atMs);
+        half.NextCheckAtMs = rec.AtMs;
+        _checkDue.Enqueue(half, rec.AtMs);
     }
 
     /// <summary>
@@ -221,6 +200,7 @@ public sealed partial class BrokerEngine
     public async Task<int> RunCheckPassAsync(CancellationToken ct = default)
     {
         var due = new List<HalfState>();
+        var seen = new HashSet<HalfState>(ReferenceEqualityComparer.Instance);
         lock (_gate)
         {
             long now = NowMs;
@@ -228,7 +208,7 @@ public sealed partial class BrokerEngine
             {
                 _checkDue.Dequeue();
                 // Lazy deletion: the heap may hold stale entries for decided, parked or rescheduled halves.
-                if (!_halves.TryGetValue(half.TransactionId, out var live) || !ReferenceEquals(live, half) || half.Parked || half.NextCheckAtMs != at) continue;
+                if (!_halves.TryGetValue(half.TransactionId, out var live) || !ReferenceEquals(live, half) || half.Parked || half.NextCheckAtMs != at || !seen.Add(half)) continue;
                 if (half.CheckCount >= _options.TransactionCheckMax)
                 {
                     Park(half, now);
@@ -239,51 +219,56 @@ public sealed partial class BrokerEngine
         }
         int sent = 0;
         var retryLater = new List<HalfState>();
-        foreach (var half in due)
+        int next = 0;
+        try
         {
-            ct.ThrowIfCancellationRequested();
-            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
-            var candidates = Producers.Candidates(half.ProducerGroup, half.OriginClientId);
-            if (candidates.Count == 0)
+            for (; next < due.Count; next++)
             {
-                // Nobody to ask: wait without burning a check.
-                Metrics.ChecksWithoutProducer++;
-                retryLater.Add(half);
-                continue;
+                var half = due[next];
+                ct.ThrowIfCancellationRequested();
+                await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+                var candidates = Producers.Candidates(half.ProducerGroup, half.OriginClientId);
+                if (candidates.Count == 0)
+                {
+                    // Nobody to ask: wait without burning a check.
+                    Metrics.ChecksWithoutProducer++;
+                    retryLater.Add(half);
+                    continue;
+                }
+                var message = await ReadStoredMessageAsync(half.Address, half.Topic, -1, -1, ct).ConfigureAwait(false);
+                if (message is null)
+                {
+                    _logger.LogError("Half message {TransactionId} at {Address} could not be read from the log", half.TransactionId, half.Address);
+                    retryLater.Add(half);
+                    continue;
+                }
+                var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1 };
+                ICheckBackChannel? accepted = null;
+                foreach (var channel in candidates)
+                {
+                    // A channel that died since the lookup refuses; the check goes to the next live instance, not lost.
+                    if (channel.IsAlive && channel.TrySendCheck(request)) { accepted = channel; break; }
+                }
+                if (accepted is null) { retryLater.Add(half); continue; }
+                sent++;
+                lock (_gate)
+                {
+                    if (!_halves.TryGetValue(half.TransactionId, out var live) || !ReferenceEquals(live, half)) continue; // decided meanwhile
+                    long now = NowMs;
+                    new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
+                    AppendAndApply();
+                    Metrics.ChecksSent++;
+                }
+                _logger.LogDebug("Check-back {Number} of transaction {TransactionId} sent to {ClientId}", request.CheckNumber, half.TransactionId, accepted.ClientId);
             }
-            var message = await ReadStoredMessageAsync(half.Address, half.Topic, -1, -1, ct).ConfigureAwait(false);
-            if (message is null)
-            {
-                _logger.LogError("Half message {TransactionId} at {Address} could not be read from the log", half.TransactionId, half.Address);
-                retryLater.Add(half);
-                continue;
-            }
-            var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1 };
-            ICheckBackChannel? accepted = null;
-            foreach (var channel in candidates)
-            {
-                // A channel that died since the lookup refuses; the check goes to the next live instance, not lost.
-                if (channel.IsAlive && channel.TrySendCheck(request)) { accepted = channel; break; }
-            }
-            if (accepted is null) { retryLater.Add(half); continue; }
-            sent++;
-            lock (_gate)
-            {
-                if (!_halves.TryGetValue(half.TransactionId, out var live) || !ReferenceEquals(live, half)) continue; // decided meanwhile
-                long now = NowMs;
-                long next = now + (long)_options.TransactionCheckInterval.TotalMilliseconds;
-                _writer.Begin(RecordKind.TxChecked).Str(half.TransactionId).I32(half.CheckCount + 1).I64(now).I64(next);
-                AppendRecord();
-                ApplyTxChecked(half.TransactionId, half.CheckCount + 1, now, next);
-                Metrics.ChecksSent++;
-            }
-            _logger.LogDebug("Check-back {Number} of transaction {TransactionId} sent to {ClientId}", request.CheckNumber, half.TransactionId, accepted.ClientId);
         }
-        if (retryLater.Count > 0)
+        finally
         {
+            // Whatever ended the pass early (cancellation, a failed read, a bug), the halves it did not reach go back
+            // into the due-time index: an exception never drops a due half until the next restart.
             lock (_gate)
             {
-                foreach (var half in retryLater)
+                foreach (var half in retryLater.Concat(due.Skip(next)))
                     if (_halves.TryGetValue(half.TransactionId, out var live) && ReferenceEquals(live, half) && !half.Parked)
                         _checkDue.Enqueue(half, half.NextCheckAtMs);
             }
@@ -293,11 +278,9 @@ public sealed partial class BrokerEngine
 
     private void Park(HalfState half, long now)
     {
-        var sys = ApplyTopicCreated(CheckMaxTopic, 1);
-        long sysOffset = sys.Queues[0].NextOffset;
-        _writer.Begin(RecordKind.TxParked).Str(half.TransactionId).I64(now).I64(sysOffset);
-        var address = AppendRecord();
-        ApplyTxParked(address, half.TransactionId, now, sysOffset);
+        TryGetOrCreate(CheckMaxTopic, out var sys);
+        new TxParkedRecord(half.TransactionId, now, sys.Queues[0].NextOffset).Write(_writer);
+        AppendAndApply();
         Metrics.Parked++;
         _logger.LogWarning("Transaction {TransactionId} (topic {Topic}, producer group {Group}) gave no answer after {Checks} check-backs; parked in {SystemTopic}. Resume or decide it through the admin API.",
             half.TransactionId, half.Topic, half.ProducerGroup, half.CheckCount, CheckMaxTopic);
@@ -311,13 +294,14 @@ public sealed partial class BrokerEngine
         lock (_gate)
         {
             if (!_halves.TryGetValue(transactionId, out var half))
-                return _decided.ContainsKey(transactionId)
+                return _decided.Contains(transactionId)
                     ? new(BrokerStatus.TransactionConflict, $"transaction '{transactionId}' is already decided")
                     : new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown");
             long now = NowMs;
-            _writer.Begin(RecordKind.TxResumed).Str(transactionId).I64(now);
-            address = AppendRecord();
-            ApplyTxResumed(half.TransactionId, now);
+            if (!half.Parked)
+                return new(BrokerStatus.BadRequest, $"transaction '{transactionId}' is not parked; it is checked on its own schedule");
+            new TxResumedRecord(transactionId, now).Write(_writer);
+            address = AppendAndApply();
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         _checkKick.Release();

@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 using HalfMsg.Broker.Core.Transactions;
@@ -27,13 +28,13 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly RecordLog _log;
     private readonly RecordWriter _writer = new();
+    private readonly CheckpointStore _checkpoints;
 
     private readonly Dictionary<string, TopicState> _topics = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Group, string Topic), GroupTopicState> _groups = new();
     private readonly Dictionary<string, HalfState> _halves = new(StringComparer.Ordinal);
     private readonly PriorityQueue<HalfState, long> _checkDue = new();
-    private readonly Dictionary<string, DecidedTx> _decided = new(StringComparer.Ordinal);
-    private readonly Queue<(string TxId, long AtMs)> _decidedOrder = new();
+    private readonly DecidedIndex _decided;
     private readonly Dictionary<long, DelayedEntry> _delayed = new();
     private readonly PriorityQueue<DelayedEntry, long> _delayDue = new();
     private readonly PriorityQueue<(GroupTopicState Group, int Queue, long Offset, long LeaseId), long> _leaseDue = new();
@@ -51,6 +52,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     public ProducerRegistry Producers { get; } = new();
     public CoreOptions Options => _options;
     public BrokerMetrics Metrics { get; } = new();
+    /// <summary>Healthy, degraded (damage found and contained) or failed, with the reasons.</summary>
+    public BrokerHealth Health { get; } = new();
     /// <summary>True once recovery finished; front-ends accept traffic only then.</summary>
     public bool IsReady { get; private set; }
 
@@ -62,7 +65,9 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         _log = new RecordLog(Path.Combine(options.DataDir, "log"), options.Flush, options.AsyncFlushInterval,
             options.SegmentSizeBits, options.MemorySizeBits, loggers.CreateLogger("HalfMsg.Broker.Storage"));
         _log.Durable += OnDurable;
+        _checkpoints = new CheckpointStore(Path.Combine(options.DataDir, "checkpoints"), _logger);
         _incarnation = Random.Shared.Next(1, int.MaxValue);
+        _decided = new DecidedIndex((long)options.DecisionRetention.TotalMilliseconds, options.MaxRememberedDecisions);
         Producers.ProducerJoined += _ => _checkKick.Release();
     }
 
@@ -87,12 +92,17 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     private long NowMs => _time.GetUtcNow().ToUnixTimeMilliseconds();
 
-    /// <summary>Seals the record in <see cref="_writer"/> and appends it. Caller holds the lock.</summary>
-    private long AppendRecord()
+    /// <summary>
+    /// Seals the record in <see cref="_writer"/>, appends it, and applies it to the state through the same
+    /// <see cref="ApplyRecord"/> that replay uses: the live path and recovery cannot drift apart. Caller holds the lock.
+    /// </summary>
+    private long AppendAndApply()
     {
-        var address = _log.Append(_writer.Seal());
+        var record = _writer.Seal();
+        var address = _log.Append(record);
         _recordsSinceCheckpoint++;
         Metrics.RecordsAppended++;
+        ApplyRecord(record, address);
         return address;
     }
 
@@ -143,9 +153,9 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         if (!_options.AutoCreateTopics && !IsSystemTopic(topic))
             return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist and auto-creation is off");
         int queues = IsSystemTopic(topic) ? 1 : _options.QueuesPerTopic;
-        _writer.Begin(RecordKind.TopicCreated).Str(topic).I32(queues);
-        AppendRecord();
-        state = ApplyTopicCreated(topic, queues);
+        new TopicCreatedRecord(topic, queues).Write(_writer);
+        AppendAndApply();
+        state = _topics[topic];
         return BrokerError.None;
     }
 

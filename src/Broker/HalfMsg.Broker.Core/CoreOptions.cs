@@ -25,6 +25,10 @@ public sealed record CoreOptions
     public int TransactionCheckMax { get; init; } = 15;
     /// <summary>How long a decided transaction id is remembered, so that repeated decisions stay idempotent.</summary>
     public TimeSpan DecisionRetention { get; init; } = TimeSpan.FromHours(1);
+    /// <summary>At most this many decided ids are remembered (about 72 bytes each); the oldest are forgotten first.</summary>
+    public int MaxRememberedDecisions { get; init; } = 1_000_000;
+    /// <summary>Upper bound for a producer's requested check immunity, so no half escapes check-back for long.</summary>
+    public TimeSpan MaxCheckImmunity { get; init; } = TimeSpan.FromHours(1);
 
     public int MaxDeliveryAttempts { get; init; } = 16;
     public int QueuesPerTopic { get; init; } = 8;
@@ -33,6 +37,8 @@ public sealed record CoreOptions
     /// <summary>Upper bound for a delay message's delivery time (RocketMQ timerMaxDelaySec, 3 days).</summary>
     public TimeSpan MaxDelay { get; init; } = TimeSpan.FromDays(3);
     public TimeSpan MaxInvisibleDuration { get; init; } = TimeSpan.FromHours(12);
+    /// <summary>A receive stops adding messages once their bodies reach this many bytes (at least one is always returned).</summary>
+    public int ReceiveByteBudget { get; init; } = 8 * 1024 * 1024;
 
     /// <summary>Take a checkpoint after this many records (and at shutdown), bounding replay on start.</summary>
     public int CheckpointEveryRecords { get; init; } = 200_000;

@@ -7,16 +7,32 @@ namespace HalfMsg.Broker.Core;
 /// <summary>One entry of a topic queue: where the body lives and when the entry became durable (visible).</summary>
 internal struct QueueEntry
 {
-    /// <summary>Address of the record holding the body (a MessageStored or a HalfStored record).</summary>
+    /// <summary>A queue position whose record was damaged on disk: it costs itself, never its neighbours.</summary>
+    public const long Missing = -1;
+    /// <summary>A queue position whose body fell behind the retention limits before every group consumed it.</summary>
+    public const long Expired = -2;
+
+    /// <summary>Address of the record holding the body (a MessageStored, HalfStored or BodyRelocated record), or a hole marker.</summary>
     public long BodyAddress;
     /// <summary>Address of the record that put the entry into the queue; visible once the log is durable past it.</summary>
     public long VisibleAt;
+    /// <summary>Size of the body's record in bytes: receives stop at a byte budget without reading bodies first.</summary>
+    public int Size;
     public string? Tag;
     public string? MessageGroup;
+
+    public readonly bool IsHole => BodyAddress < 0;
 }
 
+/// <summary>
+/// One queue of a topic. Offsets are explicit in every record that assigns one and are never reused: a position
+/// whose record is missing (damaged) is a hole, and the next offset is past every offset any record ever named.
+/// </summary>
 internal sealed class QueueState
 {
+    /// <summary>How far a record may jump ahead of the queue's end; a larger jump is treated as a damaged record.</summary>
+    private const long MaxGap = 1 << 24;
+
     public long BaseOffset;
     public readonly List<QueueEntry> Entries = new();
     public long NextOffset => BaseOffset + Entries.Count;
@@ -31,11 +47,31 @@ internal sealed class QueueState
 
     public void Set(long offset, QueueEntry entry)
     {
+        if (offset < BaseOffset) return; // already expired behind the retention cut
+        EnsureNext(offset);
         long i = offset - BaseOffset;
         if (i == Entries.Count) Entries.Add(entry);
-        else if (i >= 0 && i < Entries.Count) Entries[(int)i] = entry;
-        else if (Entries.Count == 0 && i > 0) { BaseOffset = offset; Entries.Add(entry); }
-        else throw new InvalidDataException($"queue offset {offset} is not next to [{BaseOffset}, {NextOffset})");
+        else Entries[(int)i] = entry;
+    }
+
+    /// <summary>Makes every offset below <paramref name="offset"/> exist (as a hole if no record filled it).</summary>
+    public void EnsureNext(long offset)
+    {
+        if (offset <= NextOffset) return;
+        if (Entries.Count == 0 && BaseOffset == 0 && offset - BaseOffset > MaxGap) { BaseOffset = offset; return; }
+        if (offset - NextOffset > MaxGap) throw new InvalidDataException($"queue offset {offset} is implausibly far past the queue end {NextOffset}");
+        while (NextOffset < offset) Entries.Add(new QueueEntry { BodyAddress = QueueEntry.Missing });
+    }
+
+    /// <summary>Drops leading holes so memory follows the retained window. Returns how many offsets were dropped.</summary>
+    public int TrimLeadingHoles()
+    {
+        int n = 0;
+        while (n < Entries.Count && Entries[n].IsHole) n++;
+        if (n == 0) return 0;
+        Entries.RemoveRange(0, n);
+        BaseOffset += n;
+        return n;
     }
 }
 
@@ -67,6 +103,8 @@ internal sealed class HalfState
     public required string ProducerGroup;
     public string? OriginClientId;
     public long Address;
+    /// <summary>Size of the half's record in bytes.</summary>
+    public int Size;
     public long StoreTimestampMs;
     public long CheckImmunityMs;
     public int RequestedQueueId = -1;
@@ -80,11 +118,10 @@ internal sealed class HalfState
     public long LastCheckAtMs;
 }
 
-internal readonly record struct DecidedTx(TransactionResolution Resolution, long RecordAddress, long AtMs);
-
 internal sealed class DelayedEntry
 {
     public long BodyAddress;
+    public int Size;
     public required string Topic;
     public int RequestedQueueId = -1;
     public long DeliverAtMs;
@@ -106,18 +143,64 @@ internal sealed class GroupQueueState
 {
     /// <summary>Next offset never handed to this group.</summary>
     public long NextOffset;
-    /// <summary>Every offset below this is finished (acked, dead-lettered or filtered out).</summary>
+    /// <summary>Every offset below this is finished (acked, dead-lettered, filtered out or expired).</summary>
     public long DoneBelow;
-    /// <summary>Finished offsets at or above <see cref="DoneBelow"/> (acks arrive out of order).</summary>
-    public readonly HashSet<long> Done = new();
+    /// <summary>
+    /// Finished offsets at or above <see cref="DoneBelow"/> (acks arrive out of order), as sorted disjoint runs
+    /// [Start, End). A message whose lease is renewed forever keeps <see cref="DoneBelow"/> behind it, but the acks
+    /// after it collapse into one run: memory follows the number of gaps, not the number of acks.
+    /// </summary>
+    public readonly List<(long Start, long End)> Done = new();
     public readonly Dictionary<long, InFlight> InFlight = new();
+
+    public bool IsDone(long offset)
+    {
+        if (offset < DoneBelow) return true;
+        int i = FindRun(offset);
+        return i >= 0 && offset < Done[i].End;
+    }
+
+    /// <summary>Index of the last run starting at or before <paramref name="offset"/>, or -1.</summary>
+    private int FindRun(long offset)
+    {
+        int lo = 0, hi = Done.Count - 1, found = -1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (Done[mid].Start <= offset) { found = mid; lo = mid + 1; } else hi = mid - 1;
+        }
+        return found;
+    }
+
+    public long DoneCountAboveBase
+    {
+        get { long n = 0; foreach (var (a, b) in Done) n += b - a; return n; }
+    }
 
     public void MarkDone(long offset)
     {
         InFlight.Remove(offset);
         if (offset < DoneBelow) return;
-        Done.Add(offset);
-        while (Done.Remove(DoneBelow)) DoneBelow++;
+        int i = FindRun(offset);
+        if (i >= 0 && offset < Done[i].End) return;
+        if (i >= 0 && Done[i].End == offset)
+        {
+            Done[i] = (Done[i].Start, offset + 1);
+            if (i + 1 < Done.Count && Done[i + 1].Start == offset + 1) { Done[i] = (Done[i].Start, Done[i + 1].End); Done.RemoveAt(i + 1); }
+        }
+        else if (i + 1 < Done.Count && Done[i + 1].Start == offset + 1) Done[i + 1] = (offset, Done[i + 1].End);
+        else Done.Insert(i + 1, (offset, offset + 1));
+        if (Done.Count > 0 && Done[0].Start == DoneBelow) { DoneBelow = Done[0].End; Done.RemoveAt(0); }
+    }
+
+    /// <summary>Everything below <paramref name="offset"/> is finished (it expired behind a retention cut).</summary>
+    public void AdvanceTo(long offset)
+    {
+        if (offset <= DoneBelow) return;
+        DoneBelow = offset;
+        while (Done.Count > 0 && Done[0].End <= offset) Done.RemoveAt(0);
+        if (Done.Count > 0 && Done[0].Start <= offset) { DoneBelow = Done[0].End; Done.RemoveAt(0); }
+        if (NextOffset < DoneBelow) NextOffset = DoneBelow;
     }
 }
 
@@ -132,4 +215,6 @@ internal sealed class GroupTopicState(string group, TopicState topic)
     public readonly Dictionary<string, int> BusyMessageGroups = new(StringComparer.Ordinal);
     public int RoundRobin;
     public long LastSeenMs;
+    /// <summary>Messages that fell behind the retention limits before this group finished them (since start).</summary>
+    public long Expired;
 }

@@ -19,4 +19,10 @@ public sealed class BrokerMetrics
     public long ReplayedRecords;
     public long RecoveryMilliseconds;
     public long CorruptRecordsSkipped;
+    /// <summary>How long the last checkpoint held the engine lock (serializing the state), in microseconds.</summary>
+    public long LastCheckpointPauseMicros;
+    public long RetentionCuts;
+    public long RecordsRelocated;
+    /// <summary>Queue entries that fell behind the retention limits (each counted once, whatever the groups).</summary>
+    public long MessagesExpired;
 }

@@ -30,8 +30,14 @@ public enum RecordKind : byte
     DeadLettered = 10,
     /// <summary>A topic was created with its queue count.</summary>
     TopicCreated = 11,
-    /// <summary>An existing stored body was indexed into a queue (delay release, dead-letter copy).</summary>
+    /// <summary>An existing stored body was indexed into a queue (delay release).</summary>
     QueueEntryAdded = 12,
+    /// <summary>Retention moved a live body from below a cut to the tail (see <see cref="BodyRelocatedRecord"/>).</summary>
+    BodyRelocated = 13,
+    /// <summary>An operator deleted a consumer group.</summary>
+    GroupDeleted = 14,
+    /// <summary>Retention cut the log before an address (its commit is what persists the new begin).</summary>
+    LogCut = 15,
 }
 
 /// <summary>
@@ -215,6 +221,35 @@ public ref struct RecordReader
         var s = _rest[..len];
         _rest = _rest[len..];
         return s;
+    }
+
+    /// <summary>Skips a string list and returns its raw bytes (count included) for a later <see cref="StrList"/>.</summary>
+    public ReadOnlySpan<byte> SkipStrList()
+    {
+        var start = _rest;
+        int n = checked((int)U64());
+        if (n > _rest.Length) Truncated();
+        for (int i = 0; i < n; i++) SkipStr();
+        return start[..(start.Length - _rest.Length)];
+    }
+
+    /// <summary>Skips a string map and returns its raw bytes (count included) for a later <see cref="StrMap"/>.</summary>
+    public ReadOnlySpan<byte> SkipStrMap()
+    {
+        var start = _rest;
+        int n = checked((int)U64());
+        if (n > _rest.Length) Truncated();
+        for (int i = 0; i < 2 * n; i++) SkipStr();
+        return start[..(start.Length - _rest.Length)];
+    }
+
+    private void SkipStr()
+    {
+        ulong n = U64();
+        if (n == 0) return;
+        int len = checked((int)(n - 1));
+        if (len > _rest.Length) Truncated();
+        _rest = _rest[len..];
     }
 
     public string[] StrList()

@@ -158,7 +158,8 @@ public sealed class RecordLog : IAsyncDisposable
                 // Drain extra kicks: one commit covers everybody who appended before it started.
                 while (_kick.CurrentCount > 0) _kick.Wait(0, CancellationToken.None);
 
-                if (_log.TailAddress > _log.CommittedUntilAddress)
+                // A truncation (begin moved) is persisted by a commit too, even when nothing was appended.
+                if (_log.TailAddress > _log.CommittedUntilAddress || _log.BeginAddress > _log.CommittedBeginAddress)
                 {
                     await _log.CommitAsync(ct).ConfigureAwait(false);
                     Interlocked.Increment(ref _commits);

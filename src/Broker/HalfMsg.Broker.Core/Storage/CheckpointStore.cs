@@ -1,0 +1,90 @@
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+
+namespace HalfMsg.Broker.Core.Storage;
+
+/// <summary>
+/// Checkpoint files on disk: written whole to a temporary name, fsynced, renamed into place, and the directory
+/// fsynced, so a checkpoint is either absent or complete after a crash. A checkpoint is only deleted once a newer one
+/// is durable, and the newest two are kept, so a later damaged file still leaves one to fall back on.
+/// </summary>
+internal sealed class CheckpointStore(string directory, ILogger logger)
+{
+    private const string Prefix = "checkpoint-";
+    private const string Suffix = ".bin";
+
+    public string Directory { get; } = directory;
+
+    /// <summary>Checkpoint files, newest (highest covered address) first.</summary>
+    public IReadOnlyList<string> ListNewestFirst()
+    {
+        if (!System.IO.Directory.Exists(Directory)) return [];
+        return System.IO.Directory.GetFiles(Directory, Prefix + "*" + Suffix).OrderDescending(StringComparer.Ordinal).ToList();
+    }
+
+    public async Task WriteAsync(long covered, MemoryStream content, CancellationToken ct)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        string final = Path.Combine(Directory, $"{Prefix}{covered:x16}{Suffix}");
+        string tmp = final + ".tmp";
+        await using (var file = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous))
+        {
+            content.Position = 0;
+            await content.CopyToAsync(file, ct).ConfigureAwait(false);
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, final, overwrite: true);
+        // Without this the rename may not survive a crash: the directory entry is data of its own.
+        FsyncDirectory(Directory);
+        // Only now may older ones go: keep the newest two.
+        foreach (var old in ListNewestFirst().Skip(2))
+        {
+            try { File.Delete(old); } catch (IOException ex) { logger.LogWarning(ex, "Could not delete old checkpoint {File}", old); }
+        }
+    }
+
+    /// <summary>Deletes checkpoints that cover less than <paramref name="begin"/>: the log they need is gone.</summary>
+    public void DeleteOlderThan(long begin)
+    {
+        foreach (var file in ListNewestFirst())
+        {
+            if (TryParseCovered(file, out var covered) && covered < begin)
+            {
+                try { File.Delete(file); } catch (IOException) { }
+            }
+        }
+    }
+
+    public static bool TryParseCovered(string file, out long covered)
+    {
+        var name = Path.GetFileName(file);
+        covered = 0;
+        return name.StartsWith(Prefix, StringComparison.Ordinal) && name.EndsWith(Suffix, StringComparison.Ordinal)
+            && long.TryParse(name.AsSpan(Prefix.Length, name.Length - Prefix.Length - Suffix.Length), System.Globalization.NumberStyles.HexNumber, null, out covered);
+    }
+
+    private static void FsyncDirectory(string path)
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return; // Windows has no directory fsync; NTFS journals renames.
+        int fd = Native.open(path, 0 /* O_RDONLY */);
+        if (fd < 0) throw new IOException($"could not open directory {path} to fsync it (errno {Marshal.GetLastPInvokeError()})");
+        try
+        {
+            if (Native.fsync(fd) != 0) throw new IOException($"fsync of directory {path} failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+        finally
+        {
+            Native.close(fd);
+        }
+    }
+
+    private static partial class Native
+    {
+        [DllImport("libc", SetLastError = true)]
+        public static extern int open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
+        [DllImport("libc", SetLastError = true)]
+        public static extern int fsync(int fd);
+        [DllImport("libc", SetLastError = true)]
+        public static extern int close(int fd);
+    }
+}

@@ -1,0 +1,281 @@
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Broker.Core.Storage;
+
+// One type per record kind. Each has its payload layout drawn above it (after the 8-byte envelope of RecordHeader),
+// exactly one Write and exactly one Read, so a field is added in one place and the compiler checks the rest.
+// Notation: vi = zig-zag LEB128 varint (i32/i64), u = unsigned LEB128, s = string (u length+1, 0 = null, UTF-8),
+// b = byte, B = byte string (u length + bytes). Reads throw InvalidDataException on truncation BEFORE the caller
+// applies anything: a damaged record changes no state.
+
+/// <summary>
+/// The fields every stored message body shares (MessageStored and HalfStored end with them).
+/// <code>
+/// s topic | s messageId | s tag | u nKeys, nKeys × s | u nProps, nProps × (s key, s value) | vi bornMs | s bornHost
+/// | vi storeMs | s messageGroup | vi deliverAtMs (0 = none) | B body
+/// </code>
+/// Keys, properties and body are kept as raw slices: replay only needs the header fields and never copies a body.
+/// </summary>
+public ref struct MessageFields
+{
+    public string Topic;
+    public string MessageId;
+    public string? Tag;
+    public ReadOnlySpan<byte> KeysRaw;
+    public ReadOnlySpan<byte> PropertiesRaw;
+    public long BornMs;
+    public string? BornHost;
+    public long StoreMs;
+    public string? MessageGroup;
+    public long DeliverAtMs;
+    public ReadOnlySpan<byte> Body;
+
+    public static void Write(RecordWriter w, MessageDraft m, long storeMs)
+        => w.Str(m.Topic).Str(m.MessageId).Str(m.Tag).StrList(m.Keys).StrMap(m.Properties).I64(m.BornTimestampMs).Str(m.BornHost)
+            .I64(storeMs).Str(m.MessageGroup).I64(m.DeliveryTimestampMs ?? 0).Bytes(m.Body.Span);
+
+    public static MessageFields Read(scoped ref RecordReader r)
+    {
+        var f = new MessageFields { Topic = r.Str() ?? throw Bad("topic"), MessageId = r.Str() ?? throw Bad("message id"), Tag = r.Str() };
+        f.KeysRaw = r.SkipStrList();
+        f.PropertiesRaw = r.SkipStrMap();
+        f.BornMs = r.I64();
+        f.BornHost = r.Str();
+        f.StoreMs = r.I64();
+        f.MessageGroup = r.Str();
+        f.DeliverAtMs = r.I64();
+        f.Body = r.Bytes();
+        return f;
+    }
+
+    public readonly IReadOnlyList<string> Keys()
+    {
+        var r = new RecordReader(KeysRaw);
+        return r.StrList();
+    }
+
+    public readonly IReadOnlyDictionary<string, string> Properties()
+    {
+        var r = new RecordReader(PropertiesRaw);
+        return r.StrMap();
+    }
+
+    private static InvalidDataException Bad(string field) => new($"stored message has no {field}");
+}
+
+/// <summary>A topic was created. <code>s topic | vi queueCount</code></summary>
+public readonly record struct TopicCreatedRecord(string Topic, int Queues)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.TopicCreated).Str(Topic).I32(Queues);
+    public static TopicCreatedRecord Read(scoped ref RecordReader r)
+    {
+        string topic = r.Str() ?? throw new InvalidDataException("topic is null");
+        int queues = r.I32();
+        if (queues is < 1 or > 1024) throw new InvalidDataException($"queue count {queues} is out of range");
+        return new(topic, queues);
+    }
+}
+
+/// <summary>
+/// A normal, FIFO or delay message. Offset -1 = delayed (waits in the delay index, queued by a later QueueEntryAdded).
+/// <code>
+/// vi queueId | vi offset | vi previousAddress (legacy, always -1) | b kind | s transactionId | s queueTopic (legacy, null)
+/// | vi requestedQueue | MessageFields
+/// </code>
+/// </summary>
+public ref struct MessageStoredRecord
+{
+    public int QueueId;
+    public long Offset;
+    public MessageKind Kind;
+    public string? TransactionId;
+    public int RequestedQueue;
+    public MessageFields Message;
+
+    public static void Write(RecordWriter w, int queueId, long offset, MessageKind kind, int requestedQueue, MessageDraft m, long storeMs)
+    {
+        w.Begin(RecordKind.MessageStored).I32(queueId).I64(offset).I64(-1).Byte((byte)kind).Str(null).Str(null).I32(requestedQueue);
+        MessageFields.Write(w, m, storeMs);
+    }
+
+    public static MessageStoredRecord Read(scoped ref RecordReader r)
+    {
+        var rec = new MessageStoredRecord { QueueId = r.I32(), Offset = r.I64() };
+        long previous = r.I64();
+        rec.Kind = (MessageKind)r.Byte();
+        rec.TransactionId = r.Str();
+        string? queueTopic = r.Str();
+        // Version 1 retention re-appended bodies as MessageStored with a previous address; BodyRelocated replaced it.
+        if (previous != -1 || queueTopic is not null) throw new InvalidDataException("legacy relocated MessageStored record");
+        rec.RequestedQueue = r.I32();
+        rec.Message = MessageFields.Read(ref r);
+        return rec;
+    }
+}
+
+/// <summary>
+/// A half (prepared) message.
+/// <code>
+/// s transactionId | s producerGroup | s originClientId | vi checkImmunityMs | vi checkCount | vi nextCheckAtMs
+/// | b parked | vi requestedQueue | MessageFields
+/// </code>
+/// </summary>
+public ref struct HalfStoredRecord
+{
+    public string TransactionId;
+    public string ProducerGroup;
+    public string? OriginClientId;
+    public long CheckImmunityMs;
+    public int CheckCount;
+    public long NextCheckAtMs;
+    public bool Parked;
+    public int RequestedQueue;
+    public MessageFields Message;
+
+    public static void Write(RecordWriter w, string txId, string producerGroup, string? clientId, long immunityMs, int requestedQueue, MessageDraft m, long storeMs)
+    {
+        w.Begin(RecordKind.HalfStored).Str(txId).Str(producerGroup).Str(clientId).I64(immunityMs).I32(0).I64(0).Bool(false).I32(requestedQueue);
+        MessageFields.Write(w, m, storeMs);
+    }
+
+    public static HalfStoredRecord Read(scoped ref RecordReader r) => new()
+    {
+        TransactionId = r.Str() ?? throw new InvalidDataException("transaction id is null"),
+        ProducerGroup = r.Str() ?? throw new InvalidDataException("producer group is null"),
+        OriginClientId = r.Str(),
+        CheckImmunityMs = r.I64(),
+        CheckCount = r.I32(),
+        NextCheckAtMs = r.I64(),
+        Parked = r.Bool(),
+        RequestedQueue = r.I32(),
+        Message = MessageFields.Read(ref r),
+    };
+}
+
+/// <summary>
+/// Commit or rollback. A commit due now carries the queue position it takes (explicit, never derived on replay);
+/// queue -1 = rollback, or a commit whose delivery time lies ahead (it enters the delay index).
+/// <code>s transactionId | b resolution | b source | vi atMs | vi queueId | vi offset</code>
+/// </summary>
+public readonly record struct TxDecidedRecord(string TransactionId, TransactionResolution Resolution, DecisionSource Source, long AtMs, int QueueId, long Offset)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.TxDecided).Str(TransactionId).Byte((byte)Resolution).Byte((byte)Source).I64(AtMs).I32(QueueId).I64(Offset);
+    public static TxDecidedRecord Read(scoped ref RecordReader r)
+    {
+        var rec = new TxDecidedRecord(r.Str() ?? throw new InvalidDataException("transaction id is null"), (TransactionResolution)r.Byte(), (DecisionSource)r.Byte(), r.I64(), r.I32(), r.I64());
+        if (rec.Resolution is not (TransactionResolution.Commit or TransactionResolution.Rollback)) throw new InvalidDataException($"resolution {rec.Resolution} is not a decision");
+        return rec;
+    }
+}
+
+/// <summary>A check-back was sent. <code>s transactionId | vi checkCount | vi atMs | vi nextCheckAtMs</code></summary>
+public readonly record struct TxCheckedRecord(string TransactionId, int CheckCount, long AtMs, long NextCheckAtMs)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.TxChecked).Str(TransactionId).I32(CheckCount).I64(AtMs).I64(NextCheckAtMs);
+    public static TxCheckedRecord Read(scoped ref RecordReader r) => new(r.Str() ?? throw new InvalidDataException("transaction id is null"), r.I32(), r.I64(), r.I64());
+}
+
+/// <summary>The half reached the check limit. <code>s transactionId | vi atMs | vi offset in TRANS_CHECK_MAX_TIME_TOPIC</code></summary>
+public readonly record struct TxParkedRecord(string TransactionId, long AtMs, long SystemOffset)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.TxParked).Str(TransactionId).I64(AtMs).I64(SystemOffset);
+    public static TxParkedRecord Read(scoped ref RecordReader r) => new(r.Str() ?? throw new InvalidDataException("transaction id is null"), r.I64(), r.I64());
+}
+
+/// <summary>An operator resumed checks. <code>s transactionId | vi atMs</code></summary>
+public readonly record struct TxResumedRecord(string TransactionId, long AtMs)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.TxResumed).Str(TransactionId).I64(AtMs);
+    public static TxResumedRecord Read(scoped ref RecordReader r) => new(r.Str() ?? throw new InvalidDataException("transaction id is null"), r.I64());
+}
+
+/// <summary>A lease was handed out. <code>s group | s topic | vi queueId | vi offset | vi attempt | vi invisibleUntilMs | vi leaseId</code></summary>
+public readonly record struct DeliveredRecord(string Group, string Topic, int QueueId, long Offset, int Attempt, long UntilMs, long LeaseId)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.Delivered).Str(Group).Str(Topic).I32(QueueId).I64(Offset).I32(Attempt).I64(UntilMs).I64(LeaseId);
+    public static DeliveredRecord Read(scoped ref RecordReader r) => new(ReadName(ref r), ReadName(ref r), r.I32(), r.I64(), r.I32(), r.I64(), r.I64());
+    internal static string ReadName(scoped ref RecordReader r) => r.Str() ?? throw new InvalidDataException("name is null");
+}
+
+/// <summary>A consumer acknowledged. <code>s group | s topic | vi queueId | vi offset</code></summary>
+public readonly record struct AckedRecord(string Group, string Topic, int QueueId, long Offset)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.Acked).Str(Group).Str(Topic).I32(QueueId).I64(Offset);
+    public static AckedRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I32(), r.I64());
+}
+
+/// <summary>A lease changed. <code>s group | s topic | vi queueId | vi offset | vi invisibleUntilMs | vi leaseId</code></summary>
+public readonly record struct InvisibilityChangedRecord(string Group, string Topic, int QueueId, long Offset, long UntilMs, long LeaseId)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.InvisibilityChanged).Str(Group).Str(Topic).I32(QueueId).I64(Offset).I64(UntilMs).I64(LeaseId);
+    public static InvisibilityChangedRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.I64(), r.I64());
+}
+
+/// <summary>A message left a group for <c>%DLQ%group</c>. <code>s group | s topic | vi queueId | vi offset | vi dlqOffset</code></summary>
+public readonly record struct DeadLetteredRecord(string Group, string Topic, int QueueId, long Offset, long DlqOffset)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.DeadLettered).Str(Group).Str(Topic).I32(QueueId).I64(Offset).I64(DlqOffset);
+    public static DeadLetteredRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.I64());
+}
+
+/// <summary>An existing body entered a queue (delay release). <code>vi bodyAddress | s topic | vi queueId | vi offset | s tag | s messageGroup</code></summary>
+public readonly record struct QueueEntryAddedRecord(long BodyAddress, string Topic, int QueueId, long Offset, string? Tag, string? MessageGroup)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.QueueEntryAdded).I64(BodyAddress).Str(Topic).I32(QueueId).I64(Offset).Str(Tag).Str(MessageGroup);
+    public static QueueEntryAddedRecord Read(scoped ref RecordReader r) => new(r.I64(), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.Str(), r.Str());
+}
+
+/// <summary>
+/// Retention moved a live body (a pending half, a delayed message, or a queue entry that entered its queue after the
+/// cut point) from below the cut to the tail. The original record is carried whole, so a read of the new address
+/// yields the same message; the record names every reference it moves, so replay and the live path update exactly
+/// the same places.
+/// <code>
+/// vi previousAddress | s halfTransactionId (null = none) | b delayed | u n, n × (s topic, vi queueId, vi offset)
+/// | B original record (envelope + payload, checksum included)
+/// </code>
+/// </summary>
+public ref struct BodyRelocatedRecord
+{
+    public long PreviousAddress;
+    public string? HalfTransactionId;
+    public bool Delayed;
+    public List<(string Topic, int QueueId, long Offset)> QueueRefs;
+    public ReadOnlySpan<byte> Original;
+
+    public static void Write(RecordWriter w, long previous, string? halfTx, bool delayed, IReadOnlyList<(string Topic, int QueueId, long Offset)> queueRefs, ReadOnlySpan<byte> original)
+    {
+        w.Begin(RecordKind.BodyRelocated).I64(previous).Str(halfTx).Bool(delayed).U64((ulong)queueRefs.Count);
+        foreach (var (t, q, o) in queueRefs) w.Str(t).I32(q).I64(o);
+        w.Bytes(original);
+    }
+
+    public static BodyRelocatedRecord Read(scoped ref RecordReader r)
+    {
+        var rec = new BodyRelocatedRecord { PreviousAddress = r.I64(), HalfTransactionId = r.Str(), Delayed = r.Bool() };
+        ulong n = r.U64();
+        if (n > 1_000_000) throw new InvalidDataException($"{n} queue references is implausible");
+        rec.QueueRefs = new List<(string, int, long)>((int)n);
+        for (ulong i = 0; i < n; i++) rec.QueueRefs.Add((DeliveredRecord.ReadName(ref r), r.I32(), r.I64()));
+        rec.Original = r.Bytes();
+        return rec;
+    }
+}
+
+/// <summary>An operator deleted a consumer group: its progress and leases are forgotten. <code>s group | vi atMs</code></summary>
+public readonly record struct GroupDeletedRecord(string Group, long AtMs)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.GroupDeleted).Str(Group).I64(AtMs);
+    public static GroupDeletedRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r), r.I64());
+}
+
+/// <summary>
+/// Retention cut the log before <see cref="Boundary"/>. Appending it and waiting for it to be durable is what makes
+/// the new begin address durable (FasterLog persists the begin with a commit). Replay ignores it: the state effect of
+/// a cut is a function of the log's begin address (ExpireBelow). <code>vi boundary | vi atMs</code>
+/// </summary>
+public readonly record struct LogCutRecord(long Boundary, long AtMs)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.LogCut).I64(Boundary).I64(AtMs);
+    public static LogCutRecord Read(scoped ref RecordReader r) => new(r.I64(), r.I64());
+}

@@ -1,0 +1,74 @@
+using System.Security.Cryptography;
+using System.Text;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Broker.Core.Transactions;
+
+/// <summary>
+/// Remembers decided transactions so that a repeated decision stays idempotent and a conflicting one is refused,
+/// bounded by time (<see cref="CoreOptions.DecisionRetention"/>) and by count (<see cref="CoreOptions.MaxRememberedDecisions"/>).
+/// </summary>
+/// <remarks>
+/// Memory: version 1 kept the id string, a record and an order-queue entry per decision (about 260 B measured). Here a
+/// decision is a 128-bit digest of its id (MD5: a collision among 10^8 ids has odds below 10^-22), its address and
+/// time in a struct slot: one dictionary entry (~48 B) plus one ring slot (24 B). Ids are never compared as strings,
+/// so the id itself is not kept. Eviction is oldest first, by time or when the count bound is reached; an evicted id
+/// answers "unknown", exactly as one older than the time bound always did.
+/// </remarks>
+internal sealed class DecidedIndex(long retentionMs, int maxCount)
+{
+    private readonly Dictionary<UInt128, Slot> _byKey = new();
+    private readonly Queue<(UInt128 Key, long AtMs)> _order = new();
+
+    private readonly record struct Slot(long Address, long AtMs, TransactionResolution Resolution);
+
+    public int Count => _byKey.Count;
+
+    public static UInt128 KeyOf(string transactionId)
+    {
+        Span<byte> utf8 = transactionId.Length <= 256 ? stackalloc byte[Encoding.UTF8.GetMaxByteCount(transactionId.Length)] : new byte[Encoding.UTF8.GetMaxByteCount(transactionId.Length)];
+        int n = Encoding.UTF8.GetBytes(transactionId, utf8);
+        Span<byte> hash = stackalloc byte[16];
+        MD5.HashData(utf8[..n], hash);
+        return new UInt128(BitConverter.ToUInt64(hash), BitConverter.ToUInt64(hash[8..]));
+    }
+
+    public bool TryGet(string transactionId, out TransactionResolution resolution, out long address)
+    {
+        if (_byKey.TryGetValue(KeyOf(transactionId), out var slot)) { resolution = slot.Resolution; address = slot.Address; return true; }
+        resolution = default; address = 0;
+        return false;
+    }
+
+    public bool Contains(string transactionId) => _byKey.ContainsKey(KeyOf(transactionId));
+
+    public void Add(string transactionId, TransactionResolution resolution, long address, long atMs) => Add(KeyOf(transactionId), resolution, address, atMs);
+
+    public void Add(UInt128 key, TransactionResolution resolution, long address, long atMs)
+    {
+        _byKey[key] = new Slot(address, atMs, resolution);
+        _order.Enqueue((key, atMs));
+        while (_byKey.Count > maxCount && _order.TryDequeue(out var oldest)) Forget(oldest);
+    }
+
+    /// <summary>Forgets decisions older than the time bound.</summary>
+    public void Expire(long nowMs)
+    {
+        long horizon = nowMs - retentionMs;
+        while (_order.TryPeek(out var d) && d.AtMs < horizon) Forget(_order.Dequeue());
+    }
+
+    private void Forget((UInt128 Key, long AtMs) entry)
+    {
+        if (_byKey.TryGetValue(entry.Key, out var slot) && slot.AtMs == entry.AtMs) _byKey.Remove(entry.Key);
+    }
+
+    public void Clear() { _byKey.Clear(); _order.Clear(); }
+
+    /// <summary>Snapshot order: oldest first, so a load re-adds them in expiry order.</summary>
+    public IEnumerable<(UInt128 Key, TransactionResolution Resolution, long Address, long AtMs)> Entries()
+    {
+        foreach (var (key, at) in _order)
+            if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == at) yield return (key, slot.Resolution, slot.Address, slot.AtMs);
+    }
+}

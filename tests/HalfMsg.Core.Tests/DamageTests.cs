@@ -1,0 +1,159 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Diagnostics;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// Issue 8, defects 2 and 3: a damaged record costs at most itself and is reported loudly; offsets are never reused;
+/// a damaged checkpoint never makes the broker start healthy from state that is missing records.
+/// </summary>
+public sealed class DamageTests
+{
+    /// <summary>Flips one byte inside the payload of the log record at <paramref name="address"/> (after the broker stopped).</summary>
+    private static void FlipPayloadByte(EngineHarness h, long address)
+    {
+        // FasterLog stores each entry as a 4-byte length followed by the record; our record has an 8-byte envelope, so
+        // +4+8+1 lands inside the CRC-protected payload. Segments are 2^SegmentSizeBits bytes, named broker.log.<n>.
+        long segmentSize = 1L << h.Options.SegmentSizeBits;
+        string file = Path.Combine(h.DataDir, "log", $"broker.log.{address / segmentSize}");
+        using var stream = new FileStream(file, FileMode.Open, FileAccess.ReadWrite);
+        stream.Position = address % segmentSize + 4 + 8 + 1;
+        int b = stream.ReadByte();
+        stream.Position -= 1;
+        stream.WriteByte((byte)(b ^ 0x5A));
+    }
+
+    private static void DeleteCheckpoints(EngineHarness h) => Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+
+    private static async Task<long> SendAtAsync(EngineHarness h, string topic, string body)
+    {
+        long address = h.Engine.LogTailAddress;
+        var draft = h.Draft(topic, body);
+        var r = await h.Engine.SendAsync(new MessageDraft { Topic = draft.Topic, MessageId = draft.MessageId, Body = draft.Body, QueueId = 0 });
+        Assert.True(r.IsOk);
+        return address;
+    }
+
+    [Fact]
+    public async Task A_damaged_record_costs_only_itself_and_later_records_of_its_queue_survive()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SendAtAsync(h, "events", "m0");
+        long damaged = await SendAtAsync(h, "events", "m1");
+        await SendAtAsync(h, "events", "m2");
+        await SendAtAsync(h, "events", "m3");
+        await h.Engine.DisposeAsync();
+        FlipPayloadByte(h, damaged);
+        DeleteCheckpoints(h);                                     // replay must read the damaged record
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        Assert.Equal(HealthStatus.Degraded, h.Engine.Health.Status);
+        Assert.Contains(h.Engine.Health.Reasons, r => r.Contains($"address {damaged}"));
+        Assert.Equal(1, h.Engine.Metrics.CorruptRecordsSkipped);
+        Assert.Equal(new[] { "m0", "m2", "m3" }, (await h.ReceiveAsync("g", "events")).Select(m => m.Text()));
+        // The lost message's offset stays taken: a new message gets a new one.
+        await SendAtAsync(h, "events", "m4");
+        var next = Assert.Single(await h.ReceiveWhenVisibleAsync("g", "events"));
+        Assert.Equal("m4", next.Text());
+        Assert.Equal(4, next.Message.QueueOffset);
+    }
+
+    [Fact]
+    public async Task An_offset_a_group_already_passed_is_never_reused_after_its_record_was_damaged()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SendAtAsync(h, "events", "m0");
+        await SendAtAsync(h, "events", "m1");
+        long last = await SendAtAsync(h, "events", "m2");
+        foreach (var m in await h.ReceiveAsync("g", "events")) await h.Engine.AckAsync("g", "events", m.ReceiptHandle);
+        await h.Engine.DisposeAsync();
+        FlipPayloadByte(h, last);
+        DeleteCheckpoints(h);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        await SendAtAsync(h, "events", "new");
+        // Group g consumed offsets 0-2 before the damage; the new message must not take offset 2, which g has passed.
+        var got = Assert.Single(await h.ReceiveWhenVisibleAsync("g", "events"));
+        Assert.Equal("new", got.Text());
+        Assert.Equal(3, got.Message.QueueOffset);
+    }
+
+    [Fact]
+    public async Task A_damaged_decision_leaves_its_half_pending_for_check_back()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var tx = await h.SendHalfAsync("orders", "the-event");
+        long decision = h.Engine.LogTailAddress;
+        Assert.True((await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        var later = await h.SendHalfAsync("orders", "later");
+        await h.Engine.DisposeAsync();
+        FlipPayloadByte(h, decision);
+        DeleteCheckpoints(h);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        Assert.Equal(HealthStatus.Degraded, h.Engine.Health.Status);
+        // The decision is lost, not the transaction: it is pending again, so a check-back recovers it.
+        Assert.NotNull(h.Engine.FindTransaction(tx));
+        Assert.NotNull(h.Engine.FindTransaction(later));
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        await h.Engine.RunCheckPassAsync();
+        Assert.Contains(p.Checks, c => c.TransactionId == tx);
+        Assert.True((await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.CheckBack)).IsOk);
+        Assert.Equal("the-event", Assert.Single(await h.ReceiveWhenVisibleAsync("c", "orders")).Text());
+    }
+
+    [Fact]
+    public async Task After_a_cut_a_damaged_newest_checkpoint_falls_back_to_one_that_still_covers_the_log()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var pending = new List<string>();
+        for (int i = 0; i < 5; i++) pending.Add(await h.SendHalfAsync("orders", $"pending-{i}"));
+        for (int i = 0; i < 50; i++) await h.Engine.SendAsync(h.Draft("filler", new string('x', 1000)));
+        await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress);
+        for (int i = 0; i < 5; i++) await h.Engine.SendAsync(h.Draft("events", $"after-{i}"));
+        await h.Engine.DisposeAsync();
+        var newest = Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin").Order().Last();
+        var bytes = File.ReadAllBytes(newest);
+        File.WriteAllBytes(newest, bytes[..(bytes.Length / 2)]);   // torn
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        Assert.Equal(HealthStatus.Healthy, h.Engine.Health.Status);
+        Assert.Equal(5, h.Engine.PendingCount);
+        Assert.All(pending, tx => Assert.NotNull(h.Engine.FindTransaction(tx)));
+        Assert.Equal(5, (await h.ReceiveAsync("g", "events")).Count);
+    }
+
+    [Fact]
+    public async Task After_a_cut_without_any_readable_checkpoint_the_broker_starts_degraded_never_healthy()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.SendHalfAsync("orders", "pending");
+        for (int i = 0; i < 50; i++) await h.Engine.SendAsync(h.Draft("filler", new string('x', 1000)));
+        await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress);
+        await h.Engine.DisposeAsync();
+        foreach (var file in Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin"))
+            File.WriteAllBytes(file, File.ReadAllBytes(file)[..40]);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        Assert.Equal(HealthStatus.Degraded, h.Engine.Health.Status);
+        Assert.Contains(h.Engine.Health.Reasons, r => r.Contains("no readable checkpoint covers the log start"));
+    }
+
+    [Fact]
+    public async Task A_checkpoint_is_durable_before_the_older_one_is_deleted()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.SendHalfAsync("orders", "one");
+        await h.Engine.CheckpointAsync();
+        await h.SendHalfAsync("orders", "two");
+        await h.Engine.CheckpointAsync();
+        await h.SendHalfAsync("orders", "three");
+        await h.Engine.CheckpointAsync();
+        var files = Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"));
+        Assert.Equal(2, files.Length);                            // the newest two, no temporary left behind
+        Assert.DoesNotContain(files, f => f.EndsWith(".tmp"));
+    }
+}
