@@ -58,7 +58,8 @@ public sealed partial class BrokerEngine
     {
         var topic = ApplyTopicCreated(rec.Topic, IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
         if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
-        int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size : 0;
+        int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size
+            : topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing) ? existing.Size : 0; // replayed over a checkpoint that has it
         AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
     }
 

@@ -151,31 +151,26 @@ public sealed partial class BrokerEngine
     // ------------------------------------------------------------ checkpoints
 
     /// <summary>
-    /// Writes a snapshot of every in-memory index, covering the log up to the current tail, so the next start replays
-    /// only what came after. The snapshot is serialized under the lock (consistent), written after the log is durable
-    /// past the covered address (never ahead of the log), fsynced, and renamed into place.
+    /// Writes a snapshot of every in-memory index so the next start replays only the log after it.
     /// </summary>
+    /// <remarks>
+    /// A fuzzy checkpoint, so the engine never stops for a time proportional to its state. The replay start S is the
+    /// tail when the checkpoint begins; the state is then copied in small chunks, each under the engine lock for about
+    /// a millisecond, while the engine keeps running, so each item is captured at some moment after S. Replay from S
+    /// re-applies every record after S on top, and that gives the live state because (1) every record carries explicit
+    /// values (offsets, counts, addresses), so applying it to an item that already has its effect changes nothing, and
+    /// (2) owners are captured in the order records flow between them: halves, then delayed messages, then queues,
+    /// then decided ids, then groups. A half missing from the snapshot was therefore decided before the queues were
+    /// captured, so its queue entry is in them; a delayed message missing was released before the queues were. The
+    /// file is made durable only after the log is durable past everything the copy saw ("never ahead of the log").
+    /// Retention holds the checkpoint lock across its cut, so a cut never moves a queue under a running capture.
+    /// </remarks>
     public async Task CheckpointAsync(CancellationToken ct = default)
     {
         await _checkpointLock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            var buffer = new MemoryStream();
-            long covered;
-            var pause = Stopwatch.StartNew();
-            lock (_gate)
-            {
-                covered = _log.TailAddress;
-                WriteSnapshot(buffer, covered);
-                _recordsSinceCheckpoint = 0;
-            }
-            Metrics.LastCheckpointPauseMicros = (long)pause.Elapsed.TotalMicroseconds;
-            // Never ahead of the log: the snapshot describes records up to `covered`, so they must be durable first.
-            await _log.CommitNowAsync(ct).ConfigureAwait(false);
-            await _checkpoints.WriteAsync(covered, buffer, ct).ConfigureAwait(false);
-            LastCheckpointAddress = covered;
-            lock (_gate) _boundaries.Add((covered, NowMs));
-            _logger.LogDebug("Checkpoint at {Address}: {Bytes} bytes, engine paused {Micros} µs", covered, buffer.Length, Metrics.LastCheckpointPauseMicros);
+            await CheckpointLockedAsync(ct).ConfigureAwait(false);
         }
         finally
         {
@@ -183,81 +178,177 @@ public sealed partial class BrokerEngine
         }
     }
 
-    /// <summary>The log address the newest checkpoint covers (replay starts there).</summary>
-    public long LastCheckpointAddress { get; private set; }
+    private async Task CheckpointLockedAsync(CancellationToken ct)
+    {
+        long covered;
+        lock (_gate)
+        {
+            covered = _log.TailAddress;
+            _recordsSinceCheckpoint = 0;
+        }
+        var total = Stopwatch.StartNew();
+        long longestHold = 0;
+        long bytes;
+        await using (var pending = _checkpoints.Begin(covered))
+        {
+            var output = pending.Stream;
+            var w = new RecordWriter();
+            var chunk = new MemoryStream();
+            WriteHeader(output, covered, NowMs);
 
-    private void WriteSnapshot(Stream output, long covered)
+            // Serializes one chunk under the lock into memory, then writes it out with the lock released.
+            async Task Chunk(Action<RecordWriter, MemoryStream> capture)
+            {
+                chunk.SetLength(0);
+                long start = Stopwatch.GetTimestamp();
+                lock (_gate) capture(w, chunk);
+                longestHold = Math.Max(longestHold, Stopwatch.GetTimestamp() - start);
+                chunk.Position = 0;
+                await chunk.CopyToAsync(output, ct).ConfigureAwait(false);
+            }
+            const int ItemsPerHold = 4096;
+
+            HalfState[] halves;
+            lock (_gate) halves = _halves.Values.ToArray();
+            for (int i = 0; i < halves.Length; i += ItemsPerHold)
+            {
+                int from = i;
+                // A half decided since the array was taken is written as still pending: its decision is after S and
+                // replays on top.
+                await Chunk((w, o) => { for (int k = from; k < Math.Min(from + ItemsPerHold, halves.Length); k++) WriteSnapHalf(w, o, halves[k]); }).ConfigureAwait(false);
+            }
+            halves = [];
+
+            DelayedEntry[] delayed;
+            lock (_gate) delayed = _delayed.Values.ToArray();
+            for (int i = 0; i < delayed.Length; i += ItemsPerHold)
+            {
+                int from = i;
+                await Chunk((w, o) =>
+                {
+                    for (int k = from; k < Math.Min(from + ItemsPerHold, delayed.Length); k++)
+                    {
+                        var d = delayed[k];
+                        w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup);
+                        Emit(w, o);
+                    }
+                }).ConfigureAwait(false);
+            }
+
+            TopicState[] topics;
+            lock (_gate) topics = _topics.Values.ToArray();
+            foreach (var t in topics)
+            {
+                await Chunk((w, o) => { w.Begin(SnapTopic).Str(t.Name).I32(t.Queues.Length).I32(t.RoundRobin); Emit(w, o); }).ConfigureAwait(false);
+                for (int q = 0; q < t.Queues.Length; q++)
+                {
+                    var queue = t.Queues[q];
+                    int qq = q;
+                    // Entries only grow at the end while retention (which trims the front) waits for this checkpoint.
+                    for (long next = -1; ;)
+                    {
+                        bool done = false;
+                        await Chunk((w, o) =>
+                        {
+                            long from = next < 0 ? queue.BaseOffset : next;
+                            int i = (int)(from - queue.BaseOffset);
+                            int n = Math.Min(8192, queue.Entries.Count - i);
+                            w.Begin(SnapEntries).Str(t.Name).I32(qq).I64(from).I32(n);
+                            for (int k = 0; k < n; k++)
+                            {
+                                var e = queue.Entries[i + k];
+                                w.I64(e.BodyAddress).I64(e.VisibleAt).I32(e.Size).Str(e.Tag).Str(e.MessageGroup);
+                            }
+                            Emit(w, o);
+                            next = from + n;
+                            done = n == 0 || next >= queue.NextOffset;
+                        }).ConfigureAwait(false);
+                        if (done) break;
+                    }
+                }
+            }
+
+            (UInt128 Key, long AtMs)[] decidedOrder;
+            lock (_gate) decidedOrder = _decided.OrderSnapshot();
+            for (int i = 0; i < decidedOrder.Length; i += 4 * ItemsPerHold)
+            {
+                int from = i;
+                await Chunk((w, o) =>
+                {
+                    for (int k = from; k < Math.Min(from + 4 * ItemsPerHold, decidedOrder.Length); k++)
+                    {
+                        if (!_decided.TryGetLive(decidedOrder[k].Key, decidedOrder[k].AtMs, out var resolution, out var address)) continue;
+                        w.Begin(SnapDecided).U64((ulong)(decidedOrder[k].Key >> 64)).U64((ulong)decidedOrder[k].Key).Byte((byte)resolution).I64(address).I64(decidedOrder[k].AtMs);
+                        Emit(w, o);
+                    }
+                }).ConfigureAwait(false);
+            }
+            decidedOrder = [];
+
+            GroupTopicState[] groups;
+            lock (_gate) groups = _groups.Values.ToArray();
+            foreach (var g in groups)
+            {
+                await Chunk((w, o) =>
+                {
+                    if (!_groups.TryGetValue((g.Group, g.Topic.Name), out var live) || !ReferenceEquals(live, g)) return; // deleted meanwhile
+                    for (int q = 0; q < g.Queues.Length; q++)
+                    {
+                        var gq = g.Queues[q];
+                        w.Begin(SnapGroupQueue).Str(g.Group).Str(g.Topic.Name).I32(q).I64(gq.NextOffset).I64(gq.DoneBelow).U64((ulong)gq.Done.Count);
+                        foreach (var (from, to) in gq.Done) w.I64(from).I64(to);
+                        w.U64((ulong)gq.InFlight.Count);
+                        foreach (var (off, f) in gq.InFlight)
+                            w.I64(off).I32(f.Attempt).I64(f.InvisibleUntilMs).I64(f.LeaseId).Str(f.MessageGroup);
+                        Emit(w, o);
+                    }
+                }).ConfigureAwait(false);
+            }
+
+            w.Begin(SnapEnd).I64(covered);
+            Emit(w, output);
+            bytes = output.Position;
+            // Never ahead of the log: the copy may include records appended after S, so all of them must be durable
+            // before this file can be found by a restart.
+            await _log.CommitNowAsync(ct).ConfigureAwait(false);
+            await _checkpoints.CompleteAsync(pending, ct).ConfigureAwait(false);
+        }
+        Metrics.LastCheckpointPauseMicros = longestHold * 1_000_000 / Stopwatch.Frequency;
+        LastCheckpointAddress = covered;
+        lock (_gate) _boundaries.Add((covered, NowMs));
+        _logger.LogDebug("Checkpoint at {Address}: {Bytes} bytes in {Ms} ms; the engine lock was held at most {Micros} µs at a time",
+            covered, bytes, total.ElapsedMilliseconds, Metrics.LastCheckpointPauseMicros);
+    }
+
+    private static void WriteHeader(Stream output, long covered, long nowMs)
     {
         Span<byte> head = stackalloc byte[21];
         BinaryPrimitives.WriteUInt32LittleEndian(head, CheckpointMagic);
         head[4] = CheckpointVersion;
         BinaryPrimitives.WriteInt64LittleEndian(head[5..], covered);
-        BinaryPrimitives.WriteInt64LittleEndian(head[13..], NowMs);
+        BinaryPrimitives.WriteInt64LittleEndian(head[13..], nowMs);
         output.Write(head);
-        var w = new RecordWriter();
-        void Emit(RecordWriter writer)
-        {
-            var rec = writer.Seal();
-            Span<byte> len = stackalloc byte[4];
-            BinaryPrimitives.WriteInt32LittleEndian(len, rec.Length);
-            output.Write(len);
-            output.Write(rec);
-        }
-        foreach (var t in _topics.Values)
-        {
-            w.Begin(SnapTopic).Str(t.Name).I32(t.Queues.Length).I32(t.RoundRobin);
-            Emit(w);
-            for (int q = 0; q < t.Queues.Length; q++)
-            {
-                var queue = t.Queues[q];
-                const int chunk = 8192;
-                for (int i = 0; i < queue.Entries.Count || (i == 0 && queue.BaseOffset > 0); i += chunk)
-                {
-                    int n = Math.Min(chunk, queue.Entries.Count - i);
-                    w.Begin(SnapEntries).Str(t.Name).I32(q).I64(queue.BaseOffset + i).I32(n);
-                    for (int k = 0; k < n; k++)
-                    {
-                        var e = queue.Entries[i + k];
-                        w.I64(e.BodyAddress).I64(e.VisibleAt).I32(e.Size).Str(e.Tag).Str(e.MessageGroup);
-                    }
-                    Emit(w);
-                    if (n == 0) break;
-                }
-            }
-        }
-        foreach (var h in _halves.Values)
-        {
-            w.Begin(SnapHalf).Str(h.TransactionId).Str(h.MessageId).Str(h.Topic).Str(h.ProducerGroup).Str(h.OriginClientId).I64(h.Address).I32(h.Size)
-                .I64(h.StoreTimestampMs).I64(h.CheckImmunityMs).I32(h.RequestedQueueId).Str(h.Tag).Str(h.MessageGroup).I64(h.DeliverAtMs)
-                .I32(h.CheckCount).I64(h.NextCheckAtMs).Bool(h.Parked).I64(h.ParkedAtMs).I64(h.LastCheckAtMs);
-            Emit(w);
-        }
-        foreach (var (key, resolution, address, at) in _decided.Entries())
-        {
-            w.Begin(SnapDecided).U64((ulong)(key >> 64)).U64((ulong)key).Byte((byte)resolution).I64(address).I64(at);
-            Emit(w);
-        }
-        foreach (var d in _delayed.Values)
-        {
-            w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup);
-            Emit(w);
-        }
-        foreach (var g in _groups.Values)
-        {
-            for (int q = 0; q < g.Queues.Length; q++)
-            {
-                var gq = g.Queues[q];
-                w.Begin(SnapGroupQueue).Str(g.Group).Str(g.Topic.Name).I32(q).I64(gq.NextOffset).I64(gq.DoneBelow).U64((ulong)gq.Done.Count);
-                foreach (var (from, to) in gq.Done) w.I64(from).I64(to);
-                w.U64((ulong)gq.InFlight.Count);
-                foreach (var (off, f) in gq.InFlight)
-                    w.I64(off).I32(f.Attempt).I64(f.InvisibleUntilMs).I64(f.LeaseId).Str(f.MessageGroup);
-                Emit(w);
-            }
-        }
-        w.Begin(SnapEnd).I64(covered);
-        Emit(w);
     }
+
+    private static void Emit(RecordWriter writer, Stream output)
+    {
+        var rec = writer.Seal();
+        Span<byte> len = stackalloc byte[4];
+        BinaryPrimitives.WriteInt32LittleEndian(len, rec.Length);
+        output.Write(len);
+        output.Write(rec);
+    }
+
+    private static void WriteSnapHalf(RecordWriter w, Stream o, HalfState h)
+    {
+        w.Begin(SnapHalf).Str(h.TransactionId).Str(h.MessageId).Str(h.Topic).Str(h.ProducerGroup).Str(h.OriginClientId).I64(h.Address).I32(h.Size)
+            .I64(h.StoreTimestampMs).I64(h.CheckImmunityMs).I32(h.RequestedQueueId).Str(h.Tag).Str(h.MessageGroup).I64(h.DeliverAtMs)
+            .I32(h.CheckCount).I64(h.NextCheckAtMs).Bool(h.Parked).I64(h.ParkedAtMs).I64(h.LastCheckAtMs);
+        Emit(w, o);
+    }
+
+    /// <summary>The log address the newest checkpoint covers (replay starts there).</summary>
+    public long LastCheckpointAddress { get; private set; }
 
     private long? LoadLatestCheckpoint()
     {

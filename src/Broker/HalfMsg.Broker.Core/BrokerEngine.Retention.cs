@@ -102,7 +102,12 @@ public sealed partial class BrokerEngine
                 }
             }
 
-            await CheckpointAsync(ct).ConfigureAwait(false);
+            // From the checkpoint to the one after the cut, no other checkpoint may run: a fuzzy capture must never see
+            // a queue's front move under it.
+            await _checkpointLock.WaitAsync(ct).ConfigureAwait(false);
+            try
+            {
+            await CheckpointLockedAsync(ct).ConfigureAwait(false);
             long cutRecord;
             lock (_gate)
             {
@@ -124,8 +129,13 @@ public sealed partial class BrokerEngine
             }
             await _log.WaitCommittedAsync(cutRecord, ct).ConfigureAwait(false);
             // A second checkpoint at or after the cut: should the newest ever be unreadable, an older one still covers the log.
-            await CheckpointAsync(ct).ConfigureAwait(false);
+            await CheckpointLockedAsync(ct).ConfigureAwait(false);
             _checkpoints.DeleteOlderThan(boundary);
+            }
+            finally
+            {
+                _checkpointLock.Release();
+            }
             _logger.LogInformation("Retention: log cut before {Boundary}; {Moved} live records moved to the tail", boundary, moved);
             return moved;
         }

@@ -54,7 +54,9 @@ public sealed partial class BrokerEngine
     {
         if (_halves.TryGetValue(rec.TransactionId, out var existing))
         {
-            existing.Address = address; // idempotent: the half is already known
+            // Replayed over a checkpoint that already has it: the address is the record's (a later BodyRelocated moves it again).
+            existing.Address = address;
+            existing.Size = size;
             return;
         }
         ref readonly var m = ref rec.Message;

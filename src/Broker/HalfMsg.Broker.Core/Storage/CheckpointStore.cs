@@ -22,18 +22,35 @@ internal sealed class CheckpointStore(string directory, ILogger logger)
         return System.IO.Directory.GetFiles(Directory, Prefix + "*" + Suffix).OrderDescending(StringComparer.Ordinal).ToList();
     }
 
-    public async Task WriteAsync(long covered, MemoryStream content, CancellationToken ct)
+    /// <summary>A checkpoint being written: content goes to a temporary file until <see cref="CompleteAsync"/>.</summary>
+    public sealed class Pending(FileStream file, string tmp, string final) : IAsyncDisposable
+    {
+        public Stream Stream { get; } = new BufferedStream(file, 1 << 16);
+        internal FileStream File => file;
+        internal string Temporary => tmp;
+        internal string Final => final;
+        public async ValueTask DisposeAsync()
+        {
+            await Stream.DisposeAsync().ConfigureAwait(false);
+            try { System.IO.File.Delete(tmp); } catch (IOException) { }
+        }
+    }
+
+    public Pending Begin(long covered)
     {
         System.IO.Directory.CreateDirectory(Directory);
         string final = Path.Combine(Directory, $"{Prefix}{covered:x16}{Suffix}");
         string tmp = final + ".tmp";
-        await using (var file = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous))
-        {
-            content.Position = 0;
-            await content.CopyToAsync(file, ct).ConfigureAwait(false);
-            file.Flush(flushToDisk: true);
-        }
-        File.Move(tmp, final, overwrite: true);
+        return new Pending(new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1, FileOptions.None), tmp, final);
+    }
+
+    /// <summary>fsyncs the file, renames it into place, fsyncs the directory, then deletes all but the newest two.</summary>
+    public async Task CompleteAsync(Pending pending, CancellationToken ct)
+    {
+        await pending.Stream.FlushAsync(ct).ConfigureAwait(false);
+        pending.File.Flush(flushToDisk: true);
+        await pending.Stream.DisposeAsync().ConfigureAwait(false);
+        File.Move(pending.Temporary, pending.Final, overwrite: true);
         // Without this the rename may not survive a crash: the directory entry is data of its own.
         FsyncDirectory(Directory);
         // Only now may older ones go: keep the newest two.

@@ -65,6 +65,17 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
 
     public void Clear() { _byKey.Clear(); _order.Clear(); }
 
+    /// <summary>The expiry order as it is now (a copy): a checkpoint reads the slots in chunks afterwards.</summary>
+    public (UInt128 Key, long AtMs)[] OrderSnapshot() => _order.ToArray();
+
+    /// <summary>The slot of <paramref name="key"/>, if it is still the one added at <paramref name="atMs"/>.</summary>
+    public bool TryGetLive(UInt128 key, long atMs, out TransactionResolution resolution, out long address)
+    {
+        if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == atMs) { resolution = slot.Resolution; address = slot.Address; return true; }
+        resolution = default; address = 0;
+        return false;
+    }
+
     /// <summary>Snapshot order: oldest first, so a load re-adds them in expiry order.</summary>
     public IEnumerable<(UInt128 Key, TransactionResolution Resolution, long Address, long AtMs)> Entries()
     {

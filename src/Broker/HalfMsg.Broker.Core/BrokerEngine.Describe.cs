@@ -1,0 +1,45 @@
+using System.Text;
+
+namespace HalfMsg.Broker.Core;
+
+public sealed partial class BrokerEngine
+{
+    /// <summary>
+    /// A canonical text of every durable piece of state (not counters, not round-robin cursors), for tests that prove
+    /// "checkpoint + replay = live state".
+    /// </summary>
+    internal string DescribeState()
+    {
+        lock (_gate)
+        {
+            var sb = new StringBuilder();
+            foreach (var h in _halves.Values.OrderBy(h => h.TransactionId, StringComparer.Ordinal))
+                sb.Append($"half {h.TransactionId} {h.MessageId} {h.Topic} {h.ProducerGroup} {h.OriginClientId} @{h.Address}/{h.Size} store={h.StoreTimestampMs} imm={h.CheckImmunityMs} q={h.RequestedQueueId} tag={h.Tag} mg={h.MessageGroup} at={h.DeliverAtMs} checks={h.CheckCount} next={h.NextCheckAtMs} parked={h.Parked}/{h.ParkedAtMs}\n");
+            foreach (var d in _delayed.Values.OrderBy(d => d.BodyAddress))
+                sb.Append($"delayed @{d.BodyAddress}/{d.Size} {d.Topic} q={d.RequestedQueueId} at={d.DeliverAtMs} tag={d.Tag} mg={d.MessageGroup}\n");
+            foreach (var t in _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal))
+            {
+                for (int q = 0; q < t.Queues.Length; q++)
+                {
+                    var queue = t.Queues[q];
+                    sb.Append($"queue {t.Name}/{q} base={queue.BaseOffset} next={queue.NextOffset}:");
+                    foreach (var e in queue.Entries) sb.Append($" {e.BodyAddress}/{e.VisibleAt}/{e.Size}/{e.Tag}/{e.MessageGroup}");
+                    sb.Append('\n');
+                }
+            }
+            foreach (var (key, resolution, address, at) in _decided.Entries().OrderBy(e => e.Key))
+                sb.Append($"decided {key:X} {resolution} @{address} {at}\n");
+            foreach (var g in _groups.Values.OrderBy(g => g.Group, StringComparer.Ordinal).ThenBy(g => g.Topic.Name, StringComparer.Ordinal))
+            {
+                for (int q = 0; q < g.Queues.Length; q++)
+                {
+                    var gq = g.Queues[q];
+                    sb.Append($"group {g.Group}/{g.Topic.Name}/{q} next={gq.NextOffset} doneBelow={gq.DoneBelow} done=[{string.Join(",", gq.Done.Select(r => $"{r.Start}-{r.End}"))}] inflight=[");
+                    foreach (var (off, f) in gq.InFlight.OrderBy(p => p.Key)) sb.Append($" {off}:{f.Attempt}/{f.InvisibleUntilMs}/{f.LeaseId:X}/{f.MessageGroup}");
+                    sb.Append("]\n");
+                }
+            }
+            return sb.ToString();
+        }
+    }
+}

@@ -1,0 +1,98 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using Xunit.Abstractions;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>Issue 8, defect 8: checkpoints do not stop the world, and a fuzzy checkpoint plus replay is the live state.</summary>
+public sealed class CheckpointTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task A_checkpoint_taken_under_load_plus_replay_gives_exactly_the_live_state()
+    {
+        var seed = Environment.TickCount;
+        var random = new Random(seed);
+        for (int iteration = 0; iteration < 6; iteration++)
+        {
+            await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 3, MaxDeliveryAttempts = 2 });
+            var p = new RecordingChannel("p1");
+            using var reg = h.Engine.Producers.Register("orders", p);
+            for (int i = 0; i < 300; i++) await h.SendHalfAsync("orders", $"seed-{i}");
+            for (int i = 0; i < 300; i++) await h.Engine.SendAsync(h.Draft("events", $"e{i}", group: i % 3 == 0 ? $"fifo-{i % 7}" : null));
+
+            using var stop = new CancellationTokenSource();
+            var pending = new System.Collections.Concurrent.ConcurrentQueue<string>();
+            var load = Enumerable.Range(0, 3).Select(worker => Task.Run(async () =>
+            {
+                var rnd = new Random(seed + worker);
+                while (!stop.IsCancellationRequested)
+                {
+                    switch (rnd.Next(8))
+                    {
+                        case 0: pending.Enqueue(await h.SendHalfAsync("orders", "live")); break;
+                        case 1:
+                            if (pending.TryDequeue(out var tx))
+                                await h.Engine.EndTransactionAsync(tx, null, rnd.Next(3) == 0 ? TransactionResolution.Rollback : TransactionResolution.Commit, DecisionSource.Client);
+                            break;
+                        case 2: await h.Engine.SendAsync(h.Draft("events", "more", deliverAt: rnd.Next(4) == 0 ? h.Clock.GetUtcNow().AddSeconds(5).ToUnixTimeMilliseconds() : null)); break;
+                        case 3:
+                            foreach (var m in await h.ReceiveAsync($"g{rnd.Next(2)}", "events", batch: 8, invisible: TimeSpan.FromSeconds(10)))
+                                if (rnd.Next(3) > 0) await h.Engine.AckAsync($"g{rnd.Next(2)}", "events", m.ReceiptHandle);
+                            break;
+                        case 4:
+                            foreach (var m in await h.ReceiveAsync("orders-consumer", "orders", batch: 4, invisible: TimeSpan.FromSeconds(10)))
+                                await h.Engine.ChangeInvisibleDurationAsync("orders-consumer", "orders", m.ReceiptHandle, TimeSpan.FromSeconds(rnd.Next(1, 20)));
+                            break;
+                        case 5: h.Clock.Advance(TimeSpan.FromSeconds(rnd.Next(1, 8))); h.Engine.RunSweep(); break;
+                        case 6: await h.Engine.RunCheckPassAsync(); break;
+                        case 7: await Task.Yield(); break;
+                    }
+                }
+            })).ToList();
+
+            // Checkpoints race with the load; the one taken last during the load is what the restart will use.
+            for (int i = 0; i < 3; i++)
+            {
+                await Task.Delay(random.Next(5, 30));
+                await h.Engine.CheckpointAsync();
+            }
+            stop.Cancel();
+            await Task.WhenAll(load);
+            string live = h.Engine.DescribeState();
+
+            await h.Engine.DisposeAsync();
+            // Drop the clean shutdown checkpoint: the restart must use the one taken while the load ran.
+            File.Delete(Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin").Order().Last());
+            await h.RestartAfterDeletedCheckpointAsync();
+            Assert.True(h.Engine.Metrics.ReplayedRecords > 0, "the restart replayed the log after the fuzzy checkpoint");
+            string recovered = h.Engine.DescribeState();
+            if (live != recovered)
+            {
+                var a = live.Split('\n'); var b = recovered.Split('\n');
+                var diff = a.Except(b).Take(5).Select(l => "- " + l).Concat(b.Except(a).Take(5).Select(l => "+ " + l));
+                Assert.Fail($"seed {seed} iteration {iteration}: recovered state differs from the live state:\n{string.Join('\n', diff)}");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_checkpoint_of_a_large_state_holds_the_engine_lock_only_briefly()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { SegmentSizeBits = 26, MemorySizeBits = 25 });
+        var sends = new List<Task>();
+        for (int i = 0; i < 100_000; i++)
+        {
+            sends.Add(h.Engine.SendHalfAsync(h.Draft("orders", "x"), "orders", "p1", null).AsTask());
+            if (sends.Count == 1024) { await Task.WhenAll(sends); sends.Clear(); }
+        }
+        await Task.WhenAll(sends);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        await h.Engine.CheckpointAsync();
+        output.WriteLine($"checkpoint of 100k pending halves: {sw.ElapsedMilliseconds} ms in all, longest lock hold {h.Engine.Metrics.LastCheckpointPauseMicros} µs");
+        // Each hold covers a fixed chunk (4,096 halves), not the state: on a busy 2-core machine well under 200 ms
+        // (the whole-state pause this replaced took over a second for a million halves).
+        Assert.InRange(h.Engine.Metrics.LastCheckpointPauseMicros, 0, 200_000);
+        await h.RestartAsync();
+        Assert.Equal(100_000, h.Engine.PendingCount);
+    }
+}
