@@ -106,6 +106,26 @@ public sealed class DamageTests
     }
 
     [Fact]
+    public async Task A_commit_after_a_damaged_record_of_its_queue_is_delivered_and_its_half_does_not_vanish()
+    {
+        // Version 1 removed the half, then threw on the queue's adjacency check: the committed transaction vanished.
+        await using var h = await EngineHarness.StartAsync();
+        await SendAtAsync(h, "orders", "m0");
+        long damaged = await SendAtAsync(h, "orders", "m1");
+        var half = h.Draft("orders", "committed-after-damage");
+        Assert.True((await h.Engine.SendHalfAsync(new MessageDraft { Topic = "orders", MessageId = half.MessageId, Body = half.Body, QueueId = 0 }, "orders", "p1", null)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync(half.MessageId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        await h.Engine.DisposeAsync();
+        FlipPayloadByte(h, damaged);
+        DeleteCheckpoints(h);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        Assert.Equal(new[] { "m0", "committed-after-damage" }, (await h.ReceiveAsync("g", "orders")).Select(m => m.Text()));
+        Assert.Null(h.Engine.FindTransaction(half.MessageId));
+        Assert.Equal(1, h.Engine.Metrics.CorruptRecordsSkipped);
+    }
+
+    [Fact]
     public async Task After_a_cut_a_damaged_newest_checkpoint_falls_back_to_one_that_still_covers_the_log()
     {
         await using var h = await EngineHarness.StartAsync();
