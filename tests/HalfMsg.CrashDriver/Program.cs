@@ -8,8 +8,10 @@ using HalfMsg.Broker.Core.Transactions;
 // the recovered data dir against these lines:
 //   H id    half stored            C id    committed          R id    rolled back
 //   P id    left pending           A id    delivered + acked  K id n  check-back n received
+//   B addr  a retention cut before addr is about to start (printed after the address was sampled)
 string dataDir = args[0];
 int workers = args.Length > 1 ? int.Parse(args[1]) : 4;
+bool retention = args.Length > 2 && args[2] == "retention";
 var output = new StreamWriter(Console.OpenStandardOutput(), Encoding.ASCII) { AutoFlush = true };
 var gate = new object();
 void Emit(string line) { lock (gate) output.WriteLine(line); }
@@ -64,8 +66,24 @@ var consumer = Task.Run(async () =>
         }
     }
 });
-await Task.WhenAny(producers.Append(consumer));
-await Task.WhenAll(producers.Append(consumer)); // surfaces the failure
+// Retention cuts run during the load: every 250 ms the log is cut at the tail of the previous round, so records are
+// relocated and heads dropped while halves are stored, decided, delivered and acked.
+var cutter = Task.Run(async () =>
+{
+    if (!retention) { await Task.Delay(Timeout.Infinite); return; }
+    long previous = engine.LogTailAddress;
+    while (true)
+    {
+        await Task.Delay(250);
+        long boundary = previous;
+        previous = engine.LogTailAddress;
+        Emit($"B {boundary}");
+        await engine.TruncateBeforeAsync(boundary);
+    }
+});
+var all = producers.Append(consumer).Append(cutter).ToList();
+await Task.WhenAny(all);
+await Task.WhenAll(all); // surfaces the failure
 return 1;
 
 sealed class PrintingChannel(Action<string> emit) : ICheckBackChannel

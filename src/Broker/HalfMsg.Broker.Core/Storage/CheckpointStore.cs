@@ -105,3 +105,10 @@ internal sealed class CheckpointStore(string directory, ILogger logger)
         public static extern int close(int fd);
     }
 }
+
+/// <summary>How checkpoint files are named: <c>checkpoint-&lt;covered address, 16 hex digits&gt;.bin</c>.</summary>
+public static class CheckpointStoreNames
+{
+    /// <summary>The covered address of a checkpoint file, or -1 if the name is not one.</summary>
+    public static long Covered(string file) => CheckpointStore.TryParseCovered(file, out var covered) ? covered : -1;
+}
