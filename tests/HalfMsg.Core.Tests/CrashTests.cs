@@ -35,7 +35,18 @@ public sealed class CrashTests
                 }
             });
             await ready.Task.WaitAsync(TimeSpan.FromSeconds(60));
-            await Task.Delay(runMs);
+            // Kill after a condition, not after a fixed time (a busy machine is slow): enough acknowledged commits and,
+            // with retention, cuts that took effect; then a little more at a random moment so the kill lands mid-load.
+            int wantCommits = runMs / 20;
+            var deadline = DateTime.UtcNow.AddSeconds(120);
+            while (DateTime.UtcNow < deadline)
+            {
+                int commits, cuts;
+                lock (lines) { commits = lines.Count(l => l.StartsWith("C ", StringComparison.Ordinal)); cuts = lines.Count(l => l.StartsWith("B ", StringComparison.Ordinal)); }
+                if (commits >= wantCommits && (!retention || cuts >= 3)) break;
+                await Task.Delay(20);
+            }
+            await Task.Delay(Random.Shared.Next(0, 200));
             process.Kill(entireProcessTree: true);              // SIGKILL: no dispose, no final commit, no checkpoint
             await process.WaitForExitAsync();
             await reader;

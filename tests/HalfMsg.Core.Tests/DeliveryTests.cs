@@ -104,8 +104,8 @@ public sealed class DeliveryTests
             h.Engine.RunSweep();
         }
         Assert.Empty(await h.ReceiveAsync("g", "t"));
-        await Task.Delay(50); // the dead-letter record rides the next commit
-        var dead = Assert.Single(await h.ReceiveAsync("ops", "%DLQ%g"));
+        // The dead-letter record rides the next commit: long-poll until it is visible.
+        var dead = Assert.Single(await h.ReceiveWhenVisibleAsync("ops", "%DLQ%g"));
         Assert.Equal("poison", dead.Text());
         Assert.Equal("%DLQ%g", dead.Message.Topic);
         Assert.Equal("t", dead.Message.OriginalTopic);
@@ -179,8 +179,7 @@ public sealed class DeliveryTests
         await h.RestartAsync();                                 // the delay index is durable
         h.Clock.Advance(TimeSpan.FromSeconds(2));
         h.Engine.RunSweep();
-        await Task.Delay(100);
-        var m = Assert.Single(await h.ReceiveAsync("g", "t"));
+        var m = Assert.Single(await h.ReceiveWhenVisibleAsync("g", "t"));
         Assert.Equal(MessageKind.Delay, m.Message.Kind);
     }
 
@@ -213,7 +212,9 @@ public sealed class DeliveryTests
             var half = await engine.SendHalfAsync(new MessageDraft { Topic = "t", MessageId = "tx-lp", Body = new byte[] { 1 } }, "t", "p", null);
             var sw = System.Diagnostics.Stopwatch.StartNew();
             var receive = engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = "t", LongPollTimeout = TimeSpan.FromSeconds(20) }).AsTask();
-            await Task.Delay(300);
+            // Nothing is receivable until the commit: the poll must still be waiting (a short real wait, since the
+            // assertion is about not completing; it cannot make the test flaky, only less sensitive on a slow machine).
+            await Task.WhenAny(receive, Task.Delay(300));
             Assert.False(receive.IsCompleted);
             await engine.EndTransactionAsync(half.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client);
             var result = await receive.WaitAsync(TimeSpan.FromSeconds(10));

@@ -12,24 +12,49 @@ public sealed partial class BrokerEngine
     {
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
-        int queueId;
-        long offset;
+        SendResult result;
+        lock (_gate) result = StoreMessage(msg, out address);
+        if (result.IsOk) await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        return result;
+    }
+
+    /// <summary>
+    /// Stores a batch of messages under one lock hold and waits once, for the highest address: a batch costs one
+    /// group commit, not one per message. Each message gets its own result; one bad message does not fail the others.
+    /// </summary>
+    public async ValueTask<SendResult[]> SendBatchAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
+    {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        var results = new SendResult[messages.Count];
+        long highest = -1;
         lock (_gate)
         {
-            long now = NowMs;
-            var err = ValidateDraft(msg, now);
-            TopicState topic = null!;
-            if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out topic);
-            if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
-            bool delayed = msg.DeliveryTimestampMs is long at && at > now;
-            queueId = delayed ? -1 : PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup);
-            offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
-            var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
-            MessageStoredRecord.Write(_writer, queueId, offset, kind, msg.QueueId ?? -1, msg, now);
-            address = AppendAndApply();
-            Metrics.MessagesStored++;
+            for (int i = 0; i < messages.Count; i++)
+            {
+                results[i] = StoreMessage(messages[i], out var address);
+                if (results[i].IsOk) highest = Math.Max(highest, address);
+            }
         }
-        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        if (highest >= 0) await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);
+        return results;
+    }
+
+    /// <summary>Validates and appends one message. Caller holds the lock.</summary>
+    private SendResult StoreMessage(MessageDraft msg, out long address)
+    {
+        address = -1;
+        long now = NowMs;
+        var err = ValidateDraft(msg, now);
+        TopicState topic = null!;
+        if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out topic);
+        if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
+        bool delayed = msg.DeliveryTimestampMs is long at && at > now;
+        int queueId = delayed ? -1 : PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup);
+        long offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
+        var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
+        MessageStoredRecord.Write(_writer, queueId, offset, kind, msg.QueueId ?? -1, msg, now);
+        address = AppendAndApply();
+        Metrics.MessagesStored++;
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset);
     }
 
@@ -296,15 +321,42 @@ public sealed partial class BrokerEngine
     {
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
+        BrokerError err;
+        lock (_gate) err = Ack(group, topic, receiptHandle, out address);
+        if (err.IsOk) await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        return err;
+    }
+
+    /// <summary>
+    /// Acknowledges a batch of deliveries under one lock hold and waits once for the highest address (a batch of 32
+    /// acks costs one group commit). Each handle gets its own result.
+    /// </summary>
+    public async ValueTask<BrokerError[]> AckBatchAsync(string group, string topic, IReadOnlyList<string> receiptHandles, CancellationToken ct = default)
+    {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        var results = new BrokerError[receiptHandles.Count];
+        long highest = -1;
         lock (_gate)
         {
-            var err = TryGetLease(group, topic, receiptHandle, out _, out var handle, out _);
-            if (!err.IsOk) return err;
-            new AckedRecord(group, topic, handle.QueueId, handle.QueueOffset).Write(_writer);
-            address = AppendAndApply();
-            Metrics.Acked++;
+            for (int i = 0; i < receiptHandles.Count; i++)
+            {
+                results[i] = Ack(group, topic, receiptHandles[i], out var address);
+                if (results[i].IsOk) highest = Math.Max(highest, address);
+            }
         }
-        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        if (highest >= 0) await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);
+        return results;
+    }
+
+    /// <summary>Validates the lease and appends the ack. Caller holds the lock.</summary>
+    private BrokerError Ack(string group, string topic, string receiptHandle, out long address)
+    {
+        address = -1;
+        var err = TryGetLease(group, topic, receiptHandle, out _, out var handle, out _);
+        if (!err.IsOk) return err;
+        new AckedRecord(group, topic, handle.QueueId, handle.QueueOffset).Write(_writer);
+        address = AppendAndApply();
+        Metrics.Acked++;
         return BrokerError.None;
     }
 

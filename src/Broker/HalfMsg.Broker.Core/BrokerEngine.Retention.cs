@@ -30,6 +30,8 @@ public sealed partial class BrokerEngine
     /// <summary>The current log tail: a record boundary (used by tests and the admin API).</summary>
     public long LogTailAddress { get { lock (_gate) return _log.TailAddress; } }
     public long LogBeginAddress => _log.BeginAddress;
+    /// <summary>Group commits (fsyncs) so far.</summary>
+    public long LogCommits => _log.Commits;
 
     private long ComputeRetentionTarget()
     {

@@ -135,28 +135,16 @@ public sealed class AdminApiTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Resume_makes_a_half_due_at_once_and_the_check_is_counted()
+    public async Task Resume_of_a_half_that_is_not_parked_says_so_and_changes_nothing()
     {
         var tx = await HalfAsync("admin-parked", "admin-parked-1");
-        // Check max is 1: a pass sends one check (no producer → none sent, nothing burnt), so register a producer.
-        var channel = new ParkingChannel();
-        using var reg = _host.Engine.Producers.Register("admin-parked", channel);
-        await Task.Delay(10);
-        // Not due yet (transaction timeout 6 s): nothing is parked.
-        var parked0 = await _http.GetFromJsonAsync<JsonElement>("/api/transactions/parked");
-        Assert.Equal(0, parked0.GetProperty("total").GetInt32());
-        Assert.Equal(HttpStatusCode.OK, (await _http.PostAsync($"/api/transactions/{tx}/resume", null)).StatusCode);
-        // Resume made it due now; the host's own scheduler (kicked by the resume) or this pass sends check 1.
-        await _host.Engine.RunCheckPassAsync();
-        JsonElement one = default;
-        for (int i = 0; i < 100; i++)
-        {
-            one = await _http.GetFromJsonAsync<JsonElement>($"/api/transactions/{tx}");
-            if (one.GetProperty("checks").GetInt32() == 1) break;
-            await Task.Delay(50);
-        }
-        Assert.Equal(1, one.GetProperty("checks").GetInt32());
-        lock (channel.Checks) Assert.Single(channel.Checks);
+        var r = await _http.PostAsync($"/api/transactions/{tx}/resume", null);
+        Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode);
+        var body = await r.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Contains("not parked", body.GetProperty("error").GetString());
+        var one = await _http.GetFromJsonAsync<JsonElement>($"/api/transactions/{tx}");
+        Assert.Equal(0, one.GetProperty("checks").GetInt32());
+        Assert.False(one.GetProperty("parked").GetBoolean());
     }
 
     private sealed class ParkingChannel : Broker.Core.Transactions.ICheckBackChannel
