@@ -428,11 +428,12 @@ public sealed partial class BrokerEngine
                 {
                     var h = new HalfState
                     {
-                        TransactionId = r.Str()!, MessageId = r.Str()!, Topic = r.Str()!, ProducerGroup = r.Str()!, OriginClientId = r.Str(),
+                        TransactionId = r.Str()!, MessageId = r.Str()!, Topic = Intern(r.Str())!, ProducerGroup = Intern(r.Str())!, OriginClientId = Intern(r.Str()),
                         Address = r.I64(), Size = r.I32(), StoreTimestampMs = r.I64(), CheckImmunityMs = r.I64(), RequestedQueueId = r.I32(), Tag = r.Str(),
                         MessageGroup = r.Str(), DeliverAtMs = r.I64(), CheckCount = r.I32(), NextCheckAtMs = r.I64(), Parked = r.Bool(),
                         ParkedAtMs = r.I64(), LastCheckAtMs = r.I64(),
                     };
+                    if (h.MessageId == h.TransactionId) h.MessageId = h.TransactionId;
                     _halves[h.TransactionId] = h;
                     if (!h.Parked) _checkDue.Enqueue(h, h.NextCheckAtMs);
                     break;

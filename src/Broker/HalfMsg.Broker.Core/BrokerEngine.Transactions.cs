@@ -62,7 +62,9 @@ public sealed partial class BrokerEngine
         ref readonly var m = ref rec.Message;
         var half = new HalfState
         {
-            TransactionId = rec.TransactionId, MessageId = m.MessageId, Topic = m.Topic, ProducerGroup = rec.ProducerGroup, OriginClientId = rec.OriginClientId,
+            // Shared strings: a pending half costs its numbers, not five copies of names it shares with thousands of others.
+            TransactionId = rec.TransactionId, MessageId = m.MessageId == rec.TransactionId ? rec.TransactionId : m.MessageId,
+            Topic = Intern(m.Topic)!, ProducerGroup = Intern(rec.ProducerGroup)!, OriginClientId = Intern(rec.OriginClientId),
             Address = address, Size = size, StoreTimestampMs = m.StoreMs, CheckImmunityMs = rec.CheckImmunityMs, RequestedQueueId = rec.RequestedQueue,
             Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, DeliverAtMs = m.DeliverAtMs, CheckCount = rec.CheckCount, Parked = rec.Parked,
         };
