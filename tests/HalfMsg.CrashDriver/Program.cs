@@ -12,6 +12,7 @@ using HalfMsg.Broker.Core.Transactions;
 string dataDir = args[0];
 int workers = args.Length > 1 ? int.Parse(args[1]) : 4;
 bool retention = args.Length > 2 && args[2] == "retention";
+bool relaxed = args.Length > 3 && args[3] == "relaxed";
 var output = new StreamWriter(Console.OpenStandardOutput(), Encoding.ASCII) { AutoFlush = true };
 var gate = new object();
 void Emit(string line) { lock (gate) output.WriteLine(line); }
@@ -20,6 +21,7 @@ await using var engine = await BrokerEngine.OpenAsync(new CoreOptions
 {
     DataDir = dataDir,
     Flush = FlushMode.Sync,
+    DecisionDurability = relaxed ? DecisionDurability.Relaxed : DecisionDurability.Sync,
     TransactionTimeout = TimeSpan.FromMilliseconds(100),
     TransactionCheckInterval = TimeSpan.FromMilliseconds(200),
     TransactionCheckMax = 1000,

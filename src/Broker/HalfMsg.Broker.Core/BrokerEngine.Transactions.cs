@@ -137,6 +137,12 @@ public sealed partial class BrokerEngine
                 return new(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown (never sent, or decided more than {_options.DecisionRetention} ago)"), TransactionResolution.Unknown, false);
             }
         }
+        if (_options.DecisionDurability == DecisionDurability.Relaxed)
+        {
+            // Nobody waits for this record, so ask for a commit: the message becomes visible when it is durable.
+            _log.RequestCommit();
+            return new(BrokerError.None, resolution, duplicate);
+        }
         await _log.WaitDurableAsync(waitFor, ct).ConfigureAwait(false);
         return new(BrokerError.None, resolution, duplicate);
     }

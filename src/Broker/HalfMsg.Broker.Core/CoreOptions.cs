@@ -9,11 +9,25 @@ public enum FlushMode
     Async,
 }
 
+/// <summary>When the reply to a commit or rollback is sent.</summary>
+public enum DecisionDurability
+{
+    /// <summary>After the decision record is durable (the default).</summary>
+    Sync,
+    /// <summary>
+    /// At once, as Apache RocketMQ's one-way END_TRANSACTION: a committed message still becomes visible only once its
+    /// decision is durable, and a decision lost in a crash leaves its half pending, so a check-back recovers it.
+    /// </summary>
+    Relaxed,
+}
+
 /// <summary>Everything the core needs to run. The host binds and validates these from configuration.</summary>
 public sealed record CoreOptions
 {
     public string DataDir { get; init; } = "./data";
     public FlushMode Flush { get; init; } = FlushMode.Sync;
+    /// <summary>Whether the reply to a commit or rollback waits for its record to be durable.</summary>
+    public DecisionDurability DecisionDurability { get; init; } = DecisionDurability.Sync;
     /// <summary>Commit period for <see cref="FlushMode.Async"/>.</summary>
     public TimeSpan AsyncFlushInterval { get; init; } = TimeSpan.FromMilliseconds(5);
 
