@@ -448,7 +448,7 @@ public sealed partial class BrokerEngine
             long now = NowMs;
             SweepLeases(now);
             ReleaseDelayed(now);
-            _decided.Expire(now);
+            _txs.Decided.Expire(now);
         }
     }
 

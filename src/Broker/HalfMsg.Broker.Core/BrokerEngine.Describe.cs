@@ -13,7 +13,7 @@ public sealed partial class BrokerEngine
         lock (_gate)
         {
             var sb = new StringBuilder();
-            foreach (var h in _halves.Values.OrderBy(h => h.TransactionId, StringComparer.Ordinal))
+            foreach (var h in _txs.All.OrderBy(h => h.TransactionId, StringComparer.Ordinal))
                 sb.Append($"half {h.TransactionId} {h.MessageId} {h.Topic} {h.ProducerGroup} {h.OriginClientId} @{h.Address}/{h.Size} store={h.StoreTimestampMs} imm={h.CheckImmunityMs} q={h.RequestedQueueId} tag={h.Tag} mg={h.MessageGroup} at={h.DeliverAtMs} checks={h.CheckCount} next={h.NextCheckAtMs} parked={h.Parked}/{h.ParkedAtMs}\n");
             foreach (var d in _delayed.Values.OrderBy(d => d.BodyAddress))
                 sb.Append($"delayed @{d.BodyAddress}/{d.Size} {d.Topic} q={d.RequestedQueueId} at={d.DeliverAtMs} tag={d.Tag} mg={d.MessageGroup}\n");
@@ -27,7 +27,7 @@ public sealed partial class BrokerEngine
                     sb.Append('\n');
                 }
             }
-            foreach (var (key, resolution, address, at) in _decided.Entries().OrderBy(e => e.Key))
+            foreach (var (key, resolution, address, at) in _txs.Decided.Entries().OrderBy(e => e.Key))
                 sb.Append($"decided {key:X} {resolution} @{address} {at}\n");
             foreach (var g in _groups.Values.OrderBy(g => g.Group, StringComparer.Ordinal).ThenBy(g => g.Topic.Name, StringComparer.Ordinal))
             {

@@ -55,7 +55,7 @@ public sealed partial class BrokerEngine
         Metrics.ReplayedRecords = _replayedRecords;
         Metrics.RecoveryMilliseconds = sw.ElapsedMilliseconds;
         _logger.LogInformation("Recovered in {Ms} ms: checkpoint {Checkpoint}, replayed {Records} records from {From} to {Tail}; {Pending} pending halves, {Topics} topics",
-            sw.ElapsedMilliseconds, loaded?.ToString() ?? "none", _replayedRecords, from, _log.TailAddress, _halves.Count, _topics.Count);
+            sw.ElapsedMilliseconds, loaded?.ToString() ?? "none", _replayedRecords, from, _log.TailAddress, _txs.Count, _topics.Count);
     }
 
     private struct Replayer(BrokerEngine engine) : IRecordConsumer
@@ -209,7 +209,7 @@ public sealed partial class BrokerEngine
             const int ItemsPerHold = 4096;
 
             HalfState[] halves;
-            lock (_gate) halves = _halves.Values.ToArray();
+            lock (_gate) halves = _txs.Snapshot();
             for (int i = 0; i < halves.Length; i += ItemsPerHold)
             {
                 int from = i;
@@ -269,7 +269,7 @@ public sealed partial class BrokerEngine
             }
 
             (UInt128 Key, long AtMs)[] decidedOrder;
-            lock (_gate) decidedOrder = _decided.OrderSnapshot();
+            lock (_gate) decidedOrder = _txs.Decided.OrderSnapshot();
             for (int i = 0; i < decidedOrder.Length; i += 4 * ItemsPerHold)
             {
                 int from = i;
@@ -277,7 +277,7 @@ public sealed partial class BrokerEngine
                 {
                     for (int k = from; k < Math.Min(from + 4 * ItemsPerHold, decidedOrder.Length); k++)
                     {
-                        if (!_decided.TryGetLive(decidedOrder[k].Key, decidedOrder[k].AtMs, out var resolution, out var address)) continue;
+                        if (!_txs.Decided.TryGetLive(decidedOrder[k].Key, decidedOrder[k].AtMs, out var resolution, out var address)) continue;
                         w.Begin(SnapDecided).U64((ulong)(decidedOrder[k].Key >> 64)).U64((ulong)decidedOrder[k].Key).Byte((byte)resolution).I64(address).I64(decidedOrder[k].AtMs);
                         Emit(w, o);
                     }
@@ -382,7 +382,7 @@ public sealed partial class BrokerEngine
 
     private void ResetState()
     {
-        _topics.Clear(); _groups.Clear(); _halves.Clear(); _checkDue.Clear(); _decided.Clear();
+        _topics.Clear(); _groups.Clear(); _txs.Clear();
         _delayed.Clear(); _delayDue.Clear(); _leaseDue.Clear();
     }
 
@@ -434,8 +434,7 @@ public sealed partial class BrokerEngine
                         ParkedAtMs = r.I64(), LastCheckAtMs = r.I64(),
                     };
                     if (h.MessageId == h.TransactionId) h.MessageId = h.TransactionId;
-                    _halves[h.TransactionId] = h;
-                    if (!h.Parked) _checkDue.Enqueue(h, h.NextCheckAtMs);
+                    _txs.Add(h);
                     break;
                 }
                 case SnapDecided:
@@ -443,7 +442,7 @@ public sealed partial class BrokerEngine
                     ulong hi = r.U64(), lo = r.U64();
                     var resolution = (TransactionResolution)r.Byte();
                     long address = r.I64(), at = r.I64();
-                    _decided.Add(new UInt128(hi, lo), resolution, address, at);
+                    _txs.Decided.Add(new UInt128(hi, lo), resolution, address, at);
                     break;
                 }
                 case SnapDelayed:

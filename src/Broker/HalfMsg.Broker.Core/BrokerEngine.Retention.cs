@@ -156,7 +156,7 @@ public sealed partial class BrokerEngine
             if (!live.TryGetValue(address, out var list)) live[address] = list = new List<LiveRef>(1);
             list.Add(r);
         }
-        foreach (var h in _halves.Values)
+        foreach (var h in _txs.All)
             if (h.Address < boundary) Add(h.Address, new LiveRef(h.TransactionId, false, null, -1, -1));
         foreach (var d in _delayed.Values)
             if (d.BodyAddress < boundary) Add(d.BodyAddress, new LiveRef(null, true, null, -1, -1));
@@ -202,7 +202,7 @@ public sealed partial class BrokerEngine
         var queueRefs = new List<(string, int, long)>();
         foreach (var r in refs)
         {
-            if (r.HalfTransactionId is { } tx && _halves.TryGetValue(tx, out var h) && h.Address == address) halfTx = tx;
+            if (r.HalfTransactionId is { } tx && _txs.TryGet(tx, out var h) && h.Address == address) halfTx = tx;
             else if (r.Delayed && _delayed.ContainsKey(address)) delayed = true;
             else if (r.Topic is not null && _topics.TryGetValue(r.Topic, out var t) && t.Queues[r.QueueId].TryGet(r.Offset, out var e) && e.BodyAddress == address)
                 queueRefs.Add((r.Topic, r.QueueId, r.Offset));
@@ -216,7 +216,7 @@ public sealed partial class BrokerEngine
     private void ApplyBodyRelocated(long address, int size, BodyRelocatedRecord rec)
     {
         long previous = rec.PreviousAddress;
-        if (rec.HalfTransactionId is { } tx && _halves.TryGetValue(tx, out var half) && half.Address == previous)
+        if (rec.HalfTransactionId is { } tx && _txs.TryGet(tx, out var half) && half.Address == previous)
         {
             half.Address = address;
             half.Size = size;

@@ -38,7 +38,7 @@ public sealed partial class BrokerEngine
             if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out _);
             if (!err.IsOk) return new SendHalfResult(err, msg.MessageId, "");
             string txId = msg.MessageId;
-            if (_halves.ContainsKey(txId) || _decided.Contains(txId))
+            if (_txs.Exists(txId))
                 return new SendHalfResult(new(BrokerStatus.BadRequest, $"transaction '{txId}' already exists (message ids must be unique)"), msg.MessageId, "");
             // A client-chosen immunity is capped: a half that is never checked would be kept forever.
             long immunityMs = checkImmunity is { } ci && ci > TimeSpan.Zero ? (long)Math.Min(ci.TotalMilliseconds, _options.MaxCheckImmunity.TotalMilliseconds) : 0;
@@ -52,7 +52,7 @@ public sealed partial class BrokerEngine
 
     private void ApplyHalfStored(long address, int size, HalfStoredRecord rec)
     {
-        if (_halves.TryGetValue(rec.TransactionId, out var existing))
+        if (_txs.TryGet(rec.TransactionId, out var existing))
         {
             // Replayed over a checkpoint that already has it: the address is the record's (a later BodyRelocated moves it again).
             existing.Address = address;
@@ -69,8 +69,7 @@ public sealed partial class BrokerEngine
             Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, DeliverAtMs = m.DeliverAtMs, CheckCount = rec.CheckCount, Parked = rec.Parked,
         };
         half.NextCheckAtMs = rec.NextCheckAtMs > 0 ? rec.NextCheckAtMs : m.StoreMs + Math.Max((long)_options.TransactionTimeout.TotalMilliseconds, rec.CheckImmunityMs);
-        _halves[rec.TransactionId] = half;
-        if (!half.Parked) _checkDue.Enqueue(half, half.NextCheckAtMs);
+        _txs.Add(half);
     }
 
     /// <summary>
@@ -88,7 +87,7 @@ public sealed partial class BrokerEngine
         {
             if (string.IsNullOrEmpty(transactionId))
                 return new(new(BrokerStatus.InvalidTransactionId, "transaction id is empty"), TransactionResolution.Unknown, false);
-            if (_halves.TryGetValue(transactionId, out var half))
+            if (_txs.TryGet(transactionId, out var half))
             {
                 if (!string.IsNullOrEmpty(messageId) && messageId != half.MessageId)
                     return new(new(BrokerStatus.InvalidTransactionId, $"transaction '{transactionId}' does not belong to message '{messageId}'"), TransactionResolution.Unknown, false);
@@ -116,7 +115,7 @@ public sealed partial class BrokerEngine
                 if (source == DecisionSource.Operator)
                     _logger.LogInformation("Operator {Resolution} of transaction {TransactionId} (topic {Topic})", resolution, transactionId, half.Topic);
             }
-            else if (_decided.TryGet(transactionId, out var decidedAs, out var decidedAt))
+            else if (_txs.Decided.TryGet(transactionId, out var decidedAs, out var decidedAt))
             {
                 if (resolution == TransactionResolution.Unknown || resolution == decidedAs)
                 {
@@ -149,9 +148,9 @@ public sealed partial class BrokerEngine
 
     private void ApplyTxDecided(long address, TxDecidedRecord rec)
     {
-        if (!_halves.TryGetValue(rec.TransactionId, out var half))
+        if (!_txs.TryGet(rec.TransactionId, out var half))
         {
-            if (!_decided.Contains(rec.TransactionId))
+            if (!_txs.Decided.Contains(rec.TransactionId))
                 _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
             return;
         }
@@ -162,7 +161,7 @@ public sealed partial class BrokerEngine
             if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{half.Topic}'");
         }
         // Checked above, changed below: a record that does not fit changes nothing.
-        _halves.Remove(rec.TransactionId);
+        _txs.Remove(rec.TransactionId, out _);
         if (topic is not null)
         {
             if (rec.QueueId >= 0)
@@ -170,22 +169,22 @@ public sealed partial class BrokerEngine
             else
                 AddDelayed(new DelayedEntry { BodyAddress = half.Address, Size = half.Size, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup });
         }
-        _decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs);
-        _decided.Expire(rec.AtMs);
+        _txs.Decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs);
+        _txs.Decided.Expire(rec.AtMs);
     }
 
     private void ApplyTxChecked(TxCheckedRecord rec)
     {
-        if (!_halves.TryGetValue(rec.TransactionId, out var half)) return;
+        if (!_txs.TryGet(rec.TransactionId, out var half)) return;
         half.CheckCount = rec.CheckCount;
         half.LastCheckAtMs = rec.AtMs;
         half.NextCheckAtMs = rec.NextCheckAtMs;
-        if (!half.Parked) _checkDue.Enqueue(half, rec.NextCheckAtMs);
+        if (!half.Parked) _txs.Schedule(half);
     }
 
     private void ApplyTxParked(long address, TxParkedRecord rec)
     {
-        if (!_halves.TryGetValue(rec.TransactionId, out var half)) return;
+        if (!_txs.TryGet(rec.TransactionId, out var half)) return;
         var topic = ApplyTopicCreated(CheckMaxTopic, 1);
         half.Parked = true;
         half.ParkedAtMs = rec.AtMs;
@@ -195,11 +194,11 @@ public sealed partial class BrokerEngine
 
     private void ApplyTxResumed(TxResumedRecord rec)
     {
-        if (!_halves.TryGetValue(rec.TransactionId, out var half)) return;
+        if (!_txs.TryGet(rec.TransactionId, out var half)) return;
         half.Parked = false;
         half.CheckCount = 0;
         half.NextCheckAtMs = rec.AtMs;
-        _checkDue.Enqueue(half, rec.AtMs);
+        _txs.Schedule(half);
     }
 
     /// <summary>
@@ -210,21 +209,13 @@ public sealed partial class BrokerEngine
     public async Task<int> RunCheckPassAsync(CancellationToken ct = default)
     {
         var due = new List<HalfState>();
-        var seen = new HashSet<HalfState>(ReferenceEqualityComparer.Instance);
         lock (_gate)
         {
             long now = NowMs;
-            while (_checkDue.TryPeek(out var half, out var at) && at <= now)
+            foreach (var half in _txs.TakeDue(now))
             {
-                _checkDue.Dequeue();
-                // Lazy deletion: the heap may hold stale entries for decided, parked or rescheduled halves.
-                if (!_halves.TryGetValue(half.TransactionId, out var live) || !ReferenceEquals(live, half) || half.Parked || half.NextCheckAtMs != at || !seen.Add(half)) continue;
-                if (half.CheckCount >= _options.TransactionCheckMax)
-                {
-                    Park(half, now);
-                    continue;
-                }
-                due.Add(half);
+                if (half.CheckCount >= _options.TransactionCheckMax) Park(half, now);
+                else due.Add(half);
             }
         }
         int sent = 0;
@@ -263,7 +254,7 @@ public sealed partial class BrokerEngine
                 sent++;
                 lock (_gate)
                 {
-                    if (!_halves.TryGetValue(half.TransactionId, out var live) || !ReferenceEquals(live, half)) continue; // decided meanwhile
+                    if (!_txs.IsLive(half)) continue; // decided meanwhile
                     long now = NowMs;
                     new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
                     AppendAndApply();
@@ -279,8 +270,8 @@ public sealed partial class BrokerEngine
             lock (_gate)
             {
                 foreach (var half in retryLater.Concat(due.Skip(next)))
-                    if (_halves.TryGetValue(half.TransactionId, out var live) && ReferenceEquals(live, half) && !half.Parked)
-                        _checkDue.Enqueue(half, half.NextCheckAtMs);
+                    if (_txs.IsLive(half) && !half.Parked)
+                        _txs.Schedule(half);
             }
         }
         return sent;
@@ -303,8 +294,8 @@ public sealed partial class BrokerEngine
         long address;
         lock (_gate)
         {
-            if (!_halves.TryGetValue(transactionId, out var half))
-                return _decided.Contains(transactionId)
+            if (!_txs.TryGet(transactionId, out var half))
+                return _txs.Decided.Contains(transactionId)
                     ? new(BrokerStatus.TransactionConflict, $"transaction '{transactionId}' is already decided")
                     : new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown");
             long now = NowMs;
@@ -331,7 +322,7 @@ public sealed partial class BrokerEngine
         total = 0;
         lock (_gate)
         {
-            foreach (var h in _halves.Values)
+            foreach (var h in _txs.All)
             {
                 if (h.Parked != parked) continue;
                 total++;
@@ -344,7 +335,7 @@ public sealed partial class BrokerEngine
 
     public PendingTransaction? FindTransaction(string transactionId)
     {
-        lock (_gate) return _halves.TryGetValue(transactionId, out var h) ? ToView(h) : null;
+        lock (_gate) return _txs.TryGet(transactionId, out var h) ? ToView(h) : null;
     }
 
     private static PendingTransaction ToView(HalfState h) => new(h.TransactionId, h.MessageId, h.Topic, h.ProducerGroup, h.OriginClientId,
@@ -352,5 +343,5 @@ public sealed partial class BrokerEngine
         h.Parked ? null : DateTimeOffset.FromUnixTimeMilliseconds(h.NextCheckAtMs), h.Parked,
         h.Parked ? DateTimeOffset.FromUnixTimeMilliseconds(h.ParkedAtMs) : null, h.Address);
 
-    public int PendingCount { get { lock (_gate) return _halves.Count; } }
+    public int PendingCount { get { lock (_gate) return _txs.Count; } }
 }

@@ -32,9 +32,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     private readonly Dictionary<string, TopicState> _topics = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Group, string Topic), GroupTopicState> _groups = new();
-    private readonly Dictionary<string, HalfState> _halves = new(StringComparer.Ordinal);
-    private readonly PriorityQueue<HalfState, long> _checkDue = new();
-    private readonly DecidedIndex _decided;
+    private readonly HalfIndex _txs;
     private readonly Dictionary<long, DelayedEntry> _delayed = new();
     private readonly PriorityQueue<DelayedEntry, long> _delayDue = new();
     private readonly PriorityQueue<(GroupTopicState Group, int Queue, long Offset, long LeaseId), long> _leaseDue = new();
@@ -67,7 +65,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         _log.Durable += OnDurable;
         _checkpoints = new CheckpointStore(Path.Combine(options.DataDir, "checkpoints"), _logger);
         _incarnation = Random.Shared.Next(1, int.MaxValue);
-        _decided = new DecidedIndex((long)options.DecisionRetention.TotalMilliseconds, options.MaxRememberedDecisions);
+        _txs = new HalfIndex(new DecidedIndex((long)options.DecisionRetention.TotalMilliseconds, options.MaxRememberedDecisions));
         Producers.ProducerJoined += _ => _checkKick.Release();
     }
 
