@@ -75,8 +75,7 @@ public sealed partial class BrokerEngine
 
     private void AddDelayed(DelayedEntry entry)
     {
-        _delayed[entry.BodyAddress] = entry;
-        _delayDue.Enqueue(entry, entry.DeliverAtMs);
+        _delayed.Add(entry);
     }
 
     private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
@@ -472,10 +471,8 @@ public sealed partial class BrokerEngine
 
     private void ReleaseDelayed(long now)
     {
-        while (_delayDue.TryPeek(out var entry, out var due) && due <= now)
+        foreach (var entry in _delayed.TakeDue(now))
         {
-            _delayDue.Dequeue();
-            if (!_delayed.TryGetValue(entry.BodyAddress, out var live) || !ReferenceEquals(live, entry)) continue;
             var topic = ApplyTopicCreated(entry.Topic, _options.QueuesPerTopic);
             int q = PickQueue(topic, entry.RequestedQueueId, entry.MessageGroup);
             new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, topic.Queues[q].NextOffset, entry.Tag, entry.MessageGroup).Write(_writer);

@@ -15,7 +15,7 @@ public sealed partial class BrokerEngine
             var sb = new StringBuilder();
             foreach (var h in _txs.All.OrderBy(h => h.TransactionId, StringComparer.Ordinal))
                 sb.Append($"half {h.TransactionId} {h.MessageId} {h.Topic} {h.ProducerGroup} {h.OriginClientId} @{h.Address}/{h.Size} store={h.StoreTimestampMs} imm={h.CheckImmunityMs} q={h.RequestedQueueId} tag={h.Tag} mg={h.MessageGroup} at={h.DeliverAtMs} checks={h.CheckCount} next={h.NextCheckAtMs} parked={h.Parked}/{h.ParkedAtMs}\n");
-            foreach (var d in _delayed.Values.OrderBy(d => d.BodyAddress))
+            foreach (var d in _delayed.All.OrderBy(d => d.BodyAddress))
                 sb.Append($"delayed @{d.BodyAddress}/{d.Size} {d.Topic} q={d.RequestedQueueId} at={d.DeliverAtMs} tag={d.Tag} mg={d.MessageGroup}\n");
             foreach (var t in _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal))
             {

@@ -220,7 +220,7 @@ public sealed partial class BrokerEngine
             halves = [];
 
             DelayedEntry[] delayed;
-            lock (_gate) delayed = _delayed.Values.ToArray();
+            lock (_gate) delayed = _delayed.Snapshot();
             for (int i = 0; i < delayed.Length; i += ItemsPerHold)
             {
                 int from = i;
@@ -383,7 +383,7 @@ public sealed partial class BrokerEngine
     private void ResetState()
     {
         _topics.Clear(); _groups.Clear(); _txs.Clear();
-        _delayed.Clear(); _delayDue.Clear(); _leaseDue.Clear();
+        _delayed.Clear(); _leaseDue.Clear();
     }
 
     private bool TryLoadSnapshot(byte[] bytes, out long covered, out string? error)

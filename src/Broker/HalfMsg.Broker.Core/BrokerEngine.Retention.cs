@@ -158,7 +158,7 @@ public sealed partial class BrokerEngine
         }
         foreach (var h in _txs.All)
             if (h.Address < boundary) Add(h.Address, new LiveRef(h.TransactionId, false, null, -1, -1));
-        foreach (var d in _delayed.Values)
+        foreach (var d in _delayed.All)
             if (d.BodyAddress < boundary) Add(d.BodyAddress, new LiveRef(null, true, null, -1, -1));
         foreach (var topic in _topics.Values)
         {
@@ -203,7 +203,7 @@ public sealed partial class BrokerEngine
         foreach (var r in refs)
         {
             if (r.HalfTransactionId is { } tx && _txs.TryGet(tx, out var h) && h.Address == address) halfTx = tx;
-            else if (r.Delayed && _delayed.ContainsKey(address)) delayed = true;
+            else if (r.Delayed && _delayed.Contains(address)) delayed = true;
             else if (r.Topic is not null && _topics.TryGetValue(r.Topic, out var t) && t.Queues[r.QueueId].TryGet(r.Offset, out var e) && e.BodyAddress == address)
                 queueRefs.Add((r.Topic, r.QueueId, r.Offset));
         }
@@ -221,12 +221,7 @@ public sealed partial class BrokerEngine
             half.Address = address;
             half.Size = size;
         }
-        if (rec.Delayed && _delayed.Remove(previous, out var delayed))
-        {
-            delayed.BodyAddress = address;
-            delayed.Size = size;
-            _delayed[address] = delayed; // the same object stays in the due-time heap
-        }
+        if (rec.Delayed) _delayed.Move(previous, address, size);
         foreach (var (topicName, q, offset) in rec.QueueRefs)
         {
             if (!_topics.TryGetValue(topicName, out var topic) || q < 0 || q >= topic.Queues.Length) continue;

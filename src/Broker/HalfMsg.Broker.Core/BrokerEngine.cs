@@ -33,8 +33,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private readonly Dictionary<string, TopicState> _topics = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Group, string Topic), GroupTopicState> _groups = new();
     private readonly HalfIndex _txs;
-    private readonly Dictionary<long, DelayedEntry> _delayed = new();
-    private readonly PriorityQueue<DelayedEntry, long> _delayDue = new();
+    private readonly DelayIndex _delayed = new();
     private readonly PriorityQueue<(GroupTopicState Group, int Queue, long Offset, long LeaseId), long> _leaseDue = new();
     private readonly Queue<(long VisibleAt, TopicState Topic)> _pendingVisible = new();
 
