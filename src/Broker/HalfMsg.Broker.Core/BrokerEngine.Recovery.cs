@@ -424,6 +424,10 @@ public sealed partial class BrokerEngine
             {
                 return;
             }
+            catch (Exception) when (StorageFault is not null)
+            {
+                return; // the log failed: said once by RecordLog, nothing here can work any more (issue 8, defect 6)
+            }
             catch (Exception ex)
             {
                 _logger.LogError(ex, "The {Loop} loop failed; retrying in 1 s", name);
