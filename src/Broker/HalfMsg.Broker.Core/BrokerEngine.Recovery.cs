@@ -414,7 +414,7 @@ public sealed partial class BrokerEngine
     private async Task RunLoopAsync(string name, Func<CancellationToken, Task> body)
     {
         var ct = _stop.Token;
-        while (!ct.IsCancellationRequested)
+        while (!ct.IsCancellationRequested && StorageFault is null)
         {
             try
             {

@@ -117,6 +117,9 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// <summary>Completes when the log fails (never on a healthy broker); the host watches it.</summary>
     public Task<StorageFailureException> StorageFailed => _log.Failed;
 
+    /// <summary>True while any background loop still runs (they all end after a storage failure).</summary>
+    internal bool BackgroundLoopsRunning => _loops.Any(t => !t.IsCompleted);
+
     /// <summary>Test hook: fails the log as a failed commit would.</summary>
     internal void FailStorageForTest(string reason) => _log.FailForTest(reason);
 
