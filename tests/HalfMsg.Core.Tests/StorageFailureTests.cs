@@ -126,8 +126,18 @@ public sealed class StorageFailureTests : IAsyncDisposable
         _device!.Fault = DeviceFault.HangWrites;
         await Assert.ThrowsAsync<StorageFailureException>(async () => await engine.SendAsync(Draft("never-durable")));
 
+        // And closing the failed device blocks, as it did on a read-only file system: the broker must still stop.
+        using var blocked = new ManualResetEventSlim(false);
+        _device.BlockDispose = blocked;
         var sw = Stopwatch.StartNew();
-        await engine.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        try
+        {
+            await engine.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            blocked.Set();
+        }
         Assert.True(sw.Elapsed < TimeSpan.FromSeconds(15), $"closing took {sw.Elapsed}");
         _engine = null;
         Assert.False(Directory.Exists(Path.Combine(_dir, "checkpoints")) && Directory.EnumerateFiles(Path.Combine(_dir, "checkpoints"), "*.bin").Any(),

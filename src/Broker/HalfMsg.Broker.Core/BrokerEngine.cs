@@ -129,19 +129,22 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// </summary>
     private static void EnsureWritable(string dataDir)
     {
-        string probe = Path.Combine(dataDir, $".write-probe-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        try
+        Directory.CreateDirectory(dataDir);
+        // The log and the checkpoints may live on mounts of their own: each directory that exists must take a write.
+        foreach (var dir in new[] { dataDir, Path.Combine(dataDir, "log"), Path.Combine(dataDir, "checkpoints") })
         {
-            Directory.CreateDirectory(dataDir);
-            using (var file = new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose))
+            if (!Directory.Exists(dir)) continue;
+            string probe = Path.Combine(dir, $".write-probe-{Environment.ProcessId}-{Guid.NewGuid():N}");
+            try
             {
+                using var file = new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose);
                 file.Write(new byte[4096]);
                 file.Flush(flushToDisk: true);
             }
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            throw new StorageFailureException($"data dir '{Path.GetFullPath(dataDir)}' is not writable ({ex.Message})", ex);
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new StorageFailureException($"data dir '{Path.GetFullPath(dir)}' is not writable ({ex.Message})", ex);
+            }
         }
     }
 

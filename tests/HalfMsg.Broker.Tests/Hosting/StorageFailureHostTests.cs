@@ -218,6 +218,15 @@ public sealed class RootMountFactAttribute : FactAttribute
     }
 }
 
+/// <summary>A theory with the same precondition as <see cref="RootMountFactAttribute"/>.</summary>
+public sealed class RootMountTheoryAttribute : TheoryAttribute
+{
+    public RootMountTheoryAttribute()
+    {
+        if (new RootMountFactAttribute().Skip is { } why) Skip = why;
+    }
+}
+
 /// <summary>
 /// Issue 8, defects 6 and 7, end to end against the real broker process: a data dir it cannot write, a disk that fills
 /// while it runs, and a second broker on the same data dir.
@@ -252,8 +261,10 @@ public sealed class StorageFailureHostTests
     private static int CountLines(string output, string text)
         => output.Split('\n').Count(l => l.Contains(text, StringComparison.Ordinal));
 
-    [RootMountFact]
-    public async Task A_data_dir_made_read_only_stops_the_start_with_exit_code_74_and_one_line_saying_why()
+    [RootMountTheory]
+    [InlineData("")]     // the whole data dir
+    [InlineData("log")]  // only the log's directory (a separate volume that went read-only)
+    public async Task A_data_dir_made_read_only_stops_the_start_with_exit_code_74_and_one_line_saying_why(string subdir)
     {
         string dir = BrokerChild.NewDataDir("ro");
         try
@@ -268,7 +279,8 @@ public sealed class StorageFailureHostTests
             }
 
             // The same dir, read-only (a read-only bind mount, visible only to the broker's own mount namespace).
-            await using var broker = BrokerChild.Start(dir, $"mount --bind '{dir}' '{dir}'\nmount -o remount,bind,ro '{dir}'");
+            string ro = Path.Combine(dir, subdir);
+            await using var broker = BrokerChild.Start(dir, $"mount --bind '{ro}' '{ro}'\nmount -o remount,bind,ro '{ro}'");
             // Before the fix it came up and answered ready; now it must exit without ever being ready.
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
             while (!broker.HasExited && DateTime.UtcNow < deadline)
@@ -279,7 +291,7 @@ public sealed class StorageFailureHostTests
             Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(5)), "the broker kept running on a read-only data dir:\n" + broker.Output);
             Assert.Equal(ExitStorageFailure, broker.ExitCode);
             Assert.Equal(1, CountLines(broker.Output, "is not writable"));
-            Assert.Contains($"storage failure: data dir '{dir}' is not writable", broker.Output);
+            Assert.Contains($"storage failure: data dir '{ro.TrimEnd('/')}' is not writable", broker.Output);
         }
         finally
         {

@@ -81,5 +81,15 @@ internal sealed class FaultInjectionDevice(IDevice inner) : IDevice
     public void RemoveSegment(int segment) => inner.RemoveSegment(segment);
     public long GetFileSize(int segment) => inner.GetFileSize(segment);
     public void Reset() => inner.Reset();
-    public void Dispose() => inner.Dispose();
+    /// <summary>
+    /// While set, <see cref="Dispose"/> blocks until it is reset: what closing the log did after writes had failed on a
+    /// read-only file system (measured: the old broker then never finished its shutdown).
+    /// </summary>
+    public ManualResetEventSlim? BlockDispose { get; set; }
+
+    public void Dispose()
+    {
+        BlockDispose?.Wait();
+        inner.Dispose();
+    }
 }
