@@ -511,7 +511,7 @@ public sealed partial class BrokerEngine
     private async Task RunLoopAsync(string name, Func<CancellationToken, Task> body)
     {
         var ct = _stop.Token;
-        while (!ct.IsCancellationRequested)
+        while (!ct.IsCancellationRequested && StorageFault is null)
         {
             try
             {
@@ -520,6 +520,10 @@ public sealed partial class BrokerEngine
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
                 return;
+            }
+            catch (Exception) when (StorageFault is not null)
+            {
+                return; // the log failed: said once by RecordLog, nothing here can work any more (issue 8, defect 6)
             }
             catch (Exception ex)
             {

@@ -13,6 +13,7 @@ public sealed partial class BrokerEngine
             return new(BrokerStatus.BadRequest, "message id must be 1-128 characters");
         if (msg.Body.Length > _options.MaxMessageSize)
             return new(BrokerStatus.MessageTooLarge, $"message body of {msg.Body.Length} bytes exceeds the maximum of {_options.MaxMessageSize} bytes");
+        if (RecordLimits.CheckMetadata(msg) is { IsOk: false } tooMuchMetadata) return tooMuchMetadata; // one record must fit a log page
         if (msg.DeliveryTimestampMs is long at && at - nowMs > (long)_options.MaxDelay.TotalMilliseconds)
             return new(BrokerStatus.IllegalDeliveryTime, $"delivery time is more than {_options.MaxDelay} in the future");
         if (msg.Tag is { Length: > 255 } || (msg.Tag is not null && msg.Tag.Contains("||", StringComparison.Ordinal)))

@@ -60,7 +60,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         _time = time;
         _logger = loggers.CreateLogger("HalfMsg.Broker.Core");
         _log = new RecordLog(Path.Combine(options.DataDir, "log"), options.Flush, options.AsyncFlushInterval,
-            options.SegmentSizeBits, options.MemorySizeBits, loggers.CreateLogger("HalfMsg.Broker.Storage"));
+            options.SegmentSizeBits, options.MemorySizeBits, loggers.CreateLogger("HalfMsg.Broker.Storage"),
+            RecordLimits.MaxRecordSize(options.MaxMessageSize), options.CommitTimeout, options.WrapLogDevice);
         _log.Durable += OnDurable;
         _checkpoints = new CheckpointStore(Path.Combine(options.DataDir, "checkpoints"), _logger);
         _incarnation = Random.Shared.Next(1, int.MaxValue);
@@ -72,7 +73,21 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     public static async Task<BrokerEngine> OpenAsync(CoreOptions options, TimeProvider? time = null, ILoggerFactory? loggers = null,
         bool startBackgroundLoops = true, CancellationToken ct = default)
     {
-        var engine = new BrokerEngine(options, time ?? TimeProvider.System, loggers ?? NullLoggerFactory.Instance);
+        // ---- storage preconditions (defects 4, 6, 7 of issue 8): a valid size limit, a writable dir, exclusive use.
+        RecordLimits.ValidateMaxMessageSize(options.MaxMessageSize);
+        EnsureWritable(options.DataDir);
+        var dirLock = DataDirLock.Acquire(options.DataDir);
+        BrokerEngine engine;
+        try
+        {
+            engine = new BrokerEngine(options, time ?? TimeProvider.System, loggers ?? NullLoggerFactory.Instance);
+        }
+        catch
+        {
+            dirLock.Dispose();
+            throw;
+        }
+        engine._dirLock = dirLock;
         try
         {
             await Task.Run(engine.Recover, ct).ConfigureAwait(false);
@@ -80,6 +95,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         catch
         {
             await engine._log.DisposeAsync().ConfigureAwait(false);
+            dirLock.Dispose();
             throw;
         }
         if (startBackgroundLoops) engine.StartLoops();
@@ -88,6 +104,51 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     }
 
     private long NowMs => _time.GetUtcNow().ToUnixTimeMilliseconds();
+
+    // ---------------------------------------------------------------- storage health (issue 8, defects 6 and 7)
+
+    private DataDirLock? _dirLock;
+
+    /// <summary>
+    /// Non-null once the log has failed (a commit failed or did not complete within <see cref="CoreOptions.CommitTimeout"/>):
+    /// every write fails with it from then on, and the broker must be restarted. Said once in the log by
+    /// <see cref="RecordLog"/>; front-ends answer <see cref="BrokerStatus.StorageFailure"/> and /health 503.
+    /// </summary>
+    public StorageFailureException? StorageFault => _log.Fault;
+
+    /// <summary>Completes when the log fails (never on a healthy broker); the host watches it.</summary>
+    public Task<StorageFailureException> StorageFailed => _log.Failed;
+
+    /// <summary>True while any background loop still runs (they all end after a storage failure).</summary>
+    internal bool BackgroundLoopsRunning => _loops.Any(t => !t.IsCompleted);
+
+    /// <summary>Test hook: fails the log as a failed commit would.</summary>
+    internal void FailStorageForTest(string reason) => _log.FailForTest(reason);
+
+    /// <summary>
+    /// Proves the data dir takes a durable write before anything else happens: a read-only or full file system must stop
+    /// the start with a clear reason, not surface as INTERNAL on the first send.
+    /// </summary>
+    private static void EnsureWritable(string dataDir)
+    {
+        Directory.CreateDirectory(dataDir);
+        // The log and the checkpoints may live on mounts of their own: each directory that exists must take a write.
+        foreach (var dir in new[] { dataDir, Path.Combine(dataDir, "log"), Path.Combine(dataDir, "checkpoints") })
+        {
+            if (!Directory.Exists(dir)) continue;
+            string probe = Path.Combine(dir, $".write-probe-{Environment.ProcessId}-{Guid.NewGuid():N}");
+            try
+            {
+                using var file = new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose);
+                file.Write(new byte[4096]);
+                file.Flush(flushToDisk: true);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new StorageFailureException($"data dir '{Path.GetFullPath(dir)}' is not writable ({ex.Message})", ex);
+            }
+        }
+    }
 
     /// <summary>
     /// Seals the record in <see cref="_writer"/>, appends it, and applies it to the state through the same
@@ -217,8 +278,14 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         if (_stop.IsCancellationRequested) return;
         _stop.Cancel();
         try { await Task.WhenAll(_loops).ConfigureAwait(false); } catch (OperationCanceledException) { }
-        try { await CheckpointAsync().ConfigureAwait(false); }
-        catch (Exception ex) { _logger.LogWarning(ex, "Checkpoint at shutdown failed; the next start replays more of the log."); }
+        // After a storage failure the in-memory state may hold records that never became durable: no snapshot of it.
+        if (StorageFault is null)
+        {
+            try { await CheckpointAsync().ConfigureAwait(false); }
+            catch (Exception ex) when (StorageFault is null) { _logger.LogWarning(ex, "Checkpoint at shutdown failed; the next start replays more of the log."); }
+            catch (Exception) { /* the log failed during the checkpoint: already said once */ }
+        }
         await _log.DisposeAsync().ConfigureAwait(false);
+        _dirLock?.Dispose();
     }
 }

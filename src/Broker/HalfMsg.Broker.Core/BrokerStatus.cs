@@ -38,6 +38,8 @@ public enum BrokerStatus
     StorageFailure,
     /// <summary>A bug.</summary>
     InternalError,
+    /// <summary>The message's keys, properties and other metadata exceed what one record may carry besides the body.</summary>
+    PropertiesTooLarge,
 }
 
 /// <summary>A status with a human-readable detail for the client.</summary>

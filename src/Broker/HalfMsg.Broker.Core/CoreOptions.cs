@@ -46,6 +46,10 @@ public sealed record CoreOptions
 
     public int MaxDeliveryAttempts { get; init; } = 16;
     public int QueuesPerTopic { get; init; } = 8;
+    /// <summary>
+    /// Largest accepted body, in [1, <see cref="Storage.RecordLimits.MaxMessageSizeLimit"/>]. The log's page size is
+    /// derived from it (<see cref="Storage.RecordLimits"/>), so every body up to it is stored.
+    /// </summary>
     public int MaxMessageSize { get; init; } = 4 * 1024 * 1024;
     public bool AutoCreateTopics { get; init; } = true;
     /// <summary>Upper bound for a delay message's delivery time (RocketMQ timerMaxDelaySec, 3 days).</summary>
@@ -64,4 +68,14 @@ public sealed record CoreOptions
     public int SegmentSizeBits { get; init; } = 28;
     /// <summary>FasterLog in-memory tail buffer as a power of two (default 2^26 = 64 MiB).</summary>
     public int MemorySizeBits { get; init; } = 26;
+
+    /// <summary>
+    /// A log commit that does not complete within this is a storage failure, like a failed one: the broker stops
+    /// accepting writes and reports it (FASTER's commit has been seen to hang; a hung commit would otherwise stall every
+    /// acknowledged write forever, silently).
+    /// </summary>
+    public TimeSpan CommitTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Test hook: wraps the log's device (fault injection). Null in production.</summary>
+    internal Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapLogDevice { get; init; }
 }

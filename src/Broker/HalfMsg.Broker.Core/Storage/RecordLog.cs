@@ -36,33 +36,54 @@ public sealed class RecordLog : IAsyncDisposable
     private long _durableUntil;
     private long _commits;
     private readonly long _memoryBytes;
-    private Exception? _fault;
+    private readonly TimeSpan _commitTimeout;
+    private readonly string _directory;
+    private StorageFailureException? _fault;
+    private readonly TaskCompletionSource<StorageFailureException> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Raised on the commit loop after each commit with the new durable-until address.</summary>
     public event Action<long>? Durable;
 
-    public RecordLog(string directory, FlushMode flush, TimeSpan asyncInterval, int segmentSizeBits = 28, int memorySizeBits = 26, ILogger? logger = null)
+    public RecordLog(string directory, FlushMode flush, TimeSpan asyncInterval, int segmentSizeBits = 28, int memorySizeBits = 26, ILogger? logger = null,
+        int maxRecordSize = DefaultMaxRecordSize, TimeSpan? commitTimeout = null, Func<IDevice, IDevice>? wrapDevice = null)
     {
         Directory.CreateDirectory(directory);
         _logger = logger ?? NullLogger.Instance;
         _flush = flush;
         _asyncInterval = asyncInterval;
-        (var settings, _device, _commitManager) = CreateSettings(directory, segmentSizeBits, memorySizeBits);
-        _memoryBytes = 1L << Math.Max(memorySizeBits, 23);
+        _directory = directory;
+        _commitTimeout = commitTimeout ?? DefaultCommitTimeout;
+        PageSizeBits = LogLayout.Resolve(directory, maxRecordSize);
+        MaxRecordSize = RecordLimits.RecordCapacity(PageSizeBits);
+        (var settings, _device, _commitManager) = CreateSettings(directory, segmentSizeBits, memorySizeBits, PageSizeBits, wrapDevice);
+        _memoryBytes = settings.MemorySize;
         _log = new FasterLog(settings);
         _durableUntil = _log.CommittedUntilAddress;
         _commitLoop = Task.Run(CommitLoopAsync);
     }
 
+    /// <summary>The largest record of a broker with the default maximum message size (4 MiB).</summary>
+    public const int DefaultMaxRecordSize = 4 * 1024 * 1024 + RecordLimits.MaxRecordOverhead;
+    /// <summary>A commit that takes longer than this is a storage failure (FASTER's commit has been seen to hang).</summary>
+    public static readonly TimeSpan DefaultCommitTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>FasterLog page size of this log (2^bits bytes), fixed when the log was created (<see cref="LogLayout"/>).</summary>
+    public int PageSizeBits { get; }
+    /// <summary>The largest record <see cref="Append"/> accepts: one page minus FasterLog's entry header and padding.</summary>
+    public int MaxRecordSize { get; }
+
     /// <summary>
     /// The FasterLog configuration the broker runs on. Shared with the benchmark's raw-log ceiling, so "ours vs the raw
-    /// log" compares the same device, page, memory and commit settings.
+    /// log" compares the same device, page, memory and commit settings. Memory holds at least two pages and a segment
+    /// at least one (FASTER requires both); <paramref name="pageSizeBits"/> comes from <see cref="RecordLimits"/>.
     /// </summary>
     internal static (FasterLogSettings Settings, IDevice Device, DeviceLogCommitCheckpointManager CommitManager) CreateSettings(
-        string directory, int segmentSizeBits, int memorySizeBits)
+        string directory, int segmentSizeBits, int memorySizeBits, int pageSizeBits = -1, Func<IDevice, IDevice>? wrapDevice = null)
     {
         Directory.CreateDirectory(directory);
-        var device = Devices.CreateLogDevice(Path.Combine(directory, "broker.log"), preallocateFile: false, deleteOnClose: false, recoverDevice: true);
+        if (pageSizeBits < 0) pageSizeBits = RecordLimits.PageSizeBitsForRecord(DefaultMaxRecordSize);
+        IDevice device = Devices.CreateLogDevice(Path.Combine(directory, "broker.log"), preallocateFile: false, deleteOnClose: false, recoverDevice: true);
+        if (wrapDevice is not null) device = wrapDevice(device);
         // Fast-commit mode writes each commit's metadata into the log itself. FASTER's commit manager can then be
         // throttled (fastCommitThrottleFreq: write its commit file only every N commits), which a profile showed to be
         // 2-3x faster here, BUT with it FasterLog.CommitAsync intermittently never completes (reproduced: 8 writers
@@ -74,9 +95,9 @@ public sealed class RecordLog : IAsyncDisposable
         {
             LogDevice = device,
             LogCommitManager = commitManager,
-            PageSizeBits = 22,
-            MemorySizeBits = Math.Max(memorySizeBits, 23),
-            SegmentSizeBits = segmentSizeBits,
+            PageSizeBits = pageSizeBits,
+            MemorySizeBits = Math.Max(memorySizeBits, pageSizeBits + 1),
+            SegmentSizeBits = Math.Max(segmentSizeBits, pageSizeBits),
             TryRecoverLatest = true,
             AutoRefreshSafeTailAddress = false,
             RemoveOutdatedCommits = true,
@@ -93,13 +114,22 @@ public sealed class RecordLog : IAsyncDisposable
     /// <summary>FasterLog's own view, for diagnosing a stalled commit loop.</summary>
     public string DebugState => $"faster committed={_log.CommittedUntilAddress} flushed={_log.FlushedUntilAddress} tail={_log.TailAddress} waiters={_waiters.Count}";
 
+    /// <summary>Non-null once the log has failed (a commit failed or exceeded its bound): no write succeeds any more.</summary>
+    public StorageFailureException? Fault => Volatile.Read(ref _fault);
+
+    /// <summary>Completes (with the failure) when the log fails; never completes on a healthy log.</summary>
+    public Task<StorageFailureException> Failed => _failed.Task;
+
     /// <summary>Group commits (fsyncs) so far: appends ÷ commits is the batching achieved.</summary>
     public long Commits => Interlocked.Read(ref _commits);
 
     /// <summary>Appends one encoded record to the in-memory tail. Thread-safe; callers keep their own order.</summary>
+    /// <exception cref="StorageFailureException">The log has failed.</exception>
+    /// <exception cref="RecordTooLargeException">The record does not fit a page (the caller's limits are wrong).</exception>
     public long Append(ReadOnlySpan<byte> record)
     {
-        if (_fault is not null) throw new IOException("The log has failed; the broker must restart.", _fault);
+        if (Volatile.Read(ref _fault) is { } fault) throw fault;
+        if (record.Length > MaxRecordSize) throw new RecordTooLargeException(record.Length, MaxRecordSize);
         return _log.Enqueue(record);
     }
 
@@ -122,7 +152,7 @@ public sealed class RecordLog : IAsyncDisposable
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_waitersGate)
         {
-            if (_fault is not null) throw new IOException("The log has failed.", _fault);
+            if (_fault is not null) throw _fault;
             if (address < _durableUntil) return;
             _waiters.Add((address, tcs));
         }
@@ -161,7 +191,7 @@ public sealed class RecordLog : IAsyncDisposable
                 // A truncation (begin moved) is persisted by a commit too, even when nothing was appended.
                 if (_log.TailAddress > _log.CommittedUntilAddress || _log.BeginAddress > _log.CommittedBeginAddress)
                 {
-                    await _log.CommitAsync(ct).ConfigureAwait(false);
+                    await CommitWithinBoundAsync(ct).ConfigureAwait(false);
                     Interlocked.Increment(ref _commits);
                 }
                 Publish(_log.CommittedUntilAddress);
@@ -172,14 +202,49 @@ public sealed class RecordLog : IAsyncDisposable
             }
             catch (Exception ex)
             {
-                // A failed fsync leaves durability unknown: fail every waiter, refuse further writes.
-                _logger.LogCritical(ex, "Log commit failed; the broker stops accepting writes.");
-                _fault = ex;
-                FailAll(ex);
+                // A failed fsync leaves durability unknown (after a failed fsync the kernel may have dropped the dirty
+                // pages, so a retry that "succeeds" proves nothing): fail every waiter, refuse every further write.
+                Fail(ex as StorageFailureException ?? new StorageFailureException($"a log commit failed: {ex.Message}", ex));
                 return;
             }
         }
     }
+
+    /// <summary>
+    /// One FasterLog commit, bounded by the commit timeout. A commit that does not finish in time is abandoned (it may
+    /// still complete, but nobody waits for it any more) and counts as a failed one.
+    /// </summary>
+    private async Task CommitWithinBoundAsync(CancellationToken ct)
+    {
+        var commit = _log.CommitAsync(ct);
+        if (commit.IsCompleted)
+        {
+            await commit.ConfigureAwait(false);
+            return;
+        }
+        try
+        {
+            await commit.AsTask().WaitAsync(_commitTimeout, ct).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            throw new StorageFailureException($"a log commit did not complete within {_commitTimeout.TotalSeconds:0.###} s");
+        }
+    }
+
+    /// <summary>Marks the log failed, once: one log line, every waiter fails, <see cref="Failed"/> completes.</summary>
+    private void Fail(StorageFailureException failure)
+    {
+        if (Interlocked.CompareExchange(ref _fault, failure, null) is not null) return;
+        _logger.LogCritical(failure.InnerException,
+            "Storage failure: {Reason}. The broker refuses all writes from now on and must be restarted (log {Directory}).",
+            failure.Reason, _directory);
+        FailAll(failure);
+        _failed.TrySetResult(failure);
+    }
+
+    /// <summary>Test hook: fails the log as a failed commit would.</summary>
+    internal void FailForTest(string reason) => Fail(new StorageFailureException(reason));
 
     private void Publish(long committed)
     {
@@ -203,11 +268,11 @@ public sealed class RecordLog : IAsyncDisposable
         Durable?.Invoke(committed);
     }
 
-    private void FailAll(Exception ex)
+    private void FailAll(StorageFailureException failure)
     {
         lock (_waitersGate)
         {
-            foreach (var (_, tcs) in _waiters) tcs.TrySetException(new IOException("The log commit failed.", ex));
+            foreach (var (_, tcs) in _waiters) tcs.TrySetException(failure);
             _waiters.Clear();
         }
     }
@@ -254,12 +319,38 @@ public sealed class RecordLog : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        try { await CommitNowAsync().ConfigureAwait(false); } catch (Exception ex) { _logger.LogWarning(ex, "Final commit failed."); }
+        if (Fault is null)
+        {
+            try
+            {
+                await CommitNowAsync().AsTask().WaitAsync(_commitTimeout).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (Fault is null)
+            {
+                _logger.LogWarning(ex, "Final commit failed.");
+            }
+            catch (Exception)
+            {
+                // The final commit failed the log: already said once, by Fail.
+            }
+        }
         _stop.Cancel();
         try { await _commitLoop.ConfigureAwait(false); } catch (OperationCanceledException) { }
-        _log.Dispose();
-        _device.Dispose();
-        _commitManager.Dispose();
+        var dispose = Task.Run(() =>
+        {
+            _log.Dispose();
+            _device.Dispose();
+            _commitManager.Dispose();
+        });
+        if (Fault is null)
+        {
+            await dispose.ConfigureAwait(false);
+            return;
+        }
+        // A failed device may never complete the I/O that disposal waits for; shutting down must not hang on it.
+        try { await dispose.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
+        catch (TimeoutException) { _logger.LogWarning("Closing the failed log did not finish within 5 s; abandoned."); }
+        catch (Exception ex) { _logger.LogDebug(ex, "Closing the failed log threw."); }
     }
 }
 

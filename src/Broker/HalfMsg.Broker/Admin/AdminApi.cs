@@ -8,9 +8,14 @@ public static class AdminApi
 {
     public static void MapAdminApi(this IEndpointRouteBuilder app, BrokerEngine engine)
     {
-        app.MapGet("/health", () => engine.IsReady
-            ? Results.Ok(new { status = "ready", pending = engine.PendingCount })
-            : Results.Json(new { status = "starting" }, statusCode: 503));
+        app.MapGet("/health", () => engine.StorageFault is { } failed
+            ? Results.Json(new { status = "storage-failure", reason = failed.Message }, statusCode: 503)
+            : !engine.IsReady
+                ? Results.Json(new { status = "starting" }, statusCode: 503)
+                : engine.Health.Status == Broker.Core.Diagnostics.HealthStatus.Degraded
+                    // Serving, but damage was found and contained: an operator must look (the reasons say where).
+                    ? Results.Ok(new { status = "degraded", reasons = engine.Health.Reasons, pending = engine.PendingCount })
+                    : Results.Ok(new { status = "ready", pending = engine.PendingCount }));
 
         app.MapGet("/api/topics", () => Results.Ok(engine.ListTopics()));
 

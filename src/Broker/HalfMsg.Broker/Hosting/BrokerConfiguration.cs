@@ -71,7 +71,7 @@ public static class BrokerConfiguration
             TransactionCheckMax = Int("--transaction-check-max", Get("--transaction-check-max"), 1, 10_000),
             MaxDeliveryAttempts = Int("--max-delivery-attempts", Get("--max-delivery-attempts"), 1, 1_000),
             QueuesPerTopic = Int("--queues-per-topic", Get("--queues-per-topic"), 1, 1_024),
-            MaxMessageSize = (int)Size("--max-message-size", Get("--max-message-size"), 1, 64L * 1024 * 1024),
+            MaxMessageSize = (int)Size("--max-message-size", Get("--max-message-size"), 1, Broker.Core.Storage.RecordLimits.MaxMessageSizeLimit),
             AutoCreateTopics = Bool("--auto-create-topics", Get("--auto-create-topics")),
             CheckpointEveryRecords = Int("--checkpoint-every", Get("--checkpoint-every"), 100, int.MaxValue),
             RetentionBytes = Size("--retention-size", Get("--retention-size"), 0, long.MaxValue),

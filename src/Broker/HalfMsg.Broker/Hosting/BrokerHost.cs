@@ -12,6 +12,14 @@ namespace HalfMsg.Broker.Hosting;
 /// </summary>
 public sealed class BrokerHost : IAsyncDisposable
 {
+    /// <summary>Exit code of a broker whose storage failed (EX_IOERR): a supervisor should restart it.</summary>
+    public const int ExitStorageFailure = 74;
+    /// <summary>Exit code of a start refused by configuration, including a data dir locked by another broker.</summary>
+    public const int ExitConfiguration = 2;
+
+    /// <summary>The exit code for a broker that ran and was stopped: 0, or <see cref="ExitStorageFailure"/> if its log failed.</summary>
+    public int ExitCode => Engine.StorageFault is null ? 0 : ExitStorageFailure;
+
     private readonly WebApplication _app;
     public BrokerEngine Engine { get; }
     public BrokerOptions Options { get; }

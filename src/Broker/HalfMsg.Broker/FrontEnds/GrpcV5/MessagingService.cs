@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using Apache.Rocketmq.V2;
 using Google.Protobuf;
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Storage;
 using HalfMsg.Protocol.Grpc;
 using Microsoft.Extensions.Logging;
 
@@ -44,7 +45,20 @@ internal sealed partial class MessagingService
                 return;
             }
 
-            await ReceiveMessageAsync(request, call).ConfigureAwait(false);
+            if (_engine.StorageFault is { } failed)
+            {
+                await WriteReceiveEndAsync(call, V5Status.From(failed.ToError())).ConfigureAwait(false);
+                return;
+            }
+
+            try
+            {
+                await ReceiveMessageAsync(request, call).ConfigureAwait(false);
+            }
+            catch (StorageFailureException ex)
+            {
+                await WriteReceiveEndAsync(call, V5Status.From(ex.ToError())).ConfigureAwait(false);
+            }
         });
         yield return Unary(GrpcMethods.AckMessage, AckMessageRequest.Parser, AckMessageAsync, s => new AckMessageResponse { Status = s });
         yield return Unary(GrpcMethods.ForwardMessageToDeadLetterQueue, ForwardMessageToDeadLetterQueueRequest.Parser,
@@ -74,7 +88,29 @@ internal sealed partial class MessagingService
         where TRequest : class, IMessage<TRequest>
         where TResponse : IMessage
         => GrpcMethod.Unary<TRequest, TResponse>(path, parser, (request, call) =>
-            Authenticate(call) is { } denied ? ValueTask.FromResult(statusOnly(denied)) : handler(request, call));
+            Authenticate(call) is { } denied ? ValueTask.FromResult(statusOnly(denied)) : WithStorageStatusAsync(request, call, handler, statusOnly));
+
+    /// <summary>
+    /// A broker whose log failed answers every call with the storage-failure status (and the reason), never INTERNAL:
+    /// clients can tell "retry elsewhere / later" from a bug, and the error log is not flooded per request.
+    /// </summary>
+    private async ValueTask<TResponse> WithStorageStatusAsync<TRequest, TResponse>(TRequest request, GrpcCall call,
+        Func<TRequest, GrpcCall, ValueTask<TResponse>> handler, Func<Status, TResponse> statusOnly)
+    {
+        if (_engine.StorageFault is { } failed)
+        {
+            return statusOnly(V5Status.From(failed.ToError()));
+        }
+
+        try
+        {
+            return await handler(request, call).ConfigureAwait(false);
+        }
+        catch (StorageFailureException ex)
+        {
+            return statusOnly(V5Status.From(ex.ToError()));
+        }
+    }
 
     private static readonly TimeSpan MaxClockSkew = TimeSpan.FromMinutes(15);
 

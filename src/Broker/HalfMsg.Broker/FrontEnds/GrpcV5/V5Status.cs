@@ -31,7 +31,8 @@ internal static class V5Status
         // An empty receive; clients treat it as success.
         BrokerStatus.MessageNotFound => Code.MessageNotFound,
         BrokerStatus.TooManyRequests => Code.TooManyRequests,
-        BrokerStatus.StorageFailure => Code.InternalServerError,
+        BrokerStatus.StorageFailure => Code.MasterPersistenceTimeout, // "could not persist": the broker's log failed (issue 8, defect 6)
+        BrokerStatus.PropertiesTooLarge => Code.MessagePropertiesTooLarge,
         BrokerStatus.InternalError => Code.InternalServerError,
         _ => Code.InternalServerError,
     };
