@@ -115,6 +115,9 @@ public sealed partial class BrokerEngine
                 case RecordKind.QueueEntryAdded:
                     ApplyQueueEntryAdded(address, r.I64(), r.Str()!, r.I32(), r.I64(), r.Str(), r.Str());
                     break;
+                case RecordKind.ConsumerOffsetCommitted:
+                    ReplayConsumerOffset(ref r);
+                    break;
                 default:
                     Metrics.CorruptRecordsSkipped++;
                     _logger.LogError("Skipping log record of unknown kind {Kind} at {Address}", (byte)kind, address);
@@ -244,6 +247,7 @@ public sealed partial class BrokerEngine
                 Emit(w);
             }
         }
+        WriteConsumerOffsetsSnapshot(w, Emit);
         w.Begin(SnapEnd).I64(covered);
         Emit(w);
     }
@@ -282,7 +286,7 @@ public sealed partial class BrokerEngine
     private void ResetState()
     {
         _topics.Clear(); _groups.Clear(); _halves.Clear(); _checkDue.Clear(); _decided.Clear(); _decidedOrder.Clear();
-        _delayed.Clear(); _delayDue.Clear(); _leaseDue.Clear();
+        _delayed.Clear(); _delayDue.Clear(); _leaseDue.Clear(); _consumerOffsets.Clear();
     }
 
     private bool TryLoadSnapshot(byte[] bytes, out long covered, out string? error)
@@ -363,6 +367,9 @@ public sealed partial class BrokerEngine
                     }
                     break;
                 }
+                case SnapConsumerOffset:
+                    ReplayConsumerOffset(ref r);
+                    break;
                 case SnapEnd:
                     ended = r.I64() == covered;
                     break;

@@ -32,6 +32,8 @@ public enum RecordKind : byte
     TopicCreated = 11,
     /// <summary>An existing stored body was indexed into a queue (delay release, dead-letter copy).</summary>
     QueueEntryAdded = 12,
+    /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
+    ConsumerOffsetCommitted = 40,
 }
 
 /// <summary>
