@@ -36,6 +36,9 @@ public sealed class RemotingTestClient : IAsyncDisposable
         return new RemotingTestClient(tcp);
     }
 
+    /// <summary>MQVersion ordinal sent when a request sets none: V4_9_4 (401), as a current Java 4.x client.</summary>
+    public const int JavaClientVersion = 401;
+
     public string ClientId { get; init; } = "127.0.0.1@test-" + Guid.NewGuid().ToString("N")[..8];
 
     /// <summary>Responses received whose opaque matched no pending request (e.g. a wrongly answered one-way).</summary>
@@ -78,6 +81,7 @@ public sealed class RemotingTestClient : IAsyncDisposable
     public async Task<RemotingCommand> InvokeAsync(RemotingCommand request, TimeSpan? timeout = null)
     {
         if (request.Opaque == 0) request.Opaque = Interlocked.Increment(ref s_opaque);
+        if (request.Version == 0) request.Version = JavaClientVersion;
         var tcs = new TaskCompletionSource<RemotingCommand>(TaskCreationOptions.RunContinuationsAsynchronously);
         _pending[request.Opaque] = tcs;
         await SendRawAsync(RemotingFrame.ToArray(request));
@@ -90,6 +94,7 @@ public sealed class RemotingTestClient : IAsyncDisposable
     public async Task SendOnewayAsync(RemotingCommand request)
     {
         if (request.Opaque == 0) request.Opaque = Interlocked.Increment(ref s_opaque);
+        if (request.Version == 0) request.Version = JavaClientVersion;
         request.Flag |= RemotingCommand.OnewayFlag;
         await SendRawAsync(RemotingFrame.ToArray(request));
     }
