@@ -93,3 +93,18 @@ public sealed class StoredMessageCodecTests
         Assert.False(OffsetMessageId.TryDecode("XYZ", out _, out _));
     }
 }
+
+public sealed class RemotingAclSignatureTests
+{
+    [Fact]
+    public void Signature_is_HMAC_SHA1_base64_over_values_in_ordinal_key_order_then_the_body()
+    {
+        var cmd = RemotingCommand.Request(10, new() { ["b"] = "2", ["a"] = "1", ["B"] = "3" }, "xyz"u8.ToArray());
+        RemotingAclSignature.Sign(cmd, "AK", "secret");
+        // Ordinal order: AccessKey, B, a, b → "AK" + "3" + "1" + "2", then the body.
+        string expected = Convert.ToBase64String(System.Security.Cryptography.HMACSHA1.HashData("secret"u8, "AK312xyz"u8));
+        Assert.Equal(expected, cmd.Get("Signature"));
+        Assert.True(RemotingAclSignature.Verify(cmd, "secret"));
+        Assert.False(RemotingAclSignature.Verify(cmd, "other"));
+    }
+}
