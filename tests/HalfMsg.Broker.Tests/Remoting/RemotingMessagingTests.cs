@@ -266,3 +266,26 @@ public sealed class RemotingMessagingTests(RemotingBrokerFixture broker)
         Assert.Equal(1, Locked(await c.InvokeAsync(RequestCode.LockBatchMq, body: Body("B"))));
     }
 }
+
+/// <summary>State that must come back through a checkpoint (graceful restart writes one and replays nothing after it).</summary>
+[Collection("remoting")]
+public sealed class RemotingCheckpointTests(RemotingBrokerFixture broker)
+{
+    [Fact]
+    public async Task Committed_pull_offsets_come_back_from_the_checkpoint_after_a_graceful_restart()
+    {
+        string topic = Unique("Ckpt");
+        await using (var c = await broker.ConnectAsync())
+        {
+            await SendAsync(c, topic, "x", queueId: 1);
+            var upd = await c.InvokeAsync(RemotingCommand.Request(RequestCode.UpdateConsumerOffset)
+                .Set("consumerGroup", "CG").Set("topic", topic).Set("queueId", 1L).Set("commitOffset", 1L));
+            Assert.Equal(ResponseCode.Success, upd.Code);
+        }
+        await broker.RestartAsync();
+        Assert.True(broker.Host.Engine.LastCheckpointAddress > 0, "the graceful stop must have written a checkpoint");
+        await using var after = await broker.ConnectAsync();
+        var q = await after.InvokeAsync(RemotingCommand.Request(RequestCode.QueryConsumerOffset).Set("consumerGroup", "CG").Set("topic", topic).Set("queueId", 1L));
+        Assert.Equal((ResponseCode.Success, "1"), (q.Code, q.Get("offset")));
+    }
+}
