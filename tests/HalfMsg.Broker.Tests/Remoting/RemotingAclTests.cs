@@ -41,4 +41,20 @@ public sealed class RemotingAclTests : IAsyncLifetime
         tampered.Body = "y"u8.ToArray();
         Assert.Equal(ResponseCode.NoPermission, (await c.InvokeAsync(tampered)).Code);
     }
+
+    [Fact]
+    [Trait("Category", "Compat")]
+    public async Task Ali_ons_signs_its_requests_and_is_served_only_with_the_right_secret()
+    {
+        string topic = Unique("AclOns");
+        var ok = await NodeScript.RunAsync("ons.js", TimeSpan.FromSeconds(60), "produce", _broker.NameServer, topic,
+            System.Text.Json.JsonSerializer.Serialize(new { count = 1, prefix = "signed", tag = "T", accessKey = AccessKey, secretKey = Secret }));
+        Assert.True(ok.ExitCode == 0, ok.Describe());
+        Assert.Equal("SEND_OK", ok.Final.GetProperty("sent")[0].GetProperty("status").GetString());
+
+        var denied = await NodeScript.RunAsync("ons.js", TimeSpan.FromSeconds(60), "produce", _broker.NameServer, topic,
+            System.Text.Json.JsonSerializer.Serialize(new { count = 1, prefix = "bad", tag = "T", accessKey = AccessKey, secretKey = "wrong" }));
+        Assert.NotEqual(0, denied.ExitCode);
+        Assert.Contains("Check signature failed", denied.Describe());
+    }
 }

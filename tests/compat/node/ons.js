@@ -19,7 +19,9 @@ const logger = {
 const httpclient = {};
 
 async function produce(spec) {
-  const producer = new Producer({ httpclient, nameSrv, producerGroup: 'PG_' + topic.slice(0, 40), logger });
+  // With spec.accessKey/secretKey ali-ons signs every request (RocketMQ 4 ACL: AccessKey, OnsChannel, Signature).
+  const acl = spec.accessKey ? { accessKeyId: spec.accessKey, accessKeySecret: spec.secretKey } : {};
+  const producer = new Producer({ httpclient, nameSrv, producerGroup: 'PG_' + topic.slice(0, 40), logger, ...acl });
   await producer.ready();
   const sent = [];
   for (let i = 0; i < spec.count; i++) {
