@@ -289,6 +289,18 @@ public sealed partial class BrokerEngine
         return new(BrokerError.None, target, dead);
     }
 
+    /// <summary>Stores a copy of <paramref name="msg"/> in <c>%DLQ%&lt;group&gt;</c> (a retry-topic send past its maximum, as RocketMQ redirects it).</summary>
+    public ValueTask<SendResult> SendToDeadLetterAsync(string group, MessageDraft msg, CancellationToken ct = default)
+    {
+        if (!IsValidName(group, 255)) return ValueTask.FromResult(new SendResult(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"), msg.MessageId, -1, -1));
+        Metrics.DeadLettered++;
+        return StoreInternalAsync(new MessageDraft
+        {
+            Topic = DeadLetterPrefix + group, MessageId = msg.MessageId, Tag = msg.Tag, Keys = msg.Keys, Properties = msg.Properties, Body = msg.Body,
+            BornTimestampMs = msg.BornTimestampMs, BornHost = msg.BornHost,
+        }, ct);
+    }
+
     /// <summary>
     /// As <see cref="SendAsync"/>, but also into broker-owned topics (<c>%DLQ%</c>, <c>%RETRY%</c>) that producers cannot
     /// name; dead-letter topics have one queue, like every system topic.

@@ -289,3 +289,27 @@ public sealed class RemotingCheckpointTests(RemotingBrokerFixture broker)
         Assert.Equal((ResponseCode.Success, "1"), (q.Code, q.Get("offset")));
     }
 }
+
+[Collection("remoting")]
+public sealed class RemotingRetrySendTests(RemotingBrokerFixture broker)
+{
+    [Fact]
+    public async Task A_retry_topic_send_at_its_maximum_reconsume_times_is_redirected_to_the_DLQ()
+    {
+        await using var c = await broker.ConnectAsync();
+        string group = Unique("CG");
+        var h = SendHeader("PG", "%RETRY%" + group, Props("T"), 0, 0);
+        h["j"] = "3";
+        h["l"] = "3";
+        var r = await c.InvokeAsync(RequestCode.SendMessageV2, h, "to-dlq"u8.ToArray());
+        Assert.Equal(ResponseCode.Success, r.Code);
+        Assert.Equal("to-dlq", BodyOf(Assert.Single(await PullAllAsync(c, "V", "%DLQ%" + group, queues: 1))));
+
+        var below = SendHeader("PG", "%RETRY%" + group, Props("T"), 0, 0);
+        below["j"] = "2";
+        below["l"] = "3";
+        Assert.Equal(ResponseCode.Success, (await c.InvokeAsync(RequestCode.SendMessageV2, below, "retry-again"u8.ToArray())).Code);
+        var retried = await PullAllAsync(c, "V", "%RETRY%" + group);
+        Assert.Equal(("retry-again", 2), (BodyOf(Assert.Single(retried)), retried[0].ReconsumeTimes));
+    }
+}

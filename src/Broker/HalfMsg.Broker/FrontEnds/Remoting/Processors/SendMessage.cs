@@ -1,4 +1,5 @@
 using System.Globalization;
+using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Protocol.Remoting;
 
@@ -54,6 +55,17 @@ internal sealed partial class RemotingDispatcher
             long address = Engine.FindTransaction(half.TransactionId)?.LogAddress ?? 0;
             // queueOffset of a half is its tranStateTableOffset; the client echoes it (and the offset msg id) in END_TRANSACTION.
             return SendOk(request, storeHost, address, Math.Max(h.QueueId, 0), address, half.TransactionId);
+        }
+
+        // A consumer's own retry send (the fallback when CONSUMER_SEND_MSG_BACK fails) past its maximum goes to the DLQ.
+        // maxReconsumeTimes from the header counts for clients >= V3_4_9 (ordinal 121), else the group default 16.
+        int maxReconsume = request.Version >= 121 ? h.MaxReconsumeTimes : DefaultMaxReconsumeTimes;
+        if (h.Topic.StartsWith(BrokerEngine.RetryPrefix, StringComparison.Ordinal) && h.ReconsumeTimes >= maxReconsume)
+        {
+            var dead = await Engine.SendToDeadLetterAsync(h.Topic[BrokerEngine.RetryPrefix.Length..], draft, session.Closing).ConfigureAwait(false);
+            if (!dead.IsOk) return RemotingErrors.Response(request, dead.Error);
+            string dlq = BrokerEngine.DeadLetterPrefix + h.Topic[BrokerEngine.RetryPrefix.Length..];
+            return SendOk(request, storeHost, Math.Max(0, Engine.BodyAddressOf(dlq, dead.QueueId, dead.QueueOffset)), dead.QueueId, dead.QueueOffset, null);
         }
 
         var sent = await Engine.SendAsync(draft, session.Closing).ConfigureAwait(false);
