@@ -97,4 +97,15 @@ public sealed class RemotingSessionTests : IAsyncLifetime
         Assert.Equal((3, ResponseCode.SystemBusy), (busy!.Opaque, busy.Code));
         Assert.StartsWith("[OVERLOAD]", busy.Remark);
     }
+
+    [Fact]
+    public async Task A_connection_silent_for_the_idle_timeout_is_closed()
+    {
+        var server = new RemotingServer(_engine, new RemotingOptions { IdleTimeout = TimeSpan.FromMilliseconds(300) }, NullLoggerFactory.Instance);
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new Duplex(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        await session.RunAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.False(session.IsAlive);
+    }
 }

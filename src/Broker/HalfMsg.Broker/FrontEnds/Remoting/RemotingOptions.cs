@@ -17,6 +17,8 @@ public sealed record RemotingOptions
     public int MaxOutstandingRequestsPerConnection { get; init; } = 256;
     /// <summary>Responses and broker-initiated requests queued for one connection before it is considered stuck.</summary>
     public int OutboundQueueCapacity { get; init; } = 1024;
+    /// <summary>A connection that sends nothing for this long is closed (RocketMQ's channel expiry, 120 s; clients heartbeat every 30 s).</summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);
     /// <summary>Upper bound of a PULL_MESSAGE long poll, whatever the client asks.</summary>
     public TimeSpan MaxSuspend { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Access key → secret (RocketMQ 4 ACL). Empty = unsigned requests are accepted.</summary>

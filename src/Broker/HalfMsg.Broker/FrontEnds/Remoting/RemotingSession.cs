@@ -57,11 +57,14 @@ internal sealed class RemotingSession : ICheckBackChannel
         using var link = connectionClosed.Register(static s => ((RemotingSession)s!)._closing.Cancel(), this);
         var writer = WriteLoopAsync();
         var input = _transport.Input;
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(_closing.Token);
         try
         {
             while (true)
             {
-                var result = await input.ReadAsync(_closing.Token).ConfigureAwait(false);
+                // Reset on every read: a connection silent for IdleTimeout (no heartbeat, no pull) is closed.
+                idle.CancelAfter(_server.Options.IdleTimeout);
+                var result = await input.ReadAsync(idle.Token).ConfigureAwait(false);
                 var buffer = result.Buffer;
                 try
                 {
@@ -83,6 +86,10 @@ internal sealed class RemotingSession : ICheckBackChannel
         {
             // Malformed, oversized or truncated: the stream is out of sync; close, at Debug level (STYLE item 6).
             _server.LogMalformed(this, ex.Message);
+        }
+        catch (OperationCanceledException) when (idle.IsCancellationRequested && !_closing.IsCancellationRequested)
+        {
+            _server.Logger.LogDebug("Closing Remoting connection from {Remote}: idle for {Idle}", RemoteEndPoint, _server.Options.IdleTimeout);
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or Microsoft.AspNetCore.Connections.ConnectionResetException)
         {
