@@ -35,6 +35,7 @@ public static class RequestCode
     public const int GetBrokerClusterInfo = 106;
     public const int DeleteTopicInBroker = 215;
     public const int GetAllTopicListFromNameServer = 206;
+    public const int GetConsumeStats = 208;
     public const int DeleteTopicInNameSrv = 216;
     public const int GetConsumerRunningInfo = 307;
     public const int ConsumeMessageDirectly = 309;

@@ -313,3 +313,23 @@ public sealed class RemotingRetrySendTests(RemotingBrokerFixture broker)
         Assert.Equal(("retry-again", 2), (BodyOf(Assert.Single(retried)), retried[0].ReconsumeTimes));
     }
 }
+
+[Collection("remoting")]
+public sealed class RemotingConsumeStatsTests(RemotingBrokerFixture broker)
+{
+    [Fact]
+    public async Task Consume_stats_list_broker_and_committed_offsets_per_queue_in_fastjsons_map_encoding()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("Stats");
+        string group = Unique("CG");
+        await SendAsync(c, topic, "a", queueId: 2);
+        await SendAsync(c, topic, "b", queueId: 2);
+        await c.InvokeAsync(RemotingCommand.Request(RequestCode.UpdateConsumerOffset).Set("consumerGroup", group).Set("topic", topic).Set("queueId", 2L).Set("commitOffset", 1L));
+        var r = await c.InvokeAsync(RemotingCommand.Request(RequestCode.GetConsumeStats).Set("consumerGroup", group));
+        Assert.Equal(ResponseCode.Success, r.Code);
+        string body = System.Text.Encoding.UTF8.GetString(r.Body.Span);
+        Assert.Equal($"{{\"consumeTps\":0.0,\"offsetTable\":{{{{\"brokerName\":\"broker-a\",\"queueId\":2,\"topic\":\"{topic}\"}}:" +
+            "{\"brokerOffset\":2,\"consumerOffset\":1,\"lastTimestamp\":0,\"pullOffset\":1}}}", body);
+    }
+}

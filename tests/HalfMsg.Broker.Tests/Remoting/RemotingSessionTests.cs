@@ -108,4 +108,24 @@ public sealed class RemotingSessionTests : IAsyncLifetime
         await session.RunAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
         Assert.False(session.IsAlive);
     }
+
+    [Fact]
+    public async Task Request_bytes_beyond_the_connections_in_flight_budget_get_SYSTEM_BUSY()
+    {
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxInFlightBytesPerConnection = 16 }, NullLoggerFactory.Instance);
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new Duplex(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var run = session.RunAsync(CancellationToken.None);
+        var send = RemotingCommand.Request(RequestCode.SendMessageV2, new() { ["a"] = "PG", ["b"] = "Budget" }, new byte[17]);
+        send.Opaque = 7;
+        await toServer.Writer.WriteAsync(RemotingFrame.ToArray(send));
+        var result = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        var buffer = result.Buffer;
+        Assert.True(RemotingFrame.TryReadFrame(ref buffer, 1 << 20, out var busy));
+        Assert.Equal((7, ResponseCode.SystemBusy), (busy.Opaque, busy.Code));
+        toClient.Reader.AdvanceTo(buffer.Start);
+        await toServer.Writer.CompleteAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(10));
+    }
 }

@@ -46,6 +46,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.GetConsumerListByGroup => new(GetConsumerListByGroup(request)),
             RequestCode.LockBatchMq => new(LockBatchMq(request)),
             RequestCode.UnlockBatchMq => new(UnlockBatchMq(request)),
+            RequestCode.GetConsumeStats => new(GetConsumeStats(request)),
             _ => new(NotSupported(request)),
         };
     }

@@ -15,6 +15,8 @@ public sealed record RemotingOptions
     public int MaxConnections { get; init; } = 10_000;
     /// <summary>Requests of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY.</summary>
     public int MaxOutstandingRequestsPerConnection { get; init; } = 256;
+    /// <summary>Request body bytes of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY.</summary>
+    public long MaxInFlightBytesPerConnection { get; init; } = 64L * 1024 * 1024;
     /// <summary>Responses and broker-initiated requests queued for one connection before it is considered stuck.</summary>
     public int OutboundQueueCapacity { get; init; } = 1024;
     /// <summary>A connection that sends nothing for this long is closed (RocketMQ's channel expiry, 120 s; clients heartbeat every 30 s).</summary>

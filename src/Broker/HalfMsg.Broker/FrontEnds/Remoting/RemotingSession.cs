@@ -25,6 +25,7 @@ internal sealed class RemotingSession : ICheckBackChannel
     private readonly Dictionary<string, IDisposable> _producerGroups = new(StringComparer.Ordinal);
     private volatile bool _alive = true;
     private int _closed;
+    private long _inFlightBytes;
     private string _clientId;
 
     public RemotingSession(IDuplexPipe transport, RemotingServer server, IPEndPoint? remote, IPEndPoint? local, bool nameServerOnly)
@@ -121,14 +122,26 @@ internal sealed class RemotingSession : ICheckBackChannel
     private void Dispatch(RemotingCommand command)
     {
         if (command.IsResponse) return; // the broker's own requests are one-way; a response to them is ignored
+        long bytes = command.Body.Length;
+        if (Interlocked.Add(ref _inFlightBytes, bytes) > _server.Options.MaxInFlightBytesPerConnection && bytes > 0)
+        {
+            Interlocked.Add(ref _inFlightBytes, -bytes);
+            Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxInFlightBytesPerConnection} request bytes in flight on this connection");
+            return;
+        }
         if (!_outstanding.Wait(0))
         {
-            if (!command.IsOneway)
-                Enqueue(RemotingCommand.ResponseTo(command, ResponseCode.SystemBusy,
-                    $"[OVERLOAD]more than {_server.Options.MaxOutstandingRequestsPerConnection} requests in flight on this connection"));
+            Interlocked.Add(ref _inFlightBytes, -bytes);
+            Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxOutstandingRequestsPerConnection} requests in flight on this connection");
             return;
         }
         _ = ProcessAsync(command);
+    }
+
+    /// <summary>Flow control: RocketMQ's SYSTEM_BUSY, which clients retry; a one-way request is dropped silently.</summary>
+    private void Refuse(RemotingCommand command, string remark)
+    {
+        if (!command.IsOneway) Enqueue(RemotingCommand.ResponseTo(command, ResponseCode.SystemBusy, remark));
     }
 
     private async Task ProcessAsync(RemotingCommand request)
@@ -154,6 +167,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
         finally
         {
+            Interlocked.Add(ref _inFlightBytes, -request.Body.Length);
             _outstanding.Release();
         }
     }
