@@ -145,3 +145,27 @@ internal static class DraftExtensions
         BornTimestampMs = d.BornTimestampMs, MessageGroup = d.MessageGroup, DeliveryTimestampMs = d.DeliveryTimestampMs, QueueId = queue,
     };
 }
+
+public sealed class TopicDeletionTests
+{
+    [Fact]
+    public async Task A_deleted_topic_loses_its_queues_offsets_and_groups_and_stays_deleted_after_a_full_replay()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("Del", "x").WithQueue(0));
+        await h.Engine.CommitConsumerOffsetAsync("G", "Del", 0, 1);
+        await h.ReceiveAsync("LeaseGroup", "Del");
+        Assert.True((await h.Engine.DeleteTopicAsync("Del")).IsOk);
+        Assert.Equal(Broker.Core.BrokerStatus.TopicNotFound, (await h.Engine.DeleteTopicAsync("Del")).Status);
+        Assert.Equal(Broker.Core.BrokerStatus.IllegalTopic, (await h.Engine.DeleteTopicAsync("%DLQ%G")).Status);
+        Assert.Equal(0, h.Engine.QueueCount("Del"));
+        Assert.Null(h.Engine.QueryConsumerOffset("G", "Del", 0));
+        Assert.Null(h.Engine.FindGroup("LeaseGroup"));
+
+        await h.Engine.DisposeAsync();
+        Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.Equal(0, h.Engine.QueueCount("Del"));
+        Assert.Null(h.Engine.QueryConsumerOffset("G", "Del", 0));
+    }
+}

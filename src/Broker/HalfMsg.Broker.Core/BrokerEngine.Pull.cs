@@ -338,4 +338,44 @@ public sealed partial class BrokerEngine
         lock (_gate)
             return _topics.TryGetValue(topic, out var t) && queueId >= 0 && queueId < t.Queues.Length && t.Queues[queueId].TryGet(offset, out var e) ? e.BodyAddress : -1;
     }
+
+    // ------------------------------------------------------------ topic deletion
+
+    /// <summary>
+    /// Deletes a topic (mqadmin deleteTopic): its queue index, the lease groups and pull offsets on it, and its delayed
+    /// messages. Bodies stay in the log until retention cuts them. Pending halves of the topic stay pending; committing
+    /// one creates the topic again (as a send would). System topics cannot be deleted.
+    /// </summary>
+    public async ValueTask<BrokerError> DeleteTopicAsync(string topic, CancellationToken ct = default)
+    {
+        if (IsSystemTopic(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is a system topic");
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        long address;
+        lock (_gate)
+        {
+            if (!_topics.ContainsKey(topic)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
+            _writer.Begin(RecordKind.TopicDeleted).Str(topic);
+            address = AppendRecord();
+            ApplyTopicDeleted(topic);
+        }
+        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        _logger.LogInformation("Topic {Topic} deleted", topic);
+        return BrokerError.None;
+    }
+
+    private void ApplyTopicDeleted(string topic)
+    {
+        if (!_topics.Remove(topic, out var state)) return;
+        foreach (var g in state.Groups)
+        {
+            // Leases die with the topic: the sweeper must not dead-letter them later.
+            foreach (var gq in g.Queues) gq.InFlight.Clear();
+            g.Redeliver.Clear();
+            _groups.Remove((g.Group, topic));
+        }
+        foreach (var key in _consumerOffsets.Keys.Where(k => k.Topic == topic).ToList()) _consumerOffsets.Remove(key);
+        foreach (var key in _delayed.Where(d => d.Value.Topic == topic).Select(d => d.Key).ToList()) _delayed.Remove(key);
+        // Parked receivers and pulls look again and find the topic gone.
+        state.Wake();
+    }
 }

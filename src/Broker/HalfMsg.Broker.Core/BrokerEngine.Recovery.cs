@@ -118,6 +118,9 @@ public sealed partial class BrokerEngine
                 case RecordKind.ConsumerOffsetCommitted:
                     ReplayConsumerOffset(ref r);
                     break;
+                case RecordKind.TopicDeleted:
+                    ApplyTopicDeleted(r.Str()!);
+                    break;
                 default:
                     Metrics.CorruptRecordsSkipped++;
                     _logger.LogError("Skipping log record of unknown kind {Kind} at {Address}", (byte)kind, address);

@@ -333,3 +333,24 @@ public sealed class RemotingConsumeStatsTests(RemotingBrokerFixture broker)
             "{\"brokerOffset\":2,\"consumerOffset\":1,\"lastTimestamp\":0,\"pullOffset\":1}}}", body);
     }
 }
+
+[Collection("remoting")]
+public sealed class RemotingDeleteTopicTests(RemotingBrokerFixture broker)
+{
+    [Fact]
+    public async Task Delete_topic_as_mqadmin_sends_it_removes_the_topic_from_the_broker_and_the_topic_list()
+    {
+        await using var c = await broker.ConnectAsync();
+        await using var ns = await RemotingTestClient.ConnectAsync(broker.NameServerPort);
+        string topic = Unique("Del");
+        await SendAsync(c, topic, "x", queueId: 0);
+        Assert.Equal(ResponseCode.Success, (await c.InvokeAsync(RemotingCommand.Request(RequestCode.DeleteTopicInBroker).Set("topic", topic))).Code);
+        Assert.Equal(ResponseCode.Success, (await ns.InvokeAsync(RemotingCommand.Request(RequestCode.DeleteTopicInNameSrv).Set("topic", topic))).Code);
+        using var list = JsonDocument.Parse((await ns.InvokeAsync(RequestCode.GetAllTopicListFromNameServer)).Body);
+        Assert.DoesNotContain(topic, list.RootElement.GetProperty("topicList").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal("0", (await c.InvokeAsync(RemotingCommand.Request(RequestCode.GetMaxOffset).Set("topic", topic).Set("queueId", 0L))).Get("offset"));
+        // mqadmin deletes from every broker; a second delete is not an error.
+        Assert.Equal(ResponseCode.Success, (await c.InvokeAsync(RemotingCommand.Request(RequestCode.DeleteTopicInBroker).Set("topic", topic))).Code);
+        Assert.Equal(ResponseCode.NoPermission, (await c.InvokeAsync(RemotingCommand.Request(RequestCode.DeleteTopicInBroker).Set("topic", "%DLQ%G"))).Code);
+    }
+}

@@ -34,6 +34,8 @@ public enum RecordKind : byte
     QueueEntryAdded = 12,
     /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
     ConsumerOffsetCommitted = 40,
+    /// <summary>An operator deleted a topic (Remoting DELETE_TOPIC): its queues, groups, offsets and delayed messages go.</summary>
+    TopicDeleted = 41,
 }
 
 /// <summary>

@@ -18,7 +18,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = null };
 
     private static bool IsNameServerCode(int code) => code is RequestCode.GetRouteInfoByTopic or RequestCode.GetBrokerClusterInfo
-        or RequestCode.GetAllTopicListFromNameServer or RequestCode.GetKvConfig;
+        or RequestCode.GetAllTopicListFromNameServer or RequestCode.GetKvConfig or RequestCode.DeleteTopicInNameSrv;
 
     public ValueTask<RemotingCommand?> HandleAsync(RemotingSession session, RemotingCommand request)
     {
@@ -31,6 +31,8 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.GetAllTopicListFromNameServer => new(GetAllTopicList(request)),
             RequestCode.GetKvConfig => new(GetKvConfig(request)),
             RequestCode.UpdateAndCreateTopic => new(UpdateAndCreateTopic(request)),
+            RequestCode.DeleteTopicInBroker => DeleteTopicInBrokerAsync(request),
+            RequestCode.DeleteTopicInNameSrv => new(DeleteTopicInNameServer(request)),
             RequestCode.HeartBeat => new(HeartBeat(session, request)),
             RequestCode.UnregisterClient => new(UnregisterClient(session, request)),
             RequestCode.SendMessage or RequestCode.SendMessageV2 => SendMessageAsync(session, request),

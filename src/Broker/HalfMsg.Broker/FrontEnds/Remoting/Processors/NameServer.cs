@@ -97,4 +97,17 @@ internal sealed partial class RemotingDispatcher
         var err = Engine.CreateTopic(topic);
         return err.IsOk ? Ok(request) : RemotingErrors.Response(request, err);
     }
+
+    /// <summary>DELETE_TOPIC_IN_BROKER (215), as <c>mqadmin deleteTopic</c> sends it to each broker; a topic already gone is success.</summary>
+    private async ValueTask<RemotingCommand?> DeleteTopicInBrokerAsync(RemotingCommand request)
+    {
+        string? topic = request.Get("topic");
+        if (string.IsNullOrEmpty(topic)) return Missing(request, "topic");
+        var err = await Engine.DeleteTopicAsync(topic).ConfigureAwait(false);
+        return err.IsOk || err.Status == BrokerStatus.TopicNotFound ? Ok(request) : RemotingErrors.Response(request, err);
+    }
+
+    /// <summary>DELETE_TOPIC_IN_NAMESRV (216): the name server has no state of its own; routes come from the broker's topics.</summary>
+    private static RemotingCommand DeleteTopicInNameServer(RemotingCommand request)
+        => string.IsNullOrEmpty(request.Get("topic")) ? Missing(request, "topic") : Ok(request);
 }
