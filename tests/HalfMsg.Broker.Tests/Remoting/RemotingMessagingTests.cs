@@ -354,3 +354,23 @@ public sealed class RemotingDeleteTopicTests(RemotingBrokerFixture broker)
         Assert.Equal(ResponseCode.NoPermission, (await c.InvokeAsync(RemotingCommand.Request(RequestCode.DeleteTopicInBroker).Set("topic", "%DLQ%G"))).Code);
     }
 }
+
+[Collection("remoting")]
+public sealed class RemotingViewMessageTests(RemotingBrokerFixture broker)
+{
+    [Fact]
+    public async Task A_message_is_found_by_its_offset_msg_id_and_a_bogus_offset_is_an_error()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("View");
+        var sent = await SendAsync(c, topic, "look-me-up", "TagV", 0);
+        Assert.True(OffsetMessageId.TryDecode(sent.Get("msgId"), out _, out long offset));
+        var r = await c.InvokeAsync(RemotingCommand.Request(RequestCode.ViewMessageById).Set("offset", offset));
+        Assert.Equal(ResponseCode.Success, r.Code);
+        var m = Assert.Single(StoredMessageCodec.DecodeAll(r.Body.Span));
+        Assert.Equal((topic, "look-me-up", "TagV", offset), (m.Topic, BodyOf(m), m.Properties[MessageConst.Tags], m.PhysicalOffset));
+
+        var bogus = await c.InvokeAsync(RemotingCommand.Request(RequestCode.ViewMessageById).Set("offset", offset + 3));
+        Assert.Equal(ResponseCode.SystemError, bogus.Code);
+    }
+}

@@ -49,6 +49,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.LockBatchMq => new(LockBatchMq(request)),
             RequestCode.UnlockBatchMq => new(UnlockBatchMq(request)),
             RequestCode.GetConsumeStats => new(GetConsumeStats(request)),
+            RequestCode.ViewMessageById => ViewMessageByIdAsync(session, request),
             _ => new(NotSupported(request)),
         };
     }
