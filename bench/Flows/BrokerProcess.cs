@@ -103,7 +103,7 @@ public sealed partial class BrokerProcess : IAsyncDisposable
         // Keep the broker's own console logging from costing CPU during the measurement.
         psi.Environment["Logging__LogLevel__Default"] = "Warning";
         foreach (var a in new[] { dll, "--data-dir", dataDir, "--grpc-port", port.ToString(), "--http-port", httpPort.ToString(),
-                     "--remoting-port", ProcessUtil.FreeTcpPort().ToString() }.Concat(options.ExtraArgs))
+                     "--remoting-port", ProcessUtil.FreeTcpPort().ToString(), "--namesrv-port", "0" }.Concat(options.ExtraArgs))
             psi.ArgumentList.Add(a);
         var sw = Stopwatch.StartNew();
         var (p, tail) = ProcessUtil.Start(psi);

@@ -128,6 +128,12 @@ public sealed partial class BrokerEngine
                 case RecordKind.LogCut:
                     LogCutRecord.Read(ref r);
                     break;
+                case RecordKind.ConsumerOffsetCommitted:
+                    ReplayConsumerOffset(ref r);
+                    break;
+                case RecordKind.TopicDeleted:
+                    ApplyTopicDeleted(TopicDeletedRecord.Read(ref r).Topic);
+                    break;
                 default:
                     ReportDamaged(address, kind, $"unknown record kind {(byte)kind}");
                     break;
@@ -305,6 +311,9 @@ public sealed partial class BrokerEngine
                 }).ConfigureAwait(false);
             }
 
+            // Pull consumers' committed offsets: each record sets an explicit value, so any capture order works.
+            await Chunk((w, o) => WriteConsumerOffsetsSnapshot(w, rw => Emit(rw, o))).ConfigureAwait(false);
+
             w.Begin(SnapEnd).I64(covered);
             Emit(w, output);
             bytes = output.Position;
@@ -383,7 +392,7 @@ public sealed partial class BrokerEngine
     private void ResetState()
     {
         _topics.Clear(); _groups.Clear(); _txs.Clear();
-        _delayed.Clear(); _leaseDue.Clear();
+        _delayed.Clear(); _leaseDue.Clear(); _consumerOffsets.Clear();
     }
 
     private bool TryLoadSnapshot(byte[] bytes, out long covered, out string? error)
@@ -464,6 +473,9 @@ public sealed partial class BrokerEngine
                     }
                     break;
                 }
+                case SnapConsumerOffset:
+                    ReplayConsumerOffset(ref r);
+                    break;
                 case SnapEnd:
                     ended = r.I64() == covered;
                     break;

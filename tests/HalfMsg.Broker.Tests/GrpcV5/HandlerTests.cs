@@ -28,7 +28,7 @@ public sealed class V5BrokerFixture : IAsyncLifetime
         int http = FreePort();
         _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", GrpcPort.ToString(), "--http-port", http.ToString(),
             "--max-message-size", MaxMessageSize.ToString(), "--queues-per-topic", QueuesPerTopic.ToString(),
-            "--transaction-check-interval", "1h"]);
+            "--transaction-check-interval", "1h", "--remoting-port", "0", "--namesrv-port", "0"]);
         Client = new GrpcTestClient($"127.0.0.1:{GrpcPort}");
     }
 

@@ -26,12 +26,17 @@ public sealed class BrokerProcess : IAsyncDisposable
         GrpcPort = FreePort();
         RemotingPort = FreePort();
         HttpPort = FreePort();
+        NameServerPort = FreePort();
     }
 
     public string DataDir { get; }
     public int GrpcPort { get; }
     public int RemotingPort { get; }
     public int HttpPort { get; }
+    public int NameServerPort { get; }
+
+    /// <summary><c>127.0.0.1:port</c> of the embedded name server (RocketMQ 4 clients' <c>nameSrv</c>).</summary>
+    public string NameServer => $"127.0.0.1:{NameServerPort}";
 
     /// <summary><c>127.0.0.1:port</c>, the access point for RocketMQ clients.</summary>
     public string Endpoint => $"127.0.0.1:{GrpcPort}";
@@ -91,6 +96,7 @@ public sealed class BrokerProcess : IAsyncDisposable
         string[] args =
         [
             dll, "--data-dir", DataDir, "--grpc-port", Port(GrpcPort), "--remoting-port", Port(RemotingPort), "--http-port", Port(HttpPort),
+            "--namesrv-port", Port(NameServerPort),
             "--transaction-check-interval", "1s", "--transaction-timeout", "1s", .. _extraArgs,
         ];
         foreach (string a in args)

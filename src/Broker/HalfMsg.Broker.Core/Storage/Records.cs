@@ -279,3 +279,17 @@ public readonly record struct LogCutRecord(long Boundary, long AtMs)
     public void Write(RecordWriter w) => w.Begin(RecordKind.LogCut).I64(Boundary).I64(AtMs);
     public static LogCutRecord Read(scoped ref RecordReader r) => new(r.I64(), r.I64());
 }
+
+/// <summary>A pull (Remoting) consumer group committed its offset on a queue. <code>s group | s topic | vi queueId | vi offset</code></summary>
+public readonly record struct ConsumerOffsetCommittedRecord(string Group, string Topic, int QueueId, long Offset)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.ConsumerOffsetCommitted).Str(Group).Str(Topic).I32(QueueId).I64(Offset);
+    public static ConsumerOffsetCommittedRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I32(), r.I64());
+}
+
+/// <summary>An operator deleted a topic: its queues, groups, pull offsets and delayed messages go. <code>s topic</code></summary>
+public readonly record struct TopicDeletedRecord(string Topic)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.TopicDeleted).Str(Topic);
+    public static TopicDeletedRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r));
+}

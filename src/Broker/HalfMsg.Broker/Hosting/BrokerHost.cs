@@ -54,6 +54,7 @@ public sealed class BrokerHost : IAsyncDisposable
             MaxReceiveMessageSize = options.Core.MaxMessageSize + 1024 * 1024,
             Credentials = options.Credentials,
         });
+        RemotingEndpoint.Add(builder, options);
 
         // Recovery completes before any listener accepts.
         var loggers = LoggerFactory.Create(l => l.AddConsole().SetMinimumLevel(LogLevel.Information));

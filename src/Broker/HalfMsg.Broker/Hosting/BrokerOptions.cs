@@ -13,8 +13,10 @@ public sealed record BrokerOptions
     /// <summary>Host advertised in QueryRoute; null = the address the client connected to.</summary>
     public string? AdvertisedHost { get; init; }
     public int GrpcPort { get; init; } = 8081;
-    /// <summary>Reserved for the RocketMQ 4 Remoting front-end (not built yet).</summary>
+    /// <summary>RocketMQ 4 Remoting front-end (0 = off).</summary>
     public int RemotingPort { get; init; } = 10911;
+    /// <summary>Embedded name server (0 = off; name-server requests still answer on the remoting port).</summary>
+    public int NameServerPort { get; init; } = 9876;
     public int HttpPort { get; init; } = 8080;
     public CoreOptions Core { get; init; } = new();
     /// <summary>Access key → secret. Empty = authentication off.</summary>

@@ -1,0 +1,378 @@
+using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace HalfMsg.Broker.Core;
+
+/// <summary>How a pull by offset ended (RocketMQ's GetMessageStatus, folded to what a front-end must answer).</summary>
+public enum PullStatus
+{
+    /// <summary>Messages found; <see cref="PullResult.NextBeginOffset"/> follows the last one returned.</summary>
+    Found,
+    /// <summary>Caught up: nothing (matching) between the offset and the queue's end, even after the long poll.</summary>
+    NoNewMessage,
+    /// <summary>The offset is outside [min, max]: the consumer must jump to <see cref="PullResult.NextBeginOffset"/>.</summary>
+    OffsetMoved,
+    /// <summary>The topic or queue does not exist.</summary>
+    NoSuchQueue,
+}
+
+/// <summary>One message returned by a pull: the stored message plus its body's log address (RocketMQ's physical offset).</summary>
+public readonly record struct PulledMessage(StoredMessage Message, long PhysicalOffset, int ReconsumeTimes);
+
+public readonly record struct PullResult(PullStatus Status, IReadOnlyList<PulledMessage> Messages, long NextBeginOffset, long MinOffset, long MaxOffset);
+
+/// <summary>What CONSUMER_SEND_MSG_BACK did with a failed message.</summary>
+public readonly record struct SendBackResult(BrokerError Error, string? Topic, bool DeadLettered);
+
+/// <summary>
+/// The pull (offset) consumption model of RocketMQ 4 Remoting consumers, beside the lease model of
+/// <see cref="ReceiveAsync"/>. A pull group reads queues by offset and commits its own offsets (durable records of kind
+/// <see cref="RecordKind.ConsumerOffsetCommitted"/>); it shares no state with a lease group of the same name: the two models are
+/// two independent cursors over the same queues.
+/// </summary>
+public sealed partial class BrokerEngine
+{
+    /// <summary>Checkpoint record of one committed pull-consumer offset (same fields as the log record).</summary>
+    internal const RecordKind SnapConsumerOffset = (RecordKind)107;
+
+    /// <summary>Property that carries a retried message's reconsume count (RocketMQ's stored reconsumeTimes field).</summary>
+    public const string ReconsumeTimesProperty = "RECONSUME_TIME";
+    public const string RetryPrefix = "%RETRY%";
+
+    /// <summary>RocketMQ's default <c>messageDelayLevel</c>: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".</summary>
+    public static readonly TimeSpan[] DelayLevels =
+    [
+        TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30),
+        TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(3), TimeSpan.FromMinutes(4), TimeSpan.FromMinutes(5),
+        TimeSpan.FromMinutes(6), TimeSpan.FromMinutes(7), TimeSpan.FromMinutes(8), TimeSpan.FromMinutes(9), TimeSpan.FromMinutes(10),
+        TimeSpan.FromMinutes(20), TimeSpan.FromMinutes(30), TimeSpan.FromHours(1), TimeSpan.FromHours(2),
+    ];
+
+    private readonly Dictionary<(string Group, string Topic, int Queue), long> _consumerOffsets = new();
+
+    /// <summary>Largest number of queue entries one pull scans for matching tags before answering.</summary>
+    private const int MaxPullScan = 4096;
+
+    /// <summary>The [min, max) offsets of a queue; false when the topic or queue does not exist.</summary>
+    public bool TryGetQueueOffsets(string topic, int queueId, out long minOffset, out long maxOffset)
+    {
+        lock (_gate)
+        {
+            minOffset = maxOffset = 0;
+            if (!_topics.TryGetValue(topic, out var t) || queueId < 0 || queueId >= t.Queues.Length) return false;
+            minOffset = t.Queues[queueId].BaseOffset;
+            maxOffset = t.Queues[queueId].NextOffset;
+            return true;
+        }
+    }
+
+    /// <summary>The number of queues of an existing topic (0 = unknown), without creating it.</summary>
+    public int QueueCount(string topic)
+    {
+        lock (_gate) return _topics.TryGetValue(topic, out var t) ? t.Queues.Length : 0;
+    }
+
+    /// <summary>
+    /// Reads up to <paramref name="maxMessages"/> visible (durable, committed) messages of one queue from
+    /// <paramref name="offset"/>, skipping those whose tag <paramref name="filter"/> rejects. When nothing matches and
+    /// <paramref name="longPoll"/> is positive, waits until a message becomes visible on the topic or the time is up.
+    /// </summary>
+    public async ValueTask<PullResult> PullAsync(string topic, int queueId, long offset, int maxMessages, TagFilter filter, TimeSpan longPoll, CancellationToken ct = default)
+    {
+        maxMessages = Math.Clamp(maxMessages, 1, 1024);
+        var deadline = _time.GetTimestamp() + (long)(longPoll.TotalSeconds * _time.TimestampFrequency);
+        while (true)
+        {
+            var picked = new List<(long Address, long Offset)>();
+            Task signal;
+            long min, max, next;
+            lock (_gate)
+            {
+                if (!_topics.TryGetValue(topic, out var t) || queueId < 0 || queueId >= t.Queues.Length)
+                    return new(PullStatus.NoSuchQueue, [], 0, 0, 0);
+                var queue = t.Queues[queueId];
+                signal = t.Signal;
+                min = queue.BaseOffset;
+                max = queue.NextOffset;
+                if (offset < min || offset > max)
+                    return new(PullStatus.OffsetMoved, [], offset < min ? min : max, min, max);
+                long durable = _log.DurableUntil;
+                next = offset;
+                for (int scanned = 0; next < max && picked.Count < maxMessages && scanned < MaxPullScan; scanned++)
+                {
+                    if (!queue.TryGet(next, out var entry) || entry.VisibleAt >= durable) break;
+                    // A hole (damaged or expired position) is skipped like a filtered-out entry.
+                    if (!entry.IsHole && filter.Matches(entry.Tag)) picked.Add((entry.BodyAddress, next));
+                    next++;
+                }
+            }
+            if (picked.Count > 0)
+            {
+                var messages = new List<PulledMessage>(picked.Count);
+                foreach (var (address, off) in picked)
+                {
+                    var message = await ReadStoredMessageAsync(address, topic, queueId, off, ct).ConfigureAwait(false);
+                    if (message is null)
+                    {
+                        _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; the pull stops before it", topic, queueId, off, address);
+                        next = off;
+                        break;
+                    }
+                    messages.Add(new PulledMessage(message, address, ReconsumeTimesOf(message)));
+                }
+                if (messages.Count > 0) return new(PullStatus.Found, messages, next, min, max);
+            }
+            var remaining = deadline - _time.GetTimestamp();
+            // Filtered-out entries are skipped for good: the next pull starts after them.
+            if (remaining <= 0) return new(PullStatus.NoNewMessage, [], next, min, max);
+            offset = next;
+            try
+            {
+                await signal.WaitAsync(TimeSpan.FromSeconds((double)remaining / _time.TimestampFrequency), _time, ct).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+            }
+        }
+    }
+
+    private static int ReconsumeTimesOf(StoredMessage m)
+        => m.Properties.TryGetValue(ReconsumeTimesProperty, out var s) && int.TryParse(s, out int n) ? n : 0;
+
+    /// <summary>The first offset of the queue whose message was stored at or after <paramref name="timestampMs"/> (max offset if none).</summary>
+    public async ValueTask<long?> SearchOffsetAsync(string topic, int queueId, long timestampMs, CancellationToken ct = default)
+    {
+        long lo, hi;
+        QueueState queue;
+        lock (_gate)
+        {
+            if (!_topics.TryGetValue(topic, out var t) || queueId < 0 || queueId >= t.Queues.Length) return null;
+            queue = t.Queues[queueId];
+            lo = queue.BaseOffset;
+            hi = queue.NextOffset;
+        }
+        // Binary search over store timestamps: they grow with the queue offset (one writer appends in order).
+        while (lo < hi)
+        {
+            long mid = lo + (hi - lo) / 2;
+            long address;
+            lock (_gate)
+            {
+                if (!queue.TryGet(mid, out var e)) return hi;
+                address = e.BodyAddress;
+            }
+            var m = await ReadStoredMessageAsync(address, topic, queueId, mid, ct).ConfigureAwait(false);
+            if (m is null || m.StoreTimestampMs < timestampMs) lo = mid + 1; else hi = mid;
+        }
+        return lo;
+    }
+
+    /// <summary>Reads the message whose body record is at <paramref name="physicalOffset"/> (RocketMQ's commit log offset); null when there is none.</summary>
+    public async ValueTask<StoredMessage?> ReadMessageAtAsync(long physicalOffset, CancellationToken ct = default)
+    {
+        if (physicalOffset < _log.BeginAddress || physicalOffset >= _log.DurableUntil) return null;
+        byte[]? bytes;
+        try
+        {
+            bytes = await _log.ReadAsync(physicalOffset, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // A client-supplied offset that is not a record boundary.
+            _logger.LogDebug(ex, "No record at {Address}", physicalOffset);
+            return null;
+        }
+        if (bytes is null || !RecordHeader.TryOpen(bytes, out var kind, out _, out _) || kind is not (RecordKind.MessageStored or RecordKind.HalfStored)) return null;
+        try
+        {
+            var probe = DecodeStoredMessage(bytes, "", -1, -1);
+            return probe is null ? null : DecodeStoredMessage(bytes, probe.OriginalTopic ?? probe.Topic, -1, -1);
+        }
+        catch (InvalidDataException)
+        {
+            return null;
+        }
+    }
+
+    // ------------------------------------------------------------ consumer offsets
+
+    /// <summary>The committed offset of a pull group on a queue, or null when the group never committed one.</summary>
+    public long? QueryConsumerOffset(string group, string topic, int queueId)
+    {
+        lock (_gate) return _consumerOffsets.TryGetValue((group, topic, queueId), out var o) ? o : null;
+    }
+
+    /// <summary>Commits a pull group's offset for a queue. Durable like every other state change; survives kill -9.</summary>
+    public async ValueTask<BrokerError> CommitConsumerOffsetAsync(string group, string topic, int queueId, long offset, CancellationToken ct = default)
+    {
+        if (!IsValidName(group, 255)) return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name");
+        if (offset < 0 || queueId < 0) return new(BrokerStatus.BadRequest, "offset and queue id must not be negative");
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        long address;
+        lock (_gate)
+        {
+            if (!_topics.TryGetValue(topic, out var t) || queueId >= t.Queues.Length)
+                return new(BrokerStatus.TopicNotFound, $"topic '{topic}' queue {queueId} does not exist");
+            if (_consumerOffsets.TryGetValue((group, topic, queueId), out var current) && current == offset) return BrokerError.None;
+            new ConsumerOffsetCommittedRecord(group, topic, queueId, offset).Write(_writer);
+            address = AppendAndApply();
+        }
+        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        return BrokerError.None;
+    }
+
+    private void ApplyConsumerOffset(ConsumerOffsetCommittedRecord rec) => _consumerOffsets[(rec.Group, rec.Topic, rec.QueueId)] = rec.Offset;
+
+    /// <summary>Replays a <see cref="RecordKind.ConsumerOffsetCommitted"/> record (log or checkpoint: same fields).</summary>
+    private void ReplayConsumerOffset(ref RecordReader r) => ApplyConsumerOffset(ConsumerOffsetCommittedRecord.Read(ref r));
+
+    private void WriteConsumerOffsetsSnapshot(RecordWriter w, Action<RecordWriter> emit)
+    {
+        foreach (var ((group, topic, queue), offset) in _consumerOffsets)
+        {
+            w.Begin(SnapConsumerOffset).Str(group).Str(topic).I32(queue).I64(offset);
+            emit(w);
+        }
+    }
+
+    /// <summary>Groups with committed pull offsets on a topic, with their offsets per queue (admin, consumer progress).</summary>
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<int, long>> ConsumerOffsetsOf(string topic)
+    {
+        lock (_gate)
+        {
+            return _consumerOffsets.Where(e => e.Key.Topic == topic).GroupBy(e => e.Key.Group)
+                .ToDictionary(g => g.Key, g => (IReadOnlyDictionary<int, long>)g.ToDictionary(e => e.Key.Queue, e => e.Value));
+        }
+    }
+
+    // ------------------------------------------------------------ retry and dead letter
+
+    /// <summary>
+    /// RocketMQ's CONSUMER_SEND_MSG_BACK: the failed message (found by its physical offset) is stored again in
+    /// <c>%RETRY%&lt;group&gt;</c>, due after delay level <c>3 + reconsumeTimes</c> (10 s, 30 s, 1 min, ...) unless the
+    /// consumer asked for a level, with its reconsume count + 1; once the count reaches <paramref name="maxReconsumeTimes"/>
+    /// (or the level is negative) it goes to <c>%DLQ%&lt;group&gt;</c> instead.
+    /// </summary>
+    public async ValueTask<SendBackResult> SendBackAsync(string group, long physicalOffset, int delayLevel, int maxReconsumeTimes, string? originTopic, CancellationToken ct = default)
+    {
+        if (!IsValidName(group, 255)) return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"), null, false);
+        var original = await ReadMessageAtAsync(physicalOffset, ct).ConfigureAwait(false);
+        if (original is null) return new(new(BrokerStatus.BadRequest, $"no message at commit log offset {physicalOffset}"), null, false);
+        string sourceTopic = original.OriginalTopic ?? original.Topic;
+        if (originTopic is not null && originTopic != sourceTopic && sourceTopic != RetryPrefix + group)
+            return new(new(BrokerStatus.BadRequest, $"the message at {physicalOffset} belongs to '{sourceTopic}', not '{originTopic}'"), null, false);
+
+        int reconsumed = ReconsumeTimesOf(original);
+        var props = new Dictionary<string, string>(original.Properties);
+        if (!props.ContainsKey("RETRY_TOPIC")) props["RETRY_TOPIC"] = sourceTopic;
+        if (!props.ContainsKey("ORIGIN_MESSAGE_ID")) props["ORIGIN_MESSAGE_ID"] = original.MessageId;
+        props[ReconsumeTimesProperty] = (reconsumed + 1).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        bool dead = delayLevel < 0 || reconsumed >= maxReconsumeTimes;
+        int level = delayLevel > 0 ? delayLevel : 3 + reconsumed;
+        level = Math.Clamp(level, 1, DelayLevels.Length);
+        string target = dead ? DeadLetterPrefix + group : RetryPrefix + group;
+        var draft = new MessageDraft
+        {
+            Topic = target, MessageId = original.MessageId, Tag = original.Tag, Keys = original.Keys, Properties = props, Body = original.Body,
+            BornTimestampMs = original.BornTimestampMs, BornHost = original.BornHost,
+            DeliveryTimestampMs = dead ? null : NowMs + (long)DelayLevels[level - 1].TotalMilliseconds,
+        };
+        var sent = await StoreInternalAsync(draft, ct).ConfigureAwait(false);
+        if (!sent.IsOk) return new(sent.Error, target, dead);
+        if (dead)
+        {
+            Metrics.DeadLettered++;
+            _logger.LogInformation("Message {MessageId} of {Topic} moved to {Dlq} after {Times} reconsumes", original.MessageId, sourceTopic, target, reconsumed);
+        }
+        return new(BrokerError.None, target, dead);
+    }
+
+    /// <summary>Stores a copy of <paramref name="msg"/> in <c>%DLQ%&lt;group&gt;</c> (a retry-topic send past its maximum, as RocketMQ redirects it).</summary>
+    public ValueTask<SendResult> SendToDeadLetterAsync(string group, MessageDraft msg, CancellationToken ct = default)
+    {
+        if (!IsValidName(group, 255)) return ValueTask.FromResult(new SendResult(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"), msg.MessageId, -1, -1));
+        Metrics.DeadLettered++;
+        return StoreInternalAsync(new MessageDraft
+        {
+            Topic = DeadLetterPrefix + group, MessageId = msg.MessageId, Tag = msg.Tag, Keys = msg.Keys, Properties = msg.Properties, Body = msg.Body,
+            BornTimestampMs = msg.BornTimestampMs, BornHost = msg.BornHost,
+        }, ct);
+    }
+
+    /// <summary>
+    /// As <see cref="SendAsync"/>, but also into broker-owned topics (<c>%DLQ%</c>, <c>%RETRY%</c>) that producers cannot
+    /// name; dead-letter topics have one queue, like every system topic.
+    /// </summary>
+    private async ValueTask<SendResult> StoreInternalAsync(MessageDraft msg, CancellationToken ct)
+    {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        long address;
+        int queueId;
+        long offset;
+        lock (_gate)
+        {
+            long now = NowMs;
+            var err = ValidateDraft(msg, now);
+            if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
+            err = TryGetOrCreate(msg.Topic, out var topic);
+            if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
+            bool delayed = msg.DeliveryTimestampMs is long at && at > now;
+            queueId = delayed ? -1 : PickQueue(topic, -1, null);
+            offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
+            var kind = delayed ? MessageKind.Delay : MessageKind.Normal;
+            MessageStoredRecord.Write(_writer, queueId, offset, kind, -1, msg, now);
+            address = AppendAndApply();
+            Metrics.MessagesStored++;
+        }
+        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        return new SendResult(BrokerError.None, msg.MessageId, queueId, offset);
+    }
+
+    /// <summary>The log address of the body behind a queue entry (RocketMQ's physical offset, for the offset msg id); -1 if none.</summary>
+    public long BodyAddressOf(string topic, int queueId, long offset)
+    {
+        lock (_gate)
+            return _topics.TryGetValue(topic, out var t) && queueId >= 0 && queueId < t.Queues.Length && t.Queues[queueId].TryGet(offset, out var e) ? e.BodyAddress : -1;
+    }
+
+    // ------------------------------------------------------------ topic deletion
+
+    /// <summary>
+    /// Deletes a topic (mqadmin deleteTopic): its queue index, the lease groups and pull offsets on it, and its delayed
+    /// messages. Bodies stay in the log until retention cuts them. Pending halves of the topic stay pending; committing
+    /// one creates the topic again (as a send would). System topics cannot be deleted.
+    /// </summary>
+    public async ValueTask<BrokerError> DeleteTopicAsync(string topic, CancellationToken ct = default)
+    {
+        if (IsSystemTopic(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is a system topic");
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        long address;
+        lock (_gate)
+        {
+            if (!_topics.ContainsKey(topic)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
+            new TopicDeletedRecord(topic).Write(_writer);
+            address = AppendAndApply();
+        }
+        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        _logger.LogInformation("Topic {Topic} deleted", topic);
+        return BrokerError.None;
+    }
+
+    private void ApplyTopicDeleted(string topic)
+    {
+        if (!_topics.Remove(topic, out var state)) return;
+        foreach (var g in state.Groups)
+        {
+            // Leases die with the topic: the sweeper must not dead-letter them later.
+            foreach (var gq in g.Queues) gq.InFlight.Clear();
+            g.Redeliver.Clear();
+            _groups.Remove((g.Group, topic));
+        }
+        foreach (var key in _consumerOffsets.Keys.Where(k => k.Topic == topic).ToList()) _consumerOffsets.Remove(key);
+        foreach (var key in _delayed.All.Where(d => d.Topic == topic).Select(d => d.BodyAddress).ToList()) _delayed.Remove(key, out _);
+        // Parked receivers and pulls look again and find the topic gone.
+        state.Wake();
+    }
+}

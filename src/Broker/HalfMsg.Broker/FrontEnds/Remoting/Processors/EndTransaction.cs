@@ -1,0 +1,74 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+// END_TRANSACTION (37, usually one-way) and the broker-initiated CHECK_TRANSACTION_STATE (39).
+internal sealed partial class RemotingDispatcher
+{
+    /// <summary>
+    /// commitOrRollback 8 = COMMIT, 12 = ROLLBACK, 0 = unknown (Java answers nothing for it, nor for any other value).
+    /// The transaction is the message's UNIQ_KEY (<c>msgId</c>). Exactly-once comes from the core: a repeated decision
+    /// changes nothing, rollback after commit changes nothing, an unknown id is logged and counted.
+    /// </summary>
+    private async ValueTask<RemotingCommand?> EndTransactionAsync(RemotingCommand request)
+    {
+        string? group = request.Get("producerGroup");
+        string? msgId = request.Get("msgId");
+        string? txId = request.Get("transactionId");
+        if (string.IsNullOrEmpty(msgId) && string.IsNullOrEmpty(txId)) return Missing(request, "msgId");
+        var resolution = request.GetInt("commitOrRollback", -1) switch
+        {
+            MessageSysFlag.TransactionCommitType => TransactionResolution.Commit,
+            MessageSysFlag.TransactionRollbackType => TransactionResolution.Rollback,
+            _ => TransactionResolution.Unknown,
+        };
+        if (resolution == TransactionResolution.Unknown) return null;
+        bool fromCheck = request.GetBool("fromTransactionCheck", false);
+        string id = !string.IsNullOrEmpty(msgId) ? msgId : txId!;
+        if (Engine.FindTransaction(id) is null && !string.IsNullOrEmpty(txId) && Engine.FindTransaction(txId) is not null) id = txId;
+        if (Engine.FindTransaction(id) is { } pending && !string.IsNullOrEmpty(group) && pending.ProducerGroup != group)
+            return Error(request, ResponseCode.SystemError, "The producer group wrong");
+
+        var result = await Engine.EndTransactionAsync(id, null, resolution, fromCheck ? DecisionSource.CheckBack : DecisionSource.Client)
+            .ConfigureAwait(false);
+        if (result.IsOk) return Ok(request);
+        if (result.Error.Status == BrokerStatus.TransactionNotFound)
+        {
+            Interlocked.Increment(ref server.UnknownTransactionDecisions);
+            Logger.LogInformation("END_TRANSACTION {Resolution} for unknown transaction {TransactionId} (group {Group}, from check {FromCheck})",
+                resolution, id, group, fromCheck);
+            return Error(request, ResponseCode.SystemError, "Find prepared transaction message failed");
+        }
+        Logger.LogInformation("END_TRANSACTION {Resolution} for {TransactionId} refused: {Error}", resolution, id, result.Error);
+        return RemotingErrors.Response(request, result.Error);
+    }
+
+    /// <summary>
+    /// CHECK_TRANSACTION_STATE, one-way, as the Java broker sends it: header topic, tranStateTableOffset,
+    /// commitLogOffset, msgId (UNIQ_KEY), transactionId, offsetMsgId; body = the half in the stored-message layout with
+    /// its real topic and TRAN_MSG/PGROUP properties.
+    /// </summary>
+    public RemotingCommand BuildCheckTransactionState(RemotingSession session, CheckBackRequest request)
+    {
+        var half = request.HalfMessage;
+        long address = Engine.FindTransaction(request.TransactionId)?.LogAddress ?? 0;
+        var storeHost = server.StoreHost(session);
+        var wire = RemotingMessageConverter.ToWire(half, address, 0, storeHost, 0, address);
+        wire.Properties[MessageConst.TransactionPrepared] = "true";
+        wire.Properties[MessageConst.ProducerGroup] = request.ProducerGroup;
+        wire.Properties[MessageConst.TransactionId] = request.TransactionId;
+        string offsetMsgId = OffsetMessageId.Encode(storeHost, address);
+        var cmd = RemotingCommand.Request(RequestCode.CheckTransactionState, body: StoredMessageCodec.Encode(wire));
+        cmd.Flag = RemotingCommand.OnewayFlag;
+        cmd.Set("topic", half.Topic)
+            .Set("tranStateTableOffset", address)
+            .Set("commitLogOffset", address)
+            .Set("msgId", half.MessageId)
+            .Set("transactionId", request.TransactionId)
+            .Set("offsetMsgId", offsetMsgId)
+            .Set("bname", Options.BrokerName);
+        return cmd;
+    }
+}

@@ -1,0 +1,66 @@
+using System.Text.Json;
+using HalfMsg.Broker.Core;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+// HEART_BEAT (34) and UNREGISTER_CLIENT (35).
+internal sealed partial class RemotingDispatcher
+{
+    /// <summary>The producer group every Java/Node client instance creates for itself; it never sends halves.</summary>
+    private const string ClientInnerProducerGroup = "CLIENT_INNER_PRODUCER";
+
+    /// <summary>
+    /// Body: HeartbeatData JSON (<c>clientID</c>, <c>producerDataSet[{groupName}]</c>, <c>consumerDataSet[{groupName,
+    /// messageModel, subscriptionDataSet[{topic, subString}]}]</c>). Each producer group makes this connection one of the
+    /// group's check-back channels (shared with gRPC producers of the same group); each CLUSTERING consumer group gets
+    /// its <c>%RETRY%&lt;group&gt;</c> topic and a membership entry.
+    /// </summary>
+    private RemotingCommand HeartBeat(RemotingSession session, RemotingCommand request)
+    {
+        using var body = ParseBody(request);
+        if (body is null || body.RootElement.ValueKind != JsonValueKind.Object)
+            return Error(request, ResponseCode.SystemError, "heartbeat body is not HeartbeatData JSON");
+        var root = body.RootElement;
+        if (root.TryGetProperty("clientID", out var id) && id.ValueKind == JsonValueKind.String) session.SetClientId(id.GetString()!);
+
+        if (root.TryGetProperty("producerDataSet", out var producers) && producers.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var p in producers.EnumerateArray())
+            {
+                string? group = Str(p, "groupName");
+                if (!string.IsNullOrEmpty(group) && group != ClientInnerProducerGroup) session.RegisterProducer(group);
+            }
+        }
+
+        if (root.TryGetProperty("consumerDataSet", out var consumers) && consumers.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var c in consumers.EnumerateArray())
+            {
+                string? group = Str(c, "groupName");
+                if (string.IsNullOrEmpty(group)) continue;
+                var subscriptions = new Dictionary<string, string>(StringComparer.Ordinal);
+                if (c.TryGetProperty("subscriptionDataSet", out var subs) && subs.ValueKind == JsonValueKind.Array)
+                    foreach (var s in subs.EnumerateArray())
+                        if (Str(s, "topic") is { } topic) subscriptions[topic] = Str(s, "subString") ?? "*";
+                if (Str(c, "messageModel") != "BROADCASTING")
+                {
+                    var err = Engine.CreateTopic(BrokerEngine.RetryPrefix + group);
+                    if (!err.IsOk) Logger.LogDebug("Retry topic of group {Group} not created: {Error}", group, err);
+                }
+                server.Clients.RegisterConsumer(session, group, session.ClientId, subscriptions);
+            }
+        }
+        return Ok(request);
+    }
+
+    private RemotingCommand UnregisterClient(RemotingSession session, RemotingCommand request)
+    {
+        if (request.Get("producerGroup") is { Length: > 0 } pg) session.UnregisterProducer(pg);
+        if (request.Get("consumerGroup") is { Length: > 0 } cg) server.Clients.UnregisterConsumer(session, cg);
+        return Ok(request);
+    }
+
+    private static string? Str(JsonElement e, string name)
+        => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+}

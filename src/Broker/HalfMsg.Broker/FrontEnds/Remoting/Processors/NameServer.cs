@@ -1,0 +1,113 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+// GET_ROUTEINFO_BY_TOPIC (105), GET_BROKER_CLUSTER_INFO (106), GET_ALL_TOPIC_LIST_FROM_NAMESERVER (206), GET_KV_CONFIG (101):
+// the embedded name server. One broker, one cluster; every route points at the advertised host and the remoting port.
+internal sealed partial class RemotingDispatcher
+{
+    /// <summary>RocketMQ's auto-create template topic: Java producers fall back to its route for a topic that has none.</summary>
+    public const string DefaultTopic = "TBW102";
+
+    /// <summary>PermName: READ 4 | WRITE 2 (| INHERIT 1 for the template topic).</summary>
+    private const int PermReadWrite = 6;
+    private const int PermInheritReadWrite = 7;
+
+    private RemotingCommand GetRouteInfoByTopic(RemotingSession session, RemotingCommand request)
+    {
+        string? topic = request.Get("topic");
+        if (string.IsNullOrEmpty(topic)) return Missing(request, "topic");
+        int queues;
+        int perm = PermReadWrite;
+        if (topic == DefaultTopic)
+        {
+            // The "auto-create dance": a Java producer asks for TBW102, sends with defaultTopic=TBW102, and the broker
+            // creates the topic on that first send (our core creates topics on first use when auto-creation is on).
+            if (!Engine.Options.AutoCreateTopics)
+                return Error(request, ResponseCode.TopicNotExist, $"No topic route info in name server for the topic: {topic}");
+            queues = Engine.Options.QueuesPerTopic;
+            perm = PermInheritReadWrite;
+        }
+        else
+        {
+            // ali-ons never falls back to TBW102, so an unknown valid topic is created here when auto-creation is on.
+            var err = Engine.RouteTopic(topic, out queues);
+            if (!err.IsOk)
+                return Error(request, ResponseCode.TopicNotExist, $"No topic route info in name server for the topic: {topic}");
+        }
+        var response = Ok(request);
+        response.Body = JsonBody(new
+        {
+            brokerDatas = new[]
+            {
+                new
+                {
+                    brokerAddrs = new Dictionary<string, string> { ["0"] = server.BrokerAddress(session) },
+                    brokerName = Options.BrokerName,
+                    cluster = Options.ClusterName,
+                    enableActingMaster = false,
+                },
+            },
+            filterServerTable = new Dictionary<string, string[]>(),
+            queueDatas = new[]
+            {
+                new { brokerName = Options.BrokerName, perm, readQueueNums = queues, topicSysFlag = 0, writeQueueNums = queues },
+            },
+        });
+        return response;
+    }
+
+    private RemotingCommand GetBrokerClusterInfo(RemotingSession session, RemotingCommand request)
+    {
+        var response = Ok(request);
+        response.Body = JsonBody(new
+        {
+            brokerAddrTable = new Dictionary<string, object>
+            {
+                [Options.BrokerName] = new
+                {
+                    brokerAddrs = new Dictionary<string, string> { ["0"] = server.BrokerAddress(session) },
+                    brokerName = Options.BrokerName,
+                    cluster = Options.ClusterName,
+                    enableActingMaster = false,
+                },
+            },
+            clusterAddrTable = new Dictionary<string, string[]> { [Options.ClusterName] = [Options.BrokerName] },
+        });
+        return response;
+    }
+
+    private RemotingCommand GetAllTopicList(RemotingCommand request)
+    {
+        var response = Ok(request);
+        response.Body = JsonBody(new { topicList = Engine.ListTopics().Select(t => t.Name).ToArray() });
+        return response;
+    }
+
+    /// <summary>Java clients ask for ORDER_TOPIC_CONFIG; we keep no KV config, which Java answers QUERY_NOT_FOUND.</summary>
+    private static RemotingCommand GetKvConfig(RemotingCommand request)
+        => Error(request, ResponseCode.QueryNotFound, $"No config item, Namespace: {request.Get("namespace")} Key: {request.Get("key")}");
+
+    /// <summary>UPDATE_AND_CREATE_TOPIC (17), as <c>mqadmin updateTopic</c> sends it. Queue counts come from --queues-per-topic.</summary>
+    private RemotingCommand UpdateAndCreateTopic(RemotingCommand request)
+    {
+        string? topic = request.Get("topic");
+        if (string.IsNullOrEmpty(topic)) return Missing(request, "topic");
+        var err = Engine.CreateTopic(topic);
+        return err.IsOk ? Ok(request) : RemotingErrors.Response(request, err);
+    }
+
+    /// <summary>DELETE_TOPIC_IN_BROKER (215), as <c>mqadmin deleteTopic</c> sends it to each broker; a topic already gone is success.</summary>
+    private async ValueTask<RemotingCommand?> DeleteTopicInBrokerAsync(RemotingCommand request)
+    {
+        string? topic = request.Get("topic");
+        if (string.IsNullOrEmpty(topic)) return Missing(request, "topic");
+        var err = await Engine.DeleteTopicAsync(topic).ConfigureAwait(false);
+        return err.IsOk || err.Status == BrokerStatus.TopicNotFound ? Ok(request) : RemotingErrors.Response(request, err);
+    }
+
+    /// <summary>DELETE_TOPIC_IN_NAMESRV (216): the name server has no state of its own; routes come from the broker's topics.</summary>
+    private static RemotingCommand DeleteTopicInNameServer(RemotingCommand request)
+        => string.IsNullOrEmpty(request.Get("topic")) ? Missing(request, "topic") : Ok(request);
+}

@@ -1,0 +1,69 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+// PULL_MESSAGE (11).
+internal sealed partial class RemotingDispatcher
+{
+    /// <summary>
+    /// Reads a queue from <c>queueOffset</c>; with the SUSPEND flag a pull that finds nothing is parked up to
+    /// <c>suspendTimeoutMillis</c> and woken when a message becomes visible on the topic. Every answer carries
+    /// nextBeginOffset, minOffset, maxOffset and suggestWhichBrokerId, even PULL_NOT_FOUND and PULL_OFFSET_MOVED:
+    /// ali-ons reads them unguarded. With COMMIT_OFFSET the group's commitOffset is stored first.
+    /// </summary>
+    private async ValueTask<RemotingCommand?> PullMessageAsync(RemotingSession session, RemotingCommand request)
+    {
+        string? group = request.Get("consumerGroup");
+        string? topic = request.Get("topic");
+        if (string.IsNullOrEmpty(group)) return Missing(request, "consumerGroup");
+        if (string.IsNullOrEmpty(topic)) return Missing(request, "topic");
+        if (!request.TryGetInt("queueId", out int queueId)) return Missing(request, "queueId");
+        if (!request.TryGetLong("queueOffset", out long offset)) return Missing(request, "queueOffset");
+        int sysFlag = request.GetInt("sysFlag", 0);
+        int maxMsgNums = request.GetInt("maxMsgNums", 32);
+
+        if ((sysFlag & PullSysFlag.CommitOffset) != 0 && request.GetLong("commitOffset", -1) is long commit and > 0)
+            await Engine.CommitConsumerOffsetAsync(group, topic, queueId, commit, session.Closing).ConfigureAwait(false);
+
+        string? expression = (sysFlag & PullSysFlag.Subscription) != 0 ? request.Get("subscription") : server.Clients.Subscription(group, topic);
+        string? expressionType = request.Get("expressionType");
+        if (expressionType is not null && !expressionType.Equals("TAG", StringComparison.OrdinalIgnoreCase))
+            return Error(request, ResponseCode.SubscriptionParseFailed, $"expression type {expressionType} is not supported; use TAG");
+        if (!TagFilter.TryParse(expression, out var filter, out var filterError))
+            return Error(request, ResponseCode.SubscriptionParseFailed, filterError!);
+
+        TimeSpan suspend = TimeSpan.Zero;
+        if ((sysFlag & PullSysFlag.Suspend) != 0)
+        {
+            long ms = Math.Max(0, request.GetLong("suspendTimeoutMillis", 15_000));
+            suspend = TimeSpan.FromMilliseconds(Math.Min(ms, Options.MaxSuspend.TotalMilliseconds));
+        }
+
+        var result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, session.Closing).ConfigureAwait(false);
+        int code = result.Status switch
+        {
+            PullStatus.Found => ResponseCode.Success,
+            PullStatus.NoNewMessage => ResponseCode.PullNotFound,
+            PullStatus.OffsetMoved => ResponseCode.PullOffsetMoved,
+            // No such queue: RocketMQ's NO_MATCHED_LOGIC_QUEUE, "moved" unless the client asked for offset 0.
+            _ => offset == 0 ? ResponseCode.PullNotFound : ResponseCode.PullOffsetMoved,
+        };
+        var response = RemotingCommand.ResponseTo(request, code);
+        response.Set("suggestWhichBrokerId", 0L)
+            .Set("nextBeginOffset", result.NextBeginOffset)
+            .Set("minOffset", result.MinOffset)
+            .Set("maxOffset", result.MaxOffset);
+        if (result.Status == PullStatus.Found)
+        {
+            var storeHost = server.StoreHost(session);
+            var body = new MemoryStream();
+            foreach (var p in result.Messages)
+                body.Write(StoredMessageCodec.Encode(RemotingMessageConverter.ToWire(p.Message, p.PhysicalOffset, p.ReconsumeTimes, storeHost,
+                    queueId, p.Message.QueueOffset)));
+            response.Body = body.ToArray();
+        }
+        return response;
+    }
+}

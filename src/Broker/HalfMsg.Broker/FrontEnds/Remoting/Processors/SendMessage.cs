@@ -1,0 +1,125 @@
+using System.Globalization;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+// SEND_MESSAGE (10) and SEND_MESSAGE_V2 (310): normal, delayed and half (transactional) messages.
+internal sealed partial class RemotingDispatcher
+{
+    /// <summary>The send header, read from V1 field names or their V2 one-letter aliases (SendMessageRequestHeaderV2).</summary>
+    private readonly record struct SendHeader(string ProducerGroup, string Topic, int QueueId, int SysFlag, long BornTimestamp, int Flag,
+        string? Properties, int ReconsumeTimes, int MaxReconsumeTimes);
+
+    private static bool TryReadSendHeader(RemotingCommand r, out SendHeader header, out RemotingCommand? error)
+    {
+        header = default;
+        error = null;
+        string? group = r.Get("producerGroup", "a");
+        string? topic = r.Get("topic", "b");
+        if (string.IsNullOrEmpty(group)) { error = Missing(r, "producerGroup"); return false; }
+        if (string.IsNullOrEmpty(topic)) { error = Missing(r, "topic"); return false; }
+        int Int(string v1, string v2, int fallback) => int.TryParse(r.Get(v1, v2), NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) ? v : fallback;
+        long born = long.TryParse(r.Get("bornTimestamp", "g"), NumberStyles.Integer, CultureInfo.InvariantCulture, out long b) ? b : 0;
+        header = new SendHeader(group, topic, Int("queueId", "e", -1), Int("sysFlag", "f", 0), born, Int("flag", "h", 0),
+            r.Get("properties", "i"), Int("reconsumeTimes", "j", 0), Int("maxReconsumeTimes", "l", 16));
+        return true;
+    }
+
+    private async ValueTask<RemotingCommand?> SendMessageAsync(RemotingSession session, RemotingCommand request)
+    {
+        if (!TryReadSendHeader(request, out var h, out var missing)) return missing;
+        var body = request.Body;
+        if ((h.SysFlag & MessageSysFlag.Compressed) != 0)
+        {
+            var inflated = RemotingMessageConverter.Inflate(body, h.SysFlag, Engine.Options.MaxMessageSize, out var why);
+            if (inflated is null) return Error(request, ResponseCode.MessageIllegal, why!);
+            body = inflated;
+        }
+        var props = MessageProperties.Decode(h.Properties);
+        var draft = RemotingMessageConverter.ToDraft(h.Topic, props, body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, h.ReconsumeTimes,
+            DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        var storeHost = server.StoreHost(session);
+
+        // The broker keys off the TRAN_MSG property, not the sysFlag (SendMessageProcessor, as RocketMQ does).
+        if (props.TryGetValue(MessageConst.TransactionPrepared, out var tran) && tran.Equals("true", StringComparison.OrdinalIgnoreCase))
+        {
+            string group = props.TryGetValue(MessageConst.ProducerGroup, out var pg) && pg.Length > 0 ? pg : h.ProducerGroup;
+            // The sending connection can be asked about its own half even before its first heartbeat.
+            session.RegisterProducer(group);
+            TimeSpan? immunity = props.TryGetValue(MessageConst.CheckImmunityTimeInSeconds, out var imm) && int.TryParse(imm, out int secs) && secs > 0
+                ? TimeSpan.FromSeconds(secs) : null;
+            var half = await Engine.SendHalfAsync(draft, group, session.ClientId, immunity, session.Closing).ConfigureAwait(false);
+            if (!half.IsOk) return RemotingErrors.Response(request, half.Error);
+            long address = Engine.FindTransaction(half.TransactionId)?.LogAddress ?? 0;
+            // queueOffset of a half is its tranStateTableOffset; the client echoes it (and the offset msg id) in END_TRANSACTION.
+            return SendOk(request, storeHost, address, Math.Max(h.QueueId, 0), address, half.TransactionId);
+        }
+
+        // A consumer's own retry send (the fallback when CONSUMER_SEND_MSG_BACK fails) past its maximum goes to the DLQ.
+        // maxReconsumeTimes from the header counts for clients >= V3_4_9 (ordinal 121), else the group default 16.
+        int maxReconsume = request.Version >= 121 ? h.MaxReconsumeTimes : DefaultMaxReconsumeTimes;
+        if (h.Topic.StartsWith(BrokerEngine.RetryPrefix, StringComparison.Ordinal) && h.ReconsumeTimes >= maxReconsume)
+        {
+            var dead = await Engine.SendToDeadLetterAsync(h.Topic[BrokerEngine.RetryPrefix.Length..], draft, session.Closing).ConfigureAwait(false);
+            if (!dead.IsOk) return RemotingErrors.Response(request, dead.Error);
+            string dlq = BrokerEngine.DeadLetterPrefix + h.Topic[BrokerEngine.RetryPrefix.Length..];
+            return SendOk(request, storeHost, Math.Max(0, Engine.BodyAddressOf(dlq, dead.QueueId, dead.QueueOffset)), dead.QueueId, dead.QueueOffset, null);
+        }
+
+        var sent = await Engine.SendAsync(draft, session.Closing).ConfigureAwait(false);
+        if (!sent.IsOk) return RemotingErrors.Response(request, sent.Error);
+        long physical = sent.QueueOffset >= 0 ? Engine.BodyAddressOf(h.Topic, sent.QueueId, sent.QueueOffset) : 0;
+        // A delayed message has no queue position until it is due; Java only logs queueId/queueOffset.
+        return SendOk(request, storeHost, Math.Max(physical, 0), Math.Max(sent.QueueId, 0), Math.Max(sent.QueueOffset, 0), null);
+    }
+
+    /// <summary>SendMessageResponseHeader plus the MSG_REGION/TRACE_ON ext fields Java reads unguarded.</summary>
+    private static RemotingCommand SendOk(RemotingCommand request, System.Net.IPEndPoint storeHost, long physical, int queueId, long queueOffset, string? transactionId)
+    {
+        var response = Ok(request);
+        response.Set("msgId", OffsetMessageId.Encode(storeHost, physical))
+            .Set("queueId", queueId)
+            .Set("queueOffset", queueOffset)
+            .Set("transactionId", transactionId)
+            .Set(MessageConst.MsgRegion, "DefaultRegion")
+            .Set(MessageConst.TraceOn, "true");
+        return response;
+    }
+
+    /// <summary>SEND_BATCH_MESSAGE (320): every message of the batch goes to one queue, in order.</summary>
+    private async ValueTask<RemotingCommand?> SendBatchMessageAsync(RemotingSession session, RemotingCommand request)
+    {
+        if (!TryReadSendHeader(request, out var h, out var missing)) return missing;
+        List<BatchMessageCodec.Entry> entries;
+        try
+        {
+            entries = BatchMessageCodec.Decode(request.Body.Span);
+        }
+        catch (RemotingProtocolException ex)
+        {
+            return Error(request, ResponseCode.MessageIllegal, ex.Message);
+        }
+        if (entries.Count == 0) return Error(request, ResponseCode.MessageIllegal, "the batch is empty");
+        var storeHost = server.StoreHost(session);
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        var ids = new List<string>(entries.Count);
+        int queueId = h.QueueId;
+        long firstOffset = -1;
+        foreach (var e in entries)
+        {
+            var props = MessageProperties.Decode(e.Properties);
+            if (props.ContainsKey(MessageConst.TransactionPrepared) || props.ContainsKey(MessageConst.DelayLevel))
+                return Error(request, ResponseCode.MessageIllegal, "batch messages cannot be transactional or delayed");
+            MessageDraft draft = RemotingMessageConverter.ToDraft(h.Topic, props, e.Body, h.BornTimestamp, session.RemoteEndPoint, queueId, 0, now);
+            var sent = await Engine.SendAsync(draft, session.Closing).ConfigureAwait(false);
+            if (!sent.IsOk) return RemotingErrors.Response(request, sent.Error);
+            if (firstOffset < 0) { queueId = sent.QueueId; firstOffset = sent.QueueOffset; }
+            ids.Add(OffsetMessageId.Encode(storeHost, Math.Max(0, Engine.BodyAddressOf(h.Topic, sent.QueueId, sent.QueueOffset))));
+        }
+        var response = SendOk(request, storeHost, 0, queueId, firstOffset, null);
+        response.Set("msgId", string.Join(',', ids));
+        return response;
+    }
+}

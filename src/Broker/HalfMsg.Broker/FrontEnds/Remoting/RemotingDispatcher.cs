@@ -1,0 +1,82 @@
+using System.Text.Json;
+using HalfMsg.Broker.Core;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+/// <summary>
+/// Routes a request to its processor (one file per request code under Processors/). Handlers translate between the
+/// wire and the core; the core decides. A code we do not serve is answered REQUEST_CODE_NOT_SUPPORTED with the
+/// connection kept open, as the Java broker does.
+/// </summary>
+internal sealed partial class RemotingDispatcher(RemotingServer server)
+{
+    private BrokerEngine Engine => server.Engine;
+    private RemotingOptions Options => server.Options;
+    private ILogger Logger => server.Logger;
+
+    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = null };
+
+    private static bool IsNameServerCode(int code) => code is RequestCode.GetRouteInfoByTopic or RequestCode.GetBrokerClusterInfo
+        or RequestCode.GetAllTopicListFromNameServer or RequestCode.GetKvConfig or RequestCode.DeleteTopicInNameSrv;
+
+    public ValueTask<RemotingCommand?> HandleAsync(RemotingSession session, RemotingCommand request)
+    {
+        if (session.NameServerOnly && !IsNameServerCode(request.Code)) return new(NotSupported(request));
+        if (!Authenticate(request, out var denied)) return new(denied);
+        return request.Code switch
+        {
+            RequestCode.GetRouteInfoByTopic => new(GetRouteInfoByTopic(session, request)),
+            RequestCode.GetBrokerClusterInfo => new(GetBrokerClusterInfo(session, request)),
+            RequestCode.GetAllTopicListFromNameServer => new(GetAllTopicList(request)),
+            RequestCode.GetKvConfig => new(GetKvConfig(request)),
+            RequestCode.UpdateAndCreateTopic => new(UpdateAndCreateTopic(request)),
+            RequestCode.DeleteTopicInBroker => DeleteTopicInBrokerAsync(request),
+            RequestCode.DeleteTopicInNameSrv => new(DeleteTopicInNameServer(request)),
+            RequestCode.HeartBeat => new(HeartBeat(session, request)),
+            RequestCode.UnregisterClient => new(UnregisterClient(session, request)),
+            RequestCode.SendMessage or RequestCode.SendMessageV2 => SendMessageAsync(session, request),
+            RequestCode.SendBatchMessage => SendBatchMessageAsync(session, request),
+            RequestCode.EndTransaction => EndTransactionAsync(request),
+            RequestCode.PullMessage => PullMessageAsync(session, request),
+            RequestCode.QueryConsumerOffset => new(QueryConsumerOffset(request)),
+            RequestCode.UpdateConsumerOffset => UpdateConsumerOffsetAsync(request),
+            RequestCode.GetMaxOffset => new(GetMaxOffset(request)),
+            RequestCode.GetMinOffset => new(GetMinOffset(request)),
+            RequestCode.SearchOffsetByTimestamp => SearchOffsetByTimestampAsync(request),
+            RequestCode.ConsumerSendMsgBack => ConsumerSendMsgBackAsync(request),
+            RequestCode.GetConsumerListByGroup => new(GetConsumerListByGroup(request)),
+            RequestCode.LockBatchMq => new(LockBatchMq(request)),
+            RequestCode.UnlockBatchMq => new(UnlockBatchMq(request)),
+            RequestCode.GetConsumeStats => new(GetConsumeStats(request)),
+            RequestCode.ViewMessageById => ViewMessageByIdAsync(session, request),
+            _ => new(NotSupported(request)),
+        };
+    }
+
+    private static RemotingCommand NotSupported(RemotingCommand request)
+        => RemotingCommand.ResponseTo(request, ResponseCode.RequestCodeNotSupported, $" request type {request.Code} not supported");
+
+    private static RemotingCommand Ok(RemotingCommand request) => RemotingCommand.ResponseTo(request, ResponseCode.Success);
+
+    private static RemotingCommand Error(RemotingCommand request, int code, string remark) => RemotingCommand.ResponseTo(request, code, remark);
+
+    /// <summary>Java's answer to a missing @CFNotNull header field.</summary>
+    private static RemotingCommand Missing(RemotingCommand request, string field)
+        => RemotingCommand.ResponseTo(request, ResponseCode.SystemError, $"the custom field <{field}> is null");
+
+    private static byte[] JsonBody<T>(T value) => JsonSerializer.SerializeToUtf8Bytes(value, Json);
+
+    private static JsonDocument? ParseBody(RemotingCommand request)
+    {
+        if (request.Body.IsEmpty) return null;
+        try
+        {
+            return JsonDocument.Parse(request.Body);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,27 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+/// <summary>The core's <see cref="BrokerStatus"/> as a Remoting response code, mapped once (STYLE item 5).</summary>
+internal static class RemotingErrors
+{
+    public static int CodeOf(BrokerStatus status) => status switch
+    {
+        BrokerStatus.Ok => ResponseCode.Success,
+        BrokerStatus.BadRequest => ResponseCode.InvalidParameter,
+        BrokerStatus.IllegalTopic => ResponseCode.NoPermission,
+        BrokerStatus.TopicNotFound => ResponseCode.TopicNotExist,
+        BrokerStatus.IllegalConsumerGroup => ResponseCode.SubscriptionGroupNotExist,
+        BrokerStatus.MessageTooLarge => ResponseCode.MessageIllegal,
+        BrokerStatus.IllegalDeliveryTime => ResponseCode.MessageIllegal,
+        BrokerStatus.TransactionNotFound => ResponseCode.SystemError,
+        BrokerStatus.TransactionConflict => ResponseCode.SystemError,
+        BrokerStatus.InvalidTransactionId => ResponseCode.SystemError,
+        BrokerStatus.TooManyRequests => ResponseCode.SystemBusy,
+        _ => ResponseCode.SystemError,
+    };
+
+    public static RemotingCommand Response(RemotingCommand request, BrokerError error)
+        => RemotingCommand.ResponseTo(request, CodeOf(error.Status), error.IsOk ? null : error.Message);
+}

@@ -1,0 +1,104 @@
+using System.Globalization;
+using System.IO.Compression;
+using System.Net;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+/// <summary>Between RocketMQ 4 messages (properties string, sysFlag, stored layout) and the core's message model.</summary>
+internal static class RemotingMessageConverter
+{
+    /// <summary>Properties the broker interprets; they are not stored as user properties (the core keeps them as fields).</summary>
+    private static readonly HashSet<string> Interpreted = new(StringComparer.Ordinal)
+    {
+        MessageConst.Tags, MessageConst.Keys, MessageConst.UniqueKey, MessageConst.DelayLevel, MessageConst.TransactionPrepared,
+        MessageConst.ProducerGroup, MessageConst.WaitStoreMsgOk, MessageConst.MsgRegion, MessageConst.TraceOn,
+        MessageConst.TimerDeliverMs, MessageConst.TimerDelaySec, MessageConst.TimerDelayMs, MessageConst.CheckImmunityTimeInSeconds,
+        MessageConst.TransactionId, BrokerEngine.ReconsumeTimesProperty, MessageConst.MinOffset, MessageConst.MaxOffset,
+    };
+
+    /// <summary>Inflates a compressed body (zlib, RFC 1950, the only codec ali-ons and Java 4.x use); null when invalid or too large.</summary>
+    public static byte[]? Inflate(ReadOnlyMemory<byte> body, int sysFlag, int maxSize, out string? error)
+    {
+        error = null;
+        int type = sysFlag & MessageSysFlag.CompressionTypeMask;
+        if (type != 0 && type != MessageSysFlag.CompressionZlib)
+        {
+            error = "only zlib-compressed bodies are supported (sysFlag compression type " + (type >> 8) + ")";
+            return null;
+        }
+        try
+        {
+            using var input = new MemoryStream(body.ToArray());
+            using var z = new ZLibStream(input, CompressionMode.Decompress);
+            using var output = new MemoryStream();
+            var buffer = new byte[81920];
+            int n;
+            while ((n = z.Read(buffer)) > 0)
+            {
+                if (output.Length + n > maxSize) { error = $"inflated body exceeds {maxSize} bytes"; return null; }
+                output.Write(buffer, 0, n);
+            }
+            return output.ToArray();
+        }
+        catch (InvalidDataException)
+        {
+            error = "body is flagged compressed but is not valid zlib data";
+            return null;
+        }
+    }
+
+    /// <summary>Builds a draft from a Remoting send. Delay: <c>DELAY</c> level (RocketMQ's 18 levels), or the 5.x timer properties.</summary>
+    public static MessageDraft ToDraft(string topic, Dictionary<string, string> props, ReadOnlyMemory<byte> body, long bornTimestamp,
+        IPEndPoint bornHost, int queueId, int reconsumeTimes, long nowMs)
+    {
+        props.TryGetValue(MessageConst.Tags, out var tag);
+        // ali-ons stringifies a missing tag as the literal "null".
+        if (tag is "" or "null") tag = null;
+        string[] keys = props.TryGetValue(MessageConst.Keys, out var k) ? k.Split(' ', StringSplitOptions.RemoveEmptyEntries) : [];
+        string id = props.TryGetValue(MessageConst.UniqueKey, out var u) && u.Length > 0 ? u : NewUniqueKey();
+        long? deliverAt = null;
+        if (props.TryGetValue(MessageConst.TimerDeliverMs, out var tms) && long.TryParse(tms, out long at)) deliverAt = at;
+        else if (props.TryGetValue(MessageConst.TimerDelaySec, out var ts) && long.TryParse(ts, out long sec)) deliverAt = nowMs + sec * 1000;
+        else if (props.TryGetValue(MessageConst.TimerDelayMs, out var tdm) && long.TryParse(tdm, out long ms)) deliverAt = nowMs + ms;
+        else if (props.TryGetValue(MessageConst.DelayLevel, out var lv) && int.TryParse(lv, out int level) && level > 0)
+            deliverAt = nowMs + (long)BrokerEngine.DelayLevels[Math.Min(level, BrokerEngine.DelayLevels.Length) - 1].TotalMilliseconds;
+        var stored = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in props)
+            if (!Interpreted.Contains(key)) stored[key] = value;
+        if (reconsumeTimes > 0) stored[BrokerEngine.ReconsumeTimesProperty] = reconsumeTimes.ToString(CultureInfo.InvariantCulture);
+        return new MessageDraft
+        {
+            Topic = topic, MessageId = id, Tag = tag, Keys = keys, Properties = stored, Body = body, BornTimestampMs = bornTimestamp,
+            BornHost = bornHost.ToString(), DeliveryTimestampMs = deliverAt, QueueId = queueId >= 0 ? queueId : null,
+        };
+    }
+
+    /// <summary>A 32-hex UNIQ_KEY for a message whose client set none (ali-ons never does).</summary>
+    public static string NewUniqueKey() => Guid.NewGuid().ToString("N").ToUpperInvariant();
+
+    /// <summary>The stored-message record of a message, as pulls and check-backs carry it.</summary>
+    public static RemotingMessage ToWire(StoredMessage m, long physicalOffset, int reconsumeTimes, IPEndPoint storeHost, int queueId, long queueOffset)
+    {
+        var props = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (k, v) in m.Properties)
+            if (k != BrokerEngine.ReconsumeTimesProperty) props[k] = v;
+        if (m.Tag is not null) props[MessageConst.Tags] = m.Tag;
+        if (m.Keys.Count > 0) props[MessageConst.Keys] = string.Join(' ', m.Keys);
+        props[MessageConst.UniqueKey] = m.MessageId;
+        return new RemotingMessage
+        {
+            Topic = m.Topic, QueueId = queueId, QueueOffset = queueOffset, PhysicalOffset = physicalOffset, SysFlag = 0,
+            BornTimestamp = m.BornTimestampMs, BornHost = ParseHost(m.BornHost), StoreTimestamp = m.StoreTimestampMs, StoreHost = storeHost,
+            ReconsumeTimes = reconsumeTimes, Body = m.Body.ToArray(), Properties = props,
+        };
+    }
+
+    private static IPEndPoint ParseHost(string? host)
+    {
+        if (host is not null && IPEndPoint.TryParse(host, out var ep) && ep.Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork) return ep;
+        return new IPEndPoint(IPAddress.Loopback, 0);
+    }
+}

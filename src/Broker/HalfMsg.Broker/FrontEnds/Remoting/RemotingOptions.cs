@@ -1,0 +1,28 @@
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+/// <summary>Settings of the RocketMQ 4 Remoting front-end and its embedded name server.</summary>
+public sealed record RemotingOptions
+{
+    /// <summary>Host put in routes and offset message ids; null = the local address the client connected to.</summary>
+    public string? AdvertisedHost { get; init; }
+    public int RemotingPort { get; init; } = 10911;
+    /// <summary>Embedded name server port; 0 = off (the name-server requests still answer on the remoting port).</summary>
+    public int NameServerPort { get; init; } = 9876;
+    public string BrokerName { get; init; } = "broker-a";
+    public string ClusterName { get; init; } = "DefaultCluster";
+    /// <summary>Largest frame accepted (RocketMQ's frameMaxLength, 16 MiB).</summary>
+    public int MaxFrameLength { get; init; } = 16 * 1024 * 1024;
+    public int MaxConnections { get; init; } = 10_000;
+    /// <summary>Requests of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY.</summary>
+    public int MaxOutstandingRequestsPerConnection { get; init; } = 256;
+    /// <summary>Request body bytes of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY.</summary>
+    public long MaxInFlightBytesPerConnection { get; init; } = 64L * 1024 * 1024;
+    /// <summary>Responses and broker-initiated requests queued for one connection before it is considered stuck.</summary>
+    public int OutboundQueueCapacity { get; init; } = 1024;
+    /// <summary>A connection that sends nothing for this long is closed (RocketMQ's channel expiry, 120 s; clients heartbeat every 30 s).</summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);
+    /// <summary>Upper bound of a PULL_MESSAGE long poll, whatever the client asks.</summary>
+    public TimeSpan MaxSuspend { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Access key → secret (RocketMQ 4 ACL). Empty = unsigned requests are accepted.</summary>
+    public IReadOnlyDictionary<string, string> Credentials { get; init; } = new Dictionary<string, string>();
+}

@@ -1,0 +1,65 @@
+using System.Net;
+using HalfMsg.Broker.Core;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+/// <summary>Shared state of the Remoting front-end: the engine, options, client tables, the dispatcher, limits and logging.</summary>
+internal sealed class RemotingServer
+{
+    private int _connections;
+
+    public RemotingServer(BrokerEngine engine, RemotingOptions options, ILoggerFactory loggers)
+    {
+        Engine = engine;
+        Options = options;
+        Logger = loggers.CreateLogger("HalfMsg.Broker.Remoting");
+        Clients = new RemotingClients(this);
+        Dispatcher = new RemotingDispatcher(this);
+    }
+
+    public BrokerEngine Engine { get; }
+    public RemotingOptions Options { get; }
+    public ILogger Logger { get; }
+    public RemotingClients Clients { get; }
+    public RemotingDispatcher Dispatcher { get; }
+    public int Connections => Volatile.Read(ref _connections);
+
+    /// <summary>END_TRANSACTION requests for a transaction the core does not know (logged and counted).</summary>
+    public long UnknownTransactionDecisions;
+
+    public bool TryAcceptConnection()
+    {
+        if (Interlocked.Increment(ref _connections) <= Options.MaxConnections) return true;
+        Interlocked.Decrement(ref _connections);
+        Logger.LogWarning("Remoting connection refused: {Max} connections already open", Options.MaxConnections);
+        return false;
+    }
+
+    public void ReleaseConnection() => Interlocked.Decrement(ref _connections);
+
+    /// <summary>The broker address clients should use, as seen from <paramref name="session"/>'s connection.</summary>
+    public string BrokerAddress(RemotingSession session) => $"{AdvertisedHost(session)}:{Options.RemotingPort}";
+
+    public string AdvertisedHost(RemotingSession session)
+    {
+        if (!string.IsNullOrEmpty(Options.AdvertisedHost)) return Options.AdvertisedHost;
+        var ip = session.LocalEndPoint.Address;
+        if (ip.IsIPv4MappedToIPv6) ip = ip.MapToIPv4();
+        return ip.Equals(IPAddress.Any) || ip.Equals(IPAddress.IPv6Any) ? "127.0.0.1" : ip.ToString();
+    }
+
+    /// <summary>The store host of stored-message records and offset message ids (IPv4 only, as the V1 layout requires).</summary>
+    public IPEndPoint StoreHost(RemotingSession session)
+    {
+        if (!IPAddress.TryParse(AdvertisedHost(session), out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+            ip = IPAddress.Loopback;
+        return new IPEndPoint(ip, Options.RemotingPort);
+    }
+
+    public void LogMalformed(RemotingSession session, string reason)
+        => Logger.LogDebug("Closing Remoting connection from {Remote}: {Reason}", session.RemoteEndPoint, reason);
+
+    public void LogFailure(RemotingSession session, RemotingCommand request, Exception ex)
+        => Logger.LogError(ex, "Remoting request code {Code} from {Remote} failed", request.Code, session.RemoteEndPoint);
+}

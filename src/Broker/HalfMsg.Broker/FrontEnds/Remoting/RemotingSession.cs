@@ -1,0 +1,260 @@
+using System.IO.Pipelines;
+using System.Net;
+using System.Threading.Channels;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
+using HalfMsg.Protocol.Remoting;
+
+namespace HalfMsg.Broker.FrontEnds.Remoting;
+
+/// <summary>
+/// One Remoting connection: a read loop that cuts frames with <see cref="RemotingFrame.TryReadFrame"/> and hands each
+/// request to the dispatcher (requests run concurrently, bounded per connection, so a parked PULL_MESSAGE does not
+/// hold up a heartbeat), and a write loop that drains one outbound channel: responses and the frames the broker starts
+/// itself (CHECK_TRANSACTION_STATE, NOTIFY_CONSUMER_IDS_CHANGED). The session is the check-back channel of every
+/// producer group its client announced.
+/// </summary>
+internal sealed class RemotingSession : ICheckBackChannel
+{
+    private readonly IDuplexPipe _transport;
+    private readonly RemotingServer _server;
+    private readonly Channel<RemotingCommand> _outbound;
+    private readonly SemaphoreSlim _outstanding;
+    private readonly CancellationTokenSource _closing = new();
+    private readonly object _gate = new();
+    private readonly Dictionary<string, IDisposable> _producerGroups = new(StringComparer.Ordinal);
+    private volatile bool _alive = true;
+    private int _closed;
+    private long _inFlightBytes;
+    private string _clientId;
+
+    public RemotingSession(IDuplexPipe transport, RemotingServer server, IPEndPoint? remote, IPEndPoint? local, bool nameServerOnly)
+    {
+        _transport = transport;
+        _server = server;
+        RemoteEndPoint = remote ?? new IPEndPoint(IPAddress.Loopback, 0);
+        LocalEndPoint = local ?? new IPEndPoint(IPAddress.Loopback, server.Options.RemotingPort);
+        NameServerOnly = nameServerOnly;
+        _clientId = "remoting@" + RemoteEndPoint;
+        _outbound = Channel.CreateBounded<RemotingCommand>(new BoundedChannelOptions(server.Options.OutboundQueueCapacity)
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        _outstanding = new SemaphoreSlim(server.Options.MaxOutstandingRequestsPerConnection);
+    }
+
+    public string ClientId => Volatile.Read(ref _clientId);
+    public bool IsAlive => _alive;
+    public IPEndPoint RemoteEndPoint { get; }
+    public IPEndPoint LocalEndPoint { get; }
+    /// <summary>Accepted on the name-server port: only name-server requests are served.</summary>
+    public bool NameServerOnly { get; }
+    /// <summary>Cancelled when the connection closes (ends parked pulls).</summary>
+    public CancellationToken Closing => _closing.Token;
+
+    public async Task RunAsync(CancellationToken connectionClosed)
+    {
+        using var link = connectionClosed.Register(static s => ((RemotingSession)s!)._closing.Cancel(), this);
+        var writer = WriteLoopAsync();
+        var input = _transport.Input;
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(_closing.Token);
+        try
+        {
+            while (true)
+            {
+                // Reset on every read: a connection silent for IdleTimeout (no heartbeat, no pull) is closed.
+                idle.CancelAfter(_server.Options.IdleTimeout);
+                var result = await input.ReadAsync(idle.Token).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                try
+                {
+                    while (RemotingFrame.TryReadFrame(ref buffer, _server.Options.MaxFrameLength, out var command))
+                        Dispatch(command);
+                    if (result.IsCompleted || result.IsCanceled)
+                    {
+                        if (!buffer.IsEmpty) _server.LogMalformed(this, $"connection closed inside a frame ({buffer.Length} bytes pending)");
+                        break;
+                    }
+                }
+                finally
+                {
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                }
+            }
+        }
+        catch (RemotingProtocolException ex)
+        {
+            // Malformed, oversized or truncated: the stream is out of sync; close, at Debug level (STYLE item 6).
+            _server.LogMalformed(this, ex.Message);
+        }
+        catch (OperationCanceledException) when (idle.IsCancellationRequested && !_closing.IsCancellationRequested)
+        {
+            _server.Logger.LogDebug("Closing Remoting connection from {Remote}: idle for {Idle}", RemoteEndPoint, _server.Options.IdleTimeout);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or Microsoft.AspNetCore.Connections.ConnectionResetException)
+        {
+        }
+        finally
+        {
+            Close();
+            await input.CompleteAsync().ConfigureAwait(false);
+            await writer.ConfigureAwait(false);
+        }
+    }
+
+    private void Close()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        _alive = false;
+        _closing.Cancel();
+        _outbound.Writer.TryComplete();
+        IDisposable[] registrations;
+        lock (_gate)
+        {
+            registrations = [.. _producerGroups.Values];
+            _producerGroups.Clear();
+        }
+        foreach (var r in registrations) r.Dispose();
+        _server.Clients.RemoveSession(this);
+    }
+
+    private void Dispatch(RemotingCommand command)
+    {
+        if (command.IsResponse) return; // the broker's own requests are one-way; a response to them is ignored
+        long bytes = command.Body.Length;
+        if (Interlocked.Add(ref _inFlightBytes, bytes) > _server.Options.MaxInFlightBytesPerConnection && bytes > 0)
+        {
+            Interlocked.Add(ref _inFlightBytes, -bytes);
+            Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxInFlightBytesPerConnection} request bytes in flight on this connection");
+            return;
+        }
+        if (!_outstanding.Wait(0))
+        {
+            Interlocked.Add(ref _inFlightBytes, -bytes);
+            Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxOutstandingRequestsPerConnection} requests in flight on this connection");
+            return;
+        }
+        _ = ProcessAsync(command);
+    }
+
+    /// <summary>Flow control: RocketMQ's SYSTEM_BUSY, which clients retry; a one-way request is dropped silently.</summary>
+    private void Refuse(RemotingCommand command, string remark)
+    {
+        if (!command.IsOneway) Enqueue(RemotingCommand.ResponseTo(command, ResponseCode.SystemBusy, remark));
+    }
+
+    private async Task ProcessAsync(RemotingCommand request)
+    {
+        try
+        {
+            var response = await _server.Dispatcher.HandleAsync(this, request).ConfigureAwait(false);
+            if (response is not null && !request.IsOneway)
+            {
+                response.Opaque = request.Opaque;
+                response.Flag |= RemotingCommand.ResponseFlag;
+                await SendAsync(response).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (_closing.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex)
+        {
+            _server.LogFailure(this, request, ex);
+            if (!request.IsOneway && _alive)
+                Enqueue(RemotingCommand.ResponseTo(request, ResponseCode.SystemError, ex.GetType().Name + ": " + ex.Message));
+        }
+        finally
+        {
+            Interlocked.Add(ref _inFlightBytes, -request.Body.Length);
+            _outstanding.Release();
+        }
+    }
+
+    /// <summary>Queues a frame, waiting while the outbound queue is full (backpressure on a slow reader).</summary>
+    public async ValueTask SendAsync(RemotingCommand command)
+    {
+        try
+        {
+            await _outbound.Writer.WriteAsync(command, _closing.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>Queues a frame without waiting; false when the connection is gone or its queue is full.</summary>
+    public bool Enqueue(RemotingCommand command) => _alive && _outbound.Writer.TryWrite(command);
+
+    private async Task WriteLoopAsync()
+    {
+        var output = _transport.Output;
+        var reader = _outbound.Reader;
+        try
+        {
+            while (await reader.WaitToReadAsync().ConfigureAwait(false))
+            {
+                while (reader.TryRead(out var command)) RemotingFrame.Write(output, command);
+                var flush = await output.FlushAsync().ConfigureAwait(false);
+                if (flush.IsCompleted || flush.IsCanceled) break;
+            }
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException or Microsoft.AspNetCore.Connections.ConnectionResetException)
+        {
+        }
+        finally
+        {
+            Close();
+            await output.CompleteAsync().ConfigureAwait(false);
+        }
+    }
+
+    // ------------------------------------------------------------ client identity and registrations
+
+    /// <summary>Adopts the heartbeat's clientID; registrations made under the provisional id are redone under it.</summary>
+    public void SetClientId(string clientId)
+    {
+        if (string.IsNullOrEmpty(clientId) || clientId == ClientId) return;
+        string[] groups;
+        lock (_gate)
+        {
+            Volatile.Write(ref _clientId, clientId);
+            groups = [.. _producerGroups.Keys];
+            foreach (var r in _producerGroups.Values) r.Dispose();
+            _producerGroups.Clear();
+        }
+        foreach (var g in groups) RegisterProducer(g);
+    }
+
+    /// <summary>Makes this connection a check-back channel of <paramref name="group"/> (idempotent).</summary>
+    public void RegisterProducer(string group)
+    {
+        lock (_gate)
+        {
+            if (!_alive || _producerGroups.ContainsKey(group)) return;
+            _producerGroups[group] = _server.Engine.Producers.Register(group, this);
+        }
+    }
+
+    public void UnregisterProducer(string group)
+    {
+        IDisposable? r;
+        lock (_gate)
+        {
+            if (!_producerGroups.Remove(group, out r)) return;
+        }
+        r.Dispose();
+    }
+
+    public IReadOnlyCollection<string> ProducerGroups
+    {
+        get { lock (_gate) return [.. _producerGroups.Keys]; }
+    }
+
+    public bool TrySendCheck(CheckBackRequest request)
+    {
+        if (!_alive) return false;
+        return Enqueue(_server.Dispatcher.BuildCheckTransactionState(this, request));
+    }
+}

@@ -1,0 +1,81 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Remoting;
+using static HalfMsg.Broker.Tests.Infrastructure.RemotingBroker;
+
+namespace HalfMsg.Broker.Tests.Remoting;
+
+/// <summary>kill -9 of the real broker process under Remoting load.</summary>
+[Trait("Category", "Crash")]
+public sealed class RemotingCrashTests : IAsyncLifetime
+{
+    private BrokerProcess _broker = null!;
+
+    public async Task InitializeAsync() => _broker = await BrokerProcess.StartAsync("--transaction-check-interval", "1s");
+
+    public async Task DisposeAsync() => await _broker.DisposeAsync();
+
+    [Fact]
+    public async Task After_kill_9_every_acknowledged_send_and_decision_is_there_committed_offsets_are_kept_and_pending_halves_are_checked_again()
+    {
+        string topic = Unique("Crash");
+        string group = Unique("PG");
+        var acked = new ConcurrentBag<string>();
+        await using (var c = await RemotingTestClient.ConnectAsync(_broker.RemotingPort))
+        {
+            // Concurrent sends in flight while the broker dies; only acknowledged ones must survive.
+            using var stop = new CancellationTokenSource();
+            var senders = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+            {
+                for (int i = 0; !stop.IsCancellationRequested; i++)
+                {
+                    string body = $"w{w}-{i}";
+                    try
+                    {
+                        var r = await c.InvokeAsync(RequestCode.SendMessageV2, SendHeader("P", topic, Props()), System.Text.Encoding.UTF8.GetBytes(body), TimeSpan.FromSeconds(5));
+                        if (r.Code == ResponseCode.Success) acked.Add(body);
+                    }
+                    catch (Exception)
+                    {
+                        return;
+                    }
+                }
+            })).ToArray();
+
+            // A committed transaction, a pending one, and a committed consumer offset, all acknowledged before the kill.
+            var p = new RemotingTransactionProducer(c, group);
+            var (committedId, committedSent) = await p.SendHalfAsync(topic, "tx-committed");
+            var commit = await p.EndAsync(committedId, committedSent.Get("queueOffset")!, committedSent.Get("msgId")!, MessageSysFlag.TransactionCommitType, false, oneway: false);
+            Assert.Equal(ResponseCode.Success, commit!.Code);
+            var (pendingId, _) = await p.SendHalfAsync(topic, "tx-pending");
+            var upd = await c.InvokeAsync(RemotingCommand.Request(RequestCode.UpdateConsumerOffset)
+                .Set("consumerGroup", "CG").Set("topic", topic).Set("queueId", 0L).Set("commitOffset", 3L));
+            Assert.Equal(ResponseCode.Success, upd.Code);
+
+            await EventuallyAsync(() => Task.FromResult(acked.Count), n => n >= 200, TimeSpan.FromSeconds(60), "200 acknowledged sends");
+            _broker.Kill();
+            stop.Cancel();
+            await Task.WhenAll(senders);
+
+            await _broker.RestartAsync();
+
+            await using var after = await RemotingTestClient.ConnectAsync(_broker.RemotingPort);
+            var bodies = (await PullAllAsync(after, "Verify", topic, queues: 8)).Select(BodyOf).ToHashSet();
+            Assert.Empty(acked.Where(b => !bodies.Contains(b)));
+            Assert.Contains("tx-committed", bodies);
+            Assert.DoesNotContain("tx-pending", bodies);
+
+            var q = await after.InvokeAsync(RemotingCommand.Request(RequestCode.QueryConsumerOffset).Set("consumerGroup", "CG").Set("topic", topic).Set("queueId", 0L));
+            Assert.Equal("3", q.Get("offset"));
+
+            // The pending half is checked again after the restart, and the answer decides it.
+            var p2 = new RemotingTransactionProducer(after, group);
+            await p2.HeartbeatAsync();
+            var (_, message) = await p2.AnswerCheckAsync(MessageSysFlag.TransactionCommitType, TimeSpan.FromSeconds(30));
+            Assert.Equal(pendingId, message.Properties[MessageConst.UniqueKey]);
+            await EventuallyAsync(async () => (await PullAllAsync(after, "Verify2", topic, queues: 8)).Select(BodyOf).ToList(),
+                l => l.Contains("tx-pending"), TimeSpan.FromSeconds(15), "the pending half committed after restart");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Pipelines;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.FrontEnds.Remoting;
+using HalfMsg.Protocol.Remoting;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace HalfMsg.Broker.Tests.Remoting;
+
+/// <summary>A session driven over a pair of in-memory pipes: no socket, no Kestrel.</summary>
+public sealed class RemotingSessionTests : IAsyncLifetime
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-session-" + Guid.NewGuid().ToString("N"));
+    private BrokerEngine _engine = null!;
+    private RemotingServer _server = null!;
+    private readonly Pipe _toServer = new();
+    private readonly Pipe _toClient = new();
+    private Task _run = null!;
+
+    private sealed class Duplex(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+        public PipeWriter Output { get; } = output;
+    }
+
+    public async Task InitializeAsync()
+    {
+        _engine = await BrokerEngine.OpenAsync(new CoreOptions { DataDir = _dir, QueuesPerTopic = 2 });
+        _server = new RemotingServer(_engine, new RemotingOptions { MaxFrameLength = 1024 * 1024, MaxOutstandingRequestsPerConnection = 2 }, NullLoggerFactory.Instance);
+        var session = new RemotingSession(new Duplex(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
+        _run = session.RunAsync(CancellationToken.None);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _toServer.Writer.CompleteAsync();
+        await _run.WaitAsync(TimeSpan.FromSeconds(10));
+        await _engine.DisposeAsync();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    private async Task<RemotingCommand?> ReadFrameAsync()
+    {
+        while (true)
+        {
+            var result = await _toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            var buffer = result.Buffer;
+            if (RemotingFrame.TryReadFrame(ref buffer, 1 << 24, out var cmd))
+            {
+                _toClient.Reader.AdvanceTo(buffer.Start);
+                return cmd;
+            }
+            _toClient.Reader.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) return null;
+        }
+    }
+
+    [Fact]
+    public async Task Requests_written_in_one_chunk_are_each_answered_with_their_opaque()
+    {
+        var bytes = new ArrayBufferWriter<byte>();
+        RemotingFrame.Write(bytes, new RemotingCommand { Code = 9999, Opaque = 1 });
+        RemotingFrame.Write(bytes, new RemotingCommand { Code = RequestCode.GetBrokerClusterInfo, Opaque = 2 });
+        await _toServer.Writer.WriteAsync(bytes.WrittenMemory);
+        var answers = new[] { await ReadFrameAsync(), await ReadFrameAsync() }.OrderBy(a => a!.Opaque).ToArray();
+        Assert.Equal((1, ResponseCode.RequestCodeNotSupported), (answers[0]!.Opaque, answers[0]!.Code));
+        Assert.Equal((2, ResponseCode.Success), (answers[1]!.Opaque, answers[1]!.Code));
+    }
+
+    [Fact]
+    public async Task A_frame_declaring_more_than_the_limit_ends_the_session_without_an_answer()
+    {
+        var prefix = new byte[8];
+        BinaryPrimitives.WriteInt32BigEndian(prefix, 1024 * 1024 + 1);
+        await _toServer.Writer.WriteAsync(prefix);
+        Assert.Null(await ReadFrameAsync());
+        await _run.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task A_connection_over_its_outstanding_request_limit_gets_SYSTEM_BUSY()
+    {
+        // Two long-polling pulls fill the limit of 2; the third request is refused with [OVERLOAD] and the first two stay parked.
+        await _engine.SendAsync(new Core.Model.MessageDraft { Topic = "Busy", MessageId = "m1", Body = new byte[] { 1 } });
+        var bytes = new ArrayBufferWriter<byte>();
+        for (int i = 1; i <= 2; i++)
+        {
+            var pull = RemotingCommand.Request(RequestCode.PullMessage).Set("consumerGroup", "G").Set("topic", "Busy").Set("queueId", 1L)
+                .Set("queueOffset", 0L).Set("sysFlag", (long)PullSysFlag.Suspend).Set("suspendTimeoutMillis", 30_000L);
+            pull.Opaque = i;
+            RemotingFrame.Write(bytes, pull);
+        }
+        RemotingFrame.Write(bytes, new RemotingCommand { Code = RequestCode.GetBrokerClusterInfo, Opaque = 3 });
+        await _toServer.Writer.WriteAsync(bytes.WrittenMemory);
+        var busy = await ReadFrameAsync();
+        Assert.Equal((3, ResponseCode.SystemBusy), (busy!.Opaque, busy.Code));
+        Assert.StartsWith("[OVERLOAD]", busy.Remark);
+    }
+
+    [Fact]
+    public async Task A_connection_silent_for_the_idle_timeout_is_closed()
+    {
+        var server = new RemotingServer(_engine, new RemotingOptions { IdleTimeout = TimeSpan.FromMilliseconds(300) }, NullLoggerFactory.Instance);
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new Duplex(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        await session.RunAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.False(session.IsAlive);
+    }
+
+    [Fact]
+    public async Task Request_bytes_beyond_the_connections_in_flight_budget_get_SYSTEM_BUSY()
+    {
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxInFlightBytesPerConnection = 16 }, NullLoggerFactory.Instance);
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new Duplex(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var run = session.RunAsync(CancellationToken.None);
+        var send = RemotingCommand.Request(RequestCode.SendMessageV2, new() { ["a"] = "PG", ["b"] = "Budget" }, new byte[17]);
+        send.Opaque = 7;
+        await toServer.Writer.WriteAsync(RemotingFrame.ToArray(send));
+        var result = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        var buffer = result.Buffer;
+        Assert.True(RemotingFrame.TryReadFrame(ref buffer, 1 << 20, out var busy));
+        Assert.Equal((7, ResponseCode.SystemBusy), (busy.Opaque, busy.Code));
+        toClient.Reader.AdvanceTo(buffer.Start);
+        await toServer.Writer.CompleteAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+}

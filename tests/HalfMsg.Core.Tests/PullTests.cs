@@ -1,0 +1,171 @@
+using System.Text;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>The pull (offset) model of Remoting consumers: reads by offset, committed offsets, the retry ladder.</summary>
+public sealed class PullTests
+{
+    private static string Text(PulledMessage m) => Encoding.UTF8.GetString(m.Message.Body.Span);
+
+    [Fact]
+    public async Task Pull_reads_a_queue_by_offset_with_min_max_and_reports_a_bad_offset_as_moved()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        for (int i = 0; i < 3; i++) await h.Engine.SendAsync(h.Draft("T", $"m{i}").WithQueue(0));
+        var r = await h.Engine.PullAsync("T", 0, 1, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.Equal(PullStatus.Found, r.Status);
+        Assert.Equal(["m1", "m2"], r.Messages.Select(Text));
+        Assert.Equal((3L, 0L, 3L), (r.NextBeginOffset, r.MinOffset, r.MaxOffset));
+        Assert.Equal([1L, 2L], r.Messages.Select(m => m.Message.QueueOffset));
+
+        var caughtUp = await h.Engine.PullAsync("T", 0, 3, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.Equal((PullStatus.NoNewMessage, 3L), (caughtUp.Status, caughtUp.NextBeginOffset));
+        var moved = await h.Engine.PullAsync("T", 0, 7, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.Equal((PullStatus.OffsetMoved, 3L), (moved.Status, moved.NextBeginOffset));
+        Assert.Equal(PullStatus.NoSuchQueue, (await h.Engine.PullAsync("T", 9, 0, 32, TagFilter.All, TimeSpan.Zero)).Status);
+    }
+
+    [Fact]
+    public async Task A_half_message_is_not_pullable_until_committed()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        string tx = await h.SendHalfAsync("T", "half");
+        foreach (int q in Enumerable.Range(0, 4))
+            Assert.Empty((await h.Engine.PullAsync("T", q, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+        await h.Engine.EndTransactionAsync(tx, null, Broker.Core.Model.TransactionResolution.Commit, Broker.Core.Model.DecisionSource.Client);
+        var all = new List<PulledMessage>();
+        foreach (int q in Enumerable.Range(0, 4)) all.AddRange((await h.Engine.PullAsync("T", q, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+        Assert.Equal("half", Text(Assert.Single(all)));
+    }
+
+    [Fact]
+    public async Task A_parked_pull_is_woken_when_a_message_becomes_visible()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("T", "first").WithQueue(1));
+        var parked = h.Engine.PullAsync("T", 1, 1, 32, TagFilter.All, TimeSpan.FromMinutes(5)).AsTask();
+        Assert.False(parked.IsCompleted);
+        await h.Engine.SendAsync(h.Draft("T", "second").WithQueue(1));
+        var r = await parked.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal("second", Text(Assert.Single(r.Messages)));
+    }
+
+    [Fact]
+    public async Task Send_back_waits_RocketMQs_delay_ladder_then_dead_letters_after_the_maximum()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("T", "fail").WithQueue(0));
+        var first = Assert.Single((await h.Engine.PullAsync("T", 0, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+
+        // First failure: level 3 + 0 = 10 s.
+        var back = await h.Engine.SendBackAsync("G", first.PhysicalOffset, 0, maxReconsumeTimes: 2, "T");
+        Assert.True(back.Error.IsOk, back.Error.ToString());
+        Assert.Equal(("%RETRY%G", false), (back.Topic, back.DeadLettered));
+        h.Clock.Advance(TimeSpan.FromSeconds(9.9));
+        h.Engine.RunSweep();
+        Assert.Equal(0, Indexed(h, "%RETRY%G"));
+        h.Clock.Advance(TimeSpan.FromSeconds(0.2));
+        h.Engine.RunSweep();
+        var retried = await Eventually(() => PullAll(h, "%RETRY%G"), 1);
+        Assert.Equal(1, retried[0].ReconsumeTimes);
+        Assert.Equal("T", retried[0].Message.Properties["RETRY_TOPIC"]);
+
+        // Second failure: level 3 + 1 = 30 s.
+        await h.Engine.SendBackAsync("G", retried[0].PhysicalOffset, 0, 2, "T");
+        h.Clock.Advance(TimeSpan.FromSeconds(29.9));
+        h.Engine.RunSweep();
+        Assert.Equal(1, Indexed(h, "%RETRY%G"));
+        h.Clock.Advance(TimeSpan.FromSeconds(0.2));
+        h.Engine.RunSweep();
+        var twice = await Eventually(() => PullAll(h, "%RETRY%G"), 2);
+        Assert.Equal(2, twice[1].ReconsumeTimes);
+
+        // Third failure: reconsumeTimes 2 reached the maximum 2 → %DLQ%G at once.
+        var dead = await h.Engine.SendBackAsync("G", twice[1].PhysicalOffset, 0, 2, "T");
+        Assert.True(dead.DeadLettered);
+        Assert.Equal("fail", Text(Assert.Single(await PullAll(h, "%DLQ%G"))));
+    }
+
+    [Fact]
+    public async Task Committed_offsets_survive_a_restart_from_the_log_and_from_a_checkpoint()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("T", "x").WithQueue(2));
+        Assert.True((await h.Engine.CommitConsumerOffsetAsync("G", "T", 2, 1)).IsOk);
+        Assert.False((await h.Engine.CommitConsumerOffsetAsync("G", "Nope", 0, 1)).IsOk);
+        await h.RestartAsync();                                  // clean: from the checkpoint
+        Assert.Equal(1L, h.Engine.QueryConsumerOffset("G", "T", 2));
+        Assert.True((await h.Engine.CommitConsumerOffsetAsync("G", "T", 2, 0)).IsOk);
+        await h.Engine.DisposeAsync();
+        Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();            // replay of the whole log
+        Assert.Equal(0L, h.Engine.QueryConsumerOffset("G", "T", 2));
+        Assert.Null(h.Engine.QueryConsumerOffset("Other", "T", 2));
+    }
+
+    /// <summary>Entries indexed into the topic's queues, visible or not yet (a premature release would show here at once).</summary>
+    private static long Indexed(EngineHarness h, string topic)
+    {
+        long n = 0;
+        for (int q = 0; q < h.Engine.QueueCount(topic); q++)
+            if (h.Engine.TryGetQueueOffsets(topic, q, out long min, out long max)) n += max - min;
+        return n;
+    }
+
+    private static async Task<List<PulledMessage>> PullAll(EngineHarness h, string topic)
+    {
+        var all = new List<PulledMessage>();
+        for (int q = 0; q < Math.Max(1, h.Engine.QueueCount(topic)); q++)
+            all.AddRange((await h.Engine.PullAsync(topic, q, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+        return all;
+    }
+
+    /// <summary>Released entries become visible once the log commit covers them (its own loop); wait for that.</summary>
+    private static async Task<List<PulledMessage>> Eventually(Func<Task<List<PulledMessage>>> probe, int count)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        var last = await probe();
+        while (last.Count < count && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+            last = await probe();
+        }
+        Assert.Equal(count, last.Count);
+        return last;
+    }
+}
+
+internal static class DraftExtensions
+{
+    public static Broker.Core.Model.MessageDraft WithQueue(this Broker.Core.Model.MessageDraft d, int queue) => new()
+    {
+        Topic = d.Topic, MessageId = d.MessageId, Tag = d.Tag, Keys = d.Keys, Properties = d.Properties, Body = d.Body,
+        BornTimestampMs = d.BornTimestampMs, MessageGroup = d.MessageGroup, DeliveryTimestampMs = d.DeliveryTimestampMs, QueueId = queue,
+    };
+}
+
+public sealed class TopicDeletionTests
+{
+    [Fact]
+    public async Task A_deleted_topic_loses_its_queues_offsets_and_groups_and_stays_deleted_after_a_full_replay()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("Del", "x").WithQueue(0));
+        await h.Engine.CommitConsumerOffsetAsync("G", "Del", 0, 1);
+        await h.ReceiveAsync("LeaseGroup", "Del");
+        Assert.True((await h.Engine.DeleteTopicAsync("Del")).IsOk);
+        Assert.Equal(Broker.Core.BrokerStatus.TopicNotFound, (await h.Engine.DeleteTopicAsync("Del")).Status);
+        Assert.Equal(Broker.Core.BrokerStatus.IllegalTopic, (await h.Engine.DeleteTopicAsync("%DLQ%G")).Status);
+        Assert.Equal(0, h.Engine.QueueCount("Del"));
+        Assert.Null(h.Engine.QueryConsumerOffset("G", "Del", 0));
+        Assert.Null(h.Engine.FindGroup("LeaseGroup"));
+
+        await h.Engine.DisposeAsync();
+        Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.Equal(0, h.Engine.QueueCount("Del"));
+        Assert.Null(h.Engine.QueryConsumerOffset("G", "Del", 0));
+    }
+}
