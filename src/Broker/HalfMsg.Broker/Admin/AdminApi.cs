@@ -3,13 +3,17 @@ using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Broker.Admin;
 
-/// <summary>The operator's JSON API on the admin (HTTP/1.1) port.</summary>
+/// <summary>
+/// The operator's JSON API on the admin (HTTP/1.1) port, behind <see cref="AdminGuard"/>. Reads are GET; every state
+/// change is POST. Every 4xx answers <see cref="ErrorBody"/>.
+/// </summary>
 public static class AdminApi
 {
     public static void MapAdminApi(this IEndpointRouteBuilder app, BrokerEngine engine)
     {
+        // Open without credentials (probes): it says ready or starting and nothing else.
         app.MapGet("/health", () => engine.IsReady
-            ? Results.Ok(new { status = "ready", pending = engine.PendingCount })
+            ? Results.Ok(new { status = "ready" })
             : Results.Json(new { status = "starting" }, statusCode: 503));
 
         app.MapGet("/api/topics", () => Results.Ok(engine.ListTopics()));
@@ -21,7 +25,15 @@ public static class AdminApi
             : NotFound($"transaction '{id}' is not pending or parked"));
 
         app.MapPost("/api/transactions/{id}/resume", async (string id, CancellationToken ct) =>
-            ToResult(await engine.ResumeTransactionAsync(id, ct), new { transactionId = id, resumed = true }));
+        {
+            // Resuming a half that is not parked is allowed (it is checked at once) but is usually a mistake: say so.
+            bool wasParked = engine.FindTransaction(id)?.Parked ?? false;
+            return ToResult(await engine.ResumeTransactionAsync(id, ct), new
+            {
+                transactionId = id, resumed = true, wasParked,
+                message = wasParked ? "parked half resumed: checked again from zero" : "the half was not parked; it is checked again now, from zero",
+            });
+        });
         app.MapPost("/api/transactions/{id}/commit", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Commit, ct));
         app.MapPost("/api/transactions/{id}/rollback", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Rollback, ct));
 
@@ -42,7 +54,7 @@ public static class AdminApi
 
     private static IResult Page(BrokerEngine engine, bool parked, long? after, int? limit)
     {
-        if (limit is < 1 or > 1000) return Results.Json(new { error = "limit must be in [1, 1000]" }, statusCode: 400);
+        if (limit is < 1 or > 1000) return Results.Json(new ErrorBody("limit must be in [1, 1000]", "BadRequest"), statusCode: 400);
         var items = engine.ListTransactions(parked, after ?? -1, limit ?? 100, out var total);
         return Results.Ok(new { total, items, next = items.Count > 0 ? items[^1].LogAddress : (long?)null });
     }
@@ -57,9 +69,9 @@ public static class AdminApi
     {
         BrokerStatus.Ok => Results.Ok(ok),
         BrokerStatus.TransactionNotFound => NotFound(error.Message),
-        BrokerStatus.TransactionConflict => Results.Json(new { error = error.Message, code = error.Status.ToString() }, statusCode: 409),
-        _ => Results.Json(new { error = error.Message, code = error.Status.ToString() }, statusCode: 400),
+        BrokerStatus.TransactionConflict => Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 409),
+        _ => Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 400),
     };
 
-    private static IResult NotFound(string message) => Results.Json(new { error = message, code = "NotFound" }, statusCode: 404);
+    private static IResult NotFound(string message) => Results.Json(new ErrorBody(message, "NotFound"), statusCode: 404);
 }
