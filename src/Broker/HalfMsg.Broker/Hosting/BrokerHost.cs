@@ -23,10 +23,17 @@ public sealed class BrokerHost : IAsyncDisposable
         Options = options;
     }
 
-    public static async Task<BrokerHost> StartAsync(string[] args, CancellationToken ct = default)
+    public static Task<BrokerHost> StartAsync(string[] args, CancellationToken ct = default) => StartAsync(args, [], ct);
+
+    /// <summary>
+    /// As <see cref="StartAsync(string[], CancellationToken)"/>, with extra configuration keys below the flags (tests:
+    /// credentials for an in-process broker without touching the process environment).
+    /// </summary>
+    internal static async Task<BrokerHost> StartAsync(string[] args, IEnumerable<KeyValuePair<string, string?>> configuration, CancellationToken ct = default)
     {
         var flags = BrokerConfiguration.ParseCommandLine(args);
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        builder.Configuration.AddInMemoryCollection(configuration);
         builder.Configuration.AddInMemoryCollection(flags);
         var options = BrokerConfiguration.Bind(builder.Configuration);
         StartupChecks.Run(options);
