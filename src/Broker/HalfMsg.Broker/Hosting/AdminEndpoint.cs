@@ -31,6 +31,9 @@ internal static class AdminEndpoint
 
     public static void Map(WebApplication app, BrokerEngine engine, BrokerOptions options)
     {
+        if (options.Credentials.Count == 0 && !IPAddress.IsLoopback(IPAddress.Parse(options.AdminBind)))
+            app.Logger.LogWarning("The admin port listens on {AdminBind} without credentials: anyone who reaches it can commit, roll back or resume transactions. Configure Broker__Credentials__<accessKey>=<secret>.",
+                options.AdminBind);
         var meter = new BrokerMeter(engine, BrokerConfiguration.Version);
         app.Lifetime.ApplicationStopped.Register(meter.Dispose);
 
