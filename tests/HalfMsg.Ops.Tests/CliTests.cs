@@ -117,6 +117,24 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
     }
 
     [Fact]
+    public async Task Message_show_and_find_say_where_a_message_is()
+    {
+        var show = await Halfmsg("message", "show", "ops-parked-0");
+        Assert.Equal(ExitCodes.Ok, show.ExitCode);
+        Assert.Matches(@"ops-parked-0\s+ops-orders\s+key-ops-parked-0\s+parked", show.Out);
+
+        var find = await Halfmsg("message", "find", "--key", "key-ops-plain-1", "--json");
+        Assert.Equal(ExitCodes.Ok, find.ExitCode);
+        using var doc = JsonDocument.Parse(find.Out);
+        var plain = doc.RootElement.EnumerateArray().Single();
+        Assert.Equal("stored", plain.GetProperty("state").GetString());
+        Assert.Equal(OpsBroker.Consumers, plain.GetProperty("groups")[0].GetProperty("group").GetString());
+
+        Assert.Equal(ExitCodes.NotFound, (await Halfmsg("message", "find", "--key", "no-such-key")).ExitCode);
+        Assert.Equal(ExitCodes.NotFound, (await Halfmsg("message", "show", "no-such-id")).ExitCode);
+    }
+
+    [Fact]
     public async Task Usage_errors_exit_2()
     {
         Assert.Equal(ExitCodes.Usage, (await Halfmsg("tx", "frobnicate")).ExitCode);

@@ -32,6 +32,7 @@ public sealed partial class BrokerEngine
             Metrics.MessagesStored++;
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        MessageIndex.OnStored(msg, queueId, offset, NowMs); // MessageIndex hook (issue 12): operator look-up by id/key
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset);
     }
 

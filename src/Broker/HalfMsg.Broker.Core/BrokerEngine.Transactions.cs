@@ -51,6 +51,7 @@ public sealed partial class BrokerEngine
             Metrics.HalvesStored++;
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        MessageIndex.OnHalf(msg, producerGroup, NowMs); // MessageIndex hook (issue 12): operator look-up by id/key
         return new SendHalfResult(BrokerError.None, msg.MessageId, msg.MessageId);
     }
 
@@ -122,6 +123,7 @@ public sealed partial class BrokerEngine
                 _writer.Begin(RecordKind.TxDecided).Str(transactionId).Byte((byte)resolution).Byte((byte)source).I64(now).I32(queueId).I64(offset);
                 waitFor = AppendRecord();
                 ApplyTxDecided(waitFor, transactionId, resolution, now, queueId, offset);
+                MessageIndex.OnDecided(transactionId, resolution, source, queueId, offset, now); // MessageIndex hook (issue 12)
                 if (resolution == TransactionResolution.Commit) Metrics.Commits++; else Metrics.Rollbacks++;
                 if (source == DecisionSource.Operator)
                     _logger.LogInformation("Operator {Resolution} of transaction {TransactionId} (topic {Topic})", resolution, transactionId, half.Topic);

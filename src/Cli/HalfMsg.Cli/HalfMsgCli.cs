@@ -188,6 +188,42 @@ public static class HalfMsgCli
         group.Add(lag);
         root.Add(group);
 
+        // ---------------------------------------------------------------- message
+        var message = new Command("message", "Find a message by id or key and say where it is");
+        var messageId = new Argument<string>("id") { Description = "Message id (for a transactional message: its transaction id)" };
+        var showMessage = new Command("show", "Where one message is: pending, committed on queue/offset, acked by which groups, expired") { messageId };
+        void WriteLocations(IEnumerable<JsonElement> items)
+        {
+            var t = new Table("message id", "topic", "keys", "state", "queue", "offset", "groups");
+            foreach (var m in items)
+                t.Row(m.GetProperty("messageId").GetString(), m.GetProperty("topic").GetString(),
+                    string.Join(",", m.GetProperty("keys").EnumerateArray().Select(k => k.GetString())), m.GetProperty("state").GetString(),
+                    m.GetProperty("queueId").ValueKind == JsonValueKind.Number ? m.GetProperty("queueId").GetInt32() : null,
+                    m.GetProperty("queueOffset").ValueKind == JsonValueKind.Number ? m.GetProperty("queueOffset").GetInt64() : null,
+                    string.Join(", ", m.GetProperty("groups").EnumerateArray().Select(g => $"{g.GetProperty("group").GetString()}: {g.GetProperty("state").GetString()}")));
+            t.Write(output);
+        }
+        Handle(showMessage, async (parse, client, asJson, token) =>
+            await Print(await client.GetAsync($"/api/messages/{Uri.EscapeDataString(parse.GetValue(messageId)!)}", token), asJson, body => WriteLocations([body])));
+        message.Add(showMessage);
+        var key = new Option<string>("--key") { Description = "Message key", Required = true };
+        var keyTopic = new Option<string?>("--topic") { Description = "Only messages of this topic" };
+        var find = new Command("find", "Messages with this key (newest last)") { key, keyTopic };
+        Handle(find, async (parse, client, asJson, token) =>
+        {
+            string path = $"/api/messages?key={Uri.EscapeDataString(parse.GetValue(key)!)}"
+                + (parse.GetValue(keyTopic) is { } t ? $"&topic={Uri.EscapeDataString(t)}" : "");
+            var answer = await client.GetAsync(path, token);
+            if (answer.Ok && answer.Body.GetArrayLength() == 0 && !asJson)
+            {
+                await error.WriteLineAsync($"halfmsg: no message with key '{parse.GetValue(key)}' in the index");
+                return ExitCodes.NotFound;
+            }
+            return await Print(answer, asJson, body => WriteLocations(body.EnumerateArray()));
+        });
+        message.Add(find);
+        root.Add(message);
+
         // ---------------------------------------------------------------- stats, health
         var stats = new Command("stats", "Broker counters");
         Handle(stats, async (_, client, asJson, token) => await Print(await client.GetAsync("/api/stats", token), asJson, body =>

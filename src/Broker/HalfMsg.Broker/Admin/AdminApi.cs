@@ -20,9 +20,26 @@ public static class AdminApi
 
         app.MapGet("/api/transactions/pending", (long? after, int? limit) => Page(engine, parked: false, after, limit));
         app.MapGet("/api/transactions/parked", (long? after, int? limit) => Page(engine, parked: true, after, limit));
-        app.MapGet("/api/transactions/{id}", (string id) => engine.FindTransaction(id) is { } tx
-            ? Results.Ok(tx)
-            : NotFound($"transaction '{id}' is not pending or parked"));
+        app.MapGet("/api/transactions/{id}", (string id) =>
+        {
+            if (engine.FindTransaction(id) is { } tx) return Results.Ok(tx);
+            // A decided transaction can still be looked up while the message index remembers it.
+            if (engine.MessageIndex.Find(id) is { TransactionId: not null, Resolution: not null } decided)
+                return Results.Ok(new
+                {
+                    transactionId = id, decided.MessageId, decided.Topic, decided.ProducerGroup, storedAt = decided.StoredAt,
+                    resolution = decided.Resolution.ToString(), decidedBy = decided.DecidedBy.ToString(), decided.DecidedAt,
+                    queueId = decided.QueueId >= 0 ? decided.QueueId : (int?)null, queueOffset = decided.QueueOffset >= 0 ? decided.QueueOffset : (long?)null,
+                });
+            return NotFound($"transaction '{id}' is not pending or parked, and no decision for it is remembered");
+        });
+
+        app.MapGet("/api/messages/{id}", (string id) => engine.MessageIndex.Find(id) is { } entry
+            ? Results.Ok(MessageLookup.Locate(engine, entry))
+            : NotFound($"message '{id}' is not in the message index (sent before the last restart, or older than its last {engine.MessageIndex.Capacity} messages)"));
+        app.MapGet("/api/messages", (string? key, string? topic) => string.IsNullOrEmpty(key)
+            ? Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400)
+            : Results.Ok(engine.MessageIndex.FindByKey(key, string.IsNullOrEmpty(topic) ? null : topic).Select(e => MessageLookup.Locate(engine, e)).ToList()));
 
         app.MapPost("/api/transactions/{id}/resume", async (string id, CancellationToken ct) =>
         {
