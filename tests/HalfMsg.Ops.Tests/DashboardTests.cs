@@ -94,6 +94,24 @@ public sealed class DashboardTests(OpsBroker broker, BrowserFixture browser) : I
     }
 
     [Fact]
+    public async Task A_message_is_found_by_key_and_the_page_says_where_it_is()
+    {
+        await _page.GotoAsync("/dashboard/messages");
+        await _page.GetByPlaceholder("key").FillAsync("key-ops-plain-1");
+        await _page.GetByRole(AriaRole.Button, new() { Name = "Find" }).ClickAsync();
+        var row = _page.Locator("tr[data-message='ops-plain-1']");
+        await row.WaitForAsync();
+        Assert.Equal("stored", await row.Locator("td.state").InnerTextAsync());
+        Assert.Contains($"{OpsBroker.Consumers}: ", await row.InnerTextAsync());
+        await Screenshot("messages");
+
+        await _page.GotoAsync("/dashboard/messages?id=ops-parked-1");
+        Assert.Equal("parked", await _page.Locator("tr[data-message='ops-parked-1'] td.state").InnerTextAsync());
+        await _page.GotoAsync("/dashboard/messages?id=never-sent");
+        Assert.Equal(1, await _page.GetByTestId("not-found").CountAsync());
+    }
+
+    [Fact]
     public async Task A_browser_without_credentials_gets_401_and_a_post_from_another_site_is_refused()
     {
         await using var anonymous = await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = broker.Url });

@@ -45,6 +45,7 @@ internal static class DashboardEndpoints
                 ? $"{back}&msg={U($"Transaction {id} {done}.")}"
                 : $"{back}&err={U($"Transaction {id}: {error.Message}")}");
         });
+        app.MapGet("/dashboard/messages", (string? id, string? key, string? topic) => Messages(engine, id, key, topic));
         app.MapGet("/dashboard/topics", () => Topics(engine));
         app.MapGet("/dashboard/groups", () => Groups(engine));
         app.MapGet("/dashboard/groups/{group}", (string group) => Group(engine, group));
@@ -159,6 +160,35 @@ internal static class DashboardEndpoints
         sb.Append("</table>");
         if (t.Parked) sb.Append("<h2>Actions</h2>").Append(Actions(t.TransactionId));
         return Page("Transaction", "Transactions", sb.ToString());
+    }
+
+    private static IResult Messages(BrokerEngine engine, string? id, string? key, string? topic)
+    {
+        var sb = new StringBuilder("<form method=\"get\" action=\"/dashboard/messages\" class=\"filters\">");
+        sb.Append(CultureInfo.InvariantCulture, $"<input name=\"id\" placeholder=\"message id\" value=\"{E(id)}\"> or <input name=\"key\" placeholder=\"key\" value=\"{E(key)}\"> <input name=\"topic\" placeholder=\"topic (optional)\" value=\"{E(topic)}\"> <button type=\"submit\">Find</button></form>");
+        List<Core.Diagnostics.MessageIndex.Entry> found = [];
+        if (!string.IsNullOrEmpty(id) && engine.MessageIndex.Find(id) is { } one) found.Add(one);
+        else if (!string.IsNullOrEmpty(key)) found.AddRange(engine.MessageIndex.FindByKey(key, string.IsNullOrEmpty(topic) ? null : topic));
+        if (string.IsNullOrEmpty(id) && string.IsNullOrEmpty(key))
+            sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\">The index remembers the last {engine.MessageIndex.Capacity} messages sent since the broker started ({engine.MessageIndex.Count} now).</p>");
+        else if (found.Count == 0)
+            sb.Append("<p data-testid=\"not-found\">No such message in the index (sent before the last restart, or forgotten as older than the index's capacity).</p>");
+        else
+        {
+            sb.Append("<table data-testid=\"messages\"><tr><th>message id</th><th>topic</th><th>keys</th><th>tag</th><th>kind</th><th>stored</th><th>where it is</th><th>queue / offset</th><th>consumer groups</th></tr>");
+            foreach (var e in found)
+            {
+                var loc = Admin.MessageLookup.Locate(engine, e);
+                string where = E(loc.State) + (loc.Resolution is null ? "" : $" <span class=\"muted\">by {E(loc.DecidedBy)}</span>");
+                if (loc.TransactionId is not null && loc.Resolution is null)
+                    where = $"<a href=\"/dashboard/transactions/{E(U(loc.TransactionId))}\">{where}</a>";
+                sb.Append(CultureInfo.InvariantCulture, $"<tr data-message=\"{E(e.MessageId)}\"><td><code>{E(e.MessageId)}</code></td><td>{E(e.Topic)}</td><td>{E(string.Join(", ", e.Keys))}</td><td>{E(e.Tag)}</td><td>{E(loc.Kind)}</td>");
+                sb.Append(CultureInfo.InvariantCulture, $"<td>{E(FormatAge(DateTimeOffset.UtcNow - e.StoredAt))} ago</td><td class=\"state\">{where}</td><td>{(loc.QueueId is null ? "—" : $"{loc.QueueId} / {loc.QueueOffset}")}</td>");
+                sb.Append("<td>").Append(E(string.Join("; ", loc.Groups.Select(g => $"{g.Group}: {g.State}")))).Append("</td></tr>");
+            }
+            sb.Append("</table>");
+        }
+        return Page("Find a message", "Messages", sb.ToString());
     }
 
     private static IResult Topics(BrokerEngine engine)

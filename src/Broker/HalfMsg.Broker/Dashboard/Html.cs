@@ -20,7 +20,7 @@ internal static class Html
         sb.Append("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">");
         sb.Append("<title>").Append(E(title)).Append(" · HalfMsgBroker</title><style>").Append(Css).Append("</style></head><body>");
         sb.Append("<header><span class=\"brand\">HalfMsgBroker</span><nav>");
-        foreach (var (href, label) in new[] { ("/dashboard", "Overview"), ("/dashboard/transactions", "Transactions"), ("/dashboard/topics", "Topics"), ("/dashboard/groups", "Consumer groups") })
+        foreach (var (href, label) in new[] { ("/dashboard", "Overview"), ("/dashboard/transactions", "Transactions"), ("/dashboard/topics", "Topics"), ("/dashboard/groups", "Consumer groups"), ("/dashboard/messages", "Messages") })
             sb.Append("<a href=\"").Append(href).Append('"').Append(label == active ? " class=\"active\" aria-current=\"page\"" : "").Append('>').Append(label).Append("</a>");
         sb.Append("</nav></header><main><h1>").Append(E(title)).Append("</h1>").Append(body).Append("</main>");
         sb.Append("<script>").Append(Script).Append("</script></body></html>");
