@@ -135,6 +135,32 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
     }
 
     [Fact]
+    public async Task Topic_create_creates_once_and_rejects_a_bad_name()
+    {
+        var first = await Halfmsg("topic", "create", "cli-created");
+        Assert.Equal(ExitCodes.Ok, first.ExitCode);
+        Assert.Equal("cli-created: created", first.Out.Trim());
+        Assert.Equal("cli-created: already exists", (await Halfmsg("topic", "create", "cli-created")).Out.Trim());
+        Assert.Contains(broker.Engine.ListTopics(), t => t.Name == "cli-created");
+        var bad = await Halfmsg("topic", "create", "bad name!");
+        Assert.Equal(ExitCodes.Failed, bad.ExitCode);
+        Assert.Contains("not a valid name", bad.Err);
+    }
+
+    [Fact]
+    public async Task Pending_halves_show_keys_tag_and_why_they_wait()
+    {
+        var run = await Halfmsg("tx", "show", "ops-pending-0", "--json");
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        using var doc = JsonDocument.Parse(run.Out);
+        Assert.Equal("key-ops-pending-0", doc.RootElement.GetProperty("keys")[0].GetString());
+        Assert.Equal("created", doc.RootElement.GetProperty("tag").GetString());
+        Assert.Contains("no producer of group 'ops-idle-producers' is connected", doc.RootElement.GetProperty("waitingFor").GetString());
+        Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("nextCheckAt").ValueKind);
+        Assert.Contains("waiting: no producer connected", (await Halfmsg("tx", "pending", "--topic", OpsBroker.PendingTopic)).Out);
+    }
+
+    [Fact]
     public async Task Usage_errors_exit_2()
     {
         Assert.Equal(ExitCodes.Usage, (await Halfmsg("tx", "frobnicate")).ExitCode);

@@ -90,6 +90,14 @@ public static class HalfMsgCli
             t.Write(output);
         }));
         root.Add(topics);
+        var topicCmd = new Command("topic", "Manage one topic");
+        var topicName = new Argument<string>("name") { Description = "Topic name" };
+        var create = new Command("create", "Create a topic (with the broker's --queues-per-topic queues); no change if it exists") { topicName };
+        Handle(create, async (parse, client, asJson, token) =>
+            await Print(await client.PostAsync($"/api/topics/{Uri.EscapeDataString(parse.GetValue(topicName)!)}", token), asJson, body =>
+                output.WriteLine($"{body.GetProperty("topic").GetString()}: {(body.GetProperty("created").GetBoolean() ? "created" : "already exists")}")));
+        topicCmd.Add(create);
+        root.Add(topicCmd);
 
         // ---------------------------------------------------------------- tx
         var tx = new Command("tx", "Transactions (half messages): list, show, resume, commit, roll back");
@@ -130,7 +138,9 @@ public static class HalfMsgCli
                     var stored = i.GetProperty("storedAt").GetDateTimeOffset();
                     t.Row(i.GetProperty("transactionId").GetString(), i.GetProperty("topic").GetString(), i.GetProperty("producerGroup").GetString(),
                         Age(now - stored), i.GetProperty("checks").GetInt32(),
-                        view == "pending" ? Time(i.GetProperty("nextCheckAt")) : Time(i.GetProperty("parkedAt")));
+                        view == "pending"
+                            ? (i.TryGetProperty("waitingFor", out var w) && w.ValueKind == JsonValueKind.String ? "waiting: no producer connected" : Time(i.GetProperty("nextCheckAt")))
+                            : Time(i.GetProperty("parkedAt")));
                 }
                 t.Write(output);
                 await output.WriteLineAsync($"{shown.Count} shown of {total} {view}");

@@ -17,12 +17,20 @@ public static class AdminApi
             : Results.Json(new { status = "starting" }, statusCode: 503));
 
         app.MapGet("/api/topics", () => Results.Ok(engine.ListTopics()));
+        app.MapPost("/api/topics/{name}", (string name) =>
+        {
+            bool existed = engine.ListTopics().Any(t => t.Name == name);
+            var error = engine.CreateTopic(name);
+            return error.IsOk
+                ? Results.Ok(new { topic = name, created = !existed })
+                : Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 400);
+        });
 
         app.MapGet("/api/transactions/pending", (long? after, int? limit) => Page(engine, parked: false, after, limit));
         app.MapGet("/api/transactions/parked", (long? after, int? limit) => Page(engine, parked: true, after, limit));
         app.MapGet("/api/transactions/{id}", (string id) =>
         {
-            if (engine.FindTransaction(id) is { } tx) return Results.Ok(tx);
+            if (engine.FindTransaction(id) is { } tx) return Results.Ok(View(engine, tx));
             // A decided transaction can still be looked up while the message index remembers it.
             if (engine.MessageIndex.Find(id) is { TransactionId: not null, Resolution: not null } decided)
                 return Results.Ok(new
@@ -73,7 +81,22 @@ public static class AdminApi
     {
         if (limit is < 1 or > 1000) return Results.Json(new ErrorBody("limit must be in [1, 1000]", "BadRequest"), statusCode: 400);
         var items = engine.ListTransactions(parked, after ?? -1, limit ?? 100, out var total);
-        return Results.Ok(new { total, items, next = items.Count > 0 ? items[^1].LogAddress : (long?)null });
+        return Results.Ok(new { total, items = items.Select(t => View(engine, t)).ToList(), next = items.Count > 0 ? items[^1].LogAddress : (long?)null });
+    }
+
+    /// <summary>A pending or parked half as the API shows it: the engine's view plus keys and tag (from the message index,
+    /// for halves sent since start) and, when nobody can be asked, why it waits instead of a next check in the past.</summary>
+    public sealed record TransactionView(string TransactionId, string MessageId, string Topic, string ProducerGroup, string? OriginClientId,
+        DateTimeOffset StoredAt, int Checks, DateTimeOffset? NextCheckAt, bool Parked, DateTimeOffset? ParkedAt, long LogAddress,
+        IReadOnlyList<string>? Keys, string? Tag, string? WaitingFor);
+
+    internal static TransactionView View(BrokerEngine engine, BrokerEngine.PendingTransaction t)
+    {
+        var indexed = engine.MessageIndex.Find(t.MessageId);
+        string? waiting = !t.Parked && engine.Producers.CountLive(t.ProducerGroup) == 0
+            ? $"no producer of group '{t.ProducerGroup}' is connected; the check is sent when one connects" : null;
+        return new TransactionView(t.TransactionId, t.MessageId, t.Topic, t.ProducerGroup, t.OriginClientId, t.StoredAt, t.Checks,
+            waiting is null ? t.NextCheckAt : null, t.Parked, t.ParkedAt, t.LogAddress, indexed?.Keys, indexed?.Tag, waiting);
     }
 
     private static async Task<IResult> Decide(BrokerEngine engine, string id, TransactionResolution resolution, CancellationToken ct)
