@@ -20,10 +20,13 @@ public sealed class BrokerMeter : IDisposable
 
     private readonly Meter _meter;
 
-    public BrokerMeter(BrokerEngine engine, string? version = null)
+    /// <param name="engine">The engine to observe.</param>
+    /// <param name="version">The broker version, reported as the meter's version.</param>
+    /// <param name="name">The meter name; <see cref="Name"/> unless several brokers share one process (tests).</param>
+    public BrokerMeter(BrokerEngine engine, string? version = null, string name = Name)
     {
         ArgumentNullException.ThrowIfNull(engine);
-        _meter = new Meter(Name, version);
+        _meter = new Meter(name, version);
         var m = engine.Metrics;
 
         // RocketMQ 5 names. messages_in counts messages that reached a topic queue (sends and commits), per topic.

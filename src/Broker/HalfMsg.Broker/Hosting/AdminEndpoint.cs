@@ -15,13 +15,24 @@ namespace HalfMsg.Broker.Hosting;
 /// </summary>
 internal static class AdminEndpoint
 {
+    private static int s_hostsInProcess;
+
+    /// <summary>
+    /// The meter name of one host. Meter listeners are process-wide and OpenTelemetry selects meters by name, so a second
+    /// broker in the same process (tests run several) gets its own name, or each /metrics would mix both engines.
+    /// </summary>
+    private sealed record MeterName(string Value);
+
     public static void AddServices(WebApplicationBuilder builder, BrokerOptions options)
     {
+        int n = Interlocked.Increment(ref s_hostsInProcess);
+        var meterName = new MeterName(n == 1 ? BrokerMeter.Name : $"{BrokerMeter.Name}.{n}");
+        builder.Services.AddSingleton(meterName);
         builder.Services.AddSingleton(new AdminGuard(options.AdminAllowedHosts, options.Credentials, options.MetricsAnonymous));
         builder.Services.AddSingleton<RateSampler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<RateSampler>());
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
-            .AddMeter(BrokerMeter.Name)
+            .AddMeter(meterName.Value)
             // Scrapes read live state; a cached answer would hide the change a test or operator just made.
             .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
     }
@@ -34,7 +45,7 @@ internal static class AdminEndpoint
         if (options.Credentials.Count == 0 && !IPAddress.IsLoopback(IPAddress.Parse(options.AdminBind)))
             app.Logger.LogWarning("The admin port listens on {AdminBind} without credentials: anyone who reaches it can commit, roll back or resume transactions. Configure Broker__Credentials__<accessKey>=<secret>.",
                 options.AdminBind);
-        var meter = new BrokerMeter(engine, BrokerConfiguration.Version);
+        var meter = new BrokerMeter(engine, BrokerConfiguration.Version, app.Services.GetRequiredService<MeterName>().Value);
         app.Lifetime.ApplicationStopped.Register(meter.Dispose);
 
         // Routing's own 404/405 have no body; every 4xx of the admin port answers JSON.
