@@ -115,6 +115,20 @@ public sealed class FirstTenMinutesTests
     }
 
     [Fact]
+    public void The_readme_configuration_table_lists_every_flag_with_its_default()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "HalfMsgBroker.sln"))) dir = dir.Parent;
+        Assert.NotNull(dir);
+        string readme = File.ReadAllText(Path.Combine(dir.FullName, "README.md"));
+        foreach (var s in BrokerConfiguration.Settings)
+        {
+            string defaultCell = s.Default.Length == 0 ? "(empty)" : $"`{s.Default}`";
+            Assert.Contains($"| `{s.Flag}` | {defaultCell} | `{s.Key.Replace(":", "__", StringComparison.Ordinal)}` | {s.Description} |", readme);
+        }
+    }
+
+    [Fact]
     public async Task Json_log_format_makes_every_line_json_and_shutdown_says_the_checkpoint_was_written()
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-json-" + Guid.NewGuid().ToString("N"));
