@@ -67,14 +67,15 @@ public sealed class MetricsTests : IAsyncLifetime
 
         Assert.Equal(2, Sample(text, "rocketmq_messages_in_total", ("topic", "metrics-orders")));   // one commit + one plain send
         Assert.Equal(1, Sample(text, "rocketmq_messages_out_total"));
+        Assert.Equal(4, Sample(text, "rocketmq_throughput_in_total", ("topic", "metrics-orders")));   // 3 halves + 1 send, 1 byte each
         // Lag counts what the group has not acknowledged: the in-flight one included (as RocketMQ's ack offset lag does).
         Assert.Equal(2, Sample(text, "rocketmq_consumer_lag_messages", ("topic", "metrics-orders"), ("consumer_group", "metrics-consumers")));
         Assert.Equal(1, Sample(text, "rocketmq_consumer_inflight_messages", ("topic", "metrics-orders"), ("consumer_group", "metrics-consumers")));
         Assert.Equal(1, Sample(text, "halfmsg_transactions_pending"));
         Assert.Equal(0, Sample(text, "halfmsg_transactions_parked"));
         Assert.Equal(3, Sample(text, "halfmsg_half_messages_stored_total"));
-        Assert.Equal(1, Sample(text, "halfmsg_transaction_decisions_total", ("resolution", "commit")));
-        Assert.Equal(1, Sample(text, "halfmsg_transaction_decisions_total", ("resolution", "rollback")));
+        Assert.Equal(1, Sample(text, "halfmsg_transaction_decisions_total", ("resolution", "commit"), ("source", "operator")));
+        Assert.Equal(1, Sample(text, "halfmsg_transaction_decisions_total", ("resolution", "rollback"), ("source", "operator")));
         Assert.True(Sample(text, "halfmsg_log_size_bytes") > 0);
         Assert.True(Sample(text, "halfmsg_transactions_oldest_pending_age_seconds") >= 0);
         Assert.Contains("# TYPE rocketmq_consumer_lag_messages gauge", text);
@@ -84,6 +85,6 @@ public sealed class MetricsTests : IAsyncLifetime
         Assert.True((await engine.EndTransactionAsync("m-2", null, TransactionResolution.Commit, DecisionSource.Operator)).IsOk);
         string after = await _http.GetStringAsync("/metrics");
         Assert.Equal(0, Sample(after, "halfmsg_transactions_pending"));
-        Assert.Equal(2, Sample(after, "halfmsg_transaction_decisions_total", ("resolution", "commit")));
+        Assert.Equal(2, Sample(after, "halfmsg_transaction_decisions_total", ("resolution", "commit"), ("source", "operator")));
     }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Broker.Core.Diagnostics;
 
@@ -9,6 +10,7 @@ namespace HalfMsg.Broker.Core.Diagnostics;
 /// <remarks>
 /// Names follow RocketMQ 5's broker metrics where one exists, so existing Grafana dashboards work once the Prometheus
 /// exporter turns dots into underscores and adds <c>_total</c> to counters: <c>rocketmq_messages_in_total</c>,
+/// <c>rocketmq_throughput_in_total</c> (bytes),
 /// <c>rocketmq_messages_out_total</c>, <c>rocketmq_consumer_lag_messages</c>, <c>rocketmq_consumer_inflight_messages</c>.
 /// RocketMQ has no transactional-message metrics of this kind; ours are prefixed <c>halfmsg_</c>.
 /// Counters are the engine's <see cref="BrokerMetrics"/>, so they restart from zero with the process (Prometheus'
@@ -32,6 +34,10 @@ public sealed class BrokerMeter : IDisposable
         // RocketMQ 5 names. messages_in counts messages that reached a topic queue (sends and commits), per topic.
         _meter.CreateObservableCounter("rocketmq_messages_in", () => PerTopic(engine, t => t.Queues.Sum(q => q.MaxOffset)),
             description: "Messages that reached a topic queue (normal sends and committed halves), since the topic was created.");
+        _meter.CreateObservableCounter("rocketmq_throughput_in",
+            () => engine.MessageIndex.BytesInByTopic().Select(t => new Measurement<long>(t.Value, new KeyValuePair<string, object?>("topic", t.Key))),
+            // No unit on purpose: with "By" the exporter would add _bytes, and RocketMQ's name has none.
+            description: "Message body bytes accepted (sends and halves) since start, per topic.");
         _meter.CreateObservableCounter("rocketmq_messages_out", () => Volatile.Read(ref m.Delivered),
             description: "Deliveries to consumers, redeliveries included.");
         _meter.CreateObservableGauge("rocketmq_consumer_lag_messages", () => PerGroup(engine, g => g.Lag),
@@ -48,12 +54,16 @@ public sealed class BrokerMeter : IDisposable
             description: "Age of the oldest pending (not parked) half message, 0 when none.");
         _meter.CreateObservableCounter("halfmsg_half_messages_stored", () => Volatile.Read(ref m.HalvesStored),
             description: "Half messages accepted.");
-        _meter.CreateObservableCounter("halfmsg_transaction_decisions", () => new[]
-            {
-                new Measurement<long>(Volatile.Read(ref m.Commits), new KeyValuePair<string, object?>("resolution", "commit")),
-                new Measurement<long>(Volatile.Read(ref m.Rollbacks), new KeyValuePair<string, object?>("resolution", "rollback")),
-            },
-            description: "Transactions decided, by resolution (producer, check-back answer or operator).");
+        _meter.CreateObservableCounter("halfmsg_transaction_decisions", () => engine.MessageIndex.DecisionsBySource().Select(d =>
+                new Measurement<long>(d.Value,
+                    new KeyValuePair<string, object?>("resolution", d.Key.Resolution == TransactionResolution.Commit ? "commit" : "rollback"),
+                    new KeyValuePair<string, object?>("source", d.Key.Source switch
+                    {
+                        DecisionSource.Client => "producer",
+                        DecisionSource.CheckBack => "check_back",
+                        _ => "operator",
+                    }))),
+            description: "Transactions decided since start, by resolution and by who decided (the producer, its check-back answer, an operator).");
         _meter.CreateObservableCounter("halfmsg_transaction_duplicate_decisions", () => Volatile.Read(ref m.DuplicateDecisions),
             description: "Repeated decisions answered idempotently.");
         _meter.CreateObservableCounter("halfmsg_transaction_checks", () => new[]

@@ -21,7 +21,8 @@ namespace HalfMsg.Broker.Core.Diagnostics
     /// Bounded: the oldest of <see cref="Capacity"/> messages is forgotten first, and a key keeps its newest
     /// <see cref="MaxIdsPerKey"/> ids. Retention is honoured at look-up time (the caller compares the queue offset with
     /// the queue's minimum offset), so the index never claims a message that retention has cut. Not persisted: after a
-    /// restart it knows only messages sent since.
+    /// restart it knows only messages sent since. Because the same hooks see every send and decision, it also keeps two
+    /// small tallies for <see cref="BrokerMeter"/>: body bytes per topic and decisions by resolution and source.
     /// </remarks>
     public sealed class MessageIndex(int capacity = 200_000)
     {
@@ -36,6 +37,10 @@ namespace HalfMsg.Broker.Core.Diagnostics
         private readonly Dictionary<string, Entry> _byId = new(StringComparer.Ordinal);
         private readonly Dictionary<string, List<string>> _byKey = new(StringComparer.Ordinal);
         private readonly Queue<string> _order = new();
+        // The hooks see every accepted send, so they also count body bytes per topic for rocketmq_throughput_in_total.
+        private readonly Dictionary<string, long> _bytesIn = new(StringComparer.Ordinal);
+        // ... and every first decision, for halfmsg_transaction_decisions_total{resolution, source}.
+        private readonly Dictionary<(TransactionResolution, DecisionSource), long> _decisions = new();
 
         public int Capacity { get; } = capacity;
 
@@ -45,17 +50,18 @@ namespace HalfMsg.Broker.Core.Diagnostics
         {
             var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
             Add(new Entry(msg.MessageId, msg.Topic, msg.Tag, msg.Keys, DateTimeOffset.FromUnixTimeMilliseconds(storedAtMs), kind,
-                null, null, queueId, offset, null, null, null));
+                null, null, queueId, offset, null, null, null), msg.Body.Length);
         }
 
         internal void OnHalf(MessageDraft msg, string producerGroup, long storedAtMs)
             => Add(new Entry(msg.MessageId, msg.Topic, msg.Tag, msg.Keys, DateTimeOffset.FromUnixTimeMilliseconds(storedAtMs), MessageKind.Transaction,
-                msg.MessageId, producerGroup, -1, -1, null, null, null));
+                msg.MessageId, producerGroup, -1, -1, null, null, null), msg.Body.Length);
 
         internal void OnDecided(string transactionId, TransactionResolution resolution, DecisionSource source, int queueId, long offset, long atMs)
         {
             lock (_lock)
             {
+                _decisions[(resolution, source)] = _decisions.GetValueOrDefault((resolution, source)) + 1;
                 // The transaction id is the half's message id (RocketMQ's UNIQ_KEY).
                 if (_byId.TryGetValue(transactionId, out var e))
                     _byId[transactionId] = e with
@@ -66,10 +72,23 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
-        private void Add(Entry entry)
+        /// <summary>First decisions since start, by resolution and by who decided.</summary>
+        public IReadOnlyList<KeyValuePair<(TransactionResolution Resolution, DecisionSource Source), long>> DecisionsBySource()
+        {
+            lock (_lock) return [.. _decisions];
+        }
+
+        /// <summary>Body bytes accepted per topic (sends and halves) since start.</summary>
+        public IReadOnlyList<KeyValuePair<string, long>> BytesInByTopic()
+        {
+            lock (_lock) return [.. _bytesIn];
+        }
+
+        private void Add(Entry entry, int bodyBytes)
         {
             lock (_lock)
             {
+                _bytesIn[entry.Topic] = _bytesIn.GetValueOrDefault(entry.Topic) + bodyBytes;
                 if (_byId.ContainsKey(entry.MessageId)) { _byId[entry.MessageId] = entry; return; }
                 _byId[entry.MessageId] = entry;
                 _order.Enqueue(entry.MessageId);
