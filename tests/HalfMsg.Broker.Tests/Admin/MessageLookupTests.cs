@@ -68,7 +68,7 @@ public sealed class MessageLookupTests : IAsyncLifetime
         Assert.StartsWith("delivered", (await Message("lk-plain-1")).GetProperty("groups")[0].GetProperty("state").GetString());
 
         var byKey = await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=order-7&topic=lookup-orders");
-        Assert.Equal(["lk-half-1", "lk-plain-1"], byKey.EnumerateArray().Select(m => m.GetProperty("messageId").GetString()).ToArray());
+        Assert.Equal(["lk-half-1", "lk-plain-1"], byKey.EnumerateArray().Select(m => m.GetProperty("messageId").GetString()!).ToArray());
         Assert.Equal(0, (await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=order-7&topic=elsewhere")).GetArrayLength());
     }
 
