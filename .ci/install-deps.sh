@@ -6,6 +6,8 @@
 #  - postgresql       : tests start their own throwaway cluster (PostgresServer.cs) on a free port
 #  - rabbitmq-server  : the bench starts its own throwaway node (bench/Peers/RabbitMqServer.cs)
 #  - tests/compat/node: the official RocketMQ 5 Node.js client used by the compat scripts
+#  - chromium         : the dashboard tests (tests/HalfMsg.Ops.Tests) drive Debian's chromium through Playwright's
+#                       ExecutablePath; Playwright's own browser download is not used
 #
 # System-wide services that the Debian postinst scripts start are stopped again:
 # nothing here should keep listening on 5432 / 5672 / 4369 when we are done.
@@ -24,7 +26,7 @@ fi
 is_installed() { dpkg -s "$1" >/dev/null 2>&1 && dpkg -s "$1" | grep -q '^Status: install ok installed'; }
 
 # ---------------------------------------------------------------- apt packages
-wanted=(postgresql rabbitmq-server)
+wanted=(postgresql rabbitmq-server chromium)
 missing=()
 for p in "${wanted[@]}"; do
   if is_installed "$p"; then log "apt: $p already installed"; else missing+=("$p"); fi

@@ -55,6 +55,7 @@ public sealed partial class BrokerEngine
         MessageStoredRecord.Write(_writer, queueId, offset, kind, msg.QueueId ?? -1, msg, now);
         address = AppendAndApply();
         Metrics.MessagesStored++;
+        MessageIndex.OnStored(msg, queueId, offset, now); // MessageIndex hook (issue 12): operator look-up by id/key
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset);
     }
 

@@ -48,6 +48,7 @@ public sealed partial class BrokerEngine
             Metrics.HalvesStored++;
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        MessageIndex.OnHalf(msg, producerGroup, NowMs); // MessageIndex hook (issue 12): operator look-up by id/key
         return new SendHalfResult(BrokerError.None, msg.MessageId, msg.MessageId);
     }
 
@@ -112,6 +113,7 @@ public sealed partial class BrokerEngine
                 }
                 new TxDecidedRecord(transactionId, resolution, source, now, queueId, offset).Write(_writer);
                 waitFor = AppendAndApply();
+                MessageIndex.OnDecided(transactionId, resolution, source, queueId, offset, now); // MessageIndex hook (issue 12)
                 if (resolution == TransactionResolution.Commit) Metrics.Commits++; else Metrics.Rollbacks++;
                 if (source == DecisionSource.Operator)
                     _logger.LogInformation("Operator {Resolution} of transaction {TransactionId} (topic {Topic})", resolution, transactionId, half.Topic);

@@ -3,36 +3,70 @@ using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Broker.Admin;
 
-/// <summary>The operator's JSON API on the admin (HTTP/1.1) port.</summary>
+/// <summary>
+/// The operator's JSON API on the admin (HTTP/1.1) port, behind <see cref="AdminGuard"/>. Reads are GET; every state
+/// change is POST. Every 4xx answers <see cref="ErrorBody"/>.
+/// </summary>
 public static class AdminApi
 {
     public static void MapAdminApi(this IEndpointRouteBuilder app, BrokerEngine engine)
     {
+        // Open without credentials (probes): status, and the reason when it is not plainly ready.
         app.MapGet("/health", () => engine.StorageFault is { } failed
             ? Results.Json(new { status = "storage-failure", reason = failed.Message }, statusCode: 503)
             : !engine.IsReady
                 ? Results.Json(new { status = "starting" }, statusCode: 503)
                 : engine.Health.Status == Broker.Core.Diagnostics.HealthStatus.Degraded
                     // Serving, but damage was found and contained: an operator must look (the reasons say where).
-                    ? Results.Ok(new { status = "degraded", reasons = engine.Health.Reasons, pending = engine.PendingCount })
-                    : Results.Ok(new { status = "ready", pending = engine.PendingCount }));
+                    ? Results.Ok(new { status = "degraded", reasons = engine.Health.Reasons })
+                    : Results.Ok(new { status = "ready" }));
 
         app.MapGet("/api/topics", () => Results.Ok(engine.ListTopics()));
+        app.MapPost("/api/topics/{name}", (string name) =>
+        {
+            bool existed = engine.ListTopics().Any(t => t.Name == name);
+            var error = engine.CreateTopic(name);
+            return error.IsOk
+                ? Results.Ok(new { topic = name, created = !existed })
+                : Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 400);
+        });
 
         app.MapGet("/api/transactions/pending", (long? after, int? limit) => Page(engine, parked: false, after, limit));
         app.MapGet("/api/transactions/parked", (long? after, int? limit) => Page(engine, parked: true, after, limit));
-        app.MapGet("/api/transactions/{id}", (string id) => engine.FindTransaction(id) is { } tx
-            ? Results.Ok(tx)
-            : NotFound($"transaction '{id}' is not pending or parked"));
+        app.MapGet("/api/transactions/{id}", (string id) =>
+        {
+            if (engine.FindTransaction(id) is { } tx) return Results.Ok(View(engine, tx));
+            // A decided transaction can still be looked up while the message index remembers it.
+            if (engine.MessageIndex.Find(id) is { TransactionId: not null, Resolution: not null } decided)
+                return Results.Ok(new
+                {
+                    transactionId = id, decided.MessageId, decided.Topic, decided.ProducerGroup, storedAt = decided.StoredAt,
+                    resolution = decided.Resolution.ToString(), decidedBy = decided.DecidedBy.ToString(), decided.DecidedAt,
+                    queueId = decided.QueueId >= 0 ? decided.QueueId : (int?)null, queueOffset = decided.QueueOffset >= 0 ? decided.QueueOffset : (long?)null,
+                });
+            return NotFound($"transaction '{id}' is not pending or parked, and no decision for it is remembered");
+        });
 
+        app.MapGet("/api/messages/{id}", (string id) => engine.MessageIndex.Find(id) is { } entry
+            ? Results.Ok(MessageLookup.Locate(engine, entry))
+            : NotFound($"message '{id}' is not in the message index (sent before the last restart, or older than its last {engine.MessageIndex.Capacity} messages)"));
+        app.MapGet("/api/messages", (string? key, string? topic) => string.IsNullOrEmpty(key)
+            ? Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400)
+            : Results.Ok(engine.MessageIndex.FindByKey(key, string.IsNullOrEmpty(topic) ? null : topic).Select(e => MessageLookup.Locate(engine, e)).ToList()));
+
+        // Resume is for parked halves; on a half that is not parked the core says so (400) and changes nothing.
         app.MapPost("/api/transactions/{id}/resume", async (string id, CancellationToken ct) =>
-            ToResult(await engine.ResumeTransactionAsync(id, ct), new { transactionId = id, resumed = true }));
+            ToResult(await engine.ResumeTransactionAsync(id, ct), new { transactionId = id, resumed = true, message = "parked half resumed: checked again from zero" }));
         app.MapPost("/api/transactions/{id}/commit", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Commit, ct));
         app.MapPost("/api/transactions/{id}/rollback", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Rollback, ct));
 
         app.MapGet("/api/groups/{group}", (string group) => engine.FindGroup(group) is { } info
             ? Results.Ok(info)
             : NotFound($"consumer group '{group}' has never received from this broker"));
+        // Forget a consumer group (its progress and leases): an idle group no longer shows lag; messages stay for others.
+        app.MapPost("/api/groups/{group}/delete", async (string group, CancellationToken ct) => await engine.DeleteGroupAsync(group, ct) is { IsOk: false } error
+            ? (error.Status == BrokerStatus.IllegalConsumerGroup ? NotFound(error.Message) : ToResult(error, new { }))
+            : Results.Ok(new { group, deleted = true }));
 
         app.MapGet("/api/stats", () => Results.Ok(new
         {
@@ -40,6 +74,8 @@ public static class AdminApi
             engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
             engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.Acked, engine.Metrics.DeadLettered,
             engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
+            engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.RetentionCuts, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
+            health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
             pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
             producers = engine.Producers.Snapshot(),
         }));
@@ -47,9 +83,24 @@ public static class AdminApi
 
     private static IResult Page(BrokerEngine engine, bool parked, long? after, int? limit)
     {
-        if (limit is < 1 or > 1000) return Results.Json(new { error = "limit must be in [1, 1000]" }, statusCode: 400);
+        if (limit is < 1 or > 1000) return Results.Json(new ErrorBody("limit must be in [1, 1000]", "BadRequest"), statusCode: 400);
         var items = engine.ListTransactions(parked, after ?? -1, limit ?? 100, out var total);
-        return Results.Ok(new { total, items, next = items.Count > 0 ? items[^1].LogAddress : (long?)null });
+        return Results.Ok(new { total, items = items.Select(t => View(engine, t)).ToList(), next = items.Count > 0 ? items[^1].LogAddress : (long?)null });
+    }
+
+    /// <summary>A pending or parked half as the API shows it: the engine's view plus keys and tag (from the message index,
+    /// for halves sent since start) and, when nobody can be asked, why it waits instead of a next check in the past.</summary>
+    public sealed record TransactionView(string TransactionId, string MessageId, string Topic, string ProducerGroup, string? OriginClientId,
+        DateTimeOffset StoredAt, int Checks, DateTimeOffset? NextCheckAt, bool Parked, DateTimeOffset? ParkedAt, long LogAddress,
+        IReadOnlyList<string>? Keys, string? Tag, string? WaitingFor);
+
+    internal static TransactionView View(BrokerEngine engine, BrokerEngine.PendingTransaction t)
+    {
+        var indexed = engine.MessageIndex.Find(t.MessageId);
+        string? waiting = !t.Parked && engine.Producers.CountLive(t.ProducerGroup) == 0
+            ? $"no producer of group '{t.ProducerGroup}' is connected; the check is sent when one connects" : null;
+        return new TransactionView(t.TransactionId, t.MessageId, t.Topic, t.ProducerGroup, t.OriginClientId, t.StoredAt, t.Checks,
+            waiting is null ? t.NextCheckAt : null, t.Parked, t.ParkedAt, t.LogAddress, indexed?.Keys, indexed?.Tag, waiting);
     }
 
     private static async Task<IResult> Decide(BrokerEngine engine, string id, TransactionResolution resolution, CancellationToken ct)
@@ -62,9 +113,9 @@ public static class AdminApi
     {
         BrokerStatus.Ok => Results.Ok(ok),
         BrokerStatus.TransactionNotFound => NotFound(error.Message),
-        BrokerStatus.TransactionConflict => Results.Json(new { error = error.Message, code = error.Status.ToString() }, statusCode: 409),
-        _ => Results.Json(new { error = error.Message, code = error.Status.ToString() }, statusCode: 400),
+        BrokerStatus.TransactionConflict => Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 409),
+        _ => Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 400),
     };
 
-    private static IResult NotFound(string message) => Results.Json(new { error = message, code = "NotFound" }, statusCode: 404);
+    private static IResult NotFound(string message) => Results.Json(new ErrorBody(message, "NotFound"), statusCode: 404);
 }

@@ -1,23 +1,36 @@
 using System.Globalization;
+using System.Reflection;
+using System.Text;
 using HalfMsg.Broker.Core;
+using Microsoft.Extensions.Configuration.EnvironmentVariables;
+using Microsoft.Extensions.Configuration.Json;
+using Microsoft.Extensions.Configuration.Memory;
 
 namespace HalfMsg.Broker.Hosting;
 
-/// <summary>One table of settings: flag, configuration key, default and parser. Used for flags, binding and the README.</summary>
+/// <summary>
+/// One table of settings: flag, configuration key, default and meaning. The same table drives the command line, binding,
+/// <c>--help</c>, the sample appsettings.json (a test keeps them equal) and the README.
+/// </summary>
 public static class BrokerConfiguration
 {
     public sealed record Setting(string Flag, string Key, string Default, string Description);
 
     public static readonly Setting[] Settings =
     [
-        new("--data-dir", "Broker:DataDir", "./data", "Where the log and checkpoints live."),
-        new("--bind", "Broker:Bind", "127.0.0.1", "Address to listen on (0.0.0.0 for all interfaces)."),
-        new("--advertised-host", "Broker:AdvertisedHost", "(connection's local address)", "Host returned to clients in QueryRoute."),
+        new("--data-dir", "Broker:DataDir", "./data", "Where the log and checkpoints live, relative to the working directory (dotnet run: the project folder)."),
+        new("--bind", "Broker:Bind", "127.0.0.1", "Address of the client ports (gRPC, Remoting); 0.0.0.0 for all interfaces."),
+        new("--advertised-host", "Broker:AdvertisedHost", "", "Host returned to clients in QueryRoute; empty = the address the client connected to."),
         new("--grpc-port", "Broker:GrpcPort", "8081", "RocketMQ 5 gRPC endpoint (HTTP/2 cleartext)."),
         new("--remoting-port", "Broker:RemotingPort", "10911", "RocketMQ 4 Remoting endpoint (TCP; 0 = off)."),
-        new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off)."),
-        new("--http-port", "Broker:HttpPort", "8080", "Admin API and GET /health (HTTP/1.1)."),
+        new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off; name-server requests also answer on the remoting port)."),
+        new("--http-port", "Broker:HttpPort", "8080", "Admin port (HTTP/1.1): admin API, dashboard, /metrics, /health."),
+        new("--admin-bind", "Broker:AdminBind", "127.0.0.1", "Address of the admin port, separate from --bind; expose it only with credentials configured."),
+        new("--admin-allowed-hosts", "Broker:AdminAllowedHosts", "localhost,127.0.0.1,[::1]", "Host header values the admin port answers (comma-separated; the --admin-bind address is added); guards against DNS rebinding."),
+        new("--metrics-anonymous", "Broker:MetricsAnonymous", "false", "true: GET /metrics needs no credentials even when credentials are configured."),
+        new("--log-format", "Broker:LogFormat", "simple", "Console log format: simple or json (one JSON object per line)."),
         new("--flush", "Broker:Flush", "sync", "sync: acknowledged writes are on disk before the reply (group commit); async: periodic commit."),
+        new("--decision-durability", "Broker:DecisionDurability", "sync", "sync: a commit or rollback is answered once it is durable; relaxed: answered at once (as RocketMQ's one-way END_TRANSACTION); the message still becomes visible only once durable, and a decision lost in a crash leaves its half pending for check-back."),
         new("--transaction-timeout", "Broker:TransactionTimeout", "6s", "A half younger than this is not checked."),
         new("--transaction-check-interval", "Broker:TransactionCheckInterval", "30s", "How often the check-back scheduler runs."),
         new("--transaction-check-max", "Broker:TransactionCheckMax", "15", "Check-backs before a half is parked in TRANS_CHECK_MAX_TIME_TOPIC."),
@@ -26,9 +39,43 @@ public static class BrokerConfiguration
         new("--max-message-size", "Broker:MaxMessageSize", "4MiB", "Largest accepted body."),
         new("--auto-create-topics", "Broker:AutoCreateTopics", "true", "Create topics on first use."),
         new("--checkpoint-every", "Broker:CheckpointEvery", "200000", "Records between checkpoints (bounds replay at start)."),
-        new("--retention-size", "Broker:RetentionSize", "8GiB", "Truncate the log head beyond this size (live records are re-appended first)."),
-        new("--retention-time", "Broker:RetentionTime", "72h", "Truncate records older than this (live records are re-appended first)."),
+        new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
+        new("--retention-time", "Broker:RetentionTime", "72h", "Cut records older than this; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
     ];
+
+    /// <summary>Sections under <c>Broker:</c> that are not single settings.</summary>
+    private static readonly string[] KnownSections = ["Credentials"];
+
+    /// <summary>The product version (informational version of this assembly, with the commit when the build knows it).</summary>
+    public static string Version { get; } =
+        typeof(BrokerConfiguration).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
+
+    /// <summary>What <c>--help</c> prints: every flag with its meaning, default and configuration key.</summary>
+    public static string HelpText()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine($"HalfMsgBroker {Version}: a RocketMQ-compatible transactional message broker.");
+        sb.AppendLine();
+        sb.AppendLine("Usage: HalfMsg.Broker [--flag value | --flag=value]...");
+        sb.AppendLine();
+        sb.AppendLine("Each flag can also be set in appsettings.json (\"Broker\": { \"GrpcPort\": 8081 }) or as an environment");
+        sb.AppendLine("variable (Broker__GrpcPort=8081); flags win over the environment, which wins over appsettings.json.");
+        sb.AppendLine("Durations take a unit: 500ms, 6s, 1m, 2h, 1d. Sizes: 4194304, 512KiB, 4MiB, 8GiB.");
+        sb.AppendLine("Credentials (admin API and gRPC): Broker__Credentials__<accessKey>=<secret>.");
+        sb.AppendLine();
+        int width = Settings.Max(s => s.Flag.Length) + 2;
+        foreach (var s in Settings)
+        {
+            sb.Append("  ").Append(s.Flag.PadRight(width)).AppendLine(s.Description);
+            sb.Append("  ").Append(new string(' ', width))
+              .AppendLine($"default: {(s.Default.Length == 0 ? "(empty)" : s.Default)}; {s.Key.Replace(":", "__", StringComparison.Ordinal)}");
+        }
+        sb.Append("  ").Append("-h, --help".PadRight(width)).AppendLine("Print this help and exit.");
+        sb.Append("  ").Append("--version".PadRight(width)).AppendLine("Print the version and exit.");
+        sb.AppendLine();
+        sb.AppendLine("Exit codes: 0 stopped cleanly, 2 invalid configuration or a start-up check failed (port in use, bad data dir).");
+        return sb.ToString();
+    }
 
     /// <summary>Turns <c>--flag value</c> / <c>--flag=value</c> pairs into configuration keys. Unknown flags are errors.</summary>
     public static Dictionary<string, string?> ParseCommandLine(string[] args)
@@ -38,26 +85,31 @@ public static class BrokerConfiguration
         {
             string arg = args[i];
             if (!arg.StartsWith("--", StringComparison.Ordinal))
-                throw new BrokerConfigurationException($"unexpected argument '{arg}'; flags look like --grpc-port 8081");
+                throw new BrokerConfigurationException($"unexpected argument '{arg}'; flags look like --grpc-port 8081 (see --help)");
             string flag = arg, value;
             int eq = arg.IndexOf('=');
             if (eq > 0) { flag = arg[..eq]; value = arg[(eq + 1)..]; }
             else
             {
-                if (i + 1 >= args.Length) throw new BrokerConfigurationException($"{flag} needs a value");
+                if (i + 1 >= args.Length) throw new BrokerConfigurationException($"{flag} needs a value (see --help)");
                 value = args[++i];
             }
             var setting = Array.Find(Settings, s => s.Flag.Equals(flag, StringComparison.OrdinalIgnoreCase))
-                ?? throw new BrokerConfigurationException($"unknown flag {flag}; known flags: {string.Join(", ", Settings.Select(s => s.Flag))}");
+                ?? throw new BrokerConfigurationException($"unknown flag {flag} (see --help for the {Settings.Length} known flags)");
             result[setting.Key] = value;
         }
         return result;
     }
 
-    /// <summary>Reads and validates every setting; the first bad one throws with its flag name.</summary>
+    /// <summary>
+    /// Reads and validates every setting; the first bad one throws with the name the operator wrote it under: the flag,
+    /// the environment variable (<c>Broker__Flush</c>) or the key in appsettings.json.
+    /// </summary>
     public static BrokerOptions Bind(IConfiguration config)
     {
-        string Get(string flag) => config[Key(flag)] ?? Array.Find(Settings, s => s.Flag == flag)!.Default;
+        RejectUnknownKeys(config);
+        string Get(string flag) => config[Key(flag)] is { Length: > 0 } v ? v : Array.Find(Settings, s => s.Flag == flag)!.Default;
+        string N(string flag) => SourceName(config, flag);
         var core = new CoreOptions
         {
             DataDir = Get("--data-dir"),
@@ -65,63 +117,143 @@ public static class BrokerConfiguration
             {
                 "sync" => FlushMode.Sync,
                 "async" => FlushMode.Async,
-                var v => throw new BrokerConfigurationException($"--flush must be 'sync' or 'async', not '{v}'"),
+                var v => throw new BrokerConfigurationException($"{N("--flush")} must be 'sync' or 'async', not '{v}'"),
             },
-            TransactionTimeout = Duration("--transaction-timeout", Get("--transaction-timeout"), TimeSpan.Zero),
-            TransactionCheckInterval = Duration("--transaction-check-interval", Get("--transaction-check-interval"), TimeSpan.FromMilliseconds(10)),
-            TransactionCheckMax = Int("--transaction-check-max", Get("--transaction-check-max"), 1, 10_000),
-            MaxDeliveryAttempts = Int("--max-delivery-attempts", Get("--max-delivery-attempts"), 1, 1_000),
-            QueuesPerTopic = Int("--queues-per-topic", Get("--queues-per-topic"), 1, 1_024),
-            MaxMessageSize = (int)Size("--max-message-size", Get("--max-message-size"), 1, Broker.Core.Storage.RecordLimits.MaxMessageSizeLimit),
-            AutoCreateTopics = Bool("--auto-create-topics", Get("--auto-create-topics")),
-            CheckpointEveryRecords = Int("--checkpoint-every", Get("--checkpoint-every"), 100, int.MaxValue),
-            RetentionBytes = Size("--retention-size", Get("--retention-size"), 0, long.MaxValue),
-            RetentionTime = Duration("--retention-time", Get("--retention-time"), TimeSpan.Zero),
+            DecisionDurability = Get("--decision-durability").ToLowerInvariant() switch
+            {
+                "sync" => DecisionDurability.Sync,
+                "relaxed" => DecisionDurability.Relaxed,
+                var v => throw new BrokerConfigurationException($"{N("--decision-durability")} must be 'sync' or 'relaxed', not '{v}'"),
+            },
+            TransactionTimeout = Duration(N("--transaction-timeout"), Get("--transaction-timeout"), TimeSpan.Zero),
+            TransactionCheckInterval = Duration(N("--transaction-check-interval"), Get("--transaction-check-interval"), TimeSpan.FromMilliseconds(10)),
+            TransactionCheckMax = Int(N("--transaction-check-max"), Get("--transaction-check-max"), 1, 10_000),
+            MaxDeliveryAttempts = Int(N("--max-delivery-attempts"), Get("--max-delivery-attempts"), 1, 1_000),
+            QueuesPerTopic = Int(N("--queues-per-topic"), Get("--queues-per-topic"), 1, 1_024),
+            MaxMessageSize = (int)Size(N("--max-message-size"), Get("--max-message-size"), 1, Broker.Core.Storage.RecordLimits.MaxMessageSizeLimit),
+            AutoCreateTopics = Bool(N("--auto-create-topics"), Get("--auto-create-topics")),
+            CheckpointEveryRecords = Int(N("--checkpoint-every"), Get("--checkpoint-every"), 100, int.MaxValue),
+            RetentionBytes = Size(N("--retention-size"), Get("--retention-size"), 0, long.MaxValue),
+            RetentionTime = Duration(N("--retention-time"), Get("--retention-time"), TimeSpan.Zero),
         };
         var credentials = config.GetSection("Broker:Credentials").GetChildren()
             .Where(c => !string.IsNullOrEmpty(c.Value)).ToDictionary(c => c.Key, c => c.Value!);
+        string adminBind = Get("--admin-bind");
         var options = new BrokerOptions
         {
             DataDir = core.DataDir,
             Bind = Get("--bind"),
-            AdvertisedHost = config[Key("--advertised-host")],
-            GrpcPort = Int("--grpc-port", Get("--grpc-port"), 0, 65535),
-            RemotingPort = Int("--remoting-port", Get("--remoting-port"), 0, 65535),
-            NameServerPort = Int("--namesrv-port", Get("--namesrv-port"), 0, 65535),
-            HttpPort = Int("--http-port", Get("--http-port"), 0, 65535),
+            AdvertisedHost = config[Key("--advertised-host")] is { Length: > 0 } host ? host : null,
+            GrpcPort = Int(N("--grpc-port"), Get("--grpc-port"), 0, 65535),
+            RemotingPort = Int(N("--remoting-port"), Get("--remoting-port"), 0, 65535),
+            NameServerPort = Int(N("--namesrv-port"), Get("--namesrv-port"), 0, 65535),
+            HttpPort = Int(N("--http-port"), Get("--http-port"), 0, 65535),
+            AdminBind = adminBind,
+            AdminAllowedHosts = AllowedHosts(Get("--admin-allowed-hosts"), adminBind),
+            MetricsAnonymous = Bool(N("--metrics-anonymous"), Get("--metrics-anonymous")),
+            LogFormat = Get("--log-format").ToLowerInvariant() switch
+            {
+                "simple" => LogFormat.Simple,
+                "json" => LogFormat.Json,
+                var v => throw new BrokerConfigurationException($"{N("--log-format")} must be 'simple' or 'json', not '{v}'"),
+            },
             Core = core,
             Credentials = credentials,
         };
         if (!System.Net.IPAddress.TryParse(options.Bind, out _))
-            throw new BrokerConfigurationException($"--bind must be an IP address, not '{options.Bind}'");
+            throw new BrokerConfigurationException($"{N("--bind")} must be an IP address, not '{options.Bind}'");
+        if (!System.Net.IPAddress.TryParse(options.AdminBind, out _))
+            throw new BrokerConfigurationException($"{N("--admin-bind")} must be an IP address, not '{options.AdminBind}'");
         if (options.GrpcPort != 0 && options.GrpcPort == options.HttpPort)
-            throw new BrokerConfigurationException("--grpc-port and --http-port must differ (gRPC is HTTP/2-only; the admin port is HTTP/1.1)");
+            throw new BrokerConfigurationException($"{N("--grpc-port")} and {N("--http-port")} must differ (gRPC is HTTP/2-only; the admin port is HTTP/1.1)");
         return options;
+    }
+
+    private static void RejectUnknownKeys(IConfiguration config)
+    {
+        foreach (var child in config.GetSection("Broker").GetChildren())
+        {
+            if (Array.Exists(KnownSections, k => k.Equals(child.Key, StringComparison.OrdinalIgnoreCase))) continue;
+            if (Array.Exists(Settings, s => s.Key.Equals("Broker:" + child.Key, StringComparison.OrdinalIgnoreCase))) continue;
+            string name = SourceName(config, child.Path, child.Path);
+            string? near = Array.Find(Settings, s => Distance(s.Key[7..].ToLowerInvariant(), child.Key.ToLowerInvariant()) <= 2)?.Key;
+            string hint = near is null ? "" : $" (did you mean {near[7..]}?)";
+            throw new BrokerConfigurationException($"unknown setting {name}{hint}; see --help for the known settings");
+        }
+    }
+
+    /// <summary>Levenshtein distance, for "did you mean" on short keys.</summary>
+    private static int Distance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (int i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (int j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (int i = 1; i <= a.Length; i++)
+            for (int j = 1; j <= b.Length; j++)
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+        return d[a.Length, b.Length];
+    }
+
+    private static string SourceName(IConfiguration config, string flag) => SourceName(config, Key(flag), flag);
+
+    /// <summary>
+    /// The name under which the winning value of <paramref name="key"/> was written: a command-line flag (in-memory
+    /// provider), an environment variable, or a key in a JSON file. The last provider that has the key wins, as in binding.
+    /// </summary>
+    private static string SourceName(IConfiguration config, string key, string flag)
+    {
+        if (config is not IConfigurationRoot root) return flag;
+        foreach (var provider in root.Providers.Reverse())
+        {
+            if (!provider.TryGet(key, out _)) continue;
+            return provider switch
+            {
+                MemoryConfigurationProvider => flag,
+                EnvironmentVariablesConfigurationProvider => key.Replace(":", "__", StringComparison.Ordinal),
+                JsonConfigurationProvider json => $"{key} (in {json.Source.Path})",
+                _ => key,
+            };
+        }
+        return flag;
+    }
+
+    private static IReadOnlyList<string> AllowedHosts(string value, string adminBind)
+    {
+        var hosts = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
+        if (System.Net.IPAddress.TryParse(adminBind, out var ip) && !ip.Equals(System.Net.IPAddress.Any) && !ip.Equals(System.Net.IPAddress.IPv6Any))
+            hosts.Add(ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{ip}]" : ip.ToString());
+        return hosts.Distinct(StringComparer.OrdinalIgnoreCase).ToList();
     }
 
     private static string Key(string flag) => Array.Find(Settings, s => s.Flag == flag)!.Key;
 
-    private static int Int(string flag, string value, int min, int max)
+    private static int Int(string name, string value, int min, int max)
     {
         if (!int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) || n < min || n > max)
-            throw new BrokerConfigurationException($"{flag} must be a whole number in [{min}, {max}], not '{value}'");
+            throw new BrokerConfigurationException($"{name} must be a whole number in [{min}, {max}], not '{value}'");
         return n;
     }
 
-    private static bool Bool(string flag, string value) => value.ToLowerInvariant() switch
+    private static bool Bool(string name, string value) => value.ToLowerInvariant() switch
     {
         "true" or "1" or "yes" or "on" => true,
         "false" or "0" or "no" or "off" => false,
-        _ => throw new BrokerConfigurationException($"{flag} must be true or false, not '{value}'"),
+        _ => throw new BrokerConfigurationException($"{name} must be true or false, not '{value}'"),
     };
 
     /// <summary>Durations: <c>500ms</c>, <c>6s</c>, <c>2m</c>, <c>72h</c>, <c>1d</c>, or a TimeSpan like <c>00:00:30</c>.</summary>
-    public static TimeSpan Duration(string flag, string value, TimeSpan min)
+    public static TimeSpan Duration(string name, string value, TimeSpan min)
     {
         if (TryParseDuration(value, out var d) && d >= min) return d;
-        throw new BrokerConfigurationException($"{flag} must be a duration like 500ms, 6s, 2m, 72h (at least {min.TotalMilliseconds} ms), not '{value}'");
+        string why = double.TryParse(value.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out _)
+            ? "needs a unit" : $"must be a duration of at least {min.TotalMilliseconds} ms";
+        throw new BrokerConfigurationException($"{name} {why}: write it like 500ms, 6s, 1m, 2h or 1d (or 00:00:30), not '{value}'");
     }
 
+    /// <summary>
+    /// Parses a duration with a unit. A bare number is refused: <see cref="TimeSpan.Parse(string)"/> would read
+    /// <c>6</c> as six days, which is never what a <c>--transaction-timeout 6</c> meant.
+    /// </summary>
     public static bool TryParseDuration(string value, out TimeSpan duration)
     {
         duration = default;
@@ -129,19 +261,22 @@ public static class BrokerConfiguration
         (string suffix, double ms)[] units = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
         foreach (var (suffix, ms) in units)
         {
-            if (value.EndsWith(suffix, StringComparison.Ordinal) && double.TryParse(value[..^suffix.Length], NumberStyles.Float, CultureInfo.InvariantCulture, out var n) && n >= 0)
+            if (suffix == "m" && value.EndsWith("ms", StringComparison.Ordinal)) continue;
+            if (value.EndsWith(suffix, StringComparison.Ordinal)
+                && double.TryParse(value[..^suffix.Length], NumberStyles.Float, CultureInfo.InvariantCulture, out var n) && n >= 0)
             {
-                if (suffix == "m" && value.EndsWith("ms", StringComparison.Ordinal)) continue;
                 duration = TimeSpan.FromMilliseconds(n * ms);
                 return true;
             }
         }
-        return TimeSpan.TryParse(value, CultureInfo.InvariantCulture, out duration) && duration >= TimeSpan.Zero;
+        return value.Contains(':', StringComparison.Ordinal)
+            && TimeSpan.TryParse(value, CultureInfo.InvariantCulture, out duration) && duration >= TimeSpan.Zero;
     }
 
     /// <summary>Sizes: <c>4194304</c>, <c>4MiB</c>, <c>512KiB</c>, <c>8GiB</c> (also KB/MB/GB as binary units).</summary>
-    public static long Size(string flag, string value, long min, long max)
+    public static long Size(string name, string value, long min, long max)
     {
+        string original = value;
         value = value.Trim();
         (string suffix, long mult)[] units = [("KiB", 1L << 10), ("MiB", 1L << 20), ("GiB", 1L << 30), ("KB", 1L << 10), ("MB", 1L << 20), ("GB", 1L << 30), ("B", 1)];
         long multiplier = 1;
@@ -151,9 +286,9 @@ public static class BrokerConfiguration
         }
         if (long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= 0 && n <= max / multiplier && n * multiplier >= min)
             return n * multiplier;
-        throw new BrokerConfigurationException($"{flag} must be a size like 4194304, 4MiB or 8GiB in [{min}, {max}] bytes");
+        throw new BrokerConfigurationException($"{name} must be a size like 4194304, 4MiB or 8GiB in [{min}, {max}] bytes, not '{original}'");
     }
 }
 
-/// <summary>A configuration value that prevents start-up. The message names the flag.</summary>
+/// <summary>A configuration value or start-up check that prevents start-up. The message names the flag to change.</summary>
 public sealed class BrokerConfigurationException(string message) : Exception(message);

@@ -31,21 +31,29 @@ public sealed class BrokerHost : IAsyncDisposable
         Options = options;
     }
 
-    public static async Task<BrokerHost> StartAsync(string[] args, CancellationToken ct = default)
+    public static Task<BrokerHost> StartAsync(string[] args, CancellationToken ct = default) => StartAsync(args, [], ct);
+
+    /// <summary>
+    /// As <see cref="StartAsync(string[], CancellationToken)"/>, with extra configuration keys below the flags (tests:
+    /// credentials for an in-process broker without touching the process environment).
+    /// </summary>
+    internal static async Task<BrokerHost> StartAsync(string[] args, IEnumerable<KeyValuePair<string, string?>> configuration, CancellationToken ct = default)
     {
         var flags = BrokerConfiguration.ParseCommandLine(args);
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        builder.Configuration.AddInMemoryCollection(configuration);
         builder.Configuration.AddInMemoryCollection(flags);
         var options = BrokerConfiguration.Bind(builder.Configuration);
+        StartupChecks.Run(options);
 
-        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        BrokerLogging.Configure(builder.Logging, builder.Configuration, options);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
             kestrel.Limits.Http2.MaxStreamsPerConnection = 1000;
             kestrel.Limits.MaxRequestBodySize = null;
             kestrel.Listen(ip, options.GrpcPort, o => o.Protocols = HttpProtocols.Http2);
-            kestrel.Listen(ip, options.HttpPort, o => o.Protocols = HttpProtocols.Http1);
+            AdminEndpoint.Listen(kestrel, options);
         });
         builder.Services.AddGrpcV5(new GrpcV5Options
         {
@@ -56,24 +64,33 @@ public sealed class BrokerHost : IAsyncDisposable
         });
         RemotingEndpoint.Add(builder, options);
 
+        AdminEndpoint.AddServices(builder, options);
+
         // Recovery completes before any listener accepts.
-        var loggers = LoggerFactory.Create(l => l.AddConsole().SetMinimumLevel(LogLevel.Information));
+        var loggers = BrokerLogging.CreateFactory(builder.Configuration, options);
         var engine = await BrokerEngine.OpenAsync(options.Core, TimeProvider.System, loggers, startBackgroundLoops: true, ct);
         builder.Services.AddSingleton(engine);
         var app = builder.Build();
         app.MapWhen(ctx => ctx.Connection.LocalPort == options.GrpcPort, grpc => grpc.UseGrpcV5());
-        app.MapAdminApi(engine);
+        AdminEndpoint.Map(app, engine, options);
         try
         {
             await app.StartAsync(ct);
+        }
+        catch (IOException ex)
+        {
+            // A port taken between the start-up check and now: still one line that names the flags.
+            await engine.DisposeAsync();
+            throw new BrokerConfigurationException($"could not listen ({ex.Message}); check --grpc-port, --http-port, --bind and --admin-bind");
         }
         catch
         {
             await engine.DisposeAsync();
             throw;
         }
-        app.Logger.LogInformation("HalfMsgBroker ready: gRPC {Bind}:{Grpc}, admin http://{Bind}:{Http}, data {DataDir}, flush {Flush}",
-            options.Bind, options.GrpcPort, options.Bind, options.HttpPort, Path.GetFullPath(options.DataDir), options.Core.Flush);
+        app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc}, admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
+            BrokerConfiguration.Version, options.Bind, options.GrpcPort, options.AdminBind, options.HttpPort,
+            options.Credentials.Count > 0 ? "on" : "off", Path.GetFullPath(options.DataDir), options.Core.Flush);
         return new BrokerHost(app, engine, options);
     }
 
@@ -83,6 +100,8 @@ public sealed class BrokerHost : IAsyncDisposable
     {
         await _app.StopAsync();
         await Engine.DisposeAsync();
+        _app.Logger.LogInformation("HalfMsgBroker stopped: checkpoint at log address {Checkpoint}, data {DataDir}",
+            Engine.LastCheckpointAddress, Path.GetFullPath(Options.DataDir));
         await _app.DisposeAsync();
     }
 }

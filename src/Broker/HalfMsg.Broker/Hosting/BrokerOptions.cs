@@ -18,7 +18,20 @@ public sealed record BrokerOptions
     /// <summary>Embedded name server (0 = off; name-server requests still answer on the remoting port).</summary>
     public int NameServerPort { get; init; } = 9876;
     public int HttpPort { get; init; } = 8080;
+    /// <summary>Address of the admin port; separate from <see cref="Bind"/> so client ports can be public while admin stays local.</summary>
+    public string AdminBind { get; init; } = "127.0.0.1";
+    /// <summary>Host header values (without port) the admin port answers; <c>*</c> = any.</summary>
+    public IReadOnlyList<string> AdminAllowedHosts { get; init; } = ["localhost", "127.0.0.1", "[::1]"];
+    /// <summary>GET /metrics without credentials even when credentials are configured.</summary>
+    public bool MetricsAnonymous { get; init; }
+    public LogFormat LogFormat { get; init; } = LogFormat.Simple;
     public CoreOptions Core { get; init; } = new();
     /// <summary>Access key → secret. Empty = authentication off.</summary>
     public IReadOnlyDictionary<string, string> Credentials { get; init; } = new Dictionary<string, string>();
+}
+
+public enum LogFormat
+{
+    Simple,
+    Json,
 }

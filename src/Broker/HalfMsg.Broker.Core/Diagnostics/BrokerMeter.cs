@@ -1,0 +1,129 @@
+using System.Diagnostics.Metrics;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Broker.Core.Diagnostics;
+
+/// <summary>
+/// The broker's <see cref="Meter"/> (<c>HalfMsg.Broker</c>): observable instruments over the engine's public state,
+/// read when a collector asks (a Prometheus scrape), so the hot path pays nothing.
+/// </summary>
+/// <remarks>
+/// Names follow RocketMQ 5's broker metrics where one exists, so existing Grafana dashboards work once the Prometheus
+/// exporter turns dots into underscores and adds <c>_total</c> to counters: <c>rocketmq_messages_in_total</c>,
+/// <c>rocketmq_throughput_in_total</c> (bytes),
+/// <c>rocketmq_messages_out_total</c>, <c>rocketmq_consumer_lag_messages</c>, <c>rocketmq_consumer_inflight_messages</c>.
+/// RocketMQ has no transactional-message metrics of this kind; ours are prefixed <c>halfmsg_</c>.
+/// Counters are the engine's <see cref="BrokerMetrics"/>, so they restart from zero with the process (Prometheus'
+/// <c>rate()</c> handles resets).
+/// </remarks>
+public sealed class BrokerMeter : IDisposable
+{
+    public const string Name = "HalfMsg.Broker";
+
+    private readonly Meter _meter;
+
+    /// <param name="engine">The engine to observe.</param>
+    /// <param name="version">The broker version, reported as the meter's version.</param>
+    /// <param name="name">The meter name; <see cref="Name"/> unless several brokers share one process (tests).</param>
+    public BrokerMeter(BrokerEngine engine, string? version = null, string name = Name)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        _meter = new Meter(name, version);
+        var m = engine.Metrics;
+
+        // RocketMQ 5 names. messages_in counts messages that reached a topic queue (sends and commits), per topic.
+        _meter.CreateObservableCounter("rocketmq_messages_in", () => PerTopic(engine, t => t.Queues.Sum(q => q.MaxOffset)),
+            description: "Messages that reached a topic queue (normal sends and committed halves), since the topic was created.");
+        _meter.CreateObservableCounter("rocketmq_throughput_in",
+            () => engine.MessageIndex.BytesInByTopic().Select(t => new Measurement<long>(t.Value, new KeyValuePair<string, object?>("topic", t.Key))),
+            // No unit on purpose: with "By" the exporter would add _bytes, and RocketMQ's name has none.
+            description: "Message body bytes accepted (sends and halves) since start, per topic.");
+        _meter.CreateObservableCounter("rocketmq_messages_out", () => Volatile.Read(ref m.Delivered),
+            description: "Deliveries to consumers, redeliveries included.");
+        _meter.CreateObservableGauge("rocketmq_consumer_lag_messages", () => PerGroup(engine, g => g.Lag),
+            description: "Messages a consumer group has not acknowledged yet, per topic.");
+        _meter.CreateObservableGauge("rocketmq_consumer_inflight_messages", () => PerGroup(engine, g => g.InFlight),
+            description: "Messages delivered to a consumer group and not acknowledged or expired yet, per topic.");
+
+        // Transactions.
+        _meter.CreateObservableGauge("halfmsg_transactions_pending", () => Pending(engine, parked: false),
+            description: "Half messages waiting for a decision and still being checked.");
+        _meter.CreateObservableGauge("halfmsg_transactions_parked", () => Pending(engine, parked: true),
+            description: "Half messages parked after the maximum check-backs (TRANS_CHECK_MAX_TIME_TOPIC); an operator decides them.");
+        _meter.CreateObservableGauge("halfmsg_transactions_oldest_pending_age", () => OldestAge(engine), unit: "s",
+            description: "Age of the oldest pending (not parked) half message, 0 when none.");
+        _meter.CreateObservableCounter("halfmsg_half_messages_stored", () => Volatile.Read(ref m.HalvesStored),
+            description: "Half messages accepted.");
+        _meter.CreateObservableCounter("halfmsg_transaction_decisions", () => engine.MessageIndex.DecisionsBySource().Select(d =>
+                new Measurement<long>(d.Value,
+                    new KeyValuePair<string, object?>("resolution", d.Key.Resolution == TransactionResolution.Commit ? "commit" : "rollback"),
+                    new KeyValuePair<string, object?>("source", d.Key.Source switch
+                    {
+                        DecisionSource.Client => "producer",
+                        DecisionSource.CheckBack => "check_back",
+                        _ => "operator",
+                    }))),
+            description: "Transactions decided since start, by resolution and by who decided (the producer, its check-back answer, an operator).");
+        _meter.CreateObservableCounter("halfmsg_transaction_duplicate_decisions", () => Volatile.Read(ref m.DuplicateDecisions),
+            description: "Repeated decisions answered idempotently.");
+        _meter.CreateObservableCounter("halfmsg_transaction_checks", () => new[]
+            {
+                new Measurement<long>(Volatile.Read(ref m.ChecksSent), new KeyValuePair<string, object?>("outcome", "sent")),
+                new Measurement<long>(Volatile.Read(ref m.ChecksWithoutProducer), new KeyValuePair<string, object?>("outcome", "no_producer")),
+            },
+            description: "Check-back attempts: sent to a live producer, or skipped because no producer of the group was connected.");
+        _meter.CreateObservableCounter("halfmsg_transactions_parked_events", () => Volatile.Read(ref m.Parked),
+            description: "Halves parked after the maximum check-backs.");
+
+        // Delivery.
+        _meter.CreateObservableCounter("halfmsg_messages_redelivered", () => Volatile.Read(ref m.Redelivered),
+            description: "Deliveries after an invisibility timeout.");
+        _meter.CreateObservableCounter("halfmsg_messages_acked", () => Volatile.Read(ref m.Acked), description: "Acknowledged deliveries.");
+        _meter.CreateObservableCounter("halfmsg_messages_dead_lettered", () => Volatile.Read(ref m.DeadLettered),
+            description: "Messages moved to a %DLQ% topic.");
+
+        // Storage.
+        _meter.CreateObservableGauge("halfmsg_log_size", () => Math.Max(0, engine.LogTailAddress - engine.LogBeginAddress), unit: "By",
+            description: "Bytes between the log head and tail (what retention bounds).");
+        _meter.CreateObservableGauge("halfmsg_log_head_address", () => engine.LogBeginAddress, unit: "By",
+            description: "Log head address; it moves when retention cuts the log.");
+        _meter.CreateObservableCounter("halfmsg_log_records_appended", () => Volatile.Read(ref m.RecordsAppended),
+            description: "Records appended to the log.");
+        _meter.CreateObservableGauge("halfmsg_recovery_duration", () => Volatile.Read(ref m.RecoveryMilliseconds) / 1000.0, unit: "s",
+            description: "How long the last start-up recovery took.");
+        _meter.CreateObservableCounter("halfmsg_log_corrupt_records_skipped", () => Volatile.Read(ref m.CorruptRecordsSkipped),
+            description: "Records skipped at recovery because their checksum did not match.");
+        _meter.CreateObservableGauge("halfmsg_producers_connected", () => engine.Producers.Snapshot().Values.Sum(c => c.Length),
+            description: "Producer connections that can receive check-backs.");
+    }
+
+    private static IEnumerable<Measurement<long>> PerTopic(BrokerEngine engine, Func<BrokerEngine.TopicInfo, long> value)
+        => engine.ListTopics().Where(t => !t.System).Select(t => new Measurement<long>(value(t), new KeyValuePair<string, object?>("topic", t.Name)));
+
+    private static IEnumerable<Measurement<long>> PerGroup(BrokerEngine engine, Func<BrokerEngine.GroupTopicInfo, long> value)
+    {
+        var result = new List<Measurement<long>>();
+        foreach (string group in engine.ListTopics().SelectMany(t => t.ConsumerGroups).Distinct(StringComparer.Ordinal))
+        {
+            if (engine.FindGroup(group) is not { } info) continue;
+            foreach (var t in info.Topics)
+                result.Add(new Measurement<long>(value(t),
+                    new KeyValuePair<string, object?>("topic", t.Topic), new KeyValuePair<string, object?>("consumer_group", group)));
+        }
+        return result;
+    }
+
+    private static int Pending(BrokerEngine engine, bool parked)
+    {
+        engine.ListTransactions(parked, long.MaxValue, 1, out int total);
+        return total;
+    }
+
+    private static double OldestAge(BrokerEngine engine)
+    {
+        var first = engine.ListTransactions(parked: false, -1, 1, out _);
+        return first.Count == 0 ? 0 : Math.Max(0, (DateTimeOffset.UtcNow - first[0].StoredAt).TotalSeconds);
+    }
+
+    public void Dispose() => _meter.Dispose();
+}

@@ -1,0 +1,115 @@
+using System.Security.Cryptography;
+using System.Text;
+
+namespace HalfMsg.Broker.Admin;
+
+/// <summary>
+/// The lock on the admin port, in the order a request meets it:
+/// <list type="number">
+/// <item>Host filtering: the Host header must name this broker (<c>--admin-allowed-hosts</c>), so a page on another
+/// site cannot reach a loopback broker through DNS rebinding (400).</item>
+/// <item>Authentication, when credentials are configured: HTTP Basic with an access key as user name and its secret as
+/// password, the same pairs as the gRPC signatures (401 with <c>WWW-Authenticate</c>, so a browser asks for them).
+/// <c>/health</c> stays open for probes and says only ready/starting; <c>/metrics</c> opens with
+/// <c>--metrics-anonymous</c>.</item>
+/// <item>Cross-site protection for state-changing requests: only POST changes state, and a POST whose
+/// <c>Sec-Fetch-Site</c> is not <c>same-origin</c>/<c>none</c> or whose <c>Origin</c> is not this host is refused
+/// (403). Browsers send Basic credentials cross-site on their own, so this is what stops a forged form.</item>
+/// </list>
+/// Every refusal has a JSON body <c>{"error": ..., "code": ...}</c>. Credentials are never logged or echoed.
+/// </summary>
+public sealed class AdminGuard(IReadOnlyList<string> allowedHosts, IReadOnlyDictionary<string, string> credentials, bool metricsAnonymous)
+{
+    public const string Realm = "HalfMsgBroker admin";
+
+    /// <summary>Secrets hashed once, so a comparison costs the same whatever the lengths (no timing hint on length).</summary>
+    private readonly Dictionary<string, byte[]> _secretHashes = credentials.ToDictionary(
+        c => c.Key, c => SHA256.HashData(Encoding.UTF8.GetBytes(c.Value)), StringComparer.Ordinal);
+
+    private readonly bool _anyHost = allowedHosts.Contains("*");
+
+    public bool AuthenticationOn => _secretHashes.Count > 0;
+
+    public async Task InvokeAsync(HttpContext context, RequestDelegate next)
+    {
+        var request = context.Request;
+        string host = request.Host.Host;
+        if (!_anyHost && !allowedHosts.Contains(host, StringComparer.OrdinalIgnoreCase))
+        {
+            await Refuse(context, 400, "HostNotAllowed", "this Host is not served by the admin port; add it to --admin-allowed-hosts");
+            return;
+        }
+
+        string path = request.Path.Value ?? "/";
+        bool open = path == "/health" || (metricsAnonymous && path == "/metrics");
+        if (AuthenticationOn && !open)
+        {
+            string? accessKey = Authenticate(request.Headers.Authorization.ToString());
+            if (accessKey is null)
+            {
+                context.Response.Headers.WWWAuthenticate = $"Basic realm=\"{Realm}\", charset=\"UTF-8\"";
+                await Refuse(context, 401, "Unauthorized",
+                    "credentials required: HTTP Basic with an access key from Broker:Credentials as user name and its secret as password");
+                return;
+            }
+            context.Items["halfmsg.accessKey"] = accessKey;
+        }
+
+        if (!HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method) && IsCrossSite(request))
+        {
+            await Refuse(context, 403, "CrossSiteRequest", "state-changing requests must come from the admin port's own pages or a non-browser client");
+            return;
+        }
+
+        await next(context);
+    }
+
+    /// <summary>The access key when the Basic credentials match a configured pair; null otherwise.</summary>
+    private string? Authenticate(string header)
+    {
+        const string scheme = "Basic ";
+        if (!header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase)) return null;
+        string decoded;
+        try
+        {
+            decoded = Encoding.UTF8.GetString(Convert.FromBase64String(header[scheme.Length..].Trim()));
+        }
+        catch (FormatException)
+        {
+            return null;
+        }
+        int colon = decoded.IndexOf(':');
+        if (colon <= 0) return null;
+        string accessKey = decoded[..colon];
+        byte[] given = SHA256.HashData(Encoding.UTF8.GetBytes(decoded[(colon + 1)..]));
+        // Compare against a dummy for unknown keys too, so a wrong key and a wrong secret take the same time.
+        byte[] expected = _secretHashes.TryGetValue(accessKey, out var hash) ? hash : new byte[32];
+        bool ok = CryptographicOperations.FixedTimeEquals(given, expected);
+        return ok && hash is not null ? accessKey : null;
+    }
+
+    /// <summary>
+    /// Fetch Metadata first (every current browser sends it); for older browsers, an Origin that is not this host.
+    /// A request with neither header is not from a browser page (curl, the CLI) and passes.
+    /// </summary>
+    private static bool IsCrossSite(HttpRequest request)
+    {
+        string site = request.Headers["Sec-Fetch-Site"].ToString();
+        if (site.Length > 0 && site is not ("same-origin" or "none")) return true;
+        string origin = request.Headers.Origin.ToString();
+        if (origin.Length == 0) return false;
+        if (origin == "null") return true;
+        return !Uri.TryCreate(origin, UriKind.Absolute, out var uri)
+            || !string.Equals(uri.Authority, request.Host.Value, StringComparison.OrdinalIgnoreCase)
+            || !string.Equals(uri.Scheme, request.Scheme, StringComparison.OrdinalIgnoreCase);
+    }
+
+    internal static Task Refuse(HttpContext context, int status, string code, string message)
+    {
+        context.Response.StatusCode = status;
+        return context.Response.WriteAsJsonAsync(new ErrorBody(message, code));
+    }
+}
+
+/// <summary>The one shape of every admin error body.</summary>
+public sealed record ErrorBody(string Error, string Code);

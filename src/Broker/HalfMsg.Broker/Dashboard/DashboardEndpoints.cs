@@ -1,0 +1,257 @@
+using System.Globalization;
+using System.Text;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Hosting;
+using static HalfMsg.Broker.Dashboard.Html;
+
+namespace HalfMsg.Broker.Dashboard;
+
+/// <summary>
+/// The web dashboard on the admin port: server-rendered pages over the same engine calls as the admin API, behind the
+/// same <see cref="Admin.AdminGuard"/> (a browser asks for the Basic credentials; forms post same-origin only).
+/// </summary>
+internal static class DashboardEndpoints
+{
+    private const int PageSize = 50;
+
+    public static void MapDashboard(this IEndpointRouteBuilder app, BrokerEngine engine, BrokerOptions options)
+    {
+        app.MapGet("/", () => Results.Redirect("/dashboard"));
+        app.MapGet("/dashboard", (RateSampler sampler) => Overview(engine, options, sampler));
+        app.MapGet("/dashboard/transactions", (string? view, string? topic, string? group, int? page, string? sort, string? msg, string? err)
+            => Transactions(engine, view == "parked", topic, group, Math.Max(1, page ?? 1), sort == "newest", msg, err));
+        app.MapGet("/dashboard/transactions/{id}", (string id) => Transaction(engine, id));
+        app.MapPost("/dashboard/transactions/{id}/{action}", async (string id, string action, CancellationToken ct) =>
+        {
+            string back = "/dashboard/transactions?view=parked";
+            BrokerError error;
+            switch (action)
+            {
+                case "resume":
+                    error = await engine.ResumeTransactionAsync(id, ct);
+                    break;
+                case "commit":
+                case "rollback":
+                    var result = await engine.EndTransactionAsync(id, null, action == "commit" ? TransactionResolution.Commit : TransactionResolution.Rollback,
+                        DecisionSource.Operator, ct);
+                    error = result.Error;
+                    break;
+                default:
+                    return Results.Json(new Admin.ErrorBody($"unknown action '{action}'; use resume, commit or rollback", "NotFound"), statusCode: 404);
+            }
+            string done = action switch { "resume" => "resumed (checked again from zero)", "commit" => "committed", _ => "rolled back" };
+            return Results.Redirect(error.IsOk
+                ? $"{back}&msg={U($"Transaction {id} {done}.")}"
+                : $"{back}&err={U($"Transaction {id}: {error.Message}")}");
+        });
+        app.MapGet("/dashboard/messages", (string? id, string? key, string? topic) => Messages(engine, id, key, topic));
+        app.MapGet("/dashboard/topics", () => Topics(engine));
+        app.MapGet("/dashboard/groups", () => Groups(engine));
+        app.MapGet("/dashboard/groups/{group}", (string group) => Group(engine, group));
+    }
+
+    private static IResult Overview(BrokerEngine engine, BrokerOptions options, RateSampler sampler)
+    {
+        engine.ListTransactions(parked: true, long.MaxValue, 1, out int parked);
+        engine.ListTransactions(parked: false, long.MaxValue, 1, out int pending);
+        var m = engine.Metrics;
+        var uptime = DateTimeOffset.UtcNow - sampler.StartedAt;
+        var producers = engine.Producers.Snapshot();
+        var sb = new StringBuilder();
+        sb.Append("<div class=\"cards\">");
+        Card(sb, "health", engine.IsReady ? "<span class=\"ok\">ready</span>" : "<span class=\"warn\">starting</span>", "status");
+        Card(sb, "uptime", E(FormatAge(uptime)), "uptime");
+        Card(sb, "pending halves", pending.ToString(CultureInfo.InvariantCulture), "pending");
+        Card(sb, "parked halves", parked > 0 ? $"<span class=\"bad\">{parked}</span>" : "0", "parked");
+        Card(sb, "log size", E(FormatBytes(Math.Max(0, engine.LogTailAddress - engine.LogBeginAddress))), "log-size");
+        Card(sb, "producers connected", producers.Values.Sum(c => c.Length).ToString(CultureInfo.InvariantCulture), "producers");
+        sb.Append("</div><h2>Rates, last minutes</h2>").Append(SvgChart.Rates(sampler.Snapshot()));
+        sb.Append("<h2>Totals since start</h2><table><tr><th>sent</th><th>halves</th><th>committed</th><th>rolled back</th><th>checks sent</th><th>delivered</th><th>acked</th><th>dead-lettered</th></tr><tr>");
+        foreach (long v in new[] { m.MessagesStored, m.HalvesStored, m.Commits, m.Rollbacks, m.ChecksSent, m.Delivered, m.Acked, m.DeadLettered })
+            sb.Append("<td class=\"num\">").Append(v.ToString(CultureInfo.InvariantCulture)).Append("</td>");
+        sb.Append("</tr></table>");
+        sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\">HalfMsgBroker {E(BrokerConfiguration.Version)} · data {E(Path.GetFullPath(options.DataDir))} · flush {options.Core.Flush} · gRPC {E(options.Bind)}:{options.GrpcPort} · <a href=\"/metrics\">/metrics</a></p>");
+        return Page("Overview", "Overview", sb.ToString());
+    }
+
+    private static void Card(StringBuilder sb, string label, string valueHtml, string testId)
+        => sb.Append("<div class=\"card\" data-testid=\"").Append(testId).Append("\"><div class=\"v\">").Append(valueHtml)
+             .Append("</div><div class=\"k\">").Append(E(label)).Append("</div></div>");
+
+    private static IResult Transactions(BrokerEngine engine, bool parked, string? topic, string? group, int page, bool newest, string? msg, string? err)
+    {
+        // The engine pages in log order; filtering and sorting a page view happens here over the whole list (bounded
+        // by what an operator can read: the admin API is the tool for millions).
+        var all = engine.ListTransactions(parked, -1, 1000, out int total)
+            .Where(t => string.IsNullOrEmpty(topic) || t.Topic == topic)
+            .Where(t => string.IsNullOrEmpty(group) || t.ProducerGroup == group).ToList();
+        if (newest) all.Reverse();
+        var rows = all.Skip((page - 1) * PageSize).Take(PageSize).ToList();
+        var now = DateTimeOffset.UtcNow;
+        string view = parked ? "parked" : "pending";
+        var sb = new StringBuilder();
+        if (!string.IsNullOrEmpty(msg)) sb.Append("<div class=\"flash\" role=\"status\">").Append(E(msg)).Append("</div>");
+        if (!string.IsNullOrEmpty(err)) sb.Append("<div class=\"flash error\" role=\"alert\">").Append(E(err)).Append("</div>");
+        sb.Append("<div class=\"filters\">");
+        sb.Append(parked ? "<a href=\"/dashboard/transactions?view=pending\">Pending</a> · <b>Parked</b>" : "<b>Pending</b> · <a href=\"/dashboard/transactions?view=parked\">Parked</a>");
+        sb.Append(CultureInfo.InvariantCulture, $" &nbsp; <form method=\"get\" action=\"/dashboard/transactions\"><input type=\"hidden\" name=\"view\" value=\"{view}\">");
+        sb.Append(CultureInfo.InvariantCulture, $"<input name=\"topic\" placeholder=\"topic\" value=\"{E(topic)}\"> <input name=\"group\" placeholder=\"producer group\" value=\"{E(group)}\"> ");
+        sb.Append(CultureInfo.InvariantCulture, $"<select name=\"sort\"><option value=\"oldest\">oldest first</option><option value=\"newest\"{(newest ? " selected" : "")}>newest first</option></select> <button type=\"submit\">Filter</button></form></div>");
+        sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\" data-testid=\"count\">{all.Count} shown of {total} {view}</p>");
+        sb.Append("<table data-testid=\"transactions\"><tr><th>transaction id</th><th>message id</th><th>topic</th><th>producer group</th><th class=\"num\">age</th><th class=\"num\">checks</th><th>")
+          .Append(parked ? "parked" : "next check").Append("</th>").Append(parked ? "<th>actions</th>" : "").Append("</tr>");
+        foreach (var t in rows)
+        {
+            string link = "/dashboard/transactions/" + U(t.TransactionId);
+            sb.Append(CultureInfo.InvariantCulture, $"<tr data-tx=\"{E(t.TransactionId)}\"><td><a href=\"{E(link)}\"><code>{E(t.TransactionId)}</code></a></td><td><code>{E(t.MessageId)}</code></td>");
+            sb.Append(CultureInfo.InvariantCulture, $"<td>{E(t.Topic)}</td><td>{E(t.ProducerGroup)}</td><td class=\"num\">{E(FormatAge(now - t.StoredAt))}</td><td class=\"num\">{t.Checks}</td>");
+            sb.Append("<td>").Append(parked ? E(FormatAge(now - (t.ParkedAt ?? now)) + " ago") : NextCheck(engine, t, now)).Append("</td>");
+            if (parked) sb.Append("<td>").Append(Actions(t.TransactionId)).Append("</td>");
+            sb.Append("</tr>");
+        }
+        sb.Append("</table>");
+        if (page > 1 || all.Count > page * PageSize)
+        {
+            string Q(int p) => $"/dashboard/transactions?view={view}&topic={U(topic ?? "")}&group={U(group ?? "")}&sort={(newest ? "newest" : "oldest")}&page={p}";
+            sb.Append("<p>");
+            if (page > 1) sb.Append("<a href=\"").Append(E(Q(page - 1))).Append("\">← previous</a> ");
+            if (all.Count > page * PageSize) sb.Append("<a href=\"").Append(E(Q(page + 1))).Append("\">next →</a>");
+            sb.Append("</p>");
+        }
+        return Page(parked ? "Parked transactions" : "Pending transactions", "Transactions", sb.ToString());
+    }
+
+    private static string Actions(string txId)
+    {
+        string baseUrl = "/dashboard/transactions/" + U(txId);
+        return ActionButton(baseUrl + "/resume", "Resume", $"Check transaction {txId} again from zero?")
+             + ActionButton(baseUrl + "/commit", "Commit", $"Commit transaction {txId}? Consumers will receive the message.")
+             + ActionButton(baseUrl + "/rollback", "Rollback", $"Roll back transaction {txId}? The message is discarded.", "danger");
+    }
+
+    /// <summary>A half whose producer group has nobody connected is not "due in the past": say why it waits.</summary>
+    private static string NextCheck(BrokerEngine engine, BrokerEngine.PendingTransaction t, DateTimeOffset now)
+    {
+        if (engine.Producers.CountLive(t.ProducerGroup) == 0)
+            return $"<span class=\"warn\">waiting: no producer of {E(t.ProducerGroup)} connected</span>";
+        if (t.NextCheckAt is not { } next) return "";
+        return next <= now ? "due now" : "in " + E(FormatAge(next - now));
+    }
+
+    private static IResult Transaction(BrokerEngine engine, string id)
+    {
+        if (engine.FindTransaction(id) is not { } t)
+            return Page("Transaction not found", "Transactions",
+                $"<p>Transaction <code>{E(id)}</code> is neither pending nor parked: it was decided, or it never existed.</p>", 404);
+        var now = DateTimeOffset.UtcNow;
+        var sb = new StringBuilder("<table data-testid=\"transaction\">");
+        void Row(string k, string vHtml) => sb.Append("<tr><th>").Append(E(k)).Append("</th><td>").Append(vHtml).Append("</td></tr>");
+        Row("transaction id", $"<code>{E(t.TransactionId)}</code>");
+        Row("message id", $"<code>{E(t.MessageId)}</code>");
+        Row("state", t.Parked ? "<span class=\"bad\">parked</span>" : "pending");
+        Row("topic", E(t.Topic));
+        Row("producer group", E(t.ProducerGroup));
+        Row("origin client", E(t.OriginClientId ?? "—"));
+        Row("stored at", E(t.StoredAt.ToString("u", CultureInfo.InvariantCulture)) + $" ({E(FormatAge(now - t.StoredAt))} ago)");
+        Row("checks so far", t.Checks.ToString(CultureInfo.InvariantCulture));
+        Row(t.Parked ? "parked at" : "next check", t.Parked ? E(t.ParkedAt?.ToString("u", CultureInfo.InvariantCulture)) : NextCheck(engine, t, now));
+        Row("log address", t.LogAddress.ToString(CultureInfo.InvariantCulture));
+        sb.Append("</table>");
+        if (t.Parked) sb.Append("<h2>Actions</h2>").Append(Actions(t.TransactionId));
+        return Page("Transaction", "Transactions", sb.ToString());
+    }
+
+    private static IResult Messages(BrokerEngine engine, string? id, string? key, string? topic)
+    {
+        var sb = new StringBuilder("<form method=\"get\" action=\"/dashboard/messages\" class=\"filters\">");
+        sb.Append(CultureInfo.InvariantCulture, $"<input name=\"id\" placeholder=\"message id\" value=\"{E(id)}\"> or <input name=\"key\" placeholder=\"key\" value=\"{E(key)}\"> <input name=\"topic\" placeholder=\"topic (optional)\" value=\"{E(topic)}\"> <button type=\"submit\">Find</button></form>");
+        List<Core.Diagnostics.MessageIndex.Entry> found = [];
+        if (!string.IsNullOrEmpty(id) && engine.MessageIndex.Find(id) is { } one) found.Add(one);
+        else if (!string.IsNullOrEmpty(key)) found.AddRange(engine.MessageIndex.FindByKey(key, string.IsNullOrEmpty(topic) ? null : topic));
+        if (string.IsNullOrEmpty(id) && string.IsNullOrEmpty(key))
+            sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\">The index remembers the last {engine.MessageIndex.Capacity} messages sent since the broker started ({engine.MessageIndex.Count} now).</p>");
+        else if (found.Count == 0)
+            sb.Append("<p data-testid=\"not-found\">No such message in the index (sent before the last restart, or forgotten as older than the index's capacity).</p>");
+        else
+        {
+            sb.Append("<table data-testid=\"messages\"><tr><th>message id</th><th>topic</th><th>keys</th><th>tag</th><th>kind</th><th>stored</th><th>where it is</th><th>queue / offset</th><th>consumer groups</th></tr>");
+            foreach (var e in found)
+            {
+                var loc = Admin.MessageLookup.Locate(engine, e);
+                string where = E(loc.State) + (loc.Resolution is null ? "" : $" <span class=\"muted\">by {E(loc.DecidedBy)}</span>");
+                if (loc.TransactionId is not null && loc.Resolution is null)
+                    where = $"<a href=\"/dashboard/transactions/{E(U(loc.TransactionId))}\">{where}</a>";
+                sb.Append(CultureInfo.InvariantCulture, $"<tr data-message=\"{E(e.MessageId)}\"><td><code>{E(e.MessageId)}</code></td><td>{E(e.Topic)}</td><td>{E(string.Join(", ", e.Keys))}</td><td>{E(e.Tag)}</td><td>{E(loc.Kind)}</td>");
+                sb.Append(CultureInfo.InvariantCulture, $"<td>{E(FormatAge(DateTimeOffset.UtcNow - e.StoredAt))} ago</td><td class=\"state\">{where}</td><td>{(loc.QueueId is null ? "—" : $"{loc.QueueId} / {loc.QueueOffset}")}</td>");
+                sb.Append("<td>").Append(E(string.Join("; ", loc.Groups.Select(g => $"{g.Group}: {g.State}")))).Append("</td></tr>");
+            }
+            sb.Append("</table>");
+        }
+        return Page("Find a message", "Messages", sb.ToString());
+    }
+
+    private static IResult Topics(BrokerEngine engine)
+    {
+        var sb = new StringBuilder("<table data-testid=\"topics\"><tr><th>topic</th><th class=\"num\">queues</th><th class=\"num\">messages kept</th><th class=\"num\">messages ever</th><th>queue offsets (min–max)</th><th>consumer groups</th></tr>");
+        foreach (var t in engine.ListTopics())
+        {
+            long kept = t.Queues.Sum(q => q.MaxOffset - q.MinOffset), ever = t.Queues.Sum(q => q.MaxOffset);
+            string offsets = string.Join(", ", t.Queues.Select(q => $"{q.QueueId}: {q.MinOffset}–{q.MaxOffset}"));
+            string groups = string.Join(", ", t.ConsumerGroups.Select(g => $"<a href=\"/dashboard/groups/{E(U(g))}\">{E(g)}</a>"));
+            sb.Append(CultureInfo.InvariantCulture, $"<tr data-topic=\"{E(t.Name)}\"><td>{E(t.Name)}{(t.System ? " <span class=\"muted\">(system)</span>" : "")}</td><td class=\"num\">{t.Queues.Count}</td><td class=\"num\">{kept}</td><td class=\"num\">{ever}</td><td><code>{E(offsets)}</code></td><td>{groups}</td></tr>");
+        }
+        sb.Append("</table>");
+        return Page("Topics and queues", "Topics", sb.ToString());
+    }
+
+    private static IResult Groups(BrokerEngine engine)
+    {
+        var groups = engine.ListTopics().SelectMany(t => t.ConsumerGroups).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        var sb = new StringBuilder("<table data-testid=\"groups\"><tr><th>consumer group</th><th>topics</th><th class=\"num\">lag</th><th class=\"num\">in flight</th><th class=\"num\">dead-lettered</th><th>last seen</th></tr>");
+        foreach (string g in groups)
+        {
+            if (engine.FindGroup(g) is not { } info) continue;
+            sb.Append(CultureInfo.InvariantCulture, $"<tr data-group=\"{E(g)}\"><td><a href=\"/dashboard/groups/{E(U(g))}\">{E(g)}</a></td><td>{E(string.Join(", ", info.Topics.Select(t => t.Topic)))}</td>");
+            sb.Append(CultureInfo.InvariantCulture, $"<td class=\"num\">{info.Topics.Sum(t => t.Lag)}</td><td class=\"num\">{info.Topics.Sum(t => t.InFlight)}</td><td class=\"num\">{info.DeadLettered}</td>");
+            sb.Append(CultureInfo.InvariantCulture, $"<td>{E(FormatAge(DateTimeOffset.UtcNow - info.Topics.Max(t => t.LastSeen)))} ago</td></tr>");
+        }
+        sb.Append("</table>");
+        if (groups.Count == 0) sb.Append("<p class=\"muted\">No consumer group has received from this broker yet.</p>");
+        return Page("Consumer groups", "Consumer groups", sb.ToString());
+    }
+
+    private static IResult Group(BrokerEngine engine, string group)
+    {
+        if (engine.FindGroup(group) is not { } info)
+            return Page("Consumer group not found", "Consumer groups", $"<p>Consumer group <code>{E(group)}</code> has never received from this broker.</p>", 404);
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"<p>Dead-letter topic <code>{E(info.DeadLetterTopic)}</code>: {info.DeadLettered} message(s).</p>");
+        foreach (var t in info.Topics)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"<h2>{E(t.Topic)}</h2><p>lag <b data-testid=\"lag\">{t.Lag}</b> · in flight {t.InFlight} · waiting redelivery {t.WaitingRedelivery} · last seen {E(FormatAge(DateTimeOffset.UtcNow - t.LastSeen))} ago</p>");
+            sb.Append("<table><tr><th class=\"num\">queue</th><th class=\"num\">consumed</th><th class=\"num\">acked below</th><th class=\"num\">max offset</th><th class=\"num\">lag</th><th class=\"num\">in flight</th></tr>");
+            foreach (var q in t.Queues)
+                sb.Append(CultureInfo.InvariantCulture, $"<tr><td class=\"num\">{q.QueueId}</td><td class=\"num\">{q.ConsumedOffset}</td><td class=\"num\">{q.AckedOffset}</td><td class=\"num\">{q.MaxOffset}</td><td class=\"num\">{q.Lag}</td><td class=\"num\">{q.InFlight}</td></tr>");
+            sb.Append("</table>");
+        }
+        return Page("Consumer group " + group, "Consumer groups", sb.ToString());
+    }
+
+    internal static string FormatAge(TimeSpan age)
+    {
+        if (age < TimeSpan.Zero) age = TimeSpan.Zero;
+        if (age.TotalSeconds < 60) return $"{age.TotalSeconds:0}s";
+        if (age.TotalMinutes < 60) return $"{(int)age.TotalMinutes}m {age.Seconds}s";
+        if (age.TotalHours < 48) return $"{(int)age.TotalHours}h {age.Minutes}m";
+        return $"{(int)age.TotalDays}d {age.Hours}h";
+    }
+
+    internal static string FormatBytes(long bytes) => bytes switch
+    {
+        < 1024 => $"{bytes} B",
+        < 1024 * 1024 => $"{bytes / 1024.0:0.#} KiB",
+        < 1024L * 1024 * 1024 => $"{bytes / (1024.0 * 1024):0.#} MiB",
+        _ => $"{bytes / (1024.0 * 1024 * 1024):0.##} GiB",
+    };
+}

@@ -1,0 +1,73 @@
+using System.Net;
+using HalfMsg.Broker.Admin;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Diagnostics;
+using HalfMsg.Broker.Dashboard;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using OpenTelemetry.Metrics;
+
+namespace HalfMsg.Broker.Hosting;
+
+/// <summary>
+/// The admin port (HTTP/1.1 on <c>--admin-bind</c>:<c>--http-port</c>): <see cref="AdminGuard"/> in front of the admin
+/// API, the dashboard, <c>/metrics</c> (OpenTelemetry's Prometheus exporter over <see cref="BrokerMeter"/>) and
+/// <c>/health</c>. Requests on the gRPC port never reach any of this (the host branches them off first).
+/// </summary>
+internal static class AdminEndpoint
+{
+    private static int s_hostsInProcess;
+
+    /// <summary>
+    /// The meter name of one host. Meter listeners are process-wide and OpenTelemetry selects meters by name, so a second
+    /// broker in the same process (tests run several) gets its own name, or each /metrics would mix both engines.
+    /// </summary>
+    private sealed record MeterName(string Value);
+
+    public static void AddServices(WebApplicationBuilder builder, BrokerOptions options)
+    {
+        int n = Interlocked.Increment(ref s_hostsInProcess);
+        var meterName = new MeterName(n == 1 ? BrokerMeter.Name : $"{BrokerMeter.Name}.{n}");
+        builder.Services.AddSingleton(meterName);
+        builder.Services.AddSingleton(new AdminGuard(options.AdminAllowedHosts, options.Credentials, options.MetricsAnonymous));
+        builder.Services.AddSingleton<RateSampler>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<RateSampler>());
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter(meterName.Value)
+            // Scrapes read live state; a cached answer would hide the change a test or operator just made.
+            .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
+    }
+
+    public static void Listen(KestrelServerOptions kestrel, BrokerOptions options)
+        => kestrel.Listen(IPAddress.Parse(options.AdminBind), options.HttpPort, o => o.Protocols = HttpProtocols.Http1);
+
+    public static void Map(WebApplication app, BrokerEngine engine, BrokerOptions options)
+    {
+        if (options.Credentials.Count == 0 && !IPAddress.IsLoopback(IPAddress.Parse(options.AdminBind)))
+            app.Logger.LogWarning("The admin port listens on {AdminBind} without credentials: anyone who reaches it can commit, roll back or resume transactions. Configure Broker__Credentials__<accessKey>=<secret>.",
+                options.AdminBind);
+        var meter = new BrokerMeter(engine, BrokerConfiguration.Version, app.Services.GetRequiredService<MeterName>().Value);
+        app.Lifetime.ApplicationStopped.Register(meter.Dispose);
+
+        // Routing's own 404/405 have no body; every 4xx of the admin port answers JSON.
+        app.UseStatusCodePages(async context =>
+        {
+            var response = context.HttpContext.Response;
+            if (response.StatusCode is >= 400 and < 500 && !response.HasStarted)
+            {
+                string code = response.StatusCode switch { 404 => "NotFound", 405 => "MethodNotAllowed", _ => "BadRequest" };
+                string message = response.StatusCode switch
+                {
+                    404 => $"no admin endpoint at {context.HttpContext.Request.Path}",
+                    405 => $"{context.HttpContext.Request.Method} is not allowed here; state changes are POST",
+                    _ => "the request is malformed (check the parameters)",
+                };
+                await response.WriteAsJsonAsync(new ErrorBody(message, code));
+            }
+        });
+        var guard = app.Services.GetRequiredService<AdminGuard>();
+        app.Use((context, next) => guard.InvokeAsync(context, next));
+        app.MapAdminApi(engine);
+        app.MapPrometheusScrapingEndpoint();
+        app.MapDashboard(engine, options);
+    }
+}

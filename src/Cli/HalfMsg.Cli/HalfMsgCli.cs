@@ -1,0 +1,273 @@
+using System.CommandLine;
+using System.Text.Json;
+
+namespace HalfMsg.Cli;
+
+/// <summary>
+/// <c>halfmsg</c>: topics, transactions, consumer groups and stats over the broker's admin API. Tables by default,
+/// <c>--json</c> for scripts (the API's own JSON, unchanged), and exit codes a script can branch on (<see cref="ExitCodes"/>).
+/// Credentials are the broker's access key and secret (HTTP Basic); pass the secret through <c>HALFMSG_SECRET</c> rather
+/// than <c>--secret</c>, which other users can see in the process list.
+/// </summary>
+public static class HalfMsgCli
+{
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error,
+        Func<string, string?>? environment = null, HttpMessageHandler? handler = null, CancellationToken ct = default)
+    {
+        environment ??= Environment.GetEnvironmentVariable;
+        var url = new Option<string>("--url")
+        {
+            Description = "The broker's admin port (env HALFMSG_URL)",
+            DefaultValueFactory = _ => environment("HALFMSG_URL") ?? "http://127.0.0.1:8080",
+            Recursive = true,
+        };
+        var accessKey = new Option<string?>("--access-key")
+        {
+            Description = "Access key from the broker's Broker:Credentials (env HALFMSG_ACCESS_KEY)",
+            DefaultValueFactory = _ => environment("HALFMSG_ACCESS_KEY"),
+            Recursive = true,
+        };
+        var secret = new Option<string?>("--secret")
+        {
+            Description = "Its secret (prefer env HALFMSG_SECRET: a flag shows in the process list)",
+            DefaultValueFactory = _ => environment("HALFMSG_SECRET"),
+            Recursive = true,
+        };
+        var json = new Option<bool>("--json") { Description = "Print the API's JSON instead of a table", Recursive = true };
+
+        var root = new RootCommand($"halfmsg: operate a HalfMsgBroker through its admin API.\n{ExitCodes.Help}") { url, accessKey, secret, json };
+
+        // Runs one command: builds the client from the global options, maps transport failures to exit codes.
+        void Handle(Command command, Func<ParseResult, AdminClient, bool, CancellationToken, Task<int>> run)
+            => command.SetAction(async (parse, token) =>
+            {
+                if (!Uri.TryCreate(parse.GetValue(url), UriKind.Absolute, out var baseUri))
+                {
+                    await error.WriteLineAsync($"halfmsg: --url must be an absolute URL like http://127.0.0.1:8080, not '{parse.GetValue(url)}'");
+                    return ExitCodes.Usage;
+                }
+                var client = AdminClient.Create(baseUri, parse.GetValue(accessKey), parse.GetValue(secret), handler);
+                try
+                {
+                    return await run(parse, client, parse.GetValue(json), token);
+                }
+                catch (HttpRequestException ex)
+                {
+                    await error.WriteLineAsync($"halfmsg: cannot reach the broker at {baseUri}: {ex.Message}");
+                    return ExitCodes.Unreachable;
+                }
+                catch (TaskCanceledException) when (!token.IsCancellationRequested)
+                {
+                    await error.WriteLineAsync($"halfmsg: the broker at {baseUri} did not answer in time");
+                    return ExitCodes.Unreachable;
+                }
+            });
+
+        async Task<int> Print(AdminClient.Answer answer, bool asJson, Action<JsonElement> table)
+        {
+            if (!answer.Ok)
+            {
+                await error.WriteLineAsync($"halfmsg: {answer.Error}");
+                return answer.ExitCode;
+            }
+            if (asJson) await output.WriteLineAsync(JsonSerializer.Serialize(answer.Body, Indented));
+            else table(answer.Body);
+            return ExitCodes.Ok;
+        }
+
+        // ---------------------------------------------------------------- topics
+        var topics = new Command("topics", "List topics with their queues, message counts and consumer groups");
+        Handle(topics, async (_, client, asJson, token) => await Print(await client.GetAsync("/api/topics", token), asJson, body =>
+        {
+            var t = new Table("topic", "queues", "messages", "kept", "consumer groups");
+            foreach (var topic in body.EnumerateArray())
+            {
+                var queues = topic.GetProperty("queues").EnumerateArray().ToList();
+                t.Row(topic.GetProperty("name").GetString(), queues.Count, queues.Sum(q => q.GetProperty("maxOffset").GetInt64()),
+                    queues.Sum(q => q.GetProperty("maxOffset").GetInt64() - q.GetProperty("minOffset").GetInt64()),
+                    string.Join(",", topic.GetProperty("consumerGroups").EnumerateArray().Select(g => g.GetString())));
+            }
+            t.Write(output);
+        }));
+        root.Add(topics);
+        var topicCmd = new Command("topic", "Manage one topic");
+        var topicName = new Argument<string>("name") { Description = "Topic name" };
+        var create = new Command("create", "Create a topic (with the broker's --queues-per-topic queues); no change if it exists") { topicName };
+        Handle(create, async (parse, client, asJson, token) =>
+            await Print(await client.PostAsync($"/api/topics/{Uri.EscapeDataString(parse.GetValue(topicName)!)}", token), asJson, body =>
+                output.WriteLine($"{body.GetProperty("topic").GetString()}: {(body.GetProperty("created").GetBoolean() ? "created" : "already exists")}")));
+        topicCmd.Add(create);
+        root.Add(topicCmd);
+
+        // ---------------------------------------------------------------- tx
+        var tx = new Command("tx", "Transactions (half messages): list, show, resume, commit, roll back");
+        var limit = new Option<int>("--limit") { Description = "Items per page (1-1000)", DefaultValueFactory = _ => 100 };
+        var all = new Option<bool>("--all") { Description = "Page through every item (progress on stderr)" };
+        var topicFilter = new Option<string?>("--topic") { Description = "Only halves of this topic" };
+        foreach (string view in new[] { "pending", "parked" })
+        {
+            var list = new Command(view, view == "pending" ? "Halves waiting for a decision" : "Halves parked after the maximum check-backs") { limit, all, topicFilter };
+            Handle(list, async (parse, client, asJson, token) =>
+            {
+                int pageSize = parse.GetValue(limit);
+                long? after = null;
+                var items = new List<JsonElement>();
+                int total;
+                while (true)
+                {
+                    var page = await client.GetAsync($"/api/transactions/{view}?limit={pageSize}" + (after is { } a ? $"&after={a}" : ""), token);
+                    if (!page.Ok) return await Print(page, asJson, _ => { });
+                    total = page.Body.GetProperty("total").GetInt32();
+                    var got = page.Body.GetProperty("items").EnumerateArray().ToList();
+                    items.AddRange(got);
+                    if (!parse.GetValue(all) || got.Count < pageSize || page.Body.GetProperty("next").ValueKind != JsonValueKind.Number) break;
+                    after = page.Body.GetProperty("next").GetInt64();
+                    await error.WriteLineAsync($"halfmsg: fetched {items.Count} of {total} {view}...");
+                }
+                string? only = parse.GetValue(topicFilter);
+                var shown = items.Where(i => only is null || i.GetProperty("topic").GetString() == only).ToList();
+                if (asJson)
+                {
+                    await output.WriteLineAsync(JsonSerializer.Serialize(new { total, items = shown }, Indented));
+                    return ExitCodes.Ok;
+                }
+                var t = new Table("transaction id", "topic", "producer group", "age", "checks", view == "pending" ? "next check" : "parked at");
+                var now = DateTimeOffset.UtcNow;
+                foreach (var i in shown)
+                {
+                    var stored = i.GetProperty("storedAt").GetDateTimeOffset();
+                    t.Row(i.GetProperty("transactionId").GetString(), i.GetProperty("topic").GetString(), i.GetProperty("producerGroup").GetString(),
+                        Age(now - stored), i.GetProperty("checks").GetInt32(),
+                        view == "pending"
+                            ? (i.TryGetProperty("waitingFor", out var w) && w.ValueKind == JsonValueKind.String ? "waiting: no producer connected" : Time(i.GetProperty("nextCheckAt")))
+                            : Time(i.GetProperty("parkedAt")));
+                }
+                t.Write(output);
+                await output.WriteLineAsync($"{shown.Count} shown of {total} {view}");
+                return ExitCodes.Ok;
+            });
+            tx.Add(list);
+        }
+        var txId = new Argument<string>("id") { Description = "Transaction id" };
+        var show = new Command("show", "One pending or parked half") { txId };
+        Handle(show, async (parse, client, asJson, token) =>
+            await Print(await client.GetAsync($"/api/transactions/{Uri.EscapeDataString(parse.GetValue(txId)!)}", token), asJson, body =>
+            {
+                var t = new Table("field", "value");
+                foreach (var p in body.EnumerateObject()) t.Row(p.Name, p.Value.ValueKind == JsonValueKind.Null ? "-" : p.Value.ToString());
+                t.Write(output);
+            }));
+        tx.Add(show);
+        foreach (string action in new[] { "resume", "commit", "rollback" })
+        {
+            var id = new Argument<string>("id") { Description = "Transaction id" };
+            var command = new Command(action, action switch
+            {
+                "resume" => "Check a parked half again from zero",
+                "commit" => "Commit: the message becomes visible to consumers (idempotent)",
+                _ => "Roll back: the message is discarded (idempotent)",
+            }) { id };
+            Handle(command, async (parse, client, asJson, token) =>
+                await Print(await client.PostAsync($"/api/transactions/{Uri.EscapeDataString(parse.GetValue(id)!)}/{action}", token), asJson, body =>
+                {
+                    string txid = body.GetProperty("transactionId").GetString()!;
+                    output.WriteLine(action == "resume"
+                        ? $"{txid}: {body.GetProperty("message").GetString()}"
+                        : $"{txid}: {body.GetProperty("outcome").GetString()!.ToLowerInvariant()}{(body.GetProperty("duplicate").GetBoolean() ? " (already decided so; nothing changed)" : "")}");
+                }));
+            tx.Add(command);
+        }
+        root.Add(tx);
+
+        // ---------------------------------------------------------------- group
+        var group = new Command("group", "Consumer groups");
+        var groupName = new Argument<string>("group") { Description = "Consumer group" };
+        var lag = new Command("lag", "Lag, in flight and dead-lettered per topic and queue") { groupName };
+        Handle(lag, async (parse, client, asJson, token) =>
+            await Print(await client.GetAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(groupName)!)}", token), asJson, body =>
+            {
+                var t = new Table("topic", "queue", "consumed", "acked", "max", "lag", "in flight");
+                foreach (var topic in body.GetProperty("topics").EnumerateArray())
+                    foreach (var q in topic.GetProperty("queues").EnumerateArray())
+                        t.Row(topic.GetProperty("topic").GetString(), q.GetProperty("queueId").GetInt32(), q.GetProperty("consumedOffset").GetInt64(),
+                            q.GetProperty("ackedOffset").GetInt64(), q.GetProperty("maxOffset").GetInt64(), q.GetProperty("lag").GetInt64(), q.GetProperty("inFlight").GetInt32());
+                t.Write(output);
+                long total = body.GetProperty("topics").EnumerateArray().Sum(x => x.GetProperty("lag").GetInt64());
+                output.WriteLine($"total lag {total}; dead-lettered {body.GetProperty("deadLettered").GetInt64()} in {body.GetProperty("deadLetterTopic").GetString()}");
+            }));
+        group.Add(lag);
+        root.Add(group);
+
+        // ---------------------------------------------------------------- message
+        var message = new Command("message", "Find a message by id or key and say where it is");
+        var messageId = new Argument<string>("id") { Description = "Message id (for a transactional message: its transaction id)" };
+        var showMessage = new Command("show", "Where one message is: pending, committed on queue/offset, acked by which groups, expired") { messageId };
+        void WriteLocations(IEnumerable<JsonElement> items)
+        {
+            var t = new Table("message id", "topic", "keys", "state", "queue", "offset", "groups");
+            foreach (var m in items)
+                t.Row(m.GetProperty("messageId").GetString(), m.GetProperty("topic").GetString(),
+                    string.Join(",", m.GetProperty("keys").EnumerateArray().Select(k => k.GetString())), m.GetProperty("state").GetString(),
+                    m.GetProperty("queueId").ValueKind == JsonValueKind.Number ? m.GetProperty("queueId").GetInt32() : null,
+                    m.GetProperty("queueOffset").ValueKind == JsonValueKind.Number ? m.GetProperty("queueOffset").GetInt64() : null,
+                    string.Join(", ", m.GetProperty("groups").EnumerateArray().Select(g => $"{g.GetProperty("group").GetString()}: {g.GetProperty("state").GetString()}")));
+            t.Write(output);
+        }
+        Handle(showMessage, async (parse, client, asJson, token) =>
+            await Print(await client.GetAsync($"/api/messages/{Uri.EscapeDataString(parse.GetValue(messageId)!)}", token), asJson, body => WriteLocations([body])));
+        message.Add(showMessage);
+        var key = new Option<string>("--key") { Description = "Message key", Required = true };
+        var keyTopic = new Option<string?>("--topic") { Description = "Only messages of this topic" };
+        var find = new Command("find", "Messages with this key (newest last)") { key, keyTopic };
+        Handle(find, async (parse, client, asJson, token) =>
+        {
+            string path = $"/api/messages?key={Uri.EscapeDataString(parse.GetValue(key)!)}"
+                + (parse.GetValue(keyTopic) is { } t ? $"&topic={Uri.EscapeDataString(t)}" : "");
+            var answer = await client.GetAsync(path, token);
+            if (answer.Ok && answer.Body.GetArrayLength() == 0 && !asJson)
+            {
+                await error.WriteLineAsync($"halfmsg: no message with key '{parse.GetValue(key)}' in the index");
+                return ExitCodes.NotFound;
+            }
+            return await Print(answer, asJson, body => WriteLocations(body.EnumerateArray()));
+        });
+        message.Add(find);
+        root.Add(message);
+
+        // ---------------------------------------------------------------- stats, health
+        var stats = new Command("stats", "Broker counters");
+        Handle(stats, async (_, client, asJson, token) => await Print(await client.GetAsync("/api/stats", token), asJson, body =>
+        {
+            var t = new Table("counter", "value");
+            foreach (var p in body.EnumerateObject().Where(p => p.Value.ValueKind == JsonValueKind.Number)) t.Row(p.Name, p.Value.GetInt64());
+            t.Write(output);
+        }));
+        root.Add(stats);
+        var health = new Command("health", "Is the broker ready (exit 0) or not (1)");
+        Handle(health, async (_, client, asJson, token) =>
+        {
+            var answer = await client.GetAsync("/health", token);
+            if (asJson) await output.WriteLineAsync(JsonSerializer.Serialize(answer.Body, Indented));
+            else await output.WriteLineAsync(answer.Body.ValueKind == JsonValueKind.Object && answer.Body.TryGetProperty("status", out var s) ? s.GetString() : $"HTTP {(int)answer.Status}");
+            return answer.Ok ? ExitCodes.Ok : answer.ExitCode;
+        });
+        root.Add(health);
+
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var e in parsed.Errors) await error.WriteLineAsync($"halfmsg: {e.Message}");
+            await error.WriteLineAsync("halfmsg: see halfmsg --help");
+            return ExitCodes.Usage;
+        }
+        return await parsed.InvokeAsync(new InvocationConfiguration { Output = output, Error = error }, ct);
+    }
+
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    private static string Age(TimeSpan age) => age.TotalSeconds < 60 ? $"{Math.Max(0, age.TotalSeconds):0}s"
+        : age.TotalMinutes < 60 ? $"{(int)age.TotalMinutes}m" : age.TotalHours < 48 ? $"{(int)age.TotalHours}h" : $"{(int)age.TotalDays}d";
+
+    private static string Time(JsonElement e) => e.ValueKind == JsonValueKind.String
+        ? e.GetDateTimeOffset().ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture) : "-";
+}

@@ -1,0 +1,193 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using HalfMsg.Broker.Tests.Infrastructure;
+
+namespace HalfMsg.Broker.Tests.Admin;
+
+/// <summary>One real broker process with credentials configured and Debug logging, shared by the security tests.</summary>
+public sealed class SecuredBrokerFixture : IAsyncLifetime
+{
+    public const string AccessKey = "ops";
+    public const string Secret = "s3cret-Zq81-never-logged";
+
+    public BrokerProcess Broker { get; private set; } = null!;
+    public HttpClient Http { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Broker = await BrokerProcess.StartWithEnvironmentAsync(new Dictionary<string, string>
+        {
+            [$"Broker__Credentials__{AccessKey}"] = Secret,
+            ["Logging__LogLevel__Default"] = "Debug",
+            ["Logging__LogLevel__Microsoft.AspNetCore"] = "Debug",
+        });
+        Http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{Broker.HttpPort}") };
+    }
+
+    public async Task DisposeAsync()
+    {
+        Http.Dispose();
+        await Broker.DisposeAsync();
+    }
+
+    public static AuthenticationHeaderValue Basic(string user, string password)
+        => new("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{user}:{password}")));
+}
+
+public sealed class AdminSecurityTests(SecuredBrokerFixture fixture) : IClassFixture<SecuredBrokerFixture>
+{
+    private HttpClient Http => fixture.Http;
+
+    private static HttpRequestMessage Request(string method, string path, AuthenticationHeaderValue? auth = null)
+    {
+        var r = new HttpRequestMessage(new HttpMethod(method), path);
+        r.Headers.Authorization = auth;
+        return r;
+    }
+
+    private static AuthenticationHeaderValue Good => SecuredBrokerFixture.Basic(SecuredBrokerFixture.AccessKey, SecuredBrokerFixture.Secret);
+
+    private static async Task<JsonElement> AssertJsonError(HttpResponseMessage response, HttpStatusCode status, string code)
+    {
+        Assert.Equal(status, response.StatusCode);
+        Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal(code, body.GetProperty("code").GetString());
+        Assert.False(string.IsNullOrWhiteSpace(body.GetProperty("error").GetString()));
+        return body;
+    }
+
+    [Theory]
+    [InlineData("GET", "/api/transactions/pending")]
+    [InlineData("GET", "/api/stats")]
+    [InlineData("POST", "/api/transactions/any-tx/commit")]
+    [InlineData("POST", "/api/transactions/any-tx/rollback")]
+    [InlineData("POST", "/api/transactions/any-tx/resume")]
+    [InlineData("GET", "/dashboard")]
+    [InlineData("GET", "/metrics")]
+    public async Task Unsigned_requests_are_refused_with_401_a_challenge_and_a_json_body(string method, string path)
+    {
+        var response = await Http.SendAsync(Request(method, path));
+        await AssertJsonError(response, HttpStatusCode.Unauthorized, "Unauthorized");
+        Assert.Equal("Basic", response.Headers.WwwAuthenticate.Single().Scheme);
+    }
+
+    [Theory]
+    [InlineData(SecuredBrokerFixture.AccessKey, "wrong-secret")]
+    [InlineData(SecuredBrokerFixture.AccessKey, "")]
+    [InlineData("someone-else", SecuredBrokerFixture.Secret)]
+    [InlineData("", SecuredBrokerFixture.Secret)]
+    public async Task Wrongly_signed_requests_are_refused(string user, string password)
+    {
+        foreach (var (method, path) in new[] { ("GET", "/api/transactions/pending"), ("POST", "/api/transactions/any-tx/commit") })
+            await AssertJsonError(await Http.SendAsync(Request(method, path, SecuredBrokerFixture.Basic(user, password))), HttpStatusCode.Unauthorized, "Unauthorized");
+        var bearer = Request("GET", "/api/stats", new AuthenticationHeaderValue("Bearer", SecuredBrokerFixture.Secret));
+        await AssertJsonError(await Http.SendAsync(bearer), HttpStatusCode.Unauthorized, "Unauthorized");
+        var garbage = Request("GET", "/api/stats", new AuthenticationHeaderValue("Basic", "%%%not-base64"));
+        await AssertJsonError(await Http.SendAsync(garbage), HttpStatusCode.Unauthorized, "Unauthorized");
+    }
+
+    [Fact]
+    public async Task Correct_credentials_reach_the_api_and_the_engine()
+    {
+        var pending = await Http.SendAsync(Request("GET", "/api/transactions/pending", Good));
+        Assert.Equal(HttpStatusCode.OK, pending.StatusCode);
+        // Reaches the engine: an unknown id is the engine's 404, not the guard's 401/403.
+        await AssertJsonError(await Http.SendAsync(Request("POST", "/api/transactions/unknown-tx/commit", Good)), HttpStatusCode.NotFound, "NotFound");
+    }
+
+    [Theory]
+    [InlineData("Origin", "http://evil.example")]
+    [InlineData("Origin", "null")]
+    [InlineData("Sec-Fetch-Site", "cross-site")]
+    [InlineData("Sec-Fetch-Site", "same-site")]
+    public async Task Cross_site_posts_are_refused_even_with_valid_credentials(string header, string value)
+    {
+        foreach (string path in new[] { "/api/transactions/unknown-tx/commit", "/api/transactions/unknown-tx/rollback", "/dashboard/transactions/unknown-tx/commit" })
+        {
+            var request = Request("POST", path, Good);
+            request.Headers.TryAddWithoutValidation(header, value);
+            await AssertJsonError(await Http.SendAsync(request), HttpStatusCode.Forbidden, "CrossSiteRequest");
+        }
+    }
+
+    [Fact]
+    public async Task Same_origin_posts_from_the_dashboard_pass_the_cross_site_check()
+    {
+        var request = Request("POST", "/api/transactions/unknown-tx/commit", Good);
+        request.Headers.TryAddWithoutValidation("Origin", $"http://127.0.0.1:{fixture.Broker.HttpPort}");
+        request.Headers.TryAddWithoutValidation("Sec-Fetch-Site", "same-origin");
+        await AssertJsonError(await Http.SendAsync(request), HttpStatusCode.NotFound, "NotFound");
+    }
+
+    [Theory]
+    [InlineData("evil.example")]
+    [InlineData("evil.example:80")]
+    [InlineData("127.0.0.1.evil.example")]
+    public async Task A_foreign_Host_header_is_refused_even_with_valid_credentials(string host)
+    {
+        foreach (string path in new[] { "/api/transactions/pending", "/health", "/dashboard" })
+        {
+            var request = Request("GET", path, Good);
+            request.Headers.Host = host;
+            await AssertJsonError(await Http.SendAsync(request), HttpStatusCode.BadRequest, "HostNotAllowed");
+        }
+        var localhost = Request("GET", "/api/stats", Good);
+        localhost.Headers.Host = $"localhost:{fixture.Broker.HttpPort}";
+        Assert.Equal(HttpStatusCode.OK, (await Http.SendAsync(localhost)).StatusCode);
+    }
+
+    [Fact]
+    public async Task Health_stays_open_for_probes_and_says_nothing_else()
+    {
+        var response = await Http.GetAsync("/health");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal("ready", body.GetProperty("status").GetString());
+        Assert.Single(body.EnumerateObject());
+    }
+
+    [Theory]
+    [InlineData("GET", "/api/transactions/some-tx/commit", HttpStatusCode.MethodNotAllowed, "MethodNotAllowed")]
+    [InlineData("DELETE", "/api/transactions/some-tx", HttpStatusCode.MethodNotAllowed, "MethodNotAllowed")]
+    [InlineData("GET", "/api/no-such-endpoint", HttpStatusCode.NotFound, "NotFound")]
+    [InlineData("GET", "/api/transactions/pending?limit=abc", HttpStatusCode.BadRequest, "BadRequest")]
+    [InlineData("GET", "/api/transactions/pending?limit=0", HttpStatusCode.BadRequest, "BadRequest")]
+    public async Task Every_4xx_of_the_admin_port_has_a_json_body(string method, string path, HttpStatusCode status, string code)
+        => await AssertJsonError(await Http.SendAsync(Request(method, path, Good)), status, code);
+
+    [Fact]
+    public async Task The_secret_never_appears_in_the_logs()
+    {
+        // Debug logging is on (fixture); send it right, wrong, and as a bearer token.
+        await Http.SendAsync(Request("GET", "/api/stats", Good));
+        await Http.SendAsync(Request("GET", "/api/stats", SecuredBrokerFixture.Basic(SecuredBrokerFixture.AccessKey, SecuredBrokerFixture.Secret + "x")));
+        await Http.SendAsync(Request("GET", "/api/stats", new AuthenticationHeaderValue("Bearer", SecuredBrokerFixture.Secret)));
+        var wrongHost = Request("GET", "/api/stats", Good);
+        wrongHost.Headers.Host = "evil.example";
+        await Http.SendAsync(wrongHost);
+        string output = fixture.Broker.Output;
+        Assert.Contains("auth on", output);   // the banner was logged, so the log is being captured
+        Assert.DoesNotContain(SecuredBrokerFixture.Secret, output);
+        Assert.DoesNotContain(Convert.ToBase64String(Encoding.UTF8.GetBytes($"{SecuredBrokerFixture.AccessKey}:{SecuredBrokerFixture.Secret}")), output);
+    }
+}
+
+public sealed class MetricsSwitchTests
+{
+    [Fact]
+    public async Task Metrics_anonymous_opens_only_the_metrics_endpoint()
+    {
+        await using var broker = await BrokerProcess.StartWithEnvironmentAsync(
+            new Dictionary<string, string> { ["Broker__Credentials__ops"] = "pw-123456" }, "--metrics-anonymous", "true");
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{broker.HttpPort}") };
+        var metrics = await http.GetAsync("/metrics");
+        Assert.Equal(HttpStatusCode.OK, metrics.StatusCode);
+        Assert.Contains("halfmsg_transactions_pending", await metrics.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("/api/stats")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("/dashboard")).StatusCode);
+    }
+}

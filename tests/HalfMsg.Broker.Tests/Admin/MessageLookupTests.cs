@@ -1,0 +1,95 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Text.Json;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Hosting;
+
+namespace HalfMsg.Broker.Tests.Admin;
+
+/// <summary>Finding a message by id or key through the admin API, against a real in-process host.</summary>
+public sealed class MessageLookupTests : IAsyncLifetime
+{
+    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-lookup-" + Guid.NewGuid().ToString("N")[..12]);
+    private BrokerHost _host = null!;
+    private HttpClient _http = null!;
+
+    public async Task InitializeAsync()
+    {
+        int http = FreePort();
+        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", http.ToString(),
+            "--transaction-check-interval", "1h", "--queues-per-topic", "1"]);
+        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{http}") };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http.Dispose();
+        await _host.DisposeAsync();
+        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    private static MessageDraft Draft(string id, string key) => new() { Topic = "lookup-orders", MessageId = id, Keys = [key], Tag = "t", Body = new byte[] { 1 } };
+
+    private async Task<JsonElement> Message(string id) => await _http.GetFromJsonAsync<JsonElement>($"/api/messages/{id}");
+
+    [Fact]
+    public async Task A_message_is_found_by_id_and_key_with_where_it_is_now()
+    {
+        var engine = _host.Engine;
+        Assert.True((await engine.SendHalfAsync(Draft("lk-half-1", "order-7"), "lookup-producers", null, null)).IsOk);
+        Assert.Equal("pending", (await Message("lk-half-1")).GetProperty("state").GetString());
+
+        Assert.True((await engine.EndTransactionAsync("lk-half-1", null, TransactionResolution.Commit, DecisionSource.Operator)).IsOk);
+        var committed = await Message("lk-half-1");
+        Assert.Equal("committed", committed.GetProperty("state").GetString());
+        Assert.Equal(0, committed.GetProperty("queueId").GetInt32());
+        Assert.Equal(0, committed.GetProperty("queueOffset").GetInt64());
+
+        Assert.True((await engine.SendAsync(Draft("lk-plain-1", "order-7"))).IsOk);
+        Assert.True((await engine.SendHalfAsync(Draft("lk-half-2", "order-8"), "lookup-producers", null, null)).IsOk);
+        Assert.True((await engine.EndTransactionAsync("lk-half-2", null, TransactionResolution.Rollback, DecisionSource.Client)).IsOk);
+        Assert.Equal("rolled back", (await Message("lk-half-2")).GetProperty("state").GetString());
+
+        // A consumer group receives the first and acknowledges it; the second is delivered, not acked.
+        var got = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "lookup-consumers", Topic = "lookup-orders", BatchSize = 2 });
+        Assert.Equal(2, got.Messages.Count);
+        Assert.True((await engine.AckAsync("lookup-consumers", "lookup-orders", got.Messages[0].ReceiptHandle)).IsOk);
+        var acked = (await Message("lk-half-1")).GetProperty("groups").EnumerateArray().Single();
+        Assert.Equal("lookup-consumers", acked.GetProperty("group").GetString());
+        Assert.Equal("acked", acked.GetProperty("state").GetString());
+        Assert.StartsWith("delivered", (await Message("lk-plain-1")).GetProperty("groups")[0].GetProperty("state").GetString());
+
+        var byKey = await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=order-7&topic=lookup-orders");
+        Assert.Equal(["lk-half-1", "lk-plain-1"], byKey.EnumerateArray().Select(m => m.GetProperty("messageId").GetString()!).ToArray());
+        Assert.Equal(0, (await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=order-7&topic=elsewhere")).GetArrayLength());
+    }
+
+    [Fact]
+    public async Task A_decided_transaction_can_still_be_looked_up_with_its_decision_and_source()
+    {
+        Assert.True((await _host.Engine.SendHalfAsync(Draft("lk-decided", "k"), "lookup-producers", null, null)).IsOk);
+        Assert.True((await _host.Engine.EndTransactionAsync("lk-decided", null, TransactionResolution.Rollback, DecisionSource.Operator)).IsOk);
+        var tx = await _http.GetFromJsonAsync<JsonElement>("/api/transactions/lk-decided");
+        Assert.Equal("Rollback", tx.GetProperty("resolution").GetString());
+        Assert.Equal("Operator", tx.GetProperty("decidedBy").GetString());
+    }
+
+    [Fact]
+    public async Task Unknown_ids_answer_404_and_a_search_without_key_answers_400_both_as_json()
+    {
+        var missing = await _http.GetAsync("/api/messages/never-sent");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        Assert.Contains("message index", (await missing.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error").GetString());
+        var noKey = await _http.GetAsync("/api/messages");
+        Assert.Equal(HttpStatusCode.BadRequest, noKey.StatusCode);
+        Assert.Equal("BadRequest", (await noKey.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+    }
+}

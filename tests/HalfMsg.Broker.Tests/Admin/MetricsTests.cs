@@ -1,0 +1,90 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.RegularExpressions;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Hosting;
+
+namespace HalfMsg.Broker.Tests.Admin;
+
+/// <summary>GET /metrics in the Prometheus text format, scraped from a real in-process host.</summary>
+public sealed class MetricsTests : IAsyncLifetime
+{
+    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-metrics-" + Guid.NewGuid().ToString("N")[..12]);
+    private BrokerHost _host = null!;
+    private HttpClient _http = null!;
+
+    public async Task InitializeAsync()
+    {
+        int http = FreePort();
+        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", http.ToString(),
+            "--transaction-check-interval", "1h", "--queues-per-topic", "1"]);
+        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{http}") };
+    }
+
+    public async Task DisposeAsync()
+    {
+        _http.Dispose();
+        await _host.DisposeAsync();
+        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    /// <summary>The value of one sample line, e.g. <c>name{topic="t"}</c>; labels the exporter adds (otel_scope_*) are ignored.</summary>
+    private static double Sample(string text, string name, params (string Key, string Value)[] labels)
+    {
+        foreach (Match m in Regex.Matches(text, @"^(?<name>[a-z_]+)(\{(?<labels>[^}]*)\})? (?<value>\S+)", RegexOptions.Multiline))
+        {
+            if (m.Groups["name"].Value != name) continue;
+            string l = m.Groups["labels"].Value;
+            if (labels.All(p => l.Contains($"{p.Key}=\"{p.Value}\"", StringComparison.Ordinal)))
+                return double.Parse(m.Groups["value"].Value, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        throw new Xunit.Sdk.XunitException($"no sample {name} {string.Join(",", labels)} in:\n{text}");
+    }
+
+    [Fact]
+    public async Task Metrics_use_rocketmq_names_where_they_exist_and_ours_for_transactions()
+    {
+        var engine = _host.Engine;
+        for (int i = 0; i < 3; i++)
+            Assert.True((await engine.SendHalfAsync(new MessageDraft { Topic = "metrics-orders", MessageId = $"m-{i}", Body = new byte[] { 1 } }, "metrics-producers", null, null)).IsOk);
+        Assert.True((await engine.EndTransactionAsync("m-0", null, TransactionResolution.Commit, DecisionSource.Operator)).IsOk);
+        Assert.True((await engine.EndTransactionAsync("m-1", null, TransactionResolution.Rollback, DecisionSource.Operator)).IsOk);
+        Assert.True((await engine.SendAsync(new MessageDraft { Topic = "metrics-orders", MessageId = "plain-1", Body = new byte[] { 2 } })).IsOk);
+        var received = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "metrics-consumers", Topic = "metrics-orders", BatchSize = 1 });
+        Assert.Single(received.Messages);
+
+        var response = await _http.GetAsync("/metrics");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.StartsWith("text/plain", response.Content.Headers.ContentType?.MediaType);
+        string text = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(2, Sample(text, "rocketmq_messages_in_total", ("topic", "metrics-orders")));   // one commit + one plain send
+        Assert.Equal(1, Sample(text, "rocketmq_messages_out_total"));
+        Assert.Equal(4, Sample(text, "rocketmq_throughput_in_total", ("topic", "metrics-orders")));   // 3 halves + 1 send, 1 byte each
+        // Lag counts what the group has not acknowledged: the in-flight one included (as RocketMQ's ack offset lag does).
+        Assert.Equal(2, Sample(text, "rocketmq_consumer_lag_messages", ("topic", "metrics-orders"), ("consumer_group", "metrics-consumers")));
+        Assert.Equal(1, Sample(text, "rocketmq_consumer_inflight_messages", ("topic", "metrics-orders"), ("consumer_group", "metrics-consumers")));
+        Assert.Equal(1, Sample(text, "halfmsg_transactions_pending"));
+        Assert.Equal(0, Sample(text, "halfmsg_transactions_parked"));
+        Assert.Equal(3, Sample(text, "halfmsg_half_messages_stored_total"));
+        Assert.Equal(1, Sample(text, "halfmsg_transaction_decisions_total", ("resolution", "commit"), ("source", "operator")));
+        Assert.Equal(1, Sample(text, "halfmsg_transaction_decisions_total", ("resolution", "rollback"), ("source", "operator")));
+        Assert.True(Sample(text, "halfmsg_log_size_bytes") > 0);
+        Assert.True(Sample(text, "halfmsg_transactions_oldest_pending_age_seconds") >= 0);
+        Assert.Contains("# TYPE rocketmq_consumer_lag_messages gauge", text);
+        Assert.Contains("# TYPE rocketmq_messages_in_total counter", text);
+
+        // Live values, not a cached scrape: deciding the last half shows at once.
+        Assert.True((await engine.EndTransactionAsync("m-2", null, TransactionResolution.Commit, DecisionSource.Operator)).IsOk);
+        string after = await _http.GetStringAsync("/metrics");
+        Assert.Equal(0, Sample(after, "halfmsg_transactions_pending"));
+        Assert.Equal(2, Sample(after, "halfmsg_transaction_decisions_total", ("resolution", "commit"), ("source", "operator")));
+    }
+}

@@ -1,0 +1,171 @@
+using System.Text.Json;
+using HalfMsg.Cli;
+
+namespace HalfMsg.Ops.Tests;
+
+/// <summary>The <c>halfmsg</c> CLI against a real broker (in-process, loopback, credentials on).</summary>
+public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
+{
+    private sealed record Run(int ExitCode, string Out, string Err);
+
+    private async Task<Run> Halfmsg(params string[] args) => await HalfmsgWith(OpsBroker.Secret, args);
+
+    private async Task<Run> HalfmsgWith(string? secret, params string[] args)
+    {
+        var env = new Dictionary<string, string?>
+        {
+            ["HALFMSG_URL"] = broker.Url,
+            ["HALFMSG_ACCESS_KEY"] = secret is null ? null : OpsBroker.AccessKey,
+            ["HALFMSG_SECRET"] = secret,
+        };
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        int code = await HalfMsgCli.RunAsync(args, output, error, name => env.GetValueOrDefault(name));
+        return new Run(code, output.ToString(), error.ToString());
+    }
+
+    [Fact]
+    public async Task Topics_prints_a_table_with_message_counts()
+    {
+        var run = await Halfmsg("topics");
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        var line = run.Out.Split('\n').Single(l => l.StartsWith(OpsBroker.PendingTopic + " ", StringComparison.Ordinal));
+        Assert.Matches(@"^ops-payments\s+2\s+2\s+2\s+ops-consumers\s*$", line);
+        Assert.StartsWith("TOPIC", run.Out);
+    }
+
+    [Fact]
+    public async Task Tx_pending_and_parked_list_the_halves_and_json_is_the_apis_own()
+    {
+        var parked = await Halfmsg("tx", "parked");
+        Assert.Equal(ExitCodes.Ok, parked.ExitCode);
+        for (int i = 0; i < OpsBroker.ParkedCount; i++) Assert.Contains($"ops-parked-{i}", parked.Out);
+        Assert.Contains($"{OpsBroker.ParkedCount} shown of {OpsBroker.ParkedCount} parked", parked.Out);
+
+        var pending = await Halfmsg("tx", "pending", "--json", "--topic", OpsBroker.PendingTopic);
+        Assert.Equal(ExitCodes.Ok, pending.ExitCode);
+        using var doc = JsonDocument.Parse(pending.Out);
+        Assert.Equal(OpsBroker.PendingCount, doc.RootElement.GetProperty("items").GetArrayLength());
+        Assert.All(doc.RootElement.GetProperty("items").EnumerateArray(), i => Assert.Equal(OpsBroker.PendingTopic, i.GetProperty("topic").GetString()));
+    }
+
+    [Fact]
+    public async Task Tx_pending_all_pages_through_with_progress_on_stderr()
+    {
+        var run = await Halfmsg("tx", "parked", "--all", "--limit", "1");
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        Assert.Contains($"{OpsBroker.ParkedCount} shown of {OpsBroker.ParkedCount} parked", run.Out);
+        Assert.Contains("fetched 1 of 3 parked", run.Err);
+        Assert.Contains("fetched 2 of 3 parked", run.Err);
+    }
+
+    [Fact]
+    public async Task Tx_show_resume_commit_and_rollback_have_meaningful_exit_codes()
+    {
+        var show = await Halfmsg("tx", "show", "ops-pending-0");
+        Assert.Equal(ExitCodes.Ok, show.ExitCode);
+        Assert.Contains("ops-idle-producers", show.Out);
+
+        Assert.Equal(ExitCodes.NotFound, (await Halfmsg("tx", "show", "no-such-tx")).ExitCode);
+        var missing = await Halfmsg("tx", "commit", "no-such-tx");
+        Assert.Equal(ExitCodes.NotFound, missing.ExitCode);
+        Assert.Contains("no-such-tx", missing.Err);
+
+        // A half of its own, so the counts other tests read do not move.
+        Assert.True((await broker.Engine.SendHalfAsync(OpsBroker.Draft("ops-cli-decide", "cli-decide-1"), "ops-cli-producers", null, null)).IsOk);
+        var commit = await Halfmsg("tx", "commit", "cli-decide-1");
+        Assert.Equal(ExitCodes.Ok, commit.ExitCode);
+        Assert.Equal("cli-decide-1: commit", commit.Out.Trim());
+        var again = await Halfmsg("tx", "commit", "cli-decide-1");
+        Assert.Equal(ExitCodes.Ok, again.ExitCode);
+        Assert.Contains("already decided so", again.Out);
+        Assert.Equal(ExitCodes.Conflict, (await Halfmsg("tx", "rollback", "cli-decide-1")).ExitCode);
+        Assert.Null(broker.Engine.FindTransaction("cli-decide-1"));
+
+        // Resume is for parked halves: on a pending one the broker says so and changes nothing.
+        var resume = await Halfmsg("tx", "resume", "ops-pending-0");
+        Assert.Equal(ExitCodes.Failed, resume.ExitCode);
+        Assert.Contains("not parked", resume.Err);
+    }
+
+    [Fact]
+    public async Task Group_lag_and_stats_show_the_consumer_group_and_counters()
+    {
+        var lag = await Halfmsg("group", "lag", OpsBroker.Consumers);
+        Assert.Equal(ExitCodes.Ok, lag.ExitCode);
+        Assert.Contains("total lag 2;", lag.Out);
+        Assert.Equal(ExitCodes.NotFound, (await Halfmsg("group", "lag", "nobody")).ExitCode);
+
+        var stats = await Halfmsg("stats", "--json");
+        Assert.Equal(ExitCodes.Ok, stats.ExitCode);
+        using var doc = JsonDocument.Parse(stats.Out);
+        Assert.True(doc.RootElement.GetProperty("halvesStored").GetInt64() >= OpsBroker.ParkedCount + OpsBroker.PendingCount);
+    }
+
+    [Fact]
+    public async Task Missing_or_wrong_credentials_exit_5_and_an_unreachable_broker_exits_6()
+    {
+        var none = await HalfmsgWith(null, "stats");
+        Assert.Equal(ExitCodes.Refused, none.ExitCode);
+        Assert.Contains("credentials required", none.Err);
+        Assert.Equal(ExitCodes.Refused, (await HalfmsgWith("wrong", "tx", "commit", "ops-parked-0")).ExitCode);
+        Assert.Equal(ExitCodes.Ok, (await HalfmsgWith(null, "health")).ExitCode);   // /health is open for probes
+
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        int code = await HalfMsgCli.RunAsync(["stats", "--url", "http://127.0.0.1:1"], output, error, _ => null);
+        Assert.Equal(ExitCodes.Unreachable, code);
+    }
+
+    [Fact]
+    public async Task Message_show_and_find_say_where_a_message_is()
+    {
+        var show = await Halfmsg("message", "show", "ops-parked-0");
+        Assert.Equal(ExitCodes.Ok, show.ExitCode);
+        Assert.Matches(@"ops-parked-0\s+ops-orders\s+key-ops-parked-0\s+parked", show.Out);
+
+        var find = await Halfmsg("message", "find", "--key", "key-ops-plain-1", "--json");
+        Assert.Equal(ExitCodes.Ok, find.ExitCode);
+        using var doc = JsonDocument.Parse(find.Out);
+        var plain = doc.RootElement.EnumerateArray().Single();
+        Assert.Equal("stored", plain.GetProperty("state").GetString());
+        Assert.Equal(OpsBroker.Consumers, plain.GetProperty("groups")[0].GetProperty("group").GetString());
+
+        Assert.Equal(ExitCodes.NotFound, (await Halfmsg("message", "find", "--key", "no-such-key")).ExitCode);
+        Assert.Equal(ExitCodes.NotFound, (await Halfmsg("message", "show", "no-such-id")).ExitCode);
+    }
+
+    [Fact]
+    public async Task Topic_create_creates_once_and_rejects_a_bad_name()
+    {
+        var first = await Halfmsg("topic", "create", "cli-created");
+        Assert.Equal(ExitCodes.Ok, first.ExitCode);
+        Assert.Equal("cli-created: created", first.Out.Trim());
+        Assert.Equal("cli-created: already exists", (await Halfmsg("topic", "create", "cli-created")).Out.Trim());
+        Assert.Contains(broker.Engine.ListTopics(), t => t.Name == "cli-created");
+        var bad = await Halfmsg("topic", "create", "bad name!");
+        Assert.Equal(ExitCodes.Failed, bad.ExitCode);
+        Assert.Contains("not a valid name", bad.Err);
+    }
+
+    [Fact]
+    public async Task Pending_halves_show_keys_tag_and_why_they_wait()
+    {
+        var run = await Halfmsg("tx", "show", "ops-pending-0", "--json");
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        using var doc = JsonDocument.Parse(run.Out);
+        Assert.Equal("key-ops-pending-0", doc.RootElement.GetProperty("keys")[0].GetString());
+        Assert.Equal("created", doc.RootElement.GetProperty("tag").GetString());
+        Assert.Contains("no producer of group 'ops-idle-producers' is connected", doc.RootElement.GetProperty("waitingFor").GetString());
+        Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("nextCheckAt").ValueKind);
+        Assert.Contains("waiting: no producer connected", (await Halfmsg("tx", "pending", "--topic", OpsBroker.PendingTopic)).Out);
+    }
+
+    [Fact]
+    public async Task Usage_errors_exit_2()
+    {
+        Assert.Equal(ExitCodes.Usage, (await Halfmsg("tx", "frobnicate")).ExitCode);
+        Assert.Equal(ExitCodes.Usage, (await Halfmsg("tx", "commit")).ExitCode);
+        Assert.Equal(ExitCodes.Usage, (await Halfmsg("stats", "--url", "not a url")).ExitCode);
+    }
+}
