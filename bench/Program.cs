@@ -22,6 +22,14 @@ Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
 
 switch (options.Verb)
 {
+    case "chart":
+        // Redraw the sweep chart and the Markdown of existing results: HalfMsg.Bench chart bench/results/X-e2e.json
+        foreach (var json in options.Rest)
+        {
+            var w = HalfMsg.Bench.Reporting.ResultWriter.Rewrite(json);
+            Console.WriteLine(string.Join(Environment.NewLine, new[] { w.MarkdownPath }.Concat(w.Charts)));
+        }
+        return 0;
     case "e2e":
         return await E2eRunner.RunAsync(options, cts.Token);
     case "micro":
