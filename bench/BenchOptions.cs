@@ -35,6 +35,8 @@ public sealed record BenchOptions
           e2e     raw FasterLog ceiling + RabbitMQ peer + registered broker flows (Flows/FlowRegistry.cs)
           micro   BenchmarkDotNet micro benchmarks (other args go to BenchmarkDotNet, e.g. --filter '*Faster*')
           all     e2e, then micro
+          diag-commit-starvation [--writers 256] [--hops 3] [--work-us 50] [--seconds 10]
+                  raw log with and without thread-pool work before each append: commits/s, hop delay
           chart   redraw the sweep chart and Markdown of existing results: chart bench/results/<stamp>-e2e.json
         options:
           --quick               small run (20k messages, short BenchmarkDotNet job); e2e well under 2 minutes

@@ -5,6 +5,10 @@ using HalfMsg.Bench.Micro;
 if (args.Length > 0 && args[0] == "internal-seed")
     return await HalfMsg.Bench.Flows.BrokerRecoveryBench.SeedChildMainAsync(args);
 
+// Diagnostic probe (bench/results/*-profile.md): is the group-commit loop starved by a busy thread pool?
+if (args.Length > 0 && args[0] == "diag-commit-starvation")
+    return await HalfMsg.Bench.Diagnostics.CommitStarvationProbe.RunAsync(args);
+
 BenchOptions options;
 try
 {

@@ -335,6 +335,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 }, ct);
             }
             var statsBefore = await broker.GetStatsAsync(ct);
+            long? logCommits0 = BrokerProcess.LogCommitNumber(broker.DataDir);
             var cpu = new CpuWindow(broker.Pid);
             long start = Stopwatch.GetTimestamp();
             double? perRate = targetRate / o.Producers;
@@ -364,6 +365,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             var cpuMetrics = new Dictionary<string, double>();
             cpu.Stop(cpuMetrics, "broker", Math.Max(1, Interlocked.Read(ref committed)));
             var statsAfter = await broker.GetStatsAsync(CancellationToken.None);
+            long? logCommits1 = BrokerProcess.LogCommitNumber(broker.DataDir);
             stopConsumers.Cancel();
             await Task.WhenAll(consumerTasks).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ContinueWith(_ => { }, TaskScheduler.Default);
 
@@ -415,6 +417,19 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             {
                 if (statsAfter.TryGetValue(key, out double after))
                     result.Metrics["broker_" + key] = after;
+            }
+            // Group commits of the log during the window (FASTER numbers its commit files), and what each one carried.
+            if (logCommits0 is long lc0 && logCommits1 is long lc1 && lc1 > lc0)
+            {
+                double commits = lc1 - lc0;
+                result.Metrics["log_commits"] = commits;
+                result.Metrics["log_commits_per_s"] = commits / Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+                result.Metrics["tx_per_log_commit"] = com / commits;
+                if (statsAfter.TryGetValue("recordsAppended", out double ra1) && statsBefore.TryGetValue("recordsAppended", out double ra0))
+                {
+                    result.Metrics["records_per_log_commit"] = (ra1 - ra0) / commits;
+                    result.Metrics["records_per_tx"] = (ra1 - ra0) / com;
+                }
             }
             if (statsAfter.TryGetValue("checksSent", out double cs1))
             {

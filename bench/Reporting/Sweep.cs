@@ -40,6 +40,11 @@ public sealed record SweepRow
     public double? BrokerCpuCores { get; init; }
     public double? BenchClientCpuMsPerTx { get; init; }
     public double? BenchClientCpuCores { get; init; }
+    /// <summary>Group commits of the broker's log per second during the row, and transactions per commit.</summary>
+    public double? BrokerLogCommitsPerS { get; init; }
+    public double? BrokerTxPerLogCommit { get; init; }
+    /// <summary>Machine-wide busy CPU during the broker row, in cores (2 = both cores busy, whoever used them).</summary>
+    public double? MachineCpuCoresDuringBroker { get; init; }
 
     public double? BrokerVsCeiling => BrokerTxPerS / CeilingTxPerS;
     public double? BrokerVsRabbitMq => BrokerTxPerS / RabbitMqMsgsPerS;
@@ -77,6 +82,9 @@ public sealed record SweepRow
             BrokerCpuCores = M(broker, "broker_cpu_cores"),
             BenchClientCpuMsPerTx = M(broker, "client_cpu_ms_per_tx"),
             BenchClientCpuCores = M(broker, "client_cpu_cores"),
+            BrokerLogCommitsPerS = M(broker, "log_commits_per_s"),
+            BrokerTxPerLogCommit = M(broker, "tx_per_log_commit"),
+            MachineCpuCoresDuringBroker = M(broker, "machine_cpu_cores"),
         };
         foreach (var r in new[] { ceiling, rabbit, broker })
             if (!r.Measured) row.NotMeasured.Add($"{r.Name}: {r.NotMeasured}");
@@ -97,8 +105,8 @@ public sealed record SweepRow
             sb.AppendLine($"![throughput and p99 against transactions in flight]({chartFile})");
             sb.AppendLine();
         }
-        sb.AppendLine("| in flight | raw log ceiling tx/s | RabbitMQ msgs/s | broker tx/s | broker ÷ ceiling | broker ÷ RabbitMQ | broker delivered/s (÷ committed) | broker commit→first delivery p50 / p99 ms | RabbitMQ publish→delivery p50 / p99 ms | broker CPU ms/tx | bench client CPU ms/tx (broker row) | RabbitMQ CPU ms/msg (server / client) | decision durability | load avg 1 min (start → end) |");
-        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        sb.AppendLine("| in flight | raw log ceiling tx/s | RabbitMQ msgs/s | broker tx/s | broker ÷ ceiling | broker ÷ RabbitMQ | broker delivered/s (÷ committed) | broker commit→first delivery p50 / p99 ms | RabbitMQ publish→delivery p50 / p99 ms | broker CPU ms/tx | bench client CPU ms/tx (broker row) | RabbitMQ CPU ms/msg (server / client) | broker log commits/s (tx per commit) | CPU cores during broker row: broker / bench / whole machine | decision durability | load avg 1 min (start → end) |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
         foreach (var r in rows)
         {
             sb.AppendLine(string.Join(" | ",
@@ -114,6 +122,8 @@ public sealed record SweepRow
                 N(r.BrokerCpuMsPerTx, "0.000"),
                 N(r.BenchClientCpuMsPerTx, "0.000"),
                 P(r.RabbitMqServerCpuMsPerMsg, r.RabbitMqClientCpuMsPerMsg, "0.000"),
+                $"{N(r.BrokerLogCommitsPerS, "N0")} ({N(r.BrokerTxPerLogCommit, "0.0")})",
+                $"{N(r.BrokerCpuCores, "0.00")} / {N(r.BenchClientCpuCores, "0.00")} / {N(r.MachineCpuCoresDuringBroker, "0.00")}",
                 r.DecisionDurability,
                 $"{N(r.LoadAvgStart, "0.00")} → {N(r.LoadAvgEnd, "0.00")}") + " |");
         }

@@ -16,6 +16,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH_DLL=${BENCH_DLL:-$ROOT/bench/bin/Release/net10.0/HalfMsg.Bench.dll}
 export HALFMSG_BROKER_DLL=${HALFMSG_BROKER_DLL:-$ROOT/src/Broker/HalfMsg.Broker/bin/Release/net10.0/HalfMsg.Broker.dll}
 export DOTNET_PerfMapEnabled=1
+# JIT code in plain anonymous memory (not the W^X double mapping, which perf cannot attribute to the perf map).
+export DOTNET_EnableWriteXorExecute=0
 export HALFMSG_BENCH_FLOWS="flush sync"
 cd "$OUT"
 uptime > uptime-start.txt
@@ -41,14 +43,29 @@ threads() { # pid -> "tid comm utime stime" lines
     echo "${t##*/} $comm ${12} ${13}"
   done
 }
+HTTP=$(tr '\0' ' ' < /proc/$BROKER/cmdline | sed -n 's/.*--http-port \([0-9]*\).*/\1/p')
+DATA=$(tr '\0' ' ' < /proc/$BROKER/cmdline | sed -n 's/.*--data-dir \([^ ]*\).*/\1/p')
+curl -s http://127.0.0.1:$HTTP/api/stats > stats-0.json; date +%s.%N > stats-t0.txt
+find "$DATA" -type f | sort > datadir-0.txt
 threads $BROKER > broker-threads-0.txt; threads $BENCH > bench-threads-0.txt; date +%s.%N > threads-t0.txt
-dotnet-counters collect -p $BROKER --counters System.Runtime --format csv -o broker-counters.csv --duration 00:00:00:15 > /dev/null 2>&1 &
+# EventCounters: gauges (thread pool queue length, lock contention count per interval, time in GC, alloc rate).
+dotnet-counters collect -p $BROKER --counters 'EventCounters\System.Runtime' --format csv -o broker-counters.csv --duration 00:00:00:15 > /dev/null 2>&1 &
 C1=$!
-dotnet-counters collect -p $BENCH --counters System.Runtime --format csv -o bench-counters.csv --duration 00:00:00:15 > /dev/null 2>&1 &
+dotnet-counters collect -p $BENCH --counters 'EventCounters\System.Runtime' --format csv -o bench-counters.csv --duration 00:00:00:15 > /dev/null 2>&1 &
 C2=$!
+# System calls of the broker over 10 s: fsync/fdatasync = log commits, openat/unlink = commit-file churn, network.
+perf stat -p $BROKER -o broker-syscalls.txt -e 'syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_openat,syscalls:sys_enter_unlink,syscalls:sys_enter_unlinkat,syscalls:sys_enter_pwrite64,syscalls:sys_enter_write,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_recvmsg,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,context-switches,task-clock' -- sleep 10 > /dev/null 2>&1 &
+S1=$!
+perf stat -p $BENCH -o bench-syscalls.txt -e 'syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_recvmsg,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,context-switches,task-clock' -- sleep 10 > /dev/null 2>&1 &
+S2=$!
 sleep 10
 threads $BROKER > broker-threads-1.txt; threads $BENCH > bench-threads-1.txt; date +%s.%N > threads-t1.txt
-wait $C1 $C2
+curl -s http://127.0.0.1:$HTTP/api/stats > stats-1.json; date +%s.%N > stats-t1.txt
+find "$DATA" -type f | sort > datadir-1.txt
+wait $C1 $C2 $S1 $S2
+# How long each fsync/fdatasync takes (enter/exit pairs), 5 s.
+perf record -p $BROKER -o perf-fsync.data -e 'syscalls:sys_enter_fsync,syscalls:sys_exit_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_exit_fdatasync' -- sleep 5 > /dev/null 2>&1
+perf script -i perf-fsync.data -F tid,time,event > fsync-events.txt 2>/dev/null
 uptime > uptime-mid.txt
 perf record -e cpu-clock -F 999 -g -p $BROKER -o perf-broker.data -- sleep 15 > perf-broker.log 2>&1 &
 P1=$!
