@@ -66,6 +66,19 @@ public static class ResultWriter
     public static WrittenResults Rewrite(string jsonPath)
     {
         var run = JsonSerializer.Deserialize<BenchRun>(File.ReadAllText(jsonPath), Json) ?? throw new InvalidDataException($"{jsonPath}: not a bench run");
+        // Re-derive the sweep rows from the stored results, so columns added since the run was made are filled where
+        // the run measured them.
+        var rows = new List<SweepRow>();
+        foreach (var old in run.Sweep)
+        {
+            BenchResult? Find(Func<BenchResult, bool> what) =>
+                run.Results.FirstOrDefault(r => what(r) && r.Name.EndsWith($"@ {old.InFlight} in flight", StringComparison.Ordinal));
+            var c = Find(r => r.Kind == BenchKind.Ceiling);
+            var p = Find(r => r.Kind == BenchKind.Peer);
+            var b = Find(r => r.Kind == BenchKind.Flow);
+            rows.Add(c is null || p is null || b is null ? old : SweepRow.From(old.InFlight, old.DecisionDurability, old.LoadAvgStart, c, p, b));
+        }
+        run = run with { Sweep = rows };
         string stem = jsonPath.EndsWith(".json", StringComparison.Ordinal) ? jsonPath[..^5] : jsonPath;
         var charts = run.Sweep.Count > 0 ? SweepChart.Write(run.Sweep, stem + "-sweep", ChartSubtitle(run)) : [];
         string? chartFile = charts.Count > 0 ? Path.GetFileName(charts[0]) : null;
@@ -74,7 +87,8 @@ public static class ResultWriter
     }
 
     private static string ChartSubtitle(BenchRun run) =>
-        $"{run.StartedAt:yyyy-MM-dd HH:mm}, {run.Machine.Cores} cores, decisions {run.Sweep[0].DecisionDurability}";
+        $"{run.StartedAt:yyyy-MM-dd HH:mm}, {run.Machine.Cores} cores, decisions {run.Sweep[0].DecisionDurability}" +
+        (run.LoadAverageAtStart is string la ? $", load avg {la.Split(' ')[0]} → {run.LoadAverageAtEnd?.Split(' ')[0]}" : "");
 
     public static string ToMarkdown(BenchRun run, string? chartFile = null)
     {
