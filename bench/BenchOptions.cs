@@ -31,8 +31,9 @@ public sealed record BenchOptions
     public IReadOnlyList<string> Rest { get; init; } = [];
 
     public const string Usage = """
-        usage: HalfMsg.Bench <e2e|micro|all> [options]
-          e2e     raw FasterLog ceiling + RabbitMQ peer + registered broker flows (Flows/FlowRegistry.cs)
+        usage: HalfMsg.Bench <e2e|micro|all|chart|diag-commit-starvation> [options]
+          e2e     concurrency sweep (raw FasterLog ceiling, RabbitMQ peer, broker at each --inflight level; table and
+                  chart), then the other broker flows (Flows/FlowRegistry.cs)
           micro   BenchmarkDotNet micro benchmarks (other args go to BenchmarkDotNet, e.g. --filter '*Faster*')
           all     e2e, then micro
           diag-commit-starvation [--writers 256] [--hops 3] [--work-us 50] [--seconds 10]
@@ -45,7 +46,8 @@ public sealed record BenchOptions
           --inflight L[,L...]   concurrency sweep: transactions in flight per level (default 8,64,256; 8 with --quick);
                                 at each level the raw-log ceiling, RabbitMQ and the broker run with that many
                                 writers / publishers / producers (one outstanding each), same message count
-          --producers P         producers for the rows outside the sweep (flush async, pending, storm; default 8)
+          --producers P         producers for the rows outside the sweep (flush async, pending, storm; default 8;
+                                the half-load row runs at the sweep's peak level)
           --consumers C         concurrent consumers (default 4)
           --body-size BYTES     message body size (default 1024)
           --flush sync|async    durability mode for the ceiling and the broker flows (default sync)
