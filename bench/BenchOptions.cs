@@ -7,12 +7,20 @@ public sealed record BenchOptions
 {
     public string Verb { get; init; } = "e2e";
     public bool Quick { get; init; }
+    /// <summary>True when --messages was given (the sweep then uses it at every level).</summary>
+    public bool MessagesGiven { get; init; }
     /// <summary>Messages (transactions) per flow; fixed count, not fixed time.</summary>
     public int Messages { get; init; } = 200_000;
     public int Producers { get; init; } = 8;
     public int Consumers { get; init; } = 4;
     public int BodySize { get; init; } = 1024;
     public FlushMode Flush { get; init; } = FlushMode.Sync;
+    /// <summary>Transactions in flight per level of the concurrency sweep (each level runs the ceiling, RabbitMQ and the
+    /// broker with that many writers / publishers / producers). Default 8, 64, 256; <c>--quick</c>: 8.</summary>
+    public IReadOnlyList<int> InFlight { get; init; } = [8, 64, 256];
+    /// <summary>The broker's decision durability: <c>sync</c> (the reply to a commit/rollback waits for its fsync; the
+    /// only mode today) or another mode the broker accepts as <c>--decision-durability MODE</c> (passed through).</summary>
+    public string DecisionDurability { get; init; } = "sync";
     /// <summary>Existing RabbitMQ to use instead of starting a throwaway one.</summary>
     public string? RabbitMqUri { get; init; }
     public bool SkipRabbitMq { get; init; }
@@ -23,17 +31,28 @@ public sealed record BenchOptions
     public IReadOnlyList<string> Rest { get; init; } = [];
 
     public const string Usage = """
-        usage: HalfMsg.Bench <e2e|micro|all> [options]
-          e2e     raw FasterLog ceiling + RabbitMQ peer + registered broker flows (Flows/FlowRegistry.cs)
+        usage: HalfMsg.Bench <e2e|micro|all|chart|diag-commit-starvation> [options]
+          e2e     concurrency sweep (raw FasterLog ceiling, RabbitMQ peer, broker at each --inflight level; table and
+                  chart), then the other broker flows (Flows/FlowRegistry.cs)
           micro   BenchmarkDotNet micro benchmarks (other args go to BenchmarkDotNet, e.g. --filter '*Faster*')
           all     e2e, then micro
+          diag-commit-starvation [--writers 256] [--hops 3] [--work-us 50] [--seconds 10]
+                  raw log with and without thread-pool work before each append: commits/s, hop delay
+          chart   redraw the sweep chart and Markdown of existing results: chart bench/results/<stamp>-e2e.json
         options:
           --quick               small run (20k messages, short BenchmarkDotNet job); e2e well under 2 minutes
-          --messages N          messages/transactions per flow (default 200000; 20000 with --quick)
-          --producers P         concurrent producers / log writers (default 8)
+          --messages N          messages/transactions per flow (default 200000; 20000 with --quick); the sweep uses
+                                N at every level when given, else 500 per in-flight transaction (20k..200k)
+          --inflight L[,L...]   concurrency sweep: transactions in flight per level (default 8,64,256; 8 with --quick);
+                                at each level the raw-log ceiling, RabbitMQ and the broker run with that many
+                                writers / publishers / producers (one outstanding each), same message count
+          --producers P         producers for the rows outside the sweep (flush async, pending, storm; default 8;
+                                the half-load row runs at the sweep's peak level)
           --consumers C         concurrent consumers (default 4)
           --body-size BYTES     message body size (default 1024)
           --flush sync|async    durability mode for the ceiling and the broker flows (default sync)
+          --decision-durability MODE  broker decision durability, recorded with every broker row (default sync;
+                                any other value is passed to the broker as --decision-durability MODE)
           --rabbitmq URI        use an existing RabbitMQ (amqp://user:pass@127.0.0.1:5672/) instead of starting one
           --no-rabbitmq         skip the RabbitMQ peer
           --timeout SECONDS     upper bound per flow (default 600; 90 with --quick)
@@ -45,6 +64,7 @@ public sealed record BenchOptions
         var o = new BenchOptions();
         var rest = new List<string>();
         int? messages = null, timeoutS = null;
+        IReadOnlyList<int>? inflight = null;
         int i = 0;
         if (args.Length > 0 && !args[0].StartsWith('-')) { o = o with { Verb = args[0].ToLowerInvariant() }; i = 1; }
         for (; i < args.Length; i++)
@@ -70,6 +90,17 @@ public sealed record BenchOptions
                         },
                     };
                     break;
+                case "--inflight":
+                    inflight = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                        .Select(v => int.TryParse(v, out int n) && n > 0 && n <= 4096 ? n : throw new ArgumentException($"--inflight takes positive integers up to 4096, not '{v}'"))
+                        .Distinct().Order().ToArray();
+                    if (inflight.Count == 0) throw new ArgumentException("--inflight needs at least one level");
+                    break;
+                case "--decision-durability":
+                    string dd = Next().ToLowerInvariant();
+                    if (dd.Length == 0 || !dd.All(c => char.IsAsciiLetterOrDigit(c) || c == '-')) throw new ArgumentException($"--decision-durability: '{dd}' is not a mode name");
+                    o = o with { DecisionDurability = dd };
+                    break;
                 case "--rabbitmq": o = o with { RabbitMqUri = Next() }; break;
                 case "--no-rabbitmq": o = o with { SkipRabbitMq = true }; break;
                 case "--timeout": timeoutS = NextInt(); break;
@@ -80,6 +111,8 @@ public sealed record BenchOptions
         o = o with
         {
             Messages = messages ?? (o.Quick ? 20_000 : 200_000),
+            MessagesGiven = messages is not null,
+            InFlight = inflight ?? (o.Quick ? [8] : [8, 64, 256]),
             FlowTimeout = TimeSpan.FromSeconds(timeoutS ?? (o.Quick ? 90 : 600)),
             Rest = rest,
         };
@@ -87,6 +120,7 @@ public sealed record BenchOptions
     }
 
     public override string ToString() =>
-        $"messages={Messages} producers={Producers} consumers={Consumers} body={BodySize}B flush={Flush.ToString().ToLowerInvariant()}" +
+        $"messages={Messages} inflight={string.Join(',', InFlight)} producers={Producers} consumers={Consumers} body={BodySize}B " +
+        $"flush={Flush.ToString().ToLowerInvariant()} decision-durability={DecisionDurability}" +
         (Quick ? " quick" : "") + (RabbitMqUri is null ? "" : " rabbitmq=external");
 }

@@ -1,11 +1,17 @@
 using System.Diagnostics;
 using HalfMsg.Bench.Ceiling;
 using HalfMsg.Bench.Flows;
+using HalfMsg.Bench.Infrastructure;
+using HalfMsg.Bench.Peers;
 using HalfMsg.Bench.Reporting;
 
 namespace HalfMsg.Bench;
 
-/// <summary><c>e2e</c>: the raw-log ceiling, then every registered flow (RabbitMQ peer, broker flows); one report.</summary>
+/// <summary>
+/// <c>e2e</c>: the concurrency sweep first (at each in-flight level: the raw-log ceiling, RabbitMQ, the broker), then
+/// every registered flow (flush async, half-load, pending, storm, append path, recovery); one report with the sweep
+/// table and chart.
+/// </summary>
 public static class E2eRunner
 {
     public static async Task<int> RunAsync(BenchOptions o, CancellationToken ct)
@@ -13,43 +19,132 @@ public static class E2eRunner
         var started = DateTimeOffset.Now;
         var sw = Stopwatch.StartNew();
         var machine = MachineInfo.Collect();
+        string loadAtStart = CpuMeter.LoadAverages();
         Console.WriteLine($"# HalfMsg bench e2e: {o}");
         Console.WriteLine($"# machine: {machine}");
+        Console.WriteLine($"# load average (1/5/15 min): {loadAtStart}");
 
         var results = new List<BenchResult>();
-        Console.WriteLine($"- {RawFasterLogBench.Name} …");
-        results.Add(await RawFasterLogBench.RunAsync(o, ct));
-        Report(results[^1]);
+        var ctx = new BrokerBenchContext();
+        var sweep = new List<SweepRow>();
 
-        foreach (var flow in FlowRegistry.Create(o))
+        // One throwaway RabbitMQ node for every level (started once: ~6 s each time otherwise).
+        RabbitMqServer? rabbit = null;
+        string? rabbitError = null;
+        bool rabbitWanted = !o.SkipRabbitMq && o.InFlight.Any(l => FlowRegistry.Selected(RabbitName(l)));
+        if (rabbitWanted && o.RabbitMqUri is null)
+        {
+            Console.WriteLine("- starting a throwaway RabbitMQ node…");
+            (rabbit, rabbitError) = await RabbitMqServer.TryStartAsync(ct);
+            if (rabbit is not null) Console.WriteLine($"  [rabbitmq] {rabbit.NodeName} on 127.0.0.1:{rabbit.AmqpPort}, started in {rabbit.StartupTime.TotalSeconds:0.0} s");
+            else Console.WriteLine($"  [rabbitmq] not started: {rabbitError}");
+        }
+
+        try
+        {
+            foreach (int level in o.InFlight)
+            {
+                ct.ThrowIfCancellationRequested();
+                var lo = o with { Producers = level };
+                int messages = SweepMessages(o, level);
+                double? load0 = CpuMeter.LoadAverage1();
+                Console.WriteLine($"## {level} in flight ({messages:N0} per system; load average {CpuMeter.LoadAverages()})");
+
+                Console.WriteLine($"- {CeilingName(level)} …");
+                var ceiling = await RawFasterLogBench.RunAsync(lo with { Messages = messages }, ct, CeilingName(level));
+                results.Add(ceiling);
+                Report(ceiling);
+
+                BenchResult rmq;
+                if (o.SkipRabbitMq) rmq = BenchResult.Skipped(RabbitName(level), BenchKind.Peer, "skipped (--no-rabbitmq)");
+                else if (!FlowRegistry.Selected(RabbitName(level))) rmq = BenchResult.Skipped(RabbitName(level), BenchKind.Peer, "not selected (HALFMSG_BENCH_FLOWS)");
+                else if (rabbit is null && o.RabbitMqUri is null) rmq = BenchResult.Skipped(RabbitName(level), BenchKind.Peer, rabbitError ?? "RabbitMQ not started");
+                else
+                {
+                    Console.WriteLine($"- {RabbitName(level)} …");
+                    rmq = await RunFlowAsync(new RabbitMqFlowBench(rabbit, RabbitName(level)), lo with { Messages = messages }, ct);
+                }
+                results.Add(rmq);
+                Report(rmq);
+
+                BenchResult broker;
+                string brokerName = BrokerName(level);
+                if (!FlowRegistry.Selected(brokerName)) broker = BenchResult.Skipped(brokerName, BenchKind.Flow, "not selected (HALFMSG_BENCH_FLOWS)");
+                else
+                {
+                    Console.WriteLine($"- {brokerName} …");
+                    int brokerMessages = o.Quick && !o.MessagesGiven ? BrokerBenchContext.PrimaryMessages(o) : messages;
+                    broker = await RunFlowAsync(new BrokerTxFlowBench(ctx, new BrokerFlowSpec
+                    {
+                        Name = brokerName, Flush = o.Flush, Messages = brokerMessages, Producers = level,
+                    }), o, ct);
+                }
+                results.Add(broker);
+                Report(broker);
+
+                sweep.Add(SweepRow.From(level, o.DecisionDurability, load0, ceiling, rmq, broker));
+                if (broker.Measured && broker.Get(Metric.Throughput) is double tp)
+                {
+                    if (ctx.SweepPeak?.Get(Metric.Throughput) is not double best || tp > best) ctx.SweepPeak = broker;
+                    if (level == o.Producers && o.Flush == FlushMode.Sync) ctx.SyncPeak = broker;
+                }
+            }
+        }
+        finally
+        {
+            if (rabbit is not null) await rabbit.DisposeAsync();
+        }
+
+        foreach (var flow in FlowRegistry.Create(o, ctx, needSyncBaseline: ctx.SyncPeak is null && !o.InFlight.Contains(o.Producers)))
         {
             ct.ThrowIfCancellationRequested();
             Console.WriteLine($"- {flow.Name} …");
-            BenchResult r;
-            try
-            {
-                r = await flow.RunAsync(o, ct);
-            }
-            catch (Exception ex) when (!ct.IsCancellationRequested)
-            {
-                r = BenchResult.Skipped(flow.Name, BenchKind.Flow, $"{ex.GetType().Name}: {ex.Message}");
-            }
+            var r = await RunFlowAsync(flow, o, ct);
             results.Add(r);
             Report(r);
         }
 
-        var run = new BenchRun("e2e", started, sw.Elapsed.TotalSeconds, machine, o.ToString(), results);
-        var (json, md) = ResultWriter.Write(run, o.OutDir);
+        var run = new BenchRun("e2e", started, sw.Elapsed.TotalSeconds, machine, o.ToString(), results)
+        {
+            LoadAverageAtStart = loadAtStart,
+            LoadAverageAtEnd = CpuMeter.LoadAverages(),
+            Sweep = sweep,
+        };
+        var written = ResultWriter.Write(run, o.OutDir);
         Console.WriteLine();
-        Console.WriteLine(ResultWriter.ToMarkdown(run));
-        Console.WriteLine($"results: {json}");
-        Console.WriteLine($"         {md}");
-        // Exit code: 0 as long as the ceiling was measured; "not measured" flows are reported, not failures.
-        return results[0].Measured ? 0 : 1;
+        Console.WriteLine(ResultWriter.ToMarkdown(run, written.ChartFileName));
+        Console.WriteLine($"results: {written.JsonPath}");
+        Console.WriteLine($"         {written.MarkdownPath}");
+        foreach (var c in written.Charts) Console.WriteLine($"         {c}");
+        // Exit code: 0 as long as the ceiling was measured at every level; "not measured" flows are reported, not failures.
+        return results.Where(r => r.Kind == BenchKind.Ceiling).All(r => r.Measured) ? 0 : 1;
+    }
+
+    public static string CeilingName(int level) => $"{RawFasterLogBench.Name} @ {level} in flight";
+    public static string RabbitName(int level) => $"{RabbitMqFlowBench.FlowName} @ {level} in flight";
+    public static string BrokerName(int level) => $"broker tx (flush sync) @ {level} in flight";
+
+    /// <summary>Messages per system at one level: --messages when given; otherwise 500 per in-flight transaction, at
+    /// least 20,000 and at most 200,000 (8: 20k, 64: 32k, 256: 128k), so each level runs for tens of seconds on 2
+    /// cores instead of minutes at low concurrency. --quick: 20,000 (the broker row 5,000, as before).</summary>
+    public static int SweepMessages(BenchOptions o, int level) =>
+        o.MessagesGiven || o.Quick ? o.Messages : Math.Clamp(level * 500, 20_000, 200_000);
+
+    private static async Task<BenchResult> RunFlowAsync(IFlowBench flow, BenchOptions o, CancellationToken ct)
+    {
+        try
+        {
+            return await flow.RunAsync(o, ct);
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested)
+        {
+            return BenchResult.Skipped(flow.Name, BenchKind.Flow, $"{ex.GetType().Name}: {ex.Message}");
+        }
     }
 
     private static void Report(BenchResult r) =>
         Console.WriteLine(r.Measured
-            ? $"  => {r.Get(Metric.Throughput):N0} msgs/s" + (r.Get($"{Metric.Send}_p99_ms") is double p99 ? $", send p99 {p99:0.000} ms" : "")
+            ? $"  => {r.Get(Metric.Throughput):N0} msgs/s" + (r.Get($"{Metric.Send}_p99_ms") is double p99 ? $", send p99 {p99:0.000} ms" : "") +
+              (r.Summary is null ? "" : $"; {r.Summary}")
             : $"  => not measured: {r.NotMeasured}");
 }

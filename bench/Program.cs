@@ -5,6 +5,10 @@ using HalfMsg.Bench.Micro;
 if (args.Length > 0 && args[0] == "internal-seed")
     return await HalfMsg.Bench.Flows.BrokerRecoveryBench.SeedChildMainAsync(args);
 
+// Diagnostic probe (bench/results/*-profile.md): is the group-commit loop starved by a busy thread pool?
+if (args.Length > 0 && args[0] == "diag-commit-starvation")
+    return await HalfMsg.Bench.Diagnostics.CommitStarvationProbe.RunAsync(args);
+
 BenchOptions options;
 try
 {
@@ -22,6 +26,14 @@ Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); };
 
 switch (options.Verb)
 {
+    case "chart":
+        // Redraw the sweep chart and the Markdown of existing results: HalfMsg.Bench chart bench/results/X-e2e.json
+        foreach (var json in options.Rest)
+        {
+            var w = HalfMsg.Bench.Reporting.ResultWriter.Rewrite(json);
+            Console.WriteLine(string.Join(Environment.NewLine, new[] { w.MarkdownPath }.Concat(w.Charts)));
+        }
+        return 0;
     case "e2e":
         return await E2eRunner.RunAsync(options, cts.Token);
     case "micro":

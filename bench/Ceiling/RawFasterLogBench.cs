@@ -21,18 +21,19 @@ public static class RawFasterLogBench
 
     private enum Variant { CommitLoop, AsyncFlush }
 
-    public static async Task<BenchResult> RunAsync(BenchOptions o, CancellationToken ct)
+    public static async Task<BenchResult> RunAsync(BenchOptions o, CancellationToken ct, string? name = null)
     {
         int appends = o.Messages; // N records, as many as messages in the other flows
         int recordBytes = o.BodySize + HeaderBytes;
         var result = new BenchResult
         {
-            Name = Name,
+            Name = name ?? Name,
             Kind = BenchKind.Ceiling,
             Description = $"{appends:N0} appends of {recordBytes} B by {o.Producers} writers into one FasterLog " +
                           $"(page 4 MiB, memory 64 MiB, segment 256 MiB, like RecordLog), {o.Flush.ToString().ToLowerInvariant()} flush; " +
                           "tx/s ceiling = appends/s ÷ 2.",
         };
+        result.Metrics["inflight"] = o.Producers;
         try
         {
             var variants = o.Flush == FlushMode.Sync
@@ -58,6 +59,8 @@ public static class RawFasterLogBench
             result.Metrics["appends_per_commit"] = best.Commits > 0 ? (double)appends / best.Commits : 0;
             result.Metrics["mib_per_s"] = best.AppendsPerSecond * recordBytes / (1024.0 * 1024.0);
             result.Metrics[Metric.ElapsedS] = best.Elapsed.TotalSeconds;
+            result.Metrics["client_cpu_s"] = best.CpuSeconds;
+            result.Metrics["client_cpu_ms_per_tx"] = best.CpuSeconds * 1000 / (appends / 2.0);
             result.AddLatency(Metric.Send, best.Latency);
             result.Notes.Add($"reported variant: {best.Name}");
         }
@@ -72,7 +75,7 @@ public static class RawFasterLogBench
         return result;
     }
 
-    private sealed record VariantResult(string Name, double AppendsPerSecond, LatencyStats Latency, long Commits, TimeSpan Elapsed);
+    private sealed record VariantResult(string Name, double AppendsPerSecond, LatencyStats Latency, long Commits, TimeSpan Elapsed, double CpuSeconds);
 
     private static async Task<VariantResult> RunVariantAsync(Variant variant, int appends, int recordBytes, int writers, CancellationToken ct)
     {
@@ -90,13 +93,14 @@ public static class RawFasterLogBench
             long commitsBefore = log.Commits;
 
             var recorders = Enumerable.Range(0, writers).Select(_ => new LatencyRecorder(appends / writers + 1)).ToArray();
+            double cpu0 = Infrastructure.CpuMeter.SelfSeconds();
             var sw = Stopwatch.StartNew();
             await RunWritersAsync(log, appends, recordBytes, writers, recorders, ct);
             await log.CommitNowAsync(ct); // async mode: until the last one is durable
             sw.Stop();
 
             return new VariantResult(variant.ToString(), appends / sw.Elapsed.TotalSeconds, LatencyRecorder.Merge(recorders),
-                log.Commits - commitsBefore, sw.Elapsed);
+                log.Commits - commitsBefore, sw.Elapsed, Infrastructure.CpuMeter.SelfSeconds() - cpu0);
         }
         finally
         {

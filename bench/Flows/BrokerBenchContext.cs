@@ -8,6 +8,9 @@ public sealed class BrokerBenchContext
     /// <summary>The sync-flush peak row (also the "0 pending" baseline).</summary>
     public BenchResult? SyncPeak { get; set; }
     public BenchResult? AsyncPeak { get; set; }
+    /// <summary>The concurrency sweep's broker row with the highest tx/s (its <c>inflight</c> metric says at which level):
+    /// the "peak load" the half-load row is paced against.</summary>
+    public BenchResult? SweepPeak { get; set; }
 
     /// <summary>Transactions per broker flow row: --quick 5k (CI stays under 2 minutes on 2 cores; every broker row uses
     /// the same count so the ratios between rows are fair), otherwise <see cref="BenchOptions.Messages"/>.</summary>

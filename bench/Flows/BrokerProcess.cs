@@ -177,6 +177,28 @@ public sealed partial class BrokerProcess : IAsyncDisposable
         catch (Exception) { return null; }
     }
 
+    /// <summary>
+    /// The number of the newest FasterLog commit file under <c>DIR/log/log-commits</c> (FASTER names them commit.N.0 and,
+    /// with RemoveOutdatedCommits, keeps only the last few): the count of group commits so far. Null if none is found
+    /// (another storage layout).
+    /// </summary>
+    public static long? LogCommitNumber(string dataDir)
+    {
+        try
+        {
+            string dir = Path.Combine(dataDir, "log", "log-commits");
+            if (!Directory.Exists(dir)) return null;
+            long best = -1;
+            foreach (var f in Directory.EnumerateFiles(dir, "commit.*"))
+            {
+                var parts = Path.GetFileName(f).Split('.');
+                if (parts.Length >= 2 && long.TryParse(parts[1], out long n) && n > best) best = n;
+            }
+            return best >= 0 ? best : null;
+        }
+        catch (Exception) { return null; }
+    }
+
     /// <summary>Peak resident set (VmHWM) in MiB (null if unreadable).</summary>
     public double? PeakRssMiB() => StatusKb("VmHWM:") is long kb ? kb / 1024.0 : null;
 

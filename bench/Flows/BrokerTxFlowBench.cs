@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using HalfMsg.Bench.Infrastructure;
 using HalfMsg.Bench.Reporting;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
@@ -19,6 +20,11 @@ public sealed record BrokerFlowSpec
     public int? Messages { get; init; }
     /// <summary>Fraction of the sync peak tx/s to pace producers at (null = as fast as they go).</summary>
     public double? RateFractionOfSyncPeak { get; init; }
+    /// <summary>Pace at this fraction of the highest broker tx/s of the concurrency sweep, with that level's in-flight
+    /// count (the "half of peak load" row).</summary>
+    public double? RateFractionOfSweepPeak { get; init; }
+    /// <summary>Producers (= transactions in flight) for this row; null = <see cref="BenchOptions.Producers"/>.</summary>
+    public int? Producers { get; init; }
     /// <summary>Undecided halves seeded into the data dir before the broker starts (never checked during the run).</summary>
     public int SeedPending { get; init; }
     /// <summary>Halves seeded on another topic that are due for check-back at once when the run starts.</summary>
@@ -47,6 +53,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
 
     public async Task<BenchResult> RunAsync(BenchOptions o, CancellationToken outer)
     {
+        if (spec.Producers is int producers) o = o with { Producers = producers };
         if (BrokerProcess.FindBrokerDll() is null)
             return BenchResult.Skipped(Name, BenchKind.Flow, "HalfMsg.Broker.dll not found (dotnet build -c Release src/Broker/HalfMsg.Broker)");
         double? targetRate = null;
@@ -56,6 +63,13 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 return BenchResult.Skipped(Name, BenchKind.Flow, "sync peak not measured, so no half-load rate");
             targetRate = peak * frac;
         }
+        if (spec.RateFractionOfSweepPeak is double sweepFrac)
+        {
+            if (context.SweepPeak?.Get(Metric.Throughput) is not double peak || peak <= 0 || context.SweepPeak.Get("inflight") is not double level)
+                return BenchResult.Skipped(Name, BenchKind.Flow, "no broker level of the sweep was measured, so no half-load rate");
+            targetRate = peak * sweepFrac;
+            o = o with { Producers = (int)level };
+        }
 
         int n = spec.Messages ?? o.Messages;
         int bodySize = Math.Max(o.BodySize, HeaderBytes);
@@ -64,13 +78,15 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             Name = Name,
             Kind = BenchKind.Flow,
             Description = $"HalfMsg.Broker process (flush {spec.Flush.ToString().ToLowerInvariant()}), gRPC on 127.0.0.1; {n:N0} transactions of {bodySize} B; " +
-                          $"{o.Producers} ProducerClient instances (half-send then commit, 1 tx outstanding each)" +
+                          $"{o.Producers} ProducerClient instances (half-send then commit, 1 tx outstanding each, each with its own connection)" +
                           (targetRate is double r ? $", paced to {r:N0} tx/s in total" : "") +
                           $"; {o.Consumers} SimpleConsumers (receive batch {Batch} + ack)" +
                           (spec.SeedPending > 0 ? $"; {spec.SeedPending:N0} undecided halves seeded beforehand (--transaction-timeout 1h)" : "") +
                           (spec.StormHalves > 0 ? $"; {spec.StormHalves:N0} halves due for check-back at once (--transaction-timeout 1s --transaction-check-interval 1s, checker answers Unknown)" : "") +
-                          ". send = half-send; e2e = commit completion → first delivery.",
+                          $"; decision durability {o.DecisionDurability}. send = half-send; e2e = commit completion → first delivery.",
         };
+        result.Metrics["inflight"] = o.Producers;
+        result.Labels["decision_durability"] = o.DecisionDurability;
 
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(outer);
         timeout.CancelAfter(o.FlowTimeout + TimeSpan.FromMinutes(spec.SeedPending > 100_000 ? 5 : 0));
@@ -78,6 +94,9 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
 
         string dataDir = BrokerProcess.NewDataDir();
         var args = new List<string> { "--flush", spec.Flush == FlushMode.Sync ? "sync" : "async" };
+        // "sync" is the broker's only mode today and its default: not passed, so this bench runs against brokers that
+        // do not know the option yet. Any other mode is passed through (a broker that rejects it is "not measured").
+        if (o.DecisionDurability != "sync") args.AddRange(["--decision-durability", o.DecisionDurability]);
         try
         {
             // ── seed (before the broker starts) ──
@@ -115,8 +134,9 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
 
         if (result.Measured)
         {
-            if (spec.Flush == FlushMode.Sync && spec.RateFractionOfSyncPeak is null && spec.SeedPending == 0 && spec.StormHalves == 0) context.SyncPeak = result;
-            if (spec.Flush == FlushMode.Async && spec.RateFractionOfSyncPeak is null && spec.SeedPending == 0 && spec.StormHalves == 0) context.AsyncPeak = result;
+            bool plain = spec.RateFractionOfSyncPeak is null && spec.RateFractionOfSweepPeak is null && spec.SeedPending == 0 && spec.StormHalves == 0;
+            if (spec.Flush == FlushMode.Sync && plain && spec.Producers is null) context.SyncPeak = result;
+            if (spec.Flush == FlushMode.Async && plain) context.AsyncPeak = result;
             if (spec.CompareWithSyncPeak && context.SyncPeak?.Get(Metric.Throughput) is double baseTp && result.Get(Metric.Throughput) is double tp)
             {
                 result.Metrics["ratio_vs_baseline"] = tp / baseTp;
@@ -315,7 +335,8 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 }, ct);
             }
             var statsBefore = await broker.GetStatsAsync(ct);
-            double? cpu0 = broker.CpuSeconds();
+            long? logCommits0 = BrokerProcess.LogCommitNumber(broker.DataDir);
+            var cpu = new CpuWindow(broker.Pid);
             long start = Stopwatch.GetTimestamp();
             double? perRate = targetRate / o.Producers;
             var producing = Enumerable.Range(0, o.Producers)
@@ -341,8 +362,10 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             {
                 result.Notes.Add($"timed out after {o.FlowTimeout.TotalSeconds:0} s: {Interlocked.Read(ref committed):N0} committed, {Interlocked.Read(ref delivered):N0} delivered of {n:N0}");
             }
-            double? cpu1 = broker.CpuSeconds();
+            var cpuMetrics = new Dictionary<string, double>();
+            cpu.Stop(cpuMetrics, "broker", Math.Max(1, Interlocked.Read(ref committed)));
             var statsAfter = await broker.GetStatsAsync(CancellationToken.None);
+            long? logCommits1 = BrokerProcess.LogCommitNumber(broker.DataDir);
             stopConsumers.Cancel();
             await Task.WhenAll(consumerTasks).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ContinueWith(_ => { }, TaskScheduler.Default);
 
@@ -387,16 +410,26 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             result.AddLatency("send_to_delivery", sendToDelivery.ToStats());
             result.Metrics["delivered_before_commit_response"] = early;
 
-            if (cpu0 is double c0 && cpu1 is double c1)
-            {
-                result.Metrics["broker_cpu_s"] = c1 - c0;
-                result.Metrics["broker_cpu_ms_per_tx"] = (c1 - c0) * 1000 / com;
-            }
+            foreach (var (k, v) in cpuMetrics) result.Metrics[k] = v;
+            if (result.Get(Metric.Delivered) is double dps && tps > 0) result.Metrics["delivered_per_committed"] = dps / tps;
             if (broker.PeakRssMiB() is double rss) result.Metrics["broker_peak_rss_mib"] = rss;
             foreach (var key in new[] { "checksSent", "checksWithoutProducer", "pendingTransactions", "recoveryMilliseconds", "replayedRecords" })
             {
                 if (statsAfter.TryGetValue(key, out double after))
                     result.Metrics["broker_" + key] = after;
+            }
+            // Group commits of the log during the window (FASTER numbers its commit files), and what each one carried.
+            if (logCommits0 is long lc0 && logCommits1 is long lc1 && lc1 > lc0)
+            {
+                double commits = lc1 - lc0;
+                result.Metrics["log_commits"] = commits;
+                result.Metrics["log_commits_per_s"] = commits / Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+                result.Metrics["tx_per_log_commit"] = com / commits;
+                if (statsAfter.TryGetValue("recordsAppended", out double ra1) && statsBefore.TryGetValue("recordsAppended", out double ra0))
+                {
+                    result.Metrics["records_per_log_commit"] = (ra1 - ra0) / commits;
+                    result.Metrics["records_per_tx"] = (ra1 - ra0) / com;
+                }
             }
             if (statsAfter.TryGetValue("checksSent", out double cs1))
             {
@@ -405,13 +438,14 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             }
             if (checker is not null) result.Metrics["checks_answered_by_client"] = Interlocked.Read(ref checker.Checks);
 
-            string cpuPart = result.Get("broker_cpu_s") is double cpuS ? $"broker CPU {cpuS:0.0} s ({result.Get("broker_cpu_ms_per_tx"):0.00} ms/tx)" : "broker CPU n/a";
+            string cpuPart = (result.Get("broker_cpu_s") is double cpuS ? $"broker CPU {cpuS:0.0} s ({result.Get("broker_cpu_ms_per_tx"):0.000} ms/tx)" : "broker CPU n/a") +
+                             $", bench client {result.Get("client_cpu_ms_per_tx"):0.000} ms/tx";
             string rssPart = result.Get("broker_peak_rss_mib") is double r ? $", peak RSS {r:N0} MiB" : "";
             result.Summary = $"commit p50/p99 {result.Get("commit_p50_ms"):0.00}/{result.Get("commit_p99_ms"):0.00} ms; {cpuPart}{rssPart}";
             if (spec.StormHalves > 0)
                 result.Summary += $"; checks sent during run {result.Get("checks_sent_during_run") ?? double.NaN:N0} (client answered {result.Get("checks_answered_by_client"):N0})";
             if (targetRate is double t)
-                result.Summary += $"; paced at {t:N0} tx/s (50% of sync peak): commit→delivery p99 {result.Get("e2e_p99_ms"):0.00} ms";
+                result.Summary += $"; paced at {t:N0} tx/s ({(spec.RateFractionOfSweepPeak is not null ? "50% of the sweep's peak" : "50% of sync peak")}, {o.Producers} in flight): commit→delivery p99 {result.Get("e2e_p99_ms"):0.00} ms";
             if (spec.SeedPending > 0)
                 result.Summary += $"; {result.Get("broker_pendingTransactions") ?? double.NaN:N0} pending in broker";
         }

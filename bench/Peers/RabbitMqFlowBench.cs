@@ -14,22 +14,29 @@ namespace HalfMsg.Bench.Peers;
 /// C consumers (one channel each, manual ack, prefetch 32). Fixed message count. The body carries the publish
 /// timestamp for publish-to-delivery latency.
 /// </summary>
-public sealed class RabbitMqFlowBench : IFlowBench
+public sealed class RabbitMqFlowBench(RabbitMqServer? shared = null, string? name = null) : IFlowBench
 {
     public const string FlowName = "peer: RabbitMQ";
     public const ushort Prefetch = 32;
 
-    public string Name => FlowName;
+    public string Name => name ?? FlowName;
 
     public async Task<BenchResult> RunAsync(BenchOptions o, CancellationToken ct)
     {
         if (o.SkipRabbitMq) return BenchResult.Skipped(Name, BenchKind.Peer, "skipped (--no-rabbitmq)");
 
         RabbitMqServer? server = null;
+        int? beamPid = null;
         Uri uri;
         string? version = null;
         var notes = new List<string>();
-        if (o.RabbitMqUri is not null)
+        if (shared is not null)
+        {
+            uri = shared.Uri;
+            beamPid = shared.BeamPid is > 0 and var bp ? bp : null;
+            notes.Add($"throwaway node {shared.NodeName} on 127.0.0.1:{shared.AmqpPort} (shared by the sweep's levels)");
+        }
+        else if (o.RabbitMqUri is not null)
         {
             uri = new Uri(o.RabbitMqUri);
             notes.Add($"external RabbitMQ at {uri.Host}:{uri.Port}");
@@ -41,6 +48,7 @@ public sealed class RabbitMqFlowBench : IFlowBench
             if (s is null) return BenchResult.Skipped(Name, BenchKind.Peer, error ?? "RabbitMQ could not be started");
             server = s;
             uri = s.Uri;
+            beamPid = s.BeamPid is > 0 and var bp ? bp : null;
             notes.Add($"throwaway node {s.NodeName} on 127.0.0.1:{s.AmqpPort}, started in {s.StartupTime.TotalSeconds:0.0} s");
             Console.WriteLine($"  [rabbitmq] {notes[^1]}");
         }
@@ -49,7 +57,7 @@ public sealed class RabbitMqFlowBench : IFlowBench
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
             timeout.CancelAfter(o.FlowTimeout);
-            var result = await RunFlowAsync(uri, o, notes, v => version = v, timeout.Token, ct);
+            var result = await RunFlowAsync(uri, o, notes, v => version = v, beamPid, timeout.Token, ct);
             if (version is not null) result.Notes.Insert(0, $"RabbitMQ {version}");
             return result;
         }
@@ -64,7 +72,7 @@ public sealed class RabbitMqFlowBench : IFlowBench
     }
 
     private async Task<BenchResult> RunFlowAsync(Uri uri, BenchOptions o, List<string> notes, Action<string> setVersion,
-        CancellationToken ct, CancellationToken outer)
+        int? beamPid, CancellationToken ct, CancellationToken outer)
     {
         int n = o.Messages, bodySize = Math.Max(o.BodySize, 16);
         string queue = "halfmsg-bench-" + Guid.NewGuid().ToString("N")[..8];
@@ -121,6 +129,7 @@ public sealed class RabbitMqFlowBench : IFlowBench
             pubChannels.Add(await pubConn.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true), ct));
 
         long confirmed = 0, lastConfirm = 0;
+        var cpu = new Infrastructure.CpuWindow(beamPid);
         long start = Stopwatch.GetTimestamp();
         var publishers = new Task[o.Producers];
         for (int p = 0; p < o.Producers; p++)
@@ -152,8 +161,9 @@ public sealed class RabbitMqFlowBench : IFlowBench
             Name = Name,
             Kind = BenchKind.Peer,
             Description = $"{n:N0} persistent {bodySize} B messages to one durable queue; {o.Producers} publishers " +
-                          $"(confirms, 1 outstanding each), {o.Consumers} consumers (manual ack, prefetch {Prefetch}).",
+                          $"(one channel each on one connection, confirms, 1 outstanding each), {o.Consumers} consumers (manual ack, prefetch {Prefetch}).",
         };
+        result.Metrics["inflight"] = o.Producers;
         result.Notes.AddRange(notes);
         try
         {
@@ -165,6 +175,8 @@ public sealed class RabbitMqFlowBench : IFlowBench
             result.Notes.Add($"timed out after {o.FlowTimeout.TotalSeconds:0} s: {Interlocked.Read(ref confirmed):N0} confirmed, {Interlocked.Read(ref delivered):N0} delivered of {n:N0}");
         }
         double Seconds(long until) => (until - start) / (double)Stopwatch.Frequency;
+        var cpuMetrics = new Dictionary<string, double>();
+        cpu.Stop(cpuMetrics, "rabbitmq", Math.Max(1, Interlocked.Read(ref confirmed)));
 
         long conf = Interlocked.Read(ref confirmed), del = Interlocked.Read(ref delivered);
         if (conf == 0)
@@ -182,6 +194,12 @@ public sealed class RabbitMqFlowBench : IFlowBench
             result.Metrics[Metric.ElapsedS] = Seconds(Math.Max(confirmEnd, Volatile.Read(ref lastDelivery)));
             result.AddLatency(Metric.Send, LatencyRecorder.Merge(send));
             result.AddLatency(Metric.EndToEnd, LatencyRecorder.Merge(e2e));
+            foreach (var (key, value) in cpuMetrics) result.Metrics[key] = value;
+            if (result.Get(Metric.Delivered) is double dps && result.Get(Metric.Throughput) is double tps && tps > 0)
+                result.Metrics["delivered_per_committed"] = dps / tps;
+            result.Summary = $"confirm p50/p99 {result.Get("send_p50_ms"):0.00}/{result.Get("send_p99_ms"):0.00} ms" +
+                             (result.Get("rabbitmq_cpu_ms_per_tx") is double rc ? $"; RabbitMQ CPU {rc:0.000} ms/msg" : "") +
+                             $", bench client {result.Get("client_cpu_ms_per_tx"):0.000} ms/msg";
         }
 
         foreach (var ch in pubChannels) await SafeCloseAsync(ch);

@@ -28,6 +28,8 @@ public sealed class RabbitMqServer : IAsyncDisposable
     public string NodeName { get; }
     public Uri Uri => new($"amqp://guest:guest@127.0.0.1:{AmqpPort}/");
     public TimeSpan StartupTime { get; private set; }
+    /// <summary>The Erlang VM's pid (the node itself), 0 if not known: for its CPU time.</summary>
+    public int BeamPid => _beamPid != 0 ? _beamPid : (_beamPid = ReadPidFile());
 
     private RabbitMqServer(string root, int amqp, int dist, int epmd, string node)
     {

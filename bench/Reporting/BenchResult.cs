@@ -14,6 +14,8 @@ public sealed class BenchResult
     public BenchKind Kind { get; init; } = BenchKind.Flow;
     public string? Description { get; init; }
     public Dictionary<string, double> Metrics { get; } = new();
+    /// <summary>Non-numeric facts of the row (e.g. <c>decision_durability</c>).</summary>
+    public Dictionary<string, string> Labels { get; } = new();
     public List<string> Notes { get; } = new();
     /// <summary>Why this flow was not measured (null if it was).</summary>
     public string? NotMeasured { get; set; }

@@ -12,7 +12,17 @@ public sealed record BenchRun(
     double DurationS,
     MachineInfo Machine,
     string Options,
-    IReadOnlyList<BenchResult> Results);
+    IReadOnlyList<BenchResult> Results)
+{
+    /// <summary>"1m 5m 15m" load averages when the run started and ended (2 cores: above 2 = others competed for CPU).</summary>
+    public string? LoadAverageAtStart { get; init; }
+    public string? LoadAverageAtEnd { get; init; }
+    /// <summary>The concurrency sweep, one row per in-flight level (also in <see cref="Results"/> as three rows each).</summary>
+    public IReadOnlyList<SweepRow> Sweep { get; init; } = [];
+}
+
+/// <summary>What <see cref="ResultWriter.Write"/> wrote.</summary>
+public sealed record WrittenResults(string JsonPath, string MarkdownPath, IReadOnlyList<string> Charts, string? ChartFileName);
 
 /// <summary>Writes <c>&lt;out&gt;/&lt;yyyy-MM-dd-HHmmss&gt;-&lt;name&gt;.json</c> (+ .md) and renders the Markdown summary.</summary>
 public static class ResultWriter
@@ -23,19 +33,64 @@ public static class ResultWriter
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        // Get-only collections (Metrics, Labels, Notes) are filled in place when a result is read back (chart verb).
+        PreferredObjectCreationHandling = JsonObjectCreationHandling.Populate,
     };
 
-    public static (string JsonPath, string MarkdownPath) Write(BenchRun run, string outDir)
+    public static WrittenResults Write(BenchRun run, string outDir)
     {
         Directory.CreateDirectory(outDir);
         string stem = Path.Combine(outDir, $"{run.StartedAt.ToLocalTime():yyyy-MM-dd-HHmmss}-{run.Name}");
         string jsonPath = stem + ".json", mdPath = stem + ".md";
         File.WriteAllText(jsonPath, JsonSerializer.Serialize(run, Json));
-        File.WriteAllText(mdPath, ToMarkdown(run));
-        return (jsonPath, mdPath);
+        IReadOnlyList<string> charts = [];
+        string? chartFile = null;
+        if (run.Sweep.Count > 0)
+        {
+            try
+            {
+                charts = SweepChart.Write(run.Sweep, stem + "-sweep", ChartSubtitle(run));
+                chartFile = charts.Count > 0 ? Path.GetFileName(charts[0]) : null;
+            }
+            catch (Exception ex)
+            {
+                // A missing native library must not lose the measurements: the table is written anyway.
+                Console.Error.WriteLine($"chart not written: {ex.GetType().Name}: {ex.Message}");
+            }
+        }
+        File.WriteAllText(mdPath, ToMarkdown(run, chartFile));
+        return new WrittenResults(jsonPath, mdPath, charts, chartFile);
     }
 
-    public static string ToMarkdown(BenchRun run)
+    /// <summary>Rewrites the chart and the Markdown of an existing JSON result (after a change to the report code).</summary>
+    public static WrittenResults Rewrite(string jsonPath)
+    {
+        var run = JsonSerializer.Deserialize<BenchRun>(File.ReadAllText(jsonPath), Json) ?? throw new InvalidDataException($"{jsonPath}: not a bench run");
+        // Re-derive the sweep rows from the stored results, so columns added since the run was made are filled where
+        // the run measured them.
+        var rows = new List<SweepRow>();
+        foreach (var old in run.Sweep)
+        {
+            BenchResult? Find(Func<BenchResult, bool> what) =>
+                run.Results.FirstOrDefault(r => what(r) && r.Name.EndsWith($"@ {old.InFlight} in flight", StringComparison.Ordinal));
+            var c = Find(r => r.Kind == BenchKind.Ceiling);
+            var p = Find(r => r.Kind == BenchKind.Peer);
+            var b = Find(r => r.Kind == BenchKind.Flow);
+            rows.Add(c is null || p is null || b is null ? old : SweepRow.From(old.InFlight, old.DecisionDurability, old.LoadAvgStart, c, p, b));
+        }
+        run = run with { Sweep = rows };
+        string stem = jsonPath.EndsWith(".json", StringComparison.Ordinal) ? jsonPath[..^5] : jsonPath;
+        var charts = run.Sweep.Count > 0 ? SweepChart.Write(run.Sweep, stem + "-sweep", ChartSubtitle(run)) : [];
+        string? chartFile = charts.Count > 0 ? Path.GetFileName(charts[0]) : null;
+        File.WriteAllText(stem + ".md", ToMarkdown(run, chartFile));
+        return new WrittenResults(jsonPath, stem + ".md", charts, chartFile);
+    }
+
+    private static string ChartSubtitle(BenchRun run) =>
+        $"{run.StartedAt:yyyy-MM-dd HH:mm}, {run.Machine.Cores} cores, decisions {run.Sweep[0].DecisionDurability}" +
+        (run.LoadAverageAtStart is string la ? $", load avg {la.Split(' ')[0]} → {run.LoadAverageAtEnd?.Split(' ')[0]}" : "");
+
+    public static string ToMarkdown(BenchRun run, string? chartFile = null)
     {
         var sb = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
@@ -44,8 +99,19 @@ public static class ResultWriter
         sb.AppendLine($"- machine: {run.Machine}");
         sb.AppendLine($"- options: {run.Options}");
         sb.AppendLine($"- run time: {run.DurationS:0.0} s");
+        if (run.LoadAverageAtStart is not null)
+            sb.AppendLine($"- load average (1/5/15 min): {run.LoadAverageAtStart} at start, {run.LoadAverageAtEnd} at end ({run.Machine.Cores} cores)");
+        sb.AppendLine();
+        if (run.Sweep.Count > 0) sb.Append(SweepRow.ToMarkdown(run.Sweep, chartFile));
+        sb.AppendLine("### All rows");
         sb.AppendLine();
 
+        // Ratios compare with the ceiling / RabbitMQ measured with the same number in flight ("inflight"), else the first.
+        BenchResult? Baseline(BenchKind kind, BenchResult r)
+        {
+            var candidates = run.Results.Where(b => b.Kind == kind && b.Measured && b.Get(Metric.Throughput) is > 0).ToList();
+            return candidates.FirstOrDefault(b => b.Get("inflight") is double l && l == r.Get("inflight")) ?? candidates.FirstOrDefault();
+        }
         var ceiling = run.Results.FirstOrDefault(r => r.Kind == BenchKind.Ceiling && r.Measured && r.Get(Metric.Throughput) is > 0);
         var rabbit = run.Results.FirstOrDefault(r => r.Kind == BenchKind.Peer && r.Measured && r.Get(Metric.Throughput) is > 0);
 
@@ -73,8 +139,8 @@ public static class ResultWriter
                 F($"{Metric.Send}_p999_ms", "0.000"),
                 F($"{Metric.EndToEnd}_p50_ms", "0.000"),
                 F($"{Metric.EndToEnd}_p99_ms", "0.000"),
-                Ratio(ceiling),
-                Ratio(rabbit),
+                Ratio(Baseline(BenchKind.Ceiling, r)),
+                Ratio(Baseline(BenchKind.Peer, r)),
                 Escape(r.Summary ?? "")) + " |");
         }
         sb.AppendLine();
@@ -90,6 +156,8 @@ public static class ResultWriter
             if (r.Description is not null) sb.AppendLine(r.Description);
             if (r.Summary is not null) sb.AppendLine($"- summary: {r.Summary}");
             if (!r.Measured) sb.AppendLine($"- **not measured**: {r.NotMeasured}");
+            foreach (var (k, v) in r.Labels)
+                sb.AppendLine($"- {k}: {v}");
             foreach (var (k, v) in r.Metrics)
                 sb.AppendLine($"- {k}: {v.ToString(Math.Abs(v) >= 100 ? "N0" : "0.###", inv)}");
             foreach (var n in r.Notes) sb.AppendLine($"- note: {n}");
