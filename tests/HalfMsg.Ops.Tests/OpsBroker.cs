@@ -34,7 +34,7 @@ public sealed class OpsBroker : IAsyncLifetime
     {
         HttpPort = FreePort();
         Host = await BrokerHost.StartAsync(
-            ["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", HttpPort.ToString(),
+            ["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--http-port", HttpPort.ToString(),
              "--transaction-timeout", "0ms", "--transaction-check-interval", "20ms", "--transaction-check-max", "1", "--queues-per-topic", "2"],
             [new($"Broker:Credentials:{AccessKey}", Secret)]);
 

@@ -72,7 +72,7 @@ public sealed class FirstTenMinutesTests
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-port-" + Guid.NewGuid().ToString("N"));
         try
         {
-            var run = await BrokerCli.RunAsync(["--data-dir", dataDir, "--http-port", port.ToString(), "--grpc-port", "0"]);
+            var run = await BrokerCli.RunAsync(["--data-dir", dataDir, "--http-port", port.ToString(), "--grpc-port", "0", "--remoting-port", "0", "--namesrv-port", "0"]);
             Assert.Equal(2, run.ExitCode);
             Assert.Equal($"halfmsg-broker: --http-port {port} is already in use on 127.0.0.1; stop the other process or choose another --http-port", run.StdErr.Trim());
             Assert.False(Directory.Exists(Path.Combine(dataDir, "log")), "recovery must not have run");
@@ -89,7 +89,7 @@ public sealed class FirstTenMinutesTests
         string file = Path.GetTempFileName();
         try
         {
-            var run = await BrokerCli.RunAsync(["--data-dir", file, "--http-port", "0", "--grpc-port", "0"]);
+            var run = await BrokerCli.RunAsync(["--data-dir", file, "--http-port", "0", "--grpc-port", "0", "--remoting-port", "0", "--namesrv-port", "0"]);
             Assert.Equal(2, run.ExitCode);
             Assert.Equal($"halfmsg-broker: --data-dir {file} is a file; point --data-dir at a directory (it is created if missing)", run.StdErr.Trim());
         }
@@ -134,7 +134,7 @@ public sealed class FirstTenMinutesTests
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-json-" + Guid.NewGuid().ToString("N"));
         int http = FreePort();
         var lines = new List<string>();
-        using var process = new Process { StartInfo = BrokerCli.StartInfo(["--data-dir", dataDir, "--http-port", http.ToString(), "--grpc-port", FreePort().ToString(), "--log-format", "json"]) };
+        using var process = new Process { StartInfo = BrokerCli.StartInfo(["--data-dir", dataDir, "--http-port", http.ToString(), "--grpc-port", FreePort().ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--log-format", "json"]) };
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         process.OutputDataReceived += (_, e) =>
         {

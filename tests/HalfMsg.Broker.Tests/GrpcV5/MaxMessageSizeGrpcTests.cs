@@ -42,7 +42,7 @@ public sealed class MaxMessageSizeGrpcTests
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-maxgrpc-" + Guid.NewGuid().ToString("N")[..12]);
         int grpc = FreePort();
-        var host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", grpc.ToString(), "--http-port", FreePort().ToString(),
+        var host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", grpc.ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--http-port", FreePort().ToString(),
             "--transaction-check-interval", "1h", .. args]);
         try
         {

@@ -14,6 +14,8 @@ internal static class StartupChecks
         CheckDataDir(options.DataDir);
         CheckPort(options.Bind, options.GrpcPort, "--grpc-port", "--bind");
         CheckPort(options.AdminBind, options.HttpPort, "--http-port", "--admin-bind");
+        CheckPort(options.Bind, options.RemotingPort, "--remoting-port", "--bind");
+        CheckPort(options.Bind, options.NameServerPort, "--namesrv-port", "--bind");
     }
 
     private static void CheckDataDir(string dataDir)
