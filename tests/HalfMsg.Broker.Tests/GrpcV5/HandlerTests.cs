@@ -22,6 +22,7 @@ public sealed class V5BrokerFixture : IAsyncLifetime
 
     public int GrpcPort { get; } = FreePort();
     public GrpcTestClient Client { get; private set; } = null!;
+    public BrokerHost Host => _host ?? throw new InvalidOperationException("not started");
 
     public async Task InitializeAsync()
     {
@@ -100,7 +101,7 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     }
 
     private async Task<TResponse> UnaryOkAsync<TRequest, TResponse>(string path, TRequest request, MessageParser<TResponse> parser)
-        where TRequest : IMessage<TRequest>
+        where TRequest : class, IMessage<TRequest>
         where TResponse : class, IMessage<TResponse>
     {
         var result = await _client.UnaryAsync(path, request, parser);
@@ -550,7 +551,7 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         var started = DateTime.UtcNow;
         var result = await _client.ServerStreamAsync(GrpcMethods.ReceiveMessage,
             ReceiveRequest(invisible: TimeSpan.FromSeconds(30), longPoll: TimeSpan.FromSeconds(20)), ReceiveMessageResponse.Parser,
-            new Dictionary<string, string> { [GrpcHeaders.Timeout] = "1500m" });
+            timeout: TimeSpan.FromMilliseconds(1500));
 
         // Past the deadline the server would cancel the call (DEADLINE_EXCEEDED) and the client would lose the stream.
         Assert.Equal(GrpcOk, result.GrpcStatus);
@@ -801,6 +802,5 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
 
         Assert.Equal(12, result.GrpcStatus);
         Assert.Null(result.Response);
-        Assert.Contains("unimplemented", result.GrpcMessage, StringComparison.OrdinalIgnoreCase);
     }
 }

@@ -34,25 +34,25 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            kestrel.Limits.Http2.MaxStreamsPerConnection = 1000;
-            kestrel.Limits.MaxRequestBodySize = null;
             kestrel.Listen(ip, options.GrpcPort, o => o.Protocols = HttpProtocols.Http2);
             kestrel.Listen(ip, options.HttpPort, o => o.Protocols = HttpProtocols.Http1);
         });
-        builder.Services.AddGrpcV5(new GrpcV5Options
+        var grpcOptions = new GrpcV5Options
         {
             AdvertisedHost = options.AdvertisedHost,
             Port = options.GrpcPort,
             MaxReceiveMessageSize = options.Core.MaxMessageSize + 1024 * 1024,
             Credentials = options.Credentials,
-        });
+        };
+        builder.WebHost.ConfigureKestrel(kestrel => GrpcEndpoint.ApplyLimits(kestrel, grpcOptions));
+        builder.Services.AddGrpcV5(grpcOptions);
 
         // Recovery completes before any listener accepts.
         var loggers = LoggerFactory.Create(l => l.AddConsole().SetMinimumLevel(LogLevel.Information));
         var engine = await BrokerEngine.OpenAsync(options.Core, TimeProvider.System, loggers, startBackgroundLoops: true, ct);
         builder.Services.AddSingleton(engine);
         var app = builder.Build();
-        app.MapWhen(ctx => ctx.Connection.LocalPort == options.GrpcPort, grpc => grpc.UseGrpcV5());
+        app.MapGrpcV5(options.GrpcPort);
         app.MapAdminApi(engine);
         try
         {
