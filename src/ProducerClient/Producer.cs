@@ -4,7 +4,8 @@ using Apache.Rocketmq.V2;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.ProducerClient.Barrier;
-using HalfMsg.ProducerClient.Transport;
+using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Transport;
 using HalfMsg.Protocol.Grpc;
 using HalfMsg.Protocol.Identifiers;
 using Microsoft.Extensions.Logging;
@@ -195,8 +196,8 @@ public sealed class Producer : IAsyncDisposable
             var request = new SendMessageRequest { Messages = { ToProto(message, messageId, type, mq.Id) } };
             try
             {
-                SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, GrpcMethods.SendMessage, request,
-                    SendMessageResponse.Parser, null, ct).ConfigureAwait(false);
+                SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, ct)
+                    .ConfigureAwait(false);
                 foreach (SendResultEntry e in response.Entries)
                 {
                     StatusChecker.Check(e.Status, null);
@@ -319,8 +320,8 @@ public sealed class Producer : IAsyncDisposable
             Source = source,
             TraceContext = string.Empty,
         };
-        EndTransactionResponse response = await _session.Channel.UnaryAsync(endpoint, GrpcMethods.EndTransaction, request,
-            EndTransactionResponse.Parser, null, ct).ConfigureAwait(false);
+        EndTransactionResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(request, o), null, ct)
+            .ConfigureAwait(false);
         StatusChecker.Check(response.Status, null);
     }
 

@@ -90,7 +90,7 @@ public sealed class BrokerRestartTests(ITestOutputHelper output)
                     expected.Add((await producer.SendAsync(new ProducerMessage(topic, "after-" + i))).MessageId);
                     break;
                 }
-                catch (HalfMsg.ProducerClient.ClientException ex) when (DateTime.UtcNow < deadline)
+                catch (HalfMsg.ClientCore.ClientException ex) when (DateTime.UtcNow < deadline)
                 {
                     failedAttempts++;
                     output.WriteLine($"send after restart failed ({sw.ElapsedMilliseconds} ms): {ex.GetType().Name} {ex.Message}");
