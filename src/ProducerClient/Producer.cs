@@ -142,9 +142,20 @@ public sealed class Producer : IAsyncDisposable
         {
             await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
         }
+        catch (ClientException ex) when (ex.Code == Code.InvalidTransactionId)
+        {
+            // The broker no longer holds the half: a check-back was answered Rollback (or nothing for too long) while
+            // the local transaction was still running. The business writes are committed and the message will never
+            // be delivered. BarrierChecker cannot answer so (it waits for this transaction's barrier row).
+            _logger.LogWarning(ex, "Committing half message {MessageId} was refused: the broker already resolved transaction {TransactionId} " +
+                "without this commit; the local transaction is committed but the message will not be delivered", receipt.MessageId, transactionId);
+            throw new TransactionCommitRejectedException(receipt, ex);
+        }
         catch (ClientException ex)
         {
-            _logger.LogInformation(ex, "Committing half message {MessageId} failed; the check-back will commit it", receipt.MessageId);
+            _logger.LogWarning(ex, "Committing half message {MessageId} failed; the broker's check-back decides transaction {TransactionId} " +
+                "(Commit with BarrierChecker)", receipt.MessageId, transactionId);
+            return receipt with { CommitConfirmed = false };
         }
 
         return receipt;
