@@ -1,10 +1,10 @@
 using System.Data.Common;
-using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Client.Tests.Infrastructure;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ProducerClient;
 using HalfMsg.ProducerClient.Barrier;
 using ProducerMessage = HalfMsg.ProducerClient.Message;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Client.Tests;
 

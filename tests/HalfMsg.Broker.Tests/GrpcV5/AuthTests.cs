@@ -3,6 +3,7 @@ using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Grpc;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.GrpcV5;
 

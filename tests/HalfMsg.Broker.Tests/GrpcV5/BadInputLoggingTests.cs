@@ -2,6 +2,7 @@ using Apache.Rocketmq.V2;
 using Google.Protobuf;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Grpc;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.GrpcV5;
 

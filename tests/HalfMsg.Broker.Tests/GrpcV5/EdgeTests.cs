@@ -10,6 +10,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
 using Status = Apache.Rocketmq.V2.Status;
 using V2Encoding = Apache.Rocketmq.V2.Encoding;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.GrpcV5;
 

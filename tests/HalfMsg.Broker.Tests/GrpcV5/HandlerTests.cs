@@ -6,6 +6,7 @@ using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Hosting;
 using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.TestKit;
 using HalfMsg.Protocol.Grpc;
 using V2Encoding = Apache.Rocketmq.V2.Encoding;
 
@@ -20,13 +21,13 @@ public sealed class V5BrokerFixture : IAsyncLifetime
     private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-v5-" + Guid.NewGuid().ToString("N")[..12]);
     private BrokerHost? _host;
 
-    public int GrpcPort { get; } = FreePort();
+    public int GrpcPort { get; } = FreePorts.Next();
     public GrpcTestClient Client { get; private set; } = null!;
     public BrokerHost Host => _host ?? throw new InvalidOperationException("not started");
 
     public async Task InitializeAsync()
     {
-        int http = FreePort();
+        int http = FreePorts.Next();
         _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", GrpcPort.ToString(), "--http-port", http.ToString(),
             "--max-message-size", MaxMessageSize.ToString(), "--queues-per-topic", QueuesPerTopic.ToString(),
             "--transaction-check-interval", "1h"]);
@@ -44,12 +45,6 @@ public sealed class V5BrokerFixture : IAsyncLifetime
         try { Directory.Delete(_dataDir, true); } catch (IOException) { }
     }
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 }
 
 /// <summary>

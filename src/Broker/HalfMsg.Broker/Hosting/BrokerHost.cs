@@ -48,10 +48,14 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.Services.AddGrpcV5(grpcOptions);
 
         // Recovery completes before any listener accepts.
-        var loggers = LoggerFactory.Create(l => l.AddConsole().SetMinimumLevel(LogLevel.Information));
-        var engine = await BrokerEngine.OpenAsync(options.Core, TimeProvider.System, loggers, startBackgroundLoops: true, ct);
-        builder.Services.AddSingleton(engine);
+        // The engine logs through the host's ILoggerFactory (appsettings.json levels apply), so it opens after Build;
+        // services resolve it only once requests arrive, after it is open.
+        BrokerEngine? opened = null;
+        builder.Services.AddSingleton(_ => opened ?? throw new InvalidOperationException("The broker engine is not open yet."));
         var app = builder.Build();
+        var engine = await BrokerEngine.OpenAsync(options.Core, TimeProvider.System, app.Services.GetRequiredService<ILoggerFactory>(),
+            startBackgroundLoops: true, ct);
+        opened = engine;
         app.MapGrpcV5(options.GrpcPort);
         app.MapAdminApi(engine);
         try

@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging;
 
-namespace HalfMsg.Broker.Tests.Infrastructure;
+namespace HalfMsg.TestKit;
 
 /// <summary>Keeps every log entry (level and formatted message) in memory; enabled at every level.</summary>
 public sealed class ListLogger<T> : ILogger<T>
