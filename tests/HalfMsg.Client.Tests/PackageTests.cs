@@ -10,7 +10,7 @@ namespace HalfMsg.Client.Tests;
 /// that references only <c>HalfMsg.ProducerClient</c> from that feed (ClientCore and Protocol come as its
 /// dependencies), registers it with <c>AddHalfMsgProducer</c> bound from configuration, and publishes to a real broker.
 /// </summary>
-[Trait("Category", "Slow")]
+[Trait("Category", "Pack")]
 public sealed class PackageTests(BrokerFixture fixture) : IClassFixture<BrokerFixture>, IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-pack-" + Guid.NewGuid().ToString("N")[..10]);
