@@ -1,6 +1,7 @@
 using Apache.Rocketmq.V2;
 using Google.Protobuf.WellKnownTypes;
-using HalfMsg.ConsumerClient.Transport;
+using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Transport;
 using HalfMsg.Protocol.Grpc;
 
 namespace HalfMsg.ConsumerClient;
@@ -105,8 +106,8 @@ internal sealed class ConsumerCore : IAsyncDisposable
 
         // The broker holds the call up to the long-polling time; the deadline leaves a request timeout on top.
         TimeSpan deadline = longPolling + Session.Config.RequestTimeout;
-        await using StreamingCall<ReceiveMessageResponse> call = await Session.Channel.ServerStreamingAsync(endpoint,
-            GrpcMethods.ReceiveMessage, request, ReceiveMessageResponse.Parser, deadline, ct).ConfigureAwait(false);
+        await using StreamingCall<ReceiveMessageResponse> call = Session.Channel.ServerStreaming(endpoint,
+            (c, o) => c.ReceiveMessage(request, o), deadline, ct);
         Status? status = null;
         var messages = new List<ReceivedMessage>();
         while (await call.MoveNextAsync(ct).ConfigureAwait(false))
@@ -123,7 +124,7 @@ internal sealed class ConsumerCore : IAsyncDisposable
             }
         }
 
-        StatusChecker.Check(status, call.RequestId, messageNotFoundIsSuccess: true);
+        StatusChecker.Check(status, null, messageNotFoundIsSuccess: true);
         return messages;
     }
 
@@ -135,8 +136,8 @@ internal sealed class ConsumerCore : IAsyncDisposable
             Topic = Session.Resource(message.Topic),
             Entries = { new AckMessageEntry { MessageId = message.MessageId, ReceiptHandle = message.ReceiptHandle } },
         };
-        AckMessageResponse response = await Session.Channel.UnaryAsync(message.Endpoint, GrpcMethods.AckMessage, request,
-            AckMessageResponse.Parser, null, ct).ConfigureAwait(false);
+        AckMessageResponse response = await Session.Channel.UnaryAsync(message.Endpoint, (c, o) => c.AckMessageAsync(request, o), null, ct)
+            .ConfigureAwait(false);
         StatusChecker.Check(response.Status, null);
         foreach (AckMessageResultEntry entry in response.Entries)
         {
@@ -156,7 +157,7 @@ internal sealed class ConsumerCore : IAsyncDisposable
             MessageId = message.MessageId,
         };
         ChangeInvisibleDurationResponse response = await Session.Channel.UnaryAsync(message.Endpoint,
-            GrpcMethods.ChangeInvisibleDuration, request, ChangeInvisibleDurationResponse.Parser, null, ct).ConfigureAwait(false);
+            (c, o) => c.ChangeInvisibleDurationAsync(request, o), null, ct).ConfigureAwait(false);
         StatusChecker.Check(response.Status, null);
         return response.ReceiptHandle;
     }
@@ -173,7 +174,7 @@ internal sealed class ConsumerCore : IAsyncDisposable
             MaxDeliveryAttempts = maxAttempts,
         };
         ForwardMessageToDeadLetterQueueResponse response = await Session.Channel.UnaryAsync(message.Endpoint,
-            GrpcMethods.ForwardMessageToDeadLetterQueue, request, ForwardMessageToDeadLetterQueueResponse.Parser, null, ct).ConfigureAwait(false);
+            (c, o) => c.ForwardMessageToDeadLetterQueueAsync(request, o), null, ct).ConfigureAwait(false);
         if (response.Status is null)
         {
             throw new UnsupportedException(Code.Unspecified, "ForwardMessageToDeadLetterQueue returned no status.");
@@ -192,8 +193,8 @@ internal sealed class ConsumerCore : IAsyncDisposable
             Group = _group,
             Endpoints = Session.Config.AccessPoint.ToProto(),
         };
-        QueryAssignmentResponse response = await Session.Channel.UnaryAsync(endpoint, GrpcMethods.QueryAssignment, request,
-            QueryAssignmentResponse.Parser, null, ct).ConfigureAwait(false);
+        QueryAssignmentResponse response = await Session.Channel.UnaryAsync(endpoint, (c, o) => c.QueryAssignmentAsync(request, o), null, ct)
+            .ConfigureAwait(false);
         StatusChecker.Check(response.Status, null);
         return response.Assignments.Select(a => a.MessageQueue).Where(q => q?.Broker?.Endpoints is not null).ToList();
     }

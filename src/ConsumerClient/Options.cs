@@ -1,3 +1,4 @@
+using HalfMsg.ClientCore;
 using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.ConsumerClient;

@@ -1,5 +1,6 @@
 using Apache.Rocketmq.V2;
-using HalfMsg.ConsumerClient.Transport;
+using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Transport;
 using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.ConsumerClient;

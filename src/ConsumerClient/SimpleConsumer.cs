@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Apache.Rocketmq.V2;
-using HalfMsg.ConsumerClient.Transport;
+using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Transport;
 
 namespace HalfMsg.ConsumerClient;
 

@@ -4,7 +4,8 @@ using Apache.Rocketmq.V2;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.ProducerClient.Barrier;
-using HalfMsg.ProducerClient.Transport;
+using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Transport;
 using HalfMsg.Protocol.Grpc;
 using HalfMsg.Protocol.Identifiers;
 using Microsoft.Extensions.Logging;
@@ -141,9 +142,20 @@ public sealed class Producer : IAsyncDisposable
         {
             await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
         }
+        catch (ClientException ex) when (ex.Code == Code.InvalidTransactionId)
+        {
+            // The broker no longer holds the half: a check-back was answered Rollback (or nothing for too long) while
+            // the local transaction was still running. The business writes are committed and the message will never
+            // be delivered. BarrierChecker cannot answer so (it waits for this transaction's barrier row).
+            _logger.LogWarning(ex, "Committing half message {MessageId} was refused: the broker already resolved transaction {TransactionId} " +
+                "without this commit; the local transaction is committed but the message will not be delivered", receipt.MessageId, transactionId);
+            throw new TransactionCommitRejectedException(receipt, ex);
+        }
         catch (ClientException ex)
         {
-            _logger.LogInformation(ex, "Committing half message {MessageId} failed; the check-back will commit it", receipt.MessageId);
+            _logger.LogWarning(ex, "Committing half message {MessageId} failed; the broker's check-back decides transaction {TransactionId} " +
+                "(Commit with BarrierChecker)", receipt.MessageId, transactionId);
+            return receipt with { CommitConfirmed = false };
         }
 
         return receipt;
@@ -195,8 +207,8 @@ public sealed class Producer : IAsyncDisposable
             var request = new SendMessageRequest { Messages = { ToProto(message, messageId, type, mq.Id) } };
             try
             {
-                SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, GrpcMethods.SendMessage, request,
-                    SendMessageResponse.Parser, null, ct).ConfigureAwait(false);
+                SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, ct)
+                    .ConfigureAwait(false);
                 foreach (SendResultEntry e in response.Entries)
                 {
                     StatusChecker.Check(e.Status, null);
@@ -319,8 +331,8 @@ public sealed class Producer : IAsyncDisposable
             Source = source,
             TraceContext = string.Empty,
         };
-        EndTransactionResponse response = await _session.Channel.UnaryAsync(endpoint, GrpcMethods.EndTransaction, request,
-            EndTransactionResponse.Parser, null, ct).ConfigureAwait(false);
+        EndTransactionResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(request, o), null, ct)
+            .ConfigureAwait(false);
         StatusChecker.Check(response.Status, null);
     }
 

@@ -1,3 +1,4 @@
+using HalfMsg.ClientCore;
 using HalfMsg.ProducerClient.Barrier;
 using Microsoft.Extensions.Logging;
 

@@ -1,5 +1,4 @@
 using System.Data.Common;
-using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Client.Tests.Infrastructure;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ConsumerClient.Idempotency;
@@ -7,6 +6,7 @@ using HalfMsg.ProducerClient;
 using HalfMsg.ProducerClient.Barrier;
 using Microsoft.Data.Sqlite;
 using ProducerMessage = HalfMsg.ProducerClient.Message;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Client.Tests;
 

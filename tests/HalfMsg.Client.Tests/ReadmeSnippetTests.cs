@@ -5,6 +5,9 @@ using HalfMsg.ConsumerClient.Idempotency;
 using HalfMsg.ProducerClient;
 using HalfMsg.ProducerClient.Barrier;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 
 namespace HalfMsg.Client.Tests;
 
@@ -25,13 +28,21 @@ public sealed class ReadmeSnippetTests(BrokerFixture fixture) : IClassFixture<Br
         {
             string connectionString = producerDb.ConnectionString;
             // snippet:producer:begin
-            await using var producer = await Producer.StartAsync(ProducerOptions.Default with
+            var builder = Host.CreateApplicationBuilder();
+            // Usually in appsettings.json: "HalfMsg": { "Producer": { "Endpoints": "...", "Topics": [ "orders" ] } }
+            builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
             {
-                Endpoints = endpoint,
-                Topics = ["orders"], // every topic you send transactional messages to
+                ["HalfMsg:Producer:Endpoints"] = endpoint,
+                ["HalfMsg:Producer:Topics:0"] = "orders", // every topic you send transactional messages to
+            });
+            builder.Services.AddHalfMsgProducer(builder.Configuration.GetSection("HalfMsg:Producer"), (services, options) => options with
+            {
                 // Answers the broker's check-backs from the barrier table (correct whatever crashed when).
                 TransactionChecker = new BarrierChecker(() => new SqliteConnection(connectionString), BarrierDialects.Sqlite),
             });
+            using IHost host = builder.Build();
+            await host.StartAsync(); // starts the producer (routes, Telemetry); StopAsync disposes it
+            Producer producer = host.Services.GetRequiredService<Producer>();
 
             await using var db = new SqliteConnection(connectionString);
             await db.OpenAsync();
@@ -53,6 +64,7 @@ public sealed class ReadmeSnippetTests(BrokerFixture fixture) : IClassFixture<Br
                     await insert.ExecuteNonQueryAsync(ct);
                 });
             Console.WriteLine($"order {orderId} stored and published as message {receipt.MessageId}");
+            await host.StopAsync();
             // snippet:producer:end
         }
 
@@ -67,11 +79,16 @@ public sealed class ReadmeSnippetTests(BrokerFixture fixture) : IClassFixture<Br
                 await ddl.ExecuteNonQueryAsync();
             }
 
-            await using var consumer = await PushConsumer.StartAsync(PushConsumerOptions.Default with
+            var builder = Host.CreateApplicationBuilder();
+            // Usually in appsettings.json: "HalfMsg": { "Consumer": { "Endpoints": "...", "ConsumerGroup": "shipping", ... } }
+            builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
             {
-                Endpoints = endpoint,
-                ConsumerGroup = "shipping",
-                Subscriptions = new Dictionary<string, string> { ["orders"] = "*" },
+                ["HalfMsg:Consumer:Endpoints"] = endpoint,
+                ["HalfMsg:Consumer:ConsumerGroup"] = "shipping",
+                ["HalfMsg:Consumer:Subscriptions:orders"] = "*", // topic = tag expression
+            });
+            builder.Services.AddHalfMsgPushConsumer(builder.Configuration.GetSection("HalfMsg:Consumer"), (services, options) => options with
+            {
                 // The writes run in one local transaction with a (group, message id) row in halfmsg_consumed: a message
                 // the broker delivers again (lost ack, crash, timeout) is acknowledged without running them twice.
                 Handler = IdempotentHandler.Create(() => new SqliteConnection(connectionString), "shipping",
@@ -84,10 +101,13 @@ public sealed class ReadmeSnippetTests(BrokerFixture fixture) : IClassFixture<Br
                         await insert.ExecuteNonQueryAsync(ct);
                     }),
             });
+            using IHost host = builder.Build();
+            await host.StartAsync(); // consumes until the host stops
             // snippet:consumer:end
 
             await E2E.EventuallyAsync(() => Count(consumerDb, "SELECT COUNT(*) FROM shipments") == 1, TimeSpan.FromSeconds(20), "the shipment row");
             await Task.Delay(1000);
+            await host.StopAsync();
         }
 
         Assert.Equal(1, Count(producerDb, "SELECT COUNT(*) FROM orders"));

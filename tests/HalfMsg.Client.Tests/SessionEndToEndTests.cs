@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
-using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Client.Tests.Infrastructure;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ProducerClient;
 using Xunit.Abstractions;
 using ProducerMessage = HalfMsg.ProducerClient.Message;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Client.Tests;
 
@@ -90,7 +90,7 @@ public sealed class BrokerRestartTests(ITestOutputHelper output)
                     expected.Add((await producer.SendAsync(new ProducerMessage(topic, "after-" + i))).MessageId);
                     break;
                 }
-                catch (HalfMsg.ProducerClient.ClientException ex) when (DateTime.UtcNow < deadline)
+                catch (HalfMsg.ClientCore.ClientException ex) when (DateTime.UtcNow < deadline)
                 {
                     failedAttempts++;
                     output.WriteLine($"send after restart failed ({sw.ElapsedMilliseconds} ms): {ex.GetType().Name} {ex.Message}");

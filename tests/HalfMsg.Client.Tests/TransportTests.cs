@@ -1,13 +1,17 @@
 using System.Collections.Concurrent;
 using Apache.Rocketmq.V2;
+using Grpc.Core;
 using HalfMsg.Client.Tests.Infrastructure;
-using HalfMsg.ProducerClient;
-using HalfMsg.ProducerClient.Transport;
+using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Transport;
 using HalfMsg.Protocol.Grpc;
-using Endpoint = HalfMsg.ProducerClient.Transport.Endpoint;
+using Endpoint = HalfMsg.ClientCore.Transport.Endpoint;
+using Status = Apache.Rocketmq.V2.Status;
 
 namespace HalfMsg.Client.Tests;
 
+/// <summary>The client transport (grpc-dotnet, one channel per endpoint, signing interceptor) against a fake
+/// MessagingService on grpc-dotnet.</summary>
 public sealed class TransportTests
 {
     private static RpcChannel Channel(TestGrpcServer server, Credentials? credentials = null, TimeSpan? timeout = null) =>
@@ -16,174 +20,164 @@ public sealed class TransportTests
     private static Endpoint Ep(TestGrpcServer s) => Endpoint.Parse(s.Endpoint);
 
     [Fact]
-    public async Task Unary_call_returns_the_response_and_sends_the_rocketmq_metadata()
+    public async Task Unary_call_returns_the_response_and_sends_the_rocketmq_metadata_signed()
     {
         var headers = new ConcurrentDictionary<string, string>(StringComparer.OrdinalIgnoreCase);
-        await using var server = await TestGrpcServer.StartAsync(async ctx =>
+        DateTime deadline = default;
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnQueryRoute = (req, ctx) =>
         {
-            foreach (var h in ctx.Request.Headers)
+            foreach (Metadata.Entry h in ctx.RequestHeaders)
             {
-                headers[h.Key] = h.Value.ToString();
+                headers[h.Key] = h.Value;
             }
 
-            headers[":path"] = ctx.Request.Path;
-            headers["protocol"] = ctx.Request.Protocol;
-            QueryRouteRequest req = await TestGrpcServer.ReadOne(ctx, QueryRouteRequest.Parser);
-            await TestGrpcServer.WriteAsync(ctx, new QueryRouteResponse
+            deadline = ctx.Deadline;
+            return Task.FromResult(new QueryRouteResponse
             {
                 Status = new Status { Code = Code.Ok },
                 MessageQueues = { new MessageQueue { Topic = req.Topic, Id = 7 } },
             });
-            TestGrpcServer.Trailers(ctx, GrpcStatusCode.OK);
         });
         using RpcChannel channel = Channel(server, new Credentials("ak", "sk"));
 
-        QueryRouteResponse response = await channel.UnaryAsync(Ep(server), GrpcMethods.QueryRoute,
-            new QueryRouteRequest { Topic = new Resource { Name = "t1" } }, QueryRouteResponse.Parser, null, default);
+        QueryRouteResponse response = await channel.UnaryAsync(Ep(server),
+            (c, o) => c.QueryRouteAsync(new QueryRouteRequest { Topic = new Resource { Name = "t1" } }, o), null, default);
 
         Assert.Equal("t1", response.MessageQueues[0].Topic.Name);
         Assert.Equal(7, response.MessageQueues[0].Id);
-        Assert.Equal("HTTP/2", headers["protocol"]);
-        Assert.Equal(GrpcMethods.QueryRoute, headers[":path"]);
-        Assert.Equal("application/grpc", headers["content-type"]);
-        Assert.Equal("trailers", headers["te"]);
         Assert.Equal(channel.Config.ClientId, headers["x-mq-client-id"]);
         Assert.Equal("DOTNET", headers["x-mq-language"]);
         Assert.Equal("v2", headers["x-mq-protocol"]);
         Assert.False(string.IsNullOrEmpty(headers["x-mq-client-version"]));
         Assert.True(Guid.TryParse(headers["x-mq-request-id"], out _));
-        Assert.True(GrpcTimeout.TryParse(headers["grpc-timeout"], out TimeSpan t) && t <= TimeSpan.FromSeconds(3) && t > TimeSpan.Zero);
+        Assert.InRange(deadline - DateTime.UtcNow, TimeSpan.Zero, TimeSpan.FromSeconds(3));
         Assert.True(MqSignature.Verify(headers["authorization"], headers["x-mq-date-time"], "ak", "sk"));
     }
 
     [Fact]
-    public async Task Trailers_only_error_becomes_a_transport_exception_with_its_grpc_status_and_message()
+    public async Task Calls_to_one_endpoint_share_one_channel()
     {
-        await using var server = await TestGrpcServer.StartAsync(ctx =>
-        {
-            ctx.Response.ContentType = GrpcHeaders.ContentTypeValue;
-            ctx.Response.Headers[GrpcHeaders.Status] = "5";
-            ctx.Response.Headers[GrpcHeaders.Message] = GrpcMessageEncoding.Encode("no such thing: ü");
-            return Task.CompletedTask;
-        });
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) => Task.FromResult(new HeartbeatResponse()));
         using RpcChannel channel = Channel(server);
 
-        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(Ep(server), GrpcMethods.Heartbeat,
-            new HeartbeatRequest(), HeartbeatResponse.Parser, null, default));
-        Assert.Equal(GrpcStatusCode.NotFound, ex.GrpcStatus);
-        Assert.Contains("no such thing: ü", ex.Message);
+        Assert.Same(channel.Client(Ep(server)), channel.Client(Endpoint.Parse(server.Endpoint)));
+    }
+
+    [Fact]
+    public async Task A_grpc_error_status_becomes_a_transport_exception_with_its_status_and_message()
+    {
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+            throw new RpcException(new Grpc.Core.Status(StatusCode.PermissionDenied, "go away: ünïcode")));
+        using RpcChannel channel = Channel(server);
+
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(Ep(server), (c, o) => c.HeartbeatAsync(new HeartbeatRequest(), o), null, default));
+        Assert.Equal(StatusCode.PermissionDenied, ex.GrpcStatus);
+        Assert.Contains("go away: ünïcode", ex.Message);
         Assert.False(ex.IsRetryable);
     }
 
     [Fact]
-    public async Task Non_zero_grpc_status_in_the_trailers_fails_the_call_even_after_a_message()
+    public async Task An_unimplemented_method_is_a_non_retryable_transport_exception()
     {
-        await using var server = await TestGrpcServer.StartAsync(async ctx =>
-        {
-            await TestGrpcServer.WriteAsync(ctx, new HeartbeatResponse { Status = new Status { Code = Code.Ok } });
-            TestGrpcServer.Trailers(ctx, GrpcStatusCode.Unavailable, "going away");
-        });
+        await using var server = await TestGrpcServer.StartAsync(_ => { });
         using RpcChannel channel = Channel(server);
 
-        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(Ep(server), GrpcMethods.Heartbeat,
-            new HeartbeatRequest(), HeartbeatResponse.Parser, null, default));
-        Assert.Equal(GrpcStatusCode.Unavailable, ex.GrpcStatus);
-        Assert.True(ex.IsRetryable);
-    }
-
-    [Fact]
-    public async Task A_response_without_grpc_status_is_an_internal_error()
-    {
-        await using var server = await TestGrpcServer.StartAsync(async ctx =>
-            await TestGrpcServer.WriteAsync(ctx, new HeartbeatResponse()));
-        using RpcChannel channel = Channel(server);
-
-        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(Ep(server), GrpcMethods.Heartbeat,
-            new HeartbeatRequest(), HeartbeatResponse.Parser, null, default));
-        Assert.Equal(GrpcStatusCode.Internal, ex.GrpcStatus);
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(Ep(server), (c, o) => c.HeartbeatAsync(new HeartbeatRequest(), o), null, default));
+        Assert.Equal(StatusCode.Unimplemented, ex.GrpcStatus);
+        Assert.False(ex.IsRetryable);
     }
 
     [Fact]
     public async Task A_slow_server_hits_the_deadline()
     {
-        await using var server = await TestGrpcServer.StartAsync(async ctx =>
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = async (_, ctx) =>
         {
-            await Task.Delay(TimeSpan.FromSeconds(5), ctx.RequestAborted).ContinueWith(_ => { });
+            await Task.Delay(TimeSpan.FromSeconds(5), ctx.CancellationToken).ContinueWith(_ => { });
+            return new HeartbeatResponse();
         });
         using RpcChannel channel = Channel(server, timeout: TimeSpan.FromMilliseconds(300));
 
-        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(Ep(server), GrpcMethods.Heartbeat,
-            new HeartbeatRequest(), HeartbeatResponse.Parser, null, default));
-        Assert.Equal(GrpcStatusCode.DeadlineExceeded, ex.GrpcStatus);
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(Ep(server), (c, o) => c.HeartbeatAsync(new HeartbeatRequest(), o), null, default));
+        Assert.Equal(StatusCode.DeadlineExceeded, ex.GrpcStatus);
+        Assert.True(ex.IsRetryable);
     }
 
     [Fact]
     public async Task A_refused_connection_is_unavailable_and_retryable()
     {
         int port;
-        await using (var server = await TestGrpcServer.StartAsync(_ => Task.CompletedTask))
+        await using (var server = await TestGrpcServer.StartAsync(_ => { }))
         {
             port = server.Port;
         }
 
         using var channel = new RpcChannel(new ClientConfig($"127.0.0.1:{port}", null, TimeSpan.FromSeconds(3), null, null));
         var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(new Endpoint("127.0.0.1", port),
-            GrpcMethods.Heartbeat, new HeartbeatRequest(), HeartbeatResponse.Parser, null, default));
-        Assert.Equal(GrpcStatusCode.Unavailable, ex.GrpcStatus);
+            (c, o) => c.HeartbeatAsync(new HeartbeatRequest(), o), null, default));
+        Assert.Equal(StatusCode.Unavailable, ex.GrpcStatus);
         Assert.True(ex.IsRetryable);
     }
 
     [Fact]
-    public async Task Server_streaming_call_yields_every_message_then_completes()
+    public async Task Server_streaming_call_yields_every_message_then_completes_and_an_error_after_messages_still_fails()
     {
-        await using var server = await TestGrpcServer.StartAsync(async ctx =>
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnReceive = async (req, stream, _) =>
         {
-            ReceiveMessageRequest req = await TestGrpcServer.ReadOne(ctx, ReceiveMessageRequest.Parser);
-            await TestGrpcServer.WriteAsync(ctx, new ReceiveMessageResponse { Status = new Status { Code = Code.Ok } });
+            await stream.WriteAsync(new ReceiveMessageResponse { Status = new Status { Code = Code.Ok } });
             for (int i = 0; i < req.BatchSize; i++)
             {
-                await TestGrpcServer.WriteAsync(ctx, new ReceiveMessageResponse
+                await stream.WriteAsync(new ReceiveMessageResponse
                 {
                     Message = new Apache.Rocketmq.V2.Message { Topic = new Resource { Name = "t" }, SystemProperties = new SystemProperties { MessageId = "m" + i } },
                 });
-                await Task.Delay(20);
             }
 
-            await TestGrpcServer.WriteAsync(ctx, new ReceiveMessageResponse { DeliveryTimestamp = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTime(DateTime.UtcNow) });
-            TestGrpcServer.Trailers(ctx, GrpcStatusCode.OK);
+            await stream.WriteAsync(new ReceiveMessageResponse { DeliveryTimestamp = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTime(DateTime.UtcNow) });
+            if (req.Group?.Name == "fail")
+            {
+                throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, "going away"));
+            }
         });
         using RpcChannel channel = Channel(server);
 
-        await using StreamingCall<ReceiveMessageResponse> call = await channel.ServerStreamingAsync(Ep(server), GrpcMethods.ReceiveMessage,
-            new ReceiveMessageRequest { BatchSize = 3 }, ReceiveMessageResponse.Parser, TimeSpan.FromSeconds(5), default);
-        var cases = new List<string>();
-        while (await call.MoveNextAsync())
+        await using (StreamingCall<ReceiveMessageResponse> call = channel.ServerStreaming(Ep(server),
+            (c, o) => c.ReceiveMessage(new ReceiveMessageRequest { BatchSize = 3 }, o), TimeSpan.FromSeconds(5), default))
         {
-            cases.Add(call.Current.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message
-                ? call.Current.Message.SystemProperties.MessageId
-                : call.Current.ContentCase.ToString());
+            var cases = new List<string>();
+            while (await call.MoveNextAsync())
+            {
+                cases.Add(call.Current.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message
+                    ? call.Current.Message.SystemProperties.MessageId
+                    : call.Current.ContentCase.ToString());
+            }
+
+            Assert.Equal(["Status", "m0", "m1", "m2", "DeliveryTimestamp"], cases);
         }
 
-        Assert.Equal(["Status", "m0", "m1", "m2", "DeliveryTimestamp"], cases);
+        await using StreamingCall<ReceiveMessageResponse> failing = channel.ServerStreaming(Ep(server),
+            (c, o) => c.ReceiveMessage(new ReceiveMessageRequest { BatchSize = 1, Group = new Resource { Name = "fail" } }, o), TimeSpan.FromSeconds(5), default);
+        var ex = await Assert.ThrowsAsync<TransportException>(async () =>
+        {
+            while (await failing.MoveNextAsync())
+            {
+            }
+        });
+        Assert.Equal(StatusCode.Unavailable, ex.GrpcStatus);
     }
 
     [Fact]
-    public async Task Bidirectional_call_exchanges_messages_both_ways_and_ends_after_the_client_half_closes()
+    public async Task Telemetry_exchanges_messages_both_ways_and_ends_after_the_client_half_closes()
     {
-        await using var server = await TestGrpcServer.StartAsync(async ctx =>
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnTelemetry = async (requests, responses, ctx) =>
         {
-            ctx.Response.ContentType = GrpcHeaders.ContentTypeValue;
-            await ctx.Response.BodyWriter.FlushAsync();
-            await foreach (TelemetryCommand cmd in TestGrpcServer.ReadMessages(ctx, TelemetryCommand.Parser))
+            while (await requests.MoveNext(ctx.CancellationToken))
             {
-                await TestGrpcServer.WriteAsync(ctx, new TelemetryCommand { Status = new Status { Code = Code.Ok }, Settings = cmd.Settings });
+                await responses.WriteAsync(new TelemetryCommand { Status = new Status { Code = Code.Ok }, Settings = requests.Current.Settings });
             }
-
-            TestGrpcServer.Trailers(ctx, GrpcStatusCode.OK);
         });
         using RpcChannel channel = Channel(server);
 
-        await using StreamingCall<TelemetryCommand> call = await channel.DuplexAsync(Ep(server), GrpcMethods.Telemetry, TelemetryCommand.Parser, default);
+        await using StreamingCall<TelemetryCommand> call = channel.Telemetry(Ep(server), default);
         for (int i = 1; i <= 3; i++)
         {
             await call.WriteAsync(new TelemetryCommand { Settings = new Settings { ClientType = ClientType.Producer, RequestTimeout = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(i)) } });
@@ -191,7 +185,7 @@ public sealed class TransportTests
             Assert.Equal(i, call.Current.Settings.RequestTimeout.Seconds);
         }
 
-        call.CompleteRequest();
+        await call.CompleteRequestAsync();
         Assert.False(await call.MoveNextAsync());
     }
 

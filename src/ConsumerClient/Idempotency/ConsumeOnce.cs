@@ -1,4 +1,4 @@
-using HalfMsg.Sql;
+using HalfMsg.ClientCore.Sql;
 using System.Data.Common;
 
 namespace HalfMsg.ConsumerClient.Idempotency;

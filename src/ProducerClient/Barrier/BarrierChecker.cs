@@ -13,6 +13,11 @@ namespace HalfMsg.ProducerClient.Barrier;
 /// <item>conflict with <c>rolled_back</c> (an earlier check): <see cref="TransactionResolution.Rollback"/>.</item>
 /// </list>
 /// Correct whether the local transaction has not started, is in progress, rolled back, or committed.
+/// <para>What a check waits for depends on the database (see <see cref="BarrierDialects"/>): on PostgreSQL only the
+/// business transaction of the same id; on SQLite any write transaction in the same file. It waits at most
+/// <see cref="LockWait"/>; then it answers <see cref="TransactionResolution.Unknown"/> and the broker asks again at
+/// its next check (each check counts towards the broker's check limit, so set the wait above your longest write
+/// transaction).</para>
 /// </summary>
 public sealed class BarrierChecker : ITransactionChecker
 {
@@ -20,14 +25,27 @@ public sealed class BarrierChecker : ITransactionChecker
     private readonly IBarrierDialect _dialect;
     private readonly string _table;
 
+    /// <summary>The lock wait when none is given: 30 s.</summary>
+    public static readonly TimeSpan DefaultLockWait = TimeSpan.FromSeconds(30);
+
     /// <summary>Creates a checker opening connections with <paramref name="connectionFactory"/> (a new, unopened
     /// connection per check; it is disposed after the check).</summary>
-    public BarrierChecker(Func<DbConnection> connectionFactory, IBarrierDialect dialect, string table = BarrierSchema.DefaultTable)
+    /// <param name="connectionFactory">A new, unopened connection per check.</param>
+    /// <param name="dialect">The database's barrier SQL.</param>
+    /// <param name="table">The barrier table.</param>
+    /// <param name="lockWait">How long a check waits for another transaction's lock (<see cref="DefaultLockWait"/> when null).</param>
+    public BarrierChecker(Func<DbConnection> connectionFactory, IBarrierDialect dialect, string table = BarrierSchema.DefaultTable,
+        TimeSpan? lockWait = null)
     {
         _connectionFactory = connectionFactory ?? throw new ArgumentNullException(nameof(connectionFactory));
         _dialect = dialect ?? throw new ArgumentNullException(nameof(dialect));
         _table = BarrierDialects.CheckIdentifier(table);
+        LockWait = lockWait ?? DefaultLockWait;
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(LockWait, TimeSpan.Zero, nameof(lockWait));
     }
+
+    /// <summary>How long a check waits for a lock held by another transaction before answering Unknown.</summary>
+    public TimeSpan LockWait { get; }
 
     /// <inheritdoc />
     public async ValueTask<TransactionResolution> CheckAsync(MessageView message, CancellationToken cancellationToken)
@@ -41,16 +59,29 @@ public sealed class BarrierChecker : ITransactionChecker
     public async Task<TransactionResolution> CheckAsync(string transactionId, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(transactionId);
+        try
+        {
+            return await DecideAsync(transactionId, cancellationToken).ConfigureAwait(false);
+        }
+        catch (DbException ex) when (_dialect.IsLockWaitTimeout(ex))
+        {
+            // Another transaction held the lock longer than LockWait: no answer yet; the broker asks again.
+            return TransactionResolution.Unknown;
+        }
+    }
+
+    private async Task<TransactionResolution> DecideAsync(string transactionId, CancellationToken cancellationToken)
+    {
         await using DbConnection connection = _connectionFactory();
         if (connection.State != System.Data.ConnectionState.Open)
         {
             await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
         }
 
-        await _dialect.PrepareConnectionAsync(connection, cancellationToken).ConfigureAwait(false);
+        await _dialect.PrepareConnectionAsync(connection, LockWait, cancellationToken).ConfigureAwait(false);
         await BarrierSchema.EnsureCreatedOnceAsync(connection, _dialect, cancellationToken, _table).ConfigureAwait(false);
         await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        if (await BarrierStore.TryInsertAsync(connection, transaction, _dialect, transactionId, BarrierStore.RolledBack, cancellationToken, _table).ConfigureAwait(false))
+        if (await BarrierStore.TryInsertAsync(connection, transaction, _dialect, transactionId, BarrierStore.RolledBack, cancellationToken, _table, LockWait).ConfigureAwait(false))
         {
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
             return TransactionResolution.Rollback;

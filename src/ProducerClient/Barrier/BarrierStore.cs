@@ -1,4 +1,4 @@
-using HalfMsg.Sql;
+using HalfMsg.ClientCore.Sql;
 using System.Data.Common;
 
 namespace HalfMsg.ProducerClient.Barrier;
@@ -28,12 +28,14 @@ internal static class BarrierStore
     public const string RolledBack = "rolled_back";
 
     public static async Task<bool> TryInsertAsync(DbConnection connection, DbTransaction transaction, IBarrierDialect dialect,
-        string transactionId, string state, CancellationToken ct, string table = BarrierSchema.DefaultTable)
+        string transactionId, string state, CancellationToken ct, string table = BarrierSchema.DefaultTable, TimeSpan? lockWait = null)
     {
         await using DbCommand command = connection.CreateCommand();
         command.Transaction = transaction;
         command.CommandText = dialect.InsertIfAbsentSql(table);
-        command.CommandTimeout = 60;
+        // The insert may wait for another transaction's lock (bounded by the dialect's lock wait); the client-side
+        // timeout stays above it, so the database reports the lock timeout rather than the driver a generic one.
+        command.CommandTimeout = lockWait is { } wait ? (int)Math.Ceiling(wait.TotalSeconds) + 10 : 60;
         AddParameter(command, "@transaction_id", transactionId);
         AddParameter(command, "@state", state);
         return await command.ExecuteNonQueryAsync(ct).ConfigureAwait(false) == 1;

@@ -1,4 +1,4 @@
-using HalfMsg.Sql;
+using HalfMsg.ClientCore.Sql;
 using System.Data.Common;
 
 namespace HalfMsg.ProducerClient.Barrier;
@@ -26,17 +26,30 @@ public interface IBarrierDialect
 
     /// <summary>Prepares a freshly opened connection used by the checker (e.g. a lock wait timeout); may do nothing.</summary>
     Task PrepareConnectionAsync(DbConnection connection, CancellationToken cancellationToken);
+
+    /// <summary>Prepares a checker connection to wait at most <paramref name="lockWait"/> for a lock held by another
+    /// transaction. The default ignores the wait and calls <see cref="PrepareConnectionAsync(DbConnection, CancellationToken)"/>.</summary>
+    Task PrepareConnectionAsync(DbConnection connection, TimeSpan lockWait, CancellationToken cancellationToken)
+        => PrepareConnectionAsync(connection, cancellationToken);
+
+    /// <summary>True when <paramref name="exception"/> means "gave up waiting for another transaction's lock" (the
+    /// checker then answers <see cref="TransactionResolution.Unknown"/> and the broker asks again later). Default: false.</summary>
+    bool IsLockWaitTimeout(DbException exception) => false;
 }
 
 /// <summary>The built-in dialects and detection from a connection type.</summary>
 public static class BarrierDialects
 {
-    /// <summary>SQLite 3.24+ (<c>INSERT ... ON CONFLICT DO NOTHING</c>). A concurrent check waits on the database write
-    /// lock; the checker sets <c>PRAGMA busy_timeout</c> so it waits instead of failing with SQLITE_BUSY.</summary>
+    /// <summary>SQLite 3.24+ (<c>INSERT ... ON CONFLICT DO NOTHING</c>). SQLite has one writer per database file, so a
+    /// check waits for the <b>database</b> write lock: for any write transaction in the file, not only the business
+    /// transaction of its own id. The checker sets <c>PRAGMA busy_timeout</c> to its lock wait. Microsoft.Data.Sqlite
+    /// also retries a busy <c>BEGIN</c> for the connection's <c>Default Timeout</c> (30 s unless the connection string
+    /// says otherwise), so a wait shorter than that also needs <c>Default Timeout</c> in the connection string.</summary>
     public static IBarrierDialect Sqlite { get; } = new SqliteBarrierDialect();
 
     /// <summary>PostgreSQL 9.5+ (<c>INSERT ... ON CONFLICT DO NOTHING</c>, which waits on the unique index for a concurrent
-    /// inserter, at READ COMMITTED).</summary>
+    /// inserter, at READ COMMITTED). A check waits only for the transaction that inserted the same id (the business
+    /// transaction of that message), bounded by <c>lock_timeout</c>, which the checker sets to its lock wait.</summary>
     public static IBarrierDialect PostgreSql { get; } = new PostgreSqlBarrierDialect();
 
     /// <summary>Picks a built-in dialect from the provider type (Microsoft.Data.Sqlite, System.Data.SQLite, Npgsql).</summary>
@@ -64,11 +77,22 @@ public static class BarrierDialects
         public string SelectStateSql(string table) =>
             $"SELECT state FROM {CheckIdentifier(table)} WHERE transaction_id = @transaction_id";
 
-        public async Task PrepareConnectionAsync(DbConnection connection, CancellationToken cancellationToken)
+        public Task PrepareConnectionAsync(DbConnection connection, CancellationToken cancellationToken)
+            => PrepareConnectionAsync(connection, BarrierChecker.DefaultLockWait, cancellationToken);
+
+        public async Task PrepareConnectionAsync(DbConnection connection, TimeSpan lockWait, CancellationToken cancellationToken)
         {
             await using DbCommand command = connection.CreateCommand();
-            command.CommandText = "PRAGMA busy_timeout = 30000";
+            command.CommandText = FormattableString.Invariant($"PRAGMA busy_timeout = {(long)lockWait.TotalMilliseconds}");
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6): Microsoft.Data.Sqlite reports the result code as SqliteErrorCode,
+        // System.Data.SQLite as ErrorCode. (No reference to either provider here, so read the property by name.)
+        public bool IsLockWaitTimeout(DbException exception)
+        {
+            int code = exception.GetType().GetProperty("SqliteErrorCode")?.GetValue(exception) is int sqlite ? sqlite : exception.ErrorCode;
+            return code is 5 or 6;
         }
     }
 
@@ -87,5 +111,15 @@ public static class BarrierDialects
             $"SELECT state FROM {CheckIdentifier(table)} WHERE transaction_id = @transaction_id";
 
         public Task PrepareConnectionAsync(DbConnection connection, CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public async Task PrepareConnectionAsync(DbConnection connection, TimeSpan lockWait, CancellationToken cancellationToken)
+        {
+            await using DbCommand command = connection.CreateCommand();
+            command.CommandText = FormattableString.Invariant($"SET lock_timeout = {(long)lockWait.TotalMilliseconds}");
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        // 55P03 lock_not_available: lock_timeout expired.
+        public bool IsLockWaitTimeout(DbException exception) => exception.SqlState == "55P03";
     }
 }

@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Text.Json;
 using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.Compat;
 

@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.Compat;
 

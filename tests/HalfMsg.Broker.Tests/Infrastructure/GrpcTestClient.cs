@@ -1,9 +1,9 @@
-using System.Buffers;
 using System.Globalization;
-using System.Net;
-using System.Net.Http.Headers;
 using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
 using HalfMsg.Protocol.Grpc;
+
 
 namespace HalfMsg.Broker.Tests.Infrastructure;
 
@@ -11,33 +11,27 @@ namespace HalfMsg.Broker.Tests.Infrastructure;
 public sealed record GrpcUnaryResult<TResponse>(TResponse? Response, int GrpcStatus, string? GrpcMessage)
     where TResponse : class, IMessage<TResponse>;
 
-/// <summary>The outcome of a server-streaming call: every response message, in order, and the gRPC status.</summary>
+/// <summary>The outcome of a streaming call: every response message, in order, and the gRPC status.</summary>
 public sealed record GrpcStreamResult<TResponse>(IReadOnlyList<TResponse> Responses, int GrpcStatus, string? GrpcMessage)
     where TResponse : class, IMessage<TResponse>;
 
 /// <summary>
-/// A tiny test-only gRPC caller: cleartext HTTP/2 with prior knowledge (h2c) over <see cref="HttpClient"/>, one
-/// request message, the whole response buffered. The status comes from the trailers, or from the headers of a
-/// Trailers-Only response. Adds the RocketMQ metadata a real client sends (<c>x-mq-client-id</c>, date-time, ...).
+/// A test caller on grpc-dotnet (<see cref="GrpcChannel"/>) that calls any method by its path with any message type,
+/// so tests can also send what the generated stubs would not (wrong types, raw bytes). Adds the RocketMQ metadata a
+/// real client sends (<c>x-mq-client-id</c>, date-time, ...). A non-OK gRPC status is returned, not thrown.
 /// </summary>
 public sealed class GrpcTestClient : IDisposable
 {
-    /// <summary>The status reported when the response carried no <c>grpc-status</c> at all.</summary>
-    public const int MissingStatus = -1;
-
-    private readonly HttpClient _http;
-    private readonly Uri _base;
+    private readonly GrpcChannel _channel;
 
     public GrpcTestClient(string endpoint, string? clientId = null)
     {
-        _base = new Uri("http://" + endpoint);
         ClientId = clientId ?? "test-host@" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "@0@" + Guid.NewGuid().ToString("N")[..8];
-        _http = new HttpClient(new SocketsHttpHandler { EnableMultipleHttp2Connections = true })
+        _channel = GrpcChannel.ForAddress("http://" + endpoint, new GrpcChannelOptions
         {
-            DefaultRequestVersion = HttpVersion.Version20,
-            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            Timeout = TimeSpan.FromSeconds(30),
-        };
+            HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true },
+            MaxReceiveMessageSize = null,
+        });
     }
 
     public string ClientId { get; }
@@ -46,41 +40,87 @@ public sealed class GrpcTestClient : IDisposable
     public Dictionary<string, string> DefaultHeaders { get; } = new(StringComparer.OrdinalIgnoreCase);
 
     public async Task<GrpcUnaryResult<TResponse>> UnaryAsync<TRequest, TResponse>(string path, TRequest request,
-        MessageParser<TResponse> parser, IReadOnlyDictionary<string, string>? headers = null, CancellationToken ct = default)
-        where TRequest : IMessage<TRequest>
+        MessageParser<TResponse> parser, IReadOnlyDictionary<string, string>? headers = null, CancellationToken ct = default,
+        TimeSpan? timeout = null)
+        where TRequest : class, IMessage<TRequest>
         where TResponse : class, IMessage<TResponse>
     {
-        var (messages, status, message) = await CallAsync(path, request, parser, headers, ct);
-        return new GrpcUnaryResult<TResponse>(messages.Count > 0 ? messages[0] : null, status, message);
-    }
-
-    public async Task<GrpcStreamResult<TResponse>> ServerStreamAsync<TRequest, TResponse>(string path, TRequest request,
-        MessageParser<TResponse> parser, IReadOnlyDictionary<string, string>? headers = null, CancellationToken ct = default)
-        where TRequest : IMessage<TRequest>
-        where TResponse : class, IMessage<TResponse>
-    {
-        var (messages, status, message) = await CallAsync(path, request, parser, headers, ct);
-        return new GrpcStreamResult<TResponse>(messages, status, message);
-    }
-
-    private async Task<(List<TResponse> Messages, int Status, string? Message)> CallAsync<TRequest, TResponse>(string path,
-        TRequest request, MessageParser<TResponse> parser, IReadOnlyDictionary<string, string>? headers, CancellationToken ct)
-        where TRequest : IMessage<TRequest>
-        where TResponse : class, IMessage<TResponse>
-    {
-        var body = new ArrayBufferWriter<byte>();
-        GrpcFrame.WriteFrame(body, request);
-        var content = new ByteArrayContent(body.WrittenSpan.ToArray());
-        content.Headers.ContentType = new MediaTypeHeaderValue(GrpcHeaders.ContentTypeValue);
-
-        // DefaultRequestVersion only applies to the HttpClient helpers, not to a hand-built request: h2c with prior
-        // knowledge needs both on the message.
-        using var message = new HttpRequestMessage(HttpMethod.Post, new Uri(_base, path))
+        var method = Method<TRequest, TResponse>(MethodType.Unary, path, parser);
+        try
         {
-            Content = content,
-            Version = HttpVersion.Version20,
-            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        };
+            TResponse response = await _channel.CreateCallInvoker().AsyncUnaryCall(method, null, Options(headers, ct, timeout), request);
+            return new GrpcUnaryResult<TResponse>(response, 0, null);
+        }
+        catch (RpcException ex)
+        {
+            return new GrpcUnaryResult<TResponse>(null, (int)ex.StatusCode, ex.Status.Detail);
+        }
+    }
+
+    /// <summary>A unary call whose request is <paramref name="payload"/> as is (e.g. bytes that are not protobuf).</summary>
+    public async Task<(int GrpcStatus, string? GrpcMessage)> RawUnaryAsync(string path, byte[] payload,
+        IReadOnlyDictionary<string, string>? headers = null)
+    {
+        int slash = path.LastIndexOf('/');
+        var method = new Method<byte[], byte[]>(MethodType.Unary, path[1..slash], path[(slash + 1)..],
+            Marshallers.Create<byte[]>(b => b, b => b), Marshallers.Create<byte[]>(b => b, b => b));
+        try
+        {
+            await _channel.CreateCallInvoker().AsyncUnaryCall(method, null, Options(headers, default), payload);
+            return (0, null);
+        }
+        catch (RpcException ex)
+        {
+            return ((int)ex.StatusCode, ex.Status.Detail);
+        }
+    }
+
+    /// <summary>Sends one request message, half-closes, and reads every response (server-streaming or bidi method).</summary>
+    public async Task<GrpcStreamResult<TResponse>> ServerStreamAsync<TRequest, TResponse>(string path, TRequest request,
+        MessageParser<TResponse> parser, IReadOnlyDictionary<string, string>? headers = null, CancellationToken ct = default,
+        TimeSpan? timeout = null)
+        where TRequest : class, IMessage<TRequest>
+        where TResponse : class, IMessage<TResponse>
+    {
+        var method = Method<TRequest, TResponse>(MethodType.DuplexStreaming, path, parser);
+        var responses = new List<TResponse>();
+        using var call = _channel.CreateCallInvoker().AsyncDuplexStreamingCall(method, null, Options(headers, ct, timeout));
+        try
+        {
+            await call.RequestStream.WriteAsync(request, ct);
+            await call.RequestStream.CompleteAsync();
+            while (await call.ResponseStream.MoveNext(ct))
+            {
+                responses.Add(call.ResponseStream.Current);
+            }
+
+            return new GrpcStreamResult<TResponse>(responses, 0, null);
+        }
+        catch (RpcException ex)
+        {
+            return new GrpcStreamResult<TResponse>(responses, (int)ex.StatusCode, ex.Status.Detail);
+        }
+    }
+
+    /// <summary>Opens a bidi call (e.g. Telemetry) with this client's metadata; the caller drives it.</summary>
+    public AsyncDuplexStreamingCall<TRequest, TResponse> Duplex<TRequest, TResponse>(string path, MessageParser<TResponse> parser,
+        IReadOnlyDictionary<string, string>? headers = null, CancellationToken ct = default)
+        where TRequest : class, IMessage<TRequest>
+        where TResponse : class, IMessage<TResponse>
+        => _channel.CreateCallInvoker().AsyncDuplexStreamingCall(Method<TRequest, TResponse>(MethodType.DuplexStreaming, path, parser), null, Options(headers, ct));
+
+    private static Method<TRequest, TResponse> Method<TRequest, TResponse>(MethodType type, string path, MessageParser<TResponse> parser)
+        where TRequest : class, IMessage<TRequest>
+        where TResponse : class, IMessage<TResponse>
+    {
+        int slash = path.LastIndexOf('/');
+        return new Method<TRequest, TResponse>(type, path[1..slash], path[(slash + 1)..],
+            Marshallers.Create<TRequest>(r => r.ToByteArray(), _ => throw new NotSupportedException()),
+            Marshallers.Create<TResponse>(r => r.ToByteArray(), parser.ParseFrom));
+    }
+
+    private CallOptions Options(IReadOnlyDictionary<string, string>? headers, CancellationToken ct, TimeSpan? timeout = null)
+    {
         var all = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase)
         {
             [RocketMqHeaders.Protocol] = RocketMqHeaders.ProtocolValue,
@@ -103,43 +143,14 @@ public sealed class GrpcTestClient : IDisposable
             }
         }
 
-        message.Headers.TE.Add(new TransferCodingWithQualityHeaderValue(GrpcHeaders.TEValue));
+        var metadata = new Metadata();
         foreach (var (k, v) in all)
         {
-            message.Headers.TryAddWithoutValidation(k, v);
+            metadata.Add(k, v);
         }
 
-        using HttpResponseMessage response = await _http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, ct);
-        if (response.StatusCode != HttpStatusCode.OK)
-        {
-            string text = await response.Content.ReadAsStringAsync(ct);
-            throw new HttpRequestException(
-                $"gRPC call {path} answered HTTP {(int)response.StatusCode} {response.Version} {response.Headers} {text}", null, response.StatusCode);
-        }
-
-        byte[] bytes = await response.Content.ReadAsByteArrayAsync(ct);
-        var messages = new List<TResponse>();
-        var buffer = new ReadOnlySequence<byte>(bytes);
-        while (!buffer.IsEmpty)
-        {
-            GrpcFrameStatus frame = GrpcFrame.TryReadFrame(ref buffer, int.MaxValue, out ReadOnlySequence<byte> payload);
-            if (frame != GrpcFrameStatus.Complete)
-            {
-                throw new InvalidDataException($"gRPC call {path}: bad response frame ({frame}, {buffer.Length} bytes left)");
-            }
-
-            messages.Add(GrpcFrame.Parse(parser, payload));
-        }
-
-        // Trailers after a body; the headers themselves for a Trailers-Only response.
-        string? status = Header(response.TrailingHeaders, GrpcHeaders.Status) ?? Header(response.Headers, GrpcHeaders.Status);
-        string? grpcMessage = Header(response.TrailingHeaders, GrpcHeaders.Message) ?? Header(response.Headers, GrpcHeaders.Message);
-        int code = status is null ? MissingStatus : int.Parse(status, NumberStyles.None, CultureInfo.InvariantCulture);
-        return (messages, code, grpcMessage is null ? null : GrpcMessageEncoding.Decode(grpcMessage));
+        return new CallOptions(metadata, deadline: DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30)), cancellationToken: ct);
     }
 
-    private static string? Header(HttpHeaders headers, string name)
-        => headers.TryGetValues(name, out IEnumerable<string>? values) ? values.FirstOrDefault() : null;
-
-    public void Dispose() => _http.Dispose();
+    public void Dispose() => _channel.Dispose();
 }

@@ -1,3 +1,4 @@
+using HalfMsg.TestKit;
 using System.Text.Json;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Remoting;

@@ -1,3 +1,4 @@
+using HalfMsg.TestKit;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Remoting;
 using static HalfMsg.Broker.Tests.Infrastructure.RemotingBroker;

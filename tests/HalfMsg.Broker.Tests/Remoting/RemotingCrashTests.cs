@@ -1,3 +1,4 @@
+using HalfMsg.TestKit;
 using System.Collections.Concurrent;
 using System.Globalization;
 using HalfMsg.Broker.Tests.Infrastructure;

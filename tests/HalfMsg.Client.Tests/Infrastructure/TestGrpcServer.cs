@@ -1,116 +1,71 @@
-using System.Buffers;
 using System.Net;
-using Google.Protobuf;
-using HalfMsg.Protocol.Grpc;
+using Apache.Rocketmq.V2;
+using Grpc.Core;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Client.Tests.Infrastructure;
 
-/// <summary>A tiny Kestrel h2c (HTTP/2 prior knowledge) server on 127.0.0.1:0 answering with canned gRPC responses.</summary>
+/// <summary>
+/// A fake MessagingService on grpc-dotnet (Kestrel, 127.0.0.1:0, HTTP/2 only) whose RPCs are whatever the test sets
+/// in <see cref="FakeMessagingService"/>; an RPC left unset answers UNIMPLEMENTED.
+/// </summary>
 public sealed class TestGrpcServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
-    private TestGrpcServer(WebApplication app, int port)
+    private TestGrpcServer(WebApplication app, FakeMessagingService service, int port)
     {
         _app = app;
+        Service = service;
         Port = port;
     }
 
+    public FakeMessagingService Service { get; }
     public int Port { get; }
-
     public string Endpoint => $"127.0.0.1:{Port}";
 
-    public static async Task<TestGrpcServer> StartAsync(RequestDelegate handler)
+    public static async Task<TestGrpcServer> StartAsync(Action<FakeMessagingService> configure)
     {
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
+        var service = new FakeMessagingService();
+        configure(service);
+        var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2));
+        builder.Services.AddGrpc();
+        builder.Services.AddSingleton(service);
         WebApplication app = builder.Build();
-        app.Run(handler);
+        app.MapGrpcService<FakeMessagingService>();
         await app.StartAsync();
         string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        return new TestGrpcServer(app, new Uri(address).Port);
+        return new TestGrpcServer(app, service, new Uri(address).Port);
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        await _app.StopAsync();
-        await _app.DisposeAsync();
-    }
+    public async ValueTask DisposeAsync() => await _app.DisposeAsync();
+}
 
-    /// <summary>Reads every request message of type <typeparamref name="T"/> until the client half-closes.</summary>
-    public static async IAsyncEnumerable<T> ReadMessages<T>(HttpContext context, MessageParser<T> parser)
-        where T : IMessage<T>
-    {
-        var reader = context.Request.BodyReader;
-        while (true)
-        {
-            System.IO.Pipelines.ReadResult read;
-            try
-            {
-                read = await reader.ReadAsync(context.RequestAborted);
-            }
-            catch (OperationCanceledException)
-            {
-                yield break;
-            }
+/// <summary>The fake's RPCs, one delegate each.</summary>
+public sealed class FakeMessagingService : MessagingService.MessagingServiceBase
+{
+    public Func<QueryRouteRequest, ServerCallContext, Task<QueryRouteResponse>>? OnQueryRoute { get; set; }
+    public Func<HeartbeatRequest, ServerCallContext, Task<HeartbeatResponse>>? OnHeartbeat { get; set; }
+    public Func<ReceiveMessageRequest, IServerStreamWriter<ReceiveMessageResponse>, ServerCallContext, Task>? OnReceive { get; set; }
+    public Func<IAsyncStreamReader<TelemetryCommand>, IServerStreamWriter<TelemetryCommand>, ServerCallContext, Task>? OnTelemetry { get; set; }
 
-            ReadOnlySequence<byte> buffer = read.Buffer;
-            var messages = new List<T>();
-            while (GrpcFrame.TryReadFrame(ref buffer, 1 << 20, out ReadOnlySequence<byte> payload) == GrpcFrameStatus.Complete)
-            {
-                messages.Add(parser.ParseFrom(payload));
-            }
+    private static RpcException Unimplemented => new(new Grpc.Core.Status(StatusCode.Unimplemented, "not set"));
 
-            reader.AdvanceTo(buffer.Start, buffer.End);
-            foreach (T m in messages)
-            {
-                yield return m;
-            }
+    public override Task<QueryRouteResponse> QueryRoute(QueryRouteRequest request, ServerCallContext context)
+        => OnQueryRoute?.Invoke(request, context) ?? throw Unimplemented;
 
-            if (read.IsCompleted)
-            {
-                yield break;
-            }
-        }
-    }
+    public override Task<HeartbeatResponse> Heartbeat(HeartbeatRequest request, ServerCallContext context)
+        => OnHeartbeat?.Invoke(request, context) ?? throw Unimplemented;
 
-    public static async Task<T> ReadOne<T>(HttpContext context, MessageParser<T> parser)
-        where T : IMessage<T>
-    {
-        await foreach (T m in ReadMessages(context, parser))
-        {
-            return m;
-        }
+    public override Task ReceiveMessage(ReceiveMessageRequest request, IServerStreamWriter<ReceiveMessageResponse> responseStream, ServerCallContext context)
+        => OnReceive?.Invoke(request, responseStream, context) ?? throw Unimplemented;
 
-        throw new InvalidOperationException("no request message");
-    }
-
-    public static async Task WriteAsync(HttpContext context, IMessage message)
-    {
-        if (!context.Response.HasStarted)
-        {
-            context.Response.ContentType = GrpcHeaders.ContentTypeValue;
-        }
-
-        GrpcFrame.WriteFrame(context.Response.BodyWriter, message);
-        await context.Response.BodyWriter.FlushAsync();
-    }
-
-    public static void Trailers(HttpContext context, GrpcStatusCode status, string? message = null)
-    {
-        context.Response.AppendTrailer(GrpcHeaders.Status, ((int)status).ToString(System.Globalization.CultureInfo.InvariantCulture));
-        if (message is not null)
-        {
-            context.Response.AppendTrailer(GrpcHeaders.Message, GrpcMessageEncoding.Encode(message));
-        }
-    }
+    public override Task Telemetry(IAsyncStreamReader<TelemetryCommand> requestStream, IServerStreamWriter<TelemetryCommand> responseStream, ServerCallContext context)
+        => OnTelemetry?.Invoke(requestStream, responseStream, context) ?? throw Unimplemented;
 }

@@ -50,28 +50,31 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            kestrel.Limits.Http2.MaxStreamsPerConnection = 1000;
-            kestrel.Limits.MaxRequestBodySize = null;
             kestrel.Listen(ip, options.GrpcPort, o => o.Protocols = HttpProtocols.Http2);
             AdminEndpoint.Listen(kestrel, options);
         });
-        builder.Services.AddGrpcV5(new GrpcV5Options
+        var grpcOptions = new GrpcV5Options
         {
             AdvertisedHost = options.AdvertisedHost,
             Port = options.GrpcPort,
             MaxReceiveMessageSize = options.Core.MaxMessageSize + 1024 * 1024,
             Credentials = options.Credentials,
-        });
+        };
+        builder.WebHost.ConfigureKestrel(kestrel => GrpcEndpoint.ApplyLimits(kestrel, grpcOptions));
+        builder.Services.AddGrpcV5(grpcOptions);
         RemotingEndpoint.Add(builder, options);
-
         AdminEndpoint.AddServices(builder, options);
 
         // Recovery completes before any listener accepts.
-        var loggers = BrokerLogging.CreateFactory(builder.Configuration, options);
-        var engine = await BrokerEngine.OpenAsync(options.Core, TimeProvider.System, loggers, startBackgroundLoops: true, ct);
-        builder.Services.AddSingleton(engine);
+        // The engine logs through the host's ILoggerFactory (appsettings.json levels apply), so it opens after Build;
+        // services resolve it only once requests arrive, after it is open.
+        BrokerEngine? opened = null;
+        builder.Services.AddSingleton(_ => opened ?? throw new InvalidOperationException("The broker engine is not open yet."));
         var app = builder.Build();
-        app.MapWhen(ctx => ctx.Connection.LocalPort == options.GrpcPort, grpc => grpc.UseGrpcV5());
+        var engine = await BrokerEngine.OpenAsync(options.Core, TimeProvider.System, app.Services.GetRequiredService<ILoggerFactory>(),
+            startBackgroundLoops: true, ct);
+        opened = engine;
+        app.MapGrpcV5(options.GrpcPort);
         AdminEndpoint.Map(app, engine, options);
         try
         {

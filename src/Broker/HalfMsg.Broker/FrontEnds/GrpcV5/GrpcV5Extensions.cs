@@ -1,37 +1,87 @@
 using HalfMsg.Broker.Core;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 
-/// <summary>Wires the RocketMQ 5 gRPC front-end into the host.</summary>
+/// <summary>Wires the RocketMQ 5 gRPC front-end (grpc-dotnet on Kestrel) into the host.</summary>
 public static class GrpcV5Extensions
 {
     /// <summary>
-    /// Registers the front-end. Expects a <see cref="BrokerEngine"/> singleton from the host. Raises Kestrel's HTTP/2
-    /// stream limit: all RocketMQ clients of one process share one connection (a telemetry stream per client plus a
-    /// long poll per assigned queue), and the default of 100 is easily reached.
+    /// Registers the front-end: the generated MessagingService base class implemented by one singleton (Telemetry
+    /// sessions live across calls), one interceptor for authentication and handler failures, and gzip with a cap.
+    /// Expects a <see cref="BrokerEngine"/> singleton from the host.
     /// </summary>
     public static IServiceCollection AddGrpcV5(this IServiceCollection services, GrpcV5Options options)
     {
         ArgumentNullException.ThrowIfNull(options);
         services.AddSingleton(options);
+        services.AddSingleton(sp => new V5Authenticator(options, sp.GetRequiredService<ILogger<V5Authenticator>>(), sp.GetService<TimeProvider>()));
+        services.AddSingleton<V5CallInterceptor>();
         services.AddSingleton(sp => new MessagingService(
             sp.GetRequiredService<BrokerEngine>(), options, sp.GetRequiredService<ILogger<MessagingService>>(), sp.GetService<TimeProvider>()));
-        services.AddSingleton(sp => new GrpcServer(
-            sp.GetRequiredService<MessagingService>().Methods(), options.MaxReceiveMessageSize,
-            sp.GetRequiredService<ILoggerFactory>().CreateLogger("HalfMsg.Broker.FrontEnds.GrpcV5"), sp.GetService<TimeProvider>()));
-        services.Configure<KestrelServerOptions>(k => k.Limits.Http2.MaxStreamsPerConnection = Math.Max(k.Limits.Http2.MaxStreamsPerConnection, 1000));
+        services.AddGrpc(grpc =>
+        {
+            grpc.MaxReceiveMessageSize = options.MaxReceiveMessageSize;
+            // Responses are bounded by the core's message size; the official clients accept 4 MiB + overhead.
+            grpc.MaxSendMessageSize = null;
+            grpc.EnableDetailedErrors = false;
+            grpc.IgnoreUnknownServices = false;
+            grpc.CompressionProviders = [new CappedGzipProvider(options.MaxReceiveMessageSize)];
+            grpc.Interceptors.Add<V5CallInterceptor>();
+        });
+        services.PostConfigure<LoggerFilterOptions>(QuietGrpcDotnet);
         return services;
     }
 
-    /// <summary>Terminal middleware serving gRPC; the host applies it to connections on the gRPC port only.</summary>
-    public static void UseGrpcV5(this IApplicationBuilder app)
+    /// <summary>
+    /// grpc-dotnet logs what a client did wrong at Information (unreadable or oversized frames, a bomb, an unknown
+    /// method, a cancelled call) and a request that is not valid protobuf at Error (event 6, "Error when executing
+    /// service method", the only place a deserialization failure surfaces). Handler exceptions, its other Error
+    /// source, never reach it: <see cref="V5CallInterceptor"/> catches and logs them. So by default its server
+    /// categories log Warning and above, and its call handler nothing, so a bad client cannot flood the log; a
+    /// <c>Logging:LogLevel:Grpc.AspNetCore...</c> setting in appsettings.json replaces these defaults.
+    /// </summary>
+    private static void QuietGrpcDotnet(LoggerFilterOptions filters)
+    {
+        const string server = "Grpc.AspNetCore.Server";
+        if (filters.Rules.Any(r => r.CategoryName?.StartsWith("Grpc.AspNetCore", StringComparison.Ordinal) == true))
+        {
+            return;
+        }
+
+        filters.Rules.Add(new LoggerFilterRule(null, server, LogLevel.Warning, null));
+        filters.Rules.Add(new LoggerFilterRule(null, server + ".ServerCallHandler", LogLevel.None, null));
+    }
+
+    /// <summary>
+    /// Maps the service on the gRPC port only. Before grpc-dotnet reads a body, a caller that failed authentication
+    /// gets a small request-body limit (<see cref="GrpcV5Options.MaxUnauthenticatedRequestSize"/>): a stranger cannot
+    /// make the broker buffer a 5 MiB message only to be told UNAUTHORIZED.
+    /// </summary>
+    public static void MapGrpcV5(this IApplicationBuilder app, int grpcPort)
     {
         ArgumentNullException.ThrowIfNull(app);
-        GrpcServer server = app.ApplicationServices.GetRequiredService<GrpcServer>();
-        app.Run(server.HandleAsync);
+        app.MapWhen(ctx => ctx.Connection.LocalPort == grpcPort, grpc =>
+        {
+            V5Authenticator authenticator = grpc.ApplicationServices.GetRequiredService<V5Authenticator>();
+            GrpcV5Options options = grpc.ApplicationServices.GetRequiredService<GrpcV5Options>();
+            grpc.Use(next => context =>
+            {
+                if (authenticator.Check(context) is not null
+                    && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } maxBody)
+                {
+                    maxBody.MaxRequestBodySize = options.MaxUnauthenticatedRequestSize;
+                }
+
+                return next(context);
+            });
+            grpc.UseRouting();
+            grpc.UseEndpoints(endpoints => endpoints.MapGrpcService<MessagingService>());
+        });
     }
 }

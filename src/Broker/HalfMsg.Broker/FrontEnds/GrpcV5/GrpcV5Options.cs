@@ -10,8 +10,20 @@ public sealed record GrpcV5Options
     public int Port { get; init; }
 
     /// <summary>Largest request message accepted, checked from the length prefix before buffering
-    /// (max message size plus 1 MiB for properties and framing).</summary>
+    /// (max message size plus 1 MiB for properties and framing). Also the cap on what one request may inflate to:
+    /// a gzip-compressed gRPC message, and the sum of a SendMessage request's GZIP bodies.</summary>
     public int MaxReceiveMessageSize { get; init; } = 5 * 1024 * 1024;
+
+    /// <summary>Largest request body a caller that failed authentication may make us read before it is answered
+    /// UNAUTHORIZED. Control requests are small; a large body from a stranger is cut off at the HTTP layer.</summary>
+    public int MaxUnauthenticatedRequestSize { get; init; } = 64 * 1024;
+
+    /// <summary>Serialized bytes that may wait on one Telemetry stream (check-backs carry whole messages). A client that
+    /// lets more pile up is not reading: its session is ended and it stops receiving check-backs.</summary>
+    public long MaxTelemetryQueuedBytes { get; init; } = 16 * 1024 * 1024;
+
+    /// <summary>Failed-signature log lines (Debug) allowed per minute; further failures are only counted.</summary>
+    public int AuthFailureLogsPerMinute { get; init; } = 10;
 
     /// <summary>Access key → secret. Empty: authentication is off. When set, every call must carry a valid
     /// <c>authorization</c> header (MQv2-HMAC-SHA1 over <c>x-mq-date-time</c>).</summary>

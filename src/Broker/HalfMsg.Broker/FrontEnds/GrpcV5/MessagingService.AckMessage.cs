@@ -1,4 +1,6 @@
 using Apache.Rocketmq.V2;
+using Grpc.Core;
+using Status = Apache.Rocketmq.V2.Status;
 using HalfMsg.Broker.Core;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
@@ -7,7 +9,7 @@ internal sealed partial class MessagingService
 {
     /// <summary>Acknowledges each entry. The top-level status is what the Node client checks: the common entry code, or
     /// MULTIPLE_RESULTS when entries differ.</summary>
-    private async ValueTask<AckMessageResponse> AckMessageAsync(AckMessageRequest request, GrpcCall call)
+    public override async Task<AckMessageResponse> AckMessage(AckMessageRequest request, ServerCallContext context)
     {
         string group = request.Group?.Name ?? string.Empty;
         string topic = request.Topic?.Name ?? string.Empty;
@@ -15,7 +17,7 @@ internal sealed partial class MessagingService
         var statuses = new List<Status>(request.Entries.Count);
         foreach (AckMessageEntry entry in request.Entries)
         {
-            BrokerError error = await _engine.AckAsync(group, topic, entry.ReceiptHandle, call.CancellationToken).ConfigureAwait(false);
+            BrokerError error = await _engine.AckAsync(group, topic, entry.ReceiptHandle, context.CancellationToken).ConfigureAwait(false);
             Status status = V5Status.From(error);
             statuses.Add(status);
             response.Entries.Add(new AckMessageResultEntry { MessageId = entry.MessageId, ReceiptHandle = entry.ReceiptHandle, Status = status });

@@ -1,4 +1,6 @@
 using Apache.Rocketmq.V2;
+using Grpc.Core;
+using Status = Apache.Rocketmq.V2.Status;
 using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
@@ -9,7 +11,7 @@ internal sealed partial class MessagingService
     /// Extends or shortens a lease (a push consumer's nack sends ~1 ms or 0). The response carries the new receipt
     /// handle: the Node SimpleConsumer replaces its handle with whatever comes back, even an empty one.
     /// </summary>
-    private async ValueTask<ChangeInvisibleDurationResponse> ChangeInvisibleDurationAsync(ChangeInvisibleDurationRequest request, GrpcCall call)
+    public override async Task<ChangeInvisibleDurationResponse> ChangeInvisibleDuration(ChangeInvisibleDurationRequest request, ServerCallContext context)
     {
         string group = request.Group?.Name ?? string.Empty;
         string topic = request.Topic?.Name ?? string.Empty;
@@ -23,7 +25,7 @@ internal sealed partial class MessagingService
         }
 
         TimeSpan duration = requested ?? TimeSpan.Zero;
-        ChangeInvisibleResult result = await _engine.ChangeInvisibleDurationAsync(group, topic, request.ReceiptHandle, duration, call.CancellationToken)
+        ChangeInvisibleResult result = await _engine.ChangeInvisibleDurationAsync(group, topic, request.ReceiptHandle, duration, context.CancellationToken)
             .ConfigureAwait(false);
         return new ChangeInvisibleDurationResponse
         {

@@ -1,4 +1,6 @@
 using Apache.Rocketmq.V2;
+using Grpc.Core;
+using Status = Apache.Rocketmq.V2.Status;
 using HalfMsg.Broker.Core.Model;
 using TransactionResolution = HalfMsg.Broker.Core.Model.TransactionResolution;
 
@@ -11,7 +13,7 @@ internal sealed partial class MessagingService
     /// (SOURCE_SERVER_CHECK). Unknown and conflicting decisions come back as INVALID_TRANSACTION_ID (see
     /// <see cref="V5Status"/>), so the Node client's commit()/rollback() throws with the core's message.
     /// </summary>
-    private async ValueTask<EndTransactionResponse> EndTransactionAsync(EndTransactionRequest request, GrpcCall call)
+    public override async Task<EndTransactionResponse> EndTransaction(EndTransactionRequest request, ServerCallContext context)
     {
         TransactionResolution resolution = request.Resolution switch
         {
@@ -22,7 +24,7 @@ internal sealed partial class MessagingService
         DecisionSource source = request.Source == TransactionSource.SourceServerCheck ? DecisionSource.CheckBack : DecisionSource.Client;
         string? messageId = string.IsNullOrEmpty(request.MessageId) ? null : request.MessageId;
 
-        DecisionResult result = await _engine.EndTransactionAsync(request.TransactionId, messageId, resolution, source, call.CancellationToken)
+        DecisionResult result = await _engine.EndTransactionAsync(request.TransactionId, messageId, resolution, source, context.CancellationToken)
             .ConfigureAwait(false);
         return new EndTransactionResponse { Status = V5Status.From(result.Error) };
     }

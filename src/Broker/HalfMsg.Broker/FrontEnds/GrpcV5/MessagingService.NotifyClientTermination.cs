@@ -1,4 +1,6 @@
 using Apache.Rocketmq.V2;
+using Grpc.Core;
+using Status = Apache.Rocketmq.V2.Status;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 
@@ -8,9 +10,9 @@ internal sealed partial class MessagingService
     /// A client shuts down: stop routing check-backs to it. Always answered with grpc-status 0 and body OK, because
     /// a gRPC-level error makes the Node client's <c>shutdown()</c> reject before it closes its streams.
     /// </summary>
-    private ValueTask<NotifyClientTerminationResponse> NotifyClientTerminationAsync(NotifyClientTerminationRequest request, GrpcCall call)
+    public override Task<NotifyClientTerminationResponse> NotifyClientTermination(NotifyClientTerminationRequest request, ServerCallContext context)
     {
-        _sessions.Terminate(ClientId(call));
-        return ValueTask.FromResult(new NotifyClientTerminationResponse { Status = V5Status.Ok() });
+        _sessions.Terminate(ClientId(context));
+        return Task.FromResult(new NotifyClientTerminationResponse { Status = V5Status.Ok() });
     }
 }

@@ -1,4 +1,6 @@
 using Apache.Rocketmq.V2;
+using Grpc.Core;
+using Status = Apache.Rocketmq.V2.Status;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 
@@ -9,14 +11,14 @@ internal sealed partial class MessagingService
     /// present and writable: the Node client's load balancers only consider queue id 0. The core validates the name
     /// and auto-creates the topic.
     /// </summary>
-    private ValueTask<QueryRouteResponse> QueryRouteAsync(QueryRouteRequest request, GrpcCall call)
+    public override Task<QueryRouteResponse> QueryRoute(QueryRouteRequest request, ServerCallContext context)
     {
         string topic = request.Topic?.Name ?? string.Empty;
         var error = _engine.RouteTopic(topic, out int queueCount);
         var response = new QueryRouteResponse { Status = V5Status.From(error) };
         if (error.IsOk)
         {
-            Endpoints endpoints = LocalEndpoints(call);
+            Endpoints endpoints = LocalEndpoints(context);
             for (int id = 0; id < Math.Max(queueCount, 1); id++)
             {
                 response.MessageQueues.Add(Queue(topic, id, endpoints));
@@ -24,9 +26,9 @@ internal sealed partial class MessagingService
 
             // Works around the Node client's startup race (reference §2a): a Settings reply that arrived while a later
             // QueryRoute was still running is lost, so re-push the current Settings whenever a client routes.
-            _sessions.RepushSettings(ClientId(call));
+            _sessions.RepushSettings(ClientId(context));
         }
 
-        return ValueTask.FromResult(response);
+        return Task.FromResult(response);
     }
 }

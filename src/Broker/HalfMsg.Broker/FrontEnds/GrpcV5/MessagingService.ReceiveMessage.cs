@@ -1,4 +1,6 @@
 using Apache.Rocketmq.V2;
+using Grpc.Core;
+using Status = Apache.Rocketmq.V2.Status;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
@@ -16,26 +18,27 @@ internal sealed partial class MessagingService
     /// or <c>status MESSAGE_NOT_FOUND</c>, <c>delivery_timestamp</c>, end. The long poll ends before the client's
     /// deadline, because the Node client only looks at the stream once it has ended.
     /// </summary>
-    private async Task ReceiveMessageAsync(ReceiveMessageRequest request, GrpcCall call)
+    public override async Task ReceiveMessage(ReceiveMessageRequest request, IServerStreamWriter<ReceiveMessageResponse> responseStream,
+        ServerCallContext context)
     {
         string group = request.Group?.Name ?? string.Empty;
         string topic = request.MessageQueue?.Topic?.Name ?? string.Empty;
         if (request.FilterExpression is { Type: FilterType.Sql })
         {
-            await WriteReceiveEndAsync(call, V5Status.Of(Code.IllegalFilterExpression, "SQL92 filters are not supported; use a tag expression"))
+            await WriteReceiveEndAsync(responseStream, V5Status.Of(Code.IllegalFilterExpression, "SQL92 filters are not supported; use a tag expression"))
                 .ConfigureAwait(false);
             return;
         }
 
         if (!V5Time.TryToTimeSpan(request.InvisibleDuration, out TimeSpan? invisible))
         {
-            await WriteReceiveEndAsync(call, V5Status.Of(Code.IllegalInvisibleTime, "invisible_duration is not a valid duration")).ConfigureAwait(false);
+            await WriteReceiveEndAsync(responseStream, V5Status.Of(Code.IllegalInvisibleTime, "invisible_duration is not a valid duration")).ConfigureAwait(false);
             return;
         }
 
         if (!V5Time.TryToTimeSpan(request.LongPollingTimeout, out TimeSpan? longPolling))
         {
-            await WriteReceiveEndAsync(call, V5Status.Of(Code.IllegalPollingTime, "long_polling_timeout is not a valid duration")).ConfigureAwait(false);
+            await WriteReceiveEndAsync(responseStream, V5Status.Of(Code.IllegalPollingTime, "long_polling_timeout is not a valid duration")).ConfigureAwait(false);
             return;
         }
 
@@ -47,19 +50,19 @@ internal sealed partial class MessagingService
             BatchSize = request.BatchSize > 0 ? request.BatchSize : DefaultBatchSize,
             // Push consumers (auto_renew) send no invisible_duration; lease for the proxy's default instead.
             InvisibleDuration = invisible ?? _options.DefaultInvisibleDuration,
-            LongPollTimeout = LongPoll(longPolling, call),
+            LongPollTimeout = LongPoll(longPolling, Deadline(context)),
         };
 
-        ReceiveResult result = await _engine.ReceiveAsync(receive, call.CancellationToken).ConfigureAwait(false);
+        ReceiveResult result = await _engine.ReceiveAsync(receive, context.CancellationToken).ConfigureAwait(false);
         if (result.IsOk && result.Messages.Count > 0)
         {
-            await call.WriteMessageAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
+            await responseStream.WriteAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
             foreach (DeliveredMessage delivered in result.Messages)
             {
-                await call.WriteMessageAsync(new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered) }).ConfigureAwait(false);
+                await responseStream.WriteAsync(new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered) }).ConfigureAwait(false);
             }
 
-            await call.WriteMessageAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
+            await responseStream.WriteAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
                 .ConfigureAwait(false);
             return;
         }
@@ -67,13 +70,13 @@ internal sealed partial class MessagingService
         Status status = result.IsOk || result.Error.Status == BrokerStatus.MessageNotFound
             ? V5Status.Of(Code.MessageNotFound, "no new message")
             : V5Status.From(result.Error);
-        await WriteReceiveEndAsync(call, status).ConfigureAwait(false);
+        await WriteReceiveEndAsync(responseStream, status).ConfigureAwait(false);
     }
 
-    private async Task WriteReceiveEndAsync(GrpcCall call, Status status)
+    private async Task WriteReceiveEndAsync(IServerStreamWriter<ReceiveMessageResponse> responseStream, Status status)
     {
-        await call.WriteMessageAsync(new ReceiveMessageResponse { Status = status }).ConfigureAwait(false);
-        await call.WriteMessageAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
+        await responseStream.WriteAsync(new ReceiveMessageResponse { Status = status }).ConfigureAwait(false);
+        await responseStream.WriteAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
             .ConfigureAwait(false);
     }
 
@@ -81,12 +84,12 @@ internal sealed partial class MessagingService
 
     /// <summary>min(requested or default long-polling timeout, 30 s, time left before the deadline minus a margin for the
     /// response to travel back); never negative.</summary>
-    private TimeSpan LongPoll(TimeSpan? requested, GrpcCall call)
+    private TimeSpan LongPoll(TimeSpan? requested, DateTimeOffset? clientDeadline)
     {
         // Without a grpc-timeout a client could otherwise hold a stream (and its lease wait) as long as it asks.
         TimeSpan poll = requested ?? _options.LongPollingTimeout;
         if (poll > MaxLongPolling) poll = MaxLongPolling;
-        if (call.Deadline is { } deadline)
+        if (clientDeadline is { } deadline)
         {
             TimeSpan remaining = deadline - _time.GetUtcNow();
             TimeSpan margin = TimeSpan.FromTicks(Math.Clamp(remaining.Ticks / 10, TimeSpan.FromMilliseconds(200).Ticks, TimeSpan.FromSeconds(2).Ticks));

@@ -1,4 +1,7 @@
+using System.Runtime.CompilerServices;
 using Apache.Rocketmq.V2;
+using Grpc.Core;
+using Status = Apache.Rocketmq.V2.Status;
 using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
@@ -10,19 +13,20 @@ internal sealed partial class MessagingService
     /// in order: the Node client builds one receipt per entry and a transaction's commit() uses it. A half's producer
     /// group is its topic name and its transaction id is whatever the core returns, as with the Apache proxy.
     /// </summary>
-    private async ValueTask<SendMessageResponse> SendMessageAsync(SendMessageRequest request, GrpcCall call)
+    public override async Task<SendMessageResponse> SendMessage(SendMessageRequest request, ServerCallContext context)
     {
         if (request.Messages.Count == 0)
         {
             return new SendMessageResponse { Status = V5Status.Of(Code.BadRequest, "no message to send") };
         }
 
-        string clientId = ClientId(call);
+        string clientId = ClientId(context);
+        var inflateBudget = new StrongBox<long>(_options.MaxReceiveMessageSize);
         var response = new SendMessageResponse();
         var statuses = new List<Status>(request.Messages.Count);
         foreach (Message message in request.Messages)
         {
-            SendResultEntry entry = await SendOneAsync(message, clientId, call.CancellationToken).ConfigureAwait(false);
+            SendResultEntry entry = await SendOneAsync(message, clientId, inflateBudget, context.CancellationToken).ConfigureAwait(false);
             response.Entries.Add(entry);
             statuses.Add(entry.Status);
         }
@@ -31,11 +35,11 @@ internal sealed partial class MessagingService
         return response;
     }
 
-    private async ValueTask<SendResultEntry> SendOneAsync(Message message, string clientId, CancellationToken ct)
+    private async ValueTask<SendResultEntry> SendOneAsync(Message message, string clientId, StrongBox<long> inflateBudget, CancellationToken ct)
     {
         SystemProperties? sp = message.SystemProperties;
         string messageId = sp?.MessageId ?? string.Empty;
-        if (!V5MessageConverter.TryToDraft(message, _engine.Options.MaxMessageSize, out MessageDraft? draft, out Status? invalid))
+        if (!V5MessageConverter.TryToDraft(message, _engine.Options.MaxMessageSize, ref inflateBudget.Value, out MessageDraft? draft, out Status? invalid))
         {
             return new SendResultEntry { Status = invalid, MessageId = messageId };
         }

@@ -1,6 +1,7 @@
 using Apache.Rocketmq.V2;
 using Google.Protobuf.WellKnownTypes;
-using HalfMsg.Protocol.Grpc;
+using Grpc.Core;
+using Status = Apache.Rocketmq.V2.Status;
 using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
@@ -11,17 +12,31 @@ internal sealed partial class MessagingService
     /// The bidi Telemetry stream: the client sends Settings (first message, and again every 5 minutes); we answer
     /// <c>status OK + merged Settings</c> and push them again ~1.5 s later (the Node client's startup race, reference
     /// §2a). A producer's stream becomes the check-back channel of each of its publishing topics. The stream stays
-    /// open until the client half-closes (→ grpc-status 0) or goes away; then it is unregistered.
+    /// open until the client half-closes (→ grpc-status 0) or goes away; then it is unregistered. A blank client id
+    /// is refused with CLIENT_ID_REQUIRED: check-backs are routed by it.
     /// </summary>
-    private async Task TelemetryAsync(GrpcCall call)
+    public override async Task Telemetry(IAsyncStreamReader<TelemetryCommand> requestStream, IServerStreamWriter<TelemetryCommand> responseStream,
+        ServerCallContext context)
     {
-        var session = new TelemetrySession(ClientId(call));
+        string clientId = ClientId(context);
+        if (string.IsNullOrWhiteSpace(clientId))
+        {
+            // A status-only command makes the client reject its startup with this status (as for UNAUTHORIZED).
+            await responseStream.WriteAsync(new TelemetryCommand { Status = V5Status.Of(Code.ClientIdRequired, "x-mq-client-id is required") })
+                .ConfigureAwait(false);
+            await V5CallInterceptor.AwaitHalfCloseAsync(requestStream, context).ConfigureAwait(false);
+            return;
+        }
+
+        var session = new TelemetrySession(clientId, _options.MaxTelemetryQueuedBytes);
         _sessions.Add(session);
-        Task writer = session.RunWriterAsync(call);
+        using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Ended);
+        Task writer = session.RunWriterAsync(responseStream, context.CancellationToken);
         try
         {
-            while (await call.ReadMessageAsync(TelemetryCommand.Parser).ConfigureAwait(false) is { } command)
+            while (await requestStream.MoveNext(reading.Token).ConfigureAwait(false))
             {
+                TelemetryCommand command = requestStream.Current;
                 switch (command.CommandCase)
                 {
                     case TelemetryCommand.CommandOneofCase.Settings:
@@ -33,6 +48,11 @@ internal sealed partial class MessagingService
                         break;
                 }
             }
+        }
+        catch (OperationCanceledException) when (session.Ended.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+        {
+            // Ended by the broker: say why, with a gRPC status (as the proxy does for Telemetry failures).
+            throw new RpcException(new Grpc.Core.Status(StatusCode.Aborted, session.EndReason ?? "session ended"));
         }
         finally
         {
@@ -73,8 +93,7 @@ internal sealed partial class MessagingService
                 break;
             default:
                 // As the proxy does (ClientActivity.processAndWriteClientSettings).
-                GrpcCallException.Throw(GrpcStatusCode.InvalidArgument, "settings must carry publishing or subscription");
-                break;
+                throw new RpcException(new Grpc.Core.Status(StatusCode.InvalidArgument, "settings must carry publishing or subscription"));
         }
 
         session.ReplySettings(new TelemetryCommand { Status = V5Status.Ok(), Settings = reply }, _options.SettingsRepushDelay, _time);

@@ -1,55 +1,92 @@
 using System.Threading.Channels;
 using Apache.Rocketmq.V2;
+using Grpc.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
+using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 
 /// <summary>
 /// One client's Telemetry stream. Everything the broker sends on it (Settings replies, the delayed Settings re-push,
-/// check-backs from the core's scheduler) goes through one bounded outbound channel drained by a single writer loop,
-/// so writes never overlap and <see cref="TrySendCheck"/> never blocks the core.
+/// check-backs from the core's scheduler) goes through one outbound channel drained by a single writer loop, so
+/// writes never overlap and <see cref="TrySendCheck"/> never blocks the core. The queue is bounded in bytes, not
+/// only in commands: a check-back carries the whole half message, so 1,024 queued checks could pin gigabytes. A
+/// client that stops reading until the bound is hit is cut off (<see cref="End"/>): it is not a usable check-back
+/// channel, and the core tries another producer.
 /// </summary>
 internal sealed class TelemetrySession : ICheckBackChannel
 {
-    /// <summary>Room for bursts of check-backs; when full, the core tries another producer and asks again later.</summary>
-    private const int OutboundCapacity = 1024;
-
-    private readonly Channel<TelemetryCommand> _outbound = Channel.CreateBounded<TelemetryCommand>(
-        new BoundedChannelOptions(OutboundCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
+    private readonly Channel<(TelemetryCommand Command, int Size)> _outbound =
+        Channel.CreateUnbounded<(TelemetryCommand, int)>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _ended = new();
     private readonly object _gate = new();
     private readonly Dictionary<string, IDisposable> _producerRegistrations = new(StringComparer.Ordinal);
+    private readonly long _maxQueuedBytes;
+    private long _queuedBytes;
     private TelemetryCommand? _lastSettings;
     private ITimer? _repushTimer;
     private volatile bool _alive = true;
 
-    public TelemetrySession(string clientId) => ClientId = clientId;
+    /// <param name="clientId">The non-blank <c>x-mq-client-id</c> of the stream.</param>
+    /// <param name="maxQueuedBytes">Serialized bytes that may wait for the writer before the session is ended.</param>
+    public TelemetrySession(string clientId, long maxQueuedBytes)
+    {
+        ClientId = clientId;
+        _maxQueuedBytes = maxQueuedBytes;
+    }
 
     public string ClientId { get; }
 
     public bool IsAlive => _alive;
 
+    /// <summary>Cancelled when the broker ends this session (replaced by a newer stream, or not draining).</summary>
+    public CancellationToken Ended => _ended.Token;
+
+    /// <summary>Why the broker ended the session, once <see cref="Ended"/> is cancelled.</summary>
+    public string? EndReason { get; private set; }
+
+    /// <summary>Bytes queued and not yet written (for tests and diagnostics).</summary>
+    public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
+
     public bool TrySendCheck(CheckBackRequest request)
     {
-        if (!_alive)
-        {
-            return false;
-        }
-
         // The Node client drops a check whose message lacks topic, message_id or body_digest; the converter sets all.
-        var command = new TelemetryCommand
+        return TrySend(new TelemetryCommand
         {
             RecoverOrphanedTransactionCommand = new RecoverOrphanedTransactionCommand
             {
                 Message = V5MessageConverter.ToMessage(request.HalfMessage),
                 TransactionId = request.TransactionId,
             },
-        };
-        return _outbound.Writer.TryWrite(command);
+        });
     }
 
-    /// <summary>Queues a command; false when the stream is closing or the queue is full.</summary>
-    public bool TrySend(TelemetryCommand command) => _alive && _outbound.Writer.TryWrite(command);
+    /// <summary>Queues a command; false when the stream is closing, or when the client is not draining and the session
+    /// has just been ended for it.</summary>
+    public bool TrySend(TelemetryCommand command)
+    {
+        if (!_alive)
+        {
+            return false;
+        }
+
+        int size = command.CalculateSize();
+        if (Interlocked.Add(ref _queuedBytes, size) > _maxQueuedBytes)
+        {
+            Interlocked.Add(ref _queuedBytes, -size);
+            End($"the client did not read its Telemetry stream ({_maxQueuedBytes} bytes queued)");
+            return false;
+        }
+
+        if (_outbound.Writer.TryWrite((command, size)))
+        {
+            return true;
+        }
+
+        Interlocked.Add(ref _queuedBytes, -size);
+        return false;
+    }
 
     /// <summary>Makes this stream the check-back channel of each topic's producer group (group = topic, as the proxy does).</summary>
     public void RegisterProducer(IEnumerable<string> topics, ProducerRegistry registry)
@@ -115,22 +152,46 @@ internal sealed class TelemetrySession : ICheckBackChannel
         }
     }
 
-    /// <summary>Writes queued commands until <see cref="Close"/> (then drains what is left) or the call fails.</summary>
-    public async Task RunWriterAsync(GrpcCall call)
+    /// <summary>The single writer: writes queued commands until <see cref="Close"/> (then drains what is left) or the
+    /// call fails.</summary>
+    public async Task RunWriterAsync(IServerStreamWriter<TelemetryCommand> stream, CancellationToken ct)
     {
         try
         {
-            await foreach (TelemetryCommand command in _outbound.Reader.ReadAllAsync(call.CancellationToken).ConfigureAwait(false))
+            await foreach ((TelemetryCommand command, int size) in _outbound.Reader.ReadAllAsync(ct).ConfigureAwait(false))
             {
-                await call.WriteMessageAsync(command).ConfigureAwait(false);
+                await stream.WriteAsync(command, ct).ConfigureAwait(false);
+                Interlocked.Add(ref _queuedBytes, -size);
             }
         }
         catch
         {
             // The read loop owns the call's outcome; make sure it notices and stops routing checks here.
-            _alive = false;
-            call.HttpContext.Abort();
+            End("the Telemetry stream could not be written");
             throw;
+        }
+    }
+
+    /// <summary>The broker ends the session: no more checks here, and the read loop stops with <paramref name="reason"/>.</summary>
+    public void End(string reason)
+    {
+        lock (_gate)
+        {
+            if (!_alive && EndReason is not null)
+            {
+                return;
+            }
+
+            EndReason = reason;
+        }
+
+        Close();
+        try
+        {
+            _ended.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
         }
     }
 
@@ -149,22 +210,30 @@ internal sealed class TelemetrySession : ICheckBackChannel
     }
 }
 
-/// <summary>Open Telemetry sessions by client id.</summary>
-internal sealed class TelemetrySessions
+/// <summary>Open Telemetry sessions by client id: at most one per id, the newest.</summary>
+internal sealed partial class TelemetrySessions(ILogger logger)
 {
     private readonly object _gate = new();
-    private readonly Dictionary<string, List<TelemetrySession>> _byClient = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, TelemetrySession> _byClient = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Adds the session, ending an older one with the same client id. A client that reconnects after its connection
+    /// died silently gets its check-backs at once instead of after the old stream times out; two live processes that
+    /// share an id both see their stream end (instead of one of them silently getting no check-backs).
+    /// </summary>
     public void Add(TelemetrySession session)
     {
+        TelemetrySession? previous;
         lock (_gate)
         {
-            if (!_byClient.TryGetValue(session.ClientId, out var list))
-            {
-                _byClient[session.ClientId] = list = [];
-            }
+            _byClient.TryGetValue(session.ClientId, out previous);
+            _byClient[session.ClientId] = session;
+        }
 
-            list.Add(session);
+        if (previous is not null && previous != session)
+        {
+            LogReplaced(session.ClientId);
+            previous.End("replaced by a newer Telemetry stream with the same client id");
         }
     }
 
@@ -172,34 +241,25 @@ internal sealed class TelemetrySessions
     {
         lock (_gate)
         {
-            if (_byClient.TryGetValue(session.ClientId, out var list) && list.Remove(session) && list.Count == 0)
+            if (_byClient.TryGetValue(session.ClientId, out TelemetrySession? current) && current == session)
             {
                 _byClient.Remove(session.ClientId);
             }
         }
     }
 
-    public void RepushSettings(string clientId)
-    {
-        foreach (TelemetrySession session in Of(clientId))
-        {
-            session.Repush();
-        }
-    }
-
-    public void Terminate(string clientId)
-    {
-        foreach (TelemetrySession session in Of(clientId))
-        {
-            session.UnregisterProducer();
-        }
-    }
-
-    private TelemetrySession[] Of(string clientId)
+    public TelemetrySession? Find(string clientId)
     {
         lock (_gate)
         {
-            return _byClient.TryGetValue(clientId, out var list) ? [.. list] : [];
+            return _byClient.GetValueOrDefault(clientId);
         }
     }
+
+    public void RepushSettings(string clientId) => Find(clientId)?.Repush();
+
+    public void Terminate(string clientId) => Find(clientId)?.UnregisterProducer();
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Telemetry: a new stream for client {ClientId} replaces its previous one")]
+    private partial void LogReplaced(string clientId);
 }

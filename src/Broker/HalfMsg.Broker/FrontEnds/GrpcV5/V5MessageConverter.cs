@@ -15,7 +15,14 @@ internal static class V5MessageConverter
     /// Builds the core's draft from a published message. The body is stored uncompressed: the Java client gzips bodies
     /// over 4 KiB (body_encoding GZIP), so inflate here and deliver IDENTITY to everybody.
     /// </summary>
-    public static bool TryToDraft(Message message, int maxBodySize, [NotNullWhen(true)] out MessageDraft? draft, [NotNullWhen(false)] out Status? invalid)
+    /// <param name="message">The published message.</param>
+    /// <param name="maxBodySize">Largest body, after inflating.</param>
+    /// <param name="inflateBudget">Bytes the rest of this request may still inflate to; decreased by what this body
+    /// inflates to. A request of many small gzip bombs is capped as a whole, not per message.</param>
+    /// <param name="draft">The draft, when valid.</param>
+    /// <param name="invalid">The status to answer with, when not.</param>
+    public static bool TryToDraft(Message message, int maxBodySize, ref long inflateBudget, [NotNullWhen(true)] out MessageDraft? draft,
+        [NotNullWhen(false)] out Status? invalid)
     {
         draft = null;
         SystemProperties? sp = message.SystemProperties;
@@ -42,11 +49,14 @@ internal static class V5MessageConverter
         {
             try
             {
-                body = Inflate(message.Body, maxBodySize);
+                body = Inflate(message.Body, (int)Math.Min(maxBodySize, Math.Max(inflateBudget, 0)));
+                inflateBudget -= body.Length;
             }
             catch (InvalidOperationException)
             {
-                invalid = V5Status.Of(Code.MessageBodyTooLarge, $"the inflated body exceeds {maxBodySize} bytes");
+                invalid = inflateBudget < maxBodySize
+                    ? V5Status.Of(Code.MessageBodyTooLarge, "the request's GZIP bodies inflate to more than the request limit")
+                    : V5Status.Of(Code.MessageBodyTooLarge, $"the inflated body exceeds {maxBodySize} bytes");
                 return false;
             }
             catch (InvalidDataException)

@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 
-namespace HalfMsg.Broker.Tests.Infrastructure;
+namespace HalfMsg.TestKit;
 
 /// <summary>
 /// The real broker as a child process (<c>dotnet HalfMsg.Broker.dll</c>) on free 127.0.0.1 ports and a temp data dir.
@@ -23,10 +23,10 @@ public sealed class BrokerProcess : IAsyncDisposable
         DataDir = dataDir;
         _extraArgs = extraArgs;
         _environment = environment;
-        GrpcPort = FreePort();
-        RemotingPort = FreePort();
-        HttpPort = FreePort();
-        NameServerPort = FreePort();
+        GrpcPort = FreePorts.Next();
+        RemotingPort = FreePorts.Next();
+        HttpPort = FreePorts.Next();
+        NameServerPort = FreePorts.Next();
     }
 
     public string DataDir { get; }
@@ -202,10 +202,4 @@ public sealed class BrokerProcess : IAsyncDisposable
 
     private static string Port(int port) => port.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }

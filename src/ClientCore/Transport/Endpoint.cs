@@ -3,11 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Apache.Rocketmq.V2;
 
-#if HALFMSG_CONSUMER_CLIENT
-namespace HalfMsg.ConsumerClient.Transport;
-#else
-namespace HalfMsg.ProducerClient.Transport;
-#endif
+namespace HalfMsg.ClientCore.Transport;
 
 /// <summary>One reachable <c>host:port</c>. Routes advertise <see cref="Endpoints"/> (a scheme plus addresses);
 /// like the official clients we talk to the first address.</summary>

@@ -1,12 +1,7 @@
 using Apache.Rocketmq.V2;
-using HalfMsg.Protocol.Grpc;
 using Microsoft.Extensions.Logging;
 
-#if HALFMSG_CONSUMER_CLIENT
-namespace HalfMsg.ConsumerClient.Transport;
-#else
-namespace HalfMsg.ProducerClient.Transport;
-#endif
+namespace HalfMsg.ClientCore.Transport;
 
 /// <summary>
 /// The Telemetry bidi stream to one broker endpoint. Opening it, the client writes its Settings; the server answers
@@ -72,8 +67,7 @@ internal sealed class TelemetrySession : IAsyncDisposable
         {
             try
             {
-                await using StreamingCall<TelemetryCommand> call = await _channel
-                    .DuplexAsync(Endpoint, GrpcMethods.Telemetry, TelemetryCommand.Parser, shutdown).ConfigureAwait(false);
+                await using StreamingCall<TelemetryCommand> call = _channel.Telemetry(Endpoint, shutdown);
                 Connections++;
                 _current = call;
                 await call.WriteAsync(new TelemetryCommand { Settings = _settings() }, shutdown).ConfigureAwait(false);
@@ -172,7 +166,11 @@ internal sealed class TelemetrySession : IAsyncDisposable
 
         // Half-close so the server ends the stream with OK (graceful), then give in-flight check handlers and the
         // server a moment before aborting.
-        _current?.CompleteRequest();
+        if (_current is { } current)
+        {
+            await current.CompleteRequestAsync().ConfigureAwait(false);
+        }
+
         Task[] handlers;
         lock (_handlers)
         {

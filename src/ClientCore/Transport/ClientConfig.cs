@@ -1,11 +1,7 @@
 using System.Reflection;
 using Microsoft.Extensions.Logging;
 
-#if HALFMSG_CONSUMER_CLIENT
-namespace HalfMsg.ConsumerClient.Transport;
-#else
-namespace HalfMsg.ProducerClient.Transport;
-#endif
+namespace HalfMsg.ClientCore.Transport;
 
 /// <summary>What every call needs to know about the client: identity, access point, credentials, timeouts.</summary>
 internal sealed class ClientConfig

@@ -1,10 +1,6 @@
 using Apache.Rocketmq.V2;
 
-#if HALFMSG_CONSUMER_CLIENT
-namespace HalfMsg.ConsumerClient.Transport;
-#else
-namespace HalfMsg.ProducerClient.Transport;
-#endif
+namespace HalfMsg.ClientCore.Transport;
 
 /// <summary>Maps a response body <see cref="Status"/> to the client exception family, following the classification
 /// of the official clients (rocketmq-clients StatusChecker): a missing status is success, code 0 is an error.</summary>

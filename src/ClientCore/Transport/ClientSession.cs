@@ -1,13 +1,8 @@
 using System.Collections.Concurrent;
 using Apache.Rocketmq.V2;
-using HalfMsg.Protocol.Grpc;
 using Microsoft.Extensions.Logging;
 
-#if HALFMSG_CONSUMER_CLIENT
-namespace HalfMsg.ConsumerClient.Transport;
-#else
-namespace HalfMsg.ProducerClient.Transport;
-#endif
+namespace HalfMsg.ClientCore.Transport;
 
 /// <summary>
 /// What every RocketMQ 5 client does regardless of its role: route lookups against the access point, one
@@ -109,8 +104,8 @@ internal sealed class ClientSession : IAsyncDisposable
     private async Task<IReadOnlyList<MessageQueue>> FetchRouteAsync(string topic, CancellationToken ct)
     {
         var request = new QueryRouteRequest { Topic = Resource(topic), Endpoints = Config.AccessPoint.ToProto() };
-        QueryRouteResponse response = await Channel.UnaryAsync(Config.AccessPoint, GrpcMethods.QueryRoute, request,
-            QueryRouteResponse.Parser, null, ct).ConfigureAwait(false);
+        QueryRouteResponse response = await Channel.UnaryAsync(Config.AccessPoint, (c, o) => c.QueryRouteAsync(request, o), null, ct)
+            .ConfigureAwait(false);
         StatusChecker.Check(response.Status, null);
         var queues = new List<MessageQueue>(response.MessageQueues.Count);
         foreach (MessageQueue mq in response.MessageQueues)
@@ -172,8 +167,8 @@ internal sealed class ClientSession : IAsyncDisposable
                 {
                     try
                     {
-                        HeartbeatResponse response = await Channel.UnaryAsync(endpoint, GrpcMethods.Heartbeat, request,
-                            HeartbeatResponse.Parser, null, _shutdown.Token).ConfigureAwait(false);
+                        HeartbeatResponse response = await Channel.UnaryAsync(endpoint, (c, o) => c.HeartbeatAsync(request, o), null,
+                            _shutdown.Token).ConfigureAwait(false);
                         if (!StatusChecker.IsSuccess(response.Status))
                         {
                             Logger.LogDebug("Heartbeat to {Endpoint}: {Code} {Message}", endpoint, response.Status.Code, response.Status.Message);
@@ -265,8 +260,8 @@ internal sealed class ClientSession : IAsyncDisposable
         {
             try
             {
-                await Channel.UnaryAsync(endpoint, GrpcMethods.NotifyClientTermination, notify,
-                    NotifyClientTerminationResponse.Parser, null, CancellationToken.None).ConfigureAwait(false);
+                await Channel.UnaryAsync(endpoint, (c, o) => c.NotifyClientTerminationAsync(notify, o), null, CancellationToken.None)
+                    .ConfigureAwait(false);
             }
             catch (ClientException ex)
             {

@@ -1,8 +1,4 @@
-#if HALFMSG_CONSUMER_CLIENT
-namespace HalfMsg.ConsumerClient;
-#else
-namespace HalfMsg.ProducerClient;
-#endif
+namespace HalfMsg.ClientCore;
 
 /// <summary>
 /// An access key pair. When configured, every call carries an <c>authorization</c> header: the HMAC-SHA1 of the

@@ -1,13 +1,7 @@
 using Apache.Rocketmq.V2;
-using HalfMsg.Protocol.Grpc;
+using Grpc.Core;
 
-// These files are compiled into both client packages (the consumer links them), so each package gets its
-// own copy of the public types in its own namespace and the two packages stay independent.
-#if HALFMSG_CONSUMER_CLIENT
-namespace HalfMsg.ConsumerClient;
-#else
-namespace HalfMsg.ProducerClient;
-#endif
+namespace HalfMsg.ClientCore;
 
 /// <summary>
 /// Base of every error the client reports for a call that reached the server: either a RocketMQ business
@@ -98,16 +92,16 @@ public sealed class UnsupportedException(Code code, string message, string? requ
 public sealed class TransportException : ClientException
 {
     /// <summary>Creates a transport failure.</summary>
-    public TransportException(GrpcStatusCode grpcStatus, string message, string? requestId = null, Exception? inner = null)
+    public TransportException(StatusCode grpcStatus, string message, string? requestId = null, Exception? inner = null)
         : base(Code.Unspecified, message, requestId, inner)
     {
         GrpcStatus = grpcStatus;
     }
 
-    /// <summary>The gRPC status of the call (<see cref="GrpcStatusCode.Unavailable"/> for connection failures).</summary>
-    public GrpcStatusCode GrpcStatus { get; }
+    /// <summary>The gRPC status of the call (<see cref="StatusCode.Unavailable"/> for connection failures).</summary>
+    public StatusCode GrpcStatus { get; }
 
     /// <inheritdoc />
-    public override bool IsRetryable => GrpcStatus is GrpcStatusCode.Unavailable or GrpcStatusCode.DeadlineExceeded
-        or GrpcStatusCode.Internal or GrpcStatusCode.Unknown or GrpcStatusCode.ResourceExhausted or GrpcStatusCode.Aborted;
+    public override bool IsRetryable => GrpcStatus is StatusCode.Unavailable or StatusCode.DeadlineExceeded
+        or StatusCode.Internal or StatusCode.Unknown or StatusCode.ResourceExhausted or StatusCode.Aborted;
 }

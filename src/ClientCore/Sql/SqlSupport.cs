@@ -1,11 +1,11 @@
 using System.Collections.Concurrent;
 using System.Data.Common;
 
-namespace HalfMsg.Sql;
+namespace HalfMsg.ClientCore.Sql;
 
 /// <summary>
-/// Plain-ADO.NET plumbing shared by the producer's barrier table and the consumer's dedupe table (compiled into both
-/// packages, like <c>Transport/</c>): provider detection, table-name validation, and "create the table once".
+/// Plain-ADO.NET plumbing shared by the producer's barrier table and the consumer's dedupe table (in HalfMsg.ClientCore,
+/// referenced by both packages): provider detection, table-name validation, and "create the table once".
 /// </summary>
 internal static class SqlSupport
 {

@@ -1,0 +1,122 @@
+using Apache.Rocketmq.V2;
+using HalfMsg.Protocol.Grpc;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Status = Apache.Rocketmq.V2.Status;
+
+namespace HalfMsg.Broker.FrontEnds.GrpcV5;
+
+/// <summary>
+/// The one place where a call's credentials are checked: <c>authorization</c> (MQv2-HMAC-SHA1 over
+/// <c>x-mq-date-time</c>, see <see cref="MqSignature"/>) against the configured access keys, with a freshness window.
+/// The verdict is computed once per request from the headers alone, before any body is read
+/// (<see cref="GrpcV5Extensions.MapGrpcV5"/> uses it to cap what a stranger may send) and answered by <see cref="V5CallInterceptor"/>.
+/// </summary>
+internal sealed partial class V5Authenticator
+{
+    private static readonly object VerdictKey = new();
+    private static readonly TimeSpan MaxClockSkew = TimeSpan.FromMinutes(15);
+    private static readonly Status Allowed = V5Status.Ok();
+
+    private readonly GrpcV5Options _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly object _logGate = new();
+    private DateTimeOffset _logWindowStart;
+    private int _logsInWindow;
+    private long _suppressed;
+
+    public V5Authenticator(GrpcV5Options options, ILogger<V5Authenticator> logger, TimeProvider? time = null)
+    {
+        _options = options;
+        _logger = logger;
+        _time = time ?? TimeProvider.System;
+    }
+
+    public bool Enabled => _options.Credentials.Count > 0;
+
+    /// <summary>Null when the call may proceed; otherwise the UNAUTHORIZED status to answer with. Cached on the request.</summary>
+    public Status? Check(HttpContext http)
+    {
+        if (!Enabled)
+        {
+            return null;
+        }
+
+        if (http.Items.TryGetValue(VerdictKey, out object? cached) && cached is Status verdict)
+        {
+            return ReferenceEquals(verdict, Allowed) ? null : verdict;
+        }
+
+        Status? denied = Verify(http.Request.Headers);
+        http.Items[VerdictKey] = denied ?? Allowed;
+        return denied;
+    }
+
+    private Status? Verify(IHeaderDictionary headers)
+    {
+        string? authorization = headers[RocketMqHeaders.Authorization].FirstOrDefault();
+        string? dateTime = headers[RocketMqHeaders.DateTime].FirstOrDefault();
+        if (authorization is null || dateTime is null)
+        {
+            LogDenied("(none)", "missing authorization or x-mq-date-time");
+            return V5Status.Of(Code.Unauthorized, "authorization and x-mq-date-time headers are required");
+        }
+
+        // The signature covers only x-mq-date-time: without a freshness window a captured header would work forever.
+        if (!MqSignature.TryParseDateTime(dateTime, out DateTimeOffset signedAt) || (_time.GetUtcNow() - signedAt).Duration() > MaxClockSkew)
+        {
+            LogDenied("(unchecked)", "x-mq-date-time outside the clock-skew window");
+            return V5Status.Of(Code.Unauthorized,
+                $"x-mq-date-time must be a UTC time (yyyyMMdd'T'HHmmss'Z') within {MaxClockSkew.TotalMinutes:0} minutes of the broker's clock");
+        }
+
+        if (MqSignature.TryParse(authorization, out string accessKey, out _)
+            && _options.Credentials.TryGetValue(accessKey, out string? secret)
+            && MqSignature.Verify(authorization, dateTime, accessKey, secret))
+        {
+            return null;
+        }
+
+        // Never log the secret or the signature; the access key (caller-chosen, so truncated) names the client.
+        LogDenied(accessKey.Length > 64 ? accessKey[..64] : accessKey, "bad credentials");
+        return V5Status.Of(Code.Unauthorized, "invalid credentials");
+    }
+
+    /// <summary>A failed signature is the caller's problem, and the caller chooses how many to send: log at Debug, at
+    /// most <see cref="GrpcV5Options.AuthFailureLogsPerMinute"/> lines a minute, and count the rest.</summary>
+    private void LogDenied(string accessKey, string reason)
+    {
+        if (!_logger.IsEnabled(LogLevel.Debug))
+        {
+            return;
+        }
+
+        long suppressed;
+        lock (_logGate)
+        {
+            DateTimeOffset now = _time.GetUtcNow();
+            if (now - _logWindowStart >= TimeSpan.FromMinutes(1))
+            {
+                _logWindowStart = now;
+                _logsInWindow = 0;
+            }
+
+            if (_logsInWindow >= _options.AuthFailureLogsPerMinute)
+            {
+                _suppressed++;
+                return;
+            }
+
+            _logsInWindow++;
+            suppressed = _suppressed;
+            _suppressed = 0;
+        }
+
+        LogAuthFailed(accessKey, reason, suppressed);
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug,
+        Message = "Rejected a gRPC call for access key '{AccessKey}': {Reason} ({Suppressed} more rejections not logged since the last line)")]
+    private partial void LogAuthFailed(string accessKey, string reason, long suppressed);
+}

@@ -1,0 +1,151 @@
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using Google.Protobuf.Reflection;
+using Grpc.AspNetCore.Server;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Storage;
+using Microsoft.Extensions.Logging;
+using Status = Apache.Rocketmq.V2.Status;
+
+namespace HalfMsg.Broker.FrontEnds.GrpcV5;
+
+/// <summary>
+/// Runs around every MessagingService call: answers a caller that failed authentication, and turns an exception that
+/// escaped a handler into the RocketMQ convention instead of grpc-dotnet's bare UNKNOWN. Both answers are a
+/// response whose only content is an <c>apache.rocketmq.v2.Status</c>, with grpc-status 0, as the proxy's
+/// <c>GrpcMessagingApplication.writeResponse</c> does; Telemetry failures stay gRPC statuses (the proxy uses
+/// INTERNAL there too).
+/// </summary>
+internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, ILogger<V5CallInterceptor> logger, BrokerEngine? engine = null) : Interceptor
+{
+    private readonly ILogger _logger = logger;
+
+    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
+        UnaryServerMethod<TRequest, TResponse> continuation)
+    {
+        if (authenticator.Enabled && authenticator.Check(context.GetHttpContext()) is { } denied)
+        {
+            return StatusOnly<TResponse>.Create(denied);
+        }
+
+        // A broker whose log failed answers every call with the storage-failure status and its reason, never
+        // INTERNAL: clients can tell "retry elsewhere or later" from a bug (the failure itself was logged once).
+        if (engine?.StorageFault is { } failed) return StatusOnly<TResponse>.Create(V5Status.From(failed.ToError()));
+        try
+        {
+            return await continuation(request, context).ConfigureAwait(false);
+        }
+        catch (StorageFailureException ex)
+        {
+            return StatusOnly<TResponse>.Create(V5Status.From(ex.ToError()));
+        }
+        catch (Exception ex) when (IsHandlerFailure(ex, context))
+        {
+            LogHandlerFailed(ex, context.Method);
+            return StatusOnly<TResponse>.Create(InternalError);
+        }
+    }
+
+    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
+        ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        if (authenticator.Enabled && authenticator.Check(context.GetHttpContext()) is { } denied)
+        {
+            await responseStream.WriteAsync(StatusOnly<TResponse>.Create(denied)).ConfigureAwait(false);
+            return;
+        }
+
+        if (engine?.StorageFault is { } failed)
+        {
+            await responseStream.WriteAsync(StatusOnly<TResponse>.Create(V5Status.From(failed.ToError()))).ConfigureAwait(false);
+            return;
+        }
+        try
+        {
+            await continuation(request, responseStream, context).ConfigureAwait(false);
+        }
+        catch (StorageFailureException ex)
+        {
+            await responseStream.WriteAsync(StatusOnly<TResponse>.Create(V5Status.From(ex.ToError()))).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsHandlerFailure(ex, context))
+        {
+            LogHandlerFailed(ex, context.Method);
+            await responseStream.WriteAsync(StatusOnly<TResponse>.Create(InternalError)).ConfigureAwait(false);
+        }
+    }
+
+    public override async Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream,
+        IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        if (authenticator.Enabled && authenticator.Check(context.GetHttpContext()) is { } denied)
+        {
+            // A status-only command makes the client reject its startup with this status.
+            await responseStream.WriteAsync(StatusOnly<TResponse>.Create(denied)).ConfigureAwait(false);
+            await AwaitHalfCloseAsync(requestStream, context).ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            await continuation(requestStream, responseStream, context).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsHandlerFailure(ex, context))
+        {
+            LogHandlerFailed(ex, context.Method);
+            throw new RpcException(new Grpc.Core.Status(StatusCode.Internal, "internal server error"));
+        }
+    }
+
+    /// <summary>
+    /// Ending a bidi call while the client is still sending makes Kestrel reset the stream, and the client may then see
+    /// CANCELLED instead of the status just written. So wait (briefly, reading and dropping whatever comes; the body of
+    /// a stranger is capped by <see cref="GrpcV5Extensions.MapGrpcV5"/>) for the client to half-close after its answer.
+    /// </summary>
+    internal static async Task AwaitHalfCloseAsync<TRequest>(IAsyncStreamReader<TRequest> requestStream, ServerCallContext context)
+    {
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        wait.CancelAfter(TimeSpan.FromSeconds(2));
+        try
+        {
+            while (await requestStream.MoveNext(wait.Token).ConfigureAwait(false))
+            {
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
+        {
+            // The client did not half-close in time or went away: end the call anyway.
+        }
+    }
+
+    private static Status InternalError => V5Status.Of(Code.InternalServerError, "internal server error");
+
+    /// <summary>A bug or I/O failure in our code, as opposed to a deliberate gRPC status or the client going away.</summary>
+    private static bool IsHandlerFailure(Exception ex, ServerCallContext context) => ex switch
+    {
+        RpcException => false,
+        OperationCanceledException or IOException when context.CancellationToken.IsCancellationRequested => false,
+        _ => true,
+    };
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "gRPC call {Method} failed; answered INTERNAL_SERVER_ERROR")]
+    private partial void LogHandlerFailed(Exception exception, string method);
+
+    /// <summary>A response of type <typeparamref name="T"/> whose only field set is <c>status</c>: every
+    /// MessagingService response (and TelemetryCommand) has one.</summary>
+    internal static class StatusOnly<T>
+    {
+        private static readonly FieldDescriptor StatusField =
+            ((IMessage)Activator.CreateInstance<T>()!).Descriptor.FindFieldByName("status")
+            ?? throw new InvalidOperationException($"{typeof(T).Name} has no status field");
+
+        public static T Create(Status status)
+        {
+            T message = Activator.CreateInstance<T>();
+            StatusField.Accessor.SetValue((IMessage)message!, status);
+            return message;
+        }
+    }
+}

@@ -1,0 +1,56 @@
+using HalfMsg.Broker.FrontEnds.GrpcV5;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+
+namespace HalfMsg.Broker.Hosting;
+
+/// <summary>
+/// Kestrel limits for the gRPC port, in one place. Every number bounds what one peer can make the broker hold:
+/// <list type="bullet">
+/// <item>connections × streams per connection × <see cref="GrpcV5Options.MaxReceiveMessageSize"/> is the most request
+/// data grpc-dotnet can buffer at once from authenticated callers; an unauthenticated call is cut off after
+/// <see cref="GrpcV5Options.MaxUnauthenticatedRequestSize"/> (see <see cref="GrpcV5Extensions.MapGrpcV5"/>);</item>
+/// <item>HTTP/2 flow-control windows bound what Kestrel itself queues per stream and per connection before the
+/// application reads it;</item>
+/// <item>the minimum data rate cuts off a sender that declares a large message and then stalls (grpc-dotnet lifts it
+/// for the long-lived streaming calls, where silence is normal);</item>
+/// <item>keep-alive pings find a peer whose connection died without a reset, so its Telemetry session (and check-back
+/// registration) goes away in about <see cref="KeepAlivePingDelay"/> + <see cref="KeepAlivePingTimeout"/>.</item>
+/// </list>
+/// </summary>
+internal static class GrpcEndpoint
+{
+    /// <summary>All clients of one Node process share one connection: a Telemetry stream per client plus a long poll
+    /// per push-consumer queue. 200 is twice Kestrel's default and far below the 1,000 allowed before.</summary>
+    public const int MaxStreamsPerConnection = 200;
+
+    /// <summary>Client processes connected at once (each normally holds one connection).</summary>
+    public const int MaxConnections = 1_000;
+
+    /// <summary>Kestrel's per-connection input buffer and HTTP/2 connection window (1 MiB), and the per-stream window
+    /// (256 KiB, so one slow stream cannot take the whole connection window).</summary>
+    public const int ConnectionWindow = 1024 * 1024;
+    public const int StreamWindow = 256 * 1024;
+
+    /// <summary>A unary request must keep arriving at 64 KiB/s after a 5 s grace period: a 5 MiB message takes at most
+    /// ~85 s, while a sender that stalls after its length prefix is cut off.</summary>
+    public const double MinRequestBytesPerSecond = 64 * 1024;
+
+    public static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(10);
+    public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(10);
+
+    public static void ApplyLimits(KestrelServerOptions kestrel, GrpcV5Options grpc)
+    {
+        KestrelServerLimits limits = kestrel.Limits;
+        limits.MaxConcurrentConnections = MaxConnections;
+        limits.MaxConcurrentUpgradedConnections = 0;
+        // One gRPC message plus its 5-byte prefix; streaming calls lift it per request (grpc-dotnet).
+        limits.MaxRequestBodySize = grpc.MaxReceiveMessageSize + 5;
+        limits.MaxRequestBufferSize = ConnectionWindow;
+        limits.MinRequestBodyDataRate = new MinDataRate(MinRequestBytesPerSecond, TimeSpan.FromSeconds(5));
+        limits.Http2.MaxStreamsPerConnection = MaxStreamsPerConnection;
+        limits.Http2.InitialConnectionWindowSize = ConnectionWindow;
+        limits.Http2.InitialStreamWindowSize = StreamWindow;
+        limits.Http2.KeepAlivePingDelay = KeepAlivePingDelay;
+        limits.Http2.KeepAlivePingTimeout = KeepAlivePingTimeout;
+    }
+}

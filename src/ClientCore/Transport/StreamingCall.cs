@@ -1,0 +1,104 @@
+using Apache.Rocketmq.V2;
+using Grpc.Core;
+
+namespace HalfMsg.ClientCore.Transport;
+
+/// <summary>A server-streaming or Telemetry call in progress, with failures translated to the client exception
+/// family. Reads are single-consumer; writes (Telemetry only) are serialized here, since grpc-dotnet allows one
+/// pending write at a time. Disposing cancels the call if it has not finished.</summary>
+internal sealed class StreamingCall<TResponse> : IAsyncDisposable
+{
+    private readonly IAsyncStreamReader<TResponse> _responses;
+    private readonly IClientStreamWriter<TelemetryCommand>? _requests;
+    private readonly IDisposable _call;
+    private readonly CancellationToken _callerToken;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private int _disposed;
+
+    internal StreamingCall(AsyncServerStreamingCall<TResponse> call, CancellationToken callerToken)
+    {
+        _responses = call.ResponseStream;
+        _call = call;
+        _callerToken = callerToken;
+    }
+
+    internal StreamingCall(AsyncDuplexStreamingCall<TelemetryCommand, TResponse> call, CancellationToken callerToken)
+    {
+        _responses = call.ResponseStream;
+        _requests = call.RequestStream;
+        _call = call;
+        _callerToken = callerToken;
+    }
+
+    public TResponse Current => _responses.Current;
+
+    /// <summary>Reads the next response. Returns false when the server finished the call with grpc-status OK;
+    /// throws <see cref="TransportException"/> for any other ending.</summary>
+    public async Task<bool> MoveNextAsync(CancellationToken ct = default)
+    {
+        try
+        {
+            return await _responses.MoveNext(ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RpcChannel.Translate(ex, ct.IsCancellationRequested ? ct : _callerToken) is { } translated)
+        {
+            throw translated;
+        }
+    }
+
+    /// <summary>Writes one request message (Telemetry only).</summary>
+    public async Task WriteAsync(TelemetryCommand message, CancellationToken ct = default)
+    {
+        if (_requests is null)
+        {
+            throw new InvalidOperationException("Not a bidirectional call.");
+        }
+
+        await _writeLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            await _requests.WriteAsync(message, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RpcChannel.Translate(ex, ct) is { } translated)
+        {
+            throw translated;
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>Half-closes the request side (Telemetry): the server then ends the call with OK.</summary>
+    public async Task CompleteRequestAsync()
+    {
+        if (_requests is null)
+        {
+            return;
+        }
+
+        await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            await _requests.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RpcException or InvalidOperationException or IOException or OperationCanceledException)
+        {
+            // Already ended.
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            _call.Dispose();
+        }
+
+        return ValueTask.CompletedTask;
+    }
+}
