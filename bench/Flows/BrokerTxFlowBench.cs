@@ -240,11 +240,11 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                         catch (OperationCanceledException) when (token.IsCancellationRequested) { break; }
                         catch (Exception) { Interlocked.Increment(ref consumeErrors); await Task.Delay(50, CancellationToken.None); continue; }
                         long now = Stopwatch.GetTimestamp();
-                        var acks = new Task[batch.Count];
+                        // One AckMessage call for the whole batch: the broker waits for one group commit for all of it.
+                        var acks = consumer.AckAsync(batch, token);
                         for (int i = 0; i < batch.Count; i++)
                         {
                             var m = batch[i];
-                            acks[i] = m.AckAsync(token);
                             if (m.Body.Length < HeaderBytes) continue;
                             if (!seen.TryAdd(m.MessageId, 0)) { Interlocked.Increment(ref redelivered); continue; }
                             if (m.Body.Span[8] == 1)
@@ -256,7 +256,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                             Volatile.Write(ref lastDelivery, now);
                             if (Interlocked.Increment(ref delivered) == n) allDelivered.TrySetResult();
                         }
-                        try { await Task.WhenAll(acks); }
+                        try { await acks; }
                         catch (OperationCanceledException) when (token.IsCancellationRequested) { break; }
                         catch (Exception) { Interlocked.Increment(ref consumeErrors); }
                     }

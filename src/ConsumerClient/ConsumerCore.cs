@@ -145,6 +145,34 @@ internal sealed class ConsumerCore : IAsyncDisposable
         }
     }
 
+    /// <summary>One AckMessage call per endpoint and topic for the whole batch: the broker appends all the acks and
+    /// waits for one group commit. Every entry is acknowledged or reported; the first failure is thrown after all.</summary>
+    public async Task AckAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken ct)
+    {
+        Exception? first = null;
+        foreach (var batch in messages.GroupBy(m => (m.Endpoint, m.Topic)))
+        {
+            var request = new AckMessageRequest { Group = _group, Topic = Session.Resource(batch.Key.Topic) };
+            foreach (var message in batch)
+                request.Entries.Add(new AckMessageEntry { MessageId = message.MessageId, ReceiptHandle = message.ReceiptHandle });
+            try
+            {
+                AckMessageResponse response = await Session.Channel.UnaryAsync(batch.Key.Endpoint, (c, o) => c.AckMessageAsync(request, o), null, ct)
+                    .ConfigureAwait(false);
+                foreach (AckMessageResultEntry entry in response.Entries)
+                {
+                    try { StatusChecker.Check(entry.Status, null); }
+                    catch (Exception ex) { first ??= ex; }
+                }
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                first ??= ex;
+            }
+        }
+        if (first is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
+    }
+
     public async Task<string> ChangeInvisibleDurationAsync(ReceivedMessage message, TimeSpan duration, CancellationToken ct)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(duration, TimeSpan.Zero);

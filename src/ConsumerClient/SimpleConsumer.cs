@@ -72,6 +72,12 @@ public sealed class SimpleConsumer : IAsyncDisposable
         }
     }
 
+    /// <summary>Acknowledges a batch of received messages with one call per broker endpoint and topic (the broker waits
+    /// for one group commit for all of them), instead of one call per message. Throws the first failure after every
+    /// message was tried; a message whose ack failed comes back after its invisible duration.</summary>
+    public Task AckAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken = default)
+        => messages.Count == 0 ? Task.CompletedTask : _core.AckAsync(messages, cancellationToken);
+
     /// <summary>Receives continuously until <paramref name="cancellationToken"/> is cancelled, yielding messages one by
     /// one (each must still be acknowledged).</summary>
     public async IAsyncEnumerable<ReceivedMessage> ConsumeAsync(TimeSpan invisibleDuration, int batchSize = 16,

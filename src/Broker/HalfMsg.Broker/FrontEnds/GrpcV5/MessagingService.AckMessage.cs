@@ -7,23 +7,31 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 
 internal sealed partial class MessagingService
 {
-    /// <summary>Acknowledges each entry. The top-level status is what the Node client checks: the common entry code, or
-    /// MULTIPLE_RESULTS when entries differ.</summary>
+    /// <summary>Acknowledges every entry with one call into the core: one lock hold and ONE durable wait for the whole
+    /// batch (32 entries cost one group commit, not 32 in a row). The top-level status is what the Node client checks:
+    /// the common entry code, or MULTIPLE_RESULTS when entries differ.</summary>
     public override async Task<AckMessageResponse> AckMessage(AckMessageRequest request, ServerCallContext context)
     {
         string group = request.Group?.Name ?? string.Empty;
         string topic = request.Topic?.Name ?? string.Empty;
         var response = new AckMessageResponse();
-        var statuses = new List<Status>(request.Entries.Count);
-        foreach (AckMessageEntry entry in request.Entries)
+        if (request.Entries.Count == 0)
         {
-            BrokerError error = await _engine.AckAsync(group, topic, entry.ReceiptHandle, context.CancellationToken).ConfigureAwait(false);
-            Status status = V5Status.From(error);
+            response.Status = V5Status.Of(Code.BadRequest, "no entry to acknowledge");
+            return response;
+        }
+        var handles = new string[request.Entries.Count];
+        for (int i = 0; i < handles.Length; i++) handles[i] = request.Entries[i].ReceiptHandle;
+        BrokerError[] errors = await _engine.AckBatchAsync(group, topic, handles, context.CancellationToken).ConfigureAwait(false);
+        var statuses = new List<Status>(errors.Length);
+        for (int i = 0; i < errors.Length; i++)
+        {
+            Status status = V5Status.From(errors[i]);
             statuses.Add(status);
+            AckMessageEntry entry = request.Entries[i];
             response.Entries.Add(new AckMessageResultEntry { MessageId = entry.MessageId, ReceiptHandle = entry.ReceiptHandle, Status = status });
         }
-
-        response.Status = request.Entries.Count == 0 ? V5Status.Of(Code.BadRequest, "no entry to acknowledge") : V5Status.Combine(statuses);
+        response.Status = V5Status.Combine(statuses);
         return response;
     }
 }

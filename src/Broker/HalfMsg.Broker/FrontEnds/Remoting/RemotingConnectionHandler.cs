@@ -1,13 +1,20 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Net;
 using Microsoft.AspNetCore.Connections;
 
 namespace HalfMsg.Broker.FrontEnds.Remoting;
 
 /// <summary>The Kestrel adapter: one <see cref="RemotingSession"/> per TCP connection, on the remoting and name-server ports.</summary>
-internal sealed class RemotingConnectionHandler(RemotingServer server) : ConnectionHandler
+internal sealed class RemotingConnectionHandler(IServiceProvider services) : ConnectionHandler
 {
+    // Kestrel builds the handler while the host is built, before the engine is open (recovery runs after Build so the
+    // engine logs through the host's logger factory); the server is resolved on the first connection, which can only
+    // arrive once the listeners start, after recovery.
+    private RemotingServer? _server;
+
     public override async Task OnConnectedAsync(ConnectionContext connection)
     {
+        var server = _server ??= services.GetRequiredService<RemotingServer>();
         if (!server.TryAcceptConnection())
         {
             connection.Abort(new ConnectionAbortedException("too many Remoting connections"));
