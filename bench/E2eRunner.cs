@@ -8,7 +8,8 @@ using HalfMsg.Bench.Reporting;
 namespace HalfMsg.Bench;
 
 /// <summary>
-/// <c>e2e</c>: the concurrency sweep first (at each in-flight level: the raw-log ceiling, RabbitMQ, the broker), then
+/// <c>e2e</c>: the concurrency sweep first (at each in-flight level: the raw-log ceiling, RabbitMQ, the broker over gRPC,
+/// the broker over RocketMQ 4 Remoting with the bench's own driver, <see cref="RemotingTxFlowBench"/>), then
 /// every registered flow (flush async, half-load, pending, storm, append path, recovery); one report with the sweep
 /// table and chart.
 /// </summary>

@@ -161,6 +161,7 @@ public sealed record SweepRow
                       "means other work competed for the CPU during the level.");
         if (rows.Any(r => r.RemotingTxPerS is not null))
         {
+            sb.AppendLine();
             sb.AppendLine("#### Remoting transactional flow (RocketMQ 4 wire)");
             sb.AppendLine();
             sb.AppendLine("| in flight | raw log ceiling tx/s | Remoting tx/s (half send + one-way commit) | Remoting ÷ ceiling | Remoting delivered/s (÷ ceiling) | Remoting ÷ gRPC broker tx/s | half-send p99 ms | commit→first delivery p50 / p99 ms | broker CPU ms/tx | bench client CPU ms/tx | load avg 1 min at end |");
