@@ -32,8 +32,9 @@ public sealed record BenchOptions
 
     public const string Usage = """
         usage: HalfMsg.Bench <e2e|micro|all|chart|diag-commit-starvation> [options]
-          e2e     concurrency sweep (raw FasterLog ceiling, RabbitMQ peer, broker at each --inflight level; table and
-                  chart), then the other broker flows (Flows/FlowRegistry.cs)
+          e2e     concurrency sweep (raw FasterLog ceiling, RabbitMQ peer, broker over gRPC and over Remoting at each
+                  --inflight level; table and chart), then the other broker flows (Flows/FlowRegistry.cs);
+                  HALFMSG_BENCH_FLOWS=remoting runs only the ceiling and the Remoting rows
           micro   BenchmarkDotNet micro benchmarks (other args go to BenchmarkDotNet, e.g. --filter '*Faster*')
           all     e2e, then micro
           diag-commit-starvation [--writers 256] [--hops 3] [--work-us 50] [--seconds 10]
@@ -44,8 +45,8 @@ public sealed record BenchOptions
           --messages N          messages/transactions per flow (default 200000; 20000 with --quick); the sweep uses
                                 N at every level when given, else 500 per in-flight transaction (20k..200k)
           --inflight L[,L...]   concurrency sweep: transactions in flight per level (default 8,64,256; 8 with --quick);
-                                at each level the raw-log ceiling, RabbitMQ and the broker run with that many
-                                writers / publishers / producers (one outstanding each), same message count
+                                at each level the raw-log ceiling, RabbitMQ and the broker (gRPC, then Remoting) run
+                                with that many writers / publishers / producers (one outstanding each), same message count
           --producers P         producers for the rows outside the sweep (flush async, pending, storm; default 8;
                                 the half-load row runs at the sweep's peak level)
           --consumers C         concurrent consumers (default 4)

@@ -8,7 +8,8 @@ using HalfMsg.Bench.Reporting;
 namespace HalfMsg.Bench;
 
 /// <summary>
-/// <c>e2e</c>: the concurrency sweep first (at each in-flight level: the raw-log ceiling, RabbitMQ, the broker), then
+/// <c>e2e</c>: the concurrency sweep first (at each in-flight level: the raw-log ceiling, RabbitMQ, the broker over gRPC,
+/// the broker over RocketMQ 4 Remoting with the bench's own driver, <see cref="RemotingTxFlowBench"/>), then
 /// every registered flow (flush async, half-load, pending, storm, append path, recovery); one report with the sweep
 /// table and chart.
 /// </summary>
@@ -82,7 +83,20 @@ public static class E2eRunner
                 results.Add(broker);
                 Report(broker);
 
-                sweep.Add(SweepRow.From(level, o.DecisionDurability, load0, ceiling, rmq, broker));
+                // The same transactional flow over the RocketMQ 4 Remoting front-end (the bench's own Remoting driver).
+                BenchResult remoting;
+                string remotingName = RemotingName(level);
+                if (!FlowRegistry.Selected(remotingName)) remoting = BenchResult.Skipped(remotingName, BenchKind.Flow, "not selected (HALFMSG_BENCH_FLOWS)");
+                else
+                {
+                    Console.WriteLine($"- {remotingName} …");
+                    int remotingMessages = o.Quick && !o.MessagesGiven ? BrokerBenchContext.PrimaryMessages(o) : messages;
+                    remoting = await RunFlowAsync(new RemotingTxFlowBench(remotingName, remotingMessages, level), o, ct);
+                }
+                results.Add(remoting);
+                Report(remoting);
+
+                sweep.Add(SweepRow.From(level, o.DecisionDurability, load0, ceiling, rmq, broker, remoting));
                 if (broker.Measured && broker.Get(Metric.Throughput) is double tp)
                 {
                     if (ctx.SweepPeak?.Get(Metric.Throughput) is not double best || tp > best) ctx.SweepPeak = broker;
@@ -123,6 +137,9 @@ public static class E2eRunner
     public static string CeilingName(int level) => $"{RawFasterLogBench.Name} @ {level} in flight";
     public static string RabbitName(int level) => $"{RabbitMqFlowBench.FlowName} @ {level} in flight";
     public static string BrokerName(int level) => $"broker tx (flush sync) @ {level} in flight";
+    public static string RemotingName(int level) => $"{RemotingPrefix} @ {level} in flight";
+    /// <summary>Name of the Remoting rows (select them alone with HALFMSG_BENCH_FLOWS=remoting).</summary>
+    public const string RemotingPrefix = "broker remoting tx (flush sync, one-way commit)";
 
     /// <summary>Messages per system at one level: --messages when given; otherwise 500 per in-flight transaction, at
     /// least 20,000 and at most 200,000 (8: 20k, 64: 32k, 256: 128k), so each level runs for tens of seconds on 2

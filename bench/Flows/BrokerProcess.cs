@@ -35,6 +35,8 @@ public sealed partial class BrokerProcess : IAsyncDisposable
 
     public int GrpcPort { get; }
     public int HttpPort { get; }
+    /// <summary>The RocketMQ 4 Remoting port (a free port on 127.0.0.1; the embedded name server is off).</summary>
+    public int RemotingPort { get; }
     public string DataDir { get; }
     public string Endpoint => $"127.0.0.1:{GrpcPort}";
     public int Pid { get; }
@@ -42,8 +44,9 @@ public sealed partial class BrokerProcess : IAsyncDisposable
     /// <summary>Process start until ready (/health 200, or the gRPC port accepting).</summary>
     public TimeSpan StartToReady { get; private set; }
 
-    private BrokerProcess(Process process, OutputTail output, int grpcPort, int httpPort, string dataDir, bool deleteDataDir)
+    private BrokerProcess(Process process, OutputTail output, int grpcPort, int httpPort, int remotingPort, string dataDir, bool deleteDataDir)
     {
+        RemotingPort = remotingPort;
         _process = process;
         _output = output;
         Pid = process.Id;
@@ -89,6 +92,8 @@ public sealed partial class BrokerProcess : IAsyncDisposable
         int port = ProcessUtil.FreeTcpPort();
         int httpPort = ProcessUtil.FreeTcpPort();
         while (httpPort == port) httpPort = ProcessUtil.FreeTcpPort();
+        int remotingPort = ProcessUtil.FreeTcpPort();
+        while (remotingPort == port || remotingPort == httpPort) remotingPort = ProcessUtil.FreeTcpPort();
         bool created = options.DataDir is null;
         string dataDir = options.DataDir ?? NewDataDir();
         Directory.CreateDirectory(dataDir);
@@ -103,11 +108,11 @@ public sealed partial class BrokerProcess : IAsyncDisposable
         // Keep the broker's own console logging from costing CPU during the measurement.
         psi.Environment["Logging__LogLevel__Default"] = "Warning";
         foreach (var a in new[] { dll, "--data-dir", dataDir, "--grpc-port", port.ToString(), "--http-port", httpPort.ToString(),
-                     "--remoting-port", ProcessUtil.FreeTcpPort().ToString(), "--namesrv-port", "0" }.Concat(options.ExtraArgs))
+                     "--remoting-port", remotingPort.ToString(), "--namesrv-port", "0" }.Concat(options.ExtraArgs))
             psi.ArgumentList.Add(a);
         var sw = Stopwatch.StartNew();
         var (p, tail) = ProcessUtil.Start(psi);
-        var broker = new BrokerProcess(p, tail, port, httpPort, dataDir, options.DeleteDataDir ?? created);
+        var broker = new BrokerProcess(p, tail, port, httpPort, remotingPort, dataDir, options.DeleteDataDir ?? created);
         while (sw.Elapsed < options.ReadyTimeout)
         {
             if (p.HasExited)

@@ -75,8 +75,9 @@ public static class ResultWriter
                 run.Results.FirstOrDefault(r => what(r) && r.Name.EndsWith($"@ {old.InFlight} in flight", StringComparison.Ordinal));
             var c = Find(r => r.Kind == BenchKind.Ceiling);
             var p = Find(r => r.Kind == BenchKind.Peer);
-            var b = Find(r => r.Kind == BenchKind.Flow);
-            rows.Add(c is null || p is null || b is null ? old : SweepRow.From(old.InFlight, old.DecisionDurability, old.LoadAvgStart, c, p, b));
+            var b = Find(r => r.Kind == BenchKind.Flow && !r.Name.StartsWith(E2eRunner.RemotingPrefix, StringComparison.Ordinal));
+            var rem = Find(r => r.Kind == BenchKind.Flow && r.Name.StartsWith(E2eRunner.RemotingPrefix, StringComparison.Ordinal));
+            rows.Add(c is null || p is null || b is null ? old : SweepRow.From(old.InFlight, old.DecisionDurability, old.LoadAvgStart, c, p, b, rem));
         }
         run = run with { Sweep = rows };
         string stem = jsonPath.EndsWith(".json", StringComparison.Ordinal) ? jsonPath[..^5] : jsonPath;

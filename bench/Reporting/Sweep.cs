@@ -46,6 +46,22 @@ public sealed record SweepRow
     /// <summary>Machine-wide busy CPU during the broker row, in cores (2 = both cores busy, whoever used them).</summary>
     public double? MachineCpuCoresDuringBroker { get; init; }
 
+    /// <summary>The same flow over the RocketMQ 4 Remoting front-end (half send + one-way END_TRANSACTION commit,
+    /// PULL_MESSAGE consumers); null when not measured (older runs have none).</summary>
+    public double? RemotingTxPerS { get; init; }
+    public double? RemotingDeliveredPerS { get; init; }
+    public double? RemotingHalfSendP99Ms { get; init; }
+    /// <summary>One-way commit written → first delivery to a pull consumer.</summary>
+    public double? RemotingCommitToDeliveryP50Ms { get; init; }
+    public double? RemotingCommitToDeliveryP99Ms { get; init; }
+    public double? RemotingCpuMsPerTx { get; init; }
+    public double? RemotingBenchClientCpuMsPerTx { get; init; }
+    public double? RemotingLoadAvgEnd { get; init; }
+
+    public double? RemotingVsCeiling => RemotingTxPerS / CeilingTxPerS;
+    public double? RemotingDeliveredVsCeiling => RemotingDeliveredPerS / CeilingTxPerS;
+    public double? RemotingVsGrpc => RemotingTxPerS / BrokerTxPerS;
+
     public double? BrokerVsCeiling => BrokerTxPerS / CeilingTxPerS;
     public double? BrokerVsRabbitMq => BrokerTxPerS / RabbitMqMsgsPerS;
     public double? DeliveredVsCommitted => BrokerDeliveredPerS / BrokerTxPerS;
@@ -53,9 +69,11 @@ public sealed record SweepRow
     /// <summary>Why a system was not measured at this level, if it was not.</summary>
     public List<string> NotMeasured { get; init; } = new();
 
-    public static SweepRow From(int inFlight, string decisionDurability, double? loadStart, BenchResult ceiling, BenchResult rabbit, BenchResult broker)
+    public static SweepRow From(int inFlight, string decisionDurability, double? loadStart, BenchResult ceiling, BenchResult rabbit, BenchResult broker,
+        BenchResult? remoting = null)
     {
         double? M(BenchResult r, string key) => r.Measured ? r.Get(key) : null;
+        double? R(string key) => remoting is { Measured: true } ? remoting.Get(key) : null;
         var row = new SweepRow
         {
             InFlight = inFlight,
@@ -85,8 +103,16 @@ public sealed record SweepRow
             BrokerLogCommitsPerS = M(broker, "log_commits_per_s"),
             BrokerTxPerLogCommit = M(broker, "tx_per_log_commit"),
             MachineCpuCoresDuringBroker = M(broker, "machine_cpu_cores"),
+            RemotingTxPerS = R(Metric.Throughput),
+            RemotingDeliveredPerS = R(Metric.Delivered),
+            RemotingHalfSendP99Ms = R("send_p99_ms"),
+            RemotingCommitToDeliveryP50Ms = R("e2e_p50_ms"),
+            RemotingCommitToDeliveryP99Ms = R("e2e_p99_ms"),
+            RemotingCpuMsPerTx = R("broker_cpu_ms_per_tx"),
+            RemotingBenchClientCpuMsPerTx = R("client_cpu_ms_per_tx"),
+            RemotingLoadAvgEnd = remoting?.Get("loadavg_1m_end"),
         };
-        foreach (var r in new[] { ceiling, rabbit, broker })
+        foreach (var r in remoting is null ? new[] { ceiling, rabbit, broker } : [ceiling, rabbit, broker, remoting])
             if (!r.Measured) row.NotMeasured.Add($"{r.Name}: {r.NotMeasured}");
         return row;
     }
@@ -133,6 +159,34 @@ public sealed record SweepRow
                       "Ceiling tx/s = appends/s ÷ 2. broker CPU = the broker process, bench client CPU = this process (producers and " +
                       "consumers), both over the broker row's measured window ÷ committed transactions. 2 cores: a load average above 2 " +
                       "means other work competed for the CPU during the level.");
+        if (rows.Any(r => r.RemotingTxPerS is not null))
+        {
+            sb.AppendLine();
+            sb.AppendLine("#### Remoting transactional flow (RocketMQ 4 wire)");
+            sb.AppendLine();
+            sb.AppendLine("| in flight | raw log ceiling tx/s | Remoting tx/s (half send + one-way commit) | Remoting ÷ ceiling | Remoting delivered/s (÷ ceiling) | Remoting ÷ gRPC broker tx/s | half-send p99 ms | commit→first delivery p50 / p99 ms | broker CPU ms/tx | bench client CPU ms/tx | load avg 1 min at end |");
+            sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var r in rows)
+                sb.AppendLine(string.Join(" | ",
+                    "| " + r.InFlight.ToString(inv),
+                    N(r.CeilingTxPerS, "N0"),
+                    N(r.RemotingTxPerS, "N0"),
+                    X(r.RemotingVsCeiling),
+                    $"{N(r.RemotingDeliveredPerS, "N0")} ({X(r.RemotingDeliveredVsCeiling)})",
+                    X(r.RemotingVsGrpc),
+                    N(r.RemotingHalfSendP99Ms, "0.0"),
+                    P(r.RemotingCommitToDeliveryP50Ms, r.RemotingCommitToDeliveryP99Ms, "0.0"),
+                    N(r.RemotingCpuMsPerTx, "0.000"),
+                    N(r.RemotingBenchClientCpuMsPerTx, "0.000"),
+                    N(r.RemotingLoadAvgEnd, "0.00")) + " |");
+            sb.AppendLine();
+            sb.AppendLine("The Remoting row runs after the gRPC broker row of the same level, against its own broker process, with the bench's " +
+                          "own Remoting driver doing what Java's DefaultMQProducerImpl does: HEART_BEAT, SEND_MESSAGE_V2 with sysFlag PREPARED, " +
+                          "then END_TRANSACTION one-way. A transaction ends for the producer when the one-way commit is written, not when it " +
+                          "is durable (the gRPC commit reply waits for its fsync), so compare delivered/s and commit→first delivery too. " +
+                          "Consumers: PULL_MESSAGE long polling per queue with commitOffset, UPDATE_CONSUMER_OFFSET one-way.");
+            sb.AppendLine();
+        }
         foreach (var r in rows)
             foreach (var nm in r.NotMeasured)
                 sb.AppendLine($"- {r.InFlight} in flight: not measured: {nm.Replace("|", "\\|").Replace("\n", " ")}");

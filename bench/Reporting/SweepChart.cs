@@ -4,14 +4,15 @@ namespace HalfMsg.Bench.Reporting;
 
 /// <summary>
 /// The sweep as a picture (ScottPlot): left, throughput against transactions in flight; right, p99 latencies. Both axes
-/// logarithmic (in-flight doubles, throughput and latency span orders of magnitude). Broker blue, RabbitMQ orange, raw
-/// log ceiling grey. Written as PNG and SVG next to the JSON.
+/// logarithmic (in-flight doubles, throughput and latency span orders of magnitude). Broker blue (gRPC), broker over
+/// Remoting green, RabbitMQ orange, raw log ceiling grey. Written as PNG and SVG next to the JSON.
 /// </summary>
 public static class SweepChart
 {
     private static readonly Color BrokerColor = Color.FromHex("#1f77b4");
     private static readonly Color RabbitColor = Color.FromHex("#ff7f0e");
     private static readonly Color CeilingColor = Color.FromHex("#7f7f7f");
+    private static readonly Color RemotingColor = Color.FromHex("#2ca02c");
 
     /// <summary>Writes <paramref name="stem"/>.png and .svg; returns the written paths (empty if nothing to draw).</summary>
     public static IReadOnlyList<string> Write(IReadOnlyList<SweepRow> rows, string stem, string subtitle)
@@ -48,6 +49,7 @@ public static class SweepChart
         AddLine(plot, rows, r => r.RabbitMqMsgsPerS, "RabbitMQ (confirmed publishes/s)", RabbitColor, LinePattern.Solid, MarkerShape.FilledCircle);
         AddLine(plot, rows, r => r.BrokerTxPerS, "broker (committed tx/s)", BrokerColor, LinePattern.Solid, MarkerShape.FilledCircle);
         AddLine(plot, rows, r => r.BrokerDeliveredPerS, "broker (delivered/s)", BrokerColor, LinePattern.Dotted, MarkerShape.OpenCircle);
+        AddLine(plot, rows, r => r.RemotingTxPerS, "broker over Remoting (tx/s, one-way commit)", RemotingColor, LinePattern.Solid, MarkerShape.FilledTriangleUp);
         plot.Axes.Title.Label.Text = "Throughput vs transactions in flight\n" + subtitle;
         plot.Axes.Title.Label.FontSize = 14;
         return plot;
@@ -61,6 +63,7 @@ public static class SweepChart
         AddLine(plot, rows, r => r.RabbitMqDeliveryP99Ms, "RabbitMQ: publish → delivery", RabbitColor, LinePattern.Solid, MarkerShape.FilledCircle);
         AddLine(plot, rows, r => r.BrokerTxP99Ms, "broker: half-send + commit", BrokerColor, LinePattern.Dotted, MarkerShape.OpenCircle);
         AddLine(plot, rows, r => r.BrokerCommitToDeliveryP99Ms, "broker: commit → first delivery", BrokerColor, LinePattern.Solid, MarkerShape.FilledCircle);
+        AddLine(plot, rows, r => r.RemotingCommitToDeliveryP99Ms, "broker over Remoting: commit → first delivery", RemotingColor, LinePattern.Solid, MarkerShape.FilledTriangleUp);
         plot.Axes.Title.Label.Text = "p99 latency vs transactions in flight\n(lower is better)";
         plot.Axes.Title.Label.FontSize = 14;
         return plot;
