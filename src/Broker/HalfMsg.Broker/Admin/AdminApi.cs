@@ -31,6 +31,27 @@ public static class AdminApi
                 : Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 400);
         });
 
+        // Deletes the topic's queues, leases and offsets (bodies stay until retention cuts them). POST, like every change.
+        app.MapPost("/api/topics/{name}/delete", async (string name, CancellationToken ct) => await engine.DeleteTopicAsync(name, ct) is { IsOk: false } error
+            ? (error.Status == BrokerStatus.TopicNotFound ? NotFound(error.Message) : ToResult(error, new { }))
+            : Results.Ok(new { topic = name, deleted = true }));
+
+        // Moves up to ?max= dead letters of the group back to their original topics (optionally only those from ?topic=).
+        app.MapPost("/api/dlq/{group}/redrive", async (string group, string? topic, int? max, CancellationToken ct) =>
+        {
+            if (max is < 1 or > 100_000) return Results.Json(new ErrorBody("max must be in [1, 100000]", "BadRequest"), statusCode: 400);
+            var result = await engine.RedriveDeadLettersAsync(group, string.IsNullOrEmpty(topic) ? null : topic, max ?? 1000, null, ct);
+            var body = new
+            {
+                group, deadLetterTopic = result.DeadLetterTopic, topic, redriven = result.Redriven, skipped = result.Skipped,
+                messageIds = result.MessageIds, error = result.Error.IsOk ? null : result.Error.Message,
+            };
+            if (result.Error.IsOk) return Results.Ok(body);
+            if (result.Error.Status == BrokerStatus.TopicNotFound && result.Redriven == 0) return NotFound(result.Error.Message);
+            // Stopped part-way: what moved is reported with the reason.
+            return Results.Json(body, statusCode: result.Error.Status == BrokerStatus.IllegalConsumerGroup || result.Error.Status == BrokerStatus.BadRequest ? 400 : 500);
+        });
+
         app.MapGet("/api/transactions/pending", (long? after, int? limit) => Page(engine, parked: false, after, limit));
         app.MapGet("/api/transactions/parked", (long? after, int? limit) => Page(engine, parked: true, after, limit));
         app.MapGet("/api/transactions/{id}", (string id) =>
@@ -47,8 +68,9 @@ public static class AdminApi
             return NotFound($"transaction '{id}' is not pending or parked, and no decision for it is remembered");
         });
 
-        app.MapGet("/api/messages/{id}", (string id) => engine.MessageIndex.Find(id) is { } entry
-            ? Results.Ok(MessageLookup.Locate(engine, entry))
+        // Where it is, plus the stored message itself (headers, properties, body preview) while it can still be read.
+        app.MapGet("/api/messages/{id}", async (string id, CancellationToken ct) => engine.MessageIndex.Find(id) is { } entry
+            ? Results.Ok(MessageLookup.Detail(MessageLookup.Locate(engine, entry), await MessageLookup.ReadAsync(engine, entry, ct)))
             : NotFound($"message '{id}' is not in the message index (sent before the last restart, or older than its last {engine.MessageIndex.Capacity} messages)"));
         app.MapGet("/api/messages", (string? key, string? topic) => string.IsNullOrEmpty(key)
             ? Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400)
