@@ -37,7 +37,7 @@ public sealed class OpsBroker : IAsyncLifetime
         Host = await BrokerHost.StartAsync(
             ["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", HttpPort.ToString(),
              "--transaction-timeout", "0ms", "--transaction-check-interval", "20ms", "--transaction-check-max", "1", "--queues-per-topic", "2",
-             "--max-delivery-attempts", "2"],
+             "--max-delivery-attempts", "2", "--remoting-port", "0", "--namesrv-port", "0"],
             [new($"Broker:Credentials:{AccessKey}", Secret)]);
 
         _silentProducer = Engine.Producers.Register("ops-park-producers", new SilentProducer());
