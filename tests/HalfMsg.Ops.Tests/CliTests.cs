@@ -271,4 +271,26 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         Assert.Equal("{\"order\":42}", message.GetProperty("bodyPreview").GetString());
         Assert.Equal("ops-parked-0", message.GetProperty("transactionId").GetString());
     }
+    [Fact]
+    public async Task Group_reset_offset_moves_a_pull_groups_committed_offsets()
+    {
+        const string topic = "cli-pull-orders", group = "cli-pull-consumers";
+        for (int i = 0; i < 4; i++) Assert.True((await broker.Engine.SendAsync(new MessageDraft { Topic = topic, MessageId = $"cli-pull-{i}", QueueId = 0, Body = new byte[] { 1 } })).IsOk);
+        Assert.True((await broker.Engine.CommitConsumerOffsetAsync(group, topic, 0, 3)).IsOk);
+
+        var earliest = await Halfmsg("group", "reset-offset", group, "--topic", topic, "--to", "earliest");
+        Assert.Equal(ExitCodes.Ok, earliest.ExitCode);
+        Assert.Matches(@"(?m)^ *0 +3 +0 *$", earliest.Out);
+        Assert.Equal(0, broker.Engine.QueryConsumerOffset(group, topic, 0));
+
+        Assert.Equal(ExitCodes.Ok, (await Halfmsg("group", "reset-offset", group, "--topic", topic, "--to", "latest")).ExitCode);
+        Assert.Equal(4, broker.Engine.QueryConsumerOffset(group, topic, 0));
+
+        // A time before every message: the first message at or after it is offset 0.
+        Assert.Equal(ExitCodes.Ok, (await Halfmsg("group", "reset-offset", group, "--topic", topic, "--to", "2020-01-01T00:00:00Z")).ExitCode);
+        Assert.Equal(0, broker.Engine.QueryConsumerOffset(group, topic, 0));
+
+        Assert.Equal(ExitCodes.Failed, (await Halfmsg("group", "reset-offset", group, "--topic", topic, "--to", "yesterday-ish")).ExitCode);
+        Assert.Equal(ExitCodes.NotFound, (await Halfmsg("group", "reset-offset", group, "--topic", "cli-no-such-topic")).ExitCode);
+    }
 }

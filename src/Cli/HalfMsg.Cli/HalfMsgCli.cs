@@ -208,6 +208,19 @@ public static class HalfMsgCli
             await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(deleteGroupName)!)}/delete", token), asJson, body =>
                 output.WriteLine($"{body.GetProperty("group").GetString()}: deleted")));
         group.Add(deleteGroup);
+        var resetGroupName = new Argument<string>("group") { Description = "Pull consumer group (RocketMQ 4 Remoting clients)" };
+        var resetTopic = new Option<string>("--topic") { Description = "Topic whose queues to reset", Required = true };
+        var resetTo = new Option<string>("--to") { Description = "earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds", DefaultValueFactory = _ => "earliest" };
+        var reset = new Command("reset-offset", "Move a pull group's committed offsets on every queue of a topic (stop its consumers first: a running one commits its own)") { resetGroupName, resetTopic, resetTo };
+        Handle(reset, async (parse, client, asJson, token) =>
+            await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(resetGroupName)!)}/reset-offset?topic={Uri.EscapeDataString(parse.GetValue(resetTopic)!)}&to={Uri.EscapeDataString(parse.GetValue(resetTo)!)}", token), asJson, body =>
+            {
+                var t = new Table("queue", "previous", "offset");
+                foreach (var q in body.GetProperty("queues").EnumerateArray())
+                    t.Row(q.GetProperty("queueId").GetInt32(), q.GetProperty("previous").ValueKind == JsonValueKind.Number ? q.GetProperty("previous").GetInt64() : null, q.GetProperty("offset").GetInt64());
+                t.Write(output);
+            }));
+        group.Add(reset);
         root.Add(group);
 
         // ---------------------------------------------------------------- dlq

@@ -90,6 +90,34 @@ public static class AdminApi
             ? (error.Status == BrokerStatus.IllegalConsumerGroup ? NotFound(error.Message) : ToResult(error, new { }))
             : Results.Ok(new { group, deleted = true }));
 
+        // Moves a pull group's committed offsets (RocketMQ 4 Remoting consumers) on every queue of a topic to the earliest
+        // or latest message, or to the first message stored at or after a time. Lease groups (gRPC) keep no offsets.
+        app.MapPost("/api/groups/{group}/reset-offset", async (string group, string? topic, string? to, CancellationToken ct) =>
+        {
+            if (string.IsNullOrEmpty(topic)) return Results.Json(new ErrorBody("give ?topic=T", "BadRequest"), statusCode: 400);
+            long? atMs = to switch
+            {
+                null or "" or "earliest" or "latest" => null,
+                _ when long.TryParse(to, out long ms) && ms >= 0 => ms,
+                _ when DateTimeOffset.TryParse(to, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t) => t.ToUnixTimeMilliseconds(),
+                _ => -1,
+            };
+            if (atMs == -1) return Results.Json(new ErrorBody($"to must be earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds, not '{to}'", "BadRequest"), statusCode: 400);
+            int queues = engine.QueueCount(topic);
+            if (queues <= 0) return NotFound($"topic '{topic}' does not exist");
+            var moved = new List<object>();
+            for (int q = 0; q < queues; q++)
+            {
+                if (!engine.TryGetQueueOffsets(topic, q, out long min, out long max)) continue;
+                long target = atMs is long at ? await engine.SearchOffsetAsync(topic, q, at, ct) ?? max : to == "latest" ? max : min;
+                long? previous = engine.QueryConsumerOffset(group, topic, q);
+                var error = await engine.CommitConsumerOffsetAsync(group, topic, q, target, ct);
+                if (!error.IsOk) return ToResult(error, new { });
+                moved.Add(new { queueId = q, previous, offset = target });
+            }
+            return Results.Ok(new { group, topic, to = string.IsNullOrEmpty(to) ? "earliest" : to, queues = moved });
+        });
+
         app.MapGet("/api/stats", () => Results.Ok(new
         {
             engine.Metrics.RecordsAppended, engine.Metrics.MessagesStored, engine.Metrics.HalvesStored, engine.Metrics.Commits,
