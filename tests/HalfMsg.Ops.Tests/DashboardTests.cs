@@ -138,6 +138,26 @@ public sealed class DashboardTests(OpsBroker broker, BrowserFixture browser) : I
     }
 
     [Fact]
+    public async Task The_group_page_redrives_dead_letters_after_a_confirm()
+    {
+        const string topic = "ops-dash-dl", group = "ops-dash-dl-group";
+        Assert.True((await broker.Engine.SendAsync(OpsBroker.Draft(topic, "ops-dash-dl-1"))).IsOk);
+        var got = await broker.Engine.ReceiveAsync(new HalfMsg.Broker.Core.Model.ReceiveRequest { ConsumerGroup = group, Topic = topic, LongPollTimeout = TimeSpan.FromSeconds(5) });
+        Assert.True((await broker.Engine.ForwardToDeadLetterAsync(group, topic, Assert.Single(got.Messages).ReceiptHandle)).IsOk);
+
+        await _page.GotoAsync($"/dashboard/groups/{group}");
+        void Accept(object? _, IDialog d) => _ = d.AcceptAsync();
+        _page.Dialog += Accept;
+        await _page.GetByRole(AriaRole.Button, new() { Name = "Re-drive dead letters" }).ClickAsync();
+        await _page.GetByRole(AriaRole.Status).WaitForAsync();
+        _page.Dialog -= Accept;
+        Assert.Equal("1 dead letter(s) moved back to their topics.", await _page.GetByRole(AriaRole.Status).InnerTextAsync());
+
+        var again = await broker.Engine.ReceiveAsync(new HalfMsg.Broker.Core.Model.ReceiveRequest { ConsumerGroup = group, Topic = topic, LongPollTimeout = TimeSpan.FromSeconds(5) });
+        Assert.Equal("ops-dash-dl-1", Assert.Single(again.Messages).Message.MessageId);
+    }
+
+    [Fact]
     public async Task A_browser_without_credentials_gets_401_and_a_post_from_another_site_is_refused()
     {
         await using var anonymous = await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = broker.Url });
