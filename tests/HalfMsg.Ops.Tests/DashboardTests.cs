@@ -112,6 +112,52 @@ public sealed class DashboardTests(OpsBroker broker, BrowserFixture browser) : I
     }
 
     [Fact]
+    public async Task A_message_found_by_id_shows_headers_properties_and_a_body_preview()
+    {
+        await _page.GotoAsync("/dashboard/messages?id=ops-plain-2");
+        Assert.Equal("{\"order\":42}", await _page.GetByTestId("body").InnerTextAsync());
+        Assert.Equal("12 B, shown as text", await _page.GetByTestId("body-info").InnerTextAsync());
+        string headers = await _page.GetByTestId("headers").InnerTextAsync();
+        Assert.Contains(OpsBroker.PendingTopic, headers);
+        Assert.Contains("key-ops-plain-2", headers);
+        await Screenshot("message");
+
+        // A body that is not UTF-8 text is shown as hex; properties are listed.
+        Assert.True((await broker.Engine.SendAsync(new HalfMsg.Broker.Core.Model.MessageDraft
+        {
+            Topic = "ops-binary", MessageId = "ops-binary-1", Body = new byte[] { 0x00, 0xff, 0x10, 0x41 },
+            Properties = new Dictionary<string, string> { ["origin"] = "dashboard-test" },
+        })).IsOk);
+        await _page.GotoAsync("/dashboard/messages?id=ops-binary-1");
+        Assert.Equal("00 ff 10 41", await _page.GetByTestId("body").InnerTextAsync());
+        Assert.Contains("dashboard-test", await _page.GetByTestId("properties").InnerTextAsync());
+
+        // A parked half's stored body is shown too.
+        await _page.GotoAsync("/dashboard/messages?id=ops-parked-2");
+        Assert.Equal("{\"order\":42}", await _page.GetByTestId("body").InnerTextAsync());
+    }
+
+    [Fact]
+    public async Task The_group_page_redrives_dead_letters_after_a_confirm()
+    {
+        const string topic = "ops-dash-dl", group = "ops-dash-dl-group";
+        Assert.True((await broker.Engine.SendAsync(OpsBroker.Draft(topic, "ops-dash-dl-1"))).IsOk);
+        var got = await broker.Engine.ReceiveAsync(new HalfMsg.Broker.Core.Model.ReceiveRequest { ConsumerGroup = group, Topic = topic, LongPollTimeout = TimeSpan.FromSeconds(5) });
+        Assert.True((await broker.Engine.ForwardToDeadLetterAsync(group, topic, Assert.Single(got.Messages).ReceiptHandle)).IsOk);
+
+        await _page.GotoAsync($"/dashboard/groups/{group}");
+        void Accept(object? _, IDialog d) => _ = d.AcceptAsync();
+        _page.Dialog += Accept;
+        await _page.GetByRole(AriaRole.Button, new() { Name = "Re-drive dead letters" }).ClickAsync();
+        await _page.GetByRole(AriaRole.Status).WaitForAsync();
+        _page.Dialog -= Accept;
+        Assert.Equal("1 dead letter(s) moved back to their topics.", await _page.GetByRole(AriaRole.Status).InnerTextAsync());
+
+        var again = await broker.Engine.ReceiveAsync(new HalfMsg.Broker.Core.Model.ReceiveRequest { ConsumerGroup = group, Topic = topic, LongPollTimeout = TimeSpan.FromSeconds(5) });
+        Assert.Equal("ops-dash-dl-1", Assert.Single(again.Messages).Message.MessageId);
+    }
+
+    [Fact]
     public async Task A_browser_without_credentials_gets_401_and_a_post_from_another_site_is_refused()
     {
         await using var anonymous = await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = broker.Url });

@@ -10,7 +10,8 @@ namespace HalfMsg.Ops.Tests;
 /// <summary>
 /// A real broker in-process on loopback ports, with credentials, holding what an operator looks at:
 /// parked halves (a producer that never answers, check max 1), pending halves whose producer group has nobody
-/// connected, a committed message, and a consumer group with one message in flight.
+/// connected, a committed message, and a consumer group with one message in flight. A delivery is tried twice before
+/// it is dead-lettered (the DLQ re-drive tests).
 /// </summary>
 public sealed class OpsBroker : IAsyncLifetime
 {
@@ -34,8 +35,9 @@ public sealed class OpsBroker : IAsyncLifetime
     {
         HttpPort = FreePort();
         Host = await BrokerHost.StartAsync(
-            ["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--http-port", HttpPort.ToString(),
-             "--transaction-timeout", "0ms", "--transaction-check-interval", "20ms", "--transaction-check-max", "1", "--queues-per-topic", "2"],
+            ["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", HttpPort.ToString(),
+             "--transaction-timeout", "0ms", "--transaction-check-interval", "20ms", "--transaction-check-max", "1", "--queues-per-topic", "2",
+             "--max-delivery-attempts", "2", "--remoting-port", "0", "--namesrv-port", "0"],
             [new($"Broker:Credentials:{AccessKey}", Secret)]);
 
         _silentProducer = Engine.Producers.Register("ops-park-producers", new SilentProducer());
@@ -56,6 +58,16 @@ public sealed class OpsBroker : IAsyncLifetime
     {
         Topic = topic, MessageId = id, Keys = [$"key-{id}"], Tag = "created", Body = "{\"order\":42}"u8.ToArray(),
     };
+
+    public static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, int timeoutMs = 20_000)
+    {
+        var deadline = DateTime.UtcNow.AddMilliseconds(timeoutMs);
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting for: {what}");
+            await Task.Delay(20);
+        }
+    }
 
     public static async Task WaitUntil(Func<bool> condition, string what, int timeoutMs = 20_000)
     {

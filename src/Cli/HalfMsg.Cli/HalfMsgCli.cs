@@ -97,6 +97,12 @@ public static class HalfMsgCli
             await Print(await client.PostAsync($"/api/topics/{Uri.EscapeDataString(parse.GetValue(topicName)!)}", token), asJson, body =>
                 output.WriteLine($"{body.GetProperty("topic").GetString()}: {(body.GetProperty("created").GetBoolean() ? "created" : "already exists")}")));
         topicCmd.Add(create);
+        var deleteTopicName = new Argument<string>("name") { Description = "Topic name" };
+        var deleteTopic = new Command("delete", "Delete a topic: its queues, consumer progress and leases (bodies stay until retention cuts them)") { deleteTopicName };
+        Handle(deleteTopic, async (parse, client, asJson, token) =>
+            await Print(await client.PostAsync($"/api/topics/{Uri.EscapeDataString(parse.GetValue(deleteTopicName)!)}/delete", token), asJson, body =>
+                output.WriteLine($"{body.GetProperty("topic").GetString()}: deleted")));
+        topicCmd.Add(deleteTopic);
         root.Add(topicCmd);
 
         // ---------------------------------------------------------------- tx
@@ -196,7 +202,78 @@ public static class HalfMsgCli
                 output.WriteLine($"total lag {total}; dead-lettered {body.GetProperty("deadLettered").GetInt64()} in {body.GetProperty("deadLetterTopic").GetString()}");
             }));
         group.Add(lag);
+        var deleteGroupName = new Argument<string>("group") { Description = "Consumer group" };
+        var deleteGroup = new Command("delete", "Forget a consumer group: its progress and leases on every topic (messages stay for other groups)") { deleteGroupName };
+        Handle(deleteGroup, async (parse, client, asJson, token) =>
+            await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(deleteGroupName)!)}/delete", token), asJson, body =>
+                output.WriteLine($"{body.GetProperty("group").GetString()}: deleted")));
+        group.Add(deleteGroup);
+        var resetGroupName = new Argument<string>("group") { Description = "Pull consumer group (RocketMQ 4 Remoting clients)" };
+        var resetTopic = new Option<string>("--topic") { Description = "Topic whose queues to reset", Required = true };
+        var resetTo = new Option<string>("--to") { Description = "earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds", DefaultValueFactory = _ => "earliest" };
+        var reset = new Command("reset-offset", "Move a pull group's committed offsets on every queue of a topic (stop its consumers first: a running one commits its own)") { resetGroupName, resetTopic, resetTo };
+        Handle(reset, async (parse, client, asJson, token) =>
+            await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(resetGroupName)!)}/reset-offset?topic={Uri.EscapeDataString(parse.GetValue(resetTopic)!)}&to={Uri.EscapeDataString(parse.GetValue(resetTo)!)}", token), asJson, body =>
+            {
+                var t = new Table("queue", "previous", "offset");
+                foreach (var q in body.GetProperty("queues").EnumerateArray())
+                    t.Row(q.GetProperty("queueId").GetInt32(), q.GetProperty("previous").ValueKind == JsonValueKind.Number ? q.GetProperty("previous").GetInt64() : null, q.GetProperty("offset").GetInt64());
+                t.Write(output);
+            }));
+        group.Add(reset);
         root.Add(group);
+
+        // ---------------------------------------------------------------- dlq
+        var dlq = new Command("dlq", "Dead-letter topics (%DLQ%<group>)");
+        var dlqGroup = new Argument<string>("group") { Description = "Consumer group whose dead letters to move" };
+        var dlqTopic = new Option<string?>("--topic") { Description = "Only dead letters that came from this topic" };
+        var dlqMax = new Option<int?>("--max") { Description = "Move at most this many (default: all)" };
+        var redrive = new Command("redrive", "Move dead letters back to their original topics, for the group to receive again (progress on stderr)") { dlqGroup, dlqTopic, dlqMax };
+        Handle(redrive, async (parse, client, asJson, token) =>
+        {
+            string g = parse.GetValue(dlqGroup)!;
+            string? only = parse.GetValue(dlqTopic);
+            if (parse.GetValue(dlqMax) is < 1)
+            {
+                await error.WriteLineAsync("halfmsg: --max must be at least 1");
+                return ExitCodes.Usage;
+            }
+            long remaining = parse.GetValue(dlqMax) ?? long.MaxValue;
+            int moved = 0, skipped = 0;
+            var ids = new List<string>();
+            string deadLetterTopic = "%DLQ%" + g;
+            while (remaining > 0)
+            {
+                // In chunks, so a long re-drive shows progress and each request stays short.
+                int chunk = (int)Math.Min(100, remaining);
+                string path = $"/api/dlq/{Uri.EscapeDataString(g)}/redrive?max={chunk}" + (only is null ? "" : $"&topic={Uri.EscapeDataString(only)}");
+                var answer = await client.PostAsync(path, token);
+                if (answer.Body.ValueKind == JsonValueKind.Object && answer.Body.TryGetProperty("redriven", out var r))
+                {
+                    moved += r.GetInt32();
+                    skipped += answer.Body.GetProperty("skipped").GetInt32();
+                    ids.AddRange(answer.Body.GetProperty("messageIds").EnumerateArray().Select(i => i.GetString()!));
+                    deadLetterTopic = answer.Body.GetProperty("deadLetterTopic").GetString()!;
+                }
+                if (!answer.Ok)
+                {
+                    if (moved > 0) await error.WriteLineAsync($"halfmsg: {moved} moved before the broker stopped");
+                    await error.WriteLineAsync($"halfmsg: {answer.Error}");
+                    return answer.ExitCode;
+                }
+                int got = answer.Body.GetProperty("redriven").GetInt32();
+                remaining -= got;
+                if (got < chunk) break;
+                await error.WriteLineAsync($"halfmsg: moved {moved} from {deadLetterTopic}...");
+            }
+            if (asJson)
+                await output.WriteLineAsync(JsonSerializer.Serialize(new { group = g, deadLetterTopic, topic = only, redriven = moved, skipped, messageIds = ids }, Indented));
+            else
+                await output.WriteLineAsync($"{deadLetterTopic}: {moved} moved back to their topics" + (skipped > 0 ? $", {skipped} from other topics passed over" : ""));
+            return ExitCodes.Ok;
+        });
+        dlq.Add(redrive);
+        root.Add(dlq);
 
         // ---------------------------------------------------------------- message
         var message = new Command("message", "Find a message by id or key and say where it is");
@@ -214,7 +291,18 @@ public static class HalfMsgCli
             t.Write(output);
         }
         Handle(showMessage, async (parse, client, asJson, token) =>
-            await Print(await client.GetAsync($"/api/messages/{Uri.EscapeDataString(parse.GetValue(messageId)!)}", token), asJson, body => WriteLocations([body])));
+            await Print(await client.GetAsync($"/api/messages/{Uri.EscapeDataString(parse.GetValue(messageId)!)}", token), asJson, body =>
+            {
+                WriteLocations([body]);
+                if (body.TryGetProperty("message", out var m) && m.ValueKind == JsonValueKind.Object)
+                {
+                    var props = m.GetProperty("properties").EnumerateObject().Select(p => $"{p.Name}={p.Value.GetString()}").ToList();
+                    if (props.Count > 0) output.WriteLine("properties: " + string.Join(", ", props));
+                    output.WriteLine($"body ({m.GetProperty("bodySize").GetInt32()} bytes, {m.GetProperty("bodyEncoding").GetString()}"
+                        + (m.GetProperty("bodyTruncated").GetBoolean() ? ", first 4096 shown" : "") + "):");
+                    output.WriteLine(m.GetProperty("bodyPreview").GetString());
+                }
+            }));
         message.Add(showMessage);
         var key = new Option<string>("--key") { Description = "Message key", Required = true };
         var keyTopic = new Option<string?>("--topic") { Description = "Only messages of this topic" };

@@ -17,8 +17,8 @@ public sealed class MessageLookupTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         int http = FreePort();
-        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--http-port", http.ToString(),
-            "--transaction-check-interval", "1h", "--queues-per-topic", "1"]);
+        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", http.ToString(),
+            "--transaction-check-interval", "1h", "--queues-per-topic", "1", "--remoting-port", "0", "--namesrv-port", "0"]);
         _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{http}") };
     }
 

@@ -31,6 +31,27 @@ public static class AdminApi
                 : Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 400);
         });
 
+        // Deletes the topic's queues, leases and offsets (bodies stay until retention cuts them). POST, like every change.
+        app.MapPost("/api/topics/{name}/delete", async (string name, CancellationToken ct) => await engine.DeleteTopicAsync(name, ct) is { IsOk: false } error
+            ? (error.Status == BrokerStatus.TopicNotFound ? NotFound(error.Message) : ToResult(error, new { }))
+            : Results.Ok(new { topic = name, deleted = true }));
+
+        // Moves up to ?max= dead letters of the group back to their original topics (optionally only those from ?topic=).
+        app.MapPost("/api/dlq/{group}/redrive", async (string group, string? topic, int? max, CancellationToken ct) =>
+        {
+            if (max is < 1 or > 100_000) return Results.Json(new ErrorBody("max must be in [1, 100000]", "BadRequest"), statusCode: 400);
+            var result = await engine.RedriveDeadLettersAsync(group, string.IsNullOrEmpty(topic) ? null : topic, max ?? 1000, null, ct);
+            var body = new
+            {
+                group, deadLetterTopic = result.DeadLetterTopic, topic, redriven = result.Redriven, skipped = result.Skipped,
+                messageIds = result.MessageIds, error = result.Error.IsOk ? null : result.Error.Message,
+            };
+            if (result.Error.IsOk) return Results.Ok(body);
+            if (result.Error.Status == BrokerStatus.TopicNotFound && result.Redriven == 0) return NotFound(result.Error.Message);
+            // Stopped part-way: what moved is reported with the reason.
+            return Results.Json(body, statusCode: result.Error.Status == BrokerStatus.IllegalConsumerGroup || result.Error.Status == BrokerStatus.BadRequest ? 400 : 500);
+        });
+
         app.MapGet("/api/transactions/pending", (long? after, int? limit) => Page(engine, parked: false, after, limit));
         app.MapGet("/api/transactions/parked", (long? after, int? limit) => Page(engine, parked: true, after, limit));
         app.MapGet("/api/transactions/{id}", (string id) =>
@@ -47,8 +68,9 @@ public static class AdminApi
             return NotFound($"transaction '{id}' is not pending or parked, and no decision for it is remembered");
         });
 
-        app.MapGet("/api/messages/{id}", (string id) => engine.MessageIndex.Find(id) is { } entry
-            ? Results.Ok(MessageLookup.Locate(engine, entry))
+        // Where it is, plus the stored message itself (headers, properties, body preview) while it can still be read.
+        app.MapGet("/api/messages/{id}", async (string id, CancellationToken ct) => engine.MessageIndex.Find(id) is { } entry
+            ? Results.Ok(MessageLookup.Detail(MessageLookup.Locate(engine, entry), await MessageLookup.ReadAsync(engine, entry, ct)))
             : NotFound($"message '{id}' is not in the message index (sent before the last restart, or older than its last {engine.MessageIndex.Capacity} messages)"));
         app.MapGet("/api/messages", (string? key, string? topic) => string.IsNullOrEmpty(key)
             ? Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400)
@@ -67,6 +89,34 @@ public static class AdminApi
         app.MapPost("/api/groups/{group}/delete", async (string group, CancellationToken ct) => await engine.DeleteGroupAsync(group, ct) is { IsOk: false } error
             ? (error.Status == BrokerStatus.IllegalConsumerGroup ? NotFound(error.Message) : ToResult(error, new { }))
             : Results.Ok(new { group, deleted = true }));
+
+        // Moves a pull group's committed offsets (RocketMQ 4 Remoting consumers) on every queue of a topic to the earliest
+        // or latest message, or to the first message stored at or after a time. Lease groups (gRPC) keep no offsets.
+        app.MapPost("/api/groups/{group}/reset-offset", async (string group, string? topic, string? to, CancellationToken ct) =>
+        {
+            if (string.IsNullOrEmpty(topic)) return Results.Json(new ErrorBody("give ?topic=T", "BadRequest"), statusCode: 400);
+            long? atMs = to switch
+            {
+                null or "" or "earliest" or "latest" => null,
+                _ when long.TryParse(to, out long ms) && ms >= 0 => ms,
+                _ when DateTimeOffset.TryParse(to, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t) => t.ToUnixTimeMilliseconds(),
+                _ => -1,
+            };
+            if (atMs == -1) return Results.Json(new ErrorBody($"to must be earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds, not '{to}'", "BadRequest"), statusCode: 400);
+            int queues = engine.QueueCount(topic);
+            if (queues <= 0) return NotFound($"topic '{topic}' does not exist");
+            var moved = new List<object>();
+            for (int q = 0; q < queues; q++)
+            {
+                if (!engine.TryGetQueueOffsets(topic, q, out long min, out long max)) continue;
+                long target = atMs is long at ? await engine.SearchOffsetAsync(topic, q, at, ct) ?? max : to == "latest" ? max : min;
+                long? previous = engine.QueryConsumerOffset(group, topic, q);
+                var error = await engine.CommitConsumerOffsetAsync(group, topic, q, target, ct);
+                if (!error.IsOk) return ToResult(error, new { });
+                moved.Add(new { queueId = q, previous, offset = target });
+            }
+            return Results.Ok(new { group, topic, to = string.IsNullOrEmpty(to) ? "earliest" : to, queues = moved });
+        });
 
         app.MapGet("/api/stats", () => Results.Ok(new
         {

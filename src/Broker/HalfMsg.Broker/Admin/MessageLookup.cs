@@ -1,6 +1,7 @@
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
+using System.Text;
 
 namespace HalfMsg.Broker.Admin;
 
@@ -58,5 +59,66 @@ public static class MessageLookup
         return new Location(e.MessageId, e.Topic, e.Tag, e.Keys, e.StoredAt, e.Kind.ToString(), state,
             onQueue ? e.QueueId : null, onQueue ? e.QueueOffset : null, e.TransactionId, e.ProducerGroup,
             e.Resolution?.ToString(), e.DecidedBy?.ToString(), e.DecidedAt, groups);
+    }
+
+    /// <summary>The stored message itself: headers, properties and the first <see cref="PreviewBytes"/> of the body.</summary>
+    public sealed record Preview(string MessageId, string Topic, int? QueueId, long? QueueOffset, string Kind, string? Tag, IReadOnlyList<string> Keys,
+        string? TransactionId, DateTimeOffset? BornAt, string? BornHost, DateTimeOffset StoredAt, string? MessageGroup, DateTimeOffset? DeliverAt,
+        string? OriginalTopic, IReadOnlyDictionary<string, string> Properties, int BodySize, string BodyEncoding, string BodyPreview, bool BodyTruncated);
+
+    /// <summary>The answer of <c>GET /api/messages/{id}</c>: the location's fields, plus <c>message</c> (null when it can no
+    /// longer be read: rolled back, expired, scheduled).</summary>
+    public static System.Text.Json.Nodes.JsonObject Detail(Location location, Preview? message)
+    {
+        var node = System.Text.Json.JsonSerializer.SerializeToNode(location, System.Text.Json.JsonSerializerOptions.Web)!.AsObject();
+        node["message"] = message is null ? null : System.Text.Json.JsonSerializer.SerializeToNode(message, System.Text.Json.JsonSerializerOptions.Web);
+        return node;
+    }
+
+    public const int PreviewBytes = 4096;
+
+    /// <summary>Reads the message where the index says it is (a pending half, or a queue position); null when it is gone.</summary>
+    public static async Task<Preview?> ReadAsync(BrokerEngine engine, MessageIndex.Entry e, CancellationToken ct)
+    {
+        StoredMessage? m = null;
+        if (e.TransactionId is not null && e.Resolution is null) m = await engine.ReadPendingHalfAsync(e.TransactionId, ct);
+        if (m is null && e.QueueId >= 0 && e.QueueOffset >= 0) m = await engine.ReadMessageAsync(e.Topic, e.QueueId, e.QueueOffset, ct);
+        if (m is null || m.MessageId != e.MessageId) return null;
+        var (encoding, text, truncated) = BodyPreview(m.Body.Span);
+        return new Preview(m.MessageId, m.Topic, m.QueueId >= 0 ? m.QueueId : null, m.QueueOffset >= 0 ? m.QueueOffset : null, m.Kind.ToString(), m.Tag, m.Keys,
+            m.TransactionId, m.BornTimestampMs > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(m.BornTimestampMs) : null, m.BornHost,
+            DateTimeOffset.FromUnixTimeMilliseconds(m.StoreTimestampMs), m.MessageGroup,
+            m.DeliveryTimestampMs is long at ? DateTimeOffset.FromUnixTimeMilliseconds(at) : null, m.OriginalTopic,
+            m.Properties, m.Body.Length, encoding, text, truncated);
+    }
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>The first 4 KiB of a body as text when it is UTF-8 without control characters (other than tab and line
+    /// breaks), otherwise as hex: 16 bytes a line.</summary>
+    public static (string Encoding, string Text, bool Truncated) BodyPreview(ReadOnlySpan<byte> body)
+    {
+        bool truncated = body.Length > PreviewBytes;
+        var head = truncated ? body[..PreviewBytes] : body;
+        // A cut may split the last character: drop up to 3 bytes of an incomplete sequence before judging.
+        for (int drop = 0; drop <= (truncated ? 3 : 0); drop++)
+        {
+            try
+            {
+                string text = StrictUtf8.GetString(head[..(head.Length - drop)]);
+                if (text.All(c => !char.IsControl(c) || c is '\t' or '\n' or '\r')) return ("text", text, truncated);
+                break;
+            }
+            catch (DecoderFallbackException)
+            {
+            }
+        }
+        var sb = new StringBuilder(head.Length * 3);
+        for (int i = 0; i < head.Length; i++)
+        {
+            if (i > 0) sb.Append(i % 16 == 0 ? '\n' : ' ');
+            sb.Append(head[i].ToString("x2", System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return ("hex", sb.ToString(), truncated);
     }
 }

@@ -45,10 +45,18 @@ internal static class DashboardEndpoints
                 ? $"{back}&msg={U($"Transaction {id} {done}.")}"
                 : $"{back}&err={U($"Transaction {id}: {error.Message}")}");
         });
-        app.MapGet("/dashboard/messages", (string? id, string? key, string? topic) => Messages(engine, id, key, topic));
+        app.MapGet("/dashboard/messages", async (string? id, string? key, string? topic, CancellationToken ct) => await Messages(engine, id, key, topic, ct));
         app.MapGet("/dashboard/topics", () => Topics(engine));
         app.MapGet("/dashboard/groups", () => Groups(engine));
-        app.MapGet("/dashboard/groups/{group}", (string group) => Group(engine, group));
+        app.MapGet("/dashboard/groups/{group}", (string group, string? msg, string? err) => Group(engine, group, msg, err));
+        app.MapPost("/dashboard/groups/{group}/redrive", async (string group, CancellationToken ct) =>
+        {
+            var result = await engine.RedriveDeadLettersAsync(group, null, 10_000, null, ct);
+            string back = $"/dashboard/groups/{U(group)}";
+            return Results.Redirect(result.Error.IsOk
+                ? $"{back}?msg={U($"{result.Redriven} dead letter(s) moved back to their topics.")}"
+                : $"{back}?err={U($"Re-drive stopped after {result.Redriven}: {result.Error.Message}")}");
+        });
     }
 
     private static IResult Overview(BrokerEngine engine, BrokerOptions options, RateSampler sampler)
@@ -162,7 +170,7 @@ internal static class DashboardEndpoints
         return Page("Transaction", "Transactions", sb.ToString());
     }
 
-    private static IResult Messages(BrokerEngine engine, string? id, string? key, string? topic)
+    private static async Task<IResult> Messages(BrokerEngine engine, string? id, string? key, string? topic, CancellationToken ct)
     {
         var sb = new StringBuilder("<form method=\"get\" action=\"/dashboard/messages\" class=\"filters\">");
         sb.Append(CultureInfo.InvariantCulture, $"<input name=\"id\" placeholder=\"message id\" value=\"{E(id)}\"> or <input name=\"key\" placeholder=\"key\" value=\"{E(key)}\"> <input name=\"topic\" placeholder=\"topic (optional)\" value=\"{E(topic)}\"> <button type=\"submit\">Find</button></form>");
@@ -187,8 +195,39 @@ internal static class DashboardEndpoints
                 sb.Append("<td>").Append(E(string.Join("; ", loc.Groups.Select(g => $"{g.Group}: {g.State}")))).Append("</td></tr>");
             }
             sb.Append("</table>");
+            if (found.Count == 1 && !string.IsNullOrEmpty(id)) AppendMessage(sb, await Admin.MessageLookup.ReadAsync(engine, found[0], ct));
         }
         return Page("Find a message", "Messages", sb.ToString());
+    }
+
+    /// <summary>One message's headers, properties and body preview (text, or hex when it is not text).</summary>
+    private static void AppendMessage(StringBuilder sb, Admin.MessageLookup.Preview? m)
+    {
+        if (m is null)
+        {
+            sb.Append("<p class=\"muted\" data-testid=\"no-body\">The stored message can no longer be read (rolled back, cut by retention, or waiting for its delivery time).</p>");
+            return;
+        }
+        static string T(DateTimeOffset? t) => t?.ToString("yyyy-MM-dd HH:mm:ss.fff 'UTC'", CultureInfo.InvariantCulture) ?? "—";
+        sb.Append("<h2>Headers</h2><table data-testid=\"headers\">");
+        foreach (var (name, value) in new (string, string?)[]
+        {
+            ("message id", m.MessageId), ("topic", m.Topic), ("queue / offset", m.QueueId is null ? null : $"{m.QueueId} / {m.QueueOffset}"), ("kind", m.Kind),
+            ("tag", m.Tag), ("keys", string.Join(", ", m.Keys)), ("transaction id", m.TransactionId), ("born", T(m.BornAt)), ("born host", m.BornHost),
+            ("stored", T(m.StoredAt)), ("message group", m.MessageGroup), ("deliver at", m.DeliverAt is null ? null : T(m.DeliverAt)), ("original topic", m.OriginalTopic),
+        })
+            sb.Append("<tr><th>").Append(E(name)).Append("</th><td>").Append(string.IsNullOrEmpty(value) ? "—" : E(value)).Append("</td></tr>");
+        sb.Append("</table><h2>Properties</h2>");
+        if (m.Properties.Count == 0) sb.Append("<p class=\"muted\" data-testid=\"properties\">none</p>");
+        else
+        {
+            sb.Append("<table data-testid=\"properties\"><tr><th>name</th><th>value</th></tr>");
+            foreach (var p in m.Properties.OrderBy(p => p.Key, StringComparer.Ordinal))
+                sb.Append("<tr><td><code>").Append(E(p.Key)).Append("</code></td><td>").Append(E(p.Value)).Append("</td></tr>");
+            sb.Append("</table>");
+        }
+        sb.Append(CultureInfo.InvariantCulture, $"<h2>Body</h2><p class=\"muted\" data-testid=\"body-info\">{E(FormatBytes(m.BodySize))}, shown as {E(m.BodyEncoding)}{(m.BodyTruncated ? $" (first {Admin.MessageLookup.PreviewBytes} bytes)" : "")}</p>");
+        sb.Append("<pre data-testid=\"body\" class=\"body\">").Append(E(m.BodyPreview)).Append("</pre>");
     }
 
     private static IResult Topics(BrokerEngine engine)
@@ -221,12 +260,18 @@ internal static class DashboardEndpoints
         return Page("Consumer groups", "Consumer groups", sb.ToString());
     }
 
-    private static IResult Group(BrokerEngine engine, string group)
+    private static IResult Group(BrokerEngine engine, string group, string? msg, string? err)
     {
         if (engine.FindGroup(group) is not { } info)
             return Page("Consumer group not found", "Consumer groups", $"<p>Consumer group <code>{E(group)}</code> has never received from this broker.</p>", 404);
         var sb = new StringBuilder();
-        sb.Append(CultureInfo.InvariantCulture, $"<p>Dead-letter topic <code>{E(info.DeadLetterTopic)}</code>: {info.DeadLettered} message(s).</p>");
+        if (!string.IsNullOrEmpty(msg)) sb.Append("<div class=\"flash\" role=\"status\">").Append(E(msg)).Append("</div>");
+        if (!string.IsNullOrEmpty(err)) sb.Append("<div class=\"flash error\" role=\"alert\">").Append(E(err)).Append("</div>");
+        sb.Append(CultureInfo.InvariantCulture, $"<p>Dead-letter topic <code>{E(info.DeadLetterTopic)}</code>: {info.DeadLettered} message(s) ever. ");
+        if (info.DeadLettered > 0)
+            sb.Append(ActionButton($"/dashboard/groups/{U(group)}/redrive", "Re-drive dead letters",
+                $"Move the dead letters of {group} not yet re-driven back to their original topics, for {group} to receive again?"));
+        sb.Append("</p>");
         foreach (var t in info.Topics)
         {
             sb.Append(CultureInfo.InvariantCulture, $"<h2>{E(t.Topic)}</h2><p>lag <b data-testid=\"lag\">{t.Lag}</b> · in flight {t.InFlight} · waiting redelivery {t.WaitingRedelivery} · last seen {E(FormatAge(DateTimeOffset.UtcNow - t.LastSeen))} ago</p>");

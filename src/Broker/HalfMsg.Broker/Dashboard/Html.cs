@@ -46,6 +46,7 @@ internal static class Html
         button.danger{color:#b91c1c}.flash{background:#e7f5ec;border:1px solid #9bd3ae;padding:8px 12px;margin-bottom:12px}
         .flash.error{background:#fdecec;border-color:#f1a9a9}.muted{color:#5b6676}.filters{margin-bottom:10px}code{font-size:12px}
         svg{background:#fff;border:1px solid #e3e6ea}
+        table[data-testid=headers] th{width:160px}pre.body{background:#fff;border:1px solid #e3e6ea;padding:8px 10px;white-space:pre-wrap;word-break:break-all;max-height:480px;overflow:auto}
         """;
 
     private sealed class HtmlResult(string html, int status) : IResult
