@@ -56,7 +56,7 @@ internal sealed class BrokerChild : IAsyncDisposable
         int grpc = FreePort(), http = FreePort();
         string[] brokerArgs =
         [
-            dll, "--data-dir", dataDir, "--grpc-port", grpc.ToString(), "--http-port", http.ToString(),
+            dll, "--data-dir", dataDir, "--grpc-port", grpc.ToString(), "--namesrv-port", "0", "--http-port", http.ToString(),
             "--remoting-port", FreePort().ToString(), "--transaction-check-interval", "1s", .. extraArgs,
         ];
         ProcessStartInfo psi;
