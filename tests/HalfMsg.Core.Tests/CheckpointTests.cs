@@ -69,7 +69,11 @@ public sealed class CheckpointTests(ITestOutputHelper output)
             if (live != recovered)
             {
                 var a = live.Split('\n'); var b = recovered.Split('\n');
-                var diff = a.Except(b).Take(5).Select(l => "- " + l).Concat(b.Except(a).Take(5).Select(l => "+ " + l));
+                // Compare as multisets: a line present twice on one side only is a difference too.
+                var ca = a.GroupBy(l => l).ToDictionary(g => g.Key, g => g.Count());
+                var cb = b.GroupBy(l => l).ToDictionary(g => g.Key, g => g.Count());
+                var diff = ca.Where(p => cb.GetValueOrDefault(p.Key) != p.Value).Take(5).Select(p => $"- {p.Value}× {p.Key}")
+                    .Concat(cb.Where(p => ca.GetValueOrDefault(p.Key) != p.Value).Take(5).Select(p => $"+ {p.Value}× {p.Key}"));
                 Assert.Fail($"seed {seed} iteration {iteration}: recovered state differs from the live state:\n{string.Join('\n', diff)}");
             }
         }

@@ -46,6 +46,8 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
 
     public void Add(UInt128 key, TransactionResolution resolution, long address, long atMs)
     {
+        // Idempotent: a decision replayed over a checkpoint that already holds it changes nothing (no second ring slot).
+        if (_byKey.TryGetValue(key, out var existing) && existing.AtMs == atMs && existing.Address == address) return;
         _byKey[key] = new Slot(address, atMs, resolution);
         _order.Enqueue((key, atMs));
         while (_byKey.Count > maxCount && _order.TryDequeue(out var oldest)) Forget(oldest);
