@@ -116,6 +116,7 @@ public sealed class TracingTests : IAsyncLifetime
         Activity brokerEnd = Assert.Single(spans.Stopped.Where(a => a.Source.Name == BrokerTracing.SourceName && a.DisplayName == "end_transaction"
             && (string?)a.GetTagItem("messaging.message.id") == receipt.TransactionId));
         Assert.Equal(trace, brokerEnd.TraceId);
+        Assert.Equal(end.SpanId, brokerEnd.ParentSpanId); // EndTransactionRequest.trace_context
         Assert.Equal("commit", brokerEnd.GetTagItem("messaging.rocketmq.transaction.resolution"));
 
         // The broker's receive links to the message's context.

@@ -48,11 +48,24 @@ public static class BrokerTracing
         if (!error.IsOk) a.SetStatus(ActivityStatusCode.Error, error.Status.ToString());
     }
 
-    /// <summary>Span around a commit/rollback; a child of the caller's current activity (the front end's request) if any.</summary>
+    private static readonly AsyncLocal<ActivityContext> RemoteParent = new();
+
+    /// <summary>
+    /// A front end hands the trace context its protocol carried for the call (gRPC <c>EndTransactionRequest.trace_context</c>)
+    /// to the engine call that follows in the same async flow; ignored when nobody listens or it does not parse.
+    /// </summary>
+    public static void SetRemoteParent(string? traceParent)
+    {
+        if (string.IsNullOrEmpty(traceParent) || !Source.HasListeners()) return;
+        if (ActivityContext.TryParse(traceParent, null, isRemote: true, out var ctx)) RemoteParent.Value = ctx;
+    }
+
+    /// <summary>Span around a commit/rollback: a child of the context the front end set (<see cref="SetRemoteParent"/>),
+    /// else of the current activity (the request's) if any.</summary>
     public static Activity? StartEndTransaction(string transactionId, TransactionResolution resolution, DecisionSource source)
     {
         if (!Source.HasListeners()) return null;
-        var a = Source.StartActivity("end_transaction", ActivityKind.Server);
+        var a = Source.StartActivity("end_transaction", ActivityKind.Server, RemoteParent.Value);
         if (a is null) return null;
         a.SetTag("messaging.system", "rocketmq");
         a.SetTag("messaging.operation.name", "end_transaction");
