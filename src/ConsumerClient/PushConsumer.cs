@@ -301,12 +301,16 @@ public sealed class PushConsumer : IAsyncDisposable
 
     private async Task<ConsumeResult> InvokeAsync(ReceivedMessage message)
     {
+        using System.Diagnostics.Activity? span = ConsumerTracing.StartProcess(message, _options.ConsumerGroup);
         try
         {
-            return await _handler(message, _abort.Token).ConfigureAwait(false);
+            ConsumeResult result = await _handler(message, _abort.Token).ConfigureAwait(false);
+            span?.SetTag("messaging.rocketmq.consume_result", result.ToString().ToLowerInvariant());
+            return result;
         }
         catch (Exception ex)
         {
+            span?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, ex.Message);
             _logger.LogWarning(ex, "Handler failed for message {MessageId} (attempt {Attempt})", message.MessageId, message.DeliveryAttempt);
             return ConsumeResult.Failure;
         }

@@ -1,5 +1,6 @@
 using Apache.Rocketmq.V2;
 using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Tracing;
 using HalfMsg.ClientCore.Transport;
 using HalfMsg.Protocol.Identifiers;
 
@@ -52,6 +53,14 @@ public sealed class ReceivedMessage
 
     /// <summary>User properties.</summary>
     public IReadOnlyDictionary<string, string> Properties { get; }
+
+    /// <summary>The W3C <c>traceparent</c> the producer propagated in the message properties (null if none): the parent
+    /// for a span of your own around processing (or use <see cref="ConsumerTracing.StartProcess"/>).</summary>
+    public string? TraceParent => Properties.TryGetValue(TraceContextProperties.TraceParent, out string? tp) ? tp : null;
+
+    /// <summary>The propagated trace context parsed from <see cref="TraceParent"/> (and <c>tracestate</c>), or default.</summary>
+    public System.Diagnostics.ActivityContext TraceContext =>
+        TraceContextProperties.TryExtract(Properties, out System.Diagnostics.ActivityContext c) ? c : default;
 
     /// <summary>1 on the first delivery, +1 per redelivery.</summary>
     public int DeliveryAttempt { get; internal set; }

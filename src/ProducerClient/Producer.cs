@@ -1,10 +1,12 @@
 using System.Collections.Concurrent;
 using System.Data.Common;
+using System.Diagnostics;
 using Apache.Rocketmq.V2;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.ProducerClient.Barrier;
 using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Tracing;
 using HalfMsg.ClientCore.Transport;
 using HalfMsg.Protocol.Grpc;
 using HalfMsg.Protocol.Identifiers;
@@ -104,6 +106,7 @@ public sealed class Producer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(message);
         ArgumentNullException.ThrowIfNull(businessWrites);
         dialect ??= BarrierDialects.Detect(connection);
+        using Activity? span = ProducerTracing.StartInternal("execute", message.Topic, null); // the trace covers the local transaction
         if (connection.State != System.Data.ConnectionState.Open)
         {
             await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
@@ -121,7 +124,7 @@ public sealed class Producer : IAsyncDisposable
         {
             await LocalBarrier.RunAsync(connection, dialect, transactionId, businessWrites, () => committing = true, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception) when (!committing)
+        catch (Exception failure) when (!committing)
         {
             try
             {
@@ -133,6 +136,7 @@ public sealed class Producer : IAsyncDisposable
                 _logger.LogWarning(ex, "Rolling back half message {MessageId} failed; the check-back will roll it back", receipt.MessageId);
             }
 
+            ProducerTracing.Fail(span, failure);
             throw;
         }
 
@@ -166,6 +170,7 @@ public sealed class Producer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(message);
         ThrowIfDisposed();
         MessageType type = Classify(message, transactional);
+        using Activity? span = ProducerTracing.StartSend(message, transactional, null);
         Settings? server = _session.ServerSettings;
         int maxBody = server?.Publishing?.MaxBodySize ?? 0;
         if (maxBody > 0 && message.Body.Length > maxBody)
@@ -197,6 +202,7 @@ public sealed class Producer : IAsyncDisposable
         }
 
         string messageId = MessageIdGenerator.Shared.Next();
+        span?.SetTag("messaging.message.id", messageId);
         int maxAttempts = transactional ? 1 : Math.Max(1, _options.MaxSendAttempts);
         int start = Interlocked.Increment(ref _roundRobin);
         for (int attempt = 1; ; attempt++)
@@ -233,6 +239,7 @@ public sealed class Producer : IAsyncDisposable
             catch (ClientException ex) when (attempt < maxAttempts && ex.IsRetryable && !ct.IsCancellationRequested)
             {
                 _logger.LogDebug(ex, "Send of {MessageId} attempt {Attempt} failed; retrying", messageId, attempt);
+                span?.AddEvent(new ActivityEvent("retry", tags: new ActivityTagsCollection { ["attempt"] = attempt, ["error.type"] = ex.Code.ToString() }));
                 if (ex is TooManyRequestsException)
                 {
                     await Task.Delay(ThrottleDelay(server, attempt), ct).ConfigureAwait(false);
@@ -314,12 +321,18 @@ public sealed class Producer : IAsyncDisposable
             m.UserProperties[p.Key] = p.Value;
         }
 
+        // The send span's context (or the caller's, with no listener on our source) unless the user set one.
+        TraceContextProperties.Inject(Activity.Current, message.Properties, m.UserProperties);
+
         return m;
     }
 
     internal async Task EndTransactionAsync(Endpoint endpoint, string topic, string messageId, string transactionId,
         TransactionResolution resolution, TransactionSource source, CancellationToken ct)
     {
+        using Activity? span = ProducerTracing.StartInternal("end_transaction", topic, null, ActivityKind.Client);
+        span?.SetTag("messaging.message.id", messageId);
+        span?.SetTag("messaging.rocketmq.transaction.resolution", resolution.ToString().ToLowerInvariant());
         var request = new EndTransactionRequest
         {
             Topic = _session.Resource(topic),
@@ -329,7 +342,7 @@ public sealed class Producer : IAsyncDisposable
                 ? Apache.Rocketmq.V2.TransactionResolution.Commit
                 : Apache.Rocketmq.V2.TransactionResolution.Rollback,
             Source = source,
-            TraceContext = string.Empty,
+            TraceContext = Activity.Current?.Id ?? string.Empty,
         };
         EndTransactionResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(request, o), null, ct)
             .ConfigureAwait(false);
@@ -375,6 +388,9 @@ public sealed class Producer : IAsyncDisposable
         }
 
         MessageView view = MessageView.FromProto(check.Message, check.TransactionId);
+        TraceContextProperties.TryExtract(view.Properties, out ActivityContext halfContext);
+        using Activity? span = ProducerTracing.StartInternal("check_transaction", view.Topic, null, ActivityKind.Consumer, halfContext);
+        span?.SetTag("messaging.message.id", view.MessageId);
         TransactionResolution resolution = await checker.CheckAsync(view, ct).ConfigureAwait(false);
         if (resolution == TransactionResolution.Unknown)
         {

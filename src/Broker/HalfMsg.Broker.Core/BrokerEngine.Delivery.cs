@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 using Microsoft.Extensions.Logging;
@@ -10,11 +11,13 @@ public sealed partial class BrokerEngine
     /// <summary>Stores a normal, FIFO or delay message. Completes once it is durable (flush sync).</summary>
     public async ValueTask<SendResult> SendAsync(MessageDraft msg, CancellationToken ct = default)
     {
+        using var span = BrokerTracing.StartSend(msg); // trace hook (issue 12)
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         SendResult result;
         lock (_gate) result = StoreMessage(msg, out address);
         if (result.IsOk) await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        BrokerTracing.EndSend(span, result.Error);
         return result;
     }
 
@@ -108,6 +111,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     public async ValueTask<ReceiveResult> ReceiveAsync(ReceiveRequest req, CancellationToken ct = default)
     {
+        using var span = BrokerTracing.StartReceive(req.Topic, req.ConsumerGroup); // trace hook (issue 12)
         if (!IsValidName(req.ConsumerGroup, 255) || IsSystemTopic(req.ConsumerGroup))
             return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{req.ConsumerGroup}' is not a valid name"), []);
         if (!TagFilter.TryParse(req.TagExpression, out var filter, out var filterError))
@@ -162,6 +166,7 @@ public sealed partial class BrokerEngine
                         InvisibleUntilMs = p.Until,
                     });
                 }
+                BrokerTracing.EndReceive(span, BrokerError.None, result);
                 if (result.Count > 0) return new(BrokerError.None, result);
             }
             var remaining = deadline - _time.GetTimestamp();

@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 using Microsoft.Extensions.Logging;
@@ -82,6 +83,7 @@ public sealed partial class BrokerEngine
     public async ValueTask<PullResult> PullAsync(string topic, int queueId, long offset, int maxMessages, TagFilter filter, TimeSpan longPoll, CancellationToken ct = default)
     {
         maxMessages = Math.Clamp(maxMessages, 1, 1024);
+        using var span = BrokerTracing.StartReceive(topic, "", "pull"); // trace hook (issue 12)
         var deadline = _time.GetTimestamp() + (long)(longPoll.TotalSeconds * _time.TimestampFrequency);
         while (true)
         {
@@ -122,6 +124,7 @@ public sealed partial class BrokerEngine
                     }
                     messages.Add(new PulledMessage(message, address, ReconsumeTimesOf(message)));
                 }
+                BrokerTracing.EndPull(span, messages);
                 if (messages.Count > 0) return new(PullStatus.Found, messages, next, min, max);
             }
             var remaining = deadline - _time.GetTimestamp();

@@ -1,3 +1,4 @@
+using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 using HalfMsg.Broker.Core.Transactions;
@@ -29,6 +30,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     public async ValueTask<SendHalfResult> SendHalfAsync(MessageDraft msg, string producerGroup, string? clientId, TimeSpan? checkImmunity, CancellationToken ct = default)
     {
+        using var span = BrokerTracing.StartSend(msg, half: true, producerGroup); // trace hook (issue 12)
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         lock (_gate)
@@ -82,6 +84,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     public async ValueTask<DecisionResult> EndTransactionAsync(string transactionId, string? messageId, TransactionResolution resolution, DecisionSource source, CancellationToken ct = default)
     {
+        using var span = BrokerTracing.StartEndTransaction(transactionId, resolution, source); // trace hook (issue 12)
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long waitFor;
         bool duplicate = false;
@@ -247,6 +250,7 @@ public sealed partial class BrokerEngine
                     continue;
                 }
                 var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1 };
+                using var span = BrokerTracing.StartCheckBack(request); // trace hook (issue 12)
                 ICheckBackChannel? accepted = null;
                 foreach (var channel in candidates)
                 {

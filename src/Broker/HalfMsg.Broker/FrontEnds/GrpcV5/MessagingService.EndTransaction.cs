@@ -24,6 +24,7 @@ internal sealed partial class MessagingService
         DecisionSource source = request.Source == TransactionSource.SourceServerCheck ? DecisionSource.CheckBack : DecisionSource.Client;
         string? messageId = string.IsNullOrEmpty(request.MessageId) ? null : request.MessageId;
 
+        HalfMsg.Broker.Core.Diagnostics.BrokerTracing.SetRemoteParent(request.TraceContext); // trace hook (issue 12)
         DecisionResult result = await _engine.EndTransactionAsync(request.TransactionId, messageId, resolution, source, context.CancellationToken)
             .ConfigureAwait(false);
         return new EndTransactionResponse { Status = V5Status.From(result.Error) };
