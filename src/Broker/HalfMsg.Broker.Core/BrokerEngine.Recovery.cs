@@ -128,6 +128,9 @@ public sealed partial class BrokerEngine
                 case RecordKind.LogCut:
                     LogCutRecord.Read(ref r);
                     break;
+                case RecordKind.GroupStarted:
+                    ApplyGroupStarted(GroupStartedRecord.Read(ref r));
+                    break;
                 case RecordKind.ConsumerOffsetCommitted:
                     ReplayConsumerOffset(ref r);
                     break;

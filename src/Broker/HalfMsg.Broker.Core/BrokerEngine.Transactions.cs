@@ -97,7 +97,12 @@ public sealed partial class BrokerEngine
                 if (!string.IsNullOrEmpty(messageId) && messageId != half.MessageId)
                     return new(new(BrokerStatus.InvalidTransactionId, $"transaction '{transactionId}' does not belong to message '{messageId}'"), TransactionResolution.Unknown, false);
                 if (resolution == TransactionResolution.Unknown)
+                {
+                    // Changes nothing durable; remembered (in memory) so an operator sees what the producer last said.
+                    half.LastAnswer = source == DecisionSource.CheckBack ? "unknown (check-back)" : "unknown";
+                    half.LastAnswerAtMs = NowMs;
                     return new(BrokerError.None, TransactionResolution.Unknown, false);
+                }
                 long now = NowMs;
                 int queueId = -1;
                 long offset = -1;
@@ -318,7 +323,14 @@ public sealed partial class BrokerEngine
 
     /// <summary>A pending or parked half, as the admin API shows it.</summary>
     public sealed record PendingTransaction(string TransactionId, string MessageId, string Topic, string ProducerGroup, string? OriginClientId,
-        DateTimeOffset StoredAt, int Checks, DateTimeOffset? NextCheckAt, bool Parked, DateTimeOffset? ParkedAt, long LogAddress);
+        DateTimeOffset StoredAt, int Checks, DateTimeOffset? NextCheckAt, bool Parked, DateTimeOffset? ParkedAt, long LogAddress)
+    {
+        /// <summary>What the producer last answered without deciding ("unknown"), and when; null when it never did since start.</summary>
+        public string? LastAnswer { get; init; }
+        public DateTimeOffset? LastAnswerAt { get; init; }
+        /// <summary>When the last check-back was sent, if any.</summary>
+        public DateTimeOffset? LastCheckAt { get; init; }
+    }
 
     /// <summary>Pages through pending (or parked) halves in log order, starting after <paramref name="afterAddress"/>.</summary>
     public IReadOnlyList<PendingTransaction> ListTransactions(bool parked, long afterAddress, int limit, out int total)
@@ -348,7 +360,12 @@ public sealed partial class BrokerEngine
     private static PendingTransaction ToView(HalfState h) => new(h.TransactionId, h.MessageId, h.Topic, h.ProducerGroup, h.OriginClientId,
         DateTimeOffset.FromUnixTimeMilliseconds(h.StoreTimestampMs), h.CheckCount,
         h.Parked ? null : DateTimeOffset.FromUnixTimeMilliseconds(h.NextCheckAtMs), h.Parked,
-        h.Parked ? DateTimeOffset.FromUnixTimeMilliseconds(h.ParkedAtMs) : null, h.Address);
+        h.Parked ? DateTimeOffset.FromUnixTimeMilliseconds(h.ParkedAtMs) : null, h.Address)
+    {
+        LastAnswer = h.LastAnswer,
+        LastAnswerAt = h.LastAnswer is null ? null : DateTimeOffset.FromUnixTimeMilliseconds(h.LastAnswerAtMs),
+        LastCheckAt = h.LastCheckAtMs > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(h.LastCheckAtMs) : null,
+    };
 
     public int PendingCount { get { lock (_gate) return _txs.Count; } }
 }

@@ -116,6 +116,9 @@ internal sealed class HalfState
     public bool Parked;
     public long ParkedAtMs;
     public long LastCheckAtMs;
+    /// <summary>The producer's last non-deciding answer (in memory only; shown to operators).</summary>
+    public string? LastAnswer;
+    public long LastAnswerAtMs;
 }
 
 internal sealed class DelayedEntry

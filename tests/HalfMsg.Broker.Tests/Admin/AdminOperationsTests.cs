@@ -43,6 +43,22 @@ public sealed class AdminOperationsTests : IAsyncLifetime
         => Assert.True((await _host.Engine.SendAsync(new MessageDraft { Topic = topic, MessageId = id, Body = body })).IsOk);
 
     [Fact]
+    public async Task A_group_started_from_latest_over_http_receives_only_new_messages_and_is_not_moved_twice()
+    {
+        await Send("gs-old", Encoding.UTF8.GetBytes("old"), topic: "ops-start");
+        var start = await _http.PostAsync("/api/groups/ops-late/start?topic=ops-start&from=latest", null);
+        Assert.Equal(HttpStatusCode.OK, start.StatusCode);
+        var again = await _http.PostAsync("/api/groups/ops-late/start?topic=ops-start&from=earliest", null);
+        Assert.Equal(HttpStatusCode.BadRequest, again.StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await _http.PostAsync("/api/groups/ops-late2/start?topic=ops-start&from=yesterday-ish", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await _http.PostAsync("/api/groups/ops-late2/start?topic=no-such-topic", null)).StatusCode);
+        await Send("gs-new", Encoding.UTF8.GetBytes("new"), topic: "ops-start");
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var got = await _host.Engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "ops-late", Topic = "ops-start", BatchSize = 10, LongPollTimeout = TimeSpan.FromSeconds(20) }, cts.Token);
+        Assert.Equal(new[] { "gs-new" }, got.Messages.Select(m => m.Message.MessageId));
+    }
+
+    [Fact]
     public async Task The_message_preview_is_text_or_hex_and_stops_at_4_KiB()
     {
         await Send("pv-long", Encoding.UTF8.GetBytes(new string('a', 5000)));

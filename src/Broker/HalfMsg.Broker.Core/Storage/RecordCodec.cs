@@ -38,6 +38,8 @@ public enum RecordKind : byte
     GroupDeleted = 14,
     /// <summary>Retention cut the log before an address (its commit is what persists the new begin).</summary>
     LogCut = 15,
+    /// <summary>An operator created a consumer group at chosen start offsets (earliest, latest or a time).</summary>
+    GroupStarted = 16,
     /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
     ConsumerOffsetCommitted = 40,
     /// <summary>An operator deleted a topic (Remoting DELETE_TOPIC): its queues, groups, offsets and delayed messages go.</summary>

@@ -293,3 +293,26 @@ public readonly record struct TopicDeletedRecord(string Topic)
     public void Write(RecordWriter w) => w.Begin(RecordKind.TopicDeleted).Str(Topic);
     public static TopicDeletedRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r));
 }
+
+/// <summary>
+/// A consumer group was created on a topic at chosen start offsets, one per queue (everything below is finished for
+/// it). <code>s group | s topic | u n | n × vi startOffset</code>
+/// </summary>
+public readonly record struct GroupStartedRecord(string Group, string Topic, long[] StartOffsets)
+{
+    public void Write(RecordWriter w)
+    {
+        w.Begin(RecordKind.GroupStarted).Str(Group).Str(Topic).U64((ulong)StartOffsets.Length);
+        foreach (long o in StartOffsets) w.I64(o);
+    }
+
+    public static GroupStartedRecord Read(scoped ref RecordReader r)
+    {
+        string group = DeliveredRecord.ReadName(ref r), topic = DeliveredRecord.ReadName(ref r);
+        ulong n = r.U64();
+        if (n > 1024) throw new InvalidDataException($"{n} queues is implausible");
+        var offsets = new long[n];
+        for (int i = 0; i < offsets.Length; i++) offsets[i] = r.I64();
+        return new(group, topic, offsets);
+    }
+}

@@ -85,6 +85,27 @@ public static class AdminApi
         app.MapGet("/api/groups/{group}", (string group) => engine.FindGroup(group) is { } info
             ? Results.Ok(info)
             : NotFound($"consumer group '{group}' has never received from this broker"));
+        // Create a consumer group on a topic at a chosen start: from=earliest|latest|<unix ms>|<ISO-8601 time>.
+        app.MapPost("/api/groups/{group}/start", async (string group, string? topic, string? from, CancellationToken ct) =>
+        {
+            if (string.IsNullOrEmpty(topic)) return Results.Json(new ErrorBody("topic is required", "BadRequest"), statusCode: 400);
+            GroupStartFrom mode;
+            long at = 0;
+            switch (from?.ToLowerInvariant())
+            {
+                case null or "" or "earliest": mode = GroupStartFrom.Earliest; break;
+                case "latest": mode = GroupStartFrom.Latest; break;
+                default:
+                    mode = GroupStartFrom.Timestamp;
+                    if (long.TryParse(from, out long ms)) at = ms;
+                    else if (DateTimeOffset.TryParse(from, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t)) at = t.ToUnixTimeMilliseconds();
+                    else return Results.Json(new ErrorBody($"from must be earliest, latest, Unix milliseconds or an ISO-8601 time, not '{from}'", "BadRequest"), statusCode: 400);
+                    break;
+            }
+            var error = await engine.StartGroupAsync(group, topic, mode, at, ct);
+            return error.Status == BrokerStatus.TopicNotFound ? NotFound(error.Message) : ToResult(error, new { group, topic, from = mode.ToString().ToLowerInvariant(), at });
+        });
+
         // Forget a consumer group (its progress and leases): an idle group no longer shows lag; messages stay for others.
         app.MapPost("/api/groups/{group}/delete", async (string group, CancellationToken ct) => await engine.DeleteGroupAsync(group, ct) is { IsOk: false } error
             ? (error.Status == BrokerStatus.IllegalConsumerGroup ? NotFound(error.Message) : ToResult(error, new { }))
@@ -142,7 +163,13 @@ public static class AdminApi
     /// for halves sent since start) and, when nobody can be asked, why it waits instead of a next check in the past.</summary>
     public sealed record TransactionView(string TransactionId, string MessageId, string Topic, string ProducerGroup, string? OriginClientId,
         DateTimeOffset StoredAt, int Checks, DateTimeOffset? NextCheckAt, bool Parked, DateTimeOffset? ParkedAt, long LogAddress,
-        IReadOnlyList<string>? Keys, string? Tag, string? WaitingFor);
+        IReadOnlyList<string>? Keys, string? Tag, string? WaitingFor)
+    {
+        /// <summary>When the last check-back was sent, and what the producer last answered without deciding.</summary>
+        public DateTimeOffset? LastCheckAt { get; init; }
+        public string? LastAnswer { get; init; }
+        public DateTimeOffset? LastAnswerAt { get; init; }
+    }
 
     internal static TransactionView View(BrokerEngine engine, BrokerEngine.PendingTransaction t)
     {
@@ -150,7 +177,10 @@ public static class AdminApi
         string? waiting = !t.Parked && engine.Producers.CountLive(t.ProducerGroup) == 0
             ? $"no producer of group '{t.ProducerGroup}' is connected; the check is sent when one connects" : null;
         return new TransactionView(t.TransactionId, t.MessageId, t.Topic, t.ProducerGroup, t.OriginClientId, t.StoredAt, t.Checks,
-            waiting is null ? t.NextCheckAt : null, t.Parked, t.ParkedAt, t.LogAddress, indexed?.Keys, indexed?.Tag, waiting);
+            waiting is null ? t.NextCheckAt : null, t.Parked, t.ParkedAt, t.LogAddress, indexed?.Keys, indexed?.Tag, waiting)
+        {
+            LastCheckAt = t.LastCheckAt, LastAnswer = t.LastAnswer, LastAnswerAt = t.LastAnswerAt,
+        };
     }
 
     private static async Task<IResult> Decide(BrokerEngine engine, string id, TransactionResolution resolution, CancellationToken ct)

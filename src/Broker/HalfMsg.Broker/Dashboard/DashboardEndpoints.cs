@@ -107,13 +107,14 @@ internal static class DashboardEndpoints
         sb.Append(CultureInfo.InvariantCulture, $"<input name=\"topic\" placeholder=\"topic\" value=\"{E(topic)}\"> <input name=\"group\" placeholder=\"producer group\" value=\"{E(group)}\"> ");
         sb.Append(CultureInfo.InvariantCulture, $"<select name=\"sort\"><option value=\"oldest\">oldest first</option><option value=\"newest\"{(newest ? " selected" : "")}>newest first</option></select> <button type=\"submit\">Filter</button></form></div>");
         sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\" data-testid=\"count\">{all.Count} shown of {total} {view}</p>");
-        sb.Append("<table data-testid=\"transactions\"><tr><th>transaction id</th><th>message id</th><th>topic</th><th>producer group</th><th class=\"num\">age</th><th class=\"num\">checks</th><th>")
+        sb.Append("<table data-testid=\"transactions\"><tr><th>transaction id</th><th>message id</th><th>topic</th><th>producer group</th><th class=\"num\">age</th><th class=\"num\">checks</th><th>last answer</th><th>")
           .Append(parked ? "parked" : "next check").Append("</th>").Append(parked ? "<th>actions</th>" : "").Append("</tr>");
         foreach (var t in rows)
         {
             string link = "/dashboard/transactions/" + U(t.TransactionId);
             sb.Append(CultureInfo.InvariantCulture, $"<tr data-tx=\"{E(t.TransactionId)}\"><td><a href=\"{E(link)}\"><code>{E(t.TransactionId)}</code></a></td><td><code>{E(t.MessageId)}</code></td>");
             sb.Append(CultureInfo.InvariantCulture, $"<td>{E(t.Topic)}</td><td>{E(t.ProducerGroup)}</td><td class=\"num\">{E(FormatAge(now - t.StoredAt))}</td><td class=\"num\">{t.Checks}</td>");
+            sb.Append("<td>").Append(E(LastAnswer(t, now))).Append("</td>");
             sb.Append("<td>").Append(parked ? E(FormatAge(now - (t.ParkedAt ?? now)) + " ago") : NextCheck(engine, t, now)).Append("</td>");
             if (parked) sb.Append("<td>").Append(Actions(t.TransactionId)).Append("</td>");
             sb.Append("</tr>");
@@ -137,6 +138,10 @@ internal static class DashboardEndpoints
              + ActionButton(baseUrl + "/commit", "Commit", $"Commit transaction {txId}? Consumers will receive the message.")
              + ActionButton(baseUrl + "/rollback", "Rollback", $"Roll back transaction {txId}? The message is discarded.", "danger");
     }
+
+    /// <summary>What the producer last answered without deciding (in memory since start), or why nothing is known.</summary>
+    private static string LastAnswer(BrokerEngine.PendingTransaction t, DateTimeOffset now)
+        => t.LastAnswer is { } a ? $"{a}, {FormatAge(now - (t.LastAnswerAt ?? now))} ago" : t.Checks == 0 ? "not checked yet" : "no answer";
 
     /// <summary>A half whose producer group has nobody connected is not "due in the past": say why it waits.</summary>
     private static string NextCheck(BrokerEngine engine, BrokerEngine.PendingTransaction t, DateTimeOffset now)
@@ -163,6 +168,8 @@ internal static class DashboardEndpoints
         Row("origin client", E(t.OriginClientId ?? "—"));
         Row("stored at", E(t.StoredAt.ToString("u", CultureInfo.InvariantCulture)) + $" ({E(FormatAge(now - t.StoredAt))} ago)");
         Row("checks so far", t.Checks.ToString(CultureInfo.InvariantCulture));
+        Row("last check sent", E(t.LastCheckAt is { } lc ? lc.ToString("u", CultureInfo.InvariantCulture) + $" ({FormatAge(now - lc)} ago)" : "—"));
+        Row("last answer", E(LastAnswer(t, now)));
         Row(t.Parked ? "parked at" : "next check", t.Parked ? E(t.ParkedAt?.ToString("u", CultureInfo.InvariantCulture)) : NextCheck(engine, t, now));
         Row("log address", t.LogAddress.ToString(CultureInfo.InvariantCulture));
         sb.Append("</table>");
