@@ -161,6 +161,7 @@ public sealed class DashboardTests(OpsBroker broker, BrowserFixture browser) : I
     public async Task A_browser_without_credentials_gets_401_and_a_post_from_another_site_is_refused()
     {
         await using var anonymous = await browser.Browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = broker.Url });
+        anonymous.SetDefaultTimeout(120_000);
         var page = await anonymous.NewPageAsync();
         // The 401 carries a Basic challenge; headless chromium has nobody to ask and fails the navigation.
         var refused = await Assert.ThrowsAsync<PlaywrightException>(() => page.GotoAsync("/dashboard"));
@@ -193,6 +194,9 @@ internal sealed class DashboardSession(OpsBroker broker, BrowserFixture browser)
             HttpCredentials = new HttpCredentials { Username = OpsBroker.AccessKey, Password = OpsBroker.Secret },
             ViewportSize = new ViewportSize { Width = 1200, Height = 800 },
         });
+        // Waits are for conditions; the bound only has to be generous enough for a machine whose cores are all busy.
+        Context.SetDefaultTimeout(120_000);
+        Context.SetDefaultNavigationTimeout(120_000);
         return _page = await Context.NewPageAsync();
     }
 

@@ -9,33 +9,8 @@ using HalfMsg.Broker.Hosting;
 namespace HalfMsg.Broker.Tests.Admin;
 
 /// <summary>Topic deletion, dead-letter re-drive and the message preview through the admin API, against a real in-process host.</summary>
-public sealed class AdminOperationsTests : IAsyncLifetime
+public sealed class AdminOperationsTests() : InProcessAdminHost("adminops")
 {
-    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-adminops-" + Guid.NewGuid().ToString("N")[..12]);
-    private BrokerHost _host = null!;
-    private HttpClient _http = null!;
-
-    public async Task InitializeAsync()
-    {
-        int http = FreePort();
-        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", http.ToString(),
-            "--transaction-check-interval", "1h", "--queues-per-topic", "1", "--remoting-port", "0", "--namesrv-port", "0"]);
-        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{http}") };
-    }
-
-    public async Task DisposeAsync()
-    {
-        _http.Dispose();
-        await _host.DisposeAsync();
-        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     private async Task<JsonElement> Preview(string id) => (await _http.GetFromJsonAsync<JsonElement>($"/api/messages/{id}")).GetProperty("message");
 

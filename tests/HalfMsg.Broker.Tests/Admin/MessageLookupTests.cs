@@ -8,33 +8,8 @@ using HalfMsg.Broker.Hosting;
 namespace HalfMsg.Broker.Tests.Admin;
 
 /// <summary>Finding a message by id or key through the admin API, against a real in-process host.</summary>
-public sealed class MessageLookupTests : IAsyncLifetime
+public sealed class MessageLookupTests() : InProcessAdminHost("lookup")
 {
-    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-lookup-" + Guid.NewGuid().ToString("N")[..12]);
-    private BrokerHost _host = null!;
-    private HttpClient _http = null!;
-
-    public async Task InitializeAsync()
-    {
-        int http = FreePort();
-        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", http.ToString(),
-            "--transaction-check-interval", "1h", "--queues-per-topic", "1", "--remoting-port", "0", "--namesrv-port", "0"]);
-        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{http}") };
-    }
-
-    public async Task DisposeAsync()
-    {
-        _http.Dispose();
-        await _host.DisposeAsync();
-        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     private static MessageDraft Draft(string id, string key) => new() { Topic = "lookup-orders", MessageId = id, Keys = [key], Tag = "t", Body = new byte[] { 1 } };
 

@@ -7,33 +7,8 @@ using HalfMsg.Broker.Hosting;
 namespace HalfMsg.Broker.Tests.Admin;
 
 /// <summary>GET /metrics in the Prometheus text format, scraped from a real in-process host.</summary>
-public sealed class MetricsTests : IAsyncLifetime
+public sealed class MetricsTests() : InProcessAdminHost("metrics")
 {
-    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-metrics-" + Guid.NewGuid().ToString("N")[..12]);
-    private BrokerHost _host = null!;
-    private HttpClient _http = null!;
-
-    public async Task InitializeAsync()
-    {
-        int http = FreePort();
-        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--http-port", http.ToString(),
-            "--transaction-check-interval", "1h", "--queues-per-topic", "1"]);
-        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{http}") };
-    }
-
-    public async Task DisposeAsync()
-    {
-        _http.Dispose();
-        await _host.DisposeAsync();
-        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     /// <summary>The value of one sample line, e.g. <c>name{topic="t"}</c>; labels the exporter adds (otel_scope_*) are ignored.</summary>
     private static double Sample(string text, string name, params (string Key, string Value)[] labels)
