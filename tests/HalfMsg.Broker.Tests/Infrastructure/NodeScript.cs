@@ -72,6 +72,34 @@ public static class NodeScript
 
     public static Task<Result> RunAsync(string script, TimeSpan timeout, params string[] args) => Start(script, timeout, args).WaitAsync();
 
+    /// <summary>
+    /// Runs one of the README's examples (a script that prints plain text, not JSON lines) with a 60 s bound and returns
+    /// its exit code and output; a run that does not finish is killed and reported with what it printed.
+    /// </summary>
+    public static async Task<(int ExitCode, string Output, string Errors)> RunReadmeExampleAsync(string script, params string[] args)
+    {
+        EnsureAvailable();
+        var psi = new System.Diagnostics.ProcessStartInfo("node", [script, .. args])
+        {
+            WorkingDirectory = Directory, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try { await process.WaitForExitAsync(timeout.Token); }
+        catch (OperationCanceledException) { process.Kill(entireProcessTree: true); await process.WaitForExitAsync(); }
+        return (process.ExitCode, await stdout, await stderr);
+    }
+
+    /// <summary>The README must contain <paramref name="script"/> verbatim, so what CI runs is what users read.</summary>
+    public static void AssertReadmeContains(string script)
+    {
+        string example = File.ReadAllText(Path.Combine(Directory, script)).Trim().ReplaceLineEndings("\n");
+        string readme = File.ReadAllText(Path.Combine(Directory, "..", "..", "..", "README.md")).ReplaceLineEndings("\n");
+        Assert.Contains(example, readme);
+    }
+
     public sealed class RunningScript
     {
         private readonly Process _process;
