@@ -157,6 +157,9 @@ public sealed class BrokerProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>The broker's process id (e.g. to read its memory from /proc), or 0 before it started.</summary>
+    public int Pid => _process?.Id ?? 0;
+
     /// <summary>SIGKILL: no shutdown hooks, no checkpoint.</summary>
     public void Kill()
     {

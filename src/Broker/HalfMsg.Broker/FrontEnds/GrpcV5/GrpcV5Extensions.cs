@@ -75,14 +75,14 @@ public static class GrpcV5Extensions
             V5BadInput badInput = grpc.ApplicationServices.GetRequiredService<V5BadInput>();
             grpc.Use(next => async context =>
             {
-                if (authenticator.Check(context) is not null
-                    && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } maxBody)
+                bool unauthenticated = authenticator.Check(context) is not null;
+                if (unauthenticated && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } maxBody)
                 {
                     maxBody.MaxRequestBodySize = options.MaxUnauthenticatedRequestSize;
                 }
 
                 await next(context).ConfigureAwait(false);
-                badInput.AfterCall(context);
+                badInput.AfterCall(context, unauthenticated);
             });
             grpc.UseRouting();
             grpc.UseEndpoints(endpoints => endpoints.MapGrpcService<MessagingService>());
