@@ -196,4 +196,35 @@ public sealed class CheckBackFailoverGrpcTests(FastCheckBrokerFixture broker) : 
         await WaitUntilAsync(() => !Registered(stalled), "the session that does not drain is closed and unregistered");
         Assert.True(broker.Host.Engine.PendingCount >= 7);
     }
+
+    [Fact]
+    public async Task A_producer_whose_connection_goes_silent_is_pinged_and_unregistered_within_about_20_seconds()
+    {
+        // A Telemetry stream on raw HTTP/2, then silence: no reset, no answer to PING, as a peer that died without a FIN.
+        string clientId = "silent@" + Guid.NewGuid().ToString("N")[..8];
+        await using RawHttp2 h2 = await RawHttp2.ConnectAsync(broker.GrpcPort);
+        await h2.SendSettingsAckAsync();
+        await h2.SendGrpcHeadersAsync(1, GrpcMethods.Telemetry, extra: new Dictionary<string, string> { [RocketMqHeaders.ClientId] = clientId });
+        await h2.SendGrpcMessageAsync(1, new TelemetryCommand
+        {
+            Settings = new Settings { ClientType = ClientType.Producer, Publishing = new Publishing { Topics = { new Resource { Name = _topic } } } },
+        }.ToByteArray());
+        await WaitUntilAsync(() => broker.Host.Engine.Producers.Snapshot().TryGetValue(_topic, out string[]? ids) && ids.Contains(clientId),
+            "the producer is registered");
+        var silentSince = System.Diagnostics.Stopwatch.StartNew();
+
+        // Read (a dead peer's kernel would not even do that) but never answer.
+        var seen = new List<byte>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        while (await h2.ReadFrameAsync(cts.Token) is { } frame)
+        {
+            seen.Add(frame.Type);
+        }
+
+        TimeSpan closedAfter = silentSince.Elapsed;
+        Assert.Contains(RawHttp2.Ping, seen);
+        Assert.InRange(closedAfter, TimeSpan.FromSeconds(15), TimeSpan.FromSeconds(60)); // 10 s idle + 10 s ping timeout
+        await WaitUntilAsync(() => !(broker.Host.Engine.Producers.Snapshot().TryGetValue(_topic, out string[]? ids) && ids.Contains(clientId)),
+            "the producer is unregistered", TimeSpan.FromSeconds(10));
+    }
 }

@@ -85,7 +85,9 @@ public sealed class EdgeLimitTests(AuthBrokerFixture fixture, ITestOutputHelper 
     [Fact]
     public async Task A_connection_over_the_configured_limit_is_closed_at_once_and_the_other_ports_are_not_affected()
     {
+        var clock = Stopwatch.StartNew();
         await using BrokerProcess broker = await BrokerProcess.StartAsync("--grpc-max-connections", "3");
+        output.WriteLine($"broker up after {clock.Elapsed.TotalSeconds:0.0} s");
         var open = new List<RawHttp2>();
         try
         {
@@ -101,6 +103,8 @@ public sealed class EdgeLimitTests(AuthBrokerFixture fixture, ITestOutputHelper 
                 using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
                 Assert.Null(await fourth.ReadFrameAsync(cts.Token)); // closed without a word
             }
+
+            output.WriteLine($"fourth refused after {clock.Elapsed.TotalSeconds:0.0} s");
 
             // The admin port has its own limit.
             using (var http = new HttpClient())
@@ -121,6 +125,7 @@ public sealed class EdgeLimitTests(AuthBrokerFixture fixture, ITestOutputHelper 
                 {
                     open.Add(again);
                     Assert.Equal(RawHttp2.Settings, first.Value.Type);
+                    output.WriteLine($"served again after {clock.Elapsed.TotalSeconds:0.0} s");
                     break;
                 }
 

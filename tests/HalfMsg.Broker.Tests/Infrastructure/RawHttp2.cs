@@ -12,7 +12,7 @@ namespace HalfMsg.Broker.Tests.Infrastructure;
 /// </summary>
 public sealed class RawHttp2 : IAsyncDisposable
 {
-    public const byte Data = 0x0, Headers = 0x1, RstStream = 0x3, Settings = 0x4, GoAway = 0x7, WindowUpdate = 0x8;
+    public const byte Data = 0x0, Headers = 0x1, RstStream = 0x3, Settings = 0x4, Ping = 0x6, GoAway = 0x7, WindowUpdate = 0x8;
     public const ushort SettingsMaxConcurrentStreams = 0x3, SettingsInitialWindowSize = 0x4;
     public const uint RefusedStream = 0x7;
 
@@ -60,14 +60,14 @@ public sealed class RawHttp2 : IAsyncDisposable
     public Task SendSettingsAckAsync() => SendFrameAsync(Settings, 0x1, 0, []);
 
     /// <summary>Opens stream <paramref name="streamId"/> with a gRPC POST to <paramref name="path"/> (END_HEADERS, no body yet).</summary>
-    public Task SendGrpcHeadersAsync(int streamId, string path, bool endStream = false)
+    public Task SendGrpcHeadersAsync(int streamId, string path, bool endStream = false, IReadOnlyDictionary<string, string>? extra = null)
     {
         var block = new MemoryStream();
         foreach (var (name, value) in new[]
                  {
                      (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", $"127.0.0.1:{_port}"),
                      ("content-type", "application/grpc"), ("te", "trailers"),
-                 })
+                 }.Concat((extra ?? new Dictionary<string, string>()).Select(h => (h.Key, h.Value))))
         {
             block.WriteByte(0x00);
             WriteString(block, name);
@@ -78,6 +78,15 @@ public sealed class RawHttp2 : IAsyncDisposable
     }
 
     public Task SendDataAsync(int streamId, byte[] data, bool endStream = false) => SendFrameAsync(Data, (byte)(endStream ? 0x1 : 0), streamId, data);
+
+    /// <summary>One gRPC message (uncompressed 5-byte prefix, then <paramref name="message"/>) as a DATA frame.</summary>
+    public Task SendGrpcMessageAsync(int streamId, byte[] message)
+    {
+        var framed = new byte[5 + message.Length];
+        BinaryPrimitives.WriteUInt32BigEndian(framed.AsSpan(1), (uint)message.Length);
+        message.CopyTo(framed, 5);
+        return SendDataAsync(streamId, framed);
+    }
 
     public async Task SendFrameAsync(byte type, byte flags, int streamId, byte[] payload)
     {
