@@ -45,107 +45,6 @@ public sealed class CheckBackFailoverGrpcTests(FastCheckBrokerFixture broker) : 
 {
     private readonly string _topic = "fo-" + Guid.NewGuid().ToString("N")[..12];
 
-    private enum Behaviour { Answer, Ignore, StopReading }
-
-    /// <summary>A producer's Telemetry stream as the official clients drive it: Settings first, then check-backs.</summary>
-    private sealed class Producer : IAsyncDisposable
-    {
-        private readonly AsyncDuplexStreamingCall<TelemetryCommand, TelemetryCommand> _call;
-        private readonly Task _reader = Task.CompletedTask;
-
-        public GrpcTestClient Client { get; }
-        public ConcurrentQueue<RecoverOrphanedTransactionCommand> Checks { get; } = new();
-        public ConcurrentQueue<string> Decided { get; } = new();
-
-        private Producer(GrpcTestClient client, AsyncDuplexStreamingCall<TelemetryCommand, TelemetryCommand> call, Behaviour behaviour)
-        {
-            Client = client;
-            _call = call;
-            if (behaviour != Behaviour.StopReading)
-            {
-                _reader = Task.Run(() => ReadAsync(behaviour == Behaviour.Answer));
-            }
-        }
-
-        public static async Task<Producer> StartAsync(string endpoint, string topic, Behaviour behaviour)
-        {
-            var client = new GrpcTestClient(endpoint, clientId: behaviour + "@" + Guid.NewGuid().ToString("N")[..8]);
-            var call = client.Duplex<TelemetryCommand, TelemetryCommand>(GrpcMethods.Telemetry, TelemetryCommand.Parser);
-            await call.RequestStream.WriteAsync(new TelemetryCommand
-            {
-                Settings = new Settings { ClientType = ClientType.Producer, Publishing = new Publishing { Topics = { new Resource { Name = topic } } } },
-            });
-            Assert.True(await call.ResponseStream.MoveNext());
-            Assert.Equal(Code.Ok, call.ResponseStream.Current.Status.Code); // registered; a StopReading one reads no more
-            return new Producer(client, call, behaviour);
-        }
-
-        private async Task ReadAsync(bool answer)
-        {
-            try
-            {
-                while (await _call.ResponseStream.MoveNext())
-                {
-                    if (_call.ResponseStream.Current.RecoverOrphanedTransactionCommand is not { } check)
-                    {
-                        continue;
-                    }
-
-                    Checks.Enqueue(check);
-                    if (!answer)
-                    {
-                        continue;
-                    }
-
-                    var end = await Client.UnaryAsync(GrpcMethods.EndTransaction, new EndTransactionRequest
-                    {
-                        Topic = check.Message.Topic,
-                        MessageId = check.Message.SystemProperties.MessageId,
-                        TransactionId = check.TransactionId,
-                        Resolution = Apache.Rocketmq.V2.TransactionResolution.Commit,
-                        Source = TransactionSource.SourceServerCheck,
-                    }, EndTransactionResponse.Parser);
-                    if (end.Response?.Status.Code == Code.Ok)
-                    {
-                        Decided.Enqueue(check.TransactionId);
-                    }
-                }
-            }
-            catch (RpcException)
-            {
-                // The stream ended (test over, or deadline).
-            }
-        }
-
-        public async Task<string> SendHalfAsync(string topic, int bodySize = 16)
-        {
-            var message = new Message
-            {
-                Topic = new Resource { Name = topic },
-                Body = ByteString.CopyFrom(new byte[bodySize]),
-                SystemProperties = new SystemProperties
-                {
-                    MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(),
-                    MessageType = MessageType.Transaction,
-                    BodyEncoding = V2Encoding.Identity,
-                    BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
-                    BornHost = "test-host",
-                },
-            };
-            var sent = await Client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { message } }, SendMessageResponse.Parser);
-            SendResultEntry entry = Assert.Single(sent.Response!.Entries);
-            Assert.Equal(Code.Ok, entry.Status.Code);
-            return entry.TransactionId;
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            _call.Dispose();
-            await _reader;
-            Client.Dispose();
-        }
-    }
-
     private async Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan? within = null)
     {
         var deadline = DateTime.UtcNow + (within ?? TimeSpan.FromSeconds(60));
@@ -156,7 +55,7 @@ public sealed class CheckBackFailoverGrpcTests(FastCheckBrokerFixture broker) : 
         }
     }
 
-    private bool Registered(params Producer[] producers)
+    private bool Registered(params TelemetryTestProducer[] producers)
         => broker.Host.Engine.Producers.Snapshot().TryGetValue(_topic, out string[]? ids)
            && producers.All(p => ids.Contains(p.Client.ClientId));
 
@@ -165,8 +64,8 @@ public sealed class CheckBackFailoverGrpcTests(FastCheckBrokerFixture broker) : 
     [InlineData(2)] // stops reading its stream (the check-backs pile up unread)
     public async Task A_half_whose_sender_is_connected_but_never_answers_is_decided_by_the_live_instance_within_two_attempts(int silentBehaviour)
     {
-        await using Producer silent = await Producer.StartAsync(broker.Endpoint, _topic, (Behaviour)silentBehaviour);
-        await using Producer live = await Producer.StartAsync(broker.Endpoint, _topic, Behaviour.Answer);
+        await using TelemetryTestProducer silent = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, (TelemetryTestProducer.Behaviour)silentBehaviour);
+        await using TelemetryTestProducer live = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Answer);
         await WaitUntilAsync(() => Registered(silent, live), "both instances are registered");
 
         string tx = await silent.SendHalfAsync(_topic);
@@ -183,7 +82,7 @@ public sealed class CheckBackFailoverGrpcTests(FastCheckBrokerFixture broker) : 
     [Fact]
     public async Task A_telemetry_session_that_stops_reading_is_closed_when_its_queue_passes_the_byte_bound()
     {
-        await using Producer stalled = await Producer.StartAsync(broker.Endpoint, _topic, Behaviour.StopReading);
+        await using TelemetryTestProducer stalled = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.StopReading);
         await WaitUntilAsync(() => Registered(stalled), "the instance is registered");
 
         // Each check carries its 3.5 MiB body: the 16 MiB bound is passed after about five (HTTP/2 windows hold a
