@@ -167,8 +167,9 @@ public sealed class EdgeLimitTests(AuthBrokerFixture fixture, ITestOutputHelper 
 
         output.WriteLine($"{outcome.Ended} after {outcome.Elapsed.TotalSeconds:0.0} s, {outcome.BytesWritten} bytes written");
         Assert.Equal("HTTP 200 grpc-status 16", outcome.Ended); // UNAUTHENTICATED, not grpc-dotnet's UNKNOWN
-        // The server stopped granting flow-control credit: 64 KiB read plus at most one 256 KiB stream window in flight.
-        Assert.InRange(outcome.BytesWritten, 0, 64 * 1024 + (256 * 1024) + (64 * 1024));
+        // The server read 64 KiB and reset the stream: what the client could hand over is that plus the flow-control
+        // window in flight and the client's own send buffers (measured: 240-500 KiB), far from the 4.9 MB it meant to send.
+        Assert.InRange(outcome.BytesWritten, 0, 1024 * 1024);
     }
 
     [Fact]

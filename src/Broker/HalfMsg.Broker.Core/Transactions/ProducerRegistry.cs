@@ -41,7 +41,7 @@ public sealed class ProducerRegistry
                 list.Remove(channel);
                 if (list.Count == 0) _groups.Remove(producerGroup);
             }
-            if (!_groups.Values.Any(l => l.Contains(channel))) _unanswered.Remove(channel);
+            if (_unanswered.ContainsKey(channel) && !_groups.Values.Any(l => l.Contains(channel))) _unanswered.Remove(channel);
         }
     }
 
@@ -73,6 +73,7 @@ public sealed class ProducerRegistry
                 var c = list[(start + i) % list.Count];
                 if (!ordered.Contains(c)) ordered.Add(c);
             }
+            if (unansweredClientId is null && _unanswered.Count == 0) return ordered; // every instance answers: as above
             // Stable: the order above holds among instances of the same standing.
             return ordered
                 .Select((c, i) => (Channel: c, Index: i))
