@@ -91,18 +91,9 @@ public sealed partial class BrokerEngine
         AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
     }
 
-    private GroupTopicState GetGroup(string group, TopicState topic)
-    {
-        if (!_groups.TryGetValue((group, topic.Name), out var state))
-        {
-            state = new GroupTopicState(group, topic);
-            _groups[(group, topic.Name)] = state;
-            topic.Groups.Add(state);
-        }
-        return state;
-    }
+    private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
 
-    private long NextLeaseId() => ((long)_incarnation << 32) | ++_leaseSeq;
+    private long NextLeaseId() => _groups.NextLeaseId();
 
     /// <summary>
     /// Leases up to <see cref="ReceiveRequest.BatchSize"/> messages to a consumer of the group: expired leases first (their
@@ -262,23 +253,9 @@ public sealed partial class BrokerEngine
         gq.AdvanceTo(baseOffset);
     }
 
-    private static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight)
-    {
-        group.Queues[q].InFlight[off] = flight;
-        if (flight.MessageGroup is not null)
-            group.BusyMessageGroups[flight.MessageGroup] = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) + 1;
-    }
+    private static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight) => ConsumerGroups.AddInFlight(group, q, off, flight);
 
-    private static void FinishInFlight(GroupTopicState group, int q, long off)
-    {
-        var gq = group.Queues[q];
-        if (gq.InFlight.TryGetValue(off, out var flight) && flight.MessageGroup is not null)
-        {
-            int n = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) - 1;
-            if (n <= 0) group.BusyMessageGroups.Remove(flight.MessageGroup); else group.BusyMessageGroups[flight.MessageGroup] = n;
-        }
-        gq.MarkDone(off);
-    }
+    private static void FinishInFlight(GroupTopicState group, int q, long off) => ConsumerGroups.FinishInFlight(group, q, off);
 
     private void ApplyDelivered(DeliveredRecord rec)
     {
@@ -303,7 +280,7 @@ public sealed partial class BrokerEngine
             topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry);
             AddInFlight(group, rec.QueueId, rec.Offset, new InFlight { Attempt = rec.Attempt, InvisibleUntilMs = rec.UntilMs, LeaseId = rec.LeaseId, MessageGroup = entry.MessageGroup });
         }
-        _leaseDue.Enqueue((group, rec.QueueId, rec.Offset, rec.LeaseId), rec.UntilMs);
+        _groups.ScheduleLease(group, rec.QueueId, rec.Offset, rec.LeaseId, rec.UntilMs);
     }
 
     /// <summary>Validates a receipt handle against the live lease. Caller holds the lock.</summary>
@@ -404,7 +381,7 @@ public sealed partial class BrokerEngine
         if (group.Queues[rec.QueueId].InFlight.TryGetValue(rec.Offset, out var flight))
         {
             flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
-            _leaseDue.Enqueue((group, rec.QueueId, rec.Offset, rec.LeaseId), rec.UntilMs);
+            _groups.ScheduleLease(group, rec.QueueId, rec.Offset, rec.LeaseId, rec.UntilMs);
         }
     }
 
@@ -459,19 +436,16 @@ public sealed partial class BrokerEngine
 
     private void SweepLeases(long now)
     {
-        while (_leaseDue.TryPeek(out var item, out var due) && due <= now)
+        while (_groups.TryTakeExpired(now, out var group, out var queue, out var offset, out var flight))
         {
-            _leaseDue.Dequeue();
-            var gq = item.Group.Queues[item.Queue];
-            if (!gq.InFlight.TryGetValue(item.Offset, out var flight) || flight.LeaseId != item.LeaseId || flight.Expired) continue;
             if (flight.Attempt >= _options.MaxDeliveryAttempts)
             {
-                DeadLetter(item.Group, item.Queue, item.Offset);
+                DeadLetter(group, queue, offset);
                 continue;
             }
             flight.Expired = true;
-            item.Group.Redeliver.Enqueue((item.Queue, item.Offset));
-            item.Group.Topic.Wake();
+            group.Redeliver.Enqueue((queue, offset));
+            group.Topic.Wake();
         }
     }
 
@@ -484,7 +458,7 @@ public sealed partial class BrokerEngine
             new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, topic.Queues[q].NextOffset, entry.Tag, entry.MessageGroup).Write(_writer);
             AppendAndApply();
         }
-        if (_log.Flush == FlushMode.Sync && _pendingVisible.Count > 0) _log.RequestCommit();
+        if (_log.Flush == FlushMode.Sync && _topics.WaitingForDurability > 0) _log.RequestCommit();
     }
 
     /// <summary>Reads a stored body (a MessageStored or HalfStored record) and presents it at the given queue position.</summary>
