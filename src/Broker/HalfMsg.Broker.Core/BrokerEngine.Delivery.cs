@@ -62,35 +62,6 @@ public sealed partial class BrokerEngine
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset);
     }
 
-    private void ApplyMessageStored(long address, int size, MessageStoredRecord rec)
-    {
-        ref readonly var m = ref rec.Message;
-        var topic = ApplyTopicCreated(m.Topic, IsSystemTopic(m.Topic) ? 1 : _options.QueuesPerTopic);
-        if (rec.Offset >= 0)
-        {
-            if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{m.Topic}'");
-            AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = address, Size = size, VisibleAt = address, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
-        }
-        else
-        {
-            AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
-        }
-    }
-
-    private void AddDelayed(DelayedEntry entry)
-    {
-        _delayed.Add(entry);
-    }
-
-    private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
-    {
-        var topic = ApplyTopicCreated(rec.Topic, IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
-        if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
-        int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size
-            : topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing) ? existing.Size : 0; // replayed over a checkpoint that has it
-        AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
-    }
-
     private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
 
     private long NextLeaseId() => _groups.NextLeaseId();
@@ -253,35 +224,7 @@ public sealed partial class BrokerEngine
         gq.AdvanceTo(baseOffset);
     }
 
-    private static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight) => ConsumerGroups.AddInFlight(group, q, off, flight);
-
     private static void FinishInFlight(GroupTopicState group, int q, long off) => ConsumerGroups.FinishInFlight(group, q, off);
-
-    private void ApplyDelivered(DeliveredRecord rec)
-    {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
-        var group = GetGroup(rec.Group, topic);
-        var gq = group.Queues[rec.QueueId];
-        // An offset a group was handed exists, even if the record that filled it was lost: never reuse it.
-        topic.Queues[rec.QueueId].EnsureNext(rec.Offset + 1);
-        if (rec.Offset >= gq.NextOffset)
-        {
-            // Offsets skipped before this fresh delivery were filtered out.
-            for (long o = gq.NextOffset; o < rec.Offset; o++) gq.MarkDone(o);
-            gq.NextOffset = rec.Offset + 1;
-        }
-        if (gq.IsDone(rec.Offset)) return;
-        if (gq.InFlight.TryGetValue(rec.Offset, out var flight))
-        {
-            flight.Attempt = rec.Attempt; flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
-        }
-        else
-        {
-            topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry);
-            AddInFlight(group, rec.QueueId, rec.Offset, new InFlight { Attempt = rec.Attempt, InvisibleUntilMs = rec.UntilMs, LeaseId = rec.LeaseId, MessageGroup = entry.MessageGroup });
-        }
-        _groups.ScheduleLease(group, rec.QueueId, rec.Offset, rec.LeaseId, rec.UntilMs);
-    }
 
     /// <summary>Validates a receipt handle against the live lease. Caller holds the lock.</summary>
     private BrokerError TryGetLease(string groupName, string topicName, string receiptHandle, out GroupTopicState group, out ReceiptHandle handle, out InFlight flight)
@@ -342,14 +285,6 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    private void ApplyAcked(AckedRecord rec)
-    {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
-        FinishInFlight(GetGroup(rec.Group, topic), rec.QueueId, rec.Offset);
-        // A FIFO group may have been waiting for this message.
-        if (IsReady) topic.Wake();
-    }
-
     /// <summary>Extends or shortens a lease; returns the new receipt handle (the old one becomes stale). Zero = redeliver now.</summary>
     public async ValueTask<ChangeInvisibleResult> ChangeInvisibleDurationAsync(string group, string topic, string receiptHandle, TimeSpan duration, CancellationToken ct = default)
     {
@@ -374,17 +309,6 @@ public sealed partial class BrokerEngine
         return new(BrokerError.None, newHandle, until);
     }
 
-    private void ApplyInvisibilityChanged(InvisibilityChangedRecord rec)
-    {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
-        var group = GetGroup(rec.Group, topic);
-        if (group.Queues[rec.QueueId].InFlight.TryGetValue(rec.Offset, out var flight))
-        {
-            flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
-            _groups.ScheduleLease(group, rec.QueueId, rec.Offset, rec.LeaseId, rec.UntilMs);
-        }
-    }
-
     /// <summary>Moves a leased message to the group's dead-letter topic <c>%DLQ%&lt;group&gt;</c> at the consumer's request.</summary>
     public async ValueTask<BrokerError> ForwardToDeadLetterAsync(string group, string topic, string receiptHandle, CancellationToken ct = default)
     {
@@ -403,23 +327,12 @@ public sealed partial class BrokerEngine
     private long DeadLetter(GroupTopicState group, int q, long off)
     {
         string dlqName = DeadLetterPrefix + group.Group;
-        var dlq = ApplyTopicCreated(dlqName, 1);
+        var dlq = _topics.GetOrAdd(dlqName, 1);
         new DeadLetteredRecord(group.Group, group.Topic.Name, q, off, dlq.Queues[0].NextOffset).Write(_writer);
         long address = AppendAndApply();
         Metrics.DeadLettered++;
         _logger.LogInformation("Message {Topic}/{Queue}/{Offset} moved to {Dlq} for group {Group}", group.Topic.Name, q, off, dlqName, group.Group);
         return address;
-    }
-
-    private void ApplyDeadLettered(long address, DeadLetteredRecord rec)
-    {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
-        var group = GetGroup(rec.Group, topic);
-        var dlq = ApplyTopicCreated(DeadLetterPrefix + rec.Group, 1);
-        if (!topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry)) entry = new QueueEntry { BodyAddress = QueueEntry.Expired };
-        FinishInFlight(group, rec.QueueId, rec.Offset);
-        // The dead-letter entry points at the original body: no copy of the message is written. (A hole stays a hole.)
-        AddQueueEntry(dlq, 0, rec.DlqOffset, new QueueEntry { BodyAddress = entry.BodyAddress, Size = entry.Size, VisibleAt = address, Tag = entry.Tag, MessageGroup = null });
     }
 
     /// <summary>Expires leases and releases delay messages whose time has come. Runs on the sweeper loop; tests call it with a fake clock.</summary>
@@ -453,7 +366,7 @@ public sealed partial class BrokerEngine
     {
         foreach (var entry in _delayed.TakeDue(now))
         {
-            var topic = ApplyTopicCreated(entry.Topic, _options.QueuesPerTopic);
+            var topic = _topics.GetOrAdd(entry.Topic, _options.QueuesPerTopic);
             int q = PickQueue(topic, entry.RequestedQueueId, entry.MessageGroup);
             new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, topic.Queues[q].NextOffset, entry.Tag, entry.MessageGroup).Write(_writer);
             AppendAndApply();

@@ -223,8 +223,6 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    private void ApplyConsumerOffset(ConsumerOffsetCommittedRecord rec) => _consumerOffsets.Set(rec.Group, rec.Topic, rec.QueueId, rec.Offset);
-
     /// <summary>Groups with committed pull offsets on a topic, with their offsets per queue (admin, consumer progress).</summary>
     public IReadOnlyDictionary<string, IReadOnlyDictionary<int, long>> ConsumerOffsetsOf(string topic)
     {
@@ -347,14 +345,4 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    private void ApplyTopicDeleted(string topic)
-    {
-        if (!_topics.Remove(topic, out var state)) return;
-        // Leases die with the topic: the sweeper must not dead-letter them later.
-        foreach (var g in state.Groups.ToList()) _groups.Remove(g);
-        _consumerOffsets.RemoveTopic(topic);
-        foreach (var key in _delayed.All.Where(d => d.Topic == topic).Select(d => d.BodyAddress).ToList()) _delayed.Remove(key, out _);
-        // Parked receivers and pulls look again and find the topic gone.
-        state.Wake();
-    }
 }

@@ -35,111 +35,17 @@ public sealed partial class BrokerEngine
             ExpireBelow(begin);
             // Leases recovered from the log expire on the sweeper; delays and checks re-enter their due-time indexes.
             _groups.ScheduleAllInFlight();
-            _recordsSinceCheckpoint = _replayedRecords;
+            _recordsSinceCheckpoint = _applier.ReplayedRecords;
         }
-        Metrics.ReplayedRecords = _replayedRecords;
+        Metrics.ReplayedRecords = _applier.ReplayedRecords;
         Metrics.RecoveryMilliseconds = sw.ElapsedMilliseconds;
         _logger.LogInformation("Recovered in {Ms} ms: checkpoint {Checkpoint}, replayed {Records} records from {From} to {Tail}; {Pending} pending halves, {Topics} topics",
-            sw.ElapsedMilliseconds, loaded?.ToString() ?? "none", _replayedRecords, from, _log.TailAddress, _txs.Count, _topics.Count);
+            sw.ElapsedMilliseconds, loaded?.ToString() ?? "none", _applier.ReplayedRecords, from, _log.TailAddress, _txs.Count, _topics.Count);
     }
 
     private struct Replayer(BrokerEngine engine) : IRecordConsumer
     {
-        public void Consume(ReadOnlySpan<byte> record, long address) => engine.ApplyRecord(record, address);
-    }
-
-    /// <summary>
-    /// Applies one record to the in-memory state: the single path for replay and for the live engine
-    /// (<see cref="AppendAndApply"/>). Every record is read whole before anything changes, so a damaged record changes
-    /// nothing; during replay it costs itself only, and is reported loudly (Error log, degraded health, counter).
-    /// </summary>
-    private void ApplyRecord(ReadOnlySpan<byte> record, long address)
-    {
-        if (!IsReady) _replayedRecords++;
-        if (!RecordHeader.TryOpen(record, out var kind, out var r, out var error))
-        {
-            ReportDamaged(address, kind, error);
-            return;
-        }
-        try
-        {
-            switch (kind)
-            {
-                case RecordKind.TopicCreated:
-                {
-                    var rec = TopicCreatedRecord.Read(ref r);
-                    ApplyTopicCreated(rec.Topic, rec.Queues);
-                    break;
-                }
-                case RecordKind.MessageStored:
-                    ApplyMessageStored(address, record.Length, MessageStoredRecord.Read(ref r));
-                    break;
-                case RecordKind.HalfStored:
-                    ApplyHalfStored(address, record.Length, HalfStoredRecord.Read(ref r));
-                    break;
-                case RecordKind.TxDecided:
-                    ApplyTxDecided(address, TxDecidedRecord.Read(ref r));
-                    break;
-                case RecordKind.TxChecked:
-                    ApplyTxChecked(TxCheckedRecord.Read(ref r));
-                    break;
-                case RecordKind.TxParked:
-                    ApplyTxParked(address, TxParkedRecord.Read(ref r));
-                    break;
-                case RecordKind.TxResumed:
-                    ApplyTxResumed(TxResumedRecord.Read(ref r));
-                    break;
-                case RecordKind.Delivered:
-                    ApplyDelivered(DeliveredRecord.Read(ref r));
-                    break;
-                case RecordKind.Acked:
-                    ApplyAcked(AckedRecord.Read(ref r));
-                    break;
-                case RecordKind.InvisibilityChanged:
-                    ApplyInvisibilityChanged(InvisibilityChangedRecord.Read(ref r));
-                    break;
-                case RecordKind.DeadLettered:
-                    ApplyDeadLettered(address, DeadLetteredRecord.Read(ref r));
-                    break;
-                case RecordKind.QueueEntryAdded:
-                    ApplyQueueEntryAdded(address, QueueEntryAddedRecord.Read(ref r));
-                    break;
-                case RecordKind.BodyRelocated:
-                    ApplyBodyRelocated(address, record.Length, BodyRelocatedRecord.Read(ref r));
-                    break;
-                case RecordKind.GroupDeleted:
-                    ApplyGroupDeleted(GroupDeletedRecord.Read(ref r));
-                    break;
-                case RecordKind.LogCut:
-                    LogCutRecord.Read(ref r);
-                    break;
-                case RecordKind.GroupStarted:
-                    ApplyGroupStarted(GroupStartedRecord.Read(ref r));
-                    break;
-                case RecordKind.ConsumerOffsetCommitted:
-                    ApplyConsumerOffset(ConsumerOffsetCommittedRecord.Read(ref r));
-                    break;
-                case RecordKind.TopicDeleted:
-                    ApplyTopicDeleted(TopicDeletedRecord.Read(ref r).Topic);
-                    break;
-                default:
-                    ReportDamaged(address, kind, $"unknown record kind {(byte)kind}");
-                    break;
-            }
-        }
-        catch (Exception ex) when (!IsReady && ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
-        {
-            // Only during replay: on the live path a record we just wrote that does not apply is a bug, and throws.
-            ReportDamaged(address, kind, ex.Message);
-        }
-    }
-
-    private void ReportDamaged(long address, RecordKind kind, string error)
-    {
-        Metrics.CorruptRecordsSkipped++;
-        string reason = $"log record at address {address} ({kind}) is damaged and was skipped: {error}";
-        _logger.LogError("Damaged log record at {Address} ({Kind}) skipped: {Error}. Only this record is lost; replay continues.", address, kind, error);
-        Health.ReportDegraded(reason);
+        public void Consume(ReadOnlySpan<byte> record, long address) => engine._applier.Apply(record, address);
     }
 
     // ------------------------------------------------------------ checkpoints
@@ -176,8 +82,6 @@ public sealed partial class BrokerEngine
 
     /// <summary>The log address the newest checkpoint covers (replay starts there).</summary>
     public long LastCheckpointAddress { get; private set; }
-
-    private string? Intern(string? value) => _tags.Intern(value);
 
     // ------------------------------------------------------------ background loops
 

@@ -14,7 +14,7 @@ namespace HalfMsg.Broker.Core;
 // after the cut point, even when its body was written before it (a half committed late, a delay released late).
 //
 // Why nothing live is lost: a cut at B first moves every live body below B to the tail (BodyRelocated, which names
-// each reference it moves and is applied through the same ApplyRecord as everything else), in rounds, under the
+// each reference it moves and is applied through the same RecordApplier as everything else), in rounds, under the
 // engine lock per batch, until one round finds no live reference below B. New references are only ever made from
 // addresses already in the state (a commit takes the half's address, a release the delayed entry's), so once the
 // state holds none below B it never gets one again. Then a checkpoint is made durable, and only then, under the lock,
@@ -144,28 +144,6 @@ public sealed partial class BrokerEngine
         return true;
     }
 
-    private void ApplyBodyRelocated(long address, int size, BodyRelocatedRecord rec)
-    {
-        long previous = rec.PreviousAddress;
-        if (rec.HalfTransactionId is { } tx && _txs.TryGet(tx, out var half) && half.Address == previous)
-        {
-            half.Address = address;
-            half.Size = size;
-        }
-        if (rec.Delayed) _delayed.Move(previous, address, size);
-        foreach (var (topicName, q, offset) in rec.QueueRefs)
-        {
-            if (!_topics.TryGetValue(topicName, out var topic) || q < 0 || q >= topic.Queues.Length) continue;
-            var queue = topic.Queues[q];
-            if (queue.TryGet(offset, out var entry) && entry.BodyAddress == previous)
-            {
-                entry.BodyAddress = address;
-                entry.Size = size;
-                queue.Set(offset, entry);
-            }
-        }
-    }
-
     /// <summary>
     /// What a cut at <paramref name="begin"/> does to the state: each queue's prefix that entered before it expires.
     /// The same function runs after the live cut and at the end of recovery, so both reach the same state. Caller
@@ -194,9 +172,4 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    private void ApplyGroupDeleted(GroupDeletedRecord rec)
-    {
-        // Leases still in the due-time heap find no in-flight entry and are skipped.
-        foreach (var state in _groups.Values.Where(g => g.Group == rec.Group).ToList()) _groups.Remove(state);
-    }
 }

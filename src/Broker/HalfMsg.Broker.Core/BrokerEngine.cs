@@ -32,8 +32,9 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private readonly CheckpointStore _checkpoints;
     private readonly Checkpointer _checkpointer;
     private readonly RetentionPlanner _retention;
+    private readonly RecordApplier _applier;
 
-    // The state, each kind with its owner (single writer: the engine, under _gate, through ApplyRecord).
+    // The state, each kind with its owner (single writer: the engine, under _gate, through the RecordApplier).
     private readonly TopicQueues _topics;                       // topic queues: entries and visibility
     private readonly ConsumerGroups _groups = new();            // in-flight deliveries: groups, leases, redeliveries
     private readonly HalfIndex _txs;                            // half messages: pending, parked, due checks, decided ids
@@ -42,7 +43,6 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private readonly TagInterner _tags = new();
 
     private long _recordsSinceCheckpoint;
-    private long _replayedRecords;
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _loops = new();
     private readonly SemaphoreSlim _checkKick = new(0, int.MaxValue);
@@ -71,6 +71,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         var owners = new StateOwners(_topics, _groups, _txs, _delayed, _consumerOffsets, _tags);
         _checkpointer = new Checkpointer(_gate, _log, _checkpoints, owners, time, _logger);
         _retention = new RetentionPlanner(owners, options);
+        _applier = new RecordApplier(owners, options, Metrics, Health, _logger);
         Producers.ProducerJoined += _ => _checkKick.Release();
     }
 
@@ -104,6 +105,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             throw;
         }
         if (startBackgroundLoops) engine.StartLoops();
+        engine._applier.Live = true;
         engine.IsReady = true;
         return engine;
     }
@@ -157,7 +159,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     /// <summary>
     /// Seals the record in <see cref="_writer"/>, appends it, and applies it to the state through the same
-    /// <see cref="ApplyRecord"/> that replay uses: the live path and recovery cannot drift apart. Caller holds the lock.
+    /// <see cref="RecordApplier"/> that replay uses: the live path and recovery cannot drift apart. Caller holds the lock.
     /// </summary>
     private long AppendAndApply()
     {
@@ -165,7 +167,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         var address = _log.Append(record);
         _recordsSinceCheckpoint++;
         Metrics.RecordsAppended++;
-        ApplyRecord(record, address);
+        _applier.Apply(record, address);
         return address;
     }
 
@@ -230,11 +232,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         }
     }
 
-    private TopicState ApplyTopicCreated(string topic, int queues) => _topics.GetOrAdd(topic, queues);
-
     private static int PickQueue(TopicState topic, int requested, string? messageGroup) => TopicQueues.PickQueue(topic, requested, messageGroup);
-
-    private void AddQueueEntry(TopicState topic, int queueId, long offset, QueueEntry entry) => _topics.AddEntry(topic, queueId, offset, entry, live: IsReady);
 
     public async ValueTask DisposeAsync()
     {
