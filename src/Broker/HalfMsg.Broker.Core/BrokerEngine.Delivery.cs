@@ -42,8 +42,41 @@ public sealed partial class BrokerEngine
         return results;
     }
 
+    /// <summary>
+    /// RocketMQ's batch send: the messages are validated as a whole (one bad message refuses the batch and nothing is
+    /// stored), then stored one after another on ONE queue (the first message's choice) under one lock hold, and the
+    /// call waits once, for the last of them. Returns one result per message, or the first error for all of them.
+    /// </summary>
+    public async ValueTask<(BrokerError Error, SendResult[] Results)> SendToOneQueueAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
+    {
+        if (messages.Count == 0) return (new(BrokerStatus.BadRequest, "the batch is empty"), []);
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        var results = new SendResult[messages.Count];
+        long highest = -1;
+        lock (_gate)
+        {
+            long now = NowMs;
+            foreach (var m in messages)
+            {
+                var err = ValidateDraft(m, now);
+                if (err.IsOk && m.Topic != messages[0].Topic) err = new(BrokerStatus.BadRequest, "every message of a batch must have the same topic");
+                if (err.IsOk && m.DeliveryTimestampMs is long at && at > now) err = new(BrokerStatus.BadRequest, "batch messages cannot be delayed");
+                if (!err.IsOk) return (err, []);
+            }
+            for (int i = 0; i < messages.Count; i++)
+            {
+                results[i] = StoreMessage(messages[i], out var address, i == 0 ? null : results[0].QueueId);
+                // Only the first can fail here (its topic); the rest were validated against the same topic.
+                if (!results[i].IsOk) return (results[i].Error, []);
+                highest = address;
+            }
+        }
+        await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);
+        return (BrokerError.None, results);
+    }
+
     /// <summary>Validates and appends one message. Caller holds the lock.</summary>
-    private SendResult StoreMessage(MessageDraft msg, out long address)
+    private SendResult StoreMessage(MessageDraft msg, out long address, int? onQueue = null)
     {
         address = -1;
         long now = NowMs;
@@ -52,7 +85,7 @@ public sealed partial class BrokerEngine
         if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out topic);
         if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
         bool delayed = msg.DeliveryTimestampMs is long at && at > now;
-        int queueId = delayed ? -1 : PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup);
+        int queueId = delayed ? -1 : onQueue ?? PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup);
         long offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
         var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
         MessageStoredRecord.Write(_writer, queueId, offset, kind, msg.QueueId ?? -1, msg, now);
