@@ -46,14 +46,23 @@ public sealed class RawHttp2 : IAsyncDisposable
         }
     }
 
-    /// <summary>Connects to 127.0.0.1:<paramref name="port"/> and sends the client preface and an empty SETTINGS.</summary>
+    /// <summary>Connects to 127.0.0.1:<paramref name="port"/> and sends the client preface and an empty SETTINGS (a
+    /// connection the server closes at once is returned too: its first read returns null).</summary>
     public static async Task<RawHttp2> ConnectAsync(int port)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         await socket.ConnectAsync(IPAddress.Loopback, port);
         var h2 = new RawHttp2(socket, port);
-        await h2.WriteAsync(Preface);
-        await h2.SendFrameAsync(Settings, 0, 0, []);
+        try
+        {
+            await h2.WriteAsync(Preface);
+            await h2.SendFrameAsync(Settings, 0, 0, []);
+        }
+        catch (IOException)
+        {
+            // Closed by the server at once (e.g. over its connection limit): the next read says so.
+        }
+
         return h2;
     }
 
