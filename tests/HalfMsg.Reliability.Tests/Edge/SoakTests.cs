@@ -36,8 +36,9 @@ public sealed class SoakTests(ITestOutputHelper output)
         double minutes = ReliabilityConventions.SlowTestsEnabled ? 60 : 1.25;
         if (double.TryParse(Environment.GetEnvironmentVariable("HALFMSG_SOAK_MINUTES"), NumberStyles.Float, CultureInfo.InvariantCulture, out var m) && m > 0)
             minutes = m;
-        // Retention keeps the log (and the queue index over it) at a steady size within the soak.
-        await using var broker = await BrokerProcess.StartAsync("--retention-size", "1MiB", "--queues-per-topic", "4");
+        // Retention keeps the log (and the queue index over it) at a steady size within the soak; it cuts only below the
+        // last checkpoint, so checkpoints come often too.
+        await using var broker = await BrokerProcess.StartAsync("--retention-size", "1MiB", "--checkpoint-every", "2000", "--queues-per-topic", "4");
         try
         {
             await RunAsync(broker, TimeSpan.FromMinutes(minutes));
