@@ -34,7 +34,10 @@ public sealed class OverloadTests(ITestOutputHelper output)
     {
         // HALFMSG_OVERLOAD_NO_SHEDDING=1: the same load on a broker that admits every send, for comparison (figures only).
         bool noShedding = Environment.GetEnvironmentVariable("HALFMSG_OVERLOAD_NO_SHEDDING") == "1";
-        await using var broker = await BrokerProcess.StartAsync("--max-concurrent-sends", noShedding ? "1000000" : "8", "--send-queue-timeout", "100ms");
+        // HALFMSG_OVERLOAD_SLOTS / HALFMSG_OVERLOAD_WORKERS: other limits and loads, for measurements.
+        string slots = noShedding ? "1000000" : Environment.GetEnvironmentVariable("HALFMSG_OVERLOAD_SLOTS") ?? "8";
+        int workers = int.TryParse(Environment.GetEnvironmentVariable("HALFMSG_OVERLOAD_WORKERS"), out var w) ? w : 80;
+        await using var broker = await BrokerProcess.StartAsync("--max-concurrent-sends", slots, "--send-queue-timeout", "100ms");
         try
         {
             var producers = new List<Producer>();
@@ -48,7 +51,7 @@ public sealed class OverloadTests(ITestOutputHelper output)
                 long refusedBefore = statsBefore.GetProperty("refusedBusy").GetInt64();
 
                 var remotingBusy = Task.Run(() => RemotingFloodAsync(broker));
-                var overload = await RunPhaseAsync(producers, workers: 80, TimeSpan.FromSeconds(12));
+                var overload = await RunPhaseAsync(producers, workers, TimeSpan.FromSeconds(12));
                 long rssOverload = Admin.RssBytes(broker.Pid);
                 var (remotingOk, remotingRefused, remotingOther) = await remotingBusy;
                 var (_, statsAfter) = await Admin.GetJsonAsync(broker.AdminUrl + "/api/stats");
@@ -56,8 +59,8 @@ public sealed class OverloadTests(ITestOutputHelper output)
                 string Report(string name, Phase p, TimeSpan d, long rss) =>
                     $"{name}: committed {p.Committed} ({p.Committed / d.TotalSeconds:0}/s), normal sends {p.Normal}, refused busy {p.Refused}, " +
                     $"admitted send p50 {Stats.Percentile(p.AdmittedMs.ToList(), 0.5):0.0} ms p99 {Stats.Percentile(p.AdmittedMs.ToList(), 0.99):0.0} ms, RSS {rss >> 20} MiB";
-                output.WriteLine(Report("8 producers ", baseline, TimeSpan.FromSeconds(8), rssBaseline));
-                output.WriteLine(Report("80 producers", overload, TimeSpan.FromSeconds(12), rssOverload));
+                output.WriteLine(Report($"slots {slots}, 8 producers", baseline, TimeSpan.FromSeconds(8), rssBaseline));
+                output.WriteLine(Report($"{workers} producers", overload, TimeSpan.FromSeconds(12), rssOverload));
                 output.WriteLine($"remoting flood: ok {remotingOk}, SYSTEM_BUSY {remotingRefused}, other {remotingOther}; broker refusedBusy {statsAfter.GetProperty("refusedBusy").GetInt64()}");
 
                 if (noShedding)

@@ -40,7 +40,7 @@ public static class BrokerConfiguration
         new("--auto-create-topics", "Broker:AutoCreateTopics", "true", "Create topics on first use."),
         new("--checkpoint-every", "Broker:CheckpointEvery", "200000", "Records between checkpoints (bounds replay at start)."),
         new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
-        new("--max-concurrent-sends", "Broker:MaxConcurrentSends", "256", "Sends (gRPC and Remoting together) processed at once; more wait for a slot."),
+        new("--max-concurrent-sends", "Broker:MaxConcurrentSends", "1024", "Sends (gRPC and Remoting together) processed at once; more wait for a slot."),
         new("--send-queue-timeout", "Broker:SendQueueTimeout", "200ms", "A send that waited this long for a slot is answered busy (gRPC TOO_MANY_REQUESTS, Remoting SYSTEM_BUSY; RocketMQ's waitTimeMillsInSendQueue); clients back off and retry."),
         new("--disk-min-free", "Broker:DiskMinFree", "256MiB", "Refuse new messages (SERVICE_NOT_AVAILABLE / INTERNAL_SERVER_ERROR, /health disk-full) while less is free on the data dir's file system; the rest is a reserve for decisions, acks and checkpoints. 0 = off."),
         new("--disk-max-used-ratio", "Broker:DiskMaxUsedRatio", "0.90", "Refuse new messages while the data dir's file system is used beyond this ratio (RocketMQ's diskSpaceWarningLevelRatio); 1 = off."),
