@@ -36,9 +36,11 @@ public sealed partial class BrokerEngine
             sizes["halves_due_heap"] = _txs.DueCount;
             sizes["decisions_remembered"] = _txs.Decided.Count;
             sizes["delayed"] = _delayed.Count;
-            sizes["lease_due_heap"] = _leaseDue.Count;
+            sizes["lease_due_heap"] = _groups.LeaseDueCount;
+            sizes["pull_offsets"] = _consumerOffsets.Count;
+            sizes["tags_interned"] = _tags.Count;
+            sizes["pending_visible"] = _topics.WaitingForDurability;
         }
-        lock (_pendingVisible) sizes["pending_visible"] = _pendingVisible.Count;
         sizes["message_index"] = MessageIndex.Count;
         sizes["producers"] = Producers.Snapshot().Values.Sum(c => c.Length);
         return sizes;
