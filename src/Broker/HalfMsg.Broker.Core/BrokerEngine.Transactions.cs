@@ -21,6 +21,7 @@ public sealed partial class BrokerEngine
             return new(BrokerStatus.BadRequest, "tag must be at most 255 characters and must not contain '||'");
         if (msg.MessageGroup is { Length: > 255 })
             return new(BrokerStatus.BadRequest, "message group must be at most 255 characters");
+        if (DiskSpace.IsFull) return DiskSpace.Refuse(); // a new message needs log space; the reserve is for finishing work
         return BrokerError.None;
     }
 

@@ -93,6 +93,14 @@ public sealed class BrokerMeter : IDisposable
             description: "How long the last start-up recovery took.");
         _meter.CreateObservableCounter("halfmsg_log_corrupt_records_skipped", () => Volatile.Read(ref m.CorruptRecordsSkipped),
             description: "Records skipped at recovery because their checksum did not match.");
+        _meter.CreateObservableCounter("halfmsg_sends_refused_busy", () => Volatile.Read(ref m.RefusedBusy),
+            description: "Sends refused by load shedding (gRPC TOO_MANY_REQUESTS, Remoting SYSTEM_BUSY); clients back off and retry.");
+        _meter.CreateObservableGauge("halfmsg_disk_full", () => engine.DiskSpace.IsFull ? 1 : 0,
+            description: "1 while new messages are refused because the log's file system is (nearly) full; 0 otherwise.");
+        _meter.CreateObservableGauge("halfmsg_disk_free", () => engine.DiskSpace.FreeBytes, unit: "By",
+            description: "Free bytes on the log's file system at the last sample, minus log bytes not yet flushed.");
+        _meter.CreateObservableCounter("halfmsg_messages_refused_disk_full", () => engine.DiskSpace.Refused,
+            description: "New messages refused because the disk was full.");
         _meter.CreateObservableGauge("halfmsg_producers_connected", () => engine.Producers.Snapshot().Values.Sum(c => c.Length),
             description: "Producer connections that can receive check-backs.");
     }

@@ -16,6 +16,10 @@ public static class AdminApi
             ? Results.Json(new { status = "storage-failure", reason = failed.Message }, statusCode: 503)
             : !engine.IsReady
                 ? Results.Json(new { status = "starting" }, statusCode: 503)
+                // Up and readable, refusing new messages until space returns (by itself): 200, not 503, so that probes
+                // keep consumers draining it; the status and reason say why sends fail.
+                : engine.DiskSpace.IsFull
+                    ? Results.Ok(new { status = "disk-full", writable = false, reason = engine.DiskSpace.Reason, reasons = engine.Health.Reasons })
                 : engine.Health.Status == Broker.Core.Diagnostics.HealthStatus.Degraded
                     // Serving, but damage was found and contained: an operator must look (the reasons say where).
                     ? Results.Ok(new { status = "degraded", reasons = engine.Health.Reasons })
@@ -149,6 +153,11 @@ public static class AdminApi
             health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
             pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
             producers = engine.Producers.Snapshot(),
+            diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
+            diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
+            logCommits = engine.LogCommitStats.Commits, logCommitMicros = (long)engine.LogCommitStats.Time.TotalMicroseconds,
+            gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
+            indexes = engine.IndexSizes(),
         }));
     }
 
