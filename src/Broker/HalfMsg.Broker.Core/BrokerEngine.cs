@@ -98,6 +98,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             dirLock.Dispose();
             throw;
         }
+        engine.StartIndexRebuild(); // MessageIndex hook (issue 12): rebuild the look-up index from the retained log, in the background
         if (startBackgroundLoops) engine.StartLoops();
         engine.IsReady = true;
         return engine;

@@ -278,7 +278,7 @@ public static class HalfMsgCli
         // ---------------------------------------------------------------- message
         var message = new Command("message", "Find a message by id or key and say where it is");
         var messageId = new Argument<string>("id") { Description = "Message id (for a transactional message: its transaction id)" };
-        var showMessage = new Command("show", "Where one message is: pending, committed on queue/offset, acked by which groups, expired") { messageId };
+        var showMessage = new Command("show", "Where one message is (pending, committed on queue/offset, acked by which groups, expired), its headers, body and delivery history") { messageId };
         void WriteLocations(IEnumerable<JsonElement> items)
         {
             var t = new Table("message id", "topic", "keys", "state", "queue", "offset", "groups");
@@ -301,6 +301,22 @@ public static class HalfMsgCli
                     output.WriteLine($"body ({m.GetProperty("bodySize").GetInt32()} bytes, {m.GetProperty("bodyEncoding").GetString()}"
                         + (m.GetProperty("bodyTruncated").GetBoolean() ? ", first 4096 shown" : "") + "):");
                     output.WriteLine(m.GetProperty("bodyPreview").GetString());
+                }
+                if (body.TryGetProperty("history", out var history) && history.ValueKind == JsonValueKind.Array)
+                {
+                    output.WriteLine("history:");
+                    var h = new Table("time", "step", "group", "attempt", "consumer", "detail");
+                    foreach (var step in history.EnumerateArray())
+                    {
+                        string? S(string name) => step.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+                        h.Row(step.GetProperty("at").ValueKind == JsonValueKind.String ? step.GetProperty("at").GetDateTimeOffset().ToString("yyyy-MM-dd HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture) : "-",
+                            S("kind")!.Replace('_', ' '), S("group") ?? "-",
+                            step.GetProperty("attempt").ValueKind == JsonValueKind.Number ? step.GetProperty("attempt").GetInt32() : null,
+                            S("clientId") ?? "-", S("detail") ?? "");
+                    }
+                    h.Write(output);
+                    if (body.TryGetProperty("historyDropped", out var dropped) && dropped.GetInt32() > 0)
+                        output.WriteLine($"({dropped.GetInt32()} earlier steps not kept)");
                 }
             }));
         message.Add(showMessage);

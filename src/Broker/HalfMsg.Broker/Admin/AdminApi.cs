@@ -70,8 +70,16 @@ public static class AdminApi
 
         // Where it is, plus the stored message itself (headers, properties, body preview) while it can still be read.
         app.MapGet("/api/messages/{id}", async (string id, CancellationToken ct) => engine.MessageIndex.Find(id) is { } entry
-            ? Results.Ok(MessageLookup.Detail(MessageLookup.Locate(engine, entry), await MessageLookup.ReadAsync(engine, entry, ct)))
-            : NotFound($"message '{id}' is not in the message index (sent before the last restart, or older than its last {engine.MessageIndex.Capacity} messages)"));
+            ? Results.Ok(MessageLookup.Detail(engine, MessageLookup.Locate(engine, entry), await MessageLookup.ReadAsync(engine, entry, ct)))
+            : engine.MessageIndex.IsWarming
+                ? Results.Json(new ErrorBody(MessageLookup.NotFoundReason(engine, id), "IndexWarming"), statusCode: 404)
+                : NotFound(MessageLookup.NotFoundReason(engine, id)));
+        // The index's own state: how many messages it knows and whether it is still rebuilding from the log.
+        app.MapGet("/api/message-index", () => Results.Ok(new
+        {
+            messages = engine.MessageIndex.Count, capacity = engine.MessageIndex.Capacity, warming = engine.MessageIndex.IsWarming,
+            recordsScanned = engine.MessageIndex.RecordsScanned,
+        }));
         app.MapGet("/api/messages", (string? key, string? topic) => string.IsNullOrEmpty(key)
             ? Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400)
             : Results.Ok(engine.MessageIndex.FindByKey(key, string.IsNullOrEmpty(topic) ? null : topic).Select(e => MessageLookup.Locate(engine, e)).ToList()));
@@ -82,9 +90,18 @@ public static class AdminApi
         app.MapPost("/api/transactions/{id}/commit", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Commit, ct));
         app.MapPost("/api/transactions/{id}/rollback", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Rollback, ct));
 
-        app.MapGet("/api/groups/{group}", (string group) => engine.FindGroup(group) is { } info
-            ? Results.Ok(info)
-            : NotFound($"consumer group '{group}' has never received from this broker"));
+        // The group's progress per topic, plus its members: consumer clients seen lately (gRPC and Remoting).
+        app.MapGet("/api/groups/{group}", (string group) =>
+        {
+            var members = engine.Consumers.Of(group);
+            if (engine.FindGroup(group) is not { } info)
+                return members.Count > 0
+                    ? Results.Ok(new { group, topics = Array.Empty<object>(), members })
+                    : NotFound($"consumer group '{group}' has never received from this broker");
+            var node = System.Text.Json.JsonSerializer.SerializeToNode(info, System.Text.Json.JsonSerializerOptions.Web)!.AsObject();
+            node["members"] = System.Text.Json.JsonSerializer.SerializeToNode(members, System.Text.Json.JsonSerializerOptions.Web);
+            return Results.Ok(node);
+        });
         // Create a consumer group on a topic at a chosen start: from=earliest|latest|<unix ms>|<ISO-8601 time>.
         app.MapPost("/api/groups/{group}/start", async (string group, string? topic, string? from, CancellationToken ct) =>
         {
