@@ -278,6 +278,23 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         Assert.Equal("{\"order\":42}", message.GetProperty("bodyPreview").GetString());
         Assert.Equal("ops-parked-0", message.GetProperty("transactionId").GetString());
     }
+
+    [Fact]
+    public async Task Message_show_prints_the_delivery_history_with_group_attempt_and_consumer()
+    {
+        var run = await Halfmsg("message", "show", broker.DeliveredId);
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        var lines = run.Out.Split('\n');
+        int header = Array.FindIndex(lines, l => l.StartsWith("history:", StringComparison.Ordinal));
+        Assert.True(header >= 0, run.Out);
+        Assert.StartsWith("TIME", lines[header + 1]);
+        Assert.Matches(@"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\s+stored\s+-\s+", lines[header + 2]);
+        Assert.Matches($@"^\d{{4}}-.*\s+delivered\s+{OpsBroker.Consumers}\s+1\s+{System.Text.RegularExpressions.Regex.Escape(OpsBroker.ConsumerClientId)}", lines[header + 3]);
+
+        var json = await Halfmsg("message", "show", broker.DeliveredId, "--json");
+        using var doc = JsonDocument.Parse(json.Out);
+        Assert.Equal(["stored", "delivered"], doc.RootElement.GetProperty("history").EnumerateArray().Select(s => s.GetProperty("kind").GetString()!).ToArray());
+    }
     [Fact]
     public async Task Group_reset_offset_moves_a_pull_groups_committed_offsets()
     {

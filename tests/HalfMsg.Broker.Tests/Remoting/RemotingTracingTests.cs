@@ -99,3 +99,38 @@ public sealed class RemotingTracingTests(RemotingBrokerFixture broker) : IDispos
         Assert.Equal(decision.Span, end.ParentSpanId);
     }
 }
+
+/// <summary>Remoting consumers as group members on the admin API: listed after HEART_BEAT, gone when they leave.</summary>
+[Collection("remoting")]
+public sealed class RemotingMembersTests(RemotingBrokerFixture broker)
+{
+    [Fact]
+    public async Task A_remoting_consumer_is_a_group_member_until_its_connection_closes()
+    {
+        string group = Unique("CG");
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{broker.HttpPort}") };
+        string clientId;
+        await using (var c = await broker.ConnectAsync())
+        {
+            clientId = "remoting-member@" + Guid.NewGuid().ToString("N")[..8];
+            var body = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new
+            {
+                clientID = clientId,
+                producerDataSet = Array.Empty<object>(),
+                consumerDataSet = new[] { new { groupName = group, messageModel = "CLUSTERING", subscriptionDataSet = new[] { new { topic = Unique("T"), subString = "*" } } } },
+            });
+            Assert.Equal(ResponseCode.Success, (await c.InvokeAsync(RequestCode.HeartBeat, body: body)).Code);
+            var answer = await System.Net.Http.Json.HttpClientJsonExtensions.GetFromJsonAsync<System.Text.Json.JsonElement>(http, $"/api/groups/{Uri.EscapeDataString(group)}");
+            var member = Assert.Single(answer.GetProperty("members").EnumerateArray());
+            Assert.Equal(clientId, member.GetProperty("clientId").GetString());
+            Assert.Equal("Remoting", member.GetProperty("protocol").GetString());
+        }
+        // The connection closed: the member leaves (the broker notices the close asynchronously).
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while ((await http.GetAsync($"/api/groups/{Uri.EscapeDataString(group)}")).StatusCode != System.Net.HttpStatusCode.NotFound)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the member was not removed after its connection closed");
+            await Task.Delay(50);
+        }
+    }
+}
