@@ -208,10 +208,10 @@ public static class HalfMsgCli
             await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(deleteGroupName)!)}/delete", token), asJson, body =>
                 output.WriteLine($"{body.GetProperty("group").GetString()}: deleted")));
         group.Add(deleteGroup);
-        var resetGroupName = new Argument<string>("group") { Description = "Pull consumer group (RocketMQ 4 Remoting clients)" };
+        var resetGroupName = new Argument<string>("group") { Description = "Consumer group: a pull group (RocketMQ 4 Remoting) or a lease group (gRPC) that receives from this topic only" };
         var resetTopic = new Option<string>("--topic") { Description = "Topic whose queues to reset", Required = true };
         var resetTo = new Option<string>("--to") { Description = "earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds", DefaultValueFactory = _ => "earliest" };
-        var reset = new Command("reset-offset", "Move a pull group's committed offsets on every queue of a topic (stop its consumers first: a running one commits its own)") { resetGroupName, resetTopic, resetTo };
+        var reset = new Command("reset-offset", "Move a group's position on every queue of a topic: a pull group's committed offsets, or a lease group's progress (its in-flight leases end). Stop its consumers first: a running pull consumer commits its own") { resetGroupName, resetTopic, resetTo };
         Handle(reset, async (parse, client, asJson, token) =>
             await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(resetGroupName)!)}/reset-offset?topic={Uri.EscapeDataString(parse.GetValue(resetTopic)!)}&to={Uri.EscapeDataString(parse.GetValue(resetTo)!)}", token), asJson, body =>
             {
@@ -219,6 +219,8 @@ public static class HalfMsgCli
                 foreach (var q in body.GetProperty("queues").EnumerateArray())
                     t.Row(q.GetProperty("queueId").GetInt32(), q.GetProperty("previous").ValueKind == JsonValueKind.Number ? q.GetProperty("previous").GetInt64() : null, q.GetProperty("offset").GetInt64());
                 t.Write(output);
+                if (body.TryGetProperty("kind", out var kind) && kind.GetString() == "lease")
+                    output.WriteLine($"lease group: {body.GetProperty("leasesDropped").GetInt32()} in-flight lease(s) ended");
             }));
         group.Add(reset);
         root.Add(group);

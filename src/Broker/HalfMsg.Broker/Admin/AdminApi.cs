@@ -143,6 +143,8 @@ public static class AdminApi
             if (atMs == -1) return Results.Json(new ErrorBody($"to must be earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds, not '{to}'", "BadRequest"), statusCode: 400);
             int queues = engine.QueueCount(topic);
             if (queues <= 0) return NotFound($"topic '{topic}' does not exist");
+            if (engine.FindGroup(group) is { } lease && lease.Topics.FirstOrDefault(t => t.Topic == topic) is { } before)
+                return await ResetLeaseGroupAsync(engine, group, topic, to, atMs, lease, before, ct);
             var moved = new List<object>();
             for (int q = 0; q < queues; q++)
             {
@@ -167,6 +169,34 @@ public static class AdminApi
             pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
             producers = engine.Producers.Snapshot(),
         }));
+    }
+
+    /// <summary>
+    /// reset-offset for a lease group (gRPC consumers: the broker keeps its progress, not the client): the group is
+    /// forgotten and started again on the topic at the target (earliest, latest, or the first message at or after a
+    /// time), each step durable. Its in-flight leases end (their acks are refused as stale; the messages come again
+    /// per the new position). Refused when the group also receives from other topics, because forgetting it would
+    /// drop its progress there too. Not atomic: after a crash between the two steps the group is gone, and it starts
+    /// from the earliest retained message at its next receive, as any new group does.
+    /// </summary>
+    private static async Task<IResult> ResetLeaseGroupAsync(BrokerEngine engine, string group, string topic, string? to, long? atMs,
+        BrokerEngine.GroupInfo lease, BrokerEngine.GroupTopicInfo before, CancellationToken ct)
+    {
+        if (lease.Topics.Count > 1)
+            return Results.Json(new ErrorBody($"consumer group '{group}' also receives from {string.Join(", ", lease.Topics.Where(t => t.Topic != topic).Select(t => $"'{t.Topic}'"))}; "
+                + "a lease group is reset by forgetting and restarting it, which would drop its progress there too. Use a group per topic, or group delete and group start.", "Conflict"), statusCode: 409);
+        var deleted = await engine.DeleteGroupAsync(group, ct);
+        if (!deleted.IsOk) return ToResult(deleted, new { });
+        var mode = atMs is not null ? GroupStartFrom.Timestamp : to == "latest" ? GroupStartFrom.Latest : GroupStartFrom.Earliest;
+        var started = await engine.StartGroupAsync(group, topic, mode, atMs ?? 0, ct);
+        if (!started.IsOk) return ToResult(started, new { });
+        var after = engine.FindGroup(group)?.Topics.FirstOrDefault(t => t.Topic == topic);
+        var queues = before.Queues.Select(q => new
+        {
+            queueId = q.QueueId, previous = (long?)q.ConsumedOffset,
+            offset = after?.Queues.FirstOrDefault(a => a.QueueId == q.QueueId)?.ConsumedOffset ?? 0,
+        }).ToList();
+        return Results.Ok(new { group, topic, to = string.IsNullOrEmpty(to) ? "earliest" : to, kind = "lease", leasesDropped = before.InFlight, queues });
     }
 
     private static IResult Page(BrokerEngine engine, bool parked, long? after, int? limit)
