@@ -63,7 +63,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
     /// <see cref="BrokerMeter"/> (body bytes per topic, decisions by resolution and source, both since start) and raises
     /// <see cref="Decided"/> with each half's age for the half-age histogram.</para>
     /// </remarks>
-    public sealed class MessageIndex(int capacity = 200_000)
+    public sealed class MessageIndex(int capacity = 200_000, int maxEventsTotal = MessageIndex.MaxEventsTotal)
     {
         public const int MaxIdsPerKey = 64;
         public const int MaxEventsPerMessage = 32;
@@ -81,7 +81,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
         public sealed record MessageHistory(IReadOnlyList<HistoryEvent> Events, int Dropped);
 
         private readonly object _lock = new();
-        private State _state = new();
+        private State _state = new(capacity, maxEventsTotal);
         // While warming: live operations applied to _state and also kept here, to be replayed over the rebuilt state.
         private List<Op>? _deferred;
         private bool _deferredOverflow;
@@ -188,7 +188,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             lock (_lock)
             {
                 if (_deferred is null) return true;
-                foreach (var op in _deferred) rebuilt.Apply(op, Capacity);
+                foreach (var op in _deferred) rebuilt.Apply(op);
                 _state = rebuilt;
                 _deferred = null;
                 Interlocked.Exchange(ref _scanned, scanned);
@@ -198,11 +198,11 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         internal void ReportScanned(long scanned) => Interlocked.Exchange(ref _scanned, scanned);
 
-        internal State NewState() => new();
+        internal State NewState() => new(Capacity, maxEventsTotal);
 
         private void Submit(Op op)
         {
-            _state.Apply(op, Capacity);
+            _state.Apply(op);
             if (_deferred is null) return;
             if (_deferred.Count < MaxDeferred) _deferred.Add(op);
             else _deferredOverflow = true;
@@ -291,7 +291,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public List<(string Topic, int Queue, long Offset)> Positions = new(1);
         }
 
-        internal sealed class State
+        internal sealed class State(int capacity, int maxEvents)
         {
             public readonly Dictionary<string, Tracked> ById = new(StringComparer.Ordinal);
             public readonly Dictionary<string, List<string>> ByKey = new(StringComparer.Ordinal);
@@ -301,7 +301,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
             private static DateTimeOffset? Time(long ms) => ms < 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(ms);
 
-            public void Apply(Op op, int capacity)
+            public void Apply(Op op)
             {
                 switch (op.Kind)
                 {
@@ -417,7 +417,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
                     _events--;
                 }
                 t.Events.Add(e);
-                if (++_events > MaxEventsTotal) TrimOldest();
+                if (++_events > maxEvents) TrimOldest();
             }
 
             /// <summary>Cuts the oldest messages' histories back to their first step until a tenth of the budget is free.</summary>
@@ -425,7 +425,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             {
                 foreach (string id in Order)
                 {
-                    if (_events <= MaxEventsTotal * 9L / 10) break;
+                    if (_events <= maxEvents * 9L / 10) break;
                     if (!ById.TryGetValue(id, out var t) || t.Events.Count <= 1) continue;
                     int cut = t.Events.Count - 1;
                     t.Events.RemoveRange(1, cut);

@@ -53,7 +53,7 @@ public sealed partial class BrokerEngine
             if ((++Records & 0xFFFF) == 0) engine.MessageIndex.ReportScanned(Records);
             try
             {
-                if (ToOp(record, relocated: false, null) is { } op) State.Apply(op, engine.MessageIndex.Capacity);
+                if (ToOp(record, relocated: false, null) is { } op) State.Apply(op);
             }
             catch (Exception ex) when (ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
             {
