@@ -30,6 +30,10 @@ public sealed partial class BrokerEngine
             {
                 _log.Replay(from, ref scanner);
             }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
             catch (Exception ex)
             {
                 // Retention may cut the log under the scan, or a record may be unreadable: keep what was read.
@@ -50,6 +54,8 @@ public sealed partial class BrokerEngine
         public void Consume(ReadOnlySpan<byte> record, long address)
         {
             if (address >= until) return;
+            // The engine is shutting down: stop reading the log before it is closed (caught below the scan).
+            if (engine._stop.IsCancellationRequested) throw new OperationCanceledException("the broker is stopping");
             if ((++Records & 0xFFFF) == 0) engine.MessageIndex.ReportScanned(Records);
             try
             {
