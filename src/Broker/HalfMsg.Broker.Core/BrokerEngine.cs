@@ -108,6 +108,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             dirLock.Dispose();
             throw;
         }
+        engine.StartIndexRebuild(); // MessageIndex hook (issue 12): rebuild the look-up index from the retained log, in the background
         if (startBackgroundLoops) engine.StartLoops();
         engine._applier.Live = true;
         engine.IsReady = true;
@@ -243,6 +244,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         if (_stop.IsCancellationRequested) return;
         _stop.Cancel();
         try { await Task.WhenAll(_loops).ConfigureAwait(false); } catch (OperationCanceledException) { }
+        await MessageIndexReady.ConfigureAwait(false); // issue 12: the index rebuild reads the log; it stops at _stop and never throws
         // After a storage failure the in-memory state may hold records that never became durable: no snapshot of it.
         if (StorageFault is null)
         {

@@ -42,6 +42,9 @@ public sealed class RecordLog : IAsyncDisposable
     private StorageFailureException? _fault;
     private readonly TaskCompletionSource<StorageFailureException> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>Times and sizes each commit for the broker's metrics (issue 12).</summary>
+    public Diagnostics.LogCommitStats CommitStats { get; } = new();
+
     /// <summary>Raised on the commit loop after each commit with the new durable-until address.</summary>
     public event Action<long>? Durable;
 
@@ -197,7 +200,7 @@ public sealed class RecordLog : IAsyncDisposable
                 if (_log.TailAddress > _log.CommittedUntilAddress || _log.BeginAddress > _log.CommittedBeginAddress)
                 {
                     long started = System.Diagnostics.Stopwatch.GetTimestamp();
-                    await CommitWithinBoundAsync(ct).ConfigureAwait(false);
+                    await CommitStats.ObserveAsync(CommitWithinBoundAsync, ct).ConfigureAwait(false); // metrics hook (issue 12): commit latency and batch size
                     Interlocked.Add(ref _commitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
                     Interlocked.Increment(ref _commits);
                 }

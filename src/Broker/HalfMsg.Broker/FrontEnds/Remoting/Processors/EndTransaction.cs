@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Protocol.Remoting;
 
@@ -38,6 +39,13 @@ internal sealed partial class RemotingDispatcher
         if (Engine.FindTransaction(id) is { } pending && !string.IsNullOrEmpty(group) && pending.ProducerGroup != group)
             return Error(request, ResponseCode.SystemError, "The producer group wrong");
 
+        // Trace context (issue 12): RocketMQ 4's END_TRANSACTION header has no field for it, so a client may add a
+        // `traceparent` ext field; without one the decision continues the half's own trace (the traceparent the
+        // producer stored in its properties), so a Remoting transaction is one trace as a gRPC one is. Read only when
+        // someone listens.
+        if (BrokerTracing.Source.HasListeners())
+            BrokerTracing.SetRemoteParent(request.Get(BrokerTracing.TraceParentProperty)
+                ?? (await Engine.ReadPendingHalfAsync(id).ConfigureAwait(false))?.Properties.GetValueOrDefault(BrokerTracing.TraceParentProperty));
         var result = await Engine.EndTransactionAsync(id, null, resolution, fromCheck ? DecisionSource.CheckBack : DecisionSource.Client)
             .ConfigureAwait(false);
         if (result.IsOk) return Ok(request);
