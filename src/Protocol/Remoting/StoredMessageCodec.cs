@@ -191,7 +191,10 @@ public static class OffsetMessageId
         Span<byte> b = stackalloc byte[16];
         for (int i = 0; i < 16; i++)
             if (!byte.TryParse(id.AsSpan(i * 2, 2), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out b[i])) return false;
-        host = new IPEndPoint(new IPAddress(b[..4]), BinaryPrimitives.ReadInt32BigEndian(b[4..]));
+        // A 32-hex UNIQ_KEY has the same shape: its "port" is any int32, and IPEndPoint throws outside 0..65535.
+        int port = BinaryPrimitives.ReadInt32BigEndian(b[4..]);
+        if (port is < IPEndPoint.MinPort or > IPEndPoint.MaxPort) return false;
+        host = new IPEndPoint(new IPAddress(b[..4]), port);
         physicalOffset = BinaryPrimitives.ReadInt64BigEndian(b[8..]);
         return true;
     }
