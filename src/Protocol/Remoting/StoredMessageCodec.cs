@@ -140,7 +140,9 @@ public static class StoredMessageCodec
             Need(d, n);
             var ip = new IPAddress(d.Slice(p, n));
             p += n;
-            return new IPEndPoint(ip, I32(d));
+            int port = I32(d);
+            if (port is < IPEndPoint.MinPort or > IPEndPoint.MaxPort) RemotingProtocolException.Throw($"stored message host port {port} is out of range");
+            return new IPEndPoint(ip, port);
         }
         m.BornHost = Host(data, (m.SysFlag & MessageSysFlag.BornHostV6) != 0);
         m.StoreTimestamp = I64(data);
@@ -154,6 +156,7 @@ public static class StoredMessageCodec
         int topicLength;
         if (magic == MagicV1) { Need(data, 1); topicLength = data[p]; p += 1; }
         else { Need(data, 2); topicLength = BinaryPrimitives.ReadInt16BigEndian(data[p..]); p += 2; }
+        if (topicLength < 0) RemotingProtocolException.Throw("negative topic length");
         Need(data, topicLength);
         m.Topic = Encoding.UTF8.GetString(data.Slice(p, topicLength)); p += topicLength;
         Need(data, 2);
