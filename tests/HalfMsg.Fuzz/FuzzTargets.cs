@@ -162,13 +162,33 @@ public static class FuzzTargets
         return ms.ToArray();
     }
 
-    /// <summary>Checkpoint input: written as the only checkpoint file of an empty data dir, then the engine opens it.</summary>
+    /// <summary>
+    /// Checkpoint input: written as the only checkpoint file of an empty data dir, then the engine opens it. The
+    /// checksum of every record in the file (<c>u32 length | record</c> after the 21-byte header) is recomputed first,
+    /// so mutations reach the snapshot decoder rather than stopping at the checksum.
+    /// </summary>
     private static void Checkpoint(byte[] data)
         => RunEngineOn(dir =>
         {
             Directory.CreateDirectory(Path.Combine(dir, "checkpoints"));
-            File.WriteAllBytes(Path.Combine(dir, "checkpoints", "checkpoint-0000000000000040.bin"), data);
+            File.WriteAllBytes(Path.Combine(dir, "checkpoints", "checkpoint-0000000000000040.bin"), WithCheckpointChecksums(data));
         });
+
+    public static byte[] WithCheckpointChecksums(byte[] file)
+    {
+        var copy = (byte[])file.Clone();
+        int pos = 21;
+        while (pos + 4 <= copy.Length)
+        {
+            int len = BinaryPrimitives.ReadInt32LittleEndian(copy.AsSpan(pos));
+            pos += 4;
+            if (len < RecordHeader.Size || len > copy.Length - pos) break;
+            var rec = copy.AsSpan(pos, len);
+            BinaryPrimitives.WriteUInt32LittleEndian(rec[4..], RecordHeader.Checksum(rec));
+            pos += len;
+        }
+        return copy;
+    }
 
     private const int SegmentBits = 22;
     private const int MemoryBits = 23;

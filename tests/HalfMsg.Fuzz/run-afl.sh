@@ -34,13 +34,16 @@ fi
 
 # Seeds: afl wants small inputs; the replay and checkpoint targets run a whole engine open per input.
 timeout_ms=2000
-case "$target" in replay|checkpoint) timeout_ms=10000 ;; esac
+case "$target" in
+  # These open a whole engine (FasterLog) per input: a RAM-backed temp dir saves the disk round trips.
+  replay|checkpoint) timeout_ms=10000; [ -d /dev/shm ] && export TMPDIR=/dev/shm ;;
+esac
 resume="-i $corpus"
 [ -d "$findings/default/queue" ] && [ "${HALFMSG_AFL_FRESH:-0}" != 1 ] && resume="-i -"
 mkdir -p "$findings"
 
 export AFL_SKIP_BIN_CHECK=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1
-export AFL_AUTORESUME=1 DOTNET_gcServer=0 DOTNET_TieredPGO=0
+export AFL_AUTORESUME=1 AFL_SKIP_CRASHES=1 DOTNET_gcServer=0 DOTNET_TieredPGO=0
 set +e
 afl-fuzz $resume -o "$findings" -t "$timeout_ms" -m none -V "$seconds" -- dotnet "$out/HalfMsg.Fuzz.dll" "$target" \
   > "$work/afl-$target.log" 2>&1
@@ -51,6 +54,7 @@ stats="$findings/default/fuzzer_stats"
 [ -f "$stats" ] || { echo "afl-fuzz did not start (exit $rc); see $work/afl-$target.log" >&2; tail -30 "$work/afl-$target.log" >&2; exit 1; }
 get() { awk -F': *' -v k="$1" '$1 ~ "^"k" *$" {print $2}' "$stats"; }
 crashes=$(get saved_crashes); hangs=$(get saved_hangs)
+echo "$(date -u +%FT%TZ) target=$target seconds=$seconds execs_done=$(get execs_done) execs_per_sec=$(get execs_per_sec) saved_crashes=${crashes:-0} saved_hangs=${hangs:-0}" >> "$work/summary.txt"
 echo "target=$target seconds=$seconds execs_done=$(get execs_done) execs_per_sec=$(get execs_per_sec) corpus_count=$(get corpus_count) edges_found=$(get edges_found) saved_crashes=${crashes:-0} saved_hangs=${hangs:-0}"
 
 n=0

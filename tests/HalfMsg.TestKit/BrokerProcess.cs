@@ -157,6 +157,12 @@ public sealed class BrokerProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>The broker's process id while it runs (for /proc/&lt;pid&gt;/status), else null.</summary>
+    public int? ProcessId => _process is { HasExited: false } p ? p.Id : null;
+
+    /// <summary>True once the started process has exited (crashed or killed).</summary>
+    public bool HasExited => _process is { HasExited: true };
+
     /// <summary>SIGKILL: no shutdown hooks, no checkpoint.</summary>
     public void Kill()
     {

@@ -29,6 +29,14 @@ public sealed class RecordingProxy : IAsyncDisposable
     /// <summary>Frames in arrival order; <c>ToServer</c> is true for client-to-broker frames.</summary>
     public ConcurrentQueue<(bool ToServer, byte[] Frame)> Frames { get; } = new();
 
+    private readonly List<MemoryStream> _clientStreams = [];
+
+    /// <summary>The raw client-to-broker bytes of each connection so far (any protocol, e.g. h2c), at most 1 MiB each.</summary>
+    public IReadOnlyList<byte[]> ClientStreams()
+    {
+        lock (_clientStreams) return _clientStreams.Select(s => s.ToArray()).ToList();
+    }
+
     private async Task AcceptLoopAsync()
     {
         while (!_stop.IsCancellationRequested)
@@ -51,6 +59,9 @@ public sealed class RecordingProxy : IAsyncDisposable
     {
         var pending = new List<byte>();
         var buf = new byte[64 * 1024];
+        var raw = new MemoryStream();
+        bool remoting = true;
+        if (toServer) lock (_clientStreams) _clientStreams.Add(raw);
         try
         {
             var input = from.GetStream();
@@ -60,11 +71,12 @@ public sealed class RecordingProxy : IAsyncDisposable
                 int n = await input.ReadAsync(buf, _stop.Token);
                 if (n == 0) break;
                 await output.WriteAsync(buf.AsMemory(0, n), _stop.Token);
-                pending.AddRange(buf.AsSpan(0, n));
-                while (pending.Count >= 4)
+                if (toServer) lock (_clientStreams) if (raw.Length < 1 << 20) raw.Write(buf, 0, n);
+                if (remoting) pending.AddRange(buf.AsSpan(0, n));
+                while (remoting && pending.Count >= 4)
                 {
                     int total = BinaryPrimitives.ReadInt32BigEndian(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(pending));
-                    if (total < 4 || total > 64 * 1024 * 1024) { pending.Clear(); break; } // not Remoting: stop cutting
+                    if (total < 4 || total > 64 * 1024 * 1024) { pending.Clear(); remoting = false; break; } // not Remoting: stop cutting
                     if (pending.Count < 4 + total) break;
                     Frames.Enqueue((toServer, pending.GetRange(0, 4 + total).ToArray()));
                     pending.RemoveRange(0, 4 + total);
