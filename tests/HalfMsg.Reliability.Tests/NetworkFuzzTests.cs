@@ -35,6 +35,7 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
 
     private long _remotingFrames, _grpcRequests, _h2Streams, _h2Bytes, _goodRounds;
     private readonly List<string> _goodFailures = [];
+    private readonly List<double> _roundTimes = [];
 
     [Fact]
     public async Task Mutated_Remoting_and_gRPC_traffic_never_crashes_the_broker_nor_disturbs_a_well_behaved_client()
@@ -71,10 +72,23 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
         bool healthy = await HealthyAsync(broker.HttpPort, TimeSpan.FromSeconds(30));
         long endRss = broker.HasExited ? 0 : ReadRssKiB(pid);
         output.WriteLine($"duration {duration.TotalSeconds:F0} s: Remoting frames {_remotingFrames}, gRPC requests {_grpcRequests}, raw HTTP/2 streams {_h2Streams} ({_h2Bytes} bytes); " +
-            $"well-behaved rounds {_goodRounds}, failures {_goodFailures.Count}; VmRSS baseline {baselineRss / 1024} MiB, peak {peakRss / 1024} MiB, end {endRss / 1024} MiB");
+            $"well-behaved rounds {_goodRounds} (slowest {(_roundTimes.Count > 0 ? _roundTimes.Max() : 0):F1} s), failures {_goodFailures.Count}; VmRSS baseline {baselineRss / 1024} MiB, peak {peakRss / 1024} MiB, end {endRss / 1024} MiB");
 
+        // What the broker logged as failures (an exception escaping a handler is a finding even when the process lives).
+        var failures = broker.Output.Split('\n').Where(l => l.Contains("fail:", StringComparison.Ordinal) || l.Contains("Unhandled", StringComparison.Ordinal)
+            || l.Contains("crit:", StringComparison.Ordinal)).ToList();
+        int shown = 0;
+        foreach (var line in broker.Output.Split('\n'))
+        {
+            if (shown > 0 && shown < 6) { output.WriteLine("  " + line); shown++; }
+            else if (line.Contains("fail:", StringComparison.Ordinal) || line.Contains("crit:", StringComparison.Ordinal)) { output.WriteLine(line); shown = 1; }
+            if (shown >= 6) shown = 0;
+        }
+        output.WriteLine($"broker failure log lines: {failures.Count}");
         Assert.False(broker.HasExited, "the broker exited:\n" + Tail(broker.Output));
         Assert.True(healthy, "the broker stopped answering /health");
+        // A handler failure (an exception that escaped to the broker's Error log) is a finding even when the process lives.
+        Assert.True(failures.Count == 0, $"the broker logged {failures.Count} failures:\n" + string.Join('\n', failures.Take(10)));
         Assert.True(_goodFailures.Count == 0, "the well-behaved client failed:\n" + string.Join('\n', _goodFailures.Take(10)));
         Assert.True(_goodRounds >= 3, $"only {_goodRounds} well-behaved rounds completed in {duration}");
         // Bounded memory: the broker buffers at most one frame per connection; 512 MiB over the baseline is far above
@@ -172,21 +186,25 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
         await using var remoting = await MiniRemotingClient.ConnectAsync(broker.RemotingPort);
         await JavaLikeRemoting.HeartbeatAsync(remoting, group);
         string rtopic = "NetFuzzGoodRemoting";
-        var pulledOffsets = new long[4];
+        var pulledOffsets = new long[16]; // the broker picks the queue (up to --queues-per-topic, 8 by default); absent queues just answer an error
         int round = 0;
         while (!stop.IsCancellationRequested)
         {
             round++;
+            string stage = "start";
+            var sw = Stopwatch.StartNew();
             try
             {
                 using var roundTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(45));
                 // gRPC: a committed transaction is received and acked; a rolled-back one never is.
+                stage = "gRPC send+commit";
                 var tx = producer.BeginTransaction();
                 var receipt = await tx.SendAsync(new ProducerMessage(topic, "good " + round), roundTimeout.Token);
                 await tx.CommitAsync(roundTimeout.Token);
                 var rollback = producer.BeginTransaction();
                 await rollback.SendAsync(new ProducerMessage(topic, "rolled back " + round), roundTimeout.Token);
                 await rollback.RollbackAsync(roundTimeout.Token);
+                stage = "gRPC receive";
                 bool received = false;
                 while (!received)
                 {
@@ -198,15 +216,17 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
                     }
                 }
 
+                stage = "Remoting half+commit";
                 // Remoting: a half committed with a one-way END_TRANSACTION shows up in a pull.
                 var (uniq, half) = await JavaLikeRemoting.SendHalfAsync(remoting, group, rtopic, "good remoting " + round);
                 if (half.Code != ResponseCode.Success) throw new InvalidOperationException($"Remoting half send failed: {half.Code} {half.Remark}");
                 await remoting.OnewayAsync(JavaLikeRemoting.EndTransaction(group, uniq, half.Get("queueOffset") ?? "0", half.Get("msgId") ?? "", MessageSysFlag.TransactionCommitType, false));
+                stage = "Remoting pull";
                 bool pulled = false;
                 while (!pulled)
                 {
                     roundTimeout.Token.ThrowIfCancellationRequested();
-                    for (int q = 0; q < 4 && !pulled; q++)
+                    for (int q = 0; q < pulledOffsets.Length && !pulled; q++)
                     {
                         var r = await JavaLikeRemoting.PullAsync(remoting, "NetFuzzGoodCG", rtopic, q, pulledOffsets[q]);
                         if (r.Code != ResponseCode.Success) continue;
@@ -216,10 +236,11 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
                     if (!pulled) await Task.Delay(50, CancellationToken.None);
                 }
                 Interlocked.Increment(ref _goodRounds);
+                lock (_roundTimes) _roundTimes.Add(sw.Elapsed.TotalSeconds);
             }
             catch (Exception ex)
             {
-                lock (_goodFailures) _goodFailures.Add($"round {round}: {ex.GetType().Name}: {ex.Message}");
+                lock (_goodFailures) _goodFailures.Add($"round {round}, {stage}, after {sw.Elapsed.TotalSeconds:F1} s: {ex.GetType().Name}: {ex.Message}");
                 if (broker.HasExited) return;
             }
         }

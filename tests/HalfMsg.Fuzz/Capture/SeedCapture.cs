@@ -135,7 +135,7 @@ public static class SeedCapture
         {
             Console.Error.WriteLine("no CHECK_TRANSACTION_STATE within 30 s; the capture has no check-back frame");
         }
-        for (int q = 0; q < 4; q++)
+        for (int q = 0; q < 8; q++)
         {
             var pulled = await JavaLikeRemoting.PullAsync(c, consumer, topic, q, 0, q % 2 == 0 ? SerializeType.Json : SerializeType.RocketMq);
             long next = long.TryParse(pulled.Get("nextBeginOffset"), out var n) ? n : 0;
