@@ -42,7 +42,8 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
     {
         var duration = ReliabilityConventions.SlowTestsEnabled ? TimeSpan.FromMinutes(5) : TimeSpan.FromSeconds(30);
         await using var broker = await BrokerProcess.StartAsync();
-        int pid = broker.ProcessId ?? throw new InvalidOperationException("broker has no pid");
+        int pid = broker.Pid;
+        Assert.True(pid > 0, "broker has no pid");
 
         // ---- record real traffic to mutate
         var (remotingFrames, grpcBodies, h2Streams) = await RecordAsync(broker);

@@ -157,8 +157,8 @@ public sealed class BrokerProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>The broker's process id while it runs (for /proc/&lt;pid&gt;/status), else null.</summary>
-    public int? ProcessId => _process is { HasExited: false } p ? p.Id : null;
+    /// <summary>The broker's process id (e.g. to read its memory from /proc), or 0 before it started.</summary>
+    public int Pid => _process?.Id ?? 0;
 
     /// <summary>True once the started process has exited (crashed or killed).</summary>
     public bool HasExited => _process is { HasExited: true };

@@ -50,7 +50,7 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            kestrel.Listen(ip, options.GrpcPort, o => o.Protocols = HttpProtocols.Http2);
+            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections);
             AdminEndpoint.Listen(kestrel, options);
         });
         var grpcOptions = new GrpcV5Options

@@ -13,6 +13,8 @@ public sealed record BrokerOptions
     /// <summary>Host advertised in QueryRoute; null = the address the client connected to.</summary>
     public string? AdvertisedHost { get; init; }
     public int GrpcPort { get; init; } = 8081;
+    /// <summary>Connections the gRPC port accepts at once (the port's own limit; Remoting and admin have theirs).</summary>
+    public int GrpcMaxConnections { get; init; } = 1_000;
     /// <summary>RocketMQ 4 Remoting front-end (0 = off).</summary>
     public int RemotingPort { get; init; } = 10911;
     /// <summary>Embedded name server (0 = off; name-server requests still answer on the remoting port).</summary>

@@ -18,7 +18,8 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// <c>GrpcMessagingApplication.writeResponse</c> does; Telemetry failures stay gRPC statuses (the proxy uses
 /// INTERNAL there too).
 /// </summary>
-internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, ILogger<V5CallInterceptor> logger, BrokerEngine? engine = null) : Interceptor
+internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, ILogger<V5CallInterceptor> logger, BrokerEngine? engine = null,
+    V5BadInput? badInput = null) : Interceptor
 {
     private readonly ILogger _logger = logger;
 
@@ -91,6 +92,12 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
         try
         {
             await continuation(requestStream, responseStream, context).ConfigureAwait(false);
+        }
+        catch (InvalidProtocolBufferException ex)
+        {
+            // A stream message that is not protobuf is the client's fault, not ours: Debug, rate-limited.
+            badInput?.Log(context.Method, ex);
+            throw new RpcException(V5BadInput.InvalidMessage(context.Method));
         }
         catch (Exception ex) when (IsHandlerFailure(ex, context))
         {
