@@ -89,8 +89,9 @@ public sealed class RecordLog : IAsyncDisposable
         // Fast-commit mode writes each commit's metadata into the log itself, so FASTER's commit file per commit
         // (create, write through, delete the previous) is not needed: SlotLogCommitManager overwrites one of two slots
         // in one file, at most once a second or every 1,024 commits, and always when the begin address moves.
-        // (FASTER's own throttle, fastCommitThrottleFreq, was tried once and reverted after CommitAsync hung; see
-        // SlotLogCommitManagerTests for why that hang was not the throttle's doing.)
+        // (FASTER's own throttle, fastCommitThrottleFreq, was reverted once because CommitAsync then hung now and then:
+        // a commit whose page flush, an epoch action, was never drained. The throttle only made that window more
+        // likely; CommitWithinBoundAsync now refreshes the epoch when a commit is stuck.)
         string legacyCommits = Path.Combine(directory, "log-commits");
         DeviceLogCommitCheckpointManager? legacy = Directory.Exists(legacyCommits)
             ? new DeviceLogCommitCheckpointManager(new LocalStorageNamedDeviceFactory(), new DefaultCheckpointNamingScheme(directory), removeOutdated: false)

@@ -148,6 +148,7 @@ public static class AdminApi
             engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.RetentionCuts, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
             health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
             pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
+            logCommits = engine.LogCommits,
             producers = engine.Producers.Snapshot(),
         }));
     }
