@@ -292,13 +292,15 @@ public sealed class RecordLog : IAsyncDisposable
 
     private void Publish(long committed, TaskCompletionSource covered)
     {
+        bool advanced;
         lock (_waitersGate)
         {
-            Volatile.Write(ref _durableUntil, Math.Max(_durableUntil, committed));
+            advanced = committed > _durableUntil;
+            if (advanced) Volatile.Write(ref _durableUntil, committed);
             _commitInFlight = null;
         }
         covered.TrySetResult();
-        Durable?.Invoke(committed);
+        if (advanced) Durable?.Invoke(committed);
     }
 
     private void FailAll(StorageFailureException failure)
