@@ -49,6 +49,7 @@ internal sealed partial class RemotingDispatcher
                     if (!err.IsOk) Logger.LogDebug("Retry topic of group {Group} not created: {Error}", group, err);
                 }
                 server.Clients.RegisterConsumer(session, group, session.ClientId, subscriptions);
+                Engine.Consumers.Seen(group, session.ClientId, "Remoting", session.RemoteEndPoint.ToString());
             }
         }
         return Ok(request);
@@ -57,7 +58,11 @@ internal sealed partial class RemotingDispatcher
     private RemotingCommand UnregisterClient(RemotingSession session, RemotingCommand request)
     {
         if (request.Get("producerGroup") is { Length: > 0 } pg) session.UnregisterProducer(pg);
-        if (request.Get("consumerGroup") is { Length: > 0 } cg) server.Clients.UnregisterConsumer(session, cg);
+        if (request.Get("consumerGroup") is { Length: > 0 } cg)
+        {
+            server.Clients.UnregisterConsumer(session, cg);
+            Engine.Consumers.Left(cg, session.ClientId);
+        }
         return Ok(request);
     }
 
