@@ -169,6 +169,9 @@ public sealed class BrokerProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>True once the started process has exited (crashed or killed).</summary>
+    public bool HasExited => _process is { HasExited: true };
+
     /// <summary>SIGKILL: no shutdown hooks, no checkpoint.</summary>
     public void Kill()
     {

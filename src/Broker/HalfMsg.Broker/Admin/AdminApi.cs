@@ -110,19 +110,8 @@ public static class AdminApi
         app.MapPost("/api/groups/{group}/start", async (string group, string? topic, string? from, CancellationToken ct) =>
         {
             if (string.IsNullOrEmpty(topic)) return Results.Json(new ErrorBody("topic is required", "BadRequest"), statusCode: 400);
-            GroupStartFrom mode;
-            long at = 0;
-            switch (from?.ToLowerInvariant())
-            {
-                case null or "" or "earliest": mode = GroupStartFrom.Earliest; break;
-                case "latest": mode = GroupStartFrom.Latest; break;
-                default:
-                    mode = GroupStartFrom.Timestamp;
-                    if (long.TryParse(from, out long ms)) at = ms;
-                    else if (DateTimeOffset.TryParse(from, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t)) at = t.ToUnixTimeMilliseconds();
-                    else return Results.Json(new ErrorBody($"from must be earliest, latest, Unix milliseconds or an ISO-8601 time, not '{from}'", "BadRequest"), statusCode: 400);
-                    break;
-            }
+            if (!AdminInputs.TryParseStartFrom(from, out var mode, out long at))
+                return Results.Json(new ErrorBody($"from must be earliest, latest, Unix milliseconds or an ISO-8601 time, not '{from}'", "BadRequest"), statusCode: 400);
             var error = await engine.StartGroupAsync(group, topic, mode, at, ct);
             return error.Status == BrokerStatus.TopicNotFound ? NotFound(error.Message) : ToResult(error, new { group, topic, from = mode.ToString().ToLowerInvariant(), at });
         });
@@ -137,14 +126,7 @@ public static class AdminApi
         app.MapPost("/api/groups/{group}/reset-offset", async (string group, string? topic, string? to, CancellationToken ct) =>
         {
             if (string.IsNullOrEmpty(topic)) return Results.Json(new ErrorBody("give ?topic=T", "BadRequest"), statusCode: 400);
-            long? atMs = to switch
-            {
-                null or "" or "earliest" or "latest" => null,
-                _ when long.TryParse(to, out long ms) && ms >= 0 => ms,
-                _ when DateTimeOffset.TryParse(to, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t) => t.ToUnixTimeMilliseconds(),
-                _ => -1,
-            };
-            if (atMs == -1) return Results.Json(new ErrorBody($"to must be earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds, not '{to}'", "BadRequest"), statusCode: 400);
+            if (!AdminInputs.TryParseResetTo(to, out long? atMs)) return Results.Json(new ErrorBody($"to must be earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds, not '{to}'", "BadRequest"), statusCode: 400);
             int queues = engine.QueueCount(topic);
             if (queues <= 0) return NotFound($"topic '{topic}' does not exist");
             if (engine.FindGroup(group) is { } lease && lease.Topics.FirstOrDefault(t => t.Topic == topic) is { } before)

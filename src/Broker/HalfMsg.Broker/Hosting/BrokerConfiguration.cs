@@ -282,6 +282,8 @@ public static class BrokerConfiguration
             if (value.EndsWith(suffix, StringComparison.Ordinal)
                 && double.TryParse(value[..^suffix.Length], NumberStyles.Float, CultureInfo.InvariantCulture, out var n) && n >= 0)
             {
+                // 1e300d or Infinity: TimeSpan.FromMilliseconds would throw OverflowException (found by fuzzing, issue 13).
+                if (!(n * ms < TimeSpan.MaxValue.TotalMilliseconds)) return false;
                 duration = TimeSpan.FromMilliseconds(n * ms);
                 return true;
             }

@@ -87,6 +87,9 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
     private static JsonDocument? ParseBody(RemotingCommand request)
     {
         if (request.Body.IsEmpty) return null;
+        // JsonDocument accepts strings that are not valid UTF-8 and GetString() then throws InvalidOperationException:
+        // such a body is as unreadable as invalid JSON (found by the network fuzzer on HEART_BEAT, issue 13).
+        if (!System.Text.Unicode.Utf8.IsValid(request.Body.Span)) return null;
         try
         {
             return JsonDocument.Parse(request.Body);

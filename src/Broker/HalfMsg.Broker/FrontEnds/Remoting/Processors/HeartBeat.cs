@@ -22,7 +22,7 @@ internal sealed partial class RemotingDispatcher
         if (body is null || body.RootElement.ValueKind != JsonValueKind.Object)
             return Error(request, ResponseCode.SystemError, "heartbeat body is not HeartbeatData JSON");
         var root = body.RootElement;
-        if (root.TryGetProperty("clientID", out var id) && id.ValueKind == JsonValueKind.String) session.SetClientId(id.GetString()!);
+        if (Str(root, "clientID") is { } id) session.SetClientId(id);
 
         if (root.TryGetProperty("producerDataSet", out var producers) && producers.ValueKind == JsonValueKind.Array)
         {
@@ -66,6 +66,17 @@ internal sealed partial class RemotingDispatcher
         return Ok(request);
     }
 
+    /// <summary>A string property, or null when absent, not a string, or not text (an escaped lone surrogate: GetString throws).</summary>
     private static string? Str(JsonElement e, string name)
-        => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+    {
+        if (!e.TryGetProperty(name, out var v) || v.ValueKind != JsonValueKind.String) return null;
+        try
+        {
+            return v.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
 }
