@@ -153,11 +153,10 @@ public static class AdminApi
             engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.RetentionCuts, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
             health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
             pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
-            logCommits = engine.LogCommits,
             producers = engine.Producers.Snapshot(),
             diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
             diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
-            logCommits = engine.LogCommitStats.Commits, logCommitMicros = (long)engine.LogCommitStats.Time.TotalMicroseconds,
+            logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
             gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
             indexes = engine.IndexSizes(),
         }));
