@@ -34,7 +34,10 @@ public sealed record BenchOptions
         usage: HalfMsg.Bench <e2e|micro|all|chart|diag-commit-starvation> [options]
           e2e     concurrency sweep (raw FasterLog ceiling, RabbitMQ peer, broker over gRPC and over Remoting at each
                   --inflight level; table and chart), then the other broker flows (Flows/FlowRegistry.cs);
-                  HALFMSG_BENCH_FLOWS=remoting runs only the ceiling and the Remoting rows
+                  HALFMSG_BENCH_FLOWS=remoting runs only the ceiling and the Remoting rows;
+                  HALFMSG_BENCH_WARMUP=N runs N warm-up transactions before each gRPC broker row (default: 2% of
+                  the row, 10-200 per producer; the JIT keeps compiling for tens of seconds, so compare CPU per
+                  transaction of short runs only with a long warm-up)
           micro   BenchmarkDotNet micro benchmarks (other args go to BenchmarkDotNet, e.g. --filter '*Faster*')
           all     e2e, then micro
           diag-commit-starvation [--writers 256] [--hops 3] [--work-us 50] [--seconds 10]

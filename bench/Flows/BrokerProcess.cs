@@ -204,6 +204,14 @@ public sealed partial class BrokerProcess : IAsyncDisposable
         catch (Exception) { return null; }
     }
 
+    /// <summary>Group commits of the broker's log so far: <c>logCommits</c> of <c>/api/stats</c>, or (an older broker)
+    /// the newest FasterLog commit file number.</summary>
+    public async Task<long?> LogCommitsAsync(CancellationToken ct)
+    {
+        var stats = await GetStatsAsync(ct);
+        return stats.TryGetValue("logCommits", out double commits) ? (long)commits : LogCommitNumber(DataDir);
+    }
+
     /// <summary>Peak resident set (VmHWM) in MiB (null if unreadable).</summary>
     public double? PeakRssMiB() => StatusKb("VmHWM:") is long kb ? kb / 1024.0 : null;
 

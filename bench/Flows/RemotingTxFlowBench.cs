@@ -281,7 +281,7 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
             if (!allWarm.Task.IsCompleted)
                 result.Notes.Add($"warm-up: {Interlocked.Read(ref warmDelivered):N0} of {warmTotal:N0} warm-up messages delivered within 30 s");
 
-            long? logCommits0 = BrokerProcess.LogCommitNumber(broker.DataDir);
+            long? logCommits0 = await broker.LogCommitsAsync(ct);
             var cpu = new CpuWindow(broker.Pid);
             long start = Stopwatch.GetTimestamp();
             var producing = Enumerable.Range(0, o.Producers)
@@ -308,7 +308,7 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
             }
             var cpuMetrics = new Dictionary<string, double>();
             cpu.Stop(cpuMetrics, "broker", Math.Max(1, Interlocked.Read(ref committed)));
-            long? logCommits1 = BrokerProcess.LogCommitNumber(broker.DataDir);
+            long? logCommits1 = await broker.LogCommitsAsync(CancellationToken.None);
             var statsAfter = await broker.GetStatsAsync(CancellationToken.None);
             stopConsumers.Cancel();
             await Task.WhenAll(consumerTasks).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ContinueWith(_ => { }, TaskScheduler.Default);

@@ -9,6 +9,7 @@ using HalfMsg.Broker.Core.Transactions;
 //   H id    half stored            C id    committed          R id    rolled back
 //   P id    left pending           A id    delivered + acked  K id n  check-back n received
 //   B addr  a retention cut before addr is about to start (printed after the address was sampled)
+if (args[0] == "rawlog") return await RawLogDriver.RunAsync(args[1], args.Length > 2 && args[2] == "truncate");
 string dataDir = args[0];
 int workers = args.Length > 1 ? int.Parse(args[1]) : 4;
 bool retention = args.Length > 2 && args[2] == "retention";

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
@@ -27,18 +28,35 @@ public sealed partial class BrokerEngine
     /// </summary>
     public async ValueTask<SendResult[]> SendBatchAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
     {
-        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
-        var results = new SendResult[messages.Count];
-        long highest = -1;
-        lock (_gate)
+        // One send span per message, as SendAsync has; siblings, not nested (Activity.Current is restored after each).
+        Activity? current = Activity.Current;
+        Activity?[]? spans = null;
+        for (int i = 0; i < messages.Count; i++)
         {
-            for (int i = 0; i < messages.Count; i++)
-            {
-                results[i] = StoreMessage(messages[i], out var address);
-                if (results[i].IsOk) highest = Math.Max(highest, address);
-            }
+            if (BrokerTracing.StartSend(messages[i]) is not { } span) continue;
+            (spans ??= new Activity?[messages.Count])[i] = span;
+            Activity.Current = current;
         }
-        if (highest >= 0) await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);
+        var results = new SendResult[messages.Count];
+        try
+        {
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            long highest = -1;
+            lock (_gate)
+            {
+                for (int i = 0; i < messages.Count; i++)
+                {
+                    results[i] = StoreMessage(messages[i], out var address);
+                    if (results[i].IsOk) highest = Math.Max(highest, address);
+                }
+            }
+            if (highest >= 0) await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);
+            if (spans is not null) for (int i = 0; i < spans.Length; i++) BrokerTracing.EndSend(spans[i], results[i].Error);
+        }
+        finally
+        {
+            if (spans is not null) foreach (var span in spans) span?.Dispose();
+        }
         return results;
     }
 

@@ -162,23 +162,45 @@ internal sealed class SigningInterceptor(ClientConfig config) : Interceptor
             }
         }
 
-        string dateTime = MqSignature.FormatDateTime(DateTimeOffset.UtcNow);
+        // x-mq-date-time has a resolution of one second and the signature covers only it: both are computed once a
+        // second, not per call (an HMAC-SHA1 and two string formats per RPC on the hot path before).
+        Stamp stamp = CurrentStamp();
         headers.Add(RocketMqHeaders.ClientId, config.ClientId);
         headers.Add(RocketMqHeaders.Language, "DOTNET");
         headers.Add(RocketMqHeaders.Protocol, RocketMqHeaders.ProtocolValue);
         headers.Add(RocketMqHeaders.ClientVersion, ClientConfig.Version);
-        headers.Add(RocketMqHeaders.DateTime, dateTime);
+        headers.Add(RocketMqHeaders.DateTime, stamp.DateTime);
         headers.Add(RocketMqHeaders.RequestId, Guid.NewGuid().ToString());
         if (config.Namespace is { } ns)
         {
             headers.Add(RocketMqHeaders.Namespace, ns);
         }
 
-        if (config.Credentials is { } c)
+        if (stamp.Authorization is { } authorization)
         {
-            headers.Add(RocketMqHeaders.Authorization, MqSignature.Sign(c.AccessKey, c.AccessSecret, dateTime));
+            headers.Add(RocketMqHeaders.Authorization, authorization);
         }
 
         return new ClientInterceptorContext<TRequest, TResponse>(context.Method, context.Host, context.Options.WithHeaders(headers));
+    }
+
+    private sealed record Stamp(long Second, string DateTime, string? Authorization);
+
+    private Stamp? _stamp;
+
+    private Stamp CurrentStamp()
+    {
+        DateTimeOffset now = DateTimeOffset.UtcNow;
+        long second = now.ToUnixTimeSeconds();
+        Stamp? stamp = Volatile.Read(ref _stamp);
+        if (stamp is not null && stamp.Second == second)
+        {
+            return stamp;
+        }
+
+        string dateTime = MqSignature.FormatDateTime(now);
+        stamp = new Stamp(second, dateTime, config.Credentials is { } c ? MqSignature.Sign(c.AccessKey, c.AccessSecret, dateTime) : null);
+        Volatile.Write(ref _stamp, stamp);
+        return stamp;
     }
 }

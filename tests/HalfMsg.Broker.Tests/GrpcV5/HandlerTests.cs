@@ -232,6 +232,20 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     }
 
     [Fact]
+    public async Task Send_of_32_messages_in_one_request_waits_for_one_group_commit_not_one_per_message()
+    {
+        Message[] messages = Enumerable.Range(0, 32).Select(i => NewMessage("m" + i)).ToArray();
+        long before = broker.Host.Engine.LogCommits;
+        SendMessageResponse response = await SendAsync(messages);
+        long commits = broker.Host.Engine.LogCommits - before;
+
+        Assert.Equal(Code.Ok, response.Status.Code);
+        Assert.Equal(messages.Select(m => m.SystemProperties.MessageId), response.Entries.Select(e => e.MessageId));
+        // One lock hold and one durable wait for the request (the core's SendBatchAsync); per message it was 32.
+        Assert.InRange(commits, 1, 3);
+    }
+
+    [Fact]
     public async Task Send_with_no_message_answers_BAD_REQUEST()
     {
         SendMessageResponse response = await SendAsync();

@@ -23,16 +23,62 @@ internal sealed partial class MessagingService
         string clientId = ClientId(context);
         var inflateBudget = new StrongBox<long>(_options.MaxReceiveMessageSize);
         var response = new SendMessageResponse();
-        var statuses = new List<Status>(request.Messages.Count);
-        foreach (Message message in request.Messages)
+        if (request.Messages.Count > 1 && !request.Messages.Any(m => m.SystemProperties?.MessageType == MessageType.Transaction))
         {
-            SendResultEntry entry = await SendOneAsync(message, clientId, inflateBudget, context.CancellationToken).ConfigureAwait(false);
-            response.Entries.Add(entry);
-            statuses.Add(entry.Status);
+            await SendBatchAsync(request, response, inflateBudget, context.CancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            foreach (Message message in request.Messages)
+            {
+                response.Entries.Add(await SendOneAsync(message, clientId, inflateBudget, context.CancellationToken).ConfigureAwait(false));
+            }
         }
 
-        response.Status = V5Status.Combine(statuses);
+        response.Status = V5Status.Combine(response.Entries.Select(e => e.Status).ToList());
         return response;
+    }
+
+    /// <summary>
+    /// Several non-transactional messages in one request go to the core's batch entry point: appended under one lock
+    /// hold, ONE durable wait for the whole request (as AckMessage does), instead of one group commit per message in
+    /// a row. A message that fails conversion gets its own entry and does not stop the others.
+    /// </summary>
+    private async Task SendBatchAsync(SendMessageRequest request, SendMessageResponse response, StrongBox<long> inflateBudget, CancellationToken ct)
+    {
+        var entries = new SendResultEntry?[request.Messages.Count];
+        var drafts = new List<MessageDraft>(request.Messages.Count);
+        var draftIndex = new List<int>(request.Messages.Count);
+        for (int i = 0; i < entries.Length; i++)
+        {
+            Message message = request.Messages[i];
+            if (V5MessageConverter.TryToDraft(message, _engine.Options.MaxMessageSize, ref inflateBudget.Value, out MessageDraft? draft, out Status? invalid))
+            {
+                drafts.Add(draft);
+                draftIndex.Add(i);
+            }
+            else
+            {
+                entries[i] = new SendResultEntry { Status = invalid, MessageId = message.SystemProperties?.MessageId ?? string.Empty };
+            }
+        }
+
+        if (drafts.Count > 0)
+        {
+            SendResult[] sent = await _engine.SendBatchAsync(drafts, ct).ConfigureAwait(false);
+            for (int j = 0; j < sent.Length; j++)
+            {
+                int i = draftIndex[j];
+                entries[i] = new SendResultEntry
+                {
+                    Status = V5Status.From(sent[j].Error),
+                    MessageId = sent[j].IsOk ? sent[j].MessageId : request.Messages[i].SystemProperties?.MessageId ?? string.Empty,
+                    Offset = sent[j].QueueOffset,
+                };
+            }
+        }
+
+        foreach (SendResultEntry? entry in entries) response.Entries.Add(entry!);
     }
 
     private async ValueTask<SendResultEntry> SendOneAsync(Message message, string clientId, StrongBox<long> inflateBudget, CancellationToken ct)

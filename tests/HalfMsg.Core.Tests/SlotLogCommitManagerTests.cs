@@ -1,0 +1,219 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using FASTER.core;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Storage;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// The log's commit manager (<see cref="SlotLogCommitManager"/>): two metadata slots in one file instead of a file
+/// created and deleted per commit. Durability is tested by SIGKILL of a process that writes through
+/// <see cref="RecordLog"/> and prints each record only once it is durable.
+/// </summary>
+public sealed class SlotLogCommitManagerTests
+{
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]   // the begin address moves during the load: forced metadata writes
+    [InlineData(true, true)]    // ... and the newest slot is torn (checksum fails) before recovery
+    public async Task After_kill_9_every_durable_record_is_read_back_and_no_commit_file_is_churned(bool truncate, bool tearNewestSlot)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-slots-" + Guid.NewGuid().ToString("N")[..12]);
+        var lines = new List<string>();
+        try
+        {
+            string driver = Path.Combine(AppContext.BaseDirectory, "HalfMsg.CrashDriver.dll");
+            var psi = new ProcessStartInfo("dotnet", ["exec", driver, "rawlog", dir, truncate ? "truncate" : "none"]) { RedirectStandardOutput = true, RedirectStandardError = true };
+            using var process = Process.Start(psi)!;
+            var stderr = process.StandardError.ReadToEndAsync();
+            var ready = new TaskCompletionSource();
+            var reader = Task.Run(async () =>
+            {
+                while (await process.StandardOutput.ReadLineAsync() is { } line)
+                {
+                    lock (lines) lines.Add(line);
+                    if (line == "READY") ready.TrySetResult();
+                }
+            });
+            await ready.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            // Enough durable records (and truncations) that several slot writes happened, then a kill at a random moment.
+            var deadline = DateTime.UtcNow.AddSeconds(120);
+            while (DateTime.UtcNow < deadline)
+            {
+                int durable, cuts;
+                lock (lines) { durable = lines.Count(l => l.StartsWith("D ", StringComparison.Ordinal)); cuts = lines.Count(l => l.StartsWith("T ", StringComparison.Ordinal)); }
+                if (durable >= (truncate ? 12000 : 6000) && (!truncate || cuts >= 4)) break;
+                await Task.Delay(20);
+            }
+            await Task.Delay(Random.Shared.Next(0, 200));
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync();
+            await reader;
+            Assert.True(process.ExitCode != 0, "the driver must have been killed: " + await stderr);
+
+            string[] output;
+            lock (lines) output = lines.ToArray();
+            var durableRecords = output.Where(l => l.StartsWith("D ", StringComparison.Ordinal))
+                .Select(l => l.Split(' ')).Select(p => (Seq: long.Parse(p[1]), Address: long.Parse(p[2]))).ToList();
+            long lastCut = output.Where(l => l.StartsWith("T ", StringComparison.Ordinal)).Select(l => long.Parse(l[2..])).DefaultIfEmpty(0).Max();
+            long durableCut = output.Where(l => l.StartsWith("TD ", StringComparison.Ordinal)).Select(l => long.Parse(l[3..])).DefaultIfEmpty(0).Max();
+            if (truncate) Assert.True(durableCut > 0, "no cut was confirmed durable before the kill");
+            Assert.True(durableRecords.Count >= 1000, $"too little load before the kill ({durableRecords.Count})");
+
+            // No file per commit: FASTER's log-commits directory never appears; the slot file does.
+            Assert.False(Directory.Exists(Path.Combine(dir, "log-commits")), "a commit file directory was created");
+            Assert.True(File.Exists(Path.Combine(dir, SlotLogCommitManager.FileName)));
+
+            if (tearNewestSlot) TearNewestSlot(Path.Combine(dir, SlotLogCommitManager.FileName));
+
+            var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(5), segmentSizeBits: 20, memorySizeBits: 24);
+            try
+            {
+                Assert.True(log.BeginAddress <= Math.Max(lastCut, 64), $"begin {log.BeginAddress} beyond the last requested cut {lastCut}");
+                Assert.True(log.BeginAddress >= durableCut, $"begin {log.BeginAddress} is before the cut {durableCut} a durable commit covered");
+                int checkedRecords = 0;
+                foreach (var (seq, address) in durableRecords)
+                {
+                    if (address < log.BeginAddress) continue; // cut away on purpose
+                    byte[]? record = await log.ReadAsync(address);
+                    Assert.True(record is not null, $"durable record {seq} at {address} is missing after kill -9 (begin {log.BeginAddress}, durable until {log.DurableUntil})");
+                    Assert.Equal(seq, BinaryPrimitives.ReadInt64LittleEndian(record));
+                    Assert.Equal(seq * 31 + 7, BinaryPrimitives.ReadInt64LittleEndian(record.AsSpan(8)));
+                    checkedRecords++;
+                }
+                Assert.True(checkedRecords > 500, $"only {checkedRecords} records were above the begin address");
+
+                // The recovered log keeps working: a new record becomes durable and is read back.
+                long added = log.Append(new byte[] { 1, 2, 3 });
+                await log.WaitDurableAsync(added).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.Equal(new byte[] { 1, 2, 3 }, await log.ReadAsync(added));
+            }
+            finally
+            {
+                await log.DisposeAsync();
+            }
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>Flips a byte in the metadata of the slot with the higher commit number: its checksum fails.</summary>
+    private static void TearNewestSlot(string path)
+    {
+        byte[] file = File.ReadAllBytes(path);
+        int slots = file.Length / SlotLogCommitManager.SlotSize;
+        Assert.True(slots >= 1, "no slot was written");
+        int newest = 0;
+        long best = -1;
+        for (int i = 0; i < Math.Min(slots, 2); i++)
+        {
+            long num = BinaryPrimitives.ReadInt64LittleEndian(file.AsSpan(i * SlotLogCommitManager.SlotSize + 8));
+            if (num > best) { best = num; newest = i; }
+        }
+        file[newest * SlotLogCommitManager.SlotSize + 24] ^= 0xFF;
+        File.WriteAllBytes(path, file);
+    }
+
+    [Fact]
+    public async Task Commits_write_a_slot_at_most_once_per_interval_but_always_when_the_begin_address_moves()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-slots-" + Guid.NewGuid().ToString("N")[..12]);
+        try
+        {
+            var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(5), segmentSizeBits: 20, memorySizeBits: 24);
+            var manager = (SlotLogCommitManager)typeof(RecordLog).GetField("_commitManager", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(log)!;
+            try
+            {
+                long commitsBefore = log.Commits;
+                long writesBefore = manager.SlotWrites;
+                var sw = Stopwatch.StartNew();
+                long last = 0;
+                for (int i = 0; i < 200; i++)
+                {
+                    last = log.Append(new byte[100]);
+                    await log.WaitDurableAsync(last);
+                }
+                long commits = log.Commits - commitsBefore;
+                long writes = manager.SlotWrites - writesBefore;
+                Assert.True(commits >= 100, $"expected a commit per durable wait, got {commits}");
+                // At most one write per started second (plus the first), far fewer than one per commit.
+                Assert.True(writes <= 2 + (long)sw.Elapsed.TotalSeconds, $"{writes} slot writes for {commits} commits in {sw.Elapsed.TotalSeconds:0.0} s");
+
+                long forcedBefore = manager.SlotWrites;
+                log.TruncateUntil(last);
+                long marker = log.Append(new byte[1]);
+                await log.WaitDurableAsync(marker);
+                await log.CommitNowAsync();
+                Assert.True(manager.SlotWrites > forcedBefore, "moving the begin address must write the metadata");
+            }
+            finally
+            {
+                await log.DisposeAsync();
+            }
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    public async Task A_log_whose_commits_were_written_by_fasters_own_manager_recovers_and_drops_its_commit_files()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-slots-" + Guid.NewGuid().ToString("N")[..12]);
+        try
+        {
+            // A data dir as a broker before this change left it: FASTER's DeviceLogCommitCheckpointManager writing
+            // log-commits/commit.N.0 (no slot file).
+            int pageBits = LogLayout.Resolve(dir, RecordLog.DefaultMaxRecordSize);
+            var (settings, device, slots) = RecordLog.CreateSettings(dir, 20, 24, pageBits);
+            slots.Dispose();
+            File.Delete(Path.Combine(dir, SlotLogCommitManager.FileName));
+            var legacy = new DeviceLogCommitCheckpointManager(new LocalStorageNamedDeviceFactory(), new DefaultCheckpointNamingScheme(dir), removeOutdated: true);
+            settings.LogCommitManager = legacy;
+            long a1, a2;
+            using (var old = new FasterLog(settings))
+            {
+                a1 = old.Enqueue(new byte[] { 1 });
+                await old.CommitAsync();
+                a2 = old.Enqueue(new byte[] { 2 });
+                await old.CommitAsync();
+            }
+            legacy.Dispose();
+            device.Dispose();
+            Assert.NotEmpty(Directory.GetFiles(Path.Combine(dir, "log-commits")));
+
+            var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(5), segmentSizeBits: 20, memorySizeBits: 24);
+            try
+            {
+                Assert.Equal(new byte[] { 1 }, await log.ReadAsync(a1));
+                Assert.Equal(new byte[] { 2 }, await log.ReadAsync(a2));
+                long a3 = log.Append(new byte[] { 3 });
+                await log.WaitDurableAsync(a3);
+                Assert.Empty(Directory.GetFiles(Path.Combine(dir, "log-commits")));
+            }
+            finally
+            {
+                await log.DisposeAsync();
+            }
+
+            // And again from the slots alone.
+            var again = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(5), segmentSizeBits: 20, memorySizeBits: 24);
+            try
+            {
+                Assert.Equal(new byte[] { 2 }, await again.ReadAsync(a2));
+            }
+            finally
+            {
+                await again.DisposeAsync();
+            }
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+}
