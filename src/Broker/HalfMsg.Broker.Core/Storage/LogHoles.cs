@@ -1,0 +1,71 @@
+using System.Buffers.Binary;
+
+namespace HalfMsg.Broker.Core.Storage;
+
+/// <summary>A stretch of the log that replay could not read: zeros (a torn or cut segment) where records were written.</summary>
+public readonly record struct LogHole(long From, long To);
+
+/// <summary>
+/// Finds stretches of the log that FasterLog's scan silently jumped over. A scan that meets a zero entry length takes it
+/// for the zero padding at a page end and continues at the next page boundary; when the zeros are damage (a segment cut
+/// short, a torn write) every record between them and the page end is skipped without a word. Replay hands its gaps
+/// here; each is checked against the raw segment bytes, which hold (as FasterLog writes them) a 4-byte length per entry,
+/// negative for FasterLog's own commit records, zero only for page-end padding.
+/// </summary>
+internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSizeBits)
+{
+    private readonly long _pageSize = 1L << pageSizeBits;
+    private readonly long _segmentSize = 1L << segmentSizeBits;
+
+    /// <summary>
+    /// The hole in [<paramref name="from"/>, <paramref name="to"/>), a gap between the end of one entry the scan
+    /// returned and the next one (or the tail), if there is one: null when the gap is only FasterLog's commit records
+    /// and page-end padding that the following entry did not fit in.
+    /// </summary>
+    public LogHole? Check(long from, long to)
+    {
+        long pos = from;
+        while (pos < to)
+        {
+            int length = ReadInt(pos);
+            if (length < 0)
+            {
+                pos += EntrySize(-length);                      // FasterLog commit record
+                continue;
+            }
+            if (length > 0) return new LogHole(pos, to);        // an entry the scan never returned
+            long pageEnd = (pos / _pageSize + 1) * _pageSize;
+            // Zero: legitimate only as padding at a page end that the next entry (at the page boundary) did not fit in.
+            if (pageEnd > to || pageEnd == pos) return new LogHole(pos, to);
+            int next = ReadInt(pageEnd);
+            if (next == 0 || EntrySize(Math.Abs(next)) <= pageEnd - pos) return new LogHole(pos, to);
+            pos = pageEnd;
+        }
+        return null;
+    }
+
+    private static long EntrySize(int length) => 4 + ((length + 3L) & ~3L);
+
+    private int ReadInt(long address)
+    {
+        string file = Path.Combine(directory, $"broker.log.{address / _segmentSize}");
+        Span<byte> buffer = stackalloc byte[4];
+        buffer.Clear();
+        try
+        {
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            stream.Position = address % _segmentSize;
+            int read = 0;
+            while (read < 4)
+            {
+                int n = stream.Read(buffer[read..]);
+                if (n == 0) break;                              // past the end of a cut file: reads as zeros
+                read += n;
+            }
+        }
+        catch (FileNotFoundException)
+        {
+        }
+        return BinaryPrimitives.ReadInt32LittleEndian(buffer);
+    }
+}
