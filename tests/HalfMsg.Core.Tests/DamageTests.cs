@@ -100,6 +100,36 @@ public sealed class DamageTests
         Assert.Equal(new[] { "after-1", "after-2" }, (await h.ReceiveAsync("g2", "events")).Select(m => m.Text()).Where(t => t.StartsWith("after")));
     }
 
+    [Theory]
+    [InlineData(0)]   // length off by one: FasterLog read the next entry from the middle of a record and threw (no start)
+    [InlineData(9)]
+    [InlineData(12)]  // length beyond the tail: the records after it were skipped without a word
+    [InlineData(20)]
+    [InlineData(24)]  // "Invalid length of record found": the broker did not start
+    [InlineData(31)]  // negative: taken for a FasterLog commit record
+    public async Task A_flipped_bit_in_a_records_length_header_costs_only_that_record(int bit)
+    {
+        // Issue 13, damage on disk: FasterLog keeps each entry's length in a 4-byte header outside our checksum.
+        await using var h = await EngineHarness.StartAsync();
+        var addresses = new List<long>();
+        for (int i = 0; i < 8; i++) addresses.Add(await SendAtAsync(h, "events", $"m{i}-" + new string('x', 100)));
+        await h.Engine.DisposeAsync();
+        long segmentSize = 1L << h.Options.SegmentSizeBits;
+        using (var stream = new FileStream(Path.Combine(h.DataDir, "log", $"broker.log.{addresses[3] / segmentSize}"), FileMode.Open, FileAccess.ReadWrite))
+        {
+            stream.Position = addresses[3] % segmentSize + bit / 8;
+            int b = stream.ReadByte();
+            stream.Position -= 1;
+            stream.WriteByte((byte)(b ^ (1 << (bit % 8))));
+        }
+        DeleteCheckpoints(h);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        Assert.Equal(HealthStatus.Degraded, h.Engine.Health.Status);
+        Assert.Equal(1, h.Engine.Metrics.CorruptRecordsSkipped);
+        Assert.Equal(new[] { "m0", "m1", "m2", "m4", "m5", "m6", "m7" }, (await h.ReceiveAsync("g", "events")).Select(m => m.Text()[..2]));
+    }
+
     [Fact]
     public async Task An_offset_a_group_already_passed_is_never_reused_after_its_record_was_damaged()
     {

@@ -46,7 +46,7 @@ public sealed partial class BrokerEngine
             {
                 // FasterLog skipped these bytes without a word: say what is lost, and keep new records out of the hole's page.
                 Metrics.CorruptRecordsSkipped++;
-                string unreadable = $"log bytes from address {hole.From} up to {hole.To} are unreadable (zeroed or cut short) and were skipped: the records in them are lost";
+                string unreadable = $"log bytes from address {hole.From} up to {hole.To} are unreadable (damaged, zeroed or cut short) and were skipped: the records in them are lost";
                 _logger.LogError("Recovery: {Reason}", unreadable);
                 Health.ReportDegraded(unreadable);
                 if (hole.To >= _log.TailAddress) _log.SkipToNextPage();

@@ -44,6 +44,60 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
         return null;
     }
 
+    /// <summary>
+    /// The address of the first intact record of ours after <paramref name="from"/> and before <paramref name="to"/>
+    /// and the end of <paramref name="from"/>'s page: a 4-byte length followed by a record of that length whose envelope
+    /// (version, CRC-32C) checks out. <paramref name="to"/> or the page end when there is none. Used to find where the
+    /// log goes on after a record whose FasterLog length header was damaged.
+    /// </summary>
+    public long FindNextRecord(long from, long to)
+    {
+        long pageEnd = (from / _pageSize + 1) * _pageSize;
+        long end = Math.Min(to, pageEnd);
+        long start = (from + 3) & ~3L;
+        if (start >= end) return end;
+        byte[] bytes = Read(start, (int)(end - start));
+        for (int i = 0; i + 4 + RecordHeader.Size <= bytes.Length; i += 4)
+        {
+            int length = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(i, 4));
+            if (length < RecordHeader.Size || i + 4L + length > bytes.Length) continue;
+            if (RecordHeader.TryOpen(bytes.AsSpan(i + 4, length), out _, out _, out _)) return start + i;
+        }
+        return end;
+    }
+
+    /// <summary>Whether an intact record of ours starts at <paramref name="address"/> (before <paramref name="to"/>).</summary>
+    public bool IsRecordAt(long address, long to) => address < to && FindNextRecordExactly(address, to);
+
+    private bool FindNextRecordExactly(long address, long to)
+    {
+        int length = ReadInt(address);
+        if (length < RecordHeader.Size || address + 4 + length > to) return false;
+        return RecordHeader.TryOpen(Read(address + 4, length), out _, out _, out _);
+    }
+
+    private byte[] Read(long address, int count)
+    {
+        var buffer = new byte[count];
+        string file = Path.Combine(directory, $"broker.log.{address / _segmentSize}");
+        try
+        {
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            stream.Position = address % _segmentSize;
+            int read = 0;
+            while (read < count)
+            {
+                int n = stream.Read(buffer, read, count - read);
+                if (n == 0) break;
+                read += n;
+            }
+        }
+        catch (FileNotFoundException)
+        {
+        }
+        return buffer;
+    }
+
     private static long EntrySize(int length) => 4 + ((length + 3L) & ~3L);
 
     private int ReadInt(long address)

@@ -295,12 +295,33 @@ public sealed class RecordLog : IAsyncDisposable
     public IReadOnlyList<LogHole> Replay<TConsumer>(long from, ref TConsumer consumer) where TConsumer : IRecordConsumer
     {
         from = Math.Max(from, _log.BeginAddress);
-        if (from >= _log.TailAddress) return [];
-        using var iter = _log.Scan(from, _log.TailAddress);
-        var adapter = new ConsumerAdapter<TConsumer>(consumer, from, _holes, PageSizeBits);
-        while (iter.TryConsumeNext(adapter)) { }
+        long tail = _log.TailAddress;
+        if (from >= tail) return [];
+        var adapter = new ConsumerAdapter<TConsumer>(consumer, from, _holes, PageSizeBits, tail);
+        long position = from;
+        while (position < tail)
+        {
+            using var iter = _log.Scan(position, tail);
+            try
+            {
+                while (adapter.ResyncAt < 0 && iter.TryConsumeNext(adapter)) { }
+            }
+            catch (FasterException)
+            {
+                // FasterLog read a length header that cannot be (damaged): find where intact records go on.
+                long resume = _holes.FindNextRecord(adapter.Expected + 4, tail);
+                adapter.Holes.Add(new LogHole(adapter.Expected, resume));
+                adapter.Expected = resume;
+                position = resume;
+                continue;
+            }
+            if (adapter.ResyncAt < 0) break;
+            position = adapter.ResyncAt;
+            adapter.Expected = position;
+            adapter.ResyncAt = -1;
+        }
         consumer = adapter.Inner;
-        if (adapter.Expected < _log.TailAddress && _holes.Check(adapter.Expected, _log.TailAddress) is { } end) adapter.Holes.Add(end);
+        if (adapter.Expected < tail && _holes.Check(adapter.Expected, tail) is { } end) adapter.Holes.Add(end);
         return adapter.Holes;
     }
 
@@ -331,18 +352,29 @@ public sealed class RecordLog : IAsyncDisposable
     // FasterLog hands each entry as a span over its own page buffer: no copy per record during replay. Gaps that end on
     // a page boundary (where a scan lands after a zero length) are checked for holes; gaps inside a page are only
     // FasterLog's commit records.
-    private sealed class ConsumerAdapter<TConsumer>(TConsumer inner, long from, LogHoles holes, int pageSizeBits) : ILogEntryConsumer where TConsumer : IRecordConsumer
+    private sealed class ConsumerAdapter<TConsumer>(TConsumer inner, long from, LogHoles holes, int pageSizeBits, long tail) : ILogEntryConsumer where TConsumer : IRecordConsumer
     {
         public TConsumer Inner = inner;
         public long Expected = from;
+        /// <summary>Set when the entry just read was damaged and its length cannot be trusted: the scan restarts here.</summary>
+        public long ResyncAt = -1;
         public List<LogHole> Holes { get; } = new();
 
         public void Consume(ReadOnlySpan<byte> entry, long currentAddress, long nextAddress)
         {
             if (currentAddress > Expected && (currentAddress & ((1L << pageSizeBits) - 1)) == 0 && holes.Check(Expected, currentAddress) is { } hole)
                 Holes.Add(hole);
+            Inner.Consume(entry, currentAddress);                // a damaged record is reported by the consumer
             Expected = nextAddress;
-            Inner.Consume(entry, currentAddress);
+            // A damaged record whose successor is not where its length says: the length header itself is damaged, and
+            // the records it now spans would be skipped. Resume at the first intact record after it instead.
+            if (!RecordHeader.TryOpen(entry, out _, out _, out _) && nextAddress != tail && !holes.IsRecordAt(nextAddress, tail))
+            {
+                // None found: the record's own bytes are what is damaged (a torn tail); the scan goes on, and a
+                // stretch of zeros after it is checked as a hole like any other.
+                long resume = holes.FindNextRecord(currentAddress + 4, tail);
+                if (resume != nextAddress && holes.IsRecordAt(resume, tail)) ResyncAt = resume;
+            }
         }
     }
 
