@@ -39,8 +39,21 @@ public sealed class CrashRecoveryTests
         HashSet<string> acknowledged = [.. produced.Final.GetProperty("sent").EnumerateArray().Select(s => s.GetProperty("id").GetString()!)];
         HashSet<string> received = [.. consumed.Final.GetProperty("got").EnumerateArray().Select(s => s.GetProperty("id").GetString()!)];
         Assert.Equal(count, acknowledged.Count);
+        // The consumer stops at `count` distinct ids, but a send the broker stored while the kill cut its reply is
+        // retried by produce.js as a new message (new id): the topic then holds more than `count` distinct messages and
+        // the consumer may stop before the last acknowledged one (issue 13: the "1 lost message" seen once under
+        // stress-ng was this). Whatever is still missing is waited for by id, in the same group, before judging.
+        var orphans = received.Except(acknowledged).ToList();
+        var missing = acknowledged.Except(received).ToList();
+        NodeScript.Result? second = null;
+        if (missing.Count > 0)
+        {
+            second = await NodeScript.RunAsync("simple.js", TimeSpan.FromSeconds(60), broker.Endpoint, topic, "CrashGroup", "collect",
+                JsonSerializer.Serialize(new { ids = missing, timeoutMs = 40_000, awaitMs = 2000, invisibleMs = 5000 }));
+            received.UnionWith(second.Final.GetProperty("got").EnumerateArray().Select(s => s.GetProperty("id").GetString()!));
+        }
         var lost = acknowledged.Except(received).ToList();
-        Assert.True(lost.Count == 0, $"{lost.Count} acknowledged messages never received: {string.Join(", ", lost)}\n--- consumer ---\n{consumed.Describe()}\n--- producer ---\n{produced.Describe()}\n--- broker ---\n{broker.Output}");
+        Assert.True(lost.Count == 0, $"{lost.Count} acknowledged messages never received: {string.Join(", ", lost)}; {orphans.Count} received messages were never acknowledged (retried sends): {string.Join(", ", orphans)}\n--- consumer ---\n{consumed.Describe()}\n--- second consumer ---\n{second?.Describe()}\n--- producer ---\n{produced.Describe()}\n--- broker ---\n{broker.Output}");
     }
 
     [Fact]
