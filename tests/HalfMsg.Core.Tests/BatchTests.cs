@@ -41,4 +41,32 @@ public sealed class BatchTests
         Assert.Equal(15, results.Count(r => r.IsOk));
         Assert.Equal(16, (await h.ReceiveAsync("g", "events")).Count);  // warm-up + 15
     }
+
+    [Fact]
+    public async Task A_one_queue_batch_is_refused_whole_for_one_bad_message_and_otherwise_lands_in_order_on_one_queue()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("events", "warm-up"));
+        var drafts = Enumerable.Range(0, 12).Select(i => h.Draft("events", $"q{i}")).ToList();
+        var bad = drafts.ToList();
+        bad[7] = new MessageDraft { Topic = "events", MessageId = h.NextId(), Body = new byte[h.Engine.Options.MaxMessageSize + 1] };
+        var (error, refused) = await h.Engine.SendToOneQueueAsync(bad);
+        Assert.Equal(BrokerStatus.MessageTooLarge, error.Status);
+        Assert.Empty(refused);
+        Assert.Single(await h.ReceiveAsync("g", "events", batch: 64));     // nothing of the refused batch was stored
+
+        long before = h.Engine.LogCommits;
+        var (ok, results) = await h.Engine.SendToOneQueueAsync(drafts);
+        Assert.True(ok.IsOk);
+        Assert.InRange(h.Engine.LogCommits - before, 1, 2);                 // one wait for the whole batch
+        Assert.All(results, r => Assert.Equal(results[0].QueueId, r.QueueId));
+        Assert.Equal(Enumerable.Range(0, 12).Select(i => results[0].QueueOffset + i), results.Select(r => r.QueueOffset));
+        await h.RestartAsync();
+        var got = await h.ReceiveAsync("g2", "events", batch: 64);
+        Assert.Equal(13, got.Count);
+        var batchIds = drafts.Select(d => d.MessageId).ToHashSet();
+        var stored = got.Where(m => batchIds.Contains(m.Message.MessageId)).OrderBy(m => m.Message.QueueOffset).ToList();
+        Assert.All(stored, m => Assert.Equal(results[0].QueueId, m.Message.QueueId));
+        Assert.Equal(drafts.Select(d => d.MessageId), stored.Select(m => m.Message.MessageId));
+    }
 }

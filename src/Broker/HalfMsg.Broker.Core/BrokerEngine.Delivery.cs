@@ -42,8 +42,41 @@ public sealed partial class BrokerEngine
         return results;
     }
 
+    /// <summary>
+    /// RocketMQ's batch send: the messages are validated as a whole (one bad message refuses the batch and nothing is
+    /// stored), then stored one after another on ONE queue (the first message's choice) under one lock hold, and the
+    /// call waits once, for the last of them. Returns one result per message, or the first error for all of them.
+    /// </summary>
+    public async ValueTask<(BrokerError Error, SendResult[] Results)> SendToOneQueueAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
+    {
+        if (messages.Count == 0) return (new(BrokerStatus.BadRequest, "the batch is empty"), []);
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        var results = new SendResult[messages.Count];
+        long highest = -1;
+        lock (_gate)
+        {
+            long now = NowMs;
+            foreach (var m in messages)
+            {
+                var err = ValidateDraft(m, now);
+                if (err.IsOk && m.Topic != messages[0].Topic) err = new(BrokerStatus.BadRequest, "every message of a batch must have the same topic");
+                if (err.IsOk && m.DeliveryTimestampMs is long at && at > now) err = new(BrokerStatus.BadRequest, "batch messages cannot be delayed");
+                if (!err.IsOk) return (err, []);
+            }
+            for (int i = 0; i < messages.Count; i++)
+            {
+                results[i] = StoreMessage(messages[i], out var address, i == 0 ? null : results[0].QueueId);
+                // Only the first can fail here (its topic); the rest were validated against the same topic.
+                if (!results[i].IsOk) return (results[i].Error, []);
+                highest = address;
+            }
+        }
+        await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);
+        return (BrokerError.None, results);
+    }
+
     /// <summary>Validates and appends one message. Caller holds the lock.</summary>
-    private SendResult StoreMessage(MessageDraft msg, out long address)
+    private SendResult StoreMessage(MessageDraft msg, out long address, int? onQueue = null)
     {
         address = -1;
         long now = NowMs;
@@ -52,7 +85,7 @@ public sealed partial class BrokerEngine
         if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out topic);
         if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
         bool delayed = msg.DeliveryTimestampMs is long at && at > now;
-        int queueId = delayed ? -1 : PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup);
+        int queueId = delayed ? -1 : onQueue ?? PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup);
         long offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
         var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
         MessageStoredRecord.Write(_writer, queueId, offset, kind, msg.QueueId ?? -1, msg, now);
@@ -62,47 +95,9 @@ public sealed partial class BrokerEngine
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset);
     }
 
-    private void ApplyMessageStored(long address, int size, MessageStoredRecord rec)
-    {
-        ref readonly var m = ref rec.Message;
-        var topic = ApplyTopicCreated(m.Topic, IsSystemTopic(m.Topic) ? 1 : _options.QueuesPerTopic);
-        if (rec.Offset >= 0)
-        {
-            if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{m.Topic}'");
-            AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = address, Size = size, VisibleAt = address, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
-        }
-        else
-        {
-            AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
-        }
-    }
+    private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
 
-    private void AddDelayed(DelayedEntry entry)
-    {
-        _delayed.Add(entry);
-    }
-
-    private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
-    {
-        var topic = ApplyTopicCreated(rec.Topic, IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
-        if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
-        int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size
-            : topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing) ? existing.Size : 0; // replayed over a checkpoint that has it
-        AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
-    }
-
-    private GroupTopicState GetGroup(string group, TopicState topic)
-    {
-        if (!_groups.TryGetValue((group, topic.Name), out var state))
-        {
-            state = new GroupTopicState(group, topic);
-            _groups[(group, topic.Name)] = state;
-            topic.Groups.Add(state);
-        }
-        return state;
-    }
-
-    private long NextLeaseId() => ((long)_incarnation << 32) | ++_leaseSeq;
+    private long NextLeaseId() => _groups.NextLeaseId();
 
     /// <summary>
     /// Leases up to <see cref="ReceiveRequest.BatchSize"/> messages to a consumer of the group: expired leases first (their
@@ -262,49 +257,7 @@ public sealed partial class BrokerEngine
         gq.AdvanceTo(baseOffset);
     }
 
-    private static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight)
-    {
-        group.Queues[q].InFlight[off] = flight;
-        if (flight.MessageGroup is not null)
-            group.BusyMessageGroups[flight.MessageGroup] = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) + 1;
-    }
-
-    private static void FinishInFlight(GroupTopicState group, int q, long off)
-    {
-        var gq = group.Queues[q];
-        if (gq.InFlight.TryGetValue(off, out var flight) && flight.MessageGroup is not null)
-        {
-            int n = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) - 1;
-            if (n <= 0) group.BusyMessageGroups.Remove(flight.MessageGroup); else group.BusyMessageGroups[flight.MessageGroup] = n;
-        }
-        gq.MarkDone(off);
-    }
-
-    private void ApplyDelivered(DeliveredRecord rec)
-    {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
-        var group = GetGroup(rec.Group, topic);
-        var gq = group.Queues[rec.QueueId];
-        // An offset a group was handed exists, even if the record that filled it was lost: never reuse it.
-        topic.Queues[rec.QueueId].EnsureNext(rec.Offset + 1);
-        if (rec.Offset >= gq.NextOffset)
-        {
-            // Offsets skipped before this fresh delivery were filtered out.
-            for (long o = gq.NextOffset; o < rec.Offset; o++) gq.MarkDone(o);
-            gq.NextOffset = rec.Offset + 1;
-        }
-        if (gq.IsDone(rec.Offset)) return;
-        if (gq.InFlight.TryGetValue(rec.Offset, out var flight))
-        {
-            flight.Attempt = rec.Attempt; flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
-        }
-        else
-        {
-            topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry);
-            AddInFlight(group, rec.QueueId, rec.Offset, new InFlight { Attempt = rec.Attempt, InvisibleUntilMs = rec.UntilMs, LeaseId = rec.LeaseId, MessageGroup = entry.MessageGroup });
-        }
-        _leaseDue.Enqueue((group, rec.QueueId, rec.Offset, rec.LeaseId), rec.UntilMs);
-    }
+    private static void FinishInFlight(GroupTopicState group, int q, long off) => ConsumerGroups.FinishInFlight(group, q, off);
 
     /// <summary>Validates a receipt handle against the live lease. Caller holds the lock.</summary>
     private BrokerError TryGetLease(string groupName, string topicName, string receiptHandle, out GroupTopicState group, out ReceiptHandle handle, out InFlight flight)
@@ -365,14 +318,6 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    private void ApplyAcked(AckedRecord rec)
-    {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
-        FinishInFlight(GetGroup(rec.Group, topic), rec.QueueId, rec.Offset);
-        // A FIFO group may have been waiting for this message.
-        if (IsReady) topic.Wake();
-    }
-
     /// <summary>Extends or shortens a lease; returns the new receipt handle (the old one becomes stale). Zero = redeliver now.</summary>
     public async ValueTask<ChangeInvisibleResult> ChangeInvisibleDurationAsync(string group, string topic, string receiptHandle, TimeSpan duration, CancellationToken ct = default)
     {
@@ -397,17 +342,6 @@ public sealed partial class BrokerEngine
         return new(BrokerError.None, newHandle, until);
     }
 
-    private void ApplyInvisibilityChanged(InvisibilityChangedRecord rec)
-    {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
-        var group = GetGroup(rec.Group, topic);
-        if (group.Queues[rec.QueueId].InFlight.TryGetValue(rec.Offset, out var flight))
-        {
-            flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
-            _leaseDue.Enqueue((group, rec.QueueId, rec.Offset, rec.LeaseId), rec.UntilMs);
-        }
-    }
-
     /// <summary>Moves a leased message to the group's dead-letter topic <c>%DLQ%&lt;group&gt;</c> at the consumer's request.</summary>
     public async ValueTask<BrokerError> ForwardToDeadLetterAsync(string group, string topic, string receiptHandle, CancellationToken ct = default)
     {
@@ -426,23 +360,12 @@ public sealed partial class BrokerEngine
     private long DeadLetter(GroupTopicState group, int q, long off)
     {
         string dlqName = DeadLetterPrefix + group.Group;
-        var dlq = ApplyTopicCreated(dlqName, 1);
+        var dlq = _topics.GetOrAdd(dlqName, 1);
         new DeadLetteredRecord(group.Group, group.Topic.Name, q, off, dlq.Queues[0].NextOffset).Write(_writer);
         long address = AppendAndApply();
         Metrics.DeadLettered++;
         _logger.LogInformation("Message {Topic}/{Queue}/{Offset} moved to {Dlq} for group {Group}", group.Topic.Name, q, off, dlqName, group.Group);
         return address;
-    }
-
-    private void ApplyDeadLettered(long address, DeadLetteredRecord rec)
-    {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
-        var group = GetGroup(rec.Group, topic);
-        var dlq = ApplyTopicCreated(DeadLetterPrefix + rec.Group, 1);
-        if (!topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry)) entry = new QueueEntry { BodyAddress = QueueEntry.Expired };
-        FinishInFlight(group, rec.QueueId, rec.Offset);
-        // The dead-letter entry points at the original body: no copy of the message is written. (A hole stays a hole.)
-        AddQueueEntry(dlq, 0, rec.DlqOffset, new QueueEntry { BodyAddress = entry.BodyAddress, Size = entry.Size, VisibleAt = address, Tag = entry.Tag, MessageGroup = null });
     }
 
     /// <summary>Expires leases and releases delay messages whose time has come. Runs on the sweeper loop; tests call it with a fake clock.</summary>
@@ -459,19 +382,16 @@ public sealed partial class BrokerEngine
 
     private void SweepLeases(long now)
     {
-        while (_leaseDue.TryPeek(out var item, out var due) && due <= now)
+        while (_groups.TryTakeExpired(now, out var group, out var queue, out var offset, out var flight))
         {
-            _leaseDue.Dequeue();
-            var gq = item.Group.Queues[item.Queue];
-            if (!gq.InFlight.TryGetValue(item.Offset, out var flight) || flight.LeaseId != item.LeaseId || flight.Expired) continue;
             if (flight.Attempt >= _options.MaxDeliveryAttempts)
             {
-                DeadLetter(item.Group, item.Queue, item.Offset);
+                DeadLetter(group, queue, offset);
                 continue;
             }
             flight.Expired = true;
-            item.Group.Redeliver.Enqueue((item.Queue, item.Offset));
-            item.Group.Topic.Wake();
+            group.Redeliver.Enqueue((queue, offset));
+            group.Topic.Wake();
         }
     }
 
@@ -479,12 +399,12 @@ public sealed partial class BrokerEngine
     {
         foreach (var entry in _delayed.TakeDue(now))
         {
-            var topic = ApplyTopicCreated(entry.Topic, _options.QueuesPerTopic);
+            var topic = _topics.GetOrAdd(entry.Topic, _options.QueuesPerTopic);
             int q = PickQueue(topic, entry.RequestedQueueId, entry.MessageGroup);
             new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, topic.Queues[q].NextOffset, entry.Tag, entry.MessageGroup).Write(_writer);
             AppendAndApply();
         }
-        if (_log.Flush == FlushMode.Sync && _pendingVisible.Count > 0) _log.RequestCommit();
+        if (_log.Flush == FlushMode.Sync && _topics.WaitingForDurability > 0) _log.RequestCommit();
     }
 
     /// <summary>Reads a stored body (a MessageStored or HalfStored record) and presents it at the given queue position.</summary>

@@ -39,7 +39,7 @@ public sealed partial class BrokerEngine
                     sb.Append("]\n");
                 }
             }
-            foreach (var ((group, topic, queue), offset) in _consumerOffsets.OrderBy(p => p.Key.Group, StringComparer.Ordinal).ThenBy(p => p.Key.Topic, StringComparer.Ordinal).ThenBy(p => p.Key.Queue))
+            foreach (var ((group, topic, queue), offset) in _consumerOffsets.All.OrderBy(p => p.Key.Group, StringComparer.Ordinal).ThenBy(p => p.Key.Topic, StringComparer.Ordinal).ThenBy(p => p.Key.Queue))
                 sb.Append($"offset {group}/{topic}/{queue}={offset}\n");
             return sb.ToString();
         }

@@ -62,18 +62,4 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    private void ApplyGroupStarted(GroupStartedRecord rec)
-    {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.StartOffsets.Length != topic.Queues.Length) return;
-        var group = GetGroup(rec.Group, topic);
-        for (int q = 0; q < rec.StartOffsets.Length; q++)
-        {
-            var gq = group.Queues[q];
-            long start = rec.StartOffsets[q];
-            // Everything below the start is finished for this group; the queue keeps that position (never reused).
-            topic.Queues[q].EnsureNext(start);
-            if (gq.NextOffset < start) gq.NextOffset = start;
-            gq.AdvanceTo(start);
-        }
-    }
 }

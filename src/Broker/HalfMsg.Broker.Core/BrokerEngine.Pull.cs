@@ -36,7 +36,6 @@ public readonly record struct SendBackResult(BrokerError Error, string? Topic, b
 public sealed partial class BrokerEngine
 {
     /// <summary>Checkpoint record of one committed pull-consumer offset (same fields as the log record).</summary>
-    internal const RecordKind SnapConsumerOffset = (RecordKind)107;
 
     /// <summary>Property that carries a retried message's reconsume count (RocketMQ's stored reconsumeTimes field).</summary>
     public const string ReconsumeTimesProperty = "RECONSUME_TIME";
@@ -50,8 +49,6 @@ public sealed partial class BrokerEngine
         TimeSpan.FromMinutes(6), TimeSpan.FromMinutes(7), TimeSpan.FromMinutes(8), TimeSpan.FromMinutes(9), TimeSpan.FromMinutes(10),
         TimeSpan.FromMinutes(20), TimeSpan.FromMinutes(30), TimeSpan.FromHours(1), TimeSpan.FromHours(2),
     ];
-
-    private readonly Dictionary<(string Group, string Topic, int Queue), long> _consumerOffsets = new();
 
     /// <summary>Largest number of queue entries one pull scans for matching tags before answering.</summary>
     private const int MaxPullScan = 4096;
@@ -204,7 +201,7 @@ public sealed partial class BrokerEngine
     /// <summary>The committed offset of a pull group on a queue, or null when the group never committed one.</summary>
     public long? QueryConsumerOffset(string group, string topic, int queueId)
     {
-        lock (_gate) return _consumerOffsets.TryGetValue((group, topic, queueId), out var o) ? o : null;
+        lock (_gate) return _consumerOffsets.TryGet(group, topic, queueId, out var o) ? o : null;
     }
 
     /// <summary>Commits a pull group's offset for a queue. Durable like every other state change; survives kill -9.</summary>
@@ -218,7 +215,7 @@ public sealed partial class BrokerEngine
         {
             if (!_topics.TryGetValue(topic, out var t) || queueId >= t.Queues.Length)
                 return new(BrokerStatus.TopicNotFound, $"topic '{topic}' queue {queueId} does not exist");
-            if (_consumerOffsets.TryGetValue((group, topic, queueId), out var current) && current == offset) return BrokerError.None;
+            if (_consumerOffsets.TryGet(group, topic, queueId, out var current) && current == offset) return BrokerError.None;
             new ConsumerOffsetCommittedRecord(group, topic, queueId, offset).Write(_writer);
             address = AppendAndApply();
         }
@@ -226,27 +223,12 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    private void ApplyConsumerOffset(ConsumerOffsetCommittedRecord rec) => _consumerOffsets[(rec.Group, rec.Topic, rec.QueueId)] = rec.Offset;
-
-    /// <summary>Replays a <see cref="RecordKind.ConsumerOffsetCommitted"/> record (log or checkpoint: same fields).</summary>
-    private void ReplayConsumerOffset(ref RecordReader r) => ApplyConsumerOffset(ConsumerOffsetCommittedRecord.Read(ref r));
-
-    private void WriteConsumerOffsetsSnapshot(RecordWriter w, Action<RecordWriter> emit)
-    {
-        foreach (var ((group, topic, queue), offset) in _consumerOffsets)
-        {
-            w.Begin(SnapConsumerOffset).Str(group).Str(topic).I32(queue).I64(offset);
-            emit(w);
-        }
-    }
-
     /// <summary>Groups with committed pull offsets on a topic, with their offsets per queue (admin, consumer progress).</summary>
     public IReadOnlyDictionary<string, IReadOnlyDictionary<int, long>> ConsumerOffsetsOf(string topic)
     {
         lock (_gate)
         {
-            return _consumerOffsets.Where(e => e.Key.Topic == topic).GroupBy(e => e.Key.Group)
-                .ToDictionary(g => g.Key, g => (IReadOnlyDictionary<int, long>)g.ToDictionary(e => e.Key.Queue, e => e.Value));
+            return _consumerOffsets.OfTopic(topic);
         }
     }
 
@@ -363,19 +345,4 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    private void ApplyTopicDeleted(string topic)
-    {
-        if (!_topics.Remove(topic, out var state)) return;
-        foreach (var g in state.Groups)
-        {
-            // Leases die with the topic: the sweeper must not dead-letter them later.
-            foreach (var gq in g.Queues) gq.InFlight.Clear();
-            g.Redeliver.Clear();
-            _groups.Remove((g.Group, topic));
-        }
-        foreach (var key in _consumerOffsets.Keys.Where(k => k.Topic == topic).ToList()) _consumerOffsets.Remove(key);
-        foreach (var key in _delayed.All.Where(d => d.Topic == topic).Select(d => d.BodyAddress).ToList()) _delayed.Remove(key, out _);
-        // Parked receivers and pulls look again and find the topic gone.
-        state.Wake();
-    }
 }

@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Retention;
 using HalfMsg.Broker.Core.Storage;
 using Microsoft.Extensions.Logging;
 
@@ -13,7 +14,7 @@ namespace HalfMsg.Broker.Core;
 // after the cut point, even when its body was written before it (a half committed late, a delay released late).
 //
 // Why nothing live is lost: a cut at B first moves every live body below B to the tail (BodyRelocated, which names
-// each reference it moves and is applied through the same ApplyRecord as everything else), in rounds, under the
+// each reference it moves and is applied through the same RecordApplier as everything else), in rounds, under the
 // engine lock per batch, until one round finds no live reference below B. New references are only ever made from
 // addresses already in the state (a commit takes the half's address, a release the delayed entry's), so once the
 // state holds none below B it never gets one again. Then a checkpoint is made durable, and only then, under the lock,
@@ -22,8 +23,6 @@ namespace HalfMsg.Broker.Core;
 // leaves one that covers the log.
 public sealed partial class BrokerEngine
 {
-    // Known record boundaries with the time they were the tail: truncation may only cut at a record boundary.
-    private readonly List<(long Address, long AtMs)> _boundaries = new();
     private readonly SemaphoreSlim _retentionLock = new(1, 1);
     private const int MaxRelocationRounds = 16;
 
@@ -35,19 +34,7 @@ public sealed partial class BrokerEngine
 
     private long ComputeRetentionTarget()
     {
-        lock (_gate)
-        {
-            long tail = _log.TailAddress;
-            long now = NowMs;
-            long target = _log.BeginAddress;
-            foreach (var (address, at) in _boundaries)
-            {
-                bool bySize = _options.RetentionBytes > 0 && address <= tail - _options.RetentionBytes;
-                bool byAge = _options.RetentionTime > TimeSpan.Zero && at <= now - (long)_options.RetentionTime.TotalMilliseconds;
-                if ((bySize || byAge) && address > target && address <= LastCheckpointAddress) target = address;
-            }
-            return target;
-        }
+        lock (_gate) return _retention.ComputeTarget(_log.BeginAddress, _log.TailAddress, NowMs, LastCheckpointAddress);
     }
 
     private async Task RunRetentionAsync(CancellationToken ct)
@@ -55,9 +42,6 @@ public sealed partial class BrokerEngine
         long target = ComputeRetentionTarget();
         if (target > _log.BeginAddress) await TruncateBeforeAsync(target, ct).ConfigureAwait(false);
     }
-
-    /// <summary>One live reference to a body below the cut: a pending half, a delayed entry, or a queue position.</summary>
-    private readonly record struct LiveRef(string? HalfTransactionId, bool Delayed, string? Topic, int QueueId, long Offset);
 
     /// <summary>
     /// Cuts the log before <paramref name="boundary"/> (a record boundary, e.g. a former <see cref="LogTailAddress"/>),
@@ -80,7 +64,7 @@ public sealed partial class BrokerEngine
             for (int round = 0; ; round++)
             {
                 Dictionary<long, List<LiveRef>> live;
-                lock (_gate) live = CollectLiveBelow(boundary);
+                lock (_gate) live = _retention.CollectLiveBelow(boundary);
                 if (live.Count == 0) break;
                 if (round == MaxRelocationRounds)
                 {
@@ -115,7 +99,7 @@ public sealed partial class BrokerEngine
             {
                 // The state has not held a reference below the boundary since the last round (see above); check it
                 // anyway, because a cut is the one operation that cannot be undone.
-                var stray = CollectLiveBelow(boundary);
+                var stray = _retention.CollectLiveBelow(boundary);
                 if (stray.Count > 0)
                 {
                     _logger.LogError("Retention: {Count} live records appeared below {Boundary} after relocation (a bug); cut abandoned", stray.Count, boundary);
@@ -123,7 +107,7 @@ public sealed partial class BrokerEngine
                 }
                 _log.TruncateUntil(boundary);
                 ExpireBelow(boundary);
-                _boundaries.RemoveAll(b => b.Address <= boundary);
+                _retention.ForgetBoundariesUpTo(boundary);
                 Metrics.RetentionCuts++;
                 Metrics.RecordsRelocated += moved;
                 new LogCutRecord(boundary, NowMs).Write(_writer);
@@ -147,92 +131,17 @@ public sealed partial class BrokerEngine
         }
     }
 
-    /// <summary>Every live reference to a body below <paramref name="boundary"/>, grouped by body address. Caller holds the lock.</summary>
-    private Dictionary<long, List<LiveRef>> CollectLiveBelow(long boundary)
-    {
-        var live = new Dictionary<long, List<LiveRef>>();
-        void Add(long address, LiveRef r)
-        {
-            if (!live.TryGetValue(address, out var list)) live[address] = list = new List<LiveRef>(1);
-            list.Add(r);
-        }
-        foreach (var h in _txs.All)
-            if (h.Address < boundary) Add(h.Address, new LiveRef(h.TransactionId, false, null, -1, -1));
-        foreach (var d in _delayed.All)
-            if (d.BodyAddress < boundary) Add(d.BodyAddress, new LiveRef(null, true, null, -1, -1));
-        foreach (var topic in _topics.Values)
-        {
-            for (int q = 0; q < topic.Queues.Length; q++)
-            {
-                var entries = topic.Queues[q].Entries;
-                // Entries enter a queue in log order, so those that entered at or after the boundary are a suffix.
-                for (int i = FirstVisibleAtOrAfter(entries, boundary); i < entries.Count; i++)
-                {
-                    var e = entries[i];
-                    if (!e.IsHole && e.BodyAddress < boundary)
-                        Add(e.BodyAddress, new LiveRef(null, false, topic.Name, q, topic.Queues[q].BaseOffset + i));
-                }
-            }
-        }
-        return live;
-    }
-
-    private static int FirstVisibleAtOrAfter(List<QueueEntry> entries, long boundary)
-    {
-        int lo = 0, hi = entries.Count;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            // Holes carry no position in the log; treat them as old so the search stays monotonic.
-            if (entries[mid].IsHole || entries[mid].VisibleAt < boundary) lo = mid + 1; else hi = mid;
-        }
-        // A hole inside the suffix would have sent the search too far right: step back over earlier live entries.
-        while (lo > 0 && (entries[lo - 1].IsHole || entries[lo - 1].VisibleAt >= boundary)) lo--;
-        return lo;
-    }
-
     /// <summary>
     /// Appends a BodyRelocated record for the references that still point at <paramref name="address"/> now (the state
     /// may have moved on since they were collected; the next round sees any new one). Caller holds the lock.
     /// </summary>
     private bool Relocate(long address, List<LiveRef> refs, byte[] original)
     {
-        string? halfTx = null;
-        bool delayed = false;
-        var queueRefs = new List<(string, int, long)>();
-        foreach (var r in refs)
-        {
-            if (r.HalfTransactionId is { } tx && _txs.TryGet(tx, out var h) && h.Address == address) halfTx = tx;
-            else if (r.Delayed && _delayed.Contains(address)) delayed = true;
-            else if (r.Topic is not null && _topics.TryGetValue(r.Topic, out var t) && t.Queues[r.QueueId].TryGet(r.Offset, out var e) && e.BodyAddress == address)
-                queueRefs.Add((r.Topic, r.QueueId, r.Offset));
-        }
-        if (halfTx is null && !delayed && queueRefs.Count == 0) return false;
-        BodyRelocatedRecord.Write(_writer, address, halfTx, delayed, queueRefs, original);
+        var targets = _retention.StillPointingAt(address, refs);
+        if (targets.IsEmpty) return false;
+        BodyRelocatedRecord.Write(_writer, address, targets.HalfTransactionId, targets.Delayed, targets.QueueRefs, original);
         AppendAndApply();
         return true;
-    }
-
-    private void ApplyBodyRelocated(long address, int size, BodyRelocatedRecord rec)
-    {
-        long previous = rec.PreviousAddress;
-        if (rec.HalfTransactionId is { } tx && _txs.TryGet(tx, out var half) && half.Address == previous)
-        {
-            half.Address = address;
-            half.Size = size;
-        }
-        if (rec.Delayed) _delayed.Move(previous, address, size);
-        foreach (var (topicName, q, offset) in rec.QueueRefs)
-        {
-            if (!_topics.TryGetValue(topicName, out var topic) || q < 0 || q >= topic.Queues.Length) continue;
-            var queue = topic.Queues[q];
-            if (queue.TryGet(offset, out var entry) && entry.BodyAddress == previous)
-            {
-                entry.BodyAddress = address;
-                entry.Size = size;
-                queue.Set(offset, entry);
-            }
-        }
     }
 
     /// <summary>
@@ -241,35 +150,7 @@ public sealed partial class BrokerEngine
     /// holds the lock.
     /// </summary>
     private void ExpireBelow(long begin)
-    {
-        foreach (var topic in _topics.Values)
-        {
-            foreach (var queue in topic.Queues)
-            {
-                int n = 0;
-                while (n < queue.Entries.Count && (queue.Entries[n].IsHole || queue.Entries[n].VisibleAt < begin))
-                {
-                    if (!queue.Entries[n].IsHole) Metrics.MessagesExpired++;
-                    n++;
-                }
-                if (n > 0)
-                {
-                    queue.Entries.RemoveRange(0, n);
-                    queue.BaseOffset += n;
-                }
-                if (IsReady) continue;
-                // Recovery only: after a degraded start an entry may still point below the begin; its body is gone.
-                for (int i = 0; i < queue.Entries.Count; i++)
-                {
-                    var e = queue.Entries[i];
-                    if (e.IsHole || e.BodyAddress >= begin) continue;
-                    e.BodyAddress = QueueEntry.Missing;
-                    queue.Entries[i] = e;
-                    Health.ReportDegraded($"queue entry {topic.Name}/{queue.BaseOffset + i} points at {e.BodyAddress}, before the log start {begin}; it is lost");
-                }
-            }
-        }
-    }
+        => Metrics.MessagesExpired += _retention.ExpireBelow(begin, recovering: !IsReady, lost: Health.ReportDegraded);
 
     /// <summary>
     /// Forgets a consumer group: its progress, leases and waiting redeliveries on every topic. Messages stay for other
@@ -291,16 +172,4 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    private void ApplyGroupDeleted(GroupDeletedRecord rec)
-    {
-        foreach (var key in _groups.Keys.Where(k => k.Group == rec.Group).ToList())
-        {
-            var state = _groups[key];
-            _groups.Remove(key);
-            state.Topic.Groups.Remove(state);
-            // Leases still in the due-time heap find no in-flight entry and are skipped.
-            foreach (var gq in state.Queues) gq.InFlight.Clear();
-            state.Redeliver.Clear();
-        }
-    }
 }

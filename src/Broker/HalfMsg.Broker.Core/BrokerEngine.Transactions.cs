@@ -54,28 +54,6 @@ public sealed partial class BrokerEngine
         return new SendHalfResult(BrokerError.None, msg.MessageId, msg.MessageId);
     }
 
-    private void ApplyHalfStored(long address, int size, HalfStoredRecord rec)
-    {
-        if (_txs.TryGet(rec.TransactionId, out var existing))
-        {
-            // Replayed over a checkpoint that already has it: the address is the record's (a later BodyRelocated moves it again).
-            existing.Address = address;
-            existing.Size = size;
-            return;
-        }
-        ref readonly var m = ref rec.Message;
-        var half = new HalfState
-        {
-            // Shared strings: a pending half costs its numbers, not five copies of names it shares with thousands of others.
-            TransactionId = rec.TransactionId, MessageId = m.MessageId == rec.TransactionId ? rec.TransactionId : m.MessageId,
-            Topic = Intern(m.Topic)!, ProducerGroup = Intern(rec.ProducerGroup)!, OriginClientId = Intern(rec.OriginClientId),
-            Address = address, Size = size, StoreTimestampMs = m.StoreMs, CheckImmunityMs = rec.CheckImmunityMs, RequestedQueueId = rec.RequestedQueue,
-            Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, DeliverAtMs = m.DeliverAtMs, CheckCount = rec.CheckCount, Parked = rec.Parked,
-        };
-        half.NextCheckAtMs = rec.NextCheckAtMs > 0 ? rec.NextCheckAtMs : m.StoreMs + Math.Max((long)_options.TransactionTimeout.TotalMilliseconds, rec.CheckImmunityMs);
-        _txs.Add(half);
-    }
-
     /// <summary>
     /// Commits or rolls back a half message. Exactly-once: the first decision wins atomically; a repeated identical decision
     /// returns success (after the original is durable) and changes nothing; a conflicting one returns
@@ -155,61 +133,6 @@ public sealed partial class BrokerEngine
         }
         await _log.WaitDurableAsync(waitFor, ct).ConfigureAwait(false);
         return new(BrokerError.None, resolution, duplicate);
-    }
-
-    private void ApplyTxDecided(long address, TxDecidedRecord rec)
-    {
-        if (!_txs.TryGet(rec.TransactionId, out var half))
-        {
-            if (!_txs.Decided.Contains(rec.TransactionId))
-                _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
-            return;
-        }
-        TopicState? topic = null;
-        if (rec.Resolution == TransactionResolution.Commit)
-        {
-            topic = ApplyTopicCreated(half.Topic, half.Topic == CheckMaxTopic ? 1 : _options.QueuesPerTopic);
-            if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{half.Topic}'");
-        }
-        // Checked above, changed below: a record that does not fit changes nothing.
-        _txs.Remove(rec.TransactionId, out _);
-        if (topic is not null)
-        {
-            if (rec.QueueId >= 0)
-                AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag, MessageGroup = half.MessageGroup });
-            else
-                AddDelayed(new DelayedEntry { BodyAddress = half.Address, Size = half.Size, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup });
-        }
-        _txs.Decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs);
-        _txs.Decided.Expire(rec.AtMs);
-    }
-
-    private void ApplyTxChecked(TxCheckedRecord rec)
-    {
-        if (!_txs.TryGet(rec.TransactionId, out var half)) return;
-        half.CheckCount = rec.CheckCount;
-        half.LastCheckAtMs = rec.AtMs;
-        half.NextCheckAtMs = rec.NextCheckAtMs;
-        if (!half.Parked) _txs.Schedule(half);
-    }
-
-    private void ApplyTxParked(long address, TxParkedRecord rec)
-    {
-        if (!_txs.TryGet(rec.TransactionId, out var half)) return;
-        var topic = ApplyTopicCreated(CheckMaxTopic, 1);
-        half.Parked = true;
-        half.ParkedAtMs = rec.AtMs;
-        if (rec.SystemOffset >= 0)
-            AddQueueEntry(topic, 0, rec.SystemOffset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag });
-    }
-
-    private void ApplyTxResumed(TxResumedRecord rec)
-    {
-        if (!_txs.TryGet(rec.TransactionId, out var half)) return;
-        half.Parked = false;
-        half.CheckCount = 0;
-        half.NextCheckAtMs = rec.AtMs;
-        _txs.Schedule(half);
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Retention;
 using HalfMsg.Broker.Core.Storage;
 using HalfMsg.Broker.Core.Transactions;
 using Microsoft.Extensions.Logging;
@@ -29,18 +30,19 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private readonly RecordLog _log;
     private readonly RecordWriter _writer = new();
     private readonly CheckpointStore _checkpoints;
+    private readonly Checkpointer _checkpointer;
+    private readonly RetentionPlanner _retention;
+    private readonly RecordApplier _applier;
 
-    private readonly Dictionary<string, TopicState> _topics = new(StringComparer.Ordinal);
-    private readonly Dictionary<(string Group, string Topic), GroupTopicState> _groups = new();
-    private readonly HalfIndex _txs;
-    private readonly DelayIndex _delayed = new();
-    private readonly PriorityQueue<(GroupTopicState Group, int Queue, long Offset, long LeaseId), long> _leaseDue = new();
-    private readonly Queue<(long VisibleAt, TopicState Topic)> _pendingVisible = new();
+    // The state, each kind with its owner (single writer: the engine, under _gate, through the RecordApplier).
+    private readonly TopicQueues _topics;                       // topic queues: entries and visibility
+    private readonly ConsumerGroups _groups = new();            // in-flight deliveries: groups, leases, redeliveries
+    private readonly HalfIndex _txs;                            // half messages: pending, parked, due checks, decided ids
+    private readonly DelayIndex _delayed = new();               // messages waiting for their delivery time
+    private readonly PullOffsets _consumerOffsets = new();      // pull groups' committed offsets
+    private readonly TagInterner _tags = new();
 
-    private readonly int _incarnation;
-    private uint _leaseSeq;
     private long _recordsSinceCheckpoint;
-    private long _replayedRecords;
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _loops = new();
     private readonly SemaphoreSlim _checkKick = new(0, int.MaxValue);
@@ -64,8 +66,12 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             RecordLimits.MaxRecordSize(options.MaxMessageSize), options.CommitTimeout, options.WrapLogDevice);
         _log.Durable += OnDurable;
         _checkpoints = new CheckpointStore(Path.Combine(options.DataDir, "checkpoints"), _logger);
-        _incarnation = Random.Shared.Next(1, int.MaxValue);
+        _topics = new TopicQueues(() => _log.DurableUntil);
         _txs = new HalfIndex(new DecidedIndex((long)options.DecisionRetention.TotalMilliseconds, options.MaxRememberedDecisions));
+        var owners = new StateOwners(_topics, _groups, _txs, _delayed, _consumerOffsets, _tags);
+        _checkpointer = new Checkpointer(_gate, _log, _checkpoints, owners, time, _logger);
+        _retention = new RetentionPlanner(owners, options);
+        _applier = new RecordApplier(owners, options, Metrics, Health, _logger);
         Producers.ProducerJoined += _ => _checkKick.Release();
     }
 
@@ -99,6 +105,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             throw;
         }
         if (startBackgroundLoops) engine.StartLoops();
+        engine._applier.Live = true;
         engine.IsReady = true;
         return engine;
     }
@@ -152,7 +159,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     /// <summary>
     /// Seals the record in <see cref="_writer"/>, appends it, and applies it to the state through the same
-    /// <see cref="ApplyRecord"/> that replay uses: the live path and recovery cannot drift apart. Caller holds the lock.
+    /// <see cref="RecordApplier"/> that replay uses: the live path and recovery cannot drift apart. Caller holds the lock.
     /// </summary>
     private long AppendAndApply()
     {
@@ -160,7 +167,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         var address = _log.Append(record);
         _recordsSinceCheckpoint++;
         Metrics.RecordsAppended++;
-        ApplyRecord(record, address);
+        _applier.Apply(record, address);
         return address;
     }
 
@@ -169,19 +176,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// space that only the next commit frees (a deadlock found by the async-flush benchmark). Visibility waiters have
     /// their own small lock.
     /// </summary>
-    private void OnDurable(long durableUntil)
-    {
-        List<TopicState>? wake = null;
-        lock (_pendingVisible)
-        {
-            while (_pendingVisible.TryPeek(out var p) && p.VisibleAt < durableUntil)
-            {
-                _pendingVisible.Dequeue();
-                (wake ??= new()).Add(p.Topic);
-            }
-        }
-        if (wake is not null) foreach (var t in wake.Distinct()) t.Wake();
-    }
+    private void OnDurable(long durableUntil) => _topics.OnDurable(durableUntil);
 
     // ---------------------------------------------------------------- topics
 
@@ -237,41 +232,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         }
     }
 
-    private TopicState ApplyTopicCreated(string topic, int queues)
-    {
-        if (_topics.TryGetValue(topic, out var existing)) return existing;
-        var state = new TopicState(topic, queues);
-        _topics[topic] = state;
-        return state;
-    }
-
-    private static int StableHash(string s)
-    {
-        // FNV-1a: string.GetHashCode is randomized per process, and FIFO groups must map to the same queue after restart.
-        uint h = 2166136261;
-        foreach (var c in s) { h ^= c; h *= 16777619; }
-        return (int)(h & 0x7FFFFFFF);
-    }
-
-    private static int PickQueue(TopicState topic, int requested, string? messageGroup)
-    {
-        if (messageGroup is not null) return StableHash(messageGroup) % topic.Queues.Length;
-        if (requested >= 0 && requested < topic.Queues.Length) return requested;
-        return (int)((uint)topic.RoundRobin++ % (uint)topic.Queues.Length);
-    }
-
-    private void AddQueueEntry(TopicState topic, int queueId, long offset, QueueEntry entry)
-    {
-        topic.Queues[queueId].Set(offset, entry);
-        if (!IsReady) return;
-        lock (_pendingVisible)
-        {
-            // Checked under the visibility lock: a commit that covers the entry either ran before (wake now) or will
-            // find it in the queue.
-            if (entry.VisibleAt >= _log.DurableUntil) { _pendingVisible.Enqueue((entry.VisibleAt, topic)); return; }
-        }
-        topic.Wake();
-    }
+    private static int PickQueue(TopicState topic, int requested, string? messageGroup) => TopicQueues.PickQueue(topic, requested, messageGroup);
 
     public async ValueTask DisposeAsync()
     {

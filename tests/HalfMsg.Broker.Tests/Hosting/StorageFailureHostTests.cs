@@ -274,7 +274,7 @@ public sealed class StorageFailureHostTests
             {
                 await first.WaitHealthyAsync();
                 first.Signal(BrokerChild.SIGTERM);
-                Assert.True(await first.WaitForExitAsync(TimeSpan.FromSeconds(30)), "a healthy broker did not stop on SIGTERM:\n" + first.Output);
+                Assert.True(await first.WaitForExitAsync(TimeSpan.FromSeconds(120)), "a healthy broker did not stop on SIGTERM:\n" + first.Output);
                 Assert.Equal(0, first.ExitCode);
             }
 
@@ -349,7 +349,7 @@ public sealed class StorageFailureHostTests
 
             // SIGTERM stops it, with the storage-failure exit code.
             broker.Signal(BrokerChild.SIGTERM);
-            Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(30)), "SIGTERM did not stop a broker whose storage failed:\n" + broker.Output);
+            Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(120)), "SIGTERM did not stop a broker whose storage failed:\n" + broker.Output);
             Assert.Equal(ExitStorageFailure, broker.ExitCode);
 
             // Said once, clearly; no loop repeating it.
@@ -404,7 +404,7 @@ public sealed class StorageFailureHostTests
             await using var broker = BrokerChild.Start(dir);
             await broker.WaitHealthyAsync();
             broker.Signal(BrokerChild.SIGINT);
-            Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(30)), "SIGINT did not stop the broker:\n" + broker.Output);
+            Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(120)), "SIGINT did not stop the broker:\n" + broker.Output);
             Assert.Equal(0, broker.ExitCode);
         }
         finally

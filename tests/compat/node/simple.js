@@ -1,7 +1,9 @@
 // node simple.js <endpoint> <topic> <group> <mode> <json options>
 // modes:
 //   collect     receive + ack until `count` distinct messages (or, with options.ids, until every one of those message
-//               ids) or `timeoutMs`; options.tag = filter expression
+//               ids) or `timeoutMs`; options.tag = filter expression; options.distinctBy = 'body' counts distinct
+//               bodies instead of message ids (a producer that retried a send whose reply a crash lost stores the same
+//               body twice, under two ids: only one of them was acknowledged)
 //   redeliver   receive one, changeInvisibleDuration(1 s), receive it again (attempt + 1), then leave it unacked with a
 //               2 s lease that expires, receive it a third time, ack it, check it is gone and that the first
 //               (stale) handle is rejected
@@ -33,7 +35,7 @@ main(async () => {
       }
       for (const m of batch) {
         got.push(view(m));
-        distinct.add(m.messageId);
+        distinct.add(opt.distinctBy === 'body' ? got[got.length - 1].body : m.messageId);
         if (!opt.noAck) {
           for (;;) {
             try { await consumer.ack(m); break; } catch (e) {

@@ -104,20 +104,22 @@ internal sealed partial class RemotingDispatcher
         if (entries.Count == 0) return Error(request, ResponseCode.MessageIllegal, "the batch is empty");
         var storeHost = server.StoreHost(session);
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-        var ids = new List<string>(entries.Count);
-        int queueId = h.QueueId;
-        long firstOffset = -1;
+        var drafts = new List<MessageDraft>(entries.Count);
         foreach (var e in entries)
         {
             var props = MessageProperties.Decode(e.Properties);
             if (props.ContainsKey(MessageConst.TransactionPrepared) || props.ContainsKey(MessageConst.DelayLevel))
                 return Error(request, ResponseCode.MessageIllegal, "batch messages cannot be transactional or delayed");
-            MessageDraft draft = RemotingMessageConverter.ToDraft(h.Topic, props, e.Body, h.BornTimestamp, session.RemoteEndPoint, queueId, 0, now);
-            var sent = await Engine.SendAsync(draft, session.Closing).ConfigureAwait(false);
-            if (!sent.IsOk) return RemotingErrors.Response(request, sent.Error);
-            if (firstOffset < 0) { queueId = sent.QueueId; firstOffset = sent.QueueOffset; }
-            ids.Add(OffsetMessageId.Encode(storeHost, Math.Max(0, Engine.BodyAddressOf(h.Topic, sent.QueueId, sent.QueueOffset))));
+            drafts.Add(RemotingMessageConverter.ToDraft(h.Topic, props, e.Body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, 0, now));
         }
+        // One lock hold and one group commit for the whole batch, all on one queue, validated as a whole.
+        var (error, sent) = await Engine.SendToOneQueueAsync(drafts, session.Closing).ConfigureAwait(false);
+        if (!error.IsOk) return RemotingErrors.Response(request, error);
+        int queueId = sent[0].QueueId;
+        long firstOffset = sent[0].QueueOffset;
+        var ids = new List<string>(sent.Length);
+        foreach (var s in sent)
+            ids.Add(OffsetMessageId.Encode(storeHost, Math.Max(0, Engine.BodyAddressOf(h.Topic, s.QueueId, s.QueueOffset))));
         var response = SendOk(request, storeHost, 0, queueId, firstOffset, null);
         response.Set("msgId", string.Join(',', ids));
         return response;

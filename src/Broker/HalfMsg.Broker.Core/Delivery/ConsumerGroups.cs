@@ -1,0 +1,101 @@
+namespace HalfMsg.Broker.Core.Delivery;
+
+/// <summary>
+/// Owner of the in-flight deliveries: each consumer group's progress on each topic (offsets handed out, finished
+/// offsets, leases in flight, redeliveries waiting) and the due-time heap of lease expiries. Guarded by the engine lock;
+/// changed only through the engine's record appliers.
+/// </summary>
+/// <remarks>
+/// The lease heap uses lazy deletion like the half index: a lease is enqueued again whenever it is renewed, and an
+/// entry whose lease id no longer matches the live lease (acked, renewed, dead-lettered, group deleted) is skipped when
+/// it surfaces. Lease ids are unique across restarts: the high half is a random incarnation number.
+/// </remarks>
+internal sealed class ConsumerGroups
+{
+    private readonly Dictionary<(string Group, string Topic), GroupTopicState> _byKey = new();
+    private readonly PriorityQueue<(GroupTopicState Group, int Queue, long Offset, long LeaseId), long> _leaseDue = new();
+    private readonly int _incarnation = Random.Shared.Next(1, int.MaxValue);
+    private uint _leaseSeq;
+
+    public int Count => _byKey.Count;
+    public Dictionary<(string Group, string Topic), GroupTopicState>.ValueCollection Values => _byKey.Values;
+    public Dictionary<(string Group, string Topic), GroupTopicState>.KeyCollection Keys => _byKey.Keys;
+    public bool TryGetValue((string Group, string Topic) key, out GroupTopicState group) => _byKey.TryGetValue(key, out group!);
+    public bool ContainsKey((string Group, string Topic) key) => _byKey.ContainsKey(key);
+
+    /// <summary>The group's state on a topic, created (starting at the queues' current fronts) on first use.</summary>
+    public GroupTopicState GetOrAdd(string group, TopicState topic)
+    {
+        if (!_byKey.TryGetValue((group, topic.Name), out var state))
+        {
+            state = new GroupTopicState(group, topic);
+            _byKey[(group, topic.Name)] = state;
+            topic.Groups.Add(state);
+        }
+        return state;
+    }
+
+    /// <summary>Forgets a group on one topic: its progress, leases (their heap entries become stale) and redeliveries.</summary>
+    public void Remove(GroupTopicState state)
+    {
+        _byKey.Remove((state.Group, state.Topic.Name));
+        state.Topic.Groups.Remove(state);
+        foreach (var gq in state.Queues) gq.InFlight.Clear();
+        state.Redeliver.Clear();
+    }
+
+    public long NextLeaseId() => ((long)_incarnation << 32) | ++_leaseSeq;
+
+    public static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight)
+    {
+        group.Queues[q].InFlight[off] = flight;
+        if (flight.MessageGroup is not null)
+            group.BusyMessageGroups[flight.MessageGroup] = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) + 1;
+    }
+
+    /// <summary>The offset is finished for the group (acked, dead-lettered, expired): its lease and FIFO hold end.</summary>
+    public static void FinishInFlight(GroupTopicState group, int q, long off)
+    {
+        var gq = group.Queues[q];
+        if (gq.InFlight.TryGetValue(off, out var flight) && flight.MessageGroup is not null)
+        {
+            int n = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) - 1;
+            if (n <= 0) group.BusyMessageGroups.Remove(flight.MessageGroup); else group.BusyMessageGroups[flight.MessageGroup] = n;
+        }
+        gq.MarkDone(off);
+    }
+
+    /// <summary>Enters a lease into the expiry heap (again, when renewed).</summary>
+    public void ScheduleLease(GroupTopicState group, int q, long off, long leaseId, long untilMs)
+        => _leaseDue.Enqueue((group, q, off, leaseId), untilMs);
+
+    /// <summary>After recovery: every lease restored from the checkpoint and the log expires on the sweeper.</summary>
+    public void ScheduleAllInFlight()
+    {
+        foreach (var g in _byKey.Values)
+            for (int q = 0; q < g.Queues.Length; q++)
+                foreach (var (off, f) in g.Queues[q].InFlight)
+                    _leaseDue.Enqueue((g, q, off, f.LeaseId), f.InvisibleUntilMs);
+    }
+
+    /// <summary>Takes the next live lease that expired at or before <paramref name="nowMs"/> (stale heap entries are skipped).</summary>
+    public bool TryTakeExpired(long nowMs, out GroupTopicState group, out int queue, out long offset, out InFlight flight)
+    {
+        while (_leaseDue.TryPeek(out var item, out var due) && due <= nowMs)
+        {
+            _leaseDue.Dequeue();
+            var gq = item.Group.Queues[item.Queue];
+            if (!gq.InFlight.TryGetValue(item.Offset, out flight!) || flight.LeaseId != item.LeaseId || flight.Expired) continue;
+            (group, queue, offset) = (item.Group, item.Queue, item.Offset);
+            return true;
+        }
+        (group, queue, offset, flight) = (null!, -1, -1, null!);
+        return false;
+    }
+
+    public void Clear()
+    {
+        _byKey.Clear();
+        _leaseDue.Clear();
+    }
+}

@@ -1,0 +1,354 @@
+using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Diagnostics;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
+using HalfMsg.Broker.Core.Transactions;
+using Microsoft.Extensions.Logging;
+
+namespace HalfMsg.Broker.Core;
+
+/// <summary>
+/// Applies records to the state owners: the one path for the live engine (which appends a record, then applies it)
+/// and for replay at start (which applies the log after the checkpoint). The live path and recovery therefore cannot
+/// drift apart; every state change the log can express is here, and nothing here appends.
+/// </summary>
+/// <remarks>
+/// Every record is read whole before anything changes, so a damaged record changes nothing: during replay it costs
+/// itself only and is reported loudly (Error log, degraded health, counter); on the live path a record that does not
+/// apply is a bug, and throws. Records carry explicit values (offsets, counts, addresses), so applying one whose
+/// effect a fuzzy checkpoint already captured changes nothing. Runs under the engine lock.
+/// </remarks>
+internal sealed class RecordApplier(StateOwners state, CoreOptions options, BrokerMetrics metrics, BrokerHealth health, ILogger logger)
+{
+    private readonly TopicQueues _topics = state.Topics;
+    private readonly ConsumerGroups _groups = state.Groups;
+    private readonly HalfIndex _txs = state.Halves;
+    private readonly DelayIndex _delayed = state.Delayed;
+    private readonly PullOffsets _consumerOffsets = state.PullOffsets;
+    private readonly CoreOptions _options = options;
+    private readonly BrokerMetrics _metrics = metrics;
+    private readonly BrokerHealth _health = health;
+    private readonly ILogger _logger = logger;
+
+    /// <summary>False while replaying at start; true once the engine serves (live records wake receivers).</summary>
+    public bool Live { get; set; }
+
+    /// <summary>Records applied during replay (damaged ones included).</summary>
+    public long ReplayedRecords { get; private set; }
+
+    private string? Intern(string? value) => state.Tags.Intern(value);
+    private TopicState ApplyTopicCreated(string topic, int queues) => _topics.GetOrAdd(topic, queues);
+    private void AddQueueEntry(TopicState topic, int queueId, long offset, QueueEntry entry) => _topics.AddEntry(topic, queueId, offset, entry, Live);
+    private void AddDelayed(DelayedEntry entry) => _delayed.Add(entry);
+    private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
+    private static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight) => ConsumerGroups.AddInFlight(group, q, off, flight);
+    private static void FinishInFlight(GroupTopicState group, int q, long off) => ConsumerGroups.FinishInFlight(group, q, off);
+    private void ApplyConsumerOffset(ConsumerOffsetCommittedRecord rec) => _consumerOffsets.Set(rec.Group, rec.Topic, rec.QueueId, rec.Offset);
+
+    /// <summary>
+    /// Applies one record to the in-memory state: the single path for replay and for the live engine
+    /// (the engine's AppendAndApply). Every record is read whole before anything changes, so a damaged record changes
+    /// nothing; during replay it costs itself only, and is reported loudly (Error log, degraded health, counter).
+    /// </summary>
+    public void Apply(ReadOnlySpan<byte> record, long address)
+    {
+        if (!Live) ReplayedRecords++;
+        if (!RecordHeader.TryOpen(record, out var kind, out var r, out var error))
+        {
+            ReportDamaged(address, kind, error);
+            return;
+        }
+        try
+        {
+            switch (kind)
+            {
+                case RecordKind.TopicCreated:
+                {
+                    var rec = TopicCreatedRecord.Read(ref r);
+                    ApplyTopicCreated(rec.Topic, rec.Queues);
+                    break;
+                }
+                case RecordKind.MessageStored:
+                    ApplyMessageStored(address, record.Length, MessageStoredRecord.Read(ref r));
+                    break;
+                case RecordKind.HalfStored:
+                    ApplyHalfStored(address, record.Length, HalfStoredRecord.Read(ref r));
+                    break;
+                case RecordKind.TxDecided:
+                    ApplyTxDecided(address, TxDecidedRecord.Read(ref r));
+                    break;
+                case RecordKind.TxChecked:
+                    ApplyTxChecked(TxCheckedRecord.Read(ref r));
+                    break;
+                case RecordKind.TxParked:
+                    ApplyTxParked(address, TxParkedRecord.Read(ref r));
+                    break;
+                case RecordKind.TxResumed:
+                    ApplyTxResumed(TxResumedRecord.Read(ref r));
+                    break;
+                case RecordKind.Delivered:
+                    ApplyDelivered(DeliveredRecord.Read(ref r));
+                    break;
+                case RecordKind.Acked:
+                    ApplyAcked(AckedRecord.Read(ref r));
+                    break;
+                case RecordKind.InvisibilityChanged:
+                    ApplyInvisibilityChanged(InvisibilityChangedRecord.Read(ref r));
+                    break;
+                case RecordKind.DeadLettered:
+                    ApplyDeadLettered(address, DeadLetteredRecord.Read(ref r));
+                    break;
+                case RecordKind.QueueEntryAdded:
+                    ApplyQueueEntryAdded(address, QueueEntryAddedRecord.Read(ref r));
+                    break;
+                case RecordKind.BodyRelocated:
+                    ApplyBodyRelocated(address, record.Length, BodyRelocatedRecord.Read(ref r));
+                    break;
+                case RecordKind.GroupDeleted:
+                    ApplyGroupDeleted(GroupDeletedRecord.Read(ref r));
+                    break;
+                case RecordKind.LogCut:
+                    LogCutRecord.Read(ref r);
+                    break;
+                case RecordKind.Padding:
+                    break;
+                case RecordKind.GroupStarted:
+                    ApplyGroupStarted(GroupStartedRecord.Read(ref r));
+                    break;
+                case RecordKind.ConsumerOffsetCommitted:
+                    ApplyConsumerOffset(ConsumerOffsetCommittedRecord.Read(ref r));
+                    break;
+                case RecordKind.TopicDeleted:
+                    ApplyTopicDeleted(TopicDeletedRecord.Read(ref r).Topic);
+                    break;
+                default:
+                    ReportDamaged(address, kind, $"unknown record kind {(byte)kind}");
+                    break;
+            }
+        }
+        catch (Exception ex) when (!Live && ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
+        {
+            // Only during replay: on the live path a record we just wrote that does not apply is a bug, and throws.
+            ReportDamaged(address, kind, ex.Message);
+        }
+    }
+
+    private void ReportDamaged(long address, RecordKind kind, string error)
+    {
+        _metrics.CorruptRecordsSkipped++;
+        string reason = $"log record at address {address} ({kind}) is damaged and was skipped: {error}";
+        _logger.LogError("Damaged log record at {Address} ({Kind}) skipped: {Error}. Only this record is lost; replay continues.", address, kind, error);
+        _health.ReportDegraded(reason);
+    }
+
+    private void ApplyMessageStored(long address, int size, MessageStoredRecord rec)
+    {
+        ref readonly var m = ref rec.Message;
+        var topic = ApplyTopicCreated(m.Topic, BrokerEngine.IsSystemTopic(m.Topic) ? 1 : _options.QueuesPerTopic);
+        if (rec.Offset >= 0)
+        {
+            if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{m.Topic}'");
+            AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = address, Size = size, VisibleAt = address, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
+        }
+        else
+        {
+            AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
+        }
+    }
+
+    private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
+    {
+        var topic = ApplyTopicCreated(rec.Topic, BrokerEngine.IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
+        if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
+        int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size
+            : topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing) ? existing.Size : 0; // replayed over a checkpoint that has it
+        AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
+    }
+
+    private void ApplyHalfStored(long address, int size, HalfStoredRecord rec)
+    {
+        if (_txs.TryGet(rec.TransactionId, out var existing))
+        {
+            // Replayed over a checkpoint that already has it: the address is the record's (a later BodyRelocated moves it again).
+            existing.Address = address;
+            existing.Size = size;
+            return;
+        }
+        ref readonly var m = ref rec.Message;
+        var half = new HalfState
+        {
+            // Shared strings: a pending half costs its numbers, not five copies of names it shares with thousands of others.
+            TransactionId = rec.TransactionId, MessageId = m.MessageId == rec.TransactionId ? rec.TransactionId : m.MessageId,
+            Topic = Intern(m.Topic)!, ProducerGroup = Intern(rec.ProducerGroup)!, OriginClientId = Intern(rec.OriginClientId),
+            Address = address, Size = size, StoreTimestampMs = m.StoreMs, CheckImmunityMs = rec.CheckImmunityMs, RequestedQueueId = rec.RequestedQueue,
+            Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, DeliverAtMs = m.DeliverAtMs, CheckCount = rec.CheckCount, Parked = rec.Parked,
+        };
+        half.NextCheckAtMs = rec.NextCheckAtMs > 0 ? rec.NextCheckAtMs : m.StoreMs + Math.Max((long)_options.TransactionTimeout.TotalMilliseconds, rec.CheckImmunityMs);
+        _txs.Add(half);
+    }
+
+    private void ApplyTxDecided(long address, TxDecidedRecord rec)
+    {
+        if (!_txs.TryGet(rec.TransactionId, out var half))
+        {
+            if (!_txs.Decided.Contains(rec.TransactionId))
+                _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
+            return;
+        }
+        TopicState? topic = null;
+        if (rec.Resolution == TransactionResolution.Commit)
+        {
+            topic = ApplyTopicCreated(half.Topic, half.Topic == BrokerEngine.CheckMaxTopic ? 1 : _options.QueuesPerTopic);
+            if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{half.Topic}'");
+        }
+        // Checked above, changed below: a record that does not fit changes nothing.
+        _txs.Remove(rec.TransactionId, out _);
+        if (topic is not null)
+        {
+            if (rec.QueueId >= 0)
+                AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag, MessageGroup = half.MessageGroup });
+            else
+                AddDelayed(new DelayedEntry { BodyAddress = half.Address, Size = half.Size, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup });
+        }
+        _txs.Decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs);
+        _txs.Decided.Expire(rec.AtMs);
+    }
+
+    private void ApplyTxChecked(TxCheckedRecord rec)
+    {
+        if (!_txs.TryGet(rec.TransactionId, out var half)) return;
+        half.CheckCount = rec.CheckCount;
+        half.LastCheckAtMs = rec.AtMs;
+        half.NextCheckAtMs = rec.NextCheckAtMs;
+        if (!half.Parked) _txs.Schedule(half);
+    }
+
+    private void ApplyTxParked(long address, TxParkedRecord rec)
+    {
+        if (!_txs.TryGet(rec.TransactionId, out var half)) return;
+        var topic = ApplyTopicCreated(BrokerEngine.CheckMaxTopic, 1);
+        half.Parked = true;
+        half.ParkedAtMs = rec.AtMs;
+        if (rec.SystemOffset >= 0)
+            AddQueueEntry(topic, 0, rec.SystemOffset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag });
+    }
+
+    private void ApplyTxResumed(TxResumedRecord rec)
+    {
+        if (!_txs.TryGet(rec.TransactionId, out var half)) return;
+        half.Parked = false;
+        half.CheckCount = 0;
+        half.NextCheckAtMs = rec.AtMs;
+        _txs.Schedule(half);
+    }
+
+    private void ApplyDelivered(DeliveredRecord rec)
+    {
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
+        var group = GetGroup(rec.Group, topic);
+        var gq = group.Queues[rec.QueueId];
+        // An offset a group was handed exists, even if the record that filled it was lost: never reuse it.
+        topic.Queues[rec.QueueId].EnsureNext(rec.Offset + 1);
+        if (rec.Offset >= gq.NextOffset)
+        {
+            // Offsets skipped before this fresh delivery were filtered out.
+            for (long o = gq.NextOffset; o < rec.Offset; o++) gq.MarkDone(o);
+            gq.NextOffset = rec.Offset + 1;
+        }
+        if (gq.IsDone(rec.Offset)) return;
+        if (gq.InFlight.TryGetValue(rec.Offset, out var flight))
+        {
+            flight.Attempt = rec.Attempt; flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
+        }
+        else
+        {
+            topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry);
+            AddInFlight(group, rec.QueueId, rec.Offset, new InFlight { Attempt = rec.Attempt, InvisibleUntilMs = rec.UntilMs, LeaseId = rec.LeaseId, MessageGroup = entry.MessageGroup });
+        }
+        _groups.ScheduleLease(group, rec.QueueId, rec.Offset, rec.LeaseId, rec.UntilMs);
+    }
+
+    private void ApplyAcked(AckedRecord rec)
+    {
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
+        FinishInFlight(GetGroup(rec.Group, topic), rec.QueueId, rec.Offset);
+        // A FIFO group may have been waiting for this message.
+        if (Live) topic.Wake();
+    }
+
+    private void ApplyInvisibilityChanged(InvisibilityChangedRecord rec)
+    {
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
+        var group = GetGroup(rec.Group, topic);
+        if (group.Queues[rec.QueueId].InFlight.TryGetValue(rec.Offset, out var flight))
+        {
+            flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
+            _groups.ScheduleLease(group, rec.QueueId, rec.Offset, rec.LeaseId, rec.UntilMs);
+        }
+    }
+
+    private void ApplyDeadLettered(long address, DeadLetteredRecord rec)
+    {
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
+        var group = GetGroup(rec.Group, topic);
+        var dlq = ApplyTopicCreated(BrokerEngine.DeadLetterPrefix + rec.Group, 1);
+        if (!topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry)) entry = new QueueEntry { BodyAddress = QueueEntry.Expired };
+        FinishInFlight(group, rec.QueueId, rec.Offset);
+        // The dead-letter entry points at the original body: no copy of the message is written. (A hole stays a hole.)
+        AddQueueEntry(dlq, 0, rec.DlqOffset, new QueueEntry { BodyAddress = entry.BodyAddress, Size = entry.Size, VisibleAt = address, Tag = entry.Tag, MessageGroup = null });
+    }
+
+    private void ApplyGroupStarted(GroupStartedRecord rec)
+    {
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.StartOffsets.Length != topic.Queues.Length) return;
+        var group = GetGroup(rec.Group, topic);
+        for (int q = 0; q < rec.StartOffsets.Length; q++)
+        {
+            var gq = group.Queues[q];
+            long start = rec.StartOffsets[q];
+            // Everything below the start is finished for this group; the queue keeps that position (never reused).
+            topic.Queues[q].EnsureNext(start);
+            if (gq.NextOffset < start) gq.NextOffset = start;
+            gq.AdvanceTo(start);
+        }
+    }
+
+    private void ApplyGroupDeleted(GroupDeletedRecord rec)
+    {
+        // Leases still in the due-time heap find no in-flight entry and are skipped.
+        foreach (var state in _groups.Values.Where(g => g.Group == rec.Group).ToList()) _groups.Remove(state);
+    }
+
+    private void ApplyTopicDeleted(string topic)
+    {
+        if (!_topics.Remove(topic, out var state)) return;
+        // Leases die with the topic: the sweeper must not dead-letter them later.
+        foreach (var g in state.Groups.ToList()) _groups.Remove(g);
+        _consumerOffsets.RemoveTopic(topic);
+        foreach (var key in _delayed.All.Where(d => d.Topic == topic).Select(d => d.BodyAddress).ToList()) _delayed.Remove(key, out _);
+        // Parked receivers and pulls look again and find the topic gone.
+        state.Wake();
+    }
+
+    private void ApplyBodyRelocated(long address, int size, BodyRelocatedRecord rec)
+    {
+        long previous = rec.PreviousAddress;
+        if (rec.HalfTransactionId is { } tx && _txs.TryGet(tx, out var half) && half.Address == previous)
+        {
+            half.Address = address;
+            half.Size = size;
+        }
+        if (rec.Delayed) _delayed.Move(previous, address, size);
+        foreach (var (topicName, q, offset) in rec.QueueRefs)
+        {
+            if (!_topics.TryGetValue(topicName, out var topic) || q < 0 || q >= topic.Queues.Length) continue;
+            var queue = topic.Queues[q];
+            if (queue.TryGet(offset, out var entry) && entry.BodyAddress == previous)
+            {
+                entry.BodyAddress = address;
+                entry.Size = size;
+                queue.Set(offset, entry);
+            }
+        }
+    }
+}

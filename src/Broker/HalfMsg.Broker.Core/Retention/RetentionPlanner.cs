@@ -1,0 +1,142 @@
+namespace HalfMsg.Broker.Core.Retention;
+
+/// <summary>One live reference to a body below a cut: a pending half, a delayed entry, or a queue position.</summary>
+internal readonly record struct LiveRef(string? HalfTransactionId, bool Delayed, string? Topic, int QueueId, long Offset);
+
+/// <summary>The references that still point at one body when it is moved (what a BodyRelocated record names).</summary>
+internal readonly record struct RelocationTargets(string? HalfTransactionId, bool Delayed, List<(string Topic, int Queue, long Offset)> QueueRefs)
+{
+    public bool IsEmpty => HalfTransactionId is null && !Delayed && QueueRefs.Count == 0;
+}
+
+/// <summary>
+/// Retention's view of the state: where the log may be cut (by size and age, only at a record boundary a checkpoint
+/// covers), which bodies below a cut are still live, and what a cut expires. Pure functions over the state owners;
+/// the engine runs the cut itself (reads, relocation records, checkpoints, the truncation) under its locks. The
+/// contract and the argument for why no live record is lost are in <c>BrokerEngine.Retention.cs</c>.
+/// </summary>
+internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
+{
+    // Known record boundaries with the time they were the tail: truncation may only cut at a record boundary.
+    private readonly List<(long Address, long AtMs)> _boundaries = new();
+
+    /// <summary>A checkpoint covered the log up to <paramref name="address"/> (a record boundary) at <paramref name="atMs"/>.</summary>
+    public void AddBoundary(long address, long atMs) => _boundaries.Add((address, atMs));
+
+    public void ForgetBoundariesUpTo(long address) => _boundaries.RemoveAll(b => b.Address <= address);
+
+    /// <summary>The furthest boundary the size and age limits allow cutting before (at most the newest checkpoint's).</summary>
+    public long ComputeTarget(long begin, long tail, long nowMs, long lastCheckpoint)
+    {
+        long target = begin;
+        foreach (var (address, at) in _boundaries)
+        {
+            bool bySize = options.RetentionBytes > 0 && address <= tail - options.RetentionBytes;
+            bool byAge = options.RetentionTime > TimeSpan.Zero && at <= nowMs - (long)options.RetentionTime.TotalMilliseconds;
+            if ((bySize || byAge) && address > target && address <= lastCheckpoint) target = address;
+        }
+        return target;
+    }
+
+    /// <summary>Every live reference to a body below <paramref name="boundary"/>, grouped by body address.</summary>
+    public Dictionary<long, List<LiveRef>> CollectLiveBelow(long boundary)
+    {
+        var live = new Dictionary<long, List<LiveRef>>();
+        void Add(long address, LiveRef r)
+        {
+            if (!live.TryGetValue(address, out var list)) live[address] = list = new List<LiveRef>(1);
+            list.Add(r);
+        }
+        foreach (var h in state.Halves.All)
+            if (h.Address < boundary) Add(h.Address, new LiveRef(h.TransactionId, false, null, -1, -1));
+        foreach (var d in state.Delayed.All)
+            if (d.BodyAddress < boundary) Add(d.BodyAddress, new LiveRef(null, true, null, -1, -1));
+        foreach (var topic in state.Topics.Values)
+        {
+            for (int q = 0; q < topic.Queues.Length; q++)
+            {
+                var entries = topic.Queues[q].Entries;
+                // Entries enter a queue in log order, so those that entered at or after the boundary are a suffix.
+                for (int i = FirstVisibleAtOrAfter(entries, boundary); i < entries.Count; i++)
+                {
+                    var e = entries[i];
+                    if (!e.IsHole && e.BodyAddress < boundary)
+                        Add(e.BodyAddress, new LiveRef(null, false, topic.Name, q, topic.Queues[q].BaseOffset + i));
+                }
+            }
+        }
+        return live;
+    }
+
+    private static int FirstVisibleAtOrAfter(List<QueueEntry> entries, long boundary)
+    {
+        int lo = 0, hi = entries.Count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            // Holes carry no position in the log; treat them as old so the search stays monotonic.
+            if (entries[mid].IsHole || entries[mid].VisibleAt < boundary) lo = mid + 1; else hi = mid;
+        }
+        // A hole inside the suffix would have sent the search too far right: step back over earlier live entries.
+        while (lo > 0 && (entries[lo - 1].IsHole || entries[lo - 1].VisibleAt >= boundary)) lo--;
+        return lo;
+    }
+
+    /// <summary>
+    /// Of the references collected for <paramref name="address"/>, those that still point at it now (the state may
+    /// have moved on since they were collected; the next round sees any new one).
+    /// </summary>
+    public RelocationTargets StillPointingAt(long address, List<LiveRef> refs)
+    {
+        string? halfTx = null;
+        bool delayed = false;
+        var queueRefs = new List<(string, int, long)>();
+        foreach (var r in refs)
+        {
+            if (r.HalfTransactionId is { } tx && state.Halves.TryGet(tx, out var h) && h.Address == address) halfTx = tx;
+            else if (r.Delayed && state.Delayed.Contains(address)) delayed = true;
+            else if (r.Topic is not null && state.Topics.TryGetValue(r.Topic, out var t) && t.Queues[r.QueueId].TryGet(r.Offset, out var e) && e.BodyAddress == address)
+                queueRefs.Add((r.Topic, r.QueueId, r.Offset));
+        }
+        return new RelocationTargets(halfTx, delayed, queueRefs);
+    }
+
+    /// <summary>
+    /// What a cut at <paramref name="begin"/> does to the state: each queue's prefix that entered before it expires.
+    /// The same function runs after the live cut and at the end of recovery, so both reach the same state. During
+    /// recovery (<paramref name="recovering"/>) an entry that still points below the begin after a degraded start has
+    /// lost its body: it becomes a hole and is reported through <paramref name="lost"/>. Returns how many messages
+    /// expired.
+    /// </summary>
+    public long ExpireBelow(long begin, bool recovering, Action<string> lost)
+    {
+        long expired = 0;
+        foreach (var topic in state.Topics.Values)
+        {
+            foreach (var queue in topic.Queues)
+            {
+                int n = 0;
+                while (n < queue.Entries.Count && (queue.Entries[n].IsHole || queue.Entries[n].VisibleAt < begin))
+                {
+                    if (!queue.Entries[n].IsHole) expired++;
+                    n++;
+                }
+                if (n > 0)
+                {
+                    queue.Entries.RemoveRange(0, n);
+                    queue.BaseOffset += n;
+                }
+                if (!recovering) continue;
+                for (int i = 0; i < queue.Entries.Count; i++)
+                {
+                    var e = queue.Entries[i];
+                    if (e.IsHole || e.BodyAddress >= begin) continue;
+                    lost($"queue entry {topic.Name}/{queue.BaseOffset + i} points at {e.BodyAddress}, before the log start {begin}; it is lost");
+                    e.BodyAddress = QueueEntry.Missing;
+                    queue.Entries[i] = e;
+                }
+            }
+        }
+        return expired;
+    }
+}
