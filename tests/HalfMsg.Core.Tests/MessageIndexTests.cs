@@ -37,11 +37,86 @@ public sealed class MessageIndexTests
     {
         var index = new MessageIndex();
         index.OnHalf(Draft("tx1", "k"), "producers", 10);
-        index.OnDecided("tx1", TransactionResolution.Commit, DecisionSource.CheckBack, 3, 42, 20);
+        index.OnDecided("tx1", TransactionResolution.Commit, DecisionSource.CheckBack, 3, 42, 20, 10);
         var e = index.Find("tx1")!;
         Assert.Equal((TransactionResolution?)TransactionResolution.Commit, e.Resolution);
         Assert.Equal((DecisionSource?)DecisionSource.CheckBack, e.DecidedBy);
         Assert.Equal((3, 42L), (e.QueueId, e.QueueOffset));
         Assert.Equal("producers", e.ProducerGroup);
+    }
+
+    private static List<HistoryKind> Kinds(MessageIndex index, string id) => index.History(id)!.Events.Select(e => e.Kind).ToList();
+
+    [Fact]
+    public void A_history_keeps_its_first_step_and_the_newest_ones_and_counts_what_it_dropped()
+    {
+        var index = new MessageIndex();
+        index.OnStored(Draft("m"), 0, 7, 1);
+        for (int i = 1; i <= 100; i++) index.OnDelivered("t", "g", "c", [(0, 7, i)], 1 + i);
+        var history = index.History("m")!;
+        Assert.Equal(MessageIndex.MaxEventsPerMessage, history.Events.Count);
+        Assert.Equal(HistoryKind.Stored, history.Events[0].Kind);
+        Assert.Equal(100, history.Events[^1].Attempt);
+        Assert.Equal(100 + 1 - MessageIndex.MaxEventsPerMessage, history.Dropped);
+    }
+
+    [Fact]
+    public void All_histories_together_stay_under_the_total_by_cutting_the_oldest_back_to_their_first_step()
+    {
+        var index = new MessageIndex(capacity: 1000, maxEventsTotal: 100);
+        for (int m = 0; m < 20; m++)
+        {
+            index.OnStored(Draft($"m{m}"), 0, m, m);
+            for (int i = 1; i <= 9; i++) index.OnDelivered("t", "g", null, [(0, m, i)], m);
+        }
+        int total = Enumerable.Range(0, 20).Sum(m => index.History($"m{m}")!.Events.Count);
+        Assert.InRange(total, 1, 100);
+        Assert.Equal([HistoryKind.Stored], Kinds(index, "m0"));            // the oldest: cut back
+        Assert.Equal(10, index.History("m19")!.Events.Count);               // the newest: whole
+        Assert.Equal(9, index.History("m0")!.Dropped);
+    }
+
+    [Fact]
+    public void A_forgotten_message_takes_its_queue_positions_along()
+    {
+        var index = new MessageIndex(capacity: 1);
+        index.OnStored(Draft("old"), 0, 0, 1);
+        index.OnStored(Draft("new"), 0, 1, 2);
+        index.OnDelivered("t", "g", null, [(0, 0, 1), (0, 1, 1)], 3);
+        Assert.Null(index.History("old"));
+        Assert.Equal([HistoryKind.Stored, HistoryKind.Delivered], Kinds(index, "new"));
+    }
+
+    [Fact]
+    public void Live_steps_seen_while_warming_are_replayed_over_the_rebuilt_index()
+    {
+        var index = new MessageIndex();
+        index.BeginWarmup();
+        Assert.True(index.IsWarming);
+        // Live: a new message, and a delivery of an old one the live index does not know yet.
+        index.OnStored(Draft("live"), 0, 5, 100);
+        index.OnDelivered("t", "g", "client-1", [(0, 4, 1)], 101);
+        Assert.NotNull(index.Find("live"));
+        Assert.Null(index.Find("old"));
+        // The scan of the log found the old message.
+        var rebuilt = index.NewState();
+        rebuilt.Apply(new MessageIndex.Op(MessageIndex.OpKind.Stored, "old", "t", 50) { QueueId = 0, Offset = 4 });
+        Assert.True(index.CompleteWarmup(rebuilt, 1));
+        Assert.False(index.IsWarming);
+        Assert.Equal([HistoryKind.Stored, HistoryKind.Delivered], Kinds(index, "old"));
+        Assert.Equal("client-1", index.History("old")!.Events[1].ClientId);
+        Assert.Equal([HistoryKind.Stored], Kinds(index, "live"));
+    }
+
+    [Fact]
+    public void The_decision_reports_the_halfs_age()
+    {
+        var index = new MessageIndex();
+        double? age = null;
+        index.Decided += (_, _, seconds) => age = seconds;
+        index.OnHalf(Draft("tx"), "p", 1_000);
+        index.OnDecided("tx", TransactionResolution.Rollback, DecisionSource.Client, -1, -1, 3_500, 1_000);
+        Assert.Equal(2.5, age);
+        Assert.Equal([HistoryKind.HalfStored, HistoryKind.RolledBack], Kinds(index, "tx"));
     }
 }

@@ -278,6 +278,23 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         Assert.Equal("{\"order\":42}", message.GetProperty("bodyPreview").GetString());
         Assert.Equal("ops-parked-0", message.GetProperty("transactionId").GetString());
     }
+
+    [Fact]
+    public async Task Message_show_prints_the_delivery_history_with_group_attempt_and_consumer()
+    {
+        var run = await Halfmsg("message", "show", broker.DeliveredId);
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        var lines = run.Out.Split('\n');
+        int header = Array.FindIndex(lines, l => l.StartsWith("history:", StringComparison.Ordinal));
+        Assert.True(header >= 0, run.Out);
+        Assert.StartsWith("TIME", lines[header + 1]);
+        Assert.Matches(@"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\s+stored\s+-\s+", lines[header + 2]);
+        Assert.Matches($@"^\d{{4}}-.*\s+delivered\s+{OpsBroker.Consumers}\s+1\s+{System.Text.RegularExpressions.Regex.Escape(OpsBroker.ConsumerClientId)}", lines[header + 3]);
+
+        var json = await Halfmsg("message", "show", broker.DeliveredId, "--json");
+        using var doc = JsonDocument.Parse(json.Out);
+        Assert.Equal(["stored", "delivered"], doc.RootElement.GetProperty("history").EnumerateArray().Select(s => s.GetProperty("kind").GetString()!).ToArray());
+    }
     [Fact]
     public async Task Group_reset_offset_moves_a_pull_groups_committed_offsets()
     {
@@ -299,5 +316,51 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
 
         Assert.Equal(ExitCodes.Failed, (await Halfmsg("group", "reset-offset", group, "--topic", topic, "--to", "yesterday-ish")).ExitCode);
         Assert.Equal(ExitCodes.NotFound, (await Halfmsg("group", "reset-offset", group, "--topic", "cli-no-such-topic")).ExitCode);
+    }
+
+    [Fact]
+    public async Task Group_reset_offset_moves_a_lease_group_back_and_forth_and_refuses_one_on_several_topics()
+    {
+        const string topic = "cli-lease-orders", group = "cli-lease-consumers";
+        var engine = broker.Engine;
+        var stored = new List<DateTimeOffset>();
+        for (int i = 0; i < 4; i++)
+        {
+            stored.Add(DateTimeOffset.UtcNow);
+            Assert.True((await engine.SendAsync(new MessageDraft { Topic = topic, MessageId = $"cli-lease-{i}", QueueId = 0, Body = new byte[] { 1 } })).IsOk);
+        }
+        async Task<List<string>> ReceiveAll()
+        {
+            var got = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = group, Topic = topic, BatchSize = 16 });
+            foreach (var d in got.Messages) Assert.True((await engine.AckAsync(group, topic, d.ReceiptHandle)).IsOk);
+            return got.Messages.Select(d => d.Message.MessageId).ToList();
+        }
+        Assert.Equal(4, (await ReceiveAll()).Count);
+        Assert.Empty(await ReceiveAll());
+
+        // Back to the earliest: all four again, each as a first delivery.
+        var earliest = await Halfmsg("group", "reset-offset", group, "--topic", topic, "--to", "earliest");
+        Assert.Equal(ExitCodes.Ok, earliest.ExitCode);
+        Assert.Matches(@"(?m)^ *0 +4 +0 *$", earliest.Out);   // queue 0: consumed 4, now 0
+        Assert.Contains("lease group: 0 in-flight lease(s) ended", earliest.Out);
+        Assert.Equal(["cli-lease-0", "cli-lease-1", "cli-lease-2", "cli-lease-3"], (await ReceiveAll()).Order(StringComparer.Ordinal));
+
+        // To a time: the messages stored at or after the third send.
+        var at = await Halfmsg("group", "reset-offset", group, "--topic", topic, "--to", stored[2].ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture), "--json");
+        Assert.Equal(ExitCodes.Ok, at.ExitCode);
+        using (var doc = JsonDocument.Parse(at.Out)) Assert.Equal("lease", doc.RootElement.GetProperty("kind").GetString());
+        Assert.Equal(["cli-lease-2", "cli-lease-3"], (await ReceiveAll()).Order(StringComparer.Ordinal));
+
+        // To the latest: nothing until a new message arrives.
+        Assert.Equal(ExitCodes.Ok, (await Halfmsg("group", "reset-offset", group, "--topic", topic, "--to", "latest")).ExitCode);
+        Assert.Empty(await ReceiveAll());
+
+        // A group that also receives from another topic is not reset (its progress there would be lost).
+        Assert.True((await engine.SendAsync(new MessageDraft { Topic = "cli-lease-other", MessageId = "cli-lease-other-1", Body = new byte[] { 1 } })).IsOk);
+        Assert.Single((await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = group, Topic = "cli-lease-other" })).Messages);
+        var refused = await Halfmsg("group", "reset-offset", group, "--topic", topic, "--to", "earliest");
+        Assert.Equal(ExitCodes.Conflict, refused.ExitCode);
+        Assert.Contains("cli-lease-other", refused.Err);
+        Assert.Empty(await ReceiveAll());
     }
 }

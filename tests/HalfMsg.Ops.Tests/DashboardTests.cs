@@ -86,10 +86,16 @@ public sealed class DashboardTests(OpsBroker broker, BrowserFixture browser) : I
 
         await _page.GetByRole(AriaRole.Link, new() { Name = "Consumer groups" }).ClickAsync();
         await _page.Locator($"tr[data-group='{OpsBroker.Consumers}']").WaitForAsync();
+        // Each group lists its consumer clients with their protocol and when they were last seen.
+        string members = await _page.Locator($"tr[data-group='{OpsBroker.Consumers}'] td.members").InnerTextAsync();
+        Assert.Contains(OpsBroker.ConsumerClientId, members);
+        Assert.Contains("gRPC, seen", members);
         await Screenshot("groups");
         await _page.Locator($"tr[data-group='{OpsBroker.Consumers}']").GetByRole(AriaRole.Link).ClickAsync();
         await _page.WaitForURLAsync($"**/dashboard/groups/{OpsBroker.Consumers}");
         Assert.Equal("2", await _page.GetByTestId("lag").InnerTextAsync());
+        string member = await _page.Locator($"[data-testid='members'] tr[data-member='{OpsBroker.ConsumerClientId}']").InnerTextAsync();
+        Assert.Contains("127.0.0.1:40000", member);
         await Screenshot("group");
     }
 
@@ -121,6 +127,15 @@ public sealed class DashboardTests(OpsBroker broker, BrowserFixture browser) : I
         Assert.Contains(OpsBroker.PendingTopic, headers);
         Assert.Contains("key-ops-plain-2", headers);
         await Screenshot("message");
+
+        // The delivery history: stored, then leased to the group's consumer (attempt 1, by client id).
+        await _page.GotoAsync($"/dashboard/messages?id={broker.DeliveredId}");
+        var history = _page.GetByTestId("history");
+        Assert.Contains(OpsBroker.PendingTopic, await history.Locator("tr[data-step='stored']").InnerTextAsync());
+        string delivered = await history.Locator("tr[data-step='delivered']").InnerTextAsync();
+        Assert.Contains(OpsBroker.Consumers, delivered);
+        Assert.Contains(OpsBroker.ConsumerClientId, delivered);
+        await Screenshot("message-history");
 
         // A body that is not UTF-8 text is shown as hex; properties are listed.
         Assert.True((await broker.Engine.SendAsync(new HalfMsg.Broker.Core.Model.MessageDraft

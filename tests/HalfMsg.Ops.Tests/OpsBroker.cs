@@ -22,6 +22,10 @@ public sealed class OpsBroker : IAsyncLifetime
     public const string Consumers = "ops-consumers";
     public const int ParkedCount = 3;
     public const int PendingCount = 2;
+    public const string ConsumerClientId = "ops-consumer-host@4711";
+
+    /// <summary>The plain message the consumer group has in flight.</summary>
+    public string DeliveredId { get; private set; } = "";
 
     private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-ops-" + Guid.NewGuid().ToString("N")[..12]);
     private IDisposable? _silentProducer;
@@ -47,8 +51,13 @@ public sealed class OpsBroker : IAsyncLifetime
             Assert.True((await Engine.SendHalfAsync(Draft(PendingTopic, $"ops-pending-{i}"), "ops-idle-producers", null, null)).IsOk);
         Assert.True((await Engine.SendAsync(Draft(PendingTopic, "ops-plain-1"))).IsOk);
         Assert.True((await Engine.SendAsync(Draft(PendingTopic, "ops-plain-2"))).IsOk);
-        var received = await Engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = Consumers, Topic = PendingTopic, BatchSize = 1, InvisibleDuration = TimeSpan.FromMinutes(5) });
-        Assert.Single(received.Messages);
+        // A consumer client of the group (as the gRPC front end reports one) receives one message.
+        Engine.Consumers.Seen(Consumers, ConsumerClientId, "gRPC", "127.0.0.1:40000");
+        var received = await Engine.ReceiveAsync(new ReceiveRequest
+        {
+            ConsumerGroup = Consumers, Topic = PendingTopic, BatchSize = 1, InvisibleDuration = TimeSpan.FromMinutes(5), ClientId = ConsumerClientId,
+        });
+        DeliveredId = Assert.Single(received.Messages).Message.MessageId;
 
         // The host's own check-back loop (every 20 ms) sends the one allowed check, then parks.
         await WaitUntil(() => { Engine.ListTransactions(true, long.MaxValue, 1, out int parked); return parked == ParkedCount; }, "halves parked");

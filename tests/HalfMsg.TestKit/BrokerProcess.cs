@@ -35,6 +35,12 @@ public sealed class BrokerProcess : IAsyncDisposable
     public int HttpPort { get; }
     public int NameServerPort { get; }
 
+    /// <summary>The broker's process id (0 before start); for /proc sampling, never for signalling by name.</summary>
+    public int Pid => _process?.Id ?? 0;
+
+    /// <summary>The admin port's base address, <c>http://127.0.0.1:port</c>.</summary>
+    public string AdminUrl => $"http://127.0.0.1:{HttpPort}";
+
     /// <summary><c>127.0.0.1:port</c> of the embedded name server (RocketMQ 4 clients' <c>nameSrv</c>).</summary>
     public string NameServer => $"127.0.0.1:{NameServerPort}";
 
@@ -60,10 +66,16 @@ public sealed class BrokerProcess : IAsyncDisposable
     /// As <see cref="StartAsync"/>, with extra environment variables for the child only (e.g.
     /// <c>Broker__Credentials__&lt;accessKey&gt;</c> = secret), so tests never touch this process's environment.
     /// </summary>
-    public static async Task<BrokerProcess> StartWithEnvironmentAsync(IReadOnlyDictionary<string, string> environment, params string[] extraArgs)
+    public static Task<BrokerProcess> StartWithEnvironmentAsync(IReadOnlyDictionary<string, string> environment, params string[] extraArgs)
+        => StartInDataDirAsync(Path.Combine(Path.GetTempPath(), "halfmsg-test-" + Guid.NewGuid().ToString("N")), environment, extraArgs);
+
+    /// <summary>
+    /// As <see cref="StartWithEnvironmentAsync"/>, on a data dir the caller prepared (e.g. a small tmpfs mounted there);
+    /// it is created if missing, and deleted (its contents) on dispose.
+    /// </summary>
+    public static async Task<BrokerProcess> StartInDataDirAsync(string dir, IReadOnlyDictionary<string, string> environment, params string[] extraArgs)
     {
         ArgumentNullException.ThrowIfNull(environment);
-        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-test-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         var broker = new BrokerProcess(dir, extraArgs, environment);
         try
@@ -156,6 +168,9 @@ public sealed class BrokerProcess : IAsyncDisposable
             _output.AppendLine(line);
         }
     }
+
+    /// <summary>True once the started process has exited (crashed or killed).</summary>
+    public bool HasExited => _process is { HasExited: true };
 
     /// <summary>SIGKILL: no shutdown hooks, no checkpoint.</summary>
     public void Kill()

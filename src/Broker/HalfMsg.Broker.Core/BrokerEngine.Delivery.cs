@@ -133,6 +133,7 @@ public sealed partial class BrokerEngine
                 var group = GetGroup(req.ConsumerGroup, topic);
                 signal = topic.Signal;
                 picked = PickForDelivery(group, filter, batch, req.InvisibleDuration);
+                MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
             }
             if (picked.Count > 0)
             {
@@ -315,6 +316,7 @@ public sealed partial class BrokerEngine
         new AckedRecord(group, topic, handle.QueueId, handle.QueueOffset).Write(_writer);
         address = AppendAndApply();
         Metrics.Acked++;
+        MessageIndex.OnAcked(group, topic, handle.QueueId, handle.QueueOffset, NowMs); // MessageIndex hook (issue 12)
         return BrokerError.None;
     }
 
@@ -335,6 +337,7 @@ public sealed partial class BrokerEngine
             var rec = new InvisibilityChangedRecord(group, topic, handle.QueueId, handle.QueueOffset, until, NextLeaseId());
             rec.Write(_writer);
             address = AppendAndApply();
+            MessageIndex.OnLeaseChanged(group, topic, handle.QueueId, handle.QueueOffset, until, NowMs); // MessageIndex hook (issue 12)
             newHandle = new ReceiptHandle(handle.QueueId, handle.QueueOffset, rec.LeaseId).Encode();
             if (duration == TimeSpan.Zero) SweepLeases(NowMs);
         }
@@ -364,6 +367,7 @@ public sealed partial class BrokerEngine
         new DeadLetteredRecord(group.Group, group.Topic.Name, q, off, dlq.Queues[0].NextOffset).Write(_writer);
         long address = AppendAndApply();
         Metrics.DeadLettered++;
+        MessageIndex.OnDeadLettered(group.Group, group.Topic.Name, q, off, dlqName, dlq.Queues[0].NextOffset - 1, NowMs); // MessageIndex hook (issue 12)
         _logger.LogInformation("Message {Topic}/{Queue}/{Offset} moved to {Dlq} for group {Group}", group.Topic.Name, q, off, dlqName, group.Group);
         return address;
     }
@@ -384,6 +388,7 @@ public sealed partial class BrokerEngine
     {
         while (_groups.TryTakeExpired(now, out var group, out var queue, out var offset, out var flight))
         {
+            MessageIndex.OnLeaseExpired(group.Group, group.Topic.Name, queue, offset, flight.Attempt, now); // MessageIndex hook (issue 12)
             if (flight.Attempt >= _options.MaxDeliveryAttempts)
             {
                 DeadLetter(group, queue, offset);

@@ -73,6 +73,7 @@ public sealed partial class BrokerEngine
                 var acked = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                 if (!acked.IsOk) return Done(acked);
                 moved.Add(m.MessageId);
+                MessageIndex.OnRedriven(m.MessageId, group, target, NowMs); // MessageIndex hook (issue 12)
                 progress?.Report(moved.Count);
             }
         }

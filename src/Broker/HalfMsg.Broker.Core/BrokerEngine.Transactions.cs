@@ -21,6 +21,7 @@ public sealed partial class BrokerEngine
             return new(BrokerStatus.BadRequest, "tag must be at most 255 characters and must not contain '||'");
         if (msg.MessageGroup is { Length: > 255 })
             return new(BrokerStatus.BadRequest, "message group must be at most 255 characters");
+        if (DiskSpace.IsFull) return DiskSpace.Refuse(); // a new message needs log space; the reserve is for finishing work
         return BrokerError.None;
     }
 
@@ -74,6 +75,8 @@ public sealed partial class BrokerEngine
             {
                 if (!string.IsNullOrEmpty(messageId) && messageId != half.MessageId)
                     return new(new(BrokerStatus.InvalidTransactionId, $"transaction '{transactionId}' does not belong to message '{messageId}'"), TransactionResolution.Unknown, false);
+                // The instance this half's last check went to answered it: a working check-back channel (registry lock only).
+                if (source == DecisionSource.CheckBack && half.LastCheckedClientId is { } asked) Producers.NoteAnswered(half.ProducerGroup, asked);
                 if (resolution == TransactionResolution.Unknown)
                 {
                     // Changes nothing durable; remembered (in memory) so an operator sees what the producer last said.
@@ -99,7 +102,7 @@ public sealed partial class BrokerEngine
                 }
                 new TxDecidedRecord(transactionId, resolution, source, now, queueId, offset).Write(_writer);
                 waitFor = AppendAndApply();
-                MessageIndex.OnDecided(transactionId, resolution, source, queueId, offset, now); // MessageIndex hook (issue 12)
+                MessageIndex.OnDecided(transactionId, resolution, source, queueId, offset, now, half.StoreTimestampMs); // MessageIndex hook (issue 12)
                 if (resolution == TransactionResolution.Commit) Metrics.Commits++; else Metrics.Rollbacks++;
                 if (source == DecisionSource.Operator)
                     _logger.LogInformation("Operator {Resolution} of transaction {TransactionId} (topic {Topic})", resolution, transactionId, half.Topic);
@@ -137,7 +140,8 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// One pass of the check-back scheduler: every pending half whose next check time has come is sent to ONE live
-    /// producer of its group (the instance that sent it first, then round-robin). The cost is O(due halves · log n):
+    /// producer of its group (the instance that sent it first, then round-robin; an instance that did not answer the
+    /// half's previous check, or left checks unanswered repeatedly, last: see <see cref="ProducerRegistry.Candidates"/>). The cost is O(due halves · log n):
     /// halves are indexed by next-check time, not scanned. Returns the number of checks sent.
     /// </summary>
     public async Task<int> RunCheckPassAsync(CancellationToken ct = default)
@@ -162,7 +166,10 @@ public sealed partial class BrokerEngine
                 var half = due[next];
                 ct.ThrowIfCancellationRequested();
                 await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
-                var candidates = Producers.Candidates(half.ProducerGroup, half.OriginClientId);
+                // A check the last asked instance left unanswered until now sends this one to another live instance.
+                string? unanswered = TakeUnansweredCheck(half);
+                if (unanswered is not null) Producers.NoteUnanswered(half.ProducerGroup, unanswered);
+                var candidates = Producers.Candidates(half.ProducerGroup, half.OriginClientId, unanswered);
                 if (candidates.Count == 0)
                 {
                     // Nobody to ask: wait without burning a check.
@@ -193,6 +200,7 @@ public sealed partial class BrokerEngine
                     long now = NowMs;
                     new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
                     AppendAndApply();
+                    half.LastCheckedClientId = accepted.ClientId;
                     Metrics.ChecksSent++;
                 }
                 _logger.LogDebug("Check-back {Number} of transaction {TransactionId} sent to {ClientId}", request.CheckNumber, half.TransactionId, accepted.ClientId);
@@ -210,6 +218,18 @@ public sealed partial class BrokerEngine
             }
         }
         return sent;
+    }
+
+    /// <summary>The instance the half's last check-back went to, if it has not answered since (null otherwise). Taken
+    /// once: the next check records whom it went to.</summary>
+    private string? TakeUnansweredCheck(HalfState half)
+    {
+        lock (_gate)
+        {
+            string? asked = half.LastCheckedClientId;
+            half.LastCheckedClientId = null;
+            return asked is not null && half.LastAnswerAtMs < half.LastCheckAtMs ? asked : null;
+        }
     }
 
     private void Park(HalfState half, long now)

@@ -53,6 +53,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     public BrokerMetrics Metrics { get; } = new();
     /// <summary>Healthy, degraded (damage found and contained) or failed, with the reasons.</summary>
     public BrokerHealth Health { get; } = new();
+    /// <summary>Free space of the log's file system; while it is low, new messages are refused with <see cref="BrokerStatus.DiskFull"/>.</summary>
+    public DiskSpaceGuard DiskSpace { get; }
     /// <summary>True once recovery finished; front-ends accept traffic only then.</summary>
     public bool IsReady { get; private set; }
 
@@ -65,6 +67,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             options.SegmentSizeBits, options.MemorySizeBits, loggers.CreateLogger("HalfMsg.Broker.Storage"),
             RecordLimits.MaxRecordSize(options.MaxMessageSize), options.CommitTimeout, options.WrapLogDevice);
         _log.Durable += OnDurable;
+        DiskSpace = new DiskSpaceGuard(Path.Combine(options.DataDir, "log"), options.DiskMinFreeBytes, options.DiskMaxUsedRatio,
+            () => _log.TailAddress, () => _log.TailAddress - _log.DurableUntil, loggers.CreateLogger("HalfMsg.Broker.Storage"), options.DiskProbe);
         _checkpoints = new CheckpointStore(Path.Combine(options.DataDir, "checkpoints"), _logger);
         _topics = new TopicQueues(() => _log.DurableUntil);
         _txs = new HalfIndex(new DecidedIndex((long)options.DecisionRetention.TotalMilliseconds, options.MaxRememberedDecisions));
@@ -104,6 +108,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             dirLock.Dispose();
             throw;
         }
+        engine.StartIndexRebuild(); // MessageIndex hook (issue 12): rebuild the look-up index from the retained log, in the background
         if (startBackgroundLoops) engine.StartLoops();
         engine._applier.Live = true;
         engine.IsReady = true;
@@ -239,6 +244,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         if (_stop.IsCancellationRequested) return;
         _stop.Cancel();
         try { await Task.WhenAll(_loops).ConfigureAwait(false); } catch (OperationCanceledException) { }
+        await MessageIndexReady.ConfigureAwait(false); // issue 12: the index rebuild reads the log; it stops at _stop and never throws
         // After a storage failure the in-memory state may hold records that never became durable: no snapshot of it.
         if (StorageFault is null)
         {

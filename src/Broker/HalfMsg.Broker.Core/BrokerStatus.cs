@@ -40,6 +40,9 @@ public enum BrokerStatus
     InternalError,
     /// <summary>The message's keys, properties and other metadata exceed what one record may carry besides the body.</summary>
     PropertiesTooLarge,
+    /// <summary>The data dir's file system is (nearly) full: new messages are refused until space returns; reads,
+    /// decisions on stored halves and acks go on. Retry later (RocketMQ: SERVICE_NOT_AVAILABLE, "the broker's disk is full").</summary>
+    DiskFull,
 }
 
 /// <summary>A status with a human-readable detail for the client.</summary>

@@ -64,6 +64,12 @@ public sealed record CoreOptions
     public long RetentionBytes { get; init; } = 8L * 1024 * 1024 * 1024;
     /// <summary>Truncate records older than this (0 = never).</summary>
     public TimeSpan RetentionTime { get; init; } = TimeSpan.FromHours(72);
+    /// <summary>Refuse new messages while fewer bytes than this are free on the log's file system (0 = no byte limit);
+    /// what is left is the reserve for decisions, acks, checkpoints and retention (<see cref="Storage.DiskSpaceGuard"/>).</summary>
+    public long DiskMinFreeBytes { get; init; } = 256L * 1024 * 1024;
+    /// <summary>Refuse new messages while the log's file system is used beyond this ratio (RocketMQ's
+    /// diskSpaceWarningLevelRatio, 0.90; 1 = no ratio limit).</summary>
+    public double DiskMaxUsedRatio { get; init; } = 0.90;
     /// <summary>FasterLog segment size as a power of two (default 2^28 = 256 MiB).</summary>
     public int SegmentSizeBits { get; init; } = 28;
     /// <summary>FasterLog in-memory tail buffer as a power of two (default 2^26 = 64 MiB).</summary>
@@ -78,4 +84,7 @@ public sealed record CoreOptions
 
     /// <summary>Test hook: wraps the log's device (fault injection). Null in production.</summary>
     internal Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapLogDevice { get; init; }
+
+    /// <summary>Test hook: free and total bytes of the log's file system (<see cref="Storage.DiskSpaceGuard"/>). Null in production.</summary>
+    internal Func<string, (long Free, long Total)>? DiskProbe { get; init; }
 }

@@ -119,6 +119,9 @@ internal sealed class HalfState
     /// <summary>The producer's last non-deciding answer (in memory only; shown to operators).</summary>
     public string? LastAnswer;
     public long LastAnswerAtMs;
+    /// <summary>The instance the last check-back went to (in memory only): if the half is due again without an answer
+    /// since, the next check goes to another live instance.</summary>
+    public string? LastCheckedClientId;
 }
 
 internal sealed class DelayedEntry

@@ -208,10 +208,10 @@ public static class HalfMsgCli
             await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(deleteGroupName)!)}/delete", token), asJson, body =>
                 output.WriteLine($"{body.GetProperty("group").GetString()}: deleted")));
         group.Add(deleteGroup);
-        var resetGroupName = new Argument<string>("group") { Description = "Pull consumer group (RocketMQ 4 Remoting clients)" };
+        var resetGroupName = new Argument<string>("group") { Description = "Consumer group: a pull group (RocketMQ 4 Remoting) or a lease group (gRPC) that receives from this topic only" };
         var resetTopic = new Option<string>("--topic") { Description = "Topic whose queues to reset", Required = true };
         var resetTo = new Option<string>("--to") { Description = "earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds", DefaultValueFactory = _ => "earliest" };
-        var reset = new Command("reset-offset", "Move a pull group's committed offsets on every queue of a topic (stop its consumers first: a running one commits its own)") { resetGroupName, resetTopic, resetTo };
+        var reset = new Command("reset-offset", "Move a group's position on every queue of a topic: a pull group's committed offsets, or a lease group's progress (its in-flight leases end). Stop its consumers first: a running pull consumer commits its own") { resetGroupName, resetTopic, resetTo };
         Handle(reset, async (parse, client, asJson, token) =>
             await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(resetGroupName)!)}/reset-offset?topic={Uri.EscapeDataString(parse.GetValue(resetTopic)!)}&to={Uri.EscapeDataString(parse.GetValue(resetTo)!)}", token), asJson, body =>
             {
@@ -219,6 +219,8 @@ public static class HalfMsgCli
                 foreach (var q in body.GetProperty("queues").EnumerateArray())
                     t.Row(q.GetProperty("queueId").GetInt32(), q.GetProperty("previous").ValueKind == JsonValueKind.Number ? q.GetProperty("previous").GetInt64() : null, q.GetProperty("offset").GetInt64());
                 t.Write(output);
+                if (body.TryGetProperty("kind", out var kind) && kind.GetString() == "lease")
+                    output.WriteLine($"lease group: {body.GetProperty("leasesDropped").GetInt32()} in-flight lease(s) ended");
             }));
         group.Add(reset);
         root.Add(group);
@@ -278,7 +280,7 @@ public static class HalfMsgCli
         // ---------------------------------------------------------------- message
         var message = new Command("message", "Find a message by id or key and say where it is");
         var messageId = new Argument<string>("id") { Description = "Message id (for a transactional message: its transaction id)" };
-        var showMessage = new Command("show", "Where one message is: pending, committed on queue/offset, acked by which groups, expired") { messageId };
+        var showMessage = new Command("show", "Where one message is (pending, committed on queue/offset, acked by which groups, expired), its headers, body and delivery history") { messageId };
         void WriteLocations(IEnumerable<JsonElement> items)
         {
             var t = new Table("message id", "topic", "keys", "state", "queue", "offset", "groups");
@@ -301,6 +303,22 @@ public static class HalfMsgCli
                     output.WriteLine($"body ({m.GetProperty("bodySize").GetInt32()} bytes, {m.GetProperty("bodyEncoding").GetString()}"
                         + (m.GetProperty("bodyTruncated").GetBoolean() ? ", first 4096 shown" : "") + "):");
                     output.WriteLine(m.GetProperty("bodyPreview").GetString());
+                }
+                if (body.TryGetProperty("history", out var history) && history.ValueKind == JsonValueKind.Array)
+                {
+                    output.WriteLine("history:");
+                    var h = new Table("time", "step", "group", "attempt", "consumer", "detail");
+                    foreach (var step in history.EnumerateArray())
+                    {
+                        string? S(string name) => step.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+                        h.Row(step.GetProperty("at").ValueKind == JsonValueKind.String ? step.GetProperty("at").GetDateTimeOffset().ToString("yyyy-MM-dd HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture) : "-",
+                            S("kind")!.Replace('_', ' '), S("group") ?? "-",
+                            step.GetProperty("attempt").ValueKind == JsonValueKind.Number ? step.GetProperty("attempt").GetInt32() : null,
+                            S("clientId") ?? "-", S("detail") ?? "");
+                    }
+                    h.Write(output);
+                    if (body.TryGetProperty("historyDropped", out var dropped) && dropped.GetInt32() > 0)
+                        output.WriteLine($"({dropped.GetInt32()} earlier steps not kept)");
                 }
             }));
         message.Add(showMessage);

@@ -46,10 +46,10 @@ public static class BatchMessageCodec
             var e = data[..total];
             int flag = BinaryPrimitives.ReadInt32BigEndian(e[12..]);
             int bodyLength = BinaryPrimitives.ReadInt32BigEndian(e[16..]);
-            if (bodyLength < 0 || 20 + bodyLength + 2 > total) RemotingProtocolException.Throw($"batch body length {bodyLength} does not fit the entry");
+            if (bodyLength < 0 || bodyLength > total - 22) RemotingProtocolException.Throw($"batch body length {bodyLength} does not fit the entry");
             byte[] body = e.Slice(20, bodyLength).ToArray();
             int propsLength = BinaryPrimitives.ReadInt16BigEndian(e[(20 + bodyLength)..]);
-            if (propsLength < 0 || 22 + bodyLength + propsLength > total) RemotingProtocolException.Throw($"batch properties length {propsLength} does not fit the entry");
+            if (propsLength < 0 || propsLength > total - 22 - bodyLength) RemotingProtocolException.Throw($"batch properties length {propsLength} does not fit the entry");
             string props = Encoding.UTF8.GetString(e.Slice(22 + bodyLength, propsLength));
             list.Add(new Entry(flag, body, props));
             data = data[total..];

@@ -41,7 +41,8 @@ public static class RemotingHeaderCodec
                         cmd.Language = reader.TokenType switch
                         {
                             JsonTokenType.String => LanguageCode.CodeOf(reader.GetString()),
-                            JsonTokenType.Number => (byte)Math.Clamp(reader.GetInt32(), 0, 255),
+                            // TryGetInt32: GetInt32 throws FormatException on 1e99 or 3.5.
+                            JsonTokenType.Number => reader.TryGetInt32(out int lang) ? (byte)Math.Clamp(lang, 0, 255) : LanguageCode.Other,
                             _ => LanguageCode.Other,
                         };
                         break;
@@ -71,6 +72,11 @@ public static class RemotingHeaderCodec
         catch (JsonException ex)
         {
             RemotingProtocolException.Throw("JSON header is not valid JSON: " + ex.Message);
+        }
+        catch (InvalidOperationException ex)
+        {
+            // Utf8JsonReader.GetString on a name or value that is not valid UTF-8 (found by fuzzing, issue 13).
+            RemotingProtocolException.Throw("JSON header is not valid UTF-8: " + ex.Message);
         }
         return cmd;
     }

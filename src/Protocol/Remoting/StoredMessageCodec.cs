@@ -140,7 +140,9 @@ public static class StoredMessageCodec
             Need(d, n);
             var ip = new IPAddress(d.Slice(p, n));
             p += n;
-            return new IPEndPoint(ip, I32(d));
+            int port = I32(d);
+            if (port is < IPEndPoint.MinPort or > IPEndPoint.MaxPort) RemotingProtocolException.Throw($"stored message host port {port} is out of range");
+            return new IPEndPoint(ip, port);
         }
         m.BornHost = Host(data, (m.SysFlag & MessageSysFlag.BornHostV6) != 0);
         m.StoreTimestamp = I64(data);
@@ -154,6 +156,7 @@ public static class StoredMessageCodec
         int topicLength;
         if (magic == MagicV1) { Need(data, 1); topicLength = data[p]; p += 1; }
         else { Need(data, 2); topicLength = BinaryPrimitives.ReadInt16BigEndian(data[p..]); p += 2; }
+        if (topicLength < 0) RemotingProtocolException.Throw("negative topic length");
         Need(data, topicLength);
         m.Topic = Encoding.UTF8.GetString(data.Slice(p, topicLength)); p += topicLength;
         Need(data, 2);
@@ -191,7 +194,10 @@ public static class OffsetMessageId
         Span<byte> b = stackalloc byte[16];
         for (int i = 0; i < 16; i++)
             if (!byte.TryParse(id.AsSpan(i * 2, 2), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out b[i])) return false;
-        host = new IPEndPoint(new IPAddress(b[..4]), BinaryPrimitives.ReadInt32BigEndian(b[4..]));
+        // A 32-hex UNIQ_KEY has the same shape: its "port" is any int32, and IPEndPoint throws outside 0..65535.
+        int port = BinaryPrimitives.ReadInt32BigEndian(b[4..]);
+        if (port is < IPEndPoint.MinPort or > IPEndPoint.MaxPort) return false;
+        host = new IPEndPoint(new IPAddress(b[..4]), port);
         physicalOffset = BinaryPrimitives.ReadInt64BigEndian(b[8..]);
         return true;
     }

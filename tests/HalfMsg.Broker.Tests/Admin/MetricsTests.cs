@@ -62,4 +62,52 @@ public sealed class MetricsTests() : InProcessAdminHost("metrics")
         Assert.Equal(0, Sample(after, "halfmsg_transactions_pending"));
         Assert.Equal(2, Sample(after, "halfmsg_transaction_decisions_total", ("resolution", "commit"), ("source", "operator")));
     }
+
+    [Fact]
+    public async Task Half_age_log_commit_and_retention_metrics_show_plausible_values_after_traffic()
+    {
+        var engine = _host.Engine;
+        for (int i = 0; i < 3; i++)
+            Assert.True((await engine.SendHalfAsync(new MessageDraft { Topic = "metrics-age", MessageId = $"age-{i}", Body = new byte[] { 1 } }, "metrics-producers", null, null)).IsOk);
+        var stored = DateTimeOffset.UtcNow;   // after the last half was stored
+        // Wait for a measurable age (a condition, not a fixed sleep: at least 200 ms since the halves were stored).
+        while (DateTimeOffset.UtcNow - stored < TimeSpan.FromMilliseconds(200)) await Task.Delay(10);
+        Assert.True((await engine.EndTransactionAsync("age-0", null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.True((await engine.EndTransactionAsync("age-1", null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.True((await engine.EndTransactionAsync("age-2", null, TransactionResolution.Rollback, DecisionSource.Operator)).IsOk);
+        // Concurrent writers share group commits.
+        await Task.WhenAll(Enumerable.Range(0, 64).Select(i => engine.SendAsync(new MessageDraft { Topic = "metrics-batch", MessageId = $"batch-{i}", Body = new byte[100] }).AsTask()));
+        long cutAt = engine.LogTailAddress;
+        Assert.True(await engine.TruncateBeforeAsync(cutAt) >= 0, "the retention cut was postponed");
+        long appended = engine.Metrics.RecordsAppended;
+
+        string text = await _http.GetStringAsync("/metrics");
+        double ageCount = Sample(text, "halfmsg_half_age_seconds_count", ("resolution", "commit"), ("source", "producer"));
+        double ageSum = Sample(text, "halfmsg_half_age_seconds_sum", ("resolution", "commit"), ("source", "producer"));
+        Assert.Equal(2, ageCount);
+        Assert.InRange(ageSum / ageCount, 0.19, 120);   // at least the wait (ms rounding aside), at most the test's own run time
+        Assert.Equal(1, Sample(text, "halfmsg_half_age_seconds_count", ("resolution", "rollback"), ("source", "operator")));
+        // Cumulative buckets: none of the 2 commits is younger than 100 ms; all are under an hour.
+        Assert.Equal(0, Sample(text, "halfmsg_half_age_seconds_bucket", ("resolution", "commit"), ("source", "producer"), ("le", "0.1")));
+        Assert.Equal(2, Sample(text, "halfmsg_half_age_seconds_bucket", ("resolution", "commit"), ("source", "producer"), ("le", "3600")));
+        Assert.Contains("# TYPE halfmsg_half_age_seconds histogram", text);
+
+        double commits = Sample(text, "halfmsg_log_commit_duration_seconds_count");
+        double commitSeconds = Sample(text, "halfmsg_log_commit_duration_seconds_sum");
+        Assert.True(commits >= 2, $"{commits} commits");
+        Assert.InRange(commitSeconds / commits, 1e-7, 5);   // a real fsync: more than nothing, less than the commit timeout
+        double batches = Sample(text, "halfmsg_log_commit_batch_records_count");
+        double batched = Sample(text, "halfmsg_log_commit_batch_records_sum");
+        Assert.True(batches >= 1 && batches <= commits, $"{batches} batches, {commits} commits");
+        // Every record appended before the cut's commit was covered by some commit; none is counted twice.
+        Assert.InRange(batched, 67, appended);
+        Assert.True(batched / batches >= 1);
+
+        Assert.Equal(1, Sample(text, "halfmsg_retention_cuts_total"));
+        Assert.InRange(Sample(text, "halfmsg_retention_cut_bytes_total"), 64 * 100, cutAt);
+        Assert.Equal(engine.LogBeginAddress, Sample(text, "halfmsg_log_head_address_bytes"));
+        // The 64 batch messages and the committed halves had no consumer group: the cut expired them.
+        Assert.True(Sample(text, "halfmsg_messages_expired_total") >= 64);
+        Assert.True(Sample(text, "halfmsg_message_index_messages") >= 67);
+    }
 }

@@ -266,4 +266,32 @@ public sealed class EdgeTests(V5BrokerFixture broker) : IClassFixture<V5BrokerFi
         Assert.Equal(4, logger.Entries.Count);
         Assert.Contains("7 more rejections", logger.Entries[^1].Message);
     }
+
+    [Fact]
+    public async Task A_malformed_telemetry_message_is_INVALID_ARGUMENT_logged_at_Debug_in_our_category_and_rate_limited()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var logger = new ListLogger<V5BadInput>();
+        var badInput = new V5BadInput(new GrpcV5Options { BadInputLogsPerMinute = 3 }, logger, clock);
+        var interceptor = new V5CallInterceptor(new V5Authenticator(new GrpcV5Options(), NullLogger<V5Authenticator>.Instance),
+            NullLogger<V5CallInterceptor>.Instance, badInput: badInput);
+        InvalidProtocolBufferException malformed = Assert.Throws<InvalidProtocolBufferException>(() => TelemetryCommand.Parser.ParseFrom([0x0A, 100, 1, 2]));
+
+        for (int i = 0; i < 10; i++)
+        {
+            var failed = await Assert.ThrowsAsync<RpcException>(() => interceptor.DuplexStreamingServerHandler<TelemetryCommand, TelemetryCommand>(
+                null!, null!, new TestServerCallContext(GrpcMethods.Telemetry), (_, _, _) => throw malformed));
+            Assert.Equal(StatusCode.InvalidArgument, failed.StatusCode);
+        }
+
+        Assert.Equal(3, logger.Entries.Count);
+        Assert.All(logger.Entries, e => Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Debug, e.Level));
+        Assert.Contains(GrpcMethods.Telemetry, logger.Entries[0].Message);
+
+        clock.Advance(TimeSpan.FromMinutes(1));
+        await Assert.ThrowsAsync<RpcException>(() => interceptor.DuplexStreamingServerHandler<TelemetryCommand, TelemetryCommand>(
+            null!, null!, new TestServerCallContext(GrpcMethods.Telemetry), (_, _, _) => throw malformed));
+        Assert.Equal(4, logger.Entries.Count);
+        Assert.Contains("7 more not logged", logger.Entries[^1].Message);
+    }
 }

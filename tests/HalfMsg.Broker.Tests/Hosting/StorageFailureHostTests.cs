@@ -306,7 +306,8 @@ public sealed class StorageFailureHostTests
         try
         {
             // A 24 MiB tmpfs as the data dir: the log fills it after a few dozen 512 KiB messages.
-            await using var broker = BrokerChild.Start(dir, $"mount -t tmpfs -o size=24m tmpfs '{dir}'");
+            // The free-space guard off: this is the real ENOSPC path (a failed commit), which stays a storage failure.
+            await using var broker = BrokerChild.Start(dir, $"mount -t tmpfs -o size=24m tmpfs '{dir}'", "--disk-min-free", "0", "--disk-max-used-ratio", "1");
             await broker.WaitHealthyAsync();
             using var client = new GrpcTestClient(broker.Endpoint);
 

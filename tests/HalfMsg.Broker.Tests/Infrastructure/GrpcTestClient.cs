@@ -75,6 +75,30 @@ public sealed class GrpcTestClient : IDisposable
         }
     }
 
+    /// <summary>A bidi call whose first request message is <paramref name="payload"/> as is; half-closes and reads to the end.</summary>
+    public async Task<(int GrpcStatus, string? GrpcMessage)> RawDuplexAsync(string path, byte[] payload,
+        IReadOnlyDictionary<string, string>? headers = null)
+    {
+        int slash = path.LastIndexOf('/');
+        var method = new Method<byte[], byte[]>(MethodType.DuplexStreaming, path[1..slash], path[(slash + 1)..],
+            Marshallers.Create<byte[]>(b => b, b => b), Marshallers.Create<byte[]>(b => b, b => b));
+        using var call = _channel.CreateCallInvoker().AsyncDuplexStreamingCall(method, null, Options(headers, default));
+        try
+        {
+            await call.RequestStream.WriteAsync(payload);
+            await call.RequestStream.CompleteAsync();
+            while (await call.ResponseStream.MoveNext(default))
+            {
+            }
+
+            return (0, null);
+        }
+        catch (RpcException ex)
+        {
+            return ((int)ex.StatusCode, ex.Status.Detail);
+        }
+    }
+
     /// <summary>Sends one request message, half-closes, and reads every response (server-streaming or bidi method).</summary>
     public async Task<GrpcStreamResult<TResponse>> ServerStreamAsync<TRequest, TResponse>(string path, TRequest request,
         MessageParser<TResponse> parser, IReadOnlyDictionary<string, string>? headers = null, CancellationToken ct = default,

@@ -12,6 +12,10 @@ namespace HalfMsg.Broker.Tests.Infrastructure;
 /// </summary>
 public static class RawGrpc
 {
+    /// <summary>How a stalled upload ended: <see cref="Ended"/> as <see cref="StalledUploadAsync(string, string, int, int, IReadOnlyDictionary{string, string}, TimeSpan)"/>
+    /// returns it, the body bytes the server let the client write, and the time until the end.</summary>
+    public sealed record UploadOutcome(string? Ended, long BytesWritten, TimeSpan Elapsed);
+
     /// <summary>
     /// POSTs to <paramref name="path"/> over h2c a message prefix declaring <paramref name="declaredLength"/> bytes,
     /// then <paramref name="sentLength"/> bytes of it, then stalls. Returns how the call ended (grpc-status from the
@@ -21,6 +25,14 @@ public static class RawGrpc
         IReadOnlyDictionary<string, string> headers, TimeSpan wait)
     {
         using var http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
+        return (await StalledUploadAsync(http, endpoint, path, declaredLength, sentLength, headers, wait)).Ended;
+    }
+
+    /// <summary>As above on a caller's <paramref name="http"/> client: many calls on one client share one HTTP/2
+    /// connection (SocketsHttpHandler opens a second only when told to).</summary>
+    public static async Task<UploadOutcome> StalledUploadAsync(HttpClient http, string endpoint, string path, int declaredLength, int sentLength,
+        IReadOnlyDictionary<string, string> headers, TimeSpan wait)
+    {
         var content = new StalledContent(declaredLength, sentLength);
         using var request = new HttpRequestMessage(HttpMethod.Post, $"http://{endpoint}{path}")
         {
@@ -34,24 +46,28 @@ public static class RawGrpc
             request.Headers.TryAddWithoutValidation(k, v);
         }
 
+        var started = System.Diagnostics.Stopwatch.StartNew();
         using var cts = new CancellationTokenSource(wait);
+        string? ended;
         try
         {
             using HttpResponseMessage response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cts.Token);
             await response.Content.ReadAsByteArrayAsync(cts.Token);
             string? status = response.TrailingHeaders.TryGetValues("grpc-status", out var t) ? t.First()
                 : response.Headers.TryGetValues("grpc-status", out var h) ? h.First() : null;
-            return $"HTTP {(int)response.StatusCode} grpc-status {status ?? "(none)"}";
+            ended = $"HTTP {(int)response.StatusCode} grpc-status {status ?? "(none)"}";
         }
         catch (OperationCanceledException) when (cts.IsCancellationRequested)
         {
-            return null;
+            ended = null;
         }
         catch (Exception ex) when (ex is HttpRequestException or OperationCanceledException or IOException)
         {
             // The server reset the stream (the upload is then cancelled under the content writer).
-            return "reset: " + ex.Message;
+            ended = "reset: " + ex.Message;
         }
+
+        return new UploadOutcome(ended, Interlocked.Read(ref content.Written), started.Elapsed);
     }
 
     /// <summary>Sends an HTTP/1.1 request on a raw socket and returns what came back before the server closed the
@@ -94,6 +110,7 @@ public static class RawGrpc
     {
         private readonly int _declared;
         private readonly int _sent;
+        public long Written;
 
         public StalledContent(int declared, int sent)
         {
@@ -113,7 +130,9 @@ public static class RawGrpc
             var chunk = new byte[16 * 1024];
             for (int sent = 0; sent < _sent; sent += chunk.Length)
             {
-                await stream.WriteAsync(chunk.AsMemory(0, Math.Min(chunk.Length, _sent - sent)), cancellationToken);
+                int n = Math.Min(chunk.Length, _sent - sent);
+                await stream.WriteAsync(chunk.AsMemory(0, n), cancellationToken);
+                Interlocked.Add(ref Written, n);
             }
 
             await stream.FlushAsync(cancellationToken);

@@ -153,7 +153,7 @@ public sealed class RemotingTransactionProducer(RemotingTestClient client, strin
     }
 
     /// <summary>Sends a half; returns the UNIQ_KEY, the response (msgId = offset msg id, queueOffset = tranStateTableOffset).</summary>
-    public async Task<(string UniqKey, RemotingCommand Response)> SendHalfAsync(string topic, string body, string? tag = null)
+    public async Task<(string UniqKey, RemotingCommand Response)> SendHalfAsync(string topic, string body, string? tag = null, params (string Key, string Value)[] more)
     {
         string uniq = Guid.NewGuid().ToString("N").ToUpperInvariant();
         var props = new List<KeyValuePair<string, string?>>
@@ -161,6 +161,7 @@ public sealed class RemotingTransactionProducer(RemotingTestClient client, strin
             new(MessageConst.UniqueKey, uniq), new(MessageConst.TransactionPrepared, "true"), new(MessageConst.ProducerGroup, group),
             new(MessageConst.Tags, tag), new(MessageConst.WaitStoreMsgOk, "true"),
         };
+        props.AddRange(more.Select(m => new KeyValuePair<string, string?>(m.Key, m.Value)));
         var r = await client.InvokeAsync(RequestCode.SendMessageV2, RemotingBroker.SendHeader(group, topic, MessageProperties.Encode(props), MessageSysFlag.TransactionPreparedType),
             System.Text.Encoding.UTF8.GetBytes(body));
         return (uniq, r);

@@ -115,4 +115,45 @@ public sealed class RemotingTransactionTests(RemotingBrokerFixture broker)
         await SendAsync(other, topic, "marker", queueId: 0);
         Assert.Equal(["marker"], (await PullAllAsync(other, "G", topic)).Select(BodyOf));
     }
+
+    [Fact]
+    public async Task An_unknown_answer_to_a_check_keeps_the_sender_first_and_an_unanswered_one_sends_the_next_check_elsewhere()
+    {
+        string topic = Unique("TxSilent");
+        string group = Unique("PG");
+        var (sender, p1) = await ProducerAsync(group);
+        await using var _ = sender;
+        var (other, p2) = await ProducerAsync(group);
+        await using var __ = other;
+        var (uniq, _) = await p1.SendHalfAsync(topic, "x");
+
+        // Check 1 goes to the sender, which answers UNKNOW (commitOrRollback 0, fromTransactionCheck): an answer.
+        var (first, _) = await p1.AnswerCheckAsync(MessageSysFlag.TransactionNotType, TimeSpan.FromSeconds(20));
+        Assert.Equal(uniq, first.Get("msgId"));
+        // So check 2 goes to the sender again; this time it stays silent.
+        var second = await sender.NextServerRequestAsync(RequestCode.CheckTransactionState, TimeSpan.FromSeconds(20));
+        Assert.Equal(uniq, second.Get("msgId"));
+        // Check 3 goes to the other instance, which commits: the half is decided on the third attempt.
+        var (third, _) = await p2.AnswerCheckAsync(MessageSysFlag.TransactionCommitType, TimeSpan.FromSeconds(20));
+        Assert.Equal(uniq, third.Get("msgId"));
+        Assert.Equal(["x"], (await EventuallyAsync(() => PullAllAsync(other, "G", topic), l => l.Count == 1, TimeSpan.FromSeconds(10), "the committed message"))
+            .Select(BodyOf));
+    }
+
+    [Fact]
+    public async Task A_silent_Remoting_sender_does_not_burn_the_checks_while_a_gRPC_producer_of_the_group_is_alive()
+    {
+        // A gRPC producer's group is its topic: a Remoting producer using the topic as its group is the same group.
+        string topic = Unique("TxMixed");
+        var (sender, p1) = await ProducerAsync(topic);
+        await using var _ = sender;
+        await using TelemetryTestProducer live = await TelemetryTestProducer.StartAsync($"127.0.0.1:{broker.GrpcPort}", topic,
+            TelemetryTestProducer.Behaviour.Answer);
+        var (uniq, _) = await p1.SendHalfAsync(topic, "mixed");
+
+        await sender.NextServerRequestAsync(RequestCode.CheckTransactionState, TimeSpan.FromSeconds(20)); // attempt 1: the sender, silent
+        await EventuallyAsync(() => Task.FromResult(live.Decided.Contains(uniq)), d => d, TimeSpan.FromSeconds(20), "the gRPC producer decided the half");
+        Assert.Null(broker.Host.Engine.FindTransaction(uniq));
+        Assert.Single(live.Checks, c => c.TransactionId == uniq);
+    }
 }

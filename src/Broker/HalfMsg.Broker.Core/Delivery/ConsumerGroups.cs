@@ -18,6 +18,8 @@ internal sealed class ConsumerGroups
     private uint _leaseSeq;
 
     public int Count => _byKey.Count;
+    /// <summary>Entries in the lease-expiry heap, stale ones included (soak statistics: must stay bounded).</summary>
+    public int LeaseDueCount => _leaseDue.Count;
     public Dictionary<(string Group, string Topic), GroupTopicState>.ValueCollection Values => _byKey.Values;
     public Dictionary<(string Group, string Topic), GroupTopicState>.KeyCollection Keys => _byKey.Keys;
     public bool TryGetValue((string Group, string Topic) key, out GroupTopicState group) => _byKey.TryGetValue(key, out group!);

@@ -9,6 +9,7 @@ internal sealed class PullOffsets
     private readonly Dictionary<(string Group, string Topic, int Queue), long> _offsets = new();
 
     public IEnumerable<KeyValuePair<(string Group, string Topic, int Queue), long>> All => _offsets;
+    public int Count => _offsets.Count;
 
     public bool TryGet(string group, string topic, int queue, out long offset) => _offsets.TryGetValue((group, topic, queue), out offset);
 

@@ -4,6 +4,8 @@ namespace HalfMsg.Broker.Core;
 public sealed class BrokerMetrics
 {
     public long RecordsAppended;
+    /// <summary>Sends refused as busy by the front ends' load shedding (gRPC TOO_MANY_REQUESTS, Remoting SYSTEM_BUSY).</summary>
+    public long RefusedBusy;
     public long MessagesStored;
     public long HalvesStored;
     public long Commits;

@@ -12,65 +12,211 @@ namespace HalfMsg.Broker.Core
 
 namespace HalfMsg.Broker.Core.Diagnostics
 {
+    /// <summary>One step in a message's life, as <see cref="MessageIndex.History"/> tells it.</summary>
+    public enum HistoryKind : byte
+    {
+        /// <summary>Stored on a queue (a normal, FIFO or delay message).</summary>
+        Stored,
+        /// <summary>Stored as a half message, waiting for the producer's decision.</summary>
+        HalfStored,
+        Committed,
+        RolledBack,
+        /// <summary>Leased to a consumer of a group (attempt 1), or again after a lease ended (attempt &gt; 1).</summary>
+        Delivered,
+        Acked,
+        /// <summary>The consumer changed the lease (a nack with a retry delay, or a renewal): invisible until <see cref="HistoryEvent.Detail"/>.</summary>
+        LeaseChanged,
+        /// <summary>The lease ran out without an ack: the message is delivered again (or dead-lettered after the last attempt).</summary>
+        LeaseExpired,
+        DeadLettered,
+        /// <summary>The same message id was stored again on another topic (a re-drive, a Remoting send-back to the retry or DLQ topic).</summary>
+        StoredAgain,
+        /// <summary>An operator re-drove it from the group's dead-letter topic back to its topic.</summary>
+        Redriven,
+    }
+
     /// <summary>
-    /// RocketMQ's most used operator feature: where is the message with this id, or with this key? A bounded in-memory
-    /// index, fed by three marked hook calls in the engine's live paths (send, half, decision), so a look-up never scans
-    /// the log.
+    /// One history step. <see cref="At"/> is null for steps rebuilt from the log after a restart whose record carries no
+    /// time (deliveries, acks, lease changes); <see cref="ClientId"/> is known only for gRPC deliveries seen live.
+    /// </summary>
+    public readonly record struct HistoryEvent(HistoryKind Kind, DateTimeOffset? At, string? Group = null, int Attempt = 0,
+        string? ClientId = null, string? Detail = null);
+
+    /// <summary>
+    /// RocketMQ's most used operator feature: where is the message with this id, or with this key, and what happened to
+    /// it? A bounded in-memory index, fed by one-line hook calls in the engine's live paths (send, half, decision,
+    /// delivery, ack, lease change and expiry, dead-letter, re-drive), so a look-up never scans the log.
     /// </summary>
     /// <remarks>
-    /// Bounded: the oldest of <see cref="Capacity"/> messages is forgotten first, and a key keeps its newest
-    /// <see cref="MaxIdsPerKey"/> ids. Retention is honoured at look-up time (the caller compares the queue offset with
-    /// the queue's minimum offset), so the index never claims a message that retention has cut. Not persisted: after a
-    /// restart it knows only messages sent since. Because the same hooks see every send and decision, it also keeps two
-    /// small tallies for <see cref="BrokerMeter"/>: body bytes per topic and decisions by resolution and source.
+    /// <para>Bounded: the oldest of <see cref="Capacity"/> messages is forgotten first, and a key keeps its newest
+    /// <see cref="MaxIdsPerKey"/> ids. A message's history keeps its first step and its newest
+    /// <see cref="MaxEventsPerMessage"/> - 1 (older ones are counted as dropped); all histories together hold at most
+    /// <see cref="MaxEventsTotal"/> steps (about 40 MB), beyond which the oldest messages' histories are cut back to their
+    /// first step. Retention is honoured at look-up time (the caller compares the queue offset with the queue's minimum
+    /// offset), so the index never claims a message that retention has cut.</para>
+    /// <para>After a restart (kill -9 included) the index is rebuilt from the retained log by a background scan of the
+    /// records that were there at start (<see cref="BrokerEngine.StartIndexRebuild"/>; no engine state is touched). While
+    /// it runs, <see cref="IsWarming"/> is true and look-ups see only messages sent since the start; live steps are kept
+    /// aside and replayed over the rebuilt index when the scan ends, so nothing seen live is lost. Rebuilt steps whose
+    /// record has no time show no time, and no consumer client id.</para>
+    /// <para>Because the same hooks see every send and decision, it also keeps two small tallies for
+    /// <see cref="BrokerMeter"/> (body bytes per topic, decisions by resolution and source, both since start) and raises
+    /// <see cref="Decided"/> with each half's age for the half-age histogram.</para>
     /// </remarks>
-    public sealed class MessageIndex(int capacity = 200_000)
+    public sealed class MessageIndex(int capacity = 200_000, int maxEventsTotal = MessageIndex.MaxEventsTotal)
     {
         public const int MaxIdsPerKey = 64;
+        public const int MaxEventsPerMessage = 32;
+        public const int MaxEventsTotal = 1_000_000;
+        /// <summary>Live steps kept aside while the index is rebuilt; beyond this the rebuilt index misses some.</summary>
+        private const int MaxDeferred = 1_000_000;
+        private const string RedrivePrefix = "%REDRIVE%";
 
         /// <summary>What the index knows of one message. QueueId/QueueOffset are -1 until it is on a queue (half, delayed).</summary>
         public sealed record Entry(string MessageId, string Topic, string? Tag, IReadOnlyList<string> Keys, DateTimeOffset StoredAt,
             MessageKind Kind, string? TransactionId, string? ProducerGroup, int QueueId, long QueueOffset,
             TransactionResolution? Resolution, DecisionSource? DecidedBy, DateTimeOffset? DecidedAt);
 
+        /// <summary>A message's history, oldest first, and how many steps in the middle were dropped to stay bounded.</summary>
+        public sealed record MessageHistory(IReadOnlyList<HistoryEvent> Events, int Dropped);
+
         private readonly object _lock = new();
-        private readonly Dictionary<string, Entry> _byId = new(StringComparer.Ordinal);
-        private readonly Dictionary<string, List<string>> _byKey = new(StringComparer.Ordinal);
-        private readonly Queue<string> _order = new();
+        private State _state = new(capacity, maxEventsTotal);
+        // While warming: live operations applied to _state and also kept here, to be replayed over the rebuilt state.
+        private List<Op>? _deferred;
+        private bool _deferredOverflow;
+        private long _scanned;
         // The hooks see every accepted send, so they also count body bytes per topic for rocketmq_throughput_in_total.
         private readonly Dictionary<string, long> _bytesIn = new(StringComparer.Ordinal);
         // ... and every first decision, for halfmsg_transaction_decisions_total{resolution, source}.
         private readonly Dictionary<(TransactionResolution, DecisionSource), long> _decisions = new();
+        private readonly Dictionary<string, string> _clientIds = new(StringComparer.Ordinal);
 
         public int Capacity { get; } = capacity;
 
-        public int Count { get { lock (_lock) return _byId.Count; } }
+        public int Count { get { lock (_lock) return _state.ById.Count; } }
+
+        /// <summary>True while the index is being rebuilt from the log after a start.</summary>
+        public bool IsWarming { get { lock (_lock) return _deferred is not null; } }
+
+        /// <summary>Log records the rebuild has read so far (or in all, once done).</summary>
+        public long RecordsScanned => Interlocked.Read(ref _scanned);
+
+        /// <summary>Raised (live decisions only) with the half's resolution, who decided, and its age in seconds.</summary>
+        public event Action<TransactionResolution, DecisionSource, double>? Decided;
+
+        // ------------------------------------------------------------------ hooks (called by the engine)
 
         internal void OnStored(MessageDraft msg, int queueId, long offset, long storedAtMs)
         {
             var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
-            Add(new Entry(msg.MessageId, msg.Topic, msg.Tag, msg.Keys, DateTimeOffset.FromUnixTimeMilliseconds(storedAtMs), kind,
-                null, null, queueId, offset, null, null, null), msg.Body.Length);
+            lock (_lock)
+            {
+                _bytesIn[msg.Topic] = _bytesIn.GetValueOrDefault(msg.Topic) + msg.Body.Length;
+                Submit(new Op(OpKind.Stored, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, MessageKind = kind, QueueId = queueId, Offset = offset });
+            }
         }
 
         internal void OnHalf(MessageDraft msg, string producerGroup, long storedAtMs)
-            => Add(new Entry(msg.MessageId, msg.Topic, msg.Tag, msg.Keys, DateTimeOffset.FromUnixTimeMilliseconds(storedAtMs), MessageKind.Transaction,
-                msg.MessageId, producerGroup, -1, -1, null, null, null), msg.Body.Length);
+        {
+            lock (_lock)
+            {
+                _bytesIn[msg.Topic] = _bytesIn.GetValueOrDefault(msg.Topic) + msg.Body.Length;
+                Submit(new Op(OpKind.Half, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, Group = producerGroup, MessageKind = MessageKind.Transaction });
+            }
+        }
 
-        internal void OnDecided(string transactionId, TransactionResolution resolution, DecisionSource source, int queueId, long offset, long atMs)
+        internal void OnDecided(string transactionId, TransactionResolution resolution, DecisionSource source, int queueId, long offset, long atMs, long storedAtMs)
         {
             lock (_lock)
             {
                 _decisions[(resolution, source)] = _decisions.GetValueOrDefault((resolution, source)) + 1;
                 // The transaction id is the half's message id (RocketMQ's UNIQ_KEY).
-                if (_byId.TryGetValue(transactionId, out var e))
-                    _byId[transactionId] = e with
-                    {
-                        QueueId = queueId, QueueOffset = offset, Resolution = resolution, DecidedBy = source,
-                        DecidedAt = DateTimeOffset.FromUnixTimeMilliseconds(atMs),
-                    };
+                Submit(new Op(OpKind.Decided, transactionId, null, atMs) { Resolution = resolution, Source = source, QueueId = queueId, Offset = offset });
+            }
+            Decided?.Invoke(resolution, source, Math.Max(0, atMs - storedAtMs) / 1000.0);
+        }
+
+        internal void OnDelivered(string topic, string group, string? clientId, List<(int Queue, long Offset, int Attempt)> picked, long atMs)
+        {
+            if (picked.Count == 0 || group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return;
+            lock (_lock)
+            {
+                clientId = InternClient(clientId);
+                foreach (var (q, off, attempt) in picked)
+                    Submit(new Op(OpKind.Delivered, null, topic, atMs) { Group = group, ClientId = clientId, QueueId = q, Offset = off, Attempt = attempt });
             }
         }
+
+        internal void OnAcked(string group, string topic, int queueId, long offset, long atMs)
+        {
+            if (group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return;
+            lock (_lock) Submit(new Op(OpKind.Acked, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset });
+        }
+
+        internal void OnLeaseChanged(string group, string topic, int queueId, long offset, long untilMs, long atMs)
+        {
+            lock (_lock) Submit(new Op(OpKind.LeaseChanged, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset, UntilMs = untilMs });
+        }
+
+        internal void OnLeaseExpired(string group, string topic, int queueId, long offset, int attempt, long atMs)
+        {
+            if (group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return;
+            lock (_lock) Submit(new Op(OpKind.LeaseExpired, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset, Attempt = attempt });
+        }
+
+        internal void OnDeadLettered(string group, string topic, int queueId, long offset, string dlqTopic, long dlqOffset, long atMs)
+        {
+            lock (_lock) Submit(new Op(OpKind.DeadLettered, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset, Detail = dlqTopic, DlqOffset = dlqOffset });
+        }
+
+        internal void OnRedriven(string messageId, string group, string toTopic, long atMs)
+        {
+            lock (_lock) Submit(new Op(OpKind.Redriven, messageId, toTopic, atMs) { Group = group });
+        }
+
+        // ------------------------------------------------------------------ rebuild (see BrokerEngine.StartIndexRebuild)
+
+        internal void BeginWarmup()
+        {
+            lock (_lock) _deferred = [];
+        }
+
+        /// <summary>Ends the warm-up: the rebuilt state, with the live operations seen meanwhile replayed over it, replaces the live-only one.</summary>
+        internal bool CompleteWarmup(State rebuilt, long scanned)
+        {
+            lock (_lock)
+            {
+                if (_deferred is null) return true;
+                foreach (var op in _deferred) rebuilt.Apply(op);
+                _state = rebuilt;
+                _deferred = null;
+                Interlocked.Exchange(ref _scanned, scanned);
+                return !_deferredOverflow;
+            }
+        }
+
+        internal void ReportScanned(long scanned) => Interlocked.Exchange(ref _scanned, scanned);
+
+        internal State NewState() => new(Capacity, maxEventsTotal);
+
+        private void Submit(Op op)
+        {
+            _state.Apply(op);
+            if (_deferred is null) return;
+            if (_deferred.Count < MaxDeferred) _deferred.Add(op);
+            else _deferredOverflow = true;
+        }
+
+        private string? InternClient(string? clientId)
+        {
+            if (string.IsNullOrEmpty(clientId)) return null;
+            if (_clientIds.TryGetValue(clientId, out var shared)) return shared;
+            if (_clientIds.Count < 10_000) _clientIds[clientId] = clientId;
+            return clientId;
+        }
+
+        // ------------------------------------------------------------------ look-ups
 
         /// <summary>First decisions since start, by resolution and by who decided.</summary>
         public IReadOnlyList<KeyValuePair<(TransactionResolution Resolution, DecisionSource Source), long>> DecisionsBySource()
@@ -84,38 +230,16 @@ namespace HalfMsg.Broker.Core.Diagnostics
             lock (_lock) return [.. _bytesIn];
         }
 
-        private void Add(Entry entry, int bodyBytes)
-        {
-            lock (_lock)
-            {
-                _bytesIn[entry.Topic] = _bytesIn.GetValueOrDefault(entry.Topic) + bodyBytes;
-                if (_byId.ContainsKey(entry.MessageId)) { _byId[entry.MessageId] = entry; return; }
-                _byId[entry.MessageId] = entry;
-                _order.Enqueue(entry.MessageId);
-                foreach (string key in entry.Keys.Distinct(StringComparer.Ordinal))
-                {
-                    if (!_byKey.TryGetValue(key, out var ids)) _byKey[key] = ids = new List<string>(1);
-                    ids.Add(entry.MessageId);
-                    if (ids.Count > MaxIdsPerKey) ids.RemoveAt(0);
-                }
-                while (_order.Count > Capacity) Forget(_order.Dequeue());
-            }
-        }
-
-        private void Forget(string messageId)
-        {
-            if (!_byId.Remove(messageId, out var e)) return;
-            foreach (string key in e.Keys)
-            {
-                if (!_byKey.TryGetValue(key, out var ids)) continue;
-                ids.Remove(messageId);
-                if (ids.Count == 0) _byKey.Remove(key);
-            }
-        }
-
         public Entry? Find(string messageId)
         {
-            lock (_lock) return _byId.GetValueOrDefault(messageId);
+            lock (_lock) return _state.ById.GetValueOrDefault(messageId)?.Entry;
+        }
+
+        /// <summary>What happened to the message, oldest first; null when the index does not know it.</summary>
+        public MessageHistory? History(string messageId)
+        {
+            lock (_lock)
+                return _state.ById.TryGetValue(messageId, out var t) ? new MessageHistory([.. t.Events], t.Dropped) : null;
         }
 
         /// <summary>Messages with this key (newest last), optionally of one topic.</summary>
@@ -123,8 +247,205 @@ namespace HalfMsg.Broker.Core.Diagnostics
         {
             lock (_lock)
             {
-                if (!_byKey.TryGetValue(key, out var ids)) return [];
-                return ids.Select(id => _byId[id]).Where(e => topic is null || e.Topic == topic).ToList();
+                if (!_state.ByKey.TryGetValue(key, out var ids)) return [];
+                return ids.Select(id => _state.ById[id].Entry).Where(e => topic is null || e.Topic == topic).ToList();
+            }
+        }
+
+        // ------------------------------------------------------------------ state
+
+        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven }
+
+        /// <summary>One index operation: what a live hook saw, or what the rebuild read from a log record.</summary>
+        internal sealed class Op(OpKind kind, string? messageId, string? topic, long atMs)
+        {
+            public OpKind Kind = kind;
+            public string? MessageId = messageId;
+            public string? Topic = topic;
+            /// <summary>Unix ms; -1 = unknown (a rebuilt record without a time).</summary>
+            public long AtMs = atMs;
+            public string? Tag;
+            public IReadOnlyList<string> Keys = [];
+            public MessageKind MessageKind;
+            public string? Group;
+            public string? ClientId;
+            public int QueueId = -1;
+            public long Offset = -1;
+            public int Attempt;
+            public long UntilMs;
+            public long DlqOffset;
+            public string? Detail;
+            public TransactionResolution Resolution;
+            public DecisionSource? Source;
+            /// <summary>Rebuild only: a body re-appended by retention; it adds the message if unknown, and no step.</summary>
+            public bool Relocated;
+            /// <summary>Rebuild only: extra queue positions the relocated body serves.</summary>
+            public List<(string Topic, int QueueId, long Offset)>? Positions;
+        }
+
+        internal sealed class Tracked(Entry entry)
+        {
+            public Entry Entry = entry;
+            public List<HistoryEvent> Events = new(4);
+            public int Dropped;
+            public List<(string Topic, int Queue, long Offset)> Positions = new(1);
+        }
+
+        internal sealed class State(int capacity, int maxEvents)
+        {
+            public readonly Dictionary<string, Tracked> ById = new(StringComparer.Ordinal);
+            public readonly Dictionary<string, List<string>> ByKey = new(StringComparer.Ordinal);
+            public readonly Queue<string> Order = new();
+            public readonly Dictionary<(string Topic, int Queue, long Offset), string> ByPosition = new();
+            private int _events;
+
+            private static DateTimeOffset? Time(long ms) => ms < 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(ms);
+
+            public void Apply(Op op)
+            {
+                switch (op.Kind)
+                {
+                    case OpKind.Stored:
+                    case OpKind.Half:
+                    {
+                        bool half = op.Kind == OpKind.Half;
+                        var entry = new Entry(op.MessageId!, op.Topic!, op.Tag, op.Keys, Time(op.AtMs) ?? DateTimeOffset.UnixEpoch, op.MessageKind,
+                            half ? op.MessageId : null, half ? op.Group : null, op.QueueId, op.Offset, null, null, null);
+                        if (ById.TryGetValue(op.MessageId!, out var known))
+                        {
+                            if (op.Relocated) { AddPositions(known, op); return; }
+                            // The same id again: a re-drive or a send-back. It is where it was stored last.
+                            known.Entry = known.Entry with { Topic = op.Topic!, QueueId = op.QueueId, QueueOffset = op.Offset };
+                            AddPosition(known, op.Topic!, op.QueueId, op.Offset);
+                            AddEvent(known, new HistoryEvent(HistoryKind.StoredAgain, Time(op.AtMs), Detail: Where(op.Topic!, op.QueueId, op.Offset)));
+                            return;
+                        }
+                        var t = new Tracked(entry);
+                        ById[entry.MessageId] = t;
+                        Order.Enqueue(entry.MessageId);
+                        foreach (string key in entry.Keys.Distinct(StringComparer.Ordinal))
+                        {
+                            if (!ByKey.TryGetValue(key, out var ids)) ByKey[key] = ids = new List<string>(1);
+                            ids.Add(entry.MessageId);
+                            if (ids.Count > MaxIdsPerKey) ids.RemoveAt(0);
+                        }
+                        AddPosition(t, op.Topic!, op.QueueId, op.Offset);
+                        AddPositions(t, op);
+                        if (op.Relocated && half && op.Positions is { Count: > 0 })
+                        {
+                            // A committed half whose decision record retention has cut: it serves a queue position.
+                            var (pt, pq, po) = op.Positions.FirstOrDefault(p => p.Topic == op.Topic, op.Positions[0]);
+                            t.Entry = t.Entry with { QueueId = pq, QueueOffset = po, Resolution = TransactionResolution.Commit };
+                        }
+                        AddEvent(t, new HistoryEvent(half ? HistoryKind.HalfStored : HistoryKind.Stored, Time(op.AtMs), op.Group,
+                            Detail: half ? $"producer group {op.Group}" : op.QueueId >= 0 ? Where(op.Topic!, op.QueueId, op.Offset) : "waiting for its delivery time"));
+                        while (Order.Count > capacity) Forget(Order.Dequeue());
+                        return;
+                    }
+                    case OpKind.Decided:
+                    {
+                        if (!ById.TryGetValue(op.MessageId!, out var t)) return;
+                        t.Entry = t.Entry with
+                        {
+                            QueueId = op.QueueId, QueueOffset = op.Offset, Resolution = op.Resolution, DecidedBy = op.Source, DecidedAt = Time(op.AtMs),
+                        };
+                        AddPosition(t, t.Entry.Topic, op.QueueId, op.Offset);
+                        string by = op.Source switch { DecisionSource.Client => "the producer", DecisionSource.CheckBack => "a check-back answer", _ => "an operator" };
+                        AddEvent(t, new HistoryEvent(op.Resolution == TransactionResolution.Commit ? HistoryKind.Committed : HistoryKind.RolledBack, Time(op.AtMs),
+                            Detail: op.Resolution == TransactionResolution.Commit
+                                ? $"by {by}; " + (op.QueueId >= 0 ? Where(t.Entry.Topic, op.QueueId, op.Offset) : "waiting for its delivery time")
+                                : $"by {by}"));
+                        return;
+                    }
+                    case OpKind.Redriven:
+                    {
+                        if (ById.TryGetValue(op.MessageId!, out var t))
+                            AddEvent(t, new HistoryEvent(HistoryKind.Redriven, Time(op.AtMs), op.Group, Detail: $"back to {op.Topic}"));
+                        return;
+                    }
+                }
+                // Steps of a queue position.
+                if (!ByPosition.TryGetValue((op.Topic!, op.QueueId, op.Offset), out var id) || !ById.TryGetValue(id, out var tracked)) return;
+                switch (op.Kind)
+                {
+                    case OpKind.Delivered:
+                        AddEvent(tracked, new HistoryEvent(HistoryKind.Delivered, Time(op.AtMs), op.Group, op.Attempt, op.ClientId,
+                            op.Attempt > 1 ? "redelivery" : null));
+                        break;
+                    case OpKind.Acked:
+                        AddEvent(tracked, new HistoryEvent(HistoryKind.Acked, Time(op.AtMs), op.Group));
+                        break;
+                    case OpKind.LeaseChanged:
+                        AddEvent(tracked, new HistoryEvent(HistoryKind.LeaseChanged, Time(op.AtMs), op.Group,
+                            Detail: "invisible until " + DateTimeOffset.FromUnixTimeMilliseconds(op.UntilMs).ToString("yyyy-MM-dd HH:mm:ss.fff 'UTC'", System.Globalization.CultureInfo.InvariantCulture)));
+                        break;
+                    case OpKind.LeaseExpired:
+                        AddEvent(tracked, new HistoryEvent(HistoryKind.LeaseExpired, Time(op.AtMs), op.Group, op.Attempt));
+                        break;
+                    case OpKind.DeadLettered:
+                        AddPosition(tracked, op.Detail!, 0, op.DlqOffset);
+                        AddEvent(tracked, new HistoryEvent(HistoryKind.DeadLettered, Time(op.AtMs), op.Group, Detail: Where(op.Detail!, 0, op.DlqOffset)));
+                        break;
+                }
+            }
+
+            private static string Where(string topic, int queue, long offset) => $"{topic} queue {queue} offset {offset}";
+
+            private void AddPositions(Tracked t, Op op)
+            {
+                if (op.Positions is null) return;
+                foreach (var (pt, pq, po) in op.Positions) AddPosition(t, pt, pq, po);
+            }
+
+            private void AddPosition(Tracked t, string topic, int queue, long offset)
+            {
+                if (queue < 0 || offset < 0) return;
+                var key = (topic, queue, offset);
+                if (ByPosition.TryGetValue(key, out var previous) && previous != t.Entry.MessageId && ById.TryGetValue(previous, out var other))
+                    other.Positions.Remove(key);
+                ByPosition[key] = t.Entry.MessageId;
+                if (!t.Positions.Contains(key)) t.Positions.Add(key);
+            }
+
+            private void AddEvent(Tracked t, HistoryEvent e)
+            {
+                if (t.Events.Count >= MaxEventsPerMessage)
+                {
+                    // Keep the first step (how it arrived) and the newest ones.
+                    t.Events.RemoveAt(1);
+                    t.Dropped++;
+                    _events--;
+                }
+                t.Events.Add(e);
+                if (++_events > maxEvents) TrimOldest();
+            }
+
+            /// <summary>Cuts the oldest messages' histories back to their first step until a tenth of the budget is free.</summary>
+            private void TrimOldest()
+            {
+                foreach (string id in Order)
+                {
+                    if (_events <= maxEvents * 9L / 10) break;
+                    if (!ById.TryGetValue(id, out var t) || t.Events.Count <= 1) continue;
+                    int cut = t.Events.Count - 1;
+                    t.Events.RemoveRange(1, cut);
+                    t.Dropped += cut;
+                    _events -= cut;
+                }
+            }
+
+            private void Forget(string messageId)
+            {
+                if (!ById.Remove(messageId, out var t)) return;
+                _events -= t.Events.Count;
+                foreach (var p in t.Positions)
+                    if (ByPosition.TryGetValue(p, out var id) && id == messageId) ByPosition.Remove(p);
+                foreach (string key in t.Entry.Keys)
+                {
+                    if (!ByKey.TryGetValue(key, out var ids)) continue;
+                    ids.Remove(messageId);
+                    if (ids.Count == 0) ByKey.Remove(key);
+                }
             }
         }
     }

@@ -113,6 +113,8 @@ public sealed class ReceiveRequest
     public TimeSpan InvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>How long to wait for a message when none is available. Zero = return at once.</summary>
     public TimeSpan LongPollTimeout { get; init; }
+    /// <summary>The consumer's client id where the protocol tells it (gRPC); shown in a message's delivery history.</summary>
+    public string? ClientId { get; init; }
 }
 
 public readonly record struct ReceiveResult(BrokerError Error, IReadOnlyList<DeliveredMessage> Messages)

@@ -242,7 +242,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 logger.LogError("Checkpoint {File} is unusable ({Error}); trying an older one", file, error);
                 state.Clear();
             }
-            catch (Exception ex) when (ex is IOException or InvalidDataException or OverflowException or KeyNotFoundException or IndexOutOfRangeException or ArgumentOutOfRangeException)
+            // ArgumentException covers ArgumentNullException: a checksummed record with a null name (a dictionary key)
+            // stopped the broker from starting instead of falling back to an older checkpoint (found by afl, issue 13).
+            catch (Exception ex) when (ex is IOException or InvalidDataException or OverflowException or KeyNotFoundException or IndexOutOfRangeException or ArgumentException)
             {
                 logger.LogError(ex, "Checkpoint {File} could not be read; trying an older one", file);
                 state.Clear();

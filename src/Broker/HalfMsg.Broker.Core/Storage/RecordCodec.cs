@@ -184,7 +184,10 @@ public sealed class RecordWriter
     }
 }
 
-/// <summary>Reads a record payload in the order it was written. Throws <see cref="InvalidDataException"/> on truncation.</summary>
+/// <summary>
+/// Reads a record payload in the order it was written. Throws <see cref="InvalidDataException"/> (and nothing else) on
+/// truncation, an over-long varint, a value out of its field's range, or a count larger than the bytes left.
+/// </summary>
 public ref struct RecordReader
 {
     private ReadOnlySpan<byte> _rest;
@@ -207,7 +210,7 @@ public ref struct RecordReader
     }
 
     public long I64() { ulong v = U64(); return (long)(v >> 1) ^ -(long)(v & 1); }
-    public int I32() => checked((int)I64());
+    public int I32() { long v = I64(); if (v is < int.MinValue or > int.MaxValue) OutOfRange(v); return (int)v; }
     public byte Byte() { if (_rest.IsEmpty) Truncated(); byte b = _rest[0]; _rest = _rest[1..]; return b; }
     public bool Bool() => Byte() != 0;
 
@@ -215,8 +218,8 @@ public ref struct RecordReader
     {
         ulong n = U64();
         if (n == 0) return null;
-        int len = checked((int)(n - 1));
-        if (len > _rest.Length) Truncated();
+        if (n - 1 > (ulong)_rest.Length) Truncated();
+        int len = (int)(n - 1);
         var s = Encoding.UTF8.GetString(_rest[..len]);
         _rest = _rest[len..];
         return s;
@@ -224,8 +227,9 @@ public ref struct RecordReader
 
     public ReadOnlySpan<byte> Bytes()
     {
-        int len = checked((int)U64());
-        if (len > _rest.Length) Truncated();
+        ulong n = U64();
+        if (n > (ulong)_rest.Length) Truncated();
+        int len = (int)n;
         var s = _rest[..len];
         _rest = _rest[len..];
         return s;
@@ -235,8 +239,7 @@ public ref struct RecordReader
     public ReadOnlySpan<byte> SkipStrList()
     {
         var start = _rest;
-        int n = checked((int)U64());
-        if (n > _rest.Length) Truncated();
+        int n = Count();
         for (int i = 0; i < n; i++) SkipStr();
         return start[..(start.Length - _rest.Length)];
     }
@@ -245,8 +248,7 @@ public ref struct RecordReader
     public ReadOnlySpan<byte> SkipStrMap()
     {
         var start = _rest;
-        int n = checked((int)U64());
-        if (n > _rest.Length) Truncated();
+        int n = Count();
         for (int i = 0; i < 2 * n; i++) SkipStr();
         return start[..(start.Length - _rest.Length)];
     }
@@ -255,15 +257,13 @@ public ref struct RecordReader
     {
         ulong n = U64();
         if (n == 0) return;
-        int len = checked((int)(n - 1));
-        if (len > _rest.Length) Truncated();
-        _rest = _rest[len..];
+        if (n - 1 > (ulong)_rest.Length) Truncated();
+        _rest = _rest[(int)(n - 1)..];
     }
 
     public string[] StrList()
     {
-        int n = checked((int)U64());
-        if (n > _rest.Length) Truncated();
+        int n = Count();
         if (n == 0) return [];
         var list = new string[n];
         for (int i = 0; i < n; i++) list[i] = Str() ?? "";
@@ -272,14 +272,27 @@ public ref struct RecordReader
 
     public IReadOnlyDictionary<string, string> StrMap()
     {
-        int n = checked((int)U64());
-        if (n > _rest.Length) Truncated();
+        int n = Count();
         if (n == 0) return Model.MessageDraft.EmptyProperties;
         var map = new Dictionary<string, string>(n);
         for (int i = 0; i < n; i++) { var k = Str() ?? ""; map[k] = Str() ?? ""; }
         return map;
     }
 
+    /// <summary>Bytes left in the payload (a count read from it can be checked against this before allocating).</summary>
+    public readonly int Remaining => _rest.Length;
+
+    /// <summary>An element count: each element takes at least one byte, so a count above what is left is damage.</summary>
+    private int Count()
+    {
+        ulong n = U64();
+        if (n > (ulong)_rest.Length) Truncated();
+        return (int)n;
+    }
+
     [DoesNotReturn]
     private static void Truncated() => throw new InvalidDataException("record payload is truncated");
+
+    [DoesNotReturn]
+    private static void OutOfRange(long value) => throw new InvalidDataException($"record field {value} does not fit 32 bits");
 }

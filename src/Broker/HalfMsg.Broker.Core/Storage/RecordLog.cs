@@ -36,12 +36,16 @@ public sealed class RecordLog : IAsyncDisposable
     private static readonly TimeSpan IdleCommitInterval = TimeSpan.FromMilliseconds(20);
     private long _durableUntil;
     private long _commits;
+    private long _commitTicks;
     private readonly long _memoryBytes;
     private readonly TimeSpan _commitTimeout;
     private readonly string _directory;
     private readonly LogHoles _holes;
     private StorageFailureException? _fault;
     private readonly TaskCompletionSource<StorageFailureException> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Times and sizes each commit for the broker's metrics (issue 12).</summary>
+    public Diagnostics.LogCommitStats CommitStats { get; } = new();
 
     /// <summary>Raised on the commit loop after each commit with the new durable-until address.</summary>
     public event Action<long>? Durable;
@@ -126,6 +130,10 @@ public sealed class RecordLog : IAsyncDisposable
     /// <summary>Group commits (fsyncs) so far: appends ÷ commits is the batching achieved.</summary>
     public long Commits => Interlocked.Read(ref _commits);
 
+    /// <summary>Time spent in commits (write + fsync) so far: its change over the change of <see cref="Commits"/> is the
+    /// mean commit latency of an interval.</summary>
+    public TimeSpan CommitTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _commitTicks));
+
     /// <summary>Appends one encoded record to the in-memory tail. Thread-safe; callers keep their own order.</summary>
     /// <exception cref="StorageFailureException">The log has failed.</exception>
     /// <exception cref="RecordTooLargeException">The record does not fit a page (the caller's limits are wrong).</exception>
@@ -194,7 +202,9 @@ public sealed class RecordLog : IAsyncDisposable
                 // A truncation (begin moved) is persisted by a commit too, even when nothing was appended.
                 if (_log.TailAddress > _log.CommittedUntilAddress || _log.BeginAddress > _log.CommittedBeginAddress)
                 {
-                    await CommitWithinBoundAsync(ct).ConfigureAwait(false);
+                    long started = System.Diagnostics.Stopwatch.GetTimestamp();
+                    await CommitStats.ObserveAsync(CommitWithinBoundAsync, ct).ConfigureAwait(false); // metrics hook (issue 12): commit latency and batch size
+                    Interlocked.Add(ref _commitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
                     Interlocked.Increment(ref _commits);
                 }
                 Publish(_log.CommittedUntilAddress);

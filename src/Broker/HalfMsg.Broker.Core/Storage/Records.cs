@@ -254,7 +254,8 @@ public ref struct BodyRelocatedRecord
     {
         var rec = new BodyRelocatedRecord { PreviousAddress = r.I64(), HalfTransactionId = r.Str(), Delayed = r.Bool() };
         ulong n = r.U64();
-        if (n > 1_000_000) throw new InvalidDataException($"{n} queue references is implausible");
+        // Each reference takes at least 3 bytes: a count above that is damage (and must not size an allocation).
+        if (n > 1_000_000 || n > (ulong)r.Remaining / 3) throw new InvalidDataException($"{n} queue references is implausible");
         rec.QueueRefs = new List<(string, int, long)>((int)n);
         for (ulong i = 0; i < n; i++) rec.QueueRefs.Add((DeliveredRecord.ReadName(ref r), r.I32(), r.I64()));
         rec.Original = r.Bytes();
@@ -310,7 +311,7 @@ public readonly record struct GroupStartedRecord(string Group, string Topic, lon
     {
         string group = DeliveredRecord.ReadName(ref r), topic = DeliveredRecord.ReadName(ref r);
         ulong n = r.U64();
-        if (n > 1024) throw new InvalidDataException($"{n} queues is implausible");
+        if (n > 1024 || n > (ulong)r.Remaining) throw new InvalidDataException($"{n} queues is implausible");
         var offsets = new long[n];
         for (int i = 0; i < offsets.Length; i++) offsets[i] = r.I64();
         return new(group, topic, offsets);

@@ -9,6 +9,9 @@ internal sealed class TagInterner
     private const int MaxValues = 100_000;
     private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
 
+    /// <summary>Distinct values shared (at most 100,000).</summary>
+    public int Count => _values.Count;
+
     public string? Intern(string? value)
     {
         if (value is null) return null;

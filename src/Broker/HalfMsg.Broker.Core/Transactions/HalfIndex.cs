@@ -17,6 +17,8 @@ internal sealed class HalfIndex(DecidedIndex decided)
 
     public DecidedIndex Decided { get; } = decided;
     public int Count => _byId.Count;
+    /// <summary>Entries in the due-time heap, stale ones included (soak statistics: must stay bounded).</summary>
+    public int DueCount => _due.Count;
     public IEnumerable<HalfState> All => _byId.Values;
 
     public bool TryGet(string transactionId, out HalfState half) => _byId.TryGetValue(transactionId, out half!);

@@ -9,6 +9,11 @@ public sealed class ProducerRegistry
     private readonly object _gate = new();
     private readonly Dictionary<string, List<ICheckBackChannel>> _groups = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _roundRobin = new(StringComparer.Ordinal);
+    // Check-backs an instance left unanswered since its last answer (by channel: a reconnect starts afresh).
+    private readonly Dictionary<ICheckBackChannel, int> _unanswered = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>An instance that left this many check-backs in a row unanswered is tried after every other live instance.</summary>
+    public const int RepeatedlyUnanswered = 2;
 
     /// <summary>Raised (outside the registry lock) when a producer joins a group, so pending checks can go out promptly.</summary>
     public event Action<string>? ProducerJoined;
@@ -19,6 +24,7 @@ public sealed class ProducerRegistry
         {
             if (!_groups.TryGetValue(producerGroup, out var list)) _groups[producerGroup] = list = new();
             // A reconnecting client id replaces its dead channel.
+            foreach (var old in list.Where(c => c.ClientId == channel.ClientId)) _unanswered.Remove(old);
             list.RemoveAll(c => c.ClientId == channel.ClientId);
             list.Add(channel);
         }
@@ -35,35 +41,77 @@ public sealed class ProducerRegistry
                 list.Remove(channel);
                 if (list.Count == 0) _groups.Remove(producerGroup);
             }
+            if (_unanswered.ContainsKey(channel) && !_groups.Values.Any(l => l.Contains(channel))) _unanswered.Remove(channel);
         }
     }
 
     /// <summary>
     /// Live channels of the group in the order to try: the preferred client first (the instance that sent the half),
-    /// then the others round-robin. Dead channels are dropped on the way.
+    /// then the others round-robin; but <paramref name="unansweredClientId"/> (the instance this half's last check went
+    /// to, which did not answer it) after the others, so the next attempt goes to another live instance; and an
+    /// instance that left <see cref="RepeatedlyUnanswered"/> or more check-backs in a row unanswered after every
+    /// instance with a better record (fewest unanswered first). Dead channels are dropped on the way.
     /// </summary>
-    public IReadOnlyList<ICheckBackChannel> Candidates(string producerGroup, string? preferredClientId)
+    public IReadOnlyList<ICheckBackChannel> Candidates(string producerGroup, string? preferredClientId, string? unansweredClientId = null)
     {
         lock (_gate)
         {
             if (!_groups.TryGetValue(producerGroup, out var list)) return [];
+            foreach (var dead in list.Where(c => !c.IsAlive)) _unanswered.Remove(dead);
             list.RemoveAll(c => !c.IsAlive);
             if (list.Count == 0) { _groups.Remove(producerGroup); return []; }
             _roundRobin.TryGetValue(producerGroup, out var start);
             _roundRobin[producerGroup] = start + 1;
-            var result = new List<ICheckBackChannel>(list.Count);
+            var ordered = new List<ICheckBackChannel>(list.Count);
             if (preferredClientId is not null)
             {
                 var preferred = list.Find(c => c.ClientId == preferredClientId);
-                if (preferred is not null) result.Add(preferred);
+                if (preferred is not null) ordered.Add(preferred);
             }
             for (int i = 0; i < list.Count; i++)
             {
                 var c = list[(start + i) % list.Count];
-                if (!result.Contains(c)) result.Add(c);
+                if (!ordered.Contains(c)) ordered.Add(c);
             }
-            return result;
+            if (unansweredClientId is null && _unanswered.Count == 0) return ordered; // every instance answers: as above
+            // Stable: the order above holds among instances of the same standing.
+            return ordered
+                .Select((c, i) => (Channel: c, Index: i))
+                .OrderBy(x => _unanswered.GetValueOrDefault(x.Channel) is var n && n >= RepeatedlyUnanswered ? n : 0)
+                .ThenBy(x => x.Channel.ClientId == unansweredClientId ? 1 : 0)
+                .ThenBy(x => x.Index)
+                .Select(x => x.Channel)
+                .ToList();
         }
+    }
+
+    /// <summary>A check-back sent to <paramref name="clientId"/> got no answer before the half was due again.</summary>
+    public void NoteUnanswered(string producerGroup, string clientId)
+    {
+        lock (_gate)
+        {
+            if (_groups.TryGetValue(producerGroup, out var list) && list.Find(c => c.ClientId == clientId) is { } channel)
+                _unanswered[channel] = _unanswered.GetValueOrDefault(channel) + 1;
+        }
+    }
+
+    /// <summary>A check-back sent to <paramref name="clientId"/> was answered (a decision, or "unknown"): it is a
+    /// working check-back channel again. Takes only the registry's own lock.</summary>
+    public void NoteAnswered(string producerGroup, string clientId)
+    {
+        lock (_gate)
+        {
+            if (_groups.TryGetValue(producerGroup, out var list) && list.Find(c => c.ClientId == clientId) is { } channel)
+                _unanswered.Remove(channel);
+        }
+    }
+
+    /// <summary>Check-backs <paramref name="clientId"/> left unanswered since its last answer (diagnostics, tests).</summary>
+    public int UnansweredChecks(string producerGroup, string clientId)
+    {
+        lock (_gate)
+            return _groups.TryGetValue(producerGroup, out var list) && list.Find(c => c.ClientId == clientId) is { } channel
+                ? _unanswered.GetValueOrDefault(channel) : 0;
     }
 
     public int CountLive(string producerGroup)

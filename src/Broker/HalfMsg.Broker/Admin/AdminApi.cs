@@ -16,6 +16,10 @@ public static class AdminApi
             ? Results.Json(new { status = "storage-failure", reason = failed.Message }, statusCode: 503)
             : !engine.IsReady
                 ? Results.Json(new { status = "starting" }, statusCode: 503)
+                // Up and readable, refusing new messages until space returns (by itself): 200, not 503, so that probes
+                // keep consumers draining it; the status and reason say why sends fail.
+                : engine.DiskSpace.IsFull
+                    ? Results.Ok(new { status = "disk-full", writable = false, reason = engine.DiskSpace.Reason, reasons = engine.Health.Reasons })
                 : engine.Health.Status == Broker.Core.Diagnostics.HealthStatus.Degraded
                     // Serving, but damage was found and contained: an operator must look (the reasons say where).
                     ? Results.Ok(new { status = "degraded", reasons = engine.Health.Reasons })
@@ -70,8 +74,16 @@ public static class AdminApi
 
         // Where it is, plus the stored message itself (headers, properties, body preview) while it can still be read.
         app.MapGet("/api/messages/{id}", async (string id, CancellationToken ct) => engine.MessageIndex.Find(id) is { } entry
-            ? Results.Ok(MessageLookup.Detail(MessageLookup.Locate(engine, entry), await MessageLookup.ReadAsync(engine, entry, ct)))
-            : NotFound($"message '{id}' is not in the message index (sent before the last restart, or older than its last {engine.MessageIndex.Capacity} messages)"));
+            ? Results.Ok(MessageLookup.Detail(engine, MessageLookup.Locate(engine, entry), await MessageLookup.ReadAsync(engine, entry, ct)))
+            : engine.MessageIndex.IsWarming
+                ? Results.Json(new ErrorBody(MessageLookup.NotFoundReason(engine, id), "IndexWarming"), statusCode: 404)
+                : NotFound(MessageLookup.NotFoundReason(engine, id)));
+        // The index's own state: how many messages it knows and whether it is still rebuilding from the log.
+        app.MapGet("/api/message-index", () => Results.Ok(new
+        {
+            messages = engine.MessageIndex.Count, capacity = engine.MessageIndex.Capacity, warming = engine.MessageIndex.IsWarming,
+            recordsScanned = engine.MessageIndex.RecordsScanned,
+        }));
         app.MapGet("/api/messages", (string? key, string? topic) => string.IsNullOrEmpty(key)
             ? Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400)
             : Results.Ok(engine.MessageIndex.FindByKey(key, string.IsNullOrEmpty(topic) ? null : topic).Select(e => MessageLookup.Locate(engine, e)).ToList()));
@@ -82,26 +94,24 @@ public static class AdminApi
         app.MapPost("/api/transactions/{id}/commit", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Commit, ct));
         app.MapPost("/api/transactions/{id}/rollback", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Rollback, ct));
 
-        app.MapGet("/api/groups/{group}", (string group) => engine.FindGroup(group) is { } info
-            ? Results.Ok(info)
-            : NotFound($"consumer group '{group}' has never received from this broker"));
+        // The group's progress per topic, plus its members: consumer clients seen lately (gRPC and Remoting).
+        app.MapGet("/api/groups/{group}", (string group) =>
+        {
+            var members = engine.Consumers.Of(group);
+            if (engine.FindGroup(group) is not { } info)
+                return members.Count > 0
+                    ? Results.Ok(new { group, topics = Array.Empty<object>(), members })
+                    : NotFound($"consumer group '{group}' has never received from this broker");
+            var node = System.Text.Json.JsonSerializer.SerializeToNode(info, System.Text.Json.JsonSerializerOptions.Web)!.AsObject();
+            node["members"] = System.Text.Json.JsonSerializer.SerializeToNode(members, System.Text.Json.JsonSerializerOptions.Web);
+            return Results.Ok(node);
+        });
         // Create a consumer group on a topic at a chosen start: from=earliest|latest|<unix ms>|<ISO-8601 time>.
         app.MapPost("/api/groups/{group}/start", async (string group, string? topic, string? from, CancellationToken ct) =>
         {
             if (string.IsNullOrEmpty(topic)) return Results.Json(new ErrorBody("topic is required", "BadRequest"), statusCode: 400);
-            GroupStartFrom mode;
-            long at = 0;
-            switch (from?.ToLowerInvariant())
-            {
-                case null or "" or "earliest": mode = GroupStartFrom.Earliest; break;
-                case "latest": mode = GroupStartFrom.Latest; break;
-                default:
-                    mode = GroupStartFrom.Timestamp;
-                    if (long.TryParse(from, out long ms)) at = ms;
-                    else if (DateTimeOffset.TryParse(from, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t)) at = t.ToUnixTimeMilliseconds();
-                    else return Results.Json(new ErrorBody($"from must be earliest, latest, Unix milliseconds or an ISO-8601 time, not '{from}'", "BadRequest"), statusCode: 400);
-                    break;
-            }
+            if (!AdminInputs.TryParseStartFrom(from, out var mode, out long at))
+                return Results.Json(new ErrorBody($"from must be earliest, latest, Unix milliseconds or an ISO-8601 time, not '{from}'", "BadRequest"), statusCode: 400);
             var error = await engine.StartGroupAsync(group, topic, mode, at, ct);
             return error.Status == BrokerStatus.TopicNotFound ? NotFound(error.Message) : ToResult(error, new { group, topic, from = mode.ToString().ToLowerInvariant(), at });
         });
@@ -116,16 +126,11 @@ public static class AdminApi
         app.MapPost("/api/groups/{group}/reset-offset", async (string group, string? topic, string? to, CancellationToken ct) =>
         {
             if (string.IsNullOrEmpty(topic)) return Results.Json(new ErrorBody("give ?topic=T", "BadRequest"), statusCode: 400);
-            long? atMs = to switch
-            {
-                null or "" or "earliest" or "latest" => null,
-                _ when long.TryParse(to, out long ms) && ms >= 0 => ms,
-                _ when DateTimeOffset.TryParse(to, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t) => t.ToUnixTimeMilliseconds(),
-                _ => -1,
-            };
-            if (atMs == -1) return Results.Json(new ErrorBody($"to must be earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds, not '{to}'", "BadRequest"), statusCode: 400);
+            if (!AdminInputs.TryParseResetTo(to, out long? atMs)) return Results.Json(new ErrorBody($"to must be earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds, not '{to}'", "BadRequest"), statusCode: 400);
             int queues = engine.QueueCount(topic);
             if (queues <= 0) return NotFound($"topic '{topic}' does not exist");
+            if (engine.FindGroup(group) is { } lease && lease.Topics.FirstOrDefault(t => t.Topic == topic) is { } before)
+                return await ResetLeaseGroupAsync(engine, group, topic, to, atMs, lease, before, ct);
             var moved = new List<object>();
             for (int q = 0; q < queues; q++)
             {
@@ -149,7 +154,40 @@ public static class AdminApi
             health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
             pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
             producers = engine.Producers.Snapshot(),
+            diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
+            diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
+            logCommits = engine.LogCommitStats.Commits, logCommitMicros = (long)engine.LogCommitStats.Time.TotalMicroseconds,
+            gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
+            indexes = engine.IndexSizes(),
         }));
+    }
+
+    /// <summary>
+    /// reset-offset for a lease group (gRPC consumers: the broker keeps its progress, not the client): the group is
+    /// forgotten and started again on the topic at the target (earliest, latest, or the first message at or after a
+    /// time), each step durable. Its in-flight leases end (their acks are refused as stale; the messages come again
+    /// per the new position). Refused when the group also receives from other topics, because forgetting it would
+    /// drop its progress there too. Not atomic: after a crash between the two steps the group is gone, and it starts
+    /// from the earliest retained message at its next receive, as any new group does.
+    /// </summary>
+    private static async Task<IResult> ResetLeaseGroupAsync(BrokerEngine engine, string group, string topic, string? to, long? atMs,
+        BrokerEngine.GroupInfo lease, BrokerEngine.GroupTopicInfo before, CancellationToken ct)
+    {
+        if (lease.Topics.Count > 1)
+            return Results.Json(new ErrorBody($"consumer group '{group}' also receives from {string.Join(", ", lease.Topics.Where(t => t.Topic != topic).Select(t => $"'{t.Topic}'"))}; "
+                + "a lease group is reset by forgetting and restarting it, which would drop its progress there too. Use a group per topic, or group delete and group start.", "Conflict"), statusCode: 409);
+        var deleted = await engine.DeleteGroupAsync(group, ct);
+        if (!deleted.IsOk) return ToResult(deleted, new { });
+        var mode = atMs is not null ? GroupStartFrom.Timestamp : to == "latest" ? GroupStartFrom.Latest : GroupStartFrom.Earliest;
+        var started = await engine.StartGroupAsync(group, topic, mode, atMs ?? 0, ct);
+        if (!started.IsOk) return ToResult(started, new { });
+        var after = engine.FindGroup(group)?.Topics.FirstOrDefault(t => t.Topic == topic);
+        var queues = before.Queues.Select(q => new
+        {
+            queueId = q.QueueId, previous = (long?)q.ConsumedOffset,
+            offset = after?.Queues.FirstOrDefault(a => a.QueueId == q.QueueId)?.ConsumedOffset ?? 0,
+        }).ToList();
+        return Results.Ok(new { group, topic, to = string.IsNullOrEmpty(to) ? "earliest" : to, kind = "lease", leasesDropped = before.InFlight, queues });
     }
 
     private static IResult Page(BrokerEngine engine, bool parked, long? after, int? limit)

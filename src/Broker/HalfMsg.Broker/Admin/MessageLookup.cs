@@ -66,14 +66,56 @@ public static class MessageLookup
         string? TransactionId, DateTimeOffset? BornAt, string? BornHost, DateTimeOffset StoredAt, string? MessageGroup, DateTimeOffset? DeliverAt,
         string? OriginalTopic, IReadOnlyDictionary<string, string> Properties, int BodySize, string BodyEncoding, string BodyPreview, bool BodyTruncated);
 
-    /// <summary>The answer of <c>GET /api/messages/{id}</c>: the location's fields, plus <c>message</c> (null when it can no
-    /// longer be read: rolled back, expired, scheduled).</summary>
-    public static System.Text.Json.Nodes.JsonObject Detail(Location location, Preview? message)
+    /// <summary>One step of a message's history as the API and dashboard show it (kind in snake case: <c>stored</c>,
+    /// <c>half_stored</c>, <c>committed</c>, <c>rolled_back</c>, <c>delivered</c>, <c>acked</c>, <c>lease_changed</c>,
+    /// <c>lease_expired</c>, <c>dead_lettered</c>, <c>stored_again</c>, <c>redriven</c>, <c>expired</c>).</summary>
+    public sealed record HistoryStep(string Kind, DateTimeOffset? At, string? Group, int? Attempt, string? ClientId, string? Detail);
+
+    /// <summary>The message's history from the index, oldest first; a message retention has cut ends with <c>expired</c>.</summary>
+    public static (IReadOnlyList<HistoryStep> Steps, int Dropped) History(BrokerEngine engine, Location location)
+    {
+        var history = engine.MessageIndex.History(location.MessageId);
+        var steps = new List<HistoryStep>();
+        foreach (var e in history?.Events ?? [])
+            steps.Add(new HistoryStep(KindName(e.Kind), e.At, e.Group, e.Attempt > 0 ? e.Attempt : null, e.ClientId, e.Detail));
+        if (location.State.StartsWith("expired", StringComparison.Ordinal))
+            steps.Add(new HistoryStep("expired", null, null, null, null, "cut by retention (the queue's minimum offset is past it)"));
+        return (steps, history?.Dropped ?? 0);
+    }
+
+    private static string KindName(HistoryKind kind) => kind switch
+    {
+        HistoryKind.Stored => "stored",
+        HistoryKind.HalfStored => "half_stored",
+        HistoryKind.Committed => "committed",
+        HistoryKind.RolledBack => "rolled_back",
+        HistoryKind.Delivered => "delivered",
+        HistoryKind.Acked => "acked",
+        HistoryKind.LeaseChanged => "lease_changed",
+        HistoryKind.LeaseExpired => "lease_expired",
+        HistoryKind.DeadLettered => "dead_lettered",
+        HistoryKind.StoredAgain => "stored_again",
+        HistoryKind.Redriven => "redriven",
+        _ => kind.ToString().ToLowerInvariant(),
+    };
+
+    /// <summary>The answer of <c>GET /api/messages/{id}</c>: the location's fields, <c>history</c> (oldest first) with
+    /// <c>historyDropped</c>, and <c>message</c> (null when it can no longer be read: rolled back, expired, scheduled).</summary>
+    public static System.Text.Json.Nodes.JsonObject Detail(BrokerEngine engine, Location location, Preview? message)
     {
         var node = System.Text.Json.JsonSerializer.SerializeToNode(location, System.Text.Json.JsonSerializerOptions.Web)!.AsObject();
+        var (steps, dropped) = History(engine, location);
+        node["history"] = System.Text.Json.JsonSerializer.SerializeToNode(steps, System.Text.Json.JsonSerializerOptions.Web);
+        node["historyDropped"] = dropped;
+        node["indexWarming"] = engine.MessageIndex.IsWarming;
         node["message"] = message is null ? null : System.Text.Json.JsonSerializer.SerializeToNode(message, System.Text.Json.JsonSerializerOptions.Web);
         return node;
     }
+
+    /// <summary>Why a message id is not found: the index may still be reading the log after a start.</summary>
+    public static string NotFoundReason(BrokerEngine engine, string id) => engine.MessageIndex.IsWarming
+        ? $"message '{id}' is not in the message index yet: the index is still being rebuilt from the log after the start ({engine.MessageIndex.RecordsScanned} records read so far); try again shortly"
+        : $"message '{id}' is not in the message index (cut by retention, or older than its last {engine.MessageIndex.Capacity} messages)";
 
     public const int PreviewBytes = 4096;
 

@@ -185,9 +185,11 @@ internal static class DashboardEndpoints
         if (!string.IsNullOrEmpty(id) && engine.MessageIndex.Find(id) is { } one) found.Add(one);
         else if (!string.IsNullOrEmpty(key)) found.AddRange(engine.MessageIndex.FindByKey(key, string.IsNullOrEmpty(topic) ? null : topic));
         if (string.IsNullOrEmpty(id) && string.IsNullOrEmpty(key))
-            sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\">The index remembers the last {engine.MessageIndex.Capacity} messages sent since the broker started ({engine.MessageIndex.Count} now).</p>");
+            sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\">The index remembers the last {engine.MessageIndex.Capacity} messages of the retained log ({engine.MessageIndex.Count} now).</p>");
         else if (found.Count == 0)
-            sb.Append("<p data-testid=\"not-found\">No such message in the index (sent before the last restart, or forgotten as older than the index's capacity).</p>");
+            sb.Append("<p data-testid=\"not-found\">").Append(E(engine.MessageIndex.IsWarming
+                ? $"Not found yet: the index is still being rebuilt from the log after the start ({engine.MessageIndex.RecordsScanned} records read). Try again shortly."
+                : "No such message in the index (cut by retention, or forgotten as older than the index's capacity).")).Append("</p>");
         else
         {
             sb.Append("<table data-testid=\"messages\"><tr><th>message id</th><th>topic</th><th>keys</th><th>tag</th><th>kind</th><th>stored</th><th>where it is</th><th>queue / offset</th><th>consumer groups</th></tr>");
@@ -202,9 +204,29 @@ internal static class DashboardEndpoints
                 sb.Append("<td>").Append(E(string.Join("; ", loc.Groups.Select(g => $"{g.Group}: {g.State}")))).Append("</td></tr>");
             }
             sb.Append("</table>");
-            if (found.Count == 1 && !string.IsNullOrEmpty(id)) AppendMessage(sb, await Admin.MessageLookup.ReadAsync(engine, found[0], ct));
+            if (found.Count == 1 && !string.IsNullOrEmpty(id))
+            {
+                AppendMessage(sb, await Admin.MessageLookup.ReadAsync(engine, found[0], ct));
+                AppendHistory(sb, Admin.MessageLookup.History(engine, Admin.MessageLookup.Locate(engine, found[0])));
+            }
         }
         return Page("Find a message", "Messages", sb.ToString());
+    }
+
+    /// <summary>What happened to the message, oldest first.</summary>
+    private static void AppendHistory(StringBuilder sb, (IReadOnlyList<Admin.MessageLookup.HistoryStep> Steps, int Dropped) history)
+    {
+        sb.Append("<h2>Delivery history</h2>");
+        if (history.Dropped > 0)
+            sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\">{history.Dropped} earlier step(s) not kept (the history is bounded).</p>");
+        sb.Append("<table data-testid=\"history\"><tr><th>time</th><th>step</th><th>group</th><th class=\"num\">attempt</th><th>consumer</th><th>detail</th></tr>");
+        foreach (var h in history.Steps)
+        {
+            string at = h.At?.ToString("yyyy-MM-dd HH:mm:ss.fff 'UTC'", CultureInfo.InvariantCulture) ?? "—";
+            sb.Append(CultureInfo.InvariantCulture, $"<tr data-step=\"{E(h.Kind)}\"><td>{E(at)}</td><td>{E(h.Kind.Replace('_', ' '))}</td><td>{E(h.Group ?? "—")}</td>");
+            sb.Append(CultureInfo.InvariantCulture, $"<td class=\"num\">{(h.Attempt is int a ? a.ToString(CultureInfo.InvariantCulture) : "")}</td><td>{E(h.ClientId ?? "—")}</td><td>{E(h.Detail ?? "")}</td></tr>");
+        }
+        sb.Append("</table><p class=\"muted\">Steps rebuilt from the log after a restart show no time where their record has none, and no consumer id.</p>");
     }
 
     /// <summary>One message's headers, properties and body preview (text, or hex when it is not text).</summary>
@@ -254,13 +276,17 @@ internal static class DashboardEndpoints
     private static IResult Groups(BrokerEngine engine)
     {
         var groups = engine.ListTopics().SelectMany(t => t.ConsumerGroups).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
-        var sb = new StringBuilder("<table data-testid=\"groups\"><tr><th>consumer group</th><th>topics</th><th class=\"num\">lag</th><th class=\"num\">in flight</th><th class=\"num\">dead-lettered</th><th>last seen</th></tr>");
+        var sb = new StringBuilder("<table data-testid=\"groups\"><tr><th>consumer group</th><th>topics</th><th class=\"num\">lag</th><th class=\"num\">in flight</th><th class=\"num\">dead-lettered</th><th>last seen</th><th>members</th></tr>");
         foreach (string g in groups)
         {
             if (engine.FindGroup(g) is not { } info) continue;
             sb.Append(CultureInfo.InvariantCulture, $"<tr data-group=\"{E(g)}\"><td><a href=\"/dashboard/groups/{E(U(g))}\">{E(g)}</a></td><td>{E(string.Join(", ", info.Topics.Select(t => t.Topic)))}</td>");
             sb.Append(CultureInfo.InvariantCulture, $"<td class=\"num\">{info.Topics.Sum(t => t.Lag)}</td><td class=\"num\">{info.Topics.Sum(t => t.InFlight)}</td><td class=\"num\">{info.DeadLettered}</td>");
-            sb.Append(CultureInfo.InvariantCulture, $"<td>{E(FormatAge(DateTimeOffset.UtcNow - info.Topics.Max(t => t.LastSeen)))} ago</td></tr>");
+            sb.Append(CultureInfo.InvariantCulture, $"<td>{E(FormatAge(DateTimeOffset.UtcNow - info.Topics.Max(t => t.LastSeen)))} ago</td>");
+            var members = engine.Consumers.Of(g);
+            sb.Append("<td class=\"members\">").Append(members.Count == 0 ? "<span class=\"muted\">none connected</span>"
+                : string.Join("<br>", members.Select(m => $"<code>{E(m.ClientId)}</code> <span class=\"muted\">{E(m.Protocol)}, seen {E(FormatAge(DateTimeOffset.UtcNow - m.LastSeen))} ago</span>")))
+              .Append("</td></tr>");
         }
         sb.Append("</table>");
         if (groups.Count == 0) sb.Append("<p class=\"muted\">No consumer group has received from this broker yet.</p>");
@@ -279,6 +305,16 @@ internal static class DashboardEndpoints
             sb.Append(ActionButton($"/dashboard/groups/{U(group)}/redrive", "Re-drive dead letters",
                 $"Move the dead letters of {group} not yet re-driven back to their original topics, for {group} to receive again?"));
         sb.Append("</p>");
+        var members = engine.Consumers.Of(group);
+        sb.Append("<h2>Members</h2>");
+        if (members.Count == 0) sb.Append("<p class=\"muted\" data-testid=\"members\">No consumer of this group has been seen in the last minutes.</p>");
+        else
+        {
+            sb.Append("<table data-testid=\"members\"><tr><th>client id</th><th>protocol</th><th>address</th><th>first seen</th><th>last seen</th></tr>");
+            foreach (var m in members)
+                sb.Append(CultureInfo.InvariantCulture, $"<tr data-member=\"{E(m.ClientId)}\"><td><code>{E(m.ClientId)}</code></td><td>{E(m.Protocol)}</td><td>{E(m.Address ?? "—")}</td><td>{E(FormatAge(DateTimeOffset.UtcNow - m.FirstSeen))} ago</td><td>{E(FormatAge(DateTimeOffset.UtcNow - m.LastSeen))} ago</td></tr>");
+            sb.Append("</table>");
+        }
         foreach (var t in info.Topics)
         {
             sb.Append(CultureInfo.InvariantCulture, $"<h2>{E(t.Topic)}</h2><p>lag <b data-testid=\"lag\">{t.Lag}</b> · in flight {t.InFlight} · waiting redelivery {t.WaitingRedelivery} · last seen {E(FormatAge(DateTimeOffset.UtcNow - t.LastSeen))} ago</p>");

@@ -22,6 +22,7 @@ public static class BrokerConfiguration
         new("--bind", "Broker:Bind", "127.0.0.1", "Address of the client ports (gRPC, Remoting); 0.0.0.0 for all interfaces."),
         new("--advertised-host", "Broker:AdvertisedHost", "", "Host returned to clients in QueryRoute; empty = the address the client connected to."),
         new("--grpc-port", "Broker:GrpcPort", "8081", "RocketMQ 5 gRPC endpoint (HTTP/2 cleartext)."),
+        new("--grpc-max-connections", "Broker:GrpcMaxConnections", "1000", "Connections the gRPC port accepts at once; one more is closed at once (each client process normally holds one)."),
         new("--remoting-port", "Broker:RemotingPort", "10911", "RocketMQ 4 Remoting endpoint (TCP; 0 = off)."),
         new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off; name-server requests also answer on the remoting port)."),
         new("--http-port", "Broker:HttpPort", "8080", "Admin port (HTTP/1.1): admin API, dashboard, /metrics, /health."),
@@ -40,6 +41,10 @@ public static class BrokerConfiguration
         new("--auto-create-topics", "Broker:AutoCreateTopics", "true", "Create topics on first use."),
         new("--checkpoint-every", "Broker:CheckpointEvery", "200000", "Records between checkpoints (bounds replay at start)."),
         new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
+        new("--max-concurrent-sends", "Broker:MaxConcurrentSends", "1024", "Sends (gRPC and Remoting together) processed at once; more wait for a slot."),
+        new("--send-queue-timeout", "Broker:SendQueueTimeout", "200ms", "A send that waited this long for a slot is answered busy (gRPC TOO_MANY_REQUESTS, Remoting SYSTEM_BUSY; RocketMQ's waitTimeMillsInSendQueue); clients back off and retry."),
+        new("--disk-min-free", "Broker:DiskMinFree", "256MiB", "Refuse new messages (SERVICE_NOT_AVAILABLE / INTERNAL_SERVER_ERROR, /health disk-full) while less is free on the data dir's file system; the rest is a reserve for decisions, acks and checkpoints. 0 = off."),
+        new("--disk-max-used-ratio", "Broker:DiskMaxUsedRatio", "0.90", "Refuse new messages while the data dir's file system is used beyond this ratio (RocketMQ's diskSpaceWarningLevelRatio); 1 = off."),
         new("--retention-time", "Broker:RetentionTime", "72h", "Cut records older than this; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
     ];
 
@@ -135,6 +140,8 @@ public static class BrokerConfiguration
             CheckpointEveryRecords = Int(N("--checkpoint-every"), Get("--checkpoint-every"), 100, int.MaxValue),
             RetentionBytes = Size(N("--retention-size"), Get("--retention-size"), 0, long.MaxValue),
             RetentionTime = Duration(N("--retention-time"), Get("--retention-time"), TimeSpan.Zero),
+            DiskMinFreeBytes = Size(N("--disk-min-free"), Get("--disk-min-free"), 0, long.MaxValue),
+            DiskMaxUsedRatio = Ratio(N("--disk-max-used-ratio"), Get("--disk-max-used-ratio")),
         };
         var credentials = config.GetSection("Broker:Credentials").GetChildren()
             .Where(c => !string.IsNullOrEmpty(c.Value)).ToDictionary(c => c.Key, c => c.Value!);
@@ -145,6 +152,7 @@ public static class BrokerConfiguration
             Bind = Get("--bind"),
             AdvertisedHost = config[Key("--advertised-host")] is { Length: > 0 } host ? host : null,
             GrpcPort = Int(N("--grpc-port"), Get("--grpc-port"), 0, 65535),
+            GrpcMaxConnections = Int(N("--grpc-max-connections"), Get("--grpc-max-connections"), 1, 1_000_000),
             RemotingPort = Int(N("--remoting-port"), Get("--remoting-port"), 0, 65535),
             NameServerPort = Int(N("--namesrv-port"), Get("--namesrv-port"), 0, 65535),
             HttpPort = Int(N("--http-port"), Get("--http-port"), 0, 65535),
@@ -159,6 +167,8 @@ public static class BrokerConfiguration
             },
             Core = core,
             Credentials = credentials,
+            MaxConcurrentSends = Int(N("--max-concurrent-sends"), Get("--max-concurrent-sends"), 1, 1_000_000),
+            SendQueueTimeout = Duration(N("--send-queue-timeout"), Get("--send-queue-timeout"), TimeSpan.Zero),
         };
         if (!System.Net.IPAddress.TryParse(options.Bind, out _))
             throw new BrokerConfigurationException($"{N("--bind")} must be an IP address, not '{options.Bind}'");
@@ -234,6 +244,13 @@ public static class BrokerConfiguration
         return n;
     }
 
+    private static double Ratio(string name, string value)
+    {
+        if (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var r) || r <= 0 || r > 1)
+            throw new BrokerConfigurationException($"{name} must be a ratio in (0, 1], like 0.90, not '{value}'");
+        return r;
+    }
+
     private static bool Bool(string name, string value) => value.ToLowerInvariant() switch
     {
         "true" or "1" or "yes" or "on" => true,
@@ -265,6 +282,8 @@ public static class BrokerConfiguration
             if (value.EndsWith(suffix, StringComparison.Ordinal)
                 && double.TryParse(value[..^suffix.Length], NumberStyles.Float, CultureInfo.InvariantCulture, out var n) && n >= 0)
             {
+                // 1e300d or Infinity: TimeSpan.FromMilliseconds would throw OverflowException (found by fuzzing, issue 13).
+                if (!(n * ms < TimeSpan.MaxValue.TotalMilliseconds)) return false;
                 duration = TimeSpan.FromMilliseconds(n * ms);
                 return true;
             }

@@ -13,6 +13,8 @@ public sealed record BrokerOptions
     /// <summary>Host advertised in QueryRoute; null = the address the client connected to.</summary>
     public string? AdvertisedHost { get; init; }
     public int GrpcPort { get; init; } = 8081;
+    /// <summary>Connections the gRPC port accepts at once (the port's own limit; Remoting and admin have theirs).</summary>
+    public int GrpcMaxConnections { get; init; } = 1_000;
     /// <summary>RocketMQ 4 Remoting front-end (0 = off).</summary>
     public int RemotingPort { get; init; } = 10911;
     /// <summary>Embedded name server (0 = off; name-server requests still answer on the remoting port).</summary>
@@ -25,6 +27,10 @@ public sealed record BrokerOptions
     /// <summary>GET /metrics without credentials even when credentials are configured.</summary>
     public bool MetricsAnonymous { get; init; }
     public LogFormat LogFormat { get; init; } = LogFormat.Simple;
+    /// <summary>Sends (gRPC and Remoting together) in the engine at once; beyond it a send waits for a slot.</summary>
+    public int MaxConcurrentSends { get; init; } = 1024;
+    /// <summary>How long a send may wait for a slot before it is answered busy (RocketMQ's waitTimeMillsInSendQueue).</summary>
+    public TimeSpan SendQueueTimeout { get; init; } = TimeSpan.FromMilliseconds(200);
     public CoreOptions Core { get; init; } = new();
     /// <summary>Access key → secret. Empty = authentication off.</summary>
     public IReadOnlyDictionary<string, string> Credentials { get; init; } = new Dictionary<string, string>();

@@ -1,4 +1,6 @@
+using System.Net;
 using HalfMsg.Broker.FrontEnds.GrpcV5;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 
 namespace HalfMsg.Broker.Hosting;
@@ -23,8 +25,9 @@ internal static class GrpcEndpoint
     /// per push-consumer queue. 200 is twice Kestrel's default and far below the 1,000 allowed before.</summary>
     public const int MaxStreamsPerConnection = 200;
 
-    /// <summary>Client processes connected at once (each normally holds one connection).</summary>
-    public const int MaxConnections = 1_000;
+    /// <summary>Client processes connected at once by default (each normally holds one connection);
+    /// <c>--grpc-max-connections</c>.</summary>
+    public const int DefaultMaxConnections = 1_000;
 
     /// <summary>Kestrel's per-connection input buffer and HTTP/2 connection window (1 MiB), and the per-stream window
     /// (256 KiB, so one slow stream cannot take the whole connection window).</summary>
@@ -38,10 +41,25 @@ internal static class GrpcEndpoint
     public static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(10);
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Listens on the gRPC port (HTTP/2 only) with its own connection limit. Kestrel's server-wide
+    /// <c>MaxConcurrentConnections</c> would apply the same number to every port (Remoting has its own, larger limit),
+    /// so the gRPC port counts its connections itself and closes one over the limit at once, as Kestrel would.
+    /// </summary>
+    public static void Listen(KestrelServerOptions kestrel, IPAddress ip, int port, int maxConnections)
+    {
+        kestrel.Listen(ip, port, listen =>
+        {
+            listen.Protocols = HttpProtocols.Http2;
+            var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(GrpcEndpoint).FullName!);
+            var limit = new ConnectionLimit(maxConnections, logger);
+            listen.Use(next => connection => limit.OnConnectionAsync(connection, next));
+        });
+    }
+
     public static void ApplyLimits(KestrelServerOptions kestrel, GrpcV5Options grpc)
     {
         KestrelServerLimits limits = kestrel.Limits;
-        limits.MaxConcurrentConnections = MaxConnections;
         limits.MaxConcurrentUpgradedConnections = 0;
         // One gRPC message plus its 5-byte prefix; streaming calls lift it per request (grpc-dotnet).
         limits.MaxRequestBodySize = grpc.MaxReceiveMessageSize + 5;
@@ -52,5 +70,34 @@ internal static class GrpcEndpoint
         limits.Http2.InitialStreamWindowSize = StreamWindow;
         limits.Http2.KeepAlivePingDelay = KeepAlivePingDelay;
         limits.Http2.KeepAlivePingTimeout = KeepAlivePingTimeout;
+    }
+
+    private sealed class ConnectionLimit(int max, ILogger logger)
+    {
+        private readonly LogRateLimiter _logLimit = new(1, TimeProvider.System);
+        private int _open;
+
+        public async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next)
+        {
+            if (Interlocked.Increment(ref _open) > max)
+            {
+                Interlocked.Decrement(ref _open);
+                // Returning ends the connection (Kestrel's own limit does the same). Once a minute at most: a flood of
+                // connections must not flood the log.
+                if (_logLimit.TryEnter(out long suppressed))
+                    logger.LogWarning("gRPC connection refused: {Max} connections already open ({Suppressed} more refusals not logged since the last line)",
+                        max, suppressed);
+                return;
+            }
+
+            try
+            {
+                await next(connection).ConfigureAwait(false);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _open);
+            }
+        }
     }
 }

@@ -26,7 +26,10 @@ internal static class RemotingEndpoint
             NameServerPort = options.NameServerPort,
             Credentials = options.Credentials,
         };
-        builder.Services.AddSingleton(sp => new RemotingServer(sp.GetRequiredService<BrokerEngine>(), remoting, sp.GetRequiredService<ILoggerFactory>()));
+        builder.Services.AddSingleton(sp => new RemotingServer(sp.GetRequiredService<BrokerEngine>(), remoting, sp.GetRequiredService<ILoggerFactory>())
+        {
+            Admission = sp.GetService<FrontEnds.SendAdmission>(),
+        });
         // The socket transport pauses reading at MaxReadBufferSize (1 MiB by default) of unconsumed bytes; a session
         // keeps a whole frame unconsumed until it is complete, so the limit must exceed the largest frame.
         builder.Services.Configure<SocketTransportOptions>(o => o.MaxReadBufferSize = Math.Max(o.MaxReadBufferSize ?? 0, remoting.MaxFrameLength + 64 * 1024));

@@ -21,6 +21,7 @@ public static class GrpcV5Extensions
         ArgumentNullException.ThrowIfNull(options);
         services.AddSingleton(options);
         services.AddSingleton(sp => new V5Authenticator(options, sp.GetRequiredService<ILogger<V5Authenticator>>(), sp.GetService<TimeProvider>()));
+        services.AddSingleton(sp => new V5BadInput(options, sp.GetRequiredService<ILogger<V5BadInput>>(), sp.GetService<TimeProvider>()));
         services.AddSingleton<V5CallInterceptor>();
         services.AddSingleton(sp => new MessagingService(
             sp.GetRequiredService<BrokerEngine>(), options, sp.GetRequiredService<ILogger<MessagingService>>(), sp.GetService<TimeProvider>()));
@@ -61,7 +62,8 @@ public static class GrpcV5Extensions
     /// <summary>
     /// Maps the service on the gRPC port only. Before grpc-dotnet reads a body, a caller that failed authentication
     /// gets a small request-body limit (<see cref="GrpcV5Options.MaxUnauthenticatedRequestSize"/>): a stranger cannot
-    /// make the broker buffer a 5 MiB message only to be told UNAUTHORIZED.
+    /// make the broker buffer a 5 MiB message only to be told UNAUTHORIZED. After the call, a request that was not
+    /// valid protobuf is logged and answered by <see cref="V5BadInput"/>.
     /// </summary>
     public static void MapGrpcV5(this IApplicationBuilder app, int grpcPort)
     {
@@ -70,15 +72,17 @@ public static class GrpcV5Extensions
         {
             V5Authenticator authenticator = grpc.ApplicationServices.GetRequiredService<V5Authenticator>();
             GrpcV5Options options = grpc.ApplicationServices.GetRequiredService<GrpcV5Options>();
-            grpc.Use(next => context =>
+            V5BadInput badInput = grpc.ApplicationServices.GetRequiredService<V5BadInput>();
+            grpc.Use(next => async context =>
             {
-                if (authenticator.Check(context) is not null
-                    && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } maxBody)
+                bool unauthenticated = authenticator.Check(context) is not null;
+                if (unauthenticated && context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } maxBody)
                 {
                     maxBody.MaxRequestBodySize = options.MaxUnauthenticatedRequestSize;
                 }
 
-                return next(context);
+                await next(context).ConfigureAwait(false);
+                badInput.AfterCall(context, unauthenticated);
             });
             grpc.UseRouting();
             grpc.UseEndpoints(endpoints => endpoints.MapGrpcService<MessagingService>());

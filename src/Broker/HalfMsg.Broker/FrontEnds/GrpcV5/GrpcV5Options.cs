@@ -25,6 +25,10 @@ public sealed record GrpcV5Options
     /// <summary>Failed-signature log lines (Debug) allowed per minute; further failures are only counted.</summary>
     public int AuthFailureLogsPerMinute { get; init; } = 10;
 
+    /// <summary>Malformed-request log lines (Debug, category <c>HalfMsg.Broker.FrontEnds.GrpcV5.V5BadInput</c>) allowed
+    /// per minute; further ones are only counted.</summary>
+    public int BadInputLogsPerMinute { get; init; } = 10;
+
     /// <summary>Access key → secret. Empty: authentication is off. When set, every call must carry a valid
     /// <c>authorization</c> header (MQv2-HMAC-SHA1 over <c>x-mq-date-time</c>).</summary>
     public IReadOnlyDictionary<string, string> Credentials { get; init; } = new Dictionary<string, string>();

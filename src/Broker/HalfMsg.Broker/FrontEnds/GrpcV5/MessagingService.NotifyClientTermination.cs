@@ -13,6 +13,7 @@ internal sealed partial class MessagingService
     public override Task<NotifyClientTerminationResponse> NotifyClientTermination(NotifyClientTerminationRequest request, ServerCallContext context)
     {
         _sessions.Terminate(ClientId(context));
+        _engine.Consumers.Left(request.Group?.Name is { Length: > 0 } group ? group : null, ClientId(context));
         return Task.FromResult(new NotifyClientTerminationResponse { Status = V5Status.Ok() });
     }
 }

@@ -51,7 +51,9 @@ internal sealed partial class MessagingService
             // Push consumers (auto_renew) send no invisible_duration; lease for the proxy's default instead.
             InvisibleDuration = invisible ?? _options.DefaultInvisibleDuration,
             LongPollTimeout = LongPoll(longPolling, Deadline(context)),
+            ClientId = ClientId(context),
         };
+        _engine.Consumers.Seen(group, receive.ClientId, "gRPC", context.Peer);
 
         ReceiveResult result = await _engine.ReceiveAsync(receive, context.CancellationToken).ConfigureAwait(false);
         if (result.IsOk && result.Messages.Count > 0)

@@ -37,7 +37,11 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
         _sessions = new TelemetrySessions(logger);
     }
 
-    private static string ClientId(ServerCallContext context) => context.RequestHeaders.GetValue(RocketMqHeaders.ClientId) ?? string.Empty;
+    // From the HTTP request, not context.RequestHeaders: grpc-dotnet builds that Metadata from every header and throws
+    // ArgumentException on a name it does not allow (e.g. upper case, which Kestrel lets through on h2c); one such
+    // header answered every call with INTERNAL and an Error log (found by the network fuzzer, issue 13).
+    private static string ClientId(ServerCallContext context)
+        => context.GetHttpContext().Request.Headers[RocketMqHeaders.ClientId].FirstOrDefault() ?? string.Empty;
 
     /// <summary>The client's deadline, or null when it sent no <c>grpc-timeout</c> (grpc-dotnet reports
     /// <see cref="DateTime.MaxValue"/> then).</summary>

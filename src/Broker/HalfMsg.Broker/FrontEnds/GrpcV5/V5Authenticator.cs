@@ -21,16 +21,14 @@ internal sealed partial class V5Authenticator
     private readonly GrpcV5Options _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
-    private readonly object _logGate = new();
-    private DateTimeOffset _logWindowStart;
-    private int _logsInWindow;
-    private long _suppressed;
+    private readonly LogRateLimiter _logLimit;
 
     public V5Authenticator(GrpcV5Options options, ILogger<V5Authenticator> logger, TimeProvider? time = null)
     {
         _options = options;
         _logger = logger;
         _time = time ?? TimeProvider.System;
+        _logLimit = new LogRateLimiter(options.AuthFailureLogsPerMinute, _time);
     }
 
     public bool Enabled => _options.Credentials.Count > 0;
@@ -92,25 +90,9 @@ internal sealed partial class V5Authenticator
             return;
         }
 
-        long suppressed;
-        lock (_logGate)
+        if (!_logLimit.TryEnter(out long suppressed))
         {
-            DateTimeOffset now = _time.GetUtcNow();
-            if (now - _logWindowStart >= TimeSpan.FromMinutes(1))
-            {
-                _logWindowStart = now;
-                _logsInWindow = 0;
-            }
-
-            if (_logsInWindow >= _options.AuthFailureLogsPerMinute)
-            {
-                _suppressed++;
-                return;
-            }
-
-            _logsInWindow++;
-            suppressed = _suppressed;
-            _suppressed = 0;
+            return;
         }
 
         LogAuthFailed(accessKey, reason, suppressed);

@@ -6,6 +6,7 @@ using Grpc.Core;
 using Grpc.Core.Interceptors;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Storage;
+using HalfMsg.Broker.FrontEnds;
 using Microsoft.Extensions.Logging;
 using Status = Apache.Rocketmq.V2.Status;
 
@@ -18,7 +19,8 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// <c>GrpcMessagingApplication.writeResponse</c> does; Telemetry failures stay gRPC statuses (the proxy uses
 /// INTERNAL there too).
 /// </summary>
-internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, ILogger<V5CallInterceptor> logger, BrokerEngine? engine = null) : Interceptor
+internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, ILogger<V5CallInterceptor> logger, BrokerEngine? engine = null,
+    V5BadInput? badInput = null, SendAdmission? admission = null) : Interceptor
 {
     private readonly ILogger _logger = logger;
 
@@ -33,6 +35,15 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
         // A broker whose log failed answers every call with the storage-failure status and its reason, never
         // INTERNAL: clients can tell "retry elsewhere or later" from a bug (the failure itself was logged once).
         if (engine?.StorageFault is { } failed) return StatusOnly<TResponse>.Create(V5Status.From(failed.ToError()));
+        // Load shedding (RocketMQ's broker fast failure): a send that gets no slot in time is TOO_MANY_REQUESTS, which
+        // the official clients back off from and retry, instead of joining a queue that makes everyone time out.
+        bool admitted = false;
+        if (admission is not null && context.Method.EndsWith("/SendMessage", StringComparison.Ordinal))
+        {
+            if (!await admission.TryEnterAsync(context.CancellationToken).ConfigureAwait(false))
+                return StatusOnly<TResponse>.Create(V5Status.Of(Code.TooManyRequests, admission.BusyMessage));
+            admitted = true;
+        }
         try
         {
             return await continuation(request, context).ConfigureAwait(false);
@@ -45,6 +56,10 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
         {
             LogHandlerFailed(ex, context.Method);
             return StatusOnly<TResponse>.Create(InternalError);
+        }
+        finally
+        {
+            if (admitted) admission!.Exit();
         }
     }
 
@@ -91,6 +106,12 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
         try
         {
             await continuation(requestStream, responseStream, context).ConfigureAwait(false);
+        }
+        catch (InvalidProtocolBufferException ex)
+        {
+            // A stream message that is not protobuf is the client's fault, not ours: Debug, rate-limited.
+            badInput?.Log(context.Method, ex);
+            throw new RpcException(V5BadInput.InvalidMessage(context.Method));
         }
         catch (Exception ex) when (IsHandlerFailure(ex, context))
         {

@@ -33,6 +33,9 @@ internal static class V5Status
         BrokerStatus.TooManyRequests => Code.TooManyRequests,
         BrokerStatus.StorageFailure => Code.MasterPersistenceTimeout, // "could not persist": the broker's log failed (issue 8, defect 6)
         BrokerStatus.PropertiesTooLarge => Code.MessagePropertiesTooLarge,
+        // What the Apache proxy answers for a broker whose store is not writable (SERVICE_NOT_AVAILABLE has no entry in
+        // its ResponseBuilder code mapping, so it becomes INTERNAL_SERVER_ERROR): retryable in every official client.
+        BrokerStatus.DiskFull => Code.InternalServerError,
         BrokerStatus.InternalError => Code.InternalServerError,
         _ => Code.InternalServerError,
     };

@@ -57,7 +57,11 @@ internal sealed class RemotingClients(RemotingServer server)
             foreach (var g in left)
                 if (_groups[g].Count == 0) _groups.Remove(g);
         }
-        foreach (var g in left) Notify(g);
+        foreach (var g in left)
+        {
+            server.Engine.Consumers.Left(g, session.ClientId);
+            Notify(g);
+        }
     }
 
     /// <summary>Client ids of the group's live members, sorted (every member must allocate queues from the same list).</summary>

@@ -1,3 +1,4 @@
+using HalfMsg.Broker.FrontEnds;
 using System.Text.Json;
 using HalfMsg.Broker.Core;
 using HalfMsg.Protocol.Remoting;
@@ -20,6 +21,22 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
     private static bool IsNameServerCode(int code) => code is RequestCode.GetRouteInfoByTopic or RequestCode.GetBrokerClusterInfo
         or RequestCode.GetAllTopicListFromNameServer or RequestCode.GetKvConfig or RequestCode.DeleteTopicInNameSrv;
 
+    /// <summary>Load shedding shared with gRPC (<see cref="SendAdmission"/>): a send that gets no slot in time is SYSTEM_BUSY.</summary>
+    private async ValueTask<RemotingCommand?> AdmitAsync(RemotingCommand request, Func<ValueTask<RemotingCommand?>> send)
+    {
+        if (server.Admission is not { } gate) return await send().ConfigureAwait(false);
+        if (!await gate.TryEnterAsync(CancellationToken.None).ConfigureAwait(false))
+            return RemotingCommand.ResponseTo(request, ResponseCode.SystemBusy, gate.BusyMessage);
+        try
+        {
+            return await send().ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
     public ValueTask<RemotingCommand?> HandleAsync(RemotingSession session, RemotingCommand request)
     {
         if (session.NameServerOnly && !IsNameServerCode(request.Code)) return new(NotSupported(request));
@@ -35,8 +52,8 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.DeleteTopicInNameSrv => new(DeleteTopicInNameServer(request)),
             RequestCode.HeartBeat => new(HeartBeat(session, request)),
             RequestCode.UnregisterClient => new(UnregisterClient(session, request)),
-            RequestCode.SendMessage or RequestCode.SendMessageV2 => SendMessageAsync(session, request),
-            RequestCode.SendBatchMessage => SendBatchMessageAsync(session, request),
+            RequestCode.SendMessage or RequestCode.SendMessageV2 => AdmitAsync(request, () => SendMessageAsync(session, request)),
+            RequestCode.SendBatchMessage => AdmitAsync(request, () => SendBatchMessageAsync(session, request)),
             RequestCode.EndTransaction => EndTransactionAsync(request),
             RequestCode.PullMessage => PullMessageAsync(session, request),
             RequestCode.QueryConsumerOffset => new(QueryConsumerOffset(request)),
@@ -70,6 +87,9 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
     private static JsonDocument? ParseBody(RemotingCommand request)
     {
         if (request.Body.IsEmpty) return null;
+        // JsonDocument accepts strings that are not valid UTF-8 and GetString() then throws InvalidOperationException:
+        // such a body is as unreadable as invalid JSON (found by the network fuzzer on HEART_BEAT, issue 13).
+        if (!System.Text.Unicode.Utf8.IsValid(request.Body.Span)) return null;
         try
         {
             return JsonDocument.Parse(request.Body);

@@ -19,6 +19,9 @@ internal static class RemotingErrors
         BrokerStatus.TransactionConflict => ResponseCode.SystemError,
         BrokerStatus.InvalidTransactionId => ResponseCode.SystemError,
         BrokerStatus.TooManyRequests => ResponseCode.SystemBusy,
+        // RocketMQ's SendMessageProcessor for PutMessageStatus.SERVICE_NOT_AVAILABLE (the store is not writable: disk
+        // full); producers retry it (DefaultMQProducerImpl.sendDefaultImpl continues on SERVICE_NOT_AVAILABLE).
+        BrokerStatus.DiskFull => ResponseCode.ServiceNotAvailable,
         _ => ResponseCode.SystemError,
     };
 

@@ -20,6 +20,8 @@ internal sealed class RemotingServer
 
     public BrokerEngine Engine { get; }
     public RemotingOptions Options { get; }
+    /// <summary>Load shedding for sends, shared with the gRPC front end (null: none).</summary>
+    public SendAdmission? Admission { get; init; }
     public ILogger Logger { get; }
     public RemotingClients Clients { get; }
     public RemotingDispatcher Dispatcher { get; }

@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Protocol.Remoting;
 
@@ -8,7 +9,8 @@ namespace HalfMsg.Broker.FrontEnds.Remoting;
 internal sealed partial class RemotingDispatcher
 {
     /// <summary>
-    /// commitOrRollback 8 = COMMIT, 12 = ROLLBACK, 0 = unknown (Java answers nothing for it, nor for any other value).
+    /// commitOrRollback 8 = COMMIT, 12 = ROLLBACK, 0 = unknown (Java answers nothing for it, nor for any other value; an
+    /// unknown answer to a check only marks the check answered).
     /// The transaction is the message's UNIQ_KEY (<c>msgId</c>). Exactly-once comes from the core: a repeated decision
     /// changes nothing, rollback after commit changes nothing, an unknown id is logged and counted.
     /// </summary>
@@ -24,13 +26,26 @@ internal sealed partial class RemotingDispatcher
             MessageSysFlag.TransactionRollbackType => TransactionResolution.Rollback,
             _ => TransactionResolution.Unknown,
         };
-        if (resolution == TransactionResolution.Unknown) return null;
         bool fromCheck = request.GetBool("fromTransactionCheck", false);
         string id = !string.IsNullOrEmpty(msgId) ? msgId : txId!;
         if (Engine.FindTransaction(id) is null && !string.IsNullOrEmpty(txId) && Engine.FindTransaction(txId) is not null) id = txId;
+        if (resolution == TransactionResolution.Unknown)
+        {
+            // Changes nothing, but tells the core the producer answered its check (it is alive; see RunCheckPassAsync).
+            if (fromCheck && Engine.FindTransaction(id) is not null)
+                await Engine.EndTransactionAsync(id, null, TransactionResolution.Unknown, DecisionSource.CheckBack).ConfigureAwait(false);
+            return null;
+        }
         if (Engine.FindTransaction(id) is { } pending && !string.IsNullOrEmpty(group) && pending.ProducerGroup != group)
             return Error(request, ResponseCode.SystemError, "The producer group wrong");
 
+        // Trace context (issue 12): RocketMQ 4's END_TRANSACTION header has no field for it, so a client may add a
+        // `traceparent` ext field; without one the decision continues the half's own trace (the traceparent the
+        // producer stored in its properties), so a Remoting transaction is one trace as a gRPC one is. Read only when
+        // someone listens.
+        if (BrokerTracing.Source.HasListeners())
+            BrokerTracing.SetRemoteParent(request.Get(BrokerTracing.TraceParentProperty)
+                ?? (await Engine.ReadPendingHalfAsync(id).ConfigureAwait(false))?.Properties.GetValueOrDefault(BrokerTracing.TraceParentProperty));
         var result = await Engine.EndTransactionAsync(id, null, resolution, fromCheck ? DecisionSource.CheckBack : DecisionSource.Client)
             .ConfigureAwait(false);
         if (result.IsOk) return Ok(request);

@@ -22,7 +22,7 @@ internal sealed partial class RemotingDispatcher
         if (body is null || body.RootElement.ValueKind != JsonValueKind.Object)
             return Error(request, ResponseCode.SystemError, "heartbeat body is not HeartbeatData JSON");
         var root = body.RootElement;
-        if (root.TryGetProperty("clientID", out var id) && id.ValueKind == JsonValueKind.String) session.SetClientId(id.GetString()!);
+        if (Str(root, "clientID") is { } id) session.SetClientId(id);
 
         if (root.TryGetProperty("producerDataSet", out var producers) && producers.ValueKind == JsonValueKind.Array)
         {
@@ -49,6 +49,7 @@ internal sealed partial class RemotingDispatcher
                     if (!err.IsOk) Logger.LogDebug("Retry topic of group {Group} not created: {Error}", group, err);
                 }
                 server.Clients.RegisterConsumer(session, group, session.ClientId, subscriptions);
+                Engine.Consumers.Seen(group, session.ClientId, "Remoting", session.RemoteEndPoint.ToString());
             }
         }
         return Ok(request);
@@ -57,10 +58,25 @@ internal sealed partial class RemotingDispatcher
     private RemotingCommand UnregisterClient(RemotingSession session, RemotingCommand request)
     {
         if (request.Get("producerGroup") is { Length: > 0 } pg) session.UnregisterProducer(pg);
-        if (request.Get("consumerGroup") is { Length: > 0 } cg) server.Clients.UnregisterConsumer(session, cg);
+        if (request.Get("consumerGroup") is { Length: > 0 } cg)
+        {
+            server.Clients.UnregisterConsumer(session, cg);
+            Engine.Consumers.Left(cg, session.ClientId);
+        }
         return Ok(request);
     }
 
+    /// <summary>A string property, or null when absent, not a string, or not text (an escaped lone surrogate: GetString throws).</summary>
     private static string? Str(JsonElement e, string name)
-        => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+    {
+        if (!e.TryGetProperty(name, out var v) || v.ValueKind != JsonValueKind.String) return null;
+        try
+        {
+            return v.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
 }

@@ -21,6 +21,7 @@ internal sealed partial class RemotingDispatcher
         if (string.IsNullOrEmpty(topic)) return Missing(request, "topic");
         if (!request.TryGetInt("queueId", out int queueId)) return Missing(request, "queueId");
         if (!request.TryGetLong("queueOffset", out long offset)) return Missing(request, "queueOffset");
+        Engine.Consumers.Seen(group, session.ClientId, "Remoting", session.RemoteEndPoint.ToString());
         int sysFlag = request.GetInt("sysFlag", 0);
         int maxMsgNums = request.GetInt("maxMsgNums", 32);
 

@@ -1,0 +1,76 @@
+using HalfMsg.Broker.Core.Diagnostics;
+
+namespace HalfMsg.Broker.Core
+{
+    public sealed partial class BrokerEngine
+    {
+        /// <summary>The consumer clients of each group, as the front-ends see them (see <see cref="ConsumerMembers"/>).</summary>
+        public ConsumerMembers Consumers { get; } = new();
+    }
+}
+
+namespace HalfMsg.Broker.Core.Diagnostics
+{
+    /// <summary>
+    /// Which consumer clients a group has, for operators (admin API and dashboard): the front-ends report every client
+    /// they see acting for a group (gRPC: heartbeat, receive, ack; Remoting: HEART_BEAT and pull), with the protocol
+    /// and the time. A client that leaves (gRPC NotifyClientTermination, Remoting UNREGISTER_CLIENT or connection
+    /// closed) is removed; one not seen for <see cref="ForgetAfter"/> is forgotten. In memory only: after a restart
+    /// members show up again with their next heartbeat (10 s for gRPC clients, 30 s for Remoting ones).
+    /// </summary>
+    public sealed class ConsumerMembers(TimeProvider? time = null)
+    {
+        /// <summary>A member not seen for this long is dropped from the list.</summary>
+        public static readonly TimeSpan ForgetAfter = TimeSpan.FromMinutes(5);
+        /// <summary>At most this many members per group are kept (the most recently seen).</summary>
+        public const int MaxPerGroup = 1000;
+
+        public sealed record Member(string ClientId, string Protocol, DateTimeOffset FirstSeen, DateTimeOffset LastSeen, string? Address);
+
+        private readonly TimeProvider _time = time ?? TimeProvider.System;
+        private readonly object _lock = new();
+        private readonly Dictionary<string, Dictionary<string, Member>> _groups = new(StringComparer.Ordinal);
+
+        /// <summary>A client acted for a group just now.</summary>
+        public void Seen(string group, string clientId, string protocol, string? address = null)
+        {
+            if (string.IsNullOrEmpty(group) || string.IsNullOrEmpty(clientId)) return;
+            var now = _time.GetUtcNow();
+            lock (_lock)
+            {
+                if (!_groups.TryGetValue(group, out var members)) _groups[group] = members = new(StringComparer.Ordinal);
+                members[clientId] = members.TryGetValue(clientId, out var known)
+                    ? known with { LastSeen = now, Protocol = protocol, Address = address ?? known.Address }
+                    : new Member(clientId, protocol, now, now, address);
+                if (members.Count > MaxPerGroup)
+                    members.Remove(members.Values.MinBy(m => m.LastSeen)!.ClientId);
+            }
+        }
+
+        /// <summary>The client left the group (or, with a null group, every group).</summary>
+        public void Left(string? group, string clientId)
+        {
+            lock (_lock)
+            {
+                foreach (var (name, members) in _groups.ToList())
+                {
+                    if (group is not null && name != group) continue;
+                    members.Remove(clientId);
+                    if (members.Count == 0) _groups.Remove(name);
+                }
+            }
+        }
+
+        /// <summary>The group's members seen within <see cref="ForgetAfter"/>, most recently seen first.</summary>
+        public IReadOnlyList<Member> Of(string group)
+        {
+            var cutoff = _time.GetUtcNow() - ForgetAfter;
+            lock (_lock)
+            {
+                if (!_groups.TryGetValue(group, out var members)) return [];
+                foreach (var stale in members.Values.Where(m => m.LastSeen < cutoff).ToList()) members.Remove(stale.ClientId);
+                return members.Values.OrderByDescending(m => m.LastSeen).ThenBy(m => m.ClientId, StringComparer.Ordinal).ToList();
+            }
+        }
+    }
+}

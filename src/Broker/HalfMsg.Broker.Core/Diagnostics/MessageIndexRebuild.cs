@@ -1,0 +1,136 @@
+using HalfMsg.Broker.Core.Diagnostics;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace HalfMsg.Broker.Core;
+
+public sealed partial class BrokerEngine
+{
+    /// <summary>Completes when the message index has been rebuilt from the log after start (at once on an empty log).</summary>
+    public Task MessageIndexReady { get; private set; } = Task.CompletedTask;
+
+    /// <summary>
+    /// Rebuilds the <see cref="MessageIndex"/> after a start (a clean one or a kill -9) by reading, in the background,
+    /// the records the retained log held when recovery ended: message and half bodies (also those retention re-appended),
+    /// decisions, deliveries, acks, lease changes and dead-letters. It only reads the log and feeds the index: no engine
+    /// state changes. Records appended after the start are the live hooks' business; they are kept aside meanwhile and
+    /// replayed over the rebuilt index at the end (see <see cref="MessageIndex"/>). Called once, after recovery.
+    /// </summary>
+    internal void StartIndexRebuild()
+    {
+        long from = _log.BeginAddress, until = _log.TailAddress;
+        if (from >= until) return;
+        MessageIndex.BeginWarmup();
+        MessageIndexReady = Task.Run(() =>
+        {
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            var scanner = new IndexScanner(this, MessageIndex.NewState(), until);
+            try
+            {
+                _log.Replay(from, ref scanner);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                // Retention may cut the log under the scan, or a record may be unreadable: keep what was read.
+                _logger.LogWarning(ex, "Message index rebuild stopped after {Records} records: {Error}", scanner.Records, ex.Message);
+            }
+            bool complete = MessageIndex.CompleteWarmup(scanner.State, scanner.Records);
+            _logger.LogInformation("Message index rebuilt from the log: {Messages} messages from {Records} records in {Ms} ms{Incomplete}",
+                MessageIndex.Count, scanner.Records, (long)System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds,
+                complete ? "" : " (too much live traffic meanwhile: some live steps are missing)");
+        });
+    }
+
+    private struct IndexScanner(BrokerEngine engine, MessageIndex.State state, long until) : IRecordConsumer
+    {
+        public readonly MessageIndex.State State = state;
+        public long Records;
+
+        public void Consume(ReadOnlySpan<byte> record, long address)
+        {
+            if (address >= until) return;
+            // The engine is shutting down: stop reading the log before it is closed (caught below the scan).
+            if (engine._stop.IsCancellationRequested) throw new OperationCanceledException("the broker is stopping");
+            if ((++Records & 0xFFFF) == 0) engine.MessageIndex.ReportScanned(Records);
+            try
+            {
+                if (ToOp(record, relocated: false, null) is { } op) State.Apply(op);
+            }
+            catch (Exception ex) when (ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
+            {
+                // A damaged record: recovery already reported it; the index just does without it.
+            }
+        }
+
+        private static MessageIndex.Op? ToOp(ReadOnlySpan<byte> record, bool relocated, List<(string, int, long)>? positions)
+        {
+            if (!RecordHeader.TryOpen(record, out var kind, out var r, out _)) return null;
+            switch (kind)
+            {
+                case RecordKind.MessageStored:
+                {
+                    var rec = MessageStoredRecord.Read(ref r);
+                    ref readonly var m = ref rec.Message;
+                    return new MessageIndex.Op(MessageIndex.OpKind.Stored, m.MessageId, m.Topic, m.StoreMs)
+                    {
+                        Tag = m.Tag, Keys = m.Keys(), MessageKind = rec.Kind, QueueId = rec.QueueId, Offset = rec.Offset, Relocated = relocated, Positions = positions,
+                    };
+                }
+                case RecordKind.HalfStored:
+                {
+                    var rec = HalfStoredRecord.Read(ref r);
+                    ref readonly var m = ref rec.Message;
+                    return new MessageIndex.Op(MessageIndex.OpKind.Half, rec.TransactionId, m.Topic, m.StoreMs)
+                    {
+                        Tag = m.Tag, Keys = m.Keys(), Group = rec.ProducerGroup, MessageKind = MessageKind.Transaction, Relocated = relocated, Positions = positions,
+                    };
+                }
+                case RecordKind.BodyRelocated:
+                {
+                    var rec = BodyRelocatedRecord.Read(ref r);
+                    return ToOp(rec.Original, relocated: true, rec.QueueRefs);
+                }
+                case RecordKind.TxDecided:
+                {
+                    var rec = TxDecidedRecord.Read(ref r);
+                    return new MessageIndex.Op(MessageIndex.OpKind.Decided, rec.TransactionId, null, rec.AtMs)
+                    {
+                        Resolution = rec.Resolution, Source = rec.Source, QueueId = rec.QueueId, Offset = rec.Offset,
+                    };
+                }
+                case RecordKind.Delivered:
+                {
+                    var rec = DeliveredRecord.Read(ref r);
+                    if (rec.Group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return null;
+                    return new MessageIndex.Op(MessageIndex.OpKind.Delivered, null, rec.Topic, -1) { Group = rec.Group, QueueId = rec.QueueId, Offset = rec.Offset, Attempt = rec.Attempt };
+                }
+                case RecordKind.Acked:
+                {
+                    var rec = AckedRecord.Read(ref r);
+                    if (rec.Group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return null;
+                    return new MessageIndex.Op(MessageIndex.OpKind.Acked, null, rec.Topic, -1) { Group = rec.Group, QueueId = rec.QueueId, Offset = rec.Offset };
+                }
+                case RecordKind.InvisibilityChanged:
+                {
+                    var rec = InvisibilityChangedRecord.Read(ref r);
+                    return new MessageIndex.Op(MessageIndex.OpKind.LeaseChanged, null, rec.Topic, -1) { Group = rec.Group, QueueId = rec.QueueId, Offset = rec.Offset, UntilMs = rec.UntilMs };
+                }
+                case RecordKind.DeadLettered:
+                {
+                    var rec = DeadLetteredRecord.Read(ref r);
+                    return new MessageIndex.Op(MessageIndex.OpKind.DeadLettered, null, rec.Topic, -1)
+                    {
+                        Group = rec.Group, QueueId = rec.QueueId, Offset = rec.Offset, Detail = DeadLetterPrefix + rec.Group, DlqOffset = rec.DlqOffset,
+                    };
+                }
+                default:
+                    return null;
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+using System.Globalization;
+using HalfMsg.Broker.Core;
+
+namespace HalfMsg.Broker.Admin;
+
+/// <summary>
+/// The admin API's query-string parsers, kept apart from the endpoints so they can be fuzzed (issue 13). None throws:
+/// a value that does not parse makes the endpoint answer 400.
+/// </summary>
+public static class AdminInputs
+{
+    /// <summary><c>from</c> of POST /api/groups/{group}/start: earliest (or empty), latest, Unix milliseconds or an ISO-8601 time.</summary>
+    public static bool TryParseStartFrom(string? from, out GroupStartFrom mode, out long atMs)
+    {
+        atMs = 0;
+        switch (from?.ToLowerInvariant())
+        {
+            case null or "" or "earliest": mode = GroupStartFrom.Earliest; return true;
+            case "latest": mode = GroupStartFrom.Latest; return true;
+        }
+        mode = GroupStartFrom.Timestamp;
+        if (long.TryParse(from, NumberStyles.Integer, CultureInfo.InvariantCulture, out long ms)) { atMs = ms; return true; }
+        if (TryParseTime(from, out atMs)) return true;
+        return false;
+    }
+
+    /// <summary><c>to</c> of POST /api/groups/{group}/reset-offset: null for earliest/latest (or empty), else a time in Unix ms.</summary>
+    public static bool TryParseResetTo(string? to, out long? atMs)
+    {
+        atMs = null;
+        switch (to)
+        {
+            case null or "" or "earliest" or "latest": return true;
+        }
+        if (long.TryParse(to, NumberStyles.Integer, CultureInfo.InvariantCulture, out long ms) && ms >= 0) { atMs = ms; return true; }
+        if (TryParseTime(to, out long t)) { atMs = t; return true; }
+        return false;
+    }
+
+    private static bool TryParseTime(string? text, out long unixMs)
+    {
+        unixMs = 0;
+        if (!DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t)) return false;
+        unixMs = t.ToUnixTimeMilliseconds();
+        return true;
+    }
+}

@@ -1,0 +1,111 @@
+using System.Collections.Concurrent;
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using HalfMsg.Protocol.Grpc;
+using V2Encoding = Apache.Rocketmq.V2.Encoding;
+
+namespace HalfMsg.Broker.Tests.Infrastructure;
+
+/// <summary>A producer's Telemetry stream as the official clients drive it: Settings first, then check-backs, which it
+/// answers (Commit), reads and ignores, or leaves unread.</summary>
+public sealed class TelemetryTestProducer : IAsyncDisposable
+{
+    public enum Behaviour { Answer, Ignore, StopReading }
+
+    private readonly AsyncDuplexStreamingCall<TelemetryCommand, TelemetryCommand> _call;
+    private readonly Task _reader = Task.CompletedTask;
+
+    public GrpcTestClient Client { get; }
+    public ConcurrentQueue<RecoverOrphanedTransactionCommand> Checks { get; } = new();
+    public ConcurrentQueue<string> Decided { get; } = new();
+
+    private TelemetryTestProducer(GrpcTestClient client, AsyncDuplexStreamingCall<TelemetryCommand, TelemetryCommand> call, Behaviour behaviour)
+    {
+        Client = client;
+        _call = call;
+        if (behaviour != Behaviour.StopReading)
+        {
+            _reader = Task.Run(() => ReadAsync(behaviour == Behaviour.Answer));
+        }
+    }
+
+    public static async Task<TelemetryTestProducer> StartAsync(string endpoint, string topic, Behaviour behaviour)
+    {
+        var client = new GrpcTestClient(endpoint, clientId: behaviour + "@" + Guid.NewGuid().ToString("N")[..8]);
+        var call = client.Duplex<TelemetryCommand, TelemetryCommand>(GrpcMethods.Telemetry, TelemetryCommand.Parser);
+        await call.RequestStream.WriteAsync(new TelemetryCommand
+        {
+            Settings = new Settings { ClientType = ClientType.Producer, Publishing = new Publishing { Topics = { new Resource { Name = topic } } } },
+        });
+        Assert.True(await call.ResponseStream.MoveNext());
+        Assert.Equal(Code.Ok, call.ResponseStream.Current.Status.Code); // registered; a StopReading one reads no more
+        return new TelemetryTestProducer(client, call, behaviour);
+    }
+
+    private async Task ReadAsync(bool answer)
+    {
+        try
+        {
+            while (await _call.ResponseStream.MoveNext())
+            {
+                if (_call.ResponseStream.Current.RecoverOrphanedTransactionCommand is not { } check)
+                {
+                    continue;
+                }
+
+                Checks.Enqueue(check);
+                if (!answer)
+                {
+                    continue;
+                }
+
+                var end = await Client.UnaryAsync(GrpcMethods.EndTransaction, new EndTransactionRequest
+                {
+                    Topic = check.Message.Topic,
+                    MessageId = check.Message.SystemProperties.MessageId,
+                    TransactionId = check.TransactionId,
+                    Resolution = Apache.Rocketmq.V2.TransactionResolution.Commit,
+                    Source = TransactionSource.SourceServerCheck,
+                }, EndTransactionResponse.Parser);
+                if (end.Response?.Status.Code == Code.Ok)
+                {
+                    Decided.Enqueue(check.TransactionId);
+                }
+            }
+        }
+        catch (RpcException)
+        {
+            // The stream ended (test over, or deadline).
+        }
+    }
+
+    public async Task<string> SendHalfAsync(string topic, int bodySize = 16)
+    {
+        var message = new Message
+        {
+            Topic = new Resource { Name = topic },
+            Body = ByteString.CopyFrom(new byte[bodySize]),
+            SystemProperties = new SystemProperties
+            {
+                MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(),
+                MessageType = MessageType.Transaction,
+                BodyEncoding = V2Encoding.Identity,
+                BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
+                BornHost = "test-host",
+            },
+        };
+        var sent = await Client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { message } }, SendMessageResponse.Parser);
+        SendResultEntry entry = Assert.Single(sent.Response!.Entries);
+        Assert.Equal(Code.Ok, entry.Status.Code);
+        return entry.TransactionId;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _call.Dispose();
+        await _reader;
+        Client.Dispose();
+    }
+}

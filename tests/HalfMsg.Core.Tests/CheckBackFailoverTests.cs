@@ -1,0 +1,122 @@
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// An unanswered check is a reason to try another instance: a producer that is connected but never answers (a dead
+/// peer whose connection has not dropped) must not burn every check attempt while another instance of the group is alive.
+/// </summary>
+public sealed class CheckBackFailoverTests
+{
+    private static async Task CommitAsync(EngineHarness h, CheckBackRequest check)
+        => Assert.True((await h.Engine.EndTransactionAsync(check.TransactionId, check.HalfMessage.MessageId, TransactionResolution.Commit,
+            DecisionSource.CheckBack)).IsOk);
+
+    [Fact]
+    public async Task The_check_after_an_unanswered_one_goes_to_another_live_instance_which_decides_the_half()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 15 });
+        var silent = new RecordingChannel("origin");   // connected, accepts checks, never answers
+        var live = new RecordingChannel("live");
+        using var r1 = h.Engine.Producers.Register("orders", silent);
+        using var r2 = h.Engine.Producers.Register("orders", live);
+        var tx = await h.SendHalfAsync("orders", clientId: "origin");
+
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.Single(silent.Checks);                   // the sender is still asked first
+        Assert.Empty(live.Checks);
+
+        h.Clock.Advance(TimeSpan.FromSeconds(31));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        var second = Assert.Single(live.Checks);        // no answer: the next attempt goes elsewhere
+        Assert.Equal(tx, second.TransactionId);
+        Assert.Equal(2, second.CheckNumber);
+        Assert.Single(silent.Checks);
+        await CommitAsync(h, second);
+
+        Assert.Null(h.Engine.FindTransaction(tx));
+        Assert.Single(await h.ReceiveWhenVisibleAsync("g", "orders"));
+        Assert.Equal(1, h.Engine.Producers.UnansweredChecks("orders", "origin"));
+        Assert.Equal(0, h.Engine.Producers.UnansweredChecks("orders", "live"));
+    }
+
+    [Fact]
+    public async Task An_instance_that_left_checks_unanswered_repeatedly_is_tried_last_even_for_its_own_halves()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 15 });
+        var silent = new RecordingChannel("origin");
+        var live = new RecordingChannel("live");
+        using var r1 = h.Engine.Producers.Register("orders", silent);
+        using var r2 = h.Engine.Producers.Register("orders", live);
+        var first = await h.SendHalfAsync("orders", clientId: "origin");
+        var second = await h.SendHalfAsync("orders", clientId: "origin");
+
+        // Both first checks go to the sender and stay unanswered; the second checks go to the live instance, which
+        // answers only "unknown" (still alive, transaction still open).
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(2, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(2, silent.Checks.Count);
+        h.Clock.Advance(TimeSpan.FromSeconds(31));
+        Assert.Equal(2, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(2, live.Checks.Count);
+        foreach (var check in live.Checks)
+            Assert.True((await h.Engine.EndTransactionAsync(check.TransactionId, null, TransactionResolution.Unknown, DecisionSource.CheckBack)).IsOk);
+        Assert.Equal(2, h.Engine.Producers.UnansweredChecks("orders", "origin"));
+
+        // A new half of the sender: its first check goes to the live instance, the sender is now last.
+        var third = await h.SendHalfAsync("orders", clientId: "origin");
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        h.Engine.Producers.Candidates("orders", "origin"); // moves the round-robin start; the order must not depend on it
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.Contains(live.Checks, c => c.TransactionId == third);
+        Assert.Equal(2, silent.Checks.Count);
+
+        // An "unknown" is an answer: the live instance keeps its place for the halves it answered; for the one it did
+        // not, it has the better record of the two and is asked again. The silent one gets nothing more.
+        h.Clock.Advance(TimeSpan.FromSeconds(31));
+        Assert.Equal(3, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(2, silent.Checks.Count);
+        Assert.Equal(6, live.Checks.Count);
+        Assert.Equal(2, live.Checks.Count(c => c.TransactionId == first));
+    }
+
+    [Fact]
+    public async Task An_answer_puts_an_instance_back_in_its_place()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 15 });
+        var slow = new RecordingChannel("origin");
+        var other = new RecordingChannel("other");
+        using var r1 = h.Engine.Producers.Register("orders", slow);
+        using var r2 = h.Engine.Producers.Register("orders", other);
+        h.Engine.Producers.NoteUnanswered("orders", "origin");
+        h.Engine.Producers.NoteUnanswered("orders", "origin");
+        Assert.Equal("other", h.Engine.Producers.Candidates("orders", "origin")[0].ClientId);
+
+        // It answers a check after all (late): preferred again for its own halves.
+        var tx = await h.SendHalfAsync("orders", clientId: "origin");
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        await h.Engine.RunCheckPassAsync();
+        var check = Assert.Single(other.Checks);
+        h.Engine.Producers.NoteAnswered("orders", "origin");
+        Assert.Equal(0, h.Engine.Producers.UnansweredChecks("orders", "origin"));
+        Assert.Equal("origin", h.Engine.Producers.Candidates("orders", "origin")[0].ClientId);
+        await CommitAsync(h, check);
+    }
+
+    [Fact]
+    public async Task A_reconnect_with_the_same_client_id_starts_with_a_clean_record()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var old = new RecordingChannel("origin");
+        using var r1 = h.Engine.Producers.Register("orders", old);
+        h.Engine.Producers.NoteUnanswered("orders", "origin");
+        h.Engine.Producers.NoteUnanswered("orders", "origin");
+        Assert.Equal(2, h.Engine.Producers.UnansweredChecks("orders", "origin"));
+
+        using var r2 = h.Engine.Producers.Register("orders", new RecordingChannel("origin"));
+        Assert.Equal(0, h.Engine.Producers.UnansweredChecks("orders", "origin"));
+        await Task.CompletedTask;
+    }
+}
