@@ -3,7 +3,7 @@ namespace HalfMsg.Broker.Core;
 public sealed partial class BrokerEngine
 {
     /// <summary>Group commits (write + fsync) of the log so far, and the time spent in them.</summary>
-    public (long Commits, TimeSpan Time) LogCommitStats => (_log.Commits, _log.CommitTime);
+    public (long Commits, TimeSpan Time) LogCommitTotals => (_log.Commits, _log.CommitTime);
 
     /// <summary>
     /// The size of every in-memory index, for the soak test and operators (<c>/api/stats</c> <c>indexes</c>): at

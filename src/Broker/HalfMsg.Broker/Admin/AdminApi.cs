@@ -156,7 +156,7 @@ public static class AdminApi
             producers = engine.Producers.Snapshot(),
             diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
             diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
-            logCommits = engine.LogCommitStats.Commits, logCommitMicros = (long)engine.LogCommitStats.Time.TotalMicroseconds,
+            logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
             gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
             indexes = engine.IndexSizes(),
         }));
