@@ -28,7 +28,18 @@ public sealed partial class BrokerEngine
             Health.ReportDegraded(reason);
         }
         var replayer = new Replayer(this);
-        lock (_gate) _log.Replay(from, ref replayer);
+        lock (_gate)
+        {
+            foreach (var hole in _log.Replay(from, ref replayer))
+            {
+                // FasterLog skipped these bytes without a word: say what is lost, and keep new records out of the hole's page.
+                Metrics.CorruptRecordsSkipped++;
+                string unreadable = $"log bytes from address {hole.From} up to {hole.To} are unreadable (damaged, zeroed or cut short) and were skipped: the records in them are lost";
+                _logger.LogError("Recovery: {Reason}", unreadable);
+                Health.ReportDegraded(unreadable);
+                if (hole.To >= _log.TailAddress) _log.SkipToNextPage();
+            }
+        }
         lock (_gate)
         {
             // What a retention cut removed, as a pure function of the log's begin address (see Retention).

@@ -110,6 +110,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 case RecordKind.LogCut:
                     LogCutRecord.Read(ref r);
                     break;
+                case RecordKind.Padding:
+                    break;
                 case RecordKind.GroupStarted:
                     ApplyGroupStarted(GroupStartedRecord.Read(ref r));
                     break;

@@ -1,8 +1,9 @@
 // node simple.js <endpoint> <topic> <group> <mode> <json options>
 // modes:
-//   collect     receive + ack until `count` distinct messages or `timeoutMs`; options.tag = filter expression;
-//               options.distinctBy = 'body' counts distinct bodies instead of message ids (a producer that retried a
-//               send whose reply a crash lost stores the same body twice, under two ids: only one of them was acknowledged)
+//   collect     receive + ack until `count` distinct messages (or, with options.ids, until every one of those message
+//               ids) or `timeoutMs`; options.tag = filter expression; options.distinctBy = 'body' counts distinct
+//               bodies instead of message ids (a producer that retried a send whose reply a crash lost stores the same
+//               body twice, under two ids: only one of them was acknowledged)
 //   redeliver   receive one, changeInvisibleDuration(1 s), receive it again (attempt + 1), then leave it unacked with a
 //               2 s lease that expires, receive it a third time, ack it, check it is gone and that the first
 //               (stale) handle is rejected
@@ -22,7 +23,8 @@ main(async () => {
   if (mode === 'collect') {
     const until = Date.now() + (opt.timeoutMs ?? 15000);
     const distinct = new Set();
-    while (distinct.size < (opt.count ?? 1) && Date.now() < until) {
+    const done = () => opt.ids ? opt.ids.every(id => distinct.has(id)) : distinct.size >= (opt.count ?? 1);
+    while (!done() && Date.now() < until) {
       let batch;
       try {
         batch = await consumer.receive(opt.batch ?? 16, opt.invisibleMs ?? 30000);

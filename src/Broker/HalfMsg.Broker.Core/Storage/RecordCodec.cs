@@ -40,6 +40,8 @@ public enum RecordKind : byte
     LogCut = 15,
     /// <summary>An operator created a consumer group at chosen start offsets (earliest, latest or a time).</summary>
     GroupStarted = 16,
+    /// <summary>Fills the rest of a page after a hole found at recovery (see <see cref="RecordLog.SkipToNextPage"/>); ignored by replay.</summary>
+    Padding = 17,
     /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
     ConsumerOffsetCommitted = 40,
     /// <summary>An operator deleted a topic (Remoting DELETE_TOPIC): its queues, groups, offsets and delayed messages go.</summary>

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using FASTER.core;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -41,6 +42,7 @@ public sealed class RecordLog : IAsyncDisposable
     private readonly long _memoryBytes;
     private readonly TimeSpan _commitTimeout;
     private readonly string _directory;
+    private readonly LogHoles _holes;
     private StorageFailureException? _fault;
     private readonly TaskCompletionSource<StorageFailureException> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -63,6 +65,7 @@ public sealed class RecordLog : IAsyncDisposable
         MaxRecordSize = RecordLimits.RecordCapacity(PageSizeBits);
         (var settings, _device, _commitManager) = CreateSettings(directory, segmentSizeBits, memorySizeBits, PageSizeBits, wrapDevice);
         _memoryBytes = settings.MemorySize;
+        _holes = new LogHoles(directory, Math.Max(segmentSizeBits, PageSizeBits), PageSizeBits);
         _log = new FasterLog(settings);
         _durableUntil = _log.CommittedUntilAddress;
         _commitLoop = Task.Run(CommitLoopAsync);
@@ -334,22 +337,94 @@ public sealed class RecordLog : IAsyncDisposable
         return bytes.Length == length ? bytes : bytes.AsSpan(0, length).ToArray();
     }
 
-    /// <summary>Replays records in [from, tail) in order. Used on start, before any append.</summary>
-    public void Replay<TConsumer>(long from, ref TConsumer consumer) where TConsumer : IRecordConsumer
+    /// <summary>
+    /// Replays records in [from, tail) in order. Used on start, before any append. Returns the stretches the scan could
+    /// not read (<see cref="LogHoles"/>): FasterLog skips them silently, so the caller must say what was lost.
+    /// </summary>
+    public IReadOnlyList<LogHole> Replay<TConsumer>(long from, ref TConsumer consumer) where TConsumer : IRecordConsumer
     {
         from = Math.Max(from, _log.BeginAddress);
-        if (from >= _log.TailAddress) return;
-        using var iter = _log.Scan(from, _log.TailAddress);
-        var adapter = new ConsumerAdapter<TConsumer>(consumer);
-        while (iter.TryConsumeNext(adapter)) { }
+        long tail = _log.TailAddress;
+        if (from >= tail) return [];
+        var adapter = new ConsumerAdapter<TConsumer>(consumer, from, _holes, PageSizeBits, tail);
+        long position = from;
+        while (position < tail)
+        {
+            using var iter = _log.Scan(position, tail);
+            try
+            {
+                while (adapter.ResyncAt < 0 && iter.TryConsumeNext(adapter)) { }
+            }
+            catch (FasterException)
+            {
+                // FasterLog read a length header that cannot be (damaged): find where intact records go on.
+                long resume = _holes.FindNextRecord(adapter.Expected + 4, tail);
+                adapter.Holes.Add(new LogHole(adapter.Expected, resume));
+                adapter.Expected = resume;
+                position = resume;
+                continue;
+            }
+            if (adapter.ResyncAt < 0) break;
+            position = adapter.ResyncAt;
+            adapter.Expected = position;
+            adapter.ResyncAt = -1;
+        }
         consumer = adapter.Inner;
+        if (adapter.Expected < tail && _holes.Check(adapter.Expected, tail) is { } end) adapter.Holes.Add(end);
+        return adapter.Holes;
     }
 
-    // FasterLog hands each entry as a span over its own page buffer: no copy per record during replay.
-    private sealed class ConsumerAdapter<TConsumer>(TConsumer inner) : ILogEntryConsumer where TConsumer : IRecordConsumer
+    /// <summary>
+    /// After a replay that found a hole reaching the tail: fills the rest of the tail's page, so that records appended
+    /// from now on start on the next page. Otherwise they would land after the zeros in the same page, and the next
+    /// replay that starts before the hole would jump over them too (acknowledged records lost at the next restart).
+    /// The filler is <see cref="RecordKind.Padding"/> records, which replay ignores.
+    /// </summary>
+    public void SkipToNextPage()
+    {
+        long pageSize = 1L << PageSizeBits;
+        while (true)
+        {
+            long remaining = pageSize - _log.TailAddress % pageSize;
+            // A record smaller than the remainder cannot be written (an envelope needs 4 + 8 bytes): anything appended
+            // next does not fit, and FasterLog puts it on the next page by itself.
+            if (remaining == pageSize || remaining < 4 + RecordHeader.Size) return;
+            int length = (int)Math.Min(remaining - 4, MaxRecordSize) & ~3;
+            var record = new byte[length];
+            record[0] = (byte)RecordKind.Padding;
+            record[1] = RecordHeader.CurrentVersion;
+            BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(4, 4), RecordHeader.Checksum(record));
+            _log.Enqueue(record);
+        }
+    }
+
+    // FasterLog hands each entry as a span over its own page buffer: no copy per record during replay. Gaps that end on
+    // a page boundary (where a scan lands after a zero length) are checked for holes; gaps inside a page are only
+    // FasterLog's commit records.
+    private sealed class ConsumerAdapter<TConsumer>(TConsumer inner, long from, LogHoles holes, int pageSizeBits, long tail) : ILogEntryConsumer where TConsumer : IRecordConsumer
     {
         public TConsumer Inner = inner;
-        public void Consume(ReadOnlySpan<byte> entry, long currentAddress, long nextAddress) => Inner.Consume(entry, currentAddress);
+        public long Expected = from;
+        /// <summary>Set when the entry just read was damaged and its length cannot be trusted: the scan restarts here.</summary>
+        public long ResyncAt = -1;
+        public List<LogHole> Holes { get; } = new();
+
+        public void Consume(ReadOnlySpan<byte> entry, long currentAddress, long nextAddress)
+        {
+            if (currentAddress > Expected && (currentAddress & ((1L << pageSizeBits) - 1)) == 0 && holes.Check(Expected, currentAddress) is { } hole)
+                Holes.Add(hole);
+            Inner.Consume(entry, currentAddress);                // a damaged record is reported by the consumer
+            Expected = nextAddress;
+            // A damaged record whose successor is not where its length says: the length header itself is damaged, and
+            // the records it now spans would be skipped. Resume at the first intact record after it instead.
+            if (!RecordHeader.TryOpen(entry, out _, out _, out _) && nextAddress != tail && !holes.IsRecordAt(nextAddress, tail))
+            {
+                // None found: the record's own bytes are what is damaged (a torn tail); the scan goes on, and a
+                // stretch of zeros after it is checked as a hole like any other.
+                long resume = holes.FindNextRecord(currentAddress + 4, tail);
+                if (resume != nextAddress && holes.IsRecordAt(resume, tail)) ResyncAt = resume;
+            }
+        }
     }
 
     /// <summary>Commits everything appended so far and waits for it.</summary>

@@ -1,0 +1,125 @@
+using System.Buffers.Binary;
+
+namespace HalfMsg.Broker.Core.Storage;
+
+/// <summary>A stretch of the log that replay could not read: zeros (a torn or cut segment) where records were written.</summary>
+public readonly record struct LogHole(long From, long To);
+
+/// <summary>
+/// Finds stretches of the log that FasterLog's scan silently jumped over. A scan that meets a zero entry length takes it
+/// for the zero padding at a page end and continues at the next page boundary; when the zeros are damage (a segment cut
+/// short, a torn write) every record between them and the page end is skipped without a word. Replay hands its gaps
+/// here; each is checked against the raw segment bytes, which hold (as FasterLog writes them) a 4-byte length per entry,
+/// negative for FasterLog's own commit records, zero only for page-end padding.
+/// </summary>
+internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSizeBits)
+{
+    private readonly long _pageSize = 1L << pageSizeBits;
+    private readonly long _segmentSize = 1L << segmentSizeBits;
+
+    /// <summary>
+    /// The hole in [<paramref name="from"/>, <paramref name="to"/>), a gap between the end of one entry the scan
+    /// returned and the next one (or the tail), if there is one: null when the gap is only FasterLog's commit records
+    /// and page-end padding that the following entry did not fit in.
+    /// </summary>
+    public LogHole? Check(long from, long to)
+    {
+        long pos = from;
+        while (pos < to)
+        {
+            int length = ReadInt(pos);
+            if (length < 0)
+            {
+                pos += EntrySize(-length);                      // FasterLog commit record
+                continue;
+            }
+            if (length > 0) return new LogHole(pos, to);        // an entry the scan never returned
+            long pageEnd = (pos / _pageSize + 1) * _pageSize;
+            // Zero: legitimate only as padding at a page end that the next entry (at the page boundary) did not fit in.
+            if (pageEnd > to || pageEnd == pos) return new LogHole(pos, to);
+            int next = ReadInt(pageEnd);
+            if (next == 0 || EntrySize(Math.Abs(next)) <= pageEnd - pos) return new LogHole(pos, to);
+            pos = pageEnd;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// The address of the first intact record of ours after <paramref name="from"/> and before <paramref name="to"/>
+    /// and the end of <paramref name="from"/>'s page: a 4-byte length followed by a record of that length whose envelope
+    /// (version, CRC-32C) checks out. <paramref name="to"/> or the page end when there is none. Used to find where the
+    /// log goes on after a record whose FasterLog length header was damaged.
+    /// </summary>
+    public long FindNextRecord(long from, long to)
+    {
+        long pageEnd = (from / _pageSize + 1) * _pageSize;
+        long end = Math.Min(to, pageEnd);
+        long start = (from + 3) & ~3L;
+        if (start >= end) return end;
+        byte[] bytes = Read(start, (int)(end - start));
+        for (int i = 0; i + 4 + RecordHeader.Size <= bytes.Length; i += 4)
+        {
+            int length = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(i, 4));
+            if (length < RecordHeader.Size || i + 4L + length > bytes.Length) continue;
+            if (RecordHeader.TryOpen(bytes.AsSpan(i + 4, length), out _, out _, out _)) return start + i;
+        }
+        return end;
+    }
+
+    /// <summary>Whether an intact record of ours starts at <paramref name="address"/> (before <paramref name="to"/>).</summary>
+    public bool IsRecordAt(long address, long to) => address < to && FindNextRecordExactly(address, to);
+
+    private bool FindNextRecordExactly(long address, long to)
+    {
+        int length = ReadInt(address);
+        if (length < RecordHeader.Size || address + 4 + length > to) return false;
+        return RecordHeader.TryOpen(Read(address + 4, length), out _, out _, out _);
+    }
+
+    private byte[] Read(long address, int count)
+    {
+        var buffer = new byte[count];
+        string file = Path.Combine(directory, $"broker.log.{address / _segmentSize}");
+        try
+        {
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            stream.Position = address % _segmentSize;
+            int read = 0;
+            while (read < count)
+            {
+                int n = stream.Read(buffer, read, count - read);
+                if (n == 0) break;
+                read += n;
+            }
+        }
+        catch (FileNotFoundException)
+        {
+        }
+        return buffer;
+    }
+
+    private static long EntrySize(int length) => 4 + ((length + 3L) & ~3L);
+
+    private int ReadInt(long address)
+    {
+        string file = Path.Combine(directory, $"broker.log.{address / _segmentSize}");
+        Span<byte> buffer = stackalloc byte[4];
+        buffer.Clear();
+        try
+        {
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            stream.Position = address % _segmentSize;
+            int read = 0;
+            while (read < 4)
+            {
+                int n = stream.Read(buffer[read..]);
+                if (n == 0) break;                              // past the end of a cut file: reads as zeros
+                read += n;
+            }
+        }
+        catch (FileNotFoundException)
+        {
+        }
+        return BinaryPrimitives.ReadInt32LittleEndian(buffer);
+    }
+}
