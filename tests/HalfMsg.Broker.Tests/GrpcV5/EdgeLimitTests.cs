@@ -209,6 +209,41 @@ public sealed class EdgeLimitTests(AuthBrokerFixture fixture, ITestOutputHelper 
         Assert.True(peak - before < 64 * 1024, $"broker memory grew by {(peak - before) / 1024} MiB (the review saw 493 MiB)");
     }
 
+    [Fact]
+    public async Task The_same_attack_by_an_authenticated_caller_is_held_to_the_connections_request_body_budget()
+    {
+        // An authenticated caller (or any caller with authentication off) is not cut at 64 KiB: what bounds it is the
+        // connection's budget for unfinished requests (64 MiB by default), not 100 x 4.9 MB of partial messages.
+        long before = ResidentKiB(fixture.Broker.Pid);
+        long peak = before;
+        using var sampling = new CancellationTokenSource();
+        Task sampler = Task.Run(async () =>
+        {
+            while (!sampling.IsCancellationRequested)
+            {
+                peak = Math.Max(peak, ResidentKiB(fixture.Broker.Pid));
+                await Task.Delay(20);
+            }
+        });
+
+        var friend = Signed();
+        using var http = new HttpClient(new SocketsHttpHandler { EnableMultipleHttp2Connections = false }) { Timeout = Timeout.InfiniteTimeSpan };
+        RawGrpc.UploadOutcome[] outcomes = await Task.WhenAll(Enumerable.Range(0, 100).Select(_ =>
+            RawGrpc.StalledUploadAsync(http, fixture.Broker.Endpoint, GrpcMethods.SendMessage, 5_000_000, 4_900_000, friend,
+                TimeSpan.FromSeconds(30))));
+        await sampling.CancelAsync();
+        await sampler;
+
+        int reset = outcomes.Count(o => o.Ended?.StartsWith("reset", StringComparison.Ordinal) == true);
+        string summary = string.Join(", ", outcomes.GroupBy(o => o.Ended?.Split(':')[0] ?? "(still open)").Select(g => $"{g.Key} x{g.Count()}"));
+        output.WriteLine(FormattableString.Invariant(
+            $"VmRSS before {before / 1024.0:0.0} MiB, peak {peak / 1024.0:0.0} MiB; {outcomes.Sum(o => o.BytesWritten) / 1048576.0:0.0} MiB written; outcomes: {summary}"));
+
+        Assert.All(outcomes, o => Assert.DoesNotContain("grpc-status 0", o.Ended ?? "", StringComparison.Ordinal)); // none completed
+        Assert.True(reset >= 70, $"only {reset} of 100 streams were reset by the budget: {summary}");
+        Assert.True(peak - before < 160 * 1024, $"broker memory grew by {(peak - before) / 1024} MiB (64 MiB budget; 500 MiB without it)");
+    }
+
     private static long ResidentKiB(int pid)
     {
         foreach (string line in File.ReadLines($"/proc/{pid}/status"))

@@ -81,7 +81,16 @@ public static class GrpcV5Extensions
                     maxBody.MaxRequestBodySize = options.MaxUnauthenticatedRequestSize;
                 }
 
-                await next(context).ConfigureAwait(false);
+                // What this request's stream holds of unfinished messages counts on its connection's budget.
+                var body = RequestBodyBudget.Install(context, RequestBodyBudget.Of(context, options.RequestBodyBudget));
+                try
+                {
+                    await next(context).ConfigureAwait(false);
+                }
+                finally
+                {
+                    body.Release();
+                }
                 badInput.AfterCall(context, unauthenticated);
             });
             grpc.UseRouting();

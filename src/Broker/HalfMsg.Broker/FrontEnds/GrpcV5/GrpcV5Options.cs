@@ -18,6 +18,14 @@ public sealed record GrpcV5Options
     /// UNAUTHORIZED. Control requests are small; a large body from a stranger is cut off at the HTTP layer.</summary>
     public int MaxUnauthenticatedRequestSize { get; init; } = 64 * 1024;
 
+    /// <summary>Request-body bytes one connection may make the broker hold at once, over all its streams (partial
+    /// messages grpc-dotnet has read but not yet parsed). A stream whose read would go past it is reset. Null: twice
+    /// <see cref="MaxReceiveMessageSize"/> or 64 MiB, whichever is larger.</summary>
+    public long? MaxBufferedRequestBytesPerConnection { get; init; }
+
+    /// <summary>The effective <see cref="MaxBufferedRequestBytesPerConnection"/>.</summary>
+    public long RequestBodyBudget => MaxBufferedRequestBytesPerConnection ?? Math.Max(64L * 1024 * 1024, 2L * MaxReceiveMessageSize);
+
     /// <summary>Serialized bytes that may wait on one Telemetry stream (check-backs carry whole messages). A client that
     /// lets more pile up is not reading: its session is ended and it stops receiving check-backs.</summary>
     public long MaxTelemetryQueuedBytes { get; init; } = 16 * 1024 * 1024;
