@@ -110,9 +110,20 @@ public sealed partial class BrokerEngine
             if (picked.Count > 0)
             {
                 var messages = new List<PulledMessage>(picked.Count);
-                foreach (var (address, off) in picked)
+                foreach (var (picked0, off) in picked)
                 {
+                    long address = picked0;
                     var message = await ReadStoredMessageAsync(address, topic, queueId, off, ct).ConfigureAwait(false);
+                    if (message is null)
+                    {
+                        // Retention may have moved the body since it was picked: read it where it lives now.
+                        long now = BodyAddressOf(topic, queueId, off);
+                        if (now >= 0 && now != address)
+                        {
+                            message = await ReadStoredMessageAsync(now, topic, queueId, off, ct).ConfigureAwait(false);
+                            address = now;
+                        }
+                    }
                     if (message is null)
                     {
                         _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; the pull stops before it", topic, queueId, off, address);
