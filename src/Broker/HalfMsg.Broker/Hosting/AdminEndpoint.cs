@@ -4,6 +4,8 @@ using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Dashboard;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using OpenTelemetry.Metrics;
 
 namespace HalfMsg.Broker.Hosting;
@@ -37,8 +39,17 @@ internal static class AdminEndpoint
             .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
     }
 
+    /// <summary>Connections the admin port accepts at once (operators, scrapers, the dashboard); one more is closed at once.</summary>
+    public const int MaxConnections = 256;
+
     public static void Listen(KestrelServerOptions kestrel, BrokerOptions options)
-        => kestrel.Listen(IPAddress.Parse(options.AdminBind), options.HttpPort, o => o.Protocols = HttpProtocols.Http1);
+        => kestrel.Listen(IPAddress.Parse(options.AdminBind), options.HttpPort, listen =>
+        {
+            listen.Protocols = HttpProtocols.Http1;
+            var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AdminEndpoint).FullName!);
+            var limit = new GrpcEndpoint.ConnectionLimit("admin", MaxConnections, logger);
+            listen.Use(next => connection => limit.OnConnectionAsync(connection, next));
+        });
 
     public static void Map(WebApplication app, BrokerEngine engine, BrokerOptions options)
     {

@@ -52,7 +52,7 @@ internal static class GrpcEndpoint
         {
             listen.Protocols = HttpProtocols.Http2;
             var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(GrpcEndpoint).FullName!);
-            var limit = new ConnectionLimit(maxConnections, logger);
+            var limit = new ConnectionLimit("gRPC", maxConnections, logger);
             listen.Use(next => connection => limit.OnConnectionAsync(connection, next));
         });
     }
@@ -72,7 +72,8 @@ internal static class GrpcEndpoint
         limits.Http2.KeepAlivePingTimeout = KeepAlivePingTimeout;
     }
 
-    private sealed class ConnectionLimit(int max, ILogger logger)
+    /// <summary>One port's own connection limit: a connection over it is closed at once, a refusal logged at most once a minute.</summary>
+    internal sealed class ConnectionLimit(string port, int max, ILogger logger)
     {
         private readonly LogRateLimiter _logLimit = new(1, TimeProvider.System);
         private int _open;
@@ -85,8 +86,8 @@ internal static class GrpcEndpoint
                 // Returning ends the connection (Kestrel's own limit does the same). Once a minute at most: a flood of
                 // connections must not flood the log.
                 if (_logLimit.TryEnter(out long suppressed))
-                    logger.LogWarning("gRPC connection refused: {Max} connections already open ({Suppressed} more refusals not logged since the last line)",
-                        max, suppressed);
+                    logger.LogWarning("{Port} connection refused: {Max} connections already open ({Suppressed} more refusals not logged since the last line)",
+                        port, max, suppressed);
                 return;
             }
 
