@@ -34,7 +34,11 @@ public sealed partial class BrokerEngine
             {
                 // FasterLog skipped these bytes without a word: say what is lost, and keep new records out of the hole's page.
                 Metrics.CorruptRecordsSkipped++;
-                string unreadable = $"log bytes from address {hole.From} up to {hole.To} are unreadable (damaged, zeroed or cut short) and were skipped: the records in them are lost";
+                // A hole that reaches the recovered tail is a log cut short: the commit records after the cut are gone
+                // with it, so FasterLog's recovered tail may stop short of what was once written. Say so.
+                string unreadable = hole.To >= _log.TailAddress
+                    ? $"log bytes from address {hole.From} to the end of the log (recovered up to {hole.To}) are unreadable (cut short) and were skipped: the records in them, and any written after them, are lost"
+                    : $"log bytes from address {hole.From} up to {hole.To} are unreadable (damaged, zeroed or cut short) and were skipped: the records in them are lost";
                 _logger.LogError("Recovery: {Reason}", unreadable);
                 Health.ReportDegraded(unreadable);
                 if (hole.To >= _log.TailAddress) _log.SkipToNextPage();
