@@ -73,7 +73,10 @@ public sealed class PackageTests(BrokerFixture fixture) : IClassFixture<BrokerFi
 
         foreach (string project in new[] { "src/Protocol", "src/ClientCore", "src/ProducerClient" })
         {
-            var (code, output) = await RunAsync(Repo(), "pack", project, "-c", "Release", "-o", feed, "-p:Version=" + version);
+            // A configuration of its own: packing with another version in place would rebuild the Release outputs of
+            // Protocol and the clients under that version while other test projects run from them (broker child
+            // processes then failed to load HalfMsg.Protocol, Version=1.0.0.0, and exited 134).
+            var (code, output) = await RunAsync(Repo(), "pack", project, "-c", "PackTest", "-o", feed, "-p:Version=" + version);
             Assert.True(code == 0, $"dotnet pack {project} failed:\n{output}");
         }
 
