@@ -175,17 +175,7 @@ public sealed class EdgeLimitTests(AuthBrokerFixture fixture, ITestOutputHelper 
     [Fact]
     public async Task The_reviews_attack_100_streams_of_4_9_MB_on_one_unauthenticated_connection_keeps_broker_memory_bounded()
     {
-        long before = ResidentKiB(fixture.Broker.Pid);
-        long peak = before;
-        using var sampling = new CancellationTokenSource();
-        Task sampler = Task.Run(async () =>
-        {
-            while (!sampling.IsCancellationRequested)
-            {
-                peak = Math.Max(peak, ResidentKiB(fixture.Broker.Pid));
-                await Task.Delay(20);
-            }
-        });
+        var resident = PeakResident.Start(fixture.Broker.Pid);
 
         // One HttpClient, one HTTP/2 connection (SocketsHttpHandler opens a second only when told to).
         using var http = new HttpClient(new SocketsHttpHandler { EnableMultipleHttp2Connections = false }) { Timeout = Timeout.InfiniteTimeSpan };
@@ -194,8 +184,7 @@ public sealed class EdgeLimitTests(AuthBrokerFixture fixture, ITestOutputHelper 
             RawGrpc.StalledUploadAsync(http, fixture.Broker.Endpoint, GrpcMethods.SendMessage, 5_000_000, 4_900_000, Stranger,
                 TimeSpan.FromSeconds(90))));
         started.Stop();
-        await sampling.CancelAsync();
-        await sampler;
+        (long before, long peak) = await resident.StopAsync();
         long after = ResidentKiB(fixture.Broker.Pid);
 
         long written = outcomes.Sum(o => o.BytesWritten);
@@ -214,25 +203,14 @@ public sealed class EdgeLimitTests(AuthBrokerFixture fixture, ITestOutputHelper 
     {
         // An authenticated caller (or any caller with authentication off) is not cut at 64 KiB: what bounds it is the
         // connection's budget for unfinished requests (64 MiB by default), not 100 x 4.9 MB of partial messages.
-        long before = ResidentKiB(fixture.Broker.Pid);
-        long peak = before;
-        using var sampling = new CancellationTokenSource();
-        Task sampler = Task.Run(async () =>
-        {
-            while (!sampling.IsCancellationRequested)
-            {
-                peak = Math.Max(peak, ResidentKiB(fixture.Broker.Pid));
-                await Task.Delay(20);
-            }
-        });
+        var resident = PeakResident.Start(fixture.Broker.Pid);
 
         var friend = Signed();
         using var http = new HttpClient(new SocketsHttpHandler { EnableMultipleHttp2Connections = false }) { Timeout = Timeout.InfiniteTimeSpan };
         RawGrpc.UploadOutcome[] outcomes = await Task.WhenAll(Enumerable.Range(0, 100).Select(_ =>
             RawGrpc.StalledUploadAsync(http, fixture.Broker.Endpoint, GrpcMethods.SendMessage, 5_000_000, 4_900_000, friend,
                 TimeSpan.FromSeconds(30))));
-        await sampling.CancelAsync();
-        await sampler;
+        (long before, long peak) = await resident.StopAsync();
 
         int reset = outcomes.Count(o => o.Ended?.StartsWith("reset", StringComparison.Ordinal) == true);
         string summary = string.Join(", ", outcomes.GroupBy(o => o.Ended?.Split(':')[0] ?? "(still open)").Select(g => $"{g.Key} x{g.Count()}"));
@@ -242,6 +220,38 @@ public sealed class EdgeLimitTests(AuthBrokerFixture fixture, ITestOutputHelper 
         Assert.All(outcomes, o => Assert.DoesNotContain("grpc-status 0", o.Ended ?? "", StringComparison.Ordinal)); // none completed
         Assert.True(reset >= 70, $"only {reset} of 100 streams were reset by the budget: {summary}");
         Assert.True(peak - before < 160 * 1024, $"broker memory grew by {(peak - before) / 1024} MiB (64 MiB budget; 500 MiB without it)");
+    }
+
+    /// <summary>Samples a process's VmRSS every 20 ms until stopped: the value at the start and the highest seen.</summary>
+    private sealed class PeakResident
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private long _before;
+        private long _peak;
+        private Task _sampler = Task.CompletedTask;
+
+        public static PeakResident Start(int pid)
+        {
+            var r = new PeakResident();
+            r._before = r._peak = ResidentKiB(pid);
+            r._sampler = Task.Run(async () =>
+            {
+                while (!r._stop.IsCancellationRequested)
+                {
+                    r._peak = Math.Max(r._peak, ResidentKiB(pid));
+                    await Task.Delay(20); // the sampling interval, not a wait for a condition
+                }
+            });
+            return r;
+        }
+
+        public async Task<(long Before, long Peak)> StopAsync()
+        {
+            await _stop.CancelAsync();
+            await _sampler;
+            _stop.Dispose();
+            return (_before, _peak);
+        }
     }
 
     private static long ResidentKiB(int pid)
