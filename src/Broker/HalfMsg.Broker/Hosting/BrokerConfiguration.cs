@@ -43,6 +43,7 @@ public static class BrokerConfiguration
         new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
         new("--max-concurrent-sends", "Broker:MaxConcurrentSends", "1024", "Sends (gRPC and Remoting together) processed at once; more wait for a slot."),
         new("--send-queue-timeout", "Broker:SendQueueTimeout", "200ms", "A send that waited this long for a slot is answered busy (gRPC TOO_MANY_REQUESTS, Remoting SYSTEM_BUSY; RocketMQ's waitTimeMillsInSendQueue); clients back off and retry."),
+        new("--send-queue-capacity", "Broker:SendQueueCapacity", "10000", "Sends waiting for a slot at once; more are answered busy at once (RocketMQ's sendThreadPoolQueueCapacity)."),
         new("--disk-min-free", "Broker:DiskMinFree", "256MiB", "Refuse new messages (SERVICE_NOT_AVAILABLE / INTERNAL_SERVER_ERROR, /health disk-full) while less is free on the data dir's file system; the rest is a reserve for decisions, acks and checkpoints. 0 = off."),
         new("--disk-max-used-ratio", "Broker:DiskMaxUsedRatio", "0.90", "Refuse new messages while the data dir's file system is used beyond this ratio (RocketMQ's diskSpaceWarningLevelRatio); 1 = off."),
         new("--retention-time", "Broker:RetentionTime", "72h", "Cut records older than this; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
@@ -169,6 +170,7 @@ public static class BrokerConfiguration
             Credentials = credentials,
             MaxConcurrentSends = Int(N("--max-concurrent-sends"), Get("--max-concurrent-sends"), 1, 1_000_000),
             SendQueueTimeout = Duration(N("--send-queue-timeout"), Get("--send-queue-timeout"), TimeSpan.Zero),
+            SendQueueCapacity = Int(N("--send-queue-capacity"), Get("--send-queue-capacity"), 0, 1_000_000),
         };
         if (!System.Net.IPAddress.TryParse(options.Bind, out _))
             throw new BrokerConfigurationException($"{N("--bind")} must be an IP address, not '{options.Bind}'");

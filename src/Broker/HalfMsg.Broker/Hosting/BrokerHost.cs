@@ -16,8 +16,6 @@ public sealed class BrokerHost : IAsyncDisposable
     public const int ExitStorageFailure = 74;
     /// <summary>Exit code of a start refused by configuration, including a data dir locked by another broker.</summary>
     public const int ExitConfiguration = 2;
-    /// <summary>Sends that may wait for a slot at once (RocketMQ's sendThreadPoolQueueCapacity); more are busy at once.</summary>
-    private const int MaxWaitingSends = 10_000;
 
     /// <summary>The exit code for a broker that ran and was stopped: 0, or <see cref="ExitStorageFailure"/> if its log failed.</summary>
     public int ExitCode => Engine.StorageFault is null ? 0 : ExitStorageFailure;
@@ -64,7 +62,7 @@ public sealed class BrokerHost : IAsyncDisposable
         };
         builder.WebHost.ConfigureKestrel(kestrel => GrpcEndpoint.ApplyLimits(kestrel, grpcOptions));
         builder.Services.AddGrpcV5(grpcOptions);
-        builder.Services.AddSingleton(sp => new FrontEnds.SendAdmission(options.MaxConcurrentSends, MaxWaitingSends, options.SendQueueTimeout,
+        builder.Services.AddSingleton(sp => new FrontEnds.SendAdmission(options.MaxConcurrentSends, options.SendQueueCapacity, options.SendQueueTimeout,
             sp.GetRequiredService<BrokerEngine>().Metrics));
         RemotingEndpoint.Add(builder, options);
         AdminEndpoint.AddServices(builder, options);

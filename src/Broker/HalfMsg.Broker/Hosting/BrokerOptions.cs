@@ -31,6 +31,8 @@ public sealed record BrokerOptions
     public int MaxConcurrentSends { get; init; } = 1024;
     /// <summary>How long a send may wait for a slot before it is answered busy (RocketMQ's waitTimeMillsInSendQueue).</summary>
     public TimeSpan SendQueueTimeout { get; init; } = TimeSpan.FromMilliseconds(200);
+    /// <summary>Sends waiting for a slot at once; beyond it a send is answered busy without waiting (RocketMQ's sendThreadPoolQueueCapacity).</summary>
+    public int SendQueueCapacity { get; init; } = 10_000;
     public CoreOptions Core { get; init; } = new();
     /// <summary>Access key → secret. Empty = authentication off.</summary>
     public IReadOnlyDictionary<string, string> Credentials { get; init; } = new Dictionary<string, string>();
