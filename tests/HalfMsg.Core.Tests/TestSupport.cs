@@ -3,18 +3,9 @@ using System.Text;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Core.Tests;
-
-/// <summary>A clock the test moves by hand: timeouts are tested in milliseconds.</summary>
-public sealed class FakeClock : TimeProvider
-{
-    private long _ticks = new DateTimeOffset(2026, 11, 21, 12, 0, 0, TimeSpan.Zero).UtcTicks;
-    public override DateTimeOffset GetUtcNow() => new(Interlocked.Read(ref _ticks), TimeSpan.Zero);
-    public override long GetTimestamp() => Interlocked.Read(ref _ticks);
-    public override long TimestampFrequency => TimeSpan.TicksPerSecond;
-    public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
-}
 
 /// <summary>A producer instance as the core sees it; records the checks it receives.</summary>
 public sealed class RecordingChannel(string clientId) : ICheckBackChannel
@@ -34,7 +25,7 @@ public sealed class RecordingChannel(string clientId) : ICheckBackChannel
 public sealed class EngineHarness : IAsyncDisposable
 {
     public string DataDir { get; } = Path.Combine(Path.GetTempPath(), "halfmsg-core-" + Guid.NewGuid().ToString("N")[..12]);
-    public FakeClock Clock { get; } = new();
+    public ManualClock Clock { get; } = new();
     public CoreOptions Options { get; private set; }
     public BrokerEngine Engine { get; private set; } = null!;
     private int _ids;

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
 using HalfMsg.Protocol.Identifiers;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Protocol.Tests;
 
@@ -21,7 +22,7 @@ public sealed class IdentifierTests
     [Fact]
     public void A_message_id_encodes_pid_time_and_sequence_big_endian()
     {
-        var clock = new FixedClock(new DateTimeOffset(2021, 1, 1, 0, 0, 0, TimeSpan.Zero).AddSeconds(0x01020304));
+        var clock = new ManualClock(new DateTimeOffset(2021, 1, 1, 0, 0, 0, TimeSpan.Zero).AddSeconds(0x01020304));
         var generator = new MessageIdGenerator(clock);
 
         byte[] first = Convert.FromHexString(generator.Next());
@@ -92,10 +93,5 @@ public sealed class IdentifierTests
         byte[] body = RandomNumberGenerator.GetBytes(4096);
 
         Assert.Equal(Convert.ToHexString(MD5.HashData(body)), Md5Digest.UpperHex(body));
-    }
-
-    private sealed class FixedClock(DateTimeOffset now) : TimeProvider
-    {
-        public override DateTimeOffset GetUtcNow() => now;
     }
 }
