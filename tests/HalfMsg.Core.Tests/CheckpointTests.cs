@@ -95,10 +95,16 @@ public sealed class CheckpointTests(ITestOutputHelper output)
         await Task.WhenAll(sends);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         await h.Engine.CheckpointAsync();
-        output.WriteLine($"checkpoint of 100k pending halves: {sw.ElapsedMilliseconds} ms in all, longest lock hold {h.Engine.Metrics.LastCheckpointPauseMicros} µs");
-        // Each hold covers a fixed chunk (4,096 halves), not the state: on a busy 2-core machine well under 200 ms
-        // (the whole-state pause this replaced took over a second for a million halves).
-        Assert.InRange(h.Engine.Metrics.LastCheckpointPauseMicros, 0, 200_000);
+        long total = Directory.GetFiles(h.DataDir, "checkpoint-*.bin", SearchOption.AllDirectories).Max(f => new FileInfo(f).Length);
+        long largest = h.Engine.Metrics.LastCheckpointLargestHoldBytes;
+        output.WriteLine($"checkpoint of 100k pending halves: {sw.ElapsedMilliseconds} ms and {total:N0} bytes in all; " +
+                         $"the engine lock held at most {h.Engine.Metrics.LastCheckpointPauseMicros} µs and {largest:N0} bytes at a time");
+        // Each hold serializes a fixed chunk (4,096 halves), not the state: the largest hold is a small part of the
+        // file (the whole-state pause this replaced serialized all of it under the lock and took over a second for a
+        // million halves). Bytes, not time, so a busy machine that preempts the holder cannot fail it; the time bound
+        // is only a sanity check.
+        Assert.InRange(largest, 1, total / 10);
+        Assert.InRange(h.Engine.Metrics.LastCheckpointPauseMicros, 0, 2_000_000);
         await h.RestartAsync();
         Assert.Equal(100_000, h.Engine.PendingCount);
     }

@@ -89,6 +89,7 @@ public sealed partial class BrokerEngine
         }
         var written = await _checkpointer.WriteAsync(covered, ct).ConfigureAwait(false);
         Metrics.LastCheckpointPauseMicros = written.LongestHoldMicros;
+        Metrics.LastCheckpointLargestHoldBytes = written.LargestHoldBytes;
         LastCheckpointAddress = covered;
         lock (_gate) _retention.AddBoundary(covered, NowMs);
         _logger.LogDebug("Checkpoint at {Address}: {Bytes} bytes in {Ms} ms; the engine lock was held at most {Micros} µs at a time",

@@ -23,6 +23,8 @@ public sealed class BrokerMetrics
     public long CorruptRecordsSkipped;
     /// <summary>How long the last checkpoint held the engine lock (serializing the state), in microseconds.</summary>
     public long LastCheckpointPauseMicros;
+    /// <summary>The most the last checkpoint serialized in one hold of the engine lock, in bytes (bounded by a chunk, not by the state).</summary>
+    public long LastCheckpointLargestHoldBytes;
     public long RetentionCuts;
     public long RecordsRelocated;
     /// <summary>Queue entries that fell behind the retention limits (each counted once, whatever the groups).</summary>

@@ -43,7 +43,12 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     private const int ItemsPerHold = 4096;
 
     /// <summary>What one checkpoint wrote.</summary>
-    public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long ElapsedMs);
+    /// <param name="Covered">The log address replay starts at after this checkpoint.</param>
+    /// <param name="Bytes">The file's size.</param>
+    /// <param name="LongestHoldMicros">The longest hold of the engine lock, snapshots of the owners included.</param>
+    /// <param name="LargestHoldBytes">The most serialized in one hold.</param>
+    /// <param name="ElapsedMs">The whole checkpoint, file durable included.</param>
+    public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs);
 
     /// <summary>
     /// Captures every owner and makes the file durable; replay after it starts at <paramref name="covered"/> (the
@@ -52,7 +57,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     public async Task<Written> WriteAsync(long covered, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
-        long longestHold = 0;
+        long longestHold = 0, largestHoldBytes = 0;
         long bytes;
         await using (var pending = store.Begin(covered))
         {
@@ -61,6 +66,16 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             var chunk = new MemoryStream();
             WriteHeader(output, covered, time.GetUtcNow().ToUnixTimeMilliseconds());
 
+            // Copies an owner's item list under the lock (the chunks below then read it without holding the lock).
+            T Snapshot<T>(Func<T> take)
+            {
+                long start = Stopwatch.GetTimestamp();
+                T taken;
+                lock (gate) taken = take();
+                longestHold = Math.Max(longestHold, Stopwatch.GetTimestamp() - start);
+                return taken;
+            }
+
             // Serializes one chunk under the lock into memory, then writes it out with the lock released.
             async Task Chunk(Action<RecordWriter, MemoryStream> capture)
             {
@@ -68,12 +83,13 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 long start = Stopwatch.GetTimestamp();
                 lock (gate) capture(w, chunk);
                 longestHold = Math.Max(longestHold, Stopwatch.GetTimestamp() - start);
+                largestHoldBytes = Math.Max(largestHoldBytes, chunk.Length);
                 chunk.Position = 0;
                 await chunk.CopyToAsync(output, ct).ConfigureAwait(false);
             }
 
             HalfState[] halves;
-            lock (gate) halves = state.Halves.Snapshot();
+            halves = Snapshot(() => state.Halves.Snapshot());
             for (int i = 0; i < halves.Length; i += ItemsPerHold)
             {
                 int from = i;
@@ -84,7 +100,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             halves = [];
 
             DelayedEntry[] delayed;
-            lock (gate) delayed = state.Delayed.Snapshot();
+            delayed = Snapshot(() => state.Delayed.Snapshot());
             for (int i = 0; i < delayed.Length; i += ItemsPerHold)
             {
                 int from = i;
@@ -100,7 +116,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             }
 
             TopicState[] topics;
-            lock (gate) topics = state.Topics.Values.ToArray();
+            topics = Snapshot(() => state.Topics.Values.ToArray());
             foreach (var t in topics)
             {
                 await Chunk((w, o) => { w.Begin(SnapTopic).Str(t.Name).I32(t.Queues.Length).I32(t.RoundRobin); Emit(w, o); }).ConfigureAwait(false);
@@ -133,7 +149,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             }
 
             (UInt128 Key, long AtMs)[] decidedOrder;
-            lock (gate) decidedOrder = state.Halves.Decided.OrderSnapshot();
+            decidedOrder = Snapshot(() => state.Halves.Decided.OrderSnapshot());
             for (int i = 0; i < decidedOrder.Length; i += 4 * ItemsPerHold)
             {
                 int from = i;
@@ -150,7 +166,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             decidedOrder = [];
 
             GroupTopicState[] groups;
-            lock (gate) groups = state.Groups.Values.ToArray();
+            groups = Snapshot(() => state.Groups.Values.ToArray());
             foreach (var g in groups)
             {
                 await Chunk((w, o) =>
@@ -187,7 +203,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             await log.CommitNowAsync(ct).ConfigureAwait(false);
             await store.CompleteAsync(pending, ct).ConfigureAwait(false);
         }
-        return new Written(covered, bytes, longestHold * 1_000_000 / Stopwatch.Frequency, total.ElapsedMilliseconds);
+        return new Written(covered, bytes, longestHold * 1_000_000 / Stopwatch.Frequency, largestHoldBytes, total.ElapsedMilliseconds);
     }
 
     private static void WriteHeader(Stream output, long covered, long nowMs)
