@@ -59,16 +59,19 @@ internal sealed class BrokerChild : IAsyncDisposable
             dll, "--data-dir", dataDir, "--grpc-port", grpc.ToString(), "--namesrv-port", "0", "--http-port", http.ToString(),
             "--remoting-port", FreePort().ToString(), "--transaction-check-interval", "1s", .. extraArgs,
         ];
+        // SIGINT back to its default disposition for the broker (coreutils env, exec: same pid): a test run started in
+        // the background of a non-interactive shell (`... &`, nohup) ignores SIGINT, a child inherits that, and .NET then
+        // leaves an inherited-ignored SIGINT ignored, so the SIGINT test could never pass there.
         ProcessStartInfo psi;
         if (mountSetup is null)
         {
-            psi = new ProcessStartInfo("dotnet");
-            foreach (var a in brokerArgs) psi.ArgumentList.Add(a);
+            psi = new ProcessStartInfo("env");
+            foreach (var a in new[] { "--default-signal=INT", "dotnet" }.Concat(brokerArgs)) psi.ArgumentList.Add(a);
         }
         else
         {
             psi = new ProcessStartInfo("unshare");
-            foreach (var a in new[] { "--mount", "--propagation", "private", "sh", "-ec", mountSetup + "\nexec dotnet \"$@\"", "sh" }) psi.ArgumentList.Add(a);
+            foreach (var a in new[] { "--mount", "--propagation", "private", "sh", "-ec", mountSetup + "\nexec env --default-signal=INT dotnet \"$@\"", "sh" }) psi.ArgumentList.Add(a);
             foreach (var a in brokerArgs) psi.ArgumentList.Add(a);
         }
         psi.RedirectStandardOutput = true;
