@@ -151,9 +151,13 @@ public sealed class SoakTests(ITestOutputHelper output)
             }
             // Loose: what the trend adds over the measured span must stay within half the mean level (at least 64
             // entries). An index that grows with the work done (one entry per message) adds its whole level over
-            // the span and fails; a bounded one wobbles around its mean.
+            // the span and fails; a bounded one wobbles around its mean. A run of under 10 minutes allows the whole
+            // mean: on a busy machine its minute is still partly ramp (measured: halves_due_heap +182 with mean 349
+            // over 1.0 min under stress-ng, flat over the 60-minute run), while linear growth from empty adds about
+            // twice its mean over the span and still fails.
             double added = slope * span;
-            if (added > Math.Max(64, 0.5 * mean)) growing.Add($"{index}: +{added:0} over {span:0.0} min (mean {mean:0})");
+            double allowed = Math.Max(64, (span >= 10 ? 0.5 : 1.0) * mean);
+            if (added > allowed) growing.Add($"{index}: +{added:0} over {span:0.0} min (mean {mean:0})");
         }
         output.WriteLine(report.ToString());
         Assert.True(growing.Count == 0, "indexes grow with time at constant work:\n" + string.Join("\n", growing) + "\n" + report);
