@@ -140,12 +140,7 @@ internal sealed class LoadDriver : IAsyncDisposable
                 if (skipEnd) continue;
                 if (intent == Intent.Commit) await tx.CommitAsync(ct);
                 else await tx.RollbackAsync(ct);
-                _model.DecisionAcked(e);
-                if (intent == Intent.Commit)
-                {
-                    Interlocked.Increment(ref _epochCommits);
-                    Interlocked.Increment(ref _epochCommitsGrpc);
-                }
+                DecisionAcked(e, intent, ref _epochCommitsGrpc);
             }
             catch (Exception) when (!ct.IsCancellationRequested)
             {
@@ -157,6 +152,15 @@ internal sealed class LoadDriver : IAsyncDisposable
                 return;
             }
         }
+    }
+
+    /// <summary>A commit or rollback the broker acknowledged: the model holds it to it; commits count for this epoch.</summary>
+    private void DecisionAcked(ModelEntry e, Intent intent, ref int protocolCommits)
+    {
+        _model.DecisionAcked(e);
+        if (intent != Intent.Commit) return;
+        Interlocked.Increment(ref _epochCommits);
+        Interlocked.Increment(ref protocolCommits);
     }
 
     private async Task ProduceRemotingAsync(RemotingTransactionProducer p, Random rng, CancellationToken ct)
@@ -185,15 +189,7 @@ internal sealed class LoadDriver : IAsyncDisposable
                 var end = await p.EndAsync(uniqKey, response.Get("queueOffset")!, response.Get("msgId")!,
                     intent == Intent.Commit ? MessageSysFlag.TransactionCommitType : MessageSysFlag.TransactionRollbackType, fromCheck: false, oneway: false)
                     .WaitAsync(TimeSpan.FromSeconds(5), ct);
-                if (end is { Code: ResponseCode.Success })
-                {
-                    _model.DecisionAcked(e);
-                    if (intent == Intent.Commit)
-                    {
-                        Interlocked.Increment(ref _epochCommits);
-                        Interlocked.Increment(ref _epochCommitsRemoting);
-                    }
-                }
+                if (end is { Code: ResponseCode.Success }) DecisionAcked(e, intent, ref _epochCommitsRemoting);
             }
             catch (Exception) when (!ct.IsCancellationRequested)
             {
