@@ -80,7 +80,9 @@ public sealed class CrashLoopTests(ITestOutputHelper output)
                     report = DiskDamage.Apply(broker.DataDir, kind, rng, model);
                     model.Damaged.UnionWith(report.AffectedIds);
                     foreach (var (topic, queue) in report.AffectedOffsets) model.ForgetOffset(topic, queue);
-                    log.Append($"  damage: {report.What}; model ids hit: {(report.AffectedIds.Count == 0 ? "none" : string.Join(",", report.AffectedIds.Take(30)))}\n");
+                    model.DamagePositions(report.UnattributedPositions);
+                    log.Append($"  damage: {report.What}; model ids hit: {(report.AffectedIds.Count == 0 ? "none" : string.Join(",", report.AffectedIds.Take(30)))}" +
+                        $"{(report.UnattributedPositions.Count == 0 ? "" : $"; queue positions not yet tied to an id: {string.Join(",", report.UnattributedPositions.Take(10))}")}\n");
                 }
 
                 try
@@ -143,6 +145,9 @@ public sealed class CrashLoopTests(ITestOutputHelper output)
             log.Append($"{entries.Count} model messages: {entries.Count(e => e.Intent == Intent.Commit && e.DecisionAckedAt is not null)} commits and {entries.Count(e => e.Intent == Intent.Rollback && e.DecisionAckedAt is not null)} rollbacks acknowledged, " +
                 $"{entries.Count(e => e.Intent == Intent.Send && e.Stored)} plain sends acknowledged, {entries.Count(e => e.Intent == Intent.Leave && e.Stored)} halves left pending, " +
                 $"{model.ChecksReceived()} check-backs answered, {cuts} retention cuts, {total.Elapsed.TotalSeconds:F0} s\n");
+            model.ResolveDeferred();
+            // The violations go to the test's output as well as its failure message: a CI log may show only the output.
+            foreach (string v in model.Violations.Take(40)) log.Append($"VIOLATION {v}\n");
             output.WriteLine(log.ToString());
             Assert.True(model.Violations.Count == 0, Fail(model, log, broker, "invariants broken"));
             Assert.True(model.ChecksReceived() > 0, Fail(model, log, broker, "no check-back was ever answered: the load did not exercise check-back"));

@@ -52,6 +52,8 @@ internal sealed partial class AckModel(int seed)
     private readonly Dictionary<(string Topic, int Queue), long> _committedOffsets = new();
     private readonly List<string> _violations = new();
     private readonly Dictionary<string, (string Topic, int Queue, long Offset)> _positions = new();
+    private readonly HashSet<(string Topic, int Queue, long Offset)> _damagedPositions = new();
+    private readonly List<(string Id, string Text)> _ackWindowSuspects = new();
     private int _next;
 
     public int Seed { get; } = seed;
@@ -204,8 +206,38 @@ internal sealed partial class AckModel(int seed)
             Violation($"invariant 'no rolled-back half is ever delivered': {e} was delivered to group {group} ({detail}); rollback acknowledged: {e.DecisionAckedAt?.ToString("HH:mm:ss.fff") ?? "no (check-back answers rollback)"}");
         else if (e.Intent == Intent.Leave && !Damaged.Contains(id))
             Violation($"invariant 'no pending half is ever delivered': {e} was delivered to group {group} ({detail}) though every check-back answered unknown");
+        // Judged at the end of the run (ResolveDeferred): whether damage hit this message's ack can depend on its queue
+        // position, which the pull consumer may learn only later.
         if (ackedAt is { } acked && receiveStarted > acked && !Damaged.Contains(id))
-            Violation($"invariant 'an acknowledged ack ends delivery (at-least-once window)': {e} was delivered to group {group} again ({detail}) by a receive that started at {receiveStarted:HH:mm:ss.fff}, after its ack was acknowledged at {acked:HH:mm:ss.fff}");
+            lock (_gate) _ackWindowSuspects.Add((id, $"invariant 'an acknowledged ack ends delivery (at-least-once window)': {e} was delivered to group {group} again ({detail}) by a receive that started at {receiveStarted:HH:mm:ss.fff}, after its ack was acknowledged at {acked:HH:mm:ss.fff}"));
+    }
+
+    /// <summary>
+    /// Queue positions named by damaged records (an ack, a delivery) that neither the log nor the pull consumer could tie
+    /// to a model id when the damage was done: a retention cut can take the record that put a message at its position.
+    /// </summary>
+    public void DamagePositions(IEnumerable<(string Topic, int Queue, long Offset)> positions)
+    {
+        lock (_gate) _damagedPositions.UnionWith(positions);
+    }
+
+    /// <summary>The model id the pull consumer saw at a queue position, if any.</summary>
+    public string? IdAt((string Topic, int Queue, long Offset) position)
+    {
+        lock (_gate) return _positions.FirstOrDefault(kv => kv.Value == position).Key;
+    }
+
+    /// <summary>Turns the deferred suspects into violations, unless damage hit the message's id or its position.</summary>
+    public void ResolveDeferred()
+    {
+        List<(string Id, string Text)> suspects;
+        lock (_gate)
+        {
+            suspects = _ackWindowSuspects.Where(s => !Damaged.Contains(s.Id)
+                && !(_positions.TryGetValue(s.Id, out var p) && _damagedPositions.Contains(p))).ToList();
+            _ackWindowSuspects.Clear();
+        }
+        foreach (var (_, text) in suspects) Violation(text);
     }
 
     /// <summary>Where a message sits in its queue (the pull consumer sees every queue offset).</summary>
