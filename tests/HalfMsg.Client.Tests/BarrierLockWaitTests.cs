@@ -41,7 +41,7 @@ public sealed class BarrierLockWaitTests(PostgresDatabase postgres) : IClassFixt
         Task<TransactionResolution> check = Task.Run(() => checker.CheckAsync(Guid.NewGuid().ToString("N"), CancellationToken.None));
 
         // SQLite's single writer: the check waits although the open transaction has nothing to do with its key.
-        Assert.False(check.Wait(StillWaitingProbe), "the check should wait for the database write lock");
+        Assert.False(await Task.WhenAny(check, Task.Delay(StillWaitingProbe)) == check, "the check should wait for the database write lock");
         await tx.CommitAsync();
         Assert.Equal(TransactionResolution.Rollback, await check.WaitAsync(TimeSpan.FromSeconds(20)));
     }

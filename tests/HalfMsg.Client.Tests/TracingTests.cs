@@ -113,8 +113,8 @@ public sealed class TracingTests : IAsyncLifetime
         Activity brokerSend = Assert.Single(spans.Named(BrokerTracing.SourceName, "send_half " + topic));
         Assert.Equal(trace, brokerSend.TraceId);
         Assert.Equal(send.SpanId, brokerSend.ParentSpanId);
-        Activity brokerEnd = Assert.Single(spans.Stopped.Where(a => a.Source.Name == BrokerTracing.SourceName && a.DisplayName == "end_transaction"
-            && (string?)a.GetTagItem("messaging.message.id") == receipt.TransactionId));
+        Activity brokerEnd = Assert.Single(spans.Stopped, a => a.Source.Name == BrokerTracing.SourceName && a.DisplayName == "end_transaction"
+            && (string?)a.GetTagItem("messaging.message.id") == receipt.TransactionId);
         Assert.Equal(trace, brokerEnd.TraceId);
         Assert.Equal(end.SpanId, brokerEnd.ParentSpanId); // EndTransactionRequest.trace_context
         Assert.Equal("commit", brokerEnd.GetTagItem("messaging.rocketmq.transaction.resolution"));
