@@ -16,7 +16,12 @@ internal enum DamageKind
 /// <summary>What one injection did, and what the broker must then report and may lose.</summary>
 internal sealed record DamageReport(DamageKind Kind, string What, IReadOnlyList<long> DamagedAddresses, bool MustBeReported,
     IReadOnlySet<string> AffectedIds, IReadOnlySet<(string Topic, int Queue)> AffectedOffsets,
-    IReadOnlySet<(string Topic, int Queue, long Offset)> UnattributedPositions);
+    IReadOnlySet<(string Topic, int Queue, long Offset)> UnattributedPositions)
+{
+    /// <summary>Damage that hit no record: nothing to report, nothing the model must excuse.</summary>
+    public static DamageReport NoRecordHit(DamageKind kind, string what)
+        => new(kind, what, [], false, new HashSet<string>(), new HashSet<(string, int)>(), new HashSet<(string, int, long)>());
+}
 
 /// <summary>
 /// Damage to a killed broker's data dir at seeded random positions. Before damaging, the log is scanned (FasterLog opened
@@ -63,7 +68,7 @@ internal static class DiskDamage
             {
                 // Cut inside one of the newest records (after the checkpoint, so the checkpoint never names a cut body).
                 var after = records.Where(r => r.Address >= covered).ToList();
-                if (after.Count == 0) return new DamageReport(kind, "nothing after the newest checkpoint to truncate", [], false, new HashSet<string>(), new HashSet<(string, int)>(), new HashSet<(string, int, long)>());
+                if (after.Count == 0) return DamageReport.NoRecordHit(kind, "nothing after the newest checkpoint to truncate");
                 var first = after[after.Count - 1 - rng.Next(Math.Min(after.Count, 40))];
                 long cut = Offset(first.Address) + rng.Next(first.Length + 4);
                 string file = SegmentFile(dataDir, first.Address);
@@ -79,14 +84,13 @@ internal static class DiskDamage
                 var files = Directory.Exists(Path.Combine(dataDir, "checkpoints"))
                     ? Directory.GetFiles(Path.Combine(dataDir, "checkpoints"), "checkpoint-*.bin").OrderBy(CheckpointStoreNames.Covered).ToList()
                     : [];
-                if (files.Count == 0) return new DamageReport(kind, "no checkpoint to tear", [], false, new HashSet<string>(), new HashSet<(string, int)>(), new HashSet<(string, int, long)>());
+                if (files.Count == 0) return DamageReport.NoRecordHit(kind, "no checkpoint to tear");
                 string newest = files[^1];
                 byte[] bytes = File.ReadAllBytes(newest);
                 int keep = rng.Next(bytes.Length);
                 File.WriteAllBytes(newest, bytes[..keep]);
                 // Nothing may be lost: the log after the older checkpoint (or from the start) is still whole.
-                return new DamageReport(kind, $"tore {Path.GetFileName(newest)} from {bytes.Length} to {keep} bytes ({files.Count} checkpoint files)",
-                    [], false, new HashSet<string>(), new HashSet<(string, int)>(), new HashSet<(string, int, long)>());
+                return DamageReport.NoRecordHit(kind, $"tore {Path.GetFileName(newest)} from {bytes.Length} to {keep} bytes ({files.Count} checkpoint files)");
             }
         }
     }
