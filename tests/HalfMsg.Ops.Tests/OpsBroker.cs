@@ -1,9 +1,8 @@
-using System.Net;
-using System.Net.Sockets;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
 using HalfMsg.Broker.Hosting;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Ops.Tests;
 
@@ -37,9 +36,9 @@ public sealed class OpsBroker : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        HttpPort = FreePort();
+        HttpPort = FreePorts.Next();
         Host = await BrokerHost.StartAsync(
-            ["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", HttpPort.ToString(),
+            ["--data-dir", _dataDir, "--grpc-port", FreePorts.Next().ToString(), "--http-port", HttpPort.ToString(),
              "--transaction-timeout", "0ms", "--transaction-check-interval", "20ms", "--transaction-check-max", "1", "--queues-per-topic", "2",
              "--max-delivery-attempts", "2", "--remoting-port", "0", "--namesrv-port", "0"],
             [new($"Broker:Credentials:{AccessKey}", Secret)]);
@@ -93,13 +92,6 @@ public sealed class OpsBroker : IAsyncLifetime
         _silentProducer?.Dispose();
         await Host.DisposeAsync();
         try { Directory.Delete(_dataDir, true); } catch (IOException) { }
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
     /// <summary>Takes every check-back and never answers: its halves park after the maximum checks.</summary>

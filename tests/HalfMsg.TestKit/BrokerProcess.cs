@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 
 namespace HalfMsg.TestKit;
@@ -23,17 +22,14 @@ public sealed class BrokerProcess : IAsyncDisposable
         DataDir = dataDir;
         _extraArgs = extraArgs;
         _environment = environment;
-        GrpcPort = FreePorts.Next();
-        RemotingPort = FreePorts.Next();
-        HttpPort = FreePorts.Next();
-        NameServerPort = FreePorts.Next();
+        ChoosePorts();
     }
 
     public string DataDir { get; }
-    public int GrpcPort { get; }
-    public int RemotingPort { get; }
-    public int HttpPort { get; }
-    public int NameServerPort { get; }
+    public int GrpcPort { get; private set; }
+    public int RemotingPort { get; private set; }
+    public int HttpPort { get; private set; }
+    public int NameServerPort { get; private set; }
 
     /// <summary>The broker's process id (0 before start); for /proc sampling, never for signalling by name.</summary>
     public int Pid => _process?.Id ?? 0;
@@ -80,15 +76,36 @@ public sealed class BrokerProcess : IAsyncDisposable
         var broker = new BrokerProcess(dir, extraArgs, environment);
         try
         {
-            await broker.LaunchAsync();
+            for (int attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    await broker.LaunchAsync();
+                    return broker;
+                }
+                catch (InvalidOperationException) when (attempt < 3 && broker.Output.Contains(" is already in use on ", StringComparison.Ordinal))
+                {
+                    // A port that was free when chosen was taken before the broker bound it (e.g. by another
+                    // process's outgoing connection): the broker refused to start, so choose new ports and start again.
+                    broker.Append($"----- a port was taken before the broker bound it; new ports, attempt {attempt + 1} -----");
+                    broker._process?.Dispose();
+                    broker.ChoosePorts();
+                }
+            }
         }
         catch
         {
             await broker.DisposeAsync();
             throw;
         }
+    }
 
-        return broker;
+    private void ChoosePorts()
+    {
+        GrpcPort = FreePorts.Next();
+        RemotingPort = FreePorts.Next();
+        HttpPort = FreePorts.Next();
+        NameServerPort = FreePorts.Next();
     }
 
     private async Task LaunchAsync()
@@ -216,5 +233,4 @@ public sealed class BrokerProcess : IAsyncDisposable
     }
 
     private static string Port(int port) => port.ToString(System.Globalization.CultureInfo.InvariantCulture);
-
 }

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Text.Json;
 using HalfMsg.Broker.Hosting;
 using Microsoft.Extensions.Configuration;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.Admin;
 
@@ -132,9 +133,9 @@ public sealed class FirstTenMinutesTests
     public async Task Json_log_format_makes_every_line_json_and_shutdown_says_the_checkpoint_was_written()
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-json-" + Guid.NewGuid().ToString("N"));
-        int http = FreePort();
+        int http = FreePorts.Next();
         var lines = new List<string>();
-        using var process = new Process { StartInfo = BrokerCli.StartInfo(["--data-dir", dataDir, "--http-port", http.ToString(), "--grpc-port", FreePort().ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--log-format", "json"]) };
+        using var process = new Process { StartInfo = BrokerCli.StartInfo(["--data-dir", dataDir, "--http-port", http.ToString(), "--grpc-port", FreePorts.Next().ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--log-format", "json"]) };
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         process.OutputDataReceived += (_, e) =>
         {
@@ -169,12 +170,5 @@ public sealed class FirstTenMinutesTests
             if (!process.HasExited) process.Kill(entireProcessTree: true);
             if (Directory.Exists(dataDir)) Directory.Delete(dataDir, true);
         }
-    }
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 }

@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using Apache.Rocketmq.V2;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
@@ -7,6 +5,7 @@ using HalfMsg.Broker.Hosting;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Grpc;
 using V2Encoding = Apache.Rocketmq.V2.Encoding;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.GrpcV5;
 
@@ -17,13 +16,6 @@ namespace HalfMsg.Broker.Tests.GrpcV5;
 /// </summary>
 public sealed class MaxMessageSizeGrpcTests
 {
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
-
     private static Message NewMessage(string topic, byte[] body) => new()
     {
         Topic = new Resource { Name = topic },
@@ -41,8 +33,8 @@ public sealed class MaxMessageSizeGrpcTests
     private static async Task RoundTripAtTheLimitAsync(int max, params string[] args)
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-maxgrpc-" + Guid.NewGuid().ToString("N")[..12]);
-        int grpc = FreePort();
-        var host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", grpc.ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--http-port", FreePort().ToString(),
+        int grpc = FreePorts.Next();
+        var host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", grpc.ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--http-port", FreePorts.Next().ToString(),
             "--transaction-check-interval", "1h", .. args]);
         try
         {

@@ -1,10 +1,10 @@
 using System.Net;
 using Microsoft.Extensions.Configuration;
 using System.Net.Http.Json;
-using System.Net.Sockets;
 using System.Text.Json;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Hosting;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.Hosting;
 
@@ -60,17 +60,10 @@ public sealed class AdminApiTests : IAsyncLifetime
     private BrokerHost _host = null!;
     private HttpClient _http = null!;
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
-
     public async Task InitializeAsync()
     {
-        int http = FreePort();
-        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePort().ToString(), "--http-port", http.ToString(),
+        int http = FreePorts.Next();
+        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", FreePorts.Next().ToString(), "--http-port", http.ToString(),
             "--transaction-check-interval", "1h", "--transaction-check-max", "1", "--remoting-port", "0", "--namesrv-port", "0"]);
         _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{http}") };
     }

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
@@ -10,6 +9,7 @@ using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Grpc;
 using V2Encoding = Apache.Rocketmq.V2.Encoding;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.Hosting;
 
@@ -53,11 +53,11 @@ internal sealed class BrokerChild : IAsyncDisposable
     public static BrokerChild Start(string dataDir, string? mountSetup = null, params string[] extraArgs)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "HalfMsg.Broker.dll");
-        int grpc = FreePort(), http = FreePort();
+        int grpc = FreePorts.Next(), http = FreePorts.Next();
         string[] brokerArgs =
         [
             dll, "--data-dir", dataDir, "--grpc-port", grpc.ToString(), "--namesrv-port", "0", "--http-port", http.ToString(),
-            "--remoting-port", FreePort().ToString(), "--transaction-check-interval", "1s", .. extraArgs,
+            "--remoting-port", FreePorts.Next().ToString(), "--transaction-check-interval", "1s", .. extraArgs,
         ];
         // SIGINT back to its default disposition for the broker (coreutils env, exec: same pid): a test run started in
         // the background of a non-interactive shell (`... &`, nohup) ignores SIGINT, a child inherits that, and .NET then
@@ -160,13 +160,6 @@ internal sealed class BrokerChild : IAsyncDisposable
         Kill();
         _process.Dispose();
         return ValueTask.CompletedTask;
-    }
-
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
     public static string NewDataDir(string tag)

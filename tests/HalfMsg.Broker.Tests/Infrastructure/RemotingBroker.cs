@@ -1,8 +1,7 @@
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using HalfMsg.Broker.Hosting;
 using HalfMsg.Protocol.Remoting;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.Infrastructure;
 
@@ -11,10 +10,10 @@ public class RemotingBrokerFixture : IAsyncLifetime
 {
     private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-remoting-" + Guid.NewGuid().ToString("N"));
     public BrokerHost Host { get; private set; } = null!;
-    public int GrpcPort { get; } = FreePort();
-    public int HttpPort { get; } = FreePort();
-    public int RemotingPort { get; } = FreePort();
-    public int NameServerPort { get; } = FreePort();
+    public int GrpcPort { get; } = FreePorts.Next();
+    public int HttpPort { get; } = FreePorts.Next();
+    public int RemotingPort { get; } = FreePorts.Next();
+    public int NameServerPort { get; } = FreePorts.Next();
 
     /// <summary>Extra flags for fixtures deriving from this one (e.g. credentials).</summary>
     protected virtual string[] ExtraArgs => [];
@@ -44,13 +43,6 @@ public class RemotingBrokerFixture : IAsyncLifetime
     public Task<RemotingTestClient> ConnectAsync() => RemotingTestClient.ConnectAsync(RemotingPort);
 
     private static string P(int port) => port.ToString(CultureInfo.InvariantCulture);
-
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }
 
 /// <summary>Request builders shared by the Remoting tests: what Java's MQClientAPIImpl puts in each header.</summary>

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Client.Tests.Infrastructure;
 
@@ -126,7 +127,7 @@ public sealed class PostgresServer : IAsyncDisposable
         string tempBase = runAs is not null ? "/tmp" : Path.GetTempPath();
         string root = Path.Combine(tempBase, "halfmsg-pg-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(root);
-        var server = new PostgresServer(binDir, runAs, root, FreeTcpPort(), version);
+        var server = new PostgresServer(binDir, runAs, root, FreePorts.Next(), version);
         bool ok = false;
         try
         {
@@ -409,14 +410,6 @@ public sealed class PostgresServer : IAsyncDisposable
         {
             return false;
         }
-    }
-
-    private static int FreeTcpPort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        try { return ((IPEndPoint)l.LocalEndpoint).Port; }
-        finally { l.Stop(); }
     }
 
     private static async Task<bool> TcpAcceptsAsync(int port, CancellationToken ct)
