@@ -91,9 +91,7 @@ public sealed partial class BrokerProcess : IAsyncDisposable
         if (dll is null) return (null, "HalfMsg.Broker.dll not found (build src/Broker/HalfMsg.Broker or set HALFMSG_BROKER_DLL)");
         int port = ProcessUtil.FreeTcpPort();
         int httpPort = ProcessUtil.FreeTcpPort();
-        while (httpPort == port) httpPort = ProcessUtil.FreeTcpPort();
         int remotingPort = ProcessUtil.FreeTcpPort();
-        while (remotingPort == port || remotingPort == httpPort) remotingPort = ProcessUtil.FreeTcpPort();
         bool created = options.DataDir is null;
         string dataDir = options.DataDir ?? NewDataDir();
         Directory.CreateDirectory(dataDir);
