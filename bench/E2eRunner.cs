@@ -83,6 +83,17 @@ public static class E2eRunner
                 results.Add(broker);
                 Report(broker);
 
+                // The same flow against an empty server on the same stack: the least the broker can spend per transaction.
+                string floorName = FloorName(level);
+                if (FlowRegistry.Selected(floorName))
+                {
+                    Console.WriteLine($"- {floorName} …");
+                    int floorMessages = o.Quick && !o.MessagesGiven ? BrokerBenchContext.PrimaryMessages(o) : messages;
+                    var floor = await RunFlowAsync(new GrpcFloorBench(floorName, floorMessages, level, broker.Measured ? broker : null), o, ct);
+                    results.Add(floor);
+                    Report(floor);
+                }
+
                 // The same transactional flow over the RocketMQ 4 Remoting front-end (the bench's own Remoting driver).
                 BenchResult remoting;
                 string remotingName = RemotingName(level);
@@ -137,6 +148,9 @@ public static class E2eRunner
     public static string CeilingName(int level) => $"{RawFasterLogBench.Name} @ {level} in flight";
     public static string RabbitName(int level) => $"{RabbitMqFlowBench.FlowName} @ {level} in flight";
     public static string BrokerName(int level) => $"broker tx (flush sync) @ {level} in flight";
+    public static string FloorName(int level) => $"{FloorPrefix} @ {level} in flight";
+    /// <summary>Name of the gRPC floor rows (select them alone with HALFMSG_BENCH_FLOWS=floor).</summary>
+    public const string FloorPrefix = "gRPC floor (empty server on the broker's stack)";
     public static string RemotingName(int level) => $"{RemotingPrefix} @ {level} in flight";
     /// <summary>Name of the Remoting rows (select them alone with HALFMSG_BENCH_FLOWS=remoting).</summary>
     public const string RemotingPrefix = "broker remoting tx (flush sync, one-way commit)";

@@ -5,6 +5,10 @@ using HalfMsg.Bench.Micro;
 if (args.Length > 0 && args[0] == "internal-seed")
     return await HalfMsg.Bench.Flows.BrokerRecoveryBench.SeedChildMainAsync(args);
 
+// Hidden verb used by the gRPC floor row: an empty MessagingService on the broker's stack (bench/Floor).
+if (args.Length > 1 && args[0] == HalfMsg.Bench.Floor.GrpcFloorServer.Verb)
+    return await HalfMsg.Bench.Floor.GrpcFloorServer.MainAsync(args);
+
 // Diagnostic probe (bench/results/*-profile.md): is the group-commit loop starved by a busy thread pool?
 if (args.Length > 0 && args[0] == "diag-commit-starvation")
     return await HalfMsg.Bench.Diagnostics.CommitStarvationProbe.RunAsync(args);

@@ -1,0 +1,243 @@
+using System.Diagnostics;
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Grpc.Net.Client;
+using HalfMsg.Bench.Floor;
+using HalfMsg.Bench.Infrastructure;
+using HalfMsg.Bench.Reporting;
+using Metric = HalfMsg.Bench.Reporting.Metric;
+
+namespace HalfMsg.Bench.Flows;
+
+/// <summary>
+/// The same transactional flow as the broker row (L producers with one transaction outstanding each: half send then
+/// commit; C consumers: receive batch 32 then one ack call per batch), sent with the generated stubs on
+/// Grpc.Net.Client (one channel and connection per producer, the RocketMQ headers on every call) to
+/// <see cref="GrpcFloorServer"/>, which answers everything and stores nothing. Its CPU per transaction is the least
+/// the broker can spend on this stack; the summary sets it beside the broker row measured at the same level.
+/// </summary>
+public sealed class GrpcFloorBench(string name, int messages, int inFlight, BenchResult? brokerRow) : IFlowBench
+{
+    private const int Batch = 32;
+
+    public string Name => name;
+
+    public async Task<BenchResult> RunAsync(BenchOptions o, CancellationToken outer)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(outer);
+        timeout.CancelAfter(o.FlowTimeout);
+        var ct = timeout.Token;
+        int port = ProcessUtil.FreeTcpPort();
+        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { typeof(GrpcFloorServer).Assembly.Location, GrpcFloorServer.Verb, port.ToString(System.Globalization.CultureInfo.InvariantCulture) })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var server = new Process { StartInfo = psi };
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        server.OutputDataReceived += (_, e) => { if (e.Data is { } d) { output.Enqueue(d); if (d == "READY") ready.TrySetResult(); } };
+        server.ErrorDataReceived += (_, e) => { if (e.Data is { } d) output.Enqueue(d); };
+        server.Start();
+        server.BeginOutputReadLine();
+        server.BeginErrorReadLine();
+        var producers = new List<GrpcChannel>();
+        var consumers = new List<GrpcChannel>();
+        try
+        {
+            if (await Task.WhenAny(ready.Task, server.WaitForExitAsync(ct), Task.Delay(TimeSpan.FromSeconds(30), ct)) != ready.Task)
+            {
+                return BenchResult.Skipped(Name, BenchKind.Flow, "floor server did not start: " + string.Join(" | ", output.TakeLast(5)));
+            }
+
+            for (int i = 0; i < inFlight; i++) producers.Add(Channel(port));
+            for (int i = 0; i < o.Consumers; i++) consumers.Add(Channel(port));
+            var body = ByteString.CopyFrom(new byte[o.BodySize]);
+
+            await RunPhaseAsync(Math.Min(2_000, messages), producers, consumers, body, null, null, ct); // warm-up
+            var result = new BenchResult
+            {
+                Name = Name,
+                Kind = BenchKind.Flow,
+                Description = $"The broker row's flow against an empty MessagingService on the broker's stack (Kestrel HTTP/2 + grpc-dotnet, " +
+                              $"bench/Floor/GrpcFloorServer.cs: no storage, no logic): {messages:N0} tx of {o.BodySize} B, {inFlight} producers " +
+                              $"(half send then commit, each its own connection), {o.Consumers} consumers (receive batch {Batch} + one ack call), " +
+                              "generated stubs with the RocketMQ headers. Run twice: as fast as it goes (tx/s column), then paced at the broker " +
+                              "row's tx/s, since CPU per transaction falls as the rate rises (more frames per wake-up); the paced server CPU " +
+                              "per tx is the least the broker can spend on this stack at the broker's rate.",
+            };
+
+            // As fast as it goes: the stack's own ceiling on this machine.
+            var send = Enumerable.Range(0, inFlight).Select(_ => new LatencyRecorder(messages / inFlight + 16)).ToArray();
+            var cpu = new CpuWindow(server.Id);
+            var (committedAt, deliveredAt) = await RunPhaseAsync(messages, producers, consumers, body, send, null, ct);
+            cpu.Stop(result.Metrics, "floor", messages);
+            result.Metrics[Metric.Throughput] = messages / committedAt.TotalSeconds;
+            result.Metrics[Metric.Delivered] = messages / deliveredAt.TotalSeconds;
+            result.Metrics[Metric.Messages] = messages;
+            result.Metrics["inflight"] = inFlight;
+            result.AddLatency(Metric.Send, LatencyRecorder.Merge(send));
+
+            // Paced at the broker's rate: the CPU per transaction to compare with the broker row's.
+            if (brokerRow?.Get(Metric.Throughput) is double rate && rate > 0)
+            {
+                var paced = new Dictionary<string, double>();
+                var pacedCpu = new CpuWindow(server.Id);
+                var (pacedCommitted, _) = await RunPhaseAsync(messages, producers, consumers, body, null, rate, ct);
+                pacedCpu.Stop(paced, "floor", messages);
+                result.Metrics["paced_tx_per_s"] = messages / pacedCommitted.TotalSeconds;
+                foreach (var key in new[] { "floor_cpu_ms_per_tx", "client_cpu_ms_per_tx", "floor_cpu_cores", "client_cpu_cores", "others_cpu_cores" })
+                {
+                    if (paced.TryGetValue(key, out double v)) result.Metrics["paced_" + key] = v;
+                }
+            }
+
+            result.Summary = Summary(result);
+            return result;
+        }
+        catch (OperationCanceledException) when (!outer.IsCancellationRequested)
+        {
+            return BenchResult.Skipped(Name, BenchKind.Flow, $"timed out after {o.FlowTimeout.TotalSeconds:0} s");
+        }
+        finally
+        {
+            foreach (var c in producers.Concat(consumers)) c.Dispose();
+            if (!server.HasExited)
+            {
+                try { server.StandardInput.Close(); } catch (IOException) { }
+                if (!server.WaitForExit(10_000)) server.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    private string Summary(BenchResult r)
+    {
+        string s = $"unpaced: floor server {r.Get("floor_cpu_ms_per_tx"):0.000} ms/tx, raw-stub client {r.Get("client_cpu_ms_per_tx"):0.000} ms/tx";
+        if (r.Get("paced_floor_cpu_ms_per_tx") is not double floor)
+        {
+            return s + "; not paced (no broker row at this level to compare with)";
+        }
+
+        s += $"; paced at the broker row's rate ({r.Get("paced_tx_per_s"):N0} tx/s): floor server {floor:0.000} ms/tx";
+        if (brokerRow?.Get("broker_cpu_ms_per_tx") is double b && b > 0)
+        {
+            s += $"; broker row {b:0.000} ms/tx: the stack alone is {floor / b:P0} of it, the broker's own work {b - floor:0.000} ms/tx; " +
+                 $"the 0.10 ms/tx target is {(floor > 0.10 ? "below" : "above")} this stack's floor";
+        }
+
+        // The paced client's CPU includes the pacing's timer wake-ups, so it is recorded but not compared with the bench client's.
+        return s;
+    }
+
+    private static GrpcChannel Channel(int port) => GrpcChannel.ForAddress($"http://127.0.0.1:{port}", new GrpcChannelOptions
+    {
+        // As the client library's transport (src/ClientCore/Transport/RpcChannel.cs), minus signing.
+        HttpHandler = new SocketsHttpHandler
+        {
+            EnableMultipleHttp2Connections = true,
+            KeepAlivePingDelay = TimeSpan.FromSeconds(5),
+            KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
+            KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
+            UseProxy = false,
+        },
+        MaxReceiveMessageSize = 16 * 1024 * 1024,
+        MaxSendMessageSize = null,
+    });
+
+    /// <summary>Every RocketMQ 5 call's headers (src/ClientCore/Transport/RpcChannel.cs SigningInterceptor, without credentials).</summary>
+    private static CallOptions Call(string clientId, CancellationToken ct) => new(
+        headers: new Metadata
+        {
+            { "x-mq-client-id", clientId },
+            { "x-mq-language", "DOTNET" },
+            { "x-mq-protocol", "v2" },
+            { "x-mq-client-version", "bench-floor" },
+            { "x-mq-date-time", DateTime.UtcNow.ToString("yyyyMMdd'T'HHmmss'Z'", System.Globalization.CultureInfo.InvariantCulture) },
+            { "x-mq-request-id", Guid.NewGuid().ToString() },
+        },
+        deadline: DateTime.UtcNow.AddSeconds(30),
+        cancellationToken: ct);
+
+    private static async Task<(TimeSpan Committed, TimeSpan Delivered)> RunPhaseAsync(int total, List<GrpcChannel> producers, List<GrpcChannel> consumers,
+        ByteString body, LatencyRecorder[]? send, double? pace, CancellationToken ct)
+    {
+        var topic = new Resource { Name = "bench-floor" };
+        var group = new Resource { Name = "bench-floor-group" };
+        int next = -1;
+        long delivered = 0;
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var sw = Stopwatch.StartNew();
+        var consumerTasks = consumers.Select((channel, ci) => Task.Run(async () =>
+        {
+            var client = new MessagingService.MessagingServiceClient(channel);
+            string clientId = "floor-consumer-" + ci;
+            while (!stop.IsCancellationRequested)
+            {
+                var receipts = new List<AckMessageEntry>(Batch);
+                try
+                {
+                    using var call = client.ReceiveMessage(new ReceiveMessageRequest
+                    {
+                        Group = group, MessageQueue = new MessageQueue { Topic = topic, Id = -1 }, BatchSize = Batch,
+                        InvisibleDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(30)), LongPollingTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(5)),
+                        AutoRenew = false, FilterExpression = new FilterExpression { Type = FilterType.Tag, Expression = "*" },
+                    }, Call(clientId, stop.Token));
+                    await foreach (ReceiveMessageResponse r in call.ResponseStream.ReadAllAsync(stop.Token))
+                    {
+                        if (r.Message is { } m) receipts.Add(new AckMessageEntry { MessageId = m.SystemProperties.MessageId, ReceiptHandle = m.SystemProperties.ReceiptHandle });
+                    }
+                }
+                catch (RpcException) when (stop.IsCancellationRequested) { break; }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested) { break; }
+
+                if (receipts.Count == 0) continue;
+                var ack = new AckMessageRequest { Group = group, Topic = topic };
+                ack.Entries.AddRange(receipts);
+                await client.AckMessageAsync(ack, Call(clientId, ct));
+                if (Interlocked.Add(ref delivered, receipts.Count) >= total) stop.Cancel();
+            }
+        }, ct)).ToArray();
+
+        TimeSpan committedAt = default;
+        await Task.WhenAll(producers.Select((channel, pi) => Task.Run(async () =>
+        {
+            var client = new MessagingService.MessagingServiceClient(channel);
+            string clientId = "floor-producer-" + pi;
+            int i;
+            while ((i = Interlocked.Increment(ref next)) < total)
+            {
+                if (pace is double txPerSecond && TimeSpan.FromSeconds(i / txPerSecond) - sw.Elapsed is { TotalMilliseconds: > 1 } ahead)
+                {
+                    await Task.Delay(ahead, ct);
+                }
+
+                string id = Guid.NewGuid().ToString("N").ToUpperInvariant();
+                long t0 = Stopwatch.GetTimestamp();
+                var request = new SendMessageRequest();
+                request.Messages.Add(new Message
+                {
+                    Topic = topic,
+                    Body = body,
+                    SystemProperties = new SystemProperties
+                    {
+                        MessageId = id, BodyEncoding = Encoding.Identity, MessageType = MessageType.Transaction,
+                        BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow), BornHost = Environment.MachineName, QueueId = 0,
+                    },
+                });
+                SendMessageResponse sent = await client.SendMessageAsync(request, Call(clientId, ct));
+                send?[pi].RecordSince(t0);
+                await client.EndTransactionAsync(new EndTransactionRequest
+                {
+                    Topic = topic, MessageId = id, TransactionId = sent.Entries[0].TransactionId,
+                    Resolution = TransactionResolution.Commit, Source = TransactionSource.SourceClient,
+                }, Call(clientId, ct));
+            }
+        }, ct)));
+        committedAt = sw.Elapsed;
+        await Task.WhenAll(consumerTasks);
+        return (committedAt, sw.Elapsed);
+    }
+}
