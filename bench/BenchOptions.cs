@@ -13,6 +13,10 @@ public sealed record BenchOptions
     public int Messages { get; init; } = 200_000;
     public int Producers { get; init; } = 8;
     public int Consumers { get; init; } = 4;
+    /// <summary>ProducerClient instances the broker rows share out among their producers (each instance is one HTTP/2
+    /// connection): 1 by default, as a service holds one producer and as the RabbitMQ row's publishers share one
+    /// connection; 0 = one instance (and connection) per producer, as the bench did before.</summary>
+    public int ProducerInstances { get; init; } = 1;
     public int BodySize { get; init; } = 1024;
     public FlushMode Flush { get; init; } = FlushMode.Sync;
     /// <summary>Transactions in flight per level of the concurrency sweep (each level runs the ceiling, RabbitMQ and the
@@ -53,6 +57,10 @@ public sealed record BenchOptions
           --producers P         producers for the rows outside the sweep (flush async, pending, storm; default 8;
                                 the half-load row runs at the sweep's peak level)
           --consumers C         concurrent consumers (default 4)
+          --producer-instances N|each
+                                ProducerClient instances (one HTTP/2 connection each) shared by a gRPC broker row's
+                                producers (default 1, like a service and like the RabbitMQ row's one publisher
+                                connection; 'each' = one per producer)
           --body-size BYTES     message body size (default 1024)
           --flush sync|async    durability mode for the ceiling and the broker flows (default sync)
           --decision-durability MODE  broker decision durability, recorded with every broker row (default sync;
@@ -82,6 +90,15 @@ public sealed record BenchOptions
                 case "--messages": case "-n": messages = NextInt(); break;
                 case "--producers": case "-p": o = o with { Producers = NextInt() }; break;
                 case "--consumers": case "-c": o = o with { Consumers = NextInt() }; break;
+                case "--producer-instances":
+                    string pi = Next();
+                    o = o with
+                    {
+                        ProducerInstances = pi.Equals("each", StringComparison.OrdinalIgnoreCase) ? 0
+                            : int.TryParse(pi, out int piN) && piN > 0 ? piN
+                            : throw new ArgumentException($"--producer-instances takes a positive integer or 'each', not '{pi}'"),
+                    };
+                    break;
                 case "--body-size": o = o with { BodySize = NextInt() }; break;
                 case "--flush":
                     o = o with
@@ -123,8 +140,12 @@ public sealed record BenchOptions
         return o;
     }
 
+    /// <summary>ProducerClient instances (connections) for a row with <paramref name="producers"/> producers.</summary>
+    public int InstancesFor(int producers) => ProducerInstances == 0 ? producers : Math.Min(ProducerInstances, producers);
+
     public override string ToString() =>
-        $"messages={Messages} inflight={string.Join(',', InFlight)} producers={Producers} consumers={Consumers} body={BodySize}B " +
+        $"messages={Messages} inflight={string.Join(',', InFlight)} producers={Producers} consumers={Consumers} " +
+        $"producer-instances={(ProducerInstances == 0 ? "each" : ProducerInstances.ToString(System.Globalization.CultureInfo.InvariantCulture))} body={BodySize}B " +
         $"flush={Flush.ToString().ToLowerInvariant()} decision-durability={DecisionDurability}" +
         (Quick ? " quick" : "") + (RabbitMqUri is null ? "" : " rabbitmq=external");
 }

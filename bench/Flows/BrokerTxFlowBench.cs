@@ -78,7 +78,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             Name = Name,
             Kind = BenchKind.Flow,
             Description = $"HalfMsg.Broker process (flush {spec.Flush.ToString().ToLowerInvariant()}), gRPC on 127.0.0.1; {n:N0} transactions of {bodySize} B; " +
-                          $"{o.Producers} ProducerClient instances (half-send then commit, 1 tx outstanding each, each with its own connection)" +
+                          $"{o.Producers} producers (half-send then commit, 1 tx outstanding each) sharing {o.InstancesFor(o.Producers)} ProducerClient instance(s), one connection each" +
                           (targetRate is double r ? $", paced to {r:N0} tx/s in total" : "") +
                           $"; {o.Consumers} SimpleConsumers (receive batch {Batch} + ack)" +
                           (spec.SeedPending > 0 ? $"; {spec.SeedPending:N0} undecided halves seeded beforehand (--transaction-timeout 1h)" : "") +
@@ -210,7 +210,9 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     AwaitDuration = TimeSpan.FromSeconds(2),
                     RequestTimeout = TimeSpan.FromSeconds(10),
                 }, ct));
-            for (int p = 0; p < o.Producers; p++)
+            // Producer p uses instance p mod instances (one HTTP/2 connection each).
+            int instances = o.InstancesFor(o.Producers);
+            for (int p = 0; p < instances; p++)
                 producers.Add(await Producer.StartAsync(new ProducerOptions
                 {
                     Endpoints = broker.Endpoint,
@@ -286,7 +288,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
 
             async Task ProduceAsync(int producer, int count, bool warm, long startTs, double? perProducerRate)
             {
-                var client = producers[producer];
+                var client = producers[producer % producers.Count];
                 var body = new byte[bodySize];
                 Random.Shared.NextBytes(body);
                 body[8] = warm ? (byte)1 : (byte)0;

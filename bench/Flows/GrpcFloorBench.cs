@@ -53,7 +53,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                 return BenchResult.Skipped(Name, BenchKind.Flow, "floor server did not start: " + string.Join(" | ", output.TakeLast(5)));
             }
 
-            for (int i = 0; i < inFlight; i++) producers.Add(Channel(port));
+            for (int i = 0; i < o.InstancesFor(inFlight); i++) producers.Add(Channel(port));
             for (int i = 0; i < o.Consumers; i++) consumers.Add(Channel(port));
             var body = ByteString.CopyFrom(new byte[o.BodySize]);
 
@@ -64,7 +64,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                 Kind = BenchKind.Flow,
                 Description = $"The broker row's flow against an empty MessagingService on the broker's stack (Kestrel HTTP/2 + grpc-dotnet, " +
                               $"bench/Floor/GrpcFloorServer.cs: no storage, no logic): {messages:N0} tx of {o.BodySize} B, {inFlight} producers " +
-                              $"(half send then commit, each its own connection), {o.Consumers} consumers (receive batch {Batch} + one ack call), " +
+                              $"(half send then commit) on {o.InstancesFor(inFlight)} connection(s) as the broker row's producers share theirs, {o.Consumers} consumers (receive batch {Batch} + one ack call), " +
                               "generated stubs with the RocketMQ headers. Run twice: as fast as it goes (tx/s column), then paced at the broker " +
                               "row's tx/s, since CPU per transaction falls as the rate rises (more frames per wake-up); the paced server CPU " +
                               "per tx is the least the broker can spend on this stack at the broker's rate.",
@@ -161,7 +161,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         deadline: DateTime.UtcNow.AddSeconds(30),
         cancellationToken: ct);
 
-    private static async Task<(TimeSpan Committed, TimeSpan Delivered)> RunPhaseAsync(int total, List<GrpcChannel> producers, List<GrpcChannel> consumers,
+    private async Task<(TimeSpan Committed, TimeSpan Delivered)> RunPhaseAsync(int total, List<GrpcChannel> producers, List<GrpcChannel> consumers,
         ByteString body, LatencyRecorder[]? send, double? pace, CancellationToken ct)
     {
         var topic = new Resource { Name = "bench-floor" };
@@ -202,9 +202,10 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         }, ct)).ToArray();
 
         TimeSpan committedAt = default;
-        await Task.WhenAll(producers.Select((channel, pi) => Task.Run(async () =>
+        await Task.WhenAll(Enumerable.Range(0, inFlight).Select(pi => Task.Run(async () =>
         {
-            var client = new MessagingService.MessagingServiceClient(channel);
+            // Producer pi on channel pi mod channels, as the broker row shares its ProducerClient instances.
+            var client = new MessagingService.MessagingServiceClient(producers[pi % producers.Count]);
             string clientId = "floor-producer-" + pi;
             int i;
             while ((i = Interlocked.Increment(ref next)) < total)
