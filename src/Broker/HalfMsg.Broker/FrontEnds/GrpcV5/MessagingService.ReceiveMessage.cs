@@ -12,6 +12,8 @@ internal sealed partial class MessagingService
     /// <summary>Default batch when the request says 0 (the Node push consumer does when Settings lacked a batch size).</summary>
     private const int DefaultBatchSize = 32;
 
+    private static readonly WriteOptions BufferedWrite = new(WriteFlags.BufferHint);
+
     /// <summary>
     /// POP-style receive over the whole topic (the queue id in the request, 0 or -1, is ignored, as the proxy does).
     /// The response stream is the proxy's: <c>status OK</c>, one response per message, <c>delivery_timestamp</c>, end;
@@ -58,12 +60,16 @@ internal sealed partial class MessagingService
         ReceiveResult result = await _engine.ReceiveAsync(receive, context.CancellationToken).ConfigureAwait(false);
         if (result.IsOk && result.Messages.Count > 0)
         {
+            // The status and the messages are buffered, and the delivery timestamp that ends the batch flushes them all:
+            // one flush per batch instead of one per message (grpc-dotnet flushes every write without BufferHint).
+            context.WriteOptions = BufferedWrite;
             await responseStream.WriteAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
             foreach (DeliveredMessage delivered in result.Messages)
             {
                 await responseStream.WriteAsync(new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered) }).ConfigureAwait(false);
             }
 
+            context.WriteOptions = null;
             await responseStream.WriteAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
                 .ConfigureAwait(false);
             return;
