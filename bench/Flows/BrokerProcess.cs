@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using HalfMsg.Bench.Infrastructure;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Bench.Flows;
 
@@ -89,9 +90,9 @@ public sealed partial class BrokerProcess : IAsyncDisposable
     {
         string? dll = FindBrokerDll();
         if (dll is null) return (null, "HalfMsg.Broker.dll not found (build src/Broker/HalfMsg.Broker or set HALFMSG_BROKER_DLL)");
-        int port = ProcessUtil.FreeTcpPort();
-        int httpPort = ProcessUtil.FreeTcpPort();
-        int remotingPort = ProcessUtil.FreeTcpPort();
+        int port = FreePorts.Next();
+        int httpPort = FreePorts.Next();
+        int remotingPort = FreePorts.Next();
         bool created = options.DataDir is null;
         string dataDir = options.DataDir ?? NewDataDir();
         Directory.CreateDirectory(dataDir);

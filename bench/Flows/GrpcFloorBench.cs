@@ -7,7 +7,9 @@ using Grpc.Net.Client;
 using HalfMsg.Bench.Floor;
 using HalfMsg.Bench.Infrastructure;
 using HalfMsg.Bench.Reporting;
+using HalfMsg.Protocol.Grpc;
 using Metric = HalfMsg.Bench.Reporting.Metric;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Bench.Flows;
 
@@ -29,7 +31,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(outer);
         timeout.CancelAfter(o.FlowTimeout);
         var ct = timeout.Token;
-        int port = ProcessUtil.FreeTcpPort();
+        int port = FreePorts.Next();
         var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string a in new[] { typeof(GrpcFloorServer).Assembly.Location, GrpcFloorServer.Verb, port.ToString(System.Globalization.CultureInfo.InvariantCulture) })
         {
@@ -151,12 +153,12 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
     private static CallOptions Call(string clientId, CancellationToken ct) => new(
         headers: new Metadata
         {
-            { "x-mq-client-id", clientId },
-            { "x-mq-language", "DOTNET" },
-            { "x-mq-protocol", "v2" },
-            { "x-mq-client-version", "bench-floor" },
-            { "x-mq-date-time", DateTime.UtcNow.ToString("yyyyMMdd'T'HHmmss'Z'", System.Globalization.CultureInfo.InvariantCulture) },
-            { "x-mq-request-id", Guid.NewGuid().ToString() },
+            { RocketMqHeaders.ClientId, clientId },
+            { RocketMqHeaders.Language, "DOTNET" },
+            { RocketMqHeaders.Protocol, RocketMqHeaders.ProtocolValue },
+            { RocketMqHeaders.ClientVersion, "bench-floor" },
+            { RocketMqHeaders.DateTime, MqSignature.FormatDateTime(DateTimeOffset.UtcNow) },
+            { RocketMqHeaders.RequestId, Guid.NewGuid().ToString() },
         },
         deadline: DateTime.UtcNow.AddSeconds(30),
         cancellationToken: ct);

@@ -66,27 +66,6 @@ public static partial class ProcessUtil
         }
     }
 
-    private static readonly HashSet<int> HandedOut = [];
-
-    /// <summary>A 127.0.0.1 port that was free a moment ago and was not handed out before in this process (Linux may
-    /// hand a just-released port out again, and one server given the same port twice refuses to start).</summary>
-    public static int FreeTcpPort()
-    {
-        lock (HandedOut)
-        {
-            for (int attempt = 0; attempt < 1_000; attempt++)
-            {
-                var l = new TcpListener(IPAddress.Loopback, 0);
-                l.Start();
-                int port = ((IPEndPoint)l.LocalEndpoint).Port;
-                l.Stop();
-                if (HandedOut.Add(port)) return port;
-            }
-        }
-
-        throw new InvalidOperationException("No free 127.0.0.1 port that was not handed out before, after 1,000 tries");
-    }
-
     public static async Task<bool> TcpAcceptsAsync(int port, CancellationToken ct)
     {
         try

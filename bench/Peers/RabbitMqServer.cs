@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using HalfMsg.Bench.Infrastructure;
 using RabbitMQ.Client;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Bench.Peers;
 
@@ -53,7 +54,7 @@ public sealed class RabbitMqServer : IAsyncDisposable
             return (null, "running as root but there is no 'rabbitmq' user");
 
         string dir = Path.Combine("/tmp", "halfmsg-rmq-" + Guid.NewGuid().ToString("N")[..10]);
-        var s = new RabbitMqServer(dir, ProcessUtil.FreeTcpPort(), ProcessUtil.FreeTcpPort(), ProcessUtil.FreeTcpPort(),
+        var s = new RabbitMqServer(dir, FreePorts.Next(), FreePorts.Next(), FreePorts.Next(),
             $"bench{Random.Shared.Next(100_000, 999_999)}@localhost");
         bool ok = false;
         try
