@@ -151,6 +151,39 @@ public sealed class StorageFailureTests : IAsyncDisposable
     }
 
     private string Dump() => string.Join("\n", _logs.Lines.Select(l => $"{l.Level} {l.Category}: {l.Text}"));
+
+    [Fact]
+    public async Task Whoever_sees_the_storage_failure_also_sees_Failed_completed()
+    {
+        // CI once saw a writer's StorageFailureException while Failed was not yet complete: the log woke its waiters
+        // before completing Failed. Many waiters, many fresh logs, so that a window of microseconds shows.
+        for (int round = 0; round < 40; round++)
+        {
+            var dir = Path.Combine(_dir, "r" + round);
+            var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(5), segmentSizeBits: 22, memorySizeBits: 23);
+            try
+            {
+                long beyond = log.Append("x"u8) + (1 << 20);
+                var waiters = Enumerable.Range(0, 32).Select(_ => Task.Run(async () =>
+                {
+                    try { await log.WaitCommittedAsync(beyond); return "not failed"; }
+                    catch (StorageFailureException) { return log.Failed.IsCompleted ? "ok" : "Failed not complete"; }
+                })).ToList();
+                var watcher = Task.Run(() =>
+                {
+                    while (log.Fault is null) Thread.SpinWait(10);
+                    return log.Failed.IsCompleted ? "ok" : "Failed not complete";
+                });
+                log.FailForTest("test");
+                var seen = await Task.WhenAll(waiters.Append(watcher)).WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.All(seen, s => Assert.Equal("ok", s));
+            }
+            finally
+            {
+                await log.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            }
+        }
+    }
 }
 
 /// <summary>Issue 8, defect 7, in-process: one data dir, one broker.</summary>

@@ -296,12 +296,18 @@ public sealed class RecordLog : IAsyncDisposable
     /// <summary>Marks the log failed, once: one log line, every waiter fails, <see cref="Failed"/> completes.</summary>
     private void Fail(StorageFailureException failure)
     {
-        if (Interlocked.CompareExchange(ref _fault, failure, null) is not null) return;
+        // Failed completes before the fault is visible: whoever sees the fault (a writer's StorageFailureException,
+        // Fault) also sees Failed done. Its continuations run asynchronously, never under the lock.
+        lock (_waitersGate)
+        {
+            if (_fault is not null) return;
+            _failed.TrySetResult(failure);
+            Volatile.Write(ref _fault, failure);
+        }
         _logger.LogCritical(failure.InnerException,
             "Storage failure: {Reason}. The broker refuses all writes from now on and must be restarted (log {Directory}).",
             failure.Reason, _directory);
         FailAll(failure);
-        _failed.TrySetResult(failure);
     }
 
     /// <summary>Test hook: fails the log as a failed commit would.</summary>
