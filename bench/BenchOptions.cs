@@ -17,6 +17,10 @@ public sealed record BenchOptions
     /// connection): 1 by default, as a service holds one producer and as the RabbitMQ row's publishers share one
     /// connection; 0 = one instance (and connection) per producer, as the bench did before.</summary>
     public int ProducerInstances { get; init; } = 1;
+    /// <summary>AckMessage calls a gRPC broker row's consumer keeps in flight while it receives the next batches: an ack
+    /// waits for a group commit, and a consumer that waits for its acks before receiving again delays deliveries by a
+    /// commit. 4 by default (the RabbitMQ row's consumers ack without waiting at all); 1 = the bench before.</summary>
+    public int AcksInFlight { get; init; } = 4;
     public int BodySize { get; init; } = 1024;
     public FlushMode Flush { get; init; } = FlushMode.Sync;
     /// <summary>Transactions in flight per level of the concurrency sweep (each level runs the ceiling, RabbitMQ and the
@@ -61,6 +65,8 @@ public sealed record BenchOptions
                                 ProducerClient instances (one HTTP/2 connection each) shared by a gRPC broker row's
                                 producers (default 1, like a service and like the RabbitMQ row's one publisher
                                 connection; 'each' = one per producer)
+          --acks-in-flight N    AckMessage calls each gRPC broker row consumer keeps in flight while receiving on
+                                (default 4; 1 = wait for the previous batch's ack before the next receive)
           --body-size BYTES     message body size (default 1024)
           --flush sync|async    durability mode for the ceiling and the broker flows (default sync)
           --decision-durability MODE  broker decision durability, recorded with every broker row (default sync;
@@ -99,6 +105,7 @@ public sealed record BenchOptions
                             : throw new ArgumentException($"--producer-instances takes a positive integer or 'each', not '{pi}'"),
                     };
                     break;
+                case "--acks-in-flight": o = o with { AcksInFlight = NextInt() }; break;
                 case "--body-size": o = o with { BodySize = NextInt() }; break;
                 case "--flush":
                     o = o with
@@ -145,7 +152,7 @@ public sealed record BenchOptions
 
     public override string ToString() =>
         $"messages={Messages} inflight={string.Join(',', InFlight)} producers={Producers} consumers={Consumers} " +
-        $"producer-instances={(ProducerInstances == 0 ? "each" : ProducerInstances.ToString(System.Globalization.CultureInfo.InvariantCulture))} body={BodySize}B " +
+        $"producer-instances={(ProducerInstances == 0 ? "each" : ProducerInstances.ToString(System.Globalization.CultureInfo.InvariantCulture))} acks-in-flight={AcksInFlight} body={BodySize}B " +
         $"flush={Flush.ToString().ToLowerInvariant()} decision-durability={DecisionDurability}" +
         (Quick ? " quick" : "") + (RabbitMqUri is null ? "" : " rabbitmq=external");
 }

@@ -80,7 +80,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             Description = $"HalfMsg.Broker process (flush {spec.Flush.ToString().ToLowerInvariant()}), gRPC on 127.0.0.1; {n:N0} transactions of {bodySize} B; " +
                           $"{o.Producers} producers (half-send then commit, 1 tx outstanding each) sharing {o.InstancesFor(o.Producers)} ProducerClient instance(s), one connection each" +
                           (targetRate is double r ? $", paced to {r:N0} tx/s in total" : "") +
-                          $"; {o.Consumers} SimpleConsumers (receive batch {Batch} + ack)" +
+                          $"; {o.Consumers} SimpleConsumers (receive batch {Batch} + one ack call per batch, up to {o.AcksInFlight} in flight per consumer)" +
                           (spec.SeedPending > 0 ? $"; {spec.SeedPending:N0} undecided halves seeded beforehand (--transaction-timeout 1h)" : "") +
                           (spec.StormHalves > 0 ? $"; {spec.StormHalves:N0} halves due for check-back at once (--transaction-timeout 1s --transaction-check-interval 1s, checker answers Unknown)" : "") +
                           $"; decision durability {o.DecisionDurability}. send = half-send; e2e = commit completion → first delivery.",
@@ -240,10 +240,11 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 consumerTasks.Add(Task.Run(async () =>
                 {
                     var token = stopConsumers.Token;
-                    // The previous batch's ack, still in flight while the next batch is received: an ack waits for a
-                    // group commit, and a consumer that waited for it before receiving again delivered at most
-                    // 32 messages per fsync (4 consumers fell seconds behind 3,500 tx/s at 256 in flight).
-                    Task previousAcks = Task.CompletedTask;
+                    // Ack calls still in flight while the next batches are received: an ack waits for a group commit,
+                    // and a consumer that waited for it before receiving again delivered at most 32 messages per fsync
+                    // (4 consumers fell seconds behind 3,500 tx/s at 256 in flight with none in flight; with one, a
+                    // message could wait a whole commit for its consumer). At most --acks-in-flight per consumer.
+                    var acksInFlight = new Queue<Task>();
                     while (!token.IsCancellationRequested)
                     {
                         IReadOnlyList<ReceivedMessage> batch;
@@ -251,13 +252,15 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                         catch (OperationCanceledException) when (token.IsCancellationRequested) { break; }
                         catch (Exception) { Interlocked.Increment(ref consumeErrors); await Task.Delay(50, CancellationToken.None); continue; }
                         long now = Stopwatch.GetTimestamp();
-                        // At most one ack call in flight per consumer.
-                        try { await previousAcks; }
-                        catch (OperationCanceledException) when (token.IsCancellationRequested) { break; }
-                        catch (Exception) { Interlocked.Increment(ref consumeErrors); }
+                        while (acksInFlight.Count >= o.AcksInFlight || acksInFlight.TryPeek(out var oldest) && oldest.IsCompleted)
+                        {
+                            try { await acksInFlight.Dequeue(); }
+                            catch (OperationCanceledException) when (token.IsCancellationRequested) { }
+                            catch (Exception) { Interlocked.Increment(ref consumeErrors); }
+                        }
+                        if (token.IsCancellationRequested) break;
                         // One AckMessage call for the whole batch: the broker waits for one group commit for all of it.
-                        var acks = consumer.AckAsync(batch, token);
-                        previousAcks = acks;
+                        acksInFlight.Enqueue(consumer.AckAsync(batch, token));
                         for (int i = 0; i < batch.Count; i++)
                         {
                             var m = batch[i];
@@ -273,9 +276,12 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                             if (Interlocked.Increment(ref delivered) == n) allDelivered.TrySetResult();
                         }
                     }
-                    try { await previousAcks; }
-                    catch (Exception) when (token.IsCancellationRequested) { }
-                    catch (Exception) { Interlocked.Increment(ref consumeErrors); }
+                    while (acksInFlight.TryDequeue(out var ack))
+                    {
+                        try { await ack; }
+                        catch (Exception) when (token.IsCancellationRequested) { }
+                        catch (Exception) { Interlocked.Increment(ref consumeErrors); }
+                    }
                 }, CancellationToken.None));
             }
 
