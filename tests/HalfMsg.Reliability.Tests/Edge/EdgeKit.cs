@@ -141,6 +141,23 @@ internal static class Stats
         for (int i = 0; i < n; i++) { sxy += (x[i] - mx) * (y[i] - my); sxx += (x[i] - mx) * (x[i] - mx); }
         return sxx == 0 ? 0 : sxy / sxx;
     }
+
+    /// <summary>
+    /// Theil-Sen slope of y over x: the median of the slopes between every pair of points. Linear growth gives the same
+    /// slope as least squares, but one transient sample (a stall that briefly piles up pending halves, a GC) moves only
+    /// the few pairs that contain it, where it can swing a least-squares slope over a short run on its own.
+    /// </summary>
+    public static double RobustSlope(IReadOnlyList<double> x, IReadOnlyList<double> y)
+    {
+        var slopes = new List<double>(x.Count * (x.Count - 1) / 2);
+        for (int i = 0; i < x.Count; i++)
+            for (int j = i + 1; j < x.Count; j++)
+                if (x[j] != x[i]) slopes.Add((y[j] - y[i]) / (x[j] - x[i]));
+        if (slopes.Count == 0) return 0;
+        slopes.Sort();
+        int mid = slopes.Count / 2;
+        return slopes.Count % 2 == 1 ? slopes[mid] : (slopes[mid - 1] + slopes[mid]) / 2;
+    }
 }
 
 /// <summary>A transaction checker for load drivers: commits what the driver meant to commit, rolls back the rest.</summary>
