@@ -8,8 +8,8 @@ using HalfMsg.Bench.Floor;
 using HalfMsg.Bench.Infrastructure;
 using HalfMsg.Bench.Reporting;
 using HalfMsg.Protocol.Grpc;
-using Metric = HalfMsg.Bench.Reporting.Metric;
 using HalfMsg.TestKit;
+using Metric = HalfMsg.Bench.Reporting.Metric;
 
 namespace HalfMsg.Bench.Flows;
 

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using HalfMsg.Bench.Infrastructure;
-using RabbitMQ.Client;
 using HalfMsg.TestKit;
+using RabbitMQ.Client;
 
 namespace HalfMsg.Bench.Peers;
 

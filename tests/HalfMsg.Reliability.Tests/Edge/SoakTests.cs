@@ -142,8 +142,8 @@ public sealed class SoakTests(ITestOutputHelper output)
             var xs = points.Select(p => p.Min).ToList();
             var ys = points.Select(p => p.V).ToList();
             double slope = Stats.Slope(xs, ys);
-            // Growth is judged by the Theil-Sen slope: one slow sample at the end of a 1-minute run (a stall while other
-            // test assemblies start databases) made the least-squares slope of halves_pending read +102/min, mean 79.
+            // Growth is judged by the Theil-Sen slope: one slow sample at the end of a 1-minute run (with other test
+            // assemblies running beside it) made the least-squares slope of halves_pending read +102/min, mean 79.
             double robust = Stats.RobustSlope(xs, ys);
             double mean = points.Average(p => p.V);
             report.AppendLine(CultureInfo.InvariantCulture, $"  {name,-32} slope {slope,12:0.###}/min  Theil-Sen {robust,12:0.###}/min  first {points[0].V,10:0.##}  last {points[^1].V,10:0.##}  max {points.Max(p => p.V),10:0.##}  mean {mean,10:0.##}");

@@ -298,16 +298,21 @@ public sealed class RecordLog : IAsyncDisposable
     {
         // Failed completes before the fault is visible: whoever sees the fault (a writer's StorageFailureException,
         // Fault) also sees Failed done. Its continuations run asynchronously, never under the lock.
+        TaskCompletionSource? inFlight, next;
         lock (_waitersGate)
         {
             if (_fault is not null) return;
             _failed.TrySetResult(failure);
             Volatile.Write(ref _fault, failure);
+            inFlight = _commitInFlight;
+            next = _nextCommit;
         }
         _logger.LogCritical(failure.InnerException,
             "Storage failure: {Reason}. The broker refuses all writes from now on and must be restarted (log {Directory}).",
             failure.Reason, _directory);
-        FailAll(failure);
+        // Waiters wake, see the fault and throw it.
+        inFlight?.TrySetResult();
+        next.TrySetResult();
     }
 
     /// <summary>Test hook: fails the log as a failed commit would.</summary>
@@ -324,19 +329,6 @@ public sealed class RecordLog : IAsyncDisposable
         }
         covered.TrySetResult();
         if (advanced) Durable?.Invoke(committed);
-    }
-
-    private void FailAll(StorageFailureException failure)
-    {
-        TaskCompletionSource? inFlight, next;
-        lock (_waitersGate)
-        {
-            inFlight = _commitInFlight;
-            next = _nextCommit;
-        }
-        // Waiters wake, see the fault and throw it.
-        inFlight?.TrySetResult();
-        next.TrySetResult();
     }
 
     /// <summary>Reads a durable record. Returns null when the address is truncated away or not durable yet.</summary>
