@@ -92,6 +92,7 @@ public sealed record BenchOptions
             int NextInt() => int.TryParse(Next(), out int v) && v > 0 ? v : throw new ArgumentException($"{a} needs a positive integer");
             switch (a)
             {
+                case "--help": case "-h": o = o with { Verb = "help" }; break;
                 case "--quick": o = o with { Quick = true }; break;
                 case "--messages": case "-n": messages = NextInt(); break;
                 case "--producers": case "-p": o = o with { Producers = NextInt() }; break;

@@ -38,6 +38,11 @@ switch (options.Verb)
             Console.WriteLine(string.Join(Environment.NewLine, new[] { w.MarkdownPath }.Concat(w.Charts)));
         }
         return 0;
+    case "e2e" when options.Rest.Count > 0:
+        // A mistyped flag must not start a half-hour sweep with defaults (only chart and micro take free arguments).
+        Console.Error.WriteLine($"e2e does not know {string.Join(' ', options.Rest)}");
+        Console.Error.WriteLine(BenchOptions.Usage);
+        return 2;
     case "e2e":
         return await E2eRunner.RunAsync(options, cts.Token);
     case "micro":
