@@ -28,6 +28,9 @@ public sealed record BrokerStartOptions
 /// </summary>
 public sealed partial class BrokerProcess : IAsyncDisposable
 {
+    /// <summary>Environment variables with this prefix are passed to the broker process without it.</summary>
+    public const string BrokerEnvPrefix = "HALFMSG_BROKER_ENV_";
+
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(5) };
     private readonly Process _process;
     private readonly OutputTail _output;
@@ -106,6 +109,11 @@ public sealed partial class BrokerProcess : IAsyncDisposable
         };
         // Keep the broker's own console logging from costing CPU during the measurement.
         psi.Environment["Logging__LogLevel__Default"] = "Warning";
+        // HALFMSG_BROKER_ENV_<NAME>=<value> sets <NAME> for the broker only (A/B of runtime knobs such as
+        // DOTNET_gcServer without changing the bench process).
+        foreach (System.Collections.DictionaryEntry e in Environment.GetEnvironmentVariables())
+            if (e.Key is string k && k.StartsWith(BrokerEnvPrefix, StringComparison.Ordinal) && k.Length > BrokerEnvPrefix.Length)
+                psi.Environment[k[BrokerEnvPrefix.Length..]] = e.Value as string;
         foreach (var a in new[] { dll, "--data-dir", dataDir, "--grpc-port", port.ToString(), "--http-port", httpPort.ToString(),
                      "--remoting-port", remotingPort.ToString(), "--namesrv-port", "0" }.Concat(options.ExtraArgs))
             psi.ArgumentList.Add(a);
