@@ -21,6 +21,8 @@ public sealed record BenchOptions
     /// waits for a group commit, and a consumer that waits for its acks before receiving again delays deliveries by a
     /// commit. 4 by default (the RabbitMQ row's consumers ack without waiting at all); 1 = the bench before.</summary>
     public int AcksInFlight { get; init; } = 4;
+    /// <summary>ReceiveMessage calls each gRPC broker row consumer keeps outstanding (one receive loop each).</summary>
+    public int ReceivesInFlight { get; init; } = 1;
     public int BodySize { get; init; } = 1024;
     public FlushMode Flush { get; init; } = FlushMode.Sync;
     /// <summary>Transactions in flight per level of the concurrency sweep (each level runs the ceiling, RabbitMQ and the
@@ -65,8 +67,11 @@ public sealed record BenchOptions
                                 ProducerClient instances (one HTTP/2 connection each) shared by a gRPC broker row's
                                 producers (default 1, like a service and like the RabbitMQ row's one publisher
                                 connection; 'each' = one per producer)
-          --acks-in-flight N    AckMessage calls each gRPC broker row consumer keeps in flight while receiving on
-                                (default 4; 1 = wait for the previous batch's ack before the next receive)
+          --acks-in-flight N    AckMessage calls each receive loop of a gRPC broker row consumer keeps in flight
+                                while receiving on (default 4; 1 = wait for the previous batch's ack before the next receive)
+          --receives-in-flight N
+                                ReceiveMessage calls each gRPC broker row consumer keeps outstanding, one receive loop
+                                each (default 1: receive again once the previous batch arrived)
           --body-size BYTES     message body size (default 1024)
           --flush sync|async    durability mode for the ceiling and the broker flows (default sync)
           --decision-durability MODE  broker decision durability, recorded with every broker row (default sync;
@@ -107,6 +112,7 @@ public sealed record BenchOptions
                     };
                     break;
                 case "--acks-in-flight": o = o with { AcksInFlight = NextInt() }; break;
+                case "--receives-in-flight": o = o with { ReceivesInFlight = NextInt() }; break;
                 case "--body-size": o = o with { BodySize = NextInt() }; break;
                 case "--flush":
                     o = o with
@@ -153,7 +159,7 @@ public sealed record BenchOptions
 
     public override string ToString() =>
         $"messages={Messages} inflight={string.Join(',', InFlight)} producers={Producers} consumers={Consumers} " +
-        $"producer-instances={(ProducerInstances == 0 ? "each" : ProducerInstances.ToString(System.Globalization.CultureInfo.InvariantCulture))} acks-in-flight={AcksInFlight} body={BodySize}B " +
+        $"producer-instances={(ProducerInstances == 0 ? "each" : ProducerInstances.ToString(System.Globalization.CultureInfo.InvariantCulture))} acks-in-flight={AcksInFlight} receives-in-flight={ReceivesInFlight} body={BodySize}B " +
         $"flush={Flush.ToString().ToLowerInvariant()} decision-durability={DecisionDurability}" +
         (Quick ? " quick" : "") + (RabbitMqUri is null ? "" : " rabbitmq=external");
 }

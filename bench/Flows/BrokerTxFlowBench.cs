@@ -80,7 +80,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             Description = $"HalfMsg.Broker process (flush {spec.Flush.ToString().ToLowerInvariant()}), gRPC on 127.0.0.1; {n:N0} transactions of {bodySize} B; " +
                           $"{o.Producers} producers (half-send then commit, 1 tx outstanding each) sharing {o.InstancesFor(o.Producers)} ProducerClient instance(s), one connection each" +
                           (targetRate is double r ? $", paced to {r:N0} tx/s in total" : "") +
-                          $"; {o.Consumers} SimpleConsumers (receive batch {Batch} + one ack call per batch, up to {o.AcksInFlight} in flight per consumer)" +
+                          $"; {o.Consumers} SimpleConsumers ({o.ReceivesInFlight} receive loop(s) each: receive batch {Batch} + one ack call per batch, up to {o.AcksInFlight} in flight per loop)" +
                           (spec.SeedPending > 0 ? $"; {spec.SeedPending:N0} undecided halves seeded beforehand (--transaction-timeout 1h)" : "") +
                           (spec.StormHalves > 0 ? $"; {spec.StormHalves:N0} halves due for check-back at once (--transaction-timeout 1s --transaction-check-interval 1s, checker answers Unknown)" : "") +
                           $"; decision durability {o.DecisionDurability}. send = half-send; e2e = commit completion → first delivery.",
@@ -232,10 +232,14 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             var allWarm = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var allDelivered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var seen = new ConcurrentDictionary<string, byte>(Environment.ProcessorCount, n + warmTotal);
-            var deliveries = Enumerable.Range(0, o.Consumers).Select(_ => new List<(string Id, long At, long Sent)>(n / o.Consumers + 16)).ToArray();
-            for (int c = 0; c < o.Consumers; c++)
+            // --receives-in-flight loops per consumer, each with one ReceiveMessage outstanding: while one loop's batch
+            // travels back and its next receive travels out, the other's receive waits at the broker for the next
+            // commit (like the RabbitMQ row's prefetch, which keeps deliveries flowing while a batch is handled).
+            int loops = o.Consumers * o.ReceivesInFlight;
+            var deliveries = Enumerable.Range(0, loops).Select(_ => new List<(string Id, long At, long Sent)>(n / loops + 16)).ToArray();
+            for (int c = 0; c < loops; c++)
             {
-                var consumer = consumers[c];
+                var consumer = consumers[c % o.Consumers];
                 var mine = deliveries[c];
                 consumerTasks.Add(Task.Run(async () =>
                 {
@@ -243,7 +247,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     // Ack calls still in flight while the next batches are received: an ack waits for a group commit,
                     // and a consumer that waited for it before receiving again delivered at most 32 messages per fsync
                     // (4 consumers fell seconds behind 3,500 tx/s at 256 in flight with none in flight; with one, a
-                    // message could wait a whole commit for its consumer). At most --acks-in-flight per consumer.
+                    // message could wait a whole commit for its consumer). At most --acks-in-flight per receive loop.
                     var acksInFlight = new Queue<Task>();
                     while (!token.IsCancellationRequested)
                     {
