@@ -47,7 +47,9 @@ public sealed record BenchOptions
                   HALFMSG_BENCH_FLOWS=remoting runs only the ceiling and the Remoting rows;
                   HALFMSG_BENCH_WARMUP=N runs N warm-up transactions before each gRPC broker row (default: 2% of
                   the row, 10-200 per producer; the JIT keeps compiling for tens of seconds, so compare CPU per
-                  transaction of short runs only with a long warm-up)
+                  transaction of short runs only with a long warm-up);
+                  HALFMSG_BENCH_HALF_LOAD_TXS=R paces the half-load row at R tx/s instead of half the sweep's peak;
+                  HALFMSG_BROKER_ENV_<NAME>=<value> sets <NAME> in the broker process only
           micro   BenchmarkDotNet micro benchmarks (other args go to BenchmarkDotNet, e.g. --filter '*Faster*')
           all     e2e, then micro
           diag-commit-starvation [--writers 256] [--hops 3] [--work-us 50] [--seconds 10]
