@@ -141,7 +141,8 @@ internal static class V5MessageConverter
         {
             Topic = new Resource { Name = stored.Topic },
             SystemProperties = sp,
-            Body = ByteString.CopyFrom(stored.Body.Span),
+            // No copy: a StoredMessage's body is a fresh array of its own (BrokerEngine.ToStoredMessage), never written after.
+            Body = UnsafeByteOperations.UnsafeWrap(stored.Body),
         };
         foreach (var (key, value) in stored.Properties)
         {
