@@ -158,7 +158,7 @@ public sealed partial class BrokerEngine
                 var result = new List<DeliveredMessage>(picked.Count);
                 foreach (var p in picked)
                 {
-                    var message = await ReadStoredMessageAsync(p.Entry.BodyAddress, topic.Name, p.Queue, p.Offset, ct).ConfigureAwait(false);
+                    var message = await ReadStoredMessageAsync(p.Entry.BodyAddress, topic.Name, p.Queue, p.Offset, ct, p.Entry.Size).ConfigureAwait(false);
                     if (message is null)
                     {
                         // Retention may have moved the body since it was picked: read it where it lives now.
@@ -431,9 +431,9 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>Reads a stored body (a MessageStored or HalfStored record) and presents it at the given queue position.</summary>
-    private async ValueTask<StoredMessage?> ReadStoredMessageAsync(long bodyAddress, string topic, int queueId, long offset, CancellationToken ct)
+    private async ValueTask<StoredMessage?> ReadStoredMessageAsync(long bodyAddress, string topic, int queueId, long offset, CancellationToken ct, int sizeHint = 0)
     {
-        var bytes = await _log.ReadAsync(bodyAddress, ct).ConfigureAwait(false);
+        var bytes = await _log.ReadAsync(bodyAddress, sizeHint, ct).ConfigureAwait(false);
         if (bytes is null) return null;
         return DecodeStoredMessage(bytes, topic, queueId, offset);
     }

@@ -84,7 +84,7 @@ public sealed partial class BrokerEngine
         var deadline = _time.GetTimestamp() + (long)(longPoll.TotalSeconds * _time.TimestampFrequency);
         while (true)
         {
-            var picked = new List<(long Address, long Offset)>();
+            var picked = new List<(long Address, long Offset, int Size)>();
             Task signal;
             long min, max, next;
             lock (_gate)
@@ -103,17 +103,17 @@ public sealed partial class BrokerEngine
                 {
                     if (!queue.TryGet(next, out var entry) || entry.VisibleAt >= durable) break;
                     // A hole (damaged or expired position) is skipped like a filtered-out entry.
-                    if (!entry.IsHole && filter.Matches(entry.Tag)) picked.Add((entry.BodyAddress, next));
+                    if (!entry.IsHole && filter.Matches(entry.Tag)) picked.Add((entry.BodyAddress, next, entry.Size));
                     next++;
                 }
             }
             if (picked.Count > 0)
             {
                 var messages = new List<PulledMessage>(picked.Count);
-                foreach (var (picked0, off) in picked)
+                foreach (var (picked0, off, size) in picked)
                 {
                     long address = picked0;
-                    var message = await ReadStoredMessageAsync(address, topic, queueId, off, ct).ConfigureAwait(false);
+                    var message = await ReadStoredMessageAsync(address, topic, queueId, off, ct, size).ConfigureAwait(false);
                     if (message is null)
                     {
                         // Retention may have moved the body since it was picked: read it where it lives now.

@@ -69,10 +69,20 @@ internal sealed class FaultInjectionDevice(IDevice inner) : IDevice
         }
     }
 
+    /// <summary>Reads passed to the real device.</summary>
+    public int Reads;
+
     public void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context)
-        => inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
+    {
+        Interlocked.Increment(ref Reads);
+        inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
+    }
+
     public void ReadAsync(ulong alignedSourceAddress, IntPtr alignedDestinationAddress, uint aligned_read_length, DeviceIOCompletionCallback callback, object context)
-        => inner.ReadAsync(alignedSourceAddress, alignedDestinationAddress, aligned_read_length, callback, context);
+    {
+        Interlocked.Increment(ref Reads);
+        inner.ReadAsync(alignedSourceAddress, alignedDestinationAddress, aligned_read_length, callback, context);
+    }
     public void TruncateUntilAddressAsync(long toAddress, AsyncCallback callback, IAsyncResult result) => inner.TruncateUntilAddressAsync(toAddress, callback, result);
     public void TruncateUntilAddress(long toAddress) => inner.TruncateUntilAddress(toAddress);
     public void TruncateUntilSegmentAsync(int toSegment, AsyncCallback callback, IAsyncResult result) => inner.TruncateUntilSegmentAsync(toSegment, callback, result);

@@ -332,9 +332,16 @@ public sealed class RecordLog : IAsyncDisposable
     }
 
     /// <summary>Reads a durable record. Returns null when the address is truncated away or not durable yet.</summary>
-    public async ValueTask<byte[]?> ReadAsync(long address, CancellationToken ct = default)
+    public ValueTask<byte[]?> ReadAsync(long address, CancellationToken ct = default) => ReadAsync(address, 0, ct);
+
+    /// <summary>
+    /// As <see cref="ReadAsync(long, CancellationToken)"/>, with the record's size when the caller knows it: FasterLog
+    /// reads every record from the device, and without a size it reads the entry header first and then the rest (two
+    /// reads, each a thread-pool hop); with it, one read. A wrong size only costs that second read.
+    /// </summary>
+    public async ValueTask<byte[]?> ReadAsync(long address, int sizeHint, CancellationToken ct)
     {
-        var (bytes, length) = await _log.ReadAsync(address, 0, ct).ConfigureAwait(false);
+        var (bytes, length) = await _log.ReadAsync(address, Math.Max(0, sizeHint), ct).ConfigureAwait(false);
         if (bytes is null) return null;
         return bytes.Length == length ? bytes : bytes.AsSpan(0, length).ToArray();
     }
