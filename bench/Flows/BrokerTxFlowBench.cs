@@ -51,16 +51,13 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
 
     public string Name => spec.Name;
 
-    /// <summary>Why the paced rate is what it is, when not the spec's fraction of a peak.</summary>
-    private string? _rateNote;
-
     public async Task<BenchResult> RunAsync(BenchOptions o, CancellationToken outer)
     {
         if (spec.Producers is int producers) o = o with { Producers = producers };
         if (BrokerProcess.FindBrokerDll() is null)
             return BenchResult.Skipped(Name, BenchKind.Flow, "HalfMsg.Broker.dll not found (dotnet build -c Release src/Broker/HalfMsg.Broker)");
         double? targetRate = null;
-        _rateNote = null;
+        string? rateNote = null; // why the paced rate is what it is, when not the spec's fraction of a peak
         if (spec.RateFractionOfSyncPeak is double frac)
         {
             if (context.SyncPeak?.Get(Metric.Throughput) is not double peak || peak <= 0)
@@ -78,7 +75,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     System.Globalization.CultureInfo.InvariantCulture, out double fixedRate) && fixedRate > 0)
             {
                 targetRate = fixedRate;
-                _rateNote = "fixed by HALFMSG_BENCH_HALF_LOAD_TXS";
+                rateNote = "fixed by HALFMSG_BENCH_HALF_LOAD_TXS";
             }
         }
 
@@ -130,7 +127,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             await using (broker)
             {
                 result.Metrics["broker_start_to_ready_s"] = broker.StartToReady.TotalSeconds;
-                await RunFlowAsync(broker, o, n, bodySize, targetRate, result, ct, outer);
+                await RunFlowAsync(broker, o, n, bodySize, targetRate, rateNote, result, ct, outer);
             }
         }
         catch (OperationCanceledException) when (!outer.IsCancellationRequested)
@@ -202,7 +199,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
         }
     }
 
-    private async Task RunFlowAsync(BrokerProcess broker, BenchOptions o, int n, int bodySize, double? targetRate,
+    private async Task RunFlowAsync(BrokerProcess broker, BenchOptions o, int n, int bodySize, double? targetRate, string? rateNote,
         BenchResult result, CancellationToken ct, CancellationToken outer)
     {
         var producers = new List<Producer>();
@@ -486,7 +483,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             if (spec.StormHalves > 0)
                 result.Summary += $"; checks sent during run {result.Get("checks_sent_during_run") ?? double.NaN:N0} (client answered {result.Get("checks_answered_by_client"):N0})";
             if (targetRate is double t)
-                result.Summary += $"; paced at {t:N0} tx/s ({_rateNote ?? (spec.RateFractionOfSweepPeak is not null ? "50% of the sweep's peak" : "50% of sync peak")}, {o.Producers} in flight): commit→delivery p99 {result.Get("e2e_p99_ms"):0.00} ms";
+                result.Summary += $"; paced at {t:N0} tx/s ({rateNote ?? (spec.RateFractionOfSweepPeak is not null ? "50% of the sweep's peak" : "50% of sync peak")}, {o.Producers} in flight): commit→delivery p99 {result.Get("e2e_p99_ms"):0.00} ms";
             if (spec.SeedPending > 0)
                 result.Summary += $"; {result.Get("broker_pendingTransactions") ?? double.NaN:N0} pending in broker";
         }

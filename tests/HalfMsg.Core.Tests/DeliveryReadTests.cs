@@ -6,8 +6,8 @@ namespace HalfMsg.Core.Tests;
 
 /// <summary>
 /// FasterLog reads every record from the device, even one still in memory; without the record's size it reads the
-/// entry header first and then the rest. A delivery knows the size from its queue entry, so each delivered body costs
-/// one device read.
+/// entry header first and then the rest. A delivery knows the size from its queue entry, and a check-back from its
+/// half, so each body read costs one device read.
 /// </summary>
 public sealed class DeliveryReadTests
 {
@@ -38,5 +38,23 @@ public sealed class DeliveryReadTests
 
         Assert.Equal(sent.Order(), got.Order());
         Assert.Equal(sent.Count, Volatile.Read(ref device.Reads) - before);
+    }
+
+    [Fact]
+    public async Task Each_check_back_reads_its_half_with_one_device_read()
+    {
+        FaultInjectionDevice? device = null;
+        await using var h = await EngineHarness.StartAsync(o => o with { WrapLogDevice = d => device = new FaultInjectionDevice(d) });
+        var p1 = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p1);
+        for (int i = 0; i < 6; i++) await h.SendHalfAsync("orders", $"h{i}-" + new string('y', 900 + 50 * i));
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+
+        int before = Volatile.Read(ref device!.Reads);
+        Assert.Equal(6, await h.Engine.RunCheckPassAsync());
+
+        Assert.Equal(6, p1.Checks.Count);
+        Assert.All(p1.Checks, c => Assert.StartsWith("h", System.Text.Encoding.UTF8.GetString(c.HalfMessage.Body.Span)));
+        Assert.Equal(6, Volatile.Read(ref device.Reads) - before);
     }
 }

@@ -163,9 +163,10 @@ public sealed partial class BrokerEngine
                     {
                         // Retention may have moved the body since it was picked: read it where it lives now.
                         long now;
-                        lock (_gate) now = topic.Queues[p.Queue].TryGet(p.Offset, out var e) && !e.IsHole ? e.BodyAddress : -1;
+                        int size;
+                        lock (_gate) (now, size) = topic.Queues[p.Queue].TryGet(p.Offset, out var e) && !e.IsHole ? (e.BodyAddress, e.Size) : (-1, 0);
                         if (now >= 0 && now != p.Entry.BodyAddress)
-                            message = await ReadStoredMessageAsync(now, topic.Name, p.Queue, p.Offset, ct).ConfigureAwait(false);
+                            message = await ReadStoredMessageAsync(now, topic.Name, p.Queue, p.Offset, ct, size).ConfigureAwait(false);
                     }
                     if (message is null)
                     {

@@ -178,16 +178,17 @@ public sealed partial class BrokerEngine
                     continue;
                 }
                 long address;
-                lock (_gate) address = half.Address;
-                var message = await ReadStoredMessageAsync(address, half.Topic, -1, -1, ct).ConfigureAwait(false);
+                int size;
+                lock (_gate) (address, size) = (half.Address, half.Size);
+                var message = await ReadStoredMessageAsync(address, half.Topic, -1, -1, ct, size).ConfigureAwait(false);
                 if (message is null)
                 {
                     // Retention may have moved the body and cut its old place since the address was taken (found by the
                     // soak at 1,100 tx/s with a 1 MiB retention limit): read it where it lives now.
                     long now;
-                    lock (_gate) now = _txs.IsLive(half) ? half.Address : -1;
+                    lock (_gate) (now, size) = _txs.IsLive(half) ? (half.Address, half.Size) : (-1, 0);
                     if (now < 0) continue; // decided meanwhile: nothing to check
-                    if (now != address) message = await ReadStoredMessageAsync(now, half.Topic, -1, -1, ct).ConfigureAwait(false);
+                    if (now != address) message = await ReadStoredMessageAsync(now, half.Topic, -1, -1, ct, size).ConfigureAwait(false);
                 }
                 if (message is null)
                 {
