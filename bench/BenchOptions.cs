@@ -25,6 +25,10 @@ public sealed record BenchOptions
     public int ReceivesInFlight { get; init; } = 1;
     public int BodySize { get; init; } = 1024;
     public FlushMode Flush { get; init; } = FlushMode.Sync;
+    /// <summary>Seconds each row with a server process of its own (broker, Remoting broker, gRPC floor, RabbitMQ) runs
+    /// its flow unmeasured before it measures: a fresh .NET process compiles for its first 15-25 s under load
+    /// (Infrastructure/WarmUp.cs). Default 20; 1 with <c>--quick</c>; 0 = only the count-based minimum.</summary>
+    public double WarmupSeconds { get; init; } = 20;
     /// <summary>Transactions in flight per level of the concurrency sweep (each level runs the ceiling, RabbitMQ and the
     /// broker with that many writers / publishers / producers). Default 8, 64, 256; <c>--quick</c>: 8.</summary>
     public IReadOnlyList<int> InFlight { get; init; } = [8, 64, 256];
@@ -45,9 +49,8 @@ public sealed record BenchOptions
           e2e     concurrency sweep (raw FasterLog ceiling, RabbitMQ peer, broker over gRPC and over Remoting at each
                   --inflight level; table and chart), then the other broker flows (Flows/FlowRegistry.cs);
                   HALFMSG_BENCH_FLOWS=remoting runs only the ceiling and the Remoting rows;
-                  HALFMSG_BENCH_WARMUP=N runs N warm-up transactions before each gRPC broker row (default: 2% of
-                  the row, 10-200 per producer; the JIT keeps compiling for tens of seconds, so compare CPU per
-                  transaction of short runs only with a long warm-up);
+                  HALFMSG_BENCH_WARMUP=N: at least N warm-up transactions before each gRPC broker row (default: 2%
+                  of the row, 10-200 per producer), on top of --warmup's time;
                   HALFMSG_BENCH_HALF_LOAD_TXS=R paces the half-load row at R tx/s instead of half the sweep's peak;
                   HALFMSG_BROKER_ENV_<NAME>=<value> sets <NAME> in the broker process only
           micro   BenchmarkDotNet micro benchmarks (other args go to BenchmarkDotNet, e.g. --filter '*Faster*')
@@ -65,6 +68,9 @@ public sealed record BenchOptions
           --producers P         producers for the rows outside the sweep (flush async, pending, storm; default 8;
                                 the half-load row runs at the sweep's peak level)
           --consumers C         concurrent consumers (default 4)
+          --warmup S            seconds each server row (broker over gRPC and Remoting, gRPC floor, RabbitMQ) runs its
+                                whole flow unmeasured first (default 20; 1 with --quick; 0 = a few hundred transactions
+                                only): a fresh .NET process keeps compiling for its first 15-25 s under load
           --producer-instances N|each
                                 ProducerClient instances (one HTTP/2 connection each) shared by a gRPC broker row's
                                 producers (default 1, like a service and like the RabbitMQ row's one publisher
@@ -89,6 +95,7 @@ public sealed record BenchOptions
         var o = new BenchOptions();
         var rest = new List<string>();
         int? messages = null, timeoutS = null;
+        double? warmupS = null;
         IReadOnlyList<int>? inflight = null;
         int i = 0;
         if (args.Length > 0 && !args[0].StartsWith('-')) { o = o with { Verb = args[0].ToLowerInvariant() }; i = 1; }
@@ -104,6 +111,11 @@ public sealed record BenchOptions
                 case "--messages": case "-n": messages = NextInt(); break;
                 case "--producers": case "-p": o = o with { Producers = NextInt() }; break;
                 case "--consumers": case "-c": o = o with { Consumers = NextInt() }; break;
+                case "--warmup":
+                    string ws = Next();
+                    warmupS = double.TryParse(ws, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double w) && w >= 0 && w <= 3600
+                        ? w : throw new ArgumentException($"--warmup takes seconds from 0 to 3600, not '{ws}'");
+                    break;
                 case "--producer-instances":
                     string pi = Next();
                     o = o with
@@ -151,6 +163,7 @@ public sealed record BenchOptions
             MessagesGiven = messages is not null,
             InFlight = inflight ?? (o.Quick ? [8] : [8, 64, 256]),
             FlowTimeout = TimeSpan.FromSeconds(timeoutS ?? (o.Quick ? 90 : 600)),
+            WarmupSeconds = warmupS ?? (o.Quick ? 1 : 20),
             Rest = rest,
         };
         return o;
@@ -162,6 +175,6 @@ public sealed record BenchOptions
     public override string ToString() =>
         $"messages={Messages} inflight={string.Join(',', InFlight)} producers={Producers} consumers={Consumers} " +
         $"producer-instances={(ProducerInstances == 0 ? "each" : ProducerInstances.ToString(System.Globalization.CultureInfo.InvariantCulture))} acks-in-flight={AcksInFlight} receives-in-flight={ReceivesInFlight} body={BodySize}B " +
-        $"flush={Flush.ToString().ToLowerInvariant()} decision-durability={DecisionDurability}" +
+        $"flush={Flush.ToString().ToLowerInvariant()} decision-durability={DecisionDurability} warmup={WarmupSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)}s" +
         (Quick ? " quick" : "") + (RabbitMqUri is null ? "" : " rabbitmq=external");
 }

@@ -229,15 +229,13 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 }, ct));
 
             // ── consumers: receive + ack; first delivery per message id ──
-            // HALFMSG_BENCH_WARMUP=N: N warm-up transactions in all (default n/50, 10-200 per producer). The JIT keeps
-            // compiling (tier-0 → instrumented → tier-1) for tens of seconds on a loaded 2-core machine, so CPU per
-            // transaction of a short run is mostly JIT: comparisons of steady-state costs need a long warm-up.
+            // Warm-up: --warmup seconds of the whole flow (WarmUp.cs: a fresh broker compiles for its first 15-25 s),
+            // and at least HALFMSG_BENCH_WARMUP=N transactions in all (default n/50, 10-200 per producer).
             int warmPerProducer = int.TryParse(Environment.GetEnvironmentVariable("HALFMSG_BENCH_WARMUP"), out int warmEnv) && warmEnv > 0
                 ? Math.Max(1, warmEnv / o.Producers)
                 : Math.Clamp(n / 50 / o.Producers, 10, 200);
             int warmTotal = warmPerProducer * o.Producers;
-            long warmDelivered = 0, delivered = 0, redelivered = 0, lastDelivery = 0, consumeErrors = 0;
-            var allWarm = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            long warmDelivered = 0, warmCommitted = 0, delivered = 0, redelivered = 0, lastDelivery = 0, consumeErrors = 0;
             var allDelivered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var seen = new ConcurrentDictionary<string, byte>(Environment.ProcessorCount, n + warmTotal);
             // --receives-in-flight loops per consumer, each with one ReceiveMessage outstanding: while one loop's batch
@@ -280,7 +278,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                             if (!seen.TryAdd(m.MessageId, 0)) { Interlocked.Increment(ref redelivered); continue; }
                             if (m.Body.Span[8] == 1)
                             {
-                                if (Interlocked.Increment(ref warmDelivered) == warmTotal) allWarm.TrySetResult();
+                                Interlocked.Increment(ref warmDelivered);
                                 continue;
                             }
                             mine.Add((m.MessageId, now, BinaryPrimitives.ReadInt64LittleEndian(m.Body.Span)));
@@ -304,13 +302,14 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             var commitDone = new ConcurrentDictionary<string, long>(Environment.ProcessorCount, n);
             long committed = 0, lastCommit = 0, sendErrors = 0;
 
-            async Task ProduceAsync(int producer, int count, bool warm, long startTs, double? perProducerRate)
+            async Task ProduceAsync(int producer, int count, WarmUp? warm, long startTs, double? perProducerRate)
             {
                 var client = producers[producer % producers.Count];
                 var body = new byte[bodySize];
                 Random.Shared.NextBytes(body);
-                body[8] = warm ? (byte)1 : (byte)0;
-                for (int i = 0; i < count; i++)
+                body[8] = warm is null ? (byte)0 : (byte)1;
+                // A warm-up producer sends at least its count and goes on until the warm-up's time is up.
+                for (int i = 0; i < count || warm is { Running: true }; i++)
                 {
                     ct.ThrowIfCancellationRequested();
                     if (perProducerRate is double rate)
@@ -344,7 +343,11 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                         continue;
                     }
                     long t2 = Stopwatch.GetTimestamp();
-                    if (warm) continue;
+                    if (warm is not null)
+                    {
+                        Interlocked.Increment(ref warmCommitted);
+                        continue;
+                    }
                     commitDone[receipt.MessageId] = t2;
                     halfLat[producer].Record(t1 - t0);
                     commitLat[producer].Record(t2 - t1);
@@ -355,9 +358,12 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 }
             }
 
-            // Warm-up (JIT, connections, routes): not measured.
-            await Task.WhenAll(Enumerable.Range(0, o.Producers).Select(p => Task.Run(() => ProduceAsync(p, warmPerProducer, true, 0, null), ct)));
-            await allWarm.Task.WaitAsync(TimeSpan.FromSeconds(30), ct).ContinueWith(_ => { }, TaskScheduler.Default);
+            // Warm-up (JIT, connections, routes): the whole flow for at least --warmup seconds, then its messages drain.
+            var warmUp = WarmUp.Start(o.WarmupSeconds);
+            await Task.WhenAll(Enumerable.Range(0, o.Producers).Select(p => Task.Run(() => ProduceAsync(p, warmPerProducer, warmUp, 0, null), ct)));
+            bool drained = await WarmUp.UntilAsync(() => Interlocked.Read(ref warmDelivered) >= Interlocked.Read(ref warmCommitted), TimeSpan.FromSeconds(30), ct);
+            result.Notes.Add(warmUp.Note(Interlocked.Read(ref warmCommitted)) +
+                             (drained ? "" : $"; only {Interlocked.Read(ref warmDelivered):N0} of them delivered within 30 s after"));
 
             UnknownChecker? checker = null;
             if (spec.StormHalves > 0)
@@ -378,7 +384,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             long start = Stopwatch.GetTimestamp();
             double? perRate = targetRate / o.Producers;
             var producing = Enumerable.Range(0, o.Producers)
-                .Select(p => Task.Run(() => ProduceAsync(p, n / o.Producers + (p < n % o.Producers ? 1 : 0), false, start, perRate), ct))
+                .Select(p => Task.Run(() => ProduceAsync(p, n / o.Producers + (p < n % o.Producers ? 1 : 0), null, start, perRate), ct))
                 .ToArray();
             try
             {

@@ -59,7 +59,16 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             for (int i = 0; i < o.Consumers; i++) consumers.Add(Channel(port));
             var body = ByteString.CopyFrom(new byte[o.BodySize]);
 
-            await RunPhaseAsync(Math.Min(2_000, messages), producers, consumers, body, null, null, ct); // warm-up
+            // Warm-up: rounds of the flow for at least --warmup seconds (a fresh server process compiles for its first
+            // seconds under load, like the broker).
+            var warmUp = WarmUp.Start(o.WarmupSeconds);
+            int warmRound = Math.Min(2_000, messages);
+            long warmTx = 0;
+            do
+            {
+                await RunPhaseAsync(warmRound, producers, consumers, body, null, null, ct);
+                warmTx += warmRound;
+            } while (warmUp.Running);
             var result = new BenchResult
             {
                 Name = Name,
@@ -71,6 +80,8 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                               "row's tx/s, since CPU per transaction falls as the rate rises (more frames per wake-up); the paced server CPU " +
                               "per tx is the least the broker can spend on this stack at the broker's rate.",
             };
+
+            result.Notes.Add(warmUp.Note(warmTx));
 
             // As fast as it goes: the stack's own ceiling on this machine.
             var send = Enumerable.Range(0, inFlight).Select(_ => new LatencyRecorder(messages / inFlight + 16)).ToArray();

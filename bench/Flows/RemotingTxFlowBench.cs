@@ -144,8 +144,7 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
             // ── consumers: one long-polling pull loop per queue; first delivery per UNIQ_KEY ──
             int warmPerProducer = Math.Clamp(n / 50 / o.Producers, 10, 200);
             int warmTotal = warmPerProducer * o.Producers;
-            long warmDelivered = 0, delivered = 0, redelivered = 0, lastDelivery = 0, consumeErrors = 0, pulls = 0;
-            var allWarm = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            long warmDelivered = 0, warmCommitted = 0, delivered = 0, redelivered = 0, lastDelivery = 0, consumeErrors = 0, pulls = 0;
             var allDelivered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var seen = new ConcurrentDictionary<string, byte>(Environment.ProcessorCount, n + warmTotal);
             var deliveries = Enumerable.Range(0, Queues).Select(_ => new List<(string Id, long At, long Sent)>(n / Queues + 16)).ToArray();
@@ -187,7 +186,7 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
                                 if (!seen.TryAdd(id, 0)) { Interlocked.Increment(ref redelivered); continue; }
                                 if (m.Body[8] == 1)
                                 {
-                                    if (Interlocked.Increment(ref warmDelivered) == warmTotal) allWarm.TrySetResult();
+                                    Interlocked.Increment(ref warmDelivered);
                                     continue;
                                 }
                                 mine.Add((id, now, BinaryPrimitives.ReadInt64LittleEndian(m.Body)));
@@ -220,17 +219,18 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
             string run = Guid.NewGuid().ToString("N")[..12].ToUpperInvariant();
             long bornBase = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
 
-            async Task ProduceAsync(int producer, int count, bool warm)
+            async Task ProduceAsync(int producer, int count, WarmUp? warm)
             {
                 var conn = producerConns[producer];
                 var body = new byte[bodySize];
                 Random.Shared.NextBytes(body);
-                body[8] = warm ? (byte)1 : (byte)0;
+                body[8] = warm is null ? (byte)0 : (byte)1;
                 int queue = producer % Queues;
-                for (int i = 0; i < count; i++)
+                // A warm-up producer sends at least its count and goes on until the warm-up's time is up.
+                for (int i = 0; i < count || warm is { Running: true }; i++)
                 {
                     ct.ThrowIfCancellationRequested();
-                    string uniq = string.Create(CultureInfo.InvariantCulture, $"{run}{(warm ? 'W' : 'M')}{producer:X4}{i:X8}");
+                    string uniq = string.Create(CultureInfo.InvariantCulture, $"{run}{(warm is null ? 'M' : 'W')}{producer:X4}{i:X8}");
                     string props = MessageProperties.Encode(
                     [
                         new(MessageConst.UniqueKey, uniq), new(MessageConst.TransactionPrepared, "true"),
@@ -265,7 +265,11 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
                     try { await conn.SendOnewayAsync(end, ct); }
                     catch (Exception) when (!ct.IsCancellationRequested) { Interlocked.Increment(ref sendErrors); continue; }
                     long t2 = Stopwatch.GetTimestamp();
-                    if (warm) continue;
+                    if (warm is not null)
+                    {
+                        Interlocked.Increment(ref warmCommitted);
+                        continue;
+                    }
                     commitDone[uniq] = t2;
                     halfLat[producer].Record(t1 - t0);
                     txLat[producer].Record(t2 - t0);
@@ -275,17 +279,19 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
                 }
             }
 
-            // Warm-up (JIT, connections, topic creation): not measured.
-            await Task.WhenAll(Enumerable.Range(0, o.Producers).Select(p => Task.Run(() => ProduceAsync(p, warmPerProducer, true), ct)));
-            await allWarm.Task.WaitAsync(TimeSpan.FromSeconds(30), ct).ContinueWith(_ => { }, TaskScheduler.Default);
-            if (!allWarm.Task.IsCompleted)
-                result.Notes.Add($"warm-up: {Interlocked.Read(ref warmDelivered):N0} of {warmTotal:N0} warm-up messages delivered within 30 s");
+            // Warm-up (JIT, connections, topic creation): the whole flow for at least --warmup seconds, then its
+            // messages drain; not measured.
+            var warmUp = WarmUp.Start(o.WarmupSeconds);
+            await Task.WhenAll(Enumerable.Range(0, o.Producers).Select(p => Task.Run(() => ProduceAsync(p, warmPerProducer, warmUp), ct)));
+            bool drained = await WarmUp.UntilAsync(() => Interlocked.Read(ref warmDelivered) >= Interlocked.Read(ref warmCommitted), TimeSpan.FromSeconds(30), ct);
+            result.Notes.Add(warmUp.Note(Interlocked.Read(ref warmCommitted)) +
+                             (drained ? "" : $"; only {Interlocked.Read(ref warmDelivered):N0} of them delivered within 30 s after"));
 
             long? logCommits0 = await broker.LogCommitsAsync(ct);
             var cpu = new CpuWindow(broker.Pid);
             long start = Stopwatch.GetTimestamp();
             var producing = Enumerable.Range(0, o.Producers)
-                .Select(p => Task.Run(() => ProduceAsync(p, n / o.Producers + (p < n % o.Producers ? 1 : 0), false), ct))
+                .Select(p => Task.Run(() => ProduceAsync(p, n / o.Producers + (p < n % o.Producers ? 1 : 0), null), ct))
                 .ToArray();
             try
             {

@@ -86,18 +86,8 @@ public sealed class RabbitMqFlowBench(RabbitMqServer? shared = null, string? nam
         await using (var admin = await pubConn.CreateChannelAsync(cancellationToken: ct))
             await admin.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments: null, cancellationToken: ct);
 
-        // Warm-up: a few confirmed publishes (JIT, connection) then purge; not measured.
-        await using (var warm = await pubConn.CreateChannelAsync(new CreateChannelOptions(true, true), ct))
-        {
-            var props = new BasicProperties { DeliveryMode = DeliveryModes.Persistent };
-            var body = new byte[bodySize];
-            for (int i = 0; i < 200; i++)
-                await warm.BasicPublishAsync("", queue, mandatory: false, props, body, ct);
-            await warm.QueuePurgeAsync(queue, ct);
-        }
-
-        // Consumers.
-        long delivered = 0;
+        // Consumers. Byte 8 of a body marks a warm-up message: acked and counted, not measured.
+        long delivered = 0, warmDelivered = 0;
         long lastDelivery = 0;
         var allDelivered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var e2e = Enumerable.Range(0, o.Consumers).Select(_ => new LatencyRecorder(n / o.Consumers + 1)).ToArray();
@@ -112,6 +102,12 @@ public sealed class RabbitMqFlowBench(RabbitMqServer? shared = null, string? nam
             consumer.ReceivedAsync += async (_, ea) =>
             {
                 // Handlers of one channel run one at a time (dispatch concurrency 1): the recorder is not shared.
+                if (ea.Body.Span[8] == 1)
+                {
+                    await ch.BasicAckAsync(ea.DeliveryTag, multiple: false);
+                    Interlocked.Increment(ref warmDelivered);
+                    return;
+                }
                 long sent = BinaryPrimitives.ReadInt64LittleEndian(ea.Body.Span);
                 rec.RecordSince(sent);
                 await ch.BasicAckAsync(ea.DeliveryTag, multiple: false);
@@ -128,6 +124,26 @@ public sealed class RabbitMqFlowBench(RabbitMqServer? shared = null, string? nam
         for (int p = 0; p < o.Producers; p++)
             pubChannels.Add(await pubConn.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true), ct));
 
+        // Warm-up: the whole flow (publishers with confirms, consumers) for at least --warmup seconds, as the broker rows
+        // get, then its messages drain; not measured.
+        var warmUp = Infrastructure.WarmUp.Start(o.WarmupSeconds);
+        long warmConfirmed = 0;
+        await Task.WhenAll(Enumerable.Range(0, o.Producers).Select(p => Task.Run(async () =>
+        {
+            var ch = pubChannels[p];
+            var props = new BasicProperties { DeliveryMode = DeliveryModes.Persistent, ContentType = "application/octet-stream" };
+            var body = new byte[bodySize];
+            body[8] = 1;
+            for (int i = 0; i < 25 || warmUp.Running; i++)
+            {
+                await ch.BasicPublishAsync("", queue, mandatory: false, props, body, ct);
+                Interlocked.Increment(ref warmConfirmed);
+            }
+        }, ct)));
+        bool drained = await Infrastructure.WarmUp.UntilAsync(() => Interlocked.Read(ref warmDelivered) >= Interlocked.Read(ref warmConfirmed), TimeSpan.FromSeconds(30), ct);
+        string warmNote = warmUp.Note(Interlocked.Read(ref warmConfirmed), "messages") +
+                          (drained ? "" : $"; only {Interlocked.Read(ref warmDelivered):N0} of them delivered within 30 s after");
+
         long confirmed = 0, lastConfirm = 0;
         var cpu = new Infrastructure.CpuWindow(beamPid);
         long start = Stopwatch.GetTimestamp();
@@ -142,6 +158,7 @@ public sealed class RabbitMqFlowBench(RabbitMqServer? shared = null, string? nam
                 var props = new BasicProperties { DeliveryMode = DeliveryModes.Persistent, ContentType = "application/octet-stream" };
                 var body = new byte[bodySize];
                 Random.Shared.NextBytes(body);
+                body[8] = 0;
                 var rec = send[publisher];
                 for (int i = 0; i < count; i++)
                 {
@@ -165,6 +182,7 @@ public sealed class RabbitMqFlowBench(RabbitMqServer? shared = null, string? nam
         };
         result.Metrics["inflight"] = o.Producers;
         result.Notes.AddRange(notes);
+        result.Notes.Add(warmNote);
         try
         {
             await Task.WhenAll(publishers);

@@ -1,0 +1,51 @@
+using System.Diagnostics;
+
+namespace HalfMsg.Bench.Infrastructure;
+
+/// <summary>
+/// The warm-up before a measured row: the row's whole flow runs unmeasured for at least <c>--warmup</c> seconds (and at
+/// least its count-based minimum), then its warm-up messages drain, then the measured part starts.
+/// </summary>
+/// <remarks>
+/// Every server row starts a fresh process (broker, Remoting broker, gRPC floor server, RabbitMQ). A .NET process keeps
+/// compiling for its first 15-25 s under this load on 2 cores (tier-0, then instrumented, then optimised code: up to
+/// 0.6 s of JIT per second in the broker, measured with dotnet-counters), so a row of a few seconds measured mostly the
+/// JIT: at 64 in flight, 3,146 tx/s and 0.357 broker ms/tx with 640 warm-up transactions against 6,877 tx/s and 0.140
+/// ms/tx after 60,000. Each system gets the same warm-up time, RabbitMQ included.
+/// </remarks>
+public readonly struct WarmUp
+{
+    private readonly long _started;
+    private readonly long _deadline;
+
+    private WarmUp(double seconds)
+    {
+        _started = Stopwatch.GetTimestamp();
+        _deadline = _started + (long)(Math.Max(0, seconds) * Stopwatch.Frequency);
+    }
+
+    /// <summary>Starts a warm-up of at least <paramref name="seconds"/>.</summary>
+    public static WarmUp Start(double seconds) => new(seconds);
+
+    /// <summary>True while the warm-up's minimum time has not passed.</summary>
+    public bool Running => Stopwatch.GetTimestamp() < _deadline;
+
+    /// <summary>Seconds since the warm-up started.</summary>
+    public double Elapsed => (Stopwatch.GetTimestamp() - _started) / (double)Stopwatch.Frequency;
+
+    /// <summary>Polls <paramref name="done"/> every 10 ms until it holds or <paramref name="timeout"/> passes.</summary>
+    public static async Task<bool> UntilAsync(Func<bool> done, TimeSpan timeout, CancellationToken ct)
+    {
+        long until = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (!done())
+        {
+            if (Stopwatch.GetTimestamp() >= until) return false;
+            await Task.Delay(10, ct);
+        }
+        return true;
+    }
+
+    /// <summary>The row's note on its warm-up.</summary>
+    public string Note(long transactions, string unit = "transactions") =>
+        $"warm-up (not measured): {transactions:N0} {unit} in {Elapsed:0.0} s";
+}
