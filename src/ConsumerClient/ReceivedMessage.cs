@@ -30,10 +30,7 @@ public sealed class ReceivedMessage
         _receiptHandle = sp.HasReceiptHandle ? sp.ReceiptHandle : string.Empty;
 
         // Same check as the official clients: a digest mismatch marks the message corrupted (it is still returned).
-        if (sp.BodyDigest is { } digest && digest.Type == DigestType.Md5 && !string.IsNullOrEmpty(digest.Checksum))
-        {
-            IsCorrupted = !string.Equals(digest.Checksum, Md5Digest.UpperHex(m.Body.Span), StringComparison.OrdinalIgnoreCase);
-        }
+        IsCorrupted = !BodyDigest.Matches(sp.BodyDigest, m.Body.Span);
     }
 
     /// <summary>Topic.</summary>
@@ -71,7 +68,7 @@ public sealed class ReceivedMessage
     /// <summary>When the producer created the message.</summary>
     public DateTimeOffset? BornTimestamp { get; }
 
-    /// <summary>True when the body does not match the broker's MD5 digest.</summary>
+    /// <summary>True when the body does not match the broker's body digest (CRC32, MD5 or SHA1).</summary>
     public bool IsCorrupted { get; }
 
     /// <summary>The current receipt handle (replaced by <see cref="ChangeInvisibleDurationAsync"/>).</summary>

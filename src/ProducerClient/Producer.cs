@@ -292,7 +292,7 @@ public sealed class Producer : IAsyncDisposable
             BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
             BornHost = Environment.MachineName,
             QueueId = queueId,
-            BodyDigest = new Digest { Type = DigestType.Md5, Checksum = Md5Digest.UpperHex(message.Body.Span) },
+            BodyDigest = BodyDigest.Crc32Of(message.Body.Span),
         };
         sp.Keys.AddRange(message.Keys);
         if (message.Tag is { } tag)

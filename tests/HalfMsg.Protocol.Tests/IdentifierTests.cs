@@ -1,3 +1,5 @@
+using Apache.Rocketmq.V2;
+using Encoding = System.Text.Encoding;
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
@@ -93,5 +95,45 @@ public sealed class IdentifierTests
         byte[] body = RandomNumberGenerator.GetBytes(4096);
 
         Assert.Equal(Convert.ToHexString(MD5.HashData(body)), Md5Digest.UpperHex(body));
+    }
+
+    [Theory]
+    [InlineData("123456789", "3421780262")] // the CRC-32 check value, 0xCBF43926, printed unsigned as Java's CRC32.getValue()
+    [InlineData("", "0")]
+    public void The_crc32_body_digest_is_the_unsigned_value_in_decimal(string body, string expected)
+    {
+        Digest digest = BodyDigest.Crc32Of(Encoding.UTF8.GetBytes(body));
+
+        Assert.Equal(DigestType.Crc32, digest.Type);
+        Assert.Equal(expected, digest.Checksum);
+    }
+
+    [Fact]
+    public void A_digest_of_any_known_type_that_does_not_match_the_body_is_caught()
+    {
+        byte[] body = RandomNumberGenerator.GetBytes(1024);
+        byte[] damaged = (byte[])body.Clone();
+        damaged[517] ^= 0x10;
+        var digests = new[]
+        {
+            BodyDigest.Crc32Of(body),
+            new Digest { Type = DigestType.Md5, Checksum = Md5Digest.UpperHex(body).ToLowerInvariant() },
+            new Digest { Type = DigestType.Sha1, Checksum = Convert.ToHexString(SHA1.HashData(body)) },
+        };
+
+        foreach (Digest d in digests)
+        {
+            Assert.True(BodyDigest.Matches(d, body), d.Type.ToString());
+            Assert.False(BodyDigest.Matches(d, damaged), d.Type.ToString());
+        }
+        Assert.True(BodyDigest.Matches(null, damaged));
+        Assert.True(BodyDigest.Matches(new Digest { Type = DigestType.Crc32 }, damaged)); // no checksum: nothing to check
+    }
+
+    [Fact]
+    public void The_remoting_body_crc_is_the_crc32_masked_to_a_non_negative_int()
+    {
+        // 0xCBF43926 has its top bit set: Java's UtilAll.crc32 masks it off.
+        Assert.Equal(0x4BF43926, HalfMsg.Protocol.Remoting.StoredMessageCodec.BodyCrc(Encoding.UTF8.GetBytes("123456789")));
     }
 }

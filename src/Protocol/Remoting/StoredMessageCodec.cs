@@ -88,27 +88,7 @@ public static class StoredMessageCodec
     }
 
     /// <summary>CRC32 (zlib polynomial) of the body, masked to a non-negative int as Java's <c>UtilAll.crc32</c>.</summary>
-    public static int BodyCrc(ReadOnlySpan<byte> body)
-    {
-        uint crc = 0xFFFFFFFF;
-        foreach (byte b in body) crc = CrcTable[(crc ^ b) & 0xFF] ^ (crc >> 8);
-        return (int)(~crc & 0x7FFFFFFF);
-    }
-
-    private static readonly uint[] CrcTable = BuildCrcTable();
-
-    private static uint[] BuildCrcTable()
-    {
-        // Reflected CRC-32 polynomial 0xEDB88320 (java.util.zip.CRC32).
-        var table = new uint[256];
-        for (uint i = 0; i < 256; i++)
-        {
-            uint c = i;
-            for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? 0xEDB88320 ^ (c >> 1) : c >> 1;
-            table[i] = c;
-        }
-        return table;
-    }
+    public static int BodyCrc(ReadOnlySpan<byte> body) => (int)(System.IO.Hashing.Crc32.HashToUInt32(body) & 0x7FFFFFFF);
 
     /// <summary>Decodes every record of a PULL_MESSAGE body (or one CHECK body). Throws <see cref="RemotingProtocolException"/> when malformed.</summary>
     public static List<RemotingMessage> DecodeAll(ReadOnlySpan<byte> data)

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Sockets;
-using System.Security.Cryptography;
 using Apache.Rocketmq.V2;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
@@ -367,7 +366,8 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Message delivered = Assert.Single(await ReceiveMessagesAsync(1));
         Assert.Equal(V2Encoding.Identity, delivered.SystemProperties.BodyEncoding);
         Assert.Equal(plain, delivered.Body.ToByteArray());
-        Assert.Equal(Convert.ToHexString(MD5.HashData(plain)), delivered.SystemProperties.BodyDigest.Checksum);
+        Assert.Equal(DigestType.Crc32, delivered.SystemProperties.BodyDigest.Type);
+        Assert.Equal(System.IO.Hashing.Crc32.HashToUInt32(plain).ToString(System.Globalization.CultureInfo.InvariantCulture), delivered.SystemProperties.BodyDigest.Checksum);
     }
 
     [Fact]
@@ -479,8 +479,8 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         {
             SystemProperties sp = m.SystemProperties;
             Assert.Equal(_topic, m.Topic.Name);
-            Assert.Equal(DigestType.Md5, sp.BodyDigest.Type);
-            Assert.Equal(Convert.ToHexString(MD5.HashData(m.Body.Span)), sp.BodyDigest.Checksum);
+            Assert.Equal(DigestType.Crc32, sp.BodyDigest.Type);
+            Assert.Equal(System.IO.Hashing.Crc32.HashToUInt32(m.Body.Span).ToString(System.Globalization.CultureInfo.InvariantCulture), sp.BodyDigest.Checksum);
             Assert.Equal(V2Encoding.Identity, sp.BodyEncoding);
             Assert.False(string.IsNullOrEmpty(sp.ReceiptHandle));
             Assert.Equal(1, sp.DeliveryAttempt);

@@ -84,7 +84,7 @@ internal static class V5MessageConverter
         return true;
     }
 
-    /// <summary>A delivered message, with everything the official clients need: topic, message id, MD5 body digest
+    /// <summary>A delivered message, with everything the official clients need: topic, message id, CRC32 body digest
     /// (a missing digest is a hard error in Node), receipt handle and delivery attempt.</summary>
     public static Message ToMessage(DeliveredMessage delivered)
     {
@@ -101,7 +101,7 @@ internal static class V5MessageConverter
         var sp = new SystemProperties
         {
             MessageId = stored.MessageId,
-            BodyDigest = new Digest { Type = DigestType.Md5, Checksum = Md5Digest.UpperHex(stored.Body.Span) },
+            BodyDigest = BodyDigest.Crc32Of(stored.Body.Span),
             BodyEncoding = Encoding.Identity,
             MessageType = stored.Kind switch
             {
