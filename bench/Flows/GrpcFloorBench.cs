@@ -57,6 +57,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
 
             for (int i = 0; i < o.InstancesFor(inFlight); i++) producers.Add(Channel(port));
             for (int i = 0; i < o.Consumers; i++) consumers.Add(Channel(port));
+            await using var floorConsumers = new FloorConsumers(consumers, ct);
             var body = ByteString.CopyFrom(new byte[o.BodySize]);
 
             // Warm-up: rounds of the flow for at least --warmup seconds (a fresh server process compiles for its first
@@ -66,7 +67,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             long warmTx = 0;
             do
             {
-                await RunPhaseAsync(warmRound, producers, consumers, body, null, null, ct);
+                await RunPhaseAsync(warmRound, producers, floorConsumers, body, null, null, ct);
                 warmTx += warmRound;
             } while (warmUp.Running);
             var result = new BenchResult
@@ -86,7 +87,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             // As fast as it goes: the stack's own ceiling on this machine.
             var send = Enumerable.Range(0, inFlight).Select(_ => new LatencyRecorder(messages / inFlight + 16)).ToArray();
             var cpu = new CpuWindow(server.Id);
-            var (committedAt, deliveredAt) = await RunPhaseAsync(messages, producers, consumers, body, send, null, ct);
+            var (committedAt, deliveredAt) = await RunPhaseAsync(messages, producers, floorConsumers, body, send, null, ct);
             cpu.Stop(result.Metrics, "floor", messages);
             result.Metrics[Metric.Throughput] = messages / committedAt.TotalSeconds;
             result.Metrics[Metric.Delivered] = messages / deliveredAt.TotalSeconds;
@@ -99,7 +100,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             {
                 var paced = new Dictionary<string, double>();
                 var pacedCpu = new CpuWindow(server.Id);
-                var (pacedCommitted, _) = await RunPhaseAsync(messages, producers, consumers, body, null, rate, ct);
+                var (pacedCommitted, _) = await RunPhaseAsync(messages, producers, floorConsumers, body, null, rate, ct);
                 pacedCpu.Stop(paced, "floor", messages);
                 result.Metrics["paced_tx_per_s"] = messages / pacedCommitted.TotalSeconds;
                 foreach (var key in new[] { "floor_cpu_ms_per_tx", "client_cpu_ms_per_tx", "floor_cpu_cores", "client_cpu_cores", "others_cpu_cores" })
@@ -174,46 +175,93 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         deadline: DateTime.UtcNow.AddSeconds(30),
         cancellationToken: ct);
 
-    private async Task<(TimeSpan Committed, TimeSpan Delivered)> RunPhaseAsync(int total, List<GrpcChannel> producers, List<GrpcChannel> consumers,
+    /// <summary>
+    /// The row's consumers, started once for all its phases: each receives a batch, acks it with one call and counts it.
+    /// A phase waits until the count reaches its target. (Consumers that were cancelled at the end of each phase left
+    /// receive calls the server had not yet seen cancelled, which took the next phase's first messages and lost them:
+    /// the row hung once phases followed each other quickly.)
+    /// </summary>
+    private sealed class FloorConsumers : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop;
+        private readonly Task[] _tasks;
+        private long _delivered;
+        private long _target = long.MaxValue;
+        private long _reachedAt;
+
+        public FloorConsumers(List<GrpcChannel> channels, CancellationToken ct)
+        {
+            _stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            var topic = new Resource { Name = "bench-floor" };
+            var group = new Resource { Name = "bench-floor-group" };
+            _tasks = channels.Select((channel, ci) => Task.Run(async () =>
+            {
+                var client = new MessagingService.MessagingServiceClient(channel);
+                string clientId = "floor-consumer-" + ci;
+                var token = _stop.Token;
+                while (!token.IsCancellationRequested)
+                {
+                    var receipts = new List<AckMessageEntry>(Batch);
+                    try
+                    {
+                        using var call = client.ReceiveMessage(new ReceiveMessageRequest
+                        {
+                            Group = group, MessageQueue = new MessageQueue { Topic = topic, Id = -1 }, BatchSize = Batch,
+                            InvisibleDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(30)), LongPollingTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(5)),
+                            AutoRenew = false, FilterExpression = new FilterExpression { Type = FilterType.Tag, Expression = "*" },
+                        }, Call(clientId, token));
+                        await foreach (ReceiveMessageResponse r in call.ResponseStream.ReadAllAsync(token))
+                        {
+                            if (r.Message is { } m) receipts.Add(new AckMessageEntry { MessageId = m.SystemProperties.MessageId, ReceiptHandle = m.SystemProperties.ReceiptHandle });
+                        }
+
+                        if (receipts.Count == 0) continue;
+                        var ack = new AckMessageRequest { Group = group, Topic = topic };
+                        ack.Entries.AddRange(receipts);
+                        await client.AckMessageAsync(ack, Call(clientId, token));
+                    }
+                    catch (RpcException) when (token.IsCancellationRequested) { break; }
+                    catch (OperationCanceledException) when (token.IsCancellationRequested) { break; }
+
+                    long now = Interlocked.Add(ref _delivered, receipts.Count);
+                    long target = Volatile.Read(ref _target);
+                    if (now >= target && now - receipts.Count < target) Volatile.Write(ref _reachedAt, Stopwatch.GetTimestamp());
+                }
+            }, ct)).ToArray();
+        }
+
+        public long Delivered => Interlocked.Read(ref _delivered);
+
+        /// <summary>Sets the next target (messages delivered in all); waits for it; returns when it was reached.</summary>
+        public async Task<long> WaitForAsync(long target, CancellationToken ct)
+        {
+            Volatile.Write(ref _reachedAt, 0);
+            Volatile.Write(ref _target, target);
+            if (Delivered >= target) return Stopwatch.GetTimestamp();
+            while (Volatile.Read(ref _reachedAt) == 0)
+            {
+                if (Delivered >= target) return Stopwatch.GetTimestamp(); // crossed before the target was set
+                await Task.Delay(5, ct);
+            }
+            return Volatile.Read(ref _reachedAt);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _stop.Cancel();
+            await Task.WhenAll(_tasks).WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { }, TaskScheduler.Default);
+            _stop.Dispose();
+        }
+    }
+
+    private async Task<(TimeSpan Committed, TimeSpan Delivered)> RunPhaseAsync(int total, List<GrpcChannel> producers, FloorConsumers consumers,
         ByteString body, LatencyRecorder[]? send, double? pace, CancellationToken ct)
     {
         var topic = new Resource { Name = "bench-floor" };
-        var group = new Resource { Name = "bench-floor-group" };
         int next = -1;
-        long delivered = 0;
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        long deliveredBefore = consumers.Delivered;
+        long start = Stopwatch.GetTimestamp();
         var sw = Stopwatch.StartNew();
-        var consumerTasks = consumers.Select((channel, ci) => Task.Run(async () =>
-        {
-            var client = new MessagingService.MessagingServiceClient(channel);
-            string clientId = "floor-consumer-" + ci;
-            while (!stop.IsCancellationRequested)
-            {
-                var receipts = new List<AckMessageEntry>(Batch);
-                try
-                {
-                    using var call = client.ReceiveMessage(new ReceiveMessageRequest
-                    {
-                        Group = group, MessageQueue = new MessageQueue { Topic = topic, Id = -1 }, BatchSize = Batch,
-                        InvisibleDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(30)), LongPollingTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(5)),
-                        AutoRenew = false, FilterExpression = new FilterExpression { Type = FilterType.Tag, Expression = "*" },
-                    }, Call(clientId, stop.Token));
-                    await foreach (ReceiveMessageResponse r in call.ResponseStream.ReadAllAsync(stop.Token))
-                    {
-                        if (r.Message is { } m) receipts.Add(new AckMessageEntry { MessageId = m.SystemProperties.MessageId, ReceiptHandle = m.SystemProperties.ReceiptHandle });
-                    }
-                }
-                catch (RpcException) when (stop.IsCancellationRequested) { break; }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested) { break; }
-
-                if (receipts.Count == 0) continue;
-                var ack = new AckMessageRequest { Group = group, Topic = topic };
-                ack.Entries.AddRange(receipts);
-                await client.AckMessageAsync(ack, Call(clientId, ct));
-                if (Interlocked.Add(ref delivered, receipts.Count) >= total) stop.Cancel();
-            }
-        }, ct)).ToArray();
-
         TimeSpan committedAt = default;
         await Task.WhenAll(Enumerable.Range(0, inFlight).Select(pi => Task.Run(async () =>
         {
@@ -251,7 +299,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             }
         }, ct)));
         committedAt = sw.Elapsed;
-        await Task.WhenAll(consumerTasks);
-        return (committedAt, sw.Elapsed);
+        long reached = await consumers.WaitForAsync(deliveredBefore + total, ct);
+        return (committedAt, Stopwatch.GetElapsedTime(start, Math.Max(reached, start)));
     }
 }
