@@ -27,8 +27,8 @@ public sealed record BenchOptions
     public FlushMode Flush { get; init; } = FlushMode.Sync;
     /// <summary>Seconds each row with a server process of its own (broker, Remoting broker, gRPC floor, RabbitMQ) runs
     /// its flow unmeasured before it measures: a fresh .NET process compiles for its first 15-25 s under load
-    /// (Infrastructure/WarmUp.cs). Default 20; 1 with <c>--quick</c>; 0 = only the count-based minimum.</summary>
-    public double WarmupSeconds { get; init; } = 20;
+    /// (Infrastructure/WarmUp.cs). Default 30; 1 with <c>--quick</c>; 0 = only the count-based minimum.</summary>
+    public double WarmupSeconds { get; init; } = 30;
     /// <summary>Transactions in flight per level of the concurrency sweep (each level runs the ceiling, RabbitMQ and the
     /// broker with that many writers / publishers / producers). Default 8, 64, 256; <c>--quick</c>: 8.</summary>
     public IReadOnlyList<int> InFlight { get; init; } = [8, 64, 256];
@@ -69,8 +69,8 @@ public sealed record BenchOptions
                                 the half-load row runs at the sweep's peak level)
           --consumers C         concurrent consumers (default 4)
           --warmup S            seconds each server row (broker over gRPC and Remoting, gRPC floor, RabbitMQ) runs its
-                                whole flow unmeasured first (default 20; 1 with --quick; 0 = a few hundred transactions
-                                only): a fresh .NET process keeps compiling for its first 15-25 s under load
+                                whole flow unmeasured first (default 30; 1 with --quick; 0 = a few hundred transactions
+                                only): a fresh broker keeps compiling for 15-25 s under load and settles after 25-30 s
           --producer-instances N|each
                                 ProducerClient instances (one HTTP/2 connection each) shared by a gRPC broker row's
                                 producers (default 1, like a service and like the RabbitMQ row's one publisher
@@ -163,7 +163,7 @@ public sealed record BenchOptions
             MessagesGiven = messages is not null,
             InFlight = inflight ?? (o.Quick ? [8] : [8, 64, 256]),
             FlowTimeout = TimeSpan.FromSeconds(timeoutS ?? (o.Quick ? 90 : 600)),
-            WarmupSeconds = warmupS ?? (o.Quick ? 1 : 20),
+            WarmupSeconds = warmupS ?? (o.Quick ? 1 : 30),
             Rest = rest,
         };
         return o;

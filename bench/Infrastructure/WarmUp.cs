@@ -7,11 +7,12 @@ namespace HalfMsg.Bench.Infrastructure;
 /// least its count-based minimum), then its warm-up messages drain, then the measured part starts.
 /// </summary>
 /// <remarks>
-/// Every server row starts a fresh process (broker, Remoting broker, gRPC floor server, RabbitMQ). A .NET process keeps
-/// compiling for its first 15-25 s under this load on 2 cores (tier-0, then instrumented, then optimised code: up to
-/// 0.6 s of JIT per second in the broker, measured with dotnet-counters), so a row of a few seconds measured mostly the
-/// JIT: at 64 in flight, 3,146 tx/s and 0.357 broker ms/tx with 640 warm-up transactions against 6,877 tx/s and 0.140
-/// ms/tx after 60,000. Each system gets the same warm-up time, RabbitMQ included.
+/// Every server row starts a fresh process (broker, Remoting broker, gRPC floor server, RabbitMQ). Under this load on
+/// 2 cores a fresh broker JITs for its first 15-25 s (tier 0, then instrumented, then optimised code: up to 0.6 s of
+/// JIT per second, measured with dotnet-counters) and its rate settles after 25-30 s, so a row of a few seconds
+/// measured mostly the start: at 64 in flight, 3,146 tx/s and 0.357 broker ms/tx after 640 warm-up transactions
+/// against 6,877 tx/s and 0.140 ms/tx after 60,000 (bench/results/2026-11-30-ab/warm-up.md). Each system gets the
+/// same warm-up time, RabbitMQ included.
 /// </remarks>
 public readonly struct WarmUp
 {
