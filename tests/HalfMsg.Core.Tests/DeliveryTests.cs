@@ -232,8 +232,16 @@ public sealed class DeliveryTests
     public async Task An_empty_long_poll_returns_message_not_found_at_its_timeout()
     {
         var options = new CoreOptions { DataDir = Path.Combine(Path.GetTempPath(), "halfmsg-lp-" + Guid.NewGuid().ToString("N")), SegmentSizeBits = 22, MemorySizeBits = 23 };
-        await using var engine = await BrokerEngine.OpenAsync(options);
-        var r = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = "t", LongPollTimeout = TimeSpan.FromMilliseconds(300) });
-        Assert.Equal(BrokerStatus.MessageNotFound, r.Error.Status);
+        var engine = await BrokerEngine.OpenAsync(options);
+        try
+        {
+            var r = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = "t", LongPollTimeout = TimeSpan.FromMilliseconds(300) });
+            Assert.Equal(BrokerStatus.MessageNotFound, r.Error.Status);
+        }
+        finally
+        {
+            await engine.DisposeAsync();
+            Directory.Delete(options.DataDir, true);
+        }
     }
 }

@@ -10,7 +10,7 @@ namespace HalfMsg.Core.Tests;
 /// <see cref="BrokerStatus.DiskFull"/>, work already accepted (decisions, receives, acks) goes on, nothing fails the
 /// log, and sends resume by themselves once space returns.
 /// </summary>
-public sealed class DiskFullTests : IAsyncDisposable
+public sealed class DiskFullTests : IAsyncLifetime
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-df-" + Guid.NewGuid().ToString("N")[..12]);
     private long _free = 1L << 30;
@@ -28,7 +28,11 @@ public sealed class DiskFullTests : IAsyncDisposable
         return _engine;
     }
 
-    public async ValueTask DisposeAsync()
+    // IAsyncLifetime, not IAsyncDisposable: xunit 2 never calls a test class's IAsyncDisposable, so the engines stayed
+    // open and every data dir was left in /tmp.
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
     {
         if (_engine is not null) await _engine.DisposeAsync();
         try { Directory.Delete(_dir, true); } catch (IOException) { }

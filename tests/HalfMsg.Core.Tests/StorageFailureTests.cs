@@ -29,7 +29,7 @@ public sealed class ListLoggerFactory : ILoggerFactory
 /// <see cref="StorageFailureException"/> (never a hang, never a generic error), and the background loops stop instead of
 /// logging an error every second. Faults are injected under FasterLog, at the device (<see cref="FaultInjectionDevice"/>).
 /// </summary>
-public sealed class StorageFailureTests : IAsyncDisposable
+public sealed class StorageFailureTests : IAsyncLifetime
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-sf-" + Guid.NewGuid().ToString("N")[..12]);
     private FaultInjectionDevice? _device;
@@ -52,7 +52,11 @@ public sealed class StorageFailureTests : IAsyncDisposable
 
     private static MessageDraft Draft(string id) => new() { Topic = "t", MessageId = id, Body = "body"u8.ToArray() };
 
-    public async ValueTask DisposeAsync()
+    // IAsyncLifetime, not IAsyncDisposable: xunit 2 never calls a test class's IAsyncDisposable, so the engines stayed
+    // open and every data dir was left in /tmp.
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
     {
         if (_engine is not null)
         {
