@@ -283,9 +283,7 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
             // messages drain; not measured.
             var warmUp = WarmUp.Start(o.WarmupSeconds);
             await Task.WhenAll(Enumerable.Range(0, o.Producers).Select(p => Task.Run(() => ProduceAsync(p, warmPerProducer, warmUp), ct)));
-            bool drained = await WarmUp.UntilAsync(() => Interlocked.Read(ref warmDelivered) >= Interlocked.Read(ref warmCommitted), TimeSpan.FromSeconds(30), ct);
-            result.Notes.Add(warmUp.Note(Interlocked.Read(ref warmCommitted)) +
-                             (drained ? "" : $"; only {Interlocked.Read(ref warmDelivered):N0} of them delivered within 30 s after"));
+            result.Notes.Add(await warmUp.DrainAsync(() => Interlocked.Read(ref warmCommitted), () => Interlocked.Read(ref warmDelivered), ct));
 
             long? logCommits0 = await broker.LogCommitsAsync(ct);
             var cpu = new CpuWindow(broker.Pid);

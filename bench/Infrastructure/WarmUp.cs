@@ -34,16 +34,16 @@ public readonly struct WarmUp
     /// <summary>Seconds since the warm-up started.</summary>
     public double Elapsed => (Stopwatch.GetTimestamp() - _started) / (double)Stopwatch.Frequency;
 
-    /// <summary>Polls <paramref name="done"/> every 10 ms until it holds or <paramref name="timeout"/> passes.</summary>
-    public static async Task<bool> UntilAsync(Func<bool> done, TimeSpan timeout, CancellationToken ct)
+    /// <summary>
+    /// Waits (polling every 10 ms, at most 30 s) until every warm-up message sent has been delivered, and returns the
+    /// row's note on its warm-up: how many in how long, and how many were still undelivered if it gave up.
+    /// </summary>
+    public async Task<string> DrainAsync(Func<long> sent, Func<long> delivered, CancellationToken ct, string unit = "transactions")
     {
-        long until = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
-        while (!done())
-        {
-            if (Stopwatch.GetTimestamp() >= until) return false;
-            await Task.Delay(10, ct);
-        }
-        return true;
+        long until = Stopwatch.GetTimestamp() + 30 * Stopwatch.Frequency;
+        while (delivered() < sent() && Stopwatch.GetTimestamp() < until) await Task.Delay(10, ct);
+        long total = sent(), got = delivered();
+        return Note(total, unit) + (got >= total ? "" : $"; only {got:N0} of them delivered within 30 s after");
     }
 
     /// <summary>The row's note on its warm-up.</summary>

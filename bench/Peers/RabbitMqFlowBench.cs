@@ -140,9 +140,7 @@ public sealed class RabbitMqFlowBench(RabbitMqServer? shared = null, string? nam
                 Interlocked.Increment(ref warmConfirmed);
             }
         }, ct)));
-        bool drained = await Infrastructure.WarmUp.UntilAsync(() => Interlocked.Read(ref warmDelivered) >= Interlocked.Read(ref warmConfirmed), TimeSpan.FromSeconds(30), ct);
-        string warmNote = warmUp.Note(Interlocked.Read(ref warmConfirmed), "messages") +
-                          (drained ? "" : $"; only {Interlocked.Read(ref warmDelivered):N0} of them delivered within 30 s after");
+        string warmNote = await warmUp.DrainAsync(() => Interlocked.Read(ref warmConfirmed), () => Interlocked.Read(ref warmDelivered), ct, "messages");
 
         long confirmed = 0, lastConfirm = 0;
         var cpu = new Infrastructure.CpuWindow(beamPid);

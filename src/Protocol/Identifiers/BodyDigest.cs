@@ -19,7 +19,7 @@ public static class BodyDigest
 {
     /// <summary>A CRC32 digest of <paramref name="body"/>.</summary>
     public static Digest Crc32Of(ReadOnlySpan<byte> body) =>
-        new() { Type = DigestType.Crc32, Checksum = Crc32.HashToUInt32(body).ToString(CultureInfo.InvariantCulture) };
+        new() { Type = DigestType.Crc32, Checksum = Crc32Text(body) };
 
     /// <summary>
     /// False when <paramref name="digest"/> names a known type and does not match <paramref name="body"/>; true when it
@@ -30,12 +30,15 @@ public static class BodyDigest
         if (digest is null || string.IsNullOrEmpty(digest.Checksum)) return true;
         return digest.Type switch
         {
-            DigestType.Crc32 => digest.Checksum == Crc32.HashToUInt32(body).ToString(CultureInfo.InvariantCulture),
+            DigestType.Crc32 => digest.Checksum == Crc32Text(body),
             DigestType.Md5 => string.Equals(digest.Checksum, Md5Digest.UpperHex(body), StringComparison.OrdinalIgnoreCase),
             DigestType.Sha1 => string.Equals(digest.Checksum, Sha1Hex(body), StringComparison.OrdinalIgnoreCase),
             _ => true,
         };
     }
+
+    /// <summary>The unsigned CRC32 in decimal, the form the official clients compare.</summary>
+    private static string Crc32Text(ReadOnlySpan<byte> body) => Crc32.HashToUInt32(body).ToString(CultureInfo.InvariantCulture);
 
     private static string Sha1Hex(ReadOnlySpan<byte> body)
     {
