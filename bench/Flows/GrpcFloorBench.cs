@@ -67,7 +67,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             long warmTx = 0;
             do
             {
-                await RunPhaseAsync(warmRound, producers, floorConsumers, body, null, null, ct);
+                await RunPhaseAsync(warmRound, producers, floorConsumers, body, null, null, o.HalfSendCalls, ct);
                 warmTx += warmRound;
             } while (warmUp.Running);
             var result = new BenchResult
@@ -76,7 +76,9 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                 Kind = BenchKind.Flow,
                 Description = $"The broker row's flow against an empty MessagingService on the broker's stack (Kestrel HTTP/2 + grpc-dotnet, " +
                               $"bench/Floor/GrpcFloorServer.cs: no storage, no logic): {messages:N0} tx of {o.BodySize} B, {inFlight} producers " +
-                              $"(half send then commit) on {o.InstancesFor(inFlight)} connection(s) as the broker row's producers share theirs, {o.Consumers} consumers (receive batch {Batch} + one ack call), " +
+                              $"(half send then commit) on {o.InstancesFor(inFlight)} connection(s) as the broker row's producers share theirs, " +
+                              (o.HalfSendCalls > 0 ? $"half sends coalesced as the broker row's producers do (up to {o.HalfSendCalls} calls in flight per connection), " : "one call per half, ") +
+                              $"{o.Consumers} consumers (receive batch {Batch} + one ack call), " +
                               "generated stubs with the RocketMQ headers. Run twice: as fast as it goes (tx/s column), then paced at the broker " +
                               "row's tx/s, since CPU per transaction falls as the rate rises (more frames per wake-up); the paced server CPU " +
                               "per tx is the least the broker can spend on this stack at the broker's rate.",
@@ -87,7 +89,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             // As fast as it goes: the stack's own ceiling on this machine.
             var send = Enumerable.Range(0, inFlight).Select(_ => new LatencyRecorder(messages / inFlight + 16)).ToArray();
             var cpu = new CpuWindow(server.Id);
-            var (committedAt, deliveredAt) = await RunPhaseAsync(messages, producers, floorConsumers, body, send, null, ct);
+            var (committedAt, deliveredAt) = await RunPhaseAsync(messages, producers, floorConsumers, body, send, null, o.HalfSendCalls, ct);
             cpu.Stop(result.Metrics, "floor", messages);
             result.Metrics[Metric.Throughput] = messages / committedAt.TotalSeconds;
             result.Metrics[Metric.Delivered] = messages / deliveredAt.TotalSeconds;
@@ -100,7 +102,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             {
                 var paced = new Dictionary<string, double>();
                 var pacedCpu = new CpuWindow(server.Id);
-                var (pacedCommitted, _) = await RunPhaseAsync(messages, producers, floorConsumers, body, null, rate, ct);
+                var (pacedCommitted, _) = await RunPhaseAsync(messages, producers, floorConsumers, body, null, rate, o.HalfSendCalls, ct);
                 pacedCpu.Stop(paced, "floor", messages);
                 result.Metrics["paced_tx_per_s"] = messages / pacedCommitted.TotalSeconds;
                 foreach (var key in new[] { "floor_cpu_ms_per_tx", "client_cpu_ms_per_tx", "floor_cpu_cores", "client_cpu_cores", "others_cpu_cores" })
@@ -255,7 +257,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
     }
 
     private async Task<(TimeSpan Committed, TimeSpan Delivered)> RunPhaseAsync(int total, List<GrpcChannel> producers, FloorConsumers consumers,
-        ByteString body, LatencyRecorder[]? send, double? pace, CancellationToken ct)
+        ByteString body, LatencyRecorder[]? send, double? pace, int halfSendCalls, CancellationToken ct)
     {
         var topic = new Resource { Name = "bench-floor" };
         int next = -1;
@@ -263,10 +265,22 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         long start = Stopwatch.GetTimestamp();
         var sw = Stopwatch.StartNew();
         TimeSpan committedAt = default;
+        // Half sends coalesced per channel as the broker row's ProducerClient instances do (--half-send-calls), so the
+        // floor makes the same calls the broker row makes.
+        var endpoint = new HalfMsg.ClientCore.Transport.Endpoint("127.0.0.1", 1);
+        var coalescers = producers.Select((channel, ci) =>
+        {
+            var client = new MessagingService.MessagingServiceClient(channel);
+            return halfSendCalls > 0
+                ? new HalfMsg.ProducerClient.HalfSendCoalescer(halfSendCalls, maxMessages: 32, maxBytes: 1024 * 1024,
+                    (_, request, token) => client.SendMessageAsync(request, Call("floor-producer-" + ci, token)).ResponseAsync)
+                : null;
+        }).ToArray();
         await Task.WhenAll(Enumerable.Range(0, inFlight).Select(pi => Task.Run(async () =>
         {
             // Producer pi on channel pi mod channels, as the broker row shares its ProducerClient instances.
             var client = new MessagingService.MessagingServiceClient(producers[pi % producers.Count]);
+            var coalescer = coalescers[pi % producers.Count];
             string clientId = "floor-producer-" + pi;
             int i;
             while ((i = Interlocked.Increment(ref next)) < total)
@@ -278,8 +292,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
 
                 string id = Guid.NewGuid().ToString("N").ToUpperInvariant();
                 long t0 = Stopwatch.GetTimestamp();
-                var request = new SendMessageRequest();
-                request.Messages.Add(new Message
+                var half = new Message
                 {
                     Topic = topic,
                     Body = body,
@@ -288,12 +301,14 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                         MessageId = id, BodyEncoding = Encoding.Identity, MessageType = MessageType.Transaction,
                         BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow), BornHost = Environment.MachineName, QueueId = 0,
                     },
-                });
-                SendMessageResponse sent = await client.SendMessageAsync(request, Call(clientId, ct));
+                };
+                SendResultEntry sent = coalescer is not null
+                    ? await coalescer.SendAsync(endpoint, half, ct)
+                    : (await client.SendMessageAsync(new SendMessageRequest { Messages = { half } }, Call(clientId, ct))).Entries[0];
                 send?[pi].RecordSince(t0);
                 await client.EndTransactionAsync(new EndTransactionRequest
                 {
-                    Topic = topic, MessageId = id, TransactionId = sent.Entries[0].TransactionId,
+                    Topic = topic, MessageId = id, TransactionId = sent.TransactionId,
                     Resolution = TransactionResolution.Commit, Source = TransactionSource.SourceClient,
                 }, Call(clientId, ct));
             }

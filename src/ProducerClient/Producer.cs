@@ -25,6 +25,7 @@ public sealed class Producer : IAsyncDisposable
     private readonly ClientSession _session;
     private readonly ConcurrentDictionary<string, byte> _topics = new(StringComparer.Ordinal);
     private readonly ILogger _logger;
+    private readonly HalfSendCoalescer? _halfSends;
     private int _roundRobin;
     private int _disposed;
 
@@ -39,7 +40,17 @@ public sealed class Producer : IAsyncDisposable
         var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory);
         _session = new ClientSession(config, ClientType.Producer, group: null, BuildSettings, OnServerCommandAsync, handler);
         _logger = _session.Logger;
+        if (options.HalfSendCallsInFlight > 0)
+        {
+            _halfSends = new HalfSendCoalescer(options.HalfSendCallsInFlight, maxMessages: 32, maxBytes: 1024 * 1024,
+                (endpoint, request, ct) => _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, ct));
+        }
     }
+
+    /// <summary>Whether concurrent half sends are coalesced (<see cref="ProducerOptions.HalfSendCallsInFlight"/>): only
+    /// when the option allows it and the broker's Settings reply says it is a HalfMsgBroker.</summary>
+    [System.Diagnostics.CodeAnalysis.MemberNotNullWhen(true, nameof(_halfSends))]
+    public bool CoalescesHalfSends => _halfSends is not null && BrokerAgent.IsHalfMsgBroker(_session.ServerSettings);
 
     /// <summary>The <c>x-mq-client-id</c> this producer is known by.</summary>
     public string ClientId => _session.Config.ClientId;
@@ -210,23 +221,34 @@ public sealed class Producer : IAsyncDisposable
             // Each retry goes to the next queue (and possibly another broker), as the official clients do.
             MessageQueue mq = writable[(int)((uint)(start + attempt - 1) % (uint)writable.Count)];
             Endpoint endpoint = Endpoint.FromProto(mq.Broker.Endpoints);
-            var request = new SendMessageRequest { Messages = { ToProto(message, messageId, type, mq.Id) } };
+            Apache.Rocketmq.V2.Message proto = ToProto(message, messageId, type, mq.Id);
             try
             {
-                SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, ct)
-                    .ConfigureAwait(false);
-                foreach (SendResultEntry e in response.Entries)
+                SendResultEntry entry;
+                if (transactional && CoalescesHalfSends)
                 {
-                    StatusChecker.Check(e.Status, null);
+                    entry = await _halfSends.SendAsync(endpoint, proto, ct).ConfigureAwait(false);
+                    StatusChecker.Check(entry.Status, null);
+                }
+                else
+                {
+                    var request = new SendMessageRequest { Messages = { proto } };
+                    SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, ct)
+                        .ConfigureAwait(false);
+                    foreach (SendResultEntry e in response.Entries)
+                    {
+                        StatusChecker.Check(e.Status, null);
+                    }
+
+                    StatusChecker.Check(response.Status, null);
+                    if (response.Entries.Count != 1)
+                    {
+                        throw new UnsupportedException(Code.InternalServerError, $"SendMessage returned {response.Entries.Count} entries for 1 message.");
+                    }
+
+                    entry = response.Entries[0];
                 }
 
-                StatusChecker.Check(response.Status, null);
-                if (response.Entries.Count != 1)
-                {
-                    throw new UnsupportedException(Code.InternalServerError, $"SendMessage returned {response.Entries.Count} entries for 1 message.");
-                }
-
-                SendResultEntry entry = response.Entries[0];
                 string? transactionId = string.IsNullOrEmpty(entry.TransactionId) ? null : entry.TransactionId;
                 if (transactional && transactionId is null)
                 {

@@ -32,6 +32,15 @@ public sealed record ProducerOptions
     /// are retried. Transactional sends are attempted once.</summary>
     public int MaxSendAttempts { get; init; } = 3;
 
+    /// <summary>
+    /// Half sends of concurrent transactions: at most this many SendMessage calls per broker and topic at once; halves
+    /// sent while they are all outstanding wait and go together in the next call (up to 32 messages and 1 MiB of
+    /// bodies; a larger half goes alone). Below that many transactions in flight nothing changes. Used only against a HalfMsgBroker (its Settings reply says
+    /// so): an Apache RocketMQ broker refuses several transactional messages in one call, so against one every half
+    /// has a call of its own, as with the official clients. 0 turns it off.
+    /// </summary>
+    public int HalfSendCallsInFlight { get; init; } = 4;
+
     /// <summary>SQL dialect of the barrier table used by <see cref="Producer.ExecuteAsync(System.Data.Common.DbConnection, Message, Func{System.Data.Common.DbTransaction, CancellationToken, Task}, CancellationToken)"/>;
     /// null detects SQLite and PostgreSQL from the connection type.</summary>
     public IBarrierDialect? BarrierDialect { get; init; }

@@ -81,6 +81,47 @@ public sealed class EndToEndTests(BrokerFixture fixture) : IClassFixture<BrokerF
     }
 
     [Fact]
+    public async Task Concurrent_transactions_of_one_producer_share_coalesced_half_sends_and_each_keeps_its_own_outcome()
+    {
+        string topic = Unique("txmany");
+        // Two send calls at most: 64 concurrent transactions make most halves wait and go several to a call.
+        await using Producer producer = await Producer.StartAsync(ProducerOptions.Default with
+        {
+            Endpoints = Endpoint, Topics = [topic], HalfSendCallsInFlight = 2,
+        });
+        await using SimpleConsumer consumer = await ConsumerAsync(topic, Unique("g"));
+        Assert.True(producer.CoalescesHalfSends); // the broker's Settings reply said it is a HalfMsgBroker
+
+        var outcomes = await Task.WhenAll(Enumerable.Range(0, 64).Select(async i =>
+        {
+            ITransaction tx = producer.BeginTransaction();
+            SendReceipt receipt = await tx.SendAsync(new ProducerMessage(topic, "m" + i));
+            bool commit = i % 3 != 0;
+            if (commit)
+            {
+                await tx.CommitAsync();
+            }
+            else
+            {
+                await tx.RollbackAsync();
+            }
+
+            return (receipt, commit);
+        }));
+
+        Assert.Equal(64, outcomes.Select(o => o.receipt.TransactionId).Distinct().Count());
+        var committed = outcomes.Where(o => o.commit).Select(o => o.receipt.MessageId).ToHashSet();
+        List<ReceivedMessage> got = await DrainAsync(consumer, committed.Count, TimeSpan.FromSeconds(30));
+        Assert.Equal(committed.Order(), got.Select(m => m.MessageId).Order());
+        foreach (ReceivedMessage m in got)
+        {
+            await m.AckAsync();
+        }
+
+        Assert.Empty(await consumer.ReceiveAsync(16, Invisible)); // no rolled-back half, no duplicate
+    }
+
+    [Fact]
     public async Task ExecuteAsync_with_sqlite_commits_both_sides_and_a_throwing_business_step_publishes_nothing()
     {
         string topic = Unique("barrier");

@@ -327,6 +327,59 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     }
 
     [Fact]
+    public async Task Send_of_several_halves_in_one_request_stores_each_as_its_own_transaction_sharing_group_commits()
+    {
+        // Our producer client coalesces concurrent transactions' half sends (the Apache broker refuses such a batch).
+        Message[] halves = Enumerable.Range(0, 16).Select(i => NewMessage("h" + i, MessageType.Transaction)).ToArray();
+        halves[5] = NewMessage("bad", MessageType.Transaction, id: string.Empty);
+        long before = broker.Host.Engine.LogCommits;
+        SendMessageResponse response = await SendAsync(halves);
+        long commits = broker.Host.Engine.LogCommits - before;
+
+        Assert.Equal(Code.MultipleResults, response.Status.Code);
+        Assert.Equal(16, response.Entries.Count);
+        for (int i = 0; i < halves.Length; i++)
+        {
+            SendResultEntry e = response.Entries[i];
+            if (i == 5)
+            {
+                Assert.Equal(Code.IllegalMessageId, e.Status.Code); // refused alone; the others are stored
+                continue;
+            }
+
+            Assert.Equal(Code.Ok, e.Status.Code);
+            Assert.Equal(halves[i].SystemProperties.MessageId, e.MessageId);
+            Assert.False(string.IsNullOrEmpty(e.TransactionId));
+        }
+
+        // Stored all at once: a few group commits for the request, not one after another per half.
+        Assert.InRange(commits, 1, 8);
+
+        // Each is a transaction of its own: invisible until decided, then exactly the committed ones are delivered.
+        var stream = await ReceiveStreamAsync(ReceiveRequest(invisible: TimeSpan.FromSeconds(30), longPoll: TimeSpan.FromMilliseconds(200)));
+        Assert.Equal(Code.MessageNotFound, stream[0].Status.Code);
+        var committed = new HashSet<string>();
+        for (int i = 0; i < halves.Length; i++)
+        {
+            if (i == 5)
+            {
+                continue;
+            }
+
+            var resolution = i % 2 == 0 ? Apache.Rocketmq.V2.TransactionResolution.Commit : Apache.Rocketmq.V2.TransactionResolution.Rollback;
+            EndTransactionResponse end = await EndAsync(response.Entries[i].TransactionId, response.Entries[i].MessageId, resolution);
+            Assert.Equal(Code.Ok, end.Status.Code);
+            if (i % 2 == 0)
+            {
+                committed.Add(halves[i].SystemProperties.MessageId);
+            }
+        }
+
+        List<Message> delivered = await ReceiveMessagesAsync(committed.Count);
+        Assert.Equal(committed.Order(), delivered.Select(m => m.SystemProperties.MessageId).Order());
+    }
+
+    [Fact]
     public async Task Send_of_a_delay_message_more_than_three_days_ahead_answers_ILLEGAL_DELIVERY_TIME()
     {
         Message message = NewMessage(type: MessageType.Delay);

@@ -27,11 +27,26 @@ internal sealed partial class MessagingService
         {
             await SendBatchAsync(request, response, inflateBudget, context.CancellationToken).ConfigureAwait(false);
         }
+        else if (request.Messages.Count == 1)
+        {
+            response.Entries.Add(await SendOneAsync(request.Messages[0], clientId, inflateBudget, context.CancellationToken).ConfigureAwait(false));
+        }
         else
         {
-            foreach (Message message in request.Messages)
+            // Several messages with halves among them (our producer client coalesces concurrent transactions' sends; the
+            // Apache broker refuses such a batch): each is stored on its own, as if sent alone, but all at once, so
+            // they share group commits instead of waiting for one after another. Entries stay in request order. Each
+            // SendOneAsync converts its message (and charges the shared inflate budget) before its first await, so the
+            // budget is charged in order on this thread.
+            var sends = new Task<SendResultEntry>[request.Messages.Count];
+            for (int i = 0; i < sends.Length; i++)
             {
-                response.Entries.Add(await SendOneAsync(message, clientId, inflateBudget, context.CancellationToken).ConfigureAwait(false));
+                sends[i] = SendOneAsync(request.Messages[i], clientId, inflateBudget, context.CancellationToken).AsTask();
+            }
+
+            foreach (Task<SendResultEntry> send in sends)
+            {
+                response.Entries.Add(await send.ConfigureAwait(false));
             }
         }
 

@@ -1,3 +1,4 @@
+using HalfMsg.Protocol.Grpc;
 using Apache.Rocketmq.V2;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
@@ -73,6 +74,8 @@ internal sealed partial class MessagingService
     {
         Settings reply = settings.Clone();
         reply.Metric = new Metric { On = false };
+        // Says which broker answers, so that our clients may use what only it accepts (several halves in one send).
+        reply.UserAgent = BrokerAgent.Create(Hosting.BrokerConfiguration.Version);
         switch (settings.PubSubCase)
         {
             case Settings.PubSubOneofCase.Publishing:

@@ -1,0 +1,240 @@
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using HalfMsg.ClientCore;
+using HalfMsg.ProducerClient;
+using Endpoint = HalfMsg.ClientCore.Transport.Endpoint;
+using V2Message = Apache.Rocketmq.V2.Message;
+
+namespace HalfMsg.Client.Tests;
+
+/// <summary>The producer's coalescing of concurrent half sends, against a scripted SendMessage call.</summary>
+public sealed class HalfSendCoalescerTests
+{
+    private static readonly Endpoint Broker = new("127.0.0.1", 1);
+    private static readonly TimeSpan Within = TimeSpan.FromSeconds(30);
+
+    /// <summary>A SendMessage stand-in: records each request and answers it when the test releases it.</summary>
+    private sealed class ScriptedCalls
+    {
+        private readonly object _gate = new();
+        private readonly List<(SendMessageRequest Request, TaskCompletionSource<SendMessageResponse> Answer)> _calls = [];
+        private readonly SemaphoreSlim _arrived = new(0);
+
+        public Task<SendMessageResponse> Call(Endpoint endpoint, SendMessageRequest request, CancellationToken ct)
+        {
+            var answer = new TaskCompletionSource<SendMessageResponse>(TaskCreationOptions.RunContinuationsAsynchronously);
+            lock (_gate)
+            {
+                _calls.Add((request, answer));
+            }
+
+            _arrived.Release();
+            return answer.Task;
+        }
+
+        /// <summary>Waits for the next call to arrive (calls are numbered from 0 in arrival order).</summary>
+        public async Task<SendMessageRequest> NextAsync()
+        {
+            Assert.True(await _arrived.WaitAsync(Within), "no SendMessage call arrived");
+            lock (_gate)
+            {
+                return _calls.Count(c => !c.Answer.Task.IsCompleted) switch
+                {
+                    0 => throw new InvalidOperationException("no open call"),
+                    _ => _calls.Last(c => !c.Answer.Task.IsCompleted).Request,
+                };
+            }
+        }
+
+        public int Count
+        {
+            get { lock (_gate) return _calls.Count; }
+        }
+
+        public void Answer(int call, Func<SendMessageRequest, SendMessageResponse> answer)
+        {
+            (SendMessageRequest request, TaskCompletionSource<SendMessageResponse> tcs) = Get(call);
+            tcs.SetResult(answer(request));
+        }
+
+        public void Fail(int call, Exception ex) => Get(call).Answer.SetException(ex);
+
+        private (SendMessageRequest Request, TaskCompletionSource<SendMessageResponse> Answer) Get(int call)
+        {
+            lock (_gate)
+            {
+                return _calls[call];
+            }
+        }
+    }
+
+    private static V2Message Half(string id, int bodyBytes = 4) => new()
+    {
+        Topic = new Resource { Name = "t" },
+        SystemProperties = new SystemProperties { MessageId = id, MessageType = MessageType.Transaction },
+        Body = ByteString.CopyFrom(new byte[bodyBytes]),
+    };
+
+    /// <summary>Every message stored: its entry carries its own id as the transaction id.</summary>
+    private static SendMessageResponse AllStored(SendMessageRequest request)
+    {
+        var response = new SendMessageResponse { Status = new Status { Code = Code.Ok } };
+        foreach (V2Message m in request.Messages)
+        {
+            response.Entries.Add(new SendResultEntry
+            {
+                Status = new Status { Code = Code.Ok },
+                MessageId = m.SystemProperties.MessageId,
+                TransactionId = "tx-" + m.SystemProperties.MessageId,
+            });
+        }
+
+        return response;
+    }
+
+    [Fact]
+    public async Task Halves_sent_while_every_call_is_out_go_together_in_the_next_call_and_each_gets_its_own_entry()
+    {
+        var calls = new ScriptedCalls();
+        var coalescer = new HalfSendCoalescer(maxCallsInFlight: 1, maxMessages: 32, maxBytes: 1 << 20, calls.Call);
+
+        Task<SendResultEntry> first = coalescer.SendAsync(Broker, Half("m0"), CancellationToken.None);
+        Assert.Equal(["m0"], (await calls.NextAsync()).Messages.Select(m => m.SystemProperties.MessageId));
+        var waiting = Enumerable.Range(1, 5).Select(i => coalescer.SendAsync(Broker, Half("m" + i), CancellationToken.None)).ToList();
+        Assert.Equal(1, calls.Count); // the slot is taken: they wait
+        Assert.All(waiting, w => Assert.False(w.IsCompleted));
+
+        calls.Answer(0, AllStored);
+        Assert.Equal("tx-m0", (await first.WaitAsync(Within)).TransactionId);
+        SendMessageRequest second = await calls.NextAsync();
+        Assert.Equal(["m1", "m2", "m3", "m4", "m5"], second.Messages.Select(m => m.SystemProperties.MessageId));
+
+        calls.Answer(1, AllStored);
+        for (int i = 0; i < waiting.Count; i++)
+        {
+            Assert.Equal("tx-m" + (i + 1), (await waiting[i].WaitAsync(Within)).TransactionId);
+        }
+
+        Assert.Equal(2, calls.Count);
+    }
+
+    [Fact]
+    public async Task Below_the_limit_every_half_has_a_call_of_its_own()
+    {
+        var calls = new ScriptedCalls();
+        var coalescer = new HalfSendCoalescer(maxCallsInFlight: 3, maxMessages: 32, maxBytes: 1 << 20, calls.Call);
+        var sends = Enumerable.Range(0, 3).Select(i => coalescer.SendAsync(Broker, Half("m" + i), CancellationToken.None)).ToList();
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Single((await calls.NextAsync()).Messages);
+        }
+
+        for (int i = 0; i < 3; i++)
+        {
+            calls.Answer(i, AllStored);
+        }
+
+        await Task.WhenAll(sends).WaitAsync(Within);
+        Assert.Equal(3, calls.Count);
+    }
+
+    [Fact]
+    public async Task One_refused_half_fails_alone_and_a_failed_call_fails_only_its_own_halves()
+    {
+        var calls = new ScriptedCalls();
+        var coalescer = new HalfSendCoalescer(maxCallsInFlight: 1, maxMessages: 32, maxBytes: 1 << 20, calls.Call);
+        Task<SendResultEntry> first = coalescer.SendAsync(Broker, Half("m0"), CancellationToken.None);
+        await calls.NextAsync();
+        Task<SendResultEntry> a = coalescer.SendAsync(Broker, Half("a"), CancellationToken.None);
+        Task<SendResultEntry> b = coalescer.SendAsync(Broker, Half("b"), CancellationToken.None);
+
+        // The first call fails as a whole: only m0 sees it; a and b go in the next call all the same.
+        calls.Fail(0, new TransportException(Grpc.Core.StatusCode.Unavailable, "connection reset"));
+        await Assert.ThrowsAsync<TransportException>(() => first.WaitAsync(Within));
+        Assert.Equal(2, (await calls.NextAsync()).Messages.Count);
+        calls.Answer(1, request =>
+        {
+            SendMessageResponse response = AllStored(request);
+            response.Entries[1].Status = new Status { Code = Code.IllegalMessageKey, Message = "bad key" };
+            response.Status = response.Entries[1].Status; // the call's status combines its entries
+            return response;
+        });
+        Assert.Equal(Code.Ok, (await a.WaitAsync(Within)).Status.Code);
+        Assert.Equal(Code.IllegalMessageKey, (await b.WaitAsync(Within)).Status.Code); // the producer checks its own entry
+    }
+
+    [Fact]
+    public async Task A_reply_with_the_wrong_number_of_entries_fails_every_half_of_the_call()
+    {
+        var calls = new ScriptedCalls();
+        var coalescer = new HalfSendCoalescer(maxCallsInFlight: 1, maxMessages: 32, maxBytes: 1 << 20, calls.Call);
+        Task<SendResultEntry> first = coalescer.SendAsync(Broker, Half("m0"), CancellationToken.None);
+        await calls.NextAsync();
+        Task<SendResultEntry> a = coalescer.SendAsync(Broker, Half("a"), CancellationToken.None);
+        Task<SendResultEntry> b = coalescer.SendAsync(Broker, Half("b"), CancellationToken.None);
+        calls.Answer(0, AllStored);
+        await first.WaitAsync(Within);
+        await calls.NextAsync();
+        calls.Answer(1, request => new SendMessageResponse { Status = new Status { Code = Code.Ok }, Entries = { AllStored(request).Entries[0] } });
+        await Assert.ThrowsAsync<UnsupportedException>(() => a.WaitAsync(Within));
+        await Assert.ThrowsAsync<UnsupportedException>(() => b.WaitAsync(Within));
+
+        // A whole-call refusal with no entries (the broker's admission control) reaches each half as its own error.
+        Task<SendResultEntry> c = coalescer.SendAsync(Broker, Half("c"), CancellationToken.None);
+        await calls.NextAsync();
+        calls.Answer(2, _ => new SendMessageResponse { Status = new Status { Code = Code.TooManyRequests, Message = "busy" } });
+        await Assert.ThrowsAsync<TooManyRequestsException>(() => c.WaitAsync(Within));
+    }
+
+    [Fact]
+    public async Task A_half_cancelled_while_it_waits_is_never_sent_and_the_batch_respects_its_limits()
+    {
+        var calls = new ScriptedCalls();
+        var coalescer = new HalfSendCoalescer(maxCallsInFlight: 1, maxMessages: 3, maxBytes: 250, calls.Call);
+        Task<SendResultEntry> first = coalescer.SendAsync(Broker, Half("m0"), CancellationToken.None);
+        await calls.NextAsync();
+        using var cancel = new CancellationTokenSource();
+        Task<SendResultEntry> gone = coalescer.SendAsync(Broker, Half("gone"), cancel.Token);
+        var rest = Enumerable.Range(1, 5).Select(i => coalescer.SendAsync(Broker, Half("m" + i, bodyBytes: 100), CancellationToken.None)).ToList();
+        cancel.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => gone.WaitAsync(Within));
+
+        calls.Answer(0, AllStored);
+        // 100-byte bodies, 250 bytes per call: two per call, whatever maxMessages allows.
+        Assert.Equal(["m1", "m2"], (await calls.NextAsync()).Messages.Select(m => m.SystemProperties.MessageId));
+        calls.Answer(1, AllStored);
+        Assert.Equal(["m3", "m4"], (await calls.NextAsync()).Messages.Select(m => m.SystemProperties.MessageId));
+        calls.Answer(2, AllStored);
+        Assert.Equal(["m5"], (await calls.NextAsync()).Messages.Select(m => m.SystemProperties.MessageId));
+        calls.Answer(3, AllStored);
+        await Task.WhenAll(rest).WaitAsync(Within);
+        Assert.Equal(4, calls.Count);
+    }
+
+    [Fact]
+    public async Task Lanes_are_per_broker_and_topic()
+    {
+        var calls = new ScriptedCalls();
+        var coalescer = new HalfSendCoalescer(maxCallsInFlight: 1, maxMessages: 32, maxBytes: 1 << 20, calls.Call);
+        V2Message other = Half("o");
+        other.Topic = new Resource { Name = "other" };
+        var sends = new[]
+        {
+            coalescer.SendAsync(Broker, Half("m0"), CancellationToken.None),
+            coalescer.SendAsync(Broker, other, CancellationToken.None),
+            coalescer.SendAsync(new Endpoint("127.0.0.1", 2), Half("m1"), CancellationToken.None),
+        };
+        for (int i = 0; i < 3; i++)
+        {
+            await calls.NextAsync();
+        }
+
+        Assert.Equal(3, calls.Count); // three lanes, none waited for another
+        for (int i = 0; i < 3; i++)
+        {
+            calls.Answer(i, AllStored);
+        }
+
+        await Task.WhenAll(sends).WaitAsync(Within);
+    }
+}
