@@ -61,6 +61,8 @@ public sealed record BenchOptions
           diag-commit-starvation [--writers 256] [--hops 3] [--work-us 50] [--seconds 10]
                   raw log with and without thread-pool work before each append: commits/s, hop delay
           chart   redraw the sweep chart and Markdown of existing results: chart bench/results/<stamp>-e2e.json
+          index-memory
+                  bytes the message index keeps per message when full (200,000 transactions' hooks)
         options:
           --quick               small run (20k messages, short BenchmarkDotNet job); e2e well under 2 minutes
           --messages N          messages/transactions per flow (default 200000; 20000 with --quick); the sweep uses

@@ -13,6 +13,13 @@ if (args.Length > 1 && args[0] == HalfMsg.Bench.Floor.GrpcFloorServer.Verb)
 if (args.Length > 0 && args[0] == "diag-commit-starvation")
     return await HalfMsg.Bench.Diagnostics.CommitStarvationProbe.RunAsync(args);
 
+// The message index's memory per message, full at its default capacity (Micro/MessageIndexBenchmarks.cs).
+if (args.Length > 0 && args[0] == "index-memory")
+{
+    Console.WriteLine($"message index, full (200,000 messages; each half stored, committed, delivered, acked): {MessageIndexBenchmarks.RetainedBytesPerMessage():N0} bytes per message");
+    return 0;
+}
+
 BenchOptions options;
 try
 {

@@ -119,4 +119,37 @@ public sealed class MessageIndexTests
         Assert.Equal(2.5, age);
         Assert.Equal([HistoryKind.HalfStored, HistoryKind.RolledBack], Kinds(index, "tx"));
     }
+
+    [Fact]
+    public void Each_step_is_told_in_words_when_the_history_is_read()
+    {
+        // The steps keep facts only; these texts are written by History() (the admin API and the dashboard show them).
+        var index = new MessageIndex();
+        index.OnHalf(Draft("tx"), "producers", 1_000);
+        index.OnDecided("tx", TransactionResolution.Commit, DecisionSource.CheckBack, 3, 42, 2_000, 1_000);
+        index.OnDelivered("t", "g", "client-1", [(3, 42, 1)], 3_000);
+        index.OnLeaseChanged("g", "t", 3, 42, 1_700_000_000_000, 3_500);
+        index.OnLeaseExpired("g", "t", 3, 42, 1, 4_000);
+        index.OnDelivered("t", "g", "client-2", [(3, 42, 2)], 5_000);
+        index.OnDeadLettered("g", "t", 3, 42, "%DLQ%g", 7, 6_000);
+        index.OnRedriven("tx", "g", "t", 7_000);
+        index.OnStored(Draft("later"), -1, -1, 8_000);
+        index.OnDecided("rb", TransactionResolution.Rollback, DecisionSource.Client, -1, -1, 9_000, 8_000); // unknown: ignored
+
+        var steps = index.History("tx")!.Events;
+        Assert.Equal(
+        [
+            (HistoryKind.HalfStored, "producer group producers"),
+            (HistoryKind.Committed, "by a check-back answer; t queue 3 offset 42"),
+            (HistoryKind.Delivered, null),
+            (HistoryKind.LeaseChanged, "invisible until 2023-11-14 22:13:20.000 UTC"),
+            (HistoryKind.LeaseExpired, null),
+            (HistoryKind.Delivered, "redelivery"),
+            (HistoryKind.DeadLettered, "%DLQ%g queue 0 offset 7"),
+            (HistoryKind.Redriven, "back to t"),
+        ], steps.Select(e => (e.Kind, e.Detail)));
+        Assert.Equal(DateTimeOffset.FromUnixTimeMilliseconds(2_000), steps[1].At);
+        Assert.Equal(["client-1", "client-2"], steps.Where(e => e.Kind == HistoryKind.Delivered).Select(e => e.ClientId));
+        Assert.Equal("waiting for its delivery time", Assert.Single(index.History("later")!.Events).Detail);
+    }
 }

@@ -239,7 +239,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
         public MessageHistory? History(string messageId)
         {
             lock (_lock)
-                return _state.ById.TryGetValue(messageId, out var t) ? new MessageHistory([.. t.Events], t.Dropped) : null;
+                return _state.ById.TryGetValue(messageId, out var t) ? new MessageHistory(t.Events.ConvertAll(e => e.ToEvent()), t.Dropped) : null;
         }
 
         /// <summary>Messages with this key (newest last), optionally of one topic.</summary>
@@ -286,9 +286,39 @@ namespace HalfMsg.Broker.Core.Diagnostics
         internal sealed class Tracked(Entry entry)
         {
             public Entry Entry = entry;
-            public List<HistoryEvent> Events = new(4);
+            public List<Step> Events = new(4);
             public int Dropped;
             public List<(string Topic, int Queue, long Offset)> Positions = new(1);
+        }
+
+        /// <summary>Who decided, for a Committed or RolledBack step.</summary>
+        internal enum StepNote : byte { None, ByProducer, ByCheckBack, ByOperator }
+
+        /// <summary>
+        /// One history step as kept: the facts only. Its words (<see cref="HistoryEvent.Detail"/>, "by the producer; t
+        /// queue 1 offset 7") are written when someone looks: formatted at every step, they were two strings and two
+        /// interpolations per transaction, for a history almost nobody reads.
+        /// </summary>
+        internal readonly record struct Step(HistoryKind Kind, long AtMs, string? Group = null, int Attempt = 0, string? ClientId = null,
+            string? Topic = null, int Queue = -1, long Offset = -1, StepNote Note = StepNote.None)
+        {
+            public HistoryEvent ToEvent() => new(Kind, AtMs < 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(AtMs), Group, Attempt, ClientId, Detail());
+
+            private string? Detail() => Kind switch
+            {
+                HistoryKind.Stored => Queue >= 0 ? State.Where(Topic!, Queue, Offset) : "waiting for its delivery time",
+                HistoryKind.HalfStored => $"producer group {Group}",
+                HistoryKind.StoredAgain or HistoryKind.DeadLettered => State.Where(Topic!, Queue, Offset),
+                HistoryKind.Committed => $"by {By()}; " + (Queue >= 0 ? State.Where(Topic!, Queue, Offset) : "waiting for its delivery time"),
+                HistoryKind.RolledBack => $"by {By()}",
+                HistoryKind.Redriven => $"back to {Topic}",
+                HistoryKind.Delivered => Attempt > 1 ? "redelivery" : null,
+                HistoryKind.LeaseChanged => "invisible until " + DateTimeOffset.FromUnixTimeMilliseconds(Offset)
+                    .ToString("yyyy-MM-dd HH:mm:ss.fff 'UTC'", System.Globalization.CultureInfo.InvariantCulture),
+                _ => null,
+            };
+
+            private string By() => Note switch { StepNote.ByProducer => "the producer", StepNote.ByCheckBack => "a check-back answer", _ => "an operator" };
         }
 
         internal sealed class State(int capacity, int maxEvents)
@@ -317,7 +347,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
                             // The same id again: a re-drive or a send-back. It is where it was stored last.
                             known.Entry = known.Entry with { Topic = op.Topic!, QueueId = op.QueueId, QueueOffset = op.Offset };
                             AddPosition(known, op.Topic!, op.QueueId, op.Offset);
-                            AddEvent(known, new HistoryEvent(HistoryKind.StoredAgain, Time(op.AtMs), Detail: Where(op.Topic!, op.QueueId, op.Offset)));
+                            AddEvent(known, new Step(HistoryKind.StoredAgain, op.AtMs, Topic: op.Topic, Queue: op.QueueId, Offset: op.Offset));
                             return;
                         }
                         var t = new Tracked(entry);
@@ -337,8 +367,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
                             var (pt, pq, po) = op.Positions.FirstOrDefault(p => p.Topic == op.Topic, op.Positions[0]);
                             t.Entry = t.Entry with { QueueId = pq, QueueOffset = po, Resolution = TransactionResolution.Commit };
                         }
-                        AddEvent(t, new HistoryEvent(half ? HistoryKind.HalfStored : HistoryKind.Stored, Time(op.AtMs), op.Group,
-                            Detail: half ? $"producer group {op.Group}" : op.QueueId >= 0 ? Where(op.Topic!, op.QueueId, op.Offset) : "waiting for its delivery time"));
+                        AddEvent(t, new Step(half ? HistoryKind.HalfStored : HistoryKind.Stored, op.AtMs, op.Group, Topic: op.Topic, Queue: op.QueueId, Offset: op.Offset));
                         while (Order.Count > capacity) Forget(Order.Dequeue());
                         return;
                     }
@@ -350,17 +379,15 @@ namespace HalfMsg.Broker.Core.Diagnostics
                             QueueId = op.QueueId, QueueOffset = op.Offset, Resolution = op.Resolution, DecidedBy = op.Source, DecidedAt = Time(op.AtMs),
                         };
                         AddPosition(t, t.Entry.Topic, op.QueueId, op.Offset);
-                        string by = op.Source switch { DecisionSource.Client => "the producer", DecisionSource.CheckBack => "a check-back answer", _ => "an operator" };
-                        AddEvent(t, new HistoryEvent(op.Resolution == TransactionResolution.Commit ? HistoryKind.Committed : HistoryKind.RolledBack, Time(op.AtMs),
-                            Detail: op.Resolution == TransactionResolution.Commit
-                                ? $"by {by}; " + (op.QueueId >= 0 ? Where(t.Entry.Topic, op.QueueId, op.Offset) : "waiting for its delivery time")
-                                : $"by {by}"));
+                        var by = op.Source switch { DecisionSource.Client => StepNote.ByProducer, DecisionSource.CheckBack => StepNote.ByCheckBack, _ => StepNote.ByOperator };
+                        AddEvent(t, new Step(op.Resolution == TransactionResolution.Commit ? HistoryKind.Committed : HistoryKind.RolledBack, op.AtMs,
+                            Topic: t.Entry.Topic, Queue: op.QueueId, Offset: op.Offset, Note: by));
                         return;
                     }
                     case OpKind.Redriven:
                     {
                         if (ById.TryGetValue(op.MessageId!, out var t))
-                            AddEvent(t, new HistoryEvent(HistoryKind.Redriven, Time(op.AtMs), op.Group, Detail: $"back to {op.Topic}"));
+                            AddEvent(t, new Step(HistoryKind.Redriven, op.AtMs, op.Group, Topic: op.Topic));
                         return;
                     }
                 }
@@ -369,27 +396,25 @@ namespace HalfMsg.Broker.Core.Diagnostics
                 switch (op.Kind)
                 {
                     case OpKind.Delivered:
-                        AddEvent(tracked, new HistoryEvent(HistoryKind.Delivered, Time(op.AtMs), op.Group, op.Attempt, op.ClientId,
-                            op.Attempt > 1 ? "redelivery" : null));
+                        AddEvent(tracked, new Step(HistoryKind.Delivered, op.AtMs, op.Group, op.Attempt, op.ClientId));
                         break;
                     case OpKind.Acked:
-                        AddEvent(tracked, new HistoryEvent(HistoryKind.Acked, Time(op.AtMs), op.Group));
+                        AddEvent(tracked, new Step(HistoryKind.Acked, op.AtMs, op.Group));
                         break;
                     case OpKind.LeaseChanged:
-                        AddEvent(tracked, new HistoryEvent(HistoryKind.LeaseChanged, Time(op.AtMs), op.Group,
-                            Detail: "invisible until " + DateTimeOffset.FromUnixTimeMilliseconds(op.UntilMs).ToString("yyyy-MM-dd HH:mm:ss.fff 'UTC'", System.Globalization.CultureInfo.InvariantCulture)));
+                        AddEvent(tracked, new Step(HistoryKind.LeaseChanged, op.AtMs, op.Group, Offset: op.UntilMs)); // Offset: until (ms)
                         break;
                     case OpKind.LeaseExpired:
-                        AddEvent(tracked, new HistoryEvent(HistoryKind.LeaseExpired, Time(op.AtMs), op.Group, op.Attempt));
+                        AddEvent(tracked, new Step(HistoryKind.LeaseExpired, op.AtMs, op.Group, op.Attempt));
                         break;
                     case OpKind.DeadLettered:
                         AddPosition(tracked, op.Detail!, 0, op.DlqOffset);
-                        AddEvent(tracked, new HistoryEvent(HistoryKind.DeadLettered, Time(op.AtMs), op.Group, Detail: Where(op.Detail!, 0, op.DlqOffset)));
+                        AddEvent(tracked, new Step(HistoryKind.DeadLettered, op.AtMs, op.Group, Topic: op.Detail, Queue: 0, Offset: op.DlqOffset));
                         break;
                 }
             }
 
-            private static string Where(string topic, int queue, long offset) => $"{topic} queue {queue} offset {offset}";
+            internal static string Where(string topic, int queue, long offset) => $"{topic} queue {queue} offset {offset}";
 
             private void AddPositions(Tracked t, Op op)
             {
@@ -407,7 +432,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
                 if (!t.Positions.Contains(key)) t.Positions.Add(key);
             }
 
-            private void AddEvent(Tracked t, HistoryEvent e)
+            private void AddEvent(Tracked t, Step e)
             {
                 if (t.Events.Count >= MaxEventsPerMessage)
                 {
