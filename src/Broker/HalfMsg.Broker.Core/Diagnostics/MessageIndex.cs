@@ -51,7 +51,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
     /// <para>Bounded: the oldest of <see cref="Capacity"/> messages is forgotten first, and a key keeps its newest
     /// <see cref="MaxIdsPerKey"/> ids. A message's history keeps its first step and its newest
     /// <see cref="MaxEventsPerMessage"/> - 1 (older ones are counted as dropped); all histories together hold at most
-    /// <see cref="MaxEventsTotal"/> steps (about 40 MB), beyond which the oldest messages' histories are cut back to their
+    /// <see cref="MaxEventsTotal"/> steps (about 56 MB), beyond which the oldest messages' histories are cut back to their
     /// first step. Retention is honoured at look-up time (the caller compares the queue offset with the queue's minimum
     /// offset), so the index never claims a message that retention has cut.</para>
     /// <para>After a restart (kill -9 included) the index is rebuilt from the retained log by a background scan of the
