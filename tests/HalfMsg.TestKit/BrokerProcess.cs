@@ -162,9 +162,10 @@ public sealed class BrokerProcess : IAsyncDisposable
                     return;
                 }
             }
-            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or System.Net.Sockets.SocketException or IOException)
             {
-                // not listening yet
+                // Not listening yet. A connection reset right after connect can surface unwrapped from
+                // SocketsHttpHandler (ENOTCONN from Socket.RemoteEndPoint; seen once in a stressed run).
             }
 
             await Task.Delay(100);
