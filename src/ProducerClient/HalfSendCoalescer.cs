@@ -157,7 +157,9 @@ internal sealed class HalfSendCoalescer(int maxCallsInFlight, int maxMessages, l
         }
     }
 
-    private static SendResultEntry EntryAt(SendMessageResponse response, int index, int count)
+    /// <summary>Message <paramref name="index"/>'s entry of a reply to <paramref name="count"/> messages (its status is
+    /// the caller's to check); a reply without one entry per message throws the call's error, else UNSUPPORTED.</summary>
+    internal static SendResultEntry EntryAt(SendMessageResponse response, int index, int count)
     {
         if (response.Entries.Count != count)
         {

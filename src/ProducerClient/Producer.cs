@@ -228,27 +228,16 @@ public sealed class Producer : IAsyncDisposable
                 if (transactional && CoalescesHalfSends)
                 {
                     entry = await _halfSends.SendAsync(endpoint, proto, ct).ConfigureAwait(false);
-                    StatusChecker.Check(entry.Status, null);
                 }
                 else
                 {
                     var request = new SendMessageRequest { Messages = { proto } };
                     SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, ct)
                         .ConfigureAwait(false);
-                    foreach (SendResultEntry e in response.Entries)
-                    {
-                        StatusChecker.Check(e.Status, null);
-                    }
-
-                    StatusChecker.Check(response.Status, null);
-                    if (response.Entries.Count != 1)
-                    {
-                        throw new UnsupportedException(Code.InternalServerError, $"SendMessage returned {response.Entries.Count} entries for 1 message.");
-                    }
-
-                    entry = response.Entries[0];
+                    entry = HalfSendCoalescer.EntryAt(response, 0, 1);
                 }
 
+                StatusChecker.Check(entry.Status, null);
                 string? transactionId = string.IsNullOrEmpty(entry.TransactionId) ? null : entry.TransactionId;
                 if (transactional && transactionId is null)
                 {

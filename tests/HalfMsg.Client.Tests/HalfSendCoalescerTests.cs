@@ -92,6 +92,16 @@ public sealed class HalfSendCoalescerTests
         return response;
     }
 
+    /// <summary>One call in flight at most: "m0" has it (call 0, unanswered), "a" and "b" wait behind it.</summary>
+    private static async Task<(ScriptedCalls Calls, HalfSendCoalescer Coalescer, Task<SendResultEntry> First, Task<SendResultEntry> A, Task<SendResultEntry> B)> TwoWaitingBehindTheFirstCallAsync()
+    {
+        var calls = new ScriptedCalls();
+        var coalescer = new HalfSendCoalescer(maxCallsInFlight: 1, maxMessages: 32, maxBytes: 1 << 20, calls.Call);
+        Task<SendResultEntry> first = coalescer.SendAsync(Broker, Half("m0"), CancellationToken.None);
+        await calls.NextAsync();
+        return (calls, coalescer, first, coalescer.SendAsync(Broker, Half("a"), CancellationToken.None), coalescer.SendAsync(Broker, Half("b"), CancellationToken.None));
+    }
+
     [Fact]
     public async Task Halves_sent_while_every_call_is_out_go_together_in_the_next_call_and_each_gets_its_own_entry()
     {
@@ -141,12 +151,7 @@ public sealed class HalfSendCoalescerTests
     [Fact]
     public async Task One_refused_half_fails_alone_and_a_failed_call_fails_only_its_own_halves()
     {
-        var calls = new ScriptedCalls();
-        var coalescer = new HalfSendCoalescer(maxCallsInFlight: 1, maxMessages: 32, maxBytes: 1 << 20, calls.Call);
-        Task<SendResultEntry> first = coalescer.SendAsync(Broker, Half("m0"), CancellationToken.None);
-        await calls.NextAsync();
-        Task<SendResultEntry> a = coalescer.SendAsync(Broker, Half("a"), CancellationToken.None);
-        Task<SendResultEntry> b = coalescer.SendAsync(Broker, Half("b"), CancellationToken.None);
+        var (calls, _, first, a, b) = await TwoWaitingBehindTheFirstCallAsync();
 
         // The first call fails as a whole: only m0 sees it; a and b go in the next call all the same.
         calls.Fail(0, new TransportException(Grpc.Core.StatusCode.Unavailable, "connection reset"));
@@ -166,12 +171,7 @@ public sealed class HalfSendCoalescerTests
     [Fact]
     public async Task A_reply_with_the_wrong_number_of_entries_fails_every_half_of_the_call()
     {
-        var calls = new ScriptedCalls();
-        var coalescer = new HalfSendCoalescer(maxCallsInFlight: 1, maxMessages: 32, maxBytes: 1 << 20, calls.Call);
-        Task<SendResultEntry> first = coalescer.SendAsync(Broker, Half("m0"), CancellationToken.None);
-        await calls.NextAsync();
-        Task<SendResultEntry> a = coalescer.SendAsync(Broker, Half("a"), CancellationToken.None);
-        Task<SendResultEntry> b = coalescer.SendAsync(Broker, Half("b"), CancellationToken.None);
+        var (calls, coalescer, first, a, b) = await TwoWaitingBehindTheFirstCallAsync();
         calls.Answer(0, AllStored);
         await first.WaitAsync(Within);
         await calls.NextAsync();

@@ -364,7 +364,7 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
                 using var r = await http.GetAsync($"http://127.0.0.1:{httpPort}/health");
                 if (r.IsSuccessStatusCode) return true;
             }
-            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or System.Net.Sockets.SocketException or IOException)
+            catch (Exception ex) when (HalfMsg.TestKit.BrokerProcess.NotListeningYet(ex))
             {
             }
             await Task.Delay(200);

@@ -162,10 +162,8 @@ public sealed class BrokerProcess : IAsyncDisposable
                     return;
                 }
             }
-            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or System.Net.Sockets.SocketException or IOException)
+            catch (Exception ex) when (NotListeningYet(ex))
             {
-                // Not listening yet. A connection reset right after connect can surface unwrapped from
-                // SocketsHttpHandler (ENOTCONN from Socket.RemoteEndPoint; seen once in a stressed run).
             }
 
             await Task.Delay(100);
@@ -173,6 +171,14 @@ public sealed class BrokerProcess : IAsyncDisposable
 
         throw new TimeoutException($"Broker did not become healthy within 30 s:\n{Output}");
     }
+
+    /// <summary>
+    /// What an HTTP call to a server that is starting (or gone) may throw: refused, reset, timed out. A reset right after
+    /// connect can surface unwrapped from SocketsHttpHandler (ENOTCONN from Socket.RemoteEndPoint; seen once in a
+    /// stressed run), so a bare SocketException or IOException counts too.
+    /// </summary>
+    public static bool NotListeningYet(Exception ex)
+        => ex is HttpRequestException or TaskCanceledException or System.Net.Sockets.SocketException or IOException;
 
     private void Append(string? line)
     {

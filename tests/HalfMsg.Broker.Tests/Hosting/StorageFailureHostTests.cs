@@ -101,7 +101,7 @@ internal sealed class BrokerChild : IAsyncDisposable
             using var response = await Http.GetAsync($"http://127.0.0.1:{HttpPort}/health");
             return (response.StatusCode, await response.Content.ReadAsStringAsync());
         }
-        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or System.Net.Sockets.SocketException or IOException)
+        catch (Exception ex) when (HalfMsg.TestKit.BrokerProcess.NotListeningYet(ex))
         {
             return null;
         }

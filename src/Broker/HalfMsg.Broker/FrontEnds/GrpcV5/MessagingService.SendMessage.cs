@@ -27,13 +27,9 @@ internal sealed partial class MessagingService
         {
             await SendBatchAsync(request, response, inflateBudget, context.CancellationToken).ConfigureAwait(false);
         }
-        else if (request.Messages.Count == 1)
-        {
-            response.Entries.Add(await SendOneAsync(request.Messages[0], clientId, inflateBudget, context.CancellationToken).ConfigureAwait(false));
-        }
         else
         {
-            // Several messages with halves among them (our producer client coalesces concurrent transactions' sends; the
+            // One message, or several with halves among them (our producer client coalesces concurrent transactions' sends; the
             // Apache broker refuses such a batch): each is stored on its own, as if sent alone, but all at once, so
             // they share group commits instead of waiting for one after another. Entries stay in request order. Each
             // SendOneAsync converts its message (and charges the shared inflate budget) before its first await, so the
