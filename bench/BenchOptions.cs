@@ -26,6 +26,10 @@ public sealed record BenchOptions
     /// <summary>The broker rows' producers' <c>ProducerOptions.HalfSendCallsInFlight</c>: concurrent half sends beyond
     /// this many calls per producer wait and go several to a call. The client's default (4); 0 = one call per half.</summary>
     public int HalfSendCalls { get; init; } = new HalfMsg.ProducerClient.ProducerOptions().HalfSendCallsInFlight;
+    /// <summary>The broker rows' producers' <c>ProducerOptions.DecisionCallsInFlight</c>: concurrent decisions beyond
+    /// this many calls per producer wait and go several to an EndTransactions call. The client's default (4); 0 = one
+    /// EndTransaction per decision.</summary>
+    public int DecisionCalls { get; init; } = new HalfMsg.ProducerClient.ProducerOptions().DecisionCallsInFlight;
     public int BodySize { get; init; } = 1024;
     public FlushMode Flush { get; init; } = FlushMode.Sync;
     /// <summary>Seconds each row with a server process of its own (broker, Remoting broker, gRPC floor, RabbitMQ) runs
@@ -88,6 +92,9 @@ public sealed record BenchOptions
           --half-send-calls N   SendMessage calls each producer of a gRPC broker row keeps in flight for its halves;
                                 halves sent while all are out go several to the next call (the client's default 4;
                                 0 = one call per half, as the official clients)
+          --decision-calls N    EndTransactions calls each producer of a gRPC broker row keeps in flight for its
+                                decisions; decisions made while all are out go several to the next call (the client's
+                                default 4; 0 = one EndTransaction per decision, as the official clients)
           --body-size BYTES     message body size (default 1024)
           --flush sync|async    durability mode for the ceiling and the broker flows (default sync)
           --decision-durability MODE  broker decision durability, recorded with every broker row (default sync;
@@ -136,6 +143,7 @@ public sealed record BenchOptions
                 case "--acks-in-flight": o = o with { AcksInFlight = NextInt() }; break;
                 case "--receives-in-flight": o = o with { ReceivesInFlight = NextInt() }; break;
                 case "--half-send-calls": o = o with { HalfSendCalls = NextInt() }; break;
+                case "--decision-calls": o = o with { DecisionCalls = NextInt() }; break;
                 case "--body-size": o = o with { BodySize = NextInt() }; break;
                 case "--flush":
                     o = o with
@@ -183,7 +191,7 @@ public sealed record BenchOptions
 
     public override string ToString() =>
         $"messages={Messages} inflight={string.Join(',', InFlight)} producers={Producers} consumers={Consumers} " +
-        $"producer-instances={(ProducerInstances == 0 ? "each" : ProducerInstances.ToString(System.Globalization.CultureInfo.InvariantCulture))} acks-in-flight={AcksInFlight} receives-in-flight={ReceivesInFlight} half-send-calls={HalfSendCalls} body={BodySize}B " +
+        $"producer-instances={(ProducerInstances == 0 ? "each" : ProducerInstances.ToString(System.Globalization.CultureInfo.InvariantCulture))} acks-in-flight={AcksInFlight} receives-in-flight={ReceivesInFlight} half-send-calls={HalfSendCalls} decision-calls={DecisionCalls} body={BodySize}B " +
         $"flush={Flush.ToString().ToLowerInvariant()} decision-durability={DecisionDurability} warmup={WarmupSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)}s" +
         (Quick ? " quick" : "") + (RabbitMqUri is null ? "" : " rabbitmq=external");
 }

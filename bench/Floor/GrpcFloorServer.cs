@@ -45,8 +45,10 @@ public static class GrpcFloorServer
         });
         builder.Services.AddGrpc(o => o.MaxReceiveMessageSize = 5 * 1024 * 1024);
         builder.Services.AddSingleton<FloorService>();
+        builder.Services.AddSingleton<FloorTransactions>();
         await using var app = builder.Build();
         app.MapGrpcService<FloorService>();
+        app.MapGrpcService<FloorTransactions>();
         await app.StartAsync();
         Console.WriteLine("READY");
         // Stopped by the bench with SIGTERM (or stdin closing).
@@ -56,9 +58,25 @@ public static class GrpcFloorServer
         return 0;
     }
 
+    /// <summary>HalfMsgBroker's own batch of decisions, as empty as <see cref="FloorService"/>: each commit makes one
+    /// message deliverable.</summary>
+    private sealed class FloorTransactions(FloorService messaging) : HalfMsg.Protocol.V1.TransactionService.TransactionServiceBase
+    {
+        public override async Task<HalfMsg.Protocol.V1.EndTransactionsResponse> EndTransactions(HalfMsg.Protocol.V1.EndTransactionsRequest request, ServerCallContext context)
+        {
+            var response = new HalfMsg.Protocol.V1.EndTransactionsResponse { Status = FloorService.Ok };
+            foreach (EndTransactionRequest decision in request.Decisions)
+            {
+                response.Entries.Add((await messaging.EndTransaction(decision, context)).Status);
+            }
+
+            return response;
+        }
+    }
+
     private sealed class FloorService : MessagingService.MessagingServiceBase
     {
-        private static readonly Status Ok = new() { Code = Code.Ok, Message = "OK" };
+        internal static readonly Status Ok = new() { Code = Code.Ok, Message = "OK" };
         private static readonly ByteString Body = ByteString.CopyFrom(new byte[1024]);
         private readonly SemaphoreSlim _deliverable = new(0);
         private long _counter;

@@ -88,6 +88,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             Description = $"HalfMsg.Broker process (flush {spec.Flush.ToString().ToLowerInvariant()}), gRPC on 127.0.0.1; {n:N0} transactions of {bodySize} B; " +
                           $"{o.Producers} producers (half-send then commit, 1 tx outstanding each) sharing {o.InstancesFor(o.Producers)} ProducerClient instance(s), one connection each, " +
                           (o.HalfSendCalls > 0 ? $"up to {o.HalfSendCalls} half-send calls in flight per instance (more halves wait and go several to a call)" : "one call per half") +
+                          (o.DecisionCalls > 0 ? $", up to {o.DecisionCalls} decision calls in flight per instance (more decisions wait and go several to an EndTransactions call)" : ", one EndTransaction per decision") +
                           (targetRate is double r ? $", paced to {r:N0} tx/s in total" : "") +
                           $"; {o.Consumers} SimpleConsumers ({o.ReceivesInFlight} receive loop(s) each: receive batch {Batch} + one ack call per batch, up to {o.AcksInFlight} in flight per loop)" +
                           (spec.SeedPending > 0 ? $"; {spec.SeedPending:N0} undecided halves seeded beforehand (--transaction-timeout 1h)" : "") +
@@ -228,9 +229,12 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     Topics = [Topic],
                     RequestTimeout = TimeSpan.FromSeconds(10),
                     HalfSendCallsInFlight = o.HalfSendCalls,
+                    DecisionCallsInFlight = o.DecisionCalls,
                 }, ct));
             result.Metrics["half_send_calls"] = o.HalfSendCalls;
             result.Metrics["half_sends_coalesced"] = producers.Count > 0 && producers[0].CoalescesHalfSends ? 1 : 0;
+            result.Metrics["decision_calls"] = o.DecisionCalls;
+            result.Metrics["decisions_coalesced"] = producers.Count > 0 && producers[0].CoalescesDecisions ? 1 : 0;
 
             // ── consumers: receive + ack; first delivery per message id ──
             // Warm-up: --warmup seconds of the whole flow (WarmUp.cs: a fresh broker compiles for its first 15-25 s),

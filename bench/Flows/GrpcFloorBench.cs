@@ -67,7 +67,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             long warmTx = 0;
             do
             {
-                await RunPhaseAsync(warmRound, producers, floorConsumers, body, null, null, o.HalfSendCalls, ct);
+                await RunPhaseAsync(warmRound, producers, floorConsumers, body, null, null, o.HalfSendCalls, o.DecisionCalls, ct);
                 warmTx += warmRound;
             } while (warmUp.Running);
             var result = new BenchResult
@@ -78,6 +78,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                               $"bench/Floor/GrpcFloorServer.cs: no storage, no logic): {messages:N0} tx of {o.BodySize} B, {inFlight} producers " +
                               $"(half send then commit) on {o.InstancesFor(inFlight)} connection(s) as the broker row's producers share theirs, " +
                               (o.HalfSendCalls > 0 ? $"half sends coalesced as the broker row's producers do (up to {o.HalfSendCalls} calls in flight per connection), " : "one call per half, ") +
+                              (o.DecisionCalls > 0 ? $"decisions coalesced likewise (up to {o.DecisionCalls} EndTransactions calls in flight per connection), " : "one EndTransaction per decision, ") +
                               $"{o.Consumers} consumers (receive batch {Batch} + one ack call), " +
                               "generated stubs with the RocketMQ headers. Run twice: as fast as it goes (tx/s column), then paced at the broker " +
                               "row's tx/s, since CPU per transaction falls as the rate rises (more frames per wake-up); the paced server CPU " +
@@ -89,7 +90,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             // As fast as it goes: the stack's own ceiling on this machine.
             var send = Enumerable.Range(0, inFlight).Select(_ => new LatencyRecorder(messages / inFlight + 16)).ToArray();
             var cpu = new CpuWindow(server.Id);
-            var (committedAt, deliveredAt) = await RunPhaseAsync(messages, producers, floorConsumers, body, send, null, o.HalfSendCalls, ct);
+            var (committedAt, deliveredAt) = await RunPhaseAsync(messages, producers, floorConsumers, body, send, null, o.HalfSendCalls, o.DecisionCalls, ct);
             cpu.Stop(result.Metrics, "floor", messages);
             result.Metrics[Metric.Throughput] = messages / committedAt.TotalSeconds;
             result.Metrics[Metric.Delivered] = messages / deliveredAt.TotalSeconds;
@@ -102,7 +103,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             {
                 var paced = new Dictionary<string, double>();
                 var pacedCpu = new CpuWindow(server.Id);
-                var (pacedCommitted, _) = await RunPhaseAsync(messages, producers, floorConsumers, body, null, rate, o.HalfSendCalls, ct);
+                var (pacedCommitted, _) = await RunPhaseAsync(messages, producers, floorConsumers, body, null, rate, o.HalfSendCalls, o.DecisionCalls, ct);
                 pacedCpu.Stop(paced, "floor", messages);
                 result.Metrics["paced_tx_per_s"] = messages / pacedCommitted.TotalSeconds;
                 foreach (var key in new[] { "floor_cpu_ms_per_tx", "client_cpu_ms_per_tx", "floor_cpu_cores", "client_cpu_cores", "others_cpu_cores" })
@@ -257,7 +258,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
     }
 
     private async Task<(TimeSpan Committed, TimeSpan Delivered)> RunPhaseAsync(int total, List<GrpcChannel> producers, FloorConsumers consumers,
-        ByteString body, LatencyRecorder[]? send, double? pace, int halfSendCalls, CancellationToken ct)
+        ByteString body, LatencyRecorder[]? send, double? pace, int halfSendCalls, int decisionCalls, CancellationToken ct)
     {
         var topic = new Resource { Name = "bench-floor" };
         int next = -1;
@@ -276,11 +277,20 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                     (_, request, token) => client.SendMessageAsync(request, Call("floor-producer-" + ci, token)).ResponseAsync)
                 : null;
         }).ToArray();
+        var deciders = producers.Select((channel, ci) =>
+        {
+            var client = new HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient(channel);
+            return decisionCalls > 0
+                ? new HalfMsg.ProducerClient.DecisionCoalescer(decisionCalls, maxDecisions: 128,
+                    (_, request, token) => client.EndTransactionsAsync(request, Call("floor-producer-" + ci, token)).ResponseAsync)
+                : null;
+        }).ToArray();
         await Task.WhenAll(Enumerable.Range(0, inFlight).Select(pi => Task.Run(async () =>
         {
             // Producer pi on channel pi mod channels, as the broker row shares its ProducerClient instances.
             var client = new MessagingService.MessagingServiceClient(producers[pi % producers.Count]);
             var coalescer = coalescers[pi % producers.Count];
+            var decider = deciders[pi % producers.Count];
             string clientId = "floor-producer-" + pi;
             int i;
             while ((i = Interlocked.Increment(ref next)) < total)
@@ -306,11 +316,19 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                     ? await coalescer.SendAsync(endpoint, half, ct)
                     : (await client.SendMessageAsync(new SendMessageRequest { Messages = { half } }, Call(clientId, ct))).Entries[0];
                 send?[pi].RecordSince(t0);
-                await client.EndTransactionAsync(new EndTransactionRequest
+                var decision = new EndTransactionRequest
                 {
                     Topic = topic, MessageId = id, TransactionId = sent.TransactionId,
                     Resolution = TransactionResolution.Commit, Source = TransactionSource.SourceClient,
-                }, Call(clientId, ct));
+                };
+                if (decider is not null)
+                {
+                    await decider.EndAsync(endpoint, decision, ct);
+                }
+                else
+                {
+                    await client.EndTransactionAsync(decision, Call(clientId, ct));
+                }
             }
         }, ct)));
         committedAt = sw.Elapsed;

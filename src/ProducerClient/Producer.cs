@@ -10,6 +10,7 @@ using HalfMsg.ClientCore.Tracing;
 using HalfMsg.ClientCore.Transport;
 using HalfMsg.Protocol.Grpc;
 using HalfMsg.Protocol.Identifiers;
+using HalfMsg.Protocol.V1;
 using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.ProducerClient;
@@ -26,6 +27,8 @@ public sealed class Producer : IAsyncDisposable
     private readonly ConcurrentDictionary<string, byte> _topics = new(StringComparer.Ordinal);
     private readonly ILogger _logger;
     private readonly HalfSendCoalescer? _halfSends;
+    private readonly DecisionCoalescer? _decisions;
+    private volatile bool _decisionBatchUnimplemented;
     private int _roundRobin;
     private int _disposed;
 
@@ -45,6 +48,45 @@ public sealed class Producer : IAsyncDisposable
             _halfSends = new HalfSendCoalescer(options.HalfSendCallsInFlight, maxMessages: 32, maxBytes: 1024 * 1024,
                 (endpoint, request, ct) => _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, ct));
         }
+
+        if (options.DecisionCallsInFlight > 0)
+        {
+            _decisions = new DecisionCoalescer(options.DecisionCallsInFlight, maxDecisions: 128, EndTransactionsAsync);
+        }
+    }
+
+    /// <summary>Whether concurrent decisions are coalesced (<see cref="ProducerOptions.DecisionCallsInFlight"/>): only
+    /// when the option allows it, the broker's Settings reply says it is a HalfMsgBroker, and it has not answered the
+    /// batch call UNIMPLEMENTED (an older HalfMsgBroker).</summary>
+    [System.Diagnostics.CodeAnalysis.MemberNotNullWhen(true, nameof(_decisions))]
+    public bool CoalescesDecisions => _decisions is not null && !_decisionBatchUnimplemented && BrokerAgent.IsHalfMsgBroker(_session.ServerSettings);
+
+    /// <summary>Calls made so far for coalesced decisions (EndTransactions, or EndTransaction batches after a fallback);
+    /// for tests.</summary>
+    internal long DecisionCallsMade => _decisions?.CallsMade ?? 0;
+
+    /// <summary>One EndTransactions call; against a broker without it, EndTransaction per decision from then on.</summary>
+    private async Task<EndTransactionsResponse> EndTransactionsAsync(Endpoint endpoint, EndTransactionsRequest request, CancellationToken ct)
+    {
+        if (!_decisionBatchUnimplemented)
+        {
+            try
+            {
+                return await _session.Channel.TransactionsUnaryAsync(endpoint, (c, o) => c.EndTransactionsAsync(request, o), null, ct)
+                    .ConfigureAwait(false);
+            }
+            catch (TransportException ex) when (ex.GrpcStatus == Grpc.Core.StatusCode.Unimplemented)
+            {
+                _decisionBatchUnimplemented = true;
+                _logger.LogInformation("The broker at {Endpoint} has no EndTransactions; decisions go one per call", endpoint);
+            }
+        }
+
+        EndTransactionResponse[] each = await Task.WhenAll(request.Decisions.Select(d =>
+            _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(d, o), null, ct))).ConfigureAwait(false);
+        var response = new EndTransactionsResponse { Status = new Apache.Rocketmq.V2.Status { Code = Code.Ok, Message = "OK" } };
+        response.Entries.AddRange(each.Select(r => r.Status));
+        return response;
     }
 
     /// <summary>Whether concurrent half sends are coalesced (<see cref="ProducerOptions.HalfSendCallsInFlight"/>): only
@@ -355,9 +397,10 @@ public sealed class Producer : IAsyncDisposable
             Source = source,
             TraceContext = Activity.Current?.Id ?? string.Empty,
         };
-        EndTransactionResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(request, o), null, ct)
-            .ConfigureAwait(false);
-        StatusChecker.Check(response.Status, null);
+        Apache.Rocketmq.V2.Status status = CoalescesDecisions
+            ? await _decisions.EndAsync(endpoint, request, ct).ConfigureAwait(false)
+            : (await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(request, o), null, ct).ConfigureAwait(false)).Status;
+        StatusChecker.Check(status, null);
     }
 
     private Settings BuildSettings()

@@ -41,6 +41,15 @@ public sealed record ProducerOptions
     /// </summary>
     public int HalfSendCallsInFlight { get; init; } = 4;
 
+    /// <summary>
+    /// Decisions (commit, rollback) of concurrent transactions: at most this many calls per broker at once; decisions
+    /// made while they are all outstanding wait and go together in the next call (up to 128), each answered as if sent
+    /// alone. Uses HalfMsgBroker's own <c>halfmsg.v1.TransactionService/EndTransactions</c>, so only against a
+    /// HalfMsgBroker; against an Apache RocketMQ broker (or a HalfMsgBroker without that call) every decision is an
+    /// EndTransaction of its own, as with the official clients. 0 turns it off.
+    /// </summary>
+    public int DecisionCallsInFlight { get; init; } = 4;
+
     /// <summary>SQL dialect of the barrier table used by <see cref="Producer.ExecuteAsync(System.Data.Common.DbConnection, Message, Func{System.Data.Common.DbTransaction, CancellationToken, Task}, CancellationToken)"/>;
     /// null detects SQLite and PostgreSQL from the connection type.</summary>
     public IBarrierDialect? BarrierDialect { get; init; }

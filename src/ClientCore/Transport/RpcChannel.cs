@@ -27,7 +27,8 @@ internal sealed class RpcChannel : IDisposable
     public static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(5);
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(5);
 
-    private readonly ConcurrentDictionary<Endpoint, (GrpcChannel Channel, MessagingService.MessagingServiceClient Client)> _channels = new();
+    private readonly ConcurrentDictionary<Endpoint, (GrpcChannel Channel, MessagingService.MessagingServiceClient Client,
+        HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions)> _channels = new();
     private readonly ClientConfig _config;
     private readonly HttpMessageHandler? _handler;
     private readonly SigningInterceptor _signing;
@@ -51,7 +52,14 @@ internal sealed class RpcChannel : IDisposable
         return _channels.GetOrAdd(endpoint, static (ep, self) => self.Open(ep), this).Client;
     }
 
-    private (GrpcChannel, MessagingService.MessagingServiceClient) Open(Endpoint endpoint)
+    /// <summary>HalfMsgBroker's own TransactionService client for <paramref name="endpoint"/>, on the same channel.</summary>
+    public HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions(Endpoint endpoint)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        return _channels.GetOrAdd(endpoint, static (ep, self) => self.Open(ep), this).Transactions;
+    }
+
+    private (GrpcChannel, MessagingService.MessagingServiceClient, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient) Open(Endpoint endpoint)
     {
         HttpMessageHandler handler = _handler ?? new SocketsHttpHandler
         {
@@ -70,7 +78,8 @@ internal sealed class RpcChannel : IDisposable
             MaxReceiveMessageSize = MaxReceiveMessageSize,
             MaxSendMessageSize = null,
         });
-        return (channel, new MessagingService.MessagingServiceClient(channel.Intercept(_signing)));
+        CallInvoker signed = channel.Intercept(_signing);
+        return (channel, new MessagingService.MessagingServiceClient(signed), new HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient(signed));
     }
 
     /// <summary>Call options with a deadline of <paramref name="timeout"/> (the request timeout when null).</summary>
@@ -78,10 +87,18 @@ internal sealed class RpcChannel : IDisposable
         => new(deadline: DateTime.UtcNow + (timeout ?? _config.RequestTimeout), cancellationToken: ct);
 
     /// <summary>A unary call: <c>(client, options) =&gt; client.SendMessageAsync(request, options)</c>.</summary>
-    public async Task<TResponse> UnaryAsync<TResponse>(Endpoint endpoint,
+    public Task<TResponse> UnaryAsync<TResponse>(Endpoint endpoint,
         Func<MessagingService.MessagingServiceClient, CallOptions, AsyncUnaryCall<TResponse>> call, TimeSpan? timeout, CancellationToken ct)
+        => UnaryAsync(call(Client(endpoint), Options(timeout, ct)), ct);
+
+    /// <summary>A unary call of HalfMsgBroker's own TransactionService (see <c>halfmsg/v1/transactions.proto</c>).</summary>
+    public Task<TResponse> TransactionsUnaryAsync<TResponse>(Endpoint endpoint,
+        Func<HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient, CallOptions, AsyncUnaryCall<TResponse>> call, TimeSpan? timeout, CancellationToken ct)
+        => UnaryAsync(call(Transactions(endpoint), Options(timeout, ct)), ct);
+
+    private static async Task<TResponse> UnaryAsync<TResponse>(AsyncUnaryCall<TResponse> started, CancellationToken ct)
     {
-        using AsyncUnaryCall<TResponse> pending = call(Client(endpoint), Options(timeout, ct));
+        using AsyncUnaryCall<TResponse> pending = started;
         try
         {
             return await pending.ResponseAsync.ConfigureAwait(false);
@@ -121,7 +138,7 @@ internal sealed class RpcChannel : IDisposable
             return;
         }
 
-        foreach ((GrpcChannel channel, _) in _channels.Values)
+        foreach ((GrpcChannel channel, _, _) in _channels.Values)
         {
             channel.Dispose();
         }

@@ -25,6 +25,7 @@ public static class GrpcV5Extensions
         services.AddSingleton<V5CallInterceptor>();
         services.AddSingleton(sp => new MessagingService(
             sp.GetRequiredService<BrokerEngine>(), options, sp.GetRequiredService<ILogger<MessagingService>>(), sp.GetService<TimeProvider>()));
+        services.AddSingleton(sp => new TransactionBatchService(sp.GetRequiredService<MessagingService>()));
         services.AddGrpc(grpc =>
         {
             grpc.MaxReceiveMessageSize = options.MaxReceiveMessageSize;
@@ -94,7 +95,11 @@ public static class GrpcV5Extensions
                 badInput.AfterCall(context, unauthenticated);
             });
             grpc.UseRouting();
-            grpc.UseEndpoints(endpoints => endpoints.MapGrpcService<MessagingService>());
+            grpc.UseEndpoints(endpoints =>
+            {
+                endpoints.MapGrpcService<MessagingService>();
+                endpoints.MapGrpcService<TransactionBatchService>(); // HalfMsgBroker's own: several decisions per call
+            });
         });
     }
 }

@@ -1,0 +1,160 @@
+namespace HalfMsg.ProducerClient;
+
+/// <summary>
+/// Coalesces concurrent requests of one kind into shared calls: per lane (<typeparamref name="TKey"/>), at most
+/// <c>maxCallsInFlight</c> calls are outstanding; an item that arrives while they all are waits, and goes with the
+/// others that waited meanwhile in the next call (up to <c>maxItems</c> items and <c>maxBytes</c> by
+/// <c>size</c>; a larger item goes alone). Below that many concurrent items nothing waits and every item has a call of
+/// its own. Used for half sends (<see cref="HalfSendCoalescer"/>) and decisions (<see cref="DecisionCoalescer"/>).
+/// </summary>
+/// <param name="maxCallsInFlight">Calls outstanding per lane before items wait.</param>
+/// <param name="maxItems">Most items in one call.</param>
+/// <param name="maxBytes">Most bytes (by <paramref name="size"/>) in one call of waiting items.</param>
+/// <param name="size">An item's size in bytes, for <paramref name="maxBytes"/>.</param>
+/// <param name="call">Makes one call carrying the items, in order.</param>
+/// <param name="pick">Item <c>index</c>'s result of a response to <c>count</c> items; may throw for that item alone.</param>
+internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCallsInFlight, int maxItems, long maxBytes,
+    Func<TItem, long> size,
+    Func<TKey, IReadOnlyList<TItem>, CancellationToken, Task<TResponse>> call,
+    Func<TResponse, int, int, TResult> pick)
+    where TKey : notnull
+{
+    private readonly object _gate = new();
+    private readonly Dictionary<TKey, Lane> _lanes = [];
+    private long _calls;
+
+    /// <summary>Calls made so far (for tests and diagnostics: fewer than the items sent when some went together).</summary>
+    public long CallsMade => Interlocked.Read(ref _calls);
+
+    /// <summary>Calls outstanding and items waiting, per lane.</summary>
+    private sealed class Lane
+    {
+        public int InFlight;
+        public readonly Queue<Pending> Waiting = new();
+    }
+
+    private sealed class Pending(TItem item)
+    {
+        public readonly TItem Item = item;
+        public readonly TaskCompletionSource<TResult> Result = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public CancellationTokenRegistration Cancellation;
+    }
+
+    /// <summary>Sends one item, in a call of its own or with others, and returns its result.</summary>
+    public Task<TResult> SendAsync(TKey key, TItem item, CancellationToken ct)
+    {
+        Lane lane;
+        lock (_gate)
+        {
+            if (!_lanes.TryGetValue(key, out lane!))
+            {
+                _lanes[key] = lane = new Lane();
+            }
+
+            if (lane.InFlight >= maxCallsInFlight)
+            {
+                var pending = new Pending(item);
+                lane.Waiting.Enqueue(pending);
+                if (ct.CanBeCanceled)
+                {
+                    // A cancelled wait ends now; the item is skipped when its call is made (it was never sent).
+                    pending.Cancellation = ct.UnsafeRegister(static (s, t) => ((Pending)s!).Result.TrySetCanceled(t), pending);
+                }
+
+                return pending.Result.Task;
+            }
+
+            lane.InFlight++;
+        }
+
+        return SendOwnAsync(key, lane, item, ct);
+    }
+
+    /// <summary>A call of its own for an item that found a free slot; then the slot serves whoever waited meanwhile.</summary>
+    private async Task<TResult> SendOwnAsync(TKey key, Lane lane, TItem item, CancellationToken ct)
+    {
+        try
+        {
+            Interlocked.Increment(ref _calls);
+            TResponse response = await call(key, [item], ct).ConfigureAwait(false);
+            return pick(response, 0, 1);
+        }
+        finally
+        {
+            Next(key, lane);
+        }
+    }
+
+    /// <summary>Hands the finished call's slot to the items that waited, as one call, or frees it.</summary>
+    private void Next(TKey key, Lane lane)
+    {
+        List<Pending> batch = [];
+        lock (_gate)
+        {
+            long bytes = 0;
+            while (batch.Count < maxItems && lane.Waiting.TryPeek(out Pending? p) && (batch.Count == 0 || bytes + size(p.Item) <= maxBytes))
+            {
+                lane.Waiting.Dequeue();
+                if (p.Result.Task.IsCompleted)
+                {
+                    continue; // cancelled while it waited
+                }
+
+                batch.Add(p);
+                bytes += size(p.Item);
+            }
+
+            if (batch.Count == 0)
+            {
+                lane.InFlight--;
+                if (lane.InFlight == 0 && lane.Waiting.Count == 0)
+                {
+                    _lanes.Remove(key);
+                }
+
+                return;
+            }
+        }
+
+        _ = SendBatchAsync(key, lane, batch);
+    }
+
+    private async Task SendBatchAsync(TKey key, Lane lane, List<Pending> batch)
+    {
+        try
+        {
+            var items = new TItem[batch.Count];
+            for (int i = 0; i < batch.Count; i++)
+            {
+                batch[i].Cancellation.Dispose(); // sent now: its outcome is the call's
+                items[i] = batch[i].Item;
+            }
+
+            // Not cancelled by any one caller: the others' items ride on it (the request timeout still bounds it).
+            Interlocked.Increment(ref _calls);
+            TResponse response = await call(key, items, CancellationToken.None).ConfigureAwait(false);
+            for (int i = 0; i < batch.Count; i++)
+            {
+                try
+                {
+                    batch[i].Result.TrySetResult(pick(response, i, batch.Count));
+                }
+                catch (Exception ex)
+                {
+                    batch[i].Result.TrySetException(ex);
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            foreach (Pending p in batch)
+            {
+                p.Result.TrySetException(ex);
+            }
+        }
+        finally
+        {
+            Next(key, lane);
+        }
+    }
+}

@@ -1,0 +1,47 @@
+using Apache.Rocketmq.V2;
+using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Transport;
+using HalfMsg.Protocol.V1;
+
+namespace HalfMsg.ProducerClient;
+
+/// <summary>
+/// Coalesces the decisions (commit or rollback) of concurrent transactions: per broker endpoint, at most
+/// <c>maxCallsInFlight</c> calls are outstanding; a decision made while they all are waits, and goes with the others
+/// that waited meanwhile in one <c>halfmsg.v1.TransactionService/EndTransactions</c> call (up to <c>maxDecisions</c>).
+/// Below that many transactions in flight nothing waits.
+/// </summary>
+/// <remarks>
+/// With half sends coalesced (<see cref="HalfSendCoalescer"/>), the decision was the one call every transaction still
+/// made alone. RocketMQ 5's EndTransaction has no batch form, so this is HalfMsgBroker's own RPC
+/// (<c>src/Protocol/Protos/halfmsg/v1/transactions.proto</c>); the producer uses it only against a HalfMsgBroker, and
+/// each decision's answer is the one EndTransaction would have given it.
+/// </remarks>
+internal sealed class DecisionCoalescer(int maxCallsInFlight, int maxDecisions,
+    Func<Endpoint, EndTransactionsRequest, CancellationToken, Task<EndTransactionsResponse>> call)
+{
+    private readonly CallCoalescer<Endpoint, EndTransactionRequest, EndTransactionsResponse, Status> _calls =
+        new(maxCallsInFlight, maxDecisions, long.MaxValue, static _ => 0,
+            (endpoint, decisions, ct) => call(endpoint, new EndTransactionsRequest { Decisions = { decisions } }, ct),
+            StatusAt);
+
+    /// <summary>EndTransactions calls made so far.</summary>
+    public long CallsMade => _calls.CallsMade;
+
+    /// <summary>Sends one decision and returns its own status (the caller's to check).</summary>
+    public Task<Status> EndAsync(Endpoint endpoint, EndTransactionRequest decision, CancellationToken ct)
+        => _calls.SendAsync(endpoint, decision, ct);
+
+    /// <summary>Decision <paramref name="index"/>'s status in a reply to <paramref name="count"/> decisions; a reply
+    /// without one entry per decision throws the call's error, else UNSUPPORTED.</summary>
+    internal static Status StatusAt(EndTransactionsResponse response, int index, int count)
+    {
+        if (response.Entries.Count != count)
+        {
+            StatusChecker.Check(response.Status, null);
+            throw new UnsupportedException(Code.InternalServerError, $"EndTransactions returned {response.Entries.Count} entries for {count} decisions.");
+        }
+
+        return response.Entries[index];
+    }
+}
