@@ -119,6 +119,7 @@ public sealed record BenchOptions
             string a = args[i];
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{a} needs a value");
             int NextInt() => int.TryParse(Next(), out int v) && v > 0 ? v : throw new ArgumentException($"{a} needs a positive integer");
+            int NextCount() => int.TryParse(Next(), out int v) && v >= 0 ? v : throw new ArgumentException($"{a} needs 0 or a positive integer");
             switch (a)
             {
                 case "--help": case "-h": o = o with { Verb = "help" }; break;
@@ -142,8 +143,8 @@ public sealed record BenchOptions
                     break;
                 case "--acks-in-flight": o = o with { AcksInFlight = NextInt() }; break;
                 case "--receives-in-flight": o = o with { ReceivesInFlight = NextInt() }; break;
-                case "--half-send-calls": o = o with { HalfSendCalls = NextInt() }; break;
-                case "--decision-calls": o = o with { DecisionCalls = NextInt() }; break;
+                case "--half-send-calls": o = o with { HalfSendCalls = NextCount() }; break;
+                case "--decision-calls": o = o with { DecisionCalls = NextCount() }; break;
                 case "--body-size": o = o with { BodySize = NextInt() }; break;
                 case "--flush":
                     o = o with
