@@ -80,19 +80,17 @@ public sealed class EndToEndTests(BrokerFixture fixture) : IClassFixture<BrokerF
         Assert.Empty(await consumer.ReceiveAsync(16, Invisible)); // nothing else, ever
     }
 
-    [Fact]
-    public async Task Concurrent_transactions_of_one_producer_share_coalesced_half_sends_and_each_keeps_its_own_outcome()
-    {
-        string topic = Unique("txmany");
-        // Two send calls at most: 64 concurrent transactions make most halves wait and go several to a call.
-        await using Producer producer = await Producer.StartAsync(ProducerOptions.Default with
-        {
-            Endpoints = Endpoint, Topics = [topic], HalfSendCallsInFlight = 2,
-        });
-        await using SimpleConsumer consumer = await ConsumerAsync(topic, Unique("g"));
-        Assert.True(producer.CoalescesHalfSends); // the broker's Settings reply said it is a HalfMsgBroker
+    private const int ConcurrentTransactions = 64;
 
-        var outcomes = await Task.WhenAll(Enumerable.Range(0, 64).Select(async i =>
+    /// <summary>
+    /// <see cref="ConcurrentTransactions"/> concurrent transactions of <paramref name="producer"/> on
+    /// <paramref name="topic"/>, one in three rolled back: each has its own transaction id, and exactly the committed
+    /// ones are delivered, once.
+    /// </summary>
+    private async Task ConcurrentTransactionsEachKeepTheirOwnOutcomeAsync(Producer producer, string topic)
+    {
+        await using SimpleConsumer consumer = await ConsumerAsync(topic, Unique("g"));
+        var outcomes = await Task.WhenAll(Enumerable.Range(0, ConcurrentTransactions).Select(async i =>
         {
             ITransaction tx = producer.BeginTransaction();
             SendReceipt receipt = await tx.SendAsync(new ProducerMessage(topic, "m" + i));
@@ -109,7 +107,7 @@ public sealed class EndToEndTests(BrokerFixture fixture) : IClassFixture<BrokerF
             return (receipt, commit);
         }));
 
-        Assert.Equal(64, outcomes.Select(o => o.receipt.TransactionId).Distinct().Count());
+        Assert.Equal(ConcurrentTransactions, outcomes.Select(o => o.receipt.TransactionId).Distinct().Count());
         var committed = outcomes.Where(o => o.commit).Select(o => o.receipt.MessageId).ToHashSet();
         List<ReceivedMessage> got = await DrainAsync(consumer, committed.Count, TimeSpan.FromSeconds(30));
         Assert.Equal(committed.Order(), got.Select(m => m.MessageId).Order());
@@ -119,6 +117,37 @@ public sealed class EndToEndTests(BrokerFixture fixture) : IClassFixture<BrokerF
         }
 
         Assert.Empty(await consumer.ReceiveAsync(16, Invisible)); // no rolled-back half, no duplicate
+    }
+
+    [Fact]
+    public async Task Concurrent_transactions_of_one_producer_share_coalesced_half_sends_and_each_keeps_its_own_outcome()
+    {
+        string topic = Unique("txmany");
+        // Two send calls at most: 64 concurrent transactions make most halves wait and go several to a call.
+        await using Producer producer = await Producer.StartAsync(ProducerOptions.Default with
+        {
+            Endpoints = Endpoint, Topics = [topic], HalfSendCallsInFlight = 2,
+        });
+        Assert.True(producer.CoalescesHalfSends); // the broker's Settings reply said it is a HalfMsgBroker
+
+        await ConcurrentTransactionsEachKeepTheirOwnOutcomeAsync(producer, topic);
+    }
+
+    [Fact]
+    public async Task Concurrent_transactions_of_one_producer_share_coalesced_decisions_and_each_keeps_its_own_outcome()
+    {
+        string topic = Unique("txdecide");
+        // Two EndTransactions calls at most: decisions made meanwhile wait and go several to a call.
+        await using Producer producer = await Producer.StartAsync(ProducerOptions.Default with
+        {
+            Endpoints = Endpoint, Topics = [topic], HalfSendCallsInFlight = 2, DecisionCallsInFlight = 2,
+        });
+        Assert.True(producer.CoalescesDecisions); // a HalfMsgBroker, which serves EndTransactions
+
+        await ConcurrentTransactionsEachKeepTheirOwnOutcomeAsync(producer, topic);
+
+        Assert.True(producer.CoalescesDecisions); // never answered UNIMPLEMENTED
+        Assert.InRange(producer.DecisionCallsMade, 1, ConcurrentTransactions - 1); // some decisions shared a call
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using Google.Protobuf;
 using HalfMsg.ClientCore;
 using HalfMsg.ProducerClient;
 using Endpoint = HalfMsg.ClientCore.Transport.Endpoint;
+using ScriptedCalls = HalfMsg.Client.Tests.Infrastructure.ScriptedCalls<Apache.Rocketmq.V2.SendMessageRequest, Apache.Rocketmq.V2.SendMessageResponse>;
 using V2Message = Apache.Rocketmq.V2.Message;
 
 namespace HalfMsg.Client.Tests;
@@ -12,61 +13,6 @@ public sealed class HalfSendCoalescerTests
 {
     private static readonly Endpoint Broker = new("127.0.0.1", 1);
     private static readonly TimeSpan Within = TimeSpan.FromSeconds(30);
-
-    /// <summary>A SendMessage stand-in: records each request and answers it when the test releases it.</summary>
-    private sealed class ScriptedCalls
-    {
-        private readonly object _gate = new();
-        private readonly List<(SendMessageRequest Request, TaskCompletionSource<SendMessageResponse> Answer)> _calls = [];
-        private readonly SemaphoreSlim _arrived = new(0);
-
-        public Task<SendMessageResponse> Call(Endpoint endpoint, SendMessageRequest request, CancellationToken ct)
-        {
-            var answer = new TaskCompletionSource<SendMessageResponse>(TaskCreationOptions.RunContinuationsAsynchronously);
-            lock (_gate)
-            {
-                _calls.Add((request, answer));
-            }
-
-            _arrived.Release();
-            return answer.Task;
-        }
-
-        /// <summary>Waits for the next call to arrive (calls are numbered from 0 in arrival order).</summary>
-        public async Task<SendMessageRequest> NextAsync()
-        {
-            Assert.True(await _arrived.WaitAsync(Within), "no SendMessage call arrived");
-            lock (_gate)
-            {
-                return _calls.Count(c => !c.Answer.Task.IsCompleted) switch
-                {
-                    0 => throw new InvalidOperationException("no open call"),
-                    _ => _calls.Last(c => !c.Answer.Task.IsCompleted).Request,
-                };
-            }
-        }
-
-        public int Count
-        {
-            get { lock (_gate) return _calls.Count; }
-        }
-
-        public void Answer(int call, Func<SendMessageRequest, SendMessageResponse> answer)
-        {
-            (SendMessageRequest request, TaskCompletionSource<SendMessageResponse> tcs) = Get(call);
-            tcs.SetResult(answer(request));
-        }
-
-        public void Fail(int call, Exception ex) => Get(call).Answer.SetException(ex);
-
-        private (SendMessageRequest Request, TaskCompletionSource<SendMessageResponse> Answer) Get(int call)
-        {
-            lock (_gate)
-            {
-                return _calls[call];
-            }
-        }
-    }
 
     private static V2Message Half(string id, int bodyBytes = 4) => new()
     {

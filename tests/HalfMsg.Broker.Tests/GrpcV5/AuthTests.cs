@@ -92,6 +92,33 @@ public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBro
     }
 
     [Fact]
+    public async Task HalfMsgBrokers_own_EndTransactions_is_under_the_same_authentication()
+    {
+        string unknown = Guid.NewGuid().ToString("N");
+        var request = new HalfMsg.Protocol.V1.EndTransactionsRequest
+        {
+            Decisions =
+            {
+                new EndTransactionRequest
+                {
+                    Topic = new Resource { Name = _topic }, MessageId = unknown, TransactionId = unknown,
+                    Resolution = TransactionResolution.Commit, Source = TransactionSource.SourceClient,
+                },
+            },
+        };
+        const string path = "/halfmsg.v1.TransactionService/EndTransactions";
+
+        var refused = await _client.UnaryAsync(path, request, HalfMsg.Protocol.V1.EndTransactionsResponse.Parser);
+        AssertUnauthorized(refused, r => r.Status);
+        Assert.Empty(refused.Response!.Entries);
+
+        var signed = await _client.UnaryAsync(path, request, HalfMsg.Protocol.V1.EndTransactionsResponse.Parser, Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
+        Assert.Equal(0, signed.GrpcStatus);
+        Assert.Equal(Code.Ok, signed.Response!.Status.Code);
+        Assert.Equal(Code.InvalidTransactionId, Assert.Single(signed.Response.Entries).Code); // carried out: the id is unknown
+    }
+
+    [Fact]
     public async Task A_receive_without_authorization_streams_only_an_UNAUTHORIZED_status()
     {
         var result = await _client.ServerStreamAsync(GrpcMethods.ReceiveMessage, new ReceiveMessageRequest

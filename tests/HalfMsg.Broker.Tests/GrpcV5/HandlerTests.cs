@@ -7,6 +7,7 @@ using HalfMsg.Broker.Hosting;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.TestKit;
 using HalfMsg.Protocol.Grpc;
+using HalfMsg.Protocol.V1;
 using V2Encoding = Apache.Rocketmq.V2.Encoding;
 
 namespace HalfMsg.Broker.Tests.GrpcV5;
@@ -503,6 +504,113 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         var (tx, id) = await SendHalfAsync();
         Assert.Equal(Code.InvalidTransactionId, (await EndAsync(tx, NewMessageId(), Apache.Rocketmq.V2.TransactionResolution.Commit)).Status.Code);
         Assert.Equal(Code.Ok, (await EndAsync(tx, id, Apache.Rocketmq.V2.TransactionResolution.Rollback)).Status.Code);
+    }
+
+    // ---------------------------------------------------------------- EndTransactions (halfmsg.v1.TransactionService)
+
+    private const string EndTransactionsPath = "/halfmsg.v1.TransactionService/EndTransactions";
+
+    private Task<EndTransactionsResponse> EndManyAsync(IEnumerable<EndTransactionRequest> decisions)
+        => UnaryOkAsync(EndTransactionsPath, new EndTransactionsRequest { Decisions = { decisions } }, EndTransactionsResponse.Parser);
+
+    private EndTransactionRequest Decision(string transactionId, string messageId, Apache.Rocketmq.V2.TransactionResolution resolution) => new()
+    {
+        Topic = new Resource { Name = _topic },
+        MessageId = messageId,
+        TransactionId = transactionId,
+        Resolution = resolution,
+        Source = TransactionSource.SourceClient,
+    };
+
+    /// <summary>Sends <paramref name="count"/> halves in one SendMessage; returns each one's transaction and message id.</summary>
+    private async Task<List<(string TransactionId, string MessageId)>> SendHalvesAsync(int count)
+    {
+        SendMessageResponse response = await SendAsync(Enumerable.Range(0, count).Select(i => NewMessage("h" + i, MessageType.Transaction)).ToArray());
+        Assert.Equal(Code.Ok, response.Status.Code);
+        Assert.Equal(count, response.Entries.Count);
+        Assert.All(response.Entries, e => Assert.Equal(Code.Ok, e.Status.Code));
+        return [.. response.Entries.Select(e => (e.TransactionId, e.MessageId))];
+    }
+
+    private async Task AssertNothingDeliveredAsync()
+    {
+        var stream = await ReceiveStreamAsync(ReceiveRequest(invisible: TimeSpan.FromSeconds(30), longPoll: TimeSpan.FromMilliseconds(200)));
+        Assert.Equal(Code.MessageNotFound, stream[0].Status.Code);
+    }
+
+    [Fact]
+    public async Task End_transactions_carries_out_each_decision_as_if_alone_and_answers_each_in_request_order()
+    {
+        const Apache.Rocketmq.V2.TransactionResolution Commit = Apache.Rocketmq.V2.TransactionResolution.Commit;
+        const Apache.Rocketmq.V2.TransactionResolution Rollback = Apache.Rocketmq.V2.TransactionResolution.Rollback;
+        var halves = await SendHalvesAsync(5);
+        string unknown = NewMessageId();
+        EndTransactionRequest[] decisions =
+        [
+            Decision(halves[0].TransactionId, halves[0].MessageId, Commit),
+            Decision(halves[1].TransactionId, halves[1].MessageId, Rollback),
+            Decision(halves[2].TransactionId, halves[2].MessageId, Commit),
+            Decision(unknown, unknown, Commit),
+            Decision(halves[3].TransactionId, halves[3].MessageId, Commit),
+            Decision(halves[4].TransactionId, halves[4].MessageId, Commit),
+        ];
+
+        EndTransactionsResponse response = await EndManyAsync(decisions);
+
+        Assert.Equal(Code.Ok, response.Status.Code);
+        Assert.Equal(decisions.Length, response.Entries.Count);
+        for (int i = 0; i < decisions.Length; i++)
+        {
+            Assert.Equal(i == 3 ? Code.InvalidTransactionId : Code.Ok, response.Entries[i].Code);
+        }
+
+        // The unknown one is answered exactly as EndTransaction answers it alone.
+        Assert.Equal((await EndAsync(unknown, unknown, Commit)).Status, response.Entries[3]);
+
+        // Exactly the committed ones are delivered; the rolled-back one never is.
+        string[] committed = [halves[0].MessageId, halves[2].MessageId, halves[3].MessageId, halves[4].MessageId];
+        List<Message> delivered = await ReceiveMessagesAsync(committed.Length);
+        Assert.Equal(committed.Order(), delivered.Select(m => m.SystemProperties.MessageId).Order());
+        await AssertNothingDeliveredAsync();
+
+        // Decided for good: rolling back a committed one now is refused as it would be after EndTransaction.
+        Status late = (await EndAsync(halves[0].TransactionId, halves[0].MessageId, Rollback)).Status;
+        Assert.Equal(Code.InvalidTransactionId, late.Code);
+        Assert.Contains("already committed", late.Message);
+    }
+
+    [Fact]
+    public async Task End_transactions_without_a_decision_answers_BAD_REQUEST_and_no_entries()
+    {
+        EndTransactionsResponse response = await EndManyAsync([]);
+
+        Assert.Equal(Code.BadRequest, response.Status.Code);
+        Assert.Empty(response.Entries);
+    }
+
+    [Fact]
+    public async Task End_transactions_of_more_than_1024_decisions_answers_BAD_REQUEST_and_decides_none()
+    {
+        Assert.Equal(1024, HalfMsg.Broker.FrontEnds.GrpcV5.TransactionBatchService.MaxDecisions);
+        var halves = await SendHalvesAsync(2);
+        // The two real halves first and last, committed; unknown ids in between.
+        var decisions = new List<EndTransactionRequest> { Decision(halves[0].TransactionId, halves[0].MessageId, Apache.Rocketmq.V2.TransactionResolution.Commit) };
+        decisions.AddRange(Enumerable.Range(0, 1023).Select(_ => NewMessageId()).Select(id => Decision(id, id, Apache.Rocketmq.V2.TransactionResolution.Commit)));
+        decisions.Add(Decision(halves[1].TransactionId, halves[1].MessageId, Apache.Rocketmq.V2.TransactionResolution.Commit));
+        Assert.Equal(1025, decisions.Count);
+
+        EndTransactionsResponse response = await EndManyAsync(decisions);
+
+        Assert.Equal(Code.BadRequest, response.Status.Code);
+        Assert.Contains("1025", response.Status.Message);
+        Assert.Empty(response.Entries);
+
+        // Neither half was committed: nothing is delivered, and both can still be rolled back.
+        await AssertNothingDeliveredAsync();
+        foreach (var (transactionId, messageId) in halves)
+        {
+            Assert.Equal(Code.Ok, (await EndAsync(transactionId, messageId, Apache.Rocketmq.V2.TransactionResolution.Rollback)).Status.Code);
+        }
     }
 
     // ---------------------------------------------------------------- ReceiveMessage

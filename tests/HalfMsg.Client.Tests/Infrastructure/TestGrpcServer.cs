@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using Apache.Rocketmq.V2;
 using Grpc.Core;
@@ -12,20 +13,24 @@ namespace HalfMsg.Client.Tests.Infrastructure;
 
 /// <summary>
 /// A fake MessagingService on grpc-dotnet (Kestrel, 127.0.0.1:0, HTTP/2 only) whose RPCs are whatever the test sets
-/// in <see cref="FakeMessagingService"/>; an RPC left unset answers UNIMPLEMENTED.
+/// in <see cref="FakeMessagingService"/>; an RPC left unset, and any other service's, answers UNIMPLEMENTED.
 /// </summary>
 public sealed class TestGrpcServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
-    private TestGrpcServer(WebApplication app, FakeMessagingService service, int port)
+    private TestGrpcServer(WebApplication app, FakeMessagingService service, ConcurrentQueue<string> paths, int port)
     {
         _app = app;
         Service = service;
+        Paths = paths;
         Port = port;
     }
 
     public FakeMessagingService Service { get; }
+
+    /// <summary>The path of every request received (<c>/package.Service/Method</c>), served or not, in arrival order.</summary>
+    public ConcurrentQueue<string> Paths { get; }
     public int Port { get; }
     public string Endpoint => $"127.0.0.1:{Port}";
 
@@ -38,10 +43,16 @@ public sealed class TestGrpcServer : IAsyncDisposable
         builder.Services.AddGrpc();
         builder.Services.AddSingleton(service);
         WebApplication app = builder.Build();
+        var paths = new ConcurrentQueue<string>();
+        app.Use((context, next) =>
+        {
+            paths.Enqueue(context.Request.Path.Value ?? string.Empty);
+            return next(context);
+        });
         app.MapGrpcService<FakeMessagingService>();
         await app.StartAsync();
         string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        return new TestGrpcServer(app, service, new Uri(address).Port);
+        return new TestGrpcServer(app, service, paths, new Uri(address).Port);
     }
 
     public async ValueTask DisposeAsync() => await _app.DisposeAsync();
@@ -54,6 +65,8 @@ public sealed class FakeMessagingService : MessagingService.MessagingServiceBase
     public Func<HeartbeatRequest, ServerCallContext, Task<HeartbeatResponse>>? OnHeartbeat { get; set; }
     public Func<ReceiveMessageRequest, IServerStreamWriter<ReceiveMessageResponse>, ServerCallContext, Task>? OnReceive { get; set; }
     public Func<IAsyncStreamReader<TelemetryCommand>, IServerStreamWriter<TelemetryCommand>, ServerCallContext, Task>? OnTelemetry { get; set; }
+    public Func<SendMessageRequest, ServerCallContext, Task<SendMessageResponse>>? OnSendMessage { get; set; }
+    public Func<EndTransactionRequest, ServerCallContext, Task<EndTransactionResponse>>? OnEndTransaction { get; set; }
 
     private static RpcException Unimplemented => new(new Grpc.Core.Status(StatusCode.Unimplemented, "not set"));
 
@@ -68,4 +81,10 @@ public sealed class FakeMessagingService : MessagingService.MessagingServiceBase
 
     public override Task Telemetry(IAsyncStreamReader<TelemetryCommand> requestStream, IServerStreamWriter<TelemetryCommand> responseStream, ServerCallContext context)
         => OnTelemetry?.Invoke(requestStream, responseStream, context) ?? throw Unimplemented;
+
+    public override Task<SendMessageResponse> SendMessage(SendMessageRequest request, ServerCallContext context)
+        => OnSendMessage?.Invoke(request, context) ?? throw Unimplemented;
+
+    public override Task<EndTransactionResponse> EndTransaction(EndTransactionRequest request, ServerCallContext context)
+        => OnEndTransaction?.Invoke(request, context) ?? throw Unimplemented;
 }

@@ -1,0 +1,97 @@
+using System.Collections.Concurrent;
+using Apache.Rocketmq.V2;
+using HalfMsg.Client.Tests.Infrastructure;
+using HalfMsg.ProducerClient;
+using HalfMsg.Protocol.Grpc;
+using ProducerMessage = HalfMsg.ProducerClient.Message;
+using Status = Apache.Rocketmq.V2.Status;
+
+namespace HalfMsg.Client.Tests;
+
+/// <summary>The producer against a broker that says it is a HalfMsgBroker but does not serve
+/// <c>halfmsg.v1.TransactionService</c> (an older HalfMsgBroker): decisions fall back to EndTransaction each.</summary>
+public sealed class DecisionFallbackTests
+{
+    private const string EndTransactionsPath = "/halfmsg.v1.TransactionService/EndTransactions";
+
+    /// <summary>A fake broker with MessagingService only: its route points at itself, its Settings reply names a
+    /// HalfMsgBroker, every half is stored (transaction id "tx-" + message id), and every EndTransaction is recorded.</summary>
+    private static Task<TestGrpcServer> OlderHalfMsgBrokerAsync(ConcurrentQueue<EndTransactionRequest> decisions) =>
+        TestGrpcServer.StartAsync(s =>
+        {
+            s.OnQueryRoute = (request, _) => Task.FromResult(new QueryRouteResponse
+            {
+                Status = new Status { Code = Code.Ok },
+                MessageQueues =
+                {
+                    new MessageQueue
+                    {
+                        Topic = request.Topic,
+                        Id = 0,
+                        Permission = Permission.ReadWrite,
+                        Broker = new Apache.Rocketmq.V2.Broker { Name = "fake", Endpoints = request.Endpoints }, // the access point is this server
+                        AcceptMessageTypes = { MessageType.Normal, MessageType.Transaction },
+                    },
+                },
+            });
+            s.OnTelemetry = async (requests, responses, ctx) =>
+            {
+                while (await requests.MoveNext(ctx.CancellationToken))
+                {
+                    if (requests.Current.Settings is not null)
+                    {
+                        await responses.WriteAsync(new TelemetryCommand
+                        {
+                            Status = new Status { Code = Code.Ok },
+                            Settings = new Settings { UserAgent = BrokerAgent.Create("test") },
+                        });
+                    }
+                }
+            };
+            s.OnSendMessage = (request, _) =>
+            {
+                var response = new SendMessageResponse { Status = new Status { Code = Code.Ok } };
+                response.Entries.AddRange(request.Messages.Select(m => new SendResultEntry
+                {
+                    Status = new Status { Code = Code.Ok },
+                    MessageId = m.SystemProperties.MessageId,
+                    TransactionId = "tx-" + m.SystemProperties.MessageId,
+                }));
+                return Task.FromResult(response);
+            };
+            s.OnEndTransaction = (request, _) =>
+            {
+                decisions.Enqueue(request);
+                return Task.FromResult(new EndTransactionResponse { Status = new Status { Code = Code.Ok } });
+            };
+        });
+
+    [Fact]
+    public async Task Against_a_broker_without_EndTransactions_every_decision_goes_as_an_EndTransaction_of_its_own_from_then_on()
+    {
+        var decisions = new ConcurrentQueue<EndTransactionRequest>();
+        await using TestGrpcServer server = await OlderHalfMsgBrokerAsync(decisions);
+        const string topic = "fallback";
+        await using Producer producer = await Producer.StartAsync(ProducerOptions.Default with
+        {
+            Endpoints = server.Endpoint, Topics = [topic], DecisionCallsInFlight = 1,
+        });
+        Assert.True(producer.CoalescesDecisions); // the Settings reply named a HalfMsgBroker
+
+        SendReceipt[] receipts = await Task.WhenAll(Enumerable.Range(0, 16).Select(async i =>
+        {
+            ITransaction tx = producer.BeginTransaction();
+            SendReceipt receipt = await tx.SendAsync(new ProducerMessage(topic, "m" + i));
+            await tx.CommitAsync(); // succeeds although the batch call is UNIMPLEMENTED
+            return receipt;
+        }));
+
+        Assert.False(producer.CoalescesDecisions); // and stays off
+        Assert.Equal(16, decisions.Count); // one EndTransaction per decision, none lost, none repeated
+        Assert.Equal(receipts.Select(r => r.TransactionId).Order(), decisions.Select(d => d.TransactionId).Order());
+        Assert.Equal(receipts.Select(r => r.MessageId).Order(), decisions.Select(d => d.MessageId).Order());
+        Assert.All(decisions, d => Assert.Equal(Apache.Rocketmq.V2.TransactionResolution.Commit, d.Resolution));
+        Assert.Single(server.Paths, p => p == EndTransactionsPath); // asked once, never again
+        Assert.InRange(producer.DecisionCallsMade, 1, 16);
+    }
+}
