@@ -69,4 +69,77 @@ public sealed class BatchTests
         Assert.All(stored, m => Assert.Equal(results[0].QueueId, m.Message.QueueId));
         Assert.Equal(drafts.Select(d => d.MessageId), stored.Select(m => m.Message.MessageId));
     }
+
+    [Fact]
+    public async Task A_batch_of_halves_costs_one_group_commit_and_each_is_its_own_transaction()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("events", "warm-up"));
+        var drafts = Enumerable.Range(0, 16).Select(i => new HalfDraft(h.Draft("events", $"h{i}"), "events", "c1", null)).ToList();
+        drafts[4] = drafts[4] with { Message = new MessageDraft { Topic = "bad topic!", MessageId = h.NextId(), Body = new byte[1] } };
+        drafts[9] = drafts[9] with { ProducerGroup = "bad group!" };
+        long before = h.Engine.LogCommits;
+        var stored = await h.Engine.SendHalvesAsync(drafts);
+        Assert.InRange(h.Engine.LogCommits - before, 1, 8);       // one wait for the batch (16 one at a time take 16)
+        Assert.Equal(BrokerStatus.IllegalTopic, stored[4].Error.Status);
+        Assert.Equal(BrokerStatus.BadRequest, stored[9].Error.Status);
+        Assert.Equal(14, stored.Count(r => r.IsOk));
+        Assert.All(stored.Where(r => r.IsOk), r => Assert.Equal(r.MessageId, r.TransactionId));
+        Assert.Equal(14, h.Engine.PendingCount);
+        Assert.Single(await h.ReceiveAsync("g", "events"));        // halves are invisible: only the warm-up message
+
+        // The same id again, in a batch or alone, is refused: each half is its own transaction.
+        var again = await h.Engine.SendHalvesAsync([drafts[0], new HalfDraft(h.Draft("events", "new"), "events", "c1", null)]);
+        Assert.Equal(BrokerStatus.BadRequest, again[0].Error.Status);
+        Assert.True(again[1].IsOk);
+        await h.RestartAsync();
+        Assert.Equal(15, h.Engine.PendingCount);        // every acknowledged half is still pending after a restart
+    }
+
+    [Fact]
+    public async Task A_batch_of_decisions_costs_one_group_commit_and_each_gets_what_it_would_get_alone()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var halves = new List<string>();
+        for (int i = 0; i < 6; i++)
+        {
+            var half = await h.Engine.SendHalfAsync(h.Draft("events", $"d{i}"), "events", "c1", null);
+            halves.Add(half.TransactionId);
+        }
+
+        await h.Engine.EndTransactionAsync(halves[5], null, TransactionResolution.Commit, DecisionSource.Client);
+        var decisions = new List<DecisionRequest>
+        {
+            new(halves[0], null, TransactionResolution.Commit, DecisionSource.Client),
+            new(halves[1], null, TransactionResolution.Rollback, DecisionSource.Client),
+            new("no-such-transaction", null, TransactionResolution.Commit, DecisionSource.Client),
+            new(halves[2], "another-message", TransactionResolution.Commit, DecisionSource.Client),
+            new(halves[3], null, TransactionResolution.Unknown, DecisionSource.CheckBack),
+            new(halves[0], null, TransactionResolution.Commit, DecisionSource.Client),   // the same decision again, same batch
+            new(halves[1], null, TransactionResolution.Commit, DecisionSource.Client),   // conflicts with the rollback above
+            new(halves[5], null, TransactionResolution.Rollback, DecisionSource.Client), // conflicts with the earlier commit
+            new(halves[4], null, TransactionResolution.Commit, DecisionSource.Client),
+        };
+        long before = h.Engine.LogCommits;
+        var results = await h.Engine.EndTransactionsAsync(decisions);
+        Assert.InRange(h.Engine.LogCommits - before, 1, 8);
+        Assert.True(results[0].IsOk);
+        Assert.Equal(TransactionResolution.Commit, results[0].Outcome);
+        Assert.True(results[1].IsOk);
+        Assert.Equal(TransactionResolution.Rollback, results[1].Outcome);
+        Assert.Equal(BrokerStatus.TransactionNotFound, results[2].Error.Status);
+        Assert.Equal(BrokerStatus.InvalidTransactionId, results[3].Error.Status);
+        Assert.True(results[4].IsOk);
+        Assert.Equal(TransactionResolution.Unknown, results[4].Outcome);
+        Assert.True(results[5].IsOk);
+        Assert.True(results[5].WasDuplicate);
+        Assert.Equal(BrokerStatus.TransactionConflict, results[6].Error.Status);
+        Assert.Equal(BrokerStatus.TransactionConflict, results[7].Error.Status);
+        Assert.True(results[8].IsOk);
+
+        await h.RestartAsync();
+        var delivered = await h.ReceiveAsync("g", "events");
+        Assert.Equal(new[] { "d0", "d4", "d5" }.Order(), delivered.Select(m => System.Text.Encoding.UTF8.GetString(m.Message.Body.Span)).Order());
+        Assert.Equal(2, h.Engine.PendingCount);         // d2 (wrong message id) and d3 (unknown) are still pending
+    }
 }

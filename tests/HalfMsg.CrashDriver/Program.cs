@@ -34,8 +34,36 @@ await using var engine = await BrokerEngine.OpenAsync(new CoreOptions
 using var registration = engine.Producers.Register("orders", new PrintingChannel(Emit));
 Emit("READY");
 
+// Odd workers use the batch entry points (what the gRPC front end does with coalesced halves and decisions): eight
+// halves at once, then their decisions at once; each outcome is printed only after the batch acknowledged it.
 var producers = Enumerable.Range(0, workers).Select(w => Task.Run(async () =>
 {
+    if (w % 2 == 1)
+    {
+        for (int round = 0; ; round++)
+        {
+            var ids = Enumerable.Range(0, 8).Select(k => $"tx-{Environment.ProcessId}-{w}-{round * 8 + k}").ToList();
+            var stored = await engine.SendHalvesAsync(ids.Select(id => new HalfDraft(
+                new MessageDraft { Topic = "orders", MessageId = id, Body = Encoding.UTF8.GetBytes(id) }, "orders", "driver", null)).ToList());
+            for (int k = 0; k < ids.Count; k++)
+            {
+                if (!stored[k].IsOk) throw new InvalidOperationException(stored[k].Error.ToString());
+                Emit($"H {ids[k]}");
+            }
+
+            var decided = Enumerable.Range(0, ids.Count).Where(k => (round * 8 + k) % 3 != 2).ToList();
+            var results = await engine.EndTransactionsAsync(decided.Select(k => new DecisionRequest(ids[k], ids[k],
+                (round * 8 + k) % 3 == 0 ? TransactionResolution.Commit : TransactionResolution.Rollback, DecisionSource.Client)).ToList());
+            for (int j = 0; j < decided.Count; j++)
+            {
+                int k = decided[j];
+                if (results[j].IsOk) Emit(((round * 8 + k) % 3 == 0 ? "C " : "R ") + ids[k]);
+            }
+
+            foreach (int k in Enumerable.Range(0, ids.Count).Where(k => (round * 8 + k) % 3 == 2)) Emit($"P {ids[k]}");
+        }
+    }
+
     for (int i = 0; ; i++)
     {
         string id = $"tx-{Environment.ProcessId}-{w}-{i}";

@@ -36,23 +36,77 @@ public sealed partial class BrokerEngine
         long address;
         lock (_gate)
         {
-            long now = NowMs;
-            var err = ValidateDraft(msg, now);
-            if (err.IsOk && !IsValidName(producerGroup, 255)) err = new(BrokerStatus.BadRequest, $"producer group '{producerGroup}' is not a valid name");
-            if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out _);
-            if (!err.IsOk) return new SendHalfResult(err, msg.MessageId, "");
-            string txId = msg.MessageId;
-            if (_txs.Exists(txId))
-                return new SendHalfResult(new(BrokerStatus.BadRequest, $"transaction '{txId}' already exists (message ids must be unique)"), msg.MessageId, "");
-            // A client-chosen immunity is capped: a half that is never checked would be kept forever.
-            long immunityMs = checkImmunity is { } ci && ci > TimeSpan.Zero ? (long)Math.Min(ci.TotalMilliseconds, _options.MaxCheckImmunity.TotalMilliseconds) : 0;
-            HalfStoredRecord.Write(_writer, txId, producerGroup, clientId, immunityMs, msg.QueueId ?? -1, msg, now);
-            address = AppendAndApply();
-            Metrics.HalvesStored++;
+            if (StoreHalfLocked(new HalfDraft(msg, producerGroup, clientId, checkImmunity), out address) is { } refused) return refused;
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         MessageIndex.OnHalf(msg, producerGroup, NowMs); // MessageIndex hook (issue 12): operator look-up by id/key
         return new SendHalfResult(BrokerError.None, msg.MessageId, msg.MessageId);
+    }
+
+    /// <summary>
+    /// Several halves at once, each with exactly the outcome <see cref="SendHalfAsync"/> would give it alone, in order:
+    /// all of them under one hold of the engine lock, then ONE durable wait for the newest, instead of a wait per half.
+    /// A half that is refused does not stop the others.
+    /// </summary>
+    public async ValueTask<SendHalfResult[]> SendHalvesAsync(IReadOnlyList<HalfDraft> halves, CancellationToken ct = default)
+    {
+        var results = new SendHalfResult[halves.Count];
+        var spans = new System.Diagnostics.Activity?[halves.Count];
+        try
+        {
+            for (int i = 0; i < spans.Length; i++) spans[i] = BrokerTracing.StartSend(halves[i].Message, half: true, halves[i].ProducerGroup); // trace hook (issue 12)
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            long waitFor = -1;
+            lock (_gate)
+            {
+                for (int i = 0; i < results.Length; i++)
+                {
+                    if (StoreHalfLocked(halves[i], out long address) is { } refused)
+                    {
+                        results[i] = refused;
+                        continue;
+                    }
+
+                    results[i] = new SendHalfResult(BrokerError.None, halves[i].Message.MessageId, halves[i].Message.MessageId);
+                    waitFor = Math.Max(waitFor, address);
+                }
+            }
+
+            if (waitFor < 0) return results;
+            await _log.WaitDurableAsync(waitFor, ct).ConfigureAwait(false);
+            long now = NowMs;
+            for (int i = 0; i < results.Length; i++)
+            {
+                if (results[i].Error.IsOk) MessageIndex.OnHalf(halves[i].Message, halves[i].ProducerGroup, now); // MessageIndex hook (issue 12)
+            }
+
+            return results;
+        }
+        finally
+        {
+            for (int i = spans.Length - 1; i >= 0; i--) spans[i]?.Dispose();
+        }
+    }
+
+    /// <summary>Stores one half under the engine lock: null with its log address, or the refusal (nothing written).</summary>
+    private SendHalfResult? StoreHalfLocked(HalfDraft h, out long address)
+    {
+        address = -1;
+        MessageDraft msg = h.Message;
+        long now = NowMs;
+        var err = ValidateDraft(msg, now);
+        if (err.IsOk && !IsValidName(h.ProducerGroup, 255)) err = new(BrokerStatus.BadRequest, $"producer group '{h.ProducerGroup}' is not a valid name");
+        if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out _);
+        if (!err.IsOk) return new SendHalfResult(err, msg.MessageId, "");
+        string txId = msg.MessageId;
+        if (_txs.Exists(txId))
+            return new SendHalfResult(new(BrokerStatus.BadRequest, $"transaction '{txId}' already exists (message ids must be unique)"), msg.MessageId, "");
+        // A client-chosen immunity is capped: a half that is never checked would be kept forever.
+        long immunityMs = h.CheckImmunity is { } ci && ci > TimeSpan.Zero ? (long)Math.Min(ci.TotalMilliseconds, _options.MaxCheckImmunity.TotalMilliseconds) : 0;
+        HalfStoredRecord.Write(_writer, txId, h.ProducerGroup, h.ClientId, immunityMs, msg.QueueId ?? -1, msg, now);
+        address = AppendAndApply();
+        Metrics.HalvesStored++;
+        return null;
     }
 
     /// <summary>
@@ -66,67 +120,10 @@ public sealed partial class BrokerEngine
         using var span = BrokerTracing.StartEndTransaction(transactionId, resolution, source); // trace hook (issue 12)
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long waitFor;
-        bool duplicate = false;
+        bool duplicate;
         lock (_gate)
         {
-            if (string.IsNullOrEmpty(transactionId))
-                return new(new(BrokerStatus.InvalidTransactionId, "transaction id is empty"), TransactionResolution.Unknown, false);
-            if (_txs.TryGet(transactionId, out var half))
-            {
-                if (!string.IsNullOrEmpty(messageId) && messageId != half.MessageId)
-                    return new(new(BrokerStatus.InvalidTransactionId, $"transaction '{transactionId}' does not belong to message '{messageId}'"), TransactionResolution.Unknown, false);
-                // The instance this half's last check went to answered it: a working check-back channel (registry lock only).
-                if (source == DecisionSource.CheckBack && half.LastCheckedClientId is { } asked) Producers.NoteAnswered(half.ProducerGroup, asked);
-                if (resolution == TransactionResolution.Unknown)
-                {
-                    // Changes nothing durable; remembered (in memory) so an operator sees what the producer last said.
-                    half.LastAnswer = source == DecisionSource.CheckBack ? "unknown (check-back)" : "unknown";
-                    half.LastAnswerAtMs = NowMs;
-                    return new(BrokerError.None, TransactionResolution.Unknown, false);
-                }
-                long now = NowMs;
-                int queueId = -1;
-                long offset = -1;
-                TopicState? topic = null;
-                if (resolution == TransactionResolution.Commit)
-                {
-                    var err = TryGetOrCreate(half.Topic, out topic);
-                    if (!err.IsOk) return new(err, TransactionResolution.Unknown, false);
-                    // A delay on a transactional message is honoured after commit: the message waits in the delay index,
-                    // never in the half store (RocketMQ #1540's loop cannot happen).
-                    if (half.DeliverAtMs <= now)
-                    {
-                        queueId = PickQueue(topic, half.RequestedQueueId, half.MessageGroup);
-                        offset = topic.Queues[queueId].NextOffset;
-                    }
-                }
-                new TxDecidedRecord(transactionId, resolution, source, now, queueId, offset).Write(_writer);
-                waitFor = AppendAndApply();
-                MessageIndex.OnDecided(transactionId, resolution, source, queueId, offset, now, half.StoreTimestampMs); // MessageIndex hook (issue 12)
-                if (resolution == TransactionResolution.Commit) Metrics.Commits++; else Metrics.Rollbacks++;
-                if (source == DecisionSource.Operator)
-                    _logger.LogInformation("Operator {Resolution} of transaction {TransactionId} (topic {Topic})", resolution, transactionId, half.Topic);
-            }
-            else if (_txs.Decided.TryGet(transactionId, out var decidedAs, out var decidedAt))
-            {
-                if (resolution == TransactionResolution.Unknown || resolution == decidedAs)
-                {
-                    Metrics.DuplicateDecisions++;
-                    duplicate = true;
-                    waitFor = decidedAt;
-                    resolution = decidedAs;
-                }
-                else
-                {
-                    return new(new(BrokerStatus.TransactionConflict,
-                        $"transaction '{transactionId}' was already {(decidedAs == TransactionResolution.Commit ? "committed" : "rolled back")}; the {resolution.ToString().ToLowerInvariant()} changed nothing"),
-                        decidedAs, false);
-                }
-            }
-            else
-            {
-                return new(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown (never sent, or decided more than {_options.DecisionRetention} ago)"), TransactionResolution.Unknown, false);
-            }
+            if (DecideLocked(transactionId, messageId, ref resolution, source, out waitFor, out duplicate) is { } done) return done;
         }
         if (_options.DecisionDurability == DecisionDurability.Relaxed)
         {
@@ -136,6 +133,129 @@ public sealed partial class BrokerEngine
         }
         await _log.WaitDurableAsync(waitFor, ct).ConfigureAwait(false);
         return new(BrokerError.None, resolution, duplicate);
+    }
+
+    /// <summary>
+    /// Several decisions at once, each with exactly the outcome <see cref="EndTransactionAsync"/> would give it alone,
+    /// in order: all of them under one hold of the engine lock, then ONE durable wait for the newest record any of them
+    /// needs (its own decision, or the original of a repeated one), instead of a wait per decision. A decision that
+    /// fails does not stop the others. Each decision's span has its <see cref="DecisionRequest.TraceParent"/> as remote
+    /// parent, as <see cref="BrokerTracing.SetRemoteParent"/> gives one for a single decision.
+    /// </summary>
+    public async ValueTask<DecisionResult[]> EndTransactionsAsync(IReadOnlyList<DecisionRequest> decisions, CancellationToken ct = default)
+    {
+        var results = new DecisionResult[decisions.Count];
+        var spans = new System.Diagnostics.Activity?[decisions.Count];
+        try
+        {
+            for (int i = 0; i < spans.Length; i++)
+            {
+                BrokerTracing.SetRemoteParent(decisions[i].TraceParent);
+                spans[i] = BrokerTracing.StartEndTransaction(decisions[i].TransactionId, decisions[i].Resolution, decisions[i].Source); // trace hook (issue 12)
+            }
+
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            long waitFor = -1;
+            lock (_gate)
+            {
+                for (int i = 0; i < results.Length; i++)
+                {
+                    DecisionRequest d = decisions[i];
+                    TransactionResolution resolution = d.Resolution;
+                    if (DecideLocked(d.TransactionId, d.MessageId, ref resolution, d.Source, out long address, out bool duplicate) is { } done)
+                    {
+                        results[i] = done;
+                        continue;
+                    }
+
+                    results[i] = new DecisionResult(BrokerError.None, resolution, duplicate);
+                    waitFor = Math.Max(waitFor, address);
+                }
+            }
+
+            if (waitFor >= 0)
+            {
+                if (_options.DecisionDurability == DecisionDurability.Relaxed) _log.RequestCommit();
+                else await _log.WaitDurableAsync(waitFor, ct).ConfigureAwait(false);
+            }
+
+            return results;
+        }
+        finally
+        {
+            for (int i = spans.Length - 1; i >= 0; i--) spans[i]?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The decision itself, under the engine lock: null when it was carried out (or is a repeat of one), with the log
+    /// address to wait for in <paramref name="waitFor"/> and the outcome in <paramref name="resolution"/>; otherwise
+    /// the result to answer at once (nothing written).
+    /// </summary>
+    private DecisionResult? DecideLocked(string transactionId, string? messageId, ref TransactionResolution resolution, DecisionSource source,
+        out long waitFor, out bool duplicate)
+    {
+        waitFor = -1;
+        duplicate = false;
+        if (string.IsNullOrEmpty(transactionId))
+            return new DecisionResult(new(BrokerStatus.InvalidTransactionId, "transaction id is empty"), TransactionResolution.Unknown, false);
+        if (_txs.TryGet(transactionId, out var half))
+        {
+            if (!string.IsNullOrEmpty(messageId) && messageId != half.MessageId)
+                return new DecisionResult(new(BrokerStatus.InvalidTransactionId, $"transaction '{transactionId}' does not belong to message '{messageId}'"), TransactionResolution.Unknown, false);
+            // The instance this half's last check went to answered it: a working check-back channel (registry lock only).
+            if (source == DecisionSource.CheckBack && half.LastCheckedClientId is { } asked) Producers.NoteAnswered(half.ProducerGroup, asked);
+            if (resolution == TransactionResolution.Unknown)
+            {
+                // Changes nothing durable; remembered (in memory) so an operator sees what the producer last said.
+                half.LastAnswer = source == DecisionSource.CheckBack ? "unknown (check-back)" : "unknown";
+                half.LastAnswerAtMs = NowMs;
+                return new DecisionResult(BrokerError.None, TransactionResolution.Unknown, false);
+            }
+            long now = NowMs;
+            int queueId = -1;
+            long offset = -1;
+            TopicState? topic = null;
+            if (resolution == TransactionResolution.Commit)
+            {
+                var err = TryGetOrCreate(half.Topic, out topic);
+                if (!err.IsOk) return new DecisionResult(err, TransactionResolution.Unknown, false);
+                // A delay on a transactional message is honoured after commit: the message waits in the delay index,
+                // never in the half store (RocketMQ #1540's loop cannot happen).
+                if (half.DeliverAtMs <= now)
+                {
+                    queueId = PickQueue(topic, half.RequestedQueueId, half.MessageGroup);
+                    offset = topic.Queues[queueId].NextOffset;
+                }
+            }
+            new TxDecidedRecord(transactionId, resolution, source, now, queueId, offset).Write(_writer);
+            waitFor = AppendAndApply();
+            MessageIndex.OnDecided(transactionId, resolution, source, queueId, offset, now, half.StoreTimestampMs); // MessageIndex hook (issue 12)
+            if (resolution == TransactionResolution.Commit) Metrics.Commits++; else Metrics.Rollbacks++;
+            if (source == DecisionSource.Operator)
+                _logger.LogInformation("Operator {Resolution} of transaction {TransactionId} (topic {Topic})", resolution, transactionId, half.Topic);
+        }
+        else if (_txs.Decided.TryGet(transactionId, out var decidedAs, out var decidedAt))
+        {
+            if (resolution == TransactionResolution.Unknown || resolution == decidedAs)
+            {
+                Metrics.DuplicateDecisions++;
+                duplicate = true;
+                waitFor = decidedAt;
+                resolution = decidedAs;
+            }
+            else
+            {
+                return new DecisionResult(new(BrokerStatus.TransactionConflict,
+                    $"transaction '{transactionId}' was already {(decidedAs == TransactionResolution.Commit ? "committed" : "rolled back")}; the {resolution.ToString().ToLowerInvariant()} changed nothing"),
+                    decidedAs, false);
+            }
+        }
+        else
+        {
+            return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown (never sent, or decided more than {_options.DecisionRetention} ago)"), TransactionResolution.Unknown, false);
+        }
+        return null;
     }
 
     /// <summary>

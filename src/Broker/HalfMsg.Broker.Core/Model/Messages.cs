@@ -88,6 +88,14 @@ public enum DecisionSource : byte
     Operator = 3,
 }
 
+/// <summary>One half for <c>BrokerEngine.SendHalvesAsync</c>: what <c>SendHalfAsync</c> takes.</summary>
+public sealed record HalfDraft(MessageDraft Message, string ProducerGroup, string? ClientId, TimeSpan? CheckImmunity);
+
+/// <summary>One decision for <c>BrokerEngine.EndTransactionsAsync</c>: what <c>EndTransactionAsync</c> takes, plus the
+/// W3C trace parent the caller's request carried (null for none).</summary>
+public readonly record struct DecisionRequest(string TransactionId, string? MessageId, TransactionResolution Resolution, DecisionSource Source,
+    string? TraceParent = null);
+
 public readonly record struct DecisionResult(BrokerError Error, TransactionResolution Outcome, bool WasDuplicate)
 {
     public bool IsOk => Error.IsOk;

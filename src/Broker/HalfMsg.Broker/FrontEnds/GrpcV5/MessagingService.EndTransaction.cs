@@ -15,18 +15,34 @@ internal sealed partial class MessagingService
     /// </summary>
     public override async Task<EndTransactionResponse> EndTransaction(EndTransactionRequest request, ServerCallContext context)
     {
-        TransactionResolution resolution = request.Resolution switch
+        DecisionRequest d = ToDecision(request);
+        HalfMsg.Broker.Core.Diagnostics.BrokerTracing.SetRemoteParent(d.TraceParent); // trace hook (issue 12)
+        DecisionResult result = await _engine.EndTransactionAsync(d.TransactionId, d.MessageId, d.Resolution, d.Source, context.CancellationToken)
+            .ConfigureAwait(false);
+        return new EndTransactionResponse { Status = V5Status.From(result.Error) };
+    }
+
+    /// <summary>
+    /// Several decisions (HalfMsgBroker's own EndTransactions, <see cref="TransactionBatchService"/>): the core carries
+    /// them out under one lock hold with one durable wait, each with the status <see cref="EndTransaction"/> would give it.
+    /// </summary>
+    internal async Task<Status[]> EndTransactionsAsync(IReadOnlyList<EndTransactionRequest> requests, ServerCallContext context)
+    {
+        var decisions = new DecisionRequest[requests.Count];
+        for (int i = 0; i < decisions.Length; i++) decisions[i] = ToDecision(requests[i]);
+        DecisionResult[] results = await _engine.EndTransactionsAsync(decisions, context.CancellationToken).ConfigureAwait(false);
+        return Array.ConvertAll(results, r => V5Status.From(r.Error));
+    }
+
+    private static DecisionRequest ToDecision(EndTransactionRequest request) => new(
+        request.TransactionId,
+        string.IsNullOrEmpty(request.MessageId) ? null : request.MessageId,
+        request.Resolution switch
         {
             Apache.Rocketmq.V2.TransactionResolution.Commit => TransactionResolution.Commit,
             Apache.Rocketmq.V2.TransactionResolution.Rollback => TransactionResolution.Rollback,
             _ => TransactionResolution.Unknown,
-        };
-        DecisionSource source = request.Source == TransactionSource.SourceServerCheck ? DecisionSource.CheckBack : DecisionSource.Client;
-        string? messageId = string.IsNullOrEmpty(request.MessageId) ? null : request.MessageId;
-
-        HalfMsg.Broker.Core.Diagnostics.BrokerTracing.SetRemoteParent(request.TraceContext); // trace hook (issue 12)
-        DecisionResult result = await _engine.EndTransactionAsync(request.TransactionId, messageId, resolution, source, context.CancellationToken)
-            .ConfigureAwait(false);
-        return new EndTransactionResponse { Status = V5Status.From(result.Error) };
-    }
+        },
+        request.Source == TransactionSource.SourceServerCheck ? DecisionSource.CheckBack : DecisionSource.Client,
+        string.IsNullOrEmpty(request.TraceContext) ? null : request.TraceContext);
 }

@@ -27,11 +27,15 @@ internal sealed partial class MessagingService
         {
             await SendBatchAsync(request, response, inflateBudget, context.CancellationToken).ConfigureAwait(false);
         }
+        else if (request.Messages.Count > 1 && request.Messages.All(m => m.SystemProperties?.MessageType == MessageType.Transaction))
+        {
+            await SendHalvesAsync(request, response, clientId, inflateBudget, context.CancellationToken).ConfigureAwait(false);
+        }
         else
         {
-            // One message, or several with halves among them (our producer client coalesces concurrent transactions' sends; the
-            // Apache broker refuses such a batch): each is stored on its own, as if sent alone, but all at once, so
-            // they share group commits instead of waiting for one after another. Entries stay in request order. Each
+            // One message, or halves mixed with other kinds (our producer only sends halves together): each is stored
+            // on its own, as if sent alone, but all at once, so they share group commits instead of waiting for one
+            // after another. Entries stay in request order. Each
             // SendOneAsync converts its message (and charges the shared inflate budget) before its first await, so the
             // budget is charged in order on this thread.
             var sends = new Task<SendResultEntry>[request.Messages.Count];
@@ -92,6 +96,61 @@ internal sealed partial class MessagingService
         foreach (SendResultEntry? entry in entries) response.Entries.Add(entry!);
     }
 
+    /// <summary>
+    /// Several halves in one request (our producer coalesces concurrent transactions' sends; the Apache broker refuses
+    /// such a batch): each is stored as if sent alone, with its own transaction and entry, but all under one hold of
+    /// the core's lock and ONE durable wait. A half that fails conversion or is refused gets its own entry and does not
+    /// stop the others.
+    /// </summary>
+    private async Task SendHalvesAsync(SendMessageRequest request, SendMessageResponse response, string clientId, StrongBox<long> inflateBudget, CancellationToken ct)
+    {
+        var entries = new SendResultEntry?[request.Messages.Count];
+        var halves = new List<HalfDraft>(entries.Length);
+        var halfIndex = new List<int>(entries.Length);
+        for (int i = 0; i < entries.Length; i++)
+        {
+            Message message = request.Messages[i];
+            string messageId = message.SystemProperties?.MessageId ?? string.Empty;
+            if (!V5MessageConverter.TryToDraft(message, _engine.Options.MaxMessageSize, ref inflateBudget.Value, out MessageDraft? draft, out Status? invalid))
+            {
+                entries[i] = new SendResultEntry { Status = invalid, MessageId = messageId };
+            }
+            else if (!V5Time.TryToTimeSpan(message.SystemProperties!.OrphanedTransactionRecoveryDuration, out TimeSpan? immunity))
+            {
+                entries[i] = InvalidImmunity(messageId);
+            }
+            else
+            {
+                halves.Add(new HalfDraft(draft, draft.Topic, clientId, immunity));
+                halfIndex.Add(i);
+            }
+        }
+
+        if (halves.Count > 0)
+        {
+            SendHalfResult[] stored = await _engine.SendHalvesAsync(halves, ct).ConfigureAwait(false);
+            for (int j = 0; j < stored.Length; j++)
+            {
+                entries[halfIndex[j]] = HalfEntry(stored[j], halves[j].Message.MessageId);
+            }
+        }
+
+        foreach (SendResultEntry? entry in entries) response.Entries.Add(entry!);
+    }
+
+    private static SendResultEntry InvalidImmunity(string messageId) => new()
+    {
+        Status = V5Status.Of(Code.BadRequest, "system_properties.orphaned_transaction_recovery_duration is not a valid duration"),
+        MessageId = messageId,
+    };
+
+    private static SendResultEntry HalfEntry(SendHalfResult half, string messageId) => new()
+    {
+        Status = V5Status.From(half.Error),
+        MessageId = half.IsOk ? half.MessageId : messageId,
+        TransactionId = half.TransactionId ?? string.Empty,
+    };
+
     private async ValueTask<SendResultEntry> SendOneAsync(Message message, string clientId, StrongBox<long> inflateBudget, CancellationToken ct)
     {
         SystemProperties? sp = message.SystemProperties;
@@ -105,20 +164,10 @@ internal sealed partial class MessagingService
         {
             if (!V5Time.TryToTimeSpan(sp.OrphanedTransactionRecoveryDuration, out TimeSpan? immunity))
             {
-                return new SendResultEntry
-                {
-                    Status = V5Status.Of(Code.BadRequest, "system_properties.orphaned_transaction_recovery_duration is not a valid duration"),
-                    MessageId = messageId,
-                };
+                return InvalidImmunity(messageId);
             }
 
-            SendHalfResult half = await _engine.SendHalfAsync(draft, draft.Topic, clientId, immunity, ct).ConfigureAwait(false);
-            return new SendResultEntry
-            {
-                Status = V5Status.From(half.Error),
-                MessageId = half.IsOk ? half.MessageId : messageId,
-                TransactionId = half.TransactionId ?? string.Empty,
-            };
+            return HalfEntry(await _engine.SendHalfAsync(draft, draft.Topic, clientId, immunity, ct).ConfigureAwait(false), messageId);
         }
 
         SendResult sent = await _engine.SendAsync(draft, ct).ConfigureAwait(false);

@@ -17,9 +17,9 @@ internal sealed class TransactionBatchService(MessagingService messaging) : Tran
     public const int MaxDecisions = 1024;
 
     /// <summary>
-    /// Each decision goes through <see cref="MessagingService.EndTransaction"/>, exactly as if it had come alone, and
-    /// all of them at once, so they share group commits. Entries are in request order; one that fails does not fail
-    /// the others.
+    /// Each decision is carried out exactly as <see cref="MessagingService.EndTransaction"/> would carry it out alone;
+    /// the core does them all under one lock hold and waits once for them to be durable. Entries are in request order;
+    /// one that fails does not fail the others; a storage failure fails the call (the interceptor answers it).
     /// </summary>
     public override async Task<EndTransactionsResponse> EndTransactions(EndTransactionsRequest request, ServerCallContext context)
     {
@@ -36,20 +36,8 @@ internal sealed class TransactionBatchService(MessagingService messaging) : Tran
             };
         }
 
-        var decided = new Task<EndTransactionResponse>[request.Decisions.Count];
-        for (int i = 0; i < decided.Length; i++)
-        {
-            // Each in its own async flow, so the trace parent it sets is its own.
-            decided[i] = messaging.EndTransaction(request.Decisions[i], context);
-        }
-
         var response = new EndTransactionsResponse { Status = V5Status.Of(Code.Ok, "OK") };
-        foreach (Task<EndTransactionResponse> d in decided)
-        {
-            // A storage failure escapes as it would from EndTransaction: the interceptor answers the whole call with it.
-            response.Entries.Add((await d.ConfigureAwait(false)).Status);
-        }
-
+        response.Entries.AddRange(await messaging.EndTransactionsAsync(request.Decisions, context).ConfigureAwait(false));
         return response;
     }
 }
