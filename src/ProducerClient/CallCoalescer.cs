@@ -22,9 +22,13 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
     private readonly object _gate = new();
     private readonly Dictionary<TKey, Lane> _lanes = [];
     private long _calls;
+    private long _shared;
 
     /// <summary>Calls made so far (for tests and diagnostics: fewer than the items sent when some went together).</summary>
     public long CallsMade => Interlocked.Read(ref _calls);
+
+    /// <summary>Items that went in a call with at least one other (for tests and diagnostics).</summary>
+    public long ItemsInSharedCalls => Interlocked.Read(ref _shared);
 
     /// <summary>Calls outstanding and items waiting, per lane.</summary>
     private sealed class Lane
@@ -132,6 +136,7 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
 
             // Not cancelled by any one caller: the others' items ride on it (the request timeout still bounds it).
             Interlocked.Increment(ref _calls);
+            if (items.Length > 1) Interlocked.Add(ref _shared, items.Length);
             TResponse response = await call(key, items, CancellationToken.None).ConfigureAwait(false);
             for (int i = 0; i < batch.Count; i++)
             {

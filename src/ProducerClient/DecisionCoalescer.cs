@@ -28,6 +28,9 @@ internal sealed class DecisionCoalescer(int maxCallsInFlight, int maxDecisions,
     /// <summary>EndTransactions calls made so far.</summary>
     public long CallsMade => _calls.CallsMade;
 
+    /// <summary>Decisions that went in a call with at least one other.</summary>
+    public long SharedCallDecisions => _calls.ItemsInSharedCalls;
+
     /// <summary>Sends one decision and returns its own status (the caller's to check).</summary>
     public Task<Status> EndAsync(Endpoint endpoint, EndTransactionRequest decision, CancellationToken ct)
         => _calls.SendAsync(endpoint, decision, ct);

@@ -65,6 +65,9 @@ public sealed class Producer : IAsyncDisposable
     /// for tests.</summary>
     internal long DecisionCallsMade => _decisions?.CallsMade ?? 0;
 
+    /// <summary>Decisions that went in an EndTransactions call with others; for tests.</summary>
+    internal long SharedCallDecisions => _decisions?.SharedCallDecisions ?? 0;
+
     /// <summary>One EndTransactions call; against a broker without it, EndTransaction per decision from then on.</summary>
     private async Task<EndTransactionsResponse> EndTransactionsAsync(Endpoint endpoint, EndTransactionsRequest request, CancellationToken ct)
     {

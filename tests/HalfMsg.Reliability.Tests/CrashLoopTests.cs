@@ -47,6 +47,7 @@ public sealed class CrashLoopTests(ITestOutputHelper output)
         long pullSkipped = 0;
         long cuts = 0;
         int commitsAcked = 0;
+        long sharedDecisions = 0;
         int targetCommits = 30;
         try
         {
@@ -70,7 +71,8 @@ public sealed class CrashLoopTests(ITestOutputHelper output)
                     broker.Kill();
                     commitsAcked += driver.EpochCommits;
                     pullSkipped += driver.PullSkipped;
-                    log.Append($"epoch {epoch}: killed after {driver.EpochCommits} acknowledged commits\n");
+                    sharedDecisions += driver.EpochSharedCallDecisions;
+                    log.Append($"epoch {epoch}: killed after {driver.EpochCommits} acknowledged commits ({driver.EpochSharedCallDecisions} gRPC decisions sent several to a call)\n");
                 }
 
                 DamageReport? report = null;
@@ -152,6 +154,8 @@ public sealed class CrashLoopTests(ITestOutputHelper output)
             Assert.True(model.Violations.Count == 0, Fail(model, log, broker, "invariants broken"));
             Assert.True(model.ChecksReceived() > 0, Fail(model, log, broker, "no check-back was ever answered: the load did not exercise check-back"));
             Assert.True(commitsAcked >= kills * targetCommits, Fail(model, log, broker, "too little load"));
+            // The kills must have landed on coalesced decisions too (EndTransactions, the core's batch path).
+            Assert.True(sharedDecisions > 0, Fail(model, log, broker, "no gRPC decision went in a call with another"));
             Assert.True(cuts > 0, Fail(model, log, broker, "retention never cut the log during the run"));
         }
         catch (Exception) when (LogOnFailure(log))

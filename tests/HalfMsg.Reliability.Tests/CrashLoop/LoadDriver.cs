@@ -46,6 +46,9 @@ internal sealed class LoadDriver : IAsyncDisposable
 
     public int EpochCommits => Volatile.Read(ref _epochCommits);
     public int EpochCommitsGrpc => Volatile.Read(ref _epochCommitsGrpc);
+
+    /// <summary>This epoch's gRPC decisions that went in an EndTransactions call with others (coalesced).</summary>
+    public long EpochSharedCallDecisions => _clients.OfType<Producer>().Sum(p => p.SharedCallDecisions);
     public int EpochCommitsRemoting => Volatile.Read(ref _epochCommitsRemoting);
     /// <summary>Queue positions the pull consumer jumped over because retention expired them (PULL_OFFSET_MOVED).</summary>
     public long PullSkipped => Interlocked.Read(ref _pullSkipped);
@@ -73,6 +76,11 @@ internal sealed class LoadDriver : IAsyncDisposable
             Endpoints = _broker.Endpoint,
             Topics = [GrpcTopic],
             TransactionChecker = new ModelChecker(_model, CheckGrace),
+            // One call of each kind in flight and several producing loops (below): halves and decisions made
+            // meanwhile go several to a call (SendMessage with several halves, EndTransactions), so the kills land
+            // in the broker's batch paths too.
+            HalfSendCallsInFlight = 1,
+            DecisionCallsInFlight = 1,
         });
         _clients.Add(producer);
         var remoting = await RemotingTestClient.ConnectAsync(_broker.RemotingPort);
@@ -100,7 +108,12 @@ internal sealed class LoadDriver : IAsyncDisposable
 
         if (produce)
         {
-            _tasks.Add(Task.Run(() => ProduceGrpcAsync(producer, new Random(seed * 31 + 1), _stop.Token)));
+            for (int loop = 0; loop < GrpcProduceLoops; loop++)
+            {
+                var rng = new Random(seed * 31 + 1 + loop * 7919);
+                _tasks.Add(Task.Run(() => ProduceGrpcAsync(producer, rng, _stop.Token)));
+            }
+
             _tasks.Add(Task.Run(() => ProduceRemotingAsync(txProducer, new Random(seed * 31 + 2), _stop.Token)));
             _tasks.Add(Task.Run(() => TrackCheckCountsAsync(producer, _stop.Token)));
         }
@@ -115,6 +128,9 @@ internal sealed class LoadDriver : IAsyncDisposable
         if (leftPending > 0) { leftPending--; return Intent.Leave; }
         return Intent.Commit;
     }
+
+    /// <summary>Concurrent transactional loops on the one gRPC producer, so its halves and decisions coalesce.</summary>
+    private const int GrpcProduceLoops = 4;
 
     private async Task ProduceGrpcAsync(Producer producer, Random rng, CancellationToken ct)
     {
