@@ -96,8 +96,14 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
         lock (_gate)
         {
             long bytes = 0;
-            while (batch.Count < maxItems && lane.Waiting.TryPeek(out Pending? p) && (batch.Count == 0 || bytes + size(p.Item) <= maxBytes))
+            while (batch.Count < maxItems && lane.Waiting.TryPeek(out Pending? p))
             {
+                long itemBytes = size(p.Item);
+                if (batch.Count > 0 && bytes + itemBytes > maxBytes)
+                {
+                    break;
+                }
+
                 lane.Waiting.Dequeue();
                 if (p.Result.Task.IsCompleted)
                 {
@@ -105,7 +111,7 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
                 }
 
                 batch.Add(p);
-                bytes += size(p.Item);
+                bytes += itemBytes;
             }
 
             if (batch.Count == 0)
@@ -161,5 +167,24 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
         {
             Next(key, lane);
         }
+    }
+}
+
+/// <summary>The one check both coalesced calls make of a reply: one entry per item sent.</summary>
+internal static class CoalescedReply
+{
+    /// <summary>Item <paramref name="index"/>'s entry of a reply to <paramref name="count"/> items (its status is the
+    /// caller's to check); a reply without one entry per item throws the call's error, else UNSUPPORTED.</summary>
+    public static T EntryAt<T>(IReadOnlyList<T> entries, Apache.Rocketmq.V2.Status? callStatus, int index, int count, string call, string items)
+    {
+        if (entries.Count != count)
+        {
+            // No per-item answer to go by: the call's own status says why, else the shape is wrong.
+            HalfMsg.ClientCore.Transport.StatusChecker.Check(callStatus, null);
+            throw new HalfMsg.ClientCore.UnsupportedException(Apache.Rocketmq.V2.Code.InternalServerError,
+                $"{call} returned {entries.Count} entries for {count} {items}.");
+        }
+
+        return entries[index];
     }
 }

@@ -38,13 +38,5 @@ internal sealed class DecisionCoalescer(int maxCallsInFlight, int maxDecisions,
     /// <summary>Decision <paramref name="index"/>'s status in a reply to <paramref name="count"/> decisions; a reply
     /// without one entry per decision throws the call's error, else UNSUPPORTED.</summary>
     internal static Status StatusAt(EndTransactionsResponse response, int index, int count)
-    {
-        if (response.Entries.Count != count)
-        {
-            StatusChecker.Check(response.Status, null);
-            throw new UnsupportedException(Code.InternalServerError, $"EndTransactions returned {response.Entries.Count} entries for {count} decisions.");
-        }
-
-        return response.Entries[index];
-    }
+        => CoalescedReply.EntryAt(response.Entries, response.Status, index, count, "EndTransactions", "decisions");
 }

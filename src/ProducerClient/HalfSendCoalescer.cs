@@ -38,14 +38,5 @@ internal sealed class HalfSendCoalescer(int maxCallsInFlight, int maxMessages, l
     /// <summary>Message <paramref name="index"/>'s entry of a reply to <paramref name="count"/> messages (its status is
     /// the caller's to check); a reply without one entry per message throws the call's error, else UNSUPPORTED.</summary>
     internal static SendResultEntry EntryAt(SendMessageResponse response, int index, int count)
-    {
-        if (response.Entries.Count != count)
-        {
-            // No per-message answer to go by: the call's own status says why, else the shape is wrong.
-            StatusChecker.Check(response.Status, null);
-            throw new UnsupportedException(Code.InternalServerError, $"SendMessage returned {response.Entries.Count} entries for {count} messages.");
-        }
-
-        return response.Entries[index];
-    }
+        => CoalescedReply.EntryAt(response.Entries, response.Status, index, count, "SendMessage", "messages");
 }
