@@ -28,6 +28,15 @@ public sealed class CommitOutcomeTests(BrokerFixture fixture) : IClassFixture<Br
         return c;
     }
 
+    private static readonly HttpClient Admin = new() { Timeout = TimeSpan.FromSeconds(5) };
+
+    /// <summary>Whether the broker's admin API says the transaction was rolled back.</summary>
+    private async Task<bool> BrokerRolledBackAsync(string transactionId)
+    {
+        using HttpResponseMessage response = await Admin.GetAsync($"{fixture.Broker.AdminUrl}/api/transactions/{transactionId}");
+        return response.IsSuccessStatusCode && (await response.Content.ReadAsStringAsync()).Contains("\"resolution\":\"Rollback\"", StringComparison.Ordinal);
+    }
+
     private Task<long> OrdersAsync(string id) => E2E.CountAsync(_db.Factory, $"SELECT COUNT(*) FROM orders WHERE id = '{id}'");
 
     [Fact]
@@ -45,8 +54,11 @@ public sealed class CommitOutcomeTests(BrokerFixture fixture) : IClassFixture<Br
             async (tx, ct) =>
             {
                 await E2E.ExecAsync(c, tx, "INSERT INTO orders (id) VALUES (@id)", ("@id", orderId));
-                // Keep the local transaction open until the broker's check-back has been answered Rollback.
-                await E2E.EventuallyAsync(() => checker.Calls.Any(x => x.Result == TransactionResolution.Rollback), CheckWait, "a Rollback check-back");
+                // Keep the local transaction open until the broker's check-back has been answered Rollback and the
+                // broker has taken that answer (the checker returning is not enough: the producer sends the decision
+                // after it, and on a busy machine our own commit could otherwise reach the broker first).
+                await E2E.EventuallyAsync(async () => checker.Calls.FirstOrDefault(x => x.Result == TransactionResolution.Rollback) is { } answered
+                    && await BrokerRolledBackAsync(answered.TransactionId), CheckWait, "a Rollback check-back taken by the broker");
             }, BarrierDialects.Sqlite));
 
         Assert.Equal(1, await OrdersAsync(orderId)); // the business write is committed...

@@ -66,10 +66,13 @@ internal static class E2E
         return Convert.ToInt64(await cmd.ExecuteScalarAsync());
     }
 
-    public static async Task EventuallyAsync(Func<bool> condition, TimeSpan within, string what)
+    public static Task EventuallyAsync(Func<bool> condition, TimeSpan within, string what)
+        => EventuallyAsync(() => Task.FromResult(condition()), within, what);
+
+    public static async Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan within, string what)
     {
         var deadline = DateTime.UtcNow + within;
-        while (!condition())
+        while (!await condition())
         {
             if (DateTime.UtcNow > deadline)
             {
