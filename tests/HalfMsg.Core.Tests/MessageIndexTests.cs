@@ -152,4 +152,26 @@ public sealed class MessageIndexTests
         Assert.Equal(["client-1", "client-2"], steps.Where(e => e.Kind == HistoryKind.Delivered).Select(e => e.ClientId));
         Assert.Equal("waiting for its delivery time", Assert.Single(index.History("later")!.Events).Detail);
     }
+
+    [Fact]
+    public void Topics_tags_and_producer_groups_are_kept_once_however_many_messages_carry_them()
+    {
+        // Each request brings its own string instances; the index must not keep one copy per message.
+        static string Fresh(string s) => new(s.AsSpan());
+        var index = new MessageIndex();
+        for (int i = 0; i < 3; i++)
+            index.OnHalf(new MessageDraft { Topic = Fresh("orders"), MessageId = $"h{i}", Tag = Fresh("paid"), Keys = [] }, Fresh("order-service"), i);
+        var entries = Enumerable.Range(0, 3).Select(i => index.Find($"h{i}")!).ToList();
+        Assert.All(entries, e => Assert.Same(entries[0].Topic, e.Topic));
+        Assert.All(entries, e => Assert.Same(entries[0].Tag, e.Tag));
+        Assert.All(entries, e => Assert.Same(entries[0].ProducerGroup, e.ProducerGroup));
+        Assert.Equal(("orders", "paid", "order-service", "h1"), (entries[1].Topic, entries[1].Tag, entries[1].ProducerGroup, entries[1].TransactionId));
+        Assert.Equal(-1, entries[1].QueueId);
+
+        index.OnDecided("h1", TransactionResolution.Commit, DecisionSource.Client, 3, 9, 50, 1);
+        var decided = index.Find("h1")!;
+        Assert.Equal((3, 9L, TransactionResolution.Commit, DecisionSource.Client), (decided.QueueId, decided.QueueOffset, decided.Resolution!.Value, decided.DecidedBy!.Value));
+        Assert.Equal(DateTimeOffset.FromUnixTimeMilliseconds(50), decided.DecidedAt);
+        Assert.Null(index.Find("h0")!.DecidedAt);
+    }
 }
