@@ -174,4 +174,21 @@ public sealed class MessageIndexTests
         Assert.Equal(DateTimeOffset.FromUnixTimeMilliseconds(50), decided.DecidedAt);
         Assert.Null(index.Find("h0")!.DecidedAt);
     }
+
+    [Fact]
+    public async Task The_engine_remembers_as_many_messages_as_its_options_say()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MessageIndexCapacity = 1_000 });
+        Assert.Equal(1_000, h.Engine.MessageIndex.Capacity);
+        var ids = new List<string>();
+        for (int i = 0; i < 1_050; i++)
+        {
+            var draft = h.Draft("t", $"m{i}");
+            ids.Add(draft.MessageId);
+            Assert.True((await h.Engine.SendAsync(draft)).IsOk);
+        }
+        Assert.Equal(1_000, h.Engine.MessageIndex.Count);
+        Assert.Null(h.Engine.MessageIndex.Find(ids[0]));
+        Assert.NotNull(h.Engine.MessageIndex.Find(ids[^1]));
+    }
 }

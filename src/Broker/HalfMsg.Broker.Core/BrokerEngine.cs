@@ -76,6 +76,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         _checkpointer = new Checkpointer(_gate, _log, _checkpoints, owners, time, _logger);
         _retention = new RetentionPlanner(owners, options);
         _applier = new RecordApplier(owners, options, Metrics, Health, _logger);
+        MessageIndex = new MessageIndex(options.MessageIndexCapacity);
         Producers.ProducerJoined += _ => _checkKick.Release();
     }
 

@@ -58,6 +58,13 @@ public sealed record CoreOptions
     /// <summary>A receive stops adding messages once their bodies reach this many bytes (at least one is always returned).</summary>
     public int ReceiveByteBudget { get; init; } = 8 * 1024 * 1024;
 
+    /// <summary>
+    /// Messages the operator look-up index remembers (by id and key, with their histories); the oldest are forgotten
+    /// first. Its cost grows with it: about 800 bytes per message, and at 200,000 a noticeable share of the broker's CPU
+    /// at high rates (README, Not done yet).
+    /// </summary>
+    public int MessageIndexCapacity { get; init; } = 200_000;
+
     /// <summary>Take a checkpoint after this many records (and at shutdown), bounding replay on start.</summary>
     public int CheckpointEveryRecords { get; init; } = 200_000;
     /// <summary>Truncate the log head once the log holds more than this many bytes (0 = never).</summary>

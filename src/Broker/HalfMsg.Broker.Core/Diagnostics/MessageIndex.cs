@@ -5,8 +5,9 @@ namespace HalfMsg.Broker.Core
 {
     public sealed partial class BrokerEngine
     {
-        /// <summary>Message ids and keys of recent messages, for operator look-ups (see <see cref="Diagnostics.MessageIndex"/>).</summary>
-        public MessageIndex MessageIndex { get; } = new();
+        /// <summary>Message ids and keys of recent messages, for operator look-ups (see <see cref="Diagnostics.MessageIndex"/>),
+        /// <see cref="CoreOptions.MessageIndexCapacity"/> of them.</summary>
+        public MessageIndex MessageIndex { get; private set; } = null!;
     }
 }
 

@@ -46,6 +46,7 @@ public static class BrokerConfiguration
         new("--send-queue-capacity", "Broker:SendQueueCapacity", "10000", "Sends waiting for a slot at once; more are answered busy at once (RocketMQ's sendThreadPoolQueueCapacity)."),
         new("--disk-min-free", "Broker:DiskMinFree", "256MiB", "Refuse new messages (SERVICE_NOT_AVAILABLE / INTERNAL_SERVER_ERROR, /health disk-full) while less is free on the data dir's file system; the rest is a reserve for decisions, acks and checkpoints. 0 = off."),
         new("--disk-max-used-ratio", "Broker:DiskMaxUsedRatio", "0.90", "Refuse new messages while the data dir's file system is used beyond this ratio (RocketMQ's diskSpaceWarningLevelRatio); 1 = off."),
+        new("--message-index-capacity", "Broker:MessageIndexCapacity", "200000", "Messages the operator look-up index remembers (by id and key, with their histories; about 800 bytes each); the oldest are forgotten first."),
         new("--retention-time", "Broker:RetentionTime", "72h", "Cut records older than this; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
     ];
 
@@ -143,6 +144,7 @@ public static class BrokerConfiguration
             RetentionTime = Duration(N("--retention-time"), Get("--retention-time"), TimeSpan.Zero),
             DiskMinFreeBytes = Size(N("--disk-min-free"), Get("--disk-min-free"), 0, long.MaxValue),
             DiskMaxUsedRatio = Ratio(N("--disk-max-used-ratio"), Get("--disk-max-used-ratio")),
+            MessageIndexCapacity = Int(N("--message-index-capacity"), Get("--message-index-capacity"), 1_000, 10_000_000),
         };
         var credentials = config.GetSection("Broker:Credentials").GetChildren()
             .Where(c => !string.IsNullOrEmpty(c.Value)).ToDictionary(c => c.Key, c => c.Value!);
