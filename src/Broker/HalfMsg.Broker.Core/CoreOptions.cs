@@ -60,8 +60,8 @@ public sealed record CoreOptions
 
     /// <summary>
     /// Messages the operator look-up index remembers (by id and key, with their histories); the oldest are forgotten
-    /// first. Its cost grows with it: about 800 bytes per message, and at 200,000 a noticeable share of the broker's CPU
-    /// at high rates (README, Not done yet).
+    /// first. Its memory grows with it (about 800 bytes per message); its CPU per transaction does not (README, Not done
+    /// yet).
     /// </summary>
     public int MessageIndexCapacity { get; init; } = 200_000;
 
