@@ -480,6 +480,13 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     result.Metrics["records_per_log_commit"] = (ra1 - ra0) / commits;
                     result.Metrics["records_per_tx"] = (ra1 - ra0) / com;
                 }
+                // Time the commit loop spent inside commits (write-out + fsync): the rest of the window it waited for
+                // work, or for a thread to run on. A fraction near 1 means the disk sets the pace.
+                if (statsAfter.TryGetValue("logCommitMicros", out double cm1) && statsBefore.TryGetValue("logCommitMicros", out double cm0))
+                {
+                    result.Metrics["log_commit_mean_ms"] = (cm1 - cm0) / 1000 / commits;
+                    result.Metrics["log_commit_busy_fraction"] = (cm1 - cm0) / 1e6 / Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+                }
             }
             if (statsAfter.TryGetValue("checksSent", out double cs1))
             {

@@ -191,4 +191,63 @@ public sealed class MessageIndexTests
         Assert.Null(h.Engine.MessageIndex.Find(ids[0]));
         Assert.NotNull(h.Engine.MessageIndex.Find(ids[^1]));
     }
+
+    [Fact]
+    public async Task Queued_steps_are_applied_in_the_background_without_a_look_up()
+    {
+        var index = new MessageIndex();
+        for (int i = 0; i < 1_000; i++) index.OnHalf(Draft($"h{i}", "k"), "producers", i);
+        // Nobody looks: the thread pool applies what the hooks queued. (QueuedCount does not apply anything itself.)
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (index.QueuedCount > 0 && DateTime.UtcNow < deadline) await Task.Delay(5);
+        Assert.Equal(0, index.QueuedCount);
+        Assert.Equal(1_000, index.Count);
+    }
+
+    [Fact]
+    public void Steps_from_many_threads_are_all_kept_each_message_in_its_own_order()
+    {
+        var index = new MessageIndex();
+        const int threads = 8, perThread = 2_000;
+        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        {
+            for (int i = 0; i < perThread; i++)
+            {
+                string id = $"t{t}-{i}";
+                long offset = (long)t * perThread + i;
+                index.OnHalf(Draft(id), "producers", offset);
+                index.OnDecided(id, TransactionResolution.Commit, DecisionSource.Client, 0, offset, offset + 1, offset);
+                index.OnDelivered("t", "g", "client-1", [(0, offset, 1)], offset + 2);
+                index.OnAcked("g", "t", 0, offset, offset + 3);
+            }
+        });
+        Assert.Equal(threads * perThread, index.Count);
+        foreach (string id in new[] { "t0-0", "t3-1234", "t7-1999" })
+        {
+            Assert.Equal([HistoryKind.HalfStored, HistoryKind.Committed, HistoryKind.Delivered, HistoryKind.Acked],
+                index.History(id)!.Events.Select(e => e.Kind));
+        }
+        Assert.Equal(threads * perThread, index.DecisionsBySource().Single().Value);
+        Assert.Equal(0, index.QueuedCount);
+    }
+
+    [Fact]
+    public void A_hook_applies_the_queue_itself_once_it_is_full()
+    {
+        var index = new MessageIndex(capacity: 10);
+        int maxSeen = 0;
+        // Hold the index's lock, as a slow look-up would: the background applier cannot run. The lock is re-entrant on
+        // this thread, so the hook that finds the queue full still applies it.
+        lock (index.LockForTests)
+        {
+            for (int i = 0; i < MessageIndex.MaxQueued * 2; i++)
+            {
+                index.OnStored(Draft($"m{i}"), 0, i, i);
+                maxSeen = Math.Max(maxSeen, index.QueuedCount);
+            }
+        }
+        Assert.True(maxSeen <= MessageIndex.MaxQueued, $"queue reached {maxSeen}");
+        Assert.Equal(10, index.Count);
+        Assert.NotNull(index.Find($"m{MessageIndex.MaxQueued * 2 - 1}"));
+    }
 }

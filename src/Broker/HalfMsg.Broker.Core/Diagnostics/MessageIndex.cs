@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 
@@ -95,7 +96,17 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         public int Capacity { get; } = capacity;
 
-        public int Count { get { lock (_lock) return _state.ById.Count; } }
+        public int Count
+        {
+            get
+            {
+                lock (_lock)
+                {
+                    DrainLocked();
+                    return _state.ById.Count;
+                }
+            }
+        }
 
         /// <summary>True while the index is being rebuilt from the log after a start.</summary>
         public bool IsWarming { get { lock (_lock) return _deferred is not null; } }
@@ -108,79 +119,61 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         // ------------------------------------------------------------------ hooks (called by the engine)
 
+        // The hooks only queue what they saw; the index applies it later, off the caller's path (see Submit).
+
         internal void OnStored(MessageDraft msg, int queueId, long offset, long storedAtMs)
         {
             var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
-            lock (_lock)
-            {
-                _bytesIn[msg.Topic] = _bytesIn.GetValueOrDefault(msg.Topic) + msg.Body.Length;
-                Submit(new Op(OpKind.Stored, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, MessageKind = kind, QueueId = queueId, Offset = offset });
-            }
+            Submit(new Op(OpKind.Stored, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, MessageKind = kind, QueueId = queueId, Offset = offset, BodyBytes = msg.Body.Length });
         }
 
         internal void OnHalf(MessageDraft msg, string producerGroup, long storedAtMs)
-        {
-            lock (_lock)
-            {
-                _bytesIn[msg.Topic] = _bytesIn.GetValueOrDefault(msg.Topic) + msg.Body.Length;
-                Submit(new Op(OpKind.Half, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, Group = producerGroup, MessageKind = MessageKind.Transaction });
-            }
-        }
+            => Submit(new Op(OpKind.Half, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, Group = producerGroup, MessageKind = MessageKind.Transaction, BodyBytes = msg.Body.Length });
 
         internal void OnDecided(string transactionId, TransactionResolution resolution, DecisionSource source, int queueId, long offset, long atMs, long storedAtMs)
         {
-            lock (_lock)
-            {
-                _decisions[(resolution, source)] = _decisions.GetValueOrDefault((resolution, source)) + 1;
-                // The transaction id is the half's message id (RocketMQ's UNIQ_KEY).
-                Submit(new Op(OpKind.Decided, transactionId, null, atMs) { Resolution = resolution, Source = source, QueueId = queueId, Offset = offset });
-            }
+            // The transaction id is the half's message id (RocketMQ's UNIQ_KEY).
+            Submit(new Op(OpKind.Decided, transactionId, null, atMs) { Resolution = resolution, Source = source, QueueId = queueId, Offset = offset });
             Decided?.Invoke(resolution, source, Math.Max(0, atMs - storedAtMs) / 1000.0);
         }
 
         internal void OnDelivered(string topic, string group, string? clientId, List<(int Queue, long Offset, int Attempt)> picked, long atMs)
         {
             if (picked.Count == 0 || group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return;
-            lock (_lock)
-            {
-                clientId = InternClient(clientId);
-                foreach (var (q, off, attempt) in picked)
-                    Submit(new Op(OpKind.Delivered, null, topic, atMs) { Group = group, ClientId = clientId, QueueId = q, Offset = off, Attempt = attempt });
-            }
+            foreach (var (q, off, attempt) in picked)
+                Submit(new Op(OpKind.Delivered, null, topic, atMs) { Group = group, ClientId = clientId, QueueId = q, Offset = off, Attempt = attempt });
         }
 
         internal void OnAcked(string group, string topic, int queueId, long offset, long atMs)
         {
             if (group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return;
-            lock (_lock) Submit(new Op(OpKind.Acked, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset });
+            Submit(new Op(OpKind.Acked, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset });
         }
 
         internal void OnLeaseChanged(string group, string topic, int queueId, long offset, long untilMs, long atMs)
-        {
-            lock (_lock) Submit(new Op(OpKind.LeaseChanged, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset, UntilMs = untilMs });
-        }
+            => Submit(new Op(OpKind.LeaseChanged, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset, UntilMs = untilMs });
 
         internal void OnLeaseExpired(string group, string topic, int queueId, long offset, int attempt, long atMs)
         {
             if (group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return;
-            lock (_lock) Submit(new Op(OpKind.LeaseExpired, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset, Attempt = attempt });
+            Submit(new Op(OpKind.LeaseExpired, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset, Attempt = attempt });
         }
 
         internal void OnDeadLettered(string group, string topic, int queueId, long offset, string dlqTopic, long dlqOffset, long atMs)
-        {
-            lock (_lock) Submit(new Op(OpKind.DeadLettered, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset, Detail = dlqTopic, DlqOffset = dlqOffset });
-        }
+            => Submit(new Op(OpKind.DeadLettered, null, topic, atMs) { Group = group, QueueId = queueId, Offset = offset, Detail = dlqTopic, DlqOffset = dlqOffset });
 
         internal void OnRedriven(string messageId, string group, string toTopic, long atMs)
-        {
-            lock (_lock) Submit(new Op(OpKind.Redriven, messageId, toTopic, atMs) { Group = group });
-        }
+            => Submit(new Op(OpKind.Redriven, messageId, toTopic, atMs) { Group = group });
 
         // ------------------------------------------------------------------ rebuild (see BrokerEngine.StartIndexRebuild)
 
         internal void BeginWarmup()
         {
-            lock (_lock) _deferred = [];
+            lock (_lock)
+            {
+                DrainLocked();
+                _deferred = [];
+            }
         }
 
         /// <summary>Ends the warm-up: the rebuilt state, with the live operations seen meanwhile replayed over it, replaces the live-only one.</summary>
@@ -188,6 +181,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
         {
             lock (_lock)
             {
+                DrainLocked();
                 if (_deferred is null) return true;
                 foreach (var op in _deferred) rebuilt.Apply(op);
                 _state = rebuilt;
@@ -201,12 +195,75 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         internal State NewState() => new(Capacity, maxEventsTotal);
 
+        // Operations the hooks queued and the index has not applied yet. The hooks run on the engine's request paths
+        // (several under the engine's lock), four or more per transaction: applying each there cost the broker a fifth
+        // to a third of its tx/s at 256 in flight (bench/results/2026-11-30-ab/memory-and-second-tries.md §3). So a
+        // hook only queues its operation (no lock), and one thread-pool work item at a time applies all queued ones in a
+        // batch under the index's lock. Every look-up applies what is queued first, under the same lock, so it sees
+        // every step whose hook returned before it started, as when the hooks applied their steps themselves.
+        private readonly ConcurrentQueue<Op> _queued = new();
+        private int _queuedCount;
+        private int _applyScheduled;
+        /// <summary>Beyond this many queued operations a hook applies them itself, so a starved applier cannot let the
+        /// queue grow without bound.</summary>
+        internal const int MaxQueued = 65_536;
+
+        internal object LockForTests => _lock;
+
+        /// <summary>Operations queued and not applied yet (tests).</summary>
+        internal int QueuedCount => Volatile.Read(ref _queuedCount);
+
         private void Submit(in Op op)
         {
-            _state.Apply(op);
-            if (_deferred is null) return;
-            if (_deferred.Count < MaxDeferred) _deferred.Add(op);
-            else _deferredOverflow = true;
+            _queued.Enqueue(op);
+            if (Interlocked.Increment(ref _queuedCount) > MaxQueued)
+            {
+                lock (_lock) DrainLocked();
+                return;
+            }
+            if (Volatile.Read(ref _applyScheduled) == 0 && Interlocked.CompareExchange(ref _applyScheduled, 1, 0) == 0)
+                ThreadPool.UnsafeQueueUserWorkItem(static index => index.ApplyQueued(), this, preferLocal: false);
+        }
+
+        private void ApplyQueued()
+        {
+            while (true)
+            {
+                lock (_lock) DrainLocked();
+                Volatile.Write(ref _applyScheduled, 0);
+                // A hook that queued after the drain but saw the flag still set did not schedule: look again.
+                if (_queued.IsEmpty || Interlocked.CompareExchange(ref _applyScheduled, 1, 0) != 0) return;
+            }
+        }
+
+        /// <summary>Applies every queued operation, in the order the hooks queued them. Caller holds <see cref="_lock"/>.</summary>
+        private void DrainLocked()
+        {
+            while (_queued.TryDequeue(out var op))
+            {
+                Interlocked.Decrement(ref _queuedCount);
+                Tally(ref op);
+                _state.Apply(op);
+                if (_deferred is null) continue;
+                if (_deferred.Count < MaxDeferred) _deferred.Add(op);
+                else _deferredOverflow = true;
+            }
+        }
+
+        private void Tally(ref Op op)
+        {
+            switch (op.Kind)
+            {
+                case OpKind.Stored or OpKind.Half:
+                    _bytesIn[op.Topic!] = _bytesIn.GetValueOrDefault(op.Topic!) + op.BodyBytes;
+                    break;
+                case OpKind.Decided:
+                    _decisions[(op.Resolution, op.Source!.Value)] = _decisions.GetValueOrDefault((op.Resolution, op.Source!.Value)) + 1;
+                    break;
+                case OpKind.Delivered:
+                    op.ClientId = InternClient(op.ClientId);
+                    break;
+            }
         }
 
         private string? InternClient(string? clientId)
@@ -222,18 +279,30 @@ namespace HalfMsg.Broker.Core.Diagnostics
         /// <summary>First decisions since start, by resolution and by who decided.</summary>
         public IReadOnlyList<KeyValuePair<(TransactionResolution Resolution, DecisionSource Source), long>> DecisionsBySource()
         {
-            lock (_lock) return [.. _decisions];
+            lock (_lock)
+            {
+                DrainLocked();
+                return [.. _decisions];
+            }
         }
 
         /// <summary>Body bytes accepted per topic (sends and halves) since start.</summary>
         public IReadOnlyList<KeyValuePair<string, long>> BytesInByTopic()
         {
-            lock (_lock) return [.. _bytesIn];
+            lock (_lock)
+            {
+                DrainLocked();
+                return [.. _bytesIn];
+            }
         }
 
         public Entry? Find(string messageId)
         {
-            lock (_lock) return _state.ById.GetValueOrDefault(messageId)?.ToEntry();
+            lock (_lock)
+            {
+                DrainLocked();
+                return _state.ById.GetValueOrDefault(messageId)?.ToEntry();
+            }
         }
 
         /// <summary>What happened to the message, oldest first; null when the index does not know it.</summary>
@@ -241,6 +310,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
         {
             lock (_lock)
             {
+                DrainLocked();
                 if (!_state.ById.TryGetValue(messageId, out var t)) return null;
                 var events = new List<HistoryEvent>(t.EventCount);
                 foreach (var step in t.EventsAsSpan) events.Add(step.ToEvent());
@@ -253,6 +323,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
         {
             lock (_lock)
             {
+                DrainLocked();
                 if (!_state.ByKey.TryGetValue(key, out var ids)) return [];
                 return ids.Select(id => _state.ById[id].ToEntry()).Where(e => topic is null || e.Topic == topic).ToList();
             }
@@ -282,6 +353,8 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public long UntilMs;
             public long DlqOffset;
             public string? Detail;
+            /// <summary>Stored and Half: the body's length, for the bytes-in tally.</summary>
+            public int BodyBytes;
             public TransactionResolution Resolution;
             public DecisionSource? Source;
             /// <summary>Rebuild only: a body re-appended by retention; it adds the message if unknown, and no step.</summary>
