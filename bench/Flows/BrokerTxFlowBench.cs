@@ -487,6 +487,10 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     result.Metrics["log_commit_mean_ms"] = (cm1 - cm0) / 1000 / commits;
                     result.Metrics["log_commit_busy_fraction"] = (cm1 - cm0) / 1e6 / Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
                 }
+                if (statsAfter.TryGetValue("logCommitIdleMicros", out double ci1) && statsBefore.TryGetValue("logCommitIdleMicros", out double ci0))
+                    result.Metrics["log_commit_idle_fraction"] = (ci1 - ci0) / 1e6 / Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+                if (statsAfter.TryGetValue("logCommitsKickedOnReturn", out double ck1) && statsBefore.TryGetValue("logCommitsKickedOnReturn", out double ck0))
+                    result.Metrics["log_commits_kicked_on_return_fraction"] = (ck1 - ck0) / commits;
             }
             if (statsAfter.TryGetValue("checksSent", out double cs1))
             {

@@ -5,6 +5,9 @@ public sealed partial class BrokerEngine
     /// <summary>Group commits (write + fsync) of the log so far, and the time spent in them.</summary>
     public (long Commits, TimeSpan Time) LogCommitTotals => (_log.Commits, _log.CommitTime);
 
+    /// <summary>See <see cref="Storage.RecordLog.CommitLoopIdle"/>.</summary>
+    public (TimeSpan Idle, long KickedOnReturn) LogCommitLoopIdle => _log.CommitLoopIdle;
+
     /// <summary>
     /// The size of every in-memory index, for the soak test and operators (<c>/api/stats</c> <c>indexes</c>): at
     /// constant work none may grow with time. Queue entries are bounded by retention, decisions by

@@ -157,6 +157,7 @@ public static class AdminApi
             diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
             diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
             logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
+            logCommitIdleMicros = (long)engine.LogCommitLoopIdle.Idle.TotalMicroseconds, logCommitsKickedOnReturn = engine.LogCommitLoopIdle.KickedOnReturn,
             gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
             indexes = engine.IndexSizes(),
         }));
