@@ -384,6 +384,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     TransactionChecker = checker,
                 }, ct);
             }
+            var poolBefore = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Snapshot();
             var statsBefore = await broker.GetStatsAsync(ct);
             long? logCommits0 = await broker.LogCommitsAsync(ct);
             var cpu = new CpuWindow(broker.Pid);
@@ -414,6 +415,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             }
             var cpuMetrics = new Dictionary<string, double>();
             cpu.Stop(cpuMetrics, "broker", Math.Max(1, Interlocked.Read(ref committed)));
+            var poolAfter = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Snapshot();
             var statsAfter = await broker.GetStatsAsync(CancellationToken.None);
             long? logCommits1 = await broker.LogCommitsAsync(CancellationToken.None);
             stopConsumers.Cancel();
@@ -492,6 +494,19 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 if (statsAfter.TryGetValue("logCommitsKickedOnReturn", out double ck1) && statsBefore.TryGetValue("logCommitsKickedOnReturn", out double ck0))
                     result.Metrics["log_commits_kicked_on_return_fraction"] = (ck1 - ck0) / commits;
             }
+            // The broker's collector during the row: the share of time it stopped the process, collections per second.
+            double window = Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+            if (statsAfter.TryGetValue("gcPauseMicros", out double gp1) && statsBefore.TryGetValue("gcPauseMicros", out double gp0))
+                result.Metrics["broker_gc_pause_fraction"] = (gp1 - gp0) / 1e6 / window;
+            foreach (int gen in new[] { 0, 1, 2 })
+                if (statsAfter.TryGetValue($"gcCollectionsGen{gen}", out double g1) && statsBefore.TryGetValue($"gcCollectionsGen{gen}", out double g0))
+                    result.Metrics[$"broker_gc_gen{gen}_per_s"] = (g1 - g0) / window;
+            // How long a work item waited in each process's thread-pool queue during the row (sampled every 2 ms).
+            AddPoolDelay(result.Metrics, "client", poolBefore, poolAfter);
+            var brokerPool = Enumerable.Range(0, HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Buckets)
+                .Select(i => (Before: statsBefore.GetValueOrDefault($"threadPoolDelay.b{i}", -1), After: statsAfter.GetValueOrDefault($"threadPoolDelay.b{i}", -1))).ToList();
+            if (brokerPool.All(b => b.Before >= 0 && b.After >= 0))
+                AddPoolDelay(result.Metrics, "broker", brokerPool.Select(b => (long)b.Before).ToArray(), brokerPool.Select(b => (long)b.After).ToArray());
             if (statsAfter.TryGetValue("checksSent", out double cs1))
             {
                 double cs0 = statsBefore.TryGetValue("checksSent", out double v) ? v : 0;
@@ -522,5 +537,12 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
     private static async Task SafeDisposeAsync(IAsyncDisposable d)
     {
         try { await d.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(5)); } catch (Exception) { /* closing */ }
+    }
+
+    private static void AddPoolDelay(Dictionary<string, double> metrics, string who, long[] before, long[] after)
+    {
+        foreach (var (name, p) in new[] { ("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999) })
+            if (HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Percentile(before, after, p) is double ms)
+                metrics[$"{who}_pool_delay_{name}_ms"] = ms;
     }
 }

@@ -218,4 +218,39 @@ public sealed class SlotLogCommitManagerTests
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
     }
+
+    [Fact]
+    public async Task The_commit_loop_counts_its_idle_time_apart_from_its_commits()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-idle-" + Guid.NewGuid().ToString("N")[..12]);
+        var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(5), segmentSizeBits: 20, memorySizeBits: 24);
+        try
+        {
+            long a = log.Append(new byte[100]);
+            await log.WaitDurableAsync(a);
+            var (idle0, _) = log.CommitLoopIdle;
+            long commits0 = log.Commits;
+            var commitTime0 = log.CommitTime;
+            // Nobody writes: the loop waits for work (its idle tick wakes it every 20 ms, with nothing to commit).
+            var sw = Stopwatch.StartNew();
+            while (log.CommitLoopIdle.Idle - idle0 < TimeSpan.FromMilliseconds(100) && sw.Elapsed < TimeSpan.FromSeconds(30))
+                await Task.Delay(10);
+            Assert.True(log.CommitLoopIdle.Idle - idle0 >= TimeSpan.FromMilliseconds(100), $"idle grew by {log.CommitLoopIdle.Idle - idle0} in {sw.Elapsed}");
+            Assert.Equal(commits0, log.Commits);
+            Assert.Equal(commitTime0, log.CommitTime);
+            // Writers that keep a commit request waiting while a commit runs are counted when the loop comes back.
+            var writers = Enumerable.Range(0, 8).Select(_ => Task.Run(async () =>
+            {
+                for (int i = 0; i < 200; i++) await log.WaitDurableAsync(log.Append(new byte[100]));
+            })).ToArray();
+            await Task.WhenAll(writers);
+            Assert.True(log.Commits > commits0);
+            Assert.True(log.CommitLoopIdle.KickedOnReturn > 0, "8 concurrent writers never had a commit request waiting when a commit ended");
+        }
+        finally
+        {
+            await log.DisposeAsync();
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
 }

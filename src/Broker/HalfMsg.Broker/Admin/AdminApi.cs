@@ -11,6 +11,7 @@ public static class AdminApi
 {
     public static void MapAdminApi(this IEndpointRouteBuilder app, BrokerEngine engine)
     {
+        _ = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared; // start sampling with the admin port
         // Open without credentials (probes): status, and the reason when it is not plainly ready.
         app.MapGet("/health", () => engine.StorageFault is { } failed
             ? Results.Json(new { status = "storage-failure", reason = failed.Message }, statusCode: 503)
@@ -158,7 +159,11 @@ public static class AdminApi
             diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
             logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
             logCommitIdleMicros = (long)engine.LogCommitLoopIdle.Idle.TotalMicroseconds, logCommitsKickedOnReturn = engine.LogCommitLoopIdle.KickedOnReturn,
+            // Thread-pool queue delay samples, cumulative counts per power-of-two bucket of microseconds (b0 < 1 µs, bN < 2^N µs).
+            threadPoolDelay = ThreadPoolDelayBuckets(),
             gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
+            gcPauseMicros = (long)GC.GetTotalPauseDuration().TotalMicroseconds,
+            gcCollectionsGen0 = GC.CollectionCount(0), gcCollectionsGen1 = GC.CollectionCount(1), gcCollectionsGen2 = GC.CollectionCount(2),
             indexes = engine.IndexSizes(),
         }));
     }
@@ -237,4 +242,12 @@ public static class AdminApi
     };
 
     private static IResult NotFound(string message) => Results.Json(new ErrorBody(message, "NotFound"), statusCode: 404);
+
+    private static Dictionary<string, long> ThreadPoolDelayBuckets()
+    {
+        var counts = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Snapshot();
+        var named = new Dictionary<string, long>(counts.Length);
+        for (int i = 0; i < counts.Length; i++) named["b" + i.ToString(System.Globalization.CultureInfo.InvariantCulture)] = counts[i];
+        return named;
+    }
 }

@@ -1,0 +1,37 @@
+using HalfMsg.Broker.Core.Diagnostics;
+
+namespace HalfMsg.Core.Tests;
+
+public sealed class ThreadPoolDelaySamplerTests
+{
+    [Fact]
+    public void Delays_fall_into_power_of_two_buckets_and_percentiles_name_the_bucket_bound()
+    {
+        using var sampler = new ThreadPoolDelaySampler(Timeout.InfiniteTimeSpan); // no timer: only what the test records
+        var before = sampler.Snapshot();
+        sampler.Record(TimeSpan.FromTicks(5));                 // 0.5 µs: bucket 0
+        for (int i = 0; i < 97; i++) sampler.Record(TimeSpan.FromMicroseconds(3));   // [2, 4) µs: bucket 2
+        sampler.Record(TimeSpan.FromMilliseconds(1.5));       // 1,500 µs: [1024, 2048) = bucket 11
+        sampler.Record(TimeSpan.FromSeconds(100));            // beyond the last bound: last bucket
+        var after = sampler.Snapshot();
+        Assert.Equal(1, after[0]);
+        Assert.Equal(97, after[2]);
+        Assert.Equal(1, after[11]);
+        Assert.Equal(1, after[ThreadPoolDelaySampler.Buckets - 1]);
+        Assert.Equal(0.004, ThreadPoolDelaySampler.Percentile(before, after, 0.5));
+        Assert.Equal(0.004, ThreadPoolDelaySampler.Percentile(before, after, 0.98));
+        Assert.Equal(2.048, ThreadPoolDelaySampler.Percentile(before, after, 0.99));
+        Assert.Null(ThreadPoolDelaySampler.Percentile(after, after, 0.5));
+    }
+
+    [Fact]
+    public async Task A_running_sampler_measures_the_pool_on_its_own()
+    {
+        using var sampler = new ThreadPoolDelaySampler(TimeSpan.FromMilliseconds(1));
+        var before = sampler.Snapshot();
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (sampler.Snapshot().Sum() - before.Sum() < 20 && DateTime.UtcNow < deadline) await Task.Delay(5);
+        Assert.True(sampler.Snapshot().Sum() - before.Sum() >= 20);
+        Assert.NotNull(ThreadPoolDelaySampler.Percentile(before, sampler.Snapshot(), 0.5));
+    }
+}
