@@ -113,6 +113,8 @@ internal sealed class HalfState
     public long DeliverAtMs;
     public int CheckCount;
     public long NextCheckAtMs;
+    /// <summary>Set by <see cref="Transactions.HalfIndex"/> when it adds the half: names it in the due-time heap.</summary>
+    public long DueSeq;
     public bool Parked;
     public long ParkedAtMs;
     public long LastCheckAtMs;
