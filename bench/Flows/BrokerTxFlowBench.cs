@@ -439,7 +439,8 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             result.Metrics["redelivered"] = Interlocked.Read(ref redelivered);
             result.Metrics["send_or_commit_errors"] = Interlocked.Read(ref sendErrors);
             result.Metrics["consumer_errors"] = Interlocked.Read(ref consumeErrors);
-            result.Metrics[Metric.ElapsedS] = Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+            double window = Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+            result.Metrics[Metric.ElapsedS] = window;
             result.AddLatency(Metric.Send, LatencyRecorder.Merge(halfLat));
             result.AddLatency("commit", LatencyRecorder.Merge(commitLat));
             result.AddLatency("tx", LatencyRecorder.Merge(txLat));
@@ -475,7 +476,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             {
                 double commits = lc1 - lc0;
                 result.Metrics["log_commits"] = commits;
-                result.Metrics["log_commits_per_s"] = commits / Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+                result.Metrics["log_commits_per_s"] = commits / window;
                 result.Metrics["tx_per_log_commit"] = com / commits;
                 if (statsAfter.TryGetValue("recordsAppended", out double ra1) && statsBefore.TryGetValue("recordsAppended", out double ra0))
                 {
@@ -487,15 +488,14 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 if (statsAfter.TryGetValue("logCommitMicros", out double cm1) && statsBefore.TryGetValue("logCommitMicros", out double cm0))
                 {
                     result.Metrics["log_commit_mean_ms"] = (cm1 - cm0) / 1000 / commits;
-                    result.Metrics["log_commit_busy_fraction"] = (cm1 - cm0) / 1e6 / Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+                    result.Metrics["log_commit_busy_fraction"] = (cm1 - cm0) / 1e6 / window;
                 }
                 if (statsAfter.TryGetValue("logCommitIdleMicros", out double ci1) && statsBefore.TryGetValue("logCommitIdleMicros", out double ci0))
-                    result.Metrics["log_commit_idle_fraction"] = (ci1 - ci0) / 1e6 / Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
+                    result.Metrics["log_commit_idle_fraction"] = (ci1 - ci0) / 1e6 / window;
                 if (statsAfter.TryGetValue("logCommitsKickedOnReturn", out double ck1) && statsBefore.TryGetValue("logCommitsKickedOnReturn", out double ck0))
                     result.Metrics["log_commits_kicked_on_return_fraction"] = (ck1 - ck0) / commits;
             }
             // The broker's collector during the row: the share of time it stopped the process, collections per second.
-            double window = Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
             if (statsAfter.TryGetValue("gcPauseMicros", out double gp1) && statsBefore.TryGetValue("gcPauseMicros", out double gp0))
                 result.Metrics["broker_gc_pause_fraction"] = (gp1 - gp0) / 1e6 / window;
             foreach (int gen in new[] { 0, 1, 2 })

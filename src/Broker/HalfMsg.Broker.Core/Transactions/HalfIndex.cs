@@ -47,11 +47,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
     public bool Remove(string transactionId, out HalfState half) => _byId.Remove(transactionId, out half!);
 
     /// <summary>Puts a half (back) into the due-time heap at its <see cref="HalfState.NextCheckAtMs"/>.</summary>
-    public void Schedule(HalfState half)
-    {
-        if (half.DueSeq == 0) half.DueSeq = ++_seq; // never added (a test's or a caller's own half): give it its number now
-        _due.Enqueue((half.TransactionId, half.DueSeq), half.NextCheckAtMs);
-    }
+    public void Schedule(HalfState half) => _due.Enqueue((half.TransactionId, half.DueSeq), half.NextCheckAtMs);
 
     /// <summary>Takes every live, unparked half whose check time has come, each once.</summary>
     public List<HalfState> TakeDue(long nowMs)
