@@ -41,6 +41,57 @@ public sealed class DeliveryReadTests
     }
 
     [Fact]
+    public async Task A_delivered_body_is_a_view_of_the_record_read_back_not_a_second_copy()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var sent = new List<string>();
+        for (int i = 0; i < 6; i++)
+        {
+            string body = $"v{i}-" + new string('z', 300 + 211 * i);
+            sent.Add(body);
+            if (i % 2 == 0)
+            {
+                Assert.True((await h.Engine.SendAsync(h.Draft("t", body))).IsOk);
+            }
+            else
+            {
+                string tx = await h.SendHalfAsync("t", body);
+                Assert.True((await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+            }
+        }
+
+        var got = new List<DeliveredMessage>();
+        while (got.Count < sent.Count) got.AddRange(await h.ReceiveWhenVisibleAsync("g", "t"));
+
+        Assert.Equal(sent.Order(), got.Select(m => m.Text()).Order());
+        Assert.All(got, m =>
+        {
+            // The record read back holds the header, ids and properties before the body: the body starts inside it.
+            Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(m.Message.Body, out var segment));
+            Assert.True(segment.Offset > 0, "the body was copied out of its record");
+            Assert.True(segment.Array!.Length > segment.Count);
+        });
+    }
+
+    [Fact]
+    public void A_body_outside_the_given_record_is_copied()
+    {
+        byte[] record = [1, 2, 3, 4, 5, 6, 7, 8];
+        var inside = BrokerEngine.BodyOf(record.AsSpan(3, 4), record);
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(inside, out var segment));
+        Assert.Same(record, segment.Array);
+        Assert.Equal((3, 4), (segment.Offset, segment.Count));
+
+        byte[] other = [9, 8, 7];
+        foreach (var copy in new[] { BrokerEngine.BodyOf(other, record), BrokerEngine.BodyOf(other, null) })
+        {
+            Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(copy, out var c));
+            Assert.NotSame(other, c.Array);
+            Assert.Equal(other, copy.ToArray());
+        }
+    }
+
+    [Fact]
     public async Task Each_check_back_reads_its_half_with_one_device_read()
     {
         FaultInjectionDevice? device = null;

@@ -436,11 +436,15 @@ public sealed partial class BrokerEngine
     {
         var bytes = await _log.ReadAsync(bodyAddress, sizeHint, ct).ConfigureAwait(false);
         if (bytes is null) return null;
-        return DecodeStoredMessage(bytes, topic, queueId, offset);
+        return DecodeStoredMessage(bytes, topic, queueId, offset, bytes);
     }
 
-    /// <summary>Presents a body record (MessageStored, HalfStored, or either wrapped in BodyRelocated) at a queue position.</summary>
-    internal StoredMessage? DecodeStoredMessage(ReadOnlySpan<byte> bytes, string topic, int queueId, long offset)
+    /// <summary>
+    /// Presents a body record (MessageStored, HalfStored, or either wrapped in BodyRelocated) at a queue position. With
+    /// <paramref name="record"/> (the array <paramref name="bytes"/> lies in, a fresh one of the caller's that nothing
+    /// writes afterwards) the message's body is a slice of it; without, a copy.
+    /// </summary>
+    internal StoredMessage? DecodeStoredMessage(ReadOnlySpan<byte> bytes, string topic, int queueId, long offset, byte[]? record = null)
     {
         try
         {
@@ -459,12 +463,12 @@ public sealed partial class BrokerEngine
                     case RecordKind.MessageStored:
                     {
                         var rec = MessageStoredRecord.Read(ref r);
-                        return ToStoredMessage(rec.Message, rec.Kind, rec.TransactionId, topic, queueId, offset);
+                        return ToStoredMessage(rec.Message, rec.Kind, rec.TransactionId, topic, queueId, offset, record);
                     }
                     case RecordKind.HalfStored:
                     {
                         var rec = HalfStoredRecord.Read(ref r);
-                        return ToStoredMessage(rec.Message, MessageKind.Transaction, rec.TransactionId, topic, queueId, offset);
+                        return ToStoredMessage(rec.Message, MessageKind.Transaction, rec.TransactionId, topic, queueId, offset, record);
                     }
                     default:
                         _logger.LogError("Record of kind {Kind} is not a message body", kind);
@@ -481,11 +485,15 @@ public sealed partial class BrokerEngine
         }
     }
 
-    private static StoredMessage ToStoredMessage(in MessageFields m, MessageKind kind, string? txId, string topic, int queueId, long offset) => new()
+    private static StoredMessage ToStoredMessage(in MessageFields m, MessageKind kind, string? txId, string topic, int queueId, long offset, byte[]? record) => new()
     {
         Topic = topic, QueueId = queueId, QueueOffset = offset, MessageId = m.MessageId, TransactionId = txId, Tag = m.Tag, Keys = m.Keys(),
-        Properties = m.Properties(), Body = m.Body.ToArray(), BornTimestampMs = m.BornMs, BornHost = m.BornHost, StoreTimestampMs = m.StoreMs,
+        Properties = m.Properties(), Body = BodyOf(m.Body, record), BornTimestampMs = m.BornMs, BornHost = m.BornHost, StoreTimestampMs = m.StoreMs,
         MessageGroup = m.MessageGroup, DeliveryTimestampMs = m.DeliverAtMs > 0 ? m.DeliverAtMs : null, Kind = kind,
         OriginalTopic = m.Topic != topic ? m.Topic : null,
     };
+
+    /// <summary>The body as a slice of the record it was read from (no copy), or a copy when there is no such record.</summary>
+    internal static ReadOnlyMemory<byte> BodyOf(ReadOnlySpan<byte> body, byte[]? record) =>
+        record is not null && ((ReadOnlySpan<byte>)record).Overlaps(body, out int at) ? record.AsMemory(at, body.Length) : body.ToArray();
 }

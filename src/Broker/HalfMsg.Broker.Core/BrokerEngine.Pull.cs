@@ -199,7 +199,7 @@ public sealed partial class BrokerEngine
         try
         {
             var probe = DecodeStoredMessage(bytes, "", -1, -1);
-            return probe is null ? null : DecodeStoredMessage(bytes, probe.OriginalTopic ?? probe.Topic, -1, -1);
+            return probe is null ? null : DecodeStoredMessage(bytes, probe.OriginalTopic ?? probe.Topic, -1, -1, bytes);
         }
         catch (InvalidDataException)
         {

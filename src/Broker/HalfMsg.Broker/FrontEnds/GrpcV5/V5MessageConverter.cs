@@ -141,7 +141,7 @@ internal static class V5MessageConverter
         {
             Topic = new Resource { Name = stored.Topic },
             SystemProperties = sp,
-            // No copy: a StoredMessage's body is a fresh array of its own (BrokerEngine.ToStoredMessage), never written after.
+            // No copy: a StoredMessage's body lies in a fresh array of its own (the record read back, BrokerEngine.ToStoredMessage), never written after.
             Body = UnsafeByteOperations.UnsafeWrap(stored.Body),
         };
         foreach (var (key, value) in stored.Properties)
