@@ -30,7 +30,7 @@ public sealed class Message
     public IReadOnlyList<string> Keys { get; init; } = [];
 
     /// <summary>User properties.</summary>
-    public IReadOnlyDictionary<string, string> Properties { get; init; } = new Dictionary<string, string>();
+    public IReadOnlyDictionary<string, string> Properties { get; init; } = System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty;
 
     /// <summary>FIFO message group; setting it makes this a FIFO message. Not allowed on transactional messages.</summary>
     public string? MessageGroup { get; init; }

@@ -30,6 +30,9 @@ public sealed class Producer : IAsyncDisposable
     private readonly DecisionCoalescer? _decisions;
     private volatile bool _decisionBatchUnimplemented;
     private int _roundRobin;
+
+    /// <summary>This machine's name, read once: <see cref="Environment.MachineName"/> asks the system on every call.</summary>
+    private static readonly string BornHost = Environment.MachineName;
     private int _disposed;
 
     private Producer(ProducerOptions options, HttpMessageHandler? handler)
@@ -242,19 +245,12 @@ public sealed class Producer : IAsyncDisposable
             await _session.ResendSettingsAsync(ct).ConfigureAwait(false);
         }
 
-        List<MessageQueue> writable = route.Where(q => q.Permission is Permission.Write or Permission.ReadWrite).ToList();
-        if (writable.Count == 0)
+        PublishTargets writable = PublishTargets.For(route, type, server?.Publishing?.ValidateMessageType == true);
+        if (writable.Queues.Length == 0)
         {
-            throw new ForbiddenException(Code.Forbidden, $"Topic '{message.Topic}' has no writable queue.");
-        }
-
-        if (server?.Publishing?.ValidateMessageType == true)
-        {
-            writable = writable.Where(q => q.AcceptMessageTypes.Count == 0 || q.AcceptMessageTypes.Contains(type)).ToList();
-            if (writable.Count == 0)
-            {
-                throw new BadRequestException(Code.MessagePropertyConflictWithType, $"Topic '{message.Topic}' does not accept {type} messages.");
-            }
+            throw writable.NoWritableQueue
+                ? new ForbiddenException(Code.Forbidden, $"Topic '{message.Topic}' has no writable queue.")
+                : new BadRequestException(Code.MessagePropertyConflictWithType, $"Topic '{message.Topic}' does not accept {type} messages.");
         }
 
         string messageId = MessageIdGenerator.Shared.Next();
@@ -264,8 +260,9 @@ public sealed class Producer : IAsyncDisposable
         for (int attempt = 1; ; attempt++)
         {
             // Each retry goes to the next queue (and possibly another broker), as the official clients do.
-            MessageQueue mq = writable[(int)((uint)(start + attempt - 1) % (uint)writable.Count)];
-            Endpoint endpoint = Endpoint.FromProto(mq.Broker.Endpoints);
+            int at = (int)((uint)(start + attempt - 1) % (uint)writable.Queues.Length);
+            MessageQueue mq = writable.Queues[at];
+            Endpoint endpoint = writable.Endpoints[at];
             Apache.Rocketmq.V2.Message proto = ToProto(message, messageId, type, mq.Id);
             try
             {
@@ -346,7 +343,7 @@ public sealed class Producer : IAsyncDisposable
             BodyEncoding = Apache.Rocketmq.V2.Encoding.Identity,
             MessageType = type,
             BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
-            BornHost = Environment.MachineName,
+            BornHost = BornHost,
             QueueId = queueId,
             BodyDigest = BodyDigest.Crc32Of(message.Body.Span),
         };

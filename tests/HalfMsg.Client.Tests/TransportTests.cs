@@ -237,5 +237,12 @@ public sealed class TransportTests
         Endpoint e = Endpoint.Parse(text);
         Assert.Equal(host, e.Host);
         Assert.Equal(port, e.Port);
+
+        // Equal by host and port alone (channels are looked up by endpoint), whether or not the address was built.
+        var other = new Endpoint(host, port);
+        Assert.Equal((Uri.UriSchemeHttp, host, port), (other.BaseUri.Scheme, other.BaseUri.IdnHost.Trim('[', ']'), other.BaseUri.Port));
+        Assert.Equal(e, other);
+        Assert.Equal(e.GetHashCode(), other.GetHashCode());
+        Assert.NotEqual(e, new Endpoint(host, port + 1));
     }
 }

@@ -9,7 +9,9 @@ namespace HalfMsg.ClientCore.Transport;
 /// like the official clients we talk to the first address.</summary>
 internal sealed record Endpoint(string Host, int Port)
 {
-    public Uri BaseUri { get; } = new UriBuilder(Uri.UriSchemeHttp, Host, Port).Uri;
+    /// <summary>The channel address. Built when asked for (a channel is created once per endpoint), not with every
+    /// endpoint a route yields; and not a field, so equality and hashing stay on host and port.</summary>
+    public Uri BaseUri => new UriBuilder(Uri.UriSchemeHttp, Host, Port).Uri;
 
     /// <summary>Parses <c>host:port</c>, <c>[v6]:port</c> or <c>host</c> (port 80, as the official clients default).
     /// An <c>http://</c> prefix is tolerated.</summary>

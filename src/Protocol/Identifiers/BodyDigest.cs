@@ -30,11 +30,20 @@ public static class BodyDigest
         if (digest is null || string.IsNullOrEmpty(digest.Checksum)) return true;
         return digest.Type switch
         {
-            DigestType.Crc32 => digest.Checksum == Crc32Text(body),
+            DigestType.Crc32 => Crc32TextMatches(digest.Checksum, body),
             DigestType.Md5 => string.Equals(digest.Checksum, Md5Digest.UpperHex(body), StringComparison.OrdinalIgnoreCase),
             DigestType.Sha1 => string.Equals(digest.Checksum, Sha1Hex(body), StringComparison.OrdinalIgnoreCase),
             _ => true,
         };
+    }
+
+    /// <summary>Whether <paramref name="text"/> is the unsigned CRC32 of <paramref name="body"/> in decimal, compared as
+    /// text (no leading zeros or signs, as Java prints it) without building the expected string.</summary>
+    private static bool Crc32TextMatches(string text, ReadOnlySpan<byte> body)
+    {
+        Span<char> expected = stackalloc char[10];
+        return Crc32.HashToUInt32(body).TryFormat(expected, out int n, default, CultureInfo.InvariantCulture)
+            && text.AsSpan().SequenceEqual(expected[..n]);
     }
 
     /// <summary>The unsigned CRC32 in decimal, the form the official clients compare.</summary>
