@@ -59,6 +59,8 @@ public sealed record BenchOptions
                   HALFMSG_BENCH_WARMUP=N: at least N warm-up transactions before each gRPC broker row (default: 2%
                   of the row, 10-200 per producer), on top of --warmup's time;
                   HALFMSG_BENCH_HALF_LOAD_TXS=R paces the half-load row at R tx/s instead of half the sweep's peak;
+                  HALFMSG_BENCH_REMOTING_PULL_BATCH=N: the Remoting rows' consumers ask for N messages per pull
+                  (default 32, the Java push consumer's pullBatchSize);
                   HALFMSG_BROKER_ENV_<NAME>=<value> sets <NAME> in the broker process only
           micro   BenchmarkDotNet micro benchmarks (other args go to BenchmarkDotNet, e.g. --filter '*Faster*')
           all     e2e, then micro

@@ -32,7 +32,9 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
     public const string ProducerGroup = "bench-rpg";
     public const string ConsumerGroup = "bench-rcg";
     public const int Queues = 8;
-    public const int Batch = 32;
+    /// <summary>Messages asked for per pull (maxMsgNums): 32 as the Java push consumer's pullBatchSize, or
+    /// HALFMSG_BENCH_REMOTING_PULL_BATCH.</summary>
+    public static readonly int Batch = int.TryParse(Environment.GetEnvironmentVariable("HALFMSG_BENCH_REMOTING_PULL_BATCH"), out int b) && b > 0 ? b : 32;
     private const int HeaderBytes = 9; // send timestamp (8) + warm-up flag (1)
     private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
 
@@ -149,6 +151,11 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
             var seen = new ConcurrentDictionary<string, byte>(Environment.ProcessorCount, n + warmTotal);
             var deliveries = Enumerable.Range(0, Queues).Select(_ => new List<(string Id, long At, long Sent)>(n / Queues + 16)).ToArray();
             var consumed = new long[Queues];
+            // Each measured pull that brought messages: its round trip, and how many it brought (where the delivery
+            // tail goes: a slow pull, or messages picked late).
+            var pullRtt = Enumerable.Range(0, Queues).Select(_ => new LatencyRecorder(4096)).ToArray();
+            var pullBatch = new long[Queues];
+            long measuredFrom = long.MaxValue;
             for (int q = 0; q < Queues; q++)
             {
                 int queueId = q;
@@ -169,6 +176,7 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
                             ["subscription"] = "*", ["subVersion"] = "0", ["expressionType"] = "TAG",
                         });
                         RemotingCommand r;
+                        long pulledAt = Stopwatch.GetTimestamp();
                         try { r = await conn.InvokeAsync(pull, TimeSpan.FromSeconds(32), token); }
                         catch (OperationCanceledException) when (token.IsCancellationRequested) { break; }
                         catch (Exception) { Interlocked.Increment(ref consumeErrors); await Task.Delay(50, CancellationToken.None); continue; }
@@ -179,6 +187,11 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
                             List<RemotingMessage> batch;
                             try { batch = StoredMessageCodec.DecodeAll(r.Body.Span); }
                             catch (Exception) { Interlocked.Increment(ref consumeErrors); batch = []; }
+                            if (pulledAt >= Volatile.Read(ref measuredFrom) && batch.Count > 0)
+                            {
+                                pullRtt[queueId].Record(now - pulledAt);
+                                pullBatch[queueId] += batch.Count;
+                            }
                             foreach (var m in batch)
                             {
                                 if (m.Body.Length < HeaderBytes) continue;
@@ -288,6 +301,7 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
             long? logCommits0 = await broker.LogCommitsAsync(ct);
             var cpu = new CpuWindow(broker.Pid);
             long start = Stopwatch.GetTimestamp();
+            Volatile.Write(ref measuredFrom, start);
             var producing = Enumerable.Range(0, o.Producers)
                 .Select(p => Task.Run(() => ProduceAsync(p, n / o.Producers + (p < n % o.Producers ? 1 : 0), null), ct))
                 .ToArray();
@@ -343,6 +357,9 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
             result.Metrics[Metric.ElapsedS] = Seconds(Math.Max(commitEnd, Volatile.Read(ref lastDelivery)));
             result.AddLatency(Metric.Send, LatencyRecorder.Merge(halfLat));
             result.AddLatency("tx", LatencyRecorder.Merge(txLat));
+            var rtt = LatencyRecorder.Merge(pullRtt);
+            result.AddLatency("pull_rtt", rtt);
+            if (rtt.Count > 0) result.Metrics["messages_per_pull"] = pullBatch.Sum() / (double)rtt.Count;
 
             // one-way commit written → first delivery (clamped at 0)
             var e2e = new LatencyRecorder(n);
