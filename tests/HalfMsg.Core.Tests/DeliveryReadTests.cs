@@ -11,17 +11,13 @@ namespace HalfMsg.Core.Tests;
 /// </summary>
 public sealed class DeliveryReadTests
 {
-    [Fact]
-    public async Task Each_delivered_body_is_one_device_read_and_matches_what_was_sent()
+    /// <summary>Sends the bodies to topic t, alternately as plain messages and as committed halves.</summary>
+    private static async Task<List<string>> SendAlternatelyAsync(EngineHarness h, IEnumerable<string> bodies)
     {
-        FaultInjectionDevice? device = null;
-        await using var h = await EngineHarness.StartAsync(o => o with { WrapLogDevice = d => device = new FaultInjectionDevice(d) });
         var sent = new List<string>();
-        for (int i = 0; i < 24; i++)
+        foreach (string body in bodies)
         {
-            string body = $"m{i}-" + new string('x', 700 + 37 * i); // sizes on both sides of a 512-byte sector
-            sent.Add(body);
-            if (i % 2 == 0)
+            if (sent.Count % 2 == 0)
             {
                 Assert.True((await h.Engine.SendAsync(h.Draft("t", body))).IsOk);
             }
@@ -30,7 +26,18 @@ public sealed class DeliveryReadTests
                 string tx = await h.SendHalfAsync("t", body);
                 Assert.True((await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
             }
+            sent.Add(body);
         }
+        return sent;
+    }
+
+    [Fact]
+    public async Task Each_delivered_body_is_one_device_read_and_matches_what_was_sent()
+    {
+        FaultInjectionDevice? device = null;
+        await using var h = await EngineHarness.StartAsync(o => o with { WrapLogDevice = d => device = new FaultInjectionDevice(d) });
+        // sizes on both sides of a 512-byte sector
+        var sent = await SendAlternatelyAsync(h, Enumerable.Range(0, 24).Select(i => $"m{i}-" + new string('x', 700 + 37 * i)));
 
         int before = Volatile.Read(ref device!.Reads);
         var got = new List<string>();
@@ -44,21 +51,7 @@ public sealed class DeliveryReadTests
     public async Task A_delivered_body_is_a_view_of_the_record_read_back_not_a_second_copy()
     {
         await using var h = await EngineHarness.StartAsync();
-        var sent = new List<string>();
-        for (int i = 0; i < 6; i++)
-        {
-            string body = $"v{i}-" + new string('z', 300 + 211 * i);
-            sent.Add(body);
-            if (i % 2 == 0)
-            {
-                Assert.True((await h.Engine.SendAsync(h.Draft("t", body))).IsOk);
-            }
-            else
-            {
-                string tx = await h.SendHalfAsync("t", body);
-                Assert.True((await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
-            }
-        }
+        var sent = await SendAlternatelyAsync(h, Enumerable.Range(0, 6).Select(i => $"v{i}-" + new string('z', 300 + 211 * i)));
 
         var got = new List<DeliveredMessage>();
         while (got.Count < sent.Count) got.AddRange(await h.ReceiveWhenVisibleAsync("g", "t"));
