@@ -8,6 +8,7 @@ using HalfMsg.Broker.Core.Model;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ProducerClient;
 using CoreFlush = HalfMsg.Broker.Core.FlushMode;
+using ThreadPoolDelaySampler = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler;
 
 namespace HalfMsg.Bench.Flows;
 
@@ -384,7 +385,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     TransactionChecker = checker,
                 }, ct);
             }
-            var poolBefore = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Snapshot();
+            var poolBefore = ThreadPoolDelaySampler.Shared.Snapshot();
             var statsBefore = await broker.GetStatsAsync(ct);
             long? logCommits0 = await broker.LogCommitsAsync(ct);
             var cpu = new CpuWindow(broker.Pid);
@@ -415,7 +416,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             }
             var cpuMetrics = new Dictionary<string, double>();
             cpu.Stop(cpuMetrics, "broker", Math.Max(1, Interlocked.Read(ref committed)));
-            var poolAfter = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Snapshot();
+            var poolAfter = ThreadPoolDelaySampler.Shared.Snapshot();
             var statsAfter = await broker.GetStatsAsync(CancellationToken.None);
             long? logCommits1 = await broker.LogCommitsAsync(CancellationToken.None);
             stopConsumers.Cancel();
@@ -503,7 +504,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     result.Metrics[$"broker_gc_gen{gen}_per_s"] = (g1 - g0) / window;
             // How long a work item waited in each process's thread-pool queue during the row (sampled every 2 ms).
             AddPoolDelay(result.Metrics, "client", poolBefore, poolAfter);
-            var brokerPool = Enumerable.Range(0, HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Buckets)
+            var brokerPool = Enumerable.Range(0, ThreadPoolDelaySampler.Buckets)
                 .Select(i => (Before: statsBefore.GetValueOrDefault($"threadPoolDelay.b{i}", -1), After: statsAfter.GetValueOrDefault($"threadPoolDelay.b{i}", -1))).ToList();
             if (brokerPool.All(b => b.Before >= 0 && b.After >= 0))
                 AddPoolDelay(result.Metrics, "broker", brokerPool.Select(b => (long)b.Before).ToArray(), brokerPool.Select(b => (long)b.After).ToArray());
@@ -542,7 +543,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
     private static void AddPoolDelay(Dictionary<string, double> metrics, string who, long[] before, long[] after)
     {
         foreach (var (name, p) in new[] { ("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999) })
-            if (HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Percentile(before, after, p) is double ms)
+            if (ThreadPoolDelaySampler.Percentile(before, after, p) is double ms)
                 metrics[$"{who}_pool_delay_{name}_ms"] = ms;
     }
 }

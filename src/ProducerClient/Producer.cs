@@ -22,6 +22,9 @@ namespace HalfMsg.ProducerClient;
 /// </summary>
 public sealed class Producer : IAsyncDisposable
 {
+    /// <summary>This machine's name, read once: <see cref="Environment.MachineName"/> asks the system on every call.</summary>
+    private static readonly string BornHost = Environment.MachineName;
+
     private readonly ProducerOptions _options;
     private readonly ClientSession _session;
     private readonly ConcurrentDictionary<string, byte> _topics = new(StringComparer.Ordinal);
@@ -30,9 +33,6 @@ public sealed class Producer : IAsyncDisposable
     private readonly DecisionCoalescer? _decisions;
     private volatile bool _decisionBatchUnimplemented;
     private int _roundRobin;
-
-    /// <summary>This machine's name, read once: <see cref="Environment.MachineName"/> asks the system on every call.</summary>
-    private static readonly string BornHost = Environment.MachineName;
     private int _disposed;
 
     private Producer(ProducerOptions options, HttpMessageHandler? handler)

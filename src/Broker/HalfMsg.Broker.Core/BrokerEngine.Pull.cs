@@ -198,7 +198,7 @@ public sealed partial class BrokerEngine
         if (bytes is null || !RecordHeader.TryOpen(bytes, out var kind, out _, out _) || kind is not (RecordKind.MessageStored or RecordKind.HalfStored)) return null;
         try
         {
-            var probe = DecodeStoredMessage(bytes, "", -1, -1);
+            var probe = DecodeStoredMessage(bytes, "", -1, -1, bytes); // no body copy for the probe either
             return probe is null ? null : DecodeStoredMessage(bytes, probe.OriginalTopic ?? probe.Topic, -1, -1, bytes);
         }
         catch (InvalidDataException)
