@@ -89,9 +89,21 @@ public static class E2eRunner
                 {
                     Console.WriteLine($"- {floorName} …");
                     int floorMessages = o.Quick && !o.MessagesGiven ? BrokerBenchContext.PrimaryMessages(o) : messages;
-                    var floor = await RunFlowAsync(new GrpcFloorBench(floorName, floorMessages, level, broker.Measured ? broker : null), o, ct);
+                    var floor = await RunFlowAsync(new GrpcFloorBench(floorName, floorMessages, level, broker.Measured ? broker : null, ceiling), o, ct);
                     results.Add(floor);
                     Report(floor);
+                }
+
+                // The same again, storing every step in the broker's log and waiting where the broker waits: what a broker
+                // on this stack and this log could carry at most here.
+                string floorLogName = FloorLogName(level);
+                if (FlowRegistry.Selected(floorLogName))
+                {
+                    Console.WriteLine($"- {floorLogName} …");
+                    int floorMessages = o.Quick && !o.MessagesGiven ? BrokerBenchContext.PrimaryMessages(o) : messages;
+                    var floorLog = await RunFlowAsync(new GrpcFloorBench(floorLogName, floorMessages, level, broker.Measured ? broker : null, ceiling, withLog: true), o, ct);
+                    results.Add(floorLog);
+                    Report(floorLog);
                 }
 
                 // The same transactional flow over the RocketMQ 4 Remoting front-end (the bench's own Remoting driver).
@@ -151,6 +163,10 @@ public static class E2eRunner
     public static string FloorName(int level) => $"{FloorPrefix} @ {level} in flight";
     /// <summary>Name of the gRPC floor rows (select them alone with HALFMSG_BENCH_FLOWS=floor).</summary>
     public const string FloorPrefix = "gRPC floor (empty server on the broker's stack)";
+    public static string FloorLogName(int level) => $"{FloorLogPrefix} @ {level} in flight";
+    /// <summary>Name of the rows whose floor server also stores every step in the broker's log (HALFMSG_BENCH_FLOWS=floor
+    /// selects them with the plain floor rows, "floor + log" alone).</summary>
+    public const string FloorLogPrefix = "gRPC floor + log (the broker's stack and log, no engine)";
     public static string RemotingName(int level) => $"{RemotingPrefix} @ {level} in flight";
     /// <summary>Name of the Remoting rows (select them alone with HALFMSG_BENCH_FLOWS=remoting).</summary>
     public const string RemotingPrefix = "broker remoting tx (flush sync, one-way commit)";

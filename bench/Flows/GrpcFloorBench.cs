@@ -20,7 +20,10 @@ namespace HalfMsg.Bench.Flows;
 /// <see cref="GrpcFloorServer"/>, which answers everything and stores nothing. Its CPU per transaction is the least
 /// the broker can spend on this stack; the summary sets it beside the broker row measured at the same level.
 /// </summary>
-public sealed class GrpcFloorBench(string name, int messages, int inFlight, BenchResult? brokerRow) : IFlowBench
+/// <para>With <c>withLog</c>, the server also stores every step in the broker's log class and waits where the broker
+/// waits (<see cref="GrpcFloorServer"/>, <c>--log</c>): the least a broker that keeps its state in that log can spend on
+/// this stack, and the most it can carry on this machine.</para>
+public sealed class GrpcFloorBench(string name, int messages, int inFlight, BenchResult? brokerRow, BenchResult? ceilingRow = null, bool withLog = false) : IFlowBench
 {
     private const int Batch = 32;
 
@@ -36,6 +39,13 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         foreach (string a in new[] { typeof(GrpcFloorServer).Assembly.Location, GrpcFloorServer.Verb, port.ToString(System.Globalization.CultureInfo.InvariantCulture) })
         {
             psi.ArgumentList.Add(a);
+        }
+
+        if (withLog)
+        {
+            // The server deletes it when it stops; a killed server leaves it in the temp dir like the broker rows' dirs.
+            psi.ArgumentList.Add("--log");
+            psi.ArgumentList.Add(Path.Combine(Path.GetTempPath(), "halfmsg-floor-log-" + Guid.NewGuid().ToString("N")[..12]));
         }
 
         using var server = new Process { StartInfo = psi };
@@ -74,8 +84,15 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             {
                 Name = Name,
                 Kind = BenchKind.Flow,
-                Description = $"The broker row's flow against an empty MessagingService on the broker's stack (Kestrel HTTP/2 + grpc-dotnet, " +
-                              $"bench/Floor/GrpcFloorServer.cs: no storage, no logic): {messages:N0} tx of {o.BodySize} B, {inFlight} producers " +
+                Description = (withLog
+                                  ? "The broker row's flow against a MessagingService on the broker's stack (Kestrel HTTP/2 + grpc-dotnet, " +
+                                    "bench/Floor/GrpcFloorServer.cs --log) that stores each step in the broker's log class (RecordLog, sync flush) " +
+                                    "and waits where the broker waits: half appended and durable before its reply, decision likewise, a record per " +
+                                    "delivery (not waited for) and each body read back from the log, a record per ack (durable before the reply); " +
+                                    "no engine, no index, no lock, no validation: "
+                                  : "The broker row's flow against an empty MessagingService on the broker's stack (Kestrel HTTP/2 + grpc-dotnet, " +
+                                    "bench/Floor/GrpcFloorServer.cs: no storage, no logic): ") +
+                              $"{messages:N0} tx of {o.BodySize} B, {inFlight} producers " +
                               $"(half send then commit) on {o.InstancesFor(inFlight)} connection(s) as the broker row's producers share theirs, " +
                               (o.HalfSendCalls > 0 ? $"half sends coalesced as the broker row's producers do (up to {o.HalfSendCalls} calls in flight per connection), " : "one call per half, ") +
                               (o.DecisionCalls > 0 ? $"decisions coalesced likewise (up to {o.DecisionCalls} EndTransactions calls in flight per connection), " : "one EndTransaction per decision, ") +
@@ -132,7 +149,12 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
 
     private string Summary(BenchResult r)
     {
-        string s = $"unpaced: floor server {r.Get("floor_cpu_ms_per_tx"):0.000} ms/tx, raw-stub client {r.Get("client_cpu_ms_per_tx"):0.000} ms/tx";
+        string s = $"unpaced: {(withLog ? "floor + log" : "floor")} server {r.Get("floor_cpu_ms_per_tx"):0.000} ms/tx, raw-stub client {r.Get("client_cpu_ms_per_tx"):0.000} ms/tx";
+        if (ceilingRow?.Get(Metric.Throughput) is double ceiling && ceiling > 0 && r.Get(Metric.Throughput) is double tps)
+        {
+            s += $", {tps / ceiling:0.00}× the raw log's ceiling at this level";
+        }
+
         if (r.Get("paced_floor_cpu_ms_per_tx") is not double floor)
         {
             return s + "; not paced (no broker row at this level to compare with)";
@@ -141,7 +163,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         s += $"; paced at the broker row's rate ({r.Get("paced_tx_per_s"):N0} tx/s): floor server {floor:0.000} ms/tx";
         if (brokerRow?.Get("broker_cpu_ms_per_tx") is double b && b > 0)
         {
-            s += $"; broker row {b:0.000} ms/tx: the stack alone is {floor / b:P0} of it, the broker's own work {b - floor:0.000} ms/tx; " +
+            s += $"; broker row {b:0.000} ms/tx: the stack{(withLog ? " and log" : "")} alone {(withLog ? "are" : "is")} {floor / b:P0} of it, the broker's own work {b - floor:0.000} ms/tx; " +
                  $"the 0.10 ms/tx target is {(floor > 0.10 ? "below" : "above")} this stack's floor";
         }
 
