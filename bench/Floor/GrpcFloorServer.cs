@@ -32,7 +32,9 @@ namespace HalfMsg.Bench.Floor;
 /// cannot go below on this stack.</para>
 /// <para>To see what each part of the log costs, <c>HALFMSG_FLOOR_LOG_OMIT</c> (comma-separated) leaves parts out:
 /// <c>reads</c> (hand out a canned body instead of reading it back), <c>deliveries</c> (no delivery record), <c>acks</c>
-/// (no ack record and no wait).</para>
+/// (no ack record and no wait), <c>waits</c> (no reply waits for a commit; each step asks for one; needs <c>reads</c>, since a body is readable only once durable). And
+/// <c>HALFMSG_FLOOR_YIELD=1</c> makes the empty server's half send, decision and ack replies asynchronous (one thread-pool
+/// hop before the reply), as a reply that waits for a commit is, without a log.</para>
 /// <para>Run as a child of the bench: <c>HalfMsg.Bench.dll internal-grpc-floor PORT [--log DIR]</c>; prints <c>READY</c>.</para>
 /// </summary>
 public static class GrpcFloorServer
@@ -43,6 +45,13 @@ public static class GrpcFloorServer
     {
         int port = int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture);
         string? logDir = args.Length > 3 && args[2] == "--log" ? args[3] : null;
+        if (logDir is not null && FloorLog.OmitWaits && !FloorLog.OmitReads)
+        {
+            // A body is readable only once durable; without the waits a receive could come before the commit.
+            Console.Error.WriteLine("HALFMSG_FLOOR_LOG_OMIT: 'waits' needs 'reads' too");
+            return 2;
+        }
+
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k =>
@@ -106,9 +115,10 @@ public static class GrpcFloorServer
         private readonly System.Collections.Concurrent.ConcurrentDictionary<long, int> _halfSizes = new();
         private static readonly string[] Omit = (Environment.GetEnvironmentVariable("HALFMSG_FLOOR_LOG_OMIT") ?? "")
             .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        private static readonly bool OmitReads = Omit.Contains("reads");
+        internal static readonly bool OmitReads = Omit.Contains("reads");
         private static readonly bool OmitDeliveries = Omit.Contains("deliveries");
         private static readonly bool OmitAcks = Omit.Contains("acks");
+        internal static readonly bool OmitWaits = Omit.Contains("waits");
         private static readonly ByteString Canned = ByteString.CopyFrom(new byte[1024]);
 
         public FloorLog(string dir)
@@ -141,7 +151,7 @@ public static class GrpcFloorServer
                 System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
             }
 
-            await _log.WaitDurableAsync(addresses[^1], ct);
+            await DurableAsync(addresses[^1], ct);
             return addresses;
         }
 
@@ -160,7 +170,7 @@ public static class GrpcFloorServer
                 last = AppendSmall(commit(i) ? (byte)2 : (byte)3, halves[i]);
             }
 
-            if (last >= 0) await _log.WaitDurableAsync(last, ct);
+            if (last >= 0) await DurableAsync(last, ct);
             for (int i = 0; i < halves.Length; i++)
             {
                 if (known[i] && commit(i)) _committed.Enqueue((halves[i], sizes[i]));
@@ -192,7 +202,16 @@ public static class GrpcFloorServer
             await _log.WaitForRoomAsync(ct);
             long last = -1;
             for (int i = 0; i < count; i++) last = AppendSmall(5, i);
-            await _log.WaitDurableAsync(last, ct);
+            await DurableAsync(last, ct);
+        }
+
+        /// <summary>Waits until <paramref name="address"/> is durable; with <c>waits</c> omitted it only asks for a commit
+        /// (the log still commits as often, but no reply waits for it).</summary>
+        private ValueTask DurableAsync(long address, CancellationToken ct)
+        {
+            if (!OmitWaits) return _log.WaitDurableAsync(address, ct);
+            _log.RequestCommit();
+            return ValueTask.CompletedTask;
         }
 
         private long AppendSmall(byte kind, long value)
@@ -223,10 +242,12 @@ public static class GrpcFloorServer
         private readonly FloorLog? _log = holder.Log;
         private readonly SemaphoreSlim _deliverable = new(0);
         private long _counter;
+        private static readonly bool YieldBeforeReply = Environment.GetEnvironmentVariable("HALFMSG_FLOOR_YIELD") == "1";
 
         public override async Task<SendMessageResponse> SendMessage(SendMessageRequest request, ServerCallContext context)
         {
             var response = new SendMessageResponse { Status = Ok };
+            if (YieldBeforeReply && _log is null) await Task.Yield();
             long[]? addresses = _log is null ? null : await _log.AppendHalvesAsync(request.Messages, context.CancellationToken);
             for (int i = 0; i < request.Messages.Count; i++)
             {
@@ -246,6 +267,7 @@ public static class GrpcFloorServer
         /// <summary>Decides each; with the log, all decisions are appended and then waited for once.</summary>
         internal async Task<Status[]> DecideAsync(IReadOnlyList<EndTransactionRequest> decisions, CancellationToken ct)
         {
+            if (YieldBeforeReply && _log is null) await Task.Yield();
             var statuses = new Status[decisions.Count];
             var halves = new long[decisions.Count];
             for (int i = 0; i < decisions.Count; i++)
@@ -345,6 +367,7 @@ public static class GrpcFloorServer
 
         public override async Task<AckMessageResponse> AckMessage(AckMessageRequest request, ServerCallContext context)
         {
+            if (YieldBeforeReply && _log is null) await Task.Yield();
             if (_log is not null) await _log.AckAsync(request.Entries.Count, context.CancellationToken);
             var response = new AckMessageResponse { Status = Ok };
             foreach (AckMessageEntry e in request.Entries)
