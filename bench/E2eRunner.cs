@@ -83,27 +83,17 @@ public static class E2eRunner
                 results.Add(broker);
                 Report(broker);
 
-                // The same flow against an empty server on the same stack: the least the broker can spend per transaction.
-                string floorName = FloorName(level);
-                if (FlowRegistry.Selected(floorName))
+                // The same flow against an empty server on the same stack (the least the broker can spend per transaction),
+                // then against that server storing every step in the broker's log and waiting where the broker waits (what
+                // a broker on this stack and this log could carry at most here).
+                foreach (var (floorName, withLog) in new[] { (FloorName(level), false), (FloorLogName(level), true) })
                 {
+                    if (!FlowRegistry.Selected(floorName)) continue;
                     Console.WriteLine($"- {floorName} …");
                     int floorMessages = o.Quick && !o.MessagesGiven ? BrokerBenchContext.PrimaryMessages(o) : messages;
-                    var floor = await RunFlowAsync(new GrpcFloorBench(floorName, floorMessages, level, broker.Measured ? broker : null, ceiling), o, ct);
+                    var floor = await RunFlowAsync(new GrpcFloorBench(floorName, floorMessages, level, broker.Measured ? broker : null, ceiling, withLog), o, ct);
                     results.Add(floor);
                     Report(floor);
-                }
-
-                // The same again, storing every step in the broker's log and waiting where the broker waits: what a broker
-                // on this stack and this log could carry at most here.
-                string floorLogName = FloorLogName(level);
-                if (FlowRegistry.Selected(floorLogName))
-                {
-                    Console.WriteLine($"- {floorLogName} …");
-                    int floorMessages = o.Quick && !o.MessagesGiven ? BrokerBenchContext.PrimaryMessages(o) : messages;
-                    var floorLog = await RunFlowAsync(new GrpcFloorBench(floorLogName, floorMessages, level, broker.Measured ? broker : null, ceiling, withLog: true), o, ct);
-                    results.Add(floorLog);
-                    Report(floorLog);
                 }
 
                 // The same transactional flow over the RocketMQ 4 Remoting front-end (the bench's own Remoting driver).

@@ -119,7 +119,6 @@ public static class GrpcFloorServer
         private static readonly bool OmitDeliveries = Omit.Contains("deliveries");
         private static readonly bool OmitAcks = Omit.Contains("acks");
         internal static readonly bool OmitWaits = Omit.Contains("waits");
-        private static readonly ByteString Canned = ByteString.CopyFrom(new byte[1024]);
 
         public FloorLog(string dir)
         {
@@ -190,7 +189,7 @@ public static class GrpcFloorServer
         /// <summary>Reads a half's body back from the log, as the broker reads each delivered body.</summary>
         public async Task<ByteString> ReadBodyAsync((long Address, int Size) half, CancellationToken ct)
         {
-            if (OmitReads) return Canned;
+            if (OmitReads) return FloorService.Body;
             byte[] record = await _log.ReadAsync(half.Address, half.Size, ct) ?? throw new InvalidOperationException($"half at {half.Address} not readable");
             return UnsafeByteOperations.UnsafeWrap(record.AsMemory(Header));
         }
@@ -238,16 +237,17 @@ public static class GrpcFloorServer
     {
         internal static readonly Status Ok = new() { Code = Code.Ok, Message = "OK" };
         private static readonly Status Unknown = new() { Code = Code.InvalidTransactionId, Message = "unknown transaction" };
-        private static readonly ByteString Body = ByteString.CopyFrom(new byte[1024]);
+        internal static readonly ByteString Body = ByteString.CopyFrom(new byte[1024]);
         private readonly FloorLog? _log = holder.Log;
         private readonly SemaphoreSlim _deliverable = new(0);
         private long _counter;
-        private static readonly bool YieldBeforeReply = Environment.GetEnvironmentVariable("HALFMSG_FLOOR_YIELD") == "1";
+        // HALFMSG_FLOOR_YIELD applies to the empty server only: with the log, the replies wait for commits anyway.
+        private readonly bool _yieldBeforeReply = holder.Log is null && Environment.GetEnvironmentVariable("HALFMSG_FLOOR_YIELD") == "1";
 
         public override async Task<SendMessageResponse> SendMessage(SendMessageRequest request, ServerCallContext context)
         {
             var response = new SendMessageResponse { Status = Ok };
-            if (YieldBeforeReply && _log is null) await Task.Yield();
+            if (_yieldBeforeReply) await Task.Yield();
             long[]? addresses = _log is null ? null : await _log.AppendHalvesAsync(request.Messages, context.CancellationToken);
             for (int i = 0; i < request.Messages.Count; i++)
             {
@@ -267,7 +267,7 @@ public static class GrpcFloorServer
         /// <summary>Decides each; with the log, all decisions are appended and then waited for once.</summary>
         internal async Task<Status[]> DecideAsync(IReadOnlyList<EndTransactionRequest> decisions, CancellationToken ct)
         {
-            if (YieldBeforeReply && _log is null) await Task.Yield();
+            if (_yieldBeforeReply) await Task.Yield();
             var statuses = new Status[decisions.Count];
             var halves = new long[decisions.Count];
             for (int i = 0; i < decisions.Count; i++)
@@ -367,7 +367,7 @@ public static class GrpcFloorServer
 
         public override async Task<AckMessageResponse> AckMessage(AckMessageRequest request, ServerCallContext context)
         {
-            if (YieldBeforeReply && _log is null) await Task.Yield();
+            if (_yieldBeforeReply) await Task.Yield();
             if (_log is not null) await _log.AckAsync(request.Entries.Count, context.CancellationToken);
             var response = new AckMessageResponse { Status = Ok };
             foreach (AckMessageEntry e in request.Entries)

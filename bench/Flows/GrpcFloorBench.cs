@@ -19,10 +19,10 @@ namespace HalfMsg.Bench.Flows;
 /// Grpc.Net.Client (one channel and connection per producer, the RocketMQ headers on every call) to
 /// <see cref="GrpcFloorServer"/>, which answers everything and stores nothing. Its CPU per transaction is the least
 /// the broker can spend on this stack; the summary sets it beside the broker row measured at the same level.
-/// </summary>
 /// <para>With <c>withLog</c>, the server also stores every step in the broker's log class and waits where the broker
 /// waits (<see cref="GrpcFloorServer"/>, <c>--log</c>): the least a broker that keeps its state in that log can spend on
 /// this stack, and the most it can carry on this machine.</para>
+/// </summary>
 public sealed class GrpcFloorBench(string name, int messages, int inFlight, BenchResult? brokerRow, BenchResult? ceilingRow = null, bool withLog = false) : IFlowBench
 {
     private const int Batch = 32;
@@ -149,7 +149,8 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
 
     private string Summary(BenchResult r)
     {
-        string s = $"unpaced: {(withLog ? "floor + log" : "floor")} server {r.Get("floor_cpu_ms_per_tx"):0.000} ms/tx, raw-stub client {r.Get("client_cpu_ms_per_tx"):0.000} ms/tx";
+        string server = withLog ? "floor + log server" : "floor server";
+        string s = $"unpaced: {server} {r.Get("floor_cpu_ms_per_tx"):0.000} ms/tx, raw-stub client {r.Get("client_cpu_ms_per_tx"):0.000} ms/tx";
         if (ceilingRow?.Get(Metric.Throughput) is double ceiling && ceiling > 0 && r.Get(Metric.Throughput) is double tps)
         {
             s += $", {tps / ceiling:0.00}× the raw log's ceiling at this level";
@@ -160,7 +161,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             return s + "; not paced (no broker row at this level to compare with)";
         }
 
-        s += $"; paced at the broker row's rate ({r.Get("paced_tx_per_s"):N0} tx/s): floor server {floor:0.000} ms/tx";
+        s += $"; paced at the broker row's rate ({r.Get("paced_tx_per_s"):N0} tx/s): {server} {floor:0.000} ms/tx";
         if (brokerRow?.Get("broker_cpu_ms_per_tx") is double b && b > 0)
         {
             s += $"; broker row {b:0.000} ms/tx: the stack{(withLog ? " and log" : "")} alone {(withLog ? "are" : "is")} {floor / b:P0} of it, the broker's own work {b - floor:0.000} ms/tx; " +
