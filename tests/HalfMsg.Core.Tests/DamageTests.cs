@@ -1,6 +1,7 @@
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 
 namespace HalfMsg.Core.Tests;
 
@@ -234,17 +235,25 @@ public sealed class DamageTests
     }
 
     [Fact]
-    public async Task A_checkpoint_is_durable_before_the_older_one_is_deleted()
+    public async Task Old_checkpoint_files_go_only_once_a_newer_whole_one_is_durable()
     {
         await using var h = await EngineHarness.StartAsync();
-        await h.SendHalfAsync("orders", "one");
-        await h.Engine.CheckpointAsync();
-        await h.SendHalfAsync("orders", "two");
-        await h.Engine.CheckpointAsync();
-        await h.SendHalfAsync("orders", "three");
-        await h.Engine.CheckpointAsync();
+        for (int i = 0; i < 2_000; i++) await h.Engine.SendAsync(h.Draft("events", "e"));
+        var wholes = new List<long>();
+        for (int round = 0; wholes.Count < 3; round++)
+        {
+            Assert.True(round < 300, "three whole checkpoints within 300");
+            await h.SendHalfAsync("orders", $"round {round}");
+            long before = h.Engine.Metrics.CheckpointsWhole;
+            await h.Engine.CheckpointAsync();
+            if (h.Engine.Metrics.CheckpointsWhole > before) wholes.Add(h.Engine.LastCheckpointAddress);
+        }
         var files = Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"));
-        Assert.Equal(2, files.Length);                            // the newest two, no temporary left behind
         Assert.DoesNotContain(files, f => f.EndsWith(".tmp"));
+        // The newest whole checkpoint, and the whole chain before it (its fallback); nothing older.
+        var covered = files.Select(CheckpointStoreNames.Covered).Order().ToList();
+        Assert.Equal(wholes[1], covered[0]);
+        Assert.Equal(wholes[2], covered[^1]);
+        Assert.True(covered.Count >= 3, $"{covered.Count} files");
     }
 }

@@ -107,6 +107,20 @@ public sealed class EngineHarness : IAsyncDisposable
     }
 }
 
+public static class States
+{
+    /// <summary>Fails with the first differing lines (as multisets: a line present twice on one side only differs too).</summary>
+    public static void AssertSame(string live, string recovered, string context)
+    {
+        if (live == recovered) return;
+        var ca = live.Split('\n').GroupBy(l => l).ToDictionary(g => g.Key, g => g.Count());
+        var cb = recovered.Split('\n').GroupBy(l => l).ToDictionary(g => g.Key, g => g.Count());
+        var diff = ca.Where(p => cb.GetValueOrDefault(p.Key) != p.Value).Take(5).Select(p => $"- {p.Value}× {p.Key}")
+            .Concat(cb.Where(p => ca.GetValueOrDefault(p.Key) != p.Value).Take(5).Select(p => $"+ {p.Value}× {p.Key}"));
+        Assert.Fail($"{context}: recovered state differs from the live state:\n{string.Join('\n', diff)}");
+    }
+}
+
 public static class Bodies
 {
     public static string Text(this DeliveredMessage m) => Encoding.UTF8.GetString(m.Message.Body.Span);

@@ -164,7 +164,7 @@ public static class FuzzTargets
 
     /// <summary>
     /// Checkpoint input: written as the only checkpoint file of an empty data dir, then the engine opens it. The
-    /// checksum of every record in the file (<c>u32 length | record</c> after the 21-byte header) is recomputed first,
+    /// checksum of every record in the file (<c>u32 length | record</c> after the 21- or 30-byte header) is recomputed first,
     /// so mutations reach the snapshot decoder rather than stopping at the checksum.
     /// </summary>
     private static void Checkpoint(byte[] data)
@@ -177,7 +177,7 @@ public static class FuzzTargets
     public static byte[] WithCheckpointChecksums(byte[] file)
     {
         var copy = (byte[])file.Clone();
-        int pos = 21;
+        int pos = copy.Length > 4 && copy[4] >= 3 ? 30 : 21; // version 3 added the kind and the previous checkpoint
         while (pos + 4 <= copy.Length)
         {
             int len = BinaryPrimitives.ReadInt32LittleEndian(copy.AsSpan(pos));

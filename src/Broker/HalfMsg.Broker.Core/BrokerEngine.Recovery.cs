@@ -79,7 +79,8 @@ public sealed partial class BrokerEngine
         }
     }
 
-    private async Task CheckpointLockedAsync(CancellationToken ct)
+    // whole: write the whole state, not a delta on the previous checkpoint (retention's cut asks for it).
+    private async Task CheckpointLockedAsync(CancellationToken ct, bool whole = false)
     {
         long covered;
         lock (_gate)
@@ -87,13 +88,15 @@ public sealed partial class BrokerEngine
             covered = _log.TailAddress;
             _recordsSinceCheckpoint = 0;
         }
-        var written = await _checkpointer.WriteAsync(covered, ct).ConfigureAwait(false);
+        var written = await _checkpointer.WriteAsync(covered, whole, ct).ConfigureAwait(false);
         Metrics.LastCheckpointPauseMicros = written.LongestHoldMicros;
+        Metrics.LastCheckpointBytes = written.Bytes;
+        if (written.Delta) Metrics.CheckpointsDelta++; else Metrics.CheckpointsWhole++;
         Metrics.LastCheckpointLargestHoldBytes = written.LargestHoldBytes;
         LastCheckpointAddress = covered;
         lock (_gate) _retention.AddBoundary(covered, NowMs);
-        _logger.LogDebug("Checkpoint at {Address}: {Bytes} bytes in {Ms} ms; the engine lock was held at most {Micros} µs at a time",
-            covered, written.Bytes, written.ElapsedMs, written.LongestHoldMicros);
+        _logger.LogDebug("Checkpoint at {Address} ({Kind}): {Bytes} bytes in {Ms} ms; the engine lock was held at most {Micros} µs at a time",
+            covered, written.Delta ? "delta" : "whole", written.Bytes, written.ElapsedMs, written.LongestHoldMicros);
     }
 
     /// <summary>The log address the newest checkpoint covers (replay starts there).</summary>

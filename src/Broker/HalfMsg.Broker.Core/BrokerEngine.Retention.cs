@@ -93,7 +93,7 @@ public sealed partial class BrokerEngine
             await _checkpointLock.WaitAsync(ct).ConfigureAwait(false);
             try
             {
-            await CheckpointLockedAsync(ct).ConfigureAwait(false);
+            await CheckpointLockedAsync(ct, whole: true).ConfigureAwait(false);
             long cutRecord;
             lock (_gate)
             {
@@ -115,7 +115,7 @@ public sealed partial class BrokerEngine
             }
             await _log.WaitCommittedAsync(cutRecord, ct).ConfigureAwait(false);
             // A second checkpoint at or after the cut: should the newest ever be unreadable, an older one still covers the log.
-            await CheckpointLockedAsync(ct).ConfigureAwait(false);
+            await CheckpointLockedAsync(ct, whole: true).ConfigureAwait(false);
             _checkpoints.DeleteOlderThan(boundary);
             }
             finally

@@ -36,6 +36,10 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     // The state, each kind with its owner (single writer: the engine, under _gate, through the RecordApplier).
     private readonly TopicQueues _topics;                       // topic queues: entries and visibility
+
+    /// <summary>Tests: change a queue as only retention does, under <see cref="GateForTests"/>.</summary>
+    internal TopicQueues TopicsForTests => _topics;
+    internal object GateForTests => _gate;
     private readonly ConsumerGroups _groups = new();            // in-flight deliveries: groups, leases, redeliveries
     private readonly HalfIndex _txs;                            // half messages: pending, parked, due checks, decided ids
     private readonly DelayIndex _delayed = new();               // messages waiting for their delivery time

@@ -37,6 +37,13 @@ internal sealed class QueueState
     public readonly List<QueueEntry> Entries = new();
     public long NextOffset => BaseOffset + Entries.Count;
 
+    /// <summary>
+    /// Changes whenever anything but an append changes the queue: an entry below <see cref="NextOffset"/> rewritten,
+    /// or the front moved. A checkpoint that finds it unchanged since the previous one writes only the entries
+    /// appended since (see <see cref="Storage.Checkpointer"/>); otherwise it writes the whole queue again.
+    /// </summary>
+    public int FrontVersion { get; private set; }
+
     public bool TryGet(long offset, out QueueEntry entry)
     {
         long i = offset - BaseOffset;
@@ -51,14 +58,38 @@ internal sealed class QueueState
         EnsureNext(offset);
         long i = offset - BaseOffset;
         if (i == Entries.Count) Entries.Add(entry);
-        else Entries[(int)i] = entry;
+        else Replace((int)i, entry);
+    }
+
+    /// <summary>Rewrites the entry at index <paramref name="i"/> of <see cref="Entries"/> (not an append).</summary>
+    public void Replace(int i, QueueEntry entry)
+    {
+        Entries[i] = entry;
+        FrontVersion++;
+    }
+
+    /// <summary>Drops the first <paramref name="n"/> entries: the front moves up by <paramref name="n"/> offsets.</summary>
+    public void RemoveFront(int n)
+    {
+        if (n <= 0) return;
+        Entries.RemoveRange(0, n);
+        BaseOffset += n;
+        FrontVersion++;
+    }
+
+    /// <summary>Empties the queue and makes <paramref name="baseOffset"/> its front (a checkpoint load).</summary>
+    public void Reset(long baseOffset)
+    {
+        Entries.Clear();
+        BaseOffset = baseOffset;
+        FrontVersion++;
     }
 
     /// <summary>Makes every offset below <paramref name="offset"/> exist (as a hole if no record filled it).</summary>
     public void EnsureNext(long offset)
     {
         if (offset <= NextOffset) return;
-        if (Entries.Count == 0 && BaseOffset == 0 && offset - BaseOffset > MaxGap) { BaseOffset = offset; return; }
+        if (Entries.Count == 0 && BaseOffset == 0 && offset - BaseOffset > MaxGap) { BaseOffset = offset; FrontVersion++; return; }
         if (offset - NextOffset > MaxGap) throw new InvalidDataException($"queue offset {offset} is implausibly far past the queue end {NextOffset}");
         while (NextOffset < offset) Entries.Add(new QueueEntry { BodyAddress = QueueEntry.Missing });
     }
@@ -68,9 +99,7 @@ internal sealed class QueueState
     {
         int n = 0;
         while (n < Entries.Count && Entries[n].IsHole) n++;
-        if (n == 0) return 0;
-        Entries.RemoveRange(0, n);
-        BaseOffset += n;
+        RemoveFront(n);
         return n;
     }
 }

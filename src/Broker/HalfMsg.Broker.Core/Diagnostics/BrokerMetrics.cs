@@ -25,6 +25,11 @@ public sealed class BrokerMetrics
     public long LastCheckpointPauseMicros;
     /// <summary>The most the last checkpoint serialized in one hold of the engine lock, in bytes (bounded by a chunk, not by the state).</summary>
     public long LastCheckpointLargestHoldBytes;
+    /// <summary>The size of the last checkpoint file, in bytes.</summary>
+    public long LastCheckpointBytes;
+    /// <summary>Checkpoints written whole, and as deltas on the previous one, since start.</summary>
+    public long CheckpointsWhole;
+    public long CheckpointsDelta;
     public long RetentionCuts;
     public long RecordsRelocated;
     /// <summary>Queue entries that fell behind the retention limits (each counted once, whatever the groups).</summary>

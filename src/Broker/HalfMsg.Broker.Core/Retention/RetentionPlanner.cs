@@ -121,11 +121,7 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
                     if (!queue.Entries[n].IsHole) expired++;
                     n++;
                 }
-                if (n > 0)
-                {
-                    queue.Entries.RemoveRange(0, n);
-                    queue.BaseOffset += n;
-                }
+                queue.RemoveFront(n);
                 if (!recovering) continue;
                 for (int i = 0; i < queue.Entries.Count; i++)
                 {
@@ -133,7 +129,7 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
                     if (e.IsHole || e.BodyAddress >= begin) continue;
                     lost($"queue entry {topic.Name}/{queue.BaseOffset + i} points at {e.BodyAddress}, before the log start {begin}; it is lost");
                     e.BodyAddress = QueueEntry.Missing;
-                    queue.Entries[i] = e;
+                    queue.Replace(i, e);
                 }
             }
         }

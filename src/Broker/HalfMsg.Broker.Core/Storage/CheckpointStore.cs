@@ -6,7 +6,8 @@ namespace HalfMsg.Broker.Core.Storage;
 /// <summary>
 /// Checkpoint files on disk: written whole to a temporary name, fsynced, renamed into place, and the directory
 /// fsynced, so a checkpoint is either absent or complete after a crash. A checkpoint is only deleted once a newer one
-/// is durable, and the newest two are kept, so a later damaged file still leaves one to fall back on.
+/// is durable, and the chain before the newest is kept (see <see cref="Checkpointer"/>), so a later damaged file
+/// still leaves one to fall back on.
 /// </summary>
 internal sealed class CheckpointStore(string directory, ILogger logger)
 {
@@ -44,8 +45,12 @@ internal sealed class CheckpointStore(string directory, ILogger logger)
         return new Pending(new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1, FileOptions.None), tmp, final);
     }
 
-    /// <summary>fsyncs the file, renames it into place, fsyncs the directory, then deletes all but the newest two.</summary>
-    public async Task CompleteAsync(Pending pending, CancellationToken ct)
+    /// <summary>
+    /// fsyncs the file, renames it into place, fsyncs the directory, then deletes the files that cover less than
+    /// <paramref name="deleteBelow"/> (none when null): a delta needs every file back to its whole checkpoint, and the
+    /// chain before it is the fallback should a file of the newest chain be damaged.
+    /// </summary>
+    public async Task CompleteAsync(Pending pending, long? deleteBelow, CancellationToken ct)
     {
         await pending.Stream.FlushAsync(ct).ConfigureAwait(false);
         pending.File.Flush(flushToDisk: true);
@@ -53,9 +58,11 @@ internal sealed class CheckpointStore(string directory, ILogger logger)
         File.Move(pending.Temporary, pending.Final, overwrite: true);
         // Without this the rename may not survive a crash: the directory entry is data of its own.
         FsyncDirectory(Directory);
-        // Only now may older ones go: keep the newest two.
-        foreach (var old in ListNewestFirst().Skip(2))
+        // Only now may older ones go.
+        if (deleteBelow is not { } below) return;
+        foreach (var old in ListNewestFirst())
         {
+            if (!TryParseCovered(old, out long covered) || covered >= below) continue;
             try { File.Delete(old); } catch (IOException ex) { logger.LogWarning(ex, "Could not delete old checkpoint {File}", old); }
         }
     }

@@ -28,8 +28,13 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
 {
     private const uint Magic = 0x50434D48; // "HMCP" little-endian
     // Version 2: queue entries carry their record size, consumed offsets are runs, decided ids are digests.
-    private const byte Version = 2;
-    private const int HeaderSize = 21;
+    // Version 3: the header says whether the file is whole or a delta on the checkpoint it names.
+    private const byte Version = 3;
+    private const byte VersionWhole = 2;
+    private const int HeaderSizeV2 = 21;
+    private const int HeaderSize = HeaderSizeV2 + 1 + 8;
+    private const byte KindWhole = 0;
+    private const byte KindDelta = 1;
     private const RecordKind SnapTopic = (RecordKind)100;
     private const RecordKind SnapEntries = (RecordKind)101;
     private const RecordKind SnapHalf = (RecordKind)102;
@@ -38,6 +43,31 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     private const RecordKind SnapGroupQueue = (RecordKind)105;
     private const RecordKind SnapEnd = (RecordKind)106;
     private const RecordKind SnapPullOffset = (RecordKind)107;
+    /// <summary>In a delta: the queue is written whole again (its front moved or an entry changed), starting here.</summary>
+    private const RecordKind SnapQueueReset = (RecordKind)108;
+
+    /// <summary>A chain never grows longer than this many deltas: a restart reads at most this many files past the whole one.</summary>
+    internal const int MaxDeltas = 32;
+
+    /// <summary>What the checkpoints written since the last whole one hold, for writing the next delta.</summary>
+    private sealed class Chain(long baseCovered, long baseBytes)
+    {
+        public readonly long BaseCovered = baseCovered;
+        public readonly long BaseBytes = baseBytes;
+        public long LastCovered = baseCovered;
+        public int Deltas;
+        public long DeltaBytes;
+        /// <summary>Each queue's end and <see cref="QueueState.FrontVersion"/> when the newest checkpoint captured it.</summary>
+        public Dictionary<QueueState, (long End, int Version)> Queues = new(ReferenceEqualityComparer.Instance);
+        /// <summary><see cref="Transactions.DecidedIndex.Added"/> when the newest checkpoint captured the decided ids.</summary>
+        public long DecidedAdded;
+    }
+
+    // Only the checkpoint writer (one at a time, under the engine's checkpoint lock) and the load before it touch these.
+    private Chain? _chain;
+    /// <summary>The whole checkpoint of the chain recovery loaded, if any: the first whole checkpoint after a start
+    /// keeps it and its deltas as the fallback.</summary>
+    private long? _loadedBase;
 
     /// <summary>Items serialized per hold of the engine lock.</summary>
     private const int ItemsPerHold = 4096;
@@ -48,23 +78,41 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// <param name="LongestHoldMicros">The longest hold of the engine lock, snapshots of the owners included.</param>
     /// <param name="LargestHoldBytes">The most serialized in one hold.</param>
     /// <param name="ElapsedMs">The whole checkpoint, file durable included.</param>
-    public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs);
+    /// <param name="Delta">Written as a delta on the previous checkpoint rather than whole.</param>
+    public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs, bool Delta);
 
     /// <summary>
     /// Captures every owner and makes the file durable; replay after it starts at <paramref name="covered"/> (the
     /// tail the caller read under the engine lock when the checkpoint began).
     /// </summary>
-    public async Task<Written> WriteAsync(long covered, CancellationToken ct)
+    /// <remarks>
+    /// Queue entries and decided ids only grow at their end between retention cuts, and together they are most of a
+    /// large state (millions of entries with a full log): so a checkpoint is usually a delta that names the previous
+    /// one and holds, of those two, only what was appended since it captured them; a queue whose front moved or whose
+    /// entries changed otherwise (<see cref="QueueState.FrontVersion"/>) is written whole within the delta. Every other
+    /// owner is small and written whole each time. A restart loads the whole checkpoint and its deltas in order, the
+    /// small owners from the newest only. A whole checkpoint is written first after a start, when
+    /// <paramref name="whole"/> is asked (retention's cut), after <see cref="MaxDeltas"/> deltas, and once the deltas
+    /// together outgrow the whole checkpoint they build on.
+    /// </remarks>
+    public async Task<Written> WriteAsync(long covered, bool whole, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
         long longestHold = 0, largestHoldBytes = 0;
         long bytes;
+        var chain = _chain;
+        // Nothing appended since the newest checkpoint (an idle broker's shutdown): this one gets the same name, and it
+        // replaces that file, so it must not build on it. A whole one is complete on its own.
+        bool delta = !whole && chain is not null && covered != chain.LastCovered && chain.Deltas < MaxDeltas && chain.DeltaBytes < chain.BaseBytes;
+        if (!delta) chain = null;
+        var queuesCaptured = new Dictionary<QueueState, (long End, int Version)>(ReferenceEqualityComparer.Instance);
+        long decidedAdded = 0;
         await using (var pending = store.Begin(covered))
         {
             var output = pending.Stream;
             var w = new RecordWriter();
             var chunk = new MemoryStream();
-            WriteHeader(output, covered, time.GetUtcNow().ToUnixTimeMilliseconds());
+            WriteHeader(output, covered, time.GetUtcNow().ToUnixTimeMilliseconds(), chain?.LastCovered);
 
             // Copies an owner's item list under the lock (the chunks below then read it without holding the lock).
             T Snapshot<T>(Func<T> take)
@@ -124,12 +172,27 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 {
                     var queue = t.Queues[q];
                     int qq = q;
+                    int version = 0;
+                    long next = -1;
                     // Entries only grow at the end while retention (which trims the front) waits for this checkpoint.
-                    for (long next = -1; ;)
+                    while (true)
                     {
                         bool done = false;
                         await Chunk((w, o) =>
                         {
+                            if (next < 0)
+                            {
+                                // The version as the capture starts: a change later in this capture is after `covered`
+                                // (replayed on top), and makes the next checkpoint write this queue whole.
+                                version = queue.FrontVersion;
+                                if (chain is not null && chain.Queues.TryGetValue(queue, out var before) && before.Version == version && before.End >= queue.BaseOffset)
+                                    next = before.End;
+                                else if (chain is not null)
+                                {
+                                    w.Begin(SnapQueueReset).Str(t.Name).I32(qq).I64(queue.BaseOffset);
+                                    Emit(w, o);
+                                }
+                            }
                             long from = next < 0 ? queue.BaseOffset : next;
                             int i = (int)(from - queue.BaseOffset);
                             int n = Math.Min(2 * ItemsPerHold, queue.Entries.Count - i);
@@ -145,11 +208,16 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                         }).ConfigureAwait(false);
                         if (done) break;
                     }
+                    queuesCaptured[queue] = (next, version);
                 }
             }
 
             (UInt128 Key, long AtMs)[] decidedOrder;
-            decidedOrder = Snapshot(() => state.Halves.Decided.OrderSnapshot());
+            decidedOrder = Snapshot(() =>
+            {
+                decidedAdded = state.Halves.Decided.Added;
+                return chain is null ? state.Halves.Decided.OrderSnapshot() : state.Halves.Decided.OrderSnapshotSince(chain.DecidedAdded);
+            });
             for (int i = 0; i < decidedOrder.Length; i += 4 * ItemsPerHold)
             {
                 int from = i;
@@ -201,18 +269,34 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // Never ahead of the log: the copy may include records appended after S, so all of them must be durable
             // before this file can be found by a restart.
             await log.CommitNowAsync(ct).ConfigureAwait(false);
-            await store.CompleteAsync(pending, ct).ConfigureAwait(false);
+            // A whole checkpoint starts a new chain; the files before the chain it replaces can go (that chain stays, as
+            // the fallback). A delta deletes nothing: its chain needs every file back to the whole one.
+            await store.CompleteAsync(pending, delta ? null : _chain?.BaseCovered ?? _loadedBase, ct).ConfigureAwait(false);
         }
-        return new Written(covered, bytes, longestHold * 1_000_000 / Stopwatch.Frequency, largestHoldBytes, total.ElapsedMilliseconds);
+        if (delta)
+        {
+            chain!.Deltas++;
+            chain.DeltaBytes += bytes;
+            chain.LastCovered = covered;
+        }
+        else
+        {
+            chain = _chain = new Chain(covered, bytes);
+        }
+        chain.Queues = queuesCaptured;
+        chain.DecidedAdded = decidedAdded;
+        return new Written(covered, bytes, longestHold * 1_000_000 / Stopwatch.Frequency, largestHoldBytes, total.ElapsedMilliseconds, delta);
     }
 
-    private static void WriteHeader(Stream output, long covered, long nowMs)
+    private static void WriteHeader(Stream output, long covered, long nowMs, long? previous)
     {
         Span<byte> head = stackalloc byte[HeaderSize];
         BinaryPrimitives.WriteUInt32LittleEndian(head, Magic);
         head[4] = Version;
         BinaryPrimitives.WriteInt64LittleEndian(head[5..], covered);
         BinaryPrimitives.WriteInt64LittleEndian(head[13..], nowMs);
+        head[21] = previous is null ? KindWhole : KindDelta;
+        BinaryPrimitives.WriteInt64LittleEndian(head[22..], previous ?? -1);
         output.Write(head);
     }
 
@@ -240,20 +324,31 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// </summary>
     public long? LoadLatest()
     {
-        foreach (var file in store.ListNewestFirst())
+        var files = store.ListNewestFirst();
+        foreach (var file in files)
         {
             try
             {
-                var bytes = File.ReadAllBytes(file);
-                if (TryLoad(bytes, out var covered, out var error))
+                // The file and, for a delta, the ones it builds on back to a whole checkpoint, oldest first.
+                if (ResolveChain(file, files, out var chain, out var error))
                 {
-                    if (covered < log.BeginAddress)
+                    long covered = 0;
+                    for (int i = 0; i < chain.Count && error is null; i++)
                     {
-                        logger.LogWarning("Checkpoint {File} covers {Covered}, before the log's begin {Begin}; ignored", file, covered, log.BeginAddress);
-                        state.Clear();
-                        continue;
+                        if (!TryLoad(File.ReadAllBytes(chain[i].Path), last: i == chain.Count - 1, out covered, out error))
+                            error = $"{Path.GetFileName(chain[i].Path)}: {error}";
                     }
-                    return covered;
+                    if (error is null)
+                    {
+                        if (covered < log.BeginAddress)
+                        {
+                            logger.LogWarning("Checkpoint {File} covers {Covered}, before the log's begin {Begin}; ignored", file, covered, log.BeginAddress);
+                            state.Clear();
+                            continue;
+                        }
+                        _loadedBase = chain[0].Covered;
+                        return covered;
+                    }
                 }
                 logger.LogError("Checkpoint {File} is unusable ({Error}); trying an older one", file, error);
                 state.Clear();
@@ -269,19 +364,67 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         return null;
     }
 
-    private bool TryLoad(byte[] bytes, out long covered, out string? error)
+    /// <summary>Reads a checkpoint file's header: its covered address and, for a delta, the checkpoint it builds on.</summary>
+    private static bool TryReadHeader(ReadOnlySpan<byte> bytes, out long covered, out long? previous, out int headerSize)
+    {
+        covered = 0; previous = null; headerSize = 0;
+        if (bytes.Length < HeaderSizeV2 || BinaryPrimitives.ReadUInt32LittleEndian(bytes) != Magic) return false;
+        covered = BinaryPrimitives.ReadInt64LittleEndian(bytes[5..]);
+        if (bytes[4] == VersionWhole) { headerSize = HeaderSizeV2; return true; }
+        if (bytes[4] != Version || bytes.Length < HeaderSize) return false;
+        headerSize = HeaderSize;
+        if (bytes[21] == KindWhole) return true;
+        if (bytes[21] != KindDelta) return false;
+        previous = BinaryPrimitives.ReadInt64LittleEndian(bytes[22..]);
+        return previous < covered; // a delta builds on an older checkpoint: no cycles
+    }
+
+    /// <summary>The chain that loads <paramref name="file"/>: the whole checkpoint first, then each delta in order.</summary>
+    private static bool ResolveChain(string file, IReadOnlyList<string> files, out List<(string Path, long Covered)> chain, out string? error)
+    {
+        chain = [];
+        error = null;
+        string? next = file;
+        var head = new byte[HeaderSize];
+        while (next is not null)
+        {
+            int read;
+            using (var f = File.OpenRead(next)) read = f.ReadAtLeast(head, HeaderSize, throwOnEndOfStream: false);
+            if (!TryReadHeader(head.AsSpan(0, read), out long covered, out long? previous, out _) || CheckpointStore.TryParseCovered(next, out long named) && named != covered)
+            {
+                error = $"{Path.GetFileName(next)}: bad header";
+                return false;
+            }
+            chain.Insert(0, (next, covered));
+            if (previous is not { } p) return true;
+            if (chain.Count > MaxDeltas + 1)
+            {
+                error = $"more than {MaxDeltas} deltas";
+                return false;
+            }
+            next = files.FirstOrDefault(x => CheckpointStore.TryParseCovered(x, out long c) && c == p);
+            if (next is null) error = $"{Path.GetFileName(chain[0].Path)} builds on a checkpoint covering {p}, which is not there";
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Loads one file of a chain over what the files before it loaded. Queue entries and decided ids add up along the
+    /// chain; every other owner is written whole in each file and taken from the <paramref name="last"/> one.
+    /// </summary>
+    private bool TryLoad(byte[] bytes, bool last, out long covered, out string? error)
     {
         covered = 0;
         error = null;
-        if (bytes.Length < HeaderSize || BinaryPrimitives.ReadUInt32LittleEndian(bytes) != Magic || bytes[4] != Version)
+        if (!TryReadHeader(bytes, out covered, out _, out int headerSize))
         {
             error = "bad header";
             return false;
         }
-        covered = BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(5));
         var tags = state.Tags;
-        int pos = HeaderSize;
+        int pos = headerSize;
         bool ended = false;
+        var topicsNamed = new HashSet<string>(StringComparer.Ordinal);
         while (pos + 4 <= bytes.Length && !ended)
         {
             int len = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(pos));
@@ -293,8 +436,23 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             {
                 case SnapTopic:
                 {
-                    var t = state.Topics.GetOrAdd(r.Str()!, r.I32());
+                    string name = r.Str()!;
+                    int queues = r.I32();
+                    var t = state.Topics.GetOrAdd(name, queues);
+                    if (t.Queues.Length != queues)
+                    {
+                        // Deleted and created again since an older file of the chain: this file writes its queues whole.
+                        state.Topics.Remove(name, out _);
+                        t = state.Topics.GetOrAdd(name, queues);
+                    }
                     t.RoundRobin = r.I32();
+                    topicsNamed.Add(name);
+                    break;
+                }
+                case SnapQueueReset:
+                {
+                    var t = state.Topics[r.Str()!];
+                    t.Queues[r.I32()].Reset(r.I64());
                     break;
                 }
                 case SnapEntries:
@@ -304,10 +462,16 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     long start = r.I64();
                     int n = r.I32();
                     if (queue.Entries.Count == 0) queue.BaseOffset = start;
+                    else if (start != queue.NextOffset) { error = $"entries of {t.Name} from {start} do not continue the queue's end {queue.NextOffset}"; return false; }
                     for (int k = 0; k < n; k++)
                         queue.Entries.Add(new QueueEntry { BodyAddress = r.I64(), VisibleAt = r.I64(), Size = r.I32(), Tag = tags.Intern(r.Str()), MessageGroup = r.Str() });
                     break;
                 }
+                case SnapHalf when !last:
+                case SnapDelayed when !last:
+                case SnapGroupQueue when !last:
+                case SnapPullOffset when !last:
+                    break; // taken from the newest file of the chain
                 case SnapHalf:
                 {
                     var h = new HalfState
@@ -363,6 +527,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             }
         }
         if (!ended) { error = "no end marker (torn write)"; return false; }
+        // A topic deleted since an older file of the chain is not named here.
+        foreach (var gone in state.Topics.Values.Select(t => t.Name).Where(n => !topicsNamed.Contains(n)).ToList()) state.Topics.Remove(gone, out _);
         return true;
     }
 }

@@ -24,6 +24,10 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
 
     public int Count => _byKey.Count;
 
+    /// <summary>Entries ever put into the expiry order (a running count): a checkpoint takes only those added after
+    /// the previous one's count, since the order only grows at its end.</summary>
+    public long Added { get; private set; }
+
     public static UInt128 KeyOf(string transactionId)
     {
         Span<byte> utf8 = transactionId.Length <= 256 ? stackalloc byte[Encoding.UTF8.GetMaxByteCount(transactionId.Length)] : new byte[Encoding.UTF8.GetMaxByteCount(transactionId.Length)];
@@ -50,6 +54,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
         if (_byKey.TryGetValue(key, out var existing) && existing.AtMs == atMs && existing.Address == address) return;
         _byKey[key] = new Slot(address, atMs, resolution);
         _order.Enqueue((key, atMs));
+        Added++;
         while (_byKey.Count > maxCount && _order.TryDequeue(out var oldest)) Forget(oldest);
     }
 
@@ -65,10 +70,19 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
         if (_byKey.TryGetValue(entry.Key, out var slot) && slot.AtMs == entry.AtMs) _byKey.Remove(entry.Key);
     }
 
-    public void Clear() { _byKey.Clear(); _order.Clear(); }
+    public void Clear() { _byKey.Clear(); _order.Clear(); Added = 0; }
 
     /// <summary>The expiry order as it is now (a copy): a checkpoint reads the slots in chunks afterwards.</summary>
     public (UInt128 Key, long AtMs)[] OrderSnapshot() => _order.ToArray();
+
+    /// <summary>The part of the expiry order added after <see cref="Added"/> was <paramref name="addedBefore"/> (all
+    /// of it that is still there), as a copy.</summary>
+    public (UInt128 Key, long AtMs)[] OrderSnapshotSince(long addedBefore)
+    {
+        long n = Math.Min(Added - addedBefore, _order.Count);
+        if (n <= 0) return [];
+        return _order.Skip(_order.Count - (int)n).ToArray();
+    }
 
     /// <summary>The slot of <paramref name="key"/>, if it is still the one added at <paramref name="atMs"/>.</summary>
     public bool TryGetLive(UInt128 key, long atMs, out TransactionResolution resolution, out long address)
