@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Summary of a bench/profile/steady-state.sh time series (OUT.ts): the run in fifths, by committed transactions.
+
+Each line of OUT.ts: unix time, broker CPU ticks (1/100 s), broker write_bytes, /api/stats JSON.
+"""
+import json, sys
+
+rows = []
+for line in open(sys.argv[1]):
+    parts = line.split(' ', 3)
+    if len(parts) < 4:
+        continue
+    try:
+        stats = json.loads(parts[3])
+    except ValueError:
+        continue
+    rows.append((float(parts[0]), int(parts[1]), int(parts[2]), stats))
+rows = [r for r in rows if r[3].get('commits', 0) > 0]
+if len(rows) < 6:
+    sys.exit('too few samples')
+print('| part | committed (end) | tx/s | broker CPU ms/tx | disk bytes written per tx | checkpoints whole / delta | last checkpoint bytes | queue entries | GC heap MB |')
+print('|---|---:|---:|---:|---:|---|---:|---:|---:|')
+parts = 5
+for p in range(parts):
+    a = rows[len(rows) * p // parts]
+    b = rows[min(len(rows) - 1, len(rows) * (p + 1) // parts)]
+    tx = b[3]['commits'] - a[3]['commits']
+    if tx <= 0:
+        continue
+    dt = b[0] - a[0]
+    cpu_ms = (b[1] - a[1]) * 10.0
+    wb = b[2] - a[2]
+    s = b[3]
+    print(f"| {p + 1}/{parts} | {s['commits']:,} | {tx / dt:,.0f} | {cpu_ms / tx:.3f} | {wb / tx:,.0f} | "
+          f"{s.get('checkpointsWhole', '–')} / {s.get('checkpointsDelta', '–')} | {s.get('lastCheckpointBytes', 0):,} | "
+          f"{s['indexes']['queue_entries']:,} | {s['gcHeapBytes'] / 1e6:,.0f} |")
+a, b = rows[0], rows[-1]
+tx = b[3]['commits'] - a[3]['commits']
+print(f"\nwhole run: {tx:,} tx in {b[0] - a[0]:.0f} s, {tx / (b[0] - a[0]):,.0f} tx/s, broker CPU {(b[1] - a[1]) * 10.0 / tx:.3f} ms/tx, "
+      f"{(b[2] - a[2]) / tx:,.0f} bytes written per tx")
