@@ -22,8 +22,8 @@ while kill -0 "$BR" 2>/dev/null; do
   s=$(cat /proc/$BR/stat 2>/dev/null) || break
   rest=${s##*) }; set -- $rest; cpu=$(( ${12} + ${13} ))
   wb=$(awk '/^write_bytes/ {print $2}' /proc/$BR/io 2>/dev/null) || break
-  st=$(curl -s --max-time 2 "http://127.0.0.1:$HTTP/api/stats") || break
-  [ -n "$st" ] && echo "$t $cpu $wb $st" >> "$OUT.ts"
+  # Not listening yet at the start: just try again.
+  st=$(curl -s --max-time 2 "http://127.0.0.1:$HTTP/api/stats") && [ -n "$st" ] && echo "$t $cpu $wb $st" >> "$OUT.ts"
   sleep 5
 done
 wait $B
