@@ -18,7 +18,7 @@ namespace HalfMsg.Broker.Core.Transactions;
 internal sealed class DecidedIndex(long retentionMs, int maxCount)
 {
     private readonly Dictionary<UInt128, Slot> _byKey = new();
-    private readonly Queue<(UInt128 Key, long AtMs)> _order = new();
+    private readonly OrderRing _order = new();
 
     private readonly record struct Slot(long Address, long AtMs, TransactionResolution Resolution);
 
@@ -73,15 +73,14 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     public void Clear() { _byKey.Clear(); _order.Clear(); Added = 0; }
 
     /// <summary>The expiry order as it is now (a copy): a checkpoint reads the slots in chunks afterwards.</summary>
-    public (UInt128 Key, long AtMs)[] OrderSnapshot() => _order.ToArray();
+    public (UInt128 Key, long AtMs)[] OrderSnapshot() => _order.CopyNewest(_order.Count);
 
     /// <summary>The part of the expiry order added after <see cref="Added"/> was <paramref name="addedBefore"/> (all
     /// of it that is still there), as a copy.</summary>
     public (UInt128 Key, long AtMs)[] OrderSnapshotSince(long addedBefore)
     {
         long n = Math.Min(Added - addedBefore, _order.Count);
-        if (n <= 0) return [];
-        return _order.Skip(_order.Count - (int)n).ToArray();
+        return n <= 0 ? [] : _order.CopyNewest((int)n);
     }
 
     /// <summary>The slot of <paramref name="key"/>, if it is still the one added at <paramref name="atMs"/>.</summary>
@@ -95,7 +94,78 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     /// <summary>Snapshot order: oldest first, so a load re-adds them in expiry order.</summary>
     public IEnumerable<(UInt128 Key, TransactionResolution Resolution, long Address, long AtMs)> Entries()
     {
-        foreach (var (key, at) in _order)
+        foreach (var (key, at) in _order.Items())
             if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == at) yield return (key, slot.Resolution, slot.Address, slot.AtMs);
+    }
+
+    /// <summary>
+    /// The expiry order: a queue (add at the end, forget from the front) that also copies its newest items without
+    /// walking the older ones, so a delta checkpoint's copy costs what was added since the previous one.
+    /// </summary>
+    internal sealed class OrderRing
+    {
+        private (UInt128 Key, long AtMs)[] _items = new (UInt128, long)[16];
+        private int _head;
+
+        public int Count { get; private set; }
+
+        public void Enqueue((UInt128 Key, long AtMs) item)
+        {
+            if (Count == _items.Length)
+            {
+                var bigger = new (UInt128, long)[_items.Length * 2];
+                CopyNewest(Count, bigger);
+                _items = bigger;
+                _head = 0;
+            }
+            _items[(_head + Count) % _items.Length] = item;
+            Count++;
+        }
+
+        public bool TryPeek(out (UInt128 Key, long AtMs) item)
+        {
+            item = Count == 0 ? default : _items[_head];
+            return Count > 0;
+        }
+
+        public bool TryDequeue(out (UInt128 Key, long AtMs) item)
+        {
+            if (!TryPeek(out item)) return false;
+            _items[_head] = default;
+            _head = (_head + 1) % _items.Length;
+            Count--;
+            return true;
+        }
+
+        public (UInt128 Key, long AtMs) Dequeue() => TryDequeue(out var item) ? item : throw new InvalidOperationException("the order is empty");
+
+        public void Clear()
+        {
+            Array.Clear(_items);
+            _head = 0;
+            Count = 0;
+        }
+
+        /// <summary>The newest <paramref name="n"/> items (at most <see cref="Count"/>), oldest first.</summary>
+        public (UInt128 Key, long AtMs)[] CopyNewest(int n)
+        {
+            var result = new (UInt128, long)[Math.Min(n, Count)];
+            CopyNewest(result.Length, result);
+            return result;
+        }
+
+        private void CopyNewest(int n, (UInt128, long)[] into)
+        {
+            int start = (_head + Count - n) % _items.Length;
+            int first = Math.Min(n, _items.Length - start);
+            Array.Copy(_items, start, into, 0, first);
+            Array.Copy(_items, 0, into, first, n - first);
+        }
+
+        /// <summary>Oldest first.</summary>
+        public IEnumerable<(UInt128 Key, long AtMs)> Items()
+        {
+            for (int i = 0; i < Count; i++) yield return _items[(_head + i) % _items.Length];
+        }
     }
 }
