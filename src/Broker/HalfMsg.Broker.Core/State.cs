@@ -93,15 +93,6 @@ internal sealed class QueueState
         if (offset - NextOffset > MaxGap) throw new InvalidDataException($"queue offset {offset} is implausibly far past the queue end {NextOffset}");
         while (NextOffset < offset) Entries.Add(new QueueEntry { BodyAddress = QueueEntry.Missing });
     }
-
-    /// <summary>Drops leading holes so memory follows the retained window. Returns how many offsets were dropped.</summary>
-    public int TrimLeadingHoles()
-    {
-        int n = 0;
-        while (n < Entries.Count && Entries[n].IsHole) n++;
-        RemoveFront(n);
-        return n;
-    }
 }
 
 internal sealed class TopicState(string name, int queueCount)

@@ -62,7 +62,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     public void Expire(long nowMs)
     {
         long horizon = nowMs - retentionMs;
-        while (_order.TryPeek(out var d) && d.AtMs < horizon) Forget(_order.Dequeue());
+        while (_order.TryPeek(out var d) && d.AtMs < horizon && _order.TryDequeue(out _)) Forget(d);
     }
 
     private void Forget((UInt128 Key, long AtMs) entry)
@@ -136,8 +136,6 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
             Count--;
             return true;
         }
-
-        public (UInt128 Key, long AtMs) Dequeue() => TryDequeue(out var item) ? item : throw new InvalidOperationException("the order is empty");
 
         public void Clear()
         {
