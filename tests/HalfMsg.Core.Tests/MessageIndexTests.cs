@@ -87,6 +87,39 @@ public sealed class MessageIndexTests
         Assert.Equal([HistoryKind.Stored, HistoryKind.Delivered], Kinds(index, "new"));
     }
 
+
+    [Fact]
+    public void Steps_of_the_same_queue_position_on_two_topics_go_each_to_its_own_message()
+    {
+        var index = new MessageIndex();
+        index.OnStored(Draft("on-t"), 0, 5, 1);
+        index.OnStored(new MessageDraft { Topic = "u", MessageId = "on-u" }, 0, 5, 2);
+        // Alternating topics, with topic strings that are equal but not the same instance, as requests bring them.
+        index.OnDelivered(new string("t".AsSpan()), "g", null, [(0, 5, 1)], 3);
+        index.OnDelivered(new string("u".AsSpan()), "g", null, [(0, 5, 1)], 4);
+        index.OnAcked("g", new string("u".AsSpan()), 0, 5, 5);
+        index.OnDelivered("v", "g", null, [(0, 5, 1)], 6); // a topic the index never saw: no one's step
+        Assert.Equal([HistoryKind.Stored, HistoryKind.Delivered], Kinds(index, "on-t"));
+        Assert.Equal([HistoryKind.Stored, HistoryKind.Delivered, HistoryKind.Acked], Kinds(index, "on-u"));
+    }
+
+    [Fact]
+    public void Forgetting_a_message_keeps_the_position_a_newer_message_took_over()
+    {
+        // A topic deleted and created again numbers its queue from 0 once more: the new message takes the old one's
+        // position, and forgetting the old one later must not take the position from the new one.
+        var index = new MessageIndex(capacity: 2);
+        index.OnStored(Draft("old"), 0, 0, 1);
+        index.OnStored(Draft("new"), 0, 0, 2);
+        index.OnStored(Draft("third"), 0, 1, 3); // "old" is forgotten
+        Assert.Null(index.History("old"));
+        index.OnDelivered("t", "g", null, [(0, 0, 1)], 4);
+        Assert.Equal([HistoryKind.Stored, HistoryKind.Delivered], Kinds(index, "new"));
+        index.OnStored(Draft("fourth"), 0, 2, 5); // "new" is forgotten: its position with it
+        index.OnStored(Draft("reuse"), 1, 0, 6);
+        index.OnDelivered("t", "g", null, [(0, 0, 1), (1, 0, 1)], 7);
+        Assert.Equal([HistoryKind.Stored, HistoryKind.Delivered], Kinds(index, "reuse"));
+    }
     [Fact]
     public void Live_steps_seen_while_warming_are_replayed_over_the_rebuilt_index()
     {

@@ -133,7 +133,7 @@ internal sealed class HalfState
     public long DeliverAtMs;
     public int CheckCount;
     public long NextCheckAtMs;
-    /// <summary>Set by <see cref="Transactions.HalfIndex"/> when it adds the half: names it in the due-time heap.</summary>
+    /// <summary>Set by <see cref="Transactions.HalfIndex"/> when it adds the half: names it in the due times.</summary>
     public long DueSeq;
     public bool Parked;
     public long ParkedAtMs;

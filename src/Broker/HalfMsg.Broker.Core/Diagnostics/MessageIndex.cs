@@ -483,7 +483,12 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public readonly Dictionary<string, Tracked> ById = new(StringComparer.Ordinal);
             public readonly Dictionary<string, List<string>> ByKey = new(StringComparer.Ordinal);
             public readonly Queue<string> Order = new();
-            public readonly Dictionary<(string Topic, int Queue, long Offset), string> ByPosition = new();
+            /// <summary>Queue positions to the message there, per topic: the position steps (deliveries, acks, lease changes)
+            /// find their message with an integer key, without hashing the topic and the message id at each step.</summary>
+            public readonly Dictionary<string, Dictionary<(int Queue, long Offset), Tracked>> ByPosition = new(StringComparer.Ordinal);
+            // The topic looked up last: steps come in runs of one topic (a receive's batch, an ack call), so most find it here.
+            private string? _lastTopic;
+            private Dictionary<(int Queue, long Offset), Tracked>? _lastPositions;
             private readonly Dictionary<string, string> _strings = new(StringComparer.Ordinal);
             private int _events;
 
@@ -560,7 +565,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
                     }
                 }
                 // Steps of a queue position.
-                if (!ByPosition.TryGetValue((op.Topic!, op.QueueId, op.Offset), out var id) || !ById.TryGetValue(id, out var tracked)) return;
+                if (PositionsOf(op.Topic!, create: false) is not { } positions || !positions.TryGetValue((op.QueueId, op.Offset), out var tracked)) return;
                 switch (op.Kind)
                 {
                     case OpKind.Delivered:
@@ -593,11 +598,25 @@ namespace HalfMsg.Broker.Core.Diagnostics
             private void AddPosition(Tracked t, string topic, int queue, long offset)
             {
                 if (queue < 0 || offset < 0) return;
-                var key = (topic, queue, offset);
-                if (ByPosition.TryGetValue(key, out var previous) && previous != t.MessageId && ById.TryGetValue(previous, out var other))
-                    other.RemovePosition(key);
-                ByPosition[key] = t.MessageId;
-                t.AddPosition(key);
+                var positions = PositionsOf(topic, create: true)!;
+                ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(positions, (queue, offset), out bool exists);
+                if (exists && !ReferenceEquals(slot, t)) slot!.RemovePosition((topic, queue, offset));
+                slot = t;
+                t.AddPosition((topic, queue, offset));
+            }
+
+            private Dictionary<(int Queue, long Offset), Tracked>? PositionsOf(string topic, bool create)
+            {
+                if (_lastPositions is not null && string.Equals(_lastTopic, topic, StringComparison.Ordinal)) return _lastPositions;
+                if (!ByPosition.TryGetValue(topic, out var positions))
+                {
+                    if (!create) return null;
+                    topic = Intern(topic);
+                    ByPosition[topic] = positions = [];
+                }
+                _lastTopic = topic;
+                _lastPositions = positions;
+                return positions;
             }
 
             private void AddEvent(Tracked t, in Step e)
@@ -628,17 +647,23 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
 
             /// <summary>Drops a position's mapping if it still leads to this message (a later message may have taken it).</summary>
-            private void Unmap((string Topic, int Queue, long Offset) p, string messageId)
+            private void Unmap((string Topic, int Queue, long Offset) p, Tracked t)
             {
-                if (ByPosition.TryGetValue(p, out var id) && id == messageId) ByPosition.Remove(p);
+                if (PositionsOf(p.Topic, create: false) is not { } positions || !positions.TryGetValue((p.Queue, p.Offset), out var at) || !ReferenceEquals(at, t)) return;
+                positions.Remove((p.Queue, p.Offset));
+                if (positions.Count > 0) return;
+                // A topic none of whose positions the index still knows (deleted, or quiet for long) keeps no map.
+                ByPosition.Remove(p.Topic);
+                _lastTopic = null;
+                _lastPositions = null;
             }
 
             private void Forget(string messageId)
             {
                 if (!ById.Remove(messageId, out var t)) return;
                 _events -= t.EventCount;
-                if (t.Position.Queue >= 0) Unmap(t.Position, messageId);
-                if (t.MorePositions is not null) foreach (var p in t.MorePositions) Unmap(p, messageId);
+                if (t.Position.Queue >= 0) Unmap(t.Position, t);
+                if (t.MorePositions is not null) foreach (var p in t.MorePositions) Unmap(p, t);
                 foreach (string key in t.Keys)
                 {
                     if (!ByKey.TryGetValue(key, out var ids)) continue;
