@@ -96,6 +96,17 @@ public static class E2eRunner
                     Report(floor);
                 }
 
+                // Opt-in: the floor rows' raw-stub client against the broker itself, so the bench's own clients' share of
+                // the broker row's rate shows (run it by naming it in HALFMSG_BENCH_FLOWS, "raw stubs").
+                string rawName = RawStubsName(level);
+                if (FlowRegistry.SelectedByName(rawName))
+                {
+                    Console.WriteLine($"- {rawName} …");
+                    var raw = await RunFlowAsync(new GrpcFloorBench(rawName, messages, level, broker.Measured ? broker : null, ceiling, withLog: false, againstBroker: true), o, ct);
+                    results.Add(raw);
+                    Report(raw);
+                }
+
                 // The same transactional flow over the RocketMQ 4 Remoting front-end (the bench's own Remoting driver).
                 BenchResult remoting;
                 string remotingName = RemotingName(level);
@@ -157,6 +168,9 @@ public static class E2eRunner
     /// <summary>Name of the rows whose floor server also stores every step in the broker's log (HALFMSG_BENCH_FLOWS=floor
     /// selects them with the plain floor rows, "floor + log" alone).</summary>
     public const string FloorLogPrefix = "gRPC floor + log (the broker's stack and log, no engine)";
+    /// <summary>Opt-in rows (only when HALFMSG_BENCH_FLOWS names them): the floor's raw-stub client against the broker.</summary>
+    public static string RawStubsName(int level) => $"{RawStubsPrefix} @ {level} in flight";
+    public const string RawStubsPrefix = "raw stubs against the broker";
     public static string RemotingName(int level) => $"{RemotingPrefix} @ {level} in flight";
     /// <summary>Name of the Remoting rows (select them alone with HALFMSG_BENCH_FLOWS=remoting).</summary>
     public const string RemotingPrefix = "broker remoting tx (flush sync, one-way commit)";

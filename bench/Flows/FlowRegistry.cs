@@ -34,6 +34,10 @@ public static class FlowRegistry
     public static IReadOnlyList<T> Filter<T>(IReadOnlyList<T> flows) where T : IFlowBench =>
         flows.Where(f => Selected(f.Name)).ToArray();
 
+    /// <summary>True only when HALFMSG_BENCH_FLOWS is set and names this flow: for opt-in rows that a full run leaves out.</summary>
+    public static bool SelectedByName(string name)
+        => !string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable("HALFMSG_BENCH_FLOWS")) && Selected(name);
+
     public static bool Selected(string name)
     {
         string? only = Environment.GetEnvironmentVariable("HALFMSG_BENCH_FLOWS");

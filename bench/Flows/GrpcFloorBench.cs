@@ -22,8 +22,12 @@ namespace HalfMsg.Bench.Flows;
 /// <para>With <c>withLog</c>, the server also stores every step in the broker's log class and waits where the broker
 /// waits (<see cref="GrpcFloorServer"/>, <c>--log</c>): the least a broker that keeps its state in that log can spend on
 /// this stack, and the most it can carry on this machine.</para>
+/// <para>With <c>againstBroker</c>, the same raw-stub client runs against a broker process (an opt-in row): beside the
+/// broker row, which uses the bench's ProducerClient and SimpleConsumers, it shows what the bench's own clients take
+/// from the rate on these two shared cores.</para>
 /// </summary>
-public sealed class GrpcFloorBench(string name, int messages, int inFlight, BenchResult? brokerRow, BenchResult? ceilingRow = null, bool withLog = false) : IFlowBench
+public sealed class GrpcFloorBench(string name, int messages, int inFlight, BenchResult? brokerRow, BenchResult? ceilingRow = null, bool withLog = false,
+    bool againstBroker = false) : IFlowBench
 {
     private const int Batch = 32;
 
@@ -34,6 +38,18 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(outer);
         timeout.CancelAfter(o.FlowTimeout);
         var ct = timeout.Token;
+        if (againstBroker)
+        {
+            var args = new List<string> { "--flush", o.Flush == FlushMode.Sync ? "sync" : "async" };
+            if (o.DecisionDurability != "sync") args.AddRange(["--decision-durability", o.DecisionDurability]);
+            var (broker, error) = await BrokerProcess.TryStartAsync(new BrokerStartOptions { ExtraArgs = args }, ct);
+            if (broker is null) return BenchResult.Skipped(Name, BenchKind.Flow, error!);
+            await using (broker)
+            {
+                return await MeasureAsync(o, broker.GrpcPort, broker.Pid, ct, outer);
+            }
+        }
+
         int port = FreePorts.Next();
         var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string a in new[] { typeof(GrpcFloorServer).Assembly.Location, GrpcFloorServer.Verb, port.ToString(System.Globalization.CultureInfo.InvariantCulture) })
@@ -56,8 +72,6 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         server.Start();
         server.BeginOutputReadLine();
         server.BeginErrorReadLine();
-        var producers = new List<GrpcChannel>();
-        var consumers = new List<GrpcChannel>();
         try
         {
             if (await Task.WhenAny(ready.Task, server.WaitForExitAsync(ct), Task.Delay(TimeSpan.FromSeconds(30), ct)) != ready.Task)
@@ -65,6 +79,24 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                 return BenchResult.Skipped(Name, BenchKind.Flow, "floor server did not start: " + string.Join(" | ", output.TakeLast(5)));
             }
 
+            return await MeasureAsync(o, port, server.Id, ct, outer);
+        }
+        finally
+        {
+            if (!server.HasExited)
+            {
+                try { server.StandardInput.Close(); } catch (IOException) { }
+                if (!server.WaitForExit(10_000)) server.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    private async Task<BenchResult> MeasureAsync(BenchOptions o, int port, int serverPid, CancellationToken ct, CancellationToken outer)
+    {
+        var producers = new List<GrpcChannel>();
+        var consumers = new List<GrpcChannel>();
+        try
+        {
             for (int i = 0; i < o.InstancesFor(inFlight); i++) producers.Add(Channel(port));
             for (int i = 0; i < o.Consumers; i++) consumers.Add(Channel(port));
             await using var floorConsumers = new FloorConsumers(consumers, ct);
@@ -84,7 +116,12 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             {
                 Name = Name,
                 Kind = BenchKind.Flow,
-                Description = (withLog
+                Description = againstBroker
+                    ? $"The gRPC floor rows' raw-stub client (generated stubs with the RocketMQ headers, half sends and decisions coalesced as the broker row's producers do, " +
+                      $"{o.Consumers} consumers with receive batch {Batch} + one ack call) against a broker process (flush {o.Flush.ToString().ToLowerInvariant()}): " +
+                      $"{messages:N0} tx of {o.BodySize} B, {inFlight} producers on {o.InstancesFor(inFlight)} connection(s). The broker row runs the same flow with the bench's " +
+                      "ProducerClient and SimpleConsumers; the difference in rate is what those clients take on these two shared cores. Not paced."
+                    : ((withLog
                                   ? "The broker row's flow against a MessagingService on the broker's stack (Kestrel HTTP/2 + grpc-dotnet, " +
                                     "bench/Floor/GrpcFloorServer.cs --log) that stores each step in the broker's log class (RecordLog, sync flush) " +
                                     "and waits where the broker waits: half appended and durable before its reply, decision likewise, a record per " +
@@ -99,14 +136,14 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
                               $"{o.Consumers} consumers (receive batch {Batch} + one ack call), " +
                               "generated stubs with the RocketMQ headers. Run twice: as fast as it goes (tx/s column), then paced at the broker " +
                               "row's tx/s, since CPU per transaction falls as the rate rises (more frames per wake-up); the paced server CPU " +
-                              "per tx is the least the broker can spend on this stack at the broker's rate.",
+                              "per tx is the least the broker can spend on this stack at the broker's rate."),
             };
 
             result.Notes.Add(warmUp.Note(warmTx));
 
             // As fast as it goes: the stack's own ceiling on this machine.
             var send = Enumerable.Range(0, inFlight).Select(_ => new LatencyRecorder(messages / inFlight + 16)).ToArray();
-            var cpu = new CpuWindow(server.Id);
+            var cpu = new CpuWindow(serverPid);
             var (committedAt, deliveredAt) = await RunPhaseAsync(messages, producers, floorConsumers, body, send, null, o.HalfSendCalls, o.DecisionCalls, ct);
             cpu.Stop(result.Metrics, "floor", messages);
             result.Metrics[Metric.Throughput] = messages / committedAt.TotalSeconds;
@@ -116,10 +153,10 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
             result.AddLatency(Metric.Send, LatencyRecorder.Merge(send));
 
             // Paced at the broker's rate: the CPU per transaction to compare with the broker row's.
-            if (brokerRow?.Get(Metric.Throughput) is double rate && rate > 0)
+            if (!againstBroker && brokerRow?.Get(Metric.Throughput) is double rate && rate > 0)
             {
                 var paced = new Dictionary<string, double>();
-                var pacedCpu = new CpuWindow(server.Id);
+                var pacedCpu = new CpuWindow(serverPid);
                 var (pacedCommitted, _) = await RunPhaseAsync(messages, producers, floorConsumers, body, null, rate, o.HalfSendCalls, o.DecisionCalls, ct);
                 pacedCpu.Stop(paced, "floor", messages);
                 result.Metrics["paced_tx_per_s"] = messages / pacedCommitted.TotalSeconds;
@@ -139,16 +176,21 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         finally
         {
             foreach (var c in producers.Concat(consumers)) c.Dispose();
-            if (!server.HasExited)
-            {
-                try { server.StandardInput.Close(); } catch (IOException) { }
-                if (!server.WaitForExit(10_000)) server.Kill(entireProcessTree: true);
-            }
         }
     }
 
     private string Summary(BenchResult r)
     {
+        if (againstBroker)
+        {
+            string raw = $"raw-stub client against the broker: client {r.Get("client_cpu_ms_per_tx"):0.000} ms/tx, broker {r.Get("floor_cpu_ms_per_tx"):0.000} ms/tx";
+            if (brokerRow?.Get(Metric.Throughput) is double brokerTps && brokerTps > 0 && r.Get(Metric.Throughput) is double rawTps)
+            {
+                raw += $"; {rawTps / brokerTps:0.00}× the broker row's {brokerTps:N0} tx/s, whose ProducerClient and SimpleConsumers took {brokerRow.Get("client_cpu_ms_per_tx"):0.000} ms/tx";
+            }
+            return raw;
+        }
+
         string server = withLog ? "floor + log server" : "floor server";
         string s = $"unpaced: {server} {r.Get("floor_cpu_ms_per_tx"):0.000} ms/tx, raw-stub client {r.Get("client_cpu_ms_per_tx"):0.000} ms/tx";
         if (ceilingRow?.Get(Metric.Throughput) is double ceiling && ceiling > 0 && r.Get(Metric.Throughput) is double tps)
