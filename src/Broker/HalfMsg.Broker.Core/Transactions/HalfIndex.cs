@@ -3,8 +3,8 @@ using HalfMsg.Broker.Core.Model;
 namespace HalfMsg.Broker.Core.Transactions;
 
 /// <summary>
-/// Owner of the half-message state: pending (and parked) halves by transaction id, their next-check times in a due-time
-/// heap, and the decided ids. Guarded by the engine lock; changed only through the engine's record appliers.
+/// Owner of the half-message state: pending (and parked) halves by transaction id, their next-check times (an in-order
+/// queue and a heap), and the decided ids. Guarded by the engine lock; changed only through the engine's record appliers.
 /// </summary>
 /// <remarks>
 /// The due times use lazy deletion: a half is enqueued again whenever its next check moves, and stale entries (decided,
@@ -28,7 +28,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
 
     public DecidedIndex Decided { get; } = decided;
     public int Count => _byId.Count;
-    /// <summary>Entries in the due-time heap, stale ones included (soak statistics: must stay bounded).</summary>
+    /// <summary>Entries in the due times (both parts), stale ones included (soak statistics: must stay bounded).</summary>
     public int DueCount => _inOrder.Count + _due.Count;
     public IEnumerable<HalfState> All => _byId.Values;
 
@@ -86,7 +86,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
 
     public bool Remove(string transactionId, out HalfState half) => _byId.Remove(transactionId, out half!);
 
-    /// <summary>Puts a half (back) into the due-time heap at its <see cref="HalfState.NextCheckAtMs"/>.</summary>
+    /// <summary>Puts a half (back) into the due times at its <see cref="HalfState.NextCheckAtMs"/>.</summary>
     public void Schedule(HalfState half) => Enqueue(half.TransactionId, half.DueSeq, half.NextCheckAtMs);
 
     /// <summary>Takes every live, unparked half whose check time has come, each once.</summary>
