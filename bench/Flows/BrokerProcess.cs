@@ -77,6 +77,16 @@ public sealed partial class BrokerProcess : IAsyncDisposable
         return null;
     }
 
+    /// <summary>The broker's durability arguments for a row: <c>--flush</c> always; <c>--decision-durability</c> only when
+    /// not "sync", the broker's default, so the bench runs against brokers that do not know the option (a broker that
+    /// rejects another mode is "not measured").</summary>
+    public static List<string> ModeArgs(FlushMode flush, string decisionDurability)
+    {
+        var args = new List<string> { "--flush", flush == FlushMode.Sync ? "sync" : "async" };
+        if (decisionDurability != "sync") args.AddRange(["--decision-durability", decisionDurability]);
+        return args;
+    }
+
     public static string NewDataDir()
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-bench-broker-" + Guid.NewGuid().ToString("N")[..10]);

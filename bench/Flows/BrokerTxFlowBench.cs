@@ -104,10 +104,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
         var ct = timeout.Token;
 
         string dataDir = BrokerProcess.NewDataDir();
-        var args = new List<string> { "--flush", spec.Flush == FlushMode.Sync ? "sync" : "async" };
-        // "sync" is the broker's only mode today and its default: not passed, so this bench runs against brokers that
-        // do not know the option yet. Any other mode is passed through (a broker that rejects it is "not measured").
-        if (o.DecisionDurability != "sync") args.AddRange(["--decision-durability", o.DecisionDurability]);
+        var args = BrokerProcess.ModeArgs(spec.Flush, o.DecisionDurability);
         try
         {
             // ── seed (before the broker starts) ──

@@ -40,9 +40,7 @@ public sealed class GrpcFloorBench(string name, int messages, int inFlight, Benc
         var ct = timeout.Token;
         if (againstBroker)
         {
-            var args = new List<string> { "--flush", o.Flush == FlushMode.Sync ? "sync" : "async" };
-            if (o.DecisionDurability != "sync") args.AddRange(["--decision-durability", o.DecisionDurability]);
-            var (broker, error) = await BrokerProcess.TryStartAsync(new BrokerStartOptions { ExtraArgs = args }, ct);
+            var (broker, error) = await BrokerProcess.TryStartAsync(new BrokerStartOptions { ExtraArgs = BrokerProcess.ModeArgs(o.Flush, o.DecisionDurability) }, ct);
             if (broker is null) return BenchResult.Skipped(Name, BenchKind.Flow, error!);
             await using (broker)
             {

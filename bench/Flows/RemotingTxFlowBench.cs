@@ -65,11 +65,8 @@ public sealed class RemotingTxFlowBench(string name, int messages, int producers
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(outer);
         timeout.CancelAfter(o.FlowTimeout);
         var ct = timeout.Token;
-        var args = new List<string>
-        {
-            "--flush", o.Flush == FlushMode.Sync ? "sync" : "async", "--bind", "127.0.0.1", "--queues-per-topic", Queues.ToString(CultureInfo.InvariantCulture),
-        };
-        if (o.DecisionDurability != "sync") args.AddRange(["--decision-durability", o.DecisionDurability]);
+        var args = BrokerProcess.ModeArgs(o.Flush, o.DecisionDurability);
+        args.AddRange(["--bind", "127.0.0.1", "--queues-per-topic", Queues.ToString(CultureInfo.InvariantCulture)]);
         try
         {
             var (broker, error) = await BrokerProcess.TryStartAsync(new BrokerStartOptions { ExtraArgs = args }, ct);
