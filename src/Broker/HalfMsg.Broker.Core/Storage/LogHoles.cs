@@ -66,6 +66,41 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
         return end;
     }
 
+    /// <summary>
+    /// The first address in [<paramref name="from"/>, <paramref name="to"/>) from which intact entries follow one
+    /// another up to exactly <paramref name="to"/>: a record of ours that checks out, then records, FasterLog commit
+    /// records or page-end padding, entry after entry, landing on <paramref name="to"/>. Null when there is none. Used
+    /// after a damaged record whose length still lands on an intact record: if intact records fill the stretch before
+    /// that one, the length header was damaged (made longer), and they are records to replay, not the damaged record's
+    /// bytes.
+    /// </summary>
+    public long? FindChainEndingAt(long from, long to, long tail)
+    {
+        long pos = from;
+        while (pos < to)
+        {
+            long start = FindNextRecord(pos, to);
+            if (start >= to) return null;
+            if (!IsRecordAt(start, tail))
+            {
+                pos = start;                                    // a page end with nothing found before it: go on from there
+                continue;
+            }
+            long p = start;
+            while (p < to)
+            {
+                int length = ReadInt(p);
+                if (length < 0) p += EntrySize(-length);       // FasterLog commit record
+                else if (length == 0 && p % _pageSize != 0) p = (p / _pageSize + 1) * _pageSize; // page-end padding
+                else if (length >= RecordHeader.Size && IsRecordAt(p, tail)) p += EntrySize(length);
+                else break;
+            }
+            if (p == to) return start;
+            pos = start + 4;
+        }
+        return null;
+    }
+
     /// <summary>Whether an intact record of ours starts at <paramref name="address"/> (before <paramref name="to"/>).</summary>
     public bool IsRecordAt(long address, long to) => address < to && FindNextRecordExactly(address, to);
 
