@@ -83,7 +83,7 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
             if (start >= to) return null;
             if (!IsRecordAt(start, tail))
             {
-                pos = start;                                    // a page end with nothing found before it: go on from there
+                pos = start > pos ? start : pos + 4;            // a page end with nothing found before it: go on from there
                 continue;
             }
             long p = start;
