@@ -435,8 +435,9 @@ public sealed class RecordLog : IAsyncDisposable
                 Holes.Add(hole);
             Inner.Consume(entry, currentAddress);                // a damaged record is reported by the consumer
             Expected = nextAddress;
-            // A damaged record whose successor is not where its length says: the length header itself is damaged, and
-            // the records it now spans would be skipped. Resume at the first intact record after it instead.
+            // A damaged record may have a damaged length header: then the records it now spans would be skipped. Two
+            // cases: its length ends where no intact record begins, or it ends on one by chance. In both, resume at the
+            // first intact record after it when the evidence says the header was what was damaged.
             if (!RecordHeader.TryOpen(entry, out _, out _, out _) && nextAddress != tail)
             {
                 if (!holes.IsRecordAt(nextAddress, tail))
