@@ -22,8 +22,11 @@ public sealed class ReceivedMessage
         MessageId = sp.MessageId;
         Body = m.Body.Memory;
         Tag = sp.HasTag ? sp.Tag : null;
-        Keys = [.. sp.Keys];
-        Properties = new Dictionary<string, string>(m.UserProperties);
+        // Most messages carry neither keys nor user properties: no empty copies of them per message.
+        Keys = sp.Keys.Count == 0 ? [] : [.. sp.Keys];
+        Properties = m.UserProperties.Count == 0
+            ? System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty
+            : new Dictionary<string, string>(m.UserProperties);
         DeliveryAttempt = sp.HasDeliveryAttempt ? sp.DeliveryAttempt : 1;
         MessageGroup = sp.HasMessageGroup ? sp.MessageGroup : null;
         BornTimestamp = sp.BornTimestamp?.ToDateTimeOffset();

@@ -20,7 +20,8 @@ public sealed class Message
     /// <summary>Destination topic.</summary>
     public string Topic { get; }
 
-    /// <summary>Payload (sent as is).</summary>
+    /// <summary>Payload, sent as is and not copied: leave its bytes unchanged until the send (or the transaction's
+    /// half send) has completed. A buffer you reuse for the next message is fine once that call returned.</summary>
     public ReadOnlyMemory<byte> Body { get; }
 
     /// <summary>Optional tag consumers filter on.</summary>

@@ -367,7 +367,8 @@ public sealed class Producer : IAsyncDisposable
         {
             Topic = _session.Resource(message.Topic),
             SystemProperties = sp,
-            Body = ByteString.CopyFrom(message.Body.Span),
+            // Wrapped, not copied: Message.Body documents that the caller leaves it unchanged until the send completes.
+            Body = UnsafeByteOperations.UnsafeWrap(message.Body),
         };
         foreach (KeyValuePair<string, string> p in message.Properties)
         {
