@@ -48,7 +48,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
     public const string PendingTopic = "bench-pending";
     public const string ConsumerGroup = "bench-cg";
     public const int Batch = 32;
-    private const int HeaderBytes = 9; // send timestamp (8) + warm-up flag (1)
+    private const int HeaderBytes = 13; // send timestamp (8) + warm-up flag (1) + transaction number (4, -1 in warm-up)
 
     public string Name => spec.Name;
 
@@ -243,12 +243,18 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             int warmTotal = warmPerProducer * o.Producers;
             long warmDelivered = 0, warmCommitted = 0, delivered = 0, redelivered = 0, lastDelivery = 0, consumeErrors = 0;
             var allDelivered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            var seen = new ConcurrentDictionary<string, byte>(Environment.ProcessorCount, n + warmTotal);
+            // The measured transactions are numbered (body bytes 9-12), so first deliveries and commit times live in
+            // arrays indexed by that number: a ConcurrentDictionary keyed by message id per commit and per delivery was
+            // the bench's own largest cost per transaction after the clients (no such table in the RabbitMQ row).
+            // Numbers run past n only after failed sends; those and the warm-up's messages go by message id.
+            int numbered = 2 * n + 1024;
+            var seenNumber = new int[numbered];
+            var seen = new ConcurrentDictionary<string, byte>(Environment.ProcessorCount, warmTotal + 16);
             // --receives-in-flight loops per consumer, each with one ReceiveMessage outstanding: while one loop's batch
             // travels back and its next receive travels out, the other's receive waits at the broker for the next
             // commit (like the RabbitMQ row's prefetch, which keeps deliveries flowing while a batch is handled).
             int loops = o.Consumers * o.ReceivesInFlight;
-            var deliveries = Enumerable.Range(0, loops).Select(_ => new List<(string Id, long At, long Sent)>(n / loops + 16)).ToArray();
+            var deliveries = Enumerable.Range(0, loops).Select(_ => new List<(int Number, long At, long Sent)>(n / loops + 16)).ToArray();
             for (int c = 0; c < loops; c++)
             {
                 var consumer = consumers[c % o.Consumers];
@@ -281,13 +287,17 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                         {
                             var m = batch[i];
                             if (m.Body.Length < HeaderBytes) continue;
-                            if (!seen.TryAdd(m.MessageId, 0)) { Interlocked.Increment(ref redelivered); continue; }
+                            int number = BinaryPrimitives.ReadInt32LittleEndian(m.Body.Span[9..]);
+                            bool first = (uint)number < (uint)numbered
+                                ? Interlocked.Exchange(ref seenNumber[number], 1) == 0
+                                : seen.TryAdd(m.MessageId, 0);
+                            if (!first) { Interlocked.Increment(ref redelivered); continue; }
                             if (m.Body.Span[8] == 1)
                             {
                                 Interlocked.Increment(ref warmDelivered);
                                 continue;
                             }
-                            mine.Add((m.MessageId, now, BinaryPrimitives.ReadInt64LittleEndian(m.Body.Span)));
+                            mine.Add((number, now, BinaryPrimitives.ReadInt64LittleEndian(m.Body.Span)));
                             Volatile.Write(ref lastDelivery, now);
                             if (Interlocked.Increment(ref delivered) == n) allDelivered.TrySetResult();
                         }
@@ -305,7 +315,8 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             var halfLat = Enumerable.Range(0, o.Producers).Select(_ => new LatencyRecorder(n / o.Producers + 1)).ToArray();
             var commitLat = Enumerable.Range(0, o.Producers).Select(_ => new LatencyRecorder(n / o.Producers + 1)).ToArray();
             var txLat = Enumerable.Range(0, o.Producers).Select(_ => new LatencyRecorder(n / o.Producers + 1)).ToArray();
-            var commitDone = new ConcurrentDictionary<string, long>(Environment.ProcessorCount, n);
+            var commitDone = new long[numbered]; // by transaction number: when the producer held the commit response
+            int nextNumber = -1;
             long committed = 0, lastCommit = 0, sendErrors = 0;
 
             async Task ProduceAsync(int producer, int count, WarmUp? warm, long startTs, double? perProducerRate)
@@ -330,11 +341,14 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     }
                     long t0 = Stopwatch.GetTimestamp();
                     BinaryPrimitives.WriteInt64LittleEndian(body, t0);
+                    int number = warm is null ? Interlocked.Increment(ref nextNumber) : -1;
+                    BinaryPrimitives.WriteInt32LittleEndian(body.AsSpan(9), number < numbered ? number : -1);
                     var tx = client.BeginTransaction();
                     SendReceipt receipt;
                     try
                     {
-                        receipt = await tx.SendAsync(new ProducerClient.Message(Topic, body.ToArray()), ct);
+                        // The producer sends the body without copying it; it is rewritten only after this send returned.
+                        receipt = await tx.SendAsync(new ProducerClient.Message(Topic, body), ct);
                     }
                     catch (Exception) when (!ct.IsCancellationRequested)
                     {
@@ -354,7 +368,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                         Interlocked.Increment(ref warmCommitted);
                         continue;
                     }
-                    commitDone[receipt.MessageId] = t2;
+                    if ((uint)number < (uint)numbered) commitDone[number] = t2;
                     halfLat[producer].Record(t1 - t0);
                     commitLat[producer].Record(t2 - t1);
                     txLat[producer].Record(t2 - t0);
@@ -386,6 +400,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             var statsBefore = await broker.GetStatsAsync(ct);
             long? logCommits0 = await broker.LogCommitsAsync(ct);
             var cpu = new CpuWindow(broker.Pid);
+            long clientAlloc0 = GC.GetTotalAllocatedBytes();
             long start = Stopwatch.GetTimestamp();
             double? perRate = targetRate / o.Producers;
             var producing = Enumerable.Range(0, o.Producers)
@@ -413,6 +428,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             }
             var cpuMetrics = new Dictionary<string, double>();
             cpu.Stop(cpuMetrics, "broker", Math.Max(1, Interlocked.Read(ref committed)));
+            long clientAllocated = GC.GetTotalAllocatedBytes() - clientAlloc0;
             var poolAfter = ThreadPoolDelaySampler.Shared.Snapshot();
             var statsAfter = await broker.GetStatsAsync(CancellationToken.None);
             long? logCommits1 = await broker.LogCommitsAsync(CancellationToken.None);
@@ -448,10 +464,10 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             var sendToDelivery = new LatencyRecorder(n);
             long early = 0;
             foreach (var list in deliveries)
-                foreach (var (id, at, sent) in list)
+                foreach (var (number, at, sent) in list)
                 {
                     sendToDelivery.Record(at - sent);
-                    if (commitDone.TryGetValue(id, out long done))
+                    if ((uint)number < (uint)numbered && commitDone[number] is long done and not 0)
                     {
                         if (at < done) early++;
                         e2e.Record(Math.Max(0, at - done));
@@ -493,6 +509,13 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 if (statsAfter.TryGetValue("logCommitsKickedOnReturn", out double ck1) && statsBefore.TryGetValue("logCommitsKickedOnReturn", out double ck0))
                     result.Metrics["log_commits_kicked_on_return_fraction"] = (ck1 - ck0) / commits;
             }
+            // Bytes allocated per committed transaction in each process during the row (the collector's work follows them).
+            if (com > 0)
+            {
+                result.Metrics["client_alloc_kb_per_tx"] = clientAllocated / 1024.0 / com;
+                if (statsAfter.TryGetValue("gcTotalAllocatedBytes", out double ab1) && statsBefore.TryGetValue("gcTotalAllocatedBytes", out double ab0))
+                    result.Metrics["broker_alloc_kb_per_tx"] = (ab1 - ab0) / 1024.0 / com;
+            }
             // The broker's collector during the row: the share of time it stopped the process, collections per second.
             if (statsAfter.TryGetValue("gcPauseMicros", out double gp1) && statsBefore.TryGetValue("gcPauseMicros", out double gp0))
                 result.Metrics["broker_gc_pause_fraction"] = (gp1 - gp0) / 1e6 / window;
@@ -513,7 +536,8 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             if (checker is not null) result.Metrics["checks_answered_by_client"] = Interlocked.Read(ref checker.Checks);
 
             string cpuPart = (result.Get("broker_cpu_s") is double cpuS ? $"broker CPU {cpuS:0.0} s ({result.Get("broker_cpu_ms_per_tx"):0.000} ms/tx)" : "broker CPU n/a") +
-                             $", bench client {result.Get("client_cpu_ms_per_tx"):0.000} ms/tx";
+                             $", bench client {result.Get("client_cpu_ms_per_tx"):0.000} ms/tx" +
+                             (result.Get("broker_alloc_kb_per_tx") is double ba ? $"; allocated per tx: broker {ba:0.0} KB, bench client {result.Get("client_alloc_kb_per_tx"):0.0} KB" : "");
             string rssPart = result.Get("broker_peak_rss_mib") is double r ? $", peak RSS {r:N0} MiB" : "";
             result.Summary = $"commit p50/p99 {result.Get("commit_p50_ms"):0.00}/{result.Get("commit_p99_ms"):0.00} ms; {cpuPart}{rssPart}";
             if (spec.StormHalves > 0)
