@@ -87,7 +87,8 @@ public sealed record BenchOptions
                                 producers (default 1, like a service and like the RabbitMQ row's one publisher
                                 connection; 'each' = one per producer)
           --acks-in-flight N    AckMessage calls each receive loop of a gRPC broker row consumer keeps in flight
-                                while receiving on (default 4; 1 = wait for the previous batch's ack before the next receive)
+                                while receiving on (default 4; 1 = wait for the previous batch's ack before the next receive;
+                                0 = wait for each batch's own ack before the next receive, as the raw-stub consumers do)
           --receives-in-flight N
                                 ReceiveMessage calls each gRPC broker row consumer keeps outstanding, one receive loop
                                 each (default 1: receive again once the previous batch arrived)
@@ -143,7 +144,7 @@ public sealed record BenchOptions
                             : throw new ArgumentException($"--producer-instances takes a positive integer or 'each', not '{pi}'"),
                     };
                     break;
-                case "--acks-in-flight": o = o with { AcksInFlight = NextInt() }; break;
+                case "--acks-in-flight": o = o with { AcksInFlight = NextCount() }; break;
                 case "--receives-in-flight": o = o with { ReceivesInFlight = NextInt() }; break;
                 case "--half-send-calls": o = o with { HalfSendCalls = NextCount() }; break;
                 case "--decision-calls": o = o with { DecisionCalls = NextCount() }; break;

@@ -274,7 +274,7 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                         catch (OperationCanceledException) when (token.IsCancellationRequested) { break; }
                         catch (Exception) { Interlocked.Increment(ref consumeErrors); await Task.Delay(50, CancellationToken.None); continue; }
                         long now = Stopwatch.GetTimestamp();
-                        while (acksInFlight.Count >= o.AcksInFlight || acksInFlight.TryPeek(out var oldest) && oldest.IsCompleted)
+                        while (acksInFlight.Count >= Math.Max(1, o.AcksInFlight) || acksInFlight.TryPeek(out var oldest) && oldest.IsCompleted)
                         {
                             try { await acksInFlight.Dequeue(); }
                             catch (OperationCanceledException) when (token.IsCancellationRequested) { }
@@ -300,6 +300,13 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                             mine.Add((number, now, BinaryPrimitives.ReadInt64LittleEndian(m.Body.Span)));
                             Volatile.Write(ref lastDelivery, now);
                             if (Interlocked.Increment(ref delivered) == n) allDelivered.TrySetResult();
+                        }
+                        // --acks-in-flight 0: this batch's ack returns before the next receive (the raw-stub consumers' way).
+                        if (o.AcksInFlight == 0 && acksInFlight.TryDequeue(out var own))
+                        {
+                            try { await own; }
+                            catch (OperationCanceledException) when (token.IsCancellationRequested) { }
+                            catch (Exception) { Interlocked.Increment(ref consumeErrors); }
                         }
                     }
                     while (acksInFlight.TryDequeue(out var ack))
