@@ -39,9 +39,19 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
 
     private sealed class Pending(TItem item)
     {
+        public const int Waiting = 0, Taken = 1, Cancelled = 2;
         public readonly TItem Item = item;
         public readonly TaskCompletionSource<TResult> Result = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public CancellationTokenRegistration Cancellation;
+        /// <summary>Either a call takes the item or its caller's cancellation ends the wait, never both: a caller
+        /// told "cancelled" knows the item was not sent, and may reuse what it handed over (the producer does not copy
+        /// a message body).</summary>
+        public int State;
+
+        public bool TryCancel(CancellationToken token) =>
+            Interlocked.CompareExchange(ref State, Cancelled, Waiting) == Waiting && Result.TrySetCanceled(token);
+
+        public bool TryTake() => Interlocked.CompareExchange(ref State, Taken, Waiting) == Waiting;
     }
 
     /// <summary>Sends one item, in a call of its own or with others, and returns its result.</summary>
@@ -61,8 +71,9 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
                 lane.Waiting.Enqueue(pending);
                 if (ct.CanBeCanceled)
                 {
-                    // A cancelled wait ends now; the item is skipped when its call is made (it was never sent).
-                    pending.Cancellation = ct.UnsafeRegister(static (s, t) => ((Pending)s!).Result.TrySetCanceled(t), pending);
+                    // A cancelled wait ends now; the item is skipped when its call is made (it was never sent). Once a
+                    // call has taken it, the caller waits for that call's answer (bounded by the request timeout).
+                    pending.Cancellation = ct.UnsafeRegister(static (s, t) => ((Pending)s!).TryCancel(t), pending);
                 }
 
                 return pending.Result.Task;
@@ -105,7 +116,7 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
                 }
 
                 lane.Waiting.Dequeue();
-                if (p.Result.Task.IsCompleted)
+                if (!p.TryTake())
                 {
                     continue; // cancelled while it waited
                 }

@@ -158,6 +158,36 @@ public sealed class HalfSendCoalescerTests
     }
 
     [Fact]
+    public async Task An_item_cancelled_after_a_call_took_it_gets_that_calls_answer_not_a_cancellation()
+    {
+        // "Cancelled" must mean "not sent": the producer sends the caller's body without a copy, so a caller told
+        // cancelled may reuse the buffer, and an item already in a call would go out with whatever it holds by then.
+        // The size function runs for each waiting item as the next call is filled, after the items before it were
+        // taken: cancelling p1 there is a cancellation after its call took it.
+        using var cancelP1 = new CancellationTokenSource();
+        var first = new TaskCompletionSource<string[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var made = new List<string[]>();
+        var coalescer = new CallCoalescer<string, string, string[], string>(maxCallsInFlight: 1, maxItems: 32, maxBytes: 1 << 20,
+            size: item => { if (item == "p2") cancelP1.Cancel(); return 1; },
+            call: (_, items, _) =>
+            {
+                lock (made) made.Add([.. items]);
+                return made.Count == 1 ? first.Task : Task.FromResult<string[]>([.. items]);
+            },
+            pick: (response, index, _) => response[index]);
+
+        Task<string> p0 = coalescer.SendAsync("lane", "p0", CancellationToken.None);
+        Task<string> p1 = coalescer.SendAsync("lane", "p1", cancelP1.Token);
+        Task<string> p2 = coalescer.SendAsync("lane", "p2", CancellationToken.None);
+        first.SetResult(["p0"]);
+
+        Assert.Equal("p0", await p0.WaitAsync(Within));
+        Assert.Equal("p1", await p1.WaitAsync(Within)); // sent, so answered: not cancelled
+        Assert.Equal("p2", await p2.WaitAsync(Within));
+        lock (made) Assert.Equal(["p1", "p2"], made[1]);
+    }
+
+    [Fact]
     public async Task Lanes_are_per_broker_and_topic()
     {
         var calls = new ScriptedCalls();
