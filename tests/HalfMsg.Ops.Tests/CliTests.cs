@@ -324,10 +324,15 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         const string topic = "cli-lease-orders", group = "cli-lease-consumers";
         var engine = broker.Engine;
         var stored = new List<DateTimeOffset>();
+        long previousSendEndedMs = long.MinValue;
         for (int i = 0; i < 4; i++)
         {
+            // Store times are in milliseconds: each send starts in a later millisecond than the one before ended, so a
+            // reset to the time taken before send i never also takes send i - 1 (it did when both fell in one millisecond).
+            while (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() <= previousSendEndedMs) await Task.Yield();
             stored.Add(DateTimeOffset.UtcNow);
             Assert.True((await engine.SendAsync(new MessageDraft { Topic = topic, MessageId = $"cli-lease-{i}", QueueId = 0, Body = new byte[] { 1 } })).IsOk);
+            previousSendEndedMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         }
         async Task<List<string>> ReceiveAll()
         {
