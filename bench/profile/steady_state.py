@@ -38,3 +38,18 @@ a, b = rows[0], rows[-1]
 tx = b[3]['commits'] - a[3]['commits']
 print(f"\nwhole run: {tx:,} tx in {b[0] - a[0]:.0f} s, {tx / (b[0] - a[0]):,.0f} tx/s, broker CPU {(b[1] - a[1]) * 10.0 / tx:.3f} ms/tx, "
       f"{(b[2] - a[2]) / tx:,.0f} bytes written per tx")
+
+# Checkpoints caught alone between two samples: the engine lock's longest hold while each was written.
+whole, delta = [], []
+for a, b in zip(rows, rows[1:]):
+    sa, sb = a[3], b[3]
+    dw = sb.get('checkpointsWhole', 0) - sa.get('checkpointsWhole', 0)
+    dd = sb.get('checkpointsDelta', 0) - sa.get('checkpointsDelta', 0)
+    if dw + dd == 1:
+        (whole if dw else delta).append((sb['lastCheckpointPauseMicros'], sb['indexes']['decisions_remembered']))
+if whole or delta:
+    d = sorted(h for h, _ in delta)
+    if d:
+        print(f"longest engine lock hold per checkpoint: deltas median {d[len(d) // 2] / 1000:.1f} ms, max {d[-1] / 1000:.1f} ms ({len(d)} caught)")
+    if whole:
+        print("whole checkpoints (hold ms at decided ids remembered): " + ", ".join(f"{h / 1000:.1f} at {n:,}" for h, n in whole))

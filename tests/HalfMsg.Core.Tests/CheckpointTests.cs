@@ -99,4 +99,56 @@ public sealed class CheckpointTests(ITestOutputHelper output)
         await h.RestartAsync();
         Assert.Equal(100_000, h.Engine.PendingCount);
     }
+    [Fact]
+    public async Task A_checkpoint_walks_many_decided_ids_in_steps_while_decisions_and_forgetting_race_it()
+    {
+        // More decided ids than one hold of the checkpoint takes (16,384), a count bound that forgets the oldest as new
+        // ones come, and a time bound the load moves the clock past: the walk's steps race additions at the end and
+        // forgetting at the front of the expiry order. The checkpoint plus replay must still be the live state.
+        var seed = Environment.TickCount;
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 45_000, DecisionRetention = TimeSpan.FromSeconds(40) });
+
+        async Task DecideBatchAsync(int n, Random rnd)
+        {
+            var drafts = Enumerable.Range(0, n).Select(_ => new HalfDraft(h.Draft("orders", "x"), "orders", "p1", null)).ToList();
+            var sent = await h.Engine.SendHalvesAsync(drafts);
+            Assert.All(sent, r => Assert.True(r.IsOk, r.Error.ToString()));
+            var decided = await h.Engine.EndTransactionsAsync(sent.Select(r => new DecisionRequest(r.TransactionId, null,
+                rnd.Next(4) == 0 ? TransactionResolution.Rollback : TransactionResolution.Commit, DecisionSource.Client)).ToList());
+            Assert.All(decided, r => Assert.Equal(BrokerStatus.Ok, r.Error.Status));
+        }
+
+        var random = new Random(seed);
+        for (int i = 0; i < 60; i++)
+        {
+            await DecideBatchAsync(1_000, random);
+            if (i % 10 == 9) h.Clock.Advance(TimeSpan.FromSeconds(1));
+        }
+        Assert.Equal(45_000, h.Engine.IndexSizes()["decisions_remembered"]);
+
+        using var stop = new CancellationTokenSource();
+        var load = Task.Run(async () =>
+        {
+            var rnd = new Random(seed + 1);
+            while (!stop.IsCancellationRequested)
+            {
+                await DecideBatchAsync(rnd.Next(1, 300), rnd);
+                if (rnd.Next(20) == 0) { h.Clock.Advance(TimeSpan.FromSeconds(rnd.Next(1, 3))); h.Engine.RunSweep(); }
+            }
+        });
+        // The first checkpoint after a start is whole (the walk from the oldest id), the later ones deltas.
+        for (int i = 0; i < 3; i++) await h.Engine.CheckpointAsync();
+        stop.Cancel();
+        await load;
+        await h.Engine.SendAsync(h.Draft("events", "after the last checkpoint"));
+        string live = h.Engine.DescribeState();
+        long remembered = h.Engine.IndexSizes()["decisions_remembered"];
+        Assert.True(remembered > 16_384, $"{remembered} decided ids: more than one step of the walk");
+
+        await h.Engine.DisposeAsync();
+        File.Delete(Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin").Order().Last());
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.True(h.Engine.Metrics.ReplayedRecords > 0, "the restart replayed the log after the checkpoint");
+        States.AssertSame(live, h.Engine.DescribeState(), $"seed {seed}");
+    }
 }

@@ -36,6 +36,10 @@ public sealed class DecidedOrderTests
             {
                 int n = random.Next(model.Count + 3);
                 Assert.Equal(model.Skip(Math.Max(0, model.Count - n)).ToArray(), ring.CopyNewest(n));
+                int start = random.Next(model.Count + 1);
+                var part = new (UInt128 Key, long AtMs)[random.Next(model.Count - start + 1)];
+                ring.CopyRange(start, part);
+                Assert.Equal(model.Skip(start).Take(part.Length).ToArray(), part);
                 Assert.Equal(model.ToArray(), ring.Items().ToArray());
             }
         }
@@ -45,18 +49,35 @@ public sealed class DecidedOrderTests
     }
 
     [Fact]
-    public void A_delta_takes_only_the_decisions_added_since_the_count_it_was_given()
+    public void The_order_is_copied_in_steps_from_a_running_number_skipping_what_was_forgotten()
     {
         var index = new DecidedIndex(retentionMs: 1_000, maxCount: 5);
         for (int i = 0; i < 4; i++) index.Add($"tx-{i}", HalfMsg.Broker.Core.Model.TransactionResolution.Commit, i, atMs: i);
         long before = index.Added;
         for (int i = 4; i < 8; i++) index.Add($"tx-{i}", HalfMsg.Broker.Core.Model.TransactionResolution.Commit, i, atMs: i);
         Assert.Equal(5, index.Count); // the count bound forgot the three oldest
-        Assert.Equal(new long[] { 4, 5, 6, 7 }, index.OrderSnapshotSince(before).Select(e => e.AtMs));
-        Assert.Equal(new long[] { 3, 4, 5, 6, 7 }, index.OrderSnapshot().Select(e => e.AtMs));
-        // More added since than the order still holds: all of it is new.
-        Assert.Equal(new long[] { 3, 4, 5, 6, 7 }, index.OrderSnapshotSince(0).Select(e => e.AtMs));
-        index.Expire(nowMs: 1_006);
-        Assert.Equal(new long[] { 6, 7 }, index.OrderSnapshotSince(before).Select(e => e.AtMs));
+
+        long[] Copy(long from, long until, int room, out long next)
+        {
+            var into = new (UInt128, long)[room];
+            int n = index.CopyOrder(from, until, into, out next);
+            return into.Take(n).Select(e => e.Item2).ToArray();
+        }
+
+        Assert.Equal(new long[] { 4, 5, 6, 7 }, Copy(before, index.Added, 10, out long next));
+        Assert.Equal(index.Added, next);
+        // From before what is still held: the oldest still held first.
+        Assert.Equal(new long[] { 3, 4, 5, 6, 7 }, Copy(0, index.Added, 10, out _));
+        // In steps, and never past the bound it was given.
+        Assert.Equal(new long[] { 3, 4 }, Copy(0, index.Added, 2, out next));
+        Assert.Equal(new long[] { 5 }, Copy(next, 6, 2, out next));
+        Assert.Equal(6, next);
+        Assert.Empty(Copy(next, 6, 2, out _));
+        // Added meanwhile: later numbers. Forgotten meanwhile (time bound): skipped.
+        index.Add("tx-8", HalfMsg.Broker.Core.Model.TransactionResolution.Rollback, 8, atMs: 8);
+        index.Expire(nowMs: 1_007);
+        Assert.Equal(new long[] { 7, 8 }, Copy(next, index.Added, 10, out next));
+        Assert.Equal(index.Added, next);
+        Assert.Empty(Copy(next, long.MaxValue, 10, out _));
     }
 }

@@ -212,26 +212,32 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 }
             }
 
-            (UInt128 Key, long AtMs)[] decidedOrder;
-            decidedOrder = Snapshot(() =>
+            // The decided ids in expiry order, walked in steps that each copy and write a bounded part under one hold:
+            // the order can hold a million entries, too many to copy in one hold. Ids added after the first step are
+            // after `covered` (replayed on top) and are left to the next checkpoint; ids forgotten meanwhile are skipped.
+            var decidedPart = new (UInt128 Key, long AtMs)[4 * ItemsPerHold];
+            long decidedNext = chain?.DecidedAdded ?? 0;
+            long decidedEnd = -1;
+            while (true)
             {
-                decidedAdded = state.Halves.Decided.Added;
-                return chain is null ? state.Halves.Decided.OrderSnapshot() : state.Halves.Decided.OrderSnapshotSince(chain.DecidedAdded);
-            });
-            for (int i = 0; i < decidedOrder.Length; i += 4 * ItemsPerHold)
-            {
-                int from = i;
+                bool done = false;
                 await Chunk((w, o) =>
                 {
-                    for (int k = from; k < Math.Min(from + 4 * ItemsPerHold, decidedOrder.Length); k++)
+                    var decided = state.Halves.Decided;
+                    if (decidedEnd < 0) decidedEnd = decided.Added;
+                    int n = decided.CopyOrder(decidedNext, decidedEnd, decidedPart, out decidedNext);
+                    for (int k = 0; k < n; k++)
                     {
-                        if (!state.Halves.Decided.TryGetLive(decidedOrder[k].Key, decidedOrder[k].AtMs, out var resolution, out var address)) continue;
-                        w.Begin(SnapDecided).U64((ulong)(decidedOrder[k].Key >> 64)).U64((ulong)decidedOrder[k].Key).Byte((byte)resolution).I64(address).I64(decidedOrder[k].AtMs);
+                        var (key, atMs) = decidedPart[k];
+                        if (!decided.TryGetLive(key, atMs, out var resolution, out var address)) continue;
+                        w.Begin(SnapDecided).U64((ulong)(key >> 64)).U64((ulong)key).Byte((byte)resolution).I64(address).I64(atMs);
                         Emit(w, o);
                     }
+                    done = n == 0 || decidedNext >= decidedEnd;
                 }).ConfigureAwait(false);
+                if (done) break;
             }
-            decidedOrder = [];
+            decidedAdded = decidedEnd;
 
             GroupTopicState[] groups;
             groups = Snapshot(() => state.Groups.Values.ToArray());

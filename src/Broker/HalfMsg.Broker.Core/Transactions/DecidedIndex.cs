@@ -72,15 +72,23 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
 
     public void Clear() { _byKey.Clear(); _order.Clear(); Added = 0; }
 
-    /// <summary>The expiry order as it is now (a copy): a checkpoint reads the slots in chunks afterwards.</summary>
-    public (UInt128 Key, long AtMs)[] OrderSnapshot() => _order.CopyNewest(_order.Count);
-
-    /// <summary>The part of the expiry order added after <see cref="Added"/> was <paramref name="addedBefore"/> (all
-    /// of it that is still there), as a copy.</summary>
-    public (UInt128 Key, long AtMs)[] OrderSnapshotSince(long addedBefore)
+    /// <summary>
+    /// Copies the expiry order's entries numbered from <paramref name="from"/> up to, not including,
+    /// <paramref name="until"/> (entries are numbered by <see cref="Added"/> as it was before each was added; those
+    /// already forgotten are skipped, so the copy starts at the oldest still held if that is later), at most as many as
+    /// <paramref name="into"/> holds. Returns how many were copied; <paramref name="next"/> is the number to continue from.
+    /// </summary>
+    /// <remarks>A checkpoint walks the order this way in bounded steps, each under its own hold of the engine lock, so
+    /// it never copies a million entries (32 MB, a large-object allocation that can set off a full collection) in one
+    /// hold. Entries added meanwhile get later numbers and entries forgotten meanwhile are skipped.</remarks>
+    public int CopyOrder(long from, long until, Span<(UInt128 Key, long AtMs)> into, out long next)
     {
-        long n = Math.Min(Added - addedBefore, _order.Count);
-        return n <= 0 ? [] : _order.CopyNewest((int)n);
+        long oldest = Added - _order.Count;
+        long first = Math.Max(from, oldest);
+        int n = (int)Math.Clamp(Math.Min(until, Added) - first, 0, into.Length);
+        _order.CopyRange((int)(first - oldest), into[..n]);
+        next = first + n;
+        return n;
     }
 
     /// <summary>The slot of <paramref name="key"/>, if it is still the one added at <paramref name="atMs"/>.</summary>
@@ -158,6 +166,17 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
             int first = Math.Min(n, _items.Length - start);
             Array.Copy(_items, start, into, 0, first);
             Array.Copy(_items, 0, into, first, n - first);
+        }
+
+        /// <summary>Copies the items from position <paramref name="start"/> (0 = oldest) on, as many as <paramref name="into"/> holds.</summary>
+        public void CopyRange(int start, Span<(UInt128 Key, long AtMs)> into)
+        {
+            if (into.Length == 0) return;
+            if (start < 0 || start + into.Length > Count) throw new ArgumentOutOfRangeException(nameof(start));
+            int at = (_head + start) % _items.Length;
+            int first = Math.Min(into.Length, _items.Length - at);
+            _items.AsSpan(at, first).CopyTo(into);
+            _items.AsSpan(0, into.Length - first).CopyTo(into[first..]);
         }
 
         /// <summary>Oldest first.</summary>
