@@ -122,7 +122,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
             if (Count == _items.Length)
             {
                 var bigger = new (UInt128, long)[_items.Length * 2];
-                CopyNewest(Count, bigger);
+                CopyRange(0, bigger.AsSpan(0, Count));
                 _items = bigger;
                 _head = 0;
             }
@@ -156,16 +156,8 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
         public (UInt128 Key, long AtMs)[] CopyNewest(int n)
         {
             var result = new (UInt128, long)[Math.Min(n, Count)];
-            CopyNewest(result.Length, result);
+            CopyRange(Count - result.Length, result);
             return result;
-        }
-
-        private void CopyNewest(int n, (UInt128, long)[] into)
-        {
-            int start = (_head + Count - n) % _items.Length;
-            int first = Math.Min(n, _items.Length - start);
-            Array.Copy(_items, start, into, 0, first);
-            Array.Copy(_items, 0, into, first, n - first);
         }
 
         /// <summary>Copies the items from position <paramref name="start"/> (0 = oldest) on, as many as <paramref name="into"/> holds.</summary>
