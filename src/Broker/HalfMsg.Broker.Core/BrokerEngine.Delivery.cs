@@ -122,6 +122,11 @@ public sealed partial class BrokerEngine
     /// delivery attempt + 1), then messages the group has not seen, in queue order. Long-polls up to
     /// <see cref="ReceiveRequest.LongPollTimeout"/> and wakes as soon as a message becomes visible.
     /// </summary>
+    /// <remarks>
+    /// A long-polling receive parks in its group's line (<see cref="ReceiveWaiters"/>), and something new wakes one
+    /// receive of the group. The rules that keep a wake from being lost: park before looking; leaving with a wake taken
+    /// after the look, or after a look that filled its batch (more may be there), wake the next one.
+    /// </remarks>
     public async ValueTask<ReceiveResult> ReceiveAsync(ReceiveRequest req, CancellationToken ct = default)
     {
         using var span = BrokerTracing.StartReceive(req.Topic, req.ConsumerGroup); // trace hook (issue 12)
@@ -133,73 +138,97 @@ public sealed partial class BrokerEngine
             return new(new(BrokerStatus.IllegalInvisibleTime, $"invisible duration must be in (0, {_options.MaxInvisibleDuration}]"), []);
         int batch = req.BatchSize <= 0 ? 32 : Math.Min(req.BatchSize, 1024);
         var deadline = _time.GetTimestamp() + (long)(req.LongPollTimeout.TotalSeconds * _time.TimestampFrequency);
-        while (true)
+        ReceiveWaiters? line = null;
+        ReceiveWaiters.Waiter? parked = null;
+        bool wokenBeforeLook = false, more = false;
+        try
         {
-            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
-            List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> picked;
-            Task signal;
-            TopicState topic;
-            lock (_gate)
+            while (true)
             {
-                if (!_topics.TryGetValue(req.Topic, out topic!))
+                await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+                List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> picked;
+                TopicState topic;
+                lock (_gate)
                 {
-                    if (!IsValidName(req.Topic)) return new(new(BrokerStatus.IllegalTopic, $"topic '{req.Topic}' is not a valid name"), []);
-                    if (!_options.AutoCreateTopics && !IsSystemTopic(req.Topic)) return new(new(BrokerStatus.TopicNotFound, $"topic '{req.Topic}' does not exist"), []);
-                    var err = TryGetOrCreate(req.Topic, out topic);
-                    if (!err.IsOk) return new(err, []);
+                    if (!_topics.TryGetValue(req.Topic, out topic!))
+                    {
+                        if (!IsValidName(req.Topic)) return new(new(BrokerStatus.IllegalTopic, $"topic '{req.Topic}' is not a valid name"), []);
+                        if (!_options.AutoCreateTopics && !IsSystemTopic(req.Topic)) return new(new(BrokerStatus.TopicNotFound, $"topic '{req.Topic}' does not exist"), []);
+                        var err = TryGetOrCreate(req.Topic, out topic);
+                        if (!err.IsOk) return new(err, []);
+                    }
+                    var group = GetGroup(req.ConsumerGroup, topic);
+                    // The look below covers any wake the previous park got: leave it, park anew, then look.
+                    if (parked is not null) line!.Leave(parked);
+                    line = group.Waiters;
+                    parked = line.Park();
+                    // A wake taken before this point made its news visible before it: the look sees it (the look reads
+                    // the durable address after this). One taken later may not be seen.
+                    wokenBeforeLook = parked.IsWoken;
+                    Metrics.ReceiveLooks++;
+                    picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, out more);
+                    MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
                 }
-                var group = GetGroup(req.ConsumerGroup, topic);
-                signal = topic.Signal;
-                picked = PickForDelivery(group, filter, batch, req.InvisibleDuration);
-                MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
-            }
-            if (picked.Count > 0)
-            {
-                var result = new List<DeliveredMessage>(picked.Count);
-                foreach (var p in picked)
+                if (picked.Count > 0)
                 {
-                    var message = await ReadStoredMessageAsync(p.Entry.BodyAddress, topic.Name, p.Queue, p.Offset, ct, p.Entry.Size).ConfigureAwait(false);
-                    if (message is null)
+                    var result = new List<DeliveredMessage>(picked.Count);
+                    foreach (var p in picked)
                     {
-                        // Retention may have moved the body since it was picked: read it where it lives now.
-                        long now;
-                        int size;
-                        lock (_gate) (now, size) = topic.Queues[p.Queue].TryGet(p.Offset, out var e) && !e.IsHole ? (e.BodyAddress, e.Size) : (-1, 0);
-                        if (now >= 0 && now != p.Entry.BodyAddress)
-                            message = await ReadStoredMessageAsync(now, topic.Name, p.Queue, p.Offset, ct, size).ConfigureAwait(false);
+                        var message = await ReadStoredMessageAsync(p.Entry.BodyAddress, topic.Name, p.Queue, p.Offset, ct, p.Entry.Size).ConfigureAwait(false);
+                        if (message is null)
+                        {
+                            // Retention may have moved the body since it was picked: read it where it lives now.
+                            long now;
+                            int size;
+                            lock (_gate) (now, size) = topic.Queues[p.Queue].TryGet(p.Offset, out var e) && !e.IsHole ? (e.BodyAddress, e.Size) : (-1, 0);
+                            if (now >= 0 && now != p.Entry.BodyAddress)
+                                message = await ReadStoredMessageAsync(now, topic.Name, p.Queue, p.Offset, ct, size).ConfigureAwait(false);
+                        }
+                        if (message is null)
+                        {
+                            _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; it stays leased and will be retried", topic.Name, p.Queue, p.Offset, p.Entry.BodyAddress);
+                            continue;
+                        }
+                        result.Add(new DeliveredMessage
+                        {
+                            Message = message,
+                            ReceiptHandle = new ReceiptHandle(p.Queue, p.Offset, p.LeaseId).Encode(),
+                            DeliveryAttempt = p.Attempt,
+                            InvisibleUntilMs = p.Until,
+                        });
                     }
-                    if (message is null)
-                    {
-                        _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; it stays leased and will be retried", topic.Name, p.Queue, p.Offset, p.Entry.BodyAddress);
-                        continue;
-                    }
-                    result.Add(new DeliveredMessage
-                    {
-                        Message = message,
-                        ReceiptHandle = new ReceiptHandle(p.Queue, p.Offset, p.LeaseId).Encode(),
-                        DeliveryAttempt = p.Attempt,
-                        InvisibleUntilMs = p.Until,
-                    });
+                    BrokerTracing.EndReceive(span, BrokerError.None, result);
+                    if (result.Count > 0) return new(BrokerError.None, result);
                 }
-                BrokerTracing.EndReceive(span, BrokerError.None, result);
-                if (result.Count > 0) return new(BrokerError.None, result);
+                var remaining = deadline - _time.GetTimestamp();
+                if (remaining <= 0) return new(new(BrokerStatus.MessageNotFound, "no new message"), []);
+                var wait = TimeSpan.FromSeconds((double)remaining / _time.TimestampFrequency);
+                try
+                {
+                    await parked.Task.WaitAsync(wait, _time, ct).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                }
             }
-            var remaining = deadline - _time.GetTimestamp();
-            if (remaining <= 0) return new(new(BrokerStatus.MessageNotFound, "no new message"), []);
-            var wait = TimeSpan.FromSeconds((double)remaining / _time.TimestampFrequency);
-            try
-            {
-                await signal.WaitAsync(wait, _time, ct).ConfigureAwait(false);
-            }
-            catch (TimeoutException)
-            {
-            }
+        }
+        finally
+        {
+            // Leaving (with messages, empty-handed or cancelled): a wake this receive took after its last look, or a
+            // look that stopped at a full batch, goes on to the next receive of the group.
+            if (parked is not null && ((!line!.Leave(parked) && !wokenBeforeLook) || more)) line.WakeOne();
         }
     }
 
+    /// <summary>
+    /// Leases up to <paramref name="batch"/> messages (see <see cref="ReceiveAsync"/>). <paramref name="more"/>: the
+    /// pick stopped at its batch or byte budget, or left an expired lease for another consumer's filter; another receive
+    /// of the group may find something.
+    /// </summary>
     private List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> PickForDelivery(
-        GroupTopicState group, TagFilter filter, int batch, TimeSpan invisible)
+        GroupTopicState group, TagFilter filter, int batch, TimeSpan invisible, out bool more)
     {
+        bool leftForAnotherFilter = false;
         var picked = new List<(QueueEntry, int, long, int, long, long)>();
         long now = NowMs;
         long until = now + (long)invisible.TotalMilliseconds;
@@ -222,7 +251,7 @@ public sealed partial class BrokerEngine
             var gq = group.Queues[q];
             if (!gq.InFlight.TryGetValue(off, out var flight) || !flight.Expired) continue;
             if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole) { FinishInFlight(group, q, off); continue; }
-            if (!filter.Matches(entry.Tag)) { group.Redeliver.Enqueue((q, off)); continue; }
+            if (!filter.Matches(entry.Tag)) { group.Redeliver.Enqueue((q, off)); leftForAnotherFilter = true; continue; }
             var rec = new DeliveredRecord(group.Group, topic.Name, q, off, flight.Attempt + 1, until, NextLeaseId());
             rec.Write(_writer);
             AppendAndApply();
@@ -261,6 +290,7 @@ public sealed partial class BrokerEngine
                 Metrics.Delivered++;
             }
         }
+        more = Full() || leftForAnotherFilter;
         return picked;
     }
 
@@ -415,7 +445,7 @@ public sealed partial class BrokerEngine
             }
             flight.Expired = true;
             group.Redeliver.Enqueue((queue, offset));
-            group.Topic.Wake();
+            group.Waiters.WakeOne();
         }
     }
 

@@ -40,6 +40,12 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// <summary>Tests: change a queue as only retention does, under <see cref="GateForTests"/>.</summary>
     internal TopicQueues TopicsForTests => _topics;
     internal object GateForTests => _gate;
+
+    /// <summary>Tests: how many receives of the group on the topic are long-polling now.</summary>
+    internal int ParkedReceivesForTests(string group, string topic)
+    {
+        lock (_gate) return _groups.TryGetValue((group, topic), out var g) ? g.Waiters.Count : 0;
+    }
     private readonly ConsumerGroups _groups = new();            // in-flight deliveries: groups, leases, redeliveries
     private readonly HalfIndex _txs;                            // half messages: pending, parked, due checks, decided ids
     private readonly DelayIndex _delayed = new();               // messages waiting for their delivery time

@@ -42,7 +42,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void AddDelayed(DelayedEntry entry) => _delayed.Add(entry);
     private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
     private static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight) => ConsumerGroups.AddInFlight(group, q, off, flight);
-    private static void FinishInFlight(GroupTopicState group, int q, long off) => ConsumerGroups.FinishInFlight(group, q, off);
+    private static bool FinishInFlight(GroupTopicState group, int q, long off) => ConsumerGroups.FinishInFlight(group, q, off);
     private void ApplyConsumerOffset(ConsumerOffsetCommittedRecord rec) => _consumerOffsets.Set(rec.Group, rec.Topic, rec.QueueId, rec.Offset);
 
     /// <summary>
@@ -271,9 +271,10 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyAcked(AckedRecord rec)
     {
         if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
-        FinishInFlight(GetGroup(rec.Group, topic), rec.QueueId, rec.Offset);
-        // A FIFO group may have been waiting for this message.
-        if (Live) topic.Wake();
+        var group = GetGroup(rec.Group, topic);
+        // Only an ack that ends a FIFO hold can make something new receivable (the message group's next message), and
+        // only for this group: an ack of any other message wakes nobody.
+        if (FinishInFlight(group, rec.QueueId, rec.Offset) && Live) group.Waiters.WakeOne();
     }
 
     private void ApplyInvisibilityChanged(InvisibilityChangedRecord rec)
@@ -293,7 +294,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         var group = GetGroup(rec.Group, topic);
         var dlq = ApplyTopicCreated(BrokerEngine.DeadLetterPrefix + rec.Group, 1);
         if (!topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry)) entry = new QueueEntry { BodyAddress = QueueEntry.Expired };
-        FinishInFlight(group, rec.QueueId, rec.Offset);
+        // A dead-lettered FIFO message releases its message group's next one, as an ack does.
+        if (FinishInFlight(group, rec.QueueId, rec.Offset) && Live) group.Waiters.WakeOne();
         // The dead-letter entry points at the original body: no copy of the message is written. (A hole stays a hole.)
         AddQueueEntry(dlq, 0, rec.DlqOffset, new QueueEntry { BodyAddress = entry.BodyAddress, Size = entry.Size, VisibleAt = address, Tag = entry.Tag, MessageGroup = null });
     }
@@ -326,8 +328,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         foreach (var g in state.Groups.ToList()) _groups.Remove(g);
         _consumerOffsets.RemoveTopic(topic);
         foreach (var key in _delayed.All.Where(d => d.Topic == topic).Select(d => d.BodyAddress).ToList()) _delayed.Remove(key, out _);
-        // Parked receivers and pulls look again and find the topic gone.
-        state.Wake();
+        // Parked pulls look again and find the topic gone (its groups' receives were woken as the groups went).
+        state.WakeAll();
     }
 
     private void ApplyBodyRelocated(long address, int size, BodyRelocatedRecord rec)

@@ -1,3 +1,4 @@
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Broker.Core;
@@ -100,19 +101,40 @@ internal sealed class TopicState(string name, int queueCount)
     public readonly string Name = name;
     public readonly QueueState[] Queues = Enumerable.Range(0, queueCount).Select(_ => new QueueState()).ToArray();
     public int RoundRobin;
-    public readonly List<GroupTopicState> Groups = new();
+    private GroupTopicState[] _groups = [];
     private TaskCompletionSource _signal = NewSignal();
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>The consumer groups on this topic. Replaced, never changed in place (under the engine lock), so the
+    /// commit loop can walk it without that lock.</summary>
+    public GroupTopicState[] Groups => Volatile.Read(ref _groups);
+
+    public void AddGroup(GroupTopicState group) => Volatile.Write(ref _groups, [.. _groups, group]);
+
+    public void RemoveGroup(GroupTopicState group) => Volatile.Write(ref _groups, _groups.Where(g => g != group).ToArray());
+
     /// <summary>
-    /// Completes (and is replaced) whenever something new may be receivable on this topic. A receiver takes it BEFORE
-    /// looking for messages, so a wake between its look and its wait is never lost.
+    /// Completes (and is replaced) whenever something new may be pullable on this topic (Remoting pulls, which read
+    /// queues by offset). A pull takes it BEFORE looking for messages, so a wake between its look and its wait is never
+    /// lost. Receives (leases per consumer group) wait in their group's <see cref="GroupTopicState.Waiters"/> instead.
     /// </summary>
     public Task Signal => Volatile.Read(ref _signal).Task;
 
-    /// <summary>Thread-safe; called with or without the engine lock.</summary>
-    public void Wake() => Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
+    /// <summary>New entries are visible: wakes the pulls and one receive of each group. Thread-safe; called with or
+    /// without the engine lock.</summary>
+    public void WakeForNewEntries()
+    {
+        Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
+        foreach (var g in Groups) g.Waiters.WakeOne();
+    }
+
+    /// <summary>Wakes every pull and every receive (the topic was deleted).</summary>
+    public void WakeAll()
+    {
+        Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
+        foreach (var g in Groups) g.Waiters.WakeAll();
+    }
 }
 
 internal sealed class HalfState
@@ -242,6 +264,8 @@ internal sealed class GroupTopicState(string group, TopicState topic)
     /// <summary>FIFO message groups with a message in flight: their later messages wait.</summary>
     public readonly Dictionary<string, int> BusyMessageGroups = new(StringComparer.Ordinal);
     public int RoundRobin;
+    /// <summary>This group's long-polling receives on the topic.</summary>
+    public readonly ReceiveWaiters Waiters = new();
     public long LastSeenMs;
     /// <summary>Messages that fell behind the retention limits before this group finished them (since start).</summary>
     public long Expired;

@@ -32,18 +32,22 @@ internal sealed class ConsumerGroups
         {
             state = new GroupTopicState(group, topic);
             _byKey[(group, topic.Name)] = state;
-            topic.Groups.Add(state);
+            topic.AddGroup(state);
         }
         return state;
     }
 
-    /// <summary>Forgets a group on one topic: its progress, leases (their heap entries become stale) and redeliveries.</summary>
+    /// <summary>
+    /// Forgets a group on one topic: its progress, leases (their heap entries become stale) and redeliveries. Its parked
+    /// receives are woken: they look again (after the caller releases the engine lock) and start on the group's new state.
+    /// </summary>
     public void Remove(GroupTopicState state)
     {
         _byKey.Remove((state.Group, state.Topic.Name));
-        state.Topic.Groups.Remove(state);
+        state.Topic.RemoveGroup(state);
         foreach (var gq in state.Queues) gq.InFlight.Clear();
         state.Redeliver.Clear();
+        state.Waiters.WakeAll();
     }
 
     public long NextLeaseId() => ((long)_incarnation << 32) | ++_leaseSeq;
@@ -55,16 +59,22 @@ internal sealed class ConsumerGroups
             group.BusyMessageGroups[flight.MessageGroup] = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) + 1;
     }
 
-    /// <summary>The offset is finished for the group (acked, dead-lettered, expired): its lease and FIFO hold end.</summary>
-    public static void FinishInFlight(GroupTopicState group, int q, long off)
+    /// <summary>
+    /// The offset is finished for the group (acked, dead-lettered, expired): its lease and FIFO hold end. True when it
+    /// held a FIFO message group, whose next message may now be delivered.
+    /// </summary>
+    public static bool FinishInFlight(GroupTopicState group, int q, long off)
     {
         var gq = group.Queues[q];
+        bool released = false;
         if (gq.InFlight.TryGetValue(off, out var flight) && flight.MessageGroup is not null)
         {
             int n = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) - 1;
             if (n <= 0) group.BusyMessageGroups.Remove(flight.MessageGroup); else group.BusyMessageGroups[flight.MessageGroup] = n;
+            released = true;
         }
         gq.MarkDone(off);
+        return released;
     }
 
     /// <summary>Enters a lease into the expiry heap (again, when renewed).</summary>

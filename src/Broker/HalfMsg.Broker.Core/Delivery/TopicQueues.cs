@@ -49,7 +49,7 @@ internal sealed class TopicQueues(Func<long> durableUntil)
             // find it in the queue.
             if (entry.VisibleAt >= durableUntil()) { _pendingVisible.Enqueue((entry.VisibleAt, topic)); return; }
         }
-        topic.Wake();
+        topic.WakeForNewEntries();
     }
 
     /// <summary>The log is durable below <paramref name="durable"/>: wakes the receivers of every entry that became visible.</summary>
@@ -64,7 +64,7 @@ internal sealed class TopicQueues(Func<long> durableUntil)
                 (wake ??= new()).Add(p.Topic);
             }
         }
-        if (wake is not null) foreach (var t in wake.Distinct()) t.Wake();
+        if (wake is not null) foreach (var t in wake.Distinct()) t.WakeForNewEntries();
     }
 
     /// <summary>

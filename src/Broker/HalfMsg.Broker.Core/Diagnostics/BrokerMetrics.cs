@@ -16,6 +16,9 @@ public sealed class BrokerMetrics
     public long Parked;
     public long Delivered;
     public long Redelivered;
+    /// <summary>Looks of receives for messages (each one a hold of the engine lock): one when a receive arrives, then one
+    /// per wake-up while it long-polls.</summary>
+    public long ReceiveLooks;
     public long Acked;
     public long DeadLettered;
     public long ReplayedRecords;

@@ -71,17 +71,31 @@ internal sealed class FaultInjectionDevice(IDevice inner) : IDevice
 
     /// <summary>Reads passed to the real device.</summary>
     public int Reads;
+    /// <summary>While set and not completed, reads wait for it before they go to the real device (a slow disk).</summary>
+    public Task? ReadsWaitFor;
+    /// <summary>Reads that waited for <see cref="ReadsWaitFor"/>.</summary>
+    public int HeldReads;
 
     public void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength, DeviceIOCompletionCallback callback, object context)
     {
         Interlocked.Increment(ref Reads);
+        if (Hold(() => inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context))) return;
         inner.ReadAsync(segmentId, sourceAddress, destinationAddress, readLength, callback, context);
     }
 
     public void ReadAsync(ulong alignedSourceAddress, IntPtr alignedDestinationAddress, uint aligned_read_length, DeviceIOCompletionCallback callback, object context)
     {
         Interlocked.Increment(ref Reads);
+        if (Hold(() => inner.ReadAsync(alignedSourceAddress, alignedDestinationAddress, aligned_read_length, callback, context))) return;
         inner.ReadAsync(alignedSourceAddress, alignedDestinationAddress, aligned_read_length, callback, context);
+    }
+
+    private bool Hold(Action read)
+    {
+        if (Volatile.Read(ref ReadsWaitFor) is not { IsCompleted: false } gate) return false;
+        Interlocked.Increment(ref HeldReads);
+        gate.ContinueWith(_ => read(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+        return true;
     }
     public void TruncateUntilAddressAsync(long toAddress, AsyncCallback callback, IAsyncResult result) => inner.TruncateUntilAddressAsync(toAddress, callback, result);
     public void TruncateUntilAddress(long toAddress) => inner.TruncateUntilAddress(toAddress);
