@@ -516,6 +516,10 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 if (statsAfter.TryGetValue("logCommitsKickedOnReturn", out double ck1) && statsBefore.TryGetValue("logCommitsKickedOnReturn", out double ck0))
                     result.Metrics["log_commits_kicked_on_return_fraction"] = (ck1 - ck0) / commits;
             }
+            // Receives' looks for messages per transaction (each a hold of the engine lock; one per receive call, one more
+            // per wake-up while it long-polls).
+            if (com > 0 && statsAfter.TryGetValue("receiveLooks", out double rl1) && statsBefore.TryGetValue("receiveLooks", out double rl0))
+                result.Metrics["receive_looks_per_tx"] = (rl1 - rl0) / com;
             // Bytes allocated per committed transaction in each process during the row (the collector's work follows them).
             if (com > 0)
             {

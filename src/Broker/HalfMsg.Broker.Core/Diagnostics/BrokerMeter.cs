@@ -91,6 +91,8 @@ public sealed class BrokerMeter : IDisposable
         _meter.CreateObservableCounter("halfmsg_messages_redelivered", () => Volatile.Read(ref m.Redelivered),
             description: "Deliveries after an invisibility timeout.");
         _meter.CreateObservableCounter("halfmsg_messages_acked", () => Volatile.Read(ref m.Acked), description: "Acknowledged deliveries.");
+        _meter.CreateObservableCounter("halfmsg_receive_looks", () => Volatile.Read(ref m.ReceiveLooks),
+            description: "Looks of receives for messages: one per receive, one more per wake-up while it long-polls.");
         _meter.CreateObservableCounter("halfmsg_messages_dead_lettered", () => Volatile.Read(ref m.DeadLettered),
             description: "Messages moved to a %DLQ% topic.");
 
