@@ -125,16 +125,18 @@ internal sealed class TopicState(string name, int queueCount)
     /// without the engine lock.</summary>
     public void WakeForNewEntries()
     {
-        Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
+        WakePulls();
         foreach (var g in Groups) g.Waiters.WakeOne();
     }
 
     /// <summary>Wakes every pull and every receive (the topic was deleted).</summary>
     public void WakeAll()
     {
-        Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
+        WakePulls();
         foreach (var g in Groups) g.Waiters.WakeAll();
     }
+
+    private void WakePulls() => Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
 }
 
 internal sealed class HalfState

@@ -17,12 +17,10 @@ internal sealed class ReceiveWaiters
     private readonly LinkedList<Waiter> _parked = new();
 
     /// <summary>One parked receive. Its task completes when it is woken (never on a timeout or cancellation).</summary>
-    public sealed class Waiter
+    public sealed class Waiter() : TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
     {
-        internal readonly TaskCompletionSource Woken = new(TaskCreationOptions.RunContinuationsAsynchronously);
         internal LinkedListNode<Waiter>? Node;
-        public Task Task => Woken.Task;
-        public bool IsWoken => Woken.Task.IsCompleted;
+        public bool IsWoken => Task.IsCompleted;
     }
 
     /// <summary>Receives parked now (a hint for diagnostics and tests).</summary>
@@ -63,7 +61,7 @@ internal sealed class ReceiveWaiters
             waiter = first.Value;
             waiter.Node = null;
         }
-        waiter.Woken.TrySetResult();
+        waiter.TrySetResult();
     }
 
     /// <summary>Wakes every parked receive (the topic was deleted: each must look and find it gone).</summary>
@@ -76,6 +74,6 @@ internal sealed class ReceiveWaiters
             foreach (var w in all) w.Node = null;
             _parked.Clear();
         }
-        foreach (var w in all) w.Woken.TrySetResult();
+        foreach (var w in all) w.TrySetResult();
     }
 }
