@@ -53,3 +53,15 @@ if whole or delta:
         print(f"longest engine lock hold per checkpoint: deltas median {d[len(d) // 2] / 1000:.1f} ms, max {d[-1] / 1000:.1f} ms ({len(d)} caught)")
     if whole:
         print("whole checkpoints (hold ms at decided ids remembered): " + ", ".join(f"{h / 1000:.1f} at {n:,}" for h, n in whole))
+
+# Retention cuts caught alone between two samples: how long each held the engine lock (truncation and expiring every
+# queue's prefix), beside the queue entries the broker held then.
+cuts = []
+for a, b in zip(rows, rows[1:]):
+    sa, sb = a[3], b[3]
+    if sb.get('retentionCuts', 0) - sa.get('retentionCuts', 0) == 1 and 'lastRetentionCutPauseMicros' in sb:
+        cuts.append((sb['lastRetentionCutPauseMicros'], sb['indexes']['queue_entries']))
+if cuts:
+    c = sorted(h for h, _ in cuts)
+    print(f"engine lock hold per retention cut: median {c[len(c) // 2] / 1000:.1f} ms, max {c[-1] / 1000:.1f} ms "
+          f"({len(cuts)} caught, at {min(n for _, n in cuts):,}-{max(n for _, n in cuts):,} queue entries)")

@@ -95,8 +95,10 @@ public sealed partial class BrokerEngine
             {
             await CheckpointLockedAsync(ct, whole: true).ConfigureAwait(false);
             long cutRecord;
+            long held;
             lock (_gate)
             {
+                long holdStart = System.Diagnostics.Stopwatch.GetTimestamp();
                 // The state has not held a reference below the boundary since the last round (see above); check it
                 // anyway, because a cut is the one operation that cannot be undone.
                 var stray = _retention.CollectLiveBelow(boundary);
@@ -112,7 +114,9 @@ public sealed partial class BrokerEngine
                 Metrics.RecordsRelocated += moved;
                 new LogCutRecord(boundary, NowMs).Write(_writer);
                 cutRecord = AppendAndApply();
+                held = System.Diagnostics.Stopwatch.GetTimestamp() - holdStart;
             }
+            Metrics.LastRetentionCutPauseMicros = held * 1_000_000 / System.Diagnostics.Stopwatch.Frequency;
             await _log.WaitCommittedAsync(cutRecord, ct).ConfigureAwait(false);
             // A second checkpoint at or after the cut: should the newest ever be unreadable, an older one still covers the log.
             await CheckpointLockedAsync(ct, whole: true).ConfigureAwait(false);
@@ -122,7 +126,8 @@ public sealed partial class BrokerEngine
             {
                 _checkpointLock.Release();
             }
-            _logger.LogInformation("Retention: log cut before {Boundary}; {Moved} live records moved to the tail", boundary, moved);
+            _logger.LogInformation("Retention: log cut before {Boundary}; {Moved} live records moved to the tail; the cut held the engine lock {HeldMicros} µs",
+                boundary, moved, Metrics.LastRetentionCutPauseMicros);
             return moved;
         }
         finally

@@ -30,6 +30,9 @@ public sealed class BrokerMetrics
     public long LastCheckpointLargestHoldBytes;
     /// <summary>The size of the last checkpoint file, in bytes.</summary>
     public long LastCheckpointBytes;
+    /// <summary>How long the last retention cut held the engine lock (truncating the log and expiring every queue's prefix),
+    /// in microseconds.</summary>
+    public long LastRetentionCutPauseMicros;
     /// <summary>Checkpoints written whole, and as deltas on the previous one, since start.</summary>
     public long CheckpointsWhole;
     public long CheckpointsDelta;

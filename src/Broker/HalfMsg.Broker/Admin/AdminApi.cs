@@ -152,7 +152,7 @@ public static class AdminApi
             engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.Acked, engine.Metrics.DeadLettered,
             engine.Metrics.ReceiveLooks, engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
             engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.LastCheckpointBytes, engine.Metrics.CheckpointsWhole, engine.Metrics.CheckpointsDelta,
-            engine.Metrics.RetentionCuts, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
+            engine.Metrics.RetentionCuts, engine.Metrics.LastRetentionCutPauseMicros, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
             health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
             pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
             producers = engine.Producers.Snapshot(),
