@@ -34,8 +34,10 @@ internal sealed class QueueState
     /// <summary>How far a record may jump ahead of the queue's end; a larger jump is treated as a damaged record.</summary>
     private const long MaxGap = 1 << 24;
 
-    public long BaseOffset;
-    public readonly List<QueueEntry> Entries = new();
+    public long BaseOffset { get; private set; }
+    /// <summary>The queue's entries from <see cref="BaseOffset"/> on, in segments: a retention cut drops a prefix without
+    /// moving the rest, and growth never copies what is there (see <see cref="SegmentedList{T}"/>).</summary>
+    public readonly SegmentedList<QueueEntry> Entries = new();
     public long NextOffset => BaseOffset + Entries.Count;
 
     /// <summary>
@@ -58,14 +60,22 @@ internal sealed class QueueState
         if (offset < BaseOffset) return; // already expired behind the retention cut
         EnsureNext(offset);
         long i = offset - BaseOffset;
-        if (i == Entries.Count) Entries.Add(entry);
+        if (i == Entries.Count) Append(entry);
         else Replace((int)i, entry);
+    }
+
+    /// <summary>Adds an entry at <see cref="NextOffset"/>.</summary>
+    public void Append(QueueEntry entry)
+    {
+        NoteBody(NextOffset, entry.BodyAddress);
+        Entries.Add(entry);
     }
 
     /// <summary>Rewrites the entry at index <paramref name="i"/> of <see cref="Entries"/> (not an append).</summary>
     public void Replace(int i, QueueEntry entry)
     {
         Entries[i] = entry;
+        NoteBody(BaseOffset + i, entry.BodyAddress);
         FrontVersion++;
     }
 
@@ -73,8 +83,11 @@ internal sealed class QueueState
     public void RemoveFront(int n)
     {
         if (n <= 0) return;
-        Entries.RemoveRange(0, n);
+        long firstBlock = BaseOffset >> BlockBits;
+        Entries.RemoveFront(n);
         BaseOffset += n;
+        // A block cut in part keeps its lowest address: it may be lower than what is left, which costs a look, never a miss.
+        _lowestBody.RemoveRange(0, (int)Math.Min(_lowestBody.Count, (BaseOffset >> BlockBits) - firstBlock));
         FrontVersion++;
     }
 
@@ -82,17 +95,65 @@ internal sealed class QueueState
     public void Reset(long baseOffset)
     {
         Entries.Clear();
+        _lowestBody.Clear();
         BaseOffset = baseOffset;
         FrontVersion++;
+    }
+
+    /// <summary>Makes an empty queue start at <paramref name="baseOffset"/> (a checkpoint load).</summary>
+    public void StartEmptyAt(long baseOffset)
+    {
+        if (Entries.Count != 0) throw new InvalidOperationException("the queue is not empty");
+        _lowestBody.Clear();
+        BaseOffset = baseOffset;
+    }
+
+    // Per block of 2^BlockBits offsets (counted from offset 0, so a cut does not shift them), from the block holding
+    // BaseOffset on: the lowest body address any entry of the block had. Retention asks which entries point below a
+    // cut; nearly every entry's body lies just before the entry itself (a half and its commit), so only the blocks near
+    // the cut, and those holding a late commit or a late delay, can have one. The other blocks are skipped unread.
+    private const int BlockBits = 11;
+    private readonly List<long> _lowestBody = new();
+
+    private void NoteBody(long offset, long bodyAddress)
+    {
+        if (bodyAddress < 0) return; // a hole points nowhere
+        int block = (int)((offset >> BlockBits) - (BaseOffset >> BlockBits));
+        while (_lowestBody.Count <= block) _lowestBody.Add(long.MaxValue);
+        if (bodyAddress < _lowestBody[block]) _lowestBody[block] = bodyAddress;
+    }
+
+    /// <summary>How many blocks <see cref="EntriesWithBodyBelow"/> reads for <paramref name="boundary"/> from the front (for tests).</summary>
+    internal int BlocksToReadBelow(long boundary) => _lowestBody.Count(lowest => lowest < boundary);
+
+    /// <summary>
+    /// The indexes into <see cref="Entries"/>, from <paramref name="from"/> on, of the entries whose body lies below
+    /// <paramref name="boundary"/> (holes excluded), in order. Reads only the blocks that can hold one.
+    /// </summary>
+    public IEnumerable<int> EntriesWithBodyBelow(int from, long boundary)
+    {
+        long firstBlock = BaseOffset >> BlockBits;
+        for (int b = (int)(((BaseOffset + from) >> BlockBits) - firstBlock); b < _lowestBody.Count; b++)
+        {
+            if (_lowestBody[b] >= boundary) continue;
+            long blockStart = (firstBlock + b) << BlockBits;
+            int start = (int)Math.Max(from, blockStart - BaseOffset);
+            int end = (int)Math.Min(Entries.Count, blockStart + (1L << BlockBits) - BaseOffset);
+            for (int i = start; i < end; i++)
+            {
+                var e = Entries[i];
+                if (!e.IsHole && e.BodyAddress < boundary) yield return i;
+            }
+        }
     }
 
     /// <summary>Makes every offset below <paramref name="offset"/> exist (as a hole if no record filled it).</summary>
     public void EnsureNext(long offset)
     {
         if (offset <= NextOffset) return;
-        if (Entries.Count == 0 && BaseOffset == 0 && offset - BaseOffset > MaxGap) { BaseOffset = offset; FrontVersion++; return; }
+        if (Entries.Count == 0 && BaseOffset == 0 && offset - BaseOffset > MaxGap) { StartEmptyAt(offset); FrontVersion++; return; }
         if (offset - NextOffset > MaxGap) throw new InvalidDataException($"queue offset {offset} is implausibly far past the queue end {NextOffset}");
-        while (NextOffset < offset) Entries.Add(new QueueEntry { BodyAddress = QueueEntry.Missing });
+        while (NextOffset < offset) Append(new QueueEntry { BodyAddress = QueueEntry.Missing });
     }
 }
 

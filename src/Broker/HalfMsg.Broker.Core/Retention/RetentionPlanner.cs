@@ -55,20 +55,17 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
         {
             for (int q = 0; q < topic.Queues.Length; q++)
             {
-                var entries = topic.Queues[q].Entries;
-                // Entries enter a queue in log order, so those that entered at or after the boundary are a suffix.
-                for (int i = FirstVisibleAtOrAfter(entries, boundary); i < entries.Count; i++)
-                {
-                    var e = entries[i];
-                    if (!e.IsHole && e.BodyAddress < boundary)
-                        Add(e.BodyAddress, new LiveRef(null, false, topic.Name, q, topic.Queues[q].BaseOffset + i));
-                }
+                var queue = topic.Queues[q];
+                // Entries enter a queue in log order, so those that entered at or after the boundary are a suffix; of
+                // it, the queue reads only the blocks that can hold a body below the boundary.
+                foreach (int i in queue.EntriesWithBodyBelow(FirstVisibleAtOrAfter(queue.Entries, boundary), boundary))
+                    Add(queue.Entries[i].BodyAddress, new LiveRef(null, false, topic.Name, q, queue.BaseOffset + i));
             }
         }
         return live;
     }
 
-    private static int FirstVisibleAtOrAfter(List<QueueEntry> entries, long boundary)
+    private static int FirstVisibleAtOrAfter(SegmentedList<QueueEntry> entries, long boundary)
     {
         int lo = 0, hi = entries.Count;
         while (lo < hi)

@@ -468,10 +468,10 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     var queue = t.Queues[r.I32()];
                     long start = r.I64();
                     int n = r.I32();
-                    if (queue.Entries.Count == 0) queue.BaseOffset = start;
+                    if (queue.Entries.Count == 0) queue.StartEmptyAt(start);
                     else if (start != queue.NextOffset) { error = $"entries of {t.Name} from {start} do not continue the queue's end {queue.NextOffset}"; return false; }
                     for (int k = 0; k < n; k++)
-                        queue.Entries.Add(new QueueEntry { BodyAddress = r.I64(), VisibleAt = r.I64(), Size = r.I32(), Tag = tags.Intern(r.Str()), MessageGroup = r.Str() });
+                        queue.Append(new QueueEntry { BodyAddress = r.I64(), VisibleAt = r.I64(), Size = r.I32(), Tag = tags.Intern(r.Str()), MessageGroup = r.Str() });
                     break;
                 }
                 case SnapHalf when !last:

@@ -1,0 +1,138 @@
+namespace HalfMsg.Broker.Core;
+
+/// <summary>
+/// A list that grows at its end and shrinks at its front, stored in fixed-size segments, so that neither costs more than
+/// one segment: an append never copies what is already there (a <see cref="List{T}"/> copies all of it each time it
+/// doubles) and dropping a prefix never moves the rest (<see cref="List{T}.RemoveRange"/> moves every entry behind it).
+/// </summary>
+/// <remarks>
+/// Used for what grows with the retained log and is changed under the engine lock: a topic queue's entries (millions
+/// per queue with the default 8 GiB retention; each retention cut drops a prefix) and the decided ids' expiry order
+/// (up to a million). With a <see cref="List{T}"/>, a cut moved every entry of every queue under the lock, and the
+/// doubling at a million entries copied tens of megabytes in one hold. A segment holds
+/// <see cref="SegmentLength"/> items; at 40 bytes an item (a queue entry) that stays below the large object heap's
+/// 85,000-byte threshold, so segments are ordinary, compactable allocations. Not thread-safe.
+/// </remarks>
+internal sealed class SegmentedList<T>
+{
+    /// <summary>Items per segment (a power of two).</summary>
+    public const int SegmentLength = 1 << SegmentBits;
+    private const int SegmentBits = 11;
+    private const int SegmentMask = SegmentLength - 1;
+
+    // _segments[0] holds the first item at _front; every segment but the last is full from its start (or from
+    // _front for the first). Dropped segments are removed from the front of the list, a few references each.
+    private readonly List<T[]> _segments = [];
+    private int _front;
+
+    // Segments a cut dropped, cleared, for the next appends: a queue that is cut as fast as it grows allocates nothing
+    // (and leaves no dropped segments for the full collections to find).
+    private const int SpareLimit = 16;
+    private readonly Stack<T[]> _spare = new();
+
+    public int Count { get; private set; }
+
+    /// <summary>Segments currently held (for tests: bounded by the count, not by the count's history).</summary>
+    internal int SegmentCount => _segments.Count;
+
+    public T this[int index]
+    {
+        get
+        {
+            if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index));
+            int at = _front + index;
+            return _segments[at >> SegmentBits][at & SegmentMask];
+        }
+        set
+        {
+            if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index));
+            int at = _front + index;
+            _segments[at >> SegmentBits][at & SegmentMask] = value;
+        }
+    }
+
+    public void Add(T item)
+    {
+        int at = _front + Count;
+        if ((at >> SegmentBits) == _segments.Count) _segments.Add(_spare.TryPop(out T[]? spare) ? spare : new T[SegmentLength]);
+        _segments[at >> SegmentBits][at & SegmentMask] = item;
+        Count++;
+    }
+
+    /// <summary>Drops the first <paramref name="n"/> items.</summary>
+    public void RemoveFront(int n)
+    {
+        if (n < 0 || n > Count) throw new ArgumentOutOfRangeException(nameof(n));
+        if (n == 0) return;
+        if (n == Count)
+        {
+            Clear();
+            return;
+        }
+
+        // Clear the dropped slots of the segment that stays (references must not be kept alive); whole segments go.
+        int end = _front + n;
+        int dropSegments = end >> SegmentBits;
+        int keepFrom = end & SegmentMask;
+        if (keepFrom > 0 && System.Runtime.CompilerServices.RuntimeHelpers.IsReferenceOrContainsReferences<T>())
+        {
+            int clearFrom = dropSegments == 0 ? _front : 0;
+            Array.Clear(_segments[dropSegments], clearFrom, keepFrom - clearFrom);
+        }
+
+        Recycle(0, dropSegments);
+        _segments.RemoveRange(0, dropSegments);
+        _front = keepFrom;
+        Count -= n;
+    }
+
+    /// <summary>Drops the first item and returns it.</summary>
+    public T RemoveFirst()
+    {
+        if (Count == 0) throw new InvalidOperationException("the list is empty");
+        T first = this[0];
+        RemoveFront(1);
+        return first;
+    }
+
+    public void Clear()
+    {
+        Recycle(0, _segments.Count);
+        _segments.Clear();
+        _front = 0;
+        Count = 0;
+    }
+
+    /// <summary>Keeps up to <see cref="SpareLimit"/> of the segments about to be dropped, cleared (no reference survives).</summary>
+    private void Recycle(int from, int count)
+    {
+        for (int i = from; i < from + count && _spare.Count < SpareLimit; i++)
+        {
+            if (System.Runtime.CompilerServices.RuntimeHelpers.IsReferenceOrContainsReferences<T>()) Array.Clear(_segments[i]);
+            _spare.Push(_segments[i]);
+        }
+    }
+
+    /// <summary>Copies the items from index <paramref name="start"/> on, as many as <paramref name="into"/> holds.</summary>
+    public void CopyTo(int start, Span<T> into)
+    {
+        if (into.Length == 0) return;
+        if (start < 0 || start + into.Length > Count) throw new ArgumentOutOfRangeException(nameof(start));
+        int at = _front + start;
+        int done = 0;
+        while (done < into.Length)
+        {
+            int offset = at & SegmentMask;
+            int n = Math.Min(SegmentLength - offset, into.Length - done);
+            _segments[at >> SegmentBits].AsSpan(offset, n).CopyTo(into[done..]);
+            done += n;
+            at += n;
+        }
+    }
+
+    /// <summary>The items in order (the list must not change meanwhile).</summary>
+    public IEnumerable<T> Items()
+    {
+        for (int i = 0; i < Count; i++) yield return this[i];
+    }
+}
