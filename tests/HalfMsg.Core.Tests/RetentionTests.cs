@@ -178,4 +178,23 @@ public sealed class RetentionTests
         h.Engine.RunSweep();
         Assert.Equal("delayed", Assert.Single(await h.ReceiveWhenVisibleAsync("c", "later")).Text());
     }
+
+    [Fact]
+    public void A_cut_by_size_goes_an_eighth_of_the_limit_deeper_and_only_once_a_limit_is_exceeded()
+    {
+        var planner = new HalfMsg.Broker.Core.Retention.RetentionPlanner(null!, new CoreOptions { RetentionBytes = 800, RetentionTime = TimeSpan.Zero });
+        for (long address = 100; address <= 2_000; address += 100) planner.AddBoundary(address, atMs: 0);
+
+        // 700 bytes behind the tail at most: within the limit, no cut.
+        Assert.Equal(0, planner.ComputeTarget(begin: 0, tail: 850, nowMs: 0, lastCheckpoint: 2_000));
+        // A boundary lies 800 behind the tail (100 at 900): due; the cut goes to 200, 700 behind, an eighth deeper.
+        Assert.Equal(200, planner.ComputeTarget(begin: 0, tail: 900, nowMs: 0, lastCheckpoint: 2_000));
+        // Never beyond the newest checkpoint.
+        Assert.Equal(100, planner.ComputeTarget(begin: 0, tail: 900, nowMs: 0, lastCheckpoint: 150));
+        // After that cut the next is due only once a boundary lies 800 behind the tail again (300 at 1,100), not at
+        // each new boundary; then it goes to 400.
+        planner.ForgetBoundariesUpTo(200);
+        Assert.Equal(200, planner.ComputeTarget(begin: 200, tail: 1_099, nowMs: 0, lastCheckpoint: 2_000));
+        Assert.Equal(400, planner.ComputeTarget(begin: 200, tail: 1_100, nowMs: 0, lastCheckpoint: 2_000));
+    }
 }

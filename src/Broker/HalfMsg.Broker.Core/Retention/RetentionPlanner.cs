@@ -25,13 +25,26 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
 
     public void ForgetBoundariesUpTo(long address) => _boundaries.RemoveAll(b => b.Address <= address);
 
+    /// <summary>
+    /// A cut by size goes this fraction of the limit (an eighth) deeper than the limit needs. Every cut writes two whole
+    /// checkpoints, and their size grows with the retained log (66 MB each at 2 GiB of 1 KiB messages): cut at every
+    /// new checkpoint boundary, as the limit alone allows, a full log wrote more checkpoint bytes than log bytes. An
+    /// eighth deeper, a cut comes once per eighth of the limit written, whatever the limit. The log then holds between
+    /// seven eighths of the limit and the limit, as Kafka's and RocketMQ's hold up to a segment or a file less.
+    /// </summary>
+    internal const int SizeCutStep = 8;
+
     /// <summary>The furthest boundary the size and age limits allow cutting before (at most the newest checkpoint's).</summary>
     public long ComputeTarget(long begin, long tail, long nowMs, long lastCheckpoint)
     {
+        // Due by size once a boundary that may be cut lies a whole limit behind the tail; then the cut goes deeper.
+        long sizeLimit = options.RetentionBytes;
+        bool dueBySize = sizeLimit > 0 && _boundaries.Exists(b => b.Address > begin && b.Address <= lastCheckpoint && b.Address <= tail - sizeLimit);
+        long sizeReach = dueBySize ? tail - sizeLimit + sizeLimit / SizeCutStep : long.MinValue;
         long target = begin;
         foreach (var (address, at) in _boundaries)
         {
-            bool bySize = options.RetentionBytes > 0 && address <= tail - options.RetentionBytes;
+            bool bySize = address <= sizeReach;
             bool byAge = options.RetentionTime > TimeSpan.Zero && at <= nowMs - (long)options.RetentionTime.TotalMilliseconds;
             if ((bySize || byAge) && address > target && address <= lastCheckpoint) target = address;
         }
