@@ -140,6 +140,34 @@ public sealed class RetentionTests
     }
 
     [Fact]
+    public async Task A_cut_through_queues_several_segments_long_expires_exactly_what_entered_before_it()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.ReceiveAsync("stray", "long");
+        int sent = 0;
+        async Task SendAsync(int count)
+        {
+            for (int end = sent + count; sent < end; sent += 500)
+                Assert.All(await h.Engine.SendBatchAsync(Enumerable.Range(sent, 500).Select(i => h.Draft("long", $"m{i}")).ToList()), r => Assert.True(r.IsOk));
+        }
+
+        // Four queues of about 3,750 entries before the boundary (nearly two segments each), 2,500 after.
+        await SendAsync(15_000);
+        long boundary = h.Engine.LogTailAddress;
+        await SendAsync(10_000);
+        await h.Engine.TruncateBeforeAsync(boundary);
+
+        var queues = h.Engine.ListTopics().Single(t => t.Name == "long").Queues;
+        Assert.Equal(15_000, queues.Sum(q => q.MinOffset));
+        Assert.Equal(25_000, queues.Sum(q => q.MaxOffset));
+        Assert.Equal(15_000, h.Engine.Metrics.MessagesExpired);
+        var first = await h.ReceiveAsync("stray", "long");      // the group counts what it missed when it comes back
+        Assert.NotEmpty(first);
+        Assert.All(first, m => Assert.True(int.Parse(m.Text()[1..]) >= 15_000, $"{m.Text()} entered before the cut"));
+        Assert.Equal(15_000, h.Engine.FindGroup("stray")!.Topics.Single().Expired);
+    }
+
+    [Fact]
     public async Task A_deleted_group_is_forgotten_and_stays_deleted_after_a_restart()
     {
         await using var h = await EngineHarness.StartAsync();

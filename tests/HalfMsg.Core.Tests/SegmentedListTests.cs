@@ -76,6 +76,14 @@ public sealed class SegmentedListTests
                 var part = new long[random.Next(model.Count - start + 1)];
                 list.CopyTo(start, part);
                 Assert.Equal(model.Skip(start).Take(part.Length), part);
+                // Span by span from any index covers the rest exactly, a segment at most at a time.
+                var spans = new List<long>();
+                for (var span = list.SpanFrom(start); !span.IsEmpty; span = list.SpanFrom(start + spans.Count))
+                {
+                    Assert.InRange(span.Length, 1, Segment);
+                    spans.AddRange(span.ToArray());
+                }
+                Assert.True(model.Skip(start).SequenceEqual(spans), $"seed {seed}, step {step}: spans from {start} differ");
             }
         }
 

@@ -59,6 +59,16 @@ internal sealed class SegmentedList<T>
         Count++;
     }
 
+    /// <summary>The items from <paramref name="index"/> to the end of its segment (or of the list): walking a range span
+    /// by span reads it as contiguous memory, without an indexer call per item.</summary>
+    public ReadOnlySpan<T> SpanFrom(int index)
+    {
+        if ((uint)index >= (uint)Count) return ReadOnlySpan<T>.Empty;
+        int at = _front + index;
+        int offset = at & SegmentMask;
+        return _segments[at >> SegmentBits].AsSpan(offset, Math.Min(SegmentLength - offset, Count - index));
+    }
+
     /// <summary>Drops the first <paramref name="n"/> items.</summary>
     public void RemoveFront(int n)
     {

@@ -125,11 +125,18 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
         {
             foreach (var queue in topic.Queues)
             {
+                // The prefix that entered before the cut, read segment by segment (a cut expires an eighth of the limit).
                 int n = 0;
-                while (n < queue.Entries.Count && (queue.Entries[n].IsHole || queue.Entries[n].VisibleAt < begin))
+                for (ReadOnlySpan<QueueEntry> span = queue.Entries.SpanFrom(0); !span.IsEmpty; span = queue.Entries.SpanFrom(n))
                 {
-                    if (!queue.Entries[n].IsHole) expired++;
-                    n++;
+                    int k = 0;
+                    while (k < span.Length && (span[k].IsHole || span[k].VisibleAt < begin))
+                    {
+                        if (!span[k].IsHole) expired++;
+                        k++;
+                    }
+                    n += k;
+                    if (k < span.Length) break;
                 }
                 queue.RemoveFront(n);
                 if (!recovering) continue;
