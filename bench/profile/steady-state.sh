@@ -6,7 +6,8 @@
 # bench/profile/steady_state.py OUT.ts prints the run in fifths: tx/s, broker CPU ms/tx, bytes the broker wrote to
 # disk per transaction, checkpoints written and the last one's size, and the engine lock's longest hold of each
 # checkpoint it caught (one that finished between two samples; HALFMSG_SAMPLE_SECONDS=1 catches nearly all at
-# 256 in flight, the default 5 catches some). Needs nothing beyond the bench.
+# 256 in flight, the default 5 catches some), and likewise each retention cut's hold (set a retention below what the run
+# writes, e.g. HALFMSG_BROKER_ENV_Broker__RetentionSize=2GiB). Needs nothing beyond the bench.
 # Everything binds 127.0.0.1; the bench stops the broker.
 set -uo pipefail
 OUT=${1:?out prefix}; N=${2:-256}; MSGS=${3:-3000000}
