@@ -144,6 +144,22 @@ public sealed class SegmentedListTests
     }
 
     [Fact]
+    public void A_short_list_costs_what_it_holds_not_a_segment()
+    {
+        // A broker holds a queue per topic and queue id; most hold a few entries.
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var lists = new SegmentedList<QueueEntry>[100];
+        for (int i = 0; i < lists.Length; i++)
+        {
+            lists[i] = new SegmentedList<QueueEntry>();
+            for (int k = 0; k < 3; k++) lists[i].Add(new QueueEntry { BodyAddress = k });
+        }
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated < 100 * 2_048, $"100 lists of 3 entries allocated {allocated:N0} bytes");
+        Assert.Equal(2, lists[99][2].BodyAddress);
+    }
+
+    [Fact]
     public void A_list_cut_as_fast_as_it_grows_reuses_its_segments()
     {
         var list = new SegmentedList<long>();
@@ -157,6 +173,14 @@ public sealed class SegmentedListTests
         Assert.Equal(8 * Segment - 10, list.Count);
         Assert.Equal(4 * Segment + 10, list[0]);
         Assert.Equal(4 * Segment - 1, list[list.Count - 1]);
+
+        // A list that a cut shrank for good keeps no more spare segments than it uses; emptied, none.
+        list.RemoveFront(list.Count - 5);
+        Assert.InRange(list.SpareCount, 0, list.SegmentCount);
+        list.RemoveFront(list.Count);
+        Assert.Equal(0, list.SpareCount);
+        list.Add(1);
+        Assert.Equal(1, list[0]);
     }
 
     [Fact]

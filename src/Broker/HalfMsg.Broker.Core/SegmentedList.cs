@@ -11,7 +11,8 @@ namespace HalfMsg.Broker.Core;
 /// (up to a million). With a <see cref="List{T}"/>, a cut moved every entry of every queue under the lock, and the
 /// doubling at a million entries copied tens of megabytes in one hold. A segment holds
 /// <see cref="SegmentLength"/> items; at 40 bytes an item (a queue entry) that stays below the large object heap's
-/// 85,000-byte threshold, so segments are ordinary, compactable allocations. Not thread-safe.
+/// 85,000-byte threshold, so segments are ordinary, compactable allocations. The first segment starts at 16 items and
+/// grows (a copy of at most one segment) before a second is added, so a short queue costs what it holds. Not thread-safe.
 /// </remarks>
 internal sealed class SegmentedList<T>
 {
@@ -26,7 +27,8 @@ internal sealed class SegmentedList<T>
     private int _front;
 
     // Segments a cut dropped, cleared, for the next appends: a queue that is cut as fast as it grows allocates nothing
-    // (and leaves no dropped segments for the full collections to find).
+    // (and leaves no dropped segments for the full collections to find). At most 16, and no more than the segments
+    // still in use, so a queue that a cut emptied or shrank for good keeps nothing much.
     private const int SpareLimit = 16;
     private readonly Stack<T[]> _spare = new();
 
@@ -54,10 +56,26 @@ internal sealed class SegmentedList<T>
     public void Add(T item)
     {
         int at = _front + Count;
-        if ((at >> SegmentBits) == _segments.Count) _segments.Add(_spare.TryPop(out T[]? spare) ? spare : new T[SegmentLength]);
-        _segments[at >> SegmentBits][at & SegmentMask] = item;
+        int segment = at >> SegmentBits;
+        if (segment == _segments.Count)
+        {
+            // The first segment starts small (a broker has a queue per topic and queue id, most of them short) and
+            // grows to full length before a second one is added; every other segment is full length.
+            _segments.Add(_spare.TryPop(out T[]? spare) ? spare : new T[segment == 0 ? FirstSegmentLength : SegmentLength]);
+        }
+        else if ((at & SegmentMask) >= _segments[segment].Length)
+        {
+            // Only a short first segment, the only one (so its items are _front to at).
+            var longer = new T[Math.Min(SegmentLength, 2 * _segments[segment].Length)];
+            _segments[segment].AsSpan(_front, Count).CopyTo(longer.AsSpan(_front));
+            _segments[segment] = longer;
+        }
+
+        _segments[segment][at & SegmentMask] = item;
         Count++;
     }
+
+    private const int FirstSegmentLength = 16;
 
     /// <summary>The items from <paramref name="index"/> to the end of its segment (or of the list): walking a range span
     /// by span reads it as contiguous memory, without an indexer call per item.</summary>
@@ -96,28 +114,24 @@ internal sealed class SegmentedList<T>
         Count -= n;
     }
 
-    /// <summary>Drops the first item and returns it.</summary>
-    public T RemoveFirst()
-    {
-        if (Count == 0) throw new InvalidOperationException("the list is empty");
-        T first = this[0];
-        RemoveFront(1);
-        return first;
-    }
-
     public void Clear()
     {
-        Recycle(0, _segments.Count);
+        _spare.Clear();
         _segments.Clear();
         _front = 0;
         Count = 0;
     }
 
-    /// <summary>Keeps up to <see cref="SpareLimit"/> of the segments about to be dropped, cleared (no reference survives).</summary>
+    /// <summary>Segments kept for reuse (for tests).</summary>
+    internal int SpareCount => _spare.Count;
+
+    /// <summary>Keeps some of the segments about to be dropped (see <see cref="_spare"/>), cleared: no reference survives.</summary>
     private void Recycle(int from, int count)
     {
-        for (int i = from; i < from + count && _spare.Count < SpareLimit; i++)
+        int keep = Math.Min(SpareLimit, _segments.Count - count);
+        for (int i = from; i < from + count && _spare.Count < keep; i++)
         {
+            if (_segments[i].Length != SegmentLength) continue; // a short first segment is not worth keeping
             if (System.Runtime.CompilerServices.RuntimeHelpers.IsReferenceOrContainsReferences<T>()) Array.Clear(_segments[i]);
             _spare.Push(_segments[i]);
         }
