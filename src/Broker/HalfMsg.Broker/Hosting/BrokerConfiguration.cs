@@ -40,7 +40,7 @@ public static class BrokerConfiguration
         new("--max-message-size", "Broker:MaxMessageSize", "4MiB", "Largest accepted body."),
         new("--auto-create-topics", "Broker:AutoCreateTopics", "true", "Create topics on first use."),
         new("--checkpoint-every", "Broker:CheckpointEvery", "200000", "Records between checkpoints (bounds replay at start)."),
-        new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
+        new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract). A cut goes an eighth of the limit deeper than needed, so the log holds between seven eighths of the limit and the limit and cuts come once per eighth written."),
         new("--max-concurrent-sends", "Broker:MaxConcurrentSends", "1024", "Sends (gRPC and Remoting together) processed at once; more wait for a slot."),
         new("--send-queue-timeout", "Broker:SendQueueTimeout", "200ms", "A send that waited this long for a slot is answered busy (gRPC TOO_MANY_REQUESTS, Remoting SYSTEM_BUSY; RocketMQ's waitTimeMillsInSendQueue); clients back off and retry."),
         new("--send-queue-capacity", "Broker:SendQueueCapacity", "10000", "Sends waiting for a slot at once; more are answered busy at once (RocketMQ's sendThreadPoolQueueCapacity)."),
