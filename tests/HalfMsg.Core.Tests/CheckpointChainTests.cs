@@ -47,6 +47,17 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>Sends, a pending and a decided half, no receive. After a retention cut a group's progress catches up with
+    /// the cut lazily, at its next receive (not logged, and done again after a restart), so a receive after a cut would
+    /// make the live state and a state recovered from before that receive differ in form, not in what gets delivered.</summary>
+    private static async Task SendsOnlyAsync(EngineHarness h, int round)
+    {
+        for (int i = 0; i < 20; i++) await h.Engine.SendAsync(h.Draft("events", $"s{round}-{i}"));
+        await h.SendHalfAsync("orders", $"pending-s{round}");
+        var tx = await h.SendHalfAsync("orders", $"decided-s{round}");
+        await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.Client);
+    }
+
     /// <summary>Stops the engine, removes its shutdown checkpoint (so the restart replays the log after the chain), and opens it again.</summary>
     private static async Task CrashLikeRestartAsync(EngineHarness h, Action<string[]>? damage = null)
     {
@@ -173,7 +184,7 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         await CrashLikeRestartAsync(h);
         States.AssertSame(live, h.Engine.DescribeState(), "topics deleted and created again between whole and delta");
 
-        // A retention cut writes whole checkpoints; the deltas after it build on them.
+        // A retention cut (with no fallback chain that covers it: a whole checkpoint after it); the deltas after it build on it.
         await SomeTrafficAsync(h, 2);
         await h.Engine.CheckpointAsync();
         await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress);
@@ -188,29 +199,159 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task A_queue_changed_other_than_by_appending_is_written_whole_in_the_next_delta()
+    public async Task Entries_rewritten_in_place_and_moved_fronts_cost_the_next_delta_only_themselves()
     {
         await using var h = await EngineHarness.StartAsync();
-        await FillAsync(h, entries: 1_000, decided: 10);
+        await FillAsync(h, entries: 8_000, decided: 10);
         await h.Engine.CheckpointAsync();
-        // What a body relocation does to an entry, here without the retention cut that would write a whole checkpoint
-        // after it (a cut can be abandoned after relocating). Not logged, so only the checkpoint can carry it.
+        long whole = h.Engine.Metrics.LastCheckpointBytes;
+        // What a body relocation does to entries, here without the retention cut around it (a cut can be abandoned
+        // after relocating). Not logged, so only the checkpoint can carry it.
+        void Rewrite(int queueId, int count)
+        {
+            lock (h.Engine.GateForTests)
+            {
+                var queue = h.Engine.TopicsForTests["events"].Queues[queueId];
+                for (int i = 0; i < count; i++)
+                {
+                    var entry = queue.Entries[i % queue.Entries.Count];
+                    entry.Size += 1;
+                    queue.Replace(i % queue.Entries.Count, entry);
+                }
+            }
+        }
+        Rewrite(0, 3);
+        Rewrite(1, 1);
+        await SomeTrafficAsync(h, 1);
+        // Fronts moved as a retention cut moves them (here without the cut, so that recovery, which expires what a cut
+        // removed, cannot redo it): queue 2 within what the previous checkpoint captured, queue 3 past its end.
         lock (h.Engine.GateForTests)
         {
-            var queue = h.Engine.TopicsForTests["events"].Queues[0];
-            var entry = queue.Entries[0];
-            entry.Size += 1;
-            queue.Replace(0, entry);
+            h.Engine.TopicsForTests["events"].Queues[2].RemoveFront(100);
+            var q3 = h.Engine.TopicsForTests["events"].Queues[3];
+            q3.RemoveFront(q3.Entries.Count);
         }
-        await SomeTrafficAsync(h, 1);
         await h.Engine.CheckpointAsync();
         Assert.Equal(1, h.Engine.Metrics.CheckpointsDelta);
-        long delta = h.Engine.LastCheckpointAddress;
+        long patched = h.Engine.Metrics.LastCheckpointBytes;
         await h.Engine.SendAsync(h.Draft("events", "after the delta")); // so the shutdown checkpoint is another file
         string live = h.Engine.DescribeState();
         await CrashLikeRestartAsync(h);
-        Assert.Equal(delta, h.Engine.LastCheckpointAddress);
-        States.AssertSame(live, h.Engine.DescribeState(), "queue rewritten whole in the delta");
+        States.AssertSame(live, h.Engine.DescribeState(), "entries rewritten in place and fronts moved, in the delta");
+
+        // More rewrites than a queue lists since the previous checkpoint: that queue is written whole in the delta.
+        await h.Engine.CheckpointAsync(); // whole: the first after the start
+        long entriesOfQueue2 = h.Engine.TopicsForTests["events"].Queues[2].Entries.Count;
+        Rewrite(2, 1_500);
+        await SomeTrafficAsync(h, 2);
+        await h.Engine.CheckpointAsync();
+        long rewrittenWhole = h.Engine.Metrics.LastCheckpointBytes;
+        output.WriteLine($"whole {whole:N0} bytes; delta with 4 entries patched and 2 fronts moved {patched:N0}; delta with a queue of {entriesOfQueue2:N0} written whole {rewrittenWhole:N0}");
+        Assert.InRange(patched, 1, whole / 20);
+        Assert.True(rewrittenWhole > patched + entriesOfQueue2 * 5, "the queue with 1,500 rewrites is written whole");
+        await h.Engine.SendAsync(h.Draft("events", "after the second delta"));
+        live = h.Engine.DescribeState();
+        await CrashLikeRestartAsync(h);
+        States.AssertSame(live, h.Engine.DescribeState(), "a queue with more rewrites than it lists, written whole in the delta");
+    }
+
+    /// <summary>
+    /// Retention's cut with a fallback chain that still covers it: both checkpoints of the cut are deltas, the moved
+    /// fronts cost a number per queue and the relocated bodies an entry each, and a damaged file of the current chain
+    /// (its whole checkpoint) falls back to the chain before it.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_retention_cut_covered_by_the_fallback_chain_writes_only_deltas(bool damageCurrentWhole)
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await FillAsync(h, entries: 1_000, decided: 20);
+        var late = await h.SendHalfAsync("events", "sent before the cut, committed after it");
+        await h.Engine.CheckpointAsync();
+        await h.RestartAsync(); // its shutdown checkpoint, a delta, is the newest of the chain that becomes the fallback
+        long fallbackNewest = h.Engine.LastCheckpointAddress;
+
+        await FillAsync(h, entries: 16_000, decided: 20);
+        await h.Engine.CheckpointAsync();
+        Assert.Equal(1, h.Engine.Metrics.CheckpointsWhole);
+        long whole = h.Engine.Metrics.LastCheckpointBytes;
+        long currentBase = h.Engine.LastCheckpointAddress;
+        await SomeTrafficAsync(h, 1);
+        await h.Engine.EndTransactionAsync(late, null, TransactionResolution.Commit, DecisionSource.Client);
+
+        long expiredBefore = h.Engine.Metrics.MessagesExpired;
+        int moved = await h.Engine.TruncateBeforeAsync(fallbackNewest);
+        Assert.True(moved >= 1, "the late commit's body was moved to the tail");
+        Assert.True(h.Engine.Metrics.MessagesExpired - expiredBefore >= 1_000, "the entries from before the cut expired");
+        Assert.Equal(1, h.Engine.Metrics.CheckpointsWhole);
+        Assert.Equal(2, h.Engine.Metrics.CheckpointsDelta);
+        long afterCut = h.Engine.Metrics.LastCheckpointBytes;
+        output.WriteLine($"whole {whole:N0} bytes; the delta after the cut {afterCut:N0}");
+        Assert.InRange(afterCut, 1, whole / 20);
+
+        await SendsOnlyAsync(h, 2);
+        string live = h.Engine.DescribeState();
+        if (!damageCurrentWhole)
+        {
+            await CrashLikeRestartAsync(h);
+            States.AssertSame(live, h.Engine.DescribeState(), "whole + deltas across a retention cut + replay");
+        }
+        else
+        {
+            // The current chain's whole checkpoint damaged: none of its deltas can load; the chain before it covers the cut.
+            await CrashLikeRestartAsync(h, files =>
+            {
+                Assert.Contains(files, f => CheckpointStoreNames.Covered(f) == fallbackNewest);
+                string damaged = files.Single(f => CheckpointStoreNames.Covered(f) == currentBase);
+                var bytes = File.ReadAllBytes(damaged);
+                bytes[bytes.Length / 2] ^= 0x40;
+                File.WriteAllBytes(damaged, bytes);
+            });
+            Assert.Equal(fallbackNewest, h.Engine.LastCheckpointAddress);
+            States.AssertSame(live, h.Engine.DescribeState(), "the fallback chain + replay across the cut, current whole damaged");
+        }
+        Assert.Equal(Broker.Core.Diagnostics.HealthStatus.Healthy, h.Engine.Health.Status);
+    }
+
+    /// <summary>
+    /// Retention's cut past what the fallback chain covers: the checkpoint after it is whole, the chain of the
+    /// checkpoint before it stays (although its first files cover less than the cut) and is the fallback.
+    /// </summary>
+    [Fact]
+    public async Task A_retention_cut_past_the_fallback_writes_a_whole_checkpoint_and_keeps_the_chain_before_it()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await FillAsync(h, entries: 2_000, decided: 20);
+        await h.Engine.CheckpointAsync();
+        long firstBase = h.Engine.LastCheckpointAddress;
+        await SomeTrafficAsync(h, 1);
+        await h.Engine.CheckpointAsync();
+        await SomeTrafficAsync(h, 2);
+        long boundary = h.Engine.LogTailAddress;
+        await h.Engine.TruncateBeforeAsync(boundary);
+        Assert.Equal(2, h.Engine.Metrics.CheckpointsWhole);
+        Assert.Equal(2, h.Engine.Metrics.CheckpointsDelta); // one before the cut, on the first chain
+        long afterCut = h.Engine.LastCheckpointAddress;
+        await SendsOnlyAsync(h, 3);
+        await h.Engine.CheckpointAsync(); // a delta on the whole one after the cut
+        await SendsOnlyAsync(h, 4);
+        string live = h.Engine.DescribeState();
+
+        long fallback = 0;
+        await CrashLikeRestartAsync(h, files =>
+        {
+            Assert.Contains(files, f => CheckpointStoreNames.Covered(f) == firstBase);
+            fallback = files.Select(CheckpointStoreNames.Covered).Where(c => c < afterCut).Max();
+            Assert.True(fallback >= boundary, "the chain before the cut ends with a checkpoint that covers it");
+            string damaged = files.Single(f => CheckpointStoreNames.Covered(f) == afterCut);
+            var bytes = File.ReadAllBytes(damaged);
+            bytes[bytes.Length / 2] ^= 0x40;
+            File.WriteAllBytes(damaged, bytes);
+        });
+        Assert.Equal(fallback, h.Engine.LastCheckpointAddress);
+        States.AssertSame(live, h.Engine.DescribeState(), "the chain before the cut + replay, the whole one after it damaged");
+        Assert.Equal(Broker.Core.Diagnostics.HealthStatus.Healthy, h.Engine.Health.Status);
     }
 
     [Fact]

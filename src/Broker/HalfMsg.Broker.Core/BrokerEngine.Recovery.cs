@@ -79,7 +79,8 @@ public sealed partial class BrokerEngine
         }
     }
 
-    // whole: write the whole state, not a delta on the previous checkpoint (retention's cut asks for it).
+    // whole: write the whole state, not a delta on the previous checkpoint (retention's cut asks for it when no other
+    // chain would cover the cut).
     private async Task CheckpointLockedAsync(CancellationToken ct, bool whole = false)
     {
         long covered;

@@ -20,7 +20,10 @@ namespace HalfMsg.Broker.Core;
 // state holds none below B it never gets one again. Then a checkpoint is made durable, and only then, under the lock,
 // the head is cut and queue prefixes that entered before B expire (ExpireBelow, a pure function of the begin address
 // that recovery applies the same way). A second checkpoint after the cut means a damaged newest checkpoint still
-// leaves one that covers the log.
+// leaves one that covers the log: both are deltas (the moved fronts cost a number per queue) when the chain kept as
+// the fallback still covers B, and the second is whole when it does not, so that the chain before it (the first
+// checkpoint's) becomes the fallback. Checkpoint files below B are not deleted here: a chain's files are data for its
+// newest, which covers B; the next whole checkpoint deletes the chains before its fallback.
 public sealed partial class BrokerEngine
 {
     private readonly SemaphoreSlim _retentionLock = new(1, 1);
@@ -93,7 +96,7 @@ public sealed partial class BrokerEngine
             await _checkpointLock.WaitAsync(ct).ConfigureAwait(false);
             try
             {
-            await CheckpointLockedAsync(ct, whole: true).ConfigureAwait(false);
+            await CheckpointLockedAsync(ct).ConfigureAwait(false);
             long cutRecord;
             long held;
             lock (_gate)
@@ -118,9 +121,9 @@ public sealed partial class BrokerEngine
             }
             Metrics.LastRetentionCutPauseMicros = held * 1_000_000 / System.Diagnostics.Stopwatch.Frequency;
             await _log.WaitCommittedAsync(cutRecord, ct).ConfigureAwait(false);
-            // A second checkpoint at or after the cut: should the newest ever be unreadable, an older one still covers the log.
-            await CheckpointLockedAsync(ct, whole: true).ConfigureAwait(false);
-            _checkpoints.DeleteOlderThan(boundary);
+            // A second checkpoint at or after the cut: should a file of the newest chain ever be unreadable, another
+            // chain still covers the log (see the contract above).
+            await CheckpointLockedAsync(ct, whole: !_checkpointer.FallbackCovers(boundary)).ConfigureAwait(false);
             }
             finally
             {

@@ -41,11 +41,33 @@ internal sealed class QueueState
     public long NextOffset => BaseOffset + Entries.Count;
 
     /// <summary>
-    /// Changes whenever anything but an append changes the queue: an entry below <see cref="NextOffset"/> rewritten,
-    /// or the front moved. A checkpoint that finds it unchanged since the previous one writes only the entries
-    /// appended since (see <see cref="Storage.Checkpointer"/>); otherwise it writes the whole queue again.
+    /// Changes when the queue is emptied and given a new front (<see cref="Reset"/>, a first record far past an empty
+    /// queue's start). A checkpoint that finds
+    /// it unchanged since the previous one writes only what changed since: the front, if it moved, as one number; the
+    /// entries rewritten in place, while <see cref="TryGetRewritesSince"/> still lists them all; and the entries appended
+    /// (see <see cref="Storage.Checkpointer"/>). Otherwise it writes the whole queue again.
     /// </summary>
-    public int FrontVersion { get; private set; }
+    public int ResetVersion { get; private set; }
+
+    // Offsets of entries rewritten in place (a body relocated by retention, an entry marked lost), in order, so a delta
+    // checkpoint can write those entries alone. Bounded: past MaxRewritesListed the list starts again, and a checkpoint
+    // that has not seen the dropped ones writes the queue whole.
+    private const int MaxRewritesListed = 1024;
+    private readonly List<long> _rewritten = new();
+    private long _rewrittenDropped;
+
+    /// <summary>How many entries were rewritten in place so far (a running count; see <see cref="TryGetRewritesSince"/>).</summary>
+    public long Rewrites => _rewrittenDropped + _rewritten.Count;
+
+    /// <summary>The offsets rewritten since <see cref="Rewrites"/> was <paramref name="since"/> (repeats possible, some
+    /// perhaps below the front by now), or false when they are no longer all listed.</summary>
+    public bool TryGetRewritesSince(long since, out ReadOnlySpan<long> offsets)
+    {
+        offsets = default;
+        if (since < _rewrittenDropped || since > Rewrites) return false;
+        offsets = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_rewritten)[(int)(since - _rewrittenDropped)..];
+        return true;
+    }
 
     public bool TryGet(long offset, out QueueEntry entry)
     {
@@ -76,7 +98,12 @@ internal sealed class QueueState
     {
         Entries[i] = entry;
         NoteBody(BaseOffset + i, entry.BodyAddress);
-        FrontVersion++;
+        if (_rewritten.Count == MaxRewritesListed)
+        {
+            _rewrittenDropped += _rewritten.Count;
+            _rewritten.Clear();
+        }
+        _rewritten.Add(BaseOffset + i);
     }
 
     /// <summary>Drops the first <paramref name="n"/> entries: the front moves up by <paramref name="n"/> offsets.</summary>
@@ -88,7 +115,14 @@ internal sealed class QueueState
         BaseOffset += n;
         // A block cut in part keeps its lowest address: it may be lower than what is left, which costs a look, never a miss.
         _lowestBody.RemoveRange(0, (int)Math.Min(_lowestBody.Count, (BaseOffset >> BlockBits) - firstBlock));
-        FrontVersion++;
+    }
+
+    /// <summary>Moves the front up to <paramref name="front"/> (a checkpoint load), past the end if need be (the queue is then empty).</summary>
+    public void MoveFrontTo(long front)
+    {
+        if (front < BaseOffset) throw new InvalidDataException($"the queue's front cannot move back from {BaseOffset} to {front}");
+        if (front >= NextOffset) Reset(front);
+        else RemoveFront((int)(front - BaseOffset));
     }
 
     /// <summary>Empties the queue and makes <paramref name="baseOffset"/> its front (a checkpoint load).</summary>
@@ -97,7 +131,7 @@ internal sealed class QueueState
         Entries.Clear();
         _lowestBody.Clear();
         BaseOffset = baseOffset;
-        FrontVersion++;
+        ResetVersion++;
     }
 
     /// <summary>Makes an empty queue start at <paramref name="baseOffset"/> (a checkpoint load).</summary>
@@ -151,7 +185,7 @@ internal sealed class QueueState
     public void EnsureNext(long offset)
     {
         if (offset <= NextOffset) return;
-        if (Entries.Count == 0 && BaseOffset == 0 && offset - BaseOffset > MaxGap) { StartEmptyAt(offset); FrontVersion++; return; }
+        if (Entries.Count == 0 && BaseOffset == 0 && offset - BaseOffset > MaxGap) { StartEmptyAt(offset); ResetVersion++; return; }
         if (offset - NextOffset > MaxGap) throw new InvalidDataException($"queue offset {offset} is implausibly far past the queue end {NextOffset}");
         while (NextOffset < offset) Append(new QueueEntry { BodyAddress = QueueEntry.Missing });
     }

@@ -67,18 +67,6 @@ internal sealed class CheckpointStore(string directory, ILogger logger)
         }
     }
 
-    /// <summary>Deletes checkpoints that cover less than <paramref name="begin"/>: the log they need is gone.</summary>
-    public void DeleteOlderThan(long begin)
-    {
-        foreach (var file in ListNewestFirst())
-        {
-            if (TryParseCovered(file, out var covered) && covered < begin)
-            {
-                try { File.Delete(file); } catch (IOException) { }
-            }
-        }
-    }
-
     public static bool TryParseCovered(string file, out long covered)
     {
         var name = Path.GetFileName(file);

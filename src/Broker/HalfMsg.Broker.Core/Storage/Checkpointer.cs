@@ -43,8 +43,13 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     private const RecordKind SnapGroupQueue = (RecordKind)105;
     private const RecordKind SnapEnd = (RecordKind)106;
     private const RecordKind SnapPullOffset = (RecordKind)107;
-    /// <summary>In a delta: the queue is written whole again (its front moved or an entry changed), starting here.</summary>
+    /// <summary>In a delta: the queue is written whole again (it was emptied and given a new front, or more of its entries
+    /// were rewritten than it lists), starting here.</summary>
     private const RecordKind SnapQueueReset = (RecordKind)108;
+    /// <summary>In a delta: the queue's front moved up to here (a retention cut) since the previous file.</summary>
+    private const RecordKind SnapQueueFront = (RecordKind)109;
+    /// <summary>In a delta: one entry below the previous file's end, rewritten in place since (a body relocated).</summary>
+    private const RecordKind SnapEntryPatch = (RecordKind)110;
 
     /// <summary>A chain never grows longer than this many deltas: a restart reads at most this many files past the whole one.</summary>
     internal const int MaxDeltas = 32;
@@ -57,17 +62,30 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         public long LastCovered = baseCovered;
         public int Deltas;
         public long DeltaBytes;
-        /// <summary>Each queue's end and <see cref="QueueState.FrontVersion"/> when the newest checkpoint captured it.</summary>
-        public Dictionary<QueueState, (long End, int Version)> Queues = new(ReferenceEqualityComparer.Instance);
+        /// <summary>Each queue's front, end, <see cref="QueueState.ResetVersion"/> and <see cref="QueueState.Rewrites"/>
+        /// when the newest checkpoint captured it.</summary>
+        public Dictionary<QueueState, QueueCapture> Queues = new(ReferenceEqualityComparer.Instance);
         /// <summary><see cref="Transactions.DecidedIndex.Added"/> when the newest checkpoint captured the decided ids.</summary>
         public long DecidedAdded;
     }
+
+    internal readonly record struct QueueCapture(long Front, long End, int Version, long Rewrites);
 
     // Only the checkpoint writer (one at a time, under the engine's checkpoint lock) and the load before it touch these.
     private Chain? _chain;
     /// <summary>The whole checkpoint of the chain recovery loaded, if any: the first whole checkpoint after a start
     /// keeps it and its deltas as the fallback.</summary>
     private long? _loadedBase;
+    /// <summary>The newest address the chain before the current one (kept as its fallback) covers, when known.</summary>
+    private long? _fallbackNewest;
+    private long? _loadedNewest;
+
+    /// <summary>
+    /// True when the chain kept as the fallback, all of whose files are apart from the current chain's, still covers
+    /// <paramref name="begin"/>: after a retention cut there, a damaged file of the current chain still leaves a
+    /// checkpoint to start from without a whole one being written.
+    /// </summary>
+    public bool FallbackCovers(long begin) => _fallbackNewest is { } newest && newest >= begin;
 
     /// <summary>Items serialized per hold of the engine lock (queue entries twice as many, decided ids four times: they are
     /// smaller). 4,096 held the lock 3.9-5.1 ms on the median per delta in the long bench row, 1,024 held it 1.7-2.7 ms.</summary>
@@ -87,14 +105,16 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// tail the caller read under the engine lock when the checkpoint began).
     /// </summary>
     /// <remarks>
-    /// Queue entries and decided ids only grow at their end between retention cuts, and together they are most of a
-    /// large state (millions of entries with a full log): so a checkpoint is usually a delta that names the previous
-    /// one and holds, of those two, only what was appended since it captured them; a queue whose front moved or whose
-    /// entries changed otherwise (<see cref="QueueState.FrontVersion"/>) is written whole within the delta. Every other
-    /// owner is small and written whole each time. A restart loads the whole checkpoint and its deltas in order, the
-    /// small owners from the newest only. A whole checkpoint is written first after a start, when
-    /// <paramref name="whole"/> is asked (retention's cut), after <see cref="MaxDeltas"/> deltas, and once the deltas
-    /// together outgrow the whole checkpoint they build on.
+    /// Queue entries and decided ids are most of a large state (millions of entries with a full log), and they change
+    /// little between checkpoints: entries are appended, a retention cut moves a queue's front, a relocation rewrites a
+    /// few entries in place. So a checkpoint is usually a delta that names the previous one and holds, of those two,
+    /// only what changed since it captured them: decided ids added, and per queue its new front (one number), the
+    /// entries rewritten in place and those appended. A queue emptied and restarted, or with more entries rewritten
+    /// than it lists (<see cref="QueueState.ResetVersion"/>, <see cref="QueueState.TryGetRewritesSince"/>), is written
+    /// whole within the delta. Every other owner is small and written whole each time. A restart loads the whole
+    /// checkpoint and its deltas in order, the small owners from the newest only. A whole checkpoint is written first
+    /// after a start, when <paramref name="whole"/> is asked (retention's cut, when no other chain would cover it),
+    /// after <see cref="MaxDeltas"/> deltas, and once the deltas together outgrow the whole checkpoint they build on.
     /// </remarks>
     public async Task<Written> WriteAsync(long covered, bool whole, CancellationToken ct)
     {
@@ -106,7 +126,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         // replaces that file, so it must not build on it. A whole one is complete on its own.
         bool delta = !whole && chain is not null && covered != chain.LastCovered && chain.Deltas < MaxDeltas && chain.DeltaBytes < chain.BaseBytes;
         if (!delta) chain = null;
-        var queuesCaptured = new Dictionary<QueueState, (long End, int Version)>(ReferenceEqualityComparer.Instance);
+        var queuesCaptured = new Dictionary<QueueState, QueueCapture>(ReferenceEqualityComparer.Instance);
         long decidedAdded = 0;
         await using (var pending = store.Begin(covered))
         {
@@ -174,6 +194,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     var queue = t.Queues[q];
                     int qq = q;
                     int version = 0;
+                    long front = 0, rewrites = 0;
                     long next = -1;
                     // Entries only grow at the end while retention (which trims the front) waits for this checkpoint.
                     while (true)
@@ -183,11 +204,29 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                         {
                             if (next < 0)
                             {
-                                // The version as the capture starts: a change later in this capture is after `covered`
-                                // (replayed on top), and makes the next checkpoint write this queue whole.
-                                version = queue.FrontVersion;
-                                if (chain is not null && chain.Queues.TryGetValue(queue, out var before) && before.Version == version && before.End >= queue.BaseOffset)
-                                    next = before.End;
+                                // The queue as the capture starts: a change later in this capture is after `covered`
+                                // (replayed on top), and the next checkpoint writes it again.
+                                version = queue.ResetVersion;
+                                rewrites = queue.Rewrites;
+                                front = queue.BaseOffset;
+                                if (chain is not null && chain.Queues.TryGetValue(queue, out var before) && before.Version == version
+                                    && queue.TryGetRewritesSince(before.Rewrites, out var rewritten))
+                                {
+                                    // What changed since the previous file: the front (a retention cut), entries rewritten
+                                    // in place below its end (a body relocated), and the entries appended after it.
+                                    if (front != before.Front)
+                                    {
+                                        w.Begin(SnapQueueFront).Str(t.Name).I32(qq).I64(front);
+                                        Emit(w, o);
+                                    }
+                                    foreach (long offset in rewritten)
+                                    {
+                                        if (offset >= before.End || !queue.TryGet(offset, out var e)) continue; // appended since, or cut
+                                        WriteEntry(w.Begin(SnapEntryPatch).Str(t.Name).I32(qq).I64(offset), e);
+                                        Emit(w, o);
+                                    }
+                                    next = Math.Max(before.End, front);
+                                }
                                 else if (chain is not null)
                                 {
                                     w.Begin(SnapQueueReset).Str(t.Name).I32(qq).I64(queue.BaseOffset);
@@ -198,18 +237,14 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                             int i = (int)(from - queue.BaseOffset);
                             int n = Math.Min(2 * ItemsPerHold, queue.Entries.Count - i);
                             w.Begin(SnapEntries).Str(t.Name).I32(qq).I64(from).I32(n);
-                            for (int k = 0; k < n; k++)
-                            {
-                                var e = queue.Entries[i + k];
-                                w.I64(e.BodyAddress).I64(e.VisibleAt).I32(e.Size).Str(e.Tag).Str(e.MessageGroup);
-                            }
+                            for (int k = 0; k < n; k++) WriteEntry(w, queue.Entries[i + k]);
                             Emit(w, o);
                             next = from + n;
                             done = n == 0 || next >= queue.NextOffset;
                         }).ConfigureAwait(false);
                         if (done) break;
                     }
-                    queuesCaptured[queue] = (next, version);
+                    queuesCaptured[queue] = new QueueCapture(front, next, version, rewrites);
                 }
             }
 
@@ -288,6 +323,10 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         }
         else
         {
+            // The chain before this one stays as the fallback (see CompleteAsync's deleteBelow above), unless this file
+            // took the name of its newest (nothing appended since): then what it covers is not known apart from this one.
+            long? previousNewest = _chain?.LastCovered ?? _loadedNewest;
+            _fallbackNewest = previousNewest is { } p && p != covered ? p : null;
             chain = _chain = new Chain(covered, bytes);
         }
         chain.Queues = queuesCaptured;
@@ -315,6 +354,12 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         output.Write(len);
         output.Write(rec);
     }
+
+    private static void WriteEntry(RecordWriter w, in QueueEntry e)
+        => w.I64(e.BodyAddress).I64(e.VisibleAt).I32(e.Size).Str(e.Tag).Str(e.MessageGroup);
+
+    private QueueEntry ReadEntry(ref RecordReader r)
+        => new() { BodyAddress = r.I64(), VisibleAt = r.I64(), Size = r.I32(), Tag = state.Tags.Intern(r.Str()), MessageGroup = r.Str() };
 
     private static void WriteHalf(RecordWriter w, Stream o, HalfState h)
     {
@@ -354,6 +399,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                             continue;
                         }
                         _loadedBase = chain[0].Covered;
+                        _loadedNewest = covered;
                         return covered;
                     }
                 }
@@ -462,6 +508,25 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     t.Queues[r.I32()].Reset(r.I64());
                     break;
                 }
+                case SnapQueueFront:
+                {
+                    var t = state.Topics[r.Str()!];
+                    var queue = t.Queues[r.I32()];
+                    long front = r.I64();
+                    if (front < queue.BaseOffset) { error = $"the front of {t.Name} moves back from {queue.BaseOffset} to {front}"; return false; }
+                    queue.MoveFrontTo(front);
+                    break;
+                }
+                case SnapEntryPatch:
+                {
+                    var t = state.Topics[r.Str()!];
+                    var queue = t.Queues[r.I32()];
+                    long offset = r.I64();
+                    var entry = ReadEntry(ref r);
+                    if (offset < queue.BaseOffset || offset >= queue.NextOffset) { error = $"a rewritten entry of {t.Name} at {offset} lies outside the queue ({queue.BaseOffset} to {queue.NextOffset})"; return false; }
+                    queue.Replace((int)(offset - queue.BaseOffset), entry);
+                    break;
+                }
                 case SnapEntries:
                 {
                     var t = state.Topics[r.Str()!];
@@ -470,8 +535,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     int n = r.I32();
                     if (queue.Entries.Count == 0) queue.StartEmptyAt(start);
                     else if (start != queue.NextOffset) { error = $"entries of {t.Name} from {start} do not continue the queue's end {queue.NextOffset}"; return false; }
-                    for (int k = 0; k < n; k++)
-                        queue.Append(new QueueEntry { BodyAddress = r.I64(), VisibleAt = r.I64(), Size = r.I32(), Tag = tags.Intern(r.Str()), MessageGroup = r.Str() });
+                    for (int k = 0; k < n; k++) queue.Append(ReadEntry(ref r));
                     break;
                 }
                 case SnapHalf when !last:
