@@ -68,8 +68,12 @@ public sealed class HalfDueOrderTests
                     break;
                 }
             }
+            Assert.Equal(live.Count, index.Count);
         }
 
+        // The tables hold exactly the live halves.
+        Assert.True(live.Keys.Order().SequenceEqual(index.All.Select(h => h.TransactionId).Order()), $"seed {seed}: All differs");
+        Assert.True(live.Keys.Order().SequenceEqual(index.Snapshot().Select(h => h.TransactionId).Order()), $"seed {seed}: Snapshot differs");
         Assert.True(taken > 1_000, $"seed {seed}: only {taken} taken");
         Assert.True(outOfOrder > 100, $"seed {seed}: only {outOfOrder} out-of-order schedules");
     }
@@ -91,6 +95,36 @@ public sealed class HalfDueOrderTests
         Assert.Equal(["a"], index.TakeDue(300).Select(h => h.TransactionId));
         Assert.Empty(index.TakeDue(10_000));
         Assert.Equal(0, index.DueCount);
+    }
+
+    [Fact]
+    public void The_pending_halves_fill_their_tables_evenly_and_stay_exact()
+    {
+        var index = new HalfIndex(new DecidedIndex(60_000, 1_000));
+        const int halves = 100_000;
+        static string Id(int i) => $"7F000001{i:X8}0000{i % 97:X4}"; // message-id-like, as RocketMQ clients make them
+        for (int i = 0; i < halves; i++) index.Add(Half(Id(i), 1_000 + i, parked: false));
+        index.Add(Half("replaced", 5, parked: false)); // a replaced half does not count twice
+        index.Add(Half("replaced", 6, parked: false));
+        Assert.Equal(halves + 1, index.Count);
+
+        // No table holds much more than its share, so none grows (copies everything in it under the lock) large.
+        Assert.True(HalfIndex.Shards >= 16, "a sixteenth of a million pending halves or less per table");
+        int share = index.Count / HalfIndex.Shards;
+        Assert.InRange(index.LargestShard, share, share * 5 / 4);
+
+        for (int i = 0; i < halves; i += 2) Assert.True(index.Remove(Id(i), out _));
+        Assert.False(index.Remove(Id(0), out _));
+        Assert.Equal(halves / 2 + 1, index.Count);
+        Assert.True(index.TryGet(Id(1), out var kept) && kept.NextCheckAtMs == 1_001);
+        Assert.False(index.TryGet(Id(0), out _));
+        Assert.Equal(index.Count, index.Snapshot().Length);
+        Assert.Equal(index.Count, index.All.Count());
+        Assert.Equal(halves / 2 + 1, index.TakeDue(long.MaxValue).Count);
+        index.Clear();
+        Assert.Equal(0, index.Count);
+        Assert.Equal(0, index.LargestShard);
+        Assert.Empty(index.All);
     }
 
     private static HalfState Half(string id, long at, bool parked) => new()
