@@ -58,6 +58,27 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.Client);
     }
 
+    /// <summary>A flipped bit in the middle of a checkpoint file: that record's checksum fails.</summary>
+    private static void FlipABit(string file)
+    {
+        var bytes = File.ReadAllBytes(file);
+        bytes[bytes.Length / 2] ^= 0x40;
+        File.WriteAllBytes(file, bytes);
+    }
+
+    /// <summary>A crash-like restart with the checkpoint file covering <paramref name="damagedCovered"/> damaged;
+    /// returns what the files there were cover.</summary>
+    private static async Task<long[]> RestartWithDamagedCheckpointAsync(EngineHarness h, long damagedCovered)
+    {
+        long[] covered = [];
+        await CrashLikeRestartAsync(h, files =>
+        {
+            covered = files.Select(CheckpointStoreNames.Covered).ToArray();
+            FlipABit(files.Single(f => CheckpointStoreNames.Covered(f) == damagedCovered));
+        });
+        return covered;
+    }
+
     /// <summary>Stops the engine, removes its shutdown checkpoint (so the restart replays the log after the chain), and opens it again.</summary>
     private static async Task CrashLikeRestartAsync(EngineHarness h, Action<string[]>? damage = null)
     {
@@ -157,9 +178,7 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
             Assert.True(older.Count >= 3, $"{older.Count} files of the older chain kept");
             fallback = older.Max(CheckpointStoreNames.Covered);
             string damaged = files.Single(f => CheckpointStoreNames.Covered(f) == secondWhole);
-            var bytes = File.ReadAllBytes(damaged);
-            bytes[bytes.Length / 2] ^= 0x40; // a flipped bit: that record's checksum fails
-            File.WriteAllBytes(damaged, bytes);
+            FlipABit(damaged);
         });
         Assert.Equal(fallback, h.Engine.LastCheckpointAddress);
         States.AssertSame(live, h.Engine.DescribeState(), "older chain + replay, second whole checkpoint damaged");
@@ -300,14 +319,8 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         else
         {
             // The current chain's whole checkpoint damaged: none of its deltas can load; the chain before it covers the cut.
-            await CrashLikeRestartAsync(h, files =>
-            {
-                Assert.Contains(files, f => CheckpointStoreNames.Covered(f) == fallbackNewest);
-                string damaged = files.Single(f => CheckpointStoreNames.Covered(f) == currentBase);
-                var bytes = File.ReadAllBytes(damaged);
-                bytes[bytes.Length / 2] ^= 0x40;
-                File.WriteAllBytes(damaged, bytes);
-            });
+            var covered = await RestartWithDamagedCheckpointAsync(h, currentBase);
+            Assert.Contains(fallbackNewest, covered);
             Assert.Equal(fallbackNewest, h.Engine.LastCheckpointAddress);
             States.AssertSame(live, h.Engine.DescribeState(), "the fallback chain + replay across the cut, current whole damaged");
         }
@@ -338,17 +351,10 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         await SendsOnlyAsync(h, 4);
         string live = h.Engine.DescribeState();
 
-        long fallback = 0;
-        await CrashLikeRestartAsync(h, files =>
-        {
-            Assert.Contains(files, f => CheckpointStoreNames.Covered(f) == firstBase);
-            fallback = files.Select(CheckpointStoreNames.Covered).Where(c => c < afterCut).Max();
-            Assert.True(fallback >= boundary, "the chain before the cut ends with a checkpoint that covers it");
-            string damaged = files.Single(f => CheckpointStoreNames.Covered(f) == afterCut);
-            var bytes = File.ReadAllBytes(damaged);
-            bytes[bytes.Length / 2] ^= 0x40;
-            File.WriteAllBytes(damaged, bytes);
-        });
+        var covered = await RestartWithDamagedCheckpointAsync(h, afterCut);
+        Assert.Contains(firstBase, covered);
+        long fallback = covered.Where(c => c < afterCut).Max();
+        Assert.True(fallback >= boundary, "the chain before the cut ends with a checkpoint that covers it");
         Assert.Equal(fallback, h.Engine.LastCheckpointAddress);
         States.AssertSame(live, h.Engine.DescribeState(), "the chain before the cut + replay, the whole one after it damaged");
         Assert.Equal(Broker.Core.Diagnostics.HealthStatus.Healthy, h.Engine.Health.Status);
