@@ -47,7 +47,8 @@ internal sealed class HalfIndex(DecidedIndex decided)
         => _byId[StringComparer.Ordinal.GetHashCode(transactionId) & (Shards - 1)];
 
     public DecidedIndex Decided { get; } = decided;
-    public int Count { get; private set; }
+    /// <summary>Pending halves (summed over the tables: read by statistics, not per request).</summary>
+    public int Count => _byId.Sum(s => s.Count);
     /// <summary>The most halves any one table holds (for tests: the tables fill evenly).</summary>
     internal int LargestShard => _byId.Max(s => s.Count);
     /// <summary>Entries in the due times (both parts), stale ones included (soak statistics: must stay bounded).</summary>
@@ -67,10 +68,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
 
     public void Add(HalfState half)
     {
-        var shard = ShardOf(half.TransactionId);
-        int before = shard.Count;
-        shard[half.TransactionId] = half;
-        Count += shard.Count - before;
+        ShardOf(half.TransactionId)[half.TransactionId] = half;
         half.DueSeq = ++_seq;
         if (!half.Parked) Enqueue(half.TransactionId, half.DueSeq, half.NextCheckAtMs);
     }
@@ -110,12 +108,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
         return false;
     }
 
-    public bool Remove(string transactionId, out HalfState half)
-    {
-        if (!ShardOf(transactionId).Remove(transactionId, out half!)) return false;
-        Count--;
-        return true;
-    }
+    public bool Remove(string transactionId, out HalfState half) => ShardOf(transactionId).Remove(transactionId, out half!);
 
     /// <summary>Puts a half (back) into the due times at its <see cref="HalfState.NextCheckAtMs"/>.</summary>
     public void Schedule(HalfState half) => Enqueue(half.TransactionId, half.DueSeq, half.NextCheckAtMs);
@@ -148,7 +141,6 @@ internal sealed class HalfIndex(DecidedIndex decided)
     public void Clear()
     {
         foreach (var shard in _byId) shard.Clear();
-        Count = 0;
         _due.Clear();
         _inOrder.Clear();
         _inOrderTail = long.MinValue;
