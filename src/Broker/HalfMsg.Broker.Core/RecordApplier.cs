@@ -170,8 +170,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         if (_txs.TryGet(rec.TransactionId, out var existing))
         {
             // Replayed over a checkpoint that already has it: the address is the record's (a later BodyRelocated moves it again).
-            existing.Address = address;
-            existing.Size = size;
+            _txs.MoveBody(existing, address, size);
             return;
         }
         ref readonly var m = ref rec.Message;
@@ -336,10 +335,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     {
         long previous = rec.PreviousAddress;
         if (rec.HalfTransactionId is { } tx && _txs.TryGet(tx, out var half) && half.Address == previous)
-        {
-            half.Address = address;
-            half.Size = size;
-        }
+            _txs.MoveBody(half, address, size);
         if (rec.Delayed) _delayed.Move(previous, address, size);
         foreach (var (topicName, q, offset) in rec.QueueRefs)
         {

@@ -241,6 +241,8 @@ internal sealed class HalfState
     public required string Topic;
     public required string ProducerGroup;
     public string? OriginClientId;
+    /// <summary>Address of the half's body record. Changed through <see cref="Transactions.HalfIndex.MoveBody"/> once the half
+    /// is in the index, which keeps the halves by log block in step.</summary>
     public long Address;
     /// <summary>Size of the half's record in bytes.</summary>
     public int Size;

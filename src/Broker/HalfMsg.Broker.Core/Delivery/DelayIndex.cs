@@ -1,3 +1,5 @@
+using HalfMsg.Broker.Core.Retention;
+
 namespace HalfMsg.Broker.Core.Delivery;
 
 /// <summary>
@@ -8,23 +10,37 @@ internal sealed class DelayIndex
 {
     private readonly Dictionary<long, DelayedEntry> _byBody = new();
     private readonly PriorityQueue<DelayedEntry, long> _due = new();
+    // The same entries by the block of the log their body lies in: a retention cut visits only those below it.
+    private readonly AddressBlocks<DelayedEntry> _byBlock = new();
 
     public int Count => _byBody.Count;
     public IEnumerable<DelayedEntry> All => _byBody.Values;
     public bool Contains(long bodyAddress) => _byBody.ContainsKey(bodyAddress);
 
+    /// <summary>The entries whose body may lie below <paramref name="boundary"/> (a retention cut's), without visiting the others.</summary>
+    public IEnumerable<DelayedEntry> InBlocksBelow(long boundary) => _byBlock.InBlocksBelow(boundary);
+
     public void Add(DelayedEntry entry)
     {
-        _byBody[entry.BodyAddress] = entry;
+        ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_byBody, entry.BodyAddress, out bool replacing);
+        if (replacing) _byBlock.Remove(slot!.BodyAddress, slot);
+        slot = entry;
+        _byBlock.Add(entry.BodyAddress, entry);
         _due.Enqueue(entry, entry.DeliverAtMs);
     }
 
-    public bool Remove(long bodyAddress, out DelayedEntry entry) => _byBody.Remove(bodyAddress, out entry!);
+    public bool Remove(long bodyAddress, out DelayedEntry entry)
+    {
+        if (!_byBody.Remove(bodyAddress, out entry!)) return false;
+        _byBlock.Remove(bodyAddress, entry);
+        return true;
+    }
 
     /// <summary>Retention moved the body: the same entry (still in the heap) is now found at its new address.</summary>
     public void Move(long previous, long address, int size)
     {
         if (!_byBody.Remove(previous, out var entry)) return;
+        _byBlock.Move(previous, address, entry);
         entry.BodyAddress = address;
         entry.Size = size;
         _byBody[address] = entry;
@@ -47,6 +63,7 @@ internal sealed class DelayIndex
     public void Clear()
     {
         _byBody.Clear();
+        _byBlock.Clear();
         _due.Clear();
     }
 }

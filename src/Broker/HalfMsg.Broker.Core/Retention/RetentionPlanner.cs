@@ -51,6 +51,9 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
         return target;
     }
 
+    /// <summary>Pending halves and delayed messages the last <see cref="CollectLiveBelow"/> looked at (for tests).</summary>
+    internal int LastHalvesAndDelayedVisited { get; private set; }
+
     /// <summary>Every live reference to a body below <paramref name="boundary"/>, grouped by body address.</summary>
     public Dictionary<long, List<LiveRef>> CollectLiveBelow(long boundary)
     {
@@ -60,10 +63,20 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
             if (!live.TryGetValue(address, out var list)) live[address] = list = new List<LiveRef>(1);
             list.Add(r);
         }
-        foreach (var h in state.Halves.All)
+        int visited = 0;
+        // Only the halves and delayed messages in the log blocks below the boundary: with a million pending, a walk of
+        // all of them cost a million look-ups under the lock, once per relocation round and once in the cut's hold.
+        foreach (var h in state.Halves.InBlocksBelow(boundary))
+        {
+            visited++;
             if (h.Address < boundary) Add(h.Address, new LiveRef(h.TransactionId, false, null, -1, -1));
-        foreach (var d in state.Delayed.All)
+        }
+        foreach (var d in state.Delayed.InBlocksBelow(boundary))
+        {
+            visited++;
             if (d.BodyAddress < boundary) Add(d.BodyAddress, new LiveRef(null, true, null, -1, -1));
+        }
+        LastHalvesAndDelayedVisited = visited;
         foreach (var topic in state.Topics.Values)
         {
             for (int q = 0; q < topic.Queues.Length; q++)

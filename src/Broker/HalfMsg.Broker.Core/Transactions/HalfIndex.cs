@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Retention;
 
 namespace HalfMsg.Broker.Core.Transactions;
 
@@ -35,6 +36,8 @@ internal sealed class HalfIndex(DecidedIndex decided)
     private long _inOrderTail = long.MinValue;
     private readonly PriorityQueue<(string TransactionId, long Seq), long> _due = new();
     private long _seq;
+    // The same halves by the block of the log their body lies in: a retention cut visits only those below it.
+    private readonly AddressBlocks<HalfState> _byBlock = new();
 
     private static Dictionary<string, HalfState>[] NewShards()
     {
@@ -55,6 +58,12 @@ internal sealed class HalfIndex(DecidedIndex decided)
     public int DueCount => _inOrder.Count + _due.Count;
     public IEnumerable<HalfState> All => _byId.SelectMany(s => s.Values);
 
+    /// <summary>
+    /// The pending halves whose body may lie below <paramref name="boundary"/> (a retention cut's; each half's
+    /// <see cref="HalfState.Address"/> tells), without visiting the others.
+    /// </summary>
+    public IEnumerable<HalfState> InBlocksBelow(long boundary) => _byBlock.InBlocksBelow(boundary);
+
     public bool TryGet(string transactionId, out HalfState half) => ShardOf(transactionId).TryGetValue(transactionId, out half!);
 
     /// <summary>True while <paramref name="half"/> is the pending half of its id (not decided, not replaced).</summary>
@@ -68,7 +77,10 @@ internal sealed class HalfIndex(DecidedIndex decided)
 
     public void Add(HalfState half)
     {
-        ShardOf(half.TransactionId)[half.TransactionId] = half;
+        ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(ShardOf(half.TransactionId), half.TransactionId, out bool replacing);
+        if (replacing) _byBlock.Remove(slot!.Address, slot);
+        slot = half;
+        _byBlock.Add(half.Address, half);
         half.DueSeq = ++_seq;
         if (!half.Parked) Enqueue(half.TransactionId, half.DueSeq, half.NextCheckAtMs);
     }
@@ -108,7 +120,20 @@ internal sealed class HalfIndex(DecidedIndex decided)
         return false;
     }
 
-    public bool Remove(string transactionId, out HalfState half) => ShardOf(transactionId).Remove(transactionId, out half!);
+    public bool Remove(string transactionId, out HalfState half)
+    {
+        if (!ShardOf(transactionId).Remove(transactionId, out half!)) return false;
+        _byBlock.Remove(half.Address, half);
+        return true;
+    }
+
+    /// <summary>The half's body now lies at <paramref name="address"/> (a replay over a checkpoint, a retention move).</summary>
+    public void MoveBody(HalfState half, long address, int size)
+    {
+        if (IsLive(half)) _byBlock.Move(half.Address, address, half);
+        half.Address = address;
+        half.Size = size;
+    }
 
     /// <summary>Puts a half (back) into the due times at its <see cref="HalfState.NextCheckAtMs"/>.</summary>
     public void Schedule(HalfState half) => Enqueue(half.TransactionId, half.DueSeq, half.NextCheckAtMs);
@@ -141,6 +166,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
     public void Clear()
     {
         foreach (var shard in _byId) shard.Clear();
+        _byBlock.Clear();
         _due.Clear();
         _inOrder.Clear();
         _inOrderTail = long.MinValue;
