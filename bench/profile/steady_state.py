@@ -65,3 +65,12 @@ if cuts:
     c = sorted(h for h, _ in cuts)
     print(f"engine lock hold per retention cut: median {c[len(c) // 2] / 1000:.1f} ms, max {c[-1] / 1000:.1f} ms "
           f"({len(cuts)} caught, at {min(n for _, n in cuts):,}-{max(n for _, n in cuts):,} queue entries)")
+    # Where each cut's hold went (brokers since the split was added): the last search for live bodies, the expiry, and
+    # the garbage collector's pauses that fell within the hold.
+    parts = [(b[3]['lastRetentionCutPauseMicros'], b[3]['lastRetentionCutSearchMicros'], b[3]['lastRetentionCutExpiryMicros'],
+              b[3]['lastRetentionCutGcPauseMicros'])
+             for a, b in zip(rows, rows[1:])
+             if b[3].get('retentionCuts', 0) - a[3].get('retentionCuts', 0) == 1 and 'lastRetentionCutGcPauseMicros' in b[3]]
+    if parts:
+        print("each cut caught, hold = search + expiry + rest, GC pauses within (ms): " + ", ".join(
+            f"{h / 1000:.1f} = {s_ / 1000:.1f} + {e / 1000:.1f} + {(h - s_ - e) / 1000:.1f}, GC {g / 1000:.1f}" for h, s_, e, g in parts))

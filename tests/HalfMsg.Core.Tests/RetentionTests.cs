@@ -161,6 +161,13 @@ public sealed class RetentionTests
         Assert.Equal(15_000, queues.Sum(q => q.MinOffset));
         Assert.Equal(25_000, queues.Sum(q => q.MaxOffset));
         Assert.Equal(15_000, h.Engine.Metrics.MessagesExpired);
+        // The cut's hold of the engine lock, and where it went (expiring 15,000 entries takes measurable time).
+        var m = h.Engine.Metrics;
+        Assert.Equal(1, m.RetentionCuts);
+        Assert.True(m.LastRetentionCutExpiryMicros > 0, "the expiry's time is reported");
+        Assert.True(m.LastRetentionCutSearchMicros + m.LastRetentionCutExpiryMicros <= m.LastRetentionCutPauseMicros,
+            $"search {m.LastRetentionCutSearchMicros} µs + expiry {m.LastRetentionCutExpiryMicros} µs within the hold of {m.LastRetentionCutPauseMicros} µs");
+        Assert.True(m.LastRetentionCutGcPauseMicros >= 0);
         var first = await h.ReceiveAsync("stray", "long");      // the group counts what it missed when it comes back
         Assert.NotEmpty(first);
         Assert.All(first, m => Assert.True(int.Parse(m.Text()[1..]) >= 15_000, $"{m.Text()} entered before the cut"));

@@ -98,10 +98,12 @@ public sealed partial class BrokerEngine
             {
             await CheckpointLockedAsync(ct).ConfigureAwait(false);
             long cutRecord;
-            long held;
+            long held, searched, expired;
+            TimeSpan gcPaused;
             lock (_gate)
             {
                 long holdStart = System.Diagnostics.Stopwatch.GetTimestamp();
+                var gcBefore = GC.GetTotalPauseDuration();
                 // The state has not held a reference below the boundary since the last round (see above); check it
                 // anyway, because a cut is the one operation that cannot be undone.
                 var stray = _retention.CollectLiveBelow(boundary);
@@ -110,16 +112,23 @@ public sealed partial class BrokerEngine
                     _logger.LogError("Retention: {Count} live records appeared below {Boundary} after relocation (a bug); cut abandoned", stray.Count, boundary);
                     return -1;
                 }
-                _log.TruncateUntil(boundary);
+                searched = System.Diagnostics.Stopwatch.GetTimestamp();
                 ExpireBelow(boundary);
                 _retention.ForgetBoundariesUpTo(boundary);
+                expired = System.Diagnostics.Stopwatch.GetTimestamp();
+                _log.TruncateUntil(boundary);
                 Metrics.RetentionCuts++;
                 Metrics.RecordsRelocated += moved;
                 new LogCutRecord(boundary, NowMs).Write(_writer);
                 cutRecord = AppendAndApply();
-                held = System.Diagnostics.Stopwatch.GetTimestamp() - holdStart;
+                long holdEnd = System.Diagnostics.Stopwatch.GetTimestamp();
+                gcPaused = GC.GetTotalPauseDuration() - gcBefore;
+                (held, expired, searched) = (holdEnd - holdStart, expired - searched, searched - holdStart);
             }
-            Metrics.LastRetentionCutPauseMicros = held * 1_000_000 / System.Diagnostics.Stopwatch.Frequency;
+            Metrics.LastRetentionCutPauseMicros = Micros(held);
+            Metrics.LastRetentionCutSearchMicros = Micros(searched);
+            Metrics.LastRetentionCutExpiryMicros = Micros(expired);
+            Metrics.LastRetentionCutGcPauseMicros = (long)gcPaused.TotalMicroseconds;
             await _log.WaitCommittedAsync(cutRecord, ct).ConfigureAwait(false);
             // A second checkpoint at or after the cut: should a file of the newest chain ever be unreadable, another
             // chain still covers the log (see the contract above).
@@ -129,8 +138,8 @@ public sealed partial class BrokerEngine
             {
                 _checkpointLock.Release();
             }
-            _logger.LogInformation("Retention: log cut before {Boundary}; {Moved} live records moved to the tail; the cut held the engine lock {HeldMicros} µs",
-                boundary, moved, Metrics.LastRetentionCutPauseMicros);
+            _logger.LogInformation("Retention: log cut before {Boundary}; {Moved} live records moved to the tail; the cut held the engine lock {HeldMicros} µs (search {SearchMicros} µs, expiry {ExpiryMicros} µs, GC pauses within it {GcPauseMicros} µs)",
+                boundary, moved, Metrics.LastRetentionCutPauseMicros, Metrics.LastRetentionCutSearchMicros, Metrics.LastRetentionCutExpiryMicros, Metrics.LastRetentionCutGcPauseMicros);
             return moved;
         }
         finally
@@ -138,6 +147,8 @@ public sealed partial class BrokerEngine
             _retentionLock.Release();
         }
     }
+
+    private static long Micros(long ticks) => ticks * 1_000_000 / System.Diagnostics.Stopwatch.Frequency;
 
     /// <summary>
     /// Appends a BodyRelocated record for the references that still point at <paramref name="address"/> now (the state

@@ -33,6 +33,12 @@ public sealed class BrokerMetrics
     /// <summary>How long the last retention cut held the engine lock (truncating the log and expiring every queue's prefix),
     /// in microseconds.</summary>
     public long LastRetentionCutPauseMicros;
+    /// <summary>Of that hold: the last search for live bodies below the cut (none may be left), each queue's expiry, and
+    /// the garbage collector's pauses that fell within it, in microseconds (the rest: the log's truncation and the cut's
+    /// record).</summary>
+    public long LastRetentionCutSearchMicros;
+    public long LastRetentionCutExpiryMicros;
+    public long LastRetentionCutGcPauseMicros;
     /// <summary>Checkpoints written whole, and as deltas on the previous one, since start.</summary>
     public long CheckpointsWhole;
     public long CheckpointsDelta;
