@@ -56,6 +56,21 @@ public sealed class EngineHarness : IAsyncDisposable
         Engine = await BrokerEngine.OpenAsync(Options, Clock, startBackgroundLoops: false);
     }
 
+    /// <summary>Clean restart with changed options (the same data dir).</summary>
+    public async Task RestartAsync(Func<CoreOptions, CoreOptions> configure)
+    {
+        await Engine.DisposeAsync();
+        Options = configure(Options) with { DataDir = DataDir };
+        Engine = await BrokerEngine.OpenAsync(Options, Clock, startBackgroundLoops: false);
+    }
+
+    /// <summary>Sends a normal message; asserts it was stored.</summary>
+    public async Task SendNormalAsync(string topic, string body)
+    {
+        var r = await Engine.SendAsync(Draft(topic, body));
+        Assert.True(r.Error.IsOk, r.Error.ToString());
+    }
+
     /// <summary>Opens the engine again after the test disposed it (and tampered with the data dir).</summary>
     public async Task RestartAfterDeletedCheckpointAsync()
         => Engine = await BrokerEngine.OpenAsync(Options, Clock, startBackgroundLoops: false);

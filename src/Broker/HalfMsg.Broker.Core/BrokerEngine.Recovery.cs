@@ -18,6 +18,7 @@ public sealed partial class BrokerEngine
         long? loaded;
         lock (_gate) loaded = _checkpointer.LoadLatest();
         if (loaded is { } c) LastCheckpointAddress = c;
+        _lastCheckpointAtMs = NowMs;
         long from = loaded is { } covered ? Math.Max(covered, begin) : begin;
         if (loaded is null && begin > FirstLogAddress)
         {
@@ -51,6 +52,9 @@ public sealed partial class BrokerEngine
             // Leases recovered from the log expire on the sweeper; delays and checks re-enter their due-time indexes.
             _groups.ScheduleAllInFlight();
             _recordsSinceCheckpoint = _applier.ReplayedRecords;
+            // The loaded checkpoint covers the log up to its address, so a retention cut may cut there at once, not only
+            // after the next checkpoint. Its age is not known here: taken as now, an age cut there waits a whole limit.
+            if (loaded is { } at && at > begin && at <= _log.TailAddress) _retention.AddBoundary(at, NowMs);
         }
         Metrics.ReplayedRecords = _applier.ReplayedRecords;
         Metrics.RecoveryMilliseconds = sw.ElapsedMilliseconds;
@@ -95,6 +99,7 @@ public sealed partial class BrokerEngine
         if (written.Delta) Metrics.CheckpointsDelta++; else Metrics.CheckpointsWhole++;
         Metrics.LastCheckpointLargestHoldBytes = written.LargestHoldBytes;
         LastCheckpointAddress = covered;
+        _lastCheckpointAtMs = NowMs;
         lock (_gate) _retention.AddBoundary(covered, NowMs);
         _logger.LogDebug("Checkpoint at {Address} ({Kind}): {Bytes} bytes in {Ms} ms; the engine lock was held at most {Micros} µs at a time",
             covered, written.Delta ? "delta" : "whole", written.Bytes, written.ElapsedMs, written.LongestHoldMicros);
@@ -102,6 +107,23 @@ public sealed partial class BrokerEngine
 
     /// <summary>The log address the newest checkpoint covers (replay starts there).</summary>
     public long LastCheckpointAddress { get; private set; }
+
+    // When the newest checkpoint was written (or the engine opened): the age bound of CheckpointSchedule counts from it.
+    private long _lastCheckpointAtMs;
+
+    /// <summary>
+    /// One pass of the checkpoint loop: a checkpoint when one is due (<see cref="CheckpointSchedule"/>: by records, by
+    /// log bytes, or by time while anything is written), then a retention cut when the limits ask for one.
+    /// </summary>
+    internal async Task RunCheckpointPassAsync(CancellationToken ct)
+    {
+        long records = Interlocked.Read(ref _recordsSinceCheckpoint);
+        long bytes;
+        lock (_gate) bytes = _log.TailAddress - LastCheckpointAddress;
+        if (CheckpointSchedule.IsDue(records, bytes, NowMs - _lastCheckpointAtMs, _options))
+            await CheckpointAsync(ct).ConfigureAwait(false);
+        await RunRetentionAsync(ct).ConfigureAwait(false);
+    }
 
     // ------------------------------------------------------------ background loops
 
@@ -120,9 +142,7 @@ public sealed partial class BrokerEngine
         _loops.Add(Task.Run(() => RunLoopAsync("checkpoint", async ct =>
         {
             await Task.Delay(TimeSpan.FromSeconds(1), _time, ct).ConfigureAwait(false);
-            if (Interlocked.Read(ref _recordsSinceCheckpoint) >= _options.CheckpointEveryRecords)
-                await CheckpointAsync(ct).ConfigureAwait(false);
-            await RunRetentionAsync(ct).ConfigureAwait(false);
+            await RunCheckpointPassAsync(ct).ConfigureAwait(false);
         })));
     }
 

@@ -53,6 +53,10 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private readonly TagInterner _tags = new();
 
     private long _recordsSinceCheckpoint;
+    // Retention may cut at any record start below the newest checkpoint; one is remembered every this many log bytes
+    // (CheckpointSchedule.EveryBytes), so a burst written between two checkpoints can still be cut close to the limit.
+    private readonly long _boundaryStep;
+    private long _nextBoundaryAt;
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _loops = new();
     private readonly SemaphoreSlim _checkKick = new(0, int.MaxValue);
@@ -85,6 +89,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         var owners = new StateOwners(_topics, _groups, _txs, _delayed, _consumerOffsets, _tags);
         _checkpointer = new Checkpointer(_gate, _log, _checkpoints, owners, time, _logger);
         _retention = new RetentionPlanner(owners, options);
+        _boundaryStep = CheckpointSchedule.EveryBytes(options);
+        _nextBoundaryAt = _boundaryStep > 0 ? 0 : long.MaxValue;
         _applier = new RecordApplier(owners, options, Metrics, Health, _logger);
         MessageIndex = new MessageIndex(options.MessageIndexCapacity);
         Producers.ProducerJoined += _ => _checkKick.Release();
@@ -184,6 +190,11 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         _recordsSinceCheckpoint++;
         Metrics.RecordsAppended++;
         _applier.Apply(record, address);
+        if (address >= _nextBoundaryAt)
+        {
+            _retention.AddBoundary(address, NowMs); // a record's start: a place the log may be cut once a checkpoint covers it
+            _nextBoundaryAt = address > long.MaxValue - _boundaryStep ? long.MaxValue : address + _boundaryStep;
+        }
         return address;
     }
 

@@ -67,6 +67,10 @@ public sealed record CoreOptions
 
     /// <summary>Take a checkpoint after this many records (and at shutdown), bounding replay on start.</summary>
     public int CheckpointEveryRecords { get; init; } = 200_000;
+    /// <summary>Take a checkpoint once the log has grown this many bytes since the last one, however few records that
+    /// is (bounds replay with large messages; 0 = no byte bound). An eighth of <see cref="RetentionBytes"/> and of
+    /// <see cref="RetentionTime"/> bound the distance too (<see cref="Storage.CheckpointSchedule"/>).</summary>
+    public long CheckpointEveryBytes { get; init; } = 1L << 30;
     /// <summary>Truncate the log head once the log holds more than this many bytes (0 = never).</summary>
     public long RetentionBytes { get; init; } = 8L * 1024 * 1024 * 1024;
     /// <summary>Truncate records older than this (0 = never).</summary>

@@ -17,11 +17,20 @@ internal readonly record struct RelocationTargets(string? HalfTransactionId, boo
 /// </summary>
 internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
 {
-    // Known record boundaries with the time they were the tail: truncation may only cut at a record boundary.
+    // Known record boundaries with the time they were the tail: truncation may only cut at a record boundary. They come
+    // from checkpoints (the tail each covered), from appends (a record's start every CheckpointSchedule.EveryBytes) and
+    // from recovery (the loaded checkpoint's address); a cut uses only those the newest checkpoint covers.
     private readonly List<(long Address, long AtMs)> _boundaries = new();
 
-    /// <summary>A checkpoint covered the log up to <paramref name="address"/> (a record boundary) at <paramref name="atMs"/>.</summary>
-    public void AddBoundary(long address, long atMs) => _boundaries.Add((address, atMs));
+    /// <summary>The log may be cut at <paramref name="address"/> (a record boundary, the tail at <paramref name="atMs"/>)
+    /// once a checkpoint covers it. Not kept when neither limit is set: nothing would ever cut there.</summary>
+    public void AddBoundary(long address, long atMs)
+    {
+        if (options.RetentionBytes > 0 || options.RetentionTime > TimeSpan.Zero) _boundaries.Add((address, atMs));
+    }
+
+    /// <summary>Known boundaries (for tests).</summary>
+    internal int BoundaryCount => _boundaries.Count;
 
     public void ForgetBoundariesUpTo(long address) => _boundaries.RemoveAll(b => b.Address <= address);
 
