@@ -166,7 +166,7 @@ public sealed partial class BrokerEngine
                     // the durable address after this). One taken later may not be seen.
                     wokenBeforeLook = parked.IsWoken;
                     Metrics.ReceiveLooks++;
-                    picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, out more);
+                    picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, req.AutoRenew ? req.ClientId : null, out more);
                     MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
                 }
                 if (picked.Count > 0)
@@ -226,7 +226,7 @@ public sealed partial class BrokerEngine
     /// of the group may find something.
     /// </summary>
     private List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> PickForDelivery(
-        GroupTopicState group, TagFilter filter, int batch, TimeSpan invisible, out bool more)
+        GroupTopicState group, TagFilter filter, int batch, TimeSpan invisible, string? renewFor, out bool more)
     {
         bool leftForAnotherFilter = false;
         var picked = new List<(QueueEntry, int, long, int, long, long)>();
@@ -255,6 +255,7 @@ public sealed partial class BrokerEngine
             var rec = new DeliveredRecord(group.Group, topic.Name, q, off, flight.Attempt + 1, until, NextLeaseId());
             rec.Write(_writer);
             AppendAndApply();
+            SetRenewal(gq, off, renewFor, until - now, now);
             picked.Add((entry, q, off, rec.Attempt, rec.LeaseId, until));
             bytes += entry.Size;
             Metrics.Redelivered++;
@@ -285,6 +286,7 @@ public sealed partial class BrokerEngine
                 var rec = new DeliveredRecord(group.Group, topic.Name, q, off, 1, until, NextLeaseId());
                 rec.Write(_writer);
                 AppendAndApply();
+                SetRenewal(gq, off, renewFor, until - now, now);
                 picked.Add((entry, q, off, 1, rec.LeaseId, until));
                 bytes += entry.Size;
                 Metrics.Delivered++;
@@ -292,6 +294,40 @@ public sealed partial class BrokerEngine
         }
         more = Full() || leftForAnotherFilter;
         return picked;
+    }
+
+    /// <summary>
+    /// Who renews the lease just handed out: the push consumer that took it (auto_renew), or nobody. Set on every
+    /// delivery, so a message redelivered to a consumer that does not ask for renewal is not renewed for the previous one.
+    /// </summary>
+    private void SetRenewal(GroupQueueState gq, long off, string? renewFor, long everyMs, long now)
+    {
+        if (!gq.InFlight.TryGetValue(off, out var flight)) return;
+        flight.RenewFor = string.IsNullOrEmpty(renewFor) ? null : renewFor;
+        flight.RenewEveryMs = everyMs;
+        flight.RenewUntilMs = now + (long)_options.MaxAutoRenew.TotalMilliseconds;
+    }
+
+    /// <summary>
+    /// At a push consumer's lease expiry (see <see cref="ReceiveRequest.AutoRenew"/>): extends it by its length, with
+    /// the same lease id, so the receipt handle the client holds stays valid, while the client is active and within
+    /// <see cref="CoreOptions.MaxAutoRenew"/> of the delivery. Nobody waits for the record: lost in a crash, the lease
+    /// ends as first written and the message is delivered again (at least once). Caller holds the lock.
+    /// </summary>
+    private bool TryRenewLease(GroupTopicState group, int q, long off, InFlight flight, long now)
+    {
+        if (flight.RenewFor is not { } client) return false;
+        if (now >= flight.RenewUntilMs || !Consumers.IsActive(group.Group, client, _options.AutoRenewClientTimeout))
+        {
+            flight.RenewFor = null;
+            return false;
+        }
+        long until = Math.Min(now + Math.Max(1, flight.RenewEveryMs), flight.RenewUntilMs);
+        new InvisibilityChangedRecord(group.Group, group.Topic.Name, q, off, until, flight.LeaseId).Write(_writer);
+        AppendAndApply();
+        Metrics.LeasesRenewed++;
+        MessageIndex.OnLeaseChanged(group.Group, group.Topic.Name, q, off, until, now); // MessageIndex hook (issue 12)
+        return true;
     }
 
     /// <summary>The queue's head moved past offsets this group never finished: they expired (counted, then skipped).</summary>
@@ -319,6 +355,10 @@ public sealed partial class BrokerEngine
             return new(BrokerStatus.InvalidReceiptHandle, $"receipt handle does not belong to group '{groupName}' on topic '{topicName}'");
         if (!group.Queues[handle.QueueId].InFlight.TryGetValue(handle.QueueOffset, out flight!))
             return new(BrokerStatus.InvalidReceiptHandle, "receipt handle is stale: the message was already acknowledged or dead-lettered");
+        // A push consumer's lease that ran out since the last sweep is renewed now, as the sweep would have: its ack must
+        // not meet a stale handle in the 50 ms between the two.
+        if (flight.LeaseId == handle.LeaseId && !flight.Expired && flight.RenewFor is not null && flight.InvisibleUntilMs <= NowMs)
+            TryRenewLease(group, handle.QueueId, handle.QueueOffset, flight, NowMs);
         if (flight.LeaseId != handle.LeaseId || flight.Expired || flight.InvisibleUntilMs <= NowMs)
             return new(BrokerStatus.InvalidReceiptHandle, "receipt handle is stale: its invisibility expired or it was renewed; use the newest handle");
         return BrokerError.None;
@@ -382,6 +422,7 @@ public sealed partial class BrokerEngine
                 return new(new(BrokerStatus.IllegalInvisibleTime, $"invisible duration must be in [0, {_options.MaxInvisibleDuration}]"), null, 0);
             var err = TryGetLease(group, topic, receiptHandle, out var state, out var handle, out var flight);
             if (!err.IsOk) return new(err, null, 0);
+            flight.RenewFor = null; // the consumer chose the lease's end itself (a push consumer's nack): no more renewal
             until = NowMs + (long)duration.TotalMilliseconds;
             var rec = new InvisibilityChangedRecord(group, topic, handle.QueueId, handle.QueueOffset, until, NextLeaseId());
             rec.Write(_writer);
@@ -435,8 +476,14 @@ public sealed partial class BrokerEngine
 
     private void SweepLeases(long now)
     {
+        bool renewed = false;
         while (_groups.TryTakeExpired(now, out var group, out var queue, out var offset, out var flight))
         {
+            if (TryRenewLease(group, queue, offset, flight, now))
+            {
+                renewed = true;
+                continue;
+            }
             MessageIndex.OnLeaseExpired(group.Group, group.Topic.Name, queue, offset, flight.Attempt, now); // MessageIndex hook (issue 12)
             if (flight.Attempt >= _options.MaxDeliveryAttempts)
             {
@@ -447,6 +494,7 @@ public sealed partial class BrokerEngine
             group.Redeliver.Enqueue((queue, offset));
             group.Waiters.WakeOne();
         }
+        if (renewed && _log.Flush == FlushMode.Sync) _log.RequestCommit(); // nobody waits for a renewal; make it durable soon anyway
     }
 
     private void ReleaseDelayed(long now)

@@ -76,6 +76,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     {
         _options = options;
         _time = time;
+        Consumers = new ConsumerMembers(time);
         _logger = loggers.CreateLogger("HalfMsg.Broker.Core");
         _log = new RecordLog(Path.Combine(options.DataDir, "log"), options.Flush, options.AsyncFlushInterval,
             options.SegmentSizeBits, options.MemorySizeBits, loggers.CreateLogger("HalfMsg.Broker.Storage"),

@@ -55,6 +55,12 @@ public sealed record CoreOptions
     /// <summary>Upper bound for a delay message's delivery time (RocketMQ timerMaxDelaySec, 3 days).</summary>
     public TimeSpan MaxDelay { get; init; } = TimeSpan.FromDays(3);
     public TimeSpan MaxInvisibleDuration { get; init; } = TimeSpan.FromHours(12);
+    /// <summary>How long a push consumer's lease (auto_renew) is extended at most, from its delivery (RocketMQ's
+    /// proxy: 3 hours).</summary>
+    public TimeSpan MaxAutoRenew { get; init; } = TimeSpan.FromHours(3);
+    /// <summary>A push consumer's leases are extended only while it was seen (heartbeat, receive, ack) within this
+    /// (gRPC clients heartbeat every 10 s).</summary>
+    public TimeSpan AutoRenewClientTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>A receive stops adding messages once their bodies reach this many bytes (at least one is always returned).</summary>
     public int ReceiveByteBudget { get; init; } = 8 * 1024 * 1024;
 

@@ -286,6 +286,12 @@ internal sealed class InFlight
     public string? MessageGroup;
     /// <summary>True once the lease expired and the message waits in the group's redelivery queue.</summary>
     public bool Expired;
+    /// <summary>The push consumer (auto_renew) holding the lease: it is extended at its expiry while that client is
+    /// active, by <see cref="RenewEveryMs"/>, until <see cref="RenewUntilMs"/>. In memory only (not in the log or a
+    /// checkpoint): after a restart such a lease expires as leased, and the message is delivered again.</summary>
+    public string? RenewFor;
+    public long RenewEveryMs;
+    public long RenewUntilMs;
 }
 
 internal sealed class GroupQueueState

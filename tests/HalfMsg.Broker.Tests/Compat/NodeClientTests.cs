@@ -1,5 +1,6 @@
 using System.Text.Json;
 using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.TestKit;
 
 namespace HalfMsg.Broker.Tests.Compat;
 
@@ -142,6 +143,31 @@ public sealed class NodeClientTests(NodeClientFixture fixture) : IClassFixture<N
         List<JsonElement> consumed = [.. r.Final.GetProperty("consumed").EnumerateArray()];
         Assert.Equal(2, consumed.Count);
         Assert.All(consumed, m => Assert.Equal(2, m.GetProperty("attempt").GetInt32()));
+    }
+
+    [Fact]
+    public async Task Push_consumer_listener_slower_than_the_lease_gets_the_message_once_and_its_ack_holds()
+    {
+        // Its own broker with a 3 s default lease: the push consumer names none and asks for auto-renewal, so the
+        // broker must extend the lease while the 8 s listener runs, and accept its ack with the first handle.
+        await using var broker = await BrokerProcess.StartAsync("--default-invisible-duration", "3s");
+        string topic = Unique("PushSlow"), group = Unique("G");
+        async Task<NodeScript.Result> On(string script, params string[] args)
+        {
+            NodeScript.Result result = await NodeScript.RunAsync(script, ScriptTimeout, args);
+            Assert.True(result.ExitCode == 0 && result.Final.ValueKind != JsonValueKind.Undefined,
+                $"{script} {string.Join(' ', args)} failed: {result.Describe()}\n--- broker ---\n{Tail(broker.Output)}");
+            return result;
+        }
+
+        await On("produce.js", broker.Endpoint, topic, JsonSerializer.Serialize(new { count = 1 }));
+        NodeScript.Result r = await On("push.js", broker.Endpoint, topic, group, "slow", JsonSerializer.Serialize(new { count = 1, sleepMs = 8_000, runMs = 30_000, settleMs = 1_000 }));
+        List<int> attempts = [.. r.Final.GetProperty("attempts").EnumerateArray().Select(a => a.GetProperty("attempt").GetInt32())];
+        Assert.Equal([1], attempts);
+
+        // Acked: nothing comes back to the group once three more leases have passed.
+        NodeScript.Result after = await On("simple.js", broker.Endpoint, topic, group, "collect", JsonSerializer.Serialize(new { count = 1, timeoutMs = 9_000, tag = "*" }));
+        Assert.Empty(Got(after));
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 // node push.js <endpoint> <topic> <group> <mode> <json options>
 // modes: ok | fail-first (first attempt of each message fails) | always-fail (runs for options.runMs)
+//        | slow (each attempt takes options.sleepMs before it succeeds: longer than the lease, so the broker must renew it)
 // Stops when `count` distinct messages were consumed successfully or after runMs.
 'use strict';
 const { rmq, logger, emit, sleep, view, main } = require('./lib');
@@ -19,6 +20,7 @@ main(async () => {
         emit({ attempt: v.attempt, id: v.id });
         const fail = mode === 'always-fail' || (mode === 'fail-first' && (m.deliveryAttempt ?? 1) === 1);
         if (fail) return rmq.ConsumeResult.FAILURE;
+        if (mode === 'slow') await sleep(opt.sleepMs ?? 0);
         if (!done.has(v.id)) done.set(v.id, v);
         return rmq.ConsumeResult.SUCCESS;
       },

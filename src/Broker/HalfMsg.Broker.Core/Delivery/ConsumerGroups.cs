@@ -97,7 +97,10 @@ internal sealed class ConsumerGroups
         {
             _leaseDue.Dequeue();
             var gq = item.Group.Queues[item.Queue];
-            if (!gq.InFlight.TryGetValue(item.Offset, out flight!) || flight.LeaseId != item.LeaseId || flight.Expired) continue;
+            // Stale: acked or finished, leased again, expired already, or renewed under the same lease id (a push
+            // consumer's auto-renewal) to end later than this entry says.
+            if (!gq.InFlight.TryGetValue(item.Offset, out flight!) || flight.LeaseId != item.LeaseId || flight.Expired
+                || flight.InvisibleUntilMs > nowMs) continue;
             (group, queue, offset) = (item.Group, item.Queue, item.Offset);
             return true;
         }

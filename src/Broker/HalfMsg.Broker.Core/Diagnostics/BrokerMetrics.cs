@@ -16,6 +16,8 @@ public sealed class BrokerMetrics
     public long Parked;
     public long Delivered;
     public long Redelivered;
+    /// <summary>Push consumers' leases extended at their expiry (auto_renew).</summary>
+    public long LeasesRenewed;
     /// <summary>Looks of receives for messages (each one a hold of the engine lock): one when a receive arrives, then one
     /// per wake-up while it long-polls.</summary>
     public long ReceiveLooks;

@@ -5,7 +5,7 @@ namespace HalfMsg.Broker.Core
     public sealed partial class BrokerEngine
     {
         /// <summary>The consumer clients of each group, as the front-ends see them (see <see cref="ConsumerMembers"/>).</summary>
-        public ConsumerMembers Consumers { get; } = new();
+        public ConsumerMembers Consumers { get; }
     }
 }
 
@@ -58,6 +58,16 @@ namespace HalfMsg.Broker.Core.Diagnostics
                     members.Remove(clientId);
                     if (members.Count == 0) _groups.Remove(name);
                 }
+            }
+        }
+
+        /// <summary>True when the client acted for the group (heartbeat, receive, ack) within <paramref name="within"/> and has not left.</summary>
+        public bool IsActive(string group, string clientId, TimeSpan within)
+        {
+            var cutoff = _time.GetUtcNow() - within;
+            lock (_lock)
+            {
+                return _groups.TryGetValue(group, out var members) && members.TryGetValue(clientId, out var member) && member.LastSeen >= cutoff;
             }
         }
 

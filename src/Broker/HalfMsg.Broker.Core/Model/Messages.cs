@@ -123,6 +123,12 @@ public sealed class ReceiveRequest
     public TimeSpan LongPollTimeout { get; init; }
     /// <summary>The consumer's client id where the protocol tells it (gRPC); shown in a message's delivery history.</summary>
     public string? ClientId { get; init; }
+    /// <summary>
+    /// A push consumer's receive (gRPC <c>auto_renew</c>): the broker extends each lease at its expiry while the
+    /// client (<see cref="ClientId"/>) stays active, up to <see cref="CoreOptions.MaxAutoRenew"/>, as RocketMQ's proxy
+    /// does. The client acks with the receipt handle it got; a ChangeInvisibleDuration (a nack) ends the renewal.
+    /// </summary>
+    public bool AutoRenew { get; init; }
 }
 
 public readonly record struct ReceiveResult(BrokerError Error, IReadOnlyList<DeliveredMessage> Messages)

@@ -43,6 +43,7 @@ public static class BrokerConfiguration
         new("--checkpoint-every-bytes", "Broker:CheckpointEveryBytes", "1GiB", "Log bytes between checkpoints, however few records (bounds replay with large messages); an eighth of --retention-size and of --retention-time bound the distance too, since the log is cut only below a checkpoint. 0 = no byte bound."),
         new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract). A cut goes an eighth of the limit deeper than needed, so the log holds between seven eighths of the limit and the limit and cuts come once per eighth written."),
         new("--max-concurrent-sends", "Broker:MaxConcurrentSends", "1024", "Sends (gRPC and Remoting together) processed at once; more wait for a slot."),
+        new("--default-invisible-duration", "Broker:DefaultInvisibleDuration", "60s", "Lease of a gRPC receive that names none. The official push consumers name none and ask the broker to renew it (auto_renew): it is extended at each expiry while the consumer is active (seen within 30 s), up to 3 h from the delivery; an ack with the first receipt handle stays valid."),
         new("--send-queue-timeout", "Broker:SendQueueTimeout", "200ms", "A send that waited this long for a slot is answered busy (gRPC TOO_MANY_REQUESTS, Remoting SYSTEM_BUSY; RocketMQ's waitTimeMillsInSendQueue); clients back off and retry."),
         new("--send-queue-capacity", "Broker:SendQueueCapacity", "10000", "Sends waiting for a slot at once; more are answered busy at once (RocketMQ's sendThreadPoolQueueCapacity)."),
         new("--disk-min-free", "Broker:DiskMinFree", "256MiB", "Refuse new messages (SERVICE_NOT_AVAILABLE / INTERNAL_SERVER_ERROR, /health disk-full) while less is free on the data dir's file system; the rest is a reserve for decisions, acks and checkpoints. 0 = off."),
@@ -174,8 +175,11 @@ public static class BrokerConfiguration
             Credentials = credentials,
             MaxConcurrentSends = Int(N("--max-concurrent-sends"), Get("--max-concurrent-sends"), 1, 1_000_000),
             SendQueueTimeout = Duration(N("--send-queue-timeout"), Get("--send-queue-timeout"), TimeSpan.Zero),
+            DefaultInvisibleDuration = Duration(N("--default-invisible-duration"), Get("--default-invisible-duration"), TimeSpan.FromMilliseconds(100)),
             SendQueueCapacity = Int(N("--send-queue-capacity"), Get("--send-queue-capacity"), 0, 1_000_000),
         };
+        if (options.DefaultInvisibleDuration > options.Core.MaxInvisibleDuration)
+            throw new BrokerConfigurationException($"{N("--default-invisible-duration")} must be at most {options.Core.MaxInvisibleDuration.TotalHours:0} h (the longest lease), not '{Get("--default-invisible-duration")}'");
         if (!System.Net.IPAddress.TryParse(options.Bind, out _))
             throw new BrokerConfigurationException($"{N("--bind")} must be an IP address, not '{options.Bind}'");
         if (!System.Net.IPAddress.TryParse(options.AdminBind, out _))

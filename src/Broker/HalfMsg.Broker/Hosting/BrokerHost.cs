@@ -59,6 +59,7 @@ public sealed class BrokerHost : IAsyncDisposable
             Port = options.GrpcPort,
             MaxReceiveMessageSize = options.Core.MaxMessageSize + 1024 * 1024,
             Credentials = options.Credentials,
+            DefaultInvisibleDuration = options.DefaultInvisibleDuration,
         };
         builder.WebHost.ConfigureKestrel(kestrel => GrpcEndpoint.ApplyLimits(kestrel, grpcOptions));
         builder.Services.AddGrpcV5(grpcOptions);

@@ -31,6 +31,8 @@ public sealed record BrokerOptions
     public int MaxConcurrentSends { get; init; } = 1024;
     /// <summary>How long a send may wait for a slot before it is answered busy (RocketMQ's waitTimeMillsInSendQueue).</summary>
     public TimeSpan SendQueueTimeout { get; init; } = TimeSpan.FromMilliseconds(200);
+    /// <summary>Lease of a gRPC receive that names none (push consumers; renewed while they are active).</summary>
+    public TimeSpan DefaultInvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>Sends waiting for a slot at once; beyond it a send is answered busy without waiting (RocketMQ's sendThreadPoolQueueCapacity).</summary>
     public int SendQueueCapacity { get; init; } = 10_000;
     public CoreOptions Core { get; init; } = new();

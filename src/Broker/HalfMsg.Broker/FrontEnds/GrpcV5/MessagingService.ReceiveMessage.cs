@@ -54,6 +54,8 @@ internal sealed partial class MessagingService
             InvisibleDuration = invisible ?? _options.DefaultInvisibleDuration,
             LongPollTimeout = LongPoll(longPolling, Deadline(context)),
             ClientId = ClientId(context),
+            // Push consumers ask for it: the broker extends their leases while they are connected, as the proxy does.
+            AutoRenew = request.AutoRenew,
         };
         _engine.Consumers.Seen(group, receive.ClientId, "gRPC", context.Peer);
 

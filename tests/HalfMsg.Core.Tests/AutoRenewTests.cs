@@ -1,0 +1,151 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// A push consumer of the official clients receives with <c>auto_renew</c> and no lease length, and counts on the
+/// broker (RocketMQ's proxy) to extend the lease while it processes and is connected: a listener that takes longer than
+/// the lease must not see its message handed to another consumer, and its ack with the handle it got must succeed.
+/// </summary>
+public sealed class AutoRenewTests
+{
+    private static readonly TimeSpan Lease = TimeSpan.FromSeconds(10);
+
+    private static async Task<DeliveredMessage> ReceiveOneAsync(EngineHarness h, string clientId, bool autoRenew, string topic = "t")
+    {
+        var r = await h.Engine.ReceiveAsync(new ReceiveRequest
+        {
+            ConsumerGroup = "g", Topic = topic, BatchSize = 1, InvisibleDuration = Lease, ClientId = clientId, AutoRenew = autoRenew,
+        });
+        Assert.True(r.IsOk, r.Error.ToString());
+        return Assert.Single(r.Messages);
+    }
+
+    private static async Task<int> VisibleToAnotherConsumerAsync(EngineHarness h, string topic = "t")
+    {
+        var r = await h.Engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = topic, BatchSize = 32, InvisibleDuration = Lease, ClientId = "other" });
+        return r.Messages.Count;
+    }
+
+    private static async Task<EngineHarness> StartWithOneMessageAsync(Func<CoreOptions, CoreOptions>? configure = null)
+    {
+        var h = await EngineHarness.StartAsync(configure);
+        await h.SendNormalAsync("t", "slow work");
+        return h;
+    }
+
+    [Fact]
+    public async Task A_push_consumers_lease_is_extended_while_it_is_active_and_its_first_handle_still_acks()
+    {
+        await using var h = await StartWithOneMessageAsync();
+        h.Engine.Consumers.Seen("g", "push-1", "gRPC");
+        var m = await ReceiveOneAsync(h, "push-1", autoRenew: true);
+
+        for (int i = 0; i < 6; i++) // a minute of processing, six leases long
+        {
+            h.Clock.Advance(Lease);
+            h.Engine.Consumers.Seen("g", "push-1", "gRPC"); // its heartbeats
+            h.Engine.RunSweep();
+            Assert.Equal(0, await VisibleToAnotherConsumerAsync(h));
+        }
+
+        Assert.Equal(6, h.Engine.Metrics.LeasesRenewed);
+        Assert.True((await h.Engine.AckAsync("g", "t", m.ReceiptHandle)).IsOk);
+        h.Clock.Advance(Lease * 2);
+        h.Engine.RunSweep();
+        Assert.Equal(0, await VisibleToAnotherConsumerAsync(h));
+        Assert.Equal(6, h.Engine.Metrics.LeasesRenewed);
+    }
+
+    [Fact]
+    public async Task An_ack_between_the_lease_end_and_the_next_sweep_is_accepted()
+    {
+        await using var h = await StartWithOneMessageAsync();
+        h.Engine.Consumers.Seen("g", "push-1", "gRPC");
+        var m = await ReceiveOneAsync(h, "push-1", autoRenew: true);
+        h.Clock.Advance(Lease); // the lease ends now; the sweep has not run
+        Assert.True((await h.Engine.AckAsync("g", "t", m.ReceiptHandle)).IsOk);
+        h.Clock.Advance(Lease * 2);
+        h.Engine.RunSweep();
+        Assert.Equal(0, await VisibleToAnotherConsumerAsync(h));
+    }
+
+    [Fact]
+    public async Task Without_auto_renew_the_lease_ends_as_asked()
+    {
+        await using var h = await StartWithOneMessageAsync();
+        h.Engine.Consumers.Seen("g", "simple-1", "gRPC");
+        var m = await ReceiveOneAsync(h, "simple-1", autoRenew: false);
+        h.Clock.Advance(Lease);
+        h.Engine.RunSweep();
+        Assert.Equal(1, await VisibleToAnotherConsumerAsync(h));
+        Assert.False((await h.Engine.AckAsync("g", "t", m.ReceiptHandle)).IsOk);
+        Assert.Equal(0, h.Engine.Metrics.LeasesRenewed);
+    }
+
+    [Fact]
+    public async Task A_consumer_that_left_is_not_renewed_for()
+    {
+        await using var h = await StartWithOneMessageAsync();
+        h.Engine.Consumers.Seen("g", "push-1", "gRPC");
+        await ReceiveOneAsync(h, "push-1", autoRenew: true);
+        h.Engine.Consumers.Left("g", "push-1"); // NotifyClientTermination
+        h.Clock.Advance(Lease);
+        h.Engine.RunSweep();
+        Assert.Equal(1, await VisibleToAnotherConsumerAsync(h));
+    }
+
+    [Fact]
+    public async Task A_consumer_not_seen_for_the_timeout_is_not_renewed_for()
+    {
+        await using var h = await StartWithOneMessageAsync(o => o with { AutoRenewClientTimeout = TimeSpan.FromSeconds(25) });
+        h.Engine.Consumers.Seen("g", "push-1", "gRPC");
+        await ReceiveOneAsync(h, "push-1", autoRenew: true);
+        h.Clock.Advance(Lease); // seen 10 s ago: renewed
+        h.Engine.RunSweep();
+        h.Clock.Advance(Lease); // 20 s ago: renewed
+        h.Engine.RunSweep();
+        Assert.Equal(0, await VisibleToAnotherConsumerAsync(h));
+        h.Clock.Advance(Lease); // 30 s ago: gone quiet (a crashed process)
+        h.Engine.RunSweep();
+        Assert.Equal(2, h.Engine.Metrics.LeasesRenewed);
+        Assert.Equal(1, await VisibleToAnotherConsumerAsync(h));
+    }
+
+    [Fact]
+    public async Task Renewal_stops_at_the_limit_after_a_nack_and_for_a_later_consumer_that_does_not_ask()
+    {
+        await using var h = await StartWithOneMessageAsync(o => o with { MaxAutoRenew = TimeSpan.FromSeconds(25), MaxDeliveryAttempts = 5 });
+        h.Engine.Consumers.Seen("g", "push-1", "gRPC");
+        await ReceiveOneAsync(h, "push-1", autoRenew: true);
+        h.Clock.Advance(Lease); // renewed to 20 s
+        h.Engine.RunSweep();
+        h.Clock.Advance(Lease); // renewed to 25 s, the limit
+        h.Engine.RunSweep();
+        Assert.Equal(0, await VisibleToAnotherConsumerAsync(h));
+        h.Clock.Advance(TimeSpan.FromSeconds(5));
+        h.Engine.Consumers.Seen("g", "push-1", "gRPC");
+        h.Engine.RunSweep();
+        Assert.Equal(2, h.Engine.Metrics.LeasesRenewed);
+
+        // Delivered again to push-2, which nacks it (the push consumer's retry): the lease ends when the nack says.
+        h.Engine.Consumers.Seen("g", "push-2", "gRPC");
+        var again = await ReceiveOneAsync(h, "push-2", autoRenew: true);
+        Assert.Equal(2, again.DeliveryAttempt);
+        var nack = await h.Engine.ChangeInvisibleDurationAsync("g", "t", again.ReceiptHandle, TimeSpan.FromSeconds(1));
+        Assert.True(nack.IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(1));
+        h.Engine.RunSweep();
+        Assert.Equal(2, h.Engine.Metrics.LeasesRenewed);
+
+        // Then to a simple consumer: not renewed for push-2, which is still active.
+        var third = await ReceiveOneAsync(h, "simple-1", autoRenew: false);
+        Assert.Equal(3, third.DeliveryAttempt);
+        h.Clock.Advance(Lease);
+        h.Engine.Consumers.Seen("g", "push-2", "gRPC");
+        h.Engine.RunSweep();
+        Assert.Equal(2, h.Engine.Metrics.LeasesRenewed);
+        Assert.Equal(1, await VisibleToAnotherConsumerAsync(h));
+    }
+}
