@@ -255,7 +255,7 @@ public sealed partial class BrokerEngine
             var rec = new DeliveredRecord(group.Group, topic.Name, q, off, flight.Attempt + 1, until, NextLeaseId());
             rec.Write(_writer);
             AppendAndApply();
-            SetRenewal(gq, off, renewFor, until - now, now);
+            if (renewFor is not null) SetRenewal(gq, off, renewFor, until - now, now);
             picked.Add((entry, q, off, rec.Attempt, rec.LeaseId, until));
             bytes += entry.Size;
             Metrics.Redelivered++;
@@ -286,7 +286,7 @@ public sealed partial class BrokerEngine
                 var rec = new DeliveredRecord(group.Group, topic.Name, q, off, 1, until, NextLeaseId());
                 rec.Write(_writer);
                 AppendAndApply();
-                SetRenewal(gq, off, renewFor, until - now, now);
+                if (renewFor is not null) SetRenewal(gq, off, renewFor, until - now, now);
                 picked.Add((entry, q, off, 1, rec.LeaseId, until));
                 bytes += entry.Size;
                 Metrics.Delivered++;
@@ -297,13 +297,13 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
-    /// Who renews the lease just handed out: the push consumer that took it (auto_renew), or nobody. Set on every
-    /// delivery, so a message redelivered to a consumer that does not ask for renewal is not renewed for the previous one.
+    /// The lease just handed out is renewed for the push consumer that took it (auto_renew). A delivery clears it
+    /// (RecordApplier), so a message delivered again to a consumer that does not ask is not renewed for the previous one.
     /// </summary>
-    private void SetRenewal(GroupQueueState gq, long off, string? renewFor, long everyMs, long now)
+    private void SetRenewal(GroupQueueState gq, long off, string renewFor, long everyMs, long now)
     {
-        if (!gq.InFlight.TryGetValue(off, out var flight)) return;
-        flight.RenewFor = string.IsNullOrEmpty(renewFor) ? null : renewFor;
+        if (renewFor.Length == 0 || !gq.InFlight.TryGetValue(off, out var flight)) return;
+        flight.RenewFor = renewFor;
         flight.RenewEveryMs = everyMs;
         flight.RenewUntilMs = now + (long)_options.MaxAutoRenew.TotalMilliseconds;
     }

@@ -258,6 +258,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         if (gq.InFlight.TryGetValue(rec.Offset, out var flight))
         {
             flight.Attempt = rec.Attempt; flight.InvisibleUntilMs = rec.UntilMs; flight.LeaseId = rec.LeaseId; flight.Expired = false;
+            flight.RenewFor = null; // a new delivery: renewed only if its receive asks (BrokerEngine.SetRenewal)
         }
         else
         {
