@@ -166,7 +166,7 @@ public sealed partial class BrokerEngine
                     // the durable address after this). One taken later may not be seen.
                     wokenBeforeLook = parked.IsWoken;
                     Metrics.ReceiveLooks++;
-                    picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, req.AutoRenew ? req.ClientId : null, out more);
+                    picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, req.AutoRenew && !string.IsNullOrEmpty(req.ClientId) ? req.ClientId : null, out more);
                     MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
                 }
                 if (picked.Count > 0)
@@ -302,7 +302,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     private void SetRenewal(GroupQueueState gq, long off, string renewFor, long everyMs, long now)
     {
-        if (renewFor.Length == 0 || !gq.InFlight.TryGetValue(off, out var flight)) return;
+        if (!gq.InFlight.TryGetValue(off, out var flight)) return;
         flight.RenewFor = renewFor;
         flight.RenewEveryMs = everyMs;
         flight.RenewUntilMs = now + (long)_options.MaxAutoRenew.TotalMilliseconds;
@@ -322,12 +322,19 @@ public sealed partial class BrokerEngine
             flight.RenewFor = null;
             return false;
         }
-        long until = Math.Min(now + Math.Max(1, flight.RenewEveryMs), flight.RenewUntilMs);
-        new InvisibilityChangedRecord(group.Group, group.Topic.Name, q, off, until, flight.LeaseId).Write(_writer);
-        AppendAndApply();
+        ChangeLease(group.Group, group.Topic.Name, q, off, Math.Min(now + Math.Max(1, flight.RenewEveryMs), flight.RenewUntilMs), flight.LeaseId);
         Metrics.LeasesRenewed++;
-        MessageIndex.OnLeaseChanged(group.Group, group.Topic.Name, q, off, until, now); // MessageIndex hook (issue 12)
         return true;
+    }
+
+    /// <summary>A lease's new end (and id): the record, applied, and the message index told. Returns its log address.
+    /// Caller holds the lock.</summary>
+    private long ChangeLease(string group, string topic, int q, long off, long until, long leaseId)
+    {
+        new InvisibilityChangedRecord(group, topic, q, off, until, leaseId).Write(_writer);
+        long address = AppendAndApply();
+        MessageIndex.OnLeaseChanged(group, topic, q, off, until, NowMs); // MessageIndex hook (issue 12)
+        return address;
     }
 
     /// <summary>The queue's head moved past offsets this group never finished: they expired (counted, then skipped).</summary>
@@ -424,11 +431,9 @@ public sealed partial class BrokerEngine
             if (!err.IsOk) return new(err, null, 0);
             flight.RenewFor = null; // the consumer chose the lease's end itself (a push consumer's nack): no more renewal
             until = NowMs + (long)duration.TotalMilliseconds;
-            var rec = new InvisibilityChangedRecord(group, topic, handle.QueueId, handle.QueueOffset, until, NextLeaseId());
-            rec.Write(_writer);
-            address = AppendAndApply();
-            MessageIndex.OnLeaseChanged(group, topic, handle.QueueId, handle.QueueOffset, until, NowMs); // MessageIndex hook (issue 12)
-            newHandle = new ReceiptHandle(handle.QueueId, handle.QueueOffset, rec.LeaseId).Encode();
+            long leaseId = NextLeaseId();
+            address = ChangeLease(group, topic, handle.QueueId, handle.QueueOffset, until, leaseId);
+            newHandle = new ReceiptHandle(handle.QueueId, handle.QueueOffset, leaseId).Encode();
             if (duration == TimeSpan.Zero) SweepLeases(NowMs);
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);

@@ -29,9 +29,6 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
         if (options.RetentionBytes > 0 || options.RetentionTime > TimeSpan.Zero) _boundaries.Add((address, atMs));
     }
 
-    /// <summary>Known boundaries (for tests).</summary>
-    internal int BoundaryCount => _boundaries.Count;
-
     public void ForgetBoundariesUpTo(long address) => _boundaries.RemoveAll(b => b.Address <= address);
 
     /// <summary>
