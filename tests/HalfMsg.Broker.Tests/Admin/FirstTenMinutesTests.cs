@@ -40,6 +40,7 @@ public sealed class FirstTenMinutesTests
     [Theory]
     [InlineData("6")]
     [InlineData("1.5")]
+    [InlineData("0.5")]
     public void A_duration_without_a_unit_is_an_error_that_shows_the_accepted_forms(string value)
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(["--transaction-timeout", value])).Build();

@@ -34,10 +34,24 @@ public sealed class ConfigurationTests
     [InlineData("2m", 120_000)]
     [InlineData("1.5h", 5_400_000)]
     [InlineData("00:00:30", 30_000)]
+    [InlineData("0", 0)]
+    [InlineData(" 0 ", 0)]
+    [InlineData("0.0", 0)]
+    [InlineData("0s", 0)]
     public void Durations_accept_the_usual_units(string text, double ms)
     {
         Assert.True(BrokerConfiguration.TryParseDuration(text, out var d));
         Assert.Equal(ms, d.TotalMilliseconds);
+    }
+
+    [Fact]
+    public void Zero_retention_limits_mean_none_and_need_no_unit()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(
+            ["--retention-time", "0", "--retention-size", "0"])).Build();
+        var options = BrokerConfiguration.Bind(config);
+        Assert.Equal(TimeSpan.Zero, options.Core.RetentionTime);
+        Assert.Equal(0, options.Core.RetentionBytes);
     }
 
     [Fact]

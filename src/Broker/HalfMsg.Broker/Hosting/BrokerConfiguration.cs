@@ -41,7 +41,7 @@ public static class BrokerConfiguration
         new("--auto-create-topics", "Broker:AutoCreateTopics", "true", "Create topics on first use."),
         new("--checkpoint-every", "Broker:CheckpointEvery", "200000", "Records between checkpoints (bounds replay at start)."),
         new("--checkpoint-every-bytes", "Broker:CheckpointEveryBytes", "1GiB", "Log bytes between checkpoints, however few records (bounds replay with large messages); an eighth of --retention-size and of --retention-time bound the distance too, since the log is cut only below a checkpoint. 0 = no byte bound."),
-        new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract). A cut goes an eighth of the limit deeper than needed, so the log holds between seven eighths of the limit and the limit and cuts come once per eighth written."),
+        new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract). A cut goes an eighth of the limit deeper than needed, so the log holds between seven eighths of the limit and the limit and cuts come once per eighth written. 0 = no size limit."),
         new("--max-concurrent-sends", "Broker:MaxConcurrentSends", "1024", "Sends (gRPC and Remoting together) processed at once; more wait for a slot."),
         new("--default-invisible-duration", "Broker:DefaultInvisibleDuration", "60s", "Lease of a gRPC receive that names none. The official push consumers name none and ask the broker to renew it (auto_renew): it is extended at each expiry while the consumer is active (seen within 30 s), up to 3 h from the delivery; an ack with the first receipt handle stays valid."),
         new("--send-queue-timeout", "Broker:SendQueueTimeout", "200ms", "A send that waited this long for a slot is answered busy (gRPC TOO_MANY_REQUESTS, Remoting SYSTEM_BUSY; RocketMQ's waitTimeMillsInSendQueue); clients back off and retry."),
@@ -49,7 +49,7 @@ public static class BrokerConfiguration
         new("--disk-min-free", "Broker:DiskMinFree", "256MiB", "Refuse new messages (SERVICE_NOT_AVAILABLE / INTERNAL_SERVER_ERROR, /health disk-full) while less is free on the data dir's file system; the rest is a reserve for decisions, acks and checkpoints. 0 = off."),
         new("--disk-max-used-ratio", "Broker:DiskMaxUsedRatio", "0.90", "Refuse new messages while the data dir's file system is used beyond this ratio (RocketMQ's diskSpaceWarningLevelRatio); 1 = off."),
         new("--message-index-capacity", "Broker:MessageIndexCapacity", "200000", "Messages the operator look-up index remembers (by id and key, with their histories; about 800 bytes each); the oldest are forgotten first."),
-        new("--retention-time", "Broker:RetentionTime", "72h", "Cut records older than this; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract)."),
+        new("--retention-time", "Broker:RetentionTime", "72h", "Cut records older than this; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract). 0 = no age limit."),
     ];
 
     /// <summary>Sections under <c>Broker:</c> that are not single settings.</summary>
@@ -279,12 +279,14 @@ public static class BrokerConfiguration
 
     /// <summary>
     /// Parses a duration with a unit. A bare number is refused: <see cref="TimeSpan.Parse(string)"/> would read
-    /// <c>6</c> as six days, which is never what a <c>--transaction-timeout 6</c> meant.
+    /// <c>6</c> as six days, which is never what a <c>--transaction-timeout 6</c> meant. Zero is zero in any unit, so a
+    /// bare zero is accepted (<c>--retention-time 0</c>: no age limit).
     /// </summary>
     public static bool TryParseDuration(string value, out TimeSpan duration)
     {
         duration = default;
         value = value.Trim();
+        if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var zero) && zero == 0) return true;
         (string suffix, double ms)[] units = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
         foreach (var (suffix, ms) in units)
         {
