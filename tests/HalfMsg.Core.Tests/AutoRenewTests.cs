@@ -90,10 +90,73 @@ public sealed class AutoRenewTests
         await using var h = await StartWithOneMessageAsync();
         h.Engine.Consumers.Seen("g", "push-1", "gRPC");
         await ReceiveOneAsync(h, "push-1", autoRenew: true);
-        h.Engine.Consumers.Left("g", "push-1"); // NotifyClientTermination
+        h.Engine.Consumers.Left("g", "push-1"); // gone from the members without its leases released
         h.Clock.Advance(Lease);
         h.Engine.RunSweep();
         Assert.Equal(1, await VisibleToAnotherConsumerAsync(h));
+    }
+
+    private static async Task<IReadOnlyList<DeliveredMessage>> ReceiveAsync(EngineHarness h, string group, string clientId, bool autoRenew, int batch = 32)
+    {
+        h.Engine.Consumers.Seen(group, clientId, "gRPC");
+        var r = await h.Engine.ReceiveAsync(new ReceiveRequest
+        {
+            ConsumerGroup = group, Topic = "t", BatchSize = batch, InvisibleDuration = Lease, ClientId = clientId, AutoRenew = autoRenew,
+        });
+        Assert.True(r.IsOk || r.Error.Status == BrokerStatus.MessageNotFound, r.Error.ToString());
+        return r.Messages;
+    }
+
+    [Fact]
+    public async Task A_push_consumer_that_leaves_hands_its_messages_on_a_second_later_and_an_ack_in_that_second_holds()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.SendNormalAsync("t", "acked as it leaves");
+        await h.SendNormalAsync("t", "prefetched, never processed");
+        var held = await ReceiveAsync(h, "g", "push-1", autoRenew: true);
+        Assert.Equal(2, held.Count);
+
+        Assert.Equal(2, h.Engine.ClientLeft("g", "push-1")); // NotifyClientTermination
+        Assert.Equal(2, h.Engine.Metrics.LeasesReleased);
+        h.Clock.Advance(TimeSpan.FromMilliseconds(999));
+        h.Engine.RunSweep();
+        Assert.Empty(await ReceiveAsync(h, "g", "push-2", autoRenew: true));
+        Assert.True((await h.Engine.AckAsync("g", "t", held[0].ReceiptHandle)).IsOk);
+
+        h.Clock.Advance(TimeSpan.FromMilliseconds(1));
+        h.Engine.RunSweep();
+        var again = Assert.Single(await ReceiveAsync(h, "g", "push-2", autoRenew: true));
+        Assert.Equal(held[1].Message.MessageId, again.Message.MessageId);
+        Assert.Equal(2, again.DeliveryAttempt);
+        Assert.Equal(0, h.Engine.Metrics.LeasesRenewed);
+    }
+
+    [Fact]
+    public async Task Leaving_releases_only_that_clients_renewed_leases_in_the_groups_it_left()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        for (int i = 0; i < 3; i++) await h.SendNormalAsync("t", $"m{i}");
+        Assert.Single(await ReceiveAsync(h, "g", "push-1", autoRenew: true, batch: 1));
+        Assert.Single(await ReceiveAsync(h, "g", "push-1", autoRenew: false, batch: 1)); // a receive that asked for a lease length
+        Assert.Single(await ReceiveAsync(h, "g", "push-2", autoRenew: true, batch: 1));
+        Assert.Single(await ReceiveAsync(h, "g2", "push-1", autoRenew: true, batch: 1));
+
+        Assert.Equal(0, h.Engine.ClientLeft("g3", "push-1"));
+        Assert.Equal(0, h.Engine.ClientLeft("g", "push-3"));
+        Assert.Equal(0, h.Engine.ClientLeft("g", ""));
+        Assert.Equal(1, h.Engine.ClientLeft("g", "push-1"));
+        Assert.Equal(0, h.Engine.ClientLeft("g", "push-1")); // already released
+        Assert.Equal(1, h.Engine.ClientLeft(null, "push-1")); // every group: g2's lease
+
+        h.Clock.Advance(TimeSpan.FromSeconds(1));
+        h.Engine.RunSweep();
+        Assert.Equal(2, Assert.Single(await ReceiveAsync(h, "g", "push-9", autoRenew: false)).DeliveryAttempt);
+        Assert.Equal(2, Assert.Single(await ReceiveAsync(h, "g2", "push-9", autoRenew: false, batch: 1)).DeliveryAttempt);
+        h.Clock.Advance(Lease - TimeSpan.FromSeconds(1)); // the other leases end as leased; push-2's is renewed
+        h.Engine.RunSweep();
+        Assert.Equal(2, Assert.Single(await ReceiveAsync(h, "g", "push-9", autoRenew: false)).DeliveryAttempt);
+        Assert.Equal(1, h.Engine.Metrics.LeasesRenewed);
+        Assert.Equal(2, h.Engine.Metrics.LeasesReleased);
     }
 
     [Fact]

@@ -327,6 +327,43 @@ public sealed partial class BrokerEngine
         return true;
     }
 
+    /// <summary>
+    /// A gRPC client left (NotifyClientTermination) one group, or every group when <paramref name="group"/> is null: it
+    /// is no longer a member (<see cref="ConsumerMembers.Left"/>), and the leases renewed for it as
+    /// a push consumer (auto_renew) end <see cref="CoreOptions.LeaveReleaseDelay"/> from now instead of running their
+    /// length, so the messages it held but will not process go to the group's other consumers at once, as RocketMQ's
+    /// proxy does. The lease id stays: an ack the client still sends within that time holds. Returns how many leases
+    /// were shortened. Nobody waits for the records: lost in a crash, a lease ends as it was.
+    /// </summary>
+    public int ClientLeft(string? group, string clientId)
+    {
+        Consumers.Left(group, clientId);
+        if (string.IsNullOrEmpty(clientId)) return 0;
+        int released = 0;
+        lock (_gate)
+        {
+            long now = NowMs, until = now + (long)_options.LeaveReleaseDelay.TotalMilliseconds;
+            var shorten = new List<(GroupTopicState State, int Queue, long Offset, long LeaseId)>();
+            foreach (var state in _groups.Values)
+            {
+                if (group is not null && state.Group != group) continue;
+                for (int q = 0; q < state.Queues.Length; q++)
+                    foreach (var (off, flight) in state.Queues[q].InFlight)
+                    {
+                        if (flight.RenewFor != clientId || flight.Expired) continue;
+                        flight.RenewFor = null;
+                        if (flight.InvisibleUntilMs > until) shorten.Add((state, q, off, flight.LeaseId));
+                    }
+            }
+            foreach (var (state, q, off, leaseId) in shorten)
+                ChangeLease(state.Group, state.Topic.Name, q, off, until, leaseId);
+            released = shorten.Count;
+            Metrics.LeasesReleased += released;
+            if (released > 0 && _log.Flush == FlushMode.Sync) _log.RequestCommit();
+        }
+        return released;
+    }
+
     /// <summary>A lease's new end (and id): the record, applied, and the message index told. Returns its log address.
     /// Caller holds the lock.</summary>
     private long ChangeLease(string group, string topic, int q, long off, long until, long leaseId)

@@ -941,6 +941,40 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     }
 
     [Fact]
+    public async Task A_push_consumer_that_notifies_termination_hands_its_renewed_leases_to_the_group_within_seconds()
+    {
+        // A push consumer leases with auto_renew and no lease length: the broker's default, 60 s, extended while it is
+        // active. When it leaves with messages it prefetched but will not process, those go to the group's other
+        // consumers a second later (as from RocketMQ's proxy), not when the lease would have ended.
+        List<Message> sent = await SendOkAsync(3);
+        using var leaving = new GrpcTestClient($"127.0.0.1:{broker.GrpcPort}");
+        var held = new List<Message>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (held.Count < sent.Count && DateTime.UtcNow < deadline)
+        {
+            var result = await leaving.ServerStreamAsync(GrpcMethods.ReceiveMessage, ReceiveRequest(batch: 16), ReceiveMessageResponse.Parser);
+            Assert.Equal(GrpcOk, result.GrpcStatus);
+            held.AddRange(result.Responses.Where(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message).Select(r => r.Message));
+        }
+        Assert.Equal(sent.Count, held.Count);
+
+        var bye = await leaving.UnaryAsync(GrpcMethods.NotifyClientTermination,
+            new NotifyClientTerminationRequest { Group = new Resource { Name = _group } }, NotifyClientTerminationResponse.Parser);
+        Assert.Equal(Code.Ok, bye.Response!.Status.Code);
+
+        // Half the lease: without the release nothing would come back before 60 s.
+        var again = new List<Message>();
+        deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (again.Count < sent.Count && DateTime.UtcNow < deadline)
+        {
+            var responses = await ReceiveStreamAsync(ReceiveRequest(batch: 16, invisible: TimeSpan.FromSeconds(30)));
+            again.AddRange(responses.Where(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message).Select(r => r.Message));
+        }
+        Assert.Equal(sent.Select(m => m.SystemProperties.MessageId).Order(), again.Select(m => m.SystemProperties.MessageId).Order());
+        Assert.All(again, m => Assert.Equal(2, m.SystemProperties.DeliveryAttempt));
+    }
+
+    [Fact]
     public async Task Telemetry_answers_producer_settings_with_status_ok_exponential_backoff_and_max_body_size_then_ends_with_0()
     {
         // The test client half-closes after its one message: the broker replies, then finishes the stream cleanly.

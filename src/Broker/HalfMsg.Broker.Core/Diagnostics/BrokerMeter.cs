@@ -92,6 +92,8 @@ public sealed class BrokerMeter : IDisposable
             description: "Deliveries after an invisibility timeout.");
         _meter.CreateObservableCounter("halfmsg_leases_renewed", () => Volatile.Read(ref m.LeasesRenewed),
             description: "Push consumers' leases extended at their expiry (auto_renew).");
+        _meter.CreateObservableCounter("halfmsg_leases_released", () => Volatile.Read(ref m.LeasesReleased),
+            description: "Push consumers' renewed leases ended early because the consumer left (its messages go to the group's other consumers).");
         _meter.CreateObservableCounter("halfmsg_messages_acked", () => Volatile.Read(ref m.Acked), description: "Acknowledged deliveries.");
         _meter.CreateObservableCounter("halfmsg_receive_looks", () => Volatile.Read(ref m.ReceiveLooks),
             description: "Looks of receives for messages: one per receive, one more per wake-up while it long-polls.");

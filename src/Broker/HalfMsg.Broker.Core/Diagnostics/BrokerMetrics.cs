@@ -18,6 +18,7 @@ public sealed class BrokerMetrics
     public long Redelivered;
     /// <summary>Push consumers' leases extended at their expiry (auto_renew).</summary>
     public long LeasesRenewed;
+    public long LeasesReleased;
     /// <summary>Looks of receives for messages (each one a hold of the engine lock): one when a receive arrives, then one
     /// per wake-up while it long-polls.</summary>
     public long ReceiveLooks;

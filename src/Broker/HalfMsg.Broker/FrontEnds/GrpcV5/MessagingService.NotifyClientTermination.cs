@@ -7,13 +7,14 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 internal sealed partial class MessagingService
 {
     /// <summary>
-    /// A client shuts down: stop routing check-backs to it. Always answered with grpc-status 0 and body OK, because
+    /// A client shuts down: stop routing check-backs to it; as a push consumer, its renewed leases end in a second
+    /// (<see cref="HalfMsg.Broker.Core.BrokerEngine.ClientLeft"/>). Always answered with grpc-status 0 and body OK, because
     /// a gRPC-level error makes the Node client's <c>shutdown()</c> reject before it closes its streams.
     /// </summary>
     public override Task<NotifyClientTerminationResponse> NotifyClientTermination(NotifyClientTerminationRequest request, ServerCallContext context)
     {
         _sessions.Terminate(ClientId(context));
-        _engine.Consumers.Left(request.Group?.Name is { Length: > 0 } group ? group : null, ClientId(context));
+        _engine.ClientLeft(request.Group?.Name is { Length: > 0 } group ? group : null, ClientId(context));
         return Task.FromResult(new NotifyClientTerminationResponse { Status = V5Status.Ok() });
     }
 }
