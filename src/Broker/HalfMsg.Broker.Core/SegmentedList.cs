@@ -114,6 +114,27 @@ internal sealed class SegmentedList<T>
         Count -= n;
     }
 
+    /// <summary>Drops the last item; a segment left empty goes (kept for reuse, see <see cref="_spare"/>).</summary>
+    public void RemoveLast()
+    {
+        if (Count == 0) throw new InvalidOperationException("the list is empty");
+        if (Count == 1)
+        {
+            Clear();
+            return;
+        }
+
+        int at = _front + Count - 1;
+        int segment = at >> SegmentBits;
+        if (System.Runtime.CompilerServices.RuntimeHelpers.IsReferenceOrContainsReferences<T>()) _segments[segment][at & SegmentMask] = default!;
+        Count--;
+        if ((at & SegmentMask) == 0) // the last segment held only that item (it is not the first: Count was above 1)
+        {
+            Recycle(segment, 1);
+            _segments.RemoveAt(segment);
+        }
+    }
+
     public void Clear()
     {
         _spare.Clear();

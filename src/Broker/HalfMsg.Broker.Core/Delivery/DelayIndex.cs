@@ -4,25 +4,50 @@ namespace HalfMsg.Broker.Core.Delivery;
 
 /// <summary>
 /// Owner of messages waiting for their delivery time (delay messages and committed delayed transactions), keyed by
-/// the address of their body, with a due-time heap. Guarded by the engine lock.
+/// the address of their body, with their due times. Guarded by the engine lock.
 /// </summary>
+/// <remarks>
+/// Nothing here grows by copying all of it under the lock: the entries are split by their address's hash into
+/// <see cref="Shards"/> tables (as the pending halves are), and the due times are a heap in segments
+/// (<see cref="SegmentedHeap{T}"/>). With one table and a <see cref="PriorityQueue{TElement, TPriority}"/>, each
+/// doubling copied every delayed message in one hold of the engine lock.
+/// </remarks>
 internal sealed class DelayIndex
 {
-    private readonly Dictionary<long, DelayedEntry> _byBody = new();
-    private readonly PriorityQueue<DelayedEntry, long> _due = new();
+    internal const int Shards = 64;
+
+    private readonly Dictionary<long, DelayedEntry>[] _byBody = NewShards();
+    private readonly SegmentedHeap<DelayedEntry> _due = new();
     // The same entries by the block of the log their body lies in: a retention cut visits only those below it.
     private readonly AddressBlocks<DelayedEntry> _byBlock = new();
 
-    public int Count => _byBody.Count;
-    public IEnumerable<DelayedEntry> All => _byBody.Values;
-    public bool Contains(long bodyAddress) => _byBody.ContainsKey(bodyAddress);
+    private static Dictionary<long, DelayedEntry>[] NewShards()
+    {
+        var shards = new Dictionary<long, DelayedEntry>[Shards];
+        for (int i = 0; i < shards.Length; i++) shards[i] = new Dictionary<long, DelayedEntry>();
+        return shards;
+    }
+
+    // Addresses are record starts (multiples of 8, and spaced by record sizes): the high bits of a Fibonacci hash mix
+    // them evenly over the tables.
+    private Dictionary<long, DelayedEntry> ShardOf(long bodyAddress)
+        => _byBody[(int)(((ulong)bodyAddress * 0x9E3779B97F4A7C15UL) >> 58)];
+
+    /// <summary>Delayed messages (summed over the tables: read by statistics and checkpoints, not per request).</summary>
+    public int Count => _byBody.Sum(s => s.Count);
+    /// <summary>The most entries any one table holds (for tests: the tables fill evenly).</summary>
+    internal int LargestShard => _byBody.Max(s => s.Count);
+    /// <summary>Entries in the due-time heap, stale ones included.</summary>
+    internal int DueCount => _due.Count;
+    public IEnumerable<DelayedEntry> All => _byBody.SelectMany(s => s.Values);
+    public bool Contains(long bodyAddress) => ShardOf(bodyAddress).ContainsKey(bodyAddress);
 
     /// <summary>The entries whose body may lie below <paramref name="boundary"/> (a retention cut's), without visiting the others.</summary>
     public IEnumerable<DelayedEntry> InBlocksBelow(long boundary) => _byBlock.InBlocksBelow(boundary);
 
     public void Add(DelayedEntry entry)
     {
-        ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_byBody, entry.BodyAddress, out bool replacing);
+        ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(ShardOf(entry.BodyAddress), entry.BodyAddress, out bool replacing);
         if (replacing) _byBlock.Remove(slot!.BodyAddress, slot);
         slot = entry;
         _byBlock.Add(entry.BodyAddress, entry);
@@ -31,7 +56,7 @@ internal sealed class DelayIndex
 
     public bool Remove(long bodyAddress, out DelayedEntry entry)
     {
-        if (!_byBody.Remove(bodyAddress, out entry!)) return false;
+        if (!ShardOf(bodyAddress).Remove(bodyAddress, out entry!)) return false;
         _byBlock.Remove(bodyAddress, entry);
         return true;
     }
@@ -39,11 +64,11 @@ internal sealed class DelayIndex
     /// <summary>Retention moved the body: the same entry (still in the heap) is now found at its new address.</summary>
     public void Move(long previous, long address, int size)
     {
-        if (!_byBody.Remove(previous, out var entry)) return;
+        if (!ShardOf(previous).Remove(previous, out var entry)) return;
         _byBlock.Move(previous, address, entry);
         entry.BodyAddress = address;
         entry.Size = size;
-        _byBody[address] = entry;
+        ShardOf(address)[address] = entry;
     }
 
     /// <summary>Takes every entry whose time has come (stale heap entries for released or moved ones are skipped).</summary>
@@ -53,16 +78,26 @@ internal sealed class DelayIndex
         while (_due.TryPeek(out var entry, out var at) && at <= nowMs)
         {
             _due.Dequeue();
-            if (_byBody.TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry)) due.Add(entry);
+            if (ShardOf(entry.BodyAddress).TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry)) due.Add(entry);
         }
         return due;
     }
 
-    public DelayedEntry[] Snapshot() => _byBody.Values.ToArray();
+    public DelayedEntry[] Snapshot()
+    {
+        var all = new DelayedEntry[Count];
+        int i = 0;
+        foreach (var shard in _byBody)
+        {
+            shard.Values.CopyTo(all, i);
+            i += shard.Count;
+        }
+        return all;
+    }
 
     public void Clear()
     {
-        _byBody.Clear();
+        foreach (var shard in _byBody) shard.Clear();
         _byBlock.Clear();
         _due.Clear();
     }

@@ -1,0 +1,145 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// The delayed messages are kept so that nothing grows by copying all of them under the engine lock: split into tables
+/// by address, their due times in a heap of segments (<see cref="SegmentedHeap{T}"/>, on
+/// <see cref="SegmentedList{T}.RemoveLast"/>). These check that the pieces answer exactly as the one table and the
+/// <see cref="PriorityQueue{TElement, TPriority}"/> they replace.
+/// </summary>
+public sealed class DelayedMessagesIndexTests
+{
+    private const int Segment = SegmentedList<long>.SegmentLength;
+
+    [Fact]
+    public void Removing_the_last_item_keeps_a_segmented_list_exact_and_gives_back_emptied_segments()
+    {
+        int seed = Environment.TickCount;
+        var random = new Random(seed);
+        var list = new SegmentedList<string>();
+        var model = new List<string>();
+        int next = 0;
+        for (int step = 0; step < 3_000; step++)
+        {
+            switch (random.Next(10))
+            {
+                case < 5:
+                    for (int n = random.Next(1, Segment); n > 0; n--)
+                    {
+                        list.Add($"s{next}");
+                        model.Add($"s{next++}");
+                    }
+                    break;
+                case < 9:
+                    for (int n = Math.Min(model.Count, random.Next(1, Segment + 2)); n > 0; n--)
+                    {
+                        list.RemoveLast();
+                        model.RemoveAt(model.Count - 1);
+                    }
+                    break;
+                default:
+                    int drop = random.Next(model.Count + 1);
+                    list.RemoveFront(drop);
+                    model.RemoveRange(0, drop);
+                    break;
+            }
+            Assert.True(model.Count == list.Count, $"seed {seed}, step {step}");
+            if (model.Count > 0)
+            {
+                Assert.True(model[^1] == list[list.Count - 1], $"seed {seed}, step {step}: last");
+                Assert.True(model[0] == list[0], $"seed {seed}, step {step}: first");
+            }
+            // The segments follow the count: none is kept past the last item (the first may start mid-segment).
+            Assert.True(list.SegmentCount <= model.Count / Segment + 2, $"seed {seed}, step {step}: {list.SegmentCount} segments for {model.Count}");
+        }
+        Assert.Equal(model, list.Items());
+        while (list.Count > 0) list.RemoveLast();
+        Assert.Equal(0, list.SegmentCount);
+        Assert.Throws<InvalidOperationException>(() => list.RemoveLast());
+    }
+
+    [Fact]
+    public void A_segmented_heap_gives_items_in_priority_order_as_a_priority_queue_does()
+    {
+        int seed = Environment.TickCount;
+        var random = new Random(seed);
+        var heap = new SegmentedHeap<long>();
+        var model = new PriorityQueue<long, long>();
+        for (int step = 0; step < 2_000; step++)
+        {
+            if (random.Next(3) < 2)
+            {
+                // Runs of adds, often in time order (a delay level) or with equal times, sometimes anywhere.
+                long at = random.Next(1_000_000);
+                for (int n = random.Next(1, 3 * Segment); n > 0; n--)
+                {
+                    long priority = random.Next(4) switch { 0 => random.Next(1_000_000), 1 => at, _ => at += random.Next(3) };
+                    heap.Enqueue(priority, priority); // the item is its priority, so equal ones are interchangeable
+                    model.Enqueue(priority, priority);
+                }
+            }
+            else
+            {
+                for (int n = Math.Min(model.Count, random.Next(1, 3 * Segment)); n > 0; n--)
+                {
+                    Assert.True(heap.TryPeek(out long peeked, out long peekedAt), $"seed {seed}, step {step}");
+                    long expected = model.Dequeue();
+                    Assert.True(expected == peekedAt && peeked == peekedAt, $"seed {seed}, step {step}: peek");
+                    Assert.Equal(expected, heap.Dequeue());
+                }
+            }
+            Assert.True(model.Count == heap.Count, $"seed {seed}, step {step}");
+        }
+        while (model.Count > 0) Assert.Equal(model.Dequeue(), heap.Dequeue());
+        Assert.False(heap.TryPeek(out _, out _));
+        Assert.Equal(0, heap.SegmentCount);
+        Assert.Throws<InvalidOperationException>(() => heap.Dequeue());
+    }
+
+    [Fact]
+    public void The_delayed_messages_fill_the_tables_evenly_and_stay_exact_under_every_change()
+    {
+        var index = new DelayIndex();
+        const int messages = 100_000;
+        static long Address(int i) => 4_096 + i * 1_088L; // 1 KiB bodies, one after another in the log
+        for (int i = 0; i < messages; i++) index.Add(Entry(Address(i), deliverAt: 10_000 + (i % 1_000) * 7));
+        index.Add(Entry(Address(5), deliverAt: 1)); // replaced under the same address: counted once, due at its new time
+        Assert.Equal(messages, index.Count);
+
+        // No table holds much more than its share, so none grows (copies everything in it under the lock) large.
+        Assert.True(DelayIndex.Shards >= 16, "a sixteenth of a million delayed messages or less per table");
+        int share = index.Count / DelayIndex.Shards;
+        Assert.InRange(index.LargestShard, share, share * 5 / 4);
+
+        for (int i = 0; i < messages; i += 2) Assert.True(index.Remove(Address(i), out _));
+        Assert.False(index.Remove(Address(0), out _));
+        Assert.Equal(messages / 2, index.Count);
+        index.Move(Address(1), 1L << 40, 2_000); // a retention cut moved a body
+        Assert.False(index.Contains(Address(1)));
+        Assert.True(index.Contains(1L << 40));
+        Assert.Equal(index.Count, index.Snapshot().Length);
+        Assert.Equal(index.All.Select(e => e.BodyAddress).Order(), index.Snapshot().Select(e => e.BodyAddress).Order());
+
+        // Due in time order; the replaced entry's old time and the removed ones are skipped; the moved one is due as before.
+        Assert.Equal(Address(5), Assert.Single(index.TakeDue(1)).BodyAddress);
+        var due = index.TakeDue(10_000 + 999 * 7);
+        Assert.Equal(messages / 2 - 1, due.Count);
+        Assert.Contains(due, e => e.BodyAddress == 1L << 40 && e.Size == 2_000);
+        Assert.True(due.Zip(due.Skip(1)).All(p => p.First.DeliverAtMs <= p.Second.DeliverAtMs), "in time order");
+        Assert.Equal(0, index.DueCount);
+
+        index.Add(Entry(7, deliverAt: 1));
+        index.Clear();
+        Assert.Equal(0, index.Count);
+        Assert.Equal(0, index.LargestShard);
+        Assert.Equal(0, index.DueCount);
+        Assert.Empty(index.TakeDue(long.MaxValue));
+    }
+
+    private static DelayedEntry Entry(long address, long deliverAt) => new()
+    {
+        BodyAddress = address, Size = 1_024, Topic = "t", DeliverAtMs = deliverAt,
+    };
+}
