@@ -1,5 +1,6 @@
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
 using Xunit.Abstractions;
 
 namespace HalfMsg.Core.Tests;
@@ -96,9 +97,33 @@ public sealed class CheckpointTests(ITestOutputHelper output)
         // is only a sanity check.
         Assert.InRange(largest, 1, total / 10);
         Assert.InRange(h.Engine.Metrics.LastCheckpointPauseMicros, 0, 2_000_000);
+        // The halves are copied out of the state one table at a time: no hold copies more than about a table's share.
+        Assert.InRange(h.Engine.Metrics.LastCheckpointLargestSnapshotItems, 1, 100_000 / HalfIndex.Shards * 5 / 4);
         await h.RestartAsync();
         Assert.Equal(100_000, h.Engine.PendingCount);
     }
+    [Fact]
+    public async Task Delayed_messages_are_copied_out_table_by_table_and_all_come_back_after_a_restart()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long at = h.Clock.GetUtcNow().ToUnixTimeMilliseconds() + 3_600_000;
+        var sends = new List<Task<SendResult>>();
+        for (int i = 0; i < 6_400; i++) sends.Add(h.Engine.SendAsync(h.Draft("later", $"d{i}", deliverAt: at + i)).AsTask());
+        Assert.All(await Task.WhenAll(sends), r => Assert.True(r.IsOk, r.Error.ToString()));
+
+        await h.Engine.CheckpointAsync();
+        // 64 tables of about 100 each: no hold copies all 6,400.
+        Assert.InRange(h.Engine.Metrics.LastCheckpointLargestSnapshotItems, 1, 200);
+        // One record after it, so the shutdown checkpoint is another file.
+        await h.SendNormalAsync("events", "after the checkpoint");
+        string live = h.Engine.DescribeState();
+        await h.Engine.DisposeAsync();
+        // Drop the shutdown checkpoint: the restart starts from the one above and replays only what came after it.
+        File.Delete(Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin").Order().Last());
+        await h.RestartAfterDeletedCheckpointAsync();
+        States.AssertSame(live, h.Engine.DescribeState(), "6,400 delayed messages through a checkpoint");
+    }
+
     [Fact]
     public async Task A_checkpoint_walks_many_decided_ids_in_steps_while_decisions_and_forgetting_race_it()
     {

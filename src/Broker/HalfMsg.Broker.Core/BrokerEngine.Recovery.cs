@@ -98,6 +98,7 @@ public sealed partial class BrokerEngine
         Metrics.LastCheckpointBytes = written.Bytes;
         if (written.Delta) Metrics.CheckpointsDelta++; else Metrics.CheckpointsWhole++;
         Metrics.LastCheckpointLargestHoldBytes = written.LargestHoldBytes;
+        Metrics.LastCheckpointLargestSnapshotItems = written.LargestSnapshotItems;
         LastCheckpointAddress = covered;
         _lastCheckpointAtMs = NowMs;
         lock (_gate) _retention.AddBoundary(covered, NowMs);

@@ -83,6 +83,10 @@ internal sealed class DelayIndex
         return due;
     }
 
+    /// <summary>The entries of one table (<see cref="Shards"/> of them): a checkpoint copies them table by table, each in
+    /// its own hold of the engine lock.</summary>
+    public DelayedEntry[] SnapshotShard(int shard) => _byBody[shard].Values.ToArray();
+
     public DelayedEntry[] Snapshot()
     {
         var all = new DelayedEntry[Count];

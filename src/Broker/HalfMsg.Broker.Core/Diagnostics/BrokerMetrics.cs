@@ -31,6 +31,8 @@ public sealed class BrokerMetrics
     public long LastCheckpointPauseMicros;
     /// <summary>The most the last checkpoint serialized in one hold of the engine lock, in bytes (bounded by a chunk, not by the state).</summary>
     public long LastCheckpointLargestHoldBytes;
+    /// <summary>The most items the last checkpoint copied from an owner's list in one hold of the engine lock.</summary>
+    public long LastCheckpointLargestSnapshotItems;
     /// <summary>The size of the last checkpoint file, in bytes.</summary>
     public long LastCheckpointBytes;
     /// <summary>How long the last retention cut held the engine lock (truncating the log and expiring every queue's prefix),

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
 using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.Core.Storage;
@@ -98,7 +99,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// <param name="LargestHoldBytes">The most serialized in one hold.</param>
     /// <param name="ElapsedMs">The whole checkpoint, file durable included.</param>
     /// <param name="Delta">Written as a delta on the previous checkpoint rather than whole.</param>
-    public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs, bool Delta);
+    /// <param name="LargestSnapshotItems">The most items an owner's list copied in one hold.</param>
+    public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs, bool Delta, long LargestSnapshotItems);
 
     /// <summary>
     /// Captures every owner and makes the file durable; replay after it starts at <paramref name="covered"/> (the
@@ -119,7 +121,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     public async Task<Written> WriteAsync(long covered, bool whole, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
-        long longestHold = 0, largestHoldBytes = 0;
+        long longestHold = 0, largestHoldBytes = 0, largestSnapshot = 0;
         long bytes;
         var chain = _chain;
         // Nothing appended since the newest checkpoint (an idle broker's shutdown): this one gets the same name, and it
@@ -136,12 +138,13 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             WriteHeader(output, covered, time.GetUtcNow().ToUnixTimeMilliseconds(), chain?.LastCovered);
 
             // Copies an owner's item list under the lock (the chunks below then read it without holding the lock).
-            T Snapshot<T>(Func<T> take)
+            T[] Snapshot<T>(Func<T[]> take)
             {
                 long start = Stopwatch.GetTimestamp();
-                T taken;
+                T[] taken;
                 lock (gate) taken = take();
                 longestHold = Math.Max(longestHold, Stopwatch.GetTimestamp() - start);
+                largestSnapshot = Math.Max(largestSnapshot, taken.Length);
                 return taken;
             }
 
@@ -157,31 +160,39 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 await chunk.CopyToAsync(output, ct).ConfigureAwait(false);
             }
 
-            HalfState[] halves;
-            halves = Snapshot(() => state.Halves.Snapshot());
-            for (int i = 0; i < halves.Length; i += ItemsPerHold)
+            // The pending halves and the delayed messages are copied one table at a time (64 holds, not one that copies a
+            // million halves): like the chunks, each table's copy is taken at its own moment after S, and replay from S
+            // makes them agree.
+            for (int shard = 0; shard < HalfIndex.Shards; shard++)
             {
-                int from = i;
-                // A half decided since the array was taken is written as still pending: its decision is after S and
-                // replays on top.
-                await Chunk((w, o) => { for (int k = from; k < Math.Min(from + ItemsPerHold, halves.Length); k++) WriteHalf(w, o, halves[k]); }).ConfigureAwait(false);
-            }
-            halves = [];
-
-            DelayedEntry[] delayed;
-            delayed = Snapshot(() => state.Delayed.Snapshot());
-            for (int i = 0; i < delayed.Length; i += ItemsPerHold)
-            {
-                int from = i;
-                await Chunk((w, o) =>
+                int table = shard;
+                HalfState[] halves = Snapshot(() => state.Halves.SnapshotShard(table));
+                for (int i = 0; i < halves.Length; i += ItemsPerHold)
                 {
-                    for (int k = from; k < Math.Min(from + ItemsPerHold, delayed.Length); k++)
+                    int from = i;
+                    // A half decided since the array was taken is written as still pending: its decision is after S and
+                    // replays on top.
+                    await Chunk((w, o) => { for (int k = from; k < Math.Min(from + ItemsPerHold, halves.Length); k++) WriteHalf(w, o, halves[k]); }).ConfigureAwait(false);
+                }
+            }
+
+            for (int shard = 0; shard < DelayIndex.Shards; shard++)
+            {
+                int table = shard;
+                DelayedEntry[] delayed = Snapshot(() => state.Delayed.SnapshotShard(table));
+                for (int i = 0; i < delayed.Length; i += ItemsPerHold)
+                {
+                    int from = i;
+                    await Chunk((w, o) =>
                     {
-                        var d = delayed[k];
-                        w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup);
-                        Emit(w, o);
-                    }
-                }).ConfigureAwait(false);
+                        for (int k = from; k < Math.Min(from + ItemsPerHold, delayed.Length); k++)
+                        {
+                            var d = delayed[k];
+                            w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup);
+                            Emit(w, o);
+                        }
+                    }).ConfigureAwait(false);
+                }
             }
 
             TopicState[] topics;
@@ -331,7 +342,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         }
         chain.Queues = queuesCaptured;
         chain.DecidedAdded = decidedAdded;
-        return new Written(covered, bytes, longestHold * 1_000_000 / Stopwatch.Frequency, largestHoldBytes, total.ElapsedMilliseconds, delta);
+        return new Written(covered, bytes, longestHold * 1_000_000 / Stopwatch.Frequency, largestHoldBytes, total.ElapsedMilliseconds, delta, largestSnapshot);
     }
 
     private static void WriteHeader(Stream output, long covered, long nowMs, long? previous)

@@ -151,6 +151,10 @@ internal sealed class HalfIndex(DecidedIndex decided)
     }
 
     /// <summary>A point-in-time copy of the pending halves (references), for a checkpoint to walk in chunks.</summary>
+    /// <summary>The pending halves of one table (<see cref="Shards"/> of them): a checkpoint copies them table by table,
+    /// each in its own hold of the engine lock, never all of them in one.</summary>
+    public HalfState[] SnapshotShard(int shard) => _byId[shard].Values.ToArray();
+
     public HalfState[] Snapshot()
     {
         var all = new HalfState[Count];
