@@ -31,10 +31,11 @@ internal sealed class HalfIndex(DecidedIndex decided)
     // check time, a reschedule). A check pass takes the earlier head of the two. With the heap alone, every transaction
     // paid a heap insert and a removal among up to (tx/s × timeout) entries, 1.5 % of the broker's CPU at 256 in flight.
     // The run is kept in segments, so it never grows by copying all of it (see SegmentedList): as a Queue it took
-    // 18-21 ms to grow at 1,048,576 entries.
+    // 18-21 ms to grow at 1,048,576 entries. The heap is in segments too (SegmentedHeap): in a check-back storm over a
+    // million pending halves it holds most of them, and a PriorityQueue's doubling copied all of it under the lock.
     private readonly SegmentedList<(string TransactionId, long Seq, long At)> _inOrder = new();
     private long _inOrderTail = long.MinValue;
-    private readonly PriorityQueue<(string TransactionId, long Seq), long> _due = new();
+    private readonly SegmentedHeap<(string TransactionId, long Seq)> _due = new();
     private long _seq;
     // The same halves by the block of the log their body lies in: a retention cut visits only those below it.
     private readonly AddressBlocks<HalfState> _byBlock = new();
