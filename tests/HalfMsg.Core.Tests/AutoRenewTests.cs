@@ -91,7 +91,12 @@ public sealed class AutoRenewTests
         h.Engine.Consumers.Seen("g", "push-1", "gRPC");
         await ReceiveOneAsync(h, "push-1", autoRenew: true);
         h.Engine.Consumers.Left("g", "push-1"); // gone from the members without its leases released
-        h.Clock.Advance(Lease);
+        // No longer a member (forgotten, or a producer that never received): a termination does not walk the leases.
+        Assert.Equal(0, h.Engine.ClientLeft(null, "push-1"));
+        h.Clock.Advance(TimeSpan.FromSeconds(1));
+        h.Engine.RunSweep();
+        Assert.Equal(0, await VisibleToAnotherConsumerAsync(h));
+        h.Clock.Advance(Lease - TimeSpan.FromSeconds(1));
         h.Engine.RunSweep();
         Assert.Equal(1, await VisibleToAnotherConsumerAsync(h));
     }

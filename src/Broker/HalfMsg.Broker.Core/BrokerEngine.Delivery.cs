@@ -333,12 +333,12 @@ public sealed partial class BrokerEngine
     /// a push consumer (auto_renew) end <see cref="CoreOptions.LeaveReleaseDelay"/> from now instead of running their
     /// length, so the messages it held but will not process go to the group's other consumers at once, as RocketMQ's
     /// proxy does. The lease id stays: an ack the client still sends within that time holds. Returns how many leases
-    /// were shortened. Nobody waits for the records: lost in a crash, a lease ends as it was.
+    /// were shortened. Nobody waits for the records: lost in a crash, a lease ends as it was. The leases are looked for
+    /// only when the client was a member (every receive makes it one): a producer's termination does not walk them.
     /// </summary>
     public int ClientLeft(string? group, string clientId)
     {
-        Consumers.Left(group, clientId);
-        if (string.IsNullOrEmpty(clientId)) return 0;
+        if (!Consumers.Left(group, clientId) || string.IsNullOrEmpty(clientId)) return 0;
         int released = 0;
         lock (_gate)
         {

@@ -47,18 +47,20 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
-        /// <summary>The client left the group (or, with a null group, every group).</summary>
-        public void Left(string? group, string clientId)
+        /// <summary>The client left the group (or, with a null group, every group). True when it was a member of any.</summary>
+        public bool Left(string? group, string clientId)
         {
+            bool was = false;
             lock (_lock)
             {
                 foreach (var (name, members) in _groups.ToList())
                 {
                     if (group is not null && name != group) continue;
-                    members.Remove(clientId);
+                    was |= members.Remove(clientId);
                     if (members.Count == 0) _groups.Remove(name);
                 }
             }
+            return was;
         }
 
         /// <summary>True when the client acted for the group (heartbeat, receive, ack) within <paramref name="within"/> and has not left.</summary>
