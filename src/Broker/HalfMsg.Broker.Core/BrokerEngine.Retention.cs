@@ -26,6 +26,9 @@ namespace HalfMsg.Broker.Core;
 // newest, which covers B; the next whole checkpoint deletes the chains before its fallback.
 public sealed partial class BrokerEngine
 {
+    /// <summary>Raised after each retention cut with how long it held the engine lock, in seconds.</summary>
+    public event Action<double>? RetentionCutLockHeld;
+
     private readonly SemaphoreSlim _retentionLock = new(1, 1);
     private const int MaxRelocationRounds = 16;
 
@@ -129,6 +132,8 @@ public sealed partial class BrokerEngine
             Metrics.LastRetentionCutSearchMicros = Micros(searched);
             Metrics.LastRetentionCutExpiryMicros = Micros(expired);
             Metrics.LastRetentionCutGcPauseMicros = (long)gcPaused.TotalMicroseconds;
+            Metrics.RetentionCutLockHolds.Record(Metrics.LastRetentionCutPauseMicros);
+            RetentionCutLockHeld?.Invoke(Metrics.LastRetentionCutPauseMicros / 1e6);
             await _log.WaitCommittedAsync(cutRecord, ct).ConfigureAwait(false);
             // A second checkpoint at or after the cut: should a file of the newest chain ever be unreadable, another
             // chain still covers the log (see the contract above).

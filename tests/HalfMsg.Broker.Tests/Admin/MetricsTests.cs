@@ -78,7 +78,12 @@ public sealed class MetricsTests() : InProcessAdminHost("metrics")
         // Concurrent writers share group commits.
         await Task.WhenAll(Enumerable.Range(0, 64).Select(i => engine.SendAsync(new MessageDraft { Topic = "metrics-batch", MessageId = $"batch-{i}", Body = new byte[100] }).AsTask()));
         long cutAt = engine.LogTailAddress;
+        var written = new System.Collections.Concurrent.ConcurrentQueue<HalfMsg.Broker.Core.BrokerEngine.CheckpointFacts>();
+        engine.CheckpointWritten += written.Enqueue;
         Assert.True(await engine.TruncateBeforeAsync(cutAt) >= 0, "the retention cut was postponed");
+        Assert.True((await engine.SendAsync(new MessageDraft { Topic = "metrics-batch", MessageId = "after-cut", Body = new byte[1] })).IsOk);
+        await engine.CheckpointAsync();   // one message on the cut's checkpoint: a delta
+        engine.CheckpointWritten -= written.Enqueue;
         long appended = engine.Metrics.RecordsAppended;
 
         string text = await _http.GetStringAsync("/metrics");
@@ -109,5 +114,35 @@ public sealed class MetricsTests() : InProcessAdminHost("metrics")
         // The 64 batch messages and the committed halves had no consumer group: the cut expired them.
         Assert.True(Sample(text, "halfmsg_messages_expired_total") >= 64);
         Assert.True(Sample(text, "halfmsg_message_index_messages") >= 67);
+
+        // The cut wrote two checkpoints (one before it, one after) and held the engine lock once; one more came after.
+        long whole = engine.Metrics.CheckpointsWhole, delta = engine.Metrics.CheckpointsDelta;
+        Assert.True(whole >= 1 && delta >= 1 && whole + delta >= 3, $"{whole} whole, {delta} delta checkpoints");
+        Assert.Equal(whole, Sample(text, "halfmsg_checkpoints_total", ("kind", "whole")));
+        Assert.Equal(delta, Sample(text, "halfmsg_checkpoints_total", ("kind", "delta")));
+        // Every checkpoint since the meter was attached is in each histogram once (the host attaches it before any).
+        Assert.Equal(whole + delta, Sample(text, "halfmsg_checkpoint_duration_seconds_count"));
+        Assert.Equal(whole + delta, Sample(text, "halfmsg_checkpoint_lock_hold_seconds_count"));
+        Assert.Equal(whole + delta, Sample(text, "halfmsg_checkpoint_size_bytes_count"));
+        // These checkpoints are all there were, and each histogram sums what each of them reported.
+        Assert.Equal(whole + delta, written.Count);
+        Assert.Equal(written.Sum(c => c.LongestHoldMicros) / 1e6, Sample(text, "halfmsg_checkpoint_lock_hold_seconds_sum"), 9);
+        Assert.Equal(written.Sum(c => c.Seconds), Sample(text, "halfmsg_checkpoint_duration_seconds_sum"), 9);
+        Assert.Equal(written.Sum(c => c.Bytes), Sample(text, "halfmsg_checkpoint_size_bytes_sum"));
+        Assert.Equal(engine.Metrics.LastCheckpointBytes, written.Last().Bytes);
+        Assert.Equal(engine.Metrics.LastCheckpointPauseMicros, written.Last().LongestHoldMicros);
+        Assert.All(written, c => Assert.True(c.Bytes > 0 && c.LongestHoldMicros > 0, $"{c}"));
+        Assert.Equal(1, Sample(text, "halfmsg_retention_cut_lock_hold_seconds_count"));
+        Assert.Equal(engine.Metrics.LastRetentionCutPauseMicros / 1e6, Sample(text, "halfmsg_retention_cut_lock_hold_seconds_sum"), 9);
+        Assert.True(engine.Metrics.LastRetentionCutPauseMicros > 0);
+        Assert.Contains("# TYPE halfmsg_checkpoint_lock_hold_seconds histogram", text);
+
+        // /api/stats counts the same holds in power-of-two buckets of microseconds (what the bench compares across a row).
+        using var stats = System.Text.Json.JsonDocument.Parse(await _http.GetStringAsync("/api/stats"));
+        long Total(string name) => stats.RootElement.GetProperty(name).EnumerateObject().Sum(p => p.Value.GetInt64());
+        Assert.Equal(whole + delta, Total("checkpointLockHold"));
+        Assert.Equal(1, Total("retentionCutLockHold"));
+        int cutBucket = HalfMsg.Broker.Core.Diagnostics.MicrosHistogram.BucketOf(engine.Metrics.LastRetentionCutPauseMicros);
+        Assert.Equal(1, stats.RootElement.GetProperty("retentionCutLockHold").GetProperty($"b{cutBucket}").GetInt64());
     }
 }

@@ -25,12 +25,23 @@ public sealed class BrokerMeter : IDisposable
     private readonly Histogram<double> _halfAge;
     private readonly Histogram<double> _commitDuration;
     private readonly Histogram<long> _commitBatch;
+    private readonly Histogram<double> _checkpointDuration;
+    private readonly Histogram<double> _checkpointHold;
+    private readonly Histogram<long> _checkpointSize;
+    private readonly Histogram<double> _cutHold;
 
     /// <summary>Seconds: from a few milliseconds (a producer that commits at once) to a day (a half an operator decides).</summary>
     private static readonly double[] HalfAgeBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400];
     /// <summary>Seconds: an fsync on a good SSD takes well under a millisecond, on a loaded disk tens of milliseconds.</summary>
     private static readonly double[] CommitBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
     private static readonly long[] BatchBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384];
+    /// <summary>Seconds: a hold of the engine lock stalls every transaction behind it; well under a millisecond is the
+    /// norm, tens of milliseconds are worth a look.</summary>
+    private static readonly double[] HoldBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+    /// <summary>Seconds: a checkpoint is written in the background; small deltas take milliseconds, a whole state of
+    /// millions of entries seconds.</summary>
+    private static readonly double[] CheckpointDurationBuckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+    private static readonly long[] SizeBuckets = [1L << 10, 1L << 14, 1L << 17, 1L << 20, 1L << 23, 1L << 26, 1L << 28, 1L << 30, 1L << 32];
 
     /// <param name="engine">The engine to observe.</param>
     /// <param name="version">The broker version, reported as the meter's version.</param>
@@ -128,7 +139,15 @@ public sealed class BrokerMeter : IDisposable
         _meter.CreateObservableGauge("halfmsg_message_index_messages", () => engine.MessageIndex.Count,
             description: "Messages the look-up index (GET /api/messages/{id}) remembers.");
 
-        // Histograms, pushed by the engine: the age of halves when decided, and each log commit's duration and size.
+        _meter.CreateObservableCounter("halfmsg_checkpoints", () => new[]
+            {
+                new Measurement<long>(Volatile.Read(ref m.CheckpointsWhole), new KeyValuePair<string, object?>("kind", "whole")),
+                new Measurement<long>(Volatile.Read(ref m.CheckpointsDelta), new KeyValuePair<string, object?>("kind", "delta")),
+            },
+            description: "Checkpoints written since start: whole (the whole state) or a delta on the previous one.");
+
+        // Histograms, pushed by the engine: the age of halves when decided, each log commit's duration and size, each
+        // checkpoint's and retention cut's cost.
         _halfAge = _meter.CreateHistogram("halfmsg_half_age", "s",
             "Age of half messages when they were decided (commit or rollback), by resolution and by who decided.", null,
             new InstrumentAdvice<double> { HistogramBucketBoundaries = HalfAgeBuckets });
@@ -138,6 +157,20 @@ public sealed class BrokerMeter : IDisposable
         _commitBatch = _meter.CreateHistogram("halfmsg_log_commit_batch_records", null,
             "Records covered by each log group commit: how many writes shared one fsync.", null,
             new InstrumentAdvice<long> { HistogramBucketBoundaries = BatchBuckets });
+        _checkpointDuration = _meter.CreateHistogram("halfmsg_checkpoint_duration", "s",
+            "Duration of each checkpoint (copying the state in bounded steps, writing and syncing its file); it runs beside the traffic.", null,
+            new InstrumentAdvice<double> { HistogramBucketBoundaries = CheckpointDurationBuckets });
+        _checkpointHold = _meter.CreateHistogram("halfmsg_checkpoint_lock_hold", "s",
+            "Each checkpoint's longest single hold of the engine lock: the longest it stalled transactions.", null,
+            new InstrumentAdvice<double> { HistogramBucketBoundaries = HoldBuckets });
+        _checkpointSize = _meter.CreateHistogram("halfmsg_checkpoint_size", "By",
+            "Size of each checkpoint file.", null,
+            new InstrumentAdvice<long> { HistogramBucketBoundaries = SizeBuckets });
+        _cutHold = _meter.CreateHistogram("halfmsg_retention_cut_lock_hold", "s",
+            "Each retention cut's hold of the engine lock (expiring the queues' prefixes and truncating the log).", null,
+            new InstrumentAdvice<double> { HistogramBucketBoundaries = HoldBuckets });
+        engine.CheckpointWritten += OnCheckpointWritten;
+        engine.RetentionCutLockHeld += OnRetentionCut;
         engine.MessageIndex.Decided += OnDecided;
         engine.LogCommitStats.RecordCounter ??= () => Volatile.Read(ref m.RecordsAppended);
         engine.LogCommitStats.Committed += OnCommitted;
@@ -185,6 +218,15 @@ public sealed class BrokerMeter : IDisposable
         if (records > 0) _commitBatch.Record(records);
     }
 
+    private void OnCheckpointWritten(BrokerEngine.CheckpointFacts c)
+    {
+        _checkpointDuration.Record(c.Seconds);
+        _checkpointHold.Record(c.LongestHoldMicros / 1e6);
+        _checkpointSize.Record(c.Bytes);
+    }
+
+    private void OnRetentionCut(double heldSeconds) => _cutHold.Record(heldSeconds);
+
     private static string SourceLabel(DecisionSource source) => source switch
     {
         DecisionSource.Client => "producer",
@@ -195,6 +237,8 @@ public sealed class BrokerMeter : IDisposable
     public void Dispose()
     {
         _engine.MessageIndex.Decided -= OnDecided;
+        _engine.CheckpointWritten -= OnCheckpointWritten;
+        _engine.RetentionCutLockHeld -= OnRetentionCut;
         _engine.LogCommitStats.Committed -= OnCommitted;
         _meter.Dispose();
     }

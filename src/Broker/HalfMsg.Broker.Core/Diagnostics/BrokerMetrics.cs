@@ -44,6 +44,10 @@ public sealed class BrokerMetrics
     public long LastRetentionCutSearchMicros;
     public long LastRetentionCutExpiryMicros;
     public long LastRetentionCutGcPauseMicros;
+    /// <summary>Each checkpoint's longest hold of the engine lock (what it stalled transactions for at most), since start.</summary>
+    public readonly Diagnostics.MicrosHistogram CheckpointLockHolds = new();
+    /// <summary>Each retention cut's hold of the engine lock, since start.</summary>
+    public readonly Diagnostics.MicrosHistogram RetentionCutLockHolds = new();
     /// <summary>Checkpoints written whole, and as deltas on the previous one, since start.</summary>
     public long CheckpointsWhole;
     public long CheckpointsDelta;

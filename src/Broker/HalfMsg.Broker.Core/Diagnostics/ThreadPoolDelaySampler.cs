@@ -11,8 +11,8 @@ namespace HalfMsg.Broker.Core.Diagnostics;
 /// </summary>
 public sealed class ThreadPoolDelaySampler : IDisposable
 {
-    /// <summary>Bucket 0 counts delays under 1 µs; bucket i (1..) counts [2^(i-1), 2^i) µs; the last one everything longer.</summary>
-    public const int Buckets = 25;
+    /// <summary>See <see cref="MicrosHistogram.Buckets"/>.</summary>
+    public const int Buckets = MicrosHistogram.Buckets;
     public static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(2);
 
     private static readonly Lazy<ThreadPoolDelaySampler> _shared = new(() => new ThreadPoolDelaySampler(Interval));
@@ -20,7 +20,7 @@ public sealed class ThreadPoolDelaySampler : IDisposable
     /// <summary>The process's sampler, started on first use.</summary>
     public static ThreadPoolDelaySampler Shared => _shared.Value;
 
-    private readonly long[] _counts = new long[Buckets];
+    private readonly MicrosHistogram _delays = new();
     private readonly Timer _timer;
 
     public ThreadPoolDelaySampler(TimeSpan interval)
@@ -34,36 +34,16 @@ public sealed class ThreadPoolDelaySampler : IDisposable
         ThreadPool.UnsafeQueueUserWorkItem(static s => s.Sampler.Record(Stopwatch.GetElapsedTime(s.Queued)), (Sampler: this, Queued: queued), preferLocal: false);
     }
 
-    internal void Record(TimeSpan delay)
-    {
-        long us = (long)delay.TotalMicroseconds;
-        int bucket = us <= 0 ? 0 : Math.Min(Buckets - 1, 64 - System.Numerics.BitOperations.LeadingZeroCount((ulong)us));
-        Interlocked.Increment(ref _counts[bucket]);
-    }
+    internal void Record(TimeSpan delay) => _delays.Record(delay);
 
     /// <summary>The cumulative counts per bucket.</summary>
-    public long[] Snapshot()
-    {
-        var copy = new long[Buckets];
-        for (int i = 0; i < Buckets; i++) copy[i] = Interlocked.Read(ref _counts[i]);
-        return copy;
-    }
+    public long[] Snapshot() => _delays.Snapshot();
 
-    /// <summary>Upper bound of the bucket holding the <paramref name="p"/> quantile (0..1) of the samples taken between two
-    /// snapshots, in milliseconds; null when none was taken.</summary>
-    public static double? Percentile(IReadOnlyList<long> before, IReadOnlyList<long> after, double p)
-    {
-        long total = 0;
-        for (int i = 0; i < Buckets; i++) total += after[i] - before[i];
-        if (total <= 0) return null;
-        long rank = (long)Math.Ceiling(p * total), seen = 0;
-        for (int i = 0; i < Buckets; i++)
-        {
-            seen += after[i] - before[i];
-            if (seen >= rank) return (1L << i) / 1000.0; // bucket i holds delays below 2^i µs
-        }
-        return (1L << (Buckets - 1)) / 1000.0;
-    }
+    /// <summary>The cumulative counts as <c>b0</c> … (for <c>/api/stats</c>).</summary>
+    public Dictionary<string, long> Named() => _delays.Named();
+
+    /// <summary>See <see cref="MicrosHistogram.Percentile"/>.</summary>
+    public static double? Percentile(IReadOnlyList<long> before, IReadOnlyList<long> after, double p) => MicrosHistogram.Percentile(before, after, p);
 
     public void Dispose() => _timer.Dispose();
 }

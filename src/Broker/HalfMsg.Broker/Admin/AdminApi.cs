@@ -162,7 +162,9 @@ public static class AdminApi
             logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
             logCommitIdleMicros = (long)engine.LogCommitLoopIdle.Idle.TotalMicroseconds, logCommitsKickedOnReturn = engine.LogCommitLoopIdle.KickedOnReturn,
             // Thread-pool queue delay samples, cumulative counts per power-of-two bucket of microseconds (b0 < 1 µs, bN < 2^N µs).
-            threadPoolDelay = ThreadPoolDelayBuckets(),
+            threadPoolDelay = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Named(),
+            // Each checkpoint's longest hold of the engine lock and each retention cut's hold, counted the same way.
+            checkpointLockHold = engine.Metrics.CheckpointLockHolds.Named(), retentionCutLockHold = engine.Metrics.RetentionCutLockHolds.Named(),
             gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
             gcPauseMicros = (long)GC.GetTotalPauseDuration().TotalMicroseconds,
             gcCollectionsGen0 = GC.CollectionCount(0), gcCollectionsGen1 = GC.CollectionCount(1), gcCollectionsGen2 = GC.CollectionCount(2),
@@ -244,12 +246,4 @@ public static class AdminApi
     };
 
     private static IResult NotFound(string message) => Results.Json(new ErrorBody(message, "NotFound"), statusCode: 404);
-
-    private static Dictionary<string, long> ThreadPoolDelayBuckets()
-    {
-        var counts = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Snapshot();
-        var named = new Dictionary<string, long>(counts.Length);
-        for (int i = 0; i < counts.Length; i++) named["b" + i.ToString(System.Globalization.CultureInfo.InvariantCulture)] = counts[i];
-        return named;
-    }
 }
