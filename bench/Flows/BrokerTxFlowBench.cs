@@ -8,6 +8,7 @@ using HalfMsg.Broker.Core.Model;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ProducerClient;
 using CoreFlush = HalfMsg.Broker.Core.FlushMode;
+using MicrosHistogram = HalfMsg.Broker.Core.Diagnostics.MicrosHistogram;
 using ThreadPoolDelaySampler = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler;
 
 namespace HalfMsg.Bench.Flows;
@@ -539,6 +540,10 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 .Select(i => (Before: statsBefore.GetValueOrDefault($"threadPoolDelay.b{i}", -1), After: statsAfter.GetValueOrDefault($"threadPoolDelay.b{i}", -1))).ToList();
             if (brokerPool.All(b => b.Before >= 0 && b.After >= 0))
                 AddPoolDelay(result.Metrics, "broker", brokerPool.Select(b => (long)b.Before).ToArray(), brokerPool.Select(b => (long)b.After).ToArray());
+            // Checkpoints written during the row, and the longest hold of the engine lock any of them took (the upper
+            // bound of its power-of-two bucket); likewise retention cuts.
+            AddLockHolds(result.Metrics, "checkpoint", statsBefore, statsAfter, "checkpointLockHold");
+            AddLockHolds(result.Metrics, "retention_cut", statsBefore, statsAfter, "retentionCutLockHold");
             if (statsAfter.TryGetValue("checksSent", out double cs1))
             {
                 double cs0 = statsBefore.TryGetValue("checksSent", out double v) ? v : 0;
@@ -557,6 +562,10 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                 result.Summary += $"; paced at {t:N0} tx/s ({rateNote ?? (spec.RateFractionOfSweepPeak is not null ? "50% of the sweep's peak" : "50% of sync peak")}, {o.Producers} in flight): commit→delivery p99 {result.Get("e2e_p99_ms"):0.00} ms";
             if (spec.SeedPending > 0)
                 result.Summary += $"; {result.Get("broker_pendingTransactions") ?? double.NaN:N0} pending in broker";
+            if (result.Get("checkpoints_during_row") is double cps and > 0)
+                result.Summary += $"; {cps:N0} checkpoint(s) during the row, longest engine-lock hold < {result.Get("checkpoint_lock_hold_max_ms"):0.###} ms";
+            if (result.Get("retention_cuts_during_row") is double cuts and > 0)
+                result.Summary += $"; {cuts:N0} retention cut(s), longest hold < {result.Get("retention_cut_lock_hold_max_ms"):0.###} ms";
         }
         finally
         {
@@ -570,6 +579,22 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
     private static async Task SafeDisposeAsync(IAsyncDisposable d)
     {
         try { await d.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(5)); } catch (Exception) { /* closing */ }
+    }
+
+    private static void AddLockHolds(Dictionary<string, double> metrics, string what, Dictionary<string, double> before, Dictionary<string, double> after, string statsName)
+    {
+        var b = new long[MicrosHistogram.Buckets];
+        var a = new long[MicrosHistogram.Buckets];
+        for (int i = 0; i < MicrosHistogram.Buckets; i++)
+        {
+            // An older broker has no such buckets: nothing is reported.
+            if (!after.TryGetValue($"{statsName}.b{i}", out double av)) return;
+            a[i] = (long)av;
+            b[i] = (long)before.GetValueOrDefault($"{statsName}.b{i}", 0);
+        }
+        long count = MicrosHistogram.Count(b, a);
+        metrics[$"{what}s_during_row"] = count;
+        if (MicrosHistogram.Percentile(b, a, 1.0) is double maxMs) metrics[$"{what}_lock_hold_max_ms"] = maxMs;
     }
 
     private static void AddPoolDelay(Dictionary<string, double> metrics, string who, long[] before, long[] after)
