@@ -75,6 +75,48 @@ public sealed class CheckpointTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_checkpoint_reports_its_longest_wait_for_the_engine_lock()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var sends = new List<Task>();
+        for (int i = 0; i < 20_000; i++)
+        {
+            sends.Add(h.Engine.SendHalfAsync(h.Draft("orders", "x"), "orders", "p1", null).AsTask());
+            if (sends.Count == 1024) { await Task.WhenAll(sends); sends.Clear(); }
+        }
+        await Task.WhenAll(sends);
+        // Another thread keeps the engine lock 30 ms at a time, letting go for 0.3 ms in between (time for a woken waiter
+        // to take it), while a checkpoint copies the 64 tables of halves and serializes 20 chunks of them, each step in
+        // its own hold: the checkpoint runs longer than one gap, so some step waits.
+        using var stop = new CancellationTokenSource();
+        using var holding = new ManualResetEventSlim();
+        var hog = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                lock (h.Engine.GateForTests)
+                {
+                    holding.Set();
+                    var held = System.Diagnostics.Stopwatch.StartNew();
+                    while (held.ElapsedMilliseconds < 30) Thread.SpinWait(100);
+                }
+                var outside = System.Diagnostics.Stopwatch.StartNew();
+                while (outside.Elapsed.TotalMicroseconds < 300) Thread.SpinWait(20);
+            }
+        }) { IsBackground = true };
+        hog.Start();
+        holding.Wait();
+        try { await h.Engine.CheckpointAsync(); }
+        finally { stop.Cancel(); hog.Join(); }
+        long wait = h.Engine.Metrics.LastCheckpointLockWaitMicros, hold = h.Engine.Metrics.LastCheckpointPauseMicros;
+        output.WriteLine($"longest wait {wait} µs, longest hold {hold} µs");
+        Assert.True(wait >= 10_000, $"the checkpoint waited behind the other thread ({wait} µs)");
+        Assert.True(hold > 0, "and held the lock");
+        // That waiting is not counted as holding is LockTimerTests' (here a hold preempted on a busy machine can last
+        // as long as a wait).
+    }
+
+    [Fact]
     public async Task A_checkpoint_of_a_large_state_holds_the_engine_lock_only_briefly()
     {
         await using var h = await EngineHarness.StartAsync(o => o with { SegmentSizeBits = 26, MemorySizeBits = 25 });

@@ -95,25 +95,26 @@ public sealed partial class BrokerEngine
         }
         var written = await _checkpointer.WriteAsync(covered, whole, ct).ConfigureAwait(false);
         Metrics.LastCheckpointPauseMicros = written.LongestHoldMicros;
+        Metrics.LastCheckpointLockWaitMicros = written.LongestWaitMicros;
         Metrics.LastCheckpointBytes = written.Bytes;
         if (written.Delta) Metrics.CheckpointsDelta++; else Metrics.CheckpointsWhole++;
         Metrics.LastCheckpointLargestHoldBytes = written.LargestHoldBytes;
         Metrics.LastCheckpointLargestSnapshotItems = written.LargestSnapshotItems;
         Metrics.CheckpointLockHolds.Record(written.LongestHoldMicros);
-        CheckpointWritten?.Invoke(new CheckpointFacts(written.Delta, written.Bytes, written.ElapsedMs / 1000.0, written.LongestHoldMicros));
+        CheckpointWritten?.Invoke(new CheckpointFacts(written.Delta, written.Bytes, written.ElapsedMs / 1000.0, written.LongestHoldMicros, written.LongestWaitMicros));
         LastCheckpointAddress = covered;
         _lastCheckpointAtMs = NowMs;
         lock (_gate) _retention.AddBoundary(covered, NowMs);
-        _logger.LogDebug("Checkpoint at {Address} ({Kind}): {Bytes} bytes in {Ms} ms; the engine lock was held at most {Micros} µs at a time",
-            covered, written.Delta ? "delta" : "whole", written.Bytes, written.ElapsedMs, written.LongestHoldMicros);
+        _logger.LogDebug("Checkpoint at {Address} ({Kind}): {Bytes} bytes in {Ms} ms; the engine lock was held at most {Micros} µs at a time (the longest wait to take it {WaitMicros} µs)",
+            covered, written.Delta ? "delta" : "whole", written.Bytes, written.ElapsedMs, written.LongestHoldMicros, written.LongestWaitMicros);
     }
 
     /// <summary>Raised after each checkpoint is written (on the checkpointing task, outside the engine lock).</summary>
     public event Action<CheckpointFacts>? CheckpointWritten;
 
-    /// <summary>One written checkpoint: a delta or whole, its size, how long writing it took, and its longest hold of
-    /// the engine lock in microseconds.</summary>
-    public readonly record struct CheckpointFacts(bool Delta, long Bytes, double Seconds, long LongestHoldMicros);
+    /// <summary>One written checkpoint: a delta or whole, its size, how long writing it took, its longest hold of the
+    /// engine lock and its longest wait to take it, in microseconds.</summary>
+    public readonly record struct CheckpointFacts(bool Delta, long Bytes, double Seconds, long LongestHoldMicros, long LongestWaitMicros);
 
     /// <summary>The log address the newest checkpoint covers (replay starts there).</summary>
     public long LastCheckpointAddress { get; private set; }

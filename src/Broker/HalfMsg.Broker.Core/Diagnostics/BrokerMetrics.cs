@@ -27,8 +27,11 @@ public sealed class BrokerMetrics
     public long ReplayedRecords;
     public long RecoveryMilliseconds;
     public long CorruptRecordsSkipped;
-    /// <summary>How long the last checkpoint held the engine lock (serializing the state), in microseconds.</summary>
+    /// <summary>The longest the last checkpoint held the engine lock at a time (copying or serializing part of the state),
+    /// in microseconds; waiting to take it not included.</summary>
     public long LastCheckpointPauseMicros;
+    /// <summary>The longest the last checkpoint waited to take the engine lock (behind the traffic), in microseconds.</summary>
+    public long LastCheckpointLockWaitMicros;
     /// <summary>The most the last checkpoint serialized in one hold of the engine lock, in bytes (bounded by a chunk, not by the state).</summary>
     public long LastCheckpointLargestHoldBytes;
     /// <summary>The most items the last checkpoint copied from an owner's list in one hold of the engine lock.</summary>

@@ -95,12 +95,17 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// <summary>What one checkpoint wrote.</summary>
     /// <param name="Covered">The log address replay starts at after this checkpoint.</param>
     /// <param name="Bytes">The file's size.</param>
-    /// <param name="LongestHoldMicros">The longest hold of the engine lock, snapshots of the owners included.</param>
+    /// <param name="LongestHoldMicros">The longest hold of the engine lock, snapshots of the owners included: from taking
+    /// the lock to releasing it, so what it stalled the engine for (a collection that stopped the process meanwhile
+    /// included).</param>
     /// <param name="LargestHoldBytes">The most serialized in one hold.</param>
     /// <param name="ElapsedMs">The whole checkpoint, file durable included.</param>
     /// <param name="Delta">Written as a delta on the previous checkpoint rather than whole.</param>
     /// <param name="LargestSnapshotItems">The most items an owner's list copied in one hold.</param>
-    public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs, bool Delta, long LargestSnapshotItems);
+    /// <param name="LongestWaitMicros">The longest wait to take the engine lock (behind the traffic: it stalls only the
+    /// checkpoint).</param>
+    public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs, bool Delta, long LargestSnapshotItems,
+        long LongestWaitMicros = 0);
 
     /// <summary>
     /// Captures every owner and makes the file durable; replay after it starts at <paramref name="covered"/> (the
@@ -121,7 +126,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     public async Task<Written> WriteAsync(long covered, bool whole, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
-        long longestHold = 0, largestHoldBytes = 0, largestSnapshot = 0;
+        long largestHoldBytes = 0, largestSnapshot = 0;
+        // Every step under the engine lock is timed, the wait to take the lock apart from the hold.
+        var locked = new Diagnostics.LockTimer(gate);
         long bytes;
         var chain = _chain;
         // Nothing appended since the newest checkpoint (an idle broker's shutdown): this one gets the same name, and it
@@ -137,13 +144,12 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             var chunk = new MemoryStream();
             WriteHeader(output, covered, time.GetUtcNow().ToUnixTimeMilliseconds(), chain?.LastCovered);
 
+            T Locked<T>(Func<T> step) => locked.Run(step);
+
             // Copies an owner's item list under the lock (the chunks below then read it without holding the lock).
             T[] Snapshot<T>(Func<T[]> take)
             {
-                long start = Stopwatch.GetTimestamp();
-                T[] taken;
-                lock (gate) taken = take();
-                longestHold = Math.Max(longestHold, Stopwatch.GetTimestamp() - start);
+                T[] taken = Locked(take);
                 largestSnapshot = Math.Max(largestSnapshot, taken.Length);
                 return taken;
             }
@@ -152,9 +158,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             async Task Chunk(Action<RecordWriter, MemoryStream> capture)
             {
                 chunk.SetLength(0);
-                long start = Stopwatch.GetTimestamp();
-                lock (gate) capture(w, chunk);
-                longestHold = Math.Max(longestHold, Stopwatch.GetTimestamp() - start);
+                Locked(() => { capture(w, chunk); return true; });
                 largestHoldBytes = Math.Max(largestHoldBytes, chunk.Length);
                 chunk.Position = 0;
                 await chunk.CopyToAsync(output, ct).ConfigureAwait(false);
@@ -342,7 +346,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         }
         chain.Queues = queuesCaptured;
         chain.DecidedAdded = decidedAdded;
-        return new Written(covered, bytes, longestHold * 1_000_000 / Stopwatch.Frequency, largestHoldBytes, total.ElapsedMilliseconds, delta, largestSnapshot);
+        return new Written(covered, bytes, locked.LongestHoldMicros, largestHoldBytes, total.ElapsedMilliseconds, delta, largestSnapshot, locked.LongestWaitMicros);
     }
 
     private static void WriteHeader(Stream output, long covered, long nowMs, long? previous)
