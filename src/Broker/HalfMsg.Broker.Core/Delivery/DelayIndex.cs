@@ -8,46 +8,41 @@ namespace HalfMsg.Broker.Core.Delivery;
 /// </summary>
 /// <remarks>
 /// Nothing here grows by copying all of it under the lock: the entries are split by their address's hash into
-/// <see cref="Shards"/> tables (as the pending halves are), and the due times are a heap in segments
+/// <see cref="Shards"/> tables (<see cref="ShardedTable{TKey, TValue, TShard}"/>, as the pending halves are), and the due times are a heap in segments
 /// (<see cref="SegmentedHeap{T}"/>). With one table and a <see cref="PriorityQueue{TElement, TPriority}"/>, each
 /// doubling copied every delayed message in one hold of the engine lock.
 /// </remarks>
 internal sealed class DelayIndex
 {
-    internal const int Shards = 64;
+    internal const int Shards = ShardedTable<long, DelayedEntry, ByAddress>.Shards;
 
-    private readonly Dictionary<long, DelayedEntry>[] _byBody = NewShards();
+    private readonly ShardedTable<long, DelayedEntry, ByAddress> _byBody = new();
     private readonly SegmentedHeap<DelayedEntry> _due = new();
     // The same entries by the block of the log their body lies in: a retention cut visits only those below it.
     private readonly AddressBlocks<DelayedEntry> _byBlock = new();
 
-    private static Dictionary<long, DelayedEntry>[] NewShards()
-    {
-        var shards = new Dictionary<long, DelayedEntry>[Shards];
-        for (int i = 0; i < shards.Length; i++) shards[i] = new Dictionary<long, DelayedEntry>();
-        return shards;
-    }
-
     // Addresses are record starts (multiples of 8, and spaced by record sizes): the high bits of a Fibonacci hash mix
     // them evenly over the tables.
-    private Dictionary<long, DelayedEntry> ShardOf(long bodyAddress)
-        => _byBody[(int)(((ulong)bodyAddress * 0x9E3779B97F4A7C15UL) >> 58)];
+    private struct ByAddress : IShardOf<long>
+    {
+        public static int ShardOf(long bodyAddress) => (int)(((ulong)bodyAddress * 0x9E3779B97F4A7C15UL) >> 58);
+    }
 
-    /// <summary>Delayed messages (summed over the tables: read by statistics and checkpoints, not per request).</summary>
-    public int Count => _byBody.Sum(s => s.Count);
+    /// <summary>Delayed messages.</summary>
+    public int Count => _byBody.Count;
     /// <summary>The most entries any one table holds (for tests: the tables fill evenly).</summary>
-    internal int LargestShard => _byBody.Max(s => s.Count);
+    internal int LargestShard => _byBody.LargestShard;
     /// <summary>Entries in the due-time heap, stale ones included.</summary>
     internal int DueCount => _due.Count;
-    public IEnumerable<DelayedEntry> All => _byBody.SelectMany(s => s.Values);
-    public bool Contains(long bodyAddress) => ShardOf(bodyAddress).ContainsKey(bodyAddress);
+    public IEnumerable<DelayedEntry> All => _byBody.Values;
+    public bool Contains(long bodyAddress) => _byBody.ContainsKey(bodyAddress);
 
     /// <summary>The entries whose body may lie below <paramref name="boundary"/> (a retention cut's), without visiting the others.</summary>
     public IEnumerable<DelayedEntry> InBlocksBelow(long boundary) => _byBlock.InBlocksBelow(boundary);
 
     public void Add(DelayedEntry entry)
     {
-        ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(ShardOf(entry.BodyAddress), entry.BodyAddress, out bool replacing);
+        ref var slot = ref _byBody.GetValueRefOrAddDefault(entry.BodyAddress, out bool replacing);
         if (replacing) _byBlock.Remove(slot!.BodyAddress, slot);
         slot = entry;
         _byBlock.Add(entry.BodyAddress, entry);
@@ -56,7 +51,7 @@ internal sealed class DelayIndex
 
     public bool Remove(long bodyAddress, out DelayedEntry entry)
     {
-        if (!ShardOf(bodyAddress).Remove(bodyAddress, out entry!)) return false;
+        if (!_byBody.Remove(bodyAddress, out entry)) return false;
         _byBlock.Remove(bodyAddress, entry);
         return true;
     }
@@ -64,11 +59,11 @@ internal sealed class DelayIndex
     /// <summary>Retention moved the body: the same entry (still in the heap) is now found at its new address.</summary>
     public void Move(long previous, long address, int size)
     {
-        if (!ShardOf(previous).Remove(previous, out var entry)) return;
+        if (!_byBody.Remove(previous, out var entry)) return;
         _byBlock.Move(previous, address, entry);
         entry.BodyAddress = address;
         entry.Size = size;
-        ShardOf(address)[address] = entry;
+        _byBody.Set(address, entry);
     }
 
     /// <summary>Takes every entry whose time has come (stale heap entries for released or moved ones are skipped).</summary>
@@ -78,21 +73,21 @@ internal sealed class DelayIndex
         while (_due.TryPeek(out var entry, out var at) && at <= nowMs)
         {
             _due.Dequeue();
-            if (ShardOf(entry.BodyAddress).TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry)) due.Add(entry);
+            if (_byBody.TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry)) due.Add(entry);
         }
         return due;
     }
 
     /// <summary>The entries of one table (<see cref="Shards"/> of them): a checkpoint copies them table by table, each in
     /// its own hold of the engine lock.</summary>
-    public DelayedEntry[] SnapshotShard(int shard) => _byBody[shard].Values.ToArray();
+    public DelayedEntry[] SnapshotShard(int shard) => _byBody.SnapshotShard(shard);
 
     /// <summary>Every table's copy, as a checkpoint takes them (for tests).</summary>
-    internal DelayedEntry[] Snapshot() => Enumerable.Range(0, Shards).SelectMany(SnapshotShard).ToArray();
+    internal DelayedEntry[] Snapshot() => _byBody.Snapshot();
 
     public void Clear()
     {
-        foreach (var shard in _byBody) shard.Clear();
+        _byBody.Clear();
         _byBlock.Clear();
         _due.Clear();
     }

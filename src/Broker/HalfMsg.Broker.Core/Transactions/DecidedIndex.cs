@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using HalfMsg.Broker.Core.Model;
@@ -23,26 +22,22 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     /// the engine lock, and one table of a million ids took about 150 ms to grow (seen in a profile at 842,879 ids). A
     /// sixty-fourth of that is a fraction of a millisecond. The keys are MD5 digests, so the tables fill evenly.
     /// </summary>
-    internal const int Shards = 64;
+    internal const int Shards = ShardedTable<UInt128, Slot, ByKey>.Shards;
 
-    private readonly Dictionary<UInt128, Slot>[] _byKey = NewShards();
+    private readonly ShardedTable<UInt128, Slot, ByKey> _byKey = new();
     private readonly OrderRing _order = new();
 
     private readonly record struct Slot(long Address, long AtMs, TransactionResolution Resolution);
 
-    private static Dictionary<UInt128, Slot>[] NewShards()
+    private struct ByKey : IShardOf<UInt128>
     {
-        var shards = new Dictionary<UInt128, Slot>[Shards];
-        for (int i = 0; i < shards.Length; i++) shards[i] = new Dictionary<UInt128, Slot>();
-        return shards;
+        public static int ShardOf(UInt128 key) => (int)(ulong)key;
     }
 
-    private Dictionary<UInt128, Slot> ShardOf(UInt128 key) => _byKey[(int)((ulong)key & (Shards - 1))];
-
-    public int Count { get; private set; }
+    public int Count => _byKey.Count;
 
     /// <summary>The most ids any one table holds (for tests: the tables fill evenly, so no one of them grows large).</summary>
-    internal int LargestShard => _byKey.Max(s => s.Count);
+    internal int LargestShard => _byKey.LargestShard;
 
     /// <summary>Entries ever put into the expiry order (a running count): a checkpoint takes only those added after
     /// the previous one's count, since the order only grows at its end.</summary>
@@ -60,7 +55,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     public bool TryGet(string transactionId, out TransactionResolution resolution, out long address)
     {
         UInt128 key = KeyOf(transactionId);
-        if (ShardOf(key).TryGetValue(key, out var slot)) { resolution = slot.Resolution; address = slot.Address; return true; }
+        if (_byKey.TryGetValue(key, out var slot)) { resolution = slot.Resolution; address = slot.Address; return true; }
         resolution = default; address = 0;
         return false;
     }
@@ -68,7 +63,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     public bool Contains(string transactionId)
     {
         UInt128 key = KeyOf(transactionId);
-        return ShardOf(key).ContainsKey(key);
+        return _byKey.ContainsKey(key);
     }
 
     public void Add(string transactionId, TransactionResolution resolution, long address, long atMs) => Add(KeyOf(transactionId), resolution, address, atMs);
@@ -76,9 +71,8 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     public void Add(UInt128 key, TransactionResolution resolution, long address, long atMs)
     {
         // Idempotent: a decision replayed over a checkpoint that already holds it changes nothing (no second ring slot).
-        ref Slot slot = ref CollectionsMarshal.GetValueRefOrAddDefault(ShardOf(key), key, out bool existed);
+        ref Slot slot = ref _byKey.GetValueRefOrAddDefault(key, out bool existed);
         if (existed && slot.AtMs == atMs && slot.Address == address) return;
-        if (!existed) Count++;
         slot = new Slot(address, atMs, resolution);
         _order.Enqueue((key, atMs));
         Added++;
@@ -94,18 +88,12 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
 
     private void Forget((UInt128 Key, long AtMs) entry)
     {
-        var shard = ShardOf(entry.Key);
-        if (shard.TryGetValue(entry.Key, out var slot) && slot.AtMs == entry.AtMs)
-        {
-            shard.Remove(entry.Key);
-            Count--;
-        }
+        if (_byKey.TryGetValue(entry.Key, out var slot) && slot.AtMs == entry.AtMs) _byKey.Remove(entry.Key, out _);
     }
 
     public void Clear()
     {
-        foreach (var shard in _byKey) shard.Clear();
-        Count = 0;
+        _byKey.Clear();
         _order.Clear();
         Added = 0;
     }
@@ -132,7 +120,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     /// <summary>The slot of <paramref name="key"/>, if it is still the one added at <paramref name="atMs"/>.</summary>
     public bool TryGetLive(UInt128 key, long atMs, out TransactionResolution resolution, out long address)
     {
-        if (ShardOf(key).TryGetValue(key, out var slot) && slot.AtMs == atMs) { resolution = slot.Resolution; address = slot.Address; return true; }
+        if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == atMs) { resolution = slot.Resolution; address = slot.Address; return true; }
         resolution = default; address = 0;
         return false;
     }
@@ -141,7 +129,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     public IEnumerable<(UInt128 Key, TransactionResolution Resolution, long Address, long AtMs)> Entries()
     {
         foreach (var (key, at) in _order.Items())
-            if (ShardOf(key).TryGetValue(key, out var slot) && slot.AtMs == at) yield return (key, slot.Resolution, slot.Address, slot.AtMs);
+            if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == at) yield return (key, slot.Resolution, slot.Address, slot.AtMs);
     }
 
     /// <summary>

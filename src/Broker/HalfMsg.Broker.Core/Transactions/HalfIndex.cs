@@ -18,14 +18,14 @@ namespace HalfMsg.Broker.Core.Transactions;
 internal sealed class HalfIndex(DecidedIndex decided)
 {
     /// <summary>
-    /// The pending halves are split by their id's hash into this many tables, as the decided ids are (see
-    /// <see cref="DecidedIndex.Shards"/>): a table grows by copying everything in it under the engine lock. Measured
-    /// apart from the broker, one table's growth took 28 ms at 672,827 halves and 16 ms at 324,449 (the next, at about
-    /// 1.4 million, longer); with 64 tables no add took a millisecond.
+    /// The pending halves are split by their id's hash into this many tables, as the decided ids are
+    /// (<see cref="ShardedTable{TKey, TValue, TShard}"/>): a table grows by copying everything in it under the engine
+    /// lock. Measured apart from the broker, one table's growth took 28 ms at 672,827 halves and 16 ms at 324,449 (the
+    /// next, at about 1.4 million, longer); with 64 tables no add took a millisecond.
     /// </summary>
-    internal const int Shards = 64;
+    internal const int Shards = ShardedTable<string, HalfState, ById>.Shards;
 
-    private readonly Dictionary<string, HalfState>[] _byId = NewShards();
+    private readonly ShardedTable<string, HalfState, ById> _byId = new(StringComparer.Ordinal);
     // Due times, in two parts: a first-in first-out run for entries due no earlier than the one before them (a new half
     // is due at its send time plus the same timeout, so nearly all arrive in order), and a heap for the rest (a custom
     // check time, a reschedule). A check pass takes the earlier head of the two. With the heap alone, every transaction
@@ -40,24 +40,19 @@ internal sealed class HalfIndex(DecidedIndex decided)
     // The same halves by the block of the log their body lies in: a retention cut visits only those below it.
     private readonly AddressBlocks<HalfState> _byBlock = new();
 
-    private static Dictionary<string, HalfState>[] NewShards()
+    private struct ById : IShardOf<string>
     {
-        var shards = new Dictionary<string, HalfState>[Shards];
-        for (int i = 0; i < shards.Length; i++) shards[i] = new Dictionary<string, HalfState>(StringComparer.Ordinal);
-        return shards;
+        public static int ShardOf(string transactionId) => StringComparer.Ordinal.GetHashCode(transactionId);
     }
 
-    private Dictionary<string, HalfState> ShardOf(string transactionId)
-        => _byId[StringComparer.Ordinal.GetHashCode(transactionId) & (Shards - 1)];
-
     public DecidedIndex Decided { get; } = decided;
-    /// <summary>Pending halves (summed over the tables: read by statistics, not per request).</summary>
-    public int Count => _byId.Sum(s => s.Count);
+    /// <summary>Pending halves.</summary>
+    public int Count => _byId.Count;
     /// <summary>The most halves any one table holds (for tests: the tables fill evenly).</summary>
-    internal int LargestShard => _byId.Max(s => s.Count);
+    internal int LargestShard => _byId.LargestShard;
     /// <summary>Entries in the due times (both parts), stale ones included (soak statistics: must stay bounded).</summary>
     public int DueCount => _inOrder.Count + _due.Count;
-    public IEnumerable<HalfState> All => _byId.SelectMany(s => s.Values);
+    public IEnumerable<HalfState> All => _byId.Values;
 
     /// <summary>
     /// The pending halves whose body may lie below <paramref name="boundary"/> (a retention cut's; each half's
@@ -65,7 +60,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
     /// </summary>
     public IEnumerable<HalfState> InBlocksBelow(long boundary) => _byBlock.InBlocksBelow(boundary);
 
-    public bool TryGet(string transactionId, out HalfState half) => ShardOf(transactionId).TryGetValue(transactionId, out half!);
+    public bool TryGet(string transactionId, out HalfState half) => _byId.TryGetValue(transactionId, out half);
 
     /// <summary>True while <paramref name="half"/> is the pending half of its id (not decided, not replaced).</summary>
     public bool IsLive(HalfState half) => TryGet(half.TransactionId, out var live) && ReferenceEquals(live, half);
@@ -74,11 +69,11 @@ internal sealed class HalfIndex(DecidedIndex decided)
         => TryGet(transactionId, out half) && half.DueSeq == seq;
 
     /// <summary>An id is taken while its half is pending and while its decision is remembered.</summary>
-    public bool Exists(string transactionId) => ShardOf(transactionId).ContainsKey(transactionId) || Decided.Contains(transactionId);
+    public bool Exists(string transactionId) => _byId.ContainsKey(transactionId) || Decided.Contains(transactionId);
 
     public void Add(HalfState half)
     {
-        ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(ShardOf(half.TransactionId), half.TransactionId, out bool replacing);
+        ref var slot = ref _byId.GetValueRefOrAddDefault(half.TransactionId, out bool replacing);
         if (replacing) _byBlock.Remove(slot!.Address, slot);
         slot = half;
         _byBlock.Add(half.Address, half);
@@ -123,7 +118,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
 
     public bool Remove(string transactionId, out HalfState half)
     {
-        if (!ShardOf(transactionId).Remove(transactionId, out half!)) return false;
+        if (!_byId.Remove(transactionId, out half)) return false;
         _byBlock.Remove(half.Address, half);
         return true;
     }
@@ -151,17 +146,16 @@ internal sealed class HalfIndex(DecidedIndex decided)
         return due;
     }
 
-    /// <summary>A point-in-time copy of the pending halves (references), for a checkpoint to walk in chunks.</summary>
     /// <summary>The pending halves of one table (<see cref="Shards"/> of them): a checkpoint copies them table by table,
     /// each in its own hold of the engine lock, never all of them in one.</summary>
-    public HalfState[] SnapshotShard(int shard) => _byId[shard].Values.ToArray();
+    public HalfState[] SnapshotShard(int shard) => _byId.SnapshotShard(shard);
 
     /// <summary>Every table's copy, as a checkpoint takes them (for tests).</summary>
-    internal HalfState[] Snapshot() => Enumerable.Range(0, Shards).SelectMany(SnapshotShard).ToArray();
+    internal HalfState[] Snapshot() => _byId.Snapshot();
 
     public void Clear()
     {
-        foreach (var shard in _byId) shard.Clear();
+        _byId.Clear();
         _byBlock.Clear();
         _due.Clear();
         _inOrder.Clear();
