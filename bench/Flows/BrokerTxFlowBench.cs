@@ -544,6 +544,16 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
             // bound of its power-of-two bucket); likewise retention cuts.
             AddLockHolds(result.Metrics, "checkpoint", statsBefore, statsAfter, "checkpointLockHold");
             AddLockHolds(result.Metrics, "retention_cut", statsBefore, statsAfter, "retentionCutLockHold");
+            // The last checkpoint's longest hold per part of the state and the collector's pause within it (the only
+            // one when a single checkpoint fell in the row).
+            if (result.Get("checkpoints_during_row") is > 0)
+            {
+                foreach (var (key, value) in statsAfter)
+                    if (key.StartsWith("lastCheckpointHoldMicrosByPart.", StringComparison.OrdinalIgnoreCase))
+                        result.Metrics["last_checkpoint_hold_us_" + key[(key.IndexOf('.') + 1)..]] = value;
+                if (statsAfter.TryGetValue("lastCheckpointPauseMicros", out double lh)) result.Metrics["last_checkpoint_hold_us"] = lh;
+                if (statsAfter.TryGetValue("lastCheckpointHoldGcPauseMicros", out double lg)) result.Metrics["last_checkpoint_hold_gc_pause_us"] = lg;
+            }
             if (statsAfter.TryGetValue("checksSent", out double cs1))
             {
                 double cs0 = statsBefore.TryGetValue("checksSent", out double v) ? v : 0;

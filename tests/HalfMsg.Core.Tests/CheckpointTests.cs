@@ -141,6 +141,12 @@ public sealed class CheckpointTests(ITestOutputHelper output)
         Assert.InRange(h.Engine.Metrics.LastCheckpointPauseMicros, 0, 2_000_000);
         // The halves are copied out of the state one table at a time: no hold copies more than about a table's share.
         Assert.InRange(h.Engine.Metrics.LastCheckpointLargestSnapshotItems, 1, 100_000 / HalfIndex.Shards * 5 / 4);
+        // Every hold is timed by the part of the state it copied: the longest of them is the checkpoint's longest.
+        var byPart = h.Engine.Metrics.LastCheckpointHoldMicrosByPart!;
+        Assert.Equal(BrokerMetrics.CheckpointHoldParts.Length, byPart.Length);
+        Assert.Equal(h.Engine.Metrics.LastCheckpointPauseMicros, byPart.Max());
+        Assert.True(byPart[0] > 0, "the pending halves were copied");
+        Assert.InRange(h.Engine.Metrics.LastCheckpointHoldGcPauseMicros, 0, h.Engine.Metrics.LastCheckpointPauseMicros);
         await h.RestartAsync();
         Assert.Equal(100_000, h.Engine.PendingCount);
     }

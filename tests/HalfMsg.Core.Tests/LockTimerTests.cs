@@ -42,4 +42,20 @@ public sealed class LockTimerTests
         Assert.Equal(wait, timer.LongestWaitMicros);
         Assert.Equal(hold, timer.LongestHoldMicros);
     }
+
+    [Fact]
+    public void Holds_are_kept_per_part_with_the_collectors_pause_within_the_longest()
+    {
+        var timer = new LockTimer(new object(), parts: 3);
+        timer.Run(() => { Spin(TimeSpan.FromMilliseconds(5)); return 0; }, part: 0);
+        timer.Run(() => { GC.Collect(2, GCCollectionMode.Forced, blocking: true); Spin(TimeSpan.FromMilliseconds(40)); return 0; }, part: 2);
+        timer.Run(() => 0, part: 1);
+
+        Assert.InRange(timer.LongestHoldMicrosOf(0), 5_000, timer.LongestHoldMicrosOf(2) - 1);
+        Assert.InRange(timer.LongestHoldMicrosOf(2), 40_000, long.MaxValue);
+        Assert.Equal(timer.LongestHoldMicrosOf(2), timer.LongestHoldMicros);
+        Assert.True(timer.LongestHoldMicrosOf(1) < timer.LongestHoldMicrosOf(0));
+        // The forced collection stopped the process inside the longest hold.
+        Assert.InRange(timer.GcPauseInLongestHoldMicros, 1, timer.LongestHoldMicros);
+    }
 }

@@ -96,6 +96,8 @@ public sealed partial class BrokerEngine
         var written = await _checkpointer.WriteAsync(covered, whole, ct).ConfigureAwait(false);
         Metrics.LastCheckpointPauseMicros = written.LongestHoldMicros;
         Metrics.LastCheckpointLockWaitMicros = written.LongestWaitMicros;
+        Metrics.LastCheckpointHoldMicrosByPart = written.LongestHoldMicrosByPart;
+        Metrics.LastCheckpointHoldGcPauseMicros = written.GcPauseInLongestHoldMicros;
         Metrics.LastCheckpointBytes = written.Bytes;
         if (written.Delta) Metrics.CheckpointsDelta++; else Metrics.CheckpointsWhole++;
         Metrics.LastCheckpointLargestHoldBytes = written.LargestHoldBytes;

@@ -32,6 +32,14 @@ public sealed class BrokerMetrics
     public long LastCheckpointPauseMicros;
     /// <summary>The longest the last checkpoint waited to take the engine lock (behind the traffic), in microseconds.</summary>
     public long LastCheckpointLockWaitMicros;
+    /// <summary>The last checkpoint's longest hold of the engine lock for each part of the state it copies
+    /// (<see cref="CheckpointHoldParts"/>), in microseconds; null before the first.</summary>
+    public long[]? LastCheckpointHoldMicrosByPart;
+    /// <summary>Of the last checkpoint's longest hold, the time the collector stopped the process, in microseconds.</summary>
+    public long LastCheckpointHoldGcPauseMicros;
+    /// <summary>The parts of the state a checkpoint copies, in its order (pending halves, delayed messages, topics and
+    /// their queues, decided ids, consumer groups and offsets).</summary>
+    public static readonly string[] CheckpointHoldParts = ["halves", "delayed", "queues", "decided", "groups"];
     /// <summary>The most the last checkpoint serialized in one hold of the engine lock, in bytes (bounded by a chunk, not by the state).</summary>
     public long LastCheckpointLargestHoldBytes;
     /// <summary>The most items the last checkpoint copied from an owner's list in one hold of the engine lock.</summary>

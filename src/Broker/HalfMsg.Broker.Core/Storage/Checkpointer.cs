@@ -104,8 +104,13 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// <param name="LargestSnapshotItems">The most items an owner's list copied in one hold.</param>
     /// <param name="LongestWaitMicros">The longest wait to take the engine lock (behind the traffic: it stalls only the
     /// checkpoint).</param>
+    /// <param name="LongestHoldMicrosByPart">The longest hold of each part of the state (<see cref="HoldParts"/>).</param>
+    /// <param name="GcPauseInLongestHoldMicros">Of the longest hold, the time the collector stopped the process.</param>
     public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs, bool Delta, long LargestSnapshotItems,
-        long LongestWaitMicros = 0);
+        long LongestWaitMicros = 0, long[]? LongestHoldMicrosByPart = null, long GcPauseInLongestHoldMicros = 0);
+
+    /// <summary>The parts of the state a checkpoint copies, in its order: its holds are timed per part.</summary>
+    public static string[] HoldParts => BrokerMetrics.CheckpointHoldParts;
 
     /// <summary>
     /// Captures every owner and makes the file durable; replay after it starts at <paramref name="covered"/> (the
@@ -128,7 +133,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         var total = Stopwatch.StartNew();
         long largestHoldBytes = 0, largestSnapshot = 0;
         // Every step under the engine lock is timed, the wait to take the lock apart from the hold.
-        var locked = new Diagnostics.LockTimer(gate);
+        var locked = new Diagnostics.LockTimer(gate, HoldParts.Length);
+        int part = 0;   // which state the steps below copy (an index into HoldParts)
         long bytes;
         var chain = _chain;
         // Nothing appended since the newest checkpoint (an idle broker's shutdown): this one gets the same name, and it
@@ -144,7 +150,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             var chunk = new MemoryStream();
             WriteHeader(output, covered, time.GetUtcNow().ToUnixTimeMilliseconds(), chain?.LastCovered);
 
-            T Locked<T>(Func<T> step) => locked.Run(step);
+            T Locked<T>(Func<T> step) => locked.Run(step, part);
 
             // Copies an owner's item list under the lock (the chunks below then read it without holding the lock).
             T[] Snapshot<T>(Func<T[]> take)
@@ -167,6 +173,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // The pending halves and the delayed messages are copied one table at a time (64 holds, not one that copies a
             // million halves): like the chunks, each table's copy is taken at its own moment after S, and replay from S
             // makes them agree.
+            part = 0;
             for (int shard = 0; shard < HalfIndex.Shards; shard++)
             {
                 int table = shard;
@@ -180,6 +187,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 }
             }
 
+            part = 1;
             for (int shard = 0; shard < DelayIndex.Shards; shard++)
             {
                 int table = shard;
@@ -200,6 +208,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             }
 
             TopicState[] topics;
+            part = 2;
             topics = Snapshot(() => state.Topics.Values.ToArray());
             foreach (var t in topics)
             {
@@ -266,6 +275,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // The decided ids in expiry order, walked in steps that each copy and write a bounded part under one hold:
             // the order can hold a million entries, too many to copy in one hold. Ids added after the first step are
             // after `covered` (replayed on top) and are left to the next checkpoint; ids forgotten meanwhile are skipped.
+            part = 3;
             var decidedPart = new (UInt128 Key, long AtMs)[4 * ItemsPerHold];
             long decidedNext = chain?.DecidedAdded ?? 0;
             long decidedEnd = -1;
@@ -291,6 +301,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             decidedAdded = decidedEnd;
 
             GroupTopicState[] groups;
+            part = 4;
             groups = Snapshot(() => state.Groups.Values.ToArray());
             foreach (var g in groups)
             {
@@ -346,7 +357,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         }
         chain.Queues = queuesCaptured;
         chain.DecidedAdded = decidedAdded;
-        return new Written(covered, bytes, locked.LongestHoldMicros, largestHoldBytes, total.ElapsedMilliseconds, delta, largestSnapshot, locked.LongestWaitMicros);
+        return new Written(covered, bytes, locked.LongestHoldMicros, largestHoldBytes, total.ElapsedMilliseconds, delta, largestSnapshot, locked.LongestWaitMicros,
+            HoldParts.Select((_, i) => locked.LongestHoldMicrosOf(i)).ToArray(), locked.GcPauseInLongestHoldMicros);
     }
 
     private static void WriteHeader(Stream output, long covered, long nowMs, long? previous)

@@ -151,7 +151,9 @@ public static class AdminApi
             engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
             engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.LeasesRenewed, engine.Metrics.LeasesReleased, engine.Metrics.Acked, engine.Metrics.DeadLettered,
             engine.Metrics.ReceiveLooks, engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
-            engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.LastCheckpointLockWaitMicros, engine.Metrics.LastCheckpointBytes, engine.Metrics.CheckpointsWhole, engine.Metrics.CheckpointsDelta,
+            engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.LastCheckpointLockWaitMicros, engine.Metrics.LastCheckpointHoldGcPauseMicros, engine.Metrics.LastCheckpointBytes,
+            lastCheckpointHoldMicrosByPart = engine.Metrics.LastCheckpointHoldMicrosByPart is { } byPart
+                ? BrokerMetrics.CheckpointHoldParts.Zip(byPart).ToDictionary(p => p.First, p => p.Second) : null, engine.Metrics.CheckpointsWhole, engine.Metrics.CheckpointsDelta,
             engine.Metrics.RetentionCuts, engine.Metrics.LastRetentionCutPauseMicros, engine.Metrics.LastRetentionCutSearchMicros,
             engine.Metrics.LastRetentionCutExpiryMicros, engine.Metrics.LastRetentionCutGcPauseMicros, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
             health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
