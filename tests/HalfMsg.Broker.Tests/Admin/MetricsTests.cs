@@ -142,6 +142,9 @@ public sealed class MetricsTests() : InProcessAdminHost("metrics")
         long Total(string name) => stats.RootElement.GetProperty(name).EnumerateObject().Sum(p => p.Value.GetInt64());
         Assert.Equal(whole + delta, Total("checkpointLockHold"));
         Assert.Equal(1, Total("retentionCutLockHold"));
+        // And every log commit's duration: as many as the commit histogram counted a moment before (a background commit
+        // may have come since).
+        Assert.InRange(Total("logCommitDuration"), (long)commits, (long)commits + 10);
         int cutBucket = HalfMsg.Broker.Core.Diagnostics.MicrosHistogram.BucketOf(engine.Metrics.LastRetentionCutPauseMicros);
         Assert.Equal(1, stats.RootElement.GetProperty("retentionCutLockHold").GetProperty($"b{cutBucket}").GetInt64());
     }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.ClientCore;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ProducerClient;
@@ -105,6 +106,8 @@ public sealed class SoakTests(ITestOutputHelper output)
         var samples = new List<(double Min, Dictionary<string, double> Values)>();
         var soakClock = Stopwatch.StartNew();
         long lastCommits = -1, lastCommitMicros = 0;
+        var lastHolds = new Dictionary<string, long[]>();
+        long lastGcPause = -1;
         while (soakClock.Elapsed < soak && failures.IsEmpty)
         {
             await Task.Delay(TimeSpan.FromSeconds(3));
@@ -122,6 +125,19 @@ public sealed class SoakTests(ITestOutputHelper output)
             while (latencies.TryDequeue(out var l)) window.Add(l);
             if (window.Count > 0) values["send_p99_ms"] = Stats.Percentile(window, 0.99);
             foreach (var index in stats.GetProperty("indexes").EnumerateObject()) values["index." + index.Name] = index.Value.GetInt64();
+            // The longest hold of the engine lock by a checkpoint and by a retention cut in the window (the upper bound of
+            // its power-of-two bucket), to set beside the window's send p99: does a stall line up with a hold?
+            // Likewise the broker's thread-pool queue delay p99, its longest log commit and its collector's pauses in the window.
+            foreach (var (name, what, p) in new[] { ("checkpointLockHold", "checkpoint_hold_max", 1.0), ("retentionCutLockHold", "cut_hold_max", 1.0), ("threadPoolDelay", "pool_delay_p99", 0.99), ("logCommitDuration", "commit_max", 1.0) })
+            {
+                var counts = Enumerable.Range(0, MicrosHistogram.Buckets).Select(i => stats.GetProperty(name).GetProperty($"b{i}").GetInt64()).ToArray();
+                if (lastHolds.TryGetValue(name, out var before) && MicrosHistogram.Percentile(before, counts, p) is double ms)
+                    values[$"{what}_ms"] = ms;
+                lastHolds[name] = counts;
+            }
+            long gcPause = stats.GetProperty("gcPauseMicros").GetInt64();
+            if (lastGcPause >= 0) values["gc_pause_ms"] = (gcPause - lastGcPause) / 1000.0;
+            lastGcPause = gcPause;
             samples.Add((soakClock.Elapsed.TotalMinutes, values));
         }
         stop.Cancel();
@@ -163,6 +179,14 @@ public sealed class SoakTests(ITestOutputHelper output)
             double added = robust * span;
             double allowed = Math.Max(64, (span >= 10 ? 0.5 : 1.0) * mean);
             if (added > allowed) growing.Add($"{index}: +{added:0} over {span:0.0} min (mean {mean:0})");
+        }
+        // The five windows with the highest send p99, beside what the broker did in each (does a stall line up with a
+        // lock hold, a collection, the thread pool or the disk?).
+        report.AppendLine("  slowest windows: minute, send p99 ms | GC pause ms, checkpoint hold max ms, cut hold max ms, pool delay p99 ms, commit mean ms, commit max ms");
+        foreach (var (min, v) in measured.Where(s => s.Values.ContainsKey("send_p99_ms")).OrderByDescending(s => s.Values["send_p99_ms"]).Take(5))
+        {
+            string Get(string key) => v.TryGetValue(key, out double x) ? x.ToString("0.##", CultureInfo.InvariantCulture) : "-";
+            report.AppendLine(CultureInfo.InvariantCulture, $"    {min,5:0.00}  {Get("send_p99_ms"),7} | {Get("gc_pause_ms"),6} {Get("checkpoint_hold_max_ms"),6} {Get("cut_hold_max_ms"),6} {Get("pool_delay_p99_ms"),6} {Get("commit_ms"),6} {Get("commit_max_ms"),6}");
         }
         output.WriteLine(report.ToString());
         Assert.True(growing.Count == 0, "indexes grow with time at constant work:\n" + string.Join("\n", growing) + "\n" + report);

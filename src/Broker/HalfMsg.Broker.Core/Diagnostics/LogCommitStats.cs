@@ -30,6 +30,10 @@ namespace HalfMsg.Broker.Core.Diagnostics
         /// <summary>Reads the number of records appended so far (set by whoever owns the counter; null = batch sizes are not reported).</summary>
         public Func<long>? RecordCounter { get; set; }
 
+        /// <summary>Each successful commit's duration, counted per power-of-two bucket of µs since start (<c>/api/stats</c>
+        /// <c>logCommitDuration</c>): a reader comparing two looks sees the longest commit between them, which a mean hides.</summary>
+        public MicrosHistogram Durations { get; } = new();
+
         /// <summary>Raised on the log's commit loop after each successful commit: records covered (-1 when unknown), seconds taken.</summary>
         public event Action<long, double>? Committed;
 
@@ -40,7 +44,9 @@ namespace HalfMsg.Broker.Core.Diagnostics
             long count = RecordCounter?.Invoke() ?? -1;
             long started = Stopwatch.GetTimestamp();
             await commit(ct).ConfigureAwait(false);
-            double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+            var elapsed = Stopwatch.GetElapsedTime(started);
+            Durations.Record(elapsed);
+            double seconds = elapsed.TotalSeconds;
             long records = count < 0 ? -1 : count - _lastCount;
             if (count >= 0) _lastCount = count;
             Committed?.Invoke(records, seconds);

@@ -111,6 +111,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
 
     /// <summary>The parts of the state a checkpoint copies, in its order: its holds are timed per part.</summary>
     public static string[] HoldParts => BrokerMetrics.CheckpointHoldParts;
+    // Indexes into HoldParts.
+    private const int PartHalves = 0, PartDelayed = 1, PartQueues = 2, PartDecided = 3, PartGroups = 4;
 
     /// <summary>
     /// Captures every owner and makes the file durable; replay after it starts at <paramref name="covered"/> (the
@@ -134,7 +136,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         long largestHoldBytes = 0, largestSnapshot = 0;
         // Every step under the engine lock is timed, the wait to take the lock apart from the hold.
         var locked = new Diagnostics.LockTimer(gate, HoldParts.Length);
-        int part = 0;   // which state the steps below copy (an index into HoldParts)
+        int part = PartHalves;   // which state the steps below copy
         long bytes;
         var chain = _chain;
         // Nothing appended since the newest checkpoint (an idle broker's shutdown): this one gets the same name, and it
@@ -173,7 +175,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // The pending halves and the delayed messages are copied one table at a time (64 holds, not one that copies a
             // million halves): like the chunks, each table's copy is taken at its own moment after S, and replay from S
             // makes them agree.
-            part = 0;
+            part = PartHalves;
             for (int shard = 0; shard < HalfIndex.Shards; shard++)
             {
                 int table = shard;
@@ -187,7 +189,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 }
             }
 
-            part = 1;
+            part = PartDelayed;
             for (int shard = 0; shard < DelayIndex.Shards; shard++)
             {
                 int table = shard;
@@ -208,7 +210,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             }
 
             TopicState[] topics;
-            part = 2;
+            part = PartQueues;
             topics = Snapshot(() => state.Topics.Values.ToArray());
             foreach (var t in topics)
             {
@@ -275,7 +277,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // The decided ids in expiry order, walked in steps that each copy and write a bounded part under one hold:
             // the order can hold a million entries, too many to copy in one hold. Ids added after the first step are
             // after `covered` (replayed on top) and are left to the next checkpoint; ids forgotten meanwhile are skipped.
-            part = 3;
+            part = PartDecided;
             var decidedPart = new (UInt128 Key, long AtMs)[4 * ItemsPerHold];
             long decidedNext = chain?.DecidedAdded ?? 0;
             long decidedEnd = -1;
@@ -301,7 +303,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             decidedAdded = decidedEnd;
 
             GroupTopicState[] groups;
-            part = 4;
+            part = PartGroups;
             groups = Snapshot(() => state.Groups.Values.ToArray());
             foreach (var g in groups)
             {

@@ -162,6 +162,7 @@ public static class AdminApi
             diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
             diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
             logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
+            logCommitDuration = engine.LogCommitStats.Durations.Named(),
             logCommitIdleMicros = (long)engine.LogCommitLoopIdle.Idle.TotalMicroseconds, logCommitsKickedOnReturn = engine.LogCommitLoopIdle.KickedOnReturn,
             // Thread-pool queue delay samples, cumulative counts per power-of-two bucket of microseconds (b0 < 1 µs, bN < 2^N µs).
             threadPoolDelay = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Named(),
