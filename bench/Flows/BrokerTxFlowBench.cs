@@ -536,10 +536,8 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
                     result.Metrics[$"broker_gc_gen{gen}_per_s"] = (g1 - g0) / window;
             // How long a work item waited in each process's thread-pool queue during the row (sampled every 2 ms).
             AddPoolDelay(result.Metrics, "client", poolBefore, poolAfter);
-            var brokerPool = Enumerable.Range(0, ThreadPoolDelaySampler.Buckets)
-                .Select(i => (Before: statsBefore.GetValueOrDefault($"threadPoolDelay.b{i}", -1), After: statsAfter.GetValueOrDefault($"threadPoolDelay.b{i}", -1))).ToList();
-            if (brokerPool.All(b => b.Before >= 0 && b.After >= 0))
-                AddPoolDelay(result.Metrics, "broker", brokerPool.Select(b => (long)b.Before).ToArray(), brokerPool.Select(b => (long)b.After).ToArray());
+            if (StatsBuckets(statsBefore, "threadPoolDelay") is { } poolB && StatsBuckets(statsAfter, "threadPoolDelay") is { } poolA)
+                AddPoolDelay(result.Metrics, "broker", poolB, poolA);
             // Checkpoints written during the row, and the longest hold of the engine lock any of them took (the upper
             // bound of its power-of-two bucket); likewise retention cuts.
             AddLockHolds(result.Metrics, "checkpoint", statsBefore, statsAfter, "checkpointLockHold");
@@ -591,19 +589,24 @@ public sealed class BrokerTxFlowBench(BrokerBenchContext context, BrokerFlowSpec
         try { await d.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(5)); } catch (Exception) { /* closing */ }
     }
 
+    /// <summary>An <c>/api/stats</c> object of power-of-two buckets (<c>NAME.b0</c> …) as counts; null when the broker
+    /// has none by that name (an older build).</summary>
+    private static long[]? StatsBuckets(Dictionary<string, double> stats, string name)
+    {
+        var counts = new long[MicrosHistogram.Buckets];
+        for (int i = 0; i < counts.Length; i++)
+        {
+            if (!stats.TryGetValue($"{name}.b{i}", out double v)) return null;
+            counts[i] = (long)v;
+        }
+        return counts;
+    }
+
     private static void AddLockHolds(Dictionary<string, double> metrics, string what, Dictionary<string, double> before, Dictionary<string, double> after, string statsName)
     {
-        var b = new long[MicrosHistogram.Buckets];
-        var a = new long[MicrosHistogram.Buckets];
-        for (int i = 0; i < MicrosHistogram.Buckets; i++)
-        {
-            // An older broker has no such buckets: nothing is reported.
-            if (!after.TryGetValue($"{statsName}.b{i}", out double av)) return;
-            a[i] = (long)av;
-            b[i] = (long)before.GetValueOrDefault($"{statsName}.b{i}", 0);
-        }
-        long count = MicrosHistogram.Count(b, a);
-        metrics[$"{what}s_during_row"] = count;
+        if (StatsBuckets(after, statsName) is not { } a) return;
+        var b = StatsBuckets(before, statsName) ?? new long[MicrosHistogram.Buckets];
+        metrics[$"{what}s_during_row"] = MicrosHistogram.Count(b, a);
         if (MicrosHistogram.Percentile(b, a, 1.0) is double maxMs) metrics[$"{what}_lock_hold_max_ms"] = maxMs;
     }
 

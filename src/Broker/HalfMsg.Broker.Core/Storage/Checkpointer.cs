@@ -104,14 +104,12 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// <param name="LargestSnapshotItems">The most items an owner's list copied in one hold.</param>
     /// <param name="LongestWaitMicros">The longest wait to take the engine lock (behind the traffic: it stalls only the
     /// checkpoint).</param>
-    /// <param name="LongestHoldMicrosByPart">The longest hold of each part of the state (<see cref="HoldParts"/>).</param>
+    /// <param name="LongestHoldMicrosByPart">The longest hold of each part of the state (<see cref="BrokerMetrics.CheckpointHoldParts"/>).</param>
     /// <param name="GcPauseInLongestHoldMicros">Of the longest hold, the time the collector stopped the process.</param>
     public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs, bool Delta, long LargestSnapshotItems,
         long LongestWaitMicros = 0, long[]? LongestHoldMicrosByPart = null, long GcPauseInLongestHoldMicros = 0);
 
-    /// <summary>The parts of the state a checkpoint copies, in its order: its holds are timed per part.</summary>
-    public static string[] HoldParts => BrokerMetrics.CheckpointHoldParts;
-    // Indexes into HoldParts.
+    // Indexes into BrokerMetrics.CheckpointHoldParts: a checkpoint's holds are timed per part of the state.
     private const int PartHalves = 0, PartDelayed = 1, PartQueues = 2, PartDecided = 3, PartGroups = 4;
 
     /// <summary>
@@ -135,7 +133,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         var total = Stopwatch.StartNew();
         long largestHoldBytes = 0, largestSnapshot = 0;
         // Every step under the engine lock is timed, the wait to take the lock apart from the hold.
-        var locked = new Diagnostics.LockTimer(gate, HoldParts.Length);
+        var locked = new Diagnostics.LockTimer(gate, BrokerMetrics.CheckpointHoldParts.Length);
         int part = PartHalves;   // which state the steps below copy
         long bytes;
         var chain = _chain;
@@ -360,7 +358,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         chain.Queues = queuesCaptured;
         chain.DecidedAdded = decidedAdded;
         return new Written(covered, bytes, locked.LongestHoldMicros, largestHoldBytes, total.ElapsedMilliseconds, delta, largestSnapshot, locked.LongestWaitMicros,
-            HoldParts.Select((_, i) => locked.LongestHoldMicrosOf(i)).ToArray(), locked.GcPauseInLongestHoldMicros);
+            BrokerMetrics.CheckpointHoldParts.Select((_, i) => locked.LongestHoldMicrosOf(i)).ToArray(), locked.GcPauseInLongestHoldMicros);
     }
 
     private static void WriteHeader(Stream output, long covered, long nowMs, long? previous)
