@@ -85,20 +85,26 @@ public sealed class CheckpointTests(ITestOutputHelper output)
             if (sends.Count == 1024) { await Task.WhenAll(sends); sends.Clear(); }
         }
         await Task.WhenAll(sends);
-        // Another thread keeps the engine lock 30 ms at a time, letting go for 0.3 ms in between (time for a woken waiter
-        // to take it), while a checkpoint copies the 64 tables of halves and serializes 20 chunks of them, each step in
-        // its own hold: the checkpoint runs longer than one gap, so some step waits.
+        // Another thread holds the engine lock when the checkpoint starts and for 100 ms after (so the checkpoint's first
+        // step waits, whatever the scheduler does between its start and its first request for the lock, short of 90 ms),
+        // then keeps it 30 ms at a time, letting go for 0.3 ms in between, until the checkpoint is done. (Holding only in
+        // that pattern, the wait was the rest of whichever hold the checkpoint happened to meet, under 10 ms whenever
+        // it came in a hold's last third, as the steps can follow one another without letting go; seen once in a full run.)
         using var stop = new CancellationTokenSource();
         using var holding = new ManualResetEventSlim();
+        using var checkpointStarted = new ManualResetEventSlim();
         var hog = new Thread(() =>
         {
+            int holdMs = 100;
             while (!stop.IsCancellationRequested)
             {
                 lock (h.Engine.GateForTests)
                 {
                     holding.Set();
+                    checkpointStarted.Wait(); // the first hold lasts until the checkpoint has started, and 100 ms more
                     var held = System.Diagnostics.Stopwatch.StartNew();
-                    while (held.ElapsedMilliseconds < 30) Thread.SpinWait(100);
+                    while (held.ElapsedMilliseconds < holdMs) Thread.SpinWait(100);
+                    holdMs = 30;
                 }
                 var outside = System.Diagnostics.Stopwatch.StartNew();
                 while (outside.Elapsed.TotalMicroseconds < 300) Thread.SpinWait(20);
@@ -106,7 +112,14 @@ public sealed class CheckpointTests(ITestOutputHelper output)
         }) { IsBackground = true };
         hog.Start();
         holding.Wait();
-        try { await h.Engine.CheckpointAsync(); }
+        try
+        {
+            await Task.Run(async () =>
+            {
+                checkpointStarted.Set();
+                await h.Engine.CheckpointAsync();
+            });
+        }
         finally { stop.Cancel(); hog.Join(); }
         long wait = h.Engine.Metrics.LastCheckpointLockWaitMicros, hold = h.Engine.Metrics.LastCheckpointPauseMicros;
         output.WriteLine($"longest wait {wait} µs, longest hold {hold} µs");
