@@ -81,11 +81,9 @@ public static class RawFasterLogBench
     {
         string dir = Path.Combine(Path.GetTempPath(), "halfmsg-ceiling-" + Guid.NewGuid().ToString("N")[..12]);
         // The broker's own storage class without the broker: FasterLog with exactly the broker's settings and the same
-        // group-commit loop (RecordLog), so the ceiling and the broker differ only by the engine and the network. Its first
-        // segment is written as zeros before it starts (SegmentPreparer), as every later segment of a broker's log is: a
-        // short row would otherwise measure only the first segment, which a broker writes past within seconds.
+        // group-commit loop (RecordLog), so the ceiling and the broker differ only by the engine and the network.
         var log = new RecordLog(dir, variant == Variant.AsyncFlush ? HalfMsg.Broker.Core.FlushMode.Async : HalfMsg.Broker.Core.FlushMode.Sync, TimeSpan.FromMilliseconds(5),
-            segmentSizeBits: 28, memorySizeBits: 26, prepareFirstSegment: true);
+            segmentSizeBits: 28, memorySizeBits: 26);
         try
         {
             // Warm-up (JIT, first segment, first commits): not measured.

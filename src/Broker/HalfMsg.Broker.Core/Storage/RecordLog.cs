@@ -48,9 +48,6 @@ public sealed class RecordLog : IAsyncDisposable
     private StorageFailureException? _fault;
     private readonly TaskCompletionSource<StorageFailureException> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <summary>Writes each next segment as zeros before FasterLog reaches it (see <see cref="SegmentPreparer"/>).</summary>
-    public SegmentPreparer Segments { get; }
-
     /// <summary>Times and sizes each commit for the broker's metrics (issue 12).</summary>
     public Diagnostics.LogCommitStats CommitStats { get; } = new();
 
@@ -58,8 +55,7 @@ public sealed class RecordLog : IAsyncDisposable
     public event Action<long>? Durable;
 
     public RecordLog(string directory, FlushMode flush, TimeSpan asyncInterval, int segmentSizeBits = 28, int memorySizeBits = 26, ILogger? logger = null,
-        int maxRecordSize = DefaultMaxRecordSize, TimeSpan? commitTimeout = null, Func<IDevice, IDevice>? wrapDevice = null,
-        bool prepareFirstSegment = false)
+        int maxRecordSize = DefaultMaxRecordSize, TimeSpan? commitTimeout = null, Func<IDevice, IDevice>? wrapDevice = null)
     {
         Directory.CreateDirectory(directory);
         _logger = logger ?? NullLogger.Instance;
@@ -69,9 +65,6 @@ public sealed class RecordLog : IAsyncDisposable
         _commitTimeout = commitTimeout ?? DefaultCommitTimeout;
         PageSizeBits = LogLayout.Resolve(directory, maxRecordSize);
         MaxRecordSize = RecordLimits.RecordCapacity(PageSizeBits);
-        int segmentBits = Math.Max(segmentSizeBits, PageSizeBits);
-        Segments = new SegmentPreparer(directory, segmentBits, () => _log?.TailAddress ?? 0, _logger);
-        if (prepareFirstSegment) Segments.PrepareFirstSegment();
         (var settings, _device, _commitManager) = CreateSettings(directory, segmentSizeBits, memorySizeBits, PageSizeBits, wrapDevice);
         _memoryBytes = settings.MemorySize;
         _holes = new LogHoles(directory, Math.Max(segmentSizeBits, PageSizeBits), PageSizeBits);
@@ -252,7 +245,6 @@ public sealed class RecordLog : IAsyncDisposable
                     Interlocked.Increment(ref _commits);
                 }
                 Publish(_log.CommittedUntilAddress, covered);
-                Segments.OnTail(_log.TailAddress);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
@@ -500,7 +492,6 @@ public sealed class RecordLog : IAsyncDisposable
         }
         _stop.Cancel();
         try { await _commitLoop.ConfigureAwait(false); } catch (OperationCanceledException) { }
-        await Segments.StopAsync().ConfigureAwait(false);
         var dispose = Task.Run(() =>
         {
             _log.Dispose();
