@@ -107,7 +107,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// <param name="LongestHoldMicrosByPart">The longest hold of each part of the state (<see cref="BrokerMetrics.CheckpointHoldParts"/>).</param>
     /// <param name="GcPauseInLongestHoldMicros">Of the longest hold, the time the collector stopped the process.</param>
     public readonly record struct Written(long Covered, long Bytes, long LongestHoldMicros, long LargestHoldBytes, long ElapsedMs, bool Delta, long LargestSnapshotItems,
-        long LongestWaitMicros = 0, long[]? LongestHoldMicrosByPart = null, long GcPauseInLongestHoldMicros = 0);
+        long LongestWaitMicros, long[] LongestHoldMicrosByPart, long GcPauseInLongestHoldMicros);
 
     // Indexes into BrokerMetrics.CheckpointHoldParts: a checkpoint's holds are timed per part of the state.
     private const int PartHalves = 0, PartDelayed = 1, PartQueues = 2, PartDecided = 3, PartGroups = 4;
