@@ -87,20 +87,14 @@ public sealed partial class BrokerEngine
     // chain would cover the cut).
     private async Task CheckpointLockedAsync(CancellationToken ct, bool whole = false)
     {
-        long covered;
-        // Taking the lock to read where the checkpoint starts is a wait of the checkpoint too (behind the traffic, or
-        // behind a long holder): counted with the waits of the steps the checkpointer times.
-        long asked = System.Diagnostics.Stopwatch.GetTimestamp(), startWaitTicks;
-        lock (_gate)
+        var written = await _checkpointer.WriteAsync(() =>
         {
-            startWaitTicks = System.Diagnostics.Stopwatch.GetTimestamp() - asked;
-            covered = _log.TailAddress;
             _recordsSinceCheckpoint = 0;
-        }
-        var written = await _checkpointer.WriteAsync(covered, whole, ct).ConfigureAwait(false);
-        long longestWaitMicros = Math.Max(written.LongestWaitMicros, startWaitTicks * 1_000_000 / System.Diagnostics.Stopwatch.Frequency);
+            return _log.TailAddress;
+        }, whole, ct).ConfigureAwait(false);
+        long covered = written.Covered;
         Metrics.LastCheckpointPauseMicros = written.LongestHoldMicros;
-        Metrics.LastCheckpointLockWaitMicros = longestWaitMicros;
+        Metrics.LastCheckpointLockWaitMicros = written.LongestWaitMicros;
         Metrics.LastCheckpointHoldMicrosByPart = written.LongestHoldMicrosByPart;
         Metrics.LastCheckpointHoldGcPauseMicros = written.GcPauseInLongestHoldMicros;
         Metrics.LastCheckpointBytes = written.Bytes;
@@ -108,12 +102,12 @@ public sealed partial class BrokerEngine
         Metrics.LastCheckpointLargestHoldBytes = written.LargestHoldBytes;
         Metrics.LastCheckpointLargestSnapshotItems = written.LargestSnapshotItems;
         Metrics.CheckpointLockHolds.Record(written.LongestHoldMicros);
-        CheckpointWritten?.Invoke(new CheckpointFacts(written.Delta, written.Bytes, written.ElapsedMs / 1000.0, written.LongestHoldMicros, longestWaitMicros));
+        CheckpointWritten?.Invoke(new CheckpointFacts(written.Delta, written.Bytes, written.ElapsedMs / 1000.0, written.LongestHoldMicros, written.LongestWaitMicros));
         LastCheckpointAddress = covered;
         _lastCheckpointAtMs = NowMs;
         lock (_gate) _retention.AddBoundary(covered, NowMs);
         _logger.LogDebug("Checkpoint at {Address} ({Kind}): {Bytes} bytes in {Ms} ms; the engine lock was held at most {Micros} µs at a time (the longest wait to take it {WaitMicros} µs)",
-            covered, written.Delta ? "delta" : "whole", written.Bytes, written.ElapsedMs, written.LongestHoldMicros, longestWaitMicros);
+            covered, written.Delta ? "delta" : "whole", written.Bytes, written.ElapsedMs, written.LongestHoldMicros, written.LongestWaitMicros);
     }
 
     /// <summary>Raised after each checkpoint is written (on the checkpointing task, outside the engine lock).</summary>

@@ -113,8 +113,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     private const int PartHalves = 0, PartDelayed = 1, PartQueues = 2, PartDecided = 3, PartGroups = 4;
 
     /// <summary>
-    /// Captures every owner and makes the file durable; replay after it starts at <paramref name="covered"/> (the
-    /// tail the caller read under the engine lock when the checkpoint began).
+    /// Captures every owner and makes the file durable; replay after it starts at the address <paramref name="begin"/>
+    /// returns (run under the engine lock as the checkpoint's first step, timed like the others: the log's tail).
     /// </summary>
     /// <remarks>
     /// Queue entries and decided ids are most of a large state (millions of entries with a full log), and they change
@@ -128,12 +128,14 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// after a start, when <paramref name="whole"/> is asked (retention's cut, when no other chain would cover it),
     /// after <see cref="MaxDeltas"/> deltas, and once the deltas together outgrow the whole checkpoint they build on.
     /// </remarks>
-    public async Task<Written> WriteAsync(long covered, bool whole, CancellationToken ct)
+    public async Task<Written> WriteAsync(Func<long> begin, bool whole, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
         long largestHoldBytes = 0, largestSnapshot = 0;
-        // Every step under the engine lock is timed, the wait to take the lock apart from the hold.
+        // Every step under the engine lock is timed, the wait to take the lock apart from the hold; the first one too
+        // (a holder met there stalls the checkpoint as much as one met later).
         var locked = new Diagnostics.LockTimer(gate, BrokerMetrics.CheckpointHoldParts.Length);
+        long covered = locked.Run(begin);
         int part = PartHalves;   // which state the steps below copy
         long bytes;
         var chain = _chain;
