@@ -49,6 +49,14 @@ public sealed class AdminSecurityTests(SecuredBrokerFixture fixture) : IClassFix
         return r;
     }
 
+    /// <summary>HTTP/2 without TLS from the first byte, as gRPC clients talk to the gRPC port.</summary>
+    private static HttpRequestMessage Http2(HttpRequestMessage request)
+    {
+        request.Version = HttpVersion.Version20;
+        request.VersionPolicy = HttpVersionPolicy.RequestVersionExact;
+        return request;
+    }
+
     private static AuthenticationHeaderValue Good => SecuredBrokerFixture.Basic(SecuredBrokerFixture.AccessKey, SecuredBrokerFixture.Secret);
 
     private static async Task<JsonElement> AssertJsonError(HttpResponseMessage response, HttpStatusCode status, string code)
@@ -159,6 +167,60 @@ public sealed class AdminSecurityTests(SecuredBrokerFixture fixture) : IClassFix
     [InlineData("GET", "/api/transactions/pending?limit=0", HttpStatusCode.BadRequest, "BadRequest")]
     public async Task Every_4xx_of_the_admin_port_has_a_json_body(string method, string path, HttpStatusCode status, string code)
         => await AssertJsonError(await Http.SendAsync(Request(method, path, Good)), status, code);
+
+    /// <summary>
+    /// The admin API, the dashboard and the metrics live on the admin port only. ASP.NET Core matches a request against
+    /// every mapped endpoint before the port's own pipeline runs, so until 2026-12-02 the gRPC port (the one that may be
+    /// public) ran them with none of the admin port's checks: an unsigned POST there committed a transaction.
+    /// </summary>
+    [Theory]
+    [InlineData("GET", "/api/transactions/pending")]
+    [InlineData("GET", "/api/stats")]
+    [InlineData("POST", "/api/transactions/any-tx/commit")]
+    [InlineData("POST", "/api/transactions/any-tx/rollback")]
+    [InlineData("POST", "/api/transactions/any-tx/resume")]
+    [InlineData("GET", "/dashboard")]
+    [InlineData("GET", "/metrics")]
+    [InlineData("GET", "/health")]
+    [InlineData("GET", "/")]
+    public async Task The_gRPC_port_serves_no_admin_endpoint_signed_or_not(string method, string path)
+    {
+        using var h2 = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{fixture.Broker.GrpcPort}") };
+        foreach (var auth in new[] { null, Good })
+        {
+            var response = await h2.SendAsync(Http2(Request(method, path, auth)));
+            Assert.Equal(HttpVersion.Version20, response.Version);
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            // A bare 404: not the engine's answer for an unknown transaction, which carries a JSON body.
+            Assert.Empty(await response.Content.ReadAsByteArrayAsync());
+        }
+    }
+
+    [Fact]
+    public async Task The_gRPC_port_still_answers_an_unknown_gRPC_method_as_unimplemented()
+    {
+        using var h2 = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{fixture.Broker.GrpcPort}") };
+        foreach (string path in new[] { "/apache.rocketmq.v2.MessagingService/NoSuchMethod", "/no.such.Service/Call" })
+        {
+            var request = Request("POST", path);
+            request.Content = new ByteArrayContent(new byte[5]);
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
+            var response = await h2.SendAsync(Http2(request));
+            await response.Content.ReadAsByteArrayAsync();
+            string? status = response.TrailingHeaders.TryGetValues("grpc-status", out var t) ? t.Single()
+                : response.Headers.TryGetValues("grpc-status", out var h) ? h.Single() : null;
+            Assert.Equal("12", status); // UNIMPLEMENTED
+        }
+    }
+
+    [Fact]
+    public async Task The_admin_port_serves_no_gRPC_method_even_signed()
+    {
+        var request = Request("POST", "/apache.rocketmq.v2.MessagingService/QueryRoute", Good);
+        request.Content = new ByteArrayContent(new byte[5]);
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
+        await AssertJsonError(await Http.SendAsync(request), HttpStatusCode.NotFound, "NotFound");
+    }
 
     [Fact]
     public async Task The_secret_never_appears_in_the_logs()

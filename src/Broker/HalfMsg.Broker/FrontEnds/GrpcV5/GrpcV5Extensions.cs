@@ -1,3 +1,4 @@
+using Grpc.AspNetCore.Server;
 using HalfMsg.Broker.Core;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -66,11 +67,30 @@ public static class GrpcV5Extensions
     /// make the broker buffer a 5 MiB message only to be told UNAUTHORIZED. After the call, a request that was not
     /// valid protobuf is logged and answered by <see cref="V5BadInput"/>.
     /// </summary>
+    /// <summary>
+    /// On the gRPC port only the gRPC services run. The host matches every request against every mapped endpoint
+    /// before a port's branch runs, so a request here can arrive holding an admin endpoint (the admin API, the dashboard,
+    /// the metrics): it would run with none of the admin port's checks (<see cref="Admin.AdminGuard"/>), and the gRPC port
+    /// is the one that may be public. Such a request gets a bare 404 (a gRPC client reads it as UNIMPLEMENTED); the
+    /// gRPC methods, and grpc-dotnet's answers for unknown ones, carry <see cref="GrpcMethodMetadata"/>.
+    /// </summary>
+    private static RequestDelegate OnlyGrpcMethods(RequestDelegate next) => context =>
+    {
+        if (context.GetEndpoint() is { } endpoint && endpoint.Metadata.GetMetadata<GrpcMethodMetadata>() is null)
+        {
+            context.Response.StatusCode = StatusCodes.Status404NotFound;
+            return Task.CompletedTask;
+        }
+
+        return next(context);
+    };
+
     public static void MapGrpcV5(this IApplicationBuilder app, int grpcPort)
     {
         ArgumentNullException.ThrowIfNull(app);
         app.MapWhen(ctx => ctx.Connection.LocalPort == grpcPort, grpc =>
         {
+            grpc.Use(OnlyGrpcMethods);
             V5Authenticator authenticator = grpc.ApplicationServices.GetRequiredService<V5Authenticator>();
             GrpcV5Options options = grpc.ApplicationServices.GetRequiredService<GrpcV5Options>();
             V5BadInput badInput = grpc.ApplicationServices.GetRequiredService<V5BadInput>();
