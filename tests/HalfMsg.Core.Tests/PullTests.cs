@@ -1,6 +1,7 @@
 using System.Text;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Core.Tests;
 
@@ -25,6 +26,35 @@ public sealed class PullTests
         var moved = await h.Engine.PullAsync("T", 0, 7, 32, TagFilter.All, TimeSpan.Zero);
         Assert.Equal((PullStatus.OffsetMoved, 3L), (moved.Status, moved.NextBeginOffset));
         Assert.Equal(PullStatus.NoSuchQueue, (await h.Engine.PullAsync("T", 9, 0, 32, TagFilter.All, TimeSpan.Zero)).Status);
+    }
+
+    /// <summary>
+    /// A pull holds its bodies in memory and answers them in one Remoting frame, and the Java 4 client drops a
+    /// connection whose frame exceeds 16 MiB (then pulls the same offset again, for ever). So a pull stops at the same
+    /// byte budget as a receive, always with at least one message, and the next pull starts where it stopped.
+    /// </summary>
+    [Fact]
+    public async Task A_pull_stops_at_the_byte_budget_but_always_returns_one_message()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { ReceiveByteBudget = 10_000 });
+        for (int i = 0; i < 10; i++) await h.Engine.SendAsync(new MessageDraft { Topic = "big", MessageId = h.NextId(), Body = new byte[4000], QueueId = 0 });
+        var first = await h.Engine.PullAsync("big", 0, 0, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.InRange(first.Messages.Count, 1, 3);                // 3 × ~4 KB reaches the 10 KB budget
+        Assert.Equal(first.Messages.Count, first.NextBeginOffset);
+        long offset = first.NextBeginOffset;
+        while (offset < 10)
+        {
+            var next = await h.Engine.PullAsync("big", 0, offset, 32, TagFilter.All, TimeSpan.Zero);
+            Assert.InRange(next.Messages.Count, 1, 3);
+            Assert.Equal(offset, next.Messages[0].Message.QueueOffset);
+            offset = next.NextBeginOffset;
+        }
+
+        await using var h2 = await EngineHarness.StartAsync(o => o with { ReceiveByteBudget = 100 });
+        for (int i = 0; i < 2; i++) await h2.Engine.SendAsync(new MessageDraft { Topic = "big", MessageId = h2.NextId(), Body = new byte[4000], QueueId = 0 });
+        var one = await h2.Engine.PullAsync("big", 0, 0, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.Single(one.Messages);
+        Assert.Equal(1L, one.NextBeginOffset);
     }
 
     [Fact]

@@ -99,11 +99,19 @@ public sealed partial class BrokerEngine
                     return new(PullStatus.OffsetMoved, [], offset < min ? min : max, min, max);
                 long durable = _log.DurableUntil;
                 next = offset;
+                // The bodies go out in one frame, and the Java 4 client drops a connection whose frame exceeds 16 MiB
+                // (then pulls the same offset again): stop at the receive's byte budget, one message always fits.
+                long bytes = 0;
                 for (int scanned = 0; next < max && picked.Count < maxMessages && scanned < MaxPullScan; scanned++)
                 {
                     if (!queue.TryGet(next, out var entry) || entry.VisibleAt >= durable) break;
                     // A hole (damaged or expired position) is skipped like a filtered-out entry.
-                    if (!entry.IsHole && filter.Matches(entry.Tag)) picked.Add((entry.BodyAddress, next, entry.Size));
+                    if (!entry.IsHole && filter.Matches(entry.Tag))
+                    {
+                        if (picked.Count > 0 && bytes >= _options.ReceiveByteBudget) break;
+                        picked.Add((entry.BodyAddress, next, entry.Size));
+                        bytes += entry.Size;
+                    }
                     next++;
                 }
             }

@@ -64,7 +64,8 @@ public sealed record CoreOptions
     /// <summary>A push consumer's renewed leases end this long after it leaves (RocketMQ's proxy: 1 s), so an ack it
     /// sends as it shuts down still holds.</summary>
     public TimeSpan LeaveReleaseDelay { get; init; } = TimeSpan.FromSeconds(1);
-    /// <summary>A receive stops adding messages once their bodies reach this many bytes (at least one is always returned).</summary>
+    /// <summary>A receive or a Remoting pull stops adding messages once their bodies reach this many bytes (at least one
+    /// is always returned).</summary>
     public int ReceiveByteBudget { get; init; } = 8 * 1024 * 1024;
 
     /// <summary>
