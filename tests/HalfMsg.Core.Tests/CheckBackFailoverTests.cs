@@ -13,6 +13,37 @@ public sealed class CheckBackFailoverTests
         => Assert.True((await h.Engine.EndTransactionAsync(check.TransactionId, check.HalfMessage.MessageId, TransactionResolution.Commit,
             DecisionSource.CheckBack)).IsOk);
 
+    /// <summary>
+    /// RocketMQ 4 clients name themselves <c>ip@pid</c>, so two live processes can share a client id (containers on
+    /// different hosts with the same bridge address and pid 1). Registering the second replaced the first, whose
+    /// connection still believed itself registered and never registered again: once the second left, the group had
+    /// no producer although the first was alive, and its halves were never checked.
+    /// </summary>
+    [Fact]
+    public async Task Two_live_connections_with_one_client_id_both_stay_in_the_group_until_each_leaves()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var older = new RecordingChannel("172.17.0.2@1");
+        var newer = new RecordingChannel("172.17.0.2@1");
+        using var r1 = h.Engine.Producers.Register("orders", older);
+        var r2 = h.Engine.Producers.Register("orders", newer);
+        Assert.Equal(2, h.Engine.Producers.CountLive("orders"));
+        r2.Dispose();                                   // the newer connection closes
+        Assert.Equal(1, h.Engine.Producers.CountLive("orders"));
+
+        var tx = await h.SendHalfAsync("orders", clientId: "172.17.0.2@1");
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(tx, Assert.Single(older.Checks).TransactionId);
+
+        // A dead channel is still replaced by a new one with its id (a reconnect), and the newest is asked first.
+        older.IsAlive = false;
+        var reconnected = new RecordingChannel("172.17.0.2@1");
+        using var r3 = h.Engine.Producers.Register("orders", reconnected);
+        Assert.Equal(1, h.Engine.Producers.CountLive("orders"));
+        Assert.Same(reconnected, h.Engine.Producers.Candidates("orders", "172.17.0.2@1")[0]);
+    }
+
     [Fact]
     public async Task The_check_after_an_unanswered_one_goes_to_another_live_instance_which_decides_the_half()
     {

@@ -23,9 +23,13 @@ public sealed class ProducerRegistry
         lock (_gate)
         {
             if (!_groups.TryGetValue(producerGroup, out var list)) _groups[producerGroup] = list = new();
-            // A reconnecting client id replaces its dead channel.
-            foreach (var old in list.Where(c => c.ClientId == channel.ClientId)) _unanswered.Remove(old);
-            list.RemoveAll(c => c.ClientId == channel.ClientId);
+            // A reconnecting client id replaces its dead channel. A live one stays: two connections can share a client
+            // id (RocketMQ 4 clients name themselves ip@pid, alike in containers on different hosts), and a connection
+            // dropped here never learned it and never registered again, so its group lost a live producer for good.
+            // (The gRPC front end ends an older stream with the same id before its successor registers.)
+            bool Replaced(ICheckBackChannel c) => ReferenceEquals(c, channel) || (c.ClientId == channel.ClientId && !c.IsAlive);
+            foreach (var old in list.Where(Replaced)) _unanswered.Remove(old);
+            list.RemoveAll(Replaced);
             list.Add(channel);
         }
         ProducerJoined?.Invoke(producerGroup);
@@ -65,7 +69,8 @@ public sealed class ProducerRegistry
             var ordered = new List<ICheckBackChannel>(list.Count);
             if (preferredClientId is not null)
             {
-                var preferred = list.Find(c => c.ClientId == preferredClientId);
+                // The newest channel of that id: an older one may be a connection that died silently.
+                var preferred = list.FindLast(c => c.ClientId == preferredClientId);
                 if (preferred is not null) ordered.Add(preferred);
             }
             for (int i = 0; i < list.Count; i++)
@@ -85,12 +90,13 @@ public sealed class ProducerRegistry
         }
     }
 
-    /// <summary>A check-back sent to <paramref name="clientId"/> got no answer before the half was due again.</summary>
+    /// <summary>A check-back sent to <paramref name="clientId"/> got no answer before the half was due again. Where
+    /// several connections share the id, the record is the newest one's, as it is the one asked first.</summary>
     public void NoteUnanswered(string producerGroup, string clientId)
     {
         lock (_gate)
         {
-            if (_groups.TryGetValue(producerGroup, out var list) && list.Find(c => c.ClientId == clientId) is { } channel)
+            if (_groups.TryGetValue(producerGroup, out var list) && list.FindLast(c => c.ClientId == clientId) is { } channel)
                 _unanswered[channel] = _unanswered.GetValueOrDefault(channel) + 1;
         }
     }
@@ -101,7 +107,7 @@ public sealed class ProducerRegistry
     {
         lock (_gate)
         {
-            if (_groups.TryGetValue(producerGroup, out var list) && list.Find(c => c.ClientId == clientId) is { } channel)
+            if (_groups.TryGetValue(producerGroup, out var list) && list.FindLast(c => c.ClientId == clientId) is { } channel)
                 _unanswered.Remove(channel);
         }
     }
@@ -110,7 +116,7 @@ public sealed class ProducerRegistry
     public int UnansweredChecks(string producerGroup, string clientId)
     {
         lock (_gate)
-            return _groups.TryGetValue(producerGroup, out var list) && list.Find(c => c.ClientId == clientId) is { } channel
+            return _groups.TryGetValue(producerGroup, out var list) && list.FindLast(c => c.ClientId == clientId) is { } channel
                 ? _unanswered.GetValueOrDefault(channel) : 0;
     }
 
