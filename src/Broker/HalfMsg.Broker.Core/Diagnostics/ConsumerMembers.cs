@@ -31,19 +31,51 @@ namespace HalfMsg.Broker.Core.Diagnostics
         private readonly object _lock = new();
         private readonly Dictionary<string, Dictionary<string, Member>> _groups = new(StringComparer.Ordinal);
 
-        /// <summary>A client acted for a group just now.</summary>
+        /// <summary>Client ids longer than this are not recorded (RocketMQ's are ip@instance, tens of characters).</summary>
+        public const int MaxClientIdLength = 1024;
+        /// <summary>How often <see cref="Seen"/> also forgets the members of every group not seen within
+        /// <see cref="ForgetAfter"/> (a look-up forgets its own group's at once).</summary>
+        public static readonly TimeSpan SweepEvery = TimeSpan.FromMinutes(1);
+
+        private DateTimeOffset _nextSweep = DateTimeOffset.MinValue;
+
+        /// <summary>Groups and members held now (tests).</summary>
+        internal (int Groups, int Members) Size
+        {
+            get { lock (_lock) return (_groups.Count, _groups.Values.Sum(m => m.Count)); }
+        }
+
+        /// <summary>
+        /// A client acted for a group just now. The front ends call this before the request is validated, so a name no
+        /// group can have (the engine's rule, 255 characters) is not recorded, and members of groups nobody looks up are
+        /// forgotten by a sweep: a client naming a new group on every call does not fill memory for good.
+        /// </summary>
         public void Seen(string group, string clientId, string protocol, string? address = null)
         {
-            if (string.IsNullOrEmpty(group) || string.IsNullOrEmpty(clientId)) return;
+            if (!BrokerEngine.IsValidName(group, 255) || string.IsNullOrEmpty(clientId) || clientId.Length > MaxClientIdLength) return;
             var now = _time.GetUtcNow();
             lock (_lock)
             {
+                if (now >= _nextSweep)
+                {
+                    ForgetStaleLocked(now - ForgetAfter);
+                    _nextSweep = now + SweepEvery;
+                }
                 if (!_groups.TryGetValue(group, out var members)) _groups[group] = members = new(StringComparer.Ordinal);
                 members[clientId] = members.TryGetValue(clientId, out var known)
                     ? known with { LastSeen = now, Protocol = protocol, Address = address ?? known.Address }
                     : new Member(clientId, protocol, now, now, address);
                 if (members.Count > MaxPerGroup)
                     members.Remove(members.Values.MinBy(m => m.LastSeen)!.ClientId);
+            }
+        }
+
+        private void ForgetStaleLocked(DateTimeOffset cutoff)
+        {
+            foreach (var (name, members) in _groups.ToList())
+            {
+                foreach (var stale in members.Values.Where(m => m.LastSeen < cutoff).ToList()) members.Remove(stale.ClientId);
+                if (members.Count == 0) _groups.Remove(name);
             }
         }
 
