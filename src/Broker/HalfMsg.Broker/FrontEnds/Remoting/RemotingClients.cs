@@ -7,10 +7,16 @@ namespace HalfMsg.Broker.FrontEnds.Remoting;
 /// queue locks of LOCK_BATCH_MQ. A change of a group's members sends NOTIFY_CONSUMER_IDS_CHANGED to its members, so
 /// they rebalance at once instead of at their next 20 s tick.
 /// </summary>
-internal sealed class RemotingClients(RemotingServer server)
+internal sealed class RemotingClients(RemotingServer server, TimeProvider? time = null)
 {
     /// <summary>RocketMQ's rebalance lock lease (REBALANCE_LOCK_MAX_LIVE_TIME, 60 s).</summary>
     private static readonly TimeSpan LockLease = TimeSpan.FromSeconds(60);
+    /// <summary>How often a lock request also drops every ended lock: clients name any group, topic and queue, and
+    /// without a sweep the table kept each one until restart.</summary>
+    internal static readonly TimeSpan SweepEvery = TimeSpan.FromMinutes(1);
+
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+    private DateTime _nextSweep = DateTime.MinValue;
 
     private sealed class Member
     {
@@ -111,10 +117,15 @@ internal sealed class RemotingClients(RemotingServer server)
     /// <summary>Locks each queue for <paramref name="clientId"/> unless another live client holds it; returns the queues now held.</summary>
     public List<(string Topic, string BrokerName, int QueueId)> Lock(string group, string clientId, IEnumerable<(string Topic, string BrokerName, int QueueId)> queues)
     {
-        var now = DateTime.UtcNow;
+        var now = _time.GetUtcNow().UtcDateTime;
         var ok = new List<(string, string, int)>();
         lock (_gate)
         {
+            if (now >= _nextSweep)
+            {
+                foreach (var ended in _locks.Where(l => l.Value.Until <= now).Select(l => l.Key).ToList()) _locks.Remove(ended);
+                _nextSweep = now + SweepEvery;
+            }
             foreach (var q in queues)
             {
                 var key = (group, q.Topic, q.QueueId);
@@ -124,6 +135,12 @@ internal sealed class RemotingClients(RemotingServer server)
             }
         }
         return ok;
+    }
+
+    /// <summary>Locks in the table, ended ones not yet swept included (tests).</summary>
+    internal int LockCount
+    {
+        get { lock (_gate) return _locks.Count; }
     }
 
     public void Unlock(string group, string clientId, IEnumerable<(string Topic, string BrokerName, int QueueId)> queues)
