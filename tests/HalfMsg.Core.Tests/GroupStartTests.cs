@@ -42,6 +42,50 @@ public sealed class GroupStartTests
         Assert.Equal(BrokerStatus.TopicNotFound, (await h.Engine.StartGroupAsync("g", "nope", GroupStartFrom.Earliest)).Status);
     }
 
+    /// <summary>
+    /// A reset forgets the group and starts it again at the target. Done as two steps, a receive of the group woken by
+    /// the forgetting re-created it at the earliest retained message before the second step ran: the group got every
+    /// message it had acked again, and the reset answered that the group already existed. One step now, so the woken
+    /// receive finds the group already at its new place.
+    /// </summary>
+    [Fact]
+    public async Task A_reset_to_latest_with_a_receive_waiting_delivers_nothing_the_group_had_acked()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        for (int i = 0; i < 4; i++) await SendAsync(h, $"old-{i}");
+        foreach (var m in await h.ReceiveWhenVisibleAsync("g", "events"))
+            Assert.True((await h.Engine.AckAsync("g", "events", m.ReceiptHandle)).IsOk);
+
+        for (int round = 0; round < 20; round++)
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            var waiting = h.Engine.ReceiveAsync(new ReceiveRequest
+            {
+                ConsumerGroup = "g", Topic = "events", InvisibleDuration = TimeSpan.FromSeconds(30), LongPollTimeout = TimeSpan.FromHours(1),
+            }, cts.Token).AsTask();
+            Assert.False(waiting.IsCompleted);
+            Assert.True((await h.Engine.ResetGroupAsync("g", "events", GroupStartFrom.Latest)).IsOk);
+            await SendAsync(h, $"new-{round}");
+            var got = await waiting;
+            Assert.True(got.IsOk, got.Error.ToString());
+            Assert.Equal(new[] { $"new-{round}" }, got.Messages.Select(m => m.Text()));
+            foreach (var m in got.Messages) Assert.True((await h.Engine.AckAsync("g", "events", m.ReceiptHandle)).IsOk);
+        }
+    }
+
+    [Fact]
+    public async Task A_reset_needs_the_group_on_that_topic_alone()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SendAsync(h, "one");
+        Assert.Equal(BrokerStatus.IllegalConsumerGroup, (await h.Engine.ResetGroupAsync("nobody", "events", GroupStartFrom.Latest)).Status);
+        Assert.Single(await h.ReceiveAsync("g", "events"));
+        Assert.True((await h.Engine.SendAsync(h.Draft("other", "x"))).IsOk);
+        Assert.Single(await h.ReceiveAsync("g", "other"));
+        Assert.Equal(BrokerStatus.BadRequest, (await h.Engine.ResetGroupAsync("g", "events", GroupStartFrom.Latest)).Status);
+        Assert.Equal(BrokerStatus.TopicNotFound, (await h.Engine.ResetGroupAsync("g", "nope", GroupStartFrom.Latest)).Status);
+    }
+
     [Fact]
     public async Task The_last_unknown_answer_of_a_check_back_is_shown_for_the_pending_half()
     {

@@ -62,4 +62,61 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
+    /// <summary>
+    /// Forgets a consumer group and starts it again on <paramref name="topic"/> at <paramref name="from"/>, durably, in
+    /// one hold of the engine lock: a receive of the group woken by the forgetting finds it already at its new place. As
+    /// two steps (<see cref="DeleteGroupAsync"/>, then <see cref="StartGroupAsync"/>) a receive in between re-created
+    /// the group at the earliest retained message, so it got everything it had acked again. The group must receive
+    /// from that topic alone (forgetting it drops its progress everywhere). Its leases end: their acks are refused as
+    /// stale.
+    /// </summary>
+    public async ValueTask<BrokerError> ResetGroupAsync(string group, string topic, GroupStartFrom from, long timestampMs = 0, CancellationToken ct = default)
+    {
+        int queues;
+        lock (_gate)
+        {
+            if (!_topics.TryGetValue(topic, out var t)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
+            if (ResetRefusalLocked(group, topic) is { } refused) return refused;
+            queues = t.Queues.Length;
+        }
+        var starts = new long[queues];
+        if (from == GroupStartFrom.Timestamp)
+        {
+            // Outside the lock, as a start's: the search reads bodies.
+            for (int q = 0; q < queues; q++) starts[q] = await SearchOffsetAsync(topic, q, timestampMs, ct).ConfigureAwait(false) ?? 0;
+        }
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        long address;
+        lock (_gate)
+        {
+            if (!_topics.TryGetValue(topic, out var t)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
+            if (ResetRefusalLocked(group, topic) is { } refused) return refused;
+            for (int q = 0; q < queues; q++)
+            {
+                var queue = t.Queues[q];
+                starts[q] = from switch
+                {
+                    GroupStartFrom.Earliest => queue.BaseOffset,
+                    GroupStartFrom.Latest => queue.NextOffset,
+                    _ => Math.Clamp(starts[q], queue.BaseOffset, queue.NextOffset),
+                };
+            }
+            new GroupDeletedRecord(group, NowMs).Write(_writer);
+            AppendAndApply();
+            new GroupStartedRecord(group, topic, starts).Write(_writer);
+            address = AppendAndApply();
+        }
+        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        _logger.LogInformation("Consumer group {Group} reset on {Topic} to {From}", group, topic, from);
+        return BrokerError.None;
+    }
+
+    private BrokerError? ResetRefusalLocked(string group, string topic)
+    {
+        if (!_groups.ContainsKey((group, topic)))
+            return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not known on topic '{topic}'");
+        if (_groups.Keys.Any(k => k.Group == group && k.Topic != topic))
+            return new(BrokerStatus.BadRequest, $"consumer group '{group}' also receives from other topics; a reset forgets it, which would drop its progress there too");
+        return null;
+    }
 }

@@ -178,10 +178,11 @@ public static class AdminApi
     /// <summary>
     /// reset-offset for a lease group (gRPC consumers: the broker keeps its progress, not the client): the group is
     /// forgotten and started again on the topic at the target (earliest, latest, or the first message at or after a
-    /// time), each step durable. Its in-flight leases end (their acks are refused as stale; the messages come again
-    /// per the new position). Refused when the group also receives from other topics, because forgetting it would
-    /// drop its progress there too. Not atomic: after a crash between the two steps the group is gone, and it starts
-    /// from the earliest retained message at its next receive, as any new group does.
+    /// time) in one hold of the engine lock (<see cref="BrokerEngine.ResetGroupAsync"/>), durably. Its in-flight leases
+    /// end (their acks are refused as stale; the messages come again per the new position). Refused when the group also
+    /// receives from other topics, because forgetting it would drop its progress there too. The two records go into the
+    /// log one after the other: a crash that keeps only the first leaves the group gone, and it starts from the earliest
+    /// retained message at its next receive, as any new group does.
     /// </summary>
     private static async Task<IResult> ResetLeaseGroupAsync(BrokerEngine engine, string group, string topic, string? to, long? atMs,
         BrokerEngine.GroupInfo lease, BrokerEngine.GroupTopicInfo before, CancellationToken ct)
@@ -189,11 +190,9 @@ public static class AdminApi
         if (lease.Topics.Count > 1)
             return Results.Json(new ErrorBody($"consumer group '{group}' also receives from {string.Join(", ", lease.Topics.Where(t => t.Topic != topic).Select(t => $"'{t.Topic}'"))}; "
                 + "a lease group is reset by forgetting and restarting it, which would drop its progress there too. Use a group per topic, or group delete and group start.", "Conflict"), statusCode: 409);
-        var deleted = await engine.DeleteGroupAsync(group, ct);
-        if (!deleted.IsOk) return ToResult(deleted, new { });
         var mode = atMs is not null ? GroupStartFrom.Timestamp : to == "latest" ? GroupStartFrom.Latest : GroupStartFrom.Earliest;
-        var started = await engine.StartGroupAsync(group, topic, mode, atMs ?? 0, ct);
-        if (!started.IsOk) return ToResult(started, new { });
+        var reset = await engine.ResetGroupAsync(group, topic, mode, atMs ?? 0, ct);
+        if (!reset.IsOk) return ToResult(reset, new { });
         var after = engine.FindGroup(group)?.Topics.FirstOrDefault(t => t.Topic == topic);
         var queues = before.Queues.Select(q => new
         {
