@@ -28,13 +28,16 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
         while (pos < to)
         {
             int length = ReadInt(pos);
+            long pageEnd = (pos / _pageSize + 1) * _pageSize;
             if (length < 0)
             {
-                pos += EntrySize(-length);                      // FasterLog commit record
+                // FasterLog commit record; one whose length leaves its page is damage (int.MinValue stays negative
+                // when negated: stepping by it went backwards).
+                if (!FitsPage(pos, -(long)length)) return new LogHole(pos, to);
+                pos += EntrySize(-length);
                 continue;
             }
             if (length > 0) return new LogHole(pos, to);        // an entry the scan never returned
-            long pageEnd = (pos / _pageSize + 1) * _pageSize;
             // Zero: legitimate only as padding at a page end that the next entry (at the page boundary) did not fit in.
             if (pageEnd > to || pageEnd == pos) return new LogHole(pos, to);
             int next = ReadInt(pageEnd);
@@ -90,7 +93,7 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
             while (p < to)
             {
                 int length = ReadInt(p);
-                if (length < 0) p += EntrySize(-length);       // FasterLog commit record
+                if (length < 0 && FitsPage(p, -(long)length)) p += EntrySize(-length); // FasterLog commit record
                 else if (length == 0 && p % _pageSize != 0) p = (p / _pageSize + 1) * _pageSize; // page-end padding
                 else if (length >= RecordHeader.Size && IsRecordAt(p, tail)) p += EntrySize(length);
                 else break;
@@ -106,8 +109,10 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
 
     private bool FindNextRecordExactly(long address, long to)
     {
+        // FasterLog never lets an entry cross a page: a length that does is damage, not a size to read (it may be
+        // any int, up to 2 GiB).
         int length = ReadInt(address);
-        if (length < RecordHeader.Size || address + 4 + length > to) return false;
+        if (length < RecordHeader.Size || address + 4 + length > to || !FitsPage(address, length)) return false;
         return RecordHeader.TryOpen(Read(address + 4, length), out _, out _, out _);
     }
 
@@ -134,6 +139,9 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
     }
 
     private static long EntrySize(int length) => 4 + ((length + 3L) & ~3L);
+
+    /// <summary>Whether an entry of <paramref name="length"/> bytes at <paramref name="address"/> ends within its page.</summary>
+    private bool FitsPage(long address, long length) => length >= 0 && address + 4 + length <= (address / _pageSize + 1) * _pageSize;
 
     private int ReadInt(long address)
     {
