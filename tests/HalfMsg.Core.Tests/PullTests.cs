@@ -57,6 +57,38 @@ public sealed class PullTests
         Assert.Equal(1L, one.NextBeginOffset);
     }
 
+    /// <summary>
+    /// A filtered pull scans a bounded number of entries per request. When the bound stops it with nothing matching
+    /// and more entries behind, it answers at once with where it stopped (the client pulls again from there), instead of
+    /// waiting out its long poll: a filtered consumer behind a million non-matching messages moved about 8,000 entries
+    /// per 15-30 s poll.
+    /// </summary>
+    [Fact]
+    public async Task A_filtered_pull_stopped_by_its_scan_bound_answers_at_once_with_where_it_stopped()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        const int skipped = 4200;
+        for (int i = 0; i < skipped; i += 200)
+            await Task.WhenAll(Enumerable.Range(i, 200).Select(n => h.Engine.SendAsync(h.Draft("T", $"b{n}", tag: "B").WithQueue(0)).AsTask()));
+        await h.Engine.SendAsync(h.Draft("T", "wanted", tag: "A").WithQueue(0));
+        Assert.True(TagFilter.TryParse("A", out var onlyA, out _));
+
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60)); // the fake clock never ends a long poll
+        long offset = 0;
+        var pulls = 0;
+        PullResult r;
+        do
+        {
+            r = await h.Engine.PullAsync("T", 0, offset, 32, onlyA, TimeSpan.FromHours(1), cts.Token);
+            Assert.True(r.NextBeginOffset > offset || r.Status == PullStatus.Found, $"no progress at {offset}");
+            offset = r.NextBeginOffset;
+            pulls++;
+        }
+        while (r.Status != PullStatus.Found);
+        Assert.Equal("wanted", Text(Assert.Single(r.Messages)));
+        Assert.InRange(pulls, 2, 3);
+    }
+
     [Fact]
     public async Task A_half_message_is_not_pullable_until_committed()
     {

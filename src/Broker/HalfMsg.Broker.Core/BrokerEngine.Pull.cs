@@ -87,6 +87,7 @@ public sealed partial class BrokerEngine
             var picked = new List<(long Address, long Offset, int Size)>();
             Task signal;
             long min, max, next;
+            bool scanBound = false;
             lock (_gate)
             {
                 if (!_topics.TryGetValue(topic, out var t) || queueId < 0 || queueId >= t.Queues.Length)
@@ -102,8 +103,9 @@ public sealed partial class BrokerEngine
                 // The bodies go out in one frame, and the Java 4 client drops a connection whose frame exceeds 16 MiB
                 // (then pulls the same offset again): stop at the receive's byte budget, one message always fits.
                 long bytes = 0;
-                for (int scanned = 0; next < max && picked.Count < maxMessages && scanned < MaxPullScan; scanned++)
+                for (int scanned = 0; next < max && picked.Count < maxMessages; scanned++)
                 {
+                    if (scanned == MaxPullScan) { scanBound = true; break; }
                     if (!queue.TryGet(next, out var entry) || entry.VisibleAt >= durable) break;
                     // A hole (damaged or expired position) is skipped like a filtered-out entry.
                     if (!entry.IsHole && filter.Matches(entry.Tag))
@@ -144,8 +146,9 @@ public sealed partial class BrokerEngine
                 if (messages.Count > 0) return new(PullStatus.Found, messages, next, min, max);
             }
             var remaining = deadline - _time.GetTimestamp();
-            // Filtered-out entries are skipped for good: the next pull starts after them.
-            if (remaining <= 0) return new(PullStatus.NoNewMessage, [], next, min, max);
+            // Filtered-out entries are skipped for good: the next pull starts after them. A scan stopped by its bound
+            // with more entries behind answers at once, so the client goes on from there without a long poll between.
+            if (remaining <= 0 || (scanBound && picked.Count == 0)) return new(PullStatus.NoNewMessage, [], next, min, max);
             offset = next;
             try
             {
