@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 
 namespace HalfMsg.Core.Tests;
 
@@ -212,6 +213,78 @@ public sealed class RetentionTests
         h.Clock.Advance(TimeSpan.FromHours(1));
         h.Engine.RunSweep();
         Assert.Equal("delayed", Assert.Single(await h.ReceiveWhenVisibleAsync("c", "later")).Text());
+    }
+
+    [Fact]
+    public async Task A_half_and_a_delayed_message_moved_by_eleven_cuts_keep_their_bodies_also_when_the_last_move_is_replayed()
+    {
+        // Storage review, finding 1: each move wrapped the record at the body's current address, which after the first
+        // move is itself a wrapper, so the nesting grew by one per cut; readers unwrap at most 8 levels, and after the
+        // eighth move neither a check-back nor a receive could read the body. A pending half and a delayed message not
+        // yet due are moved by every cut (the contract above), so both must still read whole after many.
+        await using var h = await EngineHarness.StartAsync();
+        var half = await h.SendHalfAsync("orders", "the half");
+        long dueAt = h.Clock.GetUtcNow().AddHours(1).ToUnixTimeMilliseconds();
+        Assert.True((await h.Engine.SendAsync(h.Draft("later", "the delayed", deliverAt: dueAt))).IsOk);
+        for (int cut = 0; cut < 10; cut++)
+        {
+            await h.SendNormalAsync("filler", $"f{cut}");
+            Assert.Equal(2, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress));
+        }
+
+        // The eleventh move is left for recovery to replay: keep the checkpoints as they are just before it, so the
+        // restart loads a checkpoint that still has the bodies at their tenth place.
+        await h.SendNormalAsync("filler", "f10");
+        long boundary = h.Engine.LogTailAddress;
+        await h.Engine.CheckpointAsync();
+        string checkpoints = Path.Combine(h.DataDir, "checkpoints"), saved = checkpoints + "-before-the-last-cut";
+        Directory.CreateDirectory(saved);
+        foreach (var file in Directory.GetFiles(checkpoints)) File.Copy(file, Path.Combine(saved, Path.GetFileName(file)));
+        Assert.Equal(2, await h.Engine.TruncateBeforeAsync(boundary));
+        long movedTo = h.Engine.FindTransaction(half)!.LogAddress;
+        Assert.True(movedTo >= boundary);
+
+        var p1 = new RecordingChannel("p1");
+        using (h.Engine.Producers.Register("orders", p1))
+        {
+            h.Clock.Advance(TimeSpan.FromSeconds(7));
+            Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+            Assert.Equal("the half", System.Text.Encoding.UTF8.GetString(Assert.Single(p1.Checks).HalfMessage.Body.Span));
+        }
+
+        await h.Engine.DisposeAsync();
+        Directory.Delete(checkpoints, recursive: true);
+        Directory.Move(saved, checkpoints);
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.True(h.Engine.Metrics.ReplayedRecords > 0, "the restart replayed the last cut's moves");
+        Assert.Equal(movedTo, h.Engine.FindTransaction(half)!.LogAddress);
+        Assert.Equal(Broker.Core.Diagnostics.HealthStatus.Healthy, h.Engine.Health.Status);
+
+        Assert.True((await h.Engine.EndTransactionAsync(half, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.Equal("the half", Assert.Single(await h.ReceiveWhenVisibleAsync("c", "orders")).Text());
+        h.Clock.Advance(TimeSpan.FromHours(1));
+        h.Engine.RunSweep();
+        Assert.Equal("the delayed", Assert.Single(await h.ReceiveWhenVisibleAsync("c", "later")).Text());
+    }
+
+    [Fact]
+    public async Task Wrappers_nested_by_earlier_versions_are_still_read_and_a_move_carries_only_the_original()
+    {
+        // Logs written before moves stopped nesting hold bodies wrapped once per move. Readers unwrap 7 wrappers (what
+        // 7 moves left); a move carries the innermost record whatever the depth, so such a body is flat again after
+        // its next move, even one nested too deep to read.
+        await using var h = await EngineHarness.StartAsync();
+        var w = new RecordWriter();
+        MessageStoredRecord.Write(w, 0, 0, MessageKind.Normal, -1, h.Draft("orders", "nested"), storeMs: 1);
+        byte[] original = w.Seal().ToArray(), record = original;
+        for (int depth = 1; depth <= 9; depth++)
+        {
+            BodyRelocatedRecord.Write(w, previous: depth * 1000, halfTx: null, delayed: false, [("orders", 0, 0L)], record);
+            record = w.Seal().ToArray();
+            if (depth <= 7)
+                Assert.Equal("nested", System.Text.Encoding.UTF8.GetString(h.Engine.DecodeStoredMessage(record, "orders", 0, 0)!.Body.Span));
+            Assert.Equal(original, BrokerEngine.OriginalOf(record).ToArray());
+        }
     }
 
     [Fact]

@@ -568,6 +568,8 @@ public sealed partial class BrokerEngine
     {
         try
         {
+            // A move wraps the original record, never a wrapper (OriginalOf), so this version writes one level. The 8
+            // steps still read the 7 wrappers that 7 moves left in logs of earlier versions, which wrapped the wrapper.
             for (int depth = 0; depth < 8; depth++)
             {
                 if (!RecordHeader.TryOpen(bytes, out var kind, out var r, out var error))
@@ -595,7 +597,7 @@ public sealed partial class BrokerEngine
                         return null;
                 }
             }
-            _logger.LogError("Stored message is relocated more than 8 times");
+            _logger.LogError("Stored message is wrapped in 8 or more BodyRelocated records (written by an earlier version; its next move unwraps it)");
             return null;
         }
         catch (InvalidDataException ex)

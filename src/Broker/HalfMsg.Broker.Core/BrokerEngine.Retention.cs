@@ -159,13 +159,37 @@ public sealed partial class BrokerEngine
     /// Appends a BodyRelocated record for the references that still point at <paramref name="address"/> now (the state
     /// may have moved on since they were collected; the next round sees any new one). Caller holds the lock.
     /// </summary>
-    private bool Relocate(long address, List<LiveRef> refs, byte[] original)
+    private bool Relocate(long address, List<LiveRef> refs, byte[] current)
     {
         var targets = _retention.StillPointingAt(address, refs);
         if (targets.IsEmpty) return false;
-        BodyRelocatedRecord.Write(_writer, address, targets.HalfTransactionId, targets.Delayed, targets.QueueRefs, original);
+        BodyRelocatedRecord.Write(_writer, address, targets.HalfTransactionId, targets.Delayed, targets.QueueRefs, OriginalOf(current));
         AppendAndApply();
         return true;
+    }
+
+    /// <summary>
+    /// The body record (MessageStored or HalfStored) inside <paramref name="record"/>: the record itself, or, when a
+    /// cut moved it before, what its BodyRelocated wrapper carries. A move wraps this, never the wrapper: otherwise the
+    /// nesting would grow by one level per cut, past the depth readers unwrap (a pending half or a delayed message is
+    /// moved by every cut of its life). Wrappers nested by versions that did wrap the wrapper are unwrapped whole, so
+    /// their next move flattens them too. Each carried record is a strict part of the one around it, so the loop ends;
+    /// anything that does not open as a wrapper is carried as it is, and readers report it.
+    /// </summary>
+    internal static ReadOnlySpan<byte> OriginalOf(ReadOnlySpan<byte> record)
+    {
+        while (RecordHeader.TryOpen(record, out var kind, out var r, out _) && kind == RecordKind.BodyRelocated)
+        {
+            try
+            {
+                record = BodyRelocatedRecord.Read(ref r).Original;
+            }
+            catch (Exception ex) when (ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
+            {
+                break;
+            }
+        }
+        return record;
     }
 
     /// <summary>
