@@ -14,6 +14,7 @@ public sealed partial class BrokerEngine
     private void Recover()
     {
         var sw = Stopwatch.StartNew();
+        _checkpoints.DeleteInterruptedWrites();
         long begin = _log.BeginAddress;
         long? loaded;
         lock (_gate) loaded = _checkpointer.LoadLatest();

@@ -13,6 +13,7 @@ internal sealed class CheckpointStore(string directory, ILogger logger)
 {
     private const string Prefix = "checkpoint-";
     private const string Suffix = ".bin";
+    private const string TemporarySuffix = ".tmp";
 
     public string Directory { get; } = directory;
 
@@ -21,6 +22,31 @@ internal sealed class CheckpointStore(string directory, ILogger logger)
     {
         if (!System.IO.Directory.Exists(Directory)) return [];
         return System.IO.Directory.GetFiles(Directory, Prefix + "*" + Suffix).OrderDescending(StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>
+    /// Deletes the temporary files of checkpoint writes a crash interrupted (<c>checkpoint-&lt;covered&gt;.bin.tmp</c>):
+    /// each can be as large as a checkpoint, and its name is reused only for the same covered address, so a crash loop
+    /// would leak disk without bound. Only names this store writes are deleted. Call once at start, with the data
+    /// directory locked: no write of this store's is under way then, and no other broker's can be.
+    /// </summary>
+    public void DeleteInterruptedWrites()
+    {
+        if (!System.IO.Directory.Exists(Directory)) return;
+        foreach (var tmp in System.IO.Directory.GetFiles(Directory, Prefix + "*" + Suffix + TemporarySuffix))
+        {
+            // The pattern's * matches anything ("checkpoint-old.bin.tmp" too): only a checkpoint's own name plus the suffix is ours.
+            if (!TryParseCovered(tmp[..^TemporarySuffix.Length], out _)) continue;
+            try
+            {
+                File.Delete(tmp);
+                logger.LogInformation("Deleted {File}, left by a checkpoint write that did not complete", tmp);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                logger.LogWarning(ex, "Could not delete {File}, left by a checkpoint write that did not complete", tmp);
+            }
+        }
     }
 
     /// <summary>A checkpoint being written: content goes to a temporary file until <see cref="CompleteAsync"/>.</summary>
@@ -41,7 +67,7 @@ internal sealed class CheckpointStore(string directory, ILogger logger)
     {
         System.IO.Directory.CreateDirectory(Directory);
         string final = Path.Combine(Directory, $"{Prefix}{covered:x16}{Suffix}");
-        string tmp = final + ".tmp";
+        string tmp = final + TemporarySuffix;
         return new Pending(new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1, FileOptions.None), tmp, final);
     }
 
