@@ -160,4 +160,85 @@ public sealed class MaxMessageSizeTests
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
     }
+
+    [Fact]
+    public async Task A_new_log_directory_holding_lost_and_found_and_a_stray_file_gets_the_layout_of_a_new_log()
+    {
+        // Storage review, finding 6: any entry in a log directory without a layout file was taken for a log written
+        // before the file existed (4 MiB pages), so a freshly formatted mount of its own (ext4 puts lost+found there)
+        // refused the default 4 MiB maximum message size. Neither entry is FasterLog's.
+        var dir = Path.Combine(Path.GetTempPath(), "halfmsg-layout-" + Guid.NewGuid().ToString("N")[..12]);
+        var options = new CoreOptions { DataDir = dir, SegmentSizeBits = 22, MemorySizeBits = 23 };
+        string log = Path.Combine(dir, "log");
+        Directory.CreateDirectory(Path.Combine(log, "lost+found"));
+        File.WriteAllText(Path.Combine(log, ".write-probe-1-left-by-a-kill-9"), "");
+        try
+        {
+            await using (var engine = await BrokerEngine.OpenAsync(options, startBackgroundLoops: false))
+            {
+                var sent = await engine.SendAsync(new MessageDraft { Topic = "t", MessageId = "m1", Body = new byte[FourMiB] });
+                Assert.True(sent.IsOk, sent.Error.ToString());
+            }
+            Assert.Contains($"page-size-bits={RecordLimits.PageSizeBitsFor(FourMiB)}", File.ReadAllText(Path.Combine(log, LogLayout.FileName)));
+            Assert.True(Directory.Exists(Path.Combine(log, "lost+found")));
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    public async Task A_log_written_before_the_layout_file_existed_is_still_taken_for_one_with_4_MiB_pages()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "halfmsg-layout-" + Guid.NewGuid().ToString("N")[..12]);
+        var options = new CoreOptions { DataDir = dir, MaxMessageSize = 1 << 20, SegmentSizeBits = 22, MemorySizeBits = 23 };
+        string log = Path.Combine(dir, "log");
+        try
+        {
+            // A log with 4 MiB pages, as FasterLog and the commit manager leave it, then without its layout file.
+            await using (var engine = await BrokerEngine.OpenAsync(options, startBackgroundLoops: false))
+                Assert.True((await engine.SendAsync(new MessageDraft { Topic = "t", MessageId = "m1", Body = new byte[1 << 20] })).IsOk);
+            File.Delete(Path.Combine(log, LogLayout.FileName));
+            Directory.CreateDirectory(Path.Combine(log, "lost+found"));
+
+            var ex = await Assert.ThrowsAsync<LogLayoutException>(() => BrokerEngine.OpenAsync(options with { MaxMessageSize = FourMiB }, startBackgroundLoops: false));
+            Assert.Contains("4 MiB pages", ex.Message);
+            await using (var engine = await BrokerEngine.OpenAsync(options, startBackgroundLoops: false))
+            {
+                var got = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = "t", BatchSize = 8, InvisibleDuration = TimeSpan.FromSeconds(30) });
+                Assert.Equal(1 << 20, Assert.Single(got.Messages).Message.Body.Length);
+            }
+            Assert.Contains($"page-size-bits={LogLayout.LegacyPageSizeBits}", File.ReadAllText(Path.Combine(log, LogLayout.FileName)));
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    [Theory]
+    [InlineData("broker.log.0", false, true)]   // a FasterLog segment of the broker's device
+    [InlineData("commit-meta", false, true)]    // SlotLogCommitManager's slots
+    [InlineData("log-commits", true, true)]     // FASTER's own commit manager, before SlotLogCommitManager
+    [InlineData("lost+found", true, false)]     // a freshly formatted ext4 mount
+    [InlineData(".write-probe-1-x", false, false)] // OpenAsync's writability probe, left by a kill -9
+    [InlineData("layout.tmp", false, false)]    // a layout write a crash interrupted
+    [InlineData("broker.log", false, false)]    // not a segment (segments are numbered)
+    public void Only_what_fasterlog_and_its_commit_manager_write_marks_a_log_from_before_the_layout_file(string entry, bool directory, bool legacy)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "halfmsg-layout-" + Guid.NewGuid().ToString("N")[..12]);
+        try
+        {
+            if (directory) Directory.CreateDirectory(Path.Combine(dir, entry));
+            else { Directory.CreateDirectory(dir); File.WriteAllText(Path.Combine(dir, entry), ""); }
+            // The default maximum needs 8 MiB pages: a legacy log (4 MiB) refuses it, a new one gets them.
+            if (legacy) Assert.Throws<LogLayoutException>(() => LogLayout.Resolve(dir, RecordLog.DefaultMaxRecordSize));
+            else Assert.Equal(RecordLimits.PageSizeBitsFor(FourMiB), LogLayout.Resolve(dir, RecordLog.DefaultMaxRecordSize));
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
 }

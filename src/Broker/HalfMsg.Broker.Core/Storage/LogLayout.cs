@@ -29,7 +29,7 @@ internal static class LogLayout
         {
             bits = Parse(path);
         }
-        else if (Directory.EnumerateFileSystemEntries(directory).Any(e => Path.GetFileName(e) != FileName + ".tmp"))
+        else if (Directory.EnumerateFileSystemEntries(directory).Any(e => IsLogFile(Path.GetFileName(e))))
         {
             bits = LegacyPageSizeBits;
         }
@@ -49,6 +49,20 @@ internal static class LogLayout
         }
         if (!File.Exists(path)) Write(directory, bits);
         return bits;
+    }
+
+    /// <summary>
+    /// Whether a directory entry is evidence of a log written before the layout file: a FasterLog segment
+    /// (<c>broker.log.N</c>), <see cref="SlotLogCommitManager"/>'s <c>commit-meta</c>, or FASTER's own commit files
+    /// (<c>log-commits</c>). Nothing else is: the log may have a mount of its own, and a freshly formatted one holds
+    /// <c>lost+found</c>; a kill -9 may leave the start's write probe or <c>layout.tmp</c>.
+    /// </summary>
+    private static bool IsLogFile(string name)
+    {
+        if (name is SlotLogCommitManager.FileName or RecordLog.LegacyCommitsDirectory) return true;
+        string segmentPrefix = RecordLog.DeviceFileName + ".";
+        return name.Length > segmentPrefix.Length && name.StartsWith(segmentPrefix, StringComparison.Ordinal)
+            && name.AsSpan(segmentPrefix.Length).IndexOfAnyExceptInRange('0', '9') < 0;
     }
 
     private static int Parse(string path)

@@ -73,6 +73,11 @@ public sealed class RecordLog : IAsyncDisposable
         _commitLoop = Task.Run(CommitLoopAsync);
     }
 
+    /// <summary>The log device's file name: FasterLog stores segment N as <c>broker.log.N</c> beside it.</summary>
+    internal const string DeviceFileName = "broker.log";
+    /// <summary>Where FASTER's own commit manager (used before <see cref="SlotLogCommitManager"/>) kept its commit files.</summary>
+    internal const string LegacyCommitsDirectory = "log-commits";
+
     /// <summary>The largest record of a broker with the default maximum message size (4 MiB).</summary>
     public const int DefaultMaxRecordSize = 4 * 1024 * 1024 + RecordLimits.MaxRecordOverhead;
     /// <summary>A commit that takes longer than this is a storage failure (FASTER's commit has been seen to hang).</summary>
@@ -93,7 +98,7 @@ public sealed class RecordLog : IAsyncDisposable
     {
         Directory.CreateDirectory(directory);
         if (pageSizeBits < 0) pageSizeBits = RecordLimits.PageSizeBitsForRecord(DefaultMaxRecordSize);
-        IDevice device = Devices.CreateLogDevice(Path.Combine(directory, "broker.log"), preallocateFile: false, deleteOnClose: false, recoverDevice: true);
+        IDevice device = Devices.CreateLogDevice(Path.Combine(directory, DeviceFileName), preallocateFile: false, deleteOnClose: false, recoverDevice: true);
         if (wrapDevice is not null) device = wrapDevice(device);
         // Fast-commit mode writes each commit's metadata into the log itself, so FASTER's commit file per commit
         // (create, write through, delete the previous) is not needed: SlotLogCommitManager overwrites one of two slots
@@ -101,7 +106,7 @@ public sealed class RecordLog : IAsyncDisposable
         // (FASTER's own throttle, fastCommitThrottleFreq, was reverted once because CommitAsync then hung now and then:
         // a commit whose page flush, an epoch action, was never drained. The throttle only made that window more
         // likely; CommitWithinBoundAsync now refreshes the epoch when a commit is stuck.)
-        string legacyCommits = Path.Combine(directory, "log-commits");
+        string legacyCommits = Path.Combine(directory, LegacyCommitsDirectory);
         DeviceLogCommitCheckpointManager? legacy = Directory.Exists(legacyCommits)
             ? new DeviceLogCommitCheckpointManager(new LocalStorageNamedDeviceFactory(), new DefaultCheckpointNamingScheme(directory), removeOutdated: false)
             : null;
