@@ -30,6 +30,11 @@ public sealed record GrpcV5Options
     /// lets more pile up is not reading: its session is ended and it stops receiving check-backs.</summary>
     public long MaxTelemetryQueuedBytes { get; init; } = 16 * 1024 * 1024;
 
+    /// <summary>The effective bound of a Telemetry stream's queue: <see cref="MaxTelemetryQueuedBytes"/>, or twice
+    /// <see cref="MaxReceiveMessageSize"/> when that is larger, so a check for the largest message the broker accepts
+    /// always fits (a check that cannot ended the stream without counting, on every pass).</summary>
+    public long TelemetryQueueBudget => Math.Max(MaxTelemetryQueuedBytes, 2L * MaxReceiveMessageSize);
+
     /// <summary>Failed-signature log lines (Debug) allowed per minute; further failures are only counted.</summary>
     public int AuthFailureLogsPerMinute { get; init; } = 10;
 

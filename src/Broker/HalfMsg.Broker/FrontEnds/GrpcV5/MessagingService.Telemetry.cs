@@ -29,7 +29,7 @@ internal sealed partial class MessagingService
             return;
         }
 
-        var session = new TelemetrySession(clientId, _options.MaxTelemetryQueuedBytes);
+        var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget);
         _sessions.Add(session);
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Ended);
         Task writer = session.RunWriterAsync(responseStream, context.CancellationToken);
