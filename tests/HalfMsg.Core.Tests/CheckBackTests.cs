@@ -1,5 +1,8 @@
+using System.Collections.Concurrent;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
+using HalfMsg.Broker.Core.Transactions;
 
 namespace HalfMsg.Core.Tests;
 
@@ -125,6 +128,77 @@ public sealed class CheckBackTests
         for (int i = 0; i < 5; i++) { h.Clock.Advance(TimeSpan.FromSeconds(31)); await h.Engine.RunCheckPassAsync(); }
         Assert.Empty(p2.Checks);
         Assert.Single(await h.ReceiveAsync("g", "orders"));
+    }
+
+    /// <summary>
+    /// A producer instance that, on its first check-back, decides another transaction: what a producer's own late
+    /// EndTransaction does while the pass is still working through the halves it took (one disk read each).
+    /// </summary>
+    private sealed class DecidingChannel(string clientId, Func<ValueTask<DecisionResult>> onFirstCheck) : ICheckBackChannel
+    {
+        public string ClientId { get; } = clientId;
+        public bool IsAlive => true;
+        public ConcurrentQueue<CheckBackRequest> Checks { get; } = new();
+        public Task<DecisionResult>? Decision { get; private set; }
+        public bool TrySendCheck(CheckBackRequest request)
+        {
+            Checks.Enqueue(request);
+            // The decision is applied before its durable wait; only that wait is left for the test to await.
+            Decision ??= onFirstCheck().AsTask();
+            return true;
+        }
+    }
+
+    [Fact]
+    public async Task A_half_decided_after_the_pass_took_it_gets_no_check_back_and_is_not_counted_as_checked()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var tx1 = await h.SendHalfAsync("orders");
+        h.Clock.Advance(TimeSpan.FromSeconds(1));                // tx1 is due first, so the pass handles it first
+        var tx2 = await h.SendHalfAsync("orders");
+        var p = new DecidingChannel("p1", () => h.Engine.EndTransactionAsync(tx2, null, TransactionResolution.Commit, DecisionSource.Client));
+        using var reg = h.Engine.Producers.Register("orders", p);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+
+        // The pass takes both halves; tx2 is committed while the pass is on tx1.
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(tx1, Assert.Single(p.Checks).TransactionId);
+        Assert.True((await p.Decision!).IsOk);
+        Assert.Equal(1, h.Engine.Metrics.ChecksSent);
+        Assert.Equal(1, h.Engine.FindTransaction(tx1)!.Checks);
+        Assert.Null(h.Engine.FindTransaction(tx2));
+
+        // Nothing in the log says tx2 was checked (replay would not show it: a check of a decided half applies to nothing).
+        await h.Engine.DisposeAsync();
+        var checkedTxs = CheckedTransactionsInLog(h);
+        await h.RestartAfterDeletedCheckpointAsync();            // the harness disposes an open engine
+        Assert.Equal([tx1], checkedTxs);
+    }
+
+    /// <summary>The transaction id of every TxChecked record in the (closed) log, in log order.</summary>
+    private static List<string> CheckedTransactionsInLog(EngineHarness h)
+    {
+        var found = new List<string>();
+        var log = new RecordLog(Path.Combine(h.DataDir, "log"), h.Options.Flush, h.Options.AsyncFlushInterval, h.Options.SegmentSizeBits, h.Options.MemorySizeBits);
+        try
+        {
+            var collector = new CheckedCollector(found);
+            log.Replay(log.BeginAddress, ref collector);
+        }
+        finally
+        {
+            log.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+        return found;
+    }
+
+    private struct CheckedCollector(List<string> found) : IRecordConsumer
+    {
+        public void Consume(ReadOnlySpan<byte> record, long address)
+        {
+            if (RecordHeader.TryOpen(record, out var kind, out var r, out _) && kind == RecordKind.TxChecked)
+                found.Add(TxCheckedRecord.Read(ref r).TransactionId);
+        }
     }
 
     [Fact]

@@ -319,22 +319,32 @@ public sealed partial class BrokerEngine
                 var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1 };
                 using var span = BrokerTracing.StartCheckBack(request); // trace hook (issue 12)
                 ICheckBackChannel? accepted = null;
-                foreach (var channel in candidates)
+                // The pass took this half k disk reads ago; a commit or rollback may have come in since. Liveness is
+                // read, the check queued and its record written in one hold of the lock every decision takes, so a
+                // decided half gets no check-back, and a decision after this point came after the check was queued.
+                // Sending under the lock is safe: TrySendCheck only queues (a non-blocking TryWrite on both front-ends;
+                // the Remoting frame builder re-enters this lock on the same thread) and never awaits.
+                lock (_gate)
                 {
-                    // A channel that died since the lookup refuses; the check goes to the next live instance, not lost.
-                    if (channel.IsAlive && channel.TrySendCheck(request)) { accepted = channel; break; }
+                    if (!_txs.IsLive(half)) continue; // decided meanwhile: nothing to check, nothing to reschedule
+                    foreach (var channel in candidates)
+                    {
+                        // A channel that died since the lookup refuses; the check goes to the next live instance, not lost.
+                        if (channel.IsAlive && channel.TrySendCheck(request)) { accepted = channel; break; }
+                    }
+                    // Still live unless the channel itself decided it while queueing (re-entering this lock): then
+                    // the check went out before the decision, and the half has nothing left to record.
+                    if (accepted is not null && _txs.IsLive(half))
+                    {
+                        long now = NowMs;
+                        new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
+                        AppendAndApply();
+                        half.LastCheckedClientId = accepted.ClientId;
+                        Metrics.ChecksSent++;
+                    }
                 }
                 if (accepted is null) { retryLater.Add(half); continue; }
                 sent++;
-                lock (_gate)
-                {
-                    if (!_txs.IsLive(half)) continue; // decided meanwhile
-                    long now = NowMs;
-                    new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
-                    AppendAndApply();
-                    half.LastCheckedClientId = accepted.ClientId;
-                    Metrics.ChecksSent++;
-                }
                 _logger.LogDebug("Check-back {Number} of transaction {TransactionId} sent to {ClientId}", request.CheckNumber, half.TransactionId, accepted.ClientId);
             }
         }
