@@ -128,9 +128,9 @@ public static class MessageLookup
         if (m is null || m.MessageId != e.MessageId) return null;
         var (encoding, text, truncated) = BodyPreview(m.Body.Span);
         return new Preview(m.MessageId, m.Topic, m.QueueId >= 0 ? m.QueueId : null, m.QueueOffset >= 0 ? m.QueueOffset : null, m.Kind.ToString(), m.Tag, m.Keys,
-            m.TransactionId, m.BornTimestampMs > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(m.BornTimestampMs) : null, m.BornHost,
-            DateTimeOffset.FromUnixTimeMilliseconds(m.StoreTimestampMs), m.MessageGroup,
-            m.DeliveryTimestampMs is long at ? DateTimeOffset.FromUnixTimeMilliseconds(at) : null, m.OriginalTopic,
+            m.TransactionId, m.BornTimestampMs > 0 ? UnixTime.ToDateTimeOffset(m.BornTimestampMs) : null, m.BornHost,
+            UnixTime.ToDateTimeOffset(m.StoreTimestampMs), m.MessageGroup,
+            m.DeliveryTimestampMs is long at ? UnixTime.ToDateTimeOffset(at) : null, m.OriginalTopic,
             m.Properties, m.Body.Length, encoding, text, truncated);
     }
 

@@ -110,9 +110,10 @@ internal static class V5MessageConverter
                 MessageKind.Transaction => MessageType.Transaction,
                 _ => MessageType.Normal,
             },
-            BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeMilliseconds(stored.BornTimestampMs)),
+            // Read back from the log: a time written before sends were checked may be out of range (UnixTime).
+            BornTimestamp = Timestamp.FromDateTimeOffset(UnixTime.ToDateTimeOffset(stored.BornTimestampMs)),
             BornHost = stored.BornHost ?? string.Empty,
-            StoreTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeMilliseconds(stored.StoreTimestampMs)),
+            StoreTimestamp = Timestamp.FromDateTimeOffset(UnixTime.ToDateTimeOffset(stored.StoreTimestampMs)),
             QueueId = stored.QueueId,
             QueueOffset = stored.QueueOffset,
             Keys = { stored.Keys },
@@ -129,7 +130,7 @@ internal static class V5MessageConverter
 
         if (stored.DeliveryTimestampMs is { } due)
         {
-            sp.DeliveryTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeMilliseconds(due));
+            sp.DeliveryTimestamp = Timestamp.FromDateTimeOffset(UnixTime.ToDateTimeOffset(due));
         }
 
         if (stored.OriginalTopic is not null)

@@ -22,6 +22,15 @@ internal sealed partial class RemotingDispatcher
         if (string.IsNullOrEmpty(topic)) { error = Missing(r, "topic"); return false; }
         int Int(string v1, string v2, int fallback) => int.TryParse(r.Get(v1, v2), NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) ? v : fallback;
         long born = long.TryParse(r.Get("bornTimestamp", "g"), NumberStyles.Integer, CultureInfo.InvariantCulture, out long b) ? b : 0;
+        // Apache stores any long here, but every reader of this broker shows it as a time (gRPC born_timestamp, check-backs,
+        // the admin page), and gRPC refuses a born_timestamp outside the same years. MESSAGE_ILLEGAL is what a bad message
+        // gets (as a bad zlib body does); the Java producer reports it at once instead of retrying.
+        if (!UnixTime.IsShowable(born))
+        {
+            error = Error(r, ResponseCode.MessageIllegal,
+                $"bornTimestamp {born} is not a time between the years 1 and 9999 (Unix milliseconds {UnixTime.MinMs} to {UnixTime.MaxMs})");
+            return false;
+        }
         header = new SendHeader(group, topic, Int("queueId", "e", -1), Int("sysFlag", "f", 0), born, Int("flag", "h", 0),
             r.Get("properties", "i"), Int("reconsumeTimes", "j", 0), Int("maxReconsumeTimes", "l", 16));
         return true;
