@@ -19,6 +19,11 @@ public sealed record RemotingOptions
     public long MaxInFlightBytesPerConnection { get; init; } = 64L * 1024 * 1024;
     /// <summary>Responses and broker-initiated requests queued for one connection before it is considered stuck.</summary>
     public int OutboundQueueCapacity { get; init; } = 1024;
+    /// <summary>Bytes of check-backs (each carries its whole half) queued for one connection and not yet flushed; one
+    /// more is refused. At least <see cref="MaxFrameLength"/>, so a check for the largest message always fits.</summary>
+    public long MaxQueuedCheckBackBytes { get; init; } = 16L * 1024 * 1024;
+    /// <summary>The effective <see cref="MaxQueuedCheckBackBytes"/>.</summary>
+    public long CheckBackQueueBudget => Math.Max(MaxQueuedCheckBackBytes, MaxFrameLength);
     /// <summary>A connection that sends nothing for this long is closed (RocketMQ's channel expiry, 120 s; clients heartbeat every 30 s).</summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);
     /// <summary>Upper bound of a PULL_MESSAGE long poll, whatever the client asks.</summary>

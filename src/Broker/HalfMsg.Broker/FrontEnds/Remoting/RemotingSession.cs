@@ -18,7 +18,13 @@ internal sealed class RemotingSession : ICheckBackChannel
 {
     private readonly IDuplexPipe _transport;
     private readonly RemotingServer _server;
-    private readonly Channel<RemotingCommand> _outbound;
+    private readonly Channel<Outbound> _outbound;
+    // Bytes of check-backs queued and not yet flushed to the socket: each carries a whole half, and a connection that
+    // keeps its producer registered but never reads could otherwise hold OutboundQueueCapacity of them.
+    private long _queuedCheckBytes;
+
+    /// <summary>A frame to write; <see cref="CheckBytes"/> counts against the check-back byte bound until it is flushed.</summary>
+    private readonly record struct Outbound(RemotingCommand Command, int CheckBytes);
     private readonly SemaphoreSlim _outstanding;
     private readonly CancellationTokenSource _closing = new();
     private readonly object _gate = new();
@@ -36,7 +42,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         LocalEndPoint = local ?? new IPEndPoint(IPAddress.Loopback, server.Options.RemotingPort);
         NameServerOnly = nameServerOnly;
         _clientId = "remoting@" + RemoteEndPoint;
-        _outbound = Channel.CreateBounded<RemotingCommand>(new BoundedChannelOptions(server.Options.OutboundQueueCapacity)
+        _outbound = Channel.CreateBounded<Outbound>(new BoundedChannelOptions(server.Options.OutboundQueueCapacity)
         {
             SingleReader = true,
             FullMode = BoundedChannelFullMode.Wait,
@@ -177,7 +183,7 @@ internal sealed class RemotingSession : ICheckBackChannel
     {
         try
         {
-            await _outbound.Writer.WriteAsync(command, _closing.Token).ConfigureAwait(false);
+            await _outbound.Writer.WriteAsync(new Outbound(command, 0), _closing.Token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
         {
@@ -185,7 +191,7 @@ internal sealed class RemotingSession : ICheckBackChannel
     }
 
     /// <summary>Queues a frame without waiting; false when the connection is gone or its queue is full.</summary>
-    public bool Enqueue(RemotingCommand command) => _alive && _outbound.Writer.TryWrite(command);
+    public bool Enqueue(RemotingCommand command) => _alive && _outbound.Writer.TryWrite(new Outbound(command, 0));
 
     private async Task WriteLoopAsync()
     {
@@ -195,8 +201,14 @@ internal sealed class RemotingSession : ICheckBackChannel
         {
             while (await reader.WaitToReadAsync().ConfigureAwait(false))
             {
-                while (reader.TryRead(out var command)) RemotingFrame.Write(output, command);
+                long checkBytes = 0;
+                while (reader.TryRead(out var item))
+                {
+                    RemotingFrame.Write(output, item.Command);
+                    checkBytes += item.CheckBytes;
+                }
                 var flush = await output.FlushAsync().ConfigureAwait(false);
+                if (checkBytes > 0) Interlocked.Add(ref _queuedCheckBytes, -checkBytes);
                 if (flush.IsCompleted || flush.IsCanceled) break;
             }
         }
@@ -252,9 +264,23 @@ internal sealed class RemotingSession : ICheckBackChannel
         get { lock (_gate) return [.. _producerGroups.Keys]; }
     }
 
+    /// <summary>
+    /// Queues a check-back unless the ones queued and not yet flushed would pass
+    /// <see cref="RemotingOptions.CheckBackQueueBudget"/>: then it is refused, and the check goes to another instance
+    /// or waits for the next pass (the connection stays; it may still be reading, slowly).
+    /// </summary>
     public bool TrySendCheck(CheckBackRequest request)
     {
         if (!_alive) return false;
-        return Enqueue(_server.Dispatcher.BuildCheckTransactionState(this, request));
+        var command = _server.Dispatcher.BuildCheckTransactionState(this, request);
+        int size = command.Body.Length;
+        if (Interlocked.Add(ref _queuedCheckBytes, size) > _server.Options.CheckBackQueueBudget)
+        {
+            Interlocked.Add(ref _queuedCheckBytes, -size);
+            return false;
+        }
+        if (_alive && _outbound.Writer.TryWrite(new Outbound(command, size))) return true;
+        Interlocked.Add(ref _queuedCheckBytes, -size);
+        return false;
     }
 }

@@ -1,0 +1,64 @@
+using System.IO.Pipelines;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
+using HalfMsg.Broker.FrontEnds.Remoting;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace HalfMsg.Broker.Tests.Remoting;
+
+/// <summary>
+/// A check-back carries the whole half. A Remoting connection that keeps its producer registered but never reads its
+/// socket could make the broker queue 1,024 of them (the frame queue's count bound): gigabytes with large messages. The
+/// queued check-backs now have a byte bound, as a gRPC Telemetry stream's; one over it is refused (the check goes to
+/// another instance or waits for the next pass) and the connection stays.
+/// </summary>
+public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-checkbudget-" + Guid.NewGuid().ToString("N"));
+    private BrokerEngine _engine = null!;
+    private RemotingServer _server = null!;
+    private readonly Pipe _toServer = new();
+    private readonly Pipe _toClient = new(new PipeOptions(pauseWriterThreshold: 64 * 1024, resumeWriterThreshold: 32 * 1024));
+    private RemotingSession _session = null!;
+    private Task _run = null!;
+
+    private sealed class Duplex(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+        public PipeWriter Output { get; } = output;
+    }
+
+    public async Task InitializeAsync()
+    {
+        _engine = await BrokerEngine.OpenAsync(new CoreOptions { DataDir = _dir, QueuesPerTopic = 2 });
+        _server = new RemotingServer(_engine, new RemotingOptions(), NullLoggerFactory.Instance);
+        _session = new RemotingSession(new Duplex(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
+        _run = _session.RunAsync(CancellationToken.None);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _toServer.Writer.CompleteAsync();
+        await _toClient.Reader.CompleteAsync();            // lets a write loop blocked on the full pipe finish
+        await _run.WaitAsync(TimeSpan.FromSeconds(10));
+        await _engine.DisposeAsync();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    [Fact]
+    public void Check_backs_queued_for_a_connection_that_does_not_read_stop_at_the_byte_bound()
+    {
+        var check = new CheckBackRequest
+        {
+            TransactionId = "tx",
+            ProducerGroup = "pg",
+            HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
+        };
+        int accepted = 0;
+        for (int i = 0; i < 200 && _session.TrySendCheck(check); i++) accepted++;
+        // 16 MiB of checks queued or written and not flushed (the client reads nothing), then refused.
+        Assert.InRange(accepted, 14, 16);
+        Assert.True(_session.IsAlive);
+    }
+}
