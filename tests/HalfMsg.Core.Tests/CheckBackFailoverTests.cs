@@ -44,6 +44,20 @@ public sealed class CheckBackFailoverTests
         Assert.Same(reconnected, h.Engine.Producers.Candidates("orders", "172.17.0.2@1")[0]);
     }
 
+    /// <summary>
+    /// A producer joining a group asks for a check pass at once (its halves may be waiting). Each join asked for one
+    /// more, so a client naming many groups made the check loop run that many passes back to back, each taking the
+    /// engine lock; the asks now fold into one.
+    /// </summary>
+    [Fact]
+    public async Task Many_producers_joining_at_once_ask_for_one_check_pass()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var registrations = Enumerable.Range(0, 1000).Select(i => h.Engine.Producers.Register($"group-{i}", new RecordingChannel($"c{i}"))).ToList();
+        Assert.InRange(h.Engine.PendingCheckKicks, 1, 2);
+        foreach (var r in registrations) r.Dispose();
+    }
+
     [Fact]
     public async Task The_check_after_an_unanswered_one_goes_to_another_live_instance_which_decides_the_half()
     {

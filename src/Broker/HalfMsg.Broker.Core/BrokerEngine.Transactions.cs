@@ -402,7 +402,7 @@ public sealed partial class BrokerEngine
             address = AppendAndApply();
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
-        _checkKick.Release();
+        KickCheckPass();
         return BrokerError.None;
     }
 

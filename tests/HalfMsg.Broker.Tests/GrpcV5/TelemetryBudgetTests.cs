@@ -32,4 +32,15 @@ public sealed class TelemetryBudgetTests
         Assert.True(session.TrySendCheck(check));
         Assert.True(session.IsAlive);
     }
+
+    /// <summary>Every topic of a Settings message makes the stream a producer of that group, kept until it ends: at most
+    /// as many as a Remoting connection's producer groups, and never a name no topic can have.</summary>
+    [Fact]
+    public void A_Telemetry_stream_registers_a_bounded_number_of_producer_groups()
+    {
+        var registry = new ProducerRegistry();
+        var session = new TelemetrySession("c1", 16 * 1024 * 1024);
+        session.RegisterProducer(Enumerable.Range(0, 1500).Select(i => $"topic-{i}").Append(new string('t', 256)), registry);
+        Assert.Equal(HalfMsg.Broker.FrontEnds.Remoting.RemotingSession.MaxProducerGroups, registry.Snapshot().Count);
+    }
 }

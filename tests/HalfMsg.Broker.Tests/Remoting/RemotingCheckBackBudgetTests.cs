@@ -61,4 +61,15 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
         Assert.InRange(accepted, 14, 16);
         Assert.True(_session.IsAlive);
     }
+
+    /// <summary>Each producer group a connection names is a registration (and asked for a check pass): a connection
+    /// keeps at most <see cref="RemotingSession.MaxProducerGroups"/>, and a name no group can have is not one.</summary>
+    [Fact]
+    public void A_connection_registers_a_bounded_number_of_producer_groups()
+    {
+        for (int i = 0; i < RemotingSession.MaxProducerGroups + 500; i++) _session.RegisterProducer($"pg-{i}");
+        _session.RegisterProducer(new string('g', 256));
+        Assert.Equal(RemotingSession.MaxProducerGroups, _session.ProducerGroups.Count);
+        Assert.Equal(RemotingSession.MaxProducerGroups, _engine.Producers.Snapshot().Count);
+    }
 }

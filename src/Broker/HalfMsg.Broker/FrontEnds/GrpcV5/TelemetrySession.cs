@@ -100,7 +100,9 @@ internal sealed class TelemetrySession : ICheckBackChannel
 
             foreach (string topic in topics)
             {
-                if (topic.Length > 0 && !_producerRegistrations.ContainsKey(topic))
+                // Bounded as a Remoting connection's producer groups (each is kept until the stream ends).
+                if (topic.Length > 0 && topic.Length <= 255 && _producerRegistrations.Count < Remoting.RemotingSession.MaxProducerGroups
+                    && !_producerRegistrations.ContainsKey(topic))
                 {
                     _producerRegistrations[topic] = registry.Register(topic, this);
                 }

@@ -239,12 +239,17 @@ internal sealed class RemotingSession : ICheckBackChannel
         foreach (var g in groups) RegisterProducer(g);
     }
 
-    /// <summary>Makes this connection a check-back channel of <paramref name="group"/> (idempotent).</summary>
+    /// <summary>Producer groups one connection is a check-back channel of, at most: each is a registration the broker
+    /// keeps until the connection closes (a producer names one or a few).</summary>
+    public const int MaxProducerGroups = 1024;
+
+    /// <summary>Makes this connection a check-back channel of <paramref name="group"/> (idempotent). A name longer than
+    /// any group can have, or a group beyond <see cref="MaxProducerGroups"/>, is not registered.</summary>
     public void RegisterProducer(string group)
     {
         lock (_gate)
         {
-            if (!_alive || _producerGroups.ContainsKey(group)) return;
+            if (!_alive || group.Length > 255 || _producerGroups.Count >= MaxProducerGroups || _producerGroups.ContainsKey(group)) return;
             _producerGroups[group] = _server.Engine.Producers.Register(group, this);
         }
     }
