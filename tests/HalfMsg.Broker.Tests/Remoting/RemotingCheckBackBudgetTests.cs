@@ -3,6 +3,8 @@ using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
 using HalfMsg.Broker.FrontEnds.Remoting;
+using HalfMsg.TestKit;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace HalfMsg.Broker.Tests.Remoting;
@@ -71,5 +73,24 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
         _session.RegisterProducer(new string('g', 256));
         Assert.Equal(RemotingSession.MaxProducerGroups, _session.ProducerGroups.Count);
         Assert.Equal(RemotingSession.MaxProducerGroups, _engine.Producers.Snapshot().Count);
+    }
+
+    private sealed class ListLoggerFactory : ILoggerFactory
+    {
+        public ListLogger<RemotingServer> Logger { get; } = new();
+        public ILogger CreateLogger(string categoryName) => Logger;
+        public void AddProvider(ILoggerProvider provider) { }
+        public void Dispose() { }
+    }
+
+    /// <summary>A flood of connections over the limit must not flood the log: once a minute, as the gRPC and admin
+    /// ports do, with the count of refusals not logged.</summary>
+    [Fact]
+    public void Refused_connections_are_logged_at_most_once_a_minute()
+    {
+        var logs = new ListLoggerFactory();
+        var full = new RemotingServer(_engine, new RemotingOptions { MaxConnections = 0 }, logs);
+        for (int i = 0; i < 1000; i++) Assert.False(full.TryAcceptConnection());
+        Assert.Single(logs.Logger.Entries, e => e.Level == LogLevel.Warning);
     }
 }

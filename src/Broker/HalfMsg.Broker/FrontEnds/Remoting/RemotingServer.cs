@@ -30,11 +30,16 @@ internal sealed class RemotingServer
     /// <summary>END_TRANSACTION requests for a transaction the core does not know (logged and counted).</summary>
     public long UnknownTransactionDecisions;
 
+    private readonly GrpcV5.LogRateLimiter _refusedLog = new(1, TimeProvider.System);
+
     public bool TryAcceptConnection()
     {
         if (Interlocked.Increment(ref _connections) <= Options.MaxConnections) return true;
         Interlocked.Decrement(ref _connections);
-        Logger.LogWarning("Remoting connection refused: {Max} connections already open", Options.MaxConnections);
+        // Once a minute at most, as the gRPC and admin ports: a flood of connections must not flood the log.
+        if (_refusedLog.TryEnter(out long suppressed))
+            Logger.LogWarning("Remoting connection refused: {Max} connections already open ({Suppressed} more refusals not logged since the last line)",
+                Options.MaxConnections, suppressed);
         return false;
     }
 
