@@ -4,6 +4,7 @@ using Status = Apache.Rocketmq.V2.Status;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 
@@ -64,16 +65,28 @@ internal sealed partial class MessagingService
         {
             // The status and the messages are buffered, and the delivery timestamp that ends the batch flushes them all:
             // one flush per batch instead of one per message (grpc-dotnet flushes every write without BufferHint).
-            context.WriteOptions = BufferedWrite;
-            await responseStream.WriteAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
-            foreach (DeliveredMessage delivered in result.Messages)
+            try
             {
-                await responseStream.WriteAsync(new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered) }).ConfigureAwait(false);
+                context.WriteOptions = BufferedWrite;
+                await responseStream.WriteAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
+                foreach (DeliveredMessage delivered in result.Messages)
+                {
+                    await responseStream.WriteAsync(new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered) }).ConfigureAwait(false);
+                }
+
+                context.WriteOptions = null;
+                await responseStream.WriteAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
+                    .ConfigureAwait(false);
+            }
+            catch
+            {
+                // The messages were leased before this write, which failed (the client went away, its deadline passed):
+                // it never saw them. Release them now, as RocketMQ's proxy does, instead of letting the lease run (and
+                // a push consumer's renewal keep it for up to MaxAutoRenew).
+                await ReleaseAsync(group, topic, result.Messages).ConfigureAwait(false);
+                throw;
             }
 
-            context.WriteOptions = null;
-            await responseStream.WriteAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
-                .ConfigureAwait(false);
             return;
         }
 
@@ -81,6 +94,21 @@ internal sealed partial class MessagingService
             ? V5Status.Of(Code.MessageNotFound, "no new message")
             : V5Status.From(result.Error);
         await WriteReceiveEndAsync(responseStream, status).ConfigureAwait(false);
+    }
+
+    private async Task ReleaseAsync(string group, string topic, IReadOnlyList<DeliveredMessage> messages)
+    {
+        foreach (DeliveredMessage delivered in messages)
+        {
+            try
+            {
+                await _engine.ChangeInvisibleDurationAsync(group, topic, delivered.ReceiptHandle, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is StorageFailureException or OperationCanceledException or ObjectDisposedException)
+            {
+                return; // the broker is failing or stopping: the leases end on their own
+            }
+        }
     }
 
     private async Task WriteReceiveEndAsync(IServerStreamWriter<ReceiveMessageResponse> responseStream, Status status)
