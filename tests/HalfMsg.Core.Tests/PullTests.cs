@@ -89,6 +89,28 @@ public sealed class PullTests
         Assert.InRange(pulls, 2, 3);
     }
 
+    /// <summary>
+    /// The retry topic <c>%RETRY%&lt;group&gt;</c> is the broker's, as the dead-letter topic is: it exists whether or
+    /// not producers may create topics. With <c>--auto-create-topics false</c> a send-back (and the Java client's own
+    /// fallback, a send to the retry topic) failed with TopicNotFound, so a failing message was retried in the client for
+    /// ever and never reached the dead-letter topic.
+    /// </summary>
+    [Fact]
+    public async Task Send_back_works_when_producers_may_not_create_topics()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { AutoCreateTopics = false });
+        Assert.Equal(BrokerStatus.TopicNotFound, (await h.Engine.SendAsync(h.Draft("T", "before"))).Error.Status);
+        // An operator's explicit creation works whatever the setting (it was refused too: no topic could exist).
+        Assert.True(h.Engine.CreateTopic("T").IsOk);
+        Assert.True((await h.Engine.SendAsync(h.Draft("T", "fail").WithQueue(0))).IsOk);
+        var first = Assert.Single((await h.Engine.PullAsync("T", 0, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+        var back = await h.Engine.SendBackAsync("G", first.PhysicalOffset, 0, maxReconsumeTimes: 2, "T");
+        Assert.True(back.Error.IsOk, back.Error.ToString());
+        Assert.Equal("%RETRY%G", back.Topic);
+        Assert.True((await h.Engine.SendAsync(h.Draft("%RETRY%G", "fallback"))).IsOk);
+        Assert.Equal(BrokerStatus.TopicNotFound, (await h.Engine.SendAsync(h.Draft("Other", "x"))).Error.Status);
+    }
+
     [Fact]
     public async Task A_half_message_is_not_pullable_until_committed()
     {

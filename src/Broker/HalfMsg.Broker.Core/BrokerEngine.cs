@@ -231,19 +231,21 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     internal static bool IsSystemTopic(string topic)
         => topic == CheckMaxTopic || topic.StartsWith("RMQ_SYS_", StringComparison.Ordinal) || topic.StartsWith(DeadLetterPrefix, StringComparison.Ordinal);
 
-    /// <summary>Finds or (when auto-creation is on) creates a topic. Caller holds the lock.</summary>
-    private BrokerError TryGetTopicForWrite(string topic, out TopicState state)
+    /// <summary>Finds or (when auto-creation is on, or <paramref name="explicitly"/>) creates a topic. Caller holds the lock.</summary>
+    private BrokerError TryGetTopicForWrite(string topic, out TopicState state, bool explicitly = false)
     {
         state = null!;
         if (!IsValidName(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is not a valid name (1-127 characters of [A-Za-z0-9_-%|.])");
         if (IsSystemTopic(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is a system topic; producers cannot send to it");
-        return TryGetOrCreate(topic, out state);
+        return TryGetOrCreate(topic, out state, explicitly);
     }
 
-    private BrokerError TryGetOrCreate(string topic, out TopicState state)
+    private BrokerError TryGetOrCreate(string topic, out TopicState state, bool explicitly = false)
     {
         if (_topics.TryGetValue(topic, out state!)) return BrokerError.None;
-        if (!_options.AutoCreateTopics && !IsSystemTopic(topic))
+        // The retry topics are the broker's as the system topics are: a send-back (and the Java client's fallback, a
+        // send to %RETRY%<group>) must work when producers may not create topics.
+        if (!explicitly && !_options.AutoCreateTopics && !IsSystemTopic(topic) && !topic.StartsWith(RetryPrefix, StringComparison.Ordinal))
             return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist and auto-creation is off");
         int queues = IsSystemTopic(topic) ? 1 : _options.QueuesPerTopic;
         new TopicCreatedRecord(topic, queues).Write(_writer);
@@ -252,10 +254,12 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         return BrokerError.None;
     }
 
-    /// <summary>Creates a topic explicitly (admin) or returns the existing one.</summary>
+    /// <summary>Creates a topic explicitly (admin API, mqadmin's UPDATE_AND_CREATE_TOPIC) or returns the existing one,
+    /// also when auto-creation is off: that is how topics come to exist then (until 2026-12-02 it was refused too, so a
+    /// broker with auto-creation off could have no topic at all).</summary>
     public BrokerError CreateTopic(string topic)
     {
-        lock (_gate) return TryGetTopicForWrite(topic, out _);
+        lock (_gate) return TryGetTopicForWrite(topic, out _, explicitly: true);
     }
 
     /// <summary>Looks a topic up for routing. With auto-creation on, an unknown valid topic is created.</summary>
