@@ -38,7 +38,7 @@ public static class BrokerConfiguration
         new("--max-delivery-attempts", "Broker:MaxDeliveryAttempts", "16", "Deliveries before a message goes to %DLQ%<group>."),
         new("--queues-per-topic", "Broker:QueuesPerTopic", "8", "Queues of an auto-created topic."),
         new("--max-message-size", "Broker:MaxMessageSize", "4MiB", "Largest accepted body."),
-        new("--auto-create-topics", "Broker:AutoCreateTopics", "true", "Create topics on first use."),
+        new("--auto-create-topics", "Broker:AutoCreateTopics", "true", "Create topics on first use. When false, topics are created by the admin API (POST /api/topics/{name}) or mqadmin's updateTopic; retry topics (%RETRY%{group}) are the broker's and always created."),
         new("--checkpoint-every", "Broker:CheckpointEvery", "200000", "Records between checkpoints (bounds replay at start)."),
         new("--checkpoint-every-bytes", "Broker:CheckpointEveryBytes", "1GiB", "Log bytes between checkpoints, however few records (bounds replay with large messages); an eighth of --retention-size and of --retention-time bound the distance too, since the log is cut only below a checkpoint. 0 = no byte bound."),
         new("--retention-size", "Broker:RetentionSize", "8GiB", "Cut the log head beyond this size; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract). A cut goes an eighth of the limit deeper than needed, so the log holds between seven eighths of the limit and the limit and cuts come once per eighth written. 0 = no size limit."),
