@@ -62,12 +62,6 @@ public static class GrpcV5Extensions
     }
 
     /// <summary>
-    /// Maps the service on the gRPC port only. Before grpc-dotnet reads a body, a caller that failed authentication
-    /// gets a small request-body limit (<see cref="GrpcV5Options.MaxUnauthenticatedRequestSize"/>): a stranger cannot
-    /// make the broker buffer a 5 MiB message only to be told UNAUTHORIZED. After the call, a request that was not
-    /// valid protobuf is logged and answered by <see cref="V5BadInput"/>.
-    /// </summary>
-    /// <summary>
     /// On the gRPC port only the gRPC services run. The host matches every request against every mapped endpoint
     /// before a port's branch runs, so a request here can arrive holding an admin endpoint (the admin API, the dashboard,
     /// the metrics): it would run with none of the admin port's checks (<see cref="Admin.AdminGuard"/>), and the gRPC port
@@ -85,6 +79,13 @@ public static class GrpcV5Extensions
         return next(context);
     };
 
+    /// <summary>
+    /// Maps the service on the gRPC port only, and nothing else runs there (<see cref="OnlyGrpcMethods"/>). Before
+    /// grpc-dotnet reads a body, a caller that failed authentication gets a small request-body limit
+    /// (<see cref="GrpcV5Options.MaxUnauthenticatedRequestSize"/>): a stranger cannot make the broker buffer a 5 MiB
+    /// message only to be told UNAUTHORIZED. After the call, a request that was not valid protobuf is logged and
+    /// answered by <see cref="V5BadInput"/>.
+    /// </summary>
     public static void MapGrpcV5(this IApplicationBuilder app, int grpcPort)
     {
         ArgumentNullException.ThrowIfNull(app);
