@@ -21,7 +21,23 @@ public sealed partial class BrokerEngine
     /// CONSUME_FROM_FIRST_OFFSET / LAST_OFFSET / TIMESTAMP), durably. A group that already exists on the topic is
     /// refused (delete it first): its progress is never moved silently.
     /// </summary>
-    public async ValueTask<BrokerError> StartGroupAsync(string group, string topic, GroupStartFrom from, long timestampMs = 0, CancellationToken ct = default)
+    public ValueTask<BrokerError> StartGroupAsync(string group, string topic, GroupStartFrom from, long timestampMs = 0, CancellationToken ct = default)
+        => PlaceGroupAsync(group, topic, from, timestampMs, reset: false, ct);
+
+    /// <summary>
+    /// Forgets a consumer group and starts it again on <paramref name="topic"/> at <paramref name="from"/>, durably, in
+    /// one hold of the engine lock: a receive of the group woken by the forgetting finds it already at its new place. As
+    /// two steps (<see cref="DeleteGroupAsync"/>, then <see cref="StartGroupAsync"/>) a receive in between re-created
+    /// the group at the earliest retained message, so it got everything it had acked again. The group must receive
+    /// from that topic alone (forgetting it drops its progress everywhere). Its leases end: their acks are refused as
+    /// stale.
+    /// </summary>
+    public ValueTask<BrokerError> ResetGroupAsync(string group, string topic, GroupStartFrom from, long timestampMs = 0, CancellationToken ct = default)
+        => PlaceGroupAsync(group, topic, from, timestampMs, reset: true, ct);
+
+    /// <summary>Starts the group on the topic at <paramref name="from"/>; when <paramref name="reset"/>, forgets it first
+    /// in the same hold of the lock (see <see cref="ResetGroupAsync"/>).</summary>
+    private async ValueTask<BrokerError> PlaceGroupAsync(string group, string topic, GroupStartFrom from, long timestampMs, bool reset, CancellationToken ct)
     {
         if (!IsValidName(group, 255) || IsSystemTopic(group))
             return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name");
@@ -29,7 +45,7 @@ public sealed partial class BrokerEngine
         lock (_gate)
         {
             if (!_topics.TryGetValue(topic, out var t)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
-            if (_groups.ContainsKey((group, topic))) return new(BrokerStatus.BadRequest, $"consumer group '{group}' already exists on topic '{topic}'; delete it first to start it elsewhere");
+            if (PlacementRefusalLocked(group, topic, reset) is { } refused) return refused;
             queues = t.Queues.Length;
         }
         var starts = new long[queues];
@@ -43,7 +59,7 @@ public sealed partial class BrokerEngine
         lock (_gate)
         {
             if (!_topics.TryGetValue(topic, out var t)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
-            if (_groups.ContainsKey((group, topic))) return new(BrokerStatus.BadRequest, $"consumer group '{group}' already exists on topic '{topic}'");
+            if (PlacementRefusalLocked(group, topic, reset) is { } refused) return refused;
             for (int q = 0; q < queues; q++)
             {
                 var queue = t.Queues[q];
@@ -54,66 +70,27 @@ public sealed partial class BrokerEngine
                     _ => Math.Clamp(starts[q], queue.BaseOffset, queue.NextOffset),
                 };
             }
-            new GroupStartedRecord(group, topic, starts).Write(_writer);
-            address = AppendAndApply();
-        }
-        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
-        _logger.LogInformation("Consumer group {Group} started on {Topic} from {From}", group, topic, from);
-        return BrokerError.None;
-    }
-
-    /// <summary>
-    /// Forgets a consumer group and starts it again on <paramref name="topic"/> at <paramref name="from"/>, durably, in
-    /// one hold of the engine lock: a receive of the group woken by the forgetting finds it already at its new place. As
-    /// two steps (<see cref="DeleteGroupAsync"/>, then <see cref="StartGroupAsync"/>) a receive in between re-created
-    /// the group at the earliest retained message, so it got everything it had acked again. The group must receive
-    /// from that topic alone (forgetting it drops its progress everywhere). Its leases end: their acks are refused as
-    /// stale.
-    /// </summary>
-    public async ValueTask<BrokerError> ResetGroupAsync(string group, string topic, GroupStartFrom from, long timestampMs = 0, CancellationToken ct = default)
-    {
-        int queues;
-        lock (_gate)
-        {
-            if (!_topics.TryGetValue(topic, out var t)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
-            if (ResetRefusalLocked(group, topic) is { } refused) return refused;
-            queues = t.Queues.Length;
-        }
-        var starts = new long[queues];
-        if (from == GroupStartFrom.Timestamp)
-        {
-            // Outside the lock, as a start's: the search reads bodies.
-            for (int q = 0; q < queues; q++) starts[q] = await SearchOffsetAsync(topic, q, timestampMs, ct).ConfigureAwait(false) ?? 0;
-        }
-        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
-        long address;
-        lock (_gate)
-        {
-            if (!_topics.TryGetValue(topic, out var t)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
-            if (ResetRefusalLocked(group, topic) is { } refused) return refused;
-            for (int q = 0; q < queues; q++)
+            if (reset)
             {
-                var queue = t.Queues[q];
-                starts[q] = from switch
-                {
-                    GroupStartFrom.Earliest => queue.BaseOffset,
-                    GroupStartFrom.Latest => queue.NextOffset,
-                    _ => Math.Clamp(starts[q], queue.BaseOffset, queue.NextOffset),
-                };
+                new GroupDeletedRecord(group, NowMs).Write(_writer);
+                AppendAndApply();
             }
-            new GroupDeletedRecord(group, NowMs).Write(_writer);
-            AppendAndApply();
             new GroupStartedRecord(group, topic, starts).Write(_writer);
             address = AppendAndApply();
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
-        _logger.LogInformation("Consumer group {Group} reset on {Topic} to {From}", group, topic, from);
+        _logger.LogInformation("Consumer group {Group} {Placed} on {Topic} from {From}", group, reset ? "reset" : "started", topic, from);
         return BrokerError.None;
     }
 
-    private BrokerError? ResetRefusalLocked(string group, string topic)
+    /// <summary>Why the group cannot be placed now: a start needs it absent from the topic (its progress is never moved
+    /// silently); a reset needs it there and nowhere else (forgetting it drops its progress everywhere).</summary>
+    private BrokerError? PlacementRefusalLocked(string group, string topic, bool reset)
     {
-        if (!_groups.ContainsKey((group, topic)))
+        bool onTopic = _groups.ContainsKey((group, topic));
+        if (!reset)
+            return onTopic ? new(BrokerStatus.BadRequest, $"consumer group '{group}' already exists on topic '{topic}'; delete it first to start it elsewhere") : null;
+        if (!onTopic)
             return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not known on topic '{topic}'");
         if (_groups.Keys.Any(k => k.Group == group && k.Topic != topic))
             return new(BrokerStatus.BadRequest, $"consumer group '{group}' also receives from other topics; a reset forgets it, which would drop its progress there too");

@@ -69,14 +69,20 @@ public sealed class AdminSecurityTests(SecuredBrokerFixture fixture) : IClassFix
         return body;
     }
 
+    /// <summary>Every kind of admin request: reads, each state change, the dashboard, the metrics.</summary>
+    public static TheoryData<string, string> GuardedPaths => new()
+    {
+        { "GET", "/api/transactions/pending" },
+        { "GET", "/api/stats" },
+        { "POST", "/api/transactions/any-tx/commit" },
+        { "POST", "/api/transactions/any-tx/rollback" },
+        { "POST", "/api/transactions/any-tx/resume" },
+        { "GET", "/dashboard" },
+        { "GET", "/metrics" },
+    };
+
     [Theory]
-    [InlineData("GET", "/api/transactions/pending")]
-    [InlineData("GET", "/api/stats")]
-    [InlineData("POST", "/api/transactions/any-tx/commit")]
-    [InlineData("POST", "/api/transactions/any-tx/rollback")]
-    [InlineData("POST", "/api/transactions/any-tx/resume")]
-    [InlineData("GET", "/dashboard")]
-    [InlineData("GET", "/metrics")]
+    [MemberData(nameof(GuardedPaths))]
     public async Task Unsigned_requests_are_refused_with_401_a_challenge_and_a_json_body(string method, string path)
     {
         var response = await Http.SendAsync(Request(method, path));
@@ -174,13 +180,7 @@ public sealed class AdminSecurityTests(SecuredBrokerFixture fixture) : IClassFix
     /// public) ran them with none of the admin port's checks: an unsigned POST there committed a transaction.
     /// </summary>
     [Theory]
-    [InlineData("GET", "/api/transactions/pending")]
-    [InlineData("GET", "/api/stats")]
-    [InlineData("POST", "/api/transactions/any-tx/commit")]
-    [InlineData("POST", "/api/transactions/any-tx/rollback")]
-    [InlineData("POST", "/api/transactions/any-tx/resume")]
-    [InlineData("GET", "/dashboard")]
-    [InlineData("GET", "/metrics")]
+    [MemberData(nameof(GuardedPaths))]
     [InlineData("GET", "/health")]
     [InlineData("GET", "/")]
     public async Task The_gRPC_port_serves_no_admin_endpoint_signed_or_not(string method, string path)

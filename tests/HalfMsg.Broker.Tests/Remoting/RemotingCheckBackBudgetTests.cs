@@ -3,6 +3,7 @@ using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
 using HalfMsg.Broker.FrontEnds.Remoting;
+using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.TestKit;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -25,17 +26,11 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
     private RemotingSession _session = null!;
     private Task _run = null!;
 
-    private sealed class Duplex(PipeReader input, PipeWriter output) : IDuplexPipe
-    {
-        public PipeReader Input { get; } = input;
-        public PipeWriter Output { get; } = output;
-    }
-
     public async Task InitializeAsync()
     {
         _engine = await BrokerEngine.OpenAsync(new CoreOptions { DataDir = _dir, QueuesPerTopic = 2 });
         _server = new RemotingServer(_engine, new RemotingOptions(), NullLoggerFactory.Instance);
-        _session = new RemotingSession(new Duplex(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
+        _session = new RemotingSession(new DuplexPipe(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
         _run = _session.RunAsync(CancellationToken.None);
     }
 

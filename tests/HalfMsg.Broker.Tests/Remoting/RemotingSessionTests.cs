@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.FrontEnds.Remoting;
+using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Remoting;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -18,17 +19,11 @@ public sealed class RemotingSessionTests : IAsyncLifetime
     private readonly Pipe _toClient = new();
     private Task _run = null!;
 
-    private sealed class Duplex(PipeReader input, PipeWriter output) : IDuplexPipe
-    {
-        public PipeReader Input { get; } = input;
-        public PipeWriter Output { get; } = output;
-    }
-
     public async Task InitializeAsync()
     {
         _engine = await BrokerEngine.OpenAsync(new CoreOptions { DataDir = _dir, QueuesPerTopic = 2 });
         _server = new RemotingServer(_engine, new RemotingOptions { MaxFrameLength = 1024 * 1024, MaxOutstandingRequestsPerConnection = 2 }, NullLoggerFactory.Instance);
-        var session = new RemotingSession(new Duplex(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
+        var session = new RemotingSession(new DuplexPipe(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
         _run = session.RunAsync(CancellationToken.None);
     }
 
@@ -104,7 +99,7 @@ public sealed class RemotingSessionTests : IAsyncLifetime
         var server = new RemotingServer(_engine, new RemotingOptions { IdleTimeout = TimeSpan.FromMilliseconds(300) }, NullLoggerFactory.Instance);
         var toServer = new Pipe();
         var toClient = new Pipe();
-        var session = new RemotingSession(new Duplex(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
         await session.RunAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
         Assert.False(session.IsAlive);
     }
@@ -115,7 +110,7 @@ public sealed class RemotingSessionTests : IAsyncLifetime
         var server = new RemotingServer(_engine, new RemotingOptions { MaxInFlightBytesPerConnection = 16 }, NullLoggerFactory.Instance);
         var toServer = new Pipe();
         var toClient = new Pipe();
-        var session = new RemotingSession(new Duplex(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
         var run = session.RunAsync(CancellationToken.None);
         var send = RemotingCommand.Request(RequestCode.SendMessageV2, new() { ["a"] = "PG", ["b"] = "Budget" }, new byte[17]);
         send.Opaque = 7;
