@@ -137,6 +137,63 @@ public sealed class DamageTests
         });
     }
 
+    [Theory]
+    [InlineData(int.MinValue)] // FasterLog's scan negated it (still negative), stepped backwards and looped for ever: no start
+    [InlineData(int.MaxValue)] // its entry size overflowed to a negative one: the same loop
+    [InlineData(-int.MaxValue)]
+    [InlineData(0)]            // FasterLog took it for page-end padding: every record after it in the page was lost
+    public async Task A_length_header_that_cannot_be_stepped_over_costs_only_that_record(int length)
+    {
+        // Review 2026-12-02, storage 3 and 4: lengths whose entry size cannot be computed, and a zero in mid-page.
+        await DamageFourthLengthHeaderAsync((stream, _) =>
+        {
+            var bytes = new byte[4];
+            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(bytes, length);
+            stream.Write(bytes);
+        });
+    }
+
+    [Fact]
+    public async Task A_flipped_bit_in_page_end_padding_loses_nothing_and_recovery_finishes()
+    {
+        // Review 2026-12-02, storage 3: the usual trigger of FasterLog's endless scan. Bit 31 of the four zero bytes where
+        // a page's padding begins makes its length read 0x80000000; recovery never returned, holding the engine lock.
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxMessageSize = 1024 * 1024 });
+        long pageSize = 1L << RecordLimits.PageSizeBitsFor(1024 * 1024);
+        long segmentSize = Math.Max(1L << h.Options.SegmentSizeBits, pageSize);
+        var addresses = new List<long>();
+        for (int i = 0; i < 14; i++) addresses.Add(await SendAtAsync(h, "events", $"m{i:00}-" + new string('x', 900 * 1024)));
+        Assert.True(addresses[^1] / pageSize > addresses[0] / pageSize + 1, "the messages span more than two pages");
+        await h.Engine.DisposeAsync();
+
+        string file = Path.Combine(h.DataDir, "log", $"broker.log.{addresses[0] / segmentSize}");
+        using (var stream = new FileStream(file, FileMode.Open, FileAccess.ReadWrite))
+        {
+            // Walk the entries (a 4-byte length each, negative for FasterLog's commit records) to the first page's padding.
+            long pos = addresses[0];
+            var header = new byte[4];
+            while (true)
+            {
+                stream.Position = pos % segmentSize;
+                stream.ReadExactly(header);
+                int length = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(header);
+                if (length == 0) break;
+                pos += 4 + ((Math.Abs((long)length) + 3) & ~3L);
+            }
+            Assert.NotEqual(0, pos % pageSize);                  // padding, not a page start
+            Assert.Equal(pos / segmentSize, addresses[0] / segmentSize);
+            stream.Position = pos % segmentSize + 3;
+            stream.WriteByte(0x80);
+        }
+        DeleteCheckpoints(h);
+        await h.RestartAfterDeletedCheckpointAsync().WaitAsync(TimeSpan.FromSeconds(60));
+
+        var got = new List<string>();
+        while (await h.ReceiveAsync("g", "events") is { Count: > 0 } batch) got.AddRange(batch.Select(m => m.Text()[..3]));
+        Assert.Equal(Enumerable.Range(0, 14).Select(i => $"m{i:00}"), got.Order());
+        Assert.Equal(0, h.Engine.Metrics.CorruptRecordsSkipped);
+    }
+
     /// <summary>Eight messages m0-m7; <paramref name="damage"/> gets the log file positioned at the fourth one's FasterLog
     /// length header; after a replay from the log alone, only m3 may be missing.</summary>
     private static async Task DamageFourthLengthHeaderAsync(Action<FileStream, IReadOnlyList<long>> damage)
@@ -152,7 +209,8 @@ public sealed class DamageTests
             damage(stream, addresses);
         }
         DeleteCheckpoints(h);
-        await h.RestartAfterDeletedCheckpointAsync();
+        // Bounded: a damaged length once made recovery loop for ever inside FasterLog's scan.
+        await h.RestartAfterDeletedCheckpointAsync().WaitAsync(TimeSpan.FromSeconds(60));
 
         Assert.Equal(HealthStatus.Degraded, h.Engine.Health.Status);
         Assert.Equal(1, h.Engine.Metrics.CorruptRecordsSkipped);

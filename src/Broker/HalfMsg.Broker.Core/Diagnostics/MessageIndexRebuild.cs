@@ -28,7 +28,7 @@ public sealed partial class BrokerEngine
             var scanner = new IndexScanner(this, MessageIndex.NewState(), until);
             try
             {
-                _log.Replay(from, ref scanner);
+                _log.Replay(from, ref scanner, until);
             }
             catch (OperationCanceledException)
             {

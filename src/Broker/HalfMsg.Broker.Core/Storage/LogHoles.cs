@@ -116,6 +116,59 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
         return RecordHeader.TryOpen(Read(address + 4, length), out _, out _, out _);
     }
 
+    /// <summary>
+    /// Whether the entry at <paramref name="pageEnd"/> (a page boundary) needs more than <paramref name="space"/> bytes:
+    /// then the stretch before the boundary is page-end padding that entry did not fit in.
+    /// </summary>
+    public bool NextPageEntryNeededMoreThan(long pageEnd, long space)
+    {
+        int next = ReadInt(pageEnd);
+        return next != 0 && 4 + ((Math.Abs((long)next) + 3) & ~3L) > space;
+    }
+
+    /// <summary>Reads the log's segment files for a replay; keeps one segment open at a time.</summary>
+    public SegmentReader OpenReader() => new(directory, _segmentSize);
+
+    /// <summary>Reads log bytes by address from the segment files (zeros past a file's end or for a missing file).</summary>
+    internal sealed class SegmentReader(string directory, long segmentSize) : IDisposable
+    {
+        private Microsoft.Win32.SafeHandles.SafeFileHandle? _handle;
+        private long _segment = -1;
+
+        /// <summary>Fills <paramref name="into"/> with the bytes from <paramref name="address"/> on, within one segment.</summary>
+        public void Read(long address, Span<byte> into)
+        {
+            long segment = address / segmentSize;
+            if (segment != _segment)
+            {
+                _handle?.Dispose();
+                _handle = null;
+                _segment = segment;
+                try
+                {
+                    _handle = File.OpenHandle(Path.Combine(directory, $"broker.log.{segment}"), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                }
+                catch (FileNotFoundException)
+                {
+                }
+            }
+            int read = 0;
+            if (_handle is not null)
+            {
+                long offset = address % segmentSize;
+                while (read < into.Length)
+                {
+                    int n = RandomAccess.Read(_handle, into[read..], offset + read);
+                    if (n == 0) break;                          // past the end of a cut file: reads as zeros
+                    read += n;
+                }
+            }
+            into[read..].Clear();
+        }
+
+        public void Dispose() => _handle?.Dispose();
+    }
+
     private byte[] Read(long address, int count)
     {
         var buffer = new byte[count];

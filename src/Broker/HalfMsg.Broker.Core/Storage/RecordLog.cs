@@ -363,41 +363,96 @@ public sealed class RecordLog : IAsyncDisposable
     }
 
     /// <summary>
-    /// Replays records in [from, tail) in order. Used on start, before any append. Returns the stretches the scan could
-    /// not read (<see cref="LogHoles"/>): FasterLog skips them silently, so the caller must say what was lost.
+    /// Replays records in [from, tail) in order (or up to <paramref name="until"/>). Used on start, before any append,
+    /// and by the message index's rebuild. Returns the stretches that could not be read (<see cref="LogHoles"/>), so the
+    /// caller can say what was lost.
     /// </summary>
-    public IReadOnlyList<LogHole> Replay<TConsumer>(long from, ref TConsumer consumer) where TConsumer : IRecordConsumer
+    /// <remarks>
+    /// This reads the segment files itself, a page at a time, instead of using FasterLog's scan: that scan was written for
+    /// intact logs. On a damaged length it loops for ever (0x80000000 and a few lengths near it make its entry size
+    /// negative, so it steps backwards and starts over: one bit flip in a page's zero padding left the broker starting
+    /// for ever under the engine lock), and on a zero length in mid-page it jumps to the next page, skipping intact
+    /// records. Here every step moves forward, and every length that cannot be is damage: the stretch up to the next
+    /// intact record of ours is a hole.
+    /// </remarks>
+    public IReadOnlyList<LogHole> Replay<TConsumer>(long from, ref TConsumer consumer, long until = long.MaxValue) where TConsumer : IRecordConsumer
     {
         from = Math.Max(from, _log.BeginAddress);
-        long tail = _log.TailAddress;
+        long tail = Math.Min(_log.TailAddress, until);
         if (from >= tail) return [];
-        var adapter = new ConsumerAdapter<TConsumer>(consumer, from, _holes, PageSizeBits, tail);
+        long pageSize = 1L << PageSizeBits;
+        var holes = new List<LogHole>();
+        byte[] page = GC.AllocateUninitializedArray<byte>((int)Math.Min(pageSize, tail - from));
+        using var reader = _holes.OpenReader();
         long position = from;
         while (position < tail)
         {
-            using var iter = _log.Scan(position, tail);
-            try
+            long pageEnd = (position / pageSize + 1) * pageSize;
+            long limit = Math.Min(pageEnd, tail);
+            long pageFrom = position;                               // page[0] holds this address
+            reader.Read(pageFrom, page.AsSpan(0, (int)(limit - pageFrom)));
+            while (position < limit)
             {
-                while (adapter.ResyncAt < 0 && iter.TryConsumeNext(adapter)) { }
-            }
-            catch (FasterException)
-            {
-                // FasterLog read a length header that cannot be (damaged): find where intact records go on.
-                long resume = _holes.FindNextRecord(adapter.Expected + 4, tail);
-                adapter.Holes.Add(new LogHole(adapter.Expected, resume));
-                adapter.Expected = resume;
+                int at = (int)(position - pageFrom);
+                int length = BinaryPrimitives.ReadInt32LittleEndian(page.AsSpan(at, 4));
+                long room = limit - position - 4;
+                if (length > 0 && length <= room)
+                {
+                    var entry = page.AsSpan(at + 4, length);
+                    consumer.Consume(entry, position);             // a damaged record is reported by the consumer
+                    long next = position + EntrySize(length);
+                    if (!RecordHeader.TryOpen(entry, out _, out _, out _) && next < tail) next = ResumeAfterDamagedRecord(position, next, tail);
+                    position = next;
+                    continue;
+                }
+                if (length < 0 && length != int.MinValue && -length <= room)
+                {
+                    position += EntrySize(-length);                 // FasterLog's own commit record
+                    continue;
+                }
+                if (length == 0 && pageEnd < tail && _holes.Check(position, pageEnd) is null)
+                {
+                    position = pageEnd;                             // the zero padding the next page's first entry did not fit in
+                    continue;
+                }
+                // A length that cannot be (beyond the page or the tail, or one whose size cannot be computed), or zeros
+                // where records are: what lies up to the next intact record of ours in this page is lost.
+                long resume = Math.Min(_holes.FindNextRecord(position + 4, tail), limit);
+                if (length != 0 && resume == pageEnd && pageEnd < tail && IsDamagedPadding(page.AsSpan(at + 4, (int)(limit - position - 4)), position, pageEnd))
+                    _logger.LogWarning("Replay: the zero padding at the end of the page at log address {Address} is damaged (its first word reads {Length}); it held no records, nothing is lost", position, length);
+                else if (holes.Count > 0 && holes[^1].To == position) holes[^1] = holes[^1] with { To = resume };
+                else holes.Add(new LogHole(position, resume));
                 position = resume;
-                continue;
             }
-            if (adapter.ResyncAt < 0) break;
-            position = adapter.ResyncAt;
-            adapter.Expected = position;
-            adapter.ResyncAt = -1;
         }
-        consumer = adapter.Inner;
-        if (adapter.Expected < tail && _holes.Check(adapter.Expected, tail) is { } end) adapter.Holes.Add(end);
-        return adapter.Holes;
+        return holes;
     }
+
+    // The damaged record's length may itself be what was damaged: then the records it seems to span were skipped. Two
+    // cases: its length ends where no intact record begins, or it ends on one by chance. In both, resume at the first
+    // intact record after it when the evidence says the header was what was damaged.
+    private long ResumeAfterDamagedRecord(long position, long next, long tail)
+    {
+        if (!_holes.IsRecordAt(next, tail))
+        {
+            // None found: the record's own bytes are what is damaged (a torn tail); the scan goes on, and a stretch of
+            // zeros after it is a hole like any other.
+            long resume = _holes.FindNextRecord(position + 4, tail);
+            return resume != next && _holes.IsRecordAt(resume, tail) ? resume : next;
+        }
+        // The damaged length can land on an intact record by chance (about one time in ten with small records, all
+        // 4-byte aligned): the records it spans were then skipped without a word (seen as acknowledged decisions and
+        // acks lost by the crash loop's damage round, seed 903877). Intact records packed right up to that one mean the
+        // header was what was damaged: replay them.
+        return _holes.FindChainEndingAt(position + 4, next, tail) ?? next;
+    }
+
+    // Page-end padding whose first word is damaged: zeros after it to the page end (a record of ours is never all zeros:
+    // its envelope has a kind, a version and a checksum), and a next page whose first entry would not have fit in it.
+    private bool IsDamagedPadding(ReadOnlySpan<byte> afterHeader, long position, long pageEnd)
+        => !afterHeader.ContainsAnyExcept((byte)0) && _holes.NextPageEntryNeededMoreThan(pageEnd, pageEnd - position);
+
+    private static long EntrySize(int length) => 4 + ((length + 3L) & ~3L);
 
     /// <summary>
     /// After a replay that found a hole reaching the tail: fills the rest of the tail's page, so that records appended
@@ -420,47 +475,6 @@ public sealed class RecordLog : IAsyncDisposable
             record[1] = RecordHeader.CurrentVersion;
             BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(4, 4), RecordHeader.Checksum(record));
             _log.Enqueue(record);
-        }
-    }
-
-    // FasterLog hands each entry as a span over its own page buffer: no copy per record during replay. Gaps that end on
-    // a page boundary (where a scan lands after a zero length) are checked for holes; gaps inside a page are only
-    // FasterLog's commit records.
-    private sealed class ConsumerAdapter<TConsumer>(TConsumer inner, long from, LogHoles holes, int pageSizeBits, long tail) : ILogEntryConsumer where TConsumer : IRecordConsumer
-    {
-        public TConsumer Inner = inner;
-        public long Expected = from;
-        /// <summary>Set when the entry just read was damaged and its length cannot be trusted: the scan restarts here.</summary>
-        public long ResyncAt = -1;
-        public List<LogHole> Holes { get; } = new();
-
-        public void Consume(ReadOnlySpan<byte> entry, long currentAddress, long nextAddress)
-        {
-            if (currentAddress > Expected && (currentAddress & ((1L << pageSizeBits) - 1)) == 0 && holes.Check(Expected, currentAddress) is { } hole)
-                Holes.Add(hole);
-            Inner.Consume(entry, currentAddress);                // a damaged record is reported by the consumer
-            Expected = nextAddress;
-            // A damaged record may have a damaged length header: then the records it now spans would be skipped. Two
-            // cases: its length ends where no intact record begins, or it ends on one by chance. In both, resume at the
-            // first intact record after it when the evidence says the header was what was damaged.
-            if (!RecordHeader.TryOpen(entry, out _, out _, out _) && nextAddress != tail)
-            {
-                if (!holes.IsRecordAt(nextAddress, tail))
-                {
-                    // None found: the record's own bytes are what is damaged (a torn tail); the scan goes on, and a
-                    // stretch of zeros after it is checked as a hole like any other.
-                    long resume = holes.FindNextRecord(currentAddress + 4, tail);
-                    if (resume != nextAddress && holes.IsRecordAt(resume, tail)) ResyncAt = resume;
-                }
-                else if (holes.FindChainEndingAt(currentAddress + 4, nextAddress, tail) is long start)
-                {
-                    // The damaged length can land on an intact record by chance (about one time in ten with small
-                    // records, all 4-byte aligned): the records it spans were then skipped without a word (seen as
-                    // acknowledged decisions and acks lost by the crash loop's damage round, seed 903877). Intact records
-                    // packed right up to that one mean the header was what was damaged: replay them.
-                    ResyncAt = start;
-                }
-            }
         }
     }
 
