@@ -194,6 +194,41 @@ public sealed class DamageTests
         Assert.Equal(0, h.Engine.Metrics.CorruptRecordsSkipped);
     }
 
+    [Fact]
+    public async Task A_checkpoint_ahead_of_the_recovered_log_is_set_aside_and_the_loss_reported()
+    {
+        // Review 2026-12-02, storage 2: a log whose commit metadata is lost is recovered by FasterLog scanning forward for
+        // its commit records; damage stops that scan early. The newest checkpoint then covered addresses the log no longer
+        // had: nothing compared them, and new records reused the checkpoint's addresses.
+        await using var h = await EngineHarness.StartAsync();
+        await SendAtAsync(h, "events", "m0");
+        long torn = await SendAtAsync(h, "events", "m1");
+        await SendAtAsync(h, "events", "m2");
+        await h.Engine.CheckpointAsync();
+        await SendAtAsync(h, "events", "b");
+        string checkpoints = Path.Combine(h.DataDir, "checkpoints");
+        await h.Engine.DisposeAsync();
+        TruncateInside(h, torn);
+        string log = Path.Combine(h.DataDir, "log");
+        File.WriteAllBytes(Path.Combine(log, SlotLogCommitManager.FileName), []);
+
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        long tail = h.Engine.LogTailAddress;
+        Assert.Equal(HealthStatus.Degraded, h.Engine.Health.Status);
+        Assert.Contains(h.Engine.Health.Reasons, r => r.Contains("checkpoint") && r.Contains($"up to {tail}") && r.Contains("lost"));
+        // Never loaded later either (once the log grows past it, it would be applied to unrelated records).
+        Assert.DoesNotContain(Directory.GetFiles(checkpoints, "*.bin"), f => CheckpointStoreNames.Covered(f) > tail);
+        await SendAtAsync(h, "events", "c");
+        Assert.Contains("c", (await h.ReceiveAsync("g", "events")).Select(m => m.Text()));
+    }
+
+    private static void CopyDirectory(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+    }
+
     /// <summary>Eight messages m0-m7; <paramref name="damage"/> gets the log file positioned at the fourth one's FasterLog
     /// length header; after a replay from the log alone, only m3 may be missing.</summary>
     private static async Task DamageFourthLengthHeaderAsync(Action<FileStream, IReadOnlyList<long>> damage)

@@ -21,6 +21,14 @@ public sealed partial class BrokerEngine
         if (loaded is { } c) LastCheckpointAddress = c;
         _lastCheckpointAtMs = NowMs;
         long from = loaded is { } covered ? Math.Max(covered, begin) : begin;
+        if (_checkpointer.SetAsideAheadOfLog.Count > 0)
+        {
+            // Checkpoints are written only over a durable log: one beyond the recovered tail means the log lost its end
+            // (or both commit-meta slots, and FasterLog fell back to what it could find). What it lost is gone; say so.
+            string reason = $"the checkpoint {_checkpointer.SetAsideAheadOfLog[0]} covers more log than was recovered (up to {_log.TailAddress}): acknowledged records from {_log.TailAddress} on are lost (the log's end or its commit metadata was damaged); the {_checkpointer.SetAsideAheadOfLog.Count} checkpoint file(s) ahead of the log were moved to checkpoints/{CheckpointStore.AheadOfLogDirectory}";
+            _logger.LogError("Recovery: {Reason}", reason);
+            Health.ReportDegraded(reason);
+        }
         if (loaded is null && begin > FirstLogAddress)
         {
             // The head of the log was cut, and no checkpoint that covers the cut can be read: whatever the cut relied

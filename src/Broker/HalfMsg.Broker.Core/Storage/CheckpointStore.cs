@@ -93,6 +93,33 @@ internal sealed class CheckpointStore(string directory, ILogger logger)
         }
     }
 
+    /// <summary>Where checkpoints that cover more log than the log holds are moved (kept for an operator, never loaded).</summary>
+    public const string AheadOfLogDirectory = "ahead-of-log";
+
+    /// <summary>
+    /// Moves checkpoint files whose covered address is beyond <paramref name="logTail"/> into <see cref="AheadOfLogDirectory"/>
+    /// and returns their names. A checkpoint is written only once the log it covers is durable, so such a file means the
+    /// log lost its end (or its commit metadata). Loading it would apply state to addresses the log no longer has, which
+    /// new records then reuse; leaving it in place would let it be loaded once the log grows past it.
+    /// </summary>
+    public IReadOnlyList<string> SetAsideAheadOf(long logTail)
+    {
+        var moved = new List<string>();
+        foreach (var file in ListNewestFirst())
+        {
+            if (!TryParseCovered(file, out long covered) || covered <= logTail) continue;
+            string aside = Path.Combine(Directory, AheadOfLogDirectory);
+            System.IO.Directory.CreateDirectory(aside);
+            string target = Path.Combine(aside, Path.GetFileName(file));
+            if (File.Exists(target)) target += "." + DateTime.UtcNow.ToString("yyyyMMddTHHmmssfff", System.Globalization.CultureInfo.InvariantCulture);
+            File.Move(file, target);
+            FsyncDirectory(aside);
+            moved.Add(Path.GetFileName(file));
+        }
+        if (moved.Count > 0) FsyncDirectory(Directory);
+        return moved;
+    }
+
     public static bool TryParseCovered(string file, out long covered)
     {
         var name = Path.GetFileName(file);

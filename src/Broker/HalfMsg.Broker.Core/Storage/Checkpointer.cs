@@ -405,6 +405,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// </summary>
     public long? LoadLatest()
     {
+        SetAsideAheadOfLog = store.SetAsideAheadOf(log.TailAddress);
+        foreach (var name in SetAsideAheadOfLog)
+            logger.LogError("Checkpoint {File} covers more than the recovered log (up to {Tail}): the log lost its end; moved to {Directory}", name, log.TailAddress, CheckpointStore.AheadOfLogDirectory);
         var files = store.ListNewestFirst();
         foreach (var file in files)
         {
@@ -445,6 +448,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         }
         return null;
     }
+
+    /// <summary>The checkpoint files <see cref="LoadLatest"/> found ahead of the recovered log and moved aside.</summary>
+    public IReadOnlyList<string> SetAsideAheadOfLog { get; private set; } = [];
 
     /// <summary>Reads a checkpoint file's header: its covered address and, for a delta, the checkpoint it builds on.</summary>
     private static bool TryReadHeader(ReadOnlySpan<byte> bytes, out long covered, out long? previous, out int headerSize)

@@ -6,11 +6,10 @@ namespace HalfMsg.Broker.Core.Storage;
 public readonly record struct LogHole(long From, long To);
 
 /// <summary>
-/// Finds stretches of the log that FasterLog's scan silently jumped over. A scan that meets a zero entry length takes it
-/// for the zero padding at a page end and continues at the next page boundary; when the zeros are damage (a segment cut
-/// short, a torn write) every record between them and the page end is skipped without a word. Replay hands its gaps
-/// here; each is checked against the raw segment bytes, which hold (as FasterLog writes them) a 4-byte length per entry,
-/// negative for FasterLog's own commit records, zero only for page-end padding.
+/// Reads the log's segment files as FasterLog writes them (a 4-byte length per entry, negative for FasterLog's own
+/// commit records, zero only for page-end padding; entries never cross a page) for replay, which walks them itself
+/// (<see cref="RecordLog.Replay"/>), and tells damage from padding: whether a zero is page-end padding the next entry
+/// did not fit in, where the next intact record of ours begins, and whether intact records run up to an address.
 /// </summary>
 internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSizeBits)
 {
