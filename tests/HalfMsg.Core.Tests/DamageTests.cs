@@ -223,6 +223,48 @@ public sealed class DamageTests
         Assert.Contains("c", (await h.ReceiveAsync("g", "events")).Select(m => m.Text()));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_half_or_delayed_message_whose_moved_body_was_damaged_is_reported_lost_and_retention_goes_on(bool delayed)
+    {
+        // Review 2026-12-02, storage 5: retention moved a pending half's body above the cut; that record was then damaged
+        // and the restart used a checkpoint from before the cut. The half pointed below the log's begin, every later
+        // cut collected it, could not read it and was abandoned, every second, for ever: the log grew until the disk
+        // guard refused all sends.
+        await using var h = await EngineHarness.StartAsync();
+        string tx = "";
+        if (delayed)
+        {
+            var draft = h.Draft("later", "delayed", deliverAt: h.Clock.GetUtcNow().AddHours(1).ToUnixTimeMilliseconds());
+            Assert.True((await h.Engine.SendAsync(draft)).IsOk);
+        }
+        else tx = await h.SendHalfAsync("orders", "pending");
+        for (int i = 0; i < 4; i++) await SendAtAsync(h, "events", $"filler {i}");
+        await h.Engine.CheckpointAsync();
+        long cut = h.Engine.LogTailAddress;
+        string checkpoints = Path.Combine(h.DataDir, "checkpoints");
+        string beforeCut = Assert.Single(Directory.GetFiles(checkpoints, "*.bin"), f => CheckpointStoreNames.Covered(f) == cut);
+        byte[] beforeCutBytes = File.ReadAllBytes(beforeCut);
+        long moved = h.Engine.LogTailAddress;                       // the half's body is re-appended here by the cut
+        Assert.Equal(1, await h.Engine.TruncateBeforeAsync(cut));
+        Assert.Equal(cut, h.Engine.LogBeginAddress);
+        await h.Engine.DisposeAsync();
+        DeleteCheckpoints(h);
+        Directory.CreateDirectory(checkpoints);
+        File.WriteAllBytes(beforeCut, beforeCutBytes);
+        FlipPayloadByte(h, moved);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        Assert.Equal(HealthStatus.Degraded, h.Engine.Health.Status);
+        Assert.Contains(h.Engine.Health.Reasons, r => r.Contains(delayed ? "delayed message for topic later" : tx) && r.Contains("lost"));
+        if (!delayed) Assert.Null(h.Engine.FindTransaction(tx));
+        await SendAtAsync(h, "events", "after");
+        long tail = h.Engine.LogTailAddress;
+        Assert.True(await h.Engine.TruncateBeforeAsync(tail) >= 0, "the cut goes on");
+        Assert.Equal(tail, h.Engine.LogBeginAddress);
+    }
+
     private static void CopyDirectory(string from, string to)
     {
         Directory.CreateDirectory(to);

@@ -143,6 +143,22 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
     public long ExpireBelow(long begin, bool recovering, Action<string> lost)
     {
         long expired = 0;
+        if (recovering)
+        {
+            // A pending half or delayed message whose body is below the begin (its move above a cut was damaged, and the
+            // state came from a checkpoint before the cut) can never be read again: it is lost. Left in place, every
+            // later cut would collect it, fail to read it and be abandoned, and the log would grow until the disk was full.
+            foreach (var half in state.Halves.InBlocksBelow(begin).Where(x => x.Address < begin).ToList())
+            {
+                lost($"pending transaction {half.TransactionId} (topic {half.Topic}, producer group {half.ProducerGroup}) has its body at {half.Address}, before the log start {begin}; it is lost: neither a commit nor a check-back can deliver it");
+                state.Halves.Remove(half.TransactionId, out _);
+            }
+            foreach (var delayed in state.Delayed.InBlocksBelow(begin).Where(x => x.BodyAddress < begin).ToList())
+            {
+                lost($"delayed message for topic {delayed.Topic} has its body at {delayed.BodyAddress}, before the log start {begin}; it is lost");
+                state.Delayed.Remove(delayed.BodyAddress, out _);
+            }
+        }
         foreach (var topic in state.Topics.Values)
         {
             foreach (var queue in topic.Queues)
