@@ -23,6 +23,8 @@ public sealed class BrokerHost : IAsyncDisposable
     private readonly WebApplication _app;
     public BrokerEngine Engine { get; }
     public BrokerOptions Options { get; }
+    /// <summary>The host's services (tests).</summary>
+    internal IServiceProvider Services => _app.Services;
 
     private BrokerHost(WebApplication app, BrokerEngine engine, BrokerOptions options)
     {

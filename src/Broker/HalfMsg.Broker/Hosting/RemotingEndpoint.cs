@@ -2,7 +2,6 @@ using System.Net;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.FrontEnds.Remoting;
 using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 
 namespace HalfMsg.Broker.Hosting;
 
@@ -30,9 +29,10 @@ internal static class RemotingEndpoint
         {
             Admission = sp.GetService<FrontEnds.SendAdmission>(),
         });
-        // The socket transport pauses reading at MaxReadBufferSize (1 MiB by default) of unconsumed bytes; a session
-        // keeps a whole frame unconsumed until it is complete, so the limit must exceed the largest frame.
-        builder.Services.Configure<SocketTransportOptions>(o => o.MaxReadBufferSize = Math.Max(o.MaxReadBufferSize ?? 0, remoting.MaxFrameLength + 64 * 1024));
+        // Kestrel's socket read buffer (MaxReadBufferSize, 1 MiB) is left as it is: it is shared by every port, and the
+        // gRPC and admin ports rely on it to stop reading from a peer that sends without reading. A Remoting session reads
+        // frames larger than it all the same (it examines all it was given, so the transport goes on reading; measured
+        // with a 10 MiB frame), and bounds what large frames hold with RemotingFrameAssembler.
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);

@@ -26,6 +26,15 @@ public sealed record RemotingOptions
     public long CheckBackQueueBudget => Math.Max(MaxQueuedCheckBackBytes, MaxFrameLength);
     /// <summary>A connection that sends nothing for this long is closed (RocketMQ's channel expiry, 120 s; clients heartbeat every 30 s).</summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);
+    /// <summary>Bytes that frames larger than 256 KiB hold while they arrive, on all connections together; a frame that
+    /// would pass it closes its connection (see <see cref="RemotingFrameAssembler"/>).</summary>
+    public long MaxPartialFrameBytes { get; init; } = 256L * 1024 * 1024;
+    /// <summary>A frame larger than 256 KiB that gets no byte for this long closes its connection.</summary>
+    public TimeSpan FrameStallTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>After <see cref="FrameGracePeriod"/>, a frame larger than 256 KiB must have arrived at this many bytes a
+    /// second on average (the gRPC port's rule for a stranger, 64 KiB/s).</summary>
+    public int MinFrameDataRate { get; init; } = 64 * 1024;
+    public TimeSpan FrameGracePeriod { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Upper bound of a PULL_MESSAGE long poll, whatever the client asks.</summary>
     public TimeSpan MaxSuspend { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Access key → secret (RocketMQ 4 ACL). Empty = unsigned requests are accepted.</summary>

@@ -16,6 +16,7 @@ internal sealed class RemotingServer
         Logger = loggers.CreateLogger("HalfMsg.Broker.Remoting");
         Clients = new RemotingClients(this);
         Dispatcher = new RemotingDispatcher(this);
+        PartialFrames = new PartialFrameBudget(options.MaxPartialFrameBytes);
     }
 
     public BrokerEngine Engine { get; }
@@ -26,6 +27,10 @@ internal sealed class RemotingServer
     public RemotingClients Clients { get; }
     public RemotingDispatcher Dispatcher { get; }
     public int Connections => Volatile.Read(ref _connections);
+    /// <summary>Bytes held by large frames still arriving, all connections together (<see cref="RemotingFrameAssembler"/>).</summary>
+    public PartialFrameBudget PartialFrames { get; }
+    /// <summary>Clock of the large-frame rate rule (tests: a fake one).</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
 
     /// <summary>END_TRANSACTION requests for a transaction the core does not know (logged and counted).</summary>
     public long UnknownTransactionDecisions;

@@ -64,22 +64,36 @@ internal sealed class RemotingSession : ICheckBackChannel
         using var link = connectionClosed.Register(static s => ((RemotingSession)s!)._closing.Cancel(), this);
         var writer = WriteLoopAsync();
         var input = _transport.Input;
+        var large = new RemotingFrameAssembler(_server.PartialFrames, _server.Options, _server.Time);
         using var idle = CancellationTokenSource.CreateLinkedTokenSource(_closing.Token);
         try
         {
             while (true)
             {
-                // Reset on every read: a connection silent for IdleTimeout (no heartbeat, no pull) is closed.
-                idle.CancelAfter(_server.Options.IdleTimeout);
+                // Reset on every read: a connection silent for IdleTimeout (no heartbeat, no pull) is closed, and one
+                // silent inside a large frame for FrameStallTimeout.
+                idle.CancelAfter(large.Active ? _server.Options.FrameStallTimeout : _server.Options.IdleTimeout);
                 var result = await input.ReadAsync(idle.Token).ConfigureAwait(false);
                 var buffer = result.Buffer;
                 try
                 {
-                    while (RemotingFrame.TryReadFrame(ref buffer, _server.Options.MaxFrameLength, out var command))
-                        Dispatch(command);
+                    while (true)
+                    {
+                        if (large.Active)
+                        {
+                            if (!large.Append(ref buffer, out var whole)) break;
+                            if (!RemotingFrame.TryReadFrame(ref whole, _server.Options.MaxFrameLength, out var big))
+                                RemotingProtocolException.Throw("a collected frame could not be read");
+                            large.Reset();
+                            Dispatch(big);
+                            continue;
+                        }
+                        if (RemotingFrame.TryReadFrame(ref buffer, _server.Options.MaxFrameLength, out var command)) Dispatch(command);
+                        else if (!large.TryStart(buffer)) break;
+                    }
                     if (result.IsCompleted || result.IsCanceled)
                     {
-                        if (!buffer.IsEmpty) _server.LogMalformed(this, $"connection closed inside a frame ({buffer.Length} bytes pending)");
+                        if (!buffer.IsEmpty || large.Active) _server.LogMalformed(this, "connection closed inside a frame");
                         break;
                     }
                 }
@@ -91,18 +105,21 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
         catch (RemotingProtocolException ex)
         {
-            // Malformed, oversized or truncated: the stream is out of sync; close, at Debug level (STYLE item 6).
+            // Malformed, oversized, truncated or too slow: the stream is out of sync or not worth its memory; close, at
+            // Debug level (STYLE item 6).
             _server.LogMalformed(this, ex.Message);
         }
         catch (OperationCanceledException) when (idle.IsCancellationRequested && !_closing.IsCancellationRequested)
         {
-            _server.Logger.LogDebug("Closing Remoting connection from {Remote}: idle for {Idle}", RemoteEndPoint, _server.Options.IdleTimeout);
+            _server.Logger.LogDebug("Closing Remoting connection from {Remote}: {What}", RemoteEndPoint,
+                large.Active ? $"no byte of a large frame for {_server.Options.FrameStallTimeout}" : $"idle for {_server.Options.IdleTimeout}");
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or Microsoft.AspNetCore.Connections.ConnectionResetException)
         {
         }
         finally
         {
+            large.Reset();
             Close();
             await input.CompleteAsync().ConfigureAwait(false);
             await writer.ConfigureAwait(false);
