@@ -21,8 +21,16 @@ internal static class RemotingMessageConverter
 
     /// <summary>Inflates a compressed body (zlib, RFC 1950, the only codec ali-ons and Java 4.x use); null when invalid or too large.</summary>
     public static byte[]? Inflate(ReadOnlyMemory<byte> body, int sysFlag, int maxSize, out string? error)
+        => Inflate(body, sysFlag, maxSize, null, out error, out _);
+
+    /// <summary>
+    /// As <see cref="Inflate(ReadOnlyMemory{byte}, int, int, out string?)"/>, asking <paramref name="charge"/> for every
+    /// chunk of inflated bytes before it is kept; null with <paramref name="overloaded"/> when a charge is refused.
+    /// </summary>
+    public static byte[]? Inflate(ReadOnlyMemory<byte> body, int sysFlag, int maxSize, Func<int, bool>? charge, out string? error, out bool overloaded)
     {
         error = null;
+        overloaded = false;
         int type = sysFlag & MessageSysFlag.CompressionTypeMask;
         if (type != 0 && type != MessageSysFlag.CompressionZlib)
         {
@@ -39,6 +47,12 @@ internal static class RemotingMessageConverter
             while ((n = z.Read(buffer)) > 0)
             {
                 if (output.Length + n > maxSize) { error = $"inflated body exceeds {maxSize} bytes"; return null; }
+                if (charge is not null && !charge(n))
+                {
+                    error = "[OVERLOAD]inflated request bodies on this connection exceed its in-flight byte limit";
+                    overloaded = true;
+                    return null;
+                }
                 output.Write(buffer, 0, n);
             }
             return output.ToArray();

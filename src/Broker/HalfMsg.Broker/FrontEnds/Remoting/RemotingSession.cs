@@ -161,6 +161,16 @@ internal sealed class RemotingSession : ICheckBackChannel
         _ = ProcessAsync(command);
     }
 
+    /// <summary>Counts bytes a request grows by while it is processed (an inflated body) against the in-flight limit.</summary>
+    internal bool TryChargeInFlight(long bytes)
+    {
+        if (Interlocked.Add(ref _inFlightBytes, bytes) <= _server.Options.MaxInFlightBytesPerConnection) return true;
+        Interlocked.Add(ref _inFlightBytes, -bytes);
+        return false;
+    }
+
+    internal void ReleaseInFlight(long bytes) => Interlocked.Add(ref _inFlightBytes, -bytes);
+
     /// <summary>Flow control: RocketMQ's SYSTEM_BUSY, which clients retry; a one-way request is dropped silently.</summary>
     private void Refuse(RemotingCommand command, string remark)
     {

@@ -39,13 +39,25 @@ internal sealed partial class RemotingDispatcher
     private async ValueTask<RemotingCommand?> SendMessageAsync(RemotingSession session, RemotingCommand request)
     {
         if (!TryReadSendHeader(request, out var h, out var missing)) return missing;
-        var body = request.Body;
-        if ((h.SysFlag & MessageSysFlag.Compressed) != 0)
+        if ((h.SysFlag & MessageSysFlag.Compressed) == 0) return await SendMessageAsync(session, request, h, request.Body).ConfigureAwait(false);
+        // The connection's in-flight budget counts request bodies as received, compressed: a 4 KiB zlib body can inflate
+        // to the maximum message size. The inflated bytes count too, as they are produced, until the send is done.
+        long charged = 0;
+        try
         {
-            var inflated = RemotingMessageConverter.Inflate(body, h.SysFlag, Engine.Options.MaxMessageSize, out var why);
-            if (inflated is null) return Error(request, ResponseCode.MessageIllegal, why!);
-            body = inflated;
+            var inflated = RemotingMessageConverter.Inflate(request.Body, h.SysFlag, Engine.Options.MaxMessageSize,
+                n => { if (!session.TryChargeInFlight(n)) return false; charged += n; return true; }, out var why, out bool overloaded);
+            if (inflated is null) return Error(request, overloaded ? ResponseCode.SystemBusy : ResponseCode.MessageIllegal, why!);
+            return await SendMessageAsync(session, request, h, inflated).ConfigureAwait(false);
         }
+        finally
+        {
+            session.ReleaseInFlight(charged);
+        }
+    }
+
+    private async ValueTask<RemotingCommand?> SendMessageAsync(RemotingSession session, RemotingCommand request, SendHeader h, ReadOnlyMemory<byte> body)
+    {
         var props = MessageProperties.Decode(h.Properties);
         var draft = RemotingMessageConverter.ToDraft(h.Topic, props, body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, h.ReconsumeTimes,
             DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
