@@ -419,4 +419,84 @@ public sealed class DamageTests
         Assert.Equal(wholes[2], covered[^1]);
         Assert.True(covered.Count >= 3, $"{covered.Count} files");
     }
+
+    /// <summary>
+    /// Takes a checkpoint and, at the start of the part named by <paramref name="decideBefore"/> (0 halves, 2 queues,
+    /// 3 decided ids: a fuzzy capture's moments), runs <paramref name="decide"/>; then restarts from that checkpoint with
+    /// the byte at the returned decision record's address flipped.
+    /// </summary>
+    private static async Task RestartWithDamagedDecisionAsync(EngineHarness h, int decideBefore, Func<Task<long>> decide)
+    {
+        long decisionAt = -1;
+        var checkpointer = h.Engine.CheckpointerForTests;
+        checkpointer.BeforePartForTests = async part =>
+        {
+            if (part != decideBefore) return;
+            checkpointer.BeforePartForTests = null; // once: not again in the shutdown checkpoint
+            decisionAt = await decide();
+        };
+        await h.Engine.CheckpointAsync();
+        long ours = h.Engine.LastCheckpointAddress;
+        Assert.True(decisionAt >= ours, "the decision is in the log the restart replays");
+        await h.Engine.DisposeAsync();
+        foreach (var file in Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints")).Where(f => CheckpointStoreNames.Covered(f) > ours))
+            File.Delete(file);                                    // the shutdown checkpoint: the restart must replay the decision
+        FlipPayloadByte(h, decisionAt);
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.Equal(1, h.Engine.Metrics.CorruptRecordsSkipped);
+    }
+
+    private static async Task<long> DecideAtAsync(EngineHarness h, string tx, TransactionResolution resolution)
+    {
+        long address = h.Engine.LogTailAddress;
+        var r = await h.Engine.EndTransactionAsync(tx, null, resolution, DecisionSource.Client);
+        Assert.True(r.Error.IsOk, r.Error.ToString());
+        return address;
+    }
+
+    [Theory]
+    [InlineData(0, true, TransactionResolution.Commit)]   // sent and committed after the replay start, before the halves were captured
+    [InlineData(0, true, TransactionResolution.Rollback)]
+    [InlineData(2, false, TransactionResolution.Commit)]  // pending in the captured halves, committed before the queues were captured
+    [InlineData(2, false, TransactionResolution.Rollback)]
+    public async Task A_damaged_decision_record_that_the_checkpoint_already_holds_leaves_the_half_decided(int decideBefore, bool sendInCapture, TransactionResolution resolution)
+    {
+        // Review 2026-12-02, transactions, finding 9: replay brought such a half back as pending; it was checked back,
+        // and a second Commit delivered it twice (a Rollback, after it had been delivered).
+        await using var h = await EngineHarness.StartAsync();
+        string? tx = sendInCapture ? null : await h.SendHalfAsync("orders", "the event");
+        await RestartWithDamagedDecisionAsync(h, decideBefore, async () =>
+        {
+            tx ??= await h.SendHalfAsync("orders", "the event");
+            return await DecideAtAsync(h, tx, resolution);
+        });
+
+        Assert.Null(h.Engine.FindTransaction(tx!));
+        var p1 = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p1);
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(0, await h.Engine.RunCheckPassAsync());
+        Assert.Empty(p1.Checks);
+        // The decision is still the remembered one: the other answer is refused, the same one changes nothing.
+        var other = resolution == TransactionResolution.Commit ? TransactionResolution.Rollback : TransactionResolution.Commit;
+        Assert.Equal(BrokerStatus.TransactionConflict, (await h.Engine.EndTransactionAsync(tx!, null, other, DecisionSource.CheckBack)).Error.Status);
+        Assert.True((await h.Engine.EndTransactionAsync(tx!, null, resolution, DecisionSource.CheckBack)).Error.IsOk);
+        var received = await h.ReceiveAsync("g", "orders");
+        Assert.Equal(resolution == TransactionResolution.Commit ? new[] { "the event" } : [], received.Select(m => m.Text()));
+    }
+
+    [Fact]
+    public async Task A_damaged_commit_record_whose_queue_entry_the_checkpoint_lacks_leaves_the_half_pending_to_be_committed_once()
+    {
+        // The decided ids are captured after the queues: a commit between the two is remembered, but its entry went
+        // with the damaged record. Dropping the half would lose the message; pending, a check-back commits it once.
+        await using var h = await EngineHarness.StartAsync();
+        string tx = await h.SendHalfAsync("orders", "the event");
+        await RestartWithDamagedDecisionAsync(h, decideBefore: 3, () => DecideAtAsync(h, tx, TransactionResolution.Commit));
+
+        Assert.NotNull(h.Engine.FindTransaction(tx));
+        Assert.Empty(await h.ReceiveAsync("g", "orders"));
+        Assert.True((await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.CheckBack)).Error.IsOk);
+        Assert.Equal(new[] { "the event" }, (await h.ReceiveWhenVisibleAsync("g", "orders")).Select(m => m.Text()));
+    }
 }

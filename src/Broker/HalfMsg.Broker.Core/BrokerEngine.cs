@@ -40,6 +40,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// <summary>Tests: change a queue as only retention does, under <see cref="GateForTests"/>.</summary>
     internal TopicQueues TopicsForTests => _topics;
     internal object GateForTests => _gate;
+    internal Checkpointer CheckpointerForTests => _checkpointer;
 
     /// <summary>Tests: how many receives of the group on the topic are long-polling now.</summary>
     internal int ParkedReceivesForTests(string group, string topic)

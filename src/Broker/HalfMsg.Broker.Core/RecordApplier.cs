@@ -213,6 +213,59 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         _txs.Decided.Expire(rec.AtMs);
     }
 
+    /// <summary>
+    /// After replay: drops the pending halves whose decision the checkpoint remembers and whose effect it already holds,
+    /// though the decision's own record did not replay (it was damaged). Returns how many were dropped.
+    /// </summary>
+    /// <remarks>
+    /// The checkpoint is fuzzy: a half decided while it was being taken can be pending in the halves it captured (or
+    /// stored after its start, so its HalfStored record replays), while its commit entry is in the queues and its id in
+    /// the decided ids captured later. Replay of the TxDecided record removes it again; when that record is damaged, the
+    /// half stayed pending, was checked back for a decision already carried out, and a second Commit delivered it
+    /// twice. A decision recorded after the half's body was written is this half's (an id is reused only after its
+    /// decision is forgotten, and then its new body lies after that decision). A rollback has no effect to look for; a
+    /// commit counts as carried out only when its entry is in the checkpoint (in a queue, or in the delay index): if it
+    /// was decided after the queues were captured, its entry went with the damaged record, and the half is better left
+    /// pending, so that a check-back commits it once, than dropped and never delivered.
+    /// </remarks>
+    public int DropHalvesDecidedInCheckpoint()
+    {
+        List<HalfState>? settled = null;
+        foreach (var half in _txs.All)
+        {
+            if (!_txs.Decided.TryGet(half.TransactionId, out var resolution, out long decidedAt) || decidedAt <= half.Address) continue;
+            if (resolution == TransactionResolution.Commit && !CommitIsApplied(half, decidedAt)) continue;
+            (settled ??= []).Add(half);
+        }
+        if (settled is null) return 0;
+        foreach (var half in settled)
+        {
+            _txs.Remove(half.TransactionId, out _);
+            _logger.LogWarning("Transaction {TransactionId} (topic {Topic}) was decided before the checkpoint was captured, but its decision record did not replay; it stays decided and is not checked again",
+                half.TransactionId, half.Topic);
+        }
+        return settled.Count;
+    }
+
+    // The commit's entry: in a queue with the decision's address as its visibility (VisibleAt is the address of the
+    // record that added an entry, so it grows along a queue and the search stops at the first older entry), or, for a
+    // delayed message, still in the delay index, or released from it into a queue after the decision.
+    private bool CommitIsApplied(HalfState half, long decidedAt)
+    {
+        if (_delayed.Contains(half.Address)) return true;
+        if (!_topics.TryGetValue(half.Topic, out var topic)) return false;
+        foreach (var queue in topic.Queues)
+        {
+            for (long offset = queue.NextOffset - 1; offset >= queue.BaseOffset; offset--)
+            {
+                if (!queue.TryGet(offset, out var entry) || entry.IsHole) continue;
+                if (entry.VisibleAt < decidedAt) break;
+                if (entry.VisibleAt == decidedAt || entry.BodyAddress == half.Address) return true;
+            }
+        }
+        return false;
+    }
+
     private void ApplyTxChecked(TxCheckedRecord rec)
     {
         if (!_txs.TryGet(rec.TransactionId, out var half)) return;

@@ -52,6 +52,10 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// <summary>In a delta: one entry below the previous file's end, rewritten in place since (a body relocated).</summary>
     private const RecordKind SnapEntryPatch = (RecordKind)110;
 
+    /// <summary>Tests: runs before the halves, the queues and the decided ids are captured (with the part's index:
+    /// 0, 2, 3), outside the engine lock, so a test can decide a half at a chosen moment of a fuzzy capture.</summary>
+    internal Func<int, Task>? BeforePartForTests { get; set; }
+
     /// <summary>A chain never grows longer than this many deltas: a restart reads at most this many files past the whole one.</summary>
     internal const int MaxDeltas = 32;
 
@@ -176,6 +180,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // million halves): like the chunks, each table's copy is taken at its own moment after S, and replay from S
             // makes them agree.
             part = PartHalves;
+            if (BeforePartForTests is { } hookHalves) await hookHalves(PartHalves).ConfigureAwait(false);
             for (int shard = 0; shard < HalfIndex.Shards; shard++)
             {
                 int table = shard;
@@ -211,6 +216,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
 
             TopicState[] topics;
             part = PartQueues;
+            if (BeforePartForTests is { } hookQueues) await hookQueues(PartQueues).ConfigureAwait(false);
             topics = Snapshot(() => state.Topics.Values.ToArray());
             foreach (var t in topics)
             {
@@ -278,6 +284,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // the order can hold a million entries, too many to copy in one hold. Ids added after the first step are
             // after `covered` (replayed on top) and are left to the next checkpoint; ids forgotten meanwhile are skipped.
             part = PartDecided;
+            if (BeforePartForTests is { } hookDecided) await hookDecided(PartDecided).ConfigureAwait(false);
             var decidedPart = new (UInt128 Key, long AtMs)[4 * ItemsPerHold];
             long decidedNext = chain?.DecidedAdded ?? 0;
             long decidedEnd = -1;
