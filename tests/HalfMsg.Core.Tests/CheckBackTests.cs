@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 using HalfMsg.Broker.Core.Transactions;
@@ -213,7 +214,7 @@ public sealed class CheckBackTests
         var parked = Assert.Single(h.Engine.ListTransactions(parked: true, -1, 10, out _));
         Assert.Equal(tx, parked.TransactionId);
         Assert.Empty(h.Engine.ListTransactions(parked: false, -1, 10, out _));
-        Assert.Contains(h.Engine.ListTopics(), t => t.Name == BrokerEngine.CheckMaxTopic && t.Queues[0].MaxOffset == 1);
+        Assert.DoesNotContain(h.Engine.ListTopics(), t => t.Name == BrokerEngine.CheckMaxTopic); // a parked half is no message
 
         await h.RestartAsync();                                  // parking is durable
         Assert.True(h.Engine.FindTransaction(tx)!.Parked);
@@ -268,5 +269,36 @@ public sealed class CheckBackTests
         Assert.Equal(0, await h.Engine.RunCheckPassAsync());
         Assert.Empty(p.Checks);
         Assert.Equal(2000, h.Engine.PendingCount);
+    }
+
+    [Fact]
+    public async Task A_parked_half_cannot_be_received_or_pulled_from_the_check_max_topic_and_a_rollback_leaves_it_undelivered()
+    {
+        // Review 2026-12-02, transactions, finding 4: parking put a queue entry for the half's body into
+        // TRANS_CHECK_MAX_TIME_TOPIC, and any consumer of that topic received it though the half was still pending
+        // (then rolled back by an operator, or delivered a second time by a late commit); each re-park added another.
+        await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 1 });
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        var tx = await h.SendHalfAsync("orders", "still pending");
+        for (int i = 0; i < 2; i++) { h.Clock.Advance(TimeSpan.FromSeconds(31)); await h.Engine.RunCheckPassAsync(); }
+        Assert.True(h.Engine.FindTransaction(tx)!.Parked);
+        await h.SendNormalAsync("other", "after the park");       // durable, so the park record before it is too
+
+        var receive = await h.Engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = BrokerEngine.CheckMaxTopic, BatchSize = 32, InvisibleDuration = TimeSpan.FromSeconds(30) });
+        Assert.Equal(BrokerStatus.IllegalTopic, receive.Error.Status);
+        Assert.Empty(receive.Messages);
+        var pull = await h.Engine.PullAsync(BrokerEngine.CheckMaxTopic, 0, 0, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.Equal(PullStatus.NotReadable, pull.Status);
+        Assert.Empty(pull.Messages);
+
+        // A resume and a second park add nothing either: parking is a state of the half, not a message.
+        Assert.True((await h.Engine.ResumeTransactionAsync(tx)).IsOk);
+        for (int i = 0; i < 2; i++) { h.Clock.Advance(TimeSpan.FromSeconds(31)); await h.Engine.RunCheckPassAsync(); }
+        Assert.True(h.Engine.FindTransaction(tx)!.Parked);
+        Assert.False(h.Engine.TryGetQueueOffsets(BrokerEngine.CheckMaxTopic, 0, out _, out long max) && max > 0, "no queue entry for a parked half");
+
+        Assert.True((await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Rollback, DecisionSource.Operator)).IsOk);
+        Assert.Empty(await h.ReceiveAsync("g", "orders"));
     }
 }

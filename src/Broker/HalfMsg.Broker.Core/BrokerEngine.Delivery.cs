@@ -132,6 +132,7 @@ public sealed partial class BrokerEngine
         using var span = BrokerTracing.StartReceive(req.Topic, req.ConsumerGroup); // trace hook (issue 12)
         if (!IsValidName(req.ConsumerGroup, 255) || IsSystemTopic(req.ConsumerGroup))
             return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{req.ConsumerGroup}' is not a valid name"), []);
+        if (UnreadableTopicReason(req.Topic) is { } unreadable) return new(new(BrokerStatus.IllegalTopic, unreadable), []);
         if (!TagFilter.TryParse(req.TagExpression, out var filter, out var filterError))
             return new(new(BrokerStatus.BadRequest, filterError!), []);
         if (req.InvisibleDuration <= TimeSpan.Zero || req.InvisibleDuration > _options.MaxInvisibleDuration)

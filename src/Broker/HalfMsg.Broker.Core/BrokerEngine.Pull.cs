@@ -17,6 +17,8 @@ public enum PullStatus
     OffsetMoved,
     /// <summary>The topic or queue does not exist.</summary>
     NoSuchQueue,
+    /// <summary>The topic exists but cannot be read: <see cref="BrokerEngine.CheckMaxTopic"/>.</summary>
+    NotReadable,
 }
 
 /// <summary>One message returned by a pull: the stored message plus its body's log address (RocketMQ's physical offset).</summary>
@@ -79,6 +81,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     public async ValueTask<PullResult> PullAsync(string topic, int queueId, long offset, int maxMessages, TagFilter filter, TimeSpan longPoll, CancellationToken ct = default)
     {
+        if (UnreadableTopicReason(topic) is not null) return new(PullStatus.NotReadable, [], 0, 0, 0);
         maxMessages = Math.Clamp(maxMessages, 1, 1024);
         using var span = BrokerTracing.StartReceive(topic, "", "pull"); // trace hook (issue 12)
         var deadline = _time.GetTimestamp() + (long)(longPoll.TotalSeconds * _time.TimestampFrequency);

@@ -376,12 +376,12 @@ public sealed partial class BrokerEngine
 
     private void Park(HalfState half, long now)
     {
-        TryGetOrCreate(CheckMaxTopic, out var sys);
-        new TxParkedRecord(half.TransactionId, now, sys.Queues[0].NextOffset).Write(_writer);
+        // No entry in TRANS_CHECK_MAX_TIME_TOPIC (system offset -1): the half is still pending (UnreadableTopicReason).
+        new TxParkedRecord(half.TransactionId, now, -1).Write(_writer);
         AppendAndApply();
         Metrics.Parked++;
-        _logger.LogWarning("Transaction {TransactionId} (topic {Topic}, producer group {Group}) gave no answer after {Checks} check-backs; parked in {SystemTopic}. Resume or decide it through the admin API.",
-            half.TransactionId, half.Topic, half.ProducerGroup, half.CheckCount, CheckMaxTopic);
+        _logger.LogWarning("Transaction {TransactionId} (topic {Topic}, producer group {Group}) gave no answer after {Checks} check-backs; parked. Resume or decide it through the admin API.",
+            half.TransactionId, half.Topic, half.ProducerGroup, half.CheckCount);
     }
 
     /// <summary>Operator action: a parked (or pending) half is checked again from scratch.</summary>

@@ -229,6 +229,15 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         return true;
     }
 
+    /// <summary>
+    /// Why <paramref name="topic"/> cannot be consumed, or null. RocketMQ puts a copy of a half that reached the check
+    /// limit into TRANS_CHECK_MAX_TIME_TOPIC, and its consumers read it, because there a park is final. Here a parked
+    /// half is still pending (an operator resumes, commits or rolls it back), and a pending half is never delivered: the
+    /// topic holds no entries of ours (only logs written before 2026-12-02 have some), and it is refused to readers.
+    /// </summary>
+    public static string? UnreadableTopicReason(string topic)
+        => topic == CheckMaxTopic ? $"topic '{topic}' cannot be consumed: a parked half is still pending; list, resume or decide parked halves through the admin API (/api/transactions/parked)" : null;
+
     internal static bool IsSystemTopic(string topic)
         => topic == CheckMaxTopic || topic.StartsWith("RMQ_SYS_", StringComparison.Ordinal) || topic.StartsWith(DeadLetterPrefix, StringComparison.Ordinal);
 

@@ -278,11 +278,12 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyTxParked(long address, TxParkedRecord rec)
     {
         if (!_txs.TryGet(rec.TransactionId, out var half)) return;
-        var topic = ApplyTopicCreated(BrokerEngine.CheckMaxTopic, 1);
         half.Parked = true;
         half.ParkedAtMs = rec.AtMs;
+        // Parks written before 2026-12-02 made an entry in the check-max topic: kept, so offsets stay as they were, but
+        // that topic is never read (BrokerEngine.UnreadableTopicReason).
         if (rec.SystemOffset >= 0)
-            AddQueueEntry(topic, 0, rec.SystemOffset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag });
+            AddQueueEntry(ApplyTopicCreated(BrokerEngine.CheckMaxTopic, 1), 0, rec.SystemOffset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag });
     }
 
     private void ApplyTxResumed(TxResumedRecord rec)

@@ -137,6 +137,16 @@ public sealed class RemotingMessagingTests(RemotingBrokerFixture broker)
     }
 
     [Fact]
+    public async Task A_pull_of_the_check_max_topic_is_NO_PERMISSION_with_a_remark_that_points_to_the_admin_API()
+    {
+        // Review 2026-12-02, transactions, finding 4: parked halves are still pending, so their topic is never read.
+        await using var c = await broker.ConnectAsync();
+        var refused = await PullAsync(c, "G", "TRANS_CHECK_MAX_TIME_TOPIC", 0, 0);
+        Assert.Equal(ResponseCode.NoPermission, refused.Code);
+        Assert.Contains("/api/transactions/parked", refused.Remark);
+    }
+
+    [Fact]
     public async Task Delay_level_1_message_is_invisible_until_due_then_pullable()
     {
         await using var c = await broker.ConnectAsync();

@@ -43,6 +43,8 @@ internal sealed partial class RemotingDispatcher
         }
 
         var result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, session.Closing).ConfigureAwait(false);
+        if (result.Status == PullStatus.NotReadable)
+            return Error(request, ResponseCode.NoPermission, BrokerEngine.UnreadableTopicReason(topic)!); // as RocketMQ answers a pull of an unreadable topic
         int code = result.Status switch
         {
             PullStatus.Found => ResponseCode.Success,
