@@ -34,7 +34,7 @@ public static class BrokerConfiguration
         new("--decision-durability", "Broker:DecisionDurability", "sync", "sync: a commit or rollback is answered once it is durable; relaxed: answered at once (as RocketMQ's one-way END_TRANSACTION); the message still becomes visible only once durable, and a decision lost in a crash leaves its half pending for check-back."),
         new("--transaction-timeout", "Broker:TransactionTimeout", "6s", "A half younger than this is not checked."),
         new("--transaction-check-interval", "Broker:TransactionCheckInterval", "30s", "How often the check-back scheduler runs."),
-        new("--transaction-check-max", "Broker:TransactionCheckMax", "15", "Check-backs before a half is parked in TRANS_CHECK_MAX_TIME_TOPIC."),
+        new("--transaction-check-max", "Broker:TransactionCheckMax", "15", "Check-backs before a half is parked: still pending, listed by /api/transactions/parked for an operator to resume or decide."),
         new("--max-delivery-attempts", "Broker:MaxDeliveryAttempts", "16", "Deliveries before a message goes to %DLQ%<group>."),
         new("--queues-per-topic", "Broker:QueuesPerTopic", "8", "Queues of an auto-created topic."),
         new("--max-message-size", "Broker:MaxMessageSize", "4MiB", "Largest accepted body."),
