@@ -51,4 +51,29 @@ public sealed class HalfIndexTests
         Assert.Equal([other], index.TakeDue(300));
         Assert.Empty(index.TakeDue(1_000));
     }
+
+    [Fact]
+    public void Entries_of_halves_decided_long_before_their_check_time_do_not_pile_up()
+    {
+        // Review 2026-12-02, transactions 7: a client-chosen check immunity (up to an hour) kept every decided half's
+        // entry that long: 3.6 million an hour at 1,000 tx/s.
+        var index = new HalfIndex(new DecidedIndex(60_000, 1_000));
+        var pending = new List<HalfState>();
+        for (int i = 0; i < 100; i++)
+        {
+            var keep = Half($"pending-{i}", 500 + i);
+            index.Add(keep);
+            pending.Add(keep);
+        }
+        for (int i = 0; i < 100_000; i++)
+        {
+            index.Add(Half($"tx-{i}", 3_600_000 + i));
+            Assert.True(index.Remove($"tx-{i}", out _));
+            Assert.True(index.DueCount <= 2 * index.Count + HalfIndex.StaleSlack + 1, $"{index.DueCount} entries for {index.Count} halves");
+        }
+        Assert.True(index.StaleDrops > 0);
+        // The live halves are all still due, once each, in time order.
+        Assert.Equal(pending, index.TakeDue(1_000));
+        Assert.Empty(index.TakeDue(10_000_000));
+    }
 }

@@ -74,5 +74,8 @@ internal sealed class SegmentedHeap<T>
         return top;
     }
 
+    /// <summary>Every item, in no particular order.</summary>
+    public IEnumerable<(T Item, long Priority)> Items() => _items.Items();
+
     public void Clear() => _items.Clear();
 }

@@ -33,7 +33,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
     // The run is kept in segments, so it never grows by copying all of it (see SegmentedList): as a Queue it took
     // 18-21 ms to grow at 1,048,576 entries. The heap is in segments too (SegmentedHeap): in a check-back storm over a
     // million pending halves it holds most of them, and a PriorityQueue's doubling copied all of it under the lock.
-    private readonly SegmentedList<(string TransactionId, long Seq, long At)> _inOrder = new();
+    private SegmentedList<(string TransactionId, long Seq, long At)> _inOrder = new();
     private long _inOrderTail = long.MinValue;
     private readonly SegmentedHeap<(string TransactionId, long Seq)> _due = new();
     private long _seq;
@@ -120,8 +120,38 @@ internal sealed class HalfIndex(DecidedIndex decided)
     {
         if (!_byId.Remove(transactionId, out half)) return false;
         _byBlock.Remove(half.Address, half);
+        DropStaleEntriesIfMost();
         return true;
     }
+
+    /// <summary>Times the due times were rid of stale entries (for tests).</summary>
+    internal int StaleDrops { get; private set; }
+
+    // Stale entries above this many (and above the live halves' count) are dropped.
+    internal const int StaleSlack = 4096;
+
+    // A decided half's entry stays until its check time, and the client chooses that time (a check immunity of up to an
+    // hour): committed at once, at 1,000 tx/s, 3.6 million entries for an hour, and one of them put the in-order run's
+    // tail an hour ahead, so every later half went to the heap (review 2026-12-02, transactions 7). When the entries
+    // are more than twice the pending halves plus a slack, the stale ones go: a pass over all entries, paid for by the
+    // decisions and reschedules that made at least half of them stale since the last one.
+    private void DropStaleEntriesIfMost()
+    {
+        if (DueCount <= 2L * _byId.Count + StaleSlack) return;
+        var inOrder = new SegmentedList<(string TransactionId, long Seq, long At)>();
+        foreach (var e in _inOrder.Items())
+            if (IsCurrent(e.TransactionId, e.Seq, e.At)) inOrder.Add(e);
+        _inOrder = inOrder;
+        _inOrderTail = inOrder.Count > 0 ? inOrder[inOrder.Count - 1].At : long.MinValue;
+        var heap = _due.Items().Where(e => IsCurrent(e.Item.TransactionId, e.Item.Seq, e.Priority)).ToList();
+        _due.Clear();
+        foreach (var (item, at) in heap) _due.Enqueue(item, at);
+        StaleDrops++;
+    }
+
+    // An entry a check pass would act on: its half is live, not parked, and still due at that time.
+    private bool IsCurrent(string transactionId, long seq, long at)
+        => TryGetLive(transactionId, seq, out var half) && !half.Parked && half.NextCheckAtMs == at;
 
     /// <summary>The half's body now lies at <paramref name="address"/> (a replay over a checkpoint, a retention move).</summary>
     public void MoveBody(HalfState half, long address, int size)
@@ -132,7 +162,11 @@ internal sealed class HalfIndex(DecidedIndex decided)
     }
 
     /// <summary>Puts a half (back) into the due times at its <see cref="HalfState.NextCheckAtMs"/>.</summary>
-    public void Schedule(HalfState half) => Enqueue(half.TransactionId, half.DueSeq, half.NextCheckAtMs);
+    public void Schedule(HalfState half)
+    {
+        Enqueue(half.TransactionId, half.DueSeq, half.NextCheckAtMs);
+        DropStaleEntriesIfMost();
+    }
 
     /// <summary>Takes every live, unparked half whose check time has come, each once.</summary>
     public List<HalfState> TakeDue(long nowMs)
