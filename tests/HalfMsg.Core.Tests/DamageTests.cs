@@ -1,4 +1,6 @@
+using System.Text;
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
@@ -263,6 +265,38 @@ public sealed class DamageTests
         long tail = h.Engine.LogTailAddress;
         Assert.True(await h.Engine.TruncateBeforeAsync(tail) >= 0, "the cut goes on");
         Assert.Equal(tail, h.Engine.LogBeginAddress);
+    }
+
+    [Fact]
+    public async Task A_pull_goes_past_a_message_whose_body_cannot_be_read_and_says_so()
+    {
+        // Review 2026-12-02, delivery 7: a body damaged below the checkpoint (replay does not read it) made every pull of
+        // its queue stop before it: nothing after it reached any pull group, for ever.
+        await using var h = await EngineHarness.StartAsync();
+        await SendAtAsync(h, "events", "m0");
+        long damaged = await SendAtAsync(h, "events", "m1");
+        await SendAtAsync(h, "events", "m2");
+        await h.RestartAsync();                                    // a checkpoint covers the three
+        await h.Engine.DisposeAsync();
+        FlipPayloadByte(h, damaged);
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.Equal(HealthStatus.Healthy, h.Engine.Health.Status); // replay did not read it
+
+        var got = new List<string>();
+        long offset = 0;
+        for (int i = 0; i < 3 && offset < 3; i++)
+        {
+            var r = await h.Engine.PullAsync("events", 0, offset, 32, TagFilter.All, TimeSpan.Zero);
+            got.AddRange(r.Messages.Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)));
+            offset = r.NextBeginOffset;
+        }
+        Assert.Equal(new[] { "m0", "m2" }, got);
+        Assert.Equal(3, offset);
+        // Only the damaged one picked: the same pull goes on to the next.
+        var one = await h.Engine.PullAsync("events", 0, 1, 1, TagFilter.All, TimeSpan.Zero);
+        Assert.Equal("m2", Encoding.UTF8.GetString(Assert.Single(one.Messages).Message.Body.Span));
+        Assert.Equal(HealthStatus.Degraded, h.Engine.Health.Status);
+        Assert.Contains(h.Engine.Health.Reasons, r => r.Contains("events/0/1") && r.Contains("could not be read"));
     }
 
     private static void CopyDirectory(string from, string to)

@@ -139,14 +139,24 @@ public sealed partial class BrokerEngine
                     }
                     if (message is null)
                     {
-                        _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; the pull stops before it", topic, queueId, off, address);
-                        next = off;
-                        break;
+                        // Its record fails its checksum (damage below the checkpoint, which replay does not read): it
+                        // cannot be delivered now or later. Stopping before it stopped its queue for every pull group for
+                        // good; go past it, loudly, as replay goes past a damaged record.
+                        string reason = $"message {topic}/{queueId}/{off} at log address {address} could not be read (damaged); pulls go past it";
+                        _logger.LogError("{Reason}", reason);
+                        Health.ReportDegraded(reason);
+                        continue;
                     }
                     messages.Add(new PulledMessage(message, address, ReconsumeTimesOf(message)));
                 }
-                BrokerTracing.EndPull(span, messages);
-                if (messages.Count > 0) return new(PullStatus.Found, messages, next, min, max);
+                if (messages.Count > 0)
+                {
+                    BrokerTracing.EndPull(span, messages);
+                    return new(PullStatus.Found, messages, next, min, max);
+                }
+                // Every message picked was unreadable: go on from after them at once.
+                offset = next;
+                continue;
             }
             var remaining = deadline - _time.GetTimestamp();
             // Filtered-out entries are skipped for good: the next pull starts after them. A scan stopped by its bound

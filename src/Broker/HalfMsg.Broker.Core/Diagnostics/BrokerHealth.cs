@@ -44,6 +44,8 @@ public sealed class BrokerHealth
         lock (_gate)
         {
             if (status > Status) Status = status;
+            // The same damage met again (a pull of the same message) is one reason, not one per meeting.
+            if (_reasons.Contains(reason)) return;
             if (_reasons.Count < MaxReasons) _reasons.Add(reason); else _omitted++;
         }
     }
