@@ -96,6 +96,95 @@ public sealed class BatchTests
         Assert.Equal(15, h.Engine.PendingCount);        // every acknowledged half is still pending after a restart
     }
 
+    /// <summary>Review edges #8: a request may carry thousands of messages; storing them all under one hold of the engine
+    /// lock stopped every other send, ack, receive and checkpoint for that long. A batch now takes the lock a bounded
+    /// number of entries at a time, and still waits once.</summary>
+    [Theory]
+    [InlineData("sends")]
+    [InlineData("one queue")]
+    [InlineData("halves")]
+    [InlineData("acks")]
+    [InlineData("decisions")]
+    public async Task A_large_batch_takes_the_engine_lock_a_bounded_number_of_entries_at_a_time(string kind)
+    {
+        await using var h = await EngineHarness.StartAsync();
+        const int count = 3 * BrokerEngine.MaxEntriesPerLockHold + 5;
+        List<string>? handles = null;
+        List<DecisionRequest>? decisions = null;
+        if (kind == "decisions")
+        {
+            var halves = await h.Engine.SendHalvesAsync(Enumerable.Range(0, count).Select(i => new HalfDraft(h.Draft("events", $"d{i}"), "events", "c1", null)).ToList());
+            decisions = halves.Select(r => new DecisionRequest(r.TransactionId, r.MessageId, TransactionResolution.Commit, DecisionSource.Client)).ToList();
+        }
+        if (kind == "acks")
+        {
+            await h.Engine.SendBatchAsync(Enumerable.Range(0, count).Select(i => h.Draft("events", $"a{i}")).ToList());
+            handles = [];
+            while (handles.Count < count) handles.AddRange((await h.ReceiveAsync("g", "events", batch: 1024)).Select(m => m.ReceiptHandle));
+        }
+
+        int between = 0, takenByOthers = 0;
+        h.Engine.BetweenLockHoldsForTests = () =>
+        {
+            between++;
+            Assert.False(Monitor.IsEntered(h.Engine.GateForTests));
+            // Another thread gets the lock between two holds of the batch.
+            if (Task.Run(() => { lock (h.Engine.GateForTests) Interlocked.Increment(ref takenByOthers); }).Wait(TimeSpan.FromSeconds(30))) return;
+            Assert.Fail("the engine lock was not free between two holds of a batch");
+        };
+        long before = h.Engine.LogCommits;
+        int ok;
+        switch (kind)
+        {
+            case "sends":
+                ok = (await h.Engine.SendBatchAsync(Enumerable.Range(0, count).Select(i => h.Draft("events", $"s{i}")).ToList())).Count(r => r.IsOk);
+                break;
+            case "one queue":
+                var (error, results) = await h.Engine.SendToOneQueueAsync(Enumerable.Range(0, count).Select(i => h.Draft("events", $"o{i}")).ToList());
+                Assert.True(error.IsOk, error.Message);
+                Assert.All(results, r => Assert.Equal(results[0].QueueId, r.QueueId));
+                Assert.Equal(results.Select(r => r.QueueOffset).Order(), results.Select(r => r.QueueOffset)); // in order on one queue
+                ok = results.Length;
+                break;
+            case "halves":
+                ok = (await h.Engine.SendHalvesAsync(Enumerable.Range(0, count).Select(i => new HalfDraft(h.Draft("events", $"h{i}"), "events", "c1", null)).ToList())).Count(r => r.IsOk);
+                break;
+            case "decisions":
+                ok = (await h.Engine.EndTransactionsAsync(decisions!)).Count(r => r.Error.IsOk);
+                break;
+            default:
+                ok = (await h.Engine.AckBatchAsync("g", "events", handles!)).Count(r => r.IsOk);
+                break;
+        }
+
+        h.Engine.BetweenLockHoldsForTests = null;
+        Assert.Equal(count, ok);
+        Assert.Equal(3, between);                                   // four holds: 3 × the bound, then 5
+        Assert.Equal(3, takenByOthers);
+        Assert.InRange(h.Engine.LogCommits - before, 1, 12);       // still one durable wait for the whole batch
+        await h.RestartAsync();
+        if (kind == "halves") Assert.Equal(count, h.Engine.PendingCount);
+        else if (kind == "decisions")
+        {
+            Assert.Equal(0, h.Engine.PendingCount);
+            int received = 0;
+            while ((await h.ReceiveAsync("g2", "events", batch: 1024)) is { Count: > 0 } got) received += got.Count;
+            Assert.Equal(count, received);
+        }
+        else if (kind == "acks")
+        {
+            h.Clock.Advance(TimeSpan.FromMinutes(5));
+            h.Engine.RunSweep();
+            Assert.Empty(await h.ReceiveAsync("g", "events"));
+        }
+        else
+        {
+            int received = 0;
+            while ((await h.ReceiveAsync("g2", "events", batch: 1024)) is { Count: > 0 } got) received += got.Count;
+            Assert.Equal(count, received);
+        }
+    }
+
     [Fact]
     public async Task A_batch_of_decisions_costs_one_group_commit_and_each_gets_what_it_would_get_alone()
     {

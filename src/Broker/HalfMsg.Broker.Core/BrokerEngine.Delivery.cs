@@ -9,6 +9,13 @@ namespace HalfMsg.Broker.Core;
 
 public sealed partial class BrokerEngine
 {
+    /// <summary>
+    /// Most entries (messages, halves, acks) a batch call stores under one hold of the engine lock. A request may carry
+    /// thousands, and every other send, ack, receive and checkpoint waits while the lock is held; a batch takes it again
+    /// for each further chunk (and still waits once, for the last). 256 small messages take well under a millisecond.
+    /// </summary>
+    public const int MaxEntriesPerLockHold = 256;
+
     /// <summary>Stores a normal, FIFO or delay message. Completes once it is durable (flush sync).</summary>
     public async ValueTask<SendResult> SendAsync(MessageDraft msg, CancellationToken ct = default)
     {
@@ -23,7 +30,7 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
-    /// Stores a batch of messages under one lock hold and waits once, for the highest address: a batch costs one
+    /// Stores a batch of messages (a bounded number per lock hold) and waits once, for the highest address: a batch costs one
     /// group commit, not one per message. Each message gets its own result; one bad message does not fail the others.
     /// </summary>
     public async ValueTask<SendResult[]> SendBatchAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
@@ -42,12 +49,17 @@ public sealed partial class BrokerEngine
         {
             await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             long highest = -1;
-            lock (_gate)
+            for (int start = 0; start < messages.Count; start += MaxEntriesPerLockHold)
             {
-                for (int i = 0; i < messages.Count; i++)
+                if (start > 0) BetweenLockHoldsForTests?.Invoke();
+                int end = Math.Min(messages.Count, start + MaxEntriesPerLockHold);
+                lock (_gate)
                 {
-                    results[i] = StoreMessage(messages[i], out var address);
-                    if (results[i].IsOk) highest = Math.Max(highest, address);
+                    for (int i = start; i < end; i++)
+                    {
+                        results[i] = StoreMessage(messages[i], out var address);
+                        if (results[i].IsOk) highest = Math.Max(highest, address);
+                    }
                 }
             }
             if (highest >= 0) await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);
@@ -62,8 +74,10 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// RocketMQ's batch send: the messages are validated as a whole (one bad message refuses the batch and nothing is
-    /// stored), then stored one after another on ONE queue (the first message's choice) under one lock hold, and the
-    /// call waits once, for the last of them. Returns one result per message, or the first error for all of them.
+    /// stored), then stored one after another on ONE queue (the first message's choice), at most
+    /// <see cref="MaxEntriesPerLockHold"/> per hold of the lock, and the call waits once, for the last of them. Returns
+    /// one result per message, or the first error for all of them. A batch longer than one hold stays in order on its
+    /// queue, but other sends to that queue may land between its chunks.
     /// </summary>
     public async ValueTask<(BrokerError Error, SendResult[] Results)> SendToOneQueueAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
     {
@@ -71,22 +85,28 @@ public sealed partial class BrokerEngine
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         var results = new SendResult[messages.Count];
         long highest = -1;
-        lock (_gate)
+        long now = NowMs;
+        foreach (var m in messages)
         {
-            long now = NowMs;
-            foreach (var m in messages)
+            var err = ValidateDraft(m, now);
+            if (err.IsOk && m.Topic != messages[0].Topic) err = new(BrokerStatus.BadRequest, "every message of a batch must have the same topic");
+            if (err.IsOk && m.DeliveryTimestampMs is long at && at > now) err = new(BrokerStatus.BadRequest, "batch messages cannot be delayed");
+            if (!err.IsOk) return (err, []);
+        }
+        for (int start = 0; start < messages.Count; start += MaxEntriesPerLockHold)
+        {
+            if (start > 0) BetweenLockHoldsForTests?.Invoke();
+            int end = Math.Min(messages.Count, start + MaxEntriesPerLockHold);
+            lock (_gate)
             {
-                var err = ValidateDraft(m, now);
-                if (err.IsOk && m.Topic != messages[0].Topic) err = new(BrokerStatus.BadRequest, "every message of a batch must have the same topic");
-                if (err.IsOk && m.DeliveryTimestampMs is long at && at > now) err = new(BrokerStatus.BadRequest, "batch messages cannot be delayed");
-                if (!err.IsOk) return (err, []);
-            }
-            for (int i = 0; i < messages.Count; i++)
-            {
-                results[i] = StoreMessage(messages[i], out var address, i == 0 ? null : results[0].QueueId);
-                // Only the first can fail here (its topic); the rest were validated against the same topic.
-                if (!results[i].IsOk) return (results[i].Error, []);
-                highest = address;
+                for (int i = start; i < end; i++)
+                {
+                    results[i] = StoreMessage(messages[i], out var address, i == 0 ? null : results[0].QueueId);
+                    // Only the first can fail here (its topic), or a later chunk's when the topic was deleted between
+                    // holds: the batch is then refused, though what was stored stays (a retry may duplicate it).
+                    if (!results[i].IsOk) return (results[i].Error, []);
+                    highest = address;
+                }
             }
         }
         await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);
@@ -421,7 +441,7 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
-    /// Acknowledges a batch of deliveries under one lock hold and waits once for the highest address (a batch of 32
+    /// Acknowledges a batch of deliveries (a bounded number per lock hold) and waits once for the highest address (a batch of 32
     /// acks costs one group commit). Each handle gets its own result.
     /// </summary>
     public async ValueTask<BrokerError[]> AckBatchAsync(string group, string topic, IReadOnlyList<string> receiptHandles, CancellationToken ct = default)
@@ -429,12 +449,17 @@ public sealed partial class BrokerEngine
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         var results = new BrokerError[receiptHandles.Count];
         long highest = -1;
-        lock (_gate)
+        for (int start = 0; start < receiptHandles.Count; start += MaxEntriesPerLockHold)
         {
-            for (int i = 0; i < receiptHandles.Count; i++)
+            if (start > 0) BetweenLockHoldsForTests?.Invoke();
+            int end = Math.Min(receiptHandles.Count, start + MaxEntriesPerLockHold);
+            lock (_gate)
             {
-                results[i] = Ack(group, topic, receiptHandles[i], out var address);
-                if (results[i].IsOk) highest = Math.Max(highest, address);
+                for (int i = start; i < end; i++)
+                {
+                    results[i] = Ack(group, topic, receiptHandles[i], out var address);
+                    if (results[i].IsOk) highest = Math.Max(highest, address);
+                }
             }
         }
         if (highest >= 0) await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);

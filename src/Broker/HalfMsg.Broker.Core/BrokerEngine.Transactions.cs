@@ -45,7 +45,8 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// Several halves at once, each with exactly the outcome <see cref="SendHalfAsync"/> would give it alone, in order:
-    /// all of them under one hold of the engine lock, then ONE durable wait for the newest, instead of a wait per half.
+    /// up to <see cref="MaxEntriesPerLockHold"/> of them per hold of the engine lock, then ONE durable wait for the
+    /// newest, instead of a wait per half.
     /// A half that is refused does not stop the others.
     /// </summary>
     public async ValueTask<SendHalfResult[]> SendHalvesAsync(IReadOnlyList<HalfDraft> halves, CancellationToken ct = default)
@@ -57,18 +58,23 @@ public sealed partial class BrokerEngine
             for (int i = 0; i < spans.Length; i++) spans[i] = BrokerTracing.StartSend(halves[i].Message, half: true, halves[i].ProducerGroup); // trace hook (issue 12)
             await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             long waitFor = -1;
-            lock (_gate)
+            for (int start = 0; start < results.Length; start += MaxEntriesPerLockHold)
             {
-                for (int i = 0; i < results.Length; i++)
+                if (start > 0) BetweenLockHoldsForTests?.Invoke();
+                int end = Math.Min(results.Length, start + MaxEntriesPerLockHold);
+                lock (_gate)
                 {
-                    if (StoreHalfLocked(halves[i], out long address) is { } refused)
+                    for (int i = start; i < end; i++)
                     {
-                        results[i] = refused;
-                        continue;
-                    }
+                        if (StoreHalfLocked(halves[i], out long address) is { } refused)
+                        {
+                            results[i] = refused;
+                            continue;
+                        }
 
-                    results[i] = new SendHalfResult(BrokerError.None, halves[i].Message.MessageId, halves[i].Message.MessageId);
-                    waitFor = Math.Max(waitFor, address);
+                        results[i] = new SendHalfResult(BrokerError.None, halves[i].Message.MessageId, halves[i].Message.MessageId);
+                        waitFor = Math.Max(waitFor, address);
+                    }
                 }
             }
 
@@ -137,7 +143,7 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// Several decisions at once, each with exactly the outcome <see cref="EndTransactionAsync"/> would give it alone,
-    /// in order: all of them under one hold of the engine lock, then ONE durable wait for the newest record any of them
+    /// in order: up to <see cref="MaxEntriesPerLockHold"/> of them per hold of the engine lock, then ONE durable wait for the newest record any of them
     /// needs (its own decision, or the original of a repeated one), instead of a wait per decision. A decision that
     /// fails does not stop the others. Each decision's span has its <see cref="DecisionRequest.TraceParent"/> as remote
     /// parent, as <see cref="BrokerTracing.SetRemoteParent"/> gives one for a single decision.
@@ -156,20 +162,25 @@ public sealed partial class BrokerEngine
 
             await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             long waitFor = -1;
-            lock (_gate)
+            for (int start = 0; start < results.Length; start += MaxEntriesPerLockHold)
             {
-                for (int i = 0; i < results.Length; i++)
+                if (start > 0) BetweenLockHoldsForTests?.Invoke();
+                int end = Math.Min(results.Length, start + MaxEntriesPerLockHold);
+                lock (_gate)
                 {
-                    DecisionRequest d = decisions[i];
-                    TransactionResolution resolution = d.Resolution;
-                    if (DecideLocked(d.TransactionId, d.MessageId, ref resolution, d.Source, out long address, out bool duplicate) is { } done)
+                    for (int i = start; i < end; i++)
                     {
-                        results[i] = done;
-                        continue;
-                    }
+                        DecisionRequest d = decisions[i];
+                        TransactionResolution resolution = d.Resolution;
+                        if (DecideLocked(d.TransactionId, d.MessageId, ref resolution, d.Source, out long address, out bool duplicate) is { } done)
+                        {
+                            results[i] = done;
+                            continue;
+                        }
 
-                    results[i] = new DecisionResult(BrokerError.None, resolution, duplicate);
-                    waitFor = Math.Max(waitFor, address);
+                        results[i] = new DecisionResult(BrokerError.None, resolution, duplicate);
+                        waitFor = Math.Max(waitFor, address);
+                    }
                 }
             }
 

@@ -40,6 +40,9 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// <summary>Tests: change a queue as only retention does, under <see cref="GateForTests"/>.</summary>
     internal TopicQueues TopicsForTests => _topics;
     internal object GateForTests => _gate;
+
+    /// <summary>Tests: runs between two holds of the engine lock by one batch call, outside the lock.</summary>
+    internal Action? BetweenLockHoldsForTests { get; set; }
     internal Checkpointer CheckpointerForTests => _checkpointer;
 
     /// <summary>Tests: how many receives of the group on the topic are long-polling now.</summary>

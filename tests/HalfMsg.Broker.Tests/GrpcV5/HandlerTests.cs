@@ -432,6 +432,23 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(Code.MessageCorrupted, (await SendAsync(message)).Status.Code);
     }
 
+    [Fact]
+    public async Task Send_of_more_than_1024_messages_answers_BAD_REQUEST_and_stores_none_while_1024_are_stored()
+    {
+        Assert.Equal(1024, HalfMsg.Broker.FrontEnds.GrpcV5.MessagingService.MaxEntriesPerCall);
+        SendMessageResponse refused = await SendAsync(Enumerable.Range(0, 1025).Select(i => NewMessage("b" + i)).ToArray());
+        Assert.Equal(Code.BadRequest, refused.Status.Code);
+        Assert.Contains("1025", refused.Status.Message);
+        Assert.Empty(refused.Entries);
+        SendMessageResponse halves = await SendAsync(Enumerable.Range(0, 1025).Select(i => NewMessage("h" + i, MessageType.Transaction)).ToArray());
+        Assert.Equal(Code.BadRequest, halves.Status.Code);
+        await AssertNothingDeliveredAsync();
+
+        SendMessageResponse stored = await SendAsync(Enumerable.Range(0, 1024).Select(i => NewMessage("ok" + i)).ToArray());
+        Assert.Equal(Code.Ok, stored.Status.Code);
+        Assert.Equal(1024, stored.Entries.Count);
+    }
+
     // ---------------------------------------------------------------- EndTransaction
 
     private async Task<(string TransactionId, string MessageId)> SendHalfAsync()
@@ -785,6 +802,23 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         var response = await UnaryOkAsync(GrpcMethods.AckMessage,
             new AckMessageRequest { Group = new Resource { Name = _group }, Topic = new Resource { Name = _topic } }, AckMessageResponse.Parser);
         Assert.Equal(Code.BadRequest, response.Status.Code);
+    }
+
+    [Fact]
+    public async Task Ack_of_more_than_1024_entries_answers_BAD_REQUEST_and_acks_none()
+    {
+        await SendOkAsync(1);
+        Message m = Assert.Single(await ReceiveMessagesAsync(1));
+        var request = new AckMessageRequest { Group = new Resource { Name = _group }, Topic = new Resource { Name = _topic } };
+        request.Entries.Add(new AckMessageEntry { MessageId = m.SystemProperties.MessageId, ReceiptHandle = m.SystemProperties.ReceiptHandle });
+        request.Entries.AddRange(Enumerable.Range(0, 1024).Select(_ => new AckMessageEntry { MessageId = NewMessageId(), ReceiptHandle = "garbage" }));
+
+        AckMessageResponse response = await UnaryOkAsync(GrpcMethods.AckMessage, request, AckMessageResponse.Parser);
+
+        Assert.Equal(Code.BadRequest, response.Status.Code);
+        Assert.Contains("1025", response.Status.Message);
+        Assert.Empty(response.Entries);
+        Assert.Equal(Code.Ok, (await AckAsync(m.SystemProperties.ReceiptHandle)).Status.Code); // not acked by the refused call
     }
 
     // ---------------------------------------------------------------- ChangeInvisibleDuration

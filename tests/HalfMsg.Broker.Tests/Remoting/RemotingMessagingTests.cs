@@ -88,6 +88,25 @@ public sealed class RemotingMessagingTests(RemotingBrokerFixture broker)
         Assert.Equal([0L, 1L, 2L], got.Select(m => m.QueueOffset));
     }
 
+    /// <summary>Review edges #8: as RocketMQ, a batch counts as one message against the size limit (its encoded body), so
+    /// a 16 MiB frame cannot carry hundreds of thousands of tiny messages. The Java client refuses such a batch itself.</summary>
+    [Fact]
+    public async Task A_batch_whose_body_exceeds_the_largest_message_is_MESSAGE_ILLEGAL_and_stores_nothing()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("BigBatch");
+        int limit = broker.Host.Engine.Options.MaxMessageSize;
+        byte[] part = new byte[limit / 4];
+        var body = BatchMessageCodec.Encode(Enumerable.Range(0, 4).Select(_ => new BatchMessageCodec.Entry(0, part, Props("B"))));
+        Assert.InRange(body.Length, limit + 1, 2 * limit);         // each message alone is well within the limit
+        var r = await c.InvokeAsync(RequestCode.SendBatchMessage, SendHeader("PG", topic, "", 0, 1), body);
+        Assert.Equal(ResponseCode.MessageIllegal, r.Code);
+        Assert.Contains("batch", r.Remark);
+        Assert.Equal(ResponseCode.Success, (await SendAsync(c, topic, "after", "B", 1)).Code);
+        var got = StoredMessageCodec.DecodeAll((await PullAsync(c, "G", topic, 1, 0)).Body.Span);
+        Assert.Equal(["after"], got.Select(BodyOf));               // nothing of the refused batch was stored
+    }
+
     [Fact]
     public async Task Pull_filters_by_tag_and_moves_past_filtered_messages()
     {

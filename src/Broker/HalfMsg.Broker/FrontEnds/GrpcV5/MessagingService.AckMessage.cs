@@ -20,6 +20,11 @@ internal sealed partial class MessagingService
             response.Status = V5Status.Of(Code.BadRequest, "no entry to acknowledge");
             return response;
         }
+        if (request.Entries.Count > MaxEntriesPerCall)
+        {
+            response.Status = V5Status.Of(Code.BadRequest, $"{request.Entries.Count} entries in one call; at most {MaxEntriesPerCall}");
+            return response;
+        }
         var handles = new string[request.Entries.Count];
         for (int i = 0; i < handles.Length; i++) handles[i] = request.Entries[i].ReceiptHandle;
         BrokerError[] errors = await _engine.AckBatchAsync(group, topic, handles, context.CancellationToken).ConfigureAwait(false);

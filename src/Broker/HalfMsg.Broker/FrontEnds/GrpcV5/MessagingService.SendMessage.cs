@@ -19,6 +19,10 @@ internal sealed partial class MessagingService
         {
             return new SendMessageResponse { Status = V5Status.Of(Code.BadRequest, "no message to send") };
         }
+        if (request.Messages.Count > MaxEntriesPerCall)
+        {
+            return new SendMessageResponse { Status = V5Status.Of(Code.BadRequest, $"{request.Messages.Count} messages in one call; at most {MaxEntriesPerCall}") };
+        }
 
         string clientId = ClientId(context);
         var inflateBudget = new StrongBox<long>(_options.MaxReceiveMessageSize);

@@ -80,6 +80,14 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
 
     private const string BrokerName = "halfmsg-broker";
 
+    /// <summary>
+    /// Most messages in one SendMessage and entries in one AckMessage, as <see cref="TransactionBatchService.MaxDecisions"/>
+    /// for decisions: the request size cap alone lets a call carry hundreds of thousands of tiny entries, each answered
+    /// with an entry of its own. Our producer puts at most 32 in a call; the official clients send one message per call
+    /// and ack one handle per call.
+    /// </summary>
+    public const int MaxEntriesPerCall = 1024;
+
     private static MessageQueue Queue(string topic, int id, Endpoints endpoints) => new()
     {
         Topic = new Resource { Name = topic },
