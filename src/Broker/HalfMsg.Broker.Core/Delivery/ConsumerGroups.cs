@@ -14,6 +14,11 @@ internal sealed class ConsumerGroups
 {
     private readonly Dictionary<(string Group, string Topic), GroupTopicState> _byKey = new();
     private readonly PriorityQueue<(GroupTopicState Group, int Queue, long Offset, long LeaseId), long> _leaseDue = new();
+    private readonly List<((GroupTopicState Group, int Queue, long Offset, long LeaseId), long)> _live = [];
+    private int _compactAbove = CompactionSlack;
+
+    /// <summary>Entries the lease heap may hold beyond twice the live leases before it is rebuilt from them.</summary>
+    internal const int CompactionSlack = 4096;
     private readonly int _incarnation = Random.Shared.Next(1, int.MaxValue);
     private uint _leaseSeq;
 
@@ -77,9 +82,33 @@ internal sealed class ConsumerGroups
         return released;
     }
 
-    /// <summary>Enters a lease into the expiry heap (again, when renewed).</summary>
+    /// <summary>
+    /// Enters a lease into the expiry heap (again, when renewed or changed). Superseded entries stay until they surface,
+    /// which for a lease changed to 12 hours is 12 hours: once the heap holds more than twice the live leases (plus
+    /// <see cref="CompactionSlack"/>), it is rebuilt from the live leases alone. Each rebuild costs O(live) and comes
+    /// after at least that many enqueues, so the heap stays within 2 × live + slack at a constant cost per lease.
+    /// </summary>
     public void ScheduleLease(GroupTopicState group, int q, long off, long leaseId, long untilMs)
-        => _leaseDue.Enqueue((group, q, off, leaseId), untilMs);
+    {
+        _leaseDue.Enqueue((group, q, off, leaseId), untilMs);
+        if (_leaseDue.Count > _compactAbove) CompactLeaseDue();
+    }
+
+    private void CompactLeaseDue()
+    {
+        _live.Clear();
+        foreach (var g in _byKey.Values)
+            for (int q = 0; q < g.Queues.Length; q++)
+                foreach (var (off, f) in g.Queues[q].InFlight)
+                    if (!f.Expired) _live.Add(((g, q, off, f.LeaseId), f.InvisibleUntilMs));
+        _leaseDue.Clear();
+        _leaseDue.EnqueueRange(_live);
+        // The array keeps the size it grew to: give it back when it is far larger than what is live.
+        if (_leaseDue.EnsureCapacity(0) > 4 * (_leaseDue.Count + CompactionSlack)) _leaseDue.TrimExcess();
+        _compactAbove = 2 * _leaseDue.Count + CompactionSlack;
+        _live.Clear();
+        if (_live.Capacity > 4 * CompactionSlack) _live.Capacity = CompactionSlack;
+    }
 
     /// <summary>After recovery: every lease restored from the checkpoint and the log expires on the sweeper.</summary>
     public void ScheduleAllInFlight()
