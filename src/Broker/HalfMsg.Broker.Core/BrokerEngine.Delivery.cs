@@ -135,6 +135,18 @@ public sealed partial class BrokerEngine
 
     private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
 
+    /// <summary>The refusal when one more consumer group on a topic would exceed <see cref="CoreOptions.MaxConsumerGroups"/>,
+    /// else null. Caller holds the lock.</summary>
+    private BrokerError? GroupLimitReached(string group, string topic)
+    {
+        int count = _groups.Count + _consumerOffsets.GroupTopicCount;
+        if (count < _options.MaxConsumerGroups) return null;
+        if (Metrics.GroupsRefused++ % 1000 == 0)
+            _logger.LogWarning("Consumer group {Group} on topic {Topic} refused: the broker holds {Count} consumer groups (MaxConsumerGroups {Max}); delete unused ones or raise the limit", group, topic, count, _options.MaxConsumerGroups);
+        return new BrokerError(BrokerStatus.TooManyConsumerGroups,
+            $"consumer group '{group}' cannot start on topic '{topic}': the broker holds {count} consumer groups (each group counted once per topic), its limit (MaxConsumerGroups, --max-consumer-groups); an operator deletes unused groups (halfmsg group delete) or raises the limit");
+    }
+
     private long NextLeaseId() => _groups.NextLeaseId();
 
     /// <summary>
@@ -178,6 +190,8 @@ public sealed partial class BrokerEngine
                         var err = TryGetOrCreate(req.Topic, out topic);
                         if (!err.IsOk) return new(err, []);
                     }
+                    if (!_groups.ContainsKey((req.ConsumerGroup, topic.Name)) && GroupLimitReached(req.ConsumerGroup, topic.Name) is { } full)
+                        return new(full, []);
                     var group = GetGroup(req.ConsumerGroup, topic);
                     // The look below covers any wake the previous park got: leave it, park anew, then look.
                     if (parked is not null) line!.Leave(parked);

@@ -239,6 +239,17 @@ public sealed partial class BrokerEngine
         lock (_gate) return _consumerOffsets.TryGet(group, topic, queueId, out var o) ? o : null;
     }
 
+    /// <summary>
+    /// Why a pull group may not pull a topic: it keeps no progress there yet and one more group would exceed
+    /// <see cref="CoreOptions.MaxConsumerGroups"/>; else null. Takes the lock only when the broker is at the limit.
+    /// </summary>
+    public BrokerError? PullGroupRefusal(string group, string topic)
+    {
+        if (_groups.Count + _consumerOffsets.GroupTopicCount < _options.MaxConsumerGroups) return null; // a racy pre-check; exact below
+        lock (_gate)
+            return _consumerOffsets.Has(group, topic) || _groups.ContainsKey((group, topic)) ? null : GroupLimitReached(group, topic);
+    }
+
     /// <summary>Commits a pull group's offset for a queue. Durable like every other state change; survives kill -9.</summary>
     public async ValueTask<BrokerError> CommitConsumerOffsetAsync(string group, string topic, int queueId, long offset, CancellationToken ct = default)
     {
@@ -251,6 +262,7 @@ public sealed partial class BrokerEngine
             if (!_topics.TryGetValue(topic, out var t) || queueId >= t.Queues.Length)
                 return new(BrokerStatus.TopicNotFound, $"topic '{topic}' queue {queueId} does not exist");
             if (_consumerOffsets.TryGet(group, topic, queueId, out var current) && current == offset) return BrokerError.None;
+            if (!_consumerOffsets.Has(group, topic) && GroupLimitReached(group, topic) is { } full) return full;
             new ConsumerOffsetCommittedRecord(group, topic, queueId, offset).Write(_writer);
             address = AppendAndApply();
         }

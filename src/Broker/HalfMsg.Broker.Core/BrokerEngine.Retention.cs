@@ -201,8 +201,9 @@ public sealed partial class BrokerEngine
         => Metrics.MessagesExpired += _retention.ExpireBelow(begin, recovering: !IsReady, lost: Health.ReportDegraded);
 
     /// <summary>
-    /// Forgets a consumer group: its progress, leases and waiting redeliveries on every topic. Messages stay for other
-    /// groups; a group of the same name that receives again starts from the retained messages. Completes once durable.
+    /// Forgets a consumer group: its progress (a lease group's, and a pull group's committed offsets), leases and waiting
+    /// redeliveries on every topic. Messages stay for other groups; a group of the same name that receives again starts
+    /// from the retained messages. Completes once durable.
     /// </summary>
     public async ValueTask<BrokerError> DeleteGroupAsync(string group, CancellationToken ct = default)
     {
@@ -210,7 +211,7 @@ public sealed partial class BrokerEngine
         long address;
         lock (_gate)
         {
-            if (!_groups.Keys.Any(k => k.Group == group))
+            if (!_groups.Keys.Any(k => k.Group == group) && !_consumerOffsets.HasGroup(group))
                 return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not known");
             new GroupDeletedRecord(group, NowMs).Write(_writer);
             address = AppendAndApply();

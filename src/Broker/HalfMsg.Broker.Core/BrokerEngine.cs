@@ -260,6 +260,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         // send to %RETRY%<group>) must work when producers may not create topics.
         if (!explicitly && !_options.AutoCreateTopics && !IsSystemTopic(topic) && !topic.StartsWith(RetryPrefix, StringComparison.Ordinal))
             return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist and auto-creation is off");
+        if (!explicitly && _topics.Count >= _options.MaxTopics)
+            return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist, and the broker holds {_topics.Count} topics, the most it creates on first use (MaxTopics, --max-topics); an operator creates it (POST /api/topics/{{name}}, mqadmin updateTopic) or raises the limit");
         int queues = IsSystemTopic(topic) ? 1 : _options.QueuesPerTopic;
         new TopicCreatedRecord(topic, queues).Write(_writer);
         AppendAndApply();

@@ -43,6 +43,9 @@ public enum BrokerStatus
     /// <summary>The data dir's file system is (nearly) full: new messages are refused until space returns; reads,
     /// decisions on stored halves and acks go on. Retry later (RocketMQ: SERVICE_NOT_AVAILABLE, "the broker's disk is full").</summary>
     DiskFull,
+    /// <summary>Starting one more consumer group would exceed <see cref="CoreOptions.MaxConsumerGroups"/>; an operator
+    /// deletes an unused group or raises the limit.</summary>
+    TooManyConsumerGroups,
 }
 
 /// <summary>A status with a human-readable detail for the client.</summary>

@@ -52,6 +52,18 @@ public sealed record CoreOptions
     /// </summary>
     public int MaxMessageSize { get; init; } = 4 * 1024 * 1024;
     public bool AutoCreateTopics { get; init; } = true;
+    /// <summary>
+    /// Topics the broker holds before it stops creating them on first use (a send or receive naming a new one, a
+    /// send-back's dead-letter topic): each costs memory, checkpoint space and a durable record, and any client may name
+    /// one. The operator's explicit creation (admin API, mqadmin) is not limited.
+    /// </summary>
+    public int MaxTopics { get; init; } = 10_000;
+    /// <summary>
+    /// Consumer groups the broker keeps progress for, counted per topic (a lease group's state on a topic, a pull group's
+    /// offsets on a topic): a receive or offset commit that would start one more is refused until an operator deletes
+    /// one. Each costs memory and checkpoint space, and every commit on a topic walks its groups.
+    /// </summary>
+    public int MaxConsumerGroups { get; init; } = 10_000;
     /// <summary>Upper bound for a delay message's delivery time (RocketMQ timerMaxDelaySec, 3 days).</summary>
     public TimeSpan MaxDelay { get; init; } = TimeSpan.FromDays(3);
     public TimeSpan MaxInvisibleDuration { get; init; } = TimeSpan.FromHours(12);

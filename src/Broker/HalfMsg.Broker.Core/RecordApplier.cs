@@ -373,6 +373,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     {
         // Leases still in the due-time heap find no in-flight entry and are skipped.
         foreach (var state in _groups.Values.Where(g => g.Group == rec.Group).ToList()) _groups.Remove(state);
+        _consumerOffsets.RemoveGroup(rec.Group); // a pull group's progress too (since 2026-12-03)
     }
 
     private void ApplyTopicDeleted(string topic)

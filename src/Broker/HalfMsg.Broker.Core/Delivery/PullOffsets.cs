@@ -7,23 +7,44 @@ namespace HalfMsg.Broker.Core.Delivery;
 internal sealed class PullOffsets
 {
     private readonly Dictionary<(string Group, string Topic, int Queue), long> _offsets = new();
+    private readonly Dictionary<(string Group, string Topic), int> _queuesPerGroup = new();
 
     public IEnumerable<KeyValuePair<(string Group, string Topic, int Queue), long>> All => _offsets;
     public int Count => _offsets.Count;
+    /// <summary>Group-topic pairs with at least one committed offset (counted against <see cref="CoreOptions.MaxConsumerGroups"/>).</summary>
+    public int GroupTopicCount => _queuesPerGroup.Count;
+
+    public bool Has(string group, string topic) => _queuesPerGroup.ContainsKey((group, topic));
+    public bool HasGroup(string group) => _queuesPerGroup.Keys.Any(k => k.Group == group);
 
     public bool TryGet(string group, string topic, int queue, out long offset) => _offsets.TryGetValue((group, topic, queue), out offset);
 
-    public void Set(string group, string topic, int queue, long offset) => _offsets[(group, topic, queue)] = offset;
+    public void Set(string group, string topic, int queue, long offset)
+    {
+        if (_offsets.TryAdd((group, topic, queue), offset))
+            _queuesPerGroup[(group, topic)] = _queuesPerGroup.GetValueOrDefault((group, topic)) + 1;
+        else
+            _offsets[(group, topic, queue)] = offset;
+    }
 
     /// <summary>Committed offsets on one topic, per group and queue.</summary>
     public IReadOnlyDictionary<string, IReadOnlyDictionary<int, long>> OfTopic(string topic)
         => _offsets.Where(e => e.Key.Topic == topic).GroupBy(e => e.Key.Group)
             .ToDictionary(g => g.Key, g => (IReadOnlyDictionary<int, long>)g.ToDictionary(e => e.Key.Queue, e => e.Value));
 
-    public void RemoveTopic(string topic)
+    public void RemoveTopic(string topic) => RemoveWhere(k => k.Topic == topic);
+
+    public void RemoveGroup(string group) => RemoveWhere(k => k.Group == group);
+
+    private void RemoveWhere(Func<(string Group, string Topic), bool> match)
     {
-        foreach (var key in _offsets.Keys.Where(k => k.Topic == topic).ToList()) _offsets.Remove(key);
+        foreach (var key in _offsets.Keys.Where(k => match((k.Group, k.Topic))).ToList()) _offsets.Remove(key);
+        foreach (var pair in _queuesPerGroup.Keys.Where(match).ToList()) _queuesPerGroup.Remove(pair);
     }
 
-    public void Clear() => _offsets.Clear();
+    public void Clear()
+    {
+        _offsets.Clear();
+        _queuesPerGroup.Clear();
+    }
 }

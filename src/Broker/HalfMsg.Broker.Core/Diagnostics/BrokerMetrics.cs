@@ -22,6 +22,9 @@ public sealed class BrokerMetrics
     /// <summary>Looks of receives for messages (each one a hold of the engine lock): one when a receive arrives, then one
     /// per wake-up while it long-polls.</summary>
     public long ReceiveLooks;
+    /// <summary>Receives and offset commits refused because they would start one more consumer group than
+    /// <see cref="CoreOptions.MaxConsumerGroups"/> allows.</summary>
+    public long GroupsRefused;
     public long Acked;
     public long DeadLettered;
     public long ReplayedRecords;

@@ -37,6 +37,8 @@ internal static class V5Status
         // its ResponseBuilder code mapping, so it becomes INTERNAL_SERVER_ERROR): retryable in every official client.
         BrokerStatus.DiskFull => Code.InternalServerError,
         BrokerStatus.InternalError => Code.InternalServerError,
+        // Not the client's mistake and not retryable at once: the operator has to act.
+        BrokerStatus.TooManyConsumerGroups => Code.Forbidden,
         _ => Code.InternalServerError,
     };
 

@@ -22,6 +22,8 @@ internal static class RemotingErrors
         // RocketMQ's SendMessageProcessor for PutMessageStatus.SERVICE_NOT_AVAILABLE (the store is not writable: disk
         // full); producers retry it (DefaultMQProducerImpl.sendDefaultImpl continues on SERVICE_NOT_AVAILABLE).
         BrokerStatus.DiskFull => ResponseCode.ServiceNotAvailable,
+        // What RocketMQ answers when it may not create a group (autoCreateSubscriptionGroup off); the remark says why.
+        BrokerStatus.TooManyConsumerGroups => ResponseCode.SubscriptionGroupNotExist,
         _ => ResponseCode.SystemError,
     };
 

@@ -21,6 +21,9 @@ internal sealed partial class RemotingDispatcher
         if (string.IsNullOrEmpty(topic)) return Missing(request, "topic");
         if (!request.TryGetInt("queueId", out int queueId)) return Missing(request, "queueId");
         if (!request.TryGetLong("queueOffset", out long offset)) return Missing(request, "queueOffset");
+        // A group the broker may not start (--max-consumer-groups) is told so at its first pull, as RocketMQ does for a
+        // group it may not create, rather than pulling on with offsets that are never kept.
+        if (Engine.PullGroupRefusal(group, topic) is { } refused) return RemotingErrors.Response(request, refused);
         Engine.Consumers.Seen(group, session.ClientId, "Remoting", session.RemoteEndPoint.ToString());
         int sysFlag = request.GetInt("sysFlag", 0);
         int maxMsgNums = request.GetInt("maxMsgNums", 32);
