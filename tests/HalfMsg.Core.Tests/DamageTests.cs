@@ -299,6 +299,40 @@ public sealed class DamageTests
         Assert.Contains(h.Engine.Health.Reasons, r => r.Contains("events/0/1") && r.Contains("could not be read"));
     }
 
+    [Fact]
+    public async Task A_push_consumers_lease_of_a_body_that_could_not_be_read_is_not_renewed()
+    {
+        // Review 2026-12-02, delivery 4: a push consumer's receive (auto_renew) marked its leases for renewal when it
+        // picked them, so a message whose body could not be read, and which therefore never reached the consumer, was
+        // renewed at every expiry while the consumer stayed active: delivered to nobody for up to 3 hours.
+        await using var h = await EngineHarness.StartAsync();
+        await SendAtAsync(h, "events", "m0");
+        long damaged = await SendAtAsync(h, "events", "m1");
+        await SendAtAsync(h, "events", "m2");
+        await h.RestartAsync();                                    // a checkpoint covers the three
+        await h.Engine.DisposeAsync();
+        FlipPayloadByte(h, damaged);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        var lease = TimeSpan.FromSeconds(10);
+        h.Engine.Consumers.Seen("g", "push-1", "gRPC");
+        var r = await h.Engine.ReceiveAsync(new ReceiveRequest
+        {
+            ConsumerGroup = "g", Topic = "events", BatchSize = 3, InvisibleDuration = lease, ClientId = "push-1", AutoRenew = true,
+        });
+        Assert.Equal(new[] { "m0", "m2" }, r.Messages.Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)));  // m1 picked, but unreadable
+        foreach (var m in r.Messages) Assert.True((await h.Engine.AckAsync("g", "events", m.ReceiptHandle)).IsOk);
+        for (int i = 0; i < 3; i++)
+        {
+            h.Clock.Advance(lease);
+            h.Engine.Consumers.Seen("g", "push-1", "gRPC");         // the consumer stays active
+            h.Engine.RunSweep();
+        }
+        Assert.Equal(0, h.Engine.Metrics.LeasesRenewed);
+        await h.ReceiveAsync("g", "events");                       // its lease ended: it is picked again (and read again)
+        Assert.Equal(1, h.Engine.Metrics.Redelivered);
+    }
+
     private static void CopyDirectory(string from, string to)
     {
         Directory.CreateDirectory(to);

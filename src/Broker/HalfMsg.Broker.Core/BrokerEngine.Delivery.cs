@@ -222,6 +222,8 @@ public sealed partial class BrokerEngine
                         if (message is null)
                         {
                             _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; it stays leased and will be retried", topic.Name, p.Queue, p.Offset, p.Entry.BodyAddress);
+                            // Never handed to the consumer: its lease must end, not be renewed for it while it is active.
+                            if (req.AutoRenew) StopRenewal(topic, req.ConsumerGroup, p.Queue, p.Offset, p.LeaseId);
                             continue;
                         }
                         result.Add(new DeliveredMessage
@@ -341,6 +343,17 @@ public sealed partial class BrokerEngine
         flight.RenewFor = renewFor;
         flight.RenewEveryMs = everyMs;
         flight.RenewUntilMs = now + (long)_options.MaxAutoRenew.TotalMilliseconds;
+    }
+
+    /// <summary>A lease handed out by a receive but never delivered is not renewed (its lease id still matching).</summary>
+    private void StopRenewal(TopicState topic, string group, int queue, long offset, long leaseId)
+    {
+        lock (_gate)
+        {
+            if (_groups.TryGetValue((group, topic.Name), out var state) && state.Queues[queue].InFlight.TryGetValue(offset, out var flight)
+                && flight.LeaseId == leaseId)
+                flight.RenewFor = null;
+        }
     }
 
     /// <summary>
