@@ -176,7 +176,12 @@ public sealed partial class BrokerEngine
     private static int ReconsumeTimesOf(StoredMessage m)
         => m.Properties.TryGetValue(ReconsumeTimesProperty, out var s) && int.TryParse(s, out int n) ? n : 0;
 
-    /// <summary>The first offset of the queue whose message was stored at or after <paramref name="timestampMs"/> (max offset if none).</summary>
+    /// <summary>
+    /// The first offset of the queue whose message entered it at or after <paramref name="timestampMs"/> (max offset if
+    /// none): RocketMQ's search by store time, whose store times grow with the offset because every message is written
+    /// to its queue when it enters it. Here a committed half enters its queue at its commit and a delayed message when it
+    /// is due, long after they were stored, so the search goes by when each entry entered (<see cref="EntryTimeAsync"/>).
+    /// </summary>
     public async ValueTask<long?> SearchOffsetAsync(string topic, int queueId, long timestampMs, CancellationToken ct = default)
     {
         long lo, hi;
@@ -188,20 +193,44 @@ public sealed partial class BrokerEngine
             lo = queue.BaseOffset;
             hi = queue.NextOffset;
         }
-        // Binary search over store timestamps: they grow with the queue offset (one writer appends in order).
+        // Binary search: entries enter a queue in offset order, so the times they entered grow with the offset.
         while (lo < hi)
         {
             long mid = lo + (hi - lo) / 2;
-            long address;
+            QueueEntry entry;
             lock (_gate)
             {
-                if (!queue.TryGet(mid, out var e)) return hi;
-                address = e.BodyAddress;
+                if (!queue.TryGet(mid, out entry)) return hi;
             }
-            var m = await ReadStoredMessageAsync(address, topic, queueId, mid, ct).ConfigureAwait(false);
-            if (m is null || m.StoreTimestampMs < timestampMs) lo = mid + 1; else hi = mid;
+            long? entered = entry.IsHole ? null : await EntryTimeAsync(entry, topic, queueId, mid, ct).ConfigureAwait(false);
+            if (entered is null || entered < timestampMs) lo = mid + 1; else hi = mid;
         }
         return lo;
+    }
+
+    /// <summary>
+    /// When an entry entered its queue: the time of the commit that put a half there (its decision record), the due
+    /// time of a delayed message, otherwise the message's store time. Null when neither record can be read.
+    /// </summary>
+    private async ValueTask<long?> EntryTimeAsync(QueueEntry entry, string topic, int queueId, long offset, CancellationToken ct)
+    {
+        if (entry.VisibleAt != entry.BodyAddress && entry.VisibleAt >= _log.BeginAddress
+            && await _log.ReadAsync(entry.VisibleAt, ct).ConfigureAwait(false) is { } bytes
+            && RecordHeader.TryOpen(bytes, out var kind, out var r, out _) && kind == RecordKind.TxDecided)
+        {
+            try
+            {
+                return TxDecidedRecord.Read(ref r).AtMs;
+            }
+            catch (InvalidDataException)
+            {
+                // fall back to the message's own times
+            }
+        }
+        var m = await ReadStoredMessageAsync(entry.BodyAddress, topic, queueId, offset, ct).ConfigureAwait(false);
+        if (m is null) return null;
+        // A delayed message enters when due; a committed half whose decision record was cut enters no earlier than stored.
+        return Math.Max(m.StoreTimestampMs, m.DeliveryTimestampMs ?? 0);
     }
 
     /// <summary>Reads the message whose body record is at <paramref name="physicalOffset"/> (RocketMQ's commit log offset); null when there is none.</summary>
