@@ -267,12 +267,11 @@ public sealed class DamageTests
         Assert.Equal(tail, h.Engine.LogBeginAddress);
     }
 
-    [Fact]
-    public async Task A_pull_goes_past_a_message_whose_body_cannot_be_read_and_says_so()
+    /// <summary>m0, m1, m2 on queue 0 of "events", covered by a checkpoint (so replay does not read them), then m1's body
+    /// damaged on disk.</summary>
+    private static async Task<EngineHarness> StartWithTheMiddleOfThreeBodiesDamagedAsync()
     {
-        // Review 2026-12-02, delivery 7: a body damaged below the checkpoint (replay does not read it) made every pull of
-        // its queue stop before it: nothing after it reached any pull group, for ever.
-        await using var h = await EngineHarness.StartAsync();
+        var h = await EngineHarness.StartAsync();
         await SendAtAsync(h, "events", "m0");
         long damaged = await SendAtAsync(h, "events", "m1");
         await SendAtAsync(h, "events", "m2");
@@ -280,6 +279,15 @@ public sealed class DamageTests
         await h.Engine.DisposeAsync();
         FlipPayloadByte(h, damaged);
         await h.RestartAfterDeletedCheckpointAsync();
+        return h;
+    }
+
+    [Fact]
+    public async Task A_pull_goes_past_a_message_whose_body_cannot_be_read_and_says_so()
+    {
+        // Review 2026-12-02, delivery 7: a body damaged below the checkpoint (replay does not read it) made every pull of
+        // its queue stop before it: nothing after it reached any pull group, for ever.
+        await using var h = await StartWithTheMiddleOfThreeBodiesDamagedAsync();
         Assert.Equal(HealthStatus.Healthy, h.Engine.Health.Status); // replay did not read it
 
         var got = new List<string>();
@@ -305,14 +313,7 @@ public sealed class DamageTests
         // Review 2026-12-02, delivery 4: a push consumer's receive (auto_renew) marked its leases for renewal when it
         // picked them, so a message whose body could not be read, and which therefore never reached the consumer, was
         // renewed at every expiry while the consumer stayed active: delivered to nobody for up to 3 hours.
-        await using var h = await EngineHarness.StartAsync();
-        await SendAtAsync(h, "events", "m0");
-        long damaged = await SendAtAsync(h, "events", "m1");
-        await SendAtAsync(h, "events", "m2");
-        await h.RestartAsync();                                    // a checkpoint covers the three
-        await h.Engine.DisposeAsync();
-        FlipPayloadByte(h, damaged);
-        await h.RestartAfterDeletedCheckpointAsync();
+        await using var h = await StartWithTheMiddleOfThreeBodiesDamagedAsync();
 
         var lease = TimeSpan.FromSeconds(10);
         h.Engine.Consumers.Seen("g", "push-1", "gRPC");
