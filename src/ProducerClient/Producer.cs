@@ -392,9 +392,14 @@ public sealed class Producer : IAsyncDisposable
             Topic = _session.Resource(topic),
             MessageId = messageId,
             TransactionId = transactionId,
-            Resolution = resolution == TransactionResolution.Commit
-                ? Apache.Rocketmq.V2.TransactionResolution.Commit
-                : Apache.Rocketmq.V2.TransactionResolution.Rollback,
+            Resolution = resolution switch
+            {
+                TransactionResolution.Commit => Apache.Rocketmq.V2.TransactionResolution.Commit,
+                TransactionResolution.Rollback => Apache.Rocketmq.V2.TransactionResolution.Rollback,
+                // The protocol has no UNKNOWN value: unspecified is "unknown" to the Apache proxy (EndTransactionActivity
+                // maps it to TransactionStatus.UNKNOWN, which changes nothing) and to HalfMsgBroker alike.
+                _ => Apache.Rocketmq.V2.TransactionResolution.Unspecified,
+            },
             Source = source,
             TraceContext = Activity.Current?.Id ?? string.Empty,
         };
@@ -447,13 +452,28 @@ public sealed class Producer : IAsyncDisposable
         using Activity? span = ProducerTracing.StartInternal("check_transaction", view.Topic, null, ActivityKind.Consumer, halfContext);
         span?.SetTag("messaging.message.id", view.MessageId);
         TransactionResolution resolution = await checker.CheckAsync(view, ct).ConfigureAwait(false);
-        if (resolution == TransactionResolution.Unknown)
+        if (resolution != TransactionResolution.Unknown)
         {
-            return; // the broker asks again later
+            await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
+                TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+            return;
         }
 
-        await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
-            TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+        // "Unknown" is said, not left unsaid (the official Java and Node clients send nothing). HalfMsgBroker takes a
+        // check left unanswered until the half is due again for an unreachable instance and asks another instance of
+        // the group next; with group = topic that can be another service, whose checker knows nothing of this local
+        // transaction (a BarrierChecker there answers Rollback). Answered, this instance stays first for the half.
+        try
+        {
+            await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
+                TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+        }
+        catch (ClientException ex)
+        {
+            // Nothing is lost: the half stays pending and the broker asks again at its next check.
+            _logger.LogInformation(ex, "Answering Unknown to the check-back of transaction {TransactionId} failed; the broker asks again later",
+                check.TransactionId);
+        }
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);

@@ -9,7 +9,8 @@ public enum TransactionResolution
     /// <summary>The local transaction rolled back (or never happened): drop the half message.</summary>
     Rollback,
 
-    /// <summary>Not known yet: send nothing, the broker asks again later.</summary>
+    /// <summary>Not known yet (e.g. the local transaction is still running): the producer tells the broker so, and the
+    /// broker asks this instance again at its next check interval.</summary>
     Unknown,
 }
 
