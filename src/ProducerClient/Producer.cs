@@ -207,12 +207,22 @@ public sealed class Producer : IAsyncDisposable
         }
         catch (ClientException ex) when (ex.Code == Code.InvalidTransactionId)
         {
-            // The broker no longer holds the half: a check-back was answered Rollback (or nothing for too long) while
-            // the local transaction was still running. The business writes are committed and the message will never
-            // be delivered. BarrierChecker cannot answer so (it waits for this transaction's barrier row).
+            // The broker rolled the half back without this commit: a check-back was answered Rollback while the local
+            // transaction was still running. The business writes are committed and the message will never be
+            // delivered. BarrierChecker cannot answer so (it waits for this transaction's barrier row).
             _logger.LogWarning(ex, "Committing half message {MessageId} was refused: the broker already resolved transaction {TransactionId} " +
                 "without this commit; the local transaction is committed but the message will not be delivered", receipt.MessageId, transactionId);
             throw new TransactionCommitRejectedException(receipt, ex);
+        }
+        catch (ClientException ex) when (ex.Code == Code.NotFound)
+        {
+            // The broker no longer knows the transaction: a check-back decided it while this commit was on its way, and
+            // the broker has since forgotten that decision (it keeps them for a bounded time and number). The outcome
+            // was the checker's answer, which the broker cannot tell us: not "rejected", not "delivered" either.
+            _logger.LogWarning(ex, "Committing half message {MessageId} found no transaction {TransactionId} at the broker: a check-back " +
+                "decided it and the broker has forgotten the decision; the local transaction is committed and the message was delivered " +
+                "only if the check-back answered Commit (BarrierChecker does)", receipt.MessageId, transactionId);
+            throw new TransactionOutcomeUnknownException(receipt, ex);
         }
         catch (ClientException ex)
         {

@@ -38,7 +38,10 @@ public interface ITransaction
     /// check-back would resolve, and the caller could not know which transaction id its local work belongs to.</summary>
     Task<SendReceipt> SendAsync(Message message, CancellationToken cancellationToken = default);
 
-    /// <summary>Makes the half message visible (EndTransaction COMMIT, source client).</summary>
+    /// <summary>Makes the half message visible (EndTransaction COMMIT, source client). A broker that already rolled the
+    /// transaction back answers INVALID_TRANSACTION_ID (a <see cref="ClientCore.BadRequestException"/>: the message will
+    /// not be delivered); one that no longer knows it answers NOT_FOUND (a <see cref="ClientCore.NotFoundException"/>:
+    /// a check-back decided it and the broker has forgotten that decision, so the outcome is unknown here).</summary>
     Task CommitAsync(CancellationToken cancellationToken = default);
 
     /// <summary>Drops the half message (EndTransaction ROLLBACK, source client).</summary>
