@@ -7,7 +7,7 @@ namespace HalfMsg.ProducerClient;
 /// when the local transaction committed but the broker no longer knew the transaction when the final commit of the
 /// half message reached it (NOT_FOUND). The half was decided without this commit, by a check-back's answer (or an
 /// operator), and the broker has since forgotten that decision: it remembers decisions for a bounded time and number
-/// (one hour, the last 1,000,000). So the outcome was decided by that answer and is unknown here. With
+/// (by default one hour, at most the last 1,000,000). So the outcome was decided by that answer and is unknown here. With
 /// <see cref="Barrier.BarrierChecker"/> the check-back waits for the local transaction and answers Commit, so the
 /// message was delivered; with another checker, only if it answered Commit. Unlike
 /// <see cref="TransactionCommitRejectedException"/>, this does <b>not</b> say the message will not be delivered: do not

@@ -24,7 +24,8 @@ internal static class V5Status
         // NotFoundException for NOT_FOUND, neither retried), with our message. The two are kept apart because they
         // mean opposite things to the producer: a conflict is a decision the other way (a late commit of a rolled-back
         // half: not delivered), while an id the broker does not know may be one whose decision it forgot (by default
-        // after an hour, or a million later decisions), made by a check-back whose answer may have been Commit: the outcome is unknown.
+        // after an hour, or a million later decisions), made by a check-back whose answer may have been Commit: the
+        // outcome is unknown.
         BrokerStatus.TransactionNotFound => Code.NotFound,
         BrokerStatus.TransactionConflict => Code.InvalidTransactionId,
         BrokerStatus.InvalidTransactionId => Code.InvalidTransactionId,
