@@ -207,12 +207,22 @@ public sealed class Producer : IAsyncDisposable
         }
         catch (ClientException ex) when (ex.Code == Code.InvalidTransactionId)
         {
-            // The broker no longer holds the half: a check-back was answered Rollback (or nothing for too long) while
-            // the local transaction was still running. The business writes are committed and the message will never
-            // be delivered. BarrierChecker cannot answer so (it waits for this transaction's barrier row).
+            // The broker rolled the half back without this commit: a check-back was answered Rollback while the local
+            // transaction was still running. The business writes are committed and the message will never be
+            // delivered. BarrierChecker cannot answer so (it waits for this transaction's barrier row).
             _logger.LogWarning(ex, "Committing half message {MessageId} was refused: the broker already resolved transaction {TransactionId} " +
                 "without this commit; the local transaction is committed but the message will not be delivered", receipt.MessageId, transactionId);
             throw new TransactionCommitRejectedException(receipt, ex);
+        }
+        catch (ClientException ex) when (ex.Code == Code.NotFound)
+        {
+            // The broker no longer knows the transaction: a check-back decided it while this commit was on its way, and
+            // the broker has since forgotten that decision (it keeps them for a bounded time and number). The outcome
+            // was the checker's answer, which the broker cannot tell us: not "rejected", not "delivered" either.
+            _logger.LogWarning(ex, "Committing half message {MessageId} found no transaction {TransactionId} at the broker: a check-back " +
+                "decided it and the broker has forgotten the decision; the local transaction is committed and the message was delivered " +
+                "only if the check-back answered Commit (BarrierChecker does)", receipt.MessageId, transactionId);
+            throw new TransactionOutcomeUnknownException(receipt, ex);
         }
         catch (ClientException ex)
         {
@@ -392,9 +402,14 @@ public sealed class Producer : IAsyncDisposable
             Topic = _session.Resource(topic),
             MessageId = messageId,
             TransactionId = transactionId,
-            Resolution = resolution == TransactionResolution.Commit
-                ? Apache.Rocketmq.V2.TransactionResolution.Commit
-                : Apache.Rocketmq.V2.TransactionResolution.Rollback,
+            Resolution = resolution switch
+            {
+                TransactionResolution.Commit => Apache.Rocketmq.V2.TransactionResolution.Commit,
+                TransactionResolution.Rollback => Apache.Rocketmq.V2.TransactionResolution.Rollback,
+                // The protocol has no UNKNOWN value: unspecified is "unknown" to the Apache proxy (EndTransactionActivity
+                // maps it to TransactionStatus.UNKNOWN, which changes nothing) and to HalfMsgBroker alike.
+                _ => Apache.Rocketmq.V2.TransactionResolution.Unspecified,
+            },
             Source = source,
             TraceContext = Activity.Current?.Id ?? string.Empty,
         };
@@ -447,13 +462,28 @@ public sealed class Producer : IAsyncDisposable
         using Activity? span = ProducerTracing.StartInternal("check_transaction", view.Topic, null, ActivityKind.Consumer, halfContext);
         span?.SetTag("messaging.message.id", view.MessageId);
         TransactionResolution resolution = await checker.CheckAsync(view, ct).ConfigureAwait(false);
-        if (resolution == TransactionResolution.Unknown)
+        if (resolution != TransactionResolution.Unknown)
         {
-            return; // the broker asks again later
+            await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
+                TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+            return;
         }
 
-        await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
-            TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+        // "Unknown" is said, not left unsaid (the official Java and Node clients send nothing). HalfMsgBroker takes a
+        // check left unanswered until the half is due again for an unreachable instance and asks another instance of
+        // the group next; with group = topic that can be another service, whose checker knows nothing of this local
+        // transaction (a BarrierChecker there answers Rollback). Answered, this instance stays first for the half.
+        try
+        {
+            await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
+                TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+        }
+        catch (ClientException ex)
+        {
+            // Nothing is lost: the half stays pending and the broker asks again at its next check.
+            _logger.LogInformation(ex, "Answering Unknown to the check-back of transaction {TransactionId} failed; the broker asks again later",
+                check.TransactionId);
+        }
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);

@@ -9,7 +9,8 @@ public enum TransactionResolution
     /// <summary>The local transaction rolled back (or never happened): drop the half message.</summary>
     Rollback,
 
-    /// <summary>Not known yet: send nothing, the broker asks again later.</summary>
+    /// <summary>Not known yet (e.g. the local transaction is still running): the producer tells the broker so, and the
+    /// broker asks this instance again at its next check interval.</summary>
     Unknown,
 }
 
@@ -37,7 +38,10 @@ public interface ITransaction
     /// check-back would resolve, and the caller could not know which transaction id its local work belongs to.</summary>
     Task<SendReceipt> SendAsync(Message message, CancellationToken cancellationToken = default);
 
-    /// <summary>Makes the half message visible (EndTransaction COMMIT, source client).</summary>
+    /// <summary>Makes the half message visible (EndTransaction COMMIT, source client). A broker that already rolled the
+    /// transaction back answers INVALID_TRANSACTION_ID (a <see cref="ClientCore.BadRequestException"/>: the message will
+    /// not be delivered); one that no longer knows it answers NOT_FOUND (a <see cref="ClientCore.NotFoundException"/>:
+    /// a check-back decided it and the broker has forgotten that decision, so the outcome is unknown here).</summary>
     Task CommitAsync(CancellationToken cancellationToken = default);
 
     /// <summary>Drops the half message (EndTransaction ROLLBACK, source client).</summary>

@@ -64,12 +64,12 @@ public sealed class DecisionCoalescerTests
         calls.Answer(1, request =>
         {
             EndTransactionsResponse response = AllDecided(request);
-            response.Entries[2] = new Status { Code = Code.InvalidTransactionId, Message = "unknown transaction" };
+            response.Entries[2] = new Status { Code = Code.NotFound, Message = "unknown transaction" };
             return response;
         });
         for (int i = 0; i < waiting.Count; i++)
         {
-            Assert.Equal(i == 2 ? Code.InvalidTransactionId : Code.Ok, (await waiting[i].WaitAsync(Within)).Code);
+            Assert.Equal(i == 2 ? Code.NotFound : Code.Ok, (await waiting[i].WaitAsync(Within)).Code);
         }
 
         Assert.Equal(2, calls.Count);

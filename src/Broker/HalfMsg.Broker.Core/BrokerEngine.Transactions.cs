@@ -264,7 +264,7 @@ public sealed partial class BrokerEngine
         }
         else
         {
-            return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown (never sent, or decided more than {_options.DecisionRetention} ago)"), TransactionResolution.Unknown, false);
+            return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown: never sent, or decided and forgotten (decisions are remembered for {_options.DecisionRetention}, at most the last {_options.MaxRememberedDecisions:N0}), so its outcome is not known here"), TransactionResolution.Unknown, false);
         }
         return null;
     }

@@ -115,7 +115,7 @@ public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBro
         var signed = await _client.UnaryAsync(path, request, HalfMsg.Protocol.V1.EndTransactionsResponse.Parser, Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
         Assert.Equal(0, signed.GrpcStatus);
         Assert.Equal(Code.Ok, signed.Response!.Status.Code);
-        Assert.Equal(Code.InvalidTransactionId, Assert.Single(signed.Response.Entries).Code); // carried out: the id is unknown
+        Assert.Equal(Code.NotFound, Assert.Single(signed.Response.Entries).Code); // carried out: the id is unknown
     }
 
     [Fact]

@@ -155,14 +155,15 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
             Entries = { new AckMessageEntry { MessageId = messageId ?? string.Empty, ReceiptHandle = handle } },
         }, AckMessageResponse.Parser);
 
-    private Task<EndTransactionResponse> EndAsync(string transactionId, string messageId, Apache.Rocketmq.V2.TransactionResolution resolution)
+    private Task<EndTransactionResponse> EndAsync(string transactionId, string messageId, Apache.Rocketmq.V2.TransactionResolution resolution,
+        TransactionSource source = TransactionSource.SourceClient)
         => UnaryOkAsync(GrpcMethods.EndTransaction, new EndTransactionRequest
         {
             Topic = new Resource { Name = _topic },
             MessageId = messageId,
             TransactionId = transactionId,
             Resolution = resolution,
-            Source = TransactionSource.SourceClient,
+            Source = source,
         }, EndTransactionResponse.Parser);
 
     private static void AssertBadRequestFamily(Code code) => Assert.InRange((int)code, 40000, 40099);
@@ -497,15 +498,32 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     }
 
     [Fact]
-    public async Task End_transaction_of_an_unknown_id_answers_INVALID_TRANSACTION_ID_as_V5Status_maps_TransactionNotFound()
+    public async Task End_transaction_of_an_unknown_id_answers_NOT_FOUND_saying_its_outcome_is_not_known()
     {
-        Assert.Equal(Code.InvalidTransactionId, HalfMsg.Broker.FrontEnds.GrpcV5.V5Status.ToCode(Core.BrokerStatus.TransactionNotFound));
+        // Not INVALID_TRANSACTION_ID (a decision the other way): the id may be one whose decision the broker forgot, made
+        // by a check-back that may have committed it (review 2026-12-02, transactions #10).
+        Assert.Equal(Code.NotFound, HalfMsg.Broker.FrontEnds.GrpcV5.V5Status.ToCode(Core.BrokerStatus.TransactionNotFound));
         string unknown = NewMessageId();
 
         Status status = (await EndAsync(unknown, unknown, Apache.Rocketmq.V2.TransactionResolution.Commit)).Status;
 
-        Assert.Equal(Code.InvalidTransactionId, status.Code);
+        Assert.Equal(Code.NotFound, status.Code);
         Assert.Contains("unknown", status.Message);
+        Assert.Contains("forgotten", status.Message);
+    }
+
+    [Fact]
+    public async Task End_transaction_without_a_resolution_from_a_check_is_an_unknown_answer_that_changes_nothing()
+    {
+        // What our producer sends when its checker answers Unknown (the protocol has no UNKNOWN resolution).
+        var (tx, id) = await SendHalfAsync();
+
+        Status unknown = (await EndAsync(tx, id, Apache.Rocketmq.V2.TransactionResolution.Unspecified, TransactionSource.SourceServerCheck)).Status;
+
+        Assert.Equal(Code.Ok, unknown.Code);
+        await AssertNothingDeliveredAsync(); // still pending
+        Assert.Equal(Code.Ok, (await EndAsync(tx, id, Apache.Rocketmq.V2.TransactionResolution.Commit)).Status.Code);
+        Assert.Equal(id, Assert.Single(await ReceiveMessagesAsync(1)).SystemProperties.MessageId);
     }
 
     [Fact]
@@ -578,7 +596,7 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(decisions.Length, response.Entries.Count);
         for (int i = 0; i < decisions.Length; i++)
         {
-            Assert.Equal(i == 3 ? Code.InvalidTransactionId : Code.Ok, response.Entries[i].Code);
+            Assert.Equal(i == 3 ? Code.NotFound : Code.Ok, response.Entries[i].Code);
         }
 
         // The unknown one is answered exactly as EndTransaction answers it alone.

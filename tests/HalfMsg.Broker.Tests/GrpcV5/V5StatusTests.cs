@@ -19,10 +19,13 @@ public sealed class V5StatusTests
     }
 
     [Fact]
-    public void Transaction_failures_map_to_invalid_transaction_id_so_the_client_throws_a_bad_request()
+    public void A_conflicting_decision_maps_to_INVALID_TRANSACTION_ID_and_an_unknown_or_forgotten_one_to_NOT_FOUND()
     {
-        Assert.Equal(Code.InvalidTransactionId, V5Status.ToCode(BrokerStatus.TransactionNotFound));
+        // Both make the official clients throw (Node: BadRequestException / NotFoundException, neither retried); ours
+        // tells "decided the other way" from "outcome not known here" (review 2026-12-02, transactions #10).
+        Assert.Equal(Code.NotFound, V5Status.ToCode(BrokerStatus.TransactionNotFound));
         Assert.Equal(Code.InvalidTransactionId, V5Status.ToCode(BrokerStatus.TransactionConflict));
+        Assert.Equal(Code.InvalidTransactionId, V5Status.ToCode(BrokerStatus.InvalidTransactionId));
         Assert.Equal(Code.InvalidReceiptHandle, V5Status.ToCode(BrokerStatus.InvalidReceiptHandle));
         Assert.Equal(Code.MessageNotFound, V5Status.ToCode(BrokerStatus.MessageNotFound));
     }

@@ -39,13 +39,25 @@ public sealed class BrokerHost : IAsyncDisposable
     /// As <see cref="StartAsync(string[], CancellationToken)"/>, with extra configuration keys below the flags (tests:
     /// credentials for an in-process broker without touching the process environment).
     /// </summary>
-    internal static async Task<BrokerHost> StartAsync(string[] args, IEnumerable<KeyValuePair<string, string?>> configuration, CancellationToken ct = default)
+    internal static Task<BrokerHost> StartAsync(string[] args, IEnumerable<KeyValuePair<string, string?>> configuration, CancellationToken ct = default)
+        => StartAsync(args, configuration, adjust: null, ct);
+
+    /// <summary>
+    /// As <see cref="StartAsync(string[], CancellationToken)"/>, with <paramref name="adjust"/> applied to the bound
+    /// options (tests: a core bound no flag sets, such as <see cref="CoreOptions.MaxRememberedDecisions"/>).
+    /// </summary>
+    internal static Task<BrokerHost> StartAsync(string[] args, Func<BrokerOptions, BrokerOptions> adjust, CancellationToken ct = default)
+        => StartAsync(args, [], adjust, ct);
+
+    private static async Task<BrokerHost> StartAsync(string[] args, IEnumerable<KeyValuePair<string, string?>> configuration,
+        Func<BrokerOptions, BrokerOptions>? adjust, CancellationToken ct)
     {
         var flags = BrokerConfiguration.ParseCommandLine(args);
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
         builder.Configuration.AddInMemoryCollection(configuration);
         builder.Configuration.AddInMemoryCollection(flags);
         var options = BrokerConfiguration.Bind(builder.Configuration);
+        if (adjust is not null) options = adjust(options);
         StartupChecks.Run(options);
 
         BrokerLogging.Configure(builder.Logging, builder.Configuration, options);

@@ -10,8 +10,10 @@ internal sealed partial class MessagingService
 {
     /// <summary>
     /// Commit or roll back a half message, from the producer itself (SOURCE_CLIENT) or in answer to a check-back
-    /// (SOURCE_SERVER_CHECK). Unknown and conflicting decisions come back as INVALID_TRANSACTION_ID (see
-    /// <see cref="V5Status"/>), so the Node client's commit()/rollback() throws with the core's message.
+    /// (SOURCE_SERVER_CHECK), or "unknown" (an unspecified resolution: changes nothing, but counts as an answer to the
+    /// check). A conflicting decision comes back as INVALID_TRANSACTION_ID and an id the broker does not know (never
+    /// sent, or its decision forgotten) as NOT_FOUND (see <see cref="V5Status"/>), so the Node client's
+    /// commit()/rollback() throws with the core's message.
     /// </summary>
     public override async Task<EndTransactionResponse> EndTransaction(EndTransactionRequest request, ServerCallContext context)
     {

@@ -19,9 +19,14 @@ internal static class V5Status
         BrokerStatus.TopicNotFound => Code.TopicNotFound,
         BrokerStatus.IllegalConsumerGroup => Code.IllegalConsumerGroup,
         BrokerStatus.MessageTooLarge => Code.MessageBodyTooLarge,
-        // Unknown, expired or already-decided-the-other-way transactions: the proxy answers INTERNAL_SERVER_ERROR,
-        // which clients would retry; INVALID_TRANSACTION_ID makes Node throw a BadRequestException with our message.
-        BrokerStatus.TransactionNotFound => Code.InvalidTransactionId,
+        // The Apache proxy answers OK to every EndTransaction (it forwards the decision one-way), so no client expects
+        // a code here; Java and Node throw on any code but OK (Node: a BadRequestException for INVALID_TRANSACTION_ID, a
+        // NotFoundException for NOT_FOUND, neither retried), with our message. The two are kept apart because they
+        // mean opposite things to the producer: a conflict is a decision the other way (a late commit of a rolled-back
+        // half: not delivered), while an id the broker does not know may be one whose decision it forgot (by default
+        // after an hour, or a million later decisions), made by a check-back whose answer may have been Commit: the
+        // outcome is unknown.
+        BrokerStatus.TransactionNotFound => Code.NotFound,
         BrokerStatus.TransactionConflict => Code.InvalidTransactionId,
         BrokerStatus.InvalidTransactionId => Code.InvalidTransactionId,
         // The one code on which the Node push consumer stops retrying ack/nack.
