@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.Core;
@@ -16,13 +17,22 @@ public sealed partial class BrokerEngine
     public sealed record RedriveResult(BrokerError Error, string DeadLetterTopic, int Redriven, int Skipped, IReadOnlyList<string> MessageIds);
 
     /// <summary>
-    /// Moves up to <paramref name="max"/> messages of <c>%DLQ%&lt;group&gt;</c> back to their original topics, where the
-    /// group receives them again as new messages (same id, keys, tag, properties, body). The dead-letter topic is read by
-    /// an internal consumer group (<c>%REDRIVE%&lt;group&gt;</c>, or <c>%REDRIVE%&lt;group&gt;|&lt;topic&gt;</c> when only
-    /// messages from <paramref name="originalTopic"/> are wanted); each message is re-sent durably and then acknowledged
-    /// there, so a crash between the two re-drives it again (at least once), never loses it. With a topic filter, dead
-    /// letters from other topics are passed over by that filter's cursor only (counted as skipped) and stay for others.
+    /// Moves up to <paramref name="max"/> messages of <c>%DLQ%&lt;group&gt;</c> back to <paramref name="group"/>, and to
+    /// no other group, where it receives them again as new messages (same id, keys, tag, properties, body; delivery
+    /// attempt 1). A dead letter a lease (gRPC) consumer left goes back onto its original topic as an entry for the group
+    /// alone: the group's receives take it, the topic's other groups and pulls pass over it (<see cref="QueueEntry.ForGroup"/>).
+    /// The dead-letter topic is read by an internal consumer group (<c>%REDRIVE%&lt;group&gt;</c>, or
+    /// <c>%REDRIVE%&lt;group&gt;|&lt;topic&gt;</c> when only messages from <paramref name="originalTopic"/> are wanted);
+    /// each message is put back durably and then acknowledged there, so a crash between the two re-drives it again (at
+    /// least once), never loses it. With a topic filter, dead letters from other topics are passed over by that filter's
+    /// cursor only (counted as skipped) and stay for others.
     /// </summary>
+    /// <remarks>
+    /// RocketMQ brings a failed message back through the group's own retry topic, so only that group sees it again; its
+    /// v5 proxy serves a receive of (group, topic) from the topic and from a per-(group, topic) retry topic. An entry on
+    /// the topic marked for the group gives the same result without a second topic to look at on every receive: the
+    /// receive path pays one integer test per new entry.
+    /// </remarks>
     public async ValueTask<RedriveResult> RedriveDeadLettersAsync(string group, string? originalTopic, int max,
         IProgress<int>? progress = null, CancellationToken ct = default)
     {
@@ -60,15 +70,19 @@ public sealed partial class BrokerEngine
                     skipped++;
                     continue;
                 }
-                var sent = await SendAsync(new MessageDraft
+                var put = await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, ct).ConfigureAwait(false);
+                if (put.Status == BrokerStatus.MessageNotFound)
                 {
-                    Topic = target, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Properties = m.Properties, Body = m.Body,
-                    BornTimestampMs = m.BornTimestampMs, BornHost = m.BornHost, MessageGroup = m.MessageGroup,
-                }, ct).ConfigureAwait(false);
-                if (!sent.IsOk)
+                    // Retention cut the dead letter's body since it was received: nothing is left to put back.
+                    var gone = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
+                    if (!gone.IsOk) return Done(gone);
+                    skipped++;
+                    continue;
+                }
+                if (!put.IsOk)
                 {
                     // Not acknowledged: the dead letter stays and the next re-drive tries it again once its lease ends.
-                    return Done(new(sent.Error.Status, $"message '{m.MessageId}' could not be re-sent to '{target}': {sent.Error.Message}"));
+                    return Done(new(put.Status, $"message '{m.MessageId}' could not be put back on '{target}': {put.Message}"));
                 }
                 var acked = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                 if (!acked.IsOk) return Done(acked);
@@ -80,6 +94,36 @@ public sealed partial class BrokerEngine
         if (moved.Count > 0)
             _logger.LogInformation("Re-drove {Count} dead letters of group {Group} from {Dlq}", moved.Count, group, dlq);
         return Done(BrokerError.None);
+    }
+
+    /// <summary>
+    /// Puts the dead letter at <paramref name="dlqOffset"/> of <paramref name="dlq"/> back onto <paramref name="topic"/>
+    /// as a new entry for <paramref name="group"/> only, pointing at the same body (see <see cref="RedrivenRecord"/>).
+    /// Completes once it is durable. MessageNotFound when the dead letter's entry is gone or a hole.
+    /// </summary>
+    private async ValueTask<BrokerError> PutBackForGroupAsync(string group, string dlq, long dlqOffset, StoredMessage m, string topic, CancellationToken ct)
+    {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        long address;
+        lock (_gate)
+        {
+            // The entry as it is now: retention may have moved the body since the receive read it.
+            if (!_topics.TryGetValue(dlq, out var dead) || !dead.Queues[0].TryGet(dlqOffset, out var entry) || entry.IsHole)
+                return new(BrokerStatus.MessageNotFound, $"dead letter {dlq}/0/{dlqOffset} is gone");
+            var err = TryGetTopicForWrite(topic, out var target);
+            if (!err.IsOk) return err;
+            int q = PickQueue(target, -1, m.MessageGroup);
+            long offset = target.Queues[q].NextOffset;
+            long now = NowMs;
+            new RedrivenRecord(entry.BodyAddress, entry.Size, topic, q, offset, entry.Tag, m.MessageGroup, group, m.MessageId, now).Write(_writer);
+            address = AppendAndApply();
+            MessageIndex.OnStored(new MessageDraft // MessageIndex hook (issue 12): the message is found at its new place
+            {
+                Topic = topic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Body = m.Body, MessageGroup = m.MessageGroup,
+            }, q, offset, now);
+        }
+        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        return BrokerError.None;
     }
 
     /// <summary>Reads the message stored at a queue position; null when the position is empty, a hole, or cut by retention.</summary>
