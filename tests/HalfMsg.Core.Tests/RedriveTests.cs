@@ -65,6 +65,40 @@ public sealed class RedriveTests
     }
 
     /// <summary>
+    /// Review 2026-12-02 (delivery) #8: a message dead-lettered by CONSUMER_SEND_MSG_BACK is stored with topic
+    /// <c>%DLQ%G</c> (its origin only in RETRY_TOPIC), so the re-drive counted it skipped and acked it on its cursor:
+    /// lost to re-drive for good. It goes to <c>%RETRY%G</c>, which the group's Remoting consumers subscribe, with
+    /// its reconsume count reset (attempts start again). A topic filter matches its RETRY_TOPIC.
+    /// </summary>
+    [Fact]
+    public async Task A_Remoting_dead_letter_is_redriven_into_its_groups_retry_topic_with_its_reconsume_count_reset()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("T", "fail").WithQueue(0));
+        var first = Assert.Single((await h.Engine.PullAsync("T", 0, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+        var dead = await h.Engine.SendBackAsync("G", first.PhysicalOffset, 0, maxReconsumeTimes: 0, "T");
+        Assert.True(dead.DeadLettered, dead.Error.ToString());
+
+        var otherTopic = await h.Engine.RedriveDeadLettersAsync("G", "Other", 100);
+        Assert.Equal((0, 1), (otherTopic.Redriven, otherTopic.Skipped)); // left for an unfiltered or a matching re-drive
+        var redrive = await h.Engine.RedriveDeadLettersAsync("G", "T", 100);
+        Assert.True(redrive.Error.IsOk, redrive.Error.ToString());
+        Assert.Equal((1, 0), (redrive.Redriven, redrive.Skipped));
+
+        var retried = Assert.Single(await PullAll(h, "%RETRY%G"));
+        Assert.Equal(("fail", 0, "T"), (Text(retried), retried.ReconsumeTimes, retried.Message.Properties["RETRY_TOPIC"]));
+        Assert.Equal(first.Message.MessageId, retried.Message.MessageId);
+        // Its next failure starts the delay ladder again instead of going straight back to the dead-letter topic.
+        var back = await h.Engine.SendBackAsync("G", retried.PhysicalOffset, 0, maxReconsumeTimes: 1, "T");
+        Assert.Equal(("%RETRY%G", false), (back.Topic, back.DeadLettered));
+
+        var second = await h.Engine.RedriveDeadLettersAsync("G", "T", 100);
+        Assert.Equal((0, 0), (second.Redriven, second.Skipped));
+        // Nothing went back onto T: its other groups are not sent the message again.
+        Assert.Equal(["fail"], (await PullAll(h, "T")).Select(Text));
+    }
+
+    /// <summary>
     /// The entry a re-drive puts on the topic is for one group: that survives a restart by full replay (the record)
     /// and one from a checkpoint (the entry's codec), with the live state and the recovered one the same.
     /// </summary>

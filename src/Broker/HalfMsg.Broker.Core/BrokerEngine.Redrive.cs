@@ -21,6 +21,9 @@ public sealed partial class BrokerEngine
     /// no other group, where it receives them again as new messages (same id, keys, tag, properties, body; delivery
     /// attempt 1). A dead letter a lease (gRPC) consumer left goes back onto its original topic as an entry for the group
     /// alone: the group's receives take it, the topic's other groups and pulls pass over it (<see cref="QueueEntry.ForGroup"/>).
+    /// One a Remoting consumer sent back past its maximum reconsume times (stored in the dead-letter topic itself, its
+    /// origin in RETRY_TOPIC) goes to <c>%RETRY%&lt;group&gt;</c>, which that consumer subscribes, with its reconsume
+    /// count reset; a topic filter matches its RETRY_TOPIC.
     /// The dead-letter topic is read by an internal consumer group (<c>%REDRIVE%&lt;group&gt;</c>, or
     /// <c>%REDRIVE%&lt;group&gt;|&lt;topic&gt;</c> when only messages from <paramref name="originalTopic"/> are wanted);
     /// each message is put back durably and then acknowledged there, so a crash between the two re-drives it again (at
@@ -63,14 +66,20 @@ public sealed partial class BrokerEngine
             foreach (var d in batch.Messages)
             {
                 var m = d.Message;
-                if (m.OriginalTopic is not { } target || (originalTopic is not null && target != originalTopic))
+                // A lease group's dead letter is an entry pointing at the body stored on its topic; a send-back's (or a
+                // retry-topic send's past its maximum) is a body stored in the dead-letter topic, its origin a property.
+                bool sentBack = m.OriginalTopic is null;
+                string? origin = m.OriginalTopic ?? m.Properties.GetValueOrDefault(RetryTopicProperty);
+                if (origin is null || (originalTopic is not null && origin != originalTopic))
                 {
                     var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                     if (!passed.IsOk) return Done(passed);
                     skipped++;
                     continue;
                 }
-                var put = await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, ct).ConfigureAwait(false);
+                string target = sentBack ? RetryPrefix + group : origin;
+                var put = sentBack ? await SendToRetryTopicAsync(target, m, ct).ConfigureAwait(false)
+                    : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, ct).ConfigureAwait(false);
                 if (put.Status == BrokerStatus.MessageNotFound)
                 {
                     // Retention cut the dead letter's body since it was received: nothing is left to put back.
@@ -124,6 +133,25 @@ public sealed partial class BrokerEngine
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         return BrokerError.None;
+    }
+
+    /// <summary>
+    /// Stores a Remoting consumer's dead letter again in its group's retry topic, due now, with RETRY_TOPIC kept (the
+    /// client restores the topic from it) and the reconsume count dropped, so its attempts start again: kept, its next
+    /// failure would send it straight back to the dead-letter topic. Completes once it is durable.
+    /// </summary>
+    private async ValueTask<BrokerError> SendToRetryTopicAsync(string retryTopic, StoredMessage m, CancellationToken ct)
+    {
+        var props = new Dictionary<string, string>(m.Properties);
+        props.Remove(ReconsumeTimesProperty);
+        var draft = new MessageDraft
+        {
+            Topic = retryTopic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Properties = props, Body = m.Body,
+            BornTimestampMs = m.BornTimestampMs, BornHost = m.BornHost,
+        };
+        var sent = await StoreInternalAsync(draft, ct).ConfigureAwait(false);
+        if (sent.IsOk) MessageIndex.OnStored(draft, sent.QueueId, sent.QueueOffset, NowMs); // MessageIndex hook (issue 12)
+        return sent.Error;
     }
 
     /// <summary>Reads the message stored at a queue position; null when the position is empty, a hole, or cut by retention.</summary>
