@@ -5,8 +5,8 @@ using Microsoft.Extensions.Logging;
 namespace HalfMsg.Broker.Core;
 
 /// <summary>
-/// Operator tools built only on the engine's own operations (issue 12): re-driving a group's dead letters back to their
-/// original topics, and reading one stored message for the message page.
+/// Operator tools built only on the engine's own operations (issue 12): re-driving a group's dead letters back to that
+/// group, and reading one stored message for the message page.
 /// </summary>
 public sealed partial class BrokerEngine
 {
