@@ -394,15 +394,36 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         string live = h.Engine.DescribeState();
         await CrashLikeRestartAsync(h, files =>
         {
-            // Version 3's header is version 2's plus the kind (whole = 0) and the previous checkpoint: drop those.
-            var v3 = File.ReadAllBytes(files.Single());
-            Assert.Equal(3, v3[4]);
-            Assert.Equal(0, v3[21]);
-            var v2 = v3[..21].Concat(v3[30..]).ToArray();
+            // Version 4's header (as version 3's) is version 2's plus the kind (whole = 0) and the previous checkpoint:
+            // drop those. Its entries are version 2's when none is reserved for one group (none is here).
+            var v4 = File.ReadAllBytes(files.Single());
+            Assert.Equal(4, v4[4]);
+            Assert.Equal(0, v4[21]);
+            var v2 = v4[..21].Concat(v4[30..]).ToArray();
             v2[4] = 2;
             File.WriteAllBytes(files.Single(), v2);
         });
         Assert.True(h.Engine.Metrics.ReplayedRecords > 0);
         States.AssertSame(live, h.Engine.DescribeState(), "version 2 checkpoint + replay");
+    }
+
+    [Fact]
+    public async Task A_version_3_checkpoint_from_before_group_reserved_entries_still_loads()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await FillAsync(h, entries: 1_000, decided: 100);
+        await h.Engine.CheckpointAsync();
+        await SomeTrafficAsync(h, 1);
+        string live = h.Engine.DescribeState();
+        await CrashLikeRestartAsync(h, files =>
+        {
+            // Version 3 wrote every entry as version 4 writes one that no group reserves.
+            var v4 = File.ReadAllBytes(files.Single());
+            Assert.Equal(4, v4[4]);
+            v4[4] = 3;
+            File.WriteAllBytes(files.Single(), v4);
+        });
+        Assert.True(h.Engine.Metrics.ReplayedRecords > 0);
+        States.AssertSame(live, h.Engine.DescribeState(), "version 3 checkpoint + replay");
     }
 }

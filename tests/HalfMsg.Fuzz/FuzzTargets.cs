@@ -87,6 +87,7 @@ public static class FuzzTargets
                 case RecordKind.InvisibilityChanged: InvisibilityChangedRecord.Read(ref r); break;
                 case RecordKind.DeadLettered: DeadLetteredRecord.Read(ref r); break;
                 case RecordKind.QueueEntryAdded: QueueEntryAddedRecord.Read(ref r); break;
+                case RecordKind.Redriven: RedrivenRecord.Read(ref r); break;
                 case RecordKind.BodyRelocated:
                 {
                     var b = BodyRelocatedRecord.Read(ref r);

@@ -310,9 +310,10 @@ public sealed partial class BrokerEngine
             {
                 if (entry.VisibleAt >= durable) break;            // not durable yet: invisible
                 long off = gq.NextOffset;
-                if (entry.IsHole || !filter.Matches(entry.Tag))
+                if (entry.IsHole || !filter.Matches(entry.Tag) || (entry.ForGroup != 0 && !_topics.Targets.Admits(entry.ForGroup, group.Group)))
                 {
-                    // Filtered out for this group, or a hole (damaged or expired): finished without a delivery.
+                    // Filtered out for this group, a hole (damaged or expired), or another group's re-driven dead
+                    // letter: finished without a delivery.
                     if (entry.BodyAddress == QueueEntry.Expired) group.Expired++;
                     gq.NextOffset++;
                     gq.MarkDone(off);

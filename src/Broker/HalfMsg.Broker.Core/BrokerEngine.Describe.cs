@@ -23,7 +23,11 @@ public sealed partial class BrokerEngine
                 {
                     var queue = t.Queues[q];
                     sb.Append($"queue {t.Name}/{q} base={queue.BaseOffset} next={queue.NextOffset}:");
-                    foreach (var e in queue.Entries.Items()) sb.Append($" {e.BodyAddress}/{e.VisibleAt}/{e.Size}/{e.Tag}/{e.MessageGroup}");
+                    foreach (var e in queue.Entries.Items())
+                    {
+                        sb.Append($" {e.BodyAddress}/{e.VisibleAt}/{e.Size}/{e.Tag}/{e.MessageGroup}");
+                        if (e.ForGroup != 0) sb.Append($"/for={_topics.Targets.NameOf(e.ForGroup)}");
+                    }
                     sb.Append('\n');
                 }
             }

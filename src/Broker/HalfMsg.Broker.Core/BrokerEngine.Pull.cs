@@ -41,6 +41,8 @@ public sealed partial class BrokerEngine
 
     /// <summary>Property that carries a retried message's reconsume count (RocketMQ's stored reconsumeTimes field).</summary>
     public const string ReconsumeTimesProperty = "RECONSUME_TIME";
+    /// <summary>Property that carries a retried message's original topic (RocketMQ's MessageConst.PROPERTY_RETRY_TOPIC).</summary>
+    public const string RetryTopicProperty = "RETRY_TOPIC";
     public const string RetryPrefix = "%RETRY%";
 
     /// <summary>RocketMQ's default <c>messageDelayLevel</c>: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".</summary>
@@ -110,8 +112,9 @@ public sealed partial class BrokerEngine
                 {
                     if (scanned == MaxPullScan) { scanBound = true; break; }
                     if (!queue.TryGet(next, out var entry) || entry.VisibleAt >= durable) break;
-                    // A hole (damaged or expired position) is skipped like a filtered-out entry.
-                    if (!entry.IsHole && filter.Matches(entry.Tag))
+                    // A hole (damaged or expired position) is skipped like a filtered-out entry, and so is a dead
+                    // letter re-driven for one lease group (QueueEntry.ForGroup): a pull group already had it.
+                    if (!entry.IsHole && entry.ForGroup == 0 && filter.Matches(entry.Tag))
                     {
                         if (picked.Count > 0 && bytes >= _options.ReceiveByteBudget) break;
                         picked.Add((entry.BodyAddress, next, entry.Size));
@@ -327,7 +330,7 @@ public sealed partial class BrokerEngine
 
         int reconsumed = ReconsumeTimesOf(original);
         var props = new Dictionary<string, string>(original.Properties);
-        if (!props.ContainsKey("RETRY_TOPIC")) props["RETRY_TOPIC"] = sourceTopic;
+        if (!props.ContainsKey(RetryTopicProperty)) props[RetryTopicProperty] = sourceTopic;
         if (!props.ContainsKey("ORIGIN_MESSAGE_ID")) props["ORIGIN_MESSAGE_ID"] = original.MessageId;
         props[ReconsumeTimesProperty] = (reconsumed + 1).ToString(System.Globalization.CultureInfo.InvariantCulture);
         bool dead = delayLevel < 0 || reconsumed >= maxReconsumeTimes;

@@ -1,11 +1,12 @@
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.Core;
 
 /// <summary>
-/// Operator tools built only on the engine's own operations (issue 12): re-driving a group's dead letters back to their
-/// original topics, and reading one stored message for the message page.
+/// Operator tools built only on the engine's own operations (issue 12): re-driving a group's dead letters back to that
+/// group, and reading one stored message for the message page.
 /// </summary>
 public sealed partial class BrokerEngine
 {
@@ -16,13 +17,25 @@ public sealed partial class BrokerEngine
     public sealed record RedriveResult(BrokerError Error, string DeadLetterTopic, int Redriven, int Skipped, IReadOnlyList<string> MessageIds);
 
     /// <summary>
-    /// Moves up to <paramref name="max"/> messages of <c>%DLQ%&lt;group&gt;</c> back to their original topics, where the
-    /// group receives them again as new messages (same id, keys, tag, properties, body). The dead-letter topic is read by
-    /// an internal consumer group (<c>%REDRIVE%&lt;group&gt;</c>, or <c>%REDRIVE%&lt;group&gt;|&lt;topic&gt;</c> when only
-    /// messages from <paramref name="originalTopic"/> are wanted); each message is re-sent durably and then acknowledged
-    /// there, so a crash between the two re-drives it again (at least once), never loses it. With a topic filter, dead
-    /// letters from other topics are passed over by that filter's cursor only (counted as skipped) and stay for others.
+    /// Moves up to <paramref name="max"/> messages of <c>%DLQ%&lt;group&gt;</c> back to <paramref name="group"/>, and to
+    /// no other group, where it receives them again as new messages (same id, keys, tag, properties, body; delivery
+    /// attempt 1). A dead letter a lease (gRPC) consumer left goes back onto its original topic as an entry for the group
+    /// alone: the group's receives take it, the topic's other groups and pulls pass over it (<see cref="QueueEntry.ForGroup"/>).
+    /// One a Remoting consumer sent back past its maximum reconsume times (stored in the dead-letter topic itself, its
+    /// origin in RETRY_TOPIC) goes to <c>%RETRY%&lt;group&gt;</c>, which that consumer subscribes, with its reconsume
+    /// count reset; a topic filter matches its RETRY_TOPIC.
+    /// The dead-letter topic is read by an internal consumer group (<c>%REDRIVE%&lt;group&gt;</c>, or
+    /// <c>%REDRIVE%&lt;group&gt;|&lt;topic&gt;</c> when only messages from <paramref name="originalTopic"/> are wanted);
+    /// each message is put back durably and then acknowledged there, so a crash between the two re-drives it again (at
+    /// least once), never loses it. With a topic filter, dead letters from other topics are passed over by that filter's
+    /// cursor only (counted as skipped) and stay for others.
     /// </summary>
+    /// <remarks>
+    /// RocketMQ brings a failed message back through the group's own retry topic, so only that group sees it again; its
+    /// v5 proxy serves a receive of (group, topic) from the topic and from a per-(group, topic) retry topic. An entry on
+    /// the topic marked for the group gives the same result without a second topic to look at on every receive: the
+    /// receive path pays one integer test per new entry.
+    /// </remarks>
     public async ValueTask<RedriveResult> RedriveDeadLettersAsync(string group, string? originalTopic, int max,
         IProgress<int>? progress = null, CancellationToken ct = default)
     {
@@ -53,22 +66,32 @@ public sealed partial class BrokerEngine
             foreach (var d in batch.Messages)
             {
                 var m = d.Message;
-                if (m.OriginalTopic is not { } target || (originalTopic is not null && target != originalTopic))
+                // A lease group's dead letter is an entry pointing at the body stored on its topic; a send-back's (or a
+                // retry-topic send's past its maximum) is a body stored in the dead-letter topic, its origin a property.
+                bool sentBack = m.OriginalTopic is null;
+                string? origin = m.OriginalTopic ?? m.Properties.GetValueOrDefault(RetryTopicProperty);
+                if (origin is null || (originalTopic is not null && origin != originalTopic))
                 {
                     var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                     if (!passed.IsOk) return Done(passed);
                     skipped++;
                     continue;
                 }
-                var sent = await SendAsync(new MessageDraft
+                string target = sentBack ? RetryPrefix + group : origin;
+                var put = sentBack ? await SendToRetryTopicAsync(target, m, ct).ConfigureAwait(false)
+                    : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, ct).ConfigureAwait(false);
+                if (put.Status == BrokerStatus.MessageNotFound)
                 {
-                    Topic = target, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Properties = m.Properties, Body = m.Body,
-                    BornTimestampMs = m.BornTimestampMs, BornHost = m.BornHost, MessageGroup = m.MessageGroup,
-                }, ct).ConfigureAwait(false);
-                if (!sent.IsOk)
+                    // Retention cut the dead letter's body since it was received: nothing is left to put back.
+                    var gone = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
+                    if (!gone.IsOk) return Done(gone);
+                    skipped++;
+                    continue;
+                }
+                if (!put.IsOk)
                 {
                     // Not acknowledged: the dead letter stays and the next re-drive tries it again once its lease ends.
-                    return Done(new(sent.Error.Status, $"message '{m.MessageId}' could not be re-sent to '{target}': {sent.Error.Message}"));
+                    return Done(new(put.Status, $"message '{m.MessageId}' could not be put back on '{target}': {put.Message}"));
                 }
                 var acked = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                 if (!acked.IsOk) return Done(acked);
@@ -80,6 +103,55 @@ public sealed partial class BrokerEngine
         if (moved.Count > 0)
             _logger.LogInformation("Re-drove {Count} dead letters of group {Group} from {Dlq}", moved.Count, group, dlq);
         return Done(BrokerError.None);
+    }
+
+    /// <summary>
+    /// Puts the dead letter at <paramref name="dlqOffset"/> of <paramref name="dlq"/> back onto <paramref name="topic"/>
+    /// as a new entry for <paramref name="group"/> only, pointing at the same body (see <see cref="RedrivenRecord"/>).
+    /// Completes once it is durable. MessageNotFound when the dead letter's entry is gone or a hole.
+    /// </summary>
+    private async ValueTask<BrokerError> PutBackForGroupAsync(string group, string dlq, long dlqOffset, StoredMessage m, string topic, CancellationToken ct)
+    {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        long address;
+        lock (_gate)
+        {
+            // The entry as it is now: retention may have moved the body since the receive read it.
+            if (!_topics.TryGetValue(dlq, out var dead) || !dead.Queues[0].TryGet(dlqOffset, out var entry) || entry.IsHole)
+                return new(BrokerStatus.MessageNotFound, $"dead letter {dlq}/0/{dlqOffset} is gone");
+            var err = TryGetTopicForWrite(topic, out var target);
+            if (!err.IsOk) return err;
+            int q = PickQueue(target, -1, m.MessageGroup);
+            long offset = target.Queues[q].NextOffset;
+            long now = NowMs;
+            new RedrivenRecord(entry.BodyAddress, entry.Size, topic, q, offset, entry.Tag, m.MessageGroup, group, m.MessageId, now).Write(_writer);
+            address = AppendAndApply();
+            MessageIndex.OnStored(new MessageDraft // MessageIndex hook (issue 12): the message is found at its new place
+            {
+                Topic = topic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Body = m.Body, MessageGroup = m.MessageGroup,
+            }, q, offset, now);
+        }
+        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        return BrokerError.None;
+    }
+
+    /// <summary>
+    /// Stores a Remoting consumer's dead letter again in its group's retry topic, due now, with RETRY_TOPIC kept (the
+    /// client restores the topic from it) and the reconsume count dropped, so its attempts start again: kept, its next
+    /// failure would send it straight back to the dead-letter topic. Completes once it is durable.
+    /// </summary>
+    private async ValueTask<BrokerError> SendToRetryTopicAsync(string retryTopic, StoredMessage m, CancellationToken ct)
+    {
+        var props = new Dictionary<string, string>(m.Properties);
+        props.Remove(ReconsumeTimesProperty);
+        var draft = new MessageDraft
+        {
+            Topic = retryTopic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Properties = props, Body = m.Body,
+            BornTimestampMs = m.BornTimestampMs, BornHost = m.BornHost,
+        };
+        var sent = await StoreInternalAsync(draft, ct).ConfigureAwait(false);
+        if (sent.IsOk) MessageIndex.OnStored(draft, sent.QueueId, sent.QueueOffset, NowMs); // MessageIndex hook (issue 12)
+        return sent.Error;
     }
 
     /// <summary>Reads the message stored at a queue position; null when the position is empty, a hole, or cut by retention.</summary>

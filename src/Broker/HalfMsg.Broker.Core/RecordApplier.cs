@@ -101,6 +101,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 case RecordKind.QueueEntryAdded:
                     ApplyQueueEntryAdded(address, QueueEntryAddedRecord.Read(ref r));
                     break;
+                case RecordKind.Redriven:
+                    ApplyRedriven(address, RedrivenRecord.Read(ref r));
+                    break;
                 case RecordKind.BodyRelocated:
                     ApplyBodyRelocated(address, record.Length, BodyRelocatedRecord.Read(ref r));
                     break;
@@ -163,6 +166,17 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size
             : topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing) ? existing.Size : 0; // replayed over a checkpoint that has it
         AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
+    }
+
+    private void ApplyRedriven(long address, RedrivenRecord rec)
+    {
+        var topic = ApplyTopicCreated(rec.Topic, BrokerEngine.IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
+        if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
+        AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry
+        {
+            BodyAddress = rec.BodyAddress, Size = rec.Size, VisibleAt = address, Tag = Intern(rec.Tag), MessageGroup = rec.MessageGroup,
+            ForGroup = _topics.Targets.NumberOf(rec.Group),
+        });
     }
 
     private void ApplyHalfStored(long address, int size, HalfStoredRecord rec)

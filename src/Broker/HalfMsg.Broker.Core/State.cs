@@ -21,6 +21,12 @@ internal struct QueueEntry
     public int Size;
     public string? Tag;
     public string? MessageGroup;
+    /// <summary>
+    /// The one consumer group the entry is for (a number of <see cref="Delivery.GroupTargets"/>), 0 = every group: a
+    /// re-driven dead letter goes back onto its topic for the group that dead-lettered it only. Other lease groups pass
+    /// over it as over a filtered-out entry; pulls skip it. An int in the padding after <see cref="Size"/>: free.
+    /// </summary>
+    public int ForGroup;
 
     public readonly bool IsHole => BodyAddress < 0;
 }

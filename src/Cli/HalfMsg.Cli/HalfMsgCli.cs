@@ -230,7 +230,7 @@ public static class HalfMsgCli
         var dlqGroup = new Argument<string>("group") { Description = "Consumer group whose dead letters to move" };
         var dlqTopic = new Option<string?>("--topic") { Description = "Only dead letters that came from this topic" };
         var dlqMax = new Option<int?>("--max") { Description = "Move at most this many (default: all)" };
-        var redrive = new Command("redrive", "Move dead letters back to their original topics, for the group to receive again (progress on stderr)") { dlqGroup, dlqTopic, dlqMax };
+        var redrive = new Command("redrive", "Move dead letters back to the group, and no other, to receive again: onto their topic for it alone, or into its %RETRY% topic for a Remoting consumer's (progress on stderr)") { dlqGroup, dlqTopic, dlqMax };
         Handle(redrive, async (parse, client, asJson, token) =>
         {
             string g = parse.GetValue(dlqGroup)!;

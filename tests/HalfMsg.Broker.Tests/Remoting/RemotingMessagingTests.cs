@@ -236,6 +236,37 @@ public sealed class RemotingMessagingTests(RemotingBrokerFixture broker)
         Assert.Equal("fail-me", BodyOf(Assert.Single(dead)));
     }
 
+    /// <summary>
+    /// Review 2026-12-02 (delivery) #8: a message the consumer sent back past its maximum is stored in
+    /// <c>%DLQ%&lt;group&gt;</c> with its origin only in RETRY_TOPIC; the re-drive skipped it and acked it on its
+    /// cursor, so no re-drive ever brought it back. It now goes to the group's retry topic, which the group's
+    /// consumers pull, with its reconsume count reset.
+    /// </summary>
+    [Fact]
+    public async Task A_message_sent_back_to_the_DLQ_is_redriven_to_the_groups_retry_topic()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("Redrive");
+        string group = Unique("CG");
+        await SendAsync(c, topic, "dead-then-back", "T", 0);
+        var m = Assert.Single(StoredMessageCodec.DecodeAll((await PullAsync(c, group, topic, 0, 0)).Body.Span));
+        var back = await c.InvokeAsync(RemotingCommand.Request(RequestCode.ConsumerSendMsgBack)
+            .Set("offset", m.PhysicalOffset).Set("group", group).Set("delayLevel", 0L).Set("originTopic", topic).Set("maxReconsumeTimes", 0L));
+        Assert.Equal(ResponseCode.Success, back.Code);
+        Assert.Single(await EventuallyAsync(() => PullAllAsync(c, group, "%DLQ%" + group, queues: 1), l => l.Count == 1, TimeSpan.FromSeconds(15), "the dead letter"));
+
+        var redrive = await broker.Host.Engine.RedriveDeadLettersAsync(group, null, 100);
+        Assert.True(redrive.Error.IsOk, redrive.Error.ToString());
+        Assert.Equal((1, 0), (redrive.Redriven, redrive.Skipped));
+
+        var retried = await EventuallyAsync(() => PullAllAsync(c, group, "%RETRY%" + group), l => l.Count == 1, TimeSpan.FromSeconds(15), "the re-driven message");
+        var r = retried[0];
+        Assert.Equal(("dead-then-back", 0, topic), (BodyOf(r), r.ReconsumeTimes, r.Properties["RETRY_TOPIC"]));
+        Assert.Equal(m.Properties[MessageConst.UniqueKey], r.Properties[MessageConst.UniqueKey]);
+        var second = await broker.Host.Engine.RedriveDeadLettersAsync(group, null, 100);
+        Assert.Equal((0, 0), (second.Redriven, second.Skipped));
+    }
+
     [Fact]
     public async Task Send_back_of_an_offset_that_is_no_message_is_refused()
     {

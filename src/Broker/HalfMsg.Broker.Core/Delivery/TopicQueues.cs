@@ -15,6 +15,9 @@ internal sealed class TopicQueues(Func<long> durableUntil)
     private readonly Dictionary<string, TopicState> _byName = new(StringComparer.Ordinal);
     private readonly Queue<(long VisibleAt, TopicState Topic)> _pendingVisible = new();
 
+    /// <summary>The groups entries are reserved for (<see cref="QueueEntry.ForGroup"/>).</summary>
+    public GroupTargets Targets { get; } = new();
+
     public int Count => _byName.Count;
     public Dictionary<string, TopicState>.ValueCollection Values => _byName.Values;
     public bool TryGetValue(string name, out TopicState topic) => _byName.TryGetValue(name, out topic!);

@@ -95,6 +95,15 @@ public sealed partial class BrokerEngine
                     var rec = BodyRelocatedRecord.Read(ref r);
                     return ToOp(rec.Original, relocated: true, rec.QueueRefs);
                 }
+                case RecordKind.Redriven:
+                {
+                    // The message again, at its new position (as the live hook reports it: stored again).
+                    var rec = RedrivenRecord.Read(ref r);
+                    return new MessageIndex.Op(MessageIndex.OpKind.Stored, rec.MessageId, rec.Topic, rec.AtMs)
+                    {
+                        Tag = rec.Tag, QueueId = rec.QueueId, Offset = rec.Offset,
+                    };
+                }
                 case RecordKind.TxDecided:
                 {
                     var rec = TxDecidedRecord.Read(ref r);

@@ -30,7 +30,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     private const uint Magic = 0x50434D48; // "HMCP" little-endian
     // Version 2: queue entries carry their record size, consumed offsets are runs, decided ids are digests.
     // Version 3: the header says whether the file is whole or a delta on the checkpoint it names.
-    private const byte Version = 3;
+    // Version 4: an entry reserved for one consumer group (a re-driven dead letter) names it (see WriteEntry).
+    private const byte Version = 4;
+    private const byte VersionWithoutTargets = 3;
     private const byte VersionWhole = 2;
     private const int HeaderSizeV2 = 21;
     private const int HeaderSize = HeaderSizeV2 + 1 + 8;
@@ -391,11 +393,27 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         output.Write(rec);
     }
 
-    private static void WriteEntry(RecordWriter w, in QueueEntry e)
-        => w.I64(e.BodyAddress).I64(e.VisibleAt).I32(e.Size).Str(e.Tag).Str(e.MessageGroup);
+    /// <summary>
+    /// One queue entry:
+    /// <code>vi bodyAddress | vi visibleAt | vi size (or -1 - size: the entry is one group's) | s tag | s messageGroup [| s group]</code>
+    /// The group follows only for an entry reserved for one group (<see cref="QueueEntry.ForGroup"/>), which a negative
+    /// size marks (a size is never negative): every other entry is written as version 3 wrote it, at no extra byte.
+    /// </summary>
+    private void WriteEntry(RecordWriter w, in QueueEntry e)
+    {
+        w.I64(e.BodyAddress).I64(e.VisibleAt).I32(e.ForGroup == 0 ? e.Size : -1 - e.Size).Str(e.Tag).Str(e.MessageGroup);
+        if (e.ForGroup != 0) w.Str(state.Topics.Targets.NameOf(e.ForGroup));
+    }
 
-    private QueueEntry ReadEntry(ref RecordReader r)
-        => new() { BodyAddress = r.I64(), VisibleAt = r.I64(), Size = r.I32(), Tag = state.Tags.Intern(r.Str()), MessageGroup = r.Str() };
+    private QueueEntry ReadEntry(ref RecordReader r, byte version)
+    {
+        var e = new QueueEntry { BodyAddress = r.I64(), VisibleAt = r.I64(), Size = r.I32(), Tag = state.Tags.Intern(r.Str()), MessageGroup = r.Str() };
+        if (e.Size >= 0) return e;
+        if (version < Version) throw new InvalidDataException($"queue entry size {e.Size} is negative");
+        e.Size = -1 - e.Size;
+        e.ForGroup = state.Topics.Targets.NumberOf(state.Tags.Intern(r.Str() ?? throw new InvalidDataException("an entry reserved for a group names none")));
+        return e;
+    }
 
     private static void WriteHalf(RecordWriter w, Stream o, HalfState h)
     {
@@ -460,13 +478,14 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     public IReadOnlyList<string> SetAsideAheadOfLog { get; private set; } = [];
 
     /// <summary>Reads a checkpoint file's header: its covered address and, for a delta, the checkpoint it builds on.</summary>
-    private static bool TryReadHeader(ReadOnlySpan<byte> bytes, out long covered, out long? previous, out int headerSize)
+    private static bool TryReadHeader(ReadOnlySpan<byte> bytes, out long covered, out long? previous, out int headerSize, out byte version)
     {
-        covered = 0; previous = null; headerSize = 0;
+        covered = 0; previous = null; headerSize = 0; version = 0;
         if (bytes.Length < HeaderSizeV2 || BinaryPrimitives.ReadUInt32LittleEndian(bytes) != Magic) return false;
         covered = BinaryPrimitives.ReadInt64LittleEndian(bytes[5..]);
-        if (bytes[4] == VersionWhole) { headerSize = HeaderSizeV2; return true; }
-        if (bytes[4] != Version || bytes.Length < HeaderSize) return false;
+        version = bytes[4];
+        if (version == VersionWhole) { headerSize = HeaderSizeV2; return true; }
+        if (version is not (Version or VersionWithoutTargets) || bytes.Length < HeaderSize) return false;
         headerSize = HeaderSize;
         if (bytes[21] == KindWhole) return true;
         if (bytes[21] != KindDelta) return false;
@@ -485,7 +504,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         {
             int read;
             using (var f = File.OpenRead(next)) read = f.ReadAtLeast(head, HeaderSize, throwOnEndOfStream: false);
-            if (!TryReadHeader(head.AsSpan(0, read), out long covered, out long? previous, out _) || CheckpointStore.TryParseCovered(next, out long named) && named != covered)
+            if (!TryReadHeader(head.AsSpan(0, read), out long covered, out long? previous, out _, out _) || CheckpointStore.TryParseCovered(next, out long named) && named != covered)
             {
                 error = $"{Path.GetFileName(next)}: bad header";
                 return false;
@@ -511,7 +530,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     {
         covered = 0;
         error = null;
-        if (!TryReadHeader(bytes, out covered, out _, out int headerSize))
+        if (!TryReadHeader(bytes, out covered, out _, out int headerSize, out byte version))
         {
             error = "bad header";
             return false;
@@ -564,7 +583,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     var t = state.Topics[r.Str()!];
                     var queue = t.Queues[r.I32()];
                     long offset = r.I64();
-                    var entry = ReadEntry(ref r);
+                    var entry = ReadEntry(ref r, version);
                     if (offset < queue.BaseOffset || offset >= queue.NextOffset) { error = $"a rewritten entry of {t.Name} at {offset} lies outside the queue ({queue.BaseOffset} to {queue.NextOffset})"; return false; }
                     queue.Replace((int)(offset - queue.BaseOffset), entry);
                     break;
@@ -577,7 +596,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     int n = r.I32();
                     if (queue.Entries.Count == 0) queue.StartEmptyAt(start);
                     else if (start != queue.NextOffset) { error = $"entries of {t.Name} from {start} do not continue the queue's end {queue.NextOffset}"; return false; }
-                    for (int k = 0; k < n; k++) queue.Append(ReadEntry(ref r));
+                    for (int k = 0; k < n; k++) queue.Append(ReadEntry(ref r, version));
                     break;
                 }
                 case SnapHalf when !last:

@@ -42,6 +42,8 @@ public enum RecordKind : byte
     GroupStarted = 16,
     /// <summary>Fills the rest of a page after a hole found at recovery (see <see cref="RecordLog.SkipToNextPage"/>); ignored by replay.</summary>
     Padding = 17,
+    /// <summary>A re-drive put a lease group's dead letter back onto its topic for that group only (see <see cref="RedrivenRecord"/>).</summary>
+    Redriven = 18,
     /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
     ConsumerOffsetCommitted = 40,
     /// <summary>An operator deleted a topic (Remoting DELETE_TOPIC): its queues, groups, offsets and delayed messages go.</summary>

@@ -226,6 +226,24 @@ public readonly record struct QueueEntryAddedRecord(long BodyAddress, string Top
 }
 
 /// <summary>
+/// A re-drive put a lease group's dead letter back onto the topic it left, as a new entry for that group only: the
+/// group receives it as a new message (delivery attempt 1), other groups and pulls pass over it. The entry points at
+/// the dead letter's body, so nothing is copied. The message id and time are for the message index.
+/// <code>
+/// vi bodyAddress | vi size | s topic | vi queueId | vi offset | s tag | s messageGroup | s group | s messageId | vi atMs
+/// </code>
+/// </summary>
+public readonly record struct RedrivenRecord(long BodyAddress, int Size, string Topic, int QueueId, long Offset, string? Tag, string? MessageGroup,
+    string Group, string MessageId, long AtMs)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.Redriven).I64(BodyAddress).I32(Size).Str(Topic).I32(QueueId).I64(Offset).Str(Tag)
+        .Str(MessageGroup).Str(Group).Str(MessageId).I64(AtMs);
+
+    public static RedrivenRecord Read(scoped ref RecordReader r) => new(r.I64(), r.I32(), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.Str(), r.Str(),
+        DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I64());
+}
+
+/// <summary>
 /// Retention moved a live body (a pending half, a delayed message, or a queue entry that entered its queue after the
 /// cut point) from below the cut to the tail. The original record is carried whole, so a read of the new address
 /// yields the same message; the record names every reference it moves, so replay and the live path update exactly

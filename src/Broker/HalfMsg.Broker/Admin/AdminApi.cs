@@ -41,7 +41,7 @@ public static class AdminApi
             ? (error.Status == BrokerStatus.TopicNotFound ? NotFound(error.Message) : ToResult(error, new { }))
             : Results.Ok(new { topic = name, deleted = true }));
 
-        // Moves up to ?max= dead letters of the group back to their original topics (optionally only those from ?topic=).
+        // Moves up to ?max= dead letters back to the group, and no other (optionally only those from ?topic=): see RedriveDeadLettersAsync.
         app.MapPost("/api/dlq/{group}/redrive", async (string group, string? topic, int? max, CancellationToken ct) =>
         {
             if (max is < 1 or > 100_000) return Results.Json(new ErrorBody("max must be in [1, 100000]", "BadRequest"), statusCode: 400);

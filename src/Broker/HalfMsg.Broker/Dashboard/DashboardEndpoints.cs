@@ -303,7 +303,7 @@ internal static class DashboardEndpoints
         sb.Append(CultureInfo.InvariantCulture, $"<p>Dead-letter topic <code>{E(info.DeadLetterTopic)}</code>: {info.DeadLettered} message(s) ever. ");
         if (info.DeadLettered > 0)
             sb.Append(ActionButton($"/dashboard/groups/{U(group)}/redrive", "Re-drive dead letters",
-                $"Move the dead letters of {group} not yet re-driven back to their original topics, for {group} to receive again?"));
+                $"Move the dead letters of {group} not yet re-driven back to {group} (and no other group) to receive again?"));
         sb.Append("</p>");
         var members = engine.Consumers.Of(group);
         sb.Append("<h2>Members</h2>");
