@@ -16,6 +16,32 @@ public sealed partial class BrokerEngine
     /// </summary>
     public const int MaxEntriesPerLockHold = 256;
 
+    /// <summary>
+    /// The [start, end) chunks of a batch of <paramref name="count"/> entries, at most <see cref="MaxEntriesPerLockHold"/>
+    /// each, for the caller to store under one hold of the lock apiece (no allocation; the test hook runs between two).
+    /// </summary>
+    private LockChunkList LockChunks(int count) => new(this, count);
+
+    private readonly struct LockChunkList(BrokerEngine engine, int count)
+    {
+        public Enumerator GetEnumerator() => new(engine, count);
+
+        public struct Enumerator(BrokerEngine engine, int count)
+        {
+            private int _start = -MaxEntriesPerLockHold;
+
+            public readonly (int Start, int End) Current => (_start, Math.Min(count, _start + MaxEntriesPerLockHold));
+
+            public bool MoveNext()
+            {
+                _start += MaxEntriesPerLockHold;
+                if (_start >= count) return false;
+                if (_start > 0) engine.BetweenLockHoldsForTests?.Invoke();
+                return true;
+            }
+        }
+    }
+
     /// <summary>Stores a normal, FIFO or delay message. Completes once it is durable (flush sync).</summary>
     public async ValueTask<SendResult> SendAsync(MessageDraft msg, CancellationToken ct = default)
     {
@@ -49,10 +75,8 @@ public sealed partial class BrokerEngine
         {
             await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             long highest = -1;
-            for (int start = 0; start < messages.Count; start += MaxEntriesPerLockHold)
+            foreach (var (start, end) in LockChunks(messages.Count))
             {
-                if (start > 0) BetweenLockHoldsForTests?.Invoke();
-                int end = Math.Min(messages.Count, start + MaxEntriesPerLockHold);
                 lock (_gate)
                 {
                     for (int i = start; i < end; i++)
@@ -93,10 +117,8 @@ public sealed partial class BrokerEngine
             if (err.IsOk && m.DeliveryTimestampMs is long at && at > now) err = new(BrokerStatus.BadRequest, "batch messages cannot be delayed");
             if (!err.IsOk) return (err, []);
         }
-        for (int start = 0; start < messages.Count; start += MaxEntriesPerLockHold)
+        foreach (var (start, end) in LockChunks(messages.Count))
         {
-            if (start > 0) BetweenLockHoldsForTests?.Invoke();
-            int end = Math.Min(messages.Count, start + MaxEntriesPerLockHold);
             lock (_gate)
             {
                 for (int i = start; i < end; i++)
@@ -477,10 +499,8 @@ public sealed partial class BrokerEngine
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         var results = new BrokerError[receiptHandles.Count];
         long highest = -1;
-        for (int start = 0; start < receiptHandles.Count; start += MaxEntriesPerLockHold)
+        foreach (var (start, end) in LockChunks(receiptHandles.Count))
         {
-            if (start > 0) BetweenLockHoldsForTests?.Invoke();
-            int end = Math.Min(receiptHandles.Count, start + MaxEntriesPerLockHold);
             lock (_gate)
             {
                 for (int i = start; i < end; i++)

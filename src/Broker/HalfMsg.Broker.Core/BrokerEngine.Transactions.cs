@@ -58,10 +58,8 @@ public sealed partial class BrokerEngine
             for (int i = 0; i < spans.Length; i++) spans[i] = BrokerTracing.StartSend(halves[i].Message, half: true, halves[i].ProducerGroup); // trace hook (issue 12)
             await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             long waitFor = -1;
-            for (int start = 0; start < results.Length; start += MaxEntriesPerLockHold)
+            foreach (var (start, end) in LockChunks(results.Length))
             {
-                if (start > 0) BetweenLockHoldsForTests?.Invoke();
-                int end = Math.Min(results.Length, start + MaxEntriesPerLockHold);
                 lock (_gate)
                 {
                     for (int i = start; i < end; i++)
@@ -162,10 +160,8 @@ public sealed partial class BrokerEngine
 
             await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             long waitFor = -1;
-            for (int start = 0; start < results.Length; start += MaxEntriesPerLockHold)
+            foreach (var (start, end) in LockChunks(results.Length))
             {
-                if (start > 0) BetweenLockHoldsForTests?.Invoke();
-                int end = Math.Min(results.Length, start + MaxEntriesPerLockHold);
                 lock (_gate)
                 {
                     for (int i = start; i < end; i++)
