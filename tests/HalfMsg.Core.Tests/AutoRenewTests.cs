@@ -136,6 +136,57 @@ public sealed class AutoRenewTests
         Assert.Equal(0, h.Engine.Metrics.LeasesRenewed);
     }
 
+    private static async Task SendManyAsync(EngineHarness h, int count)
+    {
+        for (int i = 0; i < count; i += 256)
+        {
+            var drafts = Enumerable.Range(i, Math.Min(256, count - i)).Select(n => h.Draft("t", $"m{n}")).ToList();
+            Assert.All(await h.Engine.SendBatchAsync(drafts), r => Assert.True(r.Error.IsOk, r.Error.ToString()));
+        }
+    }
+
+    [Fact]
+    public async Task A_termination_looks_at_the_leaving_clients_own_leases_not_at_every_lease_of_its_group()
+    {
+        // A client can receive and terminate in a loop: each termination used to walk every in-flight lease of its
+        // groups under the engine lock.
+        await using var h = await EngineHarness.StartAsync();
+        await SendManyAsync(h, 1_002);
+        int held = 0;
+        while (held < 1_000) held += (await ReceiveAsync(h, "g", "simple-1", autoRenew: false, batch: Math.Min(32, 1_000 - held))).Count;
+        Assert.Equal(2, (await ReceiveAsync(h, "g", "push-1", autoRenew: true, batch: 2)).Count);
+
+        var before = h.Engine.RenewedLeasesForTests.Examined;
+        Assert.Equal(2, h.Engine.ClientLeft("g", "push-1"));
+        Assert.InRange(h.Engine.RenewedLeasesForTests.Examined - before, 2, 2);
+        h.Clock.Advance(TimeSpan.FromSeconds(1));
+        h.Engine.RunSweep();
+        Assert.Equal(2, (await ReceiveAsync(h, "g", "push-2", autoRenew: false)).Count); // push-1's two, handed on
+    }
+
+    [Fact]
+    public async Task The_table_of_renewed_leases_stays_bounded_while_a_push_consumer_acks_for_ever()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        const int messages = 9_000;
+        await SendManyAsync(h, messages);
+        int maxEntries = 0, acked = 0;
+        while (acked < messages)
+        {
+            var got = await ReceiveAsync(h, "g", "push-1", autoRenew: true);
+            Assert.NotEmpty(got);
+            Assert.All(await h.Engine.AckBatchAsync("g", "t", got.Select(m => m.ReceiptHandle).ToList()), e => Assert.True(e.IsOk, e.ToString()));
+            acked += got.Count;
+            maxEntries = Math.Max(maxEntries, h.Engine.RenewedLeasesForTests.Entries);
+        }
+        // Every ack leaves a stale entry; the table is pruned past 2 x live + 4,096 (live: at most one receive's 32).
+        Assert.InRange(maxEntries, 1, 2 * 32 + ConsumerGroupsSlack + 1);
+        Assert.Equal(0, h.Engine.ClientLeft(null, "push-1"));
+        Assert.Equal(0, h.Engine.RenewedLeasesForTests.Entries);
+    }
+
+    private const int ConsumerGroupsSlack = 4096;
+
     [Fact]
     public async Task Leaving_releases_only_that_clients_renewed_leases_in_the_groups_it_left()
     {

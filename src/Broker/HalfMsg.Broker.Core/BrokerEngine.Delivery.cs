@@ -314,7 +314,7 @@ public sealed partial class BrokerEngine
             var rec = new DeliveredRecord(group.Group, topic.Name, q, off, flight.Attempt + 1, until, NextLeaseId());
             rec.Write(_writer);
             AppendAndApply();
-            if (renewFor is not null) SetRenewal(gq, off, renewFor, until - now, now);
+            if (renewFor is not null) SetRenewal(group, q, off, renewFor, until - now, now);
             picked.Add((entry, q, off, rec.Attempt, rec.LeaseId, until));
             bytes += entry.Size;
             Metrics.Redelivered++;
@@ -346,7 +346,7 @@ public sealed partial class BrokerEngine
                 var rec = new DeliveredRecord(group.Group, topic.Name, q, off, 1, until, NextLeaseId());
                 rec.Write(_writer);
                 AppendAndApply();
-                if (renewFor is not null) SetRenewal(gq, off, renewFor, until - now, now);
+                if (renewFor is not null) SetRenewal(group, q, off, renewFor, until - now, now);
                 picked.Add((entry, q, off, 1, rec.LeaseId, until));
                 bytes += entry.Size;
                 Metrics.Delivered++;
@@ -360,12 +360,13 @@ public sealed partial class BrokerEngine
     /// The lease just handed out is renewed for the push consumer that took it (auto_renew). A delivery clears it
     /// (RecordApplier), so a message delivered again to a consumer that does not ask is not renewed for the previous one.
     /// </summary>
-    private void SetRenewal(GroupQueueState gq, long off, string renewFor, long everyMs, long now)
+    private void SetRenewal(GroupTopicState group, int q, long off, string renewFor, long everyMs, long now)
     {
-        if (!gq.InFlight.TryGetValue(off, out var flight)) return;
+        if (!group.Queues[q].InFlight.TryGetValue(off, out var flight)) return;
         flight.RenewFor = renewFor;
         flight.RenewEveryMs = everyMs;
         flight.RenewUntilMs = now + (long)_options.MaxAutoRenew.TotalMilliseconds;
+        _groups.NoteRenewal(renewFor, group, q, off);
     }
 
     /// <summary>A lease handed out by a receive but never delivered is not renewed (its lease id still matching).</summary>
@@ -405,7 +406,9 @@ public sealed partial class BrokerEngine
     /// length, so the messages it held but will not process go to the group's other consumers at once, as RocketMQ's
     /// proxy does. The lease id stays: an ack the client still sends within that time holds. Returns how many leases
     /// were shortened. Nobody waits for the records: lost in a crash, a lease ends as it was. The leases are looked for
-    /// only when the client was a member (every receive makes it one): a producer's termination does not walk them.
+    /// only when the client was a member (every receive makes it one): a producer's termination does not look. They are
+    /// found in a table of renewed leases by client (<see cref="ConsumerGroups.TakeRenewed"/>), so a termination costs
+    /// the client's own leases, not every lease of its groups.
     /// </summary>
     public int ClientLeft(string? group, string clientId)
     {
@@ -415,16 +418,10 @@ public sealed partial class BrokerEngine
         {
             long now = NowMs, until = now + (long)_options.LeaveReleaseDelay.TotalMilliseconds;
             var shorten = new List<(GroupTopicState State, int Queue, long Offset, long LeaseId)>();
-            foreach (var state in _groups.Values)
+            foreach (var (state, q, off, flight) in _groups.TakeRenewed(clientId, group))
             {
-                if (group is not null && state.Group != group) continue;
-                for (int q = 0; q < state.Queues.Length; q++)
-                    foreach (var (off, flight) in state.Queues[q].InFlight)
-                    {
-                        if (flight.RenewFor != clientId || flight.Expired) continue;
-                        flight.RenewFor = null;
-                        if (flight.InvisibleUntilMs > until) shorten.Add((state, q, off, flight.LeaseId));
-                    }
+                flight.RenewFor = null;
+                if (flight.InvisibleUntilMs > until) shorten.Add((state, q, off, flight.LeaseId));
             }
             foreach (var (state, q, off, leaseId) in shorten)
                 ChangeLease(state.Group, state.Topic.Name, q, off, until, leaseId);

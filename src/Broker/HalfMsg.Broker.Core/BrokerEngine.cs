@@ -40,6 +40,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// <summary>Tests: change a queue as only retention does, under <see cref="GateForTests"/>.</summary>
     internal TopicQueues TopicsForTests => _topics;
     internal object GateForTests => _gate;
+    /// <summary>Tests: leases looked at to find a leaving client's renewed ones, and the renewed-lease table's size.</summary>
+    internal (long Examined, int Entries) RenewedLeasesForTests { get { lock (_gate) return (_groups.RenewedExamined, _groups.RenewedEntries); } }
 
     /// <summary>Tests: runs between two holds of the engine lock by one batch call, outside the lock.</summary>
     internal Action? BetweenLockHoldsForTests { get; set; }

@@ -137,9 +137,77 @@ internal sealed class ConsumerGroups
         return false;
     }
 
+    // Push consumers' renewed leases by client (auto_renew; see InFlight.RenewFor), so a client that leaves finds its own
+    // leases without walking every lease of its groups under the engine lock (a client could receive and terminate in
+    // a loop). Entries are not removed when a lease ends: they are checked against the live lease when taken, and the
+    // whole table is pruned of stale ones past twice its live entries plus CompactionSlack, at a constant cost per entry.
+    private readonly Dictionary<string, HashSet<(GroupTopicState Group, int Queue, long Offset)>> _renewedByClient = new(StringComparer.Ordinal);
+    private int _renewedEntries;
+    private int _renewedCompactAbove = CompactionSlack;
+
+    /// <summary>Leases looked at by <see cref="TakeRenewed"/> and the table's pruning (tests: a termination must not walk
+    /// other clients' leases).</summary>
+    internal long RenewedExamined;
+    /// <summary>Entries in the renewed-lease table, stale ones included (must stay bounded).</summary>
+    internal int RenewedEntries => _renewedEntries;
+
+    /// <summary>The lease at (<paramref name="q"/>, <paramref name="off"/>) is now renewed for <paramref name="clientId"/>.</summary>
+    public void NoteRenewal(string clientId, GroupTopicState group, int q, long off)
+    {
+        if (!_renewedByClient.TryGetValue(clientId, out var leases)) _renewedByClient[clientId] = leases = [];
+        if (!leases.Add((group, q, off))) return;
+        if (++_renewedEntries > _renewedCompactAbove) PruneRenewed();
+    }
+
+    private bool IsRenewedFor(string clientId, (GroupTopicState Group, int Queue, long Offset) lease, out InFlight flight)
+    {
+        RenewedExamined++;
+        return lease.Group.Queues[lease.Queue].InFlight.TryGetValue(lease.Offset, out flight!) && flight.RenewFor == clientId && !flight.Expired
+            && _byKey.TryGetValue((lease.Group.Group, lease.Group.Topic.Name), out var live) && ReferenceEquals(live, lease.Group);
+    }
+
+    private void PruneRenewed()
+    {
+        int kept = 0;
+        List<string>? empty = null;
+        foreach (var (clientId, leases) in _renewedByClient)
+        {
+            leases.RemoveWhere(l => !IsRenewedFor(clientId, l, out _));
+            if (leases.Count == 0) (empty ??= []).Add(clientId);
+            else if (leases.EnsureCapacity(0) > 4 * leases.Count + 64) leases.TrimExcess();
+            kept += leases.Count;
+        }
+        foreach (var clientId in empty ?? []) _renewedByClient.Remove(clientId);
+        _renewedEntries = kept;
+        _renewedCompactAbove = 2 * kept + CompactionSlack;
+    }
+
+    /// <summary>
+    /// The leases still renewed for <paramref name="clientId"/>, in <paramref name="group"/> or in every group when null,
+    /// each with its live lease; the client's entries for those groups are dropped from the table. Costs the client's own
+    /// entries, not the groups' other leases.
+    /// </summary>
+    public List<(GroupTopicState Group, int Queue, long Offset, InFlight Flight)> TakeRenewed(string clientId, string? group)
+    {
+        var taken = new List<(GroupTopicState, int, long, InFlight)>();
+        if (!_renewedByClient.TryGetValue(clientId, out var leases)) return taken;
+        int before = leases.Count;
+        leases.RemoveWhere(l =>
+        {
+            if (group is not null && l.Group.Group != group) return false;
+            if (IsRenewedFor(clientId, l, out var flight)) taken.Add((l.Group, l.Queue, l.Offset, flight));
+            return true;
+        });
+        _renewedEntries -= before - leases.Count;
+        if (leases.Count == 0) _renewedByClient.Remove(clientId);
+        return taken;
+    }
+
     public void Clear()
     {
         _byKey.Clear();
         _leaseDue.Clear();
+        _renewedByClient.Clear();
+        _renewedEntries = 0;
     }
 }
