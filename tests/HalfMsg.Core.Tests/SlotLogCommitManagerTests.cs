@@ -118,6 +118,58 @@ public sealed class SlotLogCommitManagerTests
     }
 
     [Fact]
+    public async Task A_commit_is_not_reported_durable_before_its_commit_meta_slot_is_on_disk()
+    {
+        // FasterLog in fast-commit mode marks a commit done before it calls the commit manager, and its CommitAsync
+        // returns as soon as it sees that (when the committing thread was away while the page write completed). The
+        // device below recreates that moment: its write returns only once the commit manager was called, and the
+        // manager's slot write is held until the test releases it.
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-slots-" + Guid.NewGuid().ToString("N")[..12]);
+        FaultInjectionDevice? device = null;
+        var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(5), segmentSizeBits: 20, memorySizeBits: 24,
+            wrapDevice: d => device = new FaultInjectionDevice(d));
+        var slots = log.CommitSlotsForTests!;
+        var inCommit = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var waitingForSlot = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var release = new ManualResetEventSlim();
+        try
+        {
+            await log.WaitDurableAsync(log.Append(new byte[100])); // a first commit, undisturbed
+
+            bool armed = true;
+            slots.BeforeCommitForTests = () =>
+            {
+                if (!Volatile.Read(ref armed)) return;
+                inCommit.TrySetResult();
+                release.Wait(TimeSpan.FromSeconds(30));
+            };
+            log.WaitingForCommitMetaForTests = () => waitingForSlot.TrySetResult();
+            device!.WriteReturnsOnceTrue = () => inCommit.Task.IsCompleted;
+
+            long address = log.Append(new byte[100]);
+            var durable = log.WaitDurableAsync(address).AsTask();
+            await inCommit.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            device.WriteReturnsOnceTrue = null;
+            // Either the waiter is released (the slot is not written yet: the bug) or the log waits for the slot.
+            var first = await Task.WhenAny(durable, waitingForSlot.Task).WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.False(durable.IsCompleted, "the record was reported durable while its commit's metadata slot was still being written");
+            Assert.Same(waitingForSlot.Task, first);
+            Assert.True(log.DurableUntil <= address);
+
+            Volatile.Write(ref armed, false);
+            release.Set();
+            await durable.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(log.DurableUntil > address);
+        }
+        finally
+        {
+            release.Set();
+            await log.DisposeAsync();
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
     public async Task Every_commit_writes_a_slot_in_place_so_recovery_knows_the_exact_tail_and_a_moved_begin_is_written_too()
     {
         string dir = Path.Combine(Path.GetTempPath(), "halfmsg-slots-" + Guid.NewGuid().ToString("N")[..12]);

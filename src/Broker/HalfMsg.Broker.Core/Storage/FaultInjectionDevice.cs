@@ -44,12 +44,28 @@ internal sealed class FaultInjectionDevice(IDevice inner) : IDevice
     {
         if (Intercept(callback, context)) return;
         inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
+        HoldReturn();
     }
 
     public void WriteAsync(IntPtr alignedSourceAddress, ulong alignedDestinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
     {
         if (Intercept(callback, context)) return;
         inner.WriteAsync(alignedSourceAddress, alignedDestinationAddress, numBytesToWrite, callback, context);
+        HoldReturn();
+    }
+
+    /// <summary>
+    /// While set, a write returns to its caller only once this is true (or after 10 s): the write's completion runs
+    /// meanwhile on another thread, so FasterLog's caller sees a commit finish before its own call returns, as it does
+    /// when that thread is descheduled at the wrong moment.
+    /// </summary>
+    public Func<bool>? WriteReturnsOnceTrue;
+
+    private void HoldReturn()
+    {
+        if (WriteReturnsOnceTrue is not { } condition) return;
+        var until = Environment.TickCount64 + 10_000;
+        while (!condition() && Environment.TickCount64 < until) Thread.Sleep(1);
     }
 
     private bool Intercept(DeviceIOCompletionCallback callback, object context)

@@ -70,6 +70,7 @@ public sealed class RecordLog : IAsyncDisposable
         _holes = new LogHoles(directory, Math.Max(segmentSizeBits, PageSizeBits), PageSizeBits);
         _log = new FasterLog(settings);
         _durableUntil = _log.CommittedUntilAddress;
+        (_commitManager as SlotLogCommitManager)?.NoteRecovered(_durableUntil);
         _commitLoop = Task.Run(CommitLoopAsync);
     }
 
@@ -271,6 +272,41 @@ public sealed class RecordLog : IAsyncDisposable
     /// </summary>
     private async Task CommitWithinBoundAsync(CancellationToken ct)
     {
+        long started = Environment.TickCount64;
+        await FasterCommitWithinBoundAsync(started, ct).ConfigureAwait(false);
+        if (_commitManager is not SlotLogCommitManager slots) return;
+        // FasterLog (fast-commit mode) marks a commit done before it writes the commit's metadata slot, and CommitAsync
+        // can return in between: the slot must be on disk before anyone is told the commit is durable (recovery starts
+        // from the newest slot; without it, from the previous one, scanning forward through this commit's records).
+        long committed = _log.CommittedUntilAddress;
+        while (true)
+        {
+            var done = slots.WhenDoneAsync(committed);
+            if (done.IsCompleted)
+            {
+                await done.ConfigureAwait(false); // throws the slot write's failure
+                return;
+            }
+            WaitingForCommitMetaForTests?.Invoke();
+            var left = _commitTimeout - TimeSpan.FromMilliseconds(Environment.TickCount64 - started);
+            try
+            {
+                await done.WaitAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero, ct).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                throw new StorageFailureException($"a log commit's metadata slot was not written within {_commitTimeout.TotalSeconds:0.###} s");
+            }
+        }
+    }
+
+    /// <summary>Tests: the commit loop waits for the commit-meta slot of a commit FasterLog already reported done.</summary>
+    internal Action? WaitingForCommitMetaForTests;
+    /// <summary>Tests: the log's commit manager.</summary>
+    internal SlotLogCommitManager? CommitSlotsForTests => _commitManager as SlotLogCommitManager;
+
+    private async Task FasterCommitWithinBoundAsync(long started, CancellationToken ct)
+    {
         var commit = _log.CommitAsync(ct);
         if (commit.IsCompleted)
         {
@@ -278,7 +314,6 @@ public sealed class RecordLog : IAsyncDisposable
             return;
         }
         Task pending = commit.AsTask();
-        long started = Environment.TickCount64;
         while (true)
         {
             try

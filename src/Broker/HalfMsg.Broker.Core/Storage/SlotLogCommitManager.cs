@@ -76,29 +76,77 @@ public sealed class SlotLogCommitManager : ILogCommitManager
     /// <summary>Slot writes so far (for tests and diagnostics).</summary>
     public long SlotWrites => Interlocked.Read(ref _slotWrites);
 
-    /// <inheritdoc />
-    public void Commit(long beginAddress, long untilAddress, byte[] commitMetadata, long commitNum, bool forceWriteMetadata)
+    // The until address of the newest commit this manager has finished (its slot fsynced, or skipped by the throttle),
+    // for RecordLog: in fast-commit mode FasterLog marks a commit done before it calls Commit, and its CommitAsync can
+    // return in between (see WhenDoneAsync).
+    private long _doneUntil = -1;
+    private TaskCompletionSource? _doneChanged;
+    private Exception? _failure;
+
+    /// <summary>Tests: runs in <see cref="Commit"/> before anything is written (a slow <c>commit-meta</c> fsync).</summary>
+    internal Action? BeforeCommitForTests;
+
+    /// <summary>After recovery: the commit FasterLog recovered to needs no slot write from this process.</summary>
+    internal void NoteRecovered(long committedUntil)
+    {
+        lock (_gate) _doneUntil = Math.Max(_doneUntil, committedUntil);
+    }
+
+    /// <summary>
+    /// Completes once <see cref="Commit"/> has finished a commit up to at least <paramref name="untilAddress"/> or, when
+    /// it completes earlier, after the next commit this manager finishes (look again); faulted when a slot write failed.
+    /// FasterLog in fast-commit mode sets <c>CommittedUntilAddress</c> before it calls <see cref="Commit"/>, and
+    /// <c>CommitAsync</c> returns as soon as it sees that address, so a commit can be reported done while its slot is
+    /// still being written. The log's waiters are released only once this completes.
+    /// </summary>
+    internal Task WhenDoneAsync(long untilAddress)
     {
         lock (_gate)
         {
-            long now = Environment.TickCount64;
-            if (!forceWriteMetadata && _lastWrittenNum >= 0
-                && commitNum - _lastWrittenNum < CommitsPerWrite
-                && now - _lastWriteTicks < (long)IntervalPerWrite.TotalMilliseconds)
-            {
-                return;
-            }
+            if (_failure is not null) return Task.FromException(_failure);
+            if (_doneUntil >= untilAddress) return Task.CompletedTask;
+            return (_doneChanged ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+        }
+    }
 
-            WriteSlot(commitMetadata, commitNum);
-            _lastWrittenNum = commitNum;
-            _lastWriteTicks = now;
-            if (!_legacyRemoved && _legacy is not null)
+    /// <inheritdoc />
+    public void Commit(long beginAddress, long untilAddress, byte[] commitMetadata, long commitNum, bool forceWriteMetadata)
+    {
+        BeforeCommitForTests?.Invoke();
+        TaskCompletionSource? changed;
+        lock (_gate)
+        {
+            try
             {
-                // A durable slot is newer than every legacy commit file: those are no longer needed.
-                try { _legacy.RemoveAllCommits(); } catch (IOException) { }
-                _legacyRemoved = true;
+                long now = Environment.TickCount64;
+                if (forceWriteMetadata || _lastWrittenNum < 0
+                    || commitNum - _lastWrittenNum >= CommitsPerWrite
+                    || now - _lastWriteTicks >= (long)IntervalPerWrite.TotalMilliseconds)
+                {
+                    WriteSlot(commitMetadata, commitNum);
+                    _lastWrittenNum = commitNum;
+                    _lastWriteTicks = now;
+                    if (!_legacyRemoved && _legacy is not null)
+                    {
+                        // A durable slot is newer than every legacy commit file: those are no longer needed.
+                        try { _legacy.RemoveAllCommits(); } catch (IOException) { }
+                        _legacyRemoved = true;
+                    }
+                }
+                _doneUntil = Math.Max(_doneUntil, untilAddress);
+            }
+            catch (Exception ex)
+            {
+                _failure ??= ex;
+                throw;
+            }
+            finally
+            {
+                changed = _doneChanged;
+                _doneChanged = null;
             }
         }
+        changed?.TrySetResult();
     }
 
     private void WriteSlot(byte[] metadata, long commitNum)
