@@ -34,4 +34,26 @@ public sealed class ConsumerMembersTests
         Assert.Equal((1, 1), members.Size);
         Assert.Equal("c", Assert.Single(members.Of("live")).ClientId);
     }
+
+    [Fact]
+    public void A_client_leaving_one_group_is_found_in_that_group_without_looking_at_the_others()
+    {
+        var members = new ConsumerMembers(new ManualClock());
+        for (int i = 0; i < 1000; i++) members.Seen($"group-{i}", "everywhere", "grpc");
+        members.Seen("g", "c1", "grpc");
+        members.Seen("g", "c2", "grpc");
+
+        Assert.True(members.Left("g", "c1"));
+        Assert.Equal(1, members.LastLeftExamined);
+        Assert.False(members.Left("g", "c1"));
+        Assert.False(members.Left("no-such-group", "c2"));
+        Assert.Equal("c2", Assert.Single(members.Of("g")).ClientId);
+
+        Assert.True(members.Left("g", "c2"));
+        Assert.Equal((1000, 1000), members.Size);          // the emptied group is gone
+
+        Assert.True(members.Left(null, "everywhere"));      // leaving every group still finds them all
+        Assert.Equal((0, 0), members.Size);
+        Assert.False(members.Left(null, "everywhere"));
+    }
 }

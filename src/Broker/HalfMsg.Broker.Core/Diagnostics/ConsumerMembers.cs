@@ -79,20 +79,32 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
+        /// <summary>Groups looked at by the last <see cref="Left"/> (tests: a named group is found, not searched for).</summary>
+        internal int LastLeftExamined { get; private set; }
+
         /// <summary>The client left the group (or, with a null group, every group). True when it was a member of any.</summary>
         public bool Left(string? group, string clientId)
         {
-            bool was = false;
             lock (_lock)
             {
-                foreach (var (name, members) in _groups.ToList())
+                if (group is not null)
                 {
-                    if (group is not null && name != group) continue;
-                    was |= members.Remove(clientId);
-                    if (members.Count == 0) _groups.Remove(name);
+                    LastLeftExamined = 1;
+                    if (!_groups.TryGetValue(group, out var members) || !members.Remove(clientId)) return false;
+                    if (members.Count == 0) _groups.Remove(group);
+                    return true;
                 }
+                bool was = false;
+                List<string>? emptied = null;
+                foreach (var (name, members) in _groups)
+                {
+                    was |= members.Remove(clientId);
+                    if (members.Count == 0) (emptied ??= []).Add(name);
+                }
+                LastLeftExamined = _groups.Count;
+                if (emptied is not null) foreach (var name in emptied) _groups.Remove(name);
+                return was;
             }
-            return was;
         }
 
         /// <summary>True when the client acted for the group (heartbeat, receive, ack) within <paramref name="within"/> and has not left.</summary>
