@@ -117,6 +117,30 @@ public sealed class NodeClientTests(NodeClientFixture fixture) : IClassFixture<N
     }
 
     [Fact]
+    public async Task Two_namespaces_with_the_same_topic_and_group_names_keep_their_transactions_checks_and_messages_apart()
+    {
+        string topic = Unique("TxNs");
+        string group = Unique("G");
+        NodeScript.Result r = await Run("namespace.js", Endpoint, topic, group, "tenant-a", "tenant-b", "20000");
+        JsonElement ids = r.Final.GetProperty("ids");
+        string aCommit = ids.GetProperty("aCommit").GetString()!, aChecked = ids.GetProperty("aChecked").GetString()!;
+        string bCommit = ids.GetProperty("bCommit").GetString()!;
+
+        // The undecided half of A was checked back with A's producer, under the topic's name as A knows it, not with B's.
+        JsonElement check = Assert.Single(r.Final.GetProperty("checksA").EnumerateArray());
+        Assert.Equal(aChecked, check.GetProperty("id").GetString());
+        Assert.Equal(topic, check.GetProperty("topic").GetString());
+        Assert.Empty(r.Final.GetProperty("checksB").EnumerateArray());
+
+        List<JsonElement> gotA = [.. r.Final.GetProperty("gotA").EnumerateArray()];
+        List<JsonElement> gotB = [.. r.Final.GetProperty("gotB").EnumerateArray()];
+        Assert.Equal(new[] { aChecked, aCommit }.Order(), gotA.Select(m => m.GetProperty("id").GetString()!).Order());
+        Assert.Equal([bCommit], gotB.Select(m => m.GetProperty("id").GetString()!));
+        Assert.All(gotA.Concat(gotB), m => Assert.Equal(topic, m.GetProperty("topic").GetString()));
+        Assert.All(gotA.Concat(gotB), m => Assert.False(m.GetProperty("corrupted").GetBoolean()));
+    }
+
+    [Fact]
     public async Task Simple_consumer_ack_change_invisible_duration_and_redelivery_count_attempts()
     {
         string topic = Unique("Simple");

@@ -31,9 +31,11 @@ public sealed class TelemetryTestProducer : IAsyncDisposable
         }
     }
 
-    public static async Task<TelemetryTestProducer> StartAsync(string endpoint, string topic, Behaviour behaviour)
+    /// <param name="ns">Sent as <c>x-mq-namespace</c> on every call of this producer, when not null.</param>
+    public static async Task<TelemetryTestProducer> StartAsync(string endpoint, string topic, Behaviour behaviour, string? ns = null)
     {
         var client = new GrpcTestClient(endpoint, clientId: behaviour + "@" + Guid.NewGuid().ToString("N")[..8]);
+        if (ns is not null) client.DefaultHeaders[RocketMqHeaders.Namespace] = ns;
         var call = client.Duplex<TelemetryCommand, TelemetryCommand>(GrpcMethods.Telemetry, TelemetryCommand.Parser);
         await call.RequestStream.WriteAsync(new TelemetryCommand
         {

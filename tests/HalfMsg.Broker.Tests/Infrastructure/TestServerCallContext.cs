@@ -1,4 +1,5 @@
 using Grpc.Core;
+using Microsoft.AspNetCore.Http;
 
 namespace HalfMsg.Broker.Tests.Infrastructure;
 
@@ -19,4 +20,19 @@ public sealed class TestServerCallContext(string method, Metadata? requestHeader
     protected override ContextPropagationToken CreatePropagationTokenCore(ContextPropagationOptions? options) => throw new NotSupportedException();
 
     protected override Task WriteResponseHeadersAsyncCore(Metadata responseHeaders) => Task.CompletedTask;
+
+    /// <summary>An HTTP context carrying the request headers, where grpc-dotnet's <c>GetHttpContext()</c> looks for one
+    /// outside a server (its documented test hook): the broker reads RocketMQ's headers from the HTTP request.</summary>
+    protected override IDictionary<object, object> UserStateCore { get; } = new Dictionary<object, object> { ["__HttpContext"] = HttpContextOf(requestHeaders) };
+
+    private static DefaultHttpContext HttpContextOf(Metadata? headers)
+    {
+        var http = new DefaultHttpContext();
+        foreach (Metadata.Entry entry in headers ?? [])
+        {
+            if (!entry.IsBinary) http.Request.Headers.Append(entry.Key, entry.Value);
+        }
+
+        return http;
+    }
 }

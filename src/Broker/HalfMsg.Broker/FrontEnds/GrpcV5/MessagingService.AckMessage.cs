@@ -12,8 +12,9 @@ internal sealed partial class MessagingService
     /// the common entry code, or MULTIPLE_RESULTS when entries differ.</summary>
     public override async Task<AckMessageResponse> AckMessage(AckMessageRequest request, ServerCallContext context)
     {
-        string group = request.Group?.Name ?? string.Empty;
-        string topic = request.Topic?.Name ?? string.Empty;
+        string ns = V5Namespace.Of(context);
+        string group = V5Namespace.Wrap(ns, request.Group?.Name ?? string.Empty);
+        string topic = V5Namespace.Wrap(ns, request.Topic?.Name ?? string.Empty);
         var response = new AckMessageResponse();
         if (request.Entries.Count == 0)
         {

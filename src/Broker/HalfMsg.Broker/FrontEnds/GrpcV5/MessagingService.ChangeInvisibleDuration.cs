@@ -13,8 +13,9 @@ internal sealed partial class MessagingService
     /// </summary>
     public override async Task<ChangeInvisibleDurationResponse> ChangeInvisibleDuration(ChangeInvisibleDurationRequest request, ServerCallContext context)
     {
-        string group = request.Group?.Name ?? string.Empty;
-        string topic = request.Topic?.Name ?? string.Empty;
+        string ns = V5Namespace.Of(context);
+        string group = V5Namespace.Wrap(ns, request.Group?.Name ?? string.Empty);
+        string topic = V5Namespace.Wrap(ns, request.Topic?.Name ?? string.Empty);
         if (!V5Time.TryToTimeSpan(request.InvisibleDuration, out TimeSpan? requested))
         {
             return new ChangeInvisibleDurationResponse

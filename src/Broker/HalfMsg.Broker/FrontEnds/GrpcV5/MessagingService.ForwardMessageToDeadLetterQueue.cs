@@ -11,8 +11,9 @@ internal sealed partial class MessagingService
     public override async Task<ForwardMessageToDeadLetterQueueResponse> ForwardMessageToDeadLetterQueue(
         ForwardMessageToDeadLetterQueueRequest request, ServerCallContext context)
     {
-        string group = request.Group?.Name ?? string.Empty;
-        string topic = request.Topic?.Name ?? string.Empty;
+        string ns = V5Namespace.Of(context);
+        string group = V5Namespace.Wrap(ns, request.Group?.Name ?? string.Empty);
+        string topic = V5Namespace.Wrap(ns, request.Topic?.Name ?? string.Empty);
         BrokerError error = await _engine.ForwardToDeadLetterAsync(group, topic, request.ReceiptHandle, context.CancellationToken).ConfigureAwait(false);
         return new ForwardMessageToDeadLetterQueueResponse { Status = V5Status.From(error) };
     }

@@ -11,7 +11,7 @@ internal sealed partial class MessagingService
     public override Task<HeartbeatResponse> Heartbeat(HeartbeatRequest request, ServerCallContext context)
     {
         if (request.ClientType is not (ClientType.Producer or ClientType.Unspecified) && request.Group?.Name is { Length: > 0 } group)
-            _engine.Consumers.Seen(group, ClientId(context), "gRPC", context.Peer);
+            _engine.Consumers.Seen(V5Namespace.Wrap(V5Namespace.Of(context), group), ClientId(context), "gRPC", context.Peer);
         return Task.FromResult(new HeartbeatResponse { Status = V5Status.Ok() });
     }
 }

@@ -14,7 +14,7 @@ internal sealed partial class MessagingService
     public override Task<NotifyClientTerminationResponse> NotifyClientTermination(NotifyClientTerminationRequest request, ServerCallContext context)
     {
         _sessions.Terminate(ClientId(context));
-        _engine.ClientLeft(request.Group?.Name is { Length: > 0 } group ? group : null, ClientId(context));
+        _engine.ClientLeft(request.Group?.Name is { Length: > 0 } group ? V5Namespace.Wrap(V5Namespace.Of(context), group) : null, ClientId(context));
         return Task.FromResult(new NotifyClientTerminationResponse { Status = V5Status.Ok() });
     }
 }

@@ -12,12 +12,13 @@ internal sealed partial class MessagingService
     /// </summary>
     public override Task<QueryAssignmentResponse> QueryAssignment(QueryAssignmentRequest request, ServerCallContext context)
     {
-        string topic = request.Topic?.Name ?? string.Empty;
+        string ns = V5Namespace.Of(context);
+        string topic = V5Namespace.Wrap(ns, request.Topic?.Name ?? string.Empty);
         var error = _engine.RouteTopic(topic, out _);
         var response = new QueryAssignmentResponse { Status = V5Status.From(error) };
         if (error.IsOk)
         {
-            response.Assignments.Add(new Assignment { MessageQueue = Queue(topic, -1, LocalEndpoints(context)) });
+            response.Assignments.Add(new Assignment { MessageQueue = Queue(V5Namespace.Resource(ns, topic), -1, LocalEndpoints(context)) });
         }
 
         return Task.FromResult(response);

@@ -13,15 +13,17 @@ internal sealed partial class MessagingService
     /// </summary>
     public override Task<QueryRouteResponse> QueryRoute(QueryRouteRequest request, ServerCallContext context)
     {
-        string topic = request.Topic?.Name ?? string.Empty;
+        string ns = V5Namespace.Of(context);
+        string topic = V5Namespace.Wrap(ns, request.Topic?.Name ?? string.Empty);
         var error = _engine.RouteTopic(topic, out int queueCount);
         var response = new QueryRouteResponse { Status = V5Status.From(error) };
         if (error.IsOk)
         {
             Endpoints endpoints = LocalEndpoints(context);
+            Resource resource = V5Namespace.Resource(ns, topic);
             for (int id = 0; id < Math.Max(queueCount, 1); id++)
             {
-                response.MessageQueues.Add(Queue(topic, id, endpoints));
+                response.MessageQueues.Add(Queue(resource, id, endpoints));
             }
 
             // Works around the Node client's startup race (reference §2a): a Settings reply that arrived while a later

@@ -24,8 +24,9 @@ internal sealed partial class MessagingService
     public override async Task ReceiveMessage(ReceiveMessageRequest request, IServerStreamWriter<ReceiveMessageResponse> responseStream,
         ServerCallContext context)
     {
-        string group = request.Group?.Name ?? string.Empty;
-        string topic = request.MessageQueue?.Topic?.Name ?? string.Empty;
+        string ns = V5Namespace.Of(context);
+        string group = V5Namespace.Wrap(ns, request.Group?.Name ?? string.Empty);
+        string topic = V5Namespace.Wrap(ns, request.MessageQueue?.Topic?.Name ?? string.Empty);
         if (request.FilterExpression is { Type: FilterType.Sql })
         {
             await WriteReceiveEndAsync(responseStream, V5Status.Of(Code.IllegalFilterExpression, "SQL92 filters are not supported; use a tag expression"))
@@ -71,7 +72,7 @@ internal sealed partial class MessagingService
                 await responseStream.WriteAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
                 foreach (DeliveredMessage delivered in result.Messages)
                 {
-                    await responseStream.WriteAsync(new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered) }).ConfigureAwait(false);
+                    await responseStream.WriteAsync(new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered, ns) }).ConfigureAwait(false);
                 }
 
                 context.WriteOptions = null;

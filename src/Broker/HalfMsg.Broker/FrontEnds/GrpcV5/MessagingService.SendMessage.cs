@@ -25,15 +25,16 @@ internal sealed partial class MessagingService
         }
 
         string clientId = ClientId(context);
+        string ns = V5Namespace.Of(context);
         var inflateBudget = new StrongBox<long>(_options.MaxReceiveMessageSize);
         var response = new SendMessageResponse();
         if (request.Messages.Count > 1 && !request.Messages.Any(m => m.SystemProperties?.MessageType == MessageType.Transaction))
         {
-            await SendBatchAsync(request, response, inflateBudget, context.CancellationToken).ConfigureAwait(false);
+            await SendBatchAsync(request, response, ns, inflateBudget, context.CancellationToken).ConfigureAwait(false);
         }
         else if (request.Messages.Count > 1 && request.Messages.All(m => m.SystemProperties?.MessageType == MessageType.Transaction))
         {
-            await SendHalvesAsync(request, response, clientId, inflateBudget, context.CancellationToken).ConfigureAwait(false);
+            await SendHalvesAsync(request, response, clientId, ns, inflateBudget, context.CancellationToken).ConfigureAwait(false);
         }
         else
         {
@@ -45,7 +46,7 @@ internal sealed partial class MessagingService
             var sends = new Task<SendResultEntry>[request.Messages.Count];
             for (int i = 0; i < sends.Length; i++)
             {
-                sends[i] = SendOneAsync(request.Messages[i], clientId, inflateBudget, context.CancellationToken).AsTask();
+                sends[i] = SendOneAsync(request.Messages[i], clientId, ns, inflateBudget, context.CancellationToken).AsTask();
             }
 
             foreach (Task<SendResultEntry> send in sends)
@@ -63,7 +64,7 @@ internal sealed partial class MessagingService
     /// hold, ONE durable wait for the whole request (as AckMessage does), instead of one group commit per message in
     /// a row. A message that fails conversion gets its own entry and does not stop the others.
     /// </summary>
-    private async Task SendBatchAsync(SendMessageRequest request, SendMessageResponse response, StrongBox<long> inflateBudget, CancellationToken ct)
+    private async Task SendBatchAsync(SendMessageRequest request, SendMessageResponse response, string ns, StrongBox<long> inflateBudget, CancellationToken ct)
     {
         var entries = new SendResultEntry?[request.Messages.Count];
         var drafts = new List<MessageDraft>(request.Messages.Count);
@@ -71,7 +72,7 @@ internal sealed partial class MessagingService
         for (int i = 0; i < entries.Length; i++)
         {
             Message message = request.Messages[i];
-            if (V5MessageConverter.TryToDraft(message, _engine.Options.MaxMessageSize, ref inflateBudget.Value, out MessageDraft? draft, out Status? invalid))
+            if (V5MessageConverter.TryToDraft(message, ns, _engine.Options.MaxMessageSize, ref inflateBudget.Value, out MessageDraft? draft, out Status? invalid))
             {
                 drafts.Add(draft);
                 draftIndex.Add(i);
@@ -106,7 +107,7 @@ internal sealed partial class MessagingService
     /// the core's lock and ONE durable wait. A half that fails conversion or is refused gets its own entry and does not
     /// stop the others.
     /// </summary>
-    private async Task SendHalvesAsync(SendMessageRequest request, SendMessageResponse response, string clientId, StrongBox<long> inflateBudget, CancellationToken ct)
+    private async Task SendHalvesAsync(SendMessageRequest request, SendMessageResponse response, string clientId, string ns, StrongBox<long> inflateBudget, CancellationToken ct)
     {
         var entries = new SendResultEntry?[request.Messages.Count];
         var halves = new List<HalfDraft>(entries.Length);
@@ -115,7 +116,7 @@ internal sealed partial class MessagingService
         {
             Message message = request.Messages[i];
             string messageId = message.SystemProperties?.MessageId ?? string.Empty;
-            if (!V5MessageConverter.TryToDraft(message, _engine.Options.MaxMessageSize, ref inflateBudget.Value, out MessageDraft? draft, out Status? invalid))
+            if (!V5MessageConverter.TryToDraft(message, ns, _engine.Options.MaxMessageSize, ref inflateBudget.Value, out MessageDraft? draft, out Status? invalid))
             {
                 entries[i] = new SendResultEntry { Status = invalid, MessageId = messageId };
             }
@@ -155,11 +156,11 @@ internal sealed partial class MessagingService
         TransactionId = half.TransactionId ?? string.Empty,
     };
 
-    private async ValueTask<SendResultEntry> SendOneAsync(Message message, string clientId, StrongBox<long> inflateBudget, CancellationToken ct)
+    private async ValueTask<SendResultEntry> SendOneAsync(Message message, string clientId, string ns, StrongBox<long> inflateBudget, CancellationToken ct)
     {
         SystemProperties? sp = message.SystemProperties;
         string messageId = sp?.MessageId ?? string.Empty;
-        if (!V5MessageConverter.TryToDraft(message, _engine.Options.MaxMessageSize, ref inflateBudget.Value, out MessageDraft? draft, out Status? invalid))
+        if (!V5MessageConverter.TryToDraft(message, ns, _engine.Options.MaxMessageSize, ref inflateBudget.Value, out MessageDraft? draft, out Status? invalid))
         {
             return new SendResultEntry { Status = invalid, MessageId = messageId };
         }

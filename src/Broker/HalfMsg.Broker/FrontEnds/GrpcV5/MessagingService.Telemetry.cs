@@ -29,7 +29,7 @@ internal sealed partial class MessagingService
             return;
         }
 
-        var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget);
+        var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget) { Namespace = V5Namespace.Of(context) };
         _sessions.Add(session);
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Ended);
         Task writer = session.RunWriterAsync(responseStream, context.CancellationToken);
@@ -79,7 +79,7 @@ internal sealed partial class MessagingService
         switch (settings.PubSubCase)
         {
             case Settings.PubSubOneofCase.Publishing:
-                session.RegisterProducer(settings.Publishing.Topics.Select(t => t.Name), _engine.Producers);
+                session.RegisterProducer(settings.Publishing.Topics.Select(t => V5Namespace.Wrap(session.Namespace, t.Name)), _engine.Producers);
                 // Node asserts an exponential backoff (a missing one kills the process) and refuses every send when
                 // max_body_size is 0. Type validation stays off: every queue accepts every type anyway.
                 reply.BackoffPolicy = Backoff(3, TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(1));

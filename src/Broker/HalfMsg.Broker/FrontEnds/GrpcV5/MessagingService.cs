@@ -88,9 +88,9 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
     /// </summary>
     public const int MaxEntriesPerCall = 1024;
 
-    private static MessageQueue Queue(string topic, int id, Endpoints endpoints) => new()
+    private static MessageQueue Queue(Resource topic, int id, Endpoints endpoints) => new()
     {
-        Topic = new Resource { Name = topic },
+        Topic = topic,
         Id = id,
         Permission = Permission.ReadWrite,
         Broker = new Apache.Rocketmq.V2.Broker { Name = BrokerName, Id = 0, Endpoints = endpoints },

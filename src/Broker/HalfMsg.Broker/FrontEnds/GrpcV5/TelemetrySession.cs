@@ -38,6 +38,9 @@ internal sealed class TelemetrySession : ICheckBackChannel
 
     public string ClientId { get; }
 
+    /// <summary>The stream's <c>x-mq-namespace</c> ("" for none): the topics of its check-backs are named in it.</summary>
+    public string Namespace { get; init; } = string.Empty;
+
     public bool IsAlive => _alive;
 
     /// <summary>Cancelled when the broker ends this session (replaced by a newer stream, or not draining).</summary>
@@ -56,7 +59,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
         {
             RecoverOrphanedTransactionCommand = new RecoverOrphanedTransactionCommand
             {
-                Message = V5MessageConverter.ToMessage(request.HalfMessage),
+                Message = V5MessageConverter.ToMessage(request.HalfMessage, Namespace),
                 TransactionId = request.TransactionId,
             },
         });

@@ -32,6 +32,8 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
             return StatusOnly<TResponse>.Create(denied);
         }
 
+        if (V5Namespace.Check(V5Namespace.Of(context)) is { } badNamespace) return StatusOnly<TResponse>.Create(badNamespace);
+
         // A broker whose log failed answers every call with the storage-failure status and its reason, never
         // INTERNAL: clients can tell "retry elsewhere or later" from a bug (the failure itself was logged once).
         if (engine?.StorageFault is { } failed) return StatusOnly<TResponse>.Create(V5Status.From(failed.ToError()));
@@ -72,6 +74,12 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
             return;
         }
 
+        if (V5Namespace.Check(V5Namespace.Of(context)) is { } badNamespace)
+        {
+            await responseStream.WriteAsync(StatusOnly<TResponse>.Create(badNamespace)).ConfigureAwait(false);
+            return;
+        }
+
         if (engine?.StorageFault is { } failed)
         {
             await responseStream.WriteAsync(StatusOnly<TResponse>.Create(V5Status.From(failed.ToError()))).ConfigureAwait(false);
@@ -99,6 +107,13 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
         {
             // A status-only command makes the client reject its startup with this status.
             await responseStream.WriteAsync(StatusOnly<TResponse>.Create(denied)).ConfigureAwait(false);
+            await AwaitHalfCloseAsync(requestStream, context).ConfigureAwait(false);
+            return;
+        }
+
+        if (V5Namespace.Check(V5Namespace.Of(context)) is { } badNamespace)
+        {
+            await responseStream.WriteAsync(StatusOnly<TResponse>.Create(badNamespace)).ConfigureAwait(false);
             await AwaitHalfCloseAsync(requestStream, context).ConfigureAwait(false);
             return;
         }

@@ -16,12 +16,13 @@ internal static class V5MessageConverter
     /// over 4 KiB (body_encoding GZIP), so inflate here and deliver IDENTITY to everybody.
     /// </summary>
     /// <param name="message">The published message.</param>
+    /// <param name="ns">The caller's namespace (<see cref="V5Namespace"/>; "" for none).</param>
     /// <param name="maxBodySize">Largest body, after inflating.</param>
     /// <param name="inflateBudget">Bytes the rest of this request may still inflate to; decreased by what this body
     /// inflates to. A request of many small gzip bombs is capped as a whole, not per message.</param>
     /// <param name="draft">The draft, when valid.</param>
     /// <param name="invalid">The status to answer with, when not.</param>
-    public static bool TryToDraft(Message message, int maxBodySize, ref long inflateBudget, [NotNullWhen(true)] out MessageDraft? draft,
+    public static bool TryToDraft(Message message, string ns, int maxBodySize, ref long inflateBudget, [NotNullWhen(true)] out MessageDraft? draft,
         [NotNullWhen(false)] out Status? invalid)
     {
         draft = null;
@@ -68,7 +69,7 @@ internal static class V5MessageConverter
 
         draft = new MessageDraft
         {
-            Topic = message.Topic?.Name ?? string.Empty,
+            Topic = V5Namespace.Wrap(ns, message.Topic?.Name ?? string.Empty),
             MessageId = sp.MessageId,
             Tag = sp.HasTag && sp.Tag.Length > 0 ? sp.Tag : null,
             Keys = [.. sp.Keys],
@@ -86,17 +87,18 @@ internal static class V5MessageConverter
 
     /// <summary>A delivered message, with everything the official clients need: topic, message id, CRC32 body digest
     /// (a missing digest is a hard error in Node), receipt handle and delivery attempt.</summary>
-    public static Message ToMessage(DeliveredMessage delivered)
+    public static Message ToMessage(DeliveredMessage delivered, string ns = "")
     {
-        Message message = ToMessage(delivered.Message);
+        Message message = ToMessage(delivered.Message, ns);
         SystemProperties sp = message.SystemProperties;
         sp.ReceiptHandle = delivered.ReceiptHandle;
         sp.DeliveryAttempt = delivered.DeliveryAttempt;
         return message;
     }
 
-    /// <summary>A stored message as a v5 Message (also the payload of a check-back command).</summary>
-    public static Message ToMessage(StoredMessage stored)
+    /// <summary>A stored message as a v5 Message (also the payload of a check-back command), its topic as a client in
+    /// <paramref name="ns"/> names it.</summary>
+    public static Message ToMessage(StoredMessage stored, string ns = "")
     {
         var sp = new SystemProperties
         {
@@ -135,12 +137,12 @@ internal static class V5MessageConverter
 
         if (stored.OriginalTopic is not null)
         {
-            sp.DeadLetterQueue = new DeadLetterQueue { Topic = stored.OriginalTopic, MessageId = stored.MessageId };
+            sp.DeadLetterQueue = new DeadLetterQueue { Topic = V5Namespace.Name(ns, stored.OriginalTopic), MessageId = stored.MessageId };
         }
 
         var message = new Message
         {
-            Topic = new Resource { Name = stored.Topic },
+            Topic = V5Namespace.Resource(ns, stored.Topic),
             SystemProperties = sp,
             // No copy: a StoredMessage's body lies in a fresh array of its own (the record read back, BrokerEngine.ToStoredMessage), never written after.
             Body = UnsafeByteOperations.UnsafeWrap(stored.Body),

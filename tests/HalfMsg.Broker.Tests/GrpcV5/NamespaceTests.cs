@@ -1,0 +1,254 @@
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Grpc;
+using HalfMsg.Protocol.Remoting;
+using V2Encoding = Apache.Rocketmq.V2.Encoding;
+
+namespace HalfMsg.Broker.Tests.GrpcV5;
+
+/// <summary>
+/// <c>x-mq-namespace</c> over real HTTP/2: names of a namespace live in the broker as <c>&lt;ns&gt;%&lt;name&gt;</c>, go
+/// back to the client without the prefix and with <c>resource_namespace</c>, and a bad namespace is a BAD_REQUEST.
+/// </summary>
+public sealed class NamespaceTests(V5BrokerFixture broker) : IClassFixture<V5BrokerFixture>
+{
+    private readonly string _topic = "ns-" + Guid.NewGuid().ToString("N")[..12];
+    private readonly string _group = "g-" + Guid.NewGuid().ToString("N")[..12];
+
+    private GrpcTestClient Client(string? ns)
+    {
+        var client = new GrpcTestClient($"127.0.0.1:{broker.GrpcPort}");
+        if (ns is not null) client.DefaultHeaders[RocketMqHeaders.Namespace] = ns;
+        return client;
+    }
+
+    private static Message NewMessage(string topic, string body) => new()
+    {
+        Topic = new Resource { Name = topic },
+        Body = ByteString.CopyFromUtf8(body),
+        SystemProperties = new SystemProperties
+        {
+            MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(),
+            MessageType = MessageType.Normal,
+            BodyEncoding = V2Encoding.Identity,
+            BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
+        },
+    };
+
+    private static async Task SendAsync(GrpcTestClient client, string topic, string body)
+    {
+        var sent = await client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { NewMessage(topic, body) } }, SendMessageResponse.Parser);
+        Assert.Equal(Code.Ok, sent.Response!.Status.Code);
+    }
+
+    private static ReceiveMessageRequest Receive(string topic, string group, TimeSpan longPoll) => new()
+    {
+        Group = new Resource { Name = group },
+        MessageQueue = new MessageQueue { Topic = new Resource { Name = topic }, Id = 0 },
+        FilterExpression = new FilterExpression { Type = FilterType.Tag, Expression = "*" },
+        BatchSize = 16,
+        InvisibleDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(30)),
+        LongPollingTimeout = Duration.FromTimeSpan(longPoll),
+    };
+
+    /// <summary>Receives (and acks) until <paramref name="count"/> messages came, then once more with a short poll, so
+    /// that a message that should not be there would be seen.</summary>
+    internal static async Task<List<Message>> ReceiveAllAsync(GrpcTestClient client, string topic, string group, int count)
+    {
+        var got = new List<Message>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (got.Count < count && DateTime.UtcNow < deadline)
+        {
+            got.AddRange(await ReceiveOnceAsync(client, topic, group, TimeSpan.FromSeconds(2)));
+        }
+
+        got.AddRange(await ReceiveOnceAsync(client, topic, group, TimeSpan.FromMilliseconds(300)));
+        return got;
+    }
+
+    private static async Task<List<Message>> ReceiveOnceAsync(GrpcTestClient client, string topic, string group, TimeSpan longPoll)
+    {
+        var result = await client.ServerStreamAsync(GrpcMethods.ReceiveMessage, Receive(topic, group, longPoll), ReceiveMessageResponse.Parser);
+        Assert.Equal(0, result.GrpcStatus);
+        Assert.Contains(result.Responses[0].Status.Code, new[] { Code.Ok, Code.MessageNotFound });
+        var messages = result.Responses.Where(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message).Select(r => r.Message).ToList();
+        foreach (Message m in messages)
+        {
+            var ack = await client.UnaryAsync(GrpcMethods.AckMessage, new AckMessageRequest
+            {
+                Group = new Resource { Name = group },
+                Topic = new Resource { Name = topic },
+                Entries = { new AckMessageEntry { MessageId = m.SystemProperties.MessageId, ReceiptHandle = m.SystemProperties.ReceiptHandle } },
+            }, AckMessageResponse.Parser);
+            Assert.Equal(Code.Ok, ack.Response!.Status.Code);
+        }
+
+        return messages;
+    }
+
+    private bool HasTopic(string name) => broker.Host.Engine.ListTopics().Any(t => t.Name == name);
+
+    [Fact]
+    public async Task Two_namespaces_and_no_namespace_using_the_same_topic_and_group_names_each_get_only_their_own_messages()
+    {
+        using GrpcTestClient a = Client("tenant-a"), b = Client("tenant-b"), none = Client(null);
+
+        var route = await a.UnaryAsync(GrpcMethods.QueryRoute, new QueryRouteRequest { Topic = new Resource { Name = _topic } }, QueryRouteResponse.Parser);
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+        Assert.All(route.Response.MessageQueues, q => Assert.Equal(new Resource { Name = _topic, ResourceNamespace = "tenant-a" }, q.Topic));
+
+        await SendAsync(a, _topic, "from a");
+        await SendAsync(b, _topic, "from b");
+        await SendAsync(none, _topic, "from none");
+
+        Message gotA = Assert.Single(await ReceiveAllAsync(a, _topic, _group, 1));
+        Message gotB = Assert.Single(await ReceiveAllAsync(b, _topic, _group, 1));
+        Message gotNone = Assert.Single(await ReceiveAllAsync(none, _topic, _group, 1));
+        Assert.Equal("from a", gotA.Body.ToStringUtf8());
+        Assert.Equal("from b", gotB.Body.ToStringUtf8());
+        Assert.Equal("from none", gotNone.Body.ToStringUtf8());
+        Assert.Equal(new Resource { Name = _topic, ResourceNamespace = "tenant-a" }, gotA.Topic);
+        Assert.Equal(new Resource { Name = _topic, ResourceNamespace = "tenant-b" }, gotB.Topic);
+        Assert.Equal(new Resource { Name = _topic }, gotNone.Topic);
+
+        // Inside the broker the names are RocketMQ's: what a RocketMQ 4 client in that namespace sends over Remoting.
+        Assert.True(HasTopic("tenant-a%" + _topic) && HasTopic("tenant-b%" + _topic) && HasTopic(_topic));
+        Assert.NotNull(broker.Host.Engine.FindGroup("tenant-a%" + _group));
+        Assert.NotNull(broker.Host.Engine.FindGroup("tenant-b%" + _group));
+    }
+
+    [Fact]
+    public async Task A_name_the_client_already_wrapped_in_its_namespace_meets_the_namespaces_topic()
+    {
+        // A client that wraps names itself (as RocketMQ 4's do) and a namespaced client that names the topic plainly.
+        using GrpcTestClient wrapsItself = Client(null), inNamespace = Client("tenant-a");
+        await SendAsync(wrapsItself, "tenant-a%" + _topic, "wrapped by the client");
+        await SendAsync(inNamespace, "tenant-a%" + _topic, "wrapped twice?");
+
+        List<Message> got = await ReceiveAllAsync(inNamespace, _topic, _group, 2);
+        Assert.Equal(["wrapped by the client", "wrapped twice?"], got.Select(m => m.Body.ToStringUtf8()).Order());
+        Assert.False(HasTopic("tenant-a%tenant-a%" + _topic));
+    }
+
+    [Fact]
+    public async Task A_namespaced_consumer_that_gives_up_on_a_message_sends_it_to_the_dead_letter_topic_of_its_namespaced_group()
+    {
+        using GrpcTestClient a = Client("tenant-a");
+        await SendAsync(a, _topic, "poison");
+        Message m = Assert.Single(await ReceiveAllWithoutAckAsync(a));
+
+        var forward = await a.UnaryAsync(GrpcMethods.ForwardMessageToDeadLetterQueue, new ForwardMessageToDeadLetterQueueRequest
+        {
+            Group = new Resource { Name = _group },
+            Topic = new Resource { Name = _topic },
+            ReceiptHandle = m.SystemProperties.ReceiptHandle,
+            MessageId = m.SystemProperties.MessageId,
+            DeliveryAttempt = 1,
+            MaxDeliveryAttempts = 1,
+        }, ForwardMessageToDeadLetterQueueResponse.Parser);
+
+        Assert.Equal(Code.Ok, forward.Response!.Status.Code);
+        Assert.True(HasTopic("%DLQ%tenant-a%" + _group), "RocketMQ's dead-letter name for the group in its namespace");
+    }
+
+    private async Task<List<Message>> ReceiveAllWithoutAckAsync(GrpcTestClient client)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (DateTime.UtcNow < deadline)
+        {
+            var result = await client.ServerStreamAsync(GrpcMethods.ReceiveMessage, Receive(_topic, _group, TimeSpan.FromSeconds(2)), ReceiveMessageResponse.Parser);
+            var messages = result.Responses.Where(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message).Select(r => r.Message).ToList();
+            if (messages.Count > 0) return messages;
+        }
+
+        return [];
+    }
+
+    [Theory]
+    [InlineData("a%b")]
+    [InlineData("a.b")]
+    [InlineData("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")] // 65 characters
+    public async Task A_call_with_an_invalid_namespace_answers_BAD_REQUEST_and_creates_nothing(string ns)
+    {
+        using GrpcTestClient bad = Client(ns);
+
+        var route = await bad.UnaryAsync(GrpcMethods.QueryRoute, new QueryRouteRequest { Topic = new Resource { Name = _topic } }, QueryRouteResponse.Parser);
+        Assert.Equal(0, route.GrpcStatus);
+        Assert.Equal(Code.BadRequest, route.Response!.Status.Code);
+        Assert.Contains("x-mq-namespace", route.Response.Status.Message);
+        Assert.Empty(route.Response.MessageQueues);
+
+        var receive = await bad.ServerStreamAsync(GrpcMethods.ReceiveMessage, Receive(_topic, _group, TimeSpan.FromSeconds(1)), ReceiveMessageResponse.Parser);
+        Assert.Equal(Code.BadRequest, Assert.Single(receive.Responses).Status.Code);
+
+        var telemetry = await bad.ServerStreamAsync(GrpcMethods.Telemetry, new TelemetryCommand
+        {
+            Settings = new Settings { ClientType = ClientType.Producer, Publishing = new Publishing { Topics = { new Resource { Name = _topic } } } },
+        }, TelemetryCommand.Parser);
+        Assert.Equal(Code.BadRequest, Assert.Single(telemetry.Responses).Status.Code);
+
+        Assert.DoesNotContain(broker.Host.Engine.ListTopics(), t => t.Name.Contains(_topic, StringComparison.Ordinal));
+    }
+}
+
+/// <summary>Check-backs in a namespace: asked of a live producer of the same topic in the same namespace only.</summary>
+public sealed class NamespaceCheckBackTests(FastCheckBrokerFixture broker) : IClassFixture<FastCheckBrokerFixture>
+{
+    private readonly string _topic = "nsc-" + Guid.NewGuid().ToString("N")[..12];
+
+    private bool Registered(string name, TelemetryTestProducer producer)
+        => broker.Host.Engine.Producers.Snapshot().TryGetValue(name, out string[]? ids) && ids.Contains(producer.Client.ClientId);
+
+    [Fact]
+    public async Task An_undecided_half_is_checked_back_with_a_producer_of_its_namespace_not_with_one_of_another_namespace()
+    {
+        await using TelemetryTestProducer a = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Answer, "tenant-a");
+        await using TelemetryTestProducer b = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Answer, "tenant-b");
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!(Registered("tenant-a%" + _topic, a) && Registered("tenant-b%" + _topic, b)))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "both producers registered under their namespaced topics");
+            await Task.Delay(50);
+        }
+
+        string tx = await a.SendHalfAsync(_topic);
+
+        while (!a.Decided.Contains(tx))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "A's producer was asked and committed");
+            await Task.Delay(50);
+        }
+
+        RecoverOrphanedTransactionCommand check = Assert.Single(a.Checks, c => c.TransactionId == tx);
+        Assert.Equal(new Resource { Name = _topic, ResourceNamespace = "tenant-a" }, check.Message.Topic);
+        Assert.Empty(b.Checks);
+        Assert.Null(broker.Host.Engine.FindTransaction(tx));
+    }
+}
+
+/// <summary>One namespace over both protocols: a RocketMQ 4 client wraps its names itself (<c>ns%topic</c>).</summary>
+[Collection("remoting")]
+public sealed class NamespaceAcrossProtocolsTests(RemotingBrokerFixture broker)
+{
+    [Fact]
+    public async Task A_transaction_a_RocketMQ_4_client_commits_in_its_namespace_reaches_a_gRPC_consumer_of_that_namespace()
+    {
+        string topic = RemotingBroker.Unique("NsT");
+        string group = RemotingBroker.Unique("G");
+        await using RemotingTestClient remoting = await broker.ConnectAsync();
+        var producer = new RemotingTransactionProducer(remoting, "tenant-a%" + RemotingBroker.Unique("PG"));
+        await producer.HeartbeatAsync();
+        var (uniq, sent) = await producer.SendHalfAsync("tenant-a%" + topic, "from remoting");
+        Assert.Equal(ResponseCode.Success, sent.Code);
+        await producer.EndAsync(uniq, sent, MessageSysFlag.TransactionCommitType);
+
+        using var grpc = new GrpcTestClient($"127.0.0.1:{broker.GrpcPort}");
+        grpc.DefaultHeaders[RocketMqHeaders.Namespace] = "tenant-a";
+        Message got = Assert.Single(await NamespaceTests.ReceiveAllAsync(grpc, topic, group, 1));
+        Assert.Equal("from remoting", got.Body.ToStringUtf8());
+        Assert.Equal(uniq, got.SystemProperties.MessageId);
+        Assert.Equal(new Resource { Name = topic, ResourceNamespace = "tenant-a" }, got.Topic);
+    }
+}
