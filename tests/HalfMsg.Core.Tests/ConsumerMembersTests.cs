@@ -56,4 +56,48 @@ public sealed class ConsumerMembersTests
         Assert.Equal((0, 0), members.Size);
         Assert.False(members.Left(null, "everywhere"));
     }
+
+    [Fact]
+    public void A_client_naming_a_new_group_on_every_call_is_held_to_the_bound_and_recently_seen_members_stay()
+    {
+        var clock = new ManualClock();
+        var members = new ConsumerMembers(clock, maxMembers: 100);
+        int mostExamined = 0;
+        for (int i = 0; i < 10_000; i++)
+        {
+            if (i % 50 == 0) members.Seen("live", "consumer", "grpc");
+            members.Seen($"invented-{i}", "stranger", "grpc");
+            mostExamined = Math.Max(mostExamined, members.LastSeenExamined);
+            clock.Advance(TimeSpan.FromMilliseconds(1)); // all within the forget time: only the bound holds them
+        }
+
+        Assert.True(members.Size.Members <= 100 && members.Size.Groups <= 100, $"held {members.Size}");
+        Assert.Equal("consumer", Assert.Single(members.Of("live")).ClientId);
+        Assert.Empty(members.Of("invented-0"));
+        Assert.True(mostExamined <= 3, $"a call looked at {mostExamined} members to forget or evict");
+    }
+
+    [Fact]
+    public void A_full_group_drops_its_least_recently_seen_member_without_looking_at_the_others()
+    {
+        var clock = new ManualClock();
+        var members = new ConsumerMembers(clock);
+        for (int i = 0; i < ConsumerMembers.MaxPerGroup; i++)
+        {
+            members.Seen("g", $"client-{i}", "remoting");
+            clock.Advance(TimeSpan.FromMilliseconds(10));
+        }
+
+        members.Seen("g", "client-0", "remoting");        // seen again: client-1 is now the least recently seen
+        clock.Advance(TimeSpan.FromMilliseconds(10));
+        members.Seen("g", "newcomer", "remoting");
+
+        Assert.True(members.LastSeenExamined <= 3, $"looked at {members.LastSeenExamined} members");
+        List<string> ids = [.. members.Of("g").Select(m => m.ClientId)];
+        Assert.Equal(ConsumerMembers.MaxPerGroup, ids.Count);
+        Assert.Contains("client-0", ids);
+        Assert.Contains("newcomer", ids);
+        Assert.DoesNotContain("client-1", ids);
+        Assert.Equal(["newcomer", "client-0"], ids.Take(2));  // most recently seen first
+    }
 }
