@@ -47,7 +47,7 @@ internal static class V5Namespace
         string prefix = PrefixOf(name);
         string rest = name[prefix.Length..];
         // Already wrapped (a client that wraps by itself, as RocketMQ 4's do): leave it, as RocketMQ does.
-        if (rest.Length > ns.Length && rest.StartsWith(ns, StringComparison.Ordinal) && rest[ns.Length] == '%') return name;
+        if (IsIn(ns, rest)) return name;
         return string.Concat(prefix, ns, "%", rest);
     }
 
@@ -66,10 +66,13 @@ internal static class V5Namespace
         if (ns.Length == 0) return (false, stored);
         string prefix = PrefixOf(stored);
         string rest = stored[prefix.Length..];
-        if (rest.Length > ns.Length && rest.StartsWith(ns, StringComparison.Ordinal) && rest[ns.Length] == '%')
-            return (true, string.Concat(prefix, rest.AsSpan(ns.Length + 1)));
+        if (IsIn(ns, rest)) return (true, string.Concat(prefix, rest.AsSpan(ns.Length + 1)));
         return (false, stored);
     }
+
+    /// <summary><paramref name="name"/> (without a retry or dead-letter prefix) begins with <c>ns%</c>.</summary>
+    private static bool IsIn(string ns, string name)
+        => name.Length > ns.Length && name.StartsWith(ns, StringComparison.Ordinal) && name[ns.Length] == '%';
 
     private static string PrefixOf(string name)
     {
