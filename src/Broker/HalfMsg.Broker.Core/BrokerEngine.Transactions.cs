@@ -119,15 +119,21 @@ public sealed partial class BrokerEngine
     /// <see cref="BrokerStatus.TransactionConflict"/> and changes nothing; an unknown id returns
     /// <see cref="BrokerStatus.TransactionNotFound"/>. <see cref="TransactionResolution.Unknown"/> changes nothing.
     /// </summary>
-    public async ValueTask<DecisionResult> EndTransactionAsync(string transactionId, string? messageId, TransactionResolution resolution, DecisionSource source, CancellationToken ct = default)
+    public ValueTask<DecisionResult> EndTransactionAsync(string transactionId, string? messageId, TransactionResolution resolution, DecisionSource source, CancellationToken ct = default)
+        => EndTransactionAsync(new DecisionRequest(transactionId, messageId, resolution, source), ct);
+
+    /// <summary>One decision as <see cref="EndTransactionAsync(string, string?, TransactionResolution, DecisionSource, CancellationToken)"/>
+    /// carries it out, confined to <see cref="DecisionRequest.Topic"/> when the request names one.</summary>
+    public async ValueTask<DecisionResult> EndTransactionAsync(DecisionRequest decision, CancellationToken ct = default)
     {
-        using var span = BrokerTracing.StartEndTransaction(transactionId, resolution, source); // trace hook (issue 12)
+        TransactionResolution resolution = decision.Resolution;
+        using var span = BrokerTracing.StartEndTransaction(decision.TransactionId, resolution, decision.Source); // trace hook (issue 12)
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long waitFor;
         bool duplicate;
         lock (_gate)
         {
-            if (DecideLocked(transactionId, messageId, ref resolution, source, out waitFor, out duplicate) is { } done) return done;
+            if (DecideLocked(decision, ref resolution, out waitFor, out duplicate) is { } done) return done;
         }
         if (_options.DecisionDurability == DecisionDurability.Relaxed)
         {
@@ -140,7 +146,7 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
-    /// Several decisions at once, each with exactly the outcome <see cref="EndTransactionAsync"/> would give it alone,
+    /// Several decisions at once, each with exactly the outcome <see cref="EndTransactionAsync(DecisionRequest, CancellationToken)"/> would give it alone,
     /// in order: up to <see cref="MaxEntriesPerLockHold"/> of them per hold of the engine lock, then ONE durable wait for the newest record any of them
     /// needs (its own decision, or the original of a repeated one), instead of a wait per decision. A decision that
     /// fails does not stop the others. Each decision's span has its <see cref="DecisionRequest.TraceParent"/> as remote
@@ -168,7 +174,7 @@ public sealed partial class BrokerEngine
                     {
                         DecisionRequest d = decisions[i];
                         TransactionResolution resolution = d.Resolution;
-                        if (DecideLocked(d.TransactionId, d.MessageId, ref resolution, d.Source, out long address, out bool duplicate) is { } done)
+                        if (DecideLocked(d, ref resolution, out long address, out bool duplicate) is { } done)
                         {
                             results[i] = done;
                             continue;
@@ -199,15 +205,20 @@ public sealed partial class BrokerEngine
     /// address to wait for in <paramref name="waitFor"/> and the outcome in <paramref name="resolution"/>; otherwise
     /// the result to answer at once (nothing written).
     /// </summary>
-    private DecisionResult? DecideLocked(string transactionId, string? messageId, ref TransactionResolution resolution, DecisionSource source,
-        out long waitFor, out bool duplicate)
+    private DecisionResult? DecideLocked(in DecisionRequest decision, ref TransactionResolution resolution, out long waitFor, out bool duplicate)
     {
         waitFor = -1;
         duplicate = false;
+        string transactionId = decision.TransactionId;
+        string? messageId = decision.MessageId;
+        DecisionSource source = decision.Source;
         if (string.IsNullOrEmpty(transactionId))
             return new DecisionResult(new(BrokerStatus.InvalidTransactionId, "transaction id is empty"), TransactionResolution.Unknown, false);
         if (_txs.TryGet(transactionId, out var half))
         {
+            // Answered as for an id never sent: another namespace's half is not there for this caller.
+            if (!string.IsNullOrEmpty(decision.Topic) && decision.Topic != half.Topic)
+                return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown in topic '{decision.Topic}'"), TransactionResolution.Unknown, false);
             if (!string.IsNullOrEmpty(messageId) && messageId != half.MessageId)
                 return new DecisionResult(new(BrokerStatus.InvalidTransactionId, $"transaction '{transactionId}' does not belong to message '{messageId}'"), TransactionResolution.Unknown, false);
             // The instance this half's last check went to answered it: a working check-back channel (registry lock only).

@@ -132,6 +132,43 @@ public sealed class NamespaceTests(V5BrokerFixture broker) : IClassFixture<V5Bro
         Assert.False(HasTopic("tenant-a%tenant-a%" + _topic));
     }
 
+    private static EndTransactionRequest Decision(string topic, string transactionId, string messageId, TransactionResolution resolution) => new()
+    {
+        Topic = new Resource { Name = topic },
+        MessageId = messageId,
+        TransactionId = transactionId,
+        Resolution = resolution,
+        Source = TransactionSource.SourceClient,
+    };
+
+    [Fact]
+    public async Task A_client_of_another_namespace_cannot_decide_a_half_even_with_its_topic_name_and_ids()
+    {
+        using GrpcTestClient a = Client("tenant-a"), b = Client("tenant-b");
+        Message half = NewMessage(_topic, "tenant-a's transaction");
+        half.SystemProperties.MessageType = MessageType.Transaction;
+        var sent = await a.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { half } }, SendMessageResponse.Parser);
+        SendResultEntry entry = Assert.Single(sent.Response!.Entries);
+        Assert.Equal(Code.Ok, entry.Status.Code);
+        (string tx, string id) = (entry.TransactionId, entry.MessageId);
+
+        // tenant-b names the same topic and the right ids, alone and in HalfMsgBroker's own batch: as if never sent.
+        var single = await b.UnaryAsync(GrpcMethods.EndTransaction, Decision(_topic, tx, id, TransactionResolution.Rollback), EndTransactionResponse.Parser);
+        Assert.Equal(Code.NotFound, single.Response!.Status.Code);
+        var batch = await b.UnaryAsync("/halfmsg.v1.TransactionService/EndTransactions",
+            new HalfMsg.Protocol.V1.EndTransactionsRequest { Decisions = { Decision(_topic, tx, id, TransactionResolution.Rollback) } },
+            HalfMsg.Protocol.V1.EndTransactionsResponse.Parser);
+        Assert.Equal(Code.NotFound, Assert.Single(batch.Response!.Entries).Code);
+        Assert.NotNull(await broker.Host.Engine.ReadPendingHalfAsync(tx));
+
+        // Its own namespace commits it, and its consumer gets it.
+        var own = await a.UnaryAsync(GrpcMethods.EndTransaction, Decision(_topic, tx, id, TransactionResolution.Commit), EndTransactionResponse.Parser);
+        Assert.Equal(Code.Ok, own.Response!.Status.Code);
+        Message got = Assert.Single(await ReceiveAllAsync(a, _topic, _group, 1));
+        Assert.Equal(id, got.SystemProperties.MessageId);
+        Assert.Empty(await ReceiveAllAsync(b, _topic, _group, 0));
+    }
+
     [Fact]
     public async Task A_namespaced_consumer_that_gives_up_on_a_message_sends_it_to_the_dead_letter_topic_of_its_namespaced_group()
     {

@@ -92,9 +92,12 @@ public enum DecisionSource : byte
 public sealed record HalfDraft(MessageDraft Message, string ProducerGroup, string? ClientId, TimeSpan? CheckImmunity);
 
 /// <summary>One decision for <c>BrokerEngine.EndTransactionsAsync</c>: what <c>EndTransactionAsync</c> takes, plus the
-/// W3C trace parent the caller's request carried (null for none).</summary>
+/// W3C trace parent the caller's request carried (null for none) and the topic the caller names the half's (null for
+/// none: RocketMQ 4's END_TRANSACTION and an operator carry none). A named topic must be the half's own, as stored
+/// (a gRPC namespace's <c>&lt;ns&gt;%&lt;name&gt;</c>), or the decision finds no half: so a client of one namespace cannot
+/// decide another namespace's transaction.</summary>
 public readonly record struct DecisionRequest(string TransactionId, string? MessageId, TransactionResolution Resolution, DecisionSource Source,
-    string? TraceParent = null);
+    string? TraceParent = null, string? Topic = null);
 
 public readonly record struct DecisionResult(BrokerError Error, TransactionResolution Outcome, bool WasDuplicate)
 {

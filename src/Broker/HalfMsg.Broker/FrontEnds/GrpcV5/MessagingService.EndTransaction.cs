@@ -17,10 +17,9 @@ internal sealed partial class MessagingService
     /// </summary>
     public override async Task<EndTransactionResponse> EndTransaction(EndTransactionRequest request, ServerCallContext context)
     {
-        DecisionRequest d = ToDecision(request);
+        DecisionRequest d = ToDecision(request, V5Namespace.Of(context));
         HalfMsg.Broker.Core.Diagnostics.BrokerTracing.SetRemoteParent(d.TraceParent); // trace hook (issue 12)
-        DecisionResult result = await _engine.EndTransactionAsync(d.TransactionId, d.MessageId, d.Resolution, d.Source, context.CancellationToken)
-            .ConfigureAwait(false);
+        DecisionResult result = await _engine.EndTransactionAsync(d, context.CancellationToken).ConfigureAwait(false);
         return new EndTransactionResponse { Status = V5Status.From(result.Error) };
     }
 
@@ -30,13 +29,16 @@ internal sealed partial class MessagingService
     /// </summary>
     internal async Task<Status[]> EndTransactionsAsync(IReadOnlyList<EndTransactionRequest> requests, ServerCallContext context)
     {
+        string ns = V5Namespace.Of(context);
         var decisions = new DecisionRequest[requests.Count];
-        for (int i = 0; i < decisions.Length; i++) decisions[i] = ToDecision(requests[i]);
+        for (int i = 0; i < decisions.Length; i++) decisions[i] = ToDecision(requests[i], ns);
         DecisionResult[] results = await _engine.EndTransactionsAsync(decisions, context.CancellationToken).ConfigureAwait(false);
         return Array.ConvertAll(results, r => V5Status.From(r.Error));
     }
 
-    private static DecisionRequest ToDecision(EndTransactionRequest request) => new(
+    /// <summary>The request as the core takes it: the topic it names (if any) in the caller's namespace, so the decision
+    /// reaches only a half of that namespace.</summary>
+    private static DecisionRequest ToDecision(EndTransactionRequest request, string ns) => new(
         request.TransactionId,
         string.IsNullOrEmpty(request.MessageId) ? null : request.MessageId,
         request.Resolution switch
@@ -46,5 +48,6 @@ internal sealed partial class MessagingService
             _ => TransactionResolution.Unknown,
         },
         request.Source == TransactionSource.SourceServerCheck ? DecisionSource.CheckBack : DecisionSource.Client,
-        string.IsNullOrEmpty(request.TraceContext) ? null : request.TraceContext);
+        string.IsNullOrEmpty(request.TraceContext) ? null : request.TraceContext,
+        string.IsNullOrEmpty(request.Topic?.Name) ? null : V5Namespace.Wrap(ns, request.Topic.Name));
 }
