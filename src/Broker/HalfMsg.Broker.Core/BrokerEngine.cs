@@ -86,7 +86,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         _logger = loggers.CreateLogger("HalfMsg.Broker.Core");
         _log = new RecordLog(Path.Combine(options.DataDir, "log"), options.Flush, options.AsyncFlushInterval,
             options.SegmentSizeBits, options.MemorySizeBits, loggers.CreateLogger("HalfMsg.Broker.Storage"),
-            RecordLimits.MaxRecordSize(options.MaxMessageSize), options.CommitTimeout, options.WrapLogDevice);
+            RecordLimits.MaxRecordSize(options.MaxMessageSize), options.CommitTimeout, options.WrapLogDevice, options.CommitLingerYields);
         _log.Durable += OnDurable;
         DiskSpace = new DiskSpaceGuard(Path.Combine(options.DataDir, "log"), options.DiskMinFreeBytes, options.DiskMaxUsedRatio,
             () => _log.TailAddress, () => _log.TailAddress - _log.DurableUntil, loggers.CreateLogger("HalfMsg.Broker.Storage"), options.DiskProbe);

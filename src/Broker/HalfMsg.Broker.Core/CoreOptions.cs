@@ -115,6 +115,10 @@ public sealed record CoreOptions
     /// </summary>
     public TimeSpan CommitTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>Sync flush: times the commit loop yields to the thread pool before a commit of less than 8 KiB, so that
+    /// queued requests share it (<see cref="Storage.RecordLog.CommitLingerBytes"/>); 0 = commit at once.</summary>
+    public int CommitLingerYields { get; init; } = Storage.RecordLog.DefaultCommitLingerYields;
+
     /// <summary>Test hook: wraps the log's device (fault injection). Null in production.</summary>
     internal Func<FASTER.core.IDevice, FASTER.core.IDevice>? WrapLogDevice { get; init; }
 

@@ -1,0 +1,69 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Storage;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// The commit loop's linger (<see cref="RecordLog.CommitLingerBytes"/>): a sync commit of less than 8 KiB first yields to
+/// the thread pool, a large one does not, 0 turns it off, and every waiter is still released only by a commit that
+/// covers its record. Whether it pays is the bench's question (bench/results/2026-12-04-ab/commit-linger.md).
+/// </summary>
+public sealed class CommitLingerTests
+{
+    private static async Task WithLogAsync(int yields, Func<RecordLog, Task> body, FlushMode flush = FlushMode.Sync)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-linger-" + Guid.NewGuid().ToString("N")[..12]);
+        var log = new RecordLog(dir, flush, TimeSpan.FromMilliseconds(5), segmentSizeBits: 22, memorySizeBits: 24, commitLingerYields: yields);
+        try { await body(log); }
+        finally
+        {
+            await log.DisposeAsync();
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public Task A_small_commit_yields_to_the_pool_first_and_still_covers_every_waiter() => WithLogAsync(2, async log =>
+    {
+        long yields0 = log.CommitLingerYieldsTaken, commits0 = log.Commits;
+        for (int i = 0; i < 20; i++)
+        {
+            long address = log.Append(new byte[100]);
+            await log.WaitDurableAsync(address);
+            Assert.True(log.DurableUntil > address, $"released before a commit covered {address}");
+        }
+
+        long commits = log.Commits - commits0;
+        Assert.InRange(commits, 20, 20); // one commit per durable append, each first yielded twice
+        Assert.Equal(2 * commits, log.CommitLingerYieldsTaken - yields0);
+    });
+
+    [Fact]
+    public Task A_commit_of_8_KiB_or_more_starts_at_once() => WithLogAsync(2, async log =>
+    {
+        await log.WaitDurableAsync(log.Append(new byte[100])); // the first commit, with its yields
+        long yields0 = log.CommitLingerYieldsTaken;
+        for (int i = 0; i < 5; i++)
+        {
+            long last = 0;
+            for (int j = 0; j < 3; j++) last = log.Append(new byte[4 * 1024]);
+            await log.WaitDurableAsync(last);
+        }
+
+        Assert.Equal(yields0, log.CommitLingerYieldsTaken);
+    });
+
+    [Theory]
+    [InlineData(0, FlushMode.Sync)]
+    [InlineData(2, FlushMode.Async)]
+    public Task Zero_yields_or_async_flush_commit_at_once(int yields, FlushMode flush) => WithLogAsync(yields, async log =>
+    {
+        for (int i = 0; i < 10; i++) await log.WaitCommittedAsync(log.Append(new byte[100]));
+        Assert.Equal(0, log.CommitLingerYieldsTaken);
+    }, flush);
+
+    [Fact]
+    public void A_negative_number_of_yields_is_refused()
+        => Assert.Throws<ArgumentOutOfRangeException>(() => new RecordLog(Path.Combine(Path.GetTempPath(), "unused-" + Guid.NewGuid().ToString("N")),
+            FlushMode.Sync, TimeSpan.FromMilliseconds(5), commitLingerYields: -1));
+}
