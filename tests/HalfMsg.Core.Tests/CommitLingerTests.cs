@@ -53,6 +53,19 @@ public sealed class CommitLingerTests
         Assert.Equal(yields0, log.CommitLingerYieldsTaken);
     });
 
+    [Fact]
+    public Task An_idle_log_does_not_yield() => WithLogAsync(2, async log =>
+    {
+        await log.WaitDurableAsync(log.Append(new byte[100]));
+        long yields0 = log.CommitLingerYieldsTaken;
+        var (idle0, _) = log.CommitLoopIdle;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        // The loop wakes every 20 ms with nothing to commit; wait for several such turns.
+        while (log.CommitLoopIdle.Idle - idle0 < TimeSpan.FromMilliseconds(100) && sw.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(10);
+        Assert.True(log.CommitLoopIdle.Idle - idle0 >= TimeSpan.FromMilliseconds(100), "the commit loop did not idle");
+        Assert.Equal(yields0, log.CommitLingerYieldsTaken);
+    });
+
     [Theory]
     [InlineData(0, FlushMode.Sync)]
     [InlineData(2, FlushMode.Async)]

@@ -266,7 +266,8 @@ public sealed class RecordLog : IAsyncDisposable
 
                 if (_flush == FlushMode.Sync)
                 {
-                    for (int i = 0; i < _lingerYields && _log.TailAddress - _log.CommittedUntilAddress < CommitLingerBytes; i++)
+                    // Only before a commit: a turn with nothing appended (the idle tick, a kick its predecessor covered) commits nothing.
+                    for (int i = 0; i < _lingerYields && _log.TailAddress - _log.CommittedUntilAddress is > 0 and < CommitLingerBytes; i++)
                     {
                         await Task.Yield();
                         Interlocked.Increment(ref _lingerYieldsTaken);
