@@ -47,4 +47,36 @@ public sealed class LogHolesTests : IDisposable
         Assert.True(check.Wait(TimeSpan.FromSeconds(30)), "Check did not return");
         Assert.Equal(new LogHole(64, 4096), check.Result);
     }
+    [Theory]
+    [InlineData(int.MinValue, true)]
+    [InlineData(int.MaxValue, true)]
+    [InlineData(0x7FFFFFF9, true)]     // the smallest magnitude whose entry size overflows to a negative one
+    [InlineData(-0x7FFFFFF9, true)]
+    [InlineData(0x7FFFFFF8, false)]    // its size is positive and leaves the page: FasterLog throws, which ends its scan
+    [InlineData(-16, false)]           // a commit record of its own
+    public void FasterLogs_recovery_scan_traps_are_the_lengths_whose_entry_size_is_negative(int length, bool trap)
+    {
+        // An entry at 64 (the log's first address), then the header under test right after it.
+        var holes = WithLengthAt(64 + 4 + 12, length);
+        using (var f = new FileStream(Path.Combine(_dir, "broker.log.0"), FileMode.Open, FileAccess.Write))
+        {
+            f.Position = 64;
+            Span<byte> b = stackalloc byte[4];
+            BinaryPrimitives.WriteInt32LittleEndian(b, 12);
+            f.Write(b);
+        }
+        var scan = Task.Run(() => holes.FindRecoveryScanTraps(64));
+        Assert.True(scan.Wait(TimeSpan.FromSeconds(30)), "the walk did not return");
+        Assert.Equal(trap ? [64 + 4 + 12] : Array.Empty<long>(), scan.Result);
+    }
+
+    [Fact]
+    public void A_cleared_trap_reads_zero_and_is_no_trap_any_more()
+    {
+        var holes = WithLengthAt(128, int.MinValue);
+        Assert.Equal([128L], holes.FindRecoveryScanTraps(128));
+        holes.ClearLength(128);
+        Assert.Equal(0, holes.ReadLength(128));
+        Assert.Empty(holes.FindRecoveryScanTraps(128));
+    }
 }

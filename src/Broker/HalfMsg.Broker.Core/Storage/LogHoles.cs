@@ -125,6 +125,66 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
         return next != 0 && 4 + ((Math.Abs((long)next) + 3) & ~3L) > space;
     }
 
+    /// <summary>FasterLog's first address (its log begins after a 64-byte reserved stretch).</summary>
+    private const long FirstValidAddress = 64;
+
+    /// <summary>
+    /// The length headers at or after <paramref name="from"/> on which FasterLog's recovery scan would never end, walked
+    /// as that scan walks (FasterLog 2.6.5, <c>RestoreLatest</c> → <c>ScanForwardForCommit</c> →
+    /// <c>GetNextInternal</c>): an entry's size is <c>4 + ((|length| + 3) &amp; ~3)</c> in 32-bit arithmetic, and for
+    /// <c>int.MinValue</c> and lengths of magnitude 0x7FFFFFF9 or more it comes out negative, so the scan steps backwards,
+    /// its monotonic update refuses, and it reads the same header again for ever. A zero length goes on at the next page
+    /// (a zero at a page's start ends the scan), a size that leaves its page ends it (FasterLog throws, and recovery
+    /// catches that). A trap is walked as if it were zero, which is what <see cref="ClearLength"/> makes it.
+    /// </summary>
+    public List<long> FindRecoveryScanTraps(long from)
+    {
+        var traps = new List<long>();
+        var page = new byte[_pageSize];
+        long loaded = -1;
+        using var reader = OpenReader();
+        long pos = Math.Max(from, FirstValidAddress);
+        while (true)
+        {
+            long pageStart = pos / _pageSize * _pageSize;
+            if (pageStart != loaded)
+            {
+                // Pages never cross segments (a segment is at least a page), so one read fills it.
+                reader.Read(pageStart, page);
+                loaded = pageStart;
+            }
+            long offset = pos - pageStart;
+            int length = BinaryPrimitives.ReadInt32LittleEndian(page.AsSpan((int)offset, 4));
+            int size = length < 0 ? unchecked(-length) : length;
+            int entrySize = unchecked(4 + ((size + 3) & ~3));
+            if (length != 0 && entrySize <= 0)
+            {
+                traps.Add(pos);
+                length = 0;
+            }
+            if (length == 0)
+            {
+                if (offset == 0) return traps;                   // an uninitialized page: the scan ends
+                pos = pageStart + _pageSize;
+                continue;
+            }
+            if (offset + entrySize > _pageSize) return traps;    // "Invalid length of record found": the scan ends
+            pos += entrySize;
+        }
+    }
+
+    /// <summary>The 4-byte length header at <paramref name="address"/> (zero past a file's end).</summary>
+    public int ReadLength(long address) => ReadInt(address);
+
+    /// <summary>Overwrites the 4-byte length header at <paramref name="address"/> with zeros, durably.</summary>
+    public void ClearLength(long address)
+    {
+        string file = Path.Combine(directory, $"broker.log.{address / _segmentSize}");
+        using var handle = File.OpenHandle(file, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+        RandomAccess.Write(handle, new byte[4], address % _segmentSize);
+        RandomAccess.FlushToDisk(handle);
+    }
+
     /// <summary>Reads the log's segment files for a replay; keeps one segment open at a time.</summary>
     public SegmentReader OpenReader() => new(directory, _segmentSize);
 

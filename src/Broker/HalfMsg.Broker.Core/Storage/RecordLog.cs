@@ -71,10 +71,51 @@ public sealed class RecordLog : IAsyncDisposable
         (var settings, _device, _commitManager) = CreateSettings(directory, segmentSizeBits, memorySizeBits, PageSizeBits, wrapDevice);
         _memoryBytes = settings.MemorySize;
         _holes = new LogHoles(directory, Math.Max(segmentSizeBits, PageSizeBits), PageSizeBits);
+        ClearRecoveryScanTraps(_commitManager);
         _log = new FasterLog(settings);
         _durableUntil = _log.CommittedUntilAddress;
         (_commitManager as SlotLogCommitManager)?.NoteRecovered(_durableUntil);
         _commitLoop = Task.Run(CommitLoopAsync);
+    }
+
+    /// <summary>
+    /// Before FasterLog recovers: FasterLog scans forward from the newest commit slot's until-address for commit records
+    /// written after it, with its own scan, which never ends on a damaged length header of <c>0x80000000</c> (or of a
+    /// magnitude near 2^31): the broker would hang in its constructor, saying nothing (<see cref="LogHoles.FindRecoveryScanTraps"/>).
+    /// Each such header is overwritten with zeros, so the scan goes on at the next page as over page-end padding. What
+    /// lies after the newest slot was never acknowledged (a commit's slot is written before its waiters are released),
+    /// unless that slot itself was damaged too: in that double fault the scan, gone on at the next page, misses the
+    /// commit records in the rest of the cleared header's page, and the records they covered are lost with it (before,
+    /// the broker never started).
+    /// </summary>
+    private void ClearRecoveryScanTraps(ILogCommitManager commits)
+    {
+        long from = 0;
+        foreach (long num in commits.ListCommits())
+        {
+            // The slot FasterLog will start from: the newest whose metadata reads (RestoreLatest's own order).
+            try
+            {
+                byte[]? metadata = commits.GetCommitMetadata(num);
+                if (metadata is null) continue;
+                var info = new FasterLogRecoveryInfo();
+                using (var reader = new BinaryReader(new MemoryStream(metadata))) info.Initialize(reader);
+                from = info.UntilAddress;
+                break;
+            }
+            catch (Exception)
+            {
+                // FasterLog skips a slot that does not load, whatever the error, and tries the next: so does this.
+            }
+        }
+        foreach (long trap in _holes.FindRecoveryScanTraps(from))
+        {
+            int length = _holes.ReadLength(trap);
+            _holes.ClearLength(trap);
+            _logger.LogWarning(
+                "Recovery: the log's length header at address {Address}, after the newest commit slot (until {Until}), read {Length} (0x{Hex:X8}), on which FasterLog's recovery scan never ends; it was cleared to zero. Records after the newest slot were never acknowledged unless that slot was damaged; replay reports any it cannot read.",
+                trap, from, length, length);
+        }
     }
 
     /// <summary>The log device's file name: FasterLog stores segment N as <c>broker.log.N</c> beside it.</summary>
