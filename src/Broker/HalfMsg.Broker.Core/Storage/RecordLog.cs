@@ -113,7 +113,7 @@ public sealed class RecordLog : IAsyncDisposable
             int length = _holes.ReadLength(trap);
             _holes.ClearLength(trap);
             _logger.LogWarning(
-                "Recovery: the log's length header at address {Address}, after the newest commit slot (until {Until}), read {Length} (0x{Hex:X8}), on which FasterLog's recovery scan never ends; it was cleared to zero. Records after the newest slot were never acknowledged unless that slot was damaged; replay reports any it cannot read.",
+                "Recovery: the log's length header at address {Address}, after the newest commit slot (until {Until}), read {Length} (0x{Hex:X8}), on which FasterLog's recovery scan never ends; it was cleared to zero. Records after the newest slot were never acknowledged, unless that slot was damaged too: then records later in that page may be lost.",
                 trap, from, length, length);
         }
     }
