@@ -8,9 +8,6 @@ namespace HalfMsg.Broker.Core;
 
 public sealed partial class BrokerEngine
 {
-    /// <summary>FasterLog's first valid address: a log whose begin is past it has been cut by retention.</summary>
-    private const long FirstLogAddress = 64;
-
     private void Recover()
     {
         var sw = Stopwatch.StartNew();
@@ -29,7 +26,7 @@ public sealed partial class BrokerEngine
             _logger.LogError("Recovery: {Reason}", reason);
             Health.ReportDegraded(reason);
         }
-        if (loaded is null && begin > FirstLogAddress)
+        if (loaded is null && begin > LogHoles.FirstLogAddress)
         {
             // The head of the log was cut, and no checkpoint that covers the cut can be read: whatever the cut relied
             // on the checkpoint for (consumer progress, decided ids, queue positions) is missing. Serve, but say so.

@@ -125,8 +125,12 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
         return next != 0 && 4 + ((Math.Abs((long)next) + 3) & ~3L) > space;
     }
 
-    /// <summary>FasterLog's first address (its log begins after a 64-byte reserved stretch).</summary>
-    private const long FirstValidAddress = 64;
+    /// <summary>FasterLog's first address (its log begins after a 64-byte reserved stretch): a log whose begin is past
+    /// it has been cut by retention.</summary>
+    internal const long FirstLogAddress = 64;
+
+    /// <summary>The file FasterLog keeps segment <paramref name="segment"/> of the log in.</summary>
+    private static string SegmentFile(string directory, long segment) => Path.Combine(directory, $"{RecordLog.DeviceFileName}.{segment}");
 
     /// <summary>
     /// The length headers at or after <paramref name="from"/> on which FasterLog's recovery scan would never end, walked
@@ -143,7 +147,7 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
         var page = new byte[_pageSize];
         long loaded = -1;
         using var reader = OpenReader();
-        long pos = Math.Max(from, FirstValidAddress);
+        long pos = Math.Max(from, FirstLogAddress);
         while (true)
         {
             long pageStart = pos / _pageSize * _pageSize;
@@ -179,7 +183,7 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
     /// <summary>Overwrites the 4-byte length header at <paramref name="address"/> with zeros, durably.</summary>
     public void ClearLength(long address)
     {
-        string file = Path.Combine(directory, $"broker.log.{address / _segmentSize}");
+        string file = SegmentFile(directory, address / _segmentSize);
         using var handle = File.OpenHandle(file, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
         RandomAccess.Write(handle, new byte[4], address % _segmentSize);
         RandomAccess.FlushToDisk(handle);
@@ -205,7 +209,7 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
                 _segment = segment;
                 try
                 {
-                    _handle = File.OpenHandle(Path.Combine(directory, $"broker.log.{segment}"), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                    _handle = File.OpenHandle(SegmentFile(directory, segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
                 }
                 catch (FileNotFoundException)
                 {
@@ -231,7 +235,7 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
     private byte[] Read(long address, int count)
     {
         var buffer = new byte[count];
-        string file = Path.Combine(directory, $"broker.log.{address / _segmentSize}");
+        string file = SegmentFile(directory, address / _segmentSize);
         try
         {
             using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
@@ -257,7 +261,7 @@ internal sealed class LogHoles(string directory, int segmentSizeBits, int pageSi
 
     private int ReadInt(long address)
     {
-        string file = Path.Combine(directory, $"broker.log.{address / _segmentSize}");
+        string file = SegmentFile(directory, address / _segmentSize);
         Span<byte> buffer = stackalloc byte[4];
         buffer.Clear();
         try
