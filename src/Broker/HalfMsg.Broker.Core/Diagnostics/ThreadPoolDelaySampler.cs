@@ -6,14 +6,15 @@ namespace HalfMsg.Broker.Core.Diagnostics;
 /// How long work waits in this process's thread-pool queue before a thread runs it: every <see cref="Interval"/> a
 /// timer queues one work item (to the global queue, where socket and timer continuations go) and the item records how
 /// long it waited. Counts go into power-of-two buckets of microseconds, cumulative since start, so a reader takes two
-/// snapshots and compares them (<see cref="Percentile"/>). One work item per 2 ms: about 500 a second, against the
-/// tens of thousands a loaded broker runs.
+/// snapshots and compares them (<see cref="Percentile"/>). One work item per 20 ms: 50 a second, against the tens of
+/// thousands a loaded broker runs, and few enough that an idle broker is not kept awake by its own sampling (every 2 ms
+/// until 2026-12-04: 500 wake-ups a second, most of an idle broker's CPU; <c>bench</c> row "broker idle").
 /// </summary>
 public sealed class ThreadPoolDelaySampler : IDisposable
 {
     /// <summary>See <see cref="MicrosHistogram.Buckets"/>.</summary>
     public const int Buckets = MicrosHistogram.Buckets;
-    public static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(2);
+    public static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(20);
 
     private static readonly Lazy<ThreadPoolDelaySampler> _shared = new(() => new ThreadPoolDelaySampler(Interval));
 
