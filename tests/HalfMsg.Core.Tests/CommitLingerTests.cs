@@ -60,10 +60,29 @@ public sealed class CommitLingerTests
         long yields0 = log.CommitLingerYieldsTaken;
         var (idle0, _) = log.CommitLoopIdle;
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        // The loop wakes every 20 ms with nothing to commit; wait for several such turns.
+        // With nothing to commit the loop sleeps (up to 200 ms a turn, until a waiter kicks it); wait for its idle time to grow.
         while (log.CommitLoopIdle.Idle - idle0 < TimeSpan.FromMilliseconds(100) && sw.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(10);
         Assert.True(log.CommitLoopIdle.Idle - idle0 >= TimeSpan.FromMilliseconds(100), "the commit loop did not idle");
         Assert.Equal(yields0, log.CommitLingerYieldsTaken);
+    });
+
+    [Fact]
+    public Task A_record_nobody_waits_for_is_committed_after_the_loop_fell_asleep() => WithLogAsync(2, async log =>
+    {
+        await log.WaitDurableAsync(log.Append(new byte[100]));
+        // Let the loop find nothing to commit and go to sleep: its idle time grows only once a sleep has ended, so
+        // after that it is in (at least) its second one.
+        var (idle0, _) = log.CommitLoopIdle;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (log.CommitLoopIdle.Idle == idle0 && sw.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(10);
+        Assert.NotEqual(idle0, log.CommitLoopIdle.Idle);
+
+        long commits0 = log.Commits;
+        long address = log.Append(new byte[100]); // a receipt-like record: nobody waits, nobody asks for a commit
+        sw.Restart();
+        while (log.DurableUntil <= address && sw.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(5);
+        Assert.True(log.DurableUntil > address, "a record appended while the commit loop slept was never committed");
+        Assert.True(log.Commits > commits0);
     });
 
     [Theory]

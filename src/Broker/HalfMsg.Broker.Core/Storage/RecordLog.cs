@@ -36,6 +36,11 @@ public sealed class RecordLog : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _commitLoop;
     private static readonly TimeSpan IdleCommitInterval = TimeSpan.FromMilliseconds(20);
+    /// <summary>How long the sync-mode commit loop sleeps when everything appended is committed: until a waiter or
+    /// <see cref="RequestCommit"/> kicks it, at most this long (so a record nobody waits for, appended meanwhile, is
+    /// committed within this). It used to wake every <see cref="IdleCommitInterval"/>, 50 times a second, to find nothing
+    /// to do, and each wake-up set the thread pool's workers spinning: most of an idle broker's CPU (bench "broker idle").</summary>
+    private static readonly TimeSpan NothingToCommitSleep = TimeSpan.FromMilliseconds(200);
     private long _durableUntil;
     private long _commits;
     private long _commitTicks;
@@ -288,10 +293,11 @@ public sealed class RecordLog : IAsyncDisposable
             try
             {
                 // Sync mode commits as soon as someone waits; records nobody waits for (receipts) ride along,
-                // or go out with the idle tick so they never sit in memory for long.
+                // or go out with the idle tick so they never sit in memory for long (within NothingToCommitSleep
+                // when they came after the loop found nothing to commit).
                 if (_kick.CurrentCount > 0) Interlocked.Increment(ref _kickedOnReturn);
                 long idleFrom = System.Diagnostics.Stopwatch.GetTimestamp();
-                await _kick.WaitAsync(_flush == FlushMode.Async ? _asyncInterval : IdleCommitInterval, ct).ConfigureAwait(false);
+                await _kick.WaitAsync(_flush == FlushMode.Async ? _asyncInterval : NothingToCommit() ? NothingToCommitSleep : IdleCommitInterval, ct).ConfigureAwait(false);
                 Interlocked.Add(ref _idleTicks, System.Diagnostics.Stopwatch.GetTimestamp() - idleFrom);
                 // Drain extra kicks: one commit covers everybody who appended before it started.
                 while (_kick.CurrentCount > 0) _kick.Wait(0, CancellationToken.None);
@@ -338,6 +344,9 @@ public sealed class RecordLog : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>Everything appended is committed and no truncation waits to be persisted.</summary>
+    private bool NothingToCommit() => _log.TailAddress <= _log.CommittedUntilAddress && _log.BeginAddress <= _log.CommittedBeginAddress;
 
     /// <summary>
     /// One FasterLog commit, bounded by the commit timeout. A commit that does not finish in time is abandoned (it may
