@@ -195,7 +195,8 @@ public static class E2eRunner
 
     private static void Report(BenchResult r) =>
         Console.WriteLine(r.Measured
-            ? $"  => {r.Get(Metric.Throughput):N0} msgs/s" + (r.Get($"{Metric.Send}_p99_ms") is double p99 ? $", send p99 {p99:0.000} ms" : "") +
-              (r.Summary is null ? "" : $"; {r.Summary}")
+            ? (r.Get(Metric.Throughput) is double tp
+                  ? $"  => {tp:N0} msgs/s" + (r.Get($"{Metric.Send}_p99_ms") is double p99 ? $", send p99 {p99:0.000} ms" : "") + (r.Summary is null ? "" : $"; {r.Summary}")
+                  : $"  => {r.Summary}")
             : $"  => not measured: {r.NotMeasured}");
 }

@@ -25,6 +25,7 @@ public static class FlowRegistry
             new BrokerTxFlowBench(ctx, new BrokerFlowSpec { Name = $"broker tx during check-back storm ({storm:N0} halves)", Messages = secondary, StormHalves = storm, CompareWithSyncPeak = true }),
             new BrokerAppendPathBench(),
             new BrokerRecoveryBench(),
+            new BrokerIdleBench(),
         ]);
         return Filter(all);
     }
