@@ -322,7 +322,7 @@ public sealed class RecordLog : IAsyncDisposable
                 }
 
                 // A truncation (begin moved) is persisted by a commit too, even when nothing was appended.
-                if (_log.TailAddress > _log.CommittedUntilAddress || _log.BeginAddress > _log.CommittedBeginAddress)
+                if (!NothingToCommit())
                 {
                     long started = System.Diagnostics.Stopwatch.GetTimestamp();
                     await CommitStats.ObserveAsync(CommitWithinBoundAsync, ct).ConfigureAwait(false); // metrics hook (issue 12): commit latency and batch size
