@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using HalfMsg.Bench.Infrastructure;
 using HalfMsg.Bench.Reporting;
 using HalfMsg.ConsumerClient;
@@ -68,13 +67,13 @@ public sealed class BrokerIdleBench : IFlowBench
 
             await Task.Delay(settle, ct);
             double? brokerBefore = broker.CpuSeconds();
-            long? switchesBefore = ContextSwitches(broker.Pid);
+            long? switchesBefore = CpuMeter.ContextSwitches(broker.Pid);
             double selfBefore = CpuMeter.SelfSeconds();
             var sw = Stopwatch.StartNew();
             await Task.Delay(window, ct);
             double seconds = sw.Elapsed.TotalSeconds;
             double? brokerAfter = broker.CpuSeconds();
-            long? switchesAfter = ContextSwitches(broker.Pid);
+            long? switchesAfter = CpuMeter.ContextSwitches(broker.Pid);
             double selfAfter = CpuMeter.SelfSeconds();
             await stop.CancelAsync();
             try { await polling; } catch (Exception) { /* the loop ends with the token */ }
@@ -93,28 +92,5 @@ public sealed class BrokerIdleBench : IFlowBench
         }
 
         return result;
-    }
-
-    /// <summary>Voluntary and involuntary context switches of every thread of <paramref name="pid"/> so far.</summary>
-    private static long? ContextSwitches(int pid)
-    {
-        try
-        {
-            long total = 0;
-            foreach (string task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
-            {
-                try
-                {
-                    foreach (string line in File.ReadLines(Path.Combine(task, "status")))
-                    {
-                        if (line.StartsWith("voluntary_ctxt_switches:", StringComparison.Ordinal) || line.StartsWith("nonvoluntary_ctxt_switches:", StringComparison.Ordinal))
-                            total += long.Parse(line[(line.IndexOf(':') + 1)..].Trim(), CultureInfo.InvariantCulture);
-                    }
-                }
-                catch (IOException) { /* the thread ended meanwhile */ }
-            }
-            return total;
-        }
-        catch (Exception) { return null; }
     }
 }

@@ -30,6 +30,29 @@ public static partial class CpuMeter
         return p.TotalProcessorTime.TotalSeconds;
     }
 
+    /// <summary>Voluntary and involuntary context switches of every thread of <paramref name="pid"/> so far.</summary>
+    public static long? ContextSwitches(int pid)
+    {
+        try
+        {
+            long total = 0;
+            foreach (string task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+            {
+                try
+                {
+                    foreach (string line in File.ReadLines(Path.Combine(task, "status")))
+                    {
+                        if (line.StartsWith("voluntary_ctxt_switches:", StringComparison.Ordinal) || line.StartsWith("nonvoluntary_ctxt_switches:", StringComparison.Ordinal))
+                            total += long.Parse(line[(line.IndexOf(':') + 1)..].Trim(), CultureInfo.InvariantCulture);
+                    }
+                }
+                catch (IOException) { /* the thread ended meanwhile */ }
+            }
+            return total;
+        }
+        catch (Exception) { return null; }
+    }
+
     /// <summary>1-minute load average (null off Linux).</summary>
     public static double? LoadAverage1()
     {
