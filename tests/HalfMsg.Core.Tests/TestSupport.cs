@@ -32,7 +32,9 @@ public sealed class EngineHarness : IAsyncDisposable
 
     private EngineHarness(CoreOptions options) => Options = options with { DataDir = DataDir };
 
-    public static async Task<EngineHarness> StartAsync(Func<CoreOptions, CoreOptions>? configure = null)
+    /// <summary>An engine with no background loops (tests call <see cref="BrokerEngine.RunSweep"/> and the like
+    /// themselves); <paramref name="backgroundLoops"/> starts them (the sweeper's own timing under test).</summary>
+    public static async Task<EngineHarness> StartAsync(Func<CoreOptions, CoreOptions>? configure = null, bool backgroundLoops = false)
     {
         var options = new CoreOptions
         {
@@ -45,7 +47,7 @@ public sealed class EngineHarness : IAsyncDisposable
             MemorySizeBits = 23,
         };
         var h = new EngineHarness(configure?.Invoke(options) ?? options);
-        h.Engine = await BrokerEngine.OpenAsync(h.Options, h.Clock, startBackgroundLoops: false);
+        h.Engine = await BrokerEngine.OpenAsync(h.Options, h.Clock, startBackgroundLoops: backgroundLoops);
         return h;
     }
 

@@ -468,7 +468,7 @@ public sealed partial class BrokerEngine
         if (!group.Queues[handle.QueueId].InFlight.TryGetValue(handle.QueueOffset, out flight!))
             return new(BrokerStatus.InvalidReceiptHandle, "receipt handle is stale: the message was already acknowledged or dead-lettered");
         // A push consumer's lease that ran out since the last sweep is renewed now, as the sweep would have: its ack must
-        // not meet a stale handle in the 50 ms between the two.
+        // not meet a stale handle in the time between the two.
         if (flight.LeaseId == handle.LeaseId && !flight.Expired && flight.RenewFor is not null && flight.InvisibleUntilMs <= NowMs)
             TryRenewLease(group, handle.QueueId, handle.QueueOffset, flight, NowMs);
         if (flight.LeaseId != handle.LeaseId || flight.Expired || flight.InvisibleUntilMs <= NowMs)
@@ -578,13 +578,26 @@ public sealed partial class BrokerEngine
     /// <summary>Expires leases and releases delay messages whose time has come. Runs on the sweeper loop; tests call it with a fake clock.</summary>
     public void RunSweep()
     {
+        lock (_gate) Sweep(NowMs);
+    }
+
+    /// <summary>The sweeper loop's sweep: then plans the next one (<see cref="SweepAlarm"/>) and returns how long to wait for it.</summary>
+    private TimeSpan SweepAndPlan()
+    {
         lock (_gate)
         {
+            _sweepAlarm.Sweeping();
             long now = NowMs;
-            SweepLeases(now);
-            ReleaseDelayed(now);
-            _txs.Decided.Expire(now);
+            Sweep(now);
+            return _sweepAlarm.Plan(now, Math.Min(_groups.NextLeaseDueMs, _delayed.NextDueMs));
         }
+    }
+
+    private void Sweep(long now)
+    {
+        SweepLeases(now);
+        ReleaseDelayed(now);
+        _txs.Decided.Expire(now);
     }
 
     private void SweepLeases(long now)

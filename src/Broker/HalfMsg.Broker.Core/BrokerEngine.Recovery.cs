@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 using Microsoft.Extensions.Logging;
@@ -157,8 +158,12 @@ public sealed partial class BrokerEngine
         })));
         _loops.Add(Task.Run(() => RunLoopAsync("sweeper", async ct =>
         {
-            await Task.Delay(TimeSpan.FromMilliseconds(50), _time, ct).ConfigureAwait(false);
-            RunSweep();
+            long sweptAt = _time.GetTimestamp();
+            TimeSpan wait = SweepAndPlan();
+            await _sweepAlarm.WaitAsync(wait, ct).ConfigureAwait(false);
+            // Kicked: still at most one sweep per MinGap, so a stream of short delays is swept in batches.
+            TimeSpan rest = SweepAlarm.MinGap - _time.GetElapsedTime(sweptAt);
+            if (rest > TimeSpan.Zero) await Task.Delay(rest, _time, ct).ConfigureAwait(false);
         })));
         _loops.Add(Task.Run(() => RunLoopAsync("checkpoint", async ct =>
         {

@@ -40,6 +40,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// <summary>Tests: change a queue as only retention does, under <see cref="GateForTests"/>.</summary>
     internal TopicQueues TopicsForTests => _topics;
     internal object GateForTests => _gate;
+    /// <summary>Tests: when the sweeper loop plans to run next (Unix ms; <see cref="long.MinValue"/> while it runs or is kicked).</summary>
+    internal long SweepPlannedAtMsForTests { get { lock (_gate) return _sweepAlarm.PlannedAtMs; } }
     /// <summary>Tests: leases looked at to find a leaving client's renewed ones, and the renewed-lease table's size.</summary>
     internal (long Examined, int Entries) RenewedLeasesForTests { get { lock (_gate) return (_groups.RenewedExamined, _groups.RenewedEntries); } }
 
@@ -66,6 +68,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _loops = new();
     private readonly SemaphoreSlim _checkKick = new(0, int.MaxValue);
+    private readonly SweepAlarm _sweepAlarm = new();
     private readonly SemaphoreSlim _checkpointLock = new(1, 1);
 
     public ProducerRegistry Producers { get; } = new();
@@ -92,6 +95,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             () => _log.TailAddress, () => _log.TailAddress - _log.DurableUntil, loggers.CreateLogger("HalfMsg.Broker.Storage"), options.DiskProbe);
         _checkpoints = new CheckpointStore(Path.Combine(options.DataDir, "checkpoints"), _logger);
         _topics = new TopicQueues(() => _log.DurableUntil);
+        _groups.Alarm = _sweepAlarm;
+        _delayed.Alarm = _sweepAlarm;
         _txs = new HalfIndex(new DecidedIndex((long)options.DecisionRetention.TotalMilliseconds, options.MaxRememberedDecisions));
         var owners = new StateOwners(_topics, _groups, _txs, _delayed, _consumerOffsets, _tags);
         _checkpointer = new Checkpointer(_gate, _log, _checkpoints, owners, time, _logger);

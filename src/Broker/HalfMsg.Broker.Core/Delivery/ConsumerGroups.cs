@@ -22,6 +22,12 @@ internal sealed class ConsumerGroups
     private readonly int _incarnation = Random.Shared.Next(1, int.MaxValue);
     private uint _leaseSeq;
 
+    /// <summary>The engine's sweeper, told of each lease's end (none in tests that build this alone).</summary>
+    internal SweepAlarm? Alarm;
+
+    /// <summary>When the earliest lease in the heap ends (it may be stale), or <see cref="long.MaxValue"/>.</summary>
+    public long NextLeaseDueMs => _leaseDue.TryPeek(out _, out long due) ? due : long.MaxValue;
+
     public int Count => _byKey.Count;
     /// <summary>Entries in the lease-expiry heap, stale ones included (soak statistics: must stay bounded).</summary>
     public int LeaseDueCount => _leaseDue.Count;
@@ -91,6 +97,7 @@ internal sealed class ConsumerGroups
     public void ScheduleLease(GroupTopicState group, int q, long off, long leaseId, long untilMs)
     {
         _leaseDue.Enqueue((group, q, off, leaseId), untilMs);
+        Alarm?.Note(untilMs);
         if (_leaseDue.Count > _compactAbove) CompactLeaseDue();
     }
 

@@ -28,6 +28,12 @@ internal sealed class DelayIndex
         public static int ShardOf(long bodyAddress) => (int)(((ulong)bodyAddress * 0x9E3779B97F4A7C15UL) >> 58);
     }
 
+    /// <summary>The engine's sweeper, told of each delivery time (none in tests that build this alone).</summary>
+    internal SweepAlarm? Alarm;
+
+    /// <summary>The earliest delivery time in the heap (its entry may be stale), or <see cref="long.MaxValue"/>.</summary>
+    public long NextDueMs => _due.TryPeek(out _, out long at) ? at : long.MaxValue;
+
     /// <summary>Delayed messages.</summary>
     public int Count => _byBody.Count;
     /// <summary>The most entries any one table holds (for tests: the tables fill evenly).</summary>
@@ -47,6 +53,7 @@ internal sealed class DelayIndex
         slot = entry;
         _byBlock.Add(entry.BodyAddress, entry);
         _due.Enqueue(entry, entry.DeliverAtMs);
+        Alarm?.Note(entry.DeliverAtMs);
     }
 
     public bool Remove(long bodyAddress, out DelayedEntry entry)
