@@ -34,4 +34,44 @@ public sealed class ThreadPoolDelaySamplerTests
         Assert.True(sampler.Snapshot().Sum() - before.Sum() >= 20);
         Assert.NotNull(ThreadPoolDelaySampler.Percentile(before, sampler.Snapshot(), 0.5));
     }
+
+    [Fact]
+    public async Task It_samples_seldom_while_the_pool_does_nothing_else_and_often_once_it_works()
+    {
+        long completed = 0, perRead = 0;
+        // The pool's completed items as the sampler reads them: still (only its own two a tick), then busy.
+        long Read() => Interlocked.Add(ref completed, 2 + Interlocked.Read(ref perRead));
+        var busy = TimeSpan.FromMilliseconds(2);
+        var idle = TimeSpan.FromMilliseconds(30);
+        using var sampler = new ThreadPoolDelaySampler(busy, idle, Read);
+        Assert.Equal(busy, sampler.CurrentInterval);
+
+        await WaitUntil(() => sampler.CurrentInterval == idle);
+        Interlocked.Exchange(ref perRead, 10_000);             // thousands of other items between two ticks
+        await WaitUntil(() => sampler.CurrentInterval == busy);
+        Interlocked.Exchange(ref perRead, 0);
+        await WaitUntil(() => sampler.CurrentInterval == idle);
+        Assert.True(sampler.Snapshot().Sum() > 0);
+    }
+
+    [Fact]
+    public async Task Without_an_idle_interval_it_samples_at_one_pace()
+    {
+        using var sampler = new ThreadPoolDelaySampler(TimeSpan.FromMilliseconds(1), completedItems: () => 0);
+        var before = sampler.Snapshot();
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (sampler.Snapshot().Sum() - before.Sum() < 20 && DateTime.UtcNow < deadline) await Task.Delay(5);
+        Assert.True(sampler.Snapshot().Sum() - before.Sum() >= 20);     // a still pool, yet every 1 ms
+        Assert.Equal(TimeSpan.FromMilliseconds(1), sampler.CurrentInterval);
+    }
+
+    private static async Task WaitUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not met within 30 s");
+            await Task.Delay(5);
+        }
+    }
 }
