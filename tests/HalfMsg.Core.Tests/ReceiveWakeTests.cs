@@ -43,7 +43,7 @@ public class ReceiveWakeTests
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var g1 = Enumerable.Range(0, 8).Select(_ => Receive(h, "g1", "t", 32, cts.Token)).ToList();
         var g2 = Enumerable.Range(0, 2).Select(_ => Receive(h, "g2", "t", 32, cts.Token)).ToList();
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("g1", "t") == 8 && h.Engine.ParkedReceivesForTests("g2", "t") == 2);
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("g1", "t") == 8 && h.Engine.ParkedReceivesForTests("g2", "t") == 2);
         Assert.Equal(10, Looks(h));
 
         await h.Engine.SendAsync(h.Draft("t", "m1"));
@@ -74,7 +74,7 @@ public class ReceiveWakeTests
         await using var h = await EngineHarness.StartAsync();
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var receives = Enumerable.Range(0, 4).Select(_ => Receive(h, "g", "t", 5, cts.Token)).ToList();
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 4);
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 4);
 
         // Twenty messages in one lock hold and (mostly) one commit: one wake, and each receive that fills its batch
         // wakes the next, until the burst is shared out.
@@ -98,7 +98,7 @@ public class ReceiveWakeTests
         Assert.Equal(new[] { "a0", "plain" }, first.Select(m => m.Text()).Order());
 
         var parked = Receive(h, "g", "t", 32, cts.Token);
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 1);
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 1);
         long looks = Looks(h);
         await h.Engine.AckAsync("g", "t", first.Single(m => m.Text() == "plain").ReceiptHandle);
         Assert.Equal(looks, Looks(h));            // an ack of a plain message makes nothing new receivable
@@ -116,10 +116,10 @@ public class ReceiveWakeTests
         using var go = new CancellationTokenSource();
         for (int i = 0; i < 50; i++) cancelled.Add(Receive(h, "g", "t", 32, go.Token));
         var waiting = Receive(h, "g", "t", 32, stay.Token);
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 51);
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 51);
         go.Cancel();
         foreach (var t in cancelled) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => t);
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 1);   // no leak in the line
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 1);   // no leak in the line
 
         await h.Engine.SendAsync(h.Draft("t", "m"));
         Assert.Equal("m", Assert.Single((await waiting.WaitAsync(Bound)).Messages).Text());
@@ -133,19 +133,19 @@ public class ReceiveWakeTests
         await using var h = await EngineHarness.StartAsync(o => o with { WrapLogDevice = d => device = new FaultInjectionDevice(d) });
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var first = Receive(h, "g", "t", 5, cts.Token);
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 1);
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 1);
 
         // The first receive is woken by m1, parks again (first in line, alone), takes m1 and reads its body: held.
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         device!.ReadsWaitFor = gate.Task;
         await h.Engine.SendAsync(h.Draft("t", "m1"));
-        await WaitUntil(() => Volatile.Read(ref device.HeldReads) == 1);
+        await Conditions.WaitUntil(() => Volatile.Read(ref device.HeldReads) == 1);
         // A second receive parks behind it and finds nothing (m1 is leased).
         var second = Receive(h, "g", "t", 5, cts.Token);
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 2);
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 2);
         // m2's wake goes to the first in line: the receive busy reading, which will leave with m1 without looking again.
         await h.Engine.SendAsync(h.Draft("t", "m2"));
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 1);
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "t") == 1);
         gate.SetResult();
 
         Assert.Equal("m1", Assert.Single((await first.WaitAsync(Bound)).Messages).Text());
@@ -161,16 +161,16 @@ public class ReceiveWakeTests
 
         // The group deleted: its receives look again and park on the group's new state.
         var onU = Enumerable.Range(0, 3).Select(_ => Receive(h, "g", "u", 32, cts.Token)).ToList();
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "u") == 3 && Looks(h) == 3);
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("g", "u") == 3 && Looks(h) == 3);
         Assert.True((await h.Engine.DeleteGroupAsync("g")).IsOk);
-        await WaitUntil(() => Looks(h) == 6 && h.Engine.ParkedReceivesForTests("g", "u") == 3);
+        await Conditions.WaitUntil(() => Looks(h) == 6 && h.Engine.ParkedReceivesForTests("g", "u") == 3);
         Assert.All(onU, r => Assert.False(r.IsCompleted));
 
         // The topic deleted: its receives look again (and, topics being created on use here, park on the new one).
         var onT = Enumerable.Range(0, 3).Select(_ => Receive(h, "k", "t", 32, cts.Token)).ToList();
-        await WaitUntil(() => h.Engine.ParkedReceivesForTests("k", "t") == 3 && Looks(h) == 9);
+        await Conditions.WaitUntil(() => h.Engine.ParkedReceivesForTests("k", "t") == 3 && Looks(h) == 9);
         Assert.True((await h.Engine.DeleteTopicAsync("t")).IsOk);
-        await WaitUntil(() => Looks(h) == 12 && h.Engine.ParkedReceivesForTests("k", "t") == 3);
+        await Conditions.WaitUntil(() => Looks(h) == 12 && h.Engine.ParkedReceivesForTests("k", "t") == 3);
         await h.Engine.SendAsync(h.Draft("t", "after"));
         Assert.Equal("after", Assert.Single((await await Task.WhenAny(onT).WaitAsync(Bound)).Messages).Text());
         cts.Cancel();
@@ -228,7 +228,7 @@ public class ReceiveWakeTests
             if (rng.Next(2) == 0) await h.Engine.SendBatchAsync(drafts);
             else await Task.WhenAll(drafts.Select(d => h.Engine.SendAsync(d).AsTask()));
             int expected = sent;
-            await WaitUntil(() => delivered.Count == expected || !errors.IsEmpty,
+            await Conditions.WaitUntil(() => delivered.Count == expected || !errors.IsEmpty,
                 () => $"burst {burst}: {delivered.Count} of {expected} delivered, parked {h.Engine.ParkedReceivesForTests("g", "t")}");
             Assert.Empty(errors);
         }
@@ -249,15 +249,5 @@ public class ReceiveWakeTests
     private static long Looks(EngineHarness h)
     {
         lock (h.Engine.GateForTests) return h.Engine.Metrics.ReceiveLooks;
-    }
-
-    private static async Task WaitUntil(Func<bool> condition, Func<string>? describe = null)
-    {
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (sw.Elapsed > Bound) Assert.Fail("condition not met within the bound" + (describe is null ? "" : ": " + describe()));
-            await Task.Delay(5);
-        }
     }
 }

@@ -9,8 +9,6 @@ namespace HalfMsg.Core.Tests;
 /// </summary>
 public sealed class SweeperTests
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
-
     [Fact]
     public void The_plan_is_the_earliest_due_time_between_the_least_gap_and_the_longest_sleep()
     {
@@ -52,7 +50,7 @@ public sealed class SweeperTests
     {
         await using var h = await EngineHarness.StartAsync(backgroundLoops: true);
         long now = h.Clock.GetUtcNow().ToUnixTimeMilliseconds();
-        await WaitUntil(() => h.Engine.SweepPlannedAtMsForTests == now + 1000, () => $"planned {h.Engine.SweepPlannedAtMsForTests}");
+        await Conditions.WaitUntil(() => h.Engine.SweepPlannedAtMsForTests == now + 1000, () => $"planned {h.Engine.SweepPlannedAtMsForTests}");
 
         var later = await h.Engine.SendAsync(h.Draft("t", "later", deliverAt: now + 60_000));
         Assert.True(later.Error.IsOk, later.Error.ToString());
@@ -61,7 +59,7 @@ public sealed class SweeperTests
         var soon = await h.Engine.SendAsync(h.Draft("t", "soon", deliverAt: now + 300));
         Assert.True(soon.Error.IsOk, soon.Error.ToString());
         Assert.NotEqual(now + 1000, h.Engine.SweepPlannedAtMsForTests);    // kicked (MinValue) or planned again already
-        await WaitUntil(() => h.Engine.SweepPlannedAtMsForTests == now + 300, () => $"planned {h.Engine.SweepPlannedAtMsForTests}");
+        await Conditions.WaitUntil(() => h.Engine.SweepPlannedAtMsForTests == now + 300, () => $"planned {h.Engine.SweepPlannedAtMsForTests}");
 
         h.Clock.Advance(TimeSpan.FromMilliseconds(300));
         var m = Assert.Single(await h.ReceiveWhenVisibleAsync("g", "t"));
@@ -75,26 +73,16 @@ public sealed class SweeperTests
         long now = h.Clock.GetUtcNow().ToUnixTimeMilliseconds();
         await h.SendNormalAsync("t", "m");
         var first = Assert.Single(await h.ReceiveWhenVisibleAsync("g", "t"));   // a 30 s lease: after the plan
-        await WaitUntil(() => h.Engine.SweepPlannedAtMsForTests == now + 1000, () => $"planned {h.Engine.SweepPlannedAtMsForTests}");
+        await Conditions.WaitUntil(() => h.Engine.SweepPlannedAtMsForTests == now + 1000, () => $"planned {h.Engine.SweepPlannedAtMsForTests}");
 
         var r = await h.Engine.ChangeInvisibleDurationAsync("g", "t", first.ReceiptHandle, TimeSpan.FromMilliseconds(400));
         Assert.True(r.Error.IsOk, r.Error.ToString());
         Assert.NotEqual(now + 1000, h.Engine.SweepPlannedAtMsForTests);
-        await WaitUntil(() => h.Engine.SweepPlannedAtMsForTests == now + 400, () => $"planned {h.Engine.SweepPlannedAtMsForTests}");
+        await Conditions.WaitUntil(() => h.Engine.SweepPlannedAtMsForTests == now + 400, () => $"planned {h.Engine.SweepPlannedAtMsForTests}");
 
         h.Clock.Advance(TimeSpan.FromMilliseconds(400));
         var again = Assert.Single(await h.ReceiveWhenVisibleAsync("g", "t"));
         Assert.Equal("m", again.Text());
         Assert.Equal(2, again.DeliveryAttempt);
-    }
-
-    private static async Task WaitUntil(Func<bool> condition, Func<string> describe)
-    {
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (sw.Elapsed > Bound) Assert.Fail("condition not met within the bound: " + describe());
-            await Task.Delay(5);
-        }
     }
 }

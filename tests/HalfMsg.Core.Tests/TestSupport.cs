@@ -124,6 +124,21 @@ public sealed class EngineHarness : IAsyncDisposable
     }
 }
 
+public static class Conditions
+{
+    /// <summary>Polls <paramref name="condition"/> every 5 ms until it holds; fails, with <paramref name="describe"/>'s
+    /// text, when it has not within 30 s (a bound for a busy machine, not a timing assertion).</summary>
+    public static async Task WaitUntil(Func<bool> condition, Func<string>? describe = null)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (sw.Elapsed > TimeSpan.FromSeconds(30)) Assert.Fail("condition not met within the bound" + (describe is null ? "" : ": " + describe()));
+            await Task.Delay(5);
+        }
+    }
+}
+
 public static class States
 {
     /// <summary>Fails with the first differing lines (as multisets: a line present twice on one side only differs too).</summary>

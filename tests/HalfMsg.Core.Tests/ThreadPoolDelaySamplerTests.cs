@@ -46,11 +46,11 @@ public sealed class ThreadPoolDelaySamplerTests
         using var sampler = new ThreadPoolDelaySampler(busy, idle, Read);
         Assert.Equal(busy, sampler.CurrentInterval);
 
-        await WaitUntil(() => sampler.CurrentInterval == idle);
+        await Conditions.WaitUntil(() => sampler.CurrentInterval == idle);
         Interlocked.Exchange(ref perRead, 10_000);             // thousands of other items between two ticks
-        await WaitUntil(() => sampler.CurrentInterval == busy);
+        await Conditions.WaitUntil(() => sampler.CurrentInterval == busy);
         Interlocked.Exchange(ref perRead, 0);
-        await WaitUntil(() => sampler.CurrentInterval == idle);
+        await Conditions.WaitUntil(() => sampler.CurrentInterval == idle);
         Assert.True(sampler.Snapshot().Sum() > 0);
     }
 
@@ -63,15 +63,5 @@ public sealed class ThreadPoolDelaySamplerTests
         while (sampler.Snapshot().Sum() - before.Sum() < 20 && DateTime.UtcNow < deadline) await Task.Delay(5);
         Assert.True(sampler.Snapshot().Sum() - before.Sum() >= 20);     // a still pool, yet every 1 ms
         Assert.Equal(TimeSpan.FromMilliseconds(1), sampler.CurrentInterval);
-    }
-
-    private static async Task WaitUntil(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "condition not met within 30 s");
-            await Task.Delay(5);
-        }
     }
 }
