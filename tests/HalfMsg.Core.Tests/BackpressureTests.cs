@@ -1,15 +1,44 @@
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 
 namespace HalfMsg.Core.Tests;
 
 public sealed class BackpressureTests
 {
     /// <summary>
+    /// The page geometry <see cref="RecordLog.WaitForRoomAsync"/> relies on: however small the buffer asked for, four
+    /// pages; writers may run at most the memory less three pages ahead of the committed address (so an append that
+    /// opens a page never finds the page it replaces unwritten), and half the memory once that is less.
+    /// </summary>
+    [Theory]
+    [InlineData(20, 4, 1)] // far below a page: four pages
+    [InlineData(23, 4, 1)] // one page: four
+    [InlineData(26, 8, 4)] // the broker's default, 64 MiB
+    public async Task The_log_keeps_four_pages_in_memory_and_writers_three_pages_short_of_full(int memoryBits, int pages, int roomPages)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-bpg-" + Guid.NewGuid().ToString("N")[..12]);
+        try
+        {
+            await using var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(100), segmentSizeBits: 24, memorySizeBits: memoryBits);
+            long page = 1L << log.PageSizeBits;
+            Assert.Equal(8L << 20, page); // the default maximum message size's page
+            Assert.Equal(pages * page, log.MemoryBytes);
+            Assert.Equal(roomPages * page, log.RoomBytes);
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
     /// Regression: with async flush, many concurrent writers filled FasterLog's in-memory buffer; the writer holding the
     /// engine lock blocked in Enqueue while the commit loop (the only thing that frees the buffer) waited for that lock.
-    /// Writers now wait for room before they take the lock, and the commit loop never takes it. (A liveness check with a
-    /// generous bound, not a speed goal.)
+    /// Writers now wait for room before they take the lock, and the commit loop never takes it; and since the log keeps
+    /// at least four pages in memory, no append waits for a page write inside the lock at all. (A liveness check with a
+    /// generous bound, not a speed goal. It timed out once in CI, on a two-page buffer, without saying where it was
+    /// stuck: it now says.)
     /// </summary>
     [Fact]
     public async Task Many_concurrent_async_writers_larger_than_the_log_buffer_do_not_deadlock()
@@ -17,7 +46,7 @@ public sealed class BackpressureTests
         var options = new CoreOptions
         {
             DataDir = Path.Combine(Path.GetTempPath(), "halfmsg-bp-" + Guid.NewGuid().ToString("N")[..12]),
-            Flush = FlushMode.Async, MemorySizeBits = 23, SegmentSizeBits = 24, // an 8 MiB buffer, written 4 times over
+            Flush = FlushMode.Async, MemorySizeBits = 23, SegmentSizeBits = 24, // the smallest buffer (four 8 MiB pages), written more than twice over
         };
         try
         {
@@ -27,16 +56,22 @@ public sealed class BackpressureTests
             var writers = Enumerable.Range(0, 64).Select(_ => Task.Run(async () =>
             {
                 int i;
-                while ((i = Interlocked.Increment(ref next)) <= 32_000)
+                while ((i = Interlocked.Increment(ref next)) <= 64_000)
                 {
                     var half = await engine.SendHalfAsync(new MessageDraft { Topic = "t", MessageId = $"bp-{i}", Body = body }, "t", "p", null);
                     Assert.True(half.IsOk);
                     await engine.EndTransactionAsync(half.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client);
                 }
             }));
-            await Task.WhenAll(writers).WaitAsync(TimeSpan.FromSeconds(120));
+            var all = Task.WhenAll(writers);
+            if (await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(120))) != all)
+                Assert.Fail($"the writers made no end within 120 s: {Volatile.Read(ref next)} taken, log {engine.LogForTests.DebugState}, "
+                    + $"fault {engine.LogForTests.Fault?.Message ?? "none"}, appends that waited {engine.LogForTests.AppendsThatWaited}, "
+                    + $"pool threads {ThreadPool.ThreadCount}, queued items {ThreadPool.PendingWorkItemCount}");
+            await all;
             Assert.Equal(0, engine.PendingCount);
-            Assert.Equal(32_000, engine.ListTopics().Single(t => t.Name == "t").Queues.Sum(q => q.MaxOffset));
+            Assert.Equal(64_000, engine.ListTopics().Single(t => t.Name == "t").Queues.Sum(q => q.MaxOffset));
+            Assert.Equal(0, engine.LogForTests.AppendsThatWaited);
         }
         finally
         {

@@ -37,6 +37,9 @@ public sealed partial class BrokerEngine
     public long LogBeginAddress => _log.BeginAddress;
     /// <summary>Group commits (fsyncs) so far.</summary>
     public long LogCommits => _log.Commits;
+    /// <summary>Appends that waited inside the engine lock for a page write (<see cref="RecordLog.AppendsThatWaited"/>): zero
+    /// unless writers outran the log's backpressure.</summary>
+    public long LogAppendsThatWaited => _log.AppendsThatWaited;
 
     private long ComputeRetentionTarget()
     {

@@ -165,6 +165,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     /// <summary>Test hook: fails the log as a failed commit would.</summary>
     internal void FailStorageForTest(string reason) => _log.FailForTest(reason);
+    /// <summary>Tests: the engine's log.</summary>
+    internal RecordLog LogForTests => _log;
 
     /// <summary>
     /// Proves the data dir takes a durable write before anything else happens: a read-only or full file system must stop

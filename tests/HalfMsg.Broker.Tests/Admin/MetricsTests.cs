@@ -147,5 +147,7 @@ public sealed class MetricsTests() : InProcessAdminHost("metrics")
         Assert.InRange(Total("logCommitDuration"), (long)commits, (long)commits + 10);
         int cutBucket = HalfMsg.Broker.Core.Diagnostics.MicrosHistogram.BucketOf(engine.Metrics.LastRetentionCutPauseMicros);
         Assert.Equal(1, stats.RootElement.GetProperty("retentionCutLockHold").GetProperty($"b{cutBucket}").GetInt64());
+        // No append waited for a page write while holding the engine lock (the log's backpressure kept ahead of them).
+        Assert.Equal(0, stats.RootElement.GetProperty("logAppendsThatWaited").GetInt64());
     }
 }

@@ -140,9 +140,15 @@ public sealed class RecordLog : IAsyncDisposable
 
     /// <summary>
     /// The FasterLog configuration the broker runs on. Shared with the benchmark's raw-log ceiling, so "ours vs the raw
-    /// log" compares the same device, page, memory and commit settings. Memory holds at least two pages and a segment
-    /// at least one (FASTER requires both); <paramref name="pageSizeBits"/> comes from <see cref="RecordLimits"/>.
+    /// log" compares the same device, page, memory and commit settings. Memory holds at least four pages and a segment
+    /// at least one; <paramref name="pageSizeBits"/> comes from <see cref="RecordLimits"/>.
     /// </summary>
+    /// <remarks>
+    /// Four pages, not FASTER's minimum of two (its small-memory support is for four): an append that opens page P spins,
+    /// under the engine lock, until every page before P−B+1 is written out (B pages of memory). <see cref="WaitForRoomAsync"/>
+    /// keeps writers within <see cref="RoomBytes"/> of the committed address, at most B−3 pages, so writers that passed
+    /// it together can still add a page before an append has to wait. With two pages an append could wait at any page turn.
+    /// </remarks>
     internal static (FasterLogSettings Settings, IDevice Device, ILogCommitManager CommitManager) CreateSettings(
         string directory, int segmentSizeBits, int memorySizeBits, int pageSizeBits = -1, Func<IDevice, IDevice>? wrapDevice = null)
     {
@@ -170,7 +176,7 @@ public sealed class RecordLog : IAsyncDisposable
             LogDevice = device,
             LogCommitManager = commitManager,
             PageSizeBits = pageSizeBits,
-            MemorySizeBits = Math.Max(memorySizeBits, pageSizeBits + 1),
+            MemorySizeBits = Math.Max(memorySizeBits, pageSizeBits + MinMemoryPagesBits),
             SegmentSizeBits = Math.Max(segmentSizeBits, pageSizeBits),
             TryRecoverLatest = true,
             AutoRefreshSafeTailAddress = false,
@@ -180,6 +186,9 @@ public sealed class RecordLog : IAsyncDisposable
         };
         return (settings, device, commitManager);
     }
+
+    /// <summary>The in-memory buffer holds at least 2^this pages (see <see cref="CreateSettings"/>).</summary>
+    internal const int MinMemoryPagesBits = 2;
 
     public long BeginAddress => _log.BeginAddress;
     public long TailAddress => _log.TailAddress;
@@ -214,8 +223,18 @@ public sealed class RecordLog : IAsyncDisposable
     {
         if (Volatile.Read(ref _fault) is { } fault) throw fault;
         if (record.Length > MaxRecordSize) throw new RecordTooLargeException(record.Length, MaxRecordSize);
+        if (_log.TryEnqueue(record, out long address)) return address;
+        // The page this record needs is not flushed yet: FasterLog's Enqueue spins until a write completes, and the
+        // caller holds the engine lock. WaitForRoomAsync exists so that this does not happen; count it when it does.
+        Interlocked.Increment(ref _appendsThatWaited);
         return _log.Enqueue(record);
     }
+
+    private long _appendsThatWaited;
+
+    /// <summary>Appends that found the log's in-memory buffer full and waited inside <see cref="Append"/> for a page
+    /// write to complete (while the engine lock was held): zero unless writers outran <see cref="WaitForRoomAsync"/>.</summary>
+    public long AppendsThatWaited => Interlocked.Read(ref _appendsThatWaited);
 
     /// <summary>
     /// Completes when the record at <paramref name="address"/> is durable. In async flush mode it completes at once
@@ -254,14 +273,21 @@ public sealed class RecordLog : IAsyncDisposable
     /// <summary>
     /// Backpressure before an append: FasterLog's <c>Enqueue</c> blocks its thread when the in-memory tail buffer is full
     /// of unflushed pages, and the engine appends under its lock. So writers first wait here, asynchronously and
-    /// outside the lock, while more than half of the buffer is not yet committed (a commit flushes it).
+    /// outside the lock, while more than <see cref="RoomBytes"/> of the buffer is not yet committed (a commit flushes it).
     /// </summary>
     public ValueTask WaitForRoomAsync(CancellationToken ct = default)
     {
         long tail = _log.TailAddress;
-        if (tail - Volatile.Read(ref _durableUntil) < _memoryBytes / 2) return ValueTask.CompletedTask;
+        if (tail - Volatile.Read(ref _durableUntil) < RoomBytes) return ValueTask.CompletedTask;
         return WaitCommittedAsync(tail - 1, ct);
     }
+
+    /// <summary>The in-memory tail buffer's size (<see cref="CreateSettings"/>).</summary>
+    internal long MemoryBytes => _memoryBytes;
+
+    /// <summary>How far the tail may run ahead of the committed address before writers wait in <see cref="WaitForRoomAsync"/>:
+    /// half the memory, at most the memory less three pages (<see cref="CreateSettings"/>).</summary>
+    internal long RoomBytes => Math.Min(_memoryBytes / 2, _memoryBytes - 3L * (1L << PageSizeBits));
 
     /// <summary>Asks the commit loop to commit soon (used for visibility in async mode and before checkpoints).</summary>
     public void RequestCommit() => _kick.Release();
