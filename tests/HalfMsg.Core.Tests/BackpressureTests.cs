@@ -36,7 +36,8 @@ public sealed class BackpressureTests
     /// Regression: with async flush, many concurrent writers filled FasterLog's in-memory buffer; the writer holding the
     /// engine lock blocked in Enqueue while the commit loop (the only thing that frees the buffer) waited for that lock.
     /// Writers now wait for room before they take the lock, and the commit loop never takes it; and since the log keeps
-    /// at least four pages in memory, no append waits for a page write inside the lock at all. (A liveness check with a
+    /// at least four pages in memory, no append here waits for a page write inside the lock at all (64 writers of
+    /// 1 KiB add far less than the two pages the room leaves them). (A liveness check with a
     /// generous bound, not a speed goal. It timed out once in CI, on a two-page buffer, without saying where it was
     /// stuck: it now says.)
     /// </summary>

@@ -40,7 +40,7 @@ namespace HalfMsg.Broker.Core.Storage;
 /// </remarks>
 public static class RecordLimits
 {
-    /// <summary>The largest allowed <c>--max-message-size</c> (64 MiB: 128 MiB pages, 256 MiB of log buffer).</summary>
+    /// <summary>The largest allowed <c>--max-message-size</c> (64 MiB: 128 MiB pages, 512 MiB of log buffer, four pages).</summary>
     public const int MaxMessageSizeLimit = 64 * 1024 * 1024;
     /// <summary>Keys, user properties, born host, topic, id, tag and message group of one message, encoded.</summary>
     public const int MaxMetadataBytes = 64 * 1024;

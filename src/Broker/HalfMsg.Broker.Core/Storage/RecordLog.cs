@@ -147,7 +147,8 @@ public sealed class RecordLog : IAsyncDisposable
     /// Four pages, not FASTER's minimum of two (its small-memory support is for four): an append that opens page P spins,
     /// under the engine lock, until every page before P−B+1 is written out (B pages of memory). <see cref="WaitForRoomAsync"/>
     /// keeps writers within <see cref="RoomBytes"/> of the committed address, at most B−3 pages, so writers that passed
-    /// it together can still add a page before an append has to wait. With two pages an append could wait at any page turn.
+    /// it together can still write two pages (B−1−R pages for a room of R) before an append has to wait. With two pages
+    /// and a room of one, as before, an append could wait at any page turn.
     /// </remarks>
     internal static (FasterLogSettings Settings, IDevice Device, ILogCommitManager CommitManager) CreateSettings(
         string directory, int segmentSizeBits, int memorySizeBits, int pageSizeBits = -1, Func<IDevice, IDevice>? wrapDevice = null)

@@ -37,7 +37,7 @@ public static class BrokerConfiguration
         new("--transaction-check-max", "Broker:TransactionCheckMax", "15", "Check-backs before a half is parked: still pending, listed by /api/transactions/parked for an operator to resume or decide."),
         new("--max-delivery-attempts", "Broker:MaxDeliveryAttempts", "16", "Deliveries before a message goes to %DLQ%<group>."),
         new("--queues-per-topic", "Broker:QueuesPerTopic", "8", "Queues of an auto-created topic."),
-        new("--max-message-size", "Broker:MaxMessageSize", "4MiB", "Largest accepted body."),
+        new("--max-message-size", "Broker:MaxMessageSize", "4MiB", "Largest accepted body. The log keeps at least four pages in memory, each holding the largest record: from about 16MiB its memory grows past the default 64 MiB (256 MiB at 32MiB)."),
         new("--auto-create-topics", "Broker:AutoCreateTopics", "true", "Create topics on first use. When false, topics are created by the admin API (POST /api/topics/{name}) or mqadmin's updateTopic; retry topics (%RETRY%{group}) are the broker's and always created."),
         new("--max-topics", "Broker:MaxTopics", "10000", "Topics the broker holds before it stops creating them on first use (a send or receive naming a new topic is then TOPIC_NOT_FOUND); the admin API and mqadmin still create topics."),
         new("--max-consumer-groups", "Broker:MaxConsumerGroups", "10000", "Consumer groups the broker keeps progress for, each counted once per topic it consumes: a receive or offset commit that would start one more is refused (gRPC FORBIDDEN, Remoting SUBSCRIPTION_GROUP_NOT_EXIST) until an operator deletes a group (halfmsg group delete) or raises the limit."),
