@@ -9,7 +9,8 @@ public sealed class BackpressureTests
     /// <summary>
     /// The page geometry <see cref="RecordLog.WaitForRoomAsync"/> relies on: however small the buffer asked for, four
     /// pages; writers may run at most the memory less three pages ahead of the committed address (so an append that
-    /// opens a page never finds the page it replaces unwritten), and half the memory once that is less.
+    /// opens a page finds the page it replaces written, unless writers that passed the check together added more than
+    /// two pages), and half the memory once that is less.
     /// </summary>
     [Theory]
     [InlineData(20, 4, 1)] // far below a page: four pages
