@@ -1,10 +1,11 @@
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
+using Xunit.Abstractions;
 
 namespace HalfMsg.Core.Tests;
 
-public sealed class BackpressureTests
+public sealed class BackpressureTests(ITestOutputHelper output)
 {
     /// <summary>
     /// The page geometry <see cref="RecordLog.WaitForRoomAsync"/> relies on: however small the buffer asked for, four
@@ -38,12 +39,44 @@ public sealed class BackpressureTests
     /// engine lock blocked in Enqueue while the commit loop (the only thing that frees the buffer) waited for that lock.
     /// Writers now wait for room before they take the lock, and the commit loop never takes it; and since the log keeps
     /// at least four pages in memory, no append here waits for a page write inside the lock at all (64 writers of
-    /// 1 KiB add far less than the two pages the room leaves them). (A liveness check with a
-    /// generous bound, not a speed goal. It timed out once in CI, on a two-page buffer, without saying where it was
-    /// stuck: it now says.)
+    /// 1 KiB add far less than the two pages the room leaves them). (A liveness check with a generous bound, not a
+    /// speed goal.)
     /// </summary>
     [Fact]
     public async Task Many_concurrent_async_writers_larger_than_the_log_buffer_do_not_deadlock()
+    {
+        await WithEngine(async engine =>
+        {
+            await RunWriters(engine);
+            Assert.Equal(0, engine.LogForTests.AppendsThatWaited);
+        });
+    }
+
+    /// <summary>
+    /// Regression for the CI hang of 2026-12-04: when appends do wait for a page write under the engine lock (here the
+    /// room is the whole buffer, so they must), that write runs on the thread pool, whose threads all block on the
+    /// lock behind the spinning append while it and the commit loop's spin keep both cores busy, and the busy pool
+    /// added threads too slowly to reach the write: the same writers made no end for minutes (reproduced here on two
+    /// cores, with a stack of one append spinning in <c>FasterLog.Enqueue</c>, the commit loop in <c>CommitInternal</c>
+    /// and every other writer in <c>Monitor.Enter</c>). The waiting append now gives the pool headroom
+    /// (<see cref="PoolHeadroom"/>).
+    /// </summary>
+    [Fact]
+    public async Task Appends_that_wait_for_a_page_write_under_the_engine_lock_still_finish()
+    {
+        await WithEngine(async engine =>
+        {
+            engine.LogForTests.RoomBytesForTests = engine.LogForTests.MemoryBytes;
+            long raisesBefore = PoolHeadroom.Raises;
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            await RunWriters(engine);
+            output.WriteLine($"{watch.ElapsedMilliseconds} ms; appends that waited {engine.LogForTests.AppendsThatWaited}; pool minimum raised {PoolHeadroom.Raises - raisesBefore} times; pool threads {ThreadPool.ThreadCount}");
+            Assert.True(engine.LogForTests.AppendsThatWaited > 0, "no append waited for a page write: the test did not test the slow path");
+            Assert.True(PoolHeadroom.Raises > raisesBefore, "the waiting appends never raised the pool's minimum");
+        });
+    }
+
+    private static async Task WithEngine(Func<BrokerEngine, Task> test)
     {
         var options = new CoreOptions
         {
@@ -53,31 +86,54 @@ public sealed class BackpressureTests
         try
         {
             await using var engine = await BrokerEngine.OpenAsync(options, startBackgroundLoops: false);
-            var body = new byte[1024];
-            int next = 0;
-            var writers = Enumerable.Range(0, 64).Select(_ => Task.Run(async () =>
-            {
-                int i;
-                while ((i = Interlocked.Increment(ref next)) <= 64_000)
-                {
-                    var half = await engine.SendHalfAsync(new MessageDraft { Topic = "t", MessageId = $"bp-{i}", Body = body }, "t", "p", null);
-                    Assert.True(half.IsOk);
-                    await engine.EndTransactionAsync(half.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client);
-                }
-            }));
-            var all = Task.WhenAll(writers);
-            if (await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(120))) != all)
-                Assert.Fail($"the writers made no end within 120 s: {Volatile.Read(ref next)} taken, log {engine.LogForTests.DebugState}, "
-                    + $"fault {engine.LogForTests.Fault?.Message ?? "none"}, appends that waited {engine.LogForTests.AppendsThatWaited}, "
-                    + $"pool threads {ThreadPool.ThreadCount}, queued items {ThreadPool.PendingWorkItemCount}");
-            await all;
-            Assert.Equal(0, engine.PendingCount);
-            Assert.Equal(64_000, engine.ListTopics().Single(t => t.Name == "t").Queues.Sum(q => q.MaxOffset));
-            Assert.Equal(0, engine.LogForTests.AppendsThatWaited);
+            await test(engine);
         }
         finally
         {
             try { Directory.Delete(options.DataDir, true); } catch (IOException) { }
         }
+    }
+
+    /// <summary>64 writers, 64,000 transactions of 1 KiB (half, then commit); fails with the log's and the pool's state if
+    /// they make no end within 120 s (they take about a second).</summary>
+    private static async Task RunWriters(BrokerEngine engine)
+    {
+        var body = new byte[1024];
+        int next = 0;
+        var writers = Enumerable.Range(0, 64).Select(_ => Task.Run(async () =>
+        {
+            int i;
+            while ((i = Interlocked.Increment(ref next)) <= 64_000)
+            {
+                var half = await engine.SendHalfAsync(new MessageDraft { Topic = "t", MessageId = $"bp-{i}", Body = body }, "t", "p", null);
+                Assert.True(half.IsOk);
+                await engine.EndTransactionAsync(half.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client);
+            }
+        }));
+        var all = Task.WhenAll(writers);
+        // The watchdog is a thread of its own: a timer needs the pool, and a wedged pool never runs it (the hang this
+        // file guards against wedged it). On timeout it notes the state, then lets the pool grow so the test can fail.
+        string? stuck = null;
+        var finished = new ManualResetEventSlim();
+        _ = all.ContinueWith(_ => finished.Set(), TaskContinuationOptions.ExecuteSynchronously);
+        ThreadPool.GetMinThreads(out int minWorkers, out int minIo);
+        var watchdog = new Thread(() =>
+        {
+            if (finished.Wait(TimeSpan.FromSeconds(120))) return;
+            stuck = $"the writers made no end within 120 s: {Volatile.Read(ref next)} taken, log {engine.LogForTests.DebugState}, "
+                + $"fault {engine.LogForTests.Fault?.Message ?? "none"}, appends that waited {engine.LogForTests.AppendsThatWaited}, "
+                + $"pool threads {ThreadPool.ThreadCount}, queued items {ThreadPool.PendingWorkItemCount}";
+            ThreadPool.SetMinThreads(ThreadPool.ThreadCount + 256, minIo);
+        }) { IsBackground = true, Name = "backpressure watchdog" };
+        watchdog.Start();
+        try { await all; }
+        finally { watchdog.Join(); }
+        if (stuck is not null)
+        {
+            ThreadPool.SetMinThreads(minWorkers, minIo);
+            Assert.Fail(stuck);
+        }
+        Assert.Equal(0, engine.PendingCount);
+        Assert.Equal(64_000, engine.ListTopics().Single(t => t.Name == "t").Queues.Sum(q => q.MaxOffset));
     }
 }

@@ -225,16 +225,33 @@ public sealed class RecordLog : IAsyncDisposable
         if (Volatile.Read(ref _fault) is { } fault) throw fault;
         if (record.Length > MaxRecordSize) throw new RecordTooLargeException(record.Length, MaxRecordSize);
         if (_log.TryEnqueue(record, out long address)) return address;
-        // The page this record needs is not flushed yet: FasterLog's Enqueue spins until a write completes, and the
-        // caller holds the engine lock. WaitForRoomAsync exists so that this does not happen; count it when it does.
+        return AppendWaitingForPage(record);
+    }
+
+    /// <summary>
+    /// The page this record needs is not written out yet. Spins as FasterLog's <c>Enqueue</c> does, with the caller
+    /// holding the engine lock, but inside <see cref="PoolHeadroom"/>: the page write needs a pool thread, and the pool's
+    /// threads may all be blocked on that lock. <see cref="WaitForRoomAsync"/> exists so that this rarely happens; counted
+    /// when it does. Gives up with the log's fault if the log fails meanwhile.
+    /// </summary>
+    private long AppendWaitingForPage(ReadOnlySpan<byte> record)
+    {
         Interlocked.Increment(ref _appendsThatWaited);
-        return _log.Enqueue(record);
+        using var headroom = PoolHeadroom.Enter();
+        for (int spins = 1; ; spins++)
+        {
+            if (_log.TryEnqueue(record, out long address)) return address;
+            if (Volatile.Read(ref _fault) is { } fault) throw fault;
+            if (spins % 64 == 0) PoolHeadroom.Raise(); // the queue grows while writers pile up behind the lock
+            Thread.Yield();
+        }
     }
 
     private long _appendsThatWaited;
 
     /// <summary>Appends that found the log's in-memory buffer full and waited inside <see cref="Append"/> for a page
-    /// write to complete (while the engine lock was held): zero unless writers outran <see cref="WaitForRoomAsync"/>.</summary>
+    /// write to complete (while the engine lock was held): zero unless writers outran <see cref="WaitForRoomAsync"/>
+    /// (<see cref="AppendWaitingForPage"/>).</summary>
     public long AppendsThatWaited => Interlocked.Read(ref _appendsThatWaited);
 
     /// <summary>
@@ -288,7 +305,10 @@ public sealed class RecordLog : IAsyncDisposable
 
     /// <summary>How far the tail may run ahead of the committed address before writers wait in <see cref="WaitForRoomAsync"/>:
     /// half the memory, at most the memory less three pages (<see cref="CreateSettings"/>).</summary>
-    internal long RoomBytes => Math.Min(_memoryBytes / 2, _memoryBytes - 3L * (1L << PageSizeBits));
+    internal long RoomBytes => RoomBytesForTests ?? Math.Min(_memoryBytes / 2, _memoryBytes - 3L * (1L << PageSizeBits));
+
+    /// <summary>Tests set a larger room to make appends wait for page writes under the engine lock.</summary>
+    internal long? RoomBytesForTests { get; set; }
 
     /// <summary>Asks the commit loop to commit soon (used for visibility in async mode and before checkpoints).</summary>
     public void RequestCommit() => _kick.Release();
