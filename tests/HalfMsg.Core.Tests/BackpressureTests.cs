@@ -69,7 +69,9 @@ public sealed class BackpressureTests(ITestOutputHelper output)
             engine.LogForTests.RoomBytesForTests = engine.LogForTests.MemoryBytes;
             long raisesBefore = PoolHeadroom.Raises;
             var watch = System.Diagnostics.Stopwatch.StartNew();
-            await RunWriters(engine);
+            // One round made an append wait in every run here; a faster disk may need another before one does.
+            for (int round = 1; round <= 5 && (round == 1 || engine.LogForTests.AppendsThatWaited == 0); round++)
+                await RunWriters(engine, round);
             output.WriteLine($"{watch.ElapsedMilliseconds} ms; appends that waited {engine.LogForTests.AppendsThatWaited}; pool minimum raised {PoolHeadroom.Raises - raisesBefore} times; pool threads {ThreadPool.ThreadCount}");
             Assert.True(engine.LogForTests.AppendsThatWaited > 0, "no append waited for a page write: the test did not test the slow path");
             Assert.True(PoolHeadroom.Raises > raisesBefore, "the waiting appends never raised the pool's minimum");
@@ -96,7 +98,7 @@ public sealed class BackpressureTests(ITestOutputHelper output)
 
     /// <summary>64 writers, 64,000 transactions of 1 KiB (half, then commit); fails with the log's and the pool's state if
     /// they make no end within 120 s (they take about a second).</summary>
-    private static async Task RunWriters(BrokerEngine engine)
+    private static async Task RunWriters(BrokerEngine engine, int round = 1)
     {
         var body = new byte[1024];
         int next = 0;
@@ -105,7 +107,7 @@ public sealed class BackpressureTests(ITestOutputHelper output)
             int i;
             while ((i = Interlocked.Increment(ref next)) <= 64_000)
             {
-                var half = await engine.SendHalfAsync(new MessageDraft { Topic = "t", MessageId = $"bp-{i}", Body = body }, "t", "p", null);
+                var half = await engine.SendHalfAsync(new MessageDraft { Topic = "t", MessageId = $"bp-{round}-{i}", Body = body }, "t", "p", null);
                 Assert.True(half.IsOk);
                 await engine.EndTransactionAsync(half.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client);
             }
@@ -134,6 +136,6 @@ public sealed class BackpressureTests(ITestOutputHelper output)
             Assert.Fail(stuck);
         }
         Assert.Equal(0, engine.PendingCount);
-        Assert.Equal(64_000, engine.ListTopics().Single(t => t.Name == "t").Queues.Sum(q => q.MaxOffset));
+        Assert.Equal(64_000L * round, engine.ListTopics().Single(t => t.Name == "t").Queues.Sum(q => q.MaxOffset));
     }
 }
