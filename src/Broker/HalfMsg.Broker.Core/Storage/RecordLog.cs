@@ -638,7 +638,7 @@ public sealed class RecordLog : IAsyncDisposable
             record[0] = (byte)RecordKind.Padding;
             record[1] = RecordHeader.CurrentVersion;
             BinaryPrimitives.WriteUInt32LittleEndian(record.AsSpan(4, 4), RecordHeader.Checksum(record));
-            _log.Enqueue(record);
+            Append(record); // at recovery the buffer is empty; should it not be, the wait is Append's, with its headroom
         }
     }
 
