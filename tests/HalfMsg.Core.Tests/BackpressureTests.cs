@@ -116,12 +116,10 @@ public sealed class BackpressureTests(ITestOutputHelper output)
         // The watchdog is a thread of its own: a timer needs the pool, and a wedged pool never runs it (the hang this
         // file guards against wedged it). On timeout it notes the state, then lets the pool grow so the test can fail.
         string? stuck = null;
-        var finished = new ManualResetEventSlim();
-        _ = all.ContinueWith(_ => finished.Set(), TaskContinuationOptions.ExecuteSynchronously);
         ThreadPool.GetMinThreads(out int minWorkers, out int minIo);
         var watchdog = new Thread(() =>
         {
-            if (finished.Wait(TimeSpan.FromSeconds(120))) return;
+            if (((IAsyncResult)all).AsyncWaitHandle.WaitOne(TimeSpan.FromSeconds(120))) return;
             stuck = $"the writers made no end within 120 s: {Volatile.Read(ref next)} taken, log {engine.LogForTests.DebugState}, "
                 + $"fault {engine.LogForTests.Fault?.Message ?? "none"}, appends that waited {engine.LogForTests.AppendsThatWaited}, "
                 + $"pool threads {ThreadPool.ThreadCount}, queued items {ThreadPool.PendingWorkItemCount}";
