@@ -52,7 +52,7 @@ public sealed record BenchOptions
     public IReadOnlyList<string> Rest { get; init; } = [];
 
     public const string Usage = """
-        usage: HalfMsg.Bench <e2e|micro|all|chart|diag-commit-starvation> [options]
+        usage: HalfMsg.Bench <e2e|micro|all|chart|runs|diag-commit-starvation> [options]
           e2e     concurrency sweep (raw FasterLog ceiling, RabbitMQ peer, broker over gRPC and over Remoting at each
                   --inflight level; table and chart), then the other broker flows (Flows/FlowRegistry.cs);
                   HALFMSG_BENCH_FLOWS=remoting runs only the ceiling and the Remoting rows;
@@ -67,6 +67,8 @@ public sealed record BenchOptions
           diag-commit-starvation [--writers 256] [--hops 3] [--work-us 50] [--seconds 10]
                   raw log with and without thread-pool work before each append: commits/s, hop delay
           chart   redraw the sweep chart and Markdown of existing results: chart bench/results/<stamp>-e2e.json
+          runs    issue 10's ratios at 64 and 256 in flight across full runs, as a table and a chart next to the list:
+                  runs bench/results/full-runs.tsv (lines: results JSON, commit, note; tab-separated)
           index-memory
                   bytes the message index keeps per message when full (200,000 transactions' hooks)
         options:

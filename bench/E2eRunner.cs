@@ -147,6 +147,7 @@ public static class E2eRunner
             LoadAverageAtStart = loadAtStart,
             LoadAverageAtEnd = CpuMeter.LoadAverages(),
             Sweep = sweep,
+            Commit = SourceCommit(),
         };
         var written = ResultWriter.Write(run, o.OutDir);
         Console.WriteLine();
@@ -199,4 +200,34 @@ public static class E2eRunner
                   ? $"  => {tp:N0} msgs/s" + (r.Get($"{Metric.Send}_p99_ms") is double p99 ? $", send p99 {p99:0.000} ms" : "") + (r.Summary is null ? "" : $"; {r.Summary}")
                   : $"  => {r.Summary}")
             : $"  => not measured: {r.NotMeasured}");
+
+    /// <summary>The commit of the tree the bench was built from, "+dirty" when it had changes (best effort: null without
+    /// git); with the broker build named when <c>HALFMSG_BROKER_DLL</c> points elsewhere.</summary>
+    private static string? SourceCommit()
+    {
+        string? commit = null;
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("git", "describe --always --dirty --abbrev=7")
+            {
+                WorkingDirectory = AppContext.BaseDirectory,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            using var git = System.Diagnostics.Process.Start(psi);
+            if (git is not null)
+            {
+                string output = git.StandardOutput.ReadToEnd().Trim();
+                git.StandardError.ReadToEnd();
+                if (git.WaitForExit(10_000) && git.ExitCode == 0 && output.Length > 0) commit = output;
+            }
+        }
+        catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or InvalidOperationException or IOException)
+        {
+            // no git here: the run is still a run
+        }
+        return Environment.GetEnvironmentVariable("HALFMSG_BROKER_DLL") is { Length: > 0 } dll
+            ? $"{commit ?? "?"} (broker: {dll})"
+            : commit;
+    }
 }

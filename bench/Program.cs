@@ -45,6 +45,18 @@ switch (options.Verb)
             Console.WriteLine(string.Join(Environment.NewLine, new[] { w.MarkdownPath }.Concat(w.Charts)));
         }
         return 0;
+    case "runs":
+        // Issue 10's ratios across full runs: HalfMsg.Bench runs bench/results/full-runs.tsv
+        try
+        {
+            foreach (var path in HalfMsg.Bench.Reporting.RunsReport.Write(options.Rest)) Console.WriteLine(path);
+        }
+        catch (Exception ex) when (ex is ArgumentException or IOException or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            Console.Error.WriteLine(ex.Message);
+            return 2;
+        }
+        return 0;
     case "e2e" when options.Rest.Count > 0:
         // A mistyped flag must not start a half-hour sweep with defaults (only chart and micro take free arguments).
         Console.Error.WriteLine($"e2e does not know {string.Join(' ', options.Rest)}");

@@ -17,6 +17,9 @@ public sealed record BenchRun(
     /// <summary>"1m 5m 15m" load averages when the run started and ended (2 cores: above 2 = others competed for CPU).</summary>
     public string? LoadAverageAtStart { get; init; }
     public string? LoadAverageAtEnd { get; init; }
+    /// <summary>The source tree the bench was built from (<c>git describe --always --dirty</c>), and the broker build the
+    /// run started when <c>HALFMSG_BROKER_DLL</c> chose another; null where git was not available (and in older runs).</summary>
+    public string? Commit { get; init; }
     /// <summary>The concurrency sweep, one row per in-flight level (also in <see cref="Results"/> as three rows each).</summary>
     public IReadOnlyList<SweepRow> Sweep { get; init; } = [];
 }
@@ -99,6 +102,7 @@ public static class ResultWriter
         sb.AppendLine();
         sb.AppendLine($"- machine: {run.Machine}");
         sb.AppendLine($"- options: {run.Options}");
+        if (run.Commit is not null) sb.AppendLine($"- commit: {run.Commit}");
         sb.AppendLine($"- run time: {run.DurationS:0.0} s");
         if (run.LoadAverageAtStart is not null)
             sb.AppendLine($"- load average (1/5/15 min): {run.LoadAverageAtStart} at start, {run.LoadAverageAtEnd} at end ({run.Machine.Cores} cores)");
