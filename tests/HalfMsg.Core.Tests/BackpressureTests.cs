@@ -78,6 +78,96 @@ public sealed class BackpressureTests(ITestOutputHelper output)
         });
     }
 
+    /// <summary>
+    /// Writers of large bodies that pass the room check together add more than the slack the buffer keeps beyond the
+    /// room (here 512 writers of batches of eight 64 KiB halves, half a MiB per call, against a room of one 8 MiB page
+    /// and a slack of two): before <see cref="RecordLog.ReserveRoomAsync"/>, appends then waited for page writes under
+    /// the engine lock. Now each call reserves its bodies' bytes before the lock and waits outside it; refused halves
+    /// give their share back with the rest of the call's.
+    /// </summary>
+    [Fact]
+    public async Task Writers_of_large_bodies_wait_for_room_outside_the_engine_lock()
+    {
+        await WithEngine(async engine =>
+        {
+            var body = new byte[64 * 1024];
+            int next = 0, refused = 0;
+            const int calls = 1_024, perCall = 8;
+            var writers = Enumerable.Range(0, 512).Select(_ => Task.Run(async () =>
+            {
+                int c;
+                while ((c = Interlocked.Increment(ref next)) <= calls)
+                {
+                    var halves = Enumerable.Range(0, perCall).Select(k => new HalfDraft(
+                        new MessageDraft { Topic = "t", MessageId = $"big-{c}-{k}", Body = body, Tag = k == 0 && c % 4 == 0 ? new string('x', 300) : null },
+                        "t", "p", null)).ToArray();
+                    var results = await engine.SendHalvesAsync(halves);
+                    for (int k = 0; k < perCall; k++)
+                    {
+                        if (k == 0 && c % 4 == 0) // refused under the lock, after the call's reservation
+                        {
+                            Assert.False(results[k].Error.IsOk);
+                            Interlocked.Increment(ref refused);
+                            continue;
+                        }
+                        Assert.True(results[k].Error.IsOk);
+                        await engine.EndTransactionAsync(results[k].TransactionId, null, TransactionResolution.Commit, DecisionSource.Client);
+                    }
+                }
+            }));
+            await Task.WhenAll(writers).WaitAsync(TimeSpan.FromSeconds(120));
+            var log = engine.LogForTests;
+            output.WriteLine($"appends that waited {log.AppendsThatWaited}; reservations that waited {log.ReservationsThatWaited}; refused {refused}");
+            Assert.Equal(0, log.AppendsThatWaited);
+            Assert.True(log.ReservationsThatWaited > 0, "no reservation waited: the writers never filled the room");
+            Assert.Equal(0, log.ReservedBytes);
+            Assert.Equal(calls / 4, refused);
+            Assert.Equal(calls * perCall - calls / 4, engine.ListTopics().Single(t => t.Name == "t").Queues.Sum(q => q.MaxOffset));
+        });
+    }
+
+    /// <summary>What a reservation holds and when it waits: within the room at once; beyond it until a release (or a
+    /// commit); alone, whatever its size; cancelled, it holds nothing.</summary>
+    [Fact]
+    public async Task A_reservation_waits_while_the_room_is_reserved_and_gives_it_back()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-bpr-" + Guid.NewGuid().ToString("N")[..12]);
+        try
+        {
+            await using var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(100), segmentSizeBits: 24, memorySizeBits: 23);
+            const long MiB = 1 << 20;
+            Assert.Equal(8 * MiB, log.RoomBytes);
+            Assert.Equal(16 * MiB, log.MaxReservationBytes);
+
+            var first = await log.ReserveRoomAsync(6 * MiB);
+            var second = log.ReserveRoomAsync(4 * MiB).AsTask();
+            Assert.False(second.IsCompleted); // 6 + 4 MiB > the room
+            first.Dispose();
+            using (var got = await second.WaitAsync(TimeSpan.FromSeconds(30)))
+                Assert.Equal(4 * MiB, log.ReservedBytes);
+            Assert.Equal(0, log.ReservedBytes);
+
+            // Alone, a reservation larger than the room passes (it would otherwise wait for ever), clamped to the slack.
+            using (var alone = await log.ReserveRoomAsync(40 * MiB).AsTask().WaitAsync(TimeSpan.FromSeconds(30)))
+                Assert.Equal(16 * MiB, alone.Bytes);
+
+            var held = await log.ReserveRoomAsync(8 * MiB);
+            using var cts = new CancellationTokenSource();
+            var waiting = log.ReserveRoomAsync(1 * MiB, cts.Token).AsTask();
+            Assert.False(waiting.IsCompleted);
+            cts.Cancel();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal(8 * MiB, log.ReservedBytes);
+            held.Dispose();
+            Assert.Equal(0, log.ReservedBytes);
+            Assert.True(log.ReservationsThatWaited >= 2);
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
     private static async Task WithEngine(Func<BrokerEngine, Task> test)
     {
         var options = new CoreOptions

@@ -42,14 +42,27 @@ public sealed partial class BrokerEngine
         }
     }
 
+    /// <summary>What a message's record holds of the log's room until it is appended (<see cref="RecordLog.ReserveRoomAsync"/>):
+    /// its body and a typical header. A larger header is not counted; the slack beyond the room covers it.</summary>
+    private static long RoomFor(MessageDraft m) => m.Body.Length + 256L;
+
+    private static long RoomFor(IReadOnlyList<MessageDraft> messages)
+    {
+        long room = 0;
+        for (int i = 0; i < messages.Count; i++) room += RoomFor(messages[i]);
+        return room;
+    }
+
     /// <summary>Stores a normal, FIFO or delay message. Completes once it is durable (flush sync).</summary>
     public async ValueTask<SendResult> SendAsync(MessageDraft msg, CancellationToken ct = default)
     {
         using var span = BrokerTracing.StartSend(msg); // trace hook (issue 12)
-        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         SendResult result;
-        lock (_gate) result = StoreMessage(msg, out address);
+        using (await _log.ReserveRoomAsync(RoomFor(msg), ct).ConfigureAwait(false))
+        {
+            lock (_gate) result = StoreMessage(msg, out address);
+        }
         if (result.IsOk) await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         BrokerTracing.EndSend(span, result.Error);
         return result;
@@ -73,16 +86,18 @@ public sealed partial class BrokerEngine
         var results = new SendResult[messages.Count];
         try
         {
-            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             long highest = -1;
-            foreach (var (start, end) in LockChunks(messages.Count))
+            using (await _log.ReserveRoomAsync(RoomFor(messages), ct).ConfigureAwait(false))
             {
-                lock (_gate)
+                foreach (var (start, end) in LockChunks(messages.Count))
                 {
-                    for (int i = start; i < end; i++)
+                    lock (_gate)
                     {
-                        results[i] = StoreMessage(messages[i], out var address);
-                        if (results[i].IsOk) highest = Math.Max(highest, address);
+                        for (int i = start; i < end; i++)
+                        {
+                            results[i] = StoreMessage(messages[i], out var address);
+                            if (results[i].IsOk) highest = Math.Max(highest, address);
+                        }
                     }
                 }
             }
@@ -106,7 +121,6 @@ public sealed partial class BrokerEngine
     public async ValueTask<(BrokerError Error, SendResult[] Results)> SendToOneQueueAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
     {
         if (messages.Count == 0) return (new(BrokerStatus.BadRequest, "the batch is empty"), []);
-        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         var results = new SendResult[messages.Count];
         long highest = -1;
         long now = NowMs;
@@ -117,17 +131,20 @@ public sealed partial class BrokerEngine
             if (err.IsOk && m.DeliveryTimestampMs is long at && at > now) err = new(BrokerStatus.BadRequest, "batch messages cannot be delayed");
             if (!err.IsOk) return (err, []);
         }
-        foreach (var (start, end) in LockChunks(messages.Count))
+        using (await _log.ReserveRoomAsync(RoomFor(messages), ct).ConfigureAwait(false))
         {
-            lock (_gate)
+            foreach (var (start, end) in LockChunks(messages.Count))
             {
-                for (int i = start; i < end; i++)
+                lock (_gate)
                 {
-                    results[i] = StoreMessage(messages[i], out var address, i == 0 ? null : results[0].QueueId);
-                    // Only the first can fail here (its topic), or a later chunk's when the topic was deleted between
-                    // holds: the batch is then refused, though what was stored stays (a retry may duplicate it).
-                    if (!results[i].IsOk) return (results[i].Error, []);
-                    highest = address;
+                    for (int i = start; i < end; i++)
+                    {
+                        results[i] = StoreMessage(messages[i], out var address, i == 0 ? null : results[0].QueueId);
+                        // Only the first can fail here (its topic), or a later chunk's when the topic was deleted between
+                        // holds: the batch is then refused, though what was stored stays (a retry may duplicate it).
+                        if (!results[i].IsOk) return (results[i].Error, []);
+                        highest = address;
+                    }
                 }
             }
         }

@@ -371,24 +371,26 @@ public sealed partial class BrokerEngine
     /// </summary>
     private async ValueTask<SendResult> StoreInternalAsync(MessageDraft msg, CancellationToken ct)
     {
-        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         int queueId;
         long offset;
-        lock (_gate)
+        using (await _log.ReserveRoomAsync(RoomFor(msg), ct).ConfigureAwait(false))
         {
-            long now = NowMs;
-            var err = ValidateDraft(msg, now);
-            if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
-            err = TryGetOrCreate(msg.Topic, out var topic);
-            if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
-            bool delayed = msg.DeliveryTimestampMs is long at && at > now;
-            queueId = delayed ? -1 : PickQueue(topic, -1, null);
-            offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
-            var kind = delayed ? MessageKind.Delay : MessageKind.Normal;
-            MessageStoredRecord.Write(_writer, queueId, offset, kind, -1, msg, now);
-            address = AppendAndApply();
-            Metrics.MessagesStored++;
+            lock (_gate)
+            {
+                long now = NowMs;
+                var err = ValidateDraft(msg, now);
+                if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
+                err = TryGetOrCreate(msg.Topic, out var topic);
+                if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
+                bool delayed = msg.DeliveryTimestampMs is long at && at > now;
+                queueId = delayed ? -1 : PickQueue(topic, -1, null);
+                offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
+                var kind = delayed ? MessageKind.Delay : MessageKind.Normal;
+                MessageStoredRecord.Write(_writer, queueId, offset, kind, -1, msg, now);
+                address = AppendAndApply();
+                Metrics.MessagesStored++;
+            }
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset);

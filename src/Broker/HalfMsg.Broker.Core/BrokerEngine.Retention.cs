@@ -90,9 +90,13 @@ public sealed partial class BrokerEngine
                         Health.ReportDegraded(reason);
                         return -1;
                     }
-                    lock (_gate)
+                    // A cut may move many bodies at once: each waits for room outside the lock, not for a page write in it.
+                    using (await _log.ReserveRoomAsync(bytes.Length + 256L, ct).ConfigureAwait(false))
                     {
-                        if (Relocate(address, refs, bytes)) moved++;
+                        lock (_gate)
+                        {
+                            if (Relocate(address, refs, bytes)) moved++;
+                        }
                     }
                 }
             }

@@ -32,11 +32,13 @@ public sealed partial class BrokerEngine
     public async ValueTask<SendHalfResult> SendHalfAsync(MessageDraft msg, string producerGroup, string? clientId, TimeSpan? checkImmunity, CancellationToken ct = default)
     {
         using var span = BrokerTracing.StartSend(msg, half: true, producerGroup); // trace hook (issue 12)
-        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
-        lock (_gate)
+        using (await _log.ReserveRoomAsync(RoomFor(msg), ct).ConfigureAwait(false))
         {
-            if (StoreHalfLocked(new HalfDraft(msg, producerGroup, clientId, checkImmunity), out address) is { } refused) return refused;
+            lock (_gate)
+            {
+                if (StoreHalfLocked(new HalfDraft(msg, producerGroup, clientId, checkImmunity), out address) is { } refused) return refused;
+            }
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         MessageIndex.OnHalf(msg, producerGroup, NowMs); // MessageIndex hook (issue 12): operator look-up by id/key
@@ -56,22 +58,26 @@ public sealed partial class BrokerEngine
         try
         {
             for (int i = 0; i < spans.Length; i++) spans[i] = BrokerTracing.StartSend(halves[i].Message, half: true, halves[i].ProducerGroup); // trace hook (issue 12)
-            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            long room = 0;
+            for (int i = 0; i < halves.Count; i++) room += RoomFor(halves[i].Message);
             long waitFor = -1;
-            foreach (var (start, end) in LockChunks(results.Length))
+            using (await _log.ReserveRoomAsync(room, ct).ConfigureAwait(false))
             {
-                lock (_gate)
+                foreach (var (start, end) in LockChunks(results.Length))
                 {
-                    for (int i = start; i < end; i++)
+                    lock (_gate)
                     {
-                        if (StoreHalfLocked(halves[i], out long address) is { } refused)
+                        for (int i = start; i < end; i++)
                         {
-                            results[i] = refused;
-                            continue;
-                        }
+                            if (StoreHalfLocked(halves[i], out long address) is { } refused)
+                            {
+                                results[i] = refused;
+                                continue;
+                            }
 
-                        results[i] = new SendHalfResult(BrokerError.None, halves[i].Message.MessageId, halves[i].Message.MessageId);
-                        waitFor = Math.Max(waitFor, address);
+                            results[i] = new SendHalfResult(BrokerError.None, halves[i].Message.MessageId, halves[i].Message.MessageId);
+                            waitFor = Math.Max(waitFor, address);
+                        }
                     }
                 }
             }

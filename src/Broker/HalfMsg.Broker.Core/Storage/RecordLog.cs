@@ -300,6 +300,85 @@ public sealed class RecordLog : IAsyncDisposable
         return WaitCommittedAsync(tail - 1, ct);
     }
 
+    /// <summary>
+    /// Backpressure before an append of a known size (a message's body): as <see cref="WaitForRoomAsync"/>, but the
+    /// bytes count against <see cref="RoomBytes"/> from here until the reservation is disposed, right after the append.
+    /// Writers that pass <see cref="WaitForRoomAsync"/> together may add more than the slack the buffer keeps beyond the
+    /// room (many large bodies at once), and then an append waits for a page write under the engine lock, holding every
+    /// writer; those that reserve wait here instead, outside the lock. A writer alone (nothing else reserved) passes
+    /// while the tail is within the room, whatever it reserves, so a large batch cannot wait for ever; a reservation is
+    /// at most the slack (<see cref="MaxReservationBytes"/>), so such a writer still finds its pages written. Records
+    /// without a body (decisions, acks, offsets) are small and ride on the slack, as before.
+    /// </summary>
+    public ValueTask<RoomReservation> ReserveRoomAsync(long bytes, CancellationToken ct = default)
+    {
+        long want = Math.Clamp(bytes, 0, MaxReservationBytes);
+        if (TryReserve(want)) return new(new RoomReservation(this, want));
+        return ReserveRoomSlowAsync(want, ct);
+    }
+
+    /// <summary>The buffer beyond the room that an append may still fill without waiting for a page write: the memory
+    /// less one page and the room (at least two pages, <see cref="CreateSettings"/>).</summary>
+    internal long MaxReservationBytes => Math.Max(0, _memoryBytes - (1L << PageSizeBits) - RoomBytes);
+
+    private long _reservedBytes;
+    private TaskCompletionSource? _reservationReleased;
+    private long _reservationsThatWaited;
+
+    /// <summary>Reservations that found the room taken and waited (<see cref="ReserveRoomAsync"/>).</summary>
+    public long ReservationsThatWaited => Interlocked.Read(ref _reservationsThatWaited);
+
+    /// <summary>Bytes reserved and not yet released (diagnostics and tests).</summary>
+    public long ReservedBytes => Interlocked.Read(ref _reservedBytes);
+
+    private bool TryReserve(long want)
+    {
+        if (want == 0) return true;
+        while (true)
+        {
+            long reserved = Volatile.Read(ref _reservedBytes);
+            long ahead = _log.TailAddress - Volatile.Read(ref _durableUntil);
+            if (ahead + reserved + want > RoomBytes && !(reserved <= 0 && ahead < RoomBytes)) return false;
+            if (Interlocked.CompareExchange(ref _reservedBytes, reserved + want, reserved) == reserved) return true;
+        }
+    }
+
+    private async ValueTask<RoomReservation> ReserveRoomSlowAsync(long want, CancellationToken ct)
+    {
+        Interlocked.Increment(ref _reservationsThatWaited);
+        while (true)
+        {
+            // The release signal is taken before the look, so a release between the look and the wait is not missed.
+            var released = Volatile.Read(ref _reservationReleased);
+            if (released is null)
+            {
+                var fresh = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                released = Interlocked.CompareExchange(ref _reservationReleased, fresh, null) ?? fresh;
+            }
+            if (Volatile.Read(ref _fault) is { } fault) throw fault;
+            if (TryReserve(want)) return new RoomReservation(this, want);
+            long tail = _log.TailAddress;
+            if (tail > Volatile.Read(ref _durableUntil))
+            {
+                // Room comes back with a commit (which this asks for) or with a release, whichever is first.
+                var committed = WaitCommittedAsync(tail - 1, ct).AsTask();
+                await Task.WhenAny(released.Task, committed).WaitAsync(ct).ConfigureAwait(false);
+                if (committed.IsFaulted) await committed.ConfigureAwait(false);
+            }
+            else
+            {
+                await released.Task.WaitAsync(ct).ConfigureAwait(false);
+            }
+        }
+    }
+
+    internal void ReleaseRoom(long bytes)
+    {
+        if (bytes == 0) return;
+        Interlocked.Add(ref _reservedBytes, -bytes);
+        if (Volatile.Read(ref _reservationReleased) is not null) Interlocked.Exchange(ref _reservationReleased, null)?.TrySetResult();
+    }
+
     /// <summary>The in-memory tail buffer's size (<see cref="CreateSettings"/>).</summary>
     internal long MemoryBytes => _memoryBytes;
 
