@@ -40,6 +40,9 @@ public sealed partial class BrokerEngine
     /// <summary>Appends that waited inside the engine lock for a page write (<see cref="RecordLog.AppendsThatWaited"/>): zero
     /// unless writers outran the log's backpressure.</summary>
     public long LogAppendsThatWaited => _log.AppendsThatWaited;
+    /// <summary>Sends that found the log's room reserved or full and waited for it outside the engine lock
+    /// (<see cref="RecordLog.ReservationsThatWaited"/>): the log's backpressure at work.</summary>
+    public long LogReservationsThatWaited => _log.ReservationsThatWaited;
 
     private long ComputeRetentionTarget()
     {

@@ -149,5 +149,7 @@ public sealed class MetricsTests() : InProcessAdminHost("metrics")
         Assert.Equal(1, stats.RootElement.GetProperty("retentionCutLockHold").GetProperty($"b{cutBucket}").GetInt64());
         // No append waited for a page write while holding the engine lock (the log's backpressure kept ahead of them).
         Assert.Equal(0, stats.RootElement.GetProperty("logAppendsThatWaited").GetInt64());
+        // Sends that waited for room outside the lock are reported beside it.
+        Assert.Equal(System.Text.Json.JsonValueKind.Number, stats.RootElement.GetProperty("logReservationsThatWaited").ValueKind);
     }
 }

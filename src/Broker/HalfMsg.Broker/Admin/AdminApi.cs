@@ -165,6 +165,7 @@ public static class AdminApi
             logCommitDuration = engine.LogCommitStats.Durations.Named(),
             logCommitIdleMicros = (long)engine.LogCommitLoopIdle.Idle.TotalMicroseconds, logCommitsKickedOnReturn = engine.LogCommitLoopIdle.KickedOnReturn,
             logAppendsThatWaited = engine.LogAppendsThatWaited,
+            logReservationsThatWaited = engine.LogReservationsThatWaited,
             // Thread-pool queue delay samples, cumulative counts per power-of-two bucket of microseconds (b0 < 1 µs, bN < 2^N µs).
             threadPoolDelay = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Named(),
             // Each checkpoint's longest hold of the engine lock and each retention cut's hold, counted the same way.
