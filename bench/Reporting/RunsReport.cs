@@ -172,23 +172,7 @@ public static class RunsReport
             x => x.BrokerVsCeiling, x => x.FloorLogVsCeiling);
         var vsRabbit = Panel(runs, "÷ RabbitMQ (same run, same level)", 2.0, "target ≥ 2×",
             x => x.BrokerVsRabbitMq, x => x.FloorLogVsRabbitMq);
-        var multi = new Multiplot();
-        foreach (var p in multi.GetPlots().ToArray()) multi.RemovePlot(p);
-        multi.AddPlot(vsCeiling);
-        multi.AddPlot(vsRabbit);
-        multi.Layout = new ScottPlot.MultiplotLayouts.Columns();
-        var written = new List<string>();
-        multi.SavePng(stem + ".png", 1400, 640);
-        written.Add(stem + ".png");
-        // Skia's SVG canvas draws no dash patterns: the SVGs tell the series apart by marker shape.
-        foreach (var plot in new[] { vsCeiling, vsRabbit })
-            foreach (var sc in plot.GetPlottables().OfType<ScottPlot.Plottables.Scatter>())
-                sc.LinePattern = LinePattern.Solid;
-        vsCeiling.SaveSvg(stem + "-vs-ceiling.svg", 700, 640);
-        vsRabbit.SaveSvg(stem + "-vs-rabbitmq.svg", 700, 640);
-        written.Add(stem + "-vs-ceiling.svg");
-        written.Add(stem + "-vs-rabbitmq.svg");
-        return written;
+        return SweepChart.WriteSideBySide(stem, (vsCeiling, "-vs-ceiling"), (vsRabbit, "-vs-rabbitmq"));
     }
 
     private static Plot Panel(IReadOnlyList<RunFigures> runs, string title, double target, string targetLabel,

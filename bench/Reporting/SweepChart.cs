@@ -20,25 +20,34 @@ public static class SweepChart
         if (rows.Count == 0) return [];
         var tp = ThroughputPlot(rows, subtitle);
         var lat = LatencyPlot(rows);
+        return WriteSideBySide(stem, (tp, "-throughput"), (lat, "-p99"));
+    }
+
+    /// <summary>
+    /// Two panels side by side as <paramref name="stem"/>.png, and each panel as its own SVG (the multiplot writes raster
+    /// images only): <c>stem + suffix + ".svg"</c>. Returns the written paths. Shared with <see cref="RunsReport"/>.
+    /// </summary>
+    public static IReadOnlyList<string> WriteSideBySide(string stem, (Plot Plot, string Suffix) left, (Plot Plot, string Suffix) right)
+    {
         var written = new List<string>();
         var multi = new Multiplot();
         // A new Multiplot holds one empty plot already.
         foreach (var p in multi.GetPlots().ToArray()) multi.RemovePlot(p);
-        multi.AddPlot(tp);
-        multi.AddPlot(lat);
+        multi.AddPlot(left.Plot);
+        multi.AddPlot(right.Plot);
         multi.Layout = new ScottPlot.MultiplotLayouts.Columns();
         string png = stem + ".png";
         multi.SavePng(png, 1400, 640);
         written.Add(png);
-        // SVG: one file per panel (the multiplot writes raster images only). Skia's SVG canvas cannot draw dash
-        // patterns (it prints a warning per line), so the SVGs tell the series apart by marker shape only.
-        foreach (var plot in new[] { tp, lat })
+        // Skia's SVG canvas cannot draw dash patterns (it prints a warning per line), so the SVGs tell the series apart
+        // by marker shape only.
+        foreach (var (plot, suffix) in new[] { left, right })
+        {
             foreach (var sc in plot.GetPlottables().OfType<ScottPlot.Plottables.Scatter>())
                 sc.LinePattern = LinePattern.Solid;
-        tp.SaveSvg(stem + "-throughput.svg", 700, 640);
-        lat.SaveSvg(stem + "-p99.svg", 700, 640);
-        written.Add(stem + "-throughput.svg");
-        written.Add(stem + "-p99.svg");
+            plot.SaveSvg(stem + suffix + ".svg", 700, 640);
+            written.Add(stem + suffix + ".svg");
+        }
         return written;
     }
 
