@@ -212,12 +212,6 @@ public static class RunsReport
         var pts = runs.Select((r, i) => (X: (double)i, Y: r.ByLevel.TryGetValue(level, out var l) ? value(l) : null))
             .Where(p => p.Y is double y && double.IsFinite(y)).ToArray();
         if (pts.Length == 0) return;
-        var sc = plot.Add.Scatter(pts.Select(p => p.X).ToArray(), pts.Select(p => p.Y!.Value).ToArray());
-        sc.LegendText = label;
-        sc.Color = color;
-        sc.LineWidth = 2;
-        sc.MarkerSize = 8;
-        sc.LinePattern = pattern;
-        sc.MarkerShape = marker;
+        SweepChart.AddSeries(plot, pts.Select(p => p.X).ToArray(), pts.Select(p => p.Y!.Value).ToArray(), label, color, pattern, marker);
     }
 }
