@@ -68,7 +68,7 @@ public static class ResultWriter
     /// <summary>Rewrites the chart and the Markdown of an existing JSON result (after a change to the report code).</summary>
     public static WrittenResults Rewrite(string jsonPath)
     {
-        var run = JsonSerializer.Deserialize<BenchRun>(File.ReadAllText(jsonPath), Json) ?? throw new InvalidDataException($"{jsonPath}: not a bench run");
+        var run = Read(jsonPath);
         // Re-derive the sweep rows from the stored results, so columns added since the run was made are filled where
         // the run measured them.
         var rows = new List<SweepRow>();
@@ -89,6 +89,10 @@ public static class ResultWriter
         File.WriteAllText(stem + ".md", ToMarkdown(run, chartFile));
         return new WrittenResults(jsonPath, stem + ".md", charts, chartFile);
     }
+
+    /// <summary>Reads a run written by <see cref="Write"/> (the <c>chart</c> and <c>runs</c> verbs).</summary>
+    public static BenchRun Read(string jsonPath) =>
+        JsonSerializer.Deserialize<BenchRun>(File.ReadAllText(jsonPath), Json) ?? throw new InvalidDataException($"{jsonPath}: not a bench run");
 
     private static string ChartSubtitle(BenchRun run) =>
         $"{run.StartedAt:yyyy-MM-dd HH:mm}, {run.Machine.Cores} cores, decisions {run.Sweep[0].DecisionDurability}" +

@@ -75,38 +75,25 @@ public static class RunsReport
 
     public static RunFigures Read(string jsonPath, string? commit, string? note)
     {
-        JsonDocument doc;
+        BenchRun run;
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllText(jsonPath));
+            run = ResultWriter.Read(jsonPath);
         }
         catch (JsonException ex)
         {
-            throw new ArgumentException($"{jsonPath}: not JSON ({ex.Message})", ex);
+            throw new ArgumentException($"{jsonPath}: not the results of an e2e run ({ex.Message})", ex);
         }
-        using var _ = doc;
-        var root = doc.RootElement;
-        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("results", out var all) || all.ValueKind != JsonValueKind.Array)
-            throw new ArgumentException($"{jsonPath}: not the results of an e2e run (no \"results\")");
-        var results = all.EnumerateArray().ToList();
-        JsonElement? Result(Func<string, bool> name) =>
-            results.FirstOrDefault(r => name(r.GetProperty("name").GetString() ?? "")) is { ValueKind: JsonValueKind.Object } e ? e : null;
-        double? Metric(JsonElement? r, string key) =>
-            r is { } e && e.TryGetProperty("metrics", out var m) && m.ValueKind == JsonValueKind.Object && m.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number
-                ? v.GetDouble() : null;
-        double? Num(JsonElement e, string key) =>
-            e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
+        if (run.Results is null) throw new ArgumentException($"{jsonPath}: not the results of an e2e run (no \"results\")");
+        BenchResult? Result(Func<string, bool> name) => run.Results.FirstOrDefault(r => r.Measured && name(r.Name));
 
         var byLevel = new Dictionary<int, Level>();
-        if (root.TryGetProperty("sweep", out var sweep))
-            foreach (var s in sweep.EnumerateArray())
-            {
-                int inFlight = s.GetProperty("inFlight").GetInt32();
-                if (Num(s, "ceilingTxPerS") is not double c || Num(s, "rabbitMqMsgsPerS") is not double rm || Num(s, "brokerTxPerS") is not double b)
-                    continue;
-                var floorLog = Result(n => n.StartsWith("gRPC floor + log", StringComparison.Ordinal) && n.EndsWith($"@ {inFlight} in flight", StringComparison.Ordinal));
-                byLevel[inFlight] = new Level(c, rm, b, Metric(floorLog, "throughput_msgs_per_s"), Num(s, "brokerCpuMsPerTx"));
-            }
+        foreach (var s in run.Sweep)
+        {
+            if (s.CeilingTxPerS is not double c || s.RabbitMqMsgsPerS is not double rm || s.BrokerTxPerS is not double b) continue;
+            var floorLog = Result(n => n.StartsWith("gRPC floor + log", StringComparison.Ordinal) && n.EndsWith($"@ {s.InFlight} in flight", StringComparison.Ordinal));
+            byLevel[s.InFlight] = new Level(c, rm, b, floorLog?.Get(Metric.Throughput), s.BrokerCpuMsPerTx);
+        }
 
         var halfLoad = Result(n => n.StartsWith("broker tx half-load", StringComparison.Ordinal));
         var pending = Result(n => n.StartsWith("broker tx with 1,000,000 pending", StringComparison.Ordinal));
@@ -114,10 +101,9 @@ public static class RunsReport
         var recovery = Result(n => n == "broker recovery");
         string file = Path.GetFileNameWithoutExtension(jsonPath);
         string stamp = file.EndsWith("-e2e", StringComparison.Ordinal) ? file[..^4] : file;
-        commit ??= root.TryGetProperty("commit", out var cm) && cm.ValueKind == JsonValueKind.String ? cm.GetString() : null;
-        return new RunFigures(stamp, file + ".md", commit, note, byLevel,
-            Metric(halfLoad, "e2e_p99_ms"), Metric(pending, "ratio_vs_baseline"), Metric(storm, "ratio_vs_baseline"),
-            Metric(recovery, "1M_1024B_after_kill9_start_to_health_s"), Metric(recovery, "10M_100B_after_kill9_start_to_health_s"));
+        return new RunFigures(stamp, file + ".md", commit ?? run.Commit, note, byLevel,
+            halfLoad?.Get("e2e_p99_ms"), pending?.Get("ratio_vs_baseline"), storm?.Get("ratio_vs_baseline"),
+            recovery?.Get("1M_1024B_after_kill9_start_to_health_s"), recovery?.Get("10M_100B_after_kill9_start_to_health_s"));
     }
 
     /// <summary>"2026-12-04-194529" → "2026-12-04 19:45".</summary>

@@ -44,7 +44,10 @@ public sealed partial class BrokerEngine
 
     /// <summary>What a message's record holds of the log's room until it is appended (<see cref="RecordLog.ReserveRoomAsync"/>):
     /// its body and a typical header. A larger header is not counted; the slack beyond the room covers it.</summary>
-    private static long RoomFor(MessageDraft m) => m.Body.Length + 256L;
+    private static long RoomFor(MessageDraft m) => m.Body.Length + RoomForHeader;
+
+    /// <summary>What a reservation counts for a record's header beside its body.</summary>
+    private const long RoomForHeader = 256;
 
     private static long RoomFor(IReadOnlyList<MessageDraft> messages)
     {

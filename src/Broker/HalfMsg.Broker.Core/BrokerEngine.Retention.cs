@@ -94,7 +94,7 @@ public sealed partial class BrokerEngine
                         return -1;
                     }
                     // A cut may move many bodies at once: each waits for room outside the lock, not for a page write in it.
-                    using (await _log.ReserveRoomAsync(bytes.Length + 256L, ct).ConfigureAwait(false))
+                    using (await _log.ReserveRoomAsync(bytes.Length + RoomForHeader, ct).ConfigureAwait(false))
                     {
                         lock (_gate)
                         {

@@ -333,12 +333,14 @@ public sealed class RecordLog : IAsyncDisposable
 
     private bool TryReserve(long want)
     {
-        if (want == 0) return true;
         while (true)
         {
-            long reserved = Volatile.Read(ref _reservedBytes);
             long ahead = _log.TailAddress - Volatile.Read(ref _durableUntil);
-            if (ahead + reserved + want > RoomBytes && !(reserved <= 0 && ahead < RoomBytes)) return false;
+            if (ahead >= RoomBytes) return false; // full, whatever is asked (a reservation of 0 is WaitForRoomAsync's check)
+            if (want == 0) return true;
+            long reserved = Volatile.Read(ref _reservedBytes);
+            // Alone (nothing else reserved), a writer passes whatever it asks; else the sum must fit the room.
+            if (reserved > 0 && ahead + reserved + want > RoomBytes) return false;
             if (Interlocked.CompareExchange(ref _reservedBytes, reserved + want, reserved) == reserved) return true;
         }
     }
