@@ -79,6 +79,46 @@ public sealed class BackpressureTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The headroom window gives the pool's minimum back when it ends, but only the minimum it set itself: a minimum
+    /// other code set during the window (an operator's, a host's) stays. It used to be overwritten with the one saved
+    /// when the window began.
+    /// </summary>
+    [Fact]
+    public async Task A_minimum_set_by_other_code_during_a_headroom_window_stays_when_the_window_ends()
+    {
+        ThreadPool.GetMinThreads(out int originalWorkers, out int originalIo);
+        try
+        {
+            // Keep the queue busy so the window has something to raise the minimum for.
+            using var stop = new CancellationTokenSource();
+            var busy = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested) await Task.Yield();
+            })).ToArray();
+            int theirs;
+            using (PoolHeadroom.Enter())
+            {
+                PoolHeadroom.Raise();
+                ThreadPool.GetMinThreads(out int raised, out _);
+                theirs = Math.Max(raised, originalWorkers) + 7; // what other code sets meanwhile
+                Assert.True(ThreadPool.SetMinThreads(theirs, originalIo));
+                PoolHeadroom.Raise(); // may raise again above theirs
+            }
+            stop.Cancel();
+            await Task.WhenAll(busy);
+            // Another test's append may hold a window too; the minimum is given back when the last one ends.
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            while (PoolHeadroom.Holders > 0 && watch.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(10);
+            ThreadPool.GetMinThreads(out int after, out _);
+            Assert.Equal(theirs, after);
+        }
+        finally
+        {
+            ThreadPool.SetMinThreads(originalWorkers, originalIo);
+        }
+    }
+
+    /// <summary>
     /// Writers of large bodies that pass the room check together add more than the slack the buffer keeps beyond the
     /// room (here 512 writers of batches of eight 64 KiB halves, half a MiB per call, against a room of one 8 MiB page
     /// and a slack of two): before <see cref="RecordLog.ReserveRoomAsync"/>, appends then waited for page writes under

@@ -83,10 +83,10 @@ public sealed class RemotingLargeFrameTests : IAsyncLifetime
     }
 
     [Fact]
-    public void The_broker_leaves_the_socket_read_buffer_of_every_port_at_Kestrels_default()
+    public async Task The_broker_leaves_the_socket_read_buffer_of_every_port_at_Kestrels_default()
     {
         var dir = Path.Combine(Path.GetTempPath(), "halfmsg-largeframe-host-" + Guid.NewGuid().ToString("N"));
-        var host = BrokerHost.StartAsync(["--data-dir", dir, "--grpc-port", P(), "--http-port", P(), "--remoting-port", P(), "--namesrv-port", "0"]).GetAwaiter().GetResult();
+        var host = await BrokerHost.StartAsync(["--data-dir", dir, "--grpc-port", P(), "--http-port", P(), "--remoting-port", P(), "--namesrv-port", "0"]);
         try
         {
             long? configured = host.Services.GetRequiredService<IOptions<SocketTransportOptions>>().Value.MaxReadBufferSize;
@@ -94,7 +94,7 @@ public sealed class RemotingLargeFrameTests : IAsyncLifetime
         }
         finally
         {
-            host.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            await host.DisposeAsync();
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
 

@@ -11,15 +11,23 @@ namespace HalfMsg.Broker.Core.Storage;
 /// pool adds a worker only every (worker goal × 50 ms), each new worker taking the next queued writer and blocking too.
 /// Seen as a hang of minutes with 64 writers on two cores (<c>BackpressureTests</c>; CI, 2026-12-04). While a holder
 /// is inside, the pool's minimum is raised to its thread count plus its queue, which the pool honours at once, so the
-/// queued page write gets a worker within the spin; the old minimum comes back when the last holder leaves. (A change
-/// of the minimum by other code during that window is overwritten then.)
+/// queued page write gets a worker within the spin; the old minimum comes back when the last holder leaves. A minimum
+/// set by other code during that window is kept: it is the one restored, or left in place if it is the current one.
 /// </remarks>
 internal static class PoolHeadroom
 {
     private static readonly object Gate = new();
     private static int _holders;
-    private static int _savedMinWorkers, _savedMinIo;
+    private static int _savedMinWorkers;
+    // The minimum this class set last in the current window, or -1: restored at the end only while it is still in place.
+    private static int _setMinWorkers = -1;
     private static long _raises;
+
+    /// <summary>Windows open now (process-wide; for tests).</summary>
+    internal static int Holders
+    {
+        get { lock (Gate) return _holders; }
+    }
 
     /// <summary>Times the minimum was raised so far (process-wide).</summary>
     public static long Raises => Interlocked.Read(ref _raises);
@@ -29,7 +37,11 @@ internal static class PoolHeadroom
     {
         lock (Gate)
         {
-            if (_holders++ == 0) ThreadPool.GetMinThreads(out _savedMinWorkers, out _savedMinIo);
+            if (_holders++ == 0)
+            {
+                ThreadPool.GetMinThreads(out _savedMinWorkers, out _);
+                _setMinWorkers = -1;
+            }
         }
         Raise();
         return new Scope();
@@ -43,9 +55,19 @@ internal static class PoolHeadroom
         {
             if (_holders == 0) return;
             ThreadPool.GetMinThreads(out int minWorkers, out int minIo);
+            // Other code changed the minimum since this class set it: that is the minimum to come back to.
+            if (_setMinWorkers >= 0 && minWorkers != _setMinWorkers)
+            {
+                _savedMinWorkers = minWorkers;
+                _setMinWorkers = -1;
+            }
             ThreadPool.GetMaxThreads(out int maxWorkers, out _);
             int want = (int)Math.Min(maxWorkers, ThreadPool.ThreadCount + queued + 2);
-            if (want > minWorkers && ThreadPool.SetMinThreads(want, minIo)) Interlocked.Increment(ref _raises);
+            if (want > minWorkers && ThreadPool.SetMinThreads(want, minIo))
+            {
+                _setMinWorkers = want;
+                Interlocked.Increment(ref _raises);
+            }
         }
     }
 
@@ -53,7 +75,12 @@ internal static class PoolHeadroom
     {
         lock (Gate)
         {
-            if (--_holders == 0) ThreadPool.SetMinThreads(_savedMinWorkers, _savedMinIo);
+            if (--_holders != 0) return;
+            ThreadPool.GetMinThreads(out int minWorkers, out int minIo);
+            // Only the minimum this class set goes back; one that other code set since stays (the I/O minimum is never
+            // changed here, so the current one is kept).
+            if (_setMinWorkers >= 0 && minWorkers == _setMinWorkers) ThreadPool.SetMinThreads(_savedMinWorkers, minIo);
+            _setMinWorkers = -1;
         }
     }
 
