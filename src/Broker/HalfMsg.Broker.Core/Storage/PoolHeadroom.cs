@@ -37,11 +37,7 @@ internal static class PoolHeadroom
     {
         lock (Gate)
         {
-            if (_holders++ == 0)
-            {
-                ThreadPool.GetMinThreads(out _savedMinWorkers, out _);
-                _setMinWorkers = -1;
-            }
+            if (_holders++ == 0) ThreadPool.GetMinThreads(out _savedMinWorkers, out _); // _setMinWorkers is -1 between windows
         }
         Raise();
         return new Scope();
