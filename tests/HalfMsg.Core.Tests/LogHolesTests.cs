@@ -40,12 +40,12 @@ public sealed class LogHolesTests : IDisposable
     }
 
     [Fact]
-    public void A_commit_record_length_that_cannot_be_is_a_hole_not_a_step_backwards()
+    public async Task A_commit_record_length_that_cannot_be_is_a_hole_not_a_step_backwards()
     {
         var holes = WithLengthAt(64, int.MinValue);
         var check = Task.Run(() => holes.Check(64, 4096));
-        Assert.True(check.Wait(TimeSpan.FromSeconds(30)), "Check did not return");
-        Assert.Equal(new LogHole(64, 4096), check.Result);
+        Assert.True(await Task.WhenAny(check, Task.Delay(TimeSpan.FromSeconds(30))) == check, "Check did not return");
+        Assert.Equal(new LogHole(64, 4096), await check);
     }
     [Theory]
     [InlineData(int.MinValue, true)]
@@ -54,7 +54,7 @@ public sealed class LogHolesTests : IDisposable
     [InlineData(-0x7FFFFFF9, true)]
     [InlineData(0x7FFFFFF8, false)]    // its size is positive and leaves the page: FasterLog throws, which ends its scan
     [InlineData(-16, false)]           // a commit record of its own
-    public void FasterLogs_recovery_scan_traps_are_the_lengths_whose_entry_size_is_negative(int length, bool trap)
+    public async Task FasterLogs_recovery_scan_traps_are_the_lengths_whose_entry_size_is_negative(int length, bool trap)
     {
         // An entry at 64 (the log's first address), then the header under test right after it.
         var holes = WithLengthAt(64 + 4 + 12, length);
@@ -66,8 +66,8 @@ public sealed class LogHolesTests : IDisposable
             f.Write(b);
         }
         var scan = Task.Run(() => holes.FindRecoveryScanTraps(64));
-        Assert.True(scan.Wait(TimeSpan.FromSeconds(30)), "the walk did not return");
-        Assert.Equal(trap ? [64 + 4 + 12] : Array.Empty<long>(), scan.Result);
+        Assert.True(await Task.WhenAny(scan, Task.Delay(TimeSpan.FromSeconds(30))) == scan, "the walk did not return");
+        Assert.Equal(trap ? [64 + 4 + 12] : Array.Empty<long>(), await scan);
     }
 
     [Fact]

@@ -77,6 +77,14 @@ public sealed class MessageIndexRestartTests : IAsyncLifetime
             }, ReceiveMessageResponse.Parser);
             Assert.Equal(2, received.Responses.Count(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message));
         }
+        // A lease record is appended without waiting for the disk (lost in a crash, the message is simply delivered
+        // again), so a kill right after the receive may lose it. A send is acknowledged only once the log is durable
+        // past it, and the log commits in order: once this answers, the two lease records are on disk too.
+        await using (var fence = await RemotingTestClient.ConnectAsync(_broker.RemotingPort))
+        {
+            var sent = await fence.InvokeAsync(RequestCode.SendMessageV2, SendHeader("PG", Unique("IdxFence"), Props()), "fence"u8.ToArray());
+            Assert.Equal(ResponseCode.Success, sent.Code);
+        }
         Assert.Equal("half_stored,committed,delivered", Kinds(await FoundAsync(committedId)));
 
         _broker.Kill();
