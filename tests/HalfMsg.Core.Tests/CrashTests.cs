@@ -188,14 +188,30 @@ public sealed class CrashTests
 
     /// <summary>
     /// "K id n" is printed before check n's record is appended, and check n-1's record was appended before check n was
-    /// sent. An "H" line is printed only after a later record is durable, and the log is durable in order, so for every
-    /// K line followed by an H line, n-1 checks are durable.
+    /// sent. A check record is appended without waiting for the disk, so what proves it durable is a half whose send
+    /// STARTED after the K line: its record was appended after the check record, its "H" line says it is durable, and
+    /// the log is durable in order. An H line merely printed after the K line proves nothing: its half may have been
+    /// appended before the check record and its commit (a slow fsync) finished only after the K line, while the check
+    /// record waited for the next commit when the kill came. A worker starts its next send only after printing the H
+    /// lines of the previous one, so a K line counts when some worker printed an H line after it and then the H line of
+    /// a later send.
     /// </summary>
     private static Dictionary<string, int> DurableCheckCounts(string[] lines)
     {
-        int lastH = Array.FindLastIndex(lines, l => l.StartsWith("H ", StringComparison.Ordinal));
+        // "H tx-{pid}-{worker}-{i}": even workers send one half at a time (send i), odd ones eight (send i / 8).
+        static (string Worker, int Send) SendOf(string line)
+        {
+            var id = line[2..].Split('-');
+            int worker = int.Parse(id[2]), i = int.Parse(id[3]);
+            return (id[2], worker % 2 == 1 ? i / 8 : i);
+        }
+        var lastSend = new Dictionary<string, int>();
+        for (int i = 0; i < lines.Length; i++)
+            if (lines[i].StartsWith("H ", StringComparison.Ordinal)) { var (w, s) = SendOf(lines[i]); lastSend[w] = Math.Max(lastSend.GetValueOrDefault(w), s); }
+        // The last H line whose worker printed a later send's H line after it: every K line before it counts.
+        int proof = Array.FindLastIndex(lines, l => l.StartsWith("H ", StringComparison.Ordinal) && SendOf(l) is var (w, s) && s < lastSend[w]);
         var result = new Dictionary<string, int>();
-        for (int i = 0; i < lastH; i++)
+        for (int i = 0; i < proof; i++)
         {
             if (!lines[i].StartsWith("K ", StringComparison.Ordinal)) continue;
             var parts = lines[i].Split(' ');
