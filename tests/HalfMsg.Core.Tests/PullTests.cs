@@ -101,7 +101,7 @@ public sealed class PullTests
         await using var h = await EngineHarness.StartAsync(o => o with { AutoCreateTopics = false });
         Assert.Equal(BrokerStatus.TopicNotFound, (await h.Engine.SendAsync(h.Draft("T", "before"))).Error.Status);
         // An operator's explicit creation works whatever the setting (it was refused too: no topic could exist).
-        Assert.True(h.Engine.CreateTopic("T").IsOk);
+        Assert.True((await h.Engine.CreateTopicAsync("T")).Error.IsOk);
         Assert.True((await h.Engine.SendAsync(h.Draft("T", "fail").WithQueue(0))).IsOk);
         var first = Assert.Single((await h.Engine.PullAsync("T", 0, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
         var back = await h.Engine.SendBackAsync("G", first.PhysicalOffset, 0, maxReconsumeTimes: 2, "T");

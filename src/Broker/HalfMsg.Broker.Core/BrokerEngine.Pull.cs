@@ -293,10 +293,15 @@ public sealed partial class BrokerEngine
         {
             if (!_topics.TryGetValue(topic, out var t) || queueId >= t.Queues.Length)
                 return new(BrokerStatus.TopicNotFound, $"topic '{topic}' queue {queueId} does not exist");
-            if (_consumerOffsets.TryGet(group, topic, queueId, out var current) && current == offset) return BrokerError.None;
-            if (!_consumerOffsets.Has(group, topic) && GroupLimitReached(group, topic) is { } full) return full;
-            new ConsumerOffsetCommittedRecord(group, topic, queueId, offset).Write(_writer);
-            address = AppendAndApply();
+            // A repeat (a client's retry, or its periodic commit) answers once the record that set the offset is durable:
+            // until 2026-12-05 it answered at once, so a retry racing the first commit could be acknowledged and lost.
+            if (_consumerOffsets.TryGet(group, topic, queueId, out var current) && current == offset) address = AppendedSoFar;
+            else
+            {
+                if (!_consumerOffsets.Has(group, topic) && GroupLimitReached(group, topic) is { } full) return full;
+                new ConsumerOffsetCommittedRecord(group, topic, queueId, offset).Write(_writer);
+                address = AppendAndApply();
+            }
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         return BrokerError.None;
@@ -415,13 +420,21 @@ public sealed partial class BrokerEngine
         if (IsSystemTopic(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is a system topic");
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
+        bool found;
         lock (_gate)
         {
-            if (!_topics.ContainsKey(topic)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
-            new TopicDeletedRecord(topic).Write(_writer);
-            address = AppendAndApply();
+            // Not found may be the work of a delete whose record is not durable yet (mqadmin takes TOPIC_NOT_EXIST as
+            // done): that answer waits for it too.
+            found = _topics.ContainsKey(topic);
+            if (found)
+            {
+                new TopicDeletedRecord(topic).Write(_writer);
+                address = AppendAndApply();
+            }
+            else address = AppendedSoFar;
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        if (!found) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
         _logger.LogInformation("Topic {Topic} deleted", topic);
         return BrokerError.None;
     }

@@ -219,14 +219,20 @@ public sealed partial class BrokerEngine
     {
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
+        bool known;
         lock (_gate)
         {
-            if (!_groups.Keys.Any(k => k.Group == group) && !_consumerOffsets.HasGroup(group))
-                return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not known");
-            new GroupDeletedRecord(group, NowMs).Write(_writer);
-            address = AppendAndApply();
+            // Not known may be the work of a delete whose record is not durable yet: that answer waits for it too.
+            known = _groups.Keys.Any(k => k.Group == group) || _consumerOffsets.HasGroup(group);
+            if (known)
+            {
+                new GroupDeletedRecord(group, NowMs).Write(_writer);
+                address = AppendAndApply();
+            }
+            else address = AppendedSoFar;
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        if (!known) return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not known");
         _logger.LogInformation("Consumer group {Group} deleted", group);
         return BrokerError.None;
     }

@@ -278,13 +278,43 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         return BrokerError.None;
     }
 
-    /// <summary>Creates a topic explicitly (admin API, mqadmin's UPDATE_AND_CREATE_TOPIC) or returns the existing one,
+    /// <summary>Creates a topic explicitly (admin API, mqadmin's UPDATE_AND_CREATE_TOPIC) or finds the existing one,
     /// also when auto-creation is off: that is how topics come to exist then (until 2026-12-02 it was refused too, so a
-    /// broker with auto-creation off could have no topic at all).</summary>
-    public BrokerError CreateTopic(string topic)
+    /// broker with auto-creation off could have no topic at all). Completes once the topic's record is durable, also
+    /// when the topic already existed: its record may still be on its way to the disk (until 2026-12-05 the answer came
+    /// at once, so a kill -9 right after it could lose a topic the operator was told exists). <c>Created</c> says
+    /// whether this call made it.</summary>
+    public async ValueTask<(BrokerError Error, bool Created)> CreateTopicAsync(string topic, CancellationToken ct = default)
+    {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        long waitFor;
+        bool created;
+        lock (_gate)
+        {
+            created = !_topics.ContainsKey(topic);
+            var error = TryGetTopicForWrite(topic, out _, explicitly: true);
+            if (!error.IsOk) return (error, false);
+            waitFor = AppendedSoFar;
+        }
+        await _log.WaitDurableAsync(waitFor, ct).ConfigureAwait(false);
+        return (BrokerError.None, created);
+    }
+
+    /// <summary>
+    /// Creates a topic on the way (a Remoting consumer's retry topic, at its heartbeat) without waiting for the disk:
+    /// nothing is acknowledged by it, and a topic lost to a crash is made again when it is next needed.
+    /// </summary>
+    public BrokerError EnsureTopic(string topic)
     {
         lock (_gate) return TryGetTopicForWrite(topic, out _, explicitly: true);
     }
+
+    /// <summary>
+    /// An address that becomes durable only once every record appended so far is: an answer that rests on state an
+    /// earlier call changed (a repeat of a commit, a "not found" after a delete) waits for it, since that call's record
+    /// may still be on its way to the disk. Caller holds the lock.
+    /// </summary>
+    private long AppendedSoFar => _log.TailAddress - 1;
 
     /// <summary>Looks a topic up for routing. With auto-creation on, an unknown valid topic is created.</summary>
     public BrokerError RouteTopic(string topic, out int queueCount)

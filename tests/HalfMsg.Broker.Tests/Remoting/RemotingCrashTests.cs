@@ -55,6 +55,15 @@ public sealed class RemotingCrashTests : IAsyncLifetime
             Assert.Equal(ResponseCode.Success, upd.Code);
 
             await EventuallyAsync(() => Task.FromResult(acked.Count), n => n >= 200, TimeSpan.FromSeconds(60), "200 acknowledged sends");
+            // Last before the kill, each twice at once, as a client's retry races its first try: a topic created as
+            // mqadmin updateTopic does, and an offset commit. Both answers count, also the one that found the work done.
+            string created = Unique("Made");
+            var creates = Enumerable.Range(0, 2).Select(_ => c.InvokeAsync(RequestCode.UpdateAndCreateTopic,
+                new() { ["topic"] = created, ["readQueueNums"] = "8", ["writeQueueNums"] = "8", ["perm"] = "6" })).ToArray();
+            var commits = Enumerable.Range(0, 2).Select(_ => c.InvokeAsync(RemotingCommand.Request(RequestCode.UpdateConsumerOffset)
+                .Set("consumerGroup", "CG").Set("topic", topic).Set("queueId", 1L).Set("commitOffset", 5L))).ToArray();
+            Assert.All(await Task.WhenAll(creates), r => Assert.Equal(ResponseCode.Success, r.Code));
+            Assert.All(await Task.WhenAll(commits), r => Assert.Equal(ResponseCode.Success, r.Code));
             _broker.Kill();
             stop.Cancel();
             await Task.WhenAll(senders);
@@ -70,6 +79,10 @@ public sealed class RemotingCrashTests : IAsyncLifetime
 
             var q = await after.InvokeAsync(RemotingCommand.Request(RequestCode.QueryConsumerOffset).Set("consumerGroup", "CG").Set("topic", topic).Set("queueId", 0L));
             Assert.Equal("3", q.Get("offset"));
+            var q1 = await after.InvokeAsync(RemotingCommand.Request(RequestCode.QueryConsumerOffset).Set("consumerGroup", "CG").Set("topic", topic).Set("queueId", 1L));
+            Assert.Equal("5", q1.Get("offset"));
+            using (var list = System.Text.Json.JsonDocument.Parse((await after.InvokeAsync(RequestCode.GetAllTopicListFromNameServer)).Body))
+                Assert.Contains(created, list.RootElement.GetProperty("topicList").EnumerateArray().Select(e => e.GetString()));
 
             // The pending half is checked again after the restart, and the answer decides it.
             var p2 = new RemotingTransactionProducer(after, group);

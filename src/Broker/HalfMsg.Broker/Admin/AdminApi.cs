@@ -27,12 +27,11 @@ public static class AdminApi
                     : Results.Ok(new { status = "ready" }));
 
         app.MapGet("/api/topics", () => Results.Ok(engine.ListTopics()));
-        app.MapPost("/api/topics/{name}", (string name) =>
+        app.MapPost("/api/topics/{name}", async (string name, CancellationToken ct) =>
         {
-            bool existed = engine.ListTopics().Any(t => t.Name == name);
-            var error = engine.CreateTopic(name);
+            var (error, created) = await engine.CreateTopicAsync(name, ct);
             return error.IsOk
-                ? Results.Ok(new { topic = name, created = !existed })
+                ? Results.Ok(new { topic = name, created })
                 : Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 400);
         });
 

@@ -47,7 +47,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.GetBrokerClusterInfo => new(GetBrokerClusterInfo(session, request)),
             RequestCode.GetAllTopicListFromNameServer => new(GetAllTopicList(request)),
             RequestCode.GetKvConfig => new(GetKvConfig(request)),
-            RequestCode.UpdateAndCreateTopic => new(UpdateAndCreateTopic(request)),
+            RequestCode.UpdateAndCreateTopic => UpdateAndCreateTopicAsync(request),
             RequestCode.DeleteTopicInBroker => DeleteTopicInBrokerAsync(request),
             RequestCode.DeleteTopicInNameSrv => new(DeleteTopicInNameServer(request)),
             RequestCode.HeartBeat => new(HeartBeat(session, request)),

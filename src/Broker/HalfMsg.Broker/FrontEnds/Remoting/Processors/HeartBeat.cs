@@ -45,7 +45,7 @@ internal sealed partial class RemotingDispatcher
                         if (Str(s, "topic") is { } topic) subscriptions[topic] = Str(s, "subString") ?? "*";
                 if (Str(c, "messageModel") != "BROADCASTING")
                 {
-                    var err = Engine.CreateTopic(BrokerEngine.RetryPrefix + group);
+                    var err = Engine.EnsureTopic(BrokerEngine.RetryPrefix + group);
                     if (!err.IsOk) Logger.LogDebug("Retry topic of group {Group} not created: {Error}", group, err);
                 }
                 server.Clients.RegisterConsumer(session, group, session.ClientId, subscriptions);

@@ -90,11 +90,11 @@ internal sealed partial class RemotingDispatcher
         => Error(request, ResponseCode.QueryNotFound, $"No config item, Namespace: {request.Get("namespace")} Key: {request.Get("key")}");
 
     /// <summary>UPDATE_AND_CREATE_TOPIC (17), as <c>mqadmin updateTopic</c> sends it. Queue counts come from --queues-per-topic.</summary>
-    private RemotingCommand UpdateAndCreateTopic(RemotingCommand request)
+    private async ValueTask<RemotingCommand?> UpdateAndCreateTopicAsync(RemotingCommand request)
     {
         string? topic = request.Get("topic");
         if (string.IsNullOrEmpty(topic)) return Missing(request, "topic");
-        var err = Engine.CreateTopic(topic);
+        var (err, _) = await Engine.CreateTopicAsync(topic).ConfigureAwait(false);
         return err.IsOk ? Ok(request) : RemotingErrors.Response(request, err);
     }
 
