@@ -11,6 +11,9 @@ internal enum DeviceFault
     FailWrites,
     /// <summary>Writes never complete (a hung device, or FASTER's commit stalling).</summary>
     HangWrites,
+    /// <summary>Writes wait, not started, until <see cref="FaultInjectionDevice.ReleaseHeldWrites"/> (a device that stalls
+    /// and comes back; lets a test end what the stall left spinning).</summary>
+    HoldWrites,
 }
 
 /// <summary>
@@ -42,14 +45,14 @@ internal sealed class FaultInjectionDevice(IDevice inner) : IDevice
 
     public void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
     {
-        if (Intercept(callback, context)) return;
+        if (Intercept(callback, context, () => inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context))) return;
         inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
         HoldReturn();
     }
 
     public void WriteAsync(IntPtr alignedSourceAddress, ulong alignedDestinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
     {
-        if (Intercept(callback, context)) return;
+        if (Intercept(callback, context, () => inner.WriteAsync(alignedSourceAddress, alignedDestinationAddress, numBytesToWrite, callback, context))) return;
         inner.WriteAsync(alignedSourceAddress, alignedDestinationAddress, numBytesToWrite, callback, context);
         HoldReturn();
     }
@@ -68,10 +71,26 @@ internal sealed class FaultInjectionDevice(IDevice inner) : IDevice
         while (!condition() && Environment.TickCount64 < until) Thread.Sleep(1);
     }
 
-    private bool Intercept(DeviceIOCompletionCallback callback, object context)
+    private readonly System.Collections.Concurrent.ConcurrentQueue<Action> _heldWrites = new();
+
+    /// <summary>Ends <see cref="DeviceFault.HoldWrites"/>: later writes go to the device, and the held ones are started
+    /// now, in the order they came.</summary>
+    public void ReleaseHeldWrites()
+    {
+        _fault = DeviceFault.None;
+        while (_heldWrites.TryDequeue(out var write)) write();
+    }
+
+    private bool Intercept(DeviceIOCompletionCallback callback, object context, Action write)
     {
         switch (_fault)
         {
+            case DeviceFault.HoldWrites:
+                Interlocked.Increment(ref FaultedWrites);
+                _heldWrites.Enqueue(write);
+                // Released in between: nobody may be left to start it.
+                if (_fault != DeviceFault.HoldWrites) while (_heldWrites.TryDequeue(out var held)) held();
+                return true;
             case DeviceFault.FailWrites:
                 Interlocked.Increment(ref FaultedWrites);
                 // Completed on another thread, as real I/O completions are.

@@ -35,6 +35,7 @@ public sealed class RecordLog : IAsyncDisposable
     private readonly SemaphoreSlim _kick = new(0, int.MaxValue);
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _commitLoop;
+    private readonly Task _commitWatchdog;
     private static readonly TimeSpan IdleCommitInterval = TimeSpan.FromMilliseconds(20);
     /// <summary>How long the sync-mode commit loop sleeps when everything appended is committed: until a waiter or
     /// <see cref="RequestCommit"/> kicks it, at most this long (so a record nobody waits for, appended meanwhile, is
@@ -81,6 +82,7 @@ public sealed class RecordLog : IAsyncDisposable
         _durableUntil = _log.CommittedUntilAddress;
         (_commitManager as SlotLogCommitManager)?.NoteRecovered(_durableUntil);
         _commitLoop = Task.Run(CommitLoopAsync);
+        _commitWatchdog = Task.Run(CommitWatchdogAsync);
     }
 
     /// <summary>
@@ -452,8 +454,12 @@ public sealed class RecordLog : IAsyncDisposable
                 // A truncation (begin moved) is persisted by a commit too, even when nothing was appended.
                 if (!NothingToCommit())
                 {
+                    BeforeCommitForTests?.Invoke();
                     long started = System.Diagnostics.Stopwatch.GetTimestamp();
+                    Volatile.Write(ref _commitStartedAt, Math.Max(1, Environment.TickCount64));
                     await CommitStats.ObserveAsync(CommitWithinBoundAsync, ct).ConfigureAwait(false); // metrics hook (issue 12): commit latency and batch size
+                    Volatile.Write(ref _commitStartedAt, 0);
+                    if (Fault is not null) return; // the watchdog gave up on this commit: its waiters were failed already
                     Interlocked.Add(ref _commitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - started);
                     Interlocked.Increment(ref _commits);
                 }
@@ -472,6 +478,47 @@ public sealed class RecordLog : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>When the commit in progress started (<see cref="Environment.TickCount64"/>), or 0 between commits.</summary>
+    private long _commitStartedAt;
+
+    /// <summary>Tests: runs on the commit loop just before a commit starts (not counted in its time).</summary>
+    internal Action? BeforeCommitForTests;
+
+    /// <summary>
+    /// The commit timeout's second guard. <see cref="CommitWithinBoundAsync"/> bounds a commit that FasterLog has started
+    /// and returned from; but in fast-commit mode FasterLog's <c>CommitAsync</c> first enqueues a commit record and spins,
+    /// on the commit loop's thread, until the tail buffer has room for it. On a device that stopped completing writes,
+    /// with the buffer full, that spin never ends and the bound inside the loop is never reached: no write failed, every
+    /// writer waited for ever (until 2026-12-05). This loop, on its own thread, fails the log once a commit has run
+    /// longer than the timeout plus one check period, so writers get the storage failure and the broker says so.
+    /// </summary>
+    private async Task CommitWatchdogAsync()
+    {
+        var period = TimeSpan.FromMilliseconds(Math.Clamp(_commitTimeout.TotalMilliseconds / 4, 50, 1000));
+        long limitMs = (long)(_commitTimeout + period).TotalMilliseconds;
+        using var timer = new PeriodicTimer(period);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stop.Token).ConfigureAwait(false) && Fault is null)
+            {
+                long startedAt = Volatile.Read(ref _commitStartedAt);
+                if (startedAt == 0 || Environment.TickCount64 - startedAt < limitMs) continue;
+                Interlocked.Increment(ref _commitsStuckInFaster);
+                Fail(new StorageFailureException(
+                    $"a log commit did not complete within {_commitTimeout.TotalSeconds:0.###} s and never returned (FasterLog's commit found no room for its commit record: the device is not writing out the buffer)"));
+                return;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private long _commitsStuckInFaster;
+
+    /// <summary>Commits the watchdog found stuck inside FasterLog beyond the timeout (<see cref="CommitWatchdogAsync"/>): 0 or 1.</summary>
+    public long CommitsStuckInFaster => Interlocked.Read(ref _commitsStuckInFaster);
 
     /// <summary>Everything appended is committed and no truncation waits to be persisted.</summary>
     private bool NothingToCommit() => _log.TailAddress <= _log.CommittedUntilAddress && _log.BeginAddress <= _log.CommittedBeginAddress;
@@ -755,7 +802,19 @@ public sealed class RecordLog : IAsyncDisposable
             }
         }
         _stop.Cancel();
-        try { await _commitLoop.ConfigureAwait(false); } catch (OperationCanceledException) { }
+        try { await _commitWatchdog.ConfigureAwait(false); } catch (OperationCanceledException) { }
+        if (Fault is null)
+        {
+            try { await _commitLoop.ConfigureAwait(false); } catch (OperationCanceledException) { }
+        }
+        else
+        {
+            // The commit loop may be the one stuck inside FasterLog's commit (CommitWatchdogAsync): shutting down must
+            // not hang on it. Its thread stays blocked until the process ends.
+            try { await _commitLoop.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
+            catch (TimeoutException) { _logger.LogWarning("The failed log's commit loop did not stop within 5 s (stuck in FasterLog's commit); abandoned."); }
+            catch (OperationCanceledException) { }
+        }
         var dispose = Task.Run(() =>
         {
             _log.Dispose();
