@@ -155,6 +155,7 @@ public static class E2eRunner
         Console.WriteLine($"results: {written.JsonPath}");
         Console.WriteLine($"         {written.MarkdownPath}");
         foreach (var c in written.Charts) Console.WriteLine($"         {c}");
+        ListFullRun(o, run.Commit, written.JsonPath);
         // Exit code: 0 as long as the ceiling was measured at every level; "not measured" flows are reported, not failures.
         return results.Where(r => r.Kind == BenchKind.Ceiling).All(r => r.Measured) ? 0 : 1;
     }
@@ -203,6 +204,41 @@ public static class E2eRunner
 
     /// <summary>The commit of the tree the bench was built from, "+dirty" when it had changes (best effort: null without
     /// git); with the broker build named when <c>HALFMSG_BROKER_DLL</c> points elsewhere.</summary>
+    /// <summary>The list of full runs that issue 10's targets are judged on (<c>runs</c> verb), beside the results.</summary>
+    public const string FullRunsList = "full-runs.tsv";
+
+    /// <summary>
+    /// A full run (every default, every flow, a clean commit) is added to <see cref="FullRunsList"/> when the results
+    /// directory has one, and the runs table and chart are written again: until 2026-12-05 both were done by hand after
+    /// each run. Any other run is left out, with the reason said.
+    /// </summary>
+    private static void ListFullRun(BenchOptions o, string? commit, string jsonPath)
+    {
+        string list = Path.Combine(o.OutDir, FullRunsList);
+        if (!File.Exists(list)) return;
+        string? notFull = o.ToString() != BenchOptions.Parse([]).ToString() ? "options differ from the defaults"
+            : !string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable("HALFMSG_BENCH_FLOWS")) ? "HALFMSG_BENCH_FLOWS selects flows"
+            : commit is null ? "no git commit known"
+            : commit.EndsWith("-dirty", StringComparison.Ordinal) ? "the work tree has uncommitted changes"
+            : null;
+        if (notFull is not null)
+        {
+            Console.WriteLine($"not added to {list}: {notFull}");
+            return;
+        }
+        string text = File.ReadAllText(list);
+        File.AppendAllText(list, (text.Length == 0 || text.EndsWith('\n') ? "" : "\n") + $"{Path.GetFileName(jsonPath)}\t{commit}\n");
+        Console.WriteLine($"added to {list}");
+        try
+        {
+            foreach (var path in RunsReport.Write([list])) Console.WriteLine($"         {path}");
+        }
+        catch (ArgumentException ex)
+        {
+            Console.Error.WriteLine($"runs report not written: {ex.Message}");
+        }
+    }
+
     private static string? SourceCommit()
     {
         string? commit = null;
