@@ -139,7 +139,15 @@ public sealed class CrashLoopTests(ITestOutputHelper output)
                 var lost = Unexplained(g, minOffsets, out int expired, out int unknown);
                 log.Append($"group {g}: {model.Deliveries(g)} deliveries; of {must.Count} acknowledged commits/sends {expired} expired by retention before the group got them, {unknown} at positions the pull consumer never saw ({pullSkipped} skipped), {lost.Count} lost\n");
                 if (lost.Count > 0)
+                {
                     model.Violation($"invariant 'every acknowledged commit is delivered at least once to every group': {lost.Count} never reached group {g} and retention did not expire them: {string.Join("; ", lost.Take(20).Select(e => $"{e} at {model.PositionOf(e.Id)?.ToString() ?? "unknown position"}"))}");
+                    // The broker's own view, for whoever reads the failure: where it put each lost message (its history and
+                    // queue position), and the group's progress there.
+                    log.Append($"broker's view of group {g}: {await admin.RawAsync($"/api/groups/{g}")}\n");
+                    foreach (var e in lost.Take(5))
+                        log.Append($"broker's view of {e.Id}: {await admin.RawAsync($"/api/messages/{e.MessageId}")}\n");
+                    log.Append($"{await admin.RawAsync("/health")}\n");
+                }
             }
 
             cuts += await admin.StatAsync("retentionCuts");

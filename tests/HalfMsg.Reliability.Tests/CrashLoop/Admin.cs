@@ -17,6 +17,20 @@ internal sealed class Admin(BrokerProcess broker)
         return JsonDocument.Parse(text).RootElement.Clone();
     }
 
+    /// <summary>A GET's status and body as text, whatever the status (for failure reports).</summary>
+    public async Task<string> RawAsync(string path, CancellationToken ct = default)
+    {
+        try
+        {
+            using var response = await Http.GetAsync($"http://127.0.0.1:{broker.HttpPort}{path}", ct);
+            return $"GET {path}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync(ct)}";
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+        {
+            return $"GET {path}: {ex.GetType().Name} {ex.Message}";
+        }
+    }
+
     /// <summary>Every pending and parked half: message id and transaction id to (checks, parked).</summary>
     public async Task<Dictionary<string, (int Checks, bool Parked, string TransactionId)>> PendingAsync(CancellationToken ct = default)
     {
