@@ -639,7 +639,14 @@ public sealed class RecordLog : IAsyncDisposable
         if (advanced) Durable?.Invoke(committed);
     }
 
-    /// <summary>Reads a durable record. Returns null when the address is truncated away or not durable yet.</summary>
+    /// <summary>
+    /// Reads a record. Returns null when the address is truncated away (or beyond the tail). A record appended but not
+    /// yet durable is read once it is: FasterLog reads nothing at or above its committed address, and until 2026-12-05
+    /// that came back as null too. The engine's state can point at such a record: retention moves a live body to the
+    /// tail and points its queue entry there at once, before the copy's commit. A pull that picked the entry then read
+    /// null and went past the message for good, calling it damaged, while lease groups retried and got it (the opt-in
+    /// damage loop's failure on `bc9eac7`, seed 700806).
+    /// </summary>
     public ValueTask<byte[]?> ReadAsync(long address, CancellationToken ct = default) => ReadAsync(address, 0, ct);
 
     /// <summary>
@@ -650,9 +657,20 @@ public sealed class RecordLog : IAsyncDisposable
     public async ValueTask<byte[]?> ReadAsync(long address, int sizeHint, CancellationToken ct)
     {
         var (bytes, length) = await _log.ReadAsync(address, Math.Max(0, sizeHint), ct).ConfigureAwait(false);
+        if (bytes is null && address >= Volatile.Read(ref _durableUntil) && address >= _log.BeginAddress && address < _log.TailAddress)
+        {
+            Interlocked.Increment(ref _readsThatWaitedForCommit);
+            await WaitCommittedAsync(address, ct).ConfigureAwait(false);
+            (bytes, length) = await _log.ReadAsync(address, Math.Max(0, sizeHint), ct).ConfigureAwait(false);
+        }
         if (bytes is null) return null;
         return bytes.Length == length ? bytes : bytes.AsSpan(0, length).ToArray();
     }
+
+    private long _readsThatWaitedForCommit;
+
+    /// <summary>Reads of a record appended but not yet committed, which waited for its commit (<see cref="ReadAsync(long, int, CancellationToken)"/>).</summary>
+    public long ReadsThatWaitedForCommit => Interlocked.Read(ref _readsThatWaitedForCommit);
 
     /// <summary>
     /// Replays records in [from, tail) in order (or up to <paramref name="until"/>). Used on start, before any append,
