@@ -45,14 +45,16 @@ internal sealed class FaultInjectionDevice(IDevice inner) : IDevice
 
     public void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
     {
-        if (Intercept(callback, context, () => inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context))) return;
+        // The closure only while a fault is set: a healthy write allocates nothing here.
+        if (_fault != DeviceFault.None && Intercept(callback, context, () => inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context))) return;
         inner.WriteAsync(sourceAddress, segmentId, destinationAddress, numBytesToWrite, callback, context);
         HoldReturn();
     }
 
     public void WriteAsync(IntPtr alignedSourceAddress, ulong alignedDestinationAddress, uint numBytesToWrite, DeviceIOCompletionCallback callback, object context)
     {
-        if (Intercept(callback, context, () => inner.WriteAsync(alignedSourceAddress, alignedDestinationAddress, numBytesToWrite, callback, context))) return;
+        // The closure only while a fault is set: a healthy write allocates nothing here.
+        if (_fault != DeviceFault.None && Intercept(callback, context, () => inner.WriteAsync(alignedSourceAddress, alignedDestinationAddress, numBytesToWrite, callback, context))) return;
         inner.WriteAsync(alignedSourceAddress, alignedDestinationAddress, numBytesToWrite, callback, context);
         HoldReturn();
     }
