@@ -64,18 +64,35 @@ public sealed class BackpressureTests(ITestOutputHelper output)
     [Fact]
     public async Task Appends_that_wait_for_a_page_write_under_the_engine_lock_still_finish()
     {
+        FaultInjectionDevice? device = null;
         await WithEngine(async engine =>
         {
             engine.LogForTests.RoomBytesForTests = engine.LogForTests.MemoryBytes;
             long raisesBefore = PoolHeadroom.Raises;
+            // The device holds page writes until an append has waited for one and raised the pool's minimum, so the slow
+            // path is taken however the disk keeps pace with the writers. (Without the hold, on a machine whose cores
+            // were busy with other work, five rounds of writers once never filled the buffer.) A thread of its own
+            // releases them: the pool may be the thing that is wedged.
+            device!.Fault = DeviceFault.HoldWrites;
+            var released = new ManualResetEventSlim(false);
+            var releaser = new Thread(() =>
+            {
+                var until = Environment.TickCount64 + 60_000;
+                while ((engine.LogForTests.AppendsThatWaited == 0 || PoolHeadroom.Raises == raisesBefore)
+                       && Environment.TickCount64 < until && !released.IsSet)
+                    Thread.Sleep(1);
+                device.ReleaseHeldWrites();
+                released.Set();
+            }) { IsBackground = true, Name = "page write releaser" };
+            releaser.Start();
             var watch = System.Diagnostics.Stopwatch.StartNew();
-            // One round made an append wait in every run here; a faster disk may need another before one does.
-            for (int round = 1; round <= 5 && (round == 1 || engine.LogForTests.AppendsThatWaited == 0); round++)
-                await RunWriters(engine, round);
-            output.WriteLine($"{watch.ElapsedMilliseconds} ms; appends that waited {engine.LogForTests.AppendsThatWaited}; pool minimum raised {PoolHeadroom.Raises - raisesBefore} times; pool threads {ThreadPool.ThreadCount}");
+            try { await RunWriters(engine); }
+            finally { released.Set(); releaser.Join(); }
+            output.WriteLine($"{watch.ElapsedMilliseconds} ms; appends that waited {engine.LogForTests.AppendsThatWaited}; pool minimum raised {PoolHeadroom.Raises - raisesBefore} times; pool threads {ThreadPool.ThreadCount}; writes held {device.FaultedWrites}");
+            Assert.True(device.FaultedWrites > 0, "no page write was held");
             Assert.True(engine.LogForTests.AppendsThatWaited > 0, "no append waited for a page write: the test did not test the slow path");
             Assert.True(PoolHeadroom.Raises > raisesBefore, "the waiting appends never raised the pool's minimum");
-        });
+        }, d => device = new FaultInjectionDevice(d));
     }
 
     /// <summary>
@@ -208,10 +225,11 @@ public sealed class BackpressureTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task WithEngine(Func<BrokerEngine, Task> test)
+    private static async Task WithEngine(Func<BrokerEngine, Task> test, Func<FASTER.core.IDevice, FASTER.core.IDevice>? wrapDevice = null)
     {
         var options = new CoreOptions
         {
+            WrapLogDevice = wrapDevice,
             DataDir = Path.Combine(Path.GetTempPath(), "halfmsg-bp-" + Guid.NewGuid().ToString("N")[..12]),
             Flush = FlushMode.Async, MemorySizeBits = 23, SegmentSizeBits = 24, // the smallest buffer (four 8 MiB pages), written more than twice over
         };
