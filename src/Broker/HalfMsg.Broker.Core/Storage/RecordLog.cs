@@ -34,6 +34,7 @@ public sealed class RecordLog : IAsyncDisposable
     private int _kickPending;
     private readonly SemaphoreSlim _kick = new(0, int.MaxValue);
     private readonly CancellationTokenSource _stop = new();
+    private readonly CancellationTokenSource _watchdogStop = new(); // after the commit loop has stopped (DisposeAsync)
     private readonly Task _commitLoop;
     private readonly Task _commitWatchdog;
     private static readonly TimeSpan IdleCommitInterval = TimeSpan.FromMilliseconds(20);
@@ -279,6 +280,7 @@ public sealed class RecordLog : IAsyncDisposable
             {
                 if (_fault is not null) throw _fault;
                 if (address < _durableUntil) return;
+                if (_closed) throw new ObjectDisposedException(nameof(RecordLog), "the log was closed before this record was committed");
                 commit = _nextCommit.Task;
             }
             // One kick per commit is enough; the commit loop clears the flag before it takes the next completion.
@@ -500,7 +502,7 @@ public sealed class RecordLog : IAsyncDisposable
         using var timer = new PeriodicTimer(period);
         try
         {
-            while (await timer.WaitForNextTickAsync(_stop.Token).ConfigureAwait(false) && Fault is null)
+            while (await timer.WaitForNextTickAsync(_watchdogStop.Token).ConfigureAwait(false) && Fault is null)
             {
                 long startedAt = Volatile.Read(ref _commitStartedAt);
                 if (startedAt == 0 || Environment.TickCount64 - startedAt < limitMs) continue;
@@ -820,6 +822,10 @@ public sealed class RecordLog : IAsyncDisposable
             }
         }
         _stop.Cancel();
+        // The watchdog keeps watching until the commit loop has stopped: a commit stuck inside FasterLog ignores the
+        // cancellation, and the loop would then never end (nor would this). The watchdog fails the log instead.
+        await Task.WhenAny(_commitLoop, _failed.Task).ConfigureAwait(false);
+        _watchdogStop.Cancel();
         try { await _commitWatchdog.ConfigureAwait(false); } catch (OperationCanceledException) { }
         if (Fault is null)
         {
@@ -833,6 +839,7 @@ public sealed class RecordLog : IAsyncDisposable
             catch (TimeoutException) { _logger.LogWarning("The failed log's commit loop did not stop within 5 s (stuck in FasterLog's commit); abandoned."); }
             catch (OperationCanceledException) { }
         }
+        ReleaseWaitersOnClose();
         var dispose = Task.Run(() =>
         {
             _log.Dispose();
@@ -848,6 +855,27 @@ public sealed class RecordLog : IAsyncDisposable
         try { await dispose.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
         catch (TimeoutException) { _logger.LogWarning("Closing the failed log did not finish within 5 s; abandoned."); }
         catch (Exception ex) { _logger.LogDebug(ex, "Closing the failed log threw."); }
+    }
+    /// <summary>Set under <see cref="_waitersGate"/> once the commit loop has stopped for good.</summary>
+    private bool _closed;
+
+    /// <summary>
+    /// With the commit loop stopped, no commit completes a waiter any more: one that waited for the commit the loop
+    /// was cancelled in, or that came after the final commit (a read of a record appended meanwhile, a writer waiting
+    /// for room), waited for ever. They now wake and get <see cref="ObjectDisposedException"/>; what the final commit
+    /// covered still returns normally.
+    /// </summary>
+    private void ReleaseWaitersOnClose()
+    {
+        TaskCompletionSource? inFlight, next;
+        lock (_waitersGate)
+        {
+            _closed = true;
+            inFlight = _commitInFlight;
+            next = _nextCommit;
+        }
+        inFlight?.TrySetResult();
+        next.TrySetResult();
     }
 }
 
