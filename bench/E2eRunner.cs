@@ -155,7 +155,7 @@ public static class E2eRunner
         Console.WriteLine($"results: {written.JsonPath}");
         Console.WriteLine($"         {written.MarkdownPath}");
         foreach (var c in written.Charts) Console.WriteLine($"         {c}");
-        ListFullRun(o, run.Commit, written.JsonPath);
+        ListFullRun(o, run.Commit, written.JsonPath, results);
         // Exit code: 0 as long as the ceiling was measured at every level; "not measured" flows are reported, not failures.
         return results.Where(r => r.Kind == BenchKind.Ceiling).All(r => r.Measured) ? 0 : 1;
     }
@@ -202,22 +202,23 @@ public static class E2eRunner
                   : $"  => {r.Summary}")
             : $"  => not measured: {r.NotMeasured}");
 
-    /// <summary>The commit of the tree the bench was built from, "+dirty" when it had changes (best effort: null without
-    /// git); with the broker build named when <c>HALFMSG_BROKER_DLL</c> points elsewhere.</summary>
     /// <summary>The list of full runs that issue 10's targets are judged on (<c>runs</c> verb), beside the results.</summary>
     public const string FullRunsList = "full-runs.tsv";
 
     /// <summary>
-    /// A full run (every default, every flow, a clean commit) is added to <see cref="FullRunsList"/> when the results
+    /// A full run (every default, every flow measured, a clean commit) is added to <see cref="FullRunsList"/> when the results
     /// directory has one, and the runs table and chart are written again: until 2026-12-05 both were done by hand after
     /// each run. Any other run is left out, with the reason said.
     /// </summary>
-    private static void ListFullRun(BenchOptions o, string? commit, string jsonPath)
+    private static void ListFullRun(BenchOptions o, string? commit, string jsonPath, IReadOnlyList<BenchResult> results)
     {
         string list = Path.Combine(o.OutDir, FullRunsList);
         if (!File.Exists(list)) return;
+        // A run whose broker was not built measured every row but the broker's (2026-12-05 09:25, listed by mistake).
+        var unmeasured = results.Where(r => !r.Measured).Select(r => r.Name).ToList();
         string? notFull = o.ToString() != BenchOptions.Parse([]).ToString() ? "options differ from the defaults"
             : !string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable("HALFMSG_BENCH_FLOWS")) ? "HALFMSG_BENCH_FLOWS selects flows"
+            : unmeasured.Count > 0 ? $"{unmeasured.Count} rows not measured ({string.Join("; ", unmeasured.Take(3))}{(unmeasured.Count > 3 ? "; …" : "")})"
             : commit is null ? "no git commit known"
             : commit.EndsWith("-dirty", StringComparison.Ordinal) ? "the work tree has uncommitted changes"
             : null;
@@ -239,6 +240,8 @@ public static class E2eRunner
         }
     }
 
+    /// <summary>The commit of the tree the bench was built from, "+dirty" when it had changes (best effort: null without
+    /// git); with the broker build named when <c>HALFMSG_BROKER_DLL</c> points elsewhere.</summary>
     private static string? SourceCommit()
     {
         string? commit = null;
