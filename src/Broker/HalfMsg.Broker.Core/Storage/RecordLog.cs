@@ -621,8 +621,7 @@ public sealed class RecordLog : IAsyncDisposable
             "Storage failure: {Reason}. The broker refuses all writes from now on and must be restarted (log {Directory}).",
             failure.Reason, _directory);
         // Waiters wake, see the fault and throw it.
-        inFlight?.TrySetResult();
-        next.TrySetResult();
+        Wake(inFlight, next);
     }
 
     /// <summary>Test hook: fails the log as a failed commit would.</summary>
@@ -856,6 +855,7 @@ public sealed class RecordLog : IAsyncDisposable
         catch (TimeoutException) { _logger.LogWarning("Closing the failed log did not finish within 5 s; abandoned."); }
         catch (Exception ex) { _logger.LogDebug(ex, "Closing the failed log threw."); }
     }
+
     /// <summary>Set under <see cref="_waitersGate"/> once the commit loop has stopped for good.</summary>
     private bool _closed;
 
@@ -874,6 +874,13 @@ public sealed class RecordLog : IAsyncDisposable
             inFlight = _commitInFlight;
             next = _nextCommit;
         }
+        Wake(inFlight, next);
+    }
+
+    /// <summary>Wakes the waiters of the commit in flight and of the next one; they look again under the gate (fault,
+    /// durable address, closed) and throw or return.</summary>
+    private static void Wake(TaskCompletionSource? inFlight, TaskCompletionSource next)
+    {
         inFlight?.TrySetResult();
         next.TrySetResult();
     }
