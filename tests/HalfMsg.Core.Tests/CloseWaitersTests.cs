@@ -14,36 +14,23 @@ public sealed class CloseWaitersTests
     [Fact]
     public async Task Waiters_for_a_commit_that_never_comes_end_when_the_log_closes()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-closewait-" + Guid.NewGuid().ToString("N")[..12]);
-        FaultInjectionDevice? device = null;
-        var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(100), segmentSizeBits: 22, memorySizeBits: 22,
-            commitTimeout: TimeSpan.FromSeconds(1), wrapDevice: d => device = new FaultInjectionDevice(d));
-        Task? close = null;
-        try
-        {
-            await log.WaitDurableAsync(log.Append("first"u8));
-            device!.Fault = DeviceFault.HoldWrites; // nothing is written from here on: the next commit never completes
-            long address = log.Append("never committed"u8);
-            var wait = log.WaitCommittedAsync(address).AsTask();
-            var read = log.ReadAsync(address).AsTask();
-            await Conditions.WaitUntil(() => log.ReadsThatWaitedForCommit == 1 || read.IsCompleted);
+        await using var f = new LogOnFaultyDevice("closewait", commitTimeout: TimeSpan.FromSeconds(1));
+        var log = f.Log;
+        await log.WaitDurableAsync(log.Append("first"u8));
+        f.Device.Fault = DeviceFault.HoldWrites; // nothing is written from here on: the next commit never completes
+        long address = log.Append("never committed"u8);
+        var wait = log.WaitCommittedAsync(address).AsTask();
+        var read = log.ReadAsync(address).AsTask();
+        await Conditions.WaitUntil(() => log.ReadsThatWaitedForCommit == 1 || read.IsCompleted);
 
-            close = log.DisposeAsync().AsTask();
-            // Bounded by the test only as a safety net: the log gives up on its final commit after 1 s.
-            await close.WaitAsync(TimeSpan.FromSeconds(60));
-            foreach (var waiter in new Task[] { wait, read })
-            {
-                var ended = await Record.ExceptionAsync(() => waiter.WaitAsync(TimeSpan.FromSeconds(60)));
-                Assert.True(ended is ObjectDisposedException or StorageFailureException, $"the waiter ended with {ended?.GetType().Name ?? "no exception"}: {ended}");
-            }
-            // A wait begun after the close ends at once too.
-            await Assert.ThrowsAnyAsync<Exception>(() => log.WaitCommittedAsync(address).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
-        }
-        finally
+        // Bounded by the test only as a safety net: the log gives up on its final commit after 1 s.
+        await f.CloseAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        foreach (var waiter in new Task[] { wait, read })
         {
-            device?.ReleaseHeldWrites();
-            if (close is null) await log.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(60));
-            try { Directory.Delete(dir, true); } catch (IOException) { }
+            var ended = await Record.ExceptionAsync(() => waiter.WaitAsync(TimeSpan.FromSeconds(60)));
+            Assert.True(ended is ObjectDisposedException or StorageFailureException, $"the waiter ended with {ended?.GetType().Name ?? "no exception"}: {ended}");
         }
+        // A wait begun after the close ends at once too.
+        await Assert.ThrowsAnyAsync<Exception>(() => log.WaitCommittedAsync(address).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
     }
 }

@@ -14,10 +14,9 @@ public sealed class CommitWatchdogTests
     [Fact]
     public async Task A_commit_stuck_inside_FasterLog_on_a_full_buffer_fails_the_log_within_the_commit_timeout()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-watchdog-" + Guid.NewGuid().ToString("N")[..12]);
-        FaultInjectionDevice? device = null;
-        var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(100), segmentSizeBits: 22, memorySizeBits: 20,
-            maxRecordSize: 32 * 1024, commitTimeout: TimeSpan.FromSeconds(2), wrapDevice: d => device = new FaultInjectionDevice(d));
+        // The device comes back when the fixture is disposed: FasterLog's spin ends, so no thread is left spinning.
+        await using var f = new LogOnFaultyDevice("watchdog", memorySizeBits: 20, maxRecordSize: 32 * 1024, commitTimeout: TimeSpan.FromSeconds(2));
+        var log = f.Log;
         var commitMayStart = new ManualResetEventSlim(false);
         try
         {
@@ -28,7 +27,7 @@ public sealed class CommitWatchdogTests
             // no commit record and spins inside CommitAsync.
             int commitsHeld = 0;
             log.BeforeCommitForTests = () => { if (Interlocked.Exchange(ref commitsHeld, 1) == 0) commitMayStart.Wait(TimeSpan.FromSeconds(60)); };
-            device!.Fault = DeviceFault.HoldWrites;
+            f.Device.Fault = DeviceFault.HoldWrites;
             var appender = Task.Run(() => { while (true) log.Append(record); });
             log.RequestCommit();
             await Conditions.WaitUntil(() => Volatile.Read(ref commitsHeld) == 1 && log.AppendsThatWaited > 0 || appender.IsCompleted);
@@ -45,10 +44,6 @@ public sealed class CommitWatchdogTests
         finally
         {
             commitMayStart.Set();
-            // The device comes back: FasterLog's spin ends, so no thread is left spinning after the test.
-            device?.ReleaseHeldWrites();
-            await log.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(60));
-            try { Directory.Delete(dir, true); } catch (IOException) { }
         }
     }
 }

@@ -15,34 +15,23 @@ public sealed class ReadBeforeCommitTests
     [Fact]
     public async Task A_read_of_a_record_not_yet_committed_waits_for_its_commit()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-readcommit-" + Guid.NewGuid().ToString("N")[..12]);
-        FaultInjectionDevice? device = null;
-        var log = new RecordLog(dir, FlushMode.Sync, TimeSpan.FromMilliseconds(100), segmentSizeBits: 22, memorySizeBits: 22,
-            wrapDevice: d => device = new FaultInjectionDevice(d));
-        try
-        {
-            await log.WaitDurableAsync(log.Append("first"u8));
-            // The device holds writes: the next record is appended and stays uncommitted until they are released.
-            device!.Fault = DeviceFault.HoldWrites;
-            long address = log.Append("appended, not committed"u8);
-            Assert.True(address >= log.DurableUntil);
+        await using var f = new LogOnFaultyDevice("readcommit");
+        var log = f.Log;
+        await log.WaitDurableAsync(log.Append("first"u8));
+        // The device holds writes: the next record is appended and stays uncommitted until they are released.
+        f.Device.Fault = DeviceFault.HoldWrites;
+        long address = log.Append("appended, not committed"u8);
+        Assert.True(address >= log.DurableUntil);
 
-            var read = log.ReadAsync(address).AsTask();
-            await Conditions.WaitUntil(() => log.ReadsThatWaitedForCommit == 1 || read.IsCompleted);
-            Assert.False(read.IsCompleted, $"the read answered ({read.Status}) before the record was committed");
+        var read = log.ReadAsync(address).AsTask();
+        await Conditions.WaitUntil(() => log.ReadsThatWaitedForCommit == 1 || read.IsCompleted);
+        Assert.False(read.IsCompleted, $"the read answered ({read.Status}) before the record was committed");
 
-            device.ReleaseHeldWrites();
-            var bytes = await read.WaitAsync(TimeSpan.FromSeconds(60));
-            Assert.Equal("appended, not committed"u8.ToArray(), bytes);
-            Assert.True(address < log.DurableUntil);
-            // Truncated away or beyond the tail is still null, at once.
-            Assert.Null(await log.ReadAsync(log.TailAddress + 4096).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
-        }
-        finally
-        {
-            device?.ReleaseHeldWrites();
-            await log.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(60));
-            try { Directory.Delete(dir, true); } catch (IOException) { }
-        }
+        f.Device.ReleaseHeldWrites();
+        var bytes = await read.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal("appended, not committed"u8.ToArray(), bytes);
+        Assert.True(address < log.DurableUntil);
+        // Truncated away or beyond the tail is still null, at once.
+        Assert.Null(await log.ReadAsync(log.TailAddress + 4096).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
     }
 }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 using HalfMsg.Broker.Core.Transactions;
 using HalfMsg.TestKit;
 
@@ -156,4 +157,36 @@ public static class States
 public static class Bodies
 {
     public static string Text(this DeliveredMessage m) => Encoding.UTF8.GetString(m.Message.Body.Span);
+}
+
+/// <summary>
+/// A <see cref="RecordLog"/> in a temp dir of its own, on a <see cref="FaultInjectionDevice"/> the test can make hold or
+/// fail writes. Disposing releases held writes, closes the log (once, also after <see cref="CloseAsync"/>) and deletes
+/// the dir.
+/// </summary>
+internal sealed class LogOnFaultyDevice : IAsyncDisposable
+{
+    private FaultInjectionDevice? _device;
+    private Task? _close;
+
+    public LogOnFaultyDevice(string name, int memorySizeBits = 22, int maxRecordSize = RecordLog.DefaultMaxRecordSize, TimeSpan? commitTimeout = null)
+    {
+        Dir = Path.Combine(Path.GetTempPath(), $"halfmsg-{name}-" + Guid.NewGuid().ToString("N")[..12]);
+        Log = new RecordLog(Dir, FlushMode.Sync, TimeSpan.FromMilliseconds(100), segmentSizeBits: 22, memorySizeBits: memorySizeBits,
+            maxRecordSize: maxRecordSize, commitTimeout: commitTimeout, wrapDevice: d => _device = new FaultInjectionDevice(d));
+    }
+
+    public string Dir { get; }
+    public RecordLog Log { get; }
+    public FaultInjectionDevice Device => _device ?? throw new InvalidOperationException("the log opened no device");
+
+    /// <summary>Closes the log; the task is the one close, however often it is asked for.</summary>
+    public Task CloseAsync() => _close ??= Log.DisposeAsync().AsTask();
+
+    public async ValueTask DisposeAsync()
+    {
+        _device?.ReleaseHeldWrites();
+        await CloseAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        try { Directory.Delete(Dir, true); } catch (IOException) { }
+    }
 }
