@@ -13,6 +13,10 @@ if (args.Length > 1 && args[0] == HalfMsg.Bench.Floor.GrpcFloorServer.Verb)
 if (args.Length > 0 && args[0] == "diag-commit-starvation")
     return await HalfMsg.Bench.Diagnostics.CommitStarvationProbe.RunAsync(args);
 
+// Diagnostic probe: how long a sweep or a check pass holds up sends when a lot becomes due at once (Diagnostics/LockStallProbe.cs).
+if (args.Length > 0 && args[0] == "diag-lock-stall")
+    return await HalfMsg.Bench.Diagnostics.LockStallProbe.RunAsync(args);
+
 // The message index's memory per message, full at its default capacity (Micro/MessageIndexBenchmarks.cs).
 if (args.Length > 0 && args[0] == "index-memory")
 {

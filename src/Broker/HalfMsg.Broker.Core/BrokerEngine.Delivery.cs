@@ -562,7 +562,7 @@ public sealed partial class BrokerEngine
             long leaseId = NextLeaseId();
             address = ChangeLease(group, topic, handle.QueueId, handle.QueueOffset, until, leaseId);
             newHandle = new ReceiptHandle(handle.QueueId, handle.QueueOffset, leaseId).Encode();
-            if (duration == TimeSpan.Zero) SweepLeases(NowMs);
+            if (duration == TimeSpan.Zero) SweepLeases(NowMs, SweepEntriesPerLockHold); // the rest, if any, on the sweeper
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         return new(BrokerError.None, newHandle, until);
@@ -595,36 +595,71 @@ public sealed partial class BrokerEngine
         return address;
     }
 
-    /// <summary>Expires leases and releases delay messages whose time has come. Runs on the sweeper loop; tests call it with a fake clock.</summary>
+    /// <summary>
+    /// Most leases, delayed messages and remembered decisions one hold of the engine lock sweeps (about a microsecond
+    /// each). A sweep takes the lock again for the rest, so a million delayed messages due at the same instant no longer
+    /// hold every send, ack and receive for a second: between two holds the sweeper waits for room in the log, as
+    /// writers do, and lets them in.
+    /// </summary>
+    internal const int SweepEntriesPerLockHold = MaxEntriesPerLockHold;
+
+    /// <summary>Expires leases and releases delay messages whose time has come, in holds of the lock of at most
+    /// <see cref="SweepEntriesPerLockHold"/> entries each. Tests call it with a fake clock (the sweeper loop runs
+    /// <see cref="SweepAndPlanAsync"/>).</summary>
     public void RunSweep()
     {
-        lock (_gate) Sweep(NowMs);
-    }
-
-    /// <summary>The sweeper loop's sweep: then plans the next one (<see cref="SweepAlarm"/>) and returns how long to wait for it.</summary>
-    private TimeSpan SweepAndPlan()
-    {
-        lock (_gate)
+        long now = NowMs;
+        while (true)
         {
-            _sweepAlarm.Sweeping();
-            long now = NowMs;
-            Sweep(now);
-            return _sweepAlarm.Plan(now, Math.Min(_groups.NextLeaseDueMs, _delayed.NextDueMs));
+            lock (_gate)
+                if (!SweepSome(now)) return;
+            BetweenLockHoldsForTests?.Invoke();
         }
     }
 
-    private void Sweep(long now)
+    /// <summary>The sweeper loop's sweep, one hold of the lock per <see cref="SweepEntriesPerLockHold"/> entries with a
+    /// wait for room in the log before each; then plans the next one (<see cref="SweepAlarm"/>) and returns how long to
+    /// wait for it.</summary>
+    private async ValueTask<TimeSpan> SweepAndPlanAsync(CancellationToken ct)
     {
-        SweepLeases(now);
-        ReleaseDelayed(now);
-        _txs.Decided.Expire(now);
+        lock (_gate) _sweepAlarm.Sweeping();
+        // What is due when the sweep starts, as before: what becomes due meanwhile waits for the next sweep, so a sweep
+        // ends even while leases end faster than it takes them.
+        long now = NowMs;
+        while (true)
+        {
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            lock (_gate)
+            {
+                if (!SweepSome(now)) return _sweepAlarm.Plan(NowMs, Math.Min(_groups.NextLeaseDueMs, _delayed.NextDueMs));
+            }
+            BetweenLockHoldsForTests?.Invoke();
+            await Task.Yield(); // the rest after the writers that queued on the lock meanwhile
+        }
     }
 
-    private void SweepLeases(long now)
+    /// <summary>One sweep as the sweeper loop runs it (tests and the bench's lock-stall probe, with a fake clock).</summary>
+    internal ValueTask<TimeSpan> RunSweepAsLoopDoesAsync(CancellationToken ct = default) => SweepAndPlanAsync(ct);
+
+    /// <summary>Sweeps at most <see cref="SweepEntriesPerLockHold"/> entries (leases first, then delayed messages, then
+    /// remembered decisions); true when it stopped at that bound, so more may be due.</summary>
+    private bool SweepSome(long now)
+    {
+        int budget = SweepEntriesPerLockHold;
+        budget -= SweepLeases(now, budget);
+        if (budget > 0) budget -= ReleaseDelayed(now, budget);
+        if (budget > 0) budget -= _txs.Decided.Expire(now, budget);
+        return budget <= 0;
+    }
+
+    /// <summary>Expires (or renews) at most <paramref name="max"/> due leases; returns how many it took.</summary>
+    private int SweepLeases(long now, int max)
     {
         bool renewed = false;
-        while (_groups.TryTakeExpired(now, out var group, out var queue, out var offset, out var flight))
+        int taken = 0;
+        while (taken < max && _groups.TryTakeExpired(now, out var group, out var queue, out var offset, out var flight))
         {
+            taken++;
             if (TryRenewLease(group, queue, offset, flight, now))
             {
                 renewed = true;
@@ -641,18 +676,23 @@ public sealed partial class BrokerEngine
             group.Waiters.WakeOne();
         }
         if (renewed && _log.Flush == FlushMode.Sync) _log.RequestCommit(); // nobody waits for a renewal; make it durable soon anyway
+        return taken;
     }
 
-    private void ReleaseDelayed(long now)
+    /// <summary>Puts at most <paramref name="max"/> delayed messages whose time has come into their queues; returns how many.</summary>
+    private int ReleaseDelayed(long now, int max)
     {
-        foreach (var entry in _delayed.TakeDue(now))
+        int taken = 0;
+        while (taken < max && _delayed.TryTakeDue(now, out var entry))
         {
+            taken++;
             var topic = _topics.GetOrAdd(entry.Topic, _options.QueuesPerTopic);
             int q = PickQueue(topic, entry.RequestedQueueId, entry.MessageGroup);
             new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, topic.Queues[q].NextOffset, entry.Tag, entry.MessageGroup).Write(_writer);
             AppendAndApply();
         }
         if (_log.Flush == FlushMode.Sync && _topics.WaitingForDurability > 0) _log.RequestCommit();
+        return taken;
     }
 
     /// <summary>Reads a stored body (a MessageStored or HalfStored record) and presents it at the given queue position.</summary>

@@ -159,7 +159,7 @@ public sealed partial class BrokerEngine
         _loops.Add(Task.Run(() => RunLoopAsync("sweeper", async ct =>
         {
             long sweptAt = _time.GetTimestamp();
-            TimeSpan wait = SweepAndPlan();
+            TimeSpan wait = await SweepAndPlanAsync(ct).ConfigureAwait(false);
             await _sweepAlarm.WaitAsync(wait, ct).ConfigureAwait(false);
             // Kicked: still at most one sweep per MinGap, so a stream of short delays is swept in batches.
             TimeSpan rest = SweepAlarm.MinGap - _time.GetElapsedTime(sweptAt);

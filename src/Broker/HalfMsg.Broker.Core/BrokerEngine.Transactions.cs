@@ -290,86 +290,108 @@ public sealed partial class BrokerEngine
     /// </summary>
     public async Task<int> RunCheckPassAsync(CancellationToken ct = default)
     {
+        // The due halves are taken, and those out of checks parked, at most MaxEntriesPerLockHold per hold of the lock:
+        // a storm of a million halves due at once no longer holds every send and decision for a second (2026-12-05).
         var due = new List<HalfState>();
-        lock (_gate)
-        {
-            long now = NowMs;
-            foreach (var half in _txs.TakeDue(now))
-            {
-                if (half.CheckCount >= _options.TransactionCheckMax) Park(half, now);
-                else due.Add(half);
-            }
-        }
+        var seen = new HashSet<HalfState>(ReferenceEqualityComparer.Instance);
         int sent = 0;
         var retryLater = new List<HalfState>();
         int next = 0;
+        // The halves due when the pass starts, as before: a half that becomes due meanwhile is the next pass's, so a pass
+        // ends, and what it put aside for later (no producer to ask) goes back into the index when it does.
+        long dueBy = NowMs;
         try
         {
-            for (; next < due.Count; next++)
+            bool more = true;
+            while (more)
             {
-                var half = due[next];
-                ct.ThrowIfCancellationRequested();
+                due.Clear();
+                next = 0;
                 await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
-                // A check the last asked instance left unanswered until now sends this one to another live instance.
-                string? unanswered = TakeUnansweredCheck(half);
-                if (unanswered is not null) Producers.NoteUnanswered(half.ProducerGroup, unanswered);
-                var candidates = Producers.Candidates(half.ProducerGroup, half.OriginClientId, unanswered);
-                if (candidates.Count == 0)
-                {
-                    // Nobody to ask: wait without burning a check.
-                    Metrics.ChecksWithoutProducer++;
-                    retryLater.Add(half);
-                    continue;
-                }
-                long address;
-                int size;
-                lock (_gate) (address, size) = (half.Address, half.Size);
-                var message = await ReadStoredMessageAsync(address, half.Topic, -1, -1, ct, size).ConfigureAwait(false);
-                if (message is null)
-                {
-                    // Retention may have moved the body and cut its old place since the address was taken (found by the
-                    // soak at 1,100 tx/s with a 1 MiB retention limit): read it where it lives now.
-                    long now;
-                    lock (_gate) (now, size) = _txs.IsLive(half) ? (half.Address, half.Size) : (-1, 0);
-                    if (now < 0) continue; // decided meanwhile: nothing to check
-                    if (now != address) message = await ReadStoredMessageAsync(now, half.Topic, -1, -1, ct, size).ConfigureAwait(false);
-                }
-                if (message is null)
-                {
-                    _logger.LogError("Half message {TransactionId} at {Address} could not be read from the log", half.TransactionId, half.Address);
-                    retryLater.Add(half);
-                    continue;
-                }
-                var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1 };
-                using var span = BrokerTracing.StartCheckBack(request); // trace hook (issue 12)
-                ICheckBackChannel? accepted = null;
-                // The pass took this half k disk reads ago; a commit or rollback may have come in since. Liveness is
-                // read, the check queued and its record written in one hold of the lock every decision takes, so a
-                // decided half gets no check-back, and a decision after this point came after the check was queued.
-                // Sending under the lock is safe: TrySendCheck only queues (a non-blocking TryWrite on both front-ends;
-                // the Remoting frame builder re-enters this lock on the same thread) and never awaits.
                 lock (_gate)
                 {
-                    if (!_txs.IsLive(half)) continue; // decided meanwhile: nothing to check, nothing to reschedule
-                    foreach (var channel in candidates)
+                    long now = NowMs;
+                    more = _txs.TakeDue(dueBy, MaxEntriesPerLockHold, due, seen);
+                    int kept = 0;
+                    for (int i = 0; i < due.Count; i++)
                     {
-                        // A channel that died since the lookup refuses; the check goes to the next live instance, not lost.
-                        if (channel.IsAlive && channel.TrySendCheck(request)) { accepted = channel; break; }
+                        var half = due[i];
+                        if (half.CheckCount >= _options.TransactionCheckMax) Park(half, now);
+                        else due[kept++] = half;
                     }
-                    // Still live unless the channel itself decided it while queueing (re-entering this lock): then
-                    // the check went out before the decision, and the half has nothing left to record.
-                    if (accepted is not null && _txs.IsLive(half))
-                    {
-                        long now = NowMs;
-                        new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
-                        AppendAndApply();
-                        half.LastCheckedClientId = accepted.ClientId;
-                        Metrics.ChecksSent++;
-                    }
+                    due.RemoveRange(kept, due.Count - kept);
                 }
-                if (accepted is null) { retryLater.Add(half); continue; }
-                sent++;
-                _logger.LogDebug("Check-back {Number} of transaction {TransactionId} sent to {ClientId}", request.CheckNumber, half.TransactionId, accepted.ClientId);
+                if (more)
+                {
+                    BetweenLockHoldsForTests?.Invoke();
+                    if (due.Count == 0) await Task.Yield(); // all parked: the writers queued on the lock meanwhile first
+                }
+                for (; next < due.Count; next++)
+                {
+                    var half = due[next];
+                    ct.ThrowIfCancellationRequested();
+                    await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+                    // A check the last asked instance left unanswered until now sends this one to another live instance.
+                    string? unanswered = TakeUnansweredCheck(half);
+                    if (unanswered is not null) Producers.NoteUnanswered(half.ProducerGroup, unanswered);
+                    var candidates = Producers.Candidates(half.ProducerGroup, half.OriginClientId, unanswered);
+                    if (candidates.Count == 0)
+                    {
+                        // Nobody to ask: wait without burning a check.
+                        Metrics.ChecksWithoutProducer++;
+                        retryLater.Add(half);
+                        continue;
+                    }
+                    long address;
+                    int size;
+                    lock (_gate) (address, size) = (half.Address, half.Size);
+                    var message = await ReadStoredMessageAsync(address, half.Topic, -1, -1, ct, size).ConfigureAwait(false);
+                    if (message is null)
+                    {
+                        // Retention may have moved the body and cut its old place since the address was taken (found by the
+                        // soak at 1,100 tx/s with a 1 MiB retention limit): read it where it lives now.
+                        long now;
+                        lock (_gate) (now, size) = _txs.IsLive(half) ? (half.Address, half.Size) : (-1, 0);
+                        if (now < 0) continue; // decided meanwhile: nothing to check
+                        if (now != address) message = await ReadStoredMessageAsync(now, half.Topic, -1, -1, ct, size).ConfigureAwait(false);
+                    }
+                    if (message is null)
+                    {
+                        _logger.LogError("Half message {TransactionId} at {Address} could not be read from the log", half.TransactionId, half.Address);
+                        retryLater.Add(half);
+                        continue;
+                    }
+                    var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1 };
+                    using var span = BrokerTracing.StartCheckBack(request); // trace hook (issue 12)
+                    ICheckBackChannel? accepted = null;
+                    // The pass took this half k disk reads ago; a commit or rollback may have come in since. Liveness is
+                    // read, the check queued and its record written in one hold of the lock every decision takes, so a
+                    // decided half gets no check-back, and a decision after this point came after the check was queued.
+                    // Sending under the lock is safe: TrySendCheck only queues (a non-blocking TryWrite on both front-ends;
+                    // the Remoting frame builder re-enters this lock on the same thread) and never awaits.
+                    lock (_gate)
+                    {
+                        if (!_txs.IsLive(half)) continue; // decided meanwhile: nothing to check, nothing to reschedule
+                        foreach (var channel in candidates)
+                        {
+                            // A channel that died since the lookup refuses; the check goes to the next live instance, not lost.
+                            if (channel.IsAlive && channel.TrySendCheck(request)) { accepted = channel; break; }
+                        }
+                        // Still live unless the channel itself decided it while queueing (re-entering this lock): then
+                        // the check went out before the decision, and the half has nothing left to record.
+                        if (accepted is not null && _txs.IsLive(half))
+                        {
+                            long now = NowMs;
+                            new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
+                            AppendAndApply();
+                            half.LastCheckedClientId = accepted.ClientId;
+                            Metrics.ChecksSent++;
+                        }
+                    }
+                    if (accepted is null) { retryLater.Add(half); continue; }
+                    sent++;
+                    _logger.LogDebug("Check-back {Number} of transaction {TransactionId} sent to {ClientId}", request.CheckNumber, half.TransactionId, accepted.ClientId);
+                }
             }
         }
         finally

@@ -73,15 +73,23 @@ internal sealed class DelayIndex
         _byBody.Set(address, entry);
     }
 
-    /// <summary>Takes every entry whose time has come (stale heap entries for released or moved ones are skipped).</summary>
-    public List<DelayedEntry> TakeDue(long nowMs)
+    /// <summary>Takes the next entry whose time has come (stale heap entries for released or moved ones are skipped).</summary>
+    public bool TryTakeDue(long nowMs, out DelayedEntry entry)
     {
-        var due = new List<DelayedEntry>();
-        while (_due.TryPeek(out var entry, out var at) && at <= nowMs)
+        while (_due.TryPeek(out entry!, out var at) && at <= nowMs)
         {
             _due.Dequeue();
-            if (_byBody.TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry)) due.Add(entry);
+            if (_byBody.TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry)) return true;
         }
+        entry = null!;
+        return false;
+    }
+
+    /// <summary>Takes every entry whose time has come (for tests; the sweeper takes them a bounded number at a time).</summary>
+    internal List<DelayedEntry> TakeDue(long nowMs)
+    {
+        var due = new List<DelayedEntry>();
+        while (TryTakeDue(nowMs, out var entry)) due.Add(entry);
         return due;
     }
 

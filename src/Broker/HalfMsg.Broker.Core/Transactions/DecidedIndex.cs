@@ -80,10 +80,19 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     }
 
     /// <summary>Forgets decisions older than the time bound.</summary>
-    public void Expire(long nowMs)
+    public void Expire(long nowMs) => Expire(nowMs, int.MaxValue);
+
+    /// <summary>Forgets at most <paramref name="max"/> decisions older than the time bound; returns how many.</summary>
+    public int Expire(long nowMs, int max)
     {
         long horizon = nowMs - retentionMs;
-        while (_order.TryPeek(out var d) && d.AtMs < horizon && _order.TryDequeue(out _)) Forget(d);
+        int n = 0;
+        while (n < max && _order.TryPeek(out var d) && d.AtMs < horizon && _order.TryDequeue(out _))
+        {
+            Forget(d);
+            n++;
+        }
+        return n;
     }
 
     private void Forget((UInt128 Key, long AtMs) entry)

@@ -172,12 +172,22 @@ internal sealed class HalfIndex(DecidedIndex decided)
     public List<HalfState> TakeDue(long nowMs)
     {
         var due = new List<HalfState>();
-        var seen = new HashSet<HalfState>(ReferenceEqualityComparer.Instance);
-        while (TryTakeDue(nowMs, out string transactionId, out long seq, out long at))
+        TakeDue(nowMs, int.MaxValue, due, new HashSet<HalfState>(ReferenceEqualityComparer.Instance));
+        return due;
+    }
+
+    /// <summary>Looks at most at <paramref name="max"/> due entries and adds to <paramref name="due"/> the live, unparked
+    /// halves among them whose check time has come and that <paramref name="seen"/> (kept by the caller across calls)
+    /// does not hold yet; true when it stopped at that bound, so more may be due.</summary>
+    public bool TakeDue(long nowMs, int max, List<HalfState> due, HashSet<HalfState> seen)
+    {
+        int looked = 0; // stale entries count too: they cost the hold as much
+        while (looked < max && TryTakeDue(nowMs, out string transactionId, out long seq, out long at))
         {
+            looked++;
             if (TryGetLive(transactionId, seq, out var half) && !half.Parked && half.NextCheckAtMs == at && seen.Add(half)) due.Add(half);
         }
-        return due;
+        return looked >= max;
     }
 
     /// <summary>The pending halves of one table (<see cref="Shards"/> of them): a checkpoint copies them table by table,

@@ -1,0 +1,83 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// The background passes take the engine lock for a bounded number of entries at a time. Until 2026-12-05 a sweep
+/// released every due delay message, and a check pass parked every half out of check-backs, in one hold of the lock:
+/// with 400,000 due at once a concurrent send waited 0.46-0.86 s, the whole pass (<c>diag-lock-stall</c> in the bench).
+/// These tests stand between two holds of such a pass and do what a producer would meanwhile.
+/// </summary>
+public sealed class LockHoldBoundTests
+{
+    private const int Entries = 3 * BrokerEngine.MaxEntriesPerLockHold + 17;
+
+    [Fact]
+    public async Task A_sweep_of_many_due_delay_messages_lets_a_send_in_between_its_holds()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long at = h.Clock.GetUtcNow().AddMinutes(1).ToUnixTimeMilliseconds();
+        var drafts = Enumerable.Range(0, Entries).Select(i => h.Draft("delayed", $"d{i}", deliverAt: at)).ToArray();
+        Assert.All(await h.Engine.SendBatchAsync(drafts), r => Assert.True(r.IsOk, r.Error.ToString()));
+        h.Clock.Advance(TimeSpan.FromMinutes(2));
+
+        long Released() => h.Engine.ListTopics().SingleOrDefault(t => t.Name == "delayed")?.Queues.Sum(q => q.MaxOffset) ?? 0;
+        int between = 0;
+        long releasedWhenSent = -1;
+        h.Engine.BetweenLockHoldsForTests = () =>
+        {
+            if (between++ > 0) return;
+            releasedWhenSent = Released();
+            var send = h.Engine.SendAsync(h.Draft("other", "in between")).AsTask();
+            Assert.True(send.Wait(TimeSpan.FromSeconds(60)), "a send between two holds of the sweep did not complete");
+            Assert.True(send.Result.IsOk, send.Result.Error.ToString());
+        };
+        await h.Engine.RunSweepAsLoopDoesAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(120));
+        h.Engine.BetweenLockHoldsForTests = null;
+
+        Assert.True(between >= Entries / BrokerEngine.MaxEntriesPerLockHold, $"the sweep took the lock {between + 1} times for {Entries} messages");
+        Assert.InRange(releasedWhenSent, 1, Entries - 1);
+        Assert.Equal(Entries, Released());
+        // Every released message is delivered once, and the send made in between too.
+        var got = new List<DeliveredMessage>();
+        for (var batch = await h.ReceiveAsync("g", "delayed", batch: 1024); batch.Count > 0; batch = await h.ReceiveAsync("g", "delayed", batch: 1024)) got.AddRange(batch);
+        Assert.Equal(Enumerable.Range(0, Entries).Select(i => $"d{i}").Order(), got.Select(m => m.Text()).Order());
+        Assert.Equal("in between", Assert.Single(await h.ReceiveAsync("g", "other")).Text());
+    }
+
+    [Fact]
+    public async Task A_check_pass_parks_many_halves_in_bounded_holds_and_a_commit_in_between_counts()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 1 });
+        var producer = new RecordingChannel("p1");
+        using var registration = h.Engine.Producers.Register("orders", producer);
+        var halves = Enumerable.Range(0, Entries).Select(i => new HalfDraft(h.Draft("orders", $"h{i}"), "orders", "p1", null)).ToArray();
+        var sent = await h.Engine.SendHalvesAsync(halves);
+        Assert.All(sent, r => Assert.True(r.Error.IsOk, r.Error.ToString()));
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(Entries, await h.Engine.RunCheckPassAsync()); // each half's one check-back, unanswered
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+
+        // Halves are due in the order they were sent: the last is parked last.
+        string last = sent[^1].TransactionId;
+        int between = 0;
+        long parkedWhenCommitted = -1;
+        h.Engine.BetweenLockHoldsForTests = () =>
+        {
+            if (between++ > 0) return;
+            parkedWhenCommitted = h.Engine.Metrics.Parked;
+            var commit = h.Engine.EndTransactionAsync(last, null, TransactionResolution.Commit, DecisionSource.Client).AsTask();
+            Assert.True(commit.Wait(TimeSpan.FromSeconds(60)), "a commit between two holds of the check pass did not complete");
+            Assert.True(commit.Result.Error.IsOk, commit.Result.Error.ToString());
+        };
+        Assert.Equal(0, await h.Engine.RunCheckPassAsync().WaitAsync(TimeSpan.FromSeconds(120)));
+        h.Engine.BetweenLockHoldsForTests = null;
+
+        Assert.True(between >= Entries / BrokerEngine.MaxEntriesPerLockHold, $"the pass took the lock {between + 1} times for {Entries} halves");
+        Assert.InRange(parkedWhenCommitted, 1, Entries - 1);
+        Assert.Equal(Entries - 1, h.Engine.Metrics.Parked); // the committed one is not parked
+        Assert.Equal(Entries - 1, h.Engine.PendingCount);
+        Assert.Equal($"h{Entries - 1}", Assert.Single(await h.ReceiveWhenVisibleAsync("g", "orders")).Text());
+    }
+}
