@@ -12,7 +12,9 @@ namespace HalfMsg.Bench.Diagnostics;
 /// <c>diag-lock-stall</c>: how long the engine's background passes hold up everything else when a lot becomes due at the
 /// same instant. Two scenes on an engine of its own (fake clock, flush sync, no background loops):
 /// (a) N delay messages due together, released by one sweep as the sweeper loop runs it;
-/// (b) N halves out of check-backs, parked by one check pass.
+/// (b) N halves out of check-backs, parked by one check pass;
+/// (c) N pending halves, listed ten times as a page of the admin API and a <c>/metrics</c> scrape ask for them;
+/// and, before (c), the writer alone for 500 ms after the same setup: the longest send without any pass.
 /// Meanwhile one writer sends 1-byte messages to another topic, one at a time, and the probe reports its latencies
 /// (the stall a producer sees), the pass's time and the collector's pauses within it.
 /// </summary>
@@ -46,6 +48,34 @@ public static class LockStallProbe
             await engine.RunCheckPassAsync(); // the one check-back each is allowed (TransactionCheckMax = 1)
             clock.Advance(TimeSpan.FromMinutes(2));
             return async () => { await engine.RunCheckPassAsync(); return $"{engine.Metrics.Parked:N0} parked"; };
+        });
+        await SceneAsync("nothing for 500 ms (the writer alone, after storing the pending halves: the baseline)", n, async (engine, clock, count) =>
+        {
+            await StoreHalvesAsync(engine, clock, count);
+            return async () => { await Task.Delay(500); return "nothing"; };
+        });
+        await SceneAsync("ten admin pages and /metrics reads of the pending halves", n, async (engine, clock, count) =>
+        {
+            await StoreHalvesAsync(engine, clock, count);
+            return async () =>
+            {
+                // What GET /api/transactions/pending?limit=100 and a scrape's pending count, parked count and oldest
+                // half ask the engine for (the calls AdminApi and BrokerMeter made before 2026-12-05), ten times, 20 ms
+                // apart (requests come one by one); the longest call is reported too.
+                int total = 0;
+                double longest = 0;
+                for (int i = 0; i < 10; i++)
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    engine.ListTransactions(parked: false, -1, 100, out total);
+                    engine.ListTransactions(parked: false, long.MaxValue, 1, out _);
+                    engine.ListTransactions(parked: true, long.MaxValue, 1, out _);
+                    engine.ListTransactions(parked: false, -1, 1, out _);
+                    longest = Math.Max(longest, Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+                    await Task.Delay(20);
+                }
+                return $"{total:N0} pending listed (the longest of the ten: {longest:0.0} ms)";
+            };
         });
         return 0;
     }
@@ -92,6 +122,15 @@ public static class LockStallProbe
         finally
         {
             try { Directory.Delete(options.DataDir, true); } catch (IOException) { }
+        }
+    }
+
+    private static async Task StoreHalvesAsync(BrokerEngine engine, ManualClock clock, int count)
+    {
+        for (int i = 0; i < count; i += 1000)
+        {
+            var batch = Enumerable.Range(0, Math.Min(1000, count - i)).Select(_ => new HalfDraft(Draft(clock, "orders", null), "orders", "probe@1", null)).ToArray();
+            foreach (var r in await engine.SendHalvesAsync(batch)) if (!r.Error.IsOk) throw new InvalidOperationException(r.Error.ToString());
         }
     }
 

@@ -15,6 +15,8 @@ public sealed partial class BrokerEngine
             var sb = new StringBuilder();
             foreach (var h in _txs.All.OrderBy(h => h.TransactionId, StringComparer.Ordinal))
                 sb.Append($"half {h.TransactionId} {h.MessageId} {h.Topic} {h.ProducerGroup} {h.OriginClientId} @{h.Address}/{h.Size} store={h.StoreTimestampMs} imm={h.CheckImmunityMs} q={h.RequestedQueueId} tag={h.Tag} mg={h.MessageGroup} at={h.DeliverAtMs} checks={h.CheckCount} next={h.NextCheckAtMs} parked={h.Parked}/{h.ParkedAtMs}\n");
+            // The indexes the admin API's pages and counts read (HalfIndex.Page), so a recovery that builds them wrong shows.
+            sb.Append($"halves parked {_txs.ParkedCount} of {_txs.Count}; first pending {string.Join(",", _txs.Page(false, -1, 3).Select(h => h.TransactionId))}; first parked {string.Join(",", _txs.Page(true, -1, 3).Select(h => h.TransactionId))}\n");
             foreach (var d in _delayed.All.OrderBy(d => d.BodyAddress))
                 sb.Append($"delayed @{d.BodyAddress}/{d.Size} {d.Topic} q={d.RequestedQueueId} at={d.DeliverAtMs} tag={d.Tag} mg={d.MessageGroup}\n");
             foreach (var t in _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal))

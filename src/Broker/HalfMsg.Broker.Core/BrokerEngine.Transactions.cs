@@ -463,24 +463,22 @@ public sealed partial class BrokerEngine
         public DateTimeOffset? LastCheckAt { get; init; }
     }
 
-    /// <summary>Pages through pending (or parked) halves in log order, starting after <paramref name="afterAddress"/>.</summary>
+    /// <summary>Pages through pending (or parked) halves in log order, starting after <paramref name="afterAddress"/>
+    /// (at most 1,000 a page). Costs the page and the log blocks it lies in, not the number of pending halves
+    /// (<see cref="Transactions.HalfIndex.Page"/>).</summary>
     public IReadOnlyList<PendingTransaction> ListTransactions(bool parked, long afterAddress, int limit, out int total)
     {
-        // One O(n) pass under the lock; sorting happens outside it, so paging through a million pending halves does
-        // not stall sends and decisions.
-        var candidates = new List<PendingTransaction>();
-        total = 0;
         lock (_gate)
         {
-            foreach (var h in _txs.All)
-            {
-                if (h.Parked != parked) continue;
-                total++;
-                if (h.Address > afterAddress) candidates.Add(ToView(h));
-            }
+            total = parked ? _txs.ParkedCount : _txs.Count - _txs.ParkedCount;
+            return _txs.Page(parked, afterAddress, Math.Clamp(limit, 1, 1000)).ConvertAll(ToView);
         }
-        candidates.Sort((a, b) => a.LogAddress.CompareTo(b.LogAddress));
-        return candidates.Take(Math.Clamp(limit, 1, 1000)).ToList();
+    }
+
+    /// <summary>Pending halves that are not parked, and parked ones (O(1)).</summary>
+    public (int Pending, int Parked) TransactionCounts()
+    {
+        lock (_gate) return (_txs.Count - _txs.ParkedCount, _txs.ParkedCount);
     }
 
     public PendingTransaction? FindTransaction(string transactionId)

@@ -292,7 +292,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyTxParked(long address, TxParkedRecord rec)
     {
         if (!_txs.TryGet(rec.TransactionId, out var half)) return;
-        half.Parked = true;
+        _txs.SetParked(half, true);
         half.ParkedAtMs = rec.AtMs;
         // Parks written before 2026-12-02 made an entry in the check-max topic: kept, so offsets stay as they were, but
         // that topic is never read (BrokerEngine.UnreadableTopicReason).
@@ -303,7 +303,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyTxResumed(TxResumedRecord rec)
     {
         if (!_txs.TryGet(rec.TransactionId, out var half)) return;
-        half.Parked = false;
+        _txs.SetParked(half, false);
         half.CheckCount = 0;
         half.NextCheckAtMs = rec.AtMs;
         _txs.Schedule(half);

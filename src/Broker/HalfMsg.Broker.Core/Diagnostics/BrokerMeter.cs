@@ -197,8 +197,8 @@ public sealed class BrokerMeter : IDisposable
 
     private static int Pending(BrokerEngine engine, bool parked)
     {
-        engine.ListTransactions(parked, long.MaxValue, 1, out int total);
-        return total;
+        var (pending, parkedCount) = engine.TransactionCounts();
+        return parked ? parkedCount : pending;
     }
 
     private static double OldestAge(BrokerEngine engine)

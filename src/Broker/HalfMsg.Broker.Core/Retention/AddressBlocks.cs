@@ -63,6 +63,26 @@ internal sealed class AddressBlocks<T> where T : class
         }
     }
 
+    /// <summary>
+    /// The items of the blocks from the one holding <paramref name="address"/> upwards, block by block in address order
+    /// (the items within a block in no order), until <paramref name="enough"/> says so after a block: a page of items
+    /// above an address costs the blocks it needs, not every item. Sorting the blocks' numbers costs their count (a
+    /// block is 16 MiB of log).
+    /// </summary>
+    public IEnumerable<T> FromBlockOf(long address, Func<bool> enough)
+    {
+        long first = Math.Max(0, address) >> BlockBits;
+        var blocks = new List<long>();
+        foreach (long block in _blocks.Keys)
+            if (block >= first) blocks.Add(block);
+        blocks.Sort();
+        foreach (long block in blocks)
+        {
+            foreach (var item in _blocks[block]) yield return item;
+            if (enough()) yield break;
+        }
+    }
+
     public void Clear()
     {
         _blocks.Clear();

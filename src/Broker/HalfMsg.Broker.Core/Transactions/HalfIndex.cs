@@ -37,8 +37,11 @@ internal sealed class HalfIndex(DecidedIndex decided)
     private long _inOrderTail = long.MinValue;
     private readonly SegmentedHeap<(string TransactionId, long Seq)> _due = new();
     private long _seq;
-    // The same halves by the block of the log their body lies in: a retention cut visits only those below it.
+    // The same halves by the block of the log their body lies in: a retention cut visits only those below it, and a
+    // page of the admin API's list only the blocks it needs. The parked ones again on their own, so a page of them and
+    // their count do not walk the pending ones (a /metrics scrape asks for both).
     private readonly AddressBlocks<HalfState> _byBlock = new();
+    private readonly AddressBlocks<HalfState> _parkedByBlock = new();
 
     private struct ById : IShardOf<string>
     {
@@ -48,6 +51,8 @@ internal sealed class HalfIndex(DecidedIndex decided)
     public DecidedIndex Decided { get; } = decided;
     /// <summary>Pending halves.</summary>
     public int Count => _byId.Count;
+    /// <summary>Parked halves (counted in <see cref="Count"/>).</summary>
+    public int ParkedCount { get; private set; }
     /// <summary>The most halves any one table holds (for tests: the tables fill evenly).</summary>
     internal int LargestShard => _byId.LargestShard;
     /// <summary>Entries in the due times (both parts), stale ones included (soak statistics: must stay bounded).</summary>
@@ -74,9 +79,10 @@ internal sealed class HalfIndex(DecidedIndex decided)
     public void Add(HalfState half)
     {
         ref var slot = ref _byId.GetValueRefOrAddDefault(half.TransactionId, out bool replacing);
-        if (replacing) _byBlock.Remove(slot!.Address, slot);
+        if (replacing) ForgetBlock(slot!);
         slot = half;
         _byBlock.Add(half.Address, half);
+        if (half.Parked) NoteParked(half);
         half.DueSeq = ++_seq;
         if (!half.Parked) Enqueue(half.TransactionId, half.DueSeq, half.NextCheckAtMs);
     }
@@ -119,10 +125,71 @@ internal sealed class HalfIndex(DecidedIndex decided)
     public bool Remove(string transactionId, out HalfState half)
     {
         if (!_byId.Remove(transactionId, out half)) return false;
-        _byBlock.Remove(half.Address, half);
+        ForgetBlock(half);
         DropStaleEntriesIfMost();
         return true;
     }
+
+    private void ForgetBlock(HalfState half)
+    {
+        _byBlock.Remove(half.Address, half);
+        if (!half.Parked) return;
+        _parkedByBlock.Remove(half.Address, half);
+        ParkedCount--;
+    }
+
+    private void NoteParked(HalfState half)
+    {
+        _parkedByBlock.Add(half.Address, half);
+        ParkedCount++;
+    }
+
+    /// <summary>A live half is parked (after its last check-back) or resumed (by an operator).</summary>
+    public void SetParked(HalfState half, bool parked)
+    {
+        if (half.Parked == parked) return;
+        if (!IsLive(half))
+        {
+            half.Parked = parked;
+            return;
+        }
+        if (parked)
+        {
+            half.Parked = true;
+            NoteParked(half);
+        }
+        else
+        {
+            _parkedByBlock.Remove(half.Address, half);
+            ParkedCount--;
+            half.Parked = false;
+        }
+    }
+
+    /// <summary>
+    /// The parked, or the unparked, halves whose body lies above <paramref name="afterAddress"/>, the
+    /// <paramref name="limit"/> lowest by address: the admin API's page. Looks at the halves of the blocks it needs
+    /// (<see cref="AddressBlocks{T}.FromBlockOf"/>); until 2026-12-05 it looked at every pending half and copied those
+    /// above the address, under the engine lock (0.16-0.47 s with 400,000 pending, at every <c>/metrics</c> scrape).
+    /// </summary>
+    public List<HalfState> Page(bool parked, long afterAddress, int limit)
+    {
+        var found = new List<HalfState>();
+        var blocks = parked ? _parkedByBlock : _byBlock;
+        // Whole blocks, so the lowest addresses are all in hand once enough were found (a block's items are unordered).
+        if (afterAddress == long.MaxValue) return found;
+        foreach (var half in blocks.FromBlockOf(afterAddress + 1, () => found.Count >= limit))
+        {
+            PageLooked++;
+            if (half.Parked == parked && half.Address > afterAddress) found.Add(half);
+        }
+        found.Sort((a, b) => a.Address.CompareTo(b.Address));
+        if (found.Count > limit) found.RemoveRange(limit, found.Count - limit);
+        return found;
+    }
+
+    /// <summary>Halves looked at by <see cref="Page"/> since start (tests: a page must not look at every half).</summary>
+    internal long PageLooked { get; private set; }
 
     /// <summary>Times the due times were rid of stale entries (for tests).</summary>
     internal int StaleDrops { get; private set; }
@@ -156,7 +223,11 @@ internal sealed class HalfIndex(DecidedIndex decided)
     /// <summary>The half's body now lies at <paramref name="address"/> (a replay over a checkpoint, a retention move).</summary>
     public void MoveBody(HalfState half, long address, int size)
     {
-        if (IsLive(half)) _byBlock.Move(half.Address, address, half);
+        if (IsLive(half))
+        {
+            _byBlock.Move(half.Address, address, half);
+            if (half.Parked) _parkedByBlock.Move(half.Address, address, half);
+        }
         half.Address = address;
         half.Size = size;
     }
@@ -201,6 +272,8 @@ internal sealed class HalfIndex(DecidedIndex decided)
     {
         _byId.Clear();
         _byBlock.Clear();
+        _parkedByBlock.Clear();
+        ParkedCount = 0;
         _due.Clear();
         _inOrder.Clear();
         _inOrderTail = long.MinValue;

@@ -61,8 +61,7 @@ internal static class DashboardEndpoints
 
     private static IResult Overview(BrokerEngine engine, BrokerOptions options, RateSampler sampler)
     {
-        engine.ListTransactions(parked: true, long.MaxValue, 1, out int parked);
-        engine.ListTransactions(parked: false, long.MaxValue, 1, out int pending);
+        var (pending, parked) = engine.TransactionCounts();
         var m = engine.Metrics;
         var uptime = DateTimeOffset.UtcNow - sampler.StartedAt;
         var producers = engine.Producers.Snapshot();
