@@ -64,4 +64,20 @@ public sealed class ThreadPoolDelaySamplerTests
         Assert.True(sampler.Snapshot().Sum() - before.Sum() >= 20);     // a still pool, yet every 1 ms
         Assert.Equal(TimeSpan.FromMilliseconds(1), sampler.CurrentInterval);
     }
+
+    /// <summary>
+    /// A tick that fails is dropped and counted; it does not end the process. Until 2026-12-05 an exception in a tick was
+    /// unhandled on a timer thread: a stressed CI round's test host died of one (a tick that came before the constructor
+    /// had set its timer, now impossible: the timer starts once set). Here the pool's count throws after the first read.
+    /// </summary>
+    [Fact]
+    public async Task A_failing_tick_is_counted_and_does_not_end_the_process()
+    {
+        int reads = 0;
+        long Read() => Interlocked.Increment(ref reads) == 1 ? 0 : throw new InvalidOperationException("the pool's count failed");
+        using var sampler = new ThreadPoolDelaySampler(TimeSpan.FromMilliseconds(1), TimeSpan.FromMilliseconds(30), Read);
+        await Conditions.WaitUntil(() => sampler.FailedTicks >= 3, () => $"{sampler.FailedTicks} failed ticks");
+        var before = sampler.Snapshot().Sum();
+        await Conditions.WaitUntil(() => sampler.Snapshot().Sum() > before); // still sampling: its item is queued first
+    }
 }

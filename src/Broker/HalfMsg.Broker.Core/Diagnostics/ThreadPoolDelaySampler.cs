@@ -49,13 +49,34 @@ public sealed class ThreadPoolDelaySampler : IDisposable
         _completedItems = completedItems ?? (static () => ThreadPool.CompletedWorkItemCount);
         _lastCompleted = _completedItems();
         _lastTickAt = Stopwatch.GetTimestamp();
-        _timer = new Timer(static s => ((ThreadPoolDelaySampler)s!).Sample(), this, interval, interval);
+        // Started once the field is set: a tick may come before the constructor returns (its thread descheduled for an
+        // interval on a busy machine), and until 2026-12-05 such a tick found no timer to change and its exception,
+        // thrown on a timer thread, ended the process (a stressed CI round's test host, so a broker too).
+        _timer = new Timer(static s => ((ThreadPoolDelaySampler)s!).Sample(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _timer.Change(interval, interval);
     }
+
+    /// <summary>Ticks that failed (and were dropped): a diagnostic never ends the process.</summary>
+    public long FailedTicks => Interlocked.Read(ref _failedTicks);
+    private long _failedTicks;
 
     /// <summary>The time between samples now: <c>interval</c> while the pool is busy, <c>idleInterval</c> while not.</summary>
     public TimeSpan CurrentInterval { get { lock (_tick) return _current; } }
 
     private void Sample()
+    {
+        try
+        {
+            Tick();
+        }
+        catch (Exception)
+        {
+            // An exception on a timer thread is unhandled: it would end the process, for a measurement.
+            Interlocked.Increment(ref _failedTicks);
+        }
+    }
+
+    private void Tick()
     {
         long queued = Stopwatch.GetTimestamp();
         ThreadPool.UnsafeQueueUserWorkItem(static s => s.Sampler.Record(Stopwatch.GetElapsedTime(s.Queued)), (Sampler: this, Queued: queued), preferLocal: false);
