@@ -14,7 +14,8 @@ namespace HalfMsg.Bench.Diagnostics;
 /// (a) N delay messages due together, released by one sweep as the sweeper loop runs it;
 /// (b) N halves out of check-backs, parked by one check pass;
 /// (c) N pending halves, listed ten times as a page of the admin API and a <c>/metrics</c> scrape ask for them;
-/// and, before (c), the writer alone for 500 ms after the same setup: the longest send without any pass.
+/// and, before (c), the writer alone for 500 ms after the same setup: the longest send without any pass;
+/// (d) a scrape's two per-group gauges over 9,000 consumer groups.
 /// Meanwhile one writer sends 1-byte messages to another topic, one at a time, and the probe reports its latencies
 /// (the stall a producer sees), the pass's time and the collector's pauses within it.
 /// </summary>
@@ -76,6 +77,31 @@ public static class LockStallProbe
                 }
                 return $"{total:N0} pending listed (the longest of the ten: {longest:0.0} ms)";
             };
+        });
+        await SceneAsync("a /metrics scrape's two per-group gauges with 9,000 consumer groups", n, async (engine, clock, count) =>
+        {
+            // 9,000 groups (--max-consumer-groups is 10,000), each on one of 90 topics.
+            for (int t = 0; t < 90; t++) await engine.SendAsync(Draft(clock, $"topic-{t}", null));
+            await Parallel.ForEachAsync(Enumerable.Range(0, 9_000), new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (g, ct) =>
+            {
+                var r = await engine.ReceiveAsync(new ReceiveRequest
+                {
+                    ConsumerGroup = $"group-{g}", Topic = $"topic-{g % 90}", BatchSize = 1, InvisibleDuration = TimeSpan.FromMinutes(1),
+                }, ct);
+                if (!r.IsOk && r.Error.Status != BrokerStatus.MessageNotFound) throw new InvalidOperationException(r.Error.ToString());
+            });
+            return () => Task.Run(() =>
+            {
+                // What BrokerMeter's rocketmq_consumer_lag_messages and rocketmq_consumer_inflight_messages do at a scrape.
+                int groups = 0;
+                for (int gauge = 0; gauge < 2; gauge++)
+                {
+                    groups = 0;
+                    foreach (string group in engine.ListTopics().SelectMany(t => t.ConsumerGroups).Distinct(StringComparer.Ordinal))
+                        if (engine.FindGroup(group) is not null) groups++;
+                }
+                return $"{groups:N0} groups read twice";
+            });
         });
         return 0;
     }

@@ -22,7 +22,7 @@ public sealed partial class BrokerEngine
     {
         lock (_gate)
         {
-            var topics = _groups.Values.Where(g => g.Group == group).ToList();
+            var topics = _groups.OfGroup(group).ToList();
             if (topics.Count == 0) return null;
             var infos = topics.Select(g =>
             {

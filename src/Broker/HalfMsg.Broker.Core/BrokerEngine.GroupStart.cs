@@ -92,7 +92,7 @@ public sealed partial class BrokerEngine
             return onTopic ? new(BrokerStatus.BadRequest, $"consumer group '{group}' already exists on topic '{topic}'; delete it first to start it elsewhere") : null;
         if (!onTopic)
             return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not known on topic '{topic}'");
-        if (_groups.Keys.Any(k => k.Group == group && k.Topic != topic))
+        if (_groups.OfGroup(group).Any(g => g.Topic.Name != topic))
             return new(BrokerStatus.BadRequest, $"consumer group '{group}' also receives from other topics; a reset forgets it, which would drop its progress there too");
         return null;
     }

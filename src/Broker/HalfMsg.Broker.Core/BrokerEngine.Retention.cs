@@ -223,7 +223,7 @@ public sealed partial class BrokerEngine
         lock (_gate)
         {
             // Not known may be the work of a delete whose record is not durable yet: that answer waits for it too.
-            known = _groups.Keys.Any(k => k.Group == group) || _consumerOffsets.HasGroup(group);
+            known = _groups.OfGroup(group).Count > 0 || _consumerOffsets.HasGroup(group);
             if (known)
             {
                 new GroupDeletedRecord(group, NowMs).Write(_writer);

@@ -386,7 +386,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyGroupDeleted(GroupDeletedRecord rec)
     {
         // Leases still in the due-time heap find no in-flight entry and are skipped.
-        foreach (var state in _groups.Values.Where(g => g.Group == rec.Group).ToList()) _groups.Remove(state);
+        foreach (var state in _groups.OfGroup(rec.Group).ToList()) _groups.Remove(state);
         _consumerOffsets.RemoveGroup(rec.Group); // a pull group's progress too (since 2026-12-03)
     }
 

@@ -13,6 +13,9 @@ namespace HalfMsg.Broker.Core.Delivery;
 internal sealed class ConsumerGroups
 {
     private readonly Dictionary<(string Group, string Topic), GroupTopicState> _byKey = new();
+    // The same by group name: a group's topics are found without a walk of every group of every topic (a /metrics
+    // scrape asked for each group's, so a scrape cost the square of the groups: up to 10,000, --max-consumer-groups).
+    private readonly Dictionary<string, List<GroupTopicState>> _byGroup = new(StringComparer.Ordinal);
     private readonly PriorityQueue<(GroupTopicState Group, int Queue, long Offset, long LeaseId), long> _leaseDue = new();
     private readonly List<((GroupTopicState Group, int Queue, long Offset, long LeaseId), long)> _live = [];
     private int _compactAbove = CompactionSlack;
@@ -36,6 +39,9 @@ internal sealed class ConsumerGroups
     public bool TryGetValue((string Group, string Topic) key, out GroupTopicState group) => _byKey.TryGetValue(key, out group!);
     public bool ContainsKey((string Group, string Topic) key) => _byKey.ContainsKey(key);
 
+    /// <summary>The group's state on each topic it receives from (empty when unknown). Not a copy: changes with the group.</summary>
+    public IReadOnlyList<GroupTopicState> OfGroup(string group) => _byGroup.TryGetValue(group, out var states) ? states : [];
+
     /// <summary>The group's state on a topic, created (starting at the queues' current fronts) on first use.</summary>
     public GroupTopicState GetOrAdd(string group, TopicState topic)
     {
@@ -43,6 +49,8 @@ internal sealed class ConsumerGroups
         {
             state = new GroupTopicState(group, topic);
             _byKey[(group, topic.Name)] = state;
+            if (!_byGroup.TryGetValue(group, out var states)) _byGroup[group] = states = [];
+            states.Add(state);
             topic.AddGroup(state);
         }
         return state;
@@ -55,6 +63,7 @@ internal sealed class ConsumerGroups
     public void Remove(GroupTopicState state)
     {
         _byKey.Remove((state.Group, state.Topic.Name));
+        if (_byGroup.TryGetValue(state.Group, out var states) && states.Remove(state) && states.Count == 0) _byGroup.Remove(state.Group);
         state.Topic.RemoveGroup(state);
         foreach (var gq in state.Queues) gq.InFlight.Clear();
         state.Redeliver.Clear();
@@ -213,6 +222,7 @@ internal sealed class ConsumerGroups
     public void Clear()
     {
         _byKey.Clear();
+        _byGroup.Clear();
         _leaseDue.Clear();
         _renewedByClient.Clear();
         _renewedEntries = 0;
