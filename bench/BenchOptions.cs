@@ -52,7 +52,7 @@ public sealed record BenchOptions
     public IReadOnlyList<string> Rest { get; init; } = [];
 
     public const string Usage = """
-        usage: HalfMsg.Bench <e2e|micro|all|chart|runs|diag-commit-starvation> [options]
+        usage: HalfMsg.Bench <e2e|micro|all|chart|runs|diag-commit-starvation|diag-lock-stall> [options]
           e2e     concurrency sweep (raw FasterLog ceiling, RabbitMQ peer, broker over gRPC and over Remoting at each
                   --inflight level; table and chart), then the other broker flows (Flows/FlowRegistry.cs);
                   HALFMSG_BENCH_FLOWS=remoting runs only the ceiling and the Remoting rows;
@@ -66,6 +66,9 @@ public sealed record BenchOptions
           all     e2e, then micro
           diag-commit-starvation [--writers 256] [--hops 3] [--work-us 50] [--seconds 10]
                   raw log with and without thread-pool work before each append: commits/s, hop delay
+          diag-lock-stall [--messages 400000]
+                  how long a sweep, a check pass, admin pages and a /metrics scrape with that much due or pending
+                  hold up a writer's sends (an engine of its own, fake clock)
           chart   redraw the sweep chart and Markdown of existing results: chart bench/results/<stamp>-e2e.json
           runs    issue 10's ratios at 64 and 256 in flight across full runs, as a table and a chart next to the list:
                   runs bench/results/full-runs.tsv (lines: results JSON, commit, note; tab-separated)
