@@ -23,6 +23,9 @@ internal sealed class AddressBlocks<T> where T : class
     private long _lastBlock = -1;
     private HashSet<T>? _last;
 
+    /// <summary>Items in all blocks.</summary>
+    public int Count { get; private set; }
+
     public void Add(long address, T item)
     {
         long block = address >> BlockBits;
@@ -31,14 +34,16 @@ internal sealed class AddressBlocks<T> where T : class
             if (!_blocks.TryGetValue(block, out var set)) _blocks[block] = set = new HashSet<T>(ReferenceEqualityComparer.Instance);
             (_lastBlock, _last) = (block, set);
         }
-        _last.Add(item);
+        if (_last.Add(item)) Count++;
     }
 
     public void Remove(long address, T item)
     {
         long block = address >> BlockBits;
         var set = block == _lastBlock ? _last : _blocks.GetValueOrDefault(block);
-        if (set is null || !set.Remove(item) || set.Count > 0) return;
+        if (set is null || !set.Remove(item)) return;
+        Count--;
+        if (set.Count > 0) return;
         _blocks.Remove(block);
         if (ReferenceEquals(set, _last)) (_lastBlock, _last) = (-1, null);
     }
@@ -87,5 +92,6 @@ internal sealed class AddressBlocks<T> where T : class
     {
         _blocks.Clear();
         (_lastBlock, _last) = (-1, null);
+        Count = 0;
     }
 }

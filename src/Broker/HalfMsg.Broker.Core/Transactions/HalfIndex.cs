@@ -52,7 +52,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
     /// <summary>Pending halves.</summary>
     public int Count => _byId.Count;
     /// <summary>Parked halves (counted in <see cref="Count"/>).</summary>
-    public int ParkedCount { get; private set; }
+    public int ParkedCount => _parkedByBlock.Count;
     /// <summary>The most halves any one table holds (for tests: the tables fill evenly).</summary>
     internal int LargestShard => _byId.LargestShard;
     /// <summary>Entries in the due times (both parts), stale ones included (soak statistics: must stay bounded).</summary>
@@ -82,7 +82,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
         if (replacing) ForgetBlock(slot!);
         slot = half;
         _byBlock.Add(half.Address, half);
-        if (half.Parked) NoteParked(half);
+        if (half.Parked) _parkedByBlock.Add(half.Address, half);
         half.DueSeq = ++_seq;
         if (!half.Parked) Enqueue(half.TransactionId, half.DueSeq, half.NextCheckAtMs);
     }
@@ -133,37 +133,17 @@ internal sealed class HalfIndex(DecidedIndex decided)
     private void ForgetBlock(HalfState half)
     {
         _byBlock.Remove(half.Address, half);
-        if (!half.Parked) return;
-        _parkedByBlock.Remove(half.Address, half);
-        ParkedCount--;
-    }
-
-    private void NoteParked(HalfState half)
-    {
-        _parkedByBlock.Add(half.Address, half);
-        ParkedCount++;
+        if (half.Parked) _parkedByBlock.Remove(half.Address, half);
     }
 
     /// <summary>A live half is parked (after its last check-back) or resumed (by an operator).</summary>
     public void SetParked(HalfState half, bool parked)
     {
         if (half.Parked == parked) return;
-        if (!IsLive(half))
-        {
-            half.Parked = parked;
-            return;
-        }
-        if (parked)
-        {
-            half.Parked = true;
-            NoteParked(half);
-        }
-        else
-        {
-            _parkedByBlock.Remove(half.Address, half);
-            ParkedCount--;
-            half.Parked = false;
-        }
+        half.Parked = parked;
+        if (!IsLive(half)) return;
+        if (parked) _parkedByBlock.Add(half.Address, half);
+        else _parkedByBlock.Remove(half.Address, half);
     }
 
     /// <summary>
@@ -175,9 +155,9 @@ internal sealed class HalfIndex(DecidedIndex decided)
     public List<HalfState> Page(bool parked, long afterAddress, int limit)
     {
         var found = new List<HalfState>();
+        if (afterAddress == long.MaxValue) return found;
         var blocks = parked ? _parkedByBlock : _byBlock;
         // Whole blocks, so the lowest addresses are all in hand once enough were found (a block's items are unordered).
-        if (afterAddress == long.MaxValue) return found;
         foreach (var half in blocks.FromBlockOf(afterAddress + 1, () => found.Count >= limit))
         {
             PageLooked++;
@@ -273,7 +253,6 @@ internal sealed class HalfIndex(DecidedIndex decided)
         _byId.Clear();
         _byBlock.Clear();
         _parkedByBlock.Clear();
-        ParkedCount = 0;
         _due.Clear();
         _inOrder.Clear();
         _inOrderTail = long.MinValue;
