@@ -283,4 +283,46 @@ public sealed class MessageIndexTests
         Assert.Equal(10, index.Count);
         Assert.NotNull(index.Find($"m{MessageIndex.MaxQueued * 2 - 1}"));
     }
+
+    /// <summary>
+    /// The index is a diagnostic: a step it fails to apply is dropped and counted, and neither the process nor the
+    /// request that queued it notices. Until 2026-12-05 such an exception was unhandled on the applier's pool thread
+    /// (ending the process: this test's host died of it) or thrown into the engine's request that drained inline.
+    /// </summary>
+    [Fact]
+    public async Task A_step_that_fails_is_dropped_and_counted_and_the_broker_goes_on()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var index = h.Engine.MessageIndex;
+        index.BeforeApplyForTests = kind => { if (kind == MessageIndex.OpKind.Decided) throw new InvalidOperationException("index bug"); };
+        index.Decided += (_, _, _) => throw new InvalidOperationException("metric bug");
+
+        string tx = await h.SendHalfAsync("t", "b1");
+        var end = await h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.Client);
+        Assert.True(end.IsOk, end.ToString());
+        // Nobody looks: the background applier meets the failing step on a pool thread.
+        await Conditions.WaitUntil(() => index.QueuedCount == 0 && index.FailedSteps == 1, () => $"{index.QueuedCount} queued, {index.FailedSteps} failed");
+        Assert.Equal(1, index.FailedListenerCalls);
+        Assert.StartsWith("Decided step: InvalidOperationException: index bug", index.FirstFailure);
+
+        // The committed message is delivered; later steps are applied; the dropped step is missing from the history.
+        var got = await h.ReceiveWhenVisibleAsync("g", "t");
+        Assert.Equal(tx, Assert.Single(got).Message.MessageId);
+        await h.SendNormalAsync("t", "b2");
+        Assert.Equal(2, index.Count);
+        // The dropped decision would have given the half its queue position, so its delivery is not linked either.
+        Assert.Equal([HistoryKind.HalfStored], Kinds(index, tx));
+        Assert.Null(index.Find(tx)!.Resolution);
+
+        // A hook that finds the queue full applies it itself, on the engine's request path: it meets the failing step
+        // inline and still returns. (The lock held keeps the background applier out, as in the test above.)
+        lock (index.LockForTests)
+        {
+            for (int i = 0; i < MessageIndex.MaxQueued; i++) index.OnAcked("g", "t", 0, 1_000_000 + i, i);
+            index.OnDecided(tx, TransactionResolution.Commit, DecisionSource.Client, 0, 0, 2, 1);
+            Assert.Equal(0, index.QueuedCount);
+        }
+        Assert.Equal(2, index.FailedSteps);
+        Assert.Equal(2, index.FailedListenerCalls);
+    }
 }

@@ -115,5 +115,7 @@ public sealed class MessageIndexRestartTests : IAsyncLifetime
         Assert.False(index.GetProperty("warming").GetBoolean());
         Assert.True(index.GetProperty("messages").GetInt32() >= 3);
         Assert.True(index.GetProperty("recordsScanned").GetInt64() >= 6);
+        Assert.Equal(0, index.GetProperty("failedSteps").GetInt64());
+        Assert.Equal(JsonValueKind.Null, index.GetProperty("firstFailure").ValueKind);
     }
 }

@@ -134,7 +134,9 @@ namespace HalfMsg.Broker.Core.Diagnostics
         {
             // The transaction id is the half's message id (RocketMQ's UNIQ_KEY).
             Submit(new Op(OpKind.Decided, transactionId, null, atMs) { Resolution = resolution, Source = source, QueueId = queueId, Offset = offset });
-            Decided?.Invoke(resolution, source, Math.Max(0, atMs - storedAtMs) / 1000.0);
+            // On the engine's request path, under its lock: a failing listener (a metric) must not fail the decision.
+            try { Decided?.Invoke(resolution, source, Math.Max(0, atMs - storedAtMs) / 1000.0); }
+            catch (Exception) { Interlocked.Increment(ref _failedListenerCalls); }
         }
 
         internal void OnDelivered(string topic, string group, string? clientId, List<(int Queue, long Offset, int Attempt)> picked, long atMs)
@@ -236,14 +238,49 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
+        /// <summary>Steps whose application failed and was dropped (a bug in the index): a diagnostic never ends the
+        /// process nor fails the request that queued the step.</summary>
+        public long FailedSteps => Interlocked.Read(ref _failedSteps);
+        private long _failedSteps;
+
+        /// <summary>The first failure's exception text, for <c>/api/message-index</c>; null while none failed.</summary>
+        public string? FirstFailure { get { lock (_lock) return _firstFailure; } }
+        private string? _firstFailure;
+
+        /// <summary>Calls of <see cref="Decided"/> that threw (dropped).</summary>
+        public long FailedListenerCalls => Interlocked.Read(ref _failedListenerCalls);
+        private long _failedListenerCalls;
+
+        /// <summary>Told of the first failed step (the engine logs it); later ones are only counted.</summary>
+        internal Action<string, Exception>? FirstStepFailed;
+
+        /// <summary>Tests: runs before each step is applied (to make one fail).</summary>
+        internal Action<OpKind>? BeforeApplyForTests;
+
         /// <summary>Applies every queued operation, in the order the hooks queued them. Caller holds <see cref="_lock"/>.</summary>
         private void DrainLocked()
         {
             while (_queued.TryDequeue(out var op))
             {
                 Interlocked.Decrement(ref _queuedCount);
-                Tally(ref op);
-                _state.Apply(op);
+                try
+                {
+                    BeforeApplyForTests?.Invoke(op.Kind);
+                    Tally(ref op);
+                    _state.Apply(op);
+                }
+                catch (Exception ex)
+                {
+                    // Until 2026-12-05 an exception here was unhandled on the applier's pool thread (ending the
+                    // process), or thrown into the engine's request that drained inline, possibly under the engine
+                    // lock. The index is a diagnostic: the step is dropped (its message's history misses it) and counted.
+                    if (Interlocked.Increment(ref _failedSteps) == 1)
+                    {
+                        _firstFailure = $"{op.Kind} step: {ex.GetType().Name}: {ex.Message}";
+                        try { FirstStepFailed?.Invoke(op.Kind.ToString(), ex); } catch (Exception) { }
+                    }
+                    continue;
+                }
                 if (_deferred is null) continue;
                 if (_deferred.Count < MaxDeferred) _deferred.Add(op);
                 else _deferredOverflow = true;

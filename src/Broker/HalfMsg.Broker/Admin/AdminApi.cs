@@ -83,6 +83,8 @@ public static class AdminApi
         {
             messages = engine.MessageIndex.Count, capacity = engine.MessageIndex.Capacity, warming = engine.MessageIndex.IsWarming,
             recordsScanned = engine.MessageIndex.RecordsScanned,
+            failedSteps = engine.MessageIndex.FailedSteps, firstFailure = engine.MessageIndex.FirstFailure,
+            failedListenerCalls = engine.MessageIndex.FailedListenerCalls,
         }));
         app.MapGet("/api/messages", (string? key, string? topic) => string.IsNullOrEmpty(key)
             ? Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400)
