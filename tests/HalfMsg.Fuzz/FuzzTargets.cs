@@ -25,7 +25,7 @@ public static class FuzzTargets
     [
         new("record", "RecordHeader.TryOpen + each record kind's Read (Storage/Records.cs)", nameof(InvalidDataException), Record),
         new("replay", "BrokerEngine.OpenAsync replaying a log of the input's records (the engine's apply path)", "none (damage is skipped and reported)", Replay),
-        new("checkpoint", "BrokerEngine.OpenAsync loading the input as its checkpoint file", "none (an unusable checkpoint is ignored)", Checkpoint),
+        new("checkpoint", "BrokerEngine.OpenAsync loading the input as its chain of checkpoint files over a real log", "none (an unusable checkpoint is ignored)", Checkpoint),
         new("frame", "RemotingFrame.TryReadFrame (both header codecs behind it)", nameof(RemotingProtocolException), Frame),
         new("header-json", "RemotingHeaderCodec.DecodeJson", nameof(RemotingProtocolException), HeaderJson),
         new("header-binary", "RemotingHeaderCodec.DecodeBinary (ROCKETMQ)", nameof(RemotingProtocolException), HeaderBinary),
@@ -164,16 +164,14 @@ public static class FuzzTargets
     }
 
     /// <summary>
-    /// Checkpoint input: written as the only checkpoint file of an empty data dir, then the engine opens it. The
-    /// checksum of every record in the file (<c>u32 length | record</c> after the 21- or 30-byte header) is recomputed first,
-    /// so mutations reach the snapshot decoder rather than stopping at the checksum.
+    /// Checkpoint input: one or more checkpoint files (each from "HMCP" on), the chain a restart loads, over the log of
+    /// <see cref="CheckpointChainFixture"/>; file i takes the fixture's i-th covered address (name and header), a delta
+    /// builds on the file before it, and the checksum of every record in each file (<c>u32 length | record</c> after the
+    /// 21- or 30-byte header) is recomputed, so mutations reach the snapshot decoder and the chain's loading rather than
+    /// stopping at the header or the checksum.
     /// </summary>
     private static void Checkpoint(byte[] data)
-        => RunEngineOn(dir =>
-        {
-            Directory.CreateDirectory(Path.Combine(dir, "checkpoints"));
-            File.WriteAllBytes(Path.Combine(dir, "checkpoints", "checkpoint-0000000000000040.bin"), WithCheckpointChecksums(data));
-        });
+        => RunEngineOn(dir => CheckpointChainFixture.Prepare(dir, data), CheckpointChainFixture.Options);
 
     public static byte[] WithCheckpointChecksums(byte[] file)
     {
@@ -194,15 +192,15 @@ public static class FuzzTargets
     private const int SegmentBits = 22;
     private const int MemoryBits = 23;
 
-    private static void RunEngineOn(Action<string> prepare)
+    private static void RunEngineOn(Action<string> prepare, Func<string, CoreOptions>? options = null)
     {
         string dir = Path.Combine(Path.GetTempPath(), "halfmsg-fuzz-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         try
         {
             prepare(dir);
-            var options = new CoreOptions { DataDir = dir, SegmentSizeBits = SegmentBits, MemorySizeBits = MemoryBits, QueuesPerTopic = 2 };
-            var engine = BrokerEngine.OpenAsync(options, startBackgroundLoops: false).GetAwaiter().GetResult();
+            var opened = options?.Invoke(dir) ?? new CoreOptions { DataDir = dir, SegmentSizeBits = SegmentBits, MemorySizeBits = MemoryBits, QueuesPerTopic = 2 };
+            var engine = BrokerEngine.OpenAsync(opened, startBackgroundLoops: false).GetAwaiter().GetResult();
             try
             {
                 if (!engine.IsReady) throw new InvalidOperationException("engine opened but is not ready");

@@ -36,6 +36,27 @@ public sealed class FuzzCorpusTests
             Assert.True(Files(t.Name).Any(f => Path.GetFileName(f).StartsWith("seed-", StringComparison.Ordinal)), $"no seeds for {t.Name} under {CorpusRoot}");
     }
 
+    /// <summary>
+    /// The checkpoint target reaches the snapshot decoder: its seed, the fixture's own chain (a whole checkpoint and its
+    /// deltas), loads to the newest file and recovers the state replaying the log alone gives. Until 2026-12-05 the
+    /// target wrote its input alone into an empty data dir under a name its header did not match, which every checkpoint
+    /// since 2026-11-30 fails at the header: afl could not get past it.
+    /// </summary>
+    [Fact]
+    public async Task The_checkpoint_seed_loads_its_whole_chain_and_recovers_what_replay_alone_does()
+    {
+        var fixture = CheckpointChainFixture.Get();
+        Assert.True(fixture.Checkpoints.Count >= 3, $"{fixture.Checkpoints.Count} checkpoint files");
+        // Header byte 21: 0 whole, 1 delta. The first is whole, the others deltas on it.
+        Assert.Equal([0, .. Enumerable.Repeat(1, fixture.Checkpoints.Count - 1)], fixture.Checkpoints.Select(c => (int)c.Bytes[21]));
+        var (loaded, state) = await CheckpointChainFixture.OpenAndDescribeAsync(CheckpointChainFixture.SeedInput());
+        var (none, replayed) = await CheckpointChainFixture.OpenAndDescribeAsync([]);
+        Assert.Equal(fixture.Checkpoints[^1].Covered, loaded);
+        Assert.Equal(0, none);
+        Assert.Equal(replayed, state);
+        Assert.Contains("pending 4", state);
+    }
+
     [Theory]
     [MemberData(nameof(Targets))]
     public void Every_corpus_file_is_accepted_or_refused_with_the_documented_error(string name)

@@ -60,6 +60,7 @@ public static class SeedCapture
 
         broker.Kill();
         ReadDataDir(broker.DataDir, Add);
+        foreach (var chain in CheckpointChainSeeds()) Add("checkpoint", chain);
         foreach (var a in new[] { "earliest", "latest", "1769860800000", "2026-01-31T12:00:00Z", "500ms", "6s", "2m", "72h", "1d", "00:00:30", "4MiB", "512KiB", "4194304" })
             Add("admin", Encoding.UTF8.GetBytes(a));
         foreach (var frame in seeds.GetValueOrDefault("frame") ?? []) if (frame.Length > 8) Add("admin", frame.AsSpan(8, Math.Min(64, frame.Length - 8)).ToArray());
@@ -82,6 +83,26 @@ public static class SeedCapture
             Console.WriteLine($"{target}: {Directory.GetFiles(dir, "seed-*").Length} seeds");
         }
         return written > 0 ? 0 : 1;
+    }
+
+    /// <summary>The checkpoint target's seeds: the fixture's chain, whole and cut after each file (the whole checkpoint
+    /// alone, then with its first delta, ...). The broker process's own checkpoint files are seeds too, but over the
+    /// fixture's log they describe another log.</summary>
+    public static IEnumerable<byte[]> CheckpointChainSeeds()
+    {
+        var files = CheckpointChainFixture.Get().Checkpoints;
+        for (int n = 1; n <= files.Count; n++) yield return files.Take(n).SelectMany(f => f.Bytes).ToArray();
+    }
+
+    /// <summary><c>HalfMsg.Fuzz capture-checkpoint &lt;corpus dir&gt;</c>: only the checkpoint target's chain seeds.</summary>
+    public static int WriteCheckpointChainSeeds(string corpusRoot)
+    {
+        string dir = Path.Combine(corpusRoot, "checkpoint");
+        Directory.CreateDirectory(dir);
+        foreach (var bytes in CheckpointChainSeeds())
+            File.WriteAllBytes(Path.Combine(dir, "seed-" + Convert.ToHexString(SHA1.HashData(bytes))[..12].ToLowerInvariant()), bytes);
+        Console.WriteLine($"checkpoint: {Directory.GetFiles(dir, "seed-*").Length} seeds");
+        return 0;
     }
 
     private static string FrameKind(byte[] frame)
