@@ -8,7 +8,7 @@ namespace HalfMsg.Fuzz;
 /// <summary>
 /// The data directory the <c>checkpoint</c> target opens: a log written by a small workload of every kind of state
 /// (normal, FIFO and delay messages, halves committed, rolled back and left pending, leases, acks, a lease change, a
-/// dead letter, a started group, a pull group's offset), with a checkpoint after each of its phases (one whole, then
+/// dead letter and a re-drive of one, a started group, a pull group's offset), with a checkpoint after each of its phases (one whole, then
 /// deltas on it), and a few records after the last one for replay to apply on top. Built once per process.
 /// </summary>
 /// <remarks>
@@ -172,6 +172,8 @@ public static class CheckpointChainFixture
                 var committed = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g2", Topic = "FzB", BatchSize = 2, InvisibleDuration = TimeSpan.FromMinutes(5) });
                 if (committed.Messages.Count > 0) await engine.AckAsync("g2", "FzB", committed.Messages[0].ReceiptHandle);
                 if (phase == 1) await engine.StartGroupAsync("g3", "FzA", GroupStartFrom.Earliest);
+                // A re-driven dead letter: its queue entry is reserved for g1 (checkpoint version 4 writes the group).
+                if (phase == 1) Ok((await engine.RedriveDeadLettersAsync("g1", null, 1)).Redriven > 0, "redrive");
                 await engine.CommitConsumerOffsetAsync("pull1", "FzA", phase % QueuesPerTopic, phase + 1);
                 if (phase < 3) await engine.CheckpointAsync();
             }

@@ -5,7 +5,7 @@ using SharpFuzz;
 // HalfMsg.Fuzz <target> <file|dir>...   run each input once without afl (reproduce a finding); exit 1 on a finding
 // HalfMsg.Fuzz list                     the targets
 // HalfMsg.Fuzz capture <corpus dir>     seed corpora from real traffic against a broker process
-// HalfMsg.Fuzz capture-checkpoint <dir> only the checkpoint target's seeds (chains of the fixture's checkpoints)
+// HalfMsg.Fuzz capture-engine <dir>     seeds an engine writes alone: checkpoint chains, every record kind
 if (args.Length == 0 || args[0] is "list" or "-h" or "--help")
 {
     Console.Error.WriteLine("usage: HalfMsg.Fuzz <target> [input file or directory ...]");
@@ -19,10 +19,10 @@ if (args[0] == "capture")
     return await HalfMsg.Fuzz.Capture.SeedCapture.RunAsync(args[1]);
 }
 
-if (args[0] == "capture-checkpoint")
+if (args[0] == "capture-engine")
 {
-    if (args.Length != 2) { Console.Error.WriteLine("usage: HalfMsg.Fuzz capture-checkpoint <corpus dir>"); return 2; }
-    return HalfMsg.Fuzz.Capture.SeedCapture.WriteCheckpointChainSeeds(args[1]);
+    if (args.Length != 2) { Console.Error.WriteLine("usage: HalfMsg.Fuzz capture-engine <corpus dir>"); return 2; }
+    return await HalfMsg.Fuzz.Capture.SeedCapture.WriteEngineSeedsAsync(args[1]);
 }
 
 var target = FuzzTargets.Find(args[0]);

@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ProducerClient;
@@ -94,15 +95,79 @@ public static class SeedCapture
         for (int n = 1; n <= files.Count; n++) yield return files.Take(n).SelectMany(f => f.Bytes).ToArray();
     }
 
-    /// <summary><c>HalfMsg.Fuzz capture-checkpoint &lt;corpus dir&gt;</c>: only the checkpoint target's chain seeds.</summary>
-    public static int WriteCheckpointChainSeeds(string corpusRoot)
+    /// <summary>
+    /// <c>HalfMsg.Fuzz capture-engine &lt;corpus dir&gt;</c>: the seeds an engine writes without a broker process: the
+    /// checkpoint target's chains, and record and replay seeds from a log holding every record kind the engine writes
+    /// but a park and a resume (the process capture's log has about half of them).
+    /// </summary>
+    public static async Task<int> WriteEngineSeedsAsync(string corpusRoot)
     {
-        string dir = Path.Combine(corpusRoot, "checkpoint");
-        Directory.CreateDirectory(dir);
-        foreach (var bytes in CheckpointChainSeeds())
-            File.WriteAllBytes(Path.Combine(dir, "seed-" + Convert.ToHexString(SHA1.HashData(bytes))[..12].ToLowerInvariant()), bytes);
-        Console.WriteLine($"checkpoint: {Directory.GetFiles(dir, "seed-*").Length} seeds");
+        var seeds = new List<(string Target, byte[] Bytes)>();
+        foreach (var chain in CheckpointChainSeeds()) seeds.Add(("checkpoint", chain));
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-fuzz-kinds-" + Guid.NewGuid().ToString("N")[..12]);
+        try
+        {
+            await EveryRecordKindAsync(dataDir);
+            ReadDataDir(dataDir, (target, bytes) => { if (target is "record" or "replay") seeds.Add((target, bytes)); });
+        }
+        finally
+        {
+            try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
+        }
+        foreach (var group in seeds.GroupBy(x => x.Target))
+        {
+            string dir = Path.Combine(corpusRoot, group.Key);
+            Directory.CreateDirectory(dir);
+            foreach (var (_, bytes) in group)
+                File.WriteAllBytes(Path.Combine(dir, "seed-" + Convert.ToHexString(SHA1.HashData(bytes))[..12].ToLowerInvariant()), bytes);
+            Console.WriteLine($"{group.Key}: {Directory.GetFiles(dir, "seed-*").Length} seeds");
+        }
         return 0;
+    }
+
+    /// <summary>An engine's log with a record of each kind: sends, halves and decisions, a check-back's record is not
+    /// among them (no producer), leases, acks, a lease change, a dead letter and its re-drive, a delayed message
+    /// released, a started and a deleted group, a pull offset, a deleted topic, and a retention cut that moves a live
+    /// body.</summary>
+    private static async Task EveryRecordKindAsync(string dir)
+    {
+        var engine = await BrokerEngine.OpenAsync(CheckpointChainFixture.Options(dir), startBackgroundLoops: false);
+        int ids = 0;
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        MessageDraft Draft(string topic, string body, long? at = null) => new()
+        {
+            Topic = topic, MessageId = $"0200000000000000000000{++ids:X12}", Body = Encoding.UTF8.GetBytes(body), Tag = "T",
+            Keys = ["k" + ids], DeliveryTimestampMs = at, BornTimestampMs = now, BornHost = "fuzz",
+        };
+        try
+        {
+            // First a retention cut that moves a live body (the log's records before it are gone, so it comes first).
+            var kept = await engine.SendHalfAsync(Draft("KindA", "kept across the cut: a pending half is live"), "kind-producers", "p1", null);
+            await engine.CheckpointAsync();
+            long boundary = engine.LogTailAddress;
+            await engine.SendAsync(Draft("KindA", "after the boundary"));
+            await engine.CheckpointAsync();
+            if (await engine.TruncateBeforeAsync(boundary) < 1) throw new InvalidOperationException("the cut moved no body");
+            await engine.SendAsync(Draft("KindA", "released after the sweep", at: now + 30));
+            await engine.EndTransactionAsync(kept.TransactionId, kept.MessageId, HalfMsg.Broker.Core.Model.TransactionResolution.Commit, DecisionSource.Client);
+            var got = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "k1", Topic = "KindA", BatchSize = 4, InvisibleDuration = TimeSpan.FromMinutes(5) });
+            if (got.Messages.Count < 2) throw new InvalidOperationException("fewer than two deliveries");
+            await engine.AckAsync("k1", "KindA", got.Messages[0].ReceiptHandle);
+            var changed = await engine.ChangeInvisibleDurationAsync("k1", "KindA", got.Messages[1].ReceiptHandle, TimeSpan.FromMinutes(1));
+            if (!(await engine.ForwardToDeadLetterAsync("k1", "KindA", changed.ReceiptHandle!)).IsOk) throw new InvalidOperationException("dead letter");
+            if ((await engine.RedriveDeadLettersAsync("k1", null, 1)).Redriven != 1) throw new InvalidOperationException("redrive");
+            await engine.StartGroupAsync("k2", "KindA", GroupStartFrom.Latest);
+            await engine.DeleteGroupAsync("k2");
+            await engine.CommitConsumerOffsetAsync("kind-pull", "KindA", 0, 1);
+            await engine.SendAsync(Draft("KindGone", "on a topic deleted next"));
+            await engine.DeleteTopicAsync("KindGone");
+            while (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() <= now + 30) await Task.Delay(5);
+            engine.RunSweep();
+        }
+        finally
+        {
+            await engine.DisposeAsync();
+        }
     }
 
     private static string FrameKind(byte[] frame)
