@@ -131,7 +131,11 @@ public static class SeedCapture
     /// body.</summary>
     private static async Task EveryRecordKindAsync(string dir)
     {
-        var engine = await BrokerEngine.OpenAsync(CheckpointChainFixture.Options(dir), startBackgroundLoops: false);
+        var options = CheckpointChainFixture.Options(dir) with
+        {
+            TransactionTimeout = TimeSpan.FromMilliseconds(20), TransactionCheckInterval = TimeSpan.FromMilliseconds(20), TransactionCheckMax = 1,
+        };
+        var engine = await BrokerEngine.OpenAsync(options, startBackgroundLoops: false);
         int ids = 0;
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         MessageDraft Draft(string topic, string body, long? at = null) => new()
@@ -163,11 +167,37 @@ public static class SeedCapture
             await engine.DeleteTopicAsync("KindGone");
             while (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() <= now + 30) await Task.Delay(5);
             engine.RunSweep();
+            // A half nobody decides: checked once (a producer that never answers), parked at the check limit, resumed.
+            using (engine.Producers.Register("kind-producers", new SilentProducer()))
+            {
+                var silent = await engine.SendHalfAsync(Draft("KindA", "never decided"), "kind-producers", "p1", null);
+                await RunCheckPassesUntilAsync(engine, () => engine.Metrics.ChecksSent >= 1);
+                await RunCheckPassesUntilAsync(engine, () => engine.TransactionCounts().Parked >= 1);
+                if (!(await engine.ResumeTransactionAsync(silent.TransactionId)).IsOk) throw new InvalidOperationException("resume");
+            }
         }
         finally
         {
             await engine.DisposeAsync();
         }
+    }
+
+    private static async Task RunCheckPassesUntilAsync(BrokerEngine engine, Func<bool> done)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!done())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("check pass did not get there");
+            await Task.Delay(25);
+            await engine.RunCheckPassAsync();
+        }
+    }
+
+    private sealed class SilentProducer : HalfMsg.Broker.Core.Transactions.ICheckBackChannel
+    {
+        public string ClientId => "silent";
+        public bool IsAlive => true;
+        public bool TrySendCheck(CheckBackRequest request) => true;
     }
 
     private static string FrameKind(byte[] frame)
