@@ -81,4 +81,44 @@ public sealed class LockHoldBoundTests
         Assert.Equal(Entries - 1, h.Engine.PendingCount);
         Assert.Equal($"h{Entries - 1}", Assert.Single(await h.ReceiveWhenVisibleAsync("g", "orders")).Text());
     }
+
+    /// <summary>
+    /// A half the pass parked in one hold and an operator resumed before the next (in the same clock millisecond: due
+    /// at once) is checked by the next pass. Until 2026-12-05 a later hold of the same pass took its due entry and dropped
+    /// it, seen already: the half stayed pending and unparked with no due time, never checked again until a restart
+    /// (found by review; this test failed: no check-back).
+    /// </summary>
+    [Fact]
+    public async Task A_half_resumed_between_two_holds_of_the_pass_that_parked_it_is_checked_again()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 1 });
+        var producer = new RecordingChannel("p1");
+        using var registration = h.Engine.Producers.Register("orders", producer);
+        var halves = Enumerable.Range(0, Entries).Select(i => new HalfDraft(h.Draft("orders", $"h{i}"), "orders", "p1", null)).ToArray();
+        var sent = await h.Engine.SendHalvesAsync(halves);
+        Assert.All(sent, r => Assert.True(r.Error.IsOk, r.Error.ToString()));
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(Entries, await h.Engine.RunCheckPassAsync()); // one check each, unanswered
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+
+        string first = sent[0].TransactionId; // due first: parked in the pass's first hold
+        int between = 0;
+        h.Engine.BetweenLockHoldsForTests = () =>
+        {
+            if (between++ > 0) return;
+            var resume = h.Engine.ResumeTransactionAsync(first).AsTask();
+            Assert.True(resume.Wait(TimeSpan.FromSeconds(60)));
+            Assert.True(resume.Result.IsOk, resume.Result.ToString());
+        };
+        Assert.Equal(0, await h.Engine.RunCheckPassAsync().WaitAsync(TimeSpan.FromSeconds(120)));
+        h.Engine.BetweenLockHoldsForTests = null;
+        Assert.False(h.Engine.FindTransaction(first)!.Parked); // resumed: pending, to be checked from scratch
+
+        while (producer.Checks.TryDequeue(out _)) { }
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        int checks = await h.Engine.RunCheckPassAsync();
+        // Expected: the resumed half gets its check-back. With the defect: 0, and it never gets one.
+        Assert.Equal(1, checks);
+        Assert.Equal(first, Assert.Single(producer.Checks).TransactionId);
+    }
 }

@@ -311,7 +311,8 @@ public sealed partial class BrokerEngine
                 lock (_gate)
                 {
                     long now = NowMs;
-                    more = _txs.TakeDue(dueBy, MaxEntriesPerLockHold, due, seen);
+                    // A half this pass parked and an operator resumed since is due again: the next pass checks it.
+                    more = _txs.TakeDue(dueBy, MaxEntriesPerLockHold, due, seen, retryLater);
                     int kept = 0;
                     for (int i = 0; i < due.Count; i++)
                     {

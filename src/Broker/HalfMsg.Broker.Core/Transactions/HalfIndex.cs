@@ -229,14 +229,20 @@ internal sealed class HalfIndex(DecidedIndex decided)
 
     /// <summary>Looks at most at <paramref name="max"/> due entries and adds to <paramref name="due"/> the live, unparked
     /// halves among them whose check time has come and that <paramref name="seen"/> (kept by the caller across calls)
-    /// does not hold yet; true when it stopped at that bound, so more may be due.</summary>
-    public bool TakeDue(long nowMs, int max, List<HalfState> due, HashSet<HalfState> seen)
+    /// does not hold yet; true when it stopped at that bound, so more may be due. A half <paramref name="seen"/> holds
+    /// whose entry is current again goes to <paramref name="seenAgain"/>, for the caller to schedule once it is done.</summary>
+    /// <remarks>A check pass takes the lock several times; between two holds a half it parked may be resumed, due at
+    /// once. Until 2026-12-05 a later hold of the same pass took that entry and dropped it (seen already): the half stayed
+    /// pending and unparked with no due time, never checked again until a restart (found by review).</remarks>
+    public bool TakeDue(long nowMs, int max, List<HalfState> due, HashSet<HalfState> seen, List<HalfState>? seenAgain = null)
     {
         int looked = 0; // stale entries count too: they cost the hold as much
         while (looked < max && TryTakeDue(nowMs, out string transactionId, out long seq, out long at))
         {
             looked++;
-            if (TryGetLive(transactionId, seq, out var half) && !half.Parked && half.NextCheckAtMs == at && seen.Add(half)) due.Add(half);
+            if (!TryGetLive(transactionId, seq, out var half) || half.Parked || half.NextCheckAtMs != at) continue;
+            if (seen.Add(half)) due.Add(half);
+            else seenAgain?.Add(half);
         }
         return looked >= max;
     }
