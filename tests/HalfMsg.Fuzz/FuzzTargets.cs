@@ -204,9 +204,11 @@ public static class FuzzTargets
             try
             {
                 if (!engine.IsReady) throw new InvalidOperationException("engine opened but is not ready");
-                // Whatever replay built must be describable (the admin API walks it).
-                _ = engine.ListTopics();
+                // Whatever recovery built must be describable (the admin API walks it) and usable: a broker that opened
+                // must serve its consumers, operators and next checkpoint without an exception (refusals are answers).
+                var topics = engine.ListTopics();
                 _ = engine.PendingCount;
+                UseRecoveredState(engine, topics).GetAwaiter().GetResult();
             }
             finally
             {
@@ -217,6 +219,27 @@ public static class FuzzTargets
         {
             try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
         }
+    }
+
+    private static async Task UseRecoveredState(BrokerEngine engine, IReadOnlyList<BrokerEngine.TopicInfo> topics)
+    {
+        foreach (var topic in topics.Where(t => !t.System).Take(4))
+        {
+            foreach (string group in topic.ConsumerGroups.Take(2).Append("fuzz-new-group"))
+            {
+                _ = engine.FindGroup(group);
+                var got = await engine.ReceiveAsync(new HalfMsg.Broker.Core.Model.ReceiveRequest { ConsumerGroup = group, Topic = topic.Name, BatchSize = 8 });
+                foreach (var m in got.Messages) await engine.AckAsync(group, topic.Name, m.ReceiptHandle);
+            }
+            for (int q = 0; q < Math.Min(topic.Queues.Count, 2); q++)
+                _ = await engine.PullAsync(topic.Name, q, 0, 8, TagFilter.All, TimeSpan.Zero);
+        }
+        foreach (var half in engine.ListTransactions(parked: false, afterAddress: -1, limit: 8, out _))
+            _ = await engine.ReadPendingHalfAsync(half.TransactionId);
+        _ = engine.ListTransactions(parked: true, afterAddress: -1, limit: 8, out _);
+        engine.RunSweep();
+        await engine.RunCheckPassAsync();
+        await engine.CheckpointAsync();
     }
 
     // ------------------------------------------------------------------ Remoting
