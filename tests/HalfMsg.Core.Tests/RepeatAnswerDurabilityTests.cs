@@ -73,4 +73,25 @@ public sealed class RepeatAnswerDurabilityTests
         foreach (var call in new[] { deleteGroup, groupAgain, deleteTopic, topicAgain })
             await Assert.ThrowsAsync<StorageFailureException>(() => call.WaitAsync(Bound));
     }
+
+    /// <summary>
+    /// A conflicting decision ("already committed") is answered once the decision it reports is durable, as a matching
+    /// repeat is. Until 2026-12-05 it was answered at once: with the commit not yet on disk, a crash then brought the
+    /// half back pending, against the answer (found by review; here the commit never becomes durable, and the conflict
+    /// was answered anyway).
+    /// </summary>
+    [Fact]
+    public async Task A_conflicting_decision_is_answered_only_once_the_decision_it_reports_is_durable()
+    {
+        var (h, device) = await StartAsync();
+        await using var _ = h;
+        string tx = await h.SendHalfAsync("t");
+        device.Fault = DeviceFault.FailWrites;
+        var commit = h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.Client).AsTask();
+        var rollback = h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Rollback, DecisionSource.CheckBack).AsTask();
+        var batch = h.Engine.EndTransactionsAsync([new DecisionRequest(tx, null, TransactionResolution.Rollback, DecisionSource.Client)]).AsTask();
+        await Assert.ThrowsAsync<StorageFailureException>(() => commit.WaitAsync(Bound));
+        await Assert.ThrowsAsync<StorageFailureException>(() => rollback.WaitAsync(Bound));
+        await Assert.ThrowsAsync<StorageFailureException>(() => batch.WaitAsync(Bound));
+    }
 }

@@ -137,9 +137,13 @@ public sealed partial class BrokerEngine
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long waitFor;
         bool duplicate;
-        lock (_gate)
+        DecisionResult? answer;
+        lock (_gate) answer = DecideLocked(decision, ref resolution, out waitFor, out duplicate);
+        if (answer is { } done)
         {
-            if (DecideLocked(decision, ref resolution, out waitFor, out duplicate) is { } done) return done;
+            // A conflict reports an earlier decision: answered once that one is durable (waitFor), others at once (-1).
+            if (waitFor >= 0 && _options.DecisionDurability == DecisionDurability.Sync) await _log.WaitDurableAsync(waitFor, ct).ConfigureAwait(false);
+            return done;
         }
         if (_options.DecisionDurability == DecisionDurability.Relaxed)
         {
@@ -183,6 +187,7 @@ public sealed partial class BrokerEngine
                         if (DecideLocked(d, ref resolution, out long address, out bool duplicate) is { } done)
                         {
                             results[i] = done;
+                            waitFor = Math.Max(waitFor, address); // a conflict waits for the decision it reports
                             continue;
                         }
 
@@ -225,6 +230,9 @@ public sealed partial class BrokerEngine
             // Answered as for an id never sent: another namespace's half is not there for this caller.
             if (!string.IsNullOrEmpty(decision.Topic) && decision.Topic != half.Topic)
                 return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown in topic '{decision.Topic}'"), TransactionResolution.Unknown, false);
+            // A caller in a namespace that names no topic: until 2026-12-05 it reached every namespace's halves.
+            if (!string.IsNullOrEmpty(decision.TopicPrefix) && !half.Topic.StartsWith(decision.TopicPrefix, StringComparison.Ordinal))
+                return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown in this namespace"), TransactionResolution.Unknown, false);
             if (!string.IsNullOrEmpty(messageId) && messageId != half.MessageId)
                 return new DecisionResult(new(BrokerStatus.InvalidTransactionId, $"transaction '{transactionId}' does not belong to message '{messageId}'"), TransactionResolution.Unknown, false);
             // The instance this half's last check went to answered it: a working check-back channel (registry lock only).
@@ -270,6 +278,10 @@ public sealed partial class BrokerEngine
             }
             else
             {
+                // Answered once the decision it reports is durable, as a matching repeat is: until 2026-12-05 a
+                // check-back's rollback racing the producer's commit was told "already committed" before that commit
+                // reached the disk, and a crash then brought the half back pending (found by review).
+                waitFor = decidedAt;
                 return new DecisionResult(new(BrokerStatus.TransactionConflict,
                     $"transaction '{transactionId}' was already {(decidedAs == TransactionResolution.Commit ? "committed" : "rolled back")}; the {resolution.ToString().ToLowerInvariant()} changed nothing"),
                     decidedAs, false);

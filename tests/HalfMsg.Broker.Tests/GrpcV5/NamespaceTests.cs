@@ -169,6 +169,34 @@ public sealed class NamespaceTests(V5BrokerFixture broker) : IClassFixture<V5Bro
         Assert.Empty(await ReceiveAllAsync(b, _topic, _group, 0));
     }
 
+    /// <summary>
+    /// A decision that names no topic reaches only a half of the caller's namespace. Until 2026-12-05 it reached every
+    /// namespace's (the topic check ran only when a topic was named): tenant-b rolled back tenant-a's half (found by
+    /// review; this test failed).
+    /// </summary>
+    [Fact]
+    public async Task A_decision_that_names_no_topic_reaches_only_a_half_of_the_callers_namespace()
+    {
+        using GrpcTestClient a = Client("tenant-a"), b = Client("tenant-b");
+        Message half = NewMessage(_topic, "tenant-a's transaction");
+        half.SystemProperties.MessageType = MessageType.Transaction;
+        var sent = await a.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { half } }, SendMessageResponse.Parser);
+        SendResultEntry entry = Assert.Single(sent.Response!.Entries);
+        (string tx, string id) = (entry.TransactionId, entry.MessageId);
+
+        var fromB = Decision(_topic, tx, id, TransactionResolution.Rollback);
+        fromB.Topic = null;
+        var refused = await b.UnaryAsync(GrpcMethods.EndTransaction, fromB, EndTransactionResponse.Parser);
+        Assert.Equal(Code.NotFound, refused.Response!.Status.Code);
+        Assert.NotNull(await broker.Host.Engine.ReadPendingHalfAsync(tx)); // still pending
+
+        var fromA = Decision(_topic, tx, id, TransactionResolution.Commit);
+        fromA.Topic = null;
+        var committed = await a.UnaryAsync(GrpcMethods.EndTransaction, fromA, EndTransactionResponse.Parser);
+        Assert.Equal(Code.Ok, committed.Response!.Status.Code);
+        Assert.Null(await broker.Host.Engine.ReadPendingHalfAsync(tx));
+    }
+
     [Fact]
     public async Task A_namespaced_consumer_that_gives_up_on_a_message_sends_it_to_the_dead_letter_topic_of_its_namespaced_group()
     {

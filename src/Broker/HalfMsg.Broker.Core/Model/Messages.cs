@@ -95,9 +95,10 @@ public sealed record HalfDraft(MessageDraft Message, string ProducerGroup, strin
 /// W3C trace parent the caller's request carried (null for none) and the topic the caller names the half's (null for
 /// none: RocketMQ 4's END_TRANSACTION and an operator carry none). A named topic must be the half's own, as stored
 /// (a gRPC namespace's <c>&lt;ns&gt;%&lt;name&gt;</c>), or the decision finds no half: so a client of one namespace cannot
-/// decide another namespace's transaction.</summary>
+/// decide another namespace's transaction. A caller in a namespace that names no topic gives its namespace's prefix
+/// (<c>&lt;ns&gt;%</c>) as <paramref name="TopicPrefix"/>: the half's topic must begin with it.</summary>
 public readonly record struct DecisionRequest(string TransactionId, string? MessageId, TransactionResolution Resolution, DecisionSource Source,
-    string? TraceParent = null, string? Topic = null);
+    string? TraceParent = null, string? Topic = null, string? TopicPrefix = null);
 
 public readonly record struct DecisionResult(BrokerError Error, TransactionResolution Outcome, bool WasDuplicate)
 {

@@ -36,8 +36,8 @@ internal sealed partial class MessagingService
         return Array.ConvertAll(results, r => V5Status.From(r.Error));
     }
 
-    /// <summary>The request as the core takes it: the topic it names (if any) in the caller's namespace, so the decision
-    /// reaches only a half of that namespace.</summary>
+    /// <summary>The request as the core takes it: the topic it names (if any) in the caller's namespace, or the caller's
+    /// namespace's prefix when it names none, so the decision reaches only a half of that namespace.</summary>
     private static DecisionRequest ToDecision(EndTransactionRequest request, string ns) => new(
         request.TransactionId,
         string.IsNullOrEmpty(request.MessageId) ? null : request.MessageId,
@@ -49,5 +49,7 @@ internal sealed partial class MessagingService
         },
         request.Source == TransactionSource.SourceServerCheck ? DecisionSource.CheckBack : DecisionSource.Client,
         string.IsNullOrEmpty(request.TraceContext) ? null : request.TraceContext,
-        string.IsNullOrEmpty(request.Topic?.Name) ? null : V5Namespace.Wrap(ns, request.Topic.Name));
+        string.IsNullOrEmpty(request.Topic?.Name) ? null : V5Namespace.Wrap(ns, request.Topic.Name),
+        // No topic named: a caller in a namespace still reaches only its namespace's halves.
+        string.IsNullOrEmpty(request.Topic?.Name) && ns.Length > 0 ? ns + "%" : null);
 }
