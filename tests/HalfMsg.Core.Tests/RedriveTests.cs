@@ -129,6 +129,41 @@ public sealed class RedriveTests
         Assert.Equal((sent.MessageId, 1), (again.Message.MessageId, again.DeliveryAttempt));
     }
 
+    /// <summary>
+    /// A dead letter re-driven once is not re-driven again by a re-drive with another filter: each filter reads the
+    /// dead-letter topic with its own cursor, and until 2026-12-05 a filtered re-drive and then an unfiltered one (or the
+    /// other way round) each put it back, so the group received it twice (found by review; this test failed). Also
+    /// across a restart (from the shutdown's checkpoint).
+    /// </summary>
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public async Task A_dead_letter_is_re_driven_once_whichever_filters_the_re_drives_use(bool filteredFirst, bool restartBetween)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1 });
+        var sent = await h.Engine.SendAsync(h.Draft("t", "poison"));
+        await h.Engine.SendAsync(h.Draft("u", "other topic"));
+        await DeadLetterForAAsync(h);
+        Assert.Single(await h.ReceiveAsync("A", "u", invisible: TimeSpan.FromSeconds(1)));
+        h.Clock.Advance(TimeSpan.FromSeconds(2));
+        h.Engine.RunSweep();
+        Assert.Single(await h.ReceiveWhenVisibleAsync("ops-u", "%DLQ%A", batch: 1)); // both dead letters are there
+
+        var first = await h.Engine.RedriveDeadLettersAsync("A", filteredFirst ? "t" : null, 100);
+        Assert.Equal(filteredFirst ? 1 : 2, first.Redriven);
+        var back = (await h.ReceiveAsync("A", "t")).Single(m => m.Message.MessageId == sent.MessageId);
+        Assert.True((await h.Engine.AckAsync("A", "t", back.ReceiptHandle)).IsOk);
+        if (restartBetween) await h.RestartAsync();
+
+        var second = await h.Engine.RedriveDeadLettersAsync("A", filteredFirst ? null : "t", 100);
+        Assert.True(second.Error.IsOk, second.Error.ToString());
+        // Filtered first: the unfiltered one takes only the other topic's; unfiltered first: the filtered one has nothing.
+        Assert.Equal(filteredFirst ? 1 : 0, second.Redriven);
+        Assert.DoesNotContain(sent.MessageId, second.MessageIds);
+        Assert.DoesNotContain(await h.ReceiveAsync("A", "t"), m => m.Message.MessageId == sent.MessageId);
+    }
+
     /// <summary>Millions of entries make up most of the state: the group mark lives in padding the entry had anyway.</summary>
     [Fact]
     public void The_group_mark_costs_a_queue_entry_no_memory()

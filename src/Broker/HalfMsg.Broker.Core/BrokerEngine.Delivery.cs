@@ -352,6 +352,12 @@ public sealed partial class BrokerEngine
             {
                 if (entry.VisibleAt >= durable) break;            // not durable yet: invisible
                 long off = gq.NextOffset;
+                if (off < gq.DoneBelow || gq.Done.Count != 0 && gq.Done[^1].End > off && gq.IsDone(off))
+                {
+                    // Finished before this group got to it: a re-drive cursor's dead letter another cursor re-drove.
+                    gq.NextOffset++;
+                    continue;
+                }
                 if (entry.IsHole || !filter.Matches(entry.Tag) || (entry.ForGroup != 0 && !_topics.Targets.Admits(entry.ForGroup, group.Group)))
                 {
                     // Filtered out for this group, a hole (damaged or expired), or another group's re-driven dead

@@ -93,7 +93,11 @@ public sealed partial class BrokerEngine
                     // Not acknowledged: the dead letter stays and the next re-drive tries it again once its lease ends.
                     return Done(new(put.Status, $"message '{m.MessageId}' could not be put back on '{target}': {put.Message}"));
                 }
-                var acked = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
+                // Done for the other cursor that would take it too (the unfiltered one, or the one filtering its
+                // origin): until 2026-12-05 a filtered re-drive and then an unfiltered one (or the other way round)
+                // each put the same dead letter back, and the group received it twice (found by review).
+                string sibling = RedrivePrefix + group + (originalTopic is null ? "|" + origin : "");
+                var acked = await AckRedrivenAsync(cursor, sibling, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                 if (!acked.IsOk) return Done(acked);
                 moved.Add(m.MessageId);
                 MessageIndex.OnRedriven(m.MessageId, group, target, NowMs); // MessageIndex hook (issue 12)
@@ -103,6 +107,28 @@ public sealed partial class BrokerEngine
         if (moved.Count > 0)
             _logger.LogInformation("Re-drove {Count} dead letters of group {Group} from {Dlq}", moved.Count, group, dlq);
         return Done(BrokerError.None);
+    }
+
+    /// <summary>Acknowledges a re-driven dead letter for the cursor that took it and marks it finished for
+    /// <paramref name="sibling"/> (created if new, so it starts with it done), in one hold and one durable wait.</summary>
+    private async ValueTask<BrokerError> AckRedrivenAsync(string cursor, string sibling, string dlq, string receiptHandle, CancellationToken ct)
+    {
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        long address;
+        lock (_gate)
+        {
+            var err = TryGetLease(cursor, dlq, receiptHandle, out _, out var handle, out _);
+            if (!err.IsOk) return err;
+            err = Ack(cursor, dlq, receiptHandle, out address);
+            if (!err.IsOk) return err;
+            if (IsValidName(sibling, 255))
+            {
+                new AckedRecord(sibling, dlq, handle.QueueId, handle.QueueOffset).Write(_writer);
+                address = AppendAndApply();
+            }
+        }
+        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        return BrokerError.None;
     }
 
     /// <summary>
