@@ -101,4 +101,39 @@ public sealed class DeliveryReadTests
         Assert.All(p1.Checks, c => Assert.StartsWith("h", System.Text.Encoding.UTF8.GetString(c.HalfMessage.Body.Span)));
         Assert.Equal(6, Volatile.Read(ref device.Reads) - before);
     }
+
+    /// <summary>
+    /// A receive whose call is cancelled while it reads the bodies it has leased still returns them, so its caller (the
+    /// gRPC handler, whose write then fails) releases them; a call cancelled before the pick leases nothing. Until
+    /// 2026-12-05 the read gave up with the call and nobody released the leases: hidden for the whole invisible
+    /// duration, and renewed all along for a push consumer that never got them (found by review).
+    /// </summary>
+    [Fact]
+    public async Task A_receive_cancelled_while_reading_what_it_leased_returns_it_and_one_cancelled_before_leases_nothing()
+    {
+        FaultInjectionDevice? device = null;
+        await using var h = await EngineHarness.StartAsync(o => o with { WrapLogDevice = d => device = new FaultInjectionDevice(d) });
+        Assert.True((await h.Engine.SendAsync(h.Draft("t", "m"))).IsOk);
+        ReceiveRequest Request(string client) => new()
+        {
+            ConsumerGroup = "g", Topic = "t", BatchSize = 1, InvisibleDuration = TimeSpan.FromMinutes(10), ClientId = client, AutoRenew = true,
+        };
+
+        using (var gone = new CancellationTokenSource())
+        {
+            gone.Cancel();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => h.Engine.ReceiveAsync(Request("push-1"), gone.Token).AsTask());
+        }
+
+        var held = new TaskCompletionSource();
+        device!.ReadsWaitFor = held.Task;
+        using var cts = new CancellationTokenSource();
+        var receive = h.Engine.ReceiveAsync(Request("push-2"), cts.Token).AsTask();
+        await Conditions.WaitUntil(() => Volatile.Read(ref device.HeldReads) > 0, () => "the receive's body read never started");
+        cts.Cancel();
+        held.SetResult();
+        var got = await receive.WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal("m", System.Text.Encoding.UTF8.GetString(Assert.Single(got.Messages).Message.Body.Span));
+        Assert.Equal(1, Assert.Single(got.Messages).DeliveryAttempt); // the first receive leased nothing
+    }
 }

@@ -219,6 +219,36 @@ public sealed class PullTests
         Assert.Equal(count, last.Count);
         return last;
     }
+
+    /// <summary>
+    /// A retry message whose body retention moved to the tail (every pending delayed message's is moved by a cut) can be
+    /// sent back again: a pull hands out the moved record's address, which until 2026-12-05 a send-back refused as "no
+    /// message at commit log offset" (found by review; this test failed).
+    /// </summary>
+    [Fact]
+    public async Task A_message_whose_body_retention_moved_can_be_sent_back()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long at = h.Clock.GetUtcNow().AddHours(1).ToUnixTimeMilliseconds();
+        Assert.True((await h.Engine.SendAsync(h.Draft("T", "delayed", deliverAt: at))).IsOk);
+        await h.SendNormalAsync("filler", "f");
+        Assert.True(await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress) >= 1);
+        h.Clock.Advance(TimeSpan.FromHours(1));
+        h.Engine.RunSweep();
+        var all = new List<PulledMessage>();
+        await Conditions.WaitUntil(() =>
+        {
+            all.Clear();
+            foreach (int q in Enumerable.Range(0, h.Engine.QueueCount("T")))
+                all.AddRange(h.Engine.PullAsync("T", q, 0, 32, TagFilter.All, TimeSpan.Zero).AsTask().Result.Messages);
+            return all.Count == 1;
+        }, () => $"{all.Count} pulled");
+        var read = await h.Engine.ReadMessageAtAsync(all[0].PhysicalOffset);
+        Assert.Equal("delayed", read is null ? null : Encoding.UTF8.GetString(read.Body.Span));
+        var back = await h.Engine.SendBackAsync("G", all[0].PhysicalOffset, 0, maxReconsumeTimes: 2, "T");
+        Assert.True(back.Error.IsOk, back.Error.ToString());
+    }
+
 }
 
 internal static class DraftExtensions

@@ -223,6 +223,7 @@ public sealed partial class BrokerEngine
                 await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
                 List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> picked;
                 TopicState topic;
+                ct.ThrowIfCancellationRequested(); // a call already given up leases nothing
                 lock (_gate)
                 {
                     if (!_topics.TryGetValue(req.Topic, out topic!))
@@ -248,10 +249,14 @@ public sealed partial class BrokerEngine
                 }
                 if (picked.Count > 0)
                 {
+                    // The leases exist now: the bodies are read whatever happens to the call (local reads of durable
+                    // records), so the caller gets every picked message and releases them if it cannot hand them on.
+                    // Until 2026-12-05 a call cancelled here (a client gone during its long poll) left them leased for
+                    // the whole invisible duration, renewed for a push consumer that never got them (found by review).
                     var result = new List<DeliveredMessage>(picked.Count);
                     foreach (var p in picked)
                     {
-                        var message = await ReadStoredMessageAsync(p.Entry.BodyAddress, topic.Name, p.Queue, p.Offset, ct, p.Entry.Size).ConfigureAwait(false);
+                        var message = await ReadStoredMessageAsync(p.Entry.BodyAddress, topic.Name, p.Queue, p.Offset, CancellationToken.None, p.Entry.Size).ConfigureAwait(false);
                         if (message is null)
                         {
                             // Retention may have moved the body since it was picked: read it where it lives now.
@@ -259,7 +264,7 @@ public sealed partial class BrokerEngine
                             int size;
                             lock (_gate) (now, size) = topic.Queues[p.Queue].TryGet(p.Offset, out var e) && !e.IsHole ? (e.BodyAddress, e.Size) : (-1, 0);
                             if (now >= 0 && now != p.Entry.BodyAddress)
-                                message = await ReadStoredMessageAsync(now, topic.Name, p.Queue, p.Offset, ct, size).ConfigureAwait(false);
+                                message = await ReadStoredMessageAsync(now, topic.Name, p.Queue, p.Offset, CancellationToken.None, size).ConfigureAwait(false);
                         }
                         if (message is null)
                         {

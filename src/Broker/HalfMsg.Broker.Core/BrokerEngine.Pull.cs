@@ -251,7 +251,11 @@ public sealed partial class BrokerEngine
             _logger.LogDebug(ex, "No record at {Address}", physicalOffset);
             return null;
         }
-        if (bytes is null || !RecordHeader.TryOpen(bytes, out var kind, out _, out _) || kind is not (RecordKind.MessageStored or RecordKind.HalfStored)) return null;
+        // A body retention moved to the tail is wrapped in its BodyRelocated record, and that is the address a pull
+        // hands out for it: until 2026-12-05 a send-back (or a look-up by offset) of such a message answered "no
+        // message" (found by review).
+        if (bytes is null || !RecordHeader.TryOpen(bytes, out var kind, out _, out _)
+            || kind is not (RecordKind.MessageStored or RecordKind.HalfStored or RecordKind.BodyRelocated)) return null;
         try
         {
             var probe = DecodeStoredMessage(bytes, "", -1, -1, bytes); // no body copy for the probe either
