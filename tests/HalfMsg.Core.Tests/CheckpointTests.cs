@@ -1,5 +1,6 @@
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 using HalfMsg.Broker.Core.Transactions;
 using Xunit.Abstractions;
 
@@ -228,5 +229,42 @@ public sealed class CheckpointTests(ITestOutputHelper output)
         await h.RestartAfterDeletedCheckpointAsync();
         Assert.True(h.Engine.Metrics.ReplayedRecords > 0, "the restart replayed the log after the checkpoint");
         States.AssertSame(live, h.Engine.DescribeState(), $"seed {seed}");
+    }
+
+    /// <summary>
+    /// A group on a topic created while a checkpoint's capture ran, after it copied the topics and before the groups: the
+    /// file names a group on a topic it does not hold. Until 2026-12-05 that made the whole file unusable, so a restart
+    /// fell back to an older checkpoint (and a retention cut could have cut the log behind the only usable one); now
+    /// the group's record is passed over and replay rebuilds it (found by review; this test failed).
+    /// </summary>
+    [Fact]
+    public async Task A_group_on_a_topic_created_during_the_capture_leaves_the_checkpoint_loadable()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.SendNormalAsync("events", "e1");
+        await h.Engine.CheckpointAsync();                       // an older one to fall back on
+        long older = h.Engine.LastCheckpointAddress;
+        await h.SendNormalAsync("events", "e2");
+
+        var checkpointer = h.Engine.CheckpointerForTests;
+        checkpointer.BeforePartForTests = async part =>
+        {
+            if (part != 3) return;                              // after the topics were captured, before the groups
+            checkpointer.BeforePartForTests = null;
+            await h.SendNormalAsync("fresh", "new topic");      // auto-created after the topics snapshot
+            var got = await h.ReceiveWhenVisibleAsync("g2", "fresh");
+            Assert.Single(got);                                 // the group exists before the groups snapshot
+        };
+        await h.Engine.CheckpointAsync();
+        long ours = h.Engine.LastCheckpointAddress;
+        Assert.True(ours > older);
+
+        await h.Engine.DisposeAsync();
+        var dir = Path.Combine(h.DataDir, "checkpoints");
+        foreach (var f in Directory.GetFiles(dir, "checkpoint-*.bin").Where(f => CheckpointStoreNames.Covered(f) > ours)) File.Delete(f);
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.Equal(ours, h.Engine.LastCheckpointAddress);     // before the fix: unusable (KeyNotFound 'fresh'), the older one loaded
+        // And the group's progress on the new topic is there (replayed): e1, e2 and "new topic" are not delivered to it again.
+        Assert.Empty(await h.ReceiveAsync("g2", "fresh", invisible: TimeSpan.FromSeconds(30)));
     }
 }

@@ -631,7 +631,12 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 case SnapGroupQueue:
                 {
                     string group = r.Str()!; string topic = r.Str()!; int q = r.I32();
-                    var g = state.Groups.GetOrAdd(group, state.Topics[topic]);
+                    // A group on a topic created (or deleted and created again with more queues) while the capture ran,
+                    // after the topics were copied and before the groups: its topic is not in this file as it knows it.
+                    // Everything of that group on that topic happened after the covered address, so replay rebuilds it.
+                    // Until 2026-12-05 such a record made the whole file unusable (found by review).
+                    if (!state.Topics.TryGetValue(topic, out var onTopic) || q < 0 || q >= onTopic.Queues.Length) break;
+                    var g = state.Groups.GetOrAdd(group, onTopic);
                     var gq = g.Queues[q];
                     gq.NextOffset = r.I64(); gq.DoneBelow = r.I64();
                     ulong nd = r.U64();
