@@ -38,6 +38,13 @@ public sealed class Message
 
     /// <summary>Delivery time; setting it makes this a delay message. Not allowed on transactional messages.</summary>
     public DateTimeOffset? DeliveryTimestamp { get; init; }
+
+    /// <summary>A copy with one more property (or <paramref name="name"/> set to <paramref name="value"/>).</summary>
+    internal Message WithProperty(string name, string value)
+    {
+        var properties = new Dictionary<string, string>(Properties) { [name] = value };
+        return new Message(Topic, Body) { Tag = Tag, Keys = Keys, Properties = properties, MessageGroup = MessageGroup, DeliveryTimestamp = DeliveryTimestamp };
+    }
 }
 
 /// <summary>The broker's receipt for a published message.</summary>

@@ -172,6 +172,9 @@ public sealed class Producer : IAsyncDisposable
         }
 
         await BarrierSchema.EnsureCreatedOnceAsync(connection, dialect, cancellationToken).ConfigureAwait(false);
+        // Stamped with this barrier table's owner: a checker on another database answers Unknown for it, not Rollback.
+        string owner = await BarrierOwner.GetAsync(connection, dialect, BarrierSchema.DefaultTable, cancellationToken).ConfigureAwait(false);
+        message = message.WithProperty(BarrierOwner.Property, owner);
 
         // The transaction id is only known once the broker accepted the half message, so the half goes first.
         ITransaction transaction = BeginTransaction();
@@ -461,7 +464,21 @@ public sealed class Producer : IAsyncDisposable
         TraceContextProperties.TryExtract(view.Properties, out ActivityContext halfContext);
         using Activity? span = ProducerTracing.StartInternal("check_transaction", view.Topic, null, ActivityKind.Consumer, halfContext);
         span?.SetTag("messaging.message.id", view.MessageId);
-        TransactionResolution resolution = await checker.CheckAsync(view, ct).ConfigureAwait(false);
+        TransactionResolution resolution;
+        try
+        {
+            resolution = await checker.CheckAsync(view, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            // A checker that fails (a pool timeout, a database restart, a statement timeout) has no answer: say Unknown.
+            // Until 2026-12-05 the exception left the check unanswered, and the broker took its next check to another
+            // instance of the group, possibly another service whose barrier knows nothing of this transaction and
+            // answers Rollback: a committed local transaction lost its event (found by review).
+            _logger.LogWarning(ex, "The transaction checker failed for transaction {TransactionId}; answering Unknown (the broker asks again)", check.TransactionId);
+            resolution = TransactionResolution.Unknown;
+        }
+
         if (resolution != TransactionResolution.Unknown)
         {
             await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,

@@ -104,4 +104,78 @@ public sealed class CheckBackUnknownTests(UnknownAnswerBrokerFixture fixture) : 
         ReceivedMessage delivered = Assert.Single(await E2E.DrainAsync(consumer, 1, TimeSpan.FromSeconds(20)));
         Assert.Equal(receipt.MessageId, delivered.MessageId);
     }
+
+    /// <summary>
+    /// A checker that fails is answered Unknown, so the broker keeps asking the instance that sent the half. Until
+    /// 2026-12-05 its exception left the check unanswered, the next check went to another service on the topic, and
+    /// that service's barrier rolled back a transaction whose local writes were committing (found by review).
+    /// </summary>
+    [Fact]
+    public async Task A_checker_that_fails_answers_Unknown_and_the_next_check_comes_back_to_the_same_instance()
+    {
+        using var dbA = new SqliteDatabase();
+        using var dbB = new SqliteDatabase();
+        string topic = E2E.Unique("thr");
+        int calls = 0;
+        var checkerA = new RecordingChecker(new FailOnceChecker(ShortWaitChecker(dbA), () => Interlocked.Increment(ref calls) == 1));
+        var checkerB = new RecordingChecker(ShortWaitChecker(dbB));
+        await using Producer a = await E2E.ProducerAsync(Endpoint, topic, checkerA);
+        await using Producer b = await E2E.ProducerAsync(Endpoint, topic, checkerB);
+        await using DbConnection c = dbA.Factory();
+        await c.OpenAsync();
+        await E2E.ExecAsync(c, null, "CREATE TABLE IF NOT EXISTS orders (id VARCHAR(64) PRIMARY KEY)");
+
+        Exception? ex = await Record.ExceptionAsync(() => a.ExecuteAsync(c, new ProducerMessage(topic, "order"), async (tx, ct) =>
+        {
+            await E2E.ExecAsync(c, tx, "INSERT INTO orders (id) VALUES (@id)", ("@id", Guid.NewGuid().ToString("N")));
+            // Held open until A was asked again after its failure (or B was asked instead).
+            await E2E.EventuallyAsync(() => checkerB.Calls.Count > 0 || Volatile.Read(ref calls) >= 2, ChecksWait, "a second check");
+        }, BarrierDialects.Sqlite));
+
+        Assert.Null(ex);
+        Assert.Empty(checkerB.Calls);
+        Assert.Equal(1L, await E2E.CountAsync(dbA.Factory, "SELECT COUNT(*) FROM orders"));
+    }
+
+    /// <summary>
+    /// The instance that sent the half is gone after its local commit, before its decision: the check goes to another
+    /// service on the topic, whose barrier has never seen the transaction. It answers Unknown (the half carries its
+    /// barrier's owner), and an instance on the right database answers Commit. Until 2026-12-05 the other service
+    /// answered Rollback and the committed event was lost (found by review; this test failed).
+    /// </summary>
+    [Fact]
+    public async Task Another_services_barrier_answers_Unknown_for_a_half_of_another_database_and_its_own_instance_Commit()
+    {
+        using var dbA = new SqliteDatabase();
+        using var dbB = new SqliteDatabase();
+        string topic = E2E.Unique("own");
+        var checkerB = new RecordingChecker(ShortWaitChecker(dbB));
+        await using Producer b = await E2E.ProducerAsync(Endpoint, topic, checkerB);
+        string txId;
+        await using (Producer a = await E2E.ProducerAsync(Endpoint, topic, new FuncChecker(_ => TransactionResolution.Unknown)))
+        {
+            await using DbConnection c = dbA.Factory();
+            await c.OpenAsync();
+            await BarrierSchema.EnsureCreatedAsync(c, BarrierDialects.Sqlite);
+            // What ExecuteAsync does, stopped where a crash would stop it: stamped half, local commit, no decision.
+            string owner = await BarrierOwner.GetAsync(c, BarrierDialects.Sqlite, BarrierSchema.DefaultTable, CancellationToken.None);
+            ITransaction t = a.BeginTransaction();
+            SendReceipt receipt = await t.SendAsync(new ProducerMessage(topic, "order").WithProperty(BarrierOwner.Property, owner));
+            txId = receipt.TransactionId!;
+            await LocalBarrier.RunAsync(c, BarrierDialects.Sqlite, txId, (tx, ct) => Task.CompletedTask, null, CancellationToken.None);
+        }
+
+        await E2E.EventuallyAsync(() => checkerB.For(txId).Count > 0, ChecksWait, "a check at B");
+        Assert.Equal(TransactionResolution.Unknown, checkerB.For(txId)[0].Result);
+        var checkerA2 = new RecordingChecker(ShortWaitChecker(dbA)); // the service comes back (a new instance, same database)
+        await using Producer a2 = await E2E.ProducerAsync(Endpoint, topic, checkerA2);
+        await E2E.EventuallyAsync(() => checkerA2.For(txId).Any(call => call.Result == TransactionResolution.Commit), ChecksWait, "Commit from A's database");
+        Assert.DoesNotContain(checkerB.For(txId), call => call.Result != TransactionResolution.Unknown);
+    }
+
+    private sealed class FailOnceChecker(ITransactionChecker inner, Func<bool> fail) : ITransactionChecker
+    {
+        public ValueTask<TransactionResolution> CheckAsync(MessageView message, CancellationToken ct) =>
+            fail() ? throw new InvalidOperationException("transient database failure (pool timeout)") : inner.CheckAsync(message, ct);
+    }
 }

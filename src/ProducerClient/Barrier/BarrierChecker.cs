@@ -32,14 +32,15 @@ public sealed class BarrierChecker : ITransactionChecker
     /// connection per check; it is disposed after the check).</summary>
     /// <param name="connectionFactory">A new, unopened connection per check.</param>
     /// <param name="dialect">The database's barrier SQL.</param>
-    /// <param name="table">The barrier table.</param>
     /// <param name="lockWait">How long a check waits for another transaction's lock (<see cref="DefaultLockWait"/> when null).</param>
-    public BarrierChecker(Func<DbConnection> connectionFactory, IBarrierDialect dialect, string table = BarrierSchema.DefaultTable,
-        TimeSpan? lockWait = null)
+    /// <remarks>It reads the table <see cref="Producer.ExecuteAsync(DbConnection, Message, Func{DbTransaction, CancellationToken, Task}, CancellationToken)"/>
+    /// writes, <see cref="BarrierSchema.DefaultTable"/>. Until 2026-12-05 it took a table name the producer did not: a
+    /// checker on another table answered Rollback for every committed transaction whose decision was lost (found by review).</remarks>
+    public BarrierChecker(Func<DbConnection> connectionFactory, IBarrierDialect dialect, TimeSpan? lockWait = null)
     {
         _connectionFactory = connectionFactory ?? throw new ArgumentNullException(nameof(connectionFactory));
         _dialect = dialect ?? throw new ArgumentNullException(nameof(dialect));
-        _table = BarrierDialects.CheckIdentifier(table);
+        _table = BarrierSchema.DefaultTable;
         LockWait = lockWait ?? DefaultLockWait;
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(LockWait, TimeSpan.Zero, nameof(lockWait));
     }
@@ -52,7 +53,15 @@ public sealed class BarrierChecker : ITransactionChecker
     {
         ArgumentNullException.ThrowIfNull(message);
         string transactionId = message.TransactionId ?? message.MessageId;
-        return await CheckAsync(transactionId, cancellationToken).ConfigureAwait(false);
+        ArgumentException.ThrowIfNullOrEmpty(transactionId);
+        try
+        {
+            return await DecideAsync(transactionId, message.Properties.GetValueOrDefault(BarrierOwner.Property), cancellationToken).ConfigureAwait(false);
+        }
+        catch (DbException ex) when (_dialect.IsLockWaitTimeout(ex))
+        {
+            return TransactionResolution.Unknown;
+        }
     }
 
     /// <summary>Resolves <paramref name="transactionId"/> (the same decision as the <see cref="ITransactionChecker"/> entry point).</summary>
@@ -61,7 +70,7 @@ public sealed class BarrierChecker : ITransactionChecker
         ArgumentException.ThrowIfNullOrEmpty(transactionId);
         try
         {
-            return await DecideAsync(transactionId, cancellationToken).ConfigureAwait(false);
+            return await DecideAsync(transactionId, null, cancellationToken).ConfigureAwait(false);
         }
         catch (DbException ex) when (_dialect.IsLockWaitTimeout(ex))
         {
@@ -70,7 +79,8 @@ public sealed class BarrierChecker : ITransactionChecker
         }
     }
 
-    private async Task<TransactionResolution> DecideAsync(string transactionId, CancellationToken cancellationToken)
+    // owner: the half's barrier owner stamp (null when the half carries none: not sent by ExecuteAsync).
+    private async Task<TransactionResolution> DecideAsync(string transactionId, string? owner, CancellationToken cancellationToken)
     {
         await using DbConnection connection = _connectionFactory();
         if (connection.State != System.Data.ConnectionState.Open)
@@ -80,6 +90,10 @@ public sealed class BarrierChecker : ITransactionChecker
 
         await _dialect.PrepareConnectionAsync(connection, LockWait, cancellationToken).ConfigureAwait(false);
         await BarrierSchema.EnsureCreatedOnceAsync(connection, _dialect, cancellationToken, _table).ConfigureAwait(false);
+        // Another database's transaction (another service on the topic, or an instance with its own database): this
+        // table cannot tell, and a Rollback here would drop an event that may have committed there. The broker asks again.
+        if (owner is not null && owner != await BarrierOwner.GetAsync(connection, _dialect, _table, cancellationToken).ConfigureAwait(false))
+            return TransactionResolution.Unknown;
         await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
         if (await BarrierStore.TryInsertAsync(connection, transaction, _dialect, transactionId, BarrierStore.RolledBack, cancellationToken, _table, LockWait).ConfigureAwait(false))
         {
