@@ -221,6 +221,34 @@ public sealed class PullTests
     }
 
     /// <summary>
+    /// A half's body cannot be sent back (or viewed) by its log address unless its transaction committed. Until
+    /// 2026-12-05 a CONSUMER_SEND_MSG_BACK of a pending or rolled-back half's address copied it into the group's retry
+    /// or dead-letter topic, where anyone could pull it and a re-drive put it on its topic (found by review; failed).
+    /// </summary>
+    [Fact]
+    public async Task A_half_is_sent_back_or_viewed_by_offset_only_once_committed()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        string pending = await h.SendHalfAsync("T", "pending-half");
+        string rolledBack = await h.SendHalfAsync("T", "rolled-back-half");
+        string committed = await h.SendHalfAsync("T", "committed-half");
+        var addresses = new[] { pending, rolledBack, committed }.Select(tx => h.Engine.FindTransaction(tx)!.LogAddress).ToArray();
+        Assert.True((await h.Engine.EndTransactionAsync(rolledBack, null, TransactionResolution.Rollback, DecisionSource.Client)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync(committed, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+
+        foreach (long address in addresses[..2])
+        {
+            Assert.Null(await h.Engine.ReadMessageAtAsync(address));
+            var back = await h.Engine.SendBackAsync("G", address, -1, 16, null);
+            Assert.Equal(BrokerStatus.BadRequest, back.Error.Status);
+        }
+        Assert.Equal("committed-half", Encoding.UTF8.GetString((await h.Engine.ReadMessageAtAsync(addresses[2]))!.Body.Span));
+        Assert.True((await h.Engine.SendBackAsync("G", addresses[2], -1, 16, null)).Error.IsOk);
+        Assert.True(h.Engine.TryGetQueueOffsets("%DLQ%G", 0, out _, out long max));
+        Assert.Equal(1, max); // only the committed one reached the dead-letter topic
+    }
+
+    /// <summary>
     /// A retry message whose body retention moved to the tail (every pending delayed message's is moved by a cut) can be
     /// sent back again: a pull hands out the moved record's address, which until 2026-12-05 a send-back refused as "no
     /// message at commit log offset" (found by review; this test failed).

@@ -259,11 +259,30 @@ public sealed partial class BrokerEngine
         try
         {
             var probe = DecodeStoredMessage(bytes, "", -1, -1, bytes); // no body copy for the probe either
-            return probe is null ? null : DecodeStoredMessage(bytes, probe.OriginalTopic ?? probe.Topic, -1, -1, bytes);
+            if (probe is null || !IsKnownCommittedIfHalf(probe)) return null;
+            return DecodeStoredMessage(bytes, probe.OriginalTopic ?? probe.Topic, -1, -1, bytes);
         }
         catch (InvalidDataException)
         {
             return null;
+        }
+    }
+
+    /// <summary>
+    /// A half message's body is read by offset only once its transaction is known to be committed: pending, rolled back,
+    /// or decided so long ago that the decision is forgotten, it is "no message". Until 2026-12-05 a send-back
+    /// (CONSUMER_SEND_MSG_BACK) of a half's address copied a pending or rolled-back half into the group's retry or
+    /// dead-letter topic, readable there and re-drivable onto its topic, and VIEW_MESSAGE_BY_ID showed its body (found
+    /// by review). A committed transactional message whose decision is forgotten (after DecisionRetention) cannot be
+    /// sent back by offset either: the Java client then stores the retry itself.
+    /// </summary>
+    private bool IsKnownCommittedIfHalf(StoredMessage message)
+    {
+        if (message.Kind != MessageKind.Transaction || message.TransactionId is not { } transactionId) return true;
+        lock (_gate)
+        {
+            if (_txs.TryGet(transactionId, out _)) return false;
+            return _txs.Decided.TryGet(transactionId, out var resolution, out _) && resolution == TransactionResolution.Commit;
         }
     }
 
