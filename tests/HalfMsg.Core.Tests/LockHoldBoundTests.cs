@@ -13,6 +13,18 @@ public sealed class LockHoldBoundTests
 {
     private const int Entries = 3 * BrokerEngine.MaxEntriesPerLockHold + 17;
 
+    /// <summary>Sends <see cref="Entries"/> halves of group "orders" and runs a check pass: each got its one check-back,
+    /// unanswered (the limit is 1, so the next pass parks them).</summary>
+    private static async Task<SendHalfResult[]> SendHalvesCheckedOnceAsync(EngineHarness h)
+    {
+        var halves = Enumerable.Range(0, Entries).Select(i => new HalfDraft(h.Draft("orders", $"h{i}"), "orders", "p1", null)).ToArray();
+        var sent = await h.Engine.SendHalvesAsync(halves);
+        Assert.All(sent, r => Assert.True(r.Error.IsOk, r.Error.ToString()));
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(Entries, await h.Engine.RunCheckPassAsync());
+        return sent;
+    }
+
     [Fact]
     public async Task A_sweep_of_many_due_delay_messages_lets_a_send_in_between_its_holds()
     {
@@ -53,11 +65,7 @@ public sealed class LockHoldBoundTests
         await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 1 });
         var producer = new RecordingChannel("p1");
         using var registration = h.Engine.Producers.Register("orders", producer);
-        var halves = Enumerable.Range(0, Entries).Select(i => new HalfDraft(h.Draft("orders", $"h{i}"), "orders", "p1", null)).ToArray();
-        var sent = await h.Engine.SendHalvesAsync(halves);
-        Assert.All(sent, r => Assert.True(r.Error.IsOk, r.Error.ToString()));
-        h.Clock.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal(Entries, await h.Engine.RunCheckPassAsync()); // each half's one check-back, unanswered
+        var sent = await SendHalvesCheckedOnceAsync(h);
         h.Clock.Advance(TimeSpan.FromMinutes(1));
 
         // Halves are due in the order they were sent: the last is parked last.
@@ -94,11 +102,7 @@ public sealed class LockHoldBoundTests
         await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 1 });
         var producer = new RecordingChannel("p1");
         using var registration = h.Engine.Producers.Register("orders", producer);
-        var halves = Enumerable.Range(0, Entries).Select(i => new HalfDraft(h.Draft("orders", $"h{i}"), "orders", "p1", null)).ToArray();
-        var sent = await h.Engine.SendHalvesAsync(halves);
-        Assert.All(sent, r => Assert.True(r.Error.IsOk, r.Error.ToString()));
-        h.Clock.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal(Entries, await h.Engine.RunCheckPassAsync()); // one check each, unanswered
+        var sent = await SendHalvesCheckedOnceAsync(h);
         h.Clock.Advance(TimeSpan.FromMinutes(1));
 
         string first = sent[0].TransactionId; // due first: parked in the pass's first hold
