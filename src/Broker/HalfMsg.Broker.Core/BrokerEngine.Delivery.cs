@@ -543,10 +543,13 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>Validates the lease and appends the ack. Caller holds the lock.</summary>
-    private BrokerError Ack(string group, string topic, string receiptHandle, out long address)
+    private BrokerError Ack(string group, string topic, string receiptHandle, out long address) => Ack(group, topic, receiptHandle, out address, out _);
+
+    /// <summary>As above, also giving the acknowledged lease's handle. Caller holds the lock.</summary>
+    private BrokerError Ack(string group, string topic, string receiptHandle, out long address, out ReceiptHandle handle)
     {
         address = -1;
-        var err = TryGetLease(group, topic, receiptHandle, out _, out var handle, out _);
+        var err = TryGetLease(group, topic, receiptHandle, out _, out handle, out _);
         if (!err.IsOk) return err;
         new AckedRecord(group, topic, handle.QueueId, handle.QueueOffset).Write(_writer);
         address = AppendAndApply();

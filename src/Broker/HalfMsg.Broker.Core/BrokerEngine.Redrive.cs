@@ -117,9 +117,7 @@ public sealed partial class BrokerEngine
         long address;
         lock (_gate)
         {
-            var err = TryGetLease(cursor, dlq, receiptHandle, out _, out var handle, out _);
-            if (!err.IsOk) return err;
-            err = Ack(cursor, dlq, receiptHandle, out address);
+            var err = Ack(cursor, dlq, receiptHandle, out address, out var handle);
             if (!err.IsOk) return err;
             if (IsValidName(sibling, 255))
             {

@@ -23,7 +23,8 @@ public sealed class BarrierChecker : ITransactionChecker
 {
     private readonly Func<DbConnection> _connectionFactory;
     private readonly IBarrierDialect _dialect;
-    private readonly string _table;
+    // The table ExecuteAsync writes.
+    private const string Table = BarrierSchema.DefaultTable;
 
     /// <summary>The lock wait when none is given: 30 s.</summary>
     public static readonly TimeSpan DefaultLockWait = TimeSpan.FromSeconds(30);
@@ -40,7 +41,6 @@ public sealed class BarrierChecker : ITransactionChecker
     {
         _connectionFactory = connectionFactory ?? throw new ArgumentNullException(nameof(connectionFactory));
         _dialect = dialect ?? throw new ArgumentNullException(nameof(dialect));
-        _table = BarrierSchema.DefaultTable;
         LockWait = lockWait ?? DefaultLockWait;
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(LockWait, TimeSpan.Zero, nameof(lockWait));
     }
@@ -52,25 +52,21 @@ public sealed class BarrierChecker : ITransactionChecker
     public async ValueTask<TransactionResolution> CheckAsync(MessageView message, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
-        string transactionId = message.TransactionId ?? message.MessageId;
-        ArgumentException.ThrowIfNullOrEmpty(transactionId);
-        try
-        {
-            return await DecideAsync(transactionId, message.Properties.GetValueOrDefault(BarrierOwner.Property), cancellationToken).ConfigureAwait(false);
-        }
-        catch (DbException ex) when (_dialect.IsLockWaitTimeout(ex))
-        {
-            return TransactionResolution.Unknown;
-        }
+        return await CheckAsync(message.TransactionId ?? message.MessageId, message.Properties.GetValueOrDefault(BarrierOwner.Property), cancellationToken)
+            .ConfigureAwait(false);
     }
 
     /// <summary>Resolves <paramref name="transactionId"/> (the same decision as the <see cref="ITransactionChecker"/> entry point).</summary>
-    public async Task<TransactionResolution> CheckAsync(string transactionId, CancellationToken cancellationToken)
+    public Task<TransactionResolution> CheckAsync(string transactionId, CancellationToken cancellationToken)
+        => CheckAsync(transactionId, null, cancellationToken);
+
+    // owner: the half's barrier owner stamp (null when the half carries none: not sent by ExecuteAsync).
+    private async Task<TransactionResolution> CheckAsync(string transactionId, string? owner, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(transactionId);
         try
         {
-            return await DecideAsync(transactionId, null, cancellationToken).ConfigureAwait(false);
+            return await DecideAsync(transactionId, owner, cancellationToken).ConfigureAwait(false);
         }
         catch (DbException ex) when (_dialect.IsLockWaitTimeout(ex))
         {
@@ -79,7 +75,6 @@ public sealed class BarrierChecker : ITransactionChecker
         }
     }
 
-    // owner: the half's barrier owner stamp (null when the half carries none: not sent by ExecuteAsync).
     private async Task<TransactionResolution> DecideAsync(string transactionId, string? owner, CancellationToken cancellationToken)
     {
         await using DbConnection connection = _connectionFactory();
@@ -89,19 +84,19 @@ public sealed class BarrierChecker : ITransactionChecker
         }
 
         await _dialect.PrepareConnectionAsync(connection, LockWait, cancellationToken).ConfigureAwait(false);
-        await BarrierSchema.EnsureCreatedOnceAsync(connection, _dialect, cancellationToken, _table).ConfigureAwait(false);
+        await BarrierSchema.EnsureCreatedOnceAsync(connection, _dialect, cancellationToken, Table).ConfigureAwait(false);
         // Another database's transaction (another service on the topic, or an instance with its own database): this
         // table cannot tell, and a Rollback here would drop an event that may have committed there. The broker asks again.
-        if (owner is not null && owner != await BarrierOwner.GetAsync(connection, _dialect, _table, cancellationToken).ConfigureAwait(false))
+        if (owner is not null && owner != await BarrierOwner.GetAsync(connection, _dialect, Table, cancellationToken).ConfigureAwait(false))
             return TransactionResolution.Unknown;
         await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        if (await BarrierStore.TryInsertAsync(connection, transaction, _dialect, transactionId, BarrierStore.RolledBack, cancellationToken, _table, LockWait).ConfigureAwait(false))
+        if (await BarrierStore.TryInsertAsync(connection, transaction, _dialect, transactionId, BarrierStore.RolledBack, cancellationToken, Table, LockWait).ConfigureAwait(false))
         {
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
             return TransactionResolution.Rollback;
         }
 
-        string? state = await BarrierStore.GetStateAsync(connection, transaction, _dialect, transactionId, cancellationToken, _table).ConfigureAwait(false);
+        string? state = await BarrierStore.GetStateAsync(connection, transaction, _dialect, transactionId, cancellationToken, Table).ConfigureAwait(false);
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         return state switch
         {

@@ -141,14 +141,20 @@ public sealed class NamespaceTests(V5BrokerFixture broker) : IClassFixture<V5Bro
         Source = TransactionSource.SourceClient,
     };
 
+    /// <summary>Sends one half message to the test topic through <paramref name="client"/>; its one result entry.</summary>
+    private async Task<SendResultEntry> SendHalfAsync(GrpcTestClient client, string body)
+    {
+        Message half = NewMessage(_topic, body);
+        half.SystemProperties.MessageType = MessageType.Transaction;
+        var sent = await client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { half } }, SendMessageResponse.Parser);
+        return Assert.Single(sent.Response!.Entries);
+    }
+
     [Fact]
     public async Task A_client_of_another_namespace_cannot_decide_a_half_even_with_its_topic_name_and_ids()
     {
         using GrpcTestClient a = Client("tenant-a"), b = Client("tenant-b");
-        Message half = NewMessage(_topic, "tenant-a's transaction");
-        half.SystemProperties.MessageType = MessageType.Transaction;
-        var sent = await a.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { half } }, SendMessageResponse.Parser);
-        SendResultEntry entry = Assert.Single(sent.Response!.Entries);
+        SendResultEntry entry = await SendHalfAsync(a, "tenant-a's transaction");
         Assert.Equal(Code.Ok, entry.Status.Code);
         (string tx, string id) = (entry.TransactionId, entry.MessageId);
 
@@ -178,10 +184,7 @@ public sealed class NamespaceTests(V5BrokerFixture broker) : IClassFixture<V5Bro
     public async Task A_decision_that_names_no_topic_reaches_only_a_half_of_the_callers_namespace()
     {
         using GrpcTestClient a = Client("tenant-a"), b = Client("tenant-b");
-        Message half = NewMessage(_topic, "tenant-a's transaction");
-        half.SystemProperties.MessageType = MessageType.Transaction;
-        var sent = await a.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { half } }, SendMessageResponse.Parser);
-        SendResultEntry entry = Assert.Single(sent.Response!.Entries);
+        SendResultEntry entry = await SendHalfAsync(a, "tenant-a's transaction");
         (string tx, string id) = (entry.TransactionId, entry.MessageId);
 
         var fromB = Decision(_topic, tx, id, TransactionResolution.Rollback);
