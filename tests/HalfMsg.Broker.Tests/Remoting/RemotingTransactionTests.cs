@@ -77,6 +77,33 @@ public sealed class RemotingTransactionTests(RemotingBrokerFixture broker)
     }
 
     [Fact]
+    public async Task A_decision_without_its_producer_group_is_refused_as_Java_refuses_it_and_decides_nothing()
+    {
+        string topic = Unique("TxNoGroup");
+        var (c, p) = await ProducerAsync(Unique("PG"));
+        await using var client = c;
+        var (uniq, sent) = await p.SendHalfAsync(topic, "kept-pending");
+        Assert.True(OffsetMessageId.TryDecode(sent.Get("msgId")!, out _, out long commitLogOffset));
+        var cmd = RemotingCommand.Request(RequestCode.EndTransaction)
+            .Set("tranStateTableOffset", sent.Get("queueOffset")!)
+            .Set("commitLogOffset", commitLogOffset)
+            .Set("commitOrRollback", MessageSysFlag.TransactionCommitType)
+            .Set("fromTransactionCheck", false)
+            .Set("msgId", uniq)
+            .Set("transactionId", uniq);
+        var refused = await c.InvokeAsync(cmd);
+        Assert.Equal(ResponseCode.SystemError, refused.Code);
+        Assert.Equal("the custom field <producerGroup> is null", refused.Remark);
+
+        // Still pending: its own group's decision commits it, and only then is it delivered.
+        await SendAsync(c, topic, "marker", queueId: 0);
+        Assert.Equal(["marker"], (await PullAllAsync(c, "G", topic)).Select(BodyOf));
+        var commit = await p.EndAsync(uniq, sent.Get("queueOffset")!, sent.Get("msgId")!, MessageSysFlag.TransactionCommitType, false, oneway: false);
+        Assert.Equal(ResponseCode.Success, commit!.Code);
+        await EventuallyAsync(() => PullAllAsync(c, "G2", topic), l => l.Count == 2, TimeSpan.FromSeconds(10), "the marker and the committed half");
+    }
+
+    [Fact]
     public async Task Undecided_half_is_checked_back_over_the_producers_connection_and_the_check_answer_commits_it()
     {
         string topic = Unique("TxCheck");

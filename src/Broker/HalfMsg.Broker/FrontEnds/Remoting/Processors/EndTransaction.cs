@@ -19,6 +19,8 @@ internal sealed partial class RemotingDispatcher
         string? group = request.Get("producerGroup");
         string? msgId = request.Get("msgId");
         string? txId = request.Get("transactionId");
+        // Java's header declares producerGroup @CFNotNull: a decision without it is refused before anything is read.
+        if (string.IsNullOrEmpty(group)) return Missing(request, "producerGroup");
         if (string.IsNullOrEmpty(msgId) && string.IsNullOrEmpty(txId)) return Missing(request, "msgId");
         var resolution = request.GetInt("commitOrRollback", -1) switch
         {
@@ -36,7 +38,7 @@ internal sealed partial class RemotingDispatcher
                 await Engine.EndTransactionAsync(id, null, TransactionResolution.Unknown, DecisionSource.CheckBack).ConfigureAwait(false);
             return null;
         }
-        if (Engine.FindTransaction(id) is { } pending && !string.IsNullOrEmpty(group) && pending.ProducerGroup != group)
+        if (Engine.FindTransaction(id) is { } pending && pending.ProducerGroup != group)
             return Error(request, ResponseCode.SystemError, "The producer group wrong");
 
         // Trace context (issue 12): RocketMQ 4's END_TRANSACTION header has no field for it, so a client may add a
