@@ -69,6 +69,16 @@ public sealed class ReadmeSnippetTests(BrokerFixture fixture) : IClassFixture<Br
         }
 
         {
+            string connectionString = producerDb.ConnectionString;
+            // snippet:prune:begin
+            await using var connection = new SqliteConnection(connectionString);
+            await connection.OpenAsync();
+            long deleted = await BarrierSchema.PruneAsync(connection, BarrierDialects.Sqlite, olderThan: TimeSpan.FromDays(7));
+            // snippet:prune:end
+            Assert.Equal(0, deleted); // the quick start's one row is minutes old
+        }
+
+        {
             string connectionString = consumerDb.ConnectionString;
             // snippet:consumer:begin
             await using (var db = new SqliteConnection(connectionString))
@@ -122,7 +132,7 @@ public sealed class ReadmeSnippetTests(BrokerFixture fixture) : IClassFixture<Br
     {
         string source = File.ReadAllText(ThisFile());
         string readme = Normalize(File.ReadAllText(Path.Combine(Path.GetDirectoryName(ThisFile())!, "..", "..", "README.md")));
-        foreach (string name in new[] { "producer", "consumer" })
+        foreach (string name in new[] { "producer", "prune", "consumer" })
         {
             string snippet = Extract(source, name);
             Assert.True(readme.Contains(snippet, StringComparison.Ordinal),

@@ -52,21 +52,30 @@ public sealed class BarrierChecker : ITransactionChecker
     public async ValueTask<TransactionResolution> CheckAsync(MessageView message, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
-        return await CheckAsync(message.TransactionId ?? message.MessageId, message.Properties.GetValueOrDefault(BarrierOwner.Property), cancellationToken)
-            .ConfigureAwait(false);
+        return await CheckAsync(message.TransactionId ?? message.MessageId, message.Properties.GetValueOrDefault(BarrierOwner.Property),
+            message.BornTimestamp, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Resolves <paramref name="transactionId"/> (the same decision as the <see cref="ITransactionChecker"/> entry point).</summary>
+    /// <summary>Resolves <paramref name="transactionId"/> (the same decision as the <see cref="ITransactionChecker"/> entry
+    /// point, for a half whose birth is not known: once <see cref="BarrierSchema.PruneAsync"/> has run, a transaction
+    /// without a row is answered Unknown).</summary>
     public Task<TransactionResolution> CheckAsync(string transactionId, CancellationToken cancellationToken)
-        => CheckAsync(transactionId, null, cancellationToken);
+        => CheckAsync(transactionId, null, null, cancellationToken);
+
+    /// <summary>Resolves <paramref name="transactionId"/>, a half born at <paramref name="bornTimestamp"/> (by the
+    /// producer's clock): a transaction without a row is answered Rollback unless
+    /// <see cref="BarrierSchema.PruneAsync"/> may have deleted its row, then Unknown.</summary>
+    public Task<TransactionResolution> CheckAsync(string transactionId, DateTimeOffset? bornTimestamp, CancellationToken cancellationToken)
+        => CheckAsync(transactionId, null, bornTimestamp, cancellationToken);
 
     // owner: the half's barrier owner stamp (null when the half carries none: not sent by ExecuteAsync).
-    private async Task<TransactionResolution> CheckAsync(string transactionId, string? owner, CancellationToken cancellationToken)
+    private async Task<TransactionResolution> CheckAsync(string transactionId, string? owner, DateTimeOffset? bornTimestamp,
+        CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(transactionId);
         try
         {
-            return await DecideAsync(transactionId, owner, cancellationToken).ConfigureAwait(false);
+            return await DecideAsync(transactionId, owner, bornTimestamp, cancellationToken).ConfigureAwait(false);
         }
         catch (DbException ex) when (_dialect.IsLockWaitTimeout(ex))
         {
@@ -75,7 +84,8 @@ public sealed class BarrierChecker : ITransactionChecker
         }
     }
 
-    private async Task<TransactionResolution> DecideAsync(string transactionId, string? owner, CancellationToken cancellationToken)
+    private async Task<TransactionResolution> DecideAsync(string transactionId, string? owner, DateTimeOffset? bornTimestamp,
+        CancellationToken cancellationToken)
     {
         await using DbConnection connection = _connectionFactory();
         if (connection.State != System.Data.ConnectionState.Open)
@@ -92,6 +102,14 @@ public sealed class BarrierChecker : ITransactionChecker
         await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
         if (await BarrierStore.TryInsertAsync(connection, transaction, _dialect, transactionId, BarrierStore.RolledBack, cancellationToken, Table, LockWait).ConfigureAwait(false))
         {
+            // No row: never committed, unless a prune deleted it. Read after the insert, so a prune that deleted the
+            // row before it is seen (a prune records its cut-off before deleting anything).
+            if (await BarrierStore.MayBePrunedAsync(connection, transaction, _dialect, bornTimestamp, cancellationToken, Table).ConfigureAwait(false))
+            {
+                await transaction.RollbackAsync(cancellationToken).ConfigureAwait(false);
+                return TransactionResolution.Unknown;
+            }
+
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
             return TransactionResolution.Rollback;
         }

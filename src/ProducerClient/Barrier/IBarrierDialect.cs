@@ -35,6 +35,10 @@ public interface IBarrierDialect
     /// <summary>True when <paramref name="exception"/> means "gave up waiting for another transaction's lock" (the
     /// checker then answers <see cref="TransactionResolution.Unknown"/> and the broker asks again later). Default: false.</summary>
     bool IsLockWaitTimeout(DbException exception) => false;
+
+    /// <summary>The parameter value to compare <c>created_at</c> with for a UTC time (<see cref="BarrierSchema.PruneAsync"/>).
+    /// Default: the <see cref="DateTime"/> itself (kind UTC).</summary>
+    object CreatedAtValue(DateTime utc) => utc;
 }
 
 /// <summary>The built-in dialects and detection from a connection type.</summary>
@@ -86,6 +90,9 @@ public static class BarrierDialects
             command.CommandText = FormattableString.Invariant($"PRAGMA busy_timeout = {(long)lockWait.TotalMilliseconds}");
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
+
+        // CURRENT_TIMESTAMP's text form, in UTC: text order is time order.
+        public object CreatedAtValue(DateTime utc) => utc.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture);
 
         // SQLITE_BUSY (5) and SQLITE_LOCKED (6): Microsoft.Data.Sqlite reports the result code as SqliteErrorCode,
         // System.Data.SQLite as ErrorCode. (No reference to either provider here, so read the property by name.)
