@@ -439,17 +439,19 @@ public sealed partial class BrokerEngine
     /// were shortened. Nobody waits for the records: lost in a crash, a lease ends as it was. The leases are looked for
     /// only when the client was a member (every receive makes it one): a producer's termination does not look. They are
     /// found in a table of renewed leases by client (<see cref="ConsumerGroups.TakeRenewed"/>), so a termination costs
-    /// the client's own leases, not every lease of its groups.
+    /// the client's own leases, not every lease of its groups. With a null group and a <paramref name="groupPrefix"/>
+    /// (a gRPC namespace's <c>ns%</c>), only the groups named with it: a client id used in two namespaces leaves only
+    /// the caller's.
     /// </summary>
-    public int ClientLeft(string? group, string clientId)
+    public int ClientLeft(string? group, string clientId, string? groupPrefix = null)
     {
-        if (!Consumers.Left(group, clientId) || string.IsNullOrEmpty(clientId)) return 0;
+        if (!Consumers.Left(group, clientId, groupPrefix) || string.IsNullOrEmpty(clientId)) return 0;
         int released = 0;
         lock (_gate)
         {
             long now = NowMs, until = now + (long)_options.LeaveReleaseDelay.TotalMilliseconds;
             var shorten = new List<(GroupTopicState State, int Queue, long Offset, long LeaseId)>();
-            foreach (var (state, q, off, flight) in _groups.TakeRenewed(clientId, group))
+            foreach (var (state, q, off, flight) in _groups.TakeRenewed(clientId, group, groupPrefix))
             {
                 flight.RenewFor = null;
                 if (flight.InvisibleUntilMs > until) shorten.Add((state, q, off, flight.LeaseId));

@@ -91,6 +91,35 @@ public sealed class NamespaceTests(V5BrokerFixture broker) : IClassFixture<V5Bro
     private bool HasTopic(string name) => broker.Host.Engine.ListTopics().Any(t => t.Name == name);
 
     [Fact]
+    public async Task A_termination_without_a_group_ends_the_clients_leases_and_membership_only_in_its_own_namespace()
+    {
+        // One client id in two namespaces (two applications on one host may make the same id).
+        string clientId = "same-host@1@0@" + Guid.NewGuid().ToString("N")[..8];
+        using GrpcTestClient a = new($"127.0.0.1:{broker.GrpcPort}", clientId), b = new($"127.0.0.1:{broker.GrpcPort}", clientId);
+        a.DefaultHeaders[RocketMqHeaders.Namespace] = "tenant-a";
+        b.DefaultHeaders[RocketMqHeaders.Namespace] = "tenant-b";
+        foreach (var client in new[] { a, b })
+        {
+            await SendAsync(client, _topic, "renewed");
+            // A push consumer's receive: auto_renew, so the broker renews its lease until it acks or leaves.
+            var request = Receive(_topic, _group, TimeSpan.FromSeconds(2));
+            request.InvisibleDuration = null;
+            request.AutoRenew = true;
+            var received = await client.ServerStreamAsync(GrpcMethods.ReceiveMessage, request, ReceiveMessageResponse.Parser);
+            Assert.Single(received.Responses, r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message);
+        }
+
+        var engine = broker.Host.Engine;
+        long releasedBefore = engine.Metrics.LeasesReleased;
+        var left = await b.UnaryAsync(GrpcMethods.NotifyClientTermination, new NotifyClientTerminationRequest(), NotifyClientTerminationResponse.Parser);
+        Assert.Equal(Code.Ok, left.Response!.Status.Code);
+
+        Assert.Equal(1, engine.Metrics.LeasesReleased - releasedBefore); // b's lease only
+        Assert.False(engine.Consumers.IsActive("tenant-b%" + _group, clientId, TimeSpan.FromHours(1)));
+        Assert.True(engine.Consumers.IsActive("tenant-a%" + _group, clientId, TimeSpan.FromHours(1)));
+    }
+
+    [Fact]
     public async Task Two_namespaces_and_no_namespace_using_the_same_topic_and_group_names_each_get_only_their_own_messages()
     {
         using GrpcTestClient a = Client("tenant-a"), b = Client("tenant-b"), none = Client(null);

@@ -203,7 +203,7 @@ internal sealed class ConsumerGroups
     /// each with its live lease; the client's entries for those groups are dropped from the table. Costs the client's own
     /// entries, not the groups' other leases.
     /// </summary>
-    public List<(GroupTopicState Group, int Queue, long Offset, InFlight Flight)> TakeRenewed(string clientId, string? group)
+    public List<(GroupTopicState Group, int Queue, long Offset, InFlight Flight)> TakeRenewed(string clientId, string? group, string? groupPrefix = null)
     {
         var taken = new List<(GroupTopicState, int, long, InFlight)>();
         if (!_renewedByClient.TryGetValue(clientId, out var leases)) return taken;
@@ -211,6 +211,7 @@ internal sealed class ConsumerGroups
         leases.RemoveWhere(l =>
         {
             if (group is not null && l.Group.Group != group) return false;
+            if (groupPrefix is not null && !l.Group.Group.StartsWith(groupPrefix, StringComparison.Ordinal)) return false;
             if (IsRenewedFor(clientId, l, out var flight)) taken.Add((l.Group, l.Queue, l.Offset, flight));
             return true;
         });

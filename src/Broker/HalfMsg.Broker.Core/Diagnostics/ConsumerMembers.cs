@@ -134,8 +134,9 @@ namespace HalfMsg.Broker.Core.Diagnostics
         /// <summary>Groups looked at by the last <see cref="Left"/> (tests: a named group is found, not searched for).</summary>
         internal int LastLeftExamined { get; private set; }
 
-        /// <summary>The client left the group (or, with a null group, every group). True when it was a member of any.</summary>
-        public bool Left(string? group, string clientId)
+        /// <summary>The client left the group (or, with a null group, every group whose name starts with
+        /// <paramref name="groupPrefix"/>, every group when that is null). True when it was a member of any.</summary>
+        public bool Left(string? group, string clientId, string? groupPrefix = null)
         {
             lock (_lock)
             {
@@ -149,8 +150,9 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
                 LastLeftExamined = _groups.Count;
                 List<Entry>? leaving = null;
-                foreach (var table in _groups.Values)
+                foreach (var (name, table) in _groups)
                 {
+                    if (groupPrefix is not null && !name.StartsWith(groupPrefix, StringComparison.Ordinal)) continue;
                     if (table.ById.TryGetValue(clientId, out var entry)) (leaving ??= []).Add(entry);
                 }
 

@@ -14,7 +14,11 @@ internal sealed partial class MessagingService
     public override Task<NotifyClientTerminationResponse> NotifyClientTermination(NotifyClientTerminationRequest request, ServerCallContext context)
     {
         _sessions.Terminate(ClientId(context));
-        _engine.ClientLeft(request.Group?.Name is { Length: > 0 } group ? V5Namespace.Wrap(V5Namespace.Of(context), group) : null, ClientId(context));
+        string ns = V5Namespace.Of(context);
+        // Without a group: every group of the caller's namespace (all groups for a caller without one, which may name
+        // any group, as Remoting clients do by wrapping names themselves).
+        _engine.ClientLeft(request.Group?.Name is { Length: > 0 } group ? V5Namespace.Wrap(ns, group) : null, ClientId(context),
+            ns.Length > 0 ? ns + "%" : null);
         return Task.FromResult(new NotifyClientTerminationResponse { Status = V5Status.Ok() });
     }
 }
