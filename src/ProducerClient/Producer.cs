@@ -192,7 +192,7 @@ public sealed class Producer : IAsyncDisposable
             {
                 await transaction.RollbackAsync(CancellationToken.None).ConfigureAwait(false);
             }
-            catch (ClientException ex)
+            catch (Exception ex) when (ex is ClientException or ObjectDisposedException)
             {
                 // The check-back resolves it: the checker inserts "rolled_back" (the business row never committed).
                 _logger.LogWarning(ex, "Rolling back half message {MessageId} failed; the check-back will roll it back", receipt.MessageId);
@@ -227,8 +227,11 @@ public sealed class Producer : IAsyncDisposable
                 "only if the check-back answered Commit (BarrierChecker does)", receipt.MessageId, transactionId);
             throw new TransactionOutcomeUnknownException(receipt, ex);
         }
-        catch (ClientException ex)
+        catch (Exception ex) when (ex is ClientException or ObjectDisposedException)
         {
+            // ObjectDisposedException: the producer was disposed (a host stopping) while the local transaction ran. The
+            // local commit happened, so the caller must not take it for "nothing done" (the exception a call on a
+            // disposed producer throws before anything happens): the check-back of a live producer decides.
             _logger.LogWarning(ex, "Committing half message {MessageId} failed; the broker's check-back decides transaction {TransactionId} " +
                 "(Commit with BarrierChecker)", receipt.MessageId, transactionId);
             return receipt with { CommitConfirmed = false };

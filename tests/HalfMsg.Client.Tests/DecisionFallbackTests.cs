@@ -14,57 +14,8 @@ public sealed class DecisionFallbackTests
 {
     private const string EndTransactionsPath = "/halfmsg.v1.TransactionService/EndTransactions";
 
-    /// <summary>A fake broker with MessagingService only: its route points at itself, its Settings reply names a
-    /// HalfMsgBroker, every half is stored (transaction id "tx-" + message id), and every EndTransaction is recorded.</summary>
     private static Task<TestGrpcServer> OlderHalfMsgBrokerAsync(ConcurrentQueue<EndTransactionRequest> decisions) =>
-        TestGrpcServer.StartAsync(s =>
-        {
-            s.OnQueryRoute = (request, _) => Task.FromResult(new QueryRouteResponse
-            {
-                Status = new Status { Code = Code.Ok },
-                MessageQueues =
-                {
-                    new MessageQueue
-                    {
-                        Topic = request.Topic,
-                        Id = 0,
-                        Permission = Permission.ReadWrite,
-                        Broker = new Apache.Rocketmq.V2.Broker { Name = "fake", Endpoints = request.Endpoints }, // the access point is this server
-                        AcceptMessageTypes = { MessageType.Normal, MessageType.Transaction },
-                    },
-                },
-            });
-            s.OnTelemetry = async (requests, responses, ctx) =>
-            {
-                while (await requests.MoveNext(ctx.CancellationToken))
-                {
-                    if (requests.Current.Settings is not null)
-                    {
-                        await responses.WriteAsync(new TelemetryCommand
-                        {
-                            Status = new Status { Code = Code.Ok },
-                            Settings = new Settings { UserAgent = BrokerAgent.Create("test") },
-                        });
-                    }
-                }
-            };
-            s.OnSendMessage = (request, _) =>
-            {
-                var response = new SendMessageResponse { Status = new Status { Code = Code.Ok } };
-                response.Entries.AddRange(request.Messages.Select(m => new SendResultEntry
-                {
-                    Status = new Status { Code = Code.Ok },
-                    MessageId = m.SystemProperties.MessageId,
-                    TransactionId = "tx-" + m.SystemProperties.MessageId,
-                }));
-                return Task.FromResult(response);
-            };
-            s.OnEndTransaction = (request, _) =>
-            {
-                decisions.Enqueue(request);
-                return Task.FromResult(new EndTransactionResponse { Status = new Status { Code = Code.Ok } });
-            };
-        });
+        FakeBrokers.RecordingDecisionsAsync(decisions, new Settings { UserAgent = BrokerAgent.Create("test") });
 
     [Fact]
     public async Task Against_a_broker_without_EndTransactions_every_decision_goes_as_an_EndTransaction_of_its_own_from_then_on()

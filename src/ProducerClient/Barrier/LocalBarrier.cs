@@ -25,6 +25,22 @@ internal static class LocalBarrier
 
             await businessWrites(transaction, ct).ConfigureAwait(false);
 
+            // The transaction must still be the one that holds the barrier row. PostgreSQL aborts a transaction at its
+            // first failed statement, and a COMMIT of it rolls back without an error (Npgsql reports none): business code
+            // that caught such a failure and carried on would have the half committed for writes that never were. On
+            // an aborted transaction this read fails (25P02); after a ROLLBACK issued as SQL it finds no row.
+            string? state;
+            try
+            {
+                state = await BarrierStore.GetStateAsync(connection, transaction, dialect, transactionId, ct).ConfigureAwait(false);
+            }
+            catch (DbException ex)
+            {
+                throw new LocalTransactionAbortedException(transactionId, ex);
+            }
+
+            if (state != BarrierStore.Committed) throw new LocalTransactionAbortedException(transactionId, null);
+
             committing = true;
             onCommitting?.Invoke();
             await transaction.CommitAsync(ct).ConfigureAwait(false);
