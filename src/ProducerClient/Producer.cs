@@ -31,13 +31,16 @@ public sealed class Producer : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly HalfSendCoalescer? _halfSends;
     private readonly DecisionCoalescer? _decisions;
+    private readonly SemaphoreSlim _checkSlots;
     private volatile bool _decisionBatchUnimplemented;
     private int _roundRobin;
     private int _disposed;
 
     private Producer(ProducerOptions options, HttpMessageHandler? handler)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxConcurrentChecks, 1, nameof(options.MaxConcurrentChecks));
         _options = options;
+        _checkSlots = new SemaphoreSlim(options.MaxConcurrentChecks);
         foreach (string topic in options.Topics)
         {
             _topics.TryAdd(topic, 0);
@@ -468,6 +471,9 @@ public sealed class Producer : IAsyncDisposable
         using Activity? span = ProducerTracing.StartInternal("check_transaction", view.Topic, null, ActivityKind.Consumer, halfContext);
         span?.SetTag("messaging.message.id", view.MessageId);
         TransactionResolution resolution;
+        // Until 2026-12-05 every check ran at once (found by review): a burst could take every pooled connection the
+        // business writes need, or, on SQLite, a pool thread each while waiting for the write lock.
+        await _checkSlots.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             resolution = await checker.CheckAsync(view, ct).ConfigureAwait(false);
@@ -480,6 +486,10 @@ public sealed class Producer : IAsyncDisposable
             // answers Rollback: a committed local transaction lost its event (found by review).
             _logger.LogWarning(ex, "The transaction checker failed for transaction {TransactionId}; answering Unknown (the broker asks again)", check.TransactionId);
             resolution = TransactionResolution.Unknown;
+        }
+        finally
+        {
+            _checkSlots.Release();
         }
 
         if (resolution != TransactionResolution.Unknown)

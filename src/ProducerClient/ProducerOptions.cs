@@ -28,6 +28,11 @@ public sealed record ProducerOptions
     /// broker keeps asking until it gives up.</summary>
     public ITransactionChecker? TransactionChecker { get; init; }
 
+    /// <summary>How many check-backs the <see cref="TransactionChecker"/> answers at once (default 8); more wait for a
+    /// turn. Each <see cref="Barrier.BarrierChecker"/> check holds a database connection, and on SQLite a thread while it
+    /// waits for the write lock, so a burst of checks (after a restart) must not take the whole pool.</summary>
+    public int MaxConcurrentChecks { get; init; } = 8;
+
     /// <summary>Maximum attempts of a normal (non-transactional) send; transport errors, throttling and internal errors
     /// are retried. Transactional sends are attempted once.</summary>
     public int MaxSendAttempts { get; init; } = 3;

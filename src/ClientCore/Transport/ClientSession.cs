@@ -248,7 +248,15 @@ internal sealed class ClientSession : IAsyncDisposable
         }
 
         await _shutdown.CancelAsync().ConfigureAwait(false);
-        await Task.WhenAll(_timers).ConfigureAwait(false);
+        try
+        {
+            await Task.WhenAll(_timers).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // A timer loop that failed must not skip the termination notice and the streams' closing below.
+            Logger.LogWarning(ex, "A background loop of the client had failed");
+        }
 
         var notify = new NotifyClientTerminationRequest();
         if (_group is not null)

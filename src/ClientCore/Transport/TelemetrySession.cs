@@ -52,8 +52,10 @@ internal sealed class TelemetrySession : IAsyncDisposable
             {
                 await call.WriteAsync(new TelemetryCommand { Settings = _settings() }, ct).ConfigureAwait(false);
             }
-            catch (ClientException ex)
+            catch (Exception ex) when (ex is ClientException or InvalidOperationException or ObjectDisposedException)
             {
+                // InvalidOperationException: grpc-dotnet's "the call is complete", when the stream ended after we took
+                // it and before the loop cleared it. The reconnect re-sends the Settings.
                 _logger.LogDebug(ex, "Re-sending settings to {Endpoint} failed", Endpoint);
             }
         }

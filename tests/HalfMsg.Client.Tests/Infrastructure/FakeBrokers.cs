@@ -10,7 +10,9 @@ internal static class FakeBrokers
     /// <summary>A fake broker with MessagingService only: its route points at itself, its Settings reply is
     /// <paramref name="settings"/> (a HalfMsgBroker's user agent makes the producer coalesce decisions; none makes a plain
     /// RocketMQ), every half is stored (transaction id "tx-" + message id), and every EndTransaction is recorded.</summary>
-    public static Task<TestGrpcServer> RecordingDecisionsAsync(ConcurrentQueue<EndTransactionRequest> decisions, Settings settings) =>
+    /// <param name="afterSettings">Commands pushed on a Telemetry stream after the Settings reply (check-backs).</param>
+    public static Task<TestGrpcServer> RecordingDecisionsAsync(ConcurrentQueue<EndTransactionRequest> decisions, Settings settings,
+        IReadOnlyList<TelemetryCommand>? afterSettings = null) =>
         TestGrpcServer.StartAsync(s =>
         {
             s.OnQueryRoute = (request, _) => Task.FromResult(new QueryRouteResponse
@@ -35,6 +37,10 @@ internal static class FakeBrokers
                     if (requests.Current.Settings is not null)
                     {
                         await responses.WriteAsync(new TelemetryCommand { Status = new Status { Code = Code.Ok }, Settings = settings });
+                        foreach (TelemetryCommand command in afterSettings ?? [])
+                        {
+                            await responses.WriteAsync(command);
+                        }
                     }
                 }
             };
