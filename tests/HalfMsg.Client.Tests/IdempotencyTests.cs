@@ -81,6 +81,34 @@ public abstract class IdempotencyContract
         Assert.Equal(1, runs);
         Assert.Single(results, r => r);
     }
+
+    protected async Task<long> CountAsync(string sql)
+    {
+        await using DbConnection c = Db.Factory();
+        await c.OpenAsync();
+        await using DbCommand cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        return Convert.ToInt64(await cmd.ExecuteScalarAsync());
+    }
+
+    protected async Task Prune_deletes_only_rows_consumed_before_its_age_in_batches()
+    {
+        string group = "g-" + Guid.NewGuid().ToString("N")[..8];
+        await using DbConnection c = Db.Factory();
+        await c.OpenAsync();
+        await ConsumedSchema.EnsureCreatedAsync(c, Db.ConsumedDialect);
+        for (int i = 0; i < 9; i++)
+        {
+            await E2E.ExecAsync(c, null, $"INSERT INTO {ConsumedSchema.DefaultTable} (consumer_group, message_id, consumed_at) VALUES (@g, @m, @at)",
+                ("@g", group), ("@m", "old-" + i), ("@at", Db.ConsumedDialect.ConsumedAtValue(DateTime.UtcNow.AddDays(-3))));
+        }
+
+        Assert.True(await ConsumeOnce.ExecuteAsync(c, group, "fresh", (_, _) => Task.CompletedTask, Db.ConsumedDialect));
+        Assert.Equal(9, await ConsumedSchema.PruneAsync(c, Db.ConsumedDialect, TimeSpan.FromDays(1), batchSize: 2));
+        Assert.Equal(1, await CountAsync($"SELECT COUNT(*) FROM {ConsumedSchema.DefaultTable} WHERE consumer_group = '{group}'"));
+        Assert.False(await ConsumeOnce.ExecuteAsync(c, group, "fresh", (_, _) => Task.CompletedTask, Db.ConsumedDialect)); // still a duplicate
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => ConsumedSchema.PruneAsync(c, Db.ConsumedDialect, TimeSpan.Zero));
+    }
 }
 
 public sealed class SqliteIdempotencyTests : IdempotencyContract, IDisposable
@@ -99,6 +127,9 @@ public sealed class SqliteIdempotencyTests : IdempotencyContract, IDisposable
 
     [Fact]
     public Task Sqlite_concurrent_duplicates_run_the_writes_once() => Concurrent_duplicates_run_the_writes_once();
+
+    [Fact]
+    public Task Sqlite_prune_deletes_only_rows_consumed_before_its_age_in_batches() => Prune_deletes_only_rows_consumed_before_its_age_in_batches();
 }
 
 public sealed class PostgresIdempotencyTests(PostgresDatabase db) : IdempotencyContract, IClassFixture<PostgresDatabase>
@@ -113,4 +144,38 @@ public sealed class PostgresIdempotencyTests(PostgresDatabase db) : IdempotencyC
 
     [PostgresFact]
     public Task Postgres_concurrent_duplicates_run_the_writes_once() => Concurrent_duplicates_run_the_writes_once();
+
+    [PostgresFact]
+    public Task Postgres_prune_deletes_only_rows_consumed_before_its_age_in_batches() => Prune_deletes_only_rows_consumed_before_its_age_in_batches();
+
+    [PostgresFact]
+    public async Task Postgres_writes_that_caught_a_failed_statement_are_not_taken_for_consumed_and_the_redelivery_applies_them()
+    {
+        string group = "g-" + Guid.NewGuid().ToString("N")[..8];
+        string messageId = Guid.NewGuid().ToString("N");
+        await using var c = new Npgsql.NpgsqlConnection(db.ConnectionString);
+        await c.OpenAsync();
+        await E2E.ExecAsync(c, null, "CREATE TABLE IF NOT EXISTS shipments_aborted (id VARCHAR(64) PRIMARY KEY)");
+        await E2E.ExecAsync(c, null, "INSERT INTO shipments_aborted (id) VALUES ('existing') ON CONFLICT DO NOTHING");
+
+        // "Insert, ignore it if it exists" without a savepoint: PostgreSQL aborts the transaction at the failed insert, and
+        // its COMMIT then rolls back without an error. Taken for consumed, the message would be acknowledged and lost.
+        var thrown = await Assert.ThrowsAsync<ConsumeAbortedException>(() => ConsumeOnce.ExecuteAsync(c, group, messageId, async (tx, _) =>
+        {
+            await E2E.ExecAsync(c, tx, "INSERT INTO shipments_aborted (id) VALUES (@id)", ("@id", messageId));
+            try
+            {
+                await E2E.ExecAsync(c, tx, "INSERT INTO shipments_aborted (id) VALUES ('existing')");
+            }
+            catch (Npgsql.PostgresException e) when (e.SqlState == Npgsql.PostgresErrorCodes.UniqueViolation)
+            {
+            }
+        }, Db.ConsumedDialect));
+        Assert.Equal(Npgsql.PostgresErrorCodes.InFailedSqlTransaction, Assert.IsType<Npgsql.PostgresException>(thrown.InnerException).SqlState);
+
+        // The redelivery is not a duplicate: it applies the writes.
+        Assert.True(await ConsumeOnce.ExecuteAsync(c, group, messageId,
+            (tx, _) => E2E.ExecAsync(c, tx, "INSERT INTO shipments_aborted (id) VALUES (@id)", ("@id", messageId)), Db.ConsumedDialect));
+        Assert.Equal(1, await CountAsync($"SELECT COUNT(*) FROM shipments_aborted WHERE id = '{messageId}'"));
+    }
 }

@@ -18,16 +18,20 @@ public interface IConsumedDialect
 
     /// <summary>Inserts (<c>@consumer_group</c>, <c>@message_id</c>), affecting 0 rows when the key exists.</summary>
     string InsertIfAbsentSql(string table);
+
+    /// <summary>The parameter value to compare <c>consumed_at</c> with for a UTC time (<see cref="ConsumedSchema.PruneAsync"/>).
+    /// Default: the <see cref="DateTime"/> itself (kind UTC).</summary>
+    object ConsumedAtValue(DateTime utc) => utc;
 }
 
 /// <summary>Built-in dialects and detection.</summary>
 public static class ConsumedDialects
 {
     /// <summary>SQLite 3.24+.</summary>
-    public static IConsumedDialect Sqlite { get; } = new Dialect("SQLite", "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP");
+    public static IConsumedDialect Sqlite { get; } = new Dialect("SQLite", "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP", textTimes: true);
 
     /// <summary>PostgreSQL 9.5+.</summary>
-    public static IConsumedDialect PostgreSql { get; } = new Dialect("PostgreSQL", "TIMESTAMPTZ NOT NULL DEFAULT now()");
+    public static IConsumedDialect PostgreSql { get; } = new Dialect("PostgreSQL", "TIMESTAMPTZ NOT NULL DEFAULT now()", textTimes: false);
 
     /// <summary>Picks a built-in dialect from the provider type.</summary>
     /// <exception cref="NotSupportedException">Unknown provider: pass a dialect explicitly.</exception>
@@ -40,9 +44,13 @@ public static class ConsumedDialects
 
     internal static string CheckIdentifier(string table) => SqlSupport.CheckIdentifier(table);
 
-    private sealed class Dialect(string name, string timestampColumn) : IConsumedDialect
+    private sealed class Dialect(string name, string timestampColumn, bool textTimes) : IConsumedDialect
     {
         public string Name => name;
+
+        // SQLite's CURRENT_TIMESTAMP is UTC text: text order is time order.
+        public object ConsumedAtValue(DateTime utc) =>
+            textTimes ? utc.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture) : utc;
 
         public string CreateTableSql(string table) =>
             $"CREATE TABLE IF NOT EXISTS {CheckIdentifier(table)} (consumer_group VARCHAR(255) NOT NULL, message_id VARCHAR(128) NOT NULL, " +
@@ -69,6 +77,56 @@ public static class ConsumedSchema
 
     internal static Task EnsureCreatedOnceAsync(DbConnection connection, IConsumedDialect dialect, string table, CancellationToken ct) =>
         SqlSupport.EnsureTableOnceAsync(connection, table, () => dialect.CreateTableSql(table), ct);
+
+    /// <summary>
+    /// Deletes the rows of messages consumed longer than <paramref name="olderThan"/> ago (by <c>consumed_at</c>),
+    /// <paramref name="batchSize"/> rows per database transaction, and returns how many it deleted. Run it from a
+    /// scheduled job; consumers may run meanwhile.
+    /// <para>A message delivered again after its row was deleted is applied again: choose <paramref name="olderThan"/>
+    /// above the longest time a message can come back after it was consumed (a lost ack comes back after the invisible
+    /// duration; a dead letter re-driven, or a queue re-consumed from an earlier offset, whenever an operator does it).</para>
+    /// </summary>
+    /// <param name="connection">An open connection.</param>
+    /// <param name="dialect">The database's SQL.</param>
+    /// <param name="olderThan">Rows consumed longer ago than this are deleted; more than zero.</param>
+    /// <param name="batchSize">Rows deleted per database transaction (1 to 100,000).</param>
+    /// <param name="table">The consumed-messages table.</param>
+    /// <param name="cancellationToken">Stops between batches.</param>
+    public static async Task<long> PruneAsync(DbConnection connection, IConsumedDialect dialect, TimeSpan olderThan, int batchSize = 1000,
+        string table = DefaultTable, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        ArgumentNullException.ThrowIfNull(dialect);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(olderThan, TimeSpan.Zero);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(batchSize, 100_000);
+        string t = ConsumedDialects.CheckIdentifier(table);
+        await EnsureCreatedOnceAsync(connection, dialect, table, cancellationToken).ConfigureAwait(false);
+        object cutOff = dialect.ConsumedAtValue(DateTime.UtcNow - olderThan);
+        long deleted = 0;
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using DbCommand delete = connection.CreateCommand();
+            delete.Transaction = transaction;
+            // Row values in IN: SQLite 3.15+ and PostgreSQL.
+            delete.CommandText = $"DELETE FROM {t} WHERE (consumer_group, message_id) IN " +
+                $"(SELECT consumer_group, message_id FROM {t} WHERE consumed_at < @cut_off LIMIT @batch)";
+            foreach (var (name, value) in new (string, object)[] { ("@cut_off", cutOff), ("@batch", batchSize) })
+            {
+                DbParameter p = delete.CreateParameter();
+                p.ParameterName = name;
+                p.Value = value;
+                delete.Parameters.Add(p);
+            }
+
+            int n = await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+            deleted += n;
+            if (n < batchSize) return deleted;
+        }
+    }
 }
 
 /// <summary>
@@ -127,6 +185,7 @@ public static class ConsumeOnce
             if (fresh)
             {
                 await writes(transaction, cancellationToken).ConfigureAwait(false);
+                await EnsureStillOpenAsync(connection, transaction, table, consumerGroup, messageId, cancellationToken).ConfigureAwait(false);
             }
 
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
@@ -147,7 +206,32 @@ public static class ConsumeOnce
         }
     }
 
-    private static void AddParameter(DbCommand command, string name, string value)
+    // The transaction must still hold the row it inserted. PostgreSQL aborts a transaction at its first failed statement
+    // and a COMMIT of it rolls back without an error: writes that caught such a failure and carried on would have the
+    // message acknowledged with nothing applied, lost for good (found by review, 2026-12-05). On an aborted transaction
+    // this read fails (25P02); after a ROLLBACK issued as SQL it finds no row.
+    private static async Task EnsureStillOpenAsync(DbConnection connection, DbTransaction transaction, string table, string consumerGroup,
+        string messageId, CancellationToken ct)
+    {
+        object? found;
+        try
+        {
+            await using DbCommand probe = connection.CreateCommand();
+            probe.Transaction = transaction;
+            probe.CommandText = $"SELECT 1 FROM {ConsumedDialects.CheckIdentifier(table)} WHERE consumer_group = @consumer_group AND message_id = @message_id";
+            AddParameter(probe, "@consumer_group", consumerGroup);
+            AddParameter(probe, "@message_id", messageId);
+            found = await probe.ExecuteScalarAsync(ct).ConfigureAwait(false);
+        }
+        catch (DbException ex)
+        {
+            throw new ConsumeAbortedException(messageId, ex);
+        }
+
+        if (found is null || found is DBNull) throw new ConsumeAbortedException(messageId, null);
+    }
+
+    private static void AddParameter(DbCommand command, string name, object value)
     {
         DbParameter p = command.CreateParameter();
         p.ParameterName = name;
@@ -177,4 +261,24 @@ public static class IdempotentHandler
             return ConsumeResult.Success;
         };
     }
+}
+
+/// <summary>
+/// Thrown by <see cref="ConsumeOnce"/> when, after the writes returned, the local transaction could no longer commit: on
+/// PostgreSQL a statement in it failed (the error was caught and the writes carried on, which leaves the transaction
+/// aborted, and PostgreSQL would turn the COMMIT into a rollback without an error), or SQL of the writes' own ended it.
+/// Nothing was committed; the message is not acknowledged (a push consumer's handler fails), so it is delivered again.
+/// </summary>
+public sealed class ConsumeAbortedException : Exception
+{
+    /// <summary>Creates the exception for <paramref name="messageId"/>.</summary>
+    public ConsumeAbortedException(string messageId, Exception? innerException)
+        : base($"The local transaction consuming message {messageId} can no longer commit (a statement in it failed, or it was ended by " +
+            "SQL of its own); nothing was committed and the message will be delivered again.", innerException)
+    {
+        MessageId = messageId;
+    }
+
+    /// <summary>The message's id.</summary>
+    public string MessageId { get; }
 }
