@@ -168,6 +168,60 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         Assert.Equal(ExitCodes.Usage, (await Halfmsg("tx", "frobnicate")).ExitCode);
         Assert.Equal(ExitCodes.Usage, (await Halfmsg("tx", "commit")).ExitCode);
         Assert.Equal(ExitCodes.Usage, (await Halfmsg("stats", "--url", "not a url")).ExitCode);
+        // "localhost:8080" is an absolute URI of scheme "localhost": it crashed the CLI with NotSupportedException (review 2026-12-05).
+        var noScheme = await Halfmsg("stats", "--url", "localhost:8080");
+        Assert.Equal(ExitCodes.Usage, noScheme.ExitCode);
+        Assert.Contains("--url must be an absolute URL", noScheme.Err);
+    }
+
+    [Fact]
+    public async Task Group_lag_shows_a_pull_groups_committed_offsets_and_a_group_only_seen_so_far()
+    {
+        // A consumer seen (a Remoting heartbeat, or a gRPC consumer before its first receive) but with no progress yet:
+        // the answer lacked deadLettered and the CLI crashed with KeyNotFoundException (review 2026-12-05).
+        broker.Engine.Consumers.Seen("ops-seen-only", "ops-seen-client", "Remoting", "127.0.0.1:5555");
+        var seen = await Halfmsg("group", "lag", "ops-seen-only");
+        Assert.Equal(ExitCodes.Ok, seen.ExitCode);
+        Assert.Contains("total lag 0; dead-lettered 0 in %DLQ%ops-seen-only", seen.Out);
+
+        // A pull group (RocketMQ 4 Remoting) keeps committed offsets, not leases: its lag is shown too.
+        const string topic = "ops-cli-pull";
+        Assert.True((await broker.Engine.CreateTopicAsync(topic)).Error.IsOk);
+        for (int i = 0; i < 6; i++) Assert.True((await broker.Engine.SendAsync(OpsBroker.Draft(topic, $"ops-pull-{i}"))).IsOk);
+        Assert.True(broker.Engine.TryGetQueueOffsets(topic, 0, out _, out long max0));
+        Assert.True((await broker.Engine.CommitConsumerOffsetAsync("ops-pull-group", topic, 0, 1)).IsOk);
+        var pull = await Halfmsg("group", "lag", "ops-pull-group");
+        Assert.Equal(ExitCodes.Ok, pull.ExitCode);
+        Assert.Contains($"total lag {6 - Math.Min(1, max0)}; dead-lettered 0", pull.Out); // queue 0 from offset 1, queue 1 from its start
+        var json = await Halfmsg("group", "lag", "ops-pull-group", "--json");
+        using var doc = JsonDocument.Parse(json.Out);
+        var t = Assert.Single(doc.RootElement.GetProperty("topics").EnumerateArray());
+        Assert.Equal("pull", t.GetProperty("kind").GetString());
+        var q0 = t.GetProperty("queues").EnumerateArray().Single(q => q.GetProperty("queueId").GetInt32() == 0);
+        Assert.Equal(1, q0.GetProperty("consumedOffset").GetInt64());
+        Assert.Equal(Math.Max(0, max0 - 1), q0.GetProperty("lag").GetInt64());
+    }
+
+    [Fact]
+    public async Task Tx_pending_with_a_topic_shows_a_page_of_that_topics_halves_wherever_they_are()
+    {
+        // Newer than the fixture's pending halves: not on the first page of one.
+        for (int i = 0; i < 2; i++)
+            Assert.True((await broker.Engine.SendHalfAsync(OpsBroker.Draft("ops-cli-filter", $"ops-filter-{i}"), "ops-idle-producers", null, null)).IsOk);
+        var run = await Halfmsg("tx", "pending", "--topic", "ops-cli-filter", "--limit", "1");
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        Assert.Contains("ops-filter-0", run.Out);
+        Assert.DoesNotContain("ops-filter-1", run.Out); // one page of one
+        Assert.Contains("1 shown of", run.Out);
+    }
+
+    [Fact]
+    public async Task Message_find_of_an_unknown_key_exits_3_with_json_too()
+    {
+        Assert.Equal(ExitCodes.NotFound, (await Halfmsg("message", "find", "--key", "no-such-key")).ExitCode);
+        var json = await Halfmsg("message", "find", "--key", "no-such-key", "--json");
+        Assert.Equal(ExitCodes.NotFound, json.ExitCode);
+        Assert.Equal("[]", json.Out.Trim());
     }
     [Fact]
     public async Task Topic_delete_removes_the_topic_and_a_second_delete_is_not_found()

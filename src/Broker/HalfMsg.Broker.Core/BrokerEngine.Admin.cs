@@ -8,6 +8,37 @@ public sealed partial class BrokerEngine
     public sealed record GroupTopicInfo(string Topic, IReadOnlyList<GroupQueueInfo> Queues, long Lag, int InFlight, int WaitingRedelivery, DateTimeOffset LastSeen, long Expired);
     public sealed record GroupInfo(string Group, IReadOnlyList<GroupTopicInfo> Topics, string DeadLetterTopic, long DeadLettered);
 
+    /// <summary>A pull group's (RocketMQ 4 Remoting) committed progress on one topic: per queue, the committed offset
+    /// (the queue's first offset where it committed none, or one a retention cut passed), the end and the lag between.</summary>
+    public sealed record PullTopicInfo(string Topic, IReadOnlyList<GroupQueueInfo> Queues, long Lag);
+
+    /// <summary>The topics on which a pull group committed offsets, with its progress on each (empty for none).</summary>
+    public IReadOnlyList<PullTopicInfo> PullProgressOf(string group)
+    {
+        lock (_gate)
+        {
+            var result = new List<PullTopicInfo>();
+            foreach (string topic in _consumerOffsets.TopicsOf(group).Order(StringComparer.Ordinal))
+            {
+                if (!_topics.TryGetValue(topic, out var t)) continue;
+                var queues = t.Queues.Select((q, i) =>
+                {
+                    long committed = _consumerOffsets.TryGet(group, topic, i, out long o) ? Math.Max(o, q.BaseOffset) : q.BaseOffset;
+                    long lag = Math.Max(0, q.NextOffset - committed);
+                    return new GroupQueueInfo(i, committed, committed, q.NextOffset, lag, 0);
+                }).ToList();
+                result.Add(new PullTopicInfo(topic, queues, queues.Sum(q => q.Lag)));
+            }
+            return result;
+        }
+    }
+
+    /// <summary>The number of messages in a group's dead-letter topic.</summary>
+    public long DeadLetteredOf(string group)
+    {
+        lock (_gate) return _topics.TryGetValue(DeadLetterPrefix + group, out var d) ? d.Queues[0].NextOffset : 0;
+    }
+
     public IReadOnlyList<TopicInfo> ListTopics()
     {
         lock (_gate)

@@ -78,8 +78,12 @@ public sealed partial class BrokerEngine
                     continue;
                 }
                 string target = sentBack ? RetryPrefix + group : origin;
-                var put = sentBack ? await SendToRetryTopicAsync(target, m, ct).ConfigureAwait(false)
-                    : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, ct).ConfigureAwait(false);
+                // From here on the caller's cancellation (a CLI timeout, a closed browser tab) is not heard: a put that
+                // was written but not acknowledged for the cursor would be put back again by the next re-drive, and the
+                // group would receive the message twice (found by review, 2026-12-05).
+                ct.ThrowIfCancellationRequested();
+                var put = sentBack ? await SendToRetryTopicAsync(target, m, CancellationToken.None).ConfigureAwait(false)
+                    : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, CancellationToken.None).ConfigureAwait(false);
                 if (put.Status == BrokerStatus.MessageNotFound)
                 {
                     // Retention cut the dead letter's body since it was received: nothing is left to put back.
@@ -97,7 +101,7 @@ public sealed partial class BrokerEngine
                 // origin): until 2026-12-05 a filtered re-drive and then an unfiltered one (or the other way round)
                 // each put the same dead letter back, and the group received it twice (found by review).
                 string sibling = RedrivePrefix + group + (originalTopic is null ? "|" + origin : "");
-                var acked = await AckRedrivenAsync(cursor, sibling, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
+                var acked = await AckRedrivenAsync(cursor, sibling, dlq, d.ReceiptHandle, CancellationToken.None).ConfigureAwait(false);
                 if (!acked.IsOk) return Done(acked);
                 moved.Add(m.MessageId);
                 MessageIndex.OnRedriven(m.MessageId, group, target, NowMs); // MessageIndex hook (issue 12)

@@ -41,8 +41,9 @@ public static class HalfMsgCli
         void Handle(Command command, Func<ParseResult, AdminClient, bool, CancellationToken, Task<int>> run)
             => command.SetAction(async (parse, token) =>
             {
-                if (!Uri.TryCreate(parse.GetValue(url), UriKind.Absolute, out var baseUri))
+                if (!Uri.TryCreate(parse.GetValue(url), UriKind.Absolute, out var baseUri) || baseUri.Scheme is not ("http" or "https"))
                 {
+                    // "localhost:8080" parses as an absolute URI of scheme "localhost".
                     await error.WriteLineAsync($"halfmsg: --url must be an absolute URL like http://127.0.0.1:8080, not '{parse.GetValue(url)}'");
                     return ExitCodes.Usage;
                 }
@@ -58,7 +59,7 @@ public static class HalfMsgCli
                 }
                 catch (TaskCanceledException) when (!token.IsCancellationRequested)
                 {
-                    await error.WriteLineAsync($"halfmsg: the broker at {baseUri} did not answer in time");
+                    await error.WriteLineAsync($"halfmsg: the broker at {baseUri} did not answer in time (a change asked for may still have been made: look before repeating it)");
                     return ExitCodes.Unreachable;
                 }
             });
@@ -116,6 +117,8 @@ public static class HalfMsgCli
             Handle(list, async (parse, client, asJson, token) =>
             {
                 int pageSize = parse.GetValue(limit);
+                string? only = parse.GetValue(topicFilter);
+                bool Matches(JsonElement i) => only is null || i.GetProperty("topic").GetString() == only;
                 long? after = null;
                 var items = new List<JsonElement>();
                 int total;
@@ -126,12 +129,15 @@ public static class HalfMsgCli
                     total = page.Body.GetProperty("total").GetInt32();
                     var got = page.Body.GetProperty("items").EnumerateArray().ToList();
                     items.AddRange(got);
-                    if (!parse.GetValue(all) || got.Count < pageSize || page.Body.GetProperty("next").ValueKind != JsonValueKind.Number) break;
+                    if (got.Count < pageSize || page.Body.GetProperty("next").ValueKind != JsonValueKind.Number) break;
+                    // Without --all one page is shown; with --topic, a page of that topic's halves (the filter is applied
+                    // here, so it pages on until it has one: until 2026-12-05 it searched the first page only).
+                    if (!parse.GetValue(all) && (only is null || items.Count(Matches) >= pageSize)) break;
                     after = page.Body.GetProperty("next").GetInt64();
                     await error.WriteLineAsync($"halfmsg: fetched {items.Count} of {total} {view}...");
                 }
-                string? only = parse.GetValue(topicFilter);
-                var shown = items.Where(i => only is null || i.GetProperty("topic").GetString() == only).ToList();
+                var shown = items.Where(Matches).ToList();
+                if (!parse.GetValue(all)) shown = shown.Take(pageSize).ToList();
                 if (asJson)
                 {
                     await output.WriteLineAsync(JsonSerializer.Serialize(new { total, items = shown }, Indented));
@@ -199,7 +205,9 @@ public static class HalfMsgCli
                             q.GetProperty("ackedOffset").GetInt64(), q.GetProperty("maxOffset").GetInt64(), q.GetProperty("lag").GetInt64(), q.GetProperty("inFlight").GetInt32());
                 t.Write(output);
                 long total = body.GetProperty("topics").EnumerateArray().Sum(x => x.GetProperty("lag").GetInt64());
-                output.WriteLine($"total lag {total}; dead-lettered {body.GetProperty("deadLettered").GetInt64()} in {body.GetProperty("deadLetterTopic").GetString()}");
+                output.WriteLine(body.TryGetProperty("deadLettered", out var dead)
+                    ? $"total lag {total}; dead-lettered {dead.GetInt64()} in {body.GetProperty("deadLetterTopic").GetString()}"
+                    : $"total lag {total}");
             }));
         group.Add(lag);
         var deleteGroupName = new Argument<string>("group") { Description = "Consumer group" };
@@ -330,8 +338,10 @@ public static class HalfMsgCli
             string path = $"/api/messages?key={Uri.EscapeDataString(parse.GetValue(key)!)}"
                 + (parse.GetValue(keyTopic) is { } t ? $"&topic={Uri.EscapeDataString(t)}" : "");
             var answer = await client.GetAsync(path, token);
-            if (answer.Ok && answer.Body.GetArrayLength() == 0 && !asJson)
+            if (answer.Ok && answer.Body.GetArrayLength() == 0)
             {
+                // The same exit code with --json (its "[]" printed), so a script can tell "none" apart.
+                if (asJson) await output.WriteLineAsync("[]");
                 await error.WriteLineAsync($"halfmsg: no message with key '{parse.GetValue(key)}' in the index");
                 return ExitCodes.NotFound;
             }

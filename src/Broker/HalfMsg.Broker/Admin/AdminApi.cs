@@ -97,16 +97,39 @@ public static class AdminApi
         app.MapPost("/api/transactions/{id}/rollback", (string id, CancellationToken ct) => Decide(engine, id, TransactionResolution.Rollback, ct));
 
         // The group's progress per topic, plus its members: consumer clients seen lately (gRPC and Remoting).
+        // A lease group's topics (gRPC receives) come with kind "lease"; a pull group's (RocketMQ 4 Remoting, committed
+        // offsets) with kind "pull". Every answer has the same fields, also for a group only seen so far (members, no
+        // progress): until 2026-12-05 that one lacked deadLettered, and `halfmsg group lag` crashed on it (found by review).
         app.MapGet("/api/groups/{group}", (string group) =>
         {
+            var web = System.Text.Json.JsonSerializerOptions.Web;
             var members = engine.Consumers.Of(group);
-            if (engine.FindGroup(group) is not { } info)
-                return members.Count > 0
-                    ? Results.Ok(new { group, topics = Array.Empty<object>(), members })
-                    : NotFound($"consumer group '{group}' has never received from this broker");
-            var node = System.Text.Json.JsonSerializer.SerializeToNode(info, System.Text.Json.JsonSerializerOptions.Web)!.AsObject();
-            node["members"] = System.Text.Json.JsonSerializer.SerializeToNode(members, System.Text.Json.JsonSerializerOptions.Web);
-            return Results.Ok(node);
+            var lease = engine.FindGroup(group);
+            var pull = engine.PullProgressOf(group);
+            if (lease is null && pull.Count == 0 && members.Count == 0)
+                return NotFound($"consumer group '{group}' has never received from this broker");
+            var topics = new System.Text.Json.Nodes.JsonArray();
+            foreach (var t in lease?.Topics ?? [])
+            {
+                var node = System.Text.Json.JsonSerializer.SerializeToNode(t, web)!.AsObject();
+                node["kind"] = "lease";
+                topics.Add(node);
+            }
+            foreach (var t in pull)
+            {
+                var node = System.Text.Json.JsonSerializer.SerializeToNode(t, web)!.AsObject();
+                node["kind"] = "pull";
+                node["inFlight"] = 0;
+                topics.Add(node);
+            }
+            return Results.Ok(new System.Text.Json.Nodes.JsonObject
+            {
+                ["group"] = group,
+                ["topics"] = topics,
+                ["deadLetterTopic"] = BrokerEngine.DeadLetterPrefix + group,
+                ["deadLettered"] = engine.DeadLetteredOf(group),
+                ["members"] = System.Text.Json.JsonSerializer.SerializeToNode(members, web),
+            });
         });
         // Create a consumer group on a topic at a chosen start: from=earliest|latest|<unix ms>|<ISO-8601 time>.
         app.MapPost("/api/groups/{group}/start", async (string group, string? topic, string? from, CancellationToken ct) =>

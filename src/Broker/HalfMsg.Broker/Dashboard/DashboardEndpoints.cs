@@ -86,13 +86,27 @@ internal static class DashboardEndpoints
         => sb.Append("<div class=\"card\" data-testid=\"").Append(testId).Append("\"><div class=\"v\">").Append(valueHtml)
              .Append("</div><div class=\"k\">").Append(E(label)).Append("</div></div>");
 
+    private const int ShownLimit = 1000, ScanLimit = 100_000;
+
     private static IResult Transactions(BrokerEngine engine, bool parked, string? topic, string? group, int page, bool newest, string? msg, string? err)
     {
-        // The engine pages in log order; filtering and sorting a page view happens here over the whole list (bounded
-        // by what an operator can read: the admin API is the tool for millions).
-        var all = engine.ListTransactions(parked, -1, 1000, out int total)
-            .Where(t => string.IsNullOrEmpty(topic) || t.Topic == topic)
-            .Where(t => string.IsNullOrEmpty(group) || t.ProducerGroup == group).ToList();
+        // The engine pages in log order, 1,000 at a time (each page one short hold of its lock). The view keeps the first
+        // (oldest first) or the last (newest first) 1,000 halves that match the filters, looking through at most
+        // ScanLimit halves: until 2026-12-05 it looked at the oldest 1,000 only, so "newest first" and the filters
+        // missed every half past them (found by review). The admin API pages through millions.
+        var all = new List<BrokerEngine.PendingTransaction>();
+        long after = -1;
+        int total = 0, looked = 0;
+        while (looked < ScanLimit)
+        {
+            var batch = engine.ListTransactions(parked, after, 1000, out total);
+            looked += batch.Count;
+            all.AddRange(batch.Where(t => (string.IsNullOrEmpty(topic) || t.Topic == topic) && (string.IsNullOrEmpty(group) || t.ProducerGroup == group)));
+            if (all.Count > ShownLimit) all.RemoveRange(newest ? 0 : ShownLimit, all.Count - ShownLimit);
+            if (batch.Count < 1000 || (!newest && all.Count >= ShownLimit)) break;
+            after = batch[^1].LogAddress;
+        }
+        bool partial = looked >= ScanLimit && looked < total;
         if (newest) all.Reverse();
         var rows = all.Skip((page - 1) * PageSize).Take(PageSize).ToList();
         var now = DateTimeOffset.UtcNow;
@@ -105,7 +119,9 @@ internal static class DashboardEndpoints
         sb.Append(CultureInfo.InvariantCulture, $" &nbsp; <form method=\"get\" action=\"/dashboard/transactions\"><input type=\"hidden\" name=\"view\" value=\"{view}\">");
         sb.Append(CultureInfo.InvariantCulture, $"<input name=\"topic\" placeholder=\"topic\" value=\"{E(topic)}\"> <input name=\"group\" placeholder=\"producer group\" value=\"{E(group)}\"> ");
         sb.Append(CultureInfo.InvariantCulture, $"<select name=\"sort\"><option value=\"oldest\">oldest first</option><option value=\"newest\"{(newest ? " selected" : "")}>newest first</option></select> <button type=\"submit\">Filter</button></form></div>");
-        sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\" data-testid=\"count\">{all.Count} shown of {total} {view}</p>");
+        sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\" data-testid=\"count\">{all.Count} shown of {total} {view}");
+        if (partial) sb.Append(CultureInfo.InvariantCulture, $" (the {ScanLimit:N0} oldest looked through; the admin API or the CLI's <code>tx {view} --all</code> pages through every one)");
+        sb.Append("</p>");
         sb.Append("<table data-testid=\"transactions\"><tr><th>transaction id</th><th>message id</th><th>topic</th><th>producer group</th><th class=\"num\">age</th><th class=\"num\">checks</th><th>last answer</th><th>")
           .Append(parked ? "parked" : "next check").Append("</th>").Append(parked ? "<th>actions</th>" : "").Append("</tr>");
         foreach (var t in rows)
