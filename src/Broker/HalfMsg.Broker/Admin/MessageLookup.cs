@@ -38,20 +38,16 @@ public static class MessageLookup
         }
         else
         {
-            var topic = engine.ListTopics().FirstOrDefault(t => t.Name == e.Topic);
-            var queue = topic?.Queues.FirstOrDefault(q => q.QueueId == e.QueueId);
-            if (topic is null || queue is null || e.QueueOffset < queue.MinOffset)
+            if (engine.QueuePositions(e.Topic, e.QueueId) is not { } queue || e.QueueOffset < queue.MinOffset)
             {
                 state = "expired (cut by retention)";
             }
             else
             {
                 state = e.Resolution == TransactionResolution.Commit ? "committed" : "stored";
-                foreach (string g in topic.ConsumerGroups)
+                foreach (var q in queue.Groups)
                 {
-                    var q = engine.FindGroup(g)?.Topics.FirstOrDefault(t => t.Topic == e.Topic)?.Queues.FirstOrDefault(x => x.QueueId == e.QueueId);
-                    if (q is null) continue;
-                    groups.Add(new GroupState(g, e.QueueOffset < q.AckedOffset ? "acked"
+                    groups.Add(new GroupState(q.Group, e.QueueOffset < q.AckedOffset ? "acked"
                         : e.QueueOffset < q.ConsumedOffset ? "delivered (in flight, or acked out of order)" : "not delivered yet"));
                 }
             }
