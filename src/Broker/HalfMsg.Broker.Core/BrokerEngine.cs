@@ -109,6 +109,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             FirstStepFailed = (kind, ex) => _logger.LogError(ex, "Message index: a {Kind} step failed and was dropped (later failures are only counted, GET /api/message-index); the broker goes on", kind),
         };
         Producers.ProducerJoined += _ => KickCheckPass();
+        _applier.TopicDeleted = topic => MessageIndex.OnTopicDeleted(topic);
     }
 
     /// <summary>Opens (or creates) the data directory, recovers state from the last checkpoint plus the log, and starts the background loops.</summary>

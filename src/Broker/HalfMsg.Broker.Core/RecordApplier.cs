@@ -33,6 +33,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// <summary>False while replaying at start; true once the engine serves (live records wake receivers).</summary>
     public bool Live { get; set; }
 
+    /// <summary>Called (live records only, under the engine lock) with the name of a topic just deleted.</summary>
+    public Action<string>? TopicDeleted { get; set; }
+
     /// <summary>Records applied during replay (damaged ones included).</summary>
     public long ReplayedRecords { get; private set; }
 
@@ -393,6 +396,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyTopicDeleted(string topic)
     {
         if (!_topics.Remove(topic, out var state)) return;
+        if (Live) TopicDeleted?.Invoke(topic);
         // Leases die with the topic: the sweeper must not dead-letter them later.
         foreach (var g in state.Groups.ToList()) _groups.Remove(g);
         _consumerOffsets.RemoveTopic(topic);

@@ -196,6 +196,10 @@ namespace HalfMsg.Broker.Core.Diagnostics
         internal void OnRedriven(string messageId, string group, string toTopic, long atMs)
             => Submit(new Op(OpKind.Redriven, messageId, toTopic, atMs) { Group = group });
 
+        /// <summary>The topic was deleted: its bytes-in tally goes (as its rocketmq_messages_in series does); the
+        /// messages the index knows of it stay until they are forgotten as usual.</summary>
+        internal void OnTopicDeleted(string topic) => Submit(new Op(OpKind.TopicDeleted, null, topic, -1));
+
         // ------------------------------------------------------------------ rebuild (see BrokerEngine.StartIndexRebuild)
 
         internal void BeginWarmup()
@@ -329,6 +333,9 @@ namespace HalfMsg.Broker.Core.Diagnostics
                 case OpKind.Delivered:
                     op.ClientId = InternClient(op.ClientId);
                     break;
+                case OpKind.TopicDeleted:
+                    _bytesIn.Remove(op.Topic!);
+                    break;
             }
         }
 
@@ -352,7 +359,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
-        /// <summary>Body bytes accepted per topic (sends and halves) since start.</summary>
+        /// <summary>Body bytes accepted per topic (sends and halves) since start, or since the topic was last deleted.</summary>
         public IReadOnlyList<KeyValuePair<string, long>> BytesInByTopic()
         {
             lock (_lock)
@@ -397,7 +404,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         // ------------------------------------------------------------------ state
 
-        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven }
+        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven, TopicDeleted }
 
         /// <summary>One index operation: what a live hook saw, or what the rebuild read from a log record. A struct: four
         /// per transaction, and only a rebuild keeps any.</summary>
@@ -649,6 +656,8 @@ namespace HalfMsg.Broker.Core.Diagnostics
                             AddEvent(t, new Step(HistoryKind.Redriven, op.AtMs, op.Group, Topic: op.Topic));
                         return;
                     }
+                    case OpKind.TopicDeleted:
+                        return; // only the bytes-in tally changes (Tally)
                 }
                 // Steps of a queue position.
                 if (PositionsOf(op.Topic!, create: false) is not { } positions || !positions.TryGetValue((op.QueueId, op.Offset), out var tracked)) return;
