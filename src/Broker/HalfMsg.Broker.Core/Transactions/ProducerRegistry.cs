@@ -43,7 +43,11 @@ public sealed class ProducerRegistry
             if (_groups.TryGetValue(producerGroup, out var list))
             {
                 list.Remove(channel);
-                if (list.Count == 0) _groups.Remove(producerGroup);
+                if (list.Count == 0)
+                {
+                    _groups.Remove(producerGroup);
+                    _roundRobin.Remove(producerGroup);
+                }
             }
             if (_unanswered.ContainsKey(channel) && !_groups.Values.Any(l => l.Contains(channel))) _unanswered.Remove(channel);
         }
@@ -63,20 +67,27 @@ public sealed class ProducerRegistry
             if (!_groups.TryGetValue(producerGroup, out var list)) return [];
             foreach (var dead in list.Where(c => !c.IsAlive)) _unanswered.Remove(dead);
             list.RemoveAll(c => !c.IsAlive);
-            if (list.Count == 0) { _groups.Remove(producerGroup); return []; }
+            if (list.Count == 0)
+            {
+                _groups.Remove(producerGroup);
+                _roundRobin.Remove(producerGroup);
+                return [];
+            }
             _roundRobin.TryGetValue(producerGroup, out var start);
-            _roundRobin[producerGroup] = start + 1;
+            _roundRobin[producerGroup] = start == int.MaxValue ? 0 : start + 1;
             var ordered = new List<ICheckBackChannel>(list.Count);
+            ICheckBackChannel? preferred = null;
             if (preferredClientId is not null)
             {
                 // The newest channel of that id: an older one may be a connection that died silently.
-                var preferred = list.FindLast(c => c.ClientId == preferredClientId);
+                preferred = list.FindLast(c => c.ClientId == preferredClientId);
                 if (preferred is not null) ordered.Add(preferred);
             }
+            // A channel is in the list once (Register replaces it), so only the preferred one can repeat: O(n), not O(n²).
             for (int i = 0; i < list.Count; i++)
             {
                 var c = list[(start + i) % list.Count];
-                if (!ordered.Contains(c)) ordered.Add(c);
+                if (!ReferenceEquals(c, preferred)) ordered.Add(c);
             }
             if (unansweredClientId is null && _unanswered.Count == 0) return ordered; // every instance answers: as above
             // Stable: the order above holds among instances of the same standing.
