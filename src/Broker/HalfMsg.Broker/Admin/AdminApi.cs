@@ -165,7 +165,7 @@ public static class AdminApi
             engine.Metrics.LastRetentionCutExpiryMicros, engine.Metrics.LastRetentionCutGcPauseMicros, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
             health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
             pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
-            producers = engine.Producers.Snapshot(),
+            producers = engine.Producers.Snapshot(), producerRegistrationsRefused = engine.Producers.RefusedRegistrations,
             diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
             diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
             logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
