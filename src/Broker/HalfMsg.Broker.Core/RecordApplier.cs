@@ -195,7 +195,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         {
             // Shared strings: a pending half costs its numbers, not five copies of names it shares with thousands of others.
             TransactionId = rec.TransactionId, MessageId = m.MessageId == rec.TransactionId ? rec.TransactionId : m.MessageId,
-            Topic = Intern(m.Topic)!, ProducerGroup = Intern(rec.ProducerGroup)!, OriginClientId = Intern(rec.OriginClientId),
+            Topic = Intern(m.Topic)!, ProducerGroup = Intern(rec.ProducerGroup)!, OriginClientId = state.Tags.InternClientId(rec.OriginClientId),
             Address = address, Size = size, StoreTimestampMs = m.StoreMs, CheckImmunityMs = rec.CheckImmunityMs, RequestedQueueId = rec.RequestedQueue,
             Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, DeliverAtMs = m.DeliverAtMs, CheckCount = rec.CheckCount, Parked = rec.Parked,
         };
