@@ -109,6 +109,14 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             FirstStepFailed = (kind, ex) => _logger.LogError(ex, "Message index: a {Kind} step failed and was dropped (later failures are only counted, GET /api/message-index); the broker goes on", kind),
         };
         Producers.ProducerJoined += _ => KickCheckPass();
+        _applier.TopicDeleted = topic => MessageIndex.OnTopicDeleted(topic);
+        // The first refusal and every 1,000th after it: a client looping on registration must not flood the log.
+        Producers.RegistrationRefused += (group, clientId) =>
+        {
+            if (Producers.RefusedRegistrations % 1_000 == 1) _logger.LogWarning(
+                "Producer {ClientId} of group {ProducerGroup} not registered for check-backs: the group already has {Max} producer connections ({Refused} refused since start)",
+                clientId, group, ProducerRegistry.MaxChannelsPerGroup, Producers.RefusedRegistrations);
+        };
     }
 
     /// <summary>Opens (or creates) the data directory, recovers state from the last checkpoint plus the log, and starts the background loops.</summary>

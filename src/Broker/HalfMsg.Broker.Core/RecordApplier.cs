@@ -33,6 +33,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// <summary>False while replaying at start; true once the engine serves (live records wake receivers).</summary>
     public bool Live { get; set; }
 
+    /// <summary>Called (live records only, under the engine lock) with the name of a topic just deleted.</summary>
+    public Action<string>? TopicDeleted { get; set; }
+
     /// <summary>Records applied during replay (damaged ones included).</summary>
     public long ReplayedRecords { get; private set; }
 
@@ -192,7 +195,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         {
             // Shared strings: a pending half costs its numbers, not five copies of names it shares with thousands of others.
             TransactionId = rec.TransactionId, MessageId = m.MessageId == rec.TransactionId ? rec.TransactionId : m.MessageId,
-            Topic = Intern(m.Topic)!, ProducerGroup = Intern(rec.ProducerGroup)!, OriginClientId = Intern(rec.OriginClientId),
+            Topic = Intern(m.Topic)!, ProducerGroup = Intern(rec.ProducerGroup)!, OriginClientId = state.Tags.InternClientId(rec.OriginClientId),
             Address = address, Size = size, StoreTimestampMs = m.StoreMs, CheckImmunityMs = rec.CheckImmunityMs, RequestedQueueId = rec.RequestedQueue,
             Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, DeliverAtMs = m.DeliverAtMs, CheckCount = rec.CheckCount, Parked = rec.Parked,
         };
@@ -393,6 +396,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyTopicDeleted(string topic)
     {
         if (!_topics.Remove(topic, out var state)) return;
+        if (Live) TopicDeleted?.Invoke(topic);
         // Leases die with the topic: the sweeper must not dead-letter them later.
         foreach (var g in state.Groups.ToList()) _groups.Remove(g);
         _consumerOffsets.RemoveTopic(topic);

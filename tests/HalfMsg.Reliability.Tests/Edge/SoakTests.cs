@@ -30,6 +30,7 @@ public sealed class SoakTests(ITestOutputHelper output)
         ["message_index"] = 200_000,          // MessageIndex capacity (the newest 200k ids)
         ["decisions_remembered"] = 1_000_000, // CoreOptions.MaxRememberedDecisions, and DecisionRetention (1 h)
         ["tags_interned"] = 100_000,          // TagInterner stops sharing past 100k distinct values
+        ["client_ids_interned"] = 10_000,     // TagInterner.InternClientId starts afresh at 10k client ids
     };
 
     [Fact]

@@ -30,6 +30,23 @@ public sealed class BrokerMeter : IDisposable
     private readonly Histogram<long> _checkpointSize;
     private readonly Histogram<double> _cutHold;
 
+    /// <summary>Instruments with a series per topic or per (topic, consumer group): <see cref="CardinalityLimit"/> is for them.</summary>
+    public static readonly IReadOnlyList<string> PerTopicInstruments =
+        ["rocketmq_messages_in", "rocketmq_throughput_in", "rocketmq_consumer_lag_messages", "rocketmq_consumer_inflight_messages"];
+
+    /// <summary>Most series one per-topic instrument may have, whatever the limits (the exporter reserves room for them).</summary>
+    public const int MaxCardinalityLimit = 200_000;
+
+    /// <summary>
+    /// Series a per-topic instrument may report (<see cref="PerTopicInstruments"/>): every topic the broker allows
+    /// (<paramref name="maxTopics"/>), or every (topic, group) pair (<paramref name="maxConsumerGroups"/> counts each
+    /// group once per topic), plus 1,000 for topics created by the admin API past the limit; at most
+    /// <see cref="MaxCardinalityLimit"/>. OpenTelemetry's default is 2,000 per metric: past it series were folded
+    /// into one labelled <c>otel_metric_overflow</c>.
+    /// </summary>
+    public static int CardinalityLimit(int maxTopics, int maxConsumerGroups)
+        => (int)Math.Min(MaxCardinalityLimit, (long)Math.Max(maxTopics, 0) + Math.Max(maxConsumerGroups, 0) + 1_000);
+
     /// <summary>Seconds: from a few milliseconds (a producer that commits at once) to a day (a half an operator decides).</summary>
     private static readonly double[] HalfAgeBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400];
     /// <summary>Seconds: an fsync on a good SSD takes well under a millisecond, on a loaded disk tens of milliseconds.</summary>
@@ -57,10 +74,9 @@ public sealed class BrokerMeter : IDisposable
         // RocketMQ 5 names. messages_in counts messages that reached a topic queue (sends and commits), per topic.
         _meter.CreateObservableCounter("rocketmq_messages_in", () => PerTopic(engine, t => t.Queues.Sum(q => q.MaxOffset)),
             description: "Messages that reached a topic queue (normal sends and committed halves), since the topic was created.");
-        _meter.CreateObservableCounter("rocketmq_throughput_in",
-            () => engine.MessageIndex.BytesInByTopic().Select(t => new Measurement<long>(t.Value, new KeyValuePair<string, object?>("topic", t.Key))),
+        _meter.CreateObservableCounter("rocketmq_throughput_in", () => BytesIn(engine),
             // No unit on purpose: with "By" the exporter would add _bytes, and RocketMQ's name has none.
-            description: "Message body bytes accepted (sends and halves) since start, per topic.");
+            description: "Message body bytes accepted (sends and halves) since start or since the topic was deleted, per topic.");
         _meter.CreateObservableCounter("rocketmq_messages_out", () => Volatile.Read(ref m.Delivered),
             description: "Deliveries to consumers, redeliveries included.");
         _meter.CreateObservableGauge("rocketmq_consumer_lag_messages", () => PerGroup(engine, g => g.Lag),
@@ -181,6 +197,16 @@ public sealed class BrokerMeter : IDisposable
 
     private static IEnumerable<Measurement<long>> PerTopic(BrokerEngine engine, Func<BrokerEngine.TopicInfo, long> value)
         => engine.ListTopics().Where(t => !t.System).Select(t => new Measurement<long>(value(t), new KeyValuePair<string, object?>("topic", t.Name)));
+
+    /// <summary>Bytes in per topic, of topics that exist: a deleted topic's tally goes when it is deleted, and a send
+    /// that raced with the delete cannot bring its series back.</summary>
+    private static IEnumerable<Measurement<long>> BytesIn(BrokerEngine engine)
+    {
+        var bytes = engine.MessageIndex.BytesInByTopic();
+        if (bytes.Count == 0) return [];
+        var topics = engine.ListTopics().Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        return bytes.Where(t => topics.Contains(t.Key)).Select(t => new Measurement<long>(t.Value, new KeyValuePair<string, object?>("topic", t.Key)));
+    }
 
     private static IEnumerable<Measurement<long>> PerGroup(BrokerEngine engine, Func<BrokerEngine.GroupTopicInfo, long> value)
     {

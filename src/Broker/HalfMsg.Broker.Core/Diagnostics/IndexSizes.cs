@@ -42,6 +42,7 @@ public sealed partial class BrokerEngine
             sizes["lease_due_heap"] = _groups.LeaseDueCount;
             sizes["pull_offsets"] = _consumerOffsets.Count;
             sizes["tags_interned"] = _tags.Count;
+            sizes["client_ids_interned"] = _tags.ClientIdCount;
             sizes["pending_visible"] = _topics.WaitingForDurability;
         }
         sizes["message_index"] = MessageIndex.Count;

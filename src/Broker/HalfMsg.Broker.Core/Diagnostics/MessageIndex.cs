@@ -51,7 +51,12 @@ namespace HalfMsg.Broker.Core.Diagnostics
     /// </summary>
     /// <remarks>
     /// <para>Bounded: the oldest of <see cref="Capacity"/> messages is forgotten first, and a key keeps its newest
-    /// <see cref="MaxIdsPerKey"/> ids. A message's history keeps its first step and its newest
+    /// <see cref="MaxIdsPerKey"/> ids. A message is found by at most <see cref="MaxKeysPerMessage"/> of its distinct keys
+    /// (its first ones), each at most <see cref="MaxKeyLength"/> characters long; its other keys are not indexed, only
+    /// counted (<see cref="KeysNotIndexed"/>). The indexed keys of all messages together are kept within an estimated
+    /// <see cref="MaxKeyBytes"/> (<see cref="MaxKeyBytesTotal"/> by default): past it the oldest messages are forgotten
+    /// first, even below <see cref="Capacity"/> (<see cref="MessagesForgottenForKeyBytes"/>). Until 2026-12-05 every key
+    /// of a message was indexed: 4,900 short keys (within the 64 KiB metadata limit) cost 788 KB per message. A message's history keeps its first step and its newest
     /// <see cref="MaxEventsPerMessage"/> - 1 (older ones are counted as dropped); all histories together hold at most
     /// <see cref="MaxEventsTotal"/> steps (about 56 MB), beyond which the oldest messages' histories are cut back to their
     /// first step. Retention is honoured at look-up time (the caller compares the queue offset with the queue's minimum
@@ -65,9 +70,16 @@ namespace HalfMsg.Broker.Core.Diagnostics
     /// <see cref="BrokerMeter"/> (body bytes per topic, decisions by resolution and source, both since start) and raises
     /// <see cref="Decided"/> with each half's age for the half-age histogram.</para>
     /// </remarks>
-    public sealed class MessageIndex(int capacity = 200_000, int maxEventsTotal = MessageIndex.MaxEventsTotal)
+    public sealed class MessageIndex(int capacity = 200_000, int maxEventsTotal = MessageIndex.MaxEventsTotal,
+        long maxKeyBytes = MessageIndex.MaxKeyBytesTotal)
     {
         public const int MaxIdsPerKey = 64;
+        /// <summary>Distinct keys of one message the index finds it by (the first ones); the rest are counted, not indexed.</summary>
+        public const int MaxKeysPerMessage = 32;
+        /// <summary>Longer keys are counted, not indexed.</summary>
+        public const int MaxKeyLength = 128;
+        /// <summary>Estimated bytes the indexed keys of all messages may hold (128 MiB); past it the oldest messages go.</summary>
+        public const long MaxKeyBytesTotal = 128L << 20;
         public const int MaxEventsPerMessage = 32;
         public const int MaxEventsTotal = 1_000_000;
         /// <summary>Live steps kept aside while the index is rebuilt; beyond this the rebuilt index misses some.</summary>
@@ -83,7 +95,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
         public sealed record MessageHistory(IReadOnlyList<HistoryEvent> Events, int Dropped);
 
         private readonly object _lock = new();
-        private State _state = new(capacity, maxEventsTotal);
+        private State _state = new(capacity, maxEventsTotal, maxKeyBytes);
         // While warming: live operations applied to _state and also kept here, to be replayed over the rebuilt state.
         private List<Op>? _deferred;
         private bool _deferredOverflow;
@@ -95,6 +107,23 @@ namespace HalfMsg.Broker.Core.Diagnostics
         private readonly Dictionary<string, string> _clientIds = new(StringComparer.Ordinal);
 
         public int Capacity { get; } = capacity;
+
+        /// <summary>Estimated bytes the indexed keys of all messages may hold (see <see cref="MaxKeyBytesTotal"/>).</summary>
+        public long MaxKeyBytes { get; } = maxKeyBytes;
+
+        /// <summary>Estimated bytes the indexed keys of the messages the index knows hold now.</summary>
+        public long KeyBytes { get { lock (_lock) { DrainLocked(); return _state.KeyBytes; } } }
+
+        /// <summary>Keys of messages the index knows or knew that were not indexed: past <see cref="MaxKeysPerMessage"/>
+        /// distinct keys of one message, or longer than <see cref="MaxKeyLength"/> characters. Those messages are still
+        /// found by id and by their indexed keys.</summary>
+        public long KeysNotIndexed { get { lock (_lock) { DrainLocked(); return _state.KeysNotIndexed; } } }
+
+        /// <summary>Messages with at least one key not indexed.</summary>
+        public long MessagesWithKeysNotIndexed { get { lock (_lock) { DrainLocked(); return _state.MessagesWithKeysNotIndexed; } } }
+
+        /// <summary>Messages forgotten before <see cref="Capacity"/> was reached because the indexed keys passed <see cref="MaxKeyBytes"/>.</summary>
+        public long MessagesForgottenForKeyBytes { get { lock (_lock) { DrainLocked(); return _state.ForgottenForKeyBytes; } } }
 
         public int Count
         {
@@ -167,6 +196,10 @@ namespace HalfMsg.Broker.Core.Diagnostics
         internal void OnRedriven(string messageId, string group, string toTopic, long atMs)
             => Submit(new Op(OpKind.Redriven, messageId, toTopic, atMs) { Group = group });
 
+        /// <summary>The topic was deleted: its bytes-in tally goes (as its rocketmq_messages_in series does); the
+        /// messages the index knows of it stay until they are forgotten as usual.</summary>
+        internal void OnTopicDeleted(string topic) => Submit(new Op(OpKind.TopicDeleted, null, topic, -1));
+
         // ------------------------------------------------------------------ rebuild (see BrokerEngine.StartIndexRebuild)
 
         internal void BeginWarmup()
@@ -195,7 +228,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         internal void ReportScanned(long scanned) => Interlocked.Exchange(ref _scanned, scanned);
 
-        internal State NewState() => new(Capacity, maxEventsTotal);
+        internal State NewState() => new(Capacity, maxEventsTotal, MaxKeyBytes);
 
         // Operations the hooks queued and the index has not applied yet. The hooks run on the engine's request paths
         // (several under the engine's lock), four or more per transaction: applying each there cost the broker a fifth
@@ -300,6 +333,9 @@ namespace HalfMsg.Broker.Core.Diagnostics
                 case OpKind.Delivered:
                     op.ClientId = InternClient(op.ClientId);
                     break;
+                case OpKind.TopicDeleted:
+                    _bytesIn.Remove(op.Topic!);
+                    break;
             }
         }
 
@@ -323,7 +359,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
-        /// <summary>Body bytes accepted per topic (sends and halves) since start.</summary>
+        /// <summary>Body bytes accepted per topic (sends and halves) since start, or since the topic was last deleted.</summary>
         public IReadOnlyList<KeyValuePair<string, long>> BytesInByTopic()
         {
             lock (_lock)
@@ -368,7 +404,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         // ------------------------------------------------------------------ state
 
-        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven }
+        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven, TopicDeleted }
 
         /// <summary>One index operation: what a live hook saw, or what the rebuild read from a log record. A struct: four
         /// per transaction, and only a rebuild keeps any.</summary>
@@ -411,7 +447,10 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public readonly string MessageId = messageId;
             public string Topic = topic;
             public string? Tag;
-            public IReadOnlyList<string> Keys = [];
+            /// <summary>The keys the index finds it by (at most <see cref="MaxKeysPerMessage"/>).</summary>
+            public string[] Keys = [];
+            /// <summary>Estimated bytes of those keys in the index (see <see cref="State.KeyCost"/>).</summary>
+            public int KeyBytes;
             public long StoredAtMs;
             public MessageKind Kind;
             public bool Half;                             // a half message: its transaction id is its message id
@@ -515,8 +554,12 @@ namespace HalfMsg.Broker.Core.Diagnostics
             private string By() => Note switch { StepNote.ByProducer => "the producer", StepNote.ByCheckBack => "a check-back answer", _ => "an operator" };
         }
 
-        internal sealed class State(int capacity, int maxEvents)
+        internal sealed class State(int capacity, int maxEvents, long maxKeyBytes)
         {
+            public long KeyBytes { get; private set; }
+            public long KeysNotIndexed { get; private set; }
+            public long MessagesWithKeysNotIndexed { get; private set; }
+            public long ForgottenForKeyBytes { get; private set; }
             public readonly Dictionary<string, Tracked> ById = new(StringComparer.Ordinal);
             public readonly Dictionary<string, List<string>> ByKey = new(StringComparer.Ordinal);
             public readonly Queue<string> Order = new();
@@ -551,14 +594,21 @@ namespace HalfMsg.Broker.Core.Diagnostics
                         }
                         var t = new Tracked(op.MessageId!, topic)
                         {
-                            Tag = op.Tag is null ? null : Intern(op.Tag), Keys = op.Keys.Count == 0 ? [] : op.Keys, StoredAtMs = op.AtMs, Kind = op.MessageKind, Half = half,
+                            Tag = op.Tag is null ? null : Intern(op.Tag), StoredAtMs = op.AtMs, Kind = op.MessageKind, Half = half,
                             ProducerGroup = half && op.Group is not null ? Intern(op.Group) : null, QueueId = op.QueueId, QueueOffset = op.Offset,
                         };
                         ById[t.MessageId] = t;
                         Order.Enqueue(t.MessageId);
-                        if (t.Keys.Count > 0)
+                        if (op.Keys.Count > 0)
                         {
-                            foreach (string key in t.Keys.Distinct(StringComparer.Ordinal))
+                            t.Keys = KeysToIndex(op.Keys, out int notIndexed, out t.KeyBytes);
+                            if (notIndexed > 0)
+                            {
+                                KeysNotIndexed += notIndexed;
+                                MessagesWithKeysNotIndexed++;
+                            }
+                            KeyBytes += t.KeyBytes;
+                            foreach (string key in t.Keys)
                             {
                                 if (!ByKey.TryGetValue(key, out var ids)) ByKey[key] = ids = new List<string>(1);
                                 ids.Add(t.MessageId);
@@ -578,6 +628,12 @@ namespace HalfMsg.Broker.Core.Diagnostics
                         }
                         AddEvent(t, new Step(half ? HistoryKind.HalfStored : HistoryKind.Stored, op.AtMs, half ? t.ProducerGroup : op.Group, Topic: topic, Queue: op.QueueId, Offset: op.Offset));
                         while (Order.Count > capacity) Forget(Order.Dequeue());
+                        // The newest message stays, whatever its keys cost (at most MaxKeysPerMessage × MaxKeyLength).
+                        while (KeyBytes > maxKeyBytes && Order.Count > 1)
+                        {
+                            Forget(Order.Dequeue());
+                            ForgottenForKeyBytes++;
+                        }
                         return;
                     }
                     case OpKind.Decided:
@@ -600,6 +656,8 @@ namespace HalfMsg.Broker.Core.Diagnostics
                             AddEvent(t, new Step(HistoryKind.Redriven, op.AtMs, op.Group, Topic: op.Topic));
                         return;
                     }
+                    case OpKind.TopicDeleted:
+                        return; // only the bytes-in tally changes (Tally)
                 }
                 // Steps of a queue position.
                 if (PositionsOf(op.Topic!, create: false) is not { } positions || !positions.TryGetValue((op.QueueId, op.Offset), out var tracked)) return;
@@ -623,6 +681,37 @@ namespace HalfMsg.Broker.Core.Diagnostics
                         break;
                 }
             }
+
+            /// <summary>
+            /// The keys a message is found by: its first <see cref="MaxKeysPerMessage"/> distinct keys of at most
+            /// <see cref="MaxKeyLength"/> characters, in its order. <paramref name="notIndexed"/> counts the others
+            /// (repeats of an indexed key excepted); <paramref name="bytes"/> is their estimated cost in the index.
+            /// </summary>
+            internal static string[] KeysToIndex(IReadOnlyList<string> keys, out int notIndexed, out int bytes)
+            {
+                notIndexed = 0;
+                bytes = 0;
+                List<string>? picked = null;
+                foreach (string key in keys)
+                {
+                    if (key is null) continue;
+                    if (picked is not null && picked.Contains(key, StringComparer.Ordinal)) continue;
+                    if (key.Length > MaxKeyLength || picked?.Count >= MaxKeysPerMessage)
+                    {
+                        notIndexed++;
+                        continue;
+                    }
+                    (picked ??= new List<string>(Math.Min(keys.Count, MaxKeysPerMessage))).Add(key);
+                    bytes += KeyCost(key);
+                }
+                return picked is null ? [] : [.. picked];
+            }
+
+            /// <summary>Estimated bytes one indexed key holds: its string (24 + 2 per character), its slot in the
+            /// message's key array (8), its entry in <see cref="ByKey"/> (about 28 with the table's slack) and its id
+            /// list (a list and its array, about 64), rounded up; counted per message, even where messages share a key.
+            /// Measured: a message with 32 keys of 8 characters holds about 7.4 KB in all; this estimates its keys at 5.6 KB.</summary>
+            internal static int KeyCost(string key) => 2 * key.Length + 160;
 
             internal static string Where(string topic, int queue, long offset) => $"{topic} queue {queue} offset {offset}";
 
@@ -699,6 +788,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             {
                 if (!ById.Remove(messageId, out var t)) return;
                 _events -= t.EventCount;
+                KeyBytes -= t.KeyBytes;
                 if (t.Position.Queue >= 0) Unmap(t.Position, t);
                 if (t.MorePositions is not null) foreach (var p in t.MorePositions) Unmap(p, t);
                 foreach (string key in t.Keys)

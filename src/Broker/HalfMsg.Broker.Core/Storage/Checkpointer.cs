@@ -608,7 +608,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 {
                     var h = new HalfState
                     {
-                        TransactionId = r.Str()!, MessageId = r.Str()!, Topic = tags.Intern(r.Str())!, ProducerGroup = tags.Intern(r.Str())!, OriginClientId = tags.Intern(r.Str()),
+                        TransactionId = r.Str()!, MessageId = r.Str()!, Topic = tags.Intern(r.Str())!, ProducerGroup = tags.Intern(r.Str())!, OriginClientId = tags.InternClientId(r.Str()),
                         Address = r.I64(), Size = r.I32(), StoreTimestampMs = r.I64(), CheckImmunityMs = r.I64(), RequestedQueueId = r.I32(), Tag = r.Str(),
                         MessageGroup = r.Str(), DeliverAtMs = r.I64(), CheckCount = r.I32(), NextCheckAtMs = r.I64(), Parked = r.Bool(),
                         ParkedAtMs = r.I64(), LastCheckAtMs = r.I64(),

@@ -15,11 +15,24 @@ public sealed class ProducerRegistry
     /// <summary>An instance that left this many check-backs in a row unanswered is tried after every other live instance.</summary>
     public const int RepeatedlyUnanswered = 2;
 
+    /// <summary>Producer connections one group may register; more are refused (<see cref="RegistrationRefused"/>): they
+    /// get no check-backs, the group's registered ones do.</summary>
+    public const int MaxChannelsPerGroup = 10_000;
+
     /// <summary>Raised (outside the registry lock) when a producer joins a group, so pending checks can go out promptly.</summary>
     public event Action<string>? ProducerJoined;
 
+    /// <summary>Raised (outside the registry lock) with the group and client id of a registration refused because the
+    /// group already has <see cref="MaxChannelsPerGroup"/> channels.</summary>
+    public event Action<string, string>? RegistrationRefused;
+
+    /// <summary>Registrations refused since start because their group was full.</summary>
+    public long RefusedRegistrations => Interlocked.Read(ref _refused);
+    private long _refused;
+
     public IDisposable Register(string producerGroup, ICheckBackChannel channel)
     {
+        bool refused = false;
         lock (_gate)
         {
             if (!_groups.TryGetValue(producerGroup, out var list)) _groups[producerGroup] = list = new();
@@ -28,9 +41,25 @@ public sealed class ProducerRegistry
             // dropped here never learned it and never registered again, so its group lost a live producer for good.
             // (The gRPC front end ends an older stream with the same id before its successor registers.)
             bool Replaced(ICheckBackChannel c) => ReferenceEquals(c, channel) || (c.ClientId == channel.ClientId && !c.IsAlive);
-            foreach (var old in list.Where(Replaced)) _unanswered.Remove(old);
-            list.RemoveAll(Replaced);
-            list.Add(channel);
+            int first = list.FindIndex(Replaced); // one pass when nothing is replaced (a new connection), as nearly always
+            if (first >= 0)
+            {
+                for (int i = first; i < list.Count; i++)
+                    if (Replaced(list[i])) _unanswered.Remove(list[i]);
+                list.RemoveAll(Replaced);
+            }
+            if (list.Count >= MaxChannelsPerGroup)
+            {
+                // The caller keeps and disposes what it gets as usual; the connection just receives no check-backs.
+                Interlocked.Increment(ref _refused);
+                refused = true;
+            }
+            else list.Add(channel);
+        }
+        if (refused)
+        {
+            RegistrationRefused?.Invoke(producerGroup, channel.ClientId);
+            return NotRegistered.Instance;
         }
         ProducerJoined?.Invoke(producerGroup);
         return new Registration(this, producerGroup, channel);
@@ -43,7 +72,11 @@ public sealed class ProducerRegistry
             if (_groups.TryGetValue(producerGroup, out var list))
             {
                 list.Remove(channel);
-                if (list.Count == 0) _groups.Remove(producerGroup);
+                if (list.Count == 0)
+                {
+                    _groups.Remove(producerGroup);
+                    _roundRobin.Remove(producerGroup);
+                }
             }
             if (_unanswered.ContainsKey(channel) && !_groups.Values.Any(l => l.Contains(channel))) _unanswered.Remove(channel);
         }
@@ -63,20 +96,27 @@ public sealed class ProducerRegistry
             if (!_groups.TryGetValue(producerGroup, out var list)) return [];
             foreach (var dead in list.Where(c => !c.IsAlive)) _unanswered.Remove(dead);
             list.RemoveAll(c => !c.IsAlive);
-            if (list.Count == 0) { _groups.Remove(producerGroup); return []; }
+            if (list.Count == 0)
+            {
+                _groups.Remove(producerGroup);
+                _roundRobin.Remove(producerGroup);
+                return [];
+            }
             _roundRobin.TryGetValue(producerGroup, out var start);
-            _roundRobin[producerGroup] = start + 1;
+            _roundRobin[producerGroup] = start == int.MaxValue ? 0 : start + 1;
             var ordered = new List<ICheckBackChannel>(list.Count);
+            ICheckBackChannel? preferred = null;
             if (preferredClientId is not null)
             {
                 // The newest channel of that id: an older one may be a connection that died silently.
-                var preferred = list.FindLast(c => c.ClientId == preferredClientId);
+                preferred = list.FindLast(c => c.ClientId == preferredClientId);
                 if (preferred is not null) ordered.Add(preferred);
             }
+            // A channel is in the list once (Register replaces it), so only the preferred one can repeat: O(n), not O(n²).
             for (int i = 0; i < list.Count; i++)
             {
                 var c = list[(start + i) % list.Count];
-                if (!ordered.Contains(c)) ordered.Add(c);
+                if (!ReferenceEquals(c, preferred)) ordered.Add(c);
             }
             if (unansweredClientId is null && _unanswered.Count == 0) return ordered; // every instance answers: as above
             // Stable: the order above holds among instances of the same standing.
@@ -128,6 +168,12 @@ public sealed class ProducerRegistry
     public IReadOnlyDictionary<string, string[]> Snapshot()
     {
         lock (_gate) return _groups.ToDictionary(g => g.Key, g => g.Value.Select(c => c.ClientId).ToArray());
+    }
+
+    private sealed class NotRegistered : IDisposable
+    {
+        public static readonly NotRegistered Instance = new();
+        public void Dispose() { }
     }
 
     private sealed class Registration(ProducerRegistry owner, string group, ICheckBackChannel channel) : IDisposable

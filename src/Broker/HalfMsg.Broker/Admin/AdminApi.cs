@@ -85,6 +85,12 @@ public static class AdminApi
             recordsScanned = engine.MessageIndex.RecordsScanned,
             failedSteps = engine.MessageIndex.FailedSteps, firstFailure = engine.MessageIndex.FirstFailure,
             failedListenerCalls = engine.MessageIndex.FailedListenerCalls,
+            // Keys: a message is found by its first maxKeysPerMessage distinct keys of at most maxKeyLength characters;
+            // the indexed keys of all messages stay within keyBytesBudget (estimated), the oldest messages going first.
+            maxKeysPerMessage = Core.Diagnostics.MessageIndex.MaxKeysPerMessage, maxKeyLength = Core.Diagnostics.MessageIndex.MaxKeyLength,
+            keysNotIndexed = engine.MessageIndex.KeysNotIndexed, messagesWithKeysNotIndexed = engine.MessageIndex.MessagesWithKeysNotIndexed,
+            keyBytes = engine.MessageIndex.KeyBytes, keyBytesBudget = engine.MessageIndex.MaxKeyBytes,
+            messagesForgottenForKeyBytes = engine.MessageIndex.MessagesForgottenForKeyBytes,
         }));
         app.MapGet("/api/messages", (string? key, string? topic) => string.IsNullOrEmpty(key)
             ? Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400)
@@ -182,7 +188,7 @@ public static class AdminApi
             engine.Metrics.LastRetentionCutExpiryMicros, engine.Metrics.LastRetentionCutGcPauseMicros, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
             health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
             pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
-            producers = engine.Producers.Snapshot(),
+            producers = engine.Producers.Snapshot(), producerRegistrationsRefused = engine.Producers.RefusedRegistrations,
             diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
             diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
             logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,

@@ -33,8 +33,13 @@ internal static class AdminEndpoint
         builder.Services.AddSingleton(new AdminGuard(options.AdminAllowedHosts, options.Credentials, options.MetricsAnonymous));
         builder.Services.AddSingleton<RateSampler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<RateSampler>());
+        int cardinalityLimit = BrokerMeter.CardinalityLimit(options.Core.MaxTopics, options.Core.MaxConsumerGroups);
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(meterName.Value)
+            // A series per topic (and per topic and group) up to the broker's own limits, not OpenTelemetry's 2,000.
+            .AddView(instrument => instrument.Meter.Name == meterName.Value && BrokerMeter.PerTopicInstruments.Contains(instrument.Name)
+                ? new MetricStreamConfiguration { CardinalityLimit = cardinalityLimit }
+                : null)
             // Scrapes read live state; a cached answer would hide the change a test or operator just made.
             .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
     }
