@@ -66,7 +66,7 @@ internal sealed partial class RemotingDispatcher
             var storeHost = server.StoreHost(session);
             var body = new MemoryStream();
             foreach (var p in result.Messages)
-                body.Write(StoredMessageCodec.Encode(RemotingMessageConverter.ToWire(p.Message, p.PhysicalOffset, p.ReconsumeTimes, storeHost,
+                body.Write(EncodeStored(RemotingMessageConverter.ToWire(p.Message, p.PhysicalOffset, p.ReconsumeTimes, storeHost,
                     queueId, p.Message.QueueOffset)));
             response.Body = body.ToArray();
         }
