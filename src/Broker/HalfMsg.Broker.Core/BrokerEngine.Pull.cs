@@ -350,6 +350,7 @@ public sealed partial class BrokerEngine
     public async ValueTask<SendBackResult> SendBackAsync(string group, long physicalOffset, int delayLevel, int maxReconsumeTimes, string? originTopic, CancellationToken ct = default)
     {
         if (!IsValidName(group, 255)) return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"), null, false);
+        if (RetryTopicRefusal(group) is { } tooLong) return new(tooLong, null, false);
         var original = await ReadMessageAtAsync(physicalOffset, ct).ConfigureAwait(false);
         if (original is null) return new(new(BrokerStatus.BadRequest, $"no message at commit log offset {physicalOffset}"), null, false);
         string sourceTopic = original.OriginalTopic ?? original.Topic;
@@ -381,10 +382,23 @@ public sealed partial class BrokerEngine
         return new(BrokerError.None, target, dead);
     }
 
+    /// <summary>Longest consumer group whose <c>%RETRY%&lt;group&gt;</c> topic name is valid (127 characters).</summary>
+    public const int MaxRetryGroupLength = 127 - 7; // RetryPrefix.Length
+
+    /// <summary>
+    /// Why a group can have no retry (or dead-letter) topic: <c>%RETRY%&lt;group&gt;</c> would be longer than a topic name
+    /// may be. Until 2026-12-05 a send-back for a group of 121-255 characters made such topics (found by review).
+    /// </summary>
+    private static BrokerError? RetryTopicRefusal(string group)
+        => group.Length <= MaxRetryGroupLength ? null
+            : new BrokerError(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is {group.Length} characters long: its retry topic " +
+                $"{RetryPrefix}<group> would exceed 127 characters, so messages cannot be sent back for it; use a group of at most {MaxRetryGroupLength} characters");
+
     /// <summary>Stores a copy of <paramref name="msg"/> in <c>%DLQ%&lt;group&gt;</c> (a retry-topic send past its maximum, as RocketMQ redirects it).</summary>
     public ValueTask<SendResult> SendToDeadLetterAsync(string group, MessageDraft msg, CancellationToken ct = default)
     {
         if (!IsValidName(group, 255)) return ValueTask.FromResult(new SendResult(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"), msg.MessageId, -1, -1));
+        if (RetryTopicRefusal(group) is { } tooLong) return ValueTask.FromResult(new SendResult(tooLong, msg.MessageId, -1, -1));
         Metrics.DeadLettered++;
         return StoreInternalAsync(new MessageDraft
         {
