@@ -26,6 +26,7 @@ public sealed class PullTests
         var moved = await h.Engine.PullAsync("T", 0, 7, 32, TagFilter.All, TimeSpan.Zero);
         Assert.Equal((PullStatus.OffsetMoved, 3L), (moved.Status, moved.NextBeginOffset));
         Assert.Equal(PullStatus.NoSuchQueue, (await h.Engine.PullAsync("T", 9, 0, 32, TagFilter.All, TimeSpan.Zero)).Status);
+        Assert.Equal(PullStatus.NoSuchTopic, (await h.Engine.PullAsync("Nope", 0, 0, 32, TagFilter.All, TimeSpan.FromSeconds(30))).Status);
     }
 
     /// <summary>

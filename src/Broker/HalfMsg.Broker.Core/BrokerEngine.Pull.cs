@@ -15,8 +15,10 @@ public enum PullStatus
     NoNewMessage,
     /// <summary>The offset is outside [min, max]: the consumer must jump to <see cref="PullResult.NextBeginOffset"/>.</summary>
     OffsetMoved,
-    /// <summary>The topic or queue does not exist.</summary>
+    /// <summary>The topic exists but has no queue of that id.</summary>
     NoSuchQueue,
+    /// <summary>The topic does not exist (never created, or deleted).</summary>
+    NoSuchTopic,
     /// <summary>The topic exists but cannot be read: <see cref="BrokerEngine.CheckMaxTopic"/>.</summary>
     NotReadable,
 }
@@ -95,8 +97,8 @@ public sealed partial class BrokerEngine
             bool scanBound = false;
             lock (_gate)
             {
-                if (!_topics.TryGetValue(topic, out var t) || queueId < 0 || queueId >= t.Queues.Length)
-                    return new(PullStatus.NoSuchQueue, [], 0, 0, 0);
+                if (!_topics.TryGetValue(topic, out var t)) return new(PullStatus.NoSuchTopic, [], 0, 0, 0);
+                if (queueId < 0 || queueId >= t.Queues.Length) return new(PullStatus.NoSuchQueue, [], 0, 0, 0);
                 var queue = t.Queues[queueId];
                 signal = t.Signal;
                 min = queue.BaseOffset;
