@@ -312,3 +312,47 @@ public sealed class TopicDeletionTests
         Assert.Null(h.Engine.QueryConsumerOffset("G", "Del", 0));
     }
 }
+
+/// <summary>Retention racing a pull: a normal event with a lagging consumer, not damage.</summary>
+public sealed class PullRetentionRaceTests
+{
+    [Fact]
+    public async Task Entries_a_cut_expires_between_the_pick_and_the_read_are_skipped_without_reporting_damage()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("events", "m0").WithQueue(0));
+        await h.Engine.SendAsync(h.Draft("events", "m1").WithQueue(0));
+        long boundary = h.Engine.LogTailAddress;
+        await h.Engine.SendAsync(h.Draft("events", "m2").WithQueue(0));
+        int cuts = 0;
+        h.Engine.AfterPullPickedForTests = async () =>
+        {
+            if (Interlocked.Increment(ref cuts) == 1) await h.Engine.TruncateBeforeAsync(boundary);
+        };
+
+        var r = await h.Engine.PullAsync("events", 0, 0, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.Equal(1, cuts);
+        Assert.True(h.Engine.Health.Status == HalfMsg.Broker.Core.Diagnostics.HealthStatus.Healthy, string.Join("; ", h.Engine.Health.Reasons));
+        Assert.Equal(["m2"], r.Messages.Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)));
+        Assert.Equal((PullStatus.Found, 3L), (r.Status, r.NextBeginOffset));
+    }
+
+    [Fact]
+    public async Task A_pull_whose_every_picked_entry_expired_goes_on_from_the_new_front()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("events", "m0").WithQueue(0));
+        await h.Engine.SendAsync(h.Draft("events", "m1").WithQueue(0));
+        long boundary = h.Engine.LogTailAddress;
+        int cuts = 0;
+        h.Engine.AfterPullPickedForTests = async () =>
+        {
+            if (Interlocked.Increment(ref cuts) == 1) await h.Engine.TruncateBeforeAsync(boundary);
+        };
+
+        var r = await h.Engine.PullAsync("events", 0, 0, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.True(h.Engine.Health.Status == HalfMsg.Broker.Core.Diagnostics.HealthStatus.Healthy, string.Join("; ", h.Engine.Health.Reasons));
+        // Caught up at the new front: the next pull starts there.
+        Assert.Equal((PullStatus.NoNewMessage, 2L, 2L, 2L), (r.Status, r.NextBeginOffset, r.MinOffset, r.MaxOffset));
+    }
+}
