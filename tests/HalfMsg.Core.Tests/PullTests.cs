@@ -325,7 +325,7 @@ public sealed class PullRetentionRaceTests
         long boundary = h.Engine.LogTailAddress;
         await h.Engine.SendAsync(h.Draft("events", "m2").WithQueue(0));
         int cuts = 0;
-        h.Engine.AfterPullPickedForTests = async () =>
+        h.Engine.BetweenReadLockHoldsForTests = async () =>
         {
             if (Interlocked.Increment(ref cuts) == 1) await h.Engine.TruncateBeforeAsync(boundary);
         };
@@ -345,7 +345,7 @@ public sealed class PullRetentionRaceTests
         await h.Engine.SendAsync(h.Draft("events", "m1").WithQueue(0));
         long boundary = h.Engine.LogTailAddress;
         int cuts = 0;
-        h.Engine.AfterPullPickedForTests = async () =>
+        h.Engine.BetweenReadLockHoldsForTests = async () =>
         {
             if (Interlocked.Increment(ref cuts) == 1) await h.Engine.TruncateBeforeAsync(boundary);
         };

@@ -127,7 +127,7 @@ public sealed partial class BrokerEngine
             }
             if (picked.Count > 0)
             {
-                if (AfterPullPickedForTests is { } afterPicked) await afterPicked().ConfigureAwait(false);
+                if (BetweenReadLockHoldsForTests is { } afterPicked) await afterPicked().ConfigureAwait(false);
                 var messages = new List<PulledMessage>(picked.Count);
                 foreach (var (picked0, off, size) in picked)
                 {
@@ -220,15 +220,26 @@ public sealed partial class BrokerEngine
             lo = queue.BaseOffset;
             hi = queue.NextOffset;
         }
+        if (BetweenReadLockHoldsForTests is { } between) await between().ConfigureAwait(false);
         // Binary search: entries enter a queue in offset order, so the times they entered grow with the offset.
         while (lo < hi)
         {
             long mid = lo + (hi - lo) / 2;
             QueueEntry entry;
+            bool cut = false;
             lock (_gate)
             {
-                if (!queue.TryGet(mid, out entry)) return hi;
+                if (!queue.TryGet(mid, out entry))
+                {
+                    // A retention cut moved the front past the probe (until 2026-12-05 the search then answered hi, past
+                    // entries still there): what it expired entered before everything left, so search on from the new front.
+                    if (mid >= queue.BaseOffset) return hi;
+                    lo = queue.BaseOffset;
+                    hi = Math.Max(hi, lo);
+                    cut = true;
+                }
             }
+            if (cut) continue;
             long? entered = entry.IsHole ? null : await EntryTimeAsync(entry, topic, queueId, mid, ct).ConfigureAwait(false);
             if (entered is null || entered < timestampMs) lo = mid + 1; else hi = mid;
         }

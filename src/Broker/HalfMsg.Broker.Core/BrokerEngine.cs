@@ -47,8 +47,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     /// <summary>Tests: runs between two holds of the engine lock by one batch call, outside the lock.</summary>
     internal Action? BetweenLockHoldsForTests { get; set; }
-    /// <summary>Tests: runs after a pull picked its entries under the lock and before it reads their bodies.</summary>
-    internal Func<Task>? AfterPullPickedForTests { get; set; }
+    /// <summary>Tests: runs after a pull picked its entries (or an offset search took its bounds) under the lock and before it reads bodies.</summary>
+    internal Func<Task>? BetweenReadLockHoldsForTests { get; set; }
     internal Checkpointer CheckpointerForTests => _checkpointer;
 
     /// <summary>Tests: how many receives of the group on the topic are long-polling now.</summary>
