@@ -356,3 +356,24 @@ public sealed class PullRetentionRaceTests
         Assert.Equal((PullStatus.NoNewMessage, 2L, 2L, 2L), (r.Status, r.NextBeginOffset, r.MinOffset, r.MaxOffset));
     }
 }
+
+public sealed class ConsumerProgressTests
+{
+    [Fact]
+    public async Task A_groups_progress_lists_its_committed_offsets_by_topic_and_queue_with_each_queues_max_offset()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        foreach (var topic in new[] { "b", "a", "gone" })
+            for (int q = 0; q < 2; q++) Assert.True((await h.Engine.SendAsync(h.Draft(topic, "x").WithQueue(q))).IsOk);
+        await h.Engine.SendAsync(h.Draft("a", "y").WithQueue(1));
+        await h.Engine.CommitConsumerOffsetAsync("G", "b", 0, 1);
+        await h.Engine.CommitConsumerOffsetAsync("G", "a", 1, 1);
+        await h.Engine.CommitConsumerOffsetAsync("G", "a", 0, 1);
+        await h.Engine.CommitConsumerOffsetAsync("G", "gone", 0, 1);
+        await h.Engine.CommitConsumerOffsetAsync("Other", "a", 0, 1);
+        Assert.True((await h.Engine.DeleteTopicAsync("gone")).IsOk);
+
+        Assert.Equal([("a", 0, 1L, 1L), ("a", 1, 1L, 2L), ("b", 0, 1L, 1L)], h.Engine.ConsumerProgressOf("G"));
+        Assert.Empty(h.Engine.ConsumerProgressOf("Nobody"));
+    }
+}

@@ -366,6 +366,26 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>Groups with committed pull offsets on a topic, with their offsets per queue (admin, consumer progress).</summary>
+    /// <summary>
+    /// A pull group's committed offsets per topic and queue, each with its queue's max offset (GET_CONSUME_STATS): one
+    /// pass over the committed offsets, where asking <see cref="ConsumerOffsetsOf"/> for every topic made one per topic.
+    /// Queues that no longer exist are left out.
+    /// </summary>
+    public IReadOnlyList<(string Topic, int QueueId, long ConsumerOffset, long MaxOffset)> ConsumerProgressOf(string group)
+    {
+        lock (_gate)
+        {
+            var list = new List<(string, int, long, long)>();
+            foreach (var (topic, offsets) in _consumerOffsets.OfGroup(group).OrderBy(t => t.Key, StringComparer.Ordinal))
+            {
+                if (!_topics.TryGetValue(topic, out var t)) continue;
+                foreach (var (queueId, consumed) in offsets.OrderBy(o => o.Key))
+                    if (queueId >= 0 && queueId < t.Queues.Length) list.Add((topic, queueId, consumed, t.Queues[queueId].NextOffset));
+            }
+            return list;
+        }
+    }
+
     public IReadOnlyDictionary<string, IReadOnlyDictionary<int, long>> ConsumerOffsetsOf(string topic)
     {
         lock (_gate)
