@@ -59,6 +59,15 @@ public sealed class RemotingPropertiesLimitTests(RemotingBrokerFixture broker)
         Assert.True(r.Code == ResponseCode.MessageIllegal, $"{r.Code} {r.Remark}");
         Assert.Contains("32767", r.Remark);
 
+        // In a batch too, whose entries carry at most 32767 bytes of properties themselves: an entry without UNIQ_KEY
+        // whose KEYS nearly fill that is over the limit once the broker gives it its id. The whole batch is refused.
+        string entryProps = MessageProperties.Encode([new(MessageConst.Keys, new string('k', 32_750))]);
+        var batch = BatchMessageCodec.Encode([new BatchMessageCodec.Entry(0, "ok"u8.ToArray(), Props("B")),
+            new BatchMessageCodec.Entry(0, "big"u8.ToArray(), entryProps)]);
+        var b = await c.InvokeAsync(RequestCode.SendBatchMessage, SendHeader("PG", topic, "", 0, 0), batch);
+        Assert.True(b.Code == ResponseCode.MessageIllegal && b.Remark!.Contains("32767"), $"{b.Code} {b.Remark}");
+        Assert.Equal(ResponseCode.TopicNotExist, (await PullAsync(c, "G", topic, 0, 0)).Code);
+
         // One just under the limit is taken and pulled whole.
         var fits = await c.InvokeAsync(RequestCode.SendMessageV2, SendHeader("PG", topic, Props("T", null, null, ("p", new string('y', 32_000))), 0, 1),
             "y"u8.ToArray());
