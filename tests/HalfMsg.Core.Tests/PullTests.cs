@@ -26,6 +26,7 @@ public sealed class PullTests
         var moved = await h.Engine.PullAsync("T", 0, 7, 32, TagFilter.All, TimeSpan.Zero);
         Assert.Equal((PullStatus.OffsetMoved, 3L), (moved.Status, moved.NextBeginOffset));
         Assert.Equal(PullStatus.NoSuchQueue, (await h.Engine.PullAsync("T", 9, 0, 32, TagFilter.All, TimeSpan.Zero)).Status);
+        Assert.Equal(PullStatus.NoSuchTopic, (await h.Engine.PullAsync("Nope", 0, 0, 32, TagFilter.All, TimeSpan.FromSeconds(30))).Status);
     }
 
     /// <summary>
@@ -309,5 +310,70 @@ public sealed class TopicDeletionTests
         await h.RestartAfterDeletedCheckpointAsync();
         Assert.Equal(0, h.Engine.QueueCount("Del"));
         Assert.Null(h.Engine.QueryConsumerOffset("G", "Del", 0));
+    }
+}
+
+/// <summary>Retention racing a pull: a normal event with a lagging consumer, not damage.</summary>
+public sealed class PullRetentionRaceTests
+{
+    [Fact]
+    public async Task Entries_a_cut_expires_between_the_pick_and_the_read_are_skipped_without_reporting_damage()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("events", "m0").WithQueue(0));
+        await h.Engine.SendAsync(h.Draft("events", "m1").WithQueue(0));
+        long boundary = h.Engine.LogTailAddress;
+        await h.Engine.SendAsync(h.Draft("events", "m2").WithQueue(0));
+        int cuts = 0;
+        h.Engine.BetweenReadLockHoldsForTests = async () =>
+        {
+            if (Interlocked.Increment(ref cuts) == 1) await h.Engine.TruncateBeforeAsync(boundary);
+        };
+
+        var r = await h.Engine.PullAsync("events", 0, 0, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.Equal(1, cuts);
+        Assert.True(h.Engine.Health.Status == HalfMsg.Broker.Core.Diagnostics.HealthStatus.Healthy, string.Join("; ", h.Engine.Health.Reasons));
+        Assert.Equal(["m2"], r.Messages.Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)));
+        Assert.Equal((PullStatus.Found, 3L), (r.Status, r.NextBeginOffset));
+    }
+
+    [Fact]
+    public async Task A_pull_whose_every_picked_entry_expired_goes_on_from_the_new_front()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.SendAsync(h.Draft("events", "m0").WithQueue(0));
+        await h.Engine.SendAsync(h.Draft("events", "m1").WithQueue(0));
+        long boundary = h.Engine.LogTailAddress;
+        int cuts = 0;
+        h.Engine.BetweenReadLockHoldsForTests = async () =>
+        {
+            if (Interlocked.Increment(ref cuts) == 1) await h.Engine.TruncateBeforeAsync(boundary);
+        };
+
+        var r = await h.Engine.PullAsync("events", 0, 0, 32, TagFilter.All, TimeSpan.Zero);
+        Assert.True(h.Engine.Health.Status == HalfMsg.Broker.Core.Diagnostics.HealthStatus.Healthy, string.Join("; ", h.Engine.Health.Reasons));
+        // Caught up at the new front: the next pull starts there.
+        Assert.Equal((PullStatus.NoNewMessage, 2L, 2L, 2L), (r.Status, r.NextBeginOffset, r.MinOffset, r.MaxOffset));
+    }
+}
+
+public sealed class ConsumerProgressTests
+{
+    [Fact]
+    public async Task A_groups_progress_lists_its_committed_offsets_by_topic_and_queue_with_each_queues_max_offset()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        foreach (var topic in new[] { "b", "a", "gone" })
+            for (int q = 0; q < 2; q++) Assert.True((await h.Engine.SendAsync(h.Draft(topic, "x").WithQueue(q))).IsOk);
+        await h.Engine.SendAsync(h.Draft("a", "y").WithQueue(1));
+        await h.Engine.CommitConsumerOffsetAsync("G", "b", 0, 1);
+        await h.Engine.CommitConsumerOffsetAsync("G", "a", 1, 1);
+        await h.Engine.CommitConsumerOffsetAsync("G", "a", 0, 1);
+        await h.Engine.CommitConsumerOffsetAsync("G", "gone", 0, 1);
+        await h.Engine.CommitConsumerOffsetAsync("Other", "a", 0, 1);
+        Assert.True((await h.Engine.DeleteTopicAsync("gone")).IsOk);
+
+        Assert.Equal([("a", 0, 1L, 1L), ("a", 1, 1L, 2L), ("b", 0, 1L, 1L)], h.Engine.ConsumerProgressOf("G"));
+        Assert.Empty(h.Engine.ConsumerProgressOf("Nobody"));
     }
 }

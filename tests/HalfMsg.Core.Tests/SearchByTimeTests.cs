@@ -52,3 +52,31 @@ public sealed class SearchByTimeTests
         Assert.Equal(3, await h.Engine.SearchOffsetAsync("events", 0, At(22)));
     }
 }
+
+/// <summary>A retention cut during a search by time: the search goes on from the queue's new front.</summary>
+public sealed class SearchByTimeRetentionRaceTests
+{
+    [Fact]
+    public async Task A_cut_that_removes_the_probed_entry_mid_search_restarts_the_search_from_the_new_front()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long t0 = h.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+        long boundary = 0;
+        for (int i = 0; i < 5; i++)
+        {
+            if (i == 3) boundary = h.Engine.LogTailAddress;
+            await h.Engine.SendAsync(h.Draft("events", $"m{i}").WithQueue(0)); // m{i} enters at t0 + 10 s * i
+            h.Clock.Advance(TimeSpan.FromSeconds(10));
+        }
+        int cuts = 0;
+        h.Engine.BetweenReadLockHoldsForTests = async () =>
+        {
+            if (Interlocked.Increment(ref cuts) == 1) await h.Engine.TruncateBeforeAsync(boundary);
+        };
+
+        // The search takes [0, 5); the cut then expires m0-m2, so its first probe (offset 2) is gone. Everything left
+        // entered after t0 + 5 s: the answer is the new front, 3, not the end (which would skip m3 and m4).
+        Assert.Equal(3, await h.Engine.SearchOffsetAsync("events", 0, t0 + 5_000));
+        Assert.Equal(1, cuts);
+    }
+}

@@ -268,7 +268,11 @@ public sealed partial class BrokerEngine
                         }
                         if (message is null)
                         {
-                            _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; it stays leased and will be retried", topic.Name, p.Queue, p.Offset, p.Entry.BodyAddress);
+                            // A retention cut that expired it after the pick is a normal race with a lagging group, not an error.
+                            if (IsGoneFromQueue(topic.Name, p.Queue, p.Offset))
+                                _logger.LogDebug("Message {Topic}/{Queue}/{Offset} expired behind a retention cut while a receive read it", topic.Name, p.Queue, p.Offset);
+                            else
+                                _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; it stays leased and will be retried", topic.Name, p.Queue, p.Offset, p.Entry.BodyAddress);
                             // Never handed to the consumer: its lease must end, not be renewed for it while it is active.
                             if (req.AutoRenew) StopRenewal(topic, req.ConsumerGroup, p.Queue, p.Offset, p.LeaseId);
                             continue;

@@ -15,8 +15,10 @@ public enum PullStatus
     NoNewMessage,
     /// <summary>The offset is outside [min, max]: the consumer must jump to <see cref="PullResult.NextBeginOffset"/>.</summary>
     OffsetMoved,
-    /// <summary>The topic or queue does not exist.</summary>
+    /// <summary>The topic exists but has no queue of that id.</summary>
     NoSuchQueue,
+    /// <summary>The topic does not exist (never created, or deleted).</summary>
+    NoSuchTopic,
     /// <summary>The topic exists but cannot be read: <see cref="BrokerEngine.CheckMaxTopic"/>.</summary>
     NotReadable,
 }
@@ -95,8 +97,8 @@ public sealed partial class BrokerEngine
             bool scanBound = false;
             lock (_gate)
             {
-                if (!_topics.TryGetValue(topic, out var t) || queueId < 0 || queueId >= t.Queues.Length)
-                    return new(PullStatus.NoSuchQueue, [], 0, 0, 0);
+                if (!_topics.TryGetValue(topic, out var t)) return new(PullStatus.NoSuchTopic, [], 0, 0, 0);
+                if (queueId < 0 || queueId >= t.Queues.Length) return new(PullStatus.NoSuchQueue, [], 0, 0, 0);
                 var queue = t.Queues[queueId];
                 signal = t.Signal;
                 min = queue.BaseOffset;
@@ -125,6 +127,7 @@ public sealed partial class BrokerEngine
             }
             if (picked.Count > 0)
             {
+                if (BetweenReadLockHoldsForTests is { } afterPicked) await afterPicked().ConfigureAwait(false);
                 var messages = new List<PulledMessage>(picked.Count);
                 foreach (var (picked0, off, size) in picked)
                 {
@@ -139,6 +142,13 @@ public sealed partial class BrokerEngine
                             message = await ReadStoredMessageAsync(now, topic, queueId, off, ct).ConfigureAwait(false);
                             address = now;
                         }
+                    }
+                    if (message is null && IsGoneFromQueue(topic, queueId, off))
+                    {
+                        // A retention cut expired it after it was picked (a lagging consumer racing the cut): not damage.
+                        // Until 2026-12-05 this was reported as damage, and /health stayed degraded for good (found by review).
+                        _logger.LogDebug("Message {Topic}/{QueueId}/{Offset} expired behind a retention cut while a pull read it; skipped", topic, queueId, off);
+                        continue;
                     }
                     if (message is null)
                     {
@@ -176,6 +186,20 @@ public sealed partial class BrokerEngine
         }
     }
 
+    /// <summary>
+    /// Whether the entry at <paramref name="offset"/> is no longer readable from its queue for a reason that is not
+    /// damage: a retention cut moved the queue's front past it (or made it a hole), or the topic was deleted.
+    /// </summary>
+    private bool IsGoneFromQueue(string topic, int queueId, long offset)
+    {
+        lock (_gate)
+        {
+            if (!_topics.TryGetValue(topic, out var t) || queueId < 0 || queueId >= t.Queues.Length) return true;
+            var queue = t.Queues[queueId];
+            return offset < queue.BaseOffset || (queue.TryGet(offset, out var entry) && entry.IsHole);
+        }
+    }
+
     private static int ReconsumeTimesOf(StoredMessage m)
         => m.Properties.TryGetValue(ReconsumeTimesProperty, out var s) && int.TryParse(s, out int n) ? n : 0;
 
@@ -196,15 +220,26 @@ public sealed partial class BrokerEngine
             lo = queue.BaseOffset;
             hi = queue.NextOffset;
         }
+        if (BetweenReadLockHoldsForTests is { } between) await between().ConfigureAwait(false);
         // Binary search: entries enter a queue in offset order, so the times they entered grow with the offset.
         while (lo < hi)
         {
             long mid = lo + (hi - lo) / 2;
             QueueEntry entry;
+            bool cut = false;
             lock (_gate)
             {
-                if (!queue.TryGet(mid, out entry)) return hi;
+                if (!queue.TryGet(mid, out entry))
+                {
+                    // A retention cut moved the front past the probe (until 2026-12-05 the search then answered hi, past
+                    // entries still there): what it expired entered before everything left, so search on from the new front.
+                    if (mid >= queue.BaseOffset) return hi;
+                    lo = queue.BaseOffset;
+                    hi = Math.Max(hi, lo);
+                    cut = true;
+                }
             }
+            if (cut) continue;
             long? entered = entry.IsHole ? null : await EntryTimeAsync(entry, topic, queueId, mid, ct).ConfigureAwait(false);
             if (entered is null || entered < timestampMs) lo = mid + 1; else hi = mid;
         }
@@ -331,6 +366,26 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>Groups with committed pull offsets on a topic, with their offsets per queue (admin, consumer progress).</summary>
+    /// <summary>
+    /// A pull group's committed offsets per topic and queue, each with its queue's max offset (GET_CONSUME_STATS): one
+    /// pass over the committed offsets, where asking <see cref="ConsumerOffsetsOf"/> for every topic made one per topic.
+    /// Queues that no longer exist are left out.
+    /// </summary>
+    public IReadOnlyList<(string Topic, int QueueId, long ConsumerOffset, long MaxOffset)> ConsumerProgressOf(string group)
+    {
+        lock (_gate)
+        {
+            var list = new List<(string, int, long, long)>();
+            foreach (var (topic, offsets) in _consumerOffsets.OfGroup(group).OrderBy(t => t.Key, StringComparer.Ordinal))
+            {
+                if (!_topics.TryGetValue(topic, out var t)) continue;
+                foreach (var (queueId, consumed) in offsets.OrderBy(o => o.Key))
+                    if (queueId >= 0 && queueId < t.Queues.Length) list.Add((topic, queueId, consumed, t.Queues[queueId].NextOffset));
+            }
+            return list;
+        }
+    }
+
     public IReadOnlyDictionary<string, IReadOnlyDictionary<int, long>> ConsumerOffsetsOf(string topic)
     {
         lock (_gate)
@@ -350,6 +405,7 @@ public sealed partial class BrokerEngine
     public async ValueTask<SendBackResult> SendBackAsync(string group, long physicalOffset, int delayLevel, int maxReconsumeTimes, string? originTopic, CancellationToken ct = default)
     {
         if (!IsValidName(group, 255)) return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"), null, false);
+        if (RetryTopicRefusal(group) is { } tooLong) return new(tooLong, null, false);
         var original = await ReadMessageAtAsync(physicalOffset, ct).ConfigureAwait(false);
         if (original is null) return new(new(BrokerStatus.BadRequest, $"no message at commit log offset {physicalOffset}"), null, false);
         string sourceTopic = original.OriginalTopic ?? original.Topic;
@@ -381,10 +437,23 @@ public sealed partial class BrokerEngine
         return new(BrokerError.None, target, dead);
     }
 
+    /// <summary>Longest consumer group whose <c>%RETRY%&lt;group&gt;</c> topic name is valid (127 characters).</summary>
+    public const int MaxRetryGroupLength = 127 - 7; // RetryPrefix.Length
+
+    /// <summary>
+    /// Why a group can have no retry (or dead-letter) topic: <c>%RETRY%&lt;group&gt;</c> would be longer than a topic name
+    /// may be. Until 2026-12-05 a send-back for a group of 121-255 characters made such topics (found by review).
+    /// </summary>
+    private static BrokerError? RetryTopicRefusal(string group)
+        => group.Length <= MaxRetryGroupLength ? null
+            : new BrokerError(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is {group.Length} characters long: its retry topic " +
+                $"{RetryPrefix}<group> would exceed 127 characters, so messages cannot be sent back for it; use a group of at most {MaxRetryGroupLength} characters");
+
     /// <summary>Stores a copy of <paramref name="msg"/> in <c>%DLQ%&lt;group&gt;</c> (a retry-topic send past its maximum, as RocketMQ redirects it).</summary>
     public ValueTask<SendResult> SendToDeadLetterAsync(string group, MessageDraft msg, CancellationToken ct = default)
     {
         if (!IsValidName(group, 255)) return ValueTask.FromResult(new SendResult(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"), msg.MessageId, -1, -1));
+        if (RetryTopicRefusal(group) is { } tooLong) return ValueTask.FromResult(new SendResult(tooLong, msg.MessageId, -1, -1));
         Metrics.DeadLettered++;
         return StoreInternalAsync(new MessageDraft
         {

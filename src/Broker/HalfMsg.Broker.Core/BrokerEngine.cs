@@ -47,6 +47,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     /// <summary>Tests: runs between two holds of the engine lock by one batch call, outside the lock.</summary>
     internal Action? BetweenLockHoldsForTests { get; set; }
+    /// <summary>Tests: runs after a pull picked its entries (or an offset search took its bounds) under the lock and before it reads bodies.</summary>
+    internal Func<Task>? BetweenReadLockHoldsForTests { get; set; }
     internal Checkpointer CheckpointerForTests => _checkpointer;
 
     /// <summary>Tests: how many receives of the group on the topic are long-polling now.</summary>
@@ -282,7 +284,9 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist and auto-creation is off");
         if (!explicitly && _topics.Count >= _options.MaxTopics)
             return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist, and the broker holds {_topics.Count} topics, the most it creates on first use (MaxTopics, --max-topics); an operator creates it (POST /api/topics/{{name}}, mqadmin updateTopic) or raises the limit");
-        int queues = IsSystemTopic(topic) ? 1 : _options.QueuesPerTopic;
+        // A retry topic has one queue, as RocketMQ's (retryQueueNums 1): its record says so, so replay keeps the queue
+        // count of every retry topic made before 2026-12-05 (with QueuesPerTopic) as it was.
+        int queues = IsSystemTopic(topic) || topic.StartsWith(RetryPrefix, StringComparison.Ordinal) ? 1 : _options.QueuesPerTopic;
         new TopicCreatedRecord(topic, queues).Write(_writer);
         AppendAndApply();
         state = _topics[topic];
@@ -313,11 +317,14 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     /// <summary>
     /// Creates a topic on the way (a Remoting consumer's retry topic, at its heartbeat) without waiting for the disk:
-    /// nothing is acknowledged by it, and a topic lost to a crash is made again when it is next needed.
+    /// nothing is acknowledged by it, and a topic lost to a crash is made again when it is next needed. It is created as
+    /// on first use, within <see cref="CoreOptions.MaxTopics"/> (retry topics also when auto-creation is off): until
+    /// 2026-12-05 it was created as an operator's, past every limit, so one heartbeat naming many groups made as many
+    /// durable topics (found by review).
     /// </summary>
     public BrokerError EnsureTopic(string topic)
     {
-        lock (_gate) return TryGetTopicForWrite(topic, out _, explicitly: true);
+        lock (_gate) return TryGetTopicForWrite(topic, out _);
     }
 
     /// <summary>

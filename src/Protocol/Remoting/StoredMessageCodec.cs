@@ -43,12 +43,32 @@ public static class StoredMessageCodec
     public const int MagicV1 = unchecked((int)0xDAA320A7);
     public const int MagicV2 = unchecked((int)0xDAA320AB);
 
-    public static byte[] Encode(RemotingMessage m)
+    /// <summary>The largest properties string the layout can carry: its length is a 16-bit signed integer.</summary>
+    public const int MaxPropertiesBytes = short.MaxValue;
+
+    /// <summary>Properties kept first when a message's properties do not all fit (<see cref="Encode(RemotingMessage, out IReadOnlyList{string})"/>).</summary>
+    private static readonly string[] SystemFirst =
+    [
+        MessageConst.UniqueKey, MessageConst.Tags, MessageConst.ReconsumeTime, MessageConst.MaxReconsumeTimes, MessageConst.RetryTopic,
+        MessageConst.OriginMessageId, MessageConst.RealTopic, MessageConst.RealQueueId, MessageConst.TransactionPrepared,
+        MessageConst.ProducerGroup, MessageConst.TransactionId, MessageConst.ShardingKey, MessageConst.DelayLevel, MessageConst.Keys,
+    ];
+
+    public static byte[] Encode(RemotingMessage m) => Encode(m, out _);
+
+    /// <summary>
+    /// Encodes <paramref name="m"/>. Properties whose encoding exceeds <see cref="MaxPropertiesBytes"/> (a message stored
+    /// before sends were checked against it) are cut down rather than refused, so a pull goes past the message: the
+    /// system properties (UNIQ_KEY, TAGS, ..., then KEYS) are kept first, then the user properties in order while they
+    /// fit; the names left out are in <paramref name="dropped"/> (empty when everything fit).
+    /// </summary>
+    public static byte[] Encode(RemotingMessage m, out IReadOnlyList<string> dropped)
     {
         byte[] topic = Encoding.UTF8.GetBytes(m.Topic);
         if (topic.Length > 127) throw new ArgumentException("topic longer than 127 bytes cannot be written in the V1 layout", nameof(m));
         byte[] props = Encoding.UTF8.GetBytes(MessageProperties.Encode(m.Properties.Select(p => new KeyValuePair<string, string?>(p.Key, p.Value))));
-        if (props.Length > short.MaxValue) throw new ArgumentException("properties longer than 32767 bytes", nameof(m));
+        dropped = [];
+        if (props.Length > MaxPropertiesBytes) props = FitProperties(m.Properties, out dropped);
         int sysFlag = m.SysFlag & ~(MessageSysFlag.BornHostV6 | MessageSysFlag.StoreHostV6);
         int total = 4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 8 + 8 + 4 + 8 + 4 + m.Body.Length + 1 + topic.Length + 2 + props.Length;
         var buf = new byte[total];
@@ -85,6 +105,24 @@ public static class StoredMessageCodec
         BinaryPrimitives.WriteInt16BigEndian(s[p..], (short)props.Length); p += 2;
         props.CopyTo(s[p..]);
         return buf;
+    }
+
+    /// <summary>The properties that fit in <see cref="MaxPropertiesBytes"/>, system ones first; the rest are named in <paramref name="dropped"/>.</summary>
+    private static byte[] FitProperties(Dictionary<string, string> properties, out IReadOnlyList<string> dropped)
+    {
+        var order = SystemFirst.Where(properties.ContainsKey).Concat(properties.Keys.Where(k => Array.IndexOf(SystemFirst, k) < 0));
+        var kept = new List<KeyValuePair<string, string?>>();
+        var left = new List<string>();
+        int bytes = 0;
+        foreach (var key in order)
+        {
+            int size = Encoding.UTF8.GetByteCount(key) + Encoding.UTF8.GetByteCount(properties[key]) + 2;
+            if (bytes + size > MaxPropertiesBytes) { left.Add(key); continue; }
+            bytes += size;
+            kept.Add(new(key, properties[key]));
+        }
+        dropped = left;
+        return Encoding.UTF8.GetBytes(MessageProperties.Encode(kept));
     }
 
     /// <summary>CRC32 (zlib polynomial) of the body, masked to a non-negative int as Java's <c>UtilAll.crc32</c>.</summary>

@@ -35,6 +35,11 @@ internal sealed class PullOffsets
         => _offsets.Where(e => e.Key.Topic == topic).GroupBy(e => e.Key.Group)
             .ToDictionary(g => g.Key, g => (IReadOnlyDictionary<int, long>)g.ToDictionary(e => e.Key.Queue, e => e.Value));
 
+    /// <summary>Committed offsets of one group, per topic and queue: one pass over every committed offset.</summary>
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<int, long>> OfGroup(string group)
+        => _offsets.Where(e => e.Key.Group == group).GroupBy(e => e.Key.Topic)
+            .ToDictionary(g => g.Key, g => (IReadOnlyDictionary<int, long>)g.ToDictionary(e => e.Key.Queue, e => e.Value));
+
     public void RemoveTopic(string topic) => RemoveWhere(k => k.Topic == topic);
 
     public void RemoveGroup(string group) => RemoveWhere(k => k.Group == group);

@@ -81,6 +81,13 @@ internal static class V5MessageConverter
             DeliveryTimestampMs = deliveryMs,
             QueueId = sp.QueueId,
         };
+        // A Remoting consumer of the topic gets it in the stored layout, whose properties hold at most 32767 bytes.
+        if (Remoting.RemotingMessageConverter.StoredPropertiesRefusal(draft) is { } tooLarge)
+        {
+            draft = null;
+            invalid = V5Status.Of(Code.MessagePropertiesTooLarge, tooLarge);
+            return false;
+        }
         invalid = null;
         return true;
     }

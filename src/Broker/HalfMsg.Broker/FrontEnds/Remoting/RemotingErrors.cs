@@ -15,6 +15,7 @@ internal static class RemotingErrors
         BrokerStatus.IllegalConsumerGroup => ResponseCode.SubscriptionGroupNotExist,
         BrokerStatus.MessageTooLarge => ResponseCode.MessageIllegal,
         BrokerStatus.IllegalDeliveryTime => ResponseCode.MessageIllegal,
+        BrokerStatus.PropertiesTooLarge => ResponseCode.MessageIllegal, // RocketMQ's PROPERTIES_SIZE_EXCEEDED
         BrokerStatus.TransactionNotFound => ResponseCode.SystemError,
         BrokerStatus.TransactionConflict => ResponseCode.SystemError,
         BrokerStatus.InvalidTransactionId => ResponseCode.SystemError,

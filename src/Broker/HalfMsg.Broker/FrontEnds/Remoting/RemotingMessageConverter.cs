@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.IO.Compression;
 using System.Net;
+using System.Text;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Protocol.Remoting;
@@ -88,6 +89,40 @@ internal static class RemotingMessageConverter
             Topic = topic, MessageId = id, Tag = tag, Keys = keys, Properties = stored, Body = body, BornTimestampMs = bornTimestamp,
             BornHost = bornHost.ToString(), DeliveryTimestampMs = deliverAt, QueueId = queueId >= 0 ? queueId : null,
         };
+    }
+
+    /// <summary>
+    /// Why <paramref name="d"/> may not be stored: its properties, as <see cref="ToWire"/> writes them (user properties
+    /// plus TAGS, KEYS and UNIQ_KEY), would take more than the stored layout's 32767 bytes, so no Remoting consumer could
+    /// be given it whole; null when they fit. Both front ends ask at send time, as RocketMQ refuses such a message
+    /// (PROPERTIES_SIZE_EXCEEDED, MESSAGE_ILLEGAL).
+    /// </summary>
+    public static string? StoredPropertiesRefusal(MessageDraft d)
+    {
+        long bytes = Pair(MessageConst.UniqueKey, d.MessageId);
+        if (d.Tag is not null) bytes += Pair(MessageConst.Tags, d.Tag);
+        if (d.Keys.Count > 0)
+        {
+            bytes += Encoding.UTF8.GetByteCount(MessageConst.Keys) + 2 + d.Keys.Count - 1;
+            foreach (var key in d.Keys)
+            {
+                bytes += Encoding.UTF8.GetByteCount(key);
+                if (bytes > StoredMessageCodec.MaxPropertiesBytes) break;
+            }
+        }
+        foreach (var (k, v) in d.Properties)
+        {
+            if (bytes > StoredMessageCodec.MaxPropertiesBytes) break;
+            // ToWire leaves these out or writes its own value in their place.
+            if (k is BrokerEngine.ReconsumeTimesProperty or MessageConst.UniqueKey || (k == MessageConst.Tags && d.Tag is not null)
+                || (k == MessageConst.Keys && d.Keys.Count > 0)) continue;
+            bytes += Pair(k, v);
+        }
+        return bytes <= StoredMessageCodec.MaxPropertiesBytes ? null
+            : $"the message's properties (keys, tag, id and user properties) take more than {StoredMessageCodec.MaxPropertiesBytes} bytes " +
+              "encoded, more than RocketMQ's stored message layout holds";
+
+        static long Pair(string k, string v) => Encoding.UTF8.GetByteCount(k) + Encoding.UTF8.GetByteCount(v) + 2;
     }
 
     /// <summary>A 32-hex UNIQ_KEY for a message whose client set none (ali-ons never does).</summary>

@@ -77,7 +77,7 @@ internal sealed partial class RemotingDispatcher
         wire.Properties[MessageConst.ProducerGroup] = request.ProducerGroup;
         wire.Properties[MessageConst.TransactionId] = request.TransactionId;
         string offsetMsgId = OffsetMessageId.Encode(storeHost, address);
-        var cmd = RemotingCommand.Request(RequestCode.CheckTransactionState, body: StoredMessageCodec.Encode(wire));
+        var cmd = RemotingCommand.Request(RequestCode.CheckTransactionState, body: EncodeStored(wire));
         cmd.Flag = RemotingCommand.OnewayFlag;
         cmd.Set("topic", half.Topic)
             .Set("tranStateTableOffset", address)

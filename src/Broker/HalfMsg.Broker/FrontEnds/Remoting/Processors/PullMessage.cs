@@ -48,13 +48,18 @@ internal sealed partial class RemotingDispatcher
         var result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, session.Closing).ConfigureAwait(false);
         if (result.Status == PullStatus.NotReadable)
             return Error(request, ResponseCode.NoPermission, BrokerEngine.UnreadableTopicReason(topic)!); // as RocketMQ answers a pull of an unreadable topic
+        // As RocketMQ's PullMessageProcessor, before any long poll: the Java client backs off (3 s) from both. Until
+        // 2026-12-05 both were PULL_NOT_FOUND at once, and a push consumer of a deleted topic re-pulled in a tight loop.
+        if (result.Status == PullStatus.NoSuchTopic)
+            return Error(request, ResponseCode.TopicNotExist, $"topic[{topic}] not exist, apply first please!");
+        if (result.Status == PullStatus.NoSuchQueue)
+            return Error(request, ResponseCode.SystemError,
+                $"queueId[{queueId}] is illegal, topic:[{topic}] topicConfig.readQueueNums:[{Engine.QueueCount(topic)}] consumer:[{session.RemoteEndPoint}]");
         int code = result.Status switch
         {
             PullStatus.Found => ResponseCode.Success,
             PullStatus.NoNewMessage => ResponseCode.PullNotFound,
-            PullStatus.OffsetMoved => ResponseCode.PullOffsetMoved,
-            // No such queue: RocketMQ's NO_MATCHED_LOGIC_QUEUE, "moved" unless the client asked for offset 0.
-            _ => offset == 0 ? ResponseCode.PullNotFound : ResponseCode.PullOffsetMoved,
+            _ => ResponseCode.PullOffsetMoved,
         };
         var response = RemotingCommand.ResponseTo(request, code);
         response.Set("suggestWhichBrokerId", 0L)
@@ -66,7 +71,7 @@ internal sealed partial class RemotingDispatcher
             var storeHost = server.StoreHost(session);
             var body = new MemoryStream();
             foreach (var p in result.Messages)
-                body.Write(StoredMessageCodec.Encode(RemotingMessageConverter.ToWire(p.Message, p.PhysicalOffset, p.ReconsumeTimes, storeHost,
+                body.Write(EncodeStored(RemotingMessageConverter.ToWire(p.Message, p.PhysicalOffset, p.ReconsumeTimes, storeHost,
                     queueId, p.Message.QueueOffset)));
             response.Body = body.ToArray();
         }

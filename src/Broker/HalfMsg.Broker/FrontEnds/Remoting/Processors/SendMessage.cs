@@ -61,6 +61,7 @@ internal sealed partial class RemotingDispatcher
         var props = MessageProperties.Decode(h.Properties);
         var draft = RemotingMessageConverter.ToDraft(h.Topic, props, body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, h.ReconsumeTimes,
             DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        if (RemotingMessageConverter.StoredPropertiesRefusal(draft) is { } tooLarge) return Error(request, ResponseCode.MessageIllegal, tooLarge);
         var storeHost = server.StoreHost(session);
 
         // The broker keys off the TRAN_MSG property, not the sysFlag (SendMessageProcessor, as RocketMQ does).
@@ -135,7 +136,9 @@ internal sealed partial class RemotingDispatcher
             var props = MessageProperties.Decode(e.Properties);
             if (props.ContainsKey(MessageConst.TransactionPrepared) || props.ContainsKey(MessageConst.DelayLevel))
                 return Error(request, ResponseCode.MessageIllegal, "batch messages cannot be transactional or delayed");
-            drafts.Add(RemotingMessageConverter.ToDraft(h.Topic, props, e.Body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, 0, now));
+            var draft = RemotingMessageConverter.ToDraft(h.Topic, props, e.Body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, 0, now);
+            if (RemotingMessageConverter.StoredPropertiesRefusal(draft) is { } tooLarge) return Error(request, ResponseCode.MessageIllegal, tooLarge);
+            drafts.Add(draft);
         }
         // Few lock holds and one group commit for the whole batch, all on one queue, validated as a whole.
         var (error, sent) = await Engine.SendToOneQueueAsync(drafts, session.Closing).ConfigureAwait(false);

@@ -13,7 +13,7 @@ internal sealed partial class RemotingDispatcher
         if (message is null) return Error(request, ResponseCode.SystemError, $"can not find message by the offset, {offset}");
         var wire = RemotingMessageConverter.ToWire(message, offset, 0, server.StoreHost(session), Math.Max(0, message.QueueId), Math.Max(0, message.QueueOffset));
         var response = Ok(request);
-        response.Body = StoredMessageCodec.Encode(wire);
+        response.Body = EncodeStored(wire);
         return response;
     }
 }
