@@ -73,8 +73,10 @@ public sealed class SimpleConsumer : IAsyncDisposable
     }
 
     /// <summary>Acknowledges a batch of received messages with one call per broker endpoint and topic (the broker waits
-    /// for one group commit for all of them), instead of one call per message. Throws the first failure after every
-    /// message was tried; a message whose ack failed comes back after its invisible duration.</summary>
+    /// for one group commit for all of them), instead of one call per message; more than 1024 messages (the broker's
+    /// limit per call) take several calls. Throws the first failure after every message was tried, including a call the
+    /// broker refused as a whole (its top-level status); a message whose ack failed comes back after its invisible
+    /// duration.</summary>
     public Task AckAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken = default)
         => messages.Count == 0 ? Task.CompletedTask : _core.AckAsync(messages, cancellationToken);
 
