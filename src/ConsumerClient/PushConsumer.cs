@@ -34,13 +34,14 @@ public sealed class PushConsumer : IAsyncDisposable
     private Task? _scanLoop;
     private readonly HashSet<Task> _inFlight = [];
     private readonly ILogger _logger;
+    private readonly LogThrottle _throttle = new(TimeSpan.FromMinutes(1));
     private int _stopped;
 
     private PushConsumer(PushConsumerOptions options)
     {
+        options.Validate();
         _options = options;
-        _handler = options.Handler ?? throw new ArgumentException("A Handler is required.", nameof(options));
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxConcurrency, 1);
+        _handler = options.Handler!;
         var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory);
         _core = new ConsumerCore(config, ClientType.PushConsumer, options.ConsumerGroup, options.Subscriptions, longPolling: null, handler: null);
         _slots = new SemaphoreSlim(options.MaxConcurrency, options.MaxConcurrency);
@@ -69,7 +70,17 @@ public sealed class PushConsumer : IAsyncDisposable
 
             if (Server?.BackoffPolicy?.ExponentialBackoff is { } e && e.Initial is not null)
             {
-                return new RetryBackoff(e.Initial.ToTimeSpan(), e.Max?.ToTimeSpan() ?? TimeSpan.FromSeconds(60), e.Multiplier > 0 ? e.Multiplier : 2);
+                var server = new RetryBackoff(e.Initial.ToTimeSpan(), e.Max?.ToTimeSpan() ?? TimeSpan.FromSeconds(60), e.Multiplier > 0 ? e.Multiplier : 2);
+                if (server.Initial >= TimeSpan.Zero && server.Initial <= server.Max && server.Max <= PushConsumerOptions.MaxInvisibleDuration
+                    && server.Multiplier >= 1 && !double.IsInfinity(server.Multiplier))
+                {
+                    return server;
+                }
+
+                if (_throttle.ShouldLog("backoff|server"))
+                {
+                    _logger.LogWarning("The broker's retry backoff ({Backoff}) is not usable; using {Default}", server, RetryBackoff.Default);
+                }
             }
 
             return RetryBackoff.Default;
@@ -77,6 +88,7 @@ public sealed class PushConsumer : IAsyncDisposable
     }
 
     /// <summary>Creates the consumer, registers with the broker, and starts receiving.</summary>
+    /// <exception cref="ArgumentException">An option is missing or out of range (see <see cref="PushConsumerOptions"/>).</exception>
     public static async Task<PushConsumer> StartAsync(PushConsumerOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -223,7 +235,7 @@ public sealed class PushConsumer : IAsyncDisposable
                     break;
                 }
 
-                _logger.LogDebug(ex, "Receive from {Topic} failed", queue.Topic.Name);
+                LogReceiveFailure(queue, ex);
                 try
                 {
                     await Task.Delay(ex is TooManyRequestsException ? TimeSpan.FromMilliseconds(20) : TimeSpan.FromSeconds(1), stop).ConfigureAwait(false);
@@ -280,6 +292,30 @@ public sealed class PushConsumer : IAsyncDisposable
                     }));
                 }
             }
+        }
+    }
+
+    /// <summary>A failure that retrying may fix (broker restarting, throttling) is logged at Debug; a refusal that
+    /// retrying cannot fix (bad request, unauthorized, forbidden, not found, an illegal filter expression...) and any
+    /// unexpected exception at Warning, once per minute per code, since the loop retries it every second.</summary>
+    private void LogReceiveFailure(MessageQueue queue, Exception ex)
+    {
+        if (ex is ClientException { IsRetryable: true })
+        {
+            _logger.LogDebug(ex, "Receive from {Topic} failed", queue.Topic.Name);
+            return;
+        }
+
+        string code = ex is ClientException ce ? (ex is TransportException te ? "grpc " + te.GrpcStatus : ce.Code.ToString()) : ex.GetType().Name;
+        if (_throttle.ShouldLog("receive|" + code))
+        {
+            _logger.LogWarning(ex,
+                "Receive from {Topic} for group {Group} refused ({Code}): {Error}. Retrying will not fix this; check the consumer's options, subscription, credentials and the broker. Nothing is consumed from this queue meanwhile (logged once a minute per code)",
+                queue.Topic.Name, _options.ConsumerGroup, code, ex.Message);
+        }
+        else
+        {
+            _logger.LogDebug(ex, "Receive from {Topic} failed", queue.Topic.Name);
         }
     }
 
@@ -386,6 +422,7 @@ public sealed class PushConsumer : IAsyncDisposable
         else
         {
             TimeSpan delay = Backoff.GetDelay(message.DeliveryAttempt);
+            delay = delay < TimeSpan.Zero ? TimeSpan.Zero : delay > PushConsumerOptions.MaxInvisibleDuration ? PushConsumerOptions.MaxInvisibleDuration : delay;
             await RetryAsync("nack", message, ct => message.ChangeInvisibleDurationAsync(delay, ct)).ConfigureAwait(false);
         }
     }
@@ -435,10 +472,12 @@ public sealed class PushConsumer : IAsyncDisposable
     }
 
     /// <summary>Retries ack / nack / DLQ forwarding every second until it succeeds, the receipt handle is no longer
-    /// valid (INVALID_RECEIPT_HANDLE: the message will be redelivered anyway), or the consumer is aborted.</summary>
+    /// valid (INVALID_RECEIPT_HANDLE: the message will be redelivered anyway), or the consumer is aborted. Failures are
+    /// logged at Warning (once a minute per operation and code); an unexpected exception (not a broker or transport
+    /// failure) is logged at Error and ends the retries: the message reappears after its invisible duration.</summary>
     private async Task RetryAsync(string what, ReceivedMessage message, Func<CancellationToken, Task> action)
     {
-        while (true)
+        for (int attempt = 1; ; attempt++)
         {
             try
             {
@@ -456,7 +495,22 @@ public sealed class PushConsumer : IAsyncDisposable
             }
             catch (ClientException ex)
             {
-                _logger.LogDebug(ex, "{What} of {MessageId} failed; retrying", what, message.MessageId);
+                string code = ex is TransportException te ? "grpc " + te.GrpcStatus : ex.Code.ToString();
+                if (_throttle.ShouldLog(what + "|" + code))
+                {
+                    _logger.LogWarning(ex, "{What} of {MessageId} failed ({Code}): {Error}; retrying every second (attempt {Attempt}; logged once a minute per code)",
+                        what, message.MessageId, code, ex.Message, attempt);
+                }
+                else
+                {
+                    _logger.LogDebug(ex, "{What} of {MessageId} failed; retrying", what, message.MessageId);
+                }
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                _logger.LogError(ex, "{What} of {MessageId} failed unexpectedly; not retried, the message reappears after its invisible duration",
+                    what, message.MessageId);
+                return;
             }
 
             try
