@@ -33,6 +33,11 @@ public sealed class PushConsumer : IAsyncDisposable
     private readonly Dictionary<string, CancellationTokenSource> _assigned = new(StringComparer.Ordinal);
     private Task? _scanLoop;
     private readonly HashSet<Task> _inFlight = [];
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<ReceivedMessage, DateTime> _handling = new();
+
+    /// <summary>How long <see cref="StopAsync"/> still waits, once its token is cancelled and the handlers' token with it,
+    /// for handlers (and their acks) to finish before it returns without them.</summary>
+    internal static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(5);
     private readonly ILogger _logger;
     private readonly LogThrottle _throttle = new(TimeSpan.FromMinutes(1));
     private int _stopped;
@@ -338,6 +343,7 @@ public sealed class PushConsumer : IAsyncDisposable
     private async Task<ConsumeResult> InvokeAsync(ReceivedMessage message)
     {
         using System.Diagnostics.Activity? span = ConsumerTracing.StartProcess(message, _options.ConsumerGroup);
+        _handling[message] = DateTime.UtcNow;
         try
         {
             ConsumeResult result = await _handler(message, _abort.Token).ConfigureAwait(false);
@@ -349,6 +355,10 @@ public sealed class PushConsumer : IAsyncDisposable
             span?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, ex.Message);
             _logger.LogWarning(ex, "Handler failed for message {MessageId} (attempt {Attempt})", message.MessageId, message.DeliveryAttempt);
             return ConsumeResult.Failure;
+        }
+        finally
+        {
+            _handling.TryRemove(message, out _);
         }
     }
 
@@ -525,8 +535,9 @@ public sealed class PushConsumer : IAsyncDisposable
     }
 
     /// <summary>Stops receiving and waits for the handlers in flight (and their acks) to finish. If
-    /// <paramref name="cancellationToken"/> is cancelled first, the handlers' token is cancelled and unfinished messages
-    /// are left to reappear after their invisible duration.</summary>
+    /// <paramref name="cancellationToken"/> is cancelled first, the handlers' token is cancelled, and StopAsync waits at
+    /// most 5 s more: handlers still running then (one that ignores its token) are logged and left behind, and their
+    /// messages reappear after their invisible duration.</summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
         if (Interlocked.Exchange(ref _stopped, 1) != 0)
@@ -559,12 +570,19 @@ public sealed class PushConsumer : IAsyncDisposable
         catch (OperationCanceledException)
         {
             await _abort.CancelAsync().ConfigureAwait(false);
-            await Task.WhenAll(inFlight).ConfigureAwait(false);
+            Task all = Task.WhenAll(inFlight);
+            if (await Task.WhenAny(all, Task.Delay(AbortGrace)).ConfigureAwait(false) != all)
+            {
+                string running = string.Join(", ", _handling.Select(h => $"{h.Key.MessageId} (for {DateTime.UtcNow - h.Value:g})"));
+                _logger.LogWarning(
+                    "Stopping without waiting for {Count} message task(s) still running {Grace} after their cancellation (a handler that ignores its CancellationToken?); handlers still running: {Running}. Their messages are redelivered after their invisible duration",
+                    inFlight.Count(t => !t.IsCompleted), AbortGrace, running.Length == 0 ? "none (acks in progress)" : running);
+            }
         }
     }
 
-    /// <summary>Stops gracefully (see <see cref="StopAsync"/>, waiting up to 30 s), notifies the broker and closes the
-    /// connections.</summary>
+    /// <summary>Stops gracefully (see <see cref="StopAsync"/>, waiting up to 30 s, then at most 5 s more for handlers
+    /// that ignore their token), notifies the broker and closes the connections.</summary>
     public async ValueTask DisposeAsync()
     {
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
@@ -584,6 +602,6 @@ public sealed class PushConsumer : IAsyncDisposable
         }
 
         _receiving.Dispose();
-        _abort.Dispose();
+        // _abort is not disposed: a handler left running by StopAsync may still read its token (it has no timer to free).
     }
 }
