@@ -14,7 +14,8 @@ namespace HalfMsg.ConsumerClient;
 /// <para>Like the official clients, it re-queries its assignments every 5 s (QueryAssignment; new queues get a receive
 /// loop, queues no longer assigned have theirs stopped; a failed query keeps the current loops), and while a handler
 /// runs it renews the message's lease (ChangeInvisibleDuration to <see cref="PushConsumerOptions.InvisibleDuration"/>)
-/// every half invisible duration, so a slow handler does not see its message redelivered to another consumer.</para>
+/// every half invisible duration (a failed renewal is retried within a second), so a slow handler does not see its
+/// message redelivered to another consumer.</para>
 /// </summary>
 public sealed class PushConsumer : IAsyncDisposable
 {
@@ -362,32 +363,50 @@ public sealed class PushConsumer : IAsyncDisposable
         }
     }
 
+    /// <summary>Most time between a failed lease renewal and its retry.</summary>
+    private static readonly TimeSpan RenewRetryDelay = TimeSpan.FromSeconds(1);
+
     /// <summary>Renews the lease of <paramref name="message"/> every half <see cref="PushConsumerOptions.InvisibleDuration"/>
-    /// until <paramref name="stop"/> is cancelled. A renewal in flight is never cancelled by <paramref name="stop"/> (its
-    /// new receipt handle must be known before the ack), only by the consumer's abort.</summary>
+    /// (counted from the receive, then from each renewal) until <paramref name="stop"/> is cancelled. A failed renewal is
+    /// retried after 1 s, or sooner when less is left on the lease, so one failure does not let the lease run out. A
+    /// renewal in flight is never cancelled by <paramref name="stop"/> (its new receipt handle must be known before the
+    /// ack), only by the consumer's abort.</summary>
     private async Task RenewLeaseAsync(ReceivedMessage message, CancellationToken stop)
     {
-        TimeSpan period = _options.InvisibleDuration / 2;
+        TimeSpan lease = _options.InvisibleDuration;
+        TimeSpan period = lease / 2;
         if (period <= TimeSpan.Zero)
         {
             return;
         }
 
-        while (true)
+        long leaseEndsMs = message.ReceivedAtMs + (long)lease.TotalMilliseconds;
+        long nextMs = message.ReceivedAtMs + (long)period.TotalMilliseconds;
+        for (int failures = 0; ; )
         {
+            long waitMs = nextMs - Environment.TickCount64;
             try
             {
-                await Task.Delay(period, stop).ConfigureAwait(false);
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Max(waitMs, 0)), stop).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
                 return;
             }
 
+            if (stop.IsCancellationRequested)
+            {
+                return;
+            }
+
+            long sentMs = Environment.TickCount64;
             try
             {
-                await message.ChangeInvisibleDurationAsync(_options.InvisibleDuration, _abort.Token).ConfigureAwait(false);
-                _logger.LogDebug("Renewed the lease of {MessageId} for {Duration}", message.MessageId, _options.InvisibleDuration);
+                await message.ChangeInvisibleDurationAsync(lease, _abort.Token).ConfigureAwait(false);
+                _logger.LogDebug("Renewed the lease of {MessageId} for {Duration}", message.MessageId, lease);
+                failures = 0;
+                leaseEndsMs = sentMs + (long)lease.TotalMilliseconds;
+                nextMs = sentMs + (long)period.TotalMilliseconds;
             }
             catch (BadRequestException ex) when (ex.Code == Code.InvalidReceiptHandle)
             {
@@ -398,9 +417,26 @@ public sealed class PushConsumer : IAsyncDisposable
             {
                 return;
             }
-            catch (ClientException ex)
+            catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                _logger.LogDebug(ex, "Renewing the lease of {MessageId} failed; retrying at the next period", message.MessageId);
+                failures++;
+                long now = Environment.TickCount64;
+                long leftMs = leaseEndsMs - now;
+                // Soon, and before the lease ends: half of what is left when that is under 2 s (at least 100 ms).
+                long retryMs = leftMs >= 2 * (long)RenewRetryDelay.TotalMilliseconds ? (long)RenewRetryDelay.TotalMilliseconds
+                    : Math.Clamp(leftMs / 2, 100, (long)RenewRetryDelay.TotalMilliseconds);
+                nextMs = now + retryMs;
+                string code = ex is TransportException te ? "grpc " + te.GrpcStatus : ex is ClientException ce ? ce.Code.ToString() : ex.GetType().Name;
+                if (_throttle.ShouldLog("renew|" + code))
+                {
+                    _logger.LogWarning(ex,
+                        "Renewing the lease of {MessageId} failed ({Code}): {Error}; retrying in {RetryMs} ms ({LeftMs} ms left on the lease, failure {Failures}; logged once a minute per code)",
+                        message.MessageId, code, ex.Message, retryMs, leftMs, failures);
+                }
+                else
+                {
+                    _logger.LogDebug(ex, "Renewing the lease of {MessageId} failed; retrying in {RetryMs} ms", message.MessageId, retryMs);
+                }
             }
         }
     }
