@@ -261,24 +261,15 @@ public sealed class PushConsumer : IAsyncDisposable
 
             if (IsFifo)
             {
-                // Messages of one group are handled in order, one after the other.
+                // Messages of one group are handled in order, one after the other; a message without a group is
+                // ordered with nothing, so each is handled on its own.
                 foreach (IGrouping<string?, ReceivedMessage> group in messages.GroupBy(m => m.MessageGroup))
                 {
-                    List<ReceivedMessage> ordered = [.. group];
-                    Track(Task.Run(async () =>
+                    IEnumerable<List<ReceivedMessage>> chains = group.Key is null ? group.Select(m => new List<ReceivedMessage> { m }) : [[.. group]];
+                    foreach (List<ReceivedMessage> ordered in chains)
                     {
-                        foreach (ReceivedMessage m in ordered)
-                        {
-                            try
-                            {
-                                await HandleFifoAsync(m).ConfigureAwait(false);
-                            }
-                            finally
-                            {
-                                _slots.Release();
-                            }
-                        }
-                    }));
+                        Track(Task.Run(() => HandleChainAsync(ordered)));
+                    }
                 }
             }
             else
@@ -470,6 +461,41 @@ public sealed class PushConsumer : IAsyncDisposable
             TimeSpan delay = Backoff.GetDelay(message.DeliveryAttempt);
             delay = delay < TimeSpan.Zero ? TimeSpan.Zero : delay > PushConsumerOptions.MaxInvisibleDuration ? PushConsumerOptions.MaxInvisibleDuration : delay;
             await RetryAsync("nack", message, ct => message.ChangeInvisibleDurationAsync(delay, ct)).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Handles the messages of one message group in order. If one fails unexpectedly the chain stops there (a
+    /// later message must not overtake it): the rest reappear after their invisible duration. Every message's handler
+    /// slot is released, handled or not.</summary>
+    private async Task HandleChainAsync(List<ReceivedMessage> ordered)
+    {
+        int released = 0;
+        try
+        {
+            foreach (ReceivedMessage m in ordered)
+            {
+                try
+                {
+                    await HandleFifoAsync(m).ConfigureAwait(false);
+                }
+                finally
+                {
+                    released++;
+                    _slots.Release();
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            _logger.LogError(ex, "Handling message group {MessageGroup} stopped at message {Index} of {Count}; the rest reappear after their invisible duration",
+                ordered[0].MessageGroup, released, ordered.Count);
+        }
+        finally
+        {
+            if (released < ordered.Count)
+            {
+                _slots.Release(ordered.Count - released);
+            }
         }
     }
 
