@@ -413,8 +413,9 @@ public sealed class PushConsumer : IAsyncDisposable
                 failures++;
                 long now = Environment.TickCount64;
                 long leftMs = leaseEndsMs - now;
-                // Soon, and before the lease ends: half of what is left when that is under 2 s (at least 100 ms).
-                long retryMs = leftMs >= 2 * (long)RenewRetryDelay.TotalMilliseconds ? (long)RenewRetryDelay.TotalMilliseconds
+                // Soon, and before the lease ends: half of what is left when that is under 2 s (at least 100 ms); once
+                // the lease has ended, every second (the broker answers INVALID_RECEIPT_HANDLE if it is really gone).
+                long retryMs = leftMs <= 0 || leftMs >= 2 * (long)RenewRetryDelay.TotalMilliseconds ? (long)RenewRetryDelay.TotalMilliseconds
                     : Math.Clamp(leftMs / 2, 100, (long)RenewRetryDelay.TotalMilliseconds);
                 nextMs = now + retryMs;
                 string code = ex is TransportException te ? "grpc " + te.GrpcStatus : ex is ClientException ce ? ce.Code.ToString() : ex.GetType().Name;
