@@ -145,29 +145,55 @@ internal sealed class ConsumerCore : IAsyncDisposable
         }
     }
 
-    /// <summary>One AckMessage call per endpoint and topic for the whole batch: the broker appends all the acks and
-    /// waits for one group commit. Every entry is acknowledged or reported; the first failure is thrown after all.</summary>
+    /// <summary>Most entries the broker takes in one AckMessage call (HalfMsgBroker refuses a larger call as a whole).</summary>
+    internal const int MaxAckEntriesPerCall = 1024;
+
+    /// <summary>One AckMessage call per endpoint and topic for the whole batch (split into calls of at most
+    /// <see cref="MaxAckEntriesPerCall"/> entries): the broker appends all the acks and waits for one group commit.
+    /// Every entry is acknowledged or reported; the first failure is thrown after all. A call the broker refuses as a
+    /// whole (a top-level error status with no entries, or fewer entries than sent) is a failure of each of its
+    /// messages.</summary>
     public async Task AckAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken ct)
     {
         Exception? first = null;
         foreach (var batch in messages.GroupBy(m => (m.Endpoint, m.Topic)))
         {
-            var request = new AckMessageRequest { Group = _group, Topic = Session.Resource(batch.Key.Topic) };
-            foreach (var message in batch)
-                request.Entries.Add(new AckMessageEntry { MessageId = message.MessageId, ReceiptHandle = message.ReceiptHandle });
-            try
+            foreach (ReceivedMessage[] chunk in batch.Chunk(MaxAckEntriesPerCall))
             {
-                AckMessageResponse response = await Session.Channel.UnaryAsync(batch.Key.Endpoint, (c, o) => c.AckMessageAsync(request, o), null, ct)
-                    .ConfigureAwait(false);
-                foreach (AckMessageResultEntry entry in response.Entries)
+                var request = new AckMessageRequest { Group = _group, Topic = Session.Resource(batch.Key.Topic) };
+                foreach (var message in chunk)
+                    request.Entries.Add(new AckMessageEntry { MessageId = message.MessageId, ReceiptHandle = message.ReceiptHandle });
+                try
                 {
-                    try { StatusChecker.Check(entry.Status, null); }
-                    catch (Exception ex) { first ??= ex; }
+                    AckMessageResponse response = await Session.Channel.UnaryAsync(batch.Key.Endpoint, (c, o) => c.AckMessageAsync(request, o), null, ct)
+                        .ConfigureAwait(false);
+                    Exception? entryError = null;
+                    foreach (AckMessageResultEntry entry in response.Entries)
+                    {
+                        try { StatusChecker.Check(entry.Status, null); }
+                        catch (ClientException ex) { entryError ??= ex; }
+                    }
+
+                    if (entryError is null && response.Entries.Count < request.Entries.Count)
+                    {
+                        // Refused as a whole (too many entries, storage fault, authentication...), or an answer that does
+                        // not cover every entry: the entries without an answer were not acknowledged.
+                        entryError = response.Status is { } status && !StatusChecker.IsSuccess(status)
+                            ? StatusChecker.ToException(status, null)
+                            : new ClientException(Code.Unspecified,
+                                $"AckMessage answered {response.Entries.Count} of {request.Entries.Count} entries; the others were not acknowledged");
+                    }
+                    else if (entryError is null && response.Status is { } status && !StatusChecker.IsSuccess(status))
+                    {
+                        entryError = StatusChecker.ToException(status, null);
+                    }
+
+                    first ??= entryError;
                 }
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                first ??= ex;
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    first ??= ex;
+                }
             }
         }
         if (first is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);

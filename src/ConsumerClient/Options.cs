@@ -85,17 +85,20 @@ public sealed record PushConsumerOptions
     public int MaxConcurrency { get; init; } = 16;
 
     /// <summary>Maximum deliveries before dead-lettering; null takes <c>backoff_policy.max_attempts</c> from the broker's
-    /// Settings (16 if absent). Non-FIFO groups are dead-lettered by the broker; FIFO groups by this client.</summary>
+    /// Settings (16 if absent); at least 1. Non-FIFO groups are dead-lettered by the broker; FIFO groups by this client.</summary>
     public int? MaxAttempts { get; init; }
 
-    /// <summary>Redelivery backoff; null takes the broker's exponential backoff (or <see cref="RetryBackoff.Default"/>).</summary>
+    /// <summary>Redelivery backoff; null takes the broker's exponential backoff (or <see cref="RetryBackoff.Default"/>).
+    /// Delays must be non-negative, Initial ≤ Max ≤ 12 h and Multiplier ≥ 1, else StartAsync throws.</summary>
     public RetryBackoff? RetryBackoff { get; init; }
 
     /// <summary>How long a received message stays invisible to other consumers. While its handler runs, the lease is
-    /// renewed to this duration every half of it (ChangeInvisibleDuration), so handlers may run longer than this.</summary>
+    /// renewed to this duration every half of it (ChangeInvisibleDuration), so handlers may run longer than this. More
+    /// than 0 and at most 12 h (the broker's limit), else StartAsync throws.</summary>
     public TimeSpan InvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
 
-    /// <summary>Long-polling time of each receive when the broker's Settings do not specify one.</summary>
+    /// <summary>Long-polling time of each receive when the broker's Settings do not specify one. More than 0 and at most
+    /// 5 min, else StartAsync throws.</summary>
     public TimeSpan AwaitDuration { get; init; } = TimeSpan.FromSeconds(20);
 
     /// <summary>Deadline of unary calls.</summary>
@@ -109,4 +112,65 @@ public sealed record PushConsumerOptions
 
     /// <summary>Logger factory for handler and background failures.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }
+
+    /// <summary>The longest lease a broker grants (HalfMsgBroker and the RocketMQ proxy: 12 h).</summary>
+    internal static readonly TimeSpan MaxInvisibleDuration = TimeSpan.FromHours(12);
+
+    /// <summary>The longest long poll accepted here (brokers cap it lower: HalfMsgBroker at 30 s).</summary>
+    internal static readonly TimeSpan MaxAwaitDuration = TimeSpan.FromMinutes(5);
+
+    private const string BareNumberHint = " (in configuration a bare number such as \"30\" is read as days; write \"00:00:30\" for 30 s)";
+
+    /// <summary>Throws an <see cref="ArgumentException"/> (<see cref="ArgumentOutOfRangeException"/> for a value out of range) naming the first option a broker would refuse on every call
+    /// (or that makes no sense), so a misconfigured consumer fails at start instead of retrying forever.</summary>
+    internal void Validate()
+    {
+        if (Handler is null)
+        {
+            throw new ArgumentException("PushConsumerOptions.Handler is required.", "options");
+        }
+
+        if (MaxConcurrency < 1)
+        {
+            throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.MaxConcurrency must be at least 1, not {MaxConcurrency}.");
+        }
+
+        if (InvisibleDuration <= TimeSpan.Zero || InvisibleDuration > MaxInvisibleDuration)
+        {
+            throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.InvisibleDuration must be more than 0 and at most {MaxInvisibleDuration} (the broker's longest lease), not {InvisibleDuration}{BareNumberHint}.");
+        }
+
+        if (AwaitDuration <= TimeSpan.Zero || AwaitDuration > MaxAwaitDuration)
+        {
+            throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.AwaitDuration must be more than 0 and at most {MaxAwaitDuration}, not {AwaitDuration}{BareNumberHint}.");
+        }
+
+        if (MaxAttempts is < 1)
+        {
+            throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.MaxAttempts must be at least 1 (or null for the broker's), not {MaxAttempts}.");
+        }
+
+        if (RetryBackoff is { } b)
+        {
+            if (b.Initial < TimeSpan.Zero || b.Max < TimeSpan.Zero)
+            {
+                throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.RetryBackoff delays must not be negative (Initial {b.Initial}, Max {b.Max}).");
+            }
+
+            if (b.Initial > b.Max)
+            {
+                throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.RetryBackoff.Initial ({b.Initial}) must not exceed RetryBackoff.Max ({b.Max}).");
+            }
+
+            if (b.Max > MaxInvisibleDuration)
+            {
+                throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.RetryBackoff.Max must be at most {MaxInvisibleDuration} (the broker's longest invisible duration), not {b.Max}{BareNumberHint}.");
+            }
+
+            if (!(b.Multiplier >= 1) || double.IsInfinity(b.Multiplier))
+            {
+                throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.RetryBackoff.Multiplier must be a finite number of at least 1, not {b.Multiplier}.");
+            }
+        }
+    }
 }

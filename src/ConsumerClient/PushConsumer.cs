@@ -14,7 +14,8 @@ namespace HalfMsg.ConsumerClient;
 /// <para>Like the official clients, it re-queries its assignments every 5 s (QueryAssignment; new queues get a receive
 /// loop, queues no longer assigned have theirs stopped; a failed query keeps the current loops), and while a handler
 /// runs it renews the message's lease (ChangeInvisibleDuration to <see cref="PushConsumerOptions.InvisibleDuration"/>)
-/// every half invisible duration, so a slow handler does not see its message redelivered to another consumer.</para>
+/// every half invisible duration (a failed renewal is retried within a second), so a slow handler does not see its
+/// message redelivered to another consumer.</para>
 /// </summary>
 public sealed class PushConsumer : IAsyncDisposable
 {
@@ -33,14 +34,20 @@ public sealed class PushConsumer : IAsyncDisposable
     private readonly Dictionary<string, CancellationTokenSource> _assigned = new(StringComparer.Ordinal);
     private Task? _scanLoop;
     private readonly HashSet<Task> _inFlight = [];
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<ReceivedMessage, DateTime> _handling = new();
+
+    /// <summary>How long <see cref="StopAsync"/> still waits, once its token is cancelled and the handlers' token with it,
+    /// for handlers (and their acks) to finish before it returns without them.</summary>
+    internal static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(5);
     private readonly ILogger _logger;
+    private readonly LogThrottle _throttle = new(TimeSpan.FromMinutes(1));
     private int _stopped;
 
     private PushConsumer(PushConsumerOptions options)
     {
+        options.Validate();
         _options = options;
-        _handler = options.Handler ?? throw new ArgumentException("A Handler is required.", nameof(options));
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxConcurrency, 1);
+        _handler = options.Handler!;
         var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory);
         _core = new ConsumerCore(config, ClientType.PushConsumer, options.ConsumerGroup, options.Subscriptions, longPolling: null, handler: null);
         _slots = new SemaphoreSlim(options.MaxConcurrency, options.MaxConcurrency);
@@ -69,7 +76,17 @@ public sealed class PushConsumer : IAsyncDisposable
 
             if (Server?.BackoffPolicy?.ExponentialBackoff is { } e && e.Initial is not null)
             {
-                return new RetryBackoff(e.Initial.ToTimeSpan(), e.Max?.ToTimeSpan() ?? TimeSpan.FromSeconds(60), e.Multiplier > 0 ? e.Multiplier : 2);
+                var server = new RetryBackoff(e.Initial.ToTimeSpan(), e.Max?.ToTimeSpan() ?? TimeSpan.FromSeconds(60), e.Multiplier > 0 ? e.Multiplier : 2);
+                if (server.Initial >= TimeSpan.Zero && server.Initial <= server.Max && server.Max <= PushConsumerOptions.MaxInvisibleDuration
+                    && server.Multiplier >= 1 && !double.IsInfinity(server.Multiplier))
+                {
+                    return server;
+                }
+
+                if (_throttle.ShouldLog("backoff|server"))
+                {
+                    _logger.LogWarning("The broker's retry backoff ({Backoff}) is not usable; using {Default}", server, RetryBackoff.Default);
+                }
             }
 
             return RetryBackoff.Default;
@@ -77,6 +94,7 @@ public sealed class PushConsumer : IAsyncDisposable
     }
 
     /// <summary>Creates the consumer, registers with the broker, and starts receiving.</summary>
+    /// <exception cref="ArgumentException">An option is missing or out of range (see <see cref="PushConsumerOptions"/>).</exception>
     public static async Task<PushConsumer> StartAsync(PushConsumerOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -223,7 +241,7 @@ public sealed class PushConsumer : IAsyncDisposable
                     break;
                 }
 
-                _logger.LogDebug(ex, "Receive from {Topic} failed", queue.Topic.Name);
+                LogReceiveFailure(queue, ex);
                 try
                 {
                     await Task.Delay(ex is TooManyRequestsException ? TimeSpan.FromMilliseconds(20) : TimeSpan.FromSeconds(1), stop).ConfigureAwait(false);
@@ -243,24 +261,15 @@ public sealed class PushConsumer : IAsyncDisposable
 
             if (IsFifo)
             {
-                // Messages of one group are handled in order, one after the other.
+                // Messages of one group are handled in order, one after the other; a message without a group is
+                // ordered with nothing, so each is handled on its own.
                 foreach (IGrouping<string?, ReceivedMessage> group in messages.GroupBy(m => m.MessageGroup))
                 {
-                    List<ReceivedMessage> ordered = [.. group];
-                    Track(Task.Run(async () =>
+                    IEnumerable<List<ReceivedMessage>> chains = group.Key is null ? group.Select(m => new List<ReceivedMessage> { m }) : [[.. group]];
+                    foreach (List<ReceivedMessage> ordered in chains)
                     {
-                        foreach (ReceivedMessage m in ordered)
-                        {
-                            try
-                            {
-                                await HandleFifoAsync(m).ConfigureAwait(false);
-                            }
-                            finally
-                            {
-                                _slots.Release();
-                            }
-                        }
-                    }));
+                        Track(Task.Run(() => HandleChainAsync(ordered)));
+                    }
                 }
             }
             else
@@ -283,6 +292,30 @@ public sealed class PushConsumer : IAsyncDisposable
         }
     }
 
+    /// <summary>A failure that retrying may fix (broker restarting, throttling) is logged at Debug; a refusal that
+    /// retrying cannot fix (bad request, unauthorized, forbidden, not found, an illegal filter expression...) and any
+    /// unexpected exception at Warning, once per minute per code, since the loop retries it every second.</summary>
+    private void LogReceiveFailure(MessageQueue queue, Exception ex)
+    {
+        if (ex is ClientException { IsRetryable: true })
+        {
+            _logger.LogDebug(ex, "Receive from {Topic} failed", queue.Topic.Name);
+            return;
+        }
+
+        string code = ex is ClientException ce ? (ex is TransportException te ? "grpc " + te.GrpcStatus : ce.Code.ToString()) : ex.GetType().Name;
+        if (_throttle.ShouldLog("receive|" + code))
+        {
+            _logger.LogWarning(ex,
+                "Receive from {Topic} for group {Group} refused ({Code}): {Error}. Retrying will not fix this; check the consumer's options, subscription, credentials and the broker. Nothing is consumed from this queue meanwhile (logged once a minute per code)",
+                queue.Topic.Name, _options.ConsumerGroup, code, ex.Message);
+        }
+        else
+        {
+            _logger.LogDebug(ex, "Receive from {Topic} failed", queue.Topic.Name);
+        }
+    }
+
     private void Track(Task task)
     {
         lock (_inFlight)
@@ -302,6 +335,7 @@ public sealed class PushConsumer : IAsyncDisposable
     private async Task<ConsumeResult> InvokeAsync(ReceivedMessage message)
     {
         using System.Diagnostics.Activity? span = ConsumerTracing.StartProcess(message, _options.ConsumerGroup);
+        _handling[message] = DateTime.UtcNow;
         try
         {
             ConsumeResult result = await _handler(message, _abort.Token).ConfigureAwait(false);
@@ -314,34 +348,56 @@ public sealed class PushConsumer : IAsyncDisposable
             _logger.LogWarning(ex, "Handler failed for message {MessageId} (attempt {Attempt})", message.MessageId, message.DeliveryAttempt);
             return ConsumeResult.Failure;
         }
+        finally
+        {
+            _handling.TryRemove(message, out _);
+        }
     }
 
+    /// <summary>Most time between a failed lease renewal and its retry.</summary>
+    private static readonly TimeSpan RenewRetryDelay = TimeSpan.FromSeconds(1);
+
     /// <summary>Renews the lease of <paramref name="message"/> every half <see cref="PushConsumerOptions.InvisibleDuration"/>
-    /// until <paramref name="stop"/> is cancelled. A renewal in flight is never cancelled by <paramref name="stop"/> (its
-    /// new receipt handle must be known before the ack), only by the consumer's abort.</summary>
+    /// (counted from the receive, then from each renewal) until <paramref name="stop"/> is cancelled. A failed renewal is
+    /// retried after 1 s, or sooner when less is left on the lease, so one failure does not let the lease run out. A
+    /// renewal in flight is never cancelled by <paramref name="stop"/> (its new receipt handle must be known before the
+    /// ack), only by the consumer's abort.</summary>
     private async Task RenewLeaseAsync(ReceivedMessage message, CancellationToken stop)
     {
-        TimeSpan period = _options.InvisibleDuration / 2;
+        TimeSpan lease = _options.InvisibleDuration;
+        TimeSpan period = lease / 2;
         if (period <= TimeSpan.Zero)
         {
             return;
         }
 
-        while (true)
+        long leaseEndsMs = message.ReceivedAtMs + (long)lease.TotalMilliseconds;
+        long nextMs = message.ReceivedAtMs + (long)period.TotalMilliseconds;
+        for (int failures = 0; ; )
         {
+            long waitMs = nextMs - Environment.TickCount64;
             try
             {
-                await Task.Delay(period, stop).ConfigureAwait(false);
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Max(waitMs, 0)), stop).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
                 return;
             }
 
+            if (stop.IsCancellationRequested)
+            {
+                return;
+            }
+
+            long sentMs = Environment.TickCount64;
             try
             {
-                await message.ChangeInvisibleDurationAsync(_options.InvisibleDuration, _abort.Token).ConfigureAwait(false);
-                _logger.LogDebug("Renewed the lease of {MessageId} for {Duration}", message.MessageId, _options.InvisibleDuration);
+                await message.ChangeInvisibleDurationAsync(lease, _abort.Token).ConfigureAwait(false);
+                _logger.LogDebug("Renewed the lease of {MessageId} for {Duration}", message.MessageId, lease);
+                failures = 0;
+                leaseEndsMs = sentMs + (long)lease.TotalMilliseconds;
+                nextMs = sentMs + (long)period.TotalMilliseconds;
             }
             catch (BadRequestException ex) when (ex.Code == Code.InvalidReceiptHandle)
             {
@@ -352,9 +408,27 @@ public sealed class PushConsumer : IAsyncDisposable
             {
                 return;
             }
-            catch (ClientException ex)
+            catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                _logger.LogDebug(ex, "Renewing the lease of {MessageId} failed; retrying at the next period", message.MessageId);
+                failures++;
+                long now = Environment.TickCount64;
+                long leftMs = leaseEndsMs - now;
+                // Soon, and before the lease ends: half of what is left when that is under 2 s (at least 100 ms); once
+                // the lease has ended, every second (the broker answers INVALID_RECEIPT_HANDLE if it is really gone).
+                long retryMs = leftMs <= 0 || leftMs >= 2 * (long)RenewRetryDelay.TotalMilliseconds ? (long)RenewRetryDelay.TotalMilliseconds
+                    : Math.Clamp(leftMs / 2, 100, (long)RenewRetryDelay.TotalMilliseconds);
+                nextMs = now + retryMs;
+                string code = ex is TransportException te ? "grpc " + te.GrpcStatus : ex is ClientException ce ? ce.Code.ToString() : ex.GetType().Name;
+                if (_throttle.ShouldLog("renew|" + code))
+                {
+                    _logger.LogWarning(ex,
+                        "Renewing the lease of {MessageId} failed ({Code}): {Error}; retrying in {RetryMs} ms ({LeftMs} ms left on the lease, failure {Failures}; logged once a minute per code)",
+                        message.MessageId, code, ex.Message, retryMs, leftMs, failures);
+                }
+                else
+                {
+                    _logger.LogDebug(ex, "Renewing the lease of {MessageId} failed; retrying in {RetryMs} ms", message.MessageId, retryMs);
+                }
             }
         }
     }
@@ -386,7 +460,43 @@ public sealed class PushConsumer : IAsyncDisposable
         else
         {
             TimeSpan delay = Backoff.GetDelay(message.DeliveryAttempt);
+            delay = delay < TimeSpan.Zero ? TimeSpan.Zero : delay > PushConsumerOptions.MaxInvisibleDuration ? PushConsumerOptions.MaxInvisibleDuration : delay;
             await RetryAsync("nack", message, ct => message.ChangeInvisibleDurationAsync(delay, ct)).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Handles the messages of one message group in order. If one fails unexpectedly the chain stops there (a
+    /// later message must not overtake it): the rest reappear after their invisible duration. Every message's handler
+    /// slot is released, handled or not.</summary>
+    private async Task HandleChainAsync(List<ReceivedMessage> ordered)
+    {
+        int released = 0;
+        try
+        {
+            foreach (ReceivedMessage m in ordered)
+            {
+                try
+                {
+                    await HandleFifoAsync(m).ConfigureAwait(false);
+                }
+                finally
+                {
+                    released++;
+                    _slots.Release();
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            _logger.LogError(ex, "Handling message group {MessageGroup} stopped at message {Index} of {Count}; the rest reappear after their invisible duration",
+                ordered[0].MessageGroup, released, ordered.Count);
+        }
+        finally
+        {
+            if (released < ordered.Count)
+            {
+                _slots.Release(ordered.Count - released);
+            }
         }
     }
 
@@ -435,10 +545,12 @@ public sealed class PushConsumer : IAsyncDisposable
     }
 
     /// <summary>Retries ack / nack / DLQ forwarding every second until it succeeds, the receipt handle is no longer
-    /// valid (INVALID_RECEIPT_HANDLE: the message will be redelivered anyway), or the consumer is aborted.</summary>
+    /// valid (INVALID_RECEIPT_HANDLE: the message will be redelivered anyway), or the consumer is aborted. Failures are
+    /// logged at Warning (once a minute per operation and code); an unexpected exception (not a broker or transport
+    /// failure) is logged at Error and ends the retries: the message reappears after its invisible duration.</summary>
     private async Task RetryAsync(string what, ReceivedMessage message, Func<CancellationToken, Task> action)
     {
-        while (true)
+        for (int attempt = 1; ; attempt++)
         {
             try
             {
@@ -456,7 +568,22 @@ public sealed class PushConsumer : IAsyncDisposable
             }
             catch (ClientException ex)
             {
-                _logger.LogDebug(ex, "{What} of {MessageId} failed; retrying", what, message.MessageId);
+                string code = ex is TransportException te ? "grpc " + te.GrpcStatus : ex.Code.ToString();
+                if (_throttle.ShouldLog(what + "|" + code))
+                {
+                    _logger.LogWarning(ex, "{What} of {MessageId} failed ({Code}): {Error}; retrying every second (attempt {Attempt}; logged once a minute per code)",
+                        what, message.MessageId, code, ex.Message, attempt);
+                }
+                else
+                {
+                    _logger.LogDebug(ex, "{What} of {MessageId} failed; retrying", what, message.MessageId);
+                }
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                _logger.LogError(ex, "{What} of {MessageId} failed unexpectedly; not retried, the message reappears after its invisible duration",
+                    what, message.MessageId);
+                return;
             }
 
             try
@@ -471,8 +598,9 @@ public sealed class PushConsumer : IAsyncDisposable
     }
 
     /// <summary>Stops receiving and waits for the handlers in flight (and their acks) to finish. If
-    /// <paramref name="cancellationToken"/> is cancelled first, the handlers' token is cancelled and unfinished messages
-    /// are left to reappear after their invisible duration.</summary>
+    /// <paramref name="cancellationToken"/> is cancelled first, the handlers' token is cancelled, and StopAsync waits at
+    /// most 5 s more: handlers still running then (one that ignores its token) are logged and left behind, and their
+    /// messages reappear after their invisible duration.</summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
         if (Interlocked.Exchange(ref _stopped, 1) != 0)
@@ -505,12 +633,19 @@ public sealed class PushConsumer : IAsyncDisposable
         catch (OperationCanceledException)
         {
             await _abort.CancelAsync().ConfigureAwait(false);
-            await Task.WhenAll(inFlight).ConfigureAwait(false);
+            Task all = Task.WhenAll(inFlight);
+            if (await Task.WhenAny(all, Task.Delay(AbortGrace)).ConfigureAwait(false) != all)
+            {
+                string running = string.Join(", ", _handling.Select(h => $"{h.Key.MessageId} (for {DateTime.UtcNow - h.Value:g})"));
+                _logger.LogWarning(
+                    "Stopping without waiting for {Count} message task(s) still running {Grace} after their cancellation (a handler that ignores its CancellationToken?); handlers still running: {Running}. Their messages are redelivered after their invisible duration",
+                    inFlight.Count(t => !t.IsCompleted), AbortGrace, running.Length == 0 ? "none (acks in progress)" : running);
+            }
         }
     }
 
-    /// <summary>Stops gracefully (see <see cref="StopAsync"/>, waiting up to 30 s), notifies the broker and closes the
-    /// connections.</summary>
+    /// <summary>Stops gracefully (see <see cref="StopAsync"/>, waiting up to 30 s, then at most 5 s more for handlers
+    /// that ignore their token), notifies the broker and closes the connections.</summary>
     public async ValueTask DisposeAsync()
     {
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
@@ -530,6 +665,6 @@ public sealed class PushConsumer : IAsyncDisposable
         }
 
         _receiving.Dispose();
-        _abort.Dispose();
+        // _abort is not disposed: a handler left running by StopAsync may still read its token (it has no timer to free).
     }
 }

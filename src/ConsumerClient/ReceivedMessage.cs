@@ -31,6 +31,7 @@ public sealed class ReceivedMessage
         MessageGroup = sp.HasMessageGroup ? sp.MessageGroup : null;
         BornTimestamp = sp.BornTimestamp?.ToDateTimeOffset();
         _receiptHandle = sp.HasReceiptHandle ? sp.ReceiptHandle : string.Empty;
+        ReceivedAtMs = Environment.TickCount64;
 
         // Same check as the official clients: a digest mismatch marks the message corrupted (it is still returned).
         IsCorrupted = !BodyDigest.Matches(sp.BodyDigest, m.Body.Span);
@@ -78,6 +79,9 @@ public sealed class ReceivedMessage
     public string ReceiptHandle => _receiptHandle;
 
     internal Endpoint Endpoint { get; }
+
+    /// <summary>When the message was received (<see cref="Environment.TickCount64"/>): its first lease runs from about then.</summary>
+    internal long ReceivedAtMs { get; }
 
     /// <summary>Body as UTF-8 text.</summary>
     public string BodyAsString() => System.Text.Encoding.UTF8.GetString(Body.Span);

@@ -33,7 +33,7 @@ public static class ConsumerServiceCollectionExtensions
                 options = options with { LoggerFactory = loggers };
             }
 
-            return new HostedClient<PushConsumer>(ct => PushConsumer.StartAsync(options, ct));
+            return new HostedClient<PushConsumer>(ct => PushConsumer.StartAsync(options, ct), (consumer, ct) => consumer.StopAsync(ct));
         });
         services.AddHostedService(sp => sp.GetRequiredService<HostedClient<PushConsumer>>());
         services.AddSingleton(sp => sp.GetRequiredService<HostedClient<PushConsumer>>().Client);

@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using Apache.Rocketmq.V2;
 using HalfMsg.ClientCore;
 using HalfMsg.ClientCore.Transport;
+using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.ConsumerClient;
 
@@ -73,26 +74,71 @@ public sealed class SimpleConsumer : IAsyncDisposable
     }
 
     /// <summary>Acknowledges a batch of received messages with one call per broker endpoint and topic (the broker waits
-    /// for one group commit for all of them), instead of one call per message. Throws the first failure after every
-    /// message was tried; a message whose ack failed comes back after its invisible duration.</summary>
+    /// for one group commit for all of them), instead of one call per message; more than 1024 messages (the broker's
+    /// limit per call) take several calls. Throws the first failure after every message was tried, including a call the
+    /// broker refused as a whole (its top-level status); a message whose ack failed comes back after its invisible
+    /// duration.</summary>
     public Task AckAsync(IReadOnlyList<ReceivedMessage> messages, CancellationToken cancellationToken = default)
         => messages.Count == 0 ? Task.CompletedTask : _core.AckAsync(messages, cancellationToken);
 
+    /// <summary>First and longest wait of <see cref="ConsumeAsync"/> after a failed receive that may succeed later.</summary>
+    private static readonly TimeSpan ConsumeRetryFirst = TimeSpan.FromMilliseconds(500), ConsumeRetryMax = TimeSpan.FromSeconds(10);
+
     /// <summary>Receives continuously until <paramref name="cancellationToken"/> is cancelled, yielding messages one by
-    /// one (each must still be acknowledged).</summary>
+    /// one (each must still be acknowledged). A failure that may pass (<see cref="ClientException.IsRetryable"/>: the
+    /// broker restarting or unreachable, throttling, internal errors, timeouts) is logged and retried after 0.5 s,
+    /// doubling up to 10 s; any other failure (bad request, unauthorized, forbidden, not found...) ends the enumeration
+    /// with its exception.</summary>
     public async IAsyncEnumerable<ReceivedMessage> ConsumeAsync(TimeSpan invisibleDuration, int batchSize = 16,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        TimeSpan backoff = TimeSpan.Zero;
         while (!cancellationToken.IsCancellationRequested)
         {
             IReadOnlyList<ReceivedMessage> batch;
             try
             {
                 batch = await ReceiveAsync(batchSize, invisibleDuration, cancellationToken).ConfigureAwait(false);
+                if (backoff > TimeSpan.Zero)
+                {
+                    _core.Session.Logger.LogInformation("Receiving for group {Group} works again", _options.ConsumerGroup);
+                }
+
+                backoff = TimeSpan.Zero;
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
                 yield break;
+            }
+            catch (ClientException ex) when (ex.IsRetryable)
+            {
+                bool first = backoff == TimeSpan.Zero;
+                backoff = first ? ConsumeRetryFirst : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, ConsumeRetryMax.Ticks));
+                if (first)
+                {
+                    _core.Session.Logger.LogWarning(ex, "Receive for group {Group} failed: {Error}; retrying (0.5 s, doubling up to 10 s)",
+                        _options.ConsumerGroup, ex.Message);
+                }
+                else
+                {
+                    _core.Session.Logger.LogDebug(ex, "Receive for group {Group} failed again; retrying in {Backoff}", _options.ConsumerGroup, backoff);
+                }
+
+                batch = [];
+            }
+
+            if (batch.Count == 0 && backoff > TimeSpan.Zero)
+            {
+                try
+                {
+                    await Task.Delay(backoff, cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    yield break;
+                }
+
+                continue;
             }
 
             foreach (ReceivedMessage message in batch)

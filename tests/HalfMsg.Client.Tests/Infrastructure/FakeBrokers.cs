@@ -62,4 +62,71 @@ internal static class FakeBrokers
             };
             s.OnHeartbeat = (_, _) => Task.FromResult(new HeartbeatResponse { Status = new Status { Code = Code.Ok } });
         });
+
+    /// <summary>A fake broker for consumers: its route points at itself (one ReadWrite queue), its Settings reply is
+    /// <paramref name="settings"/>, heartbeats are answered; receive, ack and the rest are whatever
+    /// <paramref name="configure"/> sets (QueryAssignment is unimplemented, so a push consumer uses the route).</summary>
+    public static Task<TestGrpcServer> ConsumingAsync(Settings settings, Action<FakeMessagingService> configure) =>
+        TestGrpcServer.StartAsync(s =>
+        {
+            s.OnQueryRoute = (request, _) => Task.FromResult(new QueryRouteResponse
+            {
+                Status = new Status { Code = Code.Ok },
+                MessageQueues =
+                {
+                    new MessageQueue
+                    {
+                        Topic = request.Topic,
+                        Id = 0,
+                        Permission = Permission.ReadWrite,
+                        Broker = new Apache.Rocketmq.V2.Broker { Name = "fake", Endpoints = request.Endpoints },
+                        AcceptMessageTypes = { MessageType.Normal, MessageType.Fifo },
+                    },
+                },
+            });
+            s.OnTelemetry = async (requests, responses, ctx) =>
+            {
+                while (await requests.MoveNext(ctx.CancellationToken))
+                {
+                    if (requests.Current.Settings is not null)
+                    {
+                        await responses.WriteAsync(new TelemetryCommand { Status = new Status { Code = Code.Ok }, Settings = settings });
+                    }
+                }
+            };
+            s.OnHeartbeat = (_, _) => Task.FromResult(new HeartbeatResponse { Status = new Status { Code = Code.Ok } });
+            configure(s);
+        });
+
+    /// <summary>A message as a receive delivers it.</summary>
+    public static Apache.Rocketmq.V2.Message Delivered(string topic, string messageId, string receiptHandle, int attempt = 1, string? group = null)
+    {
+        var m = new Apache.Rocketmq.V2.Message
+        {
+            Topic = new Resource { Name = topic },
+            Body = Google.Protobuf.ByteString.CopyFromUtf8("x"),
+            SystemProperties = new SystemProperties { MessageId = messageId, ReceiptHandle = receiptHandle, DeliveryAttempt = attempt },
+        };
+        if (group is not null) m.SystemProperties.MessageGroup = group;
+        return m;
+    }
+
+    /// <summary>Writes a receive's answer: OK and <paramref name="messages"/>, or MESSAGE_NOT_FOUND after
+    /// <paramref name="idle"/> (the long poll) when there are none.</summary>
+    public static async Task AnswerReceiveAsync(Grpc.Core.IServerStreamWriter<ReceiveMessageResponse> stream, Grpc.Core.ServerCallContext ctx,
+        IReadOnlyList<Apache.Rocketmq.V2.Message> messages, TimeSpan idle)
+    {
+        if (messages.Count == 0)
+        {
+            try { await Task.Delay(idle, ctx.CancellationToken); } catch (OperationCanceledException) { return; }
+            await stream.WriteAsync(new ReceiveMessageResponse { Status = new Status { Code = Code.MessageNotFound } });
+            return;
+        }
+
+        await stream.WriteAsync(new ReceiveMessageResponse { Status = new Status { Code = Code.Ok } });
+        foreach (Apache.Rocketmq.V2.Message m in messages)
+        {
+            await stream.WriteAsync(new ReceiveMessageResponse { Message = m });
+        }
+    }
 }

@@ -67,6 +67,8 @@ public sealed class FakeMessagingService : MessagingService.MessagingServiceBase
     public Func<IAsyncStreamReader<TelemetryCommand>, IServerStreamWriter<TelemetryCommand>, ServerCallContext, Task>? OnTelemetry { get; set; }
     public Func<SendMessageRequest, ServerCallContext, Task<SendMessageResponse>>? OnSendMessage { get; set; }
     public Func<EndTransactionRequest, ServerCallContext, Task<EndTransactionResponse>>? OnEndTransaction { get; set; }
+    public Func<AckMessageRequest, ServerCallContext, Task<AckMessageResponse>>? OnAckMessage { get; set; }
+    public Func<ChangeInvisibleDurationRequest, ServerCallContext, Task<ChangeInvisibleDurationResponse>>? OnChangeInvisibleDuration { get; set; }
 
     private static RpcException Unimplemented => new(new Grpc.Core.Status(StatusCode.Unimplemented, "not set"));
 
@@ -87,4 +89,10 @@ public sealed class FakeMessagingService : MessagingService.MessagingServiceBase
 
     public override Task<EndTransactionResponse> EndTransaction(EndTransactionRequest request, ServerCallContext context)
         => OnEndTransaction?.Invoke(request, context) ?? throw Unimplemented;
+
+    public override Task<AckMessageResponse> AckMessage(AckMessageRequest request, ServerCallContext context)
+        => OnAckMessage?.Invoke(request, context) ?? throw Unimplemented;
+
+    public override Task<ChangeInvisibleDurationResponse> ChangeInvisibleDuration(ChangeInvisibleDurationRequest request, ServerCallContext context)
+        => OnChangeInvisibleDuration?.Invoke(request, context) ?? throw Unimplemented;
 }
