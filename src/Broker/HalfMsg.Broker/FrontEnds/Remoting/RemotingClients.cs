@@ -28,12 +28,16 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     private readonly Dictionary<string, Dictionary<RemotingSession, Member>> _groups = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Group, string Topic, int Queue), (string ClientId, DateTime Until)> _locks = new();
 
-    /// <summary>Adds or refreshes a member; returns true when the group's members changed (others were notified).</summary>
+    /// <summary>Adds or refreshes a member; returns true when the group's members changed (others were notified). A
+    /// closed session is not added: a heartbeat read before its connection closed may still be dispatched after
+    /// <see cref="RemoveSession"/> ran, and would otherwise stay in the table for good. The check is made under the
+    /// table's lock, which <see cref="RemoveSession"/> takes after the session stops being alive.</summary>
     public bool RegisterConsumer(RemotingSession session, string group, string clientId, Dictionary<string, string> subscriptions)
     {
         bool changed;
         lock (_gate)
         {
+            if (!session.IsAlive) return false;
             if (!_groups.TryGetValue(group, out var members)) _groups[group] = members = new();
             changed = !members.TryGetValue(session, out var existing) || existing.ClientId != clientId;
             members[session] = new Member { ClientId = clientId, Subscriptions = subscriptions };
