@@ -13,8 +13,14 @@ public sealed record RemotingOptions
     /// <summary>Largest frame accepted (RocketMQ's frameMaxLength, 16 MiB).</summary>
     public int MaxFrameLength { get; init; } = 16 * 1024 * 1024;
     public int MaxConnections { get; init; } = 10_000;
-    /// <summary>Requests of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY.</summary>
+    /// <summary>Requests of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY. Long-polling
+    /// pulls do not count: they have <see cref="MaxParkedPullsPerConnection"/>.</summary>
     public int MaxOutstandingRequestsPerConnection { get; init; } = 256;
+    /// <summary>PULL_MESSAGEs with the SUSPEND flag (long polls, which may stay parked up to <see cref="MaxSuspend"/>) of
+    /// one connection being processed at once. A Java client instance uses one connection per broker for all its
+    /// consumers, and parks a pull on every queue it owns, retry queues included. Beyond it a pull is served without
+    /// suspending: answered at once, PULL_NOT_FOUND when there is nothing new.</summary>
+    public int MaxParkedPullsPerConnection { get; init; } = 4096;
     /// <summary>Request body bytes of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY.</summary>
     public long MaxInFlightBytesPerConnection { get; init; } = 64L * 1024 * 1024;
     /// <summary>Responses and broker-initiated requests queued for one connection before it is considered stuck.</summary>

@@ -9,8 +9,8 @@ namespace HalfMsg.Broker.FrontEnds.Remoting;
 
 /// <summary>
 /// One Remoting connection: a read loop that cuts frames with <see cref="RemotingFrame.TryReadFrame"/> and hands each
-/// request to the dispatcher (requests run concurrently, bounded per connection, so a parked PULL_MESSAGE does not
-/// hold up a heartbeat), and a write loop that drains one outbound channel: responses and the frames the broker starts
+/// request to the dispatcher (requests run concurrently, bounded per connection; long-polling PULL_MESSAGEs have a
+/// bound of their own, so parked pulls neither hold up nor use up the slots of heartbeats and sends), and a write loop that drains one outbound channel: responses and the frames the broker starts
 /// itself (CHECK_TRANSACTION_STATE, NOTIFY_CONSUMER_IDS_CHANGED). The session is the check-back channel of every
 /// producer group its client announced.
 /// </summary>
@@ -26,6 +26,7 @@ internal sealed class RemotingSession : ICheckBackChannel
     /// <summary>A frame to write; <see cref="CheckBytes"/> counts against the check-back byte bound until it is flushed.</summary>
     private readonly record struct Outbound(RemotingCommand Command, int CheckBytes);
     private readonly SemaphoreSlim _outstanding;
+    private readonly SemaphoreSlim _parkedPulls;
     private readonly CancellationTokenSource _closing = new();
     private readonly object _gate = new();
     private readonly Dictionary<string, IDisposable> _producerGroups = new(StringComparer.Ordinal);
@@ -48,6 +49,7 @@ internal sealed class RemotingSession : ICheckBackChannel
             FullMode = BoundedChannelFullMode.Wait,
         });
         _outstanding = new SemaphoreSlim(server.Options.MaxOutstandingRequestsPerConnection);
+        _parkedPulls = new SemaphoreSlim(server.Options.MaxParkedPullsPerConnection);
     }
 
     public string ClientId => Volatile.Read(ref _clientId);
@@ -152,13 +154,23 @@ internal sealed class RemotingSession : ICheckBackChannel
             Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxInFlightBytesPerConnection} request bytes in flight on this connection");
             return;
         }
-        if (!_outstanding.Wait(0))
+        // A long poll (PULL_MESSAGE with SUSPEND) may stay parked for its whole suspend time: it takes a slot of its own
+        // cap, not one of the general slots, which a Java client instance's parked pulls (one per queue of every group,
+        // retry queues included) would otherwise use up, leaving none for its heartbeats, sends and offset commits.
+        // Past that cap the pull is served as a plain pull, answered at once, rather than refused.
+        var slots = _outstanding;
+        if (command.Code == RequestCode.PullMessage && command.GetInt("sysFlag", 0) is int sysFlag && (sysFlag & PullSysFlag.Suspend) != 0)
+        {
+            if (_parkedPulls.Wait(0)) slots = _parkedPulls;
+            else command.Set("sysFlag", (long)(sysFlag & ~PullSysFlag.Suspend));
+        }
+        if (slots == _outstanding && !_outstanding.Wait(0))
         {
             Interlocked.Add(ref _inFlightBytes, -bytes);
             Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxOutstandingRequestsPerConnection} requests in flight on this connection");
             return;
         }
-        _ = ProcessAsync(command);
+        _ = ProcessAsync(command, slots);
     }
 
     /// <summary>Counts bytes a request grows by while it is processed (an inflated body) against the in-flight limit.</summary>
@@ -177,7 +189,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         if (!command.IsOneway) Enqueue(RemotingCommand.ResponseTo(command, ResponseCode.SystemBusy, remark));
     }
 
-    private async Task ProcessAsync(RemotingCommand request)
+    private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots)
     {
         try
         {
@@ -201,7 +213,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         finally
         {
             Interlocked.Add(ref _inFlightBytes, -request.Body.Length);
-            _outstanding.Release();
+            slots.Release();
         }
     }
 
