@@ -173,6 +173,10 @@ internal sealed class RemotingSession : ICheckBackChannel
         _ = ProcessAsync(command, slots);
     }
 
+    /// <summary>Requests of this connection being processed, parked pulls included (tests).</summary>
+    internal int RequestsInProgress
+        => _server.Options.MaxOutstandingRequestsPerConnection - _outstanding.CurrentCount + _server.Options.MaxParkedPullsPerConnection - _parkedPulls.CurrentCount;
+
     /// <summary>Counts bytes a request grows by while it is processed (an inflated body) against the in-flight limit.</summary>
     internal bool TryChargeInFlight(long bytes)
     {
