@@ -21,7 +21,9 @@ public sealed record RemotingOptions
     /// consumers, and parks a pull on every queue it owns, retry queues included. Beyond it a pull is served without
     /// suspending: answered at once, PULL_NOT_FOUND when there is nothing new.</summary>
     public int MaxParkedPullsPerConnection { get; init; } = 4096;
-    /// <summary>Request body bytes of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY.</summary>
+    /// <summary>Bytes one connection has in flight: bodies of its requests being processed and answers not yet flushed
+    /// to its socket. Beyond it the broker answers SYSTEM_BUSY to new requests, and a large answer (pulled messages) that
+    /// does not fit is replaced by SYSTEM_BUSY, so a client that does not read holds about this much at most.</summary>
     public long MaxInFlightBytesPerConnection { get; init; } = 64L * 1024 * 1024;
     /// <summary>Responses and broker-initiated requests queued for one connection before it is considered stuck.</summary>
     public int OutboundQueueCapacity { get; init; } = 1024;
@@ -41,6 +43,9 @@ public sealed record RemotingOptions
     /// second on average (the gRPC port's rule for a stranger, 64 KiB/s).</summary>
     public int MinFrameDataRate { get; init; } = 64 * 1024;
     public TimeSpan FrameGracePeriod { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>A connection whose socket takes none of the next 1 MiB of answers written to it for this long is closed
+    /// (the write side's <see cref="FrameStallTimeout"/>): a client that stopped reading.</summary>
+    public TimeSpan WriteStallTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Upper bound of a PULL_MESSAGE long poll, whatever the client asks.</summary>
     public TimeSpan MaxSuspend { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Access key → secret (RocketMQ 4 ACL). Empty = unsigned requests are accepted.</summary>
