@@ -62,4 +62,70 @@ public sealed class RemotingClientTableTests : IAsyncLifetime
         Assert.DoesNotContain("LateGroup", server.Clients.Groups());
         Assert.Null(server.Clients.Subscription("LateGroup", "T"));
     }
+
+    private static byte[] Heartbeat(string clientId, params string[] groups)
+    {
+        var body = JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            clientID = clientId,
+            producerDataSet = Array.Empty<object>(),
+            consumerDataSet = groups.Select(g => new { groupName = g, messageModel = "CLUSTERING", subscriptionDataSet = new[] { new { topic = "T", subString = "*" } } }),
+        });
+        return RemotingFrame.ToArray(RemotingCommand.Request(RequestCode.HeartBeat, body: body));
+    }
+
+    /// <summary>Writes a request and returns its answer; the broker's own requests on the way go to <paramref name="seen"/>.</summary>
+    private static async Task<RemotingCommand> InvokeAsync(Pipe toServer, Pipe toClient, byte[] frame, List<RemotingCommand>? seen = null)
+    {
+        await toServer.Writer.WriteAsync(frame);
+        while (true)
+        {
+            var result = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            var buffer = result.Buffer;
+            RemotingCommand? answer = null;
+            while (answer is null && RemotingFrame.TryReadFrame(ref buffer, 1 << 24, out var cmd))
+                if (cmd.IsResponse) answer = cmd;
+                else seen?.Add(cmd);
+            toClient.Reader.AdvanceTo(buffer.Start, buffer.End);
+            if (answer is not null) return answer;
+        }
+    }
+
+    /// <summary>
+    /// Java's broker drops a group's channel 120 s after the last heartbeat that named the group (ConsumerManager
+    /// scanNotActiveChannel), so a client that stopped one consumer but keeps another leaves the first group. Until
+    /// 2026-12-05 a membership lasted as long as the connection.
+    /// </summary>
+    [Fact]
+    public async Task A_group_no_heartbeat_names_for_the_expiry_loses_the_member_and_the_others_are_told()
+    {
+        var clock = new ManualClock();
+        var server = Server(time: clock);
+        var (_, aIn, aOut) = Open(server);
+        var (_, bIn, bOut) = Open(server);
+        Assert.Equal(ResponseCode.Success, (await InvokeAsync(aIn, aOut, Heartbeat("client-a", "G1", "G2"))).Code);
+        Assert.Equal(ResponseCode.Success, (await InvokeAsync(bIn, bOut, Heartbeat("client-b", "G1"))).Code);
+        Assert.Equal(["client-a", "client-b"], server.Clients.ConsumerIds("G1"));
+
+        // client-a stops its G1 consumer: its heartbeats name only G2 from now on.
+        clock.Advance(TimeSpan.FromSeconds(60));
+        await InvokeAsync(aIn, aOut, Heartbeat("client-a", "G2"));
+        await InvokeAsync(bIn, bOut, Heartbeat("client-b", "G1"));
+        clock.Advance(TimeSpan.FromSeconds(61));
+
+        Assert.Equal(["client-b"], server.Clients.ConsumerIds("G1"));
+        Assert.Equal(["client-a"], server.Clients.ConsumerIds("G2"));
+        // The next heartbeat sweeps the table: client-b is told G1 changed, so it rebalances at once.
+        var seen = new List<RemotingCommand>();
+        await InvokeAsync(bIn, bOut, Heartbeat("client-b", "G1"), seen);
+        if (!seen.Any(c => c.Code == RequestCode.NotifyConsumerIdsChanged && c.Get("consumerGroup") == "G1"))
+        {
+            var result = await bOut.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            var buffer = result.Buffer;
+            Assert.True(RemotingFrame.TryReadFrame(ref buffer, 1 << 24, out var notify));
+            bOut.Reader.AdvanceTo(buffer.Start, buffer.End);
+            Assert.Equal((RequestCode.NotifyConsumerIdsChanged, "G1"), (notify.Code, notify.Get("consumerGroup")));
+        }
+        Assert.Equal(["client-b"], server.Clients.ConsumerIds("G1"));
+    }
 }

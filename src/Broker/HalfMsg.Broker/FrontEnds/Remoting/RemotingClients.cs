@@ -5,7 +5,9 @@ namespace HalfMsg.Broker.FrontEnds.Remoting;
 /// <summary>
 /// Consumer groups as Remoting clients announce them in HEART_BEAT (members, subscriptions), and the orderly-consumer
 /// queue locks of LOCK_BATCH_MQ. A change of a group's members sends NOTIFY_CONSUMER_IDS_CHANGED to its members, so
-/// they rebalance at once instead of at their next 20 s tick.
+/// they rebalance at once instead of at their next 20 s tick. A membership ends with its connection, or
+/// <see cref="RemotingOptions.ConsumerExpiry"/> after the last heartbeat that named the group, as Java's broker drops a
+/// group's channel (ConsumerManager.scanNotActiveChannel, 120 s).
 /// </summary>
 internal sealed class RemotingClients(RemotingServer server, TimeProvider? time = null)
 {
@@ -15,14 +17,25 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     /// without a sweep the table kept each one until restart.</summary>
     internal static readonly TimeSpan SweepEvery = TimeSpan.FromMinutes(1);
 
-    private readonly TimeProvider _time = time ?? TimeProvider.System;
+    /// <summary>How often heartbeats also sweep the memberships no heartbeat renewed within the expiry (Java scans
+    /// every 10 s); reads leave out expired members whether swept or not.</summary>
+    internal static readonly TimeSpan MemberSweepEvery = TimeSpan.FromSeconds(10);
+
+    // The server's clock is set after the server builds this table (its Time is an init property): read it when used.
+    private TimeProvider Time => time ?? server?.Time ?? TimeProvider.System;
+    private TimeSpan ConsumerExpiry => server?.Options.ConsumerExpiry ?? RemotingOptions.DefaultConsumerExpiry;
     private DateTime _nextSweep = DateTime.MinValue;
+    private DateTime _nextMemberSweep = DateTime.MinValue;
 
     private sealed class Member
     {
         public required string ClientId;
         public Dictionary<string, string> Subscriptions = new(StringComparer.Ordinal);
+        /// <summary>When a heartbeat last named the group on this connection.</summary>
+        public DateTime LastSeen;
     }
+
+    private bool Live(RemotingSession session, Member m, DateTime now) => session.IsAlive && now - m.LastSeen < ConsumerExpiry;
 
     private readonly object _gate = new();
     private readonly Dictionary<string, Dictionary<RemotingSession, Member>> _groups = new(StringComparer.Ordinal);
@@ -35,14 +48,16 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     public bool RegisterConsumer(RemotingSession session, string group, string clientId, Dictionary<string, string> subscriptions)
     {
         bool changed;
+        var now = Time.GetUtcNow().UtcDateTime;
         lock (_gate)
         {
             if (!session.IsAlive) return false;
             if (!_groups.TryGetValue(group, out var members)) _groups[group] = members = new();
-            changed = !members.TryGetValue(session, out var existing) || existing.ClientId != clientId;
-            members[session] = new Member { ClientId = clientId, Subscriptions = subscriptions };
+            changed = !members.TryGetValue(session, out var existing) || existing.ClientId != clientId || !Live(session, existing, now);
+            members[session] = new Member { ClientId = clientId, Subscriptions = subscriptions, LastSeen = now };
         }
         if (changed) Notify(group);
+        SweepExpiredMembers(now);
         return changed;
     }
 
@@ -77,11 +92,41 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     /// <summary>Client ids of the group's live members, sorted (every member must allocate queues from the same list).</summary>
     public List<string> ConsumerIds(string group)
     {
+        var now = Time.GetUtcNow().UtcDateTime;
         lock (_gate)
         {
             if (!_groups.TryGetValue(group, out var members)) return [];
-            return members.Where(m => m.Key.IsAlive).Select(m => m.Value.ClientId).Distinct().Order(StringComparer.Ordinal).ToList();
+            return members.Where(m => Live(m.Key, m.Value, now)).Select(m => m.Value.ClientId).Distinct().Order(StringComparer.Ordinal).ToList();
         }
+    }
+
+    /// <summary>Ends the memberships no heartbeat renewed within the expiry (at most every <see cref="MemberSweepEvery"/>);
+    /// the groups' other members are notified, and the client leaves the group unless it is still in it another way.</summary>
+    private void SweepExpiredMembers(DateTime now)
+    {
+        var ended = new List<(string Group, string ClientId)>();
+        lock (_gate)
+        {
+            if (now < _nextMemberSweep) return;
+            _nextMemberSweep = now + (ConsumerExpiry < MemberSweepEvery ? ConsumerExpiry : MemberSweepEvery);
+            var emptied = new List<string>();
+            foreach (var (group, members) in _groups)
+            {
+                foreach (var (session, m) in members.Where(m => m.Key.IsAlive && now - m.Value.LastSeen >= ConsumerExpiry).ToList())
+                {
+                    members.Remove(session);
+                    ended.Add((group, m.ClientId));
+                }
+                if (members.Count == 0) emptied.Add(group);
+            }
+            foreach (var g in emptied) _groups.Remove(g);
+        }
+        foreach (var (group, clientId) in ended)
+        {
+            server.Logger.LogDebug("Consumer {Client} left group {Group}: no heartbeat named the group for {Expiry}", clientId, group, ConsumerExpiry);
+            if (!ConsumerIds(group).Contains(clientId)) server.Engine.Consumers.Left(group, clientId);
+        }
+        foreach (var group in ended.Select(e => e.Group).Distinct()) Notify(group);
     }
 
     /// <summary>The subscription expression the group registered for a topic, if any member did.</summary>
@@ -90,8 +135,9 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         lock (_gate)
         {
             if (!_groups.TryGetValue(group, out var members)) return null;
-            foreach (var m in members.Values)
-                if (m.Subscriptions.TryGetValue(topic, out var s)) return s;
+            var now = Time.GetUtcNow().UtcDateTime;
+            foreach (var (session, m) in members)
+                if (Live(session, m, now) && m.Subscriptions.TryGetValue(topic, out var s)) return s;
             return null;
         }
     }
@@ -121,7 +167,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     /// <summary>Locks each queue for <paramref name="clientId"/> unless another live client holds it; returns the queues now held.</summary>
     public List<(string Topic, string BrokerName, int QueueId)> Lock(string group, string clientId, IEnumerable<(string Topic, string BrokerName, int QueueId)> queues)
     {
-        var now = _time.GetUtcNow().UtcDateTime;
+        var now = Time.GetUtcNow().UtcDateTime;
         var ok = new List<(string, string, int)>();
         lock (_gate)
         {

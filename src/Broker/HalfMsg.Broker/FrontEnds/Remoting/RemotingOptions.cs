@@ -46,6 +46,11 @@ public sealed record RemotingOptions
     /// <summary>A connection whose socket takes none of the next 1 MiB of answers written to it for this long is closed
     /// (the write side's <see cref="FrameStallTimeout"/>): a client that stopped reading.</summary>
     public TimeSpan WriteStallTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>A consumer group drops a connection this long after the last heartbeat on it that named the group
+    /// (Java's channelExpiredTimeout, 120 s; clients heartbeat every 30 s): GET_CONSUMER_LIST_BY_GROUP stops listing the
+    /// client and the group's other members are told to rebalance.</summary>
+    public TimeSpan ConsumerExpiry { get; init; } = DefaultConsumerExpiry;
+    public static readonly TimeSpan DefaultConsumerExpiry = TimeSpan.FromSeconds(120);
     /// <summary>Upper bound of a PULL_MESSAGE long poll, whatever the client asks.</summary>
     public TimeSpan MaxSuspend { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Access key → secret (RocketMQ 4 ACL). Empty = unsigned requests are accepted.</summary>
