@@ -128,4 +128,54 @@ public sealed class RemotingClientTableTests : IAsyncLifetime
         }
         Assert.Equal(["client-b"], server.Clients.ConsumerIds("G1"));
     }
+
+    /// <summary>Each consumer group a connection names is held for the connection's life and costs a NOTIFY to its
+    /// members: a connection registers at most 1,024 (as producer groups), only valid names, and a group with more
+    /// subscriptions than a consumer has is not registered. The rest of the heartbeat is served.</summary>
+    [Fact]
+    public async Task A_connection_registers_a_bounded_number_of_valid_consumer_groups()
+    {
+        var server = Server();
+        var (_, toServer, toClient) = Open(server);
+        var groups = Enumerable.Range(0, 1500).Select(i => $"cg-{i}").Append("bad name!").Append(new string('g', 256)).ToArray();
+        Assert.Equal(ResponseCode.Success, (await InvokeAsync(toServer, toClient, Heartbeat("client-many", groups))).Code);
+        Assert.Equal(1024, server.Clients.Groups().Count);
+        Assert.DoesNotContain("bad name!", server.Clients.Groups());
+
+        var (_, toServer2, toClient2) = Open(server);
+        var body = JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            clientID = "client-subs",
+            consumerDataSet = new[]
+            {
+                new { groupName = "WideGroup", messageModel = "CLUSTERING", subscriptionDataSet = Enumerable.Range(0, 300).Select(i => new { topic = $"T{i}", subString = "*" }).ToArray() },
+                new { groupName = "NarrowGroup", messageModel = "CLUSTERING", subscriptionDataSet = new[] { new { topic = "T", subString = "a || b" } } },
+            },
+        });
+        Assert.Equal(ResponseCode.Success, (await InvokeAsync(toServer2, toClient2, RemotingFrame.ToArray(RemotingCommand.Request(RequestCode.HeartBeat, body: body)))).Code);
+        Assert.Empty(server.Clients.ConsumerIds("WideGroup"));
+        Assert.Equal("a || b", server.Clients.Subscription("NarrowGroup", "T"));
+    }
+
+    /// <summary>LOCK_BATCH_MQ locks only queues that exist: a client cannot fill the lock table with names.</summary>
+    [Fact]
+    public async Task Only_queues_of_existing_topics_are_locked()
+    {
+        var server = Server();
+        var (_, toServer, toClient) = Open(server);
+        Assert.True((await _engine.CreateTopicAsync("Locked")).Error.IsOk);
+        var body = JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            consumerGroup = "LockGroup",
+            clientId = "client-lock",
+            mqSet = new[] { ("Locked", 0), ("Locked", 1), ("Locked", 2), ("Locked", -1), ("NoSuchTopic", 0) }
+                .Select(q => new { topic = q.Item1, brokerName = "broker-a", queueId = q.Item2 }).ToArray(),
+        });
+        var r = await InvokeAsync(toServer, toClient, RemotingFrame.ToArray(RemotingCommand.Request(RequestCode.LockBatchMq, body: body)));
+        Assert.Equal(ResponseCode.Success, r.Code);
+        using var doc = JsonDocument.Parse(r.Body);
+        var locked = doc.RootElement.GetProperty("lockOKMQSet").EnumerateArray().Select(q => (q.GetProperty("topic").GetString(), q.GetProperty("queueId").GetInt32())).Order().ToList();
+        Assert.Equal([("Locked", 0), ("Locked", 1)], locked);
+        Assert.Equal(2, server.Clients.LockCount);
+    }
 }

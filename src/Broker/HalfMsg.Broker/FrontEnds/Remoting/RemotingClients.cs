@@ -9,8 +9,20 @@ namespace HalfMsg.Broker.FrontEnds.Remoting;
 /// <see cref="RemotingOptions.ConsumerExpiry"/> after the last heartbeat that named the group, as Java's broker drops a
 /// group's channel (ConsumerManager.scanNotActiveChannel, 120 s).
 /// </summary>
-internal sealed class RemotingClients(RemotingServer server, TimeProvider? time = null)
+internal sealed class RemotingClients(RemotingServer server, TimeProvider? time = null, int? maxLocksPerOwner = null)
 {
+    /// <summary>Consumer groups one connection is a member of, at most (as <see cref="RemotingSession.MaxProducerGroups"/>):
+    /// each is held for the connection's life and costs a NOTIFY to the group's members.</summary>
+    public const int MaxConsumerGroupsPerSession = RemotingSession.MaxProducerGroups;
+    /// <summary>Subscriptions of one group as one member announces them, at most (a consumer subscribes a few topics,
+    /// plus its group's retry topic).</summary>
+    public const int MaxSubscriptionsPerGroup = 256;
+    /// <summary>Characters of one group's subscriptions (topics and expressions together), at most.</summary>
+    public const int MaxSubscriptionCharsPerGroup = 64 * 1024;
+    /// <summary>The lock table is swept of ended locks whenever it reaches this size (and twice its size after the last
+    /// sweep), not only every <see cref="SweepEvery"/>.</summary>
+    internal const int MinLockSweepSize = 4096;
+
     /// <summary>RocketMQ's rebalance lock lease (REBALANCE_LOCK_MAX_LIVE_TIME, 60 s).</summary>
     private static readonly TimeSpan LockLease = TimeSpan.FromSeconds(60);
     /// <summary>How often a lock request also drops every ended lock: clients name any group, topic and queue, and
@@ -39,7 +51,53 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
 
     private readonly object _gate = new();
     private readonly Dictionary<string, Dictionary<RemotingSession, Member>> _groups = new(StringComparer.Ordinal);
-    private readonly Dictionary<(string Group, string Topic, int Queue), (string ClientId, DateTime Until)> _locks = new();
+    /// <summary>The groups each session is a member of (the per-connection cap; RemoveSession visits only these).</summary>
+    private readonly Dictionary<RemotingSession, HashSet<string>> _sessionGroups = new();
+    private readonly GrpcV5.LogRateLimiter _refusedLog = new(1, TimeProvider.System);
+
+    private sealed record LockEntry(string ClientId, DateTime Until, object Owner);
+    private readonly Dictionary<(string Group, string Topic, int Queue), LockEntry> _locks = new();
+    /// <summary>The locks each owner (the connection that took them) holds, ended ones not yet swept included.</summary>
+    private readonly Dictionary<object, HashSet<(string Group, string Topic, int Queue)>> _lockOwners = new();
+    private int _sweepAtCount = MinLockSweepSize;
+    private int MaxLocksPerOwner => maxLocksPerOwner ?? server?.Options.MaxQueueLocksPerConnection ?? 4096;
+
+    /// <summary>1-255 characters of [A-Za-z0-9_-%|.]: the names the core accepts for a group (a Java client checks
+    /// ^[%|a-zA-Z0-9_-]+$, at most 255, before it sends one).</summary>
+    public static bool IsValidGroupName(string? group)
+    {
+        if (string.IsNullOrEmpty(group) || group.Length > 255) return false;
+        foreach (var c in group)
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '%' or '|' or '.')) return false;
+        return true;
+    }
+
+    /// <summary>Why a heartbeat's entry for <paramref name="group"/> is not registered, or null when it is accepted. A
+    /// caller with more than <see cref="MaxSubscriptionsPerGroup"/> subscriptions may pass the first one over.</summary>
+    public string? Refusal(RemotingSession session, string group, IReadOnlyDictionary<string, string> subscriptions)
+    {
+        if (!IsValidGroupName(group)) return $"consumer group name '{Clip(group)}' is not valid (1-255 characters of [A-Za-z0-9_-%|.])";
+        if (subscriptions.Count > MaxSubscriptionsPerGroup) return $"consumer group {group} names more than {MaxSubscriptionsPerGroup} subscriptions";
+        long chars = 0;
+        foreach (var (topic, expression) in subscriptions) chars += topic.Length + expression.Length;
+        if (chars > MaxSubscriptionCharsPerGroup) return $"consumer group {group}'s subscriptions are longer than {MaxSubscriptionCharsPerGroup} characters";
+        lock (_gate)
+        {
+            if (_sessionGroups.TryGetValue(session, out var mine) && mine.Count >= MaxConsumerGroupsPerSession && !mine.Contains(group))
+                return $"the connection is already a member of {MaxConsumerGroupsPerSession} consumer groups";
+        }
+        return null;
+    }
+
+    private static string Clip(string s) => s.Length <= 64 ? s : s[..64] + "...";
+
+    /// <summary>Logs the consumer groups a heartbeat named that were not registered (at most once a minute).</summary>
+    public void LogRefused(RemotingSession session, int count, string firstReason)
+    {
+        if (_refusedLog.TryEnter(out long suppressed))
+            server.Logger.LogWarning("Heartbeat of {Client} from {Remote}: {Count} consumer groups not registered, e.g. {Reason} ({Suppressed} such lines left out since the last one)",
+                session.ClientId, session.RemoteEndPoint, count, firstReason, suppressed);
+    }
 
     /// <summary>Adds or refreshes a member; returns true when the group's members changed (others were notified). A
     /// closed session is not added: a heartbeat read before its connection closed may still be dispatched after
@@ -52,6 +110,13 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         lock (_gate)
         {
             if (!session.IsAlive) return false;
+            if (!_sessionGroups.TryGetValue(session, out var mine)) _sessionGroups[session] = mine = new(StringComparer.Ordinal);
+            if (!mine.Contains(group) && (mine.Count >= MaxConsumerGroupsPerSession || !IsValidGroupName(group)))
+            {
+                if (mine.Count == 0) _sessionGroups.Remove(session);
+                return false;
+            }
+            mine.Add(group);
             if (!_groups.TryGetValue(group, out var members)) _groups[group] = members = new();
             changed = !members.TryGetValue(session, out var existing) || existing.ClientId != clientId || !Live(session, existing, now);
             members[session] = new Member { ClientId = clientId, Subscriptions = subscriptions, LastSeen = now };
@@ -68,6 +133,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         {
             removed = _groups.TryGetValue(group, out var members) && members.Remove(session);
             if (removed && members!.Count == 0) _groups.Remove(group);
+            if (removed) ForgetMembership(session, group);
         }
         if (removed) Notify(group);
     }
@@ -77,16 +143,25 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         var left = new List<string>();
         lock (_gate)
         {
-            foreach (var (group, members) in _groups)
-                if (members.Remove(session)) left.Add(group);
-            foreach (var g in left)
-                if (_groups[g].Count == 0) _groups.Remove(g);
+            if (!_sessionGroups.Remove(session, out var mine)) return;
+            foreach (var group in mine)
+                if (_groups.TryGetValue(group, out var members) && members.Remove(session))
+                {
+                    left.Add(group);
+                    if (members.Count == 0) _groups.Remove(group);
+                }
         }
         foreach (var g in left)
         {
             server.Engine.Consumers.Left(g, session.ClientId);
             Notify(g);
         }
+    }
+
+    /// <summary>Caller holds the lock.</summary>
+    private void ForgetMembership(RemotingSession session, string group)
+    {
+        if (_sessionGroups.TryGetValue(session, out var mine) && mine.Remove(group) && mine.Count == 0) _sessionGroups.Remove(session);
     }
 
     /// <summary>Client ids of the group's live members, sorted (every member must allocate queues from the same list).</summary>
@@ -115,6 +190,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
                 foreach (var (session, m) in members.Where(m => m.Key.IsAlive && now - m.Value.LastSeen >= ConsumerExpiry).ToList())
                 {
                     members.Remove(session);
+                    ForgetMembership(session, group);
                     ended.Add((group, m.ClientId));
                 }
                 if (members.Count == 0) emptied.Add(group);
@@ -164,27 +240,51 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
 
     // ------------------------------------------------------------ orderly locks
 
-    /// <summary>Locks each queue for <paramref name="clientId"/> unless another live client holds it; returns the queues now held.</summary>
-    public List<(string Topic, string BrokerName, int QueueId)> Lock(string group, string clientId, IEnumerable<(string Topic, string BrokerName, int QueueId)> queues)
+    /// <summary>
+    /// Locks each queue for <paramref name="clientId"/> unless another live client holds it; returns the queues now held.
+    /// The caller names only existing queues. <paramref name="owner"/> (the connection; the client id when null) holds
+    /// at most <see cref="RemotingOptions.MaxQueueLocksPerConnection"/> locks: past it a queue is not locked, until
+    /// its own locks end or are released.
+    /// </summary>
+    public List<(string Topic, string BrokerName, int QueueId)> Lock(string group, string clientId, IEnumerable<(string Topic, string BrokerName, int QueueId)> queues, object? owner = null)
     {
+        owner ??= clientId;
         var now = Time.GetUtcNow().UtcDateTime;
         var ok = new List<(string, string, int)>();
         lock (_gate)
         {
-            if (now >= _nextSweep)
+            if (now >= _nextSweep || _locks.Count >= _sweepAtCount)
             {
-                foreach (var ended in _locks.Where(l => l.Value.Until <= now).Select(l => l.Key).ToList()) _locks.Remove(ended);
+                foreach (var ended in _locks.Where(l => l.Value.Until <= now).Select(l => l.Key).ToList()) RemoveLock(ended);
                 _nextSweep = now + SweepEvery;
+                _sweepAtCount = Math.Max(MinLockSweepSize, 2 * _locks.Count);
             }
             foreach (var q in queues)
             {
                 var key = (group, q.Topic, q.QueueId);
-                if (_locks.TryGetValue(key, out var held) && held.ClientId != clientId && held.Until > now) continue;
-                _locks[key] = (clientId, now + LockLease);
+                bool held = _locks.TryGetValue(key, out var entry);
+                if (held && entry!.ClientId != clientId && entry.Until > now) continue;
+                if (!held || !Equals(entry!.Owner, owner))
+                {
+                    if (!_lockOwners.TryGetValue(owner, out var mine)) _lockOwners[owner] = mine = [];
+                    if (mine.Count >= MaxLocksPerOwner)
+                        foreach (var ended in mine.Where(k => _locks[k].Until <= now).ToList()) RemoveLock(ended);
+                    if (mine.Count >= MaxLocksPerOwner) continue;
+                    if (held) RemoveLock(key);
+                    mine.Add(key);
+                }
+                _locks[key] = new LockEntry(clientId, now + LockLease, owner);
                 ok.Add(q);
             }
         }
         return ok;
+    }
+
+    /// <summary>Caller holds the lock.</summary>
+    private void RemoveLock((string Group, string Topic, int Queue) key)
+    {
+        if (!_locks.Remove(key, out var entry)) return;
+        if (_lockOwners.TryGetValue(entry.Owner, out var mine) && mine.Remove(key) && mine.Count == 0) _lockOwners.Remove(entry.Owner);
     }
 
     /// <summary>Locks in the table, ended ones not yet swept included (tests).</summary>
@@ -200,7 +300,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
             foreach (var q in queues)
             {
                 var key = (group, q.Topic, q.QueueId);
-                if (_locks.TryGetValue(key, out var held) && held.ClientId == clientId) _locks.Remove(key);
+                if (_locks.TryGetValue(key, out var held) && held.ClientId == clientId) RemoveLock(key);
             }
         }
     }

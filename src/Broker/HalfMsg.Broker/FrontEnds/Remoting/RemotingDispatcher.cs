@@ -63,7 +63,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.SearchOffsetByTimestamp => SearchOffsetByTimestampAsync(request),
             RequestCode.ConsumerSendMsgBack => ConsumerSendMsgBackAsync(request),
             RequestCode.GetConsumerListByGroup => new(GetConsumerListByGroup(request)),
-            RequestCode.LockBatchMq => new(LockBatchMq(request)),
+            RequestCode.LockBatchMq => new(LockBatchMq(session, request)),
             RequestCode.UnlockBatchMq => new(UnlockBatchMq(request)),
             RequestCode.GetConsumeStats => new(GetConsumeStats(request)),
             RequestCode.ViewMessageById => ViewMessageByIdAsync(session, request),

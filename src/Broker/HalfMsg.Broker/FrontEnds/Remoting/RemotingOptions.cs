@@ -51,6 +51,9 @@ public sealed record RemotingOptions
     /// client and the group's other members are told to rebalance.</summary>
     public TimeSpan ConsumerExpiry { get; init; } = DefaultConsumerExpiry;
     public static readonly TimeSpan DefaultConsumerExpiry = TimeSpan.FromSeconds(120);
+    /// <summary>Queue locks (LOCK_BATCH_MQ, orderly consumers) one connection holds at once; past it a queue is not
+    /// locked (left out of lockOKMQSet) until the connection's own locks end (60 s lease) or are released.</summary>
+    public int MaxQueueLocksPerConnection { get; init; } = 4096;
     /// <summary>Upper bound of a PULL_MESSAGE long poll, whatever the client asks.</summary>
     public TimeSpan MaxSuspend { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Access key → secret (RocketMQ 4 ACL). Empty = unsigned requests are accepted.</summary>
