@@ -324,6 +324,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
         finally
         {
+            _flushStall.Dispose();
             Close();
             await output.CompleteAsync().ConfigureAwait(false);
         }
