@@ -138,6 +138,35 @@ public sealed class RemotingSessionTests : IAsyncLifetime
         await run.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
+    /// <summary>Serving a long poll past the cap without suspending must not touch the request's signed fields: the ACL
+    /// signature covers sysFlag.</summary>
+    [Fact]
+    public async Task A_signed_long_poll_past_the_parked_pull_cap_is_still_authenticated()
+    {
+        var server = new RemotingServer(_engine, new RemotingOptions
+        {
+            MaxParkedPullsPerConnection = 0,
+            Credentials = new Dictionary<string, string> { ["ak"] = "sk" },
+        }, NullLoggerFactory.Instance);
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var run = session.RunAsync(CancellationToken.None);
+        await _engine.SendAsync(new Core.Model.MessageDraft { Topic = "Signed", MessageId = "m1", Body = new byte[] { 1 } });
+        var pull = RemotingCommand.Request(RequestCode.PullMessage).Set("consumerGroup", "G").Set("topic", "Signed").Set("queueId", 1L)
+            .Set("queueOffset", 0L).Set("sysFlag", (long)PullSysFlag.Suspend).Set("suspendTimeoutMillis", 30_000L);
+        pull.Opaque = 5;
+        RemotingAclSignature.Sign(pull, "ak", "sk");
+        await toServer.Writer.WriteAsync(RemotingFrame.ToArray(pull));
+        var result = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        var buffer = result.Buffer;
+        Assert.True(RemotingFrame.TryReadFrame(ref buffer, 1 << 20, out var answer));
+        toClient.Reader.AdvanceTo(buffer.Start);
+        Assert.True(answer.Code == ResponseCode.PullNotFound, $"{answer.Code} {answer.Remark}");
+        await toServer.Writer.CompleteAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
     [Fact]
     public async Task A_connection_silent_for_the_idle_timeout_is_closed()
     {

@@ -170,12 +170,14 @@ internal sealed class RemotingSession : ICheckBackChannel
         // A long poll (PULL_MESSAGE with SUSPEND) may stay parked for its whole suspend time: it takes a slot of its own
         // cap, not one of the general slots, which a Java client instance's parked pulls (one per queue of every group,
         // retry queues included) would otherwise use up, leaving none for its heartbeats, sends and offset commits.
-        // Past that cap the pull is served as a plain pull, answered at once, rather than refused.
+        // Past that cap the pull is served as a plain pull, answered at once, rather than refused (the dispatcher clears
+        // its SUSPEND flag once the request is authenticated: the ACL signature covers sysFlag).
         var slots = _outstanding;
-        if (command.Code == RequestCode.PullMessage && command.GetInt("sysFlag", 0) is int sysFlag && (sysFlag & PullSysFlag.Suspend) != 0)
+        bool mayPark = true;
+        if (command.Code == RequestCode.PullMessage && (command.GetInt("sysFlag", 0) & PullSysFlag.Suspend) != 0)
         {
             if (_parkedPulls.Wait(0)) slots = _parkedPulls;
-            else command.Set("sysFlag", (long)(sysFlag & ~PullSysFlag.Suspend));
+            else mayPark = false;
         }
         if (slots == _outstanding && !_outstanding.Wait(0))
         {
@@ -183,7 +185,7 @@ internal sealed class RemotingSession : ICheckBackChannel
             Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxOutstandingRequestsPerConnection} requests in flight on this connection");
             return;
         }
-        _ = ProcessAsync(command, slots);
+        _ = ProcessAsync(command, slots, mayPark);
     }
 
     /// <summary>Requests of this connection being processed, parked pulls included (tests).</summary>
@@ -206,11 +208,11 @@ internal sealed class RemotingSession : ICheckBackChannel
         if (!command.IsOneway) Enqueue(RemotingCommand.ResponseTo(command, ResponseCode.SystemBusy, remark));
     }
 
-    private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots)
+    private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots, bool mayPark)
     {
         try
         {
-            var response = await _server.Dispatcher.HandleAsync(this, request).ConfigureAwait(false);
+            var response = await _server.Dispatcher.HandleAsync(this, request, mayPark).ConfigureAwait(false);
             if (response is not null && !request.IsOneway)
             {
                 response.Opaque = request.Opaque;
