@@ -54,6 +54,17 @@ public static class RemotingFrame
     /// <summary>Writes <paramref name="command"/> as one frame, with its header in <see cref="RemotingCommand.SerializeType"/>.</summary>
     public static void Write(IBufferWriter<byte> writer, RemotingCommand command)
     {
+        WriteHead(writer, command);
+        if (!command.Body.IsEmpty) writer.Write(command.Body.Span);
+    }
+
+    /// <summary>
+    /// Writes the frame of <paramref name="command"/> up to its body: the lengths (counting the body) and the header. The
+    /// caller writes <see cref="RemotingCommand.Body"/> after it, at its own pace (a server writing a large body to a
+    /// slow peer in pieces). Returns the bytes written.
+    /// </summary>
+    public static int WriteHead(IBufferWriter<byte> writer, RemotingCommand command)
+    {
         var header = new ArrayBufferWriter<byte>(256);
         if (command.SerializeType == SerializeType.RocketMq) RemotingHeaderCodec.EncodeBinary(header, command);
         else RemotingHeaderCodec.EncodeJson(header, command);
@@ -64,7 +75,7 @@ public static class RemotingFrame
         BinaryPrimitives.WriteInt32BigEndian(prefix[4..], ((int)command.SerializeType << 24) | headerLength);
         writer.Advance(8);
         writer.Write(header.WrittenSpan);
-        if (bodyLength > 0) writer.Write(command.Body.Span);
+        return 8 + headerLength;
     }
 
     /// <summary>The frame as a byte array (tests, clients).</summary>

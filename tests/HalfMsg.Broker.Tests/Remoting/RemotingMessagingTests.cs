@@ -314,10 +314,12 @@ public sealed class RemotingMessagingTests(RemotingBrokerFixture broker)
     public async Task A_queue_locked_by_one_client_is_not_locked_for_another_until_unlocked()
     {
         string group = Unique("Ord");
+        string topic = Unique("OrdT");
         await using var c = await broker.ConnectAsync();
+        await SendAsync(c, topic, "x"); // only queues that exist are locked
         byte[] Body(string client) => JsonSerializer.SerializeToUtf8Bytes(new
         {
-            consumerGroup = group, clientId = client, mqSet = new[] { new { topic = "T", brokerName = "broker-a", queueId = 0 } },
+            consumerGroup = group, clientId = client, mqSet = new[] { new { topic, brokerName = "broker-a", queueId = 0 } },
         });
         int Locked(RemotingCommand r) { using var d = JsonDocument.Parse(r.Body); return d.RootElement.GetProperty("lockOKMQSet").GetArrayLength(); }
         Assert.Equal(1, Locked(await c.InvokeAsync(RequestCode.LockBatchMq, body: Body("A"))));

@@ -76,21 +76,95 @@ public sealed class RemotingSessionTests : IAsyncLifetime
     [Fact]
     public async Task A_connection_over_its_outstanding_request_limit_gets_SYSTEM_BUSY()
     {
-        // Two long-polling pulls fill the limit of 2; the third request is refused with [OVERLOAD] and the first two stay parked.
-        await _engine.SendAsync(new Core.Model.MessageDraft { Topic = "Busy", MessageId = "m1", Body = new byte[] { 1 } });
+        // Two sends held at the send admission gate fill the limit of 2; the third request is refused with [OVERLOAD].
+        var admission = new FrontEnds.SendAdmission(1, 10, TimeSpan.FromSeconds(30));
+        Assert.True(await admission.TryEnterAsync(CancellationToken.None));
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxOutstandingRequestsPerConnection = 2 }, NullLoggerFactory.Instance) { Admission = admission };
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var run = session.RunAsync(CancellationToken.None);
         var bytes = new ArrayBufferWriter<byte>();
         for (int i = 1; i <= 2; i++)
         {
-            var pull = RemotingCommand.Request(RequestCode.PullMessage).Set("consumerGroup", "G").Set("topic", "Busy").Set("queueId", 1L)
+            var send = RemotingCommand.Request(RequestCode.SendMessageV2, new() { ["a"] = "PG", ["b"] = "Busy" }, new byte[] { 1 });
+            send.Opaque = i;
+            RemotingFrame.Write(bytes, send);
+        }
+        RemotingFrame.Write(bytes, new RemotingCommand { Code = RequestCode.GetBrokerClusterInfo, Opaque = 3 });
+        await toServer.Writer.WriteAsync(bytes.WrittenMemory);
+        var result = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        var buffer = result.Buffer;
+        Assert.True(RemotingFrame.TryReadFrame(ref buffer, 1 << 20, out var busy));
+        toClient.Reader.AdvanceTo(buffer.Start);
+        Assert.Equal((3, ResponseCode.SystemBusy), (busy.Opaque, busy.Code));
+        Assert.StartsWith("[OVERLOAD]", busy.Remark);
+        admission.Exit();
+        await toServer.Writer.CompleteAsync();
+        await toClient.Reader.CompleteAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task A_long_poll_past_the_parked_pull_cap_is_answered_at_once_and_other_requests_still_run()
+    {
+        // The test server parks at most 4096 pulls; this one at most 2: the third long poll is served without suspending.
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxOutstandingRequestsPerConnection = 1, MaxParkedPullsPerConnection = 2 }, NullLoggerFactory.Instance);
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var run = session.RunAsync(CancellationToken.None);
+        await _engine.SendAsync(new Core.Model.MessageDraft { Topic = "Parked", MessageId = "m1", Body = new byte[] { 1 } });
+        var bytes = new ArrayBufferWriter<byte>();
+        for (int i = 1; i <= 3; i++)
+        {
+            var pull = RemotingCommand.Request(RequestCode.PullMessage).Set("consumerGroup", "G").Set("topic", "Parked").Set("queueId", 1L)
                 .Set("queueOffset", 0L).Set("sysFlag", (long)PullSysFlag.Suspend).Set("suspendTimeoutMillis", 30_000L);
             pull.Opaque = i;
             RemotingFrame.Write(bytes, pull);
         }
-        RemotingFrame.Write(bytes, new RemotingCommand { Code = RequestCode.GetBrokerClusterInfo, Opaque = 3 });
-        await _toServer.Writer.WriteAsync(bytes.WrittenMemory);
-        var busy = await ReadFrameAsync();
-        Assert.Equal((3, ResponseCode.SystemBusy), (busy!.Opaque, busy.Code));
-        Assert.StartsWith("[OVERLOAD]", busy.Remark);
+        RemotingFrame.Write(bytes, new RemotingCommand { Code = RequestCode.GetBrokerClusterInfo, Opaque = 4 });
+        await toServer.Writer.WriteAsync(bytes.WrittenMemory);
+        var answers = new List<RemotingCommand>();
+        while (answers.Count < 2)
+        {
+            var result = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            var buffer = result.Buffer;
+            while (RemotingFrame.TryReadFrame(ref buffer, 1 << 20, out var frame)) answers.Add(frame);
+            toClient.Reader.AdvanceTo(buffer.Start, buffer.End);
+        }
+        Assert.Equal([(3, ResponseCode.PullNotFound), (4, ResponseCode.Success)], answers.Select(a => (a.Opaque, a.Code)).Order());
+        await toServer.Writer.CompleteAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>Serving a long poll past the cap without suspending must not touch the request's signed fields: the ACL
+    /// signature covers sysFlag.</summary>
+    [Fact]
+    public async Task A_signed_long_poll_past_the_parked_pull_cap_is_still_authenticated()
+    {
+        var server = new RemotingServer(_engine, new RemotingOptions
+        {
+            MaxParkedPullsPerConnection = 0,
+            Credentials = new Dictionary<string, string> { ["ak"] = "sk" },
+        }, NullLoggerFactory.Instance);
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var run = session.RunAsync(CancellationToken.None);
+        await _engine.SendAsync(new Core.Model.MessageDraft { Topic = "Signed", MessageId = "m1", Body = new byte[] { 1 } });
+        var pull = RemotingCommand.Request(RequestCode.PullMessage).Set("consumerGroup", "G").Set("topic", "Signed").Set("queueId", 1L)
+            .Set("queueOffset", 0L).Set("sysFlag", (long)PullSysFlag.Suspend).Set("suspendTimeoutMillis", 30_000L);
+        pull.Opaque = 5;
+        RemotingAclSignature.Sign(pull, "ak", "sk");
+        await toServer.Writer.WriteAsync(RemotingFrame.ToArray(pull));
+        var result = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        var buffer = result.Buffer;
+        Assert.True(RemotingFrame.TryReadFrame(ref buffer, 1 << 20, out var answer));
+        toClient.Reader.AdvanceTo(buffer.Start);
+        Assert.True(answer.Code == ResponseCode.PullNotFound, $"{answer.Code} {answer.Remark}");
+        await toServer.Writer.CompleteAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
     [Fact]

@@ -17,6 +17,21 @@ public sealed class RemotingFrameTests
         return b;
     }
 
+    /// <summary>A server writes a large body after the head, in pieces: the head counts the body, and head + body is
+    /// the frame <see cref="RemotingFrame.Write"/> writes.</summary>
+    [Fact]
+    public void The_head_and_then_the_body_make_the_whole_frame()
+    {
+        var cmd = RemotingCommand.Request(RequestCode.PullMessage, new() { ["topic"] = "T" }, Encoding.UTF8.GetBytes("0123456789"));
+        var pieces = new ArrayBufferWriter<byte>();
+        int head = RemotingFrame.WriteHead(pieces, cmd);
+        Assert.Equal(pieces.WrittenCount, head);
+        pieces.Write(cmd.Body.Span[..4]);
+        pieces.Write(cmd.Body.Span[4..]);
+        Assert.Equal(RemotingFrame.ToArray(cmd), pieces.WrittenSpan.ToArray());
+        Assert.Equal("0123456789", Encoding.UTF8.GetString(ReadOne(pieces.WrittenSpan.ToArray()).Body.Span));
+    }
+
     private static RemotingCommand ReadOne(byte[] bytes, int max = RemotingFrame.DefaultMaxFrameLength)
     {
         var seq = new ReadOnlySequence<byte>(bytes);

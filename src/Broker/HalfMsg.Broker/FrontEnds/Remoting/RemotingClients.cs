@@ -5,40 +5,124 @@ namespace HalfMsg.Broker.FrontEnds.Remoting;
 /// <summary>
 /// Consumer groups as Remoting clients announce them in HEART_BEAT (members, subscriptions), and the orderly-consumer
 /// queue locks of LOCK_BATCH_MQ. A change of a group's members sends NOTIFY_CONSUMER_IDS_CHANGED to its members, so
-/// they rebalance at once instead of at their next 20 s tick.
+/// they rebalance at once instead of at their next 20 s tick. A membership ends with its connection, or
+/// <see cref="RemotingOptions.ConsumerExpiry"/> after the last heartbeat that named the group, as Java's broker drops a
+/// group's channel (ConsumerManager.scanNotActiveChannel, 120 s).
 /// </summary>
-internal sealed class RemotingClients(RemotingServer server, TimeProvider? time = null)
+internal sealed class RemotingClients(RemotingServer server, TimeProvider? time = null, int? maxLocksPerOwner = null)
 {
+    /// <summary>Consumer groups one connection is a member of, at most (as <see cref="RemotingSession.MaxProducerGroups"/>):
+    /// each is held for the connection's life and costs a NOTIFY to the group's members.</summary>
+    public const int MaxConsumerGroupsPerSession = RemotingSession.MaxProducerGroups;
+    /// <summary>Subscriptions of one group as one member announces them, at most (a consumer subscribes a few topics,
+    /// plus its group's retry topic).</summary>
+    public const int MaxSubscriptionsPerGroup = 256;
+    /// <summary>Characters of one group's subscriptions (topics and expressions together), at most.</summary>
+    public const int MaxSubscriptionCharsPerGroup = 64 * 1024;
+    /// <summary>The lock table is swept of ended locks whenever it reaches this size (and twice its size after the last
+    /// sweep), not only every <see cref="SweepEvery"/>.</summary>
+    internal const int MinLockSweepSize = 4096;
+
     /// <summary>RocketMQ's rebalance lock lease (REBALANCE_LOCK_MAX_LIVE_TIME, 60 s).</summary>
     private static readonly TimeSpan LockLease = TimeSpan.FromSeconds(60);
     /// <summary>How often a lock request also drops every ended lock: clients name any group, topic and queue, and
     /// without a sweep the table kept each one until restart.</summary>
     internal static readonly TimeSpan SweepEvery = TimeSpan.FromMinutes(1);
 
-    private readonly TimeProvider _time = time ?? TimeProvider.System;
+    /// <summary>How often heartbeats also sweep the memberships no heartbeat renewed within the expiry (Java scans
+    /// every 10 s); reads leave out expired members whether swept or not.</summary>
+    internal static readonly TimeSpan MemberSweepEvery = TimeSpan.FromSeconds(10);
+
+    // The server's clock is set after the server builds this table (its Time is an init property): read it when used.
+    private TimeProvider Time => time ?? server?.Time ?? TimeProvider.System;
+    private TimeSpan ConsumerExpiry => server?.Options.ConsumerExpiry ?? RemotingOptions.DefaultConsumerExpiry;
     private DateTime _nextSweep = DateTime.MinValue;
+    private DateTime _nextMemberSweep = DateTime.MinValue;
 
     private sealed class Member
     {
         public required string ClientId;
         public Dictionary<string, string> Subscriptions = new(StringComparer.Ordinal);
+        /// <summary>When a heartbeat last named the group on this connection.</summary>
+        public DateTime LastSeen;
     }
+
+    private bool Live(RemotingSession session, Member m, DateTime now) => session.IsAlive && now - m.LastSeen < ConsumerExpiry;
 
     private readonly object _gate = new();
     private readonly Dictionary<string, Dictionary<RemotingSession, Member>> _groups = new(StringComparer.Ordinal);
-    private readonly Dictionary<(string Group, string Topic, int Queue), (string ClientId, DateTime Until)> _locks = new();
+    /// <summary>The groups each session is a member of (the per-connection cap; RemoveSession visits only these).</summary>
+    private readonly Dictionary<RemotingSession, HashSet<string>> _sessionGroups = new();
+    private readonly GrpcV5.LogRateLimiter _refusedLog = new(1, TimeProvider.System);
 
-    /// <summary>Adds or refreshes a member; returns true when the group's members changed (others were notified).</summary>
+    private sealed record LockEntry(string ClientId, DateTime Until, object Owner);
+    private readonly Dictionary<(string Group, string Topic, int Queue), LockEntry> _locks = new();
+    /// <summary>The locks each owner (the connection that took them) holds, ended ones not yet swept included.</summary>
+    private readonly Dictionary<object, HashSet<(string Group, string Topic, int Queue)>> _lockOwners = new();
+    private int _sweepAtCount = MinLockSweepSize;
+    private int MaxLocksPerOwner => maxLocksPerOwner ?? server?.Options.MaxQueueLocksPerConnection ?? 4096;
+
+    /// <summary>1-255 characters of [A-Za-z0-9_-%|.]: the names the core accepts for a group (a Java client checks
+    /// ^[%|a-zA-Z0-9_-]+$, at most 255, before it sends one).</summary>
+    public static bool IsValidGroupName(string? group)
+    {
+        if (string.IsNullOrEmpty(group) || group.Length > 255) return false;
+        foreach (var c in group)
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '%' or '|' or '.')) return false;
+        return true;
+    }
+
+    /// <summary>Why a heartbeat's entry for <paramref name="group"/> is not registered, or null when it is accepted. A
+    /// caller with more than <see cref="MaxSubscriptionsPerGroup"/> subscriptions may pass the first one over.</summary>
+    public string? Refusal(RemotingSession session, string group, IReadOnlyDictionary<string, string> subscriptions)
+    {
+        if (!IsValidGroupName(group)) return $"consumer group name '{Clip(group)}' is not valid (1-255 characters of [A-Za-z0-9_-%|.])";
+        if (subscriptions.Count > MaxSubscriptionsPerGroup) return $"consumer group {group} names more than {MaxSubscriptionsPerGroup} subscriptions";
+        long chars = 0;
+        foreach (var (topic, expression) in subscriptions) chars += topic.Length + expression.Length;
+        if (chars > MaxSubscriptionCharsPerGroup) return $"consumer group {group}'s subscriptions are longer than {MaxSubscriptionCharsPerGroup} characters";
+        lock (_gate)
+        {
+            if (_sessionGroups.TryGetValue(session, out var mine) && mine.Count >= MaxConsumerGroupsPerSession && !mine.Contains(group))
+                return $"the connection is already a member of {MaxConsumerGroupsPerSession} consumer groups";
+        }
+        return null;
+    }
+
+    private static string Clip(string s) => s.Length <= 64 ? s : s[..64] + "...";
+
+    /// <summary>Logs the consumer groups a heartbeat named that were not registered (at most once a minute).</summary>
+    public void LogRefused(RemotingSession session, int count, string firstReason)
+    {
+        if (_refusedLog.TryEnter(out long suppressed))
+            server.Logger.LogWarning("Heartbeat of {Client} from {Remote}: {Count} consumer groups not registered, e.g. {Reason} ({Suppressed} such lines left out since the last one)",
+                session.ClientId, session.RemoteEndPoint, count, firstReason, suppressed);
+    }
+
+    /// <summary>Adds or refreshes a member; returns true when the group's members changed (others were notified). A
+    /// closed session is not added: a heartbeat read before its connection closed may still be dispatched after
+    /// <see cref="RemoveSession"/> ran, and would otherwise stay in the table for good. The check is made under the
+    /// table's lock, which <see cref="RemoveSession"/> takes after the session stops being alive.</summary>
     public bool RegisterConsumer(RemotingSession session, string group, string clientId, Dictionary<string, string> subscriptions)
     {
         bool changed;
+        var now = Time.GetUtcNow().UtcDateTime;
         lock (_gate)
         {
+            if (!session.IsAlive) return false;
+            if (!_sessionGroups.TryGetValue(session, out var mine)) _sessionGroups[session] = mine = new(StringComparer.Ordinal);
+            if (!mine.Contains(group) && (mine.Count >= MaxConsumerGroupsPerSession || !IsValidGroupName(group)))
+            {
+                if (mine.Count == 0) _sessionGroups.Remove(session);
+                return false;
+            }
+            mine.Add(group);
             if (!_groups.TryGetValue(group, out var members)) _groups[group] = members = new();
-            changed = !members.TryGetValue(session, out var existing) || existing.ClientId != clientId;
-            members[session] = new Member { ClientId = clientId, Subscriptions = subscriptions };
+            changed = !members.TryGetValue(session, out var existing) || existing.ClientId != clientId || !Live(session, existing, now);
+            members[session] = new Member { ClientId = clientId, Subscriptions = subscriptions, LastSeen = now };
         }
         if (changed) Notify(group);
+        SweepExpiredMembers(now);
         return changed;
     }
 
@@ -49,6 +133,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         {
             removed = _groups.TryGetValue(group, out var members) && members.Remove(session);
             if (removed && members!.Count == 0) _groups.Remove(group);
+            if (removed) ForgetMembership(session, group);
         }
         if (removed) Notify(group);
     }
@@ -58,10 +143,13 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         var left = new List<string>();
         lock (_gate)
         {
-            foreach (var (group, members) in _groups)
-                if (members.Remove(session)) left.Add(group);
-            foreach (var g in left)
-                if (_groups[g].Count == 0) _groups.Remove(g);
+            if (!_sessionGroups.Remove(session, out var mine)) return;
+            foreach (var group in mine)
+                if (_groups.TryGetValue(group, out var members) && members.Remove(session))
+                {
+                    left.Add(group);
+                    if (members.Count == 0) _groups.Remove(group);
+                }
         }
         foreach (var g in left)
         {
@@ -70,14 +158,51 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         }
     }
 
+    /// <summary>Caller holds the lock.</summary>
+    private void ForgetMembership(RemotingSession session, string group)
+    {
+        if (_sessionGroups.TryGetValue(session, out var mine) && mine.Remove(group) && mine.Count == 0) _sessionGroups.Remove(session);
+    }
+
     /// <summary>Client ids of the group's live members, sorted (every member must allocate queues from the same list).</summary>
     public List<string> ConsumerIds(string group)
     {
+        var now = Time.GetUtcNow().UtcDateTime;
         lock (_gate)
         {
             if (!_groups.TryGetValue(group, out var members)) return [];
-            return members.Where(m => m.Key.IsAlive).Select(m => m.Value.ClientId).Distinct().Order(StringComparer.Ordinal).ToList();
+            return members.Where(m => Live(m.Key, m.Value, now)).Select(m => m.Value.ClientId).Distinct().Order(StringComparer.Ordinal).ToList();
         }
+    }
+
+    /// <summary>Ends the memberships no heartbeat renewed within the expiry (at most every <see cref="MemberSweepEvery"/>);
+    /// the groups' other members are notified, and the client leaves the group unless it is still in it another way.</summary>
+    private void SweepExpiredMembers(DateTime now)
+    {
+        var ended = new List<(string Group, string ClientId)>();
+        lock (_gate)
+        {
+            if (now < _nextMemberSweep) return;
+            _nextMemberSweep = now + (ConsumerExpiry < MemberSweepEvery ? ConsumerExpiry : MemberSweepEvery);
+            var emptied = new List<string>();
+            foreach (var (group, members) in _groups)
+            {
+                foreach (var (session, m) in members.Where(m => m.Key.IsAlive && now - m.Value.LastSeen >= ConsumerExpiry).ToList())
+                {
+                    members.Remove(session);
+                    ForgetMembership(session, group);
+                    ended.Add((group, m.ClientId));
+                }
+                if (members.Count == 0) emptied.Add(group);
+            }
+            foreach (var g in emptied) _groups.Remove(g);
+        }
+        foreach (var (group, clientId) in ended)
+        {
+            server.Logger.LogDebug("Consumer {Client} left group {Group}: no heartbeat named the group for {Expiry}", clientId, group, ConsumerExpiry);
+            if (!ConsumerIds(group).Contains(clientId)) server.Engine.Consumers.Left(group, clientId);
+        }
+        foreach (var group in ended.Select(e => e.Group).Distinct()) Notify(group);
     }
 
     /// <summary>The subscription expression the group registered for a topic, if any member did.</summary>
@@ -86,8 +211,9 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         lock (_gate)
         {
             if (!_groups.TryGetValue(group, out var members)) return null;
-            foreach (var m in members.Values)
-                if (m.Subscriptions.TryGetValue(topic, out var s)) return s;
+            var now = Time.GetUtcNow().UtcDateTime;
+            foreach (var (session, m) in members)
+                if (Live(session, m, now) && m.Subscriptions.TryGetValue(topic, out var s)) return s;
             return null;
         }
     }
@@ -114,27 +240,51 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
 
     // ------------------------------------------------------------ orderly locks
 
-    /// <summary>Locks each queue for <paramref name="clientId"/> unless another live client holds it; returns the queues now held.</summary>
-    public List<(string Topic, string BrokerName, int QueueId)> Lock(string group, string clientId, IEnumerable<(string Topic, string BrokerName, int QueueId)> queues)
+    /// <summary>
+    /// Locks each queue for <paramref name="clientId"/> unless another live client holds it; returns the queues now held.
+    /// The caller names only existing queues. <paramref name="owner"/> (the connection; the client id when null) holds
+    /// at most <see cref="RemotingOptions.MaxQueueLocksPerConnection"/> locks: past it a queue is not locked, until
+    /// its own locks end or are released.
+    /// </summary>
+    public List<(string Topic, string BrokerName, int QueueId)> Lock(string group, string clientId, IEnumerable<(string Topic, string BrokerName, int QueueId)> queues, object? owner = null)
     {
-        var now = _time.GetUtcNow().UtcDateTime;
+        owner ??= clientId;
+        var now = Time.GetUtcNow().UtcDateTime;
         var ok = new List<(string, string, int)>();
         lock (_gate)
         {
-            if (now >= _nextSweep)
+            if (now >= _nextSweep || _locks.Count >= _sweepAtCount)
             {
-                foreach (var ended in _locks.Where(l => l.Value.Until <= now).Select(l => l.Key).ToList()) _locks.Remove(ended);
+                foreach (var ended in _locks.Where(l => l.Value.Until <= now).Select(l => l.Key).ToList()) RemoveLock(ended);
                 _nextSweep = now + SweepEvery;
+                _sweepAtCount = Math.Max(MinLockSweepSize, 2 * _locks.Count);
             }
             foreach (var q in queues)
             {
                 var key = (group, q.Topic, q.QueueId);
-                if (_locks.TryGetValue(key, out var held) && held.ClientId != clientId && held.Until > now) continue;
-                _locks[key] = (clientId, now + LockLease);
+                bool held = _locks.TryGetValue(key, out var entry);
+                if (held && entry!.ClientId != clientId && entry.Until > now) continue;
+                if (!held || !Equals(entry!.Owner, owner))
+                {
+                    if (!_lockOwners.TryGetValue(owner, out var mine)) _lockOwners[owner] = mine = [];
+                    if (mine.Count >= MaxLocksPerOwner)
+                        foreach (var ended in mine.Where(k => _locks[k].Until <= now).ToList()) RemoveLock(ended);
+                    if (mine.Count >= MaxLocksPerOwner) continue;
+                    if (held) RemoveLock(key);
+                    mine.Add(key);
+                }
+                _locks[key] = new LockEntry(clientId, now + LockLease, owner);
                 ok.Add(q);
             }
         }
         return ok;
+    }
+
+    /// <summary>Caller holds the lock.</summary>
+    private void RemoveLock((string Group, string Topic, int Queue) key)
+    {
+        if (!_locks.Remove(key, out var entry)) return;
+        if (_lockOwners.TryGetValue(entry.Owner, out var mine) && mine.Remove(key) && mine.Count == 0) _lockOwners.Remove(entry.Owner);
     }
 
     /// <summary>Locks in the table, ended ones not yet swept included (tests).</summary>
@@ -150,7 +300,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
             foreach (var q in queues)
             {
                 var key = (group, q.Topic, q.QueueId);
-                if (_locks.TryGetValue(key, out var held) && held.ClientId == clientId) _locks.Remove(key);
+                if (_locks.TryGetValue(key, out var held) && held.ClientId == clientId) RemoveLock(key);
             }
         }
     }

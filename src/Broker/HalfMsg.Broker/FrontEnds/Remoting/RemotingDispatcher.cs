@@ -37,10 +37,15 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
         }
     }
 
-    public ValueTask<RemotingCommand?> HandleAsync(RemotingSession session, RemotingCommand request)
+    /// <summary>Answers one request (null: no answer). With <paramref name="mayPark"/> false a PULL_MESSAGE is served
+    /// without suspending: its connection has <see cref="RemotingOptions.MaxParkedPullsPerConnection"/> parked already.</summary>
+    public ValueTask<RemotingCommand?> HandleAsync(RemotingSession session, RemotingCommand request, bool mayPark = true)
     {
         if (session.NameServerOnly && !IsNameServerCode(request.Code)) return new(NotSupported(request));
         if (!Authenticate(request, out var denied)) return new(denied);
+        // After the signature check, which covers sysFlag.
+        if (!mayPark && request.Code == RequestCode.PullMessage && request.GetInt("sysFlag", 0) is int sysFlag)
+            request.Set("sysFlag", (long)(sysFlag & ~PullSysFlag.Suspend));
         return request.Code switch
         {
             RequestCode.GetRouteInfoByTopic => new(GetRouteInfoByTopic(session, request)),
@@ -63,7 +68,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.SearchOffsetByTimestamp => SearchOffsetByTimestampAsync(request),
             RequestCode.ConsumerSendMsgBack => ConsumerSendMsgBackAsync(request),
             RequestCode.GetConsumerListByGroup => new(GetConsumerListByGroup(request)),
-            RequestCode.LockBatchMq => new(LockBatchMq(request)),
+            RequestCode.LockBatchMq => new(LockBatchMq(session, request)),
             RequestCode.UnlockBatchMq => new(UnlockBatchMq(request)),
             RequestCode.GetConsumeStats => new(GetConsumeStats(request)),
             RequestCode.ViewMessageById => ViewMessageByIdAsync(session, request),

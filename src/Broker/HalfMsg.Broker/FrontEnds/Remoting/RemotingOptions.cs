@@ -13,9 +13,17 @@ public sealed record RemotingOptions
     /// <summary>Largest frame accepted (RocketMQ's frameMaxLength, 16 MiB).</summary>
     public int MaxFrameLength { get; init; } = 16 * 1024 * 1024;
     public int MaxConnections { get; init; } = 10_000;
-    /// <summary>Requests of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY.</summary>
+    /// <summary>Requests of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY. Long-polling
+    /// pulls do not count: they have <see cref="MaxParkedPullsPerConnection"/>.</summary>
     public int MaxOutstandingRequestsPerConnection { get; init; } = 256;
-    /// <summary>Request body bytes of one connection being processed at once; beyond it the broker answers SYSTEM_BUSY.</summary>
+    /// <summary>PULL_MESSAGEs with the SUSPEND flag (long polls, which may stay parked up to <see cref="MaxSuspend"/>) of
+    /// one connection being processed at once. A Java client instance uses one connection per broker for all its
+    /// consumers, and parks a pull on every queue it owns, retry queues included. Beyond it a pull is served without
+    /// suspending: answered at once, PULL_NOT_FOUND when there is nothing new.</summary>
+    public int MaxParkedPullsPerConnection { get; init; } = 4096;
+    /// <summary>Bytes one connection has in flight: bodies of its requests being processed and answers not yet flushed
+    /// to its socket. Beyond it the broker answers SYSTEM_BUSY to new requests, and a large answer (pulled messages) that
+    /// does not fit is replaced by SYSTEM_BUSY, so a client that does not read holds about this much at most.</summary>
     public long MaxInFlightBytesPerConnection { get; init; } = 64L * 1024 * 1024;
     /// <summary>Responses and broker-initiated requests queued for one connection before it is considered stuck.</summary>
     public int OutboundQueueCapacity { get; init; } = 1024;
@@ -35,6 +43,17 @@ public sealed record RemotingOptions
     /// second on average (the gRPC port's rule for a stranger, 64 KiB/s).</summary>
     public int MinFrameDataRate { get; init; } = 64 * 1024;
     public TimeSpan FrameGracePeriod { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>A connection whose socket takes none of the next 1 MiB of answers written to it for this long is closed
+    /// (the write side's <see cref="FrameStallTimeout"/>): a client that stopped reading.</summary>
+    public TimeSpan WriteStallTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>A consumer group drops a connection this long after the last heartbeat on it that named the group
+    /// (Java's channelExpiredTimeout, 120 s; clients heartbeat every 30 s): GET_CONSUMER_LIST_BY_GROUP stops listing the
+    /// client and the group's other members are told to rebalance.</summary>
+    public TimeSpan ConsumerExpiry { get; init; } = DefaultConsumerExpiry;
+    public static readonly TimeSpan DefaultConsumerExpiry = TimeSpan.FromSeconds(120);
+    /// <summary>Queue locks (LOCK_BATCH_MQ, orderly consumers) one connection holds at once; past it a queue is not
+    /// locked (left out of lockOKMQSet) until the connection's own locks end (60 s lease) or are released.</summary>
+    public int MaxQueueLocksPerConnection { get; init; } = 4096;
     /// <summary>Upper bound of a PULL_MESSAGE long poll, whatever the client asks.</summary>
     public TimeSpan MaxSuspend { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Access key → secret (RocketMQ 4 ACL). Empty = unsigned requests are accepted.</summary>

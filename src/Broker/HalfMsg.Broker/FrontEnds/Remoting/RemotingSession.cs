@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Threading.Channels;
@@ -9,8 +10,8 @@ namespace HalfMsg.Broker.FrontEnds.Remoting;
 
 /// <summary>
 /// One Remoting connection: a read loop that cuts frames with <see cref="RemotingFrame.TryReadFrame"/> and hands each
-/// request to the dispatcher (requests run concurrently, bounded per connection, so a parked PULL_MESSAGE does not
-/// hold up a heartbeat), and a write loop that drains one outbound channel: responses and the frames the broker starts
+/// request to the dispatcher (requests run concurrently, bounded per connection; long-polling PULL_MESSAGEs have a
+/// bound of their own, so parked pulls neither hold up nor use up the slots of heartbeats and sends), and a write loop that drains one outbound channel: responses and the frames the broker starts
 /// itself (CHECK_TRANSACTION_STATE, NOTIFY_CONSUMER_IDS_CHANGED). The session is the check-back channel of every
 /// producer group its client announced.
 /// </summary>
@@ -23,9 +24,19 @@ internal sealed class RemotingSession : ICheckBackChannel
     // keeps its producer registered but never reads could otherwise hold OutboundQueueCapacity of them.
     private long _queuedCheckBytes;
 
-    /// <summary>A frame to write; <see cref="CheckBytes"/> counts against the check-back byte bound until it is flushed.</summary>
-    private readonly record struct Outbound(RemotingCommand Command, int CheckBytes);
+    /// <summary>A frame to write; <see cref="CheckBytes"/> counts against the check-back byte bound and
+    /// <see cref="ResponseBytes"/> against the in-flight byte budget until the frame is flushed.</summary>
+    private readonly record struct Outbound(RemotingCommand Command, int CheckBytes, long ResponseBytes);
+
+    /// <summary>The write loop flushes at least every this many bytes, so a large answer (or a run of them) goes out and
+    /// is released in pieces, and a flush that does not complete means the client stopped taking bytes.</summary>
+    internal const int FlushChunkBytes = 1024 * 1024;
+    /// <summary>An answer this small (a send's receipt, an offset) is always queued, even past the budget: refusing it
+    /// after the request took effect would make the client repeat it. Such answers are bounded by the request slots.</summary>
+    private const int SmallResponseBytes = 4096;
+    private CancellationTokenSource _flushStall = new();
     private readonly SemaphoreSlim _outstanding;
+    private readonly SemaphoreSlim _parkedPulls;
     private readonly CancellationTokenSource _closing = new();
     private readonly object _gate = new();
     private readonly Dictionary<string, IDisposable> _producerGroups = new(StringComparer.Ordinal);
@@ -48,6 +59,7 @@ internal sealed class RemotingSession : ICheckBackChannel
             FullMode = BoundedChannelFullMode.Wait,
         });
         _outstanding = new SemaphoreSlim(server.Options.MaxOutstandingRequestsPerConnection);
+        _parkedPulls = new SemaphoreSlim(server.Options.MaxParkedPullsPerConnection);
     }
 
     public string ClientId => Volatile.Read(ref _clientId);
@@ -146,20 +158,39 @@ internal sealed class RemotingSession : ICheckBackChannel
     {
         if (command.IsResponse) return; // the broker's own requests are one-way; a response to them is ignored
         long bytes = command.Body.Length;
-        if (Interlocked.Add(ref _inFlightBytes, bytes) > _server.Options.MaxInFlightBytesPerConnection && bytes > 0)
+        // In flight: bodies of requests being processed and answers not yet flushed to the socket (ProcessAsync). Past the
+        // budget a request that expects an answer is refused, so a client that does not read cannot make the broker hold
+        // more; a one-way request without a body (UPDATE_CONSUMER_OFFSET) adds nothing to hold and still goes through.
+        if (Interlocked.Add(ref _inFlightBytes, bytes) > _server.Options.MaxInFlightBytesPerConnection && (bytes > 0 || !command.IsOneway))
         {
             Interlocked.Add(ref _inFlightBytes, -bytes);
-            Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxInFlightBytesPerConnection} request bytes in flight on this connection");
+            Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxInFlightBytesPerConnection} bytes in flight on this connection (requests being processed, answers the client has not read yet)");
             return;
         }
-        if (!_outstanding.Wait(0))
+        // A long poll (PULL_MESSAGE with SUSPEND) may stay parked for its whole suspend time: it takes a slot of its own
+        // cap, not one of the general slots, which a Java client instance's parked pulls (one per queue of every group,
+        // retry queues included) would otherwise use up, leaving none for its heartbeats, sends and offset commits.
+        // Past that cap the pull is served as a plain pull, answered at once, rather than refused (the dispatcher clears
+        // its SUSPEND flag once the request is authenticated: the ACL signature covers sysFlag).
+        var slots = _outstanding;
+        bool mayPark = true;
+        if (command.Code == RequestCode.PullMessage && (command.GetInt("sysFlag", 0) & PullSysFlag.Suspend) != 0)
+        {
+            if (_parkedPulls.Wait(0)) slots = _parkedPulls;
+            else mayPark = false;
+        }
+        if (slots == _outstanding && !_outstanding.Wait(0))
         {
             Interlocked.Add(ref _inFlightBytes, -bytes);
             Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxOutstandingRequestsPerConnection} requests in flight on this connection");
             return;
         }
-        _ = ProcessAsync(command);
+        _ = ProcessAsync(command, slots, mayPark);
     }
+
+    /// <summary>Requests of this connection being processed, parked pulls included (tests).</summary>
+    internal int RequestsInProgress
+        => _server.Options.MaxOutstandingRequestsPerConnection - _outstanding.CurrentCount + _server.Options.MaxParkedPullsPerConnection - _parkedPulls.CurrentCount;
 
     /// <summary>Counts bytes a request grows by while it is processed (an inflated body) against the in-flight limit.</summary>
     internal bool TryChargeInFlight(long bytes)
@@ -177,16 +208,26 @@ internal sealed class RemotingSession : ICheckBackChannel
         if (!command.IsOneway) Enqueue(RemotingCommand.ResponseTo(command, ResponseCode.SystemBusy, remark));
     }
 
-    private async Task ProcessAsync(RemotingCommand request)
+    private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots, bool mayPark)
     {
         try
         {
-            var response = await _server.Dispatcher.HandleAsync(this, request).ConfigureAwait(false);
+            var response = await _server.Dispatcher.HandleAsync(this, request, mayPark).ConfigureAwait(false);
             if (response is not null && !request.IsOneway)
             {
                 response.Opaque = request.Opaque;
                 response.Flag |= RemotingCommand.ResponseFlag;
-                await SendAsync(response).ConfigureAwait(false);
+                long size = FrameSize(response);
+                if (!TryChargeResponse(size))
+                {
+                    // Only answers of reads are this large (pulled messages, a viewed message, stats, routes): the client
+                    // asks again later, as it does after any SYSTEM_BUSY.
+                    response = RemotingCommand.ResponseTo(request, ResponseCode.SystemBusy,
+                        $"[OVERLOAD]an answer of {size} bytes would pass the {_server.Options.MaxInFlightBytesPerConnection} bytes this connection may have in flight (answers the client has not read yet); retry later");
+                    size = FrameSize(response);
+                    Interlocked.Add(ref _inFlightBytes, size);
+                }
+                await SendAsync(response, size).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (_closing.IsCancellationRequested)
@@ -201,42 +242,83 @@ internal sealed class RemotingSession : ICheckBackChannel
         finally
         {
             Interlocked.Add(ref _inFlightBytes, -request.Body.Length);
-            _outstanding.Release();
+            slots.Release();
         }
     }
 
-    /// <summary>Queues a frame, waiting while the outbound queue is full (backpressure on a slow reader).</summary>
-    public async ValueTask SendAsync(RemotingCommand command)
+    /// <summary>About the bytes of <paramref name="command"/>'s frame: its body and header.</summary>
+    private static long FrameSize(RemotingCommand command)
+    {
+        long size = 64 + command.Body.Length + (command.Remark?.Length ?? 0);
+        if (command.ExtFields is { } ext)
+            foreach (var (k, v) in ext) size += k.Length + v.Length + 6;
+        return size;
+    }
+
+    /// <summary>Counts an answer against the in-flight budget until it is flushed: a small one always, a large one when it
+    /// fits or nothing else is in flight (an answer larger than the budget still goes out alone).</summary>
+    private bool TryChargeResponse(long size)
+    {
+        long after = Interlocked.Add(ref _inFlightBytes, size);
+        if (size <= SmallResponseBytes || after <= _server.Options.MaxInFlightBytesPerConnection || after == size) return true;
+        Interlocked.Add(ref _inFlightBytes, -size);
+        return false;
+    }
+
+    /// <summary>Queues a frame, waiting while the outbound queue is full (backpressure on a slow reader).
+    /// <paramref name="charged"/> in-flight bytes are released once it is flushed, or now if the connection is gone.</summary>
+    private async ValueTask SendAsync(RemotingCommand command, long charged)
     {
         try
         {
-            await _outbound.Writer.WriteAsync(new Outbound(command, 0), _closing.Token).ConfigureAwait(false);
+            await _outbound.Writer.WriteAsync(new Outbound(command, 0, charged), _closing.Token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
         {
+            Interlocked.Add(ref _inFlightBytes, -charged);
         }
     }
 
     /// <summary>Queues a frame without waiting; false when the connection is gone or its queue is full.</summary>
-    public bool Enqueue(RemotingCommand command) => _alive && _outbound.Writer.TryWrite(new Outbound(command, 0));
+    public bool Enqueue(RemotingCommand command) => _alive && _outbound.Writer.TryWrite(new Outbound(command, 0, 0));
 
+    /// <summary>
+    /// Writes queued frames, flushing at least every <see cref="FlushChunkBytes"/> (a large body goes out in pieces) and
+    /// at the end of each run of queued frames. A frame's byte charges are released once a flush after its last byte
+    /// completes. A flush that does not complete within <see cref="RemotingOptions.WriteStallTimeout"/> (the client
+    /// takes no bytes) closes the connection.
+    /// </summary>
     private async Task WriteLoopAsync()
     {
         var output = _transport.Output;
         var reader = _outbound.Reader;
+        long unflushed = 0, doneCheck = 0, doneCharged = 0;
         try
         {
             while (await reader.WaitToReadAsync().ConfigureAwait(false))
             {
-                long checkBytes = 0;
                 while (reader.TryRead(out var item))
                 {
-                    RemotingFrame.Write(output, item.Command);
-                    checkBytes += item.CheckBytes;
+                    unflushed += RemotingFrame.WriteHead(output, item.Command);
+                    var body = item.Command.Body;
+                    while (true)
+                    {
+                        if (unflushed >= FlushChunkBytes)
+                        {
+                            if (!await FlushAsync(output, doneCheck, doneCharged).ConfigureAwait(false)) return;
+                            unflushed = doneCheck = doneCharged = 0;
+                        }
+                        if (body.IsEmpty) break;
+                        int take = (int)Math.Min(body.Length, FlushChunkBytes - unflushed);
+                        output.Write(body.Span[..take]);
+                        body = body[take..];
+                        unflushed += take;
+                    }
+                    doneCheck += item.CheckBytes;
+                    doneCharged += item.ResponseBytes;
                 }
-                var flush = await output.FlushAsync().ConfigureAwait(false);
-                if (checkBytes > 0) Interlocked.Add(ref _queuedCheckBytes, -checkBytes);
-                if (flush.IsCompleted || flush.IsCanceled) break;
+                if (!await FlushAsync(output, doneCheck, doneCharged).ConfigureAwait(false)) return;
+                unflushed = doneCheck = doneCharged = 0;
             }
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException or InvalidOperationException or Microsoft.AspNetCore.Connections.ConnectionResetException)
@@ -244,9 +326,37 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
         finally
         {
+            _flushStall.Dispose();
             Close();
             await output.CompleteAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Flushes; then releases the charges of the frames written whole before it. False: stop writing (the
+    /// connection is gone, or stalled and now closed).</summary>
+    private async ValueTask<bool> FlushAsync(PipeWriter output, long checkBytes, long charged)
+    {
+        if (!_flushStall.TryReset())
+        {
+            _flushStall.Dispose();
+            _flushStall = new CancellationTokenSource();
+        }
+        _flushStall.CancelAfter(_server.Options.WriteStallTimeout);
+        FlushResult flush;
+        try
+        {
+            flush = await output.FlushAsync(_flushStall.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_flushStall.IsCancellationRequested)
+        {
+            // Too slow, as a large frame that stops arriving (STYLE item 6: Debug level).
+            _server.Logger.LogDebug("Closing Remoting connection from {Remote}: it took none of the answers written to it for {Timeout} ({Bytes} bytes of answers waiting)",
+                RemoteEndPoint, _server.Options.WriteStallTimeout, Interlocked.Read(ref _inFlightBytes));
+            return false;
+        }
+        if (checkBytes > 0) Interlocked.Add(ref _queuedCheckBytes, -checkBytes);
+        if (charged > 0) Interlocked.Add(ref _inFlightBytes, -charged);
+        return !(flush.IsCompleted || flush.IsCanceled);
     }
 
     // ------------------------------------------------------------ client identity and registrations
@@ -311,7 +421,7 @@ internal sealed class RemotingSession : ICheckBackChannel
             Interlocked.Add(ref _queuedCheckBytes, -size);
             return false;
         }
-        if (_alive && _outbound.Writer.TryWrite(new Outbound(command, size))) return true;
+        if (_alive && _outbound.Writer.TryWrite(new Outbound(command, size, 0))) return true;
         Interlocked.Add(ref _queuedCheckBytes, -size);
         return false;
     }

@@ -18,11 +18,15 @@ internal sealed partial class RemotingDispatcher
     }
 
     /// <summary>Body <c>{consumerGroup, clientId, mqSet:[{topic, brokerName, queueId}]}</c>; answers <c>{lockOKMQSet:[...]}</c>.</summary>
-    private RemotingCommand LockBatchMq(RemotingCommand request)
+    private RemotingCommand LockBatchMq(RemotingSession session, RemotingCommand request)
     {
         if (!TryParseLockBody(request, out string group, out string clientId, out var queues))
             return Error(request, ResponseCode.SystemError, "LOCK_BATCH_MQ body is not LockBatchRequestBody JSON");
-        var locked = server.Clients.Lock(group, clientId, queues);
+        // Only queues that exist are locked (a lock of anything else would only fill the table), for valid groups.
+        var existing = RemotingClients.IsValidGroupName(group)
+            ? queues.Where(q => q.QueueId >= 0 && q.QueueId < Engine.QueueCount(q.Topic)).ToList()
+            : [];
+        var locked = server.Clients.Lock(group, clientId, existing, session);
         var response = Ok(request);
         response.Body = JsonBody(new { lockOKMQSet = locked.Select(q => new { brokerName = q.BrokerName, queueId = q.QueueId, topic = q.Topic }) });
         return response;

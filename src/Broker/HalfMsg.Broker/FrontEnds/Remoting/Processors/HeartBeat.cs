@@ -35,6 +35,8 @@ internal sealed partial class RemotingDispatcher
 
         if (root.TryGetProperty("consumerDataSet", out var consumers) && consumers.ValueKind == JsonValueKind.Array)
         {
+            int refused = 0;
+            string? firstRefusal = null;
             foreach (var c in consumers.EnumerateArray())
             {
                 string? group = Str(c, "groupName");
@@ -42,7 +44,19 @@ internal sealed partial class RemotingDispatcher
                 var subscriptions = new Dictionary<string, string>(StringComparer.Ordinal);
                 if (c.TryGetProperty("subscriptionDataSet", out var subs) && subs.ValueKind == JsonValueKind.Array)
                     foreach (var s in subs.EnumerateArray())
-                        if (Str(s, "topic") is { } topic) subscriptions[topic] = Str(s, "subString") ?? "*";
+                    {
+                        if (Str(s, "topic") is not { } topic) continue;
+                        subscriptions[topic] = Str(s, "subString") ?? "*";
+                        if (subscriptions.Count > RemotingClients.MaxSubscriptionsPerGroup) break; // refused below: the rest is not read
+                    }
+                // A group past the connection's cap, with an invalid name or too many subscriptions is left out (as
+                // producer groups past theirs), logged; the rest of the heartbeat is served.
+                if (server.Clients.Refusal(session, group, subscriptions) is { } why)
+                {
+                    refused++;
+                    firstRefusal ??= why;
+                    continue;
+                }
                 if (Str(c, "messageModel") != "BROADCASTING")
                 {
                     var err = Engine.EnsureTopic(BrokerEngine.RetryPrefix + group);
@@ -51,6 +65,7 @@ internal sealed partial class RemotingDispatcher
                 server.Clients.RegisterConsumer(session, group, session.ClientId, subscriptions);
                 Engine.Consumers.Seen(group, session.ClientId, "Remoting", session.RemoteEndPoint.ToString());
             }
+            if (refused > 0) server.Clients.LogRefused(session, refused, firstRefusal!);
         }
         return Ok(request);
     }
