@@ -2,6 +2,7 @@ using Apache.Rocketmq.V2;
 using Grpc.Core;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
 using HalfMsg.Broker.FrontEnds.GrpcV5;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Grpc;
@@ -16,7 +17,8 @@ namespace HalfMsg.Broker.Tests.GrpcV5;
 /// <summary>
 /// The handler side of the bound on unsent answers (see <see cref="StalledReceiveTests"/> for the wire): a receive
 /// whose connection has no room leases nothing, waits for room at most its long poll and answers MESSAGE_NOT_FOUND;
-/// room freed during the wait is used at once. A lease shorter than the minimum is refused.
+/// room freed during the wait is used at once. A lease shorter than the minimum is refused, and Telemetry commands
+/// count on the same connection budget.
 /// </summary>
 public sealed class ReceiveAnswerBudgetTests : IAsyncLifetime
 {
@@ -138,5 +140,29 @@ public sealed class ReceiveAnswerBudgetTests : IAsyncLifetime
 
         Assert.Equal(Code.IllegalInvisibleTime, stream.Responses[0].Status.Code);
         Assert.Equal(2, await AvailableAsync());
+    }
+
+    [Fact]
+    public void Telemetry_commands_count_on_their_connection_and_a_connection_that_does_not_read_ends_the_session()
+    {
+        var budget = new AnswerBudget(3 * 1024 * 1024 + 512 * 1024);
+        var first = new TelemetrySession("c1", 16 * 1024 * 1024, budget);
+        var second = new TelemetrySession("c2", 16 * 1024 * 1024, budget);
+        var check = new CheckBackRequest
+        {
+            TransactionId = "tx",
+            ProducerGroup = "T",
+            HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
+        };
+
+        // No writer runs: nothing is read. Each stream alone is far below its own 16 MiB bound.
+        Assert.True(first.TrySendCheck(check));
+        Assert.True(second.TrySendCheck(check));
+        Assert.True(first.TrySendCheck(check));
+        Assert.True(budget.Held > 3 * 1024 * 1024, $"held {budget.Held}");
+        Assert.False(second.TrySendCheck(check));
+        Assert.False(second.IsAlive);
+        Assert.Contains("connection", second.EndReason);
+        Assert.True(first.IsAlive);
     }
 }
