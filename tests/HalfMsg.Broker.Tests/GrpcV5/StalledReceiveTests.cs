@@ -228,6 +228,18 @@ public sealed class StalledReceiveTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>Kestrel's default (240 B/s) lets a connection stall for 4,369 s after 1 MiB was written quickly: the
+    /// allowance accumulates per byte written. 16 KiB/s bounds that to 64 s per MiB.</summary>
+    [Fact]
+    public async Task The_gRPC_port_asks_a_pending_response_to_be_read_at_16_KiB_per_second_after_10_s()
+    {
+        await using var host = await StartAsync();
+        var kestrel = host.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Microsoft.AspNetCore.Server.Kestrel.Core.KestrelServerOptions>>().Value;
+        Assert.NotNull(kestrel.Limits.MinResponseDataRate);
+        Assert.Equal(16 * 1024, kestrel.Limits.MinResponseDataRate!.BytesPerSecond);
+        Assert.Equal(TimeSpan.FromSeconds(10), kestrel.Limits.MinResponseDataRate.GracePeriod);
+    }
+
     [Fact]
     public async Task An_answer_read_too_slowly_is_reset_at_the_write_deadline_and_its_messages_are_released()
     {

@@ -90,8 +90,12 @@ internal sealed partial class MessagingService
                 responses.Add(response);
             }
 
-            // What the answer really holds (the engine reserved record sizes), until its last write completes.
+            // What the answer really holds (the engine reserved record sizes), until its last write completes. From
+            // here on only the serialized copy in Kestrel's buffer is kept: the bodies are let go as each message is
+            // written, so a stalled answer costs its size once, not three times (body, protobuf, serialized).
             reservation.Resize(size);
+            List<string> handles = result.Messages.Select(m => m.ReceiptHandle).ToList();
+            result = default;
             bool written = false;
             try
             {
@@ -102,9 +106,10 @@ internal sealed partial class MessagingService
                 {
                     context.WriteOptions = BufferedWrite;
                     await responseStream.WriteAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
-                    foreach (ReceiveMessageResponse response in responses)
+                    for (int i = 0; i < responses.Count; i++)
                     {
-                        await responseStream.WriteAsync(response).ConfigureAwait(false);
+                        await responseStream.WriteAsync(responses[i]).ConfigureAwait(false);
+                        responses[i] = null!;
                     }
 
                     context.WriteOptions = null;
@@ -120,7 +125,7 @@ internal sealed partial class MessagingService
                     // the stream (the client went away, its deadline passed): it never saw them. Release them now, as
                     // RocketMQ's proxy does, instead of letting the lease run (and a push consumer's renewal keep it for
                     // up to MaxAutoRenew).
-                    await ReleaseAsync(group, topic, result.Messages).ConfigureAwait(false);
+                    await ReleaseAsync(group, topic, handles).ConfigureAwait(false);
                 }
             }
 
@@ -223,13 +228,13 @@ internal sealed partial class MessagingService
     [LoggerMessage(Level = LogLevel.Warning, Message = "ReceiveMessage answer to {Peer} not written within {Seconds} s (the client does not read it): stream reset, its messages released")]
     private partial void LogAnswerWriteTimeout(string peer, double seconds);
 
-    private async Task ReleaseAsync(string group, string topic, IReadOnlyList<DeliveredMessage> messages)
+    private async Task ReleaseAsync(string group, string topic, IReadOnlyList<string> receiptHandles)
     {
-        foreach (DeliveredMessage delivered in messages)
+        foreach (string handle in receiptHandles)
         {
             try
             {
-                await _engine.ChangeInvisibleDurationAsync(group, topic, delivered.ReceiptHandle, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
+                await _engine.ChangeInvisibleDurationAsync(group, topic, handle, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is StorageFailureException or OperationCanceledException or ObjectDisposedException)
             {
