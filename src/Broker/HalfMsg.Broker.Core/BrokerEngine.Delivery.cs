@@ -223,6 +223,7 @@ public sealed partial class BrokerEngine
                 await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
                 List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> picked;
                 TopicState topic;
+                bool refused;
                 ct.ThrowIfCancellationRequested(); // a call already given up leases nothing
                 lock (_gate)
                 {
@@ -244,7 +245,8 @@ public sealed partial class BrokerEngine
                     // the durable address after this). One taken later may not be seen.
                     wokenBeforeLook = parked.IsWoken;
                     Metrics.ReceiveLooks++;
-                    picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, req.AutoRenew && !string.IsNullOrEmpty(req.ClientId) ? req.ClientId : null, out more);
+                    picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, req.AutoRenew && !string.IsNullOrEmpty(req.ClientId) ? req.ClientId : null,
+                        req.Allowance, out more, out refused);
                     MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
                 }
                 if (picked.Count > 0)
@@ -288,6 +290,12 @@ public sealed partial class BrokerEngine
                     BrokerTracing.EndReceive(span, BrokerError.None, result);
                     if (result.Count > 0) return new(BrokerError.None, result);
                 }
+                else if (refused)
+                {
+                    // Something to deliver but no room for it in the caller's answer: nothing was leased, and the wake
+                    // goes on to another receive of the group (more is set). The caller waits for room, not this loop.
+                    return new(new(BrokerStatus.TooManyRequests, "no room for the answer"), []);
+                }
                 var remaining = deadline - _time.GetTimestamp();
                 if (remaining <= 0) return new(new(BrokerStatus.MessageNotFound, "no new message"), []);
                 var wait = TimeSpan.FromSeconds((double)remaining / _time.TimestampFrequency);
@@ -314,9 +322,11 @@ public sealed partial class BrokerEngine
     /// of the group may find something.
     /// </summary>
     private List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> PickForDelivery(
-        GroupTopicState group, TagFilter filter, int batch, TimeSpan invisible, string? renewFor, out bool more)
+        GroupTopicState group, TagFilter filter, int batch, TimeSpan invisible, string? renewFor, IDeliveryAllowance? allowance,
+        out bool more, out bool refused)
     {
         bool leftForAnotherFilter = false;
+        bool noRoom = false;
         var picked = new List<(QueueEntry, int, long, int, long, long)>();
         long now = NowMs;
         long until = now + (long)invisible.TotalMilliseconds;
@@ -325,7 +335,9 @@ public sealed partial class BrokerEngine
         group.LastSeenMs = now;
         var topic = group.Topic;
         // A receive holds its bodies in memory until they are written out: stop at a byte budget (one message always fits).
-        bool Full() => picked.Count >= batch || (picked.Count > 0 && bytes >= _options.ReceiveByteBudget);
+        bool Full() => noRoom || picked.Count >= batch || (picked.Count > 0 && bytes >= _options.ReceiveByteBudget);
+        // The caller's room for its answer, taken before the lease is written: a message without room stays where it is.
+        bool Room(in QueueEntry entry) => allowance is null || allowance.TryTake(entry.Size) || !(noRoom = true);
 
         // 0. Offsets the retention cut removed before this group finished them: counted as expired, then skipped.
         for (int q = 0; q < topic.Queues.Length; q++)
@@ -340,6 +352,7 @@ public sealed partial class BrokerEngine
             if (!gq.InFlight.TryGetValue(off, out var flight) || !flight.Expired) continue;
             if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole) { FinishInFlight(group, q, off); continue; }
             if (!filter.Matches(entry.Tag)) { group.Redeliver.Enqueue((q, off)); leftForAnotherFilter = true; continue; }
+            if (!Room(entry)) { group.Redeliver.Enqueue((q, off)); break; }
             var rec = new DeliveredRecord(group.Group, topic.Name, q, off, flight.Attempt + 1, until, NextLeaseId());
             rec.Write(_writer);
             AppendAndApply();
@@ -378,6 +391,7 @@ public sealed partial class BrokerEngine
                 }
                 if (entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup))
                     break;                                         // FIFO: an earlier message of this group is in flight
+                if (!Room(entry)) break;
                 var rec = new DeliveredRecord(group.Group, topic.Name, q, off, 1, until, NextLeaseId());
                 rec.Write(_writer);
                 AppendAndApply();
@@ -388,6 +402,7 @@ public sealed partial class BrokerEngine
             }
         }
         more = Full() || leftForAnotherFilter;
+        refused = noRoom;
         return picked;
     }
 

@@ -133,6 +133,20 @@ public sealed class ReceiveRequest
     /// does. The client acks with the receipt handle it got; a ChangeInvisibleDuration (a nack) ends the renewal.
     /// </summary>
     public bool AutoRenew { get; init; }
+    /// <summary>
+    /// Room for the answer, asked before each message is leased with the size of its stored record. A message it
+    /// refuses is not leased, nor anything after it; a receive refused before its first message returns
+    /// <see cref="BrokerStatus.TooManyRequests"/> at once instead of long-polling (the caller waits for room).
+    /// Null: no bound but <see cref="CoreOptions.ReceiveByteBudget"/>. Called under the engine's lock: must not block.
+    /// </summary>
+    public IDeliveryAllowance? Allowance { get; init; }
+}
+
+/// <summary>Bytes a receive's caller can still hold for its answer (see <see cref="ReceiveRequest.Allowance"/>).</summary>
+public interface IDeliveryAllowance
+{
+    /// <summary>Takes room for <paramref name="bytes"/> more; false (nothing taken) when there is none.</summary>
+    bool TryTake(long bytes);
 }
 
 public readonly record struct ReceiveResult(BrokerError Error, IReadOnlyList<DeliveredMessage> Messages)

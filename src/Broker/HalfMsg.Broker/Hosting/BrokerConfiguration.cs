@@ -23,6 +23,9 @@ public static class BrokerConfiguration
         new("--advertised-host", "Broker:AdvertisedHost", "", "Host returned to clients in QueryRoute; empty = the address the client connected to."),
         new("--grpc-port", "Broker:GrpcPort", "8081", "RocketMQ 5 gRPC endpoint (HTTP/2 cleartext)."),
         new("--grpc-max-connections", "Broker:GrpcMaxConnections", "1000", "Connections the gRPC port accepts at once; one more is closed at once (each client process normally holds one)."),
+        new("--grpc-max-unsent-per-connection", "Broker:GrpcMaxUnsentPerConnection", "64MiB", "Answer bytes one gRPC connection may make the broker hold unsent (ReceiveMessage answers, queued Telemetry commands); a receive leases only what fits and, without room, waits at most its long poll and answers MESSAGE_NOT_FOUND (never below twice (--max-message-size + 1MiB))."),
+        new("--grpc-max-unsent", "Broker:GrpcMaxUnsent", "512MiB", "ReceiveMessage answer bytes all gRPC connections together may make the broker hold unsent; as above once reached (never below twice (--max-message-size + 1MiB))."),
+        new("--grpc-write-timeout", "Broker:GrpcWriteTimeout", "30s", "Longest a ReceiveMessage answer may take to be written out, final flush included; past it the stream is reset (RST_STREAM) and its messages released for other consumers."),
         new("--remoting-port", "Broker:RemotingPort", "10911", "RocketMQ 4 Remoting endpoint (TCP; 0 = off)."),
         new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off; name-server requests also answer on the remoting port)."),
         new("--http-port", "Broker:HttpPort", "8080", "Admin port (HTTP/1.1): admin API, dashboard, /metrics, /health."),
@@ -183,6 +186,9 @@ public static class BrokerConfiguration
             SendQueueTimeout = Duration(N("--send-queue-timeout"), Get("--send-queue-timeout"), TimeSpan.Zero),
             DefaultInvisibleDuration = Duration(N("--default-invisible-duration"), Get("--default-invisible-duration"), TimeSpan.FromMilliseconds(100)),
             SendQueueCapacity = Int(N("--send-queue-capacity"), Get("--send-queue-capacity"), 0, 1_000_000),
+            GrpcMaxUnsentPerConnection = Size(N("--grpc-max-unsent-per-connection"), Get("--grpc-max-unsent-per-connection"), 1, long.MaxValue),
+            GrpcMaxUnsent = Size(N("--grpc-max-unsent"), Get("--grpc-max-unsent"), 1, long.MaxValue),
+            GrpcWriteTimeout = Duration(N("--grpc-write-timeout"), Get("--grpc-write-timeout"), TimeSpan.FromMilliseconds(100)),
         };
         if (options.DefaultInvisibleDuration > options.Core.MaxInvisibleDuration)
             throw new BrokerConfigurationException($"{N("--default-invisible-duration")} must be at most {options.Core.MaxInvisibleDuration.TotalHours:0} h (the longest lease), not '{Get("--default-invisible-duration")}'");

@@ -74,6 +74,9 @@ public sealed class BrokerHost : IAsyncDisposable
             MaxReceiveMessageSize = options.Core.MaxMessageSize + 1024 * 1024,
             Credentials = options.Credentials,
             DefaultInvisibleDuration = options.DefaultInvisibleDuration,
+            MaxUnsentBytesPerConnection = options.GrpcMaxUnsentPerConnection,
+            MaxUnsentBytes = options.GrpcMaxUnsent,
+            AnswerWriteTimeout = options.GrpcWriteTimeout,
         };
         builder.WebHost.ConfigureKestrel(kestrel => GrpcEndpoint.ApplyLimits(kestrel, grpcOptions));
         builder.Services.AddGrpcV5(grpcOptions);

@@ -35,6 +35,12 @@ public sealed record BrokerOptions
     public TimeSpan DefaultInvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>Sends waiting for a slot at once; beyond it a send is answered busy without waiting (RocketMQ's sendThreadPoolQueueCapacity).</summary>
     public int SendQueueCapacity { get; init; } = 10_000;
+    /// <summary>Unsent gRPC answer bytes one connection may make the broker hold (raised to twice the largest request).</summary>
+    public long GrpcMaxUnsentPerConnection { get; init; } = 64L * 1024 * 1024;
+    /// <summary>Unsent ReceiveMessage answer bytes all gRPC connections together may make the broker hold.</summary>
+    public long GrpcMaxUnsent { get; init; } = 512L * 1024 * 1024;
+    /// <summary>Longest a ReceiveMessage answer may take to be written out; past it the stream is reset.</summary>
+    public TimeSpan GrpcWriteTimeout { get; init; } = TimeSpan.FromSeconds(30);
     public CoreOptions Core { get; init; } = new();
     /// <summary>Access key → secret. Empty = authentication off.</summary>
     public IReadOnlyDictionary<string, string> Credentials { get; init; } = new Dictionary<string, string>();

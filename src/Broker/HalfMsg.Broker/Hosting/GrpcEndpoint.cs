@@ -14,7 +14,9 @@ namespace HalfMsg.Broker.Hosting;
 /// <item>HTTP/2 flow-control windows bound what Kestrel itself queues per stream and per connection before the
 /// application reads it;</item>
 /// <item>the minimum data rate cuts off a sender that declares a large message and then stalls (grpc-dotnet lifts it
-/// for the long-lived streaming calls, where silence is normal);</item>
+/// for the long-lived streaming calls, where silence is normal), and a receiver that stops reading a pending response
+/// (<see cref="MinResponseBytesPerSecond"/>); what unsent answers may hold is bounded in bytes by
+/// <see cref="GrpcV5Options.AnswerBudgetPerConnection"/> and <see cref="GrpcV5Options.AnswerBudgetTotal"/>;</item>
 /// <item>keep-alive pings find a peer whose connection died without a reset, so its Telemetry session (and check-back
 /// registration) goes away in about <see cref="KeepAlivePingDelay"/> + <see cref="KeepAlivePingTimeout"/>.</item>
 /// </list>
@@ -37,6 +39,17 @@ internal static class GrpcEndpoint
     /// <summary>A unary request must keep arriving at 64 KiB/s after a 5 s grace period: a 5 MiB message takes at most
     /// ~85 s, while a sender that stalls after its length prefix is cut off.</summary>
     public const double MinRequestBytesPerSecond = 64 * 1024;
+
+    /// <summary>
+    /// While a response write is pending (HTTP/2: also while it waits for the client's window), the connection must
+    /// take 16 KiB/s; each write gets at least the 10 s grace. Kestrel's default, 240 B/s, let a client that read 1 MiB
+    /// quickly then stall for over an hour (the allowance accumulates per byte written). Only pending writes are timed:
+    /// a long poll or an idle Telemetry stream writes nothing and is not affected. A client that opens its window a
+    /// little every few seconds still passes this check; <see cref="GrpcV5Options.AnswerWriteTimeout"/> ends those
+    /// answers. A violation closes the whole connection (Kestrel's HTTP/2 rate is per connection).
+    /// </summary>
+    public const double MinResponseBytesPerSecond = 16 * 1024;
+    public static readonly TimeSpan MinResponseGracePeriod = TimeSpan.FromSeconds(10);
 
     public static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(10);
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(10);
@@ -65,6 +78,7 @@ internal static class GrpcEndpoint
         limits.MaxRequestBodySize = grpc.MaxReceiveMessageSize + 5;
         limits.MaxRequestBufferSize = ConnectionWindow;
         limits.MinRequestBodyDataRate = new MinDataRate(MinRequestBytesPerSecond, TimeSpan.FromSeconds(5));
+        limits.MinResponseDataRate = new MinDataRate(MinResponseBytesPerSecond, MinResponseGracePeriod);
         limits.Http2.MaxStreamsPerConnection = MaxStreamsPerConnection;
         limits.Http2.InitialConnectionWindowSize = ConnectionWindow;
         limits.Http2.InitialStreamWindowSize = StreamWindow;

@@ -35,6 +35,31 @@ public sealed record GrpcV5Options
     /// always fits (a check that cannot ended the stream without counting, on every pass).</summary>
     public long TelemetryQueueBudget => Math.Max(MaxTelemetryQueuedBytes, 2L * MaxReceiveMessageSize);
 
+    /// <summary>Answer bytes (ReceiveMessage answers not yet written out, Telemetry commands queued) one connection may
+    /// make the broker hold. A receive leases only what fits; one without room waits for it (at most its long poll) and
+    /// is answered MESSAGE_NOT_FOUND. Null: 64 MiB. Never below twice <see cref="MaxReceiveMessageSize"/>, so the largest
+    /// message always fits an empty connection.</summary>
+    public long? MaxUnsentBytesPerConnection { get; init; }
+
+    /// <summary>The effective <see cref="MaxUnsentBytesPerConnection"/>.</summary>
+    public long AnswerBudgetPerConnection => Math.Max(MaxUnsentBytesPerConnection ?? 64L * 1024 * 1024, 2L * MaxReceiveMessageSize);
+
+    /// <summary>ReceiveMessage answer bytes all connections together may make the broker hold. Null: 512 MiB. Never below
+    /// twice <see cref="MaxReceiveMessageSize"/>.</summary>
+    public long? MaxUnsentBytes { get; init; }
+
+    /// <summary>The effective <see cref="MaxUnsentBytes"/>.</summary>
+    public long AnswerBudgetTotal => Math.Max(MaxUnsentBytes ?? 512L * 1024 * 1024, 2L * MaxReceiveMessageSize);
+
+    /// <summary>How long writing one ReceiveMessage answer may take, final flush included. Past it the stream is reset
+    /// and its messages released: a client that reads its answers too slowly no longer keeps them (and their leases).</summary>
+    public TimeSpan AnswerWriteTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Shortest <c>invisible_duration</c> a ReceiveMessage may ask (shorter: ILLEGAL_INVISIBLE_TIME). RocketMQ's
+    /// proxy refuses below 10 s (minInvisibleTimeMillsForRecv); 1 s keeps our own clients' short leases working while a
+    /// client can no longer lease the same messages again for every stream it opens (1 ms leases).</summary>
+    public TimeSpan MinReceiveInvisibleDuration { get; init; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Failed-signature log lines (Debug) allowed per minute; further failures are only counted.</summary>
     public int AuthFailureLogsPerMinute { get; init; } = 10;
 

@@ -5,6 +5,8 @@ using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 
@@ -40,12 +42,24 @@ internal sealed partial class MessagingService
             return;
         }
 
+        if (invisible is { } asked && asked > TimeSpan.Zero && asked < _options.MinReceiveInvisibleDuration)
+        {
+            // As the proxy's minInvisibleTimeMillsForRecv: a lease of a few milliseconds only lets one client take the
+            // same messages again for every stream it opens.
+            await WriteReceiveEndAsync(responseStream, V5Status.Of(Code.IllegalInvisibleTime,
+                $"invisible_duration must be at least {_options.MinReceiveInvisibleDuration.TotalMilliseconds:0} ms")).ConfigureAwait(false);
+            return;
+        }
+
         if (!V5Time.TryToTimeSpan(request.LongPollingTimeout, out TimeSpan? longPolling))
         {
             await WriteReceiveEndAsync(responseStream, V5Status.Of(Code.IllegalPollingTime, "long_polling_timeout is not a valid duration")).ConfigureAwait(false);
             return;
         }
 
+        HttpContext? http = context.GetHttpContext();
+        AnswerBudget connectionBudget = AnswerBudget.Of(http, _options.AnswerBudgetPerConnection);
+        using var reservation = new AnswerReservation(connectionBudget, _answerBudget);
         var receive = new ReceiveRequest
         {
             ConsumerGroup = group,
@@ -58,52 +72,169 @@ internal sealed partial class MessagingService
             ClientId = ClientId(context),
             // Push consumers ask for it: the broker extends their leases while they are connected, as the proxy does.
             AutoRenew = request.AutoRenew,
+            // Room for the answer is taken before each message is leased: a connection (or the broker) that already
+            // holds its budget of unsent answers leases nothing more until some is written out.
+            Allowance = reservation,
         };
         _engine.Consumers.Seen(group, receive.ClientId, "gRPC", context.Peer);
 
-        ReceiveResult result = await _engine.ReceiveAsync(receive, context.CancellationToken).ConfigureAwait(false);
+        ReceiveResult result = await ReceiveWithRoomAsync(receive, reservation, connectionBudget, context.CancellationToken).ConfigureAwait(false);
         if (result.IsOk && result.Messages.Count > 0)
         {
-            // The status and the messages are buffered, and the delivery timestamp that ends the batch flushes them all:
-            // one flush per batch instead of one per message (grpc-dotnet flushes every write without BufferHint).
+            var responses = new List<ReceiveMessageResponse>(result.Messages.Count);
+            long size = 0;
+            foreach (DeliveredMessage delivered in result.Messages)
+            {
+                var response = new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered, ns) };
+                size += response.CalculateSize() + 5;
+                responses.Add(response);
+            }
+
+            // What the answer really holds (the engine reserved record sizes), until its last write completes. From
+            // here on only the serialized copy in Kestrel's buffer is kept: the bodies are let go as each message is
+            // written, so a stalled answer costs its size once, not three times (body, protobuf, serialized).
+            reservation.Resize(size);
+            List<string> handles = result.Messages.Select(m => m.ReceiptHandle).ToList();
+            result = default;
+            bool written = false;
             try
             {
-                context.WriteOptions = BufferedWrite;
-                await responseStream.WriteAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
-                foreach (DeliveredMessage delivered in result.Messages)
+                // The status and the messages are buffered, and the delivery timestamp that ends the batch flushes them
+                // all: one flush per batch instead of one per message (grpc-dotnet flushes every write without BufferHint).
+                // The whole answer has a deadline: past it the stream is reset (see WriteBeforeDeadlineAsync).
+                written = await WriteBeforeDeadlineAsync(http, context, async () =>
                 {
-                    await responseStream.WriteAsync(new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered, ns) }).ConfigureAwait(false);
-                }
+                    context.WriteOptions = BufferedWrite;
+                    await responseStream.WriteAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
+                    for (int i = 0; i < responses.Count; i++)
+                    {
+                        await responseStream.WriteAsync(responses[i]).ConfigureAwait(false);
+                        responses[i] = null!;
+                    }
 
-                context.WriteOptions = null;
-                await responseStream.WriteAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
-                    .ConfigureAwait(false);
+                    context.WriteOptions = null;
+                    await responseStream.WriteAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
+                        .ConfigureAwait(false);
+                }).ConfigureAwait(false);
             }
-            catch
+            finally
             {
-                // The messages were leased before this write, which failed (the client went away, its deadline passed):
-                // it never saw them. Release them now, as RocketMQ's proxy does, instead of letting the lease run (and
-                // a push consumer's renewal keep it for up to MaxAutoRenew).
-                await ReleaseAsync(group, topic, result.Messages).ConfigureAwait(false);
-                throw;
+                if (!written)
+                {
+                    // The messages were leased before this write, which failed, was reset at its deadline, or ended with
+                    // the stream (the client went away, its deadline passed): it never saw them. Release them now, as
+                    // RocketMQ's proxy does, instead of letting the lease run (and a push consumer's renewal keep it for
+                    // up to MaxAutoRenew).
+                    await ReleaseAsync(group, topic, handles).ConfigureAwait(false);
+                }
             }
 
             return;
         }
 
-        Status status = result.IsOk || result.Error.Status == BrokerStatus.MessageNotFound
+        Status status = result.IsOk || result.Error.Status == BrokerStatus.MessageNotFound || reservation.Refused
             ? V5Status.Of(Code.MessageNotFound, "no new message")
             : V5Status.From(result.Error);
-        await WriteReceiveEndAsync(responseStream, status).ConfigureAwait(false);
+        await WriteBeforeDeadlineAsync(http, context, () => WriteReceiveEndAsync(responseStream, status)).ConfigureAwait(false);
     }
 
-    private async Task ReleaseAsync(string group, string topic, IReadOnlyList<DeliveredMessage> messages)
+    /// <summary>
+    /// The engine's receive, waiting for room when there is something to deliver but the answer has none: at each
+    /// release of the connection's or the broker's budget the receive looks again, until its long poll ends. A receive
+    /// that never got room leased nothing and is answered MESSAGE_NOT_FOUND, which every official client takes as an
+    /// empty receive and asks again (TOO_MANY_REQUESTS would throw from a simple consumer's receive).
+    /// </summary>
+    private async Task<ReceiveResult> ReceiveWithRoomAsync(ReceiveRequest receive, AnswerReservation reservation, AnswerBudget connection,
+        CancellationToken ct)
     {
-        foreach (DeliveredMessage delivered in messages)
+        long deadline = _time.GetTimestamp() + (long)(receive.LongPollTimeout.TotalSeconds * _time.TimestampFrequency);
+        while (true)
+        {
+            // Taken before the look, so that a release between the look and the wait is not missed.
+            Task released = Task.WhenAny(connection.Released, _answerBudget.Released);
+            reservation.ResetRefusal();
+            ReceiveResult result = await _engine.ReceiveAsync(receive, ct).ConfigureAwait(false);
+            if (!(reservation.Refused && result.Messages.Count == 0 && result.Error.Status == BrokerStatus.TooManyRequests))
+            {
+                return result;
+            }
+
+            TimeSpan left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
+            if (left <= TimeSpan.Zero)
+            {
+                return result;
+            }
+
+            try
+            {
+                await released.WaitAsync(left, _time, ct).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                return result;
+            }
+
+            receive = new ReceiveRequest
+            {
+                ConsumerGroup = receive.ConsumerGroup,
+                Topic = receive.Topic,
+                TagExpression = receive.TagExpression,
+                BatchSize = receive.BatchSize,
+                InvisibleDuration = receive.InvisibleDuration,
+                LongPollTimeout = _time.GetElapsedTime(_time.GetTimestamp(), deadline) is { } rest && rest > TimeSpan.Zero ? rest : TimeSpan.Zero,
+                ClientId = receive.ClientId,
+                AutoRenew = receive.AutoRenew,
+                Allowance = receive.Allowance,
+            };
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="write"/> (one answer, final flush included) with <see cref="GrpcV5Options.AnswerWriteTimeout"/>:
+    /// past it the stream is aborted (RST_STREAM), which ends the pending flush and drops what Kestrel buffered.
+    /// Kestrel's minimum response rate alone does not end a stream whose client opens its window a little at a time.
+    /// True: written in time, on a stream still open; false otherwise (or it throws).
+    /// </summary>
+    private async Task<bool> WriteBeforeDeadlineAsync(HttpContext? http, ServerCallContext context, Func<Task> write)
+    {
+        var gate = new object();
+        bool done = false, timedOut = false;
+        using ITimer timer = _time.CreateTimer(_ =>
+        {
+            lock (gate)
+            {
+                if (done) return;
+                timedOut = true;
+            }
+
+            LogAnswerWriteTimeout(context.Peer, _options.AnswerWriteTimeout.TotalSeconds);
+            http?.Abort();
+        }, null, _options.AnswerWriteTimeout, Timeout.InfiniteTimeSpan);
+        try
+        {
+            await write().ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (gate)
+            {
+                done = true;
+            }
+        }
+
+        return !timedOut && !context.CancellationToken.IsCancellationRequested;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "ReceiveMessage answer to {Peer} not written within {Seconds} s (the client does not read it): stream reset, its messages released")]
+    private partial void LogAnswerWriteTimeout(string peer, double seconds);
+
+    private async Task ReleaseAsync(string group, string topic, IReadOnlyList<string> receiptHandles)
+    {
+        foreach (string handle in receiptHandles)
         {
             try
             {
-                await _engine.ChangeInvisibleDurationAsync(group, topic, delivered.ReceiptHandle, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
+                await _engine.ChangeInvisibleDurationAsync(group, topic, handle, TimeSpan.Zero, CancellationToken.None).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is StorageFailureException or OperationCanceledException or ObjectDisposedException)
             {

@@ -29,7 +29,8 @@ internal sealed partial class MessagingService
             return;
         }
 
-        var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget) { Namespace = V5Namespace.Of(context) };
+        var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget,
+            AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection)) { Namespace = V5Namespace.Of(context) };
         _sessions.Add(session);
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Ended);
         Task writer = session.RunWriterAsync(responseStream, context.CancellationToken);

@@ -27,6 +27,7 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly TelemetrySessions _sessions;
+    private readonly AnswerBudget _answerBudget;
 
     public MessagingService(BrokerEngine engine, GrpcV5Options options, ILogger<MessagingService> logger, TimeProvider? time = null)
     {
@@ -35,7 +36,11 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
         _logger = logger;
         _time = time ?? TimeProvider.System;
         _sessions = new TelemetrySessions(logger);
+        _answerBudget = new AnswerBudget(options.AnswerBudgetTotal);
     }
+
+    /// <summary>ReceiveMessage answer bytes leased and not yet written out, over all connections (tests, diagnostics).</summary>
+    internal long UnsentAnswerBytes => _answerBudget.Held;
 
     // From the HTTP request, not context.RequestHeaders: grpc-dotnet builds that Metadata from every header and throws
     // ArgumentException on a name it does not allow (e.g. upper case, which Kestrel lets through on h2c); one such

@@ -24,16 +24,21 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private readonly Dictionary<string, IDisposable> _producerRegistrations = new(StringComparer.Ordinal);
     private readonly long _maxQueuedBytes;
     private long _queuedBytes;
+    private readonly AnswerBudget? _connection;
+    private long _connectionBytes;
     private TelemetryCommand? _lastSettings;
     private ITimer? _repushTimer;
     private volatile bool _alive = true;
 
     /// <param name="clientId">The non-blank <c>x-mq-client-id</c> of the stream.</param>
     /// <param name="maxQueuedBytes">Serialized bytes that may wait for the writer before the session is ended.</param>
-    public TelemetrySession(string clientId, long maxQueuedBytes)
+    /// <param name="connection">The stream's connection budget of unsent answers: queued commands count on it too, so
+    /// 200 Telemetry streams of one connection cannot each queue <paramref name="maxQueuedBytes"/>.</param>
+    public TelemetrySession(string clientId, long maxQueuedBytes, AnswerBudget? connection = null)
     {
         ClientId = clientId;
         _maxQueuedBytes = maxQueuedBytes;
+        _connection = connection;
     }
 
     public string ClientId { get; }
@@ -82,12 +87,25 @@ internal sealed class TelemetrySession : ICheckBackChannel
             return false;
         }
 
+        if (_connection is not null)
+        {
+            if (!_connection.TryTake(size))
+            {
+                Interlocked.Add(ref _queuedBytes, -size);
+                End($"the client's connection holds {_connection.Limit} bytes of unsent answers (it does not read them)");
+                return false;
+            }
+
+            Interlocked.Add(ref _connectionBytes, size);
+        }
+
         if (_outbound.Writer.TryWrite((command, size)))
         {
             return true;
         }
 
         Interlocked.Add(ref _queuedBytes, -size);
+        Written(size);
         return false;
     }
 
@@ -167,6 +185,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             {
                 await stream.WriteAsync(command, ct).ConfigureAwait(false);
                 Interlocked.Add(ref _queuedBytes, -size);
+                Written(size);
             }
         }
         catch
@@ -175,6 +194,18 @@ internal sealed class TelemetrySession : ICheckBackChannel
             End("the Telemetry stream could not be written");
             throw;
         }
+        finally
+        {
+            // Whatever was queued and never written is no longer held for the connection.
+            if (_connection is not null) _connection.Release(Interlocked.Exchange(ref _connectionBytes, 0));
+        }
+    }
+
+    private void Written(int size)
+    {
+        if (_connection is null) return;
+        Interlocked.Add(ref _connectionBytes, -size);
+        _connection.Release(size);
     }
 
     /// <summary>The broker ends the session: no more checks here, and the read loop stops with <paramref name="reason"/>.</summary>

@@ -1,0 +1,168 @@
+using Apache.Rocketmq.V2;
+using Grpc.Core;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
+using HalfMsg.Broker.FrontEnds.GrpcV5;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Grpc;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging.Abstractions;
+using Duration = Google.Protobuf.WellKnownTypes.Duration;
+using MessagingService = HalfMsg.Broker.FrontEnds.GrpcV5.MessagingService;
+
+namespace HalfMsg.Broker.Tests.GrpcV5;
+
+/// <summary>
+/// The handler side of the bound on unsent answers (see <see cref="StalledReceiveTests"/> for the wire): a receive
+/// whose connection has no room leases nothing, waits for room at most its long poll and answers MESSAGE_NOT_FOUND;
+/// room freed during the wait is used at once. A lease shorter than the minimum is refused, and Telemetry commands
+/// count on the same connection budget.
+/// </summary>
+public sealed class ReceiveAnswerBudgetTests : IAsyncLifetime
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-budget-" + Guid.NewGuid().ToString("N"));
+    private BrokerEngine _engine = null!;
+
+    public async Task InitializeAsync() => _engine = await BrokerEngine.OpenAsync(new CoreOptions { DataDir = _dir, QueuesPerTopic = 1 });
+
+    public async Task DisposeAsync()
+    {
+        await _engine.DisposeAsync();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    private sealed class ConnectionItems : IConnectionItemsFeature
+    {
+        public IDictionary<object, object?> Items { get; set; } = new Dictionary<object, object?>();
+    }
+
+    private sealed class RecordingStream : IServerStreamWriter<ReceiveMessageResponse>
+    {
+        public List<ReceiveMessageResponse> Responses { get; } = [];
+        public WriteOptions? WriteOptions { get; set; }
+        public Task WriteAsync(ReceiveMessageResponse message)
+        {
+            lock (Responses) Responses.Add(message);
+            return Task.CompletedTask;
+        }
+    }
+
+    private static (TestServerCallContext Context, DefaultHttpContext Http) Call(IConnectionItemsFeature connection)
+    {
+        var context = new TestServerCallContext(GrpcMethods.ReceiveMessage);
+        var http = new DefaultHttpContext();
+        http.Features.Set(connection);
+        http.Request.Headers[RocketMqHeaders.ClientId] = "c1";
+        context.UserState["__HttpContext"] = http;
+        return (context, http);
+    }
+
+    private static ReceiveMessageRequest Receive(TimeSpan invisible, TimeSpan longPoll) => new()
+    {
+        Group = new Resource { Name = "g" },
+        MessageQueue = new MessageQueue { Topic = new Resource { Name = "T" } },
+        BatchSize = 32,
+        InvisibleDuration = Duration.FromTimeSpan(invisible),
+        LongPollingTimeout = Duration.FromTimeSpan(longPoll),
+    };
+
+    private async Task SendAsync(int count)
+    {
+        for (int i = 0; i < count; i++)
+            Assert.True((await _engine.SendAsync(new MessageDraft { Topic = "T", MessageId = Guid.NewGuid().ToString("N"), Body = new byte[100] })).IsOk);
+    }
+
+    private async Task<int> AvailableAsync()
+    {
+        var again = await _engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = "T", ClientId = "other" });
+        return again.Messages.Count;
+    }
+
+    private static readonly GrpcV5Options SmallBudget = new() { MaxReceiveMessageSize = 1000, MaxUnsentBytesPerConnection = 2000 };
+
+    [Fact]
+    public async Task A_receive_on_a_full_connection_leases_nothing_and_answers_MESSAGE_NOT_FOUND_after_its_long_poll()
+    {
+        await SendAsync(3);
+        var service = new MessagingService(_engine, SmallBudget, NullLogger<MessagingService>.Instance);
+        var connection = new ConnectionItems();
+        var (context, http) = Call(connection);
+        AnswerBudget budget = AnswerBudget.Of(http, SmallBudget.AnswerBudgetPerConnection);
+        Assert.True(budget.TryTake(SmallBudget.AnswerBudgetPerConnection)); // another stream's answer, not read yet
+
+        var stream = new RecordingStream();
+        await service.ReceiveMessage(Receive(TimeSpan.FromMinutes(5), TimeSpan.FromMilliseconds(300)), stream, context);
+
+        Assert.Equal(Code.MessageNotFound, stream.Responses[0].Status.Code);
+        Assert.DoesNotContain(stream.Responses, r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message);
+        Assert.Equal(3, await AvailableAsync()); // nothing was leased
+        Assert.Equal(0, service.UnsentAnswerBytes);
+    }
+
+    [Fact]
+    public async Task Room_freed_during_the_long_poll_is_used_at_once_and_given_back_after_the_answer()
+    {
+        await SendAsync(3);
+        var service = new MessagingService(_engine, SmallBudget, NullLogger<MessagingService>.Instance);
+        var (context, http) = Call(new ConnectionItems());
+        AnswerBudget budget = AnswerBudget.Of(http, SmallBudget.AnswerBudgetPerConnection);
+        Assert.True(budget.TryTake(SmallBudget.AnswerBudgetPerConnection));
+
+        long looks = Interlocked.Read(ref _engine.Metrics.ReceiveLooks);
+        var stream = new RecordingStream();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Task receive = service.ReceiveMessage(Receive(TimeSpan.FromMinutes(5), TimeSpan.FromSeconds(20)), stream, context);
+        while (Interlocked.Read(ref _engine.Metrics.ReceiveLooks) == looks) await Task.Delay(10); // it looked and found no room
+        Assert.False(receive.IsCompleted);
+
+        budget.Release(SmallBudget.AnswerBudgetPerConnection); // the other answer was written out
+        await receive.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"took {clock.Elapsed}");
+        Assert.Equal(Code.Ok, stream.Responses[0].Status.Code);
+        Assert.Equal(3, stream.Responses.Count(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message));
+        Assert.Equal(0, budget.Held);
+        Assert.Equal(0, service.UnsentAnswerBytes);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(100)]
+    [InlineData(999)]
+    public async Task A_lease_shorter_than_a_second_is_ILLEGAL_INVISIBLE_TIME_and_leases_nothing(int milliseconds)
+    {
+        await SendAsync(2);
+        var service = new MessagingService(_engine, new GrpcV5Options(), NullLogger<MessagingService>.Instance);
+        var (context, _) = Call(new ConnectionItems());
+        var stream = new RecordingStream();
+        await service.ReceiveMessage(Receive(TimeSpan.FromMilliseconds(milliseconds), TimeSpan.Zero), stream, context);
+
+        Assert.Equal(Code.IllegalInvisibleTime, stream.Responses[0].Status.Code);
+        Assert.Equal(2, await AvailableAsync());
+    }
+
+    [Fact]
+    public void Telemetry_commands_count_on_their_connection_and_a_connection_that_does_not_read_ends_the_session()
+    {
+        var budget = new AnswerBudget(3 * 1024 * 1024 + 512 * 1024);
+        var first = new TelemetrySession("c1", 16 * 1024 * 1024, budget);
+        var second = new TelemetrySession("c2", 16 * 1024 * 1024, budget);
+        var check = new CheckBackRequest
+        {
+            TransactionId = "tx",
+            ProducerGroup = "T",
+            HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
+        };
+
+        // No writer runs: nothing is read. Each stream alone is far below its own 16 MiB bound.
+        Assert.True(first.TrySendCheck(check));
+        Assert.True(second.TrySendCheck(check));
+        Assert.True(first.TrySendCheck(check));
+        Assert.True(budget.Held > 3 * 1024 * 1024, $"held {budget.Held}");
+        Assert.False(second.TrySendCheck(check));
+        Assert.False(second.IsAlive);
+        Assert.Contains("connection", second.EndReason);
+        Assert.True(first.IsAlive);
+    }
+}
