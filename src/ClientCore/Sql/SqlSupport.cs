@@ -36,6 +36,37 @@ internal static class SqlSupport
         return table;
     }
 
+    /// <summary>
+    /// Runs <paramref name="deleteSql"/> (a DELETE of at most <c>@batch</c> rows, with <paramref name="parameters"/>) in
+    /// a transaction of its own until a run deletes fewer than <paramref name="batchSize"/> rows; returns the rows deleted.
+    /// Batches keep each transaction's locks short when pruning a large backlog.
+    /// </summary>
+    public static async Task<long> DeleteInBatchesAsync(DbConnection connection, string deleteSql, IReadOnlyList<(string Name, object Value)> parameters,
+        int batchSize, CancellationToken ct)
+    {
+        long deleted = 0;
+        while (true)
+        {
+            ct.ThrowIfCancellationRequested();
+            await using DbTransaction transaction = await connection.BeginTransactionAsync(ct).ConfigureAwait(false);
+            await using DbCommand delete = connection.CreateCommand();
+            delete.Transaction = transaction;
+            delete.CommandText = deleteSql;
+            foreach (var (name, value) in parameters.Append(("@batch", batchSize)))
+            {
+                DbParameter p = delete.CreateParameter();
+                p.ParameterName = name;
+                p.Value = value;
+                delete.Parameters.Add(p);
+            }
+
+            int n = await delete.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+            await transaction.CommitAsync(ct).ConfigureAwait(false);
+            deleted += n;
+            if (n < batchSize) return deleted;
+        }
+    }
+
     private static readonly ConcurrentDictionary<(string ConnectionString, string Table), byte> Created = new();
 
     /// <summary>Runs <paramref name="createTableSql"/> (idempotent DDL) on an open connection and remembers it.</summary>

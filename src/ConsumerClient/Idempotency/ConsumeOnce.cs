@@ -102,30 +102,11 @@ public static class ConsumedSchema
         ArgumentOutOfRangeException.ThrowIfGreaterThan(batchSize, 100_000);
         string t = ConsumedDialects.CheckIdentifier(table);
         await EnsureCreatedOnceAsync(connection, dialect, table, cancellationToken).ConfigureAwait(false);
-        object cutOff = dialect.ConsumedAtValue(DateTime.UtcNow - olderThan);
-        long deleted = 0;
-        while (true)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-            await using DbCommand delete = connection.CreateCommand();
-            delete.Transaction = transaction;
-            // Row values in IN: SQLite 3.15+ and PostgreSQL.
-            delete.CommandText = $"DELETE FROM {t} WHERE (consumer_group, message_id) IN " +
-                $"(SELECT consumer_group, message_id FROM {t} WHERE consumed_at < @cut_off LIMIT @batch)";
-            foreach (var (name, value) in new (string, object)[] { ("@cut_off", cutOff), ("@batch", batchSize) })
-            {
-                DbParameter p = delete.CreateParameter();
-                p.ParameterName = name;
-                p.Value = value;
-                delete.Parameters.Add(p);
-            }
-
-            int n = await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-            deleted += n;
-            if (n < batchSize) return deleted;
-        }
+        // Row values in IN: SQLite 3.15+ and PostgreSQL.
+        return await SqlSupport.DeleteInBatchesAsync(connection,
+            $"DELETE FROM {t} WHERE (consumer_group, message_id) IN " +
+            $"(SELECT consumer_group, message_id FROM {t} WHERE consumed_at < @cut_off LIMIT @batch)",
+            [("@cut_off", dialect.ConsumedAtValue(DateTime.UtcNow - olderThan))], batchSize, cancellationToken).ConfigureAwait(false);
     }
 }
 

@@ -122,30 +122,12 @@ internal static class BarrierStore
             await transaction.CommitAsync(ct).ConfigureAwait(false);
         }
 
-        long deleted = 0;
-        while (true)
-        {
-            ct.ThrowIfCancellationRequested();
-            await using DbTransaction transaction = await connection.BeginTransactionAsync(ct).ConfigureAwait(false);
-            await using DbCommand delete = connection.CreateCommand();
-            delete.Transaction = transaction;
-            string t = BarrierDialects.CheckIdentifier(table);
-            // The owner and cut-off rows ("halfmsg:" ids; transaction ids never have a colon) stay.
-            delete.CommandText = $"DELETE FROM {t} WHERE transaction_id IN (SELECT transaction_id FROM {t} " +
-                "WHERE created_at < @cut_off AND transaction_id NOT LIKE 'halfmsg:%' LIMIT @batch)";
-            DbParameter at = delete.CreateParameter();
-            at.ParameterName = "@cut_off";
-            at.Value = dialect.CreatedAtValue(cutOffUtc);
-            delete.Parameters.Add(at);
-            DbParameter batch = delete.CreateParameter();
-            batch.ParameterName = "@batch";
-            batch.Value = batchSize;
-            delete.Parameters.Add(batch);
-            int n = await delete.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
-            await transaction.CommitAsync(ct).ConfigureAwait(false);
-            deleted += n;
-            if (n < batchSize) return deleted;
-        }
+        string t = BarrierDialects.CheckIdentifier(table);
+        // The owner and cut-off rows ("halfmsg:" ids; transaction ids never have a colon) stay.
+        return await SqlSupport.DeleteInBatchesAsync(connection,
+            $"DELETE FROM {t} WHERE transaction_id IN (SELECT transaction_id FROM {t} " +
+            "WHERE created_at < @cut_off AND transaction_id NOT LIKE 'halfmsg:%' LIMIT @batch)",
+            [("@cut_off", dialect.CreatedAtValue(cutOffUtc))], batchSize, ct).ConfigureAwait(false);
     }
 
     private static void AddParameter(DbCommand command, string name, string value)

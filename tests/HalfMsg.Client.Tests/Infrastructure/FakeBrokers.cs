@@ -15,35 +15,7 @@ internal static class FakeBrokers
         IReadOnlyList<TelemetryCommand>? afterSettings = null) =>
         TestGrpcServer.StartAsync(s =>
         {
-            s.OnQueryRoute = (request, _) => Task.FromResult(new QueryRouteResponse
-            {
-                Status = new Status { Code = Code.Ok },
-                MessageQueues =
-                {
-                    new MessageQueue
-                    {
-                        Topic = request.Topic,
-                        Id = 0,
-                        Permission = Permission.ReadWrite,
-                        Broker = new Apache.Rocketmq.V2.Broker { Name = "fake", Endpoints = request.Endpoints }, // the access point is this server
-                        AcceptMessageTypes = { MessageType.Normal, MessageType.Transaction },
-                    },
-                },
-            });
-            s.OnTelemetry = async (requests, responses, ctx) =>
-            {
-                while (await requests.MoveNext(ctx.CancellationToken))
-                {
-                    if (requests.Current.Settings is not null)
-                    {
-                        await responses.WriteAsync(new TelemetryCommand { Status = new Status { Code = Code.Ok }, Settings = settings });
-                        foreach (TelemetryCommand command in afterSettings ?? [])
-                        {
-                            await responses.WriteAsync(command);
-                        }
-                    }
-                }
-            };
+            Serve(s, settings, afterSettings, MessageType.Normal, MessageType.Transaction);
             s.OnSendMessage = (request, _) =>
             {
                 var response = new SendMessageResponse { Status = new Status { Code = Code.Ok } };
@@ -60,7 +32,6 @@ internal static class FakeBrokers
                 decisions.Enqueue(request);
                 return Task.FromResult(new EndTransactionResponse { Status = new Status { Code = Code.Ok } });
             };
-            s.OnHeartbeat = (_, _) => Task.FromResult(new HeartbeatResponse { Status = new Status { Code = Code.Ok } });
         });
 
     /// <summary>A fake broker for consumers: its route points at itself (one ReadWrite queue), its Settings reply is
@@ -69,34 +40,45 @@ internal static class FakeBrokers
     public static Task<TestGrpcServer> ConsumingAsync(Settings settings, Action<FakeMessagingService> configure) =>
         TestGrpcServer.StartAsync(s =>
         {
-            s.OnQueryRoute = (request, _) => Task.FromResult(new QueryRouteResponse
-            {
-                Status = new Status { Code = Code.Ok },
-                MessageQueues =
-                {
-                    new MessageQueue
-                    {
-                        Topic = request.Topic,
-                        Id = 0,
-                        Permission = Permission.ReadWrite,
-                        Broker = new Apache.Rocketmq.V2.Broker { Name = "fake", Endpoints = request.Endpoints },
-                        AcceptMessageTypes = { MessageType.Normal, MessageType.Fifo },
-                    },
-                },
-            });
-            s.OnTelemetry = async (requests, responses, ctx) =>
-            {
-                while (await requests.MoveNext(ctx.CancellationToken))
-                {
-                    if (requests.Current.Settings is not null)
-                    {
-                        await responses.WriteAsync(new TelemetryCommand { Status = new Status { Code = Code.Ok }, Settings = settings });
-                    }
-                }
-            };
-            s.OnHeartbeat = (_, _) => Task.FromResult(new HeartbeatResponse { Status = new Status { Code = Code.Ok } });
+            Serve(s, settings, null, MessageType.Normal, MessageType.Fifo);
             configure(s);
         });
+
+    // What every fake answers: a route of one ReadWrite queue on itself, the Settings reply (and then any commands),
+    // heartbeats.
+    private static void Serve(FakeMessagingService s, Settings settings, IReadOnlyList<TelemetryCommand>? afterSettings, params MessageType[] accepts)
+    {
+        s.OnQueryRoute = (request, _) => Task.FromResult(new QueryRouteResponse
+        {
+            Status = new Status { Code = Code.Ok },
+            MessageQueues =
+            {
+                new MessageQueue
+                {
+                    Topic = request.Topic,
+                    Id = 0,
+                    Permission = Permission.ReadWrite,
+                    Broker = new Apache.Rocketmq.V2.Broker { Name = "fake", Endpoints = request.Endpoints }, // the access point is this server
+                    AcceptMessageTypes = { accepts },
+                },
+            },
+        });
+        s.OnTelemetry = async (requests, responses, ctx) =>
+        {
+            while (await requests.MoveNext(ctx.CancellationToken))
+            {
+                if (requests.Current.Settings is not null)
+                {
+                    await responses.WriteAsync(new TelemetryCommand { Status = new Status { Code = Code.Ok }, Settings = settings });
+                    foreach (TelemetryCommand command in afterSettings ?? [])
+                    {
+                        await responses.WriteAsync(command);
+                    }
+                }
+            }
+        };
+        s.OnHeartbeat = (_, _) => Task.FromResult(new HeartbeatResponse { Status = new Status { Code = Code.Ok } });
+    }
 
     /// <summary>A message as a receive delivers it.</summary>
     public static Apache.Rocketmq.V2.Message Delivered(string topic, string messageId, string receiptHandle, int attempt = 1, string? group = null)
