@@ -115,6 +115,8 @@ public sealed record PushConsumerOptions
 
     /// <summary>The longest lease a broker grants (HalfMsgBroker and the RocketMQ proxy: 12 h).</summary>
     internal static readonly TimeSpan MaxInvisibleDuration = TimeSpan.FromHours(12);
+    // The broker refuses a receive asking for less (ILLEGAL_INVISIBLE_TIME): the consumer would consume nothing.
+    internal static readonly TimeSpan MinInvisibleDuration = TimeSpan.FromSeconds(1);
 
     /// <summary>The longest long poll accepted here (brokers cap it lower: HalfMsgBroker at 30 s).</summary>
     internal static readonly TimeSpan MaxAwaitDuration = TimeSpan.FromMinutes(5);
@@ -135,9 +137,9 @@ public sealed record PushConsumerOptions
             throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.MaxConcurrency must be at least 1, not {MaxConcurrency}.");
         }
 
-        if (InvisibleDuration <= TimeSpan.Zero || InvisibleDuration > MaxInvisibleDuration)
+        if (InvisibleDuration < MinInvisibleDuration || InvisibleDuration > MaxInvisibleDuration)
         {
-            throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.InvisibleDuration must be more than 0 and at most {MaxInvisibleDuration} (the broker's longest lease), not {InvisibleDuration}{BareNumberHint}.");
+            throw new ArgumentOutOfRangeException("options", $"PushConsumerOptions.InvisibleDuration must be at least {MinInvisibleDuration} (a HalfMsgBroker's shortest lease) and at most {MaxInvisibleDuration} (the broker's longest lease), not {InvisibleDuration}{BareNumberHint}.");
         }
 
         if (AwaitDuration <= TimeSpan.Zero || AwaitDuration > MaxAwaitDuration)

@@ -74,6 +74,31 @@ public sealed class ExecuteOutcomeTests(PostgresDatabase postgres) : IClassFixtu
         Assert.Equal(thrown.TransactionId, decision.TransactionId);
     }
 
+    [PostgresFact]
+    public async Task A_PostgreSQL_transaction_whose_writes_change_search_path_commits_and_is_published()
+    {
+        var decisions = new ConcurrentQueue<EndTransactionRequest>();
+        var (server, producer) = await StartAsync(decisions);
+        await using var _ = server;
+        await using var __ = producer;
+        await using var c = new NpgsqlConnection(postgres.ConnectionString);
+        await c.OpenAsync();
+        string orderId = Guid.NewGuid().ToString("N");
+
+        // One schema per tenant: the barrier table is not on the writes' search_path any more when they return.
+        SendReceipt receipt = await producer.ExecuteAsync(c, new ProducerMessage("orders", "created"), async (tx, ct) =>
+        {
+            await E2E.ExecAsync(c, tx, "CREATE SCHEMA IF NOT EXISTS tenant_x");
+            await E2E.ExecAsync(c, tx, "SET LOCAL search_path = tenant_x");
+            await E2E.ExecAsync(c, tx, "CREATE TABLE IF NOT EXISTS orders_tenant (id VARCHAR(64) PRIMARY KEY)");
+            await E2E.ExecAsync(c, tx, "INSERT INTO orders_tenant (id) VALUES (@id)", ("@id", orderId));
+        }, BarrierDialects.PostgreSql);
+
+        Assert.True(receipt.CommitConfirmed);
+        Assert.Equal(1, await CountAsync(c, "tenant_x.orders_tenant", orderId));
+        Assert.Equal(Apache.Rocketmq.V2.TransactionResolution.Commit, Assert.Single(decisions).Resolution);
+    }
+
     [Fact]
     public async Task A_producer_disposed_while_the_local_transaction_runs_returns_an_unconfirmed_receipt_after_the_local_commit()
     {

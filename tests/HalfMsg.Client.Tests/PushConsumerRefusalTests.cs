@@ -55,6 +55,8 @@ public sealed class PushConsumerRefusalTests(BrokerFixture fixture) : IClassFixt
         // "InvisibleDuration": "30" in appsettings.json binds to 30 days (TimeSpan.Parse), beyond the broker's 12 h.
         { "InvisibleDuration", PushConsumerOptions.Default with { InvisibleDuration = TimeSpan.Parse("30") } },
         { "InvisibleDuration", PushConsumerOptions.Default with { InvisibleDuration = TimeSpan.Zero } },
+        // Below the broker's shortest lease (1 s): every receive would be refused ILLEGAL_INVISIBLE_TIME.
+        { "InvisibleDuration", PushConsumerOptions.Default with { InvisibleDuration = TimeSpan.FromMilliseconds(500) } },
         { "AwaitDuration", PushConsumerOptions.Default with { AwaitDuration = TimeSpan.FromSeconds(-1) } },
         { "AwaitDuration", PushConsumerOptions.Default with { AwaitDuration = TimeSpan.Parse("20") } },
         { "RetryBackoff", PushConsumerOptions.Default with { RetryBackoff = new RetryBackoff(TimeSpan.FromSeconds(-1), TimeSpan.FromSeconds(60), 2) } },

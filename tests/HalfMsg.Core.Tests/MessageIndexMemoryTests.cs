@@ -5,6 +5,7 @@ using Xunit.Abstractions;
 namespace HalfMsg.Core.Tests;
 
 /// <summary>Memory review (2026-12-05): what the message index keeps per message stays near its metadata, not a multiple.</summary>
+[Collection("memory")]
 public sealed class MessageIndexMemoryTests(ITestOutputHelper output)
 {
     private static MessageDraft Draft(string id, params string[] keys) => new() { Topic = "t", MessageId = id, Keys = keys, Body = new byte[] { 1 } };

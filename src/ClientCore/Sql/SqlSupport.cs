@@ -67,6 +67,27 @@ internal static class SqlSupport
         }
     }
 
+    /// <summary>
+    /// Runs <c>SELECT 1</c> in <paramref name="transaction"/>: on a transaction that can no longer commit (PostgreSQL's
+    /// aborted state after a failed statement, 25P02) it fails, and <paramref name="aborted"/>'s exception is thrown.
+    /// It reads no table, so a search_path or role the caller's statements changed does not matter.
+    /// </summary>
+    public static async Task EnsureTransactionUsableAsync(DbConnection connection, DbTransaction transaction, Func<DbException, Exception> aborted,
+        CancellationToken ct)
+    {
+        try
+        {
+            await using DbCommand probe = connection.CreateCommand();
+            probe.Transaction = transaction;
+            probe.CommandText = "SELECT 1";
+            await probe.ExecuteScalarAsync(ct).ConfigureAwait(false);
+        }
+        catch (DbException ex)
+        {
+            throw aborted(ex);
+        }
+    }
+
     private static readonly ConcurrentDictionary<(string ConnectionString, string Table), byte> Created = new();
 
     /// <summary>Runs <paramref name="createTableSql"/> (idempotent DDL) on an open connection and remembers it.</summary>

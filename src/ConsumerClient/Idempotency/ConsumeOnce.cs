@@ -166,7 +166,11 @@ public static class ConsumeOnce
             if (fresh)
             {
                 await writes(transaction, cancellationToken).ConfigureAwait(false);
-                await EnsureStillOpenAsync(connection, transaction, table, consumerGroup, messageId, cancellationToken).ConfigureAwait(false);
+                // PostgreSQL aborts a transaction at its first failed statement and a COMMIT of it rolls back without an
+                // error: writes that caught such a failure and carried on would have the message acknowledged with
+                // nothing applied, lost for good (found by review, 2026-12-05).
+                await SqlSupport.EnsureTransactionUsableAsync(connection, transaction, ex => new ConsumeAbortedException(messageId, ex), cancellationToken)
+                    .ConfigureAwait(false);
             }
 
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
@@ -185,31 +189,6 @@ public static class ConsumeOnce
 
             throw;
         }
-    }
-
-    // The transaction must still hold the row it inserted. PostgreSQL aborts a transaction at its first failed statement
-    // and a COMMIT of it rolls back without an error: writes that caught such a failure and carried on would have the
-    // message acknowledged with nothing applied, lost for good (found by review, 2026-12-05). On an aborted transaction
-    // this read fails (25P02); after a ROLLBACK issued as SQL it finds no row.
-    private static async Task EnsureStillOpenAsync(DbConnection connection, DbTransaction transaction, string table, string consumerGroup,
-        string messageId, CancellationToken ct)
-    {
-        object? found;
-        try
-        {
-            await using DbCommand probe = connection.CreateCommand();
-            probe.Transaction = transaction;
-            probe.CommandText = $"SELECT 1 FROM {ConsumedDialects.CheckIdentifier(table)} WHERE consumer_group = @consumer_group AND message_id = @message_id";
-            AddParameter(probe, "@consumer_group", consumerGroup);
-            AddParameter(probe, "@message_id", messageId);
-            found = await probe.ExecuteScalarAsync(ct).ConfigureAwait(false);
-        }
-        catch (DbException ex)
-        {
-            throw new ConsumeAbortedException(messageId, ex);
-        }
-
-        if (found is null || found is DBNull) throw new ConsumeAbortedException(messageId, null);
     }
 
     private static void AddParameter(DbCommand command, string name, object value)
@@ -247,15 +226,15 @@ public static class IdempotentHandler
 /// <summary>
 /// Thrown by <see cref="ConsumeOnce"/> when, after the writes returned, the local transaction could no longer commit: on
 /// PostgreSQL a statement in it failed (the error was caught and the writes carried on, which leaves the transaction
-/// aborted, and PostgreSQL would turn the COMMIT into a rollback without an error), or SQL of the writes' own ended it.
+/// aborted, and PostgreSQL would turn the COMMIT into a rollback without an error).
 /// Nothing was committed; the message is not acknowledged (a push consumer's handler fails), so it is delivered again.
 /// </summary>
 public sealed class ConsumeAbortedException : Exception
 {
     /// <summary>Creates the exception for <paramref name="messageId"/>.</summary>
     public ConsumeAbortedException(string messageId, Exception? innerException)
-        : base($"The local transaction consuming message {messageId} can no longer commit (a statement in it failed, or it was ended by " +
-            "SQL of its own); nothing was committed and the message will be delivered again.", innerException)
+        : base($"The local transaction consuming message {messageId} can no longer commit (a statement in it failed and the transaction " +
+            "was aborted); nothing was committed and the message will be delivered again.", innerException)
     {
         MessageId = messageId;
     }

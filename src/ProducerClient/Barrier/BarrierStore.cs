@@ -162,14 +162,14 @@ public sealed class BarrierConflictException : Exception
 /// Thrown by <see cref="Producer.ExecuteAsync(DbConnection, Message, Func{DbTransaction, CancellationToken, Task}, CancellationToken)"/>
 /// when, after your writes returned, the local transaction could no longer commit: on PostgreSQL a statement in it failed
 /// (the error was caught and the writes carried on, which leaves the transaction aborted, and PostgreSQL would turn the
-/// COMMIT into a rollback without an error), or it was ended by SQL of its own. Nothing was committed; the half message
+/// COMMIT into a rollback without an error). Nothing was committed; the half message
 /// was rolled back, so nothing is published. Fix the writes (a savepoint around a statement that may fail) and retry.
 /// </summary>
 public sealed class LocalTransactionAbortedException : Exception
 {
     /// <summary>Creates the exception for <paramref name="transactionId"/>.</summary>
     public LocalTransactionAbortedException(string transactionId, Exception? innerException)
-        : base($"The local transaction of {transactionId} can no longer commit (a statement in it failed, or it was ended by SQL of its own); " +
+        : base($"The local transaction of {transactionId} can no longer commit (a statement in it failed and the transaction was aborted); " +
             "nothing was committed and the half message was rolled back.", innerException)
     {
         TransactionId = transactionId;

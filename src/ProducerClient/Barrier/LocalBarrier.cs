@@ -1,3 +1,4 @@
+using HalfMsg.ClientCore.Sql;
 using System.Data.Common;
 
 namespace HalfMsg.ProducerClient.Barrier;
@@ -25,21 +26,13 @@ internal static class LocalBarrier
 
             await businessWrites(transaction, ct).ConfigureAwait(false);
 
-            // The transaction must still be the one that holds the barrier row. PostgreSQL aborts a transaction at its
-            // first failed statement, and a COMMIT of it rolls back without an error (Npgsql reports none): business code
-            // that caught such a failure and carried on would have the half committed for writes that never were. On
-            // an aborted transaction this read fails (25P02); after a ROLLBACK issued as SQL it finds no row.
-            string? state;
-            try
-            {
-                state = await BarrierStore.GetStateAsync(connection, transaction, dialect, transactionId, ct).ConfigureAwait(false);
-            }
-            catch (DbException ex)
-            {
-                throw new LocalTransactionAbortedException(transactionId, ex);
-            }
-
-            if (state != BarrierStore.Committed) throw new LocalTransactionAbortedException(transactionId, null);
+            // The transaction must still be able to commit. PostgreSQL aborts a transaction at its first failed statement,
+            // and a COMMIT of it rolls back without an error (Npgsql reports none): business code that caught such a
+            // failure and carried on would have the half committed for writes that never were. Any statement fails on
+            // an aborted transaction (25P02); one that reads no table also works after the writes changed search_path
+            // or role (a first version read the barrier row, and refused such healthy transactions; found by review).
+            await SqlSupport.EnsureTransactionUsableAsync(connection, transaction, ex => new LocalTransactionAbortedException(transactionId, ex), ct)
+                .ConfigureAwait(false);
 
             committing = true;
             onCommitting?.Invoke();

@@ -155,14 +155,34 @@ public sealed class ReceiveAnswerBudgetTests : IAsyncLifetime
             HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
         };
 
-        // No writer runs: nothing is read. Each stream alone is far below its own 16 MiB bound.
-        Assert.True(first.TrySendCheck(check));
-        Assert.True(second.TrySendCheck(check));
-        Assert.True(first.TrySendCheck(check));
-        Assert.True(budget.Held > 3 * 1024 * 1024, $"held {budget.Held}");
+        // No writer runs: nothing is read. Each stream alone is far below its own 16 MiB bound. Commands are charged
+        // without waiting for room, up to twice the connection's limit.
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True(first.TrySendCheck(check));
+            Assert.True(second.TrySendCheck(check));
+        }
+        Assert.True(budget.Held > 6 * 1024 * 1024, $"held {budget.Held}");
         Assert.False(second.TrySendCheck(check));
         Assert.False(second.IsAlive);
         Assert.Contains("connection", second.EndReason);
         Assert.True(first.IsAlive);
+    }
+
+    [Fact]
+    public void Receive_answers_filling_the_connections_budget_do_not_end_its_Telemetry_stream()
+    {
+        // A busy push consumer: its receives hold the whole budget (they take only what fits under it).
+        var budget = new AnswerBudget(3 * 1024 * 1024);
+        Assert.True(budget.TryTake(3 * 1024 * 1024));
+        var telemetry = new TelemetrySession("c1", 16 * 1024 * 1024, budget);
+        var check = new CheckBackRequest
+        {
+            TransactionId = "tx",
+            ProducerGroup = "T",
+            HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024] },
+        };
+        Assert.True(telemetry.TrySendCheck(check));
+        Assert.True(telemetry.IsAlive);
     }
 }

@@ -256,8 +256,9 @@ public sealed class StalledReceiveTests(ITestOutputHelper output)
             stalled.Trickle(stream);
             await WaitUntilAsync(() => Interlocked.Read(ref host.Engine.Metrics.Delivered) >= 4, TimeSpan.FromSeconds(30), "the stalled stream leased the messages");
 
-            // The write deadline (30 s by default) resets the stream; the trickle keeps Kestrel's own rate check happy.
-            await WaitUntilAsync(() => stalled.ResetStreams.Contains(stream) || stalled.Closed, TimeSpan.FromSeconds(50),
+            // The write deadline (30 s by default, plus a second per 256 KiB of the answer: about 45 s for these 4 MB)
+            // resets the stream; the trickle keeps Kestrel's own rate check happy.
+            await WaitUntilAsync(() => stalled.ResetStreams.Contains(stream) || stalled.Closed, TimeSpan.FromSeconds(90),
                 "the stream whose answer is read at 1,000 B/s was reset");
             output.WriteLine($"reset after {clock.Elapsed.TotalSeconds:0.0} s; connection closed: {stalled.Closed}");
             Assert.True(stalled.ResetStreams.Contains(stream), "the stream, not the whole connection, is reset");

@@ -81,28 +81,29 @@ internal sealed partial class MessagingService
         ReceiveResult result = await ReceiveWithRoomAsync(receive, reservation, connectionBudget, context.CancellationToken).ConfigureAwait(false);
         if (result.IsOk && result.Messages.Count > 0)
         {
-            var responses = new List<ReceiveMessageResponse>(result.Messages.Count);
-            long size = 0;
-            foreach (DeliveredMessage delivered in result.Messages)
-            {
-                var response = new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered, ns) };
-                size += response.CalculateSize() + 5;
-                responses.Add(response);
-            }
-
-            // What the answer really holds (the engine reserved record sizes), until its last write completes. From
-            // here on only the serialized copy in Kestrel's buffer is kept: the bodies are let go as each message is
-            // written, so a stalled answer costs its size once, not three times (body, protobuf, serialized).
-            reservation.Resize(size);
             List<string> handles = result.Messages.Select(m => m.ReceiptHandle).ToList();
-            result = default;
             bool written = false;
             try
             {
+                var responses = new List<ReceiveMessageResponse>(result.Messages.Count);
+                long size = 0;
+                foreach (DeliveredMessage delivered in result.Messages)
+                {
+                    var response = new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered, ns) };
+                    size += response.CalculateSize() + 5;
+                    responses.Add(response);
+                }
+
+                // What the answer really holds (the engine reserved record sizes), until its last write completes. From
+                // here on only the serialized copy in Kestrel's buffer is kept: the bodies are let go as each message is
+                // written, so a stalled answer costs its size once, not three times (body, protobuf, serialized).
+                reservation.Resize(size);
+                result = default;
+
                 // The status and the messages are buffered, and the delivery timestamp that ends the batch flushes them
                 // all: one flush per batch instead of one per message (grpc-dotnet flushes every write without BufferHint).
                 // The whole answer has a deadline: past it the stream is reset (see WriteBeforeDeadlineAsync).
-                written = await WriteBeforeDeadlineAsync(http, context, async () =>
+                written = await WriteBeforeDeadlineAsync(http, context, size, async () =>
                 {
                     context.WriteOptions = BufferedWrite;
                     await responseStream.WriteAsync(new ReceiveMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
@@ -135,7 +136,7 @@ internal sealed partial class MessagingService
         Status status = result.IsOk || result.Error.Status == BrokerStatus.MessageNotFound || reservation.Refused
             ? V5Status.Of(Code.MessageNotFound, "no new message")
             : V5Status.From(result.Error);
-        await WriteBeforeDeadlineAsync(http, context, () => WriteReceiveEndAsync(responseStream, status)).ConfigureAwait(false);
+        await WriteBeforeDeadlineAsync(http, context, 0, () => WriteReceiveEndAsync(responseStream, status)).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -190,15 +191,28 @@ internal sealed partial class MessagingService
     }
 
     /// <summary>
-    /// Runs <paramref name="write"/> (one answer, final flush included) with <see cref="GrpcV5Options.AnswerWriteTimeout"/>:
-    /// past it the stream is aborted (RST_STREAM), which ends the pending flush and drops what Kestrel buffered.
-    /// Kestrel's minimum response rate alone does not end a stream whose client opens its window a little at a time.
-    /// True: written in time, on a stream still open; false otherwise (or it throws).
+    /// Runs <paramref name="write"/> (one answer of <paramref name="bytes"/>, final flush included) with
+    /// <see cref="GrpcV5Options.AnswerWriteTimeout"/> plus a second per <see cref="AnswerWriteBytesPerSecond"/> of the
+    /// answer (a large answer on a slow link is not cut off and leased again for ever): past it the stream is aborted
+    /// (RST_STREAM), which ends the pending flush and drops what Kestrel buffered. Kestrel's minimum response rate alone
+    /// does not end a stream whose client opens its window a little at a time.
+    /// True: written in time, and the call was not ended before the write completed; false otherwise (or it throws).
     /// </summary>
-    private async Task<bool> WriteBeforeDeadlineAsync(HttpContext? http, ServerCallContext context, Func<Task> write)
+    private async Task<bool> WriteBeforeDeadlineAsync(HttpContext? http, ServerCallContext context, long bytes, Func<Task> write)
     {
         var gate = new object();
-        bool done = false, timedOut = false;
+        bool done = false, timedOut = false, endedFirst = false;
+        TimeSpan deadline = _options.AnswerWriteTimeout + TimeSpan.FromSeconds((double)bytes / AnswerWriteBytesPerSecond);
+        // A call ended (client gone, reset) before the write completed may have had its writes dropped: not written. One
+        // ended after the write completed was written (until 2026-12-05 that counted as not written, and its messages,
+        // already with the client, were released; found by review).
+        using CancellationTokenRegistration ended = context.CancellationToken.Register(() =>
+        {
+            lock (gate)
+            {
+                if (!done) endedFirst = true;
+            }
+        });
         using ITimer timer = _time.CreateTimer(_ =>
         {
             lock (gate)
@@ -207,9 +221,9 @@ internal sealed partial class MessagingService
                 timedOut = true;
             }
 
-            LogAnswerWriteTimeout(context.Peer, _options.AnswerWriteTimeout.TotalSeconds);
+            LogAnswerWriteTimeout(context.Peer, deadline.TotalSeconds);
             http?.Abort();
-        }, null, _options.AnswerWriteTimeout, Timeout.InfiniteTimeSpan);
+        }, null, deadline, Timeout.InfiniteTimeSpan);
         try
         {
             await write().ConfigureAwait(false);
@@ -222,8 +236,15 @@ internal sealed partial class MessagingService
             }
         }
 
-        return !timedOut && !context.CancellationToken.IsCancellationRequested;
+        lock (gate)
+        {
+            return !timedOut && !endedFirst;
+        }
     }
+
+    /// <summary>The write rate an answer's deadline allows for beyond <see cref="GrpcV5Options.AnswerWriteTimeout"/>: 256 KiB/s
+    /// (an 8 MiB answer gets 32 s more).</summary>
+    private const double AnswerWriteBytesPerSecond = 256 * 1024;
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "ReceiveMessage answer to {Peer} not written within {Seconds} s (the client does not read it): stream reset, its messages released")]
     private partial void LogAnswerWriteTimeout(string peer, double seconds);

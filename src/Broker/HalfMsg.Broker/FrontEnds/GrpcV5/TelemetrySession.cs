@@ -89,13 +89,18 @@ internal sealed class TelemetrySession : ICheckBackChannel
 
         if (_connection is not null)
         {
-            if (!_connection.TryTake(size))
+            // Charged on the connection without waiting for room: receives lease only what fits under its limit, so
+            // receive answers alone (a busy push consumer's backlog) never end this stream; the stream ends only when
+            // the connection holds twice its limit, which takes Telemetry queues that alone pass it (200 streams of one
+            // connection each queueing up to their own bound).
+            if (_connection.Held + size > 2 * _connection.Limit)
             {
                 Interlocked.Add(ref _queuedBytes, -size);
-                End($"the client's connection holds {_connection.Limit} bytes of unsent answers (it does not read them)");
+                End($"the client's connection holds {_connection.Held} bytes of unsent answers and commands (it does not read them)");
                 return false;
             }
 
+            _connection.Take(size);
             Interlocked.Add(ref _connectionBytes, size);
         }
 

@@ -44,8 +44,12 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
         if (session.NameServerOnly && !IsNameServerCode(request.Code)) return new(NotSupported(request));
         if (!Authenticate(request, out var denied)) return new(denied);
         // After the signature check, which covers sysFlag.
-        if (!mayPark && request.Code == RequestCode.PullMessage && request.GetInt("sysFlag", 0) is int sysFlag)
+        bool pastParkCap = false;
+        if (!mayPark && request.Code == RequestCode.PullMessage && request.GetInt("sysFlag", 0) is int sysFlag && (sysFlag & PullSysFlag.Suspend) != 0)
+        {
             request.Set("sysFlag", (long)(sysFlag & ~PullSysFlag.Suspend));
+            pastParkCap = true;
+        }
         return request.Code switch
         {
             RequestCode.GetRouteInfoByTopic => new(GetRouteInfoByTopic(session, request)),
@@ -60,7 +64,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.SendMessage or RequestCode.SendMessageV2 => AdmitAsync(request, () => SendMessageAsync(session, request)),
             RequestCode.SendBatchMessage => AdmitAsync(request, () => SendBatchMessageAsync(session, request)),
             RequestCode.EndTransaction => EndTransactionAsync(request),
-            RequestCode.PullMessage => PullMessageAsync(session, request),
+            RequestCode.PullMessage => PullMessageAsync(session, request, pastParkCap),
             RequestCode.QueryConsumerOffset => new(QueryConsumerOffset(request)),
             RequestCode.UpdateConsumerOffset => UpdateConsumerOffsetAsync(request),
             RequestCode.GetMaxOffset => new(GetMaxOffset(request)),

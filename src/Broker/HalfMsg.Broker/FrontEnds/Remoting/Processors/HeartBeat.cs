@@ -7,6 +7,8 @@ namespace HalfMsg.Broker.FrontEnds.Remoting;
 // HEART_BEAT (34) and UNREGISTER_CLIENT (35).
 internal sealed partial class RemotingDispatcher
 {
+    private readonly HalfMsg.Broker.FrontEnds.GrpcV5.LogRateLimiter RetryTopicRefusals = new(perMinute: 5, TimeProvider.System);
+
     /// <summary>The producer group every Java/Node client instance creates for itself; it never sends halves.</summary>
     private const string ClientInnerProducerGroup = "CLIENT_INNER_PRODUCER";
 
@@ -60,7 +62,10 @@ internal sealed partial class RemotingDispatcher
                 if (Str(c, "messageModel") != "BROADCASTING")
                 {
                     var err = Engine.EnsureTopic(BrokerEngine.RetryPrefix + group);
-                    if (!err.IsOk) Logger.LogDebug("Retry topic of group {Group} not created: {Error}", group, err);
+                    // Without it the group's send-backs fail and its consumers hold failed messages (the queue's offset
+                    // stops there): say so, at most a few times a minute (a heartbeat comes every 30 s per client).
+                    if (!err.IsOk && RetryTopicRefusals.TryEnter(out long suppressed))
+                        Logger.LogWarning("Retry topic of consumer group {Group} not created ({Suppressed} more not logged): {Error}", group, suppressed, err);
                 }
                 server.Clients.RegisterConsumer(session, group, session.ClientId, subscriptions);
                 Engine.Consumers.Seen(group, session.ClientId, "Remoting", session.RemoteEndPoint.ToString());

@@ -13,7 +13,12 @@ internal sealed partial class RemotingDispatcher
     /// nextBeginOffset, minOffset, maxOffset and suggestWhichBrokerId, even PULL_NOT_FOUND and PULL_OFFSET_MOVED:
     /// ali-ons reads them unguarded. With COMMIT_OFFSET the group's commitOffset is stored first.
     /// </summary>
-    private async ValueTask<RemotingCommand?> PullMessageAsync(RemotingSession session, RemotingCommand request)
+    /// <param name="session">The connection.</param>
+    /// <param name="request">The PULL_MESSAGE.</param>
+    /// <param name="pastParkCap">A long poll its connection could not park (it has <see cref="RemotingOptions.MaxParkedPullsPerConnection"/>
+    /// parked): served at once, and when there is nothing new answered SYSTEM_BUSY, from which the Java client backs off
+    /// 3 s; a PULL_NOT_FOUND would make it pull again at once, in a tight loop (found by review, 2026-12-05).</param>
+    private async ValueTask<RemotingCommand?> PullMessageAsync(RemotingSession session, RemotingCommand request, bool pastParkCap = false)
     {
         string? group = request.Get("consumerGroup");
         string? topic = request.Get("topic");
@@ -55,6 +60,9 @@ internal sealed partial class RemotingDispatcher
         if (result.Status == PullStatus.NoSuchQueue)
             return Error(request, ResponseCode.SystemError,
                 $"queueId[{queueId}] is illegal, topic:[{topic}] topicConfig.readQueueNums:[{Engine.QueueCount(topic)}] consumer:[{session.RemoteEndPoint}]");
+        if (pastParkCap && result.Status == PullStatus.NoNewMessage)
+            return Error(request, ResponseCode.SystemBusy,
+                $"[PARKED_PULLS]this connection has {Options.MaxParkedPullsPerConnection} long polls parked already; pull again later");
         int code = result.Status switch
         {
             PullStatus.Found => ResponseCode.Success,
