@@ -18,12 +18,12 @@ public sealed partial class BrokerEngine
         lock (_gate)
         {
             var result = new List<PullTopicInfo>();
-            foreach (string topic in _consumerOffsets.TopicsOf(group).Order(StringComparer.Ordinal))
+            foreach (var (topic, offsets) in _consumerOffsets.OfGroup(group).OrderBy(t => t.Key, StringComparer.Ordinal))
             {
                 if (!_topics.TryGetValue(topic, out var t)) continue;
                 var queues = t.Queues.Select((q, i) =>
                 {
-                    long committed = _consumerOffsets.TryGet(group, topic, i, out long o) ? Math.Max(o, q.BaseOffset) : q.BaseOffset;
+                    long committed = offsets.TryGetValue(i, out long o) ? Math.Max(o, q.BaseOffset) : q.BaseOffset;
                     long lag = Math.Max(0, q.NextOffset - committed);
                     return new GroupQueueInfo(i, committed, committed, q.NextOffset, lag, 0);
                 }).ToList();

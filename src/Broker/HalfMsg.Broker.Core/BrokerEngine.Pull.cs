@@ -365,7 +365,6 @@ public sealed partial class BrokerEngine
         return BrokerError.None;
     }
 
-    /// <summary>Groups with committed pull offsets on a topic, with their offsets per queue (admin, consumer progress).</summary>
     /// <summary>
     /// A pull group's committed offsets per topic and queue, each with its queue's max offset (GET_CONSUME_STATS): one
     /// pass over the committed offsets, where asking <see cref="ConsumerOffsetsOf"/> for every topic made one per topic.
@@ -386,6 +385,7 @@ public sealed partial class BrokerEngine
         }
     }
 
+    /// <summary>Groups with committed pull offsets on a topic, with their offsets per queue.</summary>
     public IReadOnlyDictionary<string, IReadOnlyDictionary<int, long>> ConsumerOffsetsOf(string topic)
     {
         lock (_gate)

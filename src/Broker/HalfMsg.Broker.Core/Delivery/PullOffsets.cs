@@ -17,9 +17,6 @@ internal sealed class PullOffsets
     public bool Has(string group, string topic) => _queuesPerGroup.ContainsKey((group, topic));
     public bool HasGroup(string group) => _queuesPerGroup.Keys.Any(k => k.Group == group);
 
-    /// <summary>The topics on which <paramref name="group"/> committed an offset.</summary>
-    public IEnumerable<string> TopicsOf(string group) => _queuesPerGroup.Keys.Where(k => k.Group == group).Select(k => k.Topic);
-
     public bool TryGet(string group, string topic, int queue, out long offset) => _offsets.TryGetValue((group, topic, queue), out offset);
 
     public void Set(string group, string topic, int queue, long offset)

@@ -115,7 +115,7 @@ public sealed class CheckBackRequest
     public int CheckNumber { get; init; }
 }
 
-public sealed class ReceiveRequest
+public sealed record ReceiveRequest
 {
     public required string ConsumerGroup { get; init; }
     public required string Topic { get; init; }

@@ -26,18 +26,7 @@ internal sealed class AnswerBudget(long limit)
     public Task Released => Volatile.Read(ref _released).Task;
 
     /// <summary>The budget of the request's connection (one per connection, created on first use).</summary>
-    public static AnswerBudget Of(HttpContext? context, long limit)
-    {
-        var items = context?.Features.Get<IConnectionItemsFeature>()?.Items;
-        if (items is null) return new AnswerBudget(limit);
-        lock (items)
-        {
-            if (items.TryGetValue(Key, out var existing) && existing is AnswerBudget budget) return budget;
-            budget = new AnswerBudget(limit);
-            items[Key] = budget;
-            return budget;
-        }
-    }
+    public static AnswerBudget Of(HttpContext? context, long limit) => PerConnection.GetOrAdd(context, Key, () => new AnswerBudget(limit));
 
     /// <summary>Takes <paramref name="bytes"/>; false (nothing taken) when that would pass the limit.</summary>
     public bool TryTake(long bytes)

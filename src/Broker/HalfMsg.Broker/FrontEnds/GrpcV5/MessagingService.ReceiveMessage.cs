@@ -175,18 +175,8 @@ internal sealed partial class MessagingService
                 return result;
             }
 
-            receive = new ReceiveRequest
-            {
-                ConsumerGroup = receive.ConsumerGroup,
-                Topic = receive.Topic,
-                TagExpression = receive.TagExpression,
-                BatchSize = receive.BatchSize,
-                InvisibleDuration = receive.InvisibleDuration,
-                LongPollTimeout = _time.GetElapsedTime(_time.GetTimestamp(), deadline) is { } rest && rest > TimeSpan.Zero ? rest : TimeSpan.Zero,
-                ClientId = receive.ClientId,
-                AutoRenew = receive.AutoRenew,
-                Allowance = receive.Allowance,
-            };
+            TimeSpan rest = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
+            receive = receive with { LongPollTimeout = rest > TimeSpan.Zero ? rest : TimeSpan.Zero };
         }
     }
 

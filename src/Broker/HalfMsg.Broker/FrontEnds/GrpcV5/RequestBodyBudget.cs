@@ -22,18 +22,7 @@ internal sealed class RequestBodyBudget(long limit)
     public long Held => Interlocked.Read(ref _held);
 
     /// <summary>The budget of the request's connection (one per connection, created on first use).</summary>
-    public static RequestBodyBudget Of(HttpContext context, long limit)
-    {
-        var items = context.Features.Get<IConnectionItemsFeature>()?.Items;
-        if (items is null) return new RequestBodyBudget(limit);
-        lock (items)
-        {
-            if (items.TryGetValue(Key, out var existing) && existing is RequestBodyBudget budget) return budget;
-            budget = new RequestBodyBudget(limit);
-            items[Key] = budget;
-            return budget;
-        }
-    }
+    public static RequestBodyBudget Of(HttpContext context, long limit) => PerConnection.GetOrAdd(context, Key, () => new RequestBodyBudget(limit));
 
     /// <summary>Adds <paramref name="delta"/> bytes; false (and nothing added) when growing would pass the limit.</summary>
     public bool TryChange(long delta)
@@ -121,6 +110,23 @@ internal sealed class RequestBodyBudget(long limit)
         {
             budget.TryChange(-_held);
             _held = 0;
+        }
+    }
+}
+
+/// <summary>One object per connection, kept in its connection items (without them, as in a test: a new one per call).</summary>
+internal static class PerConnection
+{
+    public static T GetOrAdd<T>(HttpContext? context, object key, Func<T> create) where T : class
+    {
+        var items = context?.Features.Get<IConnectionItemsFeature>()?.Items;
+        if (items is null) return create();
+        lock (items)
+        {
+            if (items.TryGetValue(key, out var existing) && existing is T found) return found;
+            T made = create();
+            items[key] = made;
+            return made;
         }
     }
 }
