@@ -18,7 +18,8 @@ public sealed record SimpleConsumerOptions
     /// <summary>Topic → tag expression (<c>*</c> for all, or <c>TagA||TagB</c>).</summary>
     public IReadOnlyDictionary<string, string> Subscriptions { get; init; } = new Dictionary<string, string>();
 
-    /// <summary>How long a receive waits on the broker when no message is available (long polling).</summary>
+    /// <summary>How long a receive waits on the broker when no message is available (long polling); 0 answers at once.
+    /// At most 5 min (brokers cap it lower: HalfMsgBroker at 30 s), else StartAsync throws.</summary>
     public TimeSpan AwaitDuration { get; init; } = TimeSpan.FromSeconds(20);
 
     /// <summary>Deadline of unary calls (ack, change invisible duration, route...).</summary>
@@ -32,6 +33,16 @@ public sealed record SimpleConsumerOptions
 
     /// <summary>Logger factory for background failures.</summary>
     public ILoggerFactory? LoggerFactory { get; init; }
+
+    /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming the first option that cannot work, so a
+    /// misconfigured consumer fails at start (as <see cref="PushConsumerOptions"/> do).</summary>
+    internal void Validate()
+    {
+        if (AwaitDuration < TimeSpan.Zero || AwaitDuration > PushConsumerOptions.MaxAwaitDuration)
+        {
+            throw new ArgumentOutOfRangeException("options", $"SimpleConsumerOptions.AwaitDuration must be at least 0 and at most {PushConsumerOptions.MaxAwaitDuration}, not {AwaitDuration}{PushConsumerOptions.BareNumberHint}.");
+        }
+    }
 }
 
 /// <summary>What a <see cref="PushConsumer"/> handler reports.</summary>
@@ -121,7 +132,7 @@ public sealed record PushConsumerOptions
     /// <summary>The longest long poll accepted here (brokers cap it lower: HalfMsgBroker at 30 s).</summary>
     internal static readonly TimeSpan MaxAwaitDuration = TimeSpan.FromMinutes(5);
 
-    private const string BareNumberHint = " (in configuration a bare number such as \"30\" is read as days; write \"00:00:30\" for 30 s)";
+    internal const string BareNumberHint = " (in configuration a bare number such as \"30\" is read as days; write \"00:00:30\" for 30 s)";
 
     /// <summary>Throws an <see cref="ArgumentException"/> (<see cref="ArgumentOutOfRangeException"/> for a value out of range) naming the first option a broker would refuse on every call
     /// (or that makes no sense), so a misconfigured consumer fails at start instead of retrying forever.</summary>

@@ -33,6 +33,7 @@ public sealed class SimpleConsumer : IAsyncDisposable
     public static async Task<SimpleConsumer> StartAsync(SimpleConsumerOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
         var consumer = new SimpleConsumer(options, handler: null);
         try
         {
