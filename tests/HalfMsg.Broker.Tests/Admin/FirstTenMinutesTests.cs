@@ -105,13 +105,15 @@ public sealed class FirstTenMinutesTests
     public void The_sample_appsettings_lists_every_setting_with_its_default()
     {
         string path = Path.Combine(AppContext.BaseDirectory, "appsettings.json");
-        using var doc = JsonDocument.Parse(File.ReadAllText(path), new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip });
+        string json = File.ReadAllText(path);
+        using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip });
         var broker = doc.RootElement.GetProperty("Broker");
         foreach (var s in BrokerConfiguration.Settings)
         {
             Assert.True(broker.TryGetProperty(s.Key["Broker:".Length..], out var value), $"appsettings.json lacks {s.Key}");
             string text = value.ValueKind switch { JsonValueKind.String => value.GetString()!, JsonValueKind.True => "true", JsonValueKind.False => "false", _ => value.GetRawText() };
             Assert.Equal(s.Default, text);
+            Assert.Contains($"// {s.Flag}: {s.Description}\n", json.ReplaceLineEndings("\n"));
         }
         Assert.Equal(JsonValueKind.Object, broker.GetProperty("Credentials").ValueKind);
     }

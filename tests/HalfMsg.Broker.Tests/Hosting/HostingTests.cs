@@ -66,6 +66,31 @@ public sealed class ConfigurationTests
         Assert.Equal(2, options.Core.QueuesPerTopic);
         Assert.Equal(8081, options.GrpcPort);
     }
+
+    [Fact]
+    public void The_Remoting_limits_have_flags()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(
+            ["--remoting-max-connections", "5", "--remoting-max-in-flight-per-connection", "8MiB", "--remoting-max-parked-pulls", "7",
+             "--remoting-write-timeout", "5s", "--remoting-consumer-expiry", "1m", "--remoting-max-queue-locks", "9"])).Build();
+        var options = BrokerConfiguration.Bind(config);
+        Assert.Equal(5, options.RemotingMaxConnections);
+        Assert.Equal(8L << 20, options.RemotingMaxInFlightPerConnection);
+        Assert.Equal(7, options.RemotingMaxParkedPulls);
+        Assert.Equal(TimeSpan.FromSeconds(5), options.RemotingWriteTimeout);
+        Assert.Equal(TimeSpan.FromMinutes(1), options.RemotingConsumerExpiry);
+        Assert.Equal(9, options.RemotingMaxQueueLocks);
+        var defaults = BrokerConfiguration.Bind(new ConfigurationBuilder().Build());
+        var remoting = new HalfMsg.Broker.FrontEnds.Remoting.RemotingOptions();
+        Assert.Equal(remoting.MaxConnections, defaults.RemotingMaxConnections);
+        Assert.Equal(remoting.MaxInFlightBytesPerConnection, defaults.RemotingMaxInFlightPerConnection);
+        Assert.Equal(remoting.MaxParkedPullsPerConnection, defaults.RemotingMaxParkedPulls);
+        Assert.Equal(remoting.WriteStallTimeout, defaults.RemotingWriteTimeout);
+        Assert.Equal(remoting.ConsumerExpiry, defaults.RemotingConsumerExpiry);
+        Assert.Equal(remoting.MaxQueueLocksPerConnection, defaults.RemotingMaxQueueLocks);
+        Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Bind(new ConfigurationBuilder().AddInMemoryCollection(
+            BrokerConfiguration.ParseCommandLine(["--remoting-max-in-flight-per-connection", "64KiB"])).Build()));
+    }
 }
 
 /// <summary>The admin API against a real in-process host on loopback ports.</summary>

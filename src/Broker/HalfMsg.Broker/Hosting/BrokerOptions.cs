@@ -19,6 +19,18 @@ public sealed record BrokerOptions
     public int RemotingPort { get; init; } = 10911;
     /// <summary>Embedded name server (0 = off; name-server requests still answer on the remoting port).</summary>
     public int NameServerPort { get; init; } = 9876;
+    /// <summary>Connections the Remoting and name-server ports accept at once, together.</summary>
+    public int RemotingMaxConnections { get; init; } = 10_000;
+    /// <summary>Request bodies and unsent answer bytes one Remoting connection may make the broker hold.</summary>
+    public long RemotingMaxInFlightPerConnection { get; init; } = 64L * 1024 * 1024;
+    /// <summary>Long-polling pulls one Remoting connection may have waiting at once.</summary>
+    public int RemotingMaxParkedPulls { get; init; } = 4096;
+    /// <summary>A Remoting connection whose socket takes no answer byte for this long is closed.</summary>
+    public TimeSpan RemotingWriteTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>A Remoting consumer leaves its group this long after the last heartbeat naming it.</summary>
+    public TimeSpan RemotingConsumerExpiry { get; init; } = TimeSpan.FromSeconds(120);
+    /// <summary>Queue locks one Remoting connection holds at once.</summary>
+    public int RemotingMaxQueueLocks { get; init; } = 4096;
     public int HttpPort { get; init; } = 8080;
     /// <summary>Address of the admin port; separate from <see cref="Bind"/> so client ports can be public while admin stays local.</summary>
     public string AdminBind { get; init; } = "127.0.0.1";

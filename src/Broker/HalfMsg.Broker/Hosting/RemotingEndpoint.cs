@@ -24,6 +24,12 @@ internal static class RemotingEndpoint
             RemotingPort = options.RemotingPort,
             NameServerPort = options.NameServerPort,
             Credentials = options.Credentials,
+            MaxConnections = options.RemotingMaxConnections,
+            MaxInFlightBytesPerConnection = options.RemotingMaxInFlightPerConnection,
+            MaxParkedPullsPerConnection = options.RemotingMaxParkedPulls,
+            WriteStallTimeout = options.RemotingWriteTimeout,
+            ConsumerExpiry = options.RemotingConsumerExpiry,
+            MaxQueueLocksPerConnection = options.RemotingMaxQueueLocks,
         };
         builder.Services.AddSingleton(sp => new RemotingServer(sp.GetRequiredService<BrokerEngine>(), remoting, sp.GetRequiredService<ILoggerFactory>())
         {
