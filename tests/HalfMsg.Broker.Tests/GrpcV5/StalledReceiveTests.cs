@@ -215,6 +215,11 @@ public sealed class StalledReceiveTests(ITestOutputHelper output)
             long held = service.UnsentAnswerBytes;
             output.WriteLine($"unsent answer bytes held: {held}");
             Assert.InRange(held, 60_000_000, 64L * 1024 * 1024);
+            using (var admin = new HttpClient())
+            {
+                using var stats = System.Text.Json.JsonDocument.Parse(await admin.GetStringAsync($"http://127.0.0.1:{host.Options.HttpPort}/api/stats"));
+                Assert.Equal(service.UnsentAnswerBytes, stats.RootElement.GetProperty("grpcUnsentAnswerBytes").GetInt64());
+            }
 
             // The connection goes away: its answers are dropped and their messages released at once (5-minute leases).
             await stalled.DisposeAsync();

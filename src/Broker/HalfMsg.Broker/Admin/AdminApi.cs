@@ -175,7 +175,7 @@ public static class AdminApi
             return Results.Ok(new { group, topic, to = string.IsNullOrEmpty(to) ? "earliest" : to, queues = moved });
         });
 
-        app.MapGet("/api/stats", () => Results.Ok(new
+        app.MapGet("/api/stats", (HttpContext http) => Results.Ok(new
         {
             engine.Metrics.RecordsAppended, engine.Metrics.MessagesStored, engine.Metrics.HalvesStored, engine.Metrics.Commits,
             engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
@@ -204,6 +204,8 @@ public static class AdminApi
             gcPauseMicros = (long)GC.GetTotalPauseDuration().TotalMicroseconds,
             gcCollectionsGen0 = GC.CollectionCount(0), gcCollectionsGen1 = GC.CollectionCount(1), gcCollectionsGen2 = GC.CollectionCount(2),
             indexes = engine.IndexSizes(),
+            // ReceiveMessage answers leased and not yet written out, over all gRPC connections (--grpc-max-unsent bounds it).
+            grpcUnsentAnswerBytes = http.RequestServices.GetService<FrontEnds.GrpcV5.MessagingService>()?.UnsentAnswerBytes,
         }));
     }
 
