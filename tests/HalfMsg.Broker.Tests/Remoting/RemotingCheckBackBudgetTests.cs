@@ -88,4 +88,18 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
         for (int i = 0; i < 1000; i++) Assert.False(full.TryAcceptConnection());
         Assert.Single(logs.Logger.Entries, e => e.Level == LogLevel.Warning);
     }
+
+    /// <summary>Queues left unlocked because their connection holds its cap of locks are logged (once a minute at most):
+    /// an orderly consumer that consumes nothing from them must be explainable.</summary>
+    [Fact]
+    public void Locks_refused_over_the_cap_are_logged_at_most_once_a_minute()
+    {
+        var logs = new ListLoggerFactory();
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxQueueLocksPerConnection = 2 }, logs);
+        var owner = new object();
+        for (int i = 0; i < 10; i++)
+            Assert.Equal(2, server.Clients.Lock("g", "c1", Enumerable.Range(0, 5).Select(q => ("T", "broker-a", q)), owner).Count);
+        var warning = Assert.Single(logs.Logger.Entries, e => e.Level == LogLevel.Warning);
+        Assert.Contains("3 queues left unlocked", warning.Message);
+    }
 }

@@ -54,6 +54,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     /// <summary>The groups each session is a member of (the per-connection cap; RemoveSession visits only these).</summary>
     private readonly Dictionary<RemotingSession, HashSet<string>> _sessionGroups = new();
     private readonly GrpcV5.LogRateLimiter _refusedLog = new(1, TimeProvider.System);
+    private readonly GrpcV5.LogRateLimiter _lockRefusedLog = new(1, TimeProvider.System);
 
     private sealed record LockEntry(string ClientId, DateTime Until, object Owner);
     private readonly Dictionary<(string Group, string Topic, int Queue), LockEntry> _locks = new();
@@ -251,6 +252,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         owner ??= clientId;
         var now = Time.GetUtcNow().UtcDateTime;
         var ok = new List<(string, string, int)>();
+        int overCap = 0;
         lock (_gate)
         {
             if (now >= _nextSweep || _locks.Count >= _sweepAtCount)
@@ -269,7 +271,11 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
                     if (!_lockOwners.TryGetValue(owner, out var mine)) _lockOwners[owner] = mine = [];
                     if (mine.Count >= MaxLocksPerOwner)
                         foreach (var ended in mine.Where(k => _locks[k].Until <= now).ToList()) RemoveLock(ended);
-                    if (mine.Count >= MaxLocksPerOwner) continue;
+                    if (mine.Count >= MaxLocksPerOwner)
+                    {
+                        overCap++;
+                        continue;
+                    }
                     if (held) RemoveLock(key);
                     mine.Add(key);
                 }
@@ -277,6 +283,9 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
                 ok.Add(q);
             }
         }
+        if (overCap > 0 && server is not null && _lockRefusedLog.TryEnter(out long suppressed))
+            server.Logger.LogWarning("Queue locks of group {Group} for {Client}: {Count} queues left unlocked, the connection holds {Max} locks already (--remoting-max-queue-locks; {Suppressed} such lines left out since the last one)",
+                group, clientId, overCap, MaxLocksPerOwner, suppressed);
         return ok;
     }
 
