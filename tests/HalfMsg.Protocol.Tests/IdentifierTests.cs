@@ -109,6 +109,19 @@ public sealed class IdentifierTests
     }
 
     [Fact]
+    public void The_md5_body_digest_is_upper_case_hex_and_a_crc32_in_hex_as_Java_and_CSharp_send_it_is_accepted()
+    {
+        byte[] body = Encoding.UTF8.GetBytes("123456789");
+        Digest md5 = BodyDigest.Md5Of(body);
+        Assert.Equal(DigestType.Md5, md5.Type);
+        Assert.Equal("25F9E794323B453885F5181F1B624D0B", md5.Checksum);
+        Assert.True(BodyDigest.Matches(new Digest { Type = DigestType.Crc32, Checksum = "CBF43926" }, body)); // Java, C#
+        Assert.True(BodyDigest.Matches(new Digest { Type = DigestType.Crc32, Checksum = "cbf43926" }, body));
+        Assert.True(BodyDigest.Matches(new Digest { Type = DigestType.Crc32, Checksum = "3421780262" }, body)); // Node
+        Assert.False(BodyDigest.Matches(new Digest { Type = DigestType.Crc32, Checksum = "CBF43927" }, body));
+    }
+
+    [Fact]
     public void A_digest_of_any_known_type_that_does_not_match_the_body_is_caught()
     {
         byte[] body = RandomNumberGenerator.GetBytes(1024);

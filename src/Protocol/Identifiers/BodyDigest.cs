@@ -7,17 +7,25 @@ namespace HalfMsg.Protocol.Identifiers;
 
 /// <summary>
 /// The body digest of a RocketMQ 5 message (<c>SystemProperties.body_digest</c>). The official clients verify it on
-/// every delivered message and treat a mismatch as corruption. They accept CRC32, MD5 and SHA1; the CRC32 checksum is
-/// the unsigned value in decimal (as <c>java.util.zip.CRC32.getValue()</c> prints it), MD5 and SHA1 are hex.
+/// every delivered message (and every check-back) and treat a mismatch as corruption: Java, C# and Go push consumers
+/// nack such a message without calling the listener, so it ends in the dead-letter queue.
 /// </summary>
 /// <remarks>
-/// The broker and our clients send CRC32: it guards the bytes in transit as well as MD5 does against accidental damage
-/// (the log's own records carry a CRC-32C), and <see cref="Crc32"/> (System.IO.Hashing, carry-less multiply) costs a
-/// small fraction of an MD5 per delivered body.
+/// The clients agree only on MD5 and SHA1, as upper-case hex (the Apache proxy sends MD5). For CRC32 they disagree: Java
+/// compares <c>Long.toHexString(crc).toUpperCase()</c> and C# <c>ToString("X")</c>, hex, while Node compares the
+/// unsigned value in decimal; no CRC32 text verifies in both. The broker therefore sends MD5 (<see cref="Md5Of"/>).
+/// Until 2026-12-05 it sent CRC32 in decimal, which only Node verified: every message a Java or C# consumer received
+/// looked corrupted. Our clients accept CRC32 in either form (<see cref="Matches"/>); the producer's digest on publish
+/// is not checked by a broker.
 /// </remarks>
 public static class BodyDigest
 {
-    /// <summary>A CRC32 digest of <paramref name="body"/>.</summary>
+    /// <summary>An MD5 digest of <paramref name="body"/>, upper-case hex: the form every official client verifies.</summary>
+    public static Digest Md5Of(ReadOnlySpan<byte> body) =>
+        new() { Type = DigestType.Md5, Checksum = Md5Digest.UpperHex(body) };
+
+    /// <summary>A CRC32 digest of <paramref name="body"/>, the unsigned value in decimal (as Node compares it; Java and
+    /// C# compare hex: do not send it to them).</summary>
     public static Digest Crc32Of(ReadOnlySpan<byte> body) =>
         new() { Type = DigestType.Crc32, Checksum = Crc32Text(body) };
 
@@ -37,13 +45,17 @@ public static class BodyDigest
         };
     }
 
-    /// <summary>Whether <paramref name="text"/> is the unsigned CRC32 of <paramref name="body"/> in decimal, compared as
-    /// text (no leading zeros or signs, as Java prints it) without building the expected string.</summary>
+    /// <summary>Whether <paramref name="text"/> is the unsigned CRC32 of <paramref name="body"/> in decimal (as Node
+    /// sends it) or in hex of either case without leading zeros (as Java and C# send it), compared as text without
+    /// building the expected string.</summary>
     private static bool Crc32TextMatches(string text, ReadOnlySpan<byte> body)
     {
+        uint crc = Crc32.HashToUInt32(body);
         Span<char> expected = stackalloc char[10];
-        return Crc32.HashToUInt32(body).TryFormat(expected, out int n, default, CultureInfo.InvariantCulture)
-            && text.AsSpan().SequenceEqual(expected[..n]);
+        if (crc.TryFormat(expected, out int n, default, CultureInfo.InvariantCulture) && text.AsSpan().SequenceEqual(expected[..n]))
+            return true;
+        return crc.TryFormat(expected, out n, "X", CultureInfo.InvariantCulture)
+            && text.AsSpan().Equals(expected[..n], StringComparison.OrdinalIgnoreCase);
     }
 
     /// <summary>The unsigned CRC32 in decimal, the form the official clients compare.</summary>

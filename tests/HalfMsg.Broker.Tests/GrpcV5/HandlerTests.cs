@@ -421,8 +421,8 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Message delivered = Assert.Single(await ReceiveMessagesAsync(1));
         Assert.Equal(V2Encoding.Identity, delivered.SystemProperties.BodyEncoding);
         Assert.Equal(plain, delivered.Body.ToByteArray());
-        Assert.Equal(DigestType.Crc32, delivered.SystemProperties.BodyDigest.Type);
-        Assert.Equal(System.IO.Hashing.Crc32.HashToUInt32(plain).ToString(System.Globalization.CultureInfo.InvariantCulture), delivered.SystemProperties.BodyDigest.Checksum);
+        Assert.Equal(DigestType.Md5, delivered.SystemProperties.BodyDigest.Type);
+        Assert.Equal(Convert.ToHexString(System.Security.Cryptography.MD5.HashData(plain)), delivered.SystemProperties.BodyDigest.Checksum);
     }
 
     [Fact]
@@ -675,8 +675,11 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         {
             SystemProperties sp = m.SystemProperties;
             Assert.Equal(_topic, m.Topic.Name);
-            Assert.Equal(DigestType.Crc32, sp.BodyDigest.Type);
-            Assert.Equal(System.IO.Hashing.Crc32.HashToUInt32(m.Body.Span).ToString(System.Globalization.CultureInfo.InvariantCulture), sp.BodyDigest.Checksum);
+            // MD5 in upper-case hex, as the Apache proxy sends it: the one form the Java, C#, Go and Node clients all
+            // verify (for CRC32 Java and C# compare hex, Node decimal; a mismatch makes a Java push consumer nack the
+            // message without handling it).
+            Assert.Equal(DigestType.Md5, sp.BodyDigest.Type);
+            Assert.Equal(Convert.ToHexString(System.Security.Cryptography.MD5.HashData(m.Body.Span)), sp.BodyDigest.Checksum);
             Assert.Equal(V2Encoding.Identity, sp.BodyEncoding);
             Assert.False(string.IsNullOrEmpty(sp.ReceiptHandle));
             Assert.Equal(1, sp.DeliveryAttempt);

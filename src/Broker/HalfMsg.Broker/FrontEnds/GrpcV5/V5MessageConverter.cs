@@ -110,7 +110,7 @@ internal static class V5MessageConverter
         var sp = new SystemProperties
         {
             MessageId = stored.MessageId,
-            BodyDigest = BodyDigest.Crc32Of(stored.Body.Span),
+            BodyDigest = BodyDigest.Md5Of(stored.Body.Span), // MD5: the one form every official client verifies
             BodyEncoding = Encoding.Identity,
             MessageType = stored.Kind switch
             {
