@@ -172,11 +172,26 @@ public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBro
         AssertUnauthorized(await RouteAsync(headers), r => r.Status);
     }
 
+    /// <summary>The Java 5 and C# clients sign their local time with a literal 'Z' (only Node sends UTC), so the broker
+    /// accepts any date-time a time zone can show (UTC−12 to UTC+14, plus the clock skew); a day off is no time zone's
+    /// clock, but a replay.</summary>
     [Theory]
-    [InlineData(-60)]
-    [InlineData(60)]
+    [InlineData(-24 * 60)]
+    [InlineData(24 * 60)]
     public async Task A_correct_signature_over_a_date_time_far_from_the_brokers_clock_is_rejected_as_a_replay(int minutes)
         => AssertUnauthorized(await RouteAsync(Signed(AuthBrokerFixture.AccessKey, fixture.Secret, DateTimeOffset.UtcNow.AddMinutes(minutes))), r => r.Status);
+
+    /// <summary>A Java client in Shanghai (UTC+8), a C# client in New York (UTC−5) or Berlin (UTC+1): each signs its local
+    /// time, as <c>SimpleDateFormat</c> without a zone and <c>DateTime.Now</c> give it, and is accepted.</summary>
+    [Theory]
+    [InlineData(8)]
+    [InlineData(-5)]
+    [InlineData(1)]
+    public async Task A_correct_signature_over_the_clients_local_time_succeeds(int utcOffsetHours)
+    {
+        var route = await RouteAsync(Signed(AuthBrokerFixture.AccessKey, fixture.Secret, DateTimeOffset.UtcNow.AddHours(utcOffsetHours)));
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+    }
 
     [Fact]
     public async Task A_correct_signature_within_the_clock_skew_window_succeeds()

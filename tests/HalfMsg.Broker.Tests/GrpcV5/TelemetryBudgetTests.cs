@@ -44,3 +44,46 @@ public sealed class TelemetryBudgetTests
         Assert.Equal(HalfMsg.Broker.FrontEnds.Remoting.RemotingSession.MaxProducerGroups, registry.Snapshot().Count);
     }
 }
+
+/// <summary>
+/// A Telemetry stream registers at most <see cref="HalfMsg.Broker.FrontEnds.Remoting.RemotingSession.MaxProducerGroups"/>
+/// producer groups; the topics past the cap get no check-backs over that stream. That used to be silent: now it is a
+/// Warning naming the client and the count, once per stream (the client re-sends its Settings every 5 minutes) and
+/// rate-limited over all streams. (Review 2026-12-05, gRPC producer side, finding 5.)
+/// </summary>
+public sealed class TelemetryProducerCapTests : IAsyncLifetime
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-cap-" + Guid.NewGuid().ToString("N"));
+    private HalfMsg.Broker.Core.BrokerEngine _engine = null!;
+
+    public async Task InitializeAsync()
+        => _engine = await HalfMsg.Broker.Core.BrokerEngine.OpenAsync(new HalfMsg.Broker.Core.CoreOptions { DataDir = _dir, QueuesPerTopic = 1 });
+
+    public async Task DisposeAsync()
+    {
+        await _engine.DisposeAsync();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    [Fact]
+    public void Topics_past_the_cap_are_logged_as_a_warning_naming_the_client_and_the_count()
+    {
+        var logger = new HalfMsg.TestKit.ListLogger<MessagingService>();
+        var service = new MessagingService(_engine, new GrpcV5Options(), logger);
+        var session = new TelemetrySession("producer-7", 16 * 1024 * 1024);
+        string[] topics = [.. Enumerable.Range(0, 1500).Select(i => $"topic-{i}")];
+
+        service.RegisterPublishing(session, topics);
+        service.RegisterPublishing(session, topics); // the 5-minute Settings again: no second line for this stream
+
+        var warning = Assert.Single(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning);
+        Assert.Contains("producer-7", warning.Message);
+        Assert.Contains("1500", warning.Message);
+        Assert.Contains("1024", warning.Message);
+        Assert.Equal(HalfMsg.Broker.FrontEnds.Remoting.RemotingSession.MaxProducerGroups, _engine.Producers.Snapshot().Count);
+
+        var small = new TelemetrySession("producer-8", 16 * 1024 * 1024);
+        service.RegisterPublishing(small, ["one-topic"]);
+        Assert.Single(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning);
+    }
+}

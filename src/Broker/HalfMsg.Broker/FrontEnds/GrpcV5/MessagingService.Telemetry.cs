@@ -80,7 +80,7 @@ internal sealed partial class MessagingService
         switch (settings.PubSubCase)
         {
             case Settings.PubSubOneofCase.Publishing:
-                session.RegisterProducer(settings.Publishing.Topics.Select(t => V5Namespace.Wrap(session.Namespace, t.Name)), _engine.Producers);
+                RegisterPublishing(session, settings.Publishing.Topics.Select(t => V5Namespace.Wrap(session.Namespace, t.Name)));
                 // Node asserts an exponential backoff (a missing one kills the process) and refuses every send when
                 // max_body_size is 0. Type validation stays off: every queue accepts every type anyway.
                 reply.BackoffPolicy = Backoff(3, TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(1));
@@ -103,6 +103,23 @@ internal sealed partial class MessagingService
         session.ReplySettings(new TelemetryCommand { Status = V5Status.Ok(), Settings = reply }, _options.SettingsRepushDelay, _time);
     }
 
+    /// <summary>
+    /// Makes the stream the check-back channel of its publishing topics' groups. Past
+    /// <see cref="Remoting.RemotingSession.MaxProducerGroups"/> groups per stream the rest are not registered: their halves
+    /// get no check-backs over this stream (the admin page says no producer is connected). That is logged as a Warning,
+    /// once per stream and at most <see cref="GrpcV5Options.BadInputLogsPerMinute"/> lines a minute over all streams (the
+    /// client chooses how many topics it names, and how many streams it opens).
+    /// </summary>
+    internal void RegisterPublishing(TelemetrySession session, IEnumerable<string> topics)
+    {
+        int overCap = session.RegisterProducer(topics, _engine.Producers);
+        if (overCap > 0 && _logger.IsEnabled(LogLevel.Warning) && session.TryClaimCapWarning() && _capLogLimit.TryEnter(out long suppressed))
+        {
+            LogProducerGroupCap(session.ClientId, Remoting.RemotingSession.MaxProducerGroups + overCap, Remoting.RemotingSession.MaxProducerGroups,
+                overCap, suppressed);
+        }
+    }
+
     private static RetryPolicy Backoff(int maxAttempts, TimeSpan initial, TimeSpan max) => new()
     {
         MaxAttempts = maxAttempts,
@@ -113,6 +130,11 @@ internal sealed partial class MessagingService
             Multiplier = 2,
         },
     };
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "Telemetry stream of client {ClientId} publishes to {Topics} topics, more than the {Max} producer groups a stream may have: " +
+                  "the last {Skipped} get no transaction check-backs over this stream ({Suppressed} more such streams not logged since the last line)")]
+    private partial void LogProducerGroupCap(string clientId, int topics, int max, int skipped, long suppressed);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Telemetry from {ClientId}: ignoring {Command}")]
     private partial void LogTelemetryIgnored(string clientId, TelemetryCommand.CommandOneofCase command);

@@ -28,6 +28,7 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
     private readonly ILogger _logger;
     private readonly TelemetrySessions _sessions;
     private readonly AnswerBudget _answerBudget;
+    private readonly LogRateLimiter _capLogLimit;
 
     public MessagingService(BrokerEngine engine, GrpcV5Options options, ILogger<MessagingService> logger, TimeProvider? time = null)
     {
@@ -37,6 +38,7 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
         _time = time ?? TimeProvider.System;
         _sessions = new TelemetrySessions(logger);
         _answerBudget = new AnswerBudget(options.AnswerBudgetTotal);
+        _capLogLimit = new LogRateLimiter(options.BadInputLogsPerMinute, _time);
     }
 
     /// <summary>ReceiveMessage answer bytes leased and not yet written out, over all connections (tests, diagnostics).</summary>

@@ -29,6 +29,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private TelemetryCommand? _lastSettings;
     private ITimer? _repushTimer;
     private volatile bool _alive = true;
+    private int _capWarned;
 
     /// <param name="clientId">The non-blank <c>x-mq-client-id</c> of the stream.</param>
     /// <param name="maxQueuedBytes">Serialized bytes that may wait for the writer before the session is ended.</param>
@@ -115,26 +116,43 @@ internal sealed class TelemetrySession : ICheckBackChannel
     }
 
     /// <summary>Makes this stream the check-back channel of each topic's producer group (group = topic, as the proxy does).</summary>
-    public void RegisterProducer(IEnumerable<string> topics, ProducerRegistry registry)
+    /// <returns>How many of the topics are not registered because the stream already has
+    /// <see cref="Remoting.RemotingSession.MaxProducerGroups"/> groups (0 almost always): they get no check-backs over
+    /// this stream, and the caller says so (<see cref="MessagingService.RegisterPublishing"/>).</returns>
+    public int RegisterProducer(IEnumerable<string> topics, ProducerRegistry registry)
     {
+        int overCap = 0;
         lock (_gate)
         {
             if (!_alive)
             {
-                return;
+                return 0;
             }
 
             foreach (string topic in topics)
             {
                 // Bounded as a Remoting connection's producer groups (each is kept until the stream ends).
-                if (topic.Length > 0 && topic.Length <= 255 && _producerRegistrations.Count < Remoting.RemotingSession.MaxProducerGroups
-                    && !_producerRegistrations.ContainsKey(topic))
+                if (topic.Length == 0 || topic.Length > 255 || _producerRegistrations.ContainsKey(topic))
                 {
-                    _producerRegistrations[topic] = registry.Register(topic, this);
+                    continue;
                 }
+
+                if (_producerRegistrations.Count >= Remoting.RemotingSession.MaxProducerGroups)
+                {
+                    overCap++;
+                    continue;
+                }
+
+                _producerRegistrations[topic] = registry.Register(topic, this);
             }
         }
+
+        return overCap;
     }
+
+    /// <summary>True the first time only: the over-cap warning is written once per stream, not on every Settings
+    /// (the clients re-send theirs every 5 minutes).</summary>
+    public bool TryClaimCapWarning() => Interlocked.Exchange(ref _capWarned, 1) == 0;
 
     /// <summary>Stops receiving check-backs (client termination), keeping the stream itself open.</summary>
     public void UnregisterProducer()

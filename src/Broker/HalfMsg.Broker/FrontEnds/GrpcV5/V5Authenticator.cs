@@ -8,7 +8,8 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 
 /// <summary>
 /// The one place where a call's credentials are checked: <c>authorization</c> (MQv2-HMAC-SHA1 over
-/// <c>x-mq-date-time</c>, see <see cref="MqSignature"/>) against the configured access keys, with a freshness window.
+/// <c>x-mq-date-time</c>, see <see cref="MqSignature"/>) against the configured access keys, with a freshness window
+/// wide enough for every time zone (<see cref="IsFresh"/>).
 /// The verdict is computed once per request from the headers alone, before any body is read
 /// (<see cref="GrpcV5Extensions.MapGrpcV5"/> uses it to cap what a stranger may send) and answered by <see cref="V5CallInterceptor"/>.
 /// </summary>
@@ -16,6 +17,10 @@ internal sealed partial class V5Authenticator
 {
     private static readonly object VerdictKey = new();
     private static readonly TimeSpan MaxClockSkew = TimeSpan.FromMinutes(15);
+
+    /// <summary>The world's UTC offsets run from −12 h (Baker Island) to +14 h (Line Islands).</summary>
+    private static readonly TimeSpan MostBehindUtc = TimeSpan.FromHours(12);
+    private static readonly TimeSpan MostAheadOfUtc = TimeSpan.FromHours(14);
     private static readonly Status Allowed = V5Status.Ok();
 
     private readonly GrpcV5Options _options;
@@ -62,11 +67,11 @@ internal sealed partial class V5Authenticator
         }
 
         // The signature covers only x-mq-date-time: without a freshness window a captured header would work forever.
-        if (!MqSignature.TryParseDateTime(dateTime, out DateTimeOffset signedAt) || (_time.GetUtcNow() - signedAt).Duration() > MaxClockSkew)
+        if (!MqSignature.TryParseDateTime(dateTime, out DateTimeOffset signedAt) || !IsFresh(signedAt))
         {
             LogDenied("(unchecked)", "x-mq-date-time outside the clock-skew window");
             return V5Status.Of(Code.Unauthorized,
-                $"x-mq-date-time must be a UTC time (yyyyMMdd'T'HHmmss'Z') within {MaxClockSkew.TotalMinutes:0} minutes of the broker's clock");
+                $"x-mq-date-time (yyyyMMdd'T'HHmmss'Z') must be the client's UTC or local time, within {MaxClockSkew.TotalMinutes:0} minutes of the broker's clock in some time zone");
         }
 
         if (MqSignature.TryParse(authorization, out string accessKey, out _)
@@ -79,6 +84,19 @@ internal sealed partial class V5Authenticator
         // Never log the secret or the signature; the access key (caller-chosen, so truncated) names the client.
         LogDenied(accessKey.Length > 64 ? accessKey[..64] : accessKey, "bad credentials");
         return V5Status.Of(Code.Unauthorized, "invalid credentials");
+    }
+
+    /// <summary>
+    /// Whether a signed date-time could be a correct client's clock now. The Java 5 client formats it with
+    /// <c>SimpleDateFormat("yyyyMMdd'T'HHmmss'Z'")</c> and no time zone, the C# client from <c>DateTime.Now</c>: both
+    /// send their LOCAL time followed by a literal 'Z' (only Node sends UTC), and the Apache proxy checks only the HMAC.
+    /// So any time some time zone shows now is accepted, from UTC−12 h to UTC+14 h, each widened by the clock skew. A
+    /// captured header can therefore be replayed for about a day (26 h plus the skew), no longer.
+    /// </summary>
+    private bool IsFresh(DateTimeOffset signedAt)
+    {
+        TimeSpan ahead = signedAt - _time.GetUtcNow(); // the time zone's offset, plus any clock skew
+        return ahead >= -(MostBehindUtc + MaxClockSkew) && ahead <= MostAheadOfUtc + MaxClockSkew;
     }
 
     /// <summary>A failed signature is the caller's problem, and the caller chooses how many to send: log at Debug, at

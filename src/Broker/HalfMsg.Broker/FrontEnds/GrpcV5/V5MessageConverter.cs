@@ -33,6 +33,14 @@ internal static class V5MessageConverter
             return false;
         }
 
+        // Reserved property names, control characters, blank tags and keys, long groups: refused as the proxy does,
+        // before the body is inflated.
+        if (V5MessageChecks.Refusal(message) is { } refused)
+        {
+            invalid = refused;
+            return false;
+        }
+
         if (!V5Time.TryToUnixMilliseconds(sp.DeliveryTimestamp, out long? deliveryMs))
         {
             invalid = V5Status.Of(Code.IllegalDeliveryTime, "system_properties.delivery_timestamp is not a valid timestamp");

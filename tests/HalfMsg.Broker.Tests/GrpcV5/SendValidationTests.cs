@@ -1,0 +1,137 @@
+using Apache.Rocketmq.V2;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using HalfMsg.Protocol.Grpc;
+using V2Encoding = Apache.Rocketmq.V2.Encoding;
+
+namespace HalfMsg.Broker.Tests.GrpcV5;
+
+/// <summary>
+/// SendMessage validation as the Apache proxy does it (SendMessageActivity.buildMessageProperty, GrpcValidator.validateTag):
+/// reserved property names, control characters, blank tags and keys, over-long message groups, with the proxy's codes.
+/// (Review 2026-12-05, gRPC producer side, findings 3 and 4.)
+/// </summary>
+public sealed class SendValidationTests(V5BrokerFixture broker) : IClassFixture<V5BrokerFixture>
+{
+    private readonly string _topic = "rv-" + Guid.NewGuid().ToString("N")[..12];
+
+    private Message NewMessage(Action<Message> change)
+    {
+        var m = new Message
+        {
+            Topic = new Resource { Name = _topic },
+            Body = ByteString.CopyFromUtf8("x"),
+            SystemProperties = new SystemProperties
+            {
+                MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(),
+                MessageType = MessageType.Normal,
+                BodyEncoding = V2Encoding.Identity,
+                BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
+            },
+        };
+        change(m);
+        return m;
+    }
+
+    private async Task<SendResultEntry> SendAsync(Message m)
+    {
+        var result = await broker.Client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { m } }, SendMessageResponse.Parser);
+        Assert.Equal(0, result.GrpcStatus);
+        return Assert.Single(result.Response!.Entries);
+    }
+
+    /// <summary>
+    /// A user property named as one of RocketMQ's system properties is refused by the proxy (ILLEGAL_MESSAGE_PROPERTY_KEY,
+    /// "property is used by system"). Here it is stored, and RECONSUME_TIME is then read by the broker itself: a Remoting
+    /// consumer's first send-back of such a message goes straight to the DLQ (BrokerEngine.Pull.cs ReconsumeTimesOf,
+    /// SendBackAsync), and RETRY_TOPIC / ORIGIN_MESSAGE_ID are kept instead of the broker's own values.
+    /// </summary>
+    [Theory]
+    [InlineData("RECONSUME_TIME", "16")]
+    [InlineData("RETRY_TOPIC", "some-other-topic")]
+    [InlineData("TAGS", "forged")]
+    [InlineData("DELAY", "3")]
+    public async Task A_user_property_with_a_system_property_name_is_refused_with_ILLEGAL_MESSAGE_PROPERTY_KEY(string key, string value)
+    {
+        SendResultEntry entry = await SendAsync(NewMessage(m => m.UserProperties[key] = value));
+        Assert.Equal(Code.IllegalMessagePropertyKey, entry.Status.Code);
+    }
+
+    /// <summary>
+    /// The impact: a fresh message published over gRPC with a user property RECONSUME_TIME=16 is pulled by a RocketMQ 4
+    /// consumer as if it had been retried 16 times, and its first send-back (one failed consume) dead-letters it at once
+    /// instead of retrying it (the Java 4 consumer's default maxReconsumeTimes is 16).
+    /// </summary>
+    [Fact]
+    public async Task A_fresh_message_with_a_user_RECONSUME_TIME_is_not_dead_lettered_on_its_first_send_back()
+    {
+        SendResultEntry entry = await SendAsync(NewMessage(m => m.UserProperties["RECONSUME_TIME"] = "16"));
+        if (entry.Status.Code != Code.Ok) return; // refused at send time, as the proxy does: nothing more to check
+        var pulled = await broker.Host.Engine.PullAsync(_topic, 0, 0, 32, HalfMsg.Broker.Core.Delivery.TagFilter.All, TimeSpan.Zero);
+        var message = Assert.Single(pulled.Messages);
+        var back = await broker.Host.Engine.SendBackAsync("rv-group", message.PhysicalOffset, 0, 16, _topic);
+        Assert.True(back.Error.IsOk, back.Error.Message);
+        Assert.False(back.DeadLettered, $"dead-lettered on the first failure, to {back.Topic}");
+        Assert.Equal(0, message.ReconsumeTimes);
+    }
+
+    /// <summary>Control characters (RocketMQ's property separators \u0001 and \u0002 among them) in a property, tag or key.</summary>
+    [Fact]
+    public async Task Control_characters_in_properties_tags_and_keys_are_refused_with_the_proxys_codes()
+    {
+        Assert.Equal(Code.IllegalMessagePropertyKey, (await SendAsync(NewMessage(m => m.UserProperties["k"] = "a\u0002TAGS\u0001b"))).Status.Code);
+        Assert.Equal(Code.IllegalMessageTag, (await SendAsync(NewMessage(m => m.SystemProperties.Tag = "a\u0001b"))).Status.Code);
+        Assert.Equal(Code.IllegalMessageTag, (await SendAsync(NewMessage(m => m.SystemProperties.Tag = "   "))).Status.Code);
+        Assert.Equal(Code.IllegalMessageKey, (await SendAsync(NewMessage(m => m.SystemProperties.Keys.Add("  ")))).Status.Code);
+        Assert.Equal(Code.IllegalMessageGroup, (await SendAsync(NewMessage(m => m.SystemProperties.MessageGroup = new string('g', 100)))).Status.Code);
+    }
+
+    /// <summary>The rest of the proxy's checks: '|' in a tag (the Remoting tag filter's separator), a control character in
+    /// a property key, a key or a message group, a blank group, and a group of 64 UTF-8 bytes or more.</summary>
+    [Fact]
+    public async Task Separators_blank_values_and_long_groups_are_refused_with_the_proxys_codes()
+    {
+        Assert.Equal(Code.IllegalMessageTag, (await SendAsync(NewMessage(m => m.SystemProperties.Tag = "a|b"))).Status.Code);
+        Assert.Equal(Code.IllegalMessageTag, (await SendAsync(NewMessage(m => m.SystemProperties.Tag = "a||b"))).Status.Code);
+        Assert.Equal(Code.IllegalMessagePropertyKey, (await SendAsync(NewMessage(m => m.UserProperties["k\u0001"] = "v"))).Status.Code);
+        Assert.Equal(Code.IllegalMessageKey, (await SendAsync(NewMessage(m => m.SystemProperties.Keys.Add("k\u0002")))).Status.Code);
+        Assert.Equal(Code.IllegalMessageGroup, (await SendAsync(NewMessage(m => m.SystemProperties.MessageGroup = " "))).Status.Code);
+        Assert.Equal(Code.IllegalMessageGroup, (await SendAsync(NewMessage(m => m.SystemProperties.MessageGroup = "g\u0001"))).Status.Code);
+        Assert.Equal(Code.IllegalMessageGroup, (await SendAsync(NewMessage(m => m.SystemProperties.MessageGroup = new string('g', 64)))).Status.Code);
+        Assert.Equal(Code.IllegalMessageGroup, (await SendAsync(NewMessage(m => m.SystemProperties.MessageGroup = new string('\u00e9', 32)))).Status.Code); // 64 bytes
+    }
+
+    /// <summary>What our own producer and the official clients put in a message is still accepted: ordinary and
+    /// lower-case property names (the producer's <c>traceparent</c>, <c>tracestate</c> and
+    /// <c>__HALFMSG_BARRIER_OWNER</c>), non-ASCII text, an empty key (the proxy skips it), and a 63-byte group.</summary>
+    [Fact]
+    public async Task Ordinary_properties_tags_keys_and_groups_are_accepted()
+    {
+        Assert.Equal(Code.Ok, (await SendAsync(NewMessage(m =>
+        {
+            m.UserProperties["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+            m.UserProperties["tracestate"] = "a=b";
+            m.UserProperties["__HALFMSG_BARRIER_OWNER"] = "owner-1";
+            m.UserProperties["order"] = "42";
+            m.UserProperties["tags"] = "lower case is not the system's";
+            m.UserProperties["città"] = "Zürich, 東京";
+            m.SystemProperties.Tag = "Tag A";
+            m.SystemProperties.Keys.Add("order-1");
+            m.SystemProperties.Keys.Add("");
+        }))).Status.Code);
+        Assert.Equal(Code.Ok, (await SendAsync(NewMessage(m => m.SystemProperties.MessageGroup = new string('g', 63)))).Status.Code);
+    }
+
+    /// <summary>Several messages in one request (the batch path) are checked each, and a refused one does not stop the others.</summary>
+    [Fact]
+    public async Task In_a_batch_only_the_invalid_message_is_refused()
+    {
+        var response = await broker.Client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest
+        {
+            Messages = { NewMessage(_ => { }), NewMessage(m => m.UserProperties["UNIQ_KEY"] = "forged"), NewMessage(_ => { }) },
+        }, SendMessageResponse.Parser);
+        Assert.Equal(
+            [Code.Ok, Code.IllegalMessagePropertyKey, Code.Ok],
+            response.Response!.Entries.Select(e => e.Status.Code).ToArray());
+    }
+}
