@@ -13,6 +13,10 @@ public sealed partial class BrokerEngine
     /// <summary>The consumer-group prefix of the internal cursors a re-drive reads a dead-letter topic with.</summary>
     public const string RedrivePrefix = "%REDRIVE%";
 
+    /// <summary>Whether a consumer group is a re-drive's internal cursor (<see cref="RedrivePrefix"/>): its leases never
+    /// dead-letter, whatever their delivery attempt.</summary>
+    internal static bool IsRedriveCursor(string group) => group.StartsWith(RedrivePrefix, StringComparison.Ordinal);
+
     /// <summary>What one re-drive call did. <see cref="Error"/> is set when it stopped early (the counts stay true).</summary>
     public sealed record RedriveResult(BrokerError Error, string DeadLetterTopic, int Redriven, int Skipped, IReadOnlyList<string> MessageIds);
 
@@ -63,54 +67,93 @@ public sealed partial class BrokerEngine
             }, ct).ConfigureAwait(false);
             if (batch.Error.Status == BrokerStatus.MessageNotFound || batch.Messages.Count == 0) break;
             if (!batch.IsOk) return Done(batch.Error);
-            foreach (var d in batch.Messages)
+            // The messages of the batch from 'next' on are still leased: whatever ends the call early (a dead letter
+            // that cannot be put back, an error, the caller's cancellation) releases them at once in the finally.
+            // Until 2026-12-05 they stayed leased for the lease's minute, each such call cost them a delivery attempt,
+            // and in the end the sweep dead-lettered them (found by review).
+            int next = 0;
+            try
             {
-                var m = d.Message;
-                // A lease group's dead letter is an entry pointing at the body stored on its topic; a send-back's (or a
-                // retry-topic send's past its maximum) is a body stored in the dead-letter topic, its origin a property.
-                bool sentBack = m.OriginalTopic is null;
-                string? origin = m.OriginalTopic ?? m.Properties.GetValueOrDefault(RetryTopicProperty);
-                if (origin is null || (originalTopic is not null && origin != originalTopic))
+                for (; next < batch.Messages.Count; next++)
                 {
-                    var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
-                    if (!passed.IsOk) return Done(passed);
-                    skipped++;
-                    continue;
+                    var d = batch.Messages[next];
+                    var m = d.Message;
+                    // A lease group's dead letter is an entry pointing at the body stored on its topic; a send-back's (or a
+                    // retry-topic send's past its maximum) is a body stored in the dead-letter topic, its origin a property.
+                    bool sentBack = m.OriginalTopic is null;
+                    string? origin = m.OriginalTopic ?? m.Properties.GetValueOrDefault(RetryTopicProperty);
+                    if (origin is null || (originalTopic is not null && origin != originalTopic))
+                    {
+                        var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
+                        if (!passed.IsOk) return Done(passed);
+                        skipped++;
+                        continue;
+                    }
+                    string target = sentBack ? RetryPrefix + group : origin;
+                    // From here on the caller's cancellation (a CLI timeout, a closed browser tab) is not heard: a put that
+                    // was written but not acknowledged for the cursor would be put back again by the next re-drive, and the
+                    // group would receive the message twice (found by review, 2026-12-05).
+                    ct.ThrowIfCancellationRequested();
+                    var put = sentBack ? await SendToRetryTopicAsync(target, m, CancellationToken.None).ConfigureAwait(false)
+                        : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, CancellationToken.None).ConfigureAwait(false);
+                    if (put.Status == BrokerStatus.MessageNotFound)
+                    {
+                        // Retention cut the dead letter's body since it was received: nothing is left to put back.
+                        var gone = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
+                        if (!gone.IsOk) return Done(gone);
+                        skipped++;
+                        continue;
+                    }
+                    if (!put.IsOk)
+                    {
+                        // Not acknowledged: the dead letter stays (released below with the rest of the batch), and the
+                        // next re-drive tries it again.
+                        return Done(new(put.Status, $"message '{m.MessageId}' could not be put back on '{target}': {put.Message}"));
+                    }
+                    // Done for the other cursor that would take it too (the unfiltered one, or the one filtering its
+                    // origin): until 2026-12-05 a filtered re-drive and then an unfiltered one (or the other way round)
+                    // each put the same dead letter back, and the group received it twice (found by review).
+                    string sibling = RedrivePrefix + group + (originalTopic is null ? "|" + origin : "");
+                    var acked = await AckRedrivenAsync(cursor, sibling, dlq, d.ReceiptHandle, CancellationToken.None).ConfigureAwait(false);
+                    if (!acked.IsOk) return Done(acked);
+                    moved.Add(m.MessageId);
+                    MessageIndex.OnRedriven(m.MessageId, group, target, NowMs); // MessageIndex hook (issue 12)
+                    progress?.Report(moved.Count);
                 }
-                string target = sentBack ? RetryPrefix + group : origin;
-                // From here on the caller's cancellation (a CLI timeout, a closed browser tab) is not heard: a put that
-                // was written but not acknowledged for the cursor would be put back again by the next re-drive, and the
-                // group would receive the message twice (found by review, 2026-12-05).
-                ct.ThrowIfCancellationRequested();
-                var put = sentBack ? await SendToRetryTopicAsync(target, m, CancellationToken.None).ConfigureAwait(false)
-                    : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, CancellationToken.None).ConfigureAwait(false);
-                if (put.Status == BrokerStatus.MessageNotFound)
-                {
-                    // Retention cut the dead letter's body since it was received: nothing is left to put back.
-                    var gone = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
-                    if (!gone.IsOk) return Done(gone);
-                    skipped++;
-                    continue;
-                }
-                if (!put.IsOk)
-                {
-                    // Not acknowledged: the dead letter stays and the next re-drive tries it again once its lease ends.
-                    return Done(new(put.Status, $"message '{m.MessageId}' could not be put back on '{target}': {put.Message}"));
-                }
-                // Done for the other cursor that would take it too (the unfiltered one, or the one filtering its
-                // origin): until 2026-12-05 a filtered re-drive and then an unfiltered one (or the other way round)
-                // each put the same dead letter back, and the group received it twice (found by review).
-                string sibling = RedrivePrefix + group + (originalTopic is null ? "|" + origin : "");
-                var acked = await AckRedrivenAsync(cursor, sibling, dlq, d.ReceiptHandle, CancellationToken.None).ConfigureAwait(false);
-                if (!acked.IsOk) return Done(acked);
-                moved.Add(m.MessageId);
-                MessageIndex.OnRedriven(m.MessageId, group, target, NowMs); // MessageIndex hook (issue 12)
-                progress?.Report(moved.Count);
+            }
+            finally
+            {
+                if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, batch.Messages.Skip(next)) is var released and >= 0)
+                    await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
             }
         }
         if (moved.Count > 0)
             _logger.LogInformation("Re-drove {Count} dead letters of group {Group} from {Dlq}", moved.Count, group, dlq);
         return Done(BrokerError.None);
+    }
+
+    /// <summary>
+    /// Ends the cursor's live leases of <paramref name="left"/> now (the rest of a batch a re-drive stopped in), so the
+    /// next re-drive is offered them at once, as a ChangeInvisibleDuration of zero would. Returns the address to wait for
+    /// (-1 if nothing was released); lost in a crash, a lease runs its length, and a re-drive cursor's lease never
+    /// dead-letters (<see cref="IsRedriveCursor"/>). The cursor's delivery counter goes on counting these offers, as
+    /// for any group, but decides nothing.
+    /// </summary>
+    private long ReleaseRedriveLeases(string cursor, string dlq, IEnumerable<DeliveredMessage> left)
+    {
+        long address = -1;
+        lock (_gate)
+        {
+            long now = NowMs;
+            foreach (var d in left)
+            {
+                if (!TryGetLease(cursor, dlq, d.ReceiptHandle, out _, out var handle, out var flight).IsOk) continue;
+                flight.RenewFor = null;
+                address = ChangeLease(cursor, dlq, handle.QueueId, handle.QueueOffset, now, NextLeaseId());
+            }
+            if (address >= 0) SweepLeases(now, SweepEntriesPerLockHold); // the rest, if any, on the sweeper
+        }
+        return address;
     }
 
     /// <summary>Acknowledges a re-driven dead letter for the cursor that took it and marks it finished for
