@@ -41,7 +41,8 @@ public sealed partial class BrokerEngine
     /// cursor only (counted as skipped) and stay for others.
     /// Re-drives of one group run one at a time (a second waits for the first), and a dead letter is put back only in the
     /// same hold of the engine lock that checks the cursor's lease is still live and writes the acknowledgements for the
-    /// cursor and its sibling: a dead letter is put back at most once per failure, whatever runs at once.
+    /// cursor and its sibling: whatever runs at once, a dead letter is put back once (twice only after a crash that kept
+    /// the put-back's record but not the acknowledgements behind it in the log, the at-least-once case above).
     /// </summary>
     /// <remarks>
     /// RocketMQ brings a failed message back through the group's own retry topic, so only that group sees it again; its
