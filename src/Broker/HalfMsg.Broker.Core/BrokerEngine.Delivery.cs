@@ -701,7 +701,10 @@ public sealed partial class BrokerEngine
                 continue;
             }
             MessageIndex.OnLeaseExpired(group.Group, group.Topic.Name, queue, offset, flight.Attempt, now); // MessageIndex hook (issue 12)
-            if (flight.Attempt >= _options.MaxDeliveryAttempts)
+            // A re-drive cursor's lease never ends in a dead-letter topic: its messages are dead letters already, and
+            // until 2026-12-05 those a failing re-drive kept leased went to %DLQ%%REDRIVE%<group>, out of reach of
+            // every later re-drive (found by review). Its expired leases are offered again, however many.
+            if (flight.Attempt >= _options.MaxDeliveryAttempts && !IsRedriveCursor(group.Group))
             {
                 DeadLetter(group, queue, offset);
                 continue;

@@ -464,9 +464,11 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// As <see cref="SendAsync"/>, but also into broker-owned topics (<c>%DLQ%</c>, <c>%RETRY%</c>) that producers cannot
-    /// name; dead-letter topics have one queue, like every system topic.
+    /// name; dead-letter topics have one queue, like every system topic. In the same hold of the lock,
+    /// <paramref name="check"/> may refuse the store before anything is written, and <paramref name="stored"/> writes
+    /// what must follow the message (returning the address to wait for), as a re-drive's acknowledgements.
     /// </summary>
-    private async ValueTask<SendResult> StoreInternalAsync(MessageDraft msg, CancellationToken ct)
+    private async ValueTask<SendResult> StoreInternalAsync(MessageDraft msg, CancellationToken ct, Func<BrokerError>? check = null, Func<long>? stored = null)
     {
         long address;
         int queueId;
@@ -478,6 +480,7 @@ public sealed partial class BrokerEngine
                 long now = NowMs;
                 var err = ValidateDraft(msg, now);
                 if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
+                if (check?.Invoke() is { IsOk: false } refused) return new SendResult(refused, msg.MessageId, -1, -1);
                 err = TryGetOrCreate(msg.Topic, out var topic);
                 if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
                 bool delayed = msg.DeliveryTimestampMs is long at && at > now;
@@ -487,6 +490,7 @@ public sealed partial class BrokerEngine
                 MessageStoredRecord.Write(_writer, queueId, offset, kind, -1, msg, now);
                 address = AppendAndApply();
                 Metrics.MessagesStored++;
+                if (stored is not null) address = stored();
             }
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);

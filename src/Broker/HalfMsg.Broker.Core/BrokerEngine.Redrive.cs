@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 using Microsoft.Extensions.Logging;
@@ -12,6 +14,14 @@ public sealed partial class BrokerEngine
 {
     /// <summary>The consumer-group prefix of the internal cursors a re-drive reads a dead-letter topic with.</summary>
     public const string RedrivePrefix = "%REDRIVE%";
+
+    /// <summary>One re-drive at a time per group (<see cref="RedriveDeadLettersAsync"/>); one entry per group whose
+    /// dead-letter topic was re-driven, so no more than there are dead-letter topics.</summary>
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _redrivesRunning = new(StringComparer.Ordinal);
+
+    /// <summary>Whether a consumer group is a re-drive's internal cursor (<see cref="RedrivePrefix"/>): its leases never
+    /// dead-letter, whatever their delivery attempt.</summary>
+    internal static bool IsRedriveCursor(string group) => group.StartsWith(RedrivePrefix, StringComparison.Ordinal);
 
     /// <summary>What one re-drive call did. <see cref="Error"/> is set when it stopped early (the counts stay true).</summary>
     public sealed record RedriveResult(BrokerError Error, string DeadLetterTopic, int Redriven, int Skipped, IReadOnlyList<string> MessageIds);
@@ -29,6 +39,10 @@ public sealed partial class BrokerEngine
     /// each message is put back durably and then acknowledged there, so a crash between the two re-drives it again (at
     /// least once), never loses it. With a topic filter, dead letters from other topics are passed over by that filter's
     /// cursor only (counted as skipped) and stay for others.
+    /// Re-drives of one group run one at a time (a second waits for the first), and a dead letter is put back only in the
+    /// same hold of the engine lock that checks the cursor's lease is still live and writes the acknowledgements for the
+    /// cursor and its sibling: whatever runs at once, a dead letter is put back once (twice only after a crash that kept
+    /// the put-back's record but not the acknowledgements behind it in the log, the at-least-once case above).
     /// </summary>
     /// <remarks>
     /// RocketMQ brings a failed message back through the group's own retry topic, so only that group sees it again; its
@@ -55,120 +69,180 @@ public sealed partial class BrokerEngine
         string cursor = RedrivePrefix + group + (originalTopic is null ? "" : "|" + originalTopic);
         if (!IsValidName(cursor, 255)) return Done(new(BrokerStatus.BadRequest, $"group and topic names are too long for a re-drive cursor ('{cursor}')"));
 
-        while (moved.Count < max)
+        // Until 2026-12-05 a filtered and an unfiltered re-drive of a group at once each leased the same dead letter on
+        // its own cursor and each put it back; the slower then met the sibling's ack and reported 0 re-driven (found by
+        // review). One at a time, the second finds what the first put back finished for its cursor too.
+        var running = _redrivesRunning.GetOrAdd(group, _ => new SemaphoreSlim(1, 1));
+        await running.WaitAsync(ct).ConfigureAwait(false);
+        try
         {
-            var batch = await ReceiveAsync(new ReceiveRequest
+            while (moved.Count < max)
             {
-                ConsumerGroup = cursor, Topic = dlq, BatchSize = Math.Min(32, max - moved.Count), InvisibleDuration = TimeSpan.FromMinutes(1),
-            }, ct).ConfigureAwait(false);
-            if (batch.Error.Status == BrokerStatus.MessageNotFound || batch.Messages.Count == 0) break;
-            if (!batch.IsOk) return Done(batch.Error);
-            foreach (var d in batch.Messages)
-            {
-                var m = d.Message;
-                // A lease group's dead letter is an entry pointing at the body stored on its topic; a send-back's (or a
-                // retry-topic send's past its maximum) is a body stored in the dead-letter topic, its origin a property.
-                bool sentBack = m.OriginalTopic is null;
-                string? origin = m.OriginalTopic ?? m.Properties.GetValueOrDefault(RetryTopicProperty);
-                if (origin is null || (originalTopic is not null && origin != originalTopic))
+                var batch = await ReceiveAsync(new ReceiveRequest
                 {
-                    var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
-                    if (!passed.IsOk) return Done(passed);
-                    skipped++;
-                    continue;
-                }
-                string target = sentBack ? RetryPrefix + group : origin;
-                // From here on the caller's cancellation (a CLI timeout, a closed browser tab) is not heard: a put that
-                // was written but not acknowledged for the cursor would be put back again by the next re-drive, and the
-                // group would receive the message twice (found by review, 2026-12-05).
-                ct.ThrowIfCancellationRequested();
-                var put = sentBack ? await SendToRetryTopicAsync(target, m, CancellationToken.None).ConfigureAwait(false)
-                    : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, CancellationToken.None).ConfigureAwait(false);
-                if (put.Status == BrokerStatus.MessageNotFound)
+                    ConsumerGroup = cursor, Topic = dlq, BatchSize = Math.Min(32, max - moved.Count), InvisibleDuration = TimeSpan.FromMinutes(1),
+                }, ct).ConfigureAwait(false);
+                if (batch.Error.Status == BrokerStatus.MessageNotFound || batch.Messages.Count == 0) break;
+                if (!batch.IsOk) return Done(batch.Error);
+                // The messages of the batch from 'next' on are still leased: whatever ends the call early (a dead letter
+                // that cannot be put back, an error, the caller's cancellation) releases them at once in the finally.
+                // Until 2026-12-05 they stayed leased for the lease's minute, each such call cost them a delivery attempt,
+                // and in the end the sweep dead-lettered them (found by review).
+                int next = 0;
+                try
                 {
-                    // Retention cut the dead letter's body since it was received: nothing is left to put back.
-                    var gone = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
-                    if (!gone.IsOk) return Done(gone);
-                    skipped++;
-                    continue;
+                    for (; next < batch.Messages.Count; next++)
+                    {
+                        var d = batch.Messages[next];
+                        var m = d.Message;
+                        // A lease group's dead letter is an entry pointing at the body stored on its topic; a send-back's (or a
+                        // retry-topic send's past its maximum) is a body stored in the dead-letter topic, its origin a property.
+                        bool sentBack = m.OriginalTopic is null;
+                        string? origin = m.OriginalTopic ?? m.Properties.GetValueOrDefault(RetryTopicProperty);
+                        if (origin is null || (originalTopic is not null && origin != originalTopic))
+                        {
+                            var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
+                            if (!passed.IsOk) return Done(passed);
+                            skipped++;
+                            continue;
+                        }
+                        string target = sentBack ? RetryPrefix + group : origin;
+                        // From here on the caller's cancellation (a CLI timeout, a closed browser tab) is not heard: a put that
+                        // was written but not acknowledged for the cursor would be put back again by the next re-drive, and the
+                        // group would receive the message twice (found by review, 2026-12-05).
+                        ct.ThrowIfCancellationRequested();
+                        // Done for the other cursor that would take it too (the unfiltered one, or the one filtering its
+                        // origin): until 2026-12-05 a filtered re-drive and then an unfiltered one (or the other way round)
+                        // each put the same dead letter back, and the group received it twice (found by review). The put and
+                        // both acknowledgements are written in one hold of the lock, after a check of the cursor's lease.
+                        string sibling = RedrivePrefix + group + (originalTopic is null ? "|" + origin : "");
+                        var put = sentBack ? await SendToRetryTopicAsync(target, m, cursor, sibling, dlq, d.ReceiptHandle).ConfigureAwait(false)
+                            : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, cursor, sibling, d.ReceiptHandle).ConfigureAwait(false);
+                        if (put.Status == BrokerStatus.InvalidReceiptHandle)
+                        {
+                            // The cursor's lease ran out meanwhile (a slow disk): nothing was written; the dead letter is
+                            // offered to this cursor again.
+                            continue;
+                        }
+                        if (put.Status == BrokerStatus.MessageNotFound)
+                        {
+                            // Retention cut the dead letter's body since it was received: nothing is left to put back.
+                            var gone = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
+                            if (!gone.IsOk) return Done(gone);
+                            skipped++;
+                            continue;
+                        }
+                        if (!put.IsOk)
+                        {
+                            // Not acknowledged: the dead letter stays (released below with the rest of the batch), and the
+                            // next re-drive tries it again.
+                            return Done(new(put.Status, $"message '{m.MessageId}' could not be put back on '{target}': {put.Message}"));
+                        }
+                        moved.Add(m.MessageId);
+                        MessageIndex.OnRedriven(m.MessageId, group, target, NowMs); // MessageIndex hook (issue 12)
+                        progress?.Report(moved.Count);
+                    }
                 }
-                if (!put.IsOk)
+                finally
                 {
-                    // Not acknowledged: the dead letter stays and the next re-drive tries it again once its lease ends.
-                    return Done(new(put.Status, $"message '{m.MessageId}' could not be put back on '{target}': {put.Message}"));
+                    if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, batch.Messages.Skip(next)) is var released and >= 0)
+                        await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
                 }
-                // Done for the other cursor that would take it too (the unfiltered one, or the one filtering its
-                // origin): until 2026-12-05 a filtered re-drive and then an unfiltered one (or the other way round)
-                // each put the same dead letter back, and the group received it twice (found by review).
-                string sibling = RedrivePrefix + group + (originalTopic is null ? "|" + origin : "");
-                var acked = await AckRedrivenAsync(cursor, sibling, dlq, d.ReceiptHandle, CancellationToken.None).ConfigureAwait(false);
-                if (!acked.IsOk) return Done(acked);
-                moved.Add(m.MessageId);
-                MessageIndex.OnRedriven(m.MessageId, group, target, NowMs); // MessageIndex hook (issue 12)
-                progress?.Report(moved.Count);
             }
+        }
+        finally
+        {
+            running.Release();
         }
         if (moved.Count > 0)
             _logger.LogInformation("Re-drove {Count} dead letters of group {Group} from {Dlq}", moved.Count, group, dlq);
         return Done(BrokerError.None);
     }
 
-    /// <summary>Acknowledges a re-driven dead letter for the cursor that took it and marks it finished for
-    /// <paramref name="sibling"/> (created if new, so it starts with it done), in one hold and one durable wait.</summary>
-    private async ValueTask<BrokerError> AckRedrivenAsync(string cursor, string sibling, string dlq, string receiptHandle, CancellationToken ct)
+    /// <summary>
+    /// Ends the cursor's live leases of <paramref name="left"/> now (the rest of a batch a re-drive stopped in), so the
+    /// next re-drive is offered them at once, as a ChangeInvisibleDuration of zero would. Returns the address to wait for
+    /// (-1 if nothing was released); lost in a crash, a lease runs its length, and a re-drive cursor's lease never
+    /// dead-letters (<see cref="IsRedriveCursor"/>). The cursor's delivery counter goes on counting these offers, as
+    /// for any group, but decides nothing.
+    /// </summary>
+    private long ReleaseRedriveLeases(string cursor, string dlq, IEnumerable<DeliveredMessage> left)
     {
-        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
-        long address;
+        long address = -1;
         lock (_gate)
         {
-            var err = Ack(cursor, dlq, receiptHandle, out address, out var handle);
-            if (!err.IsOk) return err;
-            if (IsValidName(sibling, 255))
+            long now = NowMs;
+            foreach (var d in left)
             {
-                new AckedRecord(sibling, dlq, handle.QueueId, handle.QueueOffset).Write(_writer);
-                address = AppendAndApply();
+                if (!TryGetLease(cursor, dlq, d.ReceiptHandle, out _, out var handle, out var flight).IsOk) continue;
+                flight.RenewFor = null;
+                address = ChangeLease(cursor, dlq, handle.QueueId, handle.QueueOffset, now, NextLeaseId());
             }
+            if (address >= 0) SweepLeases(now, SweepEntriesPerLockHold); // the rest, if any, on the sweeper
         }
-        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
-        return BrokerError.None;
+        return address;
+    }
+
+    /// <summary>Acknowledges a re-driven dead letter for the cursor that took it (its lease checked by the caller in this
+    /// hold) and marks it finished for <paramref name="sibling"/> (created if new, so it starts with it done). Caller
+    /// holds the lock, and has just written the put-back; returns the address to wait for.</summary>
+    private long AckRedriven(string cursor, string sibling, string dlq, ReceiptHandle handle)
+    {
+        new AckedRecord(cursor, dlq, handle.QueueId, handle.QueueOffset).Write(_writer);
+        long address = AppendAndApply();
+        Metrics.Acked++;
+        MessageIndex.OnAcked(cursor, dlq, handle.QueueId, handle.QueueOffset, NowMs); // MessageIndex hook (issue 12)
+        if (IsValidName(sibling, 255))
+        {
+            new AckedRecord(sibling, dlq, handle.QueueId, handle.QueueOffset).Write(_writer);
+            address = AppendAndApply();
+        }
+        return address;
     }
 
     /// <summary>
     /// Puts the dead letter at <paramref name="dlqOffset"/> of <paramref name="dlq"/> back onto <paramref name="topic"/>
-    /// as a new entry for <paramref name="group"/> only, pointing at the same body (see <see cref="RedrivenRecord"/>).
-    /// Completes once it is durable. MessageNotFound when the dead letter's entry is gone or a hole.
+    /// as a new entry for <paramref name="group"/> only, pointing at the same body (see <see cref="RedrivenRecord"/>), and
+    /// acknowledges it for the cursor and its sibling in the same hold (<see cref="AckRedriven"/>). Completes once it is
+    /// durable. MessageNotFound when the dead letter's entry is gone or a hole; InvalidReceiptHandle, with nothing
+    /// written, when the cursor's lease is no longer live.
     /// </summary>
-    private async ValueTask<BrokerError> PutBackForGroupAsync(string group, string dlq, long dlqOffset, StoredMessage m, string topic, CancellationToken ct)
+    private async ValueTask<BrokerError> PutBackForGroupAsync(string group, string dlq, long dlqOffset, StoredMessage m, string topic,
+        string cursor, string sibling, string receiptHandle)
     {
-        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        await _log.WaitForRoomAsync(CancellationToken.None).ConfigureAwait(false);
         long address;
         lock (_gate)
         {
             // The entry as it is now: retention may have moved the body since the receive read it.
             if (!_topics.TryGetValue(dlq, out var dead) || !dead.Queues[0].TryGet(dlqOffset, out var entry) || entry.IsHole)
                 return new(BrokerStatus.MessageNotFound, $"dead letter {dlq}/0/{dlqOffset} is gone");
-            var err = TryGetTopicForWrite(topic, out var target);
+            var err = TryGetLease(cursor, dlq, receiptHandle, out _, out var handle, out _);
+            if (!err.IsOk) return err;
+            err = TryGetTopicForWrite(topic, out var target);
             if (!err.IsOk) return err;
             int q = PickQueue(target, -1, m.MessageGroup);
             long offset = target.Queues[q].NextOffset;
             long now = NowMs;
             new RedrivenRecord(entry.BodyAddress, entry.Size, topic, q, offset, entry.Tag, m.MessageGroup, group, m.MessageId, now).Write(_writer);
-            address = AppendAndApply();
+            AppendAndApply();
             MessageIndex.OnStored(new MessageDraft // MessageIndex hook (issue 12): the message is found at its new place
             {
                 Topic = topic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Body = m.Body, MessageGroup = m.MessageGroup,
             }, q, offset, now);
+            address = AckRedriven(cursor, sibling, dlq, handle); // after the put-back in the log: a crash between keeps the put (at least once)
         }
-        await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+        await _log.WaitDurableAsync(address, CancellationToken.None).ConfigureAwait(false);
         return BrokerError.None;
     }
 
     /// <summary>
     /// Stores a Remoting consumer's dead letter again in its group's retry topic, due now, with RETRY_TOPIC kept (the
     /// client restores the topic from it) and the reconsume count dropped, so its attempts start again: kept, its next
-    /// failure would send it straight back to the dead-letter topic. Completes once it is durable.
+    /// failure would send it straight back to the dead-letter topic. Acknowledged for the cursor and its sibling in the
+    /// same hold, after a check of the cursor's lease (as <see cref="PutBackForGroupAsync"/>). Completes once it is durable.
     /// </summary>
-    private async ValueTask<BrokerError> SendToRetryTopicAsync(string retryTopic, StoredMessage m, CancellationToken ct)
+    private async ValueTask<BrokerError> SendToRetryTopicAsync(string retryTopic, StoredMessage m, string cursor, string sibling, string dlq, string receiptHandle)
     {
         var props = new Dictionary<string, string>(m.Properties);
         props.Remove(ReconsumeTimesProperty);
@@ -177,7 +251,10 @@ public sealed partial class BrokerEngine
             Topic = retryTopic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Properties = props, Body = m.Body,
             BornTimestampMs = m.BornTimestampMs, BornHost = m.BornHost,
         };
-        var sent = await StoreInternalAsync(draft, ct).ConfigureAwait(false);
+        ReceiptHandle handle = default;
+        var sent = await StoreInternalAsync(draft, CancellationToken.None,
+            check: () => TryGetLease(cursor, dlq, receiptHandle, out _, out handle, out _),
+            stored: () => AckRedriven(cursor, sibling, dlq, handle)).ConfigureAwait(false);
         if (sent.IsOk) MessageIndex.OnStored(draft, sent.QueueId, sent.QueueOffset, NowMs); // MessageIndex hook (issue 12)
         return sent.Error;
     }
