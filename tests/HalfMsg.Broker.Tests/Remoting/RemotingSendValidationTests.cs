@@ -1,0 +1,61 @@
+using System.IO.Compression;
+using System.Text;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Remoting;
+using static HalfMsg.Broker.Tests.Infrastructure.RemotingBroker;
+
+namespace HalfMsg.Broker.Tests.Remoting;
+
+/// <summary>Remoting sends: compressed bodies, batch entry properties, the offset msgId of a delayed send (review 2026-12-05, remsend).</summary>
+[Collection("remoting")]
+public sealed class RemotingSendValidationTests(RemotingBrokerFixture broker)
+{
+    private static readonly byte[] Raw = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Range(0, 2000).Select(i => i.ToString())));
+
+    private static byte[] Zlib(byte[] raw)
+    {
+        var ms = new MemoryStream();
+        using (var z = new ZLibStream(ms, CompressionLevel.Optimal, leaveOpen: true)) z.Write(raw);
+        return ms.ToArray();
+    }
+
+    [Fact]
+    public async Task A_truncated_zlib_body_is_refused_not_stored_short()
+    {
+        await using var c = await broker.ConnectAsync();
+        var full = Zlib(Raw);
+        // Cut in the deflate data, and cut in the Adler-32 trailer (the inflated bytes are then all there).
+        foreach (int length in new[] { full.Length / 2, full.Length - 1, full.Length - 4 })
+        {
+            string topic = Unique("ZTrunc");
+            var r = await c.InvokeAsync(RequestCode.SendMessageV2, SendHeader("PG", topic, Props("T"), MessageSysFlag.Compressed, 0), full[..length]);
+            if (r.Code == ResponseCode.Success)
+            {
+                var got = Assert.Single(await PullAllAsync(c, "G", topic));
+                Assert.Fail($"{length} of {full.Length} bytes: stored {got.Body.Length} of {Raw.Length} bytes");
+            }
+            Assert.True(r.Code == ResponseCode.MessageIllegal, $"{length} of {full.Length} bytes: {r.Code} {r.Remark}");
+        }
+    }
+
+    [Fact]
+    public async Task A_whole_zlib_body_is_stored_inflated()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("ZWhole");
+        var r = await c.InvokeAsync(RequestCode.SendMessageV2, SendHeader("PG", topic, Props("T"), MessageSysFlag.Compressed, 0), Zlib(Raw));
+        Assert.True(r.Code == ResponseCode.Success, $"{r.Code} {r.Remark}");
+        Assert.Equal(Raw, Assert.Single(await PullAllAsync(c, "G", topic)).Body);
+    }
+
+    [Fact]
+    public async Task A_zlib_body_whose_checksum_does_not_match_is_refused()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("ZSum");
+        var bad = Zlib(Raw);
+        bad[^1] ^= 0x55; // Adler-32 trailer
+        var r = await c.InvokeAsync(RequestCode.SendMessageV2, SendHeader("PG", topic, Props("T"), MessageSysFlag.Compressed, 0), bad);
+        Assert.True(r.Code == ResponseCode.MessageIllegal, $"{r.Code} {r.Remark}");
+    }
+}
