@@ -20,6 +20,18 @@ public sealed class RemotingSendValidationTests(RemotingBrokerFixture broker)
     }
 
     [Fact]
+    public async Task The_offset_msg_id_of_a_delayed_send_finds_the_message()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("DelayId");
+        var sent = await SendAsync(c, topic, "later", "T", 0, null, (MessageConst.DelayLevel, "3"));
+        Assert.True(OffsetMessageId.TryDecode(sent.Get("msgId"), out _, out long offset));
+        var r = await c.InvokeAsync(RemotingCommand.Request(RequestCode.ViewMessageById).Set("offset", offset));
+        Assert.True(r.Code == ResponseCode.Success, $"offset {offset}: {r.Code} {r.Remark}");
+        Assert.Equal("later", BodyOf(Assert.Single(StoredMessageCodec.DecodeAll(r.Body.Span))));
+    }
+
+    [Fact]
     public async Task A_truncated_zlib_body_is_refused_not_stored_short()
     {
         await using var c = await broker.ConnectAsync();

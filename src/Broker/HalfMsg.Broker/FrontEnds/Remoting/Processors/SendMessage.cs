@@ -92,8 +92,9 @@ internal sealed partial class RemotingDispatcher
 
         var sent = await Engine.SendAsync(draft, session.Closing).ConfigureAwait(false);
         if (!sent.IsOk) return RemotingErrors.Response(request, sent.Error);
-        long physical = sent.QueueOffset >= 0 ? Engine.BodyAddressOf(h.Topic, sent.QueueId, sent.QueueOffset) : 0;
-        // A delayed message has no queue position until it is due; Java only logs queueId/queueOffset.
+        // A delayed message has no queue position until it is due (Java only logs queueId/queueOffset): its msgId is the
+        // address of its stored record, where VIEW_MESSAGE_BY_ID finds it (until 2026-12-05 it was offset 0).
+        long physical = sent.QueueOffset >= 0 ? Engine.BodyAddressOf(h.Topic, sent.QueueId, sent.QueueOffset) : sent.LogAddress;
         return SendOk(request, storeHost, Math.Max(physical, 0), Math.Max(sent.QueueId, 0), Math.Max(sent.QueueOffset, 0), null);
     }
 
