@@ -19,6 +19,39 @@ public sealed class RemotingSendValidationTests(RemotingBrokerFixture broker)
         return ms.ToArray();
     }
 
+    [Theory]
+    [InlineData("0", null)]
+    [InlineData(null, "false")]
+    [InlineData("0", "FALSE")]
+    public async Task A_batch_entry_with_delay_level_0_or_TRAN_MSG_false_is_accepted(string? delay, string? tran)
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("BatchD0");
+        var more = new List<(string, string)>();
+        if (delay is not null) more.Add((MessageConst.DelayLevel, delay));
+        if (tran is not null) more.Add((MessageConst.TransactionPrepared, tran));
+        // msg.setDelayTimeLevel(0) puts DELAY=0; MessageBatch.generateFromList only refuses a level > 0.
+        var body = BatchMessageCodec.Encode(Enumerable.Range(0, 2).Select(i =>
+            new BatchMessageCodec.Entry(0, Encoding.UTF8.GetBytes($"b{i}"), Props("B", null, null, [.. more]))));
+        var r = await c.InvokeAsync(RequestCode.SendBatchMessage, SendHeader("PG", topic, "", 0, 1), body);
+        Assert.True(r.Code == ResponseCode.Success, $"{r.Code} {r.Remark}");
+        Assert.Equal(["b0", "b1"], (await PullAllAsync(c, "G", topic)).Select(BodyOf).Order());
+    }
+
+    [Theory]
+    [InlineData(MessageConst.DelayLevel, "1")]
+    [InlineData(MessageConst.TransactionPrepared, "true")]
+    [InlineData(MessageConst.TransactionPrepared, "True")]
+    public async Task A_batch_entry_that_is_delayed_or_a_half_is_still_refused(string key, string value)
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("BatchBad");
+        var body = BatchMessageCodec.Encode(Enumerable.Range(0, 2).Select(i =>
+            new BatchMessageCodec.Entry(0, Encoding.UTF8.GetBytes($"b{i}"), Props("B", null, null, (key, value)))));
+        var r = await c.InvokeAsync(RequestCode.SendBatchMessage, SendHeader("PG", topic, "", 0, 1), body);
+        Assert.True(r.Code == ResponseCode.MessageIllegal, $"{r.Code} {r.Remark}");
+    }
+
     [Fact]
     public async Task The_offset_msg_id_of_a_delayed_send_finds_the_message()
     {
