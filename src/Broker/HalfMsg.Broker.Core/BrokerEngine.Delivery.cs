@@ -172,7 +172,7 @@ public sealed partial class BrokerEngine
         address = AppendAndApply();
         Metrics.MessagesStored++;
         MessageIndex.OnStored(msg, queueId, offset, now); // MessageIndex hook (issue 12): operator look-up by id/key
-        return new SendResult(BrokerError.None, msg.MessageId, queueId, offset);
+        return new SendResult(BrokerError.None, msg.MessageId, queueId, offset) { LogAddress = address };
     }
 
     private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);

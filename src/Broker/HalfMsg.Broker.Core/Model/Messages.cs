@@ -66,6 +66,9 @@ public sealed class DeliveredMessage
 public readonly record struct SendResult(BrokerError Error, string MessageId, int QueueId, long QueueOffset)
 {
     public bool IsOk => Error.IsOk;
+    /// <summary>Log address of the stored record (RocketMQ's commit log offset, for the offset msg id), also of a delayed
+    /// message, which has no queue position yet; -1 when not stored or not known.</summary>
+    public long LogAddress { get; init; } = -1;
 }
 
 public readonly record struct SendHalfResult(BrokerError Error, string MessageId, string TransactionId)

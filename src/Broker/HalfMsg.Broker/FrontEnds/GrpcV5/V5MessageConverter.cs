@@ -70,7 +70,7 @@ internal static class V5MessageConverter
             }
             catch (InvalidDataException)
             {
-                invalid = V5Status.Of(Code.MessageCorrupted, "body_encoding is GZIP but the body is not valid gzip");
+                invalid = V5Status.Of(Code.MessageCorrupted, "body_encoding is GZIP but the body is not valid gzip, or is cut short");
                 return false;
             }
         }
@@ -170,7 +170,8 @@ internal static class V5MessageConverter
         return message;
     }
 
-    /// <summary>Inflates at most <paramref name="limit"/> bytes, so a small "gzip bomb" cannot exhaust memory.</summary>
+    /// <summary>Inflates at most <paramref name="limit"/> bytes, so a small "gzip bomb" cannot exhaust memory.
+    /// <see cref="InvalidDataException"/> when the body is not gzip or is cut short.</summary>
     private static byte[] Inflate(ByteString compressed, int limit)
     {
         using var input = new MemoryStream(compressed.ToByteArray(), writable: false);
@@ -186,6 +187,12 @@ internal static class V5MessageConverter
             }
 
             output.Write(chunk, 0, read);
+        }
+
+        // A body cut short inflates without an error to what it holds: refused (MESSAGE_CORRUPTED), not stored short.
+        if (!CompressedBodyTrailer.GzipEnded(compressed.Span, output.GetBuffer().AsSpan(0, (int)output.Length)))
+        {
+            throw new InvalidDataException("the gzip data is cut short");
         }
 
         return output.ToArray();

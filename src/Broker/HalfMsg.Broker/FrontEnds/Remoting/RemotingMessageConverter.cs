@@ -56,6 +56,12 @@ internal static class RemotingMessageConverter
                 }
                 output.Write(buffer, 0, n);
             }
+            // A body cut short inflates without an error to what it holds: refused, not stored short.
+            if (!CompressedBodyTrailer.ZlibEnded(body.Span, output.GetBuffer().AsSpan(0, (int)output.Length)))
+            {
+                error = "body is flagged compressed but its zlib data is cut short (it does not end with the Adler-32 of the inflated bytes)";
+                return null;
+            }
             return output.ToArray();
         }
         catch (InvalidDataException)

@@ -37,6 +37,20 @@ internal sealed class RemotingServer
 
     private readonly GrpcV5.LogRateLimiter _refusedLog = new(1, TimeProvider.System);
 
+    /// <summary>One-way requests refused by flow control (they cannot be answered, so the client never learns of it).</summary>
+    public long DroppedOnewayRequests;
+
+    private readonly GrpcV5.LogRateLimiter _droppedOnewayLog = new(1, TimeProvider.System);
+
+    /// <summary>Counts a one-way request refused by flow control, and logs it once a minute at most.</summary>
+    public void DroppedOneway(RemotingSession session, RemotingCommand request, string reason)
+    {
+        Interlocked.Increment(ref DroppedOnewayRequests);
+        if (_droppedOnewayLog.TryEnter(out long suppressed))
+            Logger.LogWarning("One-way Remoting request code {Code} from {Remote} dropped unanswered: {Reason} ({Suppressed} more drops not logged since the last line)",
+                request.Code, session.RemoteEndPoint, reason, suppressed);
+    }
+
     public bool TryAcceptConnection()
     {
         if (Interlocked.Increment(ref _connections) <= Options.MaxConnections) return true;

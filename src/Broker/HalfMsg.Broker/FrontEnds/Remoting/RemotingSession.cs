@@ -37,6 +37,7 @@ internal sealed class RemotingSession : ICheckBackChannel
     private CancellationTokenSource _flushStall = new();
     private readonly SemaphoreSlim _outstanding;
     private readonly SemaphoreSlim _parkedPulls;
+    private readonly SemaphoreSlim _decisions = new(MaxOnewayDecisionsPerConnection);
     private readonly CancellationTokenSource _closing = new();
     private readonly object _gate = new();
     private readonly Dictionary<string, IDisposable> _producerGroups = new(StringComparer.Ordinal);
@@ -179,6 +180,12 @@ internal sealed class RemotingSession : ICheckBackChannel
             if (_parkedPulls.Wait(0)) slots = _parkedPulls;
             else mayPark = false;
         }
+        // A one-way END_TRANSACTION (the producer's commit or rollback: no body, a decision record to write) takes a slot
+        // of its own cap first. A Java client instance sends all its producers' and consumers' requests on one connection:
+        // with every general slot busy with its sends, the decision would be refused, and a one-way request is refused
+        // without an answer, so the half would wait for a check-back. Apache runs END_TRANSACTION on an executor of its own.
+        else if (command.Code == RequestCode.EndTransaction && command.IsOneway && bytes == 0 && _decisions.Wait(0))
+            slots = _decisions;
         if (slots == _outstanding && !_outstanding.Wait(0))
         {
             Interlocked.Add(ref _inFlightBytes, -bytes);
@@ -188,9 +195,14 @@ internal sealed class RemotingSession : ICheckBackChannel
         _ = ProcessAsync(command, slots, mayPark);
     }
 
-    /// <summary>Requests of this connection being processed, parked pulls included (tests).</summary>
+    /// <summary>One-way END_TRANSACTIONs of one connection being processed at once outside the general slots; past it
+    /// they take a general slot.</summary>
+    internal const int MaxOnewayDecisionsPerConnection = 1024;
+
+    /// <summary>Requests of this connection being processed, parked pulls and one-way decisions included (tests).</summary>
     internal int RequestsInProgress
-        => _server.Options.MaxOutstandingRequestsPerConnection - _outstanding.CurrentCount + _server.Options.MaxParkedPullsPerConnection - _parkedPulls.CurrentCount;
+        => _server.Options.MaxOutstandingRequestsPerConnection - _outstanding.CurrentCount + _server.Options.MaxParkedPullsPerConnection - _parkedPulls.CurrentCount
+            + MaxOnewayDecisionsPerConnection - _decisions.CurrentCount;
 
     /// <summary>Counts bytes a request grows by while it is processed (an inflated body) against the in-flight limit.</summary>
     internal bool TryChargeInFlight(long bytes)
@@ -202,10 +214,12 @@ internal sealed class RemotingSession : ICheckBackChannel
 
     internal void ReleaseInFlight(long bytes) => Interlocked.Add(ref _inFlightBytes, -bytes);
 
-    /// <summary>Flow control: RocketMQ's SYSTEM_BUSY, which clients retry; a one-way request is dropped silently.</summary>
+    /// <summary>Flow control: RocketMQ's SYSTEM_BUSY, which clients retry; a one-way request cannot be answered, so it
+    /// is dropped, counted and logged (rate-limited).</summary>
     private void Refuse(RemotingCommand command, string remark)
     {
         if (!command.IsOneway) Enqueue(RemotingCommand.ResponseTo(command, ResponseCode.SystemBusy, remark));
+        else _server.DroppedOneway(this, command, remark);
     }
 
     private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots, bool mayPark)

@@ -92,8 +92,9 @@ internal sealed partial class RemotingDispatcher
 
         var sent = await Engine.SendAsync(draft, session.Closing).ConfigureAwait(false);
         if (!sent.IsOk) return RemotingErrors.Response(request, sent.Error);
-        long physical = sent.QueueOffset >= 0 ? Engine.BodyAddressOf(h.Topic, sent.QueueId, sent.QueueOffset) : 0;
-        // A delayed message has no queue position until it is due; Java only logs queueId/queueOffset.
+        // A delayed message has no queue position until it is due (Java only logs queueId/queueOffset): its msgId is the
+        // address of its stored record, where VIEW_MESSAGE_BY_ID finds it (until 2026-12-05 it was offset 0).
+        long physical = sent.QueueOffset >= 0 ? Engine.BodyAddressOf(h.Topic, sent.QueueId, sent.QueueOffset) : sent.LogAddress;
         return SendOk(request, storeHost, Math.Max(physical, 0), Math.Max(sent.QueueId, 0), Math.Max(sent.QueueOffset, 0), null);
     }
 
@@ -134,7 +135,10 @@ internal sealed partial class RemotingDispatcher
         foreach (var e in entries)
         {
             var props = MessageProperties.Decode(e.Properties);
-            if (props.ContainsKey(MessageConst.TransactionPrepared) || props.ContainsKey(MessageConst.DelayLevel))
+            // Read as a single send reads them: TRAN_MSG=false and DELAY=0 (msg.setDelayTimeLevel(0)) are neither a half
+            // nor delayed, and Java's MessageBatch.generateFromList lets them through (refused until 2026-12-05).
+            if ((props.TryGetValue(MessageConst.TransactionPrepared, out var tran) && tran.Equals("true", StringComparison.OrdinalIgnoreCase))
+                || (props.TryGetValue(MessageConst.DelayLevel, out var level) && int.TryParse(level, out int l) && l > 0))
                 return Error(request, ResponseCode.MessageIllegal, "batch messages cannot be transactional or delayed");
             var draft = RemotingMessageConverter.ToDraft(h.Topic, props, e.Body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, 0, now);
             if (RemotingMessageConverter.StoredPropertiesRefusal(draft) is { } tooLarge) return Error(request, ResponseCode.MessageIllegal, tooLarge);
