@@ -26,5 +26,11 @@ public sealed class RemotingLimitFlagsTests
         }
 
         Assert.Equal(ResponseCode.Success, (await first.InvokeAsync(RequestCode.GetBrokerClusterInfo, timeout: TimeSpan.FromSeconds(20))).Code);
+
+        // The front-ends' own counters are in /api/stats beside the engine's.
+        using var http = new HttpClient();
+        using var stats = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"http://127.0.0.1:{broker.HttpPort}/api/stats"));
+        Assert.Equal(0, stats.RootElement.GetProperty("remotingDroppedOnewayRequests").GetInt64());
+        Assert.Equal(0, stats.RootElement.GetProperty("grpcUnsentAnswerBytes").GetInt64());
     }
 }

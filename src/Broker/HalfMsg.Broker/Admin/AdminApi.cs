@@ -206,6 +206,9 @@ public static class AdminApi
             indexes = engine.IndexSizes(),
             // ReceiveMessage answers leased and not yet written out, over all gRPC connections (--grpc-max-unsent bounds it).
             grpcUnsentAnswerBytes = http.RequestServices.GetService<FrontEnds.GrpcV5.MessagingService>()?.UnsentAnswerBytes,
+            // One-way Remoting requests (END_TRANSACTION, offset commits) refused by flow control: they get no answer.
+            remotingDroppedOnewayRequests = http.RequestServices.GetService<FrontEnds.Remoting.RemotingServer>() is { } remoting
+                ? Interlocked.Read(ref remoting.DroppedOnewayRequests) : (long?)null,
         }));
     }
 
