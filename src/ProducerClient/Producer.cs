@@ -256,6 +256,13 @@ public sealed class Producer : IAsyncDisposable
             throw new PayloadTooLargeException(Code.MessageBodyTooLarge, $"Message body of {message.Body.Length} bytes exceeds the broker's limit of {maxBody} bytes.");
         }
 
+        if (message.Body.Length > RpcChannel.MaxBodySize)
+        {
+            // A broker that takes more (not a HalfMsgBroker) would store a message no client of ours can receive.
+            throw new PayloadTooLargeException(Code.MessageBodyTooLarge,
+                $"Message body of {message.Body.Length} bytes exceeds the client's limit of {RpcChannel.MaxBodySize} bytes (the largest body it can receive).");
+        }
+
         bool newTopic = _topics.TryAdd(message.Topic, 0);
         IReadOnlyList<MessageQueue> route = await _session.GetRouteAsync(message.Topic, ct).ConfigureAwait(false);
         if (newTopic)
