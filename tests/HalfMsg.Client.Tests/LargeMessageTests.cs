@@ -9,8 +9,9 @@ namespace HalfMsg.Client.Tests;
 
 /// <summary>
 /// Found by review 2026-12-05: a broker started with <c>--max-message-size</c> above 16 MiB (documented, up to
-/// 64 MiB) tells the producer so in its Settings (Publishing.MaxBodySize), and the producer sends such a body; but every
-/// channel of the .NET clients refuses any response message above <c>RpcChannel.MaxReceiveMessageSize</c> (16 MiB).
+/// 64 MiB) tells the producer so in its Settings (Publishing.MaxBodySize), and the producer sends such a body; until then
+/// every channel of the .NET clients refused any response message above <c>RpcChannel.MaxReceiveMessageSize</c>, 16 MiB
+/// (now 64 MiB + 1 MiB).
 /// </summary>
 [Trait("Category", "E2E")]
 public sealed class LargeMessageTests : IAsyncLifetime
