@@ -300,7 +300,16 @@ public sealed class Producer : IAsyncDisposable
                 else
                 {
                     var request = new SendMessageRequest { Messages = { proto } };
-                    SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, ct)
+                    // A half on the wire is not cancelled by its caller (see ITransaction.SendAsync): the caller gets
+                    // the broker's answer, bounded by the request timeout; "cancelled" means it was not sent.
+                    CancellationToken callToken = ct;
+                    if (transactional)
+                    {
+                        ct.ThrowIfCancellationRequested();
+                        callToken = CancellationToken.None;
+                    }
+
+                    SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, callToken)
                         .ConfigureAwait(false);
                     entry = HalfSendCoalescer.EntryAt(response, 0, 1);
                 }
@@ -429,9 +438,20 @@ public sealed class Producer : IAsyncDisposable
             Source = source,
             TraceContext = Activity.Current?.Id ?? string.Empty,
         };
-        Apache.Rocketmq.V2.Status status = CoalescesDecisions
-            ? await _decisions.EndAsync(endpoint, request, ct).ConfigureAwait(false)
-            : (await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(request, o), null, ct).ConfigureAwait(false)).Status;
+        // A decision on the wire is not cancelled by its caller (see ITransaction.CommitAsync): the broker may already
+        // have carried it out. The caller gets its answer, bounded by the request timeout; "cancelled" means not sent.
+        Apache.Rocketmq.V2.Status status;
+        if (CoalescesDecisions)
+        {
+            status = await _decisions.EndAsync(endpoint, request, ct).ConfigureAwait(false);
+        }
+        else
+        {
+            ct.ThrowIfCancellationRequested();
+            status = (await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(request, o), null, CancellationToken.None)
+                .ConfigureAwait(false)).Status;
+        }
+
         StatusChecker.Check(status, null);
     }
 
@@ -578,8 +598,23 @@ public sealed class Producer : IAsyncDisposable
                 throw new InvalidOperationException("The transaction has no sent message, or was already committed or rolled back.");
             }
 
-            return producer.EndTransactionAsync(_endpoint!, _topic!, _receipt!.MessageId, _receipt.TransactionId!,
-                resolution, TransactionSource.SourceClient, ct);
+            return EndCoreAsync(resolution, ct);
+        }
+
+        private async Task EndCoreAsync(TransactionResolution resolution, CancellationToken ct)
+        {
+            try
+            {
+                await producer.EndTransactionAsync(_endpoint!, _topic!, _receipt!.MessageId, _receipt.TransactionId!,
+                    resolution, TransactionSource.SourceClient, ct).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // Cancelled before the decision went on the wire (once sent, a decision is not cancelled): nothing was
+                // decided, so the caller may still commit or roll back.
+                Volatile.Write(ref _state, 2);
+                throw;
+            }
         }
     }
 }
