@@ -74,15 +74,16 @@ public sealed class Producer : IAsyncDisposable
     /// <summary>Decisions that went in an EndTransactions call with others; for tests.</summary>
     internal long SharedCallDecisions => _decisions?.SharedCallDecisions ?? 0;
 
-    /// <summary>One EndTransactions call; against a broker without it, EndTransaction per decision from then on.</summary>
-    private async Task<EndTransactionsResponse> EndTransactionsAsync(Endpoint endpoint, EndTransactionsRequest request, CancellationToken ct)
+    /// <summary>One EndTransactions call; against a broker without it, EndTransaction per decision from then on, each
+    /// decision with its own answer or failure.</summary>
+    private async Task<DecisionReply> EndTransactionsAsync(Endpoint endpoint, EndTransactionsRequest request, CancellationToken ct)
     {
         if (!_decisionBatchUnimplemented)
         {
             try
             {
-                return await _session.Channel.TransactionsUnaryAsync(endpoint, (c, o) => c.EndTransactionsAsync(request, o), null, ct)
-                    .ConfigureAwait(false);
+                return new DecisionReply(await _session.Channel.TransactionsUnaryAsync(endpoint, (c, o) => c.EndTransactionsAsync(request, o), null, ct)
+                    .ConfigureAwait(false));
             }
             catch (TransportException ex) when (ex.GrpcStatus == Grpc.Core.StatusCode.Unimplemented)
             {
@@ -91,11 +92,30 @@ public sealed class Producer : IAsyncDisposable
             }
         }
 
-        EndTransactionResponse[] each = await Task.WhenAll(request.Decisions.Select(d =>
-            _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(d, o), null, ct))).ConfigureAwait(false);
+        // Each call's failure is its decision's alone. Until 2026-12-05 these were joined with Task.WhenAll, whose
+        // first failure became the answer of every decision of the batch, those the broker carried out too (found by
+        // review).
+        var failures = new Exception?[request.Decisions.Count];
         var response = new EndTransactionsResponse { Status = new Apache.Rocketmq.V2.Status { Code = Code.Ok, Message = "OK" } };
-        response.Entries.AddRange(each.Select(r => r.Status));
-        return response;
+        Task<EndTransactionResponse>[] calls = [.. request.Decisions.Select(EndOneAsync)];
+        for (int i = 0; i < calls.Length; i++)
+        {
+            try
+            {
+                response.Entries.Add((await calls[i].ConfigureAwait(false)).Status);
+            }
+            catch (Exception ex)
+            {
+                failures[i] = ex;
+                response.Entries.Add(new Apache.Rocketmq.V2.Status { Code = Code.InternalError, Message = ex.Message });
+            }
+        }
+
+        return new DecisionReply(response, failures);
+
+        // Async, so that a failure to start one call (a disposed channel) is that decision's too.
+        async Task<EndTransactionResponse> EndOneAsync(EndTransactionRequest decision) =>
+            await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(decision, o), null, ct).ConfigureAwait(false);
     }
 
     /// <summary>Whether concurrent half sends are coalesced (<see cref="ProducerOptions.HalfSendCallsInFlight"/>): only
