@@ -173,6 +173,9 @@ public sealed class Producer : IAsyncDisposable
     /// <see cref="BarrierChecker"/>, which finds the committed row. If that check-back ran first and already decided
     /// "rolled back", the barrier insert conflicts and <see cref="BarrierConflictException"/> is thrown after the local
     /// rollback, so the business writes and the message are both discarded.</para>
+    /// <para><paramref name="cancellationToken"/> cancels the half send only until it is on the wire (see
+    /// <see cref="ITransaction.SendAsync"/>) and the local transaction until its commit; the final half commit is never
+    /// cancelled.</para>
     /// </summary>
     /// <returns>The half message's receipt.</returns>
     public Task<SendReceipt> ExecuteAsync(DbConnection connection, Message message,
