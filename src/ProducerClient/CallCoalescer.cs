@@ -6,6 +6,9 @@ namespace HalfMsg.ProducerClient;
 /// others that waited meanwhile in the next call (up to <c>maxItems</c> items and <c>maxBytes</c> by
 /// <c>size</c>; a larger item goes alone). Below that many concurrent items nothing waits and every item has a call of
 /// its own. Used for half sends (<see cref="HalfSendCoalescer"/>) and decisions (<see cref="DecisionCoalescer"/>).
+/// <para>Cancellation: a caller's token ends only its wait for a call, never a call. "Cancelled" means "not sent" (the
+/// caller may reuse what it handed over); an item a call has taken, its own or a shared one, gets that call's answer
+/// (the request timeout bounds every call), since the server may already have acted on it.</para>
 /// </summary>
 /// <param name="maxCallsInFlight">Calls outstanding per lane before items wait.</param>
 /// <param name="maxItems">Most items in one call.</param>
@@ -54,9 +57,15 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
         public bool TryTake() => Interlocked.CompareExchange(ref State, Taken, Waiting) == Waiting;
     }
 
-    /// <summary>Sends one item, in a call of its own or with others, and returns its result.</summary>
+    /// <summary>Sends one item, in a call of its own or with others, and returns its result. <paramref name="ct"/>
+    /// cancels only while the item waits for a call (see the class remarks).</summary>
     public Task<TResult> SendAsync(TKey key, TItem item, CancellationToken ct)
     {
+        if (ct.IsCancellationRequested)
+        {
+            return Task.FromCanceled<TResult>(ct); // not sent
+        }
+
         Lane lane;
         lock (_gate)
         {
@@ -82,16 +91,19 @@ internal sealed class CallCoalescer<TKey, TItem, TResponse, TResult>(int maxCall
             lane.InFlight++;
         }
 
-        return SendOwnAsync(key, lane, item, ct);
+        return SendOwnAsync(key, lane, item);
     }
 
     /// <summary>A call of its own for an item that found a free slot; then the slot serves whoever waited meanwhile.</summary>
-    private async Task<TResult> SendOwnAsync(TKey key, Lane lane, TItem item, CancellationToken ct)
+    private async Task<TResult> SendOwnAsync(TKey key, Lane lane, TItem item)
     {
         try
         {
+            // Not cancelled by its caller either: once on the wire the server may act on it, and a caller told
+            // "cancelled" takes it for "not sent". Until 2026-12-05 this call had the caller's token, so a commit the
+            // broker carried out (or a half it stored) could be reported cancelled (found by review).
             Interlocked.Increment(ref _calls);
-            TResponse response = await call(key, [item], ct).ConfigureAwait(false);
+            TResponse response = await call(key, [item], CancellationToken.None).ConfigureAwait(false);
             return pick(response, 0, 1);
         }
         finally

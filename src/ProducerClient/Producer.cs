@@ -74,15 +74,16 @@ public sealed class Producer : IAsyncDisposable
     /// <summary>Decisions that went in an EndTransactions call with others; for tests.</summary>
     internal long SharedCallDecisions => _decisions?.SharedCallDecisions ?? 0;
 
-    /// <summary>One EndTransactions call; against a broker without it, EndTransaction per decision from then on.</summary>
-    private async Task<EndTransactionsResponse> EndTransactionsAsync(Endpoint endpoint, EndTransactionsRequest request, CancellationToken ct)
+    /// <summary>One EndTransactions call; against a broker without it, EndTransaction per decision from then on, each
+    /// decision with its own answer or failure.</summary>
+    private async Task<DecisionReply> EndTransactionsAsync(Endpoint endpoint, EndTransactionsRequest request, CancellationToken ct)
     {
         if (!_decisionBatchUnimplemented)
         {
             try
             {
-                return await _session.Channel.TransactionsUnaryAsync(endpoint, (c, o) => c.EndTransactionsAsync(request, o), null, ct)
-                    .ConfigureAwait(false);
+                return new DecisionReply(await _session.Channel.TransactionsUnaryAsync(endpoint, (c, o) => c.EndTransactionsAsync(request, o), null, ct)
+                    .ConfigureAwait(false));
             }
             catch (TransportException ex) when (ex.GrpcStatus == Grpc.Core.StatusCode.Unimplemented)
             {
@@ -91,11 +92,30 @@ public sealed class Producer : IAsyncDisposable
             }
         }
 
-        EndTransactionResponse[] each = await Task.WhenAll(request.Decisions.Select(d =>
-            _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(d, o), null, ct))).ConfigureAwait(false);
+        // Each call's failure is its decision's alone. Until 2026-12-05 these were joined with Task.WhenAll, whose
+        // first failure became the answer of every decision of the batch, those the broker carried out too (found by
+        // review).
+        var failures = new Exception?[request.Decisions.Count];
         var response = new EndTransactionsResponse { Status = new Apache.Rocketmq.V2.Status { Code = Code.Ok, Message = "OK" } };
-        response.Entries.AddRange(each.Select(r => r.Status));
-        return response;
+        Task<EndTransactionResponse>[] calls = [.. request.Decisions.Select(EndOneAsync)];
+        for (int i = 0; i < calls.Length; i++)
+        {
+            try
+            {
+                response.Entries.Add((await calls[i].ConfigureAwait(false)).Status);
+            }
+            catch (Exception ex)
+            {
+                failures[i] = ex;
+                response.Entries.Add(new Apache.Rocketmq.V2.Status { Code = Code.InternalError, Message = ex.Message });
+            }
+        }
+
+        return new DecisionReply(response, failures);
+
+        // Async, so that a failure to start one call (a disposed channel) is that decision's too.
+        async Task<EndTransactionResponse> EndOneAsync(EndTransactionRequest decision) =>
+            await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(decision, o), null, ct).ConfigureAwait(false);
     }
 
     /// <summary>Whether concurrent half sends are coalesced (<see cref="ProducerOptions.HalfSendCallsInFlight"/>): only
@@ -153,6 +173,9 @@ public sealed class Producer : IAsyncDisposable
     /// <see cref="BarrierChecker"/>, which finds the committed row. If that check-back ran first and already decided
     /// "rolled back", the barrier insert conflicts and <see cref="BarrierConflictException"/> is thrown after the local
     /// rollback, so the business writes and the message are both discarded.</para>
+    /// <para><paramref name="cancellationToken"/> cancels the half send only until it is on the wire (see
+    /// <see cref="ITransaction.SendAsync"/>) and the local transaction until its commit; the final half commit is never
+    /// cancelled.</para>
     /// </summary>
     /// <returns>The half message's receipt.</returns>
     public Task<SendReceipt> ExecuteAsync(DbConnection connection, Message message,
@@ -256,6 +279,13 @@ public sealed class Producer : IAsyncDisposable
             throw new PayloadTooLargeException(Code.MessageBodyTooLarge, $"Message body of {message.Body.Length} bytes exceeds the broker's limit of {maxBody} bytes.");
         }
 
+        if (message.Body.Length > RpcChannel.MaxBodySize)
+        {
+            // A broker that takes more (not a HalfMsgBroker) would store a message no client of ours can receive.
+            throw new PayloadTooLargeException(Code.MessageBodyTooLarge,
+                $"Message body of {message.Body.Length} bytes exceeds the client's limit of {RpcChannel.MaxBodySize} bytes (the largest body it can receive).");
+        }
+
         bool newTopic = _topics.TryAdd(message.Topic, 0);
         IReadOnlyList<MessageQueue> route = await _session.GetRouteAsync(message.Topic, ct).ConfigureAwait(false);
         if (newTopic)
@@ -293,7 +323,16 @@ public sealed class Producer : IAsyncDisposable
                 else
                 {
                     var request = new SendMessageRequest { Messages = { proto } };
-                    SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, ct)
+                    // A half on the wire is not cancelled by its caller (see ITransaction.SendAsync): the caller gets
+                    // the broker's answer, bounded by the request timeout; "cancelled" means it was not sent.
+                    CancellationToken callToken = ct;
+                    if (transactional)
+                    {
+                        ct.ThrowIfCancellationRequested();
+                        callToken = CancellationToken.None;
+                    }
+
+                    SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, callToken)
                         .ConfigureAwait(false);
                     entry = HalfSendCoalescer.EntryAt(response, 0, 1);
                 }
@@ -422,9 +461,20 @@ public sealed class Producer : IAsyncDisposable
             Source = source,
             TraceContext = Activity.Current?.Id ?? string.Empty,
         };
-        Apache.Rocketmq.V2.Status status = CoalescesDecisions
-            ? await _decisions.EndAsync(endpoint, request, ct).ConfigureAwait(false)
-            : (await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(request, o), null, ct).ConfigureAwait(false)).Status;
+        // A decision on the wire is not cancelled by its caller (see ITransaction.CommitAsync): the broker may already
+        // have carried it out. The caller gets its answer, bounded by the request timeout; "cancelled" means not sent.
+        Apache.Rocketmq.V2.Status status;
+        if (CoalescesDecisions)
+        {
+            status = await _decisions.EndAsync(endpoint, request, ct).ConfigureAwait(false);
+        }
+        else
+        {
+            ct.ThrowIfCancellationRequested();
+            status = (await _session.Channel.UnaryAsync(endpoint, (c, o) => c.EndTransactionAsync(request, o), null, CancellationToken.None)
+                .ConfigureAwait(false)).Status;
+        }
+
         StatusChecker.Check(status, null);
     }
 
@@ -571,8 +621,23 @@ public sealed class Producer : IAsyncDisposable
                 throw new InvalidOperationException("The transaction has no sent message, or was already committed or rolled back.");
             }
 
-            return producer.EndTransactionAsync(_endpoint!, _topic!, _receipt!.MessageId, _receipt.TransactionId!,
-                resolution, TransactionSource.SourceClient, ct);
+            return EndCoreAsync(resolution, ct);
+        }
+
+        private async Task EndCoreAsync(TransactionResolution resolution, CancellationToken ct)
+        {
+            try
+            {
+                await producer.EndTransactionAsync(_endpoint!, _topic!, _receipt!.MessageId, _receipt.TransactionId!,
+                    resolution, TransactionSource.SourceClient, ct).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // Cancelled before the decision went on the wire (once sent, a decision is not cancelled): nothing was
+                // decided, so the caller may still commit or roll back.
+                Volatile.Write(ref _state, 2);
+                throw;
+            }
         }
     }
 }

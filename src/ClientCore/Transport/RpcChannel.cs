@@ -15,9 +15,22 @@ namespace HalfMsg.ClientCore.Transport;
 /// </summary>
 internal sealed class RpcChannel : IDisposable
 {
-    /// <summary>Largest response message accepted. The official clients cap at 4 MiB per message; we allow some
-    /// headroom because a 4 MiB body plus properties exceeds 4 MiB.</summary>
-    public const int MaxReceiveMessageSize = 16 * 1024 * 1024;
+    /// <summary>
+    /// Largest body this client can receive: the largest a HalfMsgBroker may store (its <c>--max-message-size</c> is
+    /// at most 64 MiB, <c>RecordLimits.MaxMessageSizeLimit</c>). The producer refuses a larger body even when a broker
+    /// would take it, since no client of ours could then receive it (or its check-back).
+    /// </summary>
+    public const int MaxBodySize = 64 * 1024 * 1024;
+
+    /// <summary>
+    /// Largest response message accepted: <see cref="MaxBodySize"/> plus 1 MiB for everything else a message carries
+    /// (keys, properties and names are bounded by the broker to well under that), as the broker's own receive limit is
+    /// <c>--max-message-size</c> + 1 MiB. The broker bounds what it sends; this only has to admit the largest message
+    /// it may store. Until 2026-12-05 this was 16 MiB for a broker that stores up to 64 MiB: a message over 16 MiB was
+    /// stored and never received (ResourceExhausted on every receive, each one a delivery attempt, then the DLQ), and
+    /// its half's check-back ended the producer's Telemetry stream on every pass (found by review).
+    /// </summary>
+    public const int MaxReceiveMessageSize = MaxBodySize + 1024 * 1024;
 
     /// <summary>
     /// HTTP/2 PING on every connection after this much silence, and give up on it when the answer takes longer than

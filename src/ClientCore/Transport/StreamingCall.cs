@@ -69,15 +69,21 @@ internal sealed class StreamingCall<TResponse> : IAsyncDisposable
         }
     }
 
-    /// <summary>Half-closes the request side (Telemetry): the server then ends the call with OK.</summary>
-    public async Task CompleteRequestAsync()
+    /// <summary>Half-closes the request side (Telemetry): the server then ends the call with OK. Gives up (leaving the
+    /// call to be cancelled by its owner) when a pending write holds the stream longer than <paramref name="timeout"/>
+    /// (null: no bound).</summary>
+    public async Task CompleteRequestAsync(TimeSpan? timeout = null)
     {
         if (_requests is null)
         {
             return;
         }
 
-        await _writeLock.WaitAsync().ConfigureAwait(false);
+        if (!await _writeLock.WaitAsync(timeout ?? Timeout.InfiniteTimeSpan).ConfigureAwait(false))
+        {
+            return;
+        }
+
         try
         {
             await _requests.CompleteAsync().ConfigureAwait(false);

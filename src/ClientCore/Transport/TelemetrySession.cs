@@ -43,19 +43,30 @@ internal sealed class TelemetrySession : IAsyncDisposable
 
     public void Start() => _loop ??= Task.Run(RunAsync);
 
-    /// <summary>Writes the current Settings on the open stream (no-op while disconnected: the reconnect re-sends).</summary>
-    public async Task ResendSettingsAsync(CancellationToken ct)
+    /// <summary>Writes the current Settings on the open stream (no-op while disconnected: the reconnect re-sends).
+    /// The write is made with the session's own token: grpc-dotnet ties a write's token to the whole call, so a
+    /// caller's would end the shared stream when cancelled. <paramref name="ct"/> only stops the caller's wait; the
+    /// write goes on. Until 2026-12-05 it was the write's token: a send cancelled while its Settings write waited ended
+    /// the producer's Telemetry stream, and check-backs with it (found by review).</summary>
+    public Task ResendSettingsAsync(CancellationToken ct)
+    {
+        Task write = WriteSettingsAsync();
+        return ct.CanBeCanceled && !write.IsCompleted ? write.WaitAsync(ct) : write;
+    }
+
+    private async Task WriteSettingsAsync()
     {
         if (_current is { } call)
         {
             try
             {
-                await call.WriteAsync(new TelemetryCommand { Settings = _settings() }, ct).ConfigureAwait(false);
+                await call.WriteAsync(new TelemetryCommand { Settings = _settings() }, _shutdown.Token).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is ClientException or InvalidOperationException or ObjectDisposedException)
+            catch (Exception ex) when (ex is ClientException or InvalidOperationException or ObjectDisposedException or OperationCanceledException)
             {
                 // InvalidOperationException: grpc-dotnet's "the call is complete", when the stream ended after we took
-                // it and before the loop cleared it. The reconnect re-sends the Settings.
+                // it and before the loop cleared it. The reconnect re-sends the Settings. OperationCanceledException
+                // (and ObjectDisposedException for the token source): the session is shutting down.
                 _logger.LogDebug(ex, "Re-sending settings to {Endpoint} failed", Endpoint);
             }
         }
@@ -168,9 +179,11 @@ internal sealed class TelemetrySession : IAsyncDisposable
 
         // Half-close so the server ends the stream with OK (graceful), then give in-flight check handlers and the
         // server a moment before aborting.
+        // Bounded: a write that never completes (a broker that stopped reading) must not hang the dispose; the cancel
+        // below ends the call anyway.
         if (_current is { } current)
         {
-            await current.CompleteRequestAsync().ConfigureAwait(false);
+            await current.CompleteRequestAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
         }
 
         Task[] handlers;

@@ -1,0 +1,154 @@
+using HalfMsg.Broker.Hosting;
+using HalfMsg.Client.Tests.Infrastructure;
+using HalfMsg.ConsumerClient;
+using HalfMsg.ProducerClient;
+using HalfMsg.TestKit;
+using ProducerMessage = HalfMsg.ProducerClient.Message;
+
+namespace HalfMsg.Client.Tests;
+
+/// <summary>One caller's cancellation and the shared Telemetry stream (found by review 2026-12-05).</summary>
+[Trait("Category", "E2E")]
+public sealed class TelemetryCancellationTests : IAsyncLifetime
+{
+    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-cctel-" + Guid.NewGuid().ToString("N")[..12]);
+    private BrokerHost _host = null!;
+    private string _endpoint = null!;
+
+    public async Task InitializeAsync()
+    {
+        int grpc = FreePorts.Next();
+        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--bind", "127.0.0.1", "--grpc-port", grpc.ToString(),
+            "--http-port", FreePorts.Next().ToString(), "--remoting-port", "0", "--namesrv-port", "0"]);
+        _endpoint = $"127.0.0.1:{grpc}";
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _host.DisposeAsync();
+        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
+    }
+
+    /// <summary>
+    /// A send to a topic the producer has not declared re-sends the Settings on the Telemetry stream. Until 2026-12-05
+    /// that write had the caller's token; grpc-dotnet registers a write's token to cancel the whole call, so a caller
+    /// that cancelled while that write waited (the connection's flow-control window taken by large sends, say) ended the
+    /// producer's one Telemetry stream to the broker: check-backs to it failed until it had reconnected.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)] // control: the same stall, no cancellation
+    public async Task A_cancelled_send_does_not_end_the_shared_Telemetry_stream(bool cancelIt)
+    {
+        string first = E2E.Unique("cc-tel");
+        using var slow = new SlowTelemetryWrites();
+        await using Producer producer = await Producer.StartWithHandlerAsync(ProducerOptions.Default with
+        {
+            Endpoints = _endpoint, Topics = [first],
+        }, slow, CancellationToken.None);
+        Assert.Equal(1, slow.TelemetryStreams);
+
+        slow.Stall();                                     // the next Telemetry write waits
+        using var cancel = new CancellationTokenSource();
+        try
+        {
+            Task send = producer.SendAsync(new ProducerMessage(E2E.Unique("cc-tel-new"), "x"), cancel.Token);
+            await slow.Stalled.Task.WaitAsync(TimeSpan.FromSeconds(30)); // the Settings write for the new topic
+            Console.WriteLine("stalled");
+            if (cancelIt) cancel.Cancel(); else { await Task.Delay(500); slow.Release(); }
+            Exception? ex = await Record.ExceptionAsync(() => send.WaitAsync(TimeSpan.FromSeconds(30)));
+            Console.WriteLine("send ended: " + ex?.GetType().Name + " " + ex?.Message);
+        }
+        finally
+        {
+            slow.Release();
+        }
+
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        Assert.Equal(1, slow.TelemetryStreams);           // before 2026-12-05: 2 (the stream was cancelled and re-opened)
+    }
+
+    private sealed class SlowTelemetryWrites() : DelegatingHandler(new SocketsHttpHandler { UseProxy = false, EnableMultipleHttp2Connections = true })
+    {
+        private volatile TaskCompletionSource? _gate;
+        private int _streams;
+
+        public TaskCompletionSource Stalled { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int TelemetryStreams => Volatile.Read(ref _streams);
+
+        public void Stall() => _gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Release() => _gate?.TrySetResult();
+
+        private async Task WaitAsync()
+        {
+            if (_gate is { } gate && !gate.Task.IsCompleted)
+            {
+                Stalled.TrySetResult();
+                await gate.Task;
+            }
+        }
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.RequestUri?.AbsolutePath.EndsWith("/Telemetry", StringComparison.Ordinal) == true && request.Content is { } content)
+            {
+                Interlocked.Increment(ref _streams);
+                request.Content = new GatedContent(content, WaitAsync);
+            }
+
+            return base.SendAsync(request, cancellationToken);
+        }
+    }
+
+    private sealed class GatedContent : HttpContent
+    {
+        private readonly HttpContent _inner;
+        private readonly Func<Task> _gate;
+
+        public GatedContent(HttpContent inner, Func<Task> gate)
+        {
+            _inner = inner;
+            _gate = gate;
+            foreach (var header in inner.Headers)
+            {
+                Headers.TryAddWithoutValidation(header.Key, header.Value);
+            }
+        }
+
+        protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) =>
+            _inner.CopyToAsync(new GatedStream(stream, _gate));
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+
+    private sealed class GatedStream(Stream inner, Func<Task> gate) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            await gate().WaitAsync(cancellationToken);
+            await inner.WriteAsync(buffer, cancellationToken);
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+    }
+}
