@@ -25,7 +25,8 @@ public static class GrpcV5Extensions
         services.AddSingleton(sp => new V5BadInput(options, sp.GetRequiredService<ILogger<V5BadInput>>(), sp.GetService<TimeProvider>()));
         services.AddSingleton<V5CallInterceptor>();
         services.AddSingleton(sp => new MessagingService(
-            sp.GetRequiredService<BrokerEngine>(), options, sp.GetRequiredService<ILogger<MessagingService>>(), sp.GetService<TimeProvider>()));
+            sp.GetRequiredService<BrokerEngine>(), options, sp.GetRequiredService<ILogger<MessagingService>>(), sp.GetService<TimeProvider>(),
+            sp.GetService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>()?.ApplicationStopping ?? default));
         services.AddSingleton(sp => new TransactionBatchService(sp.GetRequiredService<MessagingService>()));
         services.AddGrpc(grpc =>
         {
