@@ -62,6 +62,7 @@ public sealed class BrokerHost : IAsyncDisposable
         var options = BrokerConfiguration.Bind(builder.Configuration);
         if (adjust is not null) options = adjust(options);
         StartupChecks.Run(options);
+        var bound = new GrpcEndpoint.BoundPorts(options.GrpcPort);
 
         BrokerLogging.Configure(builder.Logging, builder.Configuration, options);
         // A backstop: streams and sessions are ended on ApplicationStopping, so a stop with clients connected takes well
@@ -71,8 +72,8 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections);
-            AdminEndpoint.Listen(kestrel, options);
+            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections, bound);
+            AdminEndpoint.Listen(kestrel, options, bound);
         });
         var grpcOptions = new GrpcV5Options
         {
@@ -101,7 +102,7 @@ public sealed class BrokerHost : IAsyncDisposable
         var engine = await BrokerEngine.OpenAsync(options.Core, TimeProvider.System, app.Services.GetRequiredService<ILoggerFactory>(),
             startBackgroundLoops: true, ct);
         opened = engine;
-        app.MapGrpcV5(options.GrpcPort);
+        app.MapGrpcV5(() => bound.Grpc);
         AdminEndpoint.Map(app, engine, options);
         try
         {
@@ -118,8 +119,10 @@ public sealed class BrokerHost : IAsyncDisposable
             await engine.DisposeAsync();
             throw;
         }
+        // The ports bound: with --grpc-port 0 or --http-port 0, the ones the kernel chose (until 2026-12-05 logged as 0).
+        var (grpcPort, httpPort) = bound.Learn(options.GrpcPort, options.HttpPort);
         app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc}, admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
-            BrokerConfiguration.Version, options.Bind, options.GrpcPort, options.AdminBind, options.HttpPort,
+            BrokerConfiguration.Version, options.Bind, grpcPort, options.AdminBind, httpPort,
             options.Credentials.Count > 0 ? "on" : "off", Path.GetFullPath(options.DataDir), options.Core.Flush);
         return new BrokerHost(app, engine, options);
     }
