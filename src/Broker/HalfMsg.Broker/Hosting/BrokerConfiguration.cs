@@ -147,7 +147,7 @@ public static class BrokerConfiguration
                 var v => throw new BrokerConfigurationException($"{N("--decision-durability")} must be 'sync' or 'relaxed', not '{v}'"),
             },
             TransactionTimeout = Duration(N("--transaction-timeout"), Get("--transaction-timeout"), TimeSpan.Zero),
-            TransactionCheckInterval = Duration(N("--transaction-check-interval"), Get("--transaction-check-interval"), TimeSpan.FromMilliseconds(10)),
+            TransactionCheckInterval = Duration(N("--transaction-check-interval"), Get("--transaction-check-interval"), TimeSpan.FromMilliseconds(10), TimerMax),
             TransactionCheckMax = Int(N("--transaction-check-max"), Get("--transaction-check-max"), 1, 10_000),
             MaxDeliveryAttempts = Int(N("--max-delivery-attempts"), Get("--max-delivery-attempts"), 1, 1_000),
             QueuesPerTopic = Int(N("--queues-per-topic"), Get("--queues-per-topic"), 1, 1_024),
@@ -179,7 +179,7 @@ public static class BrokerConfiguration
             RemotingMaxConnections = Int(N("--remoting-max-connections"), Get("--remoting-max-connections"), 1, 1_000_000),
             RemotingMaxInFlightPerConnection = Size(N("--remoting-max-in-flight-per-connection"), Get("--remoting-max-in-flight-per-connection"), 1L << 20, long.MaxValue),
             RemotingMaxParkedPulls = Int(N("--remoting-max-parked-pulls"), Get("--remoting-max-parked-pulls"), 1, 1_000_000),
-            RemotingWriteTimeout = Duration(N("--remoting-write-timeout"), Get("--remoting-write-timeout"), TimeSpan.FromMilliseconds(100)),
+            RemotingWriteTimeout = Duration(N("--remoting-write-timeout"), Get("--remoting-write-timeout"), TimeSpan.FromMilliseconds(100), TimerMax),
             RemotingConsumerExpiry = Duration(N("--remoting-consumer-expiry"), Get("--remoting-consumer-expiry"), TimeSpan.FromSeconds(1)),
             RemotingMaxQueueLocks = Int(N("--remoting-max-queue-locks"), Get("--remoting-max-queue-locks"), 1, 1_000_000),
             HttpPort = Int(N("--http-port"), Get("--http-port"), 0, 65535),
@@ -195,12 +195,12 @@ public static class BrokerConfiguration
             Core = core,
             Credentials = credentials,
             MaxConcurrentSends = Int(N("--max-concurrent-sends"), Get("--max-concurrent-sends"), 1, 1_000_000),
-            SendQueueTimeout = Duration(N("--send-queue-timeout"), Get("--send-queue-timeout"), TimeSpan.Zero),
+            SendQueueTimeout = Duration(N("--send-queue-timeout"), Get("--send-queue-timeout"), TimeSpan.Zero, TimerMax),
             DefaultInvisibleDuration = Duration(N("--default-invisible-duration"), Get("--default-invisible-duration"), TimeSpan.FromMilliseconds(100)),
             SendQueueCapacity = Int(N("--send-queue-capacity"), Get("--send-queue-capacity"), 0, 1_000_000),
             GrpcMaxUnsentPerConnection = Size(N("--grpc-max-unsent-per-connection"), Get("--grpc-max-unsent-per-connection"), 1, long.MaxValue),
             GrpcMaxUnsent = Size(N("--grpc-max-unsent"), Get("--grpc-max-unsent"), 1, long.MaxValue),
-            GrpcWriteTimeout = Duration(N("--grpc-write-timeout"), Get("--grpc-write-timeout"), TimeSpan.FromMilliseconds(100)),
+            GrpcWriteTimeout = Duration(N("--grpc-write-timeout"), Get("--grpc-write-timeout"), TimeSpan.FromMilliseconds(100), TimerMax),
         };
         if (options.DefaultInvisibleDuration > options.Core.MaxInvisibleDuration)
             throw new BrokerConfigurationException($"{N("--default-invisible-duration")} must be at most {options.Core.MaxInvisibleDuration.TotalHours:0} h (the longest lease), not '{Get("--default-invisible-duration")}'");
@@ -293,11 +293,24 @@ public static class BrokerConfiguration
     };
 
     /// <summary>Durations: <c>500ms</c>, <c>6s</c>, <c>2m</c>, <c>72h</c>, <c>1d</c>, or a TimeSpan like <c>00:00:30</c>.</summary>
-    public static TimeSpan Duration(string name, string value, TimeSpan min)
+    public static TimeSpan Duration(string name, string value, TimeSpan min) => Duration(name, value, min, TimeSpan.MaxValue);
+
+    /// <summary>
+    /// The longest duration a setting that arms a timer may take: <see cref="SemaphoreSlim.WaitAsync(TimeSpan)"/>,
+    /// <see cref="Task.Delay(TimeSpan)"/> and <see cref="CancellationTokenSource.CancelAfter(TimeSpan)"/> take at most
+    /// int.MaxValue ms (about 24.8 days). Until 2026-12-05 a longer one started the broker and then failed where it was
+    /// used (the check-back loop threw every second; found by review).
+    /// </summary>
+    public static readonly TimeSpan TimerMax = TimeSpan.FromDays(24);
+
+    /// <summary>As <see cref="Duration(string, string, TimeSpan)"/>, at most <paramref name="max"/>.</summary>
+    public static TimeSpan Duration(string name, string value, TimeSpan min, TimeSpan max)
     {
-        if (TryParseDuration(value, out var d) && d >= min) return d;
+        if (TryParseDuration(value, out var d) && d >= min && d <= max) return d;
         string why = double.TryParse(value.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out _)
-            ? "needs a unit" : $"must be a duration of at least {min.TotalMilliseconds} ms";
+            ? "needs a unit"
+            : max == TimeSpan.MaxValue ? $"must be a duration of at least {min.TotalMilliseconds} ms"
+            : $"must be a duration of at least {min.TotalMilliseconds} ms and at most {max.TotalDays:0}d";
         throw new BrokerConfigurationException($"{name} {why}: write it like 500ms, 6s, 1m, 2h or 1d (or 00:00:30), not '{value}'");
     }
 
