@@ -129,8 +129,20 @@ public static class BrokerConfiguration
     public static BrokerOptions Bind(IConfiguration config)
     {
         RejectUnknownKeys(config);
-        string Get(string flag) => config[Key(flag)] is { Length: > 0 } v ? v : Array.Find(Settings, s => s.Flag == flag)!.Default;
         string N(string flag) => SourceName(config, flag);
+        string Get(string flag)
+        {
+            string dflt = Array.Find(Settings, s => s.Flag == flag)!.Default;
+            string? v = config[Key(flag)];
+            if (v is null) return dflt;
+            // An explicitly empty value (`--data-dir "$DATA_DIR"` with the variable unset, `--data-dir=`, Broker__DataDir=)
+            // is a mistake, not a request for the default: until 2026-12-05 it silently became the default, and an empty
+            // --data-dir started the broker on a new, empty ./data (found by review). Only settings whose empty value
+            // means something (--advertised-host) take it.
+            if (v.Trim().Length == 0 && dflt.Length > 0)
+                throw new BrokerConfigurationException($"{N(flag)} is empty; give it a value or leave it out for the default ({dflt})");
+            return v;
+        }
         var core = new CoreOptions
         {
             DataDir = Get("--data-dir"),
