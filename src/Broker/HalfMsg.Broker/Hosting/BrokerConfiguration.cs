@@ -94,7 +94,9 @@ public static class BrokerConfiguration
         sb.Append("  ").Append("-h, --help".PadRight(width)).AppendLine("Print this help and exit.");
         sb.Append("  ").Append("--version".PadRight(width)).AppendLine("Print the version and exit.");
         sb.AppendLine();
-        sb.AppendLine("Exit codes: 0 stopped cleanly, 2 invalid configuration or a start-up check failed (port in use, bad data dir).");
+        sb.AppendLine("Exit codes: 0 stopped cleanly, 2 invalid configuration or a start-up check failed (port in use, bad data dir),");
+        sb.AppendLine("74 storage failure (a data dir file that cannot be written, or the log failed while running): restart once the disk is fixed,");
+        sb.AppendLine("1 any other failure.");
         return sb.ToString();
     }
 

@@ -16,6 +16,8 @@ public sealed class BrokerHost : IAsyncDisposable
     public const int ExitStorageFailure = 74;
     /// <summary>Exit code of a start refused by configuration, including a data dir locked by another broker.</summary>
     public const int ExitConfiguration = 2;
+    /// <summary>Exit code of any other failure (one line on stderr, never a stack trace).</summary>
+    public const int ExitFailure = 1;
 
     /// <summary>The exit code for a broker that ran and was stopped: 0, or <see cref="ExitStorageFailure"/> if its log failed.</summary>
     public int ExitCode => Engine.StorageFault is null ? 0 : ExitStorageFailure;
