@@ -126,7 +126,37 @@ public sealed class BrokerHost : IAsyncDisposable
         app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc}, admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
             BrokerConfiguration.Version, options.Bind, grpcPort, options.AdminBind, httpPort,
             options.Credentials.Count > 0 ? "on" : "off", Path.GetFullPath(options.DataDir), options.Core.Flush);
+        WatchStorage(app, engine);
         return new BrokerHost(app, engine, options);
+    }
+
+    /// <summary>
+    /// How long a broker whose log failed keeps running before it stops itself with <see cref="ExitStorageFailure"/>:
+    /// requests in flight get their storage-failure errors and /health reports the failure to probes meanwhile.
+    /// </summary>
+    public static readonly TimeSpan StorageFailureStopDelay = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Once the log fails every write is refused for good: the host stops (exit code 74) so that a supervisor
+    /// (Restart=on-failure, a container restart policy) restarts it. Until 2026-12-05 nothing watched
+    /// <see cref="BrokerEngine.StorageFailed"/> and the broker refused writes until someone stopped it by hand (found by review).
+    /// </summary>
+    private static void WatchStorage(WebApplication app, BrokerEngine engine)
+    {
+        _ = engine.StorageFailed.ContinueWith(async _ =>
+        {
+            app.Logger.LogCritical("Storage failed: the broker stops in {Delay} s with exit code {Code}; restart it once the disk is fixed",
+                StorageFailureStopDelay.TotalSeconds, ExitStorageFailure);
+            await Task.Delay(StorageFailureStopDelay).ConfigureAwait(false);
+            try
+            {
+                app.Lifetime.StopApplication();
+            }
+            catch (ObjectDisposedException)
+            {
+                // Already stopped and disposed.
+            }
+        }, CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
     }
 
     public Task WaitForShutdownAsync() => _app.WaitForShutdownAsync();
