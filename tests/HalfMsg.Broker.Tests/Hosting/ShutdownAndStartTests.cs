@@ -80,6 +80,78 @@ public sealed class ShutdownAndStartTests
     }
 
     /// <summary>
+    /// Remoting sends in flight when the host stops: the stop ends the connections within seconds, every send answered
+    /// SUCCESS is stored after a restart, and every send gets an answer or sees its connection close (none hangs).
+    /// </summary>
+    [Fact]
+    public async Task Stopping_with_remoting_sends_in_flight_answers_them_closes_the_connections_and_keeps_every_acknowledged_send()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-stopremoting-" + Guid.NewGuid().ToString("N")[..12]);
+        int remoting = FreePorts.Next(), http = FreePorts.Next();
+        string[] args = ["--data-dir", dir, "--grpc-port", P(FreePorts.Next()), "--http-port", P(http), "--remoting-port", P(remoting), "--namesrv-port", "0"];
+        try
+        {
+            int acked = 0, failed = 0;
+            var host = await BrokerHost.StartAsync(args);
+            var clients = new List<HalfMsg.Broker.Tests.Infrastructure.RemotingTestClient>();
+            for (int i = 0; i < 8; i++) clients.Add(await HalfMsg.Broker.Tests.Infrastructure.RemotingTestClient.ConnectAsync(remoting));
+            using var stop = new CancellationTokenSource();
+            var senders = clients.Select(c => Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested && !c.Closed.IsCompleted)
+                {
+                    try
+                    {
+                        var props = HalfMsg.Protocol.Remoting.MessageProperties.Encode(
+                        [
+                            new(HalfMsg.Protocol.Remoting.MessageConst.UniqueKey, Guid.NewGuid().ToString("N").ToUpperInvariant()),
+                            new(HalfMsg.Protocol.Remoting.MessageConst.WaitStoreMsgOk, "true"),
+                        ]);
+                        var r = await c.InvokeAsync(HalfMsg.Protocol.Remoting.RequestCode.SendMessageV2,
+                            HalfMsg.Broker.Tests.Infrastructure.RemotingBroker.SendHeader("PG", "stop-remoting", props), new byte[256], TimeSpan.FromSeconds(15));
+                        if (r.Code == HalfMsg.Protocol.Remoting.ResponseCode.Success) Interlocked.Increment(ref acked);
+                        else Interlocked.Increment(ref failed);
+                    }
+                    catch (Exception ex) when (ex is not TimeoutException)
+                    {
+                        // The connection closed under the send (its answer never came): not acknowledged.
+                        Interlocked.Increment(ref failed);
+                    }
+                }
+            })).ToArray();
+            await Task.Delay(1000);
+            var sw = Stopwatch.StartNew();
+            await host.DisposeAsync();
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"stopping took {sw.Elapsed.TotalSeconds:0.0} s with Remoting senders connected");
+            var all = Task.WhenAll(senders);
+            Assert.True(await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(10))) == all, "a Remoting send neither answered nor failed 10 s after the stop");
+            await all; // a send that timed out (TimeoutException) would fail here: none may hang
+            Assert.All(clients, c => Assert.True(c.Closed.IsCompleted, "a Remoting connection stayed open after the stop"));
+            foreach (var c in clients) await c.DisposeAsync();
+            Assert.True(acked > 0);
+
+            var again = await BrokerHost.StartAsync(args);
+            try
+            {
+                using var httpClient = new HttpClient();
+                string topics = await httpClient.GetStringAsync($"http://127.0.0.1:{http}/api/topics");
+                long stored = 0;
+                foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(topics, "\"maxOffset\":(\\d+)", System.Text.RegularExpressions.RegexOptions.IgnoreCase))
+                    stored += long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+                Assert.True(stored >= acked, $"acknowledged {acked}, stored {stored} (failed {failed}): {topics}");
+            }
+            finally
+            {
+                await again.DisposeAsync();
+            }
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
     /// A gRPC long poll parked when the host stops is answered MESSAGE_NOT_FOUND at once (not left to run its 20 s), and
     /// the stop does not wait for it.
     /// </summary>
