@@ -47,10 +47,11 @@ internal static class AdminEndpoint
     /// <summary>Connections the admin port accepts at once (operators, scrapers, the dashboard); one more is closed at once.</summary>
     public const int MaxConnections = 256;
 
-    public static void Listen(KestrelServerOptions kestrel, BrokerOptions options)
+    public static void Listen(KestrelServerOptions kestrel, BrokerOptions options, GrpcEndpoint.BoundPorts bound)
         => kestrel.Listen(IPAddress.Parse(options.AdminBind), options.HttpPort, listen =>
         {
             listen.Protocols = HttpProtocols.Http1;
+            bound.AdminListen = listen;
             var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AdminEndpoint).FullName!);
             var limit = new GrpcEndpoint.ConnectionLimit("admin", MaxConnections, logger);
             listen.Use(next => connection => limit.OnConnectionAsync(connection, next));

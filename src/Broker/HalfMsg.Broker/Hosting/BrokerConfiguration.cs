@@ -27,7 +27,7 @@ public static class BrokerConfiguration
         new("--grpc-max-unsent", "Broker:GrpcMaxUnsent", "512MiB", "ReceiveMessage answer bytes all gRPC connections together may make the broker hold unsent; as above once reached (never below twice (--max-message-size + 1MiB))."),
         new("--grpc-write-timeout", "Broker:GrpcWriteTimeout", "30s", "Longest a ReceiveMessage answer may take to be written out, final flush included, plus a second per 256 KiB of the answer (an 8 MiB answer: 62 s); past it the stream is reset (RST_STREAM) and its messages released for other consumers."),
         new("--remoting-port", "Broker:RemotingPort", "10911", "RocketMQ 4 Remoting endpoint (TCP; 0 = off)."),
-        new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off; name-server requests also answer on the remoting port)."),
+        new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off, as it is with --remoting-port 0; name-server requests also answer on the remoting port)."),
         new("--remoting-max-connections", "Broker:RemotingMaxConnections", "10000", "Connections the Remoting and name-server ports accept at once, together; one more is closed at once."),
         new("--remoting-max-in-flight-per-connection", "Broker:RemotingMaxInFlightPerConnection", "64MiB", "Bytes one Remoting connection may make the broker hold: bodies of its requests being processed and answers not yet written to its socket; past it new requests and pull answers that do not fit are answered SYSTEM_BUSY (an answer alone on its connection always goes)."),
         new("--remoting-max-parked-pulls", "Broker:RemotingMaxParkedPulls", "4096", "Long-polling pulls (PULL_MESSAGE with SUSPEND) one Remoting connection may have waiting at once; past it a pull is answered at once, SYSTEM_BUSY when there is nothing new."),
@@ -94,7 +94,9 @@ public static class BrokerConfiguration
         sb.Append("  ").Append("-h, --help".PadRight(width)).AppendLine("Print this help and exit.");
         sb.Append("  ").Append("--version".PadRight(width)).AppendLine("Print the version and exit.");
         sb.AppendLine();
-        sb.AppendLine("Exit codes: 0 stopped cleanly, 2 invalid configuration or a start-up check failed (port in use, bad data dir).");
+        sb.AppendLine("Exit codes: 0 stopped cleanly, 2 invalid configuration or a start-up check failed (port in use, bad data dir),");
+        sb.AppendLine("74 storage failure (a data dir file that cannot be written, or the log failed while running): restart once the disk is fixed,");
+        sb.AppendLine("1 any other failure.");
         return sb.ToString();
     }
 
@@ -129,8 +131,20 @@ public static class BrokerConfiguration
     public static BrokerOptions Bind(IConfiguration config)
     {
         RejectUnknownKeys(config);
-        string Get(string flag) => config[Key(flag)] is { Length: > 0 } v ? v : Array.Find(Settings, s => s.Flag == flag)!.Default;
         string N(string flag) => SourceName(config, flag);
+        string Get(string flag)
+        {
+            string dflt = Array.Find(Settings, s => s.Flag == flag)!.Default;
+            string? v = config[Key(flag)];
+            if (v is null) return dflt;
+            // An explicitly empty value (`--data-dir "$DATA_DIR"` with the variable unset, `--data-dir=`, Broker__DataDir=)
+            // is a mistake, not a request for the default: until 2026-12-05 it silently became the default, and an empty
+            // --data-dir started the broker on a new, empty ./data (found by review). Only settings whose empty value
+            // means something (--advertised-host) take it.
+            if (v.Trim().Length == 0 && dflt.Length > 0)
+                throw new BrokerConfigurationException($"{N(flag)} is empty; give it a value or leave it out for the default ({dflt})");
+            return v;
+        }
         var core = new CoreOptions
         {
             DataDir = Get("--data-dir"),
@@ -147,7 +161,7 @@ public static class BrokerConfiguration
                 var v => throw new BrokerConfigurationException($"{N("--decision-durability")} must be 'sync' or 'relaxed', not '{v}'"),
             },
             TransactionTimeout = Duration(N("--transaction-timeout"), Get("--transaction-timeout"), TimeSpan.Zero),
-            TransactionCheckInterval = Duration(N("--transaction-check-interval"), Get("--transaction-check-interval"), TimeSpan.FromMilliseconds(10)),
+            TransactionCheckInterval = Duration(N("--transaction-check-interval"), Get("--transaction-check-interval"), TimeSpan.FromMilliseconds(10), TimerMax),
             TransactionCheckMax = Int(N("--transaction-check-max"), Get("--transaction-check-max"), 1, 10_000),
             MaxDeliveryAttempts = Int(N("--max-delivery-attempts"), Get("--max-delivery-attempts"), 1, 1_000),
             QueuesPerTopic = Int(N("--queues-per-topic"), Get("--queues-per-topic"), 1, 1_024),
@@ -179,7 +193,7 @@ public static class BrokerConfiguration
             RemotingMaxConnections = Int(N("--remoting-max-connections"), Get("--remoting-max-connections"), 1, 1_000_000),
             RemotingMaxInFlightPerConnection = Size(N("--remoting-max-in-flight-per-connection"), Get("--remoting-max-in-flight-per-connection"), 1L << 20, long.MaxValue),
             RemotingMaxParkedPulls = Int(N("--remoting-max-parked-pulls"), Get("--remoting-max-parked-pulls"), 1, 1_000_000),
-            RemotingWriteTimeout = Duration(N("--remoting-write-timeout"), Get("--remoting-write-timeout"), TimeSpan.FromMilliseconds(100)),
+            RemotingWriteTimeout = Duration(N("--remoting-write-timeout"), Get("--remoting-write-timeout"), TimeSpan.FromMilliseconds(100), TimerMax),
             RemotingConsumerExpiry = Duration(N("--remoting-consumer-expiry"), Get("--remoting-consumer-expiry"), TimeSpan.FromSeconds(1)),
             RemotingMaxQueueLocks = Int(N("--remoting-max-queue-locks"), Get("--remoting-max-queue-locks"), 1, 1_000_000),
             HttpPort = Int(N("--http-port"), Get("--http-port"), 0, 65535),
@@ -195,12 +209,12 @@ public static class BrokerConfiguration
             Core = core,
             Credentials = credentials,
             MaxConcurrentSends = Int(N("--max-concurrent-sends"), Get("--max-concurrent-sends"), 1, 1_000_000),
-            SendQueueTimeout = Duration(N("--send-queue-timeout"), Get("--send-queue-timeout"), TimeSpan.Zero),
+            SendQueueTimeout = Duration(N("--send-queue-timeout"), Get("--send-queue-timeout"), TimeSpan.Zero, TimerMax),
             DefaultInvisibleDuration = Duration(N("--default-invisible-duration"), Get("--default-invisible-duration"), TimeSpan.FromMilliseconds(100)),
             SendQueueCapacity = Int(N("--send-queue-capacity"), Get("--send-queue-capacity"), 0, 1_000_000),
             GrpcMaxUnsentPerConnection = Size(N("--grpc-max-unsent-per-connection"), Get("--grpc-max-unsent-per-connection"), 1, long.MaxValue),
             GrpcMaxUnsent = Size(N("--grpc-max-unsent"), Get("--grpc-max-unsent"), 1, long.MaxValue),
-            GrpcWriteTimeout = Duration(N("--grpc-write-timeout"), Get("--grpc-write-timeout"), TimeSpan.FromMilliseconds(100)),
+            GrpcWriteTimeout = Duration(N("--grpc-write-timeout"), Get("--grpc-write-timeout"), TimeSpan.FromMilliseconds(100), TimerMax),
         };
         if (options.DefaultInvisibleDuration > options.Core.MaxInvisibleDuration)
             throw new BrokerConfigurationException($"{N("--default-invisible-duration")} must be at most {options.Core.MaxInvisibleDuration.TotalHours:0} h (the longest lease), not '{Get("--default-invisible-duration")}'");
@@ -293,11 +307,24 @@ public static class BrokerConfiguration
     };
 
     /// <summary>Durations: <c>500ms</c>, <c>6s</c>, <c>2m</c>, <c>72h</c>, <c>1d</c>, or a TimeSpan like <c>00:00:30</c>.</summary>
-    public static TimeSpan Duration(string name, string value, TimeSpan min)
+    public static TimeSpan Duration(string name, string value, TimeSpan min) => Duration(name, value, min, TimeSpan.MaxValue);
+
+    /// <summary>
+    /// The longest duration a setting that arms a timer may take: <see cref="SemaphoreSlim.WaitAsync(TimeSpan)"/>,
+    /// <see cref="Task.Delay(TimeSpan)"/> and <see cref="CancellationTokenSource.CancelAfter(TimeSpan)"/> take at most
+    /// int.MaxValue ms (about 24.8 days). Until 2026-12-05 a longer one started the broker and then failed where it was
+    /// used (the check-back loop threw every second; found by review).
+    /// </summary>
+    public static readonly TimeSpan TimerMax = TimeSpan.FromDays(24);
+
+    /// <summary>As <see cref="Duration(string, string, TimeSpan)"/>, at most <paramref name="max"/>.</summary>
+    public static TimeSpan Duration(string name, string value, TimeSpan min, TimeSpan max)
     {
-        if (TryParseDuration(value, out var d) && d >= min) return d;
+        if (TryParseDuration(value, out var d) && d >= min && d <= max) return d;
         string why = double.TryParse(value.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out _)
-            ? "needs a unit" : $"must be a duration of at least {min.TotalMilliseconds} ms";
+            ? "needs a unit"
+            : max == TimeSpan.MaxValue ? $"must be a duration of at least {min.TotalMilliseconds} ms"
+            : $"must be a duration of at least {min.TotalMilliseconds} ms and at most {max.TotalDays:0}d";
         throw new BrokerConfigurationException($"{name} {why}: write it like 500ms, 6s, 1m, 2h or 1d (or 00:00:30), not '{value}'");
     }
 

@@ -16,9 +16,14 @@ public sealed class BrokerHost : IAsyncDisposable
     public const int ExitStorageFailure = 74;
     /// <summary>Exit code of a start refused by configuration, including a data dir locked by another broker.</summary>
     public const int ExitConfiguration = 2;
+    /// <summary>Exit code of any other failure (one line on stderr, never a stack trace).</summary>
+    public const int ExitFailure = 1;
 
     /// <summary>The exit code for a broker that ran and was stopped: 0, or <see cref="ExitStorageFailure"/> if its log failed.</summary>
     public int ExitCode => Engine.StorageFault is null ? 0 : ExitStorageFailure;
+
+    /// <summary>The longest the host waits for open connections to close when it stops (docker stop waits 10 s).</summary>
+    public static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(8);
 
     private readonly WebApplication _app;
     public BrokerEngine Engine { get; }
@@ -59,13 +64,18 @@ public sealed class BrokerHost : IAsyncDisposable
         var options = BrokerConfiguration.Bind(builder.Configuration);
         if (adjust is not null) options = adjust(options);
         StartupChecks.Run(options);
+        var bound = new GrpcEndpoint.BoundPorts(options.GrpcPort);
 
         BrokerLogging.Configure(builder.Logging, builder.Configuration, options);
+        // A backstop: streams and sessions are ended on ApplicationStopping, so a stop with clients connected takes well
+        // under a second; whatever is still open after this is aborted, and the checkpoint is written within docker
+        // stop's 10 s (the default 30 s outlived it; found by review).
+        builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = ShutdownTimeout);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections);
-            AdminEndpoint.Listen(kestrel, options);
+            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections, bound);
+            AdminEndpoint.Listen(kestrel, options, bound);
         });
         var grpcOptions = new GrpcV5Options
         {
@@ -94,7 +104,7 @@ public sealed class BrokerHost : IAsyncDisposable
         var engine = await BrokerEngine.OpenAsync(options.Core, TimeProvider.System, app.Services.GetRequiredService<ILoggerFactory>(),
             startBackgroundLoops: true, ct);
         opened = engine;
-        app.MapGrpcV5(options.GrpcPort);
+        app.MapGrpcV5(() => bound.Grpc);
         AdminEndpoint.Map(app, engine, options);
         try
         {
@@ -111,10 +121,42 @@ public sealed class BrokerHost : IAsyncDisposable
             await engine.DisposeAsync();
             throw;
         }
+        // The ports bound: with --grpc-port 0 or --http-port 0, the ones the kernel chose (until 2026-12-05 logged as 0).
+        var (grpcPort, httpPort) = bound.Learn(options.GrpcPort, options.HttpPort);
         app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc}, admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
-            BrokerConfiguration.Version, options.Bind, options.GrpcPort, options.AdminBind, options.HttpPort,
+            BrokerConfiguration.Version, options.Bind, grpcPort, options.AdminBind, httpPort,
             options.Credentials.Count > 0 ? "on" : "off", Path.GetFullPath(options.DataDir), options.Core.Flush);
+        WatchStorage(app, engine);
         return new BrokerHost(app, engine, options);
+    }
+
+    /// <summary>
+    /// How long a broker whose log failed keeps running before it stops itself with <see cref="ExitStorageFailure"/>:
+    /// requests in flight get their storage-failure errors and /health reports the failure to probes meanwhile.
+    /// </summary>
+    public static readonly TimeSpan StorageFailureStopDelay = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Once the log fails every write is refused for good: the host stops (exit code 74) so that a supervisor
+    /// (Restart=on-failure, a container restart policy) restarts it. Until 2026-12-05 nothing watched
+    /// <see cref="BrokerEngine.StorageFailed"/> and the broker refused writes until someone stopped it by hand (found by review).
+    /// </summary>
+    private static void WatchStorage(WebApplication app, BrokerEngine engine)
+    {
+        _ = engine.StorageFailed.ContinueWith(async _ =>
+        {
+            app.Logger.LogCritical("Storage failed: the broker stops in {Delay} s with exit code {Code}; restart it once the disk is fixed",
+                StorageFailureStopDelay.TotalSeconds, ExitStorageFailure);
+            await Task.Delay(StorageFailureStopDelay).ConfigureAwait(false);
+            try
+            {
+                app.Lifetime.StopApplication();
+            }
+            catch (ObjectDisposedException)
+            {
+                // Already stopped and disposed.
+            }
+        }, CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
     }
 
     public Task WaitForShutdownAsync() => _app.WaitForShutdownAsync();

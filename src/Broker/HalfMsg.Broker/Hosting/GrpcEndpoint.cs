@@ -59,15 +59,40 @@ internal static class GrpcEndpoint
     /// <c>MaxConcurrentConnections</c> would apply the same number to every port (Remoting has its own, larger limit),
     /// so the gRPC port counts its connections itself and closes one over the limit at once, as Kestrel would.
     /// </summary>
-    public static void Listen(KestrelServerOptions kestrel, IPAddress ip, int port, int maxConnections)
+    public static void Listen(KestrelServerOptions kestrel, IPAddress ip, int port, int maxConnections, BoundPorts bound)
     {
         kestrel.Listen(ip, port, listen =>
         {
             listen.Protocols = HttpProtocols.Http2;
+            bound.GrpcListen = listen;
             var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(GrpcEndpoint).FullName!);
             var limit = new ConnectionLimit("gRPC", maxConnections, logger);
-            listen.Use(next => connection => limit.OnConnectionAsync(connection, next));
+            listen.Use(next => connection =>
+            {
+                // With --grpc-port 0 the port is the kernel's choice: learnt from the connection, before any of its
+                // requests is routed by it (GrpcV5Extensions.MapGrpcV5).
+                if (bound.Grpc == 0 && connection.LocalEndPoint is IPEndPoint local) bound.Grpc = local.Port;
+                return limit.OnConnectionAsync(connection, next);
+            });
         });
+    }
+
+    /// <summary>The ports the broker listens on: as configured, or, for a port configured as 0, the one Kestrel bound.</summary>
+    internal sealed class BoundPorts(int grpc)
+    {
+        private int _grpc = grpc;
+        public int Grpc { get => Volatile.Read(ref _grpc); set => Volatile.Write(ref _grpc, value); }
+        public ListenOptions? GrpcListen { get; set; }
+        public ListenOptions? AdminListen { get; set; }
+
+        /// <summary>After Kestrel started: the bound ports, from its listen options (Kestrel writes the bound endpoint back).</summary>
+        public (int Grpc, int Http) Learn(int grpcConfigured, int httpConfigured)
+        {
+            int grpc = grpcConfigured != 0 ? grpcConfigured : GrpcListen?.IPEndPoint?.Port ?? 0;
+            if (Grpc == 0 && grpc != 0) Grpc = grpc;
+            int http = httpConfigured != 0 ? httpConfigured : AdminListen?.IPEndPoint?.Port ?? 0;
+            return (grpc, http);
+        }
     }
 
     public static void ApplyLimits(KestrelServerOptions kestrel, GrpcV5Options grpc)

@@ -15,7 +15,9 @@ internal static class StartupChecks
         CheckPort(options.Bind, options.GrpcPort, "--grpc-port", "--bind");
         CheckPort(options.AdminBind, options.HttpPort, "--http-port", "--admin-bind");
         CheckPort(options.Bind, options.RemotingPort, "--remoting-port", "--bind");
-        CheckPort(options.Bind, options.NameServerPort, "--namesrv-port", "--bind");
+        // --remoting-port 0 turns the embedded name server off too (RemotingEndpoint): its port is not opened, so it is not
+        // checked (until 2026-12-05 a gRPC-only broker was refused when a co-located name server held 9876; found by review).
+        if (options.RemotingPort != 0) CheckPort(options.Bind, options.NameServerPort, "--namesrv-port", "--bind");
     }
 
     private static void CheckDataDir(string dataDir)

@@ -25,7 +25,8 @@ public static class GrpcV5Extensions
         services.AddSingleton(sp => new V5BadInput(options, sp.GetRequiredService<ILogger<V5BadInput>>(), sp.GetService<TimeProvider>()));
         services.AddSingleton<V5CallInterceptor>();
         services.AddSingleton(sp => new MessagingService(
-            sp.GetRequiredService<BrokerEngine>(), options, sp.GetRequiredService<ILogger<MessagingService>>(), sp.GetService<TimeProvider>()));
+            sp.GetRequiredService<BrokerEngine>(), options, sp.GetRequiredService<ILogger<MessagingService>>(), sp.GetService<TimeProvider>(),
+            sp.GetService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>()?.ApplicationStopping ?? default));
         services.AddSingleton(sp => new TransactionBatchService(sp.GetRequiredService<MessagingService>()));
         services.AddGrpc(grpc =>
         {
@@ -86,10 +87,15 @@ public static class GrpcV5Extensions
     /// message only to be told UNAUTHORIZED. After the call, a request that was not valid protobuf is logged and
     /// answered by <see cref="V5BadInput"/>.
     /// </summary>
-    public static void MapGrpcV5(this IApplicationBuilder app, int grpcPort)
+    /// <remarks>
+    /// <paramref name="grpcPort"/> is asked when a request arrives: the port Kestrel bound, which with <c>--grpc-port 0</c>
+    /// is known only once it listens (until 2026-12-05 requests were matched against 0, which none has, and every gRPC
+    /// call was answered 404; found by review).
+    /// </remarks>
+    public static void MapGrpcV5(this IApplicationBuilder app, Func<int> grpcPort)
     {
         ArgumentNullException.ThrowIfNull(app);
-        app.MapWhen(ctx => ctx.Connection.LocalPort == grpcPort, grpc =>
+        app.MapWhen(ctx => ctx.Connection.LocalPort == grpcPort(), grpc =>
         {
             grpc.Use(OnlyGrpcMethods);
             V5Authenticator authenticator = grpc.ApplicationServices.GetRequiredService<V5Authenticator>();

@@ -78,7 +78,20 @@ internal sealed partial class MessagingService
         };
         _engine.Consumers.Seen(group, receive.ClientId, "gRPC", context.Peer);
 
-        ReceiveResult result = await ReceiveWithRoomAsync(receive, reservation, connectionBudget, context.CancellationToken).ConfigureAwait(false);
+        ReceiveResult result;
+        using (var poll = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _stopping))
+        {
+            try
+            {
+                result = await ReceiveWithRoomAsync(receive, reservation, connectionBudget, poll.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (_stopping.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
+            {
+                // The broker is stopping: a parked long poll ends now, with nothing leased (a receive cancelled while
+                // waiting leases nothing; one that picked messages returns them whatever the token says).
+                result = new ReceiveResult(new BrokerError(BrokerStatus.MessageNotFound, "no new message (broker stopping)"), []);
+            }
+        }
         if (result.IsOk && result.Messages.Count > 0)
         {
             List<string> handles = result.Messages.Select(m => m.ReceiptHandle).ToList();

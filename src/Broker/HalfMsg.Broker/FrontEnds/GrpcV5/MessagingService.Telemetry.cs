@@ -32,7 +32,7 @@ internal sealed partial class MessagingService
         var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget,
             AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection)) { Namespace = V5Namespace.Of(context) };
         _sessions.Add(session);
-        using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Ended);
+        using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Ended, _stopping);
         Task writer = session.RunWriterAsync(responseStream, context.CancellationToken);
         try
         {
@@ -50,6 +50,12 @@ internal sealed partial class MessagingService
                         break;
                 }
             }
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested && !session.Ended.IsCancellationRequested
+            && !context.CancellationToken.IsCancellationRequested)
+        {
+            // The broker is stopping: the stream ends with status OK (what was queued is written first, below), as when
+            // the client half-closes; the client opens a new one once it reconnects.
         }
         catch (OperationCanceledException) when (session.Ended.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
         {

@@ -25,7 +25,11 @@ internal sealed class RemotingConnectionHandler(IServiceProvider services) : Con
             var local = connection.LocalEndPoint as IPEndPoint;
             bool nameServerOnly = server.Options.NameServerPort != 0 && local?.Port == server.Options.NameServerPort;
             var session = new RemotingSession(connection.Transport, server, connection.RemoteEndPoint as IPEndPoint, local, nameServerOnly);
-            await session.RunAsync(connection.ConnectionClosed).ConfigureAwait(false);
+            // ConnectionClosedRequested: Kestrel is stopping (SIGTERM). The session stops reading, lets the requests it
+            // is processing be answered, then closes; until 2026-12-05 it ran until the client went away, and every
+            // SIGTERM with a client connected took the host's whole shutdown timeout (found by review).
+            var closeRequested = connection.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested ?? default;
+            await session.RunAsync(connection.ConnectionClosed, closeRequested).ConfigureAwait(false);
         }
         finally
         {

@@ -72,13 +72,22 @@ internal sealed class RemotingSession : ICheckBackChannel
     /// <summary>Cancelled when the connection closes (ends parked pulls).</summary>
     public CancellationToken Closing => _closing.Token;
 
-    public async Task RunAsync(CancellationToken connectionClosed)
+    /// <summary>The longest a session closed by the server's stop waits for the requests it is processing to be answered.</summary>
+    internal static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// Reads and dispatches frames until the connection closes. <paramref name="closeRequested"/> (the server is
+    /// stopping): stop reading, let the requests being processed be answered (at most <see cref="DrainTimeout"/>; parked
+    /// pulls are not waited for), write those answers out, then close.
+    /// </summary>
+    public async Task RunAsync(CancellationToken connectionClosed, CancellationToken closeRequested = default)
     {
         using var link = connectionClosed.Register(static s => ((RemotingSession)s!)._closing.Cancel(), this);
         var writer = WriteLoopAsync();
         var input = _transport.Input;
         var large = new RemotingFrameAssembler(_server.PartialFrames, _server.Options, _server.Time);
-        using var idle = CancellationTokenSource.CreateLinkedTokenSource(_closing.Token);
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(_closing.Token, closeRequested);
+        bool draining = false;
         try
         {
             while (true)
@@ -122,6 +131,11 @@ internal sealed class RemotingSession : ICheckBackChannel
             // Debug level (STYLE item 6).
             _server.LogMalformed(this, ex.Message);
         }
+        catch (OperationCanceledException) when (closeRequested.IsCancellationRequested && !_closing.IsCancellationRequested)
+        {
+            // The server is stopping: no new request is read; those being processed are answered below.
+            draining = true;
+        }
         catch (OperationCanceledException) when (idle.IsCancellationRequested && !_closing.IsCancellationRequested)
         {
             _server.Logger.LogDebug("Closing Remoting connection from {Remote}: {What}", RemoteEndPoint,
@@ -133,9 +147,22 @@ internal sealed class RemotingSession : ICheckBackChannel
         finally
         {
             large.Reset();
+            if (draining || closeRequested.IsCancellationRequested) await WaitForRequestsAsync(DrainTimeout).ConfigureAwait(false);
             Close();
             await input.CompleteAsync().ConfigureAwait(false);
             await writer.ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Waits until no request other than a parked pull is being processed (their answers are then queued), at
+    /// most <paramref name="bound"/> or until the connection is gone.</summary>
+    private async Task WaitForRequestsAsync(TimeSpan bound)
+    {
+        long until = Environment.TickCount64 + (long)bound.TotalMilliseconds;
+        while (_outstanding.CurrentCount < _server.Options.MaxOutstandingRequestsPerConnection && !_closing.IsCancellationRequested
+               && Environment.TickCount64 < until)
+        {
+            await Task.Delay(10).ConfigureAwait(false);
         }
     }
 

@@ -1,0 +1,463 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Sockets;
+using Apache.Rocketmq.V2;
+using HalfMsg.Broker.Hosting;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Grpc;
+using HalfMsg.TestKit;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace HalfMsg.Broker.Tests.Hosting;
+
+/// <summary>
+/// Review 2026-12-05 (hosting): the shutdown bound with clients connected, --grpc-port 0, durations beyond the timers'
+/// range, empty values, data-dir files that cannot be written, a storage failure while running, and the name-server
+/// port of a gRPC-only broker.
+/// </summary>
+public sealed class ShutdownAndStartTests
+{
+    private static string P(int port) => port.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// docker stop waits 10 s before SIGKILL. An official RocketMQ 4 client keeps its Remoting connection open for ever;
+    /// the session only ends on ConnectionClosed, not on Kestrel's close request, so the host waits its whole 30 s
+    /// shutdown timeout and the documented checkpoint-on-docker-stop never happens.
+    /// </summary>
+    [Fact]
+    public async Task Sigterm_with_an_idle_remoting_connection_open_exits_within_docker_stops_10_seconds()
+    {
+        string dir = BrokerChild.NewDataDir("stop-remoting");
+        int remoting = FreePorts.Next();
+        try
+        {
+            await using var broker = BrokerChild.Start(dir, null, "--remoting-port", P(remoting));
+            await broker.WaitHealthyAsync();
+            using var tcp = new TcpClient();
+            await tcp.ConnectAsync("127.0.0.1", remoting);
+            await Task.Delay(300);
+            var sw = Stopwatch.StartNew();
+            broker.Signal(BrokerChild.SIGTERM);
+            bool exited = await broker.WaitForExitAsync(TimeSpan.FromSeconds(10));
+            Assert.True(exited, $"still running {sw.Elapsed.TotalSeconds:0.0} s after SIGTERM with one idle Remoting connection:\n{broker.Output}");
+            // Not the 8 s backstop (HostOptions.ShutdownTimeout): the connection was ended, not waited out.
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"SIGTERM took {sw.Elapsed.TotalSeconds:0.0} s with one idle Remoting connection:\n{broker.Output}");
+            Assert.Equal(0, broker.ExitCode);
+            Assert.Contains("HalfMsgBroker stopped: checkpoint", broker.Output);
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dir);
+        }
+    }
+
+    /// <summary>The same with an official-client-like gRPC producer: its Telemetry stream stays open until the broker ends it.</summary>
+    [Fact]
+    public async Task Sigterm_with_a_telemetry_stream_open_exits_within_docker_stops_10_seconds()
+    {
+        string dir = BrokerChild.NewDataDir("stop-telemetry");
+        try
+        {
+            await using var broker = BrokerChild.Start(dir);
+            await broker.WaitHealthyAsync();
+            await using var producer = await TelemetryTestProducer.StartAsync(broker.Endpoint, "stop-topic", TelemetryTestProducer.Behaviour.Answer);
+            var sw = Stopwatch.StartNew();
+            broker.Signal(BrokerChild.SIGTERM);
+            bool exited = await broker.WaitForExitAsync(TimeSpan.FromSeconds(10));
+            Assert.True(exited, $"still running {sw.Elapsed.TotalSeconds:0.0} s after SIGTERM with one Telemetry stream open:\n{broker.Output}");
+            // Not the 8 s backstop (HostOptions.ShutdownTimeout): the connection was ended, not waited out.
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"SIGTERM took {sw.Elapsed.TotalSeconds:0.0} s with one Telemetry stream open:\n{broker.Output}");
+            Assert.Equal(0, broker.ExitCode);
+            Assert.Contains("HalfMsgBroker stopped: checkpoint", broker.Output);
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dir);
+        }
+    }
+
+    /// <summary>
+    /// Remoting sends in flight when the host stops: the stop ends the connections within seconds, every send answered
+    /// SUCCESS is stored after a restart, and every send gets an answer or sees its connection close (none hangs).
+    /// </summary>
+    [Fact]
+    public async Task Stopping_with_remoting_sends_in_flight_answers_them_closes_the_connections_and_keeps_every_acknowledged_send()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-stopremoting-" + Guid.NewGuid().ToString("N")[..12]);
+        int remoting = FreePorts.Next(), http = FreePorts.Next();
+        string[] args = ["--data-dir", dir, "--grpc-port", P(FreePorts.Next()), "--http-port", P(http), "--remoting-port", P(remoting), "--namesrv-port", "0"];
+        try
+        {
+            int acked = 0, failed = 0;
+            var host = await BrokerHost.StartAsync(args);
+            var clients = new List<HalfMsg.Broker.Tests.Infrastructure.RemotingTestClient>();
+            for (int i = 0; i < 8; i++) clients.Add(await HalfMsg.Broker.Tests.Infrastructure.RemotingTestClient.ConnectAsync(remoting));
+            using var stop = new CancellationTokenSource();
+            var senders = clients.Select(c => Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested && !c.Closed.IsCompleted)
+                {
+                    try
+                    {
+                        var props = HalfMsg.Protocol.Remoting.MessageProperties.Encode(
+                        [
+                            new(HalfMsg.Protocol.Remoting.MessageConst.UniqueKey, Guid.NewGuid().ToString("N").ToUpperInvariant()),
+                            new(HalfMsg.Protocol.Remoting.MessageConst.WaitStoreMsgOk, "true"),
+                        ]);
+                        var r = await c.InvokeAsync(HalfMsg.Protocol.Remoting.RequestCode.SendMessageV2,
+                            HalfMsg.Broker.Tests.Infrastructure.RemotingBroker.SendHeader("PG", "stop-remoting", props), new byte[256], TimeSpan.FromSeconds(15));
+                        if (r.Code == HalfMsg.Protocol.Remoting.ResponseCode.Success) Interlocked.Increment(ref acked);
+                        else Interlocked.Increment(ref failed);
+                    }
+                    catch (Exception ex) when (ex is not TimeoutException)
+                    {
+                        // The connection closed under the send (its answer never came): not acknowledged.
+                        Interlocked.Increment(ref failed);
+                    }
+                }
+            })).ToArray();
+            await Task.Delay(1000);
+            var sw = Stopwatch.StartNew();
+            await host.DisposeAsync();
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"stopping took {sw.Elapsed.TotalSeconds:0.0} s with Remoting senders connected");
+            var all = Task.WhenAll(senders);
+            Assert.True(await Task.WhenAny(all, Task.Delay(TimeSpan.FromSeconds(10))) == all, "a Remoting send neither answered nor failed 10 s after the stop");
+            await all; // a send that timed out (TimeoutException) would fail here: none may hang
+            Assert.All(clients, c => Assert.True(c.Closed.IsCompleted, "a Remoting connection stayed open after the stop"));
+            foreach (var c in clients) await c.DisposeAsync();
+            Assert.True(acked > 0);
+
+            var again = await BrokerHost.StartAsync(args);
+            try
+            {
+                using var httpClient = new HttpClient();
+                string topics = await httpClient.GetStringAsync($"http://127.0.0.1:{http}/api/topics");
+                long stored = 0;
+                foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(topics, "\"maxOffset\":(\\d+)", System.Text.RegularExpressions.RegexOptions.IgnoreCase))
+                    stored += long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+                Assert.True(stored >= acked, $"acknowledged {acked}, stored {stored} (failed {failed}): {topics}");
+            }
+            finally
+            {
+                await again.DisposeAsync();
+            }
+        }
+        finally
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
+    /// A gRPC long poll parked when the host stops is answered MESSAGE_NOT_FOUND at once (not left to run its 20 s), and
+    /// the stop does not wait for it.
+    /// </summary>
+    [Fact]
+    public async Task A_long_poll_parked_when_the_host_stops_is_answered_message_not_found_at_once()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-stoppoll-" + Guid.NewGuid().ToString("N")[..12]);
+        int grpc = FreePorts.Next();
+        var host = await BrokerHost.StartAsync(["--data-dir", dir, "--grpc-port", P(grpc), "--http-port", P(FreePorts.Next()),
+            "--remoting-port", "0", "--namesrv-port", "0"]);
+        bool stopped = false;
+        try
+        {
+            using var client = new GrpcTestClient($"127.0.0.1:{grpc}");
+            var receive = client.ServerStreamAsync(GrpcMethods.ReceiveMessage, new ReceiveMessageRequest
+            {
+                Group = new Resource { Name = "stop-poll-group" },
+                MessageQueue = new MessageQueue { Topic = new Resource { Name = "stop-poll" } },
+                FilterExpression = new FilterExpression { Type = FilterType.Tag, Expression = "*" },
+                BatchSize = 4,
+                InvisibleDuration = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(30)),
+                LongPollingTimeout = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(20)),
+            }, ReceiveMessageResponse.Parser, timeout: TimeSpan.FromSeconds(40));
+            await Task.Delay(500);
+            Assert.False(receive.IsCompleted, "the receive did not park");
+            var sw = Stopwatch.StartNew();
+            stopped = true;
+            await host.DisposeAsync();
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"stopping took {sw.Elapsed.TotalSeconds:0.0} s with a long poll parked");
+            var answer = await receive.WaitAsync(TimeSpan.FromSeconds(5));
+            Assert.Equal(0, answer.GrpcStatus);
+            Assert.Equal(Code.MessageNotFound, answer.Responses.First(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Status).Status.Code);
+        }
+        finally
+        {
+            if (!stopped) await host.DisposeAsync();
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
+    /// --grpc-port 0 is accepted (range [0, 65535]) and Kestrel binds a free port, but MapGrpcV5 branches on
+    /// LocalPort == 0, which no request has: every gRPC call falls into the admin pipeline.
+    /// </summary>
+    [Fact]
+    public async Task Grpc_port_zero_serves_grpc_on_the_port_the_kernel_chose()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-port0-" + Guid.NewGuid().ToString("N")[..12]);
+        int http = FreePorts.Next();
+        var host = await BrokerHost.StartAsync(["--data-dir", dir, "--grpc-port", "0", "--http-port", P(http), "--remoting-port", "0", "--namesrv-port", "0"]);
+        try
+        {
+            var addresses = host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
+            string grpc = addresses.Select(a => new Uri(a)).Single(u => u.Port != http).Authority;
+            using var client = new GrpcTestClient(grpc);
+            var route = await client.UnaryAsync(GrpcMethods.QueryRoute, new QueryRouteRequest { Topic = new Resource { Name = "port0" } },
+                QueryRouteResponse.Parser, timeout: TimeSpan.FromSeconds(10));
+            Assert.True(route.GrpcStatus == 0, $"QueryRoute on the chosen gRPC port {grpc}: grpc-status {route.GrpcStatus} {route.GrpcMessage}");
+            Assert.Equal(Code.Ok, route.Response!.Status.Code);
+        }
+        finally
+        {
+            await host.DisposeAsync();
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
+    /// Durations are accepted up to TimeSpan.MaxValue, but the timers that use them take at most ~24.8 days
+    /// (SemaphoreSlim.WaitAsync) or ~49.7 days (ITimer): 60d starts, then the check-back loop throws every second
+    /// (no half is ever checked) and every ReceiveMessage answer fails to arm its write deadline.
+    /// </summary>
+    [Theory]
+    [InlineData("--transaction-check-interval", "60d")]
+    [InlineData("--grpc-write-timeout", "60d")]
+    [InlineData("--send-queue-timeout", "30d")]
+    public void Durations_beyond_what_the_timers_take_are_refused_at_start(string flag, string value)
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine([flag, value])).Build();
+        var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Bind(config));
+        Assert.Contains(flag, ex.Message);
+    }
+
+    /// <summary>
+    /// An empty value (`--data-dir "$DATA_DIR"` with the variable unset, `--data-dir=`) silently becomes the default:
+    /// the broker starts on a new, empty ./data under the working directory and the operator sees every message gone.
+    /// </summary>
+    [Theory]
+    [InlineData("--data-dir")]
+    [InlineData("--flush")]
+    [InlineData("--grpc-port")]
+    public void An_empty_flag_value_is_refused_not_replaced_by_the_default(string flag)
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine([flag + "="])).Build();
+        var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Bind(config));
+        Assert.Contains(flag, ex.Message);
+    }
+
+    private static async Task<string> PrepareStoppedDataDirAsync(string tag)
+    {
+        string dir = BrokerChild.NewDataDir(tag);
+        await using var first = BrokerChild.Start(dir);
+        await first.WaitHealthyAsync();
+        first.Signal(BrokerChild.SIGTERM);
+        Assert.True(await first.WaitForExitAsync(TimeSpan.FromSeconds(60)), first.Output);
+        Assert.Equal(0, first.ExitCode);
+        return dir;
+    }
+
+    /// <summary>
+    /// One file of an otherwise writable data dir that cannot be opened for writing (owned by another user after a run
+    /// as root; here a read-only bind mount of the file): the start dies with an unhandled IOException, a stack trace
+    /// and exit 134 (SIGABRT), not the documented one line and exit 74 (or 2).
+    /// </summary>
+    [RootMountTheory]
+    [InlineData("log/commit-meta")]
+    [InlineData("broker.lock")]
+    public async Task A_data_dir_file_that_cannot_be_written_stops_the_start_with_one_line_not_a_stack_trace(string file)
+    {
+        string dir = await PrepareStoppedDataDirAsync("rofile");
+        try
+        {
+            string path = Path.Combine(dir, file);
+            await using var broker = BrokerChild.Start(dir, $"mount --bind '{path}' '{path}'\nmount -o remount,bind,ro '{path}'");
+            Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(60)), "kept running:\n" + broker.Output);
+            Assert.DoesNotContain("Unhandled exception", broker.Output);
+            Assert.Contains(broker.ExitCode, new[] { 2, 74 });
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dir);
+        }
+    }
+
+    /// <summary>
+    /// The log segment itself read-only: the broker starts and reports ready. A send must then not be answered OK.
+    /// </summary>
+    [RootMountFact]
+    public async Task A_read_only_log_segment_is_not_reported_ready_and_sends_are_not_acknowledged()
+    {
+        string dir = await PrepareStoppedDataDirAsync("roseg");
+        try
+        {
+            string path = Path.Combine(dir, "log", "broker.log.0");
+            await using var broker = BrokerChild.Start(dir, $"mount --bind '{path}' '{path}'\nmount -o remount,bind,ro '{path}'");
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            bool ready = false;
+            while (!broker.HasExited && DateTime.UtcNow < deadline)
+            {
+                if (await broker.HealthAsync() is { Status: System.Net.HttpStatusCode.OK }) { ready = true; break; }
+                await Task.Delay(100);
+            }
+            if (!ready) return; // refused to start: fine
+            using var client = new GrpcTestClient(broker.Endpoint);
+            var message = new Message
+            {
+                Topic = new Resource { Name = "ro-seg" },
+                Body = Google.Protobuf.ByteString.CopyFrom(new byte[16]),
+                SystemProperties = new SystemProperties
+                {
+                    MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(),
+                    MessageType = MessageType.Normal,
+                    BodyEncoding = Apache.Rocketmq.V2.Encoding.Identity,
+                    BornTimestamp = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
+                    BornHost = "test-host",
+                },
+            };
+            var sent = await client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { message } }, SendMessageResponse.Parser,
+                timeout: TimeSpan.FromSeconds(60));
+            Assert.False(sent.GrpcStatus == 0 && sent.Response!.Status.Code == Code.Ok,
+                "a send was acknowledged although the log segment is read-only:\n" + broker.Output);
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dir);
+        }
+    }
+
+    /// <summary>SIGTERM while sends are in flight: every acknowledged send is there after a restart, and no call hangs.</summary>
+    [Fact]
+    public async Task Sigterm_during_sends_keeps_every_acknowledged_message_and_no_call_hangs()
+    {
+        string dir = BrokerChild.NewDataDir("stop-sends");
+        try
+        {
+            int acked = 0, failed = 0;
+            long maxMs = 0;
+            await using (var broker = BrokerChild.Start(dir))
+            {
+                await broker.WaitHealthyAsync();
+                using var stop = new CancellationTokenSource();
+                var senders = Enumerable.Range(0, 16).Select(_ => Task.Run(async () =>
+                {
+                    using var client = new GrpcTestClient(broker.Endpoint);
+                    while (!stop.IsCancellationRequested)
+                    {
+                        var message = new Message
+                        {
+                            Topic = new Resource { Name = "stop-sends" },
+                            Body = Google.Protobuf.ByteString.CopyFrom(new byte[512]),
+                            SystemProperties = new SystemProperties
+                            {
+                                MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(),
+                                MessageType = MessageType.Normal,
+                                BodyEncoding = Apache.Rocketmq.V2.Encoding.Identity,
+                                BornTimestamp = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
+                                BornHost = "test-host",
+                            },
+                        };
+                        var sw = Stopwatch.StartNew();
+                        var sent = await client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { message } }, SendMessageResponse.Parser,
+                            timeout: TimeSpan.FromSeconds(60));
+                        long ms = sw.ElapsedMilliseconds;
+                        long seen;
+                        while (ms > (seen = Interlocked.Read(ref maxMs)) && Interlocked.CompareExchange(ref maxMs, ms, seen) != seen) { }
+                        if (sent.GrpcStatus == 0 && sent.Response!.Status.Code == Code.Ok) Interlocked.Increment(ref acked);
+                        else { Interlocked.Increment(ref failed); await Task.Delay(50); }
+                    }
+                })).ToArray();
+                await Task.Delay(1500);
+                broker.Signal(BrokerChild.SIGTERM);
+                Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(60)), broker.Output);
+                await Task.Delay(500);
+                stop.Cancel();
+                await Task.WhenAll(senders);
+                Assert.Equal(0, broker.ExitCode);
+            }
+            Assert.True(acked > 0);
+            await using var again = BrokerChild.Start(dir);
+            await again.WaitHealthyAsync();
+            using var http = new HttpClient();
+            string topics = await http.GetStringAsync($"http://127.0.0.1:{again.HttpPort}/api/topics");
+            long stored = 0;
+            void Walk(System.Text.Json.JsonElement e)
+            {
+                if (e.ValueKind == System.Text.Json.JsonValueKind.Object)
+                {
+                    foreach (var p in e.EnumerateObject())
+                    {
+                        if (p.Name.Equals("maxOffset", StringComparison.OrdinalIgnoreCase) && p.Value.ValueKind == System.Text.Json.JsonValueKind.Number) stored += p.Value.GetInt64();
+                        else Walk(p.Value);
+                    }
+                }
+                else if (e.ValueKind == System.Text.Json.JsonValueKind.Array) foreach (var x in e.EnumerateArray()) Walk(x);
+            }
+            Walk(System.Text.Json.JsonDocument.Parse(topics).RootElement);
+            Assert.True(stored >= acked, $"acknowledged {acked}, stored {stored} (failed {failed}, slowest call {maxMs} ms): {topics}");
+            Assert.True(maxMs < 15_000, $"a call took {maxMs} ms around SIGTERM");
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dir);
+        }
+    }
+
+    /// <summary>
+    /// Exit 74 is "the log failed while running: restart it once the disk is fixed", and StorageFailed's doc says "the
+    /// host watches it"; nothing does. A broker whose log failed refuses every write until someone stops it by hand: a
+    /// supervisor's Restart=on-failure never fires.
+    /// </summary>
+    [Fact]
+    public async Task A_storage_failure_while_running_stops_the_host_so_a_supervisor_restarts_it()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-fail-" + Guid.NewGuid().ToString("N")[..12]);
+        var host = await BrokerHost.StartAsync(["--data-dir", dir, "--grpc-port", P(FreePorts.Next()), "--http-port", P(FreePorts.Next()),
+            "--remoting-port", "0", "--namesrv-port", "0"]);
+        try
+        {
+            typeof(Broker.Core.BrokerEngine).GetMethod("FailStorageForTest", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!
+                .Invoke(host.Engine, ["review: disk gone"]);
+            await host.Engine.StorageFailed;
+            var shutdown = host.WaitForShutdownAsync();
+            var first = await Task.WhenAny(shutdown, Task.Delay(TimeSpan.FromSeconds(10)));
+            Assert.True(first == shutdown, "the host still runs 10 s after its log failed (every write refused until stopped by hand)");
+            Assert.Equal(BrokerHost.ExitStorageFailure, host.ExitCode);
+        }
+        finally
+        {
+            await host.DisposeAsync();
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
+    /// --remoting-port 0 turns the name server off too (RemotingEndpoint.Add returns first), yet StartupChecks still
+    /// refuses the start when the unused --namesrv-port (default 9876, where a co-located Apache RocketMQ name server
+    /// listens) is taken.
+    /// </summary>
+    [Fact]
+    public async Task A_grpc_only_broker_is_not_refused_for_a_name_server_port_it_does_not_open()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-nsrv-" + Guid.NewGuid().ToString("N")[..12]);
+        int nsrv = FreePorts.Next();
+        var other = new TcpListener(System.Net.IPAddress.Loopback, nsrv);
+        other.Start();
+        BrokerHost? host = null;
+        try
+        {
+            host = await BrokerHost.StartAsync(["--data-dir", dir, "--grpc-port", P(FreePorts.Next()), "--http-port", P(FreePorts.Next()),
+                "--remoting-port", "0", "--namesrv-port", P(nsrv)]);
+        }
+        finally
+        {
+            other.Stop();
+            if (host is not null) await host.DisposeAsync();
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+}
