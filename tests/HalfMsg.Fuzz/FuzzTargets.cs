@@ -97,6 +97,7 @@ public static class FuzzTargets
                 case RecordKind.GroupDeleted: GroupDeletedRecord.Read(ref r); break;
                 case RecordKind.LogCut: LogCutRecord.Read(ref r); break;
                 case RecordKind.GroupStarted: GroupStartedRecord.Read(ref r); break;
+                case RecordKind.GroupReset: GroupResetRecord.Read(ref r); break;
                 case RecordKind.ConsumerOffsetCommitted: ConsumerOffsetCommittedRecord.Read(ref r); break;
                 case RecordKind.TopicDeleted: TopicDeletedRecord.Read(ref r); break;
                 default: return false;

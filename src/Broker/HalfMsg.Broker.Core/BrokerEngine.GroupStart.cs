@@ -70,12 +70,10 @@ public sealed partial class BrokerEngine
                     _ => Math.Clamp(starts[q], queue.BaseOffset, queue.NextOffset),
                 };
             }
-            if (reset)
-            {
-                new GroupDeletedRecord(group, NowMs).Write(_writer);
-                AppendAndApply();
-            }
-            new GroupStartedRecord(group, topic, starts).Write(_writer);
+            // A reset is one record (forget, then start): as two, a commit could end between them, and a crash there
+            // left the group forgotten, so its next receive started it at the earliest retained message.
+            if (reset) new GroupResetRecord(group, topic, NowMs, starts).Write(_writer);
+            else new GroupStartedRecord(group, topic, starts).Write(_writer);
             address = AppendAndApply();
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);

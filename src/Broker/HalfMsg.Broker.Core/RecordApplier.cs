@@ -121,6 +121,14 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 case RecordKind.GroupStarted:
                     ApplyGroupStarted(GroupStartedRecord.Read(ref r));
                     break;
+                case RecordKind.GroupReset:
+                {
+                    // Delete, then start, as one record: a crash keeps both or neither (older logs hold the two records).
+                    var rec = GroupResetRecord.Read(ref r);
+                    ApplyGroupDeleted(rec.Deleted);
+                    ApplyGroupStarted(rec.Started);
+                    break;
+                }
                 case RecordKind.ConsumerOffsetCommitted:
                     ApplyConsumerOffset(ConsumerOffsetCommittedRecord.Read(ref r));
                     break;

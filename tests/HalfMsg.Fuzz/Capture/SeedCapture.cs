@@ -127,7 +127,7 @@ public static class SeedCapture
 
     /// <summary>An engine's log with a record of each kind: sends, halves and decisions, a check-back's record is not
     /// among them (no producer), leases, acks, a lease change, a dead letter and its re-drive, a delayed message
-    /// released, a started and a deleted group, a pull offset, a deleted topic, and a retention cut that moves a live
+    /// released, a started, a reset and a deleted group, a pull offset, a deleted topic, and a retention cut that moves a live
     /// body.</summary>
     private static async Task EveryRecordKindAsync(string dir)
     {
@@ -161,6 +161,7 @@ public static class SeedCapture
             if (!(await engine.ForwardToDeadLetterAsync("k1", "KindA", changed.ReceiptHandle!)).IsOk) throw new InvalidOperationException("dead letter");
             if ((await engine.RedriveDeadLettersAsync("k1", null, 1)).Redriven != 1) throw new InvalidOperationException("redrive");
             await engine.StartGroupAsync("k2", "KindA", GroupStartFrom.Latest);
+            await engine.ResetGroupAsync("k2", "KindA", GroupStartFrom.Earliest);
             await engine.DeleteGroupAsync("k2");
             await engine.CommitConsumerOffsetAsync("kind-pull", "KindA", 0, 1);
             await engine.SendAsync(Draft("KindGone", "on a topic deleted next"));

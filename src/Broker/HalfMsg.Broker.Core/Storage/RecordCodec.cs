@@ -44,6 +44,8 @@ public enum RecordKind : byte
     Padding = 17,
     /// <summary>A re-drive put a lease group's dead letter back onto its topic for that group only (see <see cref="RedrivenRecord"/>).</summary>
     Redriven = 18,
+    /// <summary>An operator reset a lease group: forgotten and started again at chosen offsets, as one record (see <see cref="GroupResetRecord"/>).</summary>
+    GroupReset = 19,
     /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
     ConsumerOffsetCommitted = 40,
     /// <summary>An operator deleted a topic (Remoting DELETE_TOPIC): its queues, groups, offsets and delayed messages go.</summary>

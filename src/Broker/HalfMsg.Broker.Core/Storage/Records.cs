@@ -335,3 +335,32 @@ public readonly record struct GroupStartedRecord(string Group, string Topic, lon
         return new(group, topic, offsets);
     }
 }
+
+/// <summary>
+/// An operator reset a consumer group on a topic: it is forgotten (as <see cref="GroupDeletedRecord"/>) and started
+/// again at chosen offsets, one per queue (as <see cref="GroupStartedRecord"/>), in one record, so that a crash keeps
+/// both or neither. (Logs written before this record existed hold the two records instead; replay reads them as before.)
+/// <code>s group | s topic | vi atMs | u n | n × vi startOffset</code>
+/// </summary>
+public readonly record struct GroupResetRecord(string Group, string Topic, long AtMs, long[] StartOffsets)
+{
+    public void Write(RecordWriter w)
+    {
+        w.Begin(RecordKind.GroupReset).Str(Group).Str(Topic).I64(AtMs).U64((ulong)StartOffsets.Length);
+        foreach (long o in StartOffsets) w.I64(o);
+    }
+
+    public static GroupResetRecord Read(scoped ref RecordReader r)
+    {
+        string group = DeliveredRecord.ReadName(ref r), topic = DeliveredRecord.ReadName(ref r);
+        long atMs = r.I64();
+        ulong n = r.U64();
+        if (n > 1024 || n > (ulong)r.Remaining) throw new InvalidDataException($"{n} queues is implausible");
+        var offsets = new long[n];
+        for (int i = 0; i < offsets.Length; i++) offsets[i] = r.I64();
+        return new(group, topic, atMs, offsets);
+    }
+
+    public GroupDeletedRecord Deleted => new(Group, AtMs);
+    public GroupStartedRecord Started => new(Group, Topic, StartOffsets);
+}
