@@ -117,7 +117,7 @@ public sealed partial class BrokerEngine
                         // both acknowledgements are written in one hold of the lock, after a check of the cursor's lease.
                         string sibling = RedrivePrefix + group + (originalTopic is null ? "|" + origin : "");
                         var put = sentBack ? await SendToRetryTopicAsync(target, m, cursor, sibling, dlq, d.ReceiptHandle).ConfigureAwait(false)
-                            : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, cursor, sibling, d.ReceiptHandle).ConfigureAwait(false);
+                            : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, cursor, sibling, d.ReceiptHandle, ct).ConfigureAwait(false);
                         if (put.Status == BrokerStatus.InvalidReceiptHandle)
                         {
                             // The cursor's lease ran out meanwhile (a slow disk): nothing was written; the dead letter is
@@ -208,9 +208,10 @@ public sealed partial class BrokerEngine
     /// written, when the cursor's lease is no longer live.
     /// </summary>
     private async ValueTask<BrokerError> PutBackForGroupAsync(string group, string dlq, long dlqOffset, StoredMessage m, string topic,
-        string cursor, string sibling, string receiptHandle)
+        string cursor, string sibling, string receiptHandle, CancellationToken ct)
     {
-        await _log.WaitForRoomAsync(CancellationToken.None).ConfigureAwait(false);
+        // Nothing is written yet: the caller may still give up here (a full disk holds the group's re-drive lock otherwise).
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         lock (_gate)
         {

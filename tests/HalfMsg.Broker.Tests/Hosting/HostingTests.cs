@@ -71,11 +71,11 @@ public sealed class ConfigurationTests
     public void The_Remoting_limits_have_flags()
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(
-            ["--remoting-max-connections", "5", "--remoting-max-in-flight-per-connection", "8MiB", "--remoting-max-parked-pulls", "7",
+            ["--remoting-max-connections", "5", "--remoting-max-in-flight-per-connection", "16MiB", "--remoting-max-parked-pulls", "7",
              "--remoting-write-timeout", "5s", "--remoting-consumer-expiry", "1m", "--remoting-max-queue-locks", "9"])).Build();
         var options = BrokerConfiguration.Bind(config);
         Assert.Equal(5, options.RemotingMaxConnections);
-        Assert.Equal(8L << 20, options.RemotingMaxInFlightPerConnection);
+        Assert.Equal(16L << 20, options.RemotingMaxInFlightPerConnection);
         Assert.Equal(7, options.RemotingMaxParkedPulls);
         Assert.Equal(TimeSpan.FromSeconds(5), options.RemotingWriteTimeout);
         Assert.Equal(TimeSpan.FromMinutes(1), options.RemotingConsumerExpiry);
@@ -90,6 +90,12 @@ public sealed class ConfigurationTests
         Assert.Equal(remoting.MaxQueueLocksPerConnection, defaults.RemotingMaxQueueLocks);
         Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Bind(new ConfigurationBuilder().AddInMemoryCollection(
             BrokerConfiguration.ParseCommandLine(["--remoting-max-in-flight-per-connection", "64KiB"])).Build()));
+
+        // Never below twice (largest message + 1 MiB), as the gRPC budgets: a lone send over it would be SYSTEM_BUSY for
+        // ever (found by review).
+        var small = BrokerConfiguration.Bind(new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(
+            ["--remoting-max-in-flight-per-connection", "1MiB", "--max-message-size", "4MiB"])).Build());
+        Assert.Equal(10L << 20, small.RemotingMaxInFlightPerConnection);
     }
 }
 

@@ -18,8 +18,9 @@ internal static class V5MessageChecks
 
     /// <summary>
     /// Property names RocketMQ itself gives meaning to, which a user property may not take (the proxy answers
-    /// ILLEGAL_MESSAGE_PROPERTY_KEY, "property is used by system"): the names the proxy reserves, and those this broker
-    /// or a RocketMQ 4 client reads from the stored properties. Stored as user properties they would be taken for the
+    /// ILLEGAL_MESSAGE_PROPERTY_KEY, "property is used by system"): exactly the names the proxy reserves, no more, so
+    /// what a client sends to the Apache proxy is accepted here too (a first version also refused CHECK_IMMUNITY_TIME_IN_SECONDS,
+    /// __transactionId__, TRANSACTION_CHECK_TIMES and __SHARDINGKEY, which the proxy stores; found by review). Stored as user properties they would be taken for the
     /// broker's own: RECONSUME_TIME as the reconsume count (the first send-back dead-letters), RETRY_TOPIC as a retried
     /// message's origin, TAGS and KEYS as the tag and keys a Remoting consumer sees, DELAY and TIMER_* as a delay.
     /// Exact, case-sensitive names, as RocketMQ compares them.
@@ -37,10 +38,9 @@ internal static class V5MessageChecks
         MessageConst.DelayLevel, MessageConst.TimerDeliverMs, MessageConst.TimerDelaySec, MessageConst.TimerDelayMs,
         "TIMER_ENQUEUE_MS", "TIMER_DEQUEUE_MS", "TIMER_ROLL_TIMES", "TIMER_OUT_MS", "TIMER_DEL_UNIQKEY", "TIMER_DELAY_LEVEL",
         // Transactions.
-        MessageConst.TransactionPrepared, MessageConst.ProducerGroup, MessageConst.TransactionId,
-        MessageConst.CheckImmunityTimeInSeconds, "TRAN_PREPARED_QUEUE_OFFSET", "TRANSACTION_CHECK_TIMES",
-        // FIFO message group, as the proxy stores it.
-        MessageConst.ShardingKey,
+        MessageConst.TransactionPrepared, MessageConst.ProducerGroup, "TRAN_PREPARED_QUEUE_OFFSET",
+        // Dead letters' origin and the stored CRC.
+        "DLQ_ORIGIN_TOPIC", "DLQ_ORIGIN_MESSAGE_ID", "__CRC32#",
         // Store and send flags.
         MessageConst.WaitStoreMsgOk, MessageConst.MsgRegion, MessageConst.TraceOn, MessageConst.MinOffset, MessageConst.MaxOffset,
         "BUYER_ID", "TRANSFER_FLAG", "CORRECTION_FLAG", "MQ2_FLAG", "INSTANCE_ID", "MSG_TYPE", "CLUSTER",

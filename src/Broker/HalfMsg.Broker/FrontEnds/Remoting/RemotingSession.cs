@@ -154,13 +154,13 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
     }
 
-    /// <summary>Waits until no request other than a parked pull is being processed (their answers are then queued), at
-    /// most <paramref name="bound"/> or until the connection is gone.</summary>
+    /// <summary>Waits until no request other than a parked pull is being processed (their answers are then queued; one-way
+    /// decisions, on their own slots, are written), at most <paramref name="bound"/> or until the connection is gone.</summary>
     private async Task WaitForRequestsAsync(TimeSpan bound)
     {
         long until = Environment.TickCount64 + (long)bound.TotalMilliseconds;
-        while (_outstanding.CurrentCount < _server.Options.MaxOutstandingRequestsPerConnection && !_closing.IsCancellationRequested
-               && Environment.TickCount64 < until)
+        while ((_outstanding.CurrentCount < _server.Options.MaxOutstandingRequestsPerConnection || _decisions.CurrentCount < MaxOnewayDecisionsPerConnection)
+               && !_closing.IsCancellationRequested && Environment.TickCount64 < until)
         {
             await Task.Delay(10).ConfigureAwait(false);
         }
