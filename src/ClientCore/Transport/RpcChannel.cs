@@ -197,6 +197,7 @@ internal sealed class SigningInterceptor(ClientConfig config) : Interceptor
         Stamp stamp = CurrentStamp();
         headers.Add(RocketMqHeaders.ClientId, config.ClientId);
         headers.Add(RocketMqHeaders.Language, "DOTNET");
+        headers.Add(RocketMqHeaders.AcceptDigest, RocketMqHeaders.DigestCrc32);
         headers.Add(RocketMqHeaders.Protocol, RocketMqHeaders.ProtocolValue);
         headers.Add(RocketMqHeaders.ClientVersion, ClientConfig.Version);
         headers.Add(RocketMqHeaders.DateTime, stamp.DateTime);

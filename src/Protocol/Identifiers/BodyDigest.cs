@@ -13,7 +13,8 @@ namespace HalfMsg.Protocol.Identifiers;
 /// <remarks>
 /// The clients agree only on MD5 and SHA1, as upper-case hex (the Apache proxy sends MD5). For CRC32 they disagree: Java
 /// compares <c>Long.toHexString(crc).toUpperCase()</c> and C# <c>ToString("X")</c>, hex, while Node compares the
-/// unsigned value in decimal; no CRC32 text verifies in both. The broker therefore sends MD5 (<see cref="Md5Of"/>).
+/// unsigned value in decimal; no CRC32 text verifies in both. The broker therefore sends MD5 (<see cref="Md5Of"/>),
+/// except to our own clients, which ask for a CRC32 (<c>x-halfmsg-accept-digest: crc32</c>) and verify it in either form.
 /// Until 2026-12-05 it sent CRC32 in decimal, which only Node verified: every message a Java or C# consumer received
 /// looked corrupted. Our clients accept CRC32 in either form (<see cref="Matches"/>); the producer's digest on publish
 /// is not checked by a broker.
@@ -39,8 +40,8 @@ public static class BodyDigest
         return digest.Type switch
         {
             DigestType.Crc32 => Crc32TextMatches(digest.Checksum, body),
-            DigestType.Md5 => string.Equals(digest.Checksum, Md5Digest.UpperHex(body), StringComparison.OrdinalIgnoreCase),
-            DigestType.Sha1 => string.Equals(digest.Checksum, Sha1Hex(body), StringComparison.OrdinalIgnoreCase),
+            DigestType.Md5 => HashMatches(digest.Checksum, body, md5: true),
+            DigestType.Sha1 => HashMatches(digest.Checksum, body, md5: false),
             _ => true,
         };
     }
@@ -61,10 +62,14 @@ public static class BodyDigest
     /// <summary>The unsigned CRC32 in decimal, the form the official clients compare.</summary>
     private static string Crc32Text(ReadOnlySpan<byte> body) => Crc32.HashToUInt32(body).ToString(CultureInfo.InvariantCulture);
 
-    private static string Sha1Hex(ReadOnlySpan<byte> body)
+    /// <summary>Whether <paramref name="text"/> is the MD5 (or SHA1) of <paramref name="body"/> in hex of either case,
+    /// without building the expected string: a consumer checks every message it receives.</summary>
+    private static bool HashMatches(string text, ReadOnlySpan<byte> body, bool md5)
     {
-        Span<byte> hash = stackalloc byte[SHA1.HashSizeInBytes];
-        SHA1.HashData(body, hash);
-        return Convert.ToHexString(hash);
+        Span<byte> hash = stackalloc byte[SHA1.HashSizeInBytes]; // 20 bytes: room for either
+        int n = md5 ? MD5.HashData(body, hash) : SHA1.HashData(body, hash);
+        Span<char> hex = stackalloc char[2 * SHA1.HashSizeInBytes];
+        return Convert.TryToHexString(hash[..n], hex, out int chars)
+            && text.AsSpan().Equals(hex[..chars], StringComparison.OrdinalIgnoreCase);
     }
 }

@@ -425,6 +425,24 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(Convert.ToHexString(System.Security.Cryptography.MD5.HashData(plain)), delivered.SystemProperties.BodyDigest.Checksum);
     }
 
+    /// <summary>Our own clients ask for a CRC32 digest (x-halfmsg-accept-digest: crc32), a twentieth of an MD5's cost on
+    /// both sides; every other client gets MD5, the one form all official clients verify.</summary>
+    [Fact]
+    public async Task A_receive_that_asks_for_a_crc32_digest_gets_one_and_others_get_md5()
+    {
+        Assert.Equal(Code.Ok, (await SendAsync(NewMessage("digest me"))).Status.Code);
+        var asked = await _client.ServerStreamAsync(GrpcMethods.ReceiveMessage, ReceiveRequest(null, null, 1, TimeSpan.FromSeconds(1)),
+            ReceiveMessageResponse.Parser, new Dictionary<string, string> { [RocketMqHeaders.AcceptDigest] = RocketMqHeaders.DigestCrc32 });
+        Message crc = Assert.Single(asked.Responses, r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message).Message;
+        Assert.Equal(DigestType.Crc32, crc.SystemProperties.BodyDigest.Type);
+        Assert.True(HalfMsg.Protocol.Identifiers.BodyDigest.Matches(crc.SystemProperties.BodyDigest, crc.Body.Span));
+
+        // The lease of a second ends: the same message again, without the header.
+        Message md5 = Assert.Single(await ReceiveMessagesAsync(1));
+        Assert.Equal(DigestType.Md5, md5.SystemProperties.BodyDigest.Type);
+        Assert.Equal(Convert.ToHexString(System.Security.Cryptography.MD5.HashData(md5.Body.Span)), md5.SystemProperties.BodyDigest.Checksum);
+    }
+
     [Fact]
     public async Task Send_of_a_gzip_flagged_body_that_is_not_gzip_answers_MESSAGE_CORRUPTED()
     {

@@ -5,6 +5,7 @@ using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
+using HalfMsg.Protocol.Grpc;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 
@@ -100,9 +101,10 @@ internal sealed partial class MessagingService
             {
                 var responses = new List<ReceiveMessageResponse>(result.Messages.Count);
                 long size = 0;
+                bool crc32Digest = http?.Request.Headers[RocketMqHeaders.AcceptDigest].ToString() == RocketMqHeaders.DigestCrc32;
                 foreach (DeliveredMessage delivered in result.Messages)
                 {
-                    var response = new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered, ns) };
+                    var response = new ReceiveMessageResponse { Message = V5MessageConverter.ToMessage(delivered, ns, crc32Digest) };
                     size += response.CalculateSize() + 5;
                     responses.Add(response);
                 }

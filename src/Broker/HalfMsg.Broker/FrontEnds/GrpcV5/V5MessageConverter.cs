@@ -4,6 +4,7 @@ using Apache.Rocketmq.V2;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Protocol.Grpc;
 using HalfMsg.Protocol.Identifiers;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
@@ -100,11 +101,12 @@ internal static class V5MessageConverter
         return true;
     }
 
-    /// <summary>A delivered message, with everything the official clients need: topic, message id, CRC32 body digest
-    /// (a missing digest is a hard error in Node), receipt handle and delivery attempt.</summary>
-    public static Message ToMessage(DeliveredMessage delivered, string ns = "")
+    /// <summary>A delivered message, with everything the official clients need: topic, message id, body digest (a
+    /// missing digest is a hard error in Node; MD5, or CRC32 for a client that asked for it, see
+    /// <see cref="RocketMqHeaders.AcceptDigest"/>), receipt handle and delivery attempt.</summary>
+    public static Message ToMessage(DeliveredMessage delivered, string ns = "", bool crc32Digest = false)
     {
-        Message message = ToMessage(delivered.Message, ns);
+        Message message = ToMessage(delivered.Message, ns, crc32Digest);
         SystemProperties sp = message.SystemProperties;
         sp.ReceiptHandle = delivered.ReceiptHandle;
         sp.DeliveryAttempt = delivered.DeliveryAttempt;
@@ -113,12 +115,13 @@ internal static class V5MessageConverter
 
     /// <summary>A stored message as a v5 Message (also the payload of a check-back command), its topic as a client in
     /// <paramref name="ns"/> names it.</summary>
-    public static Message ToMessage(StoredMessage stored, string ns = "")
+    public static Message ToMessage(StoredMessage stored, string ns = "", bool crc32Digest = false)
     {
         var sp = new SystemProperties
         {
             MessageId = stored.MessageId,
-            BodyDigest = BodyDigest.Md5Of(stored.Body.Span), // MD5: the one form every official client verifies
+            // MD5: the one form every official client verifies; CRC32 only for our own clients, which ask for it.
+            BodyDigest = crc32Digest ? BodyDigest.Crc32Of(stored.Body.Span) : BodyDigest.Md5Of(stored.Body.Span),
             BodyEncoding = Encoding.Identity,
             MessageType = stored.Kind switch
             {
