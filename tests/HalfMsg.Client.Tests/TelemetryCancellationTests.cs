@@ -54,10 +54,9 @@ public sealed class TelemetryCancellationTests : IAsyncLifetime
         {
             Task send = producer.SendAsync(new ProducerMessage(E2E.Unique("cc-tel-new"), "x"), cancel.Token);
             await slow.Stalled.Task.WaitAsync(TimeSpan.FromSeconds(30)); // the Settings write for the new topic
-            Console.WriteLine("stalled");
             if (cancelIt) cancel.Cancel(); else { await Task.Delay(500); slow.Release(); }
-            Exception? ex = await Record.ExceptionAsync(() => send.WaitAsync(TimeSpan.FromSeconds(30)));
-            Console.WriteLine("send ended: " + ex?.GetType().Name + " " + ex?.Message);
+            // Sent or cancelled, either way: what counts is whether the shared stream survived.
+            await Record.ExceptionAsync(() => send.WaitAsync(TimeSpan.FromSeconds(30)));
         }
         finally
         {
