@@ -572,11 +572,19 @@ public sealed partial class BrokerEngine
         address = -1;
         var err = TryGetLease(group, topic, receiptHandle, out _, out handle, out _);
         if (!err.IsOk) return err;
+        address = AckLease(group, topic, handle);
+        return BrokerError.None;
+    }
+
+    /// <summary>Acknowledges the lease <paramref name="handle"/> names, which the caller checked is live in this hold of
+    /// the lock; returns the address to wait for.</summary>
+    private long AckLease(string group, string topic, ReceiptHandle handle)
+    {
         new AckedRecord(group, topic, handle.QueueId, handle.QueueOffset).Write(_writer);
-        address = AppendAndApply();
+        long address = AppendAndApply();
         Metrics.Acked++;
         MessageIndex.OnAcked(group, topic, handle.QueueId, handle.QueueOffset, NowMs); // MessageIndex hook (issue 12)
-        return BrokerError.None;
+        return address;
     }
 
     /// <summary>Extends or shortens a lease; returns the new receipt handle (the old one becomes stale). Zero = redeliver now.</summary>

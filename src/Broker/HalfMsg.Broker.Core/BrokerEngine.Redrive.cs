@@ -107,9 +107,10 @@ public sealed partial class BrokerEngine
                             continue;
                         }
                         string target = sentBack ? RetryPrefix + group : origin;
-                        // From here on the caller's cancellation (a CLI timeout, a closed browser tab) is not heard: a put that
-                        // was written but not acknowledged for the cursor would be put back again by the next re-drive, and the
-                        // group would receive the message twice (found by review, 2026-12-05).
+                        // Once the put-back is written the caller's cancellation (a CLI timeout, a closed browser tab) is not
+                        // heard: a put that was written but not acknowledged for the cursor would be put back again by the next
+                        // re-drive, and the group would receive the message twice (found by review, 2026-12-05). Only the wait
+                        // for log room before it hears the cancellation.
                         ct.ThrowIfCancellationRequested();
                         // Done for the other cursor that would take it too (the unfiltered one, or the one filtering its
                         // origin): until 2026-12-05 a filtered re-drive and then an unfiltered one (or the other way round)
@@ -188,10 +189,7 @@ public sealed partial class BrokerEngine
     /// holds the lock, and has just written the put-back; returns the address to wait for.</summary>
     private long AckRedriven(string cursor, string sibling, string dlq, ReceiptHandle handle)
     {
-        new AckedRecord(cursor, dlq, handle.QueueId, handle.QueueOffset).Write(_writer);
-        long address = AppendAndApply();
-        Metrics.Acked++;
-        MessageIndex.OnAcked(cursor, dlq, handle.QueueId, handle.QueueOffset, NowMs); // MessageIndex hook (issue 12)
+        long address = AckLease(cursor, dlq, handle);
         if (IsValidName(sibling, 255))
         {
             new AckedRecord(sibling, dlq, handle.QueueId, handle.QueueOffset).Write(_writer);

@@ -159,8 +159,7 @@ internal sealed class RemotingSession : ICheckBackChannel
     private async Task WaitForRequestsAsync(TimeSpan bound)
     {
         long until = Environment.TickCount64 + (long)bound.TotalMilliseconds;
-        while ((_outstanding.CurrentCount < _server.Options.MaxOutstandingRequestsPerConnection || _decisions.CurrentCount < MaxOnewayDecisionsPerConnection)
-               && !_closing.IsCancellationRequested && Environment.TickCount64 < until)
+        while (RequestsBesidesParkedPulls > 0 && !_closing.IsCancellationRequested && Environment.TickCount64 < until)
         {
             await Task.Delay(10).ConfigureAwait(false);
         }
@@ -228,8 +227,11 @@ internal sealed class RemotingSession : ICheckBackChannel
 
     /// <summary>Requests of this connection being processed, parked pulls and one-way decisions included (tests).</summary>
     internal int RequestsInProgress
-        => _server.Options.MaxOutstandingRequestsPerConnection - _outstanding.CurrentCount + _server.Options.MaxParkedPullsPerConnection - _parkedPulls.CurrentCount
-            + MaxOnewayDecisionsPerConnection - _decisions.CurrentCount;
+        => RequestsBesidesParkedPulls + _server.Options.MaxParkedPullsPerConnection - _parkedPulls.CurrentCount;
+
+    /// <summary>Requests of this connection being processed on the general slots and the one-way decisions' slots.</summary>
+    private int RequestsBesidesParkedPulls
+        => _server.Options.MaxOutstandingRequestsPerConnection - _outstanding.CurrentCount + MaxOnewayDecisionsPerConnection - _decisions.CurrentCount;
 
     /// <summary>Counts bytes a request grows by while it is processed (an inflated body) against the in-flight limit.</summary>
     internal bool TryChargeInFlight(long bytes)
