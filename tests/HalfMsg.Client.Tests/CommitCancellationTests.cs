@@ -1,8 +1,6 @@
-using HalfMsg.Broker.Hosting;
 using HalfMsg.Client.Tests.Infrastructure;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ProducerClient;
-using HalfMsg.TestKit;
 using ProducerMessage = HalfMsg.ProducerClient.Message;
 
 namespace HalfMsg.Client.Tests;
@@ -11,23 +9,13 @@ namespace HalfMsg.Client.Tests;
 [Trait("Category", "E2E")]
 public sealed class CommitCancellationTests : IAsyncLifetime
 {
-    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-commitcancel-" + Guid.NewGuid().ToString("N")[..12]);
-    private BrokerHost _host = null!;
-    private string _endpoint = null!;
+    private InProcessBroker _broker = null!;
 
-    public async Task InitializeAsync()
-    {
-        int grpc = FreePorts.Next();
-        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--bind", "127.0.0.1", "--grpc-port", grpc.ToString(),
-            "--http-port", FreePorts.Next().ToString(), "--remoting-port", "0", "--namesrv-port", "0"]);
-        _endpoint = $"127.0.0.1:{grpc}";
-    }
+    private string Endpoint => _broker.Endpoint;
 
-    public async Task DisposeAsync()
-    {
-        await _host.DisposeAsync();
-        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
-    }
+    public async Task InitializeAsync() => _broker = await InProcessBroker.StartAsync("commitcancel");
+
+    public async Task DisposeAsync() => await _broker.DisposeAsync();
 
     /// <summary>
     /// A commit whose caller cancels once the broker has carried it out (the answer is on its way back) gets the
@@ -42,9 +30,9 @@ public sealed class CommitCancellationTests : IAsyncLifetime
         using var hold = new HoldAnsweredDecisions();
         await using Producer producer = await Producer.StartWithHandlerAsync(ProducerOptions.Default with
         {
-            Endpoints = _endpoint, Topics = [topic], RequestTimeout = TimeSpan.FromSeconds(30),
+            Endpoints = Endpoint, Topics = [topic], RequestTimeout = TimeSpan.FromSeconds(30),
         }, hold, CancellationToken.None);
-        await using SimpleConsumer consumer = await E2E.ConsumerAsync(_endpoint, topic, E2E.Unique("g"));
+        await using SimpleConsumer consumer = await E2E.ConsumerAsync(Endpoint, topic, E2E.Unique("g"));
 
         ITransaction tx = producer.BeginTransaction();
         SendReceipt receipt = await tx.SendAsync(new ProducerMessage(topic, "order"));

@@ -1,8 +1,6 @@
-using HalfMsg.Broker.Hosting;
 using HalfMsg.Client.Tests.Infrastructure;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ProducerClient;
-using HalfMsg.TestKit;
 using ProducerMessage = HalfMsg.ProducerClient.Message;
 
 namespace HalfMsg.Client.Tests;
@@ -17,31 +15,20 @@ namespace HalfMsg.Client.Tests;
 public sealed class LargeMessageTests : IAsyncLifetime
 {
     private const int Body = 17 * 1024 * 1024;
-    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-cclarge-" + Guid.NewGuid().ToString("N")[..12]);
-    private BrokerHost _host = null!;
-    private string _endpoint = null!;
+    private InProcessBroker _broker = null!;
 
-    public async Task InitializeAsync()
-    {
-        int grpc = FreePorts.Next();
-        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--bind", "127.0.0.1", "--grpc-port", grpc.ToString(),
-            "--http-port", FreePorts.Next().ToString(), "--remoting-port", "0", "--namesrv-port", "0",
-            "--max-message-size", "20MiB", "--transaction-timeout", "1s", "--transaction-check-interval", "1s"]);
-        _endpoint = $"127.0.0.1:{grpc}";
-    }
+    private string Endpoint => _broker.Endpoint;
 
-    public async Task DisposeAsync()
-    {
-        await _host.DisposeAsync();
-        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
-    }
+    public async Task InitializeAsync() => _broker = await InProcessBroker.StartAsync("cclarge", "--max-message-size", "20MiB", "--transaction-timeout", "1s", "--transaction-check-interval", "1s");
+
+    public async Task DisposeAsync() => await _broker.DisposeAsync();
 
     [Fact]
     public async Task A_message_the_producer_may_send_can_be_received()
     {
         string topic = E2E.Unique("cc-large");
-        await using Producer producer = await E2E.ProducerAsync(_endpoint, topic);
-        await using SimpleConsumer consumer = await E2E.ConsumerAsync(_endpoint, topic, E2E.Unique("g"));
+        await using Producer producer = await E2E.ProducerAsync(Endpoint, topic);
+        await using SimpleConsumer consumer = await E2E.ConsumerAsync(Endpoint, topic, E2E.Unique("g"));
         SendReceipt sent = await producer.SendAsync(new ProducerMessage(topic, new byte[Body])); // accepted: 17 MiB < 20 MiB
 
         IReadOnlyList<ReceivedMessage> got = [];
@@ -63,7 +50,7 @@ public sealed class LargeMessageTests : IAsyncLifetime
     {
         string topic = E2E.Unique("cc-large-tx");
         int checks = 0;
-        await using Producer producer = await E2E.ProducerAsync(_endpoint, topic, new FuncChecker(_ =>
+        await using Producer producer = await E2E.ProducerAsync(Endpoint, topic, new FuncChecker(_ =>
         {
             Interlocked.Increment(ref checks);
             return ProducerClient.TransactionResolution.Commit;

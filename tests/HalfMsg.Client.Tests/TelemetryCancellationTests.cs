@@ -1,8 +1,6 @@
-using HalfMsg.Broker.Hosting;
 using HalfMsg.Client.Tests.Infrastructure;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ProducerClient;
-using HalfMsg.TestKit;
 using ProducerMessage = HalfMsg.ProducerClient.Message;
 
 namespace HalfMsg.Client.Tests;
@@ -11,23 +9,13 @@ namespace HalfMsg.Client.Tests;
 [Trait("Category", "E2E")]
 public sealed class TelemetryCancellationTests : IAsyncLifetime
 {
-    private readonly string _dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-cctel-" + Guid.NewGuid().ToString("N")[..12]);
-    private BrokerHost _host = null!;
-    private string _endpoint = null!;
+    private InProcessBroker _broker = null!;
 
-    public async Task InitializeAsync()
-    {
-        int grpc = FreePorts.Next();
-        _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--bind", "127.0.0.1", "--grpc-port", grpc.ToString(),
-            "--http-port", FreePorts.Next().ToString(), "--remoting-port", "0", "--namesrv-port", "0"]);
-        _endpoint = $"127.0.0.1:{grpc}";
-    }
+    private string Endpoint => _broker.Endpoint;
 
-    public async Task DisposeAsync()
-    {
-        await _host.DisposeAsync();
-        try { Directory.Delete(_dataDir, true); } catch (IOException) { }
-    }
+    public async Task InitializeAsync() => _broker = await InProcessBroker.StartAsync("cctel");
+
+    public async Task DisposeAsync() => await _broker.DisposeAsync();
 
     /// <summary>
     /// A send to a topic the producer has not declared re-sends the Settings on the Telemetry stream. Until 2026-12-05
@@ -44,7 +32,7 @@ public sealed class TelemetryCancellationTests : IAsyncLifetime
         using var slow = new SlowTelemetryWrites();
         await using Producer producer = await Producer.StartWithHandlerAsync(ProducerOptions.Default with
         {
-            Endpoints = _endpoint, Topics = [first],
+            Endpoints = Endpoint, Topics = [first],
         }, slow, CancellationToken.None);
         Assert.Equal(1, slow.TelemetryStreams);
 
