@@ -12,12 +12,14 @@ namespace HalfMsg.Protocol.Identifiers;
 /// </summary>
 /// <remarks>
 /// The clients agree only on MD5 and SHA1, as upper-case hex (the Apache proxy sends MD5). For CRC32 they disagree: Java
-/// compares <c>Long.toHexString(crc).toUpperCase()</c> and C# <c>ToString("X")</c>, hex, while Node compares the
-/// unsigned value in decimal; no CRC32 text verifies in both. The broker therefore sends MD5 (<see cref="Md5Of"/>),
+/// compares <c>Long.toHexString(crc).toUpperCase()</c>, C# <c>ToString("X")</c> and Go upper-case hex without leading
+/// zeros, C++ and Python eight upper-case hex digits, while Node compares the unsigned value in decimal; no CRC32 text
+/// verifies in all. The broker therefore sends MD5 (<see cref="Md5Of"/>),
 /// except to our own clients, which ask for a CRC32 (<c>x-halfmsg-accept-digest: crc32</c>) and verify it in either form.
 /// Until 2026-12-05 it sent CRC32 in decimal, which only Node verified: every message a Java or C# consumer received
-/// looked corrupted. Our clients accept CRC32 in either form (<see cref="Matches"/>); the producer's digest on publish
-/// is not checked by a broker.
+/// looked corrupted. Our clients accept CRC32 in either form (<see cref="Matches"/>). On publish no official client
+/// sends a digest at all, and neither the Apache proxy nor this broker reads one, so the form our producer sends there
+/// (decimal) matters to nobody.
 /// </remarks>
 public static class BodyDigest
 {
@@ -59,7 +61,7 @@ public static class BodyDigest
             && text.AsSpan().Equals(expected[..n], StringComparison.OrdinalIgnoreCase);
     }
 
-    /// <summary>The unsigned CRC32 in decimal, the form the official clients compare.</summary>
+    /// <summary>The unsigned CRC32 in decimal, the form Node compares (and our own clients, see <see cref="Matches"/>).</summary>
     private static string Crc32Text(ReadOnlySpan<byte> body) => Crc32.HashToUInt32(body).ToString(CultureInfo.InvariantCulture);
 
     /// <summary>Whether <paramref name="text"/> is the MD5 (or SHA1) of <paramref name="body"/> in hex of either case,

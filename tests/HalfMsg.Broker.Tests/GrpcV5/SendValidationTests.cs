@@ -8,8 +8,8 @@ namespace HalfMsg.Broker.Tests.GrpcV5;
 
 /// <summary>
 /// SendMessage validation as the Apache proxy does it (SendMessageActivity.buildMessageProperty, GrpcValidator.validateTag):
-/// reserved property names, control characters, blank tags and keys, over-long message groups, with the proxy's codes.
-/// (Review 2026-12-05, gRPC producer side, findings 3 and 4.)
+/// reserved property names, control characters, blank tags and keys, over-long message groups, too many or too large user
+/// properties, with the proxy's codes. (Review 2026-12-05, gRPC producer side, findings 3 and 4.)
 /// </summary>
 public sealed class SendValidationTests(V5BrokerFixture broker) : IClassFixture<V5BrokerFixture>
 {
@@ -135,6 +135,71 @@ public sealed class SendValidationTests(V5BrokerFixture broker) : IClassFixture<
             m.SystemProperties.Keys.Add("");
         }))).Status.Code);
         Assert.Equal(Code.Ok, (await SendAsync(NewMessage(m => m.SystemProperties.MessageGroup = new string('g', 63)))).Status.Code);
+    }
+
+    /// <summary>
+    /// The proxy's count limit (SendMessageActivity.buildMessageProperty, default userPropertyMaxNum 128): 129 user
+    /// properties are refused with MESSAGE_PROPERTIES_TOO_LARGE, 128 are taken; for a half message too. Before, only the
+    /// stored layout's 32767 bytes applied, and 129 small properties were stored.
+    /// </summary>
+    [Theory]
+    [InlineData(MessageType.Normal)]
+    [InlineData(MessageType.Transaction)]
+    public async Task More_than_128_user_properties_are_refused_with_MESSAGE_PROPERTIES_TOO_LARGE_and_128_are_accepted(MessageType type)
+    {
+        static void Properties(Message m, int count)
+        {
+            for (int i = 0; i < count; i++) m.UserProperties["p" + i] = "v";
+        }
+
+        SendResultEntry over = await SendAsync(NewMessage(m => { m.SystemProperties.MessageType = type; Properties(m, 129); }));
+        Assert.Equal(Code.MessagePropertiesTooLarge, over.Status.Code);
+        Assert.Contains("128", over.Status.Message);
+
+        SendResultEntry at = await SendAsync(NewMessage(m => { m.SystemProperties.MessageType = type; Properties(m, 128); }));
+        Assert.True(at.Status.Code == Code.Ok, $"{at.Status.Code}: {at.Status.Message}");
+    }
+
+    /// <summary>
+    /// The proxy's size limit (default maxUserPropertySize 16 KiB): the UTF-8 bytes of the user properties' keys and
+    /// values, the tag and each key, summed without separators. One byte over is refused with MESSAGE_PROPERTIES_TOO_LARGE,
+    /// exactly 16384 is taken; for a half message too. The sum is made of a two-byte character, a tag and keys, so a
+    /// count in characters, or one leaving out the tag or the keys, lands on the wrong side.
+    /// </summary>
+    [Theory]
+    [InlineData(MessageType.Normal)]
+    [InlineData(MessageType.Transaction)]
+    public async Task User_properties_tag_and_keys_over_16KiB_are_refused_with_MESSAGE_PROPERTIES_TOO_LARGE_and_16KiB_is_accepted(MessageType type)
+    {
+        // Key "k" (1 byte) + "é" (2 bytes) + filler, tag "T1" (2 bytes), keys "key-1" and "key-2" (5 bytes each).
+        Message WithBytes(int total) => NewMessage(m =>
+        {
+            m.SystemProperties.MessageType = type;
+            m.SystemProperties.Tag = "T1";
+            m.SystemProperties.Keys.Add("key-1");
+            m.SystemProperties.Keys.Add("key-2");
+            m.UserProperties["k"] = "\u00e9" + new string('x', total - 1 - 2 - 2 - 10);
+        });
+
+        SendResultEntry over = await SendAsync(WithBytes(16 * 1024 + 1));
+        Assert.Equal(Code.MessagePropertiesTooLarge, over.Status.Code);
+        Assert.Contains("16384", over.Status.Message);
+
+        SendResultEntry at = await SendAsync(WithBytes(16 * 1024));
+        Assert.True(at.Status.Code == Code.Ok, $"{at.Status.Code}: {at.Status.Message}");
+    }
+
+    /// <summary>As the proxy does, a reserved property name is answered as such even when the properties are also too
+    /// large: the properties are checked one by one before their total.</summary>
+    [Fact]
+    public async Task A_reserved_name_among_too_large_properties_is_answered_ILLEGAL_MESSAGE_PROPERTY_KEY()
+    {
+        SendResultEntry entry = await SendAsync(NewMessage(m =>
+        {
+            m.UserProperties["big"] = new string('x', 20_000);
+            m.UserProperties["TAGS"] = "forged";
+        }));
+        Assert.Equal(Code.IllegalMessagePropertyKey, entry.Status.Code);
     }
 
     /// <summary>Several messages in one request (the batch path) are checked each, and a refused one does not stop the others.</summary>

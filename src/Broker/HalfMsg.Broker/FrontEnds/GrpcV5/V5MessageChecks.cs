@@ -6,12 +6,28 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// <summary>
 /// What the Apache proxy refuses in a published message's properties, tag, keys and message group, with its codes
 /// (its SendMessageActivity and GrpcValidator; our own rules, written from their behaviour). Only for gRPC sends: a
-/// RocketMQ 4 (Remoting) client legitimately sends the system properties, and its send path does not come here.
+/// RocketMQ 4 (Remoting) client legitimately sends the system properties, and its send path does not come here (nor
+/// do the count and size limits below: a RocketMQ 4 broker has none, only the stored layout's 32767 bytes).
 /// </summary>
 internal static class V5MessageChecks
 {
     /// <summary>A message group of this many UTF-8 bytes or more is refused (the proxy's default maxMessageGroupSize).</summary>
     public const int MaxMessageGroupBytes = 64;
+
+    /// <summary>
+    /// More user properties than this is refused, MESSAGE_PROPERTIES_TOO_LARGE (the proxy's default userPropertyMaxNum).
+    /// The proxy makes it a setting; here it is fixed at that default, so what the proxy takes by default is taken here.
+    /// </summary>
+    public const int MaxUserProperties = 128;
+
+    /// <summary>
+    /// More UTF-8 bytes than this in the user properties' keys and values, the tag and the message keys together is
+    /// refused, MESSAGE_PROPERTIES_TOO_LARGE (the proxy's default maxUserPropertySize, 16 KiB, counted as it counts:
+    /// no separators, no system properties). Fixed at that default, as <see cref="MaxUserProperties"/>. Before these two
+    /// limits only the stored layout's 32767 bytes (still checked after them) applied here: a message the proxy refuses
+    /// was stored, and an application tested against this broker failed against RocketMQ.
+    /// </summary>
+    public const int MaxUserPropertyBytes = 16 * 1024;
 
     /// <summary>Longest tag, in characters, as the core allows it (<c>BrokerEngine.ValidateDraft</c>).</summary>
     public const int MaxTagLength = 255;
@@ -54,6 +70,13 @@ internal static class V5MessageChecks
     /// <summary>Null when the message may be stored; otherwise the status the proxy would answer with.</summary>
     public static Status? Refusal(Message message)
     {
+        // Counted before any property is looked at, as the proxy does.
+        if (message.UserProperties.Count > MaxUserProperties)
+        {
+            return V5Status.Of(Code.MessagePropertiesTooLarge, $"too many user properties, max is {MaxUserProperties}");
+        }
+
+        long propertyBytes = 0;
         foreach (var (key, value) in message.UserProperties)
         {
             if (ReservedPropertyNames.Contains(key))
@@ -71,6 +94,8 @@ internal static class V5MessageChecks
             {
                 return V5Status.Of(Code.IllegalMessagePropertyKey, $"the value of property '{key}' cannot contain control characters");
             }
+
+            propertyBytes += System.Text.Encoding.UTF8.GetByteCount(key) + System.Text.Encoding.UTF8.GetByteCount(value);
         }
 
         SystemProperties sp = message.SystemProperties;
@@ -96,6 +121,8 @@ internal static class V5MessageChecks
             {
                 return V5Status.Of(Code.IllegalMessageTag, $"tag must be at most {MaxTagLength} characters");
             }
+
+            propertyBytes += System.Text.Encoding.UTF8.GetByteCount(tag);
         }
 
         foreach (string key in sp.Keys)
@@ -110,6 +137,15 @@ internal static class V5MessageChecks
             {
                 return V5Status.Of(Code.IllegalMessageKey, "key cannot contain control characters");
             }
+
+            propertyBytes += System.Text.Encoding.UTF8.GetByteCount(key);
+        }
+
+        // After the properties, tag and keys were checked one by one, before the message group, in the proxy's order.
+        if (propertyBytes > MaxUserPropertyBytes)
+        {
+            return V5Status.Of(Code.MessagePropertiesTooLarge,
+                $"the total size of user properties, tag and keys is too large ({propertyBytes} bytes in UTF-8), max is {MaxUserPropertyBytes}");
         }
 
         string group = sp.MessageGroup; // "" when unset: no group
