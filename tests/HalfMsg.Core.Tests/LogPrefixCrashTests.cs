@@ -198,7 +198,8 @@ public sealed class LogPrefixCrashTests
     /// <summary>
     /// Logs written before a re-drive's put-back and acknowledgements were one record hold the put-back (Redriven, or
     /// MessageStored into the retry topic) and then an Acked record for the cursor and one for its sibling: replay reads
-    /// them as before. Both forms recover to the live state, and a second re-drive finds nothing to put back.
+    /// them as before. Both forms recover to the live state (and the rebuilt message index finds the message where the
+    /// live one did), and a second re-drive finds nothing to put back.
     /// </summary>
     [Theory]
     [InlineData("lease")]
@@ -209,6 +210,9 @@ public sealed class LogPrefixCrashTests
         await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1 });
         var (group, messageId, before) = await DeadLetterAndRedriveAsync(h, lease);
         string live = h.Engine.DescribeState();
+        var liveIndexed = h.Engine.MessageIndex.Find(messageId);
+        Assert.NotNull(liveIndexed);
+        Assert.Equal(lease ? "t" : "%RETRY%G", liveIndexed.Topic);
         await h.Engine.DisposeAsync();
 
         var records = ReadLog(h);
@@ -261,6 +265,11 @@ public sealed class LogPrefixCrashTests
             {
                 await using var recovered = await BrokerEngine.OpenAsync(h.Options with { DataDir = dir }, h.Clock, startBackgroundLoops: false);
                 States.AssertSame(expected, recovered.DescribeState(), form);
+                // The message index, rebuilt from the log, finds the message where the live one did.
+                await recovered.MessageIndexReady;
+                var indexed = recovered.MessageIndex.Find(messageId);
+                Assert.NotNull(indexed);
+                Assert.Equal((liveIndexed.Topic, liveIndexed.QueueId, liveIndexed.QueueOffset), (indexed.Topic, indexed.QueueId, indexed.QueueOffset));
                 h.Clock.Advance(TimeSpan.FromMinutes(2));
                 recovered.RunSweep();
                 Assert.Equal(0, (await recovered.RedriveDeadLettersAsync(group, null, 100)).Redriven);
