@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 
@@ -141,6 +142,239 @@ public sealed class LogPrefixCrashTests
         {
             try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
         }
+    }
+
+    /// <summary>
+    /// A re-drive under a commit that ends anywhere inside what it wrote, then kill -9, recovery, and a second re-drive:
+    /// the group receives the dead letter once in all. Until 2026-12-06 the put-back and the acknowledgements for the
+    /// re-drive cursor and its sibling were separate records in one hold of the lock: a commit that ended after the
+    /// put-back kept the message back on its topic (or in the group's retry topic) and still un-acked in the dead-letter
+    /// topic, so the second re-drive put it back again and the group received it twice. Now each put-back is one record
+    /// with both acknowledgements. "lease": a lease group's dead letter goes back onto its topic for the group; "remoting":
+    /// a Remoting consumer's (sent back past its maximum) goes into <c>%RETRY%G</c>. The second re-drive reads with the
+    /// first one's cursor, or with its sibling (the one filtering the origin topic), which the first marks done too.
+    /// </summary>
+    [Theory]
+    [InlineData("lease", false)]
+    [InlineData("lease", true)]      // the second re-drive reads with the sibling cursor (filtered by the origin topic)
+    [InlineData("remoting", false)]
+    [InlineData("remoting", true)]
+    public async Task A_crash_inside_a_redrive_then_a_second_redrive_delivers_the_dead_letter_once(string path, bool secondFiltered)
+    {
+        bool lease = path == "lease";
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1 });
+        var (group, messageId, before) = await DeadLetterAndRedriveAsync(h, lease);
+        await h.Engine.DisposeAsync();
+
+        var records = ReadLog(h);
+        var inside = records.Where(r => r.Address >= before && r.Kind != RecordKind.Padding).ToList();
+        Assert.True(inside.Count >= 2, $"the re-drive wrote {inside.Count} records"); // the cursor's lease, then the put-back
+        var lastKept = new List<long> { before - 1 };
+        lastKept.AddRange(inside.Select(r => r.Address));
+        var received = new List<string>();
+        foreach (long last in lastKept)
+        {
+            string dir = await AlignedPrefixDataDirAsync(h, records, last);
+            try
+            {
+                await using var recovered = await BrokerEngine.OpenAsync(h.Options with { DataDir = dir }, h.Clock, startBackgroundLoops: false);
+                // The cursor's lease from before the crash runs out (a re-drive cursor's lease never dead-letters).
+                h.Clock.Advance(TimeSpan.FromMinutes(2));
+                recovered.RunSweep();
+                var again = await recovered.RedriveDeadLettersAsync(group, secondFiltered ? (lease ? "t" : "T") : null, 100);
+                Assert.True(again.Error.IsOk, again.Error.ToString());
+                int times = await TimesReceivedAsync(recovered, lease, messageId);
+                received.Add($"{(last < before ? "none" : records.Single(r => r.Address == last).Kind)}:{times}");
+            }
+            finally
+            {
+                try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            }
+        }
+        // One entry per prefix, "the last record kept : times received".
+        Assert.All(received, r => Assert.EndsWith(":1", r));
+    }
+
+    /// <summary>
+    /// Logs written before a re-drive's put-back and acknowledgements were one record hold the put-back (Redriven, or
+    /// MessageStored into the retry topic) and then an Acked record for the cursor and one for its sibling: replay reads
+    /// them as before. Both forms recover to the live state (and the rebuilt message index finds the message where the
+    /// live one did), and a second re-drive finds nothing to put back.
+    /// </summary>
+    [Theory]
+    [InlineData("lease")]
+    [InlineData("remoting")]
+    public async Task A_redrive_is_one_record_and_an_old_log_with_it_as_three_records_replays_to_the_same_state(string path)
+    {
+        bool lease = path == "lease";
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1 });
+        var (group, messageId, before) = await DeadLetterAndRedriveAsync(h, lease);
+        string live = h.Engine.DescribeState();
+        var liveIndexed = h.Engine.MessageIndex.Find(messageId);
+        Assert.NotNull(liveIndexed);
+        Assert.Equal(lease ? "t" : "%RETRY%G", liveIndexed.Topic);
+        await h.Engine.DisposeAsync();
+
+        var records = ReadLog(h);
+        var put = records.Single(r => r.Address >= before && r.Kind == (lease ? RecordKind.RedrivenAcked : RecordKind.RedrivenStored));
+        Assert.DoesNotContain(records, r => r.Address >= before && r.Kind is RecordKind.Redriven or RecordKind.Acked or RecordKind.MessageStored);
+        Assert.True(RecordHeader.TryOpen(put.Bytes, out _, out var reader, out _));
+        RedriveAcks acks;
+        byte[] putBack;
+        if (lease)
+        {
+            var rec = RedrivenAckedRecord.Read(ref reader);
+            acks = rec.Acks;
+            var w = new RecordWriter();
+            rec.Put.Write(w);
+            putBack = w.Seal().ToArray();
+        }
+        else
+        {
+            acks = RedriveAcks.Read(ref reader);
+            // The rest is a MessageStored record's payload.
+            putBack = new byte[RecordHeader.Size + reader.Remaining];
+            put.Bytes.AsSpan(put.Bytes.Length - reader.Remaining).CopyTo(putBack.AsSpan(RecordHeader.Size));
+            putBack[0] = (byte)RecordKind.MessageStored;
+            putBack[1] = RecordHeader.CurrentVersion;
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(putBack.AsSpan(4, 4), RecordHeader.Checksum(putBack));
+        }
+        Assert.Equal((RedrivePrefix + group, RedrivePrefix + group + (lease ? "|t" : "|T"), "%DLQ%" + group, 0),
+            (acks.Cursor, acks.Sibling, acks.DeadLetterTopic, acks.QueueId));
+        var old = new List<(long Address, RecordKind Kind, byte[] Bytes)>();
+        foreach (var r in records)
+        {
+            if (r.Address != put.Address) { old.Add(r); continue; }
+            // From here on the records are at new addresses (the last ones: no later record names them).
+            old.Add((r.Address, lease ? RecordKind.Redriven : RecordKind.MessageStored, putBack));
+            foreach (var ack in new[] { acks.CursorAck, acks.SiblingAck!.Value })
+            {
+                var w = new RecordWriter();
+                ack.Write(w);
+                old.Add((-1, RecordKind.Acked, w.Seal().ToArray()));
+            }
+        }
+        // The entry of a message stored in the retry topic records the size of its record, which is smaller without the acks.
+        string liveOld = lease ? live
+            : live.Replace($" {put.Address}/{put.Address}/{put.Bytes.Length}/", $" {put.Address}/{put.Address}/{putBack.Length}/", StringComparison.Ordinal);
+        Assert.True(lease || liveOld != live);
+        foreach (var (form, log, expected) in new[] { ("one record", records, live), ("three records", old, liveOld) })
+        {
+            string dir = await AlignedPrefixDataDirAsync(h, log, long.MaxValue);
+            try
+            {
+                await using var recovered = await BrokerEngine.OpenAsync(h.Options with { DataDir = dir }, h.Clock, startBackgroundLoops: false);
+                States.AssertSame(expected, recovered.DescribeState(), form);
+                // The message index, rebuilt from the log, finds the message where the live one did.
+                await recovered.MessageIndexReady;
+                var indexed = recovered.MessageIndex.Find(messageId);
+                Assert.NotNull(indexed);
+                Assert.Equal((liveIndexed.Topic, liveIndexed.QueueId, liveIndexed.QueueOffset), (indexed.Topic, indexed.QueueId, indexed.QueueOffset));
+                h.Clock.Advance(TimeSpan.FromMinutes(2));
+                recovered.RunSweep();
+                Assert.Equal(0, (await recovered.RedriveDeadLettersAsync(group, null, 100)).Redriven);
+                Assert.Equal(0, (await recovered.RedriveDeadLettersAsync(group, lease ? "t" : "T", 100)).Redriven);
+                Assert.Equal(1, await TimesReceivedAsync(recovered, lease, messageId));
+            }
+            finally
+            {
+                try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            }
+        }
+    }
+
+    private const string RedrivePrefix = BrokerEngine.RedrivePrefix;
+
+    /// <summary>
+    /// A message dead-lettered for a group, then re-driven (unfiltered) once: "lease", group A's lease ran out on topic t
+    /// with one delivery attempt allowed; "remoting", a pull consumer of group G sent it back past its maximum. Returns
+    /// the log's tail before the re-drive.
+    /// </summary>
+    private static async Task<(string Group, string MessageId, long Before)> DeadLetterAndRedriveAsync(EngineHarness h, bool lease)
+    {
+        string group, messageId;
+        if (lease)
+        {
+            (group, messageId) = ("A", (await h.Engine.SendAsync(h.Draft("t", "poison"))).MessageId);
+            Assert.Single((await ReceiveAsync(h.Engine, "A", "t", TimeSpan.FromSeconds(1))).Messages);
+            h.Clock.Advance(TimeSpan.FromSeconds(2));
+            h.Engine.RunSweep();
+            Assert.Single(await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A")); // the dead letter is durable
+        }
+        else
+        {
+            group = "G";
+            Assert.True((await h.Engine.SendAsync(h.Draft("T", "fail").WithQueue(0))).IsOk);
+            var pulled = Assert.Single((await h.Engine.PullAsync("T", 0, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+            messageId = pulled.Message.MessageId;
+            Assert.True((await h.Engine.SendBackAsync("G", pulled.PhysicalOffset, 0, maxReconsumeTimes: 0, "T")).DeadLettered);
+        }
+        long before = h.Engine.LogTailAddress;
+        var redrive = await h.Engine.RedriveDeadLettersAsync(group, null, 100);
+        Assert.True(redrive.Error.IsOk, redrive.Error.ToString());
+        Assert.Equal(1, redrive.Redriven);
+        return (group, messageId, before);
+    }
+
+    /// <summary>How many times the re-driven message reaches its group: A's receives on t, or G's retry topic.</summary>
+    private static Task<int> TimesReceivedAsync(BrokerEngine engine, bool lease, string messageId)
+        => lease ? ReceiveAllAsync(engine, "A", "t", messageId) : PullAllAsync(engine, "%RETRY%G", messageId);
+
+    /// <summary>Receives (and acknowledges) everything there is for the group; how many times the message came.</summary>
+    private static async Task<int> ReceiveAllAsync(BrokerEngine engine, string group, string topic, string messageId)
+    {
+        int times = 0;
+        while (true)
+        {
+            var r = await ReceiveAsync(engine, group, topic, TimeSpan.FromSeconds(30));
+            if (r.Messages.Count == 0) return times;
+            foreach (var m in r.Messages)
+            {
+                if (m.Message.MessageId == messageId) times++;
+                Assert.True((await engine.AckAsync(group, topic, m.ReceiptHandle)).IsOk);
+            }
+        }
+    }
+
+    /// <summary>How many times the message is in the (one-queue) topic.</summary>
+    private static async Task<int> PullAllAsync(BrokerEngine engine, string topic, string messageId)
+        => (await engine.PullAsync(topic, 0, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages.Count(m => m.Message.MessageId == messageId);
+
+    private static ValueTask<ReceiveResult> ReceiveAsync(BrokerEngine engine, string group, string topic, TimeSpan invisible)
+        => engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = group, Topic = topic, BatchSize = 32, InvisibleDuration = invisible });
+
+    /// <summary>
+    /// As <see cref="PrefixDataDirAsync"/>, but each record at its original address, so records that name another
+    /// record's address (a put-back names its body's) still point at it: where the original log has FasterLog's own
+    /// commit records, the copy has Padding records of the same size (replay ignores them). A record at address -1 goes
+    /// wherever the log's tail is.
+    /// </summary>
+    private static async Task<string> AlignedPrefixDataDirAsync(EngineHarness h, List<(long Address, RecordKind Kind, byte[] Bytes)> records, long lastKept)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-prefix-" + Guid.NewGuid().ToString("N")[..12]);
+        await using var log = new RecordLog(Path.Combine(dir, "log"), FlushMode.Sync, TimeSpan.FromMilliseconds(5), h.Options.SegmentSizeBits, h.Options.MemorySizeBits);
+        foreach (var (address, _, bytes) in records.Where(r => r.Address <= lastKept))
+        {
+            if (address < 0)
+            {
+                log.Append(bytes);
+                continue;
+            }
+            long gap = address - log.TailAddress;
+            if (gap > 0)
+            {
+                // One FasterLog entry: a 4-byte length, then the record padded to 4 bytes.
+                Assert.True(gap >= 4 + RecordHeader.Size && gap % 4 == 0, $"a gap of {gap} bytes before {address} cannot hold a Padding record");
+                var padding = new byte[gap - 4];
+                padding[0] = (byte)RecordKind.Padding;
+                padding[1] = RecordHeader.CurrentVersion;
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(padding.AsSpan(4, 4), RecordHeader.Checksum(padding));
+                log.Append(padding);
+            }
+            Assert.Equal(address, log.Append(bytes));
+        }
+        await log.CommitNowAsync();
+        return dir;
     }
 
     /// <summary>A data dir whose log holds <paramref name="records"/>, in order, committed.</summary>

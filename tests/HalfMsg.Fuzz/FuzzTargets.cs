@@ -88,6 +88,13 @@ public static class FuzzTargets
                 case RecordKind.DeadLettered: DeadLetteredRecord.Read(ref r); break;
                 case RecordKind.QueueEntryAdded: QueueEntryAddedRecord.Read(ref r); break;
                 case RecordKind.Redriven: RedrivenRecord.Read(ref r); break;
+                case RecordKind.RedrivenAcked: RedrivenAckedRecord.Read(ref r); break;
+                case RecordKind.RedrivenStored:
+                {
+                    var m = RedrivenStoredRecord.Read(ref r).Stored;
+                    _ = m.Message.Keys(); _ = m.Message.Properties();
+                    break;
+                }
                 case RecordKind.BodyRelocated:
                 {
                     var b = BodyRelocatedRecord.Read(ref r);

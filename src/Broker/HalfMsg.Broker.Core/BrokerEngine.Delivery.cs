@@ -582,9 +582,16 @@ public sealed partial class BrokerEngine
     {
         new AckedRecord(group, topic, handle.QueueId, handle.QueueOffset).Write(_writer);
         long address = AppendAndApply();
-        Metrics.Acked++;
-        MessageIndex.OnAcked(group, topic, handle.QueueId, handle.QueueOffset, NowMs); // MessageIndex hook (issue 12)
+        Acknowledged(group, topic, handle.QueueId, handle.QueueOffset);
         return address;
+    }
+
+    /// <summary>What follows an applied ack of a lease: also for the cursor's ack that a re-drive's put-back record carries
+    /// (<see cref="RedriveAcks"/>), so that both end alike. Caller holds the lock.</summary>
+    private void Acknowledged(string group, string topic, int queueId, long offset)
+    {
+        Metrics.Acked++;
+        MessageIndex.OnAcked(group, topic, queueId, offset, NowMs); // MessageIndex hook (issue 12)
     }
 
     /// <summary>Extends or shortens a lease; returns the new receipt handle (the old one becomes stale). Zero = redeliver now.</summary>
@@ -741,7 +748,7 @@ public sealed partial class BrokerEngine
         return taken;
     }
 
-    /// <summary>Reads a stored body (a MessageStored or HalfStored record) and presents it at the given queue position.</summary>
+    /// <summary>Reads a stored body (a MessageStored, RedrivenStored or HalfStored record) and presents it at the given queue position.</summary>
     private async ValueTask<StoredMessage?> ReadStoredMessageAsync(long bodyAddress, string topic, int queueId, long offset, CancellationToken ct, int sizeHint = 0)
     {
         var bytes = await _log.ReadAsync(bodyAddress, sizeHint, ct).ConfigureAwait(false);
@@ -750,7 +757,7 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
-    /// Presents a body record (MessageStored, HalfStored, or either wrapped in BodyRelocated) at a queue position. With
+    /// Presents a body record (MessageStored, RedrivenStored, HalfStored, or one wrapped in BodyRelocated) at a queue position. With
     /// <paramref name="record"/> (the array <paramref name="bytes"/> lies in, a fresh one of the caller's that nothing
     /// writes afterwards) the message's body is a slice of it; without, a copy.
     /// </summary>
@@ -775,6 +782,11 @@ public sealed partial class BrokerEngine
                     case RecordKind.MessageStored:
                     {
                         var rec = MessageStoredRecord.Read(ref r);
+                        return ToStoredMessage(rec.Message, rec.Kind, rec.TransactionId, topic, queueId, offset, record);
+                    }
+                    case RecordKind.RedrivenStored:
+                    {
+                        var rec = RedrivenStoredRecord.Read(ref r).Stored;
                         return ToStoredMessage(rec.Message, rec.Kind, rec.TransactionId, topic, queueId, offset, record);
                     }
                     case RecordKind.HalfStored:

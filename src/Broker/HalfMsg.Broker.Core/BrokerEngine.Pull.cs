@@ -290,7 +290,7 @@ public sealed partial class BrokerEngine
         // hands out for it: until 2026-12-05 a send-back (or a look-up by offset) of such a message answered "no
         // message" (found by review).
         if (bytes is null || !RecordHeader.TryOpen(bytes, out var kind, out _, out _)
-            || kind is not (RecordKind.MessageStored or RecordKind.HalfStored or RecordKind.BodyRelocated)) return null;
+            || kind is not (RecordKind.MessageStored or RecordKind.RedrivenStored or RecordKind.HalfStored or RecordKind.BodyRelocated)) return null;
         try
         {
             var probe = DecodeStoredMessage(bytes, "", -1, -1, bytes); // no body copy for the probe either
@@ -464,11 +464,11 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// As <see cref="SendAsync"/>, but also into broker-owned topics (<c>%DLQ%</c>, <c>%RETRY%</c>) that producers cannot
-    /// name; dead-letter topics have one queue, like every system topic. In the same hold of the lock,
-    /// <paramref name="check"/> may refuse the store before anything is written, and <paramref name="stored"/> writes
-    /// what must follow the message (returning the address to wait for), as a re-drive's acknowledgements.
+    /// name; dead-letter topics have one queue, like every system topic. For a re-drive, <paramref name="redrive"/>, in
+    /// the same hold of the lock, may refuse the store before anything is written, or else names the acknowledgements
+    /// the message's record carries (<see cref="RedrivenStoredRecord"/>).
     /// </summary>
-    private async ValueTask<SendResult> StoreInternalAsync(MessageDraft msg, CancellationToken ct, Func<BrokerError>? check = null, Func<long>? stored = null)
+    private async ValueTask<SendResult> StoreInternalAsync(MessageDraft msg, CancellationToken ct, Func<(BrokerError Error, RedriveAcks Acks)>? redrive = null)
     {
         long address;
         int queueId;
@@ -480,17 +480,26 @@ public sealed partial class BrokerEngine
                 long now = NowMs;
                 var err = ValidateDraft(msg, now);
                 if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
-                if (check?.Invoke() is { IsOk: false } refused) return new SendResult(refused, msg.MessageId, -1, -1);
+                RedriveAcks? acks = null;
+                if (redrive is not null)
+                {
+                    var (refused, redriveAcks) = redrive();
+                    if (!refused.IsOk) return new SendResult(refused, msg.MessageId, -1, -1);
+                    acks = redriveAcks;
+                }
                 err = TryGetOrCreate(msg.Topic, out var topic);
                 if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
                 bool delayed = msg.DeliveryTimestampMs is long at && at > now;
                 queueId = delayed ? -1 : PickQueue(topic, -1, null);
                 offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
                 var kind = delayed ? MessageKind.Delay : MessageKind.Normal;
-                MessageStoredRecord.Write(_writer, queueId, offset, kind, -1, msg, now);
+                // A re-drive's acknowledgements in the message's own record: as records after it, a crash could keep the
+                // message without them, and the next re-drive stored it a second time.
+                if (acks is { } a) RedrivenStoredRecord.Write(_writer, a, queueId, offset, kind, -1, msg, now);
+                else MessageStoredRecord.Write(_writer, queueId, offset, kind, -1, msg, now);
                 address = AppendAndApply();
                 Metrics.MessagesStored++;
-                if (stored is not null) address = stored();
+                if (acks is { } done) Acknowledged(done.Cursor, done.DeadLetterTopic, done.QueueId, done.Offset);
             }
         }
         await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);

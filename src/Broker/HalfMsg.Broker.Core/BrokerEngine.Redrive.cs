@@ -36,13 +36,12 @@ public sealed partial class BrokerEngine
     /// count reset; a topic filter matches its RETRY_TOPIC.
     /// The dead-letter topic is read by an internal consumer group (<c>%REDRIVE%&lt;group&gt;</c>, or
     /// <c>%REDRIVE%&lt;group&gt;|&lt;topic&gt;</c> when only messages from <paramref name="originalTopic"/> are wanted);
-    /// each message is put back durably and then acknowledged there, so a crash between the two re-drives it again (at
-    /// least once), never loses it. With a topic filter, dead letters from other topics are passed over by that filter's
+    /// each message is put back and acknowledged there in one record, so a crash keeps both or neither: never lost,
+    /// never put back twice. With a topic filter, dead letters from other topics are passed over by that filter's
     /// cursor only (counted as skipped) and stay for others.
     /// Re-drives of one group run one at a time (a second waits for the first), and a dead letter is put back only in the
-    /// same hold of the engine lock that checks the cursor's lease is still live and writes the acknowledgements for the
-    /// cursor and its sibling: whatever runs at once, a dead letter is put back once (twice only after a crash that kept
-    /// the put-back's record but not the acknowledgements behind it in the log, the at-least-once case above).
+    /// same hold of the engine lock that checks the cursor's lease is still live, by the record that also acknowledges it
+    /// for the cursor and its sibling: whatever runs at once, and whatever a crash keeps, a dead letter is put back once.
     /// </summary>
     /// <remarks>
     /// RocketMQ brings a failed message back through the group's own retry topic, so only that group sees it again; its
@@ -108,14 +107,14 @@ public sealed partial class BrokerEngine
                         }
                         string target = sentBack ? RetryPrefix + group : origin;
                         // Once the put-back is written the caller's cancellation (a CLI timeout, a closed browser tab) is not
-                        // heard: a put that was written but not acknowledged for the cursor would be put back again by the next
-                        // re-drive, and the group would receive the message twice (found by review, 2026-12-05). Only the wait
-                        // for log room before it hears the cancellation.
+                        // heard: the wait for it to be durable is not given up (found by review, 2026-12-05: then the put and
+                        // its acknowledgements were separate records, and one written but not the other was put back again by
+                        // the next re-drive). Only the wait for log room before it hears the cancellation.
                         ct.ThrowIfCancellationRequested();
                         // Done for the other cursor that would take it too (the unfiltered one, or the one filtering its
                         // origin): until 2026-12-05 a filtered re-drive and then an unfiltered one (or the other way round)
                         // each put the same dead letter back, and the group received it twice (found by review). The put and
-                        // both acknowledgements are written in one hold of the lock, after a check of the cursor's lease.
+                        // both acknowledgements are one record, written after a check of the cursor's lease in the same hold.
                         string sibling = RedrivePrefix + group + (originalTopic is null ? "|" + origin : "");
                         var put = sentBack ? await SendToRetryTopicAsync(target, m, cursor, sibling, dlq, d.ReceiptHandle).ConfigureAwait(false)
                             : await PutBackForGroupAsync(group, dlq, m.QueueOffset, m, target, cursor, sibling, d.ReceiptHandle, ct).ConfigureAwait(false);
@@ -184,26 +183,22 @@ public sealed partial class BrokerEngine
         return address;
     }
 
-    /// <summary>Acknowledges a re-driven dead letter for the cursor that took it (its lease checked by the caller in this
-    /// hold) and marks it finished for <paramref name="sibling"/> (created if new, so it starts with it done). Caller
-    /// holds the lock, and has just written the put-back; returns the address to wait for.</summary>
-    private long AckRedriven(string cursor, string sibling, string dlq, ReceiptHandle handle)
-    {
-        long address = AckLease(cursor, dlq, handle);
-        if (IsValidName(sibling, 255))
-        {
-            new AckedRecord(sibling, dlq, handle.QueueId, handle.QueueOffset).Write(_writer);
-            address = AppendAndApply();
-        }
-        return address;
-    }
+    /// <summary>
+    /// The acknowledgements a re-drive's put-back carries: the dead letter <paramref name="handle"/> names is acknowledged
+    /// for the cursor that took it (its lease checked by the caller in this hold) and finished for
+    /// <paramref name="sibling"/> (created if new, so it starts with it done), as an ack of each would. Until 2026-12-06
+    /// they were Acked records after the put-back's: a commit could end between them, and after a kill -9 there the next
+    /// re-drive put the dead letter back a second time (the README's at-least-once case).
+    /// </summary>
+    private static RedriveAcks RedriveAcksFor(string cursor, string sibling, string dlq, ReceiptHandle handle)
+        => new(cursor, IsValidName(sibling, 255) ? sibling : null, dlq, handle.QueueId, handle.QueueOffset);
 
     /// <summary>
     /// Puts the dead letter at <paramref name="dlqOffset"/> of <paramref name="dlq"/> back onto <paramref name="topic"/>
-    /// as a new entry for <paramref name="group"/> only, pointing at the same body (see <see cref="RedrivenRecord"/>), and
-    /// acknowledges it for the cursor and its sibling in the same hold (<see cref="AckRedriven"/>). Completes once it is
-    /// durable. MessageNotFound when the dead letter's entry is gone or a hole; InvalidReceiptHandle, with nothing
-    /// written, when the cursor's lease is no longer live.
+    /// as a new entry for <paramref name="group"/> only, pointing at the same body, and acknowledges it for the cursor
+    /// and its sibling, in one record (<see cref="RedrivenAckedRecord"/>). Completes once it is durable. MessageNotFound
+    /// when the dead letter's entry is gone or a hole; InvalidReceiptHandle, with nothing written, when the cursor's
+    /// lease is no longer live.
     /// </summary>
     private async ValueTask<BrokerError> PutBackForGroupAsync(string group, string dlq, long dlqOffset, StoredMessage m, string topic,
         string cursor, string sibling, string receiptHandle, CancellationToken ct)
@@ -223,13 +218,15 @@ public sealed partial class BrokerEngine
             int q = PickQueue(target, -1, m.MessageGroup);
             long offset = target.Queues[q].NextOffset;
             long now = NowMs;
-            new RedrivenRecord(entry.BodyAddress, entry.Size, topic, q, offset, entry.Tag, m.MessageGroup, group, m.MessageId, now).Write(_writer);
-            AppendAndApply();
+            var acks = RedriveAcksFor(cursor, sibling, dlq, handle);
+            new RedrivenAckedRecord(new RedrivenRecord(entry.BodyAddress, entry.Size, topic, q, offset, entry.Tag, m.MessageGroup, group, m.MessageId, now), acks)
+                .Write(_writer);
+            address = AppendAndApply();
             MessageIndex.OnStored(new MessageDraft // MessageIndex hook (issue 12): the message is found at its new place
             {
                 Topic = topic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Body = m.Body, MessageGroup = m.MessageGroup,
             }, q, offset, now);
-            address = AckRedriven(cursor, sibling, dlq, handle); // after the put-back in the log: a crash between keeps the put (at least once)
+            Acknowledged(cursor, dlq, handle.QueueId, handle.QueueOffset);
         }
         await _log.WaitDurableAsync(address, CancellationToken.None).ConfigureAwait(false);
         return BrokerError.None;
@@ -238,8 +235,9 @@ public sealed partial class BrokerEngine
     /// <summary>
     /// Stores a Remoting consumer's dead letter again in its group's retry topic, due now, with RETRY_TOPIC kept (the
     /// client restores the topic from it) and the reconsume count dropped, so its attempts start again: kept, its next
-    /// failure would send it straight back to the dead-letter topic. Acknowledged for the cursor and its sibling in the
-    /// same hold, after a check of the cursor's lease (as <see cref="PutBackForGroupAsync"/>). Completes once it is durable.
+    /// failure would send it straight back to the dead-letter topic. Acknowledged for the cursor and its sibling by the
+    /// same record (<see cref="RedrivenStoredRecord"/>), after a check of the cursor's lease in the same hold (as
+    /// <see cref="PutBackForGroupAsync"/>). Completes once it is durable.
     /// </summary>
     private async ValueTask<BrokerError> SendToRetryTopicAsync(string retryTopic, StoredMessage m, string cursor, string sibling, string dlq, string receiptHandle)
     {
@@ -250,10 +248,11 @@ public sealed partial class BrokerEngine
             Topic = retryTopic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Properties = props, Body = m.Body,
             BornTimestampMs = m.BornTimestampMs, BornHost = m.BornHost,
         };
-        ReceiptHandle handle = default;
-        var sent = await StoreInternalAsync(draft, CancellationToken.None,
-            check: () => TryGetLease(cursor, dlq, receiptHandle, out _, out handle, out _),
-            stored: () => AckRedriven(cursor, sibling, dlq, handle)).ConfigureAwait(false);
+        var sent = await StoreInternalAsync(draft, CancellationToken.None, redrive: () =>
+        {
+            var err = TryGetLease(cursor, dlq, receiptHandle, out _, out var handle, out _);
+            return (err, err.IsOk ? RedriveAcksFor(cursor, sibling, dlq, handle) : default);
+        }).ConfigureAwait(false);
         if (sent.IsOk) MessageIndex.OnStored(draft, sent.QueueId, sent.QueueOffset, NowMs); // MessageIndex hook (issue 12)
         return sent.Error;
     }

@@ -107,6 +107,23 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 case RecordKind.Redriven:
                     ApplyRedriven(address, RedrivenRecord.Read(ref r));
                     break;
+                case RecordKind.RedrivenAcked:
+                {
+                    // The put-back and its acknowledgements as one record: a crash keeps all or none (older logs hold
+                    // Redriven, then Acked records).
+                    var rec = RedrivenAckedRecord.Read(ref r);
+                    ApplyRedriven(address, rec.Put);
+                    ApplyRedriveAcks(rec.Acks);
+                    break;
+                }
+                case RecordKind.RedrivenStored:
+                {
+                    // As above, the put-back a stored message (older logs hold MessageStored, then Acked records).
+                    var rec = RedrivenStoredRecord.Read(ref r);
+                    ApplyMessageStored(address, record.Length, rec.Stored);
+                    ApplyRedriveAcks(rec.Acks);
+                    break;
+                }
                 case RecordKind.BodyRelocated:
                     ApplyBodyRelocated(address, record.Length, BodyRelocatedRecord.Read(ref r));
                     break;
@@ -354,6 +371,12 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         // Only an ack that ends a FIFO hold can make something new receivable (the message group's next message), and
         // only for this group: an ack of any other message wakes nobody.
         if (FinishInFlight(group, rec.QueueId, rec.Offset) && Live) group.Waiters.WakeOne();
+    }
+
+    private void ApplyRedriveAcks(RedriveAcks acks)
+    {
+        ApplyAcked(acks.CursorAck);
+        if (acks.SiblingAck is { } sibling) ApplyAcked(sibling);
     }
 
     private void ApplyInvisibilityChanged(InvisibilityChangedRecord rec)

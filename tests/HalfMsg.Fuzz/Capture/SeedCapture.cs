@@ -126,7 +126,8 @@ public static class SeedCapture
     }
 
     /// <summary>An engine's log with a record of each kind: sends, halves and decisions, a check-back's record is not
-    /// among them (no producer), leases, acks, a lease change, a dead letter and its re-drive, a delayed message
+    /// among them (no producer), leases, acks, a lease change, a dead letter and its re-drive (onto its topic, and a
+    /// Remoting consumer's into its retry topic), a delayed message
     /// released, a started, a reset and a deleted group, a pull offset, a deleted topic, and a retention cut that moves a live
     /// body.</summary>
     private static async Task EveryRecordKindAsync(string dir)
@@ -160,6 +161,13 @@ public static class SeedCapture
             var changed = await engine.ChangeInvisibleDurationAsync("k1", "KindA", got.Messages[1].ReceiptHandle, TimeSpan.FromMinutes(1));
             if (!(await engine.ForwardToDeadLetterAsync("k1", "KindA", changed.ReceiptHandle!)).IsOk) throw new InvalidOperationException("dead letter");
             if ((await engine.RedriveDeadLettersAsync("k1", null, 1)).Redriven != 1) throw new InvalidOperationException("redrive");
+            // A Remoting consumer's dead letter (sent back past its maximum) re-driven into its retry topic.
+            var pulled = new List<PulledMessage>();
+            for (int q = 0; q < engine.QueueCount("KindA") && pulled.Count == 0; q++)
+                pulled.AddRange((await engine.PullAsync("KindA", q, 0, 1, TagFilter.All, TimeSpan.Zero)).Messages);
+            if (pulled.Count < 1) throw new InvalidOperationException("pull");
+            if (!(await engine.SendBackAsync("k3", pulled[0].PhysicalOffset, 0, 0, "KindA")).DeadLettered) throw new InvalidOperationException("send back");
+            if ((await engine.RedriveDeadLettersAsync("k3", null, 1)).Redriven != 1) throw new InvalidOperationException("redrive into the retry topic");
             await engine.StartGroupAsync("k2", "KindA", GroupStartFrom.Latest);
             await engine.ResetGroupAsync("k2", "KindA", GroupStartFrom.Earliest);
             await engine.DeleteGroupAsync("k2");

@@ -73,14 +73,10 @@ public sealed partial class BrokerEngine
             switch (kind)
             {
                 case RecordKind.MessageStored:
-                {
-                    var rec = MessageStoredRecord.Read(ref r);
-                    ref readonly var m = ref rec.Message;
-                    return new MessageIndex.Op(MessageIndex.OpKind.Stored, m.MessageId, m.Topic, m.StoreMs)
-                    {
-                        Tag = m.Tag, Keys = m.Keys(), MessageKind = rec.Kind, QueueId = rec.QueueId, Offset = rec.Offset, Relocated = relocated, Positions = positions,
-                    };
-                }
+                    return Stored(MessageStoredRecord.Read(ref r), relocated, positions);
+                case RecordKind.RedrivenStored:
+                    // A re-drive into a retry topic: the message stored there (the re-drive cursors' acks are not indexed).
+                    return Stored(RedrivenStoredRecord.Read(ref r).Stored, relocated, positions);
                 case RecordKind.HalfStored:
                 {
                     var rec = HalfStoredRecord.Read(ref r);
@@ -96,14 +92,9 @@ public sealed partial class BrokerEngine
                     return ToOp(rec.Original, relocated: true, rec.QueueRefs);
                 }
                 case RecordKind.Redriven:
-                {
-                    // The message again, at its new position (as the live hook reports it: stored again).
-                    var rec = RedrivenRecord.Read(ref r);
-                    return new MessageIndex.Op(MessageIndex.OpKind.Stored, rec.MessageId, rec.Topic, rec.AtMs)
-                    {
-                        Tag = rec.Tag, QueueId = rec.QueueId, Offset = rec.Offset,
-                    };
-                }
+                    return PutBack(RedrivenRecord.Read(ref r));
+                case RecordKind.RedrivenAcked:
+                    return PutBack(RedrivenAckedRecord.Read(ref r).Put); // the re-drive cursors' acks are not indexed
                 case RecordKind.TxDecided:
                 {
                     var rec = TxDecidedRecord.Read(ref r);
@@ -141,5 +132,20 @@ public sealed partial class BrokerEngine
                     return null;
             }
         }
+
+        private static MessageIndex.Op Stored(in MessageStoredRecord rec, bool relocated, List<(string, int, long)>? positions)
+        {
+            ref readonly var m = ref rec.Message;
+            return new MessageIndex.Op(MessageIndex.OpKind.Stored, m.MessageId, m.Topic, m.StoreMs)
+            {
+                Tag = m.Tag, Keys = m.Keys(), MessageKind = rec.Kind, QueueId = rec.QueueId, Offset = rec.Offset, Relocated = relocated, Positions = positions,
+            };
+        }
+
+        // The message again, at its new position (as the live hook reports it: stored again).
+        private static MessageIndex.Op PutBack(RedrivenRecord rec) => new(MessageIndex.OpKind.Stored, rec.MessageId, rec.Topic, rec.AtMs)
+        {
+            Tag = rec.Tag, QueueId = rec.QueueId, Offset = rec.Offset,
+        };
     }
 }

@@ -46,6 +46,10 @@ public enum RecordKind : byte
     Redriven = 18,
     /// <summary>An operator reset a lease group: forgotten and started again at chosen offsets, as one record (see <see cref="GroupResetRecord"/>).</summary>
     GroupReset = 19,
+    /// <summary>A re-drive's put-back onto a lease group's topic with its acknowledgements in the dead-letter topic, as one record (see <see cref="RedrivenAckedRecord"/>).</summary>
+    RedrivenAcked = 20,
+    /// <summary>A re-drive's store into a Remoting group's retry topic with its acknowledgements in the dead-letter topic, as one record (see <see cref="RedrivenStoredRecord"/>); a message body.</summary>
+    RedrivenStored = 21,
     /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
     ConsumerOffsetCommitted = 40,
     /// <summary>An operator deleted a topic (Remoting DELETE_TOPIC): its queues, groups, offsets and delayed messages go.</summary>

@@ -10,7 +10,9 @@ namespace HalfMsg.Broker.Core.Storage;
 /// </summary>
 /// <remarks>
 /// The largest records are the ones that carry a body: <see cref="RecordKind.HalfStored"/>, and
-/// <see cref="RecordKind.MessageStored"/> (also when retention re-appends it with a transaction id and a topic override).
+/// <see cref="RecordKind.MessageStored"/> (also when retention re-appends it with a transaction id and a topic override),
+/// and <see cref="RecordKind.RedrivenStored"/>, a MessageStored with a re-drive's acknowledgements before it (two cursor
+/// names of at most 255 ASCII, a dead-letter topic name of at most 260, two integers: under 1 KiB of the slack below).
 /// One such record, as FasterLog stores it:
 /// <code>
 /// +----------------+----------------------------------------------------------------------------------------------+

@@ -93,8 +93,12 @@ public ref struct MessageStoredRecord
     public MessageFields Message;
 
     public static void Write(RecordWriter w, int queueId, long offset, MessageKind kind, int requestedQueue, MessageDraft m, long storeMs)
+        => WriteFields(w.Begin(RecordKind.MessageStored), queueId, offset, kind, requestedQueue, m, storeMs);
+
+    /// <summary>The payload alone (also the tail of <see cref="RedrivenStoredRecord"/>).</summary>
+    internal static void WriteFields(RecordWriter w, int queueId, long offset, MessageKind kind, int requestedQueue, MessageDraft m, long storeMs)
     {
-        w.Begin(RecordKind.MessageStored).I32(queueId).I64(offset).I64(-1).Byte((byte)kind).Str(null).Str(null).I32(requestedQueue);
+        w.I32(queueId).I64(offset).I64(-1).Byte((byte)kind).Str(null).Str(null).I32(requestedQueue);
         MessageFields.Write(w, m, storeMs);
     }
 
@@ -236,11 +240,73 @@ public readonly record struct QueueEntryAddedRecord(long BodyAddress, string Top
 public readonly record struct RedrivenRecord(long BodyAddress, int Size, string Topic, int QueueId, long Offset, string? Tag, string? MessageGroup,
     string Group, string MessageId, long AtMs)
 {
-    public void Write(RecordWriter w) => w.Begin(RecordKind.Redriven).I64(BodyAddress).I32(Size).Str(Topic).I32(QueueId).I64(Offset).Str(Tag)
+    public void Write(RecordWriter w) => WriteFields(w.Begin(RecordKind.Redriven));
+
+    /// <summary>The payload alone (also the head of <see cref="RedrivenAckedRecord"/>).</summary>
+    internal RecordWriter WriteFields(RecordWriter w) => w.I64(BodyAddress).I32(Size).Str(Topic).I32(QueueId).I64(Offset).Str(Tag)
         .Str(MessageGroup).Str(Group).Str(MessageId).I64(AtMs);
 
     public static RedrivenRecord Read(scoped ref RecordReader r) => new(r.I64(), r.I32(), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.Str(), r.Str(),
         DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I64());
+}
+
+/// <summary>
+/// The acknowledgements a re-drive's put-back carries in its own record (<see cref="RedrivenAckedRecord"/>,
+/// <see cref="RedrivenStoredRecord"/>): the dead letter at <c>deadLetterTopic/queueId/offset</c> is acknowledged for
+/// the re-drive cursor that leased it and finished for its sibling cursor (null: the sibling's name would be too long,
+/// so there is none), each as an <see cref="AckedRecord"/> would.
+/// <code>s cursor | s sibling (null = none) | s deadLetterTopic | vi queueId | vi offset</code>
+/// </summary>
+public readonly record struct RedriveAcks(string Cursor, string? Sibling, string DeadLetterTopic, int QueueId, long Offset)
+{
+    public RecordWriter Write(RecordWriter w) => w.Str(Cursor).Str(Sibling).Str(DeadLetterTopic).I32(QueueId).I64(Offset);
+
+    public static RedriveAcks Read(scoped ref RecordReader r)
+        => new(DeliveredRecord.ReadName(ref r), r.Str(), DeliveredRecord.ReadName(ref r), r.I32(), r.I64());
+
+    public AckedRecord CursorAck => new(Cursor, DeadLetterTopic, QueueId, Offset);
+    public AckedRecord? SiblingAck => Sibling is null ? null : new AckedRecord(Sibling, DeadLetterTopic, QueueId, Offset);
+}
+
+/// <summary>
+/// A re-drive put a lease group's dead letter back onto its topic (as <see cref="RedrivenRecord"/>) and acknowledged it
+/// in the dead-letter topic for the cursor and its sibling (<see cref="RedriveAcks"/>), in one record, so that a crash
+/// keeps all of it or none: as separate records, a crash could keep the put-back without the acknowledgements, and the
+/// next re-drive put the dead letter back a second time. (Logs written before this record existed hold the separate
+/// records; replay reads them as before.)
+/// <code>RedrivenRecord payload | RedriveAcks</code>
+/// </summary>
+public readonly record struct RedrivenAckedRecord(RedrivenRecord Put, RedriveAcks Acks)
+{
+    public void Write(RecordWriter w) => Acks.Write(Put.WriteFields(w.Begin(RecordKind.RedrivenAcked)));
+
+    public static RedrivenAckedRecord Read(scoped ref RecordReader r)
+    {
+        var put = RedrivenRecord.Read(ref r);
+        return new(put, RedriveAcks.Read(ref r));
+    }
+}
+
+/// <summary>
+/// A re-drive stored a Remoting consumer's dead letter again in its group's retry topic (a message body, as
+/// <see cref="MessageStoredRecord"/>) and acknowledged it in the dead-letter topic for the cursor and its sibling
+/// (<see cref="RedriveAcks"/>), in one record, for the same reason as <see cref="RedrivenAckedRecord"/>. Its address is
+/// the stored message's body address, so every reader of bodies reads this kind too.
+/// <code>RedriveAcks | MessageStoredRecord payload</code>
+/// </summary>
+public ref struct RedrivenStoredRecord
+{
+    public RedriveAcks Acks;
+    public MessageStoredRecord Stored;
+
+    public static void Write(RecordWriter w, RedriveAcks acks, int queueId, long offset, MessageKind kind, int requestedQueue, MessageDraft m, long storeMs)
+        => MessageStoredRecord.WriteFields(acks.Write(w.Begin(RecordKind.RedrivenStored)), queueId, offset, kind, requestedQueue, m, storeMs);
+
+    public static RedrivenStoredRecord Read(scoped ref RecordReader r)
+    {
+        var acks = RedriveAcks.Read(ref r);
+        return new RedrivenStoredRecord { Acks = acks, Stored = MessageStoredRecord.Read(ref r) };
+    }
 }
 
 /// <summary>
