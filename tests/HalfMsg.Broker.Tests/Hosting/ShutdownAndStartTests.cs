@@ -180,12 +180,14 @@ public sealed class ShutdownAndStartTests
                 InvisibleDuration = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(30)),
                 LongPollingTimeout = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(20)),
             }, ReceiveMessageResponse.Parser, timeout: TimeSpan.FromSeconds(40));
-            // Not a pause: the receive reached the engine and took its look (counted in the hold of the engine lock in
-            // which it would lease; FindTransaction takes that lock after it): nothing was leased, so it parked.
+            // The receive reached the engine and took its look (counted in the hold of the engine lock in which it would
+            // lease; FindTransaction takes that lock after it), and leased nothing. Nothing tells a parked receive from one
+            // whose empty answer is still on its way back over gRPC: for that, and only after the look, a bounded window.
             await RemotingBroker.EventuallyAsync(() => Task.FromResult(Interlocked.Read(ref host.Engine.Metrics.ReceiveLooks)), n => n > looks,
                 TimeSpan.FromSeconds(30), "the receive's look");
             Assert.Null(host.Engine.FindTransaction("none"));
             Assert.Equal(0, Interlocked.Read(ref host.Engine.Metrics.Delivered));
+            await Task.WhenAny(receive, Task.Delay(500));
             Assert.False(receive.IsCompleted, "the receive did not park");
             var sw = Stopwatch.StartNew();
             stopped = true;
