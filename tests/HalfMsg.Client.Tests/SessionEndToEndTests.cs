@@ -72,7 +72,9 @@ public sealed class BrokerRestartTests(ITestOutputHelper output)
         Volatile.Write(ref undecidedTid, undecided.TransactionId);
         expected.Add(undecided.MessageId);
 
-        await Task.Delay(700); // some messages consumed, some in flight, some not received yet
+        // Not a pause: kill once the consumer has consumed one. With 22 messages at 100 ms each, two at a time, the
+        // others are then in flight or not received yet.
+        await E2E.EventuallyAsync(() => !consumed.IsEmpty, TimeSpan.FromSeconds(60), "a message consumed before the kill");
         output.WriteLine($"consumed before the kill: {consumed.Count}");
         broker.Kill();
         Volatile.Write(ref restarted, true);

@@ -210,11 +210,15 @@ public sealed class DeliveryTests
         try
         {
             var half = await engine.SendHalfAsync(new MessageDraft { Topic = "t", MessageId = "tx-lp", Body = new byte[] { 1 } }, "t", "p", null);
+            long looks = Interlocked.Read(ref engine.Metrics.ReceiveLooks), delivered = Interlocked.Read(ref engine.Metrics.Delivered);
             var sw = System.Diagnostics.Stopwatch.StartNew();
             var receive = engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = "t", LongPollTimeout = TimeSpan.FromSeconds(20) }).AsTask();
-            // Nothing is receivable until the commit: the poll must still be waiting (a short real wait, since the
-            // assertion is about not completing; it cannot make the test flaky, only less sensitive on a slow machine).
-            await Task.WhenAny(receive, Task.Delay(300));
+            // Nothing is receivable until the commit: the poll must still be waiting. Not a pause: the receive has taken
+            // its look (counted in the hold of the engine lock in which it would lease; FindTransaction takes that lock
+            // after it), leased nothing, and so parked.
+            await Conditions.WaitUntil(() => Interlocked.Read(ref engine.Metrics.ReceiveLooks) > looks, () => "the receive's look");
+            Assert.NotNull(engine.FindTransaction(half.TransactionId));
+            Assert.Equal(delivered, Interlocked.Read(ref engine.Metrics.Delivered));
             Assert.False(receive.IsCompleted);
             await engine.EndTransactionAsync(half.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client);
             var result = await receive.WaitAsync(TimeSpan.FromSeconds(10));

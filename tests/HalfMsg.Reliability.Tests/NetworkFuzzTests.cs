@@ -102,8 +102,11 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
 
     private static async Task<(List<byte[]> Remoting, List<byte[]> GrpcBodies, List<byte[]> H2Streams)> RecordAsync(BrokerProcess broker)
     {
+        // Each proxy is stopped before what it recorded is read (not a pause): stopping ends its pumps, and a pump records
+        // what it forwarded before it reads again, so every request the client had answered through it is recorded then.
         var remoting = new List<byte[]>();
-        await using (var proxy = new RecordingProxy(broker.RemotingPort))
+        var proxy = new RecordingProxy(broker.RemotingPort);
+        try
         {
             await using var c = await MiniRemotingClient.ConnectAsync(proxy.Port);
             string topic = "NetFuzzRec", group = "NetFuzzPG";
@@ -122,12 +125,15 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
                 await JavaLikeRemoting.MaxOffsetAsync(c, topic, q);
             }
             await c.InvokeAsync(RequestCode.GetBrokerClusterInfo);
-            await Task.Delay(100);
-            remoting.AddRange(proxy.Frames.Where(f => f.ToServer).Select(f => f.Frame));
         }
+        finally
+        {
+            await proxy.DisposeAsync();
+        }
+        remoting.AddRange(proxy.Frames.Where(f => f.ToServer).Select(f => f.Frame));
 
-        List<byte[]> streams;
-        await using (var proxy = new RecordingProxy(broker.GrpcPort))
+        proxy = new RecordingProxy(broker.GrpcPort);
+        try
         {
             string endpoint = $"127.0.0.1:{proxy.Port}", topic = "NetFuzzGrpcRec";
             await using (var producer = await Producer.StartAsync(ProducerOptions.Default with { Endpoints = endpoint, Topics = [topic] }))
@@ -145,9 +151,12 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
                 while (got < 2 && DateTime.UtcNow < deadline)
                     foreach (var m in await consumer.ReceiveAsync(4, TimeSpan.FromSeconds(30))) { await m.AckAsync(); got++; }
             }
-            await Task.Delay(100);
-            streams = proxy.ClientStreams().Where(s => s.Length > 24).ToList();
         }
+        finally
+        {
+            await proxy.DisposeAsync();
+        }
+        var streams = proxy.ClientStreams().Where(s => s.Length > 24).ToList();
         var bodies = streams.SelectMany(GrpcMessages).ToList();
         return (remoting, bodies, streams);
     }

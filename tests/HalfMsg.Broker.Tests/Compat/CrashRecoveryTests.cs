@@ -30,7 +30,10 @@ public sealed class CrashRecoveryTests
         }
 
         broker.Kill();
-        await Task.Delay(1000);
+        // Not a pause: the clients run into the dead broker before it comes back (produce.js prints a retry line for a
+        // send that failed); the outage lasts until they have.
+        await RemotingBroker.EventuallyAsync(() => Task.FromResult(producer.HasLine(l => l.TryGetProperty("retry", out _))), seen => seen,
+            TimeSpan.FromSeconds(60), "a send of the producer failed against the killed broker");
         await broker.RestartAsync();
 
         NodeScript.Result produced = await producer.WaitAsync();

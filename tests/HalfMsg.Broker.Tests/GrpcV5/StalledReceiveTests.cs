@@ -201,7 +201,10 @@ public sealed class StalledReceiveTests(ITestOutputHelper output)
 
             // The stalled connection takes what it may (64 MiB, ~67 messages, by default; before the fix: everything).
             await WaitUntilAsync(() => Interlocked.Read(ref host.Engine.Metrics.Delivered) >= 60, TimeSpan.FromSeconds(30), "the stalled streams leased their messages");
-            await Task.Delay(1000); // bounded window for any stream still leasing
+            // Not a pause: leasing for the stalled connection is over once its budget (64 MiB) has no room for one more
+            // message (each takes its record's size, more than its 1,000,000-byte body): none of its streams can lease again.
+            await WaitUntilAsync(() => service.UnsentAnswerBytes > 64L * 1024 * 1024 - 1_000_000, TimeSpan.FromSeconds(30),
+                "the stalled connection's budget filled");
             long leasedByStalled = Interlocked.Read(ref host.Engine.Metrics.Delivered);
             output.WriteLine($"leased by the stalled connection: {leasedByStalled}");
 

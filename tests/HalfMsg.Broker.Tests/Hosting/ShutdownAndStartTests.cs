@@ -36,9 +36,11 @@ public sealed class ShutdownAndStartTests
         {
             await using var broker = BrokerChild.Start(dir, null, "--remoting-port", P(remoting));
             await broker.WaitHealthyAsync();
-            using var tcp = new TcpClient();
-            await tcp.ConnectAsync("127.0.0.1", remoting);
-            await Task.Delay(300);
+            await using var client = await HalfMsg.Broker.Tests.Infrastructure.RemotingTestClient.ConnectAsync(remoting);
+            // Not a pause: the connection's session is running once it answers (as a client's first heartbeat would be);
+            // from then on the connection is idle.
+            var answer = await client.InvokeAsync(HalfMsg.Protocol.Remoting.RequestCode.GetBrokerClusterInfo);
+            Assert.Equal(HalfMsg.Protocol.Remoting.ResponseCode.Success, answer.Code);
             var sw = Stopwatch.StartNew();
             broker.Signal(BrokerChild.SIGTERM);
             bool exited = await broker.WaitForExitAsync(TimeSpan.FromSeconds(10));
@@ -119,7 +121,9 @@ public sealed class ShutdownAndStartTests
                     }
                 }
             })).ToArray();
-            await Task.Delay(1000);
+            // Not a pause: stop once the senders are under way (every connection's sends flowing, more in flight).
+            await RemotingBroker.EventuallyAsync(() => Task.FromResult(Volatile.Read(ref acked)), n => n >= 4 * clients.Count, TimeSpan.FromSeconds(60),
+                "sends acknowledged before the stop");
             var sw = Stopwatch.StartNew();
             await host.DisposeAsync();
             Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"stopping took {sw.Elapsed.TotalSeconds:0.0} s with Remoting senders connected");
@@ -166,6 +170,7 @@ public sealed class ShutdownAndStartTests
         try
         {
             using var client = new GrpcTestClient($"127.0.0.1:{grpc}");
+            long looks = Interlocked.Read(ref host.Engine.Metrics.ReceiveLooks);
             var receive = client.ServerStreamAsync(GrpcMethods.ReceiveMessage, new ReceiveMessageRequest
             {
                 Group = new Resource { Name = "stop-poll-group" },
@@ -175,7 +180,14 @@ public sealed class ShutdownAndStartTests
                 InvisibleDuration = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(30)),
                 LongPollingTimeout = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(20)),
             }, ReceiveMessageResponse.Parser, timeout: TimeSpan.FromSeconds(40));
-            await Task.Delay(500);
+            // The receive reached the engine and took its look (counted in the hold of the engine lock in which it would
+            // lease; FindTransaction takes that lock after it), and leased nothing. Nothing tells a parked receive from one
+            // whose empty answer is still on its way back over gRPC: for that, and only after the look, a bounded window.
+            await RemotingBroker.EventuallyAsync(() => Task.FromResult(Interlocked.Read(ref host.Engine.Metrics.ReceiveLooks)), n => n > looks,
+                TimeSpan.FromSeconds(30), "the receive's look");
+            Assert.Null(host.Engine.FindTransaction("none"));
+            Assert.Equal(0, Interlocked.Read(ref host.Engine.Metrics.Delivered));
+            await Task.WhenAny(receive, Task.Delay(500));
             Assert.False(receive.IsCompleted, "the receive did not park");
             var sw = Stopwatch.StartNew();
             stopped = true;
@@ -337,13 +349,14 @@ public sealed class ShutdownAndStartTests
         string dir = BrokerChild.NewDataDir("stop-sends");
         try
         {
-            int acked = 0, failed = 0;
+            int acked = 0, failed = 0, exited = 0;
             long maxMs = 0;
+            var callsAfterExit = new int[16];
             await using (var broker = BrokerChild.Start(dir))
             {
                 await broker.WaitHealthyAsync();
                 using var stop = new CancellationTokenSource();
-                var senders = Enumerable.Range(0, 16).Select(_ => Task.Run(async () =>
+                var senders = Enumerable.Range(0, callsAfterExit.Length).Select(sender => Task.Run(async () =>
                 {
                     using var client = new GrpcTestClient(broker.Endpoint);
                     while (!stop.IsCancellationRequested)
@@ -362,8 +375,10 @@ public sealed class ShutdownAndStartTests
                             },
                         };
                         var sw = Stopwatch.StartNew();
+                        bool afterExit = Volatile.Read(ref exited) != 0;
                         var sent = await client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { message } }, SendMessageResponse.Parser,
                             timeout: TimeSpan.FromSeconds(60));
+                        if (afterExit) Interlocked.Increment(ref callsAfterExit[sender]);
                         long ms = sw.ElapsedMilliseconds;
                         long seen;
                         while (ms > (seen = Interlocked.Read(ref maxMs)) && Interlocked.CompareExchange(ref maxMs, ms, seen) != seen) { }
@@ -371,10 +386,16 @@ public sealed class ShutdownAndStartTests
                         else { Interlocked.Increment(ref failed); await Task.Delay(50); }
                     }
                 })).ToArray();
-                await Task.Delay(1500);
+                // Not a pause: SIGTERM once the sends are under way (every sender's calls flowing, more in flight).
+                await RemotingBroker.EventuallyAsync(() => Task.FromResult(Volatile.Read(ref acked)), n => n >= 4 * callsAfterExit.Length,
+                    TimeSpan.FromSeconds(60), "sends acknowledged before SIGTERM");
                 broker.Signal(BrokerChild.SIGTERM);
                 Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(60)), broker.Output);
-                await Task.Delay(500);
+                Volatile.Write(ref exited, 1);
+                // Not a pause: every sender has had a call that started after the exit come back (none hangs on a broker
+                // that is gone); then they stop.
+                await RemotingBroker.EventuallyAsync(() => Task.FromResult(Enumerable.Range(0, callsAfterExit.Length).Min(i => Volatile.Read(ref callsAfterExit[i]))), n => n > 0,
+                    TimeSpan.FromSeconds(90), "a call of every sender started after the exit came back");
                 stop.Cancel();
                 await Task.WhenAll(senders);
                 Assert.Equal(0, broker.ExitCode);

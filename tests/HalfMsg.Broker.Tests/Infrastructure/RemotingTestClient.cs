@@ -46,6 +46,10 @@ public sealed class RemotingTestClient : IAsyncDisposable
 
     public ChannelReader<RemotingCommand> ServerRequests => _serverRequests.Reader;
 
+    /// <summary>Requests sent and not answered yet. Answers are read in the order the broker wrote them: once a later
+    /// request's answer came, an earlier request not counted here was answered before it.</summary>
+    public int PendingRequests => _pending.Count;
+
     /// <summary>Completes when the broker closes the connection.</summary>
     public Task Closed => _closed.Task;
 

@@ -131,7 +131,12 @@ public sealed class RemotingMessagingTests(RemotingBrokerFixture broker)
         string topic = Unique("Long");
         await SendAsync(producer, topic, "first", queueId: 0);
         var parked = PullAsync(consumer, "G", topic, 0, 1, suspendMs: 60_000);
-        await Task.Delay(200);
+        // Not a pause: a later request on the same connection answered. The session dispatches its frames in order, and a
+        // pull takes its look and parks (or is answered) before the dispatch returns, so an answer to the pull would have
+        // come before this one.
+        var later = await consumer.InvokeAsync(RemotingCommand.Request(RequestCode.GetMaxOffset).Set("topic", topic).Set("queueId", 0L));
+        Assert.Equal("1", later.Get("offset"));
+        Assert.True(consumer.PendingRequests == 1, "the pull must be parked while the queue has nothing new");
         Assert.False(parked.IsCompleted, "the pull must be parked while the queue has nothing new");
         var started = DateTime.UtcNow;
         await SendAsync(producer, topic, "second", queueId: 0);

@@ -45,7 +45,9 @@ public sealed class RemotingOnewayDecisionTests : IAsyncLifetime
         // A queue of one answer and a socket that takes no bytes for a moment (the answers to the many sends are still
         // on their way to the client).
         var server = new RemotingServer(_engine, new RemotingOptions { MaxOutstandingRequestsPerConnection = slots, OutboundQueueCapacity = 1 }, NullLoggerFactory.Instance);
-        var toServer = new Pipe();
+        // A write to the server returns once the session has consumed the frame, which it does after dispatching it:
+        // each step below waits for the request it sent to have been taken in, not for a pause.
+        var toServer = new Pipe(new PipeOptions(pauseWriterThreshold: 1, resumeWriterThreshold: 1));
         var toClient = new Pipe(new PipeOptions(pauseWriterThreshold: 1, resumeWriterThreshold: 1));
         var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
         var run = session.RunAsync(CancellationToken.None);
@@ -57,7 +59,6 @@ public sealed class RemotingOnewayDecisionTests : IAsyncLifetime
             var ping = RemotingCommand.Request(RequestCode.GetBrokerClusterInfo);
             ping.Opaque = i;
             await toServer.Writer.WriteAsync(RemotingFrame.ToArray(ping));
-            await Task.Delay(150);
             if (i < pings)
                 await RemotingBroker.EventuallyAsync(() => Task.FromResult(session.RequestsInProgress), n => n == 0, TimeSpan.FromSeconds(10), $"request {i} answered");
         }
@@ -81,8 +82,7 @@ public sealed class RemotingOnewayDecisionTests : IAsyncLifetime
             .Set("msgId", "UNIQ1").Set("transactionId", "UNIQ1");
         end.Flag = RemotingCommand.OnewayFlag;
         end.Opaque = 4;
-        await toServer.Writer.WriteAsync(RemotingFrame.ToArray(end));
-        await Task.Delay(200);
+        await toServer.Writer.WriteAsync(RemotingFrame.ToArray(end)); // dispatched (slot taken, or refused) before the drain below
 
         // The client reads again: everything drains.
         var drain = Task.Run(async () =>
@@ -94,8 +94,8 @@ public sealed class RemotingOnewayDecisionTests : IAsyncLifetime
                 if (r.IsCompleted) return;
             }
         });
+        // The decision was dispatched above, so it is among these: none in progress means it was carried out (or dropped).
         await RemotingBroker.EventuallyAsync(() => Task.FromResult(session.RequestsInProgress), n => n == 0, TimeSpan.FromSeconds(10), "every request processed");
-        await Task.Delay(500);
         Assert.True(_engine.FindTransaction("UNIQ1") is null, "the producer's one-way commit was dropped; the half waits for a check-back");
         Assert.Equal(offsetCommitFirst ? 1 : 0, Interlocked.Read(ref server.DroppedOnewayRequests));
 
