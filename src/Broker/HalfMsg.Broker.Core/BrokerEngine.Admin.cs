@@ -57,13 +57,15 @@ public sealed partial class BrokerEngine
         }
     }
 
+    /// <summary>Every topic with its queues and the consumer groups that receive from it, the re-drive cursors left out
+    /// (<see cref="IsInternalGroup"/>).</summary>
     public IReadOnlyList<TopicInfo> ListTopics()
     {
         lock (_gate)
         {
             return _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal).Select(t => new TopicInfo(t.Name,
                 t.Queues.Select((q, i) => new QueueInfo(i, q.BaseOffset, q.NextOffset)).ToList(),
-                t.Groups.Select(g => g.Group).ToList(), IsSystemTopic(t.Name))).ToList();
+                t.Groups.Select(g => g.Group).Where(g => !IsInternalGroup(g)).ToList(), IsSystemTopic(t.Name))).ToList();
         }
     }
 

@@ -177,11 +177,19 @@ public sealed partial class BrokerEngine
 
     private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
 
+    /// <summary>Consumer groups counted toward <see cref="CoreOptions.MaxConsumerGroups"/>, each once per topic: lease
+    /// groups' states and pull groups' offsets, the re-drive cursors left out (<see cref="GroupLimitReached"/>).</summary>
+    private int CountedGroups => _groups.Count - _groups.InternalCount + _consumerOffsets.GroupTopicCount;
+
     /// <summary>The refusal when one more consumer group on a topic would exceed <see cref="CoreOptions.MaxConsumerGroups"/>,
     /// else null. Caller holds the lock.</summary>
+    /// <remarks>The re-drive cursors (<see cref="IsInternalGroup"/>) are neither counted nor refused: the refusal tells
+    /// operators to delete groups, and those cannot be deleted (nor are they listed); a re-drive at the limit must still
+    /// run. There are at most two per (group, topic) that dead-lettered, so the groups the limit counts bound them.</remarks>
     private BrokerError? GroupLimitReached(string group, string topic)
     {
-        int count = _groups.Count + _consumerOffsets.GroupTopicCount;
+        if (IsInternalGroup(group)) return null;
+        int count = CountedGroups;
         if (count < _options.MaxConsumerGroups) return null;
         if (Metrics.GroupsRefused++ % 1000 == 0)
             _logger.LogWarning("Consumer group {Group} on topic {Topic} refused: the broker holds {Count} consumer groups (MaxConsumerGroups {Max}); delete unused ones or raise the limit", group, topic, count, _options.MaxConsumerGroups);

@@ -335,7 +335,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     public BrokerError? PullGroupRefusal(string group, string topic)
     {
-        if (_groups.Count + _consumerOffsets.GroupTopicCount < _options.MaxConsumerGroups) return null; // a racy pre-check; exact below
+        if (CountedGroups < _options.MaxConsumerGroups) return null; // a racy pre-check; exact below
         lock (_gate)
             return _consumerOffsets.Has(group, topic) || _groups.ContainsKey((group, topic)) ? null : GroupLimitReached(group, topic);
     }

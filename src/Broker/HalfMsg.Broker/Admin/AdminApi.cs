@@ -158,6 +158,8 @@ public static class AdminApi
         {
             if (string.IsNullOrEmpty(topic)) return Results.Json(new ErrorBody("give ?topic=T", "BadRequest"), statusCode: 400);
             if (!AdminInputs.TryParseResetTo(to, out long? atMs)) return Results.Json(new ErrorBody($"to must be earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds, not '{to}'", "BadRequest"), statusCode: 400);
+            // Before either path: the pull path below would otherwise commit offsets under a re-drive cursor's name.
+            if (BrokerEngine.InternalGroupRefusal(group, "reset") is { } internalGroup) return ToResult(internalGroup, new { });
             int queues = engine.QueueCount(topic);
             if (queues <= 0) return NotFound($"topic '{topic}' does not exist");
             if (engine.FindGroup(group) is { } lease && lease.Topics.FirstOrDefault(t => t.Topic == topic) is { } before)
