@@ -207,6 +207,8 @@ internal static class DashboardEndpoints
                 : "No such message in the index (cut by retention, or forgotten as older than the index's capacity).")).Append("</p>");
         else
         {
+            if (engine.MessageIndex.IsWarming && string.IsNullOrEmpty(id))
+                sb.Append("<p class=\"warn\" data-testid=\"warming\">").Append(E($"The index is still being rebuilt from the log after the start ({engine.MessageIndex.RecordsScanned} records read): messages with this key it has not reached yet are not listed.")).Append("</p>");
             sb.Append("<table data-testid=\"messages\"><tr><th>message id</th><th>topic</th><th>keys</th><th>tag</th><th>kind</th><th>stored</th><th>where it is</th><th>queue / offset</th><th>consumer groups</th></tr>");
             foreach (var e in found)
             {
