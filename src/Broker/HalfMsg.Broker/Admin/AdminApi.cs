@@ -17,18 +17,7 @@ public static class AdminApi
     {
         _ = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared; // start sampling with the admin port
         // Open without credentials (probes): status, and the reason when it is not plainly ready.
-        app.MapGet("/health", () => engine.StorageFault is { } failed
-            ? Results.Json(new { status = "storage-failure", reason = failed.Message }, statusCode: 503)
-            : !engine.IsReady
-                ? Results.Json(new { status = "starting" }, statusCode: 503)
-                // Up and readable, refusing new messages until space returns (by itself): 200, not 503, so that probes
-                // keep consumers draining it; the status and reason say why sends fail.
-                : engine.DiskSpace.IsFull
-                    ? Results.Ok(new { status = "disk-full", writable = false, reason = engine.DiskSpace.Reason, reasons = engine.Health.Reasons })
-                : engine.Health.Status == Broker.Core.Diagnostics.HealthStatus.Degraded
-                    // Serving, but damage was found and contained: an operator must look (the reasons say where).
-                    ? Results.Ok(new { status = "degraded", reasons = engine.Health.Reasons })
-                    : Results.Ok(new { status = "ready" }));
+        app.MapGet("/health", () => HealthOf(engine) is var h && h.HttpStatus == 200 ? Results.Ok(h.Body) : Results.Json(h.Body, statusCode: h.HttpStatus));
 
         app.MapGet("/api/topics", () => Results.Ok(engine.ListTopics()));
         app.MapPost("/api/topics/{name}", async (string name, CancellationToken ct) =>
@@ -229,6 +218,25 @@ public static class AdminApi
             remotingDroppedOnewayRequests = http.RequestServices.GetService<FrontEnds.Remoting.RemotingServer>() is { } remoting
                 ? Interlocked.Read(ref remoting.DroppedOnewayRequests) : (long?)null,
         }));
+    }
+
+    /// <summary>What <c>/health</c> answers, and the dashboard's health card shows (until 2026-12-06 the card said only
+    /// ready or starting, so "ready" while <c>/health</c> said degraded or disk-full, found by review): the status, the
+    /// HTTP status, the answer's body, and the reasons an operator reads.</summary>
+    internal static (string Status, int HttpStatus, object Body, IReadOnlyList<string> Reasons) HealthOf(BrokerEngine engine)
+    {
+        if (engine.StorageFault is { } failed)
+            return ("storage-failure", 503, new { status = "storage-failure", reason = failed.Message }, [failed.Message]);
+        if (!engine.IsReady) return ("starting", 503, new { status = "starting" }, []);
+        // Up and readable, refusing new messages until space returns (by itself): 200, not 503, so that probes keep
+        // consumers draining it; the status and reason say why sends fail.
+        if (engine.DiskSpace.IsFull)
+            return ("disk-full", 200, new { status = "disk-full", writable = false, reason = engine.DiskSpace.Reason, reasons = engine.Health.Reasons },
+                [engine.DiskSpace.Reason, .. engine.Health.Reasons]);
+        // Serving, but damage was found and contained: an operator must look (the reasons say where).
+        if (engine.Health.Status == Broker.Core.Diagnostics.HealthStatus.Degraded)
+            return ("degraded", 200, new { status = "degraded", reasons = engine.Health.Reasons }, engine.Health.Reasons);
+        return ("ready", 200, new { status = "ready" }, []);
     }
 
     /// <summary>

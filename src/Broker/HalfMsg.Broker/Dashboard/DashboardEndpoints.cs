@@ -67,13 +67,19 @@ internal static class DashboardEndpoints
         var producers = engine.Producers.Snapshot();
         var sb = new StringBuilder();
         sb.Append("<div class=\"cards\">");
-        Card(sb, "health", engine.IsReady ? "<span class=\"ok\">ready</span>" : "<span class=\"warn\">starting</span>", "status");
+        var health = Admin.AdminApi.HealthOf(engine);
+        string healthClass = health.Status switch { "ready" => "ok", "storage-failure" => "bad", _ => "warn" };
+        Card(sb, "health", $"<span class=\"{healthClass}\">{E(health.Status)}</span>", "status");
         Card(sb, "uptime", E(FormatAge(uptime)), "uptime");
         Card(sb, "pending halves", pending.ToString(CultureInfo.InvariantCulture), "pending");
         Card(sb, "parked halves", parked > 0 ? $"<span class=\"bad\">{parked}</span>" : "0", "parked");
         Card(sb, "log size", E(FormatBytes(Math.Max(0, engine.LogTailAddress - engine.LogBeginAddress))), "log-size");
         Card(sb, "producers connected", producers.Values.Sum(c => c.Length).ToString(CultureInfo.InvariantCulture), "producers");
-        sb.Append("</div><h2>Rates, last minutes</h2>").Append(SvgChart.Rates(sampler.Snapshot()));
+        sb.Append("</div>");
+        if (health.Reasons.Count > 0)
+            sb.Append("<div class=\"flash error\" role=\"alert\" data-testid=\"health-reasons\">Health: ").Append(E(health.Status)).Append(" — ")
+              .Append(E(string.Join("; ", health.Reasons))).Append(" (as <a href=\"/health\">/health</a> says)</div>");
+        sb.Append("<h2>Rates, last minutes</h2>").Append(SvgChart.Rates(sampler.Snapshot()));
         sb.Append("<h2>Totals since start</h2><table><tr><th>sent</th><th>halves</th><th>committed</th><th>rolled back</th><th>checks sent</th><th>delivered</th><th>acked</th><th>dead-lettered</th></tr><tr>");
         foreach (long v in new[] { m.MessagesStored, m.HalvesStored, m.Commits, m.Rollbacks, m.ChecksSent, m.Delivered, m.Acked, m.DeadLettered })
             sb.Append("<td class=\"num\">").Append(v.ToString(CultureInfo.InvariantCulture)).Append("</td>");
