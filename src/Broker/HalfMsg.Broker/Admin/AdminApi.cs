@@ -183,41 +183,47 @@ public static class AdminApi
             return Results.Ok(new { group, topic, to = string.IsNullOrEmpty(to) ? "earliest" : to, queues = moved });
         });
 
-        app.MapGet("/api/stats", (HttpContext http) => Results.Ok(new
+        // pendingTransactions counts the halves still being checked, parkedTransactions the parked ones, as the dashboard
+        // and /metrics (halfmsg_transactions_pending, _parked) do: until 2026-12-06 pendingTransactions counted both.
+        app.MapGet("/api/stats", (HttpContext http) =>
         {
-            engine.Metrics.RecordsAppended, engine.Metrics.MessagesStored, engine.Metrics.HalvesStored, engine.Metrics.Commits,
-            engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
-            engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.LeasesRenewed, engine.Metrics.LeasesReleased, engine.Metrics.Acked, engine.Metrics.DeadLettered,
-            engine.Metrics.ReceiveLooks, engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
-            engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.LastCheckpointLockWaitMicros, engine.Metrics.LastCheckpointHoldGcPauseMicros, engine.Metrics.LastCheckpointBytes,
-            lastCheckpointHoldMicrosByPart = engine.Metrics.LastCheckpointHoldMicrosByPart is { } byPart
-                ? BrokerMetrics.CheckpointHoldParts.Zip(byPart).ToDictionary(p => p.First, p => p.Second) : null, engine.Metrics.CheckpointsWhole, engine.Metrics.CheckpointsDelta,
-            engine.Metrics.RetentionCuts, engine.Metrics.LastRetentionCutPauseMicros, engine.Metrics.LastRetentionCutSearchMicros,
-            engine.Metrics.LastRetentionCutExpiryMicros, engine.Metrics.LastRetentionCutGcPauseMicros, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
-            health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
-            pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
-            producers = engine.Producers.Snapshot(), producerRegistrationsRefused = engine.Producers.RefusedRegistrations,
-            diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
-            diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
-            logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
-            logCommitDuration = engine.LogCommitStats.Durations.Named(),
-            logCommitIdleMicros = (long)engine.LogCommitLoopIdle.Idle.TotalMicroseconds, logCommitsKickedOnReturn = engine.LogCommitLoopIdle.KickedOnReturn,
-            logAppendsThatWaited = engine.LogAppendsThatWaited,
-            logReservationsThatWaited = engine.LogReservationsThatWaited,
-            // Thread-pool queue delay samples, cumulative counts per power-of-two bucket of microseconds (b0 < 1 µs, bN < 2^N µs).
-            threadPoolDelay = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Named(),
-            // Each checkpoint's longest hold of the engine lock and each retention cut's hold, counted the same way.
-            checkpointLockHold = engine.Metrics.CheckpointLockHolds.Named(), retentionCutLockHold = engine.Metrics.RetentionCutLockHolds.Named(),
-            gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
-            gcPauseMicros = (long)GC.GetTotalPauseDuration().TotalMicroseconds,
-            gcCollectionsGen0 = GC.CollectionCount(0), gcCollectionsGen1 = GC.CollectionCount(1), gcCollectionsGen2 = GC.CollectionCount(2),
-            indexes = engine.IndexSizes(),
-            // ReceiveMessage answers leased and not yet written out, over all gRPC connections (--grpc-max-unsent bounds it).
-            grpcUnsentAnswerBytes = http.RequestServices.GetService<FrontEnds.GrpcV5.MessagingService>()?.UnsentAnswerBytes,
-            // One-way Remoting requests (END_TRANSACTION, offset commits) refused by flow control: they get no answer.
-            remotingDroppedOnewayRequests = http.RequestServices.GetService<FrontEnds.Remoting.RemotingServer>() is { } remoting
-                ? Interlocked.Read(ref remoting.DroppedOnewayRequests) : (long?)null,
-        }));
+            var (pendingCount, parkedCount) = engine.TransactionCounts();
+            return Results.Ok(new
+            {
+                engine.Metrics.RecordsAppended, engine.Metrics.MessagesStored, engine.Metrics.HalvesStored, engine.Metrics.Commits,
+                engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
+                engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.LeasesRenewed, engine.Metrics.LeasesReleased, engine.Metrics.Acked, engine.Metrics.DeadLettered,
+                engine.Metrics.ReceiveLooks, engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
+                engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.LastCheckpointLockWaitMicros, engine.Metrics.LastCheckpointHoldGcPauseMicros, engine.Metrics.LastCheckpointBytes,
+                lastCheckpointHoldMicrosByPart = engine.Metrics.LastCheckpointHoldMicrosByPart is { } byPart
+                    ? BrokerMetrics.CheckpointHoldParts.Zip(byPart).ToDictionary(p => p.First, p => p.Second) : null, engine.Metrics.CheckpointsWhole, engine.Metrics.CheckpointsDelta,
+                engine.Metrics.RetentionCuts, engine.Metrics.LastRetentionCutPauseMicros, engine.Metrics.LastRetentionCutSearchMicros,
+                engine.Metrics.LastRetentionCutExpiryMicros, engine.Metrics.LastRetentionCutGcPauseMicros, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
+                health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
+                pendingTransactions = pendingCount, parkedTransactions = parkedCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
+                producers = engine.Producers.Snapshot(), producerRegistrationsRefused = engine.Producers.RefusedRegistrations,
+                diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
+                diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
+                logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
+                logCommitDuration = engine.LogCommitStats.Durations.Named(),
+                logCommitIdleMicros = (long)engine.LogCommitLoopIdle.Idle.TotalMicroseconds, logCommitsKickedOnReturn = engine.LogCommitLoopIdle.KickedOnReturn,
+                logAppendsThatWaited = engine.LogAppendsThatWaited,
+                logReservationsThatWaited = engine.LogReservationsThatWaited,
+                // Thread-pool queue delay samples, cumulative counts per power-of-two bucket of microseconds (b0 < 1 µs, bN < 2^N µs).
+                threadPoolDelay = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Named(),
+                // Each checkpoint's longest hold of the engine lock and each retention cut's hold, counted the same way.
+                checkpointLockHold = engine.Metrics.CheckpointLockHolds.Named(), retentionCutLockHold = engine.Metrics.RetentionCutLockHolds.Named(),
+                gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
+                gcPauseMicros = (long)GC.GetTotalPauseDuration().TotalMicroseconds,
+                gcCollectionsGen0 = GC.CollectionCount(0), gcCollectionsGen1 = GC.CollectionCount(1), gcCollectionsGen2 = GC.CollectionCount(2),
+                indexes = engine.IndexSizes(),
+                // ReceiveMessage answers leased and not yet written out, over all gRPC connections (--grpc-max-unsent bounds it).
+                grpcUnsentAnswerBytes = http.RequestServices.GetService<FrontEnds.GrpcV5.MessagingService>()?.UnsentAnswerBytes,
+                // One-way Remoting requests (END_TRANSACTION, offset commits) refused by flow control: they get no answer.
+                remotingDroppedOnewayRequests = http.RequestServices.GetService<FrontEnds.Remoting.RemotingServer>() is { } remoting
+                    ? Interlocked.Read(ref remoting.DroppedOnewayRequests) : (long?)null,
+            });
+        });
     }
 
     /// <summary>What <c>/health</c> answers, and the dashboard's health card shows (until 2026-12-06 the card said only
@@ -242,11 +248,10 @@ public static class AdminApi
     /// <summary>
     /// reset-offset for a lease group (gRPC consumers: the broker keeps its progress, not the client): the group is
     /// forgotten and started again on the topic at the target (earliest, latest, or the first message at or after a
-    /// time) in one hold of the engine lock (<see cref="BrokerEngine.ResetGroupAsync"/>), durably. Its in-flight leases
-    /// end (their acks are refused as stale; the messages come again per the new position). Refused when the group also
-    /// receives from other topics, because forgetting it would drop its progress there too. The two records go into the
-    /// log one after the other: a crash that keeps only the first leaves the group gone, and it starts from the earliest
-    /// retained message at its next receive, as any new group does.
+    /// time) in one hold of the engine lock (<see cref="BrokerEngine.ResetGroupAsync"/>), durably, as one log record, so
+    /// a crash keeps either the old place or the new one, never the group forgotten. Its in-flight leases end (their acks
+    /// are refused as stale; the messages come again per the new position). Refused when the group also receives from
+    /// other topics, because forgetting it would drop its progress there too.
     /// </summary>
     private static async Task<IResult> ResetLeaseGroupAsync(BrokerEngine engine, string group, string topic, string? to, long? atMs,
         BrokerEngine.GroupInfo lease, BrokerEngine.GroupTopicInfo before, CancellationToken ct)
