@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Core.Tests;
 
@@ -80,5 +81,19 @@ public sealed class RedriveCursorGroupTests
         // Deleting ops frees one place: with the cursor counted, B would still be refused.
         Assert.True((await h.Engine.DeleteGroupAsync("ops")).IsOk);
         Assert.Single(await h.ReceiveAsync("B", "t"));
+    }
+
+    /// <summary>Cursors are left out of the limit, so a client may not make one: without this, any client could start
+    /// groups past the limit by naming them %REDRIVE%…, or receive and ack under a cursor's name.</summary>
+    [Fact]
+    public async Task A_client_cannot_receive_or_commit_offsets_under_a_cursor_name()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        Assert.True((await h.Engine.SendAsync(h.Draft("t", "m"))).IsOk);
+        var receive = await h.Engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "%REDRIVE%x", Topic = "t" });
+        Assert.Equal(BrokerStatus.IllegalConsumerGroup, receive.Error.Status);
+        Assert.Contains("reserved", receive.Error.Message);
+        Assert.Equal(BrokerStatus.IllegalConsumerGroup, (await h.Engine.CommitConsumerOffsetAsync("%REDRIVE%x", "t", 0, 1)).Status);
+        Assert.Null(h.Engine.FindGroup("%REDRIVE%x"));
     }
 }
