@@ -215,6 +215,20 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         Assert.Contains("1 shown of", run.Out);
     }
 
+    /// <summary>Review (ops, 2026-12-06): pendingTransactions counted the parked halves too, so `halfmsg stats` showed a
+    /// larger "pending" than the dashboard and halfmsg_transactions_pending.</summary>
+    [Fact]
+    public async Task Stats_count_pending_and_parked_halves_as_the_dashboard_and_metrics_do()
+    {
+        var run = await Halfmsg("stats", "--json");
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        var (pending, parked) = broker.Engine.TransactionCounts(); // what the dashboard and /metrics show
+        using var doc = JsonDocument.Parse(run.Out);
+        Assert.True(parked > 0);
+        Assert.Equal(pending, doc.RootElement.GetProperty("pendingTransactions").GetInt32());
+        Assert.Equal(parked, doc.RootElement.GetProperty("parkedTransactions").GetInt32());
+    }
+
     [Fact]
     public async Task Message_find_of_an_unknown_key_exits_3_with_json_too()
     {

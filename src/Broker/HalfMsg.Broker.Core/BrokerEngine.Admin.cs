@@ -15,22 +15,46 @@ public sealed partial class BrokerEngine
     /// <summary>The topics on which a pull group committed offsets, with its progress on each (empty for none).</summary>
     public IReadOnlyList<PullTopicInfo> PullProgressOf(string group)
     {
+        lock (_gate) return PullTopicsLocked(_consumerOffsets.OfGroup(group).Select(t => (t.Key, t.Value)));
+    }
+
+    /// <summary>
+    /// Every pull group's progress (<see cref="PullProgressOf"/>), by group in name order, the re-drive cursors left out
+    /// (<see cref="IsInternalGroup"/>): one pass over the committed offsets, for a <c>/metrics</c> scrape and the
+    /// dashboard's group list, where asking <see cref="PullProgressOf"/> for each group made one pass per group.
+    /// </summary>
+    public IReadOnlyList<(string Group, IReadOnlyList<PullTopicInfo> Topics)> PullProgress()
+    {
         lock (_gate)
         {
-            var result = new List<PullTopicInfo>();
-            foreach (var (topic, offsets) in _consumerOffsets.OfGroup(group).OrderBy(t => t.Key, StringComparer.Ordinal))
+            var result = new List<(string, IReadOnlyList<PullTopicInfo>)>();
+            foreach (var (group, offsets) in _consumerOffsets.ByGroup().OrderBy(g => g.Key, StringComparer.Ordinal))
             {
-                if (!_topics.TryGetValue(topic, out var t)) continue;
-                var queues = t.Queues.Select((q, i) =>
-                {
-                    long committed = offsets.TryGetValue(i, out long o) ? Math.Max(o, q.BaseOffset) : q.BaseOffset;
-                    long lag = Math.Max(0, q.NextOffset - committed);
-                    return new GroupQueueInfo(i, committed, committed, q.NextOffset, lag, 0);
-                }).ToList();
-                result.Add(new PullTopicInfo(topic, queues, queues.Sum(q => q.Lag)));
+                if (IsInternalGroup(group)) continue;
+                var topics = PullTopicsLocked(offsets.Select(t => (t.Key, (IReadOnlyDictionary<int, long>)t.Value)));
+                if (topics.Count > 0) result.Add((group, topics));
             }
             return result;
         }
+    }
+
+    /// <summary>A pull group's progress on the topics it committed offsets on (those that still exist), in topic name
+    /// order. Caller holds the lock.</summary>
+    private List<PullTopicInfo> PullTopicsLocked(IEnumerable<(string Topic, IReadOnlyDictionary<int, long> Offsets)> offsetsByTopic)
+    {
+        var result = new List<PullTopicInfo>();
+        foreach (var (topic, offsets) in offsetsByTopic.OrderBy(t => t.Topic, StringComparer.Ordinal))
+        {
+            if (!_topics.TryGetValue(topic, out var t)) continue;
+            var queues = t.Queues.Select((q, i) =>
+            {
+                long committed = offsets.TryGetValue(i, out long o) ? Math.Max(o, q.BaseOffset) : q.BaseOffset;
+                long lag = Math.Max(0, q.NextOffset - committed);
+                return new GroupQueueInfo(i, committed, committed, q.NextOffset, lag, 0);
+            }).ToList();
+            result.Add(new PullTopicInfo(topic, queues, queues.Sum(q => q.Lag)));
+        }
+        return result;
     }
 
     /// <summary>The number of messages in a group's dead-letter topic.</summary>
@@ -57,13 +81,34 @@ public sealed partial class BrokerEngine
         }
     }
 
+    /// <summary>
+    /// Every topic with its queues and its consumer groups: the lease groups (gRPC) that receive from it, then the pull
+    /// groups (RocketMQ 4 Remoting) with committed offsets on it, not yet named; the re-drive cursors left out
+    /// (<see cref="IsInternalGroup"/>). Until 2026-12-06 the pull groups were missing, and with them from the dashboard
+    /// and the lag metrics, which read the groups from here (found by review).
+    /// </summary>
     public IReadOnlyList<TopicInfo> ListTopics()
     {
         lock (_gate)
         {
-            return _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal).Select(t => new TopicInfo(t.Name,
-                t.Queues.Select((q, i) => new QueueInfo(i, q.BaseOffset, q.NextOffset)).ToList(),
-                t.Groups.Select(g => g.Group).ToList(), IsSystemTopic(t.Name))).ToList();
+            // One pass over the (group, topic) pairs of committed offsets, not one per topic.
+            var pullGroups = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+            foreach (var (group, topic) in _consumerOffsets.GroupTopics)
+            {
+                if (IsInternalGroup(group)) continue;
+                if (!pullGroups.TryGetValue(topic, out var groups)) pullGroups[topic] = groups = [];
+                groups.Add(group);
+            }
+            return _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal).Select(t =>
+            {
+                var groups = t.Groups.Select(g => g.Group).Where(g => !IsInternalGroup(g)).ToList();
+                if (pullGroups.TryGetValue(t.Name, out var pull))
+                {
+                    var named = groups.ToHashSet(StringComparer.Ordinal);
+                    groups.AddRange(pull.Where(g => !named.Contains(g)).Order(StringComparer.Ordinal));
+                }
+                return new TopicInfo(t.Name, t.Queues.Select((q, i) => new QueueInfo(i, q.BaseOffset, q.NextOffset)).ToList(), groups, IsSystemTopic(t.Name));
+            }).ToList();
         }
     }
 

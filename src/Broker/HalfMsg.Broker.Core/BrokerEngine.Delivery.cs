@@ -177,11 +177,20 @@ public sealed partial class BrokerEngine
 
     private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
 
+    /// <summary>Consumer groups counted toward <see cref="CoreOptions.MaxConsumerGroups"/>, each once per topic: lease
+    /// groups' states and pull groups' offsets, the re-drive cursors left out (<see cref="GroupLimitReached"/>).</summary>
+    private int CountedGroups => _groups.Count - _groups.InternalCount + _consumerOffsets.GroupTopicCount;
+
     /// <summary>The refusal when one more consumer group on a topic would exceed <see cref="CoreOptions.MaxConsumerGroups"/>,
     /// else null. Caller holds the lock.</summary>
+    /// <remarks>The re-drive cursors (<see cref="IsInternalGroup"/>) are not counted, and a re-drive's receive is not
+    /// refused (<see cref="ReceiveRequest.RedriveCursor"/>): the refusal tells operators to delete groups, and those
+    /// cannot be deleted (nor are they listed); a re-drive at the limit must still run. Only the engine's re-drive
+    /// creates them (a client's receive or offset commit under such a name is refused), one per group re-driven and one
+    /// per topic filter an operator gave.</remarks>
     private BrokerError? GroupLimitReached(string group, string topic)
     {
-        int count = _groups.Count + _consumerOffsets.GroupTopicCount;
+        int count = CountedGroups;
         if (count < _options.MaxConsumerGroups) return null;
         if (Metrics.GroupsRefused++ % 1000 == 0)
             _logger.LogWarning("Consumer group {Group} on topic {Topic} refused: the broker holds {Count} consumer groups (MaxConsumerGroups {Max}); delete unused ones or raise the limit", group, topic, count, _options.MaxConsumerGroups);
@@ -206,6 +215,8 @@ public sealed partial class BrokerEngine
         using var span = BrokerTracing.StartReceive(req.Topic, req.ConsumerGroup); // trace hook (issue 12)
         if (!IsValidName(req.ConsumerGroup, 255) || IsSystemTopic(req.ConsumerGroup))
             return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{req.ConsumerGroup}' is not a valid name"), []);
+        if (IsInternalGroup(req.ConsumerGroup) && !req.RedriveCursor)
+            return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{req.ConsumerGroup}' is reserved: names starting with {RedrivePrefix} are the broker's re-drive cursors"), []);
         if (UnreadableTopicReason(req.Topic) is { } unreadable) return new(new(BrokerStatus.IllegalTopic, unreadable), []);
         if (!TagFilter.TryParse(req.TagExpression, out var filter, out var filterError))
             return new(new(BrokerStatus.BadRequest, filterError!), []);
@@ -234,7 +245,7 @@ public sealed partial class BrokerEngine
                         var err = TryGetOrCreate(req.Topic, out topic);
                         if (!err.IsOk) return new(err, []);
                     }
-                    if (!_groups.ContainsKey((req.ConsumerGroup, topic.Name)) && GroupLimitReached(req.ConsumerGroup, topic.Name) is { } full)
+                    if (!req.RedriveCursor && !_groups.ContainsKey((req.ConsumerGroup, topic.Name)) && GroupLimitReached(req.ConsumerGroup, topic.Name) is { } full)
                         return new(full, []);
                     var group = GetGroup(req.ConsumerGroup, topic);
                     // The look below covers any wake the previous park got: leave it, park anew, then look.

@@ -41,6 +41,7 @@ public sealed partial class BrokerEngine
     {
         if (!IsValidName(group, 255) || IsSystemTopic(group))
             return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name");
+        if (InternalGroupRefusal(group, reset ? "reset" : "started") is { } internalGroup) return internalGroup;
         int queues;
         lock (_gate)
         {

@@ -335,7 +335,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     public BrokerError? PullGroupRefusal(string group, string topic)
     {
-        if (_groups.Count + _consumerOffsets.GroupTopicCount < _options.MaxConsumerGroups) return null; // a racy pre-check; exact below
+        if (CountedGroups < _options.MaxConsumerGroups) return null; // a racy pre-check; exact below
         lock (_gate)
             return _consumerOffsets.Has(group, topic) || _groups.ContainsKey((group, topic)) ? null : GroupLimitReached(group, topic);
     }
@@ -344,6 +344,8 @@ public sealed partial class BrokerEngine
     public async ValueTask<BrokerError> CommitConsumerOffsetAsync(string group, string topic, int queueId, long offset, CancellationToken ct = default)
     {
         if (!IsValidName(group, 255)) return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name");
+        // Reserved for the re-drive's cursors, which the group lists and the group limit leave out (GroupLimitReached).
+        if (IsInternalGroup(group)) return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is reserved: names starting with {RedrivePrefix} are the broker's re-drive cursors");
         if (offset < 0 || queueId < 0) return new(BrokerStatus.BadRequest, "offset and queue id must not be negative");
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;

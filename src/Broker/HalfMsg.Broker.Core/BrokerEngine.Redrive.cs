@@ -79,7 +79,7 @@ public sealed partial class BrokerEngine
             {
                 var batch = await ReceiveAsync(new ReceiveRequest
                 {
-                    ConsumerGroup = cursor, Topic = dlq, BatchSize = Math.Min(32, max - moved.Count), InvisibleDuration = TimeSpan.FromMinutes(1),
+                    ConsumerGroup = cursor, Topic = dlq, BatchSize = Math.Min(32, max - moved.Count), InvisibleDuration = TimeSpan.FromMinutes(1), RedriveCursor = true,
                 }, ct).ConfigureAwait(false);
                 if (batch.Error.Status == BrokerStatus.MessageNotFound || batch.Messages.Count == 0) break;
                 if (!batch.IsOk) return Done(batch.Error);

@@ -217,6 +217,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     public async ValueTask<BrokerError> DeleteGroupAsync(string group, CancellationToken ct = default)
     {
+        if (InternalGroupRefusal(group, "deleted") is { } internalGroup) return internalGroup;
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;
         bool known;

@@ -244,6 +244,29 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// </summary>
     private void OnDurable(long durableUntil) => _topics.OnDurable(durableUntil);
 
+    // ---------------------------------------------------------------- group names
+
+    /// <summary>
+    /// Whether a consumer group is the broker's own: a re-drive's cursor on a dead-letter topic (<see cref="RedrivePrefix"/>:
+    /// <c>%REDRIVE%&lt;group&gt;</c>, and its sibling <c>%REDRIVE%&lt;group&gt;|&lt;topic&gt;</c> for a re-drive of one
+    /// topic's dead letters). Its progress is the record of which dead letters were put back. It is left out of the
+    /// group lists, the lag metrics and the count toward <see cref="CoreOptions.MaxConsumerGroups"/> (whose refusal tells
+    /// operators to delete groups, which they cannot do to these), and an operator cannot delete, start or reset it
+    /// (<see cref="InternalGroupRefusal"/>).
+    /// </summary>
+    public static bool IsInternalGroup(string group) => IsRedriveCursor(group);
+
+    /// <summary>
+    /// The refusal of an operator's delete, start or reset (<paramref name="action"/>) of an internal group
+    /// (<see cref="IsInternalGroup"/>), else null. Until 2026-12-06 they were accepted like any group's: a delete or a
+    /// reset to the earliest message made the next re-drive put back every retained dead letter once more, so the group
+    /// received them twice, and a start from the latest skipped those still waiting (found by review).
+    /// </summary>
+    public static BrokerError? InternalGroupRefusal(string group, string action) => IsInternalGroup(group)
+        ? new(BrokerStatus.BadRequest, $"consumer group '{group}' is the broker's re-drive cursor (it records which dead letters were put back) and cannot be {action}: "
+            + "that would make the next re-drive put dead letters back again, or skip them. Re-drive with `halfmsg dlq redrive <group>` (POST /api/dlq/{group}/redrive).")
+        : null;
+
     // ---------------------------------------------------------------- topics
 
     internal static bool IsValidName(string? name, int max = 127)

@@ -11,6 +11,9 @@ internal sealed class AdminClient(HttpClient http)
     public sealed record Answer(HttpStatusCode Status, JsonElement Body)
     {
         public bool Ok => (int)Status is >= 200 and < 300;
+        /// <summary>The broker's message index was still being rebuilt after a start (X-HalfMsg-Index-Warming): a key
+        /// look-up's list may be partial.</summary>
+        public bool IndexWarming { get; init; }
         public string Error => Body.ValueKind == JsonValueKind.Object && Body.TryGetProperty("error", out var e) ? e.GetString() ?? "" : $"HTTP {(int)Status}";
 
         public int ExitCode => Status switch
@@ -52,6 +55,9 @@ internal sealed class AdminClient(HttpClient http)
         {
             body = JsonDocument.Parse(JsonSerializer.Serialize(new { error = $"HTTP {(int)response.StatusCode}: not a JSON answer (is --url the admin port?)" })).RootElement.Clone();
         }
-        return new Answer(response.StatusCode, body);
+        return new Answer(response.StatusCode, body)
+        {
+            IndexWarming = response.Headers.TryGetValues("X-HalfMsg-Index-Warming", out var warming) && warming.Contains("true", StringComparer.OrdinalIgnoreCase),
+        };
     }
 }

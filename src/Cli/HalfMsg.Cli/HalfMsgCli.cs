@@ -345,6 +345,9 @@ public static class HalfMsgCli
                 await error.WriteLineAsync($"halfmsg: no message with key '{parse.GetValue(key)}' in the index");
                 return ExitCodes.NotFound;
             }
+            // Nothing found during the broker's index warm-up is its 404 IndexWarming, printed by Print with its reason.
+            if (answer.Ok && answer.IndexWarming)
+                await error.WriteLineAsync($"halfmsg: the broker's message index is still being rebuilt after its start: messages with key '{parse.GetValue(key)}' it has not reached yet are not listed; try again shortly");
             return await Print(answer, asJson, body => WriteLocations(body.EnumerateArray()));
         });
         message.Add(find);

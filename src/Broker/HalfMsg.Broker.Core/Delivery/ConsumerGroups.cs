@@ -32,6 +32,9 @@ internal sealed class ConsumerGroups
     public long NextLeaseDueMs => _leaseDue.TryPeek(out _, out long due) ? due : long.MaxValue;
 
     public int Count => _byKey.Count;
+    /// <summary>Of <see cref="Count"/>, the re-drive cursors' (<see cref="BrokerEngine.IsInternalGroup"/>): the broker's
+    /// own, not counted toward <see cref="CoreOptions.MaxConsumerGroups"/>.</summary>
+    public int InternalCount { get; private set; }
     /// <summary>Entries in the lease-expiry heap, stale ones included (soak statistics: must stay bounded).</summary>
     public int LeaseDueCount => _leaseDue.Count;
     public Dictionary<(string Group, string Topic), GroupTopicState>.ValueCollection Values => _byKey.Values;
@@ -49,6 +52,7 @@ internal sealed class ConsumerGroups
         {
             state = new GroupTopicState(group, topic);
             _byKey[(group, topic.Name)] = state;
+            if (BrokerEngine.IsInternalGroup(group)) InternalCount++;
             if (!_byGroup.TryGetValue(group, out var states)) _byGroup[group] = states = [];
             states.Add(state);
             topic.AddGroup(state);
@@ -62,7 +66,7 @@ internal sealed class ConsumerGroups
     /// </summary>
     public void Remove(GroupTopicState state)
     {
-        _byKey.Remove((state.Group, state.Topic.Name));
+        if (_byKey.Remove((state.Group, state.Topic.Name)) && BrokerEngine.IsInternalGroup(state.Group)) InternalCount--;
         if (_byGroup.TryGetValue(state.Group, out var states) && states.Remove(state) && states.Count == 0) _byGroup.Remove(state.Group);
         state.Topic.RemoveGroup(state);
         foreach (var gq in state.Queues) gq.InFlight.Clear();
@@ -224,6 +228,7 @@ internal sealed class ConsumerGroups
     {
         _byKey.Clear();
         _byGroup.Clear();
+        InternalCount = 0;
         _leaseDue.Clear();
         _renewedByClient.Clear();
         _renewedEntries = 0;

@@ -37,6 +37,23 @@ internal sealed class PullOffsets
         => _offsets.Where(e => e.Key.Group == group).GroupBy(e => e.Key.Topic)
             .ToDictionary(g => g.Key, g => (IReadOnlyDictionary<int, long>)g.ToDictionary(e => e.Key.Queue, e => e.Value));
 
+    /// <summary>Every group's committed offsets, per group, topic and queue: one pass over every committed offset, where
+    /// <see cref="OfGroup"/> for each group made one per group.</summary>
+    public Dictionary<string, Dictionary<string, Dictionary<int, long>>> ByGroup()
+    {
+        var byGroup = new Dictionary<string, Dictionary<string, Dictionary<int, long>>>(StringComparer.Ordinal);
+        foreach (var ((group, topic, queue), offset) in _offsets)
+        {
+            if (!byGroup.TryGetValue(group, out var topics)) byGroup[group] = topics = new(StringComparer.Ordinal);
+            if (!topics.TryGetValue(topic, out var queues)) topics[topic] = queues = [];
+            queues[queue] = offset;
+        }
+        return byGroup;
+    }
+
+    /// <summary>The (group, topic) pairs with at least one committed offset.</summary>
+    public IEnumerable<(string Group, string Topic)> GroupTopics => _queuesPerGroup.Keys;
+
     public void RemoveTopic(string topic) => RemoveWhere(k => k.Topic == topic);
 
     public void RemoveGroup(string group) => RemoveWhere(k => k.Group == group);

@@ -79,10 +79,10 @@ public sealed class BrokerMeter : IDisposable
             description: "Message body bytes accepted (sends and halves) since start or since the topic was deleted, per topic.");
         _meter.CreateObservableCounter("rocketmq_messages_out", () => Volatile.Read(ref m.Delivered),
             description: "Deliveries to consumers, redeliveries included.");
-        _meter.CreateObservableGauge("rocketmq_consumer_lag_messages", () => PerGroup(engine, g => g.Lag),
-            description: "Messages a consumer group has not acknowledged yet, per topic.");
-        _meter.CreateObservableGauge("rocketmq_consumer_inflight_messages", () => PerGroup(engine, g => g.InFlight),
-            description: "Messages delivered to a consumer group and not acknowledged or expired yet, per topic.");
+        _meter.CreateObservableGauge("rocketmq_consumer_lag_messages", () => PerGroup(engine, lag: true),
+            description: "Messages a consumer group has not acknowledged yet (a RocketMQ 4 pull group: not yet committed), per topic.");
+        _meter.CreateObservableGauge("rocketmq_consumer_inflight_messages", () => PerGroup(engine, lag: false),
+            description: "Messages delivered to a consumer group and not acknowledged or expired yet, per topic (gRPC groups; a pull group's are its client's).");
 
         // Transactions.
         _meter.CreateObservableGauge("halfmsg_transactions_pending", () => Pending(engine, parked: false),
@@ -208,18 +208,35 @@ public sealed class BrokerMeter : IDisposable
         return bytes.Where(t => topics.Contains(t.Key)).Select(t => new Measurement<long>(t.Value, new KeyValuePair<string, object?>("topic", t.Key)));
     }
 
-    private static IEnumerable<Measurement<long>> PerGroup(BrokerEngine engine, Func<BrokerEngine.GroupTopicInfo, long> value)
+    /// <summary>
+    /// Per topic and consumer group: the lease groups' (gRPC) lag or messages in flight, and the pull groups' (RocketMQ 4
+    /// Remoting, committed offsets) lag, read in one pass over the committed offsets. Until 2026-12-06 the pull groups
+    /// had no series, so a stalled RocketMQ 4 consumer could not raise a lag alert (found by review). A pull group's
+    /// messages in flight are its client's, unknown to the broker: no series. Where one name is both kinds on a topic,
+    /// the lease group's series stands (one series per label set).
+    /// </summary>
+    private static IEnumerable<Measurement<long>> PerGroup(BrokerEngine engine, bool lag)
     {
         var result = new List<Measurement<long>>();
+        var named = new HashSet<(string Group, string Topic)>();
         foreach (string group in engine.ListTopics().SelectMany(t => t.ConsumerGroups).Distinct(StringComparer.Ordinal))
         {
-            if (engine.FindGroup(group) is not { } info) continue;
+            if (engine.FindGroup(group) is not { } info) continue; // a pull group only: below
             foreach (var t in info.Topics)
-                result.Add(new Measurement<long>(value(t),
-                    new KeyValuePair<string, object?>("topic", t.Topic), new KeyValuePair<string, object?>("consumer_group", group)));
+            {
+                named.Add((group, t.Topic));
+                result.Add(GroupMeasurement(lag ? t.Lag : t.InFlight, t.Topic, group));
+            }
         }
+        if (!lag) return result;
+        foreach (var (group, topics) in engine.PullProgress())
+            foreach (var t in topics)
+                if (!named.Contains((group, t.Topic))) result.Add(GroupMeasurement(t.Lag, t.Topic, group));
         return result;
     }
+
+    private static Measurement<long> GroupMeasurement(long value, string topic, string group)
+        => new(value, new KeyValuePair<string, object?>("topic", topic), new KeyValuePair<string, object?>("consumer_group", group));
 
     private static int Pending(BrokerEngine engine, bool parked)
     {

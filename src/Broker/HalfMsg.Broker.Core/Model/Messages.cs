@@ -143,6 +143,12 @@ public sealed record ReceiveRequest
     /// Null: no bound but <see cref="CoreOptions.ReceiveByteBudget"/>. Called under the engine's lock: must not block.
     /// </summary>
     public IDeliveryAllowance? Allowance { get; init; }
+    /// <summary>
+    /// The broker's own re-drive, reading a dead-letter topic with its cursor (<see cref="BrokerEngine.IsInternalGroup"/>).
+    /// Only the engine sets it: a client's receive under a cursor's name is refused, because cursors are not counted
+    /// toward <see cref="CoreOptions.MaxConsumerGroups"/> and a cursor's progress records which dead letters were put back.
+    /// </summary>
+    internal bool RedriveCursor { get; init; }
 }
 
 /// <summary>Bytes a receive's caller can still hold for its answer (see <see cref="ReceiveRequest.Allowance"/>).</summary>

@@ -9,22 +9,15 @@ namespace HalfMsg.Broker.Admin;
 /// </summary>
 public static class AdminApi
 {
+    /// <summary>Set (to <c>true</c>) on a key look-up's answer while the message index is still rebuilt after a start:
+    /// the list may lack messages with the key that the rebuild has not reached yet.</summary>
+    public const string IndexWarmingHeader = "X-HalfMsg-Index-Warming";
+
     public static void MapAdminApi(this IEndpointRouteBuilder app, BrokerEngine engine)
     {
         _ = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared; // start sampling with the admin port
         // Open without credentials (probes): status, and the reason when it is not plainly ready.
-        app.MapGet("/health", () => engine.StorageFault is { } failed
-            ? Results.Json(new { status = "storage-failure", reason = failed.Message }, statusCode: 503)
-            : !engine.IsReady
-                ? Results.Json(new { status = "starting" }, statusCode: 503)
-                // Up and readable, refusing new messages until space returns (by itself): 200, not 503, so that probes
-                // keep consumers draining it; the status and reason say why sends fail.
-                : engine.DiskSpace.IsFull
-                    ? Results.Ok(new { status = "disk-full", writable = false, reason = engine.DiskSpace.Reason, reasons = engine.Health.Reasons })
-                : engine.Health.Status == Broker.Core.Diagnostics.HealthStatus.Degraded
-                    // Serving, but damage was found and contained: an operator must look (the reasons say where).
-                    ? Results.Ok(new { status = "degraded", reasons = engine.Health.Reasons })
-                    : Results.Ok(new { status = "ready" }));
+        app.MapGet("/health", () => HealthOf(engine) is var h && h.HttpStatus == 200 ? Results.Ok(h.Body) : Results.Json(h.Body, statusCode: h.HttpStatus));
 
         app.MapGet("/api/topics", () => Results.Ok(engine.ListTopics()));
         app.MapPost("/api/topics/{name}", async (string name, CancellationToken ct) =>
@@ -92,9 +85,22 @@ public static class AdminApi
             keyBytes = engine.MessageIndex.KeyBytes, keyBytesBudget = engine.MessageIndex.MaxKeyBytes,
             messagesForgottenForKeyBytes = engine.MessageIndex.MessagesForgottenForKeyBytes,
         }));
-        app.MapGet("/api/messages", (string? key, string? topic) => string.IsNullOrEmpty(key)
-            ? Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400)
-            : Results.Ok(engine.MessageIndex.FindByKey(key, string.IsNullOrEmpty(topic) ? null : topic).Select(e => MessageLookup.Locate(engine, e)).ToList()));
+        // While the index is rebuilt after a start, as the look-up by id: nothing found is 404 IndexWarming, and what is
+        // found comes with the header IndexWarmingHeader (other messages with the key may not be indexed yet). Until
+        // 2026-12-06 it answered 200 [] and `halfmsg message find` said no message had the key (found by review).
+        app.MapGet("/api/messages", (HttpContext http, string? key, string? topic) =>
+        {
+            if (string.IsNullOrEmpty(key))
+                return Results.Json(new ErrorBody("give ?key=K (and optionally &topic=T); look up one id at /api/messages/{id}", "BadRequest"), statusCode: 400);
+            bool warming = engine.MessageIndex.IsWarming; // read first: a warm-up that ends during the look-up leaves it marked
+            var found = engine.MessageIndex.FindByKey(key, string.IsNullOrEmpty(topic) ? null : topic).Select(e => MessageLookup.Locate(engine, e)).ToList();
+            if (!warming) return Results.Ok(found);
+            if (found.Count == 0)
+                return Results.Json(new ErrorBody($"no message with key '{key}' in the message index yet: the index is still being rebuilt from the log after the start "
+                    + $"({engine.MessageIndex.RecordsScanned} records read so far); try again shortly", "IndexWarming"), statusCode: 404);
+            http.Response.Headers[IndexWarmingHeader] = "true";
+            return Results.Ok(found);
+        });
 
         // Resume is for parked halves; on a half that is not parked the core says so (400) and changes nothing.
         app.MapPost("/api/transactions/{id}/resume", async (string id, CancellationToken ct) =>
@@ -158,6 +164,8 @@ public static class AdminApi
         {
             if (string.IsNullOrEmpty(topic)) return Results.Json(new ErrorBody("give ?topic=T", "BadRequest"), statusCode: 400);
             if (!AdminInputs.TryParseResetTo(to, out long? atMs)) return Results.Json(new ErrorBody($"to must be earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds, not '{to}'", "BadRequest"), statusCode: 400);
+            // Before either path: the pull path below would otherwise commit offsets under a re-drive cursor's name.
+            if (BrokerEngine.InternalGroupRefusal(group, "reset") is { } internalGroup) return ToResult(internalGroup, new { });
             int queues = engine.QueueCount(topic);
             if (queues <= 0) return NotFound($"topic '{topic}' does not exist");
             if (engine.FindGroup(group) is { } lease && lease.Topics.FirstOrDefault(t => t.Topic == topic) is { } before)
@@ -175,51 +183,75 @@ public static class AdminApi
             return Results.Ok(new { group, topic, to = string.IsNullOrEmpty(to) ? "earliest" : to, queues = moved });
         });
 
-        app.MapGet("/api/stats", (HttpContext http) => Results.Ok(new
+        // pendingTransactions counts the halves still being checked, parkedTransactions the parked ones, as the dashboard
+        // and /metrics (halfmsg_transactions_pending, _parked) do: until 2026-12-06 pendingTransactions counted both.
+        app.MapGet("/api/stats", (HttpContext http) =>
         {
-            engine.Metrics.RecordsAppended, engine.Metrics.MessagesStored, engine.Metrics.HalvesStored, engine.Metrics.Commits,
-            engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
-            engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.LeasesRenewed, engine.Metrics.LeasesReleased, engine.Metrics.Acked, engine.Metrics.DeadLettered,
-            engine.Metrics.ReceiveLooks, engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
-            engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.LastCheckpointLockWaitMicros, engine.Metrics.LastCheckpointHoldGcPauseMicros, engine.Metrics.LastCheckpointBytes,
-            lastCheckpointHoldMicrosByPart = engine.Metrics.LastCheckpointHoldMicrosByPart is { } byPart
-                ? BrokerMetrics.CheckpointHoldParts.Zip(byPart).ToDictionary(p => p.First, p => p.Second) : null, engine.Metrics.CheckpointsWhole, engine.Metrics.CheckpointsDelta,
-            engine.Metrics.RetentionCuts, engine.Metrics.LastRetentionCutPauseMicros, engine.Metrics.LastRetentionCutSearchMicros,
-            engine.Metrics.LastRetentionCutExpiryMicros, engine.Metrics.LastRetentionCutGcPauseMicros, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
-            health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
-            pendingTransactions = engine.PendingCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
-            producers = engine.Producers.Snapshot(), producerRegistrationsRefused = engine.Producers.RefusedRegistrations,
-            diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
-            diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
-            logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
-            logCommitDuration = engine.LogCommitStats.Durations.Named(),
-            logCommitIdleMicros = (long)engine.LogCommitLoopIdle.Idle.TotalMicroseconds, logCommitsKickedOnReturn = engine.LogCommitLoopIdle.KickedOnReturn,
-            logAppendsThatWaited = engine.LogAppendsThatWaited,
-            logReservationsThatWaited = engine.LogReservationsThatWaited,
-            // Thread-pool queue delay samples, cumulative counts per power-of-two bucket of microseconds (b0 < 1 µs, bN < 2^N µs).
-            threadPoolDelay = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Named(),
-            // Each checkpoint's longest hold of the engine lock and each retention cut's hold, counted the same way.
-            checkpointLockHold = engine.Metrics.CheckpointLockHolds.Named(), retentionCutLockHold = engine.Metrics.RetentionCutLockHolds.Named(),
-            gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
-            gcPauseMicros = (long)GC.GetTotalPauseDuration().TotalMicroseconds,
-            gcCollectionsGen0 = GC.CollectionCount(0), gcCollectionsGen1 = GC.CollectionCount(1), gcCollectionsGen2 = GC.CollectionCount(2),
-            indexes = engine.IndexSizes(),
-            // ReceiveMessage answers leased and not yet written out, over all gRPC connections (--grpc-max-unsent bounds it).
-            grpcUnsentAnswerBytes = http.RequestServices.GetService<FrontEnds.GrpcV5.MessagingService>()?.UnsentAnswerBytes,
-            // One-way Remoting requests (END_TRANSACTION, offset commits) refused by flow control: they get no answer.
-            remotingDroppedOnewayRequests = http.RequestServices.GetService<FrontEnds.Remoting.RemotingServer>() is { } remoting
-                ? Interlocked.Read(ref remoting.DroppedOnewayRequests) : (long?)null,
-        }));
+            var (pendingCount, parkedCount) = engine.TransactionCounts();
+            return Results.Ok(new
+            {
+                engine.Metrics.RecordsAppended, engine.Metrics.MessagesStored, engine.Metrics.HalvesStored, engine.Metrics.Commits,
+                engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
+                engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.LeasesRenewed, engine.Metrics.LeasesReleased, engine.Metrics.Acked, engine.Metrics.DeadLettered,
+                engine.Metrics.ReceiveLooks, engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
+                engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.LastCheckpointLockWaitMicros, engine.Metrics.LastCheckpointHoldGcPauseMicros, engine.Metrics.LastCheckpointBytes,
+                lastCheckpointHoldMicrosByPart = engine.Metrics.LastCheckpointHoldMicrosByPart is { } byPart
+                    ? BrokerMetrics.CheckpointHoldParts.Zip(byPart).ToDictionary(p => p.First, p => p.Second) : null, engine.Metrics.CheckpointsWhole, engine.Metrics.CheckpointsDelta,
+                engine.Metrics.RetentionCuts, engine.Metrics.LastRetentionCutPauseMicros, engine.Metrics.LastRetentionCutSearchMicros,
+                engine.Metrics.LastRetentionCutExpiryMicros, engine.Metrics.LastRetentionCutGcPauseMicros, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
+                health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
+                pendingTransactions = pendingCount, parkedTransactions = parkedCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
+                producers = engine.Producers.Snapshot(), producerRegistrationsRefused = engine.Producers.RefusedRegistrations,
+                diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
+                diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
+                logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,
+                logCommitDuration = engine.LogCommitStats.Durations.Named(),
+                logCommitIdleMicros = (long)engine.LogCommitLoopIdle.Idle.TotalMicroseconds, logCommitsKickedOnReturn = engine.LogCommitLoopIdle.KickedOnReturn,
+                logAppendsThatWaited = engine.LogAppendsThatWaited,
+                logReservationsThatWaited = engine.LogReservationsThatWaited,
+                // Thread-pool queue delay samples, cumulative counts per power-of-two bucket of microseconds (b0 < 1 µs, bN < 2^N µs).
+                threadPoolDelay = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared.Named(),
+                // Each checkpoint's longest hold of the engine lock and each retention cut's hold, counted the same way.
+                checkpointLockHold = engine.Metrics.CheckpointLockHolds.Named(), retentionCutLockHold = engine.Metrics.RetentionCutLockHolds.Named(),
+                gcHeapBytes = GC.GetGCMemoryInfo().HeapSizeBytes, gcTotalAllocatedBytes = GC.GetTotalAllocatedBytes(),
+                gcPauseMicros = (long)GC.GetTotalPauseDuration().TotalMicroseconds,
+                gcCollectionsGen0 = GC.CollectionCount(0), gcCollectionsGen1 = GC.CollectionCount(1), gcCollectionsGen2 = GC.CollectionCount(2),
+                indexes = engine.IndexSizes(),
+                // ReceiveMessage answers leased and not yet written out, over all gRPC connections (--grpc-max-unsent bounds it).
+                grpcUnsentAnswerBytes = http.RequestServices.GetService<FrontEnds.GrpcV5.MessagingService>()?.UnsentAnswerBytes,
+                // One-way Remoting requests (END_TRANSACTION, offset commits) refused by flow control: they get no answer.
+                remotingDroppedOnewayRequests = http.RequestServices.GetService<FrontEnds.Remoting.RemotingServer>() is { } remoting
+                    ? Interlocked.Read(ref remoting.DroppedOnewayRequests) : (long?)null,
+            });
+        });
+    }
+
+    /// <summary>What <c>/health</c> answers, and the dashboard's health card shows (until 2026-12-06 the card said only
+    /// ready or starting, so "ready" while <c>/health</c> said degraded or disk-full, found by review): the status, the
+    /// HTTP status, the answer's body, and the reasons an operator reads.</summary>
+    internal static (string Status, int HttpStatus, object Body, IReadOnlyList<string> Reasons) HealthOf(BrokerEngine engine)
+    {
+        if (engine.StorageFault is { } failed)
+            return ("storage-failure", 503, new { status = "storage-failure", reason = failed.Message }, [failed.Message]);
+        if (!engine.IsReady) return ("starting", 503, new { status = "starting" }, []);
+        // Up and readable, refusing new messages until space returns (by itself): 200, not 503, so that probes keep
+        // consumers draining it; the status and reason say why sends fail.
+        if (engine.DiskSpace.IsFull)
+            return ("disk-full", 200, new { status = "disk-full", writable = false, reason = engine.DiskSpace.Reason, reasons = engine.Health.Reasons },
+                [engine.DiskSpace.Reason, .. engine.Health.Reasons]);
+        // Serving, but damage was found and contained: an operator must look (the reasons say where).
+        if (engine.Health.Status == Broker.Core.Diagnostics.HealthStatus.Degraded)
+            return ("degraded", 200, new { status = "degraded", reasons = engine.Health.Reasons }, engine.Health.Reasons);
+        return ("ready", 200, new { status = "ready" }, []);
     }
 
     /// <summary>
     /// reset-offset for a lease group (gRPC consumers: the broker keeps its progress, not the client): the group is
     /// forgotten and started again on the topic at the target (earliest, latest, or the first message at or after a
-    /// time) in one hold of the engine lock (<see cref="BrokerEngine.ResetGroupAsync"/>), durably. Its in-flight leases
-    /// end (their acks are refused as stale; the messages come again per the new position). Refused when the group also
-    /// receives from other topics, because forgetting it would drop its progress there too. The two records go into the
-    /// log one after the other: a crash that keeps only the first leaves the group gone, and it starts from the earliest
-    /// retained message at its next receive, as any new group does.
+    /// time) in one hold of the engine lock (<see cref="BrokerEngine.ResetGroupAsync"/>), durably, as one log record, so
+    /// a crash keeps either the old place or the new one, never the group forgotten. Its in-flight leases end (their acks
+    /// are refused as stale; the messages come again per the new position). Refused when the group also receives from
+    /// other topics, because forgetting it would drop its progress there too.
     /// </summary>
     private static async Task<IResult> ResetLeaseGroupAsync(BrokerEngine engine, string group, string topic, string? to, long? atMs,
         BrokerEngine.GroupInfo lease, BrokerEngine.GroupTopicInfo before, CancellationToken ct)

@@ -13,8 +13,9 @@ namespace HalfMsg.Broker.Admin;
 /// <c>/health</c> stays open for probes and says only ready/starting; <c>/metrics</c> opens with
 /// <c>--metrics-anonymous</c>.</item>
 /// <item>Cross-site protection for state-changing requests: only POST changes state, and a POST whose
-/// <c>Sec-Fetch-Site</c> is not <c>same-origin</c>/<c>none</c> or whose <c>Origin</c> is not this host is refused
-/// (403). Browsers send Basic credentials cross-site on their own, so this is what stops a forged form.</item>
+/// <c>Sec-Fetch-Site</c> is not <c>same-origin</c>/<c>none</c> (or, from a browser that sends none, whose <c>Origin</c>
+/// is not this host and port) is refused (403). Browsers send Basic credentials cross-site on their own, so this is
+/// what stops a forged form.</item>
 /// </list>
 /// Every refusal has a JSON body <c>{"error": ..., "code": ...}</c>. Credentials are never logged or echoed.
 /// </summary>
@@ -89,19 +90,43 @@ public sealed class AdminGuard(IReadOnlyList<string> allowedHosts, IReadOnlyDict
     }
 
     /// <summary>
-    /// Fetch Metadata first (every current browser sends it); for older browsers, an Origin that is not this host.
+    /// Fetch Metadata alone when the request has it (every current browser sends it, and a page's scripts cannot set
+    /// it): only <c>same-origin</c> and <c>none</c> (typed or bookmarked) pass; <c>same-site</c> and <c>cross-site</c> do not.
+    /// For older browsers, which send none, the <c>Origin</c> must name this host and port (<see cref="IsSameHostAndPort"/>).
     /// A request with neither header is not from a browser page (curl, the CLI) and passes.
     /// </summary>
+    /// <remarks>
+    /// Behind the TLS reverse proxy the README recommends, the browser's origin is <c>https://name</c> while the broker
+    /// sees <c>http</c> and, unless the proxy keeps the Host header, another authority: until 2026-12-06 the Origin was
+    /// compared (scheme and authority) even when the browser had said <c>same-origin</c>, and every dashboard button
+    /// was refused there (found by review).
+    /// </remarks>
     private static bool IsCrossSite(HttpRequest request)
     {
         string site = request.Headers["Sec-Fetch-Site"].ToString();
-        if (site.Length > 0 && site is not ("same-origin" or "none")) return true;
+        if (site.Length > 0) return site is not ("same-origin" or "none");
         string origin = request.Headers.Origin.ToString();
         if (origin.Length == 0) return false;
         if (origin == "null") return true;
-        return !Uri.TryCreate(origin, UriKind.Absolute, out var uri)
-            || !string.Equals(uri.Authority, request.Host.Value, StringComparison.OrdinalIgnoreCase)
-            || !string.Equals(uri.Scheme, request.Scheme, StringComparison.OrdinalIgnoreCase);
+        return !Uri.TryCreate(origin, UriKind.Absolute, out var uri) || !IsSameHostAndPort(uri, request.Host);
+    }
+
+    /// <summary>
+    /// The Origin's host is the Host header's, and so is its port: the Host's explicit port, or, when the Host names
+    /// none (a proxy that passes the bare name on), the Origin's scheme's default port. The scheme is not compared: the
+    /// broker sees <c>http</c> behind a TLS proxy whatever the browser used, and one host and port speak one scheme.
+    /// </summary>
+    /// <remarks>
+    /// What this lets through that a scheme comparison would not, for browsers without Fetch Metadata only: with a bare
+    /// Host, a page of the same host name on the other default port (https://name beside http://name). Both are served
+    /// by the host the name points at, which is the proxy in that set-up; a page of another host, of another explicit
+    /// port, or of another name of the same site is still refused. A plain-HTTP page of the same name was already let
+    /// through behind a proxy that keeps Host (the broker sees http either way).
+    /// </remarks>
+    private static bool IsSameHostAndPort(Uri origin, HostString host)
+    {
+        if (!string.Equals(origin.Host, host.Host, StringComparison.OrdinalIgnoreCase)) return false;
+        return host.Port is int port ? origin.Port == port : origin.IsDefaultPort;
     }
 
     internal static Task Refuse(HttpContext context, int status, string code, string message)

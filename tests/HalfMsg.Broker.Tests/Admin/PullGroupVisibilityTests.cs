@@ -1,0 +1,45 @@
+using System.Net;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Broker.Tests.Admin;
+
+/// <summary>
+/// Review (ops, 2026-12-06): a RocketMQ 4 pull group (Remoting consumers, committed offsets) is shown by GET /api/groups/{group}
+/// since 2026-12-05, but /metrics' rocketmq_consumer_lag_messages, the dashboard's group list and group page, and
+/// /api/topics' consumerGroups know only lease (gRPC) groups: a Remoting consumer that stops consuming has no lag series
+/// to alert on and is absent from the dashboard.
+/// </summary>
+public sealed class PullGroupVisibilityTests() : InProcessAdminHost("ops-pull")
+{
+    private async Task PullGroupWithLagAsync()
+    {
+        for (int i = 0; i < 5; i++)
+            Assert.True((await _host.Engine.SendAsync(new MessageDraft { Topic = "pull-orders", MessageId = $"p-{i}", Body = new byte[] { 1 } })).IsOk);
+        // What a Remoting consumer's periodic UPDATE_CONSUMER_OFFSET does: consumed 2 of 5 on queue 0.
+        Assert.True((await _host.Engine.CommitConsumerOffsetAsync("pull-consumers", "pull-orders", 0, 2)).IsOk);
+        // The API sees it (fixed 2026-12-05).
+        var api = JsonDocument.Parse(await _http.GetStringAsync("/api/groups/pull-consumers")).RootElement;
+        Assert.Equal(3, api.GetProperty("topics")[0].GetProperty("lag").GetInt64());
+    }
+
+    [Fact]
+    public async Task A_pull_group_has_a_consumer_lag_series_in_metrics()
+    {
+        await PullGroupWithLagAsync();
+        string text = await _http.GetStringAsync("/metrics");
+        Assert.Matches(new Regex(@"^rocketmq_consumer_lag_messages\{[^}]*consumer_group=""pull-consumers""[^}]*\} 3$", RegexOptions.Multiline), text);
+    }
+
+    [Fact]
+    public async Task A_pull_group_is_on_the_dashboard_and_in_the_topic_list()
+    {
+        await PullGroupWithLagAsync();
+        var topics = JsonDocument.Parse(await _http.GetStringAsync("/api/topics")).RootElement;
+        var orders = topics.EnumerateArray().Single(t => t.GetProperty("name").GetString() == "pull-orders");
+        Assert.Contains("pull-consumers", orders.GetProperty("consumerGroups").EnumerateArray().Select(g => g.GetString()));
+        Assert.Contains("data-group=\"pull-consumers\"", await _http.GetStringAsync("/dashboard/groups"));
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("/dashboard/groups/pull-consumers")).StatusCode);
+    }
+}
