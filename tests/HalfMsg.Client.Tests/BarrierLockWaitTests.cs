@@ -14,7 +14,6 @@ namespace HalfMsg.Client.Tests;
 /// </summary>
 public sealed class BarrierLockWaitTests(PostgresDatabase postgres) : IClassFixture<PostgresDatabase>, IDisposable
 {
-    private static readonly TimeSpan StillWaitingProbe = TimeSpan.FromMilliseconds(1500);
     private readonly SqliteDatabase _sqlite = new();
 
     public void Dispose() => _sqlite.Dispose();
@@ -35,13 +34,15 @@ public sealed class BarrierLockWaitTests(PostgresDatabase postgres) : IClassFixt
     {
         var (c, tx) = await HoldWriteAsync(_sqlite, "unrelated", "u1");
         await using var _ = c;
-        var checker = new BarrierChecker(_sqlite.Factory, BarrierDialects.Sqlite, lockWait: TimeSpan.FromSeconds(60));
+        var write = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var checker = new BarrierChecker(LockWaits.SqliteSignallingWrites(_sqlite.ConnectionString, write), BarrierDialects.Sqlite,
+            lockWait: TimeSpan.FromSeconds(60));
 
         // Microsoft.Data.Sqlite's async methods complete synchronously: run the check on another thread.
         Task<TransactionResolution> check = Task.Run(() => checker.CheckAsync(Guid.NewGuid().ToString("N"), CancellationToken.None));
 
         // SQLite's single writer: the check waits although the open transaction has nothing to do with its key.
-        Assert.False(await Task.WhenAny(check, Task.Delay(StillWaitingProbe)) == check, "the check should wait for the database write lock");
+        await LockWaits.UntilBlockedOnSqliteAsync(check, write, TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(300));
         await tx.CommitAsync();
         Assert.Equal(TransactionResolution.Rollback, await check.WaitAsync(TimeSpan.FromSeconds(20)));
     }

@@ -8,9 +8,11 @@ namespace HalfMsg.Client.Tests;
 /// <summary>The four check-back cases of the barrier, written once and run against each database.</summary>
 public abstract class BarrierContract
 {
-    private static readonly TimeSpan BlockProbe = TimeSpan.FromMilliseconds(700);
-
     protected abstract ITestDatabase Db { get; }
+
+    /// <summary>Starts a check of <paramref name="transactionId"/> and returns it once it waits for the lock that the open
+    /// transaction on <paramref name="holder"/> holds (see <see cref="LockWaits"/>).</summary>
+    protected abstract Task<Task<TransactionResolution>> StartCheckBlockedByAsync(string transactionId, DbConnection holder);
 
     private BarrierChecker Checker() => new(Db.Factory, Db.BarrierDialect);
 
@@ -76,8 +78,7 @@ public abstract class BarrierContract
         await InsertOrder(c, tid)(tx, default);
         Assert.True(await BarrierStore.TryInsertAsync(c, tx, Db.BarrierDialect, tid, BarrierStore.Committed, default));
 
-        Task<TransactionResolution> check = Task.Run(() => Checker().CheckAsync(tid, default));
-        await Task.Delay(BlockProbe);
+        Task<TransactionResolution> check = await StartCheckBlockedByAsync(tid, c);
         Assert.False(check.IsCompleted, "the check must block on the open business transaction");
 
         await tx.CommitAsync();
@@ -93,8 +94,7 @@ public abstract class BarrierContract
         await InsertOrder(c, tid)(tx, default);
         Assert.True(await BarrierStore.TryInsertAsync(c, tx, Db.BarrierDialect, tid, BarrierStore.Committed, default));
 
-        Task<TransactionResolution> check = Task.Run(() => Checker().CheckAsync(tid, default));
-        await Task.Delay(BlockProbe);
+        Task<TransactionResolution> check = await StartCheckBlockedByAsync(tid, c);
         Assert.False(check.IsCompleted, "the check must block on the open business transaction");
 
         await tx.RollbackAsync();
@@ -138,6 +138,16 @@ public sealed class SqliteBarrierTests : BarrierContract, IDisposable
 
     public void Dispose() => _db.Dispose();
 
+    protected override async Task<Task<TransactionResolution>> StartCheckBlockedByAsync(string transactionId, DbConnection holder)
+    {
+        var write = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var checker = new BarrierChecker(LockWaits.SqliteSignallingWrites(_db.ConnectionString, write), _db.BarrierDialect);
+        // Microsoft.Data.Sqlite's async methods complete synchronously: run the check on another thread.
+        Task<TransactionResolution> check = Task.Run(() => checker.CheckAsync(transactionId, default));
+        await LockWaits.UntilBlockedOnSqliteAsync(check, write, TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(300));
+        return check;
+    }
+
     [Fact]
     public Task Sqlite_check_before_the_local_transaction_started_rolls_back_and_the_late_transaction_fails_cleanly() =>
         Check_before_the_local_transaction_started_rolls_back_and_the_late_transaction_fails_cleanly();
@@ -162,6 +172,14 @@ public sealed class SqliteBarrierTests : BarrierContract, IDisposable
 public sealed class PostgresBarrierTests(PostgresDatabase db) : BarrierContract, IClassFixture<PostgresDatabase>
 {
     protected override ITestDatabase Db => db;
+
+    protected override async Task<Task<TransactionResolution>> StartCheckBlockedByAsync(string transactionId, DbConnection holder)
+    {
+        var checker = new BarrierChecker(db.Factory, db.BarrierDialect);
+        Task<TransactionResolution> check = Task.Run(() => checker.CheckAsync(transactionId, default));
+        await LockWaits.UntilBlockedOnPostgresAsync(db.Factory, holder, check, TimeSpan.FromSeconds(30));
+        return check;
+    }
 
     [PostgresFact]
     public Task Postgres_check_before_the_local_transaction_started_rolls_back_and_the_late_transaction_fails_cleanly() =>

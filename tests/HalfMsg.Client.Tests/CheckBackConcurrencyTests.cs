@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using Apache.Rocketmq.V2;
 using HalfMsg.Client.Tests.Infrastructure;
 using HalfMsg.ProducerClient;
@@ -41,7 +42,7 @@ public sealed class CheckBackConcurrencyTests
         }
     }
 
-    private static TelemetryCommand Check(int i)
+    private static TelemetryCommand Check(string topic, int i)
     {
         string id = "01CHECK" + i.ToString("D6", System.Globalization.CultureInfo.InvariantCulture);
         return new TelemetryCommand
@@ -51,7 +52,7 @@ public sealed class CheckBackConcurrencyTests
                 TransactionId = "tx-" + id,
                 Message = new Apache.Rocketmq.V2.Message
                 {
-                    Topic = new Resource { Name = "orders" },
+                    Topic = new Resource { Name = topic },
                     Body = Google.Protobuf.ByteString.CopyFromUtf8("half " + i),
                     SystemProperties = new SystemProperties { MessageId = id, MessageType = MessageType.Transaction },
                 },
@@ -63,23 +64,37 @@ public sealed class CheckBackConcurrencyTests
     public async Task A_burst_of_check_backs_runs_at_most_MaxConcurrentChecks_checkers_at_once_and_answers_every_one()
     {
         const int checks = 40, limit = 3;
+        string topic = E2E.Unique("orders");
+        // The producer starts a check's span just before the check waits for a slot: counting them tells when every check
+        // has arrived (the topic, unique to this test, is in the span's name).
+        string spanName = "check_transaction " + topic;
+        int arrived = 0;
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == ProducerTracing.SourceName,
+            Sample = (ref ActivityCreationOptions<ActivityContext> o) => o.Name == spanName ? ActivitySamplingResult.AllData : ActivitySamplingResult.None,
+            ActivityStarted = a =>
+            {
+                if (a.OperationName == spanName)
+                {
+                    Interlocked.Increment(ref arrived);
+                }
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
         var decisions = new ConcurrentQueue<EndTransactionRequest>();
         await using TestGrpcServer server = await FakeBrokers.RecordingDecisionsAsync(decisions, new Settings(),
-            [.. Enumerable.Range(0, checks).Select(Check)]);
+            [.. Enumerable.Range(0, checks).Select(i => Check(topic, i))]);
         var checker = new GateChecker();
         await using Producer producer = await Producer.StartAsync(ProducerOptions.Default with
         {
-            Endpoints = server.Endpoint, Topics = ["orders"], TransactionChecker = checker, MaxConcurrentChecks = limit,
+            Endpoints = server.Endpoint, Topics = [topic], TransactionChecker = checker, MaxConcurrentChecks = limit,
         });
 
+        // Every check has arrived (not a window): each started its span right before waiting for a slot, and a check that
+        // gets a slot enters the checker in that same synchronous run. None beyond the limit may have started.
+        await E2E.EventuallyAsync(() => Volatile.Read(ref arrived) >= checks, TimeSpan.FromSeconds(20), "every check to arrive");
         await E2E.EventuallyAsync(() => Volatile.Read(ref checker.Started) >= limit, TimeSpan.FromSeconds(20), "the first checks to start");
-        // The other checks arrived with the first: none beyond the limit may start while those are held (a window).
-        var window = System.Diagnostics.Stopwatch.StartNew();
-        while (window.Elapsed < TimeSpan.FromSeconds(1) && Volatile.Read(ref checker.Started) == limit)
-        {
-            await Task.Delay(20);
-        }
-
         Assert.Equal(limit, Volatile.Read(ref checker.Started));
 
         checker.Release();

@@ -39,8 +39,9 @@ public sealed class CommitCancellationTests : IAsyncLifetime
         using var cancel = new CancellationTokenSource();
         Task commit = tx.CommitAsync(cancel.Token);
         await hold.Answered.Task.WaitAsync(TimeSpan.FromSeconds(30)); // the broker has committed; its answer is held
+        // No pause before the release: the token's callbacks run inside Cancel(), and a call that took the caller's token
+        // (the bug) is cancelled there, before the held answer is let through.
         cancel.Cancel();
-        await Task.Delay(300);
         hold.Release();
 
         Exception? told = await Record.ExceptionAsync(() => commit.WaitAsync(TimeSpan.FromSeconds(30)));

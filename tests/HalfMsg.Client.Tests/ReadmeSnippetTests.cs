@@ -116,7 +116,8 @@ public sealed class ReadmeSnippetTests(BrokerFixture fixture) : IClassFixture<Br
             // snippet:consumer:end
 
             await E2E.EventuallyAsync(() => Count(consumerDb, "SELECT COUNT(*) FROM shipments") == 1, TimeSpan.FromSeconds(20), "the shipment row");
-            await Task.Delay(1000);
+            // The handler committed its rows; stop once its ack reached the broker (not after a pause).
+            await E2E.EventuallyAsync(() => E2E.GroupDoneAsync(fixture.Broker.AdminUrl, "shipping", "orders"), TimeSpan.FromSeconds(20), "the broker to have the ack");
             await host.StopAsync();
         }
 

@@ -185,10 +185,11 @@ public sealed class PushConsumerEndToEndTests(DlqBrokerFixture fixture) : IClass
         await producer.SendAsync(new ProducerMessage(topic, "slow"));
         int calls = 0;
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        string group = E2E.Unique("g");
         await using PushConsumer consumer = await PushConsumer.StartAsync(PushConsumerOptions.Default with
         {
             Endpoints = endpoint,
-            ConsumerGroup = E2E.Unique("g"),
+            ConsumerGroup = group,
             Subscriptions = new Dictionary<string, string> { [topic] = "*" },
             InvisibleDuration = TimeSpan.FromSeconds(2),
             AwaitDuration = TimeSpan.FromSeconds(1),
@@ -202,7 +203,10 @@ public sealed class PushConsumerEndToEndTests(DlqBrokerFixture fixture) : IClass
         });
 
         await done.Task.WaitAsync(TimeSpan.FromSeconds(30));
-        await Task.Delay(TimeSpan.FromSeconds(3)); // an expired lease or a failed ack would redeliver within 2 s
+        // Wait for the broker to have the message done (not a pause): only the live lease's ack is accepted, so an expired
+        // lease (redelivered, or due for it) leaves the message in flight until a later delivery is handled and acked, and
+        // that delivery calls the handler first. Once done, the message is not delivered again.
+        await E2E.EventuallyAsync(() => E2E.GroupDoneAsync(fixture.Broker.AdminUrl, group, topic), TimeSpan.FromSeconds(30), "the broker to have the ack");
         Assert.Equal(1, Volatile.Read(ref calls));
     }
 }

@@ -38,11 +38,23 @@ public sealed class TelemetryCancellationTests : IAsyncLifetime
 
         slow.Stall();                                     // the next Telemetry write waits
         using var cancel = new CancellationTokenSource();
+        long readBefore;
         try
         {
             Task send = producer.SendAsync(new ProducerMessage(E2E.Unique("cc-tel-new"), "x"), cancel.Token);
             await slow.Stalled.Task.WaitAsync(TimeSpan.FromSeconds(30)); // the Settings write for the new topic
-            if (cancelIt) cancel.Cancel(); else { await Task.Delay(500); slow.Release(); }
+            if (cancelIt)
+            {
+                cancel.Cancel(); // a call that took the token is cancelled inside Cancel(), by the token's callbacks
+                readBefore = slow.FirstStreamBytesRead;
+            }
+            else
+            {
+                await Task.Delay(500);
+                readBefore = slow.FirstStreamBytesRead;
+                slow.Release();
+            }
+
             // Sent or cancelled, either way: what counts is whether the shared stream survived.
             await Record.ExceptionAsync(() => send.WaitAsync(TimeSpan.FromSeconds(30)));
         }
@@ -51,7 +63,11 @@ public sealed class TelemetryCancellationTests : IAsyncLifetime
             slow.Release();
         }
 
-        await Task.Delay(TimeSpan.FromSeconds(3));
+        // Not a pause: wait until the first stream carried an answer after the cancel (the broker answers the released
+        // Settings write, and re-pushes its Settings 1.5 s later), or a second stream was opened. A cancelled stream
+        // (the bug) reads nothing more, and its session re-opens one after its 1 s backoff.
+        await E2E.EventuallyAsync(() => slow.FirstStreamBytesRead > readBefore || slow.TelemetryStreams > 1, TimeSpan.FromSeconds(30),
+            "an answer on the first Telemetry stream, or a second stream");
         Assert.Equal(1, slow.TelemetryStreams);           // before 2026-12-05: 2 (the stream was cancelled and re-opened)
     }
 
@@ -59,10 +75,14 @@ public sealed class TelemetryCancellationTests : IAsyncLifetime
     {
         private volatile TaskCompletionSource? _gate;
         private int _streams;
+        private long _firstStreamRead;
 
         public TaskCompletionSource Stalled { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public int TelemetryStreams => Volatile.Read(ref _streams);
+
+        /// <summary>Bytes the client has read from the broker on the first Telemetry stream.</summary>
+        public long FirstStreamBytesRead => Interlocked.Read(ref _firstStreamRead);
 
         public void Stall() => _gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -77,15 +97,103 @@ public sealed class TelemetryCancellationTests : IAsyncLifetime
             }
         }
 
-        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
+            int stream = 0;
             if (request.RequestUri?.AbsolutePath.EndsWith("/Telemetry", StringComparison.Ordinal) == true && request.Content is { } content)
             {
-                Interlocked.Increment(ref _streams);
+                stream = Interlocked.Increment(ref _streams);
                 request.Content = new GatedContent(content, WaitAsync);
             }
 
-            return base.SendAsync(request, cancellationToken);
+            HttpResponseMessage response = await base.SendAsync(request, cancellationToken);
+            if (stream == 1)
+            {
+                response.Content = new CountedContent(response.Content, n => Interlocked.Add(ref _firstStreamRead, n));
+            }
+
+            return response;
+        }
+    }
+
+    /// <summary>A response body that counts the bytes read from it.</summary>
+    private sealed class CountedContent : HttpContent
+    {
+        private readonly HttpContent _inner;
+        private readonly Action<int> _read;
+
+        public CountedContent(HttpContent inner, Action<int> read)
+        {
+            _inner = inner;
+            _read = read;
+            foreach (var header in inner.Headers)
+            {
+                Headers.TryAddWithoutValidation(header.Key, header.Value);
+            }
+        }
+
+        protected override async Task<Stream> CreateContentReadStreamAsync() => new CountedStream(await _inner.ReadAsStreamAsync(), _read);
+
+        protected override async Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) =>
+            new CountedStream(await _inner.ReadAsStreamAsync(cancellationToken), _read);
+
+        protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) => _inner.CopyToAsync(stream);
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                _inner.Dispose();
+            }
+
+            base.Dispose(disposing);
+        }
+    }
+
+    private sealed class CountedStream(Stream inner, Action<int> read) : Stream
+    {
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        public override int Read(byte[] buffer, int offset, int count) => Counted(inner.Read(buffer, offset, count));
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
+            Counted(await inner.ReadAsync(buffer, cancellationToken));
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                inner.Dispose();
+            }
+
+            base.Dispose(disposing);
+        }
+
+        private int Counted(int n)
+        {
+            if (n > 0)
+            {
+                read(n);
+            }
+
+            return n;
         }
     }
 

@@ -69,6 +69,31 @@ internal static class E2E
     public static Task EventuallyAsync(Func<bool> condition, TimeSpan within, string what)
         => EventuallyAsync(() => Task.FromResult(condition()), within, what);
 
+    private static readonly HttpClient AdminHttp = new() { Timeout = TimeSpan.FromSeconds(10) };
+
+    /// <summary>True once the broker (admin API at <paramref name="adminUrl"/>) has every message of <paramref name="topic"/>
+    /// done for <paramref name="group"/>: acknowledged (or dead-lettered), none in flight. An ack that reached the broker
+    /// ends the message's lease for good: it is not delivered again.</summary>
+    public static async Task<bool> GroupDoneAsync(string adminUrl, string group, string topic)
+    {
+        using HttpResponseMessage response = await AdminHttp.GetAsync($"{adminUrl}/api/groups/{Uri.EscapeDataString(group)}");
+        if (!response.IsSuccessStatusCode)
+        {
+            return false; // 404 until the group has received
+        }
+
+        using var answer = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        foreach (System.Text.Json.JsonElement t in answer.RootElement.GetProperty("topics").EnumerateArray())
+        {
+            if (t.GetProperty("topic").GetString() == topic)
+            {
+                return t.GetProperty("lag").GetInt64() == 0 && t.GetProperty("inFlight").GetInt32() == 0;
+            }
+        }
+
+        return false;
+    }
+
     public static async Task EventuallyAsync(Func<Task<bool>> condition, TimeSpan within, string what)
     {
         var deadline = DateTime.UtcNow + within;

@@ -30,15 +30,22 @@ public static class SeedCapture
 
         await using var broker = await BrokerProcess.StartAsync("--checkpoint-every", "100");
         var receipts = new List<string>();
-        await using (var remoting = new RecordingProxy(broker.RemotingPort))
-        await using (var nameServer = new RecordingProxy(broker.NameServerPort))
+        var remoting = new RecordingProxy(broker.RemotingPort);
+        var nameServer = new RecordingProxy(broker.NameServerPort);
+        try
         {
             await RemotingSessionAsync(remoting.Port, nameServer.Port);
             receipts.AddRange(await GrpcSessionAsync(broker.Endpoint));
-            // Let the proxies see the last bytes.
-            await Task.Delay(200);
-            foreach (var (toServer, frame) in remoting.Frames.Concat(nameServer.Frames)) AddFrame(frame, toServer, Add);
         }
+        finally
+        {
+            // Stopped before what they recorded is read (not a pause): stopping waits for their pumps, and a pump records
+            // what it forwarded before it reads again, so every frame the client got an answer for, and the answer, is in.
+            await remoting.DisposeAsync();
+            await nameServer.DisposeAsync();
+        }
+
+        foreach (var (toServer, frame) in remoting.Frames.Concat(nameServer.Frames)) AddFrame(frame, toServer, Add);
 
         foreach (var r in receipts) Add("receipt-handle", Encoding.UTF8.GetBytes(r));
         foreach (var frame in seeds.GetValueOrDefault("frame") ?? [])
