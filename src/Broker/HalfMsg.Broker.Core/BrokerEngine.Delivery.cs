@@ -750,13 +750,36 @@ public sealed partial class BrokerEngine
         while (taken < max && _delayed.TryTakeDue(now, out var entry))
         {
             taken++;
-            var topic = _topics.GetOrAdd(entry.Topic, _options.QueuesPerTopic);
+            if (!_topics.TryGetValue(entry.Topic, out var topic))
+            {
+                DropDelayedOfMissingTopic(entry);
+                continue;
+            }
             int q = PickQueue(topic, entry.RequestedQueueId, entry.MessageGroup);
             new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, topic.Queues[q].NextOffset, entry.Tag, entry.MessageGroup).Write(_writer);
             AppendAndApply();
         }
         if (_log.Flush == FlushMode.Sync && _topics.WaitingForDurability > 0) _log.RequestCommit();
         return taken;
+    }
+
+    // Topics a delayed message was dropped for at its release (logged once each; bounded, as a name set must be).
+    private readonly HashSet<string> _droppedDelayedTopics = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// A delayed message whose topic no longer exists at its delivery time is dropped. A topic's delete drops its
+    /// delayed messages, so only a state that missed a delete holds one. Until 2026-12-06 the release created the topic
+    /// in memory instead, with no record of it, past AutoCreateTopics and MaxTopics, and delivered the message there
+    /// (found by review: a topic deleted while a checkpoint captured came back after a kill -9). No message relies on
+    /// the release to make its topic: a send, a send-back (its %RETRY% topic) and a commit each create theirs, with
+    /// its record, before the message starts to wait for its time (see TryGetOrCreate).
+    /// </summary>
+    private void DropDelayedOfMissingTopic(DelayedEntry entry)
+    {
+        _delayed.Remove(entry.BodyAddress, out _);
+        if (_droppedDelayedTopics.Count >= 1_000) _droppedDelayedTopics.Clear();
+        if (_droppedDelayedTopics.Add(entry.Topic))
+            _logger.LogWarning("Delayed message at {Address} is due, but its topic {Topic} no longer exists: dropped (more of that topic are dropped without a log line)", entry.BodyAddress, entry.Topic);
     }
 
     /// <summary>Reads a stored body (a MessageStored, RedrivenStored or HalfStored record) and presents it at the given queue position.</summary>
