@@ -171,7 +171,7 @@ public sealed partial class BrokerEngine
         MessageStoredRecord.Write(_writer, queueId, offset, kind, msg.QueueId ?? -1, msg, now);
         address = AppendAndApply();
         Metrics.MessagesStored++;
-        MessageIndex.OnStored(msg, queueId, offset, now); // MessageIndex hook (issue 12): operator look-up by id/key
+        MessageIndex.OnStored(msg, queueId, offset, now, address); // MessageIndex hook (issue 12): operator look-up by id/key
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset) { LogAddress = address };
     }
 
@@ -756,8 +756,10 @@ public sealed partial class BrokerEngine
                 continue;
             }
             int q = PickQueue(topic, entry.RequestedQueueId, entry.MessageGroup);
-            new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, topic.Queues[q].NextOffset, entry.Tag, entry.MessageGroup).Write(_writer);
+            long offset = topic.Queues[q].NextOffset;
+            new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, offset, entry.Tag, entry.MessageGroup).Write(_writer);
             AppendAndApply();
+            MessageIndex.OnReleased(entry.BodyAddress, entry.Topic, q, offset, now); // MessageIndex hook: found on its queue
         }
         if (_log.Flush == FlushMode.Sync && _topics.WaitingForDurability > 0) _log.RequestCommit();
         return taken;
