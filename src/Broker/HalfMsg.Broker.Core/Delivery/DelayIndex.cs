@@ -54,14 +54,33 @@ internal sealed class DelayIndex
         _byBlock.Add(entry.BodyAddress, entry);
         _due.Enqueue(entry, entry.DeliverAtMs);
         Alarm?.Note(entry.DeliverAtMs);
+        if (replacing) DropStaleEntriesIfMost(); // the one it replaced is stale
     }
 
     public bool Remove(long bodyAddress, out DelayedEntry entry)
     {
         if (!_byBody.Remove(bodyAddress, out entry)) return false;
         _byBlock.Remove(bodyAddress, entry);
+        DropStaleEntriesIfMost();
         return true;
     }
+
+    /// <summary>Times the due-time heap was rid of stale entries (for tests).</summary>
+    internal int StaleDrops { get; private set; }
+
+    // A removed entry (its topic deleted, its release replayed over a checkpoint that held it) stays in the heap until
+    // its delivery time, up to MaxDelay (3 days) ahead, and keeps its DelayedEntry (topic, tag and group strings) alive
+    // that long: a topic filled with delayed messages and deleted, again and again, kept all of them for days (review
+    // 2026-12-06). As the pending halves' due times do (HalfIndex), the stale ones go once they are most of the heap.
+    // A release takes its own entry off the heap, so released ones are never stale.
+    private void DropStaleEntriesIfMost()
+    {
+        if (!SegmentedHeap.MostlyStale(_due.Count, _byBody.Count)) return;
+        _due.RemoveWhere((entry, _) => !IsLive(entry));
+        StaleDrops++;
+    }
+
+    private bool IsLive(DelayedEntry entry) => _byBody.TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry);
 
     /// <summary>Retention moved the body: the same entry (still in the heap) is now found at its new address.</summary>
     public void Move(long previous, long address, int size)
@@ -79,7 +98,7 @@ internal sealed class DelayIndex
         while (_due.TryPeek(out entry!, out var at) && at <= nowMs)
         {
             _due.Dequeue();
-            if (_byBody.TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry)) return true;
+            if (IsLive(entry)) return true;
         }
         entry = null!;
         return false;
