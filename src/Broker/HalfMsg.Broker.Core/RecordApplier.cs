@@ -432,7 +432,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         // the deleted topic's delayed messages were delivered (found by review). Dropping them is safe: whatever was
         // stored for this name after the delete has its records after the checkpoint's start, and replays again.
         _consumerOffsets.RemoveTopic(topic);
-        foreach (var key in _delayed.All.Where(d => d.Topic == topic).Select(d => d.BodyAddress).ToList()) _delayed.Remove(key, out _);
+        _delayed.RemoveTopic(topic);
         if (!_topics.Remove(topic, out var state)) return;
         if (Live) TopicDeleted?.Invoke(topic);
         // Leases die with the topic: the sweeper must not dead-letter them later.

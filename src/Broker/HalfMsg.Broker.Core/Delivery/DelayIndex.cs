@@ -20,6 +20,11 @@ internal sealed class DelayIndex
     private readonly SegmentedHeap<DelayedEntry> _due = new();
     // The same entries by the block of the log their body lies in: a retention cut visits only those below it.
     private readonly AddressBlocks<DelayedEntry> _byBlock = new();
+    // And by topic, each topic's linked through the entries (PrevOfTopic, NextOfTopic) from its newest: a topic's
+    // delete visits only its own. Until 2026-12-06 it looked at every delayed message of every topic in one hold of the
+    // engine lock: with 1,000,000 delayed messages in another topic, the delete of a topic held it 65-270 ms (found by
+    // review, measured on the 2-core test machine). Links, not a table per topic: nothing grows by copying.
+    private readonly Dictionary<string, DelayedEntry> _newestOfTopic = new(StringComparer.Ordinal);
 
     // Addresses are record starts (multiples of 8, and spaced by record sizes): the high bits of a Fibonacci hash mix
     // them evenly over the tables.
@@ -49,9 +54,14 @@ internal sealed class DelayIndex
     public void Add(DelayedEntry entry)
     {
         ref var slot = ref _byBody.GetValueRefOrAddDefault(entry.BodyAddress, out bool replacing);
-        if (replacing) _byBlock.Remove(slot!.BodyAddress, slot);
+        if (replacing)
+        {
+            _byBlock.Remove(slot!.BodyAddress, slot);
+            Unlink(slot);
+        }
         slot = entry;
         _byBlock.Add(entry.BodyAddress, entry);
+        Link(entry);
         _due.Enqueue(entry, entry.DeliverAtMs);
         Alarm?.Note(entry.DeliverAtMs);
         if (replacing) DropStaleEntriesIfMost(); // the one it replaced is stale
@@ -61,8 +71,47 @@ internal sealed class DelayIndex
     {
         if (!_byBody.Remove(bodyAddress, out entry)) return false;
         _byBlock.Remove(bodyAddress, entry);
+        Unlink(entry);
         DropStaleEntriesIfMost();
         return true;
+    }
+
+    /// <summary>Removes the delayed messages of <paramref name="topic"/> (its delete), looking at no other; returns how many.</summary>
+    public int RemoveTopic(string topic)
+    {
+        int removed = 0;
+        while (_newestOfTopic.TryGetValue(topic, out var newest))
+        {
+            Remove(newest.BodyAddress, out _);
+            removed++;
+        }
+        return removed;
+    }
+
+    /// <summary>Delayed messages of <paramref name="topic"/> (for tests: walks its list).</summary>
+    internal int CountOfTopic(string topic)
+    {
+        int n = 0;
+        for (var e = _newestOfTopic.GetValueOrDefault(topic); e is not null; e = e.NextOfTopic) n++;
+        return n;
+    }
+
+    private void Link(DelayedEntry entry)
+    {
+        ref var newest = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_newestOfTopic, entry.Topic, out _);
+        entry.PrevOfTopic = null;
+        entry.NextOfTopic = newest;
+        if (newest is not null) newest.PrevOfTopic = entry;
+        newest = entry;
+    }
+
+    private void Unlink(DelayedEntry entry)
+    {
+        if (entry.PrevOfTopic is { } prev) prev.NextOfTopic = entry.NextOfTopic;
+        else if (entry.NextOfTopic is { } next) _newestOfTopic[entry.Topic] = next;
+        else _newestOfTopic.Remove(entry.Topic);
+        if (entry.NextOfTopic is { } after) after.PrevOfTopic = entry.PrevOfTopic;
+        entry.PrevOfTopic = entry.NextOfTopic = null;
     }
 
     /// <summary>Times the due-time heap was rid of stale entries (for tests).</summary>
@@ -123,6 +172,7 @@ internal sealed class DelayIndex
     {
         _byBody.Clear();
         _byBlock.Clear();
+        _newestOfTopic.Clear();
         _due.Clear();
     }
 }
