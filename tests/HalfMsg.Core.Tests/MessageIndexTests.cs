@@ -286,6 +286,30 @@ public sealed class MessageIndexTests
         AssertFound("rebuilt");
     }
 
+    /// <summary>
+    /// A send-back is stored again, delayed, in the group's retry topic: the index rebuilt from the log after a restart
+    /// showed such a message scheduled for good (the release record was not read).
+    /// </summary>
+    [Fact]
+    public async Task A_sent_back_message_is_found_in_its_retry_topic_once_its_delay_ended_in_the_rebuilt_index()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        Assert.True((await h.Engine.SendAsync(h.Draft("T", "fail").WithQueue(0))).IsOk);
+        var first = Assert.Single((await h.Engine.PullAsync("T", 0, 0, 32, HalfMsg.Broker.Core.Delivery.TagFilter.All, TimeSpan.Zero)).Messages);
+        var back = await h.Engine.SendBackAsync("G", first.PhysicalOffset, 0, maxReconsumeTimes: 2, "T");
+        Assert.True(back.Error.IsOk, back.Error.ToString());
+        h.Clock.Advance(TimeSpan.FromSeconds(11));                // delay level 3: 10 s
+        h.Engine.RunSweep();                                     // released to %RETRY%G queue 0 offset 0 (its one queue)
+
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        var entry = h.Engine.MessageIndex.Find(first.Message.MessageId)!;
+        Assert.True((entry.Topic, entry.QueueId, entry.QueueOffset) == ("%RETRY%G", 0, 0L),
+            $"{entry.Topic} queue {entry.QueueId} offset {entry.QueueOffset}");
+        var kinds = h.Engine.MessageIndex.History(first.Message.MessageId)!.Events.Select(e => e.Kind).ToList();
+        Assert.Equal([HistoryKind.Stored, HistoryKind.StoredAgain, HistoryKind.Released], kinds);
+    }
+
     [Fact]
     public async Task Queued_steps_are_applied_in_the_background_without_a_look_up()
     {
