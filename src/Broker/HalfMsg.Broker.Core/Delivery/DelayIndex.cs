@@ -82,7 +82,10 @@ internal sealed class DelayIndex
         int removed = 0;
         while (_newestOfTopic.TryGetValue(topic, out var newest))
         {
-            Remove(newest.BodyAddress, out _);
+            // An entry another took the address of (a Move onto a live address, not expected) is only unlinked: removing
+            // by its address would remove the other, and this loop would never end, under the engine lock.
+            if (IsLive(newest)) Remove(newest.BodyAddress, out _);
+            else Unlink(newest);
             removed++;
         }
         return removed;
