@@ -225,6 +225,91 @@ public sealed class MessageIndexTests
         Assert.NotNull(h.Engine.MessageIndex.Find(ids[^1]));
     }
 
+    /// <summary>
+    /// The index learnt a message's queue position when it was stored or committed, never when a delayed message's time
+    /// came (review 2026-12-06, delay 2): a delayed message stayed "scheduled (delivery time not reached when last
+    /// seen)" after it was delivered and acked, with no delivery history and no per-group state.
+    /// </summary>
+    [Fact]
+    public async Task A_released_delayed_message_is_found_on_its_queue_with_its_deliveries()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var draft = h.Draft("later", "x", deliverAt: h.Clock.GetUtcNow().AddSeconds(10).ToUnixTimeMilliseconds());
+        Assert.True((await h.Engine.SendAsync(draft)).IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(11));
+        h.Engine.RunSweep();
+        var got = Assert.Single(await h.ReceiveWhenVisibleAsync("g", "later"));
+        Assert.True((await h.Engine.AckAsync("g", "later", got.ReceiptHandle)).IsOk);
+
+        var entry = h.Engine.MessageIndex.Find(draft.MessageId)!;
+        Assert.True(entry.QueueId >= 0 && entry.QueueOffset >= 0, $"still off-queue in the index: queue {entry.QueueId}, offset {entry.QueueOffset}");
+        Assert.Equal((got.Message.QueueId, got.Message.QueueOffset), (entry.QueueId, entry.QueueOffset));
+        var kinds = h.Engine.MessageIndex.History(draft.MessageId)!.Events.Select(e => e.Kind).ToList();
+        Assert.Equal([HistoryKind.Stored, HistoryKind.Released, HistoryKind.Delivered, HistoryKind.Acked], kinds);
+    }
+
+    /// <summary>
+    /// The same for a delayed message and a committed delayed half whose bodies a retention cut moved while they waited
+    /// (their release names the new place), live and in the index rebuilt from the log after a restart.
+    /// </summary>
+    [Fact]
+    public async Task Delayed_messages_moved_by_retention_are_found_on_their_queues_once_released_also_after_a_restart()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long due = h.Clock.GetUtcNow().AddSeconds(10).ToUnixTimeMilliseconds();
+        var delayed = h.Draft("later", "delayed", deliverAt: due);
+        Assert.True((await h.Engine.SendAsync(delayed)).IsOk);
+        string half = await h.SendHalfAsync("later", "half", deliverAt: due);
+        Assert.True((await h.Engine.EndTransactionAsync(half, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        await h.SendNormalAsync("filler", "f");
+        Assert.Equal(2, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress)); // both bodies moved
+        h.Clock.Advance(TimeSpan.FromSeconds(11));
+        h.Engine.RunSweep();
+        var got = await h.ReceiveWhenVisibleAsync("g", "later");
+        Assert.Equal(2, got.Count);
+        foreach (var m in got) Assert.True((await h.Engine.AckAsync("g", "later", m.ReceiptHandle)).IsOk);
+
+        void AssertFound(string when)
+        {
+            foreach (var m in got)
+            {
+                var entry = h.Engine.MessageIndex.Find(m.Message.MessageId);
+                Assert.True(entry is not null, $"{when}: {m.Message.MessageId} not found");
+                Assert.True((m.Message.QueueId, m.Message.QueueOffset) == (entry.QueueId, entry.QueueOffset), $"{when}: queue {entry.QueueId} offset {entry.QueueOffset}");
+                var kinds = h.Engine.MessageIndex.History(m.Message.MessageId)!.Events.Select(e => e.Kind).ToList();
+                Assert.True(kinds.Contains(HistoryKind.Released) && kinds.Contains(HistoryKind.Acked), $"{when}: {string.Join(",", kinds)}");
+            }
+        }
+        AssertFound("live");
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        AssertFound("rebuilt");
+    }
+
+    /// <summary>
+    /// A send-back is stored again, delayed, in the group's retry topic: the index rebuilt from the log after a restart
+    /// showed such a message scheduled for good (the release record was not read).
+    /// </summary>
+    [Fact]
+    public async Task A_sent_back_message_is_found_in_its_retry_topic_once_its_delay_ended_in_the_rebuilt_index()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        Assert.True((await h.Engine.SendAsync(h.Draft("T", "fail").WithQueue(0))).IsOk);
+        var first = Assert.Single((await h.Engine.PullAsync("T", 0, 0, 32, HalfMsg.Broker.Core.Delivery.TagFilter.All, TimeSpan.Zero)).Messages);
+        var back = await h.Engine.SendBackAsync("G", first.PhysicalOffset, 0, maxReconsumeTimes: 2, "T");
+        Assert.True(back.Error.IsOk, back.Error.ToString());
+        h.Clock.Advance(TimeSpan.FromSeconds(11));                // delay level 3: 10 s
+        h.Engine.RunSweep();                                     // released to %RETRY%G queue 0 offset 0 (its one queue)
+
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        var entry = h.Engine.MessageIndex.Find(first.Message.MessageId)!;
+        Assert.True((entry.Topic, entry.QueueId, entry.QueueOffset) == ("%RETRY%G", 0, 0L),
+            $"{entry.Topic} queue {entry.QueueId} offset {entry.QueueOffset}");
+        var kinds = h.Engine.MessageIndex.History(first.Message.MessageId)!.Events.Select(e => e.Kind).ToList();
+        Assert.Equal([HistoryKind.Stored, HistoryKind.StoredAgain, HistoryKind.Released], kinds);
+    }
+
     [Fact]
     public async Task Queued_steps_are_applied_in_the_background_without_a_look_up()
     {

@@ -171,7 +171,7 @@ public sealed partial class BrokerEngine
         MessageStoredRecord.Write(_writer, queueId, offset, kind, msg.QueueId ?? -1, msg, now);
         address = AppendAndApply();
         Metrics.MessagesStored++;
-        MessageIndex.OnStored(msg, queueId, offset, now); // MessageIndex hook (issue 12): operator look-up by id/key
+        MessageIndex.OnStored(msg, queueId, offset, now, address); // MessageIndex hook (issue 12): operator look-up by id/key
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset) { LogAddress = address };
     }
 
@@ -750,13 +750,38 @@ public sealed partial class BrokerEngine
         while (taken < max && _delayed.TryTakeDue(now, out var entry))
         {
             taken++;
-            var topic = _topics.GetOrAdd(entry.Topic, _options.QueuesPerTopic);
+            if (!_topics.TryGetValue(entry.Topic, out var topic))
+            {
+                DropDelayedOfMissingTopic(entry);
+                continue;
+            }
             int q = PickQueue(topic, entry.RequestedQueueId, entry.MessageGroup);
-            new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, topic.Queues[q].NextOffset, entry.Tag, entry.MessageGroup).Write(_writer);
+            long offset = topic.Queues[q].NextOffset;
+            new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, offset, entry.Tag, entry.MessageGroup).Write(_writer);
             AppendAndApply();
+            MessageIndex.OnReleased(entry.BodyAddress, entry.Topic, q, offset, now); // MessageIndex hook: found on its queue
         }
         if (_log.Flush == FlushMode.Sync && _topics.WaitingForDurability > 0) _log.RequestCommit();
         return taken;
+    }
+
+    // Topics a delayed message was dropped for at its release (logged once each; bounded, as a name set must be).
+    private readonly HashSet<string> _droppedDelayedTopics = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// A delayed message whose topic no longer exists at its delivery time is dropped. A topic's delete drops its
+    /// delayed messages, so only a state that missed a delete holds one. Until 2026-12-06 the release created the topic
+    /// in memory instead, with no record of it, past AutoCreateTopics and MaxTopics, and delivered the message there
+    /// (found by review: a topic deleted while a checkpoint captured came back after a kill -9). No message relies on
+    /// the release to make its topic: a send, a send-back (its %RETRY% topic) and a commit each create theirs, with
+    /// its record, before the message starts to wait for its time (see TryGetOrCreate).
+    /// </summary>
+    private void DropDelayedOfMissingTopic(DelayedEntry entry)
+    {
+        _delayed.Remove(entry.BodyAddress, out _);
+        if (_droppedDelayedTopics.Count >= 1_000) _droppedDelayedTopics.Clear();
+        if (_droppedDelayedTopics.Add(entry.Topic))
+            _logger.LogWarning("Delayed message at {Address} is due, but its topic {Topic} no longer exists: dropped (more of that topic are dropped without a log line)", entry.BodyAddress, entry.Topic);
     }
 
     /// <summary>Reads a stored body (a MessageStored, RedrivenStored or HalfStored record) and presents it at the given queue position.</summary>

@@ -174,7 +174,8 @@ public sealed partial class BrokerEngine
         var targets = _retention.StillPointingAt(address, refs);
         if (targets.IsEmpty) return false;
         BodyRelocatedRecord.Write(_writer, address, targets.HalfTransactionId, targets.Delayed, targets.QueueRefs, OriginalOf(current));
-        AppendAndApply();
+        long moved = AppendAndApply();
+        if (targets.Delayed) MessageIndex.OnBodyMoved(address, moved); // MessageIndex hook: its release names the new address
         return true;
     }
 

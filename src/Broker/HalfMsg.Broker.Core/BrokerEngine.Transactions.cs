@@ -262,7 +262,7 @@ public sealed partial class BrokerEngine
             }
             new TxDecidedRecord(transactionId, resolution, source, now, queueId, offset).Write(_writer);
             waitFor = AppendAndApply();
-            MessageIndex.OnDecided(transactionId, resolution, source, queueId, offset, now, half.StoreTimestampMs); // MessageIndex hook (issue 12)
+            MessageIndex.OnDecided(transactionId, resolution, source, queueId, offset, now, half.StoreTimestampMs, half.Address); // MessageIndex hook (issue 12)
             if (resolution == TransactionResolution.Commit) Metrics.Commits++; else Metrics.Rollbacks++;
             if (source == DecisionSource.Operator)
                 _logger.LogInformation("Operator {Resolution} of transaction {TransactionId} (topic {Topic})", resolution, transactionId, half.Topic);

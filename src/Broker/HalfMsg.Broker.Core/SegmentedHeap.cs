@@ -49,9 +49,14 @@ internal sealed class SegmentedHeap<T>
         T top = _items[0].Item;
         var moving = _items[_items.Count - 1];
         _items.RemoveLast();
+        if (_items.Count > 0) SiftDown(0, moving);
+        return top;
+    }
+
+    // Puts `moving` at `i` or below, moving smaller children up: the slot at `i` is free.
+    private void SiftDown(int i, (T Item, long Priority) moving)
+    {
         int n = _items.Count;
-        if (n == 0) return top;
-        int i = 0;
         while (true)
         {
             int child = 2 * i + 1;
@@ -71,11 +76,47 @@ internal sealed class SegmentedHeap<T>
             i = child;
         }
         _items[i] = moving;
-        return top;
     }
 
     /// <summary>Every item, in no particular order.</summary>
     public IEnumerable<(T Item, long Priority)> Items() => _items.Items();
 
+    /// <summary>Removes every item <paramref name="stale"/> (given the item and its priority) picks, in one pass over all
+    /// of them, and orders the rest as a heap again (in place, in linear time). Returns how many went.</summary>
+    public int RemoveWhere(Func<T, long, bool> stale)
+    {
+        int kept = 0, n = _items.Count;
+        for (int i = 0; i < n; i++)
+        {
+            var e = _items[i];
+            if (stale(e.Item, e.Priority)) continue;
+            if (kept != i) _items[kept] = e;
+            kept++;
+        }
+        while (_items.Count > kept) _items.RemoveLast();
+        for (int i = kept / 2 - 1; i >= 0; i--) SiftDown(i, _items[i]);
+        return n - kept;
+    }
+
     public void Clear() => _items.Clear();
+}
+
+/// <summary>When a due-time queue with lazy deletion drops its stale entries (one rule for all of them).</summary>
+internal static class SegmentedHeap
+{
+    /// <summary>
+    /// Entries above this many, and above twice the live items, make a due-time queue with lazy deletion (an entry
+    /// left in place when its item goes, skipped when it surfaces) drop its stale ones: see <see cref="MostlyStale"/>.
+    /// </summary>
+    internal const int StaleSlack = 4096;
+
+    /// <summary>
+    /// True when a due-time queue of <paramref name="entries"/> entries for <paramref name="live"/> live items should be
+    /// rid of its stale ones (<see cref="SegmentedHeap{T}.RemoveWhere"/>): they are more than twice the live ones plus
+    /// <see cref="StaleSlack"/>. A stale entry stays until its due time, which a client may set days ahead, and holds
+    /// what it names until then; the pass over all entries that drops them is paid for by the removals that made at
+    /// least half of them stale since the last one. The pending halves (<c>HalfIndex</c>) and the delayed messages
+    /// (<c>DelayIndex</c>) use it.
+    /// </summary>
+    internal static bool MostlyStale(long entries, long live) => entries > 2L * live + StaleSlack;
 }

@@ -282,6 +282,8 @@ internal sealed class DelayedEntry
     public long DeliverAtMs;
     public string? Tag;
     public string? MessageGroup;
+    // The delayed messages of one topic, linked (DelayIndex): a topic's delete visits only its own.
+    public DelayedEntry? PrevOfTopic, NextOfTopic;
 }
 
 internal sealed class InFlight

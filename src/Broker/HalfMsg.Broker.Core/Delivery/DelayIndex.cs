@@ -20,6 +20,11 @@ internal sealed class DelayIndex
     private readonly SegmentedHeap<DelayedEntry> _due = new();
     // The same entries by the block of the log their body lies in: a retention cut visits only those below it.
     private readonly AddressBlocks<DelayedEntry> _byBlock = new();
+    // And by topic, each topic's linked through the entries (PrevOfTopic, NextOfTopic) from its newest: a topic's
+    // delete visits only its own. Until 2026-12-06 it looked at every delayed message of every topic in one hold of the
+    // engine lock: with 1,000,000 delayed messages in another topic, the delete of a topic held it 65-270 ms (found by
+    // review, measured on the 2-core test machine). Links, not a table per topic: nothing grows by copying.
+    private readonly Dictionary<string, DelayedEntry> _newestOfTopic = new(StringComparer.Ordinal);
 
     // Addresses are record starts (multiples of 8, and spaced by record sizes): the high bits of a Fibonacci hash mix
     // them evenly over the tables.
@@ -49,19 +54,85 @@ internal sealed class DelayIndex
     public void Add(DelayedEntry entry)
     {
         ref var slot = ref _byBody.GetValueRefOrAddDefault(entry.BodyAddress, out bool replacing);
-        if (replacing) _byBlock.Remove(slot!.BodyAddress, slot);
+        if (replacing)
+        {
+            _byBlock.Remove(slot!.BodyAddress, slot);
+            Unlink(slot);
+        }
         slot = entry;
         _byBlock.Add(entry.BodyAddress, entry);
+        Link(entry);
         _due.Enqueue(entry, entry.DeliverAtMs);
         Alarm?.Note(entry.DeliverAtMs);
+        if (replacing) DropStaleEntriesIfMost(); // the one it replaced is stale
     }
 
     public bool Remove(long bodyAddress, out DelayedEntry entry)
     {
         if (!_byBody.Remove(bodyAddress, out entry)) return false;
         _byBlock.Remove(bodyAddress, entry);
+        Unlink(entry);
+        DropStaleEntriesIfMost();
         return true;
     }
+
+    /// <summary>Removes the delayed messages of <paramref name="topic"/> (its delete), looking at no other; returns how many.</summary>
+    public int RemoveTopic(string topic)
+    {
+        int removed = 0;
+        while (_newestOfTopic.TryGetValue(topic, out var newest))
+        {
+            // An entry another took the address of (a Move onto a live address, not expected) is only unlinked: removing
+            // by its address would remove the other, and this loop would never end, under the engine lock.
+            if (IsLive(newest)) Remove(newest.BodyAddress, out _);
+            else Unlink(newest);
+            removed++;
+        }
+        return removed;
+    }
+
+    /// <summary>Delayed messages of <paramref name="topic"/> (for tests: walks its list).</summary>
+    internal int CountOfTopic(string topic)
+    {
+        int n = 0;
+        for (var e = _newestOfTopic.GetValueOrDefault(topic); e is not null; e = e.NextOfTopic) n++;
+        return n;
+    }
+
+    private void Link(DelayedEntry entry)
+    {
+        ref var newest = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_newestOfTopic, entry.Topic, out _);
+        entry.PrevOfTopic = null;
+        entry.NextOfTopic = newest;
+        if (newest is not null) newest.PrevOfTopic = entry;
+        newest = entry;
+    }
+
+    private void Unlink(DelayedEntry entry)
+    {
+        if (entry.PrevOfTopic is { } prev) prev.NextOfTopic = entry.NextOfTopic;
+        else if (entry.NextOfTopic is { } next) _newestOfTopic[entry.Topic] = next;
+        else _newestOfTopic.Remove(entry.Topic);
+        if (entry.NextOfTopic is { } after) after.PrevOfTopic = entry.PrevOfTopic;
+        entry.PrevOfTopic = entry.NextOfTopic = null;
+    }
+
+    /// <summary>Times the due-time heap was rid of stale entries (for tests).</summary>
+    internal int StaleDrops { get; private set; }
+
+    // A removed entry (its topic deleted, its release replayed over a checkpoint that held it) stays in the heap until
+    // its delivery time, up to MaxDelay (3 days) ahead, and keeps its DelayedEntry (topic, tag and group strings) alive
+    // that long: a topic filled with delayed messages and deleted, again and again, kept all of them for days (review
+    // 2026-12-06). As the pending halves' due times do (HalfIndex), the stale ones go once they are most of the heap.
+    // A release takes its own entry off the heap, so released ones are never stale.
+    private void DropStaleEntriesIfMost()
+    {
+        if (!SegmentedHeap.MostlyStale(_due.Count, _byBody.Count)) return;
+        _due.RemoveWhere((entry, _) => !IsLive(entry));
+        StaleDrops++;
+    }
+
+    private bool IsLive(DelayedEntry entry) => _byBody.TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry);
 
     /// <summary>Retention moved the body: the same entry (still in the heap) is now found at its new address.</summary>
     public void Move(long previous, long address, int size)
@@ -79,7 +150,7 @@ internal sealed class DelayIndex
         while (_due.TryPeek(out entry!, out var at) && at <= nowMs)
         {
             _due.Dequeue();
-            if (_byBody.TryGetValue(entry.BodyAddress, out var live) && ReferenceEquals(live, entry)) return true;
+            if (IsLive(entry)) return true;
         }
         entry = null!;
         return false;
@@ -104,6 +175,7 @@ internal sealed class DelayIndex
     {
         _byBody.Clear();
         _byBlock.Clear();
+        _newestOfTopic.Clear();
         _due.Clear();
     }
 }

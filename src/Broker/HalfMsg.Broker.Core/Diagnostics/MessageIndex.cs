@@ -35,6 +35,8 @@ namespace HalfMsg.Broker.Core.Diagnostics
         StoredAgain,
         /// <summary>An operator re-drove it from the group's dead-letter topic back to its topic.</summary>
         Redriven,
+        /// <summary>Its delivery time came: a delayed message (or a committed delayed half) was put on a queue.</summary>
+        Released,
     }
 
     /// <summary>
@@ -150,19 +152,21 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         // The hooks only queue what they saw; the index applies it later, off the caller's path (see Submit).
 
-        internal void OnStored(MessageDraft msg, int queueId, long offset, long storedAtMs)
+        // address: the body's log address; a delayed message (queue -1) is found by it at its release.
+        internal void OnStored(MessageDraft msg, int queueId, long offset, long storedAtMs, long address = -1)
         {
             var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
-            Submit(new Op(OpKind.Stored, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, MessageKind = kind, QueueId = queueId, Offset = offset, BodyBytes = msg.Body.Length });
+            Submit(new Op(OpKind.Stored, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, MessageKind = kind, QueueId = queueId, Offset = offset, BodyBytes = msg.Body.Length, Address = address });
         }
 
         internal void OnHalf(MessageDraft msg, string producerGroup, long storedAtMs)
             => Submit(new Op(OpKind.Half, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, Group = producerGroup, MessageKind = MessageKind.Transaction, BodyBytes = msg.Body.Length });
 
-        internal void OnDecided(string transactionId, TransactionResolution resolution, DecisionSource source, int queueId, long offset, long atMs, long storedAtMs)
+        // address: the half's body address; a delayed commit (queue -1) is found by it at its release.
+        internal void OnDecided(string transactionId, TransactionResolution resolution, DecisionSource source, int queueId, long offset, long atMs, long storedAtMs, long address = -1)
         {
             // The transaction id is the half's message id (RocketMQ's UNIQ_KEY).
-            Submit(new Op(OpKind.Decided, transactionId, null, atMs) { Resolution = resolution, Source = source, QueueId = queueId, Offset = offset });
+            Submit(new Op(OpKind.Decided, transactionId, null, atMs) { Resolution = resolution, Source = source, QueueId = queueId, Offset = offset, Address = address });
             // On the engine's request path, under its lock: a failing listener (a metric) must not fail the decision.
             try { Decided?.Invoke(resolution, source, Math.Max(0, atMs - storedAtMs) / 1000.0); }
             catch (Exception) { Interlocked.Increment(ref _failedListenerCalls); }
@@ -195,6 +199,16 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         internal void OnRedriven(string messageId, string group, string toTopic, long atMs)
             => Submit(new Op(OpKind.Redriven, messageId, toTopic, atMs) { Group = group });
+
+        /// <summary>The delayed message whose body is at <paramref name="bodyAddress"/> was put on a queue (its delivery
+        /// time came). Until 2026-12-06 nothing told the index, and it showed a delayed message as scheduled for good,
+        /// without its deliveries and acks, which it finds by queue position (found by review).</summary>
+        internal void OnReleased(long bodyAddress, string topic, int queueId, long offset, long atMs)
+            => Submit(new Op(OpKind.Released, null, topic, atMs) { Address = bodyAddress, QueueId = queueId, Offset = offset });
+
+        /// <summary>Retention moved a delayed message's body: it is released by its new address.</summary>
+        internal void OnBodyMoved(long previous, long address)
+            => Submit(new Op(OpKind.BodyMoved, null, null, -1) { PreviousAddress = previous, Address = address });
 
         /// <summary>The topic was deleted: its bytes-in tally goes (as its rocketmq_messages_in series does); the
         /// messages the index knows of it stay until they are forgotten as usual.</summary>
@@ -404,7 +418,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         // ------------------------------------------------------------------ state
 
-        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven, TopicDeleted }
+        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven, TopicDeleted, Released, BodyMoved }
 
         /// <summary>One index operation: what a live hook saw, or what the rebuild read from a log record. A struct: four
         /// per transaction, and only a rebuild keeps any.</summary>
@@ -434,6 +448,12 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public bool Relocated;
             /// <summary>Rebuild only: extra queue positions the relocated body serves.</summary>
             public List<(string Topic, int QueueId, long Offset)>? Positions;
+            /// <summary>The body's log address (Stored, Half, Decided, Released, BodyMoved; -1 = not told), and where a
+            /// relocated body (or BodyMoved) was before.</summary>
+            public long Address = -1;
+            public long PreviousAddress = -1;
+            /// <summary>Rebuild only: the relocated body is a delayed message still waiting for its time.</summary>
+            public bool Delayed;
         }
 
         /// <summary>
@@ -460,6 +480,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public TransactionResolution? Resolution;
             public DecisionSource? DecidedBy;
             public long DecidedAtMs = -1;                 // -1: not decided, or decided at an unknown time
+            public long BodyAddress = -1;                 // where its body is, if told: a delayed one is released by it
             // History: the first step and the newest ones, oldest first.
             private Step[] _events = new Step[4];
             public int EventCount;
@@ -541,7 +562,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             {
                 HistoryKind.Stored => Queue >= 0 ? State.Where(Topic!, Queue, Offset) : "waiting for its delivery time",
                 HistoryKind.HalfStored => $"producer group {Group}",
-                HistoryKind.StoredAgain or HistoryKind.DeadLettered => State.Where(Topic!, Queue, Offset),
+                HistoryKind.StoredAgain or HistoryKind.DeadLettered or HistoryKind.Released => State.Where(Topic!, Queue, Offset),
                 HistoryKind.Committed => $"by {By()}; " + (Queue >= 0 ? State.Where(Topic!, Queue, Offset) : "waiting for its delivery time"),
                 HistoryKind.RolledBack => $"by {By()}",
                 HistoryKind.Redriven => $"back to {Topic}",
@@ -566,6 +587,9 @@ namespace HalfMsg.Broker.Core.Diagnostics
             /// <summary>Queue positions to the message there, per topic: the position steps (deliveries, acks, lease changes)
             /// find their message with an integer key, without hashing the topic and the message id at each step.</summary>
             public readonly Dictionary<string, Dictionary<(int Queue, long Offset), Tracked>> ByPosition = new(StringComparer.Ordinal);
+            /// <summary>The messages waiting for their delivery time (delayed, or committed delayed halves), by their body's
+            /// address: its release names the body, not the message. Never more than <see cref="ById"/> holds.</summary>
+            public readonly Dictionary<long, Tracked> Waiting = [];
             // The topic looked up last: steps come in runs of one topic (a receive's batch, an ack call), so most find it here.
             private string? _lastTopic;
             private Dictionary<(int Queue, long Offset), Tracked>? _lastPositions;
@@ -583,11 +607,23 @@ namespace HalfMsg.Broker.Core.Diagnostics
                         string topic = Intern(op.Topic!);
                         if (ById.TryGetValue(op.MessageId!, out var known))
                         {
-                            if (op.Relocated) { AddPositions(known, op); return; }
-                            // The same id again: a re-drive or a send-back. It is where it was stored last.
+                            if (op.Relocated)
+                            {
+                                AddPositions(known, op);
+                                if (op.PreviousAddress >= 0 && known.BodyAddress == op.PreviousAddress) MoveBody(known, op.Address);
+                                return;
+                            }
+                            // The same id again: a re-drive or a send-back. It is where it was stored last (a send-back
+                            // waits for its delivery time in the retry topic).
                             known.Topic = topic;
                             known.QueueId = op.QueueId;
                             known.QueueOffset = op.Offset;
+                            if (!half && op.QueueId < 0 && op.Address >= 0)
+                            {
+                                Unwait(known);
+                                known.BodyAddress = op.Address;
+                                Wait(known);
+                            }
                             AddPosition(known, topic, op.QueueId, op.Offset);
                             AddEvent(known, new Step(HistoryKind.StoredAgain, op.AtMs, Topic: topic, Queue: op.QueueId, Offset: op.Offset));
                             return;
@@ -596,6 +632,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
                         {
                             Tag = op.Tag is null ? null : Intern(op.Tag), StoredAtMs = op.AtMs, Kind = op.MessageKind, Half = half,
                             ProducerGroup = half && op.Group is not null ? Intern(op.Group) : null, QueueId = op.QueueId, QueueOffset = op.Offset,
+                            BodyAddress = op.Address,
                         };
                         ById[t.MessageId] = t;
                         Order.Enqueue(t.MessageId);
@@ -626,6 +663,19 @@ namespace HalfMsg.Broker.Core.Diagnostics
                             t.QueueOffset = po;
                             t.Resolution = TransactionResolution.Commit;
                         }
+                        else if (op.Relocated && !half && op.QueueId < 0 && op.Positions is { Count: > 0 })
+                        {
+                            // A delayed message released before retention cut its stored record: it serves a queue position.
+                            string? relocatedTopic = op.Topic;
+                            (_, t.QueueId, t.QueueOffset) = op.Positions.FirstOrDefault(p => p.Topic == relocatedTopic, op.Positions[0]);
+                        }
+                        // Waiting for its delivery time: a delayed message as stored (queue -1), or a body retention moved
+                        // while it waited (a delayed half's decision record may be cut: it was committed).
+                        if (op.Relocated ? op.Delayed : !half && op.QueueId < 0)
+                        {
+                            if (half) t.Resolution = TransactionResolution.Commit;
+                            Wait(t);
+                        }
                         AddEvent(t, new Step(half ? HistoryKind.HalfStored : HistoryKind.Stored, op.AtMs, half ? t.ProducerGroup : op.Group, Topic: topic, Queue: op.QueueId, Offset: op.Offset));
                         while (Order.Count > capacity) Forget(Order.Dequeue());
                         // The newest message stays, whatever its keys cost (at most MaxKeysPerMessage × MaxKeyLength).
@@ -644,6 +694,8 @@ namespace HalfMsg.Broker.Core.Diagnostics
                         t.Resolution = op.Resolution;
                         t.DecidedBy = op.Source;
                         t.DecidedAtMs = op.AtMs;
+                        if (op.Address >= 0) t.BodyAddress = op.Address;
+                        if (op.Resolution == TransactionResolution.Commit && op.QueueId < 0) Wait(t); // a delayed commit
                         AddPosition(t, t.Topic, op.QueueId, op.Offset);
                         var by = op.Source switch { DecisionSource.Client => StepNote.ByProducer, DecisionSource.CheckBack => StepNote.ByCheckBack, _ => StepNote.ByOperator };
                         AddEvent(t, new Step(op.Resolution == TransactionResolution.Commit ? HistoryKind.Committed : HistoryKind.RolledBack, op.AtMs,
@@ -658,6 +710,21 @@ namespace HalfMsg.Broker.Core.Diagnostics
                     }
                     case OpKind.TopicDeleted:
                         return; // only the bytes-in tally changes (Tally)
+                    case OpKind.Released:
+                    {
+                        if (!Waiting.Remove(op.Address, out var t)) return;
+                        string topic = Intern(op.Topic!);
+                        t.QueueId = op.QueueId;
+                        t.QueueOffset = op.Offset;
+                        AddPosition(t, topic, op.QueueId, op.Offset);
+                        AddEvent(t, new Step(HistoryKind.Released, op.AtMs, Topic: topic, Queue: op.QueueId, Offset: op.Offset));
+                        return;
+                    }
+                    case OpKind.BodyMoved:
+                    {
+                        if (Waiting.TryGetValue(op.PreviousAddress, out var t)) MoveBody(t, op.Address);
+                        return;
+                    }
                 }
                 // Steps of a queue position.
                 if (PositionsOf(op.Topic!, create: false) is not { } positions || !positions.TryGetValue((op.QueueId, op.Offset), out var tracked)) return;
@@ -745,6 +812,26 @@ namespace HalfMsg.Broker.Core.Diagnostics
                 return positions;
             }
 
+            private void Wait(Tracked t)
+            {
+                if (t.BodyAddress >= 0) Waiting[t.BodyAddress] = t;
+            }
+
+            private bool Unwait(Tracked t)
+            {
+                if (t.BodyAddress < 0 || !Waiting.TryGetValue(t.BodyAddress, out var waiting) || !ReferenceEquals(waiting, t)) return false;
+                Waiting.Remove(t.BodyAddress);
+                return true;
+            }
+
+            // Retention moved the body: a waiting message is released by its new address.
+            private void MoveBody(Tracked t, long address)
+            {
+                bool waiting = Unwait(t);
+                t.BodyAddress = address;
+                if (waiting) Wait(t);
+            }
+
             private void AddEvent(Tracked t, in Step e)
             {
                 if (t.AddEvent(e)) _events--;
@@ -787,6 +874,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             private void Forget(string messageId)
             {
                 if (!ById.Remove(messageId, out var t)) return;
+                Unwait(t);
                 _events -= t.EventCount;
                 KeyBytes -= t.KeyBytes;
                 if (t.Position.Queue >= 0) Unmap(t.Position, t);

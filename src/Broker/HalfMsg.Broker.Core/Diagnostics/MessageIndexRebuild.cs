@@ -59,7 +59,7 @@ public sealed partial class BrokerEngine
             if ((++Records & 0xFFFF) == 0) engine.MessageIndex.ReportScanned(Records);
             try
             {
-                if (ToOp(record, relocated: false, null) is { } op) State.Apply(op);
+                if (ToOp(record, address, null) is { } op) State.Apply(op);
             }
             catch (Exception ex) when (ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
             {
@@ -67,16 +67,19 @@ public sealed partial class BrokerEngine
             }
         }
 
-        private static MessageIndex.Op? ToOp(ReadOnlySpan<byte> record, bool relocated, List<(string, int, long)>? positions)
+        // relocated: the body a BodyRelocated record carries (its new place is `address`, it was at `previous`; `delayed`:
+        // a delayed message still waiting for its time).
+        private static MessageIndex.Op? ToOp(ReadOnlySpan<byte> record, long address, List<(string, int, long)>? positions,
+            bool relocated = false, long previous = -1, bool delayed = false)
         {
             if (!RecordHeader.TryOpen(record, out var kind, out var r, out _)) return null;
             switch (kind)
             {
                 case RecordKind.MessageStored:
-                    return Stored(MessageStoredRecord.Read(ref r), relocated, positions);
+                    return Stored(MessageStoredRecord.Read(ref r), address, relocated, previous, delayed, positions);
                 case RecordKind.RedrivenStored:
                     // A re-drive into a retry topic: the message stored there (the re-drive cursors' acks are not indexed).
-                    return Stored(RedrivenStoredRecord.Read(ref r).Stored, relocated, positions);
+                    return Stored(RedrivenStoredRecord.Read(ref r).Stored, address, relocated, previous, delayed, positions);
                 case RecordKind.HalfStored:
                 {
                     var rec = HalfStoredRecord.Read(ref r);
@@ -84,12 +87,19 @@ public sealed partial class BrokerEngine
                     return new MessageIndex.Op(MessageIndex.OpKind.Half, rec.TransactionId, m.Topic, m.StoreMs)
                     {
                         Tag = m.Tag, Keys = m.Keys(), Group = rec.ProducerGroup, MessageKind = MessageKind.Transaction, Relocated = relocated, Positions = positions,
+                        Address = address, PreviousAddress = previous, Delayed = delayed,
                     };
                 }
                 case RecordKind.BodyRelocated:
                 {
                     var rec = BodyRelocatedRecord.Read(ref r);
-                    return ToOp(rec.Original, relocated: true, rec.QueueRefs);
+                    return ToOp(rec.Original, address, rec.QueueRefs, relocated: true, rec.PreviousAddress, rec.Delayed);
+                }
+                case RecordKind.QueueEntryAdded:
+                {
+                    // A delayed message's release: found by its body's address (the record carries no time).
+                    var rec = QueueEntryAddedRecord.Read(ref r);
+                    return new MessageIndex.Op(MessageIndex.OpKind.Released, null, rec.Topic, -1) { Address = rec.BodyAddress, QueueId = rec.QueueId, Offset = rec.Offset };
                 }
                 case RecordKind.Redriven:
                     return PutBack(RedrivenRecord.Read(ref r));
@@ -133,12 +143,13 @@ public sealed partial class BrokerEngine
             }
         }
 
-        private static MessageIndex.Op Stored(in MessageStoredRecord rec, bool relocated, List<(string, int, long)>? positions)
+        private static MessageIndex.Op Stored(in MessageStoredRecord rec, long address, bool relocated, long previous, bool delayed, List<(string, int, long)>? positions)
         {
             ref readonly var m = ref rec.Message;
             return new MessageIndex.Op(MessageIndex.OpKind.Stored, m.MessageId, m.Topic, m.StoreMs)
             {
                 Tag = m.Tag, Keys = m.Keys(), MessageKind = rec.Kind, QueueId = rec.QueueId, Offset = rec.Offset, Relocated = relocated, Positions = positions,
+                Address = address, PreviousAddress = previous, Delayed = delayed,
             };
         }
 

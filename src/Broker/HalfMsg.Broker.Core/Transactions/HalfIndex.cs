@@ -176,7 +176,7 @@ internal sealed class HalfIndex(DecidedIndex decided)
     internal int StaleDrops { get; private set; }
 
     // Stale entries above this many (and above the live halves' count) are dropped.
-    internal const int StaleSlack = 4096;
+    internal const int StaleSlack = SegmentedHeap.StaleSlack;
 
     // A decided half's entry stays until its check time, and the client chooses that time (a check immunity of up to an
     // hour): committed at once, at 1,000 tx/s, 3.6 million entries for an hour, and one of them put the in-order run's
@@ -185,15 +185,13 @@ internal sealed class HalfIndex(DecidedIndex decided)
     // decisions and reschedules that made at least half of them stale since the last one.
     private void DropStaleEntriesIfMost()
     {
-        if (DueCount <= 2L * _byId.Count + StaleSlack) return;
+        if (!SegmentedHeap.MostlyStale(DueCount, _byId.Count)) return;
         var inOrder = new SegmentedList<(string TransactionId, long Seq, long At)>();
         foreach (var e in _inOrder.Items())
             if (IsCurrent(e.TransactionId, e.Seq, e.At)) inOrder.Add(e);
         _inOrder = inOrder;
         _inOrderTail = inOrder.Count > 0 ? inOrder[inOrder.Count - 1].At : long.MinValue;
-        var heap = _due.Items().Where(e => IsCurrent(e.Item.TransactionId, e.Item.Seq, e.Priority)).ToList();
-        _due.Clear();
-        foreach (var (item, at) in heap) _due.Enqueue(item, at);
+        _due.RemoveWhere((e, at) => !IsCurrent(e.TransactionId, e.Seq, at));
         StaleDrops++;
     }
 

@@ -64,7 +64,7 @@ public static class MessageLookup
 
     /// <summary>One step of a message's history as the API and dashboard show it (kind in snake case: <c>stored</c>,
     /// <c>half_stored</c>, <c>committed</c>, <c>rolled_back</c>, <c>delivered</c>, <c>acked</c>, <c>lease_changed</c>,
-    /// <c>lease_expired</c>, <c>dead_lettered</c>, <c>stored_again</c>, <c>redriven</c>, <c>expired</c>).</summary>
+    /// <c>lease_expired</c>, <c>dead_lettered</c>, <c>stored_again</c>, <c>redriven</c>, <c>released</c>, <c>expired</c>).</summary>
     public sealed record HistoryStep(string Kind, DateTimeOffset? At, string? Group, int? Attempt, string? ClientId, string? Detail);
 
     /// <summary>The message's history from the index, oldest first; a message retention has cut ends with <c>expired</c>.</summary>
@@ -92,6 +92,7 @@ public static class MessageLookup
         HistoryKind.DeadLettered => "dead_lettered",
         HistoryKind.StoredAgain => "stored_again",
         HistoryKind.Redriven => "redriven",
+        HistoryKind.Released => "released",
         _ => kind.ToString().ToLowerInvariant(),
     };
 
