@@ -533,9 +533,11 @@ public sealed partial class BrokerEngine
         // (which creates the topic again) was copied as decided, with its entry in the queues; replay of the delete
         // dropped the entry and replay of the commit found no half: until 2026-12-06 the acknowledged commit was lost
         // after a kill -9 (found by review). A delete is a rare operator action: it waits for a running capture to end.
+        // The wait for log room comes first, outside the barrier: on a full disk the room comes back only after a
+        // retention cut, which needs the checkpoint lock the barrier holds.
+        await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         using (await HoldOffCapturesAsync(ct).ConfigureAwait(false))
         {
-            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             lock (_gate)
             {
                 // Not found may be the work of a delete whose record is not durable yet (mqadmin takes TOPIC_NOT_EXIST as
