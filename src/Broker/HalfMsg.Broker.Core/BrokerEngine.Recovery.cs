@@ -93,6 +93,32 @@ public sealed partial class BrokerEngine
         }
     }
 
+    /// <summary>
+    /// Waits until no checkpoint is being captured (nor a retention cut, which holds the same lock across its own) and
+    /// holds the next one off until the returned lease is disposed: for a destructive operation whose record must not
+    /// fall inside a fuzzy capture (see <see cref="Checkpointer"/>). Hold it only across the append, never across a wait
+    /// for durability. Cancellable while it waits; nothing is written then.
+    /// </summary>
+    private async ValueTask<CaptureBarrier> HoldOffCapturesAsync(CancellationToken ct)
+    {
+        if (!_checkpointLock.Wait(0))
+        {
+            Interlocked.Increment(ref _adminHeldByCapture);
+            await _checkpointLock.WaitAsync(ct).ConfigureAwait(false);
+        }
+        return new CaptureBarrier(_checkpointLock);
+    }
+
+    private long _adminHeldByCapture;
+
+    /// <summary>Tests: how many destructive admin operations found a capture running and waited for it to end.</summary>
+    internal long AdminHeldByCaptureForTests => Interlocked.Read(ref _adminHeldByCapture);
+
+    private readonly struct CaptureBarrier(SemaphoreSlim held) : IDisposable
+    {
+        public void Dispose() => held.Release();
+    }
+
     // whole: write the whole state, not a delta on the previous checkpoint (retention's cut asks for it when no other
     // chain would cover the cut).
     private async Task CheckpointLockedAsync(CancellationToken ct, bool whole = false)

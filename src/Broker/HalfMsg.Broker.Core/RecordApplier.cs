@@ -429,8 +429,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         // The delayed messages and pull offsets go also when the topic is not there: a checkpoint copies the delayed
         // messages before the topics, so a delete during its capture leaves a file with the topic's delayed messages and
         // without the topic, and this record replays over it. Until 2026-12-06 it returned here first, and after a kill -9
-        // the deleted topic's delayed messages were delivered (found by review). Dropping them is safe: whatever was
-        // stored for this name after the delete has its records after the checkpoint's start, and replays again.
+        // the deleted topic's delayed messages were delivered (found by review). Since the same day a delete waits for a
+        // running capture (BrokerEngine.DeleteTopicAsync), so only a log written before can have one inside a capture.
         _consumerOffsets.RemoveTopic(topic);
         _delayed.RemoveTopic(topic);
         if (!_topics.Remove(topic, out var state)) return;

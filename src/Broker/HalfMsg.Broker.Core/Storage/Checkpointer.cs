@@ -24,6 +24,11 @@ namespace HalfMsg.Broker.Core.Storage;
 /// so its queue entry is in them; a delayed message missing was released before the queues were. The file is made
 /// durable only after the log is durable past everything the copy saw ("never ahead of the log"). Retention holds the
 /// engine's checkpoint lock across its cut, so a cut never moves a queue under a running capture.</para>
+/// <para>A destructive record replayed over a copy that already holds later records' effects wipes those too, and is
+/// safe only where every later record rebuilds what it wiped. A group's delete or reset is: every group record carries
+/// its offsets, and groups are copied last. A topic's delete is not (a half pending before it and committed after it
+/// is copied as decided, and replay of the commit finds no half to commit), so a topic delete takes the checkpoint lock
+/// across its append: it is never inside a capture.</para>
 /// </remarks>
 internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore store, StateOwners state, TimeProvider time, ILogger logger)
 {
