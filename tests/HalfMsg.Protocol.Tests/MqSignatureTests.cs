@@ -54,6 +54,24 @@ public sealed class MqSignatureTests
         Assert.True(MqSignature.Verify(header[..at] + header[at..].ToLowerInvariant(), DateTime, AccessKey, Secret));
     }
 
+    /// <summary>The Go client's Credential (<c>&lt;ak&gt;//rocketmq</c>, lower-case hex) and the C++ client's
+    /// (<c>&lt;ak&gt;/&lt;region&gt;/&lt;service&gt;</c>): the access key is the part before the first '/', as in the Apache proxy.</summary>
+    [Theory]
+    [InlineData("AK123//rocketmq", true)]
+    [InlineData("AK123/cn-hangzhou/RocketMQ", false)]
+    [InlineData("AK123/", false)]
+    public void A_credential_with_a_scope_after_a_slash_names_the_access_key_before_it(string credential, bool lowerHex)
+    {
+        string hex = Convert.ToHexString(HMACSHA1.HashData(Encoding.UTF8.GetBytes(Secret), Encoding.UTF8.GetBytes(DateTime)));
+        if (lowerHex) hex = hex.ToLowerInvariant();
+        string header = $"MQv2-HMAC-SHA1 Credential={credential}, SignedHeaders=x-mq-date-time, Signature={hex}";
+
+        Assert.True(MqSignature.TryParse(header, out string ak, out _));
+        Assert.Equal(AccessKey, ak);
+        Assert.True(MqSignature.Verify(header, DateTime, AccessKey, Secret));
+        Assert.False(MqSignature.Verify(header, DateTime, credential, Secret));
+    }
+
     [Theory]
     [InlineData(AccessKey, "wrong-secret", DateTime)]
     [InlineData("OTHER", Secret, DateTime)]
@@ -73,6 +91,7 @@ public sealed class MqSignatureTests
     [InlineData("MQv2-HMAC-SHA1 Credential=AK123, SignedHeaders=x-mq-date-time")]
     [InlineData("MQv2-HMAC-SHA1 SignedHeaders=x-mq-date-time, Signature=ABCD")]
     [InlineData("MQv2-HMAC-SHA1 Credential=, Signature=ABCD")]
+    [InlineData("MQv2-HMAC-SHA1 Credential=/rocketmq, Signature=ABCD")]
     [InlineData("MQv2-HMAC-SHA1 Credential=AK123, Signature")]
     [InlineData("MQv2-HMAC-SHA1 Credential=AK123, Bogus=1, Signature=ABCD")]
     [InlineData("MQv2-HMAC-SHA1Credential=AK123, Signature=ABCD")]

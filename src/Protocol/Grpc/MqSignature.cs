@@ -10,6 +10,12 @@ namespace HalfMsg.Protocol.Grpc;
 /// where HEX is the upper-case hex HMAC-SHA1 of the <c>x-mq-date-time</c> header value (UTF-8) keyed with
 /// the secret (UTF-8). Only the date-time is signed, so the broker should also bound clock skew.
 /// </summary>
+/// <remarks>
+/// Not every client sends the bare access key as the Credential: the Go client sends <c>&lt;accessKey&gt;//rocketmq</c>
+/// (with lower-case hex), the C++ client <c>&lt;accessKey&gt;/&lt;region&gt;/&lt;service&gt;</c>. The Apache proxy
+/// takes the part before the first '/' as the access key, and so does <see cref="TryParse"/>; <see cref="Sign"/> sends
+/// the bare key, as the Java and C# clients do.
+/// </remarks>
 public static class MqSignature
 {
     /// <summary>Authorization scheme/algorithm token.</summary>
@@ -55,7 +61,9 @@ public static class MqSignature
 
     /// <summary>
     /// Splits an <c>authorization</c> value into access key and signature hex. Accepts the components in any
-    /// order and tolerant whitespace; requires the algorithm token and non-empty Credential and Signature.
+    /// order and tolerant whitespace; requires the algorithm token and non-empty Credential and Signature. The access
+    /// key is the Credential up to its first '/' (the scope the Go and C++ clients add after it is not checked, as the
+    /// Apache proxy does not check it), and must not be empty.
     /// </summary>
     public static bool TryParse(string? authorization, out string accessKey, out string signatureHex)
     {
@@ -87,7 +95,8 @@ public static class MqSignature
             ReadOnlySpan<char> value = part[(eq + 1)..].Trim();
             if (key.SequenceEqual(CredentialKey))
             {
-                credential = value.ToString();
+                int slash = value.IndexOf('/');
+                credential = (slash < 0 ? value : value[..slash]).ToString();
             }
             else if (key.SequenceEqual(SignatureKey))
             {

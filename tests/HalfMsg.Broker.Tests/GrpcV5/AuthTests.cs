@@ -193,6 +193,27 @@ public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBro
         Assert.Equal(Code.Ok, route.Response!.Status.Code);
     }
 
+    /// <summary>The official Go client signs <c>Credential=&lt;ak&gt;//rocketmq</c> (golang/client.go, lower-case
+    /// hex) and the C++ client <c>Credential=&lt;ak&gt;/&lt;region&gt;/&lt;service&gt;</c> (cpp/source/client/Signature.cpp); the Apache
+    /// proxy takes the part before the first '/' as the access key (DefaultAuthenticationContextBuilder).</summary>
+    [Theory]
+    [InlineData("{0}//rocketmq", true)]
+    [InlineData("{0}/cn-hangzhou/RocketMQ", false)]
+    public async Task A_credential_with_a_region_and_service_scope_as_the_Go_and_Cpp_clients_send_succeeds(string credentialFormat, bool lowerHex)
+    {
+        string dateTime = MqSignature.FormatDateTime(DateTimeOffset.UtcNow);
+        byte[] mac = System.Security.Cryptography.HMACSHA1.HashData(System.Text.Encoding.UTF8.GetBytes(fixture.Secret), System.Text.Encoding.UTF8.GetBytes(dateTime));
+        string hex = Convert.ToHexString(mac);
+        if (lowerHex) hex = hex.ToLowerInvariant();
+        string credential = string.Format(System.Globalization.CultureInfo.InvariantCulture, credentialFormat, AuthBrokerFixture.AccessKey);
+        var route = await RouteAsync(new Dictionary<string, string>
+        {
+            [RocketMqHeaders.DateTime] = dateTime,
+            [RocketMqHeaders.Authorization] = $"MQv2-HMAC-SHA1 Credential={credential}, SignedHeaders=x-mq-date-time, Signature={hex}",
+        });
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+    }
+
     [Fact]
     public async Task A_correct_signature_within_the_clock_skew_window_succeeds()
     {
