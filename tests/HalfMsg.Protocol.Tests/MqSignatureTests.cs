@@ -122,4 +122,36 @@ public sealed class MqSignatureTests
         Assert.Equal(when, parsed);
         Assert.False(MqSignature.TryParseDateTime("2024-01-31", out _));
     }
+
+    [Fact]
+    public void A_date_time_reads_in_another_calendar()
+    {
+        Assert.True(MqSignature.TryParseDateTime("25690101T080910Z", new System.Globalization.ThaiBuddhistCalendar(), out var thai));
+        Assert.Equal(new DateTimeOffset(2026, 1, 1, 8, 9, 10, TimeSpan.Zero), thai);
+        Assert.True(MqSignature.TryParseDateTime("14050830T120000Z", new System.Globalization.PersianCalendar(), out var persian));
+        Assert.Equal(new DateTimeOffset(2026, 11, 21, 12, 0, 0, TimeSpan.Zero), persian);
+        Assert.True(MqSignature.TryParseDateTime("14480611T120000Z", new System.Globalization.UmAlQuraCalendar(), out var umAlQura));
+        Assert.Equal(new DateTimeOffset(2026, 11, 21, 12, 0, 0, TimeSpan.Zero), umAlQura);
+    }
+
+    /// <summary>No date of the calendar, or out of its range: false, never an exception (the header is the caller's).</summary>
+    [Theory]
+    [InlineData("20261121T120000Z")] // Gregorian year 2026 is past Um al-Qura's range (1318-1500)
+    [InlineData("13180101T000000Z")] // the range's first year, covered only in part in some calendars: not read
+    [InlineData("14481311T120000Z")] // month 13
+    [InlineData("14480631T120000Z")] // a lunar month has at most 30 days
+    [InlineData("14480600T120000Z")]
+    [InlineData("14480611T240000Z")]
+    [InlineData("14480611T126000Z")]
+    [InlineData("14480611T120060Z")]
+    [InlineData("14480611 120000Z")]
+    [InlineData("14480611T120000")]
+    [InlineData("1448O611T120000Z")]
+    [InlineData("-4480611T120000Z")]
+    [InlineData("")]
+    [InlineData(null)]
+    public void A_date_time_that_is_no_date_of_the_calendar_does_not_parse(string? value)
+    {
+        Assert.False(MqSignature.TryParseDateTime(value, new System.Globalization.UmAlQuraCalendar(), out _));
+    }
 }

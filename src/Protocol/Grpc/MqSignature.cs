@@ -47,6 +47,47 @@ public static class MqSignature
         return false;
     }
 
+    /// <summary>
+    /// Reads an <c>x-mq-date-time</c> header value's digits as a date in <paramref name="calendar"/> (the time of day
+    /// is the same in every calendar): what a client formats with its culture's calendar, as the C# client's
+    /// <c>DateTime.Now.ToString("yyyyMMddTHHmmssZ")</c> does in th-TH (Buddhist year 2569 for 2026), ar-SA (Um al-Qura
+    /// 1448) or fa-IR (Persian 1405). False for anything that is not a date of that calendar, without throwing; years at
+    /// the edges of the calendar's supported range, which it covers only in part, are not read.
+    /// </summary>
+    public static bool TryParseDateTime(string? value, Calendar calendar, out DateTimeOffset utc)
+    {
+        ArgumentNullException.ThrowIfNull(calendar);
+        utc = default;
+        if (value is not { Length: 16 } || value[8] != 'T' || value[15] != 'Z'
+            || !TryDigits(value, 0, 4, out int year) || !TryDigits(value, 4, 2, out int month) || !TryDigits(value, 6, 2, out int day)
+            || !TryDigits(value, 9, 2, out int hour) || !TryDigits(value, 11, 2, out int minute) || !TryDigits(value, 13, 2, out int second)
+            || year <= calendar.GetYear(calendar.MinSupportedDateTime) || year >= calendar.GetYear(calendar.MaxSupportedDateTime)
+            || month < 1 || month > calendar.GetMonthsInYear(year) || day < 1 || day > calendar.GetDaysInMonth(year, month)
+            || hour > 23 || minute > 59 || second > 59)
+        {
+            return false;
+        }
+
+        utc = new DateTimeOffset(DateTime.SpecifyKind(calendar.ToDateTime(year, month, day, hour, minute, second, 0), DateTimeKind.Utc));
+        return true;
+    }
+
+    private static bool TryDigits(string s, int start, int length, out int value)
+    {
+        value = 0;
+        for (int i = start; i < start + length; i++)
+        {
+            if (!char.IsAsciiDigit(s[i]))
+            {
+                return false;
+            }
+
+            value = (value * 10) + (s[i] - '0');
+        }
+
+        return true;
+    }
+
     /// <summary>Builds the <c>authorization</c> header value for <paramref name="dateTime"/> (the exact
     /// <c>x-mq-date-time</c> header value being sent).</summary>
     public static string Sign(string accessKey, string secret, string dateTime)

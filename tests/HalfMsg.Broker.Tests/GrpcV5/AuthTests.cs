@@ -214,6 +214,36 @@ public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBro
         Assert.Equal(Code.Ok, route.Response!.Status.Code);
     }
 
+    /// <summary>The official C# client formats <c>DateTime.Now.ToString("yyyyMMddTHHmmssZ")</c> in the current
+    /// culture, whose calendar is the Thai Buddhist (th-TH, year 2569), Um al-Qura (ar-SA, 1448) or Persian (fa-IR,
+    /// 1405) one; the Java client's <c>SimpleDateFormat</c> gives the Buddhist year under a th_TH default locale. The
+    /// Apache proxy checks only the HMAC over the header's text, so those clients work there.</summary>
+    [Theory]
+    [InlineData("th-TH")]
+    [InlineData("ar-SA")]
+    [InlineData("fa-IR")]
+    public async Task A_correct_signature_over_a_date_time_in_the_clients_culture_calendar_succeeds(string culture)
+    {
+        // What DateTime.Now.ToString("yyyyMMddTHHmmssZ") gives in that culture (the tests run in invariant-globalization
+        // mode, so the culture's calendar is used directly; the broker's clock is the client's, as in UTC).
+        System.Globalization.Calendar calendar = culture switch
+        {
+            "th-TH" => new System.Globalization.ThaiBuddhistCalendar(),
+            "ar-SA" => new System.Globalization.UmAlQuraCalendar(),
+            _ => new System.Globalization.PersianCalendar(),
+        };
+        DateTime now = DateTime.UtcNow;
+        string dateTime = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{calendar.GetYear(now):D4}{calendar.GetMonth(now):D2}{calendar.GetDayOfMonth(now):D2}T{now:HHmmss}Z");
+        Assert.DoesNotMatch("^20", dateTime);
+        var route = await RouteAsync(new Dictionary<string, string>
+        {
+            [RocketMqHeaders.DateTime] = dateTime,
+            [RocketMqHeaders.Authorization] = MqSignature.Sign(AuthBrokerFixture.AccessKey, fixture.Secret, dateTime),
+        });
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+    }
+
     [Fact]
     public async Task A_correct_signature_within_the_clock_skew_window_succeeds()
     {
