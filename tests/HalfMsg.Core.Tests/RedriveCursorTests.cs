@@ -118,4 +118,39 @@ public sealed class RedriveCursorTests
         Assert.Equal(20, both[0].Redriven + both[1].Redriven);
         Assert.Equal(20, again.Select(m => m.Message.MessageId).Distinct().Count());
     }
+
+    /// <summary>
+    /// A cursor's name can be the same for two groups once names carry '|' (which RocketMQ names allow, and gRPC
+    /// namespaces too since 2026-12-06, as in <c>MQ_INST_1|tenant</c>): the unfiltered cursor of group
+    /// <c>MQ_INST_1|tenant%g</c> and the filtered cursor of group <c>MQ_INST_1</c> for topic <c>tenant%g</c> are both
+    /// <c>%REDRIVE%MQ_INST_1|tenant%g</c>. A cursor only ever reads its own group's dead-letter topic, and its progress is
+    /// kept per (cursor, topic), so the two share nothing: each re-drive puts back its own group's dead letter, once.
+    /// </summary>
+    [Fact]
+    public async Task Redrive_cursors_whose_names_meet_across_groups_with_a_bar_keep_apart()
+    {
+        const string nsGroup = "MQ_INST_1|tenant%g", nsTopic = "MQ_INST_1|tenant%t";
+        const string plainGroup = "MQ_INST_1", plainTopic = "tenant%g";
+        Assert.Equal(BrokerEngine.RedrivePrefix + nsGroup, BrokerEngine.RedrivePrefix + plainGroup + "|" + plainTopic);
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1 });
+        Assert.True((await h.Engine.SendAsync(h.Draft(nsTopic, "ns-dead"))).IsOk);
+        Assert.True((await h.Engine.SendAsync(h.Draft(plainTopic, "plain-dead"))).IsOk);
+        Assert.Single(await h.ReceiveAsync(nsGroup, nsTopic, invisible: TimeSpan.FromSeconds(1)));
+        Assert.Single(await h.ReceiveAsync(plainGroup, plainTopic, invisible: TimeSpan.FromSeconds(1)));
+        await Expire(h, TimeSpan.FromSeconds(2));
+        Assert.Single(await h.ReceiveWhenVisibleAsync("ops", "%DLQ%" + nsGroup));
+        Assert.Single(await h.ReceiveWhenVisibleAsync("ops", "%DLQ%" + plainGroup));
+
+        var ns = await h.Engine.RedriveDeadLettersAsync(nsGroup, null, 100);
+        Assert.True(ns.Error.IsOk, ns.Error.ToString());
+        Assert.Equal((1, 0), (ns.Redriven, ns.Skipped));
+        var plain = await h.Engine.RedriveDeadLettersAsync(plainGroup, plainTopic, 100);
+        Assert.True(plain.Error.IsOk, plain.Error.ToString());
+        Assert.Equal((1, 0), (plain.Redriven, plain.Skipped));
+        // Each put-back was also recorded for its sibling cursor: nothing is put back a second time.
+        Assert.Equal((0, 0), ((await h.Engine.RedriveDeadLettersAsync(nsGroup, nsTopic, 100)).Redriven, (await h.Engine.RedriveDeadLettersAsync(plainGroup, null, 100)).Redriven));
+
+        Assert.Equal(["ns-dead"], (await h.ReceiveAsync(nsGroup, nsTopic)).Select(m => m.Text()));
+        Assert.Equal(["plain-dead"], (await h.ReceiveAsync(plainGroup, plainTopic)).Select(m => m.Text()));
+    }
 }

@@ -348,6 +348,9 @@ public static class FuzzTargets
         MessageIdGenerator.IsWellFormed(s);
     }
 
+    private static readonly System.Globalization.Calendar[] ClientCalendars =
+        [new System.Globalization.ThaiBuddhistCalendar(), new System.Globalization.UmAlQuraCalendar(), new System.Globalization.HijriCalendar(), new System.Globalization.PersianCalendar()];
+
     private static void Signature(byte[] data)
     {
         string s = Text(data);
@@ -356,6 +359,8 @@ public static class FuzzTargets
         string dateTime = nl < 0 ? "20260131T235959Z" : s[(nl + 1)..];
         MqSignature.TryParse(authorization, out _, out _);
         MqSignature.TryParseDateTime(dateTime, out _);
+        // The calendars the broker reads a date-time in when the Gregorian reading is refused (V5Authenticator).
+        foreach (var calendar in ClientCalendars) MqSignature.TryParseDateTime(dateTime, calendar, out _);
         MqSignature.Verify(authorization, dateTime, "ak", "sk");
         // Remoting ACL: the input's lines as ext fields (key=value), signed against a fixed secret.
         var cmd = new RemotingCommand { ExtFields = new Dictionary<string, string>(StringComparer.Ordinal) };

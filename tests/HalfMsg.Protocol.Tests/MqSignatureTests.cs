@@ -54,6 +54,24 @@ public sealed class MqSignatureTests
         Assert.True(MqSignature.Verify(header[..at] + header[at..].ToLowerInvariant(), DateTime, AccessKey, Secret));
     }
 
+    /// <summary>The Go client's Credential (<c>&lt;ak&gt;//rocketmq</c>, lower-case hex) and the C++ client's
+    /// (<c>&lt;ak&gt;/&lt;region&gt;/&lt;service&gt;</c>): the access key is the part before the first '/', as in the Apache proxy.</summary>
+    [Theory]
+    [InlineData("AK123//rocketmq", true)]
+    [InlineData("AK123/cn-hangzhou/RocketMQ", false)]
+    [InlineData("AK123/", false)]
+    public void A_credential_with_a_scope_after_a_slash_names_the_access_key_before_it(string credential, bool lowerHex)
+    {
+        string hex = Convert.ToHexString(HMACSHA1.HashData(Encoding.UTF8.GetBytes(Secret), Encoding.UTF8.GetBytes(DateTime)));
+        if (lowerHex) hex = hex.ToLowerInvariant();
+        string header = $"MQv2-HMAC-SHA1 Credential={credential}, SignedHeaders=x-mq-date-time, Signature={hex}";
+
+        Assert.True(MqSignature.TryParse(header, out string ak, out _));
+        Assert.Equal(AccessKey, ak);
+        Assert.True(MqSignature.Verify(header, DateTime, AccessKey, Secret));
+        Assert.False(MqSignature.Verify(header, DateTime, credential, Secret));
+    }
+
     [Theory]
     [InlineData(AccessKey, "wrong-secret", DateTime)]
     [InlineData("OTHER", Secret, DateTime)]
@@ -73,6 +91,7 @@ public sealed class MqSignatureTests
     [InlineData("MQv2-HMAC-SHA1 Credential=AK123, SignedHeaders=x-mq-date-time")]
     [InlineData("MQv2-HMAC-SHA1 SignedHeaders=x-mq-date-time, Signature=ABCD")]
     [InlineData("MQv2-HMAC-SHA1 Credential=, Signature=ABCD")]
+    [InlineData("MQv2-HMAC-SHA1 Credential=/rocketmq, Signature=ABCD")]
     [InlineData("MQv2-HMAC-SHA1 Credential=AK123, Signature")]
     [InlineData("MQv2-HMAC-SHA1 Credential=AK123, Bogus=1, Signature=ABCD")]
     [InlineData("MQv2-HMAC-SHA1Credential=AK123, Signature=ABCD")]
@@ -102,5 +121,37 @@ public sealed class MqSignatureTests
         Assert.True(MqSignature.TryParseDateTime(formatted, out var parsed));
         Assert.Equal(when, parsed);
         Assert.False(MqSignature.TryParseDateTime("2024-01-31", out _));
+    }
+
+    [Fact]
+    public void A_date_time_reads_in_another_calendar()
+    {
+        Assert.True(MqSignature.TryParseDateTime("25690101T080910Z", new System.Globalization.ThaiBuddhistCalendar(), out var thai));
+        Assert.Equal(new DateTimeOffset(2026, 1, 1, 8, 9, 10, TimeSpan.Zero), thai);
+        Assert.True(MqSignature.TryParseDateTime("14050830T120000Z", new System.Globalization.PersianCalendar(), out var persian));
+        Assert.Equal(new DateTimeOffset(2026, 11, 21, 12, 0, 0, TimeSpan.Zero), persian);
+        Assert.True(MqSignature.TryParseDateTime("14480611T120000Z", new System.Globalization.UmAlQuraCalendar(), out var umAlQura));
+        Assert.Equal(new DateTimeOffset(2026, 11, 21, 12, 0, 0, TimeSpan.Zero), umAlQura);
+    }
+
+    /// <summary>No date of the calendar, or out of its range: false, never an exception (the header is the caller's).</summary>
+    [Theory]
+    [InlineData("20261121T120000Z")] // Gregorian year 2026 is past Um al-Qura's range (1318-1500)
+    [InlineData("13180101T000000Z")] // the range's first year, covered only in part in some calendars: not read
+    [InlineData("14481311T120000Z")] // month 13
+    [InlineData("14480631T120000Z")] // a lunar month has at most 30 days
+    [InlineData("14480600T120000Z")]
+    [InlineData("14480611T240000Z")]
+    [InlineData("14480611T126000Z")]
+    [InlineData("14480611T120060Z")]
+    [InlineData("14480611 120000Z")]
+    [InlineData("14480611T120000")]
+    [InlineData("1448O611T120000Z")]
+    [InlineData("-4480611T120000Z")]
+    [InlineData("")]
+    [InlineData(null)]
+    public void A_date_time_that_is_no_date_of_the_calendar_does_not_parse(string? value)
+    {
+        Assert.False(MqSignature.TryParseDateTime(value, new System.Globalization.UmAlQuraCalendar(), out _));
     }
 }

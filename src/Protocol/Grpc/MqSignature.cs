@@ -10,6 +10,12 @@ namespace HalfMsg.Protocol.Grpc;
 /// where HEX is the upper-case hex HMAC-SHA1 of the <c>x-mq-date-time</c> header value (UTF-8) keyed with
 /// the secret (UTF-8). Only the date-time is signed, so the broker should also bound clock skew.
 /// </summary>
+/// <remarks>
+/// Not every client sends the bare access key as the Credential: the Go client sends <c>&lt;accessKey&gt;//rocketmq</c>
+/// (with lower-case hex), the C++ client <c>&lt;accessKey&gt;/&lt;region&gt;/&lt;service&gt;</c>. The Apache proxy
+/// takes the part before the first '/' as the access key, and so does <see cref="TryParse"/>; <see cref="Sign"/> sends
+/// the bare key, as the Java and C# clients do.
+/// </remarks>
 public static class MqSignature
 {
     /// <summary>Authorization scheme/algorithm token.</summary>
@@ -41,6 +47,47 @@ public static class MqSignature
         return false;
     }
 
+    /// <summary>
+    /// Reads an <c>x-mq-date-time</c> header value's digits as a date in <paramref name="calendar"/> (the time of day
+    /// is the same in every calendar): what a client formats with its culture's calendar, as the C# client's
+    /// <c>DateTime.Now.ToString("yyyyMMddTHHmmssZ")</c> does in th-TH (Buddhist year 2569 for 2026), ar-SA (Um al-Qura
+    /// 1448) or fa-IR (Persian 1405). False for anything that is not a date of that calendar, without throwing; years at
+    /// the edges of the calendar's supported range, which it covers only in part, are not read.
+    /// </summary>
+    public static bool TryParseDateTime(string? value, Calendar calendar, out DateTimeOffset utc)
+    {
+        ArgumentNullException.ThrowIfNull(calendar);
+        utc = default;
+        if (value is not { Length: 16 } || value[8] != 'T' || value[15] != 'Z'
+            || !TryDigits(value, 0, 4, out int year) || !TryDigits(value, 4, 2, out int month) || !TryDigits(value, 6, 2, out int day)
+            || !TryDigits(value, 9, 2, out int hour) || !TryDigits(value, 11, 2, out int minute) || !TryDigits(value, 13, 2, out int second)
+            || year <= calendar.GetYear(calendar.MinSupportedDateTime) || year >= calendar.GetYear(calendar.MaxSupportedDateTime)
+            || month < 1 || month > calendar.GetMonthsInYear(year) || day < 1 || day > calendar.GetDaysInMonth(year, month)
+            || hour > 23 || minute > 59 || second > 59)
+        {
+            return false;
+        }
+
+        utc = new DateTimeOffset(DateTime.SpecifyKind(calendar.ToDateTime(year, month, day, hour, minute, second, 0), DateTimeKind.Utc));
+        return true;
+    }
+
+    private static bool TryDigits(string s, int start, int length, out int value)
+    {
+        value = 0;
+        for (int i = start; i < start + length; i++)
+        {
+            if (!char.IsAsciiDigit(s[i]))
+            {
+                return false;
+            }
+
+            value = (value * 10) + (s[i] - '0');
+        }
+
+        return true;
+    }
+
     /// <summary>Builds the <c>authorization</c> header value for <paramref name="dateTime"/> (the exact
     /// <c>x-mq-date-time</c> header value being sent).</summary>
     public static string Sign(string accessKey, string secret, string dateTime)
@@ -55,7 +102,9 @@ public static class MqSignature
 
     /// <summary>
     /// Splits an <c>authorization</c> value into access key and signature hex. Accepts the components in any
-    /// order and tolerant whitespace; requires the algorithm token and non-empty Credential and Signature.
+    /// order and tolerant whitespace; requires the algorithm token and non-empty Credential and Signature. The access
+    /// key is the Credential up to its first '/' (the scope the Go and C++ clients add after it is not checked, as the
+    /// Apache proxy does not check it), and must not be empty.
     /// </summary>
     public static bool TryParse(string? authorization, out string accessKey, out string signatureHex)
     {
@@ -87,7 +136,8 @@ public static class MqSignature
             ReadOnlySpan<char> value = part[(eq + 1)..].Trim();
             if (key.SequenceEqual(CredentialKey))
             {
-                credential = value.ToString();
+                int slash = value.IndexOf('/');
+                credential = (slash < 0 ? value : value[..slash]).ToString();
             }
             else if (key.SequenceEqual(SignatureKey))
             {

@@ -193,6 +193,57 @@ public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBro
         Assert.Equal(Code.Ok, route.Response!.Status.Code);
     }
 
+    /// <summary>The official Go client signs <c>Credential=&lt;ak&gt;//rocketmq</c> (golang/client.go, lower-case
+    /// hex) and the C++ client <c>Credential=&lt;ak&gt;/&lt;region&gt;/&lt;service&gt;</c> (cpp/source/client/Signature.cpp); the Apache
+    /// proxy takes the part before the first '/' as the access key (DefaultAuthenticationContextBuilder).</summary>
+    [Theory]
+    [InlineData("{0}//rocketmq", true)]
+    [InlineData("{0}/cn-hangzhou/RocketMQ", false)]
+    public async Task A_credential_with_a_region_and_service_scope_as_the_Go_and_Cpp_clients_send_succeeds(string credentialFormat, bool lowerHex)
+    {
+        string dateTime = MqSignature.FormatDateTime(DateTimeOffset.UtcNow);
+        byte[] mac = System.Security.Cryptography.HMACSHA1.HashData(System.Text.Encoding.UTF8.GetBytes(fixture.Secret), System.Text.Encoding.UTF8.GetBytes(dateTime));
+        string hex = Convert.ToHexString(mac);
+        if (lowerHex) hex = hex.ToLowerInvariant();
+        string credential = string.Format(System.Globalization.CultureInfo.InvariantCulture, credentialFormat, AuthBrokerFixture.AccessKey);
+        var route = await RouteAsync(new Dictionary<string, string>
+        {
+            [RocketMqHeaders.DateTime] = dateTime,
+            [RocketMqHeaders.Authorization] = $"MQv2-HMAC-SHA1 Credential={credential}, SignedHeaders=x-mq-date-time, Signature={hex}",
+        });
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+    }
+
+    /// <summary>The official C# client formats <c>DateTime.Now.ToString("yyyyMMddTHHmmssZ")</c> in the current
+    /// culture, whose calendar is the Thai Buddhist (th-TH, year 2569), Um al-Qura (ar-SA, 1448) or Persian (fa-IR,
+    /// 1405) one; the Java client's <c>SimpleDateFormat</c> gives the Buddhist year under a th_TH default locale. The
+    /// Apache proxy checks only the HMAC over the header's text, so those clients work there.</summary>
+    [Theory]
+    [InlineData("th-TH")]
+    [InlineData("ar-SA")]
+    [InlineData("fa-IR")]
+    public async Task A_correct_signature_over_a_date_time_in_the_clients_culture_calendar_succeeds(string culture)
+    {
+        // What DateTime.Now.ToString("yyyyMMddTHHmmssZ") gives in that culture (the tests run in invariant-globalization
+        // mode, so the culture's calendar is used directly; the broker's clock is the client's, as in UTC).
+        System.Globalization.Calendar calendar = culture switch
+        {
+            "th-TH" => new System.Globalization.ThaiBuddhistCalendar(),
+            "ar-SA" => new System.Globalization.UmAlQuraCalendar(),
+            _ => new System.Globalization.PersianCalendar(),
+        };
+        DateTime now = DateTime.UtcNow;
+        string dateTime = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{calendar.GetYear(now):D4}{calendar.GetMonth(now):D2}{calendar.GetDayOfMonth(now):D2}T{now:HHmmss}Z");
+        Assert.DoesNotMatch("^20", dateTime);
+        var route = await RouteAsync(new Dictionary<string, string>
+        {
+            [RocketMqHeaders.DateTime] = dateTime,
+            [RocketMqHeaders.Authorization] = MqSignature.Sign(AuthBrokerFixture.AccessKey, fixture.Secret, dateTime),
+        });
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+    }
+
     [Fact]
     public async Task A_correct_signature_within_the_clock_skew_window_succeeds()
     {

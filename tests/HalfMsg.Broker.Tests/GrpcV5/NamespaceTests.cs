@@ -263,6 +263,25 @@ public sealed class NamespaceTests(V5BrokerFixture broker) : IClassFixture<V5Bro
         return [];
     }
 
+    /// <summary>Apache's names are <c>^[%|a-zA-Z0-9_-]+$</c> (TopicValidator), so a namespace with '|'
+    /// (as Aliyun's <c>MQ_INST_1|tenant</c> or TDMQ's <c>rocketmq-xxx|ns</c>) works with the proxy, and over Remoting
+    /// here (the engine accepts '|'). Its names live as <c>MQ_INST_1|tenant%&lt;name&gt;</c>, which a RocketMQ 4 client
+    /// with that namespace sends, apart from the namespace <c>MQ_INST_1</c>.</summary>
+    [Fact]
+    public async Task A_namespace_with_a_bar_is_served_as_over_Remoting()
+    {
+        const string ns = "MQ_INST_1|tenant";
+        using GrpcTestClient client = Client(ns), other = Client("MQ_INST_1");
+        var route = await client.UnaryAsync(GrpcMethods.QueryRoute, new QueryRouteRequest { Topic = new Resource { Name = _topic } }, QueryRouteResponse.Parser);
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+        Assert.All(route.Response.MessageQueues, q => Assert.Equal((_topic, ns), (q.Topic.Name, q.Topic.ResourceNamespace)));
+
+        await SendAsync(client, _topic, "barred");
+        Assert.True(HasTopic(ns + "%" + _topic));
+        Assert.Equal(["barred"], (await ReceiveAllAsync(client, _topic, _group, 1)).Select(m => m.Body.ToStringUtf8()));
+        Assert.Empty(await ReceiveAllAsync(other, _topic, _group, 0));
+    }
+
     [Theory]
     [InlineData("a%b")]
     [InlineData("a.b")]

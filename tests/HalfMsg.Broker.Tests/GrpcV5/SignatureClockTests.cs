@@ -1,5 +1,7 @@
+using System.Globalization;
 using HalfMsg.Broker.FrontEnds.GrpcV5;
 using HalfMsg.Protocol.Grpc;
+using HalfMsg.TestKit;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -17,8 +19,21 @@ public sealed class SignatureClockTests
     private const string Ak = "ak";
     private const string Sk = "sk-secret";
 
-    private static V5Authenticator Authenticator() => new(
-        new GrpcV5Options { Credentials = new Dictionary<string, string> { [Ak] = Sk } }, NullLogger<V5Authenticator>.Instance);
+    private static V5Authenticator Authenticator(TimeProvider? clock = null) => new(
+        new GrpcV5Options { Credentials = new Dictionary<string, string> { [Ak] = Sk } }, NullLogger<V5Authenticator>.Instance, clock);
+
+    private static Calendar CalendarNamed(string name) => name switch
+    {
+        "ThaiBuddhist" => new ThaiBuddhistCalendar(),
+        "UmAlQura" => new UmAlQuraCalendar(),
+        "Hijri" => new HijriCalendar(),
+        "Persian" => new PersianCalendar(),
+        _ => throw new ArgumentOutOfRangeException(nameof(name), name, null),
+    };
+
+    /// <summary>What <c>DateTime.Now.ToString("yyyyMMddTHHmmssZ")</c> gives in a culture with that calendar.</summary>
+    private static string Format(Calendar calendar, DateTime local) => string.Create(CultureInfo.InvariantCulture,
+        $"{calendar.GetYear(local):D4}{calendar.GetMonth(local):D2}{calendar.GetDayOfMonth(local):D2}T{local:HHmmss}Z");
 
     private static HttpContext Request(string dateTime)
     {
@@ -52,5 +67,53 @@ public sealed class SignatureClockTests
     {
         string far = MqSignature.FormatDateTime(DateTimeOffset.UtcNow.AddMinutes(minutes));
         Assert.Equal(Apache.Rocketmq.V2.Code.Unauthorized, Authenticator().Check(Request(far))?.Code);
+    }
+
+    /// <summary>A C# client in th-TH, ar-SA (Um al-Qura, or Hijri on older Windows) or fa-IR formats its local time in
+    /// its culture's calendar; a Java client under a th_TH default locale in the Buddhist one. Each is read in that
+    /// calendar and accepted at the same offsets as a Gregorian date.</summary>
+    [Theory]
+    [InlineData("ThaiBuddhist", 7)]
+    [InlineData("ThaiBuddhist", -12)]
+    [InlineData("UmAlQura", 3)]
+    [InlineData("UmAlQura", 14)]
+    [InlineData("Hijri", 3)]
+    [InlineData("Hijri", -12)]
+    [InlineData("Persian", 3)]
+    [InlineData("Persian", 14)]
+    public void A_correct_signature_over_the_clients_local_time_in_its_cultures_calendar_is_accepted(string calendar, int utcOffsetHours)
+    {
+        var clock = new ManualClock();
+        string local = Format(CalendarNamed(calendar), clock.GetUtcNow().UtcDateTime.AddHours(utcOffsetHours));
+        Assert.Null(Authenticator(clock).Check(Request(local)));
+    }
+
+    /// <summary>The 29th of February of Buddhist year 2571 (2028) is no Gregorian date (2571 is not a leap year): the
+    /// Gregorian reading fails outright, and the Buddhist one is still tried.</summary>
+    [Fact]
+    public void A_buddhist_leap_day_that_is_no_gregorian_date_is_accepted()
+    {
+        var clock = new ManualClock(new DateTimeOffset(2028, 2, 29, 12, 0, 0, TimeSpan.Zero));
+        Assert.Null(Authenticator(clock).Check(Request("25710229T120000Z")));
+    }
+
+    /// <summary>Read in any of the calendars, a date-time no time zone can have now is still refused: each reading is held
+    /// to the same window. (At the clock's start, 2026-11-21, the Um al-Qura and tabular Hijri dates agree, so the two
+    /// Hijri readings of one text are the same instant.)</summary>
+    [Theory]
+    [InlineData("ThaiBuddhist", -24 * 60)]
+    [InlineData("ThaiBuddhist", 14 * 60 + 16)]
+    [InlineData("UmAlQura", 24 * 60)]
+    [InlineData("UmAlQura", -(12 * 60 + 16))]
+    [InlineData("Hijri", -24 * 60)]
+    [InlineData("Hijri", 14 * 60 + 16)]
+    [InlineData("Persian", 24 * 60)]
+    [InlineData("Persian", -(12 * 60 + 16))]
+    [InlineData("ThaiBuddhist", 365 * 24 * 60)]
+    public void A_correct_signature_over_a_date_time_no_time_zone_can_have_in_any_calendar_is_refused(string calendar, int minutes)
+    {
+        var clock = new ManualClock();
+        string far = Format(CalendarNamed(calendar), clock.GetUtcNow().UtcDateTime.AddMinutes(minutes));
+        Assert.Equal(Apache.Rocketmq.V2.Code.Unauthorized, Authenticator(clock).Check(Request(far))?.Code);
     }
 }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Apache.Rocketmq.V2;
 using HalfMsg.Protocol.Grpc;
 using Microsoft.AspNetCore.Http;
@@ -22,6 +23,22 @@ internal sealed partial class V5Authenticator
     private static readonly TimeSpan MostBehindUtc = TimeSpan.FromHours(12);
     private static readonly TimeSpan MostAheadOfUtc = TimeSpan.FromHours(14);
     private static readonly Status Allowed = V5Status.Ok();
+
+    /// <summary>
+    /// The calendars a client's culture may format its date-time in, besides the Gregorian (<see cref="IsFreshInAnyCalendar"/>):
+    /// the C# client formats <c>DateTime.Now</c> in the current culture, whose default calendar is the Thai Buddhist one in
+    /// th-TH, Um al-Qura in ar-SA (Hijri on older Windows), Persian in fa-IR (and Afghan cultures); a Java client's
+    /// <c>SimpleDateFormat</c> gives the Buddhist year under a th_TH default locale. These are managed classes, so they
+    /// read the same with the broker's invariant globalization. Their methods only compute (Hijri's one cached
+    /// adjustment is set once to the same value), so one instance of each serves every request.
+    /// </summary>
+    private static readonly Calendar[] ClientCalendars =
+    [
+        new ThaiBuddhistCalendar(),
+        new UmAlQuraCalendar(),
+        new HijriCalendar(),
+        new PersianCalendar(),
+    ];
 
     private readonly GrpcV5Options _options;
     private readonly TimeProvider _time;
@@ -67,7 +84,8 @@ internal sealed partial class V5Authenticator
         }
 
         // The signature covers only x-mq-date-time: without a freshness window a captured header would work forever.
-        if (!MqSignature.TryParseDateTime(dateTime, out DateTimeOffset signedAt) || !IsFresh(signedAt))
+        // The other calendars are read only when the Gregorian reading is refused, so a usual client pays nothing for them.
+        if (!(MqSignature.TryParseDateTime(dateTime, out DateTimeOffset signedAt) && IsFresh(signedAt)) && !IsFreshInAnyCalendar(dateTime))
         {
             LogDenied("(unchecked)", "x-mq-date-time outside the clock-skew window");
             return V5Status.Of(Code.Unauthorized,
@@ -91,12 +109,35 @@ internal sealed partial class V5Authenticator
     /// <c>SimpleDateFormat("yyyyMMdd'T'HHmmss'Z'")</c> and no time zone, the C# client from <c>DateTime.Now</c>: both
     /// send their LOCAL time followed by a literal 'Z' (only Node sends UTC), and the Apache proxy checks only the HMAC.
     /// So any time some time zone shows now is accepted, from UTC−12 h to UTC+14 h, each widened by the clock skew. A
-    /// captured header can therefore be replayed for about a day (26 h plus the skew), no longer.
+    /// captured header can therefore be replayed for about a day (26 h plus the skew), no longer. (A date in the Hijri
+    /// calendars is read both as Um al-Qura and as tabular Hijri (<see cref="ClientCalendars"/>), which may put the same
+    /// text a day or two apart: such a header has one window per reading, so up to about three days in all.)
     /// </summary>
     private bool IsFresh(DateTimeOffset signedAt)
     {
         TimeSpan ahead = signedAt - _time.GetUtcNow(); // the time zone's offset, plus any clock skew
         return ahead >= -(MostBehindUtc + MaxClockSkew) && ahead <= MostAheadOfUtc + MaxClockSkew;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="dateTime"/>, read as a date of one of <see cref="ClientCalendars"/>, is fresh
+    /// (<see cref="IsFresh"/>, the same window as the Gregorian reading). Until 2026-12-06 only the Gregorian reading was
+    /// tried, so a correctly signed client whose culture's calendar is another (th-TH's year 2569, ar-SA's 1448, fa-IR's
+    /// 1405) was refused on every call, while the Apache proxy, which checks only the HMAC, served it (found by review).
+    /// A date-time that is not fresh in any reading is still refused: each reading gives one instant, and each is held
+    /// to the window.
+    /// </summary>
+    private bool IsFreshInAnyCalendar(string dateTime)
+    {
+        foreach (Calendar calendar in ClientCalendars)
+        {
+            if (MqSignature.TryParseDateTime(dateTime, calendar, out DateTimeOffset signedAt) && IsFresh(signedAt))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>A failed signature is the caller's problem, and the caller chooses how many to send: log at Debug, at
