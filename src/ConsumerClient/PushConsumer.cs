@@ -31,7 +31,8 @@ public sealed class PushConsumer : IAsyncDisposable
     private static readonly TimeSpan AssignmentScanPeriod = TimeSpan.FromSeconds(5);
 
     private readonly List<Task> _loops = [];
-    private readonly Dictionary<string, CancellationTokenSource> _assigned = new(StringComparer.Ordinal);
+    // The receive loop of each assigned queue (by QueueKey), with the topic it belongs to.
+    private readonly Dictionary<string, (string Topic, CancellationTokenSource Cts)> _assigned = new(StringComparer.Ordinal);
     private Task? _scanLoop;
     private readonly HashSet<Task> _inFlight = [];
     private readonly System.Collections.Concurrent.ConcurrentDictionary<ReceivedMessage, DateTime> _handling = new();
@@ -120,7 +121,7 @@ public sealed class PushConsumer : IAsyncDisposable
 
     /// <summary>QueryAssignment (the proxy answers one queue id −1 per broker: "pop from any queue"); falls back to one
     /// readable queue per broker endpoint of the route when the server has no assignment to offer.</summary>
-    private async Task<IReadOnlyList<MessageQueue>> AssignmentsAsync(string topic, CancellationToken ct)
+    internal async Task<IReadOnlyList<MessageQueue>> AssignmentsAsync(string topic, CancellationToken ct)
     {
         try
         {
@@ -139,11 +140,20 @@ public sealed class PushConsumer : IAsyncDisposable
         return readable.GroupBy(q => Endpoint.FromProto(q.Broker.Endpoints)).Select(g => g.First()).ToList();
     }
 
+    /// <summary>Tests: the queues a receive loop runs for, by the topic it was started for.</summary>
+    internal IReadOnlyList<(string Topic, string Queue)> AssignedForTests()
+    {
+        lock (_assigned)
+        {
+            return _assigned.Select(a => (a.Value.Topic, a.Key)).ToList();
+        }
+    }
+
     private static string QueueKey(MessageQueue q) => $"{q.Topic?.Name}|{Endpoint.FromProto(q.Broker.Endpoints)}|{q.Id}";
 
     /// <summary>Starts a receive loop for every queue of <paramref name="topic"/> in <paramref name="queues"/> that has
     /// none, and stops the loops of the topic's queues that are no longer in it.</summary>
-    private void Apply(string topic, IReadOnlyList<MessageQueue> queues)
+    internal void Apply(string topic, IReadOnlyList<MessageQueue> queues)
     {
         lock (_assigned)
         {
@@ -153,11 +163,12 @@ public sealed class PushConsumer : IAsyncDisposable
             }
 
             var wanted = queues.ToDictionary(QueueKey, q => q, StringComparer.Ordinal);
-            string prefix = topic + "|";
-            foreach (string key in _assigned.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && !wanted.ContainsKey(k)).ToList())
+            // By the topic each loop was started for: a key prefix would also take a topic named "<topic>|..." (a '|' is
+            // valid in topic names), whose loops a change of this topic's queues then stopped.
+            foreach (string key in _assigned.Where(a => a.Value.Topic == topic && !wanted.ContainsKey(a.Key)).Select(a => a.Key).ToList())
             {
                 _logger.LogInformation("Queue {Queue} is no longer assigned; stopping its receive loop", key);
-                _assigned[key].Cancel();
+                _assigned[key].Cts.Cancel();
                 _assigned.Remove(key);
             }
 
@@ -169,7 +180,7 @@ public sealed class PushConsumer : IAsyncDisposable
                 }
 
                 var cts = CancellationTokenSource.CreateLinkedTokenSource(_receiving.Token);
-                _assigned[key] = cts;
+                _assigned[key] = (topic, cts);
                 _loops.Add(Task.Run(() => ReceiveLoopAsync(queue, cts.Token)));
             }
         }
@@ -656,7 +667,7 @@ public sealed class PushConsumer : IAsyncDisposable
         await _core.DisposeAsync().ConfigureAwait(false);
         lock (_assigned)
         {
-            foreach (CancellationTokenSource cts in _assigned.Values)
+            foreach ((_, CancellationTokenSource cts) in _assigned.Values)
             {
                 cts.Dispose();
             }
