@@ -99,20 +99,24 @@ public sealed partial class BrokerEngine
     /// fall inside a fuzzy capture (see <see cref="Checkpointer"/>). Hold it only across the append, never across a wait
     /// for durability. Cancellable while it waits; nothing is written then.
     /// </summary>
-    private async ValueTask<CaptureBarrier> HoldOffCapturesAsync(CancellationToken ct)
+    private async ValueTask<CaptureBarrier> HoldOffCapturesAsync(CancellationToken ct, bool relocation = false)
     {
         if (!_checkpointLock.Wait(0))
         {
-            Interlocked.Increment(ref _adminHeldByCapture);
+            Interlocked.Increment(ref relocation ? ref _relocationsHeldByCapture : ref _adminHeldByCapture);
             await _checkpointLock.WaitAsync(ct).ConfigureAwait(false);
         }
         return new CaptureBarrier(_checkpointLock);
     }
 
     private long _adminHeldByCapture;
+    private long _relocationsHeldByCapture;
 
     /// <summary>Tests: how many destructive admin operations found a capture running and waited for it to end.</summary>
     internal long AdminHeldByCaptureForTests => Interlocked.Read(ref _adminHeldByCapture);
+
+    /// <summary>Tests: how many of a retention cut's body moves found a capture running and waited for it to end.</summary>
+    internal long RelocationsHeldByCaptureForTests => Interlocked.Read(ref _relocationsHeldByCapture);
 
     private readonly struct CaptureBarrier(SemaphoreSlim held) : IDisposable
     {
