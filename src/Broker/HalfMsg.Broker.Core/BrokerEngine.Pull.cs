@@ -501,6 +501,12 @@ public sealed partial class BrokerEngine
                 else MessageStoredRecord.Write(_writer, queueId, offset, kind, -1, msg, now);
                 address = AppendAndApply();
                 Metrics.MessagesStored++;
+                // MessageIndex hook, as StoreMessage's: send-backs, dead letters and re-drives into a retry topic are
+                // found at their new place, and a delayed one (queue -1) by its body's address at its release. Until
+                // 2026-12-06 this path told the index nothing (only the re-drive did, after the await and without the
+                // address): live, a sent-back message stayed at its first place, "stored", and only the index rebuilt
+                // after a restart showed it in %RETRY% (found by review). Not counted as bytes in (see OnStored).
+                MessageIndex.OnStored(msg, queueId, offset, now, address, bytesIn: false);
                 if (acks is { } done) Acknowledged(done.Cursor, done.DeadLetterTopic, done.QueueId, done.Offset);
             }
         }

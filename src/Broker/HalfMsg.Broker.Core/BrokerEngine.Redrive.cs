@@ -253,7 +253,6 @@ public sealed partial class BrokerEngine
             var err = TryGetLease(cursor, dlq, receiptHandle, out _, out var handle, out _);
             return (err, err.IsOk ? RedriveAcksFor(cursor, sibling, dlq, handle) : default);
         }).ConfigureAwait(false);
-        if (sent.IsOk) MessageIndex.OnStored(draft, sent.QueueId, sent.QueueOffset, NowMs); // MessageIndex hook (issue 12)
         return sent.Error;
     }
 

@@ -153,10 +153,15 @@ namespace HalfMsg.Broker.Core.Diagnostics
         // The hooks only queue what they saw; the index applies it later, off the caller's path (see Submit).
 
         // address: the body's log address; a delayed message (queue -1) is found by it at its release.
-        internal void OnStored(MessageDraft msg, int queueId, long offset, long storedAtMs, long address = -1)
+        // bytesIn: false for the broker's own stores (send-backs, dead letters, re-drives into a retry topic), which
+        // rocketmq_throughput_in leaves out, as RocketMQ 5 leaves retry and dead-letter topics out of it.
+        internal void OnStored(MessageDraft msg, int queueId, long offset, long storedAtMs, long address = -1, bool bytesIn = true)
         {
             var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
-            Submit(new Op(OpKind.Stored, msg.MessageId, msg.Topic, storedAtMs) { Tag = msg.Tag, Keys = msg.Keys, MessageKind = kind, QueueId = queueId, Offset = offset, BodyBytes = msg.Body.Length, Address = address });
+            Submit(new Op(OpKind.Stored, msg.MessageId, msg.Topic, storedAtMs)
+            {
+                Tag = msg.Tag, Keys = msg.Keys, MessageKind = kind, QueueId = queueId, Offset = offset, BodyBytes = bytesIn ? msg.Body.Length : -1, Address = address,
+            });
         }
 
         internal void OnHalf(MessageDraft msg, string producerGroup, long storedAtMs)
@@ -338,7 +343,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
         {
             switch (op.Kind)
             {
-                case OpKind.Stored or OpKind.Half:
+                case OpKind.Stored or OpKind.Half when op.BodyBytes >= 0:
                     _bytesIn[op.Topic!] = _bytesIn.GetValueOrDefault(op.Topic!) + op.BodyBytes;
                     break;
                 case OpKind.Decided:
@@ -440,7 +445,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public long UntilMs;
             public long DlqOffset;
             public string? Detail;
-            /// <summary>Stored and Half: the body's length, for the bytes-in tally.</summary>
+            /// <summary>Stored and Half: the body's length, for the bytes-in tally; -1 for a store the tally leaves out.</summary>
             public int BodyBytes;
             public TransactionResolution Resolution;
             public DecisionSource? Source;
