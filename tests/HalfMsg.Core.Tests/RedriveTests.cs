@@ -32,6 +32,22 @@ public sealed class RedriveTests
         return all;
     }
 
+    /// <summary>A re-drive is not a send: the body bytes of a dead letter put back onto its topic are not counted again
+    /// in the topic's bytes in (<c>rocketmq_throughput_in_total</c>), as a re-drive into <c>%RETRY%</c> is not (until
+    /// 2026-12-06 the first was, the second not; found by review).</summary>
+    [Fact]
+    public async Task A_redriven_dead_letter_is_not_counted_again_in_its_topics_bytes_in()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1 });
+        await h.Engine.MessageIndexReady;
+        Assert.True((await h.Engine.SendAsync(h.Draft("t", "poison"))).IsOk);
+        await DeadLetterForAAsync(h);
+        var redrive = await h.Engine.RedriveDeadLettersAsync("A", null, 100);
+        Assert.Equal(1, redrive.Redriven);
+        Assert.Single(await h.ReceiveAsync("A", "t"));
+        Assert.Equal([new KeyValuePair<string, long>("t", "poison".Length)], h.Engine.MessageIndex.BytesInByTopic());
+    }
+
     /// <summary>
     /// Review 2026-12-02 (delivery) #5: the re-drive was a send to the topic, so every group of it received the
     /// message again, also B, which had acknowledged it. RocketMQ brings a failed message back through the group's

@@ -225,7 +225,7 @@ public sealed partial class BrokerEngine
             MessageIndex.OnStored(new MessageDraft // MessageIndex hook (issue 12): the message is found at its new place
             {
                 Topic = topic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Body = m.Body, MessageGroup = m.MessageGroup,
-            }, q, offset, now);
+            }, q, offset, now, bytesIn: false); // not a send: out of rocketmq_throughput_in_total, as a re-drive into %RETRY%
             Acknowledged(cursor, dlq, handle.QueueId, handle.QueueOffset);
         }
         await _log.WaitDurableAsync(address, CancellationToken.None).ConfigureAwait(false);

@@ -62,6 +62,10 @@ internal static class AdminEndpoint
         if (options.Credentials.Count == 0 && !IPAddress.IsLoopback(IPAddress.Parse(options.AdminBind)))
             app.Logger.LogWarning("The admin port listens on {AdminBind} without credentials: anyone who reaches it can commit, roll back or resume transactions. Configure Broker__Credentials__<accessKey>=<secret>.",
                 options.AdminBind);
+        // A gRPC client's access key is its Credential up to the first '/' (the Go and C++ clients add a scope after it,
+        // and the Apache proxy reads it so), so such a key signs in over Remoting and on this port, never over gRPC.
+        foreach (string key in options.Credentials.Keys.Where(k => k.Contains('/')))
+            app.Logger.LogWarning("Access key {AccessKey} contains '/': RocketMQ 5 (gRPC) clients cannot sign in with it (the part after the first '/' is a scope, as in Apache RocketMQ); Remoting clients and the admin API can.", key);
         var meter = new BrokerMeter(engine, BrokerConfiguration.Version, app.Services.GetRequiredService<MeterName>().Value);
         app.Lifetime.ApplicationStopped.Register(meter.Dispose);
 
