@@ -215,8 +215,7 @@ public sealed partial class BrokerEngine
         using var span = BrokerTracing.StartReceive(req.Topic, req.ConsumerGroup); // trace hook (issue 12)
         if (!IsValidName(req.ConsumerGroup, 255) || IsSystemTopic(req.ConsumerGroup))
             return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{req.ConsumerGroup}' is not a valid name"), []);
-        if (IsInternalGroup(req.ConsumerGroup) && !req.RedriveCursor)
-            return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{req.ConsumerGroup}' is reserved: names starting with {RedrivePrefix} are the broker's re-drive cursors"), []);
+        if (!req.RedriveCursor && ReservedGroupRefusal(req.ConsumerGroup) is { } reserved) return new(reserved, []);
         if (UnreadableTopicReason(req.Topic) is { } unreadable) return new(new(BrokerStatus.IllegalTopic, unreadable), []);
         if (!TagFilter.TryParse(req.TagExpression, out var filter, out var filterError))
             return new(new(BrokerStatus.BadRequest, filterError!), []);

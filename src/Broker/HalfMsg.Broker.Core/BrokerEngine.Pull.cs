@@ -344,8 +344,7 @@ public sealed partial class BrokerEngine
     public async ValueTask<BrokerError> CommitConsumerOffsetAsync(string group, string topic, int queueId, long offset, CancellationToken ct = default)
     {
         if (!IsValidName(group, 255)) return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name");
-        // Reserved for the re-drive's cursors, which the group lists and the group limit leave out (GroupLimitReached).
-        if (IsInternalGroup(group)) return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is reserved: names starting with {RedrivePrefix} are the broker's re-drive cursors");
+        if (ReservedGroupRefusal(group) is { } reserved) return reserved; // the re-drive's cursors (GroupLimitReached)
         if (offset < 0 || queueId < 0) return new(BrokerStatus.BadRequest, "offset and queue id must not be negative");
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;

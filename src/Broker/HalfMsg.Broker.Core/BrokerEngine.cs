@@ -267,6 +267,12 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             + "that would make the next re-drive put dead letters back again, or skip them. Re-drive with `halfmsg dlq redrive <group>` (POST /api/dlq/{group}/redrive).")
         : null;
 
+    /// <summary>The refusal of a client's receive or offset commit under an internal group's name
+    /// (<see cref="IsInternalGroup"/>), else null: the group lists and the group limit leave those out.</summary>
+    private static BrokerError? ReservedGroupRefusal(string group) => IsInternalGroup(group)
+        ? new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is reserved: names starting with {RedrivePrefix} are the broker's re-drive cursors")
+        : null;
+
     // ---------------------------------------------------------------- topics
 
     internal static bool IsValidName(string? name, int max = 127)
