@@ -337,8 +337,11 @@ public sealed class NamespaceCheckBackTests(FastCheckBrokerFixture broker) : ICl
             await Task.Delay(50);
         }
 
-        RecoverOrphanedTransactionCommand check = Assert.Single(a.Checks, c => c.TransactionId == tx);
-        Assert.Equal(new Resource { Name = _topic, ResourceNamespace = "tenant-a" }, check.Message.Topic);
+        // At least one check, each of them to A in its namespace: with a 1 s check interval a busy machine may deliver
+        // A's commit after the next pass has asked again (a repeat RocketMQ makes too), so not exactly one.
+        var checks = a.Checks.Where(c => c.TransactionId == tx).ToList();
+        Assert.NotEmpty(checks);
+        Assert.All(checks, check => Assert.Equal(new Resource { Name = _topic, ResourceNamespace = "tenant-a" }, check.Message.Topic));
         Assert.Empty(b.Checks);
         Assert.Null(broker.Host.Engine.FindTransaction(tx));
     }
