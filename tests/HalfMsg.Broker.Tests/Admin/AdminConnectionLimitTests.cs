@@ -99,6 +99,48 @@ public sealed class AdminConnectionLimitTests
         }
     }
 
+    /// <summary>
+    /// With credentials configured, the port's worth of unsigned requests from one address, each left open by the
+    /// client: every 401 closes its connection, so a probe from that same address still gets /health. Until 2026-12-06
+    /// each 401 kept its connection alive and the probe's connection was closed at once.
+    /// </summary>
+    [Fact]
+    public async Task Unsigned_requests_hold_no_admin_connection_so_health_still_answers_on_the_same_address()
+    {
+        await using BrokerProcess broker = await BrokerProcess.StartWithEnvironmentAsync(
+            new Dictionary<string, string> { ["Broker__Credentials__ops"] = "pw-123456" });
+        byte[] unsigned = Encoding.ASCII.GetBytes($"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1:{broker.HttpPort}\r\n\r\n");
+        var open = new List<Socket>();
+        try
+        {
+            for (int i = 0; i < AdminEndpoint.MaxConnections; i++)
+            {
+                Socket s = await ConnectAsync(broker.HttpPort);
+                open.Add(s); // never closed by this side: only the broker can free its slot
+                try
+                {
+                    await s.SendAsync(unsigned);
+                    var buffer = new byte[4096];
+                    using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+                    int n = await s.ReceiveAsync(buffer, SocketFlags.None, cts.Token);
+                    if (n > 0) Assert.StartsWith("HTTP/1.1 401", Encoding.ASCII.GetString(buffer, 0, n));
+                }
+                catch (SocketException)
+                {
+                    // closed at once over a limit; the probe below is the verdict
+                }
+            }
+
+            using var probe = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+            using HttpResponseMessage health = await probe.GetAsync($"http://127.0.0.1:{broker.HttpPort}/health");
+            Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+        }
+        finally
+        {
+            foreach (Socket s in open) s.Dispose();
+        }
+    }
+
     /// <summary>The connections of this test come from 127.0.0.10 on, 32 from each, below the share of one address.</summary>
     private static IPAddress Spread(int i) => IPAddress.Parse($"127.0.0.{10 + (i / 32)}");
 
