@@ -1,5 +1,7 @@
 using HalfMsg.TestKit;
+using System.Globalization;
 using System.Net;
+using System.Net.Sockets;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
@@ -153,6 +155,43 @@ public sealed class AdminSecurityTests(SecuredBrokerFixture fixture) : IClassFix
         var localhost = Request("GET", "/api/stats", Good);
         localhost.Headers.Host = $"localhost:{fixture.Broker.HttpPort}";
         Assert.Equal(HttpStatusCode.OK, (await Http.SendAsync(localhost)).StatusCode);
+    }
+
+    /// <summary>
+    /// A refusal closes its connection: until 2026-12-06 a 401 kept the connection alive, so anyone who could reach the
+    /// admin port held its connections with unauthenticated requests and kept the /health probes out.
+    /// </summary>
+    [Theory]
+    [InlineData("GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\n\r\n", "401")]
+    [InlineData("POST /api/transactions/any-tx/commit HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nContent-Length: 0\r\n\r\n", "401")]
+    [InlineData("GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n", "400")]
+    [InlineData("POST /api/transactions/any-tx/commit HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nAuthorization: {1}\r\nSec-Fetch-Site: cross-site\r\nContent-Length: 0\r\n\r\n", "403")]
+    public async Task A_refused_request_is_answered_with_connection_close_and_the_connection_is_closed(string requestFormat, string status)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, fixture.Broker.HttpPort);
+        await socket.SendAsync(Encoding.ASCII.GetBytes(string.Format(CultureInfo.InvariantCulture, requestFormat, fixture.Broker.HttpPort, Good)));
+        // Read until the broker closes the connection; a connection kept alive runs into the bound instead.
+        var received = new MemoryStream();
+        var buffer = new byte[4096];
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        bool closed = false;
+        try
+        {
+            while (!closed)
+            {
+                int n = await socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token);
+                if (n == 0) closed = true;
+                else received.Write(buffer, 0, n);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        string answer = Encoding.ASCII.GetString(received.ToArray());
+        Assert.StartsWith($"HTTP/1.1 {status}", answer);
+        Assert.Contains("\r\nConnection: close\r\n", answer, StringComparison.OrdinalIgnoreCase);
+        Assert.True(closed, "the broker kept the refused connection open");
     }
 
     [Fact]

@@ -17,7 +17,8 @@ namespace HalfMsg.Broker.Admin;
 /// is not this host and port) is refused (403). Browsers send Basic credentials cross-site on their own, so this is
 /// what stops a forged form.</item>
 /// </list>
-/// Every refusal has a JSON body <c>{"error": ..., "code": ...}</c>. Credentials are never logged or echoed.
+/// Every refusal has a JSON body <c>{"error": ..., "code": ...}</c> and closes its connection. Credentials are never
+/// logged or echoed.
 /// </summary>
 public sealed class AdminGuard(IReadOnlyList<string> allowedHosts, IReadOnlyDictionary<string, string> credentials, bool metricsAnonymous)
 {
@@ -129,9 +130,16 @@ public sealed class AdminGuard(IReadOnlyList<string> allowedHosts, IReadOnlyDict
         return host.Port is int port ? origin.Port == port : origin.IsDefaultPort;
     }
 
+    /// <summary>
+    /// Answers a refusal and closes the connection after it. A caller the guard refuses has no business keeping one of
+    /// the admin port's <see cref="Hosting.AdminEndpoint.MaxConnections"/> connections: kept alive, a loop of unsigned
+    /// requests held them all and the <c>/health</c> probes were closed at once (until 2026-12-06). A browser that is
+    /// challenged with 401 opens a new connection for its signed retry, so nothing legitimate pays for it.
+    /// </summary>
     internal static Task Refuse(HttpContext context, int status, string code, string message)
     {
         context.Response.StatusCode = status;
+        context.Response.Headers.Connection = "close";
         return context.Response.WriteAsJsonAsync(new ErrorBody(message, code));
     }
 }

@@ -44,8 +44,14 @@ internal static class AdminEndpoint
             .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
     }
 
-    /// <summary>Connections the admin port accepts at once (operators, scrapers, the dashboard); one more is closed at once.</summary>
+    /// <summary>Connections the admin port accepts at once (operators, scrapers, the dashboard, probes); one more is closed at once.</summary>
     public const int MaxConnections = 256;
+
+    /// <summary>
+    /// Of <see cref="MaxConnections"/>, what one peer address holds by default (<c>--admin-max-connections-per-address</c>):
+    /// a quarter, far more than a dashboard, a CLI and a scraper need, while a prober from any other address still gets in.
+    /// </summary>
+    public const int DefaultMaxConnectionsPerAddress = 64;
 
     public static void Listen(KestrelServerOptions kestrel, BrokerOptions options, GrpcEndpoint.BoundPorts bound)
         => kestrel.Listen(IPAddress.Parse(options.AdminBind), options.HttpPort, listen =>
@@ -53,7 +59,7 @@ internal static class AdminEndpoint
             listen.Protocols = HttpProtocols.Http1;
             bound.AdminListen = listen;
             var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AdminEndpoint).FullName!);
-            var limit = new GrpcEndpoint.ConnectionLimit("admin", MaxConnections, logger);
+            var limit = new PeerConnectionLimit("admin", MaxConnections, options.AdminMaxConnectionsPerAddress, logger);
             listen.Use(next => connection => limit.OnConnectionAsync(connection, next));
         });
 

@@ -37,6 +37,7 @@ public static class BrokerConfiguration
         new("--http-port", "Broker:HttpPort", "8080", "Admin port (HTTP/1.1): admin API, dashboard, /metrics, /health."),
         new("--admin-bind", "Broker:AdminBind", "127.0.0.1", "Address of the admin port, separate from --bind; expose it only with credentials configured."),
         new("--admin-allowed-hosts", "Broker:AdminAllowedHosts", "localhost,127.0.0.1,[::1]", "Host header values the admin port answers (comma-separated; the --admin-bind address is added); guards against DNS rebinding."),
+        new("--admin-max-connections-per-address", "Broker:AdminMaxConnectionsPerAddress", "64", "Connections one peer address (an IPv6 peer: its /64) may hold on the admin port at once, of the port's 256; one more is closed at once, so one address cannot take the connections the /health probes need. Behind a reverse proxy every connection comes from the proxy's address."),
         new("--metrics-anonymous", "Broker:MetricsAnonymous", "false", "true: GET /metrics needs no credentials even when credentials are configured."),
         new("--log-format", "Broker:LogFormat", "simple", "Console log format: simple or json (one JSON object per line)."),
         new("--flush", "Broker:Flush", "sync", "sync: acknowledged writes are on disk before the reply (group commit); async: periodic commit."),
@@ -201,6 +202,7 @@ public static class BrokerConfiguration
             HttpPort = Int(N("--http-port"), Get("--http-port"), 0, 65535),
             AdminBind = adminBind,
             AdminAllowedHosts = AllowedHosts(Get("--admin-allowed-hosts"), adminBind),
+            AdminMaxConnectionsPerAddress = Int(N("--admin-max-connections-per-address"), Get("--admin-max-connections-per-address"), 1, AdminEndpoint.MaxConnections),
             MetricsAnonymous = Bool(N("--metrics-anonymous"), Get("--metrics-anonymous")),
             LogFormat = Get("--log-format").ToLowerInvariant() switch
             {

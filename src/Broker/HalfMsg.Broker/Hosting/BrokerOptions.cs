@@ -36,6 +36,8 @@ public sealed record BrokerOptions
     public string AdminBind { get; init; } = "127.0.0.1";
     /// <summary>Host header values (without port) the admin port answers; <c>*</c> = any.</summary>
     public IReadOnlyList<string> AdminAllowedHosts { get; init; } = ["localhost", "127.0.0.1", "[::1]"];
+    /// <summary>Admin-port connections one peer address (IPv6: its /64) may hold at once, of <see cref="AdminEndpoint.MaxConnections"/>.</summary>
+    public int AdminMaxConnectionsPerAddress { get; init; } = AdminEndpoint.DefaultMaxConnectionsPerAddress;
     /// <summary>GET /metrics without credentials even when credentials are configured.</summary>
     public bool MetricsAnonymous { get; init; }
     public LogFormat LogFormat { get; init; } = LogFormat.Simple;
