@@ -253,6 +253,52 @@ public sealed class ShutdownAndStartTests
         }
     }
 
+    /// <summary>
+    /// SIGTERM to a broker process with a Remoting long-poll pull parked: the pull is answered SYSTEM_BUSY before its
+    /// connection closes (the Java client backs off from it, 3 s, and pulls again), and the process still exits within
+    /// seconds. Until 2026-12-06 a parked pull got no answer: its connection was closed under it, and the client only
+    /// saw a connection error.
+    /// </summary>
+    [Fact]
+    public async Task Sigterm_answers_a_parked_remoting_pull_system_busy_before_closing_its_connection()
+    {
+        string dir = BrokerChild.NewDataDir("stop-pull");
+        int remoting = FreePorts.Next();
+        try
+        {
+            await using var broker = BrokerChild.Start(dir, null, "--remoting-port", P(remoting));
+            await broker.WaitHealthyAsync();
+            await using var client = await RemotingTestClient.ConnectAsync(remoting);
+            await RemotingBroker.SendAsync(client, "stop-pull", "one", queueId: 0);
+            // Served at once: the message is there. The pull after it, at the queue's end, parks.
+            var first = await RemotingBroker.PullAsync(client, "stop-pull-group", "stop-pull", 0, 0);
+            Assert.Equal(HalfMsg.Protocol.Remoting.ResponseCode.Success, first.Code);
+            long next = long.Parse(first.Get("nextBeginOffset")!, CultureInfo.InvariantCulture);
+            var parked = RemotingBroker.PullAsync(client, "stop-pull-group", "stop-pull", 0, next, suspendMs: 20_000);
+            // The broker reads a connection's frames in order: once a request sent after the pull is answered, the pull
+            // was read and is being processed. Nothing outside the process tells a parked pull from one whose answer is
+            // on its way back: for that, and only after the read, a bounded window (a pull at the queue's end with nothing
+            // new answers only when its 20 s suspend ends, or a message comes).
+            var after = await client.InvokeAsync(HalfMsg.Protocol.Remoting.RequestCode.GetBrokerClusterInfo);
+            Assert.Equal(HalfMsg.Protocol.Remoting.ResponseCode.Success, after.Code);
+            await Task.WhenAny(parked, Task.Delay(500));
+            Assert.False(parked.IsCompleted, "the pull did not park");
+
+            var sw = Stopwatch.StartNew();
+            broker.Signal(BrokerChild.SIGTERM);
+            var answer = await parked.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"the parked pull was answered {sw.Elapsed.TotalSeconds:0.0} s after SIGTERM");
+            Assert.Equal(HalfMsg.Protocol.Remoting.ResponseCode.SystemBusy, answer.Code);
+            Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(10)), $"still running after SIGTERM:\n{broker.Output}");
+            Assert.Equal(0, broker.ExitCode);
+            await client.Closed.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dir);
+        }
+    }
+
     private static async Task<long> ReceiveLooksAsync(BrokerChild broker)
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
