@@ -156,11 +156,12 @@ public sealed class ShutdownAndStartTests
     }
 
     /// <summary>
-    /// A gRPC long poll parked when the host stops is answered MESSAGE_NOT_FOUND at once (not left to run its 20 s), and
-    /// the stop does not wait for it.
+    /// A gRPC long poll parked when the host stops is answered at once (not left to run its 20 s), and the stop does not
+    /// wait for it. The answer is TOO_MANY_REQUESTS, from which the official clients back off (since 2026-12-06; it was
+    /// MESSAGE_NOT_FOUND, an empty queue to the client, which asks again at once).
     /// </summary>
     [Fact]
-    public async Task A_long_poll_parked_when_the_host_stops_is_answered_message_not_found_at_once()
+    public async Task A_long_poll_parked_when_the_host_stops_is_answered_too_many_requests_at_once()
     {
         string dir = Path.Combine(Path.GetTempPath(), "halfmsg-stoppoll-" + Guid.NewGuid().ToString("N")[..12]);
         int grpc = FreePorts.Next();
@@ -195,13 +196,114 @@ public sealed class ShutdownAndStartTests
             Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"stopping took {sw.Elapsed.TotalSeconds:0.0} s with a long poll parked");
             var answer = await receive.WaitAsync(TimeSpan.FromSeconds(5));
             Assert.Equal(0, answer.GrpcStatus);
-            Assert.Equal(Code.MessageNotFound, answer.Responses.First(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Status).Status.Code);
+            Assert.Equal(Code.TooManyRequests, answer.Responses.First(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Status).Status.Code);
         }
         finally
         {
             if (!stopped) await host.DisposeAsync();
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
+    }
+
+    /// <summary>
+    /// SIGTERM to a broker process with a gRPC receive parked in its long poll: the receive is answered at once with
+    /// TOO_MANY_REQUESTS (RocketMQ's proxy answers a busy broker so; every official client backs off from it and asks
+    /// again, a push consumer after a pause, a simple consumer by its retry), not MESSAGE_NOT_FOUND, which tells the
+    /// client the queue is empty and makes it ask again at once. Until 2026-12-06 it was MESSAGE_NOT_FOUND.
+    /// </summary>
+    [Fact]
+    public async Task Sigterm_answers_a_parked_grpc_receive_too_many_requests_not_message_not_found()
+    {
+        string dir = BrokerChild.NewDataDir("stop-receive");
+        try
+        {
+            await using var broker = BrokerChild.Start(dir);
+            await broker.WaitHealthyAsync();
+            using var client = new GrpcTestClient(broker.Endpoint);
+            long looks = await ReceiveLooksAsync(broker);
+            var receive = client.ServerStreamAsync(GrpcMethods.ReceiveMessage, new ReceiveMessageRequest
+            {
+                Group = new Resource { Name = "stop-receive-group" },
+                MessageQueue = new MessageQueue { Topic = new Resource { Name = "stop-receive" } },
+                FilterExpression = new FilterExpression { Type = FilterType.Tag, Expression = "*" },
+                BatchSize = 4,
+                InvisibleDuration = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(30)),
+                LongPollingTimeout = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromSeconds(20)),
+            }, ReceiveMessageResponse.Parser, timeout: TimeSpan.FromSeconds(40));
+            // The receive took its look and found nothing. Nothing outside the process tells a parked receive from one
+            // whose empty answer is on its way back: for that, and only after the look, a bounded window.
+            await RemotingBroker.EventuallyAsync(() => ReceiveLooksAsync(broker), n => n > looks, TimeSpan.FromSeconds(30), "the receive's look");
+            await Task.WhenAny(receive, Task.Delay(500));
+            Assert.False(receive.IsCompleted, "the receive did not park");
+
+            var sw = Stopwatch.StartNew();
+            broker.Signal(BrokerChild.SIGTERM);
+            var answer = await receive.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"the parked receive was answered {sw.Elapsed.TotalSeconds:0.0} s after SIGTERM");
+            Assert.Equal(0, answer.GrpcStatus);
+            Assert.DoesNotContain(answer.Responses, r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message);
+            var status = answer.Responses.First(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Status).Status;
+            Assert.Equal(Code.TooManyRequests, status.Code);
+            Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(10)), $"still running after SIGTERM:\n{broker.Output}");
+            Assert.Equal(0, broker.ExitCode);
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dir);
+        }
+    }
+
+    /// <summary>
+    /// SIGTERM to a broker process with a Remoting long-poll pull parked: the pull is answered SYSTEM_BUSY before its
+    /// connection closes (the Java client backs off from it, 3 s, and pulls again), and the process still exits within
+    /// seconds. Until 2026-12-06 a parked pull got no answer: its connection was closed under it, and the client only
+    /// saw a connection error.
+    /// </summary>
+    [Fact]
+    public async Task Sigterm_answers_a_parked_remoting_pull_system_busy_before_closing_its_connection()
+    {
+        string dir = BrokerChild.NewDataDir("stop-pull");
+        int remoting = FreePorts.Next();
+        try
+        {
+            await using var broker = BrokerChild.Start(dir, null, "--remoting-port", P(remoting));
+            await broker.WaitHealthyAsync();
+            await using var client = await RemotingTestClient.ConnectAsync(remoting);
+            await RemotingBroker.SendAsync(client, "stop-pull", "one", queueId: 0);
+            // Served at once: the message is there. The pull after it, at the queue's end, parks.
+            var first = await RemotingBroker.PullAsync(client, "stop-pull-group", "stop-pull", 0, 0);
+            Assert.Equal(HalfMsg.Protocol.Remoting.ResponseCode.Success, first.Code);
+            long next = long.Parse(first.Get("nextBeginOffset")!, CultureInfo.InvariantCulture);
+            var parked = RemotingBroker.PullAsync(client, "stop-pull-group", "stop-pull", 0, next, suspendMs: 20_000);
+            // The broker reads a connection's frames in order: once a request sent after the pull is answered, the pull
+            // was read and is being processed. Nothing outside the process tells a parked pull from one whose answer is
+            // on its way back: for that, and only after the read, a bounded window (a pull at the queue's end with nothing
+            // new answers only when its 20 s suspend ends, or a message comes).
+            var after = await client.InvokeAsync(HalfMsg.Protocol.Remoting.RequestCode.GetBrokerClusterInfo);
+            Assert.Equal(HalfMsg.Protocol.Remoting.ResponseCode.Success, after.Code);
+            await Task.WhenAny(parked, Task.Delay(500));
+            Assert.False(parked.IsCompleted, "the pull did not park");
+
+            var sw = Stopwatch.StartNew();
+            broker.Signal(BrokerChild.SIGTERM);
+            var answer = await parked.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"the parked pull was answered {sw.Elapsed.TotalSeconds:0.0} s after SIGTERM");
+            Assert.Equal(HalfMsg.Protocol.Remoting.ResponseCode.SystemBusy, answer.Code);
+            Assert.True(await broker.WaitForExitAsync(TimeSpan.FromSeconds(10)), $"still running after SIGTERM:\n{broker.Output}");
+            Assert.Equal(0, broker.ExitCode);
+            await client.Closed.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dir);
+        }
+    }
+
+    private static async Task<long> ReceiveLooksAsync(BrokerChild broker)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        using var stats = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"http://127.0.0.1:{broker.HttpPort}/api/stats"));
+        return stats.RootElement.GetProperty("receiveLooks").GetInt64();
     }
 
     /// <summary>

@@ -22,7 +22,8 @@ internal sealed partial class MessagingService
     /// POP-style receive over the whole topic (the queue id in the request, 0 or -1, is ignored, as the proxy does).
     /// The response stream is the proxy's: <c>status OK</c>, one response per message, <c>delivery_timestamp</c>, end;
     /// or <c>status MESSAGE_NOT_FOUND</c>, <c>delivery_timestamp</c>, end. The long poll ends before the client's
-    /// deadline, because the Node client only looks at the stream once it has ended.
+    /// deadline, because the Node client only looks at the stream once it has ended. While the broker stops, a parked
+    /// or arriving receive gets <c>status TOO_MANY_REQUESTS</c> instead (see <see cref="StoppingStatus"/>).
     /// </summary>
     public override async Task ReceiveMessage(ReceiveMessageRequest request, IServerStreamWriter<ReceiveMessageResponse> responseStream,
         ServerCallContext context)
@@ -59,6 +60,14 @@ internal sealed partial class MessagingService
         }
 
         HttpContext? http = context.GetHttpContext();
+        if (_stopping.IsCancellationRequested)
+        {
+            // Arrived while the broker stops (Kestrel still lets a stream in on an open connection until it closes it):
+            // nothing is leased, and the client is told to back off, as a parked receive is below.
+            await WriteBeforeDeadlineAsync(http, context, 0, () => WriteReceiveEndAsync(responseStream, StoppingStatus)).ConfigureAwait(false);
+            return;
+        }
+
         AnswerBudget connectionBudget = AnswerBudget.Of(http, _options.AnswerBudgetPerConnection);
         using var reservation = new AnswerReservation(connectionBudget, _answerBudget);
         var receive = new ReceiveRequest
@@ -80,6 +89,7 @@ internal sealed partial class MessagingService
         _engine.Consumers.Seen(group, receive.ClientId, "gRPC", context.Peer);
 
         ReceiveResult result;
+        bool stopped = false;
         using (var poll = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _stopping))
         {
             try
@@ -90,7 +100,8 @@ internal sealed partial class MessagingService
             {
                 // The broker is stopping: a parked long poll ends now, with nothing leased (a receive cancelled while
                 // waiting leases nothing; one that picked messages returns them whatever the token says).
-                result = new ReceiveResult(new BrokerError(BrokerStatus.MessageNotFound, "no new message (broker stopping)"), []);
+                result = new ReceiveResult(new BrokerError(BrokerStatus.TooManyRequests, "the broker is stopping"), []);
+                stopped = true;
             }
         }
         if (result.IsOk && result.Messages.Count > 0)
@@ -148,11 +159,21 @@ internal sealed partial class MessagingService
             return;
         }
 
-        Status status = result.IsOk || result.Error.Status == BrokerStatus.MessageNotFound || reservation.Refused
+        Status status = stopped ? StoppingStatus
+            : result.IsOk || result.Error.Status == BrokerStatus.MessageNotFound || reservation.Refused
             ? V5Status.Of(Code.MessageNotFound, "no new message")
             : V5Status.From(result.Error);
         await WriteBeforeDeadlineAsync(http, context, 0, () => WriteReceiveEndAsync(responseStream, status)).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// The answer to a receive parked or arriving while the broker stops: TOO_MANY_REQUESTS, what RocketMQ's proxy
+    /// answers for a busy broker (SYSTEM_BUSY), from which every official client backs off and asks again (a push
+    /// consumer after a pause, a simple consumer's caller by its retry). Until 2026-12-06 it was MESSAGE_NOT_FOUND, which
+    /// tells the client the queue is empty: a push consumer asked again at once, and a caller could take a stop for a
+    /// drained queue.
+    /// </summary>
+    private static Status StoppingStatus => V5Status.Of(Code.TooManyRequests, "the broker is stopping; receive again later");
 
     /// <summary>
     /// The engine's receive, waiting for room when there is something to deliver but the answer has none: at each

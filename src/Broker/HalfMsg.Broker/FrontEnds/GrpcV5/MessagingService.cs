@@ -32,8 +32,8 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
 
     /// <summary>
     /// Cancelled when the host begins to stop (ApplicationStopping): Telemetry streams are completed and parked long
-    /// polls answered MESSAGE_NOT_FOUND, so that Kestrel's graceful stop, which waits for every open stream, ends at
-    /// once. Until 2026-12-05 nothing ended them and every SIGTERM with a client connected took the host's whole
+    /// polls answered TOO_MANY_REQUESTS (see ReceiveMessage), so that Kestrel's graceful stop, which waits for every
+    /// open stream, ends at once. Until 2026-12-05 nothing ended them and every SIGTERM with a client connected took the host's whole
     /// shutdown timeout (30 s, past docker stop's 10 s; found by review).
     /// </summary>
     private readonly CancellationToken _stopping;

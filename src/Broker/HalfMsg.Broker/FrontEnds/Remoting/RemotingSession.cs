@@ -72,16 +72,21 @@ internal sealed class RemotingSession : ICheckBackChannel
     /// <summary>Cancelled when the connection closes (ends parked pulls).</summary>
     public CancellationToken Closing => _closing.Token;
 
+    /// <summary>Cancelled when the server begins to stop, before the connection closes: parked pulls end then and are
+    /// answered (see PullMessageAsync) while their answers can still be written.</summary>
+    public CancellationToken Stopping { get; private set; }
+
     /// <summary>The longest a session closed by the server's stop waits for the requests it is processing to be answered.</summary>
     internal static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(3);
 
     /// <summary>
     /// Reads and dispatches frames until the connection closes. <paramref name="closeRequested"/> (the server is
-    /// stopping): stop reading, let the requests being processed be answered (at most <see cref="DrainTimeout"/>; parked
-    /// pulls are not waited for), write those answers out, then close.
+    /// stopping): stop reading, let the requests being processed be answered (parked pulls too: they end at once, see
+    /// <see cref="Stopping"/>; at most <see cref="DrainTimeout"/>), write those answers out, then close.
     /// </summary>
     public async Task RunAsync(CancellationToken connectionClosed, CancellationToken closeRequested = default)
     {
+        Stopping = closeRequested;
         using var link = connectionClosed.Register(static s => ((RemotingSession)s!)._closing.Cancel(), this);
         var writer = WriteLoopAsync();
         var input = _transport.Input;
@@ -154,12 +159,14 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
     }
 
-    /// <summary>Waits until no request other than a parked pull is being processed (their answers are then queued; one-way
-    /// decisions, on their own slots, are written), at most <paramref name="bound"/> or until the connection is gone.</summary>
+    /// <summary>Waits until no request is being processed (their answers are then queued; one-way decisions, on their own
+    /// slots, are written), at most <paramref name="bound"/> or until the connection is gone. Parked pulls are waited for
+    /// too: <see cref="Stopping"/> has ended them, and their answers are queued at once. Until 2026-12-06 they were not
+    /// waited for, and the close cancelled them: a parked pull got no answer, only its connection closed.</summary>
     private async Task WaitForRequestsAsync(TimeSpan bound)
     {
         long until = Environment.TickCount64 + (long)bound.TotalMilliseconds;
-        while (RequestsBesidesParkedPulls > 0 && !_closing.IsCancellationRequested && Environment.TickCount64 < until)
+        while (RequestsInProgress > 0 && !_closing.IsCancellationRequested && Environment.TickCount64 < until)
         {
             await Task.Delay(10).ConfigureAwait(false);
         }

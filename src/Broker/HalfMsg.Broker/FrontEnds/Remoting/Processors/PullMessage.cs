@@ -50,7 +50,23 @@ internal sealed partial class RemotingDispatcher
             suspend = TimeSpan.FromMilliseconds(Math.Min(ms, Options.MaxSuspend.TotalMilliseconds));
         }
 
-        var result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, session.Closing).ConfigureAwait(false);
+        PullResult result;
+        // A long poll also ends when the server begins to stop, and is answered SYSTEM_BUSY before its connection closes:
+        // the Java client backs off from it (3 s) and pulls again, from this broker once it is back or from another. The
+        // pull changed nothing, so nothing is lost. Until 2026-12-06 its connection was closed under it, unanswered.
+        // (RocketMQ's broker answers requests arriving while it shuts down GO_AWAY, which only clients after 5.3.1 know.)
+        // A plain pull is not cut short: it is answered as it is, like any request being processed at the stop.
+        using (var poll = suspend > TimeSpan.Zero ? CancellationTokenSource.CreateLinkedTokenSource(session.Closing, session.Stopping) : null)
+        {
+            try
+            {
+                result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, poll?.Token ?? session.Closing).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (session.Stopping.IsCancellationRequested && !session.Closing.IsCancellationRequested)
+            {
+                return Error(request, ResponseCode.SystemBusy, "[STOPPING]the broker is stopping; pull again later");
+            }
+        }
         if (result.Status == PullStatus.NotReadable)
             return Error(request, ResponseCode.NoPermission, BrokerEngine.UnreadableTopicReason(topic)!); // as RocketMQ answers a pull of an unreadable topic
         // As RocketMQ's PullMessageProcessor, before any long poll: the Java client backs off (3 s) from both. Until
