@@ -30,7 +30,8 @@ public sealed class PushConsumer : IAsyncDisposable
     private readonly CancellationTokenSource _abort = new();
     private static readonly TimeSpan AssignmentScanPeriod = TimeSpan.FromSeconds(5);
 
-    private readonly List<Task> _loops = [];
+    // The receive loops still running: a loop removes itself when it ends (see QueueLoopEnded).
+    private readonly HashSet<Task> _loops = [];
     // The receive loop of each assigned queue (by QueueKey), with the topic it belongs to.
     private readonly Dictionary<string, (string Topic, CancellationTokenSource Cts)> _assigned = new(StringComparer.Ordinal);
     private Task? _scanLoop;
@@ -181,8 +182,40 @@ public sealed class PushConsumer : IAsyncDisposable
 
                 var cts = CancellationTokenSource.CreateLinkedTokenSource(_receiving.Token);
                 _assigned[key] = (topic, cts);
-                _loops.Add(Task.Run(() => ReceiveLoopAsync(queue, cts.Token)));
+                QueueSourceCreatedForTests?.Invoke(cts);
+                Task loop = Task.Run(() => ReceiveLoopAsync(queue, cts.Token));
+                _loops.Add(loop);
+                _ = loop.ContinueWith(ended => QueueLoopEnded(key, cts, ended), CancellationToken.None,
+                    TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             }
+        }
+    }
+
+    /// <summary>Tests: called with the token source of each receive loop started.</summary>
+    internal Action<CancellationTokenSource>? QueueSourceCreatedForTests { get; set; }
+
+    /// <summary>A receive loop has ended (its queue was taken away, or the consumer stops): its token source is disposed
+    /// now, not when the consumer is. Until then each source stayed registered with <c>_receiving</c> and, with its
+    /// finished loop, in <c>_loops</c>: a little memory for every queue a reassignment took away, for the consumer's
+    /// life.</summary>
+    private void QueueLoopEnded(string key, CancellationTokenSource cts, Task loop)
+    {
+        if (loop.IsFaulted)
+        {
+            _logger.LogError(loop.Exception, "The receive loop of queue {Queue} failed; the next assignment scan starts it again", key);
+        }
+
+        lock (_assigned)
+        {
+            _loops.Remove(loop);
+            // Still the queue's loop only if it ended by itself (a fault) or the consumer stops; a reassignment has
+            // already removed it (and may have given the key a new loop, which must stay).
+            if (_assigned.TryGetValue(key, out var current) && ReferenceEquals(current.Cts, cts))
+            {
+                _assigned.Remove(key);
+            }
+
+            cts.Dispose();
         }
     }
 

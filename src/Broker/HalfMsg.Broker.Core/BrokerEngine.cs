@@ -106,7 +106,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         _boundaryStep = CheckpointSchedule.EveryBytes(options);
         _nextBoundaryAt = _boundaryStep > 0 ? 0 : long.MaxValue;
         _applier = new RecordApplier(owners, options, Metrics, Health, _logger);
-        MessageIndex = new MessageIndex(options.MessageIndexCapacity)
+        MessageIndex = new MessageIndex(options.MessageIndexCapacity, maxKeyBytes: options.MessageIndexKeyBytes)
         {
             FirstStepFailed = (kind, ex) => _logger.LogError(ex, "Message index: a {Kind} step failed and was dropped (later failures are only counted, GET /api/message-index); the broker goes on", kind),
         };

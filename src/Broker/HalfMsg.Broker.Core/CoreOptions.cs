@@ -87,6 +87,14 @@ public sealed record CoreOptions
     /// </summary>
     public int MessageIndexCapacity { get; init; } = 200_000;
 
+    /// <summary>
+    /// Estimated bytes the message index's keys may hold in all (<see cref="Diagnostics.MessageIndex.MaxKeyBytes"/>);
+    /// past it the oldest messages are forgotten first, even below <see cref="MessageIndexCapacity"/>. A setting since
+    /// 2026-12-06 (before, always 128 MiB): a broker whose messages carry many keys can give the look-up by key more
+    /// memory, or a small one less.
+    /// </summary>
+    public long MessageIndexKeyBytes { get; init; } = Diagnostics.MessageIndex.MaxKeyBytesTotal;
+
     /// <summary>Take a checkpoint after this many records (and at shutdown), bounding replay on start.</summary>
     public int CheckpointEveryRecords { get; init; } = 200_000;
     /// <summary>Take a checkpoint once the log has grown this many bytes since the last one, however few records that

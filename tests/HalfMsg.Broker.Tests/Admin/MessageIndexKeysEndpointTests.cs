@@ -29,3 +29,29 @@ public sealed class MessageIndexKeysEndpointTests(ITestOutputHelper output) : In
         Assert.Equal(0, (await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=key-32")).GetArrayLength());
     }
 }
+
+/// <summary>
+/// The keys' budget is a setting (<c>--message-index-key-bytes</c>) since 2026-12-06; before, it was always 128 MiB. Here
+/// 1 MiB, the least it takes: 100 messages with 32 keys of 128 characters each (about 13 KB of keys apiece) pass it, so
+/// the oldest are forgotten for it, well below the index's capacity.
+/// </summary>
+public sealed class MessageIndexKeyBudgetSettingTests() : InProcessAdminHost("index-key-budget", "--message-index-key-bytes", "1MiB")
+{
+    [Fact]
+    public async Task The_key_budget_set_at_start_bounds_the_indexed_keys()
+    {
+        for (int m = 0; m < 100; m++)
+        {
+            var keys = Enumerable.Range(0, 32).Select(k => $"m{m}-k{k}-".PadRight(128, 'x')).ToList();
+            Assert.True((await _host.Engine.SendAsync(new MessageDraft { Topic = "keyed-budget", MessageId = $"b{m}", Keys = keys, Body = new byte[] { 1 } })).IsOk);
+        }
+
+        var index = await _http.GetFromJsonAsync<JsonElement>("/api/message-index");
+        Assert.Equal(1L << 20, index.GetProperty("keyBytesBudget").GetInt64());
+        Assert.InRange(index.GetProperty("keyBytes").GetInt64(), 1, 1L << 20);
+        Assert.True(index.GetProperty("messagesForgottenForKeyBytes").GetInt64() > 0, index.ToString());
+        // The newest message is still found by its key; the oldest was forgotten.
+        Assert.Equal(1, (await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=" + $"m99-k0-".PadRight(128, 'x'))).GetArrayLength());
+        Assert.Equal(0, (await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=" + $"m0-k0-".PadRight(128, 'x'))).GetArrayLength());
+    }
+}

@@ -63,6 +63,37 @@ public sealed class MetricsTests() : InProcessAdminHost("metrics")
         Assert.Equal(2, Sample(after, "halfmsg_transaction_decisions_total", ("resolution", "commit"), ("source", "operator")));
     }
 
+    /// <summary>
+    /// RocketMQ 5 counts rocketmq_messages_in (and throughput_in) for sends to neither a %RETRY% nor a %DLQ% topic: a
+    /// message sent back for a retry was counted once already, when it came in. Until 2026-12-06 the %RETRY% topics had
+    /// series here (a send-back, or a RocketMQ 4 client's own send to the retry topic when its send-back failed), so a
+    /// dashboard's sum over topics counted each retried message again.
+    /// </summary>
+    [Fact]
+    public async Task Messages_sent_to_a_retry_topic_are_not_counted_as_messages_in()
+    {
+        var engine = _host.Engine;
+        const string topic = "metrics-retried", group = "metrics-retry-consumers", retry = "%RETRY%" + group;
+        Assert.True((await engine.SendAsync(new MessageDraft { Topic = topic, MessageId = "retried-1", Body = new byte[] { 1 } })).IsOk);
+        var pulled = await engine.PullAsync(topic, 0, 0, 32, HalfMsg.Broker.Core.Delivery.TagFilter.All, TimeSpan.Zero);
+        var message = Assert.Single(pulled.Messages);
+        Assert.True((await engine.SendBackAsync(group, message.PhysicalOffset, 1, 16, topic)).Error.IsOk);
+        // What a RocketMQ 4 client does when its send-back fails: it sends the message to the retry topic itself.
+        Assert.True((await engine.SendAsync(new MessageDraft { Topic = retry, MessageId = "retried-2", Body = new byte[] { 1, 2 } })).IsOk);
+        // The send-back reaches the retry topic after its delay (level 1: 1 s).
+        var within = System.Diagnostics.Stopwatch.StartNew();
+        while (!engine.ListTopics().Any(t => t.Name == retry && t.Queues.Sum(q => q.MaxOffset) == 2))
+        {
+            Assert.True(within.Elapsed < TimeSpan.FromSeconds(30), "the sent-back message did not reach the retry topic");
+            await Task.Delay(50);
+        }
+
+        string text = await _http.GetStringAsync("/metrics");
+        Assert.Equal(1, Sample(text, "rocketmq_messages_in_total", ("topic", topic)));
+        Assert.Equal(1, Sample(text, "rocketmq_throughput_in_total", ("topic", topic)));
+        Assert.DoesNotContain($"topic=\"{retry}\"", text);
+    }
+
     [Fact]
     public async Task Half_age_log_commit_and_retention_metrics_show_plausible_values_after_traffic()
     {

@@ -285,7 +285,7 @@ public sealed class NamespaceTests(V5BrokerFixture broker) : IClassFixture<V5Bro
     [Theory]
     [InlineData("a%b")]
     [InlineData("a.b")]
-    [InlineData("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")] // 65 characters
+    [InlineData("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")] // 126 characters: no room for a topic name
     public async Task A_call_with_an_invalid_namespace_answers_BAD_REQUEST_and_creates_nothing(string ns)
     {
         using GrpcTestClient bad = Client(ns);
@@ -369,5 +369,45 @@ public sealed class NamespaceAcrossProtocolsTests(RemotingBrokerFixture broker)
         Assert.Equal("from remoting", got.Body.ToStringUtf8());
         Assert.Equal(uniq, got.SystemProperties.MessageId);
         Assert.Equal(new Resource { Name = topic, ResourceNamespace = "tenant-a" }, got.Topic);
+    }
+
+    /// <summary>
+    /// Apache limits no namespace by itself, only the names it wraps (a topic of at most 127 characters). Until
+    /// 2026-12-06 a namespace longer than 64 characters was refused over gRPC (BAD_REQUEST), though a RocketMQ 4 client
+    /// with it was served over Remoting: here one of 110 characters, whose wrapped topic name is exactly 127.
+    /// </summary>
+    [Fact]
+    public async Task A_namespace_longer_than_64_characters_whose_topic_fits_is_served_over_both_protocols()
+    {
+        string ns = "tenant-" + new string('n', 103);
+        string topic = RemotingBroker.Unique("NsT");
+        Assert.Equal(127, (ns + "%" + topic).Length);
+        await using RemotingTestClient remoting = await broker.ConnectAsync();
+        var sent = await remoting.InvokeAsync(RequestCode.SendMessageV2,
+            RemotingBroker.SendHeader(ns + "%" + RemotingBroker.Unique("PG"), ns + "%" + topic, RemotingBroker.Props()), "from remoting"u8.ToArray());
+        Assert.Equal(ResponseCode.Success, sent.Code);
+
+        using var grpc = new GrpcTestClient($"127.0.0.1:{broker.GrpcPort}");
+        grpc.DefaultHeaders[RocketMqHeaders.Namespace] = ns;
+        var send = await grpc.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest
+        {
+            Messages =
+            {
+                new Message
+                {
+                    Topic = new Resource { Name = topic },
+                    Body = ByteString.CopyFromUtf8("from grpc"),
+                    SystemProperties = new SystemProperties
+                    {
+                        MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), MessageType = MessageType.Normal,
+                        BodyEncoding = V2Encoding.Identity, BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
+                    },
+                },
+            },
+        }, SendMessageResponse.Parser);
+        Assert.Equal(Code.Ok, send.Response!.Status.Code);
+        List<Message> got = await NamespaceTests.ReceiveAllAsync(grpc, topic, RemotingBroker.Unique("G"), 2);
+        Assert.Equal(["from grpc", "from remoting"], got.Select(m => m.Body.ToStringUtf8()).Order(StringComparer.Ordinal));
+        Assert.All(got, m => Assert.Equal(new Resource { Name = topic, ResourceNamespace = ns }, m.Topic));
     }
 }

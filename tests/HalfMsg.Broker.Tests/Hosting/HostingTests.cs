@@ -18,6 +18,7 @@ public sealed class ConfigurationTests
     [InlineData(new[] { "--max-message-size", "lots" }, "--max-message-size")]
     [InlineData(new[] { "--transaction-check-max", "0" }, "--transaction-check-max")]
     [InlineData(new[] { "--message-index-capacity", "10" }, "--message-index-capacity")]
+    [InlineData(new[] { "--message-index-key-bytes", "64KiB" }, "--message-index-key-bytes")]
     [InlineData(new[] { "--grpc-port" }, "--grpc-port needs a value")]
     [InlineData(new[] { "stray" }, "unexpected argument 'stray'")]
     [InlineData(new[] { "--grpc-port", "9000", "--http-port", "9000" }, "must differ")]

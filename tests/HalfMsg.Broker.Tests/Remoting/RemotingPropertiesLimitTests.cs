@@ -100,4 +100,74 @@ public sealed class RemotingPropertiesLimitTests(RemotingBrokerFixture broker)
         Assert.True(sent.Response!.Status.Code == Code.MessagePropertiesTooLarge && sent.Response.Status.Message.Contains("32767"),
             $"{sent.Response.Status.Code}: {sent.Response.Status.Message}");
     }
+
+    /// <summary>
+    /// What the broker adds after the send counts at send time. Until 2026-12-06 the check counted the properties as
+    /// sent, up to 32767 bytes: a message just under that was accepted, and its send-back (RETRY_TOPIC, ORIGIN_MESSAGE_ID)
+    /// was pulled from the retry topic without the user properties that no longer fitted (logged). Now the room for them
+    /// is kept: a message just under the old limit is refused, and the largest one accepted is pulled whole after a
+    /// send-back, from a topic of the longest name (the longest RETRY_TOPIC).
+    /// </summary>
+    [Fact]
+    public async Task A_message_accepted_at_send_keeps_its_properties_after_a_send_back_and_one_without_room_for_them_is_refused()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("Room").PadRight(127, 'r');
+        string group = Unique("G");
+        string id = Guid.NewGuid().ToString("N").ToUpperInvariant(); // 32 characters
+        // Sent: UNIQ_KEY=<id> (8 + 32 + 2 bytes with the separators) and p=<value> (1 + n + 2). Added by a send-back:
+        // RETRY_TOPIC=<topic> (11 + 127 + 2) and ORIGIN_MESSAGE_ID=<id> (17 + 32 + 2).
+        int largest = StoredMessageCodec.MaxPropertiesBytes - 140 - 51 - 45;
+        Task<RemotingCommand> Send(int n, string? uniq = null)
+            => c.InvokeAsync(RequestCode.SendMessageV2, SendHeader("PG", topic, Props(null, null, uniq, ("p", new string('p', n))), 0, 0), "x"u8.ToArray());
+
+        foreach (int n in new[] { StoredMessageCodec.MaxPropertiesBytes - 45 - 10, largest + 1 }) // just under the old limit; one byte over the new
+        {
+            var refused = await Send(n);
+            Assert.True(refused.Code == ResponseCode.MessageIllegal && refused.Remark!.Contains("32767"), $"{n}: {refused.Code} {refused.Remark}");
+        }
+
+        var fits = await Send(largest, id);
+        Assert.True(fits.Code == ResponseCode.Success, $"{fits.Code} {fits.Remark}");
+        Assert.True(OffsetMessageId.TryDecode(fits.Get("msgId"), out _, out long physical));
+        var back = await broker.Host.Engine.SendBackAsync(group, physical, 1, 16, topic); // due after 1 s
+        Assert.True(back.Error.IsOk, back.Error.Message);
+        var retried = Assert.Single(await EventuallyAsync(() => PullAllAsync(c, group, back.Topic!, queues: 1), l => l.Count == 1,
+            TimeSpan.FromSeconds(30), "the sent-back message in the retry topic"));
+        Assert.Equal(largest, retried.Properties["p"].Length);
+        Assert.Equal(topic, retried.Properties[MessageConst.RetryTopic]);
+        Assert.Equal(id, retried.Properties[MessageConst.OriginMessageId]);
+    }
+
+    /// <summary>
+    /// As above for a half, whose check-back adds TRAN_MSG, PGROUP (its producer group, here 200 characters) and
+    /// __transactionId__: until 2026-12-06 a half just under 32767 bytes of properties was checked back without its user
+    /// properties that no longer fitted, so the producer's check listener decided on a message missing them.
+    /// </summary>
+    [Fact]
+    public async Task A_half_accepted_at_send_is_checked_back_with_all_its_properties_and_one_without_room_for_them_is_refused()
+    {
+        await using var c = await broker.ConnectAsync();
+        string group = Unique("PG").PadRight(200, 'g');
+        var producer = new RemotingTransactionProducer(c, group);
+        await producer.HeartbeatAsync();
+        string topic = Unique("HalfRoom");
+        // Sent: UNIQ_KEY=<id> (8 + 32 + 2) and p=<value> (1 + n + 2); TRAN_MSG and PGROUP are the broker's to write. Added
+        // by a check-back: TRAN_MSG=true (8 + 4 + 2), PGROUP=<group> (6 + 200 + 2), __transactionId__=<id> (17 + 32 + 2).
+        int largest = StoredMessageCodec.MaxPropertiesBytes - 14 - 208 - 51 - 45;
+
+        foreach (int n in new[] { StoredMessageCodec.MaxPropertiesBytes - 45 - 10, largest + 1 })
+        {
+            var (_, refused) = await producer.SendHalfAsync(topic, "x", null, ("p", new string('p', n)));
+            Assert.True(refused.Code == ResponseCode.MessageIllegal && refused.Remark!.Contains("32767"), $"{n}: {refused.Code} {refused.Remark}");
+        }
+
+        var (uniq, sent) = await producer.SendHalfAsync(topic, "x", null, ("p", new string('p', largest)));
+        Assert.True(sent.Code == ResponseCode.Success, $"{sent.Code} {sent.Remark}");
+        var (_, checkedBack) = await producer.AnswerCheckAsync(MessageSysFlag.TransactionRollbackType, TimeSpan.FromSeconds(30));
+        Assert.Equal(uniq, checkedBack.Properties[MessageConst.UniqueKey]);
+        Assert.Equal(largest, checkedBack.Properties["p"].Length);
+        Assert.Equal(group, checkedBack.Properties[MessageConst.ProducerGroup]);
+        Assert.Equal(uniq, checkedBack.Properties[MessageConst.TransactionId]);
+    }
 }

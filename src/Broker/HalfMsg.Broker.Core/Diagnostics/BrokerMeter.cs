@@ -71,9 +71,10 @@ public sealed class BrokerMeter : IDisposable
         var m = engine.Metrics;
         long beginAtStart = engine.LogBeginAddress;
 
-        // RocketMQ 5 names. messages_in counts messages that reached a topic queue (sends and commits), per topic.
+        // RocketMQ 5 names. messages_in counts messages that reached a topic queue (sends and commits), per topic; like
+        // RocketMQ 5 it leaves out the retry and dead-letter topics (see CountedIn).
         _meter.CreateObservableCounter("rocketmq_messages_in", () => PerTopic(engine, t => t.Queues.Sum(q => q.MaxOffset)),
-            description: "Messages that reached a topic queue (normal sends and committed halves), since the topic was created.");
+            description: "Messages that reached a topic queue (normal sends and committed halves), since the topic was created; %RETRY% and %DLQ% topics are not counted.");
         _meter.CreateObservableCounter("rocketmq_throughput_in", () => BytesIn(engine),
             // No unit on purpose: with "By" the exporter would add _bytes, and RocketMQ's name has none.
             description: "Message body bytes accepted (sends and halves) since start or since the topic was deleted, per topic.");
@@ -196,7 +197,18 @@ public sealed class BrokerMeter : IDisposable
     }
 
     private static IEnumerable<Measurement<long>> PerTopic(BrokerEngine engine, Func<BrokerEngine.TopicInfo, long> value)
-        => engine.ListTopics().Where(t => !t.System).Select(t => new Measurement<long>(value(t), new KeyValuePair<string, object?>("topic", t.Name)));
+        => engine.ListTopics().Where(t => CountedIn(t.Name, t.System)).Select(t => new Measurement<long>(value(t), new KeyValuePair<string, object?>("topic", t.Name)));
+
+    /// <summary>
+    /// Whether a topic has messages_in and throughput_in series. RocketMQ 5's broker counts a send into neither a
+    /// %RETRY% nor a %DLQ% topic (BrokerMetricsManager.isRetryOrDlqTopic): a retried message was counted when it came
+    /// in, and a dashboard's sum over topics would count it again. Until 2026-12-06 the %RETRY% topics had series here
+    /// (send-backs, and a RocketMQ 4 client's own send to its retry topic when a send-back failed). The system topics,
+    /// %DLQ% among them, never had any.
+    /// </summary>
+    private static bool CountedIn(string topic, bool system)
+        => !system && !topic.StartsWith(BrokerEngine.RetryPrefix, StringComparison.Ordinal)
+            && !topic.StartsWith(BrokerEngine.DeadLetterPrefix, StringComparison.Ordinal);
 
     /// <summary>Bytes in per topic, of topics that exist: a deleted topic's tally goes when it is deleted, and a send
     /// that raced with the delete cannot bring its series back.</summary>
@@ -204,7 +216,7 @@ public sealed class BrokerMeter : IDisposable
     {
         var bytes = engine.MessageIndex.BytesInByTopic();
         if (bytes.Count == 0) return [];
-        var topics = engine.ListTopics().Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var topics = engine.ListTopics().Where(t => CountedIn(t.Name, t.System)).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         return bytes.Where(t => topics.Contains(t.Key)).Select(t => new Measurement<long>(t.Value, new KeyValuePair<string, object?>("topic", t.Key)));
     }
 

@@ -62,6 +62,7 @@ public static class BrokerConfiguration
         new("--disk-min-free", "Broker:DiskMinFree", "256MiB", "Refuse new messages (SERVICE_NOT_AVAILABLE / INTERNAL_SERVER_ERROR, /health disk-full) while less is free on the data dir's file system; the rest is a reserve for decisions, acks and checkpoints. 0 = off."),
         new("--disk-max-used-ratio", "Broker:DiskMaxUsedRatio", "0.90", "Refuse new messages while the data dir's file system is used beyond this ratio (RocketMQ's diskSpaceWarningLevelRatio); 1 = off."),
         new("--message-index-capacity", "Broker:MessageIndexCapacity", "200000", "Messages the operator look-up index remembers (by id and key, with their histories; about 800 bytes each); the oldest are forgotten first."),
+        new("--message-index-key-bytes", "Broker:MessageIndexKeyBytes", "128MiB", "Estimated bytes the message index's keys may hold in all (about 2 per character + 160 per indexed key); past it the oldest messages are forgotten first, even below --message-index-capacity (GET /api/message-index: messagesForgottenForKeyBytes)."),
         new("--retention-time", "Broker:RetentionTime", "72h", "Cut records older than this; limits are limits, but pending halves and delays not yet due are always kept (README: Retention, the contract). 0 = no age limit."),
     ];
 
@@ -178,6 +179,8 @@ public static class BrokerConfiguration
             DiskMinFreeBytes = Size(N("--disk-min-free"), Get("--disk-min-free"), 0, long.MaxValue),
             DiskMaxUsedRatio = Ratio(N("--disk-max-used-ratio"), Get("--disk-max-used-ratio")),
             MessageIndexCapacity = Int(N("--message-index-capacity"), Get("--message-index-capacity"), 1_000, 10_000_000),
+            // At least 1 MiB: room for the keys of some 80 messages with the most keys indexed (32 of 128 characters).
+            MessageIndexKeyBytes = Size(N("--message-index-key-bytes"), Get("--message-index-key-bytes"), 1L << 20, 1L << 40),
         };
         var credentials = config.GetSection("Broker:Credentials").GetChildren()
             .Where(c => !string.IsNullOrEmpty(c.Value)).ToDictionary(c => c.Key, c => c.Value!);

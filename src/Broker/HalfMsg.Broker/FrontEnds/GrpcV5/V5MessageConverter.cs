@@ -90,8 +90,9 @@ internal static class V5MessageConverter
             DeliveryTimestampMs = deliveryMs,
             QueueId = sp.QueueId,
         };
-        // A Remoting consumer of the topic gets it in the stored layout, whose properties hold at most 32767 bytes.
-        if (Remoting.RemotingMessageConverter.StoredPropertiesRefusal(draft) is { } tooLarge)
+        // A Remoting consumer of the topic gets it in the stored layout, whose properties hold at most 32767 bytes (a
+        // half may be checked back by a Remoting producer of its group, which is not known here: the longest is assumed).
+        if (Remoting.RemotingMessageConverter.StoredPropertiesRefusal(draft, sp.MessageType == MessageType.Transaction, producerGroup: null) is { } tooLarge)
         {
             draft = null;
             invalid = V5Status.Of(Code.MessagePropertiesTooLarge, tooLarge);

@@ -21,8 +21,14 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// </remarks>
 internal static class V5Namespace
 {
-    /// <summary>Longest namespace accepted; with the separator it leaves 62 characters of a 127-character topic name.</summary>
-    public const int MaxLength = 64;
+    /// <summary>
+    /// Longest namespace accepted: with the separator it leaves one character of a 127-character topic name. Apache's
+    /// proxy and clients set no limit of the namespace's own; the name it wraps must be a valid topic or group
+    /// (TopicValidator, 127 characters for a topic), which our engine checks too, so a longer namespace could name no
+    /// topic at all. Until 2026-12-06 it was 64 characters, stricter than Apache: a client with a longer namespace,
+    /// whose names fit, was refused over gRPC and served over Remoting.
+    /// </summary>
+    public const int MaxLength = 127 - 2;
 
     private static readonly string[] Prefixes = [BrokerEngine.RetryPrefix, BrokerEngine.DeadLetterPrefix];
 

@@ -99,12 +99,16 @@ internal static class RemotingMessageConverter
 
     /// <summary>
     /// Why <paramref name="d"/> may not be stored: its properties, as <see cref="ToWire"/> writes them (user properties
-    /// plus TAGS, KEYS and UNIQ_KEY), would take more than the stored layout's 32767 bytes, so no Remoting consumer could
-    /// be given it whole; null when they fit. Both front ends ask at send time, as RocketMQ refuses such a message
-    /// (PROPERTIES_SIZE_EXCEEDED, MESSAGE_ILLEGAL).
+    /// plus TAGS, KEYS and UNIQ_KEY), with what the broker may add to them later (<see cref="BrokerAddedBytes"/>), would
+    /// take more than the stored layout's 32767 bytes, so no Remoting consumer or checked producer could be given it
+    /// whole; null when they fit. Both front ends ask at send time, as RocketMQ refuses such a message
+    /// (PROPERTIES_SIZE_EXCEEDED, MESSAGE_ILLEGAL). <paramref name="half"/>: a half message, checked back in that layout;
+    /// <paramref name="producerGroup"/>: its group, when the caller knows it (else the longest is assumed).
     /// </summary>
-    public static string? StoredPropertiesRefusal(MessageDraft d)
+    public static string? StoredPropertiesRefusal(MessageDraft d, bool half, string? producerGroup)
     {
+        long added = BrokerAddedBytes(d, half, producerGroup);
+        long limit = StoredMessageCodec.MaxPropertiesBytes - added;
         long bytes = Pair(MessageConst.UniqueKey, d.MessageId);
         if (d.Tag is not null) bytes += Pair(MessageConst.Tags, d.Tag);
         if (d.Keys.Count > 0)
@@ -113,23 +117,48 @@ internal static class RemotingMessageConverter
             foreach (var key in d.Keys)
             {
                 bytes += Encoding.UTF8.GetByteCount(key);
-                if (bytes > StoredMessageCodec.MaxPropertiesBytes) break;
+                if (bytes > limit) break;
             }
         }
         foreach (var (k, v) in d.Properties)
         {
-            if (bytes > StoredMessageCodec.MaxPropertiesBytes) break;
+            if (bytes > limit) break;
             // ToWire leaves these out or writes its own value in their place.
             if (k is BrokerEngine.ReconsumeTimesProperty or MessageConst.UniqueKey || (k == MessageConst.Tags && d.Tag is not null)
                 || (k == MessageConst.Keys && d.Keys.Count > 0)) continue;
             bytes += Pair(k, v);
         }
-        return bytes <= StoredMessageCodec.MaxPropertiesBytes ? null
-            : $"the message's properties (keys, tag, id and user properties) take more than {StoredMessageCodec.MaxPropertiesBytes} bytes " +
-              "encoded, more than RocketMQ's stored message layout holds";
-
-        static long Pair(string k, string v) => Encoding.UTF8.GetByteCount(k) + Encoding.UTF8.GetByteCount(v) + 2;
+        return bytes <= limit ? null
+            : $"the message's properties (keys, tag, id and user properties) take more than {limit} bytes encoded: RocketMQ's " +
+              $"stored message layout holds {StoredMessageCodec.MaxPropertiesBytes}, of which {added} are kept for what the broker adds " +
+              (half ? "when it checks the transaction or a consumer sends the message back" : "when a consumer sends the message back");
     }
+
+    /// <summary>
+    /// The most bytes the broker adds to a message's properties in the stored layout after its send: a send-back
+    /// (<see cref="BrokerEngine.SendBackAsync"/>) stores it again with RETRY_TOPIC (its topic, at most 127 bytes) and
+    /// ORIGIN_MESSAGE_ID (its id), unless it has them already, and a pull of the retry (or dead-letter) topic carries them;
+    /// a half's check-back adds TRAN_MSG, PGROUP and __transactionId__ (its id). Until 2026-12-06 the send-time check
+    /// left them out, so a message accepted near the limit lost user properties there (logged, cut by
+    /// <see cref="StoredMessageCodec.Encode(RemotingMessage, out IReadOnlyList{string})"/>, system ones first).
+    /// </summary>
+    internal static long BrokerAddedBytes(MessageDraft d, bool half, string? producerGroup)
+    {
+        long sendBack = (d.Properties.ContainsKey(MessageConst.RetryTopic) ? 0 : Encoding.UTF8.GetByteCount(MessageConst.RetryTopic) + MaxTopicBytes + 2)
+            + (d.Properties.ContainsKey(MessageConst.OriginMessageId) ? 0 : Pair(MessageConst.OriginMessageId, d.MessageId));
+        if (!half) return sendBack;
+        long checkBack = Pair(MessageConst.TransactionPrepared, "true") + Pair(MessageConst.TransactionId, d.MessageId)
+            + (producerGroup is null ? Encoding.UTF8.GetByteCount(MessageConst.ProducerGroup) + MaxProducerGroupLength + 2 : Pair(MessageConst.ProducerGroup, producerGroup));
+        // A check-back carries the half; once committed, it is an ordinary message that may be sent back.
+        return Math.Max(sendBack, checkBack);
+    }
+
+    /// <summary>Longest topic the stored layout writes (one length byte, V1), in bytes; the engine's names are ASCII.</summary>
+    private const int MaxTopicBytes = 127;
+    /// <summary>Longest producer group the engine takes (<c>IsValidName(group, 255)</c>; ASCII).</summary>
+    private const int MaxProducerGroupLength = 255;
+
+    private static long Pair(string k, string v) => Encoding.UTF8.GetByteCount(k) + Encoding.UTF8.GetByteCount(v) + 2;
 
     /// <summary>A 32-hex UNIQ_KEY for a message whose client set none (ali-ons never does).</summary>
     public static string NewUniqueKey() => Guid.NewGuid().ToString("N").ToUpperInvariant();

@@ -61,13 +61,14 @@ internal sealed partial class RemotingDispatcher
         var props = MessageProperties.Decode(h.Properties);
         var draft = RemotingMessageConverter.ToDraft(h.Topic, props, body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, h.ReconsumeTimes,
             DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
-        if (RemotingMessageConverter.StoredPropertiesRefusal(draft) is { } tooLarge) return Error(request, ResponseCode.MessageIllegal, tooLarge);
+        // The broker keys off the TRAN_MSG property, not the sysFlag (SendMessageProcessor, as RocketMQ does).
+        bool isHalf = props.TryGetValue(MessageConst.TransactionPrepared, out var tran) && tran.Equals("true", StringComparison.OrdinalIgnoreCase);
+        string group = props.TryGetValue(MessageConst.ProducerGroup, out var pg) && pg.Length > 0 ? pg : h.ProducerGroup;
+        if (RemotingMessageConverter.StoredPropertiesRefusal(draft, isHalf, isHalf ? group : null) is { } tooLarge) return Error(request, ResponseCode.MessageIllegal, tooLarge);
         var storeHost = server.StoreHost(session);
 
-        // The broker keys off the TRAN_MSG property, not the sysFlag (SendMessageProcessor, as RocketMQ does).
-        if (props.TryGetValue(MessageConst.TransactionPrepared, out var tran) && tran.Equals("true", StringComparison.OrdinalIgnoreCase))
+        if (isHalf)
         {
-            string group = props.TryGetValue(MessageConst.ProducerGroup, out var pg) && pg.Length > 0 ? pg : h.ProducerGroup;
             // The sending connection can be asked about its own half even before its first heartbeat.
             session.RegisterProducer(group);
             TimeSpan? immunity = props.TryGetValue(MessageConst.CheckImmunityTimeInSeconds, out var imm) && int.TryParse(imm, out int secs) && secs > 0
@@ -141,7 +142,7 @@ internal sealed partial class RemotingDispatcher
                 || (props.TryGetValue(MessageConst.DelayLevel, out var level) && int.TryParse(level, out int l) && l > 0))
                 return Error(request, ResponseCode.MessageIllegal, "batch messages cannot be transactional or delayed");
             var draft = RemotingMessageConverter.ToDraft(h.Topic, props, e.Body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, 0, now);
-            if (RemotingMessageConverter.StoredPropertiesRefusal(draft) is { } tooLarge) return Error(request, ResponseCode.MessageIllegal, tooLarge);
+            if (RemotingMessageConverter.StoredPropertiesRefusal(draft, half: false, producerGroup: null) is { } tooLarge) return Error(request, ResponseCode.MessageIllegal, tooLarge);
             drafts.Add(draft);
         }
         // Few lock holds and one group commit for the whole batch, all on one queue, validated as a whole.
