@@ -71,9 +71,10 @@ internal static class RemotingMessageConverter
         }
     }
 
-    /// <summary>Builds a draft from a Remoting send. Delay: <c>DELAY</c> level (RocketMQ's 18 levels), or the 5.x timer properties.</summary>
+    /// <summary>Builds a draft from a Remoting send. Delay: <c>DELAY</c> level (RocketMQ's 18 levels), or the 5.x timer
+    /// properties. <paramref name="flag"/> is the message's user flag (the send header's, or a batch entry's own).</summary>
     public static MessageDraft ToDraft(string topic, Dictionary<string, string> props, ReadOnlyMemory<byte> body, long bornTimestamp,
-        IPEndPoint bornHost, int queueId, int reconsumeTimes, long nowMs)
+        IPEndPoint bornHost, int queueId, int reconsumeTimes, long nowMs, int flag = 0)
     {
         props.TryGetValue(MessageConst.Tags, out var tag);
         // ali-ons stringifies a missing tag as the literal "null".
@@ -93,7 +94,7 @@ internal static class RemotingMessageConverter
         return new MessageDraft
         {
             Topic = topic, MessageId = id, Tag = tag, Keys = keys, Properties = stored, Body = body, BornTimestampMs = bornTimestamp,
-            BornHost = bornHost.ToString(), DeliveryTimestampMs = deliverAt, QueueId = queueId >= 0 ? queueId : null,
+            BornHost = bornHost.ToString(), DeliveryTimestampMs = deliverAt, QueueId = queueId >= 0 ? queueId : null, Flag = flag,
         };
     }
 
@@ -145,7 +146,7 @@ internal static class RemotingMessageConverter
         props[MessageConst.UniqueKey] = m.MessageId;
         return new RemotingMessage
         {
-            Topic = m.Topic, QueueId = queueId, QueueOffset = queueOffset, PhysicalOffset = physicalOffset, SysFlag = 0,
+            Topic = m.Topic, QueueId = queueId, QueueOffset = queueOffset, PhysicalOffset = physicalOffset, SysFlag = 0, Flag = m.Flag,
             BornTimestamp = m.BornTimestampMs, BornHost = ParseHost(m.BornHost), StoreTimestamp = m.StoreTimestampMs, StoreHost = storeHost,
             ReconsumeTimes = reconsumeTimes, Body = m.Body.ToArray(), Properties = props,
         };
