@@ -12,7 +12,8 @@ namespace HalfMsg.Broker.Tests.Remoting;
 /// <summary>
 /// The user <c>flag</c> of a RocketMQ 4 message (Java's <c>Message.getFlag()</c>): taken from the send header (V1
 /// <c>flag</c>, V2 <c>h</c>), kept across a restart, and given back in the stored layout's FLAG field by every answer
-/// that carries a message (pull, VIEW_MESSAGE_BY_ID, CHECK_TRANSACTION_STATE, a send-back's retry). Until 2026-12-06 it
+/// that carries a message (pull, VIEW_MESSAGE_BY_ID, CHECK_TRANSACTION_STATE, a send-back's retry or dead letter, a
+/// re-drive). Until 2026-12-06 it
 /// was dropped at the send and every consumer read 0.
 /// </summary>
 public sealed class RemotingFlagTests : IAsyncLifetime
@@ -122,6 +123,15 @@ public sealed class RemotingFlagTests : IAsyncLifetime
         Assert.True(dead.Error.IsOk, dead.Error.Message);
         var dlq = await PullAllAsync(c, group, BrokerEngine.DeadLetterPrefix + group, queues: 1);
         Assert.Equal(42, Assert.Single(dlq).Flag);
+
+        // An operator's re-drive stores the dead letter again in the retry topic: still with its flag.
+        var redrive = await _host.Engine.RedriveDeadLettersAsync(group, null, 100);
+        Assert.True(redrive.Error.IsOk, redrive.Error.ToString());
+        Assert.Equal(1, redrive.Redriven);
+        var retried = await EventuallyAsync(() => PullAsync(c, group, BrokerEngine.RetryPrefix + group, 0, 1), p => p.Code == ResponseCode.Success,
+            TimeSpan.FromSeconds(30), "the re-driven message in the retry topic");
+        var redriven = Assert.Single(StoredMessageCodec.DecodeAll(retried.Body.Span));
+        Assert.Equal(("again", 42), (BodyOf(redriven), redriven.Flag));
     }
 
     [Fact]
