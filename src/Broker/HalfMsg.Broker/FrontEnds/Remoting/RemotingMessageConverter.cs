@@ -135,7 +135,7 @@ internal static class RemotingMessageConverter
     /// <summary>A 32-hex UNIQ_KEY for a message whose client set none (ali-ons never does).</summary>
     public static string NewUniqueKey() => Guid.NewGuid().ToString("N").ToUpperInvariant();
 
-    /// <summary>The stored-message record of a message, as pulls and check-backs carry it.</summary>
+    /// <summary>The stored-message record of a message, as pulls, check-backs and look-ups (by offset id, by key) carry it, its user flag included.</summary>
     public static RemotingMessage ToWire(StoredMessage m, long physicalOffset, int reconsumeTimes, IPEndPoint storeHost, int queueId, long queueOffset)
     {
         var props = new Dictionary<string, string>(StringComparer.Ordinal);
