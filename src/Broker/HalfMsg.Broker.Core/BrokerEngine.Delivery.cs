@@ -847,7 +847,7 @@ public sealed partial class BrokerEngine
     private static StoredMessage ToStoredMessage(in MessageFields m, MessageKind kind, string? txId, string topic, int queueId, long offset, byte[]? record) => new()
     {
         Topic = topic, QueueId = queueId, QueueOffset = offset, MessageId = m.MessageId, TransactionId = txId, Tag = m.Tag, Keys = m.Keys(),
-        Properties = m.Properties(), Body = BodyOf(m.Body, record), BornTimestampMs = m.BornMs, BornHost = m.BornHost, StoreTimestampMs = m.StoreMs,
+        Properties = m.Properties(out int flag), Flag = flag, Body = BodyOf(m.Body, record), BornTimestampMs = m.BornMs, BornHost = m.BornHost, StoreTimestampMs = m.StoreMs,
         MessageGroup = m.MessageGroup, DeliveryTimestampMs = m.DeliverAtMs > 0 ? m.DeliverAtMs : null, Kind = kind,
         OriginalTopic = m.Topic != topic ? m.Topic : null,
     };

@@ -425,7 +425,7 @@ public sealed partial class BrokerEngine
         var draft = new MessageDraft
         {
             Topic = target, MessageId = original.MessageId, Tag = original.Tag, Keys = original.Keys, Properties = props, Body = original.Body,
-            BornTimestampMs = original.BornTimestampMs, BornHost = original.BornHost,
+            BornTimestampMs = original.BornTimestampMs, BornHost = original.BornHost, Flag = original.Flag,
             DeliveryTimestampMs = dead ? null : NowMs + (long)DelayLevels[level - 1].TotalMilliseconds,
         };
         var sent = await StoreInternalAsync(draft, ct).ConfigureAwait(false);
@@ -459,7 +459,7 @@ public sealed partial class BrokerEngine
         return StoreInternalAsync(new MessageDraft
         {
             Topic = DeadLetterPrefix + group, MessageId = msg.MessageId, Tag = msg.Tag, Keys = msg.Keys, Properties = msg.Properties, Body = msg.Body,
-            BornTimestampMs = msg.BornTimestampMs, BornHost = msg.BornHost,
+            BornTimestampMs = msg.BornTimestampMs, BornHost = msg.BornHost, Flag = msg.Flag,
         }, ct);
     }
 

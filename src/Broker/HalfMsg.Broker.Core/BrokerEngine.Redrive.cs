@@ -246,7 +246,7 @@ public sealed partial class BrokerEngine
         var draft = new MessageDraft
         {
             Topic = retryTopic, MessageId = m.MessageId, Tag = m.Tag, Keys = m.Keys, Properties = props, Body = m.Body,
-            BornTimestampMs = m.BornTimestampMs, BornHost = m.BornHost,
+            BornTimestampMs = m.BornTimestampMs, BornHost = m.BornHost, Flag = m.Flag,
         };
         var sent = await StoreInternalAsync(draft, CancellationToken.None, redrive: () =>
         {

@@ -295,16 +295,17 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     internal static bool IsSystemTopic(string topic)
         => topic == CheckMaxTopic || topic.StartsWith("RMQ_SYS_", StringComparison.Ordinal) || topic.StartsWith(DeadLetterPrefix, StringComparison.Ordinal);
 
-    /// <summary>Finds or (when auto-creation is on, or <paramref name="explicitly"/>) creates a topic. Caller holds the lock.</summary>
-    private BrokerError TryGetTopicForWrite(string topic, out TopicState state, bool explicitly = false)
+    /// <summary>Finds or (when auto-creation is on, or <paramref name="explicitly"/>) creates a topic, a new one with
+    /// <paramref name="queues"/> queues when given. Caller holds the lock.</summary>
+    private BrokerError TryGetTopicForWrite(string topic, out TopicState state, bool explicitly = false, int? queues = null)
     {
         state = null!;
         if (!IsValidName(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is not a valid name (1-127 characters of [A-Za-z0-9_-%|.])");
         if (IsSystemTopic(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is a system topic; producers cannot send to it");
-        return TryGetOrCreate(topic, out state, explicitly);
+        return TryGetOrCreate(topic, out state, explicitly, queues);
     }
 
-    private BrokerError TryGetOrCreate(string topic, out TopicState state, bool explicitly = false)
+    private BrokerError TryGetOrCreate(string topic, out TopicState state, bool explicitly = false, int? requestedQueues = null)
     {
         if (_topics.TryGetValue(topic, out state!)) return BrokerError.None;
         // The retry topics are the broker's as the system topics are: a send-back (and the Java client's fallback, a
@@ -315,7 +316,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist, and the broker holds {_topics.Count} topics, the most it creates on first use (MaxTopics, --max-topics); an operator creates it (POST /api/topics/{{name}}, mqadmin updateTopic) or raises the limit");
         // A retry topic has one queue, as RocketMQ's (retryQueueNums 1): its record says so, so replay keeps the queue
         // count of every retry topic made before 2026-12-05 (with QueuesPerTopic) as it was.
-        int queues = IsSystemTopic(topic) || topic.StartsWith(RetryPrefix, StringComparison.Ordinal) ? 1 : _options.QueuesPerTopic;
+        int queues = IsSystemTopic(topic) || topic.StartsWith(RetryPrefix, StringComparison.Ordinal) ? 1 : requestedQueues ?? _options.QueuesPerTopic;
         new TopicCreatedRecord(topic, queues).Write(_writer);
         AppendAndApply();
         state = _topics[topic];
@@ -328,15 +329,36 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// when the topic already existed: its record may still be on its way to the disk (until 2026-12-05 the answer came
     /// at once, so a kill -9 right after it could lose a topic the operator was told exists). <c>Created</c> says
     /// whether this call made it.</summary>
-    public async ValueTask<(BrokerError Error, bool Created)> CreateTopicAsync(string topic, CancellationToken ct = default)
+    public ValueTask<(BrokerError Error, bool Created)> CreateTopicAsync(string topic, CancellationToken ct = default) => CreateTopicAsync(topic, null, ct);
+
+    /// <summary>Most queues a topic may be created with (as <c>--queues-per-topic</c>): every queue is state the broker
+    /// keeps and checkpoints, and a route or a consume-stats answer lists each.</summary>
+    public const int MaxQueuesPerTopic = 1024;
+
+    /// <summary>
+    /// As <see cref="CreateTopicAsync(string, CancellationToken)"/>, a new topic with <paramref name="queues"/> queues
+    /// (null: <see cref="CoreOptions.QueuesPerTopic"/>; 1 to <see cref="MaxQueuesPerTopic"/>). An existing topic is found
+    /// when it has that many queues and refused (BadRequest, naming its count) when it has another: a topic's queue count
+    /// is fixed here, since its queues, their offsets and the pull groups' committed offsets are kept per queue and
+    /// nothing moves them. A retry topic has one queue: another count is refused.
+    /// </summary>
+    public async ValueTask<(BrokerError Error, bool Created)> CreateTopicAsync(string topic, int? queues, CancellationToken ct = default)
     {
+        if (queues is < 1 or > MaxQueuesPerTopic)
+            return (new(BrokerStatus.BadRequest, $"a topic has 1 to {MaxQueuesPerTopic} queues, not {queues}"), false);
+        if (queues is not (null or 1) && topic.StartsWith(RetryPrefix, StringComparison.Ordinal))
+            return (new(BrokerStatus.BadRequest, $"topic '{topic}' is a retry topic, which has one queue (as RocketMQ's), not {queues}"), false);
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long waitFor;
         bool created;
         lock (_gate)
         {
+            if (queues is { } asked && _topics.TryGetValue(topic, out var existing) && existing.Queues.Length != asked)
+                return (new(BrokerStatus.BadRequest, $"topic '{topic}' exists and has {existing.Queues.Length} queues, not {asked}: this broker "
+                    + "does not change a topic's queue count (its queues and the offsets kept for each would have to move); "
+                    + $"ask for {existing.Queues.Length}, or delete the topic and create it again"), false);
             created = !_topics.ContainsKey(topic);
-            var error = TryGetTopicForWrite(topic, out _, explicitly: true);
+            var error = TryGetTopicForWrite(topic, out _, explicitly: true, queues);
             if (!error.IsOk) return (error, false);
             waitFor = AppendedSoFar;
         }

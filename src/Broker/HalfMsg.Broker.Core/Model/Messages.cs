@@ -27,6 +27,9 @@ public sealed class MessageDraft
     public long? DeliveryTimestampMs { get; init; }
     /// <summary>A queue the client asked for; null or negative lets the broker pick.</summary>
     public int? QueueId { get; init; }
+    /// <summary>RocketMQ 4's user flag (Java's <c>Message.getFlag()</c>), given back as it was sent; 0 for none and for
+    /// every gRPC message, whose protocol has no such field.</summary>
+    public int Flag { get; init; }
 
     public static readonly IReadOnlyDictionary<string, string> EmptyProperties = new Dictionary<string, string>();
 }
@@ -51,6 +54,8 @@ public sealed class StoredMessage
     public MessageKind Kind { get; init; }
     /// <summary>For a dead-lettered copy: the topic it came from.</summary>
     public string? OriginalTopic { get; init; }
+    /// <summary>RocketMQ 4's user flag (<see cref="MessageDraft.Flag"/>); 0 for none.</summary>
+    public int Flag { get; init; }
 }
 
 /// <summary>A message handed to a consumer: the message plus its lease.</summary>

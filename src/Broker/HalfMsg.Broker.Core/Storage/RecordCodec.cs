@@ -190,6 +190,20 @@ public sealed class RecordWriter
         foreach (var (k, v) in values) { Str(k); Str(v); }
         return this;
     }
+
+    /// <summary>
+    /// As <see cref="StrMap(IReadOnlyDictionary{string, string})"/>, with <paramref name="key"/> set to
+    /// <paramref name="value"/> (left out when null) in place of any entry of that name in <paramref name="values"/>.
+    /// </summary>
+    public RecordWriter StrMap(IReadOnlyDictionary<string, string> values, string key, string? value)
+    {
+        bool replaced = values.ContainsKey(key);
+        U64((ulong)(values.Count - (replaced ? 1 : 0) + (value is null ? 0 : 1)));
+        foreach (var (k, v) in values)
+            if (k != key) { Str(k); Str(v); }
+        if (value is not null) { Str(key); Str(value); }
+        return this;
+    }
 }
 
 /// <summary>

@@ -95,6 +95,7 @@ public static class RecordLimits
     public static BrokerError CheckMetadata(MessageDraft msg)
     {
         long bytes = Str(msg.Topic) + Str(msg.MessageId) + Str(msg.Tag) + Str(msg.BornHost) + Str(msg.MessageGroup) + 5;
+        if (msg.Flag != 0) bytes += Str(MessageFields.FlagProperty) + 16; // the flag's entry: at most 11 digits, within a 16-byte string
         foreach (var key in msg.Keys)
         {
             bytes += Str(key);

@@ -15,9 +15,20 @@ namespace HalfMsg.Broker.Core.Storage;
 /// | vi storeMs | s messageGroup | vi deliverAtMs (0 = none) | B body
 /// </code>
 /// Keys, properties and body are kept as raw slices: replay only needs the header fields and never copies a body.
+/// A message's RocketMQ 4 user flag (<see cref="MessageDraft.Flag"/>), when not 0, is one more property under
+/// <see cref="FlagProperty"/>: records without it (all written before 2026-12-06) read as flag 0, and the layout is
+/// unchanged, so no new record version is needed.
 /// </summary>
 public ref struct MessageFields
 {
+    /// <summary>
+    /// The property that holds the flag in the record. No client can send this name: a RocketMQ 4 properties string
+    /// cannot carry \u0001 in a key (it separates a name from its value) and gRPC refuses keys with control characters.
+    /// Taken out of the properties when the record is read back (<see cref="Properties(out int)"/>), so no reader of
+    /// <see cref="StoredMessage.Properties"/> (consumers of either protocol, the admin API, the dashboard) sees it.
+    /// </summary>
+    public const string FlagProperty = "\u0001FLAG";
+
     public string Topic;
     public string MessageId;
     public string? Tag;
@@ -31,7 +42,9 @@ public ref struct MessageFields
     public ReadOnlySpan<byte> Body;
 
     public static void Write(RecordWriter w, MessageDraft m, long storeMs)
-        => w.Str(m.Topic).Str(m.MessageId).Str(m.Tag).StrList(m.Keys).StrMap(m.Properties).I64(m.BornTimestampMs).Str(m.BornHost)
+        => w.Str(m.Topic).Str(m.MessageId).Str(m.Tag).StrList(m.Keys)
+            .StrMap(m.Properties, FlagProperty, m.Flag != 0 ? m.Flag.ToString(System.Globalization.CultureInfo.InvariantCulture) : null)
+            .I64(m.BornTimestampMs).Str(m.BornHost)
             .I64(storeMs).Str(m.MessageGroup).I64(m.DeliveryTimestampMs ?? 0).Bytes(m.Body.Span);
 
     public static MessageFields Read(scoped ref RecordReader r)
@@ -54,10 +67,21 @@ public ref struct MessageFields
         return r.StrList();
     }
 
-    public readonly IReadOnlyDictionary<string, string> Properties()
+    /// <summary>The properties, without <see cref="FlagProperty"/>.</summary>
+    public readonly IReadOnlyDictionary<string, string> Properties() => Properties(out _);
+
+    /// <summary>The properties, without <see cref="FlagProperty"/>, and the flag it held (0 when none).</summary>
+    public readonly IReadOnlyDictionary<string, string> Properties(out int flag)
     {
         var r = new RecordReader(PropertiesRaw);
-        return r.StrMap();
+        var map = r.StrMap();
+        flag = 0;
+        if (map is Dictionary<string, string> own && own.Remove(FlagProperty, out var value))
+        {
+            int.TryParse(value, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out flag);
+            if (own.Count == 0) return MessageDraft.EmptyProperties;
+        }
+        return map;
     }
 
     private static InvalidDataException Bad(string field) => new($"stored message has no {field}");

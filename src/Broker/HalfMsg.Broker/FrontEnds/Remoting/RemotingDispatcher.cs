@@ -76,6 +76,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.UnlockBatchMq => new(UnlockBatchMq(request)),
             RequestCode.GetConsumeStats => new(GetConsumeStats(request)),
             RequestCode.ViewMessageById => ViewMessageByIdAsync(session, request),
+            RequestCode.QueryMessage => QueryMessageAsync(session, request),
             _ => new(NotSupported(request)),
         };
     }

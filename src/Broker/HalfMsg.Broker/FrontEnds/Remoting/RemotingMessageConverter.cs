@@ -71,9 +71,10 @@ internal static class RemotingMessageConverter
         }
     }
 
-    /// <summary>Builds a draft from a Remoting send. Delay: <c>DELAY</c> level (RocketMQ's 18 levels), or the 5.x timer properties.</summary>
+    /// <summary>Builds a draft from a Remoting send. Delay: <c>DELAY</c> level (RocketMQ's 18 levels), or the 5.x timer
+    /// properties. <paramref name="flag"/> is the message's user flag (the send header's, or a batch entry's own).</summary>
     public static MessageDraft ToDraft(string topic, Dictionary<string, string> props, ReadOnlyMemory<byte> body, long bornTimestamp,
-        IPEndPoint bornHost, int queueId, int reconsumeTimes, long nowMs)
+        IPEndPoint bornHost, int queueId, int reconsumeTimes, long nowMs, int flag = 0)
     {
         props.TryGetValue(MessageConst.Tags, out var tag);
         // ali-ons stringifies a missing tag as the literal "null".
@@ -93,7 +94,7 @@ internal static class RemotingMessageConverter
         return new MessageDraft
         {
             Topic = topic, MessageId = id, Tag = tag, Keys = keys, Properties = stored, Body = body, BornTimestampMs = bornTimestamp,
-            BornHost = bornHost.ToString(), DeliveryTimestampMs = deliverAt, QueueId = queueId >= 0 ? queueId : null,
+            BornHost = bornHost.ToString(), DeliveryTimestampMs = deliverAt, QueueId = queueId >= 0 ? queueId : null, Flag = flag,
         };
     }
 
@@ -163,7 +164,7 @@ internal static class RemotingMessageConverter
     /// <summary>A 32-hex UNIQ_KEY for a message whose client set none (ali-ons never does).</summary>
     public static string NewUniqueKey() => Guid.NewGuid().ToString("N").ToUpperInvariant();
 
-    /// <summary>The stored-message record of a message, as pulls and check-backs carry it.</summary>
+    /// <summary>The stored-message record of a message, as pulls, check-backs and look-ups (by offset id, by key) carry it, its user flag included.</summary>
     public static RemotingMessage ToWire(StoredMessage m, long physicalOffset, int reconsumeTimes, IPEndPoint storeHost, int queueId, long queueOffset)
     {
         var props = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -174,7 +175,7 @@ internal static class RemotingMessageConverter
         props[MessageConst.UniqueKey] = m.MessageId;
         return new RemotingMessage
         {
-            Topic = m.Topic, QueueId = queueId, QueueOffset = queueOffset, PhysicalOffset = physicalOffset, SysFlag = 0,
+            Topic = m.Topic, QueueId = queueId, QueueOffset = queueOffset, PhysicalOffset = physicalOffset, SysFlag = 0, Flag = m.Flag,
             BornTimestamp = m.BornTimestampMs, BornHost = ParseHost(m.BornHost), StoreTimestamp = m.StoreTimestampMs, StoreHost = storeHost,
             ReconsumeTimes = reconsumeTimes, Body = m.Body.ToArray(), Properties = props,
         };

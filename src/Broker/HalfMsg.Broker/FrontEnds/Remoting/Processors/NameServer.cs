@@ -89,13 +89,36 @@ internal sealed partial class RemotingDispatcher
     private static RemotingCommand GetKvConfig(RemotingCommand request)
         => Error(request, ResponseCode.QueryNotFound, $"No config item, Namespace: {request.Get("namespace")} Key: {request.Get("key")}");
 
-    /// <summary>UPDATE_AND_CREATE_TOPIC (17), as <c>mqadmin updateTopic</c> sends it. Queue counts come from --queues-per-topic.</summary>
+    /// <summary>
+    /// UPDATE_AND_CREATE_TOPIC (17), as <c>mqadmin updateTopic</c> and Java's <c>createTopic</c> send it: a new topic
+    /// gets <c>readQueueNums</c> queues (until 2026-12-06 it got --queues-per-topic whatever was asked). The broker keeps
+    /// one queue count per topic, for reading and writing, so the two counts must agree; a request with neither (Java
+    /// always sends both) gets --queues-per-topic. RocketMQ rewrites an existing topic's counts; here they are fixed, and
+    /// a different count for an existing topic is refused with its count in the remark rather than answered SUCCESS
+    /// with nothing changed (<see cref="BrokerEngine.CreateTopicAsync(string, int?, CancellationToken)"/>).
+    /// </summary>
     private async ValueTask<RemotingCommand?> UpdateAndCreateTopicAsync(RemotingCommand request)
     {
         string? topic = request.Get("topic");
         if (string.IsNullOrEmpty(topic)) return Missing(request, "topic");
-        var (err, _) = await Engine.CreateTopicAsync(topic).ConfigureAwait(false);
+        string? read = request.Get("readQueueNums"), write = request.Get("writeQueueNums");
+        int? queues = null;
+        if (read is not null || write is not null)
+        {
+            if (!TryQueueCount(read, out int r) || !TryQueueCount(write, out int w))
+                return Error(request, ResponseCode.InvalidParameter,
+                    $"readQueueNums [{read}] and writeQueueNums [{write}] must both be numbers of queues from 1 to {BrokerEngine.MaxQueuesPerTopic}");
+            if (r != w)
+                return Error(request, ResponseCode.InvalidParameter,
+                    $"readQueueNums {r} and writeQueueNums {w} differ: this broker keeps one queue count per topic, for reading and writing; ask for the same count");
+            queues = r;
+        }
+        var (err, _) = await Engine.CreateTopicAsync(topic, queues).ConfigureAwait(false);
         return err.IsOk ? Ok(request) : RemotingErrors.Response(request, err);
+
+        static bool TryQueueCount(string? s, out int n)
+            => int.TryParse(s, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out n)
+                && n >= 1 && n <= BrokerEngine.MaxQueuesPerTopic;
     }
 
     /// <summary>DELETE_TOPIC_IN_BROKER (215), as <c>mqadmin deleteTopic</c> sends it to each broker; a topic already gone is success.</summary>

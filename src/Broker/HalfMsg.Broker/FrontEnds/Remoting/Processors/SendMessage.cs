@@ -60,7 +60,7 @@ internal sealed partial class RemotingDispatcher
     {
         var props = MessageProperties.Decode(h.Properties);
         var draft = RemotingMessageConverter.ToDraft(h.Topic, props, body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, h.ReconsumeTimes,
-            DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+            DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), h.Flag);
         // The broker keys off the TRAN_MSG property, not the sysFlag (SendMessageProcessor, as RocketMQ does).
         bool isHalf = props.TryGetValue(MessageConst.TransactionPrepared, out var tran) && tran.Equals("true", StringComparison.OrdinalIgnoreCase);
         string group = props.TryGetValue(MessageConst.ProducerGroup, out var pg) && pg.Length > 0 ? pg : h.ProducerGroup;
@@ -141,7 +141,7 @@ internal sealed partial class RemotingDispatcher
             if ((props.TryGetValue(MessageConst.TransactionPrepared, out var tran) && tran.Equals("true", StringComparison.OrdinalIgnoreCase))
                 || (props.TryGetValue(MessageConst.DelayLevel, out var level) && int.TryParse(level, out int l) && l > 0))
                 return Error(request, ResponseCode.MessageIllegal, "batch messages cannot be transactional or delayed");
-            var draft = RemotingMessageConverter.ToDraft(h.Topic, props, e.Body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, 0, now);
+            var draft = RemotingMessageConverter.ToDraft(h.Topic, props, e.Body, h.BornTimestamp, session.RemoteEndPoint, h.QueueId, 0, now, e.Flag);
             if (RemotingMessageConverter.StoredPropertiesRefusal(draft, half: false, producerGroup: null) is { } tooLarge) return Error(request, ResponseCode.MessageIllegal, tooLarge);
             drafts.Add(draft);
         }

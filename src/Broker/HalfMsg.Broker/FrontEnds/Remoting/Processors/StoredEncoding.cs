@@ -4,7 +4,7 @@ using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.FrontEnds.Remoting;
 
-// The stored-message layout of PULL_MESSAGE, CHECK_TRANSACTION_STATE and VIEW_MESSAGE_BY_ID.
+// The stored-message layout of PULL_MESSAGE, CHECK_TRANSACTION_STATE, VIEW_MESSAGE_BY_ID and QUERY_MESSAGE.
 internal sealed partial class RemotingDispatcher
 {
     /// <summary>At most 10 warnings a minute about messages whose properties had to be cut (each pull of one would log).</summary>
