@@ -1,6 +1,8 @@
+using System.Buffers.Binary;
 using System.Text;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 
 namespace HalfMsg.Core.Tests;
 
@@ -98,6 +100,55 @@ public sealed class RecallTests
 
         await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
         Assert.Equal(RecallOutcome.Delivered, (await h.Engine.RecallDelayedAsync("timers", released.LogAddress, dueAt + 1, released.MessageId)).Outcome);
+    }
+
+    /// <summary>Rewrites a version 4 checkpoint's delayed messages as the broker wrote them before recall: without the
+    /// address they were sent at at the end of the record.</summary>
+    private static void DropSentAt(string file)
+    {
+        const int headerSize = 30, snapDelayed = 104;
+        var bytes = File.ReadAllBytes(file);
+        Assert.Equal(4, bytes[4]);
+        var output = new List<byte>(bytes[..headerSize]);
+        var w = new RecordWriter();
+        int rewritten = 0;
+        for (int pos = headerSize; pos + 4 <= bytes.Length;)
+        {
+            int len = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(pos));
+            ReadOnlySpan<byte> record = bytes.AsSpan(pos + 4, len);
+            pos += 4 + len;
+            if (record[0] == snapDelayed)
+            {
+                Assert.True(RecordHeader.TryOpen(record, out _, out var r, out _));
+                w.Begin((RecordKind)snapDelayed).I64(r.I64()).I32(r.I32()).Str(r.Str()).I32(r.I32()).I64(r.I64()).Str(r.Str()).Str(r.Str());
+                Assert.True(r.Remaining > 0, "the record ends with the address the message was sent at");
+                record = w.Seal();
+                rewritten++;
+            }
+            var length = new byte[4];
+            BinaryPrimitives.WriteInt32LittleEndian(length, record.Length);
+            output.AddRange(length);
+            output.AddRange(record.ToArray());
+        }
+        Assert.Equal(1, rewritten);
+        File.WriteAllBytes(file, output.ToArray());
+    }
+
+    [Fact]
+    public async Task A_checkpoint_written_before_recall_existed_still_loads_its_delayed_messages()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var old = await SendDelayedAsync(h, "timers", "control", dueAt);
+        await h.Engine.DisposeAsync(); // its shutdown checkpoint holds the delayed message; nothing after it to replay
+        DropSentAt(Checkpoints(h).Last());
+
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.Equal(0, h.Engine.Metrics.ReplayedRecords); // loaded from the checkpoint, not rebuilt from the log
+        Assert.Equal(Broker.Core.Diagnostics.HealthStatus.Healthy, h.Engine.Health.Status);
+        // No handle was issued for a message of such a file: it cannot be recalled, and is delivered at its time.
+        Assert.Equal(RecallOutcome.NotWaiting, (await h.Engine.RecallDelayedAsync("timers", old.LogAddress, dueAt, old.MessageId)).Outcome);
+        await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt);
     }
 
     [Fact]
