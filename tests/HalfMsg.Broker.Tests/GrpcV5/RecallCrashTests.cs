@@ -13,7 +13,7 @@ public sealed class RecallCrashTests
         await using BrokerProcess broker = await BrokerProcess.StartAsync();
         string topic = "recall-crash-" + Guid.NewGuid().ToString("N")[..8];
         string group = "g-" + Guid.NewGuid().ToString("N")[..8];
-        var due = DateTimeOffset.UtcNow.AddSeconds(6);
+        var due = DateTimeOffset.UtcNow.AddSeconds(8);
         SendResultEntry recalled;
         using (var client = new GrpcTestClient(broker.Endpoint))
         {

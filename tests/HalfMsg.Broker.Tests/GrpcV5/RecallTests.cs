@@ -21,7 +21,7 @@ public sealed class RecallTests(V5BrokerFixture broker) : IClassFixture<V5Broker
 
     // A delay long enough that the recall is answered before it on a busy machine; the tests wait for a control message
     // due 1 ms later, never for the time itself.
-    private static readonly TimeSpan Delay = TimeSpan.FromSeconds(6);
+    private static readonly TimeSpan Delay = TimeSpan.FromSeconds(8);
 
     internal static Message NewMessage(string topic, string body, DateTimeOffset? deliverAt = null)
     {
