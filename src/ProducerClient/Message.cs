@@ -61,6 +61,13 @@ public sealed record SendReceipt(string MessageId, string? TransactionId, long O
     /// that checker answers Commit. True for every other receipt.
     /// </summary>
     public bool CommitConfirmed { get; init; } = true;
+
+    /// <summary>
+    /// For a delay message (<see cref="Message.DeliveryTimestamp"/>): what <see cref="Producer.RecallAsync"/> takes to
+    /// recall it before its delivery time (RocketMQ 5.3's recall). Null for any other message, and from a broker that
+    /// issues none.
+    /// </summary>
+    public string? RecallHandle { get; init; }
 }
 
 /// <summary>A read-only view of a message the broker asks about in a transaction check-back.</summary>

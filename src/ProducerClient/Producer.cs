@@ -156,6 +156,33 @@ public sealed class Producer : IAsyncDisposable
         return receipt;
     }
 
+    /// <summary>
+    /// Recalls a delay message before its delivery time by the <see cref="SendReceipt.RecallHandle"/> its send returned
+    /// (RocketMQ 5.3's RecallMessage), and returns its message id: once this returns, the message is never delivered.
+    /// Recalling it again is fine. A handle whose delivery time has passed (the message was delivered), or for another
+    /// topic, or one the broker cannot read, throws <see cref="InternalErrorException"/> (the broker answers as Apache's
+    /// proxy does). Not retried: a recall whose answer was lost may have gone through, and the caller knows whether
+    /// asking again before the delivery time is worth it.
+    /// </summary>
+    public async Task<string> RecallAsync(string topic, string recallHandle, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(topic);
+        ArgumentException.ThrowIfNullOrEmpty(recallHandle);
+        ThrowIfDisposed();
+        IReadOnlyList<MessageQueue> route = await _session.GetRouteAsync(topic, cancellationToken).ConfigureAwait(false);
+        PublishTargets targets = PublishTargets.For(route, MessageType.Delay, validateType: false);
+        if (targets.Endpoints.Length == 0)
+        {
+            throw new ForbiddenException(Code.Forbidden, $"Topic '{topic}' has no writable queue.");
+        }
+
+        var request = new RecallMessageRequest { Topic = _session.Resource(topic), RecallHandle = recallHandle };
+        RecallMessageResponse response = await _session.Channel.UnaryAsync(targets.Endpoints[0], (c, o) => c.RecallMessageAsync(request, o), null, cancellationToken)
+            .ConfigureAwait(false);
+        StatusChecker.Check(response.Status, null);
+        return response.MessageId;
+    }
+
     /// <summary>Begins a transaction holding one half message.</summary>
     public ITransaction BeginTransaction()
     {
@@ -345,7 +372,7 @@ public sealed class Producer : IAsyncDisposable
                 }
 
                 string id = string.IsNullOrEmpty(entry.MessageId) ? messageId : entry.MessageId;
-                return (new SendReceipt(id, transactionId, entry.Offset), endpoint);
+                return (new SendReceipt(id, transactionId, entry.Offset) { RecallHandle = string.IsNullOrEmpty(entry.RecallHandle) ? null : entry.RecallHandle }, endpoint);
             }
             catch (ClientException ex) when (attempt < maxAttempts && ex.IsRetryable && !ct.IsCancellationRequested)
             {

@@ -1,5 +1,6 @@
 using System.Data.Common;
 using HalfMsg.Client.Tests.Infrastructure;
+using HalfMsg.ClientCore;
 using HalfMsg.ConsumerClient;
 using HalfMsg.ConsumerClient.Idempotency;
 using HalfMsg.ProducerClient;
@@ -51,6 +52,32 @@ public sealed class EndToEndTests(BrokerFixture fixture) : IClassFixture<BrokerF
         }
 
         return all;
+    }
+
+    [Fact]
+    public async Task A_delay_message_recalled_with_its_receipts_handle_is_not_delivered()
+    {
+        string topic = Unique("recall");
+        await using Producer producer = await ProducerAsync(topic);
+        await using SimpleConsumer consumer = await ConsumerAsync(topic, Unique("g"));
+        // Long enough that the recall comes first on a busy machine; the test waits for the control, never for the time.
+        var due = DateTimeOffset.UtcNow.AddSeconds(8);
+
+        SendReceipt recalled = await producer.SendAsync(new ProducerMessage(topic, "recalled") { DeliveryTimestamp = due });
+        SendReceipt normal = await producer.SendAsync(new ProducerMessage(topic, "now"));
+        await producer.SendAsync(new ProducerMessage(topic, "control") { DeliveryTimestamp = due.AddMilliseconds(1) });
+        Assert.NotNull(recalled.RecallHandle);
+        Assert.Null(normal.RecallHandle);
+
+        Assert.Equal(recalled.MessageId, await producer.RecallAsync(topic, recalled.RecallHandle));
+        Assert.Equal(recalled.MessageId, await producer.RecallAsync(topic, recalled.RecallHandle)); // again: fine
+        await Assert.ThrowsAsync<InternalErrorException>(() => producer.RecallAsync(topic, "not-a-handle"));
+
+        // The control is due 1 ms after the recalled message and released after it: once it came, the other would have.
+        List<ReceivedMessage> got = await DrainAsync(consumer, 2, TimeSpan.FromSeconds(30));
+        foreach (ReceivedMessage m in got) await m.AckAsync();
+        got.AddRange(await consumer.ReceiveAsync(16, Invisible)); // one more look (its 2 s long poll) for a late one
+        Assert.Equal(["control", "now"], got.Select(m => m.BodyAsString()).Order());
     }
 
     [Fact]

@@ -107,6 +107,7 @@ public static class FuzzTargets
                 case RecordKind.GroupReset: GroupResetRecord.Read(ref r); break;
                 case RecordKind.ConsumerOffsetCommitted: ConsumerOffsetCommittedRecord.Read(ref r); break;
                 case RecordKind.TopicDeleted: TopicDeletedRecord.Read(ref r); break;
+                case RecordKind.DelayRecalled: DelayRecalledRecord.Read(ref r); break;
                 default: return false;
             }
             return true;

@@ -18,7 +18,7 @@ public sealed partial class BrokerEngine
             // The indexes the admin API's pages and counts read (HalfIndex.Page), so a recovery that builds them wrong shows.
             sb.Append($"halves parked {_txs.ParkedCount} of {_txs.Count}; first pending {string.Join(",", _txs.Page(false, -1, 3).Select(h => h.TransactionId))}; first parked {string.Join(",", _txs.Page(true, -1, 3).Select(h => h.TransactionId))}\n");
             foreach (var d in _delayed.All.OrderBy(d => d.BodyAddress))
-                sb.Append($"delayed @{d.BodyAddress}/{d.Size} {d.Topic} q={d.RequestedQueueId} at={d.DeliverAtMs} tag={d.Tag} mg={d.MessageGroup}\n");
+                sb.Append($"delayed @{d.BodyAddress}/{d.Size} {d.Topic} q={d.RequestedQueueId} at={d.DeliverAtMs} tag={d.Tag} mg={d.MessageGroup} sent@{d.SentAt}\n");
             foreach (var t in _topics.Values.OrderBy(t => t.Name, StringComparer.Ordinal))
             {
                 for (int q = 0; q < t.Queues.Length; q++)

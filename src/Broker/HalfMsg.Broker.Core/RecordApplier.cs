@@ -152,6 +152,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 case RecordKind.TopicDeleted:
                     ApplyTopicDeleted(TopicDeletedRecord.Read(ref r).Topic);
                     break;
+                case RecordKind.DelayRecalled:
+                    ApplyDelayRecalled(DelayRecalledRecord.Read(ref r));
+                    break;
                 default:
                     ReportDamaged(address, kind, $"unknown record kind {(byte)kind}");
                     break;
@@ -183,7 +186,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         }
         else
         {
-            AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
+            AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, SentAt = address });
         }
     }
 
@@ -439,6 +442,12 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         foreach (var g in state.Groups.ToList()) _groups.Remove(g);
         // Parked pulls look again and find the topic gone (its groups' receives were woken as the groups went).
         state.WakeAll();
+    }
+
+    private void ApplyDelayRecalled(DelayRecalledRecord rec)
+    {
+        // Not there: replayed over a checkpoint taken after the recall (or the topic was deleted since); nothing to undo.
+        if (_delayed.TryGetSentAt(rec.SentAt, out var entry) && entry.Topic == rec.Topic) _delayed.Remove(entry.BodyAddress, out _);
     }
 
     private void ApplyBodyRelocated(long address, int size, BodyRelocatedRecord rec)

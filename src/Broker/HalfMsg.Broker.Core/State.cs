@@ -282,6 +282,13 @@ internal sealed class DelayedEntry
     public long DeliverAtMs;
     public string? Tag;
     public string? MessageGroup;
+    /// <summary>
+    /// The address of the record the delay message was sent as (its MessageStored), which its recall handle names: a
+    /// retention move changes <see cref="BodyAddress"/>, never this. -1 for a committed delayed transaction message
+    /// (no recall handle is issued for it) and for one read from a checkpoint written before recall existed (none was
+    /// issued for those either).
+    /// </summary>
+    public long SentAt = -1;
     // The delayed messages of one topic, linked (DelayIndex): a topic's delete visits only its own.
     public DelayedEntry? PrevOfTopic, NextOfTopic;
 }

@@ -92,6 +92,22 @@ public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBro
     }
 
     [Fact]
+    public async Task A_recall_without_authorization_is_rejected_and_a_signed_one_is_served()
+    {
+        var signedHeaders = Signed(AuthBrokerFixture.AccessKey, fixture.Secret);
+        var message = RecallTests.NewMessage(_topic, "later", DateTimeOffset.UtcNow.AddMinutes(10));
+        var sent = await RecallTests.SendAsync(_client, message, signedHeaders);
+
+        var refused = await RecallTests.RecallAsync(_client, _topic, sent.RecallHandle);
+        Assert.Equal(Code.Unauthorized, refused.Status.Code);
+        Assert.Empty(refused.MessageId);
+
+        var recalled = await RecallTests.RecallAsync(_client, _topic, sent.RecallHandle, Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
+        Assert.Equal(Code.Ok, recalled.Status.Code);
+        Assert.Equal(message.SystemProperties.MessageId, recalled.MessageId);
+    }
+
+    [Fact]
     public async Task HalfMsgBrokers_own_EndTransactions_is_under_the_same_authentication()
     {
         string unknown = Guid.NewGuid().ToString("N");

@@ -25,6 +25,9 @@ internal sealed class DelayIndex
     // engine lock: with 1,000,000 delayed messages in another topic, the delete of a topic held it 65-270 ms (found by
     // review, measured on the 2-core test machine). Links, not a table per topic: nothing grows by copying.
     private readonly Dictionary<string, DelayedEntry> _newestOfTopic = new(StringComparer.Ordinal);
+    // The entries retention moved (BodyAddress != SentAt), by the address they were sent at: a recall handle names that
+    // address, and finds a moved message here. Sharded like the main table, as every delayed message may be moved.
+    private readonly ShardedTable<long, DelayedEntry, ByAddress> _movedBySentAt = new();
 
     // Addresses are record starts (multiples of 8, and spaced by record sizes): the high bits of a Fibonacci hash mix
     // them evenly over the tables.
@@ -58,10 +61,12 @@ internal sealed class DelayIndex
         {
             _byBlock.Remove(slot!.BodyAddress, slot);
             Unlink(slot);
+            ForgetMove(slot);
         }
         slot = entry;
         _byBlock.Add(entry.BodyAddress, entry);
         Link(entry);
+        NoteMove(entry);
         _due.Enqueue(entry, entry.DeliverAtMs);
         Alarm?.Note(entry.DeliverAtMs);
         if (replacing) DropStaleEntriesIfMost(); // the one it replaced is stale
@@ -72,6 +77,7 @@ internal sealed class DelayIndex
         if (!_byBody.Remove(bodyAddress, out entry)) return false;
         _byBlock.Remove(bodyAddress, entry);
         Unlink(entry);
+        ForgetMove(entry);
         DropStaleEntriesIfMost();
         return true;
     }
@@ -89,6 +95,30 @@ internal sealed class DelayIndex
             removed++;
         }
         return removed;
+    }
+
+    /// <summary>
+    /// The delay message sent as the record at <paramref name="sentAt"/> (what its recall handle names), wherever
+    /// retention has moved its body since, while it waits; false once it was released, recalled or dropped.
+    /// </summary>
+    public bool TryGetSentAt(long sentAt, out DelayedEntry entry)
+    {
+        if (sentAt >= 0 && _byBody.TryGetValue(sentAt, out entry!) && entry.SentAt == sentAt) return true;
+        return _movedBySentAt.TryGetValue(sentAt, out entry!) && IsLive(entry);
+    }
+
+    /// <summary>Delayed messages retention moved, found by the address they were sent at (for tests).</summary>
+    internal int MovedCount => _movedBySentAt.Count;
+
+    private void NoteMove(DelayedEntry entry)
+    {
+        if (entry.SentAt >= 0 && entry.SentAt != entry.BodyAddress) _movedBySentAt.Set(entry.SentAt, entry);
+    }
+
+    private void ForgetMove(DelayedEntry entry)
+    {
+        if (entry.SentAt >= 0 && _movedBySentAt.TryGetValue(entry.SentAt, out var moved) && ReferenceEquals(moved, entry))
+            _movedBySentAt.Remove(entry.SentAt, out _);
     }
 
     /// <summary>Delayed messages of <paramref name="topic"/> (for tests: walks its list).</summary>
@@ -142,6 +172,7 @@ internal sealed class DelayIndex
         entry.BodyAddress = address;
         entry.Size = size;
         _byBody.Set(address, entry);
+        NoteMove(entry);
     }
 
     /// <summary>Takes the next entry whose time has come (stale heap entries for released or moved ones are skipped).</summary>
@@ -176,6 +207,7 @@ internal sealed class DelayIndex
         _byBody.Clear();
         _byBlock.Clear();
         _newestOfTopic.Clear();
+        _movedBySentAt.Clear();
         _due.Clear();
     }
 }

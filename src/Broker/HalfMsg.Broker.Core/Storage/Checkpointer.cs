@@ -214,7 +214,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                         for (int k = from; k < Math.Min(from + ItemsPerHold, delayed.Length); k++)
                         {
                             var d = delayed[k];
-                            w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup);
+                            w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup).I64(d.SentAt);
                             Emit(w, o);
                         }
                     }).ConfigureAwait(false);
@@ -631,8 +631,14 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     break;
                 }
                 case SnapDelayed:
-                    state.Delayed.Add(new DelayedEntry { BodyAddress = r.I64(), Size = r.I32(), Topic = r.Str()!, RequestedQueueId = r.I32(), DeliverAtMs = r.I64(), Tag = r.Str(), MessageGroup = r.Str() });
+                {
+                    var d = new DelayedEntry { BodyAddress = r.I64(), Size = r.I32(), Topic = r.Str()!, RequestedQueueId = r.I32(), DeliverAtMs = r.I64(), Tag = r.Str(), MessageGroup = r.Str() };
+                    // The address it was sent at (what a recall handle names) ends the record since recall came; a file
+                    // written before has none, and no handle was issued for its messages (SentAt stays -1).
+                    if (r.Remaining > 0) d.SentAt = r.I64();
+                    state.Delayed.Add(d);
                     break;
+                }
                 case SnapGroupQueue:
                 {
                     string group = r.Str()!; string topic = r.Str()!; int q = r.I32();

@@ -50,6 +50,8 @@ public enum RecordKind : byte
     RedrivenAcked = 20,
     /// <summary>A re-drive's store into a Remoting group's retry topic with its acknowledgements in the dead-letter topic, as one record (see <see cref="RedrivenStoredRecord"/>); a message body.</summary>
     RedrivenStored = 21,
+    /// <summary>A producer recalled a delay message before its delivery time (see <see cref="DelayRecalledRecord"/>).</summary>
+    DelayRecalled = 22,
     /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
     ConsumerOffsetCommitted = 40,
     /// <summary>An operator deleted a topic (Remoting DELETE_TOPIC): its queues, groups, offsets and delayed messages go.</summary>

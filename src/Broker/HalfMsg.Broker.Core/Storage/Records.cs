@@ -371,6 +371,19 @@ public ref struct BodyRelocatedRecord
     }
 }
 
+/// <summary>
+/// A producer recalled a delay message (RocketMQ 5's RecallMessage) before its delivery time: it leaves the delay index
+/// and is never delivered. It is named by the address it was sent at, which its recall handle carries and retention's
+/// moves do not change (<see cref="DelayedEntry.SentAt"/>), and by its topic; the message id is for the record's reader.
+/// <code>vi sentAt | s topic | s messageId | vi atMs</code>
+/// </summary>
+public readonly record struct DelayRecalledRecord(long SentAt, string Topic, string MessageId, long AtMs)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.DelayRecalled).I64(SentAt).Str(Topic).Str(MessageId).I64(AtMs);
+    public static DelayRecalledRecord Read(scoped ref RecordReader r)
+        => new(r.I64(), DeliveredRecord.ReadName(ref r), r.Str() ?? throw new InvalidDataException("message id is null"), r.I64());
+}
+
 /// <summary>An operator deleted a consumer group: its progress and leases are forgotten. <code>s group | vi atMs</code></summary>
 public readonly record struct GroupDeletedRecord(string Group, long AtMs)
 {

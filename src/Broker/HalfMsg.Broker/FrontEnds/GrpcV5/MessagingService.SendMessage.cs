@@ -94,6 +94,7 @@ internal sealed partial class MessagingService
                     Status = V5Status.From(sent[j].Error),
                     MessageId = sent[j].IsOk ? sent[j].MessageId : request.Messages[i].SystemProperties?.MessageId ?? string.Empty,
                     Offset = sent[j].QueueOffset,
+                    RecallHandle = RecallHandleOf(sent[j], drafts[j]),
                 };
             }
         }
@@ -181,6 +182,16 @@ internal sealed partial class MessagingService
             Status = V5Status.From(sent.Error),
             MessageId = sent.IsOk ? sent.MessageId : messageId,
             Offset = sent.QueueOffset,
+            RecallHandle = RecallHandleOf(sent, draft),
         };
     }
+
+    /// <summary>
+    /// The handle RecallMessage takes (<see cref="V5RecallHandle"/>) for a message that waits for its delivery time (the
+    /// core put it on no queue), empty for any other, as the Apache broker leaves it: only a timer message can be recalled.
+    /// </summary>
+    private static string RecallHandleOf(SendResult sent, MessageDraft draft)
+        => sent.IsOk && sent.QueueId < 0 && sent.LogAddress >= 0 && draft.DeliveryTimestampMs is long deliverAt
+            ? new V5RecallHandle(draft.Topic, deliverAt, sent.MessageId, sent.LogAddress).Encode(BrokerName)
+            : string.Empty;
 }

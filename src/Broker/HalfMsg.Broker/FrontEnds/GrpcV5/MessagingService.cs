@@ -16,8 +16,8 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// between protobuf and the core's model, and put the core's outcome in the response body's Status
 /// (<see cref="V5Status"/>). Authentication and unhandled exceptions are handled once, by
 /// <see cref="V5CallInterceptor"/>, before a handler runs. RPCs not overridden here (PullMessage, UpdateOffset,
-/// GetOffset, QueryOffset, RecallMessage, SyncLiteSubscription) answer UNIMPLEMENTED from the generated base class:
-/// the official clients only call them for pull/lite consumers and recall.
+/// GetOffset, QueryOffset, SyncLiteSubscription) answer UNIMPLEMENTED from the generated base class: the official
+/// clients only call them for pull and lite consumers.
 /// </summary>
 /// <remarks>A singleton: the Telemetry sessions live across calls.</remarks>
 internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingService.MessagingServiceBase

@@ -1,0 +1,166 @@
+using System.Buffers.Binary;
+using System.Text;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// RocketMQ 5.3's recall of a delay message (<see cref="BrokerEngine.RecallDelayedAsync"/>): a recalled message is never
+/// released, also after a crash that replays the recall over an older checkpoint, and after retention moved its body.
+/// </summary>
+public sealed class RecallTests
+{
+    private static string[] Checkpoints(EngineHarness h)
+        => Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin").Order().ToArray();
+
+    /// <summary>Stops the engine and removes its shutdown checkpoint, so the restart replays the log after the one before.</summary>
+    private static async Task CrashLikeRestartAsync(EngineHarness h)
+    {
+        await h.Engine.DisposeAsync();
+        File.Delete(Checkpoints(h).Last());
+        await h.RestartAfterDeletedCheckpointAsync();
+    }
+
+    private static async Task<SendResult> SendDelayedAsync(EngineHarness h, string topic, string body, long deliverAt)
+    {
+        var sent = await h.Engine.SendAsync(h.Draft(topic, body, deliverAt: deliverAt));
+        Assert.True(sent.IsOk, sent.Error.ToString());
+        Assert.Equal(-1, sent.QueueId); // waits for its time
+        return sent;
+    }
+
+    /// <summary>Releases everything due (the clock past both messages) and asserts that only <paramref name="control"/>
+    /// reaches the queue. The control is due 1 ms after the recalled one, so the sweep would release the recalled one
+    /// first: once the control is visible, the other would be too.</summary>
+    private static async Task AssertOnlyControlIsDeliveredAsync(EngineHarness h, string topic, long dueAt)
+    {
+        h.Clock.Advance(TimeSpan.FromMilliseconds(dueAt + 10 - h.Clock.GetUtcNow().ToUnixTimeMilliseconds()));
+        h.Engine.RunSweep();
+        var first = await h.ReceiveWhenVisibleAsync("g", topic);
+        Assert.Equal(["control"], first.Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)));
+        Assert.Empty(await h.ReceiveAsync("g", topic));
+    }
+
+    [Fact]
+    public async Task A_recall_replayed_over_a_checkpoint_taken_before_it_keeps_the_message_from_delivery()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var recalled = await SendDelayedAsync(h, "timers", "recalled", dueAt);
+        await SendDelayedAsync(h, "timers", "control", dueAt + 1);
+        await h.Engine.CheckpointAsync(); // holds the delayed message
+
+        var (error, outcome) = await h.Engine.RecallDelayedAsync("timers", recalled.LogAddress, dueAt, recalled.MessageId);
+        Assert.True(error.IsOk, error.ToString());
+        Assert.Equal(RecallOutcome.Recalled, outcome);
+
+        await CrashLikeRestartAsync(h);
+        Assert.True(h.Engine.Metrics.ReplayedRecords > 0, "the restart replayed the recall over the older checkpoint");
+        await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
+    }
+
+    [Fact]
+    public async Task A_delay_message_moved_by_retention_is_recalled_by_the_address_it_was_sent_at_after_a_restart()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var recalled = await SendDelayedAsync(h, "timers", "recalled", dueAt);
+        await SendDelayedAsync(h, "timers", "control", dueAt + 1);
+        await h.SendNormalAsync("filler", "f");
+        Assert.Equal(2, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress)); // both bodies moved to the tail
+
+        // The shutdown checkpoint holds the moved message; the address it was sent at must survive in it.
+        await h.RestartAsync();
+        var (error, outcome) = await h.Engine.RecallDelayedAsync("timers", recalled.LogAddress, dueAt, recalled.MessageId);
+        Assert.True(error.IsOk, error.ToString());
+        Assert.Equal(RecallOutcome.Recalled, outcome);
+
+        await CrashLikeRestartAsync(h);
+        await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
+    }
+
+    [Fact]
+    public async Task A_second_recall_finds_nothing_waiting_and_a_released_message_is_delivered()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var recalled = await SendDelayedAsync(h, "timers", "recalled", dueAt);
+        var released = await SendDelayedAsync(h, "timers", "control", dueAt + 1);
+
+        Assert.Equal(RecallOutcome.Recalled, (await h.Engine.RecallDelayedAsync("timers", recalled.LogAddress, dueAt, recalled.MessageId)).Outcome);
+        Assert.Equal(RecallOutcome.NotWaiting, (await h.Engine.RecallDelayedAsync("timers", recalled.LogAddress, dueAt, recalled.MessageId)).Outcome);
+        // The same address under another topic or delivery time names nothing.
+        await h.SendNormalAsync("other", "x");
+        Assert.Equal(RecallOutcome.NotWaiting, (await h.Engine.RecallDelayedAsync("other", released.LogAddress, dueAt + 1, released.MessageId)).Outcome);
+        Assert.Equal(RecallOutcome.NotWaiting, (await h.Engine.RecallDelayedAsync("timers", released.LogAddress, dueAt + 2, released.MessageId)).Outcome);
+        var missing = await h.Engine.RecallDelayedAsync("no-such-topic", released.LogAddress, dueAt + 1, released.MessageId);
+        Assert.Equal(BrokerStatus.TopicNotFound, missing.Error.Status);
+
+        await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
+        Assert.Equal(RecallOutcome.Delivered, (await h.Engine.RecallDelayedAsync("timers", released.LogAddress, dueAt + 1, released.MessageId)).Outcome);
+    }
+
+    /// <summary>Rewrites a version 4 checkpoint's delayed messages as the broker wrote them before recall: without the
+    /// address they were sent at at the end of the record.</summary>
+    private static void DropSentAt(string file)
+    {
+        const int headerSize = 30, snapDelayed = 104;
+        var bytes = File.ReadAllBytes(file);
+        Assert.Equal(4, bytes[4]);
+        var output = new List<byte>(bytes[..headerSize]);
+        var w = new RecordWriter();
+        int rewritten = 0;
+        for (int pos = headerSize; pos + 4 <= bytes.Length;)
+        {
+            int len = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(pos));
+            ReadOnlySpan<byte> record = bytes.AsSpan(pos + 4, len);
+            pos += 4 + len;
+            if (record[0] == snapDelayed)
+            {
+                Assert.True(RecordHeader.TryOpen(record, out _, out var r, out _));
+                w.Begin((RecordKind)snapDelayed).I64(r.I64()).I32(r.I32()).Str(r.Str()).I32(r.I32()).I64(r.I64()).Str(r.Str()).Str(r.Str());
+                Assert.True(r.Remaining > 0, "the record ends with the address the message was sent at");
+                record = w.Seal();
+                rewritten++;
+            }
+            var length = new byte[4];
+            BinaryPrimitives.WriteInt32LittleEndian(length, record.Length);
+            output.AddRange(length);
+            output.AddRange(record.ToArray());
+        }
+        Assert.Equal(1, rewritten);
+        File.WriteAllBytes(file, output.ToArray());
+    }
+
+    [Fact]
+    public async Task A_checkpoint_written_before_recall_existed_still_loads_its_delayed_messages()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var old = await SendDelayedAsync(h, "timers", "control", dueAt);
+        await h.Engine.DisposeAsync(); // its shutdown checkpoint holds the delayed message; nothing after it to replay
+        DropSentAt(Checkpoints(h).Last());
+
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.Equal(0, h.Engine.Metrics.ReplayedRecords); // loaded from the checkpoint, not rebuilt from the log
+        Assert.Equal(Broker.Core.Diagnostics.HealthStatus.Healthy, h.Engine.Health.Status);
+        // No handle was issued for a message of such a file: it cannot be recalled, and is delivered at its time.
+        Assert.Equal(RecallOutcome.NotWaiting, (await h.Engine.RecallDelayedAsync("timers", old.LogAddress, dueAt, old.MessageId)).Outcome);
+        await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt);
+    }
+
+    [Fact]
+    public async Task A_committed_delayed_transaction_message_is_not_recalled_by_its_half_address()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var half = await h.Engine.SendHalfAsync(h.Draft("timers", "tx", deliverAt: dueAt), "timers", "p1", null);
+        Assert.True(half.IsOk, half.Error.ToString());
+        long halfAddress = h.Engine.FindTransaction(half.TransactionId)!.LogAddress;
+        Assert.True((await h.Engine.EndTransactionAsync(half.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        // Committed, it waits for its time at the half's address, but no recall handle was issued for it.
+        Assert.Equal(RecallOutcome.NotWaiting, (await h.Engine.RecallDelayedAsync("timers", halfAddress, dueAt, half.MessageId)).Outcome);
+    }
+}
