@@ -394,12 +394,13 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         string live = h.Engine.DescribeState();
         await CrashLikeRestartAsync(h, files =>
         {
-            // Version 4's header (as version 3's) is version 2's plus the kind (whole = 0) and the previous checkpoint:
-            // drop those. Its entries are version 2's when none is reserved for one group (none is here).
-            var v4 = File.ReadAllBytes(files.Single());
-            Assert.Equal(4, v4[4]);
-            Assert.Equal(0, v4[21]);
-            var v2 = v4[..21].Concat(v4[30..]).ToArray();
+            // Version 5's header (as versions 3's and 4's) is version 2's plus the kind (whole = 0) and the previous
+            // checkpoint: drop those. Its entries are version 2's when none is reserved for one group and none is a dead
+            // letter taken from a dead-letter topic (none is here).
+            var v5 = File.ReadAllBytes(files.Single());
+            Assert.Equal(5, v5[4]);
+            Assert.Equal(0, v5[21]);
+            var v2 = v5[..21].Concat(v5[30..]).ToArray();
             v2[4] = 2;
             File.WriteAllBytes(files.Single(), v2);
         });
@@ -417,11 +418,11 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         string live = h.Engine.DescribeState();
         await CrashLikeRestartAsync(h, files =>
         {
-            // Version 3 wrote every entry as version 4 writes one that no group reserves.
-            var v4 = File.ReadAllBytes(files.Single());
-            Assert.Equal(4, v4[4]);
-            v4[4] = 3;
-            File.WriteAllBytes(files.Single(), v4);
+            // Version 3 wrote every entry as version 5 writes one that no group reserves and that names no source topic.
+            var v5 = File.ReadAllBytes(files.Single());
+            Assert.Equal(5, v5[4]);
+            v5[4] = 3;
+            File.WriteAllBytes(files.Single(), v5);
         });
         Assert.True(h.Engine.Metrics.ReplayedRecords > 0);
         States.AssertSame(live, h.Engine.DescribeState(), "version 3 checkpoint + replay");
