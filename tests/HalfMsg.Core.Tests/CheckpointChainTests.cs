@@ -394,12 +394,13 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         string live = h.Engine.DescribeState();
         await CrashLikeRestartAsync(h, files =>
         {
-            // Version 4's header (as version 3's) is version 2's plus the kind (whole = 0) and the previous checkpoint:
-            // drop those. Its entries are version 2's when none is reserved for one group (none is here).
-            var v4 = File.ReadAllBytes(files.Single());
-            Assert.Equal(4, v4[4]);
-            Assert.Equal(0, v4[21]);
-            var v2 = v4[..21].Concat(v4[30..]).ToArray();
+            // Version 5's header (as versions 3's and 4's) is version 2's plus the kind (whole = 0) and the previous
+            // checkpoint: drop those. Its entries are version 2's when none is reserved for one group and none is a dead
+            // letter taken from a dead-letter topic (none is here).
+            var v5 = File.ReadAllBytes(files.Single());
+            Assert.Equal(5, v5[4]);
+            Assert.Equal(0, v5[21]);
+            var v2 = v5[..21].Concat(v5[30..]).ToArray();
             v2[4] = 2;
             File.WriteAllBytes(files.Single(), v2);
         });
@@ -417,13 +418,80 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         string live = h.Engine.DescribeState();
         await CrashLikeRestartAsync(h, files =>
         {
-            // Version 3 wrote every entry as version 4 writes one that no group reserves.
-            var v4 = File.ReadAllBytes(files.Single());
-            Assert.Equal(4, v4[4]);
-            v4[4] = 3;
-            File.WriteAllBytes(files.Single(), v4);
+            // Version 3 wrote every entry as version 5 writes one that no group reserves and that names no source topic.
+            var v5 = File.ReadAllBytes(files.Single());
+            Assert.Equal(5, v5[4]);
+            v5[4] = 3;
+            File.WriteAllBytes(files.Single(), v5);
         });
         Assert.True(h.Engine.Metrics.ReplayedRecords > 0);
         States.AssertSame(live, h.Engine.DescribeState(), "version 3 checkpoint + replay");
+    }
+
+    /// <summary>
+    /// A version 4 checkpoint (before dead letters kept the dead-letter topic they were taken from) still loads its
+    /// entries reserved for one group, which it wrote as a negative size and the group alone (version 5 writes the
+    /// group, null for every group, and the source topic).
+    /// </summary>
+    [Fact]
+    public async Task A_version_4_checkpoint_with_group_reserved_entries_still_loads()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1 });
+        await h.Engine.SendAsync(h.Draft("t", "poison"));
+        Assert.Single(await h.ReceiveAsync("A", "t", invisible: TimeSpan.FromSeconds(1)));
+        h.Clock.Advance(TimeSpan.FromSeconds(2));
+        h.Engine.RunSweep();
+        Assert.Single(await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A"));
+        Assert.Equal(1, (await h.Engine.RedriveDeadLettersAsync("A", null, 100)).Redriven);
+        await h.Engine.CheckpointAsync(); // whole: the first after the start
+        await SomeTrafficAsync(h, 1);
+        string live = h.Engine.DescribeState();
+        Assert.Contains("for=A", live);
+        await CrashLikeRestartAsync(h, files =>
+        {
+            var v5 = File.ReadAllBytes(files.Single());
+            Assert.Equal(5, v5[4]);
+            Assert.Equal(0, v5[21]);
+            var v4 = new List<byte>(v5[..30]);
+            v4[4] = 4;
+            int reserved = 0;
+            for (int pos = 30; pos + 4 <= v5.Length;)
+            {
+                int len = BitConverter.ToInt32(v5, pos);
+                var record = v5.AsSpan(pos + 4, len);
+                pos += 4 + len;
+                // 101: a run of queue entries (s topic | vi queue | vi from | vi n | n × entry); a whole file has no other kind of entry.
+                Assert.NotEqual(110, record[0]);
+                if (record[0] != 101)
+                {
+                    v4.AddRange(BitConverter.GetBytes(len));
+                    v4.AddRange(record.ToArray());
+                    continue;
+                }
+                var r = new RecordReader(record[RecordHeader.Size..]);
+                var w = new RecordWriter().Begin((RecordKind)101).Str(r.Str()).I32(r.I32()).I64(r.I64());
+                int n = r.I32();
+                w.I32(n);
+                for (int k = 0; k < n; k++)
+                {
+                    w.I64(r.I64()).I64(r.I64());
+                    int size = r.I32();
+                    w.I32(size).Str(r.Str()).Str(r.Str());
+                    if (size >= 0) continue;
+                    string? group = r.Str();
+                    Assert.NotNull(group);
+                    Assert.Null(r.Str()); // no source topic here: version 4 cannot say one
+                    w.Str(group);
+                    reserved++;
+                }
+                var sealedRecord = w.Seal().ToArray();
+                v4.AddRange(BitConverter.GetBytes(sealedRecord.Length));
+                v4.AddRange(sealedRecord);
+            }
+            Assert.Equal(1, reserved);
+            File.WriteAllBytes(files.Single(), v4.ToArray());
+        });
+        Assert.True(h.Engine.Metrics.ReplayedRecords > 0);
+        States.AssertSame(live, h.Engine.DescribeState(), "version 4 checkpoint + replay");
     }
 }

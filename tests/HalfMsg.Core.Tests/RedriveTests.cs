@@ -180,6 +180,69 @@ public sealed class RedriveTests
         Assert.DoesNotContain(await h.ReceiveAsync("A", "t"), m => m.Message.MessageId == sent.MessageId);
     }
 
+    /// <summary>
+    /// A group that consumes a dead-letter topic (G2 reading <c>%DLQ%A</c>) gets its own dead letter back there: until
+    /// 2026-12-06 the dead-letter entry did not keep the topic its group took it from, and the re-drive put it on the
+    /// original message's topic, which G2 does not read (found by review; this test failed). The topic is kept across a
+    /// restart from a whole checkpoint, a delta one, and a full replay; another group of <c>%DLQ%A</c>, and A's own re-drive, pass over
+    /// the entry put back for G2.
+    /// </summary>
+    [Theory]
+    [InlineData("none")]
+    [InlineData("checkpoint")]
+    [InlineData("delta")]
+    [InlineData("replay")]
+    public async Task A_dead_letter_of_a_group_reading_a_dead_letter_topic_is_redriven_back_onto_that_topic(string restart)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1 });
+        var sent = await h.Engine.SendAsync(h.Draft("t", "poison"));
+        await DeadLetterForAAsync(h);
+        if (restart == "delta") await h.Engine.CheckpointAsync(); // the shutdown's is then a delta holding G2's dead letter
+        // G2 reads A's dead letters and lets this one run out of its attempts too.
+        using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
+        {
+            var taken = await h.Engine.ReceiveAsync(new ReceiveRequest
+            {
+                ConsumerGroup = "G2", Topic = "%DLQ%A", BatchSize = 32, InvisibleDuration = TimeSpan.FromSeconds(1), LongPollTimeout = TimeSpan.FromHours(1),
+            }, cts.Token);
+            Assert.Equal(sent.MessageId, Assert.Single(taken.Messages).Message.MessageId);
+        }
+        h.Clock.Advance(TimeSpan.FromSeconds(2));
+        h.Engine.RunSweep();
+        Assert.Single(await h.ReceiveWhenVisibleAsync("ops", "%DLQ%G2"));
+
+        string live = h.Engine.DescribeState();
+        if (restart is "checkpoint" or "delta")
+        {
+            await h.RestartAsync();
+            Assert.Equal(0, h.Engine.Metrics.ReplayedRecords);
+            States.AssertSame(live, h.Engine.DescribeState(), "checkpoint");
+        }
+        else if (restart == "replay")
+        {
+            await h.Engine.DisposeAsync();
+            Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+            await h.RestartAfterDeletedCheckpointAsync();
+            Assert.True(h.Engine.Metrics.ReplayedRecords > 0);
+            States.AssertSame(live, h.Engine.DescribeState(), "full replay");
+        }
+
+        var redrive = await h.Engine.RedriveDeadLettersAsync("G2", null, 100);
+        Assert.True(redrive.Error.IsOk, redrive.Error.ToString());
+        Assert.Equal((1, 0), (redrive.Redriven, redrive.Skipped));
+
+        var again = Assert.Single(await h.ReceiveAsync("G2", "%DLQ%A"));
+        Assert.Equal((sent.MessageId, "poison", 1), (again.Message.MessageId, again.Text(), again.DeliveryAttempt));
+        Assert.Equal("t", again.Message.OriginalTopic);
+        Assert.True((await h.Engine.AckAsync("G2", "%DLQ%A", again.ReceiptHandle)).IsOk);
+        // Nothing was put on the original topic for G2: a receive of it there finds the message once, as any new group does.
+        Assert.Single(await h.ReceiveAsync("G2", "t"));
+        // The entry is G2's alone: a new group of %DLQ%A sees A's dead letter once, and A's re-drive moves that one only.
+        Assert.Single(await h.ReceiveAsync("G3", "%DLQ%A"));
+        Assert.Equal(1, (await h.Engine.RedriveDeadLettersAsync("A", null, 100)).Redriven);
+        Assert.Equal(0, (await h.Engine.RedriveDeadLettersAsync("G2", null, 100)).Redriven);
+    }
+
     /// <summary>Millions of entries make up most of the state: the group mark lives in padding the entry had anyway.</summary>
     [Fact]
     public void The_group_mark_costs_a_queue_entry_no_memory()

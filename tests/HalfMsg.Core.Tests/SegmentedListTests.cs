@@ -143,6 +143,28 @@ public sealed class SegmentedListTests
         Assert.Equal(total + 3, queue.NextOffset);
     }
 
+    /// <summary>The source topics kept beside a dead-letter queue's entries go with their entries: at a cut, at a reset,
+    /// and never for an offset the queue does not hold.</summary>
+    [Fact]
+    public void A_queue_keeps_a_source_topic_only_while_it_holds_the_entry()
+    {
+        var queue = new QueueState();
+        for (long offset = 0; offset < 10; offset++) queue.Set(offset, new QueueEntry { BodyAddress = offset, VisibleAt = offset, Size = 1 });
+        queue.SetSource(2, "%DLQ%A");
+        queue.SetSource(7, "%DLQ%B");
+        queue.SetSource(10, "%DLQ%C"); // past the end: no entry holds it
+        Assert.Equal(("%DLQ%A", "%DLQ%B", null, null), (queue.SourceOf(2), queue.SourceOf(7), queue.SourceOf(3), queue.SourceOf(10)));
+
+        queue.RemoveFront(5);
+        Assert.Null(queue.SourceOf(2));
+        Assert.Equal("%DLQ%B", queue.SourceOf(7));
+        queue.SetSource(3, "%DLQ%A"); // below the front: cut
+        Assert.Null(queue.SourceOf(3));
+
+        queue.Reset(20);
+        Assert.Null(queue.SourceOf(7));
+    }
+
     [Fact]
     public void A_short_list_costs_what_it_holds_not_a_segment()
     {

@@ -25,10 +25,12 @@ public sealed partial class BrokerEngine
                 {
                     var queue = t.Queues[q];
                     sb.Append($"queue {t.Name}/{q} base={queue.BaseOffset} next={queue.NextOffset}:");
+                    long offset = queue.BaseOffset;
                     foreach (var e in queue.Entries.Items())
                     {
                         sb.Append($" {e.BodyAddress}/{e.VisibleAt}/{e.Size}/{e.Tag}/{e.MessageGroup}");
                         if (e.ForGroup != 0) sb.Append($"/for={_topics.Targets.NameOf(e.ForGroup)}");
+                        if (queue.SourceOf(offset++) is { } source) sb.Append($"/from={source}");
                     }
                     sb.Append('\n');
                 }

@@ -29,8 +29,9 @@ public sealed partial class BrokerEngine
     /// <summary>
     /// Moves up to <paramref name="max"/> messages of <c>%DLQ%&lt;group&gt;</c> back to <paramref name="group"/>, and to
     /// no other group, where it receives them again as new messages (same id, keys, tag, properties, body; delivery
-    /// attempt 1). A dead letter a lease (gRPC) consumer left goes back onto its original topic as an entry for the group
-    /// alone: the group's receives take it, the topic's other groups and pulls pass over it (<see cref="QueueEntry.ForGroup"/>).
+    /// attempt 1). A dead letter a lease (gRPC) consumer left goes back onto the topic the group took it from (its
+    /// original topic, or the dead-letter topic a group reading one took it from) as an entry for the group alone: the
+    /// group's receives take it, the topic's other groups and pulls pass over it (<see cref="QueueEntry.ForGroup"/>).
     /// One a Remoting consumer sent back past its maximum reconsume times (stored in the dead-letter topic itself, its
     /// origin in RETRY_TOPIC) goes to <c>%RETRY%&lt;group&gt;</c>, which that consumer subscribes, with its reconsume
     /// count reset; a topic filter matches its RETRY_TOPIC.
@@ -96,8 +97,10 @@ public sealed partial class BrokerEngine
                         var m = d.Message;
                         // A lease group's dead letter is an entry pointing at the body stored on its topic; a send-back's (or a
                         // retry-topic send's past its maximum) is a body stored in the dead-letter topic, its origin a property.
+                        // One taken from another dead-letter topic (a group reading %DLQ%A) goes back there, the topic its
+                        // group reads, not onto the original topic its body names (until 2026-12-06 it did; found by review).
                         bool sentBack = m.OriginalTopic is null;
-                        string? origin = m.OriginalTopic ?? m.Properties.GetValueOrDefault(RetryTopicProperty);
+                        string? origin = DeadLetterSourceOf(dlq, m.QueueOffset) ?? m.OriginalTopic ?? m.Properties.GetValueOrDefault(RetryTopicProperty);
                         if (origin is null || (originalTopic is not null && origin != originalTopic))
                         {
                             var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
@@ -159,6 +162,14 @@ public sealed partial class BrokerEngine
         return Done(BrokerError.None);
     }
 
+    /// <summary>The dead-letter topic the dead letter at <paramref name="offset"/> of <paramref name="dlq"/> was taken
+    /// from (<see cref="QueueState.SourceOf"/>), or null when its body names the topic it left.</summary>
+    private string? DeadLetterSourceOf(string dlq, long offset)
+    {
+        lock (_gate)
+            return _topics.TryGetValue(dlq, out var dead) ? dead.Queues[0].SourceOf(offset) : null;
+    }
+
     /// <summary>
     /// Ends the cursor's live leases of <paramref name="left"/> now (the rest of a batch a re-drive stopped in), so the
     /// next re-drive is offered them at once, as a ChangeInvisibleDuration of zero would. Returns the address to wait for
@@ -213,13 +224,18 @@ public sealed partial class BrokerEngine
                 return new(BrokerStatus.MessageNotFound, $"dead letter {dlq}/0/{dlqOffset} is gone");
             var err = TryGetLease(cursor, dlq, receiptHandle, out _, out var handle, out _);
             if (!err.IsOk) return err;
-            err = TryGetTopicForWrite(topic, out var target);
+            // A dead-letter topic (the one a group reading it took the dead letter from) is the broker's: no producer
+            // writes it, so it is not a topic for write; created again if deleted, as dead-lettering does.
+            bool intoDeadLetters = topic.StartsWith(DeadLetterPrefix, StringComparison.Ordinal);
+            err = intoDeadLetters ? TryGetOrCreate(topic, out var target) : TryGetTopicForWrite(topic, out target);
             if (!err.IsOk) return err;
-            int q = PickQueue(target, -1, m.MessageGroup);
+            // Its entries carry no message group, as a dead letter's does: the group took it from there without FIFO order.
+            string? messageGroup = intoDeadLetters ? null : m.MessageGroup;
+            int q = PickQueue(target, -1, messageGroup);
             long offset = target.Queues[q].NextOffset;
             long now = NowMs;
             var acks = RedriveAcksFor(cursor, sibling, dlq, handle);
-            new RedrivenAckedRecord(new RedrivenRecord(entry.BodyAddress, entry.Size, topic, q, offset, entry.Tag, m.MessageGroup, group, m.MessageId, now), acks)
+            new RedrivenAckedRecord(new RedrivenRecord(entry.BodyAddress, entry.Size, topic, q, offset, entry.Tag, messageGroup, group, m.MessageId, now), acks)
                 .Write(_writer);
             address = AppendAndApply();
             MessageIndex.OnStored(new MessageDraft // MessageIndex hook (issue 12): the message is found at its new place

@@ -403,6 +403,12 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         if (FinishInFlight(group, rec.QueueId, rec.Offset) && Live) group.Waiters.WakeOne();
         // The dead-letter entry points at the original body: no copy of the message is written. (A hole stays a hole.)
         AddQueueEntry(dlq, 0, rec.DlqOffset, new QueueEntry { BodyAddress = entry.BodyAddress, Size = entry.Size, VisibleAt = address, Tag = entry.Tag, MessageGroup = null });
+        // Taken from a dead-letter topic (a group reading %DLQ%A): the body names the original topic, not that one, so
+        // the topic is kept beside the entry for a re-drive to put the dead letter back where its group reads it. Until
+        // 2026-12-06 it was not, and the re-drive put it on the original topic, which the group does not read. (The
+        // record always named the topic: logs written before replay to the kept topic too.)
+        if (rec.Topic.StartsWith(BrokerEngine.DeadLetterPrefix, StringComparison.Ordinal))
+            dlq.Queues[0].SetSource(rec.DlqOffset, topic.Name);
     }
 
     private void ApplyGroupStarted(GroupStartedRecord rec)

@@ -112,6 +112,24 @@ internal sealed class QueueState
         _rewritten.Add(BaseOffset + i);
     }
 
+    // The topic a dead letter was taken from, by its offset in a dead-letter topic's queue, for the dead letters a group
+    // took from another dead-letter topic only (G2 reading %DLQ%A): the entries of a dead-letter topic are the one kind
+    // a group can read that point at a body stored under another topic's name, so a re-drive cannot learn that topic
+    // from the body, as it does for every other dead letter. Beside the entries, not in them: a field would cost every
+    // entry of every queue 8 bytes (QueueEntry has no padding left), for a few entries of a few queues.
+    private Dictionary<long, string>? _sources;
+
+    /// <summary>The topic the dead letter at <paramref name="offset"/> was taken from, when that is not the topic its
+    /// body names (see <see cref="SetSource"/>); null otherwise.</summary>
+    public string? SourceOf(long offset) => _sources is not null && _sources.TryGetValue(offset, out var source) ? source : null;
+
+    /// <summary>Keeps the topic the dead letter at <paramref name="offset"/> (an entry of this queue) was taken from.</summary>
+    public void SetSource(long offset, string source)
+    {
+        if (offset < BaseOffset || offset >= NextOffset) return; // cut by retention, as the entry
+        (_sources ??= new())[offset] = source;
+    }
+
     /// <summary>Drops the first <paramref name="n"/> entries: the front moves up by <paramref name="n"/> offsets.</summary>
     public void RemoveFront(int n)
     {
@@ -119,6 +137,12 @@ internal sealed class QueueState
         long firstBlock = BaseOffset >> BlockBits;
         Entries.RemoveFront(n);
         BaseOffset += n;
+        if (_sources is not null)
+        {
+            foreach (long offset in _sources.Keys)
+                if (offset < BaseOffset) _sources.Remove(offset); // removing while enumerating a Dictionary is allowed
+            if (_sources.Count == 0) _sources = null;
+        }
         // A block cut in part keeps its lowest address: it may be lower than what is left, which costs a look, never a miss.
         _lowestBody.RemoveRange(0, (int)Math.Min(_lowestBody.Count, (BaseOffset >> BlockBits) - firstBlock));
     }
@@ -136,6 +160,7 @@ internal sealed class QueueState
     {
         Entries.Clear();
         _lowestBody.Clear();
+        _sources = null;
         BaseOffset = baseOffset;
         ResetVersion++;
     }
@@ -145,6 +170,7 @@ internal sealed class QueueState
     {
         if (Entries.Count != 0) throw new InvalidOperationException("the queue is not empty");
         _lowestBody.Clear();
+        _sources = null;
         BaseOffset = baseOffset;
     }
 

@@ -36,7 +36,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     // Version 2: queue entries carry their record size, consumed offsets are runs, decided ids are digests.
     // Version 3: the header says whether the file is whole or a delta on the checkpoint it names.
     // Version 4: an entry reserved for one consumer group (a re-driven dead letter) names it (see WriteEntry).
-    private const byte Version = 4;
+    // Version 5: a dead letter taken from another dead-letter topic names that topic (see WriteEntry).
+    private const byte Version = 5;
+    private const byte VersionWithoutSources = 4;
     private const byte VersionWithoutTargets = 3;
     private const byte VersionWhole = 2;
     private const int HeaderSizeV2 = 21;
@@ -261,7 +263,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                                     foreach (long offset in rewritten)
                                     {
                                         if (offset >= before.End || !queue.TryGet(offset, out var e)) continue; // appended since, or cut
-                                        WriteEntry(w.Begin(SnapEntryPatch).Str(t.Name).I32(qq).I64(offset), e);
+                                        WriteEntry(w.Begin(SnapEntryPatch).Str(t.Name).I32(qq).I64(offset), e, queue.SourceOf(offset));
                                         Emit(w, o);
                                     }
                                     next = Math.Max(before.End, front);
@@ -276,7 +278,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                             int i = (int)(from - queue.BaseOffset);
                             int n = Math.Min(2 * ItemsPerHold, queue.Entries.Count - i);
                             w.Begin(SnapEntries).Str(t.Name).I32(qq).I64(from).I32(n);
-                            for (int k = 0; k < n; k++) WriteEntry(w, queue.Entries[i + k]);
+                            for (int k = 0; k < n; k++) WriteEntry(w, queue.Entries[i + k], queue.SourceOf(from + k));
                             Emit(w, o);
                             next = from + n;
                             done = n == 0 || next >= queue.NextOffset;
@@ -400,23 +402,31 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
 
     /// <summary>
     /// One queue entry:
-    /// <code>vi bodyAddress | vi visibleAt | vi size (or -1 - size: the entry is one group's) | s tag | s messageGroup [| s group]</code>
-    /// The group follows only for an entry reserved for one group (<see cref="QueueEntry.ForGroup"/>), which a negative
-    /// size marks (a size is never negative): every other entry is written as version 3 wrote it, at no extra byte.
+    /// <code>vi bodyAddress | vi visibleAt | vi size (or -1 - size: more follows) | s tag | s messageGroup [| s group | s source]</code>
+    /// The group (null = every group) and the source follow only for an entry reserved for one group
+    /// (<see cref="QueueEntry.ForGroup"/>) or a dead letter taken from another dead-letter topic
+    /// (<paramref name="source"/>, <see cref="QueueState.SourceOf"/>), which a negative size marks (a size is never
+    /// negative): every other entry is written as version 3 wrote it, at no extra byte. (Version 4 wrote the group alone,
+    /// never null.) Written with its entry, the source is in every file that has the entry, a delta's too.
     /// </summary>
-    private void WriteEntry(RecordWriter w, in QueueEntry e)
+    private void WriteEntry(RecordWriter w, in QueueEntry e, string? source)
     {
-        w.I64(e.BodyAddress).I64(e.VisibleAt).I32(e.ForGroup == 0 ? e.Size : -1 - e.Size).Str(e.Tag).Str(e.MessageGroup);
-        if (e.ForGroup != 0) w.Str(state.Topics.Targets.NameOf(e.ForGroup));
+        bool more = e.ForGroup != 0 || source is not null;
+        w.I64(e.BodyAddress).I64(e.VisibleAt).I32(more ? -1 - e.Size : e.Size).Str(e.Tag).Str(e.MessageGroup);
+        if (more) w.Str(state.Topics.Targets.NameOf(e.ForGroup)).Str(source);
     }
 
-    private QueueEntry ReadEntry(ref RecordReader r, byte version)
+    private QueueEntry ReadEntry(ref RecordReader r, byte version, out string? source)
     {
+        source = null;
         var e = new QueueEntry { BodyAddress = r.I64(), VisibleAt = r.I64(), Size = r.I32(), Tag = state.Tags.Intern(r.Str()), MessageGroup = r.Str() };
         if (e.Size >= 0) return e;
-        if (version < Version) throw new InvalidDataException($"queue entry size {e.Size} is negative");
+        if (version < VersionWithoutSources) throw new InvalidDataException($"queue entry size {e.Size} is negative");
         e.Size = -1 - e.Size;
-        e.ForGroup = state.Topics.Targets.NumberOf(state.Tags.Intern(r.Str() ?? throw new InvalidDataException("an entry reserved for a group names none")));
+        string? group = state.Tags.Intern(r.Str());
+        if (version == VersionWithoutSources && group is null) throw new InvalidDataException("an entry reserved for a group names none");
+        e.ForGroup = state.Topics.Targets.NumberOf(group);
+        if (version >= Version) source = state.Tags.Intern(r.Str());
         return e;
     }
 
@@ -490,7 +500,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         covered = BinaryPrimitives.ReadInt64LittleEndian(bytes[5..]);
         version = bytes[4];
         if (version == VersionWhole) { headerSize = HeaderSizeV2; return true; }
-        if (version is not (Version or VersionWithoutTargets) || bytes.Length < HeaderSize) return false;
+        if (version is not (Version or VersionWithoutSources or VersionWithoutTargets) || bytes.Length < HeaderSize) return false;
         headerSize = HeaderSize;
         if (bytes[21] == KindWhole) return true;
         if (bytes[21] != KindDelta) return false;
@@ -588,9 +598,10 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     var t = state.Topics[r.Str()!];
                     var queue = t.Queues[r.I32()];
                     long offset = r.I64();
-                    var entry = ReadEntry(ref r, version);
+                    var entry = ReadEntry(ref r, version, out var source);
                     if (offset < queue.BaseOffset || offset >= queue.NextOffset) { error = $"a rewritten entry of {t.Name} at {offset} lies outside the queue ({queue.BaseOffset} to {queue.NextOffset})"; return false; }
                     queue.Replace((int)(offset - queue.BaseOffset), entry);
+                    if (source is not null) queue.SetSource(offset, source);
                     break;
                 }
                 case SnapEntries:
@@ -601,7 +612,11 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     int n = r.I32();
                     if (queue.Entries.Count == 0) queue.StartEmptyAt(start);
                     else if (start != queue.NextOffset) { error = $"entries of {t.Name} from {start} do not continue the queue's end {queue.NextOffset}"; return false; }
-                    for (int k = 0; k < n; k++) queue.Append(ReadEntry(ref r, version));
+                    for (int k = 0; k < n; k++)
+                    {
+                        queue.Append(ReadEntry(ref r, version, out var source));
+                        if (source is not null) queue.SetSource(start + k, source);
+                    }
                     break;
                 }
                 case SnapHalf when !last:
