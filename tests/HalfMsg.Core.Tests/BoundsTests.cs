@@ -122,7 +122,7 @@ public sealed class MemoryBoundsTests
         var ids = Enumerable.Range(0, n).Select(i => $"01{i:X32}").ToArray();
         long before = GC.GetTotalMemory(forceFullCollection: true);
         var index = new DecidedIndex(long.MaxValue / 2, int.MaxValue);
-        for (int i = 0; i < n; i++) index.Add(ids[i], TransactionResolution.Commit, i * 100L, i);
+        for (int i = 0; i < n; i++) index.Add(ids[i], TransactionResolution.Commit, i * 100L, i, "t");
         long after = GC.GetTotalMemory(forceFullCollection: true);
         double perId = (after - before) / (double)n;
         // ~76 B of entries plus the collections' growth slack; version 1 measured about 260 B.

@@ -295,6 +295,17 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
+    /// The namespace of a topic or group as RocketMQ names them inside the broker (<c>ns%name</c>, over gRPC and over
+    /// Remoting alike, where a client wraps its names itself): what comes before the first '%', or "" when there is
+    /// none (a plain name, or one that starts with '%', as the retry and dead-letter topics do).
+    /// </summary>
+    public static string NamespaceOf(string name)
+    {
+        int i = name.IndexOf('%');
+        return i > 0 ? name[..i] : "";
+    }
+
+    /// <summary>
     /// One pass of the check-back scheduler: every pending half whose next check time has come is sent to ONE live
     /// producer of its group (the instance that sent it first, then round-robin; an instance that did not answer the
     /// half's previous check, or left checks unanswered repeatedly, last: see <see cref="ProducerRegistry.Candidates"/>). The cost is O(due halves · log n):
