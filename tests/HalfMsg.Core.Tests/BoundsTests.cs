@@ -126,8 +126,11 @@ public sealed class MemoryBoundsTests
         long after = GC.GetTotalMemory(forceFullCollection: true);
         double perId = (after - before) / (double)n;
         // ~76 B of entries plus the collections' growth slack; version 1 measured about 260 B.
-        Assert.True(perId < 128, $"{perId:F0} bytes per decided id");
+        Assert.True(perId > 64 && perId < 128, $"{perId:F0} bytes per decided id");
         GC.KeepAlive(index);
+        // The ids too: until 2026-12-06 they were collected before the second measure, which then counted about 100 B
+        // per id less than the index holds (17 B per id was measured, and any bound under 128 B would have passed).
+        GC.KeepAlive(ids);
     }
 
 }
