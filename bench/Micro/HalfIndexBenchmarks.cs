@@ -62,6 +62,6 @@ public class HalfIndexBenchmarks
         Add(_next);
         long oldest = (_next++ - InFlight) & (_ring.Length - 1);
         _index.Remove(_ring[oldest].TransactionId, out _);
-        _index.Decided.Add(_keys[oldest], HalfMsg.Broker.Core.Model.TransactionResolution.Commit, _next, _next);
+        _index.Decided.Add(_keys[oldest], HalfMsg.Broker.Core.Model.TransactionResolution.Commit, _next, _next, "");
     }
 }

@@ -122,12 +122,15 @@ public sealed class MemoryBoundsTests
         var ids = Enumerable.Range(0, n).Select(i => $"01{i:X32}").ToArray();
         long before = GC.GetTotalMemory(forceFullCollection: true);
         var index = new DecidedIndex(long.MaxValue / 2, int.MaxValue);
-        for (int i = 0; i < n; i++) index.Add(ids[i], TransactionResolution.Commit, i * 100L, i);
+        for (int i = 0; i < n; i++) index.Add(ids[i], TransactionResolution.Commit, i * 100L, i, "t");
         long after = GC.GetTotalMemory(forceFullCollection: true);
         double perId = (after - before) / (double)n;
         // ~76 B of entries plus the collections' growth slack; version 1 measured about 260 B.
-        Assert.True(perId < 128, $"{perId:F0} bytes per decided id");
+        Assert.True(perId > 64 && perId < 128, $"{perId:F0} bytes per decided id");
         GC.KeepAlive(index);
+        // The ids too: until 2026-12-06 they were collected before the second measure, which then counted about 100 B
+        // per id less than the index holds (17 B per id was measured, and any bound under 128 B would have passed).
+        GC.KeepAlive(ids);
     }
 
 }

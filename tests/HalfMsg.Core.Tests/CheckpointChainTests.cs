@@ -494,4 +494,132 @@ public sealed class CheckpointChainTests(ITestOutputHelper output)
         Assert.True(h.Engine.Metrics.ReplayedRecords > 0);
         States.AssertSame(live, h.Engine.DescribeState(), "version 4 checkpoint + replay");
     }
+
+    /// <summary>What a decision of <paramref name="transactionId"/> from a caller is answered: its status and message,
+    /// with the id in the message replaced by "ID" (to compare with the answer of an id never sent).</summary>
+    private static async Task<(BrokerStatus Status, string Message)> DecideAsync(EngineHarness h, string transactionId, TransactionResolution resolution,
+        string? topic = null, string? prefix = null)
+    {
+        var result = await h.Engine.EndTransactionAsync(new DecisionRequest(transactionId, null, resolution, DecisionSource.Client, Topic: topic, TopicPrefix: prefix));
+        return (result.Error.Status, (result.Error.Message ?? "").Replace(transactionId, "ID", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// A decided transaction is told only to a caller of its namespace, or to one that gives none: another namespace's
+    /// caller is answered word for word as for an id never sent, for a repeat and for a conflicting decision, live, from
+    /// a checkpoint and from replay. Until 2026-12-06 the decided ids kept no namespace: tenant-b was told OK for a
+    /// repeat of tenant-a's commit and "already committed" for its rollback (this test failed).
+    /// </summary>
+    [Fact]
+    public async Task A_decided_transaction_is_told_only_to_its_namespace_live_from_a_checkpoint_and_from_replay()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        string inA = await h.SendHalfAsync("tenant-a%orders", "a");
+        string plain = await h.SendHalfAsync("orders", "plain");
+        await h.Engine.EndTransactionAsync(inA, null, TransactionResolution.Commit, DecisionSource.Client);
+        await h.Engine.EndTransactionAsync(plain, null, TransactionResolution.Rollback, DecisionSource.Client);
+        await h.Engine.CheckpointAsync();
+        string replayedInA = await h.SendHalfAsync("tenant-a%orders", "replayed");
+        await h.Engine.EndTransactionAsync(replayedInA, null, TransactionResolution.Commit, DecisionSource.Client);
+        var unknown = await DecideAsync(h, h.NextId(), TransactionResolution.Commit, prefix: "tenant-b%");
+        Assert.Equal(BrokerStatus.TransactionNotFound, unknown.Status);
+
+        async Task AssertToldOnlyToItsNamespaceAsync(string context)
+        {
+            foreach (string tx in new[] { inA, replayedInA })
+            {
+                foreach (var resolution in new[] { TransactionResolution.Commit, TransactionResolution.Rollback })
+                {
+                    Assert.Equal(unknown, await DecideAsync(h, tx, resolution, prefix: "tenant-b%"));
+                    Assert.Equal(unknown, await DecideAsync(h, tx, resolution, topic: "tenant-b%orders"));
+                    Assert.Equal(unknown, await DecideAsync(h, tx, resolution, topic: "orders")); // no namespace, a topic named
+                }
+                Assert.Equal(BrokerStatus.Ok, (await DecideAsync(h, tx, TransactionResolution.Commit, prefix: "tenant-a%")).Status);
+                Assert.Equal(BrokerStatus.Ok, (await DecideAsync(h, tx, TransactionResolution.Commit, topic: "tenant-a%orders")).Status);
+                Assert.Equal(BrokerStatus.TransactionConflict, (await DecideAsync(h, tx, TransactionResolution.Rollback, prefix: "tenant-a%")).Status);
+                Assert.Equal(BrokerStatus.Ok, (await DecideAsync(h, tx, TransactionResolution.Commit)).Status); // no namespace given: any
+            }
+            Assert.Equal(unknown, await DecideAsync(h, plain, TransactionResolution.Rollback, prefix: "tenant-a%"));
+            Assert.Equal(BrokerStatus.Ok, (await DecideAsync(h, plain, TransactionResolution.Rollback, topic: "orders")).Status);
+            Assert.Contains("ns=tenant-a\n", h.Engine.DescribeState(), StringComparison.Ordinal);
+            output.WriteLine($"{context}: as expected");
+        }
+
+        await AssertToldOnlyToItsNamespaceAsync("live");
+        string live = h.Engine.DescribeState();
+        await CrashLikeRestartAsync(h);
+        Assert.True(h.Engine.Metrics.ReplayedRecords > 0, "the restart replayed the log after the checkpoint");
+        States.AssertSame(live, h.Engine.DescribeState(), "checkpoint + replay");
+        await AssertToldOnlyToItsNamespaceAsync("checkpoint + replay");
+        await h.RestartAsync();
+        States.AssertSame(live, h.Engine.DescribeState(), "shutdown checkpoint");
+        await AssertToldOnlyToItsNamespaceAsync("shutdown checkpoint");
+    }
+
+    /// <summary>
+    /// A checkpoint written before decided ids kept their namespace (each one a plain decided record) still loads. Such
+    /// a decision may be any namespace's, so it is told only to callers without a namespace, as before: a caller of a
+    /// namespace, its own included, is answered as for an id never sent (what it gets anyway once the decision is
+    /// forgotten), never another namespace's outcome. The next checkpoint keeps it so.
+    /// </summary>
+    [Fact]
+    public async Task A_checkpoint_from_before_decisions_kept_their_namespace_loads_and_tells_them_only_to_callers_without_one()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        string inA = await h.SendHalfAsync("tenant-a%orders", "a");
+        string plain = await h.SendHalfAsync("orders", "plain");
+        await h.Engine.EndTransactionAsync(inA, null, TransactionResolution.Commit, DecisionSource.Client);
+        await h.Engine.EndTransactionAsync(plain, null, TransactionResolution.Commit, DecisionSource.Client);
+        await h.Engine.CheckpointAsync();
+        var unknown = await DecideAsync(h, h.NextId(), TransactionResolution.Commit, prefix: "tenant-a%");
+        await h.SendNormalAsync("events", "after the checkpoint"); // so the shutdown checkpoint is a file of its own
+        await CrashLikeRestartAsync(h, files => File.WriteAllBytes(files.Single(), WithoutNamespaces(File.ReadAllBytes(files.Single()))));
+
+        for (int round = 0; round < 2; round++)
+        {
+            foreach (string tx in new[] { inA, plain })
+            {
+                Assert.Equal(unknown, await DecideAsync(h, tx, TransactionResolution.Commit, prefix: "tenant-a%"));
+                Assert.Equal(unknown, await DecideAsync(h, tx, TransactionResolution.Rollback, topic: "tenant-b%orders"));
+                Assert.Equal(BrokerStatus.Ok, (await DecideAsync(h, tx, TransactionResolution.Commit, topic: "orders")).Status);
+                Assert.Equal(BrokerStatus.TransactionConflict, (await DecideAsync(h, tx, TransactionResolution.Rollback)).Status);
+            }
+            Assert.Equal(2, h.Engine.DescribeState().Split('\n').Count(l => l.StartsWith("decided ", StringComparison.Ordinal) && l.EndsWith(" ns=?", StringComparison.Ordinal)));
+            await h.Engine.CheckpointAsync();
+            await h.SendNormalAsync("events", $"after checkpoint {round}");
+            await CrashLikeRestartAsync(h);
+        }
+    }
+
+    /// <summary>A checkpoint file as the broker wrote it before decided ids kept their namespace: each decided id is a
+    /// plain decided record (kind 103: key, resolution, address, time), and no namespace is named.</summary>
+    private static byte[] WithoutNamespaces(byte[] file)
+    {
+        const int headerSize = 30, decided = 103, decidedIn = 111, ns = 112;
+        var output = new MemoryStream();
+        output.Write(file.AsSpan(0, headerSize));
+        var w = new RecordWriter();
+        int converted = 0;
+        for (int pos = headerSize; pos + 4 <= file.Length;)
+        {
+            int len = BitConverter.ToInt32(file, pos);
+            var record = file.AsSpan(pos + 4, len);
+            pos += 4 + len;
+            Assert.True(RecordHeader.TryOpen(record, out var kind, out var r, out string? error), error);
+            if ((int)kind == ns) continue;
+            if ((int)kind != decidedIn)
+            {
+                output.Write(BitConverter.GetBytes(len));
+                output.Write(record);
+                continue;
+            }
+            w.Begin((RecordKind)decided).U64(r.U64()).U64(r.U64()).Byte(r.Byte()).I64(r.I64()).I64(r.I64());
+            var sealedRecord = w.Seal();
+            output.Write(BitConverter.GetBytes(sealedRecord.Length));
+            output.Write(sealedRecord);
+            converted++;
+        }
+        Assert.Equal(2, converted);
+        return output.ToArray();
+    }
 }

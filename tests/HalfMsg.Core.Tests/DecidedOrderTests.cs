@@ -52,9 +52,9 @@ public sealed class DecidedOrderTests
     public void The_order_is_copied_in_steps_from_a_running_number_skipping_what_was_forgotten()
     {
         var index = new DecidedIndex(retentionMs: 1_000, maxCount: 5);
-        for (int i = 0; i < 4; i++) index.Add($"tx-{i}", HalfMsg.Broker.Core.Model.TransactionResolution.Commit, i, atMs: i);
+        for (int i = 0; i < 4; i++) index.Add($"tx-{i}", HalfMsg.Broker.Core.Model.TransactionResolution.Commit, i, atMs: i, topic: "t");
         long before = index.Added;
-        for (int i = 4; i < 8; i++) index.Add($"tx-{i}", HalfMsg.Broker.Core.Model.TransactionResolution.Commit, i, atMs: i);
+        for (int i = 4; i < 8; i++) index.Add($"tx-{i}", HalfMsg.Broker.Core.Model.TransactionResolution.Commit, i, atMs: i, topic: "t");
         Assert.Equal(5, index.Count); // the count bound forgot the three oldest
 
         long[] Copy(long from, long until, int room, out long next)
@@ -74,7 +74,7 @@ public sealed class DecidedOrderTests
         Assert.Equal(6, next);
         Assert.Empty(Copy(next, 6, 2, out _));
         // Added meanwhile: later numbers. Forgotten meanwhile (time bound): skipped.
-        index.Add("tx-8", HalfMsg.Broker.Core.Model.TransactionResolution.Rollback, 8, atMs: 8);
+        index.Add("tx-8", HalfMsg.Broker.Core.Model.TransactionResolution.Rollback, 8, atMs: 8, topic: "t");
         index.Expire(nowMs: 1_007);
         Assert.Equal(new long[] { 7, 8 }, Copy(next, index.Added, 10, out next));
         Assert.Equal(index.Added, next);

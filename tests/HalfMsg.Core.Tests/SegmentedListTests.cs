@@ -255,7 +255,7 @@ public sealed class SegmentedListTests
     {
         const int ids = 100_000;
         var index = new DecidedIndex(retentionMs: long.MaxValue / 4, maxCount: ids - 1_000);
-        for (int i = 0; i < ids; i++) index.Add($"tx-{i}", i % 3 == 0 ? TransactionResolution.Rollback : TransactionResolution.Commit, i, atMs: i);
+        for (int i = 0; i < ids; i++) index.Add($"tx-{i}", i % 3 == 0 ? TransactionResolution.Rollback : TransactionResolution.Commit, i, atMs: i, topic: "t");
 
         // The count bound forgot the oldest thousand; the rest answer exactly.
         Assert.Equal(ids - 1_000, index.Count);
@@ -271,9 +271,9 @@ public sealed class SegmentedListTests
 
         // A decision replayed with the same values adds nothing; a newer one for the same id replaces it.
         long added = index.Added;
-        index.Add("tx-5000", TransactionResolution.Commit, 5_000, atMs: 5_000);
+        index.Add("tx-5000", TransactionResolution.Commit, 5_000, atMs: 5_000, topic: "t");
         Assert.Equal(added, index.Added);
-        index.Add("tx-5000", TransactionResolution.Rollback, 123_456, atMs: 200_000);
+        index.Add("tx-5000", TransactionResolution.Rollback, 123_456, atMs: 200_000, topic: "t");
         Assert.Equal(ids - 1_000, index.Count);
         Assert.True(index.TryGet("tx-5000", out resolution, out address) && address == 123_456 && resolution == TransactionResolution.Rollback);
 

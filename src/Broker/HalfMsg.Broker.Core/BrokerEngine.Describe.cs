@@ -35,8 +35,8 @@ public sealed partial class BrokerEngine
                     sb.Append('\n');
                 }
             }
-            foreach (var (key, resolution, address, at) in _txs.Decided.Entries().OrderBy(e => e.Key))
-                sb.Append($"decided {key:X} {resolution} @{address} {at}\n");
+            foreach (var (key, resolution, address, at, ns) in _txs.Decided.Entries().OrderBy(e => e.Key))
+                sb.Append($"decided {key:X} {resolution} @{address} {at} ns={ns ?? "?"}\n");
             foreach (var g in _groups.Values.OrderBy(g => g.Group, StringComparer.Ordinal).ThenBy(g => g.Topic.Name, StringComparer.Ordinal))
             {
                 for (int q = 0; q < g.Queues.Length; q++)

@@ -267,7 +267,7 @@ public sealed partial class BrokerEngine
             if (source == DecisionSource.Operator)
                 _logger.LogInformation("Operator {Resolution} of transaction {TransactionId} (topic {Topic})", resolution, transactionId, half.Topic);
         }
-        else if (_txs.Decided.TryGet(transactionId, out var decidedAs, out var decidedAt))
+        else if (_txs.Decided.TryGet(transactionId, out var decidedAs, out var decidedAt, out string? decidedIn) && MayKnow(decision, decidedIn))
         {
             if (resolution == TransactionResolution.Unknown || resolution == decidedAs)
             {
@@ -289,9 +289,42 @@ public sealed partial class BrokerEngine
         }
         else
         {
+            // Also another namespace's decided transaction: answered word for word as an id never sent.
             return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown: never sent, or decided and forgotten (decisions are remembered for {_options.DecisionRetention}, at most the last {_options.MaxRememberedDecisions:N0}), so its outcome is not known here"), TransactionResolution.Unknown, false);
         }
         return null;
+    }
+
+    /// <summary>
+    /// The namespace of a topic or group as RocketMQ names them inside the broker (<c>ns%name</c>, over gRPC and over
+    /// Remoting alike, where a client wraps its names itself): what comes before the first '%', or "" when there is
+    /// none (a plain name, or one that starts with '%', as the retry and dead-letter topics do).
+    /// </summary>
+    public static string NamespaceOf(string name)
+    {
+        int i = name.IndexOf('%');
+        return i > 0 ? name[..i] : "";
+    }
+
+    /// <summary>
+    /// True when the caller of <paramref name="decision"/> may be told the outcome of a transaction decided in namespace
+    /// <paramref name="decidedIn"/> ("" for none, null when not known). Until 2026-12-06 anyone was: a client of
+    /// namespace b that knew a transaction id of namespace a was told "already committed", or OK for a repeat. It could
+    /// change nothing, but it learned the outcome. A caller that gives no namespace (an operator, a gRPC call without
+    /// one that names no topic) is told as before, as it reaches every namespace's pending halves.
+    /// </summary>
+    /// <remarks>A decision loaded from a checkpoint written before decisions kept their namespace (null) is told only
+    /// to callers without a namespace: it may be any namespace's, and a caller of a namespace is better answered as for
+    /// an unknown id (what it is told anyway once the decision is forgotten, after DecisionRetention) than told another
+    /// namespace's outcome. So a deployment without namespaces answers exactly as before across the upgrade, and such
+    /// decisions are gone after DecisionRetention.</remarks>
+    private static bool MayKnow(in DecisionRequest decision, string? decidedIn)
+    {
+        string? caller = decision.Namespace
+            ?? (!string.IsNullOrEmpty(decision.Topic) ? NamespaceOf(decision.Topic)
+            : !string.IsNullOrEmpty(decision.TopicPrefix) ? decision.TopicPrefix.TrimEnd('%') : null);
+        if (caller is null) return true;
+        return decidedIn is null ? caller.Length == 0 : string.Equals(caller, decidedIn, StringComparison.Ordinal);
     }
 
     /// <summary>

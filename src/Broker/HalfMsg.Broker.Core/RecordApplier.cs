@@ -254,7 +254,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             else
                 AddDelayed(new DelayedEntry { BodyAddress = half.Address, Size = half.Size, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup });
         }
-        _txs.Decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs);
+        _txs.Decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs, half.Topic);
         _txs.Decided.Expire(rec.AtMs);
     }
 

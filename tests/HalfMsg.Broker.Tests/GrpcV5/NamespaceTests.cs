@@ -229,6 +229,53 @@ public sealed class NamespaceTests(V5BrokerFixture broker) : IClassFixture<V5Bro
         Assert.Null(await broker.Host.Engine.ReadPendingHalfAsync(tx));
     }
 
+    /// <summary>
+    /// A transaction already decided is told only to its namespace: a client of another namespace that knows its ids
+    /// gets word for word what an id never sent gets, for a repeat and for a conflicting decision, naming the topic or
+    /// not, alone and in HalfMsgBroker's own batch. Until 2026-12-06 the decided ids kept no namespace: tenant-b was told
+    /// OK for a repeat of tenant-a's commit and INVALID_TRANSACTION_ID ("already committed") for a rollback; it changed
+    /// nothing, but it learned the outcome (this test failed).
+    /// </summary>
+    [Fact]
+    public async Task A_decided_transaction_of_another_namespace_is_answered_as_one_never_sent()
+    {
+        using GrpcTestClient a = Client("tenant-a"), b = Client("tenant-b");
+        SendResultEntry entry = await SendHalfAsync(a, "tenant-a's transaction");
+        (string tx, string id) = (entry.TransactionId, entry.MessageId);
+        var committed = await a.UnaryAsync(GrpcMethods.EndTransaction, Decision(_topic, tx, id, TransactionResolution.Commit), EndTransactionResponse.Parser);
+        Assert.Equal(Code.Ok, committed.Response!.Status.Code);
+
+        string never = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant();
+        var neverSent = await b.UnaryAsync(GrpcMethods.EndTransaction, Decision(_topic, never, never, TransactionResolution.Commit), EndTransactionResponse.Parser);
+        Assert.Equal(Code.NotFound, neverSent.Response!.Status.Code);
+        void AssertAsNeverSent(Status status)
+        {
+            Assert.Equal(Code.NotFound, status.Code);
+            Assert.Equal(neverSent.Response!.Status.Message.Replace(never, tx, StringComparison.Ordinal), status.Message);
+        }
+
+        foreach (var resolution in new[] { TransactionResolution.Commit, TransactionResolution.Rollback })
+        {
+            foreach (bool namesTopic in new[] { true, false })
+            {
+                var fromB = Decision(_topic, tx, id, resolution);
+                if (!namesTopic) fromB.Topic = null;
+                AssertAsNeverSent((await b.UnaryAsync(GrpcMethods.EndTransaction, fromB, EndTransactionResponse.Parser)).Response!.Status);
+                var batch = await b.UnaryAsync("/halfmsg.v1.TransactionService/EndTransactions",
+                    new HalfMsg.Protocol.V1.EndTransactionsRequest { Decisions = { fromB } }, HalfMsg.Protocol.V1.EndTransactionsResponse.Parser);
+                AssertAsNeverSent(Assert.Single(batch.Response!.Entries));
+            }
+        }
+
+        // Its own namespace is still told: a repeat is OK, a rollback conflicts; the message was delivered once.
+        var repeat = await a.UnaryAsync(GrpcMethods.EndTransaction, Decision(_topic, tx, id, TransactionResolution.Commit), EndTransactionResponse.Parser);
+        Assert.Equal(Code.Ok, repeat.Response!.Status.Code);
+        var rollback = await a.UnaryAsync(GrpcMethods.EndTransaction, Decision(_topic, tx, id, TransactionResolution.Rollback), EndTransactionResponse.Parser);
+        Assert.Equal(Code.InvalidTransactionId, rollback.Response!.Status.Code);
+        Message got = Assert.Single(await ReceiveAllAsync(a, _topic, _group, 1));
+        Assert.Equal(id, got.SystemProperties.MessageId);
+    }
+
     [Fact]
     public async Task A_namespaced_consumer_that_gives_up_on_a_message_sends_it_to_the_dead_letter_topic_of_its_namespaced_group()
     {
@@ -369,6 +416,47 @@ public sealed class NamespaceAcrossProtocolsTests(RemotingBrokerFixture broker)
         Assert.Equal("from remoting", got.Body.ToStringUtf8());
         Assert.Equal(uniq, got.SystemProperties.MessageId);
         Assert.Equal(new Resource { Name = topic, ResourceNamespace = "tenant-a" }, got.Topic);
+    }
+
+    /// <summary>
+    /// A RocketMQ 4 client of a namespace wraps its producer group (<c>tenant-b%PG</c>): its END_TRANSACTION for a
+    /// transaction decided in another namespace is answered as for one never sent, and changes nothing. The Java client
+    /// sends it one-way, but a two-way one is answered. Until 2026-12-06 tenant-b was told SUCCESS for a repeat of
+    /// tenant-a's commit, and "already committed" for a rollback (this test failed).
+    /// </summary>
+    [Fact]
+    public async Task A_RocketMQ_4_decision_for_a_transaction_decided_in_another_namespace_is_answered_as_one_never_sent()
+    {
+        string topic = "tenant-a%" + RemotingBroker.Unique("NsT");
+        await using RemotingTestClient remoting = await broker.ConnectAsync();
+        var a = new RemotingTransactionProducer(remoting, "tenant-a%" + RemotingBroker.Unique("PG"));
+        var b = new RemotingTransactionProducer(remoting, "tenant-b%" + RemotingBroker.Unique("PG"));
+        await a.HeartbeatAsync();
+        await b.HeartbeatAsync();
+        var (uniq, sent) = await a.SendHalfAsync(topic, "tenant-a's transaction");
+        Assert.Equal(ResponseCode.Success, sent.Code);
+        var commit = await a.EndAsync(uniq, sent.Get("queueOffset")!, sent.Get("msgId")!, MessageSysFlag.TransactionCommitType, fromCheck: false, oneway: false);
+        Assert.Equal(ResponseCode.Success, commit!.Code);
+
+        string never = Guid.NewGuid().ToString("N").ToUpperInvariant();
+        var neverSent = await b.EndAsync(never, sent.Get("queueOffset")!, sent.Get("msgId")!, MessageSysFlag.TransactionCommitType, fromCheck: false, oneway: false);
+        Assert.Equal(ResponseCode.SystemError, neverSent!.Code);
+        foreach (int resolution in new[] { MessageSysFlag.TransactionCommitType, MessageSysFlag.TransactionRollbackType })
+        {
+            foreach (bool fromCheck in new[] { false, true })
+            {
+                var fromB = await b.EndAsync(uniq, sent.Get("queueOffset")!, sent.Get("msgId")!, resolution, fromCheck, oneway: false);
+                Assert.Equal((neverSent.Code, neverSent.Remark), (fromB!.Code, fromB.Remark));
+            }
+        }
+
+        // Its own namespace is still told: a repeat succeeds.
+        var repeat = await a.EndAsync(uniq, sent.Get("queueOffset")!, sent.Get("msgId")!, MessageSysFlag.TransactionCommitType, fromCheck: false, oneway: false);
+        Assert.Equal(ResponseCode.Success, repeat!.Code);
+        using var grpc = new GrpcTestClient($"127.0.0.1:{broker.GrpcPort}");
+        grpc.DefaultHeaders[RocketMqHeaders.Namespace] = "tenant-a";
+        Message got = Assert.Single(await NamespaceTests.ReceiveAllAsync(grpc, topic["tenant-a%".Length..], RemotingBroker.Unique("G"), 1));
+        Assert.Equal(uniq, got.SystemProperties.MessageId);
     }
 
     /// <summary>

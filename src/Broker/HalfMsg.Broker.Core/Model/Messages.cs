@@ -104,9 +104,11 @@ public sealed record HalfDraft(MessageDraft Message, string ProducerGroup, strin
 /// none: RocketMQ 4's END_TRANSACTION and an operator carry none). A named topic must be the half's own, as stored
 /// (a gRPC namespace's <c>&lt;ns&gt;%&lt;name&gt;</c>), or the decision finds no half: so a client of one namespace cannot
 /// decide another namespace's transaction. A caller in a namespace that names no topic gives its namespace's prefix
-/// (<c>&lt;ns&gt;%</c>) as <paramref name="TopicPrefix"/>: the half's topic must begin with it.</summary>
+/// (<c>&lt;ns&gt;%</c>) as <paramref name="TopicPrefix"/>: the half's topic must begin with it. A transaction already
+/// decided is told only to a caller of its namespace: <paramref name="Namespace"/> when given ("" for none; RocketMQ 4's
+/// END_TRANSACTION gives its producer group's), else the named topic's or the prefix's; with none of them, any.</summary>
 public readonly record struct DecisionRequest(string TransactionId, string? MessageId, TransactionResolution Resolution, DecisionSource Source,
-    string? TraceParent = null, string? Topic = null, string? TopicPrefix = null);
+    string? TraceParent = null, string? Topic = null, string? TopicPrefix = null, string? Namespace = null);
 
 public readonly record struct DecisionResult(BrokerError Error, TransactionResolution Outcome, bool WasDuplicate)
 {

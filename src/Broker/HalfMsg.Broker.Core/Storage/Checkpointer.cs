@@ -37,6 +37,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     // Version 3: the header says whether the file is whole or a delta on the checkpoint it names.
     // Version 4: an entry reserved for one consumer group (a re-driven dead letter) names it (see WriteEntry).
     // Version 5: a dead letter taken from another dead-letter topic names that topic (see WriteEntry).
+    // Decided ids with their namespace (2026-12-06) are two new record kinds, not a version: a file without them loads
+    // as before. One more byte per decided id (the namespace's number), and each namespace's name once per file.
     private const byte Version = 5;
     private const byte VersionWithoutSources = 4;
     private const byte VersionWithoutTargets = 3;
@@ -60,6 +62,12 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     private const RecordKind SnapQueueFront = (RecordKind)109;
     /// <summary>In a delta: one entry below the previous file's end, rewritten in place since (a body relocated).</summary>
     private const RecordKind SnapEntryPatch = (RecordKind)110;
+    /// <summary>A decided id with its namespace: as <see cref="SnapDecided"/>, then the namespace's number in this file
+    /// (0: none; others named by a <see cref="SnapNamespace"/> before it). <see cref="SnapDecided"/> is a decision whose
+    /// namespace is not known (written before decisions kept one, and kept so since).</summary>
+    private const RecordKind SnapDecidedIn = (RecordKind)111;
+    /// <summary>A namespace's number in this file, and its name.</summary>
+    private const RecordKind SnapNamespace = (RecordKind)112;
 
     /// <summary>Tests: runs before the halves, the queues and the decided ids are captured (with the part's index:
     /// 0, 2, 3), outside the engine lock, so a test can decide a half at a chosen moment of a fuzzy capture.</summary>
@@ -295,6 +303,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             part = PartDecided;
             if (BeforePartForTests is { } hookDecided) await hookDecided(PartDecided).ConfigureAwait(false);
             var decidedPart = new (UInt128 Key, long AtMs)[4 * ItemsPerHold];
+            var namespaces = new Dictionary<string, int>(StringComparer.Ordinal) { [""] = 0 };
             long decidedNext = chain?.DecidedAdded ?? 0;
             long decidedEnd = -1;
             while (true)
@@ -308,8 +317,20 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     for (int k = 0; k < n; k++)
                     {
                         var (key, atMs) = decidedPart[k];
-                        if (!decided.TryGetLive(key, atMs, out var resolution, out var address)) continue;
-                        w.Begin(SnapDecided).U64((ulong)(key >> 64)).U64((ulong)key).Byte((byte)resolution).I64(address).I64(atMs);
+                        if (!decided.TryGetLive(key, atMs, out var resolution, out var address, out var ns)) continue;
+                        if (ns is null)
+                        {
+                            w.Begin(SnapDecided).U64((ulong)(key >> 64)).U64((ulong)key).Byte((byte)resolution).I64(address).I64(atMs);
+                            Emit(w, o);
+                            continue;
+                        }
+                        if (!namespaces.TryGetValue(ns, out int number))
+                        {
+                            namespaces[ns] = number = namespaces.Count;
+                            w.Begin(SnapNamespace).I32(number).Str(ns);
+                            Emit(w, o);
+                        }
+                        w.Begin(SnapDecidedIn).U64((ulong)(key >> 64)).U64((ulong)key).Byte((byte)resolution).I64(address).I64(atMs).I32(number);
                         Emit(w, o);
                     }
                     done = n == 0 || decidedNext >= decidedEnd;
@@ -554,6 +575,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         int pos = headerSize;
         bool ended = false;
         var topicsNamed = new HashSet<string>(StringComparer.Ordinal);
+        var namespaces = new List<string> { "" };
         while (pos + 4 <= bytes.Length && !ended)
         {
             int len = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(pos));
@@ -642,7 +664,25 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     ulong hi = r.U64(), lo = r.U64();
                     var resolution = (TransactionResolution)r.Byte();
                     long address = r.I64(), at = r.I64();
-                    state.Halves.Decided.Add(new UInt128(hi, lo), resolution, address, at);
+                    // Its namespace is not known: see BrokerEngine.MayKnow for how such a decision is answered.
+                    state.Halves.Decided.Add(new UInt128(hi, lo), resolution, address, at, ns: null);
+                    break;
+                }
+                case SnapNamespace:
+                {
+                    int number = r.I32();
+                    if (number != namespaces.Count) { error = $"namespace number {number} is out of order (expected {namespaces.Count})"; return false; }
+                    namespaces.Add(r.Str() ?? "");
+                    break;
+                }
+                case SnapDecidedIn:
+                {
+                    ulong hi = r.U64(), lo = r.U64();
+                    var resolution = (TransactionResolution)r.Byte();
+                    long address = r.I64(), at = r.I64();
+                    int number = r.I32();
+                    if (number < 0 || number >= namespaces.Count) { error = $"a decided id names namespace number {number}, which the file has not named"; return false; }
+                    state.Halves.Decided.Add(new UInt128(hi, lo), resolution, address, at, namespaces[number]);
                     break;
                 }
                 case SnapDelayed:

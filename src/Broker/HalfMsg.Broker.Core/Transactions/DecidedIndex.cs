@@ -14,6 +14,11 @@ namespace HalfMsg.Broker.Core.Transactions;
 /// time in a struct slot: one dictionary entry (~48 B) plus one ring slot (24 B). Ids are never compared as strings,
 /// so the id itself is not kept. Eviction is oldest first, by time or when the count bound is reached; an evicted id
 /// answers "unknown", exactly as one older than the time bound always did.
+/// <para>Each decision keeps the namespace of its half's topic (a small number into a table of names, in the slot's
+/// padding), so a caller of another namespace is answered as for an unknown id instead of learning the outcome. It
+/// costs no byte: measured on 2026-12-06, the slot is 24 B, a dictionary entry 64 B and an order item 32 B, before and
+/// after, and a million ids hold about 108-118 B each either way. Until 2026-12-06 the set kept no namespace: a client of namespace b that knew an id of namespace a was
+/// told "already committed" (or OK for a repeat).</para>
 /// </remarks>
 internal sealed class DecidedIndex(long retentionMs, int maxCount)
 {
@@ -27,7 +32,16 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     private readonly ShardedTable<UInt128, Slot, ByKey> _byKey = new();
     private readonly OrderRing _order = new();
 
-    private readonly record struct Slot(long Address, long AtMs, TransactionResolution Resolution);
+    /// <summary>The slot's namespace when it is not known: a decision loaded from a checkpoint written before
+    /// decisions kept their namespace.</summary>
+    internal const int UnknownNamespace = -1;
+
+    // Number 0 is "no namespace". Grows by one per distinct namespace that ever had a decision (a namespace's halves
+    // need a topic in it); numbers are this process's own, the checkpoint carries the names.
+    private readonly List<string> _namespaces = [""];
+    private readonly Dictionary<string, int> _namespaceNumbers = new(StringComparer.Ordinal) { [""] = 0 };
+
+    private readonly record struct Slot(long Address, long AtMs, TransactionResolution Resolution, int Namespace);
 
     private struct ByKey : IShardOf<UInt128>
     {
@@ -52,12 +66,32 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
         return new UInt128(BitConverter.ToUInt64(hash), BitConverter.ToUInt64(hash[8..]));
     }
 
-    public bool TryGet(string transactionId, out TransactionResolution resolution, out long address)
+    /// <summary>Any namespace's decision of <paramref name="transactionId"/> (for the broker's own uses, never for
+    /// answering a client of a namespace: see the overload with the namespace).</summary>
+    public bool TryGet(string transactionId, out TransactionResolution resolution, out long address) => TryGet(transactionId, out resolution, out address, out _);
+
+    /// <summary>The decision of <paramref name="transactionId"/>, with the namespace of its half's topic in
+    /// <paramref name="ns"/> ("" for none; null when not known: loaded from an older checkpoint).</summary>
+    public bool TryGet(string transactionId, out TransactionResolution resolution, out long address, out string? ns)
     {
         UInt128 key = KeyOf(transactionId);
-        if (_byKey.TryGetValue(key, out var slot)) { resolution = slot.Resolution; address = slot.Address; return true; }
-        resolution = default; address = 0;
+        if (_byKey.TryGetValue(key, out var slot)) { resolution = slot.Resolution; address = slot.Address; ns = NameOf(slot.Namespace); return true; }
+        resolution = default; address = 0; ns = null;
         return false;
+    }
+
+    private string? NameOf(int number) => number == UnknownNamespace ? null : _namespaces[number];
+
+    private int NumberOf(string? ns)
+    {
+        if (ns is null) return UnknownNamespace;
+        if (!_namespaceNumbers.TryGetValue(ns, out int n))
+        {
+            n = _namespaces.Count;
+            _namespaces.Add(ns);
+            _namespaceNumbers[ns] = n;
+        }
+        return n;
     }
 
     public bool Contains(string transactionId)
@@ -66,14 +100,23 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
         return _byKey.ContainsKey(key);
     }
 
-    public void Add(string transactionId, TransactionResolution resolution, long address, long atMs) => Add(KeyOf(transactionId), resolution, address, atMs);
+    /// <summary>Remembers the decision of a half of <paramref name="topic"/> (its namespace is kept).</summary>
+    public void Add(string transactionId, TransactionResolution resolution, long address, long atMs, string topic)
+        => Add(KeyOf(transactionId), resolution, address, atMs, BrokerEngine.NamespaceOf(topic));
 
-    public void Add(UInt128 key, TransactionResolution resolution, long address, long atMs)
+    /// <summary>Remembers a decision of namespace <paramref name="ns"/> ("" for none, null when not known).</summary>
+    public void Add(UInt128 key, TransactionResolution resolution, long address, long atMs, string? ns)
     {
         // Idempotent: a decision replayed over a checkpoint that already holds it changes nothing (no second ring slot).
+        // Its namespace is taken, though: the replayed record's half names it where an older checkpoint did not.
+        int number = NumberOf(ns);
         ref Slot slot = ref _byKey.GetValueRefOrAddDefault(key, out bool existed);
-        if (existed && slot.AtMs == atMs && slot.Address == address) return;
-        slot = new Slot(address, atMs, resolution);
+        if (existed && slot.AtMs == atMs && slot.Address == address)
+        {
+            if (ns is not null) slot = slot with { Namespace = number };
+            return;
+        }
+        slot = new Slot(address, atMs, resolution, number);
         _order.Enqueue((key, atMs));
         Added++;
         while (Count > maxCount && _order.TryDequeue(out var oldest)) Forget(oldest);
@@ -127,18 +170,18 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     }
 
     /// <summary>The slot of <paramref name="key"/>, if it is still the one added at <paramref name="atMs"/>.</summary>
-    public bool TryGetLive(UInt128 key, long atMs, out TransactionResolution resolution, out long address)
+    public bool TryGetLive(UInt128 key, long atMs, out TransactionResolution resolution, out long address, out string? ns)
     {
-        if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == atMs) { resolution = slot.Resolution; address = slot.Address; return true; }
-        resolution = default; address = 0;
+        if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == atMs) { resolution = slot.Resolution; address = slot.Address; ns = NameOf(slot.Namespace); return true; }
+        resolution = default; address = 0; ns = null;
         return false;
     }
 
     /// <summary>Snapshot order: oldest first, so a load re-adds them in expiry order.</summary>
-    public IEnumerable<(UInt128 Key, TransactionResolution Resolution, long Address, long AtMs)> Entries()
+    public IEnumerable<(UInt128 Key, TransactionResolution Resolution, long Address, long AtMs, string? Namespace)> Entries()
     {
         foreach (var (key, at) in _order.Items())
-            if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == at) yield return (key, slot.Resolution, slot.Address, slot.AtMs);
+            if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == at) yield return (key, slot.Resolution, slot.Address, slot.AtMs, NameOf(slot.Namespace));
     }
 
     /// <summary>

@@ -37,7 +37,8 @@ internal sealed partial class MessagingService
     }
 
     /// <summary>The request as the core takes it: the topic it names (if any) in the caller's namespace, or the caller's
-    /// namespace's prefix when it names none, so the decision reaches only a half of that namespace.</summary>
+    /// namespace's prefix when it names none, so the decision reaches only a half of that namespace, and a transaction
+    /// already decided in another namespace is answered as one never sent.</summary>
     private static DecisionRequest ToDecision(EndTransactionRequest request, string ns) => new(
         request.TransactionId,
         string.IsNullOrEmpty(request.MessageId) ? null : request.MessageId,

@@ -12,7 +12,8 @@ internal sealed partial class RemotingDispatcher
     /// commitOrRollback 8 = COMMIT, 12 = ROLLBACK, 0 = unknown (Java answers nothing for it, nor for any other value; an
     /// unknown answer to a check only marks the check answered).
     /// The transaction is the message's UNIQ_KEY (<c>msgId</c>). Exactly-once comes from the core: a repeated decision
-    /// changes nothing, rollback after commit changes nothing, an unknown id is logged and counted.
+    /// changes nothing, rollback after commit changes nothing, an unknown id is logged and counted (as is an id decided
+    /// in another namespace than the producer group's).
     /// </summary>
     private async ValueTask<RemotingCommand?> EndTransactionAsync(RemotingCommand request)
     {
@@ -48,8 +49,10 @@ internal sealed partial class RemotingDispatcher
         if (BrokerTracing.Source.HasListeners())
             BrokerTracing.SetRemoteParent(request.Get(BrokerTracing.TraceParentProperty)
                 ?? (await Engine.ReadPendingHalfAsync(id).ConfigureAwait(false))?.Properties.GetValueOrDefault(BrokerTracing.TraceParentProperty));
-        var result = await Engine.EndTransactionAsync(id, null, resolution, fromCheck ? DecisionSource.CheckBack : DecisionSource.Client)
-            .ConfigureAwait(false);
+        // The producer group's namespace (a RocketMQ 4 client of a namespace wraps its group as it wraps its topics): a
+        // transaction already decided in another namespace is answered as an unknown one, not with its outcome.
+        var result = await Engine.EndTransactionAsync(new DecisionRequest(id, null, resolution, fromCheck ? DecisionSource.CheckBack : DecisionSource.Client,
+            Namespace: BrokerEngine.NamespaceOf(group)), CancellationToken.None).ConfigureAwait(false);
         if (result.IsOk) return Ok(request);
         if (result.Error.Status == BrokerStatus.TransactionNotFound)
         {
