@@ -410,15 +410,53 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
-        /// <summary>Messages with this key (newest last), optionally of one topic.</summary>
+        /// <summary>The message as found in <paramref name="topic"/> (see <see cref="FindByKey"/>); null when it was never there.</summary>
+        public Entry? Find(string messageId, string topic)
+        {
+            lock (_lock)
+            {
+                DrainLocked();
+                return _state.ById.TryGetValue(messageId, out var t) ? InTopic(t, topic) : null;
+            }
+        }
+
+        /// <summary>
+        /// Messages with this key (newest last), optionally as found in one topic: where the message is in that topic,
+        /// which need not be where it is now. A send-back stores the same message id again in <c>%RETRY%group</c> (a
+        /// dead-letter in <c>%DLQ%group</c>), and the entry follows it there; RocketMQ still finds the message by key in
+        /// its own topic (its IndexFile keeps topic#key of every store). Until 2026-12-06 a topic's look-up compared the
+        /// entry's topic, so QUERY_MESSAGE and <c>GET /api/messages?key=&amp;topic=</c> lost a message from its topic
+        /// after one send-back (found by review).
+        /// </summary>
         public IReadOnlyList<Entry> FindByKey(string key, string? topic = null)
         {
             lock (_lock)
             {
                 DrainLocked();
                 if (!_state.ByKey.TryGetValue(key, out var ids)) return [];
-                return ids.Select(id => _state.ById[id].ToEntry()).Where(e => topic is null || e.Topic == topic).ToList();
+                var found = new List<Entry>(ids.Count);
+                foreach (string id in ids)
+                    if ((topic is null ? _state.ById[id].ToEntry() : InTopic(_state.ById[id], topic)) is { } e) found.Add(e);
+                return found;
             }
+        }
+
+        /// <summary>
+        /// The message as found in <paramref name="topic"/>: its entry if it is on a queue there now; else at its newest
+        /// queue position in the topic (every store, release and dead-letter adds one); else its entry if it belongs to
+        /// the topic without a position (a pending half, a delayed message not yet due); else null.
+        /// </summary>
+        private static Entry? InTopic(Tracked t, string topic)
+        {
+            bool current = string.Equals(t.Topic, topic, StringComparison.Ordinal);
+            if (current && t.QueueId >= 0 && t.QueueOffset >= 0) return t.ToEntry();
+            (string Topic, int Queue, long Offset) at = (null!, -1, -1);
+            if (t.Position.Queue >= 0 && string.Equals(t.Position.Topic, topic, StringComparison.Ordinal)) at = t.Position;
+            if (t.MorePositions is not null)
+                foreach (var p in t.MorePositions)
+                    if (string.Equals(p.Topic, topic, StringComparison.Ordinal)) at = p; // added oldest first: the last is the newest
+            if (at.Queue >= 0) return t.ToEntry() with { Topic = topic, QueueId = at.Queue, QueueOffset = at.Offset };
+            return current ? t.ToEntry() : null;
         }
 
         // ------------------------------------------------------------------ state
