@@ -68,6 +68,23 @@ public sealed class MessageLookupTests() : InProcessAdminHost("lookup")
         Assert.StartsWith("scheduled", inRetry.GetProperty("state").GetString());
     }
 
+    /// <summary>A recalled delay message is looked up as recalled, with a <c>recalled</c> step; until 2026-12-06 it was
+    /// "scheduled (delivery time not reached when last seen)" for good (found by review).</summary>
+    [Fact]
+    public async Task A_recalled_delay_message_is_looked_up_as_recalled_with_its_step()
+    {
+        var engine = _host.Engine;
+        long dueAt = DateTimeOffset.UtcNow.AddHours(1).ToUnixTimeMilliseconds();
+        var sent = await engine.SendAsync(new MessageDraft { Topic = "lookup-timers", MessageId = "lk-recalled", Keys = ["k"], Body = new byte[] { 1 }, DeliveryTimestampMs = dueAt });
+        Assert.True(sent.IsOk, sent.Error.ToString());
+        Assert.StartsWith("scheduled", (await Message("lk-recalled")).GetProperty("state").GetString());
+        Assert.Equal(Broker.Core.RecallOutcome.Recalled, (await engine.RecallDelayedAsync("lookup-timers", sent.LogAddress, dueAt, "lk-recalled")).Outcome);
+
+        var found = await Message("lk-recalled");
+        Assert.StartsWith("recalled", found.GetProperty("state").GetString());
+        Assert.Equal(["stored", "recalled"], found.GetProperty("history").EnumerateArray().Select(s => s.GetProperty("kind").GetString()!).ToArray());
+    }
+
     [Fact]
     public async Task A_decided_transaction_can_still_be_looked_up_with_its_decision_and_source()
     {
