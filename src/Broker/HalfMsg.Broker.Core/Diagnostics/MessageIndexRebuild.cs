@@ -14,8 +14,9 @@ public sealed partial class BrokerEngine
     /// Rebuilds the <see cref="MessageIndex"/> after a start (a clean one or a kill -9) by reading, in the background,
     /// the records the retained log held when recovery ended: message and half bodies (also those retention re-appended),
     /// decisions, releases, recalls, deliveries, acks, lease changes and dead-letters. It only reads the log and feeds
-    /// the index: no engine state changes. Records appended after the start are the live hooks' business; they are kept aside meanwhile and
-    /// replayed over the rebuilt index at the end (see <see cref="MessageIndex"/>). Called once, after recovery.
+    /// the index: no engine state changes. Records appended after the start are the live hooks' business; they are kept
+    /// aside meanwhile and replayed over the rebuilt index at the end (see <see cref="MessageIndex"/>). Called once, after
+    /// recovery.
     /// </summary>
     internal void StartIndexRebuild()
     {
