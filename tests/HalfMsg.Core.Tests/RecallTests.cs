@@ -164,4 +164,54 @@ public sealed class RecallTests
         // Committed, it waits for its time at the half's address, but no recall handle was issued for it.
         Assert.Equal(RecallOutcome.NotWaiting, (await h.Engine.RecallDelayedAsync("timers", halfAddress, dueAt, half.MessageId)).Outcome);
     }
+
+    /// <summary>A recalled delay message must not stay "waiting for its delivery time" in the operator index (the admin
+    /// API's look-up answered "scheduled (delivery time not reached when last seen)" from it for good until 2026-12-06,
+    /// found by review).</summary>
+    [Fact]
+    public async Task A_recalled_delay_message_leaves_a_trace_in_the_message_index()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var sent = await SendDelayedAsync(h, "timers", "recalled", dueAt);
+        var (error, outcome) = await h.Engine.RecallDelayedAsync("timers", sent.LogAddress, dueAt, sent.MessageId);
+        Assert.True(error.IsOk);
+        Assert.Equal(RecallOutcome.Recalled, outcome);
+        h.Clock.Advance(TimeSpan.FromMinutes(11));
+        h.Engine.RunSweep();
+
+        var kinds = h.Engine.MessageIndex.History(sent.MessageId)!.Events.Select(e => e.Kind).ToList();
+        Assert.True(kinds.Count > 1, $"history after recall and past its due time: {string.Join(",", kinds)} (still shown as waiting)");
+    }
+
+    /// <summary>The recall's step, live and in the index rebuilt from the log after a restart, also for a body retention
+    /// moved before the recall (the record names the address the message was sent at, not where its body is).</summary>
+    [Fact]
+    public async Task A_recalled_delay_message_shows_recalled_in_the_live_and_the_rebuilt_message_index()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.MessageIndexReady;
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var recalled = await SendDelayedAsync(h, "timers", "recalled", dueAt);
+        var control = await SendDelayedAsync(h, "timers", "control", dueAt + 1);
+        await h.SendNormalAsync("filler", "f");
+        Assert.Equal(2, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress)); // both bodies moved to the tail
+        Assert.Equal(RecallOutcome.Recalled, (await h.Engine.RecallDelayedAsync("timers", recalled.LogAddress, dueAt, recalled.MessageId)).Outcome);
+
+        // Kinds by name: the test compiles (and fails) against the index before the recalled step existed.
+        List<string> Steps(string id) => h.Engine.MessageIndex.History(id)!.Events.Select(e => e.Kind.ToString()).ToList();
+        void AssertRecalled(string when)
+        {
+            Assert.True(Steps(recalled.MessageId) is ["Stored", "Recalled"], $"{when}: steps {string.Join(",", Steps(recalled.MessageId))}");
+            Assert.Equal(["Stored"], Steps(control.MessageId));
+        }
+        AssertRecalled("live");
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        AssertRecalled("rebuilt");
+
+        // The control was still waiting in the index: its release (and the delivery the helper made) is seen.
+        await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
+        Assert.Equal(["Stored", "Released"], Steps(control.MessageId).Take(2));
+    }
 }

@@ -39,8 +39,10 @@ public sealed partial class BrokerEngine
             // release, or released already, and not found.
             if (_delayed.TryGetSentAt(sentAt, out var entry) && entry.Topic == topic && entry.DeliverAtMs == deliverAtMs)
             {
-                new DelayRecalledRecord(sentAt, topic, messageId, NowMs).Write(_writer);
+                long bodyAddress = entry.BodyAddress, now = NowMs;
+                new DelayRecalledRecord(sentAt, topic, messageId, now).Write(_writer);
                 address = AppendAndApply();
+                MessageIndex.OnRecalled(messageId, topic, bodyAddress, now); // MessageIndex hook: no longer waits for its time
                 outcome = RecallOutcome.Recalled;
             }
             else

@@ -47,6 +47,44 @@ public sealed class MessageLookupTests() : InProcessAdminHost("lookup")
         Assert.Equal(0, (await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=order-7&topic=elsewhere")).GetArrayLength());
     }
 
+    /// <summary>A key look-up in a topic finds a message a consumer sent back at its position there, as RocketMQ's
+    /// queryMsgByKey does. Until 2026-12-06 it answered [] for the topic once the send-back stored the message again in
+    /// %RETRY%group (found by review).</summary>
+    [Fact]
+    public async Task A_message_sent_back_is_still_found_by_key_in_its_topic_at_its_position_there()
+    {
+        var engine = _host.Engine;
+        await engine.MessageIndexReady;
+        Assert.True((await engine.SendAsync(new MessageDraft { Topic = "lookup-sentback", MessageId = "lk-sb-1", Keys = ["order-sb"], Body = new byte[] { 1 } })).IsOk);
+        var pulled = Assert.Single((await engine.PullAsync("lookup-sentback", 0, 0, 32, HalfMsg.Broker.Core.Delivery.TagFilter.All, TimeSpan.Zero)).Messages);
+        var back = await engine.SendBackAsync("lookup-consumers", pulled.PhysicalOffset, 0, maxReconsumeTimes: 16, "lookup-sentback");
+        Assert.True(back.Error.IsOk, back.Error.ToString());
+
+        var inTopic = Assert.Single((await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=order-sb&topic=lookup-sentback")).EnumerateArray());
+        Assert.Equal(("lk-sb-1", "lookup-sentback", 0, 0L, "stored"), (inTopic.GetProperty("messageId").GetString(), inTopic.GetProperty("topic").GetString(),
+            inTopic.GetProperty("queueId").GetInt32(), inTopic.GetProperty("queueOffset").GetInt64(), inTopic.GetProperty("state").GetString()));
+        // In the retry topic it waits for its delivery time.
+        var inRetry = Assert.Single((await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=order-sb&topic=%25RETRY%25lookup-consumers")).EnumerateArray());
+        Assert.StartsWith("scheduled", inRetry.GetProperty("state").GetString());
+    }
+
+    /// <summary>A recalled delay message is looked up as recalled, with a <c>recalled</c> step; until 2026-12-06 it was
+    /// "scheduled (delivery time not reached when last seen)" for good (found by review).</summary>
+    [Fact]
+    public async Task A_recalled_delay_message_is_looked_up_as_recalled_with_its_step()
+    {
+        var engine = _host.Engine;
+        long dueAt = DateTimeOffset.UtcNow.AddHours(1).ToUnixTimeMilliseconds();
+        var sent = await engine.SendAsync(new MessageDraft { Topic = "lookup-timers", MessageId = "lk-recalled", Keys = ["k"], Body = new byte[] { 1 }, DeliveryTimestampMs = dueAt });
+        Assert.True(sent.IsOk, sent.Error.ToString());
+        Assert.StartsWith("scheduled", (await Message("lk-recalled")).GetProperty("state").GetString());
+        Assert.Equal(Broker.Core.RecallOutcome.Recalled, (await engine.RecallDelayedAsync("lookup-timers", sent.LogAddress, dueAt, "lk-recalled")).Outcome);
+
+        var found = await Message("lk-recalled");
+        Assert.StartsWith("recalled", found.GetProperty("state").GetString());
+        Assert.Equal(["stored", "recalled"], found.GetProperty("history").EnumerateArray().Select(s => s.GetProperty("kind").GetString()!).ToArray());
+    }
+
     [Fact]
     public async Task A_decided_transaction_can_still_be_looked_up_with_its_decision_and_source()
     {

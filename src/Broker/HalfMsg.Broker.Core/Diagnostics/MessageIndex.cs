@@ -37,6 +37,8 @@ namespace HalfMsg.Broker.Core.Diagnostics
         Redriven,
         /// <summary>Its delivery time came: a delayed message (or a committed delayed half) was put on a queue.</summary>
         Released,
+        /// <summary>Its producer recalled the delay message before its delivery time: it is never put on a queue.</summary>
+        Recalled,
     }
 
     /// <summary>
@@ -91,7 +93,11 @@ namespace HalfMsg.Broker.Core.Diagnostics
         /// <summary>What the index knows of one message. QueueId/QueueOffset are -1 until it is on a queue (half, delayed).</summary>
         public sealed record Entry(string MessageId, string Topic, string? Tag, IReadOnlyList<string> Keys, DateTimeOffset StoredAt,
             MessageKind Kind, string? TransactionId, string? ProducerGroup, int QueueId, long QueueOffset,
-            TransactionResolution? Resolution, DecisionSource? DecidedBy, DateTimeOffset? DecidedAt);
+            TransactionResolution? Resolution, DecisionSource? DecidedBy, DateTimeOffset? DecidedAt)
+        {
+            /// <summary>A delay message its producer recalled before its delivery time: it never reaches a queue.</summary>
+            public bool Recalled { get; init; }
+        }
 
         /// <summary>A message's history, oldest first, and how many steps in the middle were dropped to stay bounded.</summary>
         public sealed record MessageHistory(IReadOnlyList<HistoryEvent> Events, int Dropped);
@@ -210,6 +216,12 @@ namespace HalfMsg.Broker.Core.Diagnostics
         /// without its deliveries and acks, which it finds by queue position (found by review).</summary>
         internal void OnReleased(long bodyAddress, string topic, int queueId, long offset, long atMs)
             => Submit(new Op(OpKind.Released, null, topic, atMs) { Address = bodyAddress, QueueId = queueId, Offset = offset });
+
+        /// <summary>The delay message waiting with its body at <paramref name="bodyAddress"/> was recalled (under the
+        /// engine's lock, after its record was appended): it no longer waits. Until 2026-12-06 nothing told the index, and
+        /// it showed a recalled message as scheduled for good (found by review).</summary>
+        internal void OnRecalled(string messageId, string topic, long bodyAddress, long atMs)
+            => Submit(new Op(OpKind.Recalled, messageId, topic, atMs) { Address = bodyAddress });
 
         /// <summary>Retention moved a delayed message's body: it is released by its new address.</summary>
         internal void OnBodyMoved(long previous, long address)
@@ -410,20 +422,58 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
-        /// <summary>Messages with this key (newest last), optionally of one topic.</summary>
+        /// <summary>The message as found in <paramref name="topic"/> (see <see cref="FindByKey"/>); null when it was never there.</summary>
+        public Entry? Find(string messageId, string topic)
+        {
+            lock (_lock)
+            {
+                DrainLocked();
+                return _state.ById.TryGetValue(messageId, out var t) ? InTopic(t, topic) : null;
+            }
+        }
+
+        /// <summary>
+        /// Messages with this key (newest last), optionally as found in one topic: where the message is in that topic,
+        /// which need not be where it is now. A send-back stores the same message id again in <c>%RETRY%group</c> (a
+        /// dead-letter in <c>%DLQ%group</c>), and the entry follows it there; RocketMQ still finds the message by key in
+        /// its own topic (its IndexFile keeps topic#key of every store). Until 2026-12-06 a topic's look-up compared the
+        /// entry's topic, so QUERY_MESSAGE and <c>GET /api/messages?key=&amp;topic=</c> lost a message from its topic
+        /// after one send-back (found by review).
+        /// </summary>
         public IReadOnlyList<Entry> FindByKey(string key, string? topic = null)
         {
             lock (_lock)
             {
                 DrainLocked();
                 if (!_state.ByKey.TryGetValue(key, out var ids)) return [];
-                return ids.Select(id => _state.ById[id].ToEntry()).Where(e => topic is null || e.Topic == topic).ToList();
+                var found = new List<Entry>(ids.Count);
+                foreach (string id in ids)
+                    if ((topic is null ? _state.ById[id].ToEntry() : InTopic(_state.ById[id], topic)) is { } e) found.Add(e);
+                return found;
             }
+        }
+
+        /// <summary>
+        /// The message as found in <paramref name="topic"/>: its entry if it is on a queue there now; else at its newest
+        /// queue position in the topic (every store, release and dead-letter adds one); else its entry if it belongs to
+        /// the topic without a position (a pending half, a delayed message not yet due); else null.
+        /// </summary>
+        private static Entry? InTopic(Tracked t, string topic)
+        {
+            bool current = string.Equals(t.Topic, topic, StringComparison.Ordinal);
+            if (current && t.QueueId >= 0 && t.QueueOffset >= 0) return t.ToEntry();
+            (string Topic, int Queue, long Offset) at = (null!, -1, -1);
+            if (t.Position.Queue >= 0 && string.Equals(t.Position.Topic, topic, StringComparison.Ordinal)) at = t.Position;
+            if (t.MorePositions is not null)
+                foreach (var p in t.MorePositions)
+                    if (string.Equals(p.Topic, topic, StringComparison.Ordinal)) at = p; // added oldest first: the last is the newest
+            if (at.Queue >= 0) return t.ToEntry() with { Topic = topic, QueueId = at.Queue, QueueOffset = at.Offset };
+            return current ? t.ToEntry() : null;
         }
 
         // ------------------------------------------------------------------ state
 
-        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven, TopicDeleted, Released, BodyMoved }
+        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven, TopicDeleted, Released, BodyMoved, Recalled }
 
         /// <summary>One index operation: what a live hook saw, or what the rebuild read from a log record. A struct: four
         /// per transaction, and only a rebuild keeps any.</summary>
@@ -453,7 +503,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public bool Relocated;
             /// <summary>Rebuild only: extra queue positions the relocated body serves.</summary>
             public List<(string Topic, int QueueId, long Offset)>? Positions;
-            /// <summary>The body's log address (Stored, Half, Decided, Released, BodyMoved; -1 = not told), and where a
+            /// <summary>The body's log address (Stored, Half, Decided, Released, BodyMoved, Recalled; -1 = not told), and where a
             /// relocated body (or BodyMoved) was before.</summary>
             public long Address = -1;
             public long PreviousAddress = -1;
@@ -479,6 +529,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public long StoredAtMs;
             public MessageKind Kind;
             public bool Half;                             // a half message: its transaction id is its message id
+            public bool Recalled;                         // a delay message recalled before its delivery time
             public string? ProducerGroup;
             public int QueueId = -1;
             public long QueueOffset = -1;
@@ -498,7 +549,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
             public Entry ToEntry() => new(MessageId, Topic, Tag, Keys, DateTimeOffset.FromUnixTimeMilliseconds(Math.Max(0, StoredAtMs)), Kind,
                 Half ? MessageId : null, ProducerGroup, QueueId, QueueOffset, Resolution, DecidedBy,
-                DecidedBy is null || DecidedAtMs < 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(DecidedAtMs));
+                DecidedBy is null || DecidedAtMs < 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(DecidedAtMs)) { Recalled = Recalled };
 
             /// <summary>Adds a step; at <see cref="MaxEventsPerMessage"/> the oldest after the first makes room. True if one was dropped.</summary>
             public bool AddEvent(in Step e)
@@ -571,6 +622,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
                 HistoryKind.Committed => $"by {By()}; " + (Queue >= 0 ? State.Where(Topic!, Queue, Offset) : "waiting for its delivery time"),
                 HistoryKind.RolledBack => $"by {By()}",
                 HistoryKind.Redriven => $"back to {Topic}",
+                HistoryKind.Recalled => "by its producer before its delivery time: it will not be delivered",
                 HistoryKind.Delivered => Attempt > 1 ? "redelivery" : null,
                 HistoryKind.LeaseChanged => "invisible until " + DateTimeOffset.FromUnixTimeMilliseconds(Offset)
                     .ToString("yyyy-MM-dd HH:mm:ss.fff 'UTC'", System.Globalization.CultureInfo.InvariantCulture),
@@ -728,6 +780,18 @@ namespace HalfMsg.Broker.Core.Diagnostics
                     case OpKind.BodyMoved:
                     {
                         if (Waiting.TryGetValue(op.PreviousAddress, out var t)) MoveBody(t, op.Address);
+                        return;
+                    }
+                    case OpKind.Recalled:
+                    {
+                        // Live, the waiting body's address names it; rebuilt, the record names the address it was sent at,
+                        // which retention may have moved since: there the message id (and its topic) finds it, if it waits.
+                        Tracked? t;
+                        if (op.Address >= 0) Waiting.TryGetValue(op.Address, out t);
+                        else if (ById.TryGetValue(op.MessageId!, out t) && !string.Equals(t.Topic, op.Topic, StringComparison.Ordinal)) t = null;
+                        if (t is null || !Unwait(t)) return;
+                        t.Recalled = true;
+                        AddEvent(t, new Step(HistoryKind.Recalled, op.AtMs));
                         return;
                     }
                 }

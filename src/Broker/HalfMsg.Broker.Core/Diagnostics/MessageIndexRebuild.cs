@@ -13,9 +13,10 @@ public sealed partial class BrokerEngine
     /// <summary>
     /// Rebuilds the <see cref="MessageIndex"/> after a start (a clean one or a kill -9) by reading, in the background,
     /// the records the retained log held when recovery ended: message and half bodies (also those retention re-appended),
-    /// decisions, deliveries, acks, lease changes and dead-letters. It only reads the log and feeds the index: no engine
-    /// state changes. Records appended after the start are the live hooks' business; they are kept aside meanwhile and
-    /// replayed over the rebuilt index at the end (see <see cref="MessageIndex"/>). Called once, after recovery.
+    /// decisions, releases, recalls, deliveries, acks, lease changes and dead-letters. It only reads the log and feeds
+    /// the index: no engine state changes. Records appended after the start are the live hooks' business; they are kept
+    /// aside meanwhile and replayed over the rebuilt index at the end (see <see cref="MessageIndex"/>). Called once, after
+    /// recovery.
     /// </summary>
     internal void StartIndexRebuild()
     {
@@ -100,6 +101,12 @@ public sealed partial class BrokerEngine
                     // A delayed message's release: found by its body's address (the record carries no time).
                     var rec = QueueEntryAddedRecord.Read(ref r);
                     return new MessageIndex.Op(MessageIndex.OpKind.Released, null, rec.Topic, -1) { Address = rec.BodyAddress, QueueId = rec.QueueId, Offset = rec.Offset };
+                }
+                case RecordKind.DelayRecalled:
+                {
+                    // It names the address the message was sent at, not where retention may have moved its body: found by id.
+                    var rec = DelayRecalledRecord.Read(ref r);
+                    return new MessageIndex.Op(MessageIndex.OpKind.Recalled, rec.MessageId, rec.Topic, rec.AtMs);
                 }
                 case RecordKind.Redriven:
                     return PutBack(RedrivenRecord.Read(ref r));

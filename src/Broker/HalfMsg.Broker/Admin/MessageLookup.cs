@@ -7,7 +7,7 @@ namespace HalfMsg.Broker.Admin;
 
 /// <summary>
 /// Where a message is, from the <see cref="MessageIndex"/> plus the engine's live state: pending or parked half,
-/// rolled back, waiting for its delivery time, on a queue (and, per consumer group, acknowledged / delivered / not yet),
+/// rolled back, waiting for its delivery time, recalled, on a queue (and, per consumer group, acknowledged / delivered / not yet),
 /// or cut by retention.
 /// </summary>
 public static class MessageLookup
@@ -31,6 +31,10 @@ public static class MessageLookup
         else if (e.Resolution == TransactionResolution.Rollback)
         {
             state = "rolled back";
+        }
+        else if (e.Recalled)
+        {
+            state = "recalled (by its producer before its delivery time; never delivered)";
         }
         else if (!onQueue)
         {
@@ -64,7 +68,7 @@ public static class MessageLookup
 
     /// <summary>One step of a message's history as the API and dashboard show it (kind in snake case: <c>stored</c>,
     /// <c>half_stored</c>, <c>committed</c>, <c>rolled_back</c>, <c>delivered</c>, <c>acked</c>, <c>lease_changed</c>,
-    /// <c>lease_expired</c>, <c>dead_lettered</c>, <c>stored_again</c>, <c>redriven</c>, <c>released</c>, <c>expired</c>).</summary>
+    /// <c>lease_expired</c>, <c>dead_lettered</c>, <c>stored_again</c>, <c>redriven</c>, <c>released</c>, <c>recalled</c>, <c>expired</c>).</summary>
     public sealed record HistoryStep(string Kind, DateTimeOffset? At, string? Group, int? Attempt, string? ClientId, string? Detail);
 
     /// <summary>The message's history from the index, oldest first; a message retention has cut ends with <c>expired</c>.</summary>
@@ -93,11 +97,12 @@ public static class MessageLookup
         HistoryKind.StoredAgain => "stored_again",
         HistoryKind.Redriven => "redriven",
         HistoryKind.Released => "released",
+        HistoryKind.Recalled => "recalled",
         _ => kind.ToString().ToLowerInvariant(),
     };
 
     /// <summary>The answer of <c>GET /api/messages/{id}</c>: the location's fields, <c>history</c> (oldest first) with
-    /// <c>historyDropped</c>, and <c>message</c> (null when it can no longer be read: rolled back, expired, scheduled).</summary>
+    /// <c>historyDropped</c>, and <c>message</c> (null when it can no longer be read: rolled back, expired, scheduled, recalled).</summary>
     public static System.Text.Json.Nodes.JsonObject Detail(BrokerEngine engine, Location location, Preview? message)
     {
         var node = System.Text.Json.JsonSerializer.SerializeToNode(location, System.Text.Json.JsonSerializerOptions.Web)!.AsObject();

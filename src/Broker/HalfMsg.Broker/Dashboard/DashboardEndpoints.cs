@@ -257,7 +257,7 @@ internal static class DashboardEndpoints
     {
         if (m is null)
         {
-            sb.Append("<p class=\"muted\" data-testid=\"no-body\">The stored message can no longer be read (rolled back, cut by retention, or waiting for its delivery time).</p>");
+            sb.Append("<p class=\"muted\" data-testid=\"no-body\">The stored message can no longer be read (rolled back, cut by retention, waiting for its delivery time, or recalled).</p>");
             return;
         }
         static string T(DateTimeOffset? t) => t?.ToString("yyyy-MM-dd HH:mm:ss.fff 'UTC'", CultureInfo.InvariantCulture) ?? "—";

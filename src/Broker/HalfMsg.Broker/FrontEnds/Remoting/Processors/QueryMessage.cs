@@ -19,7 +19,9 @@ internal sealed partial class RemotingDispatcher
     /// and a delayed message not yet due are not (RocketMQ indexes them under its system topics, not the message's).
     /// Like a pull, the answer stops once it holds <c>ReceiveByteBudget</c> (8 MiB) of bodies; one message always fits.
     /// None found is QUERY_NOT_FOUND, as RocketMQ answers; so is a key the index has forgotten (it keeps the last
-    /// 200,000 messages) or, after a start, not read back from the log yet (the remark says so).
+    /// 200,000 messages) or, after a start, not read back from the log yet (the remark says so). A message sent back (or
+    /// dead-lettered) is still found in its own topic, at its position there, as RocketMQ finds it (and also in the retry
+    /// or dead-letter topic once it is on a queue there).
     /// </summary>
     private async ValueTask<RemotingCommand?> QueryMessageAsync(RemotingSession session, RemotingCommand request)
     {
@@ -34,7 +36,7 @@ internal sealed partial class RemotingDispatcher
 
         bool warming = Engine.MessageIndex.IsWarming; // read first, as the admin API's look-up does
         IReadOnlyList<MessageIndex.Entry> candidates = byUniqueKey
-            ? Engine.MessageIndex.Find(key) is { } one && one.Topic == topic ? [one] : []
+            ? Engine.MessageIndex.Find(key, topic) is { } one ? [one] : []
             : Engine.MessageIndex.FindByKey(key, topic);
         var matching = candidates
             .Where(e => e.QueueId >= 0 && e.QueueOffset >= 0 && e.StoredAt.ToUnixTimeMilliseconds() is var at && at >= begin && at <= end)
