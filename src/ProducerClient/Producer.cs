@@ -430,7 +430,8 @@ public sealed class Producer : IAsyncDisposable
             BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
             BornHost = BornHost,
             QueueId = queueId,
-            BodyDigest = BodyDigest.Crc32Of(message.Body.Span),
+            // No body digest: no official client sends one on publish, and neither the Apache proxy nor HalfMsgBroker
+            // reads one (until 2026-12-06 this producer sent a CRC32 in decimal, a form only Node's client verifies).
         };
         sp.Keys.AddRange(message.Keys);
         if (message.Tag is { } tag)

@@ -18,8 +18,8 @@ namespace HalfMsg.Protocol.Identifiers;
 /// except to our own clients, which ask for a CRC32 (<c>x-halfmsg-accept-digest: crc32</c>) and verify it in either form.
 /// Until 2026-12-05 it sent CRC32 in decimal, which only Node verified: every message a Java or C# consumer received
 /// looked corrupted. Our clients accept CRC32 in either form (<see cref="Matches"/>). On publish no official client
-/// sends a digest at all, and neither the Apache proxy nor this broker reads one, so the form our producer sends there
-/// (decimal) matters to nobody.
+/// sends a digest at all, and neither the Apache proxy nor this broker reads one; our producer sends none either (since
+/// 2026-12-06; it sent a CRC32 in decimal before).
 /// </remarks>
 public static class BodyDigest
 {
