@@ -460,6 +460,27 @@ public sealed class NamespaceAcrossProtocolsTests(RemotingBrokerFixture broker)
     }
 
     /// <summary>
+    /// A RocketMQ 4 producer whose group carries no namespace may send and decide a half of a namespaced topic (a client
+    /// without namespace configuration that writes <c>tenant-a%orders</c> itself): its repeat of its own commit is still
+    /// answered SUCCESS. Found by the review of the merged change on 2026-12-06: the decided id's namespace comes from the
+    /// half's topic and the caller's came from its group, "" here, so the owner was told its transaction was unknown.
+    /// </summary>
+    [Fact]
+    public async Task A_RocketMQ_4_producer_without_a_namespace_is_told_the_repeat_of_its_own_commit_on_a_namespaced_topic()
+    {
+        string topic = "tenant-a%" + RemotingBroker.Unique("NsT");
+        await using RemotingTestClient remoting = await broker.ConnectAsync();
+        var producer = new RemotingTransactionProducer(remoting, RemotingBroker.Unique("PG"));
+        await producer.HeartbeatAsync();
+        var (uniq, sent) = await producer.SendHalfAsync(topic, "a transaction of a producer without a namespace");
+        Assert.Equal(ResponseCode.Success, sent.Code);
+        var commit = await producer.EndAsync(uniq, sent.Get("queueOffset")!, sent.Get("msgId")!, MessageSysFlag.TransactionCommitType, fromCheck: false, oneway: false);
+        Assert.Equal(ResponseCode.Success, commit!.Code);
+        var repeat = await producer.EndAsync(uniq, sent.Get("queueOffset")!, sent.Get("msgId")!, MessageSysFlag.TransactionCommitType, fromCheck: false, oneway: false);
+        Assert.Equal(ResponseCode.Success, repeat!.Code);
+    }
+
+    /// <summary>
     /// Apache limits no namespace by itself, only the names it wraps (a topic of at most 127 characters). Until
     /// 2026-12-06 a namespace longer than 64 characters was refused over gRPC (BAD_REQUEST), though a RocketMQ 4 client
     /// with it was served over Remoting: here one of 110 characters, whose wrapped topic name is exactly 127.

@@ -50,9 +50,13 @@ internal sealed partial class RemotingDispatcher
             BrokerTracing.SetRemoteParent(request.Get(BrokerTracing.TraceParentProperty)
                 ?? (await Engine.ReadPendingHalfAsync(id).ConfigureAwait(false))?.Properties.GetValueOrDefault(BrokerTracing.TraceParentProperty));
         // The producer group's namespace (a RocketMQ 4 client of a namespace wraps its group as it wraps its topics): a
-        // transaction already decided in another namespace is answered as an unknown one, not with its outcome.
+        // transaction already decided in another namespace is answered as an unknown one, not with its outcome. A group
+        // without one gives none, and is told as before: such a producer may send to a namespaced topic it names itself
+        // (`tenant-a%orders`), and the decided id's namespace comes from the topic, so comparing "" with it told the
+        // owner its own transaction was unknown (found by review, 2026-12-06).
+        string? callerNamespace = group.Contains('%', StringComparison.Ordinal) ? BrokerEngine.NamespaceOf(group) : null;
         var result = await Engine.EndTransactionAsync(new DecisionRequest(id, null, resolution, fromCheck ? DecisionSource.CheckBack : DecisionSource.Client,
-            Namespace: BrokerEngine.NamespaceOf(group)), CancellationToken.None).ConfigureAwait(false);
+            Namespace: callerNamespace), CancellationToken.None).ConfigureAwait(false);
         if (result.IsOk) return Ok(request);
         if (result.Error.Status == BrokerStatus.TransactionNotFound)
         {
