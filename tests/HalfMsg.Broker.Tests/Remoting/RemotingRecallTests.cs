@@ -157,5 +157,32 @@ public sealed class RemotingRecallTests(RemotingBrokerFixture broker)
         Assert.Equal(["control"], await PulledOnceControlCameAsync(c, wrapped));
     }
 
+    [Fact]
+    public async Task Recalls_over_both_protocols_are_counted_per_topic_in_halfmsg_messages_recalled_total_once_each()
+    {
+        await using var c = await broker.ConnectAsync();
+        using var grpc = new GrpcTestClient($"127.0.0.1:{broker.GrpcPort}");
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{broker.HttpPort}") };
+        string topic = Unique("RclMetric"), quiet = Unique("RclQuiet");
+        long due = NowMs + 60_000;
+        string overRemoting = (await SendTimerAsync(c, topic, "one", due)).Get("recallHandle")!;
+        string overGrpc = (await SendTimerAsync(c, topic, "two", due)).Get("recallHandle")!;
+        await SendTimerAsync(c, quiet, "kept", due);
+
+        Assert.Equal(ResponseCode.Success, (await RecallAsync(c, topic, overRemoting)).Code);
+        Assert.Equal(ResponseCode.Success, (await RecallAsync(c, topic, overRemoting)).Code); // a repeat: nothing more recalled
+        Assert.Equal(Code.Ok, (await RecallTests.RecallAsync(grpc, topic, overGrpc)).Status.Code);
+        Assert.Equal(ResponseCode.IllegalOperation, (await RecallAsync(c, topic, "not a handle")).Code);
+
+        string text = await http.GetStringAsync("/metrics");
+        Assert.Contains("# TYPE halfmsg_messages_recalled_total counter", text);
+        var samples = System.Text.RegularExpressions.Regex.Matches(text, @"^halfmsg_messages_recalled_total\{(?<labels>[^}]*)\} (?<value>\S+)",
+                System.Text.RegularExpressions.RegexOptions.Multiline)
+            .Where(m => m.Groups["labels"].Value.Contains($"topic=\"{topic}\"", StringComparison.Ordinal))
+            .Select(m => m.Groups["value"].Value).ToList();
+        Assert.Equal(["2"], samples);
+        Assert.DoesNotContain($"halfmsg_messages_recalled_total{{topic=\"{quiet}\"", text);
+    }
+
     private static string Encode(string raw) => Base64Url.EncodeToString(Encoding.UTF8.GetBytes(raw));
 }
