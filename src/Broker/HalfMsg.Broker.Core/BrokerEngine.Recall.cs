@@ -43,6 +43,7 @@ public sealed partial class BrokerEngine
                 new DelayRecalledRecord(sentAt, topic, messageId, now).Write(_writer);
                 address = AppendAndApply();
                 MessageIndex.OnRecalled(messageId, topic, bodyAddress, now); // MessageIndex hook: no longer waits for its time
+                Metrics.RecalledByTopic.AddOrUpdate(topic, 1, (_, n) => n + 1); // here, not in replay: counted since start, as every counter
                 outcome = RecallOutcome.Recalled;
             }
             else

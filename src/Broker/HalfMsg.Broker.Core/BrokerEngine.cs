@@ -111,7 +111,11 @@ public sealed partial class BrokerEngine : IAsyncDisposable
             FirstStepFailed = (kind, ex) => _logger.LogError(ex, "Message index: a {Kind} step failed and was dropped (later failures are only counted, GET /api/message-index); the broker goes on", kind),
         };
         Producers.ProducerJoined += _ => KickCheckPass();
-        _applier.TopicDeleted = topic => MessageIndex.OnTopicDeleted(topic);
+        _applier.TopicDeleted = topic =>
+        {
+            MessageIndex.OnTopicDeleted(topic);
+            Metrics.RecalledByTopic.TryRemove(topic, out _);
+        };
         // The first refusal and every 1,000th after it: a client looping on registration must not flood the log.
         Producers.RegistrationRefused += (group, clientId) =>
         {

@@ -41,6 +41,8 @@ public static class RequestCode
     public const int ConsumeMessageDirectly = 309;
     public const int SendMessageV2 = 310;
     public const int SendBatchMessage = 320;
+    /// <summary>RocketMQ 5.3.1+: recall a timer message before its delivery time (DefaultMQProducer.recallMessage).</summary>
+    public const int RecallMessage = 370;
 }
 
 /// <summary>Remoting response codes (<c>ResponseCode.java</c> / <c>RemotingSysResponseCode.java</c>).</summary>

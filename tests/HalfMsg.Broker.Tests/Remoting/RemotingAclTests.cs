@@ -43,6 +43,26 @@ public sealed class RemotingAclTests : IAsyncLifetime
         Assert.Equal(ResponseCode.NoPermission, (await c.InvokeAsync(tampered)).Code);
     }
 
+    /// <summary>RECALL_MESSAGE is checked like every request (until 2026-12-06 it was REQUEST_CODE_NOT_SUPPORTED).</summary>
+    [Fact]
+    public async Task An_unsigned_recall_is_refused_and_a_signed_one_is_served()
+    {
+        await using var c = await RemotingTestClient.ConnectAsync(_broker.RemotingPort);
+        string topic = Unique("AclRcl");
+        string due = (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + 60_000).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var send = RemotingCommand.Request(RequestCode.SendMessageV2, SendHeader("PG", topic, Props(null, null, null, (MessageConst.TimerDeliverMs, due))), "x"u8.ToArray());
+        RemotingAclSignature.Sign(send, AccessKey, Secret);
+        var sent = await c.InvokeAsync(send);
+        Assert.Equal(ResponseCode.Success, sent.Code);
+        var header = new Dictionary<string, string> { ["producerGroup"] = "PG", ["topic"] = topic, ["recallHandle"] = sent.Get("recallHandle")! };
+
+        Assert.Equal(ResponseCode.NoPermission, (await c.InvokeAsync(RequestCode.RecallMessage, header)).Code);
+        var signed = RemotingCommand.Request(RequestCode.RecallMessage, header);
+        RemotingAclSignature.Sign(signed, AccessKey, Secret);
+        var recalled = await c.InvokeAsync(signed);
+        Assert.True(recalled.Code == ResponseCode.Success, $"{recalled.Code} {recalled.Remark}");
+    }
+
     [Fact]
     [Trait("Category", "Compat")]
     public async Task Ali_ons_signs_its_requests_and_is_served_only_with_the_right_secret()

@@ -32,7 +32,7 @@ public sealed class BrokerMeter : IDisposable
 
     /// <summary>Instruments with a series per topic or per (topic, consumer group): <see cref="CardinalityLimit"/> is for them.</summary>
     public static readonly IReadOnlyList<string> PerTopicInstruments =
-        ["rocketmq_messages_in", "rocketmq_throughput_in", "rocketmq_consumer_lag_messages", "rocketmq_consumer_inflight_messages"];
+        ["rocketmq_messages_in", "rocketmq_throughput_in", "rocketmq_consumer_lag_messages", "rocketmq_consumer_inflight_messages", "halfmsg_messages_recalled"];
 
     /// <summary>Most series one per-topic instrument may have, whatever the limits (the exporter reserves room for them).</summary>
     public const int MaxCardinalityLimit = 200_000;
@@ -125,6 +125,8 @@ public sealed class BrokerMeter : IDisposable
         _meter.CreateObservableCounter("halfmsg_messages_acked", () => Volatile.Read(ref m.Acked), description: "Acknowledged deliveries.");
         _meter.CreateObservableCounter("halfmsg_receive_looks", () => Volatile.Read(ref m.ReceiveLooks),
             description: "Looks of receives for messages: one per receive, one more per wake-up while it long-polls.");
+        _meter.CreateObservableCounter("halfmsg_messages_recalled", () => Recalled(engine),
+            description: "Delay messages recalled by their producers before their delivery time (gRPC RecallMessage, Remoting RECALL_MESSAGE), per topic.");
         _meter.CreateObservableCounter("halfmsg_messages_dead_lettered", () => Volatile.Read(ref m.DeadLettered),
             description: "Messages moved to a %DLQ% topic.");
 
@@ -218,6 +220,16 @@ public sealed class BrokerMeter : IDisposable
         if (bytes.Count == 0) return [];
         var topics = engine.ListTopics().Where(t => CountedIn(t.Name, t.System)).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         return bytes.Where(t => topics.Contains(t.Key)).Select(t => new Measurement<long>(t.Value, new KeyValuePair<string, object?>("topic", t.Key)));
+    }
+
+    /// <summary>Recalls per topic, of topics that exist (as <see cref="BytesIn"/>): a recall that raced with the topic's
+    /// delete cannot bring its series back.</summary>
+    private static IEnumerable<Measurement<long>> Recalled(BrokerEngine engine)
+    {
+        var recalled = engine.Metrics.RecalledByTopic;
+        if (recalled.IsEmpty) return [];
+        var topics = engine.ListTopics().Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        return recalled.Where(t => topics.Contains(t.Key)).Select(t => new Measurement<long>(t.Value, new KeyValuePair<string, object?>("topic", t.Key)));
     }
 
     /// <summary>

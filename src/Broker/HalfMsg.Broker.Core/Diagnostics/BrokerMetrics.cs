@@ -27,6 +27,10 @@ public sealed class BrokerMetrics
     public long GroupsRefused;
     public long Acked;
     public long DeadLettered;
+    /// <summary>Delay messages recalled by their producers before their delivery time (RecallMessage over gRPC,
+    /// RECALL_MESSAGE over Remoting), per topic; a repeated recall of one message is counted once. Concurrent: the
+    /// meter enumerates it while recalls add to it. A deleted topic's tally goes with it.</summary>
+    public readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> RecalledByTopic = new(StringComparer.Ordinal);
     public long ReplayedRecords;
     public long RecoveryMilliseconds;
     public long CorruptRecordsSkipped;

@@ -95,7 +95,9 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
         return new Endpoints { Scheme = scheme, Addresses = { new Address { Host = host, Port = port } } };
     }
 
-    private const string BrokerName = "halfmsg-broker";
+    /// <summary>The broker's name in gRPC routes, and the one every recall handle names, whichever protocol issued it
+    /// (<see cref="V5RecallHandle"/>): a handle from a gRPC send is recalled over Remoting and the other way round.</summary>
+    internal const string BrokerName = "halfmsg-broker";
 
     /// <summary>
     /// Most messages in one SendMessage and entries in one AckMessage, as <see cref="TransactionBatchService.MaxDecisions"/>

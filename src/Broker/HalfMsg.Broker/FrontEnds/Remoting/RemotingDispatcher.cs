@@ -77,6 +77,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.GetConsumeStats => new(GetConsumeStats(request)),
             RequestCode.ViewMessageById => ViewMessageByIdAsync(session, request),
             RequestCode.QueryMessage => QueryMessageAsync(session, request),
+            RequestCode.RecallMessage => RecallMessageAsync(session, request),
             _ => new(NotSupported(request)),
         };
     }

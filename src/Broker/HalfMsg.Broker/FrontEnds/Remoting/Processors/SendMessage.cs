@@ -1,6 +1,7 @@
 using System.Globalization;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.FrontEnds.GrpcV5;
 using HalfMsg.Protocol.Remoting;
 
 namespace HalfMsg.Broker.FrontEnds.Remoting;
@@ -96,7 +97,27 @@ internal sealed partial class RemotingDispatcher
         // A delayed message has no queue position until it is due (Java only logs queueId/queueOffset): its msgId is the
         // address of its stored record, where VIEW_MESSAGE_BY_ID finds it (until 2026-12-05 it was offset 0).
         long physical = sent.QueueOffset >= 0 ? Engine.BodyAddressOf(h.Topic, sent.QueueId, sent.QueueOffset) : sent.LogAddress;
-        return SendOk(request, storeHost, Math.Max(physical, 0), Math.Max(sent.QueueId, 0), Math.Max(sent.QueueOffset, 0), null);
+        var response = SendOk(request, storeHost, Math.Max(physical, 0), Math.Max(sent.QueueId, 0), Math.Max(sent.QueueOffset, 0), null);
+        if (RecallHandleOf(h.Topic, props, sent, draft) is { } handle) response.Set("recallHandle", handle);
+        return response;
+    }
+
+    /// <summary>
+    /// The recall handle a send of a timer message answers with (SendMessageResponseHeader's <c>recallHandle</c>, which
+    /// RocketMQ 5.3.1+'s SendResult.getRecallHandle() reads and recallMessage takes back with RECALL_MESSAGE), in the form
+    /// gRPC's sends answer (<see cref="V5RecallHandle"/>), so either protocol recalls what the other sent. Null where
+    /// Apache's broker (SendMessageProcessor.attachRecallHandle) sets none: a message that does not wait for its time
+    /// (a time already past), one with a DELAY level (Apache's broker delays it by the level, never as a timer message),
+    /// one sent to a %RETRY% topic; and a batch, a half and a send-back, which do not come here.
+    /// </summary>
+    private static string? RecallHandleOf(string topic, Dictionary<string, string> props, SendResult sent, MessageDraft draft)
+    {
+        bool timer = props.ContainsKey(MessageConst.TimerDeliverMs) || props.ContainsKey(MessageConst.TimerDelaySec) || props.ContainsKey(MessageConst.TimerDelayMs);
+        bool level = props.TryGetValue(MessageConst.DelayLevel, out var lv) && int.TryParse(lv, NumberStyles.Integer, CultureInfo.InvariantCulture, out int l) && l > 0;
+        if (!timer || level || topic.StartsWith(BrokerEngine.RetryPrefix, StringComparison.Ordinal)) return null;
+        return sent.QueueId < 0 && sent.LogAddress >= 0 && draft.DeliveryTimestampMs is long deliverAt
+            ? new V5RecallHandle(topic, deliverAt, sent.MessageId, sent.LogAddress).Encode(GrpcV5.MessagingService.BrokerName)
+            : null;
     }
 
     /// <summary>SendMessageResponseHeader plus the MSG_REGION/TRACE_ON ext fields Java reads unguarded.</summary>
