@@ -69,6 +69,20 @@ public sealed class RemotingQueryMessageTests(RemotingBrokerFixture broker)
         Assert.Equal(ResponseCode.QueryNotFound, (await QueryAsync(c, Unique("QryZ"), uniq, uniqueKey: true)).Code);
     }
 
+    /// <summary>RocketMQ's index files hold a message's UNIQ_KEY beside its keys, so `mqadmin queryMsgByKey` with a message
+    /// id finds the message too; until 2026-12-06 only the unique-key query did here.</summary>
+    [Fact]
+    public async Task A_plain_key_query_also_finds_a_message_by_its_UNIQ_KEY_once()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("QryK"), uniq = Uniq();
+        await SendKeyedAsync(c, topic, "by id as key", "k", uniq);
+        await SendKeyedAsync(c, topic, "keyed with the id", uniq, Uniq());
+        var r = await EventuallyAsync(() => QueryAsync(c, topic, uniq), q => q.Code == ResponseCode.Success
+            && StoredMessageCodec.DecodeAll(q.Body.Span).Count == 2, TimeSpan.FromSeconds(30), "both in the index");
+        Assert.Equal(["by id as key", "keyed with the id"], StoredMessageCodec.DecodeAll(r.Body.Span).Select(BodyOf));
+    }
+
     [Fact]
     public async Task An_unknown_key_or_a_time_range_without_the_message_is_QUERY_NOT_FOUND()
     {

@@ -4,7 +4,7 @@ using HalfMsg.Protocol.Remoting;
 
 namespace HalfMsg.Broker.FrontEnds.Remoting;
 
-// QUERY_MESSAGE (12): `mqadmin queryMsgByKey` and Java's queryMessage(topic, key, ...) by message key, and, with the
+// QUERY_MESSAGE (12): `mqadmin queryMsgByKey` and Java's queryMessage(topic, key, ...) by message key (or UNIQ_KEY), and, with the
 // _UNIQUE_KEY_QUERY ext field, `mqadmin queryMsgByUniqueKey` and viewMessage(topic, msgId) by UNIQ_KEY.
 internal sealed partial class RemotingDispatcher
 {
@@ -37,7 +37,7 @@ internal sealed partial class RemotingDispatcher
         bool warming = Engine.MessageIndex.IsWarming; // read first, as the admin API's look-up does
         IReadOnlyList<MessageIndex.Entry> candidates = byUniqueKey
             ? Engine.MessageIndex.Find(key, topic) is { } one ? [one] : []
-            : Engine.MessageIndex.FindByKey(key, topic);
+            : ByKeyOrUniqueKey(key, topic);
         var matching = candidates
             .Where(e => e.QueueId >= 0 && e.QueueOffset >= 0 && e.StoredAt.ToUnixTimeMilliseconds() is var at && at >= begin && at <= end)
             .TakeLast(maxNum)
@@ -74,6 +74,18 @@ internal sealed partial class RemotingDispatcher
         }
         response.Set("indexLastUpdateTimestamp", lastStored).Set("indexLastUpdatePhyoffset", lastAddress);
         return response;
+    }
+
+    /// <summary>
+    /// A plain key query's candidates: the messages with the key, and the message whose UNIQ_KEY it is, once, in the
+    /// order they were stored. RocketMQ's index files hold a message's UNIQ_KEY beside its keys, so `mqadmin
+    /// queryMsgByKey` with a message id finds that message too (until 2026-12-06 only the unique-key query did here).
+    /// </summary>
+    private IReadOnlyList<MessageIndex.Entry> ByKeyOrUniqueKey(string key, string topic)
+    {
+        IReadOnlyList<MessageIndex.Entry> byKey = Engine.MessageIndex.FindByKey(key, topic);
+        if (Engine.MessageIndex.Find(key, topic) is not { } byId || byKey.Any(e => e.MessageId == byId.MessageId)) return byKey;
+        return [.. byKey.Append(byId).OrderBy(e => e.StoredAt)];
     }
 
     /// <summary>A retried message's reconsume count, as a pull gives it (the stored layout's RECONSUMETIMES).</summary>
