@@ -97,7 +97,14 @@ public sealed class RemotingOutboundBudgetTests : IAsyncLifetime
         var first = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         toClient.Reader.AdvanceTo(first.Buffer.Start); // looked at, nothing taken
         await RemotingBroker.EventuallyAsync(() => Task.FromResult(session.RequestsInProgress), n => n == 0, TimeSpan.FromSeconds(60), "every pull processed");
-        long held = GC.GetTotalMemory(forceFullCollection: true) - before;
+        // The heap is the whole test process's: what other work still allocates at that moment (a broker of an earlier
+        // test class winding down) counts too, and once pushed one look in a stressed CI round past the bound (38 MiB,
+        // 2026-12-06). What this connection holds cannot shrink while nothing is read, so the check may look again for a
+        // few seconds: a connection that holds more than twice its budget still fails it.
+        long held = 0;
+        await RemotingBroker.EventuallyAsync(() => Task.FromResult(held = GC.GetTotalMemory(forceFullCollection: true) - before),
+            h => h <= 2 * Budget, TimeSpan.FromSeconds(10),
+            $"the broker to hold at most twice its budget ({2 * Budget / (1024 * 1024)} MiB) for a connection that reads nothing");
         Assert.True(held <= 2 * Budget, $"the broker holds {held / (1024 * 1024)} MiB for a connection that reads nothing (budget {Budget / (1024 * 1024)} MiB)");
         Assert.True(session.IsAlive);
 
