@@ -10,25 +10,14 @@ namespace HalfMsg.Broker.Core.Delivery;
 /// </summary>
 internal sealed class GroupTargets
 {
-    private readonly List<string> _names = [""]; // number 0: every group
-    private readonly Dictionary<string, int> _numbers = new(StringComparer.Ordinal);
+    private readonly NameNumbers _names = new(); // number 0 (""): every group
 
     /// <summary>The number entries reserved for <paramref name="group"/> carry (0 for null: every group).</summary>
-    public int NumberOf(string? group)
-    {
-        if (group is null) return 0;
-        if (!_numbers.TryGetValue(group, out int n))
-        {
-            n = _names.Count;
-            _names.Add(group);
-            _numbers[group] = n;
-        }
-        return n;
-    }
+    public int NumberOf(string? group) => group is null ? 0 : _names.NumberOf(group);
 
     /// <summary>The group an entry's number reserves it for, or null (every group).</summary>
-    public string? NameOf(int number) => number == 0 ? null : _names[number];
+    public string? NameOf(int number) => number == 0 ? null : _names.NameOf(number);
 
     /// <summary>True when an entry with <paramref name="number"/> may be delivered to <paramref name="group"/>.</summary>
-    public bool Admits(int number, string group) => number == 0 || string.Equals(_names[number], group, StringComparison.Ordinal);
+    public bool Admits(int number, string group) => number == 0 || string.Equals(_names.NameOf(number), group, StringComparison.Ordinal);
 }

@@ -38,8 +38,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
 
     // Number 0 is "no namespace". Grows by one per distinct namespace that ever had a decision (a namespace's halves
     // need a topic in it); numbers are this process's own, the checkpoint carries the names.
-    private readonly List<string> _namespaces = [""];
-    private readonly Dictionary<string, int> _namespaceNumbers = new(StringComparer.Ordinal) { [""] = 0 };
+    private readonly NameNumbers _namespaces = new();
 
     private readonly record struct Slot(long Address, long AtMs, TransactionResolution Resolution, int Namespace);
 
@@ -80,19 +79,9 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
         return false;
     }
 
-    private string? NameOf(int number) => number == UnknownNamespace ? null : _namespaces[number];
+    private string? NameOf(int number) => number == UnknownNamespace ? null : _namespaces.NameOf(number);
 
-    private int NumberOf(string? ns)
-    {
-        if (ns is null) return UnknownNamespace;
-        if (!_namespaceNumbers.TryGetValue(ns, out int n))
-        {
-            n = _namespaces.Count;
-            _namespaces.Add(ns);
-            _namespaceNumbers[ns] = n;
-        }
-        return n;
-    }
+    private int NumberOf(string? ns) => ns is null ? UnknownNamespace : _namespaces.NumberOf(ns);
 
     public bool Contains(string transactionId)
     {
