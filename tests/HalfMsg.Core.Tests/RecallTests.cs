@@ -214,4 +214,59 @@ public sealed class RecallTests
         await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
         Assert.Equal(["Stored", "Released"], Steps(control.MessageId).Take(2));
     }
+    /// <summary>
+    /// A handle names its message by the address it was sent at; the message id in it is the caller's. Until 2026-12-06
+    /// a handle with the right topic, time and address but another waiting message's id recalled the message at the
+    /// address and wrote the other id into the recall's record, which the index rebuilt after a restart finds the
+    /// recalled message by: the other message showed as recalled there though it was delivered (found by review). Now
+    /// such a handle matches no message, as in Apache's broker, whose recall names the message by its id.
+    /// </summary>
+    [Fact]
+    public async Task A_handle_with_the_right_address_but_another_messages_id_recalls_nothing_and_marks_nothing_in_the_index()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.MessageIndexReady;
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var target = await SendDelayedAsync(h, "timers", "target", dueAt);
+        var other = await SendDelayedAsync(h, "timers", "other", dueAt + 1);
+
+        var forged = await h.Engine.RecallDelayedAsync("timers", target.LogAddress, dueAt, other.MessageId);
+
+        // The other message first: the index's view of it is what the forged id reached.
+        List<string> Steps(string id) => h.Engine.MessageIndex.History(id)!.Events.Select(e => e.Kind.ToString()).ToList();
+        Assert.Equal(["Stored"], Steps(other.MessageId));
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        Assert.True(Steps(other.MessageId) is ["Stored"], $"rebuilt: steps of the other message {string.Join(",", Steps(other.MessageId))}");
+        Assert.True(forged.Error.IsOk, forged.Error.ToString());
+        Assert.Equal(RecallOutcome.NotWaiting, forged.Outcome);
+        Assert.Equal(["Stored"], Steps(target.MessageId));
+
+        // Nothing was recalled: both are released at their time.
+        h.Clock.Advance(TimeSpan.FromMilliseconds(dueAt + 10 - h.Clock.GetUtcNow().ToUnixTimeMilliseconds()));
+        h.Engine.RunSweep();
+        var got = await h.ReceiveWhenVisibleAsync("g", "timers");
+        var bodies = got.Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)).ToList();
+        if (bodies.Count < 2) bodies.AddRange((await h.ReceiveWhenVisibleAsync("g", "timers")).Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)));
+        Assert.Equal(["other", "target"], bodies.Order(StringComparer.Ordinal));
+    }
+
+    /// <summary>The handle's own id still recalls its message, after another id was refused for it, and the recall's
+    /// record carries the stored message's id: the rebuilt index shows that message recalled.</summary>
+    [Fact]
+    public async Task The_right_id_recalls_the_message_after_a_wrong_one_was_refused()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.MessageIndexReady;
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var target = await SendDelayedAsync(h, "timers", "target", dueAt);
+        await SendDelayedAsync(h, "timers", "control", dueAt + 1);
+
+        Assert.Equal(RecallOutcome.NotWaiting, (await h.Engine.RecallDelayedAsync("timers", target.LogAddress, dueAt, "not-" + target.MessageId)).Outcome);
+        Assert.Equal(RecallOutcome.Recalled, (await h.Engine.RecallDelayedAsync("timers", target.LogAddress, dueAt, target.MessageId)).Outcome);
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        Assert.Equal(["Stored", "Recalled"], h.Engine.MessageIndex.History(target.MessageId)!.Events.Select(e => e.Kind.ToString()));
+        await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
+    }
 }

@@ -1,4 +1,5 @@
 using HalfMsg.Broker.Core.Storage;
+using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.Core;
 
@@ -24,25 +25,34 @@ public sealed partial class BrokerEngine
     /// its queue, and replay (after a restart, a kill -9, over any checkpoint) takes it out again. Completes once that
     /// record is durable. The address names one message for good: no other record is ever written there, and
     /// retention's moves are followed (<see cref="DelayedEntry.SentAt"/>). A committed delayed transaction message
-    /// cannot be recalled (none is named by the address it was sent at).
+    /// cannot be recalled (none is named by the address it was sent at). <paramref name="messageId"/> must be the id the
+    /// message was stored with: a handle that names the address of one message and the id of another matches nothing
+    /// (<see cref="RecallOutcome.NotWaiting"/> or <see cref="RecallOutcome.Delivered"/>), as a handle matching no
+    /// message in Apache's broker, whose recall finds the message by its id.
     /// </summary>
     public async ValueTask<(BrokerError Error, RecallOutcome Outcome)> RecallDelayedAsync(string topic, long sentAt, long deliverAtMs, string messageId,
         CancellationToken ct = default)
     {
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+        var (error, storedId) = await WaitingMessageIdAsync(topic, sentAt, deliverAtMs, ct).ConfigureAwait(false);
+        if (!error.IsOk) return (error, default);
         long address;
         RecallOutcome outcome;
         lock (_gate)
         {
             if (!_topics.TryGetValue(topic, out _)) return (new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist"), default);
             // Under the lock the sweeper takes to release: a message is either still waiting here, and recalled before its
-            // release, or released already, and not found.
-            if (_delayed.TryGetSentAt(sentAt, out var entry) && entry.Topic == topic && entry.DeliverAtMs == deliverAtMs)
+            // release, or released already, and not found. The id was read before the lock, from the body of the message
+            // sent at this address, which no other message is ever sent at: if it still waits, it is the one read.
+            // The record carries the stored id, not the caller's: the index rebuilt from the log finds the message by it.
+            // Until 2026-12-06 the handle's id was neither checked nor replaced, and a handle with the right address and
+            // another waiting message's id showed that other message as recalled in the rebuilt index (found by review).
+            if (storedId == messageId && _delayed.TryGetSentAt(sentAt, out var entry) && entry.Topic == topic && entry.DeliverAtMs == deliverAtMs)
             {
                 long bodyAddress = entry.BodyAddress, now = NowMs;
-                new DelayRecalledRecord(sentAt, topic, messageId, now).Write(_writer);
+                new DelayRecalledRecord(sentAt, topic, storedId, now).Write(_writer);
                 address = AppendAndApply();
-                MessageIndex.OnRecalled(messageId, topic, bodyAddress, now); // MessageIndex hook: no longer waits for its time
+                MessageIndex.OnRecalled(storedId, topic, bodyAddress, now); // MessageIndex hook: no longer waits for its time
                 Metrics.RecalledByTopic.AddOrUpdate(topic, 1, (_, n) => n + 1); // here, not in replay: counted since start, as every counter
                 outcome = RecallOutcome.Recalled;
             }
@@ -56,5 +66,33 @@ public sealed partial class BrokerEngine
         }
         if (address >= 0) await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
         return (BrokerError.None, outcome);
+    }
+
+    /// <summary>
+    /// The id the delay message sent at <paramref name="sentAt"/> was stored with, read from its body, while it waits
+    /// under that topic and time; null when none does (the recall then finds nothing). The delay index keeps no ids (a
+    /// recall is rare, the index holds every waiting message), so the body is read, outside the lock; a body retention
+    /// moved and cut meanwhile is read where it lives now. A body that cannot be read is a storage failure: the recall
+    /// is not answered as done, and may be retried.
+    /// </summary>
+    private async ValueTask<(BrokerError Error, string? MessageId)> WaitingMessageIdAsync(string topic, long sentAt, long deliverAtMs, CancellationToken ct)
+    {
+        long read = -1;
+        for (int attempt = 0; attempt < 2; attempt++)
+        {
+            long bodyAddress;
+            int size;
+            lock (_gate)
+            {
+                if (!_delayed.TryGetSentAt(sentAt, out var entry) || entry.Topic != topic || entry.DeliverAtMs != deliverAtMs) return (BrokerError.None, null);
+                (bodyAddress, size) = (entry.BodyAddress, entry.Size);
+            }
+            if (bodyAddress == read) break; // not moved since the read that failed: it will not read now
+            read = bodyAddress;
+            var message = await ReadStoredMessageAsync(bodyAddress, topic, -1, -1, ct, size).ConfigureAwait(false);
+            if (message is not null) return (BrokerError.None, message.MessageId);
+        }
+        _logger.LogError("Delay message sent at {SentAt} ({Topic}) could not be read from the log to check its recall handle", sentAt, topic);
+        return (new(BrokerStatus.StorageFailure, "the message could not be read from the log; retry the recall"), null);
     }
 }

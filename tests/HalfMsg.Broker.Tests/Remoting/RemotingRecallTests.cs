@@ -185,4 +185,80 @@ public sealed class RemotingRecallTests(RemotingBrokerFixture broker)
     }
 
     private static string Encode(string raw) => Base64Url.EncodeToString(Encoding.UTF8.GetBytes(raw));
+
+    /// <summary>A handle as <paramref name="handle"/>, naming the broker <paramref name="brokerName"/>.</summary>
+    private static string Renamed(string handle, string brokerName)
+    {
+        string[] parts = Decode(handle);
+        parts[2] = brokerName;
+        return Encode(string.Join(' ', parts));
+    }
+
+    /// <summary>The broker names in a topic's Remoting route (brokerDatas and queueDatas) and gRPC route (QueryRoute).</summary>
+    internal static async Task<(string[] Remoting, string[] Grpc)> RouteBrokerNamesAsync(RemotingTestClient c, GrpcTestClient grpc, string topic)
+    {
+        var remoting = await c.InvokeAsync(RequestCode.GetRouteInfoByTopic, new() { ["topic"] = topic });
+        Assert.Equal(ResponseCode.Success, remoting.Code);
+        using var route = System.Text.Json.JsonDocument.Parse(remoting.Body);
+        string[] remotingNames = route.RootElement.GetProperty("brokerDatas").EnumerateArray()
+            .Concat(route.RootElement.GetProperty("queueDatas").EnumerateArray())
+            .Select(b => b.GetProperty("brokerName").GetString()!).ToArray();
+        var queried = await grpc.UnaryAsync(GrpcMethods.QueryRoute,
+            new Apache.Rocketmq.V2.QueryRouteRequest { Topic = new Apache.Rocketmq.V2.Resource { Name = topic } }, Apache.Rocketmq.V2.QueryRouteResponse.Parser);
+        Assert.Equal(Code.Ok, queried.Response!.Status.Code);
+        string[] grpcNames = queried.Response.MessageQueues.Select(q => q.Broker.Name).ToArray();
+        Assert.NotEmpty(remotingNames);
+        Assert.NotEmpty(grpcNames);
+        return (remotingNames, grpcNames);
+    }
+
+    /// <summary>
+    /// One broker name: the recall handles of both protocols' sends name the broker the routes of both protocols name.
+    /// Until 2026-12-06 the gRPC routes and every recall handle named it <c>halfmsg-broker</c> and the Remoting routes
+    /// <c>broker-a</c>, so a Remoting client's recallMessage found the handle's broker in none of its routes (found by
+    /// review).
+    /// </summary>
+    [Fact]
+    public async Task Recall_handles_of_both_protocols_name_the_broker_that_the_routes_of_both_protocols_name()
+    {
+        await using var c = await broker.ConnectAsync();
+        using var grpc = new GrpcTestClient($"127.0.0.1:{broker.GrpcPort}");
+        string topic = Unique("RclName");
+        var due = DateTimeOffset.UtcNow.AddMilliseconds(DelayMs);
+        string fromRemoting = (await SendTimerAsync(c, topic, "over Remoting", due.ToUnixTimeMilliseconds())).Get("recallHandle")!;
+        string fromGrpc = (await RecallTests.SendAsync(grpc, RecallTests.NewMessage(topic, "over gRPC", due))).RecallHandle;
+
+        var (remotingRoute, grpcRoute) = await RouteBrokerNamesAsync(c, grpc, topic);
+        string name = Assert.Single(remotingRoute.Distinct());
+        Assert.Equal("broker-a", name); // the default, Apache's sample configuration's name
+        Assert.Equal([name], grpcRoute.Distinct());
+        Assert.Equal(name, Decode(fromRemoting)[2]);
+        Assert.Equal(name, Decode(fromGrpc)[2]);
+    }
+
+    /// <summary>Handles a broker issued before it had one name named it <c>halfmsg-broker</c>: after the upgrade they
+    /// still recall their messages over both protocols; a handle naming any other broker is refused.</summary>
+    [Fact]
+    public async Task A_handle_naming_the_old_broker_name_still_recalls_and_one_naming_another_broker_is_refused()
+    {
+        await using var c = await broker.ConnectAsync();
+        using var grpc = new GrpcTestClient($"127.0.0.1:{broker.GrpcPort}");
+        string topic = Unique("RclOld");
+        long due = NowMs + DelayMs;
+        string one = (await SendTimerAsync(c, topic, "old name over Remoting", due)).Get("recallHandle")!;
+        string two = (await SendTimerAsync(c, topic, "old name over gRPC", due)).Get("recallHandle")!;
+        string three = (await SendTimerAsync(c, topic, "another broker's", due)).Get("recallHandle")!;
+        await SendTimerAsync(c, topic, "control", due + 1);
+
+        var elsewhere = await RecallAsync(c, topic, Renamed(three, "broker-b"));
+        Assert.Equal(ResponseCode.IllegalOperation, elsewhere.Code);
+        Assert.Contains("recall handle is invalid", elsewhere.Remark);
+        Assert.Equal(Code.InternalServerError, (await RecallTests.RecallAsync(grpc, topic, Renamed(three, "broker-b"))).Status.Code);
+
+        var overRemoting = await RecallAsync(c, topic, Renamed(one, "halfmsg-broker"));
+        Assert.True(overRemoting.Code == ResponseCode.Success, $"{overRemoting.Code} {overRemoting.Remark}");
+        Assert.Equal(Code.Ok, (await RecallTests.RecallAsync(grpc, topic, Renamed(two, "halfmsg-broker"))).Status.Code);
+
+        Assert.Equal(["another broker's", "control"], await PulledOnceControlCameAsync(c, topic));
+    }
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Reflection;
 using System.Text;
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.FrontEnds;
 using Microsoft.Extensions.Configuration.EnvironmentVariables;
 using Microsoft.Extensions.Configuration.Json;
 using Microsoft.Extensions.Configuration.Memory;
@@ -21,6 +22,7 @@ public static class BrokerConfiguration
         new("--data-dir", "Broker:DataDir", "./data", "Where the log and checkpoints live, relative to the working directory (dotnet run: the project folder)."),
         new("--bind", "Broker:Bind", "127.0.0.1", "Address of the client ports (gRPC, Remoting); 0.0.0.0 for all interfaces."),
         new("--advertised-host", "Broker:AdvertisedHost", "", "Host returned to clients in QueryRoute; empty = the address the client connected to."),
+        new("--broker-name", "Broker:BrokerName", BrokerNames.Default, "The broker's name (RocketMQ's brokerName) in the routes of both protocols, cluster info, queue locks and recall handles; letters, digits, '-', '_' and '.'. Recall handles naming halfmsg-broker, the gRPC routes' name before 2026-12-06, are still accepted."),
         new("--grpc-port", "Broker:GrpcPort", "8081", "RocketMQ 5 gRPC endpoint (HTTP/2 cleartext)."),
         new("--grpc-max-connections", "Broker:GrpcMaxConnections", "1000", "Connections the gRPC port accepts at once; one more is closed at once (each client process normally holds one)."),
         new("--grpc-max-unsent-per-connection", "Broker:GrpcMaxUnsentPerConnection", "64MiB", "Answer bytes one gRPC connection may make the broker hold unsent (ReceiveMessage answers, queued Telemetry commands); a receive leases only what fits and, without room, waits at most its long poll and answers MESSAGE_NOT_FOUND (never below twice (--max-message-size + 1MiB)); Telemetry commands are never kept waiting by receive answers, and a Telemetry stream is ended only when its connection holds twice this."),
@@ -190,6 +192,7 @@ public static class BrokerConfiguration
             DataDir = core.DataDir,
             Bind = Get("--bind"),
             AdvertisedHost = config[Key("--advertised-host")] is { Length: > 0 } host ? host : null,
+            BrokerName = Get("--broker-name"),
             GrpcPort = Int(N("--grpc-port"), Get("--grpc-port"), 0, 65535),
             GrpcMaxConnections = Int(N("--grpc-max-connections"), Get("--grpc-max-connections"), 1, 1_000_000),
             RemotingPort = Int(N("--remoting-port"), Get("--remoting-port"), 0, 65535),
@@ -225,6 +228,8 @@ public static class BrokerConfiguration
         };
         if (options.DefaultInvisibleDuration > options.Core.MaxInvisibleDuration)
             throw new BrokerConfigurationException($"{N("--default-invisible-duration")} must be at most {options.Core.MaxInvisibleDuration.TotalHours:0} h (the longest lease), not '{Get("--default-invisible-duration")}'");
+        if (!BrokerNames.IsValid(options.BrokerName))
+            throw new BrokerConfigurationException($"{N("--broker-name")} must be 1 to {BrokerNames.MaxLength} letters, digits, '-', '_' or '.', not '{options.BrokerName}'");
         if (!System.Net.IPAddress.TryParse(options.Bind, out _))
             throw new BrokerConfigurationException($"{N("--bind")} must be an IP address, not '{options.Bind}'");
         if (!System.Net.IPAddress.TryParse(options.AdminBind, out _))

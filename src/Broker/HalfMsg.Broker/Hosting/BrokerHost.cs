@@ -81,6 +81,7 @@ public sealed class BrokerHost : IAsyncDisposable
         {
             AdvertisedHost = options.AdvertisedHost,
             Port = options.GrpcPort,
+            BrokerName = options.BrokerName,
             MaxReceiveMessageSize = options.Core.MaxMessageSize + 1024 * 1024,
             Credentials = options.Credentials,
             DefaultInvisibleDuration = options.DefaultInvisibleDuration,

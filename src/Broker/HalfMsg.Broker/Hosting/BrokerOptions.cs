@@ -12,6 +12,8 @@ public sealed record BrokerOptions
     public string Bind { get; init; } = "127.0.0.1";
     /// <summary>Host advertised in QueryRoute; null = the address the client connected to.</summary>
     public string? AdvertisedHost { get; init; }
+    /// <summary>The broker's name in both front-ends' routes and in recall handles (<see cref="FrontEnds.BrokerNames"/>).</summary>
+    public string BrokerName { get; init; } = FrontEnds.BrokerNames.Default;
     public int GrpcPort { get; init; } = 8081;
     /// <summary>Connections the gRPC port accepts at once (the port's own limit; Remoting and admin have theirs).</summary>
     public int GrpcMaxConnections { get; init; } = 1_000;

@@ -9,6 +9,10 @@ public sealed record GrpcV5Options
     /// <summary>The gRPC port, advertised in routes. 0: the local port the request came in on.</summary>
     public int Port { get; init; }
 
+    /// <summary>The broker's name in routes and assignments, and the one recall handles name; the same on the Remoting
+    /// front-end (<see cref="BrokerNames"/>).</summary>
+    public string BrokerName { get; init; } = BrokerNames.Default;
+
     /// <summary>Largest request message accepted, checked from the length prefix before buffering
     /// (max message size plus 1 MiB for properties and framing). Also the cap on what one request may inflate to:
     /// a gzip-compressed gRPC message, and the sum of a SendMessage request's GZIP bodies.</summary>

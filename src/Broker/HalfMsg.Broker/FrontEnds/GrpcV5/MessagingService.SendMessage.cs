@@ -190,7 +190,7 @@ internal sealed partial class MessagingService
     /// The handle RecallMessage takes (<see cref="V5RecallHandle"/>) for a message that waits for its delivery time (the
     /// core put it on no queue), empty for any other, as the Apache broker leaves it: only a timer message can be recalled.
     /// </summary>
-    private static string RecallHandleOf(SendResult sent, MessageDraft draft)
+    private string RecallHandleOf(SendResult sent, MessageDraft draft)
         => sent.IsOk && sent.QueueId < 0 && sent.LogAddress >= 0 && draft.DeliveryTimestampMs is long deliverAt
             ? new V5RecallHandle(draft.Topic, deliverAt, sent.MessageId, sent.LogAddress).Encode(BrokerName)
             : string.Empty;

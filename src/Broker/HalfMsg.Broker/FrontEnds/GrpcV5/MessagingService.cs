@@ -96,8 +96,9 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
     }
 
     /// <summary>The broker's name in gRPC routes, and the one every recall handle names, whichever protocol issued it
-    /// (<see cref="V5RecallHandle"/>): a handle from a gRPC send is recalled over Remoting and the other way round.</summary>
-    internal const string BrokerName = "halfmsg-broker";
+    /// (<see cref="V5RecallHandle"/>): a handle from a gRPC send is recalled over Remoting and the other way round. The
+    /// Remoting routes name the broker the same (<see cref="BrokerNames"/>).</summary>
+    private string BrokerName => _options.BrokerName;
 
     /// <summary>
     /// Most messages in one SendMessage and entries in one AckMessage, as <see cref="TransactionBatchService.MaxDecisions"/>
@@ -107,7 +108,7 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
     /// </summary>
     public const int MaxEntriesPerCall = 1024;
 
-    private static MessageQueue Queue(Resource topic, int id, Endpoints endpoints) => new()
+    private MessageQueue Queue(Resource topic, int id, Endpoints endpoints) => new()
     {
         Topic = topic,
         Id = id,

@@ -25,7 +25,10 @@ internal readonly record struct V5RecallHandle(string Topic, long DeliverAtMs, s
         return Base64Url.EncodeToString(Encoding.UTF8.GetBytes(raw));
     }
 
-    /// <summary>False for anything this broker did not issue in this form (wrong base64url, version, field count or numbers).</summary>
+    /// <summary>False for anything this broker did not issue in this form (wrong base64url, version, field count or
+    /// numbers, or another broker's name). A handle naming <see cref="BrokerNames.Legacy"/>, the name every handle
+    /// carried before the broker had one name (<see cref="BrokerNames"/>), is this broker's too: it may have been issued
+    /// before an upgrade, for a message that still waits.</summary>
     public static bool TryDecode(string handle, string brokerName, out V5RecallHandle decoded)
     {
         decoded = default;
@@ -53,7 +56,7 @@ internal readonly record struct V5RecallHandle(string Topic, long DeliverAtMs, s
 
         // The message id is the client's and may hold the separator: it is everything between the time and the address.
         string[] parts = raw.Split(Separator);
-        if (parts.Length < 6 || parts[0] != Version || parts[2] != brokerName) return false;
+        if (parts.Length < 6 || parts[0] != Version || (parts[2] != brokerName && parts[2] != BrokerNames.Legacy)) return false;
         if (!long.TryParse(parts[3], NumberStyles.None, CultureInfo.InvariantCulture, out long deliverAt)
             || !long.TryParse(parts[^1], NumberStyles.None, CultureInfo.InvariantCulture, out long sentAt))
             return false;

@@ -8,7 +8,9 @@ public sealed record RemotingOptions
     public int RemotingPort { get; init; } = 10911;
     /// <summary>Embedded name server port; 0 = off (the name-server requests still answer on the remoting port).</summary>
     public int NameServerPort { get; init; } = 9876;
-    public string BrokerName { get; init; } = "broker-a";
+    /// <summary>The broker's name in routes, cluster info, consume stats, queue locks and recall handles; the same on
+    /// the gRPC front-end (<see cref="BrokerNames"/>).</summary>
+    public string BrokerName { get; init; } = BrokerNames.Default;
     public string ClusterName { get; init; } = "DefaultCluster";
     /// <summary>Largest frame accepted (RocketMQ's frameMaxLength, 16 MiB).</summary>
     public int MaxFrameLength { get; init; } = 16 * 1024 * 1024;

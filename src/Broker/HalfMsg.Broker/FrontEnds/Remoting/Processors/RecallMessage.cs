@@ -26,7 +26,7 @@ internal sealed partial class RemotingDispatcher
         if (string.IsNullOrEmpty(recallHandle)) return Missing(request, "recallHandle");
 
         if (Engine.QueueCount(topic) == 0) return Recall(request, ResponseCode.TopicNotExist, $"recall failed, the topic[{topic}] not exist");
-        if (!V5RecallHandle.TryDecode(recallHandle, MessagingService.BrokerName, out V5RecallHandle handle))
+        if (!V5RecallHandle.TryDecode(recallHandle, Options.BrokerName, out V5RecallHandle handle))
             return Recall(request, ResponseCode.IllegalOperation, "recall handle is invalid");
         if (handle.Topic != topic) return Recall(request, ResponseCode.IllegalOperation, "recall failed, topic not match");
 

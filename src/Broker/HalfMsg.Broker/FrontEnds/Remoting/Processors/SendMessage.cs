@@ -110,13 +110,13 @@ internal sealed partial class RemotingDispatcher
     /// (a time already past), one with a DELAY level (Apache's broker delays it by the level, never as a timer message),
     /// one sent to a %RETRY% topic; and a batch, a half and a send-back, which do not come here.
     /// </summary>
-    private static string? RecallHandleOf(string topic, Dictionary<string, string> props, SendResult sent, MessageDraft draft)
+    private string? RecallHandleOf(string topic, Dictionary<string, string> props, SendResult sent, MessageDraft draft)
     {
         bool timer = props.ContainsKey(MessageConst.TimerDeliverMs) || props.ContainsKey(MessageConst.TimerDelaySec) || props.ContainsKey(MessageConst.TimerDelayMs);
         bool level = props.TryGetValue(MessageConst.DelayLevel, out var lv) && int.TryParse(lv, NumberStyles.Integer, CultureInfo.InvariantCulture, out int l) && l > 0;
         if (!timer || level || topic.StartsWith(BrokerEngine.RetryPrefix, StringComparison.Ordinal)) return null;
         return sent.QueueId < 0 && sent.LogAddress >= 0 && draft.DeliveryTimestampMs is long deliverAt
-            ? new V5RecallHandle(topic, deliverAt, sent.MessageId, sent.LogAddress).Encode(GrpcV5.MessagingService.BrokerName)
+            ? new V5RecallHandle(topic, deliverAt, sent.MessageId, sent.LogAddress).Encode(Options.BrokerName)
             : null;
     }
 
