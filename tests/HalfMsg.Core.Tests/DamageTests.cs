@@ -14,7 +14,7 @@ namespace HalfMsg.Core.Tests;
 public sealed class DamageTests
 {
     /// <summary>Flips one byte inside the payload of the log record at <paramref name="address"/> (after the broker stopped).</summary>
-    private static void FlipPayloadByte(EngineHarness h, long address)
+    internal static void FlipPayloadByte(EngineHarness h, long address)
     {
         // FasterLog stores each entry as a 4-byte length followed by the record; our record has an 8-byte envelope, so
         // +4+8+1 lands inside the CRC-protected payload. Segments are 2^SegmentSizeBits bytes, named broker.log.<n>.

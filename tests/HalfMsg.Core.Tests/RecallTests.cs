@@ -269,4 +269,25 @@ public sealed class RecallTests
         Assert.Equal(["Stored", "Recalled"], h.Engine.MessageIndex.History(target.MessageId)!.Events.Select(e => e.Kind.ToString()));
         await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
     }
+
+    /// <summary>A waiting delay message whose body cannot be read (damaged on disk, below the checkpoint, so the restart
+    /// did not read it) is still recalled by its address: the id cannot be checked, the address names the message. Before
+    /// (review, 2026-12-06) every recall of it was answered a storage failure, "retry", for good.</summary>
+    [Fact]
+    public async Task A_waiting_message_whose_body_cannot_be_read_is_still_recalled_by_its_address()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var damaged = await SendDelayedAsync(h, "timers", "recalled", dueAt);
+        await SendDelayedAsync(h, "timers", "control", dueAt + 1);
+        await h.RestartAsync(); // a checkpoint covers both: the next start does not read them
+        await h.Engine.DisposeAsync();
+        DamageTests.FlipPayloadByte(h, damaged.LogAddress);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        var (error, outcome) = await h.Engine.RecallDelayedAsync("timers", damaged.LogAddress, dueAt, damaged.MessageId);
+        Assert.True(error.IsOk, error.ToString());
+        Assert.Equal(RecallOutcome.Recalled, outcome);
+        await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
+    }
 }

@@ -34,7 +34,7 @@ public sealed partial class BrokerEngine
         CancellationToken ct = default)
     {
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
-        var (error, storedId) = await WaitingMessageIdAsync(topic, sentAt, deliverAtMs, ct).ConfigureAwait(false);
+        var (error, storedId) = await WaitingMessageIdAsync(topic, sentAt, deliverAtMs, messageId, ct).ConfigureAwait(false);
         if (!error.IsOk) return (error, default);
         long address;
         RecallOutcome outcome;
@@ -72,10 +72,14 @@ public sealed partial class BrokerEngine
     /// The id the delay message sent at <paramref name="sentAt"/> was stored with, read from its body, while it waits
     /// under that topic and time; null when none does (the recall then finds nothing). The delay index keeps no ids (a
     /// recall is rare, the index holds every waiting message), so the body is read, outside the lock; a body retention
-    /// moved and cut meanwhile is read where it lives now. A body that cannot be read is a storage failure: the recall
-    /// is not answered as done, and may be retried.
+    /// moved and cut meanwhile is read where it lives now. A body that cannot be read where it still lives (damaged) is
+    /// taken to be the handle's <paramref name="handleId"/>: the address alone names the message, as before the id was
+    /// checked, and delivery could not read it either (it would be dead-lettered). Refusing instead left such a message
+    /// impossible to recall, each retry told to retry (found by review, 2026-12-06). A read that fails because the body
+    /// was moved again meanwhile is a storage failure: the recall is not answered as done, and may be retried.
     /// </summary>
-    private async ValueTask<(BrokerError Error, string? MessageId)> WaitingMessageIdAsync(string topic, long sentAt, long deliverAtMs, CancellationToken ct)
+    private async ValueTask<(BrokerError Error, string? MessageId)> WaitingMessageIdAsync(string topic, long sentAt, long deliverAtMs, string handleId,
+        CancellationToken ct)
     {
         long read = -1;
         for (int attempt = 0; attempt < 2; attempt++)
@@ -87,7 +91,12 @@ public sealed partial class BrokerEngine
                 if (!_delayed.TryGetSentAt(sentAt, out var entry) || entry.Topic != topic || entry.DeliverAtMs != deliverAtMs) return (BrokerError.None, null);
                 (bodyAddress, size) = (entry.BodyAddress, entry.Size);
             }
-            if (bodyAddress == read) break; // not moved since the read that failed: it will not read now
+            if (bodyAddress == read)
+            {
+                // Not moved since the read that failed: it will not read now. Recall it by its address.
+                _logger.LogWarning("Delay message sent at {SentAt} ({Topic}) could not be read from the log; recalled by its address, its id not checked", sentAt, topic);
+                return (BrokerError.None, handleId);
+            }
             read = bodyAddress;
             var message = await ReadStoredMessageAsync(bodyAddress, topic, -1, -1, ct, size).ConfigureAwait(false);
             if (message is not null) return (BrokerError.None, message.MessageId);
