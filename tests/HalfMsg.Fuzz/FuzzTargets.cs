@@ -108,6 +108,7 @@ public static class FuzzTargets
                 case RecordKind.ConsumerOffsetCommitted: ConsumerOffsetCommittedRecord.Read(ref r); break;
                 case RecordKind.TopicDeleted: TopicDeletedRecord.Read(ref r); break;
                 case RecordKind.DelayRecalled: DelayRecalledRecord.Read(ref r); break;
+                case RecordKind.TopicQueuesGrown: TopicQueuesGrownRecord.Read(ref r); break;
                 default: return false;
             }
             return true;

@@ -149,6 +149,38 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         Assert.Contains("not a valid name", bad.Err);
     }
 
+    /// <summary>
+    /// <c>halfmsg topic create --queues N</c> (POST /api/topics/{name}?queues=N): a new topic gets N queues, an existing
+    /// one with fewer gets the queues it lacks, fewer than it has is refused with its count. Until 2026-12-06 the admin
+    /// API and the CLI had no queue count at all (every topic got --queues-per-topic) and could not add queues.
+    /// </summary>
+    [Fact]
+    public async Task Topic_create_with_queues_creates_grows_and_refuses_fewer()
+    {
+        Assert.Equal("cli-grown: created", (await Halfmsg("topic", "create", "cli-grown", "--queues", "2")).Out.Trim());
+        Assert.Equal(2, broker.Engine.QueueCount("cli-grown"));
+        Assert.Equal("cli-grown: already exists", (await Halfmsg("topic", "create", "cli-grown", "--queues", "2")).Out.Trim());
+
+        var grown = await Halfmsg("topic", "create", "cli-grown", "--queues", "6");
+        Assert.Equal(ExitCodes.Ok, grown.ExitCode);
+        Assert.Equal("cli-grown: grown from 2 to 6 queues", grown.Out.Trim());
+        Assert.Equal(6, broker.Engine.QueueCount("cli-grown"));
+        var json = await Halfmsg("topic", "create", "cli-grown", "--queues", "8", "--json");
+        using (var doc = JsonDocument.Parse(json.Out))
+        {
+            Assert.False(doc.RootElement.GetProperty("created").GetBoolean());
+            Assert.Equal(8, doc.RootElement.GetProperty("queues").GetInt32());
+            Assert.Equal(6, doc.RootElement.GetProperty("grownFrom").GetInt32());
+        }
+
+        var fewer = await Halfmsg("topic", "create", "cli-grown", "--queues", "4");
+        Assert.Equal(ExitCodes.Failed, fewer.ExitCode);
+        Assert.Contains("has 8 queues", fewer.Err);
+        Assert.Equal(8, broker.Engine.QueueCount("cli-grown"));
+        // Without --queues an existing topic is found as before, whatever its count.
+        Assert.Equal("cli-grown: already exists", (await Halfmsg("topic", "create", "cli-grown")).Out.Trim());
+    }
+
     [Fact]
     public async Task Pending_halves_show_keys_tag_and_why_they_wait()
     {

@@ -61,6 +61,15 @@ public sealed partial class BrokerEngine
         {
             if (!_topics.TryGetValue(topic, out var t)) return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist");
             if (PlacementRefusalLocked(group, topic, reset) is { } refused) return refused;
+            // Queues added since the first look (an operator grew the topic): they get a start too, so the record names
+            // every queue. One the time search did not see holds only messages that entered since it began: all of them
+            // are at or after a time already past (its front), none of them at or after a time still to come (its end).
+            if (t.Queues.Length > queues)
+            {
+                Array.Resize(ref starts, t.Queues.Length);
+                for (int q = queues; q < starts.Length; q++) starts[q] = timestampMs > NowMs ? long.MaxValue : 0;
+                queues = t.Queues.Length;
+            }
             for (int q = 0; q < queues; q++)
             {
                 var queue = t.Queues[q];

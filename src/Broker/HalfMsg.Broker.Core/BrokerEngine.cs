@@ -335,39 +335,65 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// whether this call made it.</summary>
     public ValueTask<(BrokerError Error, bool Created)> CreateTopicAsync(string topic, CancellationToken ct = default) => CreateTopicAsync(topic, null, ct);
 
-    /// <summary>Most queues a topic may be created with (as <c>--queues-per-topic</c>): every queue is state the broker
+    /// <summary>Most queues a topic may be created with or grown to (as <c>--queues-per-topic</c>): every queue is state the broker
     /// keeps and checkpoints, and a route or a consume-stats answer lists each.</summary>
     public const int MaxQueuesPerTopic = 1024;
 
     /// <summary>
     /// As <see cref="CreateTopicAsync(string, CancellationToken)"/>, a new topic with <paramref name="queues"/> queues
-    /// (null: <see cref="CoreOptions.QueuesPerTopic"/>; 1 to <see cref="MaxQueuesPerTopic"/>). An existing topic is found
-    /// when it has that many queues and refused (BadRequest, naming its count) when it has another: a topic's queue count
-    /// is fixed here, since its queues, their offsets and the pull groups' committed offsets are kept per queue and
-    /// nothing moves them. A retry topic has one queue: another count is refused.
+    /// (null: <see cref="CoreOptions.QueuesPerTopic"/>; 1 to <see cref="MaxQueuesPerTopic"/>). An existing topic with
+    /// fewer queues is given more (see <see cref="CreateOrGrowTopicAsync"/>); one with more is refused.
     /// </summary>
     public async ValueTask<(BrokerError Error, bool Created)> CreateTopicAsync(string topic, int? queues, CancellationToken ct = default)
     {
+        var (error, created, _) = await CreateOrGrowTopicAsync(topic, queues, ct).ConfigureAwait(false);
+        return (error, created);
+    }
+
+    /// <summary>
+    /// Creates a topic with <paramref name="queues"/> queues (null: <see cref="CoreOptions.QueuesPerTopic"/>), or finds
+    /// it, as <see cref="CreateTopicAsync(string, CancellationToken)"/>; an existing topic with fewer queues than asked
+    /// gets the queues it lacks, as RocketMQ's updateTopic gives them (consumers outnumbering the queues need more).
+    /// Until 2026-12-06 another count for an existing topic was refused. The queues it has keep their messages and
+    /// offsets, and every consumer group's progress on them; the new ones start empty at offset 0, and a group that
+    /// received from the topic before gets everything sent to them. Producers and consumers see them at their next route
+    /// refresh. Fewer queues are refused (BadRequest, naming the count): the messages in the queues dropped would be
+    /// stranded, and pull groups' offsets for them meaningless. A retry topic has one queue, a system topic is the
+    /// broker's: another count is refused. Completes once the change is durable (one TopicQueuesGrown record), as a
+    /// creation does. <c>GrownFrom</c>: the count before, when this call added queues; 0 otherwise.
+    /// </summary>
+    public async ValueTask<(BrokerError Error, bool Created, int GrownFrom)> CreateOrGrowTopicAsync(string topic, int? queues, CancellationToken ct = default)
+    {
         if (queues is < 1 or > MaxQueuesPerTopic)
-            return (new(BrokerStatus.BadRequest, $"a topic has 1 to {MaxQueuesPerTopic} queues, not {queues}"), false);
+            return (new(BrokerStatus.BadRequest, $"a topic has 1 to {MaxQueuesPerTopic} queues, not {queues}"), false, 0);
         if (queues is not (null or 1) && topic.StartsWith(RetryPrefix, StringComparison.Ordinal))
-            return (new(BrokerStatus.BadRequest, $"topic '{topic}' is a retry topic, which has one queue (as RocketMQ's), not {queues}"), false);
+            return (new(BrokerStatus.BadRequest, $"topic '{topic}' is a retry topic, which has one queue (as RocketMQ's), not {queues}"), false, 0);
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long waitFor;
         bool created;
+        int grownFrom = 0;
         lock (_gate)
         {
-            if (queues is { } asked && _topics.TryGetValue(topic, out var existing) && existing.Queues.Length != asked)
+            if (queues is { } asked && _topics.TryGetValue(topic, out var existing) && existing.Queues.Length > asked)
                 return (new(BrokerStatus.BadRequest, $"topic '{topic}' exists and has {existing.Queues.Length} queues, not {asked}: this broker "
-                    + "does not change a topic's queue count (its queues and the offsets kept for each would have to move); "
-                    + $"ask for {existing.Queues.Length}, or delete the topic and create it again"), false);
+                    + $"adds queues to a topic but never removes them (the messages in queues {asked} to {existing.Queues.Length - 1} "
+                    + $"would be stranded); ask for {existing.Queues.Length} or more, or delete the topic and create it again"), false, 0);
             created = !_topics.ContainsKey(topic);
-            var error = TryGetTopicForWrite(topic, out _, explicitly: true, queues);
-            if (!error.IsOk) return (error, false);
+            var error = TryGetTopicForWrite(topic, out var state, explicitly: true, queues);
+            if (!error.IsOk) return (error, false, 0);
+            if (queues is { } more && more > state.Queues.Length)
+            {
+                // Under the lock, as one record: the topic and every group on it grow together (TopicState.GrowTo), and a
+                // send, receive or pull sees the old count or the new one, never a queue id that is half there.
+                grownFrom = state.Queues.Length;
+                new TopicQueuesGrownRecord(topic, more).Write(_writer);
+                AppendAndApply();
+                _logger.LogInformation("Topic {Topic} grown from {Before} to {After} queues", topic, grownFrom, more);
+            }
             waitFor = AppendedSoFar;
         }
         await _log.WaitDurableAsync(waitFor, ct).ConfigureAwait(false);
-        return (BrokerError.None, created);
+        return (BrokerError.None, created, grownFrom);
     }
 
     /// <summary>

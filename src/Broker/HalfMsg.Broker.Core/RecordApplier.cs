@@ -155,6 +155,15 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 case RecordKind.DelayRecalled:
                     ApplyDelayRecalled(DelayRecalledRecord.Read(ref r));
                     break;
+                case RecordKind.TopicQueuesGrown:
+                {
+                    // Grows the topic and every group on it; a count it already has (replayed over a checkpoint that
+                    // captured the growth) changes nothing. A topic not there had its creation record damaged: it is
+                    // made here, as a message record makes it, so the records of its new queues still apply.
+                    var rec = TopicQueuesGrownRecord.Read(ref r);
+                    _topics.GetOrAdd(rec.Topic, rec.Queues).GrowTo(rec.Queues);
+                    break;
+                }
                 default:
                     ReportDamaged(address, kind, $"unknown record kind {(byte)kind}");
                     break;
@@ -413,7 +422,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
 
     private void ApplyGroupStarted(GroupStartedRecord rec)
     {
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.StartOffsets.Length != topic.Queues.Length) return;
+        // Fewer start offsets than queues: the group was started before the topic grew, and this record replays over a
+        // checkpoint that captured the growth. The queues added later are the growth's (the group starts at their front).
+        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.StartOffsets.Length > topic.Queues.Length) return;
         var group = GetGroup(rec.Group, topic);
         for (int q = 0; q < rec.StartOffsets.Length; q++)
         {

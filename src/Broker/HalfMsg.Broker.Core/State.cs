@@ -226,7 +226,37 @@ internal sealed class QueueState
 internal sealed class TopicState(string name, int queueCount)
 {
     public readonly string Name = name;
-    public readonly QueueState[] Queues = Enumerable.Range(0, queueCount).Select(_ => new QueueState()).ToArray();
+    private QueueState[] _queues = NewQueues([], queueCount);
+
+    /// <summary>
+    /// The topic's queues, by queue id. Replaced by a longer array when an operator adds queues (<see cref="GrowTo"/>),
+    /// never changed in length in place and never shortened: a queue id valid once stays valid, and a caller that took
+    /// the array keeps a consistent one. Read under the engine lock.
+    /// </summary>
+    public QueueState[] Queues => _queues;
+
+    /// <summary>
+    /// Gives the topic <paramref name="queueCount"/> queues when it has fewer (a TopicQueuesGrown record): the queues it
+    /// has keep their entries and offsets, the new ones start empty at offset 0, and every consumer group on the topic
+    /// gets its state for them in the same step (<see cref="GroupTopicState.GrowTo"/>), so nothing indexed by queue id
+    /// sees the topic and a group disagree. Fewer or as many queues change nothing (a record replayed over a checkpoint
+    /// that already holds its effect). Under the engine lock.
+    /// </summary>
+    public void GrowTo(int queueCount)
+    {
+        if (queueCount <= _queues.Length) return;
+        Volatile.Write(ref _queues, NewQueues(_queues, queueCount));
+        foreach (var g in Groups) g.GrowTo(queueCount);
+    }
+
+    private static QueueState[] NewQueues(QueueState[] kept, int queueCount)
+    {
+        var queues = new QueueState[queueCount];
+        kept.CopyTo(queues, 0);
+        for (int q = kept.Length; q < queueCount; q++) queues[q] = new QueueState();
+        return queues;
+    }
+
     public int RoundRobin;
     private GroupTopicState[] _groups = [];
     private TaskCompletionSource _signal = NewSignal();
@@ -404,7 +434,25 @@ internal sealed class GroupTopicState(string group, TopicState topic)
 {
     public readonly string Group = group;
     public readonly TopicState Topic = topic;
-    public readonly GroupQueueState[] Queues = topic.Queues.Select(q => new GroupQueueState { NextOffset = q.BaseOffset, DoneBelow = q.BaseOffset }).ToArray();
+    /// <summary>The group's progress on each of the topic's queues, by queue id: as long as the topic's queues, and
+    /// replaced by a longer array with them (<see cref="TopicState.GrowTo"/>). Read under the engine lock.</summary>
+    public GroupQueueState[] Queues { get; private set; } = NewQueues([], topic.Queues);
+
+    /// <summary>The group's state for the queues the topic gained: each starts at its queue's front, as a new group's
+    /// does, so a group that received before the growth gets everything sent to the new queues. Under the engine lock.</summary>
+    public void GrowTo(int queueCount)
+    {
+        if (queueCount <= Queues.Length) return;
+        Queues = NewQueues(Queues, Topic.Queues.AsSpan(0, queueCount));
+    }
+
+    private static GroupQueueState[] NewQueues(GroupQueueState[] kept, ReadOnlySpan<QueueState> queues)
+    {
+        var states = new GroupQueueState[queues.Length];
+        kept.CopyTo(states, 0);
+        for (int q = kept.Length; q < queues.Length; q++) states[q] = new GroupQueueState { NextOffset = queues[q].BaseOffset, DoneBelow = queues[q].BaseOffset };
+        return states;
+    }
     /// <summary>Expired leases waiting to be delivered again, in expiry order.</summary>
     public readonly Queue<(int Queue, long Offset)> Redeliver = new();
     /// <summary>FIFO message groups with a message in flight: their later messages wait.</summary>

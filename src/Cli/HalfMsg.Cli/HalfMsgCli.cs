@@ -93,10 +93,24 @@ public static class HalfMsgCli
         root.Add(topics);
         var topicCmd = new Command("topic", "Manage one topic");
         var topicName = new Argument<string>("name") { Description = "Topic name" };
-        var create = new Command("create", "Create a topic (with the broker's --queues-per-topic queues); no change if it exists") { topicName };
+        var createQueues = new Option<int?>("--queues")
+        {
+            Description = "Queues (1-1024; default: the broker's --queues-per-topic). An existing topic with fewer gets the queues it lacks; fewer than it has is refused",
+        };
+        var create = new Command("create", "Create a topic, or add queues to an existing one (--queues); no change if it exists with as many") { topicName, createQueues };
         Handle(create, async (parse, client, asJson, token) =>
-            await Print(await client.PostAsync($"/api/topics/{Uri.EscapeDataString(parse.GetValue(topicName)!)}", token), asJson, body =>
-                output.WriteLine($"{body.GetProperty("topic").GetString()}: {(body.GetProperty("created").GetBoolean() ? "created" : "already exists")}")));
+        {
+            string path = $"/api/topics/{Uri.EscapeDataString(parse.GetValue(topicName)!)}";
+            if (parse.GetValue(createQueues) is { } n) path += $"?queues={n.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
+            return await Print(await client.PostAsync(path, token), asJson, body =>
+            {
+                string what = body.GetProperty("created").GetBoolean() ? "created"
+                    : body.TryGetProperty("grownFrom", out var from) && from.ValueKind == JsonValueKind.Number
+                        ? $"grown from {from.GetInt32()} to {body.GetProperty("queues").GetInt32()} queues"
+                        : "already exists";
+                output.WriteLine($"{body.GetProperty("topic").GetString()}: {what}");
+            });
+        });
         topicCmd.Add(create);
         var deleteTopicName = new Argument<string>("name") { Description = "Topic name" };
         var deleteTopic = new Command("delete", "Delete a topic: its queues, consumer progress and leases (bodies stay until retention cuts them)") { deleteTopicName };

@@ -211,6 +211,36 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(Code.IllegalTopic, response.Status.Code);
     }
 
+    /// <summary>
+    /// A topic an operator gave more queues (mqadmin updateTopic, the admin API): the next QueryRoute lists them all, so
+    /// clients send to them from their next route refresh, and a group that received before the growth gets what lands
+    /// on the new queues. Until 2026-12-06 a topic's queue count could not change.
+    /// </summary>
+    [Fact]
+    public async Task Query_route_after_the_topic_grew_lists_every_queue_and_sends_and_receives_use_the_new_ones()
+    {
+        async Task<List<int>> RoutedAsync() => (await UnaryOkAsync(GrpcMethods.QueryRoute,
+            new QueryRouteRequest { Topic = new Resource { Name = _topic }, Endpoints = Endpoints() }, QueryRouteResponse.Parser)).MessageQueues.Select(q => q.Id).ToList();
+
+        Assert.True((await broker.Host.Engine.CreateTopicAsync(_topic, 2)).Error.IsOk);
+        Assert.Equal([0, 1], await RoutedAsync());
+        await SendAsync(NewMessage("before"));
+        await AckAsync((await ReceiveMessagesAsync(1)).Single().SystemProperties.ReceiptHandle);
+
+        Assert.True((await broker.Host.Engine.CreateTopicAsync(_topic, 5)).Error.IsOk);
+        Assert.Equal([0, 1, 2, 3, 4], await RoutedAsync());
+        // A client picks its send's queue from the route (system_properties.queue_id): each new queue takes its send.
+        foreach (int q in await RoutedAsync())
+        {
+            var message = NewMessage($"after-{q}");
+            message.SystemProperties.QueueId = q;
+            Assert.Equal(Code.Ok, (await SendAsync(message)).Status.Code);
+        }
+        var got = await ReceiveMessagesAsync(5);
+        Assert.Equal([0, 1, 2, 3, 4], got.Select(m => m.SystemProperties.QueueId).Order());
+        Assert.Equal(["after-0", "after-1", "after-2", "after-3", "after-4"], got.Select(m => m.Body.ToStringUtf8()).Order());
+    }
+
     private Endpoints Endpoints() => new()
     {
         Scheme = AddressScheme.Ipv4,

@@ -237,10 +237,24 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             topics = Snapshot(() => state.Topics.Values.ToArray());
             foreach (var t in topics)
             {
-                await Chunk((w, o) => { w.Begin(SnapTopic).Str(t.Name).I32(t.Queues.Length).I32(t.RoundRobin); Emit(w, o); }).ConfigureAwait(false);
-                for (int q = 0; q < t.Queues.Length; q++)
+                // The queues as the topic's record names them, taken in the same hold: an operator may add queues while the
+                // capture runs (a new array, TopicState.GrowTo), and this file then holds the count before; the growth's
+                // record is after `covered` and replays on top.
+                QueueState[] queues = null!;
+                bool wholeTopic = false;
+                await Chunk((w, o) =>
                 {
-                    var queue = t.Queues[q];
+                    queues = t.Queues;
+                    // A topic with a queue the previous file did not capture (new, or grown since) is written whole: a
+                    // reader meets a count it did not have (TryLoad makes the topic again; builds before growth did the
+                    // same), so every queue must be in this file from its front, not only what was appended.
+                    wholeTopic = chain is not null && !queues.All(chain.Queues.ContainsKey);
+                    w.Begin(SnapTopic).Str(t.Name).I32(queues.Length).I32(t.RoundRobin);
+                    Emit(w, o);
+                }).ConfigureAwait(false);
+                for (int q = 0; q < queues.Length; q++)
+                {
+                    var queue = queues[q];
                     int qq = q;
                     int version = 0;
                     long front = 0, rewrites = 0;
@@ -258,7 +272,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                                 version = queue.ResetVersion;
                                 rewrites = queue.Rewrites;
                                 front = queue.BaseOffset;
-                                if (chain is not null && chain.Queues.TryGetValue(queue, out var before) && before.Version == version
+                                if (chain is not null && !wholeTopic && chain.Queues.TryGetValue(queue, out var before) && before.Version == version
                                     && queue.TryGetRewritesSince(before.Rewrites, out var rewritten))
                                 {
                                     // What changed since the previous file: the front (a retention cut), entries rewritten
@@ -592,7 +606,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     var t = state.Topics.GetOrAdd(name, queues);
                     if (t.Queues.Length != queues)
                     {
-                        // Deleted and created again since an older file of the chain: this file writes its queues whole.
+                        // Deleted and created again, or given more queues, since an older file of the chain: this file
+                        // writes its queues whole (see WriteAsync's wholeTopic).
                         state.Topics.Remove(name, out _);
                         t = state.Topics.GetOrAdd(name, queues);
                     }

@@ -52,6 +52,8 @@ public enum RecordKind : byte
     RedrivenStored = 21,
     /// <summary>A producer recalled a delay message before its delivery time (see <see cref="DelayRecalledRecord"/>).</summary>
     DelayRecalled = 22,
+    /// <summary>An operator gave an existing topic more queues (see <see cref="TopicQueuesGrownRecord"/>).</summary>
+    TopicQueuesGrown = 23,
     /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
     ConsumerOffsetCommitted = 40,
     /// <summary>An operator deleted a topic (Remoting DELETE_TOPIC): its queues, groups, offsets and delayed messages go.</summary>

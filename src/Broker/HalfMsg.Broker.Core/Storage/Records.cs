@@ -101,6 +101,25 @@ public readonly record struct TopicCreatedRecord(string Topic, int Queues)
 }
 
 /// <summary>
+/// An existing topic now has <see cref="Queues"/> queues, more than before (mqadmin updateTopic, the admin API): the
+/// queues it had keep their entries, the new ones start empty. <code>s topic | vi queueCount</code>
+/// A kind of its own rather than a second <see cref="TopicCreatedRecord"/>: a TopicCreated for a topic that exists is
+/// passed over (by builds before this record, silently), while a broker that does not know this kind reports the
+/// record as damaged where it stands, before the first message of a new queue fails to apply.
+/// </summary>
+public readonly record struct TopicQueuesGrownRecord(string Topic, int Queues)
+{
+    public void Write(RecordWriter w) => w.Begin(RecordKind.TopicQueuesGrown).Str(Topic).I32(Queues);
+    public static TopicQueuesGrownRecord Read(scoped ref RecordReader r)
+    {
+        string topic = r.Str() ?? throw new InvalidDataException("topic is null");
+        int queues = r.I32();
+        if (queues is < 2 or > 1024) throw new InvalidDataException($"queue count {queues} is out of range");
+        return new(topic, queues);
+    }
+}
+
+/// <summary>
 /// A normal, FIFO or delay message. Offset -1 = delayed (waits in the delay index, queued by a later QueueEntryAdded).
 /// <code>
 /// vi queueId | vi offset | vi previousAddress (legacy, always -1) | b kind | s transactionId | s queueTopic (legacy, null)

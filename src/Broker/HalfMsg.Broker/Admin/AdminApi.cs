@@ -20,11 +20,13 @@ public static class AdminApi
         app.MapGet("/health", () => HealthOf(engine) is var h && h.HttpStatus == 200 ? Results.Ok(h.Body) : Results.Json(h.Body, statusCode: h.HttpStatus));
 
         app.MapGet("/api/topics", () => Results.Ok(engine.ListTopics()));
-        app.MapPost("/api/topics/{name}", async (string name, CancellationToken ct) =>
+        // ?queues=N: a new topic gets N queues, an existing one with fewer gets the queues it lacks (grownFrom names the
+        // count before); fewer than it has is refused (400). Without it, a new topic gets --queues-per-topic.
+        app.MapPost("/api/topics/{name}", async (string name, int? queues, CancellationToken ct) =>
         {
-            var (error, created) = await engine.CreateTopicAsync(name, ct);
+            var (error, created, grownFrom) = await engine.CreateOrGrowTopicAsync(name, queues, ct);
             return error.IsOk
-                ? Results.Ok(new { topic = name, created })
+                ? Results.Ok(new { topic = name, created, queues = engine.QueueCount(name), grownFrom = grownFrom > 0 ? grownFrom : (int?)null })
                 : Results.Json(new ErrorBody(error.Message, error.Status.ToString()), statusCode: 400);
         });
 

@@ -93,9 +93,11 @@ internal sealed partial class RemotingDispatcher
     /// UPDATE_AND_CREATE_TOPIC (17), as <c>mqadmin updateTopic</c> and Java's <c>createTopic</c> send it: a new topic
     /// gets <c>readQueueNums</c> queues (until 2026-12-06 it got --queues-per-topic whatever was asked). The broker keeps
     /// one queue count per topic, for reading and writing, so the two counts must agree; a request with neither (Java
-    /// always sends both) gets --queues-per-topic. RocketMQ rewrites an existing topic's counts; here they are fixed, and
-    /// a different count for an existing topic is refused with its count in the remark rather than answered SUCCESS
-    /// with nothing changed (<see cref="BrokerEngine.CreateTopicAsync(string, int?, CancellationToken)"/>).
+    /// always sends both) gets --queues-per-topic. An existing topic with fewer queues gets the ones it lacks, as
+    /// RocketMQ's updateTopic gives them (until 2026-12-06 it was refused); fewer than it has is refused with its count
+    /// in the remark rather than answered SUCCESS with nothing changed, since the messages in the queues dropped would
+    /// be stranded (<see cref="BrokerEngine.CreateOrGrowTopicAsync"/>). Clients see the new queues at their next route
+    /// refresh (GET_ROUTEINFO_BY_TOPIC answers the new count at once).
     /// </summary>
     private async ValueTask<RemotingCommand?> UpdateAndCreateTopicAsync(RemotingCommand request)
     {
