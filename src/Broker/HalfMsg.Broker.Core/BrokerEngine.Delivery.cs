@@ -434,7 +434,8 @@ public sealed partial class BrokerEngine
     {
         lock (_gate)
         {
-            if (_groups.TryGetValue((group, topic.Name), out var state) && state.Queues[queue].InFlight.TryGetValue(offset, out var flight)
+            // The queue id is checked: the topic may have been deleted and made again with fewer queues since the receive.
+            if (_groups.TryGetValue((group, topic.Name), out var state) && queue < state.Queues.Length && state.Queues[queue].InFlight.TryGetValue(offset, out var flight)
                 && flight.LeaseId == leaseId)
                 flight.RenewFor = null;
         }

@@ -41,6 +41,26 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
 
     private string? Intern(string? value) => state.Tags.Intern(value);
     private TopicState ApplyTopicCreated(string topic, int queues) => _topics.GetOrAdd(topic, queues);
+
+    /// <summary>
+    /// During replay, a record that names a queue beyond its topic's count: the record that grew the topic (or created
+    /// it with more queues than <see cref="CoreOptions.QueuesPerTopic"/>) was damaged. The topic is grown to hold the
+    /// queue, and the broker reports the growth, so the record and every later one of that queue still apply: an
+    /// acknowledged message is not lost because another record was. Until review on 2026-12-06 each such record was
+    /// skipped as damaged ("queue N does not exist") and the first checkpoint made the loss final. System topics keep
+    /// their one queue; the live path never names a queue its topic lacks.
+    /// </summary>
+    private void GrowForRecordDuringReplay(TopicState topic, int queueId, long address)
+    {
+        if (Live || queueId < topic.Queues.Length || queueId >= BrokerEngine.MaxQueuesPerTopic || BrokerEngine.IsSystemTopic(topic.Name)) return;
+        int from = topic.Queues.Length;
+        topic.GrowTo(queueId + 1);
+        string reason = $"log record at address {address} names queue {queueId} of topic '{topic.Name}', which had {from} queues: "
+            + $"its growth (or creation) record was damaged; the topic now has {queueId + 1}";
+        _logger.LogError("Topic {Topic} grown from {From} to {To} queues during replay for the record at {Address}: its growth or creation record was damaged",
+            topic.Name, from, queueId + 1, address);
+        _health.ReportDegraded(reason);
+    }
     private void AddQueueEntry(TopicState topic, int queueId, long offset, QueueEntry entry) => _topics.AddEntry(topic, queueId, offset, entry, Live);
     private void AddDelayed(DelayedEntry entry) => _delayed.Add(entry);
     private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
@@ -136,14 +156,14 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 case RecordKind.Padding:
                     break;
                 case RecordKind.GroupStarted:
-                    ApplyGroupStarted(GroupStartedRecord.Read(ref r));
+                    ApplyGroupStarted(GroupStartedRecord.Read(ref r), address);
                     break;
                 case RecordKind.GroupReset:
                 {
                     // Delete, then start, as one record: a crash keeps both or neither (older logs hold the two records).
                     var rec = GroupResetRecord.Read(ref r);
                     ApplyGroupDeleted(rec.Deleted);
-                    ApplyGroupStarted(rec.Started);
+                    ApplyGroupStarted(rec.Started, address);
                     break;
                 }
                 case RecordKind.ConsumerOffsetCommitted:
@@ -190,6 +210,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         var topic = ApplyTopicCreated(m.Topic, BrokerEngine.IsSystemTopic(m.Topic) ? 1 : _options.QueuesPerTopic);
         if (rec.Offset >= 0)
         {
+            GrowForRecordDuringReplay(topic, rec.QueueId, address);
             if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{m.Topic}'");
             AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = address, Size = size, VisibleAt = address, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
         }
@@ -202,6 +223,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
     {
         var topic = ApplyTopicCreated(rec.Topic, BrokerEngine.IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
+        if (rec.QueueId >= 0) GrowForRecordDuringReplay(topic, rec.QueueId, address);
         if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
         int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size
             : topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing) ? existing.Size : 0; // replayed over a checkpoint that has it
@@ -211,6 +233,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyRedriven(long address, RedrivenRecord rec)
     {
         var topic = ApplyTopicCreated(rec.Topic, BrokerEngine.IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
+        if (rec.QueueId >= 0) GrowForRecordDuringReplay(topic, rec.QueueId, address);
         if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
         AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry
         {
@@ -252,6 +275,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         if (rec.Resolution == TransactionResolution.Commit)
         {
             topic = ApplyTopicCreated(half.Topic, half.Topic == BrokerEngine.CheckMaxTopic ? 1 : _options.QueuesPerTopic);
+            GrowForRecordDuringReplay(topic, rec.QueueId, address);
             if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{half.Topic}'");
         }
         // Checked above, changed below: a record that does not fit changes nothing.
@@ -420,10 +444,13 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             dlq.Queues[0].SetSource(rec.DlqOffset, topic.Name);
     }
 
-    private void ApplyGroupStarted(GroupStartedRecord rec)
+    private void ApplyGroupStarted(GroupStartedRecord rec, long address)
     {
         // Fewer start offsets than queues: the group was started before the topic grew, and this record replays over a
         // checkpoint that captured the growth. The queues added later are the growth's (the group starts at their front).
+        // More start offsets than queues: the topic's growth record was damaged (see GrowForRecordDuringReplay).
+        if (_topics.TryGetValue(rec.Topic, out var grown) && rec.StartOffsets.Length > grown.Queues.Length)
+            GrowForRecordDuringReplay(grown, rec.StartOffsets.Length - 1, address);
         if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.StartOffsets.Length > topic.Queues.Length) return;
         var group = GetGroup(rec.Group, topic);
         for (int q = 0; q < rec.StartOffsets.Length; q++)

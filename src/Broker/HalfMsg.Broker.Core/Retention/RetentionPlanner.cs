@@ -124,7 +124,7 @@ internal sealed class RetentionPlanner(StateOwners state, CoreOptions options)
         {
             if (r.HalfTransactionId is { } tx && state.Halves.TryGet(tx, out var h) && h.Address == address) halfTx = tx;
             else if (r.Delayed && state.Delayed.Contains(address)) delayed = true;
-            else if (r.Topic is not null && state.Topics.TryGetValue(r.Topic, out var t) && t.Queues[r.QueueId].TryGet(r.Offset, out var e) && e.BodyAddress == address)
+            else if (r.Topic is not null && state.Topics.TryGetValue(r.Topic, out var t) && r.QueueId < t.Queues.Length && t.Queues[r.QueueId].TryGet(r.Offset, out var e) && e.BodyAddress == address)
                 queueRefs.Add((r.Topic, r.QueueId, r.Offset));
         }
         return new RelocationTargets(halfTx, delayed, queueRefs);
