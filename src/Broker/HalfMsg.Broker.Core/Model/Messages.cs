@@ -131,6 +131,12 @@ public sealed record ReceiveRequest
     public required string Topic { get; init; }
     /// <summary>Tag expression: <c>*</c>, empty, or <c>TagA || TagB</c>.</summary>
     public string? TagExpression { get; init; }
+    /// <summary>
+    /// An SQL92 property filter (gRPC <c>FilterType.SQL</c>), parsed by the caller, besides the tag expression (a caller
+    /// gives one or the other). The properties are not in the engine's queue index, so messages are leased as usual,
+    /// read, and those that do not match are settled for the group (acknowledged by the broker, never delivered to it).
+    /// </summary>
+    public Delivery.SqlFilter? SqlFilter { get; init; }
     public int BatchSize { get; init; } = 32;
     public TimeSpan InvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>How long to wait for a message when none is available. Zero = return at once.</summary>
