@@ -5,8 +5,8 @@ using HalfMsg.Broker.Core.Model;
 namespace HalfMsg.Core.Tests;
 
 /// <summary>
-/// Receives with an SQL92 property filter: the messages are leased as usual, and those whose properties do not match
-/// are finished for the group (settled) and never handed to it, now or later.
+/// Receives and pulls with an SQL92 property filter: the messages are leased (or read) as usual, and those whose
+/// properties do not match are finished for the group (settled, passed over) and never handed to it, now or later.
 /// </summary>
 public sealed class SqlDeliveryTests
 {
@@ -79,5 +79,20 @@ public sealed class SqlDeliveryTests
         var got = await ReceiveSqlAsync(h, "G", "T", "region = 'eu'");
         Assert.Equal(["tx-yes"], got.Select(m => m.Text()));
         Assert.Equal("eu", got[0].Message.Properties["region"]);
+    }
+
+    [Fact]
+    public async Task A_pull_with_an_sql_filter_skips_what_does_not_match_and_its_next_offset_goes_past_it()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        for (int i = 0; i < 6; i++) Assert.True((await h.Engine.SendAsync(WithProps(h, "T", $"m{i}", ("n", $"{i}")).WithQueue(0))).IsOk);
+        var sql = SqlFilter.Parse("n IN ('1', '3')");
+
+        var r = await h.Engine.PullAsync("T", 0, 0, 32, TagFilter.All, TimeSpan.Zero, sql: sql);
+        Assert.Equal(PullStatus.Found, r.Status);
+        Assert.Equal(["m1", "m3"], r.Messages.Select(m => System.Text.Encoding.UTF8.GetString(m.Message.Body.Span)));
+        Assert.Equal(6, r.NextBeginOffset);
+        var none = await h.Engine.PullAsync("T", 0, 4, 32, TagFilter.All, TimeSpan.Zero, sql: sql);
+        Assert.Equal((PullStatus.NoNewMessage, 6L), (none.Status, none.NextBeginOffset));
     }
 }
