@@ -66,6 +66,39 @@ public sealed class SqlDeliveryTests
         Assert.Empty(await ReceiveSqlAsync(h, "G", "T", "n = 1", batch: 4));
     }
 
+    /// <summary>Room for <paramref name="bytes"/> of answer, as a gRPC connection's budget is.</summary>
+    private sealed class Allowance(long bytes) : IDeliveryAllowance
+    {
+        public long Left = bytes;
+        public bool TryTake(long n)
+        {
+            if (n > Left) return false;
+            Left -= n;
+            return true;
+        }
+
+        public void Return(long n) => Left += n;
+    }
+
+    [Fact]
+    public async Task Room_taken_for_messages_that_do_not_match_is_given_back_so_a_long_run_of_them_is_not_refused_for_room()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        for (int i = 0; i < 50; i++) Assert.True((await h.Engine.SendAsync(WithProps(h, "T", $"no{i}", ("n", "0")))).IsOk);
+        Assert.True((await h.Engine.SendAsync(WithProps(h, "T", "yes", ("n", "1")))).IsOk);
+        // Room for about ten of these records: the answer holds one message, the receive passes over fifty.
+        var room = new Allowance(10 * 300);
+
+        var r = await h.Engine.ReceiveAsync(new ReceiveRequest
+        {
+            ConsumerGroup = "G", Topic = "T", BatchSize = 4, InvisibleDuration = TimeSpan.FromSeconds(30), SqlFilter = SqlFilter.Parse("n = 1"), Allowance = room,
+        });
+
+        Assert.True(r.IsOk, r.Error.ToString());
+        Assert.Equal(["yes"], r.Messages.Select(m => m.Text()));
+        Assert.InRange(room.Left, 10 * 300 - 300, 10 * 300 - 1); // only the answer's message is held
+    }
+
     [Fact]
     public async Task A_committed_transaction_keeps_its_properties_and_is_filtered_as_a_normal_message()
     {

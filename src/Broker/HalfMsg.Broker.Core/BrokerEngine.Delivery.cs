@@ -299,6 +299,9 @@ public sealed partial class BrokerEngine
                         if (sql is not null && !sql.Matches(message))
                         {
                             (unmatched ??= []).Add((p.Queue, p.Offset, p.LeaseId, p.Attempt));
+                            // The room the pick took for it goes back: a run of messages that do not match must not use
+                            // up the caller's budget for an answer that does not hold them.
+                            req.Allowance?.Return(p.Entry.Size);
                             continue;
                         }
                         handedOut?.Add((p.Queue, p.Offset, p.Attempt));

@@ -169,6 +169,10 @@ public interface IDeliveryAllowance
 {
     /// <summary>Takes room for <paramref name="bytes"/> more; false (nothing taken) when there is none.</summary>
     bool TryTake(long bytes);
+
+    /// <summary>Gives back room taken for a message that is not in the answer after all (an SQL filter rejected it once
+    /// it was read). Called outside the engine's lock.</summary>
+    void Return(long bytes);
 }
 
 public readonly record struct ReceiveResult(BrokerError Error, IReadOnlyList<DeliveredMessage> Messages)
