@@ -226,6 +226,8 @@ public sealed partial class BrokerEngine
         ReceiveWaiters? line = null;
         ReceiveWaiters.Waiter? parked = null;
         bool wokenBeforeLook = false, more = false;
+        var sql = req.SqlFilter;
+        int filteredOut = 0;
         try
         {
             while (true)
@@ -257,7 +259,9 @@ public sealed partial class BrokerEngine
                     Metrics.ReceiveLooks++;
                     picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, req.AutoRenew && !string.IsNullOrEmpty(req.ClientId) ? req.ClientId : null,
                         req.Allowance, out more, out refused);
-                    MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
+                    // With an SQL filter the index is told once the bodies are read, of the messages that match only.
+                    if (sql is null)
+                        MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
                 }
                 if (picked.Count > 0)
                 {
@@ -266,6 +270,8 @@ public sealed partial class BrokerEngine
                     // Until 2026-12-05 a call cancelled here (a client gone during its long poll) left them leased for
                     // the whole invisible duration, renewed for a push consumer that never got them (found by review).
                     var result = new List<DeliveredMessage>(picked.Count);
+                    List<(int Queue, long Offset, long LeaseId, int Attempt)>? unmatched = null;
+                    var handedOut = sql is null ? null : new List<(int Queue, long Offset, int Attempt)>(picked.Count);
                     foreach (var p in picked)
                     {
                         var message = await ReadStoredMessageAsync(p.Entry.BodyAddress, topic.Name, p.Queue, p.Offset, CancellationToken.None, p.Entry.Size).ConfigureAwait(false);
@@ -280,6 +286,7 @@ public sealed partial class BrokerEngine
                         }
                         if (message is null)
                         {
+                            handedOut?.Add((p.Queue, p.Offset, p.Attempt)); // still leased, as without a filter
                             // A retention cut that expired it after the pick is a normal race with a lagging group, not an error.
                             if (IsGoneFromQueue(topic.Name, p.Queue, p.Offset))
                                 _logger.LogDebug("Message {Topic}/{Queue}/{Offset} expired behind a retention cut while a receive read it", topic.Name, p.Queue, p.Offset);
@@ -289,6 +296,15 @@ public sealed partial class BrokerEngine
                             if (req.AutoRenew) StopRenewal(topic, req.ConsumerGroup, p.Queue, p.Offset, p.LeaseId);
                             continue;
                         }
+                        if (sql is not null && !sql.Matches(message))
+                        {
+                            (unmatched ??= []).Add((p.Queue, p.Offset, p.LeaseId, p.Attempt));
+                            // The room the pick took for it goes back: a run of messages that do not match must not use
+                            // up the caller's budget for an answer that does not hold them.
+                            req.Allowance?.Return(p.Entry.Size);
+                            continue;
+                        }
+                        handedOut?.Add((p.Queue, p.Offset, p.Attempt));
                         result.Add(new DeliveredMessage
                         {
                             Message = message,
@@ -297,8 +313,20 @@ public sealed partial class BrokerEngine
                             InvisibleUntilMs = p.Until,
                         });
                     }
+                    if (sql is not null)
+                    {
+                        SettleFilteredOut(topic, req, handedOut!, unmatched);
+                        filteredOut += unmatched?.Count ?? 0;
+                    }
                     BrokerTracing.EndReceive(span, BrokerError.None, result);
                     if (result.Count > 0) return new(BrokerError.None, result);
+                    if (unmatched is not null)
+                    {
+                        // All filtered out: look on at once while the long poll has time (nothing wakes this receive for
+                        // messages already in the queues), and for a bounded number without it; then answer empty.
+                        if (deadline - _time.GetTimestamp() > 0 || filteredOut < MaxFilteredWithoutWait) continue;
+                        return new(new(BrokerStatus.MessageNotFound, "no new message"), []);
+                    }
                 }
                 else if (refused)
                 {
@@ -323,6 +351,39 @@ public sealed partial class BrokerEngine
             // Leaving (with messages, empty-handed or cancelled): a wake this receive took after its last look, or a
             // look that stopped at a full batch, goes on to the next receive of the group.
             if (parked is not null && ((!line!.Leave(parked) && !wokenBeforeLook) || more)) line.WakeOne();
+        }
+    }
+
+    /// <summary>Messages an SQL-filtered receive may pass over once its long poll has ended (or when it has none)
+    /// before it answers empty: a receive goes on past a run of messages that do not match without being asked again,
+    /// and a long run costs more than one receive.</summary>
+    private const int MaxFilteredWithoutWait = 4096;
+
+    /// <summary>
+    /// An SQL-filtered receive's messages that do not match are finished for the group, as a tag filter's are: each
+    /// lease still held is acknowledged (a record, so they are not delivered again after a restart; nobody waits for it,
+    /// and if a crash loses it the message is leased, read and settled again, never handed out). They are not counted
+    /// as delivered, nor told to the message index, which hears of the ones that match (and of the unreadable ones,
+    /// still leased) here instead of at the pick.
+    /// </summary>
+    private void SettleFilteredOut(TopicState topic, ReceiveRequest req, List<(int Queue, long Offset, int Attempt)> handedOut,
+        List<(int Queue, long Offset, long LeaseId, int Attempt)>? unmatched)
+    {
+        int settled = 0;
+        lock (_gate)
+        {
+            if (handedOut.Count > 0) MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, handedOut, NowMs); // MessageIndex hook (issue 12)
+            if (unmatched is null || !_groups.TryGetValue((req.ConsumerGroup, topic.Name), out var group)) return;
+            foreach (var (q, off, leaseId, attempt) in unmatched)
+            {
+                // A lease that ended meanwhile (expired and leased again, the group or topic deleted) is not this receive's.
+                if (q >= group.Queues.Length || !group.Queues[q].InFlight.TryGetValue(off, out var flight) || flight.LeaseId != leaseId) continue;
+                new AckedRecord(group.Group, topic.Name, q, off).Write(_writer);
+                AppendAndApply();
+                if (attempt > 1) Metrics.Redelivered--; else Metrics.Delivered--;
+                settled++;
+            }
+            if (settled > 0 && _log.Flush == FlushMode.Sync) _log.RequestCommit();
         }
     }
 

@@ -82,9 +82,13 @@ public sealed partial class BrokerEngine
     /// Reads up to <paramref name="maxMessages"/> visible (durable, committed) messages of one queue from
     /// <paramref name="offset"/>, skipping those whose tag <paramref name="filter"/> rejects. When nothing matches and
     /// <paramref name="longPoll"/> is positive, waits until a message becomes visible on the topic or the time is up.
+    /// With <paramref name="sql"/> (an SQL92 subscription) the messages are read and those whose properties do not match
+    /// are skipped as well: the next pull starts after them, as Apache's pull goes past what its filter rejects.
     /// </summary>
-    public async ValueTask<PullResult> PullAsync(string topic, int queueId, long offset, int maxMessages, TagFilter filter, TimeSpan longPoll, CancellationToken ct = default)
+    public async ValueTask<PullResult> PullAsync(string topic, int queueId, long offset, int maxMessages, TagFilter filter, TimeSpan longPoll,
+        CancellationToken ct = default, SqlFilter? sql = null)
     {
+        long filteredOut = 0;
         if (UnreadableTopicReason(topic) is not null) return new(PullStatus.NotReadable, [], 0, 0, 0);
         maxMessages = Math.Clamp(maxMessages, 1, 1024);
         using var span = BrokerTracing.StartReceive(topic, "", "pull"); // trace hook (issue 12)
@@ -160,6 +164,11 @@ public sealed partial class BrokerEngine
                         Health.ReportDegraded(reason);
                         continue;
                     }
+                    if (sql is not null && !sql.Matches(message))
+                    {
+                        filteredOut++;
+                        continue;
+                    }
                     messages.Add(new PulledMessage(message, address, ReconsumeTimesOf(message)));
                 }
                 if (messages.Count > 0)
@@ -167,8 +176,11 @@ public sealed partial class BrokerEngine
                     BrokerTracing.EndPull(span, messages);
                     return new(PullStatus.Found, messages, next, min, max);
                 }
-                // Every message picked was unreadable: go on from after them at once.
+                // Every message picked was unreadable or filtered out: go on from after them at once. A long run of
+                // messages the SQL filter rejects is answered after a bounded number, as a tag scan's is (MaxPullScan),
+                // with the offset after them: the client goes on from there.
                 offset = next;
+                if (filteredOut >= MaxPullScan) return new(PullStatus.NoNewMessage, [], next, min, max);
                 continue;
             }
             var remaining = deadline - _time.GetTimestamp();

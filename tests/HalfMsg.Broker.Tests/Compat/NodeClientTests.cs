@@ -224,6 +224,25 @@ public sealed class NodeClientTests(NodeClientFixture fixture) : IClassFixture<N
     }
 
     [Fact]
+    public async Task Sql92_filter_delivers_only_messages_whose_properties_match()
+    {
+        // FilterExpression(sql, FilterType.SQL): until 2026-12-06 every such receive was ILLEGAL_FILTER_EXPRESSION.
+        string topic = Unique("Sql");
+        await Produce(topic, new
+        {
+            count = 8, tags = new[] { "B", "A" },
+            props = new object[] { new { region = "eu", amount = "10" }, new { region = "eu", amount = "200" }, new { region = "us", amount = "300" }, new { amount = "400" } },
+        });
+
+        // Asks for one more than match, for 6 s: the other messages of the topic would have come within that time. m-3
+        // and m-7 have no region: unknown OR true matches.
+        NodeScript.Result got = await Run("simple.js", Endpoint, topic, Unique("G"), "collect",
+            JsonSerializer.Serialize(new { count = 5, timeoutMs = 6_000, sql = "region = 'eu' AND amount > 100 OR TAGS = 'A' AND amount >= 400" }));
+
+        Assert.Equal(["m-1", "m-3", "m-5", "m-7"], Bodies(got).Order());
+    }
+
+    [Fact]
     public async Task Fifo_messages_of_one_group_are_delivered_in_send_order()
     {
         string topic = Unique("Fifo");

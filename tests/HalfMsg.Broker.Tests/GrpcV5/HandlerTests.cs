@@ -784,14 +784,39 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     }
 
     [Fact]
-    public async Task Receive_with_a_sql_filter_answers_ILLEGAL_FILTER_EXPRESSION()
+    public async Task Receive_with_a_sql_filter_that_does_not_parse_answers_ILLEGAL_FILTER_EXPRESSION_with_the_reason()
     {
         ReceiveMessageRequest request = ReceiveRequest(invisible: TimeSpan.FromSeconds(30));
-        request.FilterExpression = new FilterExpression { Type = FilterType.Sql, Expression = "a > 1" };
+        request.FilterExpression = new FilterExpression { Type = FilterType.Sql, Expression = "a > 1 AND" };
 
         var stream = await ReceiveStreamAsync(request);
 
         Assert.Equal(Code.IllegalFilterExpression, stream[0].Status.Code);
+        Assert.Contains("at position 10", stream[0].Status.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Receive_with_a_sql_filter_gets_only_the_messages_whose_properties_match()
+    {
+        // Until 2026-12-06 every SQL92 receive was refused (ILLEGAL_FILTER_EXPRESSION).
+        var messages = Enumerable.Range(0, 6).Select(i =>
+        {
+            Message m = NewMessage("body-" + i);
+            m.UserProperties["n"] = i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            m.SystemProperties.Tag = i % 2 == 0 ? "even" : "odd";
+            return m;
+        }).ToArray();
+        Assert.Equal(Code.Ok, (await SendAsync(messages)).Status.Code);
+
+        ReceiveMessageRequest request = ReceiveRequest(invisible: TimeSpan.FromSeconds(30), batch: 32);
+        request.FilterExpression = new FilterExpression { Type = FilterType.Sql, Expression = "TAGS = 'even' AND n > 0" };
+        var got = new List<Message>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (got.Count < 2 && DateTime.UtcNow < deadline)
+            got.AddRange((await ReceiveStreamAsync(request)).Where(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message).Select(r => r.Message));
+
+        Assert.Equal(["body-2", "body-4"], got.Select(m => m.Body.ToStringUtf8()).Order());
+        Assert.All(got, m => Assert.Equal("even", m.SystemProperties.Tag));
     }
 
     [Fact]

@@ -57,7 +57,7 @@ public sealed class RemotingClientTableTests : IAsyncLifetime
         await _sessions[^1].Run.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.False(session.IsAlive);
 
-        server.Clients.RegisterConsumer(session, "LateGroup", "late-client", new Dictionary<string, string> { ["T"] = "*" });
+        server.Clients.RegisterConsumer(session, "LateGroup", "late-client", new Dictionary<string, SubscriptionData> { ["T"] = new("*") });
 
         Assert.DoesNotContain("LateGroup", server.Clients.Groups());
         Assert.Null(server.Clients.Subscription("LateGroup", "T"));
@@ -154,7 +154,7 @@ public sealed class RemotingClientTableTests : IAsyncLifetime
         });
         Assert.Equal(ResponseCode.Success, (await InvokeAsync(toServer2, toClient2, RemotingFrame.ToArray(RemotingCommand.Request(RequestCode.HeartBeat, body: body)))).Code);
         Assert.Empty(server.Clients.ConsumerIds("WideGroup"));
-        Assert.Equal("a || b", server.Clients.Subscription("NarrowGroup", "T"));
+        Assert.Equal("a || b", server.Clients.Subscription("NarrowGroup", "T")?.Expression);
     }
 
     /// <summary>LOCK_BATCH_MQ locks only queues that exist: a client cannot fill the lock table with names.</summary>

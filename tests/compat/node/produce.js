@@ -1,5 +1,6 @@
 // node produce.js <endpoint> <topic> <json spec>
-// spec: { count, tag?, tags?: [..] (cycled), groups?: [..] (FIFO, cycled), delayMs?, prefix?, intervalMs?, retryForMs? }
+// spec: { count, tag?, tags?: [..] (cycled), groups?: [..] (FIFO, cycled), props?: [{..}] (user properties, cycled),
+//         delayMs?, prefix?, intervalMs?, retryForMs? }
 'use strict';
 const { rmq, logger, emit, sleep, main } = require('./lib');
 const [endpoint, topic, specJson] = process.argv.slice(2);
@@ -14,6 +15,7 @@ main(async () => {
     if (spec.tag) msg.tag = spec.tag;
     if (spec.tags) msg.tag = spec.tags[i % spec.tags.length];
     if (spec.groups) msg.messageGroup = spec.groups[i % spec.groups.length];
+    if (spec.props) msg.properties = new Map(Object.entries(spec.props[i % spec.props.length]));
     if (spec.delayMs) msg.delay = spec.delayMs;
     const until = Date.now() + (spec.retryForMs ?? 0);
     for (;;) {

@@ -1,7 +1,8 @@
 // node simple.js <endpoint> <topic> <group> <mode> <json options>
 // modes:
 //   collect     receive + ack until `count` distinct messages (or, with options.ids, until every one of those message
-//               ids) or `timeoutMs`; options.tag = filter expression; options.distinctBy = 'body' counts distinct
+//               ids) or `timeoutMs`; options.tag = filter expression (options.sql: an SQL92 one instead, as
+//               FilterExpression(sql, FilterType.SQL)); options.distinctBy = 'body' counts distinct
 //               bodies instead of message ids (a producer that retried a send whose reply a crash lost stores the same
 //               body twice, under two ids: only one of them was acknowledged)
 //   redeliver   receive one, changeInvisibleDuration(1 s), receive it again (attempt + 1), then leave it unacked with a
@@ -9,13 +10,15 @@
 //               (stale) handle is rejected
 'use strict';
 const { rmq, logger, emit, sleep, view, main } = require('./lib');
+const { FilterType } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
 const [endpoint, topic, group, mode, optJson] = process.argv.slice(2);
 const opt = JSON.parse(optJson ?? '{}');
 
 main(async () => {
   const consumer = new rmq.SimpleConsumer({
     endpoints: endpoint, namespace: '', consumerGroup: group,
-    subscriptions: new Map().set(topic, opt.tag ?? '*'), awaitDuration: opt.awaitMs ?? 3000, logger,
+    subscriptions: new Map().set(topic, opt.sql ? new rmq.FilterExpression(opt.sql, FilterType.SQL) : (opt.tag ?? '*')),
+    awaitDuration: opt.awaitMs ?? 3000, logger,
   });
   await consumer.startup();
   emit({ started: true });

@@ -131,6 +131,12 @@ public sealed record ReceiveRequest
     public required string Topic { get; init; }
     /// <summary>Tag expression: <c>*</c>, empty, or <c>TagA || TagB</c>.</summary>
     public string? TagExpression { get; init; }
+    /// <summary>
+    /// An SQL92 property filter (gRPC <c>FilterType.SQL</c>), parsed by the caller, besides the tag expression (a caller
+    /// gives one or the other). The properties are not in the engine's queue index, so messages are leased as usual,
+    /// read, and those that do not match are settled for the group (acknowledged by the broker, never delivered to it).
+    /// </summary>
+    public Delivery.SqlFilter? SqlFilter { get; init; }
     public int BatchSize { get; init; } = 32;
     public TimeSpan InvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
     /// <summary>How long to wait for a message when none is available. Zero = return at once.</summary>
@@ -163,6 +169,10 @@ public interface IDeliveryAllowance
 {
     /// <summary>Takes room for <paramref name="bytes"/> more; false (nothing taken) when there is none.</summary>
     bool TryTake(long bytes);
+
+    /// <summary>Gives back room taken for a message that is not in the answer after all (an SQL filter rejected it once
+    /// it was read). Called outside the engine's lock.</summary>
+    void Return(long bytes);
 }
 
 public readonly record struct ReceiveResult(BrokerError Error, IReadOnlyList<DeliveredMessage> Messages)

@@ -81,6 +81,13 @@ internal sealed class AnswerReservation(AnswerBudget connection, AnswerBudget br
         return true;
     }
 
+    public void Return(long bytes)
+    {
+        Interlocked.Add(ref _held, -bytes);
+        connection.Release(bytes);
+        broker.Release(bytes);
+    }
+
     /// <summary>Sets the reservation to <paramref name="bytes"/>, the answer's real size, once it is known.</summary>
     public void Resize(long bytes)
     {

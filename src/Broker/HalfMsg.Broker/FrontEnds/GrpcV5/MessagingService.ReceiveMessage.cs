@@ -3,6 +3,7 @@ using Grpc.Core;
 using Status = Apache.Rocketmq.V2.Status;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
 using HalfMsg.Protocol.Grpc;
@@ -31,10 +32,11 @@ internal sealed partial class MessagingService
         string ns = V5Namespace.Of(context);
         string group = V5Namespace.Wrap(ns, request.Group?.Name ?? string.Empty);
         string topic = V5Namespace.Wrap(ns, request.MessageQueue?.Topic?.Name ?? string.Empty);
-        if (request.FilterExpression is { Type: FilterType.Sql })
+        SqlFilter? sql = null;
+        if (request.FilterExpression is { Type: FilterType.Sql } sqlExpression && !SqlFilter.TryParse(sqlExpression.Expression, out sql, out string? sqlError))
         {
-            await WriteReceiveEndAsync(responseStream, V5Status.Of(Code.IllegalFilterExpression, "SQL92 filters are not supported; use a tag expression"))
-                .ConfigureAwait(false);
+            // As the proxy answers a subscription its broker cannot compile (ILLEGAL_FILTER_EXPRESSION), with what and where.
+            await WriteReceiveEndAsync(responseStream, V5Status.Of(Code.IllegalFilterExpression, sqlError!)).ConfigureAwait(false);
             return;
         }
 
@@ -74,7 +76,8 @@ internal sealed partial class MessagingService
         {
             ConsumerGroup = group,
             Topic = topic,
-            TagExpression = request.FilterExpression?.Expression,
+            TagExpression = sql is null ? request.FilterExpression?.Expression : null,
+            SqlFilter = sql,
             BatchSize = request.BatchSize > 0 ? request.BatchSize : DefaultBatchSize,
             // Push consumers (auto_renew) send no invisible_duration; lease for the proxy's default instead.
             InvisibleDuration = invisible ?? _options.DefaultInvisibleDuration,

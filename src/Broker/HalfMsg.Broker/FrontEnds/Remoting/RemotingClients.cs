@@ -2,6 +2,10 @@ using HalfMsg.Protocol.Remoting;
 
 namespace HalfMsg.Broker.FrontEnds.Remoting;
 
+/// <summary>A topic's subscription as a heartbeat announces it: the expression (<c>subString</c>) and its
+/// <c>expressionType</c> (TAG, SQL92; null when the client sent none, which is TAG).</summary>
+internal readonly record struct SubscriptionData(string Expression, string? ExpressionType = null);
+
 /// <summary>
 /// Consumer groups as Remoting clients announce them in HEART_BEAT (members, subscriptions), and the orderly-consumer
 /// queue locks of LOCK_BATCH_MQ. A change of a group's members sends NOTIFY_CONSUMER_IDS_CHANGED to its members, so
@@ -42,7 +46,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     private sealed class Member
     {
         public required string ClientId;
-        public Dictionary<string, string> Subscriptions = new(StringComparer.Ordinal);
+        public Dictionary<string, SubscriptionData> Subscriptions = new(StringComparer.Ordinal);
         /// <summary>When a heartbeat last named the group on this connection.</summary>
         public DateTime LastSeen;
     }
@@ -75,12 +79,12 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
 
     /// <summary>Why a heartbeat's entry for <paramref name="group"/> is not registered, or null when it is accepted. A
     /// caller with more than <see cref="MaxSubscriptionsPerGroup"/> subscriptions may pass the first one over.</summary>
-    public string? Refusal(RemotingSession session, string group, IReadOnlyDictionary<string, string> subscriptions)
+    public string? Refusal(RemotingSession session, string group, IReadOnlyDictionary<string, SubscriptionData> subscriptions)
     {
         if (!IsValidGroupName(group)) return $"consumer group name '{Clip(group)}' is not valid (1-255 characters of [A-Za-z0-9_-%|.])";
         if (subscriptions.Count > MaxSubscriptionsPerGroup) return $"consumer group {group} names more than {MaxSubscriptionsPerGroup} subscriptions";
         long chars = 0;
-        foreach (var (topic, expression) in subscriptions) chars += topic.Length + expression.Length;
+        foreach (var (topic, subscription) in subscriptions) chars += topic.Length + subscription.Expression.Length;
         if (chars > MaxSubscriptionCharsPerGroup) return $"consumer group {group}'s subscriptions are longer than {MaxSubscriptionCharsPerGroup} characters";
         lock (_gate)
         {
@@ -104,7 +108,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     /// closed session is not added: a heartbeat read before its connection closed may still be dispatched after
     /// <see cref="RemoveSession"/> ran, and would otherwise stay in the table for good. The check is made under the
     /// table's lock, which <see cref="RemoveSession"/> takes after the session stops being alive.</summary>
-    public bool RegisterConsumer(RemotingSession session, string group, string clientId, Dictionary<string, string> subscriptions)
+    public bool RegisterConsumer(RemotingSession session, string group, string clientId, Dictionary<string, SubscriptionData> subscriptions)
     {
         bool changed;
         var now = Time.GetUtcNow().UtcDateTime;
@@ -206,8 +210,8 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         foreach (var group in ended.Select(e => e.Group).Distinct()) Notify(group);
     }
 
-    /// <summary>The subscription expression the group registered for a topic, if any member did.</summary>
-    public string? Subscription(string group, string topic)
+    /// <summary>The subscription (expression and its type) the group registered for a topic, if any member did.</summary>
+    public SubscriptionData? Subscription(string group, string topic)
     {
         lock (_gate)
         {

@@ -14,9 +14,9 @@ internal sealed partial class RemotingDispatcher
 
     /// <summary>
     /// Body: HeartbeatData JSON (<c>clientID</c>, <c>producerDataSet[{groupName}]</c>, <c>consumerDataSet[{groupName,
-    /// messageModel, subscriptionDataSet[{topic, subString}]}]</c>). Each producer group makes this connection one of the
-    /// group's check-back channels (shared with gRPC producers of the same group); each CLUSTERING consumer group gets
-    /// its <c>%RETRY%&lt;group&gt;</c> topic and a membership entry.
+    /// messageModel, subscriptionDataSet[{topic, subString, expressionType}]}]</c>). Each producer group makes this
+    /// connection one of the group's check-back channels (shared with gRPC producers of the same group); each CLUSTERING
+    /// consumer group gets its <c>%RETRY%&lt;group&gt;</c> topic and a membership entry.
     /// </summary>
     private RemotingCommand HeartBeat(RemotingSession session, RemotingCommand request)
     {
@@ -43,12 +43,13 @@ internal sealed partial class RemotingDispatcher
             {
                 string? group = Str(c, "groupName");
                 if (string.IsNullOrEmpty(group)) continue;
-                var subscriptions = new Dictionary<string, string>(StringComparer.Ordinal);
+                var subscriptions = new Dictionary<string, SubscriptionData>(StringComparer.Ordinal);
                 if (c.TryGetProperty("subscriptionDataSet", out var subs) && subs.ValueKind == JsonValueKind.Array)
                     foreach (var s in subs.EnumerateArray())
                     {
                         if (Str(s, "topic") is not { } topic) continue;
-                        subscriptions[topic] = Str(s, "subString") ?? "*";
+                        // The type goes with the expression: a pull that does not repeat its subscription is filtered by it.
+                        subscriptions[topic] = new SubscriptionData(Str(s, "subString") ?? "*", Str(s, "expressionType"));
                         if (subscriptions.Count > RemotingClients.MaxSubscriptionsPerGroup) break; // refused below: the rest is not read
                     }
                 // A group past the connection's cap, with an invalid name or too many subscriptions is left out (as

@@ -36,12 +36,28 @@ internal sealed partial class RemotingDispatcher
         if ((sysFlag & PullSysFlag.CommitOffset) != 0 && request.GetLong("commitOffset", -1) is long commit and > 0)
             await Engine.CommitConsumerOffsetAsync(group, topic, queueId, commit, session.Closing).ConfigureAwait(false);
 
-        string? expression = (sysFlag & PullSysFlag.Subscription) != 0 ? request.Get("subscription") : server.Clients.Subscription(group, topic);
-        string? expressionType = request.Get("expressionType");
-        if (expressionType is not null && !expressionType.Equals("TAG", StringComparison.OrdinalIgnoreCase))
-            return Error(request, ResponseCode.SubscriptionParseFailed, $"expression type {expressionType} is not supported; use TAG");
-        if (!TagFilter.TryParse(expression, out var filter, out var filterError))
-            return Error(request, ResponseCode.SubscriptionParseFailed, filterError!);
+        // The pull's own subscription (with its type) when it carries one, else the one the group's heartbeat announced,
+        // whose type goes with it (a Java push consumer's pulls name the type but not the expression).
+        string? expression, expressionType = request.Get("expressionType");
+        if ((sysFlag & PullSysFlag.Subscription) != 0) expression = request.Get("subscription");
+        else if (server.Clients.Subscription(group, topic) is { } announced)
+            (expression, expressionType) = (announced.Expression, announced.ExpressionType ?? expressionType);
+        else expression = null;
+        TagFilter filter = TagFilter.All;
+        SqlFilter? sql = null;
+        if (expressionType is null || expressionType.Equals("TAG", StringComparison.OrdinalIgnoreCase))
+        {
+            if (!TagFilter.TryParse(expression, out filter, out var filterError))
+                return Error(request, ResponseCode.SubscriptionParseFailed, filterError!);
+        }
+        else if (expressionType.Equals("SQL92", StringComparison.OrdinalIgnoreCase))
+        {
+            // No subscription at all reads everything, whatever the type (as a TAG pull without one does).
+            if (expression is not null && !SqlFilter.TryParse(expression, out sql, out var sqlError))
+                return Error(request, ResponseCode.SubscriptionParseFailed, sqlError!);
+        }
+        else
+            return Error(request, ResponseCode.SubscriptionParseFailed, $"expression type {expressionType} is not supported; use TAG or SQL92");
 
         TimeSpan suspend = TimeSpan.Zero;
         if ((sysFlag & PullSysFlag.Suspend) != 0)
@@ -60,7 +76,7 @@ internal sealed partial class RemotingDispatcher
         {
             try
             {
-                result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, poll?.Token ?? session.Closing).ConfigureAwait(false);
+                result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, poll?.Token ?? session.Closing, sql).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (session.Stopping.IsCancellationRequested && !session.Closing.IsCancellationRequested)
             {

@@ -1,0 +1,131 @@
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// Receives and pulls with an SQL92 property filter: the messages are leased (or read) as usual, and those whose
+/// properties do not match are finished for the group (settled, passed over) and never handed to it, now or later.
+/// </summary>
+public sealed class SqlDeliveryTests
+{
+    private static MessageDraft WithProps(EngineHarness h, string topic, string body, params (string Key, string Value)[] props)
+        => new()
+        {
+            Topic = topic, MessageId = h.NextId(), Body = System.Text.Encoding.UTF8.GetBytes(body), Tag = "T",
+            Properties = props.ToDictionary(p => p.Key, p => p.Value), BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+        };
+
+    private static async Task<IReadOnlyList<DeliveredMessage>> ReceiveSqlAsync(EngineHarness h, string group, string topic, string sql, int batch = 32)
+    {
+        var r = await h.Engine.ReceiveAsync(new ReceiveRequest
+        {
+            ConsumerGroup = group, Topic = topic, BatchSize = batch, InvisibleDuration = TimeSpan.FromSeconds(30), SqlFilter = SqlFilter.Parse(sql),
+        });
+        Assert.True(r.IsOk || r.Error.Status == BrokerStatus.MessageNotFound, r.Error.ToString());
+        return r.Messages;
+    }
+
+    [Fact]
+    public async Task Messages_that_do_not_match_are_settled_for_the_group_and_never_delivered_even_after_leases_end_and_a_restart()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        for (int i = 0; i < 10; i++)
+            Assert.True((await h.Engine.SendAsync(WithProps(h, "T", $"m{i}", ("n", $"{i}"), ("kind", i % 2 == 0 ? "even" : "odd")))).IsOk);
+        long deliveredBefore = h.Engine.Metrics.Delivered;
+
+        var got = await ReceiveSqlAsync(h, "G", "T", "kind = 'even' AND n >= 4");
+        Assert.Equal(["m4", "m6", "m8"], got.Select(m => m.Text()));
+        Assert.Equal(3, h.Engine.Metrics.Delivered - deliveredBefore); // the settled ones are not counted as delivered
+
+        // The leases run out unacknowledged: the three come back, the seven others do not, to this filter or to none.
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        h.Engine.RunSweep();
+        Assert.Equal(["m4", "m6", "m8"], (await h.ReceiveAsync("G", "T")).Select(m => m.Text()).Order());
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        h.Engine.RunSweep();
+        await h.RestartAsync();
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        h.Engine.RunSweep();
+        Assert.Equal(["m4", "m6", "m8"], (await h.ReceiveAsync("G", "T")).Select(m => m.Text()).Order());
+
+        // Another group has its own view: it is filtered by its own expression.
+        Assert.Equal(["m1", "m3"], (await ReceiveSqlAsync(h, "Other", "T", "n < 4 AND kind = 'odd'")).Select(m => m.Text()));
+    }
+
+    [Fact]
+    public async Task A_receive_goes_on_past_batches_that_all_fail_the_filter()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        for (int i = 0; i < 50; i++) Assert.True((await h.Engine.SendAsync(WithProps(h, "T", $"no{i}", ("n", "0")))).IsOk);
+        Assert.True((await h.Engine.SendAsync(WithProps(h, "T", "yes", ("n", "1")))).IsOk);
+
+        // A batch of 4 (as a client may ask for): thirteen looks, one receive, no long poll needed.
+        Assert.Equal(["yes"], (await ReceiveSqlAsync(h, "G", "T", "n = 1", batch: 4)).Select(m => m.Text()));
+        Assert.Empty(await ReceiveSqlAsync(h, "G", "T", "n = 1", batch: 4));
+    }
+
+    /// <summary>Room for <paramref name="bytes"/> of answer, as a gRPC connection's budget is.</summary>
+    private sealed class Allowance(long bytes) : IDeliveryAllowance
+    {
+        public long Left = bytes;
+        public bool TryTake(long n)
+        {
+            if (n > Left) return false;
+            Left -= n;
+            return true;
+        }
+
+        public void Return(long n) => Left += n;
+    }
+
+    [Fact]
+    public async Task Room_taken_for_messages_that_do_not_match_is_given_back_so_a_long_run_of_them_is_not_refused_for_room()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        for (int i = 0; i < 50; i++) Assert.True((await h.Engine.SendAsync(WithProps(h, "T", $"no{i}", ("n", "0")))).IsOk);
+        Assert.True((await h.Engine.SendAsync(WithProps(h, "T", "yes", ("n", "1")))).IsOk);
+        // Room for about ten of these records: the answer holds one message, the receive passes over fifty.
+        var room = new Allowance(10 * 300);
+
+        var r = await h.Engine.ReceiveAsync(new ReceiveRequest
+        {
+            ConsumerGroup = "G", Topic = "T", BatchSize = 4, InvisibleDuration = TimeSpan.FromSeconds(30), SqlFilter = SqlFilter.Parse("n = 1"), Allowance = room,
+        });
+
+        Assert.True(r.IsOk, r.Error.ToString());
+        Assert.Equal(["yes"], r.Messages.Select(m => m.Text()));
+        Assert.InRange(room.Left, 10 * 300 - 300, 10 * 300 - 1); // only the answer's message is held
+    }
+
+    [Fact]
+    public async Task A_committed_transaction_keeps_its_properties_and_is_filtered_as_a_normal_message()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        var yes = await h.Engine.SendHalfAsync(WithProps(h, "T", "tx-yes", ("region", "eu")), "T", "p1", null);
+        var no = await h.Engine.SendHalfAsync(WithProps(h, "T", "tx-no", ("region", "us")), "T", "p1", null);
+        Assert.True(yes.IsOk && no.IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync(yes.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync(no.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+
+        var got = await ReceiveSqlAsync(h, "G", "T", "region = 'eu'");
+        Assert.Equal(["tx-yes"], got.Select(m => m.Text()));
+        Assert.Equal("eu", got[0].Message.Properties["region"]);
+    }
+
+    [Fact]
+    public async Task A_pull_with_an_sql_filter_skips_what_does_not_match_and_its_next_offset_goes_past_it()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        for (int i = 0; i < 6; i++) Assert.True((await h.Engine.SendAsync(WithProps(h, "T", $"m{i}", ("n", $"{i}")).WithQueue(0))).IsOk);
+        var sql = SqlFilter.Parse("n IN ('1', '3')");
+
+        var r = await h.Engine.PullAsync("T", 0, 0, 32, TagFilter.All, TimeSpan.Zero, sql: sql);
+        Assert.Equal(PullStatus.Found, r.Status);
+        Assert.Equal(["m1", "m3"], r.Messages.Select(m => System.Text.Encoding.UTF8.GetString(m.Message.Body.Span)));
+        Assert.Equal(6, r.NextBeginOffset);
+        var none = await h.Engine.PullAsync("T", 0, 4, 32, TagFilter.All, TimeSpan.Zero, sql: sql);
+        Assert.Equal((PullStatus.NoNewMessage, 6L), (none.Status, none.NextBeginOffset));
+    }
+}
