@@ -55,6 +55,9 @@ public sealed class PullWhileStoppingTests : IAsyncLifetime
         LongPollingTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(25)),
     };
 
+    /// <summary>With a client id, so the handler marks the group seen (what the first test waits for).</summary>
+    private static TestServerCallContext Context() => new(GrpcMethods.PullMessage, new Metadata { { RocketMqHeaders.ClientId, "pull-1" } });
+
     [Fact]
     public async Task A_parked_pull_is_answered_TOO_MANY_REQUESTS_as_soon_as_the_broker_stops()
     {
@@ -62,7 +65,7 @@ public sealed class PullWhileStoppingTests : IAsyncLifetime
         var service = new MessagingService(_engine, new GrpcV5Options(), NullLogger<MessagingService>.Instance, stopping: stopping.Token);
         var stream = new RecordingStream();
         var clock = Stopwatch.StartNew();
-        Task pull = service.PullMessage(Request(), stream, new TestServerCallContext(GrpcMethods.PullMessage));
+        Task pull = service.PullMessage(Request(), stream, Context());
         // Parked (the handler marks the group just before the engine's pull, which finds the queue empty).
         await Infrastructure.RemotingBroker.EventuallyAsync(() => Task.FromResult(_engine.Consumers.Of("g").Count), n => n > 0,
             TimeSpan.FromSeconds(10), "the pull to arrive");
@@ -82,13 +85,13 @@ public sealed class PullWhileStoppingTests : IAsyncLifetime
     {
         var service = new MessagingService(_engine, new GrpcV5Options(), NullLogger<MessagingService>.Instance, stopping: new CancellationToken(canceled: true));
         var empty = new RecordingStream();
-        await service.PullMessage(Request(), empty, new TestServerCallContext(GrpcMethods.PullMessage)).WaitAsync(TimeSpan.FromSeconds(10));
+        await service.PullMessage(Request(), empty, Context()).WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal(Code.TooManyRequests, empty.Written[0].Status.Code);
 
         // A pull changes nothing on the broker: one that finds messages is answered with them, stopping or not.
         Assert.True((await _engine.SendAsync(new Core.Model.MessageDraft { Topic = "T", MessageId = Guid.NewGuid().ToString("N"), Body = new byte[10] })).IsOk);
         var found = new RecordingStream();
-        await service.PullMessage(Request(), found, new TestServerCallContext(GrpcMethods.PullMessage)).WaitAsync(TimeSpan.FromSeconds(10));
+        await service.PullMessage(Request(), found, Context()).WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal(Code.Ok, found.Written[0].Status.Code);
         Assert.Single(found.Written, r => r.ContentCase == PullMessageResponse.ContentOneofCase.Message);
         Assert.Equal(1, found.Written[^1].NextOffset);
