@@ -43,37 +43,49 @@ internal sealed partial class MessagingService
         }
 
         _engine.Consumers.Seen(target.Group, ClientId(context), "gRPC", context.Peer);
+        HttpContext? http = context.GetHttpContext();
+        bool crc32Digest = http?.Request.Headers[RocketMqHeaders.AcceptDigest].ToString() == RocketMqHeaders.DigestCrc32;
+        AnswerBudget connectionBudget = AnswerBudget.Of(http, _options.AnswerBudgetPerConnection);
+        using var reservation = new AnswerReservation(connectionBudget, _answerBudget);
         // Arriving while the broker stops: served without a long poll (a pull changes nothing, so what it finds is
         // answered), and told to back off when it finds nothing, rather than to pull again at once.
         bool stoppingAtStart = _stopping.IsCancellationRequested;
-        PullResult result;
+        PulledAnswer answer;
         bool stopped = false;
         using (var poll = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _stopping))
         {
             try
             {
-                result = await _engine.PullAsync(target.Topic, target.QueueId, request.Offset, Math.Min(request.BatchSize, MaxPullBatchSize), filter,
-                    stoppingAtStart ? TimeSpan.Zero : LongPoll(longPoll, Deadline(context)),
+                answer = await PullWithRoomAsync(target, request.Offset, Math.Min(request.BatchSize, MaxPullBatchSize), filter,
+                    stoppingAtStart ? TimeSpan.Zero : LongPoll(longPoll, Deadline(context)), ns, crc32Digest, reservation, connectionBudget,
                     stoppingAtStart ? context.CancellationToken : poll.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (_stopping.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
             {
-                result = default;
+                answer = default;
                 stopped = true;
             }
         }
 
+        PullResult result = answer.Result;
         if (stopped || (stoppingAtStart && result.Status == PullStatus.NoNewMessage))
         {
             await responseStream.WriteAsync(new PullMessageResponse { Status = PullStoppingStatus }).ConfigureAwait(false);
             return;
         }
 
-        HttpContext? http = context.GetHttpContext();
         switch (result.Status)
         {
+            case PullStatus.Found when answer.Messages is null:
+                // Messages to read, but this connection (or the broker) holds its budget of unread answers for the whole
+                // long poll: back off, as from a busy broker. Nothing was leased, so nothing is lost.
+                await responseStream.WriteAsync(new PullMessageResponse
+                {
+                    Status = V5Status.Of(Code.TooManyRequests, "too many answers on this connection (or broker) are not read yet; read them and pull again"),
+                }).ConfigureAwait(false);
+                return;
             case PullStatus.Found:
-                await WritePulledAsync(responseStream, context, http, ns, result).ConfigureAwait(false);
+                await WritePulledAsync(responseStream, context, http, answer.Messages, reservation.Held, answer.NextOffset).ConfigureAwait(false);
                 return;
             case PullStatus.NoNewMessage:
                 await WritePullEndAsync(responseStream, V5Status.Of(Code.MessageNotFound, "no new message"), result.NextBeginOffset).ConfigureAwait(false);
@@ -133,37 +145,80 @@ internal sealed partial class MessagingService
     /// <summary>As <see cref="StoppingStatus"/> (ReceiveMessage's): the official clients back off from TOO_MANY_REQUESTS.</summary>
     private static Status PullStoppingStatus => V5Status.Of(Code.TooManyRequests, "the broker is stopping; pull again later");
 
+    /// <summary>A pull's outcome; when it found messages, those the answer has room for (null: none) and the offset after them.</summary>
+    private readonly record struct PulledAnswer(PullResult Result, List<PullMessageResponse>? Messages, long NextOffset);
+
+    /// <summary>
+    /// The engine's pull, with the answer's bytes reserved on the connection's and the broker's budget of unread answers
+    /// (<see cref="AnswerBudget"/>), as a ReceiveMessage answer's are: a client that opens pull streams and does not read
+    /// them cannot make the broker hold 8 MiB per stream. The answer keeps the messages that fit (next_offset follows the
+    /// last of them); when not even the first fits, the pull waits for room (each release of either budget) and looks
+    /// again, until its long poll ends. Nothing is leased, so messages left out are simply read by the next pull.
+    /// </summary>
+    private async Task<PulledAnswer> PullWithRoomAsync(V5PullTarget target, long offset, int batch, TagFilter filter, TimeSpan longPoll, string ns,
+        bool crc32Digest, AnswerReservation reservation, AnswerBudget connection, CancellationToken ct)
+    {
+        long deadline = _time.GetTimestamp() + (long)(longPoll.TotalSeconds * _time.TimestampFrequency);
+        while (true)
+        {
+            // Taken before the look, so that a release between the look and the wait is not missed.
+            Task released = Task.WhenAny(connection.Released, _answerBudget.Released);
+            TimeSpan left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
+            PullResult result = await _engine.PullAsync(target.Topic, target.QueueId, offset, batch, filter, left > TimeSpan.Zero ? left : TimeSpan.Zero, ct)
+                .ConfigureAwait(false);
+            if (result.Status != PullStatus.Found) return new PulledAnswer(result, null, result.NextBeginOffset);
+
+            var messages = new List<PullMessageResponse>(result.Messages.Count);
+            long next = result.NextBeginOffset;
+            foreach (PulledMessage pulled in result.Messages)
+            {
+                Message message = V5MessageConverter.ToMessage(pulled.Message, ns, crc32Digest);
+                // The attempt this delivery is, as a retried message's reconsume count says (a pull has no receipt handle).
+                message.SystemProperties.DeliveryAttempt = pulled.ReconsumeTimes + 1;
+                var response = new PullMessageResponse { Message = message };
+                if (!reservation.TryTake(response.CalculateSize() + 5))
+                {
+                    // The rest is read by the next pull, from right after the last message answered.
+                    next = pulled.Message.QueueOffset;
+                    break;
+                }
+
+                messages.Add(response);
+            }
+
+            if (messages.Count > 0) return new PulledAnswer(result, messages, next);
+
+            // Not even the first fits: let the bodies go while waiting; the next look reads them again.
+            result = result with { Messages = [] };
+            left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
+            if (left <= TimeSpan.Zero) return new PulledAnswer(result, null, offset);
+            try
+            {
+                await released.WaitAsync(left, _time, ct).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                return new PulledAnswer(result, null, offset);
+            }
+        }
+    }
+
     /// <summary>
     /// Status OK, the messages, next_offset, within the answer's write deadline (<see cref="WriteBeforeDeadlineAsync"/>:
     /// a client that does not read has its stream reset). Status and messages are buffered and the next_offset that ends
     /// the answer flushes them: one flush per pull. Nothing was leased, so a write that fails loses nothing.
     /// </summary>
-    private async Task WritePulledAsync(IServerStreamWriter<PullMessageResponse> responseStream, ServerCallContext context, HttpContext? http, string ns,
-        PullResult result)
+    private async Task WritePulledAsync(IServerStreamWriter<PullMessageResponse> responseStream, ServerCallContext context, HttpContext? http,
+        List<PullMessageResponse> messages, long size, long next)
     {
-        bool crc32Digest = http?.Request.Headers[RocketMqHeaders.AcceptDigest].ToString() == RocketMqHeaders.DigestCrc32;
-        var responses = new List<PullMessageResponse>(result.Messages.Count);
-        long size = 0;
-        foreach (PulledMessage pulled in result.Messages)
-        {
-            Message message = V5MessageConverter.ToMessage(pulled.Message, ns, crc32Digest);
-            // The attempt this delivery is, as a retried message's reconsume count says (a pull has no receipt handle).
-            message.SystemProperties.DeliveryAttempt = pulled.ReconsumeTimes + 1;
-            var response = new PullMessageResponse { Message = message };
-            size += response.CalculateSize() + 5;
-            responses.Add(response);
-        }
-
-        long next = result.NextBeginOffset;
-        result = default;
         await WriteBeforeDeadlineAsync(http, context, size, async () =>
         {
             context.WriteOptions = BufferedWrite;
             await responseStream.WriteAsync(new PullMessageResponse { Status = V5Status.Ok() }).ConfigureAwait(false);
-            for (int i = 0; i < responses.Count; i++)
+            for (int i = 0; i < messages.Count; i++)
             {
-                await responseStream.WriteAsync(responses[i]).ConfigureAwait(false);
-                responses[i] = null!;
+                await responseStream.WriteAsync(messages[i]).ConfigureAwait(false);
+                messages[i] = null!;
             }
 
             context.WriteOptions = null;
