@@ -1,5 +1,6 @@
 using Apache.Rocketmq.V2;
 using Grpc.Core;
+using HalfMsg.Broker.Core;
 using Status = Apache.Rocketmq.V2.Status;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
@@ -17,6 +18,8 @@ internal sealed partial class MessagingService
         string ns = V5Namespace.Of(context);
         if (!V5PullTarget.TryRead(ns, request.Group, request.MessageQueue, needsGroup: true, out V5PullTarget target, out Status? refused))
             return Task.FromResult(new GetOffsetResponse { Status = refused });
+        if (BrokerEngine.PullGroupNameRefusal(target.Group) is { } badGroup)
+            return Task.FromResult(new GetOffsetResponse { Status = V5Status.From(badGroup) });
         if (!_engine.TryGetQueueOffsets(target.Topic, target.QueueId, out long min, out _))
             return Task.FromResult(new GetOffsetResponse { Status = QueueRefusal(ns, target) ?? V5PullTarget.NoSuchTopic(ns, target.Topic) });
 

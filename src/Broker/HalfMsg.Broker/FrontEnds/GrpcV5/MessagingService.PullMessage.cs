@@ -35,8 +35,9 @@ internal sealed partial class MessagingService
             return;
         }
 
-        // A group the broker may not start (--max-consumer-groups) is told so at its first pull, as over Remoting.
-        if (_engine.PullGroupRefusal(target.Group, target.Topic) is { } full)
+        // A group the broker may not start (--max-consumer-groups) is told so at its first pull, as over Remoting; one
+        // whose offsets could never be committed (an invalid or reserved name) too.
+        if ((BrokerEngine.PullGroupNameRefusal(target.Group) ?? _engine.PullGroupRefusal(target.Group, target.Topic)) is { } full)
         {
             await responseStream.WriteAsync(new PullMessageResponse { Status = V5Status.From(full) }).ConfigureAwait(false);
             return;
