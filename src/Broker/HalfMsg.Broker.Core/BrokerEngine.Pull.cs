@@ -352,6 +352,14 @@ public sealed partial class BrokerEngine
             return _consumerOffsets.Has(group, topic) || _groups.ContainsKey((group, topic)) ? null : GroupLimitReached(group, topic);
     }
 
+    /// <summary>
+    /// Why <paramref name="group"/> cannot name a pull group: not a valid name, or a re-drive cursor's (reserved), which
+    /// <see cref="CommitConsumerOffsetAsync"/> refuses; else null. A front end asks before a pull, so that a group whose
+    /// offsets could never be committed is told so at once.
+    /// </summary>
+    public static BrokerError? PullGroupNameRefusal(string group)
+        => IsValidName(group, 255) ? ReservedGroupRefusal(group) : new BrokerError(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name");
+
     /// <summary>Commits a pull group's offset for a queue. Durable like every other state change; survives kill -9.</summary>
     public async ValueTask<BrokerError> CommitConsumerOffsetAsync(string group, string topic, int queueId, long offset, CancellationToken ct = default)
     {

@@ -152,6 +152,38 @@ public sealed class AuthTests(AuthBrokerFixture fixture) : IClassFixture<AuthBro
     }
 
     [Fact]
+    public async Task The_pull_and_offset_RPCs_without_authorization_are_rejected_and_signed_ones_are_served()
+    {
+        var queue = new MessageQueue { Topic = new Resource { Name = _topic }, Id = 0 };
+        var group = new Resource { Name = "g" };
+        var pull = await _client.ServerStreamAsync(GrpcMethods.PullMessage, new PullMessageRequest
+        {
+            Group = group, MessageQueue = queue, BatchSize = 1, LongPollingTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(5)),
+        }, PullMessageResponse.Parser);
+        Assert.Equal(0, pull.GrpcStatus);
+        Assert.Equal(Code.Unauthorized, Assert.Single(pull.Responses).Status.Code);
+
+        var update = new UpdateOffsetRequest { Group = group, MessageQueue = queue, Offset = 1 };
+        var get = new GetOffsetRequest { Group = group, MessageQueue = queue };
+        var query = new QueryOffsetRequest { MessageQueue = queue, QueryOffsetPolicy = QueryOffsetPolicy.End };
+        AssertUnauthorized(await _client.UnaryAsync(GrpcMethods.UpdateOffset, update, UpdateOffsetResponse.Parser), r => r.Status);
+        AssertUnauthorized(await _client.UnaryAsync(GrpcMethods.GetOffset, get, GetOffsetResponse.Parser), r => r.Status);
+        AssertUnauthorized(await _client.UnaryAsync(GrpcMethods.QueryOffset, query, QueryOffsetResponse.Parser), r => r.Status);
+
+        // Signed, they are carried out (the topic does not exist).
+        var signedPull = await _client.ServerStreamAsync(GrpcMethods.PullMessage, new PullMessageRequest { Group = group, MessageQueue = queue, BatchSize = 1 },
+            PullMessageResponse.Parser, Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
+        Assert.Equal(0, signedPull.GrpcStatus);
+        Assert.Equal(Code.TopicNotFound, Assert.Single(signedPull.Responses).Status.Code);
+        var signedUpdate = await _client.UnaryAsync(GrpcMethods.UpdateOffset, update, UpdateOffsetResponse.Parser, Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
+        Assert.Equal(Code.TopicNotFound, signedUpdate.Response!.Status.Code);
+        var signedGet = await _client.UnaryAsync(GrpcMethods.GetOffset, get, GetOffsetResponse.Parser, Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
+        Assert.Equal(Code.TopicNotFound, signedGet.Response!.Status.Code);
+        var signedQuery = await _client.UnaryAsync(GrpcMethods.QueryOffset, query, QueryOffsetResponse.Parser, Signed(AuthBrokerFixture.AccessKey, fixture.Secret));
+        Assert.Equal(Code.TopicNotFound, signedQuery.Response!.Status.Code);
+    }
+
+    [Fact]
     public async Task A_telemetry_stream_without_authorization_gets_a_status_only_UNAUTHORIZED_command()
     {
         var result = await _client.ServerStreamAsync(GrpcMethods.Telemetry, new TelemetryCommand

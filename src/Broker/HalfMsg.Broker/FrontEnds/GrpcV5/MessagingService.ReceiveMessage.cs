@@ -226,8 +226,10 @@ internal sealed partial class MessagingService
     /// (RST_STREAM), which ends the pending flush and drops what Kestrel buffered. Kestrel's minimum response rate alone
     /// does not end a stream whose client opens its window a little at a time.
     /// True: written in time, and the call was not ended before the write completed; false otherwise (or it throws).
+    /// <paramref name="leased"/>: the answer's messages are leased and released when it is not written (ReceiveMessage),
+    /// which the log line says; a PullMessage answer leases nothing.
     /// </summary>
-    private async Task<bool> WriteBeforeDeadlineAsync(HttpContext? http, ServerCallContext context, long bytes, Func<Task> write)
+    private async Task<bool> WriteBeforeDeadlineAsync(HttpContext? http, ServerCallContext context, long bytes, Func<Task> write, bool leased = true)
     {
         var gate = new object();
         bool done = false, timedOut = false, endedFirst = false;
@@ -250,7 +252,8 @@ internal sealed partial class MessagingService
                 timedOut = true;
             }
 
-            LogAnswerWriteTimeout(context.Peer, deadline.TotalSeconds);
+            if (leased) LogAnswerWriteTimeout(context.Peer, deadline.TotalSeconds);
+            else LogPullAnswerWriteTimeout(context.Peer, deadline.TotalSeconds);
             http?.Abort();
         }, null, deadline, Timeout.InfiniteTimeSpan);
         try
@@ -277,6 +280,9 @@ internal sealed partial class MessagingService
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "ReceiveMessage answer to {Peer} not written within {Seconds} s (the client does not read it): stream reset, its messages released")]
     private partial void LogAnswerWriteTimeout(string peer, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "PullMessage answer to {Peer} not written within {Seconds} s (the client does not read it): stream reset")]
+    private partial void LogPullAnswerWriteTimeout(string peer, double seconds);
 
     private async Task ReleaseAsync(string group, string topic, IReadOnlyList<string> receiptHandles)
     {
