@@ -29,7 +29,7 @@ internal sealed partial class MessagingService
     public override async Task PullMessage(PullMessageRequest request, IServerStreamWriter<PullMessageResponse> responseStream, ServerCallContext context)
     {
         string ns = V5Namespace.Of(context);
-        if (PullRefusal(request, ns, out V5PullTarget target, out TagFilter filter, out TimeSpan longPoll) is { } refused)
+        if (PullRefusal(request, ns, out V5PullTarget target, out TagFilter filter, out SqlFilter? sql, out TimeSpan longPoll) is { } refused)
         {
             await responseStream.WriteAsync(new PullMessageResponse { Status = refused }).ConfigureAwait(false);
             return;
@@ -57,7 +57,7 @@ internal sealed partial class MessagingService
         {
             try
             {
-                answer = await PullWithRoomAsync(target, request.Offset, Math.Min(request.BatchSize, MaxPullBatchSize), filter,
+                answer = await PullWithRoomAsync(target, request.Offset, Math.Min(request.BatchSize, MaxPullBatchSize), filter, sql,
                     stoppingAtStart ? TimeSpan.Zero : LongPoll(longPoll, Deadline(context)), ns, crc32Digest, reservation, connectionBudget,
                     stoppingAtStart ? context.CancellationToken : poll.Token).ConfigureAwait(false);
             }
@@ -115,33 +115,34 @@ internal sealed partial class MessagingService
     }
 
     /// <summary>Null when the request can be served (with what it asks, read); otherwise the status to answer alone.</summary>
-    private static Status? PullRefusal(PullMessageRequest request, string ns, out V5PullTarget target, out TagFilter filter, out TimeSpan longPoll)
+    private static Status? PullRefusal(PullMessageRequest request, string ns, out V5PullTarget target, out TagFilter filter, out SqlFilter? sql,
+        out TimeSpan longPoll)
     {
         filter = TagFilter.All;
+        sql = null;
         longPoll = TimeSpan.Zero;
         if (!V5PullTarget.TryRead(ns, request.Group, request.MessageQueue, needsGroup: true, out target, out Status? refused)) return refused;
         if (request.Offset < 0)
             return V5Status.Of(Code.IllegalOffset, $"offset {request.Offset} is negative; QueryOffset BEGINNING gives the queue's first offset");
         if (request.BatchSize <= 0)
             return V5Status.Of(Code.BadRequest, $"batch_size must be at least 1 (at most {MaxPullBatchSize} are returned), not {request.BatchSize}");
-        if (PullFilterRefusal(request.FilterExpression) is { } unsupported) return unsupported;
+        // An SQL92 expression is read as one (as ReceiveMessage's): the pull goes past the messages it rejects.
+        if (request.FilterExpression is { Type: FilterType.Sql } sqlExpression)
+            return SqlFilter.TryParse(sqlExpression.Expression, out sql, out string? sqlError) ? LongPollRefusal(request, out longPoll)
+                : V5Status.Of(Code.IllegalFilterExpression, sqlError!);
         if (!TagFilter.TryParse(request.FilterExpression?.Expression, out filter, out string? filterError))
             return V5Status.Of(Code.IllegalFilterExpression, filterError ?? "invalid tag expression");
+        return LongPollRefusal(request, out longPoll);
+    }
+
+    private static Status? LongPollRefusal(PullMessageRequest request, out TimeSpan longPoll)
+    {
+        longPoll = TimeSpan.Zero;
         if (!V5Time.TryToTimeSpan(request.LongPollingTimeout, out TimeSpan? asked) || asked < TimeSpan.Zero)
             return V5Status.Of(Code.IllegalPollingTime, "long_polling_timeout is not a valid duration of 0 or more");
         longPoll = asked ?? TimeSpan.Zero;
         return null;
     }
-
-    /// <summary>
-    /// The one place where a pull's filter type is refused: SQL92 filters are not supported on this branch (a tag
-    /// expression, or none, is), and a SQL expression is answered ILLEGAL_FILTER_EXPRESSION rather than read as tags.
-    /// When the broker evaluates SQL92 filters, this is where a pull's SQL expression is let through to them.
-    /// </summary>
-    private static Status? PullFilterRefusal(FilterExpression? expression)
-        => expression is { Type: FilterType.Sql }
-            ? V5Status.Of(Code.IllegalFilterExpression, "SQL92 filters are not supported for PullMessage; use a tag expression")
-            : null;
 
     /// <summary>As <see cref="StoppingStatus"/> (ReceiveMessage's): the official clients back off from TOO_MANY_REQUESTS.</summary>
     private static Status PullStoppingStatus => V5Status.Of(Code.TooManyRequests, "the broker is stopping; pull again later");
@@ -156,7 +157,7 @@ internal sealed partial class MessagingService
     /// last of them); when not even the first fits, the pull waits for room (each release of either budget) and looks
     /// again, until its long poll ends. Nothing is leased, so messages left out are simply read by the next pull.
     /// </summary>
-    private async Task<PulledAnswer> PullWithRoomAsync(V5PullTarget target, long offset, int batch, TagFilter filter, TimeSpan longPoll, string ns,
+    private async Task<PulledAnswer> PullWithRoomAsync(V5PullTarget target, long offset, int batch, TagFilter filter, SqlFilter? sql, TimeSpan longPoll, string ns,
         bool crc32Digest, AnswerReservation reservation, AnswerBudget connection, CancellationToken ct)
     {
         long deadline = _time.GetTimestamp() + (long)(longPoll.TotalSeconds * _time.TimestampFrequency);
@@ -165,7 +166,7 @@ internal sealed partial class MessagingService
             // Taken before the look, so that a release between the look and the wait is not missed.
             Task released = Task.WhenAny(connection.Released, _answerBudget.Released);
             TimeSpan left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
-            PullResult result = await _engine.PullAsync(target.Topic, target.QueueId, offset, batch, filter, left > TimeSpan.Zero ? left : TimeSpan.Zero, ct)
+            PullResult result = await _engine.PullAsync(target.Topic, target.QueueId, offset, batch, filter, left > TimeSpan.Zero ? left : TimeSpan.Zero, ct, sql)
                 .ConfigureAwait(false);
             if (result.Status != PullStatus.Found) return new PulledAnswer(result, null, result.NextBeginOffset);
 
