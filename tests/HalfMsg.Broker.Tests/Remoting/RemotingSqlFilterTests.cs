@@ -105,4 +105,35 @@ public sealed class RemotingSqlFilterTests(RemotingBrokerFixture broker)
         var good = await PullSqlAsync(c, "SqlGroup", topic, 0, "n BETWEEN 1 AND 2", "SQL92");
         Assert.Equal(["m1", "m2"], StoredMessageCodec.DecodeAll(good.Body.Span).Select(BodyOf));
     }
+
+    private static byte[] CheckClientBody(string clientId, string group, string topic, string subString, string? expressionType)
+        => JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            clientId, group,
+            subscriptionData = new { topic, subString, expressionType, classFilterMode = false, tagsSet = Array.Empty<string>(), codeSet = Array.Empty<int>(), subVersion = 1L },
+        });
+
+    /// <summary>
+    /// The Java client's DefaultMQPushConsumer.start() (and DefaultLitePullConsumer.subscribe with a MessageSelector)
+    /// calls MQClientInstance.checkClientInBroker for every non-TAG subscription: CHECK_CLIENT_CONFIG (46) with a
+    /// CheckClientRequestBody, and any answer but SUCCESS fails start(). It was REQUEST_CODE_NOT_SUPPORTED (found by
+    /// review, 2026-12-06): a Java consumer with MessageSelector.bySql could not start.
+    /// </summary>
+    [Fact]
+    public async Task CHECK_CLIENT_CONFIG_is_SUCCESS_for_a_TAG_or_a_parsable_SQL92_subscription_and_SUBSCRIPTION_PARSE_FAILED_with_the_reason_otherwise()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("SqlCheck");
+
+        var sql = await c.InvokeAsync(RequestCode.CheckClientConfig, body: CheckClientBody(c.ClientId, "SqlCheckGroup", topic, "region = 'eu'", "SQL92"));
+        Assert.True(sql.Code == ResponseCode.Success, $"{sql.Code} {sql.Remark}");
+        var tag = await c.InvokeAsync(RequestCode.CheckClientConfig, body: CheckClientBody(c.ClientId, "SqlCheckGroup", topic, "TagA || TagB", "TAG"));
+        Assert.True(tag.Code == ResponseCode.Success, $"{tag.Code} {tag.Remark}");
+
+        var bad = await c.InvokeAsync(RequestCode.CheckClientConfig, body: CheckClientBody(c.ClientId, "SqlCheckGroup", topic, "region = 'eu' AND (n > ", "SQL92"));
+        Assert.True(bad.Code == ResponseCode.SubscriptionParseFailed, $"{bad.Code} {bad.Remark}");
+        Assert.Contains("at position 24", bad.Remark);
+        var unknown = await c.InvokeAsync(RequestCode.CheckClientConfig, body: CheckClientBody(c.ClientId, "SqlCheckGroup", topic, "x", "CLASS"));
+        Assert.True(unknown.Code == ResponseCode.SubscriptionParseFailed, $"{unknown.Code} {unknown.Remark}");
+    }
 }
