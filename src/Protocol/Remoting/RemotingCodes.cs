@@ -66,6 +66,7 @@ public static class ResponseCode
     public const int QueryNotFound = 22;
     public const int SubscriptionParseFailed = 23;
     public const int SubscriptionNotExist = 24;
+    public const int SubscriptionNotLatest = 25;
     public const int SubscriptionGroupNotExist = 26;
     public const int InvalidParameter = 29;
     public const int IllegalOperation = 604;
