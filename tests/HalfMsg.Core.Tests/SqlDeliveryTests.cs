@@ -17,6 +17,13 @@ public sealed class SqlDeliveryTests
             Properties = props.ToDictionary(p => p.Key, p => p.Value), BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
         };
 
+    private static MessageDraft InGroup(EngineHarness h, string body, string messageGroup, params (string Key, string Value)[] props)
+        => new()
+        {
+            Topic = "T", MessageId = h.NextId(), Body = System.Text.Encoding.UTF8.GetBytes(body), Tag = "T", MessageGroup = messageGroup,
+            Properties = props.ToDictionary(p => p.Key, p => p.Value), BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+        };
+
     private static async Task<IReadOnlyList<DeliveredMessage>> ReceiveSqlAsync(EngineHarness h, string group, string topic, string sql, int batch = 32)
     {
         var r = await h.Engine.ReceiveAsync(new ReceiveRequest
@@ -127,5 +134,63 @@ public sealed class SqlDeliveryTests
         Assert.Equal(6, r.NextBeginOffset);
         var none = await h.Engine.PullAsync("T", 0, 4, 32, TagFilter.All, TimeSpan.Zero, sql: sql);
         Assert.Equal((PullStatus.NoNewMessage, 6L), (none.Status, none.NextBeginOffset));
+    }
+
+    /// <summary>A FIFO message group whose head does not match releases its next message to the same receive.</summary>
+    [Fact]
+    public async Task A_filtered_fifo_head_releases_the_next_message_of_its_group()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        Assert.True((await h.Engine.SendAsync(InGroup(h, "m1", "g", ("n", "1")))).IsOk);
+        Assert.True((await h.Engine.SendAsync(InGroup(h, "m2", "g", ("n", "2")))).IsOk);
+        Assert.True((await h.Engine.SendAsync(InGroup(h, "m3", "g", ("n", "1")))).IsOk);
+        Assert.Equal(["m2"], (await ReceiveSqlAsync(h, "G", "T", "n = 2")).Select(m => m.Text()));
+    }
+
+    /// <summary>Calls back outside the engine's lock between the pick and the settle (Return is called there).</summary>
+    private sealed class Probe(Action onReturn) : IDeliveryAllowance
+    {
+        public bool TryTake(long bytes) => true;
+        public void Return(long bytes) => onReturn();
+    }
+
+    /// <summary>
+    /// rocketmq_messages_out and halfmsg_messages_redelivered are ObservableCounters over Metrics.Delivered and
+    /// Metrics.Redelivered, which must never go down (a Prometheus scrape that sees one lower takes it for a counter
+    /// reset and rate() jumps by the whole counter). The pick counted a filtered message as delivered and the settle,
+    /// after the body read outside the lock, took it back: a scrape in between saw the higher value, the next one the
+    /// lower (found by review, 2026-12-06).
+    /// </summary>
+    [Fact]
+    public async Task The_delivered_and_redelivered_counters_never_go_down_when_a_filtered_message_is_settled()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        Assert.True((await h.Engine.SendAsync(WithProps(h, "T", "no", ("region", "us")))).IsOk);
+        Assert.True((await h.Engine.SendAsync(WithProps(h, "T", "late", ("region", "us")))).IsOk);
+        // "late" is leased without a filter and its lease runs out: the SQL receive below picks it as a redelivery.
+        Assert.Equal(["no", "late"], (await h.ReceiveAsync("G2", "T")).Select(m => m.Text()));
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        h.Engine.RunSweep();
+
+        foreach (var group in new[] { "G", "G2" })
+        {
+            long deliveredBefore = h.Engine.Metrics.Delivered, redeliveredBefore = h.Engine.Metrics.Redelivered;
+            long delivered = deliveredBefore, redelivered = redeliveredBefore;
+            var r = await h.Engine.ReceiveAsync(new ReceiveRequest
+            {
+                ConsumerGroup = group, Topic = "T", InvisibleDuration = TimeSpan.FromSeconds(30), SqlFilter = SqlFilter.Parse("region = 'eu'"),
+                Allowance = new Probe(() =>
+                {
+                    delivered = Math.Max(delivered, h.Engine.Metrics.Delivered);
+                    redelivered = Math.Max(redelivered, h.Engine.Metrics.Redelivered);
+                }),
+            });
+            Assert.Empty(r.Messages);
+            Assert.True(h.Engine.Metrics.Delivered >= delivered,
+                $"{group}: rocketmq_messages_out read {deliveredBefore}, then {delivered} mid-receive, then {h.Engine.Metrics.Delivered}: it went down");
+            Assert.True(h.Engine.Metrics.Redelivered >= redelivered,
+                $"{group}: halfmsg_messages_redelivered read {redeliveredBefore}, then {redelivered} mid-receive, then {h.Engine.Metrics.Redelivered}: it went down");
+            Assert.Equal((deliveredBefore, redeliveredBefore), (h.Engine.Metrics.Delivered, h.Engine.Metrics.Redelivered)); // nothing handed out
+        }
     }
 }
