@@ -1,6 +1,8 @@
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 
 namespace HalfMsg.Core.Tests;
 
@@ -134,6 +136,54 @@ public sealed class SqlDeliveryTests
         Assert.Equal(6, r.NextBeginOffset);
         var none = await h.Engine.PullAsync("T", 0, 4, 32, TagFilter.All, TimeSpan.Zero, sql: sql);
         Assert.Equal((PullStatus.NoNewMessage, 6L), (none.Status, none.NextBeginOffset));
+    }
+
+    /// <summary>
+    /// Live, a message the SQL filter settled was not told to the message index; the index rebuilt from the log after a
+    /// restart read the DeliveredRecord and AckedRecord the settle wrote and said the message was delivered to the group
+    /// and acknowledged by it, though no consumer saw it (found by review, 2026-12-06). Both say "filtered out" now.
+    /// </summary>
+    [Fact]
+    public async Task A_message_the_sql_filter_settled_shows_the_same_history_live_and_in_the_rebuilt_index()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        await h.Engine.MessageIndexReady;
+        var yes = WithProps(h, "T", "yes", ("region", "eu"));
+        var no = WithProps(h, "T", "no", ("region", "us"));
+        Assert.True((await h.Engine.SendAsync(yes)).IsOk);
+        Assert.True((await h.Engine.SendAsync(no)).IsOk);
+
+        Assert.Equal(["yes"], (await ReceiveSqlAsync(h, "G", "T", "region = 'eu'")).Select(m => m.Text()));
+        List<string> Steps(string id) => h.Engine.MessageIndex.History(id)!.Events.Select(e => $"{e.Kind} {e.Group}").ToList();
+        var live = (Yes: Steps(yes.MessageId), No: Steps(no.MessageId));
+
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        var rebuilt = (Yes: Steps(yes.MessageId), No: Steps(no.MessageId));
+        Assert.True(live.No.SequenceEqual(rebuilt.No), $"live: {string.Join(",", live.No)}; rebuilt: {string.Join(",", rebuilt.No)}");
+        Assert.Equal(["Stored ", "FilteredOut G"], rebuilt.No);
+        Assert.Equal(["Stored ", "Delivered G"], live.Yes);
+        Assert.Equal(live.Yes, rebuilt.Yes);
+    }
+
+    /// <summary>
+    /// The settle's mark is a flag in the record's envelope, the payload unchanged: a reader that ignores the flags (every
+    /// version before it) opens the record and reads it as the plain ack it wrote before.
+    /// </summary>
+    [Fact]
+    public void A_filtered_out_ack_differs_from_a_plain_ack_only_in_its_envelope_flags()
+    {
+        var w = new RecordWriter();
+        new AckedRecord("G", "T", 3, 42).Write(w);
+        var plain = w.Seal().ToArray();
+        new AckedRecord("G", "T", 3, 42, FilteredOut: true).Write(w);
+        var marked = w.Seal().ToArray();
+
+        Assert.Equal(plain.AsSpan(RecordHeader.Size).ToArray(), marked.AsSpan(RecordHeader.Size).ToArray());
+        Assert.Equal(plain.AsSpan(0, 2).ToArray(), marked.AsSpan(0, 2).ToArray()); // kind and version
+        Assert.Equal((0, RecordHeader.FilteredOutFlag), (RecordHeader.FlagsOf(plain), RecordHeader.FlagsOf(marked)));
+        Assert.True(RecordHeader.TryOpen(marked, out var kind, out var r, out var error), error);
+        Assert.Equal((RecordKind.Acked, new AckedRecord("G", "T", 3, 42)), (kind, AckedRecord.Read(ref r)));
     }
 
     /// <summary>A FIFO message group whose head does not match releases its next message to the same receive.</summary>

@@ -362,16 +362,17 @@ public sealed partial class BrokerEngine
     /// <summary>
     /// An SQL-filtered receive's messages that do not match are finished for the group, as a tag filter's are: each
     /// lease still held is acknowledged (a record, so they are not delivered again after a restart; nobody waits for it,
-    /// and if a crash loses it the message is leased, read and settled again, never handed out). They are not told to
-    /// the message index. Only the ones handed out (and the unreadable ones, still leased) are counted as delivered and
-    /// told to the index, here rather than at the pick: counted at the pick and taken back here, rocketmq_messages_out
-    /// and halfmsg_messages_redelivered went down between two scrapes, which Prometheus takes for a counter reset (until
-    /// 2026-12-06, found by review).
+    /// and if a crash loses it the message is leased, read and settled again, never handed out). The record carries
+    /// <see cref="RecordHeader.FilteredOutFlag"/>, so the message index rebuilt after a restart shows them filtered out
+    /// for the group, as the live index does, not delivered and acked. Only the ones handed out (and the unreadable ones,
+    /// still leased) are counted as delivered and told to the index as deliveries, here rather than at the pick: counted
+    /// at the pick and taken back here, rocketmq_messages_out and halfmsg_messages_redelivered went down between two
+    /// scrapes, which Prometheus takes for a counter reset (until 2026-12-06, found by review).
     /// </summary>
     private void SettleFilteredOut(TopicState topic, ReceiveRequest req, List<(int Queue, long Offset, int Attempt)> handedOut,
         List<(int Queue, long Offset, long LeaseId, int Attempt)>? unmatched)
     {
-        int settled = 0;
+        List<(int Queue, long Offset)>? settled = null;
         lock (_gate)
         {
             foreach (var (_, _, attempt) in handedOut)
@@ -382,11 +383,13 @@ public sealed partial class BrokerEngine
             {
                 // A lease that ended meanwhile (expired and leased again, the group or topic deleted) is not this receive's.
                 if (q >= group.Queues.Length || !group.Queues[q].InFlight.TryGetValue(off, out var flight) || flight.LeaseId != leaseId) continue;
-                new AckedRecord(group.Group, topic.Name, q, off).Write(_writer);
+                new AckedRecord(group.Group, topic.Name, q, off, FilteredOut: true).Write(_writer);
                 AppendAndApply();
-                settled++;
+                (settled ??= []).Add((q, off));
             }
-            if (settled > 0 && _log.Flush == FlushMode.Sync) _log.RequestCommit();
+            if (settled is null) return;
+            MessageIndex.OnFilteredOut(topic.Name, req.ConsumerGroup, settled, NowMs); // MessageIndex hook (issue 12)
+            if (_log.Flush == FlushMode.Sync) _log.RequestCommit();
         }
     }
 
