@@ -1,6 +1,8 @@
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Storage;
 
 namespace HalfMsg.Core.Tests;
 
@@ -14,6 +16,13 @@ public sealed class SqlDeliveryTests
         => new()
         {
             Topic = topic, MessageId = h.NextId(), Body = System.Text.Encoding.UTF8.GetBytes(body), Tag = "T",
+            Properties = props.ToDictionary(p => p.Key, p => p.Value), BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+        };
+
+    private static MessageDraft InGroup(EngineHarness h, string body, string messageGroup, params (string Key, string Value)[] props)
+        => new()
+        {
+            Topic = "T", MessageId = h.NextId(), Body = System.Text.Encoding.UTF8.GetBytes(body), Tag = "T", MessageGroup = messageGroup,
             Properties = props.ToDictionary(p => p.Key, p => p.Value), BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
         };
 
@@ -127,5 +136,111 @@ public sealed class SqlDeliveryTests
         Assert.Equal(6, r.NextBeginOffset);
         var none = await h.Engine.PullAsync("T", 0, 4, 32, TagFilter.All, TimeSpan.Zero, sql: sql);
         Assert.Equal((PullStatus.NoNewMessage, 6L), (none.Status, none.NextBeginOffset));
+    }
+
+    /// <summary>
+    /// Live, a message the SQL filter settled was not told to the message index; the index rebuilt from the log after a
+    /// restart read the DeliveredRecord and AckedRecord the settle wrote and said the message was delivered to the group
+    /// and acknowledged by it, though no consumer saw it (found by review, 2026-12-06). Both say "filtered out" now.
+    /// </summary>
+    [Fact]
+    public async Task A_message_the_sql_filter_settled_shows_the_same_history_live_and_in_the_rebuilt_index()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        await h.Engine.MessageIndexReady;
+        var yes = WithProps(h, "T", "yes", ("region", "eu"));
+        var no = WithProps(h, "T", "no", ("region", "us"));
+        Assert.True((await h.Engine.SendAsync(yes)).IsOk);
+        Assert.True((await h.Engine.SendAsync(no)).IsOk);
+
+        Assert.Equal(["yes"], (await ReceiveSqlAsync(h, "G", "T", "region = 'eu'")).Select(m => m.Text()));
+        List<string> Steps(string id) => h.Engine.MessageIndex.History(id)!.Events.Select(e => $"{e.Kind} {e.Group}").ToList();
+        var live = (Yes: Steps(yes.MessageId), No: Steps(no.MessageId));
+
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        var rebuilt = (Yes: Steps(yes.MessageId), No: Steps(no.MessageId));
+        Assert.True(live.No.SequenceEqual(rebuilt.No), $"live: {string.Join(",", live.No)}; rebuilt: {string.Join(",", rebuilt.No)}");
+        Assert.Equal(["Stored ", "FilteredOut G"], rebuilt.No);
+        Assert.Equal(["Stored ", "Delivered G"], live.Yes);
+        Assert.Equal(live.Yes, rebuilt.Yes);
+    }
+
+    /// <summary>
+    /// The settle's mark is a flag in the record's envelope, the payload unchanged: a reader that ignores the flags (every
+    /// version before it) opens the record and reads it as the plain ack it wrote before.
+    /// </summary>
+    [Fact]
+    public void A_filtered_out_ack_differs_from_a_plain_ack_only_in_its_envelope_flags()
+    {
+        var w = new RecordWriter();
+        new AckedRecord("G", "T", 3, 42).Write(w);
+        var plain = w.Seal().ToArray();
+        new AckedRecord("G", "T", 3, 42, FilteredOut: true).Write(w);
+        var marked = w.Seal().ToArray();
+
+        Assert.Equal(plain.AsSpan(RecordHeader.Size).ToArray(), marked.AsSpan(RecordHeader.Size).ToArray());
+        Assert.Equal(plain.AsSpan(0, 2).ToArray(), marked.AsSpan(0, 2).ToArray()); // kind and version
+        Assert.Equal((0, RecordHeader.FilteredOutFlag), (RecordHeader.FlagsOf(plain), RecordHeader.FlagsOf(marked)));
+        Assert.True(RecordHeader.TryOpen(marked, out var kind, out var r, out var error), error);
+        Assert.Equal((RecordKind.Acked, new AckedRecord("G", "T", 3, 42)), (kind, AckedRecord.Read(ref r)));
+    }
+
+    /// <summary>A FIFO message group whose head does not match releases its next message to the same receive.</summary>
+    [Fact]
+    public async Task A_filtered_fifo_head_releases_the_next_message_of_its_group()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        Assert.True((await h.Engine.SendAsync(InGroup(h, "m1", "g", ("n", "1")))).IsOk);
+        Assert.True((await h.Engine.SendAsync(InGroup(h, "m2", "g", ("n", "2")))).IsOk);
+        Assert.True((await h.Engine.SendAsync(InGroup(h, "m3", "g", ("n", "1")))).IsOk);
+        Assert.Equal(["m2"], (await ReceiveSqlAsync(h, "G", "T", "n = 2")).Select(m => m.Text()));
+    }
+
+    /// <summary>Calls back outside the engine's lock between the pick and the settle (Return is called there).</summary>
+    private sealed class Probe(Action onReturn) : IDeliveryAllowance
+    {
+        public bool TryTake(long bytes) => true;
+        public void Return(long bytes) => onReturn();
+    }
+
+    /// <summary>
+    /// rocketmq_messages_out and halfmsg_messages_redelivered are ObservableCounters over Metrics.Delivered and
+    /// Metrics.Redelivered, which must never go down (a Prometheus scrape that sees one lower takes it for a counter
+    /// reset and rate() jumps by the whole counter). The pick counted a filtered message as delivered and the settle,
+    /// after the body read outside the lock, took it back: a scrape in between saw the higher value, the next one the
+    /// lower (found by review, 2026-12-06).
+    /// </summary>
+    [Fact]
+    public async Task The_delivered_and_redelivered_counters_never_go_down_when_a_filtered_message_is_settled()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        Assert.True((await h.Engine.SendAsync(WithProps(h, "T", "no", ("region", "us")))).IsOk);
+        Assert.True((await h.Engine.SendAsync(WithProps(h, "T", "late", ("region", "us")))).IsOk);
+        // "late" is leased without a filter and its lease runs out: the SQL receive below picks it as a redelivery.
+        Assert.Equal(["no", "late"], (await h.ReceiveAsync("G2", "T")).Select(m => m.Text()));
+        h.Clock.Advance(TimeSpan.FromMinutes(1));
+        h.Engine.RunSweep();
+
+        foreach (var group in new[] { "G", "G2" })
+        {
+            long deliveredBefore = h.Engine.Metrics.Delivered, redeliveredBefore = h.Engine.Metrics.Redelivered;
+            long delivered = deliveredBefore, redelivered = redeliveredBefore;
+            var r = await h.Engine.ReceiveAsync(new ReceiveRequest
+            {
+                ConsumerGroup = group, Topic = "T", InvisibleDuration = TimeSpan.FromSeconds(30), SqlFilter = SqlFilter.Parse("region = 'eu'"),
+                Allowance = new Probe(() =>
+                {
+                    delivered = Math.Max(delivered, h.Engine.Metrics.Delivered);
+                    redelivered = Math.Max(redelivered, h.Engine.Metrics.Redelivered);
+                }),
+            });
+            Assert.Empty(r.Messages);
+            Assert.True(h.Engine.Metrics.Delivered >= delivered,
+                $"{group}: rocketmq_messages_out read {deliveredBefore}, then {delivered} mid-receive, then {h.Engine.Metrics.Delivered}: it went down");
+            Assert.True(h.Engine.Metrics.Redelivered >= redelivered,
+                $"{group}: halfmsg_messages_redelivered read {redeliveredBefore}, then {redelivered} mid-receive, then {h.Engine.Metrics.Redelivered}: it went down");
+            Assert.Equal((deliveredBefore, redeliveredBefore), (h.Engine.Metrics.Delivered, h.Engine.Metrics.Redelivered)); // nothing handed out
+        }
     }
 }

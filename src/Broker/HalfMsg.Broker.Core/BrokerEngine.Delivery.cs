@@ -258,7 +258,7 @@ public sealed partial class BrokerEngine
                     wokenBeforeLook = parked.IsWoken;
                     Metrics.ReceiveLooks++;
                     picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, req.AutoRenew && !string.IsNullOrEmpty(req.ClientId) ? req.ClientId : null,
-                        req.Allowance, out more, out refused);
+                        req.Allowance, out more, out refused, count: sql is null);
                     // With an SQL filter the index is told once the bodies are read, of the messages that match only.
                     if (sql is null)
                         MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
@@ -362,39 +362,46 @@ public sealed partial class BrokerEngine
     /// <summary>
     /// An SQL-filtered receive's messages that do not match are finished for the group, as a tag filter's are: each
     /// lease still held is acknowledged (a record, so they are not delivered again after a restart; nobody waits for it,
-    /// and if a crash loses it the message is leased, read and settled again, never handed out). They are not counted
-    /// as delivered, nor told to the message index, which hears of the ones that match (and of the unreadable ones,
-    /// still leased) here instead of at the pick.
+    /// and if a crash loses it the message is leased, read and settled again, never handed out). The record carries
+    /// <see cref="RecordHeader.FilteredOutFlag"/>, so the message index rebuilt after a restart shows them filtered out
+    /// for the group, as the live index does, not delivered and acked. Only the ones handed out (and the unreadable ones,
+    /// still leased) are counted as delivered and told to the index as deliveries, here rather than at the pick: counted
+    /// at the pick and taken back here, rocketmq_messages_out and halfmsg_messages_redelivered went down between two
+    /// scrapes, which Prometheus takes for a counter reset (until 2026-12-06, found by review).
     /// </summary>
     private void SettleFilteredOut(TopicState topic, ReceiveRequest req, List<(int Queue, long Offset, int Attempt)> handedOut,
         List<(int Queue, long Offset, long LeaseId, int Attempt)>? unmatched)
     {
-        int settled = 0;
+        List<(int Queue, long Offset)>? settled = null;
         lock (_gate)
         {
+            foreach (var (_, _, attempt) in handedOut)
+                if (attempt > 1) Metrics.Redelivered++; else Metrics.Delivered++;
             if (handedOut.Count > 0) MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, handedOut, NowMs); // MessageIndex hook (issue 12)
             if (unmatched is null || !_groups.TryGetValue((req.ConsumerGroup, topic.Name), out var group)) return;
-            foreach (var (q, off, leaseId, attempt) in unmatched)
+            foreach (var (q, off, leaseId, _) in unmatched)
             {
                 // A lease that ended meanwhile (expired and leased again, the group or topic deleted) is not this receive's.
                 if (q >= group.Queues.Length || !group.Queues[q].InFlight.TryGetValue(off, out var flight) || flight.LeaseId != leaseId) continue;
-                new AckedRecord(group.Group, topic.Name, q, off).Write(_writer);
+                new AckedRecord(group.Group, topic.Name, q, off, FilteredOut: true).Write(_writer);
                 AppendAndApply();
-                if (attempt > 1) Metrics.Redelivered--; else Metrics.Delivered--;
-                settled++;
+                (settled ??= []).Add((q, off));
             }
-            if (settled > 0 && _log.Flush == FlushMode.Sync) _log.RequestCommit();
+            if (settled is null) return;
+            MessageIndex.OnFilteredOut(topic.Name, req.ConsumerGroup, settled, NowMs); // MessageIndex hook (issue 12)
+            if (_log.Flush == FlushMode.Sync) _log.RequestCommit();
         }
     }
 
     /// <summary>
     /// Leases up to <paramref name="batch"/> messages (see <see cref="ReceiveAsync"/>). <paramref name="more"/>: the
     /// pick stopped at its batch or byte budget, or left an expired lease for another consumer's filter; another receive
-    /// of the group may find something.
+    /// of the group may find something. Without <paramref name="count"/> (an SQL filter's pick) the leases are not
+    /// counted as deliveries: the caller counts the ones it hands out (<see cref="SettleFilteredOut"/>).
     /// </summary>
     private List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> PickForDelivery(
         GroupTopicState group, TagFilter filter, int batch, TimeSpan invisible, string? renewFor, IDeliveryAllowance? allowance,
-        out bool more, out bool refused)
+        out bool more, out bool refused, bool count = true)
     {
         bool leftForAnotherFilter = false;
         bool noRoom = false;
@@ -430,7 +437,7 @@ public sealed partial class BrokerEngine
             if (renewFor is not null) SetRenewal(group, q, off, renewFor, until - now, now);
             picked.Add((entry, q, off, rec.Attempt, rec.LeaseId, until));
             bytes += entry.Size;
-            Metrics.Redelivered++;
+            if (count) Metrics.Redelivered++;
         }
 
         // 2. Messages the group has never seen, round-robin over queues.
@@ -469,7 +476,7 @@ public sealed partial class BrokerEngine
                 if (renewFor is not null) SetRenewal(group, q, off, renewFor, until - now, now);
                 picked.Add((entry, q, off, 1, rec.LeaseId, until));
                 bytes += entry.Size;
-                Metrics.Delivered++;
+                if (count) Metrics.Delivered++;
             }
         }
         more = Full() || leftForAnotherFilter;

@@ -28,6 +28,8 @@ public static class RequestCode
     public const int LockBatchMq = 41;
     public const int UnlockBatchMq = 42;
     public const int GetAllConsumerOffset = 43;
+    /// <summary>A consumer's non-TAG subscription, checked before the Java client starts (MQClientInstance.checkClientInBroker).</summary>
+    public const int CheckClientConfig = 46;
     public const int GetKvConfig = 101;
     public const int RegisterBroker = 103;
     public const int UnregisterBroker = 104;
@@ -64,6 +66,7 @@ public static class ResponseCode
     public const int QueryNotFound = 22;
     public const int SubscriptionParseFailed = 23;
     public const int SubscriptionNotExist = 24;
+    public const int SubscriptionNotLatest = 25;
     public const int SubscriptionGroupNotExist = 26;
     public const int InvalidParameter = 29;
     public const int IllegalOperation = 604;

@@ -63,6 +63,24 @@ public sealed class RemotingAclTests : IAsyncLifetime
         Assert.True(recalled.Code == ResponseCode.Success, $"{recalled.Code} {recalled.Remark}");
     }
 
+    /// <summary>CHECK_CLIENT_CONFIG is checked like every request (until 2026-12-06 it was REQUEST_CODE_NOT_SUPPORTED).</summary>
+    [Fact]
+    public async Task An_unsigned_check_client_config_is_refused_and_a_signed_one_is_served()
+    {
+        await using var c = await RemotingTestClient.ConnectAsync(_broker.RemotingPort);
+        var body = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            clientId = c.ClientId, group = "AclCheckGroup",
+            subscriptionData = new { topic = Unique("AclChk"), subString = "a > 1", expressionType = "SQL92", subVersion = 1L },
+        });
+
+        Assert.Equal(ResponseCode.NoPermission, (await c.InvokeAsync(RequestCode.CheckClientConfig, body: body)).Code);
+        var signed = RemotingCommand.Request(RequestCode.CheckClientConfig, null, body);
+        RemotingAclSignature.Sign(signed, AccessKey, Secret);
+        var checkedOk = await c.InvokeAsync(signed);
+        Assert.True(checkedOk.Code == ResponseCode.Success, $"{checkedOk.Code} {checkedOk.Remark}");
+    }
+
     [Fact]
     [Trait("Category", "Compat")]
     public async Task Ali_ons_signs_its_requests_and_is_served_only_with_the_right_secret()

@@ -105,4 +105,111 @@ public sealed class RemotingSqlFilterTests(RemotingBrokerFixture broker)
         var good = await PullSqlAsync(c, "SqlGroup", topic, 0, "n BETWEEN 1 AND 2", "SQL92");
         Assert.Equal(["m1", "m2"], StoredMessageCodec.DecodeAll(good.Body.Span).Select(BodyOf));
     }
+
+    private static byte[] CheckClientBody(string clientId, string group, string topic, string subString, string? expressionType)
+        => JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            clientId, group,
+            subscriptionData = new { topic, subString, expressionType, classFilterMode = false, tagsSet = Array.Empty<string>(), codeSet = Array.Empty<int>(), subVersion = 1L },
+        });
+
+    /// <summary>
+    /// The Java client's DefaultMQPushConsumer.start() (and DefaultLitePullConsumer.subscribe with a MessageSelector)
+    /// calls MQClientInstance.checkClientInBroker for every non-TAG subscription: CHECK_CLIENT_CONFIG (46) with a
+    /// CheckClientRequestBody, and any answer but SUCCESS fails start(). It was REQUEST_CODE_NOT_SUPPORTED (found by
+    /// review, 2026-12-06): a Java consumer with MessageSelector.bySql could not start.
+    /// </summary>
+    [Fact]
+    public async Task CHECK_CLIENT_CONFIG_is_SUCCESS_for_a_TAG_or_a_parsable_SQL92_subscription_and_SUBSCRIPTION_PARSE_FAILED_with_the_reason_otherwise()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("SqlCheck");
+
+        var sql = await c.InvokeAsync(RequestCode.CheckClientConfig, body: CheckClientBody(c.ClientId, "SqlCheckGroup", topic, "region = 'eu'", "SQL92"));
+        Assert.True(sql.Code == ResponseCode.Success, $"{sql.Code} {sql.Remark}");
+        var tag = await c.InvokeAsync(RequestCode.CheckClientConfig, body: CheckClientBody(c.ClientId, "SqlCheckGroup", topic, "TagA || TagB", "TAG"));
+        Assert.True(tag.Code == ResponseCode.Success, $"{tag.Code} {tag.Remark}");
+
+        var bad = await c.InvokeAsync(RequestCode.CheckClientConfig, body: CheckClientBody(c.ClientId, "SqlCheckGroup", topic, "region = 'eu' AND (n > ", "SQL92"));
+        Assert.True(bad.Code == ResponseCode.SubscriptionParseFailed, $"{bad.Code} {bad.Remark}");
+        Assert.Contains("at position 24", bad.Remark);
+        var unknown = await c.InvokeAsync(RequestCode.CheckClientConfig, body: CheckClientBody(c.ClientId, "SqlCheckGroup", topic, "x", "CLASS"));
+        Assert.True(unknown.Code == ResponseCode.SubscriptionParseFailed, $"{unknown.Code} {unknown.Remark}");
+    }
+
+    private static async Task HeartbeatAsync(RemotingTestClient c, string group, string topic, string subString, string expressionType, long subVersion)
+    {
+        var heartbeat = await c.InvokeAsync(RequestCode.HeartBeat, body: JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            clientID = c.ClientId,
+            consumerDataSet = new[]
+            {
+                new
+                {
+                    groupName = group, messageModel = "CLUSTERING",
+                    subscriptionDataSet = new[] { new { topic, subString, expressionType, subVersion } },
+                },
+            },
+        }));
+        Assert.True(heartbeat.Code == ResponseCode.Success, $"heartbeat: {heartbeat.Code} {heartbeat.Remark}");
+    }
+
+    /// <summary>
+    /// A Java push consumer's pulls carry expressionType=SQL92 but not the expression (postSubscriptionWhenPull is off):
+    /// the broker filters by the heartbeat's subscription. When it had none (after a broker restart, until the client's
+    /// next heartbeat, up to 30 s; or a refused heartbeat) every message was returned unfiltered, and the Java client
+    /// does not filter SQL92 itself (found by review, 2026-12-06). As Apache's, the pull is SUBSCRIPTION_NOT_EXIST now
+    /// (the client pulls again 3 s later); a TAG pull without one still reads everything (the Java client filters tags).
+    /// </summary>
+    [Fact]
+    public async Task An_SQL92_pull_without_a_known_subscription_is_SUBSCRIPTION_NOT_EXIST_not_unfiltered()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("SqlNoHb");
+        for (int i = 0; i < 4; i++)
+            await SendAsync(c, topic, $"m{i}", tag: "T", queueId: 0, more: [("region", i % 2 == 0 ? "eu" : "us")]);
+
+        var r = await PullSqlAsync(c, "SqlNoHeartbeatGroup", topic, 0, subscription: null, expressionType: "SQL92");
+        string got = r.Code == ResponseCode.Success ? string.Join(",", StoredMessageCodec.DecodeAll(r.Body.Span).Select(BodyOf)) : "";
+        Assert.True(r.Code == ResponseCode.SubscriptionNotExist, $"an SQL92 pull with no subscription known was answered {r.Code} {r.Remark} with {got}");
+
+        var tag = await PullSqlAsync(c, "SqlNoHeartbeatGroup", topic, 0, subscription: null, expressionType: "TAG");
+        Assert.True(tag.Code == ResponseCode.Success, $"{tag.Code} {tag.Remark}");
+        Assert.Equal(["m0", "m1", "m2", "m3"], StoredMessageCodec.DecodeAll(tag.Body.Span).Select(BodyOf));
+    }
+
+    /// <summary>
+    /// During a rolling change of a group's selector its members announce different subscriptions: the newest one
+    /// (highest subVersion) filters the group's pulls, as Apache keeps it, and a pull newer than any heartbeat the broker
+    /// has is SUBSCRIPTION_NOT_LATEST. The first member's, whichever it was, filtered them before (found by review,
+    /// 2026-12-06): new instances got messages their SQL92 selector excludes.
+    /// </summary>
+    [Fact]
+    public async Task The_newest_subscription_a_member_announced_filters_the_group_and_a_newer_pull_is_SUBSCRIPTION_NOT_LATEST()
+    {
+        await using var old = await broker.ConnectAsync();
+        await using var updated = await broker.ConnectAsync();
+        string topic = await SendSixAsync(old);
+        const string group = "SqlRollingGroup";
+        await HeartbeatAsync(old, group, topic, "region = 'eu'", "SQL92", subVersion: 1000);
+        await HeartbeatAsync(updated, group, topic, "region = 'us'", "SQL92", subVersion: 2000);
+
+        // Each pulls with the version it has: the old instance's pulls are filtered by the newer selector too.
+        foreach (var (c, version) in new[] { (old, 1000L), (updated, 2000L) })
+        {
+            var r = await PullWithVersionAsync(c, group, topic, version);
+            Assert.True(r.Code == ResponseCode.Success, $"{r.Code} {r.Remark}");
+            Assert.Equal(["m1", "m3", "m5"], StoredMessageCodec.DecodeAll(r.Body.Span).Select(BodyOf));
+        }
+
+        var newer = await PullWithVersionAsync(updated, group, topic, subVersion: 3000);
+        Assert.True(newer.Code == ResponseCode.SubscriptionNotLatest, $"{newer.Code} {newer.Remark}");
+    }
+
+    private static Task<RemotingCommand> PullWithVersionAsync(RemotingTestClient c, string group, string topic, long subVersion)
+        => c.InvokeAsync(RequestCode.PullMessage, new Dictionary<string, string>
+        {
+            ["consumerGroup"] = group, ["topic"] = topic, ["queueId"] = "0", ["queueOffset"] = "0", ["maxMsgNums"] = "32", ["sysFlag"] = "0",
+            ["commitOffset"] = "0", ["suspendTimeoutMillis"] = "0", ["subVersion"] = subVersion.ToString(CultureInfo.InvariantCulture), ["expressionType"] = "SQL92",
+        });
 }

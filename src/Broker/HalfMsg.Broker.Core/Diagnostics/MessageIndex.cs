@@ -39,6 +39,8 @@ namespace HalfMsg.Broker.Core.Diagnostics
         Released,
         /// <summary>Its producer recalled the delay message before its delivery time: it is never put on a queue.</summary>
         Recalled,
+        /// <summary>Its properties do not match the group's SQL92 filter: finished for the group, never handed to a consumer of it.</summary>
+        FilteredOut,
     }
 
     /// <summary>
@@ -188,6 +190,14 @@ namespace HalfMsg.Broker.Core.Diagnostics
             if (picked.Count == 0 || group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return;
             foreach (var (q, off, attempt) in picked)
                 Submit(new Op(OpKind.Delivered, null, topic, atMs) { Group = group, ClientId = clientId, QueueId = q, Offset = off, Attempt = attempt });
+        }
+
+        /// <summary>An SQL-filtered receive settled these messages for the group: they do not match its expression.</summary>
+        internal void OnFilteredOut(string topic, string group, List<(int Queue, long Offset)> settled, long atMs)
+        {
+            if (group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return;
+            foreach (var (q, off) in settled)
+                Submit(new Op(OpKind.FilteredOut, null, topic, atMs) { Group = group, QueueId = q, Offset = off });
         }
 
         internal void OnAcked(string group, string topic, int queueId, long offset, long atMs)
@@ -473,7 +483,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
 
         // ------------------------------------------------------------------ state
 
-        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven, TopicDeleted, Released, BodyMoved, Recalled }
+        internal enum OpKind : byte { Stored, Half, Decided, Delivered, Acked, LeaseChanged, LeaseExpired, DeadLettered, Redriven, TopicDeleted, Released, BodyMoved, Recalled, FilteredOut }
 
         /// <summary>One index operation: what a live hook saw, or what the rebuild read from a log record. A struct: four
         /// per transaction, and only a rebuild keeps any.</summary>
@@ -492,6 +502,9 @@ namespace HalfMsg.Broker.Core.Diagnostics
             public int QueueId = -1;
             public long Offset = -1;
             public int Attempt;
+            /// <summary>FilteredOut read from the log: the lease's delivery step (its DeliveredRecord came first) goes, as
+            /// the live index never shows it.</summary>
+            public bool ReplacesDelivery;
             public long UntilMs;
             public long DlqOffset;
             public string? Detail;
@@ -567,6 +580,24 @@ namespace HalfMsg.Broker.Core.Diagnostics
                 return dropped;
             }
 
+            /// <summary>
+            /// Removes the group's newest step if it is a delivery (lease changes after it, a renewal's, passed over): the
+            /// lease an SQL filter settled, which the live index never showed. True if one went.
+            /// </summary>
+            public bool RemoveLeaseDelivery(string group)
+            {
+                for (int i = EventCount - 1; i > 0; i--)
+                {
+                    ref readonly var e = ref _events[i];
+                    if (!string.Equals(e.Group, group, StringComparison.Ordinal) || e.Kind == HistoryKind.LeaseChanged) continue;
+                    if (e.Kind != HistoryKind.Delivered) return false;
+                    Array.Copy(_events, i + 1, _events, i, EventCount - i - 1);
+                    _events[--EventCount] = default;
+                    return true;
+                }
+                return false;
+            }
+
             /// <summary>Cuts the history back to its first step; returns how many steps went.</summary>
             public int CutToFirst()
             {
@@ -624,6 +655,7 @@ namespace HalfMsg.Broker.Core.Diagnostics
                 HistoryKind.Redriven => $"back to {Topic}",
                 HistoryKind.Recalled => "by its producer before its delivery time: it will not be delivered",
                 HistoryKind.Delivered => Attempt > 1 ? "redelivery" : null,
+                HistoryKind.FilteredOut => "its properties do not match the group's SQL92 filter: never handed to its consumers",
                 HistoryKind.LeaseChanged => "invisible until " + DateTimeOffset.FromUnixTimeMilliseconds(Offset)
                     .ToString("yyyy-MM-dd HH:mm:ss.fff 'UTC'", System.Globalization.CultureInfo.InvariantCulture),
                 _ => null,
@@ -804,6 +836,10 @@ namespace HalfMsg.Broker.Core.Diagnostics
                         break;
                     case OpKind.Acked:
                         AddEvent(tracked, new Step(HistoryKind.Acked, op.AtMs, op.Group));
+                        break;
+                    case OpKind.FilteredOut:
+                        if (op.ReplacesDelivery && tracked.RemoveLeaseDelivery(op.Group!)) _events--;
+                        AddEvent(tracked, new Step(HistoryKind.FilteredOut, op.AtMs, op.Group));
                         break;
                     case OpKind.LeaseChanged:
                         AddEvent(tracked, new Step(HistoryKind.LeaseChanged, op.AtMs, op.Group, Offset: op.UntilMs)); // Offset: until (ms)

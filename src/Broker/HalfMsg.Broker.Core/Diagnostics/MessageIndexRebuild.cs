@@ -130,7 +130,11 @@ public sealed partial class BrokerEngine
                 {
                     var rec = AckedRecord.Read(ref r);
                     if (rec.Group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return null;
-                    return new MessageIndex.Op(MessageIndex.OpKind.Acked, null, rec.Topic, -1) { Group = rec.Group, QueueId = rec.QueueId, Offset = rec.Offset };
+                    // An SQL filter's settle: the message was leased (its DeliveredRecord came first) but never handed
+                    // out. The step takes the place of that delivery, as the live index shows it (until 2026-12-06 the
+                    // rebuilt history said it was delivered to the group and acked).
+                    var step = (RecordHeader.FlagsOf(record) & RecordHeader.FilteredOutFlag) != 0 ? MessageIndex.OpKind.FilteredOut : MessageIndex.OpKind.Acked;
+                    return new MessageIndex.Op(step, null, rec.Topic, -1) { Group = rec.Group, QueueId = rec.QueueId, Offset = rec.Offset, ReplacesDelivery = step == MessageIndex.OpKind.FilteredOut };
                 }
                 case RecordKind.InvisibilityChanged:
                 {

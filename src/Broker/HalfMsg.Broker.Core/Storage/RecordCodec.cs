@@ -71,12 +71,24 @@ public enum RecordKind : byte
 /// | length-prefixed UTF-8 string (length+1, 0 = null) or a byte string   |
 /// +-----------------------------------------------------------------------+
 /// </code>
-/// The CRC covers bytes 0..3 and the payload. FasterLog stores each record's length itself.
+/// The CRC covers bytes 0..3 and the payload. FasterLog stores each record's length itself. The flags are 0 but for
+/// <see cref="FilteredOutFlag"/>; a reader that knows no flag (every version before 2026-12-06) ignores them.
 /// </summary>
 public static class RecordHeader
 {
     public const int Size = 8;
     public const byte CurrentVersion = 1;
+
+    /// <summary>
+    /// On an <see cref="AckedRecord"/>: the settle of an SQL-filtered receive, for a message that does not match the
+    /// group's expression and was never handed out. Replay applies it as any ack; the message index rebuilt from the log
+    /// shows the message filtered out, as the live index does, not delivered and acked (see
+    /// <see cref="AckedRecord"/>). Versions before it read such a record as a plain ack.
+    /// </summary>
+    public const ushort FilteredOutFlag = 0x0001;
+
+    /// <summary>The flags of a record (bytes 2..3; 0 for a record shorter than its header).</summary>
+    public static ushort FlagsOf(ReadOnlySpan<byte> record) => record.Length < Size ? (ushort)0 : BinaryPrimitives.ReadUInt16LittleEndian(record.Slice(2, 2));
 
     public static uint Checksum(ReadOnlySpan<byte> record)
     {
@@ -111,13 +123,12 @@ public sealed class RecordWriter
 
     public ReadOnlySpan<byte> Written => _buffer.AsSpan(0, _length);
 
-    public RecordWriter Begin(RecordKind kind)
+    public RecordWriter Begin(RecordKind kind, ushort flags = 0)
     {
         _length = RecordHeader.Size;
         _buffer[0] = (byte)kind;
         _buffer[1] = RecordHeader.CurrentVersion;
-        _buffer[2] = 0;
-        _buffer[3] = 0;
+        BinaryPrimitives.WriteUInt16LittleEndian(_buffer.AsSpan(2, 2), flags);
         return this;
     }
 

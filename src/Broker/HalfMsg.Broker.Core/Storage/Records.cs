@@ -244,10 +244,17 @@ public readonly record struct DeliveredRecord(string Group, string Topic, int Qu
     internal static string ReadName(scoped ref RecordReader r) => r.Str() ?? throw new InvalidDataException("name is null");
 }
 
-/// <summary>A consumer acknowledged. <code>s group | s topic | vi queueId | vi offset</code></summary>
-public readonly record struct AckedRecord(string Group, string Topic, int QueueId, long Offset)
+/// <summary>
+/// A consumer acknowledged. <code>s group | s topic | vi queueId | vi offset</code>
+/// With <paramref name="FilteredOut"/> (<see cref="RecordHeader.FilteredOutFlag"/> in the envelope, the payload
+/// unchanged): an SQL-filtered receive settled a message that does not match the group's expression, never handed out.
+/// Applied as any ack; only the message index tells it apart. The flag is in the envelope so that a version before it
+/// (2026-12-06), which ignores the flags, reads the record as the plain ack it wrote before.
+/// </summary>
+public readonly record struct AckedRecord(string Group, string Topic, int QueueId, long Offset, bool FilteredOut = false)
 {
-    public void Write(RecordWriter w) => w.Begin(RecordKind.Acked).Str(Group).Str(Topic).I32(QueueId).I64(Offset);
+    public void Write(RecordWriter w)
+        => w.Begin(RecordKind.Acked, FilteredOut ? RecordHeader.FilteredOutFlag : (ushort)0).Str(Group).Str(Topic).I32(QueueId).I64(Offset);
     public static AckedRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I32(), r.I64());
 }
 

@@ -98,6 +98,7 @@ public static class MessageLookup
         HistoryKind.Redriven => "redriven",
         HistoryKind.Released => "released",
         HistoryKind.Recalled => "recalled",
+        HistoryKind.FilteredOut => "filtered_out",
         _ => kind.ToString().ToLowerInvariant(),
     };
 

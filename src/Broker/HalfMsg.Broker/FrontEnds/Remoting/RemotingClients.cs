@@ -2,9 +2,10 @@ using HalfMsg.Protocol.Remoting;
 
 namespace HalfMsg.Broker.FrontEnds.Remoting;
 
-/// <summary>A topic's subscription as a heartbeat announces it: the expression (<c>subString</c>) and its
-/// <c>expressionType</c> (TAG, SQL92; null when the client sent none, which is TAG).</summary>
-internal readonly record struct SubscriptionData(string Expression, string? ExpressionType = null);
+/// <summary>A topic's subscription as a heartbeat announces it: the expression (<c>subString</c>), its
+/// <c>expressionType</c> (TAG, SQL92; null when the client sent none, which is TAG) and its <c>subVersion</c> (the
+/// client's time when it made the subscription; 0 when the client sent none).</summary>
+internal readonly record struct SubscriptionData(string Expression, string? ExpressionType = null, long SubVersion = 0);
 
 /// <summary>
 /// Consumer groups as Remoting clients announce them in HEART_BEAT (members, subscriptions), and the orderly-consumer
@@ -210,16 +211,23 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         foreach (var group in ended.Select(e => e.Group).Distinct()) Notify(group);
     }
 
-    /// <summary>The subscription (expression and its type) the group registered for a topic, if any member did.</summary>
+    /// <summary>
+    /// The subscription (expression and its type) the group registered for a topic, if any live member did: the newest
+    /// (highest subVersion) of the members', as Apache's ConsumerGroupInfo keeps it. During a rolling change of a
+    /// group's selector its members announce different ones; until 2026-12-06 the first member's in the table's order
+    /// filtered every pull, and new instances got messages their SQL92 selector excludes (found by review).
+    /// </summary>
     public SubscriptionData? Subscription(string group, string topic)
     {
         lock (_gate)
         {
             if (!_groups.TryGetValue(group, out var members)) return null;
             var now = Time.GetUtcNow().UtcDateTime;
+            SubscriptionData? newest = null;
             foreach (var (session, m) in members)
-                if (Live(session, m, now) && m.Subscriptions.TryGetValue(topic, out var s)) return s;
-            return null;
+                if (Live(session, m, now) && m.Subscriptions.TryGetValue(topic, out var s) && (newest is null || s.SubVersion > newest.Value.SubVersion))
+                    newest = s;
+            return newest;
         }
     }
 

@@ -61,6 +61,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.DeleteTopicInNameSrv => new(DeleteTopicInNameServer(request)),
             RequestCode.HeartBeat => new(HeartBeat(session, request)),
             RequestCode.UnregisterClient => new(UnregisterClient(session, request)),
+            RequestCode.CheckClientConfig => new(CheckClientConfig(request)),
             RequestCode.SendMessage or RequestCode.SendMessageV2 => AdmitAsync(request, () => SendMessageAsync(session, request)),
             RequestCode.SendBatchMessage => AdmitAsync(request, () => SendBatchMessageAsync(session, request)),
             RequestCode.EndTransaction => EndTransactionAsync(request),

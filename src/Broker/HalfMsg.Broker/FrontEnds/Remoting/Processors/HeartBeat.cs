@@ -14,7 +14,7 @@ internal sealed partial class RemotingDispatcher
 
     /// <summary>
     /// Body: HeartbeatData JSON (<c>clientID</c>, <c>producerDataSet[{groupName}]</c>, <c>consumerDataSet[{groupName,
-    /// messageModel, subscriptionDataSet[{topic, subString, expressionType}]}]</c>). Each producer group makes this
+    /// messageModel, subscriptionDataSet[{topic, subString, expressionType, subVersion}]}]</c>). Each producer group makes this
     /// connection one of the group's check-back channels (shared with gRPC producers of the same group); each CLUSTERING
     /// consumer group gets its <c>%RETRY%&lt;group&gt;</c> topic and a membership entry.
     /// </summary>
@@ -49,7 +49,9 @@ internal sealed partial class RemotingDispatcher
                     {
                         if (Str(s, "topic") is not { } topic) continue;
                         // The type goes with the expression: a pull that does not repeat its subscription is filtered by it.
-                        subscriptions[topic] = new SubscriptionData(Str(s, "subString") ?? "*", Str(s, "expressionType"));
+                        // The version tells the newest of the members' subscriptions, and a pull newer than it (PullMessage.cs).
+                        subscriptions[topic] = new SubscriptionData(Str(s, "subString") ?? "*", Str(s, "expressionType"),
+                            s.TryGetProperty("subVersion", out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out long version) ? version : 0);
                         if (subscriptions.Count > RemotingClients.MaxSubscriptionsPerGroup) break; // refused below: the rest is not read
                     }
                 // A group past the connection's cap, with an invalid name or too many subscriptions is left out (as
