@@ -32,6 +32,10 @@ internal sealed class RemotingServer
     /// <summary>Clock of the large-frame rate rule (tests: a fake one).</summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
+    /// <summary>Tests: called by a pull that found messages with the bytes of the bodies it read, before its answer is
+    /// built; a test holds pulls there to see what the pulls of a connection hold at once.</summary>
+    internal Func<long, Task>? PulledForTests { get; set; }
+
     /// <summary>END_TRANSACTION requests for a transaction the core does not know (logged and counted).</summary>
     public long UnknownTransactionDecisions;
 

@@ -248,6 +248,9 @@ internal sealed class RemotingSession : ICheckBackChannel
         return false;
     }
 
+    /// <summary>Bytes this connection has in flight now (tests).</summary>
+    internal long InFlightBytes => Interlocked.Read(ref _inFlightBytes);
+
     internal void ReleaseInFlight(long bytes) => Interlocked.Add(ref _inFlightBytes, -bytes);
 
     /// <summary>Flow control: RocketMQ's SYSTEM_BUSY, which clients retry; a one-way request cannot be answered, so it

@@ -108,6 +108,7 @@ internal sealed partial class RemotingDispatcher
             .Set("maxOffset", result.MaxOffset);
         if (result.Status == PullStatus.Found)
         {
+            if (server.PulledForTests is { } pulled) await pulled(result.Messages.Sum(p => (long)p.Message.Body.Length)).ConfigureAwait(false);
             var storeHost = server.StoreHost(session);
             var body = new MemoryStream();
             foreach (var p in result.Messages)
