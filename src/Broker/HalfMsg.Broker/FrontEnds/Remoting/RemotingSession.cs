@@ -248,6 +248,20 @@ internal sealed class RemotingSession : ICheckBackChannel
         return false;
     }
 
+    /// <summary>Takes room on the in-flight budget for a message a pull is about to read (<see cref="PullReservation"/>):
+    /// when it fits, or when it is the pull's first and nothing else of the connection is in flight (the pull's own
+    /// request aside), so that one message larger than the budget still goes out alone.</summary>
+    internal bool TryReservePull(long bytes, bool first, long requestBytes)
+    {
+        long after = Interlocked.Add(ref _inFlightBytes, bytes);
+        if (after <= _server.Options.MaxInFlightBytesPerConnection || (first && after - bytes <= requestBytes)) return true;
+        Interlocked.Add(ref _inFlightBytes, -bytes);
+        return false;
+    }
+
+    /// <summary>Counts <paramref name="bytes"/> (negative: gives back) whatever the budget.</summary>
+    internal void ChargeInFlight(long bytes) => Interlocked.Add(ref _inFlightBytes, bytes);
+
     /// <summary>Bytes this connection has in flight now (tests).</summary>
     internal long InFlightBytes => Interlocked.Read(ref _inFlightBytes);
 
@@ -263,15 +277,19 @@ internal sealed class RemotingSession : ICheckBackChannel
 
     private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots, bool mayPark)
     {
+        // A pull takes the room for its answer as it picks each message, before reading its body: see PullReservation.
+        using var pull = request.Code == RequestCode.PullMessage ? new PullReservation(this, request.Body.Length) : null;
         try
         {
-            var response = await _server.Dispatcher.HandleAsync(this, request, mayPark).ConfigureAwait(false);
+            var response = await _server.Dispatcher.HandleAsync(this, request, mayPark, pull).ConfigureAwait(false);
             if (response is not null && !request.IsOneway)
             {
                 response.Opaque = request.Opaque;
                 response.Flag |= RemotingCommand.ResponseFlag;
                 long size = FrameSize(response);
-                if (!TryChargeResponse(size))
+                // Pulled messages: their room is already taken, so the answer goes out (charged at its real size).
+                if (pull is { Held: > 0 }) pull.HandOver(size);
+                else if (!TryChargeResponse(size))
                 {
                     // Only answers of reads are this large (pulled messages, a viewed message, stats, routes): the client
                     // asks again later, as it does after any SYSTEM_BUSY.
