@@ -160,6 +160,73 @@ public sealed class RemotingPullBudgetTests : IAsyncLifetime
         }
     }
 
+    /// <summary>
+    /// The connections' budgets alone let 10,000 connections hold 64 MiB each: pulled bytes also count on a budget of
+    /// the broker's (<see cref="RemotingOptions.MaxPullBytes"/>), released when the answer is flushed or its connection
+    /// closes.
+    /// </summary>
+    [Fact]
+    public async Task Pulls_of_all_connections_read_no_more_bodies_than_the_brokers_budget_and_closed_connections_give_their_share_back()
+    {
+        const int pulls = 10; // per connection, each would read 8 MiB
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxPullBytes = Budget }, NullLoggerFactory.Instance);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        long read = 0, holding = 0;
+        server.PulledForTests = async bytes =>
+        {
+            Interlocked.Add(ref read, bytes);
+            Interlocked.Increment(ref holding);
+            await release.Task;
+        };
+        var (toServerA, toClientA) = (new Pipe(), new Pipe());
+        var (toServerB, toClientB) = (new Pipe(), new Pipe());
+        var a = new RemotingSession(new DuplexPipe(toServerA.Reader, toClientA.Writer), server, null, null, nameServerOnly: false);
+        var b = new RemotingSession(new DuplexPipe(toServerB.Reader, toClientB.Writer), server, null, null, nameServerOnly: false);
+        var runA = a.RunAsync(CancellationToken.None);
+        var runB = b.RunAsync(CancellationToken.None);
+        try
+        {
+            for (int i = 1; i <= pulls; i++)
+            {
+                await toServerA.Writer.WriteAsync(Pull("Big", 0, i));
+                await toServerB.Writer.WriteAsync(Pull("Big", 0, i));
+            }
+
+            var answersA = new Dictionary<int, RemotingCommand>();
+            var answersB = new Dictionary<int, RemotingCommand>();
+            await RemotingBroker.EventuallyAsync(() =>
+            {
+                TakeAnswers(toClientA, answersA);
+                TakeAnswers(toClientB, answersB);
+                return Task.FromResult(answersA.Count + answersB.Count + Interlocked.Read(ref holding));
+            }, n => n == 2 * pulls, TimeSpan.FromSeconds(60), "every pull to hold its bodies or be answered");
+            Assert.True(Interlocked.Read(ref read) <= Budget,
+                $"{Interlocked.Read(ref holding)} pulls of two connections read {Interlocked.Read(ref read) / 1024} KiB of bodies at once, broker budget {Budget / 1024} KiB");
+            Assert.Contains(answersA.Values.Concat(answersB.Values), x => x.Code == ResponseCode.SystemBusy && x.Remark!.Contains("all connections", StringComparison.Ordinal));
+
+            release.SetResult();
+            await RemotingBroker.EventuallyAsync(() => Task.FromResult(a.RequestsInProgress + b.RequestsInProgress), n => n == 0, TimeSpan.FromSeconds(30), "every pull processed");
+            Assert.InRange(server.PullBytes, 1, Budget + 64 * 1024); // answers built, and not read
+
+            // Both clients go away with answers unread: what those held goes back to the broker.
+            await toClientA.Reader.CompleteAsync();
+            await toServerA.Writer.CompleteAsync();
+            await toClientB.Reader.CompleteAsync();
+            await toServerB.Writer.CompleteAsync();
+            await Task.WhenAll(runA, runB).WaitAsync(TimeSpan.FromSeconds(10));
+            await RemotingBroker.EventuallyAsync(() => Task.FromResult(server.PullBytes), n => n == 0, TimeSpan.FromSeconds(30), "every pulled byte released");
+        }
+        finally
+        {
+            release.TrySetResult();
+            await toServerA.Writer.CompleteAsync();
+            await toClientA.Reader.CompleteAsync();
+            await toServerB.Writer.CompleteAsync();
+            await toClientB.Reader.CompleteAsync();
+            await Task.WhenAll(runA, runB).WaitAsync(TimeSpan.FromSeconds(10));
+        }
+    }
+
     [Fact]
     public async Task A_message_larger_than_the_budget_still_goes_out_when_nothing_else_of_the_connection_is_in_flight()
     {
