@@ -297,8 +297,8 @@ internal sealed class RemotingSession : ICheckBackChannel
                 }
                 else if (!TryChargeResponse(size))
                 {
-                    // Only answers of reads are this large (pulled messages, a viewed message, stats, routes): the client
-                    // asks again later, as it does after any SYSTEM_BUSY.
+                    // Only answers of reads are this large (a viewed message, stats, routes; pulled messages took their room
+                    // above, before they were read): the client asks again later, as it does after any SYSTEM_BUSY.
                     response = RemotingCommand.ResponseTo(request, ResponseCode.SystemBusy,
                         $"[OVERLOAD]an answer of {size} bytes would pass the {_server.Options.MaxInFlightBytesPerConnection} bytes this connection may have in flight (answers the client has not read yet); retry later");
                     size = FrameSize(response);
