@@ -34,6 +34,53 @@ public sealed class PullTests
     /// connection whose frame exceeds 16 MiB (then pulls the same offset again, for ever). So a pull stops at the same
     /// byte budget as a receive, always with at least one message, and the next pull starts where it stopped.
     /// </summary>
+    /// <summary>Room of a fixed size; counts what it holds (a pull's answer room, as a Remoting connection's budget).</summary>
+    private sealed class Room(long limit) : IDeliveryAllowance
+    {
+        public long Held;
+        public int Asked;
+
+        public bool TryTake(long bytes)
+        {
+            Asked++;
+            if (Held + bytes > limit) return false;
+            Held += bytes;
+            return true;
+        }
+
+        public void Return(long bytes) => Held -= bytes;
+    }
+
+    /// <summary>
+    /// A pull's room for its answer is taken before each body is read (a Remoting connection's in-flight budget): the
+    /// pull stops at the first message without room and the next starts there; with no room for the first it answers
+    /// NoRoom at once, even with a long poll; room taken for a message its SQL filter rejects goes back.
+    /// </summary>
+    [Fact]
+    public async Task A_pull_takes_room_for_each_message_before_reading_it_and_stops_at_the_first_without_room()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        for (int i = 0; i < 6; i++)
+            await h.Engine.SendAsync(new MessageDraft { Topic = "big", MessageId = h.NextId(), Body = new byte[4000], QueueId = 0, Properties = new Dictionary<string, string> { ["n"] = $"{i}" } });
+        var room = new Room(10_000);
+        var first = await h.Engine.PullAsync("big", 0, 0, 32, TagFilter.All, TimeSpan.Zero, allowance: room);
+        Assert.Equal(PullStatus.Found, first.Status);
+        Assert.Equal(2, first.Messages.Count); // 2 x ~4 KB fit 10 KB, the third does not
+        Assert.Equal(2L, first.NextBeginOffset);
+        Assert.InRange(room.Held, 8000, 10_000);
+
+        var full = await h.Engine.PullAsync("big", 0, 2, 32, TagFilter.All, TimeSpan.FromMinutes(5), allowance: room).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal((PullStatus.NoRoom, 2L), (full.Status, full.NextBeginOffset));
+        Assert.Empty(full.Messages);
+
+        // The filter rejects offsets 2 and 3 after they are read: their room goes back, and 4 and 5 fit.
+        var filtered = new Room(10_000);
+        var matched = await h.Engine.PullAsync("big", 0, 2, 32, TagFilter.All, TimeSpan.Zero, sql: SqlFilter.Parse("n IN ('4', '5')"), allowance: filtered);
+        Assert.Equal([4L, 5L], matched.Messages.Select(m => m.Message.QueueOffset));
+        Assert.Equal(6L, matched.NextBeginOffset);
+        Assert.InRange(filtered.Held, 8000, 10_000); // the room of 4 and 5 only
+    }
+
     [Fact]
     public async Task A_pull_stops_at_the_byte_budget_but_always_returns_one_message()
     {

@@ -21,6 +21,9 @@ public enum PullStatus
     NoSuchTopic,
     /// <summary>The topic exists but cannot be read: <see cref="BrokerEngine.CheckMaxTopic"/>.</summary>
     NotReadable,
+    /// <summary>The pull's allowance had no room for the first message found: nothing was read, and the same offset is
+    /// pulled again later (<see cref="PullResult.NextBeginOffset"/> is that message's offset).</summary>
+    NoRoom,
 }
 
 /// <summary>One message returned by a pull: the stored message plus its body's log address (RocketMQ's physical offset).</summary>
@@ -84,9 +87,14 @@ public sealed partial class BrokerEngine
     /// <paramref name="longPoll"/> is positive, waits until a message becomes visible on the topic or the time is up.
     /// With <paramref name="sql"/> (an SQL92 subscription) the messages are read and those whose properties do not match
     /// are skipped as well: the next pull starts after them, as Apache's pull goes past what its filter rejects.
+    /// <paramref name="allowance"/> (the caller's room for its answer, see <see cref="ReceiveRequest.Allowance"/>) is
+    /// asked for each message's stored size as it is picked, before its body is read: the pull stops at the first
+    /// message without room (the next pull starts there), and answers <see cref="PullStatus.NoRoom"/> at once, without
+    /// a long poll, when even the first has none. Room taken for a message left out after all (unreadable, rejected by
+    /// <paramref name="sql"/>) is given back.
     /// </summary>
     public async ValueTask<PullResult> PullAsync(string topic, int queueId, long offset, int maxMessages, TagFilter filter, TimeSpan longPoll,
-        CancellationToken ct = default, SqlFilter? sql = null)
+        CancellationToken ct = default, SqlFilter? sql = null, IDeliveryAllowance? allowance = null)
     {
         long filteredOut = 0;
         if (UnreadableTopicReason(topic) is not null) return new(PullStatus.NotReadable, [], 0, 0, 0);
@@ -98,7 +106,7 @@ public sealed partial class BrokerEngine
             var picked = new List<(long Address, long Offset, int Size)>();
             Task signal;
             long min, max, next;
-            bool scanBound = false;
+            bool scanBound = false, noRoom = false;
             lock (_gate)
             {
                 if (!_topics.TryGetValue(topic, out var t)) return new(PullStatus.NoSuchTopic, [], 0, 0, 0);
@@ -123,6 +131,11 @@ public sealed partial class BrokerEngine
                     if (!entry.IsHole && entry.ForGroup == 0 && filter.Matches(entry.Tag))
                     {
                         if (picked.Count > 0 && bytes >= _options.ReceiveByteBudget) break;
+                        if (allowance is not null && !allowance.TryTake(entry.Size))
+                        {
+                            noRoom = true;
+                            break;
+                        }
                         picked.Add((entry.BodyAddress, next, entry.Size));
                         bytes += entry.Size;
                     }
@@ -152,6 +165,7 @@ public sealed partial class BrokerEngine
                         // A retention cut expired it after it was picked (a lagging consumer racing the cut): not damage.
                         // Until 2026-12-05 this was reported as damage, and /health stayed degraded for good (found by review).
                         _logger.LogDebug("Message {Topic}/{QueueId}/{Offset} expired behind a retention cut while a pull read it; skipped", topic, queueId, off);
+                        allowance?.Return(size);
                         continue;
                     }
                     if (message is null)
@@ -162,11 +176,14 @@ public sealed partial class BrokerEngine
                         string reason = $"message {topic}/{queueId}/{off} at log address {address} could not be read (damaged); pulls go past it";
                         _logger.LogError("{Reason}", reason);
                         Health.ReportDegraded(reason);
+                        allowance?.Return(size);
                         continue;
                     }
                     if (sql is not null && !sql.Matches(message))
                     {
                         filteredOut++;
+                        // Its room goes back: a run of messages the filter rejects must not use up the answer's.
+                        allowance?.Return(size);
                         continue;
                     }
                     messages.Add(new PulledMessage(message, address, ReconsumeTimesOf(message)));
@@ -183,6 +200,9 @@ public sealed partial class BrokerEngine
                 if (filteredOut >= MaxPullScan) return new(PullStatus.NoNewMessage, [], next, min, max);
                 continue;
             }
+            // Messages to read and no room for the first: the caller says to come back, rather than parking a pull
+            // whose answer could hold nothing.
+            if (noRoom) return new(PullStatus.NoRoom, [], next, min, max);
             var remaining = deadline - _time.GetTimestamp();
             // Filtered-out entries are skipped for good: the next pull starts after them. A scan stopped by its bound
             // with more entries behind answers at once, so the client goes on from there without a long poll between.

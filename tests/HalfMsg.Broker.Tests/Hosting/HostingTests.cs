@@ -73,7 +73,7 @@ public sealed class ConfigurationTests
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(
             ["--remoting-max-connections", "5", "--remoting-max-in-flight-per-connection", "16MiB", "--remoting-max-parked-pulls", "7",
-             "--remoting-write-timeout", "5s", "--remoting-consumer-expiry", "1m", "--remoting-max-queue-locks", "9"])).Build();
+             "--remoting-write-timeout", "5s", "--remoting-consumer-expiry", "1m", "--remoting-max-queue-locks", "9", "--remoting-max-pull-bytes", "1GiB"])).Build();
         var options = BrokerConfiguration.Bind(config);
         Assert.Equal(5, options.RemotingMaxConnections);
         Assert.Equal(16L << 20, options.RemotingMaxInFlightPerConnection);
@@ -81,6 +81,7 @@ public sealed class ConfigurationTests
         Assert.Equal(TimeSpan.FromSeconds(5), options.RemotingWriteTimeout);
         Assert.Equal(TimeSpan.FromMinutes(1), options.RemotingConsumerExpiry);
         Assert.Equal(9, options.RemotingMaxQueueLocks);
+        Assert.Equal(1L << 30, options.RemotingMaxPullBytes);
         var defaults = BrokerConfiguration.Bind(new ConfigurationBuilder().Build());
         var remoting = new HalfMsg.Broker.FrontEnds.Remoting.RemotingOptions();
         Assert.Equal(remoting.MaxConnections, defaults.RemotingMaxConnections);
@@ -89,6 +90,7 @@ public sealed class ConfigurationTests
         Assert.Equal(remoting.WriteStallTimeout, defaults.RemotingWriteTimeout);
         Assert.Equal(remoting.ConsumerExpiry, defaults.RemotingConsumerExpiry);
         Assert.Equal(remoting.MaxQueueLocksPerConnection, defaults.RemotingMaxQueueLocks);
+        Assert.Equal(remoting.MaxPullBytes, defaults.RemotingMaxPullBytes);
         Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Bind(new ConfigurationBuilder().AddInMemoryCollection(
             BrokerConfiguration.ParseCommandLine(["--remoting-max-in-flight-per-connection", "64KiB"])).Build()));
 
@@ -97,6 +99,9 @@ public sealed class ConfigurationTests
         var small = BrokerConfiguration.Bind(new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(
             ["--remoting-max-in-flight-per-connection", "1MiB", "--max-message-size", "4MiB"])).Build());
         Assert.Equal(10L << 20, small.RemotingMaxInFlightPerConnection);
+        var smallPulls = BrokerConfiguration.Bind(new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(
+            ["--remoting-max-pull-bytes", "1MiB", "--max-message-size", "4MiB"])).Build());
+        Assert.Equal(10L << 20, smallPulls.RemotingMaxPullBytes);
     }
 }
 

@@ -32,6 +32,7 @@ public static class BrokerConfiguration
         new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off, as it is with --remoting-port 0; name-server requests also answer on the remoting port)."),
         new("--remoting-max-connections", "Broker:RemotingMaxConnections", "10000", "Connections the Remoting and name-server ports accept at once, together; one more is closed at once."),
         new("--remoting-max-in-flight-per-connection", "Broker:RemotingMaxInFlightPerConnection", "64MiB", "Bytes one Remoting connection may make the broker hold: bodies of its requests being processed and answers not yet written to its socket; past it new requests and pull answers that do not fit are answered SYSTEM_BUSY (an answer alone on its connection always goes; never below twice (--max-message-size + 1MiB))."),
+        new("--remoting-max-pull-bytes", "Broker:RemotingMaxPullBytes", "512MiB", "Bytes of pulled messages all Remoting connections together may make the broker hold: pull answers being built (each body is reserved, on this budget and on its connection's, before it is read) and not yet written to their sockets; past it a pull answers the messages that fit, and SYSTEM_BUSY when not even one does (the Java client pulls the same offset again 3 s later; never below twice (--max-message-size + 1MiB))."),
         new("--remoting-max-parked-pulls", "Broker:RemotingMaxParkedPulls", "4096", "Long-polling pulls (PULL_MESSAGE with SUSPEND) one Remoting connection may have waiting at once; past it a pull is answered at once, SYSTEM_BUSY when there is nothing new."),
         new("--remoting-write-timeout", "Broker:RemotingWriteTimeout", "30s", "A Remoting connection whose socket takes none of the next 1 MiB of answers for this long is closed (a client that stopped reading)."),
         new("--remoting-consumer-expiry", "Broker:RemotingConsumerExpiry", "120s", "A Remoting consumer leaves its group this long after the last heartbeat that named the group (Java's channelExpiredTimeout; clients heartbeat every 30 s); the group's other members are told to rebalance."),
@@ -200,6 +201,8 @@ public static class BrokerConfiguration
             RemotingMaxConnections = Int(N("--remoting-max-connections"), Get("--remoting-max-connections"), 1, 1_000_000),
             // Never below twice (largest message + 1 MiB), as the gRPC budgets: a lone request over it would be refused for ever.
             RemotingMaxInFlightPerConnection = Math.Max(Size(N("--remoting-max-in-flight-per-connection"), Get("--remoting-max-in-flight-per-connection"), 1L << 20, long.MaxValue),
+                2 * ((long)core.MaxMessageSize + (1L << 20))),
+            RemotingMaxPullBytes = Math.Max(Size(N("--remoting-max-pull-bytes"), Get("--remoting-max-pull-bytes"), 1L << 20, long.MaxValue),
                 2 * ((long)core.MaxMessageSize + (1L << 20))),
             RemotingMaxParkedPulls = Int(N("--remoting-max-parked-pulls"), Get("--remoting-max-parked-pulls"), 1, 1_000_000),
             RemotingWriteTimeout = Duration(N("--remoting-write-timeout"), Get("--remoting-write-timeout"), TimeSpan.FromMilliseconds(100), TimerMax),

@@ -25,6 +25,8 @@ public sealed record BrokerOptions
     public int RemotingMaxConnections { get; init; } = 10_000;
     /// <summary>Request bodies and unsent answer bytes one Remoting connection may make the broker hold.</summary>
     public long RemotingMaxInFlightPerConnection { get; init; } = 64L * 1024 * 1024;
+    /// <summary>Bytes of pulled messages all Remoting connections together may make the broker hold.</summary>
+    public long RemotingMaxPullBytes { get; init; } = 512L * 1024 * 1024;
     /// <summary>Long-polling pulls one Remoting connection may have waiting at once.</summary>
     public int RemotingMaxParkedPulls { get; init; } = 4096;
     /// <summary>A Remoting connection whose socket takes no answer byte for this long is closed.</summary>

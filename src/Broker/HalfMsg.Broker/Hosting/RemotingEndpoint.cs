@@ -27,6 +27,7 @@ internal static class RemotingEndpoint
             Credentials = options.Credentials,
             MaxConnections = options.RemotingMaxConnections,
             MaxInFlightBytesPerConnection = options.RemotingMaxInFlightPerConnection,
+            MaxPullBytes = options.RemotingMaxPullBytes,
             MaxParkedPullsPerConnection = options.RemotingMaxParkedPulls,
             WriteStallTimeout = options.RemotingWriteTimeout,
             ConsumerExpiry = options.RemotingConsumerExpiry,

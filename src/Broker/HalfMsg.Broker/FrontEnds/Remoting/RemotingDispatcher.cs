@@ -38,8 +38,9 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
     }
 
     /// <summary>Answers one request (null: no answer). With <paramref name="mayPark"/> false a PULL_MESSAGE is served
-    /// without suspending: its connection has <see cref="RemotingOptions.MaxParkedPullsPerConnection"/> parked already.</summary>
-    public ValueTask<RemotingCommand?> HandleAsync(RemotingSession session, RemotingCommand request, bool mayPark = true)
+    /// without suspending: its connection has <see cref="RemotingOptions.MaxParkedPullsPerConnection"/> parked already.
+    /// <paramref name="room"/>: a PULL_MESSAGE's room for its answer (null: no bound but the engine's).</summary>
+    public ValueTask<RemotingCommand?> HandleAsync(RemotingSession session, RemotingCommand request, bool mayPark = true, PullReservation? room = null)
     {
         if (session.NameServerOnly && !IsNameServerCode(request.Code)) return new(NotSupported(request));
         if (!Authenticate(request, out var denied)) return new(denied);
@@ -65,7 +66,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.SendMessage or RequestCode.SendMessageV2 => AdmitAsync(request, () => SendMessageAsync(session, request)),
             RequestCode.SendBatchMessage => AdmitAsync(request, () => SendBatchMessageAsync(session, request)),
             RequestCode.EndTransaction => EndTransactionAsync(request),
-            RequestCode.PullMessage => PullMessageAsync(session, request, pastParkCap),
+            RequestCode.PullMessage => PullMessageAsync(session, request, pastParkCap, room),
             RequestCode.QueryConsumerOffset => new(QueryConsumerOffset(request)),
             RequestCode.UpdateConsumerOffset => UpdateConsumerOffsetAsync(request),
             RequestCode.GetMaxOffset => new(GetMaxOffset(request)),

@@ -32,6 +32,32 @@ internal sealed class RemotingServer
     /// <summary>Clock of the large-frame rate rule (tests: a fake one).</summary>
     public TimeProvider Time { get; init; } = TimeProvider.System;
 
+    private long _pullBytes;
+
+    /// <summary>Bytes of pulled messages held by all connections: answers being built and not yet flushed
+    /// (<see cref="RemotingOptions.MaxPullBytes"/>).</summary>
+    public long PullBytes => Interlocked.Read(ref _pullBytes);
+
+    /// <summary>Takes room for a message a pull is about to read on the broker's budget of pulled bytes: when it fits,
+    /// or when it is the pull's first and no connection holds any (one message larger than the budget still goes).</summary>
+    internal bool TryReservePull(long bytes, bool first)
+    {
+        long after = Interlocked.Add(ref _pullBytes, bytes);
+        if (after <= Options.MaxPullBytes || (first && after == bytes)) return true;
+        Interlocked.Add(ref _pullBytes, -bytes);
+        return false;
+    }
+
+    /// <summary>Counts <paramref name="bytes"/> of pulled messages (negative: releases them) whatever the budget.</summary>
+    internal void ChargePull(long bytes)
+    {
+        if (bytes != 0) Interlocked.Add(ref _pullBytes, bytes);
+    }
+
+    /// <summary>Tests: called by a pull that found messages with the bytes of the bodies it read, before its answer is
+    /// built; a test holds pulls there to see what the pulls of a connection hold at once.</summary>
+    internal Func<long, Task>? PulledForTests { get; set; }
+
     /// <summary>END_TRANSACTION requests for a transaction the core does not know (logged and counted).</summary>
     public long UnknownTransactionDecisions;
 

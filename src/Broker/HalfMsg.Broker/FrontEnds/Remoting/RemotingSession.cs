@@ -24,9 +24,10 @@ internal sealed class RemotingSession : ICheckBackChannel
     // keeps its producer registered but never reads could otherwise hold OutboundQueueCapacity of them.
     private long _queuedCheckBytes;
 
-    /// <summary>A frame to write; <see cref="CheckBytes"/> counts against the check-back byte bound and
-    /// <see cref="ResponseBytes"/> against the in-flight byte budget until the frame is flushed.</summary>
-    private readonly record struct Outbound(RemotingCommand Command, int CheckBytes, long ResponseBytes);
+    /// <summary>A frame to write; <see cref="CheckBytes"/> counts against the check-back byte bound,
+    /// <see cref="ResponseBytes"/> against the in-flight byte budget and <see cref="PullBytes"/> (a pull's answer) against
+    /// the broker's budget of pulled bytes (<see cref="RemotingServer.PullBytes"/>) until the frame is flushed.</summary>
+    private readonly record struct Outbound(RemotingCommand Command, int CheckBytes, long ResponseBytes, long PullBytes = 0);
 
     /// <summary>The write loop flushes at least every this many bytes, so a large answer (or a run of them) goes out and
     /// is released in pieces, and a flush that does not complete means the client stopped taking bytes.</summary>
@@ -248,6 +249,23 @@ internal sealed class RemotingSession : ICheckBackChannel
         return false;
     }
 
+    /// <summary>Takes room on the in-flight budget for a message a pull is about to read (<see cref="PullReservation"/>):
+    /// when it fits, or when it is the pull's first and nothing else of the connection is in flight (the pull's own
+    /// request aside), so that one message larger than the budget still goes out alone.</summary>
+    internal bool TryReservePull(long bytes, bool first, long requestBytes)
+    {
+        long after = Interlocked.Add(ref _inFlightBytes, bytes);
+        if (after <= _server.Options.MaxInFlightBytesPerConnection || (first && after - bytes <= requestBytes)) return true;
+        Interlocked.Add(ref _inFlightBytes, -bytes);
+        return false;
+    }
+
+    /// <summary>Counts <paramref name="bytes"/> (negative: gives back) whatever the budget.</summary>
+    internal void ChargeInFlight(long bytes) => Interlocked.Add(ref _inFlightBytes, bytes);
+
+    /// <summary>Bytes this connection has in flight now (tests).</summary>
+    internal long InFlightBytes => Interlocked.Read(ref _inFlightBytes);
+
     internal void ReleaseInFlight(long bytes) => Interlocked.Add(ref _inFlightBytes, -bytes);
 
     /// <summary>Flow control: RocketMQ's SYSTEM_BUSY, which clients retry; a one-way request cannot be answered, so it
@@ -260,24 +278,33 @@ internal sealed class RemotingSession : ICheckBackChannel
 
     private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots, bool mayPark)
     {
+        // A pull takes the room for its answer as it picks each message, before reading its body: see PullReservation.
+        using var pull = request.Code == RequestCode.PullMessage ? new PullReservation(this, _server, request.Body.Length) : null;
         try
         {
-            var response = await _server.Dispatcher.HandleAsync(this, request, mayPark).ConfigureAwait(false);
+            var response = await _server.Dispatcher.HandleAsync(this, request, mayPark, pull).ConfigureAwait(false);
             if (response is not null && !request.IsOneway)
             {
                 response.Opaque = request.Opaque;
                 response.Flag |= RemotingCommand.ResponseFlag;
                 long size = FrameSize(response);
-                if (!TryChargeResponse(size))
+                // Pulled messages: their room is already taken, so the answer goes out (charged at its real size).
+                long pulled = 0;
+                if (pull is { Held: > 0 })
                 {
-                    // Only answers of reads are this large (pulled messages, a viewed message, stats, routes): the client
-                    // asks again later, as it does after any SYSTEM_BUSY.
+                    pull.HandOver(size);
+                    pulled = size;
+                }
+                else if (!TryChargeResponse(size))
+                {
+                    // Only answers of reads are this large (a viewed message, stats, routes; pulled messages took their room
+                    // above, before they were read): the client asks again later, as it does after any SYSTEM_BUSY.
                     response = RemotingCommand.ResponseTo(request, ResponseCode.SystemBusy,
                         $"[OVERLOAD]an answer of {size} bytes would pass the {_server.Options.MaxInFlightBytesPerConnection} bytes this connection may have in flight (answers the client has not read yet); retry later");
                     size = FrameSize(response);
                     Interlocked.Add(ref _inFlightBytes, size);
                 }
-                await SendAsync(response, size).ConfigureAwait(false);
+                await SendAsync(response, size, pulled).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (_closing.IsCancellationRequested)
@@ -316,16 +343,18 @@ internal sealed class RemotingSession : ICheckBackChannel
     }
 
     /// <summary>Queues a frame, waiting while the outbound queue is full (backpressure on a slow reader).
-    /// <paramref name="charged"/> in-flight bytes are released once it is flushed, or now if the connection is gone.</summary>
-    private async ValueTask SendAsync(RemotingCommand command, long charged)
+    /// <paramref name="charged"/> in-flight bytes (and <paramref name="pulled"/> bytes of the broker's pulled bytes) are
+    /// released once it is flushed, or now if the connection is gone.</summary>
+    private async ValueTask SendAsync(RemotingCommand command, long charged, long pulled)
     {
         try
         {
-            await _outbound.Writer.WriteAsync(new Outbound(command, 0, charged), _closing.Token).ConfigureAwait(false);
+            await _outbound.Writer.WriteAsync(new Outbound(command, 0, charged, pulled), _closing.Token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
         {
             Interlocked.Add(ref _inFlightBytes, -charged);
+            _server.ChargePull(-pulled);
         }
     }
 
@@ -343,19 +372,25 @@ internal sealed class RemotingSession : ICheckBackChannel
         var output = _transport.Output;
         var reader = _outbound.Reader;
         long unflushed = 0, doneCheck = 0, doneCharged = 0;
+        // Pulled bytes of the frame being written and of those written whole since the last flush. The broker's budget
+        // outlives the connection: whatever of it a closing connection still holds is released below.
+        long writingPull = 0, donePull = 0;
         try
         {
             while (await reader.WaitToReadAsync().ConfigureAwait(false))
             {
                 while (reader.TryRead(out var item))
                 {
+                    writingPull = item.PullBytes;
                     unflushed += RemotingFrame.WriteHead(output, item.Command);
                     var body = item.Command.Body;
                     while (true)
                     {
                         if (unflushed >= FlushChunkBytes)
                         {
-                            if (!await FlushAsync(output, doneCheck, doneCharged).ConfigureAwait(false)) return;
+                            long pulled = donePull;
+                            donePull = 0;
+                            if (!await FlushAsync(output, doneCheck, doneCharged, pulled).ConfigureAwait(false)) return;
                             unflushed = doneCheck = doneCharged = 0;
                         }
                         if (body.IsEmpty) break;
@@ -366,8 +401,12 @@ internal sealed class RemotingSession : ICheckBackChannel
                     }
                     doneCheck += item.CheckBytes;
                     doneCharged += item.ResponseBytes;
+                    donePull += writingPull;
+                    writingPull = 0;
                 }
-                if (!await FlushAsync(output, doneCheck, doneCharged).ConfigureAwait(false)) return;
+                long flushedPull = donePull;
+                donePull = 0;
+                if (!await FlushAsync(output, doneCheck, doneCharged, flushedPull).ConfigureAwait(false)) return;
                 unflushed = doneCheck = doneCharged = 0;
             }
         }
@@ -378,13 +417,19 @@ internal sealed class RemotingSession : ICheckBackChannel
         {
             _flushStall.Dispose();
             Close();
+            // Nothing is queued after this; what is queued is never written: its pulled bytes go back to the broker.
+            _outbound.Writer.TryComplete();
+            long pulled = writingPull + donePull;
+            while (reader.TryRead(out var left)) pulled += left.PullBytes;
+            _server.ChargePull(-pulled);
             await output.CompleteAsync().ConfigureAwait(false);
         }
     }
 
     /// <summary>Flushes; then releases the charges of the frames written whole before it. False: stop writing (the
-    /// connection is gone, or stalled and now closed).</summary>
-    private async ValueTask<bool> FlushAsync(PipeWriter output, long checkBytes, long charged)
+    /// connection is gone, or stalled and now closed). <paramref name="pulled"/> bytes go back to the broker's budget of
+    /// pulled bytes in any case: written or not, they are no longer the broker's to hold once the connection closes.</summary>
+    private async ValueTask<bool> FlushAsync(PipeWriter output, long checkBytes, long charged, long pulled)
     {
         if (!_flushStall.TryReset())
         {
@@ -403,6 +448,10 @@ internal sealed class RemotingSession : ICheckBackChannel
             _server.Logger.LogDebug("Closing Remoting connection from {Remote}: it took none of the answers written to it for {Timeout} ({Bytes} bytes of answers waiting)",
                 RemoteEndPoint, _server.Options.WriteStallTimeout, Interlocked.Read(ref _inFlightBytes));
             return false;
+        }
+        finally
+        {
+            _server.ChargePull(-pulled);
         }
         if (checkBytes > 0) Interlocked.Add(ref _queuedCheckBytes, -checkBytes);
         if (charged > 0) Interlocked.Add(ref _inFlightBytes, -charged);

@@ -18,7 +18,13 @@ internal sealed partial class RemotingDispatcher
     /// <param name="pastParkCap">A long poll its connection could not park (it has <see cref="RemotingOptions.MaxParkedPullsPerConnection"/>
     /// parked): served at once, and when there is nothing new answered SYSTEM_BUSY, from which the Java client backs off
     /// 3 s; a PULL_NOT_FOUND would make it pull again at once, in a tight loop (found by review, 2026-12-05).</param>
-    private async ValueTask<RemotingCommand?> PullMessageAsync(RemotingSession session, RemotingCommand request, bool pastParkCap = false)
+    /// <param name="room">The answer's room on the connection's in-flight budget and the broker's budget of pulled bytes
+    /// (<see cref="RemotingOptions.MaxPullBytes"/>), taken before each body is read: the
+    /// answer holds the messages that fit (nextBeginOffset follows the last of them), and when not even the first fits
+    /// it is SYSTEM_BUSY, from which the Java client backs off and pulls the same offset again (as for a parked pull
+    /// past the cap, a PULL_NOT_FOUND would make it pull again at once).</param>
+    private async ValueTask<RemotingCommand?> PullMessageAsync(RemotingSession session, RemotingCommand request, bool pastParkCap = false,
+        PullReservation? room = null)
     {
         string? group = request.Get("consumerGroup");
         string? topic = request.Get("topic");
@@ -90,7 +96,7 @@ internal sealed partial class RemotingDispatcher
         {
             try
             {
-                result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, poll?.Token ?? session.Closing, sql).ConfigureAwait(false);
+                result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, poll?.Token ?? session.Closing, sql, room).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (session.Stopping.IsCancellationRequested && !session.Closing.IsCancellationRequested)
             {
@@ -106,6 +112,10 @@ internal sealed partial class RemotingDispatcher
         if (result.Status == PullStatus.NoSuchQueue)
             return Error(request, ResponseCode.SystemError,
                 $"queueId[{queueId}] is illegal, topic:[{topic}] topicConfig.readQueueNums:[{Engine.QueueCount(topic)}] consumer:[{session.RemoteEndPoint}]");
+        if (result.Status == PullStatus.NoRoom)
+            return Error(request, ResponseCode.SystemBusy, room is { RefusedByBroker: true }
+                ? $"[OVERLOAD]no room for pulled messages within the {Options.MaxPullBytes} bytes of them all connections may make the broker hold (answers being built or not read yet); pull again later"
+                : $"[OVERLOAD]no room for pulled messages within the {Options.MaxInFlightBytesPerConnection} bytes this connection may have in flight (answers the client has not read yet); pull again later");
         if (pastParkCap && result.Status == PullStatus.NoNewMessage)
             return Error(request, ResponseCode.SystemBusy,
                 $"[PARKED_PULLS]this connection has {Options.MaxParkedPullsPerConnection} long polls parked already; pull again later");
@@ -122,6 +132,7 @@ internal sealed partial class RemotingDispatcher
             .Set("maxOffset", result.MaxOffset);
         if (result.Status == PullStatus.Found)
         {
+            if (server.PulledForTests is { } pulled) await pulled(result.Messages.Sum(p => (long)p.Message.Body.Length)).ConfigureAwait(false);
             var storeHost = server.StoreHost(session);
             var body = new MemoryStream();
             foreach (var p in result.Messages)
