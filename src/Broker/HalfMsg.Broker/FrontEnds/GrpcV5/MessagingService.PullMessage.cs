@@ -166,6 +166,7 @@ internal sealed partial class MessagingService
             // Taken before the look, so that a release between the look and the wait is not missed.
             Task released = Task.WhenAny(connection.Released, _answerBudget.Released);
             TimeSpan left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
+            Interlocked.Increment(ref _pullLooks);
             PullResult result = await _engine.PullAsync(target.Topic, target.QueueId, offset, batch, filter, left > TimeSpan.Zero ? left : TimeSpan.Zero, ct, sql)
                 .ConfigureAwait(false);
             if (result.Status != PullStatus.Found) return new PulledAnswer(result, null, result.NextBeginOffset);
