@@ -42,6 +42,26 @@ public sealed class ResourceLimitTests
         Assert.Equal(BrokerStatus.TooManyConsumerGroups, (await ReceiveAsync(h, "g5", "events")).Error.Status);
     }
 
+    /// <summary>
+    /// Review of the gRPC pull, F3: at the limit a lease group on a topic was let pull it (PullGroupRefusal) but its
+    /// offset commit there was refused (over gRPC UpdateOffset and Remoting UPDATE_CONSUMER_OFFSET alike), so its
+    /// progress was never kept. Both now follow one rule: a group known on the topic goes on, another is refused.
+    /// </summary>
+    [Fact]
+    public async Task At_the_limit_a_group_known_on_a_topic_may_both_pull_it_and_commit_its_offset_there()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxConsumerGroups = 1 });
+        await h.SendNormalAsync("events", "m");
+        Assert.Single((await ReceiveAsync(h, "g1", "events")).Messages);
+
+        Assert.Null(h.Engine.PullGroupRefusal("g1", "events"));
+        Assert.Equal(BrokerError.None, await h.Engine.CommitConsumerOffsetAsync("g1", "events", 0, 1));
+        Assert.Equal(1, h.Engine.QueryConsumerOffset("g1", "events", 0));
+
+        Assert.Equal(BrokerStatus.TooManyConsumerGroups, h.Engine.PullGroupRefusal("g2", "events")?.Status);
+        Assert.Equal(BrokerStatus.TooManyConsumerGroups, (await h.Engine.CommitConsumerOffsetAsync("g2", "events", 0, 1)).Status);
+    }
+
     [Fact]
     public async Task Topics_beyond_the_limit_are_not_created_on_first_use_but_an_operator_may_create_one()
     {

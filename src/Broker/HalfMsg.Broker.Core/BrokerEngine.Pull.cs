@@ -368,9 +368,18 @@ public sealed partial class BrokerEngine
     public BrokerError? PullGroupRefusal(string group, string topic)
     {
         if (CountedGroups < _options.MaxConsumerGroups) return null; // a racy pre-check; exact below
-        lock (_gate)
-            return _consumerOffsets.Has(group, topic) || _groups.ContainsKey((group, topic)) ? null : GroupLimitReached(group, topic);
+        lock (_gate) return PullGroupLimitRefusal(group, topic);
     }
+
+    /// <summary>
+    /// The one rule for a pull group at <see cref="CoreOptions.MaxConsumerGroups"/>, for its pull and its offset commit
+    /// alike: a group known on the topic (with committed offsets there, or receiving from it) goes on. Until 2026-12-06
+    /// the commit did not count a group receiving from the topic, which the pull let pull: its progress was refused
+    /// (UpdateOffset FORBIDDEN, UPDATE_CONSUMER_OFFSET refused) and it read everything again (found by review). Its
+    /// offsets then count as one more group on the topic, at most one per group already there. Caller holds the lock.
+    /// </summary>
+    private BrokerError? PullGroupLimitRefusal(string group, string topic)
+        => _consumerOffsets.Has(group, topic) || _groups.ContainsKey((group, topic)) ? null : GroupLimitReached(group, topic);
 
     /// <summary>
     /// Why <paramref name="group"/> cannot name a pull group: not a valid name, or a re-drive cursor's (reserved), which
@@ -397,7 +406,7 @@ public sealed partial class BrokerEngine
             if (_consumerOffsets.TryGet(group, topic, queueId, out var current) && current == offset) address = AppendedSoFar;
             else
             {
-                if (!_consumerOffsets.Has(group, topic) && GroupLimitReached(group, topic) is { } full) return full;
+                if (PullGroupLimitRefusal(group, topic) is { } full) return full;
                 new ConsumerOffsetCommittedRecord(group, topic, queueId, offset).Write(_writer);
                 address = AppendAndApply();
             }

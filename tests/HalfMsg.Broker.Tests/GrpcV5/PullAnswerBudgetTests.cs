@@ -17,7 +17,9 @@ namespace HalfMsg.Broker.Tests.GrpcV5;
 /// A PullMessage answer reserves its bytes on the connection's and the broker's budget of unread answers, as a
 /// ReceiveMessage answer does (<see cref="ReceiveAnswerBudgetTests"/>): a client that opens pull streams and does not
 /// read them cannot make the broker hold a full answer per stream. The answer keeps what fits; with no room at all it
-/// waits for room during its long poll and then answers TOO_MANY_REQUESTS.
+/// waits for room during its long poll and then answers TOO_MANY_REQUESTS. It waits only for the budget that refused it
+/// to have room for its first message, so it does not read its batch again at every answer written elsewhere, and it
+/// leaves nothing registered on a budget when it does not wait.
 /// </summary>
 public sealed class PullAnswerBudgetTests : IAsyncLifetime
 {
@@ -129,5 +131,124 @@ public sealed class PullAnswerBudgetTests : IAsyncLifetime
         Assert.Equal(3, stream.Messages);
         Assert.Equal(3, stream.Responses[^1].NextOffset);
         Assert.Equal(0, budget.Held);
+    }
+
+    /// <summary>
+    /// Review of the gRPC pull, F1: every pull registered a Task.WhenAny on both budgets' release tasks before its look,
+    /// even one that never waited; those complete only when some answer releases bytes, so on a broker whose consumers
+    /// find nothing (idle or caught up, no long poll) each pull stayed in memory for good (5,000 pulls kept 5,000).
+    /// </summary>
+    [Fact]
+    public async Task Empty_pulls_leave_nothing_registered_on_the_answer_budgets()
+    {
+        var service = new MessagingService(_engine, SmallBudget, NullLogger<MessagingService>.Instance);
+        var (context, connection, _) = Call(room: SmallBudget.AnswerBudgetPerConnection);
+        var caughtUp = Pull(TimeSpan.Zero);
+        caughtUp.Offset = 3; // all three read: nothing new
+        for (int i = 0; i < 2000; i++)
+        {
+            var stream = new RecordingStream();
+            await service.PullMessage(caughtUp, stream, context);
+            Assert.Equal(Code.MessageNotFound, stream.Responses[0].Status.Code);
+        }
+
+        Assert.Equal(0, TaskContinuations.Count(service.BrokerAnswerBudget.Released));
+        Assert.Equal(0, TaskContinuations.Count(connection.Released));
+    }
+
+    /// <summary>
+    /// Review of the gRPC pull, F2: a pull waiting for room read its whole batch again (up to 8 MiB of bodies) at every
+    /// release of either budget and dropped it when its first message still did not fit. Here the broker's budget is held
+    /// by unread answers and other answers of 100 bytes come and go: never room for the first message (300 bytes).
+    /// </summary>
+    [Fact]
+    public async Task A_pull_waiting_for_the_brokers_room_looks_again_only_once_its_first_message_fits()
+    {
+        var options = SmallBudget with { MaxUnsentBytes = 2000 };
+        var service = new MessagingService(_engine, options, NullLogger<MessagingService>.Instance);
+        AnswerBudget broker = service.BrokerAnswerBudget;
+        Assert.True(broker.TryTake(broker.Limit)); // unread answers of other clients hold the broker's whole budget
+        var (context, _, _) = Call(room: SmallBudget.AnswerBudgetPerConnection);
+        var stream = new RecordingStream();
+        Task pull = service.PullMessage(Pull(TimeSpan.FromSeconds(20)), stream, context);
+        while (TaskContinuations.Count(broker.Released) == 0) await Task.Delay(10); // it looked and waits for room
+
+        for (int i = 0; i < 40; i++)
+        {
+            // Another answer of 100 bytes is written (released), and the next one takes the room again. The pause lets a
+            // pull woken by the release look again (as it did before the fix), so that its looks can be counted.
+            broker.Release(100);
+            Assert.True(broker.TryTake(100));
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(1, service.PullLooks);
+        Assert.False(pull.IsCompleted);
+
+        broker.Release(broker.Limit); // the unread answers were read: room for all three
+        await pull.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(Code.Ok, stream.Responses[0].Status.Code);
+        Assert.Equal(3, stream.Messages);
+        Assert.Equal(2, service.PullLooks);
+        Assert.Equal(0, broker.Held);
+    }
+
+    /// <summary>
+    /// Review of the gRPC pull, F2: a pull waiting for its connection's room was woken by every answer written to any
+    /// other client (the broker's budget released), and read its batch again although its connection had no more room.
+    /// </summary>
+    [Fact]
+    public async Task A_pull_waiting_for_its_connections_room_is_not_woken_by_other_clients_answers()
+    {
+        var service = new MessagingService(_engine, SmallBudget, NullLogger<MessagingService>.Instance);
+        var (context, connection, taken) = Call(room: 0);
+        var stream = new RecordingStream();
+        Task pull = service.PullMessage(Pull(TimeSpan.FromSeconds(20)), stream, context);
+        while (TaskContinuations.Count(connection.Released) == 0) await Task.Delay(10); // it looked and waits for room
+        AnswerBudget broker = service.BrokerAnswerBudget;
+
+        for (int i = 0; i < 40; i++)
+        {
+            // Other clients' answers are reserved and written. The pause lets a pull woken by the release look again (as
+            // it did before the fix), so that its looks can be counted.
+            Assert.True(broker.TryTake(100_000));
+            broker.Release(100_000);
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(1, service.PullLooks);
+        Assert.False(pull.IsCompleted);
+
+        connection.Release(taken); // this client read its other answer
+        await pull.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(Code.Ok, stream.Responses[0].Status.Code);
+        Assert.Equal(3, stream.Messages);
+        Assert.Equal(0, connection.Held);
+    }
+
+    /// <summary>
+    /// A message larger than the connection's whole budget goes out alone once nothing else is held there, as a Remoting
+    /// answer larger than its connection's in-flight budget does: before, no room was ever enough, and every pull of its
+    /// queue answered TOO_MANY_REQUESTS after its long poll, for good.
+    /// </summary>
+    [Fact]
+    public async Task A_message_larger_than_the_whole_budget_goes_alone_once_nothing_else_is_held()
+    {
+        Assert.True((await _engine.SendAsync(new MessageDraft { Topic = "Big", MessageId = Guid.NewGuid().ToString("N"), Body = new byte[3000] })).IsOk);
+        var service = new MessagingService(_engine, SmallBudget, NullLogger<MessagingService>.Instance);
+        var (context, connection, taken) = Call(room: 1500); // 500 bytes of another answer are held
+        var request = Pull(TimeSpan.FromSeconds(5));
+        request.MessageQueue.Topic.Name = "Big";
+        var stream = new RecordingStream();
+        Task pull = service.PullMessage(request, stream, context);
+        while (TaskContinuations.Count(connection.Released) == 0) await Task.Delay(10); // 3000 bytes do not fit beside the 500: it waits
+        Assert.False(pull.IsCompleted);
+
+        connection.Release(taken); // the other answer was read: nothing else is held
+        await pull.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(Code.Ok, stream.Responses[0].Status.Code);
+        Assert.Equal(1, stream.Messages);
+        Assert.Equal(1, stream.Responses[^1].NextOffset);
+        Assert.Equal(0, connection.Held);
     }
 }

@@ -78,6 +78,29 @@ public sealed class PullGroupTests : IAsyncLifetime
         Assert.Equal(Code.Ok, (await CommitAsync("billing", 0)).Status.Code);
     }
 
+    /// <summary>
+    /// Review of the gRPC pull, F3: at the limit a group that receives from the topic (a lease group there) was let pull
+    /// it, but its UpdateOffset was FORBIDDEN (the pull counted its lease group, the commit did not): the client read on,
+    /// its progress was never kept, and it read everything again after a restart or rebalance.
+    /// </summary>
+    [Fact]
+    public async Task At_the_group_limit_a_group_let_pull_a_topic_may_also_commit_its_offset_there()
+    {
+        Assert.Single((await _engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "billing", Topic = "T" })).Messages); // the one group
+
+        var pulled = await PullAsync("billing");
+        Assert.Equal(Code.Ok, pulled[0].Status.Code);
+        UpdateOffsetResponse committed = await CommitAsync("billing", 1);
+        Assert.True(committed.Status.Code == Code.Ok, $"{committed.Status.Code}: {committed.Status.Message}");
+        GetOffsetResponse got = await _service.GetOffset(new GetOffsetRequest { Group = new Resource { Name = "billing" }, MessageQueue = Queue },
+            new TestServerCallContext(GrpcMethods.GetOffset));
+        Assert.Equal(1, got.Offset);
+
+        // Another group is still refused at both.
+        Assert.Equal(Code.Forbidden, Assert.Single(await PullAsync("audit")).Status.Code);
+        Assert.Equal(Code.Forbidden, (await CommitAsync("audit", 1)).Status.Code);
+    }
+
     [Theory]
     [InlineData("bad group!")]
     [InlineData("%REDRIVE%billing")]

@@ -126,6 +126,60 @@ public sealed class ReceiveAnswerBudgetTests : IAsyncLifetime
         Assert.Equal(0, service.UnsentAnswerBytes);
     }
 
+    /// <summary>
+    /// Review of the gRPC pull, F1 (ReceiveMessage had it first): every receive registered a Task.WhenAny on both
+    /// budgets' release tasks before its look, even one that never waited; those complete only when some answer releases
+    /// bytes, so on a broker whose consumers find nothing each receive stayed in memory for good.
+    /// </summary>
+    [Fact]
+    public async Task Empty_receives_leave_nothing_registered_on_the_answer_budgets()
+    {
+        Assert.True((await _engine.CreateTopicAsync("T")).Error.IsOk);
+        var service = new MessagingService(_engine, SmallBudget, NullLogger<MessagingService>.Instance);
+        var (context, http) = Call(new ConnectionItems());
+        AnswerBudget connection = AnswerBudget.Of(http, SmallBudget.AnswerBudgetPerConnection);
+        for (int i = 0; i < 2000; i++)
+        {
+            var stream = new RecordingStream();
+            await service.ReceiveMessage(Receive(TimeSpan.FromMinutes(5), TimeSpan.Zero), stream, context);
+            Assert.Equal(Code.MessageNotFound, stream.Responses[0].Status.Code);
+        }
+
+        Assert.Equal(0, TaskContinuations.Count(service.BrokerAnswerBudget.Released));
+        Assert.Equal(0, TaskContinuations.Count(connection.Released));
+    }
+
+    /// <summary>
+    /// Found while fixing the review of the gRPC pull: a receive refused by the broker's budget gives back what it had
+    /// taken on its connection's, and that release woke the receive itself (it waited on any release of either budget,
+    /// taken before its look), so it looked again at once, under the engine's lock, over and over for its whole long
+    /// poll. It now waits for room on the budget that refused, for the message it refused.
+    /// </summary>
+    [Fact]
+    public async Task A_receive_waiting_for_the_brokers_room_does_not_wake_itself()
+    {
+        await SendAsync(3);
+        var service = new MessagingService(_engine, SmallBudget with { MaxUnsentBytes = 2000 }, NullLogger<MessagingService>.Instance);
+        AnswerBudget broker = service.BrokerAnswerBudget;
+        Assert.True(broker.TryTake(broker.Limit)); // unread answers of other clients hold the broker's whole budget
+        var (context, _) = Call(new ConnectionItems());
+        long looks = Interlocked.Read(ref _engine.Metrics.ReceiveLooks);
+        var stream = new RecordingStream();
+        Task receive = service.ReceiveMessage(Receive(TimeSpan.FromMinutes(5), TimeSpan.FromSeconds(20)), stream, context);
+        while (TaskContinuations.Count(broker.Released) == 0) await Task.Delay(10); // it looked and waits for room
+
+        // A bounded window: a receive that wakes itself looks again thousands of times in it; one that waits, not at all.
+        await Task.Delay(300);
+        Assert.InRange(Interlocked.Read(ref _engine.Metrics.ReceiveLooks) - looks, 1, 2);
+        Assert.False(receive.IsCompleted);
+
+        broker.Release(broker.Limit); // the unread answers were read
+        await receive.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(Code.Ok, stream.Responses[0].Status.Code);
+        Assert.Equal(3, stream.Responses.Count(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message));
+        Assert.Equal(0, service.UnsentAnswerBytes);
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(100)]

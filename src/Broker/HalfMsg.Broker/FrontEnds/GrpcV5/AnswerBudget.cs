@@ -28,13 +28,25 @@ internal sealed class AnswerBudget(long limit)
     /// <summary>The budget of the request's connection (one per connection, created on first use).</summary>
     public static AnswerBudget Of(HttpContext? context, long limit) => PerConnection.GetOrAdd(context, Key, () => new AnswerBudget(limit));
 
-    /// <summary>Takes <paramref name="bytes"/>; false (nothing taken) when that would pass the limit.</summary>
+    /// <summary>
+    /// Takes <paramref name="bytes"/>; false (nothing taken) when that would pass the limit, unless nothing else is held:
+    /// an answer larger than the whole budget goes out alone, as a Remoting answer larger than its connection's in-flight
+    /// budget does (otherwise it could never be answered, and its pull or receive would wait for room for ever).
+    /// </summary>
     public bool TryTake(long bytes)
     {
         long now = Interlocked.Add(ref _held, bytes);
-        if (now <= limit || bytes <= 0) return true;
+        if (now <= limit || bytes <= 0 || now == bytes) return true;
         Interlocked.Add(ref _held, -bytes);
         return false;
+    }
+
+    /// <summary>Whether <see cref="TryTake"/> of <paramref name="bytes"/> would succeed now (it may not by the time it
+    /// is tried).</summary>
+    public bool HasRoomFor(long bytes)
+    {
+        long held = Held;
+        return held <= limit - bytes || held == 0;
     }
 
     /// <summary>Takes <paramref name="bytes"/> whatever the limit (an answer already leased must be written).</summary>
@@ -60,21 +72,23 @@ internal sealed class AnswerReservation(AnswerBudget connection, AnswerBudget br
     /// <summary>The engine found a message and this reservation had no room for it.</summary>
     public bool Refused { get; private set; }
 
+    /// <summary>After a refusal, the budget that refused (the connection's is asked first) and the bytes it refused: a
+    /// caller waiting for room waits for that much on that budget, not for any release anywhere.</summary>
+    public AnswerBudget? RefusedBy { get; private set; }
+
+    /// <inheritdoc cref="RefusedBy"/>
+    public long RefusedBytes { get; private set; }
+
     public long Held => Interlocked.Read(ref _held);
 
     public bool TryTake(long bytes)
     {
-        if (!connection.TryTake(bytes))
-        {
-            Refused = true;
-            return false;
-        }
+        if (!connection.TryTake(bytes)) return Refuse(connection, bytes);
 
         if (!broker.TryTake(bytes))
         {
             connection.Release(bytes);
-            Refused = true;
-            return false;
+            return Refuse(broker, bytes);
         }
 
         Interlocked.Add(ref _held, bytes);
@@ -104,8 +118,21 @@ internal sealed class AnswerReservation(AnswerBudget connection, AnswerBudget br
         }
     }
 
+    private bool Refuse(AnswerBudget budget, long bytes)
+    {
+        Refused = true;
+        RefusedBy = budget;
+        RefusedBytes = bytes;
+        return false;
+    }
+
     /// <summary>Starts a new attempt (after a refusal); what is held stays.</summary>
-    public void ResetRefusal() => Refused = false;
+    public void ResetRefusal()
+    {
+        Refused = false;
+        RefusedBy = null;
+        RefusedBytes = 0;
+    }
 
     public void Dispose() => Resize(0);
 }

@@ -58,7 +58,7 @@ internal sealed partial class MessagingService
             try
             {
                 answer = await PullWithRoomAsync(target, request.Offset, Math.Min(request.BatchSize, MaxPullBatchSize), filter, sql,
-                    stoppingAtStart ? TimeSpan.Zero : LongPoll(longPoll, Deadline(context)), ns, crc32Digest, reservation, connectionBudget,
+                    stoppingAtStart ? TimeSpan.Zero : LongPoll(longPoll, Deadline(context)), ns, crc32Digest, reservation,
                     stoppingAtStart ? context.CancellationToken : poll.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (_stopping.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
@@ -154,18 +154,19 @@ internal sealed partial class MessagingService
     /// The engine's pull, with the answer's bytes reserved on the connection's and the broker's budget of unread answers
     /// (<see cref="AnswerBudget"/>), as a ReceiveMessage answer's are: a client that opens pull streams and does not read
     /// them cannot make the broker hold 8 MiB per stream. The answer keeps the messages that fit (next_offset follows the
-    /// last of them); when not even the first fits, the pull waits for room (each release of either budget) and looks
-    /// again, until its long poll ends. Nothing is leased, so messages left out are simply read by the next pull.
+    /// last of them); when not even the first fits, the pull waits until the budget that refused it has room for it
+    /// (<see cref="WaitForRoomAsync"/>) and looks again, until its long poll ends. Nothing is leased, so messages left
+    /// out are simply read by the next pull.
     /// </summary>
     private async Task<PulledAnswer> PullWithRoomAsync(V5PullTarget target, long offset, int batch, TagFilter filter, SqlFilter? sql, TimeSpan longPoll, string ns,
-        bool crc32Digest, AnswerReservation reservation, AnswerBudget connection, CancellationToken ct)
+        bool crc32Digest, AnswerReservation reservation, CancellationToken ct)
     {
         long deadline = _time.GetTimestamp() + (long)(longPoll.TotalSeconds * _time.TimestampFrequency);
         while (true)
         {
-            // Taken before the look, so that a release between the look and the wait is not missed.
-            Task released = Task.WhenAny(connection.Released, _answerBudget.Released);
             TimeSpan left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
+            reservation.ResetRefusal();
+            Interlocked.Increment(ref _pullLooks);
             PullResult result = await _engine.PullAsync(target.Topic, target.QueueId, offset, batch, filter, left > TimeSpan.Zero ? left : TimeSpan.Zero, ct, sql)
                 .ConfigureAwait(false);
             if (result.Status != PullStatus.Found) return new PulledAnswer(result, null, result.NextBeginOffset);
@@ -190,15 +191,13 @@ internal sealed partial class MessagingService
 
             if (messages.Count > 0) return new PulledAnswer(result, messages, next);
 
-            // Not even the first fits: let the bodies go while waiting; the next look reads them again.
+            // Not even the first fits: let the bodies go while waiting; the next look reads them again, so it is made
+            // only once the budget that refused has room for that first message. Until 2026-12-06 any release of
+            // either budget anywhere on the broker (every answer written to any client, and the give-back of this
+            // pull's own connection bytes when the broker's budget refused) made each waiting pull read its whole batch
+            // again (up to 8 MiB) and drop it (found by review).
             result = result with { Messages = [] };
-            left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
-            if (left <= TimeSpan.Zero) return new PulledAnswer(result, null, offset);
-            try
-            {
-                await released.WaitAsync(left, _time, ct).ConfigureAwait(false);
-            }
-            catch (TimeoutException)
+            if (reservation.RefusedBy is not { } full || !await WaitForRoomAsync(full, reservation.RefusedBytes, deadline, ct).ConfigureAwait(false))
             {
                 return new PulledAnswer(result, null, offset);
             }

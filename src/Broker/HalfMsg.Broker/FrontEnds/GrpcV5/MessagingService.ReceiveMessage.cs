@@ -97,7 +97,7 @@ internal sealed partial class MessagingService
         {
             try
             {
-                result = await ReceiveWithRoomAsync(receive, reservation, connectionBudget, poll.Token).ConfigureAwait(false);
+                result = await ReceiveWithRoomAsync(receive, reservation, poll.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (_stopping.IsCancellationRequested && !context.CancellationToken.IsCancellationRequested)
             {
@@ -179,19 +179,17 @@ internal sealed partial class MessagingService
     private static Status StoppingStatus => V5Status.Of(Code.TooManyRequests, "the broker is stopping; receive again later");
 
     /// <summary>
-    /// The engine's receive, waiting for room when there is something to deliver but the answer has none: at each
-    /// release of the connection's or the broker's budget the receive looks again, until its long poll ends. A receive
-    /// that never got room leased nothing and is answered MESSAGE_NOT_FOUND, which every official client takes as an
-    /// empty receive and asks again (TOO_MANY_REQUESTS would throw from a simple consumer's receive).
+    /// The engine's receive, waiting for room when there is something to deliver but the answer has none: once the
+    /// budget that refused has room for the message it refused (<see cref="WaitForRoomAsync"/>) the receive looks again,
+    /// until its long poll ends. A receive that never got room leased nothing and is answered MESSAGE_NOT_FOUND, which
+    /// every official client takes as an empty receive and asks again (TOO_MANY_REQUESTS would throw from a simple
+    /// consumer's receive).
     /// </summary>
-    private async Task<ReceiveResult> ReceiveWithRoomAsync(ReceiveRequest receive, AnswerReservation reservation, AnswerBudget connection,
-        CancellationToken ct)
+    private async Task<ReceiveResult> ReceiveWithRoomAsync(ReceiveRequest receive, AnswerReservation reservation, CancellationToken ct)
     {
         long deadline = _time.GetTimestamp() + (long)(receive.LongPollTimeout.TotalSeconds * _time.TimestampFrequency);
         while (true)
         {
-            // Taken before the look, so that a release between the look and the wait is not missed.
-            Task released = Task.WhenAny(connection.Released, _answerBudget.Released);
             reservation.ResetRefusal();
             ReceiveResult result = await _engine.ReceiveAsync(receive, ct).ConfigureAwait(false);
             if (!(reservation.Refused && result.Messages.Count == 0 && result.Error.Status == BrokerStatus.TooManyRequests))
@@ -199,23 +197,47 @@ internal sealed partial class MessagingService
                 return result;
             }
 
-            TimeSpan left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
-            if (left <= TimeSpan.Zero)
-            {
-                return result;
-            }
-
-            try
-            {
-                await released.WaitAsync(left, _time, ct).ConfigureAwait(false);
-            }
-            catch (TimeoutException)
+            // Until 2026-12-06 the receive waited for any release of either budget, and a refusal by the broker's budget
+            // gives back what the reservation took on the connection's, which is a release: the receive woke itself and
+            // looked again at once, under the engine's lock, for its whole long poll (found while fixing the review of
+            // the gRPC pull).
+            if (reservation.RefusedBy is not { } full || !await WaitForRoomAsync(full, reservation.RefusedBytes, deadline, ct).ConfigureAwait(false))
             {
                 return result;
             }
 
             TimeSpan rest = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
             receive = receive with { LongPollTimeout = rest > TimeSpan.Zero ? rest : TimeSpan.Zero };
+        }
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="budget"/> has room for <paramref name="bytes"/> (or holds nothing, when they are more
+    /// than its whole limit: such an answer goes alone, <see cref="AnswerBudget.TryTake"/>); false when
+    /// <paramref name="deadline"/> passes first. A receive or pull refused for room waits here for the budget that
+    /// refused it, and for the room it lacked: a release elsewhere, or one too small, would only have it look again
+    /// and be refused again. The release task is taken before the room is checked, so a release between the look and
+    /// the wait is not missed; it is awaited only here, alone, and the timeout removes the wait. Until 2026-12-06 each
+    /// receive and pull registered a Task.WhenAny on both budgets before its look, even one that never waited, kept
+    /// until some answer released bytes: on a broker writing no answers with messages (idle or caught-up consumers),
+    /// every empty receive and pull stayed in memory (found by review).
+    /// </summary>
+    private async Task<bool> WaitForRoomAsync(AnswerBudget budget, long bytes, long deadline, CancellationToken ct)
+    {
+        while (true)
+        {
+            Task released = budget.Released;
+            if (budget.HasRoomFor(bytes)) return true;
+            TimeSpan left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
+            if (left <= TimeSpan.Zero) return false;
+            try
+            {
+                await released.WaitAsync(left, _time, ct).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                return false;
+            }
         }
     }
 

@@ -54,6 +54,14 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
     /// <summary>ReceiveMessage answer bytes leased and not yet written out, over all connections (tests, diagnostics).</summary>
     internal long UnsentAnswerBytes => _answerBudget.Held;
 
+    /// <summary>The broker-wide budget of unread answers (tests: what waits on it).</summary>
+    internal AnswerBudget BrokerAnswerBudget => _answerBudget;
+
+    private long _pullLooks;
+
+    /// <summary>Looks PullMessage made at the engine, each reading up to a batch of bodies (tests, diagnostics).</summary>
+    internal long PullLooks => Interlocked.Read(ref _pullLooks);
+
     // From the HTTP request, not context.RequestHeaders: grpc-dotnet builds that Metadata from every header and throws
     // ArgumentException on a name it does not allow (e.g. upper case, which Kestrel lets through on h2c); one such
     // header answered every call with INTERNAL and an Error log (found by the network fuzzer, issue 13).
