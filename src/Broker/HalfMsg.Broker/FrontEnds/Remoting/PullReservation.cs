@@ -31,7 +31,7 @@ internal sealed class PullReservation(RemotingSession session, RemotingServer se
             return false;
         }
 
-        if (!server.TryReservePull(bytes, first))
+        if (!server.TryReservePull(session, bytes, first))
         {
             session.ChargeInFlight(-bytes);
             RefusedByBroker = true;
@@ -46,7 +46,7 @@ internal sealed class PullReservation(RemotingSession session, RemotingServer se
     {
         Interlocked.Add(ref _held, -bytes);
         session.ChargeInFlight(-bytes);
-        server.ChargePull(-bytes);
+        server.ChargePull(session, -bytes);
     }
 
     /// <summary>Hands what this pull holds over to its answer, charged at its real size <paramref name="answerBytes"/>
@@ -56,7 +56,7 @@ internal sealed class PullReservation(RemotingSession session, RemotingServer se
     {
         long delta = answerBytes - Interlocked.Exchange(ref _held, 0);
         session.ChargeInFlight(delta);
-        server.ChargePull(delta);
+        server.ChargePull(session, delta);
     }
 
     public void Dispose()
@@ -64,6 +64,6 @@ internal sealed class PullReservation(RemotingSession session, RemotingServer se
         long held = Interlocked.Exchange(ref _held, 0);
         if (held == 0) return;
         session.ChargeInFlight(-held);
-        server.ChargePull(-held);
+        server.ChargePull(session, -held);
     }
 }

@@ -38,20 +38,32 @@ internal sealed class RemotingServer
     /// (<see cref="RemotingOptions.MaxPullBytes"/>).</summary>
     public long PullBytes => Interlocked.Read(ref _pullBytes);
 
-    /// <summary>Takes room for a message a pull is about to read on the broker's budget of pulled bytes: when it fits,
-    /// or when it is the pull's first and no connection holds any (one message larger than the budget still goes).</summary>
-    internal bool TryReservePull(long bytes, bool first)
+    /// <summary>Takes room for a message a pull of <paramref name="session"/> is about to read on the broker's budget of
+    /// pulled bytes: when it fits; or when it is the pull's first and no connection holds any (one message larger than
+    /// the budget still goes); or when it is the pull's first, its connection holds none of the budget and the broker
+    /// holds less than twice the budget with it. Without that last rule a few connections that read slowly (each within
+    /// its own budget and the write timeout) held the whole budget for as long as they liked, and every other consumer
+    /// was answered SYSTEM_BUSY (found by review, 2026-12-06); with it they hold at most the budget, and the connections
+    /// holding nothing share as much again, one message each.</summary>
+    internal bool TryReservePull(RemotingSession session, long bytes, bool first)
     {
         long after = Interlocked.Add(ref _pullBytes, bytes);
-        if (after <= Options.MaxPullBytes || (first && after == bytes)) return true;
+        if (after <= Options.MaxPullBytes || (first && (after == bytes || (session.PulledBytes == 0 && after <= 2 * Options.MaxPullBytes))))
+        {
+            session.NotePulled(bytes);
+            return true;
+        }
         Interlocked.Add(ref _pullBytes, -bytes);
         return false;
     }
 
-    /// <summary>Counts <paramref name="bytes"/> of pulled messages (negative: releases them) whatever the budget.</summary>
-    internal void ChargePull(long bytes)
+    /// <summary>Counts <paramref name="bytes"/> of pulled messages of <paramref name="session"/> (negative: releases
+    /// them) whatever the budget.</summary>
+    internal void ChargePull(RemotingSession session, long bytes)
     {
-        if (bytes != 0) Interlocked.Add(ref _pullBytes, bytes);
+        if (bytes == 0) return;
+        Interlocked.Add(ref _pullBytes, bytes);
+        session.NotePulled(bytes);
     }
 
     /// <summary>Tests: called by a pull that found messages with the bytes of the bodies it read, before its answer is

@@ -263,6 +263,14 @@ internal sealed class RemotingSession : ICheckBackChannel
     /// <summary>Counts <paramref name="bytes"/> (negative: gives back) whatever the budget.</summary>
     internal void ChargeInFlight(long bytes) => Interlocked.Add(ref _inFlightBytes, bytes);
 
+    private long _pulledBytes;
+
+    /// <summary>This connection's share of the broker's budget of pulled bytes (<see cref="RemotingServer.PullBytes"/>).</summary>
+    internal long PulledBytes => Interlocked.Read(ref _pulledBytes);
+
+    /// <summary>Counts this connection's share of the broker's pulled bytes (<see cref="RemotingServer"/> only).</summary>
+    internal void NotePulled(long bytes) => Interlocked.Add(ref _pulledBytes, bytes);
+
     /// <summary>Bytes this connection has in flight now (tests).</summary>
     internal long InFlightBytes => Interlocked.Read(ref _inFlightBytes);
 
@@ -354,7 +362,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
         {
             Interlocked.Add(ref _inFlightBytes, -charged);
-            _server.ChargePull(-pulled);
+            _server.ChargePull(this, -pulled);
         }
     }
 
@@ -421,7 +429,7 @@ internal sealed class RemotingSession : ICheckBackChannel
             _outbound.Writer.TryComplete();
             long pulled = writingPull + donePull;
             while (reader.TryRead(out var left)) pulled += left.PullBytes;
-            _server.ChargePull(-pulled);
+            _server.ChargePull(this, -pulled);
             await output.CompleteAsync().ConfigureAwait(false);
         }
     }
@@ -451,7 +459,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
         finally
         {
-            _server.ChargePull(-pulled);
+            _server.ChargePull(this, -pulled);
         }
         if (checkBytes > 0) Interlocked.Add(ref _queuedCheckBytes, -checkBytes);
         if (charged > 0) Interlocked.Add(ref _inFlightBytes, -charged);
