@@ -382,9 +382,9 @@ public sealed partial class BrokerEngine
         => _consumerOffsets.Has(group, topic) || _groups.ContainsKey((group, topic)) ? null : GroupLimitReached(group, topic);
 
     /// <summary>
-    /// Why <paramref name="group"/> cannot name a pull group: not a valid name, or a re-drive cursor's (reserved), which
-    /// <see cref="CommitConsumerOffsetAsync"/> refuses; else null. A front end asks before a pull, so that a group whose
-    /// offsets could never be committed is told so at once.
+    /// Why <paramref name="group"/> cannot name a pull group: not a valid name, or a re-drive cursor's (reserved); else
+    /// null. <see cref="CommitConsumerOffsetAsync"/> refuses by it, and a front end asks before a pull, so that a group
+    /// whose offsets could never be committed is told so at once.
     /// </summary>
     public static BrokerError? PullGroupNameRefusal(string group)
         => IsValidName(group, 255) ? ReservedGroupRefusal(group) : new BrokerError(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name");
@@ -392,8 +392,7 @@ public sealed partial class BrokerEngine
     /// <summary>Commits a pull group's offset for a queue. Durable like every other state change; survives kill -9.</summary>
     public async ValueTask<BrokerError> CommitConsumerOffsetAsync(string group, string topic, int queueId, long offset, CancellationToken ct = default)
     {
-        if (!IsValidName(group, 255)) return new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name");
-        if (ReservedGroupRefusal(group) is { } reserved) return reserved; // the re-drive's cursors (GroupLimitReached)
+        if (PullGroupNameRefusal(group) is { } badName) return badName; // invalid, or a re-drive cursor's (GroupLimitReached)
         if (offset < 0 || queueId < 0) return new(BrokerStatus.BadRequest, "offset and queue id must not be negative");
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         long address;

@@ -35,15 +35,7 @@ public sealed class RemotingPullBudgetFairnessTests : IAsyncLifetime
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
-    private static byte[] Pull(string topic, long offset, int opaque)
-    {
-        var bytes = new ArrayBufferWriter<byte>();
-        var pull = RemotingCommand.Request(RequestCode.PullMessage).Set("consumerGroup", "G").Set("topic", topic).Set("queueId", 0L)
-            .Set("queueOffset", offset).Set("maxMsgNums", 32L).Set("sysFlag", 0L);
-        pull.Opaque = opaque;
-        RemotingFrame.Write(bytes, pull);
-        return bytes.WrittenSpan.ToArray();
-    }
+    private static byte[] Pull(string topic, long offset, int opaque) => RemotingPullBudgetTests.Pull(topic, offset, opaque);
 
     private static async Task<RemotingCommand> ReadOneAsync(Pipe toClient)
     {

@@ -39,7 +39,8 @@ public sealed class RemotingPullBudgetTests : IAsyncLifetime
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
-    private static byte[] Pull(string topic, long offset, int opaque)
+    /// <summary>A PULL_MESSAGE frame of group G for queue 0 of the topic (also used by RemotingPullBudgetFairnessTests).</summary>
+    internal static byte[] Pull(string topic, long offset, int opaque)
     {
         var bytes = new ArrayBufferWriter<byte>();
         var pull = RemotingCommand.Request(RequestCode.PullMessage).Set("consumerGroup", "G").Set("topic", topic).Set("queueId", 0L)
