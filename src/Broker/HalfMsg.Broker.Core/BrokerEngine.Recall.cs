@@ -103,14 +103,15 @@ public sealed partial class BrokerEngine
     private async ValueTask<(BrokerError Error, List<long> Copies)> WaitingCopiesAsync(string topic, long sentAt, long deliverAtMs, string messageId,
         CancellationToken ct)
     {
-        var candidates = new List<(long SentAt, long BodyAddress, int Size)>();
+        var candidates = new List<long>();
         lock (_gate) _delayed.CopiesDueAt(topic, deliverAtMs, sentAt, messageId, candidates);
         var copies = new List<long>();
-        foreach (var candidate in candidates)
+        foreach (long candidate in candidates)
         {
-            var (error, storedId) = await WaitingMessageIdAsync(topic, candidate.SentAt, deliverAtMs, unreadableId: null, ct).ConfigureAwait(false);
+            // Looked up again by the address it was sent at: retention may move its body meanwhile.
+            var (error, storedId) = await WaitingMessageIdAsync(topic, candidate, deliverAtMs, unreadableId: null, ct).ConfigureAwait(false);
             if (!error.IsOk) return (error, copies);
-            if (storedId == messageId) copies.Add(candidate.SentAt);
+            if (storedId == messageId) copies.Add(candidate);
         }
         return (BrokerError.None, copies);
     }

@@ -113,21 +113,21 @@ internal sealed class DelayIndex
     }
 
     /// <summary>
-    /// Adds to <paramref name="into"/> the address sent at, body address and size of each waiting delay message of
+    /// Adds to <paramref name="into"/> the address sent at of each waiting delay message of
     /// <paramref name="topic"/> due at <paramref name="dueMs"/> that may be stored with <paramref name="messageId"/>,
     /// but for the one sent at <paramref name="exceptSentAt"/>: the other copies a recall of that one takes out. Only
     /// those due at that time are visited. One whose id is known to differ (<see cref="DelayedEntry.IdHash"/>) is left
     /// out; the rest are the caller's to read. A committed delayed transaction message (no address sent at) is never one:
     /// no recall record can name it.
     /// </summary>
-    public void CopiesDueAt(string topic, long dueMs, long exceptSentAt, string messageId, List<(long SentAt, long BodyAddress, int Size)> into)
+    public void CopiesDueAt(string topic, long dueMs, long exceptSentAt, string messageId, List<long> into)
     {
         int idHash = DelayedEntry.HashOfId(messageId);
         for (var e = _newestDueAt.TryGetValue(dueMs, out var newest) ? newest : null; e is not null; e = e.NextSameDue)
         {
             if (e.SentAt < 0 || e.SentAt == exceptSentAt || e.DeliverAtMs != dueMs || (e.IdHash != 0 && e.IdHash != idHash)
                 || !string.Equals(e.Topic, topic, StringComparison.Ordinal) || !IsLive(e)) continue;
-            into.Add((e.SentAt, e.BodyAddress, e.Size));
+            into.Add(e.SentAt);
         }
     }
 
