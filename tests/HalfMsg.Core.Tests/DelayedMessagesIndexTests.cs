@@ -247,6 +247,55 @@ public sealed class DelayedMessagesIndexTests
         foreach (string topic in new[] { "a", "c", "d" }) Assert.Equal(model.Values.Count(t => t == topic), index.CountOfTopic(topic));
     }
 
+    /// <summary>The delayed messages due at one time are listed apart (a recall looks among them alone for the copies of
+    /// its message), and stay so through replacement, moves, removals, a topic's delete and a clear.</summary>
+    [Fact]
+    public void The_messages_due_at_one_time_are_listed_apart_and_a_recall_finds_the_copies_among_them()
+    {
+        var index = new DelayIndex();
+        DelayedEntry Sent(long address, long deliverAt, string topic, string id)
+        {
+            var e = Entry(address, deliverAt, topic);
+            e.SentAt = address;
+            e.IdHash = DelayedEntry.HashOfId(id);
+            index.Add(e);
+            return e;
+        }
+        Sent(4_096, 500, "t", "A");
+        Sent(8_192, 500, "t", "A"); // the retried send
+        Sent(12_288, 500, "t", "B"); // another message at the same time
+        Sent(16_384, 500, "u", "A"); // the same id in another topic
+        Sent(20_480, 501, "t", "A"); // the same id at another time
+        var fromCheckpoint = Entry(24_576, 500, "t"); // no id known: the recall reads its body
+        fromCheckpoint.SentAt = 24_576;
+        index.Add(fromCheckpoint);
+        index.Add(Entry(28_672, 500, "t")); // a committed delayed transaction message: no recall names it
+        Assert.Equal(6, index.CountDueAt(500));
+
+        List<long> CopiesOf4096()
+        {
+            var found = new List<long>();
+            index.CopiesDueAt("t", 500, exceptSentAt: 4_096, "A", found);
+            return found;
+        }
+        Assert.Equal([8_192L, 24_576L], CopiesOf4096().Order());
+
+        index.Move(8_192, 1L << 40, 2_000); // retention moved the copy: still found, by the address it was sent at
+        Assert.Equal([8_192L, 24_576L], CopiesOf4096().Order());
+        Assert.True(index.Remove(1L << 40, out _));
+        Sent(24_576, 900, "t", "A"); // replaced under the same address, due at another time: off the list of 500
+        Assert.Empty(CopiesOf4096());
+        Assert.Equal(4, index.CountDueAt(500));
+        Assert.Equal(1, index.CountDueAt(900));
+
+        Assert.Equal(1, index.RemoveTopic("u"));
+        Assert.Equal(3, index.CountDueAt(500));
+        index.Clear();
+        Assert.Equal(0, index.CountDueAt(500));
+        Sent(4_096, 500, "t", "A");
+        Assert.Equal(1, index.CountDueAt(500));
+    }
+
     [Fact]
     public void Removing_a_topic_ends_also_when_a_move_took_the_address_of_one_of_its_entries()
     {

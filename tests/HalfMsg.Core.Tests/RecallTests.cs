@@ -290,4 +290,80 @@ public sealed class RecallTests
         Assert.Equal(RecallOutcome.Recalled, outcome);
         await AssertOnlyControlIsDeliveredAsync(h, "timers", dueAt + 1);
     }
+
+    /// <summary>Sends <paramref name="draft"/> again, as a producer retries a send whose answer timed out: the same id
+    /// and delivery time, stored a second time at its own address.</summary>
+    private static async Task<SendResult> SendAgainAsync(EngineHarness h, MessageDraft draft)
+    {
+        var sent = await h.Engine.SendAsync(draft);
+        Assert.True(sent.IsOk, sent.Error.ToString());
+        Assert.Equal(-1, sent.QueueId);
+        return sent;
+    }
+
+    /// <summary>Releases everything due by <paramref name="lastDueAt"/> and returns the bodies on the topic once the
+    /// control (due last, so released after the others) is there: a copy left waiting would be among them.</summary>
+    private static async Task<List<string>> DeliveredOnceControlCameAsync(EngineHarness h, string topic, long lastDueAt)
+    {
+        h.Clock.Advance(TimeSpan.FromMilliseconds(lastDueAt + 10 - h.Clock.GetUtcNow().ToUnixTimeMilliseconds()));
+        h.Engine.RunSweep();
+        var bodies = new List<string>();
+        while (!bodies.Contains("control"))
+            bodies.AddRange((await h.ReceiveWhenVisibleAsync("g", topic)).Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)));
+        bodies.AddRange((await h.ReceiveAsync("g", topic)).Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)));
+        return bodies.Order(StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>
+    /// A send retried after a timeout (the official clients do) stores the message twice, with the same id and delivery
+    /// time. Until 2026-12-06 a recall took out the copy its handle named only, and the other was delivered. Now a recall
+    /// by either handle takes out every waiting copy of the topic with the handle's time and id; a message with another id
+    /// due at the same time stays.
+    /// </summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public async Task A_recall_by_either_handle_of_a_retried_send_takes_out_every_copy(int handleOf)
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.MessageIndexReady;
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
+        SendResult[] copies = [await SendAgainAsync(h, draft), await SendAgainAsync(h, draft)];
+        Assert.NotEqual(copies[0].LogAddress, copies[1].LogAddress);
+        await SendDelayedAsync(h, "timers", "same time", dueAt);
+        await SendDelayedAsync(h, "timers", "control", dueAt + 1);
+
+        var (error, outcome) = await h.Engine.RecallDelayedAsync("timers", copies[handleOf].LogAddress, dueAt, draft.MessageId);
+        Assert.True(error.IsOk, error.ToString());
+        Assert.Equal(RecallOutcome.Recalled, outcome);
+        // The other handle finds nothing left to recall.
+        Assert.Equal(RecallOutcome.NotWaiting, (await h.Engine.RecallDelayedAsync("timers", copies[1 - handleOf].LogAddress, dueAt, draft.MessageId)).Outcome);
+        Assert.Equal(1, h.Engine.Metrics.RecalledByTopic["timers"]); // one recall, counted once
+        Assert.Equal("Recalled", h.Engine.MessageIndex.History(draft.MessageId)!.Events.Last().Kind.ToString());
+
+        Assert.Equal(["control", "same time"], await DeliveredOnceControlCameAsync(h, "timers", dueAt + 1));
+    }
+
+    /// <summary>The copies' recall is in the log, a record per copy: replayed over a checkpoint taken before it (which
+    /// holds both copies), and over the delay index a checkpoint loaded (which keeps no ids), neither is delivered.</summary>
+    [Fact]
+    public async Task Every_copy_of_a_retried_send_stays_recalled_after_a_crash_replays_the_recall()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
+        await SendAgainAsync(h, draft);
+        var retry = await SendAgainAsync(h, draft);
+        await SendDelayedAsync(h, "timers", "same time", dueAt);
+        await SendDelayedAsync(h, "timers", "control", dueAt + 1);
+        await h.RestartAsync(); // the delay index is loaded from the shutdown checkpoint
+        await h.Engine.CheckpointAsync(); // holds both copies: the crash below replays the recall over it
+
+        Assert.Equal(RecallOutcome.Recalled, (await h.Engine.RecallDelayedAsync("timers", retry.LogAddress, dueAt, draft.MessageId)).Outcome);
+        await CrashLikeRestartAsync(h);
+        Assert.True(h.Engine.Metrics.ReplayedRecords > 0, "the restart replayed the recall over the older checkpoint");
+
+        Assert.Equal(["control", "same time"], await DeliveredOnceControlCameAsync(h, "timers", dueAt + 1));
+    }
 }

@@ -28,7 +28,9 @@ public sealed partial class BrokerEngine
     /// cannot be recalled (none is named by the address it was sent at). <paramref name="messageId"/> must be the id the
     /// message was stored with: a handle that names the address of one message and the id of another matches nothing
     /// (<see cref="RecallOutcome.NotWaiting"/> or <see cref="RecallOutcome.Delivered"/>), as a handle matching no
-    /// message in Apache's broker, whose recall finds the message by its id.
+    /// message in Apache's broker, whose recall finds the message by its id. Every other waiting copy of the message (a
+    /// send retried after a timeout stores it again, with the same id and time, at another address) is recalled with it,
+    /// a record each: Apache's recall, a delete marker for the id in the time's slot, takes out every copy in the slot.
     /// </summary>
     public async ValueTask<(BrokerError Error, RecallOutcome Outcome)> RecallDelayedAsync(string topic, long sentAt, long deliverAtMs, string messageId,
         CancellationToken ct = default)
@@ -36,6 +38,12 @@ public sealed partial class BrokerEngine
         await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
         var (error, storedId) = await WaitingMessageIdAsync(topic, sentAt, deliverAtMs, messageId, ct).ConfigureAwait(false);
         if (!error.IsOk) return (error, default);
+        List<long> copies = [];
+        if (storedId == messageId)
+        {
+            (error, copies) = await WaitingCopiesAsync(topic, sentAt, deliverAtMs, messageId, ct).ConfigureAwait(false);
+            if (!error.IsOk) return (error, default);
+        }
         long address;
         RecallOutcome outcome;
         lock (_gate)
@@ -49,11 +57,18 @@ public sealed partial class BrokerEngine
             // another waiting message's id showed that other message as recalled in the rebuilt index (found by review).
             if (storedId == messageId && _delayed.TryGetSentAt(sentAt, out var entry) && entry.Topic == topic && entry.DeliverAtMs == deliverAtMs)
             {
-                long bodyAddress = entry.BodyAddress, now = NowMs;
-                new DelayRecalledRecord(sentAt, topic, storedId, now).Write(_writer);
-                address = AppendAndApply();
-                MessageIndex.OnRecalled(storedId, topic, bodyAddress, now); // MessageIndex hook: no longer waits for its time
-                Metrics.RecalledByTopic.AddOrUpdate(topic, 1, (_, n) => n + 1); // here, not in replay: counted since start, as every counter
+                long now = NowMs;
+                // The copies first, each if it still waits (then it is the one whose id was read: an address names one
+                // message for good), and the handle's own last: a kill -9 that cuts these records cuts the last ones, so
+                // the handle still names a waiting message, and the recall retried takes out the copies left.
+                foreach (long copy in copies)
+                {
+                    if (_delayed.TryGetSentAt(copy, out var other) && other.Topic == topic && other.DeliverAtMs == deliverAtMs)
+                        AppendRecalled(other, storedId, now);
+                }
+                address = AppendRecalled(entry, storedId, now);
+                // One recall, counted once however many copies it took out. Here, not in replay: counted since start, as every counter.
+                Metrics.RecalledByTopic.AddOrUpdate(topic, 1, (_, n) => n + 1);
                 outcome = RecallOutcome.Recalled;
             }
             else
@@ -68,17 +83,51 @@ public sealed partial class BrokerEngine
         return (BrokerError.None, outcome);
     }
 
+    /// <summary>Appends (and applies) the recall of the waiting <paramref name="entry"/>, stored with <paramref name="messageId"/>; under the lock.</summary>
+    private long AppendRecalled(DelayedEntry entry, string messageId, long now)
+    {
+        long bodyAddress = entry.BodyAddress;
+        new DelayRecalledRecord(entry.SentAt, entry.Topic, messageId, now).Write(_writer);
+        long address = AppendAndApply();
+        MessageIndex.OnRecalled(messageId, entry.Topic, bodyAddress, now); // MessageIndex hook: no longer waits for its time
+        return address;
+    }
+
+    /// <summary>
+    /// The addresses sent at of the other waiting delay messages of <paramref name="topic"/> due at
+    /// <paramref name="deliverAtMs"/> stored with <paramref name="messageId"/> (copies of the one sent at
+    /// <paramref name="sentAt"/>). Only those due at that time are looked at, in one hold of the lock; their bodies are
+    /// read outside it, but for those whose id the index knows to differ. One whose body cannot be read (damaged) is not
+    /// taken for a copy: its id is not known, and its delivery could not read it either (it would be dead-lettered).
+    /// </summary>
+    private async ValueTask<(BrokerError Error, List<long> Copies)> WaitingCopiesAsync(string topic, long sentAt, long deliverAtMs, string messageId,
+        CancellationToken ct)
+    {
+        var candidates = new List<long>();
+        lock (_gate) _delayed.CopiesDueAt(topic, deliverAtMs, sentAt, messageId, candidates);
+        var copies = new List<long>();
+        foreach (long candidate in candidates)
+        {
+            // Looked up again by the address it was sent at: retention may move its body meanwhile.
+            var (error, storedId) = await WaitingMessageIdAsync(topic, candidate, deliverAtMs, unreadableId: null, ct).ConfigureAwait(false);
+            if (!error.IsOk) return (error, copies);
+            if (storedId == messageId) copies.Add(candidate);
+        }
+        return (BrokerError.None, copies);
+    }
+
     /// <summary>
     /// The id the delay message sent at <paramref name="sentAt"/> was stored with, read from its body, while it waits
     /// under that topic and time; null when none does (the recall then finds nothing). The delay index keeps no ids (a
     /// recall is rare, the index holds every waiting message), so the body is read, outside the lock; a body retention
     /// moved and cut meanwhile is read where it lives now. A body that cannot be read where it still lives (damaged) is
-    /// taken to be the handle's <paramref name="handleId"/>: the address alone names the message, as before the id was
+    /// taken to be <paramref name="unreadableId"/>, the handle's: the address alone names the message, as before the id was
     /// checked, and delivery could not read it either (it would be dead-lettered). Refusing instead left such a message
-    /// impossible to recall, each retry told to retry (found by review, 2026-12-06). A read that fails because the body
+    /// impossible to recall, each retry told to retry (found by review, 2026-12-06). For another copy than the handle's
+    /// (<paramref name="unreadableId"/> null) such a body answers null: it is not taken for a copy. A read that fails because the body
     /// was moved again meanwhile is a storage failure: the recall is not answered as done, and may be retried.
     /// </summary>
-    private async ValueTask<(BrokerError Error, string? MessageId)> WaitingMessageIdAsync(string topic, long sentAt, long deliverAtMs, string handleId,
+    private async ValueTask<(BrokerError Error, string? MessageId)> WaitingMessageIdAsync(string topic, long sentAt, long deliverAtMs, string? unreadableId,
         CancellationToken ct)
     {
         long read = -1;
@@ -93,9 +142,12 @@ public sealed partial class BrokerEngine
             }
             if (bodyAddress == read)
             {
-                // Not moved since the read that failed: it will not read now. Recall it by its address.
-                _logger.LogWarning("Delay message sent at {SentAt} ({Topic}) could not be read from the log; recalled by its address, its id not checked", sentAt, topic);
-                return (BrokerError.None, handleId);
+                // Not moved since the read that failed: it will not read now. Recall it by its address (the handle's own).
+                if (unreadableId is null)
+                    _logger.LogWarning("Delay message sent at {SentAt} ({Topic}) could not be read from the log; not recalled as a copy of the message recalled at its time", sentAt, topic);
+                else
+                    _logger.LogWarning("Delay message sent at {SentAt} ({Topic}) could not be read from the log; recalled by its address, its id not checked", sentAt, topic);
+                return (BrokerError.None, unreadableId);
             }
             read = bodyAddress;
             var message = await ReadStoredMessageAsync(bodyAddress, topic, -1, -1, ct, size).ConfigureAwait(false);

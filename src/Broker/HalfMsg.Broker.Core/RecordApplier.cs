@@ -216,7 +216,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         }
         else
         {
-            AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, SentAt = address });
+            AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, SentAt = address,
+                IdHash = DelayedEntry.HashOfId(m.MessageId) });
         }
     }
 

@@ -91,6 +91,29 @@ public sealed class RemotingRecallTests(RemotingBrokerFixture broker)
         Assert.Equal(["control"], await PulledOnceControlCameAsync(c, topic));
     }
 
+    /// <summary>
+    /// A producer retries a send whose answer timed out with the same message (its UNIQ_KEY and TIMER_DELIVER_MS), and
+    /// the broker stores it twice; the producer holds the retry's handle. Until 2026-12-06 the recall took out the retry's
+    /// copy only, and the first was delivered. As in Apache's broker, whose recall matches by id, neither is now.
+    /// </summary>
+    [Fact]
+    public async Task A_recall_with_a_retried_sends_handle_keeps_both_stored_copies_from_delivery()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("RclCopies"), uniq = Uniq();
+        long due = NowMs + DelayMs;
+        await SendTimerAsync(c, topic, "recalled", due, uniq);
+        string retried = (await SendTimerAsync(c, topic, "recalled", due, uniq)).Get("recallHandle")!;
+        await SendTimerAsync(c, topic, "same time", due);
+        await SendTimerAsync(c, topic, "control", due + 1);
+
+        var recalled = await RecallAsync(c, topic, retried);
+        Assert.True(recalled.Code == ResponseCode.Success, $"{recalled.Code} {recalled.Remark}");
+        Assert.Equal(uniq, recalled.Get("msgId"));
+
+        Assert.Equal(["control", "same time"], await PulledOnceControlCameAsync(c, topic));
+    }
+
     [Fact]
     public async Task Recall_answers_as_Apaches_broker_for_missing_fields_a_missing_topic_a_bad_handle_another_topic_and_a_delivered_message()
     {

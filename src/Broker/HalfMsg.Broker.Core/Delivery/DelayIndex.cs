@@ -28,9 +28,14 @@ internal sealed class DelayIndex
     // The entries retention moved (BodyAddress != SentAt), by the address they were sent at: a recall handle names that
     // address, and finds a moved message here. Sharded like the main table, as every delayed message may be moved.
     private readonly ShardedTable<long, DelayedEntry, ByAddress> _movedBySentAt = new();
+    // And by delivery time, each time's linked through the entries (PrevSameDue, NextSameDue) from its newest: a recall
+    // finds the other stored copies of its message (a send retried after a timeout stores it again, with the same id and
+    // time) among those due at the same millisecond, without visiting the others. Sharded, as every delayed message may
+    // have a time of its own.
+    private readonly ShardedTable<long, DelayedEntry, ByAddress> _newestDueAt = new();
 
     // Addresses are record starts (multiples of 8, and spaced by record sizes): the high bits of a Fibonacci hash mix
-    // them evenly over the tables.
+    // them evenly over the tables. They mix delivery times (milliseconds) as well.
     private struct ByAddress : IShardOf<long>
     {
         public static int ShardOf(long bodyAddress) => (int)(((ulong)bodyAddress * 0x9E3779B97F4A7C15UL) >> 58);
@@ -107,6 +112,33 @@ internal sealed class DelayIndex
         return _movedBySentAt.TryGetValue(sentAt, out entry!) && IsLive(entry);
     }
 
+    /// <summary>
+    /// Adds to <paramref name="into"/> the address sent at of each waiting delay message of
+    /// <paramref name="topic"/> due at <paramref name="dueMs"/> that may be stored with <paramref name="messageId"/>,
+    /// but for the one sent at <paramref name="exceptSentAt"/>: the other copies a recall of that one takes out. Only
+    /// those due at that time are visited. One whose id is known to differ (<see cref="DelayedEntry.IdHash"/>) is left
+    /// out; the rest are the caller's to read. A committed delayed transaction message (no address sent at) is never one:
+    /// no recall record can name it.
+    /// </summary>
+    public void CopiesDueAt(string topic, long dueMs, long exceptSentAt, string messageId, List<long> into)
+    {
+        int idHash = DelayedEntry.HashOfId(messageId);
+        for (var e = _newestDueAt.TryGetValue(dueMs, out var newest) ? newest : null; e is not null; e = e.NextSameDue)
+        {
+            if (e.SentAt < 0 || e.SentAt == exceptSentAt || e.DeliverAtMs != dueMs || (e.IdHash != 0 && e.IdHash != idHash)
+                || !string.Equals(e.Topic, topic, StringComparison.Ordinal) || !IsLive(e)) continue;
+            into.Add(e.SentAt);
+        }
+    }
+
+    /// <summary>Delayed messages due at <paramref name="dueMs"/> (for tests: walks its list).</summary>
+    internal int CountDueAt(long dueMs)
+    {
+        int n = 0;
+        for (var e = _newestDueAt.TryGetValue(dueMs, out var newest) ? newest : null; e is not null; e = e.NextSameDue) n++;
+        return n;
+    }
+
     /// <summary>Delayed messages retention moved, found by the address they were sent at (for tests).</summary>
     internal int MovedCount => _movedBySentAt.Count;
 
@@ -129,6 +161,7 @@ internal sealed class DelayIndex
         return n;
     }
 
+    // Links the entry into its topic's list and its delivery time's; Unlink takes it out of both.
     private void Link(DelayedEntry entry)
     {
         ref var newest = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_newestOfTopic, entry.Topic, out _);
@@ -136,6 +169,12 @@ internal sealed class DelayIndex
         entry.NextOfTopic = newest;
         if (newest is not null) newest.PrevOfTopic = entry;
         newest = entry;
+
+        ref var newestDue = ref _newestDueAt.GetValueRefOrAddDefault(entry.DeliverAtMs, out _);
+        entry.PrevSameDue = null;
+        entry.NextSameDue = newestDue;
+        if (newestDue is not null) newestDue.PrevSameDue = entry;
+        newestDue = entry;
     }
 
     private void Unlink(DelayedEntry entry)
@@ -145,6 +184,12 @@ internal sealed class DelayIndex
         else _newestOfTopic.Remove(entry.Topic);
         if (entry.NextOfTopic is { } after) after.PrevOfTopic = entry.PrevOfTopic;
         entry.PrevOfTopic = entry.NextOfTopic = null;
+
+        if (entry.PrevSameDue is { } prevDue) prevDue.NextSameDue = entry.NextSameDue;
+        else if (entry.NextSameDue is { } nextDue) _newestDueAt.Set(entry.DeliverAtMs, nextDue);
+        else _newestDueAt.Remove(entry.DeliverAtMs, out _);
+        if (entry.NextSameDue is { } afterDue) afterDue.PrevSameDue = entry.PrevSameDue;
+        entry.PrevSameDue = entry.NextSameDue = null;
     }
 
     /// <summary>Times the due-time heap was rid of stale entries (for tests).</summary>
@@ -208,6 +253,7 @@ internal sealed class DelayIndex
         _byBlock.Clear();
         _newestOfTopic.Clear();
         _movedBySentAt.Clear();
+        _newestDueAt.Clear();
         _due.Clear();
     }
 }

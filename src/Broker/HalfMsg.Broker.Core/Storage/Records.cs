@@ -401,6 +401,7 @@ public ref struct BodyRelocatedRecord
 /// A producer recalled a delay message (RocketMQ 5's RecallMessage) before its delivery time: it leaves the delay index
 /// and is never delivered. It is named by the address it was sent at, which its recall handle carries and retention's
 /// moves do not change (<see cref="DelayedEntry.SentAt"/>), and by its topic; the message id is for the record's reader.
+/// A message stored more than once (a send retried, the same id and time) is recalled by one record for each copy.
 /// <code>vi sentAt | s topic | s messageId | vi atMs</code>
 /// </summary>
 public readonly record struct DelayRecalledRecord(long SentAt, string Topic, string MessageId, long AtMs)
