@@ -136,6 +136,7 @@ public static class MessageConst
     public const string OriginMessageId = "ORIGIN_MESSAGE_ID";
     public const string CheckImmunityTimeInSeconds = "CHECK_IMMUNITY_TIME_IN_SECONDS";
     public const string TransactionId = "__transactionId__";
+    public const string TransactionCheckTimes = "TRANSACTION_CHECK_TIMES";
     public const string MsgRegion = "MSG_REGION";
     public const string TraceOn = "TRACE_ON";
     public const string ShardingKey = "__SHARDINGKEY";

@@ -79,6 +79,26 @@ public sealed class CheckBackFailoverGrpcTests(FastCheckBrokerFixture broker) : 
         Assert.Equal(1, broker.Host.Engine.Producers.UnansweredChecks(_topic, silent.Client.ClientId));
     }
 
+    /// <summary>
+    /// Apache's broker writes the check's number into the half it checks back (user property TRANSACTION_CHECK_TIMES, 1
+    /// at the first check) and its proxy passes it on as a user property; checkers read it, and Apache's transaction
+    /// benchmark rolls back when it is missing. Until 2026-12-06 no check-back carried it (found by review).
+    /// </summary>
+    [Fact]
+    public async Task A_check_back_carries_its_number_in_the_TRANSACTION_CHECK_TIMES_user_property()
+    {
+        await using TelemetryTestProducer producer = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Ignore);
+        await WaitUntilAsync(() => Registered(producer), "the instance is registered");
+
+        string tx = await producer.SendHalfAsync(_topic);
+
+        // Unanswered, so checked again a second later, by the only instance of the group.
+        await WaitUntilAsync(() => producer.Checks.Count(c => c.TransactionId == tx) >= 2, "two check-backs of the half");
+        var numbers = producer.Checks.Where(c => c.TransactionId == tx).Take(2)
+            .Select(c => c.Message.UserProperties.TryGetValue("TRANSACTION_CHECK_TIMES", out string? n) ? n : null);
+        Assert.Equal(["1", "2"], numbers);
+    }
+
     [Fact]
     public async Task A_telemetry_session_that_stops_reading_is_closed_when_its_queue_passes_the_byte_bound()
     {

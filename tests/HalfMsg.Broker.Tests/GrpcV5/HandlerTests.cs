@@ -358,6 +358,42 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(Code.MessageNotFound, stream[0].Status.Code);
     }
 
+    /// <summary>
+    /// The RocketMQ 5 clients have no API for <c>orphaned_transaction_recovery_duration</c>: a gRPC user delays the first
+    /// check-back with the user property CHECK_IMMUNITY_TIME_IN_SECONDS, which the Apache proxy stores and its broker
+    /// reads for every half. Until 2026-12-06 it was stored and ignored over gRPC, and the first check came 6 s after the
+    /// store (found by review). Sent alone and in a batch of halves; the duration field wins when both are set, as in the
+    /// proxy; the broker's cap (1 h) applies as on the Remoting path.
+    /// </summary>
+    [Theory]
+    [InlineData(false, "600", null, 600)]
+    [InlineData(true, "600", null, 600)]
+    [InlineData(false, "600", 120, 120)]
+    [InlineData(true, "600", 120, 120)]
+    [InlineData(false, "86400", null, 3600)]
+    public async Task A_half_is_first_checked_after_its_CHECK_IMMUNITY_TIME_IN_SECONDS_user_property_unless_the_duration_field_says_otherwise(
+        bool batch, string property, int? durationSeconds, int expectedSeconds)
+    {
+        Message[] halves = Enumerable.Range(0, batch ? 2 : 1).Select(i => NewMessage("h" + i, MessageType.Transaction)).ToArray();
+        foreach (Message half in halves)
+        {
+            half.UserProperties["CHECK_IMMUNITY_TIME_IN_SECONDS"] = property;
+            if (durationSeconds is int s)
+            {
+                half.SystemProperties.OrphanedTransactionRecoveryDuration = Duration.FromTimeSpan(TimeSpan.FromSeconds(s));
+            }
+        }
+
+        SendMessageResponse response = await SendAsync(halves);
+        Assert.Equal(Code.Ok, response.Status.Code);
+        foreach (SendResultEntry entry in response.Entries)
+        {
+            var pending = broker.Host.Engine.FindTransaction(entry.TransactionId);
+            Assert.NotNull(pending);
+            Assert.Equal(pending.StoredAt.AddSeconds(expectedSeconds), pending.NextCheckAt);
+        }
+    }
+
     [Fact]
     public async Task Send_of_several_halves_in_one_request_stores_each_as_its_own_transaction_sharing_group_commits()
     {

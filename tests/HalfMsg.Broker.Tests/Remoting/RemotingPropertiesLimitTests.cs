@@ -140,8 +140,8 @@ public sealed class RemotingPropertiesLimitTests(RemotingBrokerFixture broker)
     }
 
     /// <summary>
-    /// As above for a half, whose check-back adds TRAN_MSG, PGROUP (its producer group, here 200 characters) and
-    /// __transactionId__: until 2026-12-06 a half just under 32767 bytes of properties was checked back without its user
+    /// As above for a half, whose check-back adds TRAN_MSG, PGROUP (its producer group, here 200 characters),
+    /// __transactionId__ and TRANSACTION_CHECK_TIMES: until 2026-12-06 a half just under 32767 bytes of properties was checked back without its user
     /// properties that no longer fitted, so the producer's check listener decided on a message missing them.
     /// </summary>
     [Fact]
@@ -153,8 +153,9 @@ public sealed class RemotingPropertiesLimitTests(RemotingBrokerFixture broker)
         await producer.HeartbeatAsync();
         string topic = Unique("HalfRoom");
         // Sent: UNIQ_KEY=<id> (8 + 32 + 2) and p=<value> (1 + n + 2); TRAN_MSG and PGROUP are the broker's to write. Added
-        // by a check-back: TRAN_MSG=true (8 + 4 + 2), PGROUP=<group> (6 + 200 + 2), __transactionId__=<id> (17 + 32 + 2).
-        int largest = StoredMessageCodec.MaxPropertiesBytes - 14 - 208 - 51 - 45;
+        // by a check-back: TRAN_MSG=true (8 + 4 + 2), PGROUP=<group> (6 + 200 + 2), __transactionId__=<id> (17 + 32 + 2),
+        // TRANSACTION_CHECK_TIMES=<n> (23 + room for any int, 10, + 2).
+        int largest = StoredMessageCodec.MaxPropertiesBytes - 14 - 208 - 51 - 35 - 45;
 
         foreach (int n in new[] { StoredMessageCodec.MaxPropertiesBytes - 45 - 10, largest + 1 })
         {
@@ -169,5 +170,6 @@ public sealed class RemotingPropertiesLimitTests(RemotingBrokerFixture broker)
         Assert.Equal(largest, checkedBack.Properties["p"].Length);
         Assert.Equal(group, checkedBack.Properties[MessageConst.ProducerGroup]);
         Assert.Equal(uniq, checkedBack.Properties[MessageConst.TransactionId]);
+        Assert.Equal("1", checkedBack.Properties[MessageConst.TransactionCheckTimes]);
     }
 }

@@ -126,6 +126,26 @@ public sealed class RemotingTransactionTests(RemotingBrokerFixture broker)
         Assert.Equal("checked", BodyOf(got[0]));
     }
 
+    /// <summary>
+    /// Apache's broker writes the check's number into the half it checks back (TRANSACTION_CHECK_TIMES, 1 at the first
+    /// check): a Java checker reads it with getUserProperty, and Apache's transaction benchmark rolls back when it is
+    /// missing. Until 2026-12-06 the CHECK_TRANSACTION_STATE body did not carry it (found by review).
+    /// </summary>
+    [Fact]
+    public async Task A_check_back_carries_its_number_in_TRANSACTION_CHECK_TIMES()
+    {
+        var (c, p) = await ProducerAsync(Unique("PG"));
+        await using var _ = c;
+        var (_, sent) = await p.SendHalfAsync(Unique("TxCheckTimes"), "counted");
+        Assert.Equal(ResponseCode.Success, sent.Code);
+
+        // Each check answered UNKNOW (commitOrRollback 0), as a Java checker returning UNKNOW does: checked again.
+        var (_, first) = await p.AnswerCheckAsync(MessageSysFlag.TransactionNotType, TimeSpan.FromSeconds(20));
+        Assert.Equal("1", first.Properties.GetValueOrDefault(MessageConst.TransactionCheckTimes));
+        var (_, second) = await p.AnswerCheckAsync(MessageSysFlag.TransactionRollbackType, TimeSpan.FromSeconds(20));
+        Assert.Equal("2", second.Properties.GetValueOrDefault(MessageConst.TransactionCheckTimes));
+    }
+
     [Fact]
     public async Task Check_goes_to_another_live_producer_of_the_group_when_the_sender_is_gone()
     {

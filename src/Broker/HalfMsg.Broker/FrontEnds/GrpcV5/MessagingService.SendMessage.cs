@@ -121,7 +121,7 @@ internal sealed partial class MessagingService
             {
                 entries[i] = new SendResultEntry { Status = invalid, MessageId = messageId };
             }
-            else if (!V5Time.TryToTimeSpan(message.SystemProperties!.OrphanedTransactionRecoveryDuration, out TimeSpan? immunity))
+            else if (!TryGetImmunity(message, out TimeSpan? immunity))
             {
                 entries[i] = InvalidImmunity(messageId);
             }
@@ -142,6 +142,23 @@ internal sealed partial class MessagingService
         }
 
         foreach (SendResultEntry? entry in entries) response.Entries.Add(entry!);
+    }
+
+    /// <summary>
+    /// The time before a half's first check-back that its producer asks for: <c>orphaned_transaction_recovery_duration</c>
+    /// when set (it wins, as in the Apache proxy), else the CHECK_IMMUNITY_TIME_IN_SECONDS user property, which is how the
+    /// RocketMQ 5 clients (ours included) ask for it, read as the Remoting path reads it. False when the duration is not a
+    /// valid protobuf Duration.
+    /// </summary>
+    private static bool TryGetImmunity(Message message, out TimeSpan? immunity)
+    {
+        if (!V5Time.TryToTimeSpan(message.SystemProperties!.OrphanedTransactionRecoveryDuration, out immunity))
+        {
+            return false;
+        }
+
+        immunity ??= CheckImmunityProperty.Of(message.UserProperties);
+        return true;
     }
 
     private static SendResultEntry InvalidImmunity(string messageId) => new()
@@ -168,7 +185,7 @@ internal sealed partial class MessagingService
 
         if (sp!.MessageType == MessageType.Transaction)
         {
-            if (!V5Time.TryToTimeSpan(sp.OrphanedTransactionRecoveryDuration, out TimeSpan? immunity))
+            if (!TryGetImmunity(message, out TimeSpan? immunity))
             {
                 return InvalidImmunity(messageId);
             }

@@ -1,8 +1,10 @@
+using System.Globalization;
 using System.Threading.Channels;
 using Apache.Rocketmq.V2;
 using Grpc.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
+using HalfMsg.Protocol.Remoting;
 using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
@@ -61,11 +63,15 @@ internal sealed class TelemetrySession : ICheckBackChannel
     public bool TrySendCheck(CheckBackRequest request)
     {
         // The Node client drops a check whose message lacks topic, message_id or body_digest; the converter sets all.
+        Message message = V5MessageConverter.ToMessage(request.HalfMessage, Namespace);
+        // The check's number, 1 at the first, as the Apache proxy passes on what its broker wrote into the half (a user
+        // property, replacing any the producer set): checkers read it, Apache's transaction benchmark rolls back without it.
+        message.UserProperties[MessageConst.TransactionCheckTimes] = request.CheckNumber.ToString(CultureInfo.InvariantCulture);
         return TrySend(new TelemetryCommand
         {
             RecoverOrphanedTransactionCommand = new RecoverOrphanedTransactionCommand
             {
-                Message = V5MessageConverter.ToMessage(request.HalfMessage, Namespace),
+                Message = message,
                 TransactionId = request.TransactionId,
             },
         });

@@ -139,8 +139,9 @@ internal static class RemotingMessageConverter
     /// The most bytes the broker adds to a message's properties in the stored layout after its send: a send-back
     /// (<see cref="BrokerEngine.SendBackAsync"/>) stores it again with RETRY_TOPIC (its topic, at most 127 bytes) and
     /// ORIGIN_MESSAGE_ID (its id), unless it has them already, and a pull of the retry (or dead-letter) topic carries them;
-    /// a half's check-back adds TRAN_MSG, PGROUP and __transactionId__ (its id). Until 2026-12-06 the send-time check
-    /// left them out, so a message accepted near the limit lost user properties there (logged, cut by
+    /// a half's check-back adds TRAN_MSG, PGROUP, __transactionId__ (its id) and TRANSACTION_CHECK_TIMES (the check's
+    /// number, room for any int). Until 2026-12-06 the send-time check left them out, so a message accepted near the
+    /// limit lost user properties there (logged, cut by
     /// <see cref="StoredMessageCodec.Encode(RemotingMessage, out IReadOnlyList{string})"/>, system ones first).
     /// </summary>
     internal static long BrokerAddedBytes(MessageDraft d, bool half, string? producerGroup)
@@ -149,6 +150,7 @@ internal static class RemotingMessageConverter
             + (d.Properties.ContainsKey(MessageConst.OriginMessageId) ? 0 : Pair(MessageConst.OriginMessageId, d.MessageId));
         if (!half) return sendBack;
         long checkBack = Pair(MessageConst.TransactionPrepared, "true") + Pair(MessageConst.TransactionId, d.MessageId)
+            + Pair(MessageConst.TransactionCheckTimes, MaxCheckNumber)
             + (producerGroup is null ? Encoding.UTF8.GetByteCount(MessageConst.ProducerGroup) + MaxProducerGroupLength + 2 : Pair(MessageConst.ProducerGroup, producerGroup));
         // A check-back carries the half; once committed, it is an ordinary message that may be sent back.
         return Math.Max(sendBack, checkBack);
@@ -156,6 +158,8 @@ internal static class RemotingMessageConverter
 
     /// <summary>Longest topic the stored layout writes (one length byte, V1), in bytes; the engine's names are ASCII.</summary>
     private const int MaxTopicBytes = 127;
+    /// <summary>The longest check number a check-back may carry (the check limit is an int).</summary>
+    private static readonly string MaxCheckNumber = int.MaxValue.ToString(CultureInfo.InvariantCulture);
     /// <summary>Longest producer group the engine takes (<c>IsValidName(group, 255)</c>; ASCII).</summary>
     private const int MaxProducerGroupLength = 255;
 

@@ -1,3 +1,4 @@
+using System.Globalization;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
@@ -72,7 +73,7 @@ internal sealed partial class RemotingDispatcher
     /// <summary>
     /// CHECK_TRANSACTION_STATE, one-way, as the Java broker sends it: header topic, tranStateTableOffset,
     /// commitLogOffset, msgId (UNIQ_KEY), transactionId, offsetMsgId; body = the half in the stored-message layout with
-    /// its real topic and TRAN_MSG/PGROUP properties.
+    /// its real topic and TRAN_MSG/PGROUP/TRANSACTION_CHECK_TIMES properties.
     /// </summary>
     public RemotingCommand BuildCheckTransactionState(RemotingSession session, CheckBackRequest request)
     {
@@ -83,6 +84,9 @@ internal sealed partial class RemotingDispatcher
         wire.Properties[MessageConst.TransactionPrepared] = "true";
         wire.Properties[MessageConst.ProducerGroup] = request.ProducerGroup;
         wire.Properties[MessageConst.TransactionId] = request.TransactionId;
+        // The check's number, 1 at the first, as Apache's broker writes it into the half it checks back: checkers read it
+        // to give up after N checks, and Apache's transaction benchmark rolls back when it is missing (review, 2026-12-06).
+        wire.Properties[MessageConst.TransactionCheckTimes] = request.CheckNumber.ToString(CultureInfo.InvariantCulture);
         string offsetMsgId = OffsetMessageId.Encode(storeHost, address);
         var cmd = RemotingCommand.Request(RequestCode.CheckTransactionState, body: EncodeStored(wire));
         cmd.Flag = RemotingCommand.OnewayFlag;

@@ -72,8 +72,7 @@ internal sealed partial class RemotingDispatcher
         {
             // The sending connection can be asked about its own half even before its first heartbeat.
             session.RegisterProducer(group);
-            TimeSpan? immunity = props.TryGetValue(MessageConst.CheckImmunityTimeInSeconds, out var imm) && int.TryParse(imm, out int secs) && secs > 0
-                ? TimeSpan.FromSeconds(secs) : null;
+            TimeSpan? immunity = CheckImmunityProperty.Of(props);
             var half = await Engine.SendHalfAsync(draft, group, session.ClientId, immunity, session.Closing).ConfigureAwait(false);
             if (!half.IsOk) return RemotingErrors.Response(request, half.Error);
             long address = Engine.FindTransaction(half.TransactionId)?.LogAddress ?? 0;
