@@ -170,6 +170,7 @@ internal sealed partial class MessagingService
             PullResult result = await _engine.PullAsync(target.Topic, target.QueueId, offset, batch, filter, left > TimeSpan.Zero ? left : TimeSpan.Zero, ct, sql)
                 .ConfigureAwait(false);
             if (result.Status != PullStatus.Found) return new PulledAnswer(result, null, result.NextBeginOffset);
+            if (PulledForTests is { } hold) await hold(result.Messages.Sum(p => (long)p.Message.Body.Length)).ConfigureAwait(false);
 
             var messages = new List<PullMessageResponse>(result.Messages.Count);
             long next = result.NextBeginOffset;
