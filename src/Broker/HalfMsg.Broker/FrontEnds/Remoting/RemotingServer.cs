@@ -66,6 +66,13 @@ internal sealed class RemotingServer
         session.NotePulled(bytes);
     }
 
+    private long _pullLooks;
+
+    /// <summary>Looks PULL_MESSAGEs made at the engine, each reading up to a batch of bodies (tests, diagnostics).</summary>
+    internal long PullLooks => Interlocked.Read(ref _pullLooks);
+
+    internal void NotePullLook() => Interlocked.Increment(ref _pullLooks);
+
     /// <summary>Tests: called by a pull that found messages with the bytes of the bodies it read, before its answer is
     /// built; a test holds pulls there to see what the pulls of a connection hold at once.</summary>
     internal Func<long, Task>? PulledForTests { get; set; }

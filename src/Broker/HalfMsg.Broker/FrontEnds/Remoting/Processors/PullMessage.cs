@@ -96,6 +96,7 @@ internal sealed partial class RemotingDispatcher
         {
             try
             {
+                server.NotePullLook();
                 result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, poll?.Token ?? session.Closing, sql, room).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (session.Stopping.IsCancellationRequested && !session.Closing.IsCancellationRequested)
