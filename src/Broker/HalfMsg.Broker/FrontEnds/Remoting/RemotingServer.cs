@@ -54,8 +54,21 @@ internal sealed class RemotingServer
             return true;
         }
         Interlocked.Add(ref _pullBytes, -bytes);
+        PullReleased.Pulse();
         return false;
     }
+
+    /// <summary>Whether <see cref="TryReservePull"/> of a pull's first message of <paramref name="bytes"/> would succeed
+    /// now (it may not by the time it is tried).</summary>
+    internal bool HasRoomForPull(RemotingSession session, long bytes)
+    {
+        long held = PullBytes;
+        return held <= Options.MaxPullBytes - bytes || held == 0 || (session.PulledBytes == 0 && held <= 2 * Options.MaxPullBytes - bytes);
+    }
+
+    /// <summary>Pulsed at every release of pulled bytes: a long poll refused for room on the broker's budget waits on it
+    /// (<see cref="PullReservation.WaitForRoomAsync"/>).</summary>
+    internal RoomSignal PullReleased { get; } = new();
 
     /// <summary>Counts <paramref name="bytes"/> of pulled messages of <paramref name="session"/> (negative: releases
     /// them) whatever the budget.</summary>
@@ -64,6 +77,7 @@ internal sealed class RemotingServer
         if (bytes == 0) return;
         Interlocked.Add(ref _pullBytes, bytes);
         session.NotePulled(bytes);
+        if (bytes < 0) PullReleased.Pulse();
     }
 
     private long _pullLooks;
