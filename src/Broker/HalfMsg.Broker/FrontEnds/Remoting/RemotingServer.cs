@@ -87,8 +87,8 @@ internal sealed class RemotingServer
 
     internal void NotePullLook() => Interlocked.Increment(ref _pullLooks);
 
-    /// <summary>Tests: called by a pull that found messages with the bytes of the bodies it read, before its answer is
-    /// built; a test holds pulls there to see what the pulls of a connection hold at once.</summary>
+    /// <summary>Tests: called by a pull (or a VIEW_MESSAGE_BY_ID, a QUERY_MESSAGE) that found messages with the bytes of
+    /// the bodies it read, before its answer is built; a test holds them there to see what they hold at once.</summary>
     internal Func<long, Task>? PulledForTests { get; set; }
 
     /// <summary>END_TRANSACTION requests for a transaction the core does not know (logged and counted).</summary>

@@ -59,6 +59,8 @@ internal sealed partial class RemotingDispatcher
             lastAddress = Math.Max(lastAddress, address);
         }
 
+        if (bodies > 0 && server.PulledForTests is { } pulled) await pulled(bodies).ConfigureAwait(false);
+
         // QueryMessageResponseHeader's two fields are @CFNotNull: the Java client fails to decode an answer without them.
         RemotingCommand response;
         if (body.Length > 0)
