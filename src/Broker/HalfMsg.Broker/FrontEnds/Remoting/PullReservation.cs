@@ -3,7 +3,7 @@ using HalfMsg.Broker.Core.Model;
 namespace HalfMsg.Broker.FrontEnds.Remoting;
 
 /// <summary>
-/// One PULL_MESSAGE's room for its answer on its connection's in-flight budget and on the broker's budget of pulled
+/// One PULL_MESSAGE's (or VIEW_MESSAGE_BY_ID's, QUERY_MESSAGE's) room for its answer on its connection's in-flight budget and on the broker's budget of pulled
 /// bytes (<see cref="RemotingOptions.MaxPullBytes"/>), taken by the engine as it picks each message and before it reads
 /// the body (<see cref="Core.BrokerEngine.PullAsync"/>). A pull used to read up to 8 MiB of bodies and build its answer
 /// before the answer was charged, so a client that pipelined pulls and read nothing made the broker hold 8 MiB per pull

@@ -309,7 +309,9 @@ internal sealed class RemotingSession : ICheckBackChannel
     private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots, bool mayPark)
     {
         // A pull takes the room for its answer as it picks each message, before reading its body: see PullReservation.
-        using var pull = request.Code == RequestCode.PullMessage ? new PullReservation(this, _server, request.Body.Length) : null;
+        // So do the look-ups that answer stored messages (VIEW_MESSAGE_BY_ID, QUERY_MESSAGE), on the same budgets.
+        using var pull = request.Code is RequestCode.PullMessage or RequestCode.ViewMessageById or RequestCode.QueryMessage
+            ? new PullReservation(this, _server, request.Body.Length) : null;
         try
         {
             var response = await _server.Dispatcher.HandleAsync(this, request, mayPark, pull).ConfigureAwait(false);
@@ -327,8 +329,8 @@ internal sealed class RemotingSession : ICheckBackChannel
                 }
                 else if (!TryChargeResponse(size))
                 {
-                    // Only answers of reads are this large (a viewed message, stats, routes; pulled messages took their room
-                    // above, before they were read): the client asks again later, as it does after any SYSTEM_BUSY.
+                    // Only answers of reads are this large (stats, routes; pulled, viewed and queried messages took their
+                    // room above, before they were read): the client asks again later, as it does after any SYSTEM_BUSY.
                     response = RemotingCommand.ResponseTo(request, ResponseCode.SystemBusy,
                         $"[OVERLOAD]an answer of {size} bytes would pass the {_server.Options.MaxInFlightBytesPerConnection} bytes this connection may have in flight (answers the client has not read yet); retry later");
                     size = FrameSize(response);
