@@ -172,4 +172,29 @@ public sealed class RemotingLongPollRoomTests : IAsyncLifetime
         Assert.True(answer.Code == ResponseCode.Success, $"{answer.Code} {answer.Remark}");
         Assert.Equal(2, server.PullLooks);
     }
+
+    /// <summary>A pull that does not wait (no SUSPEND) makes nothing to wait on, and a long poll whose wait ended leaves
+    /// nothing registered: as for the gRPC pull, idle refusals must not pile up in memory.</summary>
+    [Fact]
+    public async Task Pulls_that_do_not_wait_leave_nothing_registered_on_the_budgets()
+    {
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxInFlightBytesPerConnection = Budget }, NullLoggerFactory.Instance);
+        var (session, toServer, toClient) = Open(server);
+        session.ChargeInFlight(Budget);
+        for (int i = 1; i <= 200; i++)
+        {
+            await toServer.Writer.WriteAsync(RemotingPullBudgetTests.Pull("Big", 0, i));
+            var busy = await ReadOneAsync(toClient);
+            Assert.True(busy.Code == ResponseCode.SystemBusy, $"{busy.Code} {busy.Remark}");
+        }
+        Assert.Null(session.InFlightReleased.PendingForTests);
+        Assert.Null(server.PullReleased.PendingForTests);
+
+        await toServer.Writer.WriteAsync(LongPoll(300, 1000));
+        var answer = await ReadOneAsync(toClient);
+        Assert.True(answer.Code == ResponseCode.SystemBusy, $"{answer.Code} {answer.Remark}");
+        // The answer's flush may have pulsed (and dropped) the task since: either way nothing waits on it.
+        if (session.InFlightReleased.PendingForTests is { } pending) Assert.Equal(0, TaskContinuations.Count(pending));
+        session.ChargeInFlight(-Budget);
+    }
 }

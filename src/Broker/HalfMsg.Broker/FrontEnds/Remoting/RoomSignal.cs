@@ -19,6 +19,9 @@ internal sealed class RoomSignal
         return (Interlocked.CompareExchange(ref _released, made, null) ?? made).Task;
     }
 
+    /// <summary>The task waiters wait on, if one was made (tests: nothing is made or left registered when no pull waits).</summary>
+    internal Task? PendingForTests => Volatile.Read(ref _released)?.Task;
+
     /// <summary>Some bytes were released: wakes the waiters, if any.</summary>
     public void Pulse()
     {
