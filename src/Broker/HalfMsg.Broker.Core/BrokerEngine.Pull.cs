@@ -303,14 +303,45 @@ public sealed partial class BrokerEngine
         return Math.Max(m.StoreTimestampMs, m.DeliveryTimestampMs ?? 0);
     }
 
-    /// <summary>Reads the message whose body record is at <paramref name="physicalOffset"/> (RocketMQ's commit log offset); null when there is none.</summary>
-    public async ValueTask<StoredMessage?> ReadMessageAtAsync(long physicalOffset, CancellationToken ct = default)
+    /// <summary>
+    /// The stored size of the record at <paramref name="physicalOffset"/> (RocketMQ's commit log offset), read before the
+    /// record itself so that a caller can reserve room for it first (VIEW_MESSAGE_BY_ID); -1 when there is no record
+    /// there, or the length read there is not one a record can have (a client-supplied offset that is not a record
+    /// boundary). Give it to <see cref="ReadMessageAtAsync"/> as its size hint: the record is then read in one read.
+    /// </summary>
+    public async ValueTask<int> StoredSizeAtAsync(long physicalOffset, CancellationToken ct = default)
+    {
+        if (physicalOffset < _log.BeginAddress || physicalOffset >= _log.DurableUntil) return -1;
+        try
+        {
+            int length = await _log.ReadLengthAsync(physicalOffset, ct).ConfigureAwait(false);
+            return length > 0 && length <= _log.MaxRecordSize ? length : -1;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            _logger.LogDebug(ex, "No record at {Address}", physicalOffset);
+            return -1;
+        }
+    }
+
+    /// <summary>The stored size of the message at a queue position (as a pull reserves it), so that a caller can reserve
+    /// room for it before reading it (QUERY_MESSAGE); -1 when the position is empty, a hole, or cut by retention.</summary>
+    public int StoredSizeOf(string topic, int queueId, long offset)
+    {
+        lock (_gate)
+            return _topics.TryGetValue(topic, out var t) && queueId >= 0 && queueId < t.Queues.Length && t.Queues[queueId].TryGet(offset, out var e) && !e.IsHole
+                ? e.Size : -1;
+    }
+
+    /// <summary>Reads the message whose body record is at <paramref name="physicalOffset"/> (RocketMQ's commit log offset); null when there is none.
+    /// <paramref name="sizeHint"/>: the record's size when known (<see cref="StoredSizeAtAsync"/>).</summary>
+    public async ValueTask<StoredMessage?> ReadMessageAtAsync(long physicalOffset, CancellationToken ct = default, int sizeHint = 0)
     {
         if (physicalOffset < _log.BeginAddress || physicalOffset >= _log.DurableUntil) return null;
         byte[]? bytes;
         try
         {
-            bytes = await _log.ReadAsync(physicalOffset, ct).ConfigureAwait(false);
+            bytes = await _log.ReadAsync(physicalOffset, sizeHint, ct).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {

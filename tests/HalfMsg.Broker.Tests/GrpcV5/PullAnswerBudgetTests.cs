@@ -251,4 +251,71 @@ public sealed class PullAnswerBudgetTests : IAsyncLifetime
         Assert.Equal(1, stream.Responses[^1].NextOffset);
         Assert.Equal(0, connection.Held);
     }
+
+    /// <summary>
+    /// A pull reserves each body's room before reading it, as a Remoting pull does (the engine's allowance): until
+    /// 2026-12-06 a PullMessage read its whole batch (up to 8 MiB of bodies) and only then took room for what fitted, so
+    /// 20 concurrent pulls read 160 MiB at once on a broker whose budget of unread answers was 2 MiB.
+    /// </summary>
+    [Fact]
+    public async Task Concurrent_pulls_read_no_more_bodies_than_the_brokers_budget()
+    {
+        const int pulls = 20, messageSize = 256 * 1024;
+        const long budget = 2L * 1024 * 1024;
+        for (int i = 0; i < 40; i++)
+            Assert.True((await _engine.SendAsync(new MessageDraft { Topic = "Big", MessageId = $"b{i}", Body = new byte[messageSize] })).IsOk);
+        var options = new GrpcV5Options { MaxReceiveMessageSize = 512 * 1024, MaxUnsentBytesPerConnection = budget, MaxUnsentBytes = budget };
+        var service = new MessagingService(_engine, options, NullLogger<MessagingService>.Instance);
+        // Pulls that read bodies are held before building their answers: what they read is what they hold at once.
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        long read = 0, holding = 0;
+        service.PulledForTests = async bytes =>
+        {
+            Interlocked.Add(ref read, bytes);
+            Interlocked.Increment(ref holding);
+            await release.Task;
+        };
+        var streams = new List<RecordingStream>();
+        var calls = new List<Task>();
+        try
+        {
+            for (int i = 0; i < pulls; i++)
+            {
+                // Each on its own connection, whose budget (2 MiB) is the service's.
+                var context = new TestServerCallContext(GrpcMethods.PullMessage);
+                var http = new DefaultHttpContext();
+                http.Features.Set<IConnectionItemsFeature>(new ConnectionItems());
+                context.UserState["__HttpContext"] = http;
+                var request = Pull(TimeSpan.Zero); // no long poll: a pull without room answers at once
+                request.MessageQueue.Topic.Name = "Big";
+                var stream = new RecordingStream();
+                streams.Add(stream);
+                calls.Add(service.PullMessage(request, stream, context));
+            }
+
+            // Every pull either holds its bodies (waiting above) or is answered (TOO_MANY_REQUESTS, nothing read).
+            await RemotingBroker.EventuallyAsync(() => Task.FromResult(calls.Count(c => c.IsCompleted) + Interlocked.Read(ref holding)),
+                n => n == pulls, TimeSpan.FromSeconds(60), "every pull to hold its bodies or be answered");
+            Assert.True(Interlocked.Read(ref read) <= budget,
+                $"{Interlocked.Read(ref holding)} pulls read {Interlocked.Read(ref read) / 1024} KiB of bodies at once, broker budget {budget / 1024} KiB");
+        }
+        finally
+        {
+            release.TrySetResult();
+            await Task.WhenAll(calls).WaitAsync(TimeSpan.FromSeconds(30));
+        }
+
+        foreach (var stream in streams)
+        {
+            Assert.True(stream.Responses[0].Status.Code is Code.Ok or Code.TooManyRequests, stream.Responses[0].Status.ToString());
+            if (stream.Responses[0].Status.Code != Code.Ok) continue;
+            // The messages that fit, from offset 0, and next_offset right after them: nothing skipped.
+            var offsets = stream.Responses.Where(r => r.ContentCase == PullMessageResponse.ContentOneofCase.Message).Select(r => r.Message.SystemProperties.QueueOffset).ToList();
+            Assert.Equal(Enumerable.Range(0, offsets.Count).Select(o => (long)o), offsets);
+            Assert.Equal(offsets.Count, stream.Responses[^1].NextOffset);
+        }
+
+        Assert.Contains(streams, s => s.Responses[0].Status.Code == Code.Ok);
+        Assert.Equal(0, service.UnsentAnswerBytes);
+    }
 }

@@ -668,6 +668,14 @@ public sealed class RecordLog : IAsyncDisposable
         return bytes.Length == length ? bytes : bytes.AsSpan(0, length).ToArray();
     }
 
+    /// <summary>
+    /// The length of the record at <paramref name="address"/>, read from its entry header alone: a caller that must
+    /// reserve room for a record before reading it asks this first and reads it with the length as its size hint, which
+    /// costs the same two reads a read without a hint makes. The address must be a durable record boundary; at another
+    /// address the length read is whatever bytes lie there (the caller bounds it), or this throws.
+    /// </summary>
+    public ValueTask<int> ReadLengthAsync(long address, CancellationToken ct = default) => _log.ReadRecordLengthAsync(address, ct);
+
     private long _readsThatWaitedForCommit;
 
     /// <summary>Reads of a record appended but not yet committed, which waited for its commit (<see cref="ReadAsync(long, int, CancellationToken)"/>).</summary>

@@ -77,7 +77,7 @@ internal sealed partial class MessagingService
 
         switch (result.Status)
         {
-            case PullStatus.Found when answer.Messages is null:
+            case PullStatus.NoRoom:
                 // Messages to read, but this connection (or the broker) holds its budget of unread answers for the whole
                 // long poll: back off, as from a busy broker. Nothing was leased, so nothing is lost.
                 await responseStream.WriteAsync(new PullMessageResponse
@@ -85,8 +85,8 @@ internal sealed partial class MessagingService
                     Status = V5Status.Of(Code.TooManyRequests, "too many answers on this connection (or broker) are not read yet; read them and pull again"),
                 }).ConfigureAwait(false);
                 return;
-            case PullStatus.Found:
-                await WritePulledAsync(responseStream, context, http, answer.Messages, reservation.Held, answer.NextOffset).ConfigureAwait(false);
+            case PullStatus.Found when answer.Messages is { } messages:
+                await WritePulledAsync(responseStream, context, http, messages, reservation.Held, answer.NextOffset).ConfigureAwait(false);
                 return;
             case PullStatus.NoNewMessage:
                 await WritePullEndAsync(responseStream, V5Status.Of(Code.MessageNotFound, "no new message"), result.NextBeginOffset).ConfigureAwait(false);
@@ -153,8 +153,10 @@ internal sealed partial class MessagingService
     /// <summary>
     /// The engine's pull, with the answer's bytes reserved on the connection's and the broker's budget of unread answers
     /// (<see cref="AnswerBudget"/>), as a ReceiveMessage answer's are: a client that opens pull streams and does not read
-    /// them cannot make the broker hold 8 MiB per stream. The answer keeps the messages that fit (next_offset follows the
-    /// last of them); when not even the first fits, the pull waits until the budget that refused it has room for it
+    /// them cannot make the broker hold 8 MiB per stream. The reservation is the engine's allowance, asked for each
+    /// message's stored size before its body is read, as a Remoting pull's is: the answer holds the messages that fit
+    /// (next_offset follows the last of them), and once built it is charged at its real size. When not even the first
+    /// fits nothing is read, and the pull waits until the budget that refused it has room for it
     /// (<see cref="WaitForRoomAsync"/>) and looks again, until its long poll ends. Nothing is leased, so messages left
     /// out are simply read by the next pull.
     /// </summary>
@@ -167,40 +169,42 @@ internal sealed partial class MessagingService
             TimeSpan left = _time.GetElapsedTime(_time.GetTimestamp(), deadline);
             reservation.ResetRefusal();
             Interlocked.Increment(ref _pullLooks);
-            PullResult result = await _engine.PullAsync(target.Topic, target.QueueId, offset, batch, filter, left > TimeSpan.Zero ? left : TimeSpan.Zero, ct, sql)
-                .ConfigureAwait(false);
+            // Until 2026-12-06 the engine read the whole batch (up to 8 MiB of bodies) with no allowance and room was taken
+            // only for what fitted once read, so concurrent pulls held their whole batches at once whatever the budgets
+            // (20 pulls read 160 MiB on a budget of 2 MiB; a limit the last session of 2026-12-06 left).
+            PullResult result = await _engine.PullAsync(target.Topic, target.QueueId, offset, batch, filter, left > TimeSpan.Zero ? left : TimeSpan.Zero, ct, sql,
+                reservation).ConfigureAwait(false);
+            if (result.Status == PullStatus.NoRoom)
+            {
+                // Messages to read and no room for the first: nothing was read. Look again only once the budget that
+                // refused has room for that first message: any release of either budget anywhere on the broker (every
+                // answer written to any client) would only have the pull be refused again under the engine's lock.
+                if (reservation.RefusedBy is not { } full || !await WaitForRoomAsync(full, reservation.RefusedBytes, deadline, ct).ConfigureAwait(false))
+                {
+                    return new PulledAnswer(result, null, offset);
+                }
+
+                continue;
+            }
+
             if (result.Status != PullStatus.Found) return new PulledAnswer(result, null, result.NextBeginOffset);
+            if (PulledForTests is { } hold) await hold(result.Messages.Sum(p => (long)p.Message.Body.Length)).ConfigureAwait(false);
 
             var messages = new List<PullMessageResponse>(result.Messages.Count);
-            long next = result.NextBeginOffset;
+            long size = 0;
             foreach (PulledMessage pulled in result.Messages)
             {
                 Message message = V5MessageConverter.ToMessage(pulled.Message, ns, crc32Digest);
                 // The attempt this delivery is, as a retried message's reconsume count says (a pull has no receipt handle).
                 message.SystemProperties.DeliveryAttempt = pulled.ReconsumeTimes + 1;
                 var response = new PullMessageResponse { Message = message };
-                if (!reservation.TryTake(response.CalculateSize() + 5))
-                {
-                    // The rest is read by the next pull, from right after the last message answered.
-                    next = pulled.Message.QueueOffset;
-                    break;
-                }
-
+                size += response.CalculateSize() + 5;
                 messages.Add(response);
             }
 
-            if (messages.Count > 0) return new PulledAnswer(result, messages, next);
-
-            // Not even the first fits: let the bodies go while waiting; the next look reads them again, so it is made
-            // only once the budget that refused has room for that first message. Until 2026-12-06 any release of
-            // either budget anywhere on the broker (every answer written to any client, and the give-back of this
-            // pull's own connection bytes when the broker's budget refused) made each waiting pull read its whole batch
-            // again (up to 8 MiB) and drop it (found by review).
-            result = result with { Messages = [] };
-            if (reservation.RefusedBy is not { } full || !await WaitForRoomAsync(full, reservation.RefusedBytes, deadline, ct).ConfigureAwait(false))
-            {
-                return new PulledAnswer(result, null, offset);
-            }
+            // What the answer really holds (the engine reserved stored sizes), until its last write completes.
+            reservation.Resize(size);
+            return new PulledAnswer(result, messages, result.NextBeginOffset);
         }
     }
 

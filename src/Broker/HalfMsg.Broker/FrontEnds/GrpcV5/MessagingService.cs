@@ -62,6 +62,10 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
     /// <summary>Looks PullMessage made at the engine, each reading up to a batch of bodies (tests, diagnostics).</summary>
     internal long PullLooks => Interlocked.Read(ref _pullLooks);
 
+    /// <summary>Tests: called by a PullMessage look that found messages with the bytes of the bodies it read, before its
+    /// answer is built; a test holds pulls there to see what concurrent pulls hold at once.</summary>
+    internal Func<long, Task>? PulledForTests { get; set; }
+
     // From the HTTP request, not context.RequestHeaders: grpc-dotnet builds that Metadata from every header and throws
     // ArgumentException on a name it does not allow (e.g. upper case, which Kestrel lets through on h2c); one such
     // header answered every call with INTERNAL and an Error log (found by the network fuzzer, issue 13).

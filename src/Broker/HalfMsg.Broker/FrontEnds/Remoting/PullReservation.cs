@@ -3,7 +3,7 @@ using HalfMsg.Broker.Core.Model;
 namespace HalfMsg.Broker.FrontEnds.Remoting;
 
 /// <summary>
-/// One PULL_MESSAGE's room for its answer on its connection's in-flight budget and on the broker's budget of pulled
+/// One PULL_MESSAGE's (or VIEW_MESSAGE_BY_ID's, QUERY_MESSAGE's) room for its answer on its connection's in-flight budget and on the broker's budget of pulled
 /// bytes (<see cref="RemotingOptions.MaxPullBytes"/>), taken by the engine as it picks each message and before it reads
 /// the body (<see cref="Core.BrokerEngine.PullAsync"/>). A pull used to read up to 8 MiB of bodies and build its answer
 /// before the answer was charged, so a client that pipelined pulls and read nothing made the broker hold 8 MiB per pull
@@ -22,9 +22,13 @@ internal sealed class PullReservation(RemotingSession session, RemotingServer se
     /// <summary>The last refusal was the broker's budget (all connections), not the connection's.</summary>
     public bool RefusedByBroker { get; private set; }
 
+    /// <summary>The bytes of the message the last refusal was for.</summary>
+    public long RefusedBytes { get; private set; }
+
     public bool TryTake(long bytes)
     {
         bool first = Held == 0;
+        RefusedBytes = bytes;
         if (!session.TryReservePull(bytes, first, requestBytes))
         {
             RefusedByBroker = false;
@@ -57,6 +61,35 @@ internal sealed class PullReservation(RemotingSession session, RemotingServer se
         long delta = answerBytes - Interlocked.Exchange(ref _held, 0);
         session.ChargeInFlight(delta);
         server.ChargePull(session, delta);
+    }
+
+    /// <summary>
+    /// After a pull found messages and had no room for the first (<see cref="Core.PullStatus.NoRoom"/>): waits until the
+    /// budget that refused it has room for that message, or <paramref name="left"/> passes (false). A release elsewhere,
+    /// or one too small, would only have the pull look again under the engine's lock and be refused again; so would a
+    /// release of the connection's in-flight bytes when the broker's budget refused, which giving back the connection's
+    /// share of the refused message is. The release task is taken before the room is checked, so that a release between
+    /// the check and the wait is not missed.
+    /// </summary>
+    public async Task<bool> WaitForRoomAsync(TimeSpan left, TimeProvider time, CancellationToken ct)
+    {
+        long deadline = time.GetTimestamp() + (long)(left.TotalSeconds * time.TimestampFrequency);
+        RoomSignal signal = RefusedByBroker ? server.PullReleased : session.InFlightReleased;
+        while (true)
+        {
+            Task released = signal.Next();
+            if (RefusedByBroker ? server.HasRoomForPull(session, RefusedBytes) : session.HasRoomForPull(RefusedBytes, requestBytes)) return true;
+            TimeSpan rest = time.GetElapsedTime(time.GetTimestamp(), deadline);
+            if (rest <= TimeSpan.Zero) return false;
+            try
+            {
+                await released.WaitAsync(rest, time, ct).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                return false;
+            }
+        }
     }
 
     public void Dispose()

@@ -39,7 +39,8 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
 
     /// <summary>Answers one request (null: no answer). With <paramref name="mayPark"/> false a PULL_MESSAGE is served
     /// without suspending: its connection has <see cref="RemotingOptions.MaxParkedPullsPerConnection"/> parked already.
-    /// <paramref name="room"/>: a PULL_MESSAGE's room for its answer (null: no bound but the engine's).</summary>
+    /// <paramref name="room"/>: the room for the answer of a PULL_MESSAGE, VIEW_MESSAGE_BY_ID or QUERY_MESSAGE, taken before
+    /// each body is read (null: no bound but the engine's).</summary>
     public ValueTask<RemotingCommand?> HandleAsync(RemotingSession session, RemotingCommand request, bool mayPark = true, PullReservation? room = null)
     {
         if (session.NameServerOnly && !IsNameServerCode(request.Code)) return new(NotSupported(request));
@@ -77,8 +78,8 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.LockBatchMq => new(LockBatchMq(session, request)),
             RequestCode.UnlockBatchMq => new(UnlockBatchMq(request)),
             RequestCode.GetConsumeStats => new(GetConsumeStats(request)),
-            RequestCode.ViewMessageById => ViewMessageByIdAsync(session, request),
-            RequestCode.QueryMessage => QueryMessageAsync(session, request),
+            RequestCode.ViewMessageById => ViewMessageByIdAsync(session, request, room),
+            RequestCode.QueryMessage => QueryMessageAsync(session, request, room),
             RequestCode.RecallMessage => RecallMessageAsync(session, request),
             _ => new(NotSupported(request)),
         };

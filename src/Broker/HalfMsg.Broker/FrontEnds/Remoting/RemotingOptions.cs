@@ -24,15 +24,17 @@ public sealed record RemotingOptions
     /// suspending: answered at once, PULL_NOT_FOUND when there is nothing new.</summary>
     public int MaxParkedPullsPerConnection { get; init; } = 4096;
     /// <summary>Bytes one connection has in flight: bodies of its requests being processed and answers not yet flushed
-    /// to its socket. Beyond it the broker answers SYSTEM_BUSY to new requests; a pull reads only the messages that fit
-    /// (each body is reserved before it is read, see <see cref="PullReservation"/>) and is answered SYSTEM_BUSY when not
-    /// even one does; another large answer (a viewed message) that does not fit is replaced by SYSTEM_BUSY. So a client
-    /// that does not read holds about this much at most.</summary>
+    /// to its socket. Beyond it the broker answers SYSTEM_BUSY to new requests; a pull (and a VIEW_MESSAGE_BY_ID or
+    /// QUERY_MESSAGE) reads only the messages that fit (each body is reserved before it is read, see
+    /// <see cref="PullReservation"/>) and is answered SYSTEM_BUSY when not even one does, a long poll once its suspend
+    /// time ends without room; another large answer (stats, routes) that does not fit is replaced by SYSTEM_BUSY. So a
+    /// client that does not read holds about this much at most.</summary>
     public long MaxInFlightBytesPerConnection { get; init; } = 64L * 1024 * 1024;
-    /// <summary>Bytes of pulled messages all connections together hold: PULL_MESSAGE answers being built (each body is
-    /// reserved before it is read, see <see cref="PullReservation"/>) and not yet flushed to their sockets. Past it a
-    /// pull keeps the messages that fit, and with no room for one is answered SYSTEM_BUSY. The per-connection budget
-    /// alone let 10,000 connections hold 64 MiB each.</summary>
+    /// <summary>Bytes of pulled messages all connections together hold: PULL_MESSAGE, VIEW_MESSAGE_BY_ID and
+    /// QUERY_MESSAGE answers being built (each body is reserved before it is read, see <see cref="PullReservation"/>)
+    /// and not yet flushed to their sockets. Past it a pull keeps the messages that fit, and with no room for one is
+    /// answered SYSTEM_BUSY (a long poll once its suspend time ends without room). The per-connection budget alone let
+    /// 10,000 connections hold 64 MiB each.</summary>
     public long MaxPullBytes { get; init; } = 512L * 1024 * 1024;
     /// <summary>Responses and broker-initiated requests queued for one connection before it is considered stuck.</summary>
     public int OutboundQueueCapacity { get; init; } = 1024;

@@ -54,8 +54,21 @@ internal sealed class RemotingServer
             return true;
         }
         Interlocked.Add(ref _pullBytes, -bytes);
+        PullReleased.Pulse();
         return false;
     }
+
+    /// <summary>Whether <see cref="TryReservePull"/> of a pull's first message of <paramref name="bytes"/> would succeed
+    /// now (it may not by the time it is tried).</summary>
+    internal bool HasRoomForPull(RemotingSession session, long bytes)
+    {
+        long held = PullBytes;
+        return held <= Options.MaxPullBytes - bytes || held == 0 || (session.PulledBytes == 0 && held <= 2 * Options.MaxPullBytes - bytes);
+    }
+
+    /// <summary>Pulsed at every release of pulled bytes: a long poll refused for room on the broker's budget waits on it
+    /// (<see cref="PullReservation.WaitForRoomAsync"/>).</summary>
+    internal RoomSignal PullReleased { get; } = new();
 
     /// <summary>Counts <paramref name="bytes"/> of pulled messages of <paramref name="session"/> (negative: releases
     /// them) whatever the budget.</summary>
@@ -64,10 +77,18 @@ internal sealed class RemotingServer
         if (bytes == 0) return;
         Interlocked.Add(ref _pullBytes, bytes);
         session.NotePulled(bytes);
+        if (bytes < 0) PullReleased.Pulse();
     }
 
-    /// <summary>Tests: called by a pull that found messages with the bytes of the bodies it read, before its answer is
-    /// built; a test holds pulls there to see what the pulls of a connection hold at once.</summary>
+    private long _pullLooks;
+
+    /// <summary>Looks PULL_MESSAGEs made at the engine, each reading up to a batch of bodies (tests, diagnostics).</summary>
+    internal long PullLooks => Interlocked.Read(ref _pullLooks);
+
+    internal void NotePullLook() => Interlocked.Increment(ref _pullLooks);
+
+    /// <summary>Tests: called by a pull (or a VIEW_MESSAGE_BY_ID, a QUERY_MESSAGE) that found messages with the bytes of
+    /// the bodies it read, before its answer is built; a test holds them there to see what they hold at once.</summary>
     internal Func<long, Task>? PulledForTests { get; set; }
 
     /// <summary>END_TRANSACTION requests for a transaction the core does not know (logged and counted).</summary>

@@ -198,7 +198,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         // more; a one-way request without a body (UPDATE_CONSUMER_OFFSET) adds nothing to hold and still goes through.
         if (Interlocked.Add(ref _inFlightBytes, bytes) > _server.Options.MaxInFlightBytesPerConnection && (bytes > 0 || !command.IsOneway))
         {
-            Interlocked.Add(ref _inFlightBytes, -bytes);
+            ReleaseInFlight(bytes);
             Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxInFlightBytesPerConnection} bytes in flight on this connection (requests being processed, answers the client has not read yet)");
             return;
         }
@@ -222,7 +222,7 @@ internal sealed class RemotingSession : ICheckBackChannel
             slots = _decisions;
         if (slots == _outstanding && !_outstanding.Wait(0))
         {
-            Interlocked.Add(ref _inFlightBytes, -bytes);
+            ReleaseInFlight(bytes);
             Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxOutstandingRequestsPerConnection} requests in flight on this connection");
             return;
         }
@@ -245,7 +245,7 @@ internal sealed class RemotingSession : ICheckBackChannel
     internal bool TryChargeInFlight(long bytes)
     {
         if (Interlocked.Add(ref _inFlightBytes, bytes) <= _server.Options.MaxInFlightBytesPerConnection) return true;
-        Interlocked.Add(ref _inFlightBytes, -bytes);
+        ReleaseInFlight(bytes);
         return false;
     }
 
@@ -256,12 +256,16 @@ internal sealed class RemotingSession : ICheckBackChannel
     {
         long after = Interlocked.Add(ref _inFlightBytes, bytes);
         if (after <= _server.Options.MaxInFlightBytesPerConnection || (first && after - bytes <= requestBytes)) return true;
-        Interlocked.Add(ref _inFlightBytes, -bytes);
+        ReleaseInFlight(bytes);
         return false;
     }
 
     /// <summary>Counts <paramref name="bytes"/> (negative: gives back) whatever the budget.</summary>
-    internal void ChargeInFlight(long bytes) => Interlocked.Add(ref _inFlightBytes, bytes);
+    internal void ChargeInFlight(long bytes)
+    {
+        if (bytes < 0) ReleaseInFlight(-bytes);
+        else Interlocked.Add(ref _inFlightBytes, bytes);
+    }
 
     private long _pulledBytes;
 
@@ -274,7 +278,25 @@ internal sealed class RemotingSession : ICheckBackChannel
     /// <summary>Bytes this connection has in flight now (tests).</summary>
     internal long InFlightBytes => Interlocked.Read(ref _inFlightBytes);
 
-    internal void ReleaseInFlight(long bytes) => Interlocked.Add(ref _inFlightBytes, -bytes);
+    /// <summary>Gives back <paramref name="bytes"/> of the in-flight budget and wakes the long polls waiting for room
+    /// on it (<see cref="InFlightReleased"/>).</summary>
+    internal void ReleaseInFlight(long bytes)
+    {
+        Interlocked.Add(ref _inFlightBytes, -bytes);
+        if (bytes > 0) InFlightReleased.Pulse();
+    }
+
+    /// <summary>Pulsed at every release of this connection's in-flight bytes: a long poll refused for room on them waits
+    /// on it (<see cref="PullReservation.WaitForRoomAsync"/>).</summary>
+    internal RoomSignal InFlightReleased { get; } = new();
+
+    /// <summary>Whether <see cref="TryReservePull"/> of a pull's first message of <paramref name="bytes"/> would succeed
+    /// now (it may not by the time it is tried).</summary>
+    internal bool HasRoomForPull(long bytes, long requestBytes)
+    {
+        long held = InFlightBytes;
+        return held <= _server.Options.MaxInFlightBytesPerConnection - bytes || held <= requestBytes;
+    }
 
     /// <summary>Flow control: RocketMQ's SYSTEM_BUSY, which clients retry; a one-way request cannot be answered, so it
     /// is dropped, counted and logged (rate-limited).</summary>
@@ -287,7 +309,9 @@ internal sealed class RemotingSession : ICheckBackChannel
     private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots, bool mayPark)
     {
         // A pull takes the room for its answer as it picks each message, before reading its body: see PullReservation.
-        using var pull = request.Code == RequestCode.PullMessage ? new PullReservation(this, _server, request.Body.Length) : null;
+        // So do the look-ups that answer stored messages (VIEW_MESSAGE_BY_ID, QUERY_MESSAGE), on the same budgets.
+        using var pull = request.Code is RequestCode.PullMessage or RequestCode.ViewMessageById or RequestCode.QueryMessage
+            ? new PullReservation(this, _server, request.Body.Length) : null;
         try
         {
             var response = await _server.Dispatcher.HandleAsync(this, request, mayPark, pull).ConfigureAwait(false);
@@ -305,8 +329,8 @@ internal sealed class RemotingSession : ICheckBackChannel
                 }
                 else if (!TryChargeResponse(size))
                 {
-                    // Only answers of reads are this large (a viewed message, stats, routes; pulled messages took their room
-                    // above, before they were read): the client asks again later, as it does after any SYSTEM_BUSY.
+                    // Only answers of reads are this large (stats, routes; pulled, viewed and queried messages took their
+                    // room above, before they were read): the client asks again later, as it does after any SYSTEM_BUSY.
                     response = RemotingCommand.ResponseTo(request, ResponseCode.SystemBusy,
                         $"[OVERLOAD]an answer of {size} bytes would pass the {_server.Options.MaxInFlightBytesPerConnection} bytes this connection may have in flight (answers the client has not read yet); retry later");
                     size = FrameSize(response);
@@ -326,7 +350,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
         finally
         {
-            Interlocked.Add(ref _inFlightBytes, -request.Body.Length);
+            ReleaseInFlight(request.Body.Length);
             slots.Release();
         }
     }
@@ -346,7 +370,7 @@ internal sealed class RemotingSession : ICheckBackChannel
     {
         long after = Interlocked.Add(ref _inFlightBytes, size);
         if (size <= SmallResponseBytes || after <= _server.Options.MaxInFlightBytesPerConnection || after == size) return true;
-        Interlocked.Add(ref _inFlightBytes, -size);
+        ReleaseInFlight(size);
         return false;
     }
 
@@ -361,7 +385,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
         catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
         {
-            Interlocked.Add(ref _inFlightBytes, -charged);
+            ReleaseInFlight(charged);
             _server.ChargePull(this, -pulled);
         }
     }
@@ -462,7 +486,7 @@ internal sealed class RemotingSession : ICheckBackChannel
             _server.ChargePull(this, -pulled);
         }
         if (checkBytes > 0) Interlocked.Add(ref _queuedCheckBytes, -checkBytes);
-        if (charged > 0) Interlocked.Add(ref _inFlightBytes, -charged);
+        if (charged > 0) ReleaseInFlight(charged);
         return !(flush.IsCompleted || flush.IsCanceled);
     }
 

@@ -20,9 +20,10 @@ internal sealed partial class RemotingDispatcher
     /// 3 s; a PULL_NOT_FOUND would make it pull again at once, in a tight loop (found by review, 2026-12-05).</param>
     /// <param name="room">The answer's room on the connection's in-flight budget and the broker's budget of pulled bytes
     /// (<see cref="RemotingOptions.MaxPullBytes"/>), taken before each body is read: the
-    /// answer holds the messages that fit (nextBeginOffset follows the last of them), and when not even the first fits
-    /// it is SYSTEM_BUSY, from which the Java client backs off and pulls the same offset again (as for a parked pull
-    /// past the cap, a PULL_NOT_FOUND would make it pull again at once).</param>
+    /// answer holds the messages that fit (nextBeginOffset follows the last of them). When not even the first fits, a
+    /// long poll waits for room until its suspend time ends; then, or at once for a pull without SUSPEND, it is
+    /// SYSTEM_BUSY, from which the Java client backs off and pulls the same offset again (as for a parked pull past the
+    /// cap, a PULL_NOT_FOUND would make it pull again at once, and would tell it the queue has nothing new).</param>
     private async ValueTask<RemotingCommand?> PullMessageAsync(RemotingSession session, RemotingCommand request, bool pastParkCap = false,
         PullReservation? room = null)
     {
@@ -96,7 +97,24 @@ internal sealed partial class RemotingDispatcher
         {
             try
             {
-                result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, suspend, poll?.Token ?? session.Closing, sql, room).ConfigureAwait(false);
+                var time = server.Time;
+                long deadline = time.GetTimestamp() + (long)(suspend.TotalSeconds * time.TimestampFrequency);
+                while (true)
+                {
+                    server.NotePullLook();
+                    TimeSpan left = time.GetElapsedTime(time.GetTimestamp(), deadline);
+                    result = await Engine.PullAsync(topic, queueId, offset, maxMsgNums, filter, left > TimeSpan.Zero ? left : TimeSpan.Zero,
+                        poll?.Token ?? session.Closing, sql, room).ConfigureAwait(false);
+                    // A long poll with messages to read and no room for the first waits for room until its suspend time
+                    // ends, on the budget that refused it (the connection's or the broker's), and looks again: as a
+                    // gRPC pull does, and as it waits for messages. Until 2026-12-06 it answered SYSTEM_BUSY at once.
+                    // A pull without SUSPEND (or one past its connection's cap of parked pulls) is answered at once.
+                    if (result.Status != PullStatus.NoRoom || poll is null || room is null
+                        || !await room.WaitForRoomAsync(time.GetElapsedTime(time.GetTimestamp(), deadline), time, poll.Token).ConfigureAwait(false))
+                    {
+                        break;
+                    }
+                }
             }
             catch (OperationCanceledException) when (session.Stopping.IsCancellationRequested && !session.Closing.IsCancellationRequested)
             {

@@ -23,7 +23,13 @@ internal sealed partial class RemotingDispatcher
     /// dead-lettered) is still found in its own topic, at its position there, as RocketMQ finds it (and also in the retry
     /// or dead-letter topic once it is on a queue there).
     /// </summary>
-    private async ValueTask<RemotingCommand?> QueryMessageAsync(RemotingSession session, RemotingCommand request)
+    /// <param name="session">The connection.</param>
+    /// <param name="request">The QUERY_MESSAGE.</param>
+    /// <param name="room">The answer's room on the connection's in-flight budget and the broker's budget of pulled
+    /// bytes, taken for each message's stored size before its body is read, as a pull's (see <see cref="PullReservation"/>):
+    /// the answer holds the messages that fit, and when not even the first does it is SYSTEM_BUSY. Until 2026-12-06 the
+    /// answer (up to 8 MiB of bodies) was read first and charged only once built, to its connection alone.</param>
+    private async ValueTask<RemotingCommand?> QueryMessageAsync(RemotingSession session, RemotingCommand request, PullReservation? room)
     {
         string? topic = request.Get("topic");
         string? key = request.Get("key");
@@ -46,21 +52,36 @@ internal sealed partial class RemotingDispatcher
         var storeHost = server.StoreHost(session);
         var body = new MemoryStream();
         long bodies = 0, lastStored = 0, lastAddress = 0;
+        bool noRoom = false;
         foreach (var e in matching)
         {
             if (bodies > 0 && bodies >= Engine.Options.ReceiveByteBudget) break;
+            int size = Engine.StoredSizeOf(e.Topic, e.QueueId, e.QueueOffset);
+            if (size < 0) continue; // cut by retention (or the topic deleted) since the index saw it
+            if (room is not null && !room.TryTake(size))
+            {
+                noRoom = true;
+                break;
+            }
             var m = await Engine.ReadMessageAsync(e.Topic, e.QueueId, e.QueueOffset, session.Closing).ConfigureAwait(false);
             long address = Engine.BodyAddressOf(e.Topic, e.QueueId, e.QueueOffset);
             // Cut by retention (or the topic deleted) since the index saw it; or the position now holds another message.
-            if (m is null || m.MessageId != e.MessageId || address < 0) continue;
+            if (m is null || m.MessageId != e.MessageId || address < 0)
+            {
+                room?.Return(size);
+                continue;
+            }
             body.Write(EncodeStored(RemotingMessageConverter.ToWire(m, address, ReconsumeTimesOf(m), storeHost, e.QueueId, e.QueueOffset)));
             bodies += m.Body.Length;
             lastStored = Math.Max(lastStored, m.StoreTimestampMs);
             lastAddress = Math.Max(lastAddress, address);
         }
 
+        if (bodies > 0 && server.PulledForTests is { } pulled) await pulled(bodies).ConfigureAwait(false);
+
         // QueryMessageResponseHeader's two fields are @CFNotNull: the Java client fails to decode an answer without them.
         RemotingCommand response;
+        if (body.Length == 0 && noRoom) return NoRoomForLookup(request, room!);
         if (body.Length > 0)
         {
             response = Ok(request);
