@@ -163,6 +163,8 @@ public sealed partial class BrokerEngine
         var err = ValidateDraft(msg, now);
         TopicState topic = null!;
         if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out topic);
+        // Checked for a delayed message too: its queue is kept until its release, where a missing one is not refused.
+        if (err.IsOk && onQueue is null && TopicQueues.NamedQueueRefusal(topic, msg) is { } noSuchQueue) err = noSuchQueue;
         if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
         bool delayed = msg.DeliveryTimestampMs is long at && at > now;
         int queueId = delayed ? -1 : onQueue ?? PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup);

@@ -1,3 +1,4 @@
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
@@ -105,8 +106,12 @@ public sealed partial class BrokerEngine
         MessageDraft msg = h.Message;
         long now = NowMs;
         var err = ValidateDraft(msg, now);
+        TopicState topic = null!;
         if (err.IsOk && !IsValidName(h.ProducerGroup, 255)) err = new(BrokerStatus.BadRequest, $"producer group '{h.ProducerGroup}' is not a valid name");
-        if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out _);
+        if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out topic);
+        // The half keeps its queue until its commit: a queue the topic does not have is refused now, as a send's is, and
+        // not found at the commit, which is answered to the producer and must deliver (see TopicQueues.PickQueue).
+        if (err.IsOk && TopicQueues.NamedQueueRefusal(topic, msg) is { } noSuchQueue) err = noSuchQueue;
         if (!err.IsOk) return new SendHalfResult(err, msg.MessageId, "");
         string txId = msg.MessageId;
         if (_txs.Exists(txId))

@@ -241,6 +241,33 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(["after-0", "after-1", "after-2", "after-3", "after-4"], got.Select(m => m.Body.ToStringUtf8()).Order());
     }
 
+    /// <summary>
+    /// A gRPC client sets system_properties.queue_id to its pick from its route, which may be stale (a topic deleted and
+    /// made again with fewer queues; routes refresh every 30 s). The Apache proxy never reads it (it picks the queue
+    /// itself: SendMessageActivity's queue selector), so such a send, a half too, is stored on a queue the topic has,
+    /// not refused as a Remoting send naming that queue is.
+    /// </summary>
+    [Fact]
+    public async Task Send_with_a_queue_id_the_topic_does_not_have_is_stored_on_a_queue_it_has()
+    {
+        Assert.True((await broker.Host.Engine.CreateTopicAsync(_topic, 2)).Error.IsOk);
+        var normal = NewMessage("stale-route");
+        normal.SystemProperties.QueueId = 5;
+        var half = NewMessage("stale-route-half", MessageType.Transaction);
+        half.SystemProperties.QueueId = 7;
+
+        SendMessageResponse sent = await SendAsync(normal);
+        SendMessageResponse halfSent = await SendAsync(half);
+
+        Assert.Equal(Code.Ok, sent.Status.Code);
+        Assert.Equal(Code.Ok, halfSent.Status.Code);
+        var end = await EndAsync(halfSent.Entries[0].TransactionId, half.SystemProperties.MessageId, Apache.Rocketmq.V2.TransactionResolution.Commit);
+        Assert.Equal(Code.Ok, end.Status.Code);
+        var got = await ReceiveMessagesAsync(2);
+        Assert.Equal(["stale-route", "stale-route-half"], got.Select(m => m.Body.ToStringUtf8()).Order());
+        Assert.All(got, m => Assert.InRange(m.SystemProperties.QueueId, 0, 1));
+    }
+
     private Endpoints Endpoints() => new()
     {
         Scheme = AddressScheme.Ipv4,

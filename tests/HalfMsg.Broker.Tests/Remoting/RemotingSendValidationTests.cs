@@ -103,4 +103,66 @@ public sealed class RemotingSendValidationTests(RemotingBrokerFixture broker)
         var r = await c.InvokeAsync(RequestCode.SendMessageV2, SendHeader("PG", topic, Props("T"), MessageSysFlag.Compressed, 0), bad);
         Assert.True(r.Code == ResponseCode.MessageIllegal, $"{r.Code} {r.Remark}");
     }
+
+    /// <summary>
+    /// A send naming a queue the topic does not have (a MessageQueueSelector producer whose route is stale: the topic was
+    /// deleted and made again with fewer queues) is refused as Apache's broker refuses it (msgCheck: INVALID_PARAMETER
+    /// since 5.3.2, SYSTEM_ERROR before), with the queue and the topic's count in the remark. Until 2026-12-06 it was
+    /// answered SUCCESS and stored round-robin on another queue: the producer's per-key order was lost without a word.
+    /// </summary>
+    [Theory]
+    [InlineData(RequestCode.SendMessage)]
+    [InlineData(RequestCode.SendMessageV2)]
+    public async Task A_send_to_a_queue_the_topic_does_not_have_is_refused_naming_the_queue_and_the_count(int code)
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("NoQueue");
+        await SendAsync(c, topic, "first", "T", 3); // the fixture's topics have 4 queues: 3 is the last
+
+        var header = SendHeader("PG", topic, Props("T"), 0, 4);
+        var r = await c.InvokeAsync(code, code == RequestCode.SendMessageV2 ? header : V1(header), Encoding.UTF8.GetBytes("stray"));
+
+        Assert.True(r.Code == ResponseCode.InvalidParameter, $"{r.Code} {r.Remark} queueId={r.Get("queueId")}");
+        Assert.Contains("queue 4", r.Remark, StringComparison.Ordinal);
+        Assert.Contains("4 queues", r.Remark, StringComparison.Ordinal);
+        Assert.Equal(["first"], (await PullAllAsync(c, "G", topic)).Select(BodyOf));
+    }
+
+    /// <summary>SEND_MESSAGE's header under its own field names (SendMessageRequestHeader), not V2's one-letter ones.</summary>
+    private static Dictionary<string, string> V1(Dictionary<string, string> v2) => new()
+    {
+        ["producerGroup"] = v2["a"], ["topic"] = v2["b"], ["defaultTopic"] = v2["c"], ["defaultTopicQueueNums"] = v2["d"], ["queueId"] = v2["e"],
+        ["sysFlag"] = v2["f"], ["bornTimestamp"] = v2["g"], ["flag"] = v2["h"], ["properties"] = v2["i"], ["reconsumeTimes"] = v2["j"], ["unitMode"] = v2["k"],
+    };
+
+    [Fact]
+    public async Task A_batch_for_a_queue_the_topic_does_not_have_is_refused_whole()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("NoQueueB");
+        var body = BatchMessageCodec.Encode(Enumerable.Range(0, 2).Select(i => new BatchMessageCodec.Entry(0, Encoding.UTF8.GetBytes($"b{i}"), Props("B"))));
+
+        var r = await c.InvokeAsync(RequestCode.SendBatchMessage, SendHeader("PG", topic, "", 0, 9), body);
+
+        Assert.True(r.Code == ResponseCode.InvalidParameter, $"{r.Code} {r.Remark}");
+        Assert.Contains("queue 9", r.Remark, StringComparison.Ordinal);
+        Assert.Empty(await PullAllAsync(c, "G", topic));
+    }
+
+    /// <summary>A half keeps its queue until its commit: a queue the topic does not have is refused at the half's send,
+    /// not found at the commit (where the message could only go to another queue).</summary>
+    [Fact]
+    public async Task A_half_for_a_queue_the_topic_does_not_have_is_refused_at_its_send()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("NoQueueH");
+        string uniq = Guid.NewGuid().ToString("N").ToUpperInvariant();
+        var props = Props("T", null, uniq, (MessageConst.TransactionPrepared, "true"), (MessageConst.ProducerGroup, "PGH"));
+
+        var r = await c.InvokeAsync(RequestCode.SendMessageV2, SendHeader("PGH", topic, props, MessageSysFlag.TransactionPreparedType, 6), Encoding.UTF8.GetBytes("tx"));
+
+        Assert.True(r.Code == ResponseCode.InvalidParameter, $"{r.Code} {r.Remark}");
+        Assert.Contains("queue 6", r.Remark, StringComparison.Ordinal);
+        Assert.Null(broker.Host.Engine.FindTransaction(uniq));
+    }
 }

@@ -1,3 +1,5 @@
+using HalfMsg.Broker.Core.Model;
+
 namespace HalfMsg.Broker.Core.Delivery;
 
 /// <summary>
@@ -74,11 +76,33 @@ internal sealed class TopicQueues(Func<long> durableUntil)
     /// The queue for messages without a requested queue: a FIFO message group always maps to the same queue (a stable
     /// hash, also after a restart), a valid requested queue is kept, anything else goes round-robin.
     /// </summary>
+    /// <remarks>
+    /// A send naming a queue the topic does not have never gets here: it is refused at the send (<see cref="NamedQueueRefusal"/>).
+    /// What still falls through is a gRPC client's stale pick (<see cref="MessageDraft.QueueIdIsHint"/>), and the queue
+    /// a half or a delayed message kept from its send when, at its commit or release, the topic no longer has it (a
+    /// topic deleted and made again with fewer queues in between): the commit was answered to the producer, so the
+    /// message goes to a queue the topic has rather than being refused or lost.
+    /// </remarks>
     public static int PickQueue(TopicState topic, int requested, string? messageGroup)
     {
         if (messageGroup is not null) return StableHash(messageGroup) % topic.Queues.Length;
         if (requested >= 0 && requested < topic.Queues.Length) return requested;
         return (int)((uint)topic.RoundRobin++ % (uint)topic.Queues.Length);
+    }
+
+    /// <summary>
+    /// The refusal of a send that names a queue <paramref name="topic"/> does not have, else null. Apache's broker refuses
+    /// such a send (AbstractSendMessageProcessor.msgCheck, "request queueId[..] is illegal"); storing it on another queue
+    /// breaks the order a MessageQueueSelector producer keeps per queue. A negative queue is "any queue", as in Apache.
+    /// Over Remoting the refusal is INVALID_PARAMETER, Apache's code for it since 5.3.2 (SYSTEM_ERROR before, which the
+    /// Java producer retries on the next queue of the same stale route); a selector send is not retried either way.
+    /// </summary>
+    public static BrokerError? NamedQueueRefusal(TopicState topic, MessageDraft msg)
+    {
+        if (msg.QueueId is not int q || q < 0 || q < topic.Queues.Length || msg.QueueIdIsHint) return null;
+        int count = topic.Queues.Length;
+        return new BrokerError(BrokerStatus.BadRequest,
+            $"queue {q} of topic '{topic.Name}' does not exist: the topic has {count} queues (0-{count - 1}); a producer's route may be stale (a topic deleted and made again with fewer queues)");
     }
 
     private static int StableHash(string s)

@@ -88,7 +88,9 @@ internal static class V5MessageConverter
             BornHost = sp.BornHost.Length > 0 ? sp.BornHost : null,
             MessageGroup = sp.HasMessageGroup && sp.MessageGroup.Length > 0 ? sp.MessageGroup : null,
             DeliveryTimestampMs = deliveryMs,
+            // The client's pick from its route, which may be stale: a queue the topic lacks lets the broker pick.
             QueueId = sp.QueueId,
+            QueueIdIsHint = true,
         };
         // A Remoting consumer of the topic gets it in the stored layout, whose properties hold at most 32767 bytes (a
         // half may be checked back by a Remoting producer of its group, which is not known here: the longest is assumed).
