@@ -23,8 +23,23 @@ public sealed partial class BrokerEngine
     /// dead-letter, whatever their delivery attempt.</summary>
     internal static bool IsRedriveCursor(string group) => group.StartsWith(RedrivePrefix, StringComparison.Ordinal);
 
-    /// <summary>What one re-drive call did. <see cref="Error"/> is set when it stopped early (the counts stay true).</summary>
-    public sealed record RedriveResult(BrokerError Error, string DeadLetterTopic, int Redriven, int Skipped, IReadOnlyList<string> MessageIds);
+    /// <summary>What one re-drive call did. <see cref="Error"/> is set when it stopped early (the counts stay true).
+    /// <see cref="Skipped"/>: dead letters from other topics a filter passed over (and ones retention cut meanwhile);
+    /// <see cref="NotRedriven"/>: dead letters that could not be put back and stay in the dead-letter topic for a later
+    /// re-drive, the first <see cref="MaxNotRedrivenListed"/> of them with why in <see cref="NotRedrivenLetters"/>.</summary>
+    public sealed record RedriveResult(BrokerError Error, string DeadLetterTopic, int Redriven, int Skipped, IReadOnlyList<string> MessageIds)
+    {
+        public int NotRedriven { get; init; }
+        public IReadOnlyList<NotRedrivenLetter> NotRedrivenLetters { get; init; } = [];
+    }
+
+    /// <summary>A dead letter a re-drive could not put back: its place in the dead-letter topic, the topic it was to go
+    /// to, and the refusal.</summary>
+    public sealed record NotRedrivenLetter(string MessageId, long DeadLetterOffset, string Target, BrokerStatus Status, string Reason);
+
+    /// <summary>How many dead letters not put back one answer lists (all are counted): an answer stays small when a
+    /// deleted topic leaves thousands.</summary>
+    public const int MaxNotRedrivenListed = 100;
 
     /// <summary>
     /// Moves up to <paramref name="max"/> messages of <c>%DLQ%&lt;group&gt;</c> back to <paramref name="group"/>, and to
