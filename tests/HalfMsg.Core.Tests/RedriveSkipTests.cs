@@ -146,6 +146,7 @@ public sealed class RedriveSkipTests
         Assert.Equal(pulled[0].Message.MessageId, why.MessageId);
 
         await h.RestartAsync(o => o with { MaxMessageSize = limit });
+        await Expire(h, TimeSpan.Zero); // the sweep the sweeper loop runs on start
         var second = await h.Engine.RedriveDeadLettersAsync("G", null, 100);
         Assert.True(second.Error.IsOk, second.Error.ToString());
         Assert.Equal((1, 0), (second.Redriven, second.NotRedriven));

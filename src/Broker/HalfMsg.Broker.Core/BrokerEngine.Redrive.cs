@@ -54,7 +54,11 @@ public sealed partial class BrokerEngine
     /// <c>%REDRIVE%&lt;group&gt;|&lt;topic&gt;</c> when only messages from <paramref name="originalTopic"/> are wanted);
     /// each message is put back and acknowledged there in one record, so a crash keeps both or neither: never lost,
     /// never put back twice. With a topic filter, dead letters from other topics are passed over by that filter's
-    /// cursor only (counted as skipped) and stay for others.
+    /// cursor only (counted as skipped) and stay for others. A dead letter that cannot be put back (its topic deleted
+    /// with auto-creation off, its body over the size limit now in force, ...: <see cref="LeavesOneLetter"/>) is left in
+    /// the dead-letter topic, unacknowledged on the cursor, counted in <see cref="RedriveResult.NotRedriven"/> with why,
+    /// and the re-drive goes on; the next re-drive is offered it first. Only a failure of the broker itself (storage, a
+    /// full disk, shutting down) or the caller's cancellation stops a re-drive.
     /// Re-drives of one group run one at a time (a second waits for the first), and a dead letter is put back only in the
     /// same hold of the engine lock that checks the cursor's lease is still live, by the record that also acknowledges it
     /// for the cursor and its sibling: whatever runs at once, and whatever a crash keeps, a dead letter is put back once.
@@ -71,7 +75,13 @@ public sealed partial class BrokerEngine
         string dlq = DeadLetterPrefix + group;
         var moved = new List<string>();
         int skipped = 0;
-        RedriveResult Done(BrokerError error) => new(error, dlq, moved.Count, skipped, moved);
+        // The dead letters left this call, by their dead-letter offset: the delivery that leases each now (released when
+        // the call ends) and why it was left.
+        var left = new SortedDictionary<long, (DeliveredMessage Lease, NotRedrivenLetter Why)>();
+        RedriveResult Done(BrokerError error) => new(error, dlq, moved.Count, skipped, moved)
+        {
+            NotRedriven = left.Count, NotRedrivenLetters = [.. left.Values.Take(MaxNotRedrivenListed).Select(l => l.Why)],
+        };
 
         if (!IsValidName(group, 255) || IsSystemTopic(group))
             return Done(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"));
@@ -99,6 +109,9 @@ public sealed partial class BrokerEngine
                 }, ct).ConfigureAwait(false);
                 if (batch.Error.Status == BrokerStatus.MessageNotFound || batch.Messages.Count == 0) break;
                 if (!batch.IsOk) return Done(batch.Error);
+                // Only letters this call left already, offered again (their lease ran out during a long call) and left
+                // again: the call has come round to them, and nothing new is behind them.
+                bool onlyLeftAgain = true;
                 // The messages of the batch from 'next' on are still leased: whatever ends the call early (a dead letter
                 // that cannot be put back, an error, the caller's cancellation) releases them at once in the finally.
                 // Until 2026-12-05 they stayed leased for the lease's minute, each such call cost them a delivery attempt,
@@ -121,6 +134,7 @@ public sealed partial class BrokerEngine
                             var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                             if (!passed.IsOk) return Done(passed);
                             skipped++;
+                            onlyLeftAgain = false;
                             continue;
                         }
                         string target = sentBack ? RetryPrefix + group : origin;
@@ -140,22 +154,40 @@ public sealed partial class BrokerEngine
                         {
                             // The cursor's lease ran out meanwhile (a slow disk): nothing was written; the dead letter is
                             // offered to this cursor again.
+                            onlyLeftAgain = false;
                             continue;
                         }
+                        if (LeavesOneLetter(put.Status))
+                        {
+                            // This dead letter cannot go back now; the others may. It is not acknowledged: it stays in the
+                            // dead-letter topic, leased on the cursor until this call ends (so the receives here go past
+                            // it) and then released, so the next re-drive is offered it first, as the oldest unfinished.
+                            // Until 2026-12-06 it stopped the re-drive, and every later one stopped at it again: a deleted
+                            // topic held back every dead letter behind its own (found by review).
+                            bool again = left.ContainsKey(m.QueueOffset);
+                            left[m.QueueOffset] = (d, new NotRedrivenLetter(m.MessageId, m.QueueOffset, target, put.Status, put.Message));
+                            if (!again) onlyLeftAgain = false;
+                            continue;
+                        }
+                        onlyLeftAgain = false;
                         if (put.Status == BrokerStatus.MessageNotFound)
                         {
                             // Retention cut the dead letter's body since it was received: nothing is left to put back.
                             var gone = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                             if (!gone.IsOk) return Done(gone);
+                            left.Remove(m.QueueOffset);
                             skipped++;
+                            onlyLeftAgain = false;
                             continue;
                         }
                         if (!put.IsOk)
                         {
-                            // Not acknowledged: the dead letter stays (released below with the rest of the batch), and the
-                            // next re-drive tries it again.
+                            // The broker itself failed (storage, a full disk, shutting down): not this letter's doing, and
+                            // the next would fail too. Not acknowledged: the dead letter stays (released below with the
+                            // rest of the batch), and the next re-drive tries it again.
                             return Done(new(put.Status, $"message '{m.MessageId}' could not be put back on '{target}': {put.Message}"));
                         }
+                        left.Remove(m.QueueOffset); // left earlier in this call, put back now (its topic made meanwhile)
                         moved.Add(m.MessageId);
                         MessageIndex.OnRedriven(m.MessageId, group, target, NowMs); // MessageIndex hook (issue 12)
                         progress?.Report(moved.Count);
@@ -166,16 +198,44 @@ public sealed partial class BrokerEngine
                     if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, batch.Messages.Skip(next)) is var released and >= 0)
                         await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
                 }
+                if (onlyLeftAgain) break;
             }
         }
         finally
         {
-            running.Release();
+            // The letters left, released at once (durably, before the answer) however the call ends: the next re-drive
+            // is offered them without waiting for the cursor's lease. Lost in a crash, the lease runs its length; a
+            // re-drive cursor's lease never dead-letters, so they stay within every later re-drive's reach.
+            try
+            {
+                if (left.Count > 0 && ReleaseRedriveLeases(cursor, dlq, left.Values.Select(l => l.Lease)) is var released and >= 0)
+                    await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
+            }
+            finally
+            {
+                running.Release();
+            }
         }
         if (moved.Count > 0)
             _logger.LogInformation("Re-drove {Count} dead letters of group {Group} from {Dlq}", moved.Count, group, dlq);
+        if (left.Count > 0)
+        {
+            var first = left.Values.First().Why;
+            _logger.LogWarning("Re-drive of group {Group} left {Count} dead letters in {Dlq} that could not be put back (they stay there for a later re-drive); the first, message {MessageId} at offset {Offset} for {Target}: {Status}: {Reason}",
+                group, left.Count, dlq, first.MessageId, first.DeadLetterOffset, first.Target, first.Status, first.Reason);
+        }
         return Done(BrokerError.None);
     }
+
+    /// <summary>
+    /// Whether a put-back refused with <paramref name="status"/> is this dead letter's own matter, so the re-drive leaves
+    /// it and goes on: its topic does not exist (deleted with auto-creation off, or the broker at its topic limit) or is
+    /// not a name a put-back may use, its body or metadata are over the limits now in force, or its draft is refused.
+    /// Anything else (the storage failed, the disk is full, the broker is shutting down or overloaded, a bug) would
+    /// refuse the next one too: the re-drive stops with it.
+    /// </summary>
+    private static bool LeavesOneLetter(BrokerStatus status) => status is BrokerStatus.TopicNotFound or BrokerStatus.IllegalTopic
+        or BrokerStatus.MessageTooLarge or BrokerStatus.PropertiesTooLarge or BrokerStatus.BadRequest or BrokerStatus.IllegalDeliveryTime;
 
     /// <summary>The dead-letter topic the dead letter at <paramref name="offset"/> of <paramref name="dlq"/> was taken
     /// from (<see cref="QueueState.SourceOf"/>), or null when its body names the topic it left.</summary>
