@@ -154,4 +154,42 @@ public sealed class RedriveSkipTests
         Assert.Equal(2, retried.Count);
         Assert.Equal(pulled.Select(p => p.Message.MessageId).Order(), retried.Select(p => p.Message.MessageId).Order());
     }
+
+    /// <summary>
+    /// A dead letter whose stored record cannot be read (its body damaged on disk below the checkpoint, so replay did not
+    /// see it): the re-drive's receive could not hand it over, so it stayed leased on the cursor, out of the answer and
+    /// out of the next re-drives for the lease's minute. Now it is counted as not re-driven with why, released when
+    /// the call ends, and offered to the next re-drive again (never acknowledged: a repaired copy could still go back).
+    /// </summary>
+    [Fact]
+    public async Task A_dead_letter_whose_record_cannot_be_read_is_counted_and_left_for_the_next_redrive()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1 });
+        Assert.True((await h.Engine.CreateTopicAsync("t1")).Error.IsOk); // so the next record is the message's
+        long damaged = h.Engine.LogTailAddress;
+        Assert.True((await h.Engine.SendAsync(h.Draft("t1", "bad"))).IsOk);
+        Assert.Single(await h.ReceiveAsync("A", "t1", invisible: TimeSpan.FromSeconds(1)));
+        await Expire(h, TimeSpan.FromSeconds(2));
+        Assert.Single(await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A"));
+        for (int i = 0; i < 2; i++) Assert.True((await h.Engine.SendAsync(h.Draft("t2", "ok" + i))).IsOk);
+        Assert.Equal(2, (await h.ReceiveAsync("A", "t2", invisible: TimeSpan.FromSeconds(1))).Count);
+        await Expire(h, TimeSpan.FromSeconds(2));
+        Assert.Equal(2, (await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A")).Count);
+        await h.RestartAsync();                                    // a checkpoint covers them: replay does not read the body
+        await h.Engine.DisposeAsync();
+        DamageTests.FlipPayloadByte(h, damaged);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        var first = await h.Engine.RedriveDeadLettersAsync("A", null, 100);
+        Assert.True(first.Error.IsOk, first.Error.ToString());
+        Assert.Equal((2, 1), (first.Redriven, first.NotRedriven));
+        var why = Assert.Single(first.NotRedrivenLetters);
+        Assert.Equal((0L, BrokerStatus.StorageFailure), (why.DeadLetterOffset, why.Status));
+        Assert.Contains("could not be read", why.Reason);
+        // The clock stands still: released, it is offered to the next re-drive at once, and left again.
+        var second = await h.Engine.RedriveDeadLettersAsync("A", null, 100);
+        Assert.True(second.Error.IsOk, second.Error.ToString());
+        Assert.Equal((0, 1), (second.Redriven, second.NotRedriven));
+        Assert.Equal(["ok0", "ok1"], (await ReceiveAllAsync(h, "t2")).Order());
+    }
 }
