@@ -34,8 +34,8 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>A dead letter a re-drive could not put back: its place in the dead-letter topic, the topic it was to go
-    /// to, and the refusal.</summary>
-    public sealed record NotRedrivenLetter(string MessageId, long DeadLetterOffset, string Target, BrokerStatus Status, string Reason);
+    /// to, and the refusal. Id and topic are null for one whose record could not be read.</summary>
+    public sealed record NotRedrivenLetter(string? MessageId, long DeadLetterOffset, string? Target, BrokerStatus Status, string Reason);
 
     /// <summary>How many dead letters not put back one answer lists (all are counted): an answer stays small when a
     /// deleted topic leaves thousands.</summary>
@@ -77,7 +77,7 @@ public sealed partial class BrokerEngine
         int skipped = 0;
         // The dead letters left this call, by their dead-letter offset: the delivery that leases each now (released when
         // the call ends) and why it was left.
-        var left = new SortedDictionary<long, (DeliveredMessage Lease, NotRedrivenLetter Why)>();
+        var left = new SortedDictionary<long, (string ReceiptHandle, NotRedrivenLetter Why)>();
         RedriveResult Done(BrokerError error) => new(error, dlq, moved.Count, skipped, moved)
         {
             NotRedriven = left.Count, NotRedrivenLetters = [.. left.Values.Take(MaxNotRedrivenListed).Select(l => l.Why)],
@@ -107,11 +107,23 @@ public sealed partial class BrokerEngine
                 {
                     ConsumerGroup = cursor, Topic = dlq, BatchSize = Math.Min(32, max - moved.Count), InvisibleDuration = TimeSpan.FromMinutes(1), RedriveCursor = true,
                 }, ct).ConfigureAwait(false);
+                // Leased but unreadable (a damaged record): left as any dead letter that cannot be put back.
+                bool onlyLeftAgain = true;
+                foreach (var (offset, handle) in batch.Unreadable ?? [])
+                {
+                    if (!left.ContainsKey(offset)) onlyLeftAgain = false;
+                    left[offset] = (handle, new NotRedrivenLetter(null, offset, null, BrokerStatus.StorageFailure,
+                        $"its stored record ({dlq}/0/{offset}) could not be read (damaged); it stays in {dlq}"));
+                }
+                if (batch.Unreadable is not null && batch.Messages.Count == 0)
+                {
+                    if (onlyLeftAgain) break;
+                    continue;
+                }
                 if (batch.Error.Status == BrokerStatus.MessageNotFound || batch.Messages.Count == 0) break;
                 if (!batch.IsOk) return Done(batch.Error);
                 // Only letters this call left already, offered again (their lease ran out during a long call) and left
                 // again: the call has come round to them, and nothing new is behind them.
-                bool onlyLeftAgain = true;
                 // The messages of the batch from 'next' on are still leased: whatever ends the call early (a dead letter
                 // that cannot be put back, an error, the caller's cancellation) releases them at once in the finally.
                 // Until 2026-12-05 they stayed leased for the lease's minute, each such call cost them a delivery attempt,
@@ -165,7 +177,7 @@ public sealed partial class BrokerEngine
                             // Until 2026-12-06 it stopped the re-drive, and every later one stopped at it again: a deleted
                             // topic held back every dead letter behind its own (found by review).
                             bool again = left.ContainsKey(m.QueueOffset);
-                            left[m.QueueOffset] = (d, new NotRedrivenLetter(m.MessageId, m.QueueOffset, target, put.Status, put.Message));
+                            left[m.QueueOffset] = (d.ReceiptHandle, new NotRedrivenLetter(m.MessageId, m.QueueOffset, target, put.Status, put.Message));
                             if (!again) onlyLeftAgain = false;
                             continue;
                         }
@@ -195,7 +207,7 @@ public sealed partial class BrokerEngine
                 }
                 finally
                 {
-                    if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, batch.Messages.Skip(next)) is var released and >= 0)
+                    if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, batch.Messages.Skip(next).Select(d => d.ReceiptHandle)) is var released and >= 0)
                         await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
                 }
                 if (onlyLeftAgain) break;
@@ -208,7 +220,7 @@ public sealed partial class BrokerEngine
             // re-drive cursor's lease never dead-letters, so they stay within every later re-drive's reach.
             try
             {
-                if (left.Count > 0 && ReleaseRedriveLeases(cursor, dlq, left.Values.Select(l => l.Lease)) is var released and >= 0)
+                if (left.Count > 0 && ReleaseRedriveLeases(cursor, dlq, left.Values.Select(l => l.ReceiptHandle)) is var released and >= 0)
                     await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
             }
             finally
@@ -252,15 +264,15 @@ public sealed partial class BrokerEngine
     /// dead-letters (<see cref="IsRedriveCursor"/>). The cursor's delivery counter goes on counting these offers, as
     /// for any group, but decides nothing.
     /// </summary>
-    private long ReleaseRedriveLeases(string cursor, string dlq, IEnumerable<DeliveredMessage> left)
+    private long ReleaseRedriveLeases(string cursor, string dlq, IEnumerable<string> left)
     {
         long address = -1;
         lock (_gate)
         {
             long now = NowMs;
-            foreach (var d in left)
+            foreach (var receiptHandle in left)
             {
-                if (!TryGetLease(cursor, dlq, d.ReceiptHandle, out _, out var handle, out var flight).IsOk) continue;
+                if (!TryGetLease(cursor, dlq, receiptHandle, out _, out var handle, out var flight).IsOk) continue;
                 flight.RenewFor = null;
                 address = ChangeLease(cursor, dlq, handle.QueueId, handle.QueueOffset, now, NextLeaseId());
             }

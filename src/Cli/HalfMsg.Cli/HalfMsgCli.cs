@@ -309,7 +309,7 @@ public static class HalfMsgCli
                 await output.WriteLineAsync($"{deadLetterTopic}: {moved} moved back to their topics" + (skipped > 0 ? $", {skipped} from other topics passed over" : "")
                     + (notRedriven > 0 ? $", {notRedriven} could not be put back (they stay there; re-drive again once the cause is fixed)" : ""));
                 foreach (var l in left)
-                    await output.WriteLineAsync($"  {l.GetProperty("messageId").GetString()} -> {l.GetProperty("target").GetString()}: {l.GetProperty("reason").GetString()}");
+                    await output.WriteLineAsync($"  {l.GetProperty("messageId").GetString() ?? $"offset {l.GetProperty("deadLetterOffset").GetInt64()}"} -> {l.GetProperty("target").GetString() ?? "?"}: {l.GetProperty("reason").GetString()}");
                 if (notRedriven > left.Count) await output.WriteLineAsync($"  ... and {notRedriven - left.Count} more");
             }
             return ExitCodes.Ok;

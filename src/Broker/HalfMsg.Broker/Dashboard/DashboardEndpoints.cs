@@ -61,7 +61,7 @@ internal static class DashboardEndpoints
 
     /// <summary>The dead letters a re-drive left in the dead-letter topic, with the first one's reason; empty if none.</summary>
     private static string NotRedriven(BrokerEngine.RedriveResult result) => result.NotRedrivenLetters is [var first, ..]
-        ? $" {result.NotRedriven} could not be put back and stay in {result.DeadLetterTopic} (message {first.MessageId}: {first.Reason})."
+        ? $" {result.NotRedriven} could not be put back and stay in {result.DeadLetterTopic} (message {first.MessageId ?? $"at offset {first.DeadLetterOffset}"}: {first.Reason})."
         : "";
 
     private static IResult Overview(BrokerEngine engine, BrokerOptions options, RateSampler sampler)
