@@ -192,4 +192,38 @@ public sealed class RedriveSkipTests
         Assert.Equal((0, 1), (second.Redriven, second.NotRedriven));
         Assert.Equal(["ok0", "ok1"], (await ReceiveAllAsync(h, "t2")).Order());
     }
+    /// <summary>Reports on the re-drive's own thread, as it puts each dead letter back.</summary>
+    private sealed class OnEachPutBack(Action<int> report) : IProgress<int>
+    {
+        public void Report(int value) => report(value);
+    }
+
+    /// <summary>
+    /// A re-drive that runs longer than its cursor's lease (a minute): the letter it left is offered to it again, tried
+    /// again and left again, counted once, and the re-drive still ends once the rest are back.
+    /// </summary>
+    [Fact]
+    public async Task A_letter_left_whose_lease_runs_out_during_the_redrive_is_counted_once()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, AutoCreateTopics = true });
+        await OneOnT1ThenOthersOnT2Async(h, others: 40); // more than one batch (32) behind it
+        Assert.True((await h.Engine.DeleteTopicAsync("t1")).IsOk);
+        await h.RestartAsync(o => o with { AutoCreateTopics = false });
+
+        int expiredAt = 0;
+        var r = await h.Engine.RedriveDeadLettersAsync("A", null, 1000, new OnEachPutBack(n =>
+        {
+            if (n != 5) return;
+            // The leases this re-drive holds (the letter left among them) run out in the middle of it.
+            h.Clock.Advance(TimeSpan.FromMinutes(2));
+            h.Engine.RunSweep();
+            expiredAt = n;
+        }));
+        Assert.Equal(5, expiredAt);
+        Assert.True(r.Error.IsOk, r.Error.ToString());
+        Assert.Equal((40, 1), (r.Redriven, r.NotRedriven));
+        Assert.Single(r.NotRedrivenLetters);
+        var back = await ReceiveAllAsync(h, "t2");
+        Assert.Equal((40, 40), (back.Count, back.Distinct().Count())); // each once
+    }
 }

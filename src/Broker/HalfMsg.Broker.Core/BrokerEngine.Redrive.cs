@@ -107,8 +107,10 @@ public sealed partial class BrokerEngine
                 {
                     ConsumerGroup = cursor, Topic = dlq, BatchSize = Math.Min(32, max - moved.Count), InvisibleDuration = TimeSpan.FromMinutes(1), RedriveCursor = true,
                 }, ct).ConfigureAwait(false);
-                // Leased but unreadable (a damaged record): left as any dead letter that cannot be put back.
+                // Only letters this call left already, offered again (their lease ran out during a long call) and left
+                // again: the call has come round to them, and nothing new is behind them.
                 bool onlyLeftAgain = true;
+                // Leased but unreadable (a damaged record): left as any dead letter that cannot be put back.
                 foreach (var (offset, handle) in batch.Unreadable ?? [])
                 {
                     if (!left.ContainsKey(offset)) onlyLeftAgain = false;
@@ -122,10 +124,8 @@ public sealed partial class BrokerEngine
                 }
                 if (batch.Error.Status == BrokerStatus.MessageNotFound || batch.Messages.Count == 0) break;
                 if (!batch.IsOk) return Done(batch.Error);
-                // Only letters this call left already, offered again (their lease ran out during a long call) and left
-                // again: the call has come round to them, and nothing new is behind them.
-                // The messages of the batch from 'next' on are still leased: whatever ends the call early (a dead letter
-                // that cannot be put back, an error, the caller's cancellation) releases them at once in the finally.
+                // The messages of the batch from 'next' on are still leased: whatever ends the call early (a failure of
+                // the broker, the caller's cancellation) releases them at once in the finally.
                 // Until 2026-12-05 they stayed leased for the lease's minute, each such call cost them a delivery attempt,
                 // and in the end the sweep dead-lettered them (found by review).
                 int next = 0;
@@ -189,7 +189,6 @@ public sealed partial class BrokerEngine
                             if (!gone.IsOk) return Done(gone);
                             left.Remove(m.QueueOffset);
                             skipped++;
-                            onlyLeftAgain = false;
                             continue;
                         }
                         if (!put.IsOk)
@@ -258,8 +257,8 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
-    /// Ends the cursor's live leases of <paramref name="left"/> now (the rest of a batch a re-drive stopped in), so the
-    /// next re-drive is offered them at once, as a ChangeInvisibleDuration of zero would. Returns the address to wait for
+    /// Ends the cursor's live leases of <paramref name="left"/> (receipt handles) now (the rest of a batch a re-drive
+    /// stopped in, and the dead letters it left), so the next re-drive is offered them at once, as a ChangeInvisibleDuration of zero would. Returns the address to wait for
     /// (-1 if nothing was released); lost in a crash, a lease runs its length, and a re-drive cursor's lease never
     /// dead-letters (<see cref="IsRedriveCursor"/>). The cursor's delivery counter goes on counting these offers, as
     /// for any group, but decides nothing.
