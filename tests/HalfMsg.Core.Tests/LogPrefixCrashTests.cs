@@ -196,6 +196,81 @@ public sealed class LogPrefixCrashTests
     }
 
     /// <summary>
+    /// A re-drive that leaves a dead letter it cannot put back ("gone": its topic deleted with auto-creation off;
+    /// "limit": the broker at MaxTopics, so the deleted topic is not made again on first use) and puts back the rest,
+    /// under a kill -9 at every record it wrote: the letter left is never acknowledged, so whatever prefix survives, the
+    /// re-drive after recovery (the topic created again) puts it back, and every dead letter reaches the group once.
+    /// Until 2026-12-06 the first re-drive stopped at that letter and put none of the others back.
+    /// </summary>
+    [Theory]
+    [InlineData("gone")]
+    [InlineData("limit")]
+    public async Task A_crash_inside_a_redrive_that_left_a_dead_letter_then_a_second_redrive_delivers_each_once(string cause)
+    {
+        bool gone = cause == "gone";
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, AutoCreateTopics = !gone, MaxTopics = gone ? o.MaxTopics : 3 });
+        foreach (var t in new[] { "t1", "t2" }) Assert.True((await h.Engine.CreateTopicAsync(t)).Error.IsOk);
+        var ids = new List<string> { (await h.Engine.SendAsync(h.Draft("t1", "bad"))).MessageId };
+        Assert.Single((await ReceiveAsync(h.Engine, "A", "t1", TimeSpan.FromSeconds(1))).Messages);
+        h.Clock.Advance(TimeSpan.FromSeconds(2));
+        h.Engine.RunSweep();
+        Assert.Single(await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A")); // the oldest dead letter
+        for (int i = 0; i < 3; i++) ids.Add((await h.Engine.SendAsync(h.Draft("t2", "ok" + i))).MessageId);
+        Assert.Equal(3, (await ReceiveAsync(h.Engine, "A", "t2", TimeSpan.FromSeconds(1))).Messages.Count);
+        h.Clock.Advance(TimeSpan.FromSeconds(2));
+        h.Engine.RunSweep();
+        Assert.Equal(3, (await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A")).Count);
+        Assert.True((await h.Engine.DeleteTopicAsync("t1")).IsOk);
+        if (!gone) Assert.True((await h.Engine.SendAsync(h.Draft("t3", "filler"))).IsOk); // t2, %DLQ%A, t3: at MaxTopics
+
+        long before = h.Engine.LogTailAddress;
+        var first = await h.Engine.RedriveDeadLettersAsync("A", null, 100);
+        Assert.True(first.Error.IsOk, first.Error.ToString());
+        Assert.Equal((3, 1), (first.Redriven, first.NotRedriven));
+        Assert.Equal((ids[0], BrokerStatus.TopicNotFound), (first.NotRedrivenLetters[0].MessageId, first.NotRedrivenLetters[0].Status));
+        await h.Engine.DisposeAsync();
+
+        var records = ReadLog(h);
+        var inside = records.Where(r => r.Address >= before && r.Kind != RecordKind.Padding).ToList();
+        var lastKept = new List<long> { before - 1 };
+        lastKept.AddRange(inside.Select(r => r.Address));
+        var received = new List<string>();
+        foreach (long last in lastKept)
+        {
+            string dir = await AlignedPrefixDataDirAsync(h, records, last);
+            try
+            {
+                await using var recovered = await BrokerEngine.OpenAsync(h.Options with { DataDir = dir }, h.Clock, startBackgroundLoops: false);
+                // The cursor's leases from before the crash run out (a re-drive cursor's lease never dead-letters).
+                h.Clock.Advance(TimeSpan.FromMinutes(2));
+                recovered.RunSweep();
+                Assert.True((await recovered.CreateTopicAsync("t1")).Error.IsOk);
+                var again = await recovered.RedriveDeadLettersAsync("A", null, 100);
+                Assert.True(again.Error.IsOk, again.Error.ToString());
+                Assert.Equal(0, again.NotRedriven);
+                var got = new List<string>();
+                foreach (var topic in new[] { "t1", "t2" })
+                {
+                    while ((await ReceiveAsync(recovered, "A", topic, TimeSpan.FromSeconds(30))).Messages is { Count: > 0 } batch)
+                        foreach (var m in batch)
+                        {
+                            got.Add(m.Message.MessageId);
+                            Assert.True((await recovered.AckAsync("A", topic, m.ReceiptHandle)).IsOk);
+                        }
+                }
+                var times = ids.Select(id => got.Count(g => g == id));
+                received.Add($"{(last < before ? "none" : records.Single(r => r.Address == last).Kind)}:{string.Join(',', times)}");
+            }
+            finally
+            {
+                try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            }
+        }
+        // One entry per prefix, "the last record kept : times each dead letter was received".
+        Assert.All(received, r => Assert.EndsWith(":1,1,1,1", r));
+    }
+
+    /// <summary>
     /// Logs written before a re-drive's put-back and acknowledgements were one record hold the put-back (Redriven, or
     /// MessageStored into the retry topic) and then an Acked record for the cursor and one for its sibling: replay reads
     /// them as before. Both forms recover to the live state (and the rebuilt message index finds the message where the

@@ -51,7 +51,8 @@ public sealed class RedriveCursorTests
         {
             var r = await h.Engine.RedriveDeadLettersAsync("A", null, 100);
             moved += r.Redriven;
-            Assert.False(r.Error.IsOk);
+            Assert.True(r.Error.IsOk, r.Error.ToString()); // m1 is left (since 2026-12-06 the re-drive goes on past it)
+            Assert.Equal(1, r.NotRedriven);
             await Expire(h, TimeSpan.FromMinutes(2)); // the cursor's leases (1 min) end
         }
         // The topic is back: an operator re-drives again.
@@ -63,9 +64,10 @@ public sealed class RedriveCursorTests
     }
 
     /// <summary>
-    /// Finding 1, the batch: a re-drive that stops at a dead letter it cannot put back (with a clear error) releases
-    /// what it still held of its batch at once, so a later re-drive is offered all of them without waiting for the
-    /// cursor's lease to end; after a replay of the log too (the sweep a start runs, no time passed).
+    /// Finding 1, the batch: a re-drive that meets a dead letter it cannot put back releases what it still held of its
+    /// batch at once, so a later re-drive is offered all of them without waiting for the cursor's lease to end; after a
+    /// replay of the log too (the sweep a start runs, no time passed). Until 2026-12-06 the re-drive stopped there with
+    /// the error; now it leaves that letter (counted, with why) and goes on, and releases the letter too.
     /// </summary>
     [Theory]
     [InlineData(false)]
@@ -82,8 +84,9 @@ public sealed class RedriveCursorTests
         {
             var r = await h.Engine.RedriveDeadLettersAsync("A", null, 100);
             moved += r.Redriven;
-            Assert.Equal(BrokerStatus.TopicNotFound, r.Error.Status);
-            Assert.Contains("could not be put back on 't1'", r.Error.Message);
+            Assert.True(r.Error.IsOk, r.Error.ToString());
+            var why = Assert.Single(r.NotRedrivenLetters);
+            Assert.Equal((BrokerStatus.TopicNotFound, "t1"), (why.Status, why.Target));
             if (restartBetween)
             {
                 await h.RestartAsync(o => o with { AutoCreateTopics = false });

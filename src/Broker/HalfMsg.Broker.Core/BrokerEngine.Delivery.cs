@@ -273,6 +273,7 @@ public sealed partial class BrokerEngine
                     // the whole invisible duration, renewed for a push consumer that never got them (found by review).
                     var result = new List<DeliveredMessage>(picked.Count);
                     List<(int Queue, long Offset, long LeaseId, int Attempt)>? unmatched = null;
+                    List<(long Offset, string ReceiptHandle)>? unread = null;
                     var handedOut = sql is null ? null : new List<(int Queue, long Offset, int Attempt)>(picked.Count);
                     foreach (var p in picked)
                     {
@@ -293,7 +294,12 @@ public sealed partial class BrokerEngine
                             if (IsGoneFromQueue(topic.Name, p.Queue, p.Offset))
                                 _logger.LogDebug("Message {Topic}/{Queue}/{Offset} expired behind a retention cut while a receive read it", topic.Name, p.Queue, p.Offset);
                             else
+                            {
                                 _logger.LogError("Message {Topic}/{Queue}/{Offset} at {Address} could not be read; it stays leased and will be retried", topic.Name, p.Queue, p.Offset, p.Entry.BodyAddress);
+                                // A re-drive is told: it counts the dead letter as not re-driven and releases it when it
+                                // ends (until 2026-12-06 it stayed leased, out of the answer and of re-drives for a minute).
+                                if (req.RedriveCursor) (unread ??= []).Add((p.Offset, new ReceiptHandle(p.Queue, p.Offset, p.LeaseId).Encode()));
+                            }
                             // Never handed to the consumer: its lease must end, not be renewed for it while it is active.
                             if (req.AutoRenew) StopRenewal(topic, req.ConsumerGroup, p.Queue, p.Offset, p.LeaseId);
                             continue;
@@ -321,7 +327,8 @@ public sealed partial class BrokerEngine
                         filteredOut += unmatched?.Count ?? 0;
                     }
                     BrokerTracing.EndReceive(span, BrokerError.None, result);
-                    if (result.Count > 0) return new(BrokerError.None, result);
+                    if (result.Count > 0) return new(BrokerError.None, result) { Unreadable = unread };
+                    if (unread is not null) return new(new(BrokerStatus.MessageNotFound, "no readable message"), []) { Unreadable = unread };
                     if (unmatched is not null)
                     {
                         // All filtered out: look on at once while the long poll has time (nothing wakes this receive for

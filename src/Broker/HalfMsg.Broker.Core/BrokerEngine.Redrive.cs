@@ -23,8 +23,23 @@ public sealed partial class BrokerEngine
     /// dead-letter, whatever their delivery attempt.</summary>
     internal static bool IsRedriveCursor(string group) => group.StartsWith(RedrivePrefix, StringComparison.Ordinal);
 
-    /// <summary>What one re-drive call did. <see cref="Error"/> is set when it stopped early (the counts stay true).</summary>
-    public sealed record RedriveResult(BrokerError Error, string DeadLetterTopic, int Redriven, int Skipped, IReadOnlyList<string> MessageIds);
+    /// <summary>What one re-drive call did. <see cref="Error"/> is set when it stopped early (the counts stay true).
+    /// <see cref="Skipped"/>: dead letters from other topics a filter passed over (and ones retention cut meanwhile);
+    /// <see cref="NotRedriven"/>: dead letters that could not be put back and stay in the dead-letter topic for a later
+    /// re-drive, the first <see cref="MaxNotRedrivenListed"/> of them with why in <see cref="NotRedrivenLetters"/>.</summary>
+    public sealed record RedriveResult(BrokerError Error, string DeadLetterTopic, int Redriven, int Skipped, IReadOnlyList<string> MessageIds)
+    {
+        public int NotRedriven { get; init; }
+        public IReadOnlyList<NotRedrivenLetter> NotRedrivenLetters { get; init; } = [];
+    }
+
+    /// <summary>A dead letter a re-drive could not put back: its place in the dead-letter topic, the topic it was to go
+    /// to, and the refusal. Id and topic are null for one whose record could not be read.</summary>
+    public sealed record NotRedrivenLetter(string? MessageId, long DeadLetterOffset, string? Target, BrokerStatus Status, string Reason);
+
+    /// <summary>How many dead letters not put back one answer lists (all are counted): an answer stays small when a
+    /// deleted topic leaves thousands.</summary>
+    public const int MaxNotRedrivenListed = 100;
 
     /// <summary>
     /// Moves up to <paramref name="max"/> messages of <c>%DLQ%&lt;group&gt;</c> back to <paramref name="group"/>, and to
@@ -39,7 +54,11 @@ public sealed partial class BrokerEngine
     /// <c>%REDRIVE%&lt;group&gt;|&lt;topic&gt;</c> when only messages from <paramref name="originalTopic"/> are wanted);
     /// each message is put back and acknowledged there in one record, so a crash keeps both or neither: never lost,
     /// never put back twice. With a topic filter, dead letters from other topics are passed over by that filter's
-    /// cursor only (counted as skipped) and stay for others.
+    /// cursor only (counted as skipped) and stay for others. A dead letter that cannot be put back (its topic deleted
+    /// with auto-creation off, its body over the size limit now in force, ...: <see cref="LeavesOneLetter"/>) is left in
+    /// the dead-letter topic, unacknowledged on the cursor, counted in <see cref="RedriveResult.NotRedriven"/> with why,
+    /// and the re-drive goes on; the next re-drive is offered it first. Only a failure of the broker itself (storage, a
+    /// full disk, shutting down) or the caller's cancellation stops a re-drive.
     /// Re-drives of one group run one at a time (a second waits for the first), and a dead letter is put back only in the
     /// same hold of the engine lock that checks the cursor's lease is still live, by the record that also acknowledges it
     /// for the cursor and its sibling: whatever runs at once, and whatever a crash keeps, a dead letter is put back once.
@@ -56,7 +75,13 @@ public sealed partial class BrokerEngine
         string dlq = DeadLetterPrefix + group;
         var moved = new List<string>();
         int skipped = 0;
-        RedriveResult Done(BrokerError error) => new(error, dlq, moved.Count, skipped, moved);
+        // The dead letters left this call, by their dead-letter offset: the delivery that leases each now (released when
+        // the call ends) and why it was left.
+        var left = new SortedDictionary<long, (string ReceiptHandle, NotRedrivenLetter Why)>();
+        RedriveResult Done(BrokerError error) => new(error, dlq, moved.Count, skipped, moved)
+        {
+            NotRedriven = left.Count, NotRedrivenLetters = [.. left.Values.Take(MaxNotRedrivenListed).Select(l => l.Why)],
+        };
 
         if (!IsValidName(group, 255) || IsSystemTopic(group))
             return Done(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"));
@@ -82,10 +107,25 @@ public sealed partial class BrokerEngine
                 {
                     ConsumerGroup = cursor, Topic = dlq, BatchSize = Math.Min(32, max - moved.Count), InvisibleDuration = TimeSpan.FromMinutes(1), RedriveCursor = true,
                 }, ct).ConfigureAwait(false);
+                // Only letters this call left already, offered again (their lease ran out during a long call) and left
+                // again: the call has come round to them, and nothing new is behind them.
+                bool onlyLeftAgain = true;
+                // Leased but unreadable (a damaged record): left as any dead letter that cannot be put back.
+                foreach (var (offset, handle) in batch.Unreadable ?? [])
+                {
+                    if (!left.ContainsKey(offset)) onlyLeftAgain = false;
+                    left[offset] = (handle, new NotRedrivenLetter(null, offset, null, BrokerStatus.StorageFailure,
+                        $"its stored record ({dlq}/0/{offset}) could not be read (damaged); it stays in {dlq}"));
+                }
+                if (batch.Unreadable is not null && batch.Messages.Count == 0)
+                {
+                    if (onlyLeftAgain) break;
+                    continue;
+                }
                 if (batch.Error.Status == BrokerStatus.MessageNotFound || batch.Messages.Count == 0) break;
                 if (!batch.IsOk) return Done(batch.Error);
-                // The messages of the batch from 'next' on are still leased: whatever ends the call early (a dead letter
-                // that cannot be put back, an error, the caller's cancellation) releases them at once in the finally.
+                // The messages of the batch from 'next' on are still leased: whatever ends the call early (a failure of
+                // the broker, the caller's cancellation) releases them at once in the finally.
                 // Until 2026-12-05 they stayed leased for the lease's minute, each such call cost them a delivery attempt,
                 // and in the end the sweep dead-lettered them (found by review).
                 int next = 0;
@@ -106,6 +146,7 @@ public sealed partial class BrokerEngine
                             var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                             if (!passed.IsOk) return Done(passed);
                             skipped++;
+                            onlyLeftAgain = false;
                             continue;
                         }
                         string target = sentBack ? RetryPrefix + group : origin;
@@ -125,22 +166,39 @@ public sealed partial class BrokerEngine
                         {
                             // The cursor's lease ran out meanwhile (a slow disk): nothing was written; the dead letter is
                             // offered to this cursor again.
+                            onlyLeftAgain = false;
                             continue;
                         }
+                        if (LeavesOneLetter(put.Status))
+                        {
+                            // This dead letter cannot go back now; the others may. It is not acknowledged: it stays in the
+                            // dead-letter topic, leased on the cursor until this call ends (so the receives here go past
+                            // it) and then released, so the next re-drive is offered it first, as the oldest unfinished.
+                            // Until 2026-12-06 it stopped the re-drive, and every later one stopped at it again: a deleted
+                            // topic held back every dead letter behind its own (found by review).
+                            bool again = left.ContainsKey(m.QueueOffset);
+                            left[m.QueueOffset] = (d.ReceiptHandle, new NotRedrivenLetter(m.MessageId, m.QueueOffset, target, put.Status, put.Message));
+                            if (!again) onlyLeftAgain = false;
+                            continue;
+                        }
+                        onlyLeftAgain = false;
                         if (put.Status == BrokerStatus.MessageNotFound)
                         {
                             // Retention cut the dead letter's body since it was received: nothing is left to put back.
                             var gone = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                             if (!gone.IsOk) return Done(gone);
+                            left.Remove(m.QueueOffset);
                             skipped++;
                             continue;
                         }
                         if (!put.IsOk)
                         {
-                            // Not acknowledged: the dead letter stays (released below with the rest of the batch), and the
-                            // next re-drive tries it again.
+                            // The broker itself failed (storage, a full disk, shutting down): not this letter's doing, and
+                            // the next would fail too. Not acknowledged: the dead letter stays (released below with the
+                            // rest of the batch), and the next re-drive tries it again.
                             return Done(new(put.Status, $"message '{m.MessageId}' could not be put back on '{target}': {put.Message}"));
                         }
+                        left.Remove(m.QueueOffset); // left earlier in this call, put back now (its topic made meanwhile)
                         moved.Add(m.MessageId);
                         MessageIndex.OnRedriven(m.MessageId, group, target, NowMs); // MessageIndex hook (issue 12)
                         progress?.Report(moved.Count);
@@ -148,19 +206,47 @@ public sealed partial class BrokerEngine
                 }
                 finally
                 {
-                    if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, batch.Messages.Skip(next)) is var released and >= 0)
+                    if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, batch.Messages.Skip(next).Select(d => d.ReceiptHandle)) is var released and >= 0)
                         await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
                 }
+                if (onlyLeftAgain) break;
             }
         }
         finally
         {
-            running.Release();
+            // The letters left, released at once (durably, before the answer) however the call ends: the next re-drive
+            // is offered them without waiting for the cursor's lease. Lost in a crash, the lease runs its length; a
+            // re-drive cursor's lease never dead-letters, so they stay within every later re-drive's reach.
+            try
+            {
+                if (left.Count > 0 && ReleaseRedriveLeases(cursor, dlq, left.Values.Select(l => l.ReceiptHandle)) is var released and >= 0)
+                    await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
+            }
+            finally
+            {
+                running.Release();
+            }
         }
         if (moved.Count > 0)
             _logger.LogInformation("Re-drove {Count} dead letters of group {Group} from {Dlq}", moved.Count, group, dlq);
+        if (left.Count > 0)
+        {
+            var first = left.Values.First().Why;
+            _logger.LogWarning("Re-drive of group {Group} left {Count} dead letters in {Dlq} that could not be put back (they stay there for a later re-drive); the first, message {MessageId} at offset {Offset} for {Target}: {Status}: {Reason}",
+                group, left.Count, dlq, first.MessageId, first.DeadLetterOffset, first.Target, first.Status, first.Reason);
+        }
         return Done(BrokerError.None);
     }
+
+    /// <summary>
+    /// Whether a put-back refused with <paramref name="status"/> is this dead letter's own matter, so the re-drive leaves
+    /// it and goes on: its topic does not exist (deleted with auto-creation off, or the broker at its topic limit) or is
+    /// not a name a put-back may use, its body or metadata are over the limits now in force, or its draft is refused.
+    /// Anything else (the storage failed, the disk is full, the broker is shutting down or overloaded, a bug) would
+    /// refuse the next one too: the re-drive stops with it.
+    /// </summary>
+    private static bool LeavesOneLetter(BrokerStatus status) => status is BrokerStatus.TopicNotFound or BrokerStatus.IllegalTopic
+        or BrokerStatus.MessageTooLarge or BrokerStatus.PropertiesTooLarge or BrokerStatus.BadRequest or BrokerStatus.IllegalDeliveryTime;
 
     /// <summary>The dead-letter topic the dead letter at <paramref name="offset"/> of <paramref name="dlq"/> was taken
     /// from (<see cref="QueueState.SourceOf"/>), or null when its body names the topic it left.</summary>
@@ -171,21 +257,21 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
-    /// Ends the cursor's live leases of <paramref name="left"/> now (the rest of a batch a re-drive stopped in), so the
-    /// next re-drive is offered them at once, as a ChangeInvisibleDuration of zero would. Returns the address to wait for
+    /// Ends the cursor's live leases of <paramref name="left"/> (receipt handles) now (the rest of a batch a re-drive
+    /// stopped in, and the dead letters it left), so the next re-drive is offered them at once, as a ChangeInvisibleDuration of zero would. Returns the address to wait for
     /// (-1 if nothing was released); lost in a crash, a lease runs its length, and a re-drive cursor's lease never
     /// dead-letters (<see cref="IsRedriveCursor"/>). The cursor's delivery counter goes on counting these offers, as
     /// for any group, but decides nothing.
     /// </summary>
-    private long ReleaseRedriveLeases(string cursor, string dlq, IEnumerable<DeliveredMessage> left)
+    private long ReleaseRedriveLeases(string cursor, string dlq, IEnumerable<string> left)
     {
         long address = -1;
         lock (_gate)
         {
             long now = NowMs;
-            foreach (var d in left)
+            foreach (var receiptHandle in left)
             {
-                if (!TryGetLease(cursor, dlq, d.ReceiptHandle, out _, out var handle, out var flight).IsOk) continue;
+                if (!TryGetLease(cursor, dlq, receiptHandle, out _, out var handle, out var flight).IsOk) continue;
                 flight.RenewFor = null;
                 address = ChangeLease(cursor, dlq, handle.QueueId, handle.QueueOffset, now, NextLeaseId());
             }

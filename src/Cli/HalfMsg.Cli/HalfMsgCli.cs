@@ -263,8 +263,9 @@ public static class HalfMsgCli
                 return ExitCodes.Usage;
             }
             long remaining = parse.GetValue(dlqMax) ?? long.MaxValue;
-            int moved = 0, skipped = 0;
+            int moved = 0, skipped = 0, notRedriven = 0;
             var ids = new List<string>();
+            var left = new List<JsonElement>();
             string deadLetterTopic = "%DLQ%" + g;
             while (remaining > 0)
             {
@@ -278,10 +279,18 @@ public static class HalfMsgCli
                     skipped += answer.Body.GetProperty("skipped").GetInt32();
                     ids.AddRange(answer.Body.GetProperty("messageIds").EnumerateArray().Select(i => i.GetString()!));
                     deadLetterTopic = answer.Body.GetProperty("deadLetterTopic").GetString()!;
+                    // Each chunk is offered the dead letters the ones before it left (first, as the oldest unfinished)
+                    // and tries them again: the last answer counts every one still left, so it replaces, not adds.
+                    if (answer.Body.TryGetProperty("notRedriven", out var n))
+                    {
+                        notRedriven = n.GetInt32();
+                        left = [.. answer.Body.GetProperty("notRedrivenLetters").EnumerateArray().Select(l => l.Clone())];
+                    }
                 }
                 if (!answer.Ok)
                 {
                     if (moved > 0) await error.WriteLineAsync($"halfmsg: {moved} moved before the broker stopped");
+                    if (notRedriven > 0) await error.WriteLineAsync($"halfmsg: {notRedriven} could not be put back and stay in {deadLetterTopic}");
                     await error.WriteLineAsync($"halfmsg: {answer.Error}");
                     return answer.ExitCode;
                 }
@@ -291,9 +300,18 @@ public static class HalfMsgCli
                 await error.WriteLineAsync($"halfmsg: moved {moved} from {deadLetterTopic}...");
             }
             if (asJson)
-                await output.WriteLineAsync(JsonSerializer.Serialize(new { group = g, deadLetterTopic, topic = only, redriven = moved, skipped, messageIds = ids }, Indented));
+                await output.WriteLineAsync(JsonSerializer.Serialize(new
+                {
+                    group = g, deadLetterTopic, topic = only, redriven = moved, skipped, messageIds = ids, notRedriven, notRedrivenLetters = left,
+                }, Indented));
             else
-                await output.WriteLineAsync($"{deadLetterTopic}: {moved} moved back to their topics" + (skipped > 0 ? $", {skipped} from other topics passed over" : ""));
+            {
+                await output.WriteLineAsync($"{deadLetterTopic}: {moved} moved back to their topics" + (skipped > 0 ? $", {skipped} from other topics passed over" : "")
+                    + (notRedriven > 0 ? $", {notRedriven} could not be put back (they stay there; re-drive again once the cause is fixed)" : ""));
+                foreach (var l in left)
+                    await output.WriteLineAsync($"  {l.GetProperty("messageId").GetString() ?? $"offset {l.GetProperty("deadLetterOffset").GetInt64()}"} -> {l.GetProperty("target").GetString() ?? "?"}: {l.GetProperty("reason").GetString()}");
+                if (notRedriven > left.Count) await output.WriteLineAsync($"  ... and {notRedriven - left.Count} more");
+            }
             return ExitCodes.Ok;
         });
         dlq.Add(redrive);

@@ -186,6 +186,11 @@ public interface IDeliveryAllowance
 public readonly record struct ReceiveResult(BrokerError Error, IReadOnlyList<DeliveredMessage> Messages)
 {
     public bool IsOk => Error.IsOk;
+
+    /// <summary>For a re-drive's receive (<see cref="ReceiveRequest.RedriveCursor"/>) only: the messages it leased but
+    /// could not read (a damaged record), each as its queue offset and receipt handle. A client's receive leaves them
+    /// leased for their invisible duration; the re-drive counts them as not re-driven and releases them.</summary>
+    internal IReadOnlyList<(long Offset, string ReceiptHandle)>? Unreadable { get; init; }
 }
 
 public readonly record struct ChangeInvisibleResult(BrokerError Error, string? ReceiptHandle, long InvisibleUntilMs)

@@ -43,7 +43,15 @@ public static class AdminApi
             var body = new
             {
                 group, deadLetterTopic = result.DeadLetterTopic, topic, redriven = result.Redriven, skipped = result.Skipped,
-                messageIds = result.MessageIds, error = result.Error.IsOk ? null : result.Error.Message,
+                messageIds = result.MessageIds,
+                // Dead letters that could not be put back: they stay in the dead-letter topic for a later re-drive (all
+                // counted, the first 100 listed with why).
+                notRedriven = result.NotRedriven,
+                notRedrivenLetters = result.NotRedrivenLetters.Select(l => new
+                {
+                    messageId = l.MessageId, deadLetterOffset = l.DeadLetterOffset, target = l.Target, status = l.Status.ToString(), reason = l.Reason,
+                }),
+                error = result.Error.IsOk ? null : result.Error.Message,
             };
             if (result.Error.IsOk) return Results.Ok(body);
             if (result.Error.Status == BrokerStatus.TopicNotFound && result.Redriven == 0) return NotFound(result.Error.Message);

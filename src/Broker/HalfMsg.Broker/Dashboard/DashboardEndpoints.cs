@@ -54,10 +54,15 @@ internal static class DashboardEndpoints
             var result = await engine.RedriveDeadLettersAsync(group, null, 10_000, null, ct);
             string back = $"/dashboard/groups/{U(group)}";
             return Results.Redirect(result.Error.IsOk
-                ? $"{back}?msg={U($"{result.Redriven} dead letter(s) moved back to their topics.")}"
-                : $"{back}?err={U($"Re-drive stopped after {result.Redriven}: {result.Error.Message}")}");
+                ? $"{back}?msg={U($"{result.Redriven} dead letter(s) moved back to their topics." + NotRedriven(result))}"
+                : $"{back}?err={U($"Re-drive stopped after {result.Redriven}: {result.Error.Message}" + NotRedriven(result))}");
         });
     }
+
+    /// <summary>The dead letters a re-drive left in the dead-letter topic, with the first one's reason; empty if none.</summary>
+    private static string NotRedriven(BrokerEngine.RedriveResult result) => result.NotRedrivenLetters is [var first, ..]
+        ? $" {result.NotRedriven} could not be put back and stay in {result.DeadLetterTopic} (message {first.MessageId ?? $"at offset {first.DeadLetterOffset}"}: {first.Reason})."
+        : "";
 
     private static IResult Overview(BrokerEngine engine, BrokerOptions options, RateSampler sampler)
     {
