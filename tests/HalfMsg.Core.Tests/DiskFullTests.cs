@@ -82,6 +82,46 @@ public sealed class DiskFullTests : IAsyncLifetime
         Assert.Equal("after", Assert.Single(after.Messages).Message.MessageId);
     }
 
+    /// <summary>Review of batch sends (2026-12-06), F1: a one-queue batch (Remoting SEND_BATCH_MESSAGE) was checked whole,
+    /// then each message again as it was stored. The guard re-samples on its own, so it could turn full partway: the batch
+    /// was answered DiskFull while its first part stayed stored and was delivered, and the Java producer's retry of the
+    /// whole batch (SERVICE_NOT_AVAILABLE is a retry code) delivered that part twice. Once stored from, a batch is finished
+    /// on the reserve; refused, it is refused before anything of it is stored.</summary>
+    [Fact]
+    public async Task A_one_queue_batch_the_disk_fills_during_is_stored_whole_and_one_refused_stores_nothing()
+    {
+        var engine = await OpenAsync();
+        Assert.True((await engine.SendAsync(Draft("warm-up"))).IsOk);
+        int filled = 0;
+        // The disk crosses the limit between two holds of the lock (another writer, or the batch's own growth).
+        engine.BetweenLockHoldsForTests = () =>
+        {
+            if (Interlocked.Increment(ref filled) > 1) return;
+            Interlocked.Exchange(ref _free, 10L << 20);
+            engine.DiskSpace.Sample();
+        };
+        var drafts = Enumerable.Range(0, BrokerEngine.MaxEntriesPerLockHold + 10).Select(i => Draft($"b{i}")).ToList();
+        var (error, results) = await engine.SendToOneQueueAsync(drafts);
+        engine.BetweenLockHoldsForTests = null;
+        Assert.Equal(1, filled);
+        Assert.True(engine.DiskSpace.IsFull);
+        Assert.True(error.IsOk, error.ToString());
+        Assert.Equal(drafts.Count, results.Length);
+        Assert.All(results, r => Assert.Equal(results[0].QueueId, r.QueueId));
+        Assert.Equal(Enumerable.Range(0, drafts.Count).Select(i => results[0].QueueOffset + i), results.Select(r => r.QueueOffset));
+
+        // Full before it starts: refused whole, nothing of it stored.
+        var (refused, none) = await engine.SendToOneQueueAsync([Draft("r0"), Draft("r1")]);
+        Assert.Equal(BrokerStatus.DiskFull, refused.Status);
+        Assert.Empty(none);
+
+        var got = new List<string>();
+        while ((await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "g", Topic = "t", BatchSize = 1024 })).Messages is { Count: > 0 } page)
+            got.AddRange(page.Select(m => m.Message.MessageId));
+        Assert.Equal(drafts.Select(d => d.MessageId).Append("warm-up").Order(), got.Order());
+        Assert.Null(engine.StorageFault);
+    }
+
     [Fact]
     public async Task The_guard_resamples_by_itself_without_an_explicit_sample()
     {

@@ -121,9 +121,39 @@ public sealed partial class BrokerEngine
     /// one result per message, or the first error for all of them. A batch longer than one hold stays in order on its
     /// queue, but other sends to that queue may land between its chunks.
     /// </summary>
+    /// <remarks>
+    /// The answer has no status per message (Remoting's SEND_BATCH_MESSAGE), and a producer retries a refused batch whole:
+    /// a refusal must mean nothing of the batch is stored. So only the first message can be refused while storing (the
+    /// disk, its topic, the queue it names); from then on the batch is finished (the disk's reserve is for finishing
+    /// accepted work), or, when its topic was deleted between two holds, refused with its first part gone with the topic.
+    /// </remarks>
     public async ValueTask<(BrokerError Error, SendResult[] Results)> SendToOneQueueAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
     {
         if (messages.Count == 0) return (new(BrokerStatus.BadRequest, "the batch is empty"), []);
+        // One send span per message, as SendBatchAsync has; siblings, not nested (Activity.Current is restored after
+        // each). Until 2026-12-06 this path had none, so a Remoting producer's traceparent ended at a batch (review).
+        Activity? current = Activity.Current;
+        Activity?[]? spans = null;
+        for (int i = 0; i < messages.Count; i++)
+        {
+            if (BrokerTracing.StartSend(messages[i]) is not { } span) continue;
+            (spans ??= new Activity?[messages.Count])[i] = span;
+            Activity.Current = current;
+        }
+        try
+        {
+            var (error, results) = await StoreOnOneQueueAsync(messages, ct).ConfigureAwait(false);
+            if (spans is not null) foreach (var span in spans) BrokerTracing.EndSend(span, error);
+            return (error, results);
+        }
+        finally
+        {
+            if (spans is not null) foreach (var span in spans) span?.Dispose();
+        }
+    }
+
+    private async ValueTask<(BrokerError Error, SendResult[] Results)> StoreOnOneQueueAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct)
+    {
         var results = new SendResult[messages.Count];
         long highest = -1;
         long now = NowMs;
@@ -134,41 +164,80 @@ public sealed partial class BrokerEngine
             if (err.IsOk && m.DeliveryTimestampMs is long at && at > now) err = new(BrokerStatus.BadRequest, "batch messages cannot be delayed");
             if (!err.IsOk) return (err, []);
         }
+        TopicState topic = null!;
+        int queueId = -1, storedBefore = 0;
+        BrokerError? gone = null;
         using (await _log.ReserveRoomAsync(RoomFor(messages), ct).ConfigureAwait(false))
         {
             foreach (var (start, end) in LockChunks(messages.Count))
             {
                 lock (_gate)
                 {
-                    for (int i = start; i < end; i++)
+                    int i = start;
+                    if (i == 0)
                     {
-                        results[i] = StoreMessage(messages[i], out var address, i == 0 ? null : results[0].QueueId);
-                        // Only the first can fail here (its topic), or a later chunk's when the topic was deleted between
-                        // holds: the batch is then refused, though what was stored stays (a retry may duplicate it).
-                        if (!results[i].IsOk) return (results[i].Error, []);
-                        highest = address;
+                        // Checked again as it is stored: nothing of the batch is stored yet, so a refusal here (the disk
+                        // filled since, the topic cannot be created, the queue it names) is still the whole batch's.
+                        results[0] = StoreMessage(messages[0], out highest, out topic);
+                        if (!results[0].IsOk) return (results[0].Error, []);
+                        queueId = results[0].QueueId;
+                        i = 1;
                     }
+                    else if (!_topics.TryGetValue(topic.Name, out var still) || !ReferenceEquals(still, topic))
+                    {
+                        // Deleted between two holds (and maybe made again, with other queues, by a send or an operator).
+                        // The part stored went with the deleted topic, and the rest must not go to another topic of the
+                        // same name: the batch is refused, and nothing of it is in the topic, so a retry duplicates
+                        // nothing. Until 2026-12-06 the rest went on to a new topic: an IndexOutOfRangeException when it
+                        // had fewer queues, else an OK for a batch whose first part was gone (review of batch sends).
+                        storedBefore = start;
+                        gone = new(BrokerStatus.TopicNotFound, $"topic '{topic.Name}' was deleted while the batch was being stored: "
+                            + $"its first {start} messages went with the topic and the other {messages.Count - start} were not stored, "
+                            + "so nothing of the batch is in the topic; send the batch again");
+                        // The answer rests on the delete, whose record may still be on its way to the disk: a crash
+                        // before it is durable would bring the first part back, and the retry would duplicate it.
+                        highest = AppendedSoFar;
+                        break;
+                    }
+                    // The rest is stored without checking again: the checks up front covered every message, and a disk
+                    // that fills now must not refuse a batch part of which is stored (until 2026-12-06 it did, and the
+                    // producer's retry of the whole batch duplicated that part; review of batch sends).
+                    for (; i < end; i++) results[i] = AppendMessage(topic, queueId, messages[i], NowMs, out highest);
                 }
             }
         }
         await _log.WaitDurableAsync(highest, ct).ConfigureAwait(false);
+        if (gone is { } refused)
+        {
+            _logger.LogWarning("A one-queue batch of {Count} messages to topic {Topic} was refused: the topic was deleted after its first {Stored} were stored", messages.Count, topic.Name, storedBefore);
+            return (refused, []);
+        }
         return (BrokerError.None, results);
     }
 
     /// <summary>Validates and appends one message. Caller holds the lock.</summary>
-    private SendResult StoreMessage(MessageDraft msg, out long address, int? onQueue = null)
+    private SendResult StoreMessage(MessageDraft msg, out long address) => StoreMessage(msg, out address, out _);
+
+    /// <summary>Validates and appends one message; <paramref name="topic"/> is the topic it was stored to. Caller holds the lock.</summary>
+    private SendResult StoreMessage(MessageDraft msg, out long address, out TopicState topic)
     {
         address = -1;
         long now = NowMs;
         var err = ValidateDraft(msg, now);
-        TopicState topic = null!;
+        topic = null!;
         if (err.IsOk) err = TryGetTopicForWrite(msg.Topic, out topic);
         // Checked for a delayed message too: its queue is kept until its release, where a missing one is not refused.
-        if (err.IsOk && onQueue is null && TopicQueues.NamedQueueRefusal(topic, msg) is { } noSuchQueue) err = noSuchQueue;
+        if (err.IsOk && TopicQueues.NamedQueueRefusal(topic, msg) is { } noSuchQueue) err = noSuchQueue;
         if (!err.IsOk) return new SendResult(err, msg.MessageId, -1, -1);
         bool delayed = msg.DeliveryTimestampMs is long at && at > now;
-        int queueId = delayed ? -1 : onQueue ?? PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup);
-        long offset = delayed ? -1 : topic.Queues[queueId].NextOffset;
+        return AppendMessage(topic, delayed ? -1 : PickQueue(topic, msg.QueueId ?? -1, msg.MessageGroup), msg, now, out address);
+    }
+
+    /// <summary>Appends one message already checked, on <paramref name="queueId"/> of <paramref name="topic"/> (-1: a
+    /// delayed message, queued at its release). Caller holds the lock.</summary>
+    private SendResult AppendMessage(TopicState topic, int queueId, MessageDraft msg, long now, out long address)
+    {
+        long offset = queueId < 0 ? -1 : topic.Queues[queueId].NextOffset;
         var kind = msg.MessageGroup is not null ? MessageKind.Fifo : msg.DeliveryTimestampMs is not null ? MessageKind.Delay : MessageKind.Normal;
         MessageStoredRecord.Write(_writer, queueId, offset, kind, msg.QueueId ?? -1, msg, now);
         address = AppendAndApply();

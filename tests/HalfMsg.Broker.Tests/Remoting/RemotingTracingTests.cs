@@ -71,6 +71,33 @@ public sealed class RemotingTracingTests(RemotingBrokerFixture broker) : IDispos
         Assert.Equal(sender.Span, send.ParentSpanId);
     }
 
+    /// <summary>Review of batch sends (2026-12-06), F3: SEND_BATCH_MESSAGE started no broker span, so a Java producer's
+    /// send(List) left each message's traceparent unanswered at the broker, unlike the same messages sent one at a time.</summary>
+    [Fact]
+    public async Task A_remoting_batch_continues_each_messages_traceparent_in_its_own_send_span()
+    {
+        Listen();
+        string topic = Unique("TraceBatch");
+        await using var c = await broker.ConnectAsync();
+        var contexts = Enumerable.Range(0, 3).Select(_ => NewContext()).ToList();
+        var ids = Enumerable.Range(0, 4).Select(_ => Guid.NewGuid().ToString("N").ToUpperInvariant()).ToList();
+        // Three entries with a traceparent each, a fourth with none.
+        var entries = ids.Select((id, i) => new BatchMessageCodec.Entry(0, System.Text.Encoding.UTF8.GetBytes($"b{i}"),
+            i < 3 ? Props("B", null, id, (BrokerTracing.TraceParentProperty, contexts[i].TraceParent)) : Props("B", null, id)));
+        var r = await c.InvokeAsync(RequestCode.SendBatchMessage, SendHeader("PG", topic, "", 0, -1), BatchMessageCodec.Encode(entries));
+        Assert.True(r.Code == ResponseCode.Success, $"{r.Code} {r.Remark}");
+
+        var spans = ids.Select(id => Span("send " + topic, id)).ToList();
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(contexts[i].Trace, spans[i].TraceId);
+            Assert.Equal(contexts[i].Span, spans[i].ParentSpanId);
+            Assert.Equal(ActivityKind.Server, spans[i].Kind);
+        }
+        // Siblings, not nested: the untraced entry's span is no child of the batch's other spans.
+        Assert.DoesNotContain(spans[3].ParentSpanId, spans.Take(3).Select(s => s.SpanId));
+    }
+
     [Fact]
     public async Task A_traceparent_ext_field_on_END_TRANSACTION_is_the_decision_spans_parent()
     {
