@@ -147,4 +147,42 @@ public sealed class RemotingLookupBudgetTests : IAsyncLifetime
         Assert.True(read <= Budget, $"20 views read {read / 1024} KiB of bodies at once on a connection whose budget is {Budget / 1024} KiB");
         AssertAnsweredOrBusy(answers, ResponseCode.Success);
     }
+    /// <summary>
+    /// An answer of at most 4 KiB always goes out, whatever the connection holds (as every other small answer): a Java
+    /// client's consumers, producers and look-ups share one connection per broker, and a slow consumer's unread pulled
+    /// answers must not make a look-up of a small message SYSTEM_BUSY (found by the review of the change that reserved
+    /// look-ups' room first; before that change they were charged once built, by the small-answer rule).
+    /// </summary>
+    [Fact]
+    public async Task A_view_and_a_query_of_a_small_message_are_answered_on_a_connection_whose_budget_is_held()
+    {
+        var small = await _engine.SendAsync(new Core.Model.MessageDraft { Topic = "Small", MessageId = "s0", Keys = ["s"], Body = new byte[100] });
+        Assert.True(small.Error.IsOk, small.Error.ToString());
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxInFlightBytesPerConnection = Budget, MaxPullBytes = Budget }, NullLoggerFactory.Instance);
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var run = session.RunAsync(CancellationToken.None);
+        session.ChargeInFlight(Budget); // the same client's unread pulled answers
+        var answers = new Dictionary<int, RemotingCommand>();
+        try
+        {
+            await toServer.Writer.WriteAsync(View(_engine.BodyAddressOf("Small", 0, 0), 1));
+            await toServer.Writer.WriteAsync(Frame(RemotingCommand.Request(RequestCode.QueryMessage).Set("topic", "Small").Set("key", "s")
+                .Set("maxNum", 32L).Set("beginTimestamp", 0L).Set("endTimestamp", long.MaxValue), 2));
+            await RemotingBroker.EventuallyAsync(() => { TakeAnswers(toClient, answers); return Task.FromResult(answers.Count); }, n => n == 2,
+                TimeSpan.FromSeconds(30), "both look-ups answered");
+            Assert.True(answers[1].Code == ResponseCode.Success, $"view: {answers[1].Code} {answers[1].Remark}");
+            Assert.True(answers[2].Code == ResponseCode.Success, $"query: {answers[2].Code} {answers[2].Remark}");
+            Assert.Single(StoredMessageCodec.DecodeAll(answers[2].Body.Span));
+        }
+        finally
+        {
+            session.ChargeInFlight(-Budget);
+            await toServer.Writer.CompleteAsync();
+            await toClient.Reader.CompleteAsync();
+            await run.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        await RemotingBroker.EventuallyAsync(() => Task.FromResult(session.InFlightBytes + server.PullBytes), n => n == 0, TimeSpan.FromSeconds(10), "room released");
+    }
 }
