@@ -46,6 +46,23 @@ internal sealed class PullReservation(RemotingSession session, RemotingServer se
         return true;
     }
 
+    /// <summary>
+    /// As <see cref="TryTake"/>, for a look-up (VIEW_MESSAGE_BY_ID, QUERY_MESSAGE): its first message, when it is a small
+    /// answer (<see cref="RemotingSession.SmallResponseBytes"/>), is taken whatever the budgets hold, as every other small
+    /// answer goes out. A Java client's consumers, producers and look-ups share one connection per broker: a slow
+    /// consumer's unread pulls must not make a look-up of a small message SYSTEM_BUSY (they did, from the change that had
+    /// look-ups reserve their room first until its review, 2026-12-06). A pull has no such rule: it may wait for room.
+    /// </summary>
+    public bool TryTakeForLookup(long bytes)
+    {
+        if (TryTake(bytes)) return true;
+        if (Held != 0 || bytes > RemotingSession.SmallResponseBytes) return false;
+        session.ChargeInFlight(bytes);
+        server.ChargePull(session, bytes);
+        Interlocked.Add(ref _held, bytes);
+        return true;
+    }
+
     public void Return(long bytes)
     {
         Interlocked.Add(ref _held, -bytes);

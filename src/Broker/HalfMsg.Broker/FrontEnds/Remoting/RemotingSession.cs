@@ -34,7 +34,7 @@ internal sealed class RemotingSession : ICheckBackChannel
     internal const int FlushChunkBytes = 1024 * 1024;
     /// <summary>An answer this small (a send's receipt, an offset) is always queued, even past the budget: refusing it
     /// after the request took effect would make the client repeat it. Such answers are bounded by the request slots.</summary>
-    private const int SmallResponseBytes = 4096;
+    internal const int SmallResponseBytes = 4096;
     private CancellationTokenSource _flushStall = new();
     private readonly SemaphoreSlim _outstanding;
     private readonly SemaphoreSlim _parkedPulls;

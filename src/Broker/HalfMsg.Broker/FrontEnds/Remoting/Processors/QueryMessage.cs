@@ -58,7 +58,7 @@ internal sealed partial class RemotingDispatcher
             if (bodies > 0 && bodies >= Engine.Options.ReceiveByteBudget) break;
             int size = Engine.StoredSizeOf(e.Topic, e.QueueId, e.QueueOffset);
             if (size < 0) continue; // cut by retention (or the topic deleted) since the index saw it
-            if (room is not null && !room.TryTake(size))
+            if (room is not null && !room.TryTakeForLookup(size))
             {
                 noRoom = true;
                 break;

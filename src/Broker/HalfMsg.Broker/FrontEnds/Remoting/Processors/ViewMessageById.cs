@@ -18,7 +18,7 @@ internal sealed partial class RemotingDispatcher
         if (!request.TryGetLong("offset", out long offset)) return Missing(request, "offset");
         int size = await Engine.StoredSizeAtAsync(offset, session.Closing).ConfigureAwait(false);
         if (size < 0) return Error(request, ResponseCode.SystemError, $"can not find message by the offset, {offset}");
-        if (room is not null && !room.TryTake(size)) return NoRoomForLookup(request, room);
+        if (room is not null && !room.TryTakeForLookup(size)) return NoRoomForLookup(request, room);
         var message = await Engine.ReadMessageAtAsync(offset, session.Closing, size).ConfigureAwait(false);
         if (message is null)
         {
