@@ -111,7 +111,11 @@ public sealed partial class BrokerEngine
             // Looked up again by the address it was sent at: retention may move its body meanwhile.
             var (error, storedId) = await WaitingMessageIdAsync(topic, candidate, deliverAtMs, unreadableId: null, ct).ConfigureAwait(false);
             if (!error.IsOk) return (error, copies);
+            if (storedId is null) continue;
             if (storedId == messageId) copies.Add(candidate);
+            // One whose id the index did not know (read from an older checkpoint) is listed under its id's hash now:
+            // the next recall at this time does not read it again.
+            lock (_gate) _delayed.NoteIdOf(candidate, storedId);
         }
         return (BrokerError.None, copies);
     }

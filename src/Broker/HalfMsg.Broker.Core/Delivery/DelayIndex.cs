@@ -140,6 +140,19 @@ internal sealed class DelayIndex
         }
     }
 
+    /// <summary>
+    /// The id of the waiting delay message sent at <paramref name="sentAt"/>, read from its body by a recall, when its
+    /// hash was not known (it was read from a checkpoint written before the hash was kept): it is listed under its hash
+    /// from now on, so its body is read once, not by every recall of its topic and time.
+    /// </summary>
+    public void NoteIdOf(long sentAt, string messageId)
+    {
+        if (!TryGetSentAt(sentAt, out var entry) || entry.IdHash != DelayedEntry.UnknownIdHash) return;
+        UnlinkCopy(entry);
+        entry.IdHash = DelayedEntry.HashOfId(messageId);
+        LinkCopy(entry);
+    }
+
     /// <summary>The entries the last <see cref="CopiesDueAt"/> looked at (for tests).</summary>
     internal int CopiesVisited { get; private set; }
 
@@ -201,8 +214,8 @@ internal sealed class DelayIndex
         UnlinkCopy(entry);
     }
 
-    // Topic, delivery time and id hash do not change while the entry is listed: Unlink finds it under the key Link put
-    // it under.
+    // Topic, delivery time and id hash do not change while the entry is listed (NoteIdOf unlinks it first): Unlink finds
+    // it under the key Link put it under.
     private void LinkCopy(DelayedEntry entry)
     {
         if (entry.SentAt < 0) return;
