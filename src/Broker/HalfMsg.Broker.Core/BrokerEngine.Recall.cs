@@ -96,8 +96,8 @@ public sealed partial class BrokerEngine
     /// <summary>
     /// The addresses sent at of the other waiting delay messages of <paramref name="topic"/> due at
     /// <paramref name="deliverAtMs"/> stored with <paramref name="messageId"/> (copies of the one sent at
-    /// <paramref name="sentAt"/>). Only those due at that time are looked at, in one hold of the lock; their bodies are
-    /// read outside it, but for those whose id the index knows to differ. One whose body cannot be read (damaged) is not
+    /// <paramref name="sentAt"/>). Only those of that topic and time with the id's hash, or whose hash is not known, are
+    /// looked at, in one hold of the lock; their bodies are read outside it. One whose body cannot be read (damaged) is not
     /// taken for a copy: its id is not known, and its delivery could not read it either (it would be dead-lettered).
     /// </summary>
     private async ValueTask<(BrokerError Error, List<long> Copies)> WaitingCopiesAsync(string topic, long sentAt, long deliverAtMs, string messageId,
@@ -111,7 +111,11 @@ public sealed partial class BrokerEngine
             // Looked up again by the address it was sent at: retention may move its body meanwhile.
             var (error, storedId) = await WaitingMessageIdAsync(topic, candidate, deliverAtMs, unreadableId: null, ct).ConfigureAwait(false);
             if (!error.IsOk) return (error, copies);
+            if (storedId is null) continue;
             if (storedId == messageId) copies.Add(candidate);
+            // One whose id the index did not know (read from an older checkpoint) is listed under its id's hash now:
+            // the next recall at this time does not read it again.
+            lock (_gate) _delayed.NoteIdOf(candidate, storedId);
         }
         return (BrokerError.None, copies);
     }

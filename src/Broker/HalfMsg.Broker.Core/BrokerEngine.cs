@@ -40,6 +40,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// <summary>Tests: change a queue as only retention does, under <see cref="GateForTests"/>.</summary>
     internal TopicQueues TopicsForTests => _topics;
     internal object GateForTests => _gate;
+    internal DelayIndex DelayedForTests => _delayed;
     /// <summary>Tests: when the sweeper loop plans to run next (Unix ms; <see cref="long.MinValue"/> while it runs or is kicked).</summary>
     internal long SweepPlannedAtMsForTests { get { lock (_gate) return _sweepAlarm.PlannedAtMs; } }
     /// <summary>Tests: leases looked at to find a leaving client's renewed ones, and the renewed-lease table's size.</summary>

@@ -72,6 +72,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// <summary>Tests: runs before the halves, the queues and the decided ids are captured (with the part's index:
     /// 0, 2, 3), outside the engine lock, so a test can decide a half at a chosen moment of a fuzzy capture.</summary>
     internal Func<int, Task>? BeforePartForTests { get; set; }
+    /// <summary>For tests: the delayed messages are written without their id hash, as before 2026-12-06.</summary>
+    internal bool WithoutIdHashesForTests { get; set; }
 
     /// <summary>A chain never grows longer than this many deltas: a restart reads at most this many files past the whole one.</summary>
     internal const int MaxDeltas = 32;
@@ -225,6 +227,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                         {
                             var d = delayed[k];
                             w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup).I64(d.SentAt);
+                            if (!WithoutIdHashesForTests) w.I32(d.IdHash);
                             Emit(w, o);
                         }
                     }).ConfigureAwait(false);
@@ -703,9 +706,14 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 case SnapDelayed:
                 {
                     var d = new DelayedEntry { BodyAddress = r.I64(), Size = r.I32(), Topic = r.Str()!, RequestedQueueId = r.I32(), DeliverAtMs = r.I64(), Tag = r.Str(), MessageGroup = r.Str() };
-                    // The address it was sent at (what a recall handle names) ends the record since recall came; a file
-                    // written before has none, and no handle was issued for its messages (SentAt stays -1).
+                    // The address it was sent at (what a recall handle names) follows since recall came; a file written
+                    // before has none, and no handle was issued for its messages (SentAt stays -1).
                     if (r.Remaining > 0) d.SentAt = r.I64();
+                    // Then the hash of its id (since 2026-12-06), so a recall after the restart reads the bodies of its
+                    // copies alone. A file written before has none: a recall reads the body of each such message of its
+                    // topic and time, once (DelayIndex.NoteIdOf). A build before reads the record without it: the reader
+                    // takes the fields it knows and leaves the rest of a record.
+                    if (r.Remaining > 0) d.IdHash = r.I32();
                     state.Delayed.Add(d);
                     break;
                 }
