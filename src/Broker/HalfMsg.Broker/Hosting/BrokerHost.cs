@@ -80,6 +80,7 @@ public sealed class BrokerHost : IAsyncDisposable
         var grpcOptions = new GrpcV5Options
         {
             AdvertisedHost = options.AdvertisedHost,
+            AdvertisedPort = options.AdvertisedGrpcPort,
             Port = options.GrpcPort,
             BrokerName = options.BrokerName,
             MaxReceiveMessageSize = options.Core.MaxMessageSize + 1024 * 1024,

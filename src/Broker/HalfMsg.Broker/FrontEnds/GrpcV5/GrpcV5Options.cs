@@ -3,8 +3,13 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// <summary>Settings of the RocketMQ 5 gRPC front-end.</summary>
 public sealed record GrpcV5Options
 {
-    /// <summary>Host advertised to clients in routes and assignments. Null: the local address the request came in on.</summary>
+    /// <summary>Host advertised to clients in routes and assignments. Null: the endpoints the request names (the
+    /// address the client reached), else the local address the request came in on.</summary>
     public string? AdvertisedHost { get; init; }
+
+    /// <summary>Port advertised in routes and assignments. 0: the endpoints the request names when
+    /// <see cref="AdvertisedHost"/> is not set either, else <see cref="Port"/>.</summary>
+    public int AdvertisedPort { get; init; }
 
     /// <summary>The gRPC port, advertised in routes. 0: the local port the request came in on.</summary>
     public int Port { get; init; }
