@@ -88,7 +88,8 @@ internal sealed partial class MessagingService
             case Settings.PubSubOneofCase.Publishing:
                 RegisterPublishing(session, settings.Publishing.Topics.Select(t => V5Namespace.Wrap(session.Namespace, t.Name)));
                 // Node asserts an exponential backoff (a missing one kills the process) and refuses every send when
-                // max_body_size is 0. Type validation stays off: every queue accepts every type anyway.
+                // max_body_size is 0. Type validation stays off: every queue accepts every type a client sends but LITE and PRIORITY,
+                // which SendMessage refuses itself (V5MessageChecks.TypeRefusal), so no client's checks change.
                 reply.BackoffPolicy = Backoff(3, TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(1));
                 reply.Publishing.MaxBodySize = _engine.Options.MaxMessageSize;
                 reply.Publishing.ValidateMessageType = false;
