@@ -1279,6 +1279,40 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(V5BrokerFixture.MaxMessageSize, reply.Settings.Publishing.MaxBodySize);
     }
 
+    /// <summary>
+    /// Push consumers are told Apache's default group retry policy (customized 1s 5s 10s 30s 1m ... 10m 20m 30m 1h 2h)
+    /// with the broker's --max-delivery-attempts, and the broker takes a nack (ChangeInvisibleDuration) of each delay.
+    /// Until 2026-12-06 the backoff was 1 s doubling to 10 s: a failing message reached the DLQ after about 2 minutes
+    /// instead of Apache's 1 h 46 min (found by review).
+    /// </summary>
+    [Fact]
+    public async Task Telemetry_answers_push_consumer_settings_with_apaches_default_retry_delays_and_the_brokers_max_attempts()
+    {
+        var result = await _client.ServerStreamAsync(GrpcMethods.Telemetry, new TelemetryCommand
+        {
+            Settings = new Settings
+            {
+                ClientType = ClientType.PushConsumer,
+                Subscription = new Subscription
+                {
+                    Group = new Resource { Name = _group },
+                    Subscriptions = { new SubscriptionEntry { Topic = new Resource { Name = _topic }, Expression = new FilterExpression { Type = FilterType.Tag, Expression = "*" } } },
+                },
+            },
+        }, TelemetryCommand.Parser);
+
+        RetryPolicy policy = result.Responses[0].Settings.BackoffPolicy;
+        Assert.Equal(RetryPolicy.StrategyOneofCase.CustomizedBackoff, policy.StrategyCase);
+        Assert.Equal(16, policy.MaxAttempts);
+        long[] seconds = [1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200];
+        Assert.Equal(seconds.Select(TimeSpan.FromSeconds), policy.CustomizedBackoff.Next.Select(d => d.ToTimeSpan()));
+
+        await SendAsync(NewMessage("nacked-for-the-longest-delay"));
+        string handle = (await ReceiveMessagesAsync(1)).Single().SystemProperties.ReceiptHandle;
+        var nack = await ChangeInvisibleAsync(handle, policy.CustomizedBackoff.Next.Max()!.ToTimeSpan());
+        Assert.Equal(Code.Ok, nack.Status.Code);
+    }
+
     [Fact]
     public async Task Telemetry_settings_without_publishing_or_subscription_fail_with_grpc_INVALID_ARGUMENT()
     {

@@ -29,6 +29,7 @@ public static class BrokerConfiguration
         new("--grpc-max-unsent-per-connection", "Broker:GrpcMaxUnsentPerConnection", "64MiB", "Answer bytes one gRPC connection may make the broker hold unsent (ReceiveMessage answers, queued Telemetry commands); a receive leases only what fits and, without room, waits at most its long poll and answers MESSAGE_NOT_FOUND (never below twice (--max-message-size + 1MiB)); Telemetry commands are never kept waiting by receive answers, and a Telemetry stream is ended only when its connection holds twice this."),
         new("--grpc-max-unsent", "Broker:GrpcMaxUnsent", "512MiB", "ReceiveMessage answer bytes all gRPC connections together may make the broker hold unsent; as above once reached (never below twice (--max-message-size + 1MiB))."),
         new("--grpc-write-timeout", "Broker:GrpcWriteTimeout", "30s", "Longest a ReceiveMessage answer may take to be written out, final flush included, plus a second per 256 KiB of the answer (an 8 MiB answer: 62 s); past it the stream is reset (RST_STREAM) and its messages released for other consumers."),
+        new("--grpc-retry-delays", "Broker:GrpcRetryDelays", "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h", "Delays announced to gRPC push consumers (Settings backoff, customized, Apache's default group retry policy): after its n-th failed delivery a message is offered again this n-th delay later (the last repeats); 1 to 64 delays of 0 to 12h, separated by spaces. With --max-delivery-attempts 16 a message that keeps failing reaches %DLQ%<group> about 1 h 46 min after its first delivery, as with Apache. The Node client reads no customized backoff and retries at once."),
         new("--remoting-port", "Broker:RemotingPort", "10911", "RocketMQ 4 Remoting endpoint (TCP; 0 = off)."),
         new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off, as it is with --remoting-port 0; name-server requests also answer on the remoting port)."),
         new("--remoting-max-connections", "Broker:RemotingMaxConnections", "10000", "Connections the Remoting and name-server ports accept at once, together; one more is closed at once."),
@@ -230,6 +231,7 @@ public static class BrokerConfiguration
             GrpcMaxUnsentPerConnection = Size(N("--grpc-max-unsent-per-connection"), Get("--grpc-max-unsent-per-connection"), 1, long.MaxValue),
             GrpcMaxUnsent = Size(N("--grpc-max-unsent"), Get("--grpc-max-unsent"), 1, long.MaxValue),
             GrpcWriteTimeout = Duration(N("--grpc-write-timeout"), Get("--grpc-write-timeout"), TimeSpan.FromMilliseconds(100), TimerMax),
+            GrpcRetryDelays = Durations(N("--grpc-retry-delays"), Get("--grpc-retry-delays"), MaxRetryDelays, core.MaxInvisibleDuration),
         };
         if (options.DefaultInvisibleDuration > options.Core.MaxInvisibleDuration)
             throw new BrokerConfigurationException($"{N("--default-invisible-duration")} must be at most {options.Core.MaxInvisibleDuration.TotalHours:0} h (the longest lease), not '{Get("--default-invisible-duration")}'");
@@ -333,6 +335,19 @@ public static class BrokerConfiguration
     /// used (the check-back loop threw every second; found by review).
     /// </summary>
     public static readonly TimeSpan TimerMax = TimeSpan.FromDays(24);
+
+    /// <summary>Most delays <c>--grpc-retry-delays</c> takes (Apache's default has 18).</summary>
+    public const int MaxRetryDelays = 64;
+
+    /// <summary>A list of 1 to <paramref name="maxCount"/> durations separated by spaces (or commas), each from 0 to
+    /// <paramref name="max"/>.</summary>
+    public static TimeSpan[] Durations(string name, string value, int maxCount, TimeSpan max)
+    {
+        string[] parts = value.Split([' ', ',', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length is 0 || parts.Length > maxCount)
+            throw new BrokerConfigurationException($"{name} must list 1 to {maxCount} durations separated by spaces (like 1s 5s 30s 1m), not {parts.Length}");
+        return [.. parts.Select(p => Duration(name, p, TimeSpan.Zero, max))];
+    }
 
     /// <summary>As <see cref="Duration(string, string, TimeSpan)"/>, at most <paramref name="max"/>.</summary>
     public static TimeSpan Duration(string name, string value, TimeSpan min, TimeSpan max)

@@ -89,6 +89,7 @@ public sealed class BrokerHost : IAsyncDisposable
             MaxUnsentBytesPerConnection = options.GrpcMaxUnsentPerConnection,
             MaxUnsentBytes = options.GrpcMaxUnsent,
             AnswerWriteTimeout = options.GrpcWriteTimeout,
+            RetryDelays = options.GrpcRetryDelays,
         };
         builder.WebHost.ConfigureKestrel(kestrel => GrpcEndpoint.ApplyLimits(kestrel, grpcOptions));
         builder.Services.AddGrpcV5(grpcOptions);
