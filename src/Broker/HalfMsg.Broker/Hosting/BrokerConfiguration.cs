@@ -21,8 +21,8 @@ public static class BrokerConfiguration
     [
         new("--data-dir", "Broker:DataDir", "./data", "Where the log and checkpoints live, relative to the working directory (dotnet run: the project folder)."),
         new("--bind", "Broker:Bind", "127.0.0.1", "Address of the client ports (gRPC, Remoting); 0.0.0.0 for all interfaces."),
-        new("--advertised-host", "Broker:AdvertisedHost", "", "Host returned to clients in routes. Empty: a gRPC route names the address the client says it reached (the request's endpoints, as Apache's proxy answers), else, as every Remoting route, the local address the connection arrived on."),
-        new("--advertised-grpc-port", "Broker:AdvertisedGrpcPort", "0", "Port returned to gRPC clients in routes; 0 = --grpc-port. Setting it or --advertised-host pins the gRPC routes to these instead of the address the client reached (a port forward or load balancer whose clients name another address)."),
+        new("--advertised-host", "Broker:AdvertisedHost", "", "Host returned to clients in routes (gRPC and Remoting). Empty: a gRPC route names the address the client says it reached (the request's endpoints, as Apache's proxy answers); a Remoting route, or a gRPC request naming none, the local address the connection arrived on."),
+        new("--advertised-grpc-port", "Broker:AdvertisedGrpcPort", "0", "Port returned to gRPC clients in routes; 0 = --grpc-port. Setting it or --advertised-host makes gRPC routes name these instead of the address the client reached."),
         new("--broker-name", "Broker:BrokerName", BrokerNames.Default, "The broker's name (RocketMQ's brokerName) in the routes of both protocols, cluster info, queue locks and recall handles; letters, digits, '-', '_' and '.'. Recall handles naming halfmsg-broker, the gRPC routes' name before 2026-12-06, are still accepted."),
         new("--grpc-port", "Broker:GrpcPort", "8081", "RocketMQ 5 gRPC endpoint (HTTP/2 cleartext)."),
         new("--grpc-max-connections", "Broker:GrpcMaxConnections", "1000", "Connections the gRPC port accepts at once; one more is closed at once (each client process normally holds one)."),
