@@ -78,7 +78,9 @@ public sealed class PushConsumer : IAsyncDisposable
         if (_options.RetryBackoff is null && Server?.BackoffPolicy?.CustomizedBackoff is { Next.Count: > 0 } customized)
         {
             var delays = customized.Next;
-            TimeSpan delay = delays[Math.Clamp(attempt, 1, delays.Count) - 1].ToTimeSpan();
+            Google.Protobuf.WellKnownTypes.Duration next = delays[Math.Clamp(attempt, 1, delays.Count) - 1];
+            // ToTimeSpan throws on a duration whose seconds and nanos disagree in sign or overflow: unusable, as a negative one.
+            TimeSpan delay = next.Seconds is >= 0 and <= 12 * 3600 && next.Nanos is >= 0 and < 1_000_000_000 ? next.ToTimeSpan() : TimeSpan.MinValue;
             if (delay >= TimeSpan.Zero && delay <= PushConsumerOptions.MaxInvisibleDuration)
             {
                 return delay;
