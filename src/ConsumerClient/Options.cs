@@ -99,7 +99,7 @@ public sealed record PushConsumerOptions
     /// Settings (16 if absent); at least 1. Non-FIFO groups are dead-lettered by the broker; FIFO groups by this client.</summary>
     public int? MaxAttempts { get; init; }
 
-    /// <summary>Redelivery backoff; null takes the broker's exponential backoff (or <see cref="RetryBackoff.Default"/>).
+    /// <summary>Redelivery backoff; null takes the broker's backoff, customized or exponential (or <see cref="RetryBackoff.Default"/>).
     /// Delays must be non-negative, Initial ≤ Max ≤ 12 h and Multiplier ≥ 1, else StartAsync throws.</summary>
     public RetryBackoff? RetryBackoff { get; init; }
 

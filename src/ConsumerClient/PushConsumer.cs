@@ -67,6 +67,36 @@ public sealed class PushConsumer : IAsyncDisposable
     public int MaxAttempts => _options.MaxAttempts
         ?? (Server?.BackoffPolicy is { MaxAttempts: > 0 } p ? p.MaxAttempts : DefaultMaxAttempts);
 
+    /// <summary>
+    /// The delay after failed delivery number <paramref name="attempt"/>: the options' backoff, else the broker's
+    /// customized backoff (its n-th delay, the last repeating, as the official clients read it; what the Apache proxy and
+    /// this broker announce by default) or exponential one, else <see cref="RetryBackoff.Default"/>. Until 2026-12-06 a
+    /// customized backoff was not read and the default (1 s doubling to 60 s) used instead.
+    /// </summary>
+    private TimeSpan RetryDelay(int attempt)
+    {
+        if (_options.RetryBackoff is null && Server?.BackoffPolicy?.CustomizedBackoff is { Next.Count: > 0 } customized)
+        {
+            var delays = customized.Next;
+            Google.Protobuf.WellKnownTypes.Duration next = delays[Math.Clamp(attempt, 1, delays.Count) - 1];
+            // ToTimeSpan throws on a duration whose seconds and nanos disagree in sign or overflow: unusable, as a negative one.
+            TimeSpan delay = next.Seconds is >= 0 and <= 12 * 3600 && next.Nanos is >= 0 and < 1_000_000_000 ? next.ToTimeSpan() : TimeSpan.MinValue;
+            if (delay >= TimeSpan.Zero && delay <= PushConsumerOptions.MaxInvisibleDuration)
+            {
+                return delay;
+            }
+
+            if (_throttle.ShouldLog("backoff|customized"))
+            {
+                _logger.LogWarning("The broker's retry delay for attempt {Attempt} ({Delay}) is not usable; using {Default}", attempt, delay, RetryBackoff.Default);
+            }
+
+            return RetryBackoff.Default.GetDelay(attempt);
+        }
+
+        return Backoff.GetDelay(attempt);
+    }
+
     private RetryBackoff Backoff
     {
         get
@@ -503,7 +533,7 @@ public sealed class PushConsumer : IAsyncDisposable
         }
         else
         {
-            TimeSpan delay = Backoff.GetDelay(message.DeliveryAttempt);
+            TimeSpan delay = RetryDelay(message.DeliveryAttempt);
             delay = delay < TimeSpan.Zero ? TimeSpan.Zero : delay > PushConsumerOptions.MaxInvisibleDuration ? PushConsumerOptions.MaxInvisibleDuration : delay;
             await RetryAsync("nack", message, ct => message.ChangeInvisibleDurationAsync(delay, ct)).ConfigureAwait(false);
         }
@@ -567,7 +597,7 @@ public sealed class PushConsumer : IAsyncDisposable
                 // Redelivering through the broker would let later messages of the group overtake; retry here instead.
                 try
                 {
-                    await Task.Delay(Backoff.GetDelay(message.DeliveryAttempt), _abort.Token).ConfigureAwait(false);
+                    await Task.Delay(RetryDelay(message.DeliveryAttempt), _abort.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {

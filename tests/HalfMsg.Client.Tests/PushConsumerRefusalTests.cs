@@ -199,4 +199,52 @@ public sealed class PushConsumerRefusalTests(BrokerFixture fixture) : IClassFixt
         await WaitAsync(() => !nacks.IsEmpty, TimeSpan.FromSeconds(15), "the nack (ChangeInvisibleDuration) of the failed message", logs);
         Assert.True(nacks.Single().InvisibleDuration.ToTimeSpan() >= TimeSpan.Zero);
     }
+
+    /// <summary>
+    /// A broker that announces a customized backoff (the Apache proxy's default, and this broker's since 2026-12-06): a
+    /// failed delivery is nacked for the announced delay of its attempt, the last one repeating, as the official clients
+    /// read it. Until then the consumer read only an exponential backoff and nacked for its default (1 s doubling).
+    /// </summary>
+    [Theory]
+    [InlineData(2, 11)]
+    [InlineData(5, 13)]
+    public async Task A_failed_message_is_nacked_for_the_brokers_customized_delay_of_its_attempt(int attempt, int expectedSeconds)
+    {
+        int delivered = 0;
+        var nacks = new ConcurrentQueue<ChangeInvisibleDurationRequest>();
+        var settings = new Settings
+        {
+            BackoffPolicy = new RetryPolicy
+            {
+                MaxAttempts = 16,
+                CustomizedBackoff = new CustomizedBackoff
+                {
+                    Next = { Duration.FromTimeSpan(TimeSpan.FromSeconds(7)), Duration.FromTimeSpan(TimeSpan.FromSeconds(11)), Duration.FromTimeSpan(TimeSpan.FromSeconds(13)) },
+                },
+            },
+        };
+        await using TestGrpcServer server = await FakeBrokers.ConsumingAsync(settings, s =>
+        {
+            s.OnReceive = (_, stream, ctx) => FakeBrokers.AnswerReceiveAsync(stream, ctx,
+                Interlocked.Exchange(ref delivered, 1) == 0 ? [FakeBrokers.Delivered("t", "id-1", "rh-1", attempt)] : [], TimeSpan.FromMilliseconds(500));
+            s.OnChangeInvisibleDuration = (request, _) =>
+            {
+                nacks.Enqueue(request);
+                return Task.FromResult(new ChangeInvisibleDurationResponse { Status = new Status { Code = Code.Ok }, ReceiptHandle = "rh-2" });
+            };
+        });
+        var logs = new RecordingLoggerFactory();
+        await using PushConsumer consumer = await PushConsumer.StartAsync(PushConsumerOptions.Default with
+        {
+            Endpoints = server.Endpoint,
+            ConsumerGroup = "g",
+            Subscriptions = new Dictionary<string, string> { ["t"] = "*" },
+            AwaitDuration = TimeSpan.FromSeconds(1),
+            LoggerFactory = logs,
+            Handler = (_, _) => Task.FromResult(ConsumeResult.Failure),
+        });
+
+        await WaitAsync(() => !nacks.IsEmpty, TimeSpan.FromSeconds(15), "the nack (ChangeInvisibleDuration) of the failed message", logs);
+        Assert.Equal(TimeSpan.FromSeconds(expectedSeconds), nacks.Single().InvisibleDuration.ToTimeSpan());
+    }
 }

@@ -190,6 +190,99 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         }
     }
 
+    /// <summary>
+    /// A client behind a port forward (docker run -p 18081:8081, a Kubernetes Service, a TCP load balancer) names the
+    /// access point it reached in QueryRoute's and QueryAssignment's endpoints, as the Java, Node and our clients do; the
+    /// official clients then send, heartbeat, receive and open Telemetry at the route's endpoints. Until 2026-12-06 the
+    /// route named --grpc-port, which such a client cannot reach (found by review).
+    /// </summary>
+    [Fact]
+    public async Task Query_route_and_assignment_through_a_port_forward_name_the_address_the_client_reached_and_it_works()
+    {
+        await using var forward = new TcpForward(broker.GrpcPort);
+        using var client = new GrpcTestClient($"127.0.0.1:{forward.Port}");
+        var reached = new Endpoints { Scheme = AddressScheme.Ipv4, Addresses = { new Address { Host = "127.0.0.1", Port = forward.Port } } };
+
+        var route = await client.UnaryAsync(GrpcMethods.QueryRoute,
+            new QueryRouteRequest { Topic = new Resource { Name = _topic }, Endpoints = reached }, QueryRouteResponse.Parser);
+        var assignment = await client.UnaryAsync(GrpcMethods.QueryAssignment,
+            new QueryAssignmentRequest { Topic = new Resource { Name = _topic }, Group = new Resource { Name = _group }, Endpoints = reached },
+            QueryAssignmentResponse.Parser);
+
+        Assert.Equal(Code.Ok, route.Response!.Status.Code);
+        Assert.All(route.Response.MessageQueues, q => Assert.Equal(reached, q.Broker.Endpoints));
+        Assert.Equal(Code.Ok, assignment.Response!.Status.Code);
+        Assert.Equal(reached, Assert.Single(assignment.Response.Assignments).MessageQueue.Broker.Endpoints);
+        // What the route names works: a send at it arrives through the forward.
+        Address routed = route.Response.MessageQueues[0].Broker.Endpoints.Addresses[0];
+        using var atRoute = new GrpcTestClient($"{routed.Host}:{routed.Port}");
+        var sent = await atRoute.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest { Messages = { NewMessage("via-forward") } },
+            SendMessageResponse.Parser);
+        Assert.Equal(Code.Ok, sent.Response!.Status.Code);
+        Assert.Equal("via-forward", (await ReceiveMessagesAsync(1)).Single().Body.ToStringUtf8());
+    }
+
+    /// <summary>A client that reached the broker by name (a Service's DNS name) is routed by that name, scheme DOMAIN_NAME,
+    /// and several addresses of a Java access point are answered in its order.</summary>
+    [Fact]
+    public async Task Query_route_names_the_requested_domain_name_or_addresses_as_the_client_gave_them()
+    {
+        var byName = new Endpoints { Scheme = AddressScheme.DomainName, Addresses = { new Address { Host = "mq.halfmsg.svc", Port = 80 } } };
+        var several = new Endpoints
+        {
+            Scheme = AddressScheme.Ipv4,
+            Addresses = { new Address { Host = "10.0.0.2", Port = 18081 }, new Address { Host = "10.0.0.1", Port = 18082 } },
+        };
+
+        var named = await UnaryOkAsync(GrpcMethods.QueryRoute,
+            new QueryRouteRequest { Topic = new Resource { Name = _topic }, Endpoints = byName }, QueryRouteResponse.Parser);
+        var listed = await UnaryOkAsync(GrpcMethods.QueryRoute,
+            new QueryRouteRequest { Topic = new Resource { Name = _topic }, Endpoints = several }, QueryRouteResponse.Parser);
+
+        Assert.All(named.MessageQueues, q => Assert.Equal(byName, q.Broker.Endpoints));
+        Assert.All(listed.MessageQueues, q => Assert.Equal(several, q.Broker.Endpoints));
+    }
+
+    public static TheoryData<string, Endpoints?> UnreachableEndpoints => new()
+    {
+        { "none", null },
+        { "no address", new Endpoints { Scheme = AddressScheme.Ipv4 } },
+        { "port 0", Ends(AddressScheme.Ipv4, ("127.0.0.1", 0)) },
+        { "port 70000", Ends(AddressScheme.Ipv4, ("127.0.0.1", 70000)) },
+        { "empty host", Ends(AddressScheme.DomainName, ("", 8081)) },
+        { "host with a space", Ends(AddressScheme.DomainName, ("bad host", 8081)) },
+        { "host with a colon and port", Ends(AddressScheme.DomainName, ("mq.example:8081", 8081)) },
+        { "label ending in '-'", Ends(AddressScheme.DomainName, ("mq-.example", 8081)) },
+        { "overlong name", Ends(AddressScheme.DomainName, (new string('a', 254), 8081)) },
+        { "any address", Ends(AddressScheme.Ipv4, ("0.0.0.0", 8081)) },
+        { "IPv6 any address", Ends(AddressScheme.Ipv6, ("::", 8081)) },
+        { "mixed schemes", Ends(AddressScheme.Ipv4, ("10.0.0.1", 8081), ("mq.example", 8081)) },
+        { "too many addresses", Ends(AddressScheme.Ipv4, Enumerable.Range(1, 17).Select(i => ($"10.0.0.{i}", 8081)).ToArray()) },
+    };
+
+    private static Endpoints Ends(AddressScheme scheme, params (string Host, int Port)[] addresses)
+    {
+        var endpoints = new Endpoints { Scheme = scheme };
+        endpoints.Addresses.AddRange(addresses.Select(a => new Address { Host = a.Host, Port = a.Port }));
+        return endpoints;
+    }
+
+    /// <summary>Endpoints no one could connect to are not echoed: the route names the connection's address and the
+    /// gRPC port, as without endpoints.</summary>
+    [Theory]
+    [MemberData(nameof(UnreachableEndpoints))]
+    public async Task Query_route_with_endpoints_no_one_can_reach_names_the_connection_address_and_grpc_port(string what, Endpoints? requested)
+    {
+        var request = new QueryRouteRequest { Topic = new Resource { Name = _topic } };
+        if (requested is not null) request.Endpoints = requested;
+
+        var response = await UnaryOkAsync(GrpcMethods.QueryRoute, request, QueryRouteResponse.Parser);
+
+        Assert.Equal(Code.Ok, response.Status.Code);
+        var expected = new Endpoints { Scheme = AddressScheme.Ipv4, Addresses = { new Address { Host = "127.0.0.1", Port = broker.GrpcPort } } };
+        Assert.All(response.MessageQueues, q => Assert.True(expected.Equals(q.Broker.Endpoints), $"{what}: routed to {q.Broker.Endpoints}"));
+    }
+
     [Theory]
     [InlineData("has space")]
     [InlineData("bad/slash")]
@@ -1184,6 +1277,40 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(TelemetryCommand.CommandOneofCase.Settings, reply.CommandCase);
         Assert.Equal(RetryPolicy.StrategyOneofCase.ExponentialBackoff, reply.Settings.BackoffPolicy.StrategyCase);
         Assert.Equal(V5BrokerFixture.MaxMessageSize, reply.Settings.Publishing.MaxBodySize);
+    }
+
+    /// <summary>
+    /// Push consumers are told Apache's default group retry policy (customized 1s 5s 10s 30s 1m ... 10m 20m 30m 1h 2h)
+    /// with the broker's --max-delivery-attempts, and the broker takes a nack (ChangeInvisibleDuration) of each delay.
+    /// Until 2026-12-06 the backoff was 1 s doubling to 10 s: a failing message reached the DLQ after about 2 minutes
+    /// instead of Apache's 1 h 46 min (found by review).
+    /// </summary>
+    [Fact]
+    public async Task Telemetry_answers_push_consumer_settings_with_apaches_default_retry_delays_and_the_brokers_max_attempts()
+    {
+        var result = await _client.ServerStreamAsync(GrpcMethods.Telemetry, new TelemetryCommand
+        {
+            Settings = new Settings
+            {
+                ClientType = ClientType.PushConsumer,
+                Subscription = new Subscription
+                {
+                    Group = new Resource { Name = _group },
+                    Subscriptions = { new SubscriptionEntry { Topic = new Resource { Name = _topic }, Expression = new FilterExpression { Type = FilterType.Tag, Expression = "*" } } },
+                },
+            },
+        }, TelemetryCommand.Parser);
+
+        RetryPolicy policy = result.Responses[0].Settings.BackoffPolicy;
+        Assert.Equal(RetryPolicy.StrategyOneofCase.CustomizedBackoff, policy.StrategyCase);
+        Assert.Equal(16, policy.MaxAttempts);
+        long[] seconds = [1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200];
+        Assert.Equal(seconds.Select(TimeSpan.FromSeconds), policy.CustomizedBackoff.Next.Select(d => d.ToTimeSpan()));
+
+        await SendAsync(NewMessage("nacked-for-the-longest-delay"));
+        string handle = (await ReceiveMessagesAsync(1)).Single().SystemProperties.ReceiptHandle;
+        var nack = await ChangeInvisibleAsync(handle, policy.CustomizedBackoff.Next.Max()!.ToTimeSpan());
+        Assert.Equal(Code.Ok, nack.Status.Code);
     }
 
     [Fact]

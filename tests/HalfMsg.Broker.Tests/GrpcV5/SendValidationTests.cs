@@ -41,6 +41,44 @@ public sealed class SendValidationTests(V5BrokerFixture broker) : IClassFixture<
     }
 
     /// <summary>
+    /// The Java client 5.1+ types a message with a lite topic LITE and one with a priority PRIORITY. No topic here accepts
+    /// either (the routes list NORMAL, FIFO, DELAY and TRANSACTION), so they are refused as the proxy refuses a type its
+    /// topic does not accept, MESSAGE_PROPERTY_CONFLICT_WITH_TYPE naming the type; a lite topic on another type too. Until
+    /// 2026-12-06 they were answered OK and stored as NORMAL, the lite topic and priority dropped (found by review).
+    /// Alone and in a batch, where the other messages are still stored.
+    /// </summary>
+    [Theory]
+    [InlineData(MessageType.Lite, "LITE")]
+    [InlineData(MessageType.Priority, "PRIORITY")]
+    [InlineData(MessageType.Normal, "LITE")]
+    public async Task A_LITE_or_PRIORITY_message_is_refused_with_MESSAGE_PROPERTY_CONFLICT_WITH_TYPE_naming_the_type(MessageType type, string named)
+    {
+        Message Unsupported() => NewMessage(m =>
+        {
+            m.SystemProperties.MessageType = type;
+            if (type == MessageType.Priority) m.SystemProperties.Priority = 5;
+            else m.SystemProperties.LiteTopic = "order-42";
+        });
+
+        SendResultEntry alone = await SendAsync(Unsupported());
+        var batch = await broker.Client.UnaryAsync(GrpcMethods.SendMessage,
+            new SendMessageRequest { Messages = { NewMessage(_ => { }), Unsupported() } }, SendMessageResponse.Parser);
+
+        Assert.Equal(Code.MessagePropertyConflictWithType, alone.Status.Code);
+        Assert.Contains(named, alone.Status.Message, StringComparison.Ordinal);
+        Assert.Equal([Code.Ok, Code.MessagePropertyConflictWithType], batch.Response!.Entries.Select(e => e.Status.Code));
+    }
+
+    /// <summary>A priority on a message of another type is a hint the broker may ignore, as a broker without priorities
+    /// does: stored.</summary>
+    [Fact]
+    public async Task A_normal_message_with_a_priority_field_is_stored()
+    {
+        SendResultEntry entry = await SendAsync(NewMessage(m => m.SystemProperties.Priority = 3));
+        Assert.Equal(Code.Ok, entry.Status.Code);
+    }
+
+    /// <summary>
     /// A user property named as one of RocketMQ's system properties is refused by the proxy (ILLEGAL_MESSAGE_PROPERTY_KEY,
     /// "property is used by system"). Here it is stored, and RECONSUME_TIME is then read by the broker itself: a Remoting
     /// consumer's first send-back of such a message goes straight to the DLQ (BrokerEngine.Pull.cs ReconsumeTimesOf,

@@ -21,13 +21,15 @@ public static class BrokerConfiguration
     [
         new("--data-dir", "Broker:DataDir", "./data", "Where the log and checkpoints live, relative to the working directory (dotnet run: the project folder)."),
         new("--bind", "Broker:Bind", "127.0.0.1", "Address of the client ports (gRPC, Remoting); 0.0.0.0 for all interfaces."),
-        new("--advertised-host", "Broker:AdvertisedHost", "", "Host returned to clients in QueryRoute; empty = the address the client connected to."),
+        new("--advertised-host", "Broker:AdvertisedHost", "", "Host returned to clients in routes (gRPC and Remoting). Empty: a gRPC route names the address the client says it reached (the request's endpoints, as Apache's proxy answers); a Remoting route, or a gRPC request naming none, the local address the connection arrived on."),
+        new("--advertised-grpc-port", "Broker:AdvertisedGrpcPort", "0", "Port returned to gRPC clients in routes; 0 = --grpc-port. Setting it or --advertised-host makes gRPC routes name these instead of the address the client reached."),
         new("--broker-name", "Broker:BrokerName", BrokerNames.Default, "The broker's name (RocketMQ's brokerName) in the routes of both protocols, cluster info, queue locks and recall handles; letters, digits, '-', '_' and '.'. Recall handles naming halfmsg-broker, the gRPC routes' name before 2026-12-06, are still accepted."),
         new("--grpc-port", "Broker:GrpcPort", "8081", "RocketMQ 5 gRPC endpoint (HTTP/2 cleartext)."),
         new("--grpc-max-connections", "Broker:GrpcMaxConnections", "1000", "Connections the gRPC port accepts at once; one more is closed at once (each client process normally holds one)."),
         new("--grpc-max-unsent-per-connection", "Broker:GrpcMaxUnsentPerConnection", "64MiB", "Answer bytes one gRPC connection may make the broker hold unsent (ReceiveMessage answers, queued Telemetry commands); a receive leases only what fits and, without room, waits at most its long poll and answers MESSAGE_NOT_FOUND (never below twice (--max-message-size + 1MiB)); Telemetry commands are never kept waiting by receive answers, and a Telemetry stream is ended only when its connection holds twice this."),
         new("--grpc-max-unsent", "Broker:GrpcMaxUnsent", "512MiB", "ReceiveMessage answer bytes all gRPC connections together may make the broker hold unsent; as above once reached (never below twice (--max-message-size + 1MiB))."),
         new("--grpc-write-timeout", "Broker:GrpcWriteTimeout", "30s", "Longest a ReceiveMessage answer may take to be written out, final flush included, plus a second per 256 KiB of the answer (an 8 MiB answer: 62 s); past it the stream is reset (RST_STREAM) and its messages released for other consumers."),
+        new("--grpc-retry-delays", "Broker:GrpcRetryDelays", "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h", "Delays announced to gRPC push consumers (Settings backoff, customized, Apache's default group retry policy): after its n-th failed delivery a message is offered again this n-th delay later (the last repeats); 1 to 64 delays of 0 to 12h, separated by spaces. With --max-delivery-attempts 16 a message that keeps failing reaches %DLQ%<group> about 1 h 46 min after its first delivery, as with Apache. The Node client reads no customized backoff and retries at once."),
         new("--remoting-port", "Broker:RemotingPort", "10911", "RocketMQ 4 Remoting endpoint (TCP; 0 = off)."),
         new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off, as it is with --remoting-port 0; name-server requests also answer on the remoting port)."),
         new("--remoting-max-connections", "Broker:RemotingMaxConnections", "10000", "Connections the Remoting and name-server ports accept at once, together; one more is closed at once."),
@@ -194,6 +196,7 @@ public static class BrokerConfiguration
             Bind = Get("--bind"),
             AdvertisedHost = config[Key("--advertised-host")] is { Length: > 0 } host ? host : null,
             BrokerName = Get("--broker-name"),
+            AdvertisedGrpcPort = Int(N("--advertised-grpc-port"), Get("--advertised-grpc-port"), 0, 65535),
             GrpcPort = Int(N("--grpc-port"), Get("--grpc-port"), 0, 65535),
             GrpcMaxConnections = Int(N("--grpc-max-connections"), Get("--grpc-max-connections"), 1, 1_000_000),
             RemotingPort = Int(N("--remoting-port"), Get("--remoting-port"), 0, 65535),
@@ -228,6 +231,7 @@ public static class BrokerConfiguration
             GrpcMaxUnsentPerConnection = Size(N("--grpc-max-unsent-per-connection"), Get("--grpc-max-unsent-per-connection"), 1, long.MaxValue),
             GrpcMaxUnsent = Size(N("--grpc-max-unsent"), Get("--grpc-max-unsent"), 1, long.MaxValue),
             GrpcWriteTimeout = Duration(N("--grpc-write-timeout"), Get("--grpc-write-timeout"), TimeSpan.FromMilliseconds(100), TimerMax),
+            GrpcRetryDelays = Durations(N("--grpc-retry-delays"), Get("--grpc-retry-delays"), MaxRetryDelays, core.MaxInvisibleDuration),
         };
         if (options.DefaultInvisibleDuration > options.Core.MaxInvisibleDuration)
             throw new BrokerConfigurationException($"{N("--default-invisible-duration")} must be at most {options.Core.MaxInvisibleDuration.TotalHours:0} h (the longest lease), not '{Get("--default-invisible-duration")}'");
@@ -331,6 +335,19 @@ public static class BrokerConfiguration
     /// used (the check-back loop threw every second; found by review).
     /// </summary>
     public static readonly TimeSpan TimerMax = TimeSpan.FromDays(24);
+
+    /// <summary>Most delays <c>--grpc-retry-delays</c> takes (Apache's default has 18).</summary>
+    public const int MaxRetryDelays = 64;
+
+    /// <summary>A list of 1 to <paramref name="maxCount"/> durations separated by spaces (or commas), each from 0 to
+    /// <paramref name="max"/>.</summary>
+    public static TimeSpan[] Durations(string name, string value, int maxCount, TimeSpan max)
+    {
+        string[] parts = value.Split([' ', ',', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length is 0 || parts.Length > maxCount)
+            throw new BrokerConfigurationException($"{name} must list 1 to {maxCount} durations separated by spaces (like 1s 5s 30s 1m), not {parts.Length}");
+        return [.. parts.Select(p => Duration(name, p, TimeSpan.Zero, max))];
+    }
 
     /// <summary>As <see cref="Duration(string, string, TimeSpan)"/>, at most <paramref name="max"/>.</summary>
     public static TimeSpan Duration(string name, string value, TimeSpan min, TimeSpan max)

@@ -80,6 +80,7 @@ public sealed class BrokerHost : IAsyncDisposable
         var grpcOptions = new GrpcV5Options
         {
             AdvertisedHost = options.AdvertisedHost,
+            AdvertisedPort = options.AdvertisedGrpcPort,
             Port = options.GrpcPort,
             BrokerName = options.BrokerName,
             MaxReceiveMessageSize = options.Core.MaxMessageSize + 1024 * 1024,
@@ -88,6 +89,7 @@ public sealed class BrokerHost : IAsyncDisposable
             MaxUnsentBytesPerConnection = options.GrpcMaxUnsentPerConnection,
             MaxUnsentBytes = options.GrpcMaxUnsent,
             AnswerWriteTimeout = options.GrpcWriteTimeout,
+            RetryDelays = options.GrpcRetryDelays,
         };
         builder.WebHost.ConfigureKestrel(kestrel => GrpcEndpoint.ApplyLimits(kestrel, grpcOptions));
         builder.Services.AddGrpcV5(grpcOptions);

@@ -10,8 +10,10 @@ public sealed record BrokerOptions
 {
     public string DataDir { get; init; } = "./data";
     public string Bind { get; init; } = "127.0.0.1";
-    /// <summary>Host advertised in QueryRoute; null = the address the client connected to.</summary>
+    /// <summary>Host advertised in routes; null = for gRPC the address the request names, else the connection's local address.</summary>
     public string? AdvertisedHost { get; init; }
+    /// <summary>Port advertised in gRPC routes; 0 = <see cref="GrpcPort"/> (see <see cref="FrontEnds.GrpcV5.GrpcV5Options.AdvertisedPort"/>).</summary>
+    public int AdvertisedGrpcPort { get; init; }
     /// <summary>The broker's name in both front-ends' routes and in recall handles (<see cref="FrontEnds.BrokerNames"/>).</summary>
     public string BrokerName { get; init; } = FrontEnds.BrokerNames.Default;
     public int GrpcPort { get; init; } = 8081;
@@ -59,6 +61,8 @@ public sealed record BrokerOptions
     public long GrpcMaxUnsent { get; init; } = 512L * 1024 * 1024;
     /// <summary>Longest a ReceiveMessage answer may take to be written out; past it the stream is reset.</summary>
     public TimeSpan GrpcWriteTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Delays announced to gRPC push consumers between failed deliveries (<see cref="FrontEnds.GrpcV5.GrpcV5Options.RetryDelays"/>).</summary>
+    public IReadOnlyList<TimeSpan> GrpcRetryDelays { get; init; } = FrontEnds.GrpcV5.GrpcV5Options.ApacheRetryDelays;
     public CoreOptions Core { get; init; } = new();
     /// <summary>Access key → secret. Empty = authentication off.</summary>
     public IReadOnlyDictionary<string, string> Credentials { get; init; } = new Dictionary<string, string>();

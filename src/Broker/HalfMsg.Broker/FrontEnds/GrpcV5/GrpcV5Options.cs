@@ -3,8 +3,13 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// <summary>Settings of the RocketMQ 5 gRPC front-end.</summary>
 public sealed record GrpcV5Options
 {
-    /// <summary>Host advertised to clients in routes and assignments. Null: the local address the request came in on.</summary>
+    /// <summary>Host advertised to clients in routes and assignments. Null: the endpoints the request names (the
+    /// address the client reached), else the local address the request came in on.</summary>
     public string? AdvertisedHost { get; init; }
+
+    /// <summary>Port advertised in routes and assignments. 0: the endpoints the request names when
+    /// <see cref="AdvertisedHost"/> is not set either, else <see cref="Port"/>.</summary>
+    public int AdvertisedPort { get; init; }
 
     /// <summary>The gRPC port, advertised in routes. 0: the local port the request came in on.</summary>
     public int Port { get; init; }
@@ -81,6 +86,21 @@ public sealed record GrpcV5Options
     /// <summary>Lease for a receive without <c>invisible_duration</c> (push consumers with auto-renew), as the proxy's
     /// <c>defaultInvisibleTimeMills</c>.</summary>
     public TimeSpan DefaultInvisibleDuration { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// Apache's default group retry policy (CustomizedRetryPolicy: 1s 5s 10s 30s 1m 2m ... 10m 20m 30m 1h 2h), which its
+    /// proxy announces to push consumers of a group without a policy of its own.
+    /// </summary>
+    public static IReadOnlyList<TimeSpan> ApacheRetryDelays { get; } =
+    [
+        TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30),
+        .. Enumerable.Range(1, 10).Select(m => TimeSpan.FromMinutes(m)),
+        TimeSpan.FromMinutes(20), TimeSpan.FromMinutes(30), TimeSpan.FromHours(1), TimeSpan.FromHours(2),
+    ];
+
+    /// <summary>Delays announced to push consumers in Settings (a customized backoff): after its n-th failed delivery
+    /// a consumer makes the message invisible for the n-th delay (ChangeInvisibleDuration), the last repeating.</summary>
+    public IReadOnlyList<TimeSpan> RetryDelays { get; init; } = ApacheRetryDelays;
 
     /// <summary>Delay of the second unsolicited Settings push that works around the Node client's startup race.</summary>
     public TimeSpan SettingsRepushDelay { get; init; } = TimeSpan.FromMilliseconds(1500);

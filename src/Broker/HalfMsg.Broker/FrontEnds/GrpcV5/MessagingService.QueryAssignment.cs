@@ -18,7 +18,7 @@ internal sealed partial class MessagingService
         var response = new QueryAssignmentResponse { Status = V5Status.From(error) };
         if (error.IsOk)
         {
-            response.Assignments.Add(new Assignment { MessageQueue = Queue(V5Namespace.Resource(ns, topic), -1, LocalEndpoints(context)) });
+            response.Assignments.Add(new Assignment { MessageQueue = Queue(V5Namespace.Resource(ns, topic), -1, LocalEndpoints(context, request.Endpoints)) });
         }
 
         return Task.FromResult(response);

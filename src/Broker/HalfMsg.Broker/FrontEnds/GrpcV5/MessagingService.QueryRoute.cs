@@ -19,7 +19,7 @@ internal sealed partial class MessagingService
         var response = new QueryRouteResponse { Status = V5Status.From(error) };
         if (error.IsOk)
         {
-            Endpoints endpoints = LocalEndpoints(context);
+            Endpoints endpoints = LocalEndpoints(context, request.Endpoints);
             Resource resource = V5Namespace.Resource(ns, topic);
             for (int id = 0; id < Math.Max(queueCount, 1); id++)
             {

@@ -88,15 +88,24 @@ internal sealed partial class MessagingService
             case Settings.PubSubOneofCase.Publishing:
                 RegisterPublishing(session, settings.Publishing.Topics.Select(t => V5Namespace.Wrap(session.Namespace, t.Name)));
                 // Node asserts an exponential backoff (a missing one kills the process) and refuses every send when
-                // max_body_size is 0. Type validation stays off: every queue accepts every type anyway.
+                // max_body_size is 0. Type validation stays off: every queue accepts every type a client sends but LITE and PRIORITY,
+                // which SendMessage refuses itself (V5MessageChecks.TypeRefusal), so no client's checks change.
                 reply.BackoffPolicy = Backoff(3, TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(1));
                 reply.Publishing.MaxBodySize = _engine.Options.MaxMessageSize;
                 reply.Publishing.ValidateMessageType = false;
                 break;
             case Settings.PubSubOneofCase.Subscription:
-                // Node reads receive_batch_size without a fallback (unset → batch 0) and only understands an
-                // exponential backoff; max_attempts is the core's limit, after which it dead-letters.
-                reply.BackoffPolicy = Backoff(_engine.Options.MaxDeliveryAttempts, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(10));
+                // The proxy's default (Apache's default group retry policy, customized): a failing message is retried
+                // for about 1 h 46 min before it is dead-lettered. Until 2026-12-06 this was 1 s doubling to 10 s, and a
+                // downstream outage of two minutes sent every message in flight to the DLQ (found by review).
+                // max_attempts is the core's limit, after which it dead-letters. Node reads receive_batch_size without
+                // a fallback (unset → batch 0); it reads no customized backoff and nacks with 0, as against the proxy
+                // (it read our exponential one's seconds as milliseconds: 1 to 10 ms).
+                reply.BackoffPolicy = new RetryPolicy
+                {
+                    MaxAttempts = _engine.Options.MaxDeliveryAttempts,
+                    CustomizedBackoff = new CustomizedBackoff { Next = { _options.RetryDelays.Select(Duration.FromTimeSpan) } },
+                };
                 reply.Subscription.ReceiveBatchSize = DefaultBatchSize;
                 reply.Subscription.LongPollingTimeout = Duration.FromTimeSpan(_options.LongPollingTimeout);
                 reply.Subscription.Fifo = false;

@@ -77,12 +77,26 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
     private static DateTimeOffset? Deadline(ServerCallContext context)
         => context.Deadline == DateTime.MaxValue ? null : new DateTimeOffset(DateTime.SpecifyKind(context.Deadline, DateTimeKind.Utc));
 
-    /// <summary>This broker's endpoints as clients must reach them: the advertised host, or the local address of the
-    /// connection the request arrived on (what the client could reach).</summary>
-    private Endpoints LocalEndpoints(ServerCallContext context)
+    /// <summary>
+    /// This broker's endpoints as the client must reach them, for routes and assignments. The official clients send,
+    /// open their Telemetry sessions (Settings, check-backs), heartbeat and receive at these endpoints, so they must be
+    /// an address the client can connect to. In order: the operator's <c>--advertised-host</c> / <c>--advertised-grpc-port</c>
+    /// (either pins the address; the other then defaults to the connection's local address / <c>--grpc-port</c>); else the
+    /// request's own <c>endpoints</c>, the access point the client reached, as the Apache proxy answers; else the local
+    /// address and port of the connection. Until 2026-12-06 the request's endpoints were ignored: a client behind a port
+    /// forward (docker -p 18081:8081, a Kubernetes Service, a TCP load balancer) was routed to --grpc-port or the
+    /// container's address, could not reach it, and never got Settings or sent (found by review).
+    /// </summary>
+    private Endpoints LocalEndpoints(ServerCallContext context, Endpoints? requested)
     {
+        bool pinned = _options.AdvertisedHost is { Length: > 0 } || _options.AdvertisedPort > 0;
+        if (!pinned && requested is not null && ReachableEndpoints(requested) is { } reached)
+        {
+            return reached;
+        }
+
         ConnectionInfo connection = context.GetHttpContext().Connection;
-        int port = _options.Port > 0 ? _options.Port : connection.LocalPort;
+        int port = _options.AdvertisedPort > 0 ? _options.AdvertisedPort : _options.Port > 0 ? _options.Port : connection.LocalPort;
         string host;
         AddressScheme scheme;
         if (_options.AdvertisedHost is { Length: > 0 } advertised)
@@ -105,6 +119,99 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
         }
 
         return new Endpoints { Scheme = scheme, Addresses = { new Address { Host = host, Port = port } } };
+    }
+
+    /// <summary>Most addresses taken from a request's endpoints (a Java access point may list several).</summary>
+    internal const int MaxRequestedAddresses = 16;
+
+    /// <summary>
+    /// The request's endpoints, normalized, when every address is a sane host and port: an IP address (not 0.0.0.0 or
+    /// ::) or a DNS name, and a port from 1 to 65535, all of one scheme. Null otherwise (none, too many, a bad one), and
+    /// the caller answers the connection's address instead: the client chose these, but a route naming an address no
+    /// one can connect to would only move its failure from this answer to every later call.
+    /// </summary>
+    internal static Endpoints? ReachableEndpoints(Endpoints requested)
+    {
+        if (requested.Addresses.Count is 0 or > MaxRequestedAddresses)
+        {
+            return null;
+        }
+
+        var result = new Endpoints();
+        AddressScheme? scheme = null;
+        foreach (Address address in requested.Addresses)
+        {
+            if (address.Port is < 1 or > 65535 || string.IsNullOrEmpty(address.Host))
+            {
+                return null;
+            }
+
+            string host;
+            AddressScheme found;
+            if (IPAddress.TryParse(address.Host, out IPAddress? ip) && (address.Host.Contains('.', StringComparison.Ordinal) || address.Host.Contains(':', StringComparison.Ordinal)))
+            {
+                if (ip.IsIPv4MappedToIPv6)
+                {
+                    ip = ip.MapToIPv4();
+                }
+
+                if (ip.Equals(IPAddress.Any) || ip.Equals(IPAddress.IPv6Any))
+                {
+                    return null;
+                }
+
+                host = ip.ToString();
+                found = ip.AddressFamily == AddressFamily.InterNetworkV6 ? AddressScheme.Ipv6 : AddressScheme.Ipv4;
+            }
+            else if (IsDnsName(address.Host))
+            {
+                host = address.Host;
+                found = AddressScheme.DomainName;
+            }
+            else
+            {
+                return null;
+            }
+
+            if (scheme is { } s && s != found)
+            {
+                return null;
+            }
+
+            scheme = found;
+            result.Addresses.Add(new Address { Host = host, Port = address.Port });
+        }
+
+        result.Scheme = scheme!.Value;
+        return result;
+    }
+
+    /// <summary>A DNS name: 1 to 253 characters, dot-separated labels of 1 to 63 letters, digits, '-' or '_' (names
+    /// inside clusters use it), not starting or ending with '-'.</summary>
+    private static bool IsDnsName(string host)
+    {
+        if (host.Length > 253)
+        {
+            return false;
+        }
+
+        foreach (string label in host.TrimEnd('.').Split('.'))
+        {
+            if (label.Length is 0 or > 63 || label[0] == '-' || label[^1] == '-')
+            {
+                return false;
+            }
+
+            foreach (char c in label)
+            {
+                if (!(char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
     }
 
     /// <summary>The broker's name in gRPC routes, and the one every recall handle names, whichever protocol issued it

@@ -67,6 +67,25 @@ internal static class V5MessageChecks
         "POP_CK", "POP_CK_OFFSET", "1ST_POP_TIME",
     };
 
+    /// <summary>
+    /// MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, naming the type, for a LITE or PRIORITY message (or one naming a lite topic),
+    /// as the proxy answers a type its topic does not accept (DefaultTopicMessageTypeValidator); null otherwise. The Java
+    /// client 5.1+ types a message with a lite topic LITE and one with a priority PRIORITY, and checks the route only when
+    /// Settings say validate_message_type. Until 2026-12-06 both were answered OK and stored as NORMAL, the lite topic and
+    /// priority dropped: no lite consumer would ever get them and every consumer of the topic did (found by review).
+    /// </summary>
+    public static Status? TypeRefusal(SystemProperties sp)
+    {
+        if (sp.MessageType is MessageType.Lite or MessageType.Priority || sp.HasLiteTopic)
+        {
+            string type = sp.MessageType is MessageType.Lite or MessageType.Priority ? sp.MessageType.ToString().ToUpperInvariant() : "LITE";
+            return V5Status.Of(Code.MessagePropertyConflictWithType,
+                $"{type} messages are not supported: no topic of this broker accepts them (routes accept NORMAL, FIFO, DELAY and TRANSACTION)");
+        }
+
+        return null;
+    }
+
     /// <summary>Null when the message may be stored; otherwise the status the proxy would answer with.</summary>
     public static Status? Refusal(Message message)
     {

@@ -34,6 +34,12 @@ internal static class V5MessageConverter
             return false;
         }
 
+        if (V5MessageChecks.TypeRefusal(sp) is { } unsupported)
+        {
+            invalid = unsupported;
+            return false;
+        }
+
         // Reserved property names, control characters, blank tags and keys, long groups: refused as the proxy does,
         // before the body is inflated.
         if (V5MessageChecks.Refusal(message) is { } refused)
