@@ -314,4 +314,47 @@ public sealed class RedriveSkipTests
             Assert.Equal((0, 700), (r.Redriven, r.NotRedriven));
         }
     }
+
+    /// <summary>
+    /// The CLI's pattern: calls for 100 until one moves fewer and does not answer More, each after the first with the
+    /// continuation the first answered. 2,000 letters that cannot go back, then 500 that can: each stuck letter is
+    /// walked by one call only (the first stops at its limit, 1,000), all 500 move, and the counts add up to 2,000. The stuck letters stay: a later re-drive without the continuation is offered them first.
+    /// </summary>
+    [Fact]
+    public async Task Calls_with_the_continuation_walk_each_stuck_letter_once_and_leave_them_for_a_later_redrive()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, AutoCreateTopics = true });
+        await StuckThenOthersAsync(h, stuck: 2000, others: 500);
+
+        long offeredAgain = Volatile.Read(ref h.Engine.Metrics.Redelivered);
+        long? continuation = null;
+        int moved = 0, notRedriven = 0, calls = 0;
+        var stops = new List<bool>();
+        while (true)
+        {
+            var r = await h.Engine.RedriveDeadLettersAsync("A", null, 100, continuation: continuation);
+            Assert.True(r.Error.IsOk, r.Error.ToString());
+            Assert.True(r.Continuation is not null && (continuation is null || r.Continuation == continuation));
+            continuation = r.Continuation;
+            calls++;
+            moved += r.Redriven;
+            notRedriven += r.NotRedriven;
+            stops.Add(r.More);
+            if (r.Redriven < 100 && !r.More) break;
+        }
+        Assert.Equal((500, 2000), (moved, notRedriven));
+        // The first stops at its limit (1,024 left: a call stops between batches of 32); the second leaves the other 976
+        // and moves 100; four more move 100 each; the last finds nothing.
+        Assert.Equal([true, false, false, false, false, false, false], stops);
+        Assert.Equal(0, Volatile.Read(ref h.Engine.Metrics.Redelivered) - offeredAgain); // no stuck letter offered twice
+
+        // Without the continuation, the stuck letters are offered again (first, the oldest unfinished) and stay.
+        var later = await h.Engine.RedriveDeadLettersAsync("A", null, 100);
+        Assert.Equal((0, 1024, true), (later.Redriven, later.NotRedriven, later.More));
+        Assert.True((await h.Engine.CreateTopicAsync("t1")).Error.IsOk);
+        var back = await h.Engine.RedriveDeadLettersAsync("A", null, 5000);
+        Assert.Equal((2000, 0, false), (back.Redriven, back.NotRedriven, back.More));
+        Assert.Equal(2000, (await ReceiveAllAsync(h, "t1")).Distinct().Count());
+        Assert.Equal(500, (await ReceiveAllAsync(h, "t2")).Distinct().Count());
+    }
 }

@@ -49,7 +49,8 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// How many times one re-drive call may leave a dead letter it cannot put back before it stops (each time counted,
-    /// one it is offered again too): ten per letter it may move, at least 1,000 and at most 100,000. A call's work and
+    /// one it is offered again too; checked between its batches of up to 32): ten per letter it may move, at least 1,000
+    /// and at most 100,000. A call's work and
     /// memory (a lease, two records, an entry with its reason per letter left) then grow with what it was asked to
     /// move, not with the backlog that cannot go back: until 2026-12-06 a call for one letter walked every stuck one,
     /// and each CLI chunk walked them all again (found by review). 1,000 is a few hundred milliseconds and about 100 KB
