@@ -9,7 +9,8 @@ namespace HalfMsg.Ops.Tests;
 /// <summary>
 /// <c>halfmsg dlq redrive</c> against a broker with auto-creation off: a dead letter whose topic was deleted is named
 /// with its reason, the rest are moved, and a later re-drive moves it once the topic exists again. The CLI re-drives in
-/// chunks of 100, each one offered the letters the chunk before left: the count is the last answer's, not a sum.
+/// chunks of 100, each after the first passing on the continuation the first answered, so each goes on past the letters
+/// the chunks before it left: the counts add up.
 /// </summary>
 public sealed class CliRedriveSkipTests : IAsyncLifetime
 {
