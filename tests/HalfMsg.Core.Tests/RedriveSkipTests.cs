@@ -226,4 +226,168 @@ public sealed class RedriveSkipTests
         var back = await ReceiveAllAsync(h, "t2");
         Assert.Equal((40, 40), (back.Count, back.Distinct().Count())); // each once
     }
+
+    /// <summary>
+    /// Group A dead-letters <paramref name="stuck"/> messages of t1, then <paramref name="others"/> of t2, deletes t1 and
+    /// restarts with auto-creation off: a re-drive cannot put the t1 letters back (the oldest, met first) and can put
+    /// the t2 ones back.
+    /// </summary>
+    private static async Task StuckThenOthersAsync(EngineHarness h, int stuck, int others)
+    {
+        foreach (var (topic, n) in new[] { ("t1", stuck), ("t2", others) })
+        {
+            for (int i = 0; i < n; i++) Assert.True((await h.Engine.SendAsync(h.Draft(topic, topic + "-" + i))).IsOk);
+            int leased = 0;
+            while (leased < n) leased += (await h.ReceiveAsync("A", topic, batch: 1000, invisible: TimeSpan.FromSeconds(1))).Count;
+            await Expire(h, TimeSpan.FromSeconds(2));
+        }
+        Assert.True(h.Engine.TryGetQueueOffsets("%DLQ%A", 0, out _, out long dead) && dead == stuck + others);
+        if (stuck > 0) Assert.True((await h.Engine.DeleteTopicAsync("t1")).IsOk);
+        await h.RestartAsync(o => o with { AutoCreateTopics = false });
+        await Expire(h, TimeSpan.Zero); // the sweep the sweeper loop runs on start
+    }
+
+    /// <summary>
+    /// A re-drive that runs past its cursor's lease (a minute; simulated: the clock moves 2 minutes at the first
+    /// put-back) while it has left 63 letters: their leases run out and the next receive is offered only them. Until
+    /// 2026-12-06 such a batch ended the re-drive ("nothing new behind them") with OK, and the 10 letters behind were
+    /// never visited by it nor by any later re-drive that took as long (found by review). It ends only when the receive
+    /// finds nothing.
+    /// </summary>
+    [Fact]
+    public async Task A_redrive_longer_than_the_lease_visits_every_letter_behind_the_ones_it_left()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, AutoCreateTopics = true });
+        await StuckThenOthersAsync(h, stuck: 63, others: 11); // batch 1: 32 stuck; batch 2: 31 stuck and the first other
+
+        bool expired = false;
+        var r = await h.Engine.RedriveDeadLettersAsync("A", null, 1000, new OnEachPutBack(_ =>
+        {
+            if (expired) return;
+            expired = true;
+            h.Clock.Advance(TimeSpan.FromMinutes(2));
+            h.Engine.RunSweep();
+        }));
+        Assert.True(expired);
+        Assert.True(r.Error.IsOk, r.Error.ToString());
+        Assert.Equal((11, 63), (r.Redriven, r.NotRedriven));
+        Assert.Equal(11, (await ReceiveAllAsync(h, "t2")).Distinct().Count());
+    }
+
+    /// <summary>
+    /// One call leaves at most max(1,000, 10 x max) letters it cannot put back: a call for one letter behind 1,500
+    /// stuck ones stops at 1,000 instead of leasing, trying, logging and holding every one of them. Until 2026-12-06 its
+    /// work and memory grew with the stuck backlog, not with max (found by review).
+    /// </summary>
+    [Fact]
+    public async Task One_redrive_call_leaves_at_most_its_limit_of_letters()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, AutoCreateTopics = true });
+        await StuckThenOthersAsync(h, stuck: 1500, others: 1);
+
+        var r = await h.Engine.RedriveDeadLettersAsync("A", null, 1);
+        Assert.True(r.Error.IsOk, r.Error.ToString());
+        Assert.Equal((0, 1000), (r.Redriven, r.NotRedriven));
+        Assert.Equal(BrokerEngine.MaxNotRedrivenListed, r.NotRedrivenLetters.Count);
+        // Nothing acknowledged: once t1 exists again, a re-drive puts every one back.
+        Assert.True((await h.Engine.CreateTopicAsync("t1")).Error.IsOk);
+        var all = await h.Engine.RedriveDeadLettersAsync("A", null, 2000);
+        Assert.Equal((1501, 0), (all.Redriven, all.NotRedriven));
+    }
+
+    /// <summary>
+    /// Right after a call that left 700 letters, the next is offered all 700 again: the call makes every lease it
+    /// leaves offerable before it answers (in bounded holds of the lock). Until 2026-12-06 only 256 were, the sweeper
+    /// loop did the rest later, and a re-drive in between (the CLI's next chunk) counted 256 (found by review).
+    /// </summary>
+    [Fact]
+    public async Task A_redrive_right_after_one_that_left_many_is_offered_them_all()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, AutoCreateTopics = true });
+        await StuckThenOthersAsync(h, stuck: 700, others: 0);
+
+        // No sweep between the two (the harness has no sweeper loop): the clock stands still.
+        for (int round = 0; round < 2; round++)
+        {
+            var r = await h.Engine.RedriveDeadLettersAsync("A", null, 1000);
+            Assert.True(r.Error.IsOk, r.Error.ToString());
+            Assert.Equal((0, 700), (r.Redriven, r.NotRedriven));
+        }
+    }
+
+    /// <summary>
+    /// The CLI's pattern: calls for 100 until one moves fewer and does not answer More, each after the first with the
+    /// continuation the first answered. 2,000 letters that cannot go back, then 500 that can: each stuck letter is
+    /// walked by one call only (the first stops at its limit, 1,000), all 500 move, and the counts add up to 2,000. The stuck letters stay: a later re-drive without the continuation is offered them first.
+    /// </summary>
+    [Fact]
+    public async Task Calls_with_the_continuation_walk_each_stuck_letter_once_and_leave_them_for_a_later_redrive()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, AutoCreateTopics = true });
+        await StuckThenOthersAsync(h, stuck: 2000, others: 500);
+
+        long offeredAgain = Volatile.Read(ref h.Engine.Metrics.Redelivered);
+        long? continuation = null;
+        int moved = 0, notRedriven = 0, calls = 0;
+        var stops = new List<bool>();
+        while (true)
+        {
+            var r = await h.Engine.RedriveDeadLettersAsync("A", null, 100, continuation: continuation);
+            Assert.True(r.Error.IsOk, r.Error.ToString());
+            Assert.True(r.Continuation is not null && (continuation is null || r.Continuation == continuation));
+            continuation = r.Continuation;
+            calls++;
+            moved += r.Redriven;
+            notRedriven += r.NotRedriven;
+            stops.Add(r.More);
+            if (r.Redriven < 100 && !r.More) break;
+        }
+        Assert.Equal((500, 2000), (moved, notRedriven));
+        // The first stops at its limit (1,024 left: a call stops between batches of 32); the second leaves the other 976
+        // and moves 100; four more move 100 each; the last finds nothing.
+        Assert.Equal([true, false, false, false, false, false, false], stops);
+        Assert.Equal(0, Volatile.Read(ref h.Engine.Metrics.Redelivered) - offeredAgain); // no stuck letter offered twice
+
+        // Without the continuation, the stuck letters are offered again (first, the oldest unfinished) and stay.
+        var later = await h.Engine.RedriveDeadLettersAsync("A", null, 100);
+        Assert.Equal((0, 1024, true), (later.Redriven, later.NotRedriven, later.More));
+        Assert.True((await h.Engine.CreateTopicAsync("t1")).Error.IsOk);
+        var back = await h.Engine.RedriveDeadLettersAsync("A", null, 5000);
+        Assert.Equal((2000, 0, false), (back.Redriven, back.NotRedriven, back.More));
+        Assert.Equal(2000, (await ReceiveAllAsync(h, "t1")).Distinct().Count());
+        Assert.Equal(500, (await ReceiveAllAsync(h, "t2")).Distinct().Count());
+    }
+
+    /// <summary>
+    /// A call with the continuation whose lease on a letter runs out before it puts it back (a slow disk; simulated:
+    /// the clock moves 2 minutes at its first put-back) is not offered that letter again (it stops at leases its
+    /// re-drive took): it counts it as not re-driven with why, and a re-drive without the continuation puts it back.
+    /// </summary>
+    [Fact]
+    public async Task A_continuation_counts_a_letter_whose_lease_ran_out_and_a_later_redrive_puts_it_back()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, AutoCreateTopics = true });
+        await StuckThenOthersAsync(h, stuck: 0, others: 3);
+
+        var first = await h.Engine.RedriveDeadLettersAsync("A", null, 1);
+        Assert.Equal((1, 0), (first.Redriven, first.NotRedriven));
+        bool expired = false;
+        var second = await h.Engine.RedriveDeadLettersAsync("A", null, 100, new OnEachPutBack(_ =>
+        {
+            if (expired) return;
+            expired = true;
+            h.Clock.Advance(TimeSpan.FromMinutes(2));
+            h.Engine.RunSweep();
+        }), continuation: first.Continuation);
+        Assert.True(second.Error.IsOk, second.Error.ToString());
+        Assert.Equal((1, 1, false), (second.Redriven, second.NotRedriven, second.More));
+        var why = Assert.Single(second.NotRedrivenLetters);
+        Assert.Equal((2L, BrokerStatus.InvalidReceiptHandle), (why.DeadLetterOffset, why.Status));
+        Assert.Contains("ran out", why.Reason);
+
+        var later = await h.Engine.RedriveDeadLettersAsync("A", null, 100);
+        Assert.Equal((1, 0), (later.Redriven, later.NotRedriven));
+        var back = await ReceiveAllAsync(h, "t2");
+        Assert.Equal((3, 3), (back.Count, back.Distinct().Count())); // each once
+    }
 }

@@ -9,7 +9,8 @@ namespace HalfMsg.Ops.Tests;
 /// <summary>
 /// <c>halfmsg dlq redrive</c> against a broker with auto-creation off: a dead letter whose topic was deleted is named
 /// with its reason, the rest are moved, and a later re-drive moves it once the topic exists again. The CLI re-drives in
-/// chunks of 100, each one offered the letters the chunk before left: the count is the last answer's, not a sum.
+/// chunks of 100, each after the first passing on the continuation the first answered, so each goes on past the letters
+/// the chunks before it left: the counts add up.
 /// </summary>
 public sealed class CliRedriveSkipTests : IAsyncLifetime
 {
@@ -70,5 +71,48 @@ public sealed class CliRedriveSkipTests : IAsyncLifetime
         Assert.Equal(1, doc.RootElement.GetProperty("redriven").GetInt32());
         Assert.Equal("cli-skip-0", doc.RootElement.GetProperty("messageIds")[0].GetString());
         Assert.Equal(0, doc.RootElement.GetProperty("notRedriven").GetInt32());
+    }
+
+    /// <summary>
+    /// 1,200 dead letters whose topic was deleted, then 150 that can go back: more than one CLI chunk of 100 may leave
+    /// (1,000). The CLI goes on past the letters the chunks before left (with the continuation each answer gives)
+    /// instead of trying them again, and prints the total of all chunks: 150 moved, 1,200 not. Until 2026-12-06 it
+    /// printed the last chunk's count, which saw only the letters made offerable by then (256 at once), and every chunk
+    /// tried every stuck letter again (found by review).
+    /// </summary>
+    [Fact]
+    public async Task Dlq_redrive_counts_every_letter_it_could_not_put_back_across_chunks()
+    {
+        var engine = _host.Engine;
+        foreach (var t in new[] { "cli-many-gone", "cli-many-kept" }) Assert.True((await engine.CreateTopicAsync(t)).Error.IsOk);
+        foreach (var (t, n) in new[] { ("cli-many-gone", 1200), ("cli-many-kept", 150) })
+        {
+            for (int i = 0; i < n; i++)
+                Assert.True((await engine.SendAsync(new MessageDraft { Topic = t, MessageId = $"{t}-{i}", Body = new byte[] { 1 } })).IsOk);
+            int forwarded = 0;
+            while (forwarded < n)
+            {
+                var got = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "cli-many-group", Topic = t, BatchSize = 1000, LongPollTimeout = TimeSpan.FromSeconds(5) });
+                Assert.NotEmpty(got.Messages);
+                foreach (var d in got.Messages) Assert.True((await engine.ForwardToDeadLetterAsync("cli-many-group", t, d.ReceiptHandle)).IsOk);
+                forwarded += got.Messages.Count;
+            }
+        }
+        Assert.True((await engine.DeleteTopicAsync("cli-many-gone")).IsOk);
+
+        long offeredAgain = Volatile.Read(ref engine.Metrics.Redelivered);
+        var run = await Halfmsg("dlq", "redrive", "cli-many-group", "--json");
+        Assert.True(run.ExitCode == ExitCodes.Ok, run.Err);
+        // No chunk was offered (and tried) again a letter a chunk before it left.
+        Assert.Equal(0, Volatile.Read(ref engine.Metrics.Redelivered) - offeredAgain);
+        using var doc = JsonDocument.Parse(run.Out);
+        Assert.Equal(150, doc.RootElement.GetProperty("redriven").GetInt32());
+        Assert.Equal(1200, doc.RootElement.GetProperty("notRedriven").GetInt32());
+        Assert.Equal(100, doc.RootElement.GetProperty("notRedrivenLetters").GetArrayLength());
+
+        // They stay in the dead-letter topic: a later re-drive meets them all again.
+        var again = await Halfmsg("dlq", "redrive", "cli-many-group");
+        Assert.True(again.ExitCode == ExitCodes.Ok, again.Err);
+        Assert.StartsWith("%DLQ%cli-many-group: 0 moved back to their topics, 1200 could not be put back", again.Out);
     }
 }

@@ -329,7 +329,7 @@ public sealed partial class BrokerEngine
                     wokenBeforeLook = parked.IsWoken;
                     Metrics.ReceiveLooks++;
                     picked = PickForDelivery(group, filter, batch, req.InvisibleDuration, req.AutoRenew && !string.IsNullOrEmpty(req.ClientId) ? req.ClientId : null,
-                        req.Allowance, out more, out refused, count: sql is null);
+                        req.Allowance, out more, out refused, count: sql is null, leasedBefore: req.RedriveLeasedBefore);
                     // With an SQL filter the index is told once the bodies are read, of the messages that match only.
                     if (sql is null)
                         MessageIndex.OnDelivered(topic.Name, req.ConsumerGroup, req.ClientId, picked.ConvertAll(p => (p.Queue, p.Offset, p.Attempt)), NowMs); // MessageIndex hook (issue 12)
@@ -479,7 +479,7 @@ public sealed partial class BrokerEngine
     /// </summary>
     private List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> PickForDelivery(
         GroupTopicState group, TagFilter filter, int batch, TimeSpan invisible, string? renewFor, IDeliveryAllowance? allowance,
-        out bool more, out bool refused, bool count = true)
+        out bool more, out bool refused, bool count = true, long? leasedBefore = null)
     {
         bool leftForAnotherFilter = false;
         bool noRoom = false;
@@ -503,6 +503,12 @@ public sealed partial class BrokerEngine
         int redeliverable = group.Redeliver.Count;
         for (int i = 0; i < redeliverable && !Full(); i++)
         {
+            // A re-drive's continuation stops at the first lease taken since its re-drive began: the line is in the
+            // order the leases ended, and the ones its earlier calls left ended (were released) after every older one
+            // (ReceiveRequest.RedriveLeasedBefore). One look, not a walk over the whole line.
+            if (leasedBefore is { } before && group.Redeliver.TryPeek(out var head)
+                && group.Queues[head.Queue].InFlight.TryGetValue(head.Offset, out var headFlight) && headFlight.Expired && headFlight.LeaseId >= before)
+                break;
             var (q, off) = group.Redeliver.Dequeue();
             var gq = group.Queues[q];
             if (!gq.InFlight.TryGetValue(off, out var flight) || !flight.Expired) continue;

@@ -26,11 +26,17 @@ public sealed partial class BrokerEngine
     /// <summary>What one re-drive call did. <see cref="Error"/> is set when it stopped early (the counts stay true).
     /// <see cref="Skipped"/>: dead letters from other topics a filter passed over (and ones retention cut meanwhile);
     /// <see cref="NotRedriven"/>: dead letters that could not be put back and stay in the dead-letter topic for a later
-    /// re-drive, the first <see cref="MaxNotRedrivenListed"/> of them with why in <see cref="NotRedrivenLetters"/>.</summary>
+    /// re-drive, the first <see cref="MaxNotRedrivenListed"/> of them with why in <see cref="NotRedrivenLetters"/>.
+    /// <see cref="More"/>: the call stopped at its limit of letters left (<see cref="LeaveLimit"/>) with more dead letters
+    /// perhaps behind them; the next call given <see cref="Continuation"/> goes on past the letters this one left.</summary>
     public sealed record RedriveResult(BrokerError Error, string DeadLetterTopic, int Redriven, int Skipped, IReadOnlyList<string> MessageIds)
     {
         public int NotRedriven { get; init; }
         public IReadOnlyList<NotRedrivenLetter> NotRedrivenLetters { get; init; } = [];
+        public bool More { get; init; }
+        /// <summary>What the next call of the same re-drive passes on (null when the call did not start): the lease id the
+        /// re-drive began at, the one passed in if any.</summary>
+        public long? Continuation { get; init; }
     }
 
     /// <summary>A dead letter a re-drive could not put back: its place in the dead-letter topic, the topic it was to go
@@ -40,6 +46,18 @@ public sealed partial class BrokerEngine
     /// <summary>How many dead letters not put back one answer lists (all are counted): an answer stays small when a
     /// deleted topic leaves thousands.</summary>
     public const int MaxNotRedrivenListed = 100;
+
+    /// <summary>
+    /// How many times one re-drive call may leave a dead letter it cannot put back before it stops (each time counted,
+    /// one it is offered again too; checked between its batches of up to 32): ten per letter it may move, at least 1,000
+    /// and at most 100,000. A call's work and
+    /// memory (a lease, two records, an entry with its reason per letter left) then grow with what it was asked to
+    /// move, not with the backlog that cannot go back: until 2026-12-06 a call for one letter walked every stuck one,
+    /// and each CLI chunk walked them all again (found by review). 1,000 is a few hundred milliseconds and about 100 KB
+    /// of log, so a small call still goes past the letters of a typical deleted topic; 100,000 bounds the dashboard's
+    /// and the admin API's largest calls to seconds and tens of MB.
+    /// </summary>
+    public static int LeaveLimit(int max) => (int)Math.Clamp(10L * max, 1_000, 100_000);
 
     /// <summary>
     /// Moves up to <paramref name="max"/> messages of <c>%DLQ%&lt;group&gt;</c> back to <paramref name="group"/>, and to
@@ -58,7 +76,16 @@ public sealed partial class BrokerEngine
     /// with auto-creation off, its body over the size limit now in force, ...: <see cref="LeavesOneLetter"/>) is left in
     /// the dead-letter topic, unacknowledged on the cursor, counted in <see cref="RedriveResult.NotRedriven"/> with why,
     /// and the re-drive goes on; the next re-drive is offered it first. Only a failure of the broker itself (storage, a
-    /// full disk, shutting down) or the caller's cancellation stops a re-drive.
+    /// full disk, shutting down) or the caller's cancellation stops a re-drive, and, with <see cref="RedriveResult.More"/>,
+    /// the limit of letters one call may leave (<see cref="LeaveLimit"/>). A call ends when it has moved
+    /// <paramref name="max"/> or its receive finds nothing more, never earlier (the letters it left run past their lease
+    /// in a long call are offered to it again, and it goes on behind them).
+    /// A call given <paramref name="continuation"/> (the one the previous call of the same re-drive answered) is not
+    /// offered again the letters that earlier calls of the re-drive left: the CLI's chunks each walk a stuck letter
+    /// once. Those letters stay in the dead-letter topic, and a re-drive without a continuation is offered them first.
+    /// Such a call counts a letter whose lease ran out before it was put back (a slow disk) as not re-driven too,
+    /// rather than go back for it. A lease the previous calls hold still (only after a crash) may be passed over too:
+    /// the letter stays, for a re-drive without a continuation.
     /// Re-drives of one group run one at a time (a second waits for the first), and a dead letter is put back only in the
     /// same hold of the engine lock that checks the cursor's lease is still live, by the record that also acknowledges it
     /// for the cursor and its sibling: whatever runs at once, and whatever a crash keeps, a dead letter is put back once.
@@ -70,17 +97,21 @@ public sealed partial class BrokerEngine
     /// receive path pays one integer test per new entry.
     /// </remarks>
     public async ValueTask<RedriveResult> RedriveDeadLettersAsync(string group, string? originalTopic, int max,
-        IProgress<int>? progress = null, CancellationToken ct = default)
+        IProgress<int>? progress = null, CancellationToken ct = default, long? continuation = null)
     {
         string dlq = DeadLetterPrefix + group;
         var moved = new List<string>();
         int skipped = 0;
         // The dead letters left this call, by their dead-letter offset: the delivery that leases each now (released when
-        // the call ends) and why it was left.
+        // the call ends) and why it was left. Bounded by the limit (leaves counts each time one is left).
         var left = new SortedDictionary<long, (string ReceiptHandle, NotRedrivenLetter Why)>();
+        int leaves = 0;
+        bool more = false;
+        long? since = null;
         RedriveResult Done(BrokerError error) => new(error, dlq, moved.Count, skipped, moved)
         {
             NotRedriven = left.Count, NotRedrivenLetters = [.. left.Values.Take(MaxNotRedrivenListed).Select(l => l.Why)],
+            More = more, Continuation = since,
         };
 
         if (!IsValidName(group, 255) || IsSystemTopic(group))
@@ -101,27 +132,35 @@ public sealed partial class BrokerEngine
         await running.WaitAsync(ct).ConfigureAwait(false);
         try
         {
+            // Every lease this re-drive takes has an id from here on: a lease id orders leases as they were taken.
+            lock (_gate) since = continuation ?? NextLeaseId();
+            int limit = LeaveLimit(max);
             while (moved.Count < max)
             {
+                // Checked between batches only: a batch's rest released now would be passed over by the next call's
+                // continuation, though never visited.
+                if (leaves >= limit)
+                {
+                    more = true;
+                    break;
+                }
                 var batch = await ReceiveAsync(new ReceiveRequest
                 {
                     ConsumerGroup = cursor, Topic = dlq, BatchSize = Math.Min(32, max - moved.Count), InvisibleDuration = TimeSpan.FromMinutes(1), RedriveCursor = true,
+                    RedriveLeasedBefore = continuation is null ? null : since,
                 }, ct).ConfigureAwait(false);
-                // Only letters this call left already, offered again (their lease ran out during a long call) and left
-                // again: the call has come round to them, and nothing new is behind them.
-                bool onlyLeftAgain = true;
                 // Leased but unreadable (a damaged record): left as any dead letter that cannot be put back.
                 foreach (var (offset, handle) in batch.Unreadable ?? [])
                 {
-                    if (!left.ContainsKey(offset)) onlyLeftAgain = false;
+                    leaves++;
                     left[offset] = (handle, new NotRedrivenLetter(null, offset, null, BrokerStatus.StorageFailure,
                         $"its stored record ({dlq}/0/{offset}) could not be read (damaged); it stays in {dlq}"));
                 }
-                if (batch.Unreadable is not null && batch.Messages.Count == 0)
-                {
-                    if (onlyLeftAgain) break;
-                    continue;
-                }
+                if (batch.Unreadable is not null && batch.Messages.Count == 0) continue;
+                // Only a receive that finds nothing ends the walk. Until 2026-12-06 a batch made only of letters this
+                // call had left already (their leases run out in a call longer than a minute, offered again first) ended
+                // it too, with OK, before the letters behind them (found by review). Each time one is left again counts
+                // toward the limit, so a call whose leases keep running out still ends.
                 if (batch.Error.Status == BrokerStatus.MessageNotFound || batch.Messages.Count == 0) break;
                 if (!batch.IsOk) return Done(batch.Error);
                 // The messages of the batch from 'next' on are still leased: whatever ends the call early (a failure of
@@ -146,7 +185,6 @@ public sealed partial class BrokerEngine
                             var passed = await AckAsync(cursor, dlq, d.ReceiptHandle, ct).ConfigureAwait(false);
                             if (!passed.IsOk) return Done(passed);
                             skipped++;
-                            onlyLeftAgain = false;
                             continue;
                         }
                         string target = sentBack ? RetryPrefix + group : origin;
@@ -165,8 +203,12 @@ public sealed partial class BrokerEngine
                         if (put.Status == BrokerStatus.InvalidReceiptHandle)
                         {
                             // The cursor's lease ran out meanwhile (a slow disk): nothing was written; the dead letter is
-                            // offered to this cursor again.
-                            onlyLeftAgain = false;
+                            // offered to this cursor again, but not to a continuation (it stops at leases taken since its
+                            // re-drive began): that counts it as left, and a later re-drive is offered it.
+                            if (continuation is null) continue;
+                            leaves++;
+                            left[m.QueueOffset] = (d.ReceiptHandle, new NotRedrivenLetter(m.MessageId, m.QueueOffset, target, put.Status,
+                                $"its lease on the re-drive cursor ran out before it was put back; it stays in {dlq} for a later re-drive"));
                             continue;
                         }
                         if (LeavesOneLetter(put.Status))
@@ -176,12 +218,10 @@ public sealed partial class BrokerEngine
                             // it) and then released, so the next re-drive is offered it first, as the oldest unfinished.
                             // Until 2026-12-06 it stopped the re-drive, and every later one stopped at it again: a deleted
                             // topic held back every dead letter behind its own (found by review).
-                            bool again = left.ContainsKey(m.QueueOffset);
+                            leaves++;
                             left[m.QueueOffset] = (d.ReceiptHandle, new NotRedrivenLetter(m.MessageId, m.QueueOffset, target, put.Status, put.Message));
-                            if (!again) onlyLeftAgain = false;
                             continue;
                         }
-                        onlyLeftAgain = false;
                         if (put.Status == BrokerStatus.MessageNotFound)
                         {
                             // Retention cut the dead letter's body since it was received: nothing is left to put back.
@@ -206,20 +246,19 @@ public sealed partial class BrokerEngine
                 }
                 finally
                 {
-                    if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, batch.Messages.Skip(next).Select(d => d.ReceiptHandle)) is var released and >= 0)
+                    if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, [.. batch.Messages.Skip(next).Select(d => d.ReceiptHandle)]) is var released and >= 0)
                         await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
                 }
-                if (onlyLeftAgain) break;
             }
         }
         finally
         {
             // The letters left, released at once (durably, before the answer) however the call ends: the next re-drive
-            // is offered them without waiting for the cursor's lease. Lost in a crash, the lease runs its length; a
+            // is offered them all without waiting for the cursor's lease or the sweeper loop. Lost in a crash, the lease runs its length; a
             // re-drive cursor's lease never dead-letters, so they stay within every later re-drive's reach.
             try
             {
-                if (left.Count > 0 && ReleaseRedriveLeases(cursor, dlq, left.Values.Select(l => l.ReceiptHandle)) is var released and >= 0)
+                if (left.Count > 0 && ReleaseRedriveLeases(cursor, dlq, [.. left.Values.Select(l => l.ReceiptHandle)]) is var released and >= 0)
                     await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
             }
             finally
@@ -232,8 +271,8 @@ public sealed partial class BrokerEngine
         if (left.Count > 0)
         {
             var first = left.Values.First().Why;
-            _logger.LogWarning("Re-drive of group {Group} left {Count} dead letters in {Dlq} that could not be put back (they stay there for a later re-drive); the first, message {MessageId} at offset {Offset} for {Target}: {Status}: {Reason}",
-                group, left.Count, dlq, first.MessageId, first.DeadLetterOffset, first.Target, first.Status, first.Reason);
+            _logger.LogWarning("Re-drive of group {Group} left {Count} dead letters in {Dlq} that could not be put back (they stay there for a later re-drive){Limit}; the first, message {MessageId} at offset {Offset} for {Target}: {Status}: {Reason}",
+                group, left.Count, dlq, more ? ", and stopped at its limit" : "", first.MessageId, first.DeadLetterOffset, first.Target, first.Status, first.Reason);
         }
         return Done(BrokerError.None);
     }
@@ -261,21 +300,36 @@ public sealed partial class BrokerEngine
     /// stopped in, and the dead letters it left), so the next re-drive is offered them at once, as a ChangeInvisibleDuration of zero would. Returns the address to wait for
     /// (-1 if nothing was released); lost in a crash, a lease runs its length, and a re-drive cursor's lease never
     /// dead-letters (<see cref="IsRedriveCursor"/>). The cursor's delivery counter goes on counting these offers, as
-    /// for any group, but decides nothing.
+    /// for any group, but decides nothing. At most <see cref="MaxEntriesPerLockHold"/> leases per hold of the lock, and
+    /// then the leases due are swept, as many holds as it takes: until 2026-12-06 one sweep of 256 made only that many
+    /// offerable, the sweeper loop the rest later, and a re-drive in between (the CLI's next chunk) was offered and
+    /// counted only those (found by review).
     /// </summary>
-    private long ReleaseRedriveLeases(string cursor, string dlq, IEnumerable<string> left)
+    private long ReleaseRedriveLeases(string cursor, string dlq, IReadOnlyList<string> left)
     {
         long address = -1;
-        lock (_gate)
+        foreach (var (start, end) in LockChunks(left.Count))
         {
-            long now = NowMs;
-            foreach (var receiptHandle in left)
+            lock (_gate)
             {
-                if (!TryGetLease(cursor, dlq, receiptHandle, out _, out var handle, out var flight).IsOk) continue;
-                flight.RenewFor = null;
-                address = ChangeLease(cursor, dlq, handle.QueueId, handle.QueueOffset, now, NextLeaseId());
+                long now = NowMs;
+                for (int i = start; i < end; i++)
+                {
+                    if (!TryGetLease(cursor, dlq, left[i], out _, out var handle, out var flight).IsOk) continue;
+                    flight.RenewFor = null;
+                    address = ChangeLease(cursor, dlq, handle.QueueId, handle.QueueOffset, now, NextLeaseId());
+                }
             }
-            if (address >= 0) SweepLeases(now, SweepEntriesPerLockHold); // the rest, if any, on the sweeper
+        }
+        if (address < 0) return address;
+        // What was due when the last lease was released: a bounded sweep; whatever ends meanwhile is the sweeper's.
+        long due;
+        lock (_gate) due = NowMs;
+        while (true)
+        {
+            lock (_gate)
+                if (SweepLeases(due, SweepEntriesPerLockHold) < SweepEntriesPerLockHold) break;
+            BetweenLockHoldsForTests?.Invoke();
         }
         return address;
     }

@@ -264,6 +264,7 @@ public static class HalfMsgCli
             }
             long remaining = parse.GetValue(dlqMax) ?? long.MaxValue;
             int moved = 0, skipped = 0, notRedriven = 0;
+            long? continuation = null;
             var ids = new List<string>();
             var left = new List<JsonElement>();
             string deadLetterTopic = "%DLQ%" + g;
@@ -271,7 +272,8 @@ public static class HalfMsgCli
             {
                 // In chunks, so a long re-drive shows progress and each request stays short.
                 int chunk = (int)Math.Min(100, remaining);
-                string path = $"/api/dlq/{Uri.EscapeDataString(g)}/redrive?max={chunk}" + (only is null ? "" : $"&topic={Uri.EscapeDataString(only)}");
+                string path = $"/api/dlq/{Uri.EscapeDataString(g)}/redrive?max={chunk}" + (only is null ? "" : $"&topic={Uri.EscapeDataString(only)}")
+                    + (continuation is null ? "" : $"&continuation={continuation}");
                 var answer = await client.PostAsync(path, token);
                 if (answer.Body.ValueKind == JsonValueKind.Object && answer.Body.TryGetProperty("redriven", out var r))
                 {
@@ -279,13 +281,16 @@ public static class HalfMsgCli
                     skipped += answer.Body.GetProperty("skipped").GetInt32();
                     ids.AddRange(answer.Body.GetProperty("messageIds").EnumerateArray().Select(i => i.GetString()!));
                     deadLetterTopic = answer.Body.GetProperty("deadLetterTopic").GetString()!;
-                    // Each chunk is offered the dead letters the ones before it left (first, as the oldest unfinished)
-                    // and tries them again: the last answer counts every one still left, so it replaces, not adds.
+                    // The chunks after the first pass on its continuation: each goes on past the dead letters the ones
+                    // before it left instead of trying them again, so the counts add up (until 2026-12-06 each chunk
+                    // tried them all again and the last one's count, which could see only part of them, replaced the
+                    // total; found by review).
                     if (answer.Body.TryGetProperty("notRedriven", out var n))
                     {
-                        notRedriven = n.GetInt32();
-                        left = [.. answer.Body.GetProperty("notRedrivenLetters").EnumerateArray().Select(l => l.Clone())];
+                        notRedriven += n.GetInt32();
+                        left.AddRange(answer.Body.GetProperty("notRedrivenLetters").EnumerateArray().Take(100 - left.Count).Select(l => l.Clone()));
                     }
+                    if (answer.Body.TryGetProperty("continuation", out var c) && c.ValueKind == JsonValueKind.Number) continuation = c.GetInt64();
                 }
                 if (!answer.Ok)
                 {
@@ -296,7 +301,9 @@ public static class HalfMsgCli
                 }
                 int got = answer.Body.GetProperty("redriven").GetInt32();
                 remaining -= got;
-                if (got < chunk) break;
+                // Fewer than asked: nothing more, unless the chunk stopped at its limit of letters left (more may be
+                // behind them).
+                if (got < chunk && !(answer.Body.TryGetProperty("more", out var more) && more.ValueKind == JsonValueKind.True)) break;
                 await error.WriteLineAsync($"halfmsg: moved {moved} from {deadLetterTopic}...");
             }
             if (asJson)

@@ -47,4 +47,37 @@ public sealed class AdminRedriveSkipTests() : InProcessAdminHost("adminredrivesk
         Assert.Equal("skip-0", second.GetProperty("messageIds")[0].GetString());
         Assert.Equal(0, second.GetProperty("notRedriven").GetInt32());
     }
+
+    /// <summary>
+    /// A call that leaves its limit of letters (1,000 for max=100) answers more=true and a continuation; the next call
+    /// passing it goes on past them (the other 200 only), and a call without it is offered them again.
+    /// </summary>
+    [Fact]
+    public async Task A_redrive_stopped_at_its_limit_answers_a_continuation_that_goes_on_past_the_letters_left()
+    {
+        var engine = _host.Engine;
+        Assert.True((await engine.CreateTopicAsync("limit-gone")).Error.IsOk);
+        for (int i = 0; i < 1200; i++)
+            Assert.True((await engine.SendAsync(new MessageDraft { Topic = "limit-gone", MessageId = $"limit-{i}", Body = new byte[] { 1 } })).IsOk);
+        int forwarded = 0;
+        while (forwarded < 1200)
+        {
+            var got = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "limit-group", Topic = "limit-gone", BatchSize = 1000, LongPollTimeout = TimeSpan.FromSeconds(5) });
+            Assert.NotEmpty(got.Messages);
+            foreach (var d in got.Messages) Assert.True((await engine.ForwardToDeadLetterAsync("limit-group", "limit-gone", d.ReceiptHandle)).IsOk);
+            forwarded += got.Messages.Count;
+        }
+        Assert.True((await engine.DeleteTopicAsync("limit-gone")).IsOk);
+
+        var first = await (await _http.PostAsync("/api/dlq/limit-group/redrive?max=100", null)).Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal((0, 1024, true), (first.GetProperty("redriven").GetInt32(), first.GetProperty("notRedriven").GetInt32(), first.GetProperty("more").GetBoolean()));
+        long continuation = first.GetProperty("continuation").GetInt64();
+        var next = await _http.PostAsync($"/api/dlq/limit-group/redrive?max=100&continuation={continuation}", null);
+        Assert.Equal(HttpStatusCode.OK, next.StatusCode);
+        var second = await next.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal((0, 176, false), (second.GetProperty("redriven").GetInt32(), second.GetProperty("notRedriven").GetInt32(), second.GetProperty("more").GetBoolean()));
+        Assert.Equal(continuation, second.GetProperty("continuation").GetInt64());
+        var again = await (await _http.PostAsync("/api/dlq/limit-group/redrive?max=100", null)).Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal(1024, again.GetProperty("notRedriven").GetInt32());
+    }
 }

@@ -170,6 +170,12 @@ public sealed record ReceiveRequest
     /// toward <see cref="CoreOptions.MaxConsumerGroups"/> and a cursor's progress records which dead letters were put back.
     /// </summary>
     internal bool RedriveCursor { get; init; }
+    /// <summary>
+    /// A re-drive's continuation (<see cref="BrokerEngine.RedriveDeadLettersAsync"/>): expired leases are offered again
+    /// only while the next in line was leased before this lease id; the ones after it (the letters the earlier calls of
+    /// the same re-drive left) wait for a re-drive without one. Null: every expired lease is offered, as for a client.
+    /// </summary>
+    internal long? RedriveLeasedBefore { get; init; }
 }
 
 /// <summary>Bytes a receive's caller can still hold for its answer (see <see cref="ReceiveRequest.Allowance"/>).</summary>

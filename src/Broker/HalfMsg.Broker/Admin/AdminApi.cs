@@ -36,10 +36,11 @@ public static class AdminApi
             : Results.Ok(new { topic = name, deleted = true }));
 
         // Moves up to ?max= dead letters back to the group, and no other (optionally only those from ?topic=): see RedriveDeadLettersAsync.
-        app.MapPost("/api/dlq/{group}/redrive", async (string group, string? topic, int? max, CancellationToken ct) =>
+        // ?continuation= (the previous answer's) goes on past the letters the earlier calls of the same re-drive left.
+        app.MapPost("/api/dlq/{group}/redrive", async (string group, string? topic, int? max, long? continuation, CancellationToken ct) =>
         {
             if (max is < 1 or > 100_000) return Results.Json(new ErrorBody("max must be in [1, 100000]", "BadRequest"), statusCode: 400);
-            var result = await engine.RedriveDeadLettersAsync(group, string.IsNullOrEmpty(topic) ? null : topic, max ?? 1000, null, ct);
+            var result = await engine.RedriveDeadLettersAsync(group, string.IsNullOrEmpty(topic) ? null : topic, max ?? 1000, null, ct, continuation);
             var body = new
             {
                 group, deadLetterTopic = result.DeadLetterTopic, topic, redriven = result.Redriven, skipped = result.Skipped,
@@ -51,6 +52,10 @@ public static class AdminApi
                 {
                     messageId = l.MessageId, deadLetterOffset = l.DeadLetterOffset, target = l.Target, status = l.Status.ToString(), reason = l.Reason,
                 }),
+                // The call stopped at its limit of letters left (10 x max, at least 1,000): more may be behind them; the
+                // next call passes ?continuation= to go on past them instead of trying them again.
+                more = result.More,
+                continuation = result.Continuation,
                 error = result.Error.IsOk ? null : result.Error.Message,
             };
             if (result.Error.IsOk) return Results.Ok(body);

@@ -60,9 +60,9 @@ internal static class DashboardEndpoints
     }
 
     /// <summary>The dead letters a re-drive left in the dead-letter topic, with the first one's reason; empty if none.</summary>
-    private static string NotRedriven(BrokerEngine.RedriveResult result) => result.NotRedrivenLetters is [var first, ..]
+    private static string NotRedriven(BrokerEngine.RedriveResult result) => (result.NotRedrivenLetters is [var first, ..]
         ? $" {result.NotRedriven} could not be put back and stay in {result.DeadLetterTopic} (message {first.MessageId ?? $"at offset {first.DeadLetterOffset}"}: {first.Reason})."
-        : "";
+        : "") + (result.More ? " The re-drive stopped at its limit of letters left; halfmsg dlq redrive goes on past them." : "");
 
     private static IResult Overview(BrokerEngine engine, BrokerOptions options, RateSampler sampler)
     {
