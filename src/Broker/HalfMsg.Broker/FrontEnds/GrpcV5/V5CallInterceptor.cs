@@ -162,7 +162,9 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
     private static bool IsHandlerFailure(Exception ex, ServerCallContext context) => ex switch
     {
         RpcException => false,
-        OperationCanceledException or IOException when context.CancellationToken.IsCancellationRequested => false,
+        // The client went away: a wait or read cancelled, the connection failed, or a write after the call ended (grpc-dotnet's
+        // writer throws InvalidOperationException "the request is complete" then; until 2026-12-06 that was logged at Error).
+        OperationCanceledException or IOException or InvalidOperationException when context.CancellationToken.IsCancellationRequested => false,
         _ => true,
     };
 
