@@ -133,7 +133,15 @@ public sealed partial class BrokerEngine
         try
         {
             // Every lease this re-drive takes has an id from here on: a lease id orders leases as they were taken.
-            lock (_gate) since = continuation ?? NextLeaseId();
+            lock (_gate)
+            {
+                // A continuation another run handed out (the broker restarted since) orders nothing here: the call starts
+                // the re-drive afresh and answers a continuation of this run. Taken as it was, after a restart whose
+                // incarnation sorted lower, every call was offered the same left letters again and answered More for
+                // ever (found by review, 2026-12-06). The caller passes each answer's continuation on.
+                if (continuation is long c && !_groups.IsOfThisRun(c)) continuation = null;
+                since = continuation ?? NextLeaseId();
+            }
             int limit = LeaveLimit(max);
             while (moved.Count < max)
             {

@@ -76,6 +76,13 @@ internal sealed class ConsumerGroups
 
     public long NextLeaseId() => ((long)_incarnation << 32) | ++_leaseSeq;
 
+    /// <summary>
+    /// Whether <paramref name="leaseId"/> was handed out by this run, at or before now: lease ids order leases as they
+    /// were taken only within one run (each draws its incarnation at random), so an id from before a restart, or one
+    /// no lease had yet, orders nothing.
+    /// </summary>
+    public bool IsOfThisRun(long leaseId) => (int)(leaseId >> 32) == _incarnation && (uint)leaseId <= _leaseSeq;
+
     public static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight)
     {
         group.Queues[q].InFlight[off] = flight;
