@@ -71,13 +71,10 @@ public sealed partial class BrokerEngine
         return result;
     }
 
-    /// <summary>
-    /// Stores a batch of messages (a bounded number per lock hold) and waits once, for the highest address: a batch costs one
-    /// group commit, not one per message. Each message gets its own result; one bad message does not fail the others.
-    /// </summary>
-    public async ValueTask<SendResult[]> SendBatchAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
+    /// <summary>A send span for each message (null where tracing is off for it: all null, no array); siblings, not
+    /// nested: Activity.Current is restored after each.</summary>
+    private static Activity?[]? StartSendSpans(IReadOnlyList<MessageDraft> messages)
     {
-        // One send span per message, as SendAsync has; siblings, not nested (Activity.Current is restored after each).
         Activity? current = Activity.Current;
         Activity?[]? spans = null;
         for (int i = 0; i < messages.Count; i++)
@@ -86,6 +83,17 @@ public sealed partial class BrokerEngine
             (spans ??= new Activity?[messages.Count])[i] = span;
             Activity.Current = current;
         }
+        return spans;
+    }
+
+    /// <summary>
+    /// Stores a batch of messages (a bounded number per lock hold) and waits once, for the highest address: a batch costs one
+    /// group commit, not one per message. Each message gets its own result; one bad message does not fail the others.
+    /// </summary>
+    public async ValueTask<SendResult[]> SendBatchAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
+    {
+        // One send span per message, as SendAsync has.
+        Activity?[]? spans = StartSendSpans(messages);
         var results = new SendResult[messages.Count];
         try
         {
@@ -130,16 +138,9 @@ public sealed partial class BrokerEngine
     public async ValueTask<(BrokerError Error, SendResult[] Results)> SendToOneQueueAsync(IReadOnlyList<MessageDraft> messages, CancellationToken ct = default)
     {
         if (messages.Count == 0) return (new(BrokerStatus.BadRequest, "the batch is empty"), []);
-        // One send span per message, as SendBatchAsync has; siblings, not nested (Activity.Current is restored after
-        // each). Until 2026-12-06 this path had none, so a Remoting producer's traceparent ended at a batch (review).
-        Activity? current = Activity.Current;
-        Activity?[]? spans = null;
-        for (int i = 0; i < messages.Count; i++)
-        {
-            if (BrokerTracing.StartSend(messages[i]) is not { } span) continue;
-            (spans ??= new Activity?[messages.Count])[i] = span;
-            Activity.Current = current;
-        }
+        // One send span per message, as SendBatchAsync has. Until 2026-12-06 this path had none, so a Remoting producer's
+        // traceparent ended at a batch (review).
+        Activity?[]? spans = StartSendSpans(messages);
         try
         {
             var (error, results) = await StoreOnOneQueueAsync(messages, ct).ConfigureAwait(false);
