@@ -224,6 +224,30 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
 
     /// <summary>A client that reached the broker by name (a Service's DNS name) is routed by that name, scheme DOMAIN_NAME,
     /// and several addresses of a Java access point are answered in its order.</summary>
+    /// <summary>
+    /// The Java client sends an access point of several host names ("mq-a.example:8081;mq-b.example:8081") with scheme
+    /// IPv6 (more than one address is IPv4 when the first host is a dotted quad, else IPv6), and the Java and C# clients
+    /// throw on a route naming DOMAIN_NAME with more than one address: such endpoints are answered with the request's own
+    /// scheme, as the Apache proxy echoes them (found by the review of the routes' change, 2026-12-06).
+    /// </summary>
+    [Fact]
+    public void Several_host_names_are_answered_with_the_requests_scheme_never_as_a_multi_address_domain_name()
+    {
+        var requested = new Endpoints
+        {
+            Scheme = AddressScheme.Ipv6,
+            Addresses = { new Address { Host = "mq-a.example", Port = 8081 }, new Address { Host = "mq-b.example", Port = 8081 } },
+        };
+
+        Endpoints? answered = HalfMsg.Broker.FrontEnds.GrpcV5.MessagingService.ReachableEndpoints(requested);
+
+        Assert.NotNull(answered);
+        Assert.Equal(AddressScheme.Ipv6, answered.Scheme);
+        Assert.Equal(["mq-a.example:8081", "mq-b.example:8081"], answered.Addresses.Select(a => $"{a.Host}:{a.Port}"));
+        requested.Scheme = AddressScheme.DomainName; // no client sends this; no route may say it either
+        Assert.False(HalfMsg.Broker.FrontEnds.GrpcV5.MessagingService.ReachableEndpoints(requested) is { Scheme: AddressScheme.DomainName, Addresses.Count: > 1 });
+    }
+
     [Fact]
     public async Task Query_route_names_the_requested_domain_name_or_addresses_as_the_client_gave_them()
     {
