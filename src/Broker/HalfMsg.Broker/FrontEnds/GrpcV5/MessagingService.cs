@@ -183,6 +183,20 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
         }
 
         result.Scheme = scheme!.Value;
+        if (result.Scheme == AddressScheme.DomainName && result.Addresses.Count > 1)
+        {
+            // The Java and C# clients refuse a route naming DOMAIN_NAME with several addresses (they throw parsing it),
+            // and the Java client sends an access point of several names as IPv6 (IPv4 when the first is a dotted
+            // quad): the Apache proxy echoes the request's scheme, and so does this; a request saying DOMAIN_NAME with
+            // several addresses, which no client sends, gets the connection's address (found by review, 2026-12-06).
+            if (requested.Scheme is not (AddressScheme.Ipv4 or AddressScheme.Ipv6))
+            {
+                return null;
+            }
+
+            result.Scheme = requested.Scheme;
+        }
+
         return result;
     }
 
