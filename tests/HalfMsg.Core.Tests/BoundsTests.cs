@@ -53,6 +53,28 @@ public sealed class BoundsTests
         Assert.Single(p.Checks);
     }
 
+    /// <summary>
+    /// A client's check immunity shorter than the transaction timeout brings the first check-back forward, as Apache's
+    /// broker reads it in place of its transaction timeout (until the afternoon session of 2026-12-06 the longer of the
+    /// two applied). Replay computes the same time: the half is stored again from its record after a restart.
+    /// </summary>
+    [Fact]
+    public async Task A_check_immunity_shorter_than_the_transaction_timeout_brings_the_first_check_forward()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { TransactionTimeout = TimeSpan.FromSeconds(60) });
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        var r = await h.Engine.SendHalfAsync(h.Draft("orders"), "orders", "p1", checkImmunity: TimeSpan.FromSeconds(2));
+        Assert.True(r.IsOk);
+        var pending = h.Engine.FindTransaction(r.TransactionId);
+        Assert.NotNull(pending);
+        Assert.Equal(pending.StoredAt.AddSeconds(2), pending.NextCheckAt);
+
+        h.Clock.Advance(TimeSpan.FromSeconds(3));
+        await h.Engine.RunCheckPassAsync();
+        Assert.Single(p.Checks);
+    }
+
     private sealed class ExplodingChannel(string clientId) : ICheckBackChannel
     {
         public string ClientId { get; } = clientId;

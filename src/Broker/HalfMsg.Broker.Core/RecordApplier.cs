@@ -260,7 +260,12 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             Address = address, Size = size, StoreTimestampMs = m.StoreMs, CheckImmunityMs = rec.CheckImmunityMs, RequestedQueueId = rec.RequestedQueue,
             Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, DeliverAtMs = m.DeliverAtMs, CheckCount = rec.CheckCount, Parked = rec.Parked,
         };
-        half.NextCheckAtMs = rec.NextCheckAtMs > 0 ? rec.NextCheckAtMs : m.StoreMs + Math.Max((long)_options.TransactionTimeout.TotalMilliseconds, rec.CheckImmunityMs);
+        // A producer's check immunity replaces the transaction timeout, shorter or longer, as in Apache's broker
+        // (TransactionalMessageServiceImpl reads CHECK_IMMUNITY_TIME_IN_SECONDS in place of transactionTimeout). Until
+        // the afternoon session of 2026-12-06 the first check came after the longer of the two, so a producer that asked
+        // for a check after 2 s got it after 6.
+        half.NextCheckAtMs = rec.NextCheckAtMs > 0 ? rec.NextCheckAtMs
+            : m.StoreMs + (rec.CheckImmunityMs > 0 ? rec.CheckImmunityMs : (long)_options.TransactionTimeout.TotalMilliseconds);
         _txs.Add(half);
     }
 

@@ -507,7 +507,9 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     /// check-back with the user property CHECK_IMMUNITY_TIME_IN_SECONDS, which the Apache proxy stores and its broker
     /// reads for every half. Until 2026-12-06 it was stored and ignored over gRPC, and the first check came 6 s after the
     /// store (found by review). Sent alone and in a batch of halves; the duration field wins when both are set, as in the
-    /// proxy; the broker's cap (1 h) applies as on the Remoting path.
+    /// proxy; the broker's cap (1 h) applies as on the Remoting path. Shorter than the transaction timeout (6 s) it
+    /// brings the first check forward, as in Apache (until the afternoon session of 2026-12-06 the longer of the two
+    /// applied).
     /// </summary>
     [Theory]
     [InlineData(false, "600", null, 600)]
@@ -515,6 +517,9 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     [InlineData(false, "600", 120, 120)]
     [InlineData(true, "600", 120, 120)]
     [InlineData(false, "86400", null, 3600)]
+    [InlineData(false, "2", null, 2)]
+    [InlineData(true, "2", null, 2)]
+    [InlineData(false, "600", 1, 1)]
     public async Task A_half_is_first_checked_after_its_CHECK_IMMUNITY_TIME_IN_SECONDS_user_property_unless_the_duration_field_says_otherwise(
         bool batch, string property, int? durationSeconds, int expectedSeconds)
     {
