@@ -106,7 +106,9 @@ public abstract class IdempotencyContract
 
         Assert.True(await ConsumeOnce.ExecuteAsync(c, group, "fresh", (_, _) => Task.CompletedTask, Db.ConsumedDialect));
         Assert.Equal(9, await ConsumedSchema.PruneAsync(c, Db.ConsumedDialect, TimeSpan.FromDays(1), batchSize: 2));
-        Assert.Equal(1, await CountAsync($"SELECT COUNT(*) FROM {ConsumedSchema.DefaultTable} WHERE consumer_group = '{group}'"));
+        // The fresh row stays, and the row holding the group's cut-off (PruneAsync's guard) comes.
+        Assert.Equal(1, await CountAsync($"SELECT COUNT(*) FROM {ConsumedSchema.DefaultTable} WHERE consumer_group = '{group}' AND message_id <> 'halfmsg:pruned-before'"));
+        Assert.Equal(1, await CountAsync($"SELECT COUNT(*) FROM {ConsumedSchema.DefaultTable} WHERE consumer_group = '{group}' AND message_id = 'halfmsg:pruned-before'"));
         Assert.False(await ConsumeOnce.ExecuteAsync(c, group, "fresh", (_, _) => Task.CompletedTask, Db.ConsumedDialect)); // still a duplicate
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => ConsumedSchema.PruneAsync(c, Db.ConsumedDialect, TimeSpan.Zero));
     }
