@@ -272,6 +272,55 @@ public sealed class TopicGrowthTests
         Assert.Equal(["on-q0", "on-q3"], (await ConsumeAllAsync(h, "late")).Select(m => m.Body).Order(StringComparer.Ordinal));
     }
 
+    /// <summary>
+    /// A growth asks the checkpoint loop for a checkpoint at its next pass, so the grown count lives in a checkpoint and
+    /// replay starts after the growth's record: that record damaged later costs nothing. Until 2026-12-06 the growth
+    /// waited for the schedule (200,000 records by default), and a damaged growth record left the topic grown only as
+    /// far as the highest queue a later record named (here 4 of 6 queues; the loop wrote no checkpoint within the bound).
+    /// </summary>
+    [Fact]
+    public async Task A_growth_is_checkpointed_by_the_loop_promptly_and_its_record_damaged_afterwards_loses_no_added_queue()
+    {
+        await using var h = await EngineHarness.StartAsync(backgroundLoops: true);
+        Assert.True((await h.Engine.CreateTopicAsync(Topic, 2)).Error.IsOk);
+        await SendAsync(h, "before-q1", queue: 1);
+        long growAt = h.Engine.LogTailAddress;
+        Assert.True((await h.Engine.CreateTopicAsync(Topic, 6)).Error.IsOk);
+        await SendAsync(h, "on-q3", queue: 3);                  // queues 4 and 5 get nothing: no other record names them
+        await Conditions.WaitUntil(() => h.Engine.LastCheckpointAddress > growAt,
+            () => $"no checkpoint past the growth at {growAt}; the newest covers {h.Engine.LastCheckpointAddress}");
+        string dir = Path.Combine(h.DataDir, "checkpoints");
+        var kept = Directory.GetFiles(dir, "checkpoint-*.bin").ToHashSet();
+        await SendAsync(h, "after-q0", queue: 0);               // replayed after the loop's checkpoint
+
+        // A crash: the shutdown's checkpoint is removed, the loop's stays; then the growth's record is damaged.
+        await h.Engine.DisposeAsync();
+        foreach (var f in Directory.GetFiles(dir, "checkpoint-*.bin")) if (!kept.Contains(f)) File.Delete(f);
+        DamageTests.FlipPayloadByte(h, growAt);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        Assert.Equal(6, h.Engine.QueueCount(Topic));
+        Assert.Equal(5, (await SendAsync(h, "new-q5", queue: 5)).QueueId);
+        Assert.Equal(["after-q0", "before-q1", "new-q5", "on-q3"], (await ConsumeAllAsync(h, "g")).Select(m => m.Body).Order(StringComparer.Ordinal));
+    }
+
+    /// <summary>A growth replayed from the log after a crash (its checkpoint never came) is asked for again: the first
+    /// pass of the checkpoint loop after the start writes one (before 2026-12-06 it waited for the schedule).</summary>
+    [Fact]
+    public async Task A_growth_replayed_after_a_crash_is_checkpointed_at_the_first_pass_of_the_loop()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        Assert.True((await h.Engine.CreateTopicAsync(Topic, 2)).Error.IsOk);
+        long growAt = h.Engine.LogTailAddress;
+        Assert.True((await h.Engine.CreateTopicAsync(Topic, 3)).Error.IsOk);
+        await h.Engine.DisposeAsync();
+        Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();              // replays the growth from the log
+
+        await h.Engine.RunCheckpointPassAsync(CancellationToken.None);
+        Assert.True(h.Engine.LastCheckpointAddress > growAt, $"the pass wrote no checkpoint past the growth at {growAt}");
+    }
+
     /// <summary>A group start searching by time while its topic is deleted and made again with fewer queues gets a
     /// clear answer (try again), not an IndexOutOfRangeException out of the engine (review, 2026-12-06).</summary>
     [Fact]

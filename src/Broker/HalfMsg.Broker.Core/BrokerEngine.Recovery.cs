@@ -62,6 +62,8 @@ public sealed partial class BrokerEngine
             // Leases recovered from the log expire on the sweeper; delays and checks re-enter their due-time indexes.
             _groups.ScheduleAllInFlight();
             _recordsSinceCheckpoint = _applier.ReplayedRecords;
+            // A growth replayed from the log (a crash before its checkpoint) is still only in its record: asked again.
+            if (_applier.ReplayedGrowths > 0) _checkpointAsked = 1;
             // The loaded checkpoint covers the log up to its address, so a retention cut may cut there at once, not only
             // after the next checkpoint. Its age is not known here: taken as now, an age cut there waits a whole limit.
             if (loaded is { } at && at > begin && at <= _log.TailAddress) _retention.AddBoundary(at, NowMs);
@@ -165,15 +167,30 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// One pass of the checkpoint loop: a checkpoint when one is due (<see cref="CheckpointSchedule"/>: by records, by
-    /// log bytes, or by time while anything is written), then a retention cut when the limits ask for one.
+    /// log bytes, or by time while anything is written) or was asked for (a topic's growth), then a retention cut when
+    /// the limits ask for one.
     /// </summary>
     internal async Task RunCheckpointPassAsync(CancellationToken ct)
     {
         long records = Interlocked.Read(ref _recordsSinceCheckpoint);
         long bytes;
         lock (_gate) bytes = _log.TailAddress - LastCheckpointAddress;
-        if (CheckpointSchedule.IsDue(records, bytes, NowMs - _lastCheckpointAtMs, _options))
-            await CheckpointAsync(ct).ConfigureAwait(false);
+        // Taken before the capture starts: an ask made during it (its record may lie past the address the capture
+        // covers) stays for the next pass. Until 2026-12-06 a growth waited for the schedule (200,000 records by
+        // default), and a damaged growth record left the added queues that had no message missing after replay.
+        bool asked = Interlocked.Exchange(ref _checkpointAsked, 0) == 1;
+        if (asked || CheckpointSchedule.IsDue(records, bytes, NowMs - _lastCheckpointAtMs, _options))
+        {
+            try
+            {
+                await CheckpointAsync(ct).ConfigureAwait(false);
+            }
+            catch when (asked)
+            {
+                Volatile.Write(ref _checkpointAsked, 1); // not written: asked again at the next pass
+                throw;
+            }
+        }
         await RunRetentionAsync(ct).ConfigureAwait(false);
     }
 

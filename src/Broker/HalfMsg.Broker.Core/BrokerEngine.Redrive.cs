@@ -254,7 +254,8 @@ public sealed partial class BrokerEngine
                 }
                 finally
                 {
-                    if (next < batch.Messages.Count && ReleaseRedriveLeases(cursor, dlq, [.. batch.Messages.Skip(next).Select(d => d.ReceiptHandle)]) is var released and >= 0)
+                    if (next < batch.Messages.Count
+                        && await ReleaseRedriveLeasesAsync(cursor, dlq, [.. batch.Messages.Skip(next).Select(d => d.ReceiptHandle)]).ConfigureAwait(false) is var released and >= 0)
                         await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
                 }
             }
@@ -266,7 +267,7 @@ public sealed partial class BrokerEngine
             // re-drive cursor's lease never dead-letters, so they stay within every later re-drive's reach.
             try
             {
-                if (left.Count > 0 && ReleaseRedriveLeases(cursor, dlq, [.. left.Values.Select(l => l.ReceiptHandle)]) is var released and >= 0)
+                if (left.Count > 0 && await ReleaseRedriveLeasesAsync(cursor, dlq, [.. left.Values.Select(l => l.ReceiptHandle)]).ConfigureAwait(false) is var released and >= 0)
                     await _log.WaitDurableAsync(released, CancellationToken.None).ConfigureAwait(false);
             }
             finally
@@ -311,13 +312,17 @@ public sealed partial class BrokerEngine
     /// for any group, but decides nothing. At most <see cref="MaxEntriesPerLockHold"/> leases per hold of the lock, and
     /// then the leases due are swept, as many holds as it takes: until 2026-12-06 one sweep of 256 made only that many
     /// offerable, the sweeper loop the rest later, and a re-drive in between (the CLI's next chunk) was offered and
-    /// counted only those (found by review).
+    /// counted only those (found by review). Each hold waits for room in the log first, outside the lock, as a send and
+    /// the sweeper loop do: until 2026-12-06 the holds followed one another without it, so releasing many leases on a
+    /// log whose commits fell behind could fill its buffer, and an append then waited for a page write under the lock,
+    /// holding every writer. Not cancellable: the leases are released however the call ends.
     /// </summary>
-    private long ReleaseRedriveLeases(string cursor, string dlq, IReadOnlyList<string> left)
+    private async ValueTask<long> ReleaseRedriveLeasesAsync(string cursor, string dlq, IReadOnlyList<string> left)
     {
         long address = -1;
         foreach (var (start, end) in LockChunks(left.Count))
         {
+            await _log.WaitForRoomAsync(CancellationToken.None).ConfigureAwait(false);
             lock (_gate)
             {
                 long now = NowMs;
@@ -335,6 +340,7 @@ public sealed partial class BrokerEngine
         lock (_gate) due = NowMs;
         while (true)
         {
+            await _log.WaitForRoomAsync(CancellationToken.None).ConfigureAwait(false);
             lock (_gate)
                 if (SweepLeases(due, SweepEntriesPerLockHold) < SweepEntriesPerLockHold) break;
             BetweenLockHoldsForTests?.Invoke();

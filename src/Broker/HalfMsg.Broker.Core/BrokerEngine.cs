@@ -64,6 +64,10 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private readonly TagInterner _tags = new();
 
     private long _recordsSinceCheckpoint;
+    // 1 once a record was appended that replay cannot rebuild without it when it is damaged (a topic's growth: its
+    // added queues that got no message yet are named by no other record), so the checkpoint loop writes a checkpoint at
+    // its next pass instead of waiting for the schedule (see RunCheckpointPassAsync).
+    private int _checkpointAsked;
     // Retention may cut at any record start below the newest checkpoint; one is remembered every this many log bytes
     // (CheckpointSchedule.EveryBytes), so a burst written between two checkpoints can still be cut close to the limit.
     private readonly long _boundaryStep;
@@ -389,6 +393,9 @@ public sealed partial class BrokerEngine : IAsyncDisposable
                 grownFrom = state.Queues.Length;
                 new TopicQueuesGrownRecord(topic, more).Write(_writer);
                 AppendAndApply();
+                // A damaged growth record replays as a topic grown only as far as the highest queue a later record names:
+                // the checkpoint at the loop's next pass (about a second) holds the whole count, and replay starts after it.
+                Volatile.Write(ref _checkpointAsked, 1);
                 _logger.LogInformation("Topic {Topic} grown from {Before} to {After} queues", topic, grownFrom, more);
             }
             waitFor = AppendedSoFar;

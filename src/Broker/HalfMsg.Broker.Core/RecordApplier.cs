@@ -39,6 +39,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// <summary>Records applied during replay (damaged ones included).</summary>
     public long ReplayedRecords { get; private set; }
 
+    /// <summary>TopicQueuesGrown records replayed: the engine asks for a checkpoint soon after start when there were any.</summary>
+    public long ReplayedGrowths { get; private set; }
+
     private string? Intern(string? value) => state.Tags.Intern(value);
     private TopicState ApplyTopicCreated(string topic, int queues) => _topics.GetOrAdd(topic, queues);
 
@@ -182,6 +185,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     // made here, as a message record makes it, so the records of its new queues still apply.
                     var rec = TopicQueuesGrownRecord.Read(ref r);
                     _topics.GetOrAdd(rec.Topic, rec.Queues).GrowTo(rec.Queues);
+                    if (!Live) ReplayedGrowths++;
                     break;
                 }
                 default:

@@ -82,9 +82,16 @@ public static class ConsumedSchema
     /// Deletes the rows of messages consumed longer than <paramref name="olderThan"/> ago (by <c>consumed_at</c>),
     /// <paramref name="batchSize"/> rows per database transaction, and returns how many it deleted. Run it from a
     /// scheduled job; consumers may run meanwhile.
-    /// <para>A message delivered again after its row was deleted is applied again: choose <paramref name="olderThan"/>
-    /// above the longest time a message can come back after it was consumed (a lost ack comes back after the invisible
-    /// duration; a dead letter re-driven, or a queue re-consumed from an earlier offset, whenever an operator does it).</para>
+    /// <para>Before deleting, it records the cut-off for each consumer group that has rows to delete (a row with the
+    /// message id <c>halfmsg:pruned-before</c>, whose <c>consumed_at</c> is the cut-off). A message of that group born
+    /// (by the producer's clock) before the cut-off plus <see cref="PruneClockSkew"/> that finds no row may have been
+    /// consumed and its row deleted: <see cref="ConsumeOnce"/> does not apply it again as new but throws
+    /// <see cref="ConsumedRowPrunedException"/> (nothing committed; the message is not acknowledged, comes again and,
+    /// after the broker's maximum delivery attempts, goes to the dead letter topic, for an operator to check). Until
+    /// 2026-12-06 such a redelivery was applied a second time. So choose <paramref name="olderThan"/> above the longest
+    /// time a message can come back after it was consumed (a lost ack comes back after the invisible duration; a dead
+    /// letter re-driven, or a queue re-consumed from an earlier offset, whenever an operator does it) and above the
+    /// longest a group's backlog can lag: a message of the group first delivered that late is refused the same way.</para>
     /// </summary>
     /// <param name="connection">An open connection.</param>
     /// <param name="dialect">The database's SQL.</param>
@@ -102,11 +109,65 @@ public static class ConsumedSchema
         ArgumentOutOfRangeException.ThrowIfGreaterThan(batchSize, 100_000);
         string t = ConsumedDialects.CheckIdentifier(table);
         await EnsureCreatedOnceAsync(connection, dialect, table, cancellationToken).ConfigureAwait(false);
+        object cutOff = dialect.ConsumedAtValue(DateTime.UtcNow - olderThan);
+        // The cut-off is committed before any row goes: a consumer that then finds a row missing also finds the cut-off.
+        // Only for the groups losing rows now: a group with nothing pruned keeps every message it has not seen applicable.
+        await using (DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false))
+        {
+            await ExecAsync(connection, transaction,
+                $"UPDATE {t} SET consumed_at = @cut_off WHERE message_id = '{PrunedBeforeRow}' AND consumed_at < @cut_off AND consumer_group IN " +
+                $"(SELECT consumer_group FROM {t} WHERE consumed_at < @cut_off AND message_id <> '{PrunedBeforeRow}')", cutOff, cancellationToken).ConfigureAwait(false);
+            await ExecAsync(connection, transaction,
+                $"INSERT INTO {t} (consumer_group, message_id, consumed_at) SELECT DISTINCT x.consumer_group, '{PrunedBeforeRow}', @cut_off FROM {t} x " +
+                $"WHERE x.consumed_at < @cut_off AND x.message_id <> '{PrunedBeforeRow}' AND NOT EXISTS " +
+                $"(SELECT 1 FROM {t} y WHERE y.consumer_group = x.consumer_group AND y.message_id = '{PrunedBeforeRow}')", cutOff, cancellationToken).ConfigureAwait(false);
+            await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+        }
         // Row values in IN: SQLite 3.15+ and PostgreSQL.
         return await SqlSupport.DeleteInBatchesAsync(connection,
             $"DELETE FROM {t} WHERE (consumer_group, message_id) IN " +
-            $"(SELECT consumer_group, message_id FROM {t} WHERE consumed_at < @cut_off LIMIT @batch)",
-            [("@cut_off", dialect.ConsumedAtValue(DateTime.UtcNow - olderThan))], batchSize, cancellationToken).ConfigureAwait(false);
+            $"(SELECT consumer_group, message_id FROM {t} WHERE consumed_at < @cut_off AND message_id <> '{PrunedBeforeRow}' LIMIT @batch)",
+            [("@cut_off", cutOff)], batchSize, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>How far a producer's clock (a message's born time) may be behind the clocks of the database and the
+    /// pruning job (the cut-off) for <see cref="PruneAsync"/>'s guard: 10 minutes.</summary>
+    public static readonly TimeSpan PruneClockSkew = TimeSpan.FromMinutes(10);
+
+    /// <summary>The message id of a group's row holding its newest prune cut-off (in <c>consumed_at</c>). Message ids of
+    /// RocketMQ never hold a colon.</summary>
+    internal const string PrunedBeforeRow = "halfmsg:pruned-before";
+
+    /// <summary>Whether <paramref name="consumerGroup"/> had rows pruned with a cut-off after
+    /// <paramref name="bornUtc"/> minus <see cref="PruneClockSkew"/>: a message born then may have been consumed and
+    /// its row deleted. One look-up by the table's key.</summary>
+    internal static async Task<bool> MayBePrunedAsync(DbConnection connection, DbTransaction transaction, IConsumedDialect dialect, string table,
+        string consumerGroup, DateTime bornUtc, CancellationToken ct)
+    {
+        await using DbCommand command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = $"SELECT COUNT(*) FROM {ConsumedDialects.CheckIdentifier(table)} " +
+            $"WHERE consumer_group = @consumer_group AND message_id = '{PrunedBeforeRow}' AND consumed_at > @born";
+        AddParameter(command, "@consumer_group", consumerGroup);
+        AddParameter(command, "@born", dialect.ConsumedAtValue(bornUtc - PruneClockSkew));
+        return Convert.ToInt64(await command.ExecuteScalarAsync(ct).ConfigureAwait(false), System.Globalization.CultureInfo.InvariantCulture) > 0;
+    }
+
+    private static async Task ExecAsync(DbConnection connection, DbTransaction transaction, string sql, object cutOff, CancellationToken ct)
+    {
+        await using DbCommand command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = sql;
+        AddParameter(command, "@cut_off", cutOff);
+        await command.ExecuteNonQueryAsync(ct).ConfigureAwait(false);
+    }
+
+    private static void AddParameter(DbCommand command, string name, object value)
+    {
+        DbParameter p = command.CreateParameter();
+        p.ParameterName = name;
+        p.Value = value;
+        command.Parameters.Add(p);
     }
 }
 
@@ -134,11 +195,25 @@ public static class ConsumeOnce
         Func<DbTransaction, CancellationToken, Task> writes, IConsumedDialect? dialect, string table, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(message);
-        return await ExecuteAsync(connection, consumerGroup, message.MessageId, writes, dialect, table, cancellationToken).ConfigureAwait(false);
+        return await ExecuteAsync(connection, consumerGroup, message.MessageId, message.BornTimestamp, writes, dialect, table, cancellationToken)
+            .ConfigureAwait(false);
     }
 
-    /// <summary>The same, keyed by a message id (for callers that do not hold a <see cref="ReceivedMessage"/>).</summary>
-    public static async Task<bool> ExecuteAsync(DbConnection connection, string consumerGroup, string messageId,
+    /// <summary>The same, keyed by a message id (for callers that do not hold a <see cref="ReceivedMessage"/>). Without
+    /// the message's born time, a redelivery after <see cref="ConsumedSchema.PruneAsync"/> deleted its row is applied
+    /// again: pass it with the overload that takes <c>bornTimestamp</c>.</summary>
+    public static Task<bool> ExecuteAsync(DbConnection connection, string consumerGroup, string messageId,
+        Func<DbTransaction, CancellationToken, Task> writes, IConsumedDialect? dialect = null, string table = ConsumedSchema.DefaultTable,
+        CancellationToken cancellationToken = default) =>
+        ExecuteAsync(connection, consumerGroup, messageId, bornTimestamp: null, writes, dialect, table, cancellationToken);
+
+    /// <summary>
+    /// The same, keyed by a message id, with the message's born time (the producer's clock; null: not known). A message
+    /// whose row is missing and that was born before a prune's cut-off of the group (<see cref="ConsumedSchema.PruneAsync"/>,
+    /// plus <see cref="ConsumedSchema.PruneClockSkew"/>) may have been consumed and its row deleted: nothing is run or
+    /// committed and <see cref="ConsumedRowPrunedException"/> is thrown (the message is not acknowledged).
+    /// </summary>
+    public static async Task<bool> ExecuteAsync(DbConnection connection, string consumerGroup, string messageId, DateTimeOffset? bornTimestamp,
         Func<DbTransaction, CancellationToken, Task> writes, IConsumedDialect? dialect = null, string table = ConsumedSchema.DefaultTable,
         CancellationToken cancellationToken = default)
     {
@@ -163,6 +238,16 @@ public static class ConsumeOnce
             AddParameter(command, "@consumer_group", consumerGroup);
             AddParameter(command, "@message_id", messageId);
             bool fresh = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+            // A missing row is a message never consumed, or one whose row a prune deleted: only its birth tells them apart
+            // (it was consumed after it was born). Until 2026-12-06 both were applied as new, so a redelivery after the
+            // prune ran its writes again; now a message the prune may have covered is refused rather than guessed at.
+            if (fresh && bornTimestamp is { } born
+                && await ConsumedSchema.MayBePrunedAsync(connection, transaction, dialect, table, consumerGroup, born.UtcDateTime, cancellationToken)
+                    .ConfigureAwait(false))
+            {
+                throw new ConsumedRowPrunedException(messageId, consumerGroup, born);
+            }
+
             if (fresh)
             {
                 await writes(transaction, cancellationToken).ConfigureAwait(false);
@@ -241,4 +326,34 @@ public sealed class ConsumeAbortedException : Exception
 
     /// <summary>The message's id.</summary>
     public string MessageId { get; }
+}
+
+/// <summary>
+/// Thrown by <see cref="ConsumeOnce"/> for a message whose consumed row is missing while its group's rows were pruned
+/// with a cut-off after the message was born (<see cref="ConsumedSchema.PruneAsync"/>): it may have been applied and its
+/// row deleted, so it is not applied again as new. Nothing was committed; the message is not acknowledged (a push
+/// consumer's handler fails), so it comes again and, after the broker's maximum delivery attempts, goes to the dead
+/// letter topic. Check whether its effects are there and apply it by hand if they are not.
+/// </summary>
+public sealed class ConsumedRowPrunedException : Exception
+{
+    /// <summary>Creates the exception for <paramref name="messageId"/> of <paramref name="consumerGroup"/>.</summary>
+    public ConsumedRowPrunedException(string messageId, string consumerGroup, DateTimeOffset bornTimestamp)
+        : base($"Message {messageId} (born {bornTimestamp:O}) has no consumed row in group {consumerGroup}, whose rows were pruned up to a " +
+            "later time: it may have been applied already, so it is not applied again; nothing was committed. It will be delivered again " +
+            "and end in the dead letter topic; check whether its effects are there.")
+    {
+        MessageId = messageId;
+        ConsumerGroup = consumerGroup;
+        BornTimestamp = bornTimestamp;
+    }
+
+    /// <summary>The message's id.</summary>
+    public string MessageId { get; }
+
+    /// <summary>The consumer group whose rows were pruned.</summary>
+    public string ConsumerGroup { get; }
+
+    /// <summary>When the producer created the message.</summary>
+    public DateTimeOffset BornTimestamp { get; }
 }

@@ -14,6 +14,9 @@ public sealed record BrokerOptions
     public string? AdvertisedHost { get; init; }
     /// <summary>Port advertised in gRPC routes; 0 = <see cref="GrpcPort"/> (see <see cref="FrontEnds.GrpcV5.GrpcV5Options.AdvertisedPort"/>).</summary>
     public int AdvertisedGrpcPort { get; init; }
+    /// <summary>Port advertised in Remoting routes and offset message ids; 0 = <see cref="RemotingPort"/> (see
+    /// <see cref="FrontEnds.Remoting.RemotingOptions.AdvertisedPort"/>).</summary>
+    public int AdvertisedRemotingPort { get; init; }
     /// <summary>The broker's name in both front-ends' routes and in recall handles (<see cref="FrontEnds.BrokerNames"/>).</summary>
     public string BrokerName { get; init; } = FrontEnds.BrokerNames.Default;
     public int GrpcPort { get; init; } = 8081;

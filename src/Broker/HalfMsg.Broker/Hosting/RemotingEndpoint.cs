@@ -22,6 +22,7 @@ internal static class RemotingEndpoint
         {
             AdvertisedHost = options.AdvertisedHost,
             RemotingPort = options.RemotingPort,
+            AdvertisedPort = options.AdvertisedRemotingPort,
             BrokerName = options.BrokerName,
             NameServerPort = options.NameServerPort,
             Credentials = options.Credentials,

@@ -6,6 +6,10 @@ public sealed record RemotingOptions
     /// <summary>Host put in routes and offset message ids; null = the local address the client connected to.</summary>
     public string? AdvertisedHost { get; init; }
     public int RemotingPort { get; init; } = 10911;
+    /// <summary>Port put in routes, cluster info and offset message ids; 0 = <see cref="RemotingPort"/>. A Remoting request
+    /// carries no address the client reached (gRPC's do), so behind a port forward only the operator knows the port the
+    /// client can reach; until 2026-12-06 the routes always named the listen port, which such a client cannot reach.</summary>
+    public int AdvertisedPort { get; init; }
     /// <summary>Embedded name server port; 0 = off (the name-server requests still answer on the remoting port).</summary>
     public int NameServerPort { get; init; } = 9876;
     /// <summary>The broker's name in routes, cluster info, consume stats, queue locks and recall handles; the same on

@@ -124,7 +124,10 @@ internal sealed class RemotingServer
     public void ReleaseConnection() => Interlocked.Decrement(ref _connections);
 
     /// <summary>The broker address clients should use, as seen from <paramref name="session"/>'s connection.</summary>
-    public string BrokerAddress(RemotingSession session) => $"{AdvertisedHost(session)}:{Options.RemotingPort}";
+    public string BrokerAddress(RemotingSession session) => $"{AdvertisedHost(session)}:{AdvertisedPort}";
+
+    /// <summary>The port clients should use: <see cref="RemotingOptions.AdvertisedPort"/>, else the listen port.</summary>
+    public int AdvertisedPort => Options.AdvertisedPort > 0 ? Options.AdvertisedPort : Options.RemotingPort;
 
     public string AdvertisedHost(RemotingSession session)
     {
@@ -134,12 +137,13 @@ internal sealed class RemotingServer
         return ip.Equals(IPAddress.Any) || ip.Equals(IPAddress.IPv6Any) ? "127.0.0.1" : ip.ToString();
     }
 
-    /// <summary>The store host of stored-message records and offset message ids (IPv4 only, as the V1 layout requires).</summary>
+    /// <summary>The store host of stored-message records and offset message ids (IPv4 only, as the V1 layout requires): the
+    /// advertised address, as the routes name it, since a client's viewMessage connects to the address an id holds.</summary>
     public IPEndPoint StoreHost(RemotingSession session)
     {
         if (!IPAddress.TryParse(AdvertisedHost(session), out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
             ip = IPAddress.Loopback;
-        return new IPEndPoint(ip, Options.RemotingPort);
+        return new IPEndPoint(ip, AdvertisedPort);
     }
 
     public void LogMalformed(RemotingSession session, string reason)
