@@ -28,6 +28,11 @@ public sealed class PushConsumer : IAsyncDisposable
     private readonly SemaphoreSlim _slots;
     private readonly CancellationTokenSource _receiving = new();
     private readonly CancellationTokenSource _abort = new();
+    // Acks, nacks and DLQ forwards end with this, not with _abort: StopAsync cancels the handlers' token first and then
+    // waits its grace for them "and their acks", so a handler that finishes with Success inside the grace still has its
+    // ack sent. Until the afternoon session of 2026-12-06 they shared _abort, the ack was never sent, and the work done
+    // was delivered and done again after the invisible duration (found by review).
+    private readonly CancellationTokenSource _settle = new();
     private static readonly TimeSpan AssignmentScanPeriod = TimeSpan.FromSeconds(5);
 
     // The receive loops still running: a loop removes itself when it ends (see QueueLoopEnded).
@@ -619,7 +624,7 @@ public sealed class PushConsumer : IAsyncDisposable
     }
 
     /// <summary>Retries ack / nack / DLQ forwarding every second until it succeeds, the receipt handle is no longer
-    /// valid (INVALID_RECEIPT_HANDLE: the message will be redelivered anyway), or the consumer is aborted. Failures are
+    /// valid (INVALID_RECEIPT_HANDLE: the message will be redelivered anyway), or StopAsync's grace after a cancelled stop has ended. Failures are
     /// logged at Warning (once a minute per operation and code); an unexpected exception (not a broker or transport
     /// failure) is logged at Error and ends the retries: the message reappears after its invisible duration.</summary>
     private async Task RetryAsync(string what, ReceivedMessage message, Func<CancellationToken, Task> action)
@@ -628,7 +633,7 @@ public sealed class PushConsumer : IAsyncDisposable
         {
             try
             {
-                await action(_abort.Token).ConfigureAwait(false);
+                await action(_settle.Token).ConfigureAwait(false);
                 return;
             }
             catch (BadRequestException ex) when (ex.Code == Code.InvalidReceiptHandle)
@@ -636,7 +641,7 @@ public sealed class PushConsumer : IAsyncDisposable
                 _logger.LogInformation("{What} of {MessageId}: receipt handle no longer valid", what, message.MessageId);
                 return;
             }
-            catch (OperationCanceledException) when (_abort.IsCancellationRequested)
+            catch (OperationCanceledException) when (_settle.IsCancellationRequested)
             {
                 return;
             }
@@ -662,7 +667,7 @@ public sealed class PushConsumer : IAsyncDisposable
 
             try
             {
-                await Task.Delay(TimeSpan.FromSeconds(1), _abort.Token).ConfigureAwait(false);
+                await Task.Delay(TimeSpan.FromSeconds(1), _settle.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
@@ -708,7 +713,10 @@ public sealed class PushConsumer : IAsyncDisposable
         {
             await _abort.CancelAsync().ConfigureAwait(false);
             Task all = Task.WhenAll(inFlight);
-            if (await Task.WhenAny(all, Task.Delay(AbortGrace)).ConfigureAwait(false) != all)
+            bool finished = await Task.WhenAny(all, Task.Delay(AbortGrace)).ConfigureAwait(false) == all;
+            // The grace is over: acks still retrying (a broker that does not answer) stop too.
+            await _settle.CancelAsync().ConfigureAwait(false);
+            if (!finished)
             {
                 string running = string.Join(", ", _handling.Select(h => $"{h.Key.MessageId} (for {DateTime.UtcNow - h.Value:g})"));
                 _logger.LogWarning(
@@ -739,6 +747,7 @@ public sealed class PushConsumer : IAsyncDisposable
         }
 
         _receiving.Dispose();
-        // _abort is not disposed: a handler left running by StopAsync may still read its token (it has no timer to free).
+        // _abort and _settle are not disposed: a handler or an ack left running by StopAsync may still read its token (they
+        // have no timer to free).
     }
 }

@@ -313,12 +313,23 @@ public sealed class Producer : IAsyncDisposable
                 $"Message body of {message.Body.Length} bytes exceeds the client's limit of {RpcChannel.MaxBodySize} bytes (the largest body it can receive).");
         }
 
-        bool newTopic = _topics.TryAdd(message.Topic, 0);
         IReadOnlyList<MessageQueue> route = await _session.GetRouteAsync(message.Topic, ct).ConfigureAwait(false);
-        if (newTopic)
+        if (_topics.TryAdd(message.Topic, 0))
         {
-            // A topic the broker did not hear about in our Settings: declare it so check-backs for it reach us.
-            await _session.ResendSettingsAsync(ct).ConfigureAwait(false);
+            // A topic the broker did not hear about in our Settings: declare it so check-backs for it reach us. It counts
+            // as declared only once the Settings carrying it went out: until the afternoon session of 2026-12-06 it was
+            // added before the route look-up, so a first send that failed (the topic not created yet, a timeout, a
+            // cancelled caller) left it never declared, and its halves got no check-back from this producer until the
+            // 5-minute resync (found by review).
+            try
+            {
+                await _session.ResendSettingsAsync(ct).ConfigureAwait(false);
+            }
+            catch
+            {
+                _topics.TryRemove(message.Topic, out _);
+                throw;
+            }
         }
 
         PublishTargets writable = PublishTargets.For(route, type, server?.Publishing?.ValidateMessageType == true);
@@ -544,6 +555,42 @@ public sealed class Producer : IAsyncDisposable
             return;
         }
 
+        // One check of a transaction at a time: while a check waits for a slot or runs, the broker asks again about the
+        // same half at each check interval; each command holds the half's body. Until the afternoon session of
+        // 2026-12-06 every one was queued behind MaxConcurrentChecks without bound, and a slow checker (a database
+        // outage) piled up the same halves again and again (found by review). A check dropped here is asked again.
+        if (Volatile.Read(ref _checksWaiting) >= MaxChecksWaiting || !_checksInProgress.TryAdd(check.TransactionId, 0))
+        {
+            Interlocked.Increment(ref _checksDropped);
+            _logger.LogDebug("Check-back for transaction {TransactionId} dropped: a check of it is already waiting or running, or {Max} are; the broker asks again",
+                check.TransactionId, MaxChecksWaiting);
+            return;
+        }
+
+        Interlocked.Increment(ref _checksWaiting);
+        try
+        {
+            await CheckAndAnswerAsync(endpoint, check, checker, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _checksWaiting);
+            _checksInProgress.TryRemove(check.TransactionId, out _);
+        }
+    }
+
+    // Transactions whose check-back waits for a slot or runs (OnServerCommandAsync), and how many; past the bound new
+    // checks are dropped (the broker asks again at its next check).
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _checksInProgress = new(StringComparer.Ordinal);
+    private int _checksWaiting;
+    private long _checksDropped;
+    private const int MaxChecksWaiting = 10_000;
+
+    /// <summary>Check-back commands dropped because a check of the same transaction was waiting or running, or too many were.</summary>
+    internal long ChecksDropped => Interlocked.Read(ref _checksDropped);
+
+    private async Task CheckAndAnswerAsync(Endpoint endpoint, RecoverOrphanedTransactionCommand check, ITransactionChecker checker, CancellationToken ct)
+    {
         MessageView view = MessageView.FromProto(check.Message, check.TransactionId);
         TraceContextProperties.TryExtract(view.Properties, out ActivityContext halfContext);
         using Activity? span = ProducerTracing.StartInternal("check_transaction", view.Topic, null, ActivityKind.Consumer, halfContext);
@@ -663,6 +710,16 @@ public sealed class Producer : IAsyncDisposable
             {
                 // Cancelled before the decision went on the wire (once sent, a decision is not cancelled): nothing was
                 // decided, so the caller may still commit or roll back.
+                Volatile.Write(ref _state, 2);
+                throw;
+            }
+            catch (ClientException)
+            {
+                // The decision failed (a broker that could not be reached, a timeout, an error answer): whether it took
+                // effect is not known, and the broker takes a repeated identical decision as success and keeps the first
+                // of two different ones, so the caller may decide again, as the official clients allow (until the
+                // afternoon session of 2026-12-06 a second commit threw "already committed or rolled back", which it
+                // was not; found by review). Left alone, the broker's check-back decides.
                 Volatile.Write(ref _state, 2);
                 throw;
             }
