@@ -32,6 +32,130 @@ public class GroupOrderTests
     }
 
     [Fact]
+    public async Task An_orderly_group_holds_a_queue_while_its_first_message_is_in_flight()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SetOrder(h, "g", GroupOrder.Orderly);
+        await SendToQueue0(h, "m0");
+        await SendToQueue0(h, "m1");
+        var first = Assert.Single(await h.ReceiveAsync("g", "t", batch: 1));
+        Assert.Equal("m0", first.Text());
+        // The queue's next message has no message group: only the orderly hold keeps it back.
+        Assert.Empty(await h.ReceiveAsync("g", "t", batch: 10));
+        Assert.True((await h.Engine.AckAsync("g", "t", first.ReceiptHandle)).IsOk);
+        Assert.Equal(new[] { "m1" }, (await h.ReceiveAsync("g", "t", batch: 10)).Select(m => m.Text()));
+    }
+
+    [Fact]
+    public async Task An_orderly_receive_takes_consecutive_messages_of_a_free_queue_and_the_queue_waits_for_all_of_them()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SetOrder(h, "g", GroupOrder.Orderly);
+        for (int i = 0; i < 3; i++) await SendToQueue0(h, $"m{i}");
+        var batch = await h.ReceiveAsync("g", "t", batch: 2);
+        Assert.Equal(new[] { "m0", "m1" }, batch.Select(m => m.Text()));
+        Assert.True((await h.Engine.AckAsync("g", "t", batch[0].ReceiptHandle)).IsOk);
+        Assert.Empty(await h.ReceiveAsync("g", "t", batch: 10));           // m1 still in flight
+        Assert.True((await h.Engine.AckAsync("g", "t", batch[1].ReceiptHandle)).IsOk);
+        Assert.Equal(new[] { "m2" }, (await h.ReceiveAsync("g", "t", batch: 10)).Select(m => m.Text()));
+    }
+
+    [Fact]
+    public async Task An_orderly_groups_expired_leases_come_back_first_in_queue_order()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SetOrder(h, "g", GroupOrder.Orderly);
+        for (int i = 0; i < 3; i++) await SendToQueue0(h, $"m{i}");
+        var batch = await h.ReceiveAsync("g", "t", batch: 3, invisible: TimeSpan.FromSeconds(10));
+        Assert.Equal(3, batch.Count);
+        // m2's lease ends first, then m1's, then m0's: the line of expired leases is in the other order.
+        for (int i = 0; i < 3; i++)
+            Assert.True((await h.Engine.ChangeInvisibleDurationAsync("g", "t", batch[i].ReceiptHandle, TimeSpan.FromSeconds(10 - 3 * i))).Error.IsOk);
+        await SendToQueue0(h, "m3");
+        h.Clock.Advance(TimeSpan.FromSeconds(11));
+        h.Engine.RunSweep();
+        var again = await h.ReceiveAsync("g", "t", batch: 10);
+        Assert.Equal(new[] { "m0", "m1", "m2", "m3" }, again.Select(m => m.Text()));
+        Assert.Equal(new[] { 2, 2, 2, 1 }, again.Select(m => m.DeliveryAttempt));
+    }
+
+    [Fact]
+    public async Task An_orderly_groups_expired_lease_behind_a_live_one_waits_for_it()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SetOrder(h, "g", GroupOrder.Orderly);
+        await SendToQueue0(h, "m0");
+        await SendToQueue0(h, "m1");
+        var batch = await h.ReceiveAsync("g", "t", batch: 2, invisible: TimeSpan.FromSeconds(10));
+        var longer = await h.Engine.ChangeInvisibleDurationAsync("g", "t", batch[0].ReceiptHandle, TimeSpan.FromSeconds(60));
+        Assert.True(longer.Error.IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(11));
+        h.Engine.RunSweep();                                             // m1's lease ended; m0 is still leased
+        Assert.Empty(await h.ReceiveAsync("g", "t", batch: 10));
+        Assert.True((await h.Engine.AckAsync("g", "t", longer.ReceiptHandle!)).IsOk);
+        var m1 = Assert.Single(await h.ReceiveAsync("g", "t", batch: 10));
+        Assert.Equal(("m1", 2), (m1.Text(), m1.DeliveryAttempt));
+    }
+
+    [Fact]
+    public async Task An_orderly_groups_long_poll_is_woken_by_the_ack_that_frees_the_queue()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SetOrder(h, "g", GroupOrder.Orderly);
+        await SendToQueue0(h, "m0");
+        await SendToQueue0(h, "m1");
+        var first = Assert.Single(await h.ReceiveAsync("g", "t", batch: 1));
+        long looks = h.Engine.Metrics.ReceiveLooks;
+        var waiting = h.ReceiveWhenVisibleAsync("g", "t");
+        // The long poll has looked (it parks before it looks, so the ack's wake cannot be lost) and found the queue held.
+        await Conditions.WaitUntil(() => h.Engine.Metrics.ReceiveLooks > looks);
+        Assert.False(waiting.IsCompleted);
+        Assert.True((await h.Engine.AckAsync("g", "t", first.ReceiptHandle)).IsOk);
+        Assert.Equal(new[] { "m1" }, (await waiting).Select(m => m.Text()));
+    }
+
+    [Fact]
+    public async Task A_concurrent_group_has_two_messages_of_one_message_group_in_flight_at_once()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SetOrder(h, "g", GroupOrder.Concurrent);
+        await SendToQueue0(h, "a0", group: "A");
+        await SendToQueue0(h, "a1", group: "A");
+        Assert.Equal(new[] { "a0", "a1" }, (await h.ReceiveAsync("g", "t", batch: 10)).Select(m => m.Text()));
+    }
+
+    [Fact]
+    public async Task A_group_set_back_to_default_holds_message_groups_as_before_and_not_queues()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SetOrder(h, "g", GroupOrder.Orderly);
+        await SetOrder(h, "g", GroupOrder.NotConfigured);
+        Assert.Equal(GroupOrder.NotConfigured, h.Engine.GroupOrderOf("g"));
+        await SendToQueue0(h, "a0", group: "A");
+        await SendToQueue0(h, "a1", group: "A");
+        Assert.Equal(new[] { "a0" }, (await h.ReceiveAsync("g", "t", batch: 10)).Select(m => m.Text()));
+        await SendToQueue0(h, "n0");
+        await SendToQueue0(h, "n1");
+        // The queue behind the held message group waits (the pick walks a queue in order); on another queue, messages
+        // without a message group are not held.
+        await SendToQueue(h, 1, "x0");
+        await SendToQueue(h, 1, "x1");
+        Assert.Equal(new[] { "x0", "x1" }, (await h.ReceiveAsync("g", "t", batch: 10)).Select(m => m.Text()));
+    }
+
+    [Fact]
+    public async Task The_default_group_order_concurrent_applies_to_groups_not_configured_only()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { DefaultGroupOrder = DefaultGroupOrder.Concurrent });
+        await SetOrder(h, "orderly", GroupOrder.Orderly);
+        await SendToQueue0(h, "a0", group: "A");
+        await SendToQueue0(h, "a1", group: "A");
+        Assert.Equal(new[] { "a0", "a1" }, (await h.ReceiveAsync("unconfigured", "t", batch: 10)).Select(m => m.Text()));
+        Assert.Equal(new[] { "a0" }, (await h.ReceiveAsync("orderly", "t", batch: 1)).Select(m => m.Text()));
+        Assert.Empty(await h.ReceiveAsync("orderly", "t", batch: 10));
+    }
+
+    [Fact]
     public async Task The_mode_survives_a_restart_by_replay_and_by_checkpoint_and_a_delete_clears_it()
     {
         await using var h = await EngineHarness.StartAsync();
@@ -68,6 +192,20 @@ public class GroupOrderTests
         live = h.Engine.DescribeState();
         await h.RestartAsync();
         AssertModes("delta checkpoint");
+    }
+
+    [Fact]
+    public async Task The_orderly_hold_survives_a_restart()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await SetOrder(h, "g", GroupOrder.Orderly);
+        await SendToQueue0(h, "m0");
+        await SendToQueue0(h, "m1");
+        var first = Assert.Single(await h.ReceiveAsync("g", "t", batch: 1));
+        await h.RestartAsync();
+        Assert.Empty(await h.ReceiveAsync("g", "t", batch: 10));
+        Assert.True((await h.Engine.AckAsync("g", "t", first.ReceiptHandle)).IsOk);
+        Assert.Equal(new[] { "m1" }, (await h.ReceiveAsync("g", "t", batch: 10)).Select(m => m.Text()));
     }
 
     [Fact]
