@@ -109,6 +109,7 @@ public static class FuzzTargets
                 case RecordKind.TopicDeleted: TopicDeletedRecord.Read(ref r); break;
                 case RecordKind.DelayRecalled: DelayRecalledRecord.Read(ref r); break;
                 case RecordKind.TopicQueuesGrown: TopicQueuesGrownRecord.Read(ref r); break;
+                case RecordKind.GroupConfigured: GroupConfiguredRecord.Read(ref r); break;
                 default: return false;
             }
             return true;

@@ -302,6 +302,19 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
     }
 
     [Fact]
+    public async Task Group_order_sets_the_groups_mode_and_a_bad_mode_fails_with_the_reason()
+    {
+        var run = await Halfmsg("group", "order", "cli-orderly-group", "orderly");
+        Assert.Equal(ExitCodes.Ok, run.ExitCode);
+        Assert.Contains("cli-orderly-group: orderly", run.Out);
+        Assert.Equal(HalfMsg.Broker.Core.GroupOrder.Orderly, broker.Engine.GroupOrderOf("cli-orderly-group"));
+        var bad = await Halfmsg("group", "order", "cli-orderly-group", "fifo");
+        Assert.Equal(ExitCodes.Failed, bad.ExitCode);
+        Assert.Contains("mode must be orderly, concurrent or default", bad.Err);
+        Assert.Equal(HalfMsg.Broker.Core.GroupOrder.Orderly, broker.Engine.GroupOrderOf("cli-orderly-group"));
+    }
+
+    [Fact]
     public async Task Dlq_redrive_moves_a_dead_letter_back_and_the_group_receives_it_again()
     {
         const string topic = "cli-redrive-orders", group = "cli-redrive-consumers";

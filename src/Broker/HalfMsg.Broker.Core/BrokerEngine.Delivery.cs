@@ -500,10 +500,30 @@ public sealed partial class BrokerEngine
         for (int q = 0; q < topic.Queues.Length; q++)
             if (group.Queues[q].DoneBelow < topic.Queues[q].BaseOffset) CatchUpExpired(group, q);
 
-        // 1. Expired leases, oldest expiry first.
+        // An orderly group holds each queue while a message of it is leased (Apache's consumeMessageOrderly): a queue
+        // is opened for this receive when none of its leases is live, and from then on every live lease of it is this
+        // receive's, so it may take several consecutive messages of it. A concurrent group holds nothing; a group not
+        // configured holds FIFO message groups (below), unless the broker's default says concurrent.
+        var order = EffectiveOrder(group.Order);
+        bool orderly = order == GroupOrder.Orderly;
+        bool[]? opened = orderly ? new bool[topic.Queues.Length] : null;
+        bool Open(int q) => opened![q] || (!group.Queues[q].HasLiveLease && (opened[q] = true));
+
+        // 1. Expired leases, oldest expiry first (an orderly group's, of each queue it opens, in queue order).
         int redeliverable = group.Redeliver.Count;
         for (int i = 0; i < redeliverable && !Full(); i++)
         {
+            if (orderly)
+            {
+                var (oq, ooff) = group.Redeliver.Dequeue();
+                if (!group.Queues[oq].InFlight.TryGetValue(ooff, out var of) || !of.Expired) continue;
+                // Held: an earlier message of the queue is leased still. Its ack (or expiry) wakes a receive.
+                if (!Open(oq)) { group.Redeliver.Enqueue((oq, ooff)); continue; }
+                RedeliverInOrder(oq);
+                // Not taken (the batch filled, another consumer's filter, no room): it waits in line.
+                if (group.Queues[oq].InFlight.TryGetValue(ooff, out of) && of.Expired) group.Redeliver.Enqueue((oq, ooff));
+                continue;
+            }
             // A re-drive's continuation stops at the first lease taken since its re-drive began: the line is in the
             // order the leases ended, and the ones its earlier calls left ended (were released) after every older one
             // (ReceiveRequest.RedriveLeasedBefore). One look, not a walk over the whole line.
@@ -533,6 +553,8 @@ public sealed partial class BrokerEngine
             int q = (int)((uint)(start + i) % (uint)queues);
             var queue = topic.Queues[q];
             var gq = group.Queues[q];
+            // Orderly: a queue held by a live lease, or with an expired one still waiting (it goes first), gives nothing new.
+            if (orderly && (!Open(q) || HasExpired(gq))) continue;
             while (!Full() && queue.TryGet(gq.NextOffset, out var entry))
             {
                 if (entry.VisibleAt >= durable) break;            // not durable yet: invisible
@@ -552,7 +574,7 @@ public sealed partial class BrokerEngine
                     gq.MarkDone(off);
                     continue;
                 }
-                if (entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup))
+                if (order == GroupOrder.NotConfigured && entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup))
                     break;                                         // FIFO: an earlier message of this group is in flight
                 if (!Room(entry)) break;
                 var rec = new DeliveredRecord(group.Group, topic.Name, q, off, 1, until, NextLeaseId());
@@ -567,6 +589,39 @@ public sealed partial class BrokerEngine
         more = Full() || leftForAnotherFilter;
         refused = noRoom;
         return picked;
+
+        // An orderly group's expired leases of queue q, lowest offset first, until the batch fills or one cannot be
+        // taken (the rest of the queue waits behind it).
+        void RedeliverInOrder(int q)
+        {
+            var gq = group.Queues[q];
+            var expired = new List<long>();
+            foreach (var (off, f) in gq.InFlight)
+                if (f.Expired) expired.Add(off);
+            expired.Sort();
+            foreach (long off in expired)
+            {
+                if (Full()) return;
+                var flight = gq.InFlight[off];
+                if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole) { FinishInFlight(group, q, off); continue; }
+                if (!filter.Matches(entry.Tag)) { leftForAnotherFilter = true; return; }
+                if (!Room(entry)) return;
+                var rec = new DeliveredRecord(group.Group, topic.Name, q, off, flight.Attempt + 1, until, NextLeaseId());
+                rec.Write(_writer);
+                AppendAndApply();
+                if (renewFor is not null) SetRenewal(group, q, off, renewFor, until - now, now);
+                picked.Add((entry, q, off, rec.Attempt, rec.LeaseId, until));
+                bytes += entry.Size;
+                if (count) Metrics.Redelivered++;
+            }
+        }
+
+        static bool HasExpired(GroupQueueState gq)
+        {
+            foreach (var f in gq.InFlight.Values)
+                if (f.Expired) return true;
+            return false;
+        }
     }
 
     /// <summary>

@@ -47,6 +47,8 @@ public sealed partial class BrokerEngine
                     sb.Append("]\n");
                 }
             }
+            foreach (var (group, order) in _groups.Orders.OrderBy(p => p.Key, StringComparer.Ordinal))
+                sb.Append($"order {group}={order}\n");
             foreach (var ((group, topic, queue), offset) in _consumerOffsets.All.OrderBy(p => p.Key.Group, StringComparer.Ordinal).ThenBy(p => p.Key.Topic, StringComparer.Ordinal).ThenBy(p => p.Key.Queue))
                 sb.Append($"offset {group}/{topic}/{queue}={offset}\n");
             return sb.ToString();

@@ -232,7 +232,8 @@ public sealed partial class BrokerEngine
         lock (_gate)
         {
             // Not known may be the work of a delete whose record is not durable yet: that answer waits for it too.
-            known = _groups.OfGroup(group).Count > 0 || _consumerOffsets.HasGroup(group);
+            // A group only configured so far (its order mode) is known too: the delete clears its settings.
+            known = _groups.OfGroup(group).Count > 0 || _consumerOffsets.HasGroup(group) || _groups.OrderOf(group) != GroupOrder.NotConfigured;
             if (known)
             {
                 new GroupDeletedRecord(group, NowMs).Write(_writer);

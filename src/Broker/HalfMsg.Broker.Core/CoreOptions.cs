@@ -21,6 +21,32 @@ public enum DecisionDurability
     Relaxed,
 }
 
+/// <summary>
+/// How a consumer group is served with respect to order, as Apache RocketMQ's subscription group setting
+/// consumeMessageOrderly. Kept durably per group (the GroupConfigured record); a group nobody configured follows
+/// <see cref="CoreOptions.DefaultGroupOrder"/>.
+/// </summary>
+public enum GroupOrder : byte
+{
+    /// <summary>Nobody configured the group: it follows <see cref="CoreOptions.DefaultGroupOrder"/>.</summary>
+    NotConfigured = 0,
+    /// <summary>Each queue is held in order: while a message of a queue is in flight for the group, no later message of
+    /// that queue is delivered to it (consumeMessageOrderly=true).</summary>
+    Orderly = 1,
+    /// <summary>Messages are delivered without regard to queues or message groups (consumeMessageOrderly=false).</summary>
+    Concurrent = 2,
+}
+
+/// <summary>How a consumer group that nobody configured (<see cref="GroupOrder.NotConfigured"/>) is served.</summary>
+public enum DefaultGroupOrder
+{
+    /// <summary>A FIFO message group's message in flight holds that message group's later messages (and, as the pick
+    /// walks a queue in order, the queue behind it): the broker's behaviour before groups had an order mode.</summary>
+    MessageGroup,
+    /// <summary>As <see cref="GroupOrder.Concurrent"/>: message groups are not held.</summary>
+    Concurrent,
+}
+
 /// <summary>Everything the core needs to run. The host binds and validates these from configuration.</summary>
 public sealed record CoreOptions
 {
@@ -64,6 +90,8 @@ public sealed record CoreOptions
     /// one. Each costs memory and checkpoint space, and every commit on a topic walks its groups.
     /// </summary>
     public int MaxConsumerGroups { get; init; } = 10_000;
+    /// <summary>How a consumer group nobody configured with an order mode is served (--default-group-order).</summary>
+    public DefaultGroupOrder DefaultGroupOrder { get; init; } = DefaultGroupOrder.MessageGroup;
     /// <summary>Upper bound for a delay message's delivery time (RocketMQ timerMaxDelaySec, 3 days).</summary>
     public TimeSpan MaxDelay { get; init; } = TimeSpan.FromDays(3);
     public TimeSpan MaxInvisibleDuration { get; init; } = TimeSpan.FromHours(12);

@@ -151,8 +151,19 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     ApplyBodyRelocated(address, record.Length, BodyRelocatedRecord.Read(ref r));
                     break;
                 case RecordKind.GroupDeleted:
-                    ApplyGroupDeleted(GroupDeletedRecord.Read(ref r));
+                {
+                    var rec = GroupDeletedRecord.Read(ref r);
+                    ApplyGroupDeleted(rec);
+                    // A deleted group's settings go with it; a reset (GroupReset below) keeps them.
+                    _groups.SetOrder(rec.Group, GroupOrder.NotConfigured);
                     break;
+                }
+                case RecordKind.GroupConfigured:
+                {
+                    var rec = GroupConfiguredRecord.Read(ref r);
+                    _groups.SetOrder(rec.Group, rec.Order);
+                    break;
+                }
                 case RecordKind.LogCut:
                     LogCutRecord.Read(ref r);
                     break;

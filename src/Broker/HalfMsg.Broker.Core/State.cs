@@ -403,6 +403,17 @@ internal sealed class GroupQueueState
     public readonly List<(long Start, long End)> Done = new();
     public readonly Dictionary<long, InFlight> InFlight = new();
 
+    /// <summary>Whether a message of the queue is leased and its lease has not ended (an orderly group's hold).</summary>
+    public bool HasLiveLease
+    {
+        get
+        {
+            foreach (var flight in InFlight.Values)
+                if (!flight.Expired) return true;
+            return false;
+        }
+    }
+
     public bool IsDone(long offset)
     {
         if (offset < DoneBelow) return true;
@@ -479,6 +490,8 @@ internal sealed class GroupTopicState(string group, TopicState topic)
     }
     /// <summary>Expired leases waiting to be delivered again, in expiry order.</summary>
     public readonly Queue<(int Queue, long Offset)> Redeliver = new();
+    /// <summary>The group's order mode as configured (<see cref="ConsumerGroups.SetOrder"/>); the same on each of its topics.</summary>
+    public GroupOrder Order;
     /// <summary>FIFO message groups with a message in flight: their later messages wait.</summary>
     public readonly Dictionary<string, int> BusyMessageGroups = new(StringComparer.Ordinal);
     public int RoundRobin;

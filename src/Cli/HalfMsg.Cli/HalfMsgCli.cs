@@ -230,6 +230,13 @@ public static class HalfMsgCli
             await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(deleteGroupName)!)}/delete", token), asJson, body =>
                 output.WriteLine($"{body.GetProperty("group").GetString()}: deleted")));
         group.Add(deleteGroup);
+        var orderGroupName = new Argument<string>("group") { Description = "Consumer group (it need not have received yet)" };
+        var orderMode = new Argument<string>("mode") { Description = "orderly (each queue held while a message of it is in flight, as RocketMQ's consumeMessageOrderly), concurrent (nothing held), or default (the broker's --default-group-order)" };
+        var order = new Command("order", "Set how a consumer group is served with respect to order") { orderGroupName, orderMode };
+        Handle(order, async (parse, client, asJson, token) =>
+            await Print(await client.PostAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(orderGroupName)!)}/order?mode={Uri.EscapeDataString(parse.GetValue(orderMode)!)}", token), asJson, body =>
+                output.WriteLine($"{body.GetProperty("group").GetString()}: {body.GetProperty("order").GetString()}")));
+        group.Add(order);
         var resetGroupName = new Argument<string>("group") { Description = "Consumer group: a pull group (RocketMQ 4 Remoting) or a lease group (gRPC) that receives from this topic only" };
         var resetTopic = new Option<string>("--topic") { Description = "Topic whose queues to reset", Required = true };
         var resetTo = new Option<string>("--to") { Description = "earliest, latest, a time (2026-01-31T12:00:00Z) or Unix milliseconds", DefaultValueFactory = _ => "earliest" };

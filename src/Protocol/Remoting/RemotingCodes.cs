@@ -35,6 +35,9 @@ public static class RequestCode
     public const int UnregisterBroker = 104;
     public const int GetRouteInfoByTopic = 105;
     public const int GetBrokerClusterInfo = 106;
+    /// <summary>mqadmin updateSubGroup: a SubscriptionGroupConfig as JSON in the body (of it, only groupName and
+    /// consumeMessageOrderly are read).</summary>
+    public const int UpdateAndCreateSubscriptionGroup = 200;
     public const int DeleteTopicInBroker = 215;
     public const int GetAllTopicListFromNameServer = 206;
     public const int GetConsumeStats = 208;

@@ -1224,6 +1224,23 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(broker.GrpcPort, Assert.Single(assignment.MessageQueue.Broker.Endpoints.Addresses).Port);
     }
 
+    /// <summary>As the proxy for a group configured consumeMessageOrderly: one assignment per queue, ids 0..n-1.</summary>
+    [Fact]
+    public async Task Query_assignment_of_an_orderly_group_answers_one_assignment_per_queue()
+    {
+        Assert.True((await broker.Host.Engine.SetGroupOrderAsync(_group, HalfMsg.Broker.Core.GroupOrder.Orderly)).IsOk);
+        var response = await UnaryOkAsync(GrpcMethods.QueryAssignment, new QueryAssignmentRequest
+        {
+            Topic = new Resource { Name = _topic },
+            Group = new Resource { Name = _group },
+            Endpoints = Endpoints(),
+        }, QueryAssignmentResponse.Parser);
+
+        Assert.Equal(Code.Ok, response.Status.Code);
+        Assert.Equal(Enumerable.Range(0, V5BrokerFixture.QueuesPerTopic), response.Assignments.Select(a => a.MessageQueue.Id));
+        Assert.All(response.Assignments, a => Assert.Equal(_topic, a.MessageQueue.Topic.Name));
+    }
+
     [Fact]
     public async Task Query_assignment_of_an_illegal_topic_answers_ILLEGAL_TOPIC_without_assignments()
     {
@@ -1306,6 +1323,35 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
         Assert.Equal(TelemetryCommand.CommandOneofCase.Settings, reply.CommandCase);
         Assert.Equal(RetryPolicy.StrategyOneofCase.ExponentialBackoff, reply.Settings.BackoffPolicy.StrategyCase);
         Assert.Equal(V5BrokerFixture.MaxMessageSize, reply.Settings.Publishing.MaxBodySize);
+    }
+
+    /// <summary>The subscription settings say fifo for a group configured orderly (Apache's consumeMessageOrderly), and
+    /// not for a concurrent one or one not configured.</summary>
+    [Fact]
+    public async Task Telemetry_tells_a_consumer_of_an_orderly_group_fifo_and_of_other_groups_not()
+    {
+        async Task<bool> FifoOf(string group)
+        {
+            var result = await _client.ServerStreamAsync(GrpcMethods.Telemetry, new TelemetryCommand
+            {
+                Settings = new Settings
+                {
+                    ClientType = ClientType.PushConsumer,
+                    Subscription = new Subscription
+                    {
+                        Group = new Resource { Name = group },
+                        Subscriptions = { new SubscriptionEntry { Topic = new Resource { Name = _topic }, Expression = new FilterExpression { Type = FilterType.Tag, Expression = "*" } } },
+                    },
+                },
+            }, TelemetryCommand.Parser);
+            return result.Responses[0].Settings.Subscription.Fifo;
+        }
+
+        Assert.True((await broker.Host.Engine.SetGroupOrderAsync(_group, HalfMsg.Broker.Core.GroupOrder.Orderly)).IsOk);
+        Assert.True((await broker.Host.Engine.SetGroupOrderAsync(_group + "-c", HalfMsg.Broker.Core.GroupOrder.Concurrent)).IsOk);
+        Assert.True(await FifoOf(_group));
+        Assert.False(await FifoOf(_group + "-c"));
+        Assert.False(await FifoOf(_group + "-none"));
     }
 
     /// <summary>

@@ -50,7 +50,7 @@ internal sealed class ConsumerGroups
     {
         if (!_byKey.TryGetValue((group, topic.Name), out var state))
         {
-            state = new GroupTopicState(group, topic);
+            state = new GroupTopicState(group, topic) { Order = OrderOf(group) };
             _byKey[(group, topic.Name)] = state;
             if (BrokerEngine.IsInternalGroup(group)) InternalCount++;
             if (!_byGroup.TryGetValue(group, out var states)) _byGroup[group] = states = [];
@@ -74,6 +74,29 @@ internal sealed class ConsumerGroups
         state.Waiters.WakeAll();
     }
 
+    // The order modes operators set, by group name (GroupConfigured records). Apart from the groups' progress: a group
+    // is configured before its consumers first receive, and a reset (delete and start as one record) keeps its mode.
+    private readonly Dictionary<string, GroupOrder> _orders = new(StringComparer.Ordinal);
+
+    /// <summary>The order mode set for <paramref name="group"/>, or <see cref="GroupOrder.NotConfigured"/>.</summary>
+    public GroupOrder OrderOf(string group) => _orders.TryGetValue(group, out var order) ? order : GroupOrder.NotConfigured;
+
+    /// <summary>Every group's mode set (for the checkpoint).</summary>
+    public IEnumerable<KeyValuePair<string, GroupOrder>> Orders => _orders;
+    public int OrderCount => _orders.Count;
+
+    /// <summary>Sets the group's order mode (<see cref="GroupOrder.NotConfigured"/>: forgets it), on its states on every
+    /// topic too. Its parked receives are woken: what the mode held may now be receivable.</summary>
+    public void SetOrder(string group, GroupOrder order)
+    {
+        if (order == GroupOrder.NotConfigured) _orders.Remove(group); else _orders[group] = order;
+        foreach (var state in OfGroup(group))
+        {
+            state.Order = order;
+            state.Waiters.WakeAll();
+        }
+    }
+
     public long NextLeaseId() => ((long)_incarnation << 32) | ++_leaseSeq;
 
     /// <summary>
@@ -92,19 +115,24 @@ internal sealed class ConsumerGroups
 
     /// <summary>
     /// The offset is finished for the group (acked, dead-lettered, expired): its lease and FIFO hold end. True when it
-    /// held a FIFO message group, whose next message may now be delivered.
+    /// held a FIFO message group, whose next message may now be delivered, or when it was the last live lease of its
+    /// queue for an orderly group, whose queue is now free.
     /// </summary>
     public static bool FinishInFlight(GroupTopicState group, int q, long off)
     {
         var gq = group.Queues[q];
         bool released = false;
-        if (gq.InFlight.TryGetValue(off, out var flight) && flight.MessageGroup is not null)
+        bool held = gq.InFlight.TryGetValue(off, out var flight);
+        if (held && flight!.MessageGroup is not null)
         {
             int n = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) - 1;
             if (n <= 0) group.BusyMessageGroups.Remove(flight.MessageGroup); else group.BusyMessageGroups[flight.MessageGroup] = n;
             released = true;
         }
         gq.MarkDone(off);
+        // An orderly group's in-flight offsets on a queue are one receive's batch at most (the queue is held meanwhile),
+        // so this walk is short.
+        if (held && group.Order == GroupOrder.Orderly && !gq.HasLiveLease) released = true;
         return released;
     }
 
@@ -233,6 +261,7 @@ internal sealed class ConsumerGroups
 
     public void Clear()
     {
+        _orders.Clear();
         _byKey.Clear();
         _byGroup.Clear();
         InternalCount = 0;

@@ -68,6 +68,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     private const RecordKind SnapDecidedIn = (RecordKind)111;
     /// <summary>A namespace's number in this file, and its name.</summary>
     private const RecordKind SnapNamespace = (RecordKind)112;
+    /// <summary>A consumer group's settings, as its GroupConfigured record holds them: <code>s group | b flags</code>
+    /// Small and written whole in each file, taken from the newest (a build before these reports the kind unknown).</summary>
+    private const RecordKind SnapGroupConfigured = (RecordKind)113;
 
     /// <summary>Tests: runs before the halves, the queues and the decided ids are captured (with the part's index:
     /// 0, 2, 3), outside the engine lock, so a test can decide a half at a chosen moment of a fuzzy capture.</summary>
@@ -387,6 +390,16 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 }
             }).ConfigureAwait(false);
 
+            // Consumer groups' settings: each record sets a group's whole settings, so any capture order works.
+            await Chunk((w, o) =>
+            {
+                foreach (var (group, order) in state.Groups.Orders)
+                {
+                    w.Begin(SnapGroupConfigured).Str(group).Byte(GroupConfiguredRecord.FlagsOf(order));
+                    Emit(w, o);
+                }
+            }).ConfigureAwait(false);
+
             w.Begin(SnapEnd).I64(covered);
             Emit(w, output);
             bytes = output.Position;
@@ -663,6 +676,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 case SnapDelayed when !last:
                 case SnapGroupQueue when !last:
                 case SnapPullOffset when !last:
+                case SnapGroupConfigured when !last:
                     break; // taken from the newest file of the chain
                 case SnapHalf:
                 {
@@ -742,6 +756,15 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 {
                     var rec = ConsumerOffsetCommittedRecord.Read(ref r);
                     state.PullOffsets.Set(rec.Group, rec.Topic, rec.QueueId, rec.Offset);
+                    break;
+                }
+                case SnapGroupConfigured:
+                {
+                    string group = r.Str() ?? throw new InvalidDataException("group is null");
+                    byte flags = r.Byte();
+                    if ((flags & ~(GroupConfiguredRecord.OrderlyFlag | GroupConfiguredRecord.ConcurrentFlag)) != 0)
+                    { error = $"group {group}'s settings flags 0x{flags:X2} name a setting this broker does not know"; return false; }
+                    state.Groups.SetOrder(group, new GroupConfiguredRecord(group, flags, 0).Order);
                     break;
                 }
                 case SnapEnd:

@@ -54,6 +54,8 @@ public enum RecordKind : byte
     DelayRecalled = 22,
     /// <summary>An operator gave an existing topic more queues (see <see cref="TopicQueuesGrownRecord"/>).</summary>
     TopicQueuesGrown = 23,
+    /// <summary>An operator set a consumer group's settings (its order mode; see <see cref="GroupConfiguredRecord"/>).</summary>
+    GroupConfigured = 24,
     /// <summary>A pull (Remoting) consumer group committed its offset on a queue.</summary>
     ConsumerOffsetCommitted = 40,
     /// <summary>An operator deleted a topic (Remoting DELETE_TOPIC): its queues, groups, offsets and delayed messages go.</summary>

@@ -419,6 +419,41 @@ public readonly record struct GroupDeletedRecord(string Group, long AtMs)
 }
 
 /// <summary>
+/// An operator set a consumer group's settings, whole: each record replaces what the group had (no flag set: back to
+/// the broker's defaults). <see cref="GroupDeletedRecord"/> clears them too. <code>s group | b flags | vi atMs</code>
+/// The flags byte leaves room for later settings: <see cref="OrderlyFlag"/> and <see cref="ConcurrentFlag"/> are the
+/// order mode (at most one); a reader refuses a record with a flag it does not know rather than drop a setting.
+/// </summary>
+public readonly record struct GroupConfiguredRecord(string Group, byte Flags, long AtMs)
+{
+    public const byte OrderlyFlag = 0x01;
+    public const byte ConcurrentFlag = 0x02;
+    private const byte KnownFlags = OrderlyFlag | ConcurrentFlag;
+
+    public GroupConfiguredRecord(string group, GroupOrder order, long atMs) : this(group, FlagsOf(order), atMs) { }
+
+    public GroupOrder Order => (Flags & OrderlyFlag) != 0 ? GroupOrder.Orderly : (Flags & ConcurrentFlag) != 0 ? GroupOrder.Concurrent : GroupOrder.NotConfigured;
+
+    public static byte FlagsOf(GroupOrder order) => order switch
+    {
+        GroupOrder.Orderly => OrderlyFlag,
+        GroupOrder.Concurrent => ConcurrentFlag,
+        _ => 0,
+    };
+
+    public void Write(RecordWriter w) => w.Begin(RecordKind.GroupConfigured).Str(Group).Byte(Flags).I64(AtMs);
+
+    public static GroupConfiguredRecord Read(scoped ref RecordReader r)
+    {
+        string group = DeliveredRecord.ReadName(ref r);
+        byte flags = r.Byte();
+        if ((flags & ~KnownFlags) != 0) throw new InvalidDataException($"group settings flags 0x{flags:X2} name a setting this broker does not know");
+        if (flags == KnownFlags) throw new InvalidDataException("a group cannot be both orderly and concurrent");
+        return new(group, flags, r.I64());
+    }
+}
+
+/// <summary>
 /// Retention cut the log before <see cref="Boundary"/>. Appending it and waiting for it to be durable is what makes
 /// the new begin address durable (FasterLog persists the begin with a commit). Replay ignores it: the state effect of
 /// a cut is a function of the log's begin address (ExpireBelow). <code>vi boundary | vi atMs</code>

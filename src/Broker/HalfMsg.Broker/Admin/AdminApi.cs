@@ -133,7 +133,9 @@ public static class AdminApi
             var members = engine.Consumers.Of(group);
             var lease = engine.FindGroup(group);
             var pull = engine.PullProgressOf(group);
-            if (lease is null && pull.Count == 0 && members.Count == 0)
+            var order = engine.GroupOrderOf(group);
+            // A group configured before its consumers start is shown too (its mode, no progress yet).
+            if (lease is null && pull.Count == 0 && members.Count == 0 && order == GroupOrder.NotConfigured)
                 return NotFound($"consumer group '{group}' has never received from this broker");
             var topics = new System.Text.Json.Nodes.JsonArray();
             foreach (var t in lease?.Topics ?? [])
@@ -152,12 +154,23 @@ public static class AdminApi
             return Results.Ok(new System.Text.Json.Nodes.JsonObject
             {
                 ["group"] = group,
+                ["order"] = AdminInputs.OrderName(order),
                 ["topics"] = topics,
                 ["deadLetterTopic"] = BrokerEngine.DeadLetterPrefix + group,
                 ["deadLettered"] = engine.DeadLetteredOf(group),
                 ["members"] = System.Text.Json.JsonSerializer.SerializeToNode(members, web),
             });
         });
+        // A consumer group's order mode (Apache's consumeMessageOrderly): orderly holds each queue while a message of it
+        // is in flight, concurrent holds nothing, default gives the group back to --default-group-order. The group need
+        // not exist yet; answered once durable.
+        app.MapPost("/api/groups/{group}/order", async (string group, string? mode, CancellationToken ct) =>
+        {
+            if (!AdminInputs.TryParseOrder(mode, out var order))
+                return Results.Json(new ErrorBody($"mode must be orderly, concurrent or default, not '{mode}'", "BadRequest"), statusCode: 400);
+            return ToResult(await engine.SetGroupOrderAsync(group, order, ct), new { group, order = AdminInputs.OrderName(order) });
+        });
+
         // Create a consumer group on a topic at a chosen start: from=earliest|latest|<unix ms>|<ISO-8601 time>.
         app.MapPost("/api/groups/{group}/start", async (string group, string? topic, string? from, CancellationToken ct) =>
         {

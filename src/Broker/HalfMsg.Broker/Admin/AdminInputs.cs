@@ -24,6 +24,28 @@ public static class AdminInputs
         return false;
     }
 
+    /// <summary><c>mode</c> of POST /api/groups/{group}/order: orderly, concurrent or default (case-insensitive); no
+    /// empty default, since a missing mode is more likely a mistake than a wish to clear the group's.</summary>
+    public static bool TryParseOrder(string? mode, out GroupOrder order)
+    {
+        switch (mode?.ToLowerInvariant())
+        {
+            case "orderly": order = GroupOrder.Orderly; return true;
+            case "concurrent": order = GroupOrder.Concurrent; return true;
+            case "default": order = GroupOrder.NotConfigured; return true;
+        }
+        order = GroupOrder.NotConfigured;
+        return false;
+    }
+
+    /// <summary>The admin API's name of an order mode (what <see cref="TryParseOrder"/> reads).</summary>
+    public static string OrderName(GroupOrder order) => order switch
+    {
+        GroupOrder.Orderly => "orderly",
+        GroupOrder.Concurrent => "concurrent",
+        _ => "default",
+    };
+
     /// <summary><c>to</c> of POST /api/groups/{group}/reset-offset: null for earliest/latest (or empty), else a time in Unix ms.</summary>
     public static bool TryParseResetTo(string? to, out long? atMs)
     {

@@ -57,6 +57,7 @@ public static class BrokerConfiguration
         new("--auto-create-topics", "Broker:AutoCreateTopics", "true", "Create topics on first use. When false, topics are created by the admin API (POST /api/topics/{name}) or mqadmin's updateTopic; retry topics (%RETRY%{group}) are the broker's and always created."),
         new("--max-topics", "Broker:MaxTopics", "10000", "Topics the broker holds before it stops creating them on first use (a send or receive naming a new topic is then TOPIC_NOT_FOUND); the admin API and mqadmin still create topics."),
         new("--max-consumer-groups", "Broker:MaxConsumerGroups", "10000", "Consumer groups the broker keeps progress for, each counted once per topic it consumes: a receive or offset commit that would start one more is refused (gRPC FORBIDDEN, Remoting SUBSCRIPTION_GROUP_NOT_EXIST) until an operator deletes a group (halfmsg group delete) or raises the limit."),
+        new("--default-group-order", "Broker:DefaultGroupOrder", "message-group", "How a consumer group that no operator configured (POST /api/groups/{group}/order) is served. message-group: a FIFO message group's message in flight holds that message group's later messages, and the rest of its queue behind them (the behaviour before order modes existed); concurrent: nothing is held, as for a group configured concurrent. A group configured orderly (Apache's consumeMessageOrderly) holds each queue while a message of it is in flight, whatever this says."),
         new("--commit-linger-yields", "Broker:CommitLingerYields", "2", "With --flush sync: before a log commit of less than 8 KiB, let the work already queued run this many times first, so requests the previous commit released share the commit instead of waiting behind a small one; 0 = commit at once."),
         new("--checkpoint-every", "Broker:CheckpointEvery", "200000", "Records between checkpoints (bounds replay at start)."),
         new("--checkpoint-every-bytes", "Broker:CheckpointEveryBytes", "1GiB", "Log bytes between checkpoints, however few records (bounds replay with large messages); an eighth of --retention-size and of --retention-time bound the distance too, since the log is cut only below a checkpoint. 0 = no byte bound."),
@@ -177,6 +178,12 @@ public static class BrokerConfiguration
             AutoCreateTopics = Bool(N("--auto-create-topics"), Get("--auto-create-topics")),
             MaxTopics = Int(N("--max-topics"), Get("--max-topics"), 1, 10_000_000),
             MaxConsumerGroups = Int(N("--max-consumer-groups"), Get("--max-consumer-groups"), 1, 10_000_000),
+            DefaultGroupOrder = Get("--default-group-order").ToLowerInvariant() switch
+            {
+                "message-group" => DefaultGroupOrder.MessageGroup,
+                "concurrent" => DefaultGroupOrder.Concurrent,
+                var v => throw new BrokerConfigurationException($"{N("--default-group-order")} must be 'message-group' or 'concurrent', not '{v}'"),
+            },
             CommitLingerYields = Int(N("--commit-linger-yields"), Get("--commit-linger-yields"), 0, 16),
             CheckpointEveryRecords = Int(N("--checkpoint-every"), Get("--checkpoint-every"), 100, int.MaxValue),
             CheckpointEveryBytes = Size(N("--checkpoint-every-bytes"), Get("--checkpoint-every-bytes"), 0, long.MaxValue),

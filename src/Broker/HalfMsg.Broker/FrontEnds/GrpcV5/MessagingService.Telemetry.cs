@@ -108,7 +108,10 @@ internal sealed partial class MessagingService
                 };
                 reply.Subscription.ReceiveBatchSize = DefaultBatchSize;
                 reply.Subscription.LongPollingTimeout = Duration.FromTimeSpan(_options.LongPollingTimeout);
-                reply.Subscription.Fifo = false;
+                // As the proxy (consumeMessageOrderly of the group's subscription config): a push consumer of an orderly
+                // group consumes each batch in order, one message after another, and forwards what keeps failing to the
+                // dead-letter queue itself. Until the order modes came (2026-12-06) it was always false.
+                reply.Subscription.Fifo = _engine.IsOrderlyGroup(V5Namespace.Wrap(session.Namespace, settings.Subscription.Group?.Name ?? string.Empty));
                 break;
             default:
                 // As the proxy does (ClientActivity.processAndWriteClientSettings).

@@ -60,6 +60,7 @@ internal sealed partial class RemotingDispatcher(RemotingServer server)
             RequestCode.GetKvConfig => new(GetKvConfig(request)),
             RequestCode.UpdateAndCreateTopic => UpdateAndCreateTopicAsync(request),
             RequestCode.DeleteTopicInBroker => DeleteTopicInBrokerAsync(request),
+            RequestCode.UpdateAndCreateSubscriptionGroup => UpdateAndCreateSubscriptionGroupAsync(request),
             RequestCode.DeleteTopicInNameSrv => new(DeleteTopicInNameServer(request)),
             RequestCode.HeartBeat => new(HeartBeat(session, request)),
             RequestCode.UnregisterClient => new(UnregisterClient(session, request)),
