@@ -173,7 +173,8 @@ public sealed class PushConsumer : IAsyncDisposable
         }
 
         IReadOnlyList<MessageQueue> readable = await _core.ReadableQueuesAsync(topic, ct).ConfigureAwait(false);
-        return readable.GroupBy(q => Endpoint.FromProto(q.Broker.Endpoints)).Select(g => g.First()).ToList();
+        // One per broker (its name and endpoint): an Apache proxy fronts several brokers at one endpoint.
+        return readable.GroupBy(q => (q.Broker?.Name, Endpoint.FromProto(q.Broker!.Endpoints))).Select(g => g.First()).ToList();
     }
 
     /// <summary>Tests: the queues a receive loop runs for, by the topic it was started for.</summary>
@@ -185,7 +186,11 @@ public sealed class PushConsumer : IAsyncDisposable
         }
     }
 
-    private static string QueueKey(MessageQueue q) => $"{q.Topic?.Name}|{Endpoint.FromProto(q.Broker.Endpoints)}|{q.Id}";
+    // The broker's name is part of the key: an Apache proxy in cluster mode answers one assignment per broker group, each
+    // with queue id -1 and the proxy's own endpoint. Until the afternoon session of 2026-12-06 the key left it out, two
+    // broker groups made the same key twice, and StartAsync threw "An item with the same key has already been added"
+    // (found by review).
+    private static string QueueKey(MessageQueue q) => $"{q.Topic?.Name}|{q.Broker?.Name}|{Endpoint.FromProto(q.Broker!.Endpoints)}|{q.Id}";
 
     /// <summary>Starts a receive loop for every queue of <paramref name="topic"/> in <paramref name="queues"/> that has
     /// none, and stops the loops of the topic's queues that are no longer in it.</summary>
@@ -276,6 +281,11 @@ public sealed class PushConsumer : IAsyncDisposable
                         // Broker unreachable (restart) or no assignment: keep receiving from what we have.
                         _logger.LogDebug("QueryAssignment for {Topic} failed: {Message}", topic, ex.Message);
                     }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        // Anything else must not end the scan: the consumer would never follow a reassignment again.
+                        _logger.LogError(ex, "Applying the assignment of {Topic} failed; keeping the receive loops it has", topic);
+                    }
                 }
             }
         }
@@ -340,15 +350,15 @@ public sealed class PushConsumer : IAsyncDisposable
 
             if (IsFifo)
             {
-                // Messages of one group are handled in order, one after the other; a message without a group is
-                // ordered with nothing, so each is handled on its own.
+                // Messages of one group are handled in order, one after the other, and so are the messages without a
+                // group: an orderly consumer group is served in queue order, which a RocketMQ 4 producer that picks the
+                // queue itself (no message group) relies on. As the official Java client's FIFO consume service does
+                // (unkeyed messages are one more group). From 2026-12-05 until the afternoon session of 2026-12-06
+                // messages without a group were handled side by side; no broker of ours said fifo then.
                 foreach (IGrouping<string?, ReceivedMessage> group in messages.GroupBy(m => m.MessageGroup))
                 {
-                    IEnumerable<List<ReceivedMessage>> chains = group.Key is null ? group.Select(m => new List<ReceivedMessage> { m }) : [[.. group]];
-                    foreach (List<ReceivedMessage> ordered in chains)
-                    {
-                        Track(Task.Run(() => HandleChainAsync(ordered)));
-                    }
+                    List<ReceivedMessage> ordered = [.. group];
+                    Track(Task.Run(() => HandleChainAsync(ordered)));
                 }
             }
             else
@@ -512,6 +522,24 @@ public sealed class PushConsumer : IAsyncDisposable
         }
     }
 
+    /// <summary>Runs <paramref name="work"/>, then stops the renewal <paramref name="lease"/> (awaiting one in flight).</summary>
+    private static async Task<T> WithRenewalAsync<T>((CancellationTokenSource Stop, Task Renewal) lease, Func<Task<T>> work)
+    {
+        try
+        {
+            return await work().ConfigureAwait(false);
+        }
+        finally
+        {
+            if (!lease.Stop.IsCancellationRequested)
+            {
+                await lease.Stop.CancelAsync().ConfigureAwait(false);
+            }
+
+            await lease.Renewal.ConfigureAwait(false);
+        }
+    }
+
     /// <summary>Runs <paramref name="work"/> while renewing the lease of <paramref name="message"/>.</summary>
     private async Task<T> WithLeaseAsync<T>(ReceivedMessage message, Func<Task<T>> work)
     {
@@ -549,14 +577,26 @@ public sealed class PushConsumer : IAsyncDisposable
     /// slot is released, handled or not.</summary>
     private async Task HandleChainAsync(List<ReceivedMessage> ordered)
     {
+        // Every message of the chain keeps its lease from the receive until it is settled, not only while its own handler
+        // runs: a message waiting behind earlier ones (their handlers, their local retries) lost its lease, the broker
+        // handed it out again, and it was handled twice and could overtake its group (until the afternoon session of
+        // 2026-12-06; found by review).
+        var leases = new (CancellationTokenSource Stop, Task Renewal)[ordered.Count];
+        for (int i = 0; i < ordered.Count; i++)
+        {
+            var stop = new CancellationTokenSource();
+            leases[i] = (stop, RenewLeaseAsync(ordered[i], stop.Token));
+        }
+
         int released = 0;
         try
         {
-            foreach (ReceivedMessage m in ordered)
+            for (int i = 0; i < ordered.Count; i++)
             {
+                ReceivedMessage m = ordered[i];
                 try
                 {
-                    await HandleFifoAsync(m).ConfigureAwait(false);
+                    await HandleFifoAsync(m, leases[i]).ConfigureAwait(false);
                 }
                 finally
                 {
@@ -576,15 +616,31 @@ public sealed class PushConsumer : IAsyncDisposable
             {
                 _slots.Release(ordered.Count - released);
             }
+
+            // The messages not handled (the chain stopped) reappear after their invisible duration.
+            foreach ((CancellationTokenSource stop, Task renewal) in leases)
+            {
+                await StopRenewalAsync(stop, renewal).ConfigureAwait(false);
+            }
         }
     }
 
-    private async Task HandleFifoAsync(ReceivedMessage message)
+    private static async Task StopRenewalAsync(CancellationTokenSource stop, Task renewal)
+    {
+        await stop.CancelAsync().ConfigureAwait(false);
+        await renewal.ConfigureAwait(false);
+        stop.Dispose();
+    }
+
+    /// <summary>Handles one message of a FIFO chain; <paramref name="lease"/> renews its lease from the receive and is
+    /// stopped (its renewal in flight awaited, so the ack carries the newest receipt handle) before the message is
+    /// settled.</summary>
+    private async Task HandleFifoAsync(ReceivedMessage message, (CancellationTokenSource Stop, Task Renewal) lease)
     {
         int maxAttempts = MaxAttempts;
 
         // The lease is renewed across the local retries and their backoff delays.
-        bool? success = await WithLeaseAsync(message, async () =>
+        bool? success = await WithRenewalAsync(lease, async () =>
         {
             while (true)
             {

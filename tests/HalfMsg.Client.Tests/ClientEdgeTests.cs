@@ -175,4 +175,69 @@ public sealed class ClientEdgeTests(BrokerFixture fixture) : IClassFixture<Broke
         Assert.True(again is null, $"the second commit threw {again?.GetType().Name}: {again?.Message}");
         Assert.Single(decisions);
     }
+
+    /// <summary>An Apache proxy in cluster mode answers QueryAssignment with one queue id -1 per broker group, every
+    /// one with the proxy's own endpoints (RouteActivity.queryAssignment). Two broker groups give two assignments that
+    /// differ only by broker name: the consumer must receive from both.</summary>
+    [Fact]
+    public async Task Two_broker_groups_behind_one_endpoint_each_get_a_receive_loop()
+    {
+        string endpoint = Endpoint;
+        string topic = E2E.Unique("rvasg");
+        await using (Producer producer = await E2E.ProducerAsync(endpoint, topic))
+        {
+            await producer.SendAsync(new ProducerMessage(topic, "x"));
+        }
+
+        await using PushConsumer consumer = await PushConsumer.StartAsync(PushConsumerOptions.Default with
+        {
+            Endpoints = endpoint,
+            ConsumerGroup = E2E.Unique("g"),
+            Subscriptions = new Dictionary<string, string> { [topic] = "*" },
+            AwaitDuration = TimeSpan.FromSeconds(1),
+            Handler = (_, _) => Task.FromResult(ConsumeResult.Success),
+        });
+
+        Apache.Rocketmq.V2.MessageQueue a = (await consumer.AssignmentsAsync(topic, CancellationToken.None))[0].Clone();
+        a.Id = -1;
+        a.Broker.Name = "broker-a";
+        Apache.Rocketmq.V2.MessageQueue b = a.Clone();
+        b.Broker.Name = "broker-b";
+        consumer.Apply(topic, [a, b]); // until the fix: ArgumentException (the same key twice)
+        Assert.Equal(2, consumer.AssignedForTests().Count(x => x.Topic == topic));
+    }
+
+    /// <summary>A commit that failed on its way (connection reset) left the transaction undecided: the caller may commit
+    /// again, as with the official clients (the second CommitAsync threw InvalidOperationException "already committed or
+    /// rolled back").</summary>
+    [Fact]
+    public async Task A_commit_whose_request_failed_on_the_connection_can_be_committed_again()
+    {
+        string endpoint = Endpoint;
+        string topic = E2E.Unique("rvretry");
+        using var fail = new FailFirstClientDecision();
+        await using Producer producer = await Producer.StartWithHandlerAsync(ProducerOptions.Default with
+        {
+            Endpoints = endpoint, Topics = [topic], DecisionCallsInFlight = 0,
+        }, fail, CancellationToken.None);
+        ITransaction tx = producer.BeginTransaction();
+        await tx.SendAsync(new ProducerMessage(topic, "x"));
+        await Assert.ThrowsAnyAsync<HalfMsg.ClientCore.ClientException>(() => tx.CommitAsync());
+        await tx.CommitAsync(); // until the fix: InvalidOperationException
+    }
+
+    private sealed class FailFirstClientDecision() : DelegatingHandler(new SocketsHttpHandler { UseProxy = false, EnableMultipleHttp2Connections = true })
+    {
+        private int _failed;
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.RequestUri?.AbsolutePath == HalfMsg.Protocol.Grpc.GrpcMethods.EndTransaction && Interlocked.Exchange(ref _failed, 1) == 0)
+            {
+                throw new HttpRequestException("connection reset (test)");
+            }
+
+            return base.SendAsync(request, cancellationToken);
+        }
+    }
 }

@@ -8,8 +8,12 @@ namespace HalfMsg.Client.Tests;
 /// <summary>The FIFO path of a push consumer against a scripted broker whose Settings say the group is FIFO.</summary>
 public sealed class PushConsumerFifoTests
 {
+    /// <summary>An orderly group is served in queue order: messages without a message group (a RocketMQ 4 producer that
+    /// picks the queue) are handled one after another in the order received, as the official Java client's FIFO consume
+    /// service does. From 2026-12-05 until the afternoon session of 2026-12-06 they were handled side by side (no broker
+    /// of ours said fifo then).</summary>
     [Fact]
-    public async Task Messages_without_a_message_group_are_handled_independently_in_a_fifo_group()
+    public async Task Messages_without_a_message_group_are_handled_in_order_in_a_fifo_group()
     {
         int delivered = 0;
         var settings = new Settings { Subscription = new Subscription { Fifo = true } };
@@ -22,8 +26,9 @@ public sealed class PushConsumerFifoTests
                 TimeSpan.FromMilliseconds(500));
             s.OnAckMessage = (_, _) => Task.FromResult(new AckMessageResponse { Status = new Status { Code = Code.Ok } });
         });
-        var first = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var second = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var releaseFirst = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var order = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var secondDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using PushConsumer consumer = await PushConsumer.StartAsync(PushConsumerOptions.Default with
         {
             Endpoints = server.Endpoint,
@@ -32,15 +37,80 @@ public sealed class PushConsumerFifoTests
             AwaitDuration = TimeSpan.FromSeconds(1),
             Handler = async (m, ct) =>
             {
-                // Each handler waits for the other to have started: only possible if they run side by side.
-                (m.MessageId == "id-1" ? first : second).TrySetResult();
-                await (m.MessageId == "id-1" ? second : first).Task.WaitAsync(TimeSpan.FromSeconds(10), ct);
+                order.Enqueue("start " + m.MessageId);
+                if (m.MessageId == "id-1")
+                {
+                    await releaseFirst.Task.WaitAsync(TimeSpan.FromSeconds(10), ct);
+                }
+                else
+                {
+                    secondDone.TrySetResult();
+                }
+
+                order.Enqueue("end " + m.MessageId);
                 return ConsumeResult.Success;
             },
         });
 
-        Exception? error = await Record.ExceptionAsync(() => Task.WhenAll(first.Task, second.Task).WaitAsync(TimeSpan.FromSeconds(15)));
-        Assert.True(error is null,
-            $"two messages without a message group were not handled side by side (first started: {first.Task.IsCompleted}, second started: {second.Task.IsCompleted})");
+        await E2E.EventuallyAsync(() => order.Contains("start id-1"), TimeSpan.FromSeconds(15), "the first message's handler to start");
+        Assert.False(secondDone.Task.IsCompleted, "the second message was handled while the first was still running");
+        releaseFirst.TrySetResult();
+        await secondDone.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.Equal(["start id-1", "end id-1", "start id-2"], order.Take(3));
+    }
+
+    /// <summary>Two messages of one message group in one receive: the second waits for the first's handler, and its
+    /// lease (InvisibleDuration from the receive) is renewed while it waits; until the afternoon session of 2026-12-06
+    /// it was not, and the broker could hand it out again before this consumer had started it (found by review). The
+    /// first handler's 4 s is the slow work the test is about, not a wait for a condition.</summary>
+    [Fact]
+    public async Task A_fifo_message_waiting_behind_its_group_keeps_its_lease()
+    {
+        int delivered = 0;
+        var renewals = new System.Collections.Concurrent.ConcurrentQueue<(string Handle, DateTime At)>();
+        var settings = new Settings { Subscription = new Subscription { Fifo = true } };
+        await using TestGrpcServer server = await FakeBrokers.ConsumingAsync(settings, s =>
+        {
+            s.OnReceive = (_, stream, ctx) => FakeBrokers.AnswerReceiveAsync(stream, ctx,
+                Interlocked.Exchange(ref delivered, 1) == 0
+                    ? [FakeBrokers.Delivered("t", "id-1", "rh-1", group: "g1"), FakeBrokers.Delivered("t", "id-2", "rh-2", group: "g1")]
+                    : [],
+                TimeSpan.FromMilliseconds(500));
+            s.OnAckMessage = (_, _) => Task.FromResult(new AckMessageResponse { Status = new Status { Code = Code.Ok } });
+            s.OnChangeInvisibleDuration = (r, _) =>
+            {
+                renewals.Enqueue((r.ReceiptHandle, DateTime.UtcNow));
+                return Task.FromResult(new ChangeInvisibleDurationResponse { Status = new Status { Code = Code.Ok }, ReceiptHandle = r.ReceiptHandle });
+            };
+        });
+        DateTime? received = null;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using PushConsumer consumer = await PushConsumer.StartAsync(PushConsumerOptions.Default with
+        {
+            Endpoints = server.Endpoint,
+            ConsumerGroup = "g",
+            Subscriptions = new Dictionary<string, string> { ["t"] = "*" },
+            AwaitDuration = TimeSpan.FromSeconds(1),
+            InvisibleDuration = TimeSpan.FromSeconds(2),
+            Handler = async (m, ct) =>
+            {
+                if (m.MessageId == "id-1")
+                {
+                    received = DateTime.UtcNow;
+                    await Task.Delay(TimeSpan.FromSeconds(4), ct);
+                }
+                else
+                {
+                    done.TrySetResult();
+                }
+
+                return ConsumeResult.Success;
+            },
+        });
+
+        await done.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        DateTime leaseEnd = received!.Value + TimeSpan.FromSeconds(2);
+        Assert.True(renewals.Any(r => r.Handle == "rh-2" && r.At < leaseEnd),
+            $"id-2's lease was not renewed before it ended; renewals of rh-2 at {string.Join(", ", renewals.Where(r => r.Handle == "rh-2").Select(r => (r.At - received.Value).TotalSeconds.ToString("0.0") + " s"))} after the receive");
     }
 }
