@@ -536,13 +536,7 @@ public sealed partial class BrokerEngine
             if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole) { FinishInFlight(group, q, off); continue; }
             if (!filter.Matches(entry.Tag)) { group.Redeliver.Enqueue((q, off)); leftForAnotherFilter = true; continue; }
             if (!Room(entry)) { group.Redeliver.Enqueue((q, off)); break; }
-            var rec = new DeliveredRecord(group.Group, topic.Name, q, off, flight.Attempt + 1, until, NextLeaseId());
-            rec.Write(_writer);
-            AppendAndApply();
-            if (renewFor is not null) SetRenewal(group, q, off, renewFor, until - now, now);
-            picked.Add((entry, q, off, rec.Attempt, rec.LeaseId, until));
-            bytes += entry.Size;
-            if (count) Metrics.Redelivered++;
+            Lease(entry, q, off, flight.Attempt + 1);
         }
 
         // 2. Messages the group has never seen, round-robin over queues.
@@ -577,13 +571,7 @@ public sealed partial class BrokerEngine
                 if (order == GroupOrder.NotConfigured && entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup))
                     break;                                         // FIFO: an earlier message of this group is in flight
                 if (!Room(entry)) break;
-                var rec = new DeliveredRecord(group.Group, topic.Name, q, off, 1, until, NextLeaseId());
-                rec.Write(_writer);
-                AppendAndApply();
-                if (renewFor is not null) SetRenewal(group, q, off, renewFor, until - now, now);
-                picked.Add((entry, q, off, 1, rec.LeaseId, until));
-                bytes += entry.Size;
-                if (count) Metrics.Delivered++;
+                Lease(entry, q, off, 1);
             }
         }
         more = Full() || leftForAnotherFilter;
@@ -606,13 +594,23 @@ public sealed partial class BrokerEngine
                 if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole) { FinishInFlight(group, q, off); continue; }
                 if (!filter.Matches(entry.Tag)) { leftForAnotherFilter = true; return; }
                 if (!Room(entry)) return;
-                var rec = new DeliveredRecord(group.Group, topic.Name, q, off, flight.Attempt + 1, until, NextLeaseId());
-                rec.Write(_writer);
-                AppendAndApply();
-                if (renewFor is not null) SetRenewal(group, q, off, renewFor, until - now, now);
-                picked.Add((entry, q, off, rec.Attempt, rec.LeaseId, until));
-                bytes += entry.Size;
-                if (count) Metrics.Redelivered++;
+                Lease(entry, q, off, flight.Attempt + 1);
+            }
+        }
+
+        // Leases queue q's offset off to this receive (its delivery record, applied) and takes it into the answer.
+        void Lease(in QueueEntry entry, int q, long off, int attempt)
+        {
+            var rec = new DeliveredRecord(group.Group, topic.Name, q, off, attempt, until, NextLeaseId());
+            rec.Write(_writer);
+            AppendAndApply();
+            if (renewFor is not null) SetRenewal(group, q, off, renewFor, until - now, now);
+            picked.Add((entry, q, off, attempt, rec.LeaseId, until));
+            bytes += entry.Size;
+            if (count)
+            {
+                if (attempt == 1) Metrics.Delivered++;
+                else Metrics.Redelivered++;
             }
         }
 
