@@ -103,6 +103,32 @@ public sealed class RecallTombstoneTests
         Assert.Equal(["control"], await DeliveredOnceControlCameAsync(h, dueAt + 1));
     }
 
+    /// <summary>A checkpoint taken after the recall carries it (the recall's record is before the checkpoint's start, so
+    /// replay does not rebuild it), whole and as a delta.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_recall_is_carried_by_a_checkpoint_taken_after_it(bool delta)
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
+        var first = await SendDelayedAsync(h, draft);
+        await SendDelayedAsync(h, h.Draft("timers", "control", deliverAt: dueAt + 1));
+        if (delta) await h.Engine.CheckpointAsync(); // the whole one the delta builds on
+        await RecallAsync(h, first, dueAt);
+        await h.SendNormalAsync("filler", "f");
+        await h.Engine.CheckpointAsync(); // after the recall: replay from it does not see the recall's record
+        Assert.Equal(delta ? 1 : 0, h.Engine.Metrics.CheckpointsDelta);
+        await SendDelayedAsync(h, draft); // the retry, after the checkpoint: replayed over it
+
+        await CrashLikeRestartAsync(h);
+        Assert.Equal(1, RecallCount(h));
+        await SendDelayedAsync(h, draft); // and once more after the restart
+
+        Assert.Equal(["control"], await DeliveredOnceControlCameAsync(h, dueAt + 1));
+    }
+
     /// <summary>A recall is remembered until its delivery time only: the sweep forgets it then (a message due then is
     /// not delayed, so no copy can match it any more), and it is not in the next checkpoint.</summary>
     [Fact]
@@ -148,5 +174,40 @@ public sealed class RecallTombstoneTests
         h.Clock.Advance(TimeSpan.FromMinutes(10));
         h.Engine.RunSweep();
         await RecallAsync(h, late, dueAt + 60_000);
+    }
+
+    /// <summary>
+    /// A recall due while a checkpoint captures is kept until the capture ends: a copy stored after the capture started
+    /// (dropped live) replays over the file, and is dropped again only if the file has the recall. Without the hold, the
+    /// sweep forgot the recall at its time, the capture copied the recalls after that, and after a crash the copy was
+    /// delivered.
+    /// </summary>
+    [Fact]
+    public async Task A_recall_due_during_a_checkpoint_capture_is_in_the_checkpoint()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
+        await SendDelayedAsync(h, h.Draft("timers", "control", deliverAt: dueAt + 1));
+        await RecallAsync(h, await SendDelayedAsync(h, draft), dueAt);
+        await h.Engine.CheckpointAsync(); // the older one; the next is the one the crash restarts from
+
+        var checkpointer = h.Engine.CheckpointerForTests;
+        checkpointer.BeforePartForTests = async part =>
+        {
+            if (part != 0) return;
+            checkpointer.BeforePartForTests = null;
+            // After the capture's start, before it copies the recalls: the retry (dropped live), then its time comes.
+            await SendDelayedAsync(h, draft);
+            h.Clock.Advance(TimeSpan.FromMilliseconds(dueAt - h.Clock.GetUtcNow().ToUnixTimeMilliseconds()));
+            h.Engine.RunSweep();
+            Assert.Equal(1, RecallCount(h)); // kept while the capture runs
+        };
+        await h.Engine.CheckpointAsync();
+        h.Engine.RunSweep();
+        Assert.Equal(0, RecallCount(h)); // forgotten once it ended
+
+        await CrashLikeRestartAsync(h);
+        Assert.Equal(["control"], await DeliveredOnceControlCameAsync(h, dueAt + 1));
     }
 }
