@@ -244,6 +244,9 @@ public sealed partial class BrokerEngine
         address = AppendAndApply();
         Metrics.MessagesStored++;
         MessageIndex.OnStored(msg, queueId, offset, now, address); // MessageIndex hook (issue 12): operator look-up by id/key
+        // A copy of a message recalled before (a send retried after the recall) was dropped as it was applied: accepted,
+        // as Apache's broker accepts it, and never delivered.
+        if (queueId < 0 && !_delayed.Contains(address)) MessageIndex.OnRecalled(msg.MessageId, msg.Topic, address, now);
         return new SendResult(BrokerError.None, msg.MessageId, queueId, offset) { LogAddress = address };
     }
 
@@ -952,7 +955,7 @@ public sealed partial class BrokerEngine
     /// <summary>Puts at most <paramref name="max"/> delayed messages whose time has come into their queues; returns how many.</summary>
     private int ReleaseDelayed(long now, int max)
     {
-        int taken = 0;
+        int taken = _delayed.ForgetRecallsDue(now, max); // recalls remembered until their time (DelayIndex.RememberRecall)
         while (taken < max && _delayed.TryTakeDue(now, out var entry))
         {
             taken++;

@@ -31,6 +31,10 @@ public sealed partial class BrokerEngine
     /// message in Apache's broker, whose recall finds the message by its id. Every other waiting copy of the message (a
     /// send retried after a timeout stores it again, with the same id and time, at another address) is recalled with it,
     /// a record each: Apache's recall, a delete marker for the id in the time's slot, takes out every copy in the slot.
+    /// A copy stored after the recall (a send retried later) is accepted and dropped, as Apache's marker drops it at the
+    /// slot's time: the recall is remembered until its delivery time (<c>DelayIndex.RememberRecall</c>), at most
+    /// <see cref="CoreOptions.MaxRememberedRecalls"/> of them; a recall beyond them is refused
+    /// (<see cref="BrokerStatus.TooManyRequests"/>).
     /// </summary>
     public async ValueTask<(BrokerError Error, RecallOutcome Outcome)> RecallDelayedAsync(string topic, long sentAt, long deliverAtMs, string messageId,
         CancellationToken ct = default)
@@ -58,6 +62,15 @@ public sealed partial class BrokerEngine
             if (storedId == messageId && _delayed.TryGetSentAt(sentAt, out var entry) && entry.Topic == topic && entry.DeliverAtMs == deliverAtMs)
             {
                 long now = NowMs;
+                // Each recall is remembered until its delivery time (DelayIndex.RememberRecall), bounded: past the limit
+                // a recall is refused before anything is written, and may be retried once some of them are due.
+                if (_delayed.RecallCount >= _options.MaxRememberedRecalls && !_delayed.IsRecalled(topic, deliverAtMs, storedId))
+                {
+                    _logger.LogWarning("Recall of {MessageId} ({Topic}) refused: {Count} recalls are remembered until their delivery time (MaxRememberedRecalls {Max})",
+                        messageId, topic, _delayed.RecallCount, _options.MaxRememberedRecalls);
+                    return (new(BrokerStatus.TooManyRequests, $"the broker remembers {_delayed.RecallCount} recalls until their delivery time, its limit "
+                        + "(MaxRememberedRecalls); retry the recall once some of them are due"), default);
+                }
                 // The copies first, each if it still waits (then it is the one whose id was read: an address names one
                 // message for good), and the handle's own last: a kill -9 that cuts these records cuts the last ones, so
                 // the handle still names a waiting message, and the recall retried takes out the copies left.

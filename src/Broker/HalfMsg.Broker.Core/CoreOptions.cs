@@ -67,6 +67,9 @@ public sealed record CoreOptions
     public TimeSpan DecisionRetention { get; init; } = TimeSpan.FromHours(1);
     /// <summary>At most this many decided ids are remembered (about 72 bytes each); the oldest are forgotten first.</summary>
     public int MaxRememberedDecisions { get; init; } = 1_000_000;
+    /// <summary>At most this many recalls of delay messages are remembered until their delivery time (to drop a copy of
+    /// the message stored after its recall); a recall beyond them is refused, to be retried once some are due.</summary>
+    public int MaxRememberedRecalls { get; init; } = 1_000_000;
     /// <summary>Upper bound for a producer's requested check immunity, so no half escapes check-back for long.</summary>
     public TimeSpan MaxCheckImmunity { get; init; } = TimeSpan.FromHours(1);
 

@@ -229,11 +229,14 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{m.Topic}'");
             AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = address, Size = size, VisibleAt = address, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup });
         }
-        else
+        else if (!_delayed.IsRecalled(m.Topic, m.DeliverAtMs, m.MessageId))
         {
             AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, SentAt = address,
                 IdHash = DelayedEntry.HashOfId(m.MessageId) });
         }
+        // Else a copy of a message recalled before it was stored (a send retried after the recall): dropped, never
+        // delivered, as Apache's timer drops it at its time. Replay drops it again: the recall's record is before it, and
+        // a checkpoint after the recall carries the recall (DelayIndex.RememberRecall).
     }
 
     private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
@@ -512,7 +515,14 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyDelayRecalled(DelayRecalledRecord rec)
     {
         // Not there: replayed over a checkpoint taken after the recall (or the topic was deleted since); nothing to undo.
-        if (_delayed.TryGetSentAt(rec.SentAt, out var entry) && entry.Topic == rec.Topic) _delayed.Remove(entry.BodyAddress, out _);
+        if (_delayed.TryGetSentAt(rec.SentAt, out var entry) && entry.Topic == rec.Topic)
+        {
+            _delayed.Remove(entry.BodyAddress, out _);
+            // Remembered until its time: a copy of the message stored later is dropped (see ApplyMessageStored). When
+            // the message is not there, the checkpoint replayed over has the recall (it copies the recalls after the
+            // delayed messages, so one that found the message gone captured the recall that took it out).
+            _delayed.RememberRecall(rec.Topic, entry.DeliverAtMs, rec.MessageId);
+        }
     }
 
     private void ApplyBodyRelocated(long address, int size, BodyRelocatedRecord rec)

@@ -87,6 +87,25 @@ public sealed class RecallTests(V5BrokerFixture broker) : IClassFixture<V5Broker
         Assert.Equal(["control"], got.Select(m => m.Body.ToStringUtf8()));
     }
 
+    /// <summary>A producer's send retried after the recall (its first answer lost) stores the message again: accepted,
+    /// as Apache's broker accepts it, and never delivered, as Apache's timer drops it at its time. Until 2026-12-06 the
+    /// recall took out only the copies waiting when it ran, and this one was delivered (found by review).</summary>
+    [Fact]
+    public async Task A_send_of_the_recalled_message_after_the_recall_is_accepted_and_never_delivered()
+    {
+        var due = DateTimeOffset.UtcNow + Delay;
+        var recalledMessage = NewMessage(_topic, "recalled", due);
+        var recalled = await SendAsync(_client, recalledMessage);
+        await SendAsync(_client, NewMessage(_topic, "control", due.AddMilliseconds(1)));
+        Assert.Equal(Code.Ok, (await RecallAsync(_client, _topic, recalled.RecallHandle)).Status.Code);
+
+        var retried = await SendAsync(_client, recalledMessage); // same id, topic and delivery time
+        Assert.Equal(recalledMessage.SystemProperties.MessageId, retried.MessageId);
+
+        var got = await NamespaceTests.ReceiveAllAsync(_client, _topic, _group, 1);
+        Assert.Equal(["control"], got.Select(m => m.Body.ToStringUtf8()));
+    }
+
     [Fact]
     public async Task Recall_answers_as_the_Apache_proxy_for_a_bad_handle_another_topic_and_a_delivered_message()
     {

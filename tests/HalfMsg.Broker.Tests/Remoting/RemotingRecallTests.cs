@@ -92,6 +92,28 @@ public sealed class RemotingRecallTests(RemotingBrokerFixture broker)
     }
 
     /// <summary>
+    /// A send retried after the recall (the same UNIQ_KEY and TIMER_DELIVER_MS, its first answer lost) is answered
+    /// SEND_OK, as Apache's broker answers it, and never delivered, as Apache's timer drops it at its time. Until
+    /// 2026-12-06 the recall took out only the copies waiting when it ran, and this one was delivered (found by review).
+    /// </summary>
+    [Fact]
+    public async Task A_send_of_the_recalled_timer_message_after_the_recall_is_SEND_OK_and_never_delivered()
+    {
+        await using var c = await broker.ConnectAsync();
+        string topic = Unique("RclLater"), uniq = Uniq();
+        long due = NowMs + DelayMs;
+        string handle = (await SendTimerAsync(c, topic, "recalled", due, uniq)).Get("recallHandle")!;
+        await SendTimerAsync(c, topic, "control", due + 1);
+        var recalled = await RecallAsync(c, topic, handle);
+        Assert.True(recalled.Code == ResponseCode.Success, $"{recalled.Code} {recalled.Remark}");
+
+        var retried = await SendTimerAsync(c, topic, "recalled", due, uniq);
+        Assert.True(retried.Code == ResponseCode.Success, $"{retried.Code} {retried.Remark}");
+
+        Assert.Equal(["control"], await PulledOnceControlCameAsync(c, topic));
+    }
+
+    /// <summary>
     /// A producer retries a send whose answer timed out with the same message (its UNIQ_KEY and TIMER_DELIVER_MS), and
     /// the broker stores it twice; the producer holds the retry's handle. Until 2026-12-06 the recall took out the retry's
     /// copy only, and the first was delivered. As in Apache's broker, whose recall matches by id, neither is now.

@@ -44,11 +44,31 @@ internal sealed class DelayIndex
         public static int ShardOf(long bodyAddress) => (int)(((ulong)bodyAddress * 0x9E3779B97F4A7C15UL) >> 58);
     }
 
+    // The recalls remembered until their delivery time (tombstones): a copy of a recalled message stored after its
+    // recall (a producer's send retried after the recall, or retried because its answer was lost) is dropped as it is
+    // stored, never delivered. Apache's timer does the same with the delete marker a recall puts in the time's slot: at
+    // the slot's time it drops every message of that topic and id found there, stored before the recall or after.
+    // Keyed by topic, delivery time and id, spread over the tables as the copies' keys are (CopyKey); each leaves at its
+    // delivery time (ForgetRecallsDue), in the order of a heap of their times. Until 2026-12-06 a recall took out only
+    // the copies waiting when it ran, and a send retried after it was delivered (found by review).
+    private readonly ShardedTable<RecallKey, RecallKey, ByRecall> _recalled = new(); // each its own value: a checkpoint copies the values
+    private readonly SegmentedHeap<RecallKey> _recalledDue = new();
+
+    /// <summary>A remembered recall: the topic, delivery time and id of the message it took out.</summary>
+    internal readonly record struct RecallKey(string Topic, long DeliverAtMs, string MessageId);
+
+    private struct ByRecall : IShardOf<RecallKey>
+    {
+        public static int ShardOf(RecallKey key) => ByAddress.ShardOf(CopyKey(key.Topic, key.DeliverAtMs, DelayedEntry.HashOfId(key.MessageId)));
+    }
+
     /// <summary>The engine's sweeper, told of each delivery time (none in tests that build this alone).</summary>
     internal SweepAlarm? Alarm;
 
-    /// <summary>The earliest delivery time in the heap (its entry may be stale), or <see cref="long.MaxValue"/>.</summary>
-    public long NextDueMs => _due.TryPeek(out _, out long at) ? at : long.MaxValue;
+    /// <summary>The earliest delivery time in the heap (its entry may be stale), or of a remembered recall (the sweeper
+    /// forgets it then), or <see cref="long.MaxValue"/>.</summary>
+    public long NextDueMs => Math.Min(_due.TryPeek(out _, out long at) ? at : long.MaxValue,
+        _recalledDue.TryPeek(out _, out long recall) && recall <= KeepRecallsDueAfterMs ? recall : long.MaxValue); // one kept is the capture's end's
 
     /// <summary>Delayed messages.</summary>
     public int Count => _byBody.Count;
@@ -170,6 +190,62 @@ internal sealed class DelayIndex
     // by their fields). The topic's hash is the string's, which differs from run to run: the key is in memory only.
     private static long CopyKey(string topic, long dueMs, int idHash) =>
         (long)((((ulong)(uint)StringComparer.Ordinal.GetHashCode(topic) << 32) | (uint)idHash) ^ ((ulong)dueMs * 0x9E3779B97F4A7C15UL));
+
+    /// <summary>Recalls remembered (<see cref="RememberRecall"/>).</summary>
+    public int RecallCount => _recalled.Count;
+
+    /// <summary>True when the message <paramref name="messageId"/> of <paramref name="topic"/> due at
+    /// <paramref name="dueMs"/> was recalled and its time has not been swept past: a copy stored now is dropped.</summary>
+    public bool IsRecalled(string topic, long dueMs, string messageId) => _recalled.ContainsKey(new RecallKey(topic, dueMs, messageId));
+
+    /// <summary>Remembers a recall until its delivery time; false when it was remembered already.</summary>
+    public bool RememberRecall(string topic, long dueMs, string messageId)
+    {
+        var key = new RecallKey(topic, dueMs, messageId);
+        ref var known = ref _recalled.GetValueRefOrAddDefault(key, out bool exists);
+        if (exists) return false;
+        known = key;
+        _recalledDue.Enqueue(key, dueMs);
+        Alarm?.Note(dueMs);
+        return true;
+    }
+
+    /// <summary>
+    /// While a checkpoint captures, the recalls due after the time it started at (its replay start's) are kept past their
+    /// time: a copy stored after that start replays over the file, and is dropped only if the file has its recall. A
+    /// copy waits only for a time after it was stored, so a recall due before the start matches none of those. Without
+    /// this, a recall forgotten at its time during a long capture was missing from the file, and a copy stored after the
+    /// start (dropped live) was delivered after a restart. <see cref="long.MaxValue"/> when no capture runs.
+    /// </summary>
+    public long KeepRecallsDueAfterMs
+    {
+        get => _keepRecallsDueAfterMs;
+        set
+        {
+            _keepRecallsDueAfterMs = value;
+            // The capture ended: the recalls it kept past their time are forgotten by the next sweep.
+            if (value == long.MaxValue && _recalledDue.TryPeek(out _, out long at)) Alarm?.Note(at);
+        }
+    }
+    private long _keepRecallsDueAfterMs = long.MaxValue;
+
+    /// <summary>Forgets at most <paramref name="max"/> recalls whose delivery time has come (nothing can be stored for
+    /// it any more: a message due then is not delayed); returns how many.</summary>
+    public int ForgetRecallsDue(long nowMs, int max)
+    {
+        long upTo = Math.Min(nowMs, KeepRecallsDueAfterMs);
+        int forgotten = 0;
+        while (forgotten < max && _recalledDue.TryPeek(out var key, out long at) && at <= upTo)
+        {
+            _recalledDue.Dequeue();
+            _recalled.Remove(key, out _);
+            forgotten++;
+        }
+        return forgotten;
+    }
+
+    /// <summary>The remembered recalls of one table: a checkpoint copies them table by table.</summary>
+    public RecallKey[] SnapshotRecallShard(int shard) => _recalled.SnapshotShard(shard);
 
     /// <summary>Delayed messages retention moved, found by the address they were sent at (for tests).</summary>
     internal int MovedCount => _movedBySentAt.Count;
@@ -303,5 +379,7 @@ internal sealed class DelayIndex
         _movedBySentAt.Clear();
         _newestOfCopyKey.Clear();
         _due.Clear();
+        _recalled.Clear();
+        _recalledDue.Clear();
     }
 }

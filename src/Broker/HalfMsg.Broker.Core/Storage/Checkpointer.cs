@@ -71,6 +71,10 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// <summary>A consumer group's settings, as its GroupConfigured record holds them: <code>s group | b flags</code>
     /// Small and written whole in each file, taken from the newest (a build before these reports the kind unknown).</summary>
     private const RecordKind SnapGroupConfigured = (RecordKind)113;
+    /// <summary>A recall remembered until its delivery time (DelayIndex.RememberRecall): topic, delivery time, message
+    /// id. Written whole in every file, a delta's too, and taken from the newest. A new kind, not a version: a build
+    /// before finds the kind unknown and starts from an older checkpoint, or replays the log.</summary>
+    private const RecordKind SnapRecalled = (RecordKind)114;
 
     /// <summary>Tests: runs before the halves, the queues and the decided ids are captured (with the part's index:
     /// 0, 2, 3), outside the engine lock, so a test can decide a half at a chosen moment of a fuzzy capture.</summary>
@@ -157,11 +161,28 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     public async Task<Written> WriteAsync(Func<long> begin, bool whole, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
-        long largestHoldBytes = 0, largestSnapshot = 0;
         // Every step under the engine lock is timed, the wait to take the lock apart from the hold; the first one too
         // (a holder met there stalls the checkpoint as much as one met later).
         var locked = new Diagnostics.LockTimer(gate, BrokerMetrics.CheckpointHoldParts.Length);
-        long covered = locked.Run(begin);
+        // The recalls due after the replay start's time are kept while this capture runs (DelayIndex.KeepRecallsDueAfterMs).
+        long covered = locked.Run(() =>
+        {
+            state.Delayed.KeepRecallsDueAfterMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+            return begin();
+        });
+        try
+        {
+            return await CaptureAsync(covered, locked, whole, total, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (gate) state.Delayed.KeepRecallsDueAfterMs = long.MaxValue;
+        }
+    }
+
+    private async Task<Written> CaptureAsync(long covered, Diagnostics.LockTimer locked, bool whole, Stopwatch total, CancellationToken ct)
+    {
+        long largestHoldBytes = 0, largestSnapshot = 0;
         int part = PartHalves;   // which state the steps below copy
         long bytes;
         var chain = _chain;
@@ -231,6 +252,28 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                             var d = delayed[k];
                             w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup).I64(d.SentAt);
                             if (!WithoutIdHashesForTests) w.I32(d.IdHash);
+                            Emit(w, o);
+                        }
+                    }).ConfigureAwait(false);
+                }
+            }
+
+            // The remembered recalls after the delayed messages, in the order records flow between them: a recall
+            // replayed over this file that finds its message gone took it out before the delayed messages were copied,
+            // so its recall is in the copy below (one due after the replay start's time is kept until this capture ends).
+            for (int shard = 0; shard < DelayIndex.Shards; shard++)
+            {
+                int table = shard;
+                DelayIndex.RecallKey[] recalls = Snapshot(() => state.Delayed.SnapshotRecallShard(table));
+                for (int i = 0; i < recalls.Length; i += ItemsPerHold)
+                {
+                    int from = i;
+                    await Chunk((w, o) =>
+                    {
+                        for (int k = from; k < Math.Min(from + ItemsPerHold, recalls.Length); k++)
+                        {
+                            var (topic, dueMs, messageId) = recalls[k];
+                            w.Begin(SnapRecalled).Str(topic).I64(dueMs).Str(messageId);
                             Emit(w, o);
                         }
                     }).ConfigureAwait(false);
@@ -677,6 +720,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 case SnapGroupQueue when !last:
                 case SnapPullOffset when !last:
                 case SnapGroupConfigured when !last:
+                case SnapRecalled when !last:
                     break; // taken from the newest file of the chain
                 case SnapHalf:
                 {
@@ -729,6 +773,13 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     // takes the fields it knows and leaves the rest of a record.
                     if (r.Remaining > 0) d.IdHash = r.I32();
                     state.Delayed.Add(d);
+                    break;
+                }
+                case SnapRecalled:
+                {
+                    string topic = r.Str() ?? throw new InvalidDataException("a remembered recall names no topic");
+                    long dueMs = r.I64();
+                    state.Delayed.RememberRecall(state.Tags.Intern(topic)!, dueMs, r.Str() ?? throw new InvalidDataException("a remembered recall names no message id"));
                     break;
                 }
                 case SnapGroupQueue:
