@@ -95,7 +95,7 @@ public static class ConsumedSchema
     /// </summary>
     /// <param name="connection">An open connection.</param>
     /// <param name="dialect">The database's SQL.</param>
-    /// <param name="olderThan">Rows consumed longer ago than this are deleted; more than zero.</param>
+    /// <param name="olderThan">Rows consumed longer ago than this are deleted; at least <see cref="MinPruneAge"/> (1 hour).</param>
     /// <param name="batchSize">Rows deleted per database transaction (1 to 100,000).</param>
     /// <param name="table">The consumed-messages table.</param>
     /// <param name="cancellationToken">Stops between batches.</param>
@@ -105,6 +105,15 @@ public static class ConsumedSchema
         ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(dialect);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(olderThan, TimeSpan.Zero);
+        if (olderThan < MinPruneAge)
+        {
+            // A message without a row born before the cut-off plus PruneClockSkew is refused: with a short age that is
+            // every message of the group still in flight, and a job running every few minutes would send the group's
+            // whole traffic to the DLQ (found by review of the guard, 2026-12-06).
+            throw new ArgumentOutOfRangeException(nameof(olderThan), olderThan,
+                $"olderThan must be at least {MinPruneAge}: a message of a pruned group born before the cut-off plus {PruneClockSkew} and not yet consumed is refused as possibly consumed (ConsumedRowPrunedException).");
+        }
+
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(batchSize, 100_000);
         string t = ConsumedDialects.CheckIdentifier(table);
@@ -120,7 +129,11 @@ public static class ConsumedSchema
             await ExecAsync(connection, transaction,
                 $"INSERT INTO {t} (consumer_group, message_id, consumed_at) SELECT DISTINCT x.consumer_group, '{PrunedBeforeRow}', @cut_off FROM {t} x " +
                 $"WHERE x.consumed_at < @cut_off AND x.message_id <> '{PrunedBeforeRow}' AND NOT EXISTS " +
-                $"(SELECT 1 FROM {t} y WHERE y.consumer_group = x.consumer_group AND y.message_id = '{PrunedBeforeRow}')", cutOff, cancellationToken).ConfigureAwait(false);
+                $"(SELECT 1 FROM {t} y WHERE y.consumer_group = x.consumer_group AND y.message_id = '{PrunedBeforeRow}') " +
+                // Two prunes at once (a job on every replica) both find no cut-off row on PostgreSQL; the second's insert
+                // waited for the first and failed on the key (found by review). The first's cut-off stays, earlier than the
+                // second's by the time between them, well inside PruneClockSkew.
+                "ON CONFLICT DO NOTHING", cutOff, cancellationToken).ConfigureAwait(false);
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         }
         // Row values in IN: SQLite 3.15+ and PostgreSQL.
@@ -129,6 +142,9 @@ public static class ConsumedSchema
             $"(SELECT consumer_group, message_id FROM {t} WHERE consumed_at < @cut_off AND message_id <> '{PrunedBeforeRow}' LIMIT @batch)",
             [("@cut_off", cutOff)], batchSize, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>The shortest <c>olderThan</c> <see cref="PruneAsync"/> takes: 1 hour.</summary>
+    public static readonly TimeSpan MinPruneAge = TimeSpan.FromHours(1);
 
     /// <summary>How far a producer's clock (a message's born time) may be behind the clocks of the database and the
     /// pruning job (the cut-off) for <see cref="PruneAsync"/>'s guard: 10 minutes.</summary>
@@ -241,7 +257,8 @@ public static class ConsumeOnce
             // A missing row is a message never consumed, or one whose row a prune deleted: only its birth tells them apart
             // (it was consumed after it was born). Until 2026-12-06 both were applied as new, so a redelivery after the
             // prune ran its writes again; now a message the prune may have covered is refused rather than guessed at.
-            if (fresh && bornTimestamp is { } born
+            // A born time at or before 1970 is none: the broker stores 0 for a producer that sent none (found by review).
+            if (fresh && bornTimestamp is { } born && born > DateTimeOffset.UnixEpoch
                 && await ConsumedSchema.MayBePrunedAsync(connection, transaction, dialect, table, consumerGroup, born.UtcDateTime, cancellationToken)
                     .ConfigureAwait(false))
             {
