@@ -571,8 +571,11 @@ public sealed partial class BrokerEngine
                     gq.MarkDone(off);
                     continue;
                 }
-                if (order == GroupOrder.NotConfigured && entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup))
-                    break;                                         // FIFO: an earlier message of this group is in flight
+                // FIFO: an earlier message of this message group is in flight. Orderly groups too: a topic grown since
+                // moves a message group to another queue, whose hold alone would let its next message overtake (found
+                // by review).
+                if (order != GroupOrder.Concurrent && entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup))
+                    break;
                 if (!Room(entry)) break;
                 Lease(entry, q, off, 1);
             }
@@ -595,7 +598,15 @@ public sealed partial class BrokerEngine
                 if (Full()) return;
                 var flight = gq.InFlight[off];
                 if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole) { FinishInFlight(group, q, off); continue; }
-                if (!filter.Matches(entry.Tag)) { leftForAnotherFilter = true; return; }
+                if (!filter.Matches(entry.Tag))
+                {
+                    // The group's consumers no longer subscribe to it (a new tag expression): finished for the group as a
+                    // new message that does not match is, so it does not hold its queue for ever (found by review).
+                    new AckedRecord(group.Group, topic.Name, q, off, FilteredOut: true).Write(_writer);
+                    AppendAndApply();
+                    MessageIndex.OnFilteredOut(topic.Name, group.Group, [(q, off)], now); // MessageIndex hook (issue 12)
+                    continue;
+                }
                 if (!Room(entry)) return;
                 Lease(entry, q, off, flight.Attempt + 1);
             }

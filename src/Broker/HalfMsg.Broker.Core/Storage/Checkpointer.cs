@@ -813,8 +813,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 {
                     string group = r.Str() ?? throw new InvalidDataException("group is null");
                     byte flags = r.Byte();
-                    if ((flags & ~(GroupConfiguredRecord.OrderlyFlag | GroupConfiguredRecord.ConcurrentFlag)) != 0)
-                    { error = $"group {group}'s settings flags 0x{flags:X2} name a setting this broker does not know"; return false; }
+                    // The record's own check, so a checkpoint and the log refuse the same flags (both bits included).
+                    if (GroupConfiguredRecord.FlagsError(flags) is { } bad) { error = $"group {group}: {bad}"; return false; }
                     state.Groups.SetOrder(group, new GroupConfiguredRecord(group, flags, 0).Order);
                     break;
                 }

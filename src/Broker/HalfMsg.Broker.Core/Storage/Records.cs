@@ -447,10 +447,14 @@ public readonly record struct GroupConfiguredRecord(string Group, byte Flags, lo
     {
         string group = DeliveredRecord.ReadName(ref r);
         byte flags = r.Byte();
-        if ((flags & ~KnownFlags) != 0) throw new InvalidDataException($"group settings flags 0x{flags:X2} name a setting this broker does not know");
-        if (flags == KnownFlags) throw new InvalidDataException("a group cannot be both orderly and concurrent");
+        if (FlagsError(flags) is { } bad) throw new InvalidDataException(bad);
         return new(group, flags, r.I64());
     }
+
+    /// <summary>Why <paramref name="flags"/> cannot be a group's settings, or null when they can.</summary>
+    public static string? FlagsError(byte flags)
+        => (flags & ~KnownFlags) != 0 ? $"group settings flags 0x{flags:X2} name a setting this broker does not know"
+            : flags == KnownFlags ? "a group cannot be both orderly and concurrent" : null;
 }
 
 /// <summary>

@@ -31,7 +31,11 @@ internal sealed partial class RemotingDispatcher
         }
         if (string.IsNullOrEmpty(group)) return Error(request, ResponseCode.InvalidParameter, "the SubscriptionGroupConfig has no groupName");
         if (orderly is not { } isOrderly) return Ok(request);
-        var error = await Engine.SetGroupOrderAsync(group, isOrderly ? GroupOrder.Orderly : GroupOrder.Concurrent).ConfigureAwait(false);
+        // false is the default of Java's SubscriptionGroupConfig, and fastjson always sends it: every `mqadmin
+        // updateSubGroup` without -o true (one that only changes retries) carries it. It sets the group back to the
+        // broker's --default-group-order rather than to concurrent, so such an edit does not silently drop the message-
+        // group holds a group relies on (found by review); the admin API and the CLI set concurrent explicitly.
+        var error = await Engine.SetGroupOrderAsync(group, isOrderly ? GroupOrder.Orderly : GroupOrder.NotConfigured).ConfigureAwait(false);
         return error.IsOk ? Ok(request) : RemotingErrors.Response(request, error);
     }
 }
