@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.TestKit;
@@ -167,6 +168,45 @@ public sealed class NodeClientTests(NodeClientFixture fixture) : IClassFixture<N
         List<JsonElement> consumed = [.. r.Final.GetProperty("consumed").EnumerateArray()];
         Assert.Equal(2, consumed.Count);
         Assert.All(consumed, m => Assert.Equal(2, m.GetProperty("attempt").GetInt32()));
+    }
+
+    [Fact]
+    public async Task Push_consumer_of_an_orderly_group_consumes_a_queue_one_message_after_another_in_order()
+    {
+        // An orderly group (consumeMessageOrderly): the broker says fifo in the subscription settings, so the official
+        // client consumes with its FIFO consume service, and the broker holds each queue while a message of it is
+        // leased. Messages without a message group, ordered by queue as a RocketMQ 4 MessageQueueSelector producer's
+        // are. Until the order modes came the settings said fifo = false: the client ran a batch's listeners side by
+        // side. Configured before its consumer starts, as an operator does.
+        string topic = Unique("PushOrderly"), group = Unique("G");
+        using (var http = new HttpClient { BaseAddress = new Uri(fixture.Broker.AdminUrl) })
+        {
+            using var set = await http.PostAsync($"/api/groups/{group}/order?mode=orderly", null);
+            Assert.True(set.IsSuccessStatusCode, $"order mode not set: {(int)set.StatusCode} {await set.Content.ReadAsStringAsync()}");
+        }
+        await Produce(topic, new { count = 8 });
+
+        NodeScript.Result r = await Run("push.js", Endpoint, topic, group, "slow", JsonSerializer.Serialize(new { count = 8, sleepMs = 100, runMs = 30_000 }));
+
+        Assert.True(r.Final.GetProperty("consumed").GetArrayLength() == 8, $"not every message was consumed: {r.Describe()}");
+        // Every listener call in the order it began, by queue (the receipt handle is v1.<queue>.<offset>.<lease>).
+        var calls = r.Final.GetProperty("attempts").EnumerateArray().Select(a =>
+        {
+            string[] handle = a.GetProperty("handle").GetString()!.Split('.');
+            return (Queue: int.Parse(handle[1], CultureInfo.InvariantCulture), Offset: long.Parse(handle[2], CultureInfo.InvariantCulture),
+                Attempt: a.GetProperty("attempt").GetInt32(), Start: a.GetProperty("receivedMs").GetInt64(), End: a.GetProperty("endMs").GetInt64());
+        }).ToList();
+        Assert.Equal(8, calls.Count);
+        Assert.All(calls, c => Assert.Equal(1, c.Attempt));
+        foreach (var queue in calls.GroupBy(c => c.Queue))
+        {
+            var seen = queue.ToList();
+            Assert.True(seen.Select(c => c.Offset).SequenceEqual(seen.Select(c => c.Offset).Order()),
+                $"queue {queue.Key} consumed out of order: {string.Join(' ', seen.Select(c => c.Offset))}");
+            for (int k = 1; k < seen.Count; k++)
+                Assert.True(seen[k].Start >= seen[k - 1].End,
+                    $"queue {queue.Key}: offset {seen[k].Offset} began at {seen[k].Start}, before offset {seen[k - 1].Offset} ended at {seen[k - 1].End}");
+        }
     }
 
     [Fact]

@@ -25,6 +25,8 @@ function view(m) {
     tag: m.tag ?? null,
     group: m.messageGroup ?? null,
     attempt: m.deliveryAttempt ?? null,
+    // The broker's receipt handle (v1.<queue>.<offset>.<lease>): which queue a message came from, for order checks.
+    handle: m.receiptHandle ?? null,
     topic: m.topic,
     corrupted: !!m.corrupted,
     bornMs: m.bornTimestamp ? m.bornTimestamp.getTime() : null,

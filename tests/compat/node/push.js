@@ -21,6 +21,7 @@ main(async () => {
         const fail = mode === 'always-fail' || (mode === 'fail-first' && (m.deliveryAttempt ?? 1) === 1);
         if (fail) return rmq.ConsumeResult.FAILURE;
         if (mode === 'slow') await sleep(opt.sleepMs ?? 0);
+        v.endMs = Date.now(); // with receivedMs, when the listener ran: tests check that calls did not overlap
         if (!done.has(v.id)) done.set(v.id, v);
         return rmq.ConsumeResult.SUCCESS;
       },
