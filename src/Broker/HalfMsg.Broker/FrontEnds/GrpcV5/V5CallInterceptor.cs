@@ -165,6 +165,9 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
         // The client went away: a wait or read cancelled, the connection failed, or a write after the call ended (grpc-dotnet's
         // writer throws InvalidOperationException "the request is complete" then; until 2026-12-06 that was logged at Error).
         OperationCanceledException or IOException or InvalidOperationException when context.CancellationToken.IsCancellationRequested => false,
+        // The client broke its HTTP/2 connection (a bad header block, a reset): Kestrel aborts the request stream, and a
+        // read may see it before the call's token is cancelled (found by the network fuzzer under load, 2026-12-06).
+        IOException { InnerException: Microsoft.AspNetCore.Connections.ConnectionAbortedException } => false,
         _ => true,
     };
 
