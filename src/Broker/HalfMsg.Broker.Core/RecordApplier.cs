@@ -521,7 +521,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             // Remembered until its time: a copy of the message stored later is dropped (see ApplyMessageStored). When
             // the message is not there, the checkpoint replayed over has the recall (it copies the recalls after the
             // delayed messages, so one that found the message gone captured the recall that took it out).
-            _delayed.RememberRecall(rec.Topic, entry.DeliverAtMs, rec.MessageId);
+            // The topic's name shared (up to 1,000,000 recalls are remembered), as a checkpoint's load shares it.
+            _delayed.RememberRecall(Intern(rec.Topic)!, entry.DeliverAtMs, rec.MessageId);
         }
     }
 
