@@ -196,7 +196,9 @@ internal sealed class DelayIndex
 
     /// <summary>True when the message <paramref name="messageId"/> of <paramref name="topic"/> due at
     /// <paramref name="dueMs"/> was recalled and its time has not been swept past: a copy stored now is dropped.</summary>
-    public bool IsRecalled(string topic, long dueMs, string messageId) => _recalled.ContainsKey(new RecallKey(topic, dueMs, messageId));
+    public bool IsRecalled(string topic, long dueMs, string messageId)
+        // Asked for every delay message stored: with nothing recalled (the usual case) no key is hashed.
+        => _recalled.Count != 0 && _recalled.ContainsKey(new RecallKey(topic, dueMs, messageId));
 
     /// <summary>Remembers a recall until its delivery time; false when it was remembered already.</summary>
     public bool RememberRecall(string topic, long dueMs, string messageId)
