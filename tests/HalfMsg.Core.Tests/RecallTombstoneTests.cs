@@ -109,9 +109,12 @@ public sealed class RecallTombstoneTests
     /// <summary>The message index rebuilt from the log after a restart shows a copy sent after the recall as the live
     /// index does: dropped, so recalled, not waiting for its time. Until 2026-12-06 the rebuilt history ended with the
     /// copy stored again (the rebuild applied its stored record after the recall's), and the copy waited there for a
-    /// release that never comes (found by review).</summary>
-    [Fact]
-    public async Task A_copy_sent_after_its_recall_shows_recalled_in_the_rebuilt_message_index_as_in_the_live_one()
+    /// release that never comes (found by review). Also when retention moved the recalled message's body before its
+    /// recall (the recall's record names the address it was sent at).</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_copy_sent_after_its_recall_shows_recalled_in_the_rebuilt_message_index_as_in_the_live_one(bool movedBeforeRecall)
     {
         await using var h = await EngineHarness.StartAsync();
         await h.Engine.MessageIndexReady;
@@ -119,6 +122,11 @@ public sealed class RecallTombstoneTests
         var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
         var first = await SendDelayedAsync(h, draft);
         await SendDelayedAsync(h, h.Draft("timers", "control", deliverAt: dueAt + 1));
+        if (movedBeforeRecall)
+        {
+            await h.SendNormalAsync("filler", "f");
+            Assert.Equal(2, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress)); // both bodies moved to the tail
+        }
         await RecallAsync(h, first, dueAt);
         await SendDelayedAsync(h, draft); // the producer's retry, after the recall: dropped
 
