@@ -103,6 +103,76 @@ public sealed class RecallTombstoneTests
         Assert.Equal(["control"], await DeliveredOnceControlCameAsync(h, dueAt + 1));
     }
 
+    // Kinds by name, as RecallTests reads them.
+    private static List<string> Steps(EngineHarness h, string id) => h.Engine.MessageIndex.History(id)!.Events.Select(e => e.Kind.ToString()).ToList();
+
+    /// <summary>The message index rebuilt from the log after a restart shows a copy sent after the recall as the live
+    /// index does: dropped, so recalled, not waiting for its time. Until 2026-12-06 the rebuilt history ended with the
+    /// copy stored again (the rebuild applied its stored record after the recall's), and the copy waited there for a
+    /// release that never comes (found by review). Also when retention moved the recalled message's body before its
+    /// recall (the recall's record names the address it was sent at).</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_copy_sent_after_its_recall_shows_recalled_in_the_rebuilt_message_index_as_in_the_live_one(bool movedBeforeRecall)
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.MessageIndexReady;
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
+        var first = await SendDelayedAsync(h, draft);
+        await SendDelayedAsync(h, h.Draft("timers", "control", deliverAt: dueAt + 1));
+        if (movedBeforeRecall)
+        {
+            await h.SendNormalAsync("filler", "f");
+            Assert.Equal(2, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress)); // both bodies moved to the tail
+        }
+        await RecallAsync(h, first, dueAt);
+        await SendDelayedAsync(h, draft); // the producer's retry, after the recall: dropped
+
+        var live = Steps(h, draft.MessageId);
+        Assert.Equal(["Stored", "Recalled", "StoredAgain", "Recalled"], live);
+        Assert.True(h.Engine.MessageIndex.Find(draft.MessageId)!.Recalled);
+
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        var rebuilt = Steps(h, draft.MessageId);
+        Assert.True(rebuilt.SequenceEqual(live), $"rebuilt: steps {string.Join(",", rebuilt)}");
+        Assert.True(h.Engine.MessageIndex.Find(draft.MessageId)!.Recalled);
+
+        // Its time comes: nothing is released for it (the index saw the control's release only).
+        Assert.Equal(["control"], await DeliveredOnceControlCameAsync(h, dueAt + 1));
+        Assert.Equal(live, Steps(h, draft.MessageId));
+    }
+
+    /// <summary>The same once retention cut the recall's record (the recall is then known from the checkpoint only)
+    /// while the copy sent after it is still in the log: the rebuilt index asks the recalls the engine remembers.</summary>
+    [Fact]
+    public async Task A_copy_sent_after_its_recall_shows_recalled_in_the_rebuilt_index_once_retention_cut_the_recall()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.MessageIndexReady;
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
+        var first = await SendDelayedAsync(h, draft);
+        await SendDelayedAsync(h, h.Draft("timers", "control", deliverAt: dueAt + 1));
+        await RecallAsync(h, first, dueAt);
+        await h.SendNormalAsync("filler", "f");
+        Assert.Equal(1, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress)); // the control's body moved; the recall's record cut
+        await h.Engine.CheckpointAsync();
+        await SendDelayedAsync(h, draft); // the producer's retry, after the recall: dropped
+        Assert.Equal("Recalled", Steps(h, draft.MessageId).Last());
+
+        await h.RestartAsync();
+        Assert.Equal(1, RecallCount(h));
+        await h.Engine.MessageIndexReady;
+        var rebuilt = Steps(h, draft.MessageId);
+        Assert.True(rebuilt is ["Stored", "Recalled"], $"rebuilt: steps {string.Join(",", rebuilt)}");
+        Assert.True(h.Engine.MessageIndex.Find(draft.MessageId)!.Recalled);
+
+        Assert.Equal(["control"], await DeliveredOnceControlCameAsync(h, dueAt + 1));
+    }
+
     /// <summary>A checkpoint taken after the recall carries it (the recall's record is before the checkpoint's start, so
     /// replay does not rebuild it), whole and as a delta.</summary>
     [Theory]

@@ -1,3 +1,4 @@
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Diagnostics;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
@@ -22,11 +23,22 @@ public sealed partial class BrokerEngine
     {
         long from = _log.BeginAddress, until = _log.TailAddress;
         if (from >= until) return;
+        // The recalls remembered when recovery ended (the log's tail), before any live step: which delayed copies the
+        // log holds were dropped as they were stored (see IndexScanner.NoteDelayedCopy). Usually none.
+        HashSet<DelayIndex.RecallKey>? recalls = null;
+        lock (_gate)
+        {
+            if (_delayed.RecallCount > 0)
+            {
+                recalls = [];
+                for (int shard = 0; shard < DelayIndex.Shards; shard++) recalls.UnionWith(_delayed.SnapshotRecallShard(shard));
+            }
+        }
         MessageIndex.BeginWarmup();
         MessageIndexReady = Task.Run(() =>
         {
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
-            var scanner = new IndexScanner(this, MessageIndex.NewState(), until);
+            var scanner = new IndexScanner(this, MessageIndex.NewState(), until, recalls);
             try
             {
                 _log.Replay(from, ref scanner, until);
@@ -40,6 +52,7 @@ public sealed partial class BrokerEngine
                 // Retention may cut the log under the scan, or a record may be unreadable: keep what was read.
                 _logger.LogWarning(ex, "Message index rebuild stopped after {Records} records: {Error}", scanner.Records, ex.Message);
             }
+            scanner.RecallDroppedCopies();
             bool complete = MessageIndex.CompleteWarmup(scanner.State, scanner.Records);
             _logger.LogInformation("Message index rebuilt from the log: {Messages} messages from {Records} records in {Ms} ms{Incomplete}",
                 MessageIndex.Count, scanner.Records, (long)System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds,
@@ -47,10 +60,75 @@ public sealed partial class BrokerEngine
         });
     }
 
-    private struct IndexScanner(BrokerEngine engine, MessageIndex.State state, long until) : IRecordConsumer
+    /// <summary>
+    /// Reads the log into a <see cref="MessageIndex.State"/>. A delayed copy of a message recalled before it was stored
+    /// (a send retried after the recall) was dropped as it was stored, and the live index shows it recalled at once
+    /// (AppendMessage). Its stored record comes after the recall's, so the rebuild shows it recalled too: a delayed copy
+    /// whose recall was still remembered at the log's tail (<paramref name="recalls"/>) either is named by a recall's
+    /// record later in the log (it waited, then was recalled), or was dropped. It is taken as dropped at once when a
+    /// recall's record of the same message and time came before it, else at the end of the scan if no recall's record
+    /// named it (retention cut the recall's record, which the engine then knows from its checkpoint). Until 2026-12-06
+    /// the rebuilt index showed such a copy stored again and waiting for its time (found by review).
+    /// </summary>
+    private struct IndexScanner(BrokerEngine engine, MessageIndex.State state, long until, HashSet<DelayIndex.RecallKey>? recalls) : IRecordConsumer
     {
         public readonly MessageIndex.State State = state;
         public long Records;
+        private readonly HashSet<DelayIndex.RecallKey>? _recalls = recalls;
+        // Their ids: a delayed copy of another message is not read again for its delivery time.
+        private readonly HashSet<string>? _recalledIds = recalls?.Select(k => k.MessageId).ToHashSet(StringComparer.Ordinal);
+        // Only with recalls remembered: the delayed copies of recalled messages seen, by the address they were sent at
+        // (a recall's record names it), and whether each may have been dropped (not one retention moved while it waited).
+        private readonly Dictionary<long, (DelayIndex.RecallKey Key, long StoredAtMs, bool MayBeDropped)>? _copies = recalls is null ? null : [];
+        // Recalls whose record the scan has read: a copy of theirs stored after it was dropped.
+        private readonly HashSet<DelayIndex.RecallKey>? _recalledBefore = recalls is null ? null : [];
+
+        /// <summary>After the scan: the copies no recall's record named were dropped as they were stored.</summary>
+        public readonly void RecallDroppedCopies()
+        {
+            if (_copies is null) return;
+            foreach (var (address, copy) in _copies.OrderBy(c => c.Key))
+            {
+                if (copy.MayBeDropped) State.Apply(Dropped(address, copy.Key, copy.StoredAtMs));
+            }
+        }
+
+        // As the live hook reports a dropped copy: recalled at its store time, found by its body's address.
+        private static MessageIndex.Op Dropped(long address, DelayIndex.RecallKey key, long storedAtMs)
+            => new(MessageIndex.OpKind.Recalled, key.MessageId, key.Topic, storedAtMs) { Address = address };
+
+        private readonly void NoteRecallOrCopy(ReadOnlySpan<byte> record, long address, in MessageIndex.Op op)
+        {
+            if (op.Kind == MessageIndex.OpKind.Recalled)
+            {
+                if (!RecordHeader.TryOpen(record, out _, out var r, out _)) return;
+                if (_copies!.Remove(DelayRecalledRecord.Read(ref r).SentAt, out var recalled)) _recalledBefore!.Add(recalled.Key);
+                return;
+            }
+            bool waiting = op.Relocated ? op.Delayed : op.QueueId < 0;
+            if (op.Kind != MessageIndex.OpKind.Stored || !waiting || op.MessageId is null || op.Topic is null
+                || !_recalledIds!.Contains(op.MessageId) || DeliverAtOf(record) is not long dueMs) return;
+            var key = new DelayIndex.RecallKey(op.Topic, dueMs, op.MessageId);
+            if (!_recalls!.Contains(key)) return;
+            if (op.Relocated)
+                _copies![op.PreviousAddress] = (key, op.AtMs, false); // it waited when retention moved it: not dropped
+            else if (_recalledBefore!.Contains(key))
+                State.Apply(Dropped(address, key, op.AtMs));
+            else
+                _copies![address] = (key, op.AtMs, true);
+        }
+
+        private static long? DeliverAtOf(ReadOnlySpan<byte> record)
+        {
+            if (!RecordHeader.TryOpen(record, out var kind, out var r, out _)) return null;
+            return kind switch
+            {
+                RecordKind.MessageStored => MessageStoredRecord.Read(ref r).Message.DeliverAtMs,
+                RecordKind.RedrivenStored => RedrivenStoredRecord.Read(ref r).Stored.Message.DeliverAtMs,
+                RecordKind.BodyRelocated => DeliverAtOf(BodyRelocatedRecord.Read(ref r).Original),
+                _ => null,
+            };
+        }
 
         public void Consume(ReadOnlySpan<byte> record, long address)
         {
@@ -60,7 +138,11 @@ public sealed partial class BrokerEngine
             if ((++Records & 0xFFFF) == 0) engine.MessageIndex.ReportScanned(Records);
             try
             {
-                if (ToOp(record, address, null) is { } op) State.Apply(op);
+                if (ToOp(record, address, null) is { } op)
+                {
+                    State.Apply(op);
+                    if (_recalls is not null) NoteRecallOrCopy(record, address, op);
+                }
             }
             catch (Exception ex) when (ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
             {
