@@ -95,12 +95,26 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         var lag = await Halfmsg("group", "lag", OpsBroker.Consumers);
         Assert.Equal(ExitCodes.Ok, lag.ExitCode);
         Assert.Contains("total lag 2;", lag.Out);
+        // Nobody configured its order mode: the broker's --default-group-order (message-group) is shown.
+        Assert.Contains("order: default (message-group)", lag.Out);
         Assert.Equal(ExitCodes.NotFound, (await Halfmsg("group", "lag", "nobody")).ExitCode);
 
         var stats = await Halfmsg("stats", "--json");
         Assert.Equal(ExitCodes.Ok, stats.ExitCode);
         using var doc = JsonDocument.Parse(stats.Out);
         Assert.True(doc.RootElement.GetProperty("halvesStored").GetInt64() >= OpsBroker.ParkedCount + OpsBroker.PendingCount);
+    }
+
+    [Fact]
+    public async Task Group_lag_shows_a_configured_order_mode()
+    {
+        // A group of its own, configured before it receives: no other test's group changes mode.
+        Assert.Equal(ExitCodes.Ok, (await Halfmsg("group", "order", "ops-cli-orderly", "orderly")).ExitCode);
+        var lag = await Halfmsg("group", "lag", "ops-cli-orderly");
+        Assert.Equal(ExitCodes.Ok, lag.ExitCode);
+        Assert.Contains("order: orderly", lag.Out);
+        Assert.Equal(ExitCodes.Ok, (await Halfmsg("group", "order", "ops-cli-orderly", "concurrent")).ExitCode);
+        Assert.Contains("order: concurrent", (await Halfmsg("group", "lag", "ops-cli-orderly")).Out);
     }
 
     [Fact]

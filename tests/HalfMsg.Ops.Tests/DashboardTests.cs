@@ -103,9 +103,12 @@ public sealed class DashboardTests(OpsBroker broker, BrowserFixture browser) : I
         string members = await _page.Locator($"tr[data-group='{OpsBroker.Consumers}'] td.members").InnerTextAsync();
         Assert.Contains(OpsBroker.ConsumerClientId, members);
         Assert.Contains("gRPC, seen", members);
+        // Its order mode: nobody configured it, so the broker's --default-group-order.
+        Assert.Equal("default (message-group)", await _page.Locator($"tr[data-group='{OpsBroker.Consumers}'] td.order").InnerTextAsync());
         await Screenshot("groups");
         await FollowLinkAsync(_page.Locator($"tr[data-group='{OpsBroker.Consumers}']").GetByRole(AriaRole.Link), $"/dashboard/groups/{OpsBroker.Consumers}");
         Assert.Equal("2", await _page.GetByTestId("lag").InnerTextAsync());
+        Assert.Equal("default (message-group)", await _page.GetByTestId("order").InnerTextAsync());
         string member = await _page.Locator($"[data-testid='members'] tr[data-member='{OpsBroker.ConsumerClientId}']").InnerTextAsync();
         Assert.Contains("127.0.0.1:40000", member);
         await Screenshot("group");

@@ -96,7 +96,7 @@ public sealed partial class BrokerEngine
                     _logger.LogWarning("Recall of {MessageId} ({Topic}) refused: {Count} recalls are remembered until their delivery time (MaxRememberedRecalls {Max})",
                         messageId, topic, _delayed.RecallCount, _options.MaxRememberedRecalls);
                     return (new(BrokerStatus.TooManyRequests, $"the broker remembers {_delayed.RecallCount} recalls until their delivery time, its limit "
-                        + "(MaxRememberedRecalls); retry the recall once some of them are due"), -1, default);
+                        + "(MaxRememberedRecalls, --max-remembered-recalls); retry the recall once some of them are due"), -1, default);
                 }
                 // The copies first, each if it still waits (then it is the one whose id was read: an address names one
                 // message for good), and the handle's own last: a kill -9 that cuts these records cuts the last ones, so

@@ -208,10 +208,15 @@ public static class HalfMsgCli
         // ---------------------------------------------------------------- group
         var group = new Command("group", "Consumer groups");
         var groupName = new Argument<string>("group") { Description = "Consumer group" };
-        var lag = new Command("lag", "Lag, in flight and dead-lettered per topic and queue") { groupName };
+        var lag = new Command("lag", "Order mode, and lag, in flight and dead-lettered per topic and queue") { groupName };
         Handle(lag, async (parse, client, asJson, token) =>
             await Print(await client.GetAsync($"/api/groups/{Uri.EscapeDataString(parse.GetValue(groupName)!)}", token), asJson, body =>
             {
+                // The group's order mode, as the dashboard shows it: a group not configured follows --default-group-order.
+                if (body.TryGetProperty("order", out var mode) && mode.GetString() is { } orderName)
+                    output.WriteLine(orderName == "default" && body.TryGetProperty("effectiveOrder", out var effective) && effective.GetString() is { } effectiveName
+                        ? $"order: default ({effectiveName})"
+                        : $"order: {orderName}");
                 var t = new Table("topic", "queue", "consumed", "acked", "max", "lag", "in flight");
                 foreach (var topic in body.GetProperty("topics").EnumerateArray())
                     foreach (var q in topic.GetProperty("queues").EnumerateArray())

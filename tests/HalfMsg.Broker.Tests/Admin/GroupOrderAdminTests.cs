@@ -34,6 +34,34 @@ public sealed class GroupOrderAdminTests() : InProcessAdminHost("grouporder")
     }
 
     [Fact]
+    public async Task The_groups_order_mode_is_shown_by_the_api_and_the_dashboards_group_list_and_page()
+    {
+        // A pull group with progress, nobody configured it: served as the broker's default (message-group here).
+        Assert.True((await _host.Engine.SendAsync(new HalfMsg.Broker.Core.Model.MessageDraft { Topic = "ord-shown-topic", MessageId = "ord-shown-1", Body = new byte[] { 1 } })).IsOk);
+        Assert.True((await _host.Engine.CommitConsumerOffsetAsync("ord-shown", "ord-shown-topic", 0, 0)).IsOk);
+        var api = await _http.GetFromJsonAsync<JsonElement>("/api/groups/ord-shown");
+        Assert.Equal("default", api.GetProperty("order").GetString());
+        Assert.Equal("message-group", api.GetProperty("effectiveOrder").GetString());
+        Assert.Contains("<td class=\"order\">default (message-group)</td>", GroupRow(await _http.GetStringAsync("/dashboard/groups"), "ord-shown"));
+        Assert.Contains("<b data-testid=\"order\">default (message-group)</b>", await _http.GetStringAsync("/dashboard/groups/ord-shown"));
+
+        Assert.Equal(HttpStatusCode.OK, (await SetOrder("ord-shown", "orderly")).Status);
+        api = await _http.GetFromJsonAsync<JsonElement>("/api/groups/ord-shown");
+        Assert.Equal("orderly", api.GetProperty("order").GetString());
+        Assert.Equal("orderly", api.GetProperty("effectiveOrder").GetString());
+        Assert.Contains("<td class=\"order\">orderly</td>", GroupRow(await _http.GetStringAsync("/dashboard/groups"), "ord-shown"));
+        Assert.Contains("<b data-testid=\"order\">orderly</b>", await _http.GetStringAsync("/dashboard/groups/ord-shown"));
+    }
+
+    /// <summary>The dashboard group list's row of the group (its HTML up to the row's end).</summary>
+    internal static string GroupRow(string html, string group)
+    {
+        int start = html.IndexOf($"<tr data-group=\"{group}\">", StringComparison.Ordinal);
+        Assert.True(start >= 0, $"no row for {group}");
+        return html[start..html.IndexOf("</tr>", start, StringComparison.Ordinal)];
+    }
+
+    [Fact]
     public async Task A_bad_mode_or_group_is_refused_with_400_and_changes_nothing()
     {
         var (status, body) = await SetOrder("ord-bad", "fifo");
@@ -45,5 +73,21 @@ public sealed class GroupOrderAdminTests() : InProcessAdminHost("grouporder")
         Assert.Equal(HttpStatusCode.BadRequest, cursorStatus);
         Assert.Contains("re-drive cursor", cursorBody.GetProperty("error").GetString());
         Assert.Equal(GroupOrder.NotConfigured, _host.Engine.GroupOrderOf("ord-bad"));
+    }
+}
+
+/// <summary>With --default-group-order concurrent, a group nobody configured is shown as served concurrent.</summary>
+public sealed class GroupOrderDefaultConcurrentShownTests() : InProcessAdminHost("grouporder-conc", "--default-group-order", "concurrent")
+{
+    [Fact]
+    public async Task A_group_not_configured_is_shown_with_the_brokers_default_concurrent()
+    {
+        Assert.True((await _host.Engine.SendAsync(new HalfMsg.Broker.Core.Model.MessageDraft { Topic = "conc-topic", MessageId = "conc-1", Body = new byte[] { 1 } })).IsOk);
+        Assert.True((await _host.Engine.CommitConsumerOffsetAsync("conc-group", "conc-topic", 0, 0)).IsOk);
+        var api = await _http.GetFromJsonAsync<JsonElement>("/api/groups/conc-group");
+        Assert.Equal("default", api.GetProperty("order").GetString());
+        Assert.Equal("concurrent", api.GetProperty("effectiveOrder").GetString());
+        Assert.Contains("<td class=\"order\">default (concurrent)</td>", GroupOrderAdminTests.GroupRow(await _http.GetStringAsync("/dashboard/groups"), "conc-group"));
+        Assert.Contains("<b data-testid=\"order\">default (concurrent)</b>", await _http.GetStringAsync("/dashboard/groups/conc-group"));
     }
 }

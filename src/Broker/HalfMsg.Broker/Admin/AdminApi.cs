@@ -127,6 +127,8 @@ public static class AdminApi
         // A lease group's topics (gRPC receives) come with kind "lease"; a pull group's (RocketMQ 4 Remoting, committed
         // offsets) with kind "pull". Every answer has the same fields, also for a group only seen so far (members, no
         // progress): until 2026-12-05 that one lacked deadLettered, and `halfmsg group lag` crashed on it (found by review).
+        // order is the mode configured (orderly, concurrent or default), effectiveOrder how the group is served: the mode,
+        // or for default the broker's --default-group-order (message-group or concurrent).
         app.MapGet("/api/groups/{group}", (string group) =>
         {
             var web = System.Text.Json.JsonSerializerOptions.Web;
@@ -155,6 +157,8 @@ public static class AdminApi
             {
                 ["group"] = group,
                 ["order"] = AdminInputs.OrderName(order),
+                // How the group is served: its mode, or for one not configured the broker's --default-group-order.
+                ["effectiveOrder"] = AdminInputs.EffectiveOrderName(order, engine.Options.DefaultGroupOrder),
                 ["topics"] = topics,
                 ["deadLetterTopic"] = BrokerEngine.DeadLetterPrefix + group,
                 ["deadLettered"] = engine.DeadLetteredOf(group),

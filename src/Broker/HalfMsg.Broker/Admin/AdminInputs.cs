@@ -46,6 +46,20 @@ public static class AdminInputs
         _ => "default",
     };
 
+    /// <summary>The name of a <c>--default-group-order</c> value (what the setting reads).</summary>
+    public static string DefaultOrderName(DefaultGroupOrder order) => order == DefaultGroupOrder.Concurrent ? "concurrent" : "message-group";
+
+    /// <summary>How a group with this configured mode is served, by name: the mode itself when one is configured, else
+    /// the broker's <c>--default-group-order</c> (GET /api/groups/{group}'s <c>effectiveOrder</c>).</summary>
+    public static string EffectiveOrderName(GroupOrder order, DefaultGroupOrder defaultOrder)
+        => order == GroupOrder.NotConfigured ? DefaultOrderName(defaultOrder) : OrderName(order);
+
+    /// <summary>The order mode as the dashboard (and, from the API's fields, <c>halfmsg group lag</c>) shows it: orderly,
+    /// concurrent, or for a group not configured "default (message-group)" / "default (concurrent)", the broker's
+    /// <c>--default-group-order</c> in brackets.</summary>
+    public static string OrderShown(GroupOrder order, DefaultGroupOrder defaultOrder)
+        => order == GroupOrder.NotConfigured ? $"default ({DefaultOrderName(defaultOrder)})" : OrderName(order);
+
     /// <summary><c>to</c> of POST /api/groups/{group}/reset-offset: null for earliest/latest (or empty), else a time in Unix ms.</summary>
     public static bool TryParseResetTo(string? to, out long? atMs)
     {

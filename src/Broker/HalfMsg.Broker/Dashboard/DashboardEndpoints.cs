@@ -310,7 +310,7 @@ internal static class DashboardEndpoints
     {
         var groups = engine.ListTopics().SelectMany(t => t.ConsumerGroups).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         var pull = engine.PullProgress().ToDictionary(p => p.Group, p => p.Topics, StringComparer.Ordinal); // one pass, not one per group
-        var sb = new StringBuilder("<table data-testid=\"groups\"><tr><th>consumer group</th><th>topics</th><th class=\"num\">lag</th><th class=\"num\">in flight</th><th class=\"num\">dead-lettered</th><th>last seen</th><th>members</th></tr>");
+        var sb = new StringBuilder("<table data-testid=\"groups\"><tr><th>consumer group</th><th>order</th><th>topics</th><th class=\"num\">lag</th><th class=\"num\">in flight</th><th class=\"num\">dead-lettered</th><th>last seen</th><th>members</th></tr>");
         foreach (string g in groups)
         {
             var info = engine.FindGroup(g);
@@ -319,7 +319,7 @@ internal static class DashboardEndpoints
             var leaseTopics = info?.Topics ?? [];
             var topics = leaseTopics.Select(t => t.Topic).Concat(pulled.Select(t => t.Topic + " (pull)"));
             long dead = info?.DeadLettered ?? engine.DeadLetteredOf(g);
-            sb.Append(CultureInfo.InvariantCulture, $"<tr data-group=\"{E(g)}\"><td><a href=\"/dashboard/groups/{E(U(g))}\">{E(g)}</a></td><td>{E(string.Join(", ", topics))}</td>");
+            sb.Append(CultureInfo.InvariantCulture, $"<tr data-group=\"{E(g)}\"><td><a href=\"/dashboard/groups/{E(U(g))}\">{E(g)}</a></td><td class=\"order\">{E(OrderShown(engine, g))}</td><td>{E(string.Join(", ", topics))}</td>");
             sb.Append(CultureInfo.InvariantCulture, $"<td class=\"num\">{leaseTopics.Sum(t => t.Lag) + pulled.Sum(t => t.Lag)}</td><td class=\"num\">{leaseTopics.Sum(t => t.InFlight)}</td><td class=\"num\">{dead}</td>");
             // A pull group's receives are its client's pulls, which the broker does not record per group.
             sb.Append("<td>").Append(leaseTopics.Count == 0 ? "—" : E(FormatAge(DateTimeOffset.UtcNow - leaseTopics.Max(t => t.LastSeen))) + " ago").Append("</td>");
@@ -347,6 +347,7 @@ internal static class DashboardEndpoints
         var sb = new StringBuilder();
         if (!string.IsNullOrEmpty(msg)) sb.Append("<div class=\"flash\" role=\"status\">").Append(E(msg)).Append("</div>");
         if (!string.IsNullOrEmpty(err)) sb.Append("<div class=\"flash error\" role=\"alert\">").Append(E(err)).Append("</div>");
+        sb.Append("<p>Order mode <b data-testid=\"order\">").Append(E(OrderShown(engine, group))).Append("</b></p>");
         sb.Append(CultureInfo.InvariantCulture, $"<p>Dead-letter topic <code>{E(deadLetterTopic)}</code>: {deadLettered} message(s) ever. ");
         if (deadLettered > 0)
             sb.Append(ActionButton($"/dashboard/groups/{U(group)}/redrive", "Re-drive dead letters",
@@ -379,6 +380,11 @@ internal static class DashboardEndpoints
         }
         return Page("Consumer group " + group, "Consumer groups", sb.ToString());
     }
+
+    /// <summary>A group's order mode as <c>halfmsg group lag</c> shows it: orderly, concurrent, or default with the
+    /// broker's --default-group-order in brackets.</summary>
+    private static string OrderShown(BrokerEngine engine, string group)
+        => Admin.AdminInputs.OrderShown(engine.GroupOrderOf(group), engine.Options.DefaultGroupOrder);
 
     internal static string FormatAge(TimeSpan age)
     {
