@@ -81,6 +81,33 @@ public sealed class RecallTombstoneTests
         Assert.Equal(["control", "control", "same time"], await DeliveredOnceControlCameAsync(h, dueAt + 1));
     }
 
+    /// <summary>The same id sent again under another delivery time after its recall is another message, waiting and
+    /// then delivered: the message index says so, not "recalled", live and rebuilt after a restart. Until the evening
+    /// session of 2026-12-06 an index entry once recalled stayed recalled (found by review).</summary>
+    [Fact]
+    public async Task The_same_id_sent_again_for_another_time_after_its_recall_is_not_shown_recalled()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.MessageIndexReady;
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
+        await RecallAsync(h, await SendDelayedAsync(h, draft), dueAt);
+        Assert.True(h.Engine.MessageIndex.Find(draft.MessageId)!.Recalled);
+
+        await SendDelayedAsync(h, new MessageDraft
+        {
+            Topic = "timers", MessageId = draft.MessageId, Body = Encoding.UTF8.GetBytes("control"), DeliveryTimestampMs = dueAt + 1,
+            BornTimestampMs = draft.BornTimestampMs, BornHost = "test",
+        });
+        Assert.False(h.Engine.MessageIndex.Find(draft.MessageId)!.Recalled, "live: the later message is shown recalled");
+        Assert.Equal("StoredAgain", Steps(h, draft.MessageId).Last());
+
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        Assert.False(h.Engine.MessageIndex.Find(draft.MessageId)!.Recalled, "rebuilt: the later message is shown recalled");
+        Assert.Equal(["control"], await DeliveredOnceControlCameAsync(h, dueAt + 1));
+    }
+
     /// <summary>The recall's record rebuilds what it remembers in replay: a copy sent after it, replayed after it over a
     /// checkpoint taken before both, is dropped again, and so is one sent after the restart.</summary>
     [Fact]

@@ -703,7 +703,10 @@ namespace HalfMsg.Broker.Core.Diagnostics
                                 return;
                             }
                             // The same id again: a re-drive or a send-back. It is where it was stored last (a send-back
-                            // waits for its delivery time in the retry topic).
+                            // waits for its delivery time in the retry topic). A message recalled before and sent again is
+                            // recalled no more; a copy dropped by the recall gets its Recalled step next (live: AppendMessage;
+                            // rebuilt: IndexScanner). Until the evening session of 2026-12-06 it stayed recalled.
+                            known.Recalled = false;
                             known.Topic = topic;
                             known.QueueId = op.QueueId;
                             known.QueueOffset = op.Offset;
