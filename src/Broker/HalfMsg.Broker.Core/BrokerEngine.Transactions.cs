@@ -295,7 +295,7 @@ public sealed partial class BrokerEngine
         else
         {
             // Also another namespace's decided transaction: answered word for word as an id never sent.
-            return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown: never sent, or decided and forgotten (decisions are remembered for {_options.DecisionRetention}, at most the last {_options.MaxRememberedDecisions:N0}), so its outcome is not known here"), TransactionResolution.Unknown, false);
+            return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown: never sent, or decided and forgotten (decisions are remembered for {_options.DecisionRetention}, at most the last {_options.MaxRememberedDecisions:N0}: --decision-retention, --max-remembered-decisions), so its outcome is not known here"), TransactionResolution.Unknown, false);
         }
         return null;
     }
