@@ -39,6 +39,12 @@ public sealed partial class BrokerEngine
         lock (_gate) return _groups.OrderOf(group);
     }
 
+    /// <summary>The groups an order mode is set for (configured before their consumers start, or with no progress left).</summary>
+    public IReadOnlyList<string> ConfiguredGroups()
+    {
+        lock (_gate) return [.. _groups.Orders.Select(o => o.Key)];
+    }
+
     /// <summary>Whether the group is served orderly (the gRPC settings' fifo, one assignment per queue).</summary>
     public bool IsOrderlyGroup(string group) => GroupOrderOf(group) == GroupOrder.Orderly;
 

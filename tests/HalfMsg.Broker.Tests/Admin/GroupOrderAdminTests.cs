@@ -23,6 +23,12 @@ public sealed class GroupOrderAdminTests() : InProcessAdminHost("grouporder")
         Assert.Equal(GroupOrder.Orderly, _host.Engine.GroupOrderOf("ord-g"));
         var shown = await _http.GetFromJsonAsync<JsonElement>("/api/groups/ord-g");
         Assert.Equal("orderly", shown.GetProperty("order").GetString());
+        // The dashboard lists it and has its page, as the API does (until the evening session of 2026-12-06 a group
+        // configured before any consumer came was missing from the list and its page answered 404).
+        Assert.Contains("<td class=\"order\">orderly</td>", GroupRow(await _http.GetStringAsync("/dashboard/groups"), "ord-g"));
+        var page = await _http.GetAsync("/dashboard/groups/ord-g");
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Contains("<b data-testid=\"order\">orderly</b>", await page.Content.ReadAsStringAsync());
 
         Assert.Equal(HttpStatusCode.OK, (await SetOrder("ord-g", "Concurrent")).Status);
         Assert.Equal("concurrent", (await _http.GetFromJsonAsync<JsonElement>("/api/groups/ord-g")).GetProperty("order").GetString());
@@ -31,6 +37,8 @@ public sealed class GroupOrderAdminTests() : InProcessAdminHost("grouporder")
         Assert.Equal(HttpStatusCode.OK, (await SetOrder("ord-g", "default")).Status);
         Assert.Equal(GroupOrder.NotConfigured, _host.Engine.GroupOrderOf("ord-g"));
         Assert.Equal(HttpStatusCode.NotFound, (await _http.GetAsync("/api/groups/ord-g")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await _http.GetAsync("/dashboard/groups/ord-g")).StatusCode);
+        Assert.DoesNotContain("data-group=\"ord-g\"", await _http.GetStringAsync("/dashboard/groups"));
     }
 
     [Fact]

@@ -308,14 +308,16 @@ internal static class DashboardEndpoints
     /// </summary>
     private static IResult Groups(BrokerEngine engine)
     {
-        var groups = engine.ListTopics().SelectMany(t => t.ConsumerGroups).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        // With the groups an operator configured before any consumer came (GET /api/groups/{group} shows them too).
+        var configured = engine.ConfiguredGroups().ToHashSet(StringComparer.Ordinal);
+        var groups = engine.ListTopics().SelectMany(t => t.ConsumerGroups).Concat(configured).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         var pull = engine.PullProgress().ToDictionary(p => p.Group, p => p.Topics, StringComparer.Ordinal); // one pass, not one per group
         var sb = new StringBuilder("<table data-testid=\"groups\"><tr><th>consumer group</th><th>order</th><th>topics</th><th class=\"num\">lag</th><th class=\"num\">in flight</th><th class=\"num\">dead-lettered</th><th>last seen</th><th>members</th></tr>");
         foreach (string g in groups)
         {
             var info = engine.FindGroup(g);
             var pulled = pull.GetValueOrDefault(g) ?? [];
-            if (info is null && pulled.Count == 0) continue;
+            if (info is null && pulled.Count == 0 && !configured.Contains(g)) continue;
             var leaseTopics = info?.Topics ?? [];
             var topics = leaseTopics.Select(t => t.Topic).Concat(pulled.Select(t => t.Topic + " (pull)"));
             long dead = info?.DeadLettered ?? engine.DeadLetteredOf(g);
@@ -340,7 +342,7 @@ internal static class DashboardEndpoints
         var info = engine.FindGroup(group);
         var pulled = engine.PullProgressOf(group);
         var members = engine.Consumers.Of(group);
-        if (info is null && pulled.Count == 0 && members.Count == 0)
+        if (info is null && pulled.Count == 0 && members.Count == 0 && engine.GroupOrderOf(group) == GroupOrder.NotConfigured)
             return Page("Consumer group not found", "Consumer groups", $"<p>Consumer group <code>{E(group)}</code> has never received from this broker.</p>", 404);
         string deadLetterTopic = BrokerEngine.DeadLetterPrefix + group;
         long deadLettered = info?.DeadLettered ?? engine.DeadLetteredOf(group);
