@@ -200,6 +200,35 @@ public sealed class RecallTombstoneTests
         Assert.Equal(["control"], await DeliveredOnceControlCameAsync(h, dueAt + 1));
     }
 
+    /// <summary>As above, and then the same id sent again with no delivery time, delivered at once: the rebuilt index
+    /// shows that last message, not the dropped copy's recall. Until the evening session of 2026-12-06 the rebuild marked
+    /// the dropped copy recalled at the end of its scan, after the later send, and the delivered message showed
+    /// "recalled" (found by review).</summary>
+    [Fact]
+    public async Task A_later_send_of_the_id_after_a_dropped_copy_is_not_shown_recalled_in_the_rebuilt_index()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        await h.Engine.MessageIndexReady;
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
+        var first = await SendDelayedAsync(h, draft);
+        await SendDelayedAsync(h, h.Draft("timers", "control", deliverAt: dueAt + 1));
+        await RecallAsync(h, first, dueAt);
+        await h.SendNormalAsync("filler", "f");
+        Assert.Equal(1, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress)); // the recall's record cut
+        await h.Engine.CheckpointAsync();
+        await SendDelayedAsync(h, draft); // dropped
+        var now = await h.Engine.SendAsync(new MessageDraft { Topic = "timers", MessageId = draft.MessageId, Body = Encoding.UTF8.GetBytes("now") });
+        Assert.True(now.IsOk && now.QueueId >= 0, now.Error.ToString());
+        Assert.False(h.Engine.MessageIndex.Find(draft.MessageId)!.Recalled, "live");
+
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        var rebuilt = Steps(h, draft.MessageId);
+        Assert.False(h.Engine.MessageIndex.Find(draft.MessageId)!.Recalled, $"rebuilt: steps {string.Join(",", rebuilt)}");
+        Assert.Equal("StoredAgain", rebuilt.Last());
+    }
+
     /// <summary>A checkpoint taken after the recall carries it (the recall's record is before the checkpoint's start, so
     /// replay does not rebuild it), whole and as a delta.</summary>
     [Theory]

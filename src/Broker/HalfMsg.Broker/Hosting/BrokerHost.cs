@@ -49,7 +49,7 @@ public sealed class BrokerHost : IAsyncDisposable
 
     /// <summary>
     /// As <see cref="StartAsync(string[], CancellationToken)"/>, with <paramref name="adjust"/> applied to the bound
-    /// options (tests: a core bound no flag sets, such as <see cref="CoreOptions.MaxRememberedDecisions"/>).
+    /// options (tests: a core bound no flag sets).
     /// </summary>
     internal static Task<BrokerHost> StartAsync(string[] args, Func<BrokerOptions, BrokerOptions> adjust, CancellationToken ct = default)
         => StartAsync(args, [], adjust, ct);
