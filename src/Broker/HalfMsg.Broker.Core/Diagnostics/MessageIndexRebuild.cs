@@ -24,7 +24,7 @@ public sealed partial class BrokerEngine
         long from = _log.BeginAddress, until = _log.TailAddress;
         if (from >= until) return;
         // The recalls remembered when recovery ended (the log's tail), before any live step: which delayed copies the
-        // log holds were dropped as they were stored (see IndexScanner.NoteDelayedCopy). Usually none.
+        // log holds were dropped as they were stored (see IndexScanner.NoteRecallOrCopy). Usually none.
         HashSet<DelayIndex.RecallKey>? recalls = null;
         lock (_gate)
         {
