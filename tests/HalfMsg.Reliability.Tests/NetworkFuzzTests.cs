@@ -76,8 +76,13 @@ public sealed class NetworkFuzzTests(ITestOutputHelper output)
             $"well-behaved rounds {_goodRounds} (slowest {(_roundTimes.Count > 0 ? _roundTimes.Max() : 0):F1} s), failures {_goodFailures.Count}; VmRSS baseline {baselineRss / 1024} MiB, peak {peakRss / 1024} MiB, end {endRss / 1024} MiB");
 
         // What the broker logged as failures (an exception escaping a handler is a finding even when the process lives).
+        // Kestrel itself logs at Critical when it aborts an HTTP/2 connection whose client provokes frames (acks, resets)
+        // faster than it reads them ("exceeded the output operations maximum queue size", Http2[60]): its protection
+        // against such a client, which a fuzzing client not reading is; the broker stays healthy and the well-behaved
+        // client unaffected (checked below). Seen once in the stressed round of 2026-12-06 evening; counted, not a failure.
         var failures = broker.Output.Split('\n').Where(l => l.Contains("fail:", StringComparison.Ordinal) || l.Contains("Unhandled", StringComparison.Ordinal)
-            || l.Contains("crit:", StringComparison.Ordinal)).ToList();
+            || l.Contains("crit:", StringComparison.Ordinal) && !l.Contains("Microsoft.AspNetCore.Server.Kestrel.Http2[60]", StringComparison.Ordinal)).ToList();
+        output.WriteLine($"connections Kestrel aborted for their output queue: {broker.Output.Split('\n').Count(l => l.Contains("Microsoft.AspNetCore.Server.Kestrel.Http2[60]", StringComparison.Ordinal))}");
         int shown = 0;
         foreach (var line in broker.Output.Split('\n'))
         {
