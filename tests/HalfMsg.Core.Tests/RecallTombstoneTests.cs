@@ -172,12 +172,11 @@ public sealed class RecallTombstoneTests
         Assert.Equal(live, Steps(h, draft.MessageId));
     }
 
-    /// <summary>The same once retention cut the recall's record (the recall is then known from the checkpoint only)
-    /// while the copy sent after it is still in the log: the rebuilt index asks the recalls the engine remembers.</summary>
-    [Fact]
-    public async Task A_copy_sent_after_its_recall_shows_recalled_in_the_rebuilt_index_once_retention_cut_the_recall()
+    /// <summary>A delay message and a control due 1 ms after it are sent, the message recalled, retention cuts the
+    /// recall's record (the control's body moved), a checkpoint carries the recall, and the producer's retry of the
+    /// message is stored after it (dropped). Returns the message's draft and delivery time.</summary>
+    private static async Task<(MessageDraft Draft, long DueAt)> RecallCutThenRetryAsync(EngineHarness h)
     {
-        await using var h = await EngineHarness.StartAsync();
         await h.Engine.MessageIndexReady;
         long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
         var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
@@ -188,6 +187,16 @@ public sealed class RecallTombstoneTests
         Assert.Equal(1, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress)); // the control's body moved; the recall's record cut
         await h.Engine.CheckpointAsync();
         await SendDelayedAsync(h, draft); // the producer's retry, after the recall: dropped
+        return (draft, dueAt);
+    }
+
+    /// <summary>The same once retention cut the recall's record (the recall is then known from the checkpoint only)
+    /// while the copy sent after it is still in the log: the rebuilt index asks the recalls the engine remembers.</summary>
+    [Fact]
+    public async Task A_copy_sent_after_its_recall_shows_recalled_in_the_rebuilt_index_once_retention_cut_the_recall()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var (draft, dueAt) = await RecallCutThenRetryAsync(h);
         Assert.Equal("Recalled", Steps(h, draft.MessageId).Last());
 
         await h.RestartAsync();
@@ -208,16 +217,7 @@ public sealed class RecallTombstoneTests
     public async Task A_later_send_of_the_id_after_a_dropped_copy_is_not_shown_recalled_in_the_rebuilt_index()
     {
         await using var h = await EngineHarness.StartAsync();
-        await h.Engine.MessageIndexReady;
-        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
-        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
-        var first = await SendDelayedAsync(h, draft);
-        await SendDelayedAsync(h, h.Draft("timers", "control", deliverAt: dueAt + 1));
-        await RecallAsync(h, first, dueAt);
-        await h.SendNormalAsync("filler", "f");
-        Assert.Equal(1, await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress)); // the recall's record cut
-        await h.Engine.CheckpointAsync();
-        await SendDelayedAsync(h, draft); // dropped
+        var (draft, _) = await RecallCutThenRetryAsync(h);
         var now = await h.Engine.SendAsync(new MessageDraft { Topic = "timers", MessageId = draft.MessageId, Body = Encoding.UTF8.GetBytes("now") });
         Assert.True(now.IsOk && now.QueueId >= 0, now.Error.ToString());
         Assert.False(h.Engine.MessageIndex.Find(draft.MessageId)!.Recalled, "live");
