@@ -12,8 +12,7 @@ namespace HalfMsg.Broker.Tests.Hosting;
 /// an operator could not keep them longer.</summary>
 public sealed class DecisionMemorySettingTests
 {
-    private static BrokerOptions Bind(params string[] args)
-        => BrokerConfiguration.Bind(new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(args)).Build());
+    private static BrokerOptions Bind(params string[] args) => SettingsBinding.Bind(args);
 
     [Fact]
     public void The_settings_default_to_the_engines_defaults_and_take_their_values()

@@ -7,8 +7,7 @@ namespace HalfMsg.Broker.Tests.Hosting;
 /// <summary>--default-group-order: how consumer groups nobody configured are served.</summary>
 public sealed class DefaultGroupOrderSettingTests
 {
-    private static BrokerOptions Bind(params string[] args)
-        => BrokerConfiguration.Bind(new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(args)).Build());
+    private static BrokerOptions Bind(params string[] args) => SettingsBinding.Bind(args);
 
     [Fact]
     public void The_default_group_order_is_message_group_and_takes_concurrent()

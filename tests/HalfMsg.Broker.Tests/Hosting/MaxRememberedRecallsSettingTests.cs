@@ -10,8 +10,7 @@ namespace HalfMsg.Broker.Tests.Hosting;
 /// (<see cref="CoreOptions.MaxRememberedRecalls"/>, which had no setting before).</summary>
 public sealed class MaxRememberedRecallsSettingTests
 {
-    private static BrokerOptions Bind(params string[] args)
-        => BrokerConfiguration.Bind(new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(args)).Build());
+    private static BrokerOptions Bind(params string[] args) => SettingsBinding.Bind(args);
 
     [Fact]
     public void The_setting_defaults_to_a_million_and_takes_a_positive_whole_number()
