@@ -8,6 +8,8 @@ using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Grpc;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using System.IO.Pipelines;
 using Microsoft.Extensions.Logging.Abstractions;
 using Duration = Google.Protobuf.WellKnownTypes.Duration;
 using MessagingService = HalfMsg.Broker.FrontEnds.GrpcV5.MessagingService;
@@ -194,6 +196,59 @@ public sealed class ReceiveAnswerBudgetTests : IAsyncLifetime
 
         Assert.Equal(Code.IllegalInvisibleTime, stream.Responses[0].Status.Code);
         Assert.Equal(2, await AvailableAsync());
+    }
+
+    /// <summary>What Kestrel's response body is for a stream it aborted: writes are taken, and a flush answers
+    /// "completed" at once (the stream's output is stopped), while the call's token is cancelled later, on the pool.</summary>
+    private sealed class StoppedStreamBody : PipeWriter, IHttpResponseBodyFeature
+    {
+        private readonly byte[] _buffer = new byte[64 * 1024];
+        public int Flushes;
+        public override void Advance(int bytes) { }
+        public override Memory<byte> GetMemory(int sizeHint = 0) => _buffer;
+        public override Span<byte> GetSpan(int sizeHint = 0) => _buffer;
+        public override void CancelPendingFlush() { }
+        public override void Complete(Exception? exception = null) { }
+        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref Flushes);
+            return new ValueTask<FlushResult>(new FlushResult(isCanceled: false, isCompleted: true));
+        }
+
+        public Stream Stream => Stream.Null;
+        public PipeWriter Writer => this;
+        public void DisableBuffering() { }
+        public Task StartAsync(CancellationToken cancellationToken = default) => Task.CompletedTask;
+        public Task SendFileAsync(string path, long offset, long? count, CancellationToken cancellationToken = default) => Task.CompletedTask;
+        public Task CompleteAsync() => Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// Found in the evening session of 2026-12-06 (<see cref="StalledReceiveTests"/> with the messages over 8 queues, 4
+    /// runs in 20 beside stress-ng): when a client closes its connection, Kestrel stops each stream's output, which
+    /// releases a pending flush without an error, and cancels the call's token only later, on the thread pool. An
+    /// answer whose last write completed in between was counted written, and its messages waited for their lease
+    /// (5 minutes) instead of being released. The answer's last flush is now looked at: a stopped stream is not written.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task An_answer_whose_stream_was_stopped_before_its_last_flush_releases_its_messages_at_once(bool stopped)
+    {
+        await SendAsync(3);
+        var service = new MessagingService(_engine, new GrpcV5Options(), NullLogger<MessagingService>.Instance);
+        var (context, http) = Call(new ConnectionItems());
+        var body = new StoppedStreamBody();
+        if (stopped) http.Features.Set<IHttpResponseBodyFeature>(body);
+
+        var stream = new RecordingStream();
+        await service.ReceiveMessage(Receive(TimeSpan.FromMinutes(5), TimeSpan.Zero), stream, context);
+
+        Assert.Equal(3, stream.Responses.Count(r => r.ContentCase == ReceiveMessageResponse.ContentOneofCase.Message));
+        Assert.False(context.CancellationToken.IsCancellationRequested);
+        Assert.Equal(stopped ? 1 : 0, body.Flushes);
+        Assert.Equal(stopped ? 3 : 0, await AvailableAsync()); // released at once, or leased to a client that got them
+        Assert.Equal(0, service.UnsentAnswerBytes);
     }
 
     [Fact]
