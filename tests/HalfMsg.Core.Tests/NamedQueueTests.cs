@@ -8,19 +8,18 @@ namespace HalfMsg.Core.Tests;
 /// queue or refused, as Apache's broker refuses it (AbstractSendMessageProcessor.msgCheck, "request queueId[..] is
 /// illegal"). Until 2026-12-06 a queue the topic does not have sent the message round-robin to another queue and the
 /// send was answered OK: a selector producer whose route still listed more queues (a topic deleted and made again with
-/// fewer; routes refresh every 30 s) lost its per-key order without a word (found by review). A gRPC send's queue is
-/// the client's pick from its route (<see cref="MessageDraft.QueueIdIsHint"/>): the broker picks another when the topic
-/// has no such queue, as the Apache proxy, which never reads it, always picks.
+/// fewer; routes refresh every 30 s) lost its per-key order without a word (found by review). A gRPC send names no
+/// queue (the front end does not read its queue_id, as the Apache proxy does not).
 /// </summary>
 public sealed class NamedQueueTests
 {
-    private static MessageDraft Named(EngineHarness h, string topic, string body, int? queue, long? deliverAt = null, bool hint = false)
+    private static MessageDraft Named(EngineHarness h, string topic, string body, int? queue, long? deliverAt = null)
     {
         var d = h.Draft(topic, body, deliverAt: deliverAt);
         return new MessageDraft
         {
             Topic = d.Topic, MessageId = d.MessageId, Body = d.Body, BornTimestampMs = d.BornTimestampMs, BornHost = d.BornHost,
-            DeliveryTimestampMs = d.DeliveryTimestampMs, QueueId = queue, QueueIdIsHint = hint,
+            DeliveryTimestampMs = d.DeliveryTimestampMs, QueueId = queue,
         };
     }
 
@@ -113,26 +112,5 @@ public sealed class NamedQueueTests
         var m = Assert.Single(await h.ReceiveWhenVisibleAsync("g", "t"));
         Assert.Equal("tx", m.Text());
         Assert.InRange(m.Message.QueueId, 0, 1);
-    }
-
-    /// <summary>The gRPC case: the queue is the client's pick from its route, a hint. A stale one must not fail a send
-    /// the Apache proxy takes (it picks the queue itself).</summary>
-    [Fact]
-    public async Task A_hinted_queue_the_topic_does_not_have_lets_the_broker_pick_and_one_it_has_is_kept()
-    {
-        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 2 });
-        var stale = await h.Engine.SendAsync(Named(h, "t", "stale", 7, hint: true));
-        var kept = await h.Engine.SendAsync(Named(h, "t", "kept", 1, hint: true));
-        var half = await h.Engine.SendHalfAsync(Named(h, "t", "tx", 7, hint: true), "pg", "p1", null);
-
-        Assert.True(stale.IsOk, stale.Error.ToString());
-        Assert.InRange(stale.QueueId, 0, 1);
-        Assert.True(kept.IsOk, kept.Error.ToString());
-        Assert.Equal(1, kept.QueueId);
-        Assert.True(half.IsOk, half.Error.ToString());
-        Assert.True((await h.Engine.EndTransactionAsync(half.TransactionId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
-        var got = await h.ReceiveAsync("g", "t");
-        Assert.Equal(["kept", "stale", "tx"], got.Select(m => m.Text()).Order());
-        Assert.All(got, m => Assert.InRange(m.Message.QueueId, 0, 1));
     }
 }

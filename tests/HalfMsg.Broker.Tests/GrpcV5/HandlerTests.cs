@@ -346,12 +346,10 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
 
         Assert.True((await broker.Host.Engine.CreateTopicAsync(_topic, 5)).Error.IsOk);
         Assert.Equal([0, 1, 2, 3, 4], await RoutedAsync());
-        // A client picks its send's queue from the route (system_properties.queue_id): each new queue takes its send.
+        // The broker picks a send's queue, the next one each time, as the Apache proxy does: each new queue takes a send.
         foreach (int q in await RoutedAsync())
         {
-            var message = NewMessage($"after-{q}");
-            message.SystemProperties.QueueId = q;
-            Assert.Equal(Code.Ok, (await SendAsync(message)).Status.Code);
+            Assert.Equal(Code.Ok, (await SendAsync(NewMessage($"after-{q}"))).Status.Code);
         }
         var got = await ReceiveMessagesAsync(5);
         Assert.Equal([0, 1, 2, 3, 4], got.Select(m => m.SystemProperties.QueueId).Order());
@@ -359,10 +357,39 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     }
 
     /// <summary>
-    /// A gRPC client sets system_properties.queue_id to its pick from its route, which may be stale (a topic deleted and
-    /// made again with fewer queues; routes refresh every 30 s). The Apache proxy never reads it (it picks the queue
-    /// itself: SendMessageActivity's queue selector), so such a send, a half too, is stored on a queue the topic has,
-    /// not refused as a Remoting send naming that queue is.
+    /// The official Node client (1.0.8) names queue 0 in every send (its load balancer keeps only queues whose id is 0).
+    /// The Apache proxy never reads system_properties.queue_id (SendMessageActivity's queue selector picks: a message
+    /// group's hash, else the next queue), so its messages spread over the topic's queues. Until the evening session of
+    /// 2026-12-06 this broker kept the queue named, and they all landed on queue 0, where an orderly group consumed them
+    /// one at a time.
+    /// </summary>
+    [Fact]
+    public async Task Sends_naming_queue_0_as_the_Node_client_does_spread_over_the_topics_queues()
+    {
+        Assert.True((await broker.Host.Engine.CreateTopicAsync(_topic, 4)).Error.IsOk);
+        for (int i = 0; i < 8; i++)
+        {
+            var message = NewMessage($"n-{i}", i % 2 == 0 ? MessageType.Normal : MessageType.Transaction);
+            message.SystemProperties.QueueId = 0;
+            var sent = await SendAsync(message);
+            Assert.Equal(Code.Ok, sent.Status.Code);
+            if (i % 2 == 1)
+            {
+                var end = await EndAsync(sent.Entries[0].TransactionId, message.SystemProperties.MessageId, Apache.Rocketmq.V2.TransactionResolution.Commit);
+                Assert.Equal(Code.Ok, end.Status.Code);
+            }
+        }
+
+        var got = await ReceiveMessagesAsync(8);
+        Assert.Equal(8, got.Count);
+        Assert.True(got.Select(m => m.SystemProperties.QueueId).Distinct().Count() > 1,
+            $"every message on queue(s) {string.Join(",", got.Select(m => m.SystemProperties.QueueId).Distinct())}");
+    }
+
+    /// <summary>
+    /// A gRPC client's system_properties.queue_id may name a queue the topic lacks (a stale route: a topic deleted and
+    /// made again with fewer queues; routes refresh every 30 s). It is not read, so such a send, a half too, is stored on
+    /// a queue the topic has, not refused as a Remoting send naming that queue is.
     /// </summary>
     [Fact]
     public async Task Send_with_a_queue_id_the_topic_does_not_have_is_stored_on_a_queue_it_has()

@@ -78,10 +78,9 @@ internal sealed class TopicQueues(Func<long> durableUntil)
     /// </summary>
     /// <remarks>
     /// A send naming a queue the topic does not have never gets here: it is refused at the send (<see cref="NamedQueueRefusal"/>).
-    /// What still falls through is a gRPC client's stale pick (<see cref="MessageDraft.QueueIdIsHint"/>), and the queue
-    /// a half or a delayed message kept from its send when, at its commit or release, the topic no longer has it (a
-    /// topic deleted and made again with fewer queues in between): the commit was answered to the producer, so the
-    /// message goes to a queue the topic has rather than being refused or lost.
+    /// What still falls through is the queue a half or a delayed message kept from its send when, at its commit or
+    /// release, the topic no longer has it (a topic deleted and made again with fewer queues in between): the commit was
+    /// answered to the producer, so the message goes to a queue the topic has rather than being refused or lost.
     /// </remarks>
     public static int PickQueue(TopicState topic, int requested, string? messageGroup)
     {
@@ -99,7 +98,7 @@ internal sealed class TopicQueues(Func<long> durableUntil)
     /// </summary>
     public static BrokerError? NamedQueueRefusal(TopicState topic, MessageDraft msg)
     {
-        if (msg.QueueId is not int q || q < 0 || q < topic.Queues.Length || msg.QueueIdIsHint) return null;
+        if (msg.QueueId is not int q || q < 0 || q < topic.Queues.Length) return null;
         int count = topic.Queues.Length;
         return new BrokerError(BrokerStatus.BadRequest,
             $"queue {q} of topic '{topic.Name}' does not exist: the topic has {count} queues (0-{count - 1}); a producer's route may be stale (a topic deleted and made again with fewer queues)");

@@ -26,15 +26,9 @@ public sealed class MessageDraft
     /// <summary>Deliver no earlier than this time (Unix ms). Null = now.</summary>
     public long? DeliveryTimestampMs { get; init; }
     /// <summary>A queue the client asked for; null or negative lets the broker pick. A queue the topic does not have is
-    /// refused (<see cref="BrokerStatus.BadRequest"/>), unless <see cref="QueueIdIsHint"/>.</summary>
+    /// refused (<see cref="BrokerStatus.BadRequest"/>). A Remoting send names its queue (RocketMQ 4's
+    /// MessageQueueSelector orders by it); a gRPC send never does (its queue_id is not read, as the Apache proxy does).</summary>
     public int? QueueId { get; init; }
-    /// <summary>
-    /// <see cref="QueueId"/> is the client's pick from a route that may be stale, not a demand: a queue the topic does
-    /// not have lets the broker pick. gRPC sends: the official clients fill system_properties.queue_id from their route,
-    /// and the Apache proxy never reads it (it picks the queue itself), so a stale one must not fail the send. A Remoting
-    /// send names its queue (RocketMQ 4's MessageQueueSelector orders by it) and Apache's broker refuses one it lacks.
-    /// </summary>
-    public bool QueueIdIsHint { get; init; }
     /// <summary>RocketMQ 4's user flag (Java's <c>Message.getFlag()</c>), given back as it was sent; 0 for none and for
     /// every gRPC message, whose protocol has no such field.</summary>
     public int Flag { get; init; }

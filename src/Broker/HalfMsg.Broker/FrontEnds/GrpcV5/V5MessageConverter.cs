@@ -94,9 +94,9 @@ internal static class V5MessageConverter
             BornHost = sp.BornHost.Length > 0 ? sp.BornHost : null,
             MessageGroup = sp.HasMessageGroup && sp.MessageGroup.Length > 0 ? sp.MessageGroup : null,
             DeliveryTimestampMs = deliveryMs,
-            // The client's pick from its route, which may be stale: a queue the topic lacks lets the broker pick.
-            QueueId = sp.QueueId,
-            QueueIdIsHint = true,
+            // system_properties.queue_id is not read, as the Apache proxy never reads it (SendMessageActivity's queue
+            // selector: a message group's hash, else the next queue). The official Node client names queue 0 in every
+            // send; keeping it put all its messages on one queue (until the evening session of 2026-12-06).
         };
         // A Remoting consumer of the topic gets it in the stored layout, whose properties hold at most 32767 bytes (a
         // half may be checked back by a Remoting producer of its group, which is not known here: the longest is assumed).
