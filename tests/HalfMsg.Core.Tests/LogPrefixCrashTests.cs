@@ -419,6 +419,43 @@ public sealed class LogPrefixCrashTests
         => engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = group, Topic = topic, BatchSize = 32, InvisibleDuration = invisible });
 
     /// <summary>
+    /// A recall of a message with a copy (a retried send), where the log kept the handle's recall record but not the
+    /// copy's: what a kill -9 leaves when the copies stored during the recall's last listing are recalled after the
+    /// handle (the night session of 2026-12-06). The recall retried finds the handle's message gone and, since the
+    /// recall is remembered, takes out the copy left; before, it answered "not waiting" and the copy was delivered.
+    /// </summary>
+    [Fact]
+    public async Task A_recall_retried_after_a_crash_that_kept_only_the_handles_record_recalls_the_copy_left()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(30).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "m", deliverAt: dueAt);
+        var first = await h.Engine.SendAsync(draft);
+        var copy = await h.Engine.SendAsync(draft);
+        Assert.True(first.IsOk && copy.IsOk);
+        Assert.Equal(RecallOutcome.Recalled, (await h.Engine.RecallDelayedAsync("timers", first.LogAddress, dueAt, first.MessageId)).Outcome);
+        await h.Engine.DisposeAsync();
+
+        var records = ReadLog(h);
+        var recalls = records.Where(r => r.Kind == RecordKind.DelayRecalled).ToList();
+        Assert.Equal(2, recalls.Count); // the copy's, then the handle's
+        string dir = await AlignedPrefixDataDirAsync(h, records.Where(r => r.Address != recalls[0].Address).ToList(), recalls[1].Address);
+        try
+        {
+            await using var recovered = await BrokerEngine.OpenAsync(h.Options with { DataDir = dir }, h.Clock, startBackgroundLoops: false);
+            lock (recovered.GateForTests) Assert.True(recovered.DelayedForTests.TryGetSentAt(copy.LogAddress, out _), "the copy waits after the crash");
+            var (error, outcome) = await recovered.RecallDelayedAsync("timers", first.LogAddress, dueAt, first.MessageId);
+            Assert.True(error.IsOk, error.ToString());
+            Assert.Equal(RecallOutcome.NotWaiting, outcome);
+            lock (recovered.GateForTests) Assert.False(recovered.DelayedForTests.TryGetSentAt(copy.LogAddress, out _), "the copy left by the crash is still waiting: it will be delivered");
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
     /// As <see cref="PrefixDataDirAsync"/>, but each record at its original address, so records that name another
     /// record's address (a put-back names its body's) still point at it: where the original log has FasterLog's own
     /// commit records, the copy has Padding records of the same size (replay ignores them). A record at address -1 goes

@@ -34,7 +34,9 @@ public sealed partial class BrokerEngine
     /// A copy stored after the recall (a send retried later) is accepted and dropped, as Apache's marker drops it at the
     /// slot's time: the recall is remembered until its delivery time (<c>DelayIndex.RememberRecall</c>), at most
     /// <see cref="CoreOptions.MaxRememberedRecalls"/> of them; a recall beyond them is refused
-    /// (<see cref="BrokerStatus.TooManyRequests"/>).
+    /// (<see cref="BrokerStatus.TooManyRequests"/>). A recall of a message whose recall is remembered but whose copy still
+    /// waits (a kill -9 kept the handle's record and not the copy's) takes that copy out, and answers
+    /// <see cref="RecallOutcome.NotWaiting"/>.
     /// </summary>
     public async ValueTask<(BrokerError Error, RecallOutcome Outcome)> RecallDelayedAsync(string topic, long sentAt, long deliverAtMs, string messageId,
         CancellationToken ct = default)
@@ -45,7 +47,8 @@ public sealed partial class BrokerEngine
         // A copy stored while the copies' bodies are read (a send retried meanwhile) is not on the list, and no tombstone
         // drops it yet: until the review of the afternoon session of 2026-12-06 it waited and was delivered. Under the
         // final lock the list is taken again (no reads: ids' hashes only); a candidate not seen before sends the recall
-        // round again, a few times at most.
+        // round again, three times at most; after the last, the copies are listed once more once the recall is
+        // remembered (below).
         for (int round = 0; ; round++)
         {
             List<long> copies = [];
@@ -55,12 +58,50 @@ public sealed partial class BrokerEngine
                 (error, copies, listed) = await WaitingCopiesAsync(topic, sentAt, deliverAtMs, messageId, ct).ConfigureAwait(false);
                 if (!error.IsOk) return (error, default);
             }
-            var result = RecallUnderLock(topic, sentAt, deliverAtMs, messageId, storedId, copies, listed, lastRound: round >= 3);
+            bool lastRound = round >= 3;
+            var result = RecallUnderLock(topic, sentAt, deliverAtMs, messageId, storedId, copies, listed, lastRound);
             if (result is not { } done) continue;
             if (!done.Error.IsOk) return (done.Error, default);
-            if (done.Address >= 0) await _log.WaitDurableAsync(done.Address, ct).ConfigureAwait(false);
+            long address = done.Address;
+            // The recall is remembered now (or was before: a repeat, or one retried after a kill -9 that cut its copies'
+            // records), so a copy stored from here on is dropped at its store: the copies stored before it are all there
+            // is, and they are listed once more and recalled. Until the night session of 2026-12-06 a copy stored while
+            // the last round read the copies' ids stayed waiting and was delivered (the index showed the message recalled).
+            bool remembered;
+            lock (_gate) remembered = _delayed.IsRecalled(topic, deliverAtMs, messageId);
+            if (remembered && (lastRound || done.Outcome == RecallOutcome.NotWaiting))
+            {
+                var (lateError, late) = await RecallRemainingCopiesAsync(topic, sentAt, deliverAtMs, messageId, ct).ConfigureAwait(false);
+                if (!lateError.IsOk) return (lateError, default);
+                address = Math.Max(address, late);
+            }
+            if (address >= 0) await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
             return (BrokerError.None, done.Outcome);
         }
+    }
+
+    /// <summary>
+    /// Recalls the waiting copies of a message whose recall is remembered (<see cref="RecallDelayedAsync"/>): every copy
+    /// stored after the recall was dropped at its store, so the list taken here is complete. Returns the address of the
+    /// last record appended, or -1.
+    /// </summary>
+    private async ValueTask<(BrokerError Error, long Address)> RecallRemainingCopiesAsync(string topic, long sentAt, long deliverAtMs, string messageId,
+        CancellationToken ct)
+    {
+        var (error, copies, _) = await WaitingCopiesAsync(topic, sentAt, deliverAtMs, messageId, ct).ConfigureAwait(false);
+        if (!error.IsOk) return (error, -1);
+        long address = -1;
+        if (copies.Count == 0) return (BrokerError.None, address);
+        lock (_gate)
+        {
+            long now = NowMs;
+            foreach (long copy in copies)
+            {
+                if (_delayed.TryGetSentAt(copy, out var other) && other.Topic == topic && other.DeliverAtMs == deliverAtMs)
+                    address = AppendRecalled(other, messageId, now);
+            }
+        }
+        return (BrokerError.None, address);
     }
 
     /// <summary>The recall's records, under the lock (<see cref="RecallDelayedAsync"/>); null when a copy was stored since
