@@ -42,4 +42,34 @@ public sealed class PullGroupVisibilityTests() : InProcessAdminHost("ops-pull")
         Assert.Contains("data-group=\"pull-consumers\"", await _http.GetStringAsync("/dashboard/groups"));
         Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("/dashboard/groups/pull-consumers")).StatusCode);
     }
+
+    /// <summary>
+    /// Left by the evening session of 2026-12-06: a group known only by its members (a consumer connected, heartbeating,
+    /// that has not received or pulled yet) had its page and its API answer, but the dashboard's group list left it out.
+    /// </summary>
+    [Fact]
+    public async Task A_group_seen_only_as_members_is_in_the_dashboards_group_list()
+    {
+        _host.Engine.Consumers.Seen("members-only", "starting-consumer", "gRPC");
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("/api/groups/members-only")).StatusCode);
+        string row = GroupOrderAdminTests.GroupRow(await _http.GetStringAsync("/dashboard/groups"), "members-only");
+        Assert.Contains("<code>starting-consumer</code>", row);
+        Assert.Contains("href=\"/dashboard/groups/members-only\"", row);
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("/dashboard/groups/members-only")).StatusCode);
+        Assert.DoesNotContain("data-testid=\"groups-not-listed\"", await _http.GetStringAsync("/dashboard/groups"));
+    }
+
+    /// <summary>Members name groups freely (up to 100,000 members in all): the list shows at most 1,000 groups known only
+    /// by their members, and says how many there are.</summary>
+    [Fact]
+    public async Task The_group_list_shows_at_most_a_thousand_groups_known_only_by_their_members()
+    {
+        for (int i = 0; i < 1005; i++) _host.Engine.Consumers.Seen($"mo-{i:D4}", "c", "Remoting");
+        string html = await _http.GetStringAsync("/dashboard/groups");
+        Assert.Contains("<tr data-group=\"mo-0000\">", html);
+        Assert.DoesNotContain("<tr data-group=\"mo-1004\">", html);
+        Assert.Contains("data-testid=\"groups-not-listed\"", html);
+        Assert.Contains("of 1005", html);
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("/dashboard/groups/mo-1004")).StatusCode);
+    }
 }

@@ -172,6 +172,18 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
+        /// <summary>The groups with a member seen within <see cref="ForgetAfter"/>, in ordinal order; at most
+        /// <paramref name="max"/> of them, and how many there are in all.</summary>
+        public (IReadOnlyList<string> Groups, int Total) GroupsWithMembers(int max)
+        {
+            var cutoff = _time.GetUtcNow() - ForgetAfter;
+            lock (_lock)
+            {
+                ForgetStaleLocked(cutoff);
+                return (_groups.Keys.Order(StringComparer.Ordinal).Take(max).ToList(), _groups.Count);
+            }
+        }
+
         /// <summary>The group's members seen within <see cref="ForgetAfter"/>, most recently seen first.</summary>
         public IReadOnlyList<Member> Of(string group)
         {
