@@ -303,11 +303,12 @@ internal sealed partial class MessagingService
     /// False when the stream was aborted before the answer's last flush completed: a flush pending when the client goes
     /// away (connection closed, stream reset) completes without an error, and grpc-dotnet does not look at its result.
     /// Kestrel marks the stream's output stopped before it releases that flush, and a flush of a stopped stream answers
-    /// <see cref="FlushResult.IsCompleted"/> at once (nothing is left to write, so it costs nothing on a live stream); the
-    /// call's cancellation token is cancelled later, on the thread pool. Until 2026-12-07 only that token was looked at:
-    /// an answer released by the close but before the token fired was counted written, and its messages waited for
-    /// their lease (5 minutes by default) instead of being released at once (found in the evening session of
-    /// 2026-12-06: 9 of 67 messages of a closed stalled connection, 4 runs in 20 beside stress-ng).
+    /// <see cref="FlushResult.IsCompleted"/> at once (nothing is left to write, so on a live stream it only returns); the
+    /// call's cancellation token is cancelled later, on the thread pool. Until the night session of 2026-12-06 only that
+    /// token was looked at: an answer released by the close before the token fired was counted written, and its
+    /// messages waited for their lease (5 minutes by default) instead of being released at once (found in the evening
+    /// session: 9 of 67 messages of a closed stalled connection, 4 runs in 20 beside stress-ng; a probe then saw this
+    /// flush answer "completed" with the token not yet cancelled 3 times in 18 runs).
     /// </summary>
     private static async Task<bool> StreamStillOpenAfterFlushAsync(HttpContext? http)
     {
