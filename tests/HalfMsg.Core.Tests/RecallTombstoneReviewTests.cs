@@ -88,4 +88,47 @@ public sealed class RecallTombstoneReviewTests
                 Assert.False(h.Engine.DelayedForTests.TryGetSentAt(copy.LogAddress, out _), $"the copy sent at {copy.LogAddress} is left waiting: it will be delivered");
         }
     }
+
+    /// <summary>Found by the review of the night session of 2026-12-06: the copies' last listing ran with the caller's
+    /// token, after the handle's record was written; a client that went away then (its deadline, a closed connection)
+    /// left the copies stored during the recall's last listing waiting. It is not cancellable now.</summary>
+    [Fact]
+    public async Task A_recall_cancelled_after_its_handles_record_still_takes_out_the_copies()
+    {
+        FaultInjectionDevice? device = null;
+        await using var h = await EngineHarness.StartAsync(o => o with { WrapLogDevice = d => device = new FaultInjectionDevice(d) });
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(30).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "m", deliverAt: dueAt);
+        var first = await SendDelayedAsync(h, draft);
+        var copies = new List<SendResult> { await SendDelayedAsync(h, draft) };
+        using var cts = new CancellationTokenSource();
+        var gate = new TaskCompletionSource();
+        device!.ReadsWaitFor = gate.Task;
+        var recall = h.Engine.RecallDelayedAsync("timers", first.LogAddress, dueAt, first.MessageId, cts.Token).AsTask();
+        int held = 0;
+        while (copies.Count < 500)
+        {
+            await Conditions.WaitUntil(() => Volatile.Read(ref device.HeldReads) > held || recall.IsCompleted, () => "the recall neither read nor ended");
+            if (recall.IsCompleted) break;
+            held = Volatile.Read(ref device.HeldReads);
+            bool handleRecalled;
+            lock (h.Engine.GateForTests) handleRecalled = !h.Engine.DelayedForTests.TryGetSentAt(first.LogAddress, out _);
+            if (handleRecalled) cts.Cancel(); // the caller goes away while the copies are listed once more
+            else copies.Add(await SendDelayedAsync(h, draft));
+            var next = new TaskCompletionSource();
+            device.ReadsWaitFor = next.Task;
+            gate.SetResult();
+            gate = next;
+        }
+
+        gate.SetResult();
+        Assert.True(cts.IsCancellationRequested, "the recall never read after its handle's record");
+        try { await recall.WaitAsync(TimeSpan.FromSeconds(60)); }
+        catch (OperationCanceledException) { } // the answer may be cancelled; the recall's records are not
+        lock (h.Engine.GateForTests)
+        {
+            foreach (var copy in copies)
+                Assert.False(h.Engine.DelayedForTests.TryGetSentAt(copy.LogAddress, out _), $"the copy sent at {copy.LogAddress} is left waiting: it will be delivered");
+        }
+    }
 }

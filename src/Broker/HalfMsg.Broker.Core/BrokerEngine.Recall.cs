@@ -71,7 +71,9 @@ public sealed partial class BrokerEngine
             lock (_gate) remembered = _delayed.IsRecalled(topic, deliverAtMs, messageId);
             if (remembered && (lastRound || done.Outcome == RecallOutcome.NotWaiting))
             {
-                var (lateError, late) = await RecallRemainingCopiesAsync(topic, sentAt, deliverAtMs, messageId, ct).ConfigureAwait(false);
+                // Not cancellable (its reads are bounded): the handle's record is written, and a recall cancelled here
+                // left the copies stored during its last listing waiting (found by review of the night session).
+                var (lateError, late) = await RecallRemainingCopiesAsync(topic, sentAt, deliverAtMs, messageId, CancellationToken.None).ConfigureAwait(false);
                 if (!lateError.IsOk) return (lateError, default);
                 address = Math.Max(address, late);
             }

@@ -133,6 +133,7 @@ internal sealed partial class MessagingService
                 // The status and the messages are buffered, and the delivery timestamp that ends the batch flushes them
                 // all: one flush per batch instead of one per message (grpc-dotnet flushes every write without BufferHint).
                 // The whole answer has a deadline: past it the stream is reset (see WriteBeforeDeadlineAsync).
+                bool reachedStream = false;
                 written = await WriteBeforeDeadlineAsync(http, context, size, async () =>
                 {
                     context.WriteOptions = BufferedWrite;
@@ -146,7 +147,8 @@ internal sealed partial class MessagingService
                     context.WriteOptions = null;
                     await responseStream.WriteAsync(new ReceiveMessageResponse { DeliveryTimestamp = Timestamp.FromDateTimeOffset(_time.GetUtcNow()) })
                         .ConfigureAwait(false);
-                }).ConfigureAwait(false);
+                    reachedStream = await StreamStillOpenAfterFlushAsync(http).ConfigureAwait(false);
+                }).ConfigureAwait(false) && reachedStream;
             }
             finally
             {
@@ -279,11 +281,9 @@ internal sealed partial class MessagingService
             else LogPullAnswerWriteTimeout(context.Peer, deadline.TotalSeconds);
             http?.Abort();
         }, null, deadline, Timeout.InfiniteTimeSpan);
-        bool reachedStream;
         try
         {
             await write().ConfigureAwait(false);
-            reachedStream = await StreamStillOpenAfterFlushAsync(http).ConfigureAwait(false);
         }
         finally
         {
@@ -295,7 +295,7 @@ internal sealed partial class MessagingService
 
         lock (gate)
         {
-            return reachedStream && !timedOut && !endedFirst;
+            return !timedOut && !endedFirst;
         }
     }
 
@@ -303,8 +303,11 @@ internal sealed partial class MessagingService
     /// False when the stream was aborted before the answer's last flush completed: a flush pending when the client goes
     /// away (connection closed, stream reset) completes without an error, and grpc-dotnet does not look at its result.
     /// Kestrel marks the stream's output stopped before it releases that flush, and a flush of a stopped stream answers
-    /// <see cref="FlushResult.IsCompleted"/> at once (nothing is left to write, so on a live stream it only returns); the
-    /// call's cancellation token is cancelled later, on the thread pool. Until the night session of 2026-12-06 only that
+    /// <see cref="FlushResult.IsCompleted"/> at once; on a live stream this flush has nothing to write (Kestrel makes one
+    /// empty pass of its frame writer), so only answers whose messages are leased ask it. The call's cancellation token
+    /// is cancelled later, on the thread pool. It narrows what counts as written, no more: the last flush returns while
+    /// up to 4 KiB may still wait in Kestrel's stream pipe, and bytes in the sockets' buffers are lost with the
+    /// connection; an answer cut off there still counts as written and its messages wait for their lease. Until the night session of 2026-12-06 only that
     /// token was looked at: an answer released by the close before the token fired was counted written, and its
     /// messages waited for their lease (5 minutes by default) instead of being released at once (found in the evening
     /// session: 9 of 67 messages of a closed stalled connection, 4 runs in 20 beside stress-ng; a probe then saw this
