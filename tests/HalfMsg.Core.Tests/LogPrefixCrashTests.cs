@@ -421,13 +421,10 @@ public sealed class LogPrefixCrashTests
     /// <summary>
     /// A recall of a message with a copy (a retried send), where the log kept the handle's recall record but not the
     /// copy's: what a kill -9 leaves when the copies stored during the recall's last listing are recalled after the
-    /// handle (the night session of 2026-12-06). The recall retried finds the handle's message gone and, since the
-    /// recall is remembered, takes out the copy left; before, it answered "not waiting" and the copy was delivered.
+    /// handle (the night session of 2026-12-06). Returns the data dir of that log, and the handle's and the copy's sends.
     /// </summary>
-    [Fact]
-    public async Task A_recall_retried_after_a_crash_that_kept_only_the_handles_record_recalls_the_copy_left()
+    private static async Task<(string Dir, SendResult First, SendResult Copy, long DueAt)> RecallCutAfterTheHandlesRecordAsync(EngineHarness h)
     {
-        await using var h = await EngineHarness.StartAsync();
         long dueAt = h.Clock.GetUtcNow().AddMinutes(30).ToUnixTimeMilliseconds();
         var draft = h.Draft("timers", "m", deliverAt: dueAt);
         var first = await h.Engine.SendAsync(draft);
@@ -440,6 +437,16 @@ public sealed class LogPrefixCrashTests
         var recalls = records.Where(r => r.Kind == RecordKind.DelayRecalled).ToList();
         Assert.Equal(2, recalls.Count); // the copy's, then the handle's
         string dir = await AlignedPrefixDataDirAsync(h, records.Where(r => r.Address != recalls[0].Address).ToList(), recalls[1].Address);
+        return (dir, first, copy, dueAt);
+    }
+
+    /// <summary>The recall retried finds the handle's message gone and, since the recall is remembered, takes out the
+    /// copy left; before, it answered "not waiting" and the copy was delivered.</summary>
+    [Fact]
+    public async Task A_recall_retried_after_a_crash_that_kept_only_the_handles_record_recalls_the_copy_left()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var (dir, first, copy, dueAt) = await RecallCutAfterTheHandlesRecordAsync(h);
         try
         {
             await using var recovered = await BrokerEngine.OpenAsync(h.Options with { DataDir = dir }, h.Clock, startBackgroundLoops: false);
@@ -448,6 +455,38 @@ public sealed class LogPrefixCrashTests
             Assert.True(error.IsOk, error.ToString());
             Assert.Equal(RecallOutcome.NotWaiting, outcome);
             lock (recovered.GateForTests) Assert.False(recovered.DelayedForTests.TryGetSentAt(copy.LogAddress, out _), "the copy left by the crash is still waiting: it will be delivered");
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>Found by the review of the night session of 2026-12-06: a caller that gave up after the crash left the
+    /// copy to be delivered. The broker takes it out at start, before its first sweep.</summary>
+    [Fact]
+    public async Task A_copy_a_crash_left_after_a_recalls_handle_record_is_recalled_at_start()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var (dir, _, copy, _) = await RecallCutAfterTheHandlesRecordAsync(h);
+        try
+        {
+            var recovered = await BrokerEngine.OpenAsync(h.Options with { DataDir = dir }, h.Clock);
+            try
+            {
+                await Conditions.WaitUntil(() =>
+                {
+                    lock (recovered.GateForTests) return !recovered.DelayedForTests.TryGetSentAt(copy.LogAddress, out _);
+                }, () => "the copy left by the crash is still waiting: it will be delivered");
+            }
+            finally
+            {
+                await recovered.DisposeAsync();
+            }
+            // And it stays recalled after another restart (its record is durable).
+            await using var again = await BrokerEngine.OpenAsync(h.Options with { DataDir = dir }, h.Clock, startBackgroundLoops: false);
+            lock (again.GateForTests) Assert.False(again.DelayedForTests.TryGetSentAt(copy.LogAddress, out _));
+            Assert.Equal(0, await again.RecallCopiesLeftByCrashAsync(CancellationToken.None));
         }
         finally
         {

@@ -1,3 +1,4 @@
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Storage;
 using Microsoft.Extensions.Logging;
 
@@ -104,6 +105,47 @@ public sealed partial class BrokerEngine
             }
         }
         return (BrokerError.None, address);
+    }
+
+    /// <summary>
+    /// At start, before the first sweep: takes out the waiting copies of messages whose recall is remembered. A recall
+    /// appends the records of the copies it listed after its handle's own when copies were stored during its last
+    /// listing (<see cref="RecallDelayedAsync"/>), so a kill -9 between them leaves the recall remembered and such a copy
+    /// waiting, to be delivered unless the caller retried. Any waiting copy of a remembered recall is one of those: a
+    /// copy stored after the recall is dropped at its store. The recalls are looked at one table of
+    /// <see cref="DelayIndex.Shards"/> per hold of the lock (a dictionary look-up each); bodies are read only for
+    /// candidates with the recalled id's hash, which a broker that did not crash there has none of. Returns how many
+    /// copies it recalled.
+    /// </summary>
+    internal async Task<int> RecallCopiesLeftByCrashAsync(CancellationToken ct)
+    {
+        int recalled = 0;
+        var candidates = new List<long>();
+        var withCopies = new List<DelayIndex.RecallKey>();
+        for (int shard = 0; shard < DelayIndex.Shards; shard++)
+        {
+            withCopies.Clear();
+            lock (_gate)
+            {
+                foreach (var key in _delayed.SnapshotRecallShard(shard))
+                {
+                    candidates.Clear();
+                    _delayed.CopiesDueAt(key.Topic, key.DeliverAtMs, -1, key.MessageId, candidates);
+                    if (candidates.Count > 0) withCopies.Add(key);
+                }
+            }
+            foreach (var (topic, dueMs, messageId) in withCopies)
+            {
+                var (error, address) = await RecallRemainingCopiesAsync(topic, -1, dueMs, messageId, ct).ConfigureAwait(false);
+                if (!error.IsOk) return recalled; // the log is failing: the broker says so; a retried recall takes them out
+                if (address < 0) continue;
+                await _log.WaitDurableAsync(address, ct).ConfigureAwait(false);
+                recalled++;
+                _logger.LogWarning("Copies of recalled delay message {MessageId} ({Topic}) were still waiting after the restart (a crash cut the recall's last records): recalled now",
+                    messageId, topic);
+            }
+        }
+        return recalled;
     }
 
     /// <summary>The recall's records, under the lock (<see cref="RecallDelayedAsync"/>); null when a copy was stored since

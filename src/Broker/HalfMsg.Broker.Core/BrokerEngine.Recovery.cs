@@ -203,15 +203,27 @@ public sealed partial class BrokerEngine
             await _checkKick.WaitAsync(_options.TransactionCheckInterval, ct).ConfigureAwait(false);
             await RunCheckPassAsync(ct).ConfigureAwait(false);
         })));
-        _loops.Add(Task.Run(() => RunLoopAsync("sweeper", async ct =>
+        _loops.Add(Task.Run(async () =>
         {
-            long sweptAt = _time.GetTimestamp();
-            TimeSpan wait = await SweepAndPlanAsync(ct).ConfigureAwait(false);
-            await _sweepAlarm.WaitAsync(wait, ct).ConfigureAwait(false);
-            // Kicked: still at most one sweep per MinGap, so a stream of short delays is swept in batches.
-            TimeSpan rest = SweepAlarm.MinGap - _time.GetElapsedTime(sweptAt);
-            if (rest > TimeSpan.Zero) await Task.Delay(rest, _time, ct).ConfigureAwait(false);
-        })));
+            // Before the first sweep releases anything: copies of recalled messages a crash left waiting.
+            try
+            {
+                await RecallCopiesLeftByCrashAsync(_stop.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or StorageFailureException)
+            {
+                // Stopping, or the log failed (which the broker reports): a retried recall takes them out.
+            }
+            await RunLoopAsync("sweeper", async ct =>
+            {
+                long sweptAt = _time.GetTimestamp();
+                TimeSpan wait = await SweepAndPlanAsync(ct).ConfigureAwait(false);
+                await _sweepAlarm.WaitAsync(wait, ct).ConfigureAwait(false);
+                // Kicked: still at most one sweep per MinGap, so a stream of short delays is swept in batches.
+                TimeSpan rest = SweepAlarm.MinGap - _time.GetElapsedTime(sweptAt);
+                if (rest > TimeSpan.Zero) await Task.Delay(rest, _time, ct).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+        }));
         _loops.Add(Task.Run(() => RunLoopAsync("checkpoint", async ct =>
         {
             await Task.Delay(TimeSpan.FromSeconds(1), _time, ct).ConfigureAwait(false);
