@@ -183,6 +183,67 @@ public sealed class EdgeTests(V5BrokerFixture broker) : IClassFixture<V5BrokerFi
         await AssertStillServingAsync();
     }
 
+    /// <summary>A request body sent as is over HTTP/2 (no gRPC framing of ours): the grpc-status and grpc-message.</summary>
+    private async Task<(string? Status, string? Message)> RawBodyAsync(string path, byte[] body)
+    {
+        using var http = new HttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"http://127.0.0.1:{broker.GrpcPort}{path}")
+        {
+            Version = System.Net.HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new ByteArrayContent(body),
+        };
+        request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/grpc");
+        request.Headers.TryAddWithoutValidation("te", "trailers");
+        request.Headers.TryAddWithoutValidation(RocketMqHeaders.ClientId, "frame-test-" + Guid.NewGuid().ToString("N")[..8]);
+        using var response = await http.SendAsync(request);
+        await response.Content.ReadAsByteArrayAsync();
+        string? Header(string name) => response.TrailingHeaders.TryGetValues(name, out var t) ? t.First()
+            : response.Headers.TryGetValues(name, out var h) ? h.First() : null;
+        return (Header("grpc-status"), Header("grpc-message"));
+    }
+
+    /// <summary>
+    /// Found by the network fuzz test (it failed a run now and then): a gRPC message frame whose compressed flag is
+    /// neither 0 nor 1 makes grpc-dotnet's reader throw InvalidDataException; in a Telemetry stream that was logged at
+    /// Error as a handler failure and answered INTERNAL. It is the client's bad input: INVALID_ARGUMENT saying so.
+    /// </summary>
+    [Theory]
+    [InlineData(GrpcMethods.Telemetry)]
+    [InlineData(GrpcMethods.Heartbeat)]
+    public async Task A_message_frame_with_a_bad_compressed_flag_is_INVALID_ARGUMENT(string method)
+    {
+        var (status, message) = await RawBodyAsync(method, [0x02, 0, 0, 0, 0]);
+
+        Assert.Equal(((int)StatusCode.InvalidArgument).ToString(System.Globalization.CultureInfo.InvariantCulture), status);
+        Assert.Contains("not a valid gRPC message frame", Uri.UnescapeDataString(message ?? ""));
+        await AssertStillServingAsync();
+    }
+
+    [Fact]
+    public async Task A_bad_frame_in_a_telemetry_stream_is_logged_at_Debug_not_as_a_handler_failure()
+    {
+        var failures = new ListLogger<V5CallInterceptor>();
+        var badInputLog = new ListLogger<V5BadInput>();
+        var interceptor = new V5CallInterceptor(new V5Authenticator(new GrpcV5Options(), NullLogger<V5Authenticator>.Instance), failures,
+            badInput: new V5BadInput(new GrpcV5Options(), badInputLog));
+        // As grpc-dotnet's reader throws it (PipeExtensions.ReadCompressedFlag).
+        var badFrame = new InvalidDataException("Unexpected compressed flag value in message header.") { Source = "Grpc.AspNetCore.Server" };
+
+        var failed = await Assert.ThrowsAsync<RpcException>(() => interceptor.DuplexStreamingServerHandler<TelemetryCommand, TelemetryCommand>(
+            null!, null!, new TestServerCallContext(GrpcMethods.Telemetry), (_, _, _) => throw badFrame));
+
+        Assert.Equal(StatusCode.InvalidArgument, failed.StatusCode);
+        Assert.Empty(failures.Entries);
+        Assert.Single(badInputLog.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Debug);
+
+        // An InvalidDataException of our own (a damaged record read by the engine) is still a failure, logged.
+        var ours = await Assert.ThrowsAsync<RpcException>(() => interceptor.DuplexStreamingServerHandler<TelemetryCommand, TelemetryCommand>(
+            null!, null!, new TestServerCallContext(GrpcMethods.Telemetry), (_, _, _) => throw new InvalidDataException("damaged record")));
+        Assert.Equal(StatusCode.Internal, ours.StatusCode);
+        Assert.Contains(failures.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Error);
+    }
+
     // ---------------------------------------------------------------- telemetry sessions
 
     private Settings ProducerSettings() => new()

@@ -128,6 +128,12 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
             badInput?.Log(context.Method, ex);
             throw new RpcException(V5BadInput.InvalidMessage(context.Method));
         }
+        catch (Exception ex) when (V5BadInput.IsBadFrame(ex))
+        {
+            // So is a message frame grpc-dotnet cannot read (a bad compressed flag): Debug, rate-limited, INVALID_ARGUMENT.
+            badInput?.Log(context.Method, ex);
+            throw new RpcException(V5BadInput.InvalidFrame(context.Method, ex.Message));
+        }
         catch (Exception ex) when (IsHandlerFailure(ex, context))
         {
             LogHandlerFailed(ex, context.Method);
