@@ -45,32 +45,27 @@ public sealed class RecallTombstoneReviewTests
     }
 
     /// <summary>
-    /// Left by the evening session of 2026-12-06, closed in the night session: the recall lists the copies again when
-    /// one was stored while it read their ids, at most three times; a copy stored during the last listing was neither
-    /// recalled nor dropped (the recall is remembered only once its record is applied) and was delivered at its time.
-    /// Here a copy is stored during every read the recall makes, as a producer retrying throughout would. Now, once the
-    /// recall is remembered (every later copy is dropped at its store), the copies stored before it are listed once
-    /// more and recalled.
+    /// A delayed message and one copy of it, then a recall of the first whose every body read is held: at each,
+    /// <paramref name="atRead"/> runs (it may store another copy, as a producer retrying throughout would) before the
+    /// read goes on. Returns the recall (once it ended, or threw), the copies stored and the reads held.
     /// </summary>
-    [Fact]
-    public async Task Copies_stored_during_every_listing_of_the_recall_are_not_left_waiting()
+    private static async Task<(Task<(BrokerError Error, RecallOutcome Outcome)> Recall, List<SendResult> Copies, int Held)> RecallWithCopiesDuringReadsAsync(
+        EngineHarness h, FaultInjectionDevice device, CancellationToken ct, Func<SendResult, Task<bool>> atRead)
     {
-        FaultInjectionDevice? device = null;
-        await using var h = await EngineHarness.StartAsync(o => o with { WrapLogDevice = d => device = new FaultInjectionDevice(d) });
         long dueAt = h.Clock.GetUtcNow().AddMinutes(30).ToUnixTimeMilliseconds();
         var draft = h.Draft("timers", "m", deliverAt: dueAt);
         var first = await SendDelayedAsync(h, draft);
         var copies = new List<SendResult> { await SendDelayedAsync(h, draft) };
         var gate = new TaskCompletionSource();
-        device!.ReadsWaitFor = gate.Task;
-        var recall = h.Engine.RecallDelayedAsync("timers", first.LogAddress, dueAt, first.MessageId).AsTask();
+        device.ReadsWaitFor = gate.Task;
+        var recall = h.Engine.RecallDelayedAsync("timers", first.LogAddress, dueAt, first.MessageId, ct).AsTask();
         int held = 0;
         while (copies.Count < 500)
         {
             await Conditions.WaitUntil(() => Volatile.Read(ref device.HeldReads) > held || recall.IsCompleted, () => "the recall neither read nor ended");
             if (recall.IsCompleted) break;
             held = Volatile.Read(ref device.HeldReads);
-            copies.Add(await SendDelayedAsync(h, draft)); // a retried send, stored while the recall reads
+            if (await atRead(first)) copies.Add(await SendDelayedAsync(h, draft)); // a retried send, stored while the recall reads
             var next = new TaskCompletionSource();
             device.ReadsWaitFor = next.Task;
             gate.SetResult();
@@ -78,15 +73,39 @@ public sealed class RecallTombstoneReviewTests
         }
 
         gate.SetResult();
-        var (error, outcome) = await recall.WaitAsync(TimeSpan.FromSeconds(60));
-        Assert.True(error.IsOk, error.ToString());
-        Assert.Equal(RecallOutcome.Recalled, outcome);
-        Assert.True(copies.Count >= 20, $"the recall read only {held} times: the test stored {copies.Count} copies, not some in each of its four listings");
+        try { await recall.WaitAsync(TimeSpan.FromSeconds(60)); }
+        catch (OperationCanceledException) { } // the answer may be cancelled; the recall's records are not
+        return (recall, copies, held);
+    }
+
+    private static void AssertNoneWaiting(EngineHarness h, List<SendResult> copies)
+    {
         lock (h.Engine.GateForTests)
         {
             foreach (var copy in copies)
                 Assert.False(h.Engine.DelayedForTests.TryGetSentAt(copy.LogAddress, out _), $"the copy sent at {copy.LogAddress} is left waiting: it will be delivered");
         }
+    }
+
+    /// <summary>
+    /// Left by the evening session of 2026-12-06, closed in the night session: the recall lists the copies again when
+    /// one was stored while it read their ids, at most three times; a copy stored during the last listing was neither
+    /// recalled nor dropped (the recall is remembered only once its record is applied) and was delivered at its time.
+    /// Here a copy is stored during every read the recall makes. Now, once the recall is remembered (every later copy
+    /// is dropped at its store), the copies stored before it are listed once more and recalled.
+    /// </summary>
+    [Fact]
+    public async Task Copies_stored_during_every_listing_of_the_recall_are_not_left_waiting()
+    {
+        FaultInjectionDevice? device = null;
+        await using var h = await EngineHarness.StartAsync(o => o with { WrapLogDevice = d => device = new FaultInjectionDevice(d) });
+        var (recall, copies, held) = await RecallWithCopiesDuringReadsAsync(h, device!, CancellationToken.None, _ => Task.FromResult(true));
+
+        var (error, outcome) = await recall;
+        Assert.True(error.IsOk, error.ToString());
+        Assert.Equal(RecallOutcome.Recalled, outcome);
+        Assert.True(copies.Count >= 20, $"the recall read only {held} times: the test stored {copies.Count} copies, not some in each of its four listings");
+        AssertNoneWaiting(h, copies);
     }
 
     /// <summary>Found by the review of the night session of 2026-12-06: the copies' last listing ran with the caller's
@@ -97,38 +116,17 @@ public sealed class RecallTombstoneReviewTests
     {
         FaultInjectionDevice? device = null;
         await using var h = await EngineHarness.StartAsync(o => o with { WrapLogDevice = d => device = new FaultInjectionDevice(d) });
-        long dueAt = h.Clock.GetUtcNow().AddMinutes(30).ToUnixTimeMilliseconds();
-        var draft = h.Draft("timers", "m", deliverAt: dueAt);
-        var first = await SendDelayedAsync(h, draft);
-        var copies = new List<SendResult> { await SendDelayedAsync(h, draft) };
         using var cts = new CancellationTokenSource();
-        var gate = new TaskCompletionSource();
-        device!.ReadsWaitFor = gate.Task;
-        var recall = h.Engine.RecallDelayedAsync("timers", first.LogAddress, dueAt, first.MessageId, cts.Token).AsTask();
-        int held = 0;
-        while (copies.Count < 500)
+        var (_, copies, _) = await RecallWithCopiesDuringReadsAsync(h, device!, cts.Token, async first =>
         {
-            await Conditions.WaitUntil(() => Volatile.Read(ref device.HeldReads) > held || recall.IsCompleted, () => "the recall neither read nor ended");
-            if (recall.IsCompleted) break;
-            held = Volatile.Read(ref device.HeldReads);
             bool handleRecalled;
             lock (h.Engine.GateForTests) handleRecalled = !h.Engine.DelayedForTests.TryGetSentAt(first.LogAddress, out _);
-            if (handleRecalled) cts.Cancel(); // the caller goes away while the copies are listed once more
-            else copies.Add(await SendDelayedAsync(h, draft));
-            var next = new TaskCompletionSource();
-            device.ReadsWaitFor = next.Task;
-            gate.SetResult();
-            gate = next;
-        }
+            if (!handleRecalled) return true;
+            await cts.CancelAsync(); // the caller goes away while the copies are listed once more
+            return false;
+        });
 
-        gate.SetResult();
         Assert.True(cts.IsCancellationRequested, "the recall never read after its handle's record");
-        try { await recall.WaitAsync(TimeSpan.FromSeconds(60)); }
-        catch (OperationCanceledException) { } // the answer may be cancelled; the recall's records are not
-        lock (h.Engine.GateForTests)
-        {
-            foreach (var copy in copies)
-                Assert.False(h.Engine.DelayedForTests.TryGetSentAt(copy.LogAddress, out _), $"the copy sent at {copy.LogAddress} is left waiting: it will be delivered");
-        }
+        AssertNoneWaiting(h, copies);
     }
 }

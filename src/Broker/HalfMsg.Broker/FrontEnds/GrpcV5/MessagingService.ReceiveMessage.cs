@@ -307,11 +307,12 @@ internal sealed partial class MessagingService
     /// empty pass of its frame writer), so only answers whose messages are leased ask it. The call's cancellation token
     /// is cancelled later, on the thread pool. It narrows what counts as written, no more: the last flush returns while
     /// up to 4 KiB may still wait in Kestrel's stream pipe, and bytes in the sockets' buffers are lost with the
-    /// connection; an answer cut off there still counts as written and its messages wait for their lease. Until the night session of 2026-12-06 only that
-    /// token was looked at: an answer released by the close before the token fired was counted written, and its
-    /// messages waited for their lease (5 minutes by default) instead of being released at once (found in the evening
-    /// session: 9 of 67 messages of a closed stalled connection, 4 runs in 20 beside stress-ng; a probe then saw this
-    /// flush answer "completed" with the token not yet cancelled 3 times in 18 runs).
+    /// connection; an answer cut off there still counts as written and its messages wait for their lease. Until the
+    /// night session of 2026-12-06 only that token was looked at: an answer released by the close before the token
+    /// fired was counted written, and its messages waited for their lease (5 minutes by default) instead of being
+    /// released at once (found in the evening session: 9 of 67 messages of a closed stalled connection, 4 runs in 20
+    /// beside stress-ng; a probe then saw this flush answer "completed" with the token not yet cancelled 3 times in 18
+    /// runs).
     /// </summary>
     private static async Task<bool> StreamStillOpenAfterFlushAsync(HttpContext? http)
     {

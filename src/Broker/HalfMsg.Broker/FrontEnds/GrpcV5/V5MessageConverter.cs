@@ -96,7 +96,7 @@ internal static class V5MessageConverter
             DeliveryTimestampMs = deliveryMs,
             // system_properties.queue_id is not read, as the Apache proxy never reads it (SendMessageActivity's queue
             // selector: a message group's hash, else the next queue). The official Node client names queue 0 in every
-            // send; keeping it put all its messages on one queue (until the evening session of 2026-12-06).
+            // send; keeping it put all its messages on one queue (until the night session of 2026-12-06).
         };
         // A Remoting consumer of the topic gets it in the stored layout, whose properties hold at most 32767 bytes (a
         // half may be checked back by a Remoting producer of its group, which is not known here: the longest is assumed).
