@@ -214,6 +214,12 @@ public sealed partial class BrokerEngine
             {
                 // Stopping, or the log failed (which the broker reports): a retried recall takes them out.
             }
+            catch (Exception ex)
+            {
+                // Anything else must not keep the sweeper from starting (no delayed message released, no lease ended):
+                // said, and the sweeper goes on (found by review of the night session of 2026-12-06).
+                _logger.LogError(ex, "Taking out copies of recalled messages left by a crash failed; the sweeper starts anyway (a retried recall takes them out)");
+            }
             await RunLoopAsync("sweeper", async ct =>
             {
                 long sweptAt = _time.GetTimestamp();

@@ -64,8 +64,14 @@ public sealed class PullGroupVisibilityTests() : InProcessAdminHost("ops-pull")
     [Fact]
     public async Task The_group_list_shows_at_most_a_thousand_groups_known_only_by_their_members()
     {
+        // A group listed anyway (configured) whose name sorts first, with a member, does not take one of the 1,000
+        // places (the review of the change found it did: a members-only group after ordinary ones was left out).
+        Assert.True((await _host.Engine.SetGroupOrderAsync("aaa-configured", HalfMsg.Broker.Core.GroupOrder.Concurrent, CancellationToken.None)).IsOk);
+        _host.Engine.Consumers.Seen("aaa-configured", "c", "gRPC");
         for (int i = 0; i < 1005; i++) _host.Engine.Consumers.Seen($"mo-{i:D4}", "c", "Remoting");
         string html = await _http.GetStringAsync("/dashboard/groups");
+        Assert.Contains("<tr data-group=\"aaa-configured\">", html);
+        Assert.Contains("<tr data-group=\"mo-0999\">", html);
         Assert.Contains("<tr data-group=\"mo-0000\">", html);
         Assert.DoesNotContain("<tr data-group=\"mo-1004\">", html);
         Assert.Contains("data-testid=\"groups-not-listed\"", html);

@@ -160,6 +160,20 @@ internal sealed class DelayIndex
         }
     }
 
+    /// <summary>Whether <see cref="CopiesDueAt"/> (with no address left out) would list anything: stops at the first.</summary>
+    public bool AnyCopyDueAt(string topic, long dueMs, string messageId)
+    {
+        int idHash = DelayedEntry.HashOfId(messageId);
+        foreach (int hash in (ReadOnlySpan<int>)[idHash, DelayedEntry.UnknownIdHash])
+        {
+            for (var e = _newestOfCopyKey.TryGetValue(CopyKey(topic, dueMs, hash), out var newest) ? newest : null; e is not null; e = e.NextCopy)
+            {
+                if (e.IdHash == hash && e.DeliverAtMs == dueMs && string.Equals(e.Topic, topic, StringComparison.Ordinal) && IsLive(e)) return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>
     /// The id of the waiting delay message sent at <paramref name="sentAt"/>, read from its body by a recall, when its
     /// hash was not known (it was read from a checkpoint written before the hash was kept): it is listed under its hash

@@ -172,15 +172,16 @@ namespace HalfMsg.Broker.Core.Diagnostics
             }
         }
 
-        /// <summary>The groups with a member seen within <see cref="ForgetAfter"/>, in ordinal order; at most
-        /// <paramref name="max"/> of them, and how many there are in all.</summary>
-        public (IReadOnlyList<string> Groups, int Total) GroupsWithMembers(int max)
+        /// <summary>The groups with a member seen within <see cref="ForgetAfter"/>, but those <paramref name="skip"/>
+        /// names, in ordinal order: at most <paramref name="max"/> of them, and how many there are in all.</summary>
+        public (IReadOnlyList<string> Groups, int Total) GroupsWithMembers(int max, Func<string, bool>? skip = null)
         {
             var cutoff = _time.GetUtcNow() - ForgetAfter;
             lock (_lock)
             {
                 ForgetStaleLocked(cutoff);
-                return (_groups.Keys.Order(StringComparer.Ordinal).Take(max).ToList(), _groups.Count);
+                var kept = _groups.Keys.Where(g => skip is null || !skip(g)).ToList();
+                return (kept.Order(StringComparer.Ordinal).Take(max).ToList(), kept.Count);
             }
         }
 

@@ -301,15 +301,15 @@ internal static class DashboardEndpoints
         return Page("Topics and queues", "Topics", sb.ToString());
     }
 
+    /// <summary>Groups known only by their members that the group list shows at most (members name groups freely, up to
+    /// <see cref="Core.Diagnostics.ConsumerMembers.MaxMembers"/> of them).</summary>
+    internal const int MaxMembersOnlyGroupsListed = 1000;
+
     /// <summary>
     /// The lease groups (gRPC receives) and the pull groups (RocketMQ 4 Remoting, committed offsets), the re-drive cursors
     /// left out (<see cref="BrokerEngine.ListTopics"/>). Until 2026-12-06 a pull group was not listed and its page
     /// answered 404, so its dead letters had no re-drive button (found by review).
     /// </summary>
-    /// <summary>Groups known only by their members that the group list shows at most (members name groups freely, up to
-    /// <see cref="Core.Diagnostics.ConsumerMembers.MaxMembers"/> of them).</summary>
-    internal const int MaxMembersOnlyGroupsListed = 1000;
-
     private static IResult Groups(BrokerEngine engine)
     {
         // With the groups an operator configured before any consumer came, and those seen so far only as members (a
@@ -317,9 +317,9 @@ internal static class DashboardEndpoints
         // of 2026-12-06 the list left out the second). Members name groups as they like: at most
         // MaxMembersOnlyGroupsListed of those, the count of the rest said below the table.
         var configured = engine.ConfiguredGroups().ToHashSet(StringComparer.Ordinal);
-        var (withMembers, withMembersTotal) = engine.Consumers.GroupsWithMembers(MaxMembersOnlyGroupsListed);
         var listed = engine.ListTopics().SelectMany(t => t.ConsumerGroups).Concat(configured).ToHashSet(StringComparer.Ordinal);
-        var membersOnly = withMembers.Where(g => !listed.Contains(g)).ToHashSet(StringComparer.Ordinal);
+        var (membersOnlyShown, membersOnlyTotal) = engine.Consumers.GroupsWithMembers(MaxMembersOnlyGroupsListed, skip: listed.Contains);
+        var membersOnly = membersOnlyShown.ToHashSet(StringComparer.Ordinal);
         var groups = listed.Concat(membersOnly).Order(StringComparer.Ordinal).ToList();
         var pull = engine.PullProgress().ToDictionary(p => p.Group, p => p.Topics, StringComparer.Ordinal); // one pass, not one per group
         var sb = new StringBuilder("<table data-testid=\"groups\"><tr><th>consumer group</th><th>order</th><th>topics</th><th class=\"num\">lag</th><th class=\"num\">in flight</th><th class=\"num\">dead-lettered</th><th>last seen</th><th>members</th></tr>");
@@ -341,8 +341,8 @@ internal static class DashboardEndpoints
               .Append("</td></tr>");
         }
         sb.Append("</table>");
-        if (withMembersTotal > withMembers.Count)
-            sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\" data-testid=\"groups-not-listed\">Groups with connected consumers listed up to the first {MaxMembersOnlyGroupsListed} of {withMembersTotal} by name; find another by its name at /dashboard/groups/&lt;group&gt;.</p>");
+        if (membersOnlyTotal > membersOnlyShown.Count)
+            sb.Append(CultureInfo.InvariantCulture, $"<p class=\"muted\" data-testid=\"groups-not-listed\">Groups known only by their connected consumers: the first {membersOnlyShown.Count} of {membersOnlyTotal} by name are listed; open another at /dashboard/groups/&lt;group&gt;.</p>");
         if (groups.Count == 0) sb.Append("<p class=\"muted\">No consumer group has received from this broker yet.</p>");
         return Page("Consumer groups", "Consumer groups", sb.ToString());
     }

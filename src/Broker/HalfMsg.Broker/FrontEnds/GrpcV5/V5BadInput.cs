@@ -35,13 +35,21 @@ internal sealed partial class V5BadInput
         new(StatusCode.InvalidArgument, $"the request to {method} is not a valid protobuf message");
 
     /// <summary>
-    /// A request whose gRPC framing grpc-dotnet refused (the 5-byte message prefix: a compressed flag other than 0 or 1,
-    /// a message cut short): its <see cref="InvalidDataException"/>, thrown by grpc-dotnet's reader, not by our code (the
-    /// engine's own InvalidDataException, a damaged record, stays a failure). Until the night session of 2026-12-06 a
-    /// Telemetry stream with such a frame was logged at Error as a handler failure and answered INTERNAL (found by the
-    /// network fuzz test, which failed a run on it now and then).
+    /// A request message grpc-dotnet could not read from its frame: a compressed flag other than 0 or 1
+    /// (<see cref="InvalidDataException"/> from grpc-dotnet's reader), a declared length of 2^31 or more
+    /// (<see cref="IOException"/> "Message too large" from the same reader), or a gzip-compressed message that does not
+    /// inflate (<see cref="InvalidDataException"/> from System.IO.Compression). Told apart by the assembly that threw,
+    /// not by type alone: the engine's own InvalidDataException (a damaged record) and a connection's IOException stay
+    /// what they were. (A message cut short or longer than the limit grpc-dotnet answers itself, with a status.) Until
+    /// the night session of 2026-12-06 a Telemetry stream with such a frame was logged at Error as a handler failure and
+    /// answered INTERNAL, and a unary call UNKNOWN (found by the network fuzz test, which failed a run on it now and then).
     /// </summary>
-    public static bool IsBadFrame(Exception ex) => ex is InvalidDataException { Source: "Grpc.AspNetCore.Server" };
+    public static bool IsBadFrame(Exception ex) => ex switch
+    {
+        InvalidDataException { Source: "Grpc.AspNetCore.Server" or "System.IO.Compression" } => true,
+        IOException { Source: "Grpc.AspNetCore.Server" } => true,
+        _ => false,
+    };
 
     /// <summary>The status a request with bad gRPC framing is answered with.</summary>
     public static Status InvalidFrame(string method, string reason) =>

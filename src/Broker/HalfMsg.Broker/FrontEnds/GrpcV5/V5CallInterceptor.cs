@@ -130,7 +130,7 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
         }
         catch (Exception ex) when (V5BadInput.IsBadFrame(ex))
         {
-            // So is a message frame grpc-dotnet cannot read (a bad compressed flag): Debug, rate-limited, INVALID_ARGUMENT.
+            // So is a message grpc-dotnet cannot read from its frame (V5BadInput.IsBadFrame): Debug, rate-limited, INVALID_ARGUMENT.
             badInput?.Log(context.Method, ex);
             throw new RpcException(V5BadInput.InvalidFrame(context.Method, ex.Message));
         }
