@@ -92,19 +92,8 @@ public sealed partial class BrokerEngine
         CancellationToken ct)
     {
         var (error, copies, _) = await WaitingCopiesAsync(topic, sentAt, deliverAtMs, messageId, ct).ConfigureAwait(false);
-        if (!error.IsOk) return (error, -1);
-        long address = -1;
-        if (copies.Count == 0) return (BrokerError.None, address);
-        lock (_gate)
-        {
-            long now = NowMs;
-            foreach (long copy in copies)
-            {
-                if (_delayed.TryGetSentAt(copy, out var other) && other.Topic == topic && other.DeliverAtMs == deliverAtMs)
-                    address = AppendRecalled(other, messageId, now);
-            }
-        }
-        return (BrokerError.None, address);
+        if (!error.IsOk || copies.Count == 0) return (error, -1);
+        lock (_gate) return (BrokerError.None, AppendRecalledCopies(topic, deliverAtMs, copies, messageId, NowMs));
     }
 
     /// <summary>
@@ -187,11 +176,7 @@ public sealed partial class BrokerEngine
                 // The copies first, each if it still waits (then it is the one whose id was read: an address names one
                 // message for good), and the handle's own last: a kill -9 that cuts these records cuts the last ones, so
                 // the handle still names a waiting message, and the recall retried takes out the copies left.
-                foreach (long copy in copies)
-                {
-                    if (_delayed.TryGetSentAt(copy, out var other) && other.Topic == topic && other.DeliverAtMs == deliverAtMs)
-                        AppendRecalled(other, storedId, now);
-                }
+                AppendRecalledCopies(topic, deliverAtMs, copies, storedId, now);
                 address = AppendRecalled(entry, storedId, now);
                 // One recall, counted once however many copies it took out. Here, not in replay: counted since start, as every counter.
                 Metrics.RecalledByTopic.AddOrUpdate(topic, 1, (_, n) => n + 1);
@@ -206,6 +191,20 @@ public sealed partial class BrokerEngine
             }
         }
         return (BrokerError.None, address, outcome);
+    }
+
+    /// <summary>Appends the recalls of those of <paramref name="copies"/> (addresses sent at) still waiting under
+    /// <paramref name="topic"/> and <paramref name="deliverAtMs"/>; under the lock. Returns the last record's address, or
+    /// -1.</summary>
+    private long AppendRecalledCopies(string topic, long deliverAtMs, List<long> copies, string messageId, long now)
+    {
+        long address = -1;
+        foreach (long copy in copies)
+        {
+            if (_delayed.TryGetSentAt(copy, out var other) && other.Topic == topic && other.DeliverAtMs == deliverAtMs)
+                address = AppendRecalled(other, messageId, now);
+        }
+        return address;
     }
 
     /// <summary>Appends (and applies) the recall of the waiting <paramref name="entry"/>, stored with <paramref name="messageId"/>; under the lock.</summary>

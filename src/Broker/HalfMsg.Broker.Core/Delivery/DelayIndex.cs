@@ -145,30 +145,28 @@ internal sealed class DelayIndex
     /// </summary>
     public void CopiesDueAt(string topic, long dueMs, long exceptSentAt, string messageId, List<long> into)
     {
-        int idHash = DelayedEntry.HashOfId(messageId);
         CopiesVisited = 0;
-        foreach (int hash in (ReadOnlySpan<int>)[idHash, DelayedEntry.UnknownIdHash])
-        {
-            for (var e = _newestOfCopyKey.TryGetValue(CopyKey(topic, dueMs, hash), out var newest) ? newest : null; e is not null; e = e.NextCopy)
-            {
-                CopiesVisited++;
-                // A key names other topics, times and hashes too, seldom (it is their hash).
-                if (e.SentAt == exceptSentAt || e.IdHash != hash || e.DeliverAtMs != dueMs
-                    || !string.Equals(e.Topic, topic, StringComparison.Ordinal) || !IsLive(e)) continue;
-                into.Add(e.SentAt);
-            }
-        }
+        WalkCopies(topic, dueMs, exceptSentAt, messageId, into);
     }
 
     /// <summary>Whether <see cref="CopiesDueAt"/> (with no address left out) would list anything: stops at the first.</summary>
-    public bool AnyCopyDueAt(string topic, long dueMs, string messageId)
+    public bool AnyCopyDueAt(string topic, long dueMs, string messageId) => WalkCopies(topic, dueMs, -1, messageId, into: null);
+
+    /// <summary>The walk of <see cref="CopiesDueAt"/>: adds each copy to <paramref name="into"/>, or, without a list,
+    /// answers true at the first.</summary>
+    private bool WalkCopies(string topic, long dueMs, long exceptSentAt, string messageId, List<long>? into)
     {
         int idHash = DelayedEntry.HashOfId(messageId);
         foreach (int hash in (ReadOnlySpan<int>)[idHash, DelayedEntry.UnknownIdHash])
         {
             for (var e = _newestOfCopyKey.TryGetValue(CopyKey(topic, dueMs, hash), out var newest) ? newest : null; e is not null; e = e.NextCopy)
             {
-                if (e.IdHash == hash && e.DeliverAtMs == dueMs && string.Equals(e.Topic, topic, StringComparison.Ordinal) && IsLive(e)) return true;
+                if (into is not null) CopiesVisited++;
+                // A key names other topics, times and hashes too, seldom (it is their hash).
+                if (e.SentAt == exceptSentAt || e.IdHash != hash || e.DeliverAtMs != dueMs
+                    || !string.Equals(e.Topic, topic, StringComparison.Ordinal) || !IsLive(e)) continue;
+                if (into is null) return true;
+                into.Add(e.SentAt);
             }
         }
         return false;
