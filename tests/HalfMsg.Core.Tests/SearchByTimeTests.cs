@@ -55,7 +55,7 @@ public sealed class SearchByTimeTests
 
 /// <summary>
 /// A dead letter put back onto its topic by a re-drive keeps its body, and so its first send's store time, but enters
-/// the queue at the re-drive. Until 2026-12-07 the search by time went by that store time: out of order with the rest of
+/// the queue at the re-drive. Until late on 2026-12-06 the search by time went by that store time: out of order with the rest of
 /// the queue, a binary search probing the re-driven entry went right and skipped the messages stored after the time
 /// asked for (left by the code review's fixes; "Not done yet").
 /// </summary>

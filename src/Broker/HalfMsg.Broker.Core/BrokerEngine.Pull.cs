@@ -297,7 +297,7 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// The time in the record that put an entry into its queue, when it has one: a commit's decision, or a re-drive (a
-    /// re-driven dead letter keeps its body, so its store time is its first send's; until 2026-12-07 the search went by
+    /// re-driven dead letter keeps its body, so its store time is its first send's; until late on 2026-12-06 the search went by
     /// that, out of order with the queue, and skipped messages). Null otherwise, or when the record does not read.
     /// </summary>
     private static long? EnteredAt(byte[] bytes)
