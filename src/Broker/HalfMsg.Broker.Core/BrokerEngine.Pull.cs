@@ -280,8 +280,8 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// When an entry entered its queue: the time of the commit that put a half there (its decision record), of the
-    /// re-drive that put a dead letter back (its re-drive record), the due time of a delayed message, otherwise the
-    /// message's store time. Null when neither record can be read.
+    /// re-drive that put a dead letter back (its re-drive record) or of the dead-lettering that put it into a dead-letter
+    /// topic, the due time of a delayed message, otherwise the message's store time. Null when neither record can be read.
     /// </summary>
     private async ValueTask<long?> EntryTimeAsync(QueueEntry entry, string topic, int queueId, long offset, CancellationToken ct)
     {
@@ -296,9 +296,10 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
-    /// The time in the record that put an entry into its queue, when it has one: a commit's decision, or a re-drive (a
-    /// re-driven dead letter keeps its body, so its store time is its first send's; until late on 2026-12-06 the search went by
-    /// that, out of order with the queue, and skipped messages). Null otherwise, or when the record does not read.
+    /// The time in the record that put an entry into its queue, when it has one: a commit's decision, a re-drive or a
+    /// dead-lettering (a dead letter keeps its body, so its store time is its first send's; until late on 2026-12-06 the
+    /// search went by that, out of order with the queue, and skipped messages). Null otherwise, or when the record does
+    /// not read.
     /// </summary>
     private static long? EnteredAt(byte[] bytes)
     {
@@ -309,6 +310,7 @@ public sealed partial class BrokerEngine
             {
                 RecordKind.TxDecided => TxDecidedRecord.Read(ref r).AtMs,
                 RecordKind.Redriven or RecordKind.RedrivenAcked => RedrivenRecord.Read(ref r).AtMs, // the head of both
+                RecordKind.DeadLettered => DeadLetteredRecord.Read(ref r).AtMs, // null when written before it had a time
                 _ => null,
             };
         }
