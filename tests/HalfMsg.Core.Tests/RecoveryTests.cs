@@ -187,6 +187,26 @@ public sealed class RecordCodecTests
         Assert.True(r.End);
     }
 
+    /// <summary>The dead-lettering's time is an optional last field: a record written before it reads with no time, and
+    /// one written with it reads, field by field, as the builds before it read theirs (they stop before the time).</summary>
+    [Fact]
+    public void A_dead_lettered_record_reads_with_and_without_its_time()
+    {
+        var withTime = new RecordWriter();
+        new DeadLetteredRecord("g", "t", 2, 7, 3, 1_700_000_000_123).Write(withTime);
+        Assert.True(RecordHeader.TryOpen(withTime.Seal().ToArray(), out _, out var r, out _));
+        Assert.Equal(new DeadLetteredRecord("g", "t", 2, 7, 3, 1_700_000_000_123), DeadLetteredRecord.Read(ref r));
+        Assert.True(r.End);
+
+        // As written before (and read by the builds before): five fields.
+        var before = new RecordWriter().Begin(RecordKind.DeadLettered).Str("g").Str("t").I32(2).I64(7).I64(3).Seal().ToArray();
+        Assert.True(RecordHeader.TryOpen(before, out _, out var old, out _));
+        Assert.Equal(new DeadLetteredRecord("g", "t", 2, 7, 3, null), DeadLetteredRecord.Read(ref old));
+
+        Assert.True(RecordHeader.TryOpen(withTime.Seal().ToArray(), out _, out var asBefore, out _));
+        Assert.Equal(("g", "t", 2, 7L, 3L), (asBefore.Str(), asBefore.Str(), asBefore.I32(), asBefore.I64(), asBefore.I64()));
+    }
+
     [Theory]
     [InlineData(0)]   // kind byte flipped
     [InlineData(9)]   // first payload byte flipped

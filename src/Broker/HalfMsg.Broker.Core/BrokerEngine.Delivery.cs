@@ -868,7 +868,7 @@ public sealed partial class BrokerEngine
     {
         string dlqName = DeadLetterPrefix + group.Group;
         var dlq = _topics.GetOrAdd(dlqName, 1);
-        new DeadLetteredRecord(group.Group, group.Topic.Name, q, off, dlq.Queues[0].NextOffset).Write(_writer);
+        new DeadLetteredRecord(group.Group, group.Topic.Name, q, off, dlq.Queues[0].NextOffset, NowMs).Write(_writer);
         long address = AppendAndApply();
         Metrics.DeadLettered++;
         MessageIndex.OnDeadLettered(group.Group, group.Topic.Name, q, off, dlqName, dlq.Queues[0].NextOffset - 1, NowMs); // MessageIndex hook (issue 12)

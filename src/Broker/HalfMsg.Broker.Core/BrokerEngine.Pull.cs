@@ -279,28 +279,45 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>
-    /// When an entry entered its queue: the time of the commit that put a half there (its decision record), the due
-    /// time of a delayed message, otherwise the message's store time. Null when neither record can be read.
+    /// When an entry entered its queue: the time of the commit that put a half there (its decision record), of the
+    /// re-drive that put a dead letter back (its re-drive record) or of the dead-lettering that put it into a dead-letter
+    /// topic, the due time of a delayed message, otherwise the message's store time. Null when neither record can be read.
     /// </summary>
     private async ValueTask<long?> EntryTimeAsync(QueueEntry entry, string topic, int queueId, long offset, CancellationToken ct)
     {
         if (entry.VisibleAt != entry.BodyAddress && entry.VisibleAt >= _log.BeginAddress
             && await _log.ReadAsync(entry.VisibleAt, ct).ConfigureAwait(false) is { } bytes
-            && RecordHeader.TryOpen(bytes, out var kind, out var r, out _) && kind == RecordKind.TxDecided)
-        {
-            try
-            {
-                return TxDecidedRecord.Read(ref r).AtMs;
-            }
-            catch (InvalidDataException)
-            {
-                // fall back to the message's own times
-            }
-        }
+            && EnteredAt(bytes) is { } enteredAt)
+            return enteredAt;
         var m = await ReadStoredMessageAsync(entry.BodyAddress, topic, queueId, offset, ct).ConfigureAwait(false);
         if (m is null) return null;
         // A delayed message enters when due; a committed half whose decision record was cut enters no earlier than stored.
         return Math.Max(m.StoreTimestampMs, m.DeliveryTimestampMs ?? 0);
+    }
+
+    /// <summary>
+    /// The time in the record that put an entry into its queue, when it has one: a commit's decision, a re-drive or a
+    /// dead-lettering (a dead letter keeps its body, so its store time is its first send's; until late on 2026-12-06 the
+    /// search went by that, out of order with the queue, and skipped messages). Null otherwise, or when the record does
+    /// not read.
+    /// </summary>
+    private static long? EnteredAt(byte[] bytes)
+    {
+        if (!RecordHeader.TryOpen(bytes, out var kind, out var r, out _)) return null;
+        try
+        {
+            return kind switch
+            {
+                RecordKind.TxDecided => TxDecidedRecord.Read(ref r).AtMs,
+                RecordKind.Redriven or RecordKind.RedrivenAcked => RedrivenRecord.Read(ref r).AtMs, // the head of both
+                RecordKind.DeadLettered => DeadLetteredRecord.Read(ref r).AtMs, // null when written before it had a time
+                _ => null,
+            };
+        }
+        catch (InvalidDataException)
+        {
+            return null; // the caller falls back to the message's own times
+        }
     }
 
     /// <summary>

@@ -301,8 +301,14 @@ public sealed class RecordLog : IAsyncDisposable
     {
         long tail = _log.TailAddress;
         if (tail - Volatile.Read(ref _durableUntil) < RoomBytes) return ValueTask.CompletedTask;
+        Interlocked.Increment(ref _roomWaits);
         return WaitCommittedAsync(tail - 1, ct);
     }
+
+    private long _roomWaits;
+
+    /// <summary>Tests: how many times <see cref="WaitForRoomAsync"/> found no room and waited for a commit.</summary>
+    internal long RoomWaitsForTests => Interlocked.Read(ref _roomWaits);
 
     /// <summary>
     /// Backpressure before an append of a known size (a message's body): as <see cref="WaitForRoomAsync"/>, but the

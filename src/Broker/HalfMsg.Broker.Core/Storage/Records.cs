@@ -265,11 +265,22 @@ public readonly record struct InvisibilityChangedRecord(string Group, string Top
     public static InvisibilityChangedRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.I64(), r.I64());
 }
 
-/// <summary>A message left a group for <c>%DLQ%group</c>. <code>s group | s topic | vi queueId | vi offset | vi dlqOffset</code></summary>
-public readonly record struct DeadLetteredRecord(string Group, string Topic, int QueueId, long Offset, long DlqOffset)
+/// <summary>
+/// A message left a group for <c>%DLQ%group</c>. <code>s group | s topic | vi queueId | vi offset | vi dlqOffset [| vi atMs]</code>
+/// <para><c>atMs</c>, when the message entered the dead-letter topic (its search by time goes by it, as Apache's by a dead
+/// letter's own store time), is written since late on 2026-12-06, at the end, so builds before read the record as before;
+/// null in records written before.</para>
+/// </summary>
+public readonly record struct DeadLetteredRecord(string Group, string Topic, int QueueId, long Offset, long DlqOffset, long? AtMs = null)
 {
-    public void Write(RecordWriter w) => w.Begin(RecordKind.DeadLettered).Str(Group).Str(Topic).I32(QueueId).I64(Offset).I64(DlqOffset);
-    public static DeadLetteredRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.I64());
+    public void Write(RecordWriter w)
+    {
+        var fields = w.Begin(RecordKind.DeadLettered).Str(Group).Str(Topic).I32(QueueId).I64(Offset).I64(DlqOffset);
+        if (AtMs is { } at) fields.I64(at);
+    }
+
+    public static DeadLetteredRecord Read(scoped ref RecordReader r) => new(DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.I64(),
+        r.End ? null : r.I64());
 }
 
 /// <summary>An existing body entered a queue (delay release). <code>vi bodyAddress | s topic | vi queueId | vi offset | s tag | s messageGroup</code></summary>
