@@ -87,3 +87,102 @@ public sealed class TelemetryProducerCapTests : IAsyncLifetime
         Assert.Single(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning);
     }
 }
+
+/// <summary>
+/// A Telemetry stream the broker ends because its client does not read it: the writer, parked in a write waiting for
+/// HTTP/2 window, used to stay there for as long as the client kept its connection (answering pings, reading nothing),
+/// so the call never ended, the session and its queue stayed in memory, and its queued bytes stayed charged to the
+/// connection's answer budget: every later receive and pull of that connection found no room, for ever. A session
+/// replaced or closed with a writer parked likewise never ended. Now the writer is stopped at once when the client
+/// does not read, and otherwise given the answers' write bound, after which the stream is reset (found by review, late
+/// on 2026-12-06).
+/// </summary>
+public sealed class TelemetryEndedWriterTests
+{
+    /// <summary>A peer that never opens its window: every write waits until it is cancelled.</summary>
+    private sealed class ParkedWriter : Grpc.Core.IServerStreamWriter<Apache.Rocketmq.V2.TelemetryCommand>
+    {
+        public int Started;
+        public Grpc.Core.WriteOptions? WriteOptions { get; set; }
+        public Task WriteAsync(Apache.Rocketmq.V2.TelemetryCommand message) => WriteAsync(message, CancellationToken.None);
+        public Task WriteAsync(Apache.Rocketmq.V2.TelemetryCommand message, CancellationToken ct)
+        {
+            Interlocked.Increment(ref Started);
+            return Task.Delay(Timeout.Infinite, ct);
+        }
+    }
+
+    private static CheckBackRequest Check(int i) => new()
+    {
+        TransactionId = "tx" + i,
+        ProducerGroup = "T",
+        CheckNumber = 1,
+        HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[256 * 1024] },
+    };
+
+    [Fact]
+    public async Task A_session_ended_because_its_client_does_not_read_stops_its_writer_and_gives_the_connection_its_bytes_back()
+    {
+        var connection = new AnswerBudget(4 * 1024 * 1024);
+        var session = new TelemetrySession("c1", 2 * 1024 * 1024, connection);
+        using var callAborted = new CancellationTokenSource(); // never cancelled: the client stays connected
+        var stream = new ParkedWriter();
+        Task writer = session.RunWriterAsync(stream, callAborted.Token);
+        Assert.True(session.TrySendCheck(Check(0)));
+        var bound = System.Diagnostics.Stopwatch.StartNew();
+        while (Volatile.Read(ref stream.Started) == 0 && bound.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(5);
+        Assert.True(stream.Started > 0, "the writer never started its first write");
+        int sent = 1;
+        while (session.IsAlive)
+            if (session.TrySendCheck(Check(sent))) sent++;
+        Assert.True(sent > 1);
+        Assert.Contains("did not read", session.EndReason);
+        Assert.True(connection.Held > 1024 * 1024);
+
+        session.Close(); // as the handler's finally does
+        Assert.False(await session.WhenWriterDoneAsync(TimeSpan.FromMinutes(5), TimeProvider.System)); // at once: stopped, the stream is to be reset
+        Assert.True(writer.IsCompleted);
+        Assert.Equal(0, connection.Held);
+    }
+
+    [Fact]
+    public async Task A_closed_session_whose_writer_stays_parked_past_the_bound_is_stopped_and_its_stream_to_be_reset()
+    {
+        var connection = new AnswerBudget(4 * 1024 * 1024);
+        var session = new TelemetrySession("c1", 16 * 1024 * 1024, connection);
+        using var callAborted = new CancellationTokenSource();
+        Task writer = session.RunWriterAsync(new ParkedWriter(), callAborted.Token);
+        Assert.True(session.TrySendCheck(Check(1)));
+        Assert.True(session.TrySendCheck(Check(2)));
+        session.End("replaced by a newer Telemetry stream with the same client id"); // not for reading: drained first
+
+        var done = session.WhenWriterDoneAsync(TimeSpan.FromSeconds(2), TimeProvider.System);
+        Assert.False(done.IsCompleted); // waits for the writer within the bound
+        Assert.True(connection.Held > 0);
+        Assert.False(await done);
+        Assert.True(writer.IsCompleted);
+        Assert.Equal(0, connection.Held);
+    }
+
+    [Fact]
+    public async Task A_closed_session_whose_client_reads_writes_what_was_queued_and_ends_normally()
+    {
+        var connection = new AnswerBudget(4 * 1024 * 1024);
+        var session = new TelemetrySession("c1", 16 * 1024 * 1024, connection);
+        var written = new List<Apache.Rocketmq.V2.TelemetryCommand>();
+        var stream = new ListWriter(written);
+        Assert.True(session.TrySendCheck(Check(1)));
+        Task writer = session.RunWriterAsync(stream, CancellationToken.None);
+        session.Close();
+        Assert.True(await session.WhenWriterDoneAsync(TimeSpan.FromSeconds(30), TimeProvider.System));
+        Assert.Single(written);
+        Assert.Equal(0, connection.Held);
+    }
+
+    private sealed class ListWriter(List<Apache.Rocketmq.V2.TelemetryCommand> written) : Grpc.Core.IServerStreamWriter<Apache.Rocketmq.V2.TelemetryCommand>
+    {
+        public Grpc.Core.WriteOptions? WriteOptions { get; set; }
+        public Task WriteAsync(Apache.Rocketmq.V2.TelemetryCommand message) { lock (written) written.Add(message); return Task.CompletedTask; }
+        public Task WriteAsync(Apache.Rocketmq.V2.TelemetryCommand message, CancellationToken ct) => WriteAsync(message);
+    }
+}

@@ -66,16 +66,23 @@ internal sealed partial class MessagingService
         {
             session.Close();
             _sessions.Remove(session);
-            try
+            // What is queued is written first (the stopping broker's Settings, a replaced stream's re-push), within the
+            // answers' write bound. A writer parked for HTTP/2 window past it, or stopped because the client did not read,
+            // leaves a stream that may never end: it is reset, so the call, the session and what it holds go now.
+            // Until late on 2026-12-06 this waited for the writer however long: a Telemetry stream ended for not reading
+            // never ended, and kept its queue charged to the connection's answer budget (found by review).
+            // Stopping, the bound is short: the host gives the whole stop a few seconds.
+            TimeSpan bound = _stopping.IsCancellationRequested ? StoppingDrainBound : _options.AnswerWriteTimeout;
+            if (!await session.WhenWriterDoneAsync(bound, _time).ConfigureAwait(false))
             {
-                await writer.ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is OperationCanceledException or IOException or InvalidOperationException)
-            {
-                // The call is already failing; its outcome is reported by the read side.
+                LogTelemetryReset(clientId, session.EndReason ?? "its writes did not finish");
+                context.GetHttpContext().Abort();
             }
         }
     }
+
+    /// <summary>How long a stopping broker lets a Telemetry stream write what is queued before it resets it.</summary>
+    private static readonly TimeSpan StoppingDrainBound = TimeSpan.FromSeconds(2);
 
     private void OnSettings(TelemetrySession session, Settings settings)
     {
@@ -153,6 +160,9 @@ internal sealed partial class MessagingService
         Message = "Telemetry stream of client {ClientId} publishes to {Topics} topics, more than the {Max} producer groups a stream may have: " +
                   "the last {Skipped} get no transaction check-backs over this stream ({Suppressed} more such streams not logged since the last line)")]
     private partial void LogProducerGroupCap(string clientId, int topics, int max, int skipped, long suppressed);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Telemetry stream of {ClientId} reset: {Reason}")]
+    private partial void LogTelemetryReset(string clientId, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Telemetry from {ClientId}: ignoring {Command}")]
     private partial void LogTelemetryIgnored(string clientId, TelemetryCommand.CommandOneofCase command);

@@ -22,6 +22,9 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private readonly Channel<(TelemetryCommand Command, int Size)> _outbound =
         Channel.CreateUnbounded<(TelemetryCommand, int)>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _ended = new();
+    // Stops the writer without a drain: a client that does not read would keep it parked in a write for ever (waiting
+    // for HTTP/2 window), and the connection's answer budget charged with everything queued (found by review).
+    private readonly CancellationTokenSource _stopWriter = new();
     private readonly object _gate = new();
     private readonly Dictionary<string, IDisposable> _producerRegistrations = new(StringComparer.Ordinal);
     private readonly long _maxQueuedBytes;
@@ -90,7 +93,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
         if (Interlocked.Add(ref _queuedBytes, size) > _maxQueuedBytes)
         {
             Interlocked.Add(ref _queuedBytes, -size);
-            End($"the client did not read its Telemetry stream ({_maxQueuedBytes} bytes queued)");
+            End($"the client did not read its Telemetry stream ({_maxQueuedBytes} bytes queued)", stopWriting: true);
             return false;
         }
 
@@ -103,7 +106,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             if (_connection.Held + size > 2 * _connection.Limit)
             {
                 Interlocked.Add(ref _queuedBytes, -size);
-                End($"the client's connection holds {_connection.Held} bytes of unsent answers and commands (it does not read them)");
+                End($"the client's connection holds {_connection.Held} bytes of unsent answers and commands (it does not read them)", stopWriting: true);
                 return false;
             }
 
@@ -204,10 +207,18 @@ internal sealed class TelemetrySession : ICheckBackChannel
         }
     }
 
-    /// <summary>The single writer: writes queued commands until <see cref="Close"/> (then drains what is left) or the
-    /// call fails.</summary>
-    public async Task RunWriterAsync(IServerStreamWriter<TelemetryCommand> stream, CancellationToken ct)
+    private Task? _writer;
+
+    /// <summary>The single writer: writes queued commands until <see cref="Close"/> (then drains what is left), the
+    /// call fails, or the writer is stopped (<see cref="End"/> for a client that does not read, or
+    /// <see cref="WhenWriterDoneAsync"/> past its bound).</summary>
+    public Task RunWriterAsync(IServerStreamWriter<TelemetryCommand> stream, CancellationToken ct)
+        => _writer = RunWriterCoreAsync(stream, ct);
+
+    private async Task RunWriterCoreAsync(IServerStreamWriter<TelemetryCommand> stream, CancellationToken callAborted)
     {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(callAborted, _stopWriter.Token);
+        var ct = stop.Token;
         try
         {
             await foreach ((TelemetryCommand command, int size) in _outbound.Reader.ReadAllAsync(ct).ConfigureAwait(false))
@@ -230,6 +241,42 @@ internal sealed class TelemetrySession : ICheckBackChannel
         }
     }
 
+    /// <summary>
+    /// After <see cref="Close"/>: waits up to <paramref name="bound"/> for the writer to write what is queued, then stops
+    /// it. True when it finished within the bound (or none ran); false when it was stopped, or had been (a client that
+    /// does not read): its stream is then to be reset, since a write parked for HTTP/2 window may never end otherwise.
+    /// Never throws for the writer's own failure (the read side reports the call's outcome).
+    /// </summary>
+    public async Task<bool> WhenWriterDoneAsync(TimeSpan bound, TimeProvider time)
+    {
+        if (_writer is not { } writer) return true;
+        bool inTime = true;
+        try
+        {
+            await writer.WaitAsync(bound, time).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            inTime = false;
+            _stopWriter.Cancel();
+        }
+        catch (Exception)
+        {
+            // The write failed or was stopped: reported by the read side.
+        }
+
+        try
+        {
+            await writer.ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Stopped above, or failed: nothing left to report here.
+        }
+
+        return inTime && !_stopWriter.IsCancellationRequested;
+    }
+
     private void Written(int size)
     {
         if (_connection is null) return;
@@ -237,9 +284,17 @@ internal sealed class TelemetrySession : ICheckBackChannel
         _connection.Release(size);
     }
 
-    /// <summary>The broker ends the session: no more checks here, and the read loop stops with <paramref name="reason"/>.</summary>
-    public void End(string reason)
+    /// <summary>The broker ends the session: no more checks here, and the read loop stops with <paramref name="reason"/>.
+    /// <paramref name="stopWriting"/> (the client does not read): the writer stops at once instead of draining, and what
+    /// was queued is no longer held for the connection.</summary>
+    public void End(string reason, bool stopWriting = false)
     {
+        if (stopWriting)
+        {
+            // Its callbacks (the parked write's) run on the pool: this runs in TrySendCheck, under the engine's lock.
+            _ = _stopWriter.CancelAsync();
+        }
+
         lock (_gate)
         {
             if (!_alive && EndReason is not null)
