@@ -86,6 +86,43 @@ public sealed class GroupStartTests
         Assert.Equal(BrokerStatus.TopicNotFound, (await h.Engine.ResetGroupAsync("g", "nope", GroupStartFrom.Latest)).Status);
     }
 
+    /// <summary>
+    /// A reset forgets a group's leases on its topic, not the pull offsets a pull consumer of the same name committed,
+    /// on that topic or another (a start does not touch them either). Until late on 2026-12-06 a reset removed them on
+    /// every topic, and the pull consumer, asking for its offset, was told none and read from 0 again (found by review).
+    /// The same after a replay of the log and after a restart from a checkpoint.
+    /// </summary>
+    [Fact]
+    public async Task A_reset_keeps_the_pull_offsets_the_group_committed()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        for (int i = 0; i < 3; i++)
+        {
+            await h.SendNormalAsync("t", "x" + i);
+            await h.SendNormalAsync("u", "y" + i);
+        }
+        Assert.True((await h.Engine.CommitConsumerOffsetAsync("G", "u", 0, 2)).IsOk);   // a pull consumer of G on u
+        Assert.True((await h.Engine.CommitConsumerOffsetAsync("G", "t", 0, 1)).IsOk);   // and on t
+        Assert.Equal(3, (await h.ReceiveWhenVisibleAsync("G", "t")).Count);            // a lease consumer of G on t
+        Assert.True((await h.Engine.ResetGroupAsync("G", "t", GroupStartFrom.Latest)).IsOk);
+
+        void OffsetsKept()
+        {
+            Assert.Equal(2, h.Engine.QueryConsumerOffset("G", "u", 0));
+            Assert.Equal(1, h.Engine.QueryConsumerOffset("G", "t", 0));
+        }
+        OffsetsKept();
+        await h.Engine.DisposeAsync(); // from the log alone
+        Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();
+        OffsetsKept();
+        await h.RestartAsync(); // from the checkpoint
+        OffsetsKept();
+        // The reset itself holds: the lease group starts after what was there.
+        await h.SendNormalAsync("t", "new");
+        Assert.Equal(["new"], (await h.ReceiveWhenVisibleAsync("G", "t")).Select(m => m.Text()));
+    }
+
     [Fact]
     public async Task The_last_unknown_answer_of_a_check_back_is_shown_for_the_pending_half()
     {

@@ -174,9 +174,13 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     break;
                 case RecordKind.GroupReset:
                 {
-                    // Delete, then start, as one record: a crash keeps both or neither (older logs hold the two records).
+                    // Forget, then start, as one record: a crash keeps both or neither (older logs hold the two records).
+                    // What is forgotten is the group's lease state (on this topic alone: a reset of a group that receives
+                    // from other topics is refused), not the pull offsets a pull consumer of the same name committed,
+                    // which are its own (as a start does not touch them). Until late on 2026-12-06 a reset removed them on
+                    // every topic, and that consumer read its committed messages again from offset 0 (found by review).
                     var rec = GroupResetRecord.Read(ref r);
-                    ApplyGroupDeleted(rec.Deleted);
+                    ForgetLeaseGroup(rec.Group);
                     ApplyGroupStarted(rec.Started, address);
                     break;
                 }
@@ -490,9 +494,15 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
 
     private void ApplyGroupDeleted(GroupDeletedRecord rec)
     {
-        // Leases still in the due-time heap find no in-flight entry and are skipped.
-        foreach (var state in _groups.OfGroup(rec.Group).ToList()) _groups.Remove(state);
+        ForgetLeaseGroup(rec.Group);
         _consumerOffsets.RemoveGroup(rec.Group); // a pull group's progress too (since 2026-12-03)
+    }
+
+    /// <summary>The group's lease state on every topic: leases still in the due-time heap find no in-flight entry and
+    /// are skipped.</summary>
+    private void ForgetLeaseGroup(string group)
+    {
+        foreach (var state in _groups.OfGroup(group).ToList()) _groups.Remove(state);
     }
 
     private void ApplyTopicDeleted(string topic)
