@@ -297,6 +297,40 @@ public sealed class PullTests
     }
 
     /// <summary>
+    /// A delay message waiting for its time, or recalled, cannot be sent back by its log address: no consumer received
+    /// it. Until late on 2026-12-06 a CONSUMER_SEND_MSG_BACK of its address copied it into the group's retry topic, where
+    /// it was delivered at the retry's time, before its own, and whether recalled or not (found by review). Once it is
+    /// delivered, a send-back works as for any message.
+    /// </summary>
+    [Fact]
+    public async Task A_delay_message_not_yet_delivered_cannot_be_sent_back_by_offset()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        long due = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var waiting = await h.Engine.SendAsync(h.Draft("timers", "waiting", deliverAt: due));
+        var recalled = await h.Engine.SendAsync(h.Draft("timers", "recalled", deliverAt: due));
+        Assert.True(waiting.IsOk && recalled.IsOk);
+        var (error, outcome) = await h.Engine.RecallDelayedAsync("timers", recalled.LogAddress, due, recalled.MessageId);
+        Assert.True(error.IsOk, error.ToString());
+        Assert.Equal(RecallOutcome.Recalled, outcome);
+
+        foreach (long address in new[] { waiting.LogAddress, recalled.LogAddress })
+        {
+            var back = await h.Engine.SendBackAsync("G", address, 1, 16, null);
+            Assert.Equal(BrokerStatus.BadRequest, back.Error.Status);
+            Assert.Contains("not delivered yet", back.Error.Message);
+        }
+        Assert.False(h.Engine.TryGetQueueOffsets("%RETRY%G", 0, out _, out long retries) && retries > 0, "nothing reached the retry topic");
+
+        // At its time it is delivered; then a consumer that failed it sends it back.
+        h.Clock.Advance(TimeSpan.FromMinutes(10));
+        h.Engine.RunSweep();
+        var pulled = (await h.Engine.PullAsync("timers", 0, 0, 32, TagFilter.All, TimeSpan.FromSeconds(30))).Messages;
+        Assert.Equal(["waiting"], pulled.Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)));
+        Assert.True((await h.Engine.SendBackAsync("G", waiting.LogAddress, 1, 16, null)).Error.IsOk);
+    }
+
+    /// <summary>
     /// A retry message whose body retention moved to the tail (every pending delayed message's is moved by a cut) can be
     /// sent back again: a pull hands out the moved record's address, which until 2026-12-05 a send-back refused as "no
     /// message at commit log offset" (found by review; this test failed).

@@ -493,6 +493,13 @@ public sealed partial class BrokerEngine
 
     // ------------------------------------------------------------ retry and dead letter
 
+    /// <summary>Whether the delay message stored at <paramref name="address"/> still waits for its time in the delay index,
+    /// or was recalled (remembered until its time).</summary>
+    private bool IsUndeliveredDelayMessage(long address, string topic, long dueMs, string messageId)
+    {
+        lock (_gate) return _delayed.Contains(address) || _delayed.IsRecalled(topic, dueMs, messageId);
+    }
+
     /// <summary>
     /// RocketMQ's CONSUMER_SEND_MSG_BACK: the failed message (found by its physical offset) is stored again in
     /// <c>%RETRY%&lt;group&gt;</c>, due after delay level <c>3 + reconsumeTimes</c> (10 s, 30 s, 1 min, ...) unless the
@@ -506,6 +513,11 @@ public sealed partial class BrokerEngine
         var original = await ReadMessageAtAsync(physicalOffset, ct).ConfigureAwait(false);
         if (original is null) return new(new(BrokerStatus.BadRequest, $"no message at commit log offset {physicalOffset}"), null, false);
         string sourceTopic = original.OriginalTopic ?? original.Topic;
+        // A delay message still waiting for its time, or recalled, was never delivered: no consumer can have failed it.
+        // Until late on 2026-12-06 a send-back of its address copied it into the retry topic, delivered at the retry's
+        // time rather than its own, recalled or not (found by review; as the half's case above).
+        if (original.DeliveryTimestampMs is { } dueMs && IsUndeliveredDelayMessage(physicalOffset, sourceTopic, dueMs, original.MessageId))
+            return new(new(BrokerStatus.BadRequest, $"the message at commit log offset {physicalOffset} is a delay message not delivered yet (waiting for its time, or recalled)"), null, false);
         if (originTopic is not null && originTopic != sourceTopic && sourceTopic != RetryPrefix + group)
             return new(new(BrokerStatus.BadRequest, $"the message at {physicalOffset} belongs to '{sourceTopic}', not '{originTopic}'"), null, false);
 
