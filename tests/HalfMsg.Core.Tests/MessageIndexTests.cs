@@ -287,6 +287,46 @@ public sealed class MessageIndexTests
     }
 
     /// <summary>
+    /// A re-drive's step (the group, and where the dead letter went) is in a message's history after a restart as it was
+    /// live: until late on 2026-12-06 the index rebuilt from the log had only the stored-again step (found by review).
+    /// A dead letter of a gRPC group goes back onto its topic, one of a Remoting group into its retry topic.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_redriven_dead_letter_has_its_redrive_step_in_the_rebuilt_index_as_live(bool remoting)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, QueuesPerTopic = 1 });
+        await h.Engine.MessageIndexReady;
+        string id;
+        if (remoting)
+        {
+            Assert.True((await h.Engine.SendAsync(h.Draft("T", "fail").WithQueue(0))).IsOk);
+            var first = Assert.Single((await h.Engine.PullAsync("T", 0, 0, 32, HalfMsg.Broker.Core.Delivery.TagFilter.All, TimeSpan.Zero)).Messages);
+            id = first.Message.MessageId;
+            var dead = await h.Engine.SendBackAsync("G", first.PhysicalOffset, -1, maxReconsumeTimes: 16, "T"); // straight to %DLQ%G
+            Assert.True(dead.DeadLettered, dead.Error.ToString());
+        }
+        else
+        {
+            id = (await h.Engine.SendAsync(h.Draft("T", "fail"))).MessageId;
+            Assert.Single(await h.ReceiveAsync("G", "T", invisible: TimeSpan.FromSeconds(1)));
+            h.Clock.Advance(TimeSpan.FromSeconds(2));
+            h.Engine.RunSweep();
+            Assert.Single(await h.ReceiveWhenVisibleAsync("ops", "%DLQ%G"));
+        }
+        Assert.Equal(1, (await h.Engine.RedriveDeadLettersAsync("G", null, 100)).Redriven);
+        await Conditions.WaitUntil(() => h.Engine.MessageIndex.History(id)!.Events.Any(e => e.Kind == HistoryKind.Redriven), () => "the live step");
+        var live = h.Engine.MessageIndex.History(id)!.Events.Select(e => (e.Kind, e.Detail, e.Group)).ToList();
+
+        await h.RestartAsync();
+        await h.Engine.MessageIndexReady;
+        var rebuilt = h.Engine.MessageIndex.History(id)!.Events.Select(e => (e.Kind, e.Detail, e.Group)).ToList();
+        Assert.Contains(rebuilt, e => e.Kind == HistoryKind.Redriven && e.Group == "G");
+        Assert.Equal(live.Where(e => e.Kind == HistoryKind.Redriven), rebuilt.Where(e => e.Kind == HistoryKind.Redriven));
+    }
+
+    /// <summary>
     /// A send-back is stored again, delayed, in the group's retry topic: the index rebuilt from the log after a restart
     /// showed such a message scheduled for good (the release record was not read).
     /// </summary>

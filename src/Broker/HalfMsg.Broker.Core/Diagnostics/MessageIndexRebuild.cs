@@ -150,6 +150,7 @@ public sealed partial class BrokerEngine
                 {
                     State.Apply(op);
                     if (_recalls is not null) NoteRecallOrCopy(record, address, op);
+                    if (RedriveStep(record) is { } redriven) State.Apply(redriven);
                 }
             }
             catch (Exception ex) when (ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
@@ -255,6 +256,35 @@ public sealed partial class BrokerEngine
         }
 
         // The message again, at its new position (as the live hook reports it: stored again).
+        /// <summary>
+        /// A re-drive's own step, after the message's stored-again step, as the live hook adds it
+        /// (<see cref="MessageIndex.OnRedriven"/>): the group and where it went. Until late on 2026-12-06 the rebuilt index
+        /// had only the stored-again step, so a message's history after a restart lacked the re-drive (found by review).
+        /// </summary>
+        private static MessageIndex.Op? RedriveStep(ReadOnlySpan<byte> record)
+        {
+            if (!RecordHeader.TryOpen(record, out var kind, out var r, out _)) return null;
+            switch (kind)
+            {
+                case RecordKind.Redriven:
+                case RecordKind.RedrivenAcked: // its head is the put-back
+                {
+                    var put = RedrivenRecord.Read(ref r);
+                    return new MessageIndex.Op(MessageIndex.OpKind.Redriven, put.MessageId, put.Topic, put.AtMs) { Group = put.Group };
+                }
+                case RecordKind.RedrivenStored:
+                {
+                    var rec = RedrivenStoredRecord.Read(ref r);
+                    string dlq = rec.Acks.DeadLetterTopic;
+                    string group = dlq.StartsWith(BrokerEngine.DeadLetterPrefix, StringComparison.Ordinal) ? dlq[BrokerEngine.DeadLetterPrefix.Length..] : dlq;
+                    ref readonly var m = ref rec.Stored.Message;
+                    return new MessageIndex.Op(MessageIndex.OpKind.Redriven, m.MessageId, m.Topic, m.StoreMs) { Group = group };
+                }
+                default:
+                    return null;
+            }
+        }
+
         private static MessageIndex.Op PutBack(RedrivenRecord rec) => new(MessageIndex.OpKind.Stored, rec.MessageId, rec.Topic, rec.AtMs)
         {
             Tag = rec.Tag, QueueId = rec.QueueId, Offset = rec.Offset,
