@@ -306,3 +306,48 @@ public sealed class RetentionTests
         Assert.Equal(400, planner.ComputeTarget(begin: 200, tail: 1_100, nowMs: 0, lastCheckpoint: 2_000));
     }
 }
+
+/// <summary>
+/// A message that entered its queue below a cut's boundary is not live (the cut expires it) but may be in flight. Dead-
+/// lettered after the cut's relocation rounds (the sweeper, while the cut writes its checkpoint), its dead-letter
+/// topic's new entry points at the old body: a live reference below the boundary. Until late on 2026-12-06 the cut's
+/// final check then abandoned the cut with an Error calling it a bug, and the next pass tried again (found by review).
+/// Now the cut runs its relocation rounds again, moves the dead letter's body, and cuts; the dead letter stays readable,
+/// also after a restart.
+/// </summary>
+public sealed class RetentionStrayDeadLetterTests
+{
+    [Fact]
+    public async Task A_message_dead_lettered_during_a_cuts_checkpoint_is_moved_and_the_cut_goes_on()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxDeliveryAttempts = 1, QueuesPerTopic = 1 });
+        await h.SendNormalAsync("t", "old");
+        Assert.Single(await h.ReceiveAsync("A", "t", invisible: TimeSpan.FromSeconds(1))); // in flight, its one attempt
+        await h.SendNormalAsync("filler", "f");
+        long boundary = h.Engine.LogTailAddress;
+        await h.SendNormalAsync("filler", "after");
+
+        var checkpointer = h.Engine.CheckpointerForTests;
+        int hooked = 0;
+        checkpointer.BeforePartForTests = part =>
+        {
+            if (Interlocked.Exchange(ref hooked, 1) == 0)
+            {
+                h.Clock.Advance(TimeSpan.FromSeconds(2));
+                h.Engine.RunSweep(); // the lease ends: dead-lettered into %DLQ%A, its entry pointing at the old body
+            }
+            return Task.CompletedTask;
+        };
+        int moved = await h.Engine.TruncateBeforeAsync(boundary);
+        checkpointer.BeforePartForTests = null;
+
+        Assert.Equal(1, hooked);
+        Assert.True(moved >= 1, $"the cut was postponed ({moved})");
+        Assert.True(h.Engine.LogBeginAddress >= boundary);
+        Assert.Equal(1, h.Engine.StrayPassesForTests);
+        Assert.Equal(["old"], (await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A")).Select(m => m.Text()));
+
+        await h.RestartAsync();
+        Assert.Equal(["old"], (await h.ReceiveWhenVisibleAsync("ops2", "%DLQ%A")).Select(m => m.Text()));
+    }
+}
