@@ -1,11 +1,9 @@
 using Apache.Rocketmq.V2;
-using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using HalfMsg.Broker.Hosting;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Grpc;
 using HalfMsg.TestKit;
-using V2Encoding = Apache.Rocketmq.V2.Encoding;
 
 namespace HalfMsg.Broker.Tests.GrpcV5;
 
@@ -66,26 +64,7 @@ public sealed class TelemetryStalledConnectionTests : IAsyncLifetime
 
         // A message waits on another topic; a consumer on the same connection asks for it.
         string plain = _topic + "-plain";
-        var sent = await stalled.Client.UnaryAsync(GrpcMethods.SendMessage, new SendMessageRequest
-        {
-            Messages =
-            {
-                new Message
-                {
-                    Topic = new Resource { Name = plain },
-                    Body = ByteString.CopyFromUtf8("waiting"),
-                    SystemProperties = new SystemProperties
-                    {
-                        MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(),
-                        MessageType = MessageType.Normal,
-                        BodyEncoding = V2Encoding.Identity,
-                        BornTimestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow),
-                        BornHost = "test-host",
-                    },
-                },
-            },
-        }, SendMessageResponse.Parser);
-        Assert.Equal(Code.Ok, Assert.Single(sent.Response!.Entries).Status.Code);
+        Assert.Equal(Code.Ok, (await RecallTests.SendAsync(stalled.Client, RecallTests.NewMessage(plain, "waiting"))).Status.Code);
 
         var receive = await stalled.Client.ServerStreamAsync(GrpcMethods.ReceiveMessage, new ReceiveMessageRequest
         {
