@@ -3,6 +3,18 @@ using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Core.Tests;
 
+/// <summary>Whole seconds from a test's start on its harness clock: <c>At(s)</c> is that instant (ms), <c>To(s)</c> moves
+/// the clock there.</summary>
+internal static class TestSeconds
+{
+    public static (Func<int, long> At, Action<int> To) From(EngineHarness h)
+    {
+        long t0 = h.Clock.GetUtcNow().ToUnixTimeMilliseconds();
+        long At(int seconds) => t0 + seconds * 1000L;
+        return (At, seconds => h.Clock.Advance(TimeSpan.FromMilliseconds(At(seconds) - h.Clock.GetUtcNow().ToUnixTimeMilliseconds())));
+    }
+}
+
 /// <summary>
 /// Review delivery, minor note: the search by time (Remoting SEARCH_OFFSET_BY_TIMESTAMP, a Java consumer's
 /// CONSUME_FROM_TIMESTAMP, a group started or reset by time) assumed store times grow with the queue offset. A committed
@@ -21,9 +33,7 @@ public sealed class SearchByTimeTests
     public async Task The_search_finds_a_committed_half_and_a_due_delayed_message_by_the_time_they_entered_the_queue()
     {
         await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
-        long t0 = h.Clock.GetUtcNow().ToUnixTimeMilliseconds();
-        long At(int seconds) => t0 + seconds * 1000L;
-        void To(int seconds) => h.Clock.Advance(TimeSpan.FromMilliseconds(At(seconds) - h.Clock.GetUtcNow().ToUnixTimeMilliseconds()));
+        var (At, To) = TestSeconds.From(h);
 
         Assert.True((await h.Engine.SendAsync(OnQueue0(h, "m0"))).IsOk);                                   // offset 0 at t0
         To(1);
@@ -65,9 +75,7 @@ public sealed class SearchByTimeRedriveTests
     public async Task The_search_finds_a_redriven_dead_letter_by_the_time_of_its_re_drive_and_skips_nothing()
     {
         await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1, MaxDeliveryAttempts = 1 });
-        long t0 = h.Clock.GetUtcNow().ToUnixTimeMilliseconds();
-        long At(int seconds) => t0 + seconds * 1000L;
-        void To(int seconds) => h.Clock.Advance(TimeSpan.FromMilliseconds(At(seconds) - h.Clock.GetUtcNow().ToUnixTimeMilliseconds()));
+        var (At, To) = TestSeconds.From(h);
 
         Assert.True((await h.Engine.SendAsync(h.Draft("events", "poison").WithQueue(0))).IsOk);            // offset 0 at t0
         Assert.Single(await h.ReceiveAsync("A", "events", invisible: TimeSpan.FromSeconds(1)));
@@ -101,9 +109,7 @@ public sealed class SearchByTimeRedriveTests
     public async Task The_search_in_a_dead_letter_topic_goes_by_when_each_message_was_dead_lettered()
     {
         await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1, MaxDeliveryAttempts = 1 });
-        long t0 = h.Clock.GetUtcNow().ToUnixTimeMilliseconds();
-        long At(int seconds) => t0 + seconds * 1000L;
-        void To(int seconds) => h.Clock.Advance(TimeSpan.FromMilliseconds(At(seconds) - h.Clock.GetUtcNow().ToUnixTimeMilliseconds()));
+        var (At, To) = TestSeconds.From(h);
 
         Assert.True((await h.Engine.SendAsync(h.Draft("events", "x").WithQueue(0))).IsOk);                 // stored at t0
         Assert.Single(await h.ReceiveAsync("A", "events", invisible: TimeSpan.FromSeconds(10)));

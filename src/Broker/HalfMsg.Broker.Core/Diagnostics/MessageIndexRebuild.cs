@@ -150,7 +150,10 @@ public sealed partial class BrokerEngine
                 {
                     State.Apply(op);
                     if (_recalls is not null) NoteRecallOrCopy(record, address, op);
-                    if (RedriveStep(record) is { } redriven) State.Apply(redriven);
+                    // The kind byte first: the rest of the scan opens (and checksums) each record once.
+                    if ((RecordKind)record[0] is RecordKind.Redriven or RecordKind.RedrivenAcked or RecordKind.RedrivenStored
+                        && RedriveStep(record) is { } redriven)
+                        State.Apply(redriven);
                 }
             }
             catch (Exception ex) when (ex is InvalidDataException or OverflowException or IndexOutOfRangeException or ArgumentOutOfRangeException)
