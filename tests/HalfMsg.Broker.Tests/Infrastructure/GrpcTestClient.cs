@@ -24,12 +24,16 @@ public sealed class GrpcTestClient : IDisposable
 {
     private readonly GrpcChannel _channel;
 
-    public GrpcTestClient(string endpoint, string? clientId = null)
+    /// <param name="tls">Null: cleartext HTTP/2. Otherwise TLS, the server's certificate accepted when this says so
+    /// (the official C# client accepts any).</param>
+    public GrpcTestClient(string endpoint, string? clientId = null, System.Net.Security.RemoteCertificateValidationCallback? tls = null)
     {
         ClientId = clientId ?? "test-host@" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "@0@" + Guid.NewGuid().ToString("N")[..8];
-        _channel = GrpcChannel.ForAddress("http://" + endpoint, new GrpcChannelOptions
+        var handler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true };
+        if (tls is not null) handler.SslOptions.RemoteCertificateValidationCallback = tls;
+        _channel = GrpcChannel.ForAddress((tls is null ? "http://" : "https://") + endpoint, new GrpcChannelOptions
         {
-            HttpHandler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true },
+            HttpHandler = handler,
             MaxReceiveMessageSize = null,
         });
     }

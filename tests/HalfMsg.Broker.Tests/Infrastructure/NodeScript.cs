@@ -51,7 +51,10 @@ public static class NodeScript
     }
 
     /// <summary>Starts a script; await <see cref="RunningScript.WaitAsync"/> for its result.</summary>
-    public static RunningScript Start(string script, TimeSpan timeout, params string[] args)
+    public static RunningScript Start(string script, TimeSpan timeout, params string[] args) => Start(script, timeout, null, args);
+
+    /// <summary>As <see cref="Start(string, TimeSpan, string[])"/>, with extra environment variables for the script only.</summary>
+    public static RunningScript Start(string script, TimeSpan timeout, IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
         EnsureAvailable();
         var psi = new ProcessStartInfo("node")
@@ -65,6 +68,11 @@ public static class NodeScript
         foreach (string a in args)
         {
             psi.ArgumentList.Add(a);
+        }
+
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[name] = value;
         }
 
         return new RunningScript(Process.Start(psi)!, timeout);

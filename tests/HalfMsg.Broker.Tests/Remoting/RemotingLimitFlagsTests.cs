@@ -31,6 +31,7 @@ public sealed class RemotingLimitFlagsTests
         using var http = new HttpClient();
         using var stats = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"http://127.0.0.1:{broker.HttpPort}/api/stats"));
         Assert.Equal(0, stats.RootElement.GetProperty("remotingDroppedOnewayRequests").GetInt64());
+        Assert.Equal(0, stats.RootElement.GetProperty("remotingAnswersThatWaitedForRoom").GetInt64());
         Assert.Equal(0, stats.RootElement.GetProperty("grpcUnsentAnswerBytes").GetInt64());
     }
 }

@@ -106,6 +106,50 @@ public sealed class RemotingSessionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_refusal_that_finds_the_outbound_queue_full_waits_for_room_and_is_answered()
+    {
+        // A send held at the admission gate takes the one request slot, so each of the ten requests after it is refused
+        // SYSTEM_BUSY. The client reads nothing yet: the write loop stops at its first flush (the pipe pauses at one
+        // byte) and the outbound queue of two fills. Until 2026-12-07 the refusals past it were dropped: the client
+        // heard nothing and waited out its timeout.
+        var admission = new FrontEnds.SendAdmission(1, 10, TimeSpan.FromSeconds(30));
+        Assert.True(await admission.TryEnterAsync(CancellationToken.None));
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxOutstandingRequestsPerConnection = 1, OutboundQueueCapacity = 2 },
+            NullLoggerFactory.Instance) { Admission = admission };
+        var toServer = new Pipe();
+        var toClient = new Pipe(new PipeOptions(pauseWriterThreshold: 1, resumeWriterThreshold: 1));
+        var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var run = session.RunAsync(CancellationToken.None);
+        var bytes = new ArrayBufferWriter<byte>();
+        var send = RemotingCommand.Request(RequestCode.SendMessageV2, new() { ["a"] = "PG", ["b"] = "Busy" }, new byte[] { 1 });
+        send.Opaque = 1;
+        RemotingFrame.Write(bytes, send);
+        for (int i = 2; i <= 11; i++) RemotingFrame.Write(bytes, new RemotingCommand { Code = RequestCode.GetBrokerClusterInfo, Opaque = i });
+        await toServer.Writer.WriteAsync(bytes.WrittenMemory);
+        await RemotingBroker.EventuallyAsync(() => Task.FromResult(Interlocked.Read(ref server.AnswersThatWaitedForRoom)), n => n >= 1,
+            TimeSpan.FromSeconds(30), "a refusal waiting for room in the full outbound queue");
+
+        var busy = new List<int>();
+        while (busy.Count < 10)
+        {
+            var result = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            var buffer = result.Buffer;
+            while (RemotingFrame.TryReadFrame(ref buffer, 1 << 20, out var answer))
+            {
+                Assert.Equal(ResponseCode.SystemBusy, answer.Code);
+                busy.Add(answer.Opaque);
+            }
+            toClient.Reader.AdvanceTo(buffer.Start, buffer.End);
+            Assert.False(result.IsCompleted, $"the connection closed after {busy.Count} answers");
+        }
+        Assert.Equal(Enumerable.Range(2, 10), busy.Order());
+        admission.Exit();
+        await toServer.Writer.CompleteAsync();
+        await toClient.Reader.CompleteAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
     public async Task A_long_poll_past_the_parked_pull_cap_is_answered_at_once_busy_and_other_requests_still_run()
     {
         // The test server parks at most 4096 pulls; this one at most 2: the third long poll is served without suspending.

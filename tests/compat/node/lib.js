@@ -18,6 +18,10 @@ function emit(obj) {
 
 const sleep = ms => new Promise(r => setTimeout(r, ms));
 
+// HALFMSG_NODE_SSL=1: the client's sslEnabled option (TLS to the broker's gRPC port; the client verifies the certificate
+// against grpc-js's roots, so the test names its certificate in GRPC_DEFAULT_SSL_ROOTS_FILE_PATH).
+const sslEnabled = process.env.HALFMSG_NODE_SSL === '1';
+
 function view(m) {
   return {
     id: m.messageId,
@@ -45,4 +49,4 @@ async function main(fn) {
   }
 }
 
-module.exports = { rmq, TransactionResolution, logger, emit, sleep, view, main, path };
+module.exports = { rmq, TransactionResolution, logger, emit, sleep, view, main, path, sslEnabled };

@@ -9,7 +9,7 @@
 //               2 s lease that expires, receive it a third time, ack it, check it is gone and that the first
 //               (stale) handle is rejected
 'use strict';
-const { rmq, logger, emit, sleep, view, main } = require('./lib');
+const { rmq, logger, emit, sleep, view, main, sslEnabled } = require('./lib');
 const { FilterType } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
 const [endpoint, topic, group, mode, optJson] = process.argv.slice(2);
 const opt = JSON.parse(optJson ?? '{}');
@@ -18,7 +18,7 @@ main(async () => {
   const consumer = new rmq.SimpleConsumer({
     endpoints: endpoint, namespace: '', consumerGroup: group,
     subscriptions: new Map().set(topic, opt.sql ? new rmq.FilterExpression(opt.sql, FilterType.SQL) : (opt.tag ?? '*')),
-    awaitDuration: opt.awaitMs ?? 3000, logger,
+    awaitDuration: opt.awaitMs ?? 3000, logger, sslEnabled,
   });
   await consumer.startup();
   emit({ started: true });

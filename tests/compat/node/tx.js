@@ -1,7 +1,7 @@
 // node tx.js <endpoint> <topic> <mode> [waitMs]
 // modes: commit | rollback | check-commit | check-rollback | check-unknown-then-commit | orphan | checker-commit
 'use strict';
-const { rmq, TransactionResolution, logger, emit, sleep, view, main } = require('./lib');
+const { rmq, TransactionResolution, logger, emit, sleep, view, main, sslEnabled } = require('./lib');
 const [endpoint, topic, mode, waitArg] = process.argv.slice(2);
 const waitMs = Number(waitArg ?? 20000);
 
@@ -20,7 +20,7 @@ main(async () => {
       return r;
     },
   };
-  const producer = new rmq.Producer({ endpoints: endpoint, namespace: '', topics: [topic], checker, logger });
+  const producer = new rmq.Producer({ endpoints: endpoint, namespace: '', topics: [topic], checker, logger, sslEnabled });
   await producer.startup();
   emit({ started: true });
 

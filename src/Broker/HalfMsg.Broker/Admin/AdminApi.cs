@@ -220,6 +220,7 @@ public static class AdminApi
         app.MapGet("/api/stats", (HttpContext http) =>
         {
             var (pendingCount, parkedCount) = engine.TransactionCounts();
+            var remoting = http.RequestServices.GetService<FrontEnds.Remoting.RemotingServer>();
             return Results.Ok(new
             {
                 engine.Metrics.RecordsAppended, engine.Metrics.MessagesStored, engine.Metrics.HalvesStored, engine.Metrics.Commits,
@@ -252,8 +253,9 @@ public static class AdminApi
                 // ReceiveMessage answers leased and not yet written out, over all gRPC connections (--grpc-max-unsent bounds it).
                 grpcUnsentAnswerBytes = http.RequestServices.GetService<FrontEnds.GrpcV5.MessagingService>()?.UnsentAnswerBytes,
                 // One-way Remoting requests (END_TRANSACTION, offset commits) refused by flow control: they get no answer.
-                remotingDroppedOnewayRequests = http.RequestServices.GetService<FrontEnds.Remoting.RemotingServer>() is { } remoting
-                    ? Interlocked.Read(ref remoting.DroppedOnewayRequests) : (long?)null,
+                remotingDroppedOnewayRequests = remoting is null ? (long?)null : Interlocked.Read(ref remoting.DroppedOnewayRequests),
+                // SYSTEM_BUSY / SYSTEM_ERROR answers that waited for room in their connection's full outbound queue.
+                remotingAnswersThatWaitedForRoom = remoting is null ? (long?)null : Interlocked.Read(ref remoting.AnswersThatWaitedForRoom),
             });
         });
     }

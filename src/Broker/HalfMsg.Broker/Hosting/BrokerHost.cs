@@ -64,6 +64,9 @@ public sealed class BrokerHost : IAsyncDisposable
         var options = BrokerConfiguration.Bind(builder.Configuration);
         if (adjust is not null) options = adjust(options);
         StartupChecks.Run(options);
+        // Read now, so that a wrong certificate path or password stops the start with its flag named.
+        var tlsCertificate = options.GrpcTls == GrpcTlsMode.Off ? null
+            : GrpcTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword);
         var bound = new GrpcEndpoint.BoundPorts(options.GrpcPort);
 
         BrokerLogging.Configure(builder.Logging, builder.Configuration, options);
@@ -74,7 +77,7 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections, bound);
+            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections, bound, options.GrpcTls, tlsCertificate);
             AdminEndpoint.Listen(kestrel, options, bound);
         });
         var grpcOptions = new GrpcV5Options
@@ -126,8 +129,13 @@ public sealed class BrokerHost : IAsyncDisposable
         }
         // The ports bound: with --grpc-port 0 or --http-port 0, the ones the kernel chose (until 2026-12-05 logged as 0).
         var (grpcPort, httpPort) = bound.Learn(options.GrpcPort, options.HttpPort);
-        app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc}, admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
-            BrokerConfiguration.Version, options.Bind, grpcPort, options.AdminBind, httpPort,
+        app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc} (TLS {Tls}), admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
+            BrokerConfiguration.Version, options.Bind, grpcPort, options.GrpcTls switch
+            {
+                GrpcTlsMode.Auto => options.GrpcTlsCertificate is null ? "auto, self-signed" : "auto",
+                GrpcTlsMode.Required => options.GrpcTlsCertificate is null ? "required, self-signed" : "required",
+                _ => "off",
+            }, options.AdminBind, httpPort,
             options.Credentials.Count > 0 ? "on" : "off", Path.GetFullPath(options.DataDir), options.Core.Flush);
         WatchStorage(app, engine);
         return new BrokerHost(app, engine, options);

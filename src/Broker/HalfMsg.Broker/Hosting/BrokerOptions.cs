@@ -22,6 +22,14 @@ public sealed record BrokerOptions
     public int GrpcPort { get; init; } = 8081;
     /// <summary>Connections the gRPC port accepts at once (the port's own limit; Remoting and admin have theirs).</summary>
     public int GrpcMaxConnections { get; init; } = 1_000;
+    /// <summary>TLS on the gRPC port (<see cref="GrpcTls"/>): by default a connection that starts TLS gets it.</summary>
+    public GrpcTlsMode GrpcTls { get; init; } = GrpcTlsMode.Auto;
+    /// <summary>PEM or PKCS#12 certificate for the gRPC port's TLS; null = a self-signed one.</summary>
+    public string? GrpcTlsCertificate { get; init; }
+    /// <summary>PEM private key of <see cref="GrpcTlsCertificate"/> when its file does not hold it.</summary>
+    public string? GrpcTlsKey { get; init; }
+    /// <summary>Password of an encrypted PEM key or of a PKCS#12 file.</summary>
+    public string? GrpcTlsCertificatePassword { get; init; }
     /// <summary>RocketMQ 4 Remoting front-end (0 = off).</summary>
     public int RemotingPort { get; init; } = 10911;
     /// <summary>Embedded name server (0 = off; name-server requests still answer on the remoting port).</summary>

@@ -99,6 +99,10 @@ internal sealed class RemotingServer
     /// <summary>One-way requests refused by flow control (they cannot be answered, so the client never learns of it).</summary>
     public long DroppedOnewayRequests;
 
+    /// <summary>SYSTEM_BUSY and SYSTEM_ERROR answers that found their connection's outbound queue full and waited for
+    /// room (the connection's reading waited with them).</summary>
+    public long AnswersThatWaitedForRoom;
+
     private readonly GrpcV5.LogRateLimiter _droppedOnewayLog = new(1, TimeProvider.System);
 
     /// <summary>Counts a one-way request refused by flow control, and logs it once a minute at most.</summary>

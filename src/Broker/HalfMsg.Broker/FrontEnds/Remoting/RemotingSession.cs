@@ -113,10 +113,10 @@ internal sealed class RemotingSession : ICheckBackChannel
                             if (!RemotingFrame.TryReadFrame(ref whole, _server.Options.MaxFrameLength, out var big))
                                 RemotingProtocolException.Throw("a collected frame could not be read");
                             large.Reset();
-                            Dispatch(big);
+                            await Dispatch(big, idle.Token).ConfigureAwait(false);
                             continue;
                         }
-                        if (RemotingFrame.TryReadFrame(ref buffer, _server.Options.MaxFrameLength, out var command)) Dispatch(command);
+                        if (RemotingFrame.TryReadFrame(ref buffer, _server.Options.MaxFrameLength, out var command)) await Dispatch(command, idle.Token).ConfigureAwait(false);
                         else if (!large.TryStart(buffer)) break;
                     }
                     if (result.IsCompleted || result.IsCanceled)
@@ -189,9 +189,11 @@ internal sealed class RemotingSession : ICheckBackChannel
         _server.Clients.RemoveSession(this);
     }
 
-    private void Dispatch(RemotingCommand command)
+    /// <summary>Starts processing <paramref name="command"/>, or refuses it. Completes at once but when a refusal must wait
+    /// for room in the outbound queue (<see cref="Refuse"/>).</summary>
+    private ValueTask Dispatch(RemotingCommand command, CancellationToken reading)
     {
-        if (command.IsResponse) return; // the broker's own requests are one-way; a response to them is ignored
+        if (command.IsResponse) return default; // the broker's own requests are one-way; a response to them is ignored
         long bytes = command.Body.Length;
         // In flight: bodies of requests being processed and answers not yet flushed to the socket (ProcessAsync). Past the
         // budget a request that expects an answer is refused, so a client that does not read cannot make the broker hold
@@ -199,8 +201,7 @@ internal sealed class RemotingSession : ICheckBackChannel
         if (Interlocked.Add(ref _inFlightBytes, bytes) > _server.Options.MaxInFlightBytesPerConnection && (bytes > 0 || !command.IsOneway))
         {
             ReleaseInFlight(bytes);
-            Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxInFlightBytesPerConnection} bytes in flight on this connection (requests being processed, answers the client has not read yet)");
-            return;
+            return Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxInFlightBytesPerConnection} bytes in flight on this connection (requests being processed, answers the client has not read yet)", reading);
         }
         // A long poll (PULL_MESSAGE with SUSPEND) may stay parked for its whole suspend time: it takes a slot of its own
         // cap, not one of the general slots, which a Java client instance's parked pulls (one per queue of every group,
@@ -223,10 +224,10 @@ internal sealed class RemotingSession : ICheckBackChannel
         if (slots == _outstanding && !_outstanding.Wait(0))
         {
             ReleaseInFlight(bytes);
-            Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxOutstandingRequestsPerConnection} requests in flight on this connection");
-            return;
+            return Refuse(command, $"[OVERLOAD]more than {_server.Options.MaxOutstandingRequestsPerConnection} requests in flight on this connection", reading);
         }
         _ = ProcessAsync(command, slots, mayPark);
+        return default;
     }
 
     /// <summary>One-way END_TRANSACTIONs of one connection being processed at once outside the general slots; past it
@@ -299,11 +300,35 @@ internal sealed class RemotingSession : ICheckBackChannel
     }
 
     /// <summary>Flow control: RocketMQ's SYSTEM_BUSY, which clients retry; a one-way request cannot be answered, so it
-    /// is dropped, counted and logged (rate-limited).</summary>
-    private void Refuse(RemotingCommand command, string remark)
+    /// is dropped, counted and logged (rate-limited). When the outbound queue is full (the client has not read
+    /// <see cref="RemotingOptions.OutboundQueueCapacity"/> frames), the answer waits for room, and so does the reading of
+    /// this connection's next requests: the client hears SYSTEM_BUSY and retries at once, or stops reading and the
+    /// write-stall timeout closes the connection. Until the session of 2026-12-07 such an answer was dropped uncounted,
+    /// and the client waited out its own timeout (3 s for the Java client).</summary>
+    private ValueTask Refuse(RemotingCommand command, string remark, CancellationToken reading)
     {
-        if (!command.IsOneway) Enqueue(RemotingCommand.ResponseTo(command, ResponseCode.SystemBusy, remark));
-        else _server.DroppedOneway(this, command, remark);
+        if (command.IsOneway)
+        {
+            _server.DroppedOneway(this, command, remark);
+            return default;
+        }
+        var answer = new Outbound(RemotingCommand.ResponseTo(command, ResponseCode.SystemBusy, remark), 0, 0);
+        if (!_alive || _outbound.Writer.TryWrite(answer)) return default;
+        Interlocked.Increment(ref _server.AnswersThatWaitedForRoom);
+        return WaitToQueueAsync(answer, reading);
+    }
+
+    /// <summary>Queues <paramref name="item"/>, waiting for room; gives up quietly once the connection closes or
+    /// <paramref name="cancel"/> fires (the server stopping: the read loop then sees it too).</summary>
+    private async ValueTask WaitToQueueAsync(Outbound item, CancellationToken cancel)
+    {
+        try
+        {
+            await _outbound.Writer.WriteAsync(item, cancel).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
+        {
+        }
     }
 
     private async Task ProcessAsync(RemotingCommand request, SemaphoreSlim slots, bool mayPark)
@@ -345,8 +370,9 @@ internal sealed class RemotingSession : ICheckBackChannel
         catch (Exception ex)
         {
             _server.LogFailure(this, request, ex);
+            // Waits for room in the outbound queue rather than dropping the answer (see Refuse).
             if (!request.IsOneway && _alive)
-                Enqueue(RemotingCommand.ResponseTo(request, ResponseCode.SystemError, ex.GetType().Name + ": " + ex.Message));
+                await WaitToQueueAsync(new Outbound(RemotingCommand.ResponseTo(request, ResponseCode.SystemError, ex.GetType().Name + ": " + ex.Message), 0, 0), _closing.Token).ConfigureAwait(false);
         }
         finally
         {

@@ -1,0 +1,178 @@
+using System.Buffers;
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+
+namespace HalfMsg.Broker.Hosting;
+
+/// <summary>How the gRPC port treats TLS (<c>--grpc-tls</c>).</summary>
+public enum GrpcTlsMode
+{
+    /// <summary>TLS for a connection that opens with a TLS handshake, cleartext HTTP/2 for one that opens with the
+    /// HTTP/2 preface, on the same port (as Apache's proxy serves its 8081).</summary>
+    Auto,
+    /// <summary>TLS only: a connection that opens in cleartext is closed.</summary>
+    Required,
+    /// <summary>Cleartext only (HTTP/2 with prior knowledge): a TLS handshake is not answered.</summary>
+    Off,
+}
+
+/// <summary>
+/// TLS on the gRPC port. The official Java, C# and Go clients start TLS by default (<c>enableSsl</c> is true unless the
+/// application turns it off) and do not verify the server's certificate; the Node client speaks cleartext unless
+/// <c>sslEnabled</c>, and then verifies it. So by default the port answers both, told apart by a connection's first
+/// byte: a TLS record starts with 22 (handshake), the HTTP/2 preface with 'P'. The TLS itself is Kestrel's
+/// (<see cref="ListenOptionsHttpsExtensions.UseHttps(ListenOptions, HttpsConnectionAdapterOptions)"/>: handshake
+/// timeout, ALPN "h2"); a cleartext connection goes around it, straight to HTTP/2.
+/// </summary>
+internal static class GrpcTls
+{
+    /// <summary>A connection that sends no first byte within this long is closed (Kestrel's TLS handshake timeout).</summary>
+    public static readonly TimeSpan FirstByteTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>The first byte of a TLS record that carries a handshake (RFC 8446 §5.1, ContentType handshake).</summary>
+    private const byte TlsHandshakeRecord = 22;
+
+    /// <summary>
+    /// The certificate to serve: the one configured (a PEM certificate with its key in the same file or in
+    /// <paramref name="keyPath"/>, or a PKCS#12 file), checked at start so that a wrong path or password stops the
+    /// broker with its flag named; or, when none is, a self-signed one made on the first TLS connection.
+    /// </summary>
+    public static Func<ILogger, X509Certificate2> CertificateSource(string? certificatePath, string? keyPath, string? password)
+    {
+        if (string.IsNullOrEmpty(certificatePath))
+        {
+            if (!string.IsNullOrEmpty(keyPath))
+                throw new BrokerConfigurationException("--grpc-tls-key needs --grpc-tls-certificate");
+            X509Certificate2? made = null;
+            var gate = new object();
+            return logger =>
+            {
+                lock (gate)
+                {
+                    if (made is not null) return made;
+                    made = SelfSigned(Dns.GetHostName());
+                }
+                logger.LogWarning("gRPC TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} was made (valid until {Until:yyyy-MM-dd}). The Java, C# and Go clients accept it; clients that verify certificates (the Node client with sslEnabled) do not: configure a certificate for them.",
+                    Dns.GetHostName(), made.NotAfter);
+                return made;
+            };
+        }
+        var loaded = Load(certificatePath, keyPath, password);
+        return _ => loaded;
+    }
+
+    private static X509Certificate2 Load(string certificatePath, string? keyPath, string? password)
+    {
+        if (!File.Exists(certificatePath))
+            throw new BrokerConfigurationException($"--grpc-tls-certificate: no file '{certificatePath}'");
+        if (!string.IsNullOrEmpty(keyPath) && !File.Exists(keyPath))
+            throw new BrokerConfigurationException($"--grpc-tls-key: no file '{keyPath}'");
+        try
+        {
+            X509Certificate2 cert;
+            string ext = Path.GetExtension(certificatePath).ToLowerInvariant();
+            if (ext is ".pfx" or ".p12")
+            {
+                cert = X509CertificateLoader.LoadPkcs12FromFile(certificatePath, string.IsNullOrEmpty(password) ? null : password);
+            }
+            else
+            {
+                using var pem = string.IsNullOrEmpty(password)
+                    ? X509Certificate2.CreateFromPemFile(certificatePath, string.IsNullOrEmpty(keyPath) ? null : keyPath)
+                    : X509Certificate2.CreateFromEncryptedPemFile(certificatePath, password, string.IsNullOrEmpty(keyPath) ? null : keyPath);
+                // A key read from PEM is ephemeral; exported and read back it can be used by the TLS stack everywhere.
+                cert = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+            }
+            if (!cert.HasPrivateKey)
+                throw new BrokerConfigurationException($"--grpc-tls-certificate: '{certificatePath}' holds no private key; give it with --grpc-tls-key");
+            return cert;
+        }
+        catch (Exception ex) when (ex is CryptographicException or ArgumentException or IOException)
+        {
+            throw new BrokerConfigurationException($"--grpc-tls-certificate: '{certificatePath}' could not be read as a PEM certificate with its key{(string.IsNullOrEmpty(keyPath) ? "" : $" ('{keyPath}')")} or a PKCS#12 file: {ex.Message}");
+        }
+    }
+
+    /// <summary>A self-signed certificate for <c>localhost</c>, 127.0.0.1, ::1 and <paramref name="host"/>, valid for a
+    /// year (ECDSA P-256: made in a millisecond).</summary>
+    internal static X509Certificate2 SelfSigned(string host)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest($"CN={host}", key, HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddDnsName("localhost");
+        if (!string.Equals(host, "localhost", StringComparison.OrdinalIgnoreCase)) names.AddDnsName(host);
+        names.AddIpAddress(IPAddress.Loopback);
+        names.AddIpAddress(IPAddress.IPv6Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, false));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, false));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false)); // server authentication
+        var now = DateTimeOffset.UtcNow;
+        using var made = request.CreateSelfSigned(now.AddMinutes(-5), now.AddYears(1));
+        return X509CertificateLoader.LoadPkcs12(made.Export(X509ContentType.Pkcs12), null);
+    }
+
+    /// <summary>
+    /// Adds TLS to <paramref name="listen"/> as <paramref name="mode"/> says. With <see cref="GrpcTlsMode.Auto"/> the
+    /// connection's first byte picks the way: a handshake goes through Kestrel's TLS middleware, anything else around it
+    /// to what follows it (learnt when the pipeline is built: Kestrel builds middleware from the last added to the first).
+    /// </summary>
+    public static void Apply(ListenOptions listen, GrpcTlsMode mode, Func<ILogger, X509Certificate2> certificate, ILogger logger)
+    {
+        if (mode == GrpcTlsMode.Off) return;
+        ConnectionDelegate? afterTls = null;
+        listen.Use(next => async connection =>
+        {
+            byte? first = await FirstByteAsync(connection).ConfigureAwait(false);
+            if (first is null) return; // closed, or silent: nothing to serve
+            if (first == TlsHandshakeRecord) await next(connection).ConfigureAwait(false);
+            else if (mode == GrpcTlsMode.Auto) await afterTls!(connection).ConfigureAwait(false);
+            else logger.LogDebug("gRPC connection from {Remote} closed: --grpc-tls required and it did not start TLS", connection.RemoteEndPoint);
+        });
+        listen.UseHttps(new HttpsConnectionAdapterOptions
+        {
+            ServerCertificateSelector = (_, _) => certificate(logger),
+            HandshakeTimeout = FirstByteTimeout,
+        });
+        listen.Use(next =>
+        {
+            afterTls = next;
+            return next;
+        });
+    }
+
+    /// <summary>The connection's first byte, left unread; null if the peer closed or sent nothing within
+    /// <see cref="FirstByteTimeout"/>.</summary>
+    private static async ValueTask<byte?> FirstByteAsync(ConnectionContext connection)
+    {
+        using var silent = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+        silent.CancelAfter(FirstByteTimeout);
+        var input = connection.Transport.Input;
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync(silent.Token).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                if (!buffer.IsEmpty)
+                {
+                    byte first = buffer.Slice(0, 1).ToArray()[0];
+                    // Nothing consumed, nothing examined: the next reader gets the same bytes at once.
+                    input.AdvanceTo(buffer.Start);
+                    return first;
+                }
+                input.AdvanceTo(buffer.Start, buffer.End);
+                if (result.IsCompleted || result.IsCanceled) return null;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+    }
+}

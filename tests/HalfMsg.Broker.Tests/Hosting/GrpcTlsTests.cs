@@ -1,0 +1,175 @@
+using System.Globalization;
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
+using Apache.Rocketmq.V2;
+using HalfMsg.Broker.Hosting;
+using HalfMsg.Broker.Tests.Admin;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Grpc;
+using HalfMsg.TestKit;
+
+namespace HalfMsg.Broker.Tests.Hosting;
+
+/// <summary>
+/// TLS on the gRPC port (<c>--grpc-tls</c>). The official Java, C# and Go clients start TLS unless the application
+/// says <c>enableSsl(false)</c>; until 2026-12-07 the port spoke cleartext only, so they could not connect unchanged.
+/// </summary>
+public sealed class GrpcTlsTests
+{
+    private static string P(int port) => port.ToString(CultureInfo.InvariantCulture);
+
+    private static async Task<T> WithBrokerAsync<T>(Func<string, Task<T>> run, params string[] flags)
+    {
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-" + Guid.NewGuid().ToString("N"));
+        int grpcPort = FreePorts.Next();
+        try
+        {
+            await using var host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", P(grpcPort), "--http-port", P(FreePorts.Next()),
+                "--remoting-port", "0", "--namesrv-port", "0", .. flags]);
+            return await run($"127.0.0.1:{grpcPort}");
+        }
+        finally
+        {
+            try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    private static async Task<int> RouteStatusAsync(GrpcTestClient client)
+    {
+        var route = await client.UnaryAsync(GrpcMethods.QueryRoute, new QueryRouteRequest { Topic = new Resource { Name = "tls" } },
+            QueryRouteResponse.Parser, timeout: TimeSpan.FromSeconds(20));
+        return route.Response is { } r ? (int)r.Status.Code : -route.GrpcStatus;
+    }
+
+    [Fact]
+    public async Task By_default_the_port_answers_TLS_and_cleartext_and_a_self_signed_certificate_names_the_loopback_address()
+    {
+        X509Certificate2? seen = null;
+        var (tls, clear) = await WithBrokerAsync(async endpoint =>
+        {
+            using var secure = new GrpcTestClient(endpoint, tls: (_, cert, _, _) =>
+            {
+                seen = cert is null ? null : new X509Certificate2(cert);
+                return true; // as the official Java, C# and Go clients: no verification
+            });
+            using var plain = new GrpcTestClient(endpoint);
+            return (await RouteStatusAsync(secure), await RouteStatusAsync(plain));
+        });
+        Assert.Equal((int)Code.Ok, tls);
+        Assert.Equal((int)Code.Ok, clear);
+        Assert.NotNull(seen);
+        Assert.Equal(seen!.Subject, seen.Issuer);
+        var names = seen.Extensions.OfType<X509SubjectAlternativeNameExtension>().Single();
+        Assert.Contains(IPAddress.Loopback, names.EnumerateIPAddresses());
+        Assert.Contains("localhost", names.EnumerateDnsNames());
+    }
+
+    [Fact]
+    public async Task Required_closes_cleartext_connections_and_off_answers_no_handshake()
+    {
+        var (requiredTls, requiredClear) = await WithBrokerAsync(async endpoint =>
+        {
+            using var secure = new GrpcTestClient(endpoint, tls: (_, _, _, _) => true);
+            using var plain = new GrpcTestClient(endpoint);
+            return (await RouteStatusAsync(secure), await RouteStatusAsync(plain));
+        }, "--grpc-tls", "required");
+        Assert.Equal((int)Code.Ok, requiredTls);
+        Assert.True(requiredClear < 0, $"a cleartext call was answered ({requiredClear})");
+
+        var (offTls, offClear) = await WithBrokerAsync(async endpoint =>
+        {
+            using var secure = new GrpcTestClient(endpoint, tls: (_, _, _, _) => true);
+            using var plain = new GrpcTestClient(endpoint);
+            return (await RouteStatusAsync(secure), await RouteStatusAsync(plain));
+        }, "--grpc-tls", "off");
+        Assert.True(offTls < 0, $"a TLS call was answered ({offTls})");
+        Assert.Equal((int)Code.Ok, offClear);
+    }
+
+    /// <summary>A certificate and its key as two PEM files, for 127.0.0.1; its own authority, as `openssl req -x509`
+    /// makes one, so that a client may trust it as a root.</summary>
+    private static (string Certificate, string Key, X509Certificate2 Made) WritePem(string dir)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=halfmsg-test", key, HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
+        var made = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        Directory.CreateDirectory(dir);
+        string certificate = Path.Combine(dir, "broker.crt"), keyFile = Path.Combine(dir, "broker.key");
+        File.WriteAllText(certificate, made.ExportCertificatePem());
+        File.WriteAllText(keyFile, key.ExportPkcs8PrivateKeyPem());
+        return (certificate, keyFile, made);
+    }
+
+    [Fact]
+    public async Task A_configured_certificate_is_served_and_a_wrong_one_stops_the_start_with_its_flag_named()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-cert-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var (certificate, key, made) = WritePem(dir);
+            string? thumbprint = null;
+            int status = await WithBrokerAsync(async endpoint =>
+            {
+                using var secure = new GrpcTestClient(endpoint, tls: (_, cert, _, _) =>
+                {
+                    thumbprint = cert?.GetCertHashString();
+                    return true;
+                });
+                return await RouteStatusAsync(secure);
+            }, "--grpc-tls-certificate", certificate, "--grpc-tls-key", key);
+            Assert.Equal((int)Code.Ok, status);
+            Assert.Equal(made.Thumbprint, thumbprint);
+
+            var missing = await BrokerCli.RunAsync(["--grpc-tls-certificate", Path.Combine(dir, "nope.crt"), "--data-dir", Path.Combine(dir, "data")]);
+            Assert.NotEqual(0, missing.ExitCode);
+            Assert.Contains("--grpc-tls-certificate: no file", missing.StdOut + missing.StdErr);
+            var keyless = await BrokerCli.RunAsync(["--grpc-tls-certificate", certificate, "--data-dir", Path.Combine(dir, "data")]);
+            Assert.NotEqual(0, keyless.ExitCode);
+            Assert.Contains("--grpc-tls-certificate", keyless.StdOut + keyless.StdErr);
+            var mode = await BrokerCli.RunAsync(["--grpc-tls", "maybe", "--data-dir", Path.Combine(dir, "data")]);
+            Assert.NotEqual(0, mode.ExitCode);
+            Assert.Contains("--grpc-tls must be 'auto', 'required' or 'off', not 'maybe'", mode.StdOut + mode.StdErr);
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    [Trait("Category", "Compat")]
+    public async Task The_official_Node_client_with_sslEnabled_commits_a_transaction_and_receives_it_over_TLS()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-node-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var (certificate, key, _) = WritePem(dir);
+            // The Node client verifies the server's certificate: grpc-js reads its roots from this file when it is set.
+            var tls = new Dictionary<string, string> { ["HALFMSG_NODE_SSL"] = "1", ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = certificate };
+            string topic = "TlsTx_" + Guid.NewGuid().ToString("N")[..8];
+            var (tx, got) = await WithBrokerAsync(async endpoint =>
+            {
+                var sent = await NodeScript.Start("tx.js", TimeSpan.FromSeconds(60), tls, endpoint, topic, "commit").WaitAsync();
+                var received = await NodeScript.Start("simple.js", TimeSpan.FromSeconds(60), tls, endpoint, topic, "G_" + topic, "collect",
+                    JsonSerializer.Serialize(new { count = 1, timeoutMs = 20_000 })).WaitAsync();
+                return (sent, received);
+            }, "--grpc-tls", "required", "--grpc-tls-certificate", certificate, "--grpc-tls-key", key);
+            Assert.True(tx.ExitCode == 0 && tx.Final.ValueKind != JsonValueKind.Undefined, tx.Describe());
+            Assert.True(got.ExitCode == 0 && got.Final.ValueKind != JsonValueKind.Undefined, got.Describe());
+            var message = Assert.Single(got.Final.GetProperty("got").EnumerateArray());
+            Assert.Equal(tx.Final.GetProperty("id").GetString(), message.GetProperty("id").GetString());
+            Assert.Equal("tx-commit", message.GetProperty("body").GetString());
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+}
