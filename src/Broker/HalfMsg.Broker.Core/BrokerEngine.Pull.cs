@@ -497,11 +497,16 @@ public sealed partial class BrokerEngine
 
     // ------------------------------------------------------------ retry and dead letter
 
-    /// <summary>Whether the delay message stored at <paramref name="address"/> still waits for its time in the delay index,
-    /// or was recalled (remembered until its time).</summary>
+    /// <summary>
+    /// Whether the delay message stored at <paramref name="address"/> still waits for its time in the delay index, or was
+    /// recalled (remembered until its time). The address is its body's now, or the one it was sent at (what its producer
+    /// was answered, its offsetMsgId) when retention has moved its body since: until 2026-12-07 only the body's address
+    /// was asked, and a waiting message whose body was moved was copied into the retry topic by its send address,
+    /// delivered before its time and again at it (found by review).
+    /// </summary>
     private bool IsUndeliveredDelayMessage(long address, string topic, long dueMs, string messageId)
     {
-        lock (_gate) return _delayed.Contains(address) || _delayed.IsRecalled(topic, dueMs, messageId);
+        lock (_gate) return _delayed.Contains(address) || _delayed.TryGetSentAt(address, out _) || _delayed.IsRecalled(topic, dueMs, messageId);
     }
 
     /// <summary>
