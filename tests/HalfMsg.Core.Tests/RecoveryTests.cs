@@ -207,6 +207,26 @@ public sealed class RecordCodecTests
         Assert.Equal(("g", "t", 2, 7L, 3L), (asBefore.Str(), asBefore.Str(), asBefore.I32(), asBefore.I64(), asBefore.I64()));
     }
 
+    /// <summary>A delay release's time is an optional last field, as the dead-lettering's: a record written before it
+    /// reads with no time, and one written with it reads, field by field, as the builds before it read theirs.</summary>
+    [Fact]
+    public void A_queue_entry_added_record_reads_with_and_without_its_time()
+    {
+        var withTime = new RecordWriter();
+        new QueueEntryAddedRecord(4096, "t", 2, 7, "tag", "grp", 1_700_000_000_123).Write(withTime);
+        Assert.True(RecordHeader.TryOpen(withTime.Seal().ToArray(), out _, out var r, out _));
+        Assert.Equal(new QueueEntryAddedRecord(4096, "t", 2, 7, "tag", "grp", 1_700_000_000_123), QueueEntryAddedRecord.Read(ref r));
+        Assert.True(r.End);
+
+        // As written before (and read by the builds before): six fields.
+        var before = new RecordWriter().Begin(RecordKind.QueueEntryAdded).I64(4096).Str("t").I32(2).I64(7).Str("tag").Str(null).Seal().ToArray();
+        Assert.True(RecordHeader.TryOpen(before, out _, out var old, out _));
+        Assert.Equal(new QueueEntryAddedRecord(4096, "t", 2, 7, "tag", null, null), QueueEntryAddedRecord.Read(ref old));
+
+        Assert.True(RecordHeader.TryOpen(withTime.Seal().ToArray(), out _, out var asBefore, out _));
+        Assert.Equal((4096L, "t", 2, 7L, "tag", "grp"), (asBefore.I64(), asBefore.Str(), asBefore.I32(), asBefore.I64(), asBefore.Str(), asBefore.Str()));
+    }
+
     [Theory]
     [InlineData(0)]   // kind byte flipped
     [InlineData(9)]   // first payload byte flipped

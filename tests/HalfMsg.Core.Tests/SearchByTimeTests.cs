@@ -133,7 +133,7 @@ public sealed class SearchByTimeRedriveTests
     }
 
     /// <summary>Runs <paramref name="check"/> now, after a restart from the checkpoint, and after one from the log alone.</summary>
-    private static async Task CheckAcrossRestartsAsync(EngineHarness h, Func<Task> check)
+    internal static async Task CheckAcrossRestartsAsync(EngineHarness h, Func<Task> check)
     {
         await check();
         await h.RestartAsync();

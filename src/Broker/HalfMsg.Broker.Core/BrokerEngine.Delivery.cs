@@ -977,7 +977,9 @@ public sealed partial class BrokerEngine
             }
             int q = PickQueue(topic, entry.RequestedQueueId, entry.MessageGroup);
             long offset = topic.Queues[q].NextOffset;
-            new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, offset, entry.Tag, entry.MessageGroup).Write(_writer);
+            // With the release's time: the search by time goes by when an entry entered its queue, which is now, not the due
+            // time (until 2026-12-07 a late release made the search skip messages stored between the two).
+            new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, offset, entry.Tag, entry.MessageGroup, now).Write(_writer);
             AppendAndApply();
             MessageIndex.OnReleased(entry.BodyAddress, entry.Topic, q, offset, now); // MessageIndex hook: found on its queue
         }

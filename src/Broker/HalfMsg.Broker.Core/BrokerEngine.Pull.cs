@@ -280,8 +280,10 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// When an entry entered its queue: the time of the commit that put a half there (its decision record), of the
-    /// re-drive that put a dead letter back (its re-drive record) or of the dead-lettering that put it into a dead-letter
-    /// topic, the due time of a delayed message, otherwise the message's store time. Null when neither record can be read.
+    /// re-drive that put a dead letter back (its re-drive record), of the dead-lettering that put it into a dead-letter
+    /// topic or of the release that put a delayed message into its queue (its release record), the due time of a delayed
+    /// message whose release record has no time (written before 2026-12-07) or was cut, otherwise the message's store
+    /// time. Null when neither record can be read.
     /// </summary>
     private async ValueTask<long?> EntryTimeAsync(QueueEntry entry, string topic, int queueId, long offset, CancellationToken ct)
     {
@@ -298,8 +300,9 @@ public sealed partial class BrokerEngine
     /// <summary>
     /// The time in the record that put an entry into its queue, when it has one: a commit's decision, a re-drive or a
     /// dead-lettering (a dead letter keeps its body, so its store time is its first send's; until late on 2026-12-06 the
-    /// search went by that, out of order with the queue, and skipped messages). Null otherwise, or when the record does
-    /// not read.
+    /// search went by that, out of order with the queue, and skipped messages) or a delayed message's release (until
+    /// 2026-12-07 the search went by its due time, earlier than a late release, and skipped messages stored between the
+    /// two). Null otherwise, or when the record does not read.
     /// </summary>
     private static long? EnteredAt(byte[] bytes)
     {
@@ -311,6 +314,7 @@ public sealed partial class BrokerEngine
                 RecordKind.TxDecided => TxDecidedRecord.Read(ref r).AtMs,
                 RecordKind.Redriven or RecordKind.RedrivenAcked => RedrivenRecord.Read(ref r).AtMs, // the head of both
                 RecordKind.DeadLettered => DeadLetteredRecord.Read(ref r).AtMs, // null when written before it had a time
+                RecordKind.QueueEntryAdded => QueueEntryAddedRecord.Read(ref r).AtMs, // a delay's release; null when written before it had a time
                 _ => null,
             };
         }
@@ -493,11 +497,16 @@ public sealed partial class BrokerEngine
 
     // ------------------------------------------------------------ retry and dead letter
 
-    /// <summary>Whether the delay message stored at <paramref name="address"/> still waits for its time in the delay index,
-    /// or was recalled (remembered until its time).</summary>
+    /// <summary>
+    /// Whether the delay message stored at <paramref name="address"/> still waits for its time in the delay index, or was
+    /// recalled (remembered until its time). The address is its body's now, or the one it was sent at (what its producer
+    /// was answered, its offsetMsgId) when retention has moved its body since: until 2026-12-07 only the body's address
+    /// was asked, and a waiting message whose body was moved was copied into the retry topic by its send address,
+    /// delivered before its time and again at it (found by review).
+    /// </summary>
     private bool IsUndeliveredDelayMessage(long address, string topic, long dueMs, string messageId)
     {
-        lock (_gate) return _delayed.Contains(address) || _delayed.IsRecalled(topic, dueMs, messageId);
+        lock (_gate) return _delayed.Contains(address) || _delayed.TryGetSentAt(address, out _) || _delayed.IsRecalled(topic, dueMs, messageId);
     }
 
     /// <summary>

@@ -192,9 +192,10 @@ public sealed partial class BrokerEngine
                 }
                 case RecordKind.QueueEntryAdded:
                 {
-                    // A delayed message's release: found by its body's address (the record carries no time).
+                    // A delayed message's release: found by its body's address, at the release's time (none in records
+                    // written before 2026-12-07).
                     var rec = QueueEntryAddedRecord.Read(ref r);
-                    return new MessageIndex.Op(MessageIndex.OpKind.Released, null, rec.Topic, -1) { Address = rec.BodyAddress, QueueId = rec.QueueId, Offset = rec.Offset };
+                    return new MessageIndex.Op(MessageIndex.OpKind.Released, null, rec.Topic, rec.AtMs ?? -1) { Address = rec.BodyAddress, QueueId = rec.QueueId, Offset = rec.Offset };
                 }
                 case RecordKind.DelayRecalled:
                 {

@@ -283,11 +283,24 @@ public readonly record struct DeadLetteredRecord(string Group, string Topic, int
         r.End ? null : r.I64());
 }
 
-/// <summary>An existing body entered a queue (delay release). <code>vi bodyAddress | s topic | vi queueId | vi offset | s tag | s messageGroup</code></summary>
-public readonly record struct QueueEntryAddedRecord(long BodyAddress, string Topic, int QueueId, long Offset, string? Tag, string? MessageGroup)
+/// <summary>
+/// An existing body entered a queue (delay release).
+/// <code>vi bodyAddress | s topic | vi queueId | vi offset | s tag | s messageGroup [| vi atMs]</code>
+/// <para><c>atMs</c>, when the release put the message into its queue (its search by time goes by it: a release can come
+/// well after the due time, when the sweeper is behind or the broker was down then), is written since 2026-12-07, at the
+/// end, so builds before read the record as before (they stop before it); null in records written before, whose search
+/// falls back to the due time.</para>
+/// </summary>
+public readonly record struct QueueEntryAddedRecord(long BodyAddress, string Topic, int QueueId, long Offset, string? Tag, string? MessageGroup, long? AtMs = null)
 {
-    public void Write(RecordWriter w) => w.Begin(RecordKind.QueueEntryAdded).I64(BodyAddress).Str(Topic).I32(QueueId).I64(Offset).Str(Tag).Str(MessageGroup);
-    public static QueueEntryAddedRecord Read(scoped ref RecordReader r) => new(r.I64(), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.Str(), r.Str());
+    public void Write(RecordWriter w)
+    {
+        var fields = w.Begin(RecordKind.QueueEntryAdded).I64(BodyAddress).Str(Topic).I32(QueueId).I64(Offset).Str(Tag).Str(MessageGroup);
+        if (AtMs is { } at) fields.I64(at);
+    }
+
+    public static QueueEntryAddedRecord Read(scoped ref RecordReader r) => new(r.I64(), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.Str(), r.Str(),
+        r.End ? null : r.I64());
 }
 
 /// <summary>
