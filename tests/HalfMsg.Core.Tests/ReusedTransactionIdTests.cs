@@ -1,0 +1,86 @@
+using System.Text;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// A transaction id is taken again once its decision is forgotten (HalfIndex.Exists: after DecisionRetention, or past
+/// MaxRememberedDecisions): what names a half by its id alone must not mix up the old half of the id and the new one.
+/// </summary>
+public sealed class ReusedTransactionIdTests
+{
+    private static MessageDraft Draft(EngineHarness h, string topic, string id, string body) => new()
+    {
+        Topic = topic, MessageId = id, Body = Encoding.UTF8.GetBytes(body),
+        BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+    };
+
+    /// <summary>Another decision pushes the id's decision out (MaxRememberedDecisions = 1).</summary>
+    private static async Task ForgetDecisionsAsync(EngineHarness h, string otherId)
+    {
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", otherId, "other"), "orders", "p1", null)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync(otherId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+    }
+
+    /// <summary>Half X at A1 rolled back and forgotten, a new half X committed: returns A1 and the committed half's address.</summary>
+    private static async Task<(long RolledBackAt, long CommittedAt)> RollBackThenReuseAndCommitAsync(EngineHarness h, string id, string otherId)
+    {
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "ROLLED-BACK"), "orders", "p1", null)).IsOk);
+        long rolledBackAt = h.Engine.FindTransaction(id)!.LogAddress;
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Rollback, DecisionSource.Client)).IsOk);
+        Assert.Null(await h.Engine.ReadMessageAtAsync(rolledBackAt));
+        await ForgetDecisionsAsync(h, otherId);
+        var second = await h.Engine.SendHalfAsync(Draft(h, "orders", id, "COMMITTED"), "orders", "p1", null);
+        Assert.True(second.IsOk, second.Error.ToString());
+        long committedAt = h.Engine.FindTransaction(id)!.LogAddress;
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        return (rolledBackAt, committedAt);
+    }
+
+    private static async Task AssertOnlyTheCommittedBodyIsReadableAsync(EngineHarness h, long rolledBackAt, long committedAt)
+    {
+        var read = await h.Engine.ReadMessageAtAsync(rolledBackAt);
+        Assert.True(read is null, $"the rolled-back half's body is readable by offset: '{(read is null ? "" : Encoding.UTF8.GetString(read.Body.Span))}'");
+        var committed = await h.Engine.ReadMessageAtAsync(committedAt);
+        Assert.NotNull(committed);
+        Assert.Equal("COMMITTED", Encoding.UTF8.GetString(committed.Body.Span));
+    }
+
+    // Before 2026-12-07: a read by offset asked only whether some decision of the id was a commit, so the rolled-back body was readable.
+    [Fact]
+    public async Task A_rolled_back_half_is_not_readable_by_offset_after_its_id_is_reused_and_committed()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        var (rolledBackAt, committedAt) = await RollBackThenReuseAndCommitAsync(h, "0A0000000000000000000000000000AA", "0A0000000000000000000000000000BB");
+        await AssertOnlyTheCommittedBodyIsReadableAsync(h, rolledBackAt, committedAt);
+    }
+
+    // Before 2026-12-07: a send-back of the rolled-back half's offset copied its body into %DLQ%G, where it was delivered.
+    [Fact]
+    public async Task A_rolled_back_half_cannot_be_sent_back_after_its_id_is_reused_and_committed()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        var (rolledBackAt, committedAt) = await RollBackThenReuseAndCommitAsync(h, "0A0000000000000000000000000000CC", "0A0000000000000000000000000000DD");
+        var back = await h.Engine.SendBackAsync("G", rolledBackAt, -1, maxReconsumeTimes: 16, "orders"); // straight to %DLQ%G
+        Assert.False(back.Error.IsOk, $"send-back of the rolled-back half's offset was accepted into {back.Topic}");
+        var committed = await h.Engine.SendBackAsync("G", committedAt, -1, maxReconsumeTimes: 16, "orders");
+        Assert.True(committed.Error.IsOk, committed.Error.ToString());
+    }
+
+    // Before 2026-12-07: the same after a restart, from a checkpoint or from the log alone (the check reads only state both restore).
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_rolled_back_half_stays_unreadable_by_offset_after_a_restart(bool fromCheckpoint)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        var (rolledBackAt, committedAt) = await RollBackThenReuseAndCommitAsync(h, "0A0000000000000000000000000000EE", "0A0000000000000000000000000000FF");
+        if (fromCheckpoint) await h.Engine.CheckpointAsync();
+        await h.Engine.DisposeAsync();
+        if (!fromCheckpoint)
+            foreach (var f in Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin")) File.Delete(f);
+        await h.RestartAfterDeletedCheckpointAsync();
+        await AssertOnlyTheCommittedBodyIsReadableAsync(h, rolledBackAt, committedAt);
+    }
+}
