@@ -1,5 +1,6 @@
 using System.Text;
 using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Core.Tests;
@@ -82,5 +83,35 @@ public sealed class ReusedTransactionIdTests
             foreach (var f in Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin")) File.Delete(f);
         await h.RestartAfterDeletedCheckpointAsync();
         await AssertOnlyTheCommittedBodyIsReadableAsync(h, rolledBackAt, committedAt);
+    }
+
+    // The check follows the committed body where retention moves it (the commit's queue entry is moved with it), and after a restart.
+    [Fact]
+    public async Task A_reused_ids_committed_body_stays_readable_by_offset_after_retention_moves_it()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        const string id = "0A00000000000000000000000000000A";
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "ROLLED-BACK"), "orders", "p1", null)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Rollback, DecisionSource.Client)).IsOk);
+        await ForgetDecisionsAsync(h, "0A00000000000000000000000000000B");
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "COMMITTED"), "orders", "p1", null)).IsOk);
+        long committedAt = h.Engine.FindTransaction(id)!.LogAddress;
+        long boundary = h.Engine.LogTailAddress;
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        await h.SendNormalAsync("filler", "f");
+        // The commit entered its queue after the cut point, its body before it: the body moves to the tail.
+        Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 1);
+        for (int restart = 0; restart < 2; restart++)
+        {
+            var pulled = new List<PulledMessage>();
+            foreach (int q in Enumerable.Range(0, h.Engine.QueueCount("orders")))
+                pulled.AddRange((await h.Engine.PullAsync("orders", q, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+            var moved = Assert.Single(pulled, m => Encoding.UTF8.GetString(m.Message.Body.Span) == "COMMITTED");
+            Assert.NotEqual(committedAt, moved.PhysicalOffset);
+            var read = await h.Engine.ReadMessageAtAsync(moved.PhysicalOffset);
+            Assert.Equal("COMMITTED", read is null ? null : Encoding.UTF8.GetString(read.Body.Span));
+            Assert.True((await h.Engine.SendBackAsync("G", moved.PhysicalOffset, -1, 16, "orders")).Error.IsOk);
+            await h.RestartAsync();
+        }
     }
 }
