@@ -114,4 +114,98 @@ public sealed class ReusedTransactionIdTests
             await h.RestartAsync();
         }
     }
+
+    /// <summary>Half X checked (its checker slow), committed by its producer and forgotten; a new half X stored.</summary>
+    private static async Task CheckCommitForgetAndReuseAsync(EngineHarness h, string id, string otherId)
+    {
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "FIRST"), "orders", "p1", null)).IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());    // check #1 of the first half is out; its checker is slow
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        await ForgetDecisionsAsync(h, otherId);
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "SECOND"), "orders", "p1", null)).IsOk);
+    }
+
+    /// <summary>The late answer is refused, the new half stays pending, gets its own check #1, and that answer decides it.</summary>
+    private static async Task AssertLateAnswerRefusedThenOwnCheckDecidesAsync(EngineHarness h, RecordingChannel p, string id)
+    {
+        var late = await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Rollback, DecisionSource.CheckBack);
+        Assert.Equal(BrokerStatus.TransactionNotFound, late.Error.Status);
+        Assert.True(h.Engine.FindTransaction(id) is not null, "the late answer to the first half's check decided the second half");
+
+        while (p.Checks.TryDequeue(out _)) { }
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.True(p.Checks.TryDequeue(out var own));
+        Assert.Equal(1, own.CheckNumber);
+        Assert.Equal("SECOND", Encoding.UTF8.GetString(own.HalfMessage.Body.Span));
+        Assert.True((await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Rollback, DecisionSource.CheckBack)).IsOk);
+        Assert.Null(h.Engine.FindTransaction(id));
+    }
+
+    // Before 2026-12-07: a check-back answer named the id alone, so the late Rollback rolled back the new half, never checked.
+    [Fact]
+    public async Task A_late_check_back_answer_for_a_forgotten_half_does_not_decide_a_new_half_of_the_same_id()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        const string id = "0D0000000000000000000000000000AA";
+        await CheckCommitForgetAndReuseAsync(h, id, "0D0000000000000000000000000000BB");
+        await AssertLateAnswerRefusedThenOwnCheckDecidesAsync(h, p, id);
+    }
+
+    // Before 2026-12-07: the same after a restart (the new half's checks are known from its records and the checkpoint).
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_late_check_back_answer_after_a_restart_does_not_decide_a_new_half_of_the_same_id(bool fromCheckpoint)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        const string id = "0D0000000000000000000000000000CC";
+        {
+            var first = new RecordingChannel("p1");
+            using var firstReg = h.Engine.Producers.Register("orders", first);
+            await CheckCommitForgetAndReuseAsync(h, id, "0D0000000000000000000000000000DD");
+        }
+        if (fromCheckpoint) await h.Engine.CheckpointAsync();
+        await h.Engine.DisposeAsync();
+        if (!fromCheckpoint)
+            foreach (var f in Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin")) File.Delete(f);
+        await h.RestartAfterDeletedCheckpointAsync();
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        await AssertLateAnswerRefusedThenOwnCheckDecidesAsync(h, p, id);
+    }
+
+    /// <summary>A channel that takes the check, then fails before its TxChecked record is written (as a crash loses it).</summary>
+    private sealed class LosesTheRecordChannel(string clientId) : HalfMsg.Broker.Core.Transactions.ICheckBackChannel
+    {
+        public string ClientId { get; } = clientId;
+        public bool IsAlive => true;
+        public bool TrySendCheck(CheckBackRequest request) => throw new IOException("the check went out; its record did not");
+    }
+
+    // A check sent whose TxChecked record is lost: its answer is refused, safely, as the half is checked again.
+    [Fact]
+    public async Task An_answer_to_a_check_whose_record_was_lost_is_refused_and_the_half_is_checked_again()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        const string id = "0D0000000000000000000000000000EE";
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "HALF"), "orders", "p1", null)).IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        using (h.Engine.Producers.Register("orders", new LosesTheRecordChannel("p1")))
+            await Assert.ThrowsAsync<IOException>(() => h.Engine.RunCheckPassAsync());
+        await h.RestartAsync();
+
+        var answer = await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Commit, DecisionSource.CheckBack);
+        Assert.Equal(BrokerStatus.TransactionNotFound, answer.Error.Status);
+        Assert.NotNull(h.Engine.FindTransaction(id));
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());     // due since its timeout: checked again at once
+        Assert.True(p.Checks.TryDequeue(out var again));
+        Assert.Equal(1, again.CheckNumber);
+        Assert.True((await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Commit, DecisionSource.CheckBack)).IsOk);
+    }
 }
