@@ -86,6 +86,12 @@ public sealed class RepeatAnswerDurabilityTests
         var (h, device) = await StartAsync();
         await using var _ = h;
         string tx = await h.SendHalfAsync("t");
+        // Its check-back is out, so the check-back answer below answers a check that was sent (ReusedTransactionIdTests).
+        using (h.Engine.Producers.Register("t", new RecordingChannel("p1")))
+        {
+            h.Clock.Advance(TimeSpan.FromSeconds(7));
+            Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        }
         device.Fault = DeviceFault.FailWrites;
         var commit = h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Commit, DecisionSource.Client).AsTask();
         var rollback = h.Engine.EndTransactionAsync(tx, null, TransactionResolution.Rollback, DecisionSource.CheckBack).AsTask();

@@ -378,7 +378,7 @@ public sealed partial class BrokerEngine
         try
         {
             var probe = DecodeStoredMessage(bytes, "", -1, -1, bytes); // no body copy for the probe either
-            if (probe is null || !IsKnownCommittedIfHalf(probe)) return null;
+            if (probe is null || !IsKnownCommittedIfHalf(probe, physicalOffset)) return null;
             return DecodeStoredMessage(bytes, probe.OriginalTopic ?? probe.Topic, -1, -1, bytes);
         }
         catch (InvalidDataException)
@@ -394,15 +394,53 @@ public sealed partial class BrokerEngine
     /// dead-letter topic, readable there and re-drivable onto its topic, and VIEW_MESSAGE_BY_ID showed its body (found
     /// by review). A committed transactional message whose decision is forgotten (after DecisionRetention) cannot be
     /// sent back by offset either: the Java client then stores the retry itself.
+    /// <para>The commit must be of THIS body (at <paramref name="address"/>): an id is taken again once its decision is
+    /// forgotten (HalfIndex.Exists), and until 2026-12-07 a rolled-back half's body became readable, and could be sent
+    /// back into the group's retry or dead-letter topic and delivered, once a new half of its id was committed (found by
+    /// review). The commit's queue entry names the body it delivers, kept where retention moves it, from a checkpoint
+    /// and by replay alike; a delayed commit's body is in the delay index until its time. Once released, a delayed
+    /// transactional message is not found at its decision, and answers "no message", as a forgotten one does.</para>
     /// </summary>
-    private bool IsKnownCommittedIfHalf(StoredMessage message)
+    private bool IsKnownCommittedIfHalf(StoredMessage message, long address)
     {
         if (message.Kind != MessageKind.Transaction || message.TransactionId is not { } transactionId) return true;
         lock (_gate)
         {
             if (_txs.TryGet(transactionId, out _)) return false;
-            return _txs.Decided.TryGet(transactionId, out var resolution, out _) && resolution == TransactionResolution.Commit;
+            if (!_txs.Decided.TryGet(transactionId, out var resolution, out long decidedAt) || resolution != TransactionResolution.Commit) return false;
+            if (_delayed.Contains(address)) return true;
+            return _topics.TryGetValue(message.OriginalTopic ?? message.Topic, out var topic) && CommitEntryBodyIs(topic, decidedAt, address);
         }
+    }
+
+    /// <summary>
+    /// Whether the entry the commit recorded at <paramref name="decidedAt"/> put into a queue of <paramref name="topic"/>
+    /// (the one whose <see cref="QueueEntry.VisibleAt"/> is that record's address) has its body at
+    /// <paramref name="address"/>. Entries enter a queue in log order, so each queue is searched by halving, as
+    /// RecordApplier.CommitIsApplied and the retention planner rely on: O(queues · log entries). Caller holds the lock.
+    /// </summary>
+    private static bool CommitEntryBodyIs(TopicState topic, long decidedAt, long address)
+    {
+        foreach (var queue in topic.Queues)
+        {
+            var entries = queue.Entries;
+            int lo = 0, hi = entries.Count;
+            while (lo < hi)
+            {
+                int mid = (lo + hi) >>> 1;
+                // Holes carry no position in the log: taken as older, then stepped back over below.
+                if (entries[mid].IsHole || entries[mid].VisibleAt < decidedAt) lo = mid + 1; else hi = mid;
+            }
+            while (lo > 0 && (entries[lo - 1].IsHole || entries[lo - 1].VisibleAt >= decidedAt)) lo--;
+            for (int i = lo; i < entries.Count; i++)
+            {
+                var entry = entries[i];
+                if (entry.IsHole) continue;
+                if (entry.VisibleAt != decidedAt) break;
+                return entry.BodyAddress == address;
+            }
+        }
+        return false;
     }
 
     // ------------------------------------------------------------ consumer offsets

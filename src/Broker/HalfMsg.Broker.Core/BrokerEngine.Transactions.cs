@@ -240,10 +240,23 @@ public sealed partial class BrokerEngine
                 return new DecisionResult(new(BrokerStatus.TransactionNotFound, $"transaction '{transactionId}' is unknown in this namespace"), TransactionResolution.Unknown, false);
             if (!string.IsNullOrEmpty(messageId) && messageId != half.MessageId)
                 return new DecisionResult(new(BrokerStatus.InvalidTransactionId, $"transaction '{transactionId}' does not belong to message '{messageId}'"), TransactionResolution.Unknown, false);
+            // An id is taken again once its decision is forgotten (HalfIndex.Exists), and a check-back answer names the id
+            // alone: an answer to a check of an EARLIER half of the id (its checker slow; the producer decided that half
+            // meanwhile, the decision then forgotten) would decide this half, of which no check was ever sent. Until
+            // 2026-12-07 it did: a late Rollback rolled back a new half its producer had not decided (found by review).
+            // Refused as for an unknown id (the half it answers is gone); this half waits for its own check-back. After a
+            // crash that lost a sent check's TxChecked record the answer is refused too, and the half is checked again.
+            // An "unknown" answer changes nothing anyway: it is not refused, but not taken as this half's answer either.
+            bool answersAnEarlierHalf = source == DecisionSource.CheckBack && !half.WasCheckedBack;
+            if (answersAnEarlierHalf && resolution != TransactionResolution.Unknown)
+                return new DecisionResult(new(BrokerStatus.TransactionNotFound,
+                    $"no check-back of the pending half of transaction '{transactionId}' was sent: this answer is to a check of an earlier half of the id, decided and forgotten, and changes nothing"),
+                    TransactionResolution.Unknown, false);
             // The instance this half's last check went to answered it: a working check-back channel (registry lock only).
             if (source == DecisionSource.CheckBack && half.LastCheckedClientId is { } asked) Producers.NoteAnswered(half.ProducerGroup, asked);
             if (resolution == TransactionResolution.Unknown)
             {
+                if (answersAnEarlierHalf) return new DecisionResult(BrokerError.None, TransactionResolution.Unknown, false);
                 // Changes nothing durable; remembered (in memory) so an operator sees what the producer last said.
                 half.LastAnswer = source == DecisionSource.CheckBack ? "unknown (check-back)" : "unknown";
                 half.LastAnswerAtMs = NowMs;
@@ -423,10 +436,19 @@ public sealed partial class BrokerEngine
                     lock (_gate)
                     {
                         if (!_txs.IsLive(half)) continue; // decided meanwhile: nothing to check, nothing to reschedule
-                        foreach (var channel in candidates)
+                        // A channel that answers while queueing answers a check that was sent (HalfState.WasCheckedBack).
+                        half.CheckBeingSent = true;
+                        try
                         {
-                            // A channel that died since the lookup refuses; the check goes to the next live instance, not lost.
-                            if (channel.IsAlive && channel.TrySendCheck(request)) { accepted = channel; break; }
+                            foreach (var channel in candidates)
+                            {
+                                // A channel that died since the lookup refuses; the check goes to the next live instance, not lost.
+                                if (channel.IsAlive && channel.TrySendCheck(request)) { accepted = channel; break; }
+                            }
+                        }
+                        finally
+                        {
+                            half.CheckBeingSent = false;
                         }
                         // Still live unless the channel itself decided it while queueing (re-entering this lock): then
                         // the check went out before the decision, and the half has nothing left to record.

@@ -327,6 +327,17 @@ internal sealed class HalfState
     /// <summary>The instance the last check-back went to (in memory only): if the half is due again without an answer
     /// since, the next check goes to another live instance.</summary>
     public string? LastCheckedClientId;
+    /// <summary>True while a check pass hands this half's check-back to a channel (in memory only, under the engine
+    /// lock): a channel that answers while queueing it answers a check that was sent, before its TxChecked record.</summary>
+    public bool CheckBeingSent;
+
+    /// <summary>
+    /// Whether a check-back of this half (this one, not an earlier half of its id) was ever sent: its TxChecked record
+    /// sets <see cref="LastCheckAtMs"/>, kept by the checkpoint and by replay; a resume resets the count, not the time,
+    /// and halves re-appended by version 1 retention carry their count. A check-back answer for a half that was never
+    /// checked answers a check of an earlier half of the id (see <c>BrokerEngine.DecideLocked</c>).
+    /// </summary>
+    public bool WasCheckedBack => LastCheckAtMs > 0 || CheckCount > 0 || CheckBeingSent;
 }
 
 internal sealed class DelayedEntry

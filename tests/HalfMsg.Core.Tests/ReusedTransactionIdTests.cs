@@ -1,0 +1,211 @@
+using System.Text;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// A transaction id is taken again once its decision is forgotten (HalfIndex.Exists: after DecisionRetention, or past
+/// MaxRememberedDecisions): what names a half by its id alone must not mix up the old half of the id and the new one.
+/// </summary>
+public sealed class ReusedTransactionIdTests
+{
+    private static MessageDraft Draft(EngineHarness h, string topic, string id, string body) => new()
+    {
+        Topic = topic, MessageId = id, Body = Encoding.UTF8.GetBytes(body),
+        BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+    };
+
+    /// <summary>Another decision pushes the id's decision out (MaxRememberedDecisions = 1).</summary>
+    private static async Task ForgetDecisionsAsync(EngineHarness h, string otherId)
+    {
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", otherId, "other"), "orders", "p1", null)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync(otherId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+    }
+
+    /// <summary>Half X at A1 rolled back and forgotten, a new half X committed: returns A1 and the committed half's address.</summary>
+    private static async Task<(long RolledBackAt, long CommittedAt)> RollBackThenReuseAndCommitAsync(EngineHarness h, string id, string otherId)
+    {
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "ROLLED-BACK"), "orders", "p1", null)).IsOk);
+        long rolledBackAt = h.Engine.FindTransaction(id)!.LogAddress;
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Rollback, DecisionSource.Client)).IsOk);
+        Assert.Null(await h.Engine.ReadMessageAtAsync(rolledBackAt));
+        await ForgetDecisionsAsync(h, otherId);
+        var second = await h.Engine.SendHalfAsync(Draft(h, "orders", id, "COMMITTED"), "orders", "p1", null);
+        Assert.True(second.IsOk, second.Error.ToString());
+        long committedAt = h.Engine.FindTransaction(id)!.LogAddress;
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        return (rolledBackAt, committedAt);
+    }
+
+    private static async Task AssertOnlyTheCommittedBodyIsReadableAsync(EngineHarness h, long rolledBackAt, long committedAt)
+    {
+        var read = await h.Engine.ReadMessageAtAsync(rolledBackAt);
+        Assert.True(read is null, $"the rolled-back half's body is readable by offset: '{(read is null ? "" : Encoding.UTF8.GetString(read.Body.Span))}'");
+        var committed = await h.Engine.ReadMessageAtAsync(committedAt);
+        Assert.NotNull(committed);
+        Assert.Equal("COMMITTED", Encoding.UTF8.GetString(committed.Body.Span));
+    }
+
+    // Before 2026-12-07: a read by offset asked only whether some decision of the id was a commit, so the rolled-back body was readable.
+    [Fact]
+    public async Task A_rolled_back_half_is_not_readable_by_offset_after_its_id_is_reused_and_committed()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        var (rolledBackAt, committedAt) = await RollBackThenReuseAndCommitAsync(h, "0A0000000000000000000000000000AA", "0A0000000000000000000000000000BB");
+        await AssertOnlyTheCommittedBodyIsReadableAsync(h, rolledBackAt, committedAt);
+    }
+
+    // Before 2026-12-07: a send-back of the rolled-back half's offset copied its body into %DLQ%G, where it was delivered.
+    [Fact]
+    public async Task A_rolled_back_half_cannot_be_sent_back_after_its_id_is_reused_and_committed()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        var (rolledBackAt, committedAt) = await RollBackThenReuseAndCommitAsync(h, "0A0000000000000000000000000000CC", "0A0000000000000000000000000000DD");
+        var back = await h.Engine.SendBackAsync("G", rolledBackAt, -1, maxReconsumeTimes: 16, "orders"); // straight to %DLQ%G
+        Assert.False(back.Error.IsOk, $"send-back of the rolled-back half's offset was accepted into {back.Topic}");
+        var committed = await h.Engine.SendBackAsync("G", committedAt, -1, maxReconsumeTimes: 16, "orders");
+        Assert.True(committed.Error.IsOk, committed.Error.ToString());
+    }
+
+    // Before 2026-12-07: the same after a restart, from a checkpoint or from the log alone (the check reads only state both restore).
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_rolled_back_half_stays_unreadable_by_offset_after_a_restart(bool fromCheckpoint)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        var (rolledBackAt, committedAt) = await RollBackThenReuseAndCommitAsync(h, "0A0000000000000000000000000000EE", "0A0000000000000000000000000000FF");
+        if (fromCheckpoint) await h.Engine.CheckpointAsync();
+        await h.Engine.DisposeAsync();
+        if (!fromCheckpoint)
+            foreach (var f in Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin")) File.Delete(f);
+        await h.RestartAfterDeletedCheckpointAsync();
+        await AssertOnlyTheCommittedBodyIsReadableAsync(h, rolledBackAt, committedAt);
+    }
+
+    // The check follows the committed body where retention moves it (the commit's queue entry is moved with it), and after a restart.
+    [Fact]
+    public async Task A_reused_ids_committed_body_stays_readable_by_offset_after_retention_moves_it()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        const string id = "0A00000000000000000000000000000A";
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "ROLLED-BACK"), "orders", "p1", null)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Rollback, DecisionSource.Client)).IsOk);
+        await ForgetDecisionsAsync(h, "0A00000000000000000000000000000B");
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "COMMITTED"), "orders", "p1", null)).IsOk);
+        long committedAt = h.Engine.FindTransaction(id)!.LogAddress;
+        long boundary = h.Engine.LogTailAddress;
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        await h.SendNormalAsync("filler", "f");
+        // The commit entered its queue after the cut point, its body before it: the body moves to the tail.
+        Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 1);
+        for (int restart = 0; restart < 2; restart++)
+        {
+            var pulled = new List<PulledMessage>();
+            foreach (int q in Enumerable.Range(0, h.Engine.QueueCount("orders")))
+                pulled.AddRange((await h.Engine.PullAsync("orders", q, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+            var moved = Assert.Single(pulled, m => Encoding.UTF8.GetString(m.Message.Body.Span) == "COMMITTED");
+            Assert.NotEqual(committedAt, moved.PhysicalOffset);
+            var read = await h.Engine.ReadMessageAtAsync(moved.PhysicalOffset);
+            Assert.Equal("COMMITTED", read is null ? null : Encoding.UTF8.GetString(read.Body.Span));
+            Assert.True((await h.Engine.SendBackAsync("G", moved.PhysicalOffset, -1, 16, "orders")).Error.IsOk);
+            await h.RestartAsync();
+        }
+    }
+
+    /// <summary>Half X checked (its checker slow), committed by its producer and forgotten; a new half X stored.</summary>
+    private static async Task CheckCommitForgetAndReuseAsync(EngineHarness h, string id, string otherId)
+    {
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "FIRST"), "orders", "p1", null)).IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());    // check #1 of the first half is out; its checker is slow
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        await ForgetDecisionsAsync(h, otherId);
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "SECOND"), "orders", "p1", null)).IsOk);
+    }
+
+    /// <summary>The late answer is refused, the new half stays pending, gets its own check #1, and that answer decides it.</summary>
+    private static async Task AssertLateAnswerRefusedThenOwnCheckDecidesAsync(EngineHarness h, RecordingChannel p, string id)
+    {
+        var late = await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Rollback, DecisionSource.CheckBack);
+        Assert.Equal(BrokerStatus.TransactionNotFound, late.Error.Status);
+        Assert.True(h.Engine.FindTransaction(id) is not null, "the late answer to the first half's check decided the second half");
+
+        while (p.Checks.TryDequeue(out _)) { }
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.True(p.Checks.TryDequeue(out var own));
+        Assert.Equal(1, own.CheckNumber);
+        Assert.Equal("SECOND", Encoding.UTF8.GetString(own.HalfMessage.Body.Span));
+        Assert.True((await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Rollback, DecisionSource.CheckBack)).IsOk);
+        Assert.Null(h.Engine.FindTransaction(id));
+    }
+
+    // Before 2026-12-07: a check-back answer named the id alone, so the late Rollback rolled back the new half, never checked.
+    [Fact]
+    public async Task A_late_check_back_answer_for_a_forgotten_half_does_not_decide_a_new_half_of_the_same_id()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        const string id = "0D0000000000000000000000000000AA";
+        await CheckCommitForgetAndReuseAsync(h, id, "0D0000000000000000000000000000BB");
+        await AssertLateAnswerRefusedThenOwnCheckDecidesAsync(h, p, id);
+    }
+
+    // Before 2026-12-07: the same after a restart (the new half's checks are known from its records and the checkpoint).
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_late_check_back_answer_after_a_restart_does_not_decide_a_new_half_of_the_same_id(bool fromCheckpoint)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        const string id = "0D0000000000000000000000000000CC";
+        {
+            var first = new RecordingChannel("p1");
+            using var firstReg = h.Engine.Producers.Register("orders", first);
+            await CheckCommitForgetAndReuseAsync(h, id, "0D0000000000000000000000000000DD");
+        }
+        if (fromCheckpoint) await h.Engine.CheckpointAsync();
+        await h.Engine.DisposeAsync();
+        if (!fromCheckpoint)
+            foreach (var f in Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin")) File.Delete(f);
+        await h.RestartAfterDeletedCheckpointAsync();
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        await AssertLateAnswerRefusedThenOwnCheckDecidesAsync(h, p, id);
+    }
+
+    /// <summary>A channel that takes the check, then fails before its TxChecked record is written (as a crash loses it).</summary>
+    private sealed class LosesTheRecordChannel(string clientId) : HalfMsg.Broker.Core.Transactions.ICheckBackChannel
+    {
+        public string ClientId { get; } = clientId;
+        public bool IsAlive => true;
+        public bool TrySendCheck(CheckBackRequest request) => throw new IOException("the check went out; its record did not");
+    }
+
+    // A check sent whose TxChecked record is lost: its answer is refused, safely, as the half is checked again.
+    [Fact]
+    public async Task An_answer_to_a_check_whose_record_was_lost_is_refused_and_the_half_is_checked_again()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        const string id = "0D0000000000000000000000000000EE";
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "HALF"), "orders", "p1", null)).IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        using (h.Engine.Producers.Register("orders", new LosesTheRecordChannel("p1")))
+            await Assert.ThrowsAsync<IOException>(() => h.Engine.RunCheckPassAsync());
+        await h.RestartAsync();
+
+        var answer = await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Commit, DecisionSource.CheckBack);
+        Assert.Equal(BrokerStatus.TransactionNotFound, answer.Error.Status);
+        Assert.NotNull(h.Engine.FindTransaction(id));
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());     // due since its timeout: checked again at once
+        Assert.True(p.Checks.TryDequeue(out var again));
+        Assert.Equal(1, again.CheckNumber);
+        Assert.True((await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Commit, DecisionSource.CheckBack)).IsOk);
+    }
+}
