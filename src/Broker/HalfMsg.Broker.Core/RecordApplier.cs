@@ -236,7 +236,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         else if (!_delayed.IsRecalled(m.Topic, m.DeliverAtMs, m.MessageId))
         {
             AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, SentAt = address,
-                IdHash = DelayedEntry.HashOfId(m.MessageId) });
+                SendOrder = address, IdHash = DelayedEntry.HashOfId(m.MessageId) });
         }
         // Else a copy of a message recalled before it was stored (a send retried after the recall): dropped, never
         // delivered, as Apache's timer drops it at its time. Replay drops it again: the recall's record is before it, and
@@ -313,7 +313,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             if (rec.QueueId >= 0)
                 AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag, MessageGroup = half.MessageGroup });
             else
-                AddDelayed(new DelayedEntry { BodyAddress = half.Address, Size = half.Size, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup });
+                AddDelayed(new DelayedEntry { BodyAddress = half.Address, Size = half.Size, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup,
+                    SendOrder = address });
         }
         _txs.Decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs, half.Topic);
         _txs.Decided.Expire(rec.AtMs);
