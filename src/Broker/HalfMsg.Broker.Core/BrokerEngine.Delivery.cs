@@ -557,6 +557,7 @@ public sealed partial class BrokerEngine
             var gq = group.Queues[q];
             // Orderly: a queue held by a live lease, or with an expired one still waiting (it goes first), gives nothing new.
             if (orderly && (!Open(q) || HasExpired(gq))) continue;
+            long lastPassedOver = -1; // the last offset of a run passed over since the pick's last lease on this queue
             while (!Full() && queue.TryGet(gq.NextOffset, out var entry))
             {
                 if (entry.VisibleAt >= durable) break;            // not durable yet: invisible
@@ -574,6 +575,7 @@ public sealed partial class BrokerEngine
                     if (entry.BodyAddress == QueueEntry.Expired) group.Expired++;
                     gq.NextOffset++;
                     gq.MarkDone(off);
+                    lastPassedOver = off;
                     continue;
                 }
                 // FIFO: an earlier message of this message group is in flight. Orderly groups too: a topic grown since
@@ -583,7 +585,13 @@ public sealed partial class BrokerEngine
                     break;
                 if (!Room(entry)) break;
                 Lease(entry, q, off, 1);
+                lastPassedOver = -1; // its delivery record finishes the ones passed over before it (RecordApplier)
             }
+            // Passed over after the last lease: no delivery record finishes them on replay. One record, for the last
+            // of them, does (a filtered-out ack beyond the group's position finishes every offset up to it), so after a
+            // crash the group is where it was live. At most one per queue per receive; nobody waits for it (lost, the
+            // messages are passed over again).
+            if (lastPassedOver >= 0) FinishPassedOver(q, lastPassedOver);
         }
         more = Full();
         refused = noRoom;
@@ -616,6 +624,15 @@ public sealed partial class BrokerEngine
         // it too and the recovered state is the live one; applying it ends the lease and its FIFO hold. Nobody waits for
         // it: lost in a crash, the lease is back after the restart, expires and is finished again.
         void FinishFilteredOut(int q, long off)
+        {
+            new AckedRecord(group.Group, topic.Name, q, off, FilteredOut: true).Write(_writer);
+            AppendAndApply();
+            MessageIndex.OnFilteredOut(topic.Name, group.Group, [(q, off)], now); // MessageIndex hook (issue 12)
+        }
+
+        // The run of queue q's offsets up to off this receive passed over (filtered out, holes, other groups' re-driven
+        // dead letters) after its last lease there: finished durably for the group (RecordApplier.ApplyAcked).
+        void FinishPassedOver(int q, long off)
         {
             new AckedRecord(group.Group, topic.Name, q, off, FilteredOut: true).Write(_writer);
             AppendAndApply();
