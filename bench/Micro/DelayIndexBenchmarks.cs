@@ -43,7 +43,7 @@ public class DelayIndexBenchmarks
     {
         int slot = (int)(n & (_ring.Length - 1));
         var entry = _ring[slot];
-        entry.BodyAddress = entry.SentAt = 64 + n * RecordBytes;
+        entry.BodyAddress = entry.SentAt = entry.SendOrder = 64 + n * RecordBytes;
         entry.DeliverAtMs = SameTime ? 500 : n;
         entry.IdHash = DelayedEntry.HashOfId(_ids[slot]);
         _index.Add(entry);

@@ -477,15 +477,14 @@ public sealed partial class BrokerEngine
 
     /// <summary>
     /// Leases up to <paramref name="batch"/> messages (see <see cref="ReceiveAsync"/>). <paramref name="more"/>: the
-    /// pick stopped at its batch or byte budget, or left an expired lease for another consumer's filter; another receive
-    /// of the group may find something. Without <paramref name="count"/> (an SQL filter's pick) the leases are not
+    /// pick stopped at its batch or byte budget; another receive of the group may find something. An expired lease the
+    /// receive's filter does not take is finished for the group (filtered out), not left in line for another filter. Without <paramref name="count"/> (an SQL filter's pick) the leases are not
     /// counted as deliveries: the caller counts the ones it hands out (<see cref="SettleFilteredOut"/>).
     /// </summary>
     private List<(QueueEntry Entry, int Queue, long Offset, int Attempt, long LeaseId, long Until)> PickForDelivery(
         GroupTopicState group, TagFilter filter, int batch, TimeSpan invisible, string? renewFor, IDeliveryAllowance? allowance,
         out bool more, out bool refused, bool count = true, long? leasedBefore = null)
     {
-        bool leftForAnotherFilter = false;
         bool noRoom = false;
         var picked = new List<(QueueEntry, int, long, int, long, long)>();
         long now = NowMs;
@@ -523,7 +522,7 @@ public sealed partial class BrokerEngine
                 // Held: an earlier message of the queue is leased still. Its ack (or expiry) wakes a receive.
                 if (!Open(oq)) { group.Redeliver.Enqueue((oq, ooff)); continue; }
                 RedeliverInOrder(oq);
-                // Not taken (the batch filled, another consumer's filter, no room): it waits in line.
+                // Not taken (the batch filled, no room): it waits in line.
                 if (group.Queues[oq].InFlight.TryGetValue(ooff, out of) && of.Expired) group.Redeliver.Enqueue((oq, ooff));
                 continue;
             }
@@ -537,7 +536,13 @@ public sealed partial class BrokerEngine
             var gq = group.Queues[q];
             if (!gq.InFlight.TryGetValue(off, out var flight) || !flight.Expired) continue;
             if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole) { FinishInFlight(group, q, off); continue; }
-            if (!filter.Matches(entry.Tag)) { group.Redeliver.Enqueue((q, off)); leftForAnotherFilter = true; continue; }
+            // The group's consumers no longer subscribe to it (a new tag expression): finished for the group as a new
+            // message that does not match is (step 2), and as Apache treats a message the subscription no longer takes
+            // (consumed for the group). Until 2026-12-07 it was put back in line "for another filter" for ever: never
+            // leased again nor dead-lettered (the sweep skips an expired lease), its in-flight entry kept the group's
+            // DoneBelow where it was and, for a group not configured, its message group busy, so the pick stopped at
+            // every later message of that message group, and on its queue behind them (found by review).
+            if (!filter.Matches(entry.Tag)) { FinishFilteredOut(q, off); continue; }
             if (!Room(entry)) { group.Redeliver.Enqueue((q, off)); break; }
             Lease(entry, q, off, flight.Attempt + 1);
         }
@@ -552,6 +557,7 @@ public sealed partial class BrokerEngine
             var gq = group.Queues[q];
             // Orderly: a queue held by a live lease, or with an expired one still waiting (it goes first), gives nothing new.
             if (orderly && (!Open(q) || HasExpired(gq))) continue;
+            long lastPassedOver = -1; // the last offset of a run passed over since the pick's last lease on this queue
             while (!Full() && queue.TryGet(gq.NextOffset, out var entry))
             {
                 if (entry.VisibleAt >= durable) break;            // not durable yet: invisible
@@ -569,6 +575,7 @@ public sealed partial class BrokerEngine
                     if (entry.BodyAddress == QueueEntry.Expired) group.Expired++;
                     gq.NextOffset++;
                     gq.MarkDone(off);
+                    lastPassedOver = off;
                     continue;
                 }
                 // FIFO: an earlier message of this message group is in flight. Orderly groups too: a topic grown since
@@ -578,9 +585,15 @@ public sealed partial class BrokerEngine
                     break;
                 if (!Room(entry)) break;
                 Lease(entry, q, off, 1);
+                lastPassedOver = -1; // its delivery record finishes the ones passed over before it (RecordApplier)
             }
+            // Passed over after the last lease: no delivery record finishes them on replay. One record, for the last
+            // of them, does (a filtered-out ack beyond the group's position finishes every offset up to it), so after a
+            // crash the group is where it was live. At most one per queue per receive; nobody waits for it (lost, the
+            // messages are passed over again).
+            if (lastPassedOver >= 0) FinishPassedOver(q, lastPassedOver);
         }
-        more = Full() || leftForAnotherFilter;
+        more = Full();
         refused = noRoom;
         return picked;
 
@@ -598,18 +611,32 @@ public sealed partial class BrokerEngine
                 if (Full()) return;
                 var flight = gq.InFlight[off];
                 if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole) { FinishInFlight(group, q, off); continue; }
-                if (!filter.Matches(entry.Tag))
-                {
-                    // The group's consumers no longer subscribe to it (a new tag expression): finished for the group as a
-                    // new message that does not match is, so it does not hold its queue for ever (found by review).
-                    new AckedRecord(group.Group, topic.Name, q, off, FilteredOut: true).Write(_writer);
-                    AppendAndApply();
-                    MessageIndex.OnFilteredOut(topic.Name, group.Group, [(q, off)], now); // MessageIndex hook (issue 12)
-                    continue;
-                }
+                // The group's consumers no longer subscribe to it (a new tag expression): finished for the group as a
+                // new message that does not match is, so it does not hold its queue for ever (found by review).
+                if (!filter.Matches(entry.Tag)) { FinishFilteredOut(q, off); continue; }
                 if (!Room(entry)) return;
                 Lease(entry, q, off, flight.Attempt + 1);
             }
+        }
+
+        // An expired lease of queue q at off that the receive's filter does not take is finished for the group, as a
+        // filtered-out message: a durable record (an ack flagged FilteredOut, as an SQL filter's are), so replay finishes
+        // it too and the recovered state is the live one; applying it ends the lease and its FIFO hold. Nobody waits for
+        // it: lost in a crash, the lease is back after the restart, expires and is finished again.
+        void FinishFilteredOut(int q, long off)
+        {
+            new AckedRecord(group.Group, topic.Name, q, off, FilteredOut: true).Write(_writer);
+            AppendAndApply();
+            MessageIndex.OnFilteredOut(topic.Name, group.Group, [(q, off)], now); // MessageIndex hook (issue 12)
+        }
+
+        // The run of queue q's offsets up to off this receive passed over (filtered out, holes, other groups' re-driven
+        // dead letters) after its last lease there: finished durably for the group (RecordApplier.ApplyAcked).
+        void FinishPassedOver(int q, long off)
+        {
+            new AckedRecord(group.Group, topic.Name, q, off, FilteredOut: true).Write(_writer);
+            AppendAndApply();
+            MessageIndex.OnFilteredOut(topic.Name, group.Group, [(q, off)], now); // MessageIndex hook (issue 12)
         }
 
         // Leases queue q's offset off to this receive (its delivery record, applied) and takes it into the answer.

@@ -116,7 +116,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     ApplyDelivered(DeliveredRecord.Read(ref r));
                     break;
                 case RecordKind.Acked:
-                    ApplyAcked(AckedRecord.Read(ref r));
+                    ApplyAcked(AckedRecord.Read(ref r), filteredOut: (RecordHeader.FlagsOf(record) & RecordHeader.FilteredOutFlag) != 0);
                     break;
                 case RecordKind.InvisibilityChanged:
                     ApplyInvisibilityChanged(InvisibilityChangedRecord.Read(ref r));
@@ -236,7 +236,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         else if (!_delayed.IsRecalled(m.Topic, m.DeliverAtMs, m.MessageId))
         {
             AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, SentAt = address,
-                IdHash = DelayedEntry.HashOfId(m.MessageId) });
+                SendOrder = address, IdHash = DelayedEntry.HashOfId(m.MessageId) });
         }
         // Else a copy of a message recalled before it was stored (a send retried after the recall): dropped, never
         // delivered, as Apache's timer drops it at its time. Replay drops it again: the recall's record is before it, and
@@ -313,7 +313,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             if (rec.QueueId >= 0)
                 AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = half.Address, Size = half.Size, VisibleAt = address, Tag = half.Tag, MessageGroup = half.MessageGroup });
             else
-                AddDelayed(new DelayedEntry { BodyAddress = half.Address, Size = half.Size, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup });
+                AddDelayed(new DelayedEntry { BodyAddress = half.Address, Size = half.Size, Topic = half.Topic, RequestedQueueId = half.RequestedQueueId, DeliverAtMs = half.DeliverAtMs, Tag = half.Tag, MessageGroup = half.MessageGroup,
+                    SendOrder = address });
         }
         _txs.Decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs, half.Topic);
         _txs.Decided.Expire(rec.AtMs);
@@ -428,10 +429,20 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         _groups.ScheduleLease(group, rec.QueueId, rec.Offset, rec.LeaseId, rec.UntilMs);
     }
 
-    private void ApplyAcked(AckedRecord rec)
+    private void ApplyAcked(AckedRecord rec, bool filteredOut = false)
     {
         if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
         var group = GetGroup(rec.Group, topic);
+        var gq = group.Queues[rec.QueueId];
+        if (filteredOut && rec.Offset >= gq.NextOffset)
+        {
+            // A filtered-out offset the group was never handed: the last of a run a tag filter passed over after the
+            // queue's last delivery (BrokerEngine.PickForDelivery). Every offset up to it was passed over, as the ones
+            // before a fresh delivery are (ApplyDelivered). Until 2026-12-07 no record named them, and after a crash
+            // they were not finished: the group was handed them again (found by review).
+            for (long o = gq.NextOffset; o < rec.Offset; o++) gq.MarkDone(o);
+            gq.NextOffset = rec.Offset + 1;
+        }
         // Only an ack that ends a FIFO hold can make something new receivable (the message group's next message), and
         // only for this group: an ack of any other message wakes nobody.
         if (FinishInFlight(group, rec.QueueId, rec.Offset) && Live) group.Waiters.WakeOne();

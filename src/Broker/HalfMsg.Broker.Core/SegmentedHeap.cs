@@ -1,3 +1,5 @@
+using System.Numerics;
+
 namespace HalfMsg.Broker.Core;
 
 /// <summary>
@@ -6,16 +8,23 @@ namespace HalfMsg.Broker.Core;
 /// with millions of entries that copy ran under the engine lock. Items of equal priority come out in no particular
 /// order. Not thread-safe.
 /// </summary>
-internal sealed class SegmentedHeap<T>
+internal sealed class SegmentedHeap<T> : SegmentedHeap<T, long>;
+
+/// <summary>
+/// The heap of <see cref="SegmentedHeap{T}"/> by any priority compared with its operators: a priority that orders the
+/// items of one due time too (the delayed messages' <c>DelayIndex.DueKey</c>: due time, then send order) makes equal
+/// due times come out in a fixed order. A struct priority is compared inline, as a <see cref="long"/> is.
+/// </summary>
+internal class SegmentedHeap<T, TPriority> where TPriority : struct, IComparisonOperators<TPriority, TPriority, bool>
 {
-    private readonly SegmentedList<(T Item, long Priority)> _items = new();
+    private readonly SegmentedList<(T Item, TPriority Priority)> _items = new();
 
     public int Count => _items.Count;
 
     /// <summary>Segments held (for tests: they follow the count, not its history).</summary>
     internal int SegmentCount => _items.SegmentCount;
 
-    public void Enqueue(T item, long priority)
+    public void Enqueue(T item, TPriority priority)
     {
         _items.Add((item, priority));
         int i = _items.Count - 1;
@@ -31,11 +40,11 @@ internal sealed class SegmentedHeap<T>
         _items[i] = moving;
     }
 
-    public bool TryPeek(out T item, out long priority)
+    public bool TryPeek(out T item, out TPriority priority)
     {
         if (_items.Count == 0)
         {
-            (item, priority) = (default!, 0);
+            (item, priority) = (default!, default);
             return false;
         }
         (item, priority) = _items[0];
@@ -54,7 +63,7 @@ internal sealed class SegmentedHeap<T>
     }
 
     // Puts `moving` at `i` or below, moving smaller children up: the slot at `i` is free.
-    private void SiftDown(int i, (T Item, long Priority) moving)
+    private void SiftDown(int i, (T Item, TPriority Priority) moving)
     {
         int n = _items.Count;
         while (true)
@@ -79,11 +88,11 @@ internal sealed class SegmentedHeap<T>
     }
 
     /// <summary>Every item, in no particular order.</summary>
-    public IEnumerable<(T Item, long Priority)> Items() => _items.Items();
+    public IEnumerable<(T Item, TPriority Priority)> Items() => _items.Items();
 
     /// <summary>Removes every item <paramref name="stale"/> (given the item and its priority) picks, in one pass over all
     /// of them, and orders the rest as a heap again (in place, in linear time). Returns how many went.</summary>
-    public int RemoveWhere(Func<T, long, bool> stale)
+    public int RemoveWhere(Func<T, TPriority, bool> stale)
     {
         int kept = 0, n = _items.Count;
         for (int i = 0; i < n; i++)
@@ -112,7 +121,7 @@ internal static class SegmentedHeap
 
     /// <summary>
     /// True when a due-time queue of <paramref name="entries"/> entries for <paramref name="live"/> live items should be
-    /// rid of its stale ones (<see cref="SegmentedHeap{T}.RemoveWhere"/>): they are more than twice the live ones plus
+    /// rid of its stale ones (<see cref="SegmentedHeap{T, TPriority}.RemoveWhere"/>): they are more than twice the live ones plus
     /// <see cref="StaleSlack"/>. A stale entry stays until its due time, which a client may set days ahead, and holds
     /// what it names until then; the pass over all entries that drops them is paid for by the removals that made at
     /// least half of them stale since the last one. The pending halves (<c>HalfIndex</c>) and the delayed messages

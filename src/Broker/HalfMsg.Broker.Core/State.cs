@@ -356,6 +356,15 @@ internal sealed class DelayedEntry
     /// issued for those either).
     /// </summary>
     public long SentAt = -1;
+    /// <summary>
+    /// Where the message stands in send order: the address of the record that made it a delayed message, which no
+    /// retention move changes (its MessageStored, <see cref="SentAt"/>; for a committed delayed transaction message, the
+    /// commit's decision record, where a transaction message that is not delayed takes its queue offset). Messages due
+    /// at the same millisecond are released in this order (DelayIndex), so a FIFO message group's keep the order they
+    /// were sent in. Kept in the checkpoint (an entry read from one written before: <see cref="SentAt"/>, else
+    /// <see cref="BodyAddress"/>).
+    /// </summary>
+    public long SendOrder;
     // The delayed messages of one topic, linked (DelayIndex): a topic's delete visits only its own.
     public DelayedEntry? PrevOfTopic, NextOfTopic;
     // The delayed messages of one topic, time and id hash, linked (DelayIndex): a recall visits only those for its copies.

@@ -1,3 +1,4 @@
+using System.Numerics;
 using HalfMsg.Broker.Core.Retention;
 
 namespace HalfMsg.Broker.Core.Delivery;
@@ -17,7 +18,7 @@ internal sealed class DelayIndex
     internal const int Shards = ShardedTable<long, DelayedEntry, ByAddress>.Shards;
 
     private readonly ShardedTable<long, DelayedEntry, ByAddress> _byBody = new();
-    private readonly SegmentedHeap<DelayedEntry> _due = new();
+    private readonly SegmentedHeap<DelayedEntry, DueKey> _due = new();
     // The same entries by the block of the log their body lies in: a retention cut visits only those below it.
     private readonly AddressBlocks<DelayedEntry> _byBlock = new();
     // And by topic, each topic's linked through the entries (PrevOfTopic, NextOfTopic) from its newest: a topic's
@@ -62,12 +63,28 @@ internal sealed class DelayIndex
         public static int ShardOf(RecallKey key) => ByAddress.ShardOf(CopyKey(key.Topic, key.DeliverAtMs, DelayedEntry.HashOfId(key.MessageId)));
     }
 
+    /// <summary>
+    /// A delayed message's place in the due-time heap: its delivery time, then its place in send order
+    /// (<see cref="DelayedEntry.SendOrder"/>). Until 2026-12-07 the heap was keyed on the time alone, and messages due at
+    /// the same millisecond came out in no particular order: a FIFO message group's, sent one after another with one
+    /// delivery time, entered their queue, and were delivered, out of the order they were sent in (found by review).
+    /// The send order is an address no retention move changes, kept in the checkpoint: the order is the same after a
+    /// restart, whether the heap is rebuilt from the log or from a checkpoint.
+    /// </summary>
+    internal readonly record struct DueKey(long AtMs, long SendOrder) : IComparisonOperators<DueKey, DueKey, bool>
+    {
+        public static bool operator <(DueKey a, DueKey b) => a.AtMs < b.AtMs || (a.AtMs == b.AtMs && a.SendOrder < b.SendOrder);
+        public static bool operator >(DueKey a, DueKey b) => b < a;
+        public static bool operator <=(DueKey a, DueKey b) => !(b < a);
+        public static bool operator >=(DueKey a, DueKey b) => !(a < b);
+    }
+
     /// <summary>The engine's sweeper, told of each delivery time (none in tests that build this alone).</summary>
     internal SweepAlarm? Alarm;
 
     /// <summary>The earliest delivery time in the heap (its entry may be stale), or of a remembered recall (the sweeper
     /// forgets it then), or <see cref="long.MaxValue"/>.</summary>
-    public long NextDueMs => Math.Min(_due.TryPeek(out _, out long at) ? at : long.MaxValue,
+    public long NextDueMs => Math.Min(_due.TryPeek(out _, out var at) ? at.AtMs : long.MaxValue,
         _recalledDue.TryPeek(out _, out long recall) && recall <= KeepRecallsDueAfterMs ? recall : long.MaxValue); // one kept is the capture's end's
 
     /// <summary>Delayed messages.</summary>
@@ -95,7 +112,7 @@ internal sealed class DelayIndex
         _byBlock.Add(entry.BodyAddress, entry);
         Link(entry);
         NoteMove(entry);
-        _due.Enqueue(entry, entry.DeliverAtMs);
+        _due.Enqueue(entry, new DueKey(entry.DeliverAtMs, entry.SendOrder));
         Alarm?.Note(entry.DeliverAtMs);
         if (replacing) DropStaleEntriesIfMost(); // the one it replaced is stale
     }
@@ -358,10 +375,11 @@ internal sealed class DelayIndex
         NoteMove(entry);
     }
 
-    /// <summary>Takes the next entry whose time has come (stale heap entries for released or moved ones are skipped).</summary>
+    /// <summary>Takes the next entry whose time has come, those of one time in send order (stale heap entries for
+    /// released or moved ones are skipped).</summary>
     public bool TryTakeDue(long nowMs, out DelayedEntry entry)
     {
-        while (_due.TryPeek(out entry!, out var at) && at <= nowMs)
+        while (_due.TryPeek(out entry!, out var at) && at.AtMs <= nowMs)
         {
             _due.Dequeue();
             if (IsLive(entry)) return true;

@@ -251,7 +251,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                         {
                             var d = delayed[k];
                             w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup).I64(d.SentAt);
-                            if (!WithoutIdHashesForTests) w.I32(d.IdHash);
+                            // Then its place in send order (since 2026-12-07), after the hash it needs before it.
+                            if (!WithoutIdHashesForTests) w.I32(d.IdHash).I64(d.SendOrder);
                             Emit(w, o);
                         }
                     }).ConfigureAwait(false);
@@ -772,6 +773,10 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     // topic and time, once (DelayIndex.NoteIdOf). A build before reads the record without it: the reader
                     // takes the fields it knows and leaves the rest of a record.
                     if (r.Remaining > 0) d.IdHash = r.I32();
+                    // Then its place in send order (since 2026-12-07), so the messages due at one millisecond are
+                    // released after a restart in the order they would have been live. A file written before has none:
+                    // the address it was sent at stands in (a committed transaction message has none: its body's).
+                    d.SendOrder = r.Remaining > 0 ? r.I64() : d.SentAt >= 0 ? d.SentAt : d.BodyAddress;
                     state.Delayed.Add(d);
                     break;
                 }
