@@ -10,11 +10,7 @@ namespace HalfMsg.Core.Tests;
 /// </summary>
 public sealed class SearchByTimeDelayReleaseTests
 {
-    private static MessageDraft OnQueue0(EngineHarness h, string body, long? deliverAt = null)
-    {
-        var d = h.Draft("events", body, deliverAt: deliverAt);
-        return new MessageDraft { Topic = d.Topic, MessageId = d.MessageId, Body = d.Body, QueueId = 0, DeliveryTimestampMs = d.DeliveryTimestampMs };
-    }
+    private static MessageDraft OnQueue0(EngineHarness h, string body, long? deliverAt = null) => SearchByTimeTests.OnQueue0(h, body, deliverAt);
 
     [Fact]
     public async Task The_search_does_not_skip_a_message_stored_before_a_late_release_of_a_delayed_message()

@@ -23,7 +23,8 @@ internal static class TestSeconds
 /// </summary>
 public sealed class SearchByTimeTests
 {
-    private static MessageDraft OnQueue0(EngineHarness h, string body, long? deliverAt = null)
+    /// <summary>A message of topic <c>events</c> for queue 0 (shared by the search-by-time tests).</summary>
+    internal static MessageDraft OnQueue0(EngineHarness h, string body, long? deliverAt = null)
     {
         var d = h.Draft("events", body, deliverAt: deliverAt);
         return new MessageDraft { Topic = d.Topic, MessageId = d.MessageId, Body = d.Body, QueueId = 0, DeliveryTimestampMs = d.DeliveryTimestampMs };
