@@ -184,6 +184,41 @@ public sealed class RemotingSessionTests : IAsyncLifetime
         await run.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
+    [Fact]
+    public async Task A_long_poll_past_the_parked_pull_cap_that_passed_over_filtered_entries_is_told_the_offset_after_them()
+    {
+        // Two long polls fill the cap of 2; the third, past it, finds only messages its tag filter does not take. Until
+        // 2026-12-07 it was answered SYSTEM_BUSY without its next offset, so the client scanned them again every 3 s.
+        var server = new RemotingServer(_engine, new RemotingOptions { MaxParkedPullsPerConnection = 2 }, NullLoggerFactory.Instance);
+        var toServer = new Pipe();
+        var toClient = new Pipe();
+        var session = new RemotingSession(new DuplexPipe(toServer.Reader, toClient.Writer), server, null, null, nameServerOnly: false);
+        var run = session.RunAsync(CancellationToken.None);
+        for (int i = 0; i < 3; i++)
+            Assert.True((await _engine.SendAsync(new Core.Model.MessageDraft { Topic = "ParkedFiltered", MessageId = "m" + i, Body = new byte[] { 1 }, Tag = "A", QueueId = 1 })).IsOk);
+        var bytes = new ArrayBufferWriter<byte>();
+        RemotingCommand Pull(int queue, int opaque)
+        {
+            var pull = RemotingCommand.Request(RequestCode.PullMessage).Set("consumerGroup", "G").Set("topic", "ParkedFiltered").Set("queueId", (long)queue)
+                .Set("queueOffset", 0L).Set("sysFlag", (long)(PullSysFlag.Suspend | PullSysFlag.Subscription)).Set("subscription", "B")
+                .Set("expressionType", "TAG").Set("suspendTimeoutMillis", 30_000L);
+            pull.Opaque = opaque;
+            return pull;
+        }
+        RemotingFrame.Write(bytes, Pull(0, 1));
+        RemotingFrame.Write(bytes, Pull(0, 2));
+        RemotingFrame.Write(bytes, Pull(1, 3));
+        await toServer.Writer.WriteAsync(bytes.WrittenMemory);
+        var result = await toClient.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        var buffer = result.Buffer;
+        Assert.True(RemotingFrame.TryReadFrame(ref buffer, 1 << 20, out var answer));
+        toClient.Reader.AdvanceTo(buffer.Start);
+        Assert.Equal((3, ResponseCode.PullNotFound), (answer.Opaque, answer.Code));
+        Assert.Equal(3, answer.GetLong("nextBeginOffset", -1));
+        await toServer.Writer.CompleteAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
     /// <summary>Serving a long poll past the cap without suspending must not touch the request's signed fields: the ACL
     /// signature covers sysFlag.</summary>
     [Fact]

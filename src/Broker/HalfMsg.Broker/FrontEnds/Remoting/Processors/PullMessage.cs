@@ -134,7 +134,11 @@ internal sealed partial class RemotingDispatcher
             return Error(request, ResponseCode.SystemBusy, room is { RefusedByBroker: true }
                 ? $"[OVERLOAD]no room for pulled messages within the {Options.MaxPullBytes} bytes of them all connections may make the broker hold (answers being built or not read yet); pull again later"
                 : $"[OVERLOAD]no room for pulled messages within the {Options.MaxInFlightBytesPerConnection} bytes this connection may have in flight (answers the client has not read yet); pull again later");
-        if (pastParkCap && result.Status == PullStatus.NoNewMessage)
+        // Past the cap with nothing new: SYSTEM_BUSY, from which the Java client backs off. But when the pull passed over
+        // entries its filter does not take, PULL_NOT_FOUND with the offset after them: the client pulls from there, at
+        // once. Until 2026-12-07 that offset was dropped with the SYSTEM_BUSY, and the client scanned the same entries
+        // again every 3 s for as long as its connection's parked pulls stayed at the cap (found by review).
+        if (pastParkCap && result.Status == PullStatus.NoNewMessage && result.NextBeginOffset <= offset)
             return Error(request, ResponseCode.SystemBusy,
                 $"[PARKED_PULLS]this connection has {Options.MaxParkedPullsPerConnection} long polls parked already; pull again later");
         int code = result.Status switch
