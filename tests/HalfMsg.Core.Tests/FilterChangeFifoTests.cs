@@ -9,16 +9,8 @@ namespace HalfMsg.Core.Tests;
 /// </summary>
 public class FilterChangeFifoTests
 {
-    private static async Task<int> Send(EngineHarness h, string body, int? queue = null, string? tag = null, string? group = null)
-    {
-        var r = await h.Engine.SendAsync(new MessageDraft
-        {
-            Topic = "t", MessageId = h.NextId(), Body = System.Text.Encoding.UTF8.GetBytes(body), MessageGroup = group, QueueId = queue, Tag = tag,
-            BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
-        });
-        Assert.True(r.Error.IsOk, r.Error.ToString());
-        return r.QueueId;
-    }
+    private static Task<int> Send(EngineHarness h, string body, int? queue = null, string? tag = null, string? group = null)
+        => GroupOrderReviewTests.Send(h, body, queue, tag, group);
 
     /// <summary>
     /// A FIFO message's lease expires after the group's subscription changed (A to B). Until 2026-12-07 the expired lease

@@ -6,7 +6,8 @@ namespace HalfMsg.Core.Tests;
 /// <summary>Found by the review of the orderly/concurrent change (cddab56); the first two failed on it.</summary>
 public class GroupOrderReviewTests
 {
-    private static async Task<int> Send(EngineHarness h, string body, int? queue = null, string? tag = null, string? group = null)
+    /// <summary>A message of topic <c>t</c> (shared with <see cref="FilterChangeFifoTests"/>); its queue.</summary>
+    internal static async Task<int> Send(EngineHarness h, string body, int? queue = null, string? tag = null, string? group = null)
     {
         var r = await h.Engine.SendAsync(new MessageDraft
         {
