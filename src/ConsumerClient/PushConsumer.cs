@@ -594,14 +594,27 @@ public sealed class PushConsumer : IAsyncDisposable
             for (int i = 0; i < ordered.Count; i++)
             {
                 ReceivedMessage m = ordered[i];
+                bool settled;
                 try
                 {
-                    await HandleFifoAsync(m, leases[i]).ConfigureAwait(false);
+                    // Once the stop has cancelled the handlers' token no later message is started: the ones behind an
+                    // unsettled message must not overtake it.
+                    settled = !_abort.IsCancellationRequested && await HandleFifoAsync(m, leases[i]).ConfigureAwait(false);
                 }
                 finally
                 {
                     released++;
                     _slots.Release();
+                }
+
+                if (!settled)
+                {
+                    // Left to come back after its invisible duration (a stop cancelled its retries): the rest of the
+                    // chain waits for it, and comes back after it. Until the review of 2026-12-07 the chain went on, and
+                    // a later message of the group was handled (and acked) before it (found by review).
+                    _logger.LogInformation("Handling message group {MessageGroup} stopped at message {Index} of {Count} (the consumer is stopping); the rest reappear after their invisible duration",
+                        m.MessageGroup, i + 1, ordered.Count);
+                    break;
                 }
             }
         }
@@ -635,7 +648,9 @@ public sealed class PushConsumer : IAsyncDisposable
     /// <summary>Handles one message of a FIFO chain; <paramref name="lease"/> renews its lease from the receive and is
     /// stopped (its renewal in flight awaited, so the ack carries the newest receipt handle) before the message is
     /// settled.</summary>
-    private async Task HandleFifoAsync(ReceivedMessage message, (CancellationTokenSource Stop, Task Renewal) lease)
+    /// <returns>False when the message was left unsettled (the stop cancelled its local retries): it comes back after its
+    /// invisible duration, and the later messages of its group must not be handled before it.</returns>
+    private async Task<bool> HandleFifoAsync(ReceivedMessage message, (CancellationTokenSource Stop, Task Renewal) lease)
     {
         int maxAttempts = MaxAttempts;
 
@@ -677,6 +692,8 @@ public sealed class PushConsumer : IAsyncDisposable
         {
             await RetryAsync("forward to DLQ", message, ct => _core.ForwardToDeadLetterQueueAsync(message, maxAttempts, ct)).ConfigureAwait(false);
         }
+
+        return success is not null;
     }
 
     /// <summary>Retries ack / nack / DLQ forwarding every second until it succeeds, the receipt handle is no longer

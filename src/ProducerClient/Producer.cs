@@ -149,7 +149,11 @@ public sealed class Producer : IAsyncDisposable
     }
 
     /// <summary>Publishes a normal (or FIFO / delay) message. Transport errors, TOO_MANY_REQUESTS and internal errors
-    /// are retried up to <see cref="ProducerOptions.MaxSendAttempts"/> times with the same message id.</summary>
+    /// are retried up to <see cref="ProducerOptions.MaxSendAttempts"/> times with the same message id.
+    /// <para><paramref name="cancellationToken"/> cancels only until the message is on the wire: an
+    /// <see cref="OperationCanceledException"/> means it was not sent. Once sent, the call is not cancelled (the broker
+    /// may have stored the message) and its answer comes back, at most the request timeout later; a cancellation after a
+    /// failed attempt stops the retries and throws that attempt's failure.</para></summary>
     public async Task<SendReceipt> SendAsync(Message message, CancellationToken cancellationToken = default)
     {
         (SendReceipt receipt, _) = await SendCoreAsync(message, transactional: false, cancellationToken).ConfigureAwait(false);
@@ -344,6 +348,7 @@ public sealed class Producer : IAsyncDisposable
         span?.SetTag("messaging.message.id", messageId);
         int maxAttempts = transactional ? 1 : Math.Max(1, _options.MaxSendAttempts);
         int start = Interlocked.Increment(ref _roundRobin);
+        ClientException? lastFailure = null; // the failure of the last attempt that went out, if one did
         for (int attempt = 1; ; attempt++)
         {
             // Each retry goes to the next queue (and possibly another broker), as the official clients do.
@@ -361,16 +366,12 @@ public sealed class Producer : IAsyncDisposable
                 else
                 {
                     var request = new SendMessageRequest { Messages = { proto } };
-                    // A half on the wire is not cancelled by its caller (see ITransaction.SendAsync): the caller gets
-                    // the broker's answer, bounded by the request timeout; "cancelled" means it was not sent.
-                    CancellationToken callToken = ct;
-                    if (transactional)
-                    {
-                        ct.ThrowIfCancellationRequested();
-                        callToken = CancellationToken.None;
-                    }
-
-                    SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, callToken)
+                    // A message on the wire, a half or not, is not cancelled by its caller (see SendAsync and
+                    // ITransaction.SendAsync): the caller gets the broker's answer, bounded by the request timeout;
+                    // "cancelled" means it was not sent. Until the review of 2026-12-07 a normal send kept the caller's
+                    // token, and a message the broker had stored could be reported cancelled (found by review).
+                    ThrowIfCancelledBeforeAttempt(ct, lastFailure);
+                    SendMessageResponse response = await _session.Channel.UnaryAsync(endpoint, (c, o) => c.SendMessageAsync(request, o), null, CancellationToken.None)
                         .ConfigureAwait(false);
                     entry = HalfSendCoalescer.EntryAt(response, 0, 1);
                 }
@@ -389,12 +390,38 @@ public sealed class Producer : IAsyncDisposable
             {
                 _logger.LogDebug(ex, "Send of {MessageId} attempt {Attempt} failed; retrying", messageId, attempt);
                 span?.AddEvent(new ActivityEvent("retry", tags: new ActivityTagsCollection { ["attempt"] = attempt, ["error.type"] = ex.Code.ToString() }));
+                lastFailure = ex;
                 if (ex is TooManyRequestsException)
                 {
-                    await Task.Delay(ThrottleDelay(server, attempt), ct).ConfigureAwait(false);
+                    try
+                    {
+                        await Task.Delay(ThrottleDelay(server, attempt), ct).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                    {
+                        ThrowIfCancelledBeforeAttempt(ct, lastFailure);
+                    }
                 }
             }
         }
+    }
+
+    /// <summary>Before an attempt of a send: a cancelled caller gets <see cref="OperationCanceledException"/> ("not sent")
+    /// only when no earlier attempt went out; after one that failed (a timeout may have stored the message), that
+    /// failure, not "cancelled".</summary>
+    private static void ThrowIfCancelledBeforeAttempt(CancellationToken ct, ClientException? lastFailure)
+    {
+        if (!ct.IsCancellationRequested)
+        {
+            return;
+        }
+
+        if (lastFailure is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(lastFailure);
+        }
+
+        ct.ThrowIfCancellationRequested();
     }
 
     /// <summary>delay(n) = min(initial * multiplier^(n-1), max) from the server's backoff policy (defaults 10 ms, 2, 1 s,

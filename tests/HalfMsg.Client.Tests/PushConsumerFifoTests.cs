@@ -113,4 +113,65 @@ public sealed class PushConsumerFifoTests
         Assert.True(renewals.Any(r => r.Handle == "rh-2" && r.At < leaseEnd),
             $"id-2's lease was not renewed before it ended; renewals of rh-2 at {string.Join(", ", renewals.Where(r => r.Handle == "rh-2").Select(r => (r.At - received.Value).TotalSeconds.ToString("0.0") + " s"))} after the receive");
     }
+    /// <summary>A stop whose token is cancelled while a FIFO message is in its local retry leaves that message unsettled
+    /// (it comes back after its invisible duration): the later messages of its group must not be handled meanwhile, or
+    /// they are done before it. Until the review of 2026-12-07 the chain went on to them, each handler called with the
+    /// cancelled token (found by review).</summary>
+    [Fact]
+    public async Task A_stop_that_leaves_a_fifo_message_unsettled_does_not_handle_the_later_messages_of_its_group()
+    {
+        int delivered = 0;
+        var acked = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var settings = new Settings { Subscription = new Subscription { Fifo = true } };
+        await using TestGrpcServer server = await FakeBrokers.ConsumingAsync(settings, s =>
+        {
+            s.OnReceive = (_, stream, ctx) => FakeBrokers.AnswerReceiveAsync(stream, ctx,
+                Interlocked.Exchange(ref delivered, 1) == 0
+                    ? [FakeBrokers.Delivered("t", "id-1", "rh-1", group: "g1"), FakeBrokers.Delivered("t", "id-2", "rh-2", group: "g1")]
+                    : [],
+                TimeSpan.FromMilliseconds(500));
+            s.OnAckMessage = (r, _) =>
+            {
+                foreach (AckMessageEntry e in r.Entries) acked.Enqueue(e.MessageId);
+                return Task.FromResult(new AckMessageResponse { Status = new Status { Code = Code.Ok } });
+            };
+            s.OnChangeInvisibleDuration = (r, _) =>
+                Task.FromResult(new ChangeInvisibleDurationResponse { Status = new Status { Code = Code.Ok }, ReceiptHandle = r.ReceiptHandle });
+        });
+        var firstStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handled = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        PushConsumer consumer = await PushConsumer.StartAsync(PushConsumerOptions.Default with
+        {
+            Endpoints = server.Endpoint,
+            ConsumerGroup = "g",
+            Subscriptions = new Dictionary<string, string> { ["t"] = "*" },
+            AwaitDuration = TimeSpan.FromSeconds(1),
+            RetryBackoff = new RetryBackoff(TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1), 1),
+            Handler = async (m, ct) =>
+            {
+                handled.Enqueue(m.MessageId);
+                if (m.MessageId == "id-1")
+                {
+                    firstStarted.TrySetResult();
+                    await Task.Delay(Timeout.Infinite, ct); // ends with the stop's cancellation: a failure
+                }
+
+                return ConsumeResult.Success; // id-2: a handler that does not look at its token
+            },
+        });
+        try
+        {
+            await firstStarted.Task.WaitAsync(TimeSpan.FromSeconds(15));
+            using var cancelled = new CancellationTokenSource();
+            await cancelled.CancelAsync();
+            await consumer.StopAsync(cancelled.Token).WaitAsync(TimeSpan.FromSeconds(15));
+        }
+        finally
+        {
+            await consumer.DisposeAsync();
+        }
+
+        Assert.Equal(["id-1"], handled);
+        Assert.Empty(acked);
+    }
 }
