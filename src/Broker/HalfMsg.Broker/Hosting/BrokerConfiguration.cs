@@ -220,9 +220,9 @@ public static class BrokerConfiguration
             GrpcMaxConnections = Int(N("--grpc-max-connections"), Get("--grpc-max-connections"), 1, 1_000_000),
             GrpcTls = Get("--grpc-tls").ToLowerInvariant() switch
             {
-                "auto" => GrpcTlsMode.Auto,
-                "required" => GrpcTlsMode.Required,
-                "off" => GrpcTlsMode.Off,
+                "auto" => PortTlsMode.Auto,
+                "required" => PortTlsMode.Required,
+                "off" => PortTlsMode.Off,
                 var v => throw new BrokerConfigurationException($"{N("--grpc-tls")} must be 'auto', 'required' or 'off', not '{v}'"),
             },
             GrpcTlsCertificate = config[Key("--grpc-tls-certificate")] is { Length: > 0 } certificate ? certificate : null,

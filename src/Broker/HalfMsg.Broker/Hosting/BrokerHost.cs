@@ -65,8 +65,8 @@ public sealed class BrokerHost : IAsyncDisposable
         if (adjust is not null) options = adjust(options);
         StartupChecks.Run(options);
         // Read now, so that a wrong certificate path or password stops the start with its flag named.
-        var tlsCertificate = options.GrpcTls == GrpcTlsMode.Off ? null
-            : GrpcTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword);
+        var tlsCertificate = options.GrpcTls == PortTlsMode.Off ? null
+            : PortTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword);
         var bound = new GrpcEndpoint.BoundPorts(options.GrpcPort);
 
         BrokerLogging.Configure(builder.Logging, builder.Configuration, options);
@@ -132,8 +132,8 @@ public sealed class BrokerHost : IAsyncDisposable
         app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc} (TLS {Tls}), admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
             BrokerConfiguration.Version, options.Bind, grpcPort, options.GrpcTls switch
             {
-                GrpcTlsMode.Auto => options.GrpcTlsCertificate is null ? "auto, self-signed" : "auto",
-                GrpcTlsMode.Required => options.GrpcTlsCertificate is null ? "required, self-signed" : "required",
+                PortTlsMode.Auto => options.GrpcTlsCertificate is null ? "auto, self-signed" : "auto",
+                PortTlsMode.Required => options.GrpcTlsCertificate is null ? "required, self-signed" : "required",
                 _ => "off",
             }, options.AdminBind, httpPort,
             options.Credentials.Count > 0 ? "on" : "off", Path.GetFullPath(options.DataDir), options.Core.Flush);
