@@ -24,7 +24,9 @@ public sealed record BrokerOptions
     public int GrpcMaxConnections { get; init; } = 1_000;
     /// <summary>TLS on the gRPC port (<see cref="PortTls"/>): by default a connection that starts TLS gets it.</summary>
     public PortTlsMode GrpcTls { get; init; } = PortTlsMode.Auto;
-    /// <summary>PEM or PKCS#12 certificate for the gRPC port's TLS; null = a self-signed one.</summary>
+    /// <summary>TLS on the Remoting and name-server ports (<see cref="PortTls"/>), with the gRPC port's certificate.</summary>
+    public PortTlsMode RemotingTls { get; init; } = PortTlsMode.Auto;
+    /// <summary>PEM or PKCS#12 certificate for the gRPC and Remoting ports' TLS; null = a self-signed one.</summary>
     public string? GrpcTlsCertificate { get; init; }
     /// <summary>PEM private key of <see cref="GrpcTlsCertificate"/> when its file does not hold it.</summary>
     public string? GrpcTlsKey { get; init; }

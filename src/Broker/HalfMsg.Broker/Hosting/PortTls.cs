@@ -61,7 +61,7 @@ internal static class PortTls
                     if (made is not null) return made;
                     made = SelfSigned(Dns.GetHostName());
                 }
-                logger.LogWarning("TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} was made (valid until {Until:yyyy-MM-dd}). The Java, C# and Go clients accept it; clients that verify certificates (the Node client with sslEnabled) do not: configure a certificate for them.",
+                logger.LogWarning("TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} was made (valid until {Until:yyyy-MM-dd}). The Java, C# and Go gRPC clients and the Java Remoting client (tls.test.mode.enable, its default) accept it; clients that verify certificates (the Node gRPC client with sslEnabled) do not: configure a certificate for them.",
                     Dns.GetHostName(), made.NotAfter);
                 return made;
             };
