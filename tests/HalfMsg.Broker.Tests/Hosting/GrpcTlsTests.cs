@@ -90,7 +90,7 @@ public sealed class GrpcTlsTests
 
     /// <summary>A certificate and its key as two PEM files, for 127.0.0.1; its own authority, as `openssl req -x509`
     /// makes one, so that a client may trust it as a root.</summary>
-    private static (string Certificate, string Key, X509Certificate2 Made) WritePem(string dir)
+    internal static (string Certificate, string Key, X509Certificate2 Made) WritePem(string dir)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("CN=halfmsg-test", key, HashAlgorithmName.SHA256);

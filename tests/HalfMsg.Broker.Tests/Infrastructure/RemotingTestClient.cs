@@ -15,17 +15,17 @@ public sealed class RemotingTestClient : IAsyncDisposable
 {
     private static int s_opaque;
     private readonly TcpClient _tcp;
-    private readonly NetworkStream _stream;
+    private readonly Stream _stream;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly ConcurrentDictionary<int, TaskCompletionSource<RemotingCommand>> _pending = new();
     private readonly Channel<RemotingCommand> _serverRequests = Channel.CreateUnbounded<RemotingCommand>();
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _reader;
 
-    private RemotingTestClient(TcpClient tcp)
+    private RemotingTestClient(TcpClient tcp, Stream? stream = null)
     {
         _tcp = tcp;
-        _stream = tcp.GetStream();
+        _stream = stream ?? tcp.GetStream();
         _reader = Task.Run(ReadLoopAsync);
     }
 
@@ -34,6 +34,30 @@ public sealed class RemotingTestClient : IAsyncDisposable
         var tcp = new TcpClient();
         await tcp.ConnectAsync("127.0.0.1", port);
         return new RemotingTestClient(tcp);
+    }
+
+    /// <summary>
+    /// A Remoting connection over TLS, as a Java 4.x client with <c>-Dtls.enable=true</c> opens one: the handshake first,
+    /// then the same frames. <paramref name="validate"/> sees the server's certificate (default: accept any, as the Java
+    /// client's default <c>tls.test.mode.enable=true</c>). Throws if the handshake fails (e.g. <c>--remoting-tls off</c>).
+    /// </summary>
+    public static async Task<RemotingTestClient> ConnectTlsAsync(int port, System.Net.Security.RemoteCertificateValidationCallback? validate = null,
+        TimeSpan? handshakeTimeout = null)
+    {
+        var tcp = new TcpClient();
+        try
+        {
+            await tcp.ConnectAsync("127.0.0.1", port);
+            var ssl = new System.Net.Security.SslStream(tcp.GetStream(), leaveInnerStreamOpen: false, validate ?? ((_, _, _, _) => true));
+            using var timeout = new CancellationTokenSource(handshakeTimeout ?? TimeSpan.FromSeconds(30));
+            await ssl.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions { TargetHost = "localhost" }, timeout.Token);
+            return new RemotingTestClient(tcp, ssl);
+        }
+        catch
+        {
+            tcp.Dispose();
+            throw;
+        }
     }
 
     /// <summary>MQVersion ordinal sent when a request sets none: V4_9_4 (401), as a current Java 4.x client.</summary>
@@ -132,6 +156,7 @@ public sealed class RemotingTestClient : IAsyncDisposable
     {
         _tcp.Dispose();
         try { await _reader.WaitAsync(TimeSpan.FromSeconds(5)); } catch (TimeoutException) { }
+        if (_stream is not NetworkStream) await _stream.DisposeAsync(); // TLS: the reader is done with it
     }
 }
 

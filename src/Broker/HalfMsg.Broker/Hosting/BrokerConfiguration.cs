@@ -27,7 +27,7 @@ public static class BrokerConfiguration
         new("--broker-name", "Broker:BrokerName", BrokerNames.Default, "The broker's name (RocketMQ's brokerName) in the routes of both protocols, cluster info, queue locks and recall handles; letters, digits, '-', '_' and '.'. Recall handles naming halfmsg-broker, the gRPC routes' name before 2026-12-06, are still accepted."),
         new("--grpc-port", "Broker:GrpcPort", "8081", "RocketMQ 5 gRPC endpoint (HTTP/2; cleartext and TLS on the same port: --grpc-tls)."),
         new("--grpc-tls", "Broker:GrpcTls", "auto", "TLS on the gRPC port. auto: a connection that opens with a TLS handshake gets TLS (the official Java, C# and Go clients do unless told enableSsl(false)), one that opens with HTTP/2 gets cleartext (the Node client unless sslEnabled), both on the same port, as Apache's proxy; required: cleartext connections are closed; off: cleartext only."),
-        new("--grpc-tls-certificate", "Broker:GrpcTlsCertificate", "", "Certificate for TLS on the gRPC port: a PEM file (with its key, or the key in --grpc-tls-key) or a PKCS#12 file (.pfx, .p12). Empty: a self-signed certificate for localhost and the machine's name is made at the first TLS connection; the Java, C# and Go clients accept it (they do not verify the server's certificate), clients that verify certificates do not."),
+        new("--grpc-tls-certificate", "Broker:GrpcTlsCertificate", "", "Certificate for TLS on the gRPC port, and on the Remoting and name-server ports (--remoting-tls): a PEM file (with its key, or the key in --grpc-tls-key) or a PKCS#12 file (.pfx, .p12). Empty: a self-signed certificate for localhost and the machine's name is made at the first TLS connection; the Java, C# and Go gRPC clients and the Java Remoting client accept it (they do not verify the server's certificate by default), clients that verify certificates do not."),
         new("--grpc-tls-key", "Broker:GrpcTlsKey", "", "PEM private key of --grpc-tls-certificate, when its file does not hold it."),
         new("--grpc-tls-certificate-password", "Broker:GrpcTlsCertificatePassword", "", "Password of an encrypted PEM key or of the PKCS#12 file in --grpc-tls-certificate (better given as the environment variable than on the command line)."),
         new("--grpc-max-connections", "Broker:GrpcMaxConnections", "1000", "Connections the gRPC port accepts at once; one more is closed at once (each client process normally holds one)."),
@@ -35,7 +35,8 @@ public static class BrokerConfiguration
         new("--grpc-max-unsent", "Broker:GrpcMaxUnsent", "512MiB", "ReceiveMessage answer bytes all gRPC connections together may make the broker hold unsent; as above once reached (never below twice (--max-message-size + 1MiB))."),
         new("--grpc-write-timeout", "Broker:GrpcWriteTimeout", "30s", "Longest a ReceiveMessage answer may take to be written out, final flush included, plus a second per 256 KiB of the answer (an 8 MiB answer: 62 s); past it the stream is reset (RST_STREAM) and its messages released for other consumers."),
         new("--grpc-retry-delays", "Broker:GrpcRetryDelays", "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h", "Delays announced to gRPC push consumers (Settings backoff, customized, Apache's default group retry policy): after its n-th failed delivery a message is offered again this n-th delay later (the last repeats); 1 to 64 delays of 0 to 12h, separated by spaces. With --max-delivery-attempts 16 a message that keeps failing reaches %DLQ%<group> about 1 h 46 min after its first delivery, as with Apache. The Node client reads no customized backoff and retries at once."),
-        new("--remoting-port", "Broker:RemotingPort", "10911", "RocketMQ 4 Remoting endpoint (TCP; 0 = off)."),
+        new("--remoting-port", "Broker:RemotingPort", "10911", "RocketMQ 4 Remoting endpoint (TCP; 0 = off; cleartext and TLS on the same port: --remoting-tls)."),
+        new("--remoting-tls", "Broker:RemotingTls", "auto", "TLS on the Remoting and name-server ports, with the certificate of --grpc-tls-certificate. auto: a connection that opens with a TLS handshake gets TLS (a Java 4.x client with -Dtls.enable=true or ClientConfig.setUseTLS(true)), any other gets cleartext (ali-ons, Java without TLS), both on the same port, as Apache's broker and name server with tls.server.mode=permissive (their default); required: cleartext connections are closed (enforcing); off: cleartext only (disabled)."),
         new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off, as it is with --remoting-port 0; name-server requests also answer on the remoting port)."),
         new("--remoting-max-connections", "Broker:RemotingMaxConnections", "10000", "Connections the Remoting and name-server ports accept at once, together; one more is closed at once."),
         new("--remoting-max-in-flight-per-connection", "Broker:RemotingMaxInFlightPerConnection", "64MiB", "Bytes one Remoting connection may make the broker hold: bodies of its requests being processed and answers not yet written to its socket; past it new requests and pull answers that do not fit are answered SYSTEM_BUSY (an answer alone on its connection always goes; never below twice (--max-message-size + 1MiB))."),
@@ -218,16 +219,11 @@ public static class BrokerConfiguration
             AdvertisedRemotingPort = Int(N("--advertised-remoting-port"), Get("--advertised-remoting-port"), 0, 65535),
             GrpcPort = Int(N("--grpc-port"), Get("--grpc-port"), 0, 65535),
             GrpcMaxConnections = Int(N("--grpc-max-connections"), Get("--grpc-max-connections"), 1, 1_000_000),
-            GrpcTls = Get("--grpc-tls").ToLowerInvariant() switch
-            {
-                "auto" => GrpcTlsMode.Auto,
-                "required" => GrpcTlsMode.Required,
-                "off" => GrpcTlsMode.Off,
-                var v => throw new BrokerConfigurationException($"{N("--grpc-tls")} must be 'auto', 'required' or 'off', not '{v}'"),
-            },
+            GrpcTls = TlsMode(N("--grpc-tls"), Get("--grpc-tls")),
             GrpcTlsCertificate = config[Key("--grpc-tls-certificate")] is { Length: > 0 } certificate ? certificate : null,
             GrpcTlsKey = config[Key("--grpc-tls-key")] is { Length: > 0 } tlsKey ? tlsKey : null,
             GrpcTlsCertificatePassword = config[Key("--grpc-tls-certificate-password")] is { Length: > 0 } tlsPassword ? tlsPassword : null,
+            RemotingTls = TlsMode(N("--remoting-tls"), Get("--remoting-tls")),
             RemotingPort = Int(N("--remoting-port"), Get("--remoting-port"), 0, 65535),
             NameServerPort = Int(N("--namesrv-port"), Get("--namesrv-port"), 0, 65535),
             RemotingMaxConnections = Int(N("--remoting-max-connections"), Get("--remoting-max-connections"), 1, 1_000_000),
@@ -332,6 +328,14 @@ public static class BrokerConfiguration
     }
 
     private static string Key(string flag) => Array.Find(Settings, s => s.Flag == flag)!.Key;
+
+    private static PortTlsMode TlsMode(string name, string value) => value.ToLowerInvariant() switch
+    {
+        "auto" => PortTlsMode.Auto,
+        "required" => PortTlsMode.Required,
+        "off" => PortTlsMode.Off,
+        var v => throw new BrokerConfigurationException($"{name} must be 'auto', 'required' or 'off', not '{v}'"),
+    };
 
     private static int Int(string name, string value, int min, int max)
     {

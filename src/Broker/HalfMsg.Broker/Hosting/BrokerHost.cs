@@ -65,8 +65,10 @@ public sealed class BrokerHost : IAsyncDisposable
         if (adjust is not null) options = adjust(options);
         StartupChecks.Run(options);
         // Read now, so that a wrong certificate path or password stops the start with its flag named.
-        var tlsCertificate = options.GrpcTls == GrpcTlsMode.Off ? null
-            : GrpcTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword);
+        // One certificate (and one self-signed one, when none is configured) for the gRPC and Remoting ports.
+        bool remotingTls = options.RemotingPort != 0 && options.RemotingTls != PortTlsMode.Off;
+        var tlsCertificate = options.GrpcTls == PortTlsMode.Off && !remotingTls ? null
+            : PortTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword);
         var bound = new GrpcEndpoint.BoundPorts(options.GrpcPort);
 
         BrokerLogging.Configure(builder.Logging, builder.Configuration, options);
@@ -98,7 +100,7 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.Services.AddGrpcV5(grpcOptions);
         builder.Services.AddSingleton(sp => new FrontEnds.SendAdmission(options.MaxConcurrentSends, options.SendQueueCapacity, options.SendQueueTimeout,
             sp.GetRequiredService<BrokerEngine>().Metrics));
-        RemotingEndpoint.Add(builder, options);
+        RemotingEndpoint.Add(builder, options, tlsCertificate);
         AdminEndpoint.AddServices(builder, options);
 
         // Recovery completes before any listener accepts.
@@ -129,17 +131,22 @@ public sealed class BrokerHost : IAsyncDisposable
         }
         // The ports bound: with --grpc-port 0 or --http-port 0, the ones the kernel chose (until 2026-12-05 logged as 0).
         var (grpcPort, httpPort) = bound.Learn(options.GrpcPort, options.HttpPort);
-        app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc} (TLS {Tls}), admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
-            BrokerConfiguration.Version, options.Bind, grpcPort, options.GrpcTls switch
-            {
-                GrpcTlsMode.Auto => options.GrpcTlsCertificate is null ? "auto, self-signed" : "auto",
-                GrpcTlsMode.Required => options.GrpcTlsCertificate is null ? "required, self-signed" : "required",
-                _ => "off",
-            }, options.AdminBind, httpPort,
+        app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc} (TLS {Tls}), Remoting {Remoting} (TLS {RemotingTls}), admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
+            BrokerConfiguration.Version, options.Bind, grpcPort, TlsShown(options.GrpcTls, options),
+            options.RemotingPort == 0 ? "off" : options.NameServerPort == 0 ? $"{options.Bind}:{options.RemotingPort}" : $"{options.Bind}:{options.RemotingPort}, name server :{options.NameServerPort}",
+            options.RemotingPort == 0 ? "-" : TlsShown(options.RemotingTls, options), options.AdminBind, httpPort,
             options.Credentials.Count > 0 ? "on" : "off", Path.GetFullPath(options.DataDir), options.Core.Flush);
         WatchStorage(app, engine);
         return new BrokerHost(app, engine, options);
     }
+
+    /// <summary>A port's TLS mode as the ready line shows it.</summary>
+    private static string TlsShown(PortTlsMode mode, BrokerOptions options) => mode switch
+    {
+        PortTlsMode.Auto => options.GrpcTlsCertificate is null ? "auto, self-signed" : "auto",
+        PortTlsMode.Required => options.GrpcTlsCertificate is null ? "required, self-signed" : "required",
+        _ => "off",
+    };
 
     /// <summary>
     /// How long a broker whose log failed keeps running before it stops itself with <see cref="ExitStorageFailure"/>:

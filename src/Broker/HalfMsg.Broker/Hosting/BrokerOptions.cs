@@ -22,9 +22,11 @@ public sealed record BrokerOptions
     public int GrpcPort { get; init; } = 8081;
     /// <summary>Connections the gRPC port accepts at once (the port's own limit; Remoting and admin have theirs).</summary>
     public int GrpcMaxConnections { get; init; } = 1_000;
-    /// <summary>TLS on the gRPC port (<see cref="GrpcTls"/>): by default a connection that starts TLS gets it.</summary>
-    public GrpcTlsMode GrpcTls { get; init; } = GrpcTlsMode.Auto;
-    /// <summary>PEM or PKCS#12 certificate for the gRPC port's TLS; null = a self-signed one.</summary>
+    /// <summary>TLS on the gRPC port (<see cref="PortTls"/>): by default a connection that starts TLS gets it.</summary>
+    public PortTlsMode GrpcTls { get; init; } = PortTlsMode.Auto;
+    /// <summary>TLS on the Remoting and name-server ports (<see cref="PortTls"/>), with the gRPC port's certificate.</summary>
+    public PortTlsMode RemotingTls { get; init; } = PortTlsMode.Auto;
+    /// <summary>PEM or PKCS#12 certificate for the gRPC and Remoting ports' TLS; null = a self-signed one.</summary>
     public string? GrpcTlsCertificate { get; init; }
     /// <summary>PEM private key of <see cref="GrpcTlsCertificate"/> when its file does not hold it.</summary>
     public string? GrpcTlsKey { get; init; }

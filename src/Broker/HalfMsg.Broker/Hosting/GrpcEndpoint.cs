@@ -55,12 +55,12 @@ internal static class GrpcEndpoint
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(10);
 
     /// <summary>
-    /// Listens on the gRPC port (HTTP/2; cleartext, and TLS as <paramref name="tls"/> says: <see cref="GrpcTls"/>) with its own connection limit. Kestrel's server-wide
+    /// Listens on the gRPC port (HTTP/2; cleartext, and TLS as <paramref name="tls"/> says: <see cref="PortTls"/>) with its own connection limit. Kestrel's server-wide
     /// <c>MaxConcurrentConnections</c> would apply the same number to every port (Remoting has its own, larger limit),
     /// so the gRPC port counts its connections itself and closes one over the limit at once, as Kestrel would.
     /// </summary>
     public static void Listen(KestrelServerOptions kestrel, IPAddress ip, int port, int maxConnections, BoundPorts bound,
-        GrpcTlsMode tls = GrpcTlsMode.Off, Func<ILogger, System.Security.Cryptography.X509Certificates.X509Certificate2>? certificate = null)
+        PortTlsMode tls = PortTlsMode.Off, Func<ILogger, System.Security.Cryptography.X509Certificates.X509Certificate2>? certificate = null)
     {
         kestrel.Listen(ip, port, listen =>
         {
@@ -76,7 +76,7 @@ internal static class GrpcEndpoint
                 return limit.OnConnectionAsync(connection, next);
             });
             // After the limit: a connection over it is closed before any TLS work.
-            if (tls != GrpcTlsMode.Off) GrpcTls.Apply(listen, tls, certificate!, logger);
+            if (tls != PortTlsMode.Off) PortTls.Apply(listen, tls, certificate!, logger);
         });
     }
 

@@ -1,17 +1,20 @@
 using System.Net;
+using System.Security.Cryptography.X509Certificates;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.FrontEnds.Remoting;
 using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 
 namespace HalfMsg.Broker.Hosting;
 
 /// <summary>
 /// Registers the RocketMQ 4 Remoting listener (<c>--remoting-port</c>) and the embedded name server
-/// (<c>--namesrv-port</c>, 0 = off) as raw-TCP Kestrel endpoints served by <see cref="RemotingConnectionHandler"/>.
+/// (<c>--namesrv-port</c>, 0 = off) as raw-TCP Kestrel endpoints served by <see cref="RemotingConnectionHandler"/>, each
+/// with TLS as <c>--remoting-tls</c> says (<see cref="PortTls"/>, with the gRPC port's certificate).
 /// </summary>
 internal static class RemotingEndpoint
 {
-    public static void Add(WebApplicationBuilder builder, BrokerOptions options)
+    public static void Add(WebApplicationBuilder builder, BrokerOptions options, Func<ILogger, X509Certificate2>? certificate)
     {
         if (options.RemotingPort == 0) return;
         if (options.RemotingPort == options.GrpcPort || options.RemotingPort == options.HttpPort)
@@ -45,8 +48,43 @@ internal static class RemotingEndpoint
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            kestrel.Listen(ip, options.RemotingPort, l => l.UseConnectionHandler<RemotingConnectionHandler>());
-            if (options.NameServerPort != 0) kestrel.Listen(ip, options.NameServerPort, l => l.UseConnectionHandler<RemotingConnectionHandler>());
+            kestrel.Listen(ip, options.RemotingPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate));
+            if (options.NameServerPort != 0) kestrel.Listen(ip, options.NameServerPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate));
         });
+    }
+
+    /// <summary>
+    /// The connection limit (before any TLS work, so a connection over it costs no handshake), then TLS as
+    /// <c>--remoting-tls</c> says, then a <see cref="RemotingSession"/>. A cleartext connection costs one peek of its first
+    /// byte and nothing per frame; it may stay silent before it as long as a session may (<paramref name="idle"/>), as
+    /// before TLS, when only the session's idle timeout closed a silent connection.
+    /// </summary>
+    private static void Serve(ListenOptions listen, BrokerOptions options, TimeSpan idle, Func<ILogger, X509Certificate2>? certificate)
+    {
+        RemotingServer? server = null;
+        listen.Use(next => async connection =>
+        {
+            // Resolved on the first connection: the engine it needs opens after the host is built (see RemotingConnectionHandler).
+            server ??= listen.ApplicationServices.GetRequiredService<RemotingServer>();
+            if (!server.TryAcceptConnection())
+            {
+                connection.Abort(new ConnectionAbortedException("too many Remoting connections"));
+                return;
+            }
+            try
+            {
+                await next(connection).ConfigureAwait(false);
+            }
+            finally
+            {
+                server.ReleaseConnection();
+            }
+        });
+        if (options.RemotingTls != PortTlsMode.Off)
+        {
+            var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RemotingEndpoint).FullName!);
+            PortTls.Apply(listen, options.RemotingTls, certificate!, logger, "Remoting", "--remoting-tls", firstByteTimeout: idle);
+        }
+        listen.UseConnectionHandler<RemotingConnectionHandler>();
     }
 }

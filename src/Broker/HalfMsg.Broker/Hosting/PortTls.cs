@@ -8,29 +8,34 @@ using Microsoft.AspNetCore.Server.Kestrel.Https;
 
 namespace HalfMsg.Broker.Hosting;
 
-/// <summary>How the gRPC port treats TLS (<c>--grpc-tls</c>).</summary>
-public enum GrpcTlsMode
+/// <summary>How a port treats TLS (<c>--grpc-tls</c>, <c>--remoting-tls</c>).</summary>
+public enum PortTlsMode
 {
-    /// <summary>TLS for a connection that opens with a TLS handshake, cleartext HTTP/2 for one that opens with the
-    /// HTTP/2 preface, on the same port (as Apache's proxy serves its 8081).</summary>
+    /// <summary>TLS for a connection that opens with a TLS handshake, cleartext for one that opens with anything else,
+    /// on the same port (as Apache's proxy serves its 8081, and its broker and name server with
+    /// <c>tls.server.mode=permissive</c>, their default).</summary>
     Auto,
-    /// <summary>TLS only: a connection that opens in cleartext is closed.</summary>
+    /// <summary>TLS only: a connection that opens in cleartext is closed (Apache: <c>enforcing</c>).</summary>
     Required,
-    /// <summary>Cleartext only (HTTP/2 with prior knowledge): a TLS handshake is not answered.</summary>
+    /// <summary>Cleartext only: a TLS handshake is not answered (Apache: <c>disabled</c>).</summary>
     Off,
 }
 
 /// <summary>
-/// TLS on the gRPC port. The official Java, C# and Go clients start TLS by default (<c>enableSsl</c> is true unless the
-/// application turns it off) and do not verify the server's certificate; the Node client speaks cleartext unless
-/// <c>sslEnabled</c>, and then verifies it. So by default the port answers both, told apart by a connection's first
-/// byte: a TLS record starts with 22 (handshake), the HTTP/2 preface with 'P'. The TLS itself is Kestrel's
-/// (<see cref="ListenOptionsHttpsExtensions.UseHttps(ListenOptions, HttpsConnectionAdapterOptions)"/>: handshake
-/// timeout, ALPN "h2"); a cleartext connection goes around it, straight to HTTP/2.
+/// TLS on the gRPC and Remoting ports, with one certificate for both. gRPC: the official Java, C# and Go clients start
+/// TLS by default (<c>enableSsl</c> is true unless the application turns it off) and do not verify the server's
+/// certificate; the Node client speaks cleartext unless <c>sslEnabled</c>, and then verifies it. Remoting: the Java 4.x
+/// client starts TLS with <c>-Dtls.enable=true</c> or <c>ClientConfig.setUseTLS(true)</c> and by default
+/// (<c>tls.test.mode.enable</c>) does not verify the certificate either; ali-ons (Node) speaks cleartext. So by default a
+/// port answers both, told apart by a connection's first byte: a TLS record starts with 22 (handshake), the HTTP/2
+/// preface with 'P', a Remoting frame with the high byte of its length (0 for any frame under 16 MiB). The TLS itself
+/// is Kestrel's (<see cref="ListenOptionsHttpsExtensions.UseHttps(ListenOptions, HttpsConnectionAdapterOptions)"/>:
+/// handshake timeout, ALPN); a cleartext connection goes around it, straight to what serves the port. The cleartext
+/// path costs one peek per connection and nothing per frame.
 /// </summary>
-internal static class GrpcTls
+internal static class PortTls
 {
-    /// <summary>A connection that sends no first byte within this long is closed (Kestrel's TLS handshake timeout).</summary>
+    /// <summary>A gRPC connection that sends no first byte within this long is closed; also Kestrel's TLS handshake timeout on every port.</summary>
     public static readonly TimeSpan FirstByteTimeout = TimeSpan.FromSeconds(10);
 
     /// <summary>The first byte of a TLS record that carries a handshake (RFC 8446 §5.1, ContentType handshake).</summary>
@@ -56,7 +61,7 @@ internal static class GrpcTls
                     if (made is not null) return made;
                     made = SelfSigned(Dns.GetHostName());
                 }
-                logger.LogWarning("gRPC TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} was made (valid until {Until:yyyy-MM-dd}). The Java, C# and Go clients accept it; clients that verify certificates (the Node client with sslEnabled) do not: configure a certificate for them.",
+                logger.LogWarning("TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} was made (valid until {Until:yyyy-MM-dd}). The Java, C# and Go gRPC clients and the Java Remoting client (tls.test.mode.enable, its default) accept it; clients that verify certificates (the Node gRPC client with sslEnabled) do not: configure a certificate for them.",
                     Dns.GetHostName(), made.NotAfter);
                 return made;
             };
@@ -118,21 +123,26 @@ internal static class GrpcTls
     }
 
     /// <summary>
-    /// Adds TLS to <paramref name="listen"/> as <paramref name="mode"/> says. With <see cref="GrpcTlsMode.Auto"/> the
+    /// Adds TLS to <paramref name="listen"/> as <paramref name="mode"/> says. With <see cref="PortTlsMode.Auto"/> the
     /// connection's first byte picks the way: a handshake goes through Kestrel's TLS middleware, anything else around it
     /// to what follows it (learnt when the pipeline is built: Kestrel builds middleware from the last added to the first).
+    /// <paramref name="port"/> ("gRPC", "Remoting") and <paramref name="flag"/> name the port in the log;
+    /// <paramref name="firstByteTimeout"/> (default <see cref="FirstByteTimeout"/>) is how long a connection may stay
+    /// silent before its first byte.
     /// </summary>
-    public static void Apply(ListenOptions listen, GrpcTlsMode mode, Func<ILogger, X509Certificate2> certificate, ILogger logger)
+    public static void Apply(ListenOptions listen, PortTlsMode mode, Func<ILogger, X509Certificate2> certificate, ILogger logger,
+        string port = "gRPC", string flag = "--grpc-tls", TimeSpan? firstByteTimeout = null)
     {
-        if (mode == GrpcTlsMode.Off) return;
+        if (mode == PortTlsMode.Off) return;
+        var silentFor = firstByteTimeout ?? FirstByteTimeout;
         ConnectionDelegate? afterTls = null;
         listen.Use(next => async connection =>
         {
-            byte? first = await FirstByteAsync(connection).ConfigureAwait(false);
+            byte? first = await FirstByteAsync(connection, silentFor).ConfigureAwait(false);
             if (first is null) return; // closed, or silent: nothing to serve
             if (first == TlsHandshakeRecord) await next(connection).ConfigureAwait(false);
-            else if (mode == GrpcTlsMode.Auto) await afterTls!(connection).ConfigureAwait(false);
-            else logger.LogDebug("gRPC connection from {Remote} closed: --grpc-tls required and it did not start TLS", connection.RemoteEndPoint);
+            else if (mode == PortTlsMode.Auto) await afterTls!(connection).ConfigureAwait(false);
+            else logger.LogDebug("{Port} connection from {Remote} closed: {Flag} required and it did not start TLS", port, connection.RemoteEndPoint, flag);
         });
         listen.UseHttps(new HttpsConnectionAdapterOptions
         {
@@ -147,11 +157,11 @@ internal static class GrpcTls
     }
 
     /// <summary>The connection's first byte, left unread; null if the peer closed or sent nothing within
-    /// <see cref="FirstByteTimeout"/>.</summary>
-    private static async ValueTask<byte?> FirstByteAsync(ConnectionContext connection)
+    /// <paramref name="timeout"/>.</summary>
+    private static async ValueTask<byte?> FirstByteAsync(ConnectionContext connection, TimeSpan timeout)
     {
         using var silent = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
-        silent.CancelAfter(FirstByteTimeout);
+        silent.CancelAfter(timeout);
         var input = connection.Transport.Input;
         try
         {
