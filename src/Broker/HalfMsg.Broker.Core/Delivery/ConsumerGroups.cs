@@ -99,6 +99,9 @@ internal sealed class ConsumerGroups
 
     public long NextLeaseId() => ((long)_incarnation << 32) | ++_leaseSeq;
 
+    /// <summary>Tests: how many leases this run has taken; set, as if that many had been (a run's billions of them).</summary>
+    internal long LeasesTakenForTests { get => _leaseSeq; set => _leaseSeq = unchecked((uint)value); }
+
     /// <summary>
     /// Whether <paramref name="leaseId"/> was handed out by this run, at or before now: lease ids order leases as they
     /// were taken only within one run (each draws its incarnation at random), so an id from before a restart, or one
