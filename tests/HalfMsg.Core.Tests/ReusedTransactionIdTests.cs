@@ -194,8 +194,9 @@ public sealed class ReusedTransactionIdTests
         const string id = "0D0000000000000000000000000000EE";
         Assert.True((await h.Engine.SendHalfAsync(Draft(h, "orders", id, "HALF"), "orders", "p1", null)).IsOk);
         h.Clock.Advance(TimeSpan.FromSeconds(7));
+        // The channel's exception is the pass's no longer (CheckBackSendFailureTests): the check counts as not sent.
         using (h.Engine.Producers.Register("orders", new LosesTheRecordChannel("p1")))
-            await Assert.ThrowsAsync<IOException>(() => h.Engine.RunCheckPassAsync());
+            Assert.Equal(0, await h.Engine.RunCheckPassAsync());
         await h.RestartAsync();
 
         var answer = await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Commit, DecisionSource.CheckBack);

@@ -40,6 +40,14 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// <summary>Tests: change a queue as only retention does, under <see cref="GateForTests"/>.</summary>
     internal TopicQueues TopicsForTests => _topics;
     internal object GateForTests => _gate;
+    /// <summary>Tests: how many leases this run has taken; set, as if that many had been.</summary>
+    internal long LeasesTakenForTests
+    {
+        get { lock (_gate) return _groups.LeasesTakenForTests; }
+        set { lock (_gate) _groups.LeasesTakenForTests = value; }
+    }
+    /// <summary>Tests: whether the lease id was handed out by this run (<see cref="ConsumerGroups.IsOfThisRun"/>).</summary>
+    internal bool IsLeaseOfThisRunForTests(long leaseId) { lock (_gate) return _groups.IsOfThisRun(leaseId); }
     internal DelayIndex DelayedForTests => _delayed;
     /// <summary>Tests: when the sweeper loop plans to run next (Unix ms; <see cref="long.MinValue"/> while it runs or is kicked).</summary>
     internal long SweepPlannedAtMsForTests { get { lock (_gate) return _sweepAlarm.PlannedAtMs; } }

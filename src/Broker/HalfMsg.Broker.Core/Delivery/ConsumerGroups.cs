@@ -8,7 +8,7 @@ namespace HalfMsg.Broker.Core.Delivery;
 /// <remarks>
 /// The lease heap uses lazy deletion like the half index: a lease is enqueued again whenever it is renewed, and an
 /// entry whose lease id no longer matches the live lease (acked, renewed, dead-lettered, group deleted) is skipped when
-/// it surfaces. Lease ids are unique across restarts: the high half is a random incarnation number.
+/// it surfaces. Lease ids are unique across restarts (a run's first has a random high half) and only grow within a run.
 /// </remarks>
 internal sealed class ConsumerGroups
 {
@@ -22,8 +22,15 @@ internal sealed class ConsumerGroups
 
     /// <summary>Entries the lease heap may hold beyond twice the live leases before it is rebuilt from them.</summary>
     internal const int CompactionSlack = 4096;
-    private readonly int _incarnation = Random.Shared.Next(1, int.MaxValue);
-    private uint _leaseSeq;
+    // The high half of the run's first lease id, at random: ids of different runs do not meet (a handle of a lease
+    // issued before a crash but never made durable matches no lease of the next run). Drawn below int.MaxValue by
+    // 2^20 so the count below can carry into it for 2^52 leases without the id turning negative.
+    private readonly int _incarnation = Random.Shared.Next(1, int.MaxValue - (1 << 20));
+    // Leases taken in this run. 64 bits: until 2026-12-07 it was 32, or-ed into the low half, and after 2^32 leases in
+    // one run (two days at 25,000 deliveries a second) it wrapped to 0: the run handed out its first ids again (a
+    // handle whose lease had ended matched a new lease of the same message) and ids stopped ordering leases as they
+    // were taken (a re-drive's continuation). Found by review.
+    private long _leaseSeq;
 
     /// <summary>The engine's sweeper, told of each lease's end (none in tests that build this alone).</summary>
     internal SweepAlarm? Alarm;
@@ -97,14 +104,24 @@ internal sealed class ConsumerGroups
         }
     }
 
-    public long NextLeaseId() => ((long)_incarnation << 32) | ++_leaseSeq;
+    /// <summary>
+    /// A lease id no lease of this run had: (the incarnation &lt;&lt; 32) + the run's lease count, ever growing. For a run's
+    /// first 2^32 leases that is the layout older builds used (incarnation in the high half, count in the low), so
+    /// their handles, records and checkpoints read as before; the 2^32nd lease carries into the high half.
+    /// </summary>
+    public long NextLeaseId() => checked(((long)_incarnation << 32) + ++_leaseSeq);
+
+    private long RunStart => (long)_incarnation << 32;
+
+    /// <summary>Tests: how many leases this run has taken; set, as if that many had been (a run's billions of them).</summary>
+    internal long LeasesTakenForTests { get => _leaseSeq; set => _leaseSeq = value; }
 
     /// <summary>
     /// Whether <paramref name="leaseId"/> was handed out by this run, at or before now: lease ids order leases as they
     /// were taken only within one run (each draws its incarnation at random), so an id from before a restart, or one
     /// no lease had yet, orders nothing.
     /// </summary>
-    public bool IsOfThisRun(long leaseId) => (int)(leaseId >> 32) == _incarnation && (uint)leaseId <= _leaseSeq;
+    public bool IsOfThisRun(long leaseId) => leaseId > RunStart && leaseId - RunStart <= _leaseSeq;
 
     public static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight)
     {

@@ -6,8 +6,9 @@ namespace HalfMsg.Broker.Core.Delivery;
 /// A lease on one delivery of one message to one consumer group. Opaque to clients:
 /// <c>v1.{queueId}.{queueOffset}.{leaseId:x16}</c>. The lease id changes on every (re)delivery and every
 /// change of invisibility, so an old handle is detectably stale. It is persisted with the delivery record, so
-/// handles stay valid across a broker restart; its upper 32 bits are a per-process incarnation, so a lease issued
-/// but never made durable before a crash cannot be confused with a newer one.
+/// handles stay valid across a broker restart; it is a per-process random incarnation (upper 32 bits) plus the
+/// process's lease count, so a lease issued but never made durable before a crash cannot be confused with a newer one,
+/// and no two leases of one process share an id (the count carries into the upper bits: it never wraps).
 /// </summary>
 public readonly record struct ReceiptHandle(int QueueId, long QueueOffset, long LeaseId)
 {

@@ -110,8 +110,9 @@ public sealed class BrokerMeter : IDisposable
             {
                 new Measurement<long>(Volatile.Read(ref m.ChecksSent), new KeyValuePair<string, object?>("outcome", "sent")),
                 new Measurement<long>(Volatile.Read(ref m.ChecksWithoutProducer), new KeyValuePair<string, object?>("outcome", "no_producer")),
+                new Measurement<long>(Volatile.Read(ref m.CheckSendFailures), new KeyValuePair<string, object?>("outcome", "send_failed")),
             },
-            description: "Check-back attempts: sent to a live producer, or skipped because no producer of the group was connected.");
+            description: "Check-back attempts: sent to a live producer, skipped because no producer of the group was connected, or failed on a producer's channel (the check went to another instance or waits).");
         _meter.CreateObservableCounter("halfmsg_transactions_parked_events", () => Volatile.Read(ref m.Parked),
             description: "Halves parked after the maximum check-backs.");
 

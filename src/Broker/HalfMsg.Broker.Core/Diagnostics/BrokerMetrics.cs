@@ -13,6 +13,9 @@ public sealed class BrokerMetrics
     public long DuplicateDecisions;
     public long ChecksSent;
     public long ChecksWithoutProducer;
+    /// <summary>Check-backs a producer's channel threw on while queueing them (a connection torn down meanwhile): the
+    /// check went to another instance of the group, or the half waited for a later pass.</summary>
+    public long CheckSendFailures;
     public long Parked;
     public long Delivered;
     public long Redelivered;

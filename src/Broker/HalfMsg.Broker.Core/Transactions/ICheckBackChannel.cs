@@ -18,7 +18,8 @@ public interface ICheckBackChannel
     /// <summary>
     /// Queues a check-back to the producer. Returns false when the channel is dead or cannot accept it;
     /// the core then tries another live producer of the group. The producer answers later with an
-    /// ordinary decision (EndTransaction).
+    /// ordinary decision (EndTransaction). An exception (a connection torn down under the write) is taken as a refusal
+    /// too: the check pass goes on with the next instance and the other halves (counted as a send failure).
     /// </summary>
     bool TrySendCheck(CheckBackRequest request);
 }
