@@ -66,7 +66,7 @@ public sealed class BrokerHost : IAsyncDisposable
         StartupChecks.Run(options);
         // Read now, so that a wrong certificate path or password stops the start with its flag named.
         var tlsCertificate = options.GrpcTls == GrpcTlsMode.Off ? null
-            : GrpcTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword);
+            : GrpcTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword, options.DataDir);
         var bound = new GrpcEndpoint.BoundPorts(options.GrpcPort);
 
         BrokerLogging.Configure(builder.Logging, builder.Configuration, options);
