@@ -139,6 +139,42 @@ public sealed class GrpcTlsTests
     }
 
     [Fact]
+    public async Task Two_starts_of_the_broker_process_on_one_data_dir_present_the_same_certificate_even_after_kill_9()
+    {
+        string dataDir = BrokerChild.NewDataDir("tls-process");
+        try
+        {
+            async Task<string> PresentedAsync(BrokerChild broker)
+            {
+                await broker.WaitHealthyAsync();
+                string? thumbprint = null;
+                using var secure = new GrpcTestClient(broker.Endpoint, tls: (_, cert, _, _) =>
+                {
+                    thumbprint = cert?.GetCertHashString();
+                    return true;
+                });
+                Assert.Equal((int)Code.Ok, await RouteStatusAsync(secure));
+                return thumbprint!;
+            }
+
+            string first;
+            await using (var broker = BrokerChild.Start(dataDir))
+            {
+                first = await PresentedAsync(broker);
+                broker.Kill(); // kill -9: the certificate was kept when it was made
+            }
+            await using (var broker = BrokerChild.Start(dataDir))
+            {
+                Assert.Equal(first, await PresentedAsync(broker));
+            }
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dataDir);
+        }
+    }
+
+    [Fact]
     public async Task A_damaged_kept_certificate_is_replaced_and_the_broker_starts()
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-damaged-" + Guid.NewGuid().ToString("N"));
