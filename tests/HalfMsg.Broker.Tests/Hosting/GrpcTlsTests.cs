@@ -88,6 +88,166 @@ public sealed class GrpcTlsTests
         Assert.Equal((int)Code.Ok, offClear);
     }
 
+    /// <summary>Starts the broker on <paramref name="dataDir"/> (kept), connects once with TLS, and returns the
+    /// thumbprint of the certificate it presented.</summary>
+    private static async Task<string> PresentedThumbprintAsync(string dataDir, params string[] flags)
+    {
+        int grpcPort = FreePorts.Next();
+        await using var host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", P(grpcPort), "--http-port", P(FreePorts.Next()),
+            "--remoting-port", "0", "--namesrv-port", "0", .. flags]);
+        string? thumbprint = null;
+        using var secure = new GrpcTestClient($"127.0.0.1:{grpcPort}", tls: (_, cert, _, _) =>
+        {
+            thumbprint = cert?.GetCertHashString();
+            return true;
+        });
+        Assert.Equal((int)Code.Ok, await RouteStatusAsync(secure));
+        Assert.NotNull(thumbprint);
+        return thumbprint!;
+    }
+
+    private static string KeptPath(string dataDir) => Path.Combine(dataDir, SelfSignedStore.DirectoryName, SelfSignedStore.FileName);
+
+    [Fact]
+    public async Task The_self_signed_certificate_is_kept_in_the_data_dir_owner_only_and_served_again_after_a_restart()
+    {
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-kept-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            string first = await PresentedThumbprintAsync(dataDir);
+            Assert.True(File.Exists(KeptPath(dataDir)), "no self-signed certificate kept in the data dir");
+            using (var kept = X509CertificateLoader.LoadPkcs12FromFile(KeptPath(dataDir), null))
+            {
+                Assert.Equal(first, kept.Thumbprint);
+                Assert.True(kept.HasPrivateKey);
+            }
+            if (!OperatingSystem.IsWindows())
+            {
+                Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(KeptPath(dataDir)));
+                Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute,
+                    File.GetUnixFileMode(Path.Combine(dataDir, SelfSignedStore.DirectoryName)));
+            }
+
+            // A restart (required mode too) serves the same certificate: a client that pinned or trusted it keeps working.
+            Assert.Equal(first, await PresentedThumbprintAsync(dataDir));
+            Assert.Equal(first, await PresentedThumbprintAsync(dataDir, "--grpc-tls", "required"));
+        }
+        finally
+        {
+            try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    public async Task Two_starts_of_the_broker_process_on_one_data_dir_present_the_same_certificate_even_after_kill_9()
+    {
+        string dataDir = BrokerChild.NewDataDir("tls-process");
+        try
+        {
+            async Task<string> PresentedAsync(BrokerChild broker)
+            {
+                await broker.WaitHealthyAsync();
+                string? thumbprint = null;
+                using var secure = new GrpcTestClient(broker.Endpoint, tls: (_, cert, _, _) =>
+                {
+                    thumbprint = cert?.GetCertHashString();
+                    return true;
+                });
+                Assert.Equal((int)Code.Ok, await RouteStatusAsync(secure));
+                return thumbprint!;
+            }
+
+            string first;
+            await using (var broker = BrokerChild.Start(dataDir))
+            {
+                first = await PresentedAsync(broker);
+                broker.Kill(); // kill -9: the certificate was kept when it was made
+            }
+            await using (var broker = BrokerChild.Start(dataDir))
+            {
+                Assert.Equal(first, await PresentedAsync(broker));
+            }
+        }
+        finally
+        {
+            BrokerChild.DeleteDir(dataDir);
+        }
+    }
+
+    [Fact]
+    public async Task A_damaged_kept_certificate_is_replaced_and_the_broker_starts()
+    {
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-damaged-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            string first = await PresentedThumbprintAsync(dataDir);
+            byte[] bytes = File.ReadAllBytes(KeptPath(dataDir));
+            File.WriteAllBytes(KeptPath(dataDir), bytes.AsSpan(0, bytes.Length / 2).ToArray()); // cut in half
+
+            string second = await PresentedThumbprintAsync(dataDir);
+            Assert.NotEqual(first, second);
+            using (var kept = X509CertificateLoader.LoadPkcs12FromFile(KeptPath(dataDir), null))
+            {
+                Assert.Equal(second, kept.Thumbprint);
+            }
+            if (!OperatingSystem.IsWindows())
+            {
+                Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(KeptPath(dataDir)));
+            }
+
+            // Garbage from the start of the file, an empty file: the same.
+            File.WriteAllText(KeptPath(dataDir), "not a certificate");
+            string third = await PresentedThumbprintAsync(dataDir);
+            Assert.NotEqual(second, third);
+            File.WriteAllBytes(KeptPath(dataDir), []);
+            Assert.NotEqual(third, await PresentedThumbprintAsync(dataDir));
+        }
+        finally
+        {
+            try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    public void A_kept_certificate_close_to_expiry_or_for_another_host_or_without_its_key_is_replaced()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-store-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var now = DateTimeOffset.UtcNow;
+            var logger = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+            using var made = SelfSignedStore.LoadOrMake(dir, "host-a", now, logger);
+            using (var again = SelfSignedStore.LoadOrMake(dir, "host-a", now, logger))
+            {
+                Assert.Equal(made.Thumbprint, again.Thumbprint);
+            }
+            // Another host name: replaced, and the replacement is kept.
+            using var other = SelfSignedStore.LoadOrMake(dir, "host-b", now, logger);
+            Assert.NotEqual(made.Thumbprint, other.Thumbprint);
+            using (var again = SelfSignedStore.LoadOrMake(dir, "host-b", now, logger))
+            {
+                Assert.Equal(other.Thumbprint, again.Thumbprint);
+            }
+            // Valid for 30 days or less (a year less 20 days later): replaced.
+            using (var late = SelfSignedStore.LoadOrMake(dir, "host-b", now.AddDays(345), logger))
+            {
+                Assert.NotEqual(other.Thumbprint, late.Thumbprint);
+            }
+            // A certificate without its key: replaced.
+            File.WriteAllBytes(Path.Combine(dir, SelfSignedStore.FileName), other.Export(X509ContentType.Cert));
+            using (var keyless = SelfSignedStore.LoadOrMake(dir, "host-b", now, logger))
+            {
+                Assert.True(keyless.HasPrivateKey);
+                Assert.NotEqual(other.Thumbprint, keyless.Thumbprint);
+            }
+            Assert.False(File.Exists(Path.Combine(dir, SelfSignedStore.FileName + ".tmp")));
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
     /// <summary>A certificate and its key as two PEM files, for 127.0.0.1; its own authority, as `openssl req -x509`
     /// makes one, so that a client may trust it as a root.</summary>
     internal static (string Certificate, string Key, X509Certificate2 Made) WritePem(string dir)

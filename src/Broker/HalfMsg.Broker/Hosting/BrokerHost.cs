@@ -68,7 +68,7 @@ public sealed class BrokerHost : IAsyncDisposable
         // One certificate (and one self-signed one, when none is configured) for the gRPC and Remoting ports.
         bool remotingTls = options.RemotingPort != 0 && options.RemotingTls != PortTlsMode.Off;
         var tlsCertificate = options.GrpcTls == PortTlsMode.Off && !remotingTls ? null
-            : PortTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword);
+            : PortTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword, options.DataDir);
         var bound = new GrpcEndpoint.BoundPorts(options.GrpcPort);
 
         BrokerLogging.Configure(builder.Logging, builder.Configuration, options);

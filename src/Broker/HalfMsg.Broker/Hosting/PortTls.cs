@@ -44,9 +44,11 @@ internal static class PortTls
     /// <summary>
     /// The certificate to serve: the one configured (a PEM certificate with its key in the same file or in
     /// <paramref name="keyPath"/>, or a PKCS#12 file), checked at start so that a wrong path or password stops the
-    /// broker with its flag named; or, when none is, a self-signed one made on the first TLS connection.
+    /// broker with its flag named; or, when none is, a self-signed one, taken on the first TLS connection from
+    /// <c>&lt;data&gt;/tls/self-signed.pfx</c> (<see cref="SelfSignedStore"/>) or made and kept there. Until 2026-12-07 it
+    /// was made anew at each start, so a client that pinned or trusted it had to be reconfigured after every restart.
     /// </summary>
-    public static Func<ILogger, X509Certificate2> CertificateSource(string? certificatePath, string? keyPath, string? password)
+    public static Func<ILogger, X509Certificate2> CertificateSource(string? certificatePath, string? keyPath, string? password, string? dataDir = null)
     {
         if (string.IsNullOrEmpty(certificatePath))
         {
@@ -59,11 +61,12 @@ internal static class PortTls
                 lock (gate)
                 {
                     if (made is not null) return made;
-                    made = SelfSigned(Dns.GetHostName());
+                    string host = Dns.GetHostName();
+                    made = dataDir is null ? SelfSigned(host) : SelfSignedStore.LoadOrMake(Path.Combine(dataDir, SelfSignedStore.DirectoryName), host, DateTimeOffset.UtcNow, logger);
+                    logger.LogWarning("TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} is served (thumbprint {Thumbprint}, valid until {Until:yyyy-MM-dd}). The Java, C# and Go gRPC clients and the Java Remoting client (tls.test.mode.enable, its default) accept it; clients that verify certificates (the Node gRPC client with sslEnabled) do not: configure a certificate for them.",
+                        host, made.Thumbprint, made.NotAfter);
+                    return made;
                 }
-                logger.LogWarning("TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} was made (valid until {Until:yyyy-MM-dd}). The Java, C# and Go gRPC clients and the Java Remoting client (tls.test.mode.enable, its default) accept it; clients that verify certificates (the Node gRPC client with sslEnabled) do not: configure a certificate for them.",
-                    Dns.GetHostName(), made.NotAfter);
-                return made;
             };
         }
         var loaded = Load(certificatePath, keyPath, password);

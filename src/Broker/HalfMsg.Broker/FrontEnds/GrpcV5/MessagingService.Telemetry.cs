@@ -67,19 +67,53 @@ internal sealed partial class MessagingService
             session.Close();
             _sessions.Remove(session);
             // What is queued is written first (the stopping broker's Settings, a replaced stream's re-push), within the
-            // answers' write bound. A writer parked for HTTP/2 window past it, or stopped because the client did not read,
-            // leaves a stream that may never end: it is reset, so the call, the session and what it holds go now.
-            // Until late on 2026-12-06 this waited for the writer however long: a Telemetry stream ended for not reading
-            // never ended, and kept its queue charged to the connection's answer budget (found by review).
+            // answers' write bound; a session ended for not reading writes nothing more than the write under way, within
+            // InFlightWriteGrace. Then the status thrown above (ABORTED with the reason) follows what was written, as
+            // for a replaced stream: until 2026-12-07 a stream ended for not reading was always reset, though a client
+            // that reads, only slower than a burst of check-backs came, could have been told why (found by review).
+            // A writer still parked for HTTP/2 window past its bound leaves a stream that may never end, and no status
+            // can pass the data that waits for the window: it is reset, so the call, the session and what it holds go
+            // now. Until late on 2026-12-06 this waited for the writer however long: a Telemetry stream ended for not
+            // reading never ended, and kept its queue charged to the connection's answer budget (found by review).
             // Stopping, the bound is short: the host gives the whole stop a few seconds.
             TimeSpan bound = _stopping.IsCancellationRequested ? StoppingDrainBound : _options.AnswerWriteTimeout;
-            if (!await session.WhenWriterDoneAsync(bound, _time).ConfigureAwait(false))
+            // The stream is reset before its parked write is cancelled: cancelled first, that write resets it with CANCEL.
+            bool reset = false;
+            var http = context.GetHttpContext();
+            if (!await session.WhenWriterDoneAsync(bound, _time, () =>
+                {
+                    reset = true;
+                    ResetUnread(http);
+                }).ConfigureAwait(false))
             {
                 LogTelemetryReset(clientId, session.EndReason ?? "its writes did not finish");
-                context.GetHttpContext().Abort();
+                if (!reset) ResetUnread(http);
             }
         }
     }
+
+    /// <summary>
+    /// Resets a stream whose writes are stuck because its client does not read. No status can reach that client: HTTP/2
+    /// sends the trailers (grpc-status) after the stream's data, which waits for the window the client does not open.
+    /// The reset is ENHANCE_YOUR_CALM, which the gRPC clients turn into RESOURCE_EXHAUSTED (the gRPC HTTP/2 mapping:
+    /// "bandwidth exhausted") when they next read. Until 2026-12-07 the parked write was cancelled first, which reset the
+    /// stream with CANCEL (the clients report CANCELLED, as if they had cancelled it themselves), and the Abort after it
+    /// (INTERNAL_ERROR) came too late to matter. The reason is in the broker's log only.
+    /// </summary>
+    internal static void ResetUnread(Microsoft.AspNetCore.Http.HttpContext http)
+    {
+        if (http.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpResetFeature>() is { } reset)
+        {
+            reset.Reset(EnhanceYourCalm);
+        }
+        else
+        {
+            http.Abort();
+        }
+    }
+
+    /// <summary>HTTP/2 error code ENHANCE_YOUR_CALM (RFC 9113 §7).</summary>
+    private const int EnhanceYourCalm = 0xb;
 
     /// <summary>How long a stopping broker lets a Telemetry stream write what is queued before it resets it.</summary>
     private static readonly TimeSpan StoppingDrainBound = TimeSpan.FromSeconds(2);

@@ -23,7 +23,8 @@ internal sealed class TelemetrySession : ICheckBackChannel
         Channel.CreateUnbounded<(TelemetryCommand, int)>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _ended = new();
     // Stops the writer without a drain: a client that does not read would keep it parked in a write for ever (waiting
-    // for HTTP/2 window), and the connection's answer budget charged with everything queued (found by review).
+    // for HTTP/2 window), and the connection's answer budget charged with everything queued (found by review). Cancelled
+    // past a bound only (WhenWriterDoneAsync); a session ended for not reading first lets the write under way finish.
     private readonly CancellationTokenSource _stopWriter = new();
     private readonly object _gate = new();
     private readonly Dictionary<string, IDisposable> _producerRegistrations = new(StringComparer.Ordinal);
@@ -35,6 +36,8 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private ITimer? _repushTimer;
     private volatile bool _alive = true;
     private int _capWarned;
+    // Set when the session is ended for not reading: the writer starts no further write.
+    private int _stopRequested;
 
     /// <param name="clientId">The non-blank <c>x-mq-client-id</c> of the stream.</param>
     /// <param name="maxQueuedBytes">Serialized bytes that may wait for the writer before the session is ended.</param>
@@ -223,6 +226,12 @@ internal sealed class TelemetrySession : ICheckBackChannel
         {
             await foreach ((TelemetryCommand command, int size) in _outbound.Reader.ReadAllAsync(ct).ConfigureAwait(false))
             {
+                if (Volatile.Read(ref _stopRequested) != 0)
+                {
+                    // Ended for not reading: what is queued is not written (the finally gives its bytes back).
+                    break;
+                }
+
                 await stream.WriteAsync(command, ct).ConfigureAwait(false);
                 Interlocked.Add(ref _queuedBytes, -size);
                 Written(size);
@@ -243,13 +252,21 @@ internal sealed class TelemetrySession : ICheckBackChannel
 
     /// <summary>
     /// After <see cref="Close"/>: waits up to <paramref name="bound"/> for the writer to write what is queued, then stops
-    /// it. True when it finished within the bound (or none ran); false when it was stopped, or had been (a client that
-    /// does not read): its stream is then to be reset, since a write parked for HTTP/2 window may never end otherwise.
+    /// it. True when it finished within the bound (or none ran; after <see cref="End"/> for a client that does not read,
+    /// the bound is <see cref="InFlightWriteGrace"/> and only the write under way is finished): everything it wrote was
+    /// taken by the stream, and a status may follow it. False when it did not finish within the bound: it is stopped in a
+    /// write parked for HTTP/2 window, which may never end otherwise, and a status would wait behind it: the stream is to
+    /// be reset (by <paramref name="beforeStop"/>).
     /// Never throws for the writer's own failure (the read side reports the call's outcome).
     /// </summary>
-    public async Task<bool> WhenWriterDoneAsync(TimeSpan bound, TimeProvider time)
+    /// <param name="bound">How long the writer may take (at most <see cref="InFlightWriteGrace"/> once ended for not reading).</param>
+    /// <param name="time">The clock of the bound.</param>
+    /// <param name="beforeStop">Run past the bound before the writer is stopped (the handler resets the stream here: a
+    /// write cancelled first would make the stream reset with CANCEL, which the clients report as CANCELLED).</param>
+    public async Task<bool> WhenWriterDoneAsync(TimeSpan bound, TimeProvider time, Action? beforeStop = null)
     {
         if (_writer is not { } writer) return true;
+        if (Volatile.Read(ref _stopRequested) != 0 && bound > InFlightWriteGrace) bound = InFlightWriteGrace;
         bool inTime = true;
         try
         {
@@ -258,7 +275,8 @@ internal sealed class TelemetrySession : ICheckBackChannel
         catch (TimeoutException)
         {
             inTime = false;
-            _stopWriter.Cancel();
+            beforeStop?.Invoke();
+            StopWriter();
         }
         catch (Exception)
         {
@@ -274,7 +292,22 @@ internal sealed class TelemetrySession : ICheckBackChannel
             // Stopped above, or failed: nothing left to report here.
         }
 
-        return inTime && !_stopWriter.IsCancellationRequested;
+        return inTime;
+    }
+
+    /// <summary>A session ended for not reading lets the write under way finish within this long (a client that reads,
+    /// only slower than a burst of check-backs came, takes it at once), so that the status can follow it; a write still
+    /// parked then is stopped, and the stream reset.</summary>
+    internal static readonly TimeSpan InFlightWriteGrace = TimeSpan.FromSeconds(2);
+
+    /// <summary>No more writes: the writer stops before its next one, leaving what is queued unwritten.</summary>
+    private void StopBetweenWrites() => Interlocked.Exchange(ref _stopRequested, 1);
+
+    /// <summary>Stops the writer now, in its write.</summary>
+    private void StopWriter()
+    {
+        Interlocked.Exchange(ref _stopRequested, 1);
+        _stopWriter.Cancel();
     }
 
     private void Written(int size)
@@ -285,14 +318,18 @@ internal sealed class TelemetrySession : ICheckBackChannel
     }
 
     /// <summary>The broker ends the session: no more checks here, and the read loop stops with <paramref name="reason"/>.
-    /// <paramref name="stopWriting"/> (the client does not read): the writer stops at once instead of draining, and what
-    /// was queued is no longer held for the connection.</summary>
+    /// <paramref name="stopWriting"/> (the client does not read): the writer writes nothing more than the write under
+    /// way, which <see cref="WhenWriterDoneAsync"/> gives <see cref="InFlightWriteGrace"/>, and what was queued is no
+    /// longer held for the connection once the writer stopped. If that write finishes, the stream ends with ABORTED and
+    /// the reason (a client that reads, only slower than a burst came); if not, it is reset (a client that does not read
+    /// can be sent no status).</summary>
     public void End(string reason, bool stopWriting = false)
     {
         if (stopWriting)
         {
-            // Its callbacks (the parked write's) run on the pool: this runs in TrySendCheck, under the engine's lock.
-            _ = _stopWriter.CancelAsync();
+            // Not cancelled here: this runs in TrySendCheck, under the engine's lock; the write under way gets
+            // InFlightWriteGrace from WhenWriterDoneAsync, which the read loop's end calls at once.
+            StopBetweenWrites();
         }
 
         lock (_gate)
