@@ -378,7 +378,7 @@ public sealed partial class BrokerEngine
         try
         {
             var probe = DecodeStoredMessage(bytes, "", -1, -1, bytes); // no body copy for the probe either
-            if (probe is null || !IsKnownCommittedIfHalf(probe, physicalOffset)) return null;
+            if (probe is null || !IsKnownCommittedIfHalf(probe, physicalOffset) || IsRecalledBody(probe)) return null;
             return DecodeStoredMessage(bytes, probe.OriginalTopic ?? probe.Topic, -1, -1, bytes);
         }
         catch (InvalidDataException)
@@ -411,6 +411,20 @@ public sealed partial class BrokerEngine
             if (_delayed.Contains(address)) return true;
             return _topics.TryGetValue(message.OriginalTopic ?? message.Topic, out var topic) && CommitEntryBodyIs(topic, decidedAt, address);
         }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="message"/> is the body of a recalled delay message, or of a copy dropped because its
+    /// recall was remembered: never delivered, so "no message" to a read or send-back by offset, as a rolled-back half's
+    /// body is, before its delivery time and after it, until retention cuts it (DelayIndex.NoteRecalledBody). Until
+    /// 2026-12-07 a recall was remembered only until its delivery time: past it, a send-back of the producer's
+    /// offsetMsgId copied the recalled message into the group's retry topic, and it was delivered from there (found by
+    /// review). Only a message stored to wait for its time (its delivery time after its store time) can be one.
+    /// </summary>
+    private bool IsRecalledBody(StoredMessage message)
+    {
+        if (message.Kind == MessageKind.Transaction || message.DeliveryTimestampMs is not { } dueMs || dueMs <= message.StoreTimestampMs) return false;
+        lock (_gate) return _delayed.IsRecalledMessage(message.OriginalTopic ?? message.Topic, dueMs, message.MessageId);
     }
 
     /// <summary>
@@ -558,7 +572,8 @@ public sealed partial class BrokerEngine
         if (!IsValidName(group, 255)) return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"), null, false);
         if (RetryTopicRefusal(group) is { } tooLong) return new(tooLong, null, false);
         var original = await ReadMessageAtAsync(physicalOffset, ct).ConfigureAwait(false);
-        if (original is null) return new(new(BrokerStatus.BadRequest, $"no message at commit log offset {physicalOffset}"), null, false);
+        if (original is null)
+            return new(new(BrokerStatus.BadRequest, $"no message at commit log offset {physicalOffset} (none there, a transaction not committed, or a recalled delay message)"), null, false);
         string sourceTopic = original.OriginalTopic ?? original.Topic;
         // A delay message still waiting for its time, or recalled, was never delivered: no consumer can have failed it.
         // Until late on 2026-12-06 a send-back of its address copied it into the retry topic, delivered at the retry's

@@ -238,9 +238,14 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, SentAt = address,
                 SendOrder = address, IdHash = DelayedEntry.HashOfId(m.MessageId) });
         }
-        // Else a copy of a message recalled before it was stored (a send retried after the recall): dropped, never
-        // delivered, as Apache's timer drops it at its time. Replay drops it again: the recall's record is before it, and
-        // a checkpoint after the recall carries the recall (DelayIndex.RememberRecall).
+        else
+        {
+            // A copy of a message recalled before it was stored (a send retried after the recall): dropped, never
+            // delivered, as Apache's timer drops it at its time. Replay drops it again: the recall's record is before it,
+            // and a checkpoint after the recall carries the recall (DelayIndex.RememberRecall). Its body is refused by
+            // offset as the recalled one's (DelayIndex.NoteRecalledBody).
+            _delayed.NoteRecalledBody(Intern(m.Topic)!, m.DeliverAtMs, m.MessageId, address);
+        }
     }
 
     private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
@@ -544,6 +549,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             // delayed messages, so one that found the message gone captured the recall that took it out).
             // The topic's name shared (up to 1,000,000 recalls are remembered), as a checkpoint's load shares it.
             _delayed.RememberRecall(Intern(rec.Topic)!, entry.DeliverAtMs, rec.MessageId);
+            // And its bodies refused by offset until retention cuts them: the one it was sent at and the one it lies at
+            // (moved by retention since, or the same), and every address between (moves go to the tail).
+            _delayed.NoteRecalledBody(entry.Topic, entry.DeliverAtMs, rec.MessageId, Math.Max(entry.BodyAddress, entry.SentAt));
         }
     }
 
