@@ -142,4 +142,34 @@ public sealed class RecalledSendBackTests
         await h.RestartAsync();
         Assert.Equal(0, RecalledBodies(h));
     }
+
+    /// <summary>
+    /// A recall made while a checkpoint captures, before it copies the delayed messages: the file has neither the
+    /// message nor (once its time has passed) a use for the recall, and replay of the recall's record over it finds
+    /// nothing to take out. The file's own part of recalled bodies is what refuses the body after a restart from it.
+    /// </summary>
+    [Fact]
+    public async Task A_recall_made_during_a_checkpoints_capture_is_refused_by_offset_after_a_restart_from_that_checkpoint()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var recalled = await SendDelayedAsync(h, h.Draft("timers", "recalled", deliverAt: dueAt));
+        await SendDelayedAsync(h, h.Draft("timers", "control", deliverAt: dueAt + 1));
+        var checkpointer = h.Engine.CheckpointerForTests;
+        checkpointer.BeforePartForTests = async part =>
+        {
+            checkpointer.BeforePartForTests = null;
+            await RecallAsync(h, recalled, dueAt); // before the halves, so before the delayed messages are copied
+        };
+        await h.Engine.CheckpointAsync();
+        Assert.Null(checkpointer.BeforePartForTests);
+
+        h.Clock.Advance(TimeSpan.FromMinutes(11));
+        Assert.Equal(["control"], await PulledOnceControlCameAsync(h));
+        await h.Engine.DisposeAsync();
+        File.Delete(Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin").Order().Last()); // the shutdown one
+        await h.RestartAfterDeletedCheckpointAsync();
+        Assert.Equal(["control"], await PulledOnceControlCameAsync(h)); // its sweep forgets the recall, due long ago
+        await AssertRefusedAsync(h, recalled.LogAddress, "after a restart from the checkpoint captured around the recall");
+    }
 }
