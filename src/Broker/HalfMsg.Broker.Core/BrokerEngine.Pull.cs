@@ -399,7 +399,7 @@ public sealed partial class BrokerEngine
     /// back into the group's retry or dead-letter topic and delivered, once a new half of its id was committed (found by
     /// review). The commit's queue entry names the body it delivers, kept where retention moves it, from a checkpoint
     /// and by replay alike; a delayed commit's body is in the delay index until its time. Once released, a delayed
-    /// transactional message is not found at its decision, and answers "no message", as a forgotten one does.</para>
+    /// transactional message is found by its release's record (since 2026-12-07; before, it answered "no message").</para>
     /// </summary>
     private bool IsKnownCommittedIfHalf(StoredMessage message, long address)
     {
@@ -409,7 +409,10 @@ public sealed partial class BrokerEngine
             if (_txs.TryGet(transactionId, out _)) return false;
             if (!_txs.Decided.TryGet(transactionId, out var resolution, out long decidedAt) || resolution != TransactionResolution.Commit) return false;
             if (_delayed.Contains(address)) return true;
-            return _topics.TryGetValue(message.OriginalTopic ?? message.Topic, out var topic) && CommitEntryBodyIs(topic, decidedAt, address);
+            if (!_topics.TryGetValue(message.OriginalTopic ?? message.Topic, out var topic)) return false;
+            // A delayed commit's entry entered its queue at its release, not at the commit (until 2026-12-07 such a
+            // message, released and delivered, read as no message, and its consumer's send-back was refused).
+            return CommitEntryBodyIs(topic, _delayed.TryGetReleasedCommit(decidedAt, out long releasedAt) ? releasedAt : decidedAt, address);
         }
     }
 

@@ -241,6 +241,8 @@ public sealed partial class BrokerEngine
         Metrics.MessagesExpired += _retention.ExpireBelow(begin, recovering: !IsReady, lost: Health.ReportDegraded);
         // The recalled messages whose bodies are all cut: nothing is left to refuse a read or send-back of.
         _delayed.ForgetRecalledBodiesBelow(begin);
+        // The releases of committed delayed transactional messages cut: their queue entries expired above.
+        _delayed.ForgetReleasedCommitsBelow(begin);
     }
 
     /// <summary>

@@ -253,8 +253,13 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         var topic = ApplyTopicCreated(rec.Topic, BrokerEngine.IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
         if (rec.QueueId >= 0) GrowForRecordDuringReplay(topic, rec.QueueId, address);
         if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
-        int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size
+        bool released = _delayed.Remove(rec.BodyAddress, out var delayed);
+        int size = released ? delayed.Size
             : topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing) ? existing.Size : 0; // replayed over a checkpoint that has it
+        // A committed delayed transactional message (no address sent at; its SendOrder is its commit's record): a read or
+        // send-back by offset finds its commit's entry through its release (DelayIndex.NoteReleasedCommit). A delay
+        // message from a checkpoint written before recall came has none either: its entry is unused, and cut alike.
+        if (released && delayed.SentAt < 0) _delayed.NoteReleasedCommit(delayed.SendOrder, address);
         AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
     }
 

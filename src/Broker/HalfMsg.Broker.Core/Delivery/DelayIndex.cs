@@ -75,6 +75,52 @@ internal sealed class DelayIndex
     /// <summary>A recalled message whose bodies are still in the log: the highest address one of them lies at.</summary>
     internal readonly record struct RecalledBodies(RecallKey Key, long UpTo);
 
+    // The releases of committed delayed transactional messages (no address sent at), by the address of their commit's
+    // record (their SendOrder): the entry a release puts into a queue enters at the release's record, not at the
+    // commit's, and a read or send-back by offset of the half's body finds its commit's entry through it. Until
+    // 2026-12-07 such a message, once released, read as no message by the offset it was delivered with, and a consumer's
+    // send-back of it was refused (found by review). Each leaves once a retention cut passes its release (its queue entry
+    // expires with it), in release order (releases are appended in log order, so the heap's top is the oldest).
+    private readonly ShardedTable<long, ReleasedCommit, ByAddress> _releasedCommits = new();
+
+    /// <summary>The release of a committed delayed transactional message: its commit's record and its release's.</summary>
+    internal readonly record struct ReleasedCommit(long DecidedAt, long ReleasedAt);
+    private readonly SegmentedHeap<long> _releasedCommitsOrder = new();
+
+    /// <summary>Remembers that the committed delayed transactional message whose commit's record is at
+    /// <paramref name="decidedAt"/> was released by the record at <paramref name="releasedAt"/>.</summary>
+    public void NoteReleasedCommit(long decidedAt, long releasedAt)
+    {
+        ref var known = ref _releasedCommits.GetValueRefOrAddDefault(decidedAt, out bool exists);
+        if (exists && known.ReleasedAt >= releasedAt) return;
+        known = new ReleasedCommit(decidedAt, releasedAt);
+        _releasedCommitsOrder.Enqueue(decidedAt, releasedAt);
+    }
+
+    /// <summary>The release's record of the committed delayed transactional message committed at <paramref name="decidedAt"/>.</summary>
+    public bool TryGetReleasedCommit(long decidedAt, out long releasedAt)
+    {
+        bool found = _releasedCommits.TryGetValue(decidedAt, out var known);
+        releasedAt = known.ReleasedAt;
+        return found;
+    }
+
+    /// <summary>Releases of committed delayed transactional messages remembered (for tests).</summary>
+    internal int ReleasedCommitsCount => _releasedCommits.Count;
+
+    /// <summary>Forgets the releases below <paramref name="begin"/> (a retention cut's boundary: their entries expired with it).</summary>
+    public void ForgetReleasedCommitsBelow(long begin)
+    {
+        while (_releasedCommitsOrder.TryPeek(out long decidedAt, out long releasedAt) && releasedAt < begin)
+        {
+            _releasedCommitsOrder.Dequeue();
+            if (_releasedCommits.TryGetValue(decidedAt, out var known) && known.ReleasedAt < begin) _releasedCommits.Remove(decidedAt, out _);
+        }
+    }
+
+    /// <summary>The releases of committed delayed transactional messages of one table: a checkpoint copies them table by table.</summary>
+    public ReleasedCommit[] SnapshotReleasedCommitsShard(int shard) => _releasedCommits.SnapshotShard(shard);
+
     private struct ByRecall : IShardOf<RecallKey>
     {
         public static int ShardOf(RecallKey key) => ByAddress.ShardOf(CopyKey(key.Topic, key.DeliverAtMs, DelayedEntry.HashOfId(key.MessageId)));
@@ -481,5 +527,7 @@ internal sealed class DelayIndex
         _recalledDue.Clear();
         _recalledBodies.Clear();
         _recalledBodiesUpTo.Clear();
+        _releasedCommits.Clear();
+        _releasedCommitsOrder.Clear();
     }
 }

@@ -81,6 +81,10 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// starts from an older checkpoint, or replays the log; a file without it (written before, or with no recalled
     /// body in the log) loads with none.</summary>
     private const RecordKind SnapRecalledBodies = (RecordKind)115;
+    /// <summary>The release of a committed delayed transactional message (DelayIndex.NoteReleasedCommit): its commit's
+    /// record's address, its release's. Written whole in every file, a delta's too, and taken from the newest (since
+    /// 2026-12-07). A new kind, not a version: a build before falls back to an older checkpoint, or replays the log.</summary>
+    private const RecordKind SnapReleasedCommit = (RecordKind)116;
 
     /// <summary>Tests: runs before the halves, the queues and the decided ids are captured (with the part's index:
     /// 0, 2, 3), outside the engine lock, so a test can decide a half at a chosen moment of a fuzzy capture.</summary>
@@ -303,6 +307,26 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                         {
                             var ((topic, dueMs, messageId), upTo) = bodies[k];
                             w.Begin(SnapRecalledBodies).Str(topic).I64(dueMs).Str(messageId).I64(upTo);
+                            Emit(w, o);
+                        }
+                    }).ConfigureAwait(false);
+                }
+            }
+
+            // The releases of committed delayed transactional messages, after the delayed messages as well: a release
+            // replayed over this file that finds its message gone released it before they were copied, so it is here.
+            for (int shard = 0; shard < DelayIndex.Shards; shard++)
+            {
+                int table = shard;
+                DelayIndex.ReleasedCommit[] releases = Snapshot(() => state.Delayed.SnapshotReleasedCommitsShard(table));
+                for (int i = 0; i < releases.Length; i += ItemsPerHold)
+                {
+                    int from = i;
+                    await Chunk((w, o) =>
+                    {
+                        for (int k = from; k < Math.Min(from + ItemsPerHold, releases.Length); k++)
+                        {
+                            w.Begin(SnapReleasedCommit).I64(releases[k].DecidedAt).I64(releases[k].ReleasedAt);
                             Emit(w, o);
                         }
                     }).ConfigureAwait(false);
@@ -751,6 +775,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 case SnapGroupConfigured when !last:
                 case SnapRecalled when !last:
                 case SnapRecalledBodies when !last:
+                case SnapReleasedCommit when !last:
                     break; // taken from the newest file of the chain
                 case SnapHalf:
                 {
@@ -822,6 +847,12 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     long dueMs = r.I64();
                     string messageId = r.Str() ?? throw new InvalidDataException("a recalled message's bodies name no message id");
                     state.Delayed.NoteRecalledBody(state.Tags.Intern(topic)!, dueMs, messageId, r.I64());
+                    break;
+                }
+                case SnapReleasedCommit:
+                {
+                    long decidedAt = r.I64();
+                    state.Delayed.NoteReleasedCommit(decidedAt, r.I64());
                     break;
                 }
                 case SnapGroupQueue:
