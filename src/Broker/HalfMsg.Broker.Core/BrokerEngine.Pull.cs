@@ -378,7 +378,7 @@ public sealed partial class BrokerEngine
         try
         {
             var probe = DecodeStoredMessage(bytes, "", -1, -1, bytes); // no body copy for the probe either
-            if (probe is null || !IsKnownCommittedIfHalf(probe, physicalOffset)) return null;
+            if (probe is null || !IsKnownCommittedIfHalf(probe, physicalOffset) || IsRecalledBody(probe)) return null;
             return DecodeStoredMessage(bytes, probe.OriginalTopic ?? probe.Topic, -1, -1, bytes);
         }
         catch (InvalidDataException)
@@ -399,7 +399,7 @@ public sealed partial class BrokerEngine
     /// back into the group's retry or dead-letter topic and delivered, once a new half of its id was committed (found by
     /// review). The commit's queue entry names the body it delivers, kept where retention moves it, from a checkpoint
     /// and by replay alike; a delayed commit's body is in the delay index until its time. Once released, a delayed
-    /// transactional message is not found at its decision, and answers "no message", as a forgotten one does.</para>
+    /// transactional message is found by its release's record (since 2026-12-07; before, it answered "no message").</para>
     /// </summary>
     private bool IsKnownCommittedIfHalf(StoredMessage message, long address)
     {
@@ -409,8 +409,25 @@ public sealed partial class BrokerEngine
             if (_txs.TryGet(transactionId, out _)) return false;
             if (!_txs.Decided.TryGet(transactionId, out var resolution, out long decidedAt) || resolution != TransactionResolution.Commit) return false;
             if (_delayed.Contains(address)) return true;
-            return _topics.TryGetValue(message.OriginalTopic ?? message.Topic, out var topic) && CommitEntryBodyIs(topic, decidedAt, address);
+            if (!_topics.TryGetValue(message.OriginalTopic ?? message.Topic, out var topic)) return false;
+            // A delayed commit's entry entered its queue at its release, not at the commit (until 2026-12-07 such a
+            // message, released and delivered, read as no message, and its consumer's send-back was refused).
+            return CommitEntryBodyIs(topic, _delayed.TryGetReleasedCommit(decidedAt, out long releasedAt) ? releasedAt : decidedAt, address);
         }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="message"/> is the body of a recalled delay message, or of a copy dropped because its
+    /// recall was remembered: never delivered, so "no message" to a read or send-back by offset, as a rolled-back half's
+    /// body is, before its delivery time and after it, until retention cuts it (DelayIndex.NoteRecalledBody). Until
+    /// 2026-12-07 a recall was remembered only until its delivery time: past it, a send-back of the producer's
+    /// offsetMsgId copied the recalled message into the group's retry topic, and it was delivered from there (found by
+    /// review). Only a message stored to wait for its time (its delivery time after its store time) can be one.
+    /// </summary>
+    private bool IsRecalledBody(StoredMessage message)
+    {
+        if (message.Kind == MessageKind.Transaction || message.DeliveryTimestampMs is not { } dueMs || dueMs <= message.StoreTimestampMs) return false;
+        lock (_gate) return _delayed.IsRecalledMessage(message.OriginalTopic ?? message.Topic, dueMs, message.MessageId);
     }
 
     /// <summary>
@@ -558,7 +575,8 @@ public sealed partial class BrokerEngine
         if (!IsValidName(group, 255)) return new(new(BrokerStatus.IllegalConsumerGroup, $"consumer group '{group}' is not a valid name"), null, false);
         if (RetryTopicRefusal(group) is { } tooLong) return new(tooLong, null, false);
         var original = await ReadMessageAtAsync(physicalOffset, ct).ConfigureAwait(false);
-        if (original is null) return new(new(BrokerStatus.BadRequest, $"no message at commit log offset {physicalOffset}"), null, false);
+        if (original is null)
+            return new(new(BrokerStatus.BadRequest, $"no message at commit log offset {physicalOffset} (none there, a transaction not committed, or a recalled delay message)"), null, false);
         string sourceTopic = original.OriginalTopic ?? original.Topic;
         // A delay message still waiting for its time, or recalled, was never delivered: no consumer can have failed it.
         // Until late on 2026-12-06 a send-back of its address copied it into the retry topic, delivered at the retry's

@@ -237,7 +237,13 @@ public sealed partial class BrokerEngine
     /// holds the lock.
     /// </summary>
     private void ExpireBelow(long begin)
-        => Metrics.MessagesExpired += _retention.ExpireBelow(begin, recovering: !IsReady, lost: Health.ReportDegraded);
+    {
+        Metrics.MessagesExpired += _retention.ExpireBelow(begin, recovering: !IsReady, lost: Health.ReportDegraded);
+        // The recalled messages whose bodies are all cut: nothing is left to refuse a read or send-back of.
+        _delayed.ForgetRecalledBodiesBelow(begin);
+        // The releases of committed delayed transactional messages cut: their queue entries expired above.
+        _delayed.ForgetReleasedCommitsBelow(begin);
+    }
 
     /// <summary>
     /// Forgets a consumer group: its progress (a lease group's, and a pull group's committed offsets), leases and waiting

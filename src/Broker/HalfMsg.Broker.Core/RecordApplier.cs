@@ -238,9 +238,14 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             AddDelayed(new DelayedEntry { BodyAddress = address, Size = size, Topic = m.Topic, RequestedQueueId = rec.RequestedQueue, DeliverAtMs = m.DeliverAtMs, Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, SentAt = address,
                 SendOrder = address, IdHash = DelayedEntry.HashOfId(m.MessageId) });
         }
-        // Else a copy of a message recalled before it was stored (a send retried after the recall): dropped, never
-        // delivered, as Apache's timer drops it at its time. Replay drops it again: the recall's record is before it, and
-        // a checkpoint after the recall carries the recall (DelayIndex.RememberRecall).
+        else
+        {
+            // A copy of a message recalled before it was stored (a send retried after the recall): dropped, never
+            // delivered, as Apache's timer drops it at its time. Replay drops it again: the recall's record is before it,
+            // and a checkpoint after the recall carries the recall (DelayIndex.RememberRecall). Its body is refused by
+            // offset as the recalled one's (DelayIndex.NoteRecalledBody).
+            _delayed.NoteRecalledBody(Intern(m.Topic)!, m.DeliverAtMs, m.MessageId, address);
+        }
     }
 
     private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
@@ -248,8 +253,13 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         var topic = ApplyTopicCreated(rec.Topic, BrokerEngine.IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
         if (rec.QueueId >= 0) GrowForRecordDuringReplay(topic, rec.QueueId, address);
         if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
-        int size = _delayed.Remove(rec.BodyAddress, out var delayed) ? delayed.Size
+        bool released = _delayed.Remove(rec.BodyAddress, out var delayed);
+        int size = released ? delayed.Size
             : topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing) ? existing.Size : 0; // replayed over a checkpoint that has it
+        // A committed delayed transactional message (no address sent at; its SendOrder is its commit's record): a read or
+        // send-back by offset finds its commit's entry through its release (DelayIndex.NoteReleasedCommit). A delay
+        // message from a checkpoint written before recall came has none either: its entry is unused, and cut alike.
+        if (released && delayed.SentAt < 0) _delayed.NoteReleasedCommit(delayed.SendOrder, address);
         AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
     }
 
@@ -544,6 +554,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             // delayed messages, so one that found the message gone captured the recall that took it out).
             // The topic's name shared (up to 1,000,000 recalls are remembered), as a checkpoint's load shares it.
             _delayed.RememberRecall(Intern(rec.Topic)!, entry.DeliverAtMs, rec.MessageId);
+            // And its bodies refused by offset until retention cuts them: the one it was sent at and the one it lies at
+            // (moved by retention since, or the same), and every address between (moves go to the tail).
+            _delayed.NoteRecalledBody(entry.Topic, entry.DeliverAtMs, rec.MessageId, Math.Max(entry.BodyAddress, entry.SentAt));
         }
     }
 

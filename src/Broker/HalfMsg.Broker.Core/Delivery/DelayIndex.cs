@@ -58,6 +58,69 @@ internal sealed class DelayIndex
     /// <summary>A remembered recall: the topic, delivery time and id of the message it took out.</summary>
     internal readonly record struct RecallKey(string Topic, long DeliverAtMs, string MessageId);
 
+    // The recalled messages whose bodies are still in the log, each with the highest address a body of it was stored
+    // at (the body when it was recalled, wherever retention had moved it, or a copy dropped later): a read or send-back
+    // by offset (VIEW_MESSAGE_BY_ID, CONSUMER_SEND_MSG_BACK with the producer's offsetMsgId) of any of them is refused
+    // for as long as it can be read, not only until the recall's delivery time (_recalled above). Until 2026-12-07 a
+    // recalled message past its time was copied into the group's retry topic by a send-back of its address and
+    // delivered from there (found by review). Keyed as the recalls are, not by address: every body of the message (the
+    // one it was sent at, those retention moved it to before its recall, copies dropped after it) is one entry, found
+    // by the fields its record holds. Each leaves once a retention cut has passed all of them (ForgetRecalledBodiesBelow),
+    // in the order of a heap of their highest addresses (an entry raised by a later copy leaves a stale heap entry,
+    // skipped). Bounded by the retained log: one entry per recall whose record and body are still in it (copies of
+    // one message raise its entry, they add none). A recalled body is never moved: it is not live.
+    private readonly ShardedTable<RecallKey, RecalledBodies, ByRecall> _recalledBodies = new();
+    private readonly SegmentedHeap<RecallKey> _recalledBodiesUpTo = new();
+
+    /// <summary>A recalled message whose bodies are still in the log: the highest address one of them lies at.</summary>
+    internal readonly record struct RecalledBodies(RecallKey Key, long UpTo);
+
+    // The releases of committed delayed transactional messages (no address sent at), by the address of their commit's
+    // record (their SendOrder): the entry a release puts into a queue enters at the release's record, not at the
+    // commit's, and a read or send-back by offset of the half's body finds its commit's entry through it. Until
+    // 2026-12-07 such a message, once released, read as no message by the offset it was delivered with, and a consumer's
+    // send-back of it was refused (found by review). Each leaves once a retention cut passes its release (its queue entry
+    // expires with it), in release order (releases are appended in log order, so the heap's top is the oldest).
+    private readonly ShardedTable<long, ReleasedCommit, ByAddress> _releasedCommits = new();
+
+    /// <summary>The release of a committed delayed transactional message: its commit's record and its release's.</summary>
+    internal readonly record struct ReleasedCommit(long DecidedAt, long ReleasedAt);
+    private readonly SegmentedHeap<long> _releasedCommitsOrder = new();
+
+    /// <summary>Remembers that the committed delayed transactional message whose commit's record is at
+    /// <paramref name="decidedAt"/> was released by the record at <paramref name="releasedAt"/>.</summary>
+    public void NoteReleasedCommit(long decidedAt, long releasedAt)
+    {
+        ref var known = ref _releasedCommits.GetValueRefOrAddDefault(decidedAt, out bool exists);
+        if (exists && known.ReleasedAt >= releasedAt) return;
+        known = new ReleasedCommit(decidedAt, releasedAt);
+        _releasedCommitsOrder.Enqueue(decidedAt, releasedAt);
+    }
+
+    /// <summary>The release's record of the committed delayed transactional message committed at <paramref name="decidedAt"/>.</summary>
+    public bool TryGetReleasedCommit(long decidedAt, out long releasedAt)
+    {
+        bool found = _releasedCommits.TryGetValue(decidedAt, out var known);
+        releasedAt = known.ReleasedAt;
+        return found;
+    }
+
+    /// <summary>Releases of committed delayed transactional messages remembered (for tests).</summary>
+    internal int ReleasedCommitsCount => _releasedCommits.Count;
+
+    /// <summary>Forgets the releases below <paramref name="begin"/> (a retention cut's boundary: their entries expired with it).</summary>
+    public void ForgetReleasedCommitsBelow(long begin)
+    {
+        while (_releasedCommitsOrder.TryPeek(out long decidedAt, out long releasedAt) && releasedAt < begin)
+        {
+            _releasedCommitsOrder.Dequeue();
+            if (_releasedCommits.TryGetValue(decidedAt, out var known) && known.ReleasedAt < begin) _releasedCommits.Remove(decidedAt, out _);
+        }
+    }
+
+    /// <summary>The releases of committed delayed transactional messages of one table: a checkpoint copies them table by table.</summary>
+    public ReleasedCommit[] SnapshotReleasedCommitsShard(int shard) => _releasedCommits.SnapshotShard(shard);
+
     private struct ByRecall : IShardOf<RecallKey>
     {
         public static int ShardOf(RecallKey key) => ByAddress.ShardOf(CopyKey(key.Topic, key.DeliverAtMs, DelayedEntry.HashOfId(key.MessageId)));
@@ -228,6 +291,55 @@ internal sealed class DelayIndex
     public bool IsRecalled(string topic, long dueMs, string messageId)
         // Asked for every delay message stored: with nothing recalled (the usual case) no key is hashed.
         => _recalled.Count != 0 && _recalled.ContainsKey(new RecallKey(topic, dueMs, messageId));
+
+    /// <summary>Recalled messages whose bodies are still in the log (<see cref="NoteRecalledBody"/>).</summary>
+    public int RecalledBodiesCount => _recalledBodies.Count;
+
+    /// <summary>
+    /// True when the message <paramref name="messageId"/> of <paramref name="topic"/> stored to wait for
+    /// <paramref name="dueMs"/> was recalled (or dropped as a copy of a recalled one): its body must read as no message,
+    /// before its time and after it, until retention cuts it. Only a message stored to wait for its time is asked about:
+    /// one sent for a time already past is delivered at once, whatever was recalled.
+    /// </summary>
+    public bool IsRecalledMessage(string topic, long dueMs, string messageId)
+    {
+        if (_recalled.Count == 0 && _recalledBodies.Count == 0) return false;
+        var key = new RecallKey(topic, dueMs, messageId);
+        return _recalled.ContainsKey(key) || _recalledBodies.ContainsKey(key);
+    }
+
+    /// <summary>Remembers that a body of the recalled message <paramref name="topic"/>, <paramref name="dueMs"/>,
+    /// <paramref name="messageId"/> lies at <paramref name="address"/> (or below), until retention cuts past it.</summary>
+    public void NoteRecalledBody(string topic, long dueMs, string messageId, long address)
+    {
+        var key = new RecallKey(topic, dueMs, messageId);
+        ref var known = ref _recalledBodies.GetValueRefOrAddDefault(key, out bool exists);
+        if (exists)
+        {
+            if (known.UpTo >= address) return;
+            key = known.Key; // its strings shared
+        }
+        else if (_recalled.TryGetValue(key, out var recalled)) key = recalled; // the remembered recall's strings shared
+        known = new RecalledBodies(key, address);
+        _recalledBodiesUpTo.Enqueue(key, address);
+    }
+
+    /// <summary>Forgets the recalled messages all of whose bodies lie below <paramref name="begin"/> (a retention cut's
+    /// boundary: they can no longer be read); returns how many.</summary>
+    public int ForgetRecalledBodiesBelow(long begin)
+    {
+        int forgotten = 0;
+        while (_recalledBodiesUpTo.TryPeek(out var key, out long upTo) && upTo < begin)
+        {
+            _recalledBodiesUpTo.Dequeue();
+            // Stale when a later copy raised it: that one's heap entry decides.
+            if (_recalledBodies.TryGetValue(key, out var known) && known.UpTo < begin && _recalledBodies.Remove(key, out _)) forgotten++;
+        }
+        return forgotten;
+    }
+
+    /// <summary>The recalled messages whose bodies are still in the log, of one table: a checkpoint copies them table by table.</summary>
+    public RecalledBodies[] SnapshotRecalledBodiesShard(int shard) => _recalledBodies.SnapshotShard(shard);
 
     /// <summary>Remembers a recall until its delivery time; false when it was remembered already.</summary>
     public bool RememberRecall(string topic, long dueMs, string messageId)
@@ -413,5 +525,9 @@ internal sealed class DelayIndex
         _due.Clear();
         _recalled.Clear();
         _recalledDue.Clear();
+        _recalledBodies.Clear();
+        _recalledBodiesUpTo.Clear();
+        _releasedCommits.Clear();
+        _releasedCommitsOrder.Clear();
     }
 }

@@ -75,6 +75,16 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// id. Written whole in every file, a delta's too, and taken from the newest. A new kind, not a version: a build
     /// before finds the kind unknown and starts from an older checkpoint, or replays the log.</summary>
     private const RecordKind SnapRecalled = (RecordKind)114;
+    /// <summary>A recalled message whose bodies are still in the log (DelayIndex.NoteRecalledBody): topic, delivery
+    /// time, message id, the highest address one of its bodies lies at. Written whole in every file, a delta's too, and
+    /// taken from the newest (since 2026-12-07). A new kind, not a version: a build before finds the kind unknown and
+    /// starts from an older checkpoint, or replays the log; a file without it (written before, or with no recalled
+    /// body in the log) loads with none.</summary>
+    private const RecordKind SnapRecalledBodies = (RecordKind)115;
+    /// <summary>The release of a committed delayed transactional message (DelayIndex.NoteReleasedCommit): its commit's
+    /// record's address, its release's. Written whole in every file, a delta's too, and taken from the newest (since
+    /// 2026-12-07). A new kind, not a version: a build before falls back to an older checkpoint, or replays the log.</summary>
+    private const RecordKind SnapReleasedCommit = (RecordKind)116;
 
     /// <summary>Tests: runs before the halves, the queues and the decided ids are captured (with the part's index:
     /// 0, 2, 3), outside the engine lock, so a test can decide a half at a chosen moment of a fuzzy capture.</summary>
@@ -275,6 +285,48 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                         {
                             var (topic, dueMs, messageId) = recalls[k];
                             w.Begin(SnapRecalled).Str(topic).I64(dueMs).Str(messageId);
+                            Emit(w, o);
+                        }
+                    }).ConfigureAwait(false);
+                }
+            }
+
+            // The recalled messages whose bodies are still in the log, after the delayed messages too: a recall replayed
+            // over this file that finds its message gone took it out before they were copied, so it is in this copy; a
+            // copy dropped after the capture started is dropped again by replay, and noted again.
+            for (int shard = 0; shard < DelayIndex.Shards; shard++)
+            {
+                int table = shard;
+                DelayIndex.RecalledBodies[] bodies = Snapshot(() => state.Delayed.SnapshotRecalledBodiesShard(table));
+                for (int i = 0; i < bodies.Length; i += ItemsPerHold)
+                {
+                    int from = i;
+                    await Chunk((w, o) =>
+                    {
+                        for (int k = from; k < Math.Min(from + ItemsPerHold, bodies.Length); k++)
+                        {
+                            var ((topic, dueMs, messageId), upTo) = bodies[k];
+                            w.Begin(SnapRecalledBodies).Str(topic).I64(dueMs).Str(messageId).I64(upTo);
+                            Emit(w, o);
+                        }
+                    }).ConfigureAwait(false);
+                }
+            }
+
+            // The releases of committed delayed transactional messages, after the delayed messages as well: a release
+            // replayed over this file that finds its message gone released it before they were copied, so it is here.
+            for (int shard = 0; shard < DelayIndex.Shards; shard++)
+            {
+                int table = shard;
+                DelayIndex.ReleasedCommit[] releases = Snapshot(() => state.Delayed.SnapshotReleasedCommitsShard(table));
+                for (int i = 0; i < releases.Length; i += ItemsPerHold)
+                {
+                    int from = i;
+                    await Chunk((w, o) =>
+                    {
+                        for (int k = from; k < Math.Min(from + ItemsPerHold, releases.Length); k++)
+                        {
+                            w.Begin(SnapReleasedCommit).I64(releases[k].DecidedAt).I64(releases[k].ReleasedAt);
                             Emit(w, o);
                         }
                     }).ConfigureAwait(false);
@@ -722,6 +774,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 case SnapPullOffset when !last:
                 case SnapGroupConfigured when !last:
                 case SnapRecalled when !last:
+                case SnapRecalledBodies when !last:
+                case SnapReleasedCommit when !last:
                     break; // taken from the newest file of the chain
                 case SnapHalf:
                 {
@@ -785,6 +839,20 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     string topic = r.Str() ?? throw new InvalidDataException("a remembered recall names no topic");
                     long dueMs = r.I64();
                     state.Delayed.RememberRecall(state.Tags.Intern(topic)!, dueMs, r.Str() ?? throw new InvalidDataException("a remembered recall names no message id"));
+                    break;
+                }
+                case SnapRecalledBodies:
+                {
+                    string topic = r.Str() ?? throw new InvalidDataException("a recalled message's bodies name no topic");
+                    long dueMs = r.I64();
+                    string messageId = r.Str() ?? throw new InvalidDataException("a recalled message's bodies name no message id");
+                    state.Delayed.NoteRecalledBody(state.Tags.Intern(topic)!, dueMs, messageId, r.I64());
+                    break;
+                }
+                case SnapReleasedCommit:
+                {
+                    long decidedAt = r.I64();
+                    state.Delayed.NoteReleasedCommit(decidedAt, r.I64());
                     break;
                 }
                 case SnapGroupQueue:

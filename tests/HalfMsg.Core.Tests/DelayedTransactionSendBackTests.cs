@@ -1,0 +1,60 @@
+using System.Text;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Model;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// A committed delayed transactional message, once released and delivered, is a message like any other to the consumer
+/// that received it: a send-back of the offset it was handed (CONSUMER_SEND_MSG_BACK, as the Java push consumer sends on
+/// a failure) must put it into the group's retry topic, as for a committed transactional message without a delay.
+/// </summary>
+public sealed class DelayedTransactionSendBackTests
+{
+    public enum Restart { None, FromCheckpoint, FromLogOnly }
+
+    [Theory]
+    [InlineData(Restart.None)]
+    [InlineData(Restart.FromCheckpoint)]
+    [InlineData(Restart.FromLogOnly)]
+    public async Task A_released_delayed_transactional_message_can_be_read_and_sent_back_by_the_offset_it_was_delivered_with(Restart restart)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        string txId = await h.SendHalfAsync("T", "delayed tx", deliverAt: dueAt);
+        Assert.True((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        h.Clock.Advance(TimeSpan.FromMinutes(11));
+        var pulled = await PulledAsync(h, "T");
+        long offset = pulled[0].PhysicalOffset;
+        if (restart != Restart.None)
+        {
+            await h.Engine.DisposeAsync();
+            if (restart == Restart.FromLogOnly) Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+            await h.RestartAfterDeletedCheckpointAsync();
+        }
+
+        var read = await h.Engine.ReadMessageAtAsync(offset);
+        Assert.True(read is not null, $"the delivered message at {offset} reads as no message");
+        Assert.Equal("delayed tx", Encoding.UTF8.GetString(read!.Body.Span));
+        var back = await h.Engine.SendBackAsync("G", offset, 1, 16, "T"); // level 1: 1 s
+        Assert.True(back.Error.IsOk, back.Error.ToString());
+        Assert.Equal("%RETRY%G", back.Topic);
+        h.Clock.Advance(TimeSpan.FromSeconds(2));
+        var retried = await PulledAsync(h, "%RETRY%G");
+        Assert.Equal("delayed tx", Encoding.UTF8.GetString(retried[0].Message.Body.Span));
+    }
+
+    /// <summary>The one message on queue 0 of <paramref name="topic"/>, once released.</summary>
+    private static async Task<IReadOnlyList<PulledMessage>> PulledAsync(EngineHarness h, string topic)
+    {
+        IReadOnlyList<PulledMessage> pulled = [];
+        await Conditions.WaitUntil(() =>
+        {
+            h.Engine.RunSweep();
+            pulled = h.Engine.PullAsync(topic, 0, 0, 32, TagFilter.All, TimeSpan.Zero).AsTask().Result.Messages;
+            return pulled.Count == 1;
+        }, () => $"{pulled.Count} pulled from {topic}");
+        return pulled;
+    }
+}
