@@ -27,7 +27,9 @@ public sealed class Producer : IAsyncDisposable
 
     private readonly ProducerOptions _options;
     private readonly ClientSession _session;
-    private readonly ConcurrentDictionary<string, byte> _topics = new(StringComparer.Ordinal);
+    // Topics named in our Settings, each with the write that first declared it (complete for the configured ones). A topic
+    // is never removed: once a send may have used it, a half of it may be waiting for a check-back to this producer.
+    private readonly ConcurrentDictionary<string, Task> _topics = new(StringComparer.Ordinal);
     private readonly ILogger _logger;
     private readonly HalfSendCoalescer? _halfSends;
     private readonly DecisionCoalescer? _decisions;
@@ -43,7 +45,7 @@ public sealed class Producer : IAsyncDisposable
         _checkSlots = new SemaphoreSlim(options.MaxConcurrentChecks);
         foreach (string topic in options.Topics)
         {
-            _topics.TryAdd(topic, 0);
+            _topics.TryAdd(topic, Task.CompletedTask);
         }
 
         var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory);
@@ -318,22 +320,16 @@ public sealed class Producer : IAsyncDisposable
         }
 
         IReadOnlyList<MessageQueue> route = await _session.GetRouteAsync(message.Topic, ct).ConfigureAwait(false);
-        if (_topics.TryAdd(message.Topic, 0))
+        // A topic the broker did not hear about in our Settings: declare it so check-backs for it reach us. It is added
+        // only after the route look-up (a first send to a topic not created yet declares nothing), and is never taken
+        // back: until 2026-12-07 a first send cancelled while its Settings write waited removed it again, though the
+        // write went on and a concurrent send to the topic (which did not wait) had stored its half; the next reconnect or
+        // resync then left that half without a check-back path to this producer (found by review). Every send to the
+        // topic now waits for that write (its own token stops only its own wait).
+        Task declared = _topics.TryGetValue(message.Topic, out Task? known) ? known : Declare(message.Topic);
+        if (!declared.IsCompleted)
         {
-            // A topic the broker did not hear about in our Settings: declare it so check-backs for it reach us. It counts
-            // as declared only once the Settings carrying it went out: until the afternoon session of 2026-12-06 it was
-            // added before the route look-up, so a first send that failed (the topic not created yet, a timeout, a
-            // cancelled caller) left it never declared, and its halves got no check-back from this producer until the
-            // 5-minute resync (found by review).
-            try
-            {
-                await _session.ResendSettingsAsync(ct).ConfigureAwait(false);
-            }
-            catch
-            {
-                _topics.TryRemove(message.Topic, out _);
-                throw;
-            }
+            await declared.WaitAsync(ct).ConfigureAwait(false);
         }
 
         PublishTargets writable = PublishTargets.For(route, type, server?.Publishing?.ValidateMessageType == true);
@@ -542,6 +538,37 @@ public sealed class Producer : IAsyncDisposable
         }
 
         StatusChecker.Check(status, null);
+    }
+
+    /// <summary>Adds <paramref name="topic"/> to the Settings and re-sends them on every Telemetry stream; returns the
+    /// write's task (or the one a concurrent send started). The write is not the caller's: it goes on if the caller stops
+    /// waiting, and a failed write leaves the topic declared (a reconnect re-sends the Settings).</summary>
+    private Task Declare(string topic)
+    {
+        var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task declared = _topics.GetOrAdd(topic, written.Task);
+        if (ReferenceEquals(declared, written.Task))
+        {
+            _ = WriteDeclarationAsync(written); // the topic is in _topics now, so the Settings written name it
+        }
+
+        return declared;
+    }
+
+    private async Task WriteDeclarationAsync(TaskCompletionSource written)
+    {
+        try
+        {
+            await _session.ResendSettingsAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            _logger.LogDebug(ex, "Re-sending the settings for a new topic failed; the next reconnect or resync sends them");
+        }
+        finally
+        {
+            written.TrySetResult();
+        }
     }
 
     private Settings BuildSettings()

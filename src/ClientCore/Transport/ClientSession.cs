@@ -211,13 +211,15 @@ internal sealed class ClientSession : IAsyncDisposable
         }
     }
 
-    /// <summary>Writes the current Settings on every open Telemetry stream (e.g. after a new topic appeared).</summary>
-    public async Task ResendSettingsAsync(CancellationToken ct)
+    /// <summary>Writes the current Settings on every open Telemetry stream (e.g. after a new topic appeared). Every
+    /// stream's write is started before any is waited for, and none takes <paramref name="ct"/>: it stops only the
+    /// caller's wait. Until 2026-12-07 the writes were made one after another, so a caller cancelled while the first
+    /// waited left the other brokers without the new Settings until the next reconnect or resync (found by review).</summary>
+    public Task ResendSettingsAsync(CancellationToken ct)
     {
-        foreach (TelemetrySession session in _telemetry.Values)
-        {
-            await session.ResendSettingsAsync(ct).ConfigureAwait(false);
-        }
+        Task[] writes = [.. _telemetry.Values.Select(session => session.ResendSettingsAsync(CancellationToken.None))];
+        Task all = Task.WhenAll(writes);
+        return ct.CanBeCanceled && !all.IsCompleted ? all.WaitAsync(ct) : all;
     }
 
     private async Task SettingsResyncLoopAsync()
@@ -227,10 +229,7 @@ internal sealed class ClientSession : IAsyncDisposable
         {
             while (await timer.WaitForNextTickAsync(_shutdown.Token).ConfigureAwait(false))
             {
-                foreach (TelemetrySession session in _telemetry.Values)
-                {
-                    await session.ResendSettingsAsync(_shutdown.Token).ConfigureAwait(false);
-                }
+                await ResendSettingsAsync(_shutdown.Token).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException)
