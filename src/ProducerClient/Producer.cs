@@ -329,7 +329,16 @@ public sealed class Producer : IAsyncDisposable
         Task declared = _topics.TryGetValue(message.Topic, out Task? known) ? known : Declare(message.Topic);
         if (!declared.IsCompleted)
         {
-            await declared.WaitAsync(ct).ConfigureAwait(false);
+            // Bounded by the request timeout: a stream whose write never completes (a broker that stopped reading it)
+            // does not hold every send to the topic until the stream ends. The topic stays declared; the write goes on.
+            try
+            {
+                await declared.WaitAsync(_session.Config.RequestTimeout, ct).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                _logger.LogDebug("The settings naming topic {Topic} are not written yet after {Timeout}; sending anyway", message.Topic, _session.Config.RequestTimeout);
+            }
         }
 
         PublishTargets writable = PublishTargets.For(route, type, server?.Publishing?.ValidateMessageType == true);

@@ -143,6 +143,40 @@ public sealed class DeclaredTopicCancellationTests
             "the Settings naming the new topic on both brokers' streams");
     }
 
+    /// <summary>A Settings write that never completes (a broker that stopped reading the stream) holds a send to the new
+    /// topic for at most the request timeout, then the send goes on; the topic stays declared. Before the bound (the
+    /// merge of the declaration fix on 2026-12-07) every send to the topic, concurrent ones too, waited until the stream
+    /// ended.</summary>
+    [Fact]
+    public async Task A_Settings_write_that_never_completes_holds_a_send_to_the_new_topic_for_at_most_the_request_timeout()
+    {
+        string declared = E2E.Unique("decl"), late = E2E.Unique("late");
+        var seen = new ConcurrentQueue<string[]>();
+        await using TestGrpcServer server = await TestGrpcServer.StartAsync(s => Serve(s, seen, other: null));
+        using var slow = new SlowTelemetryWrites();
+        await using Producer producer = await Producer.StartWithHandlerAsync(ProducerOptions.Default with
+        {
+            Endpoints = server.Endpoint, Topics = [declared], RequestTimeout = TimeSpan.FromSeconds(1),
+        }, slow, CancellationToken.None);
+        await E2E.EventuallyAsync(() => !seen.IsEmpty, Within, "the producer's first Settings");
+
+        slow.Stall();                                     // the Settings write for the new topic never completes
+        try
+        {
+            Task first = producer.SendAsync(new ProducerMessage(late, "first"));
+            await slow.Stalled.Task.WaitAsync(Within);
+            Task concurrent = producer.SendAsync(new ProducerMessage(late, "concurrent"));
+            // Within (30 s) is far above the 1 s request timeout, far below "never".
+            await Task.WhenAll(first, concurrent).WaitAsync(Within);
+        }
+        finally
+        {
+            slow.Release();
+        }
+
+        await E2E.EventuallyAsync(() => seen.Any(t => t.Contains(late)), Within, "the Settings naming the new topic once the write goes on");
+    }
+
     // A fake broker: the route of any topic is one queue on itself (and one on other, if given); every Settings a
     // Telemetry stream carries is recorded and answered; sends and heartbeats succeed.
     private static void Serve(FakeMessagingService s, ConcurrentQueue<string[]> settings, Endpoints? other)
