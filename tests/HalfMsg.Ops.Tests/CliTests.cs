@@ -105,6 +105,61 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         Assert.True(doc.RootElement.GetProperty("halvesStored").GetInt64() >= OpsBroker.ParkedCount + OpsBroker.PendingCount);
     }
 
+    /// <summary>
+    /// The admin port answers HTTPS too (<c>--admin-tls auto</c>, its default), with the broker's self-signed
+    /// certificate when none is configured: the CLI refuses it unless told to trust it (<c>--admin-ca</c>: the
+    /// certificate as PEM, or the broker's own <c>&lt;data&gt;/tls/self-signed.pfx</c>) or not to verify (<c>--insecure</c>,
+    /// with a warning). Until 2026-12-07 the port spoke plain HTTP only.
+    /// </summary>
+    [Fact]
+    public async Task Group_lag_over_https_with_the_brokers_self_signed_certificate_given_by_admin_ca()
+    {
+        string https = $"https://127.0.0.1:{broker.HttpPort}";
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-cli-ca-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var untrusted = await Halfmsg("--url", https, "group", "lag", OpsBroker.Consumers);
+            Assert.Equal(ExitCodes.Unreachable, untrusted.ExitCode);
+            Assert.Contains("--admin-ca", untrusted.Err);
+
+            var insecure = await Halfmsg("--url", https, "--insecure", "group", "lag", OpsBroker.Consumers);
+            Assert.True(insecure.ExitCode == ExitCodes.Ok, insecure.Err);
+            Assert.Contains("total lag 2;", insecure.Out);
+            Assert.Contains("warning: --insecure", insecure.Err);
+
+            // The certificate the broker keeps in its data dir (made at the first TLS connection), as PEM and as it is.
+            string kept = Path.Combine(broker.Host.Options.DataDir, "tls", "self-signed.pfx");
+            string pem = Path.Combine(dir, "broker.pem");
+            using (var certificate = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12FromFile(kept, null))
+                File.WriteAllText(pem, certificate.ExportCertificatePem());
+            foreach (string ca in new[] { pem, kept })
+            {
+                var lag = await Halfmsg("--url", https, "--admin-ca", ca, "group", "lag", OpsBroker.Consumers);
+                Assert.True(lag.ExitCode == ExitCodes.Ok, lag.Err);
+                Assert.Contains("total lag 2;", lag.Out);
+                Assert.Equal("", lag.Err);
+            }
+
+            // Another certificate is not the broker's: refused. A file that is not there: a usage error naming the option.
+            string other = Path.Combine(dir, "other.pem");
+            using (var key = System.Security.Cryptography.ECDsa.Create())
+            {
+                var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=localhost", key, System.Security.Cryptography.HashAlgorithmName.SHA256);
+                using var made = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+                File.WriteAllText(other, made.ExportCertificatePem());
+            }
+            Assert.Equal(ExitCodes.Unreachable, (await Halfmsg("--url", https, "--admin-ca", other, "group", "lag", OpsBroker.Consumers)).ExitCode);
+            var missing = await Halfmsg("--url", https, "--admin-ca", Path.Combine(dir, "nope.pem"), "group", "lag", OpsBroker.Consumers);
+            Assert.Equal(ExitCodes.Usage, missing.ExitCode);
+            Assert.Contains("--admin-ca: no file", missing.Err);
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
     [Fact]
     public async Task Group_lag_shows_a_configured_order_mode()
     {

@@ -34,8 +34,19 @@ public static class HalfMsgCli
             Recursive = true,
         };
         var json = new Option<bool>("--json") { Description = "Print the API's JSON instead of a table", Recursive = true };
+        var adminCa = new Option<string?>("--admin-ca")
+        {
+            Description = "With an https:// --url: trust this certificate (PEM or DER; or the broker's <data>/tls/self-signed.pfx) as well as the system's (env HALFMSG_ADMIN_CA)",
+            DefaultValueFactory = _ => environment("HALFMSG_ADMIN_CA"),
+            Recursive = true,
+        };
+        var insecure = new Option<bool>("--insecure")
+        {
+            Description = "With an https:// --url: do not verify the broker's certificate (anyone in between can read the credentials; prefer --admin-ca)",
+            Recursive = true,
+        };
 
-        var root = new RootCommand($"halfmsg: operate a HalfMsgBroker through its admin API.\n{ExitCodes.Help}") { url, accessKey, secret, json };
+        var root = new RootCommand($"halfmsg: operate a HalfMsgBroker through its admin API.\n{ExitCodes.Help}") { url, accessKey, secret, json, adminCa, insecure };
 
         // Runs one command: builds the client from the global options, maps transport failures to exit codes.
         void Handle(Command command, Func<ParseResult, AdminClient, bool, CancellationToken, Task<int>> run)
@@ -47,10 +58,32 @@ public static class HalfMsgCli
                     await error.WriteLineAsync($"halfmsg: --url must be an absolute URL like http://127.0.0.1:8080, not '{parse.GetValue(url)}'");
                     return ExitCodes.Usage;
                 }
-                var client = AdminClient.Create(baseUri, parse.GetValue(accessKey), parse.GetValue(secret), handler);
+                HttpMessageHandler? tls = null;
+                if (handler is null && baseUri.Scheme == "https" && (parse.GetValue(insecure) || !string.IsNullOrEmpty(parse.GetValue(adminCa))))
+                {
+                    try
+                    {
+                        tls = AdminTls.Handler(parse.GetValue(adminCa), parse.GetValue(insecure));
+                    }
+                    catch (ArgumentException ex)
+                    {
+                        await error.WriteLineAsync($"halfmsg: {ex.Message}");
+                        return ExitCodes.Usage;
+                    }
+                    if (parse.GetValue(insecure))
+                        await error.WriteLineAsync("halfmsg: warning: --insecure: the broker's certificate is not verified; anyone between you and it can read the credentials");
+                }
+                using var owned = tls;
+                var client = AdminClient.Create(baseUri, parse.GetValue(accessKey), parse.GetValue(secret), handler ?? tls);
                 try
                 {
                     return await run(parse, client, parse.GetValue(json), token);
+                }
+                catch (HttpRequestException ex) when (ex.InnerException is System.Security.Authentication.AuthenticationException auth)
+                {
+                    await error.WriteLineAsync($"halfmsg: the broker at {baseUri} presented a certificate that is not trusted ({auth.Message}); "
+                        + "give it with --admin-ca <file> (a self-signed one: the broker's <data>/tls/self-signed.pfx), or --insecure");
+                    return ExitCodes.Unreachable;
                 }
                 catch (HttpRequestException ex)
                 {

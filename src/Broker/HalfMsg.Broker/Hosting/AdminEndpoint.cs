@@ -1,4 +1,5 @@
 using System.Net;
+using System.Security.Cryptography.X509Certificates;
 using HalfMsg.Broker.Admin;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Diagnostics;
@@ -11,7 +12,7 @@ using OpenTelemetry.Metrics;
 namespace HalfMsg.Broker.Hosting;
 
 /// <summary>
-/// The admin port (HTTP/1.1 on <c>--admin-bind</c>:<c>--http-port</c>): <see cref="AdminGuard"/> in front of the admin
+/// The admin port (HTTP/1.1 on <c>--admin-bind</c>:<c>--http-port</c>; cleartext and, as <c>--admin-tls</c> says, HTTPS): <see cref="AdminGuard"/> in front of the admin
 /// API, the dashboard, <c>/metrics</c> (OpenTelemetry's Prometheus exporter over <see cref="BrokerMeter"/>) and
 /// <c>/health</c>. Requests on the gRPC port never reach any of this (the host branches them off first).
 /// </summary>
@@ -53,7 +54,14 @@ internal static class AdminEndpoint
     /// </summary>
     public const int DefaultMaxConnectionsPerAddress = 64;
 
-    public static void Listen(KestrelServerOptions kestrel, BrokerOptions options, GrpcEndpoint.BoundPorts bound)
+    /// <summary>
+    /// Listens on the admin port with its per-address connection limit, then TLS as <c>--admin-tls</c> says
+    /// (<see cref="PortTls"/>, the gRPC port's certificate): by default a connection that opens with a TLS handshake gets
+    /// HTTPS and any other plain HTTP, as before. A cleartext connection may stay silent before its first request as
+    /// long as Kestrel lets it (<see cref="KestrelServerLimits.KeepAliveTimeout"/>), as it could before TLS.
+    /// </summary>
+    public static void Listen(KestrelServerOptions kestrel, BrokerOptions options, GrpcEndpoint.BoundPorts bound,
+        Func<ILogger, X509Certificate2>? certificate = null)
         => kestrel.Listen(IPAddress.Parse(options.AdminBind), options.HttpPort, listen =>
         {
             listen.Protocols = HttpProtocols.Http1;
@@ -61,6 +69,9 @@ internal static class AdminEndpoint
             var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AdminEndpoint).FullName!);
             var limit = new PeerConnectionLimit("admin", MaxConnections, options.AdminMaxConnectionsPerAddress, logger);
             listen.Use(next => connection => limit.OnConnectionAsync(connection, next));
+            // After the limit: a connection over it is closed before any TLS work.
+            if (options.AdminTls != PortTlsMode.Off)
+                PortTls.Apply(listen, options.AdminTls, certificate!, logger, "admin", "--admin-tls", firstByteTimeout: kestrel.Limits.KeepAliveTimeout);
         });
 
     public static void Map(WebApplication app, BrokerEngine engine, BrokerOptions options)

@@ -65,9 +65,9 @@ public sealed class BrokerHost : IAsyncDisposable
         if (adjust is not null) options = adjust(options);
         StartupChecks.Run(options);
         // Read now, so that a wrong certificate path or password stops the start with its flag named.
-        // One certificate (and one self-signed one, when none is configured) for the gRPC and Remoting ports.
+        // One certificate (and one self-signed one, when none is configured) for the gRPC, Remoting and admin ports.
         bool remotingTls = options.RemotingPort != 0 && options.RemotingTls != PortTlsMode.Off;
-        var tlsCertificate = options.GrpcTls == PortTlsMode.Off && !remotingTls ? null
+        var tlsCertificate = options.GrpcTls == PortTlsMode.Off && !remotingTls && options.AdminTls == PortTlsMode.Off ? null
             : PortTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword, options.DataDir);
         var bound = new GrpcEndpoint.BoundPorts(options.GrpcPort);
 
@@ -80,7 +80,7 @@ public sealed class BrokerHost : IAsyncDisposable
         {
             var ip = IPAddress.Parse(options.Bind);
             GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections, bound, options.GrpcTls, tlsCertificate);
-            AdminEndpoint.Listen(kestrel, options, bound);
+            AdminEndpoint.Listen(kestrel, options, bound, tlsCertificate);
         });
         var grpcOptions = new GrpcV5Options
         {
@@ -131,10 +131,11 @@ public sealed class BrokerHost : IAsyncDisposable
         }
         // The ports bound: with --grpc-port 0 or --http-port 0, the ones the kernel chose (until 2026-12-05 logged as 0).
         var (grpcPort, httpPort) = bound.Learn(options.GrpcPort, options.HttpPort);
-        app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc} (TLS {Tls}), Remoting {Remoting} (TLS {RemotingTls}), admin http://{AdminBind}:{Http} (auth {Auth}), data {DataDir}, flush {Flush}",
+        app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc} (TLS {Tls}), Remoting {Remoting} (TLS {RemotingTls}), admin {AdminScheme}://{AdminBind}:{Http} (TLS {AdminTls}; auth {Auth}), data {DataDir}, flush {Flush}",
             BrokerConfiguration.Version, options.Bind, grpcPort, TlsShown(options.GrpcTls, options),
             options.RemotingPort == 0 ? "off" : options.NameServerPort == 0 ? $"{options.Bind}:{options.RemotingPort}" : $"{options.Bind}:{options.RemotingPort}, name server :{options.NameServerPort}",
-            options.RemotingPort == 0 ? "-" : TlsShown(options.RemotingTls, options), options.AdminBind, httpPort,
+            options.RemotingPort == 0 ? "-" : TlsShown(options.RemotingTls, options),
+            options.AdminTls == PortTlsMode.Required ? "https" : "http", options.AdminBind, httpPort, TlsShown(options.AdminTls, options),
             options.Credentials.Count > 0 ? "on" : "off", Path.GetFullPath(options.DataDir), options.Core.Flush);
         WatchStorage(app, engine);
         return new BrokerHost(app, engine, options);

@@ -26,6 +26,8 @@ public sealed record BrokerOptions
     public PortTlsMode GrpcTls { get; init; } = PortTlsMode.Auto;
     /// <summary>TLS on the Remoting and name-server ports (<see cref="PortTls"/>), with the gRPC port's certificate.</summary>
     public PortTlsMode RemotingTls { get; init; } = PortTlsMode.Auto;
+    /// <summary>TLS on the admin port (<see cref="PortTls"/>), with the gRPC port's certificate.</summary>
+    public PortTlsMode AdminTls { get; init; } = PortTlsMode.Auto;
     /// <summary>PEM or PKCS#12 certificate for the gRPC and Remoting ports' TLS; null = a self-signed one.</summary>
     public string? GrpcTlsCertificate { get; init; }
     /// <summary>PEM private key of <see cref="GrpcTlsCertificate"/> when its file does not hold it.</summary>

@@ -1,0 +1,79 @@
+using System.Net.Security;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+
+namespace HalfMsg.Cli;
+
+/// <summary>
+/// HTTPS to the admin port when the broker's certificate is not one the system trusts (<c>--admin-tls</c> with its
+/// self-signed certificate): <c>--admin-ca</c> trusts the given certificate(s) besides the system's roots,
+/// <c>--insecure</c> verifies nothing.
+/// </summary>
+internal static class AdminTls
+{
+    /// <summary>A handler for <paramref name="caPath"/> or <paramref name="insecure"/>; an unreadable file is an
+    /// <see cref="ArgumentException"/> naming the option.</summary>
+    public static SocketsHttpHandler Handler(string? caPath, bool insecure)
+    {
+        var handler = new SocketsHttpHandler();
+        if (insecure)
+        {
+            handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
+            return handler;
+        }
+        var trusted = Load(caPath!);
+        handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) => Verify(certificate, errors, trusted);
+        return handler;
+    }
+
+    /// <summary>
+    /// The system's verdict when it has no complaint; otherwise the presented certificate must be one of
+    /// <paramref name="trusted"/> (a self-signed certificate given as it is), or chain up to one of them and name the
+    /// host the client asked for.
+    /// </summary>
+    internal static bool Verify(X509Certificate? certificate, SslPolicyErrors errors, X509Certificate2Collection trusted)
+    {
+        if (errors == SslPolicyErrors.None) return true;
+        if (certificate is null) return false;
+        using var presented = new X509Certificate2(certificate);
+        foreach (var t in trusted)
+            if (t.RawDataMemory.Span.SequenceEqual(presented.RawDataMemory.Span)) return true;
+        if ((errors & SslPolicyErrors.RemoteCertificateNameMismatch) != 0) return false;
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.AddRange(trusted);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        return chain.Build(presented);
+    }
+
+    /// <summary>PEM (one or more certificates), DER, or a PKCS#12 file without a password (the broker's kept
+    /// self-signed certificate); only the certificates are kept.</summary>
+    internal static X509Certificate2Collection Load(string path)
+    {
+        if (!File.Exists(path)) throw new ArgumentException($"--admin-ca: no file '{path}'");
+        try
+        {
+            var found = new X509Certificate2Collection();
+            string ext = Path.GetExtension(path).ToLowerInvariant();
+            if (ext is ".pfx" or ".p12")
+            {
+                foreach (var c in X509CertificateLoader.LoadPkcs12CollectionFromFile(path, null))
+                    found.Add(X509CertificateLoader.LoadCertificate(c.RawData)); // without its key
+            }
+            else if (File.ReadAllText(path).Contains("-----BEGIN CERTIFICATE-----", StringComparison.Ordinal))
+            {
+                found.ImportFromPemFile(path);
+            }
+            else
+            {
+                found.Add(X509CertificateLoader.LoadCertificateFromFile(path));
+            }
+            if (found.Count == 0) throw new ArgumentException($"--admin-ca: '{path}' holds no certificate");
+            return found;
+        }
+        catch (Exception ex) when (ex is CryptographicException or IOException or UnauthorizedAccessException)
+        {
+            throw new ArgumentException($"--admin-ca: '{path}' could not be read as a PEM, DER or PKCS#12 certificate: {ex.Message}");
+        }
+    }
+}
