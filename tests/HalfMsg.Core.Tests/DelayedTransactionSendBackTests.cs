@@ -45,6 +45,41 @@ public sealed class DelayedTransactionSendBackTests
         Assert.Equal("delayed tx", Encoding.UTF8.GetString(retried[0].Message.Body.Span));
     }
 
+    // Found by review on 2026-12-07: the release was found only through the commit's decision, remembered for
+    // DecisionRetention (1 h by default) or MaxRememberedDecisions; a message delayed past it (up to MaxDelay, 3 days) read
+    // as no message from its delivery on, and its consumer's send-back was refused.
+    [Theory]
+    [InlineData(Restart.None)]
+    [InlineData(Restart.FromCheckpoint)]
+    [InlineData(Restart.FromLogOnly)]
+    public async Task A_released_delayed_transactional_message_whose_decision_was_forgotten_can_still_be_sent_back(Restart restart)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1, MaxRememberedDecisions = 1 });
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        string txId = await h.SendHalfAsync("T", "delayed tx", deliverAt: dueAt);
+        Assert.True((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        // Another decision pushes the delayed one's out (MaxRememberedDecisions = 1), as an hour or a million decisions do.
+        string otherId = await h.SendHalfAsync("Other", "other");
+        Assert.True((await h.Engine.EndTransactionAsync(otherId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.False((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk,
+            "the delayed commit's decision is still remembered: the test does not reach the case");
+        h.Clock.Advance(TimeSpan.FromMinutes(11));
+        var pulled = await PulledAsync(h, "T");
+        long offset = pulled[0].PhysicalOffset;
+        if (restart != Restart.None)
+        {
+            await h.Engine.DisposeAsync();
+            if (restart == Restart.FromLogOnly) Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+            await h.RestartAfterDeletedCheckpointAsync();
+        }
+
+        var read = await h.Engine.ReadMessageAtAsync(offset);
+        Assert.True(read is not null, $"the delivered message at {offset} reads as no message once its decision is forgotten");
+        var back = await h.Engine.SendBackAsync("G", offset, 1, 16, "T");
+        Assert.True(back.Error.IsOk, back.Error.ToString());
+        Assert.Equal("%RETRY%G", back.Topic);
+    }
+
     /// <summary>The one message on queue 0 of <paramref name="topic"/>, once released.</summary>
     private static async Task<IReadOnlyList<PulledMessage>> PulledAsync(EngineHarness h, string topic)
     {

@@ -259,7 +259,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         // A committed delayed transactional message (no address sent at; its SendOrder is its commit's record): a read or
         // send-back by offset finds its commit's entry through its release (DelayIndex.NoteReleasedCommit). A delay
         // message from a checkpoint written before recall came has none either: its entry is unused, and cut alike.
-        if (released && delayed.SentAt < 0) _delayed.NoteReleasedCommit(delayed.SendOrder, address);
+        if (released && delayed.SentAt < 0) _delayed.NoteReleasedCommit(delayed.SendOrder, address, rec.BodyAddress);
         AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
     }
 
