@@ -577,5 +577,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 queue.Set(offset, entry);
             }
         }
+        // A released committed delayed transactional message is found by its entry's body (DelayIndex.NoteReleasedCommit).
+        // Whether or not the entry is found moved already (replayed over a checkpoint that copied the queues after the
+        // move): the release goes where the entry's body went, once, from wherever the checkpoint left it.
+        if (rec.QueueRefs.Count > 0) _delayed.MoveReleasedCommit(previous, address);
     }
 }

@@ -111,6 +111,16 @@ internal sealed class DelayIndex
         return found;
     }
 
+    /// <summary>A retention cut moved the body of the queue entry a release put into a queue from
+    /// <paramref name="previous"/> to <paramref name="address"/>: the release is found by where it lies now (the old
+    /// place reads as no message, as a moved committed message's without a delay does).</summary>
+    public void MoveReleasedCommit(long previous, long address)
+    {
+        if (_releasedCommits.Count == 0 || !_releasedCommits.Remove(previous, out var known)) return;
+        // The heap's entry of the old place is left stale (ForgetReleasedCommitsBelow skips it).
+        NoteReleasedCommit(known.DecidedAt, known.ReleasedAt, address);
+    }
+
     /// <summary>Releases of committed delayed transactional messages remembered (for tests).</summary>
     internal int ReleasedCommitsCount => _releasedCommits.Count;
 
