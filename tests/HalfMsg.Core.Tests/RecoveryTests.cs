@@ -227,6 +227,22 @@ public sealed class RecordCodecTests
         Assert.Equal((4096L, "t", 2, 7L, "tag", "grp"), (asBefore.I64(), asBefore.Str(), asBefore.I32(), asBefore.I64(), asBefore.Str(), asBefore.Str()));
     }
 
+    /// <summary>A committed delayed transactional message's release names its commit's record after the time (since
+    /// later on 2026-12-07): it reads back, and a build that knows only the time reads the time and stops before it.</summary>
+    [Fact]
+    public void A_queue_entry_added_record_reads_with_its_commit_after_its_time()
+    {
+        var withCommit = new RecordWriter();
+        new QueueEntryAddedRecord(4096, "t", 2, 7, "tag", "grp", 1_700_000_000_123, 2048).Write(withCommit);
+        Assert.True(RecordHeader.TryOpen(withCommit.Seal().ToArray(), out _, out var r, out _));
+        Assert.Equal(new QueueEntryAddedRecord(4096, "t", 2, 7, "tag", "grp", 1_700_000_000_123, 2048), QueueEntryAddedRecord.Read(ref r));
+        Assert.True(r.End);
+
+        Assert.True(RecordHeader.TryOpen(withCommit.Seal().ToArray(), out _, out var asBefore, out _));
+        Assert.Equal((4096L, "t", 2, 7L, "tag", "grp", 1_700_000_000_123L),
+            (asBefore.I64(), asBefore.Str(), asBefore.I32(), asBefore.I64(), asBefore.Str(), asBefore.Str(), asBefore.I64()));
+    }
+
     [Theory]
     [InlineData(0)]   // kind byte flipped
     [InlineData(9)]   // first payload byte flipped

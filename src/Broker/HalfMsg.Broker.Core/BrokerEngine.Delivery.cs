@@ -1006,7 +1006,10 @@ public sealed partial class BrokerEngine
             long offset = topic.Queues[q].NextOffset;
             // With the release's time: the search by time goes by when an entry entered its queue, which is now, not the due
             // time (until 2026-12-07 a late release made the search skip messages stored between the two).
-            new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, offset, entry.Tag, entry.MessageGroup, now).Write(_writer);
+            // A committed delayed transactional message (no address sent at) names its commit's record: a replay of the log
+            // alone that no longer holds the commit still knows the release (RecordApplier.ApplyQueueEntryAdded).
+            new QueueEntryAddedRecord(entry.BodyAddress, entry.Topic, q, offset, entry.Tag, entry.MessageGroup, now,
+                entry.SentAt < 0 ? entry.SendOrder : null).Write(_writer);
             AppendAndApply();
             MessageIndex.OnReleased(entry.BodyAddress, entry.Topic, q, offset, now); // MessageIndex hook: found on its queue
         }

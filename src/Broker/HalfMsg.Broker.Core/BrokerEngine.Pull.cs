@@ -399,20 +399,24 @@ public sealed partial class BrokerEngine
     /// back into the group's retry or dead-letter topic and delivered, once a new half of its id was committed (found by
     /// review). The commit's queue entry names the body it delivers, kept where retention moves it, from a checkpoint
     /// and by replay alike; a delayed commit's body is in the delay index until its time. Once released, a delayed
-    /// transactional message is found by its release's record (since 2026-12-07; before, it answered "no message").</para>
+    /// transactional message is found by its release's record (since 2026-12-07; before, it answered "no message"),
+    /// through the body the release delivered, not through the commit's decision: that is forgotten after
+    /// DecisionRetention or past MaxRememberedDecisions, often before a delay ends (until later on 2026-12-07 such a
+    /// message read as no message from its delivery on; found by review).</para>
     /// </summary>
     private bool IsKnownCommittedIfHalf(StoredMessage message, long address)
     {
         if (message.Kind != MessageKind.Transaction || message.TransactionId is not { } transactionId) return true;
         lock (_gate)
         {
+            // A released committed delayed transactional message: the entry its release put into a queue delivers this
+            // body (its id may be pending again since, or its decision forgotten: the entry decides).
+            if (_delayed.TryGetReleasedCommit(address, out long releasedAt))
+                return _topics.TryGetValue(message.OriginalTopic ?? message.Topic, out var released) && CommitEntryBodyIs(released, releasedAt, address);
             if (_txs.TryGet(transactionId, out _)) return false;
             if (!_txs.Decided.TryGet(transactionId, out var resolution, out long decidedAt) || resolution != TransactionResolution.Commit) return false;
             if (_delayed.Contains(address)) return true;
-            if (!_topics.TryGetValue(message.OriginalTopic ?? message.Topic, out var topic)) return false;
-            // A delayed commit's entry entered its queue at its release, not at the commit (until 2026-12-07 such a
-            // message, released and delivered, read as no message, and its consumer's send-back was refused).
-            return CommitEntryBodyIs(topic, _delayed.TryGetReleasedCommit(decidedAt, out long releasedAt) ? releasedAt : decidedAt, address);
+            return _topics.TryGetValue(message.OriginalTopic ?? message.Topic, out var topic) && CommitEntryBodyIs(topic, decidedAt, address);
         }
     }
 

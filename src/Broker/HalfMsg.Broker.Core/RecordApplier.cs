@@ -254,12 +254,18 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         if (rec.QueueId >= 0) GrowForRecordDuringReplay(topic, rec.QueueId, address);
         if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
         bool released = _delayed.Remove(rec.BodyAddress, out var delayed);
+        bool inQueue = false;
         int size = released ? delayed.Size
-            : topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing) ? existing.Size : 0; // replayed over a checkpoint that has it
+            : (inQueue = topic.Queues[rec.QueueId].TryGet(rec.Offset, out var existing)) ? existing.Size : 0; // replayed over a checkpoint that has it
         // A committed delayed transactional message (no address sent at; its SendOrder is its commit's record): a read or
         // send-back by offset finds its commit's entry through its release (DelayIndex.NoteReleasedCommit). A delay
         // message from a checkpoint written before recall came has none either: its entry is unused, and cut alike.
-        if (released && delayed.SentAt < 0) _delayed.NoteReleasedCommit(delayed.SendOrder, address);
+        if (released && delayed.SentAt < 0) _delayed.NoteReleasedCommit(delayed.SendOrder, address, rec.BodyAddress);
+        // Replayed from the log alone, past a retention cut that took the commit (and so the delayed entry) but not the
+        // release: the record names the commit. Not when a checkpoint has the entry: it has the release too (copied
+        // before the queues), where retention may have moved it since. Until later on 2026-12-07 such a replay forgot
+        // the release, and the message read as no message by offset (found by review).
+        else if (!released && !inQueue && rec.CommittedAt is { } committedAt) _delayed.NoteReleasedCommit(committedAt, address, rec.BodyAddress);
         AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry { BodyAddress = rec.BodyAddress, Size = size, VisibleAt = address, Tag = rec.Tag, MessageGroup = rec.MessageGroup });
     }
 
@@ -577,5 +583,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 queue.Set(offset, entry);
             }
         }
+        // A released committed delayed transactional message is found by its entry's body (DelayIndex.NoteReleasedCommit).
+        // Whether or not the entry is found moved already (replayed over a checkpoint that copied the queues after the
+        // move): the release goes where the entry's body went, once, from wherever the checkpoint left it.
+        if (rec.QueueRefs.Count > 0) _delayed.MoveReleasedCommit(previous, address);
     }
 }

@@ -75,34 +75,50 @@ internal sealed class DelayIndex
     /// <summary>A recalled message whose bodies are still in the log: the highest address one of them lies at.</summary>
     internal readonly record struct RecalledBodies(RecallKey Key, long UpTo);
 
-    // The releases of committed delayed transactional messages (no address sent at), by the address of their commit's
-    // record (their SendOrder): the entry a release puts into a queue enters at the release's record, not at the
-    // commit's, and a read or send-back by offset of the half's body finds its commit's entry through it. Until
-    // 2026-12-07 such a message, once released, read as no message by the offset it was delivered with, and a consumer's
-    // send-back of it was refused (found by review). Each leaves once a retention cut passes its release (its queue entry
+    // The releases of committed delayed transactional messages (no address sent at), by the address of the body the
+    // release put into a queue (the address the message is delivered with): the entry a release puts into a queue enters
+    // at the release's record, not at the commit's, and a read or send-back by offset of that body finds the entry through
+    // it. Until 2026-12-07 such a message, once released, read as no message by the offset it was delivered with, and a
+    // consumer's send-back of it was refused (found by review). Keyed by the body, not by the commit's record: that was
+    // found only through the commit's decision, which is forgotten after DecisionRetention (1 h) or past
+    // MaxRememberedDecisions, long before a delay of up to MaxDelay (3 days) ends; such a message read as no message from
+    // its delivery on (found by review, 2026-12-07). Each leaves once a retention cut passes its release (its queue entry
     // expires with it), in release order (releases are appended in log order, so the heap's top is the oldest).
     private readonly ShardedTable<long, ReleasedCommit, ByAddress> _releasedCommits = new();
 
-    /// <summary>The release of a committed delayed transactional message: its commit's record and its release's.</summary>
-    internal readonly record struct ReleasedCommit(long DecidedAt, long ReleasedAt);
+    /// <summary>The release of a committed delayed transactional message: its commit's record, its release's, and the
+    /// body the release put into a queue.</summary>
+    internal readonly record struct ReleasedCommit(long DecidedAt, long ReleasedAt, long BodyAddress);
     private readonly SegmentedHeap<long> _releasedCommitsOrder = new();
 
     /// <summary>Remembers that the committed delayed transactional message whose commit's record is at
-    /// <paramref name="decidedAt"/> was released by the record at <paramref name="releasedAt"/>.</summary>
-    public void NoteReleasedCommit(long decidedAt, long releasedAt)
+    /// <paramref name="decidedAt"/> was released with its body at <paramref name="bodyAddress"/> by the record at
+    /// <paramref name="releasedAt"/>.</summary>
+    public void NoteReleasedCommit(long decidedAt, long releasedAt, long bodyAddress)
     {
-        ref var known = ref _releasedCommits.GetValueRefOrAddDefault(decidedAt, out bool exists);
+        ref var known = ref _releasedCommits.GetValueRefOrAddDefault(bodyAddress, out bool exists);
         if (exists && known.ReleasedAt >= releasedAt) return;
-        known = new ReleasedCommit(decidedAt, releasedAt);
-        _releasedCommitsOrder.Enqueue(decidedAt, releasedAt);
+        known = new ReleasedCommit(decidedAt, releasedAt, bodyAddress);
+        _releasedCommitsOrder.Enqueue(bodyAddress, releasedAt);
     }
 
-    /// <summary>The release's record of the committed delayed transactional message committed at <paramref name="decidedAt"/>.</summary>
-    public bool TryGetReleasedCommit(long decidedAt, out long releasedAt)
+    /// <summary>The release's record of the committed delayed transactional message released with its body at
+    /// <paramref name="bodyAddress"/>.</summary>
+    public bool TryGetReleasedCommit(long bodyAddress, out long releasedAt)
     {
-        bool found = _releasedCommits.TryGetValue(decidedAt, out var known);
+        bool found = _releasedCommits.TryGetValue(bodyAddress, out var known);
         releasedAt = known.ReleasedAt;
         return found;
+    }
+
+    /// <summary>A retention cut moved the body of the queue entry a release put into a queue from
+    /// <paramref name="previous"/> to <paramref name="address"/>: the release is found by where it lies now (the old
+    /// place reads as no message, as a moved committed message's without a delay does).</summary>
+    public void MoveReleasedCommit(long previous, long address)
+    {
+        if (_releasedCommits.Count == 0 || !_releasedCommits.Remove(previous, out var known)) return;
+        // The heap's entry of the old place is left stale (ForgetReleasedCommitsBelow skips it).
+        NoteReleasedCommit(known.DecidedAt, known.ReleasedAt, address);
     }
 
     /// <summary>Releases of committed delayed transactional messages remembered (for tests).</summary>
@@ -111,10 +127,10 @@ internal sealed class DelayIndex
     /// <summary>Forgets the releases below <paramref name="begin"/> (a retention cut's boundary: their entries expired with it).</summary>
     public void ForgetReleasedCommitsBelow(long begin)
     {
-        while (_releasedCommitsOrder.TryPeek(out long decidedAt, out long releasedAt) && releasedAt < begin)
+        while (_releasedCommitsOrder.TryPeek(out long bodyAddress, out long releasedAt) && releasedAt < begin)
         {
             _releasedCommitsOrder.Dequeue();
-            if (_releasedCommits.TryGetValue(decidedAt, out var known) && known.ReleasedAt < begin) _releasedCommits.Remove(decidedAt, out _);
+            if (_releasedCommits.TryGetValue(bodyAddress, out var known) && known.ReleasedAt < begin) _releasedCommits.Remove(bodyAddress, out _);
         }
     }
 

@@ -82,7 +82,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     /// body in the log) loads with none.</summary>
     private const RecordKind SnapRecalledBodies = (RecordKind)115;
     /// <summary>The release of a committed delayed transactional message (DelayIndex.NoteReleasedCommit): its commit's
-    /// record's address, its release's. Written whole in every file, a delta's too, and taken from the newest (since
+    /// record's address, its release's, and (trailing, since later on 2026-12-07) the address of the body it delivered. Written whole in every file, a delta's too, and taken from the newest (since
     /// 2026-12-07). A new kind, not a version: a build before falls back to an older checkpoint, or replays the log.</summary>
     private const RecordKind SnapReleasedCommit = (RecordKind)116;
 
@@ -326,7 +326,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     {
                         for (int k = from; k < Math.Min(from + ItemsPerHold, releases.Length); k++)
                         {
-                            w.Begin(SnapReleasedCommit).I64(releases[k].DecidedAt).I64(releases[k].ReleasedAt);
+                            // The body last, a trailing field: the build that wrote the kind first reads the two before it.
+                            w.Begin(SnapReleasedCommit).I64(releases[k].DecidedAt).I64(releases[k].ReleasedAt).I64(releases[k].BodyAddress);
                             Emit(w, o);
                         }
                     }).ConfigureAwait(false);
@@ -852,7 +853,10 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 case SnapReleasedCommit:
                 {
                     long decidedAt = r.I64();
-                    state.Delayed.NoteReleasedCommit(decidedAt, r.I64());
+                    long releasedAt = r.I64();
+                    // Written with its body since later on 2026-12-07; one without it (from the build of that morning)
+                    // names no body to find it by: the message reads as no message by offset, as before the kind came.
+                    if (r.Remaining > 0) state.Delayed.NoteReleasedCommit(decidedAt, releasedAt, r.I64());
                     break;
                 }
                 case SnapGroupQueue:

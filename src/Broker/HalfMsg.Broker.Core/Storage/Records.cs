@@ -285,22 +285,37 @@ public readonly record struct DeadLetteredRecord(string Group, string Topic, int
 
 /// <summary>
 /// An existing body entered a queue (delay release).
-/// <code>vi bodyAddress | s topic | vi queueId | vi offset | s tag | s messageGroup [| vi atMs]</code>
+/// <code>vi bodyAddress | s topic | vi queueId | vi offset | s tag | s messageGroup [| vi atMs [| vi committedAt]]</code>
 /// <para><c>atMs</c>, when the release put the message into its queue (its search by time goes by it: a release can come
 /// well after the due time, when the sweeper is behind or the broker was down then), is written since 2026-12-07, at the
 /// end, so builds before read the record as before (they stop before it); null in records written before, whose search
 /// falls back to the due time.</para>
+/// <para><c>committedAt</c>, for the release of a committed delayed transactional message, the address of its commit's
+/// record (since later on 2026-12-07, after <c>atMs</c>, which every release writes; builds before stop before it): a
+/// replay of the log alone that no longer holds the commit (a retention cut passed it, not the release) knows the entry
+/// is a released committed message (DelayIndex.NoteReleasedCommit), as the live broker and a checkpoint do. Null
+/// otherwise, and in records written before.</para>
 /// </summary>
-public readonly record struct QueueEntryAddedRecord(long BodyAddress, string Topic, int QueueId, long Offset, string? Tag, string? MessageGroup, long? AtMs = null)
+public readonly record struct QueueEntryAddedRecord(long BodyAddress, string Topic, int QueueId, long Offset, string? Tag, string? MessageGroup, long? AtMs = null,
+    long? CommittedAt = null)
 {
     public void Write(RecordWriter w)
     {
         var fields = w.Begin(RecordKind.QueueEntryAdded).I64(BodyAddress).Str(Topic).I32(QueueId).I64(Offset).Str(Tag).Str(MessageGroup);
-        if (AtMs is { } at) fields.I64(at);
+        if (AtMs is { } at)
+        {
+            fields.I64(at);
+            if (CommittedAt is { } committed) fields.I64(committed);
+        }
     }
 
-    public static QueueEntryAddedRecord Read(scoped ref RecordReader r) => new(r.I64(), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.Str(), r.Str(),
-        r.End ? null : r.I64());
+    public static QueueEntryAddedRecord Read(scoped ref RecordReader r)
+    {
+        var rec = new QueueEntryAddedRecord(r.I64(), DeliveredRecord.ReadName(ref r), r.I32(), r.I64(), r.Str(), r.Str());
+        if (r.End) return rec;
+        long at = r.I64();
+        return rec with { AtMs = at, CommittedAt = r.End ? null : r.I64() };
+    }
 }
 
 /// <summary>

@@ -160,10 +160,14 @@ internal static class PortTls
     }
 
     /// <summary>The connection's first byte, left unread; null if the peer closed or sent nothing within
-    /// <paramref name="timeout"/>.</summary>
+    /// <paramref name="timeout"/>, or Kestrel asked the connection to close (the host is stopping).</summary>
     private static async ValueTask<byte?> FirstByteAsync(ConnectionContext connection, TimeSpan timeout)
     {
-        using var silent = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+        // A stop asks every connection to close (ConnectionClosedRequested), as a Remoting session and HTTP/2 heed; until
+        // later on 2026-12-07 this wait did not, and a connection that had sent nothing yet (a TCP probe, a client between
+        // its connect and its first request) held the stop for the host's whole shutdown timeout (found by review).
+        var closeRequested = connection.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionLifetimeNotificationFeature>()?.ConnectionClosedRequested ?? default;
+        using var silent = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed, closeRequested);
         silent.CancelAfter(timeout);
         var input = connection.Transport.Input;
         try
