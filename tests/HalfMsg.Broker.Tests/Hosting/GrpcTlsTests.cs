@@ -208,6 +208,34 @@ public sealed class GrpcTlsTests
         }
     }
 
+    /// <summary>A broker that runs longer than its kept self-signed certificate has left (reused at a start while it has
+    /// more than 30 days) serves a new one once 30 days are left, instead of the expired one. Until the review of
+    /// 2026-12-07 the certificate taken at the first TLS connection was served for the whole run.</summary>
+    [Fact]
+    public void A_running_broker_serves_a_new_self_signed_certificate_once_its_own_nears_expiry()
+    {
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-renew-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var start = DateTimeOffset.UtcNow;
+            var now = start;
+            var logger = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+            var source = PortTls.CertificateSource(null, null, null, dataDir, () => now);
+            X509Certificate2 first = source(logger);
+            Assert.Same(first, source(logger));           // the same instance while it has time left
+            now = start.AddDays(200);
+            Assert.Same(first, source(logger));
+            now = new DateTimeOffset(first.NotAfter).AddDays(-10); // 10 days left
+            X509Certificate2 renewed = source(logger);
+            Assert.NotEqual(first.Thumbprint, renewed.Thumbprint); // before: the first, until it expired and after
+            Assert.True(renewed.HasPrivateKey);
+        }
+        finally
+        {
+            try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
+        }
+    }
+
     [Fact]
     public void A_kept_certificate_close_to_expiry_or_for_another_host_or_without_its_key_is_replaced()
     {

@@ -48,7 +48,7 @@ internal static class PortTls
     /// <c>&lt;data&gt;/tls/self-signed.pfx</c> (<see cref="SelfSignedStore"/>) or made and kept there. Until 2026-12-07 it
     /// was made anew at each start, so a client that pinned or trusted it had to be reconfigured after every restart.
     /// </summary>
-    public static Func<ILogger, X509Certificate2> CertificateSource(string? certificatePath, string? keyPath, string? password, string? dataDir = null)
+    public static Func<ILogger, X509Certificate2> CertificateSource(string? certificatePath, string? keyPath, string? password, string? dataDir = null, Func<DateTimeOffset>? clock = null)
     {
         if (string.IsNullOrEmpty(certificatePath))
         {
@@ -60,9 +60,14 @@ internal static class PortTls
             {
                 lock (gate)
                 {
-                    if (made is not null) return made;
+                    DateTimeOffset now = clock?.Invoke() ?? DateTimeOffset.UtcNow;
+                    // Served until it has SelfSignedStore.MinRemaining left, then made again (and kept): a broker that
+                    // runs longer than that does not serve an expired certificate. Until the review of 2026-12-07 the
+                    // one taken at the first connection was served for the whole run, which with a kept certificate
+                    // (reused while it has more than 30 days left) could outlive it.
+                    if (made is not null && new DateTimeOffset(made.NotAfter) - now > SelfSignedStore.MinRemaining) return made;
                     string host = Dns.GetHostName();
-                    made = dataDir is null ? SelfSigned(host) : SelfSignedStore.LoadOrMake(Path.Combine(dataDir, SelfSignedStore.DirectoryName), host, DateTimeOffset.UtcNow, logger);
+                    made = dataDir is null ? SelfSigned(host) : SelfSignedStore.LoadOrMake(Path.Combine(dataDir, SelfSignedStore.DirectoryName), host, now, logger);
                     logger.LogWarning("TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} is served (thumbprint {Thumbprint}, valid until {Until:yyyy-MM-dd}). The Java, C# and Go gRPC clients and the Java Remoting client (tls.test.mode.enable, its default) accept it; clients that verify certificates (the Node gRPC client with sslEnabled) do not: configure a certificate for them.",
                         host, made.Thumbprint, made.NotAfter);
                     return made;
