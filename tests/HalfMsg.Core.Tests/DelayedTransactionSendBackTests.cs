@@ -21,18 +21,11 @@ public sealed class DelayedTransactionSendBackTests
     public async Task A_released_delayed_transactional_message_can_be_read_and_sent_back_by_the_offset_it_was_delivered_with(Restart restart)
     {
         await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
-        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
-        string txId = await h.SendHalfAsync("T", "delayed tx", deliverAt: dueAt);
-        Assert.True((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        string txId = await CommitDelayedAsync(h);
         h.Clock.Advance(TimeSpan.FromMinutes(11));
         var pulled = await PulledAsync(h, "T");
         long offset = pulled[0].PhysicalOffset;
-        if (restart != Restart.None)
-        {
-            await h.Engine.DisposeAsync();
-            if (restart == Restart.FromLogOnly) Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
-            await h.RestartAfterDeletedCheckpointAsync();
-        }
+        await RestartAsync(h, restart);
 
         var read = await h.Engine.ReadMessageAtAsync(offset);
         Assert.True(read is not null, $"the delivered message at {offset} reads as no message");
@@ -55,23 +48,15 @@ public sealed class DelayedTransactionSendBackTests
     public async Task A_released_delayed_transactional_message_whose_decision_was_forgotten_can_still_be_sent_back(Restart restart)
     {
         await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1, MaxRememberedDecisions = 1 });
-        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
-        string txId = await h.SendHalfAsync("T", "delayed tx", deliverAt: dueAt);
-        Assert.True((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        string txId = await CommitDelayedAsync(h);
         // Another decision pushes the delayed one's out (MaxRememberedDecisions = 1), as an hour or a million decisions do.
-        string otherId = await h.SendHalfAsync("Other", "other");
-        Assert.True((await h.Engine.EndTransactionAsync(otherId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        await CommitAsync(h, "Other", "other");
         Assert.False((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk,
             "the delayed commit's decision is still remembered: the test does not reach the case");
         h.Clock.Advance(TimeSpan.FromMinutes(11));
         var pulled = await PulledAsync(h, "T");
         long offset = pulled[0].PhysicalOffset;
-        if (restart != Restart.None)
-        {
-            await h.Engine.DisposeAsync();
-            if (restart == Restart.FromLogOnly) Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
-            await h.RestartAfterDeletedCheckpointAsync();
-        }
+        await RestartAsync(h, restart);
 
         var read = await h.Engine.ReadMessageAtAsync(offset);
         Assert.True(read is not null, $"the delivered message at {offset} reads as no message once its decision is forgotten");
@@ -92,11 +77,8 @@ public sealed class DelayedTransactionSendBackTests
     public async Task A_released_delayed_transactional_message_whose_body_retention_moved_can_be_sent_back_from_where_it_lies(Restart restart)
     {
         await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1, MaxRememberedDecisions = 1 });
-        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
-        string txId = await h.SendHalfAsync("T", "delayed tx", deliverAt: dueAt);
-        Assert.True((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
-        string otherId = await h.SendHalfAsync("Other", "other");
-        Assert.True((await h.Engine.EndTransactionAsync(otherId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        string txId = await CommitDelayedAsync(h);
+        await CommitAsync(h, "Other", "other");
         long boundary = h.Engine.LogTailAddress; // the half's body below it, its release after it
         h.Clock.Advance(TimeSpan.FromMinutes(11));
         long first = (await PulledAsync(h, "T"))[0].PhysicalOffset;
@@ -104,17 +86,32 @@ public sealed class DelayedTransactionSendBackTests
         Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 0, "the cut was postponed");
         long offset = (await PulledAsync(h, "T"))[0].PhysicalOffset;
         Assert.True(offset >= boundary, $"the cut did not move the released message's body ({first} -> {offset})");
-        if (restart != Restart.None)
-        {
-            await h.Engine.DisposeAsync();
-            if (restart == Restart.FromLogOnly) Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
-            await h.RestartAfterDeletedCheckpointAsync();
-        }
+        await RestartAsync(h, restart);
 
         var read = await h.Engine.ReadMessageAtAsync(offset);
         Assert.True(read is not null, $"the released message's body moved to {offset} reads as no message");
         var back = await h.Engine.SendBackAsync("G", offset, 1, 16, "T");
         Assert.True(back.Error.IsOk, back.Error.ToString());
+    }
+
+    /// <summary>A transactional message of topic T delayed by 10 minutes, committed; its transaction id.</summary>
+    private static async Task<string> CommitDelayedAsync(EngineHarness h)
+        => await CommitAsync(h, "T", "delayed tx", h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds());
+
+    private static async Task<string> CommitAsync(EngineHarness h, string topic, string body, long? deliverAt = null)
+    {
+        string txId = await h.SendHalfAsync(topic, body, deliverAt: deliverAt);
+        Assert.True((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        return txId;
+    }
+
+    /// <summary>Restarts the engine as <paramref name="restart"/> says (from the log alone: its checkpoints deleted).</summary>
+    private static async Task RestartAsync(EngineHarness h, Restart restart)
+    {
+        if (restart == Restart.None) return;
+        await h.Engine.DisposeAsync();
+        if (restart == Restart.FromLogOnly) Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();
     }
 
     /// <summary>The one message on queue 0 of <paramref name="topic"/>, once released.</summary>

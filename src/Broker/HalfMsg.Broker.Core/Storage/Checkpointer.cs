@@ -229,110 +229,64 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 await chunk.CopyToAsync(output, ct).ConfigureAwait(false);
             }
 
+            // An owner's items, one of its tables at a time (Snapshot), written ItemsPerHold to a chunk.
+            async Task Tables<T>(int tables, Func<int, T[]> take, Action<RecordWriter, MemoryStream, T> write)
+            {
+                for (int shard = 0; shard < tables; shard++)
+                {
+                    int table = shard;
+                    T[] items = Snapshot(() => take(table));
+                    for (int i = 0; i < items.Length; i += ItemsPerHold)
+                    {
+                        int from = i;
+                        await Chunk((w, o) => { for (int k = from; k < Math.Min(from + ItemsPerHold, items.Length); k++) write(w, o, items[k]); }).ConfigureAwait(false);
+                    }
+                }
+            }
+
             // The pending halves and the delayed messages are copied one table at a time (64 holds, not one that copies a
             // million halves): like the chunks, each table's copy is taken at its own moment after S, and replay from S
             // makes them agree.
             part = PartHalves;
             if (BeforePartForTests is { } hookHalves) await hookHalves(PartHalves).ConfigureAwait(false);
-            for (int shard = 0; shard < HalfIndex.Shards; shard++)
-            {
-                int table = shard;
-                HalfState[] halves = Snapshot(() => state.Halves.SnapshotShard(table));
-                for (int i = 0; i < halves.Length; i += ItemsPerHold)
-                {
-                    int from = i;
-                    // A half decided since the array was taken is written as still pending: its decision is after S and
-                    // replays on top.
-                    await Chunk((w, o) => { for (int k = from; k < Math.Min(from + ItemsPerHold, halves.Length); k++) WriteHalf(w, o, halves[k]); }).ConfigureAwait(false);
-                }
-            }
+            // A half decided since its table was taken is written as still pending: its decision is after S and replays on top.
+            await Tables(HalfIndex.Shards, state.Halves.SnapshotShard, WriteHalf).ConfigureAwait(false);
 
             part = PartDelayed;
-            for (int shard = 0; shard < DelayIndex.Shards; shard++)
+            await Tables(DelayIndex.Shards, state.Delayed.SnapshotShard, (w, o, d) =>
             {
-                int table = shard;
-                DelayedEntry[] delayed = Snapshot(() => state.Delayed.SnapshotShard(table));
-                for (int i = 0; i < delayed.Length; i += ItemsPerHold)
-                {
-                    int from = i;
-                    await Chunk((w, o) =>
-                    {
-                        for (int k = from; k < Math.Min(from + ItemsPerHold, delayed.Length); k++)
-                        {
-                            var d = delayed[k];
-                            w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup).I64(d.SentAt);
-                            // Then its place in send order (since 2026-12-07), after the hash it needs before it.
-                            if (!WithoutIdHashesForTests) w.I32(d.IdHash).I64(d.SendOrder);
-                            Emit(w, o);
-                        }
-                    }).ConfigureAwait(false);
-                }
-            }
+                w.Begin(SnapDelayed).I64(d.BodyAddress).I32(d.Size).Str(d.Topic).I32(d.RequestedQueueId).I64(d.DeliverAtMs).Str(d.Tag).Str(d.MessageGroup).I64(d.SentAt);
+                // Then its place in send order (since 2026-12-07), after the hash it needs before it.
+                if (!WithoutIdHashesForTests) w.I32(d.IdHash).I64(d.SendOrder);
+                Emit(w, o);
+            }).ConfigureAwait(false);
 
             // The remembered recalls after the delayed messages, in the order records flow between them: a recall
             // replayed over this file that finds its message gone took it out before the delayed messages were copied,
             // so its recall is in the copy below (one due after the replay start's time is kept until this capture ends).
-            for (int shard = 0; shard < DelayIndex.Shards; shard++)
+            await Tables(DelayIndex.Shards, state.Delayed.SnapshotRecallShard, (w, o, recall) =>
             {
-                int table = shard;
-                DelayIndex.RecallKey[] recalls = Snapshot(() => state.Delayed.SnapshotRecallShard(table));
-                for (int i = 0; i < recalls.Length; i += ItemsPerHold)
-                {
-                    int from = i;
-                    await Chunk((w, o) =>
-                    {
-                        for (int k = from; k < Math.Min(from + ItemsPerHold, recalls.Length); k++)
-                        {
-                            var (topic, dueMs, messageId) = recalls[k];
-                            w.Begin(SnapRecalled).Str(topic).I64(dueMs).Str(messageId);
-                            Emit(w, o);
-                        }
-                    }).ConfigureAwait(false);
-                }
-            }
+                w.Begin(SnapRecalled).Str(recall.Topic).I64(recall.DeliverAtMs).Str(recall.MessageId);
+                Emit(w, o);
+            }).ConfigureAwait(false);
 
             // The recalled messages whose bodies are still in the log, after the delayed messages too: a recall replayed
             // over this file that finds its message gone took it out before they were copied, so it is in this copy; a
             // copy dropped after the capture started is dropped again by replay, and noted again.
-            for (int shard = 0; shard < DelayIndex.Shards; shard++)
+            await Tables(DelayIndex.Shards, state.Delayed.SnapshotRecalledBodiesShard, (w, o, bodies) =>
             {
-                int table = shard;
-                DelayIndex.RecalledBodies[] bodies = Snapshot(() => state.Delayed.SnapshotRecalledBodiesShard(table));
-                for (int i = 0; i < bodies.Length; i += ItemsPerHold)
-                {
-                    int from = i;
-                    await Chunk((w, o) =>
-                    {
-                        for (int k = from; k < Math.Min(from + ItemsPerHold, bodies.Length); k++)
-                        {
-                            var ((topic, dueMs, messageId), upTo) = bodies[k];
-                            w.Begin(SnapRecalledBodies).Str(topic).I64(dueMs).Str(messageId).I64(upTo);
-                            Emit(w, o);
-                        }
-                    }).ConfigureAwait(false);
-                }
-            }
+                w.Begin(SnapRecalledBodies).Str(bodies.Key.Topic).I64(bodies.Key.DeliverAtMs).Str(bodies.Key.MessageId).I64(bodies.UpTo);
+                Emit(w, o);
+            }).ConfigureAwait(false);
 
             // The releases of committed delayed transactional messages, after the delayed messages as well: a release
             // replayed over this file that finds its message gone released it before they were copied, so it is here.
-            for (int shard = 0; shard < DelayIndex.Shards; shard++)
+            await Tables(DelayIndex.Shards, state.Delayed.SnapshotReleasedCommitsShard, (w, o, release) =>
             {
-                int table = shard;
-                DelayIndex.ReleasedCommit[] releases = Snapshot(() => state.Delayed.SnapshotReleasedCommitsShard(table));
-                for (int i = 0; i < releases.Length; i += ItemsPerHold)
-                {
-                    int from = i;
-                    await Chunk((w, o) =>
-                    {
-                        for (int k = from; k < Math.Min(from + ItemsPerHold, releases.Length); k++)
-                        {
-                            // The body last, a trailing field: the build that wrote the kind first reads the two before it.
-                            w.Begin(SnapReleasedCommit).I64(releases[k].DecidedAt).I64(releases[k].ReleasedAt).I64(releases[k].BodyAddress);
-                            Emit(w, o);
-                        }
-                    }).ConfigureAwait(false);
-                }
-            }
+                // The body last, a trailing field: the build that wrote the kind first reads the two before it.
+                w.Begin(SnapReleasedCommit).I64(release.DecidedAt).I64(release.ReleasedAt).I64(release.BodyAddress);
+                Emit(w, o);
+            }).ConfigureAwait(false);
 
             TopicState[] topics;
             part = PartQueues;

@@ -65,7 +65,7 @@ internal static class PortTls
                     // runs longer than that does not serve an expired certificate. Until the review of 2026-12-07 the
                     // one taken at the first connection was served for the whole run, which with a kept certificate
                     // (reused while it has more than 30 days left) could outlive it.
-                    if (made is not null && new DateTimeOffset(made.NotAfter) - now > SelfSignedStore.MinRemaining) return made;
+                    if (made is not null && !SelfSignedStore.NearsExpiry(made, now)) return made;
                     string host = Dns.GetHostName();
                     made = dataDir is null ? SelfSigned(host) : SelfSignedStore.LoadOrMake(Path.Combine(dataDir, SelfSignedStore.DirectoryName), host, now, logger);
                     logger.LogWarning("TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} is served (thumbprint {Thumbprint}, valid until {Until:yyyy-MM-dd}). The Java, C# and Go gRPC clients and the Java Remoting client (tls.test.mode.enable, its default) accept it; clients that verify certificates (the Node gRPC client with sslEnabled) do not: configure a certificate for them.",

@@ -43,15 +43,15 @@ internal static class SelfSignedStore
                         File.SetUnixFileMode(path, OwnerOnlyFile); // copied or restored with wider permissions
                     }
 
-                    logger.LogInformation("gRPC TLS: the self-signed certificate kept in {Path} is served again", path);
+                    logger.LogInformation("TLS: the self-signed certificate kept in {Path} is served again", path);
                     return kept;
                 }
                 kept.Dispose();
-                logger.LogInformation("gRPC TLS: the self-signed certificate kept in {Path} is replaced: {Reason}", path, why);
+                logger.LogInformation("TLS: the self-signed certificate kept in {Path} is replaced: {Reason}", path, why);
             }
             catch (Exception ex) when (ex is CryptographicException or IOException or UnauthorizedAccessException)
             {
-                logger.LogWarning("gRPC TLS: the self-signed certificate kept in {Path} could not be read ({Error}); a new one replaces it", path, ex.Message);
+                logger.LogWarning("TLS: the self-signed certificate kept in {Path} could not be read ({Error}); a new one replaces it", path, ex.Message);
             }
         }
 
@@ -62,7 +62,7 @@ internal static class SelfSignedStore
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            logger.LogWarning("gRPC TLS: the self-signed certificate could not be kept in {Path} ({Error}); it is served, and a new one is made at the next start", path, ex.Message);
+            logger.LogWarning("TLS: the self-signed certificate could not be kept in {Path} ({Error}); it is served, and a new one is made at the next start", path, ex.Message);
         }
         return made;
     }
@@ -72,12 +72,17 @@ internal static class SelfSignedStore
     {
         if (!kept.HasPrivateKey) return "it holds no private key";
         if (kept.NotBefore.ToUniversalTime() > now.UtcDateTime) return $"it is not valid before {kept.NotBefore.ToUniversalTime():u}";
-        if (kept.NotAfter.ToUniversalTime() - now.UtcDateTime <= MinRemaining)
+        if (NearsExpiry(kept, now))
             return $"it expires on {kept.NotAfter.ToUniversalTime():u}, in {MinRemaining.TotalDays:0} days or less";
         var names = kept.Extensions.OfType<X509SubjectAlternativeNameExtension>().SelectMany(e => e.EnumerateDnsNames());
         if (!names.Contains(host, StringComparer.OrdinalIgnoreCase)) return $"it does not name the host {host}";
         return null;
     }
+
+    /// <summary>Whether <paramref name="certificate"/> has <see cref="MinRemaining"/> or less left at <paramref name="now"/>:
+    /// not served again at a start, and made anew by a running broker (PortTls.CertificateSource).</summary>
+    internal static bool NearsExpiry(X509Certificate2 certificate, DateTimeOffset now)
+        => certificate.NotAfter.ToUniversalTime() - now.UtcDateTime <= MinRemaining;
 
     private static void Write(string directory, string path, byte[] pfx)
     {
