@@ -51,14 +51,14 @@ public static class BarrierDialects
 {
     /// <summary>SQLite 3.24+ (<c>INSERT ... ON CONFLICT DO NOTHING</c>). SQLite has one writer per database file, so a
     /// check waits for the <b>database</b> write lock: for any write transaction in the file, not only the business
-    /// transaction of its own id. The checker sets <c>PRAGMA busy_timeout</c> to its lock wait. Microsoft.Data.Sqlite
+    /// transaction of its own id. The checker sets <c>PRAGMA busy_timeout</c> to its lock wait, and puts the connection's own back when done. Microsoft.Data.Sqlite
     /// also retries a busy <c>BEGIN</c> for the connection's <c>Default Timeout</c> (30 s unless the connection string
     /// says otherwise), so a wait shorter than that also needs <c>Default Timeout</c> in the connection string.</summary>
     public static IBarrierDialect Sqlite { get; } = new SqliteBarrierDialect();
 
     /// <summary>PostgreSQL 9.5+ (<c>INSERT ... ON CONFLICT DO NOTHING</c>, which waits on the unique index for a concurrent
     /// inserter, at READ COMMITTED). A check waits only for the transaction that inserted the same id (the business
-    /// transaction of that message), bounded by <c>lock_timeout</c>, which the checker sets to its lock wait.</summary>
+    /// transaction of that message), bounded by <c>lock_timeout</c>, which the checker sets to its lock wait (and puts the session's own back when done).</summary>
     public static IBarrierDialect PostgreSql { get; } = new PostgreSqlBarrierDialect();
 
     /// <summary>Picks a built-in dialect from the provider type (Microsoft.Data.Sqlite, System.Data.SQLite, Npgsql).</summary>
