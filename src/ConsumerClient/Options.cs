@@ -9,7 +9,8 @@ public sealed record SimpleConsumerOptions
     /// <summary>Defaults: access point <c>127.0.0.1:8081</c>, 20 s long poll, 3 s request timeout.</summary>
     public static SimpleConsumerOptions Default { get; } = new();
 
-    /// <summary>The access point (<c>host:port</c>) used for route lookups.</summary>
+    /// <summary>The access point (<c>host:port</c>) used for route lookups; several addresses of one service as
+    /// <c>"host1:port;host2:port"</c>: calls go to one that answers (the next when it cannot be connected to).</summary>
     public string Endpoints { get; init; } = "127.0.0.1:8081";
 
     /// <summary>Consumer group (required).</summary>
@@ -80,7 +81,8 @@ public sealed record PushConsumerOptions
     /// <summary>Defaults: access point <c>127.0.0.1:8081</c>, 16 concurrent handlers, attempts and backoff from the broker.</summary>
     public static PushConsumerOptions Default { get; } = new();
 
-    /// <summary>The access point (<c>host:port</c>) used for route lookups.</summary>
+    /// <summary>The access point (<c>host:port</c>) used for route lookups; several addresses of one service as
+    /// <c>"host1:port;host2:port"</c>: calls go to one that answers (the next when it cannot be connected to).</summary>
     public string Endpoints { get; init; } = "127.0.0.1:8081";
 
     /// <summary>Consumer group (required).</summary>

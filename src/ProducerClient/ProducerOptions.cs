@@ -11,7 +11,9 @@ public sealed record ProducerOptions
     public static ProducerOptions Default { get; } = new();
 
     /// <summary>The access point (<c>host:port</c>) used for route lookups. Other calls go to the broker endpoints the
-    /// route advertises.</summary>
+    /// route advertises. Several addresses of one service as <c>"host1:port;host2:port"</c> (the official Java client's
+    /// form; <c>,</c> also separates): calls go to one that answers, the next when it cannot be connected to, and the
+    /// Telemetry stream (check-backs) follows; an error names every address only when none could be.</summary>
     public string Endpoints { get; init; } = "127.0.0.1:8081";
 
     /// <summary>Topics to prepare at start (route lookup, Telemetry). The broker sends transaction check-backs only for

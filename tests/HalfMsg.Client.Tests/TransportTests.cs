@@ -245,4 +245,61 @@ public sealed class TransportTests
         Assert.Equal(e.GetHashCode(), other.GetHashCode());
         Assert.NotEqual(e, new Endpoint(host, port + 1));
     }
+
+    [Theory]
+    [InlineData("127.0.0.1:8081;127.0.0.1:8082", "127.0.0.1:8081;127.0.0.1:8082", Apache.Rocketmq.V2.AddressScheme.Ipv4)]
+    [InlineData("127.0.0.1:8081, 127.0.0.1:8082,", "127.0.0.1:8081;127.0.0.1:8082", Apache.Rocketmq.V2.AddressScheme.Ipv4)]
+    [InlineData("http://a.local:1;http://b.local:2", "a.local:1;b.local:2", Apache.Rocketmq.V2.AddressScheme.Ipv6)] // as the Java client sends several names
+    [InlineData("127.0.0.1:8081;127.0.0.1:8081", "127.0.0.1:8081", Apache.Rocketmq.V2.AddressScheme.Ipv4)]
+    public void An_access_point_of_several_addresses_keeps_them_all_in_order(string text, string expected, Apache.Rocketmq.V2.AddressScheme scheme)
+    {
+        Endpoint e = Endpoint.Parse(text);
+        Assert.Equal(expected, e.ToString());
+        Assert.Equal(expected.Split(';').Length, e.AddressCount);
+        Endpoints proto = e.ToProto();
+        Assert.Equal(scheme, proto.Scheme);
+        Assert.Equal(expected, string.Join(';', proto.Addresses.Select(a => $"{a.Host}:{a.Port}")));
+        Assert.Equal(e, Endpoint.FromProto(proto)); // a route echoing the access point names the same endpoint
+        if (e.AddressCount > 1)
+        {
+            Assert.NotEqual(e, Endpoint.Parse(expected.Split(';')[0])); // not the first address alone (its own channel)
+        }
+    }
+
+    [Theory]
+    [InlineData("127.0.0.1:x")]
+    [InlineData("127.0.0.1:8081;127.0.0.1:-2")]
+    [InlineData(" ; ")]
+    public void A_bad_address_anywhere_in_the_list_is_a_format_error(string text)
+    {
+        Assert.Throws<FormatException>(() => Endpoint.Parse(text));
+    }
+
+    [Fact]
+    public async Task A_refused_first_address_is_passed_over_within_the_call_and_later_calls_start_at_the_live_one()
+    {
+        int calls = 0;
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            return Task.FromResult(new HeartbeatResponse());
+        });
+        int closed;
+        await using (var gone = await TestGrpcServer.StartAsync(_ => { }))
+        {
+            closed = gone.Port;
+        }
+
+        var endpoint = Endpoint.Parse($"127.0.0.1:{closed};{server.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(3), null, null));
+        await channel.UnaryAsync(endpoint, (c, o) => c.HeartbeatAsync(new HeartbeatRequest(), o), null, default);
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+        await channel.UnaryAsync(endpoint, (c, o) => c.HeartbeatAsync(new HeartbeatRequest(), o), null, default);
+        Assert.Equal(2, calls);
+
+        // A single address behaves as before: the refusal is the caller's error.
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(new Endpoint("127.0.0.1", closed),
+            (c, o) => c.HeartbeatAsync(new HeartbeatRequest(), o), null, default));
+        Assert.Equal(StatusCode.Unavailable, ex.GrpcStatus);
+    }
 }

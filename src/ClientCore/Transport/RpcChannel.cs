@@ -4,6 +4,7 @@ using Grpc.Core;
 using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
 using HalfMsg.Protocol.Grpc;
+using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.ClientCore.Transport;
 
@@ -42,9 +43,12 @@ internal sealed class RpcChannel : IDisposable
 
     private readonly ConcurrentDictionary<Endpoint, (GrpcChannel Channel, MessagingService.MessagingServiceClient Client,
         HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions)> _channels = new();
+    // The address each multi-address endpoint talks to now (absent: the first).
+    private readonly ConcurrentDictionary<Endpoint, int> _current = new();
     private readonly ClientConfig _config;
     private readonly HttpMessageHandler? _handler;
     private readonly SigningInterceptor _signing;
+    private readonly ILogger? _logger;
     private int _disposed;
 
     /// <param name="config">The client's identity, credentials and timeouts.</param>
@@ -54,22 +58,55 @@ internal sealed class RpcChannel : IDisposable
         _config = config;
         _handler = handler;
         _signing = new SigningInterceptor(config);
+        _logger = config.LoggerFactory.CreateLogger("HalfMsg.Client");
     }
 
     public ClientConfig Config => _config;
 
-    /// <summary>The generated client for <paramref name="endpoint"/>, on its one channel.</summary>
-    public MessagingService.MessagingServiceClient Client(Endpoint endpoint)
+    /// <summary>The generated client for <paramref name="endpoint"/>'s current address, on that address's one channel.</summary>
+    public MessagingService.MessagingServiceClient Client(Endpoint endpoint) => Channel(endpoint.Address(CurrentIndex(endpoint))).Client;
+
+    /// <summary>HalfMsgBroker's own TransactionService client for <paramref name="endpoint"/>'s current address, on the same channel.</summary>
+    public HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions(Endpoint endpoint) =>
+        Channel(endpoint.Address(CurrentIndex(endpoint))).Transactions;
+
+    private (GrpcChannel Channel, MessagingService.MessagingServiceClient Client, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions) Channel(Endpoint address)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        return _channels.GetOrAdd(endpoint, static (ep, self) => self.Open(ep), this).Client;
+        return _channels.GetOrAdd(address, static (ep, self) => self.Open(ep), this);
     }
 
-    /// <summary>HalfMsgBroker's own TransactionService client for <paramref name="endpoint"/>, on the same channel.</summary>
-    public HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions(Endpoint endpoint)
+    /// <summary>Raised (on the failing call's thread) when a multi-address endpoint moves to another address, so that
+    /// a long-lived stream on the old one (Telemetry) can follow.</summary>
+    public event Action<Endpoint>? AddressChanged;
+
+    /// <summary>Which address of <paramref name="endpoint"/> calls go to now (0 for a single-address endpoint).</summary>
+    public int CurrentIndex(Endpoint endpoint) =>
+        endpoint.AddressCount == 1 ? 0 : _current.TryGetValue(endpoint, out int index) ? index : 0;
+
+    /// <summary>
+    /// A call to address <paramref name="index"/> of <paramref name="endpoint"/> failed at the transport (unavailable):
+    /// later calls go to the next address, as a gRPC channel over an address list (the Java client's) picks another
+    /// address once its connection fails. Nothing changes when another call moved away from that address already, or
+    /// for a single address. The move is for every caller: a dead address is tried again only after all the others.
+    /// </summary>
+    public void MarkFailed(Endpoint endpoint, int index, Exception? reason)
     {
-        ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        return _channels.GetOrAdd(endpoint, static (ep, self) => self.Open(ep), this).Transactions;
+        if (endpoint.AddressCount == 1)
+        {
+            return;
+        }
+
+        int next = (index + 1) % endpoint.AddressCount;
+        bool moved = index == 0
+            ? _current.TryAdd(endpoint, next) || _current.TryUpdate(endpoint, next, 0)
+            : _current.TryUpdate(endpoint, next, index);
+        if (moved)
+        {
+            _logger?.LogWarning("{Address} of {Endpoint} failed ({Reason}); using {Next}", endpoint.Address(index), endpoint,
+                reason?.Message, endpoint.Address(next));
+            AddressChanged?.Invoke(endpoint);
+        }
     }
 
     private (GrpcChannel, MessagingService.MessagingServiceClient, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient) Open(Endpoint endpoint)
@@ -99,15 +136,72 @@ internal sealed class RpcChannel : IDisposable
     public CallOptions Options(TimeSpan? timeout, CancellationToken ct)
         => new(deadline: DateTime.UtcNow + (timeout ?? _config.RequestTimeout), cancellationToken: ct);
 
-    /// <summary>A unary call: <c>(client, options) =&gt; client.SendMessageAsync(request, options)</c>.</summary>
+    /// <summary>A unary call: <c>(client, options) =&gt; client.SendMessageAsync(request, options)</c>. To an endpoint of
+    /// several addresses it goes to the current one; when that one cannot be connected to (the request never left),
+    /// to the next, within the same deadline, until one answers or every address failed to connect.</summary>
     public Task<TResponse> UnaryAsync<TResponse>(Endpoint endpoint,
         Func<MessagingService.MessagingServiceClient, CallOptions, AsyncUnaryCall<TResponse>> call, TimeSpan? timeout, CancellationToken ct)
-        => UnaryAsync(call(Client(endpoint), Options(timeout, ct)), ct);
+        => endpoint.AddressCount == 1
+            ? UnaryAsync(call(Client(endpoint), Options(timeout, ct)), ct)
+            : FailoverUnaryAsync(endpoint, (address, options) => call(Channel(address).Client, options), timeout, ct);
 
     /// <summary>A unary call of HalfMsgBroker's own TransactionService (see <c>halfmsg/v1/transactions.proto</c>).</summary>
     public Task<TResponse> TransactionsUnaryAsync<TResponse>(Endpoint endpoint,
         Func<HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient, CallOptions, AsyncUnaryCall<TResponse>> call, TimeSpan? timeout, CancellationToken ct)
-        => UnaryAsync(call(Transactions(endpoint), Options(timeout, ct)), ct);
+        => endpoint.AddressCount == 1
+            ? UnaryAsync(call(Transactions(endpoint), Options(timeout, ct)), ct)
+            : FailoverUnaryAsync(endpoint, (address, options) => call(Channel(address).Transactions, options), timeout, ct);
+
+    private async Task<TResponse> FailoverUnaryAsync<TResponse>(Endpoint endpoint, Func<Endpoint, CallOptions, AsyncUnaryCall<TResponse>> call,
+        TimeSpan? timeout, CancellationToken ct)
+    {
+        CallOptions options = Options(timeout, ct); // one deadline for the call, whichever address answers it
+        List<string>? refused = null;
+        for (int tried = 1; ; tried++)
+        {
+            int index = CurrentIndex(endpoint);
+            Endpoint address = endpoint.Address(index);
+            try
+            {
+                return await UnaryAsync(call(address, options), ct).ConfigureAwait(false);
+            }
+            catch (TransportException ex) when (ex.GrpcStatus == StatusCode.Unavailable)
+            {
+                MarkFailed(endpoint, index, ex);
+                if (!IsConnectFailure(ex))
+                {
+                    throw; // the request may have reached the broker: the caller's own retry policy decides
+                }
+
+                (refused ??= []).Add($"{address}: {ex.Message}");
+                if (tried >= endpoint.AddressCount)
+                {
+                    throw new TransportException(StatusCode.Unavailable,
+                        $"No address of {endpoint} could be connected to ({string.Join("; ", refused)})", ex.RequestId, ex);
+                }
+            }
+        }
+    }
+
+    /// <summary>True when <paramref name="ex"/> says the connection could not be made (refused, unreachable, name not
+    /// resolved): the request was never sent, so it may go to another address.</summary>
+    internal static bool IsConnectFailure(Exception ex)
+    {
+        for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
+        {
+            switch (e)
+            {
+                case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError }:
+                    return true;
+                case System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused
+                    or System.Net.Sockets.SocketError.HostUnreachable or System.Net.Sockets.SocketError.NetworkUnreachable
+                    or System.Net.Sockets.SocketError.HostNotFound or System.Net.Sockets.SocketError.TryAgain }:
+                    return true;
+            }
+        }
+
+        return false;
+    }
 
     private static async Task<TResponse> UnaryAsync<TResponse>(AsyncUnaryCall<TResponse> started, CancellationToken ct)
     {
@@ -122,14 +216,36 @@ internal sealed class RpcChannel : IDisposable
         }
     }
 
-    /// <summary>A server-streaming call with a deadline of <paramref name="timeout"/>.</summary>
+    /// <summary>A server-streaming call with a deadline of <paramref name="timeout"/>.
+    /// To an endpoint of several addresses it goes to the current one; a transport failure moves later calls to the
+    /// next (the caller retries).</summary>
     public StreamingCall<TResponse> ServerStreaming<TResponse>(Endpoint endpoint,
         Func<MessagingService.MessagingServiceClient, CallOptions, AsyncServerStreamingCall<TResponse>> call, TimeSpan timeout, CancellationToken ct)
-        => new(call(Client(endpoint), Options(timeout, ct)), ct);
+    {
+        int index = CurrentIndex(endpoint);
+        return new(call(Channel(endpoint.Address(index)).Client, Options(timeout, ct)), ct, OnStreamFailure(endpoint, index));
+    }
 
-    /// <summary>The Telemetry stream to <paramref name="endpoint"/>: no deadline, as the official clients do.</summary>
-    public StreamingCall<TelemetryCommand> Telemetry(Endpoint endpoint, CancellationToken ct)
-        => new(Client(endpoint).Telemetry(new CallOptions(cancellationToken: ct)), ct);
+    /// <summary>The Telemetry stream to <paramref name="endpoint"/>'s current address (<paramref name="index"/>): no
+    /// deadline, as the official clients do. A transport failure moves later calls (the reconnect) to the next address.</summary>
+    public StreamingCall<TelemetryCommand> Telemetry(Endpoint endpoint, CancellationToken ct, out int index)
+    {
+        index = CurrentIndex(endpoint);
+        return new(Channel(endpoint.Address(index)).Client.Telemetry(new CallOptions(cancellationToken: ct)), ct, OnStreamFailure(endpoint, index));
+    }
+
+    /// <summary>The Telemetry stream to <paramref name="endpoint"/>'s current address.</summary>
+    public StreamingCall<TelemetryCommand> Telemetry(Endpoint endpoint, CancellationToken ct) => Telemetry(endpoint, ct, out _);
+
+    private Action<Exception>? OnStreamFailure(Endpoint endpoint, int index) => endpoint.AddressCount == 1
+        ? null
+        : ex =>
+        {
+            if (ex is TransportException { GrpcStatus: StatusCode.Unavailable })
+            {
+                MarkFailed(endpoint, index, ex);
+            }
+        };
 
     /// <summary>Turns gRPC failures into <see cref="TransportException"/>; null to rethrow unchanged (client
     /// exceptions, or cancellation requested by the caller).</summary>

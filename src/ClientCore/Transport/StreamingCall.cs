@@ -12,22 +12,32 @@ internal sealed class StreamingCall<TResponse> : IAsyncDisposable
     private readonly IClientStreamWriter<TelemetryCommand>? _requests;
     private readonly IDisposable _call;
     private readonly CancellationToken _callerToken;
+    private readonly Action<Exception>? _onFailure;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private int _disposed;
 
-    internal StreamingCall(AsyncServerStreamingCall<TResponse> call, CancellationToken callerToken)
+    // onFailure: told of every translated failure (the channel moves a multi-address endpoint on).
+    internal StreamingCall(AsyncServerStreamingCall<TResponse> call, CancellationToken callerToken, Action<Exception>? onFailure = null)
     {
         _responses = call.ResponseStream;
         _call = call;
         _callerToken = callerToken;
+        _onFailure = onFailure;
     }
 
-    internal StreamingCall(AsyncDuplexStreamingCall<TelemetryCommand, TResponse> call, CancellationToken callerToken)
+    internal StreamingCall(AsyncDuplexStreamingCall<TelemetryCommand, TResponse> call, CancellationToken callerToken, Action<Exception>? onFailure = null)
     {
         _responses = call.ResponseStream;
         _requests = call.RequestStream;
         _call = call;
         _callerToken = callerToken;
+        _onFailure = onFailure;
+    }
+
+    private Exception Failed(Exception translated)
+    {
+        _onFailure?.Invoke(translated);
+        return translated;
     }
 
     public TResponse Current => _responses.Current;
@@ -42,7 +52,7 @@ internal sealed class StreamingCall<TResponse> : IAsyncDisposable
         }
         catch (Exception ex) when (RpcChannel.Translate(ex, ct.IsCancellationRequested ? ct : _callerToken) is { } translated)
         {
-            throw translated;
+            throw Failed(translated);
         }
     }
 
@@ -61,7 +71,7 @@ internal sealed class StreamingCall<TResponse> : IAsyncDisposable
         }
         catch (Exception ex) when (RpcChannel.Translate(ex, ct) is { } translated)
         {
-            throw translated;
+            throw Failed(translated);
         }
         finally
         {

@@ -22,6 +22,8 @@ internal sealed class TelemetrySession : IAsyncDisposable
     private readonly CancellationTokenSource _shutdown = new();
     private readonly HashSet<Task> _handlers = [];
     private volatile StreamingCall<TelemetryCommand>? _current;
+    private volatile CancellationTokenSource? _callCancel;
+    private int _callIndex;
     private volatile bool _stopping;
     private Task? _loop;
 
@@ -41,7 +43,31 @@ internal sealed class TelemetrySession : IAsyncDisposable
     /// <summary>Number of times a stream has been opened (tests observe reconnects through it).</summary>
     public int Connections { get; private set; }
 
-    public void Start() => _loop ??= Task.Run(RunAsync);
+    public void Start()
+    {
+        if (_loop is null)
+        {
+            _channel.AddressChanged += OnAddressChanged;
+            _loop = Task.Run(RunAsync);
+        }
+    }
+
+    // A call to another address of this endpoint failed and moved the endpoint on (a multi-address access point): a
+    // stream still open on the old address is ended, so the reconnect goes where sends now go and the broker that
+    // takes them can reach this client (check-backs).
+    private void OnAddressChanged(Endpoint endpoint)
+    {
+        if (endpoint.Equals(Endpoint) && _current is not null && _channel.CurrentIndex(Endpoint) != Volatile.Read(ref _callIndex))
+        {
+            try
+            {
+                _callCancel?.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+    }
 
     /// <summary>Writes the current Settings on the open stream (no-op while disconnected: the reconnect re-sends).
     /// The write is made with the session's own token: grpc-dotnet ties a write's token to the whole call, so a
@@ -80,7 +106,10 @@ internal sealed class TelemetrySession : IAsyncDisposable
         {
             try
             {
-                await using StreamingCall<TelemetryCommand> call = _channel.Telemetry(Endpoint, shutdown);
+                using var callCancel = CancellationTokenSource.CreateLinkedTokenSource(shutdown);
+                await using StreamingCall<TelemetryCommand> call = _channel.Telemetry(Endpoint, callCancel.Token, out int index);
+                Volatile.Write(ref _callIndex, index);
+                _callCancel = callCancel;
                 Connections++;
                 _current = call;
                 await call.WriteAsync(new TelemetryCommand { Settings = _settings() }, shutdown).ConfigureAwait(false);
@@ -176,6 +205,7 @@ internal sealed class TelemetrySession : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _stopping = true;
+        _channel.AddressChanged -= OnAddressChanged;
 
         // Half-close so the server ends the stream with OK (graceful), then give in-flight check handlers and the
         // server a moment before aborting.

@@ -94,6 +94,39 @@ public sealed class BarrierChecker : ITransactionChecker
         }
 
         await _dialect.PrepareConnectionAsync(connection, LockWait, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await DecideOnAsync(connection, transactionId, owner, bornTimestamp, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await RestoreAsync(connection).ConfigureAwait(false);
+        }
+    }
+
+    // The connection's own lock wait back before it goes to its pool (after the transaction below has ended). Not with the
+    // check's token, which may be what ended the check. A failure here must not replace the check's answer or error: a
+    // broken connection is not pooled again.
+    private async Task RestoreAsync(DbConnection connection)
+    {
+        if (connection.State != System.Data.ConnectionState.Open)
+        {
+            return;
+        }
+
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await _dialect.RestoreConnectionAsync(connection, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is DbException or InvalidOperationException or OperationCanceledException or FormatException)
+        {
+        }
+    }
+
+    private async Task<TransactionResolution> DecideOnAsync(DbConnection connection, string transactionId, string? owner, DateTimeOffset? bornTimestamp,
+        CancellationToken cancellationToken)
+    {
         await BarrierSchema.EnsureCreatedOnceAsync(connection, _dialect, cancellationToken, Table).ConfigureAwait(false);
         // Another database's transaction (another service on the topic, or an instance with its own database): this
         // table cannot tell, and a Rollback here would drop an event that may have committed there. The broker asks again.

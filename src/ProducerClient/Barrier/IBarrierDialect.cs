@@ -32,6 +32,11 @@ public interface IBarrierDialect
     Task PrepareConnectionAsync(DbConnection connection, TimeSpan lockWait, CancellationToken cancellationToken)
         => PrepareConnectionAsync(connection, cancellationToken);
 
+    /// <summary>Undoes <see cref="PrepareConnectionAsync(DbConnection, TimeSpan, CancellationToken)"/> when the check is
+    /// done, before the connection is closed: a pooled connection must not keep the checker's lock wait for the
+    /// application's next use of it. The built-in dialects put back the session's own value. Default: does nothing.</summary>
+    Task RestoreConnectionAsync(DbConnection connection, CancellationToken cancellationToken) => Task.CompletedTask;
+
     /// <summary>True when <paramref name="exception"/> means "gave up waiting for another transaction's lock" (the
     /// checker then answers <see cref="TransactionResolution.Unknown"/> and the broker asks again later). Default: false.</summary>
     bool IsLockWaitTimeout(DbException exception) => false;
@@ -46,14 +51,14 @@ public static class BarrierDialects
 {
     /// <summary>SQLite 3.24+ (<c>INSERT ... ON CONFLICT DO NOTHING</c>). SQLite has one writer per database file, so a
     /// check waits for the <b>database</b> write lock: for any write transaction in the file, not only the business
-    /// transaction of its own id. The checker sets <c>PRAGMA busy_timeout</c> to its lock wait. Microsoft.Data.Sqlite
+    /// transaction of its own id. The checker sets <c>PRAGMA busy_timeout</c> to its lock wait, and puts the connection's own back when done. Microsoft.Data.Sqlite
     /// also retries a busy <c>BEGIN</c> for the connection's <c>Default Timeout</c> (30 s unless the connection string
     /// says otherwise), so a wait shorter than that also needs <c>Default Timeout</c> in the connection string.</summary>
     public static IBarrierDialect Sqlite { get; } = new SqliteBarrierDialect();
 
     /// <summary>PostgreSQL 9.5+ (<c>INSERT ... ON CONFLICT DO NOTHING</c>, which waits on the unique index for a concurrent
     /// inserter, at READ COMMITTED). A check waits only for the transaction that inserted the same id (the business
-    /// transaction of that message), bounded by <c>lock_timeout</c>, which the checker sets to its lock wait.</summary>
+    /// transaction of that message), bounded by <c>lock_timeout</c>, which the checker sets to its lock wait (and puts the session's own back when done).</summary>
     public static IBarrierDialect PostgreSql { get; } = new PostgreSqlBarrierDialect();
 
     /// <summary>Picks a built-in dialect from the provider type (Microsoft.Data.Sqlite, System.Data.SQLite, Npgsql).</summary>
@@ -66,6 +71,51 @@ public static class BarrierDialects
     };
 
     internal static string CheckIdentifier(string table) => SqlSupport.CheckIdentifier(table);
+
+    // The session's own lock wait, read by PrepareConnectionAsync and put back by RestoreConnectionAsync (per connection
+    // object; a pooled connection's next user opens a new one). Until 2026-12-07 the checker's value stayed on the
+    // session: a pooled connection (PostgreSQL with No Reset On Close=true, which skips DISCARD ALL; Microsoft.Data.Sqlite,
+    // which pools by default and resets no pragma) kept it for the application (review of our clients).
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<DbConnection, string> SavedLockWait = new();
+
+    private static async Task<string?> ScalarAsync(DbConnection connection, string sql, CancellationToken cancellationToken)
+    {
+        await using DbCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        return Convert.ToString(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private static async Task SaveAndSetAsync(DbConnection connection, string readSql, string setSql, CancellationToken cancellationToken)
+    {
+        if (!SavedLockWait.TryGetValue(connection, out _) && await ScalarAsync(connection, readSql, cancellationToken).ConfigureAwait(false) is { } own)
+        {
+            SavedLockWait.AddOrUpdate(connection, own);
+        }
+
+        await ScalarAsync(connection, setSql, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task RestoreAsync(DbConnection connection, Func<string, (string Sql, string? Parameter)> restore, CancellationToken cancellationToken)
+    {
+        if (!SavedLockWait.TryGetValue(connection, out string? own))
+        {
+            return;
+        }
+
+        (string sql, string? parameter) = restore(own);
+        await using DbCommand command = connection.CreateCommand();
+        command.CommandText = sql;
+        if (parameter is not null)
+        {
+            DbParameter p = command.CreateParameter();
+            p.ParameterName = "@value";
+            p.Value = parameter;
+            command.Parameters.Add(p);
+        }
+
+        await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false);
+        SavedLockWait.Remove(connection);
+    }
 
     private sealed class SqliteBarrierDialect : IBarrierDialect
     {
@@ -84,12 +134,14 @@ public static class BarrierDialects
         public Task PrepareConnectionAsync(DbConnection connection, CancellationToken cancellationToken)
             => PrepareConnectionAsync(connection, BarrierChecker.DefaultLockWait, cancellationToken);
 
-        public async Task PrepareConnectionAsync(DbConnection connection, TimeSpan lockWait, CancellationToken cancellationToken)
-        {
-            await using DbCommand command = connection.CreateCommand();
-            command.CommandText = FormattableString.Invariant($"PRAGMA busy_timeout = {(long)lockWait.TotalMilliseconds}");
-            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }
+        public Task PrepareConnectionAsync(DbConnection connection, TimeSpan lockWait, CancellationToken cancellationToken) =>
+            SaveAndSetAsync(connection, "PRAGMA busy_timeout",
+                FormattableString.Invariant($"PRAGMA busy_timeout = {(long)lockWait.TotalMilliseconds}"), cancellationToken);
+
+        // PRAGMA takes no parameter: the saved value is the integer SQLite itself reported.
+        public Task RestoreConnectionAsync(DbConnection connection, CancellationToken cancellationToken) =>
+            RestoreAsync(connection, own => (FormattableString.Invariant($"PRAGMA busy_timeout = {long.Parse(own, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture)}"), null),
+                cancellationToken);
 
         // CURRENT_TIMESTAMP's text form, in UTC: text order is time order.
         public object CreatedAtValue(DateTime utc) => utc.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture);
@@ -119,12 +171,12 @@ public static class BarrierDialects
 
         public Task PrepareConnectionAsync(DbConnection connection, CancellationToken cancellationToken) => Task.CompletedTask;
 
-        public async Task PrepareConnectionAsync(DbConnection connection, TimeSpan lockWait, CancellationToken cancellationToken)
-        {
-            await using DbCommand command = connection.CreateCommand();
-            command.CommandText = FormattableString.Invariant($"SET lock_timeout = {(long)lockWait.TotalMilliseconds}");
-            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }
+        public Task PrepareConnectionAsync(DbConnection connection, TimeSpan lockWait, CancellationToken cancellationToken) =>
+            SaveAndSetAsync(connection, "SELECT current_setting('lock_timeout')",
+                FormattableString.Invariant($"SET lock_timeout = {(long)lockWait.TotalMilliseconds}"), cancellationToken);
+
+        public Task RestoreConnectionAsync(DbConnection connection, CancellationToken cancellationToken) =>
+            RestoreAsync(connection, own => ("SELECT set_config('lock_timeout', @value, false)", own), cancellationToken);
 
         // 55P03 lock_not_available: lock_timeout expired.
         public bool IsLockWaitTimeout(DbException exception) => exception.SqlState == "55P03";

@@ -1,0 +1,143 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using HalfMsg.Client.Tests.Infrastructure;
+using HalfMsg.ClientCore;
+using HalfMsg.ConsumerClient;
+using HalfMsg.ProducerClient;
+using HalfMsg.TestKit;
+using ProducerMessage = HalfMsg.ProducerClient.Message;
+
+namespace HalfMsg.Client.Tests;
+
+/// <summary>
+/// An access point of several addresses (<c>"a:8081;b:8081"</c>, as the official Java client takes it): the route
+/// query, the Telemetry stream (Settings, check-backs), sends and receives go to an address that answers, whether the
+/// first is down from the start or goes down while the clients run; a clear error only when none answers. Until
+/// 2026-12-07 only the first address was used (review of our clients).
+/// </summary>
+[Trait("Category", "E2E")]
+public sealed class AccessPointFailoverTests
+{
+    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(40);
+
+    /// <summary>A loopback port nothing listens on (bound, then closed: connections to it are refused).</summary>
+    private static int ClosedPort()
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+
+    private static Task<Producer> ProducerAsync(string endpoints, string topic, ITransactionChecker checker) =>
+        Producer.StartAsync(ProducerOptions.Default with { Endpoints = endpoints, Topics = [topic], TransactionChecker = checker });
+
+    /// <summary>Receives (and acks) in the background, through receive failures, until disposed.</summary>
+    private sealed class Receiver : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Task _loop;
+
+        public Receiver(SimpleConsumer consumer)
+        {
+            _loop = Task.Run(async () =>
+            {
+                while (!_stop.IsCancellationRequested)
+                {
+                    try
+                    {
+                        foreach (ReceivedMessage m in await consumer.ReceiveAsync(16, E2E.Invisible, _stop.Token))
+                        {
+                            Bodies.Enqueue(m.BodyAsString());
+                            await m.AckAsync(_stop.Token);
+                        }
+                    }
+                    catch (ClientException ex)
+                    {
+                        Errors.Enqueue(ex.Message);
+                        await Task.Delay(200, _stop.Token).ContinueWith(_ => { });
+                    }
+                    catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+                    {
+                    }
+                }
+            });
+        }
+
+        public ConcurrentQueue<string> Bodies { get; } = new();
+        public ConcurrentQueue<string> Errors { get; } = new();
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            await _loop.WaitAsync(TimeSpan.FromSeconds(30));
+            _stop.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task With_the_first_address_down_from_the_start_the_clients_use_the_next_for_routes_sends_receives_and_check_backs()
+    {
+        await using BrokerProcess broker = await BrokerProcess.StartAsync();
+        string endpoints = $"127.0.0.1:{ClosedPort()};{broker.Endpoint}";
+        string topic = E2E.Unique("fo-start");
+        var checker = new RecordingChecker(new FuncChecker(_ => TransactionResolution.Commit));
+        await using Producer producer = await ProducerAsync(endpoints, topic, checker);
+        await using SimpleConsumer consumer = await E2E.ConsumerAsync(endpoints, topic, E2E.Unique("g"));
+        await using var receiver = new Receiver(consumer);
+
+        await producer.SendAsync(new ProducerMessage(topic, "plain"));
+        ITransaction committed = producer.BeginTransaction();
+        await committed.SendAsync(new ProducerMessage(topic, "committed"));
+        await committed.CommitAsync();
+
+        // Left undecided: only a check-back over the producer's Telemetry stream (on the live address) commits it.
+        SendReceipt undecided = await producer.BeginTransaction().SendAsync(new ProducerMessage(topic, "checked"));
+
+        await E2E.EventuallyAsync(() => new[] { "plain", "committed", "checked" }.All(receiver.Bodies.Contains), Wait,
+            $"every message received (got: {string.Join(", ", receiver.Bodies)}; errors: {string.Join(" | ", receiver.Errors.Take(3))})");
+        Assert.Contains(checker.Calls, c => c.TransactionId == undecided.TransactionId && c.Result == TransactionResolution.Commit);
+    }
+
+    [Fact]
+    public async Task When_the_first_broker_is_killed_sends_receives_and_check_backs_move_to_the_next_address()
+    {
+        await using BrokerProcess first = await BrokerProcess.StartAsync();
+        await using BrokerProcess second = await BrokerProcess.StartAsync();
+        string endpoints = $"{first.Endpoint};{second.Endpoint}";
+        string topic = E2E.Unique("fo-kill");
+        var checker = new RecordingChecker(new FuncChecker(_ => TransactionResolution.Commit));
+        await using Producer producer = await ProducerAsync(endpoints, topic, checker);
+        await using SimpleConsumer consumer = await E2E.ConsumerAsync(endpoints, topic, E2E.Unique("g"));
+        await using var receiver = new Receiver(consumer);
+
+        await producer.SendAsync(new ProducerMessage(topic, "before"));
+        await E2E.EventuallyAsync(() => receiver.Bodies.Contains("before"), Wait, "the message sent before the kill");
+
+        first.Kill();
+
+        // A normal send is retried (the attempt on the dead address fails, the next goes to the live one).
+        await producer.SendAsync(new ProducerMessage(topic, "after"));
+        ITransaction committed = producer.BeginTransaction();
+        await committed.SendAsync(new ProducerMessage(topic, "committed-after"));
+        await committed.CommitAsync();
+        SendReceipt undecided = await producer.BeginTransaction().SendAsync(new ProducerMessage(topic, "checked-after"));
+
+        await E2E.EventuallyAsync(() => new[] { "after", "committed-after", "checked-after" }.All(receiver.Bodies.Contains), Wait,
+            $"every message sent after the kill received (got: {string.Join(", ", receiver.Bodies)})");
+        // The second broker asked this producer about the undecided half: its Telemetry stream moved there.
+        Assert.Contains(checker.Calls, c => c.TransactionId == undecided.TransactionId && c.Result == TransactionResolution.Commit);
+    }
+
+    [Fact]
+    public async Task When_no_address_answers_the_error_names_every_address()
+    {
+        string endpoints = $"127.0.0.1:{ClosedPort()};127.0.0.1:{ClosedPort()}";
+        var ex = await Assert.ThrowsAnyAsync<ClientException>(() =>
+            Producer.StartAsync(ProducerOptions.Default with { Endpoints = endpoints, Topics = [E2E.Unique("fo-none")], RequestTimeout = TimeSpan.FromSeconds(1) }));
+        foreach (string address in endpoints.Split(';'))
+        {
+            Assert.Contains(address, ex.Message);
+        }
+    }
+}
