@@ -160,6 +160,66 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         }
     }
 
+    /// <summary>
+    /// <c>--admin-ca</c> (or <c>HALFMSG_ADMIN_CA</c>) with an <c>http://</c> URL is a usage error naming the option and
+    /// the URL, before anything is sent: the operator pinned a certificate and so expects the broker to be verified,
+    /// which plain HTTP cannot do (and the credentials go in clear). <c>--insecure</c> with <c>http://</c> asks for
+    /// less than plain HTTP already gives, so it runs, with a warning that it does nothing. Until 2026-12-07 both were
+    /// ignored silently.
+    /// </summary>
+    [Fact]
+    public async Task Admin_ca_with_an_http_url_is_a_usage_error_and_insecure_a_warning()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-cli-http-ca-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string pem = Path.Combine(dir, "broker.pem");
+            using (var key = System.Security.Cryptography.ECDsa.Create())
+            {
+                var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=localhost", key, System.Security.Cryptography.HashAlgorithmName.SHA256);
+                using var made = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+                File.WriteAllText(pem, made.ExportCertificatePem());
+            }
+            Assert.StartsWith("http://", broker.Url);
+            var pinned = await Halfmsg("--url", broker.Url, "--admin-ca", pem, "stats");
+            Assert.Equal(ExitCodes.Usage, pinned.ExitCode);
+            Assert.Contains("--admin-ca", pinned.Err);
+            Assert.Contains("plain HTTP", pinned.Err);
+            Assert.Equal("", pinned.Out);
+
+            // From the environment too (HALFMSG_URL is the fixture's http:// URL).
+            var env = new Dictionary<string, string?>
+            {
+                ["HALFMSG_URL"] = broker.Url,
+                ["HALFMSG_ACCESS_KEY"] = OpsBroker.AccessKey,
+                ["HALFMSG_SECRET"] = OpsBroker.Secret,
+                ["HALFMSG_ADMIN_CA"] = pem,
+            };
+            using (var output = new StringWriter())
+            using (var error = new StringWriter())
+            {
+                Assert.Equal(ExitCodes.Usage, await HalfMsgCli.RunAsync(["stats"], output, error, name => env.GetValueOrDefault(name)));
+                Assert.Contains("HALFMSG_ADMIN_CA", error.ToString());
+            }
+
+            var insecure = await Halfmsg("--url", broker.Url, "--insecure", "stats", "--json");
+            Assert.True(insecure.ExitCode == ExitCodes.Ok, insecure.Err);
+            Assert.Contains("warning: --insecure does nothing with an http:// --url", insecure.Err);
+            using var doc = JsonDocument.Parse(insecure.Out);
+            Assert.True(doc.RootElement.TryGetProperty("halvesStored", out _));
+
+            // Without either, plain HTTP runs quietly as before.
+            var plain = await Halfmsg("--url", broker.Url, "stats", "--json");
+            Assert.Equal(ExitCodes.Ok, plain.ExitCode);
+            Assert.Equal("", plain.Err);
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
     [Fact]
     public async Task Group_lag_shows_a_configured_order_mode()
     {

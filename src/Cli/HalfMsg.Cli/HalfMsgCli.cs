@@ -58,6 +58,16 @@ public static class HalfMsgCli
                     await error.WriteLineAsync($"halfmsg: --url must be an absolute URL like http://127.0.0.1:8080, not '{parse.GetValue(url)}'");
                     return ExitCodes.Usage;
                 }
+                if (baseUri.Scheme == "http" && !string.IsNullOrEmpty(parse.GetValue(adminCa)))
+                {
+                    // A pinned certificate says the operator expects the broker to be verified; plain HTTP verifies nothing
+                    // and sends the credentials in clear, so going ahead would give them a protection they do not have.
+                    await error.WriteLineAsync($"halfmsg: --admin-ca (or HALFMSG_ADMIN_CA) is for an https:// --url; '{baseUri}' is plain HTTP, "
+                        + "where no certificate is verified and the credentials travel in clear: use https:// (the admin port answers it with --admin-tls auto or required), or drop --admin-ca");
+                    return ExitCodes.Usage;
+                }
+                if (baseUri.Scheme == "http" && parse.GetValue(insecure))
+                    await error.WriteLineAsync($"halfmsg: warning: --insecure does nothing with an http:// --url: '{baseUri}' is plain HTTP, neither verified nor encrypted");
                 HttpMessageHandler? tls = null;
                 if (handler is null && baseUri.Scheme == "https" && (parse.GetValue(insecure) || !string.IsNullOrEmpty(parse.GetValue(adminCa))))
                 {

@@ -236,43 +236,114 @@ public sealed class GrpcTlsTests
         }
     }
 
+    /// <summary>
+    /// The kept certificate is reused whatever the machine's name is now (a container started without a fixed
+    /// <c>--hostname</c> has a new one at each start; until 2026-12-07 that made a new certificate at each start, and
+    /// broke clients that had pinned it), but not once it lacks a configured <c>--advertised-host</c> (a name or an
+    /// address), nor close to expiry, nor without its key.
+    /// </summary>
     [Fact]
-    public void A_kept_certificate_close_to_expiry_or_for_another_host_or_without_its_key_is_replaced()
+    public void A_kept_certificate_close_to_expiry_or_not_naming_the_advertised_host_or_without_its_key_is_replaced()
     {
         string dir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-store-" + Guid.NewGuid().ToString("N"));
         try
         {
             var now = DateTimeOffset.UtcNow;
             var logger = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
-            using var made = SelfSignedStore.LoadOrMake(dir, "host-a", now, logger);
-            using (var again = SelfSignedStore.LoadOrMake(dir, "host-a", now, logger))
+            using var made = SelfSignedStore.LoadOrMake(dir, "host-a", null, now, logger);
+            Assert.True(SelfSignedStore.Names(made, "host-a"));
+            using (var again = SelfSignedStore.LoadOrMake(dir, "host-a", null, now, logger))
             {
                 Assert.Equal(made.Thumbprint, again.Thumbprint);
             }
-            // Another host name: replaced, and the replacement is kept.
-            using var other = SelfSignedStore.LoadOrMake(dir, "host-b", now, logger);
-            Assert.NotEqual(made.Thumbprint, other.Thumbprint);
-            using (var again = SelfSignedStore.LoadOrMake(dir, "host-b", now, logger))
+            // The machine has another name (a container's new start): the same certificate, still naming the first.
+            using (var renamed = SelfSignedStore.LoadOrMake(dir, "host-b", null, now, logger))
             {
-                Assert.Equal(other.Thumbprint, again.Thumbprint);
+                Assert.Equal(made.Thumbprint, renamed.Thumbprint);
+                Assert.False(SelfSignedStore.Names(renamed, "host-b"));
+            }
+            // An advertised host it does not name: replaced by one naming it and the machine's name now, which is kept.
+            using var advertised = SelfSignedStore.LoadOrMake(dir, "host-b", "broker.example", now, logger);
+            Assert.NotEqual(made.Thumbprint, advertised.Thumbprint);
+            Assert.True(SelfSignedStore.Names(advertised, "broker.example"));
+            Assert.True(SelfSignedStore.Names(advertised, "host-b"));
+            Assert.True(SelfSignedStore.Names(advertised, "localhost"));
+            using (var again = SelfSignedStore.LoadOrMake(dir, "host-c", "BROKER.example", now, logger))
+            {
+                Assert.Equal(advertised.Thumbprint, again.Thumbprint);
+            }
+            // An advertised address: named as an address.
+            using var address = SelfSignedStore.LoadOrMake(dir, "host-c", "10.1.2.3", now, logger);
+            Assert.NotEqual(advertised.Thumbprint, address.Thumbprint);
+            Assert.True(SelfSignedStore.Names(address, "10.1.2.3"));
+            Assert.False(SelfSignedStore.Names(address, "10.1.2.4"));
+            using (var again = SelfSignedStore.LoadOrMake(dir, "host-d", "10.1.2.3", now, logger))
+            {
+                Assert.Equal(address.Thumbprint, again.Thumbprint);
             }
             // Valid for 30 days or less (a year less 20 days later): replaced.
-            using (var late = SelfSignedStore.LoadOrMake(dir, "host-b", now.AddDays(345), logger))
+            using (var late = SelfSignedStore.LoadOrMake(dir, "host-d", "10.1.2.3", now.AddDays(345), logger))
             {
-                Assert.NotEqual(other.Thumbprint, late.Thumbprint);
+                Assert.NotEqual(address.Thumbprint, late.Thumbprint);
             }
             // A certificate without its key: replaced.
-            File.WriteAllBytes(Path.Combine(dir, SelfSignedStore.FileName), other.Export(X509ContentType.Cert));
-            using (var keyless = SelfSignedStore.LoadOrMake(dir, "host-b", now, logger))
+            File.WriteAllBytes(Path.Combine(dir, SelfSignedStore.FileName), address.Export(X509ContentType.Cert));
+            using (var keyless = SelfSignedStore.LoadOrMake(dir, "host-d", null, now, logger))
             {
                 Assert.True(keyless.HasPrivateKey);
-                Assert.NotEqual(other.Thumbprint, keyless.Thumbprint);
+                Assert.NotEqual(address.Thumbprint, keyless.Thumbprint);
             }
             Assert.False(File.Exists(Path.Combine(dir, SelfSignedStore.FileName + ".tmp")));
         }
         finally
         {
             try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>The certificate one start of the broker on <paramref name="dataDir"/> presents on its gRPC port, the
+    /// machine being called <paramref name="machineName"/>.</summary>
+    private static async Task<X509Certificate2> PresentedOnAsync(string dataDir, string machineName, params string[] flags)
+    {
+        int grpcPort = FreePorts.Next();
+        await using var host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", P(grpcPort), "--http-port", P(FreePorts.Next()),
+            "--remoting-port", "0", "--namesrv-port", "0", .. flags], options => options with { MachineHostName = () => machineName });
+        X509Certificate2? seen = null;
+        using var secure = new GrpcTestClient($"127.0.0.1:{grpcPort}", tls: (_, cert, _, _) =>
+        {
+            seen = cert is null ? null : new X509Certificate2(cert);
+            return true;
+        });
+        Assert.Equal((int)Code.Ok, await RouteStatusAsync(secure));
+        return seen!;
+    }
+
+    /// <summary>
+    /// A broker in a container started without a fixed <c>--hostname</c> (the machine's name differs at each start,
+    /// simulated through <see cref="BrokerOptions.MachineHostName"/>) serves the same kept certificate at each start, so a
+    /// client that pinned it keeps working; an <c>--advertised-host</c> the certificate does not name makes a new one
+    /// naming it, kept in turn. Until 2026-12-07 each start with a new machine name made a new certificate.
+    /// </summary>
+    [Fact]
+    public async Task The_kept_certificate_survives_a_machine_name_that_changes_at_each_start()
+    {
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-tls-rename-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using var first = await PresentedOnAsync(dataDir, "3f2a9c1d7b4e");
+            Assert.True(SelfSignedStore.Names(first, "3f2a9c1d7b4e"));
+            using var second = await PresentedOnAsync(dataDir, "8d0e4b6a2c15");
+            Assert.Equal(first.Thumbprint, second.Thumbprint);
+
+            using var advertised = await PresentedOnAsync(dataDir, "a1b2c3d4e5f6", "--advertised-host", "mq.example.internal");
+            Assert.NotEqual(first.Thumbprint, advertised.Thumbprint);
+            Assert.True(SelfSignedStore.Names(advertised, "mq.example.internal"));
+            using var again = await PresentedOnAsync(dataDir, "0f9e8d7c6b5a", "--advertised-host", "mq.example.internal");
+            Assert.Equal(advertised.Thumbprint, again.Thumbprint);
+        }
+        finally
+        {
+            try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
         }
     }
 

@@ -225,6 +225,8 @@ public static class AdminApi
             {
                 engine.Metrics.RecordsAppended, engine.Metrics.MessagesStored, engine.Metrics.HalvesStored, engine.Metrics.Commits,
                 engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
+                // Check-backs a producer's channel threw on (halfmsg_transaction_checks_total{outcome="send_failed"}).
+                engine.Metrics.CheckSendFailures,
                 engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.LeasesRenewed, engine.Metrics.LeasesReleased, engine.Metrics.Acked, engine.Metrics.DeadLettered,
                 engine.Metrics.ReceiveLooks, engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
                 engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.LastCheckpointLockWaitMicros, engine.Metrics.LastCheckpointHoldGcPauseMicros, engine.Metrics.LastCheckpointBytes,

@@ -68,7 +68,8 @@ public sealed class BrokerHost : IAsyncDisposable
         // One certificate (and one self-signed one, when none is configured) for the gRPC, Remoting and admin ports.
         bool remotingTls = options.RemotingPort != 0 && options.RemotingTls != PortTlsMode.Off;
         var tlsCertificate = options.GrpcTls == PortTlsMode.Off && !remotingTls && options.AdminTls == PortTlsMode.Off ? null
-            : PortTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword, options.DataDir);
+            : PortTls.CertificateSource(options.GrpcTlsCertificate, options.GrpcTlsKey, options.GrpcTlsCertificatePassword, options.DataDir,
+                advertisedHost: options.AdvertisedHost, hostName: options.MachineHostName);
         var bound = new GrpcEndpoint.BoundPorts(options.GrpcPort);
 
         BrokerLogging.Configure(builder.Logging, builder.Configuration, options);

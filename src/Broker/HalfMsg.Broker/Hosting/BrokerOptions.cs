@@ -12,6 +12,9 @@ public sealed record BrokerOptions
     public string Bind { get; init; } = "127.0.0.1";
     /// <summary>Host advertised in routes; null = for gRPC the address the request names, else the connection's local address.</summary>
     public string? AdvertisedHost { get; init; }
+    /// <summary>The machine's name as a self-signed certificate made now names it; null = <see cref="System.Net.Dns.GetHostName"/>.
+    /// A seam for tests (a container's name that changes at each start).</summary>
+    internal Func<string>? MachineHostName { get; init; }
     /// <summary>Port advertised in gRPC routes; 0 = <see cref="GrpcPort"/> (see <see cref="FrontEnds.GrpcV5.GrpcV5Options.AdvertisedPort"/>).</summary>
     public int AdvertisedGrpcPort { get; init; }
     /// <summary>Port advertised in Remoting routes and offset message ids; 0 = <see cref="RemotingPort"/> (see

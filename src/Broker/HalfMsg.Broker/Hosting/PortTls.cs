@@ -47,8 +47,11 @@ internal static class PortTls
     /// broker with its flag named; or, when none is, a self-signed one, taken on the first TLS connection from
     /// <c>&lt;data&gt;/tls/self-signed.pfx</c> (<see cref="SelfSignedStore"/>) or made and kept there. Until 2026-12-07 it
     /// was made anew at each start, so a client that pinned or trusted it had to be reconfigured after every restart.
+    /// A self-signed one names localhost, the loopback addresses, <paramref name="advertisedHost"/> (<c>--advertised-host</c>)
+    /// and the machine's name when it is made (<paramref name="hostName"/>, default <see cref="Dns.GetHostName"/>).
     /// </summary>
-    public static Func<ILogger, X509Certificate2> CertificateSource(string? certificatePath, string? keyPath, string? password, string? dataDir = null, Func<DateTimeOffset>? clock = null)
+    public static Func<ILogger, X509Certificate2> CertificateSource(string? certificatePath, string? keyPath, string? password, string? dataDir = null,
+        Func<DateTimeOffset>? clock = null, string? advertisedHost = null, Func<string>? hostName = null)
     {
         if (string.IsNullOrEmpty(certificatePath))
         {
@@ -66,10 +69,11 @@ internal static class PortTls
                     // one taken at the first connection was served for the whole run, which with a kept certificate
                     // (reused while it has more than 30 days left) could outlive it.
                     if (made is not null && !SelfSignedStore.NearsExpiry(made, now)) return made;
-                    string host = Dns.GetHostName();
-                    made = dataDir is null ? SelfSigned(host) : SelfSignedStore.LoadOrMake(Path.Combine(dataDir, SelfSignedStore.DirectoryName), host, now, logger);
-                    logger.LogWarning("TLS: no --grpc-tls-certificate, so a self-signed certificate for localhost and {Host} is served (thumbprint {Thumbprint}, valid until {Until:yyyy-MM-dd}). The Java, C# and Go gRPC clients and the Java Remoting client (tls.test.mode.enable, its default) accept it; clients that verify certificates (the Node gRPC client with sslEnabled) do not: configure a certificate for them.",
-                        host, made.Thumbprint, made.NotAfter);
+                    string host = hostName?.Invoke() ?? Dns.GetHostName();
+                    made = dataDir is null ? SelfSigned(host, advertisedHost)
+                        : SelfSignedStore.LoadOrMake(Path.Combine(dataDir, SelfSignedStore.DirectoryName), host, advertisedHost, now, logger);
+                    logger.LogWarning("TLS: no --grpc-tls-certificate, so a self-signed certificate for {Names} is served (thumbprint {Thumbprint}, valid until {Until:yyyy-MM-dd}). The Java, C# and Go gRPC clients and the Java Remoting client (tls.test.mode.enable, its default) accept it; clients that verify certificates (the Node gRPC client with sslEnabled) do not: configure a certificate for them.",
+                        string.Join(", ", NamesOf(made)), made.Thumbprint, made.NotAfter);
                     return made;
                 }
             };
@@ -110,9 +114,9 @@ internal static class PortTls
         }
     }
 
-    /// <summary>A self-signed certificate for <c>localhost</c>, 127.0.0.1, ::1 and <paramref name="host"/>, valid for a
-    /// year (ECDSA P-256: made in a millisecond).</summary>
-    internal static X509Certificate2 SelfSigned(string host)
+    /// <summary>A self-signed certificate for <c>localhost</c>, 127.0.0.1, ::1, <paramref name="host"/> and
+    /// <paramref name="advertisedHost"/> (a name or an address), valid for a year (ECDSA P-256: made in a millisecond).</summary>
+    internal static X509Certificate2 SelfSigned(string host, string? advertisedHost = null)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest($"CN={host}", key, HashAlgorithmName.SHA256);
@@ -121,6 +125,19 @@ internal static class PortTls
         if (!string.Equals(host, "localhost", StringComparison.OrdinalIgnoreCase)) names.AddDnsName(host);
         names.AddIpAddress(IPAddress.Loopback);
         names.AddIpAddress(IPAddress.IPv6Loopback);
+        if (!string.IsNullOrEmpty(advertisedHost))
+        {
+            string bare = advertisedHost.Trim('[', ']');
+            if (IPAddress.TryParse(bare, out var address))
+            {
+                if (!IPAddress.IsLoopback(address)) names.AddIpAddress(address);
+            }
+            else if (!string.Equals(advertisedHost, "localhost", StringComparison.OrdinalIgnoreCase)
+                && !string.Equals(advertisedHost, host, StringComparison.OrdinalIgnoreCase))
+            {
+                names.AddDnsName(advertisedHost);
+            }
+        }
         request.CertificateExtensions.Add(names.Build());
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, false));
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, false));
@@ -129,6 +146,11 @@ internal static class PortTls
         using var made = request.CreateSelfSigned(now.AddMinutes(-5), now.AddYears(1));
         return X509CertificateLoader.LoadPkcs12(made.Export(X509ContentType.Pkcs12), null);
     }
+
+    /// <summary>The DNS names and addresses <paramref name="certificate"/> is for (its subject alternative names).</summary>
+    internal static IEnumerable<string> NamesOf(X509Certificate2 certificate)
+        => certificate.Extensions.OfType<X509SubjectAlternativeNameExtension>()
+            .SelectMany(e => e.EnumerateDnsNames().Concat(e.EnumerateIPAddresses().Select(a => a.ToString())));
 
     /// <summary>
     /// Adds TLS to <paramref name="listen"/> as <paramref name="mode"/> says. With <see cref="PortTlsMode.Auto"/> the
