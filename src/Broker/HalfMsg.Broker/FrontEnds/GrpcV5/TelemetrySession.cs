@@ -66,6 +66,14 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// <summary>Bytes queued and not yet written (for tests and diagnostics).</summary>
     public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
 
+    /// <summary>Test seam: run by <see cref="TrySend"/> once it has decided to queue a command, just before the command
+    /// goes into the queue (tests end the stream and its writer here).</summary>
+    internal Action? BeforeQueueForTests { get; set; }
+
+    /// <summary>Test seam: run by <see cref="End"/> for a client that does not read, once the writer has been told to
+    /// stop and before the stream is closed (tests queue a command here).</summary>
+    internal Action? AfterStopRequestedForTests { get; set; }
+
     public bool TrySendCheck(CheckBackRequest request)
     {
         // The Node client drops a check whose message lacks topic, message_id or body_digest; the converter sets all.
@@ -117,6 +125,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             Interlocked.Add(ref _connectionBytes, size);
         }
 
+        BeforeQueueForTests?.Invoke();
         if (_outbound.Writer.TryWrite((command, size)))
         {
             return true;
@@ -330,6 +339,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             // Not cancelled here: this runs in TrySendCheck, under the engine's lock; the write under way gets
             // InFlightWriteGrace from WhenWriterDoneAsync, which the read loop's end calls at once.
             StopBetweenWrites();
+            AfterStopRequestedForTests?.Invoke();
         }
 
         lock (_gate)
