@@ -137,4 +137,79 @@ public sealed class TelemetryEndRaceTests
         Assert.True(next.TrySendCheck(Check(4)));
         Assert.Equal(next.QueuedBytes, connection.Held);
     }
+
+    /// <summary>The check pass met the stream in that same instant (a Settings re-push ended it for not reading on
+    /// another thread): the check was taken as sent to a writer that had stopped, so it was never written and the half
+    /// waited a whole check interval. Refused now, it goes to the group's other instance in the same pass.</summary>
+    [Fact]
+    public async Task A_check_sent_between_the_end_for_not_reading_and_the_close_goes_to_another_instance()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-endrace-" + Guid.NewGuid().ToString("N")[..12]);
+        var clock = new HalfMsg.TestKit.ManualClock();
+        var engine = await HalfMsg.Broker.Core.BrokerEngine.OpenAsync(new HalfMsg.Broker.Core.CoreOptions
+        {
+            DataDir = dir, QueuesPerTopic = 1, SegmentSizeBits = 22, MemorySizeBits = 23,
+            TransactionTimeout = TimeSpan.FromSeconds(6), TransactionCheckInterval = TimeSpan.FromSeconds(30),
+        }, clock, startBackgroundLoops: false);
+        try
+        {
+            var (connection, ending, stream, writer) = await StartAsync(CancellationToken.None);
+            Assert.True(ending.TrySendCheck(Check(1))); // queued behind the write under way
+            var other = new TelemetrySession("other", 2 * 1024 * 1024, new AnswerBudget(4 * 1024 * 1024));
+            var written = new List<TelemetryCommand>();
+            Task otherWriter = other.RunWriterAsync(new ListWriter(written), CancellationToken.None);
+            ending.RegisterProducer(["orders"], engine.Producers);
+            other.RegisterProducer(["orders"], engine.Producers);
+            var sent = await engine.SendHalfAsync(new MessageDraft
+            {
+                Topic = "orders", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = "half"u8.ToArray(),
+                BornTimestampMs = clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+            }, "orders", "c1", null); // the origin instance, the ending stream, is asked first
+            Assert.True(sent.IsOk, sent.Error.ToString());
+            clock.Advance(TimeSpan.FromSeconds(7));
+
+            int checksSent = -1;
+            ending.AfterStopRequestedForTests = () =>
+            {
+                ending.AfterStopRequestedForTests = null;
+                stream.OpenWindow();
+                WaitForWriter(writer);
+                checksSent = Task.Run(() => engine.RunCheckPassAsync()).GetAwaiter().GetResult();
+            };
+            ending.End("the client did not read its Telemetry stream", stopWriting: true);
+            ending.Close();
+            await ending.WhenWriterDoneAsync(TimeSpan.FromMinutes(5), TimeProvider.System);
+
+            Assert.Equal(1, checksSent);
+            var half = engine.FindTransaction(sent.TransactionId);
+            Assert.NotNull(half);
+            Assert.Equal(1, half.Checks);
+            // The other instance's writer writes what is queued at once (a refused check would sit in no queue at all).
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (DateTime.UtcNow < deadline)
+            {
+                lock (written) if (written.Count > 0) break;
+                await Task.Delay(5);
+            }
+            TelemetryCommand check;
+            lock (written) check = Assert.Single(written);
+            Assert.Equal(sent.TransactionId, check.RecoverOrphanedTransactionCommand.TransactionId);
+            Assert.Equal(0, connection.Held);
+            other.Close();
+            Assert.True(await other.WhenWriterDoneAsync(TimeSpan.FromSeconds(30), TimeProvider.System));
+            await otherWriter;
+        }
+        finally
+        {
+            await engine.DisposeAsync();
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    private sealed class ListWriter(List<TelemetryCommand> written) : IServerStreamWriter<TelemetryCommand>
+    {
+        public WriteOptions? WriteOptions { get; set; }
+        public Task WriteAsync(TelemetryCommand message) { lock (written) written.Add(message); return Task.CompletedTask; }
+        public Task WriteAsync(TelemetryCommand message, CancellationToken ct) => WriteAsync(message);
+    }
 }
