@@ -29,9 +29,19 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private readonly object _gate = new();
     private readonly Dictionary<string, IDisposable> _producerRegistrations = new(StringComparer.Ordinal);
     private readonly long _maxQueuedBytes;
+    // The queue's accounting: a command is charged (to this session and to the connection) and queued in one hold of
+    // _queueGate; the writer gives back what it wrote in one, and, when it stops, what it leaves in the queue in one after
+    // which nothing more is queued. So each queued byte is released exactly once, whether written, dropped at the end for
+    // not reading, or dropped at the close. Until 2026-12-07 the charge, the queueing and the writer's give-back were
+    // separate steps: a command queued once the writer had stopped (between the end for not reading and the close) stayed
+    // charged until the connection closed, counted as a check sent and never written; one charged just before the writer
+    // gave everything back, then refused by the closed queue, was released twice (found by review).
+    private readonly object _queueGate = new();
     private long _queuedBytes;
     private readonly AnswerBudget? _connection;
     private long _connectionBytes;
+    // Under _queueGate: the writer has stopped and given back what it held; nothing queued now would be written or released.
+    private bool _writerDone;
     private TelemetryCommand? _lastSettings;
     private ITimer? _repushTimer;
     private volatile bool _alive = true;
@@ -66,6 +76,14 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// <summary>Bytes queued and not yet written (for tests and diagnostics).</summary>
     public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
 
+    /// <summary>Test seam: run by <see cref="TrySend"/> once it has decided to queue a command, just before the command
+    /// goes into the queue (tests end the stream and its writer here).</summary>
+    internal Action? BeforeQueueForTests { get; set; }
+
+    /// <summary>Test seam: run by <see cref="End"/> for a client that does not read, once the writer has been told to
+    /// stop and before the stream is closed (tests queue a command here).</summary>
+    internal Action? AfterStopRequestedForTests { get; set; }
+
     public bool TrySendCheck(CheckBackRequest request)
     {
         // The Node client drops a check whose message lacks topic, message_id or body_digest; the converter sets all.
@@ -93,37 +111,50 @@ internal sealed class TelemetrySession : ICheckBackChannel
         }
 
         int size = command.CalculateSize();
-        if (Interlocked.Add(ref _queuedBytes, size) > _maxQueuedBytes)
+        BeforeQueueForTests?.Invoke();
+        string endReason;
+        lock (_queueGate)
         {
-            Interlocked.Add(ref _queuedBytes, -size);
-            End($"the client did not read its Telemetry stream ({_maxQueuedBytes} bytes queued)", stopWriting: true);
-            return false;
-        }
+            // Ended for not reading (the writer writes nothing more), or the writer has stopped and given back what it
+            // held: a command queued now would never be written, so it is refused (a check goes to another instance).
+            if (Volatile.Read(ref _stopRequested) != 0 || _writerDone)
+            {
+                return false;
+            }
 
-        if (_connection is not null)
-        {
+            if (Interlocked.Read(ref _queuedBytes) + size > _maxQueuedBytes)
+            {
+                endReason = $"the client did not read its Telemetry stream ({_maxQueuedBytes} bytes queued)";
+            }
             // Charged on the connection without waiting for room: receives lease only what fits under its limit, so
             // receive answers alone (a busy push consumer's backlog) never end this stream; the stream ends only when
             // the connection holds twice its limit, which takes Telemetry queues that alone pass it (200 streams of one
             // connection each queueing up to their own bound).
-            if (_connection.Held + size > 2 * _connection.Limit)
+            else if (_connection is not null && _connection.Held + size > 2 * _connection.Limit)
             {
-                Interlocked.Add(ref _queuedBytes, -size);
-                End($"the client's connection holds {_connection.Held} bytes of unsent answers and commands (it does not read them)", stopWriting: true);
+                endReason = $"the client's connection holds {_connection.Held} bytes of unsent answers and commands (it does not read them)";
+            }
+            else if (_outbound.Writer.TryWrite((command, size)))
+            {
+                // Charged in the hold that queued it: the writer gives back nothing of it before this hold ends.
+                Interlocked.Add(ref _queuedBytes, size);
+                if (_connection is not null)
+                {
+                    _connection.Take(size);
+                    Interlocked.Add(ref _connectionBytes, size);
+                }
+
+                return true;
+            }
+            else
+            {
+                // Closed: nothing was charged.
                 return false;
             }
-
-            _connection.Take(size);
-            Interlocked.Add(ref _connectionBytes, size);
         }
 
-        if (_outbound.Writer.TryWrite((command, size)))
-        {
-            return true;
-        }
-
-        Interlocked.Add(ref _queuedBytes, -size);
-        Written(size);
+        // Outside the hold: End completes the queue and cancels the session's token, whose callbacks may run here.
+        End(endReason, stopWriting: true);
         return false;
     }
 
@@ -233,7 +264,6 @@ internal sealed class TelemetrySession : ICheckBackChannel
                 }
 
                 await stream.WriteAsync(command, ct).ConfigureAwait(false);
-                Interlocked.Add(ref _queuedBytes, -size);
                 Written(size);
             }
         }
@@ -245,8 +275,15 @@ internal sealed class TelemetrySession : ICheckBackChannel
         }
         finally
         {
-            // Whatever was queued and never written is no longer held for the connection.
-            if (_connection is not null) _connection.Release(Interlocked.Exchange(ref _connectionBytes, 0));
+            // Whatever was queued and never written is no longer held for the connection, and nothing is queued after
+            // this (TrySend refuses once _writerDone is set, in the same hold).
+            lock (_queueGate)
+            {
+                _writerDone = true;
+                Interlocked.Exchange(ref _queuedBytes, 0);
+                long unwritten = Interlocked.Exchange(ref _connectionBytes, 0);
+                _connection?.Release(unwritten);
+            }
         }
     }
 
@@ -300,21 +337,35 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// parked then is stopped, and the stream reset.</summary>
     internal static readonly TimeSpan InFlightWriteGrace = TimeSpan.FromSeconds(2);
 
-    /// <summary>No more writes: the writer stops before its next one, leaving what is queued unwritten.</summary>
-    private void StopBetweenWrites() => Interlocked.Exchange(ref _stopRequested, 1);
+    /// <summary>No more writes: the writer stops before its next one, leaving what is queued unwritten; from now on
+    /// nothing more is queued (set in the queue's hold, so a command is either queued before it, and dropped with the
+    /// rest, or refused).</summary>
+    private void StopBetweenWrites()
+    {
+        lock (_queueGate)
+        {
+            Interlocked.Exchange(ref _stopRequested, 1);
+        }
+    }
 
     /// <summary>Stops the writer now, in its write.</summary>
     private void StopWriter()
     {
-        Interlocked.Exchange(ref _stopRequested, 1);
+        StopBetweenWrites();
         _stopWriter.Cancel();
     }
 
+    /// <summary>The writer wrote a command of <paramref name="size"/> bytes: it is no longer queued nor held for the
+    /// connection.</summary>
     private void Written(int size)
     {
-        if (_connection is null) return;
-        Interlocked.Add(ref _connectionBytes, -size);
-        _connection.Release(size);
+        lock (_queueGate)
+        {
+            Interlocked.Add(ref _queuedBytes, -size);
+            if (_connection is null) return;
+            Interlocked.Add(ref _connectionBytes, -size);
+            _connection.Release(size);
+        }
     }
 
     /// <summary>The broker ends the session: no more checks here, and the read loop stops with <paramref name="reason"/>.
@@ -330,6 +381,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             // Not cancelled here: this runs in TrySendCheck, under the engine's lock; the write under way gets
             // InFlightWriteGrace from WhenWriterDoneAsync, which the read loop's end calls at once.
             StopBetweenWrites();
+            AfterStopRequestedForTests?.Invoke();
         }
 
         lock (_gate)
