@@ -275,6 +275,25 @@ public sealed class ClientCertificateTlsTests
         using var serverOnly = Issue(pki.Ca, "server-only", usage: "1.3.6.1.5.5.7.3.1");
         Assert.False(policy.Trusts(serverOnly, null, out _));
 
+        // Issued by an intermediate CA the client sends with its certificate (the chain the TLS stack built from it).
+        using (var intermediateKey = ECDsa.Create(ECCurve.NamedCurves.nistP256))
+        {
+            var request = new CertificateRequest("CN=halfmsg-test-intermediate", intermediateKey, HashAlgorithmName.SHA256);
+            request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+            request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign, true));
+            request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+            request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(pki.Ca, true, false));
+            using var issued = request.Create(pki.Ca, DateTimeOffset.UtcNow.AddMinutes(-8), DateTimeOffset.UtcNow.AddHours(20), RandomNumberGenerator.GetBytes(8));
+            using var intermediate = issued.CopyWithPrivateKey(intermediateKey);
+            using var leaf = Issue(intermediate, "via-intermediate");
+            Assert.False(policy.Trusts(leaf, null, out _)); // the intermediate is not in the file and was not sent
+            using var sent = new X509Chain();
+            sent.ChainPolicy.ExtraStore.Add(X509CertificateLoader.LoadCertificate(intermediate.RawData));
+            sent.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+            _ = sent.Build(leaf); // not trusted by the system: only its elements matter
+            Assert.True(policy.Trusts(leaf, sent, out string viaWhy), viaWhy);
+        }
+
         // A self-signed client certificate listed in the file (DER here) is trusted as it is; so is a PKCS#12 bundle's CA.
         using var selfSigned = MakeCa("self-signed-client");
         string der = Path.Combine(pki.Dir, "pinned.cer");
