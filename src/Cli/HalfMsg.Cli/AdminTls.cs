@@ -13,15 +13,22 @@ internal static class AdminTls
 {
     /// <summary>A handler for <paramref name="caPath"/> or <paramref name="insecure"/>; an unreadable file is an
     /// <see cref="ArgumentException"/> naming the option.</summary>
-    public static SocketsHttpHandler Handler(string? caPath, bool insecure)
+    public static SocketsHttpHandler Handler(string? caPath, bool insecure, string? clientCertificatePath = null)
     {
         var handler = new SocketsHttpHandler();
+        if (!string.IsNullOrEmpty(clientCertificatePath))
+        {
+            // Presented when the broker asks for one (--tls-client-auth), whatever CA names it lists.
+            var client = LoadClientCertificate(clientCertificatePath);
+            handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => client;
+        }
         if (insecure)
         {
             handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
             return handler;
         }
-        var trusted = Load(caPath!);
+        if (string.IsNullOrEmpty(caPath)) return handler; // the system's roots
+        var trusted = Load(caPath);
         handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) => Verify(certificate, errors, trusted);
         return handler;
     }
@@ -44,6 +51,33 @@ internal static class AdminTls
         chain.ChainPolicy.CustomTrustStore.AddRange(trusted);
         chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
         return chain.Build(presented);
+    }
+
+    /// <summary>The certificate, with its key, for a broker that asks for one (<c>--tls-client-auth</c>): a PKCS#12 file
+    /// without a password, or PEM with the certificate and its unencrypted key in the same file.</summary>
+    internal static X509Certificate2 LoadClientCertificate(string path)
+    {
+        if (!File.Exists(path)) throw new ArgumentException($"--client-certificate: no file '{path}'");
+        try
+        {
+            string ext = Path.GetExtension(path).ToLowerInvariant();
+            X509Certificate2 certificate;
+            if (ext is ".pfx" or ".p12")
+            {
+                certificate = X509CertificateLoader.LoadPkcs12FromFile(path, null);
+            }
+            else
+            {
+                using var pem = X509Certificate2.CreateFromPemFile(path);
+                certificate = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+            }
+            if (!certificate.HasPrivateKey) throw new ArgumentException($"--client-certificate: '{path}' holds no private key");
+            return certificate;
+        }
+        catch (Exception ex) when (ex is CryptographicException or IOException or UnauthorizedAccessException)
+        {
+            throw new ArgumentException($"--client-certificate: '{path}' could not be read as PKCS#12 or as PEM with the certificate and its key: {ex.Message}");
+        }
     }
 
     /// <summary>PEM (one or more certificates), DER, or a PKCS#12 file without a password (the broker's kept

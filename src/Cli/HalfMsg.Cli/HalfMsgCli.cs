@@ -46,7 +46,14 @@ public static class HalfMsgCli
             Recursive = true,
         };
 
-        var root = new RootCommand($"halfmsg: operate a HalfMsgBroker through its admin API.\n{ExitCodes.Help}") { url, accessKey, secret, json, adminCa, insecure };
+        var clientCertificate = new Option<string?>("--client-certificate")
+        {
+            Description = "With an https:// --url: present this certificate when the broker asks for one (--tls-client-auth): PKCS#12 without a password, or PEM with its key in the same file (env HALFMSG_CLIENT_CERTIFICATE)",
+            DefaultValueFactory = _ => environment("HALFMSG_CLIENT_CERTIFICATE"),
+            Recursive = true,
+        };
+
+        var root = new RootCommand($"halfmsg: operate a HalfMsgBroker through its admin API.\n{ExitCodes.Help}") { url, accessKey, secret, json, adminCa, insecure, clientCertificate };
 
         // Runs one command: builds the client from the global options, maps transport failures to exit codes.
         void Handle(Command command, Func<ParseResult, AdminClient, bool, CancellationToken, Task<int>> run)
@@ -69,11 +76,12 @@ public static class HalfMsgCli
                 if (baseUri.Scheme == "http" && parse.GetValue(insecure))
                     await error.WriteLineAsync($"halfmsg: warning: --insecure does nothing with an http:// --url: '{baseUri}' is plain HTTP, neither verified nor encrypted");
                 HttpMessageHandler? tls = null;
-                if (handler is null && baseUri.Scheme == "https" && (parse.GetValue(insecure) || !string.IsNullOrEmpty(parse.GetValue(adminCa))))
+                if (handler is null && baseUri.Scheme == "https"
+                    && (parse.GetValue(insecure) || !string.IsNullOrEmpty(parse.GetValue(adminCa)) || !string.IsNullOrEmpty(parse.GetValue(clientCertificate))))
                 {
                     try
                     {
-                        tls = AdminTls.Handler(parse.GetValue(adminCa), parse.GetValue(insecure));
+                        tls = AdminTls.Handler(parse.GetValue(adminCa), parse.GetValue(insecure), parse.GetValue(clientCertificate));
                     }
                     catch (ArgumentException ex)
                     {
@@ -92,7 +100,8 @@ public static class HalfMsgCli
                 catch (HttpRequestException ex) when (ex.InnerException is System.Security.Authentication.AuthenticationException auth)
                 {
                     await error.WriteLineAsync($"halfmsg: the broker at {baseUri} presented a certificate that is not trusted ({auth.Message}); "
-                        + "give it with --admin-ca <file> (a self-signed one: the broker's <data>/tls/self-signed.pfx), or --insecure");
+                        + "give it with --admin-ca <file> (a self-signed one: the broker's <data>/tls/self-signed.pfx), or --insecure; "
+                        + "or the broker asks for a client certificate (--tls-client-auth) and refused yours or found none: --client-certificate <file>");
                     return ExitCodes.Unreachable;
                 }
                 catch (HttpRequestException ex)

@@ -26,11 +26,15 @@ public sealed class GrpcTestClient : IDisposable
 
     /// <param name="tls">Null: cleartext HTTP/2. Otherwise TLS, the server's certificate accepted when this says so
     /// (the official C# client accepts any).</param>
-    public GrpcTestClient(string endpoint, string? clientId = null, System.Net.Security.RemoteCertificateValidationCallback? tls = null)
+    /// <param name="clientCertificate">With <paramref name="tls"/>: the certificate presented when the broker asks
+    /// for one (<c>--tls-client-auth</c>).</param>
+    public GrpcTestClient(string endpoint, string? clientId = null, System.Net.Security.RemoteCertificateValidationCallback? tls = null,
+        System.Security.Cryptography.X509Certificates.X509Certificate2? clientCertificate = null)
     {
         ClientId = clientId ?? "test-host@" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "@0@" + Guid.NewGuid().ToString("N")[..8];
         var handler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true };
         if (tls is not null) handler.SslOptions.RemoteCertificateValidationCallback = tls;
+        if (clientCertificate is not null) handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => clientCertificate;
         _channel = GrpcChannel.ForAddress((tls is null ? "http://" : "https://") + endpoint, new GrpcChannelOptions
         {
             HttpHandler = handler,

@@ -42,7 +42,7 @@ public sealed class RemotingTestClient : IAsyncDisposable
     /// client's default <c>tls.test.mode.enable=true</c>). Throws if the handshake fails (e.g. <c>--remoting-tls off</c>).
     /// </summary>
     public static async Task<RemotingTestClient> ConnectTlsAsync(int port, System.Net.Security.RemoteCertificateValidationCallback? validate = null,
-        TimeSpan? handshakeTimeout = null)
+        TimeSpan? handshakeTimeout = null, System.Security.Cryptography.X509Certificates.X509Certificate2? clientCertificate = null)
     {
         var tcp = new TcpClient();
         try
@@ -50,7 +50,12 @@ public sealed class RemotingTestClient : IAsyncDisposable
             await tcp.ConnectAsync("127.0.0.1", port);
             var ssl = new System.Net.Security.SslStream(tcp.GetStream(), leaveInnerStreamOpen: false, validate ?? ((_, _, _, _) => true));
             using var timeout = new CancellationTokenSource(handshakeTimeout ?? TimeSpan.FromSeconds(30));
-            await ssl.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions { TargetHost = "localhost" }, timeout.Token);
+            await ssl.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
+            {
+                TargetHost = "localhost",
+                // Presented whatever CA names the server lists (it lists none).
+                LocalCertificateSelectionCallback = clientCertificate is null ? null : (_, _, _, _, _) => clientCertificate,
+            }, timeout.Token);
             return new RemotingTestClient(tcp, ssl);
         }
         catch

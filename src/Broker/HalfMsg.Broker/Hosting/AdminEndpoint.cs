@@ -61,7 +61,7 @@ internal static class AdminEndpoint
     /// long as Kestrel lets it (<see cref="KestrelServerLimits.KeepAliveTimeout"/>), as it could before TLS.
     /// </summary>
     public static void Listen(KestrelServerOptions kestrel, BrokerOptions options, GrpcEndpoint.BoundPorts bound,
-        Func<ILogger, X509Certificate2>? certificate = null)
+        Func<ILogger, X509Certificate2>? certificate = null, ClientCertificates? clients = null)
         => kestrel.Listen(IPAddress.Parse(options.AdminBind), options.HttpPort, listen =>
         {
             listen.Protocols = HttpProtocols.Http1;
@@ -71,7 +71,7 @@ internal static class AdminEndpoint
             listen.Use(next => connection => limit.OnConnectionAsync(connection, next));
             // After the limit: a connection over it is closed before any TLS work.
             if (options.AdminTls != PortTlsMode.Off)
-                PortTls.Apply(listen, options.AdminTls, certificate!, logger, "admin", "--admin-tls", firstByteTimeout: kestrel.Limits.KeepAliveTimeout);
+                PortTls.Apply(listen, options.AdminTls, certificate!, logger, "admin", "--admin-tls", firstByteTimeout: kestrel.Limits.KeepAliveTimeout, clients: clients);
         });
 
     public static void Map(WebApplication app, BrokerEngine engine, BrokerOptions options)

@@ -35,6 +35,8 @@ public static class BrokerConfiguration
         new("--grpc-max-unsent", "Broker:GrpcMaxUnsent", "512MiB", "ReceiveMessage answer bytes all gRPC connections together may make the broker hold unsent; as above once reached (never below twice (--max-message-size + 1MiB))."),
         new("--grpc-write-timeout", "Broker:GrpcWriteTimeout", "30s", "Longest a ReceiveMessage answer may take to be written out, final flush included, plus a second per 256 KiB of the answer (an 8 MiB answer: 62 s); past it the stream is reset (RST_STREAM) and its messages released for other consumers."),
         new("--grpc-retry-delays", "Broker:GrpcRetryDelays", "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h", "Delays announced to gRPC push consumers (Settings backoff, customized, Apache's default group retry policy): after its n-th failed delivery a message is offered again this n-th delay later (the last repeats); 1 to 64 delays of 0 to 12h, separated by spaces. With --max-delivery-attempts 16 a message that keeps failing reaches %DLQ%<group> about 1 h 46 min after its first delivery, as with Apache. The Node client reads no customized backoff and retries at once."),
+        new("--tls-client-auth", "Broker:TlsClientAuth", "none", "Client certificates on the TLS ports (gRPC, Remoting and name server, admin), as Apache's tls.server.need.client.auth. none: not asked for; optional: asked for, a TLS client without one is served, one whose certificate does not chain to --tls-client-ca is refused at the handshake; require: a TLS client must present one that chains to --tls-client-ca, and a port whose TLS is auto takes TLS only (cleartext would bypass the check; a port set to off stays cleartext, with a warning)."),
+        new("--tls-client-ca", "Broker:TlsClientCa", "", "CA certificate(s) that client certificates must chain to, with --tls-client-auth optional or require: a PEM file (one or more certificates), DER, or PKCS#12 without a password. Only these are trusted, not the system's roots; a self-signed client certificate listed here is trusted as it is."),
         new("--remoting-port", "Broker:RemotingPort", "10911", "RocketMQ 4 Remoting endpoint (TCP; 0 = off; cleartext and TLS on the same port: --remoting-tls)."),
         new("--remoting-tls", "Broker:RemotingTls", "auto", "TLS on the Remoting and name-server ports, with the certificate of --grpc-tls-certificate. auto: a connection that opens with a TLS handshake gets TLS (a Java 4.x client with -Dtls.enable=true or ClientConfig.setUseTLS(true)), any other gets cleartext (ali-ons, Java without TLS), both on the same port, as Apache's broker and name server with tls.server.mode=permissive (their default); required: cleartext connections are closed (enforcing); off: cleartext only (disabled)."),
         new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off, as it is with --remoting-port 0; name-server requests also answer on the remoting port)."),
@@ -226,6 +228,14 @@ public static class BrokerConfiguration
             GrpcTlsCertificatePassword = config[Key("--grpc-tls-certificate-password")] is { Length: > 0 } tlsPassword ? tlsPassword : null,
             RemotingTls = TlsMode(N("--remoting-tls"), Get("--remoting-tls")),
             AdminTls = TlsMode(N("--admin-tls"), Get("--admin-tls")),
+            TlsClientAuth = Get("--tls-client-auth").ToLowerInvariant() switch
+            {
+                "none" => TlsClientAuth.None,
+                "optional" => TlsClientAuth.Optional,
+                "require" or "required" => TlsClientAuth.Require,
+                var v => throw new BrokerConfigurationException($"{N("--tls-client-auth")} must be 'none', 'optional' or 'require', not '{v}'"),
+            },
+            TlsClientCa = config[Key("--tls-client-ca")] is { Length: > 0 } clientCa ? clientCa : null,
             RemotingPort = Int(N("--remoting-port"), Get("--remoting-port"), 0, 65535),
             NameServerPort = Int(N("--namesrv-port"), Get("--namesrv-port"), 0, 65535),
             RemotingMaxConnections = Int(N("--remoting-max-connections"), Get("--remoting-max-connections"), 1, 1_000_000),

@@ -63,7 +63,11 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.Configuration.AddInMemoryCollection(flags);
         var options = BrokerConfiguration.Bind(builder.Configuration);
         if (adjust is not null) options = adjust(options);
+        // --tls-client-auth require: auto ports take TLS only, so no cleartext connection bypasses the certificate check.
+        options = ClientCertificates.Enforce(options, out var raisedToRequired);
         StartupChecks.Run(options);
+        // Read now, so that a missing or unreadable --tls-client-ca stops the start with its flag named.
+        var clientCertificates = ClientCertificates.Load(options.TlsClientAuth, options.TlsClientCa);
         // Read now, so that a wrong certificate path or password stops the start with its flag named.
         // One certificate (and one self-signed one, when none is configured) for the gRPC, Remoting and admin ports.
         bool remotingTls = options.RemotingPort != 0 && options.RemotingTls != PortTlsMode.Off;
@@ -80,8 +84,8 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections, bound, options.GrpcTls, tlsCertificate);
-            AdminEndpoint.Listen(kestrel, options, bound, tlsCertificate);
+            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections, bound, options.GrpcTls, tlsCertificate, clientCertificates);
+            AdminEndpoint.Listen(kestrel, options, bound, tlsCertificate, clientCertificates);
         });
         var grpcOptions = new GrpcV5Options
         {
@@ -101,7 +105,7 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.Services.AddGrpcV5(grpcOptions);
         builder.Services.AddSingleton(sp => new FrontEnds.SendAdmission(options.MaxConcurrentSends, options.SendQueueCapacity, options.SendQueueTimeout,
             sp.GetRequiredService<BrokerEngine>().Metrics));
-        RemotingEndpoint.Add(builder, options, tlsCertificate);
+        RemotingEndpoint.Add(builder, options, tlsCertificate, clientCertificates);
         AdminEndpoint.AddServices(builder, options);
 
         // Recovery completes before any listener accepts.
@@ -132,6 +136,19 @@ public sealed class BrokerHost : IAsyncDisposable
         }
         // The ports bound: with --grpc-port 0 or --http-port 0, the ones the kernel chose (until 2026-12-05 logged as 0).
         var (grpcPort, httpPort) = bound.Learn(options.GrpcPort, options.HttpPort);
+        if (raisedToRequired.Count > 0)
+            app.Logger.LogInformation("--tls-client-auth require: {Flags} auto taken as required (TLS only): a cleartext connection would bypass the client certificate",
+                string.Join(", ", raisedToRequired));
+        if (options.TlsClientAuth == TlsClientAuth.Require)
+        {
+            var clear = new List<string>();
+            if (options.GrpcTls == PortTlsMode.Off) clear.Add("gRPC (--grpc-tls off)");
+            if (options.RemotingPort != 0 && options.RemotingTls == PortTlsMode.Off) clear.Add("Remoting and name server (--remoting-tls off)");
+            if (options.AdminTls == PortTlsMode.Off) clear.Add("admin (--admin-tls off)");
+            if (clear.Count > 0)
+                app.Logger.LogWarning("--tls-client-auth require: {Ports} speak cleartext, so clients reach them without a client certificate",
+                    string.Join(", ", clear));
+        }
         app.Logger.LogInformation("HalfMsgBroker {Version} ready: gRPC {Bind}:{Grpc} (TLS {Tls}), Remoting {Remoting} (TLS {RemotingTls}), admin {AdminScheme}://{AdminBind}:{Http} (TLS {AdminTls}; auth {Auth}), data {DataDir}, flush {Flush}",
             BrokerConfiguration.Version, options.Bind, grpcPort, TlsShown(options.GrpcTls, options),
             options.RemotingPort == 0 ? "off" : options.NameServerPort == 0 ? $"{options.Bind}:{options.RemotingPort}" : $"{options.Bind}:{options.RemotingPort}, name server :{options.NameServerPort}",
@@ -145,9 +162,13 @@ public sealed class BrokerHost : IAsyncDisposable
     /// <summary>A port's TLS mode as the ready line shows it.</summary>
     private static string TlsShown(PortTlsMode mode, BrokerOptions options) => mode switch
     {
-        PortTlsMode.Auto => options.GrpcTlsCertificate is null ? "auto, self-signed" : "auto",
-        PortTlsMode.Required => options.GrpcTlsCertificate is null ? "required, self-signed" : "required",
-        _ => "off",
+        PortTlsMode.Off => "off",
+        _ => (mode == PortTlsMode.Auto ? "auto" : "required") + (options.GrpcTlsCertificate is null ? ", self-signed" : "") + options.TlsClientAuth switch
+        {
+            TlsClientAuth.Require => ", client certificate required",
+            TlsClientAuth.Optional => ", client certificate optional",
+            _ => "",
+        },
     };
 
     /// <summary>

@@ -37,6 +37,10 @@ public sealed record BrokerOptions
     public string? GrpcTlsKey { get; init; }
     /// <summary>Password of an encrypted PEM key or of a PKCS#12 file.</summary>
     public string? GrpcTlsCertificatePassword { get; init; }
+    /// <summary>Whether the TLS ports ask for client certificates (<see cref="ClientCertificates"/>).</summary>
+    public TlsClientAuth TlsClientAuth { get; init; } = TlsClientAuth.None;
+    /// <summary>PEM, DER or PKCS#12 file of the CA certificate(s) client certificates must chain to.</summary>
+    public string? TlsClientCa { get; init; }
     /// <summary>RocketMQ 4 Remoting front-end (0 = off).</summary>
     public int RemotingPort { get; init; } = 10911;
     /// <summary>Embedded name server (0 = off; name-server requests still answer on the remoting port).</summary>

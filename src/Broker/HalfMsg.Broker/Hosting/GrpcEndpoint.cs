@@ -60,7 +60,8 @@ internal static class GrpcEndpoint
     /// so the gRPC port counts its connections itself and closes one over the limit at once, as Kestrel would.
     /// </summary>
     public static void Listen(KestrelServerOptions kestrel, IPAddress ip, int port, int maxConnections, BoundPorts bound,
-        PortTlsMode tls = PortTlsMode.Off, Func<ILogger, System.Security.Cryptography.X509Certificates.X509Certificate2>? certificate = null)
+        PortTlsMode tls = PortTlsMode.Off, Func<ILogger, System.Security.Cryptography.X509Certificates.X509Certificate2>? certificate = null,
+        ClientCertificates? clients = null)
     {
         kestrel.Listen(ip, port, listen =>
         {
@@ -76,7 +77,7 @@ internal static class GrpcEndpoint
                 return limit.OnConnectionAsync(connection, next);
             });
             // After the limit: a connection over it is closed before any TLS work.
-            if (tls != PortTlsMode.Off) PortTls.Apply(listen, tls, certificate!, logger);
+            if (tls != PortTlsMode.Off) PortTls.Apply(listen, tls, certificate!, logger, clients: clients);
         });
     }
 

@@ -158,10 +158,11 @@ internal static class PortTls
     /// to what follows it (learnt when the pipeline is built: Kestrel builds middleware from the last added to the first).
     /// <paramref name="port"/> ("gRPC", "Remoting") and <paramref name="flag"/> name the port in the log;
     /// <paramref name="firstByteTimeout"/> (default <see cref="FirstByteTimeout"/>) is how long a connection may stay
-    /// silent before its first byte.
+    /// silent before its first byte. <paramref name="clients"/> (<c>--tls-client-auth</c>), when set, asks TLS clients
+    /// for a certificate and refuses the handshake of one that does not chain to <c>--tls-client-ca</c>.
     /// </summary>
     public static void Apply(ListenOptions listen, PortTlsMode mode, Func<ILogger, X509Certificate2> certificate, ILogger logger,
-        string port = "gRPC", string flag = "--grpc-tls", TimeSpan? firstByteTimeout = null)
+        string port = "gRPC", string flag = "--grpc-tls", TimeSpan? firstByteTimeout = null, ClientCertificates? clients = null)
     {
         if (mode == PortTlsMode.Off) return;
         var silentFor = firstByteTimeout ?? FirstByteTimeout;
@@ -174,11 +175,13 @@ internal static class PortTls
             else if (mode == PortTlsMode.Auto) await afterTls!(connection).ConfigureAwait(false);
             else logger.LogDebug("{Port} connection from {Remote} closed: {Flag} required and it did not start TLS", port, connection.RemoteEndPoint, flag);
         });
-        listen.UseHttps(new HttpsConnectionAdapterOptions
+        var https = new HttpsConnectionAdapterOptions
         {
             ServerCertificateSelector = (_, _) => certificate(logger),
             HandshakeTimeout = FirstByteTimeout,
-        });
+        };
+        clients?.Configure(https, logger, port);
+        listen.UseHttps(https);
         listen.Use(next =>
         {
             afterTls = next;

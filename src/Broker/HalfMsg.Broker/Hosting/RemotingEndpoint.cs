@@ -14,7 +14,8 @@ namespace HalfMsg.Broker.Hosting;
 /// </summary>
 internal static class RemotingEndpoint
 {
-    public static void Add(WebApplicationBuilder builder, BrokerOptions options, Func<ILogger, X509Certificate2>? certificate)
+    public static void Add(WebApplicationBuilder builder, BrokerOptions options, Func<ILogger, X509Certificate2>? certificate,
+        ClientCertificates? clients = null)
     {
         if (options.RemotingPort == 0) return;
         if (options.RemotingPort == options.GrpcPort || options.RemotingPort == options.HttpPort)
@@ -48,8 +49,8 @@ internal static class RemotingEndpoint
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            kestrel.Listen(ip, options.RemotingPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate));
-            if (options.NameServerPort != 0) kestrel.Listen(ip, options.NameServerPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate));
+            kestrel.Listen(ip, options.RemotingPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate, clients));
+            if (options.NameServerPort != 0) kestrel.Listen(ip, options.NameServerPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate, clients));
         });
     }
 
@@ -59,7 +60,8 @@ internal static class RemotingEndpoint
     /// byte and nothing per frame; it may stay silent before it as long as a session may (<paramref name="idle"/>), as
     /// before TLS, when only the session's idle timeout closed a silent connection.
     /// </summary>
-    private static void Serve(ListenOptions listen, BrokerOptions options, TimeSpan idle, Func<ILogger, X509Certificate2>? certificate)
+    private static void Serve(ListenOptions listen, BrokerOptions options, TimeSpan idle, Func<ILogger, X509Certificate2>? certificate,
+        ClientCertificates? clients)
     {
         RemotingServer? server = null;
         listen.Use(next => async connection =>
@@ -83,7 +85,7 @@ internal static class RemotingEndpoint
         if (options.RemotingTls != PortTlsMode.Off)
         {
             var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RemotingEndpoint).FullName!);
-            PortTls.Apply(listen, options.RemotingTls, certificate!, logger, "Remoting", "--remoting-tls", firstByteTimeout: idle);
+            PortTls.Apply(listen, options.RemotingTls, certificate!, logger, "Remoting", "--remoting-tls", firstByteTimeout: idle, clients: clients);
         }
         listen.UseConnectionHandler<RemotingConnectionHandler>();
     }

@@ -1,0 +1,306 @@
+using System.Globalization;
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.RegularExpressions;
+using Apache.Rocketmq.V2;
+using HalfMsg.Broker.Hosting;
+using HalfMsg.Broker.Tests.Admin;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Grpc;
+using HalfMsg.Protocol.Remoting;
+using HalfMsg.TestKit;
+using static HalfMsg.Broker.Tests.Infrastructure.RemotingBroker;
+
+namespace HalfMsg.Broker.Tests.Hosting;
+
+/// <summary>
+/// Client certificates on the TLS ports (<c>--tls-client-auth none|optional|require</c>, <c>--tls-client-ca</c>), as
+/// Apache's <c>tls.server.need.client.auth</c>. Until 2026-12-07 no port asked for one: anyone who could reach a port
+/// could use it (README, "Not done yet").
+/// </summary>
+public sealed class ClientCertificateTlsTests
+{
+    private static string P(int port) => port.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>A CA (ECDSA P-256, a day's validity) that can issue certificates.</summary>
+    internal static X509Certificate2 MakeCa(string name)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest($"CN={name}", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+        using var made = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-10), DateTimeOffset.UtcNow.AddDays(1));
+        return X509CertificateLoader.LoadPkcs12(made.Export(X509ContentType.Pkcs12), null);
+    }
+
+    /// <summary>A client certificate issued by <paramref name="ca"/> (with its key), for client authentication unless
+    /// <paramref name="usage"/> says otherwise.</summary>
+    internal static X509Certificate2 Issue(X509Certificate2 ca, string name, string usage = "1.3.6.1.5.5.7.3.2")
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest($"CN={name}", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, false));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, false));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(usage)], false));
+        request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(ca, true, false));
+        byte[] serial = RandomNumberGenerator.GetBytes(12);
+        serial[0] &= 0x7f;
+        using var issued = request.Create(ca, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddHours(12), serial);
+        using var withKey = issued.CopyWithPrivateKey(key);
+        return X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), null);
+    }
+
+    /// <summary>Two CAs, a client certificate from each, and the first CA written as PEM (the file --tls-client-ca names).</summary>
+    private sealed class Pki : IDisposable
+    {
+        public Pki()
+        {
+            Directory.CreateDirectory(Dir);
+            Trusted = Issue(Ca, "trusted-client");
+            Foreign = Issue(OtherCa, "foreign-client");
+            File.WriteAllText(CaPem, Ca.ExportCertificatePem());
+        }
+
+        public string Dir { get; } = Path.Combine(Path.GetTempPath(), "halfmsg-mtls-" + Guid.NewGuid().ToString("N"));
+        public X509Certificate2 Ca { get; } = MakeCa("halfmsg-test-client-ca");
+        public X509Certificate2 OtherCa { get; } = MakeCa("halfmsg-test-other-ca");
+        public X509Certificate2 Trusted { get; }
+        public X509Certificate2 Foreign { get; }
+        public string CaPem => Path.Combine(Dir, "client-ca.pem");
+        public string DataDir => Path.Combine(Dir, "data");
+
+        public void Dispose()
+        {
+            foreach (var c in new[] { Ca, OtherCa, Trusted, Foreign }) c.Dispose();
+            try { Directory.Delete(Dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    private sealed record Ports(int Grpc, int Remoting, int NameServer, int Http)
+    {
+        public static Ports Free() => new(FreePorts.Next(), FreePorts.Next(), FreePorts.Next(), FreePorts.Next());
+        public string Endpoint => $"127.0.0.1:{Grpc}";
+        public string[] Flags(string dataDir) => ["--data-dir", dataDir, "--grpc-port", P(Grpc), "--remoting-port", P(Remoting), "--namesrv-port", P(NameServer), "--http-port", P(Http)];
+    }
+
+    private static async Task<int> RouteStatusAsync(string endpoint, bool tls, X509Certificate2? clientCertificate = null)
+    {
+        using var client = new GrpcTestClient(endpoint, tls: tls ? (_, _, _, _) => true : null, clientCertificate: clientCertificate);
+        var route = await client.UnaryAsync(GrpcMethods.QueryRoute, new QueryRouteRequest { Topic = new Resource { Name = "mtls" } },
+            QueryRouteResponse.Parser, timeout: TimeSpan.FromSeconds(20));
+        return route.Response is { } r ? (int)r.Status.Code : -route.GrpcStatus;
+    }
+
+    /// <summary>A route request on the Remoting or name-server port: true if answered with success, false if the
+    /// connection was refused (at the handshake, or, with TLS 1.3, closed with an alert before the answer).</summary>
+    private static async Task<bool> RemotingAnsweredAsync(int port, bool tls, X509Certificate2? clientCertificate = null)
+    {
+        RemotingTestClient client;
+        try
+        {
+            client = tls
+                ? await RemotingTestClient.ConnectTlsAsync(port, handshakeTimeout: TimeSpan.FromSeconds(20), clientCertificate: clientCertificate)
+                : await RemotingTestClient.ConnectAsync(port);
+        }
+        catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException or System.Net.Sockets.SocketException)
+        {
+            return false;
+        }
+        await using (client)
+        {
+            try
+            {
+                var route = await client.InvokeAsync(RequestCode.GetRouteInfoByTopic, new() { ["topic"] = "TBW102" }, timeout: TimeSpan.FromSeconds(20));
+                Assert.Equal(ResponseCode.Success, route.Code);
+                return true;
+            }
+            catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException or ObjectDisposedException)
+            {
+                return false;
+            }
+        }
+    }
+
+    /// <summary>GET /health on the admin port: the status, or null if the connection was refused.</summary>
+    private static async Task<HttpStatusCode?> HealthAsync(int port, bool tls, X509Certificate2? clientCertificate = null)
+    {
+        using var handler = new SocketsHttpHandler();
+        handler.SslOptions.RemoteCertificateValidationCallback = (_, _, _, _) => true;
+        if (clientCertificate is not null) handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => clientCertificate;
+        using var http = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(20) };
+        try
+        {
+            using var response = await http.GetAsync($"{(tls ? "https" : "http")}://127.0.0.1:{port}/health");
+            return response.StatusCode;
+        }
+        catch (HttpRequestException)
+        {
+            return null;
+        }
+    }
+
+    [Fact]
+    public async Task Require_serves_a_certificate_from_the_CA_on_every_port_and_refuses_none_another_CAs_and_cleartext()
+    {
+        using var pki = new Pki();
+        var ports = Ports.Free();
+        await using var host = await BrokerHost.StartAsync([.. ports.Flags(pki.DataDir), "--tls-client-auth", "require", "--tls-client-ca", pki.CaPem]);
+        // Every port was auto: require takes them as required, or cleartext would walk around the certificate check.
+        Assert.Equal((PortTlsMode.Required, PortTlsMode.Required, PortTlsMode.Required), (host.Options.GrpcTls, host.Options.RemotingTls, host.Options.AdminTls));
+
+        // gRPC
+        Assert.Equal((int)Code.Ok, await RouteStatusAsync(ports.Endpoint, tls: true, pki.Trusted));
+        int none = await RouteStatusAsync(ports.Endpoint, tls: true);
+        Assert.True(none < 0, $"a gRPC TLS call without a client certificate was answered ({none})");
+        int foreign = await RouteStatusAsync(ports.Endpoint, tls: true, pki.Foreign);
+        Assert.True(foreign < 0, $"a gRPC TLS call with another CA's certificate was answered ({foreign})");
+        int clear = await RouteStatusAsync(ports.Endpoint, tls: false);
+        Assert.True(clear < 0, $"a cleartext gRPC call was answered ({clear})");
+
+        // Remoting and name server
+        foreach (int port in new[] { ports.Remoting, ports.NameServer })
+        {
+            Assert.True(await RemotingAnsweredAsync(port, tls: true, pki.Trusted), $"port {port}: a client certificate from the CA was refused");
+            Assert.False(await RemotingAnsweredAsync(port, tls: true), $"port {port}: a TLS client without a certificate was answered");
+            Assert.False(await RemotingAnsweredAsync(port, tls: true, pki.Foreign), $"port {port}: another CA's certificate was answered");
+            Assert.False(await RemotingAnsweredAsync(port, tls: false), $"port {port}: a cleartext client was answered");
+        }
+
+        // Admin
+        Assert.Equal(HttpStatusCode.OK, await HealthAsync(ports.Http, tls: true, pki.Trusted));
+        Assert.Null(await HealthAsync(ports.Http, tls: true));
+        Assert.Null(await HealthAsync(ports.Http, tls: true, pki.Foreign));
+        Assert.Null(await HealthAsync(ports.Http, tls: false));
+
+        // The broker keeps serving after the refusals: a send over Remoting with the certificate.
+        await using (var c = await RemotingTestClient.ConnectTlsAsync(ports.Remoting, clientCertificate: pki.Trusted))
+        {
+            var sent = await SendAsync(c, Unique("Mtls"), "with a client certificate");
+            Assert.Equal(ResponseCode.Success, sent.Code);
+        }
+        Assert.Equal((int)Code.Ok, await RouteStatusAsync(ports.Endpoint, tls: true, pki.Trusted));
+    }
+
+    [Fact]
+    public async Task Optional_serves_clients_with_and_without_a_certificate_and_cleartext_but_refuses_another_CAs_certificate()
+    {
+        using var pki = new Pki();
+        var ports = Ports.Free();
+        await using var host = await BrokerHost.StartAsync([.. ports.Flags(pki.DataDir), "--tls-client-auth", "optional", "--tls-client-ca", pki.CaPem]);
+        Assert.Equal((PortTlsMode.Auto, PortTlsMode.Auto, PortTlsMode.Auto), (host.Options.GrpcTls, host.Options.RemotingTls, host.Options.AdminTls));
+
+        Assert.Equal((int)Code.Ok, await RouteStatusAsync(ports.Endpoint, tls: true, pki.Trusted));
+        Assert.Equal((int)Code.Ok, await RouteStatusAsync(ports.Endpoint, tls: true));
+        Assert.Equal((int)Code.Ok, await RouteStatusAsync(ports.Endpoint, tls: false));
+        int foreign = await RouteStatusAsync(ports.Endpoint, tls: true, pki.Foreign);
+        Assert.True(foreign < 0, $"a gRPC TLS call with another CA's certificate was answered ({foreign})");
+
+        Assert.True(await RemotingAnsweredAsync(ports.Remoting, tls: true, pki.Trusted));
+        Assert.True(await RemotingAnsweredAsync(ports.Remoting, tls: true));
+        Assert.True(await RemotingAnsweredAsync(ports.Remoting, tls: false));
+        Assert.False(await RemotingAnsweredAsync(ports.Remoting, tls: true, pki.Foreign), "another CA's certificate was answered on the Remoting port");
+
+        Assert.Equal(HttpStatusCode.OK, await HealthAsync(ports.Http, tls: true, pki.Trusted));
+        Assert.Equal(HttpStatusCode.OK, await HealthAsync(ports.Http, tls: true));
+        Assert.Equal(HttpStatusCode.OK, await HealthAsync(ports.Http, tls: false));
+        Assert.Null(await HealthAsync(ports.Http, tls: true, pki.Foreign));
+    }
+
+    [Fact]
+    public async Task By_default_no_certificate_is_asked_for_and_any_presented_is_not_checked()
+    {
+        using var pki = new Pki();
+        var ports = Ports.Free();
+        await using var host = await BrokerHost.StartAsync([.. ports.Flags(pki.DataDir)]);
+        Assert.Equal(TlsClientAuth.None, host.Options.TlsClientAuth);
+        Assert.Equal((int)Code.Ok, await RouteStatusAsync(ports.Endpoint, tls: true));
+        Assert.Equal((int)Code.Ok, await RouteStatusAsync(ports.Endpoint, tls: true, pki.Foreign));
+        Assert.True(await RemotingAnsweredAsync(ports.Remoting, tls: true, pki.Foreign));
+        Assert.True(await RemotingAnsweredAsync(ports.Remoting, tls: false));
+    }
+
+    [Fact]
+    public async Task Require_shows_on_the_ready_line_and_a_port_left_off_is_warned_about()
+    {
+        using var pki = new Pki();
+        // --admin-tls off: the test harness probes /health over plain HTTP; the broker warns that it bypasses the check.
+        await using var broker = await BrokerProcess.StartAsync("--tls-client-auth", "require", "--tls-client-ca", pki.CaPem, "--admin-tls", "off");
+        Assert.Matches(new Regex($@"ready: gRPC \S+:{broker.GrpcPort} \(TLS required, self-signed, client certificate required\), Remoting \S+:{broker.RemotingPort}, name server :{broker.NameServerPort} \(TLS required, self-signed, client certificate required\), admin http://\S+:{broker.HttpPort} \(TLS off;"),
+            broker.Output);
+        Assert.Contains("--tls-client-auth require: --grpc-tls, --remoting-tls auto taken as required", broker.Output, StringComparison.Ordinal);
+        Assert.Contains("--tls-client-auth require: admin (--admin-tls off) speak cleartext", broker.Output, StringComparison.Ordinal);
+        await using var c = await RemotingTestClient.ConnectTlsAsync(broker.RemotingPort, clientCertificate: pki.Trusted);
+        Assert.Equal(ResponseCode.Success, (await SendAsync(c, Unique("MtlsProc"), "over the real process")).Code);
+        Assert.False(await RemotingAnsweredAsync(broker.RemotingPort, tls: true), "a TLS client without a certificate was answered");
+        // A refused certificate is logged with why (at most once a minute).
+        Assert.False(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Foreign));
+        await EventuallyAsync(() => Task.FromResult(broker.Output), o => o.Contains("Remoting TLS handshake refused: the client certificate CN=foreign-client", StringComparison.Ordinal),
+            TimeSpan.FromSeconds(20), "the refusal of another CA's certificate to be logged");
+    }
+
+    [Fact]
+    public async Task Bad_client_certificate_settings_stop_the_start_with_the_flag_named()
+    {
+        using var pki = new Pki();
+        // As a process: one line naming the flag and a non-zero exit, no stack trace.
+        var run = await BrokerCli.RunAsync(["--tls-client-auth", "require", "--data-dir", pki.DataDir]);
+        Assert.Equal(BrokerHost.ExitConfiguration, run.ExitCode);
+        Assert.Contains("--tls-client-auth require needs --tls-client-ca", run.StdOut + run.StdErr);
+        Assert.DoesNotContain("   at ", run.StdOut + run.StdErr);
+
+        async Task<string> RefusedAsync(params string[] flags)
+        {
+            var ex = await Assert.ThrowsAsync<BrokerConfigurationException>(() => BrokerHost.StartAsync([.. Ports.Free().Flags(pki.DataDir), .. flags]));
+            return ex.Message;
+        }
+        Assert.Contains("--tls-client-auth optional needs --tls-client-ca", await RefusedAsync("--tls-client-auth", "optional"));
+        Assert.Contains("--tls-client-ca: no file", await RefusedAsync("--tls-client-auth", "require", "--tls-client-ca", Path.Combine(pki.Dir, "nope.pem")));
+        string garbage = Path.Combine(pki.Dir, "garbage.pem");
+        await File.WriteAllTextAsync(garbage, "not a certificate");
+        Assert.Contains("--tls-client-ca: '" + garbage + "' could not be read", await RefusedAsync("--tls-client-auth", "require", "--tls-client-ca", garbage));
+        Assert.Contains("--tls-client-auth must be 'none', 'optional' or 'require', not 'maybe'", await RefusedAsync("--tls-client-auth", "maybe"));
+        Assert.Contains("--tls-client-ca is set but --tls-client-auth is none", await RefusedAsync("--tls-client-ca", pki.CaPem));
+    }
+
+    [Fact]
+    public void A_certificate_must_chain_to_the_CA_file_and_be_for_client_authentication()
+    {
+        using var pki = new Pki();
+        var policy = ClientCertificates.Load(TlsClientAuth.Require, pki.CaPem)!;
+        Assert.True(policy.Trusts(pki.Trusted, null, out _));
+        Assert.False(policy.Trusts(pki.Foreign, null, out string why));
+        Assert.NotEqual("", why);
+        using var serverOnly = Issue(pki.Ca, "server-only", usage: "1.3.6.1.5.5.7.3.1");
+        Assert.False(policy.Trusts(serverOnly, null, out _));
+
+        // Issued by an intermediate CA the client sends with its certificate (the chain the TLS stack built from it).
+        using (var intermediateKey = ECDsa.Create(ECCurve.NamedCurves.nistP256))
+        {
+            var request = new CertificateRequest("CN=halfmsg-test-intermediate", intermediateKey, HashAlgorithmName.SHA256);
+            request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+            request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign, true));
+            request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+            request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(pki.Ca, true, false));
+            using var issued = request.Create(pki.Ca, DateTimeOffset.UtcNow.AddMinutes(-8), DateTimeOffset.UtcNow.AddHours(20), RandomNumberGenerator.GetBytes(8));
+            using var intermediate = issued.CopyWithPrivateKey(intermediateKey);
+            using var leaf = Issue(intermediate, "via-intermediate");
+            Assert.False(policy.Trusts(leaf, null, out _)); // the intermediate is not in the file and was not sent
+            using var sent = new X509Chain();
+            sent.ChainPolicy.ExtraStore.Add(X509CertificateLoader.LoadCertificate(intermediate.RawData));
+            sent.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+            _ = sent.Build(leaf); // not trusted by the system: only its elements matter
+            Assert.True(policy.Trusts(leaf, sent, out string viaWhy), viaWhy);
+        }
+
+        // A self-signed client certificate listed in the file (DER here) is trusted as it is; so is a PKCS#12 bundle's CA.
+        using var selfSigned = MakeCa("self-signed-client");
+        string der = Path.Combine(pki.Dir, "pinned.cer");
+        File.WriteAllBytes(der, selfSigned.Export(X509ContentType.Cert));
+        Assert.True(ClientCertificates.Load(TlsClientAuth.Optional, der)!.Trusts(selfSigned, null, out _));
+        string pfx = Path.Combine(pki.Dir, "ca.pfx");
+        File.WriteAllBytes(pfx, pki.Ca.Export(X509ContentType.Pkcs12));
+        Assert.True(ClientCertificates.Load(TlsClientAuth.Require, pfx)!.Trusts(pki.Trusted, null, out _));
+    }
+}
