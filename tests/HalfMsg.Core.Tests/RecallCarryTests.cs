@@ -121,6 +121,32 @@ public sealed class RecallCarryTests
     }
 
     /// <summary>
+    /// A cut between the recalled message's body and its recall's record: the record stays, naming a body a replay of the
+    /// log alone no longer finds; the delivery time it carries (since the midday session of 2026-12-07) has the replay
+    /// remember the recall all the same, so a copy stored after it is dropped again. Before, the record was a no-op there.
+    /// </summary>
+    [Fact]
+    public async Task A_recalls_record_whose_message_body_retention_cut_still_drops_a_later_copy_after_a_log_only_replay()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var draft = h.Draft("timers", "recalled", deliverAt: dueAt);
+        var first = await SendDelayedAsync(h, draft);
+        await h.SendNormalAsync("filler", "f");
+        long boundary = h.Engine.LogTailAddress; // past the message's body, before its recall's record
+        await RecallAsync(h, first, dueAt);
+        var copy = await SendDelayedAsync(h, draft);
+        Assert.Equal(0, await h.Engine.TruncateBeforeAsync(boundary)); // the recalled body is not live: cut, not moved
+        Assert.Equal(0, h.Engine.RecallsCarriedForTests); // its record is above the cut: nothing to carry
+        await SendDelayedAsync(h, h.Draft("timers", "control", deliverAt: dueAt + 1));
+
+        await RestartAsync(h, Restart.FromLogOnly);
+        Assert.Equal(1, RecallCount(h));
+        Assert.False(Waits(h, copy), "the copy stored after the recall waits for its time");
+        Assert.Equal(["control"], await PulledOnceControlCameAsync(h, dueAt + 1));
+    }
+
+    /// <summary>
     /// A recall whose time has passed (forgotten by the sweep) while a copy dropped because of it is still in the log:
     /// the cut past the recall's record carries it too, naming that copy, so that a replay from the log alone does not
     /// take the copy, past its time, for a message to deliver at once.
