@@ -211,7 +211,8 @@ public sealed partial class BrokerEngine
     private long AppendRecalled(DelayedEntry entry, string messageId, long now)
     {
         long bodyAddress = entry.BodyAddress;
-        new DelayRecalledRecord(entry.SentAt, entry.Topic, messageId, now).Write(_writer);
+        // With its delivery time: a replay that no longer finds the message (its body cut) still remembers the recall.
+        new DelayRecalledRecord(entry.SentAt, entry.Topic, messageId, now, entry.DeliverAtMs).Write(_writer);
         long address = AppendAndApply();
         MessageIndex.OnRecalled(messageId, entry.Topic, bodyAddress, now); // MessageIndex hook: no longer waits for its time
         return address;

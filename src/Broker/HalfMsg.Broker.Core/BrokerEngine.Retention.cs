@@ -1,3 +1,4 @@
+using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Retention;
 using HalfMsg.Broker.Core.Storage;
@@ -113,6 +114,10 @@ public sealed partial class BrokerEngine
                     }
                 }
 
+                // The recalls whose last record lies below the boundary and that must outlive it, carried to the tail
+                // before the checkpoint, as the bodies are.
+                await CarryRecallsBelowAsync(boundary, ct).ConfigureAwait(false);
+
                 // From the checkpoint to the one after the cut, no other checkpoint may run: a fuzzy capture must never see
                 // a queue's front move under it.
                 await _checkpointLock.WaitAsync(ct).ConfigureAwait(false);
@@ -134,6 +139,9 @@ public sealed partial class BrokerEngine
                     // 2026-12-06 this abandoned the cut with an Error calling it a bug (found by review): now the bodies
                     // are moved by more rounds, and the cut goes on.
                     strays = _retention.CollectLiveBelow(boundary).Count;
+                    // A recall to carry cannot appear after the carrying above (a new recall's record is at the tail, and
+                    // a copy is dropped only while its recall is remembered, so carried already); checked all the same.
+                    if (_delayed.TakeRecallsToCarry(boundary, 0, into: null)) strays++;
                     if (strays == 0)
                     {
                         searched = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -243,6 +251,47 @@ public sealed partial class BrokerEngine
         _delayed.ForgetRecalledBodiesBelow(begin);
         // The releases of committed delayed transactional messages cut: their queue entries expired above.
         _delayed.ForgetReleasedCommitsBelow(begin);
+        // The recalls' records cut that need no carrying (a cut carried those that do, CarryRecallsBelowAsync).
+        _delayed.ForgetRecallRecordsBelow(begin);
+    }
+
+    /// <summary>Recalls a retention cut carried forward (for tests: since start).</summary>
+    internal int RecallsCarriedForTests;
+
+    /// <summary>Recalls carried per hold of the engine lock.</summary>
+    private const int RecallsCarriedPerHold = 256;
+
+    /// <summary>
+    /// Before a cut at <paramref name="boundary"/>: re-appends the recall of each recalled message whose last
+    /// <see cref="DelayRecalledRecord"/> lies below it and that must outlive it, so a replay of the log alone still knows
+    /// it: one still remembered (its delivery time ahead: a copy stored later is dropped), or one with a copy dropped live
+    /// still in the log at or above the boundary (a replay would take it for a waiting message, and deliver it). The new
+    /// record carries the delivery time, and names that copy, which replay then takes out as a recall's record does
+    /// (other such copies, seldom, are taken out at start: <see cref="RecallCopiesLeftByCrashAsync"/>), or no address
+    /// (-1). A build before this one reads the record as a recall of that copy, or of nothing. Bounded: a recall past its
+    /// time whose bodies are all cut is carried no more. Until the midday session of 2026-12-07 such a replay delivered a
+    /// copy of a recalled message stored after the recall (left by the review of the morning session).
+    /// </summary>
+    private async Task CarryRecallsBelowAsync(long boundary, CancellationToken ct)
+    {
+        var batch = new List<DelayIndex.RecallToCarry>();
+        while (true)
+        {
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            lock (_gate)
+            {
+                batch.Clear();
+                _delayed.TakeRecallsToCarry(boundary, RecallsCarriedPerHold, batch);
+                if (batch.Count == 0) return;
+                long now = NowMs;
+                foreach (var (key, sentAt) in batch)
+                {
+                    new DelayRecalledRecord(sentAt, key.Topic, key.MessageId, now, key.DeliverAtMs).Write(_writer);
+                    AppendAndApply();
+                }
+                RecallsCarriedForTests += batch.Count;
+            }
+        }
     }
 
     /// <summary>

@@ -191,7 +191,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     ApplyTopicDeleted(TopicDeletedRecord.Read(ref r).Topic);
                     break;
                 case RecordKind.DelayRecalled:
-                    ApplyDelayRecalled(DelayRecalledRecord.Read(ref r));
+                    ApplyDelayRecalled(address, DelayRecalledRecord.Read(ref r));
                     break;
                 case RecordKind.TopicQueuesGrown:
                 {
@@ -549,21 +549,35 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         state.WakeAll();
     }
 
-    private void ApplyDelayRecalled(DelayRecalledRecord rec)
+    private void ApplyDelayRecalled(long address, DelayRecalledRecord rec)
     {
-        // Not there: replayed over a checkpoint taken after the recall (or the topic was deleted since); nothing to undo.
-        if (_delayed.TryGetSentAt(rec.SentAt, out var entry) && entry.Topic == rec.Topic)
+        // Not there: replayed over a checkpoint taken after the recall (or the topic was deleted since), or from the log
+        // alone after a retention cut took the body, or carried forward by a cut (naming no address, or a copy dropped
+        // live). Nothing to take out; the recall is remembered from the record's delivery time (none in records written
+        // before the midday session of 2026-12-07), as it was live: a copy of the message stored later is dropped. Until
+        // then a replay of the log alone past a cut that took the recall's record (or only its message's body)
+        // delivered such a copy. One past its time is forgotten by the next sweep; a waiting copy of it stored before
+        // this record (a replay of the log alone, where the cut kept copies dropped live) is taken out at start, before
+        // the first sweep (BrokerEngine.RecallCopiesLeftByCrashAsync), or here when the record names it.
+        if (!_delayed.TryGetSentAt(rec.SentAt, out var entry) || entry.Topic != rec.Topic)
         {
-            _delayed.Remove(entry.BodyAddress, out _);
-            // Remembered until its time: a copy of the message stored later is dropped (see ApplyMessageStored). When
-            // the message is not there, the checkpoint replayed over has the recall (it copies the recalls after the
-            // delayed messages, so one that found the message gone captured the recall that took it out).
-            // The topic's name shared (up to 1,000,000 recalls are remembered), as a checkpoint's load shares it.
-            _delayed.RememberRecall(Intern(rec.Topic)!, entry.DeliverAtMs, rec.MessageId);
-            // And its bodies refused by offset until retention cuts them: the one it was sent at and the one it lies at
-            // (moved by retention since, or the same), and every address between (moves go to the tail).
-            _delayed.NoteRecalledBody(entry.Topic, entry.DeliverAtMs, rec.MessageId, Math.Max(entry.BodyAddress, entry.SentAt));
+            if (rec.DeliverAtMs is not { } dueMs) return;
+            string topic = Intern(rec.Topic)!;
+            _delayed.RememberRecall(topic, dueMs, rec.MessageId);
+            _delayed.NoteRecallRecord(topic, dueMs, rec.MessageId, address);
+            return;
         }
+        _delayed.Remove(entry.BodyAddress, out _);
+        // Remembered until its time: a copy of the message stored later is dropped (see ApplyMessageStored). When the
+        // message is not there over a checkpoint, the checkpoint has the recall as well (it copies the recalls after the
+        // delayed messages, so one that found the message gone captured the recall that took it out).
+        // The topic's name shared (up to 1,000,000 recalls are remembered), as a checkpoint's load shares it.
+        _delayed.RememberRecall(Intern(rec.Topic)!, entry.DeliverAtMs, rec.MessageId);
+        // And its bodies refused by offset until retention cuts them: the one it was sent at and the one it lies at
+        // (moved by retention since, or the same), and every address between (moves go to the tail).
+        _delayed.NoteRecalledBody(entry.Topic, entry.DeliverAtMs, rec.MessageId, Math.Max(entry.BodyAddress, entry.SentAt));
+        // And where its last record lies: a retention cut past it carries the recall forward while it is needed.
+        _delayed.NoteRecallRecord(entry.Topic, entry.DeliverAtMs, rec.MessageId, address);
     }
 
     private void ApplyBodyRelocated(long address, int size, BodyRelocatedRecord rec)

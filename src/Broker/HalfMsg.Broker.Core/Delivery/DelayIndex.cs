@@ -357,6 +357,87 @@ internal sealed class DelayIndex
     /// <summary>The recalled messages whose bodies are still in the log, of one table: a checkpoint copies them table by table.</summary>
     public RecalledBodies[] SnapshotRecalledBodiesShard(int shard) => _recalledBodies.SnapshotShard(shard);
 
+    // The address of each recall's last record in the log (DelayRecalled, the copies' included), by the recall's key, and
+    // a heap of those addresses: a retention cut past the last record of a recall still remembered (its time ahead), or
+    // of one whose dropped copies are still in the log, carries it forward (BrokerEngine.CarryRecallsBelowAsync), so a
+    // replay of the log alone still drops a copy stored after the recall. Until the midday session of 2026-12-07 such a
+    // replay took the copy for a waiting message and delivered it (left by the review of the morning session). An entry
+    // leaves once a cut passes its record and the recall needs no carrying (ForgetRecallRecordsBelow): bounded by the
+    // retained log's recall records and the recalls carried (remembered ones, and those with bodies in the log). A
+    // recall read from a checkpoint written before the addresses were kept has address 0: the next cut carries it if it
+    // needs it. An entry a later record raised leaves a stale heap entry, skipped.
+    private readonly ShardedTable<RecallKey, RecallRecord, ByRecall> _recallRecords = new();
+    private readonly SegmentedHeap<RecallKey> _recallRecordsOrder = new();
+
+    /// <summary>A recall's last record in the log.</summary>
+    internal readonly record struct RecallRecord(RecallKey Key, long At);
+
+    /// <summary>A recall to carry forward: its key, and the address its new record names (the last dropped copy still in
+    /// the log above the cut, or -1).</summary>
+    internal readonly record struct RecallToCarry(RecallKey Key, long SentAt);
+
+    /// <summary>Recalls whose last record's address is kept (for tests).</summary>
+    internal int RecallRecordsCount => _recallRecords.Count;
+
+    /// <summary>Notes that a record of the recall <paramref name="topic"/>, <paramref name="dueMs"/>,
+    /// <paramref name="messageId"/> lies at <paramref name="address"/> (0: somewhere the caller does not know, at or
+    /// after the log's begin).</summary>
+    public void NoteRecallRecord(string topic, long dueMs, string messageId, long address)
+    {
+        var key = new RecallKey(topic, dueMs, messageId);
+        ref var known = ref _recallRecords.GetValueRefOrAddDefault(key, out bool exists);
+        if (exists)
+        {
+            if (known.At >= address) return;
+            key = known.Key; // its strings shared
+        }
+        else if (_recalled.TryGetValue(key, out var recalled)) key = recalled; // the remembered recall's strings shared
+        else if (_recalledBodies.TryGetValue(key, out var bodies)) key = bodies.Key;
+        known = new RecallRecord(key, address);
+        _recallRecordsOrder.Enqueue(key, address);
+    }
+
+    /// <summary>The address of the last record of the recall <paramref name="key"/>, or 0 when it is not known.</summary>
+    public long RecallRecordAt(RecallKey key) => _recallRecords.TryGetValue(key, out var known) ? known.At : 0;
+
+    /// <summary>
+    /// The recalls whose last record lies below <paramref name="boundary"/> (a retention cut's) and that must outlive it,
+    /// at most <paramref name="max"/> of them into <paramref name="into"/> (null: only whether there is one): remembered
+    /// ones (a copy stored later is dropped), and those with a dropped copy at or above the boundary (a replay of the log
+    /// alone would otherwise take it for a waiting message). The others below the boundary are forgotten on the way:
+    /// nothing is left to carry. Each recall taken leaves the heap; its carried record puts it back at its new address.
+    /// </summary>
+    public bool TakeRecallsToCarry(long boundary, int max, List<RecallToCarry>? into)
+    {
+        int taken = 0;
+        while (_recallRecordsOrder.TryPeek(out var key, out long at) && at < boundary)
+        {
+            if (!_recallRecords.TryGetValue(key, out var known) || known.At != at)
+            {
+                _recallRecordsOrder.Dequeue(); // stale: a later record of the recall decides
+                continue;
+            }
+            bool remembered = _recalled.ContainsKey(key);
+            long copyAt = _recalledBodies.TryGetValue(key, out var bodies) && bodies.UpTo >= boundary ? bodies.UpTo : -1;
+            if (!remembered && copyAt < 0)
+            {
+                _recallRecordsOrder.Dequeue();
+                _recallRecords.Remove(key, out _);
+                continue;
+            }
+            if (into is null) return true;
+            if (taken == max) return true;
+            _recallRecordsOrder.Dequeue();
+            into.Add(new RecallToCarry(known.Key, copyAt));
+            taken++;
+        }
+        return taken > 0;
+    }
+
+    /// <summary>Forgets the recalls whose last record lies below <paramref name="begin"/> (the log's begin, after a cut or
+    /// at the end of recovery) and that need no carrying; those that do stay for the next cut.</summary>
+    public void ForgetRecallRecordsBelow(long begin) => TakeRecallsToCarry(begin, 0, into: null);
+
     /// <summary>Remembers a recall until its delivery time; false when it was remembered already.</summary>
     public bool RememberRecall(string topic, long dueMs, string messageId)
     {
@@ -545,5 +626,7 @@ internal sealed class DelayIndex
         _recalledBodiesUpTo.Clear();
         _releasedCommits.Clear();
         _releasedCommitsOrder.Clear();
+        _recallRecords.Clear();
+        _recallRecordsOrder.Clear();
     }
 }

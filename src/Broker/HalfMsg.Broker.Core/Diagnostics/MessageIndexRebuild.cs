@@ -126,6 +126,13 @@ public sealed partial class BrokerEngine
                 _copies![address] = (key, op.AtMs, true);
         }
 
+        private readonly void NoteCarriedRecall(ReadOnlySpan<byte> record)
+        {
+            if (!RecordHeader.TryOpen(record, out _, out var r, out _)) return;
+            var rec = DelayRecalledRecord.Read(ref r);
+            if (rec.SentAt < 0 && rec.DeliverAtMs is { } dueMs) _recalledBefore!.Add(new DelayIndex.RecallKey(rec.Topic, dueMs, rec.MessageId));
+        }
+
         private static long? DeliverAtOf(ReadOnlySpan<byte> record)
         {
             if (!RecordHeader.TryOpen(record, out var kind, out var r, out _)) return null;
@@ -146,6 +153,9 @@ public sealed partial class BrokerEngine
             if ((++Records & 0xFFFF) == 0) engine.MessageIndex.ReportScanned(Records);
             try
             {
+                // A recall a retention cut carried forward with no address (BrokerEngine.CarryRecallsBelowAsync): a copy
+                // of its message stored after it was dropped, as after the recall's own record.
+                if ((RecordKind)record[0] == RecordKind.DelayRecalled && _recalledBefore is not null) NoteCarriedRecall(record);
                 if (ToOp(record, address, null) is { } op)
                 {
                     State.Apply(op);
@@ -201,6 +211,8 @@ public sealed partial class BrokerEngine
                 {
                     // It names the address the message was sent at, not where retention may have moved its body: found by id.
                     var rec = DelayRecalledRecord.Read(ref r);
+                    // A recall a retention cut carried forward naming no address is no step of the message (see Consume).
+                    if (rec.SentAt < 0) return null;
                     return new MessageIndex.Op(MessageIndex.OpKind.Recalled, rec.MessageId, rec.Topic, rec.AtMs);
                 }
                 case RecordKind.Redriven:

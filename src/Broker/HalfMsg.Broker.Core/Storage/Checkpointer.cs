@@ -266,7 +266,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // so its recall is in the copy below (one due after the replay start's time is kept until this capture ends).
             await Tables(DelayIndex.Shards, state.Delayed.SnapshotRecallShard, (w, o, recall) =>
             {
-                w.Begin(SnapRecalled).Str(recall.Topic).I64(recall.DeliverAtMs).Str(recall.MessageId);
+                // The address of its last record trailing (since the midday session of 2026-12-07): a cut past it carries
+                // the recall forward (DelayIndex.NoteRecallRecord). A build before reads the three fields before it.
+                w.Begin(SnapRecalled).Str(recall.Topic).I64(recall.DeliverAtMs).Str(recall.MessageId).I64(state.Delayed.RecallRecordAt(recall));
                 Emit(w, o);
             }).ConfigureAwait(false);
 
@@ -275,7 +277,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // copy dropped after the capture started is dropped again by replay, and noted again.
             await Tables(DelayIndex.Shards, state.Delayed.SnapshotRecalledBodiesShard, (w, o, bodies) =>
             {
-                w.Begin(SnapRecalledBodies).Str(bodies.Key.Topic).I64(bodies.Key.DeliverAtMs).Str(bodies.Key.MessageId).I64(bodies.UpTo);
+                // Then the address of its recall's last record, trailing, as for the remembered recalls.
+                w.Begin(SnapRecalledBodies).Str(bodies.Key.Topic).I64(bodies.Key.DeliverAtMs).Str(bodies.Key.MessageId).I64(bodies.UpTo)
+                    .I64(state.Delayed.RecallRecordAt(bodies.Key));
                 Emit(w, o);
             }).ConfigureAwait(false);
 
@@ -793,7 +797,11 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 {
                     string topic = r.Str() ?? throw new InvalidDataException("a remembered recall names no topic");
                     long dueMs = r.I64();
-                    state.Delayed.RememberRecall(state.Tags.Intern(topic)!, dueMs, r.Str() ?? throw new InvalidDataException("a remembered recall names no message id"));
+                    string messageId = r.Str() ?? throw new InvalidDataException("a remembered recall names no message id");
+                    string interned = state.Tags.Intern(topic)!;
+                    state.Delayed.RememberRecall(interned, dueMs, messageId);
+                    // Where its last record lies; a file written before does not say (0): the next cut carries it.
+                    state.Delayed.NoteRecallRecord(interned, dueMs, messageId, r.Remaining > 0 ? r.I64() : 0);
                     break;
                 }
                 case SnapRecalledBodies:
@@ -801,7 +809,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     string topic = r.Str() ?? throw new InvalidDataException("a recalled message's bodies name no topic");
                     long dueMs = r.I64();
                     string messageId = r.Str() ?? throw new InvalidDataException("a recalled message's bodies name no message id");
-                    state.Delayed.NoteRecalledBody(state.Tags.Intern(topic)!, dueMs, messageId, r.I64());
+                    string interned = state.Tags.Intern(topic)!;
+                    state.Delayed.NoteRecalledBody(interned, dueMs, messageId, r.I64());
+                    state.Delayed.NoteRecallRecord(interned, dueMs, messageId, r.Remaining > 0 ? r.I64() : 0);
                     break;
                 }
                 case SnapReleasedCommit:

@@ -441,13 +441,27 @@ public ref struct BodyRelocatedRecord
 /// and is never delivered. It is named by the address it was sent at, which its recall handle carries and retention's
 /// moves do not change (<see cref="DelayedEntry.SentAt"/>), and by its topic; the message id is for the record's reader.
 /// A message stored more than once (a send retried, the same id and time) is recalled by one record for each copy.
-/// <code>vi sentAt | s topic | s messageId | vi atMs</code>
+/// <code>vi sentAt | s topic | s messageId | vi atMs | vi deliverAtMs</code>
+/// <para><c>deliverAtMs</c>, the recalled message's delivery time (since the midday session of 2026-12-07, at the end,
+/// so builds before read the record as before): the recall is remembered from the record alone, also when the message
+/// it names is not there (a replay of the log alone after a retention cut took its body). A retention cut past the
+/// record of a recall still remembered, or one whose dropped copies are still in the log, carries it forward: a record
+/// of this kind again at the tail, naming the last dropped copy still in the log, or no address (-1) when there is
+/// none (BrokerEngine.CarryRecallsBelowAsync). Null in records written before.</para>
 /// </summary>
-public readonly record struct DelayRecalledRecord(long SentAt, string Topic, string MessageId, long AtMs)
+public readonly record struct DelayRecalledRecord(long SentAt, string Topic, string MessageId, long AtMs, long? DeliverAtMs = null)
 {
-    public void Write(RecordWriter w) => w.Begin(RecordKind.DelayRecalled).I64(SentAt).Str(Topic).Str(MessageId).I64(AtMs);
+    public void Write(RecordWriter w)
+    {
+        var fields = w.Begin(RecordKind.DelayRecalled).I64(SentAt).Str(Topic).Str(MessageId).I64(AtMs);
+        if (DeliverAtMs is { } dueMs) fields.I64(dueMs);
+    }
+
     public static DelayRecalledRecord Read(scoped ref RecordReader r)
-        => new(r.I64(), DeliveredRecord.ReadName(ref r), r.Str() ?? throw new InvalidDataException("message id is null"), r.I64());
+    {
+        var rec = new DelayRecalledRecord(r.I64(), DeliveredRecord.ReadName(ref r), r.Str() ?? throw new InvalidDataException("message id is null"), r.I64());
+        return r.End ? rec : rec with { DeliverAtMs = r.I64() };
+    }
 }
 
 /// <summary>An operator deleted a consumer group: its progress and leases are forgotten. <code>s group | vi atMs</code></summary>
