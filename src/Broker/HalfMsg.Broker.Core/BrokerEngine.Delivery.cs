@@ -557,6 +557,8 @@ public sealed partial class BrokerEngine
             var gq = group.Queues[q];
             // Orderly: a queue held by a live lease, or with an expired one still waiting (it goes first), gives nothing new.
             if (orderly && (!Open(q) || HasExpired(gq))) continue;
+            // Messages passed over while their message group was in flight come before anything newer of the queue.
+            if (gq.PassedOver.Count > 0) TakePassedOver(q);
             long lastPassedOver = -1; // the last offset of a run passed over since the pick's last lease on this queue
             while (!Full() && queue.TryGet(gq.NextOffset, out var entry))
             {
@@ -582,7 +584,15 @@ public sealed partial class BrokerEngine
                 // moves a message group to another queue, whose hold alone would let its next message overtake (found
                 // by review).
                 if (order != GroupOrder.Concurrent && entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup))
-                    break;
+                {
+                    // An orderly group's queue waits here. A group served by message group holds that message group
+                    // only: the message is passed over (remembered, durably) and the rest of the queue goes on, up to
+                    // MaxPassedOverPerQueue remembered; past it the queue waits, as every queue did until 2026-12-07.
+                    if (orderly || gq.PassedOver.Count >= _options.MaxPassedOverPerQueue) break;
+                    PassOver(q, off);
+                    lastPassedOver = -1; // its record finishes the ones passed over before it, as a delivery's does
+                    continue;
+                }
                 if (!Room(entry)) break;
                 Lease(entry, q, off, 1);
                 lastPassedOver = -1; // its delivery record finishes the ones passed over before it (RecordApplier)
@@ -596,6 +606,39 @@ public sealed partial class BrokerEngine
         more = Full();
         refused = noRoom;
         return picked;
+
+        // Queue q's offsets passed over earlier (their message group was in flight), lowest first: each whose message
+        // group is free now is leased (which makes it busy again, so that group's later ones stay), until the batch
+        // fills or the caller's room runs out (then the rest of the queue waits too: nothing newer overtakes them). One
+        // no longer receivable (a hole, expired, not taken by the group's filter now) is finished for the group, durably.
+        void TakePassedOver(int q)
+        {
+            var gq = group.Queues[q];
+            foreach (long off in gq.PassedOver.ToArray())
+            {
+                if (Full()) return;
+                if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole || !filter.Matches(entry.Tag)
+                    || (entry.ForGroup != 0 && !_topics.Targets.Admits(entry.ForGroup, group.Group)))
+                {
+                    if (entry.BodyAddress == QueueEntry.Expired) group.Expired++;
+                    FinishFilteredOut(q, off);
+                    continue;
+                }
+                if (entry.VisibleAt >= durable) return; // cannot be: it was visible when passed over
+                if (entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup)) continue;
+                if (!Room(entry)) return;
+                Lease(entry, q, off, 1);
+            }
+        }
+
+        // Queue q's offset off is passed over, its message group in flight: a record (applied, it takes the group's
+        // position past it and remembers it; replay does the same, so a later delivery does not finish it). Nobody
+        // waits for it: it is in the log before the deliveries that follow, and lost with them in a crash.
+        void PassOver(int q, long off)
+        {
+            DeliveredRecord.PassedOver(group.Group, topic.Name, q, off).Write(_writer);
+            AppendAndApply();
+        }
 
         // An orderly group's expired leases of queue q, lowest offset first, until the batch fills or one cannot be
         // taken (the rest of the queue waits behind it).

@@ -45,6 +45,7 @@ public sealed partial class BrokerEngine
                     sb.Append($"group {g.Group}/{g.Topic.Name}/{q} next={gq.NextOffset} doneBelow={gq.DoneBelow} done=[{string.Join(",", gq.Done.Select(r => $"{r.Start}-{r.End}"))}] inflight=[");
                     foreach (var (off, f) in gq.InFlight.OrderBy(p => p.Key)) sb.Append($" {off}:{f.Attempt}/{f.InvisibleUntilMs}/{f.LeaseId:X}/{f.MessageGroup}");
                     sb.Append("]\n");
+                    if (gq.PassedOver.Count > 0) sb.Append($"passed-over {g.Group}/{g.Topic.Name}/{q} [{string.Join(",", gq.PassedOver)}]\n");
                 }
             }
             foreach (var (group, order) in _groups.Orders.OrderBy(p => p.Key, StringComparer.Ordinal))

@@ -95,6 +95,13 @@ public sealed record CoreOptions
     public int MaxConsumerGroups { get; init; } = 10_000;
     /// <summary>How a consumer group nobody configured with an order mode is served (--default-group-order).</summary>
     public DefaultGroupOrder DefaultGroupOrder { get; init; } = DefaultGroupOrder.MessageGroup;
+    /// <summary>
+    /// For a group served by message group (<see cref="DefaultGroupOrder.MessageGroup"/>): messages of a queue whose FIFO
+    /// message group is in flight that the pick passes over to deliver the rest of the queue, at most this many per queue
+    /// and group at once (each is remembered, 8 bytes, until delivered). Past it the queue waits at the next such
+    /// message, as every queue did before 2026-12-07. 0: the whole queue waits behind a busy message group.
+    /// </summary>
+    public int MaxPassedOverPerQueue { get; init; } = 1024;
     /// <summary>Upper bound for a delay message's delivery time (RocketMQ timerMaxDelaySec, 3 days).</summary>
     public TimeSpan MaxDelay { get; init; } = TimeSpan.FromDays(3);
     public TimeSpan MaxInvisibleDuration { get; init; } = TimeSpan.FromHours(12);

@@ -430,7 +430,13 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             // Offsets skipped before this fresh delivery were filtered out.
             for (long o = gq.NextOffset; o < rec.Offset; o++) gq.MarkDone(o);
             gq.NextOffset = rec.Offset + 1;
+            // Passed over, its message group in flight (BrokerEngine.PickForDelivery): it waits, neither leased nor
+            // finished, and a later delivery of the queue no longer takes it for filtered out.
+            if (rec.IsPassedOver && !gq.IsDone(rec.Offset)) gq.AddPassedOver(rec.Offset);
         }
+        // Passed over before the position this replay started from (a checkpoint captured after the record): the
+        // checkpoint has it as it is.
+        if (rec.IsPassedOver) return;
         if (gq.IsDone(rec.Offset)) return;
         if (gq.InFlight.TryGetValue(rec.Offset, out var flight))
         {

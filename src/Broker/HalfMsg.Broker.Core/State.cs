@@ -422,6 +422,29 @@ internal sealed class GroupQueueState
     /// </summary>
     public readonly List<(long Start, long End)> Done = new();
     public readonly Dictionary<long, InFlight> InFlight = new();
+    /// <summary>
+    /// Offsets below <see cref="NextOffset"/> a group not configured (message-group holds) passed over because their FIFO
+    /// message group was in flight, ascending: neither finished nor leased, delivered before anything newer of the queue
+    /// once their message group is free. Never more than <see cref="CoreOptions.MaxPassedOverPerQueue"/> (the pick stops
+    /// at a busy message group then, as it did before). Durable as a <see cref="Storage.DeliveredRecord"/> of attempt
+    /// <see cref="Storage.DeliveredRecord.PassedOverAttempt"/>, and in a checkpoint as an in-flight entry of that attempt.
+    /// </summary>
+    public readonly List<long> PassedOver = new();
+
+    /// <summary>Notes <paramref name="offset"/> as passed over (kept ascending).</summary>
+    public void AddPassedOver(long offset)
+    {
+        int i = PassedOver.BinarySearch(offset);
+        if (i < 0) PassedOver.Insert(~i, offset);
+    }
+
+    /// <summary>The offset is no longer passed over (leased or finished).</summary>
+    public void RemovePassedOver(long offset)
+    {
+        if (PassedOver.Count == 0) return;
+        int i = PassedOver.BinarySearch(offset);
+        if (i >= 0) PassedOver.RemoveAt(i);
+    }
 
     /// <summary>Whether a message of the queue is leased and its lease has not ended (an orderly group's hold).</summary>
     public bool HasLiveLease
@@ -461,6 +484,7 @@ internal sealed class GroupQueueState
     public void MarkDone(long offset)
     {
         InFlight.Remove(offset);
+        RemovePassedOver(offset);
         if (offset < DoneBelow) return;
         int i = FindRun(offset);
         if (i >= 0 && offset < Done[i].End) return;
@@ -479,6 +503,9 @@ internal sealed class GroupQueueState
     {
         if (offset <= DoneBelow) return;
         DoneBelow = offset;
+        int below = 0;
+        while (below < PassedOver.Count && PassedOver[below] < offset) below++;
+        if (below > 0) PassedOver.RemoveRange(0, below);
         while (Done.Count > 0 && Done[0].End <= offset) Done.RemoveAt(0);
         if (Done.Count > 0 && Done[0].Start <= offset) { DoneBelow = Done[0].End; Done.RemoveAt(0); }
         if (NextOffset < DoneBelow) NextOffset = DoneBelow;

@@ -126,6 +126,7 @@ internal sealed class ConsumerGroups
     public static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight)
     {
         group.Queues[q].InFlight[off] = flight;
+        group.Queues[q].RemovePassedOver(off);
         if (flight.MessageGroup is not null)
             group.BusyMessageGroups[flight.MessageGroup] = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) + 1;
     }

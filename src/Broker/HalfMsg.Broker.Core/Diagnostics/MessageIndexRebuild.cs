@@ -230,7 +230,8 @@ public sealed partial class BrokerEngine
                 case RecordKind.Delivered:
                 {
                     var rec = DeliveredRecord.Read(ref r);
-                    if (rec.Group.StartsWith(RedrivePrefix, StringComparison.Ordinal)) return null;
+                    // A message group's message passed over (not delivered: the live index is not told either).
+                    if (rec.Group.StartsWith(RedrivePrefix, StringComparison.Ordinal) || rec.IsPassedOver) return null;
                     return new MessageIndex.Op(MessageIndex.OpKind.Delivered, null, rec.Topic, -1) { Group = rec.Group, QueueId = rec.QueueId, Offset = rec.Offset, Attempt = rec.Attempt };
                 }
                 case RecordKind.Acked:

@@ -427,9 +427,14 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                         var gq = g.Queues[q];
                         w.Begin(SnapGroupQueue).Str(g.Group).Str(g.Topic.Name).I32(q).I64(gq.NextOffset).I64(gq.DoneBelow).U64((ulong)gq.Done.Count);
                         foreach (var (from, to) in gq.Done) w.I64(from).I64(to);
-                        w.U64((ulong)gq.InFlight.Count);
+                        // Offsets passed over (their message group in flight) as in-flight entries of attempt 0 whose
+                        // lease has ended: read back as passed over; a build before 2026-12-07 delivers them again.
+                        w.U64((ulong)(gq.InFlight.Count + gq.PassedOver.Count));
                         foreach (var (off, f) in gq.InFlight)
                             w.I64(off).I32(f.Attempt).I64(f.InvisibleUntilMs).I64(f.LeaseId).Str(f.MessageGroup);
+                        foreach (long off in gq.PassedOver)
+                            w.I64(off).I32(DeliveredRecord.PassedOverAttempt).I64(0).I64(0)
+                                .Str(g.Topic.Queues[q].TryGet(off, out var passed) ? passed.MessageGroup : null);
                         Emit(w, o);
                     }
                 }).ConfigureAwait(false);
@@ -840,7 +845,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     for (ulong i = 0; i < nf; i++)
                     {
                         long off = r.I64();
-                        ConsumerGroups.AddInFlight(g, q, off, new InFlight { Attempt = r.I32(), InvisibleUntilMs = r.I64(), LeaseId = r.I64(), MessageGroup = r.Str() });
+                        var flight = new InFlight { Attempt = r.I32(), InvisibleUntilMs = r.I64(), LeaseId = r.I64(), MessageGroup = r.Str() };
+                        if (flight.Attempt == DeliveredRecord.PassedOverAttempt) gq.AddPassedOver(off);
+                        else ConsumerGroups.AddInFlight(g, q, off, flight);
                     }
                     break;
                 }

@@ -237,8 +237,24 @@ public readonly record struct TxResumedRecord(string TransactionId, long AtMs)
 }
 
 /// <summary>A lease was handed out. <code>s group | s topic | vi queueId | vi offset | vi attempt | vi invisibleUntilMs | vi leaseId</code></summary>
+/// <remarks>
+/// Attempt <see cref="PassedOverAttempt"/> (0; a delivery's attempts start at 1), with UntilMs and LeaseId 0: not a
+/// delivery, but an offset a group served by message group passed over because its FIFO message group was in flight
+/// (since 2026-12-07). Like a delivery it finishes the offsets the group passed before it (filtered out), and takes the
+/// group's position past it, but it leaves the offset itself waiting (<see cref="GroupQueueState.PassedOver"/>), so a
+/// later delivery of the queue does not finish it on replay. A build before it reads the record as a delivery whose
+/// lease has already ended: the message is delivered again, never lost.
+/// </remarks>
 public readonly record struct DeliveredRecord(string Group, string Topic, int QueueId, long Offset, int Attempt, long UntilMs, long LeaseId)
 {
+    /// <summary>The attempt of a record that passes an offset over (see the remarks).</summary>
+    public const int PassedOverAttempt = 0;
+
+    /// <summary>The record that passes over (group, topic, queue, offset): see the remarks.</summary>
+    public static DeliveredRecord PassedOver(string group, string topic, int queueId, long offset) => new(group, topic, queueId, offset, PassedOverAttempt, 0, 0);
+
+    public bool IsPassedOver => Attempt == PassedOverAttempt;
+
     public void Write(RecordWriter w) => w.Begin(RecordKind.Delivered).Str(Group).Str(Topic).I32(QueueId).I64(Offset).I32(Attempt).I64(UntilMs).I64(LeaseId);
     public static DeliveredRecord Read(scoped ref RecordReader r) => new(ReadName(ref r), ReadName(ref r), r.I32(), r.I64(), r.I32(), r.I64(), r.I64());
     internal static string ReadName(scoped ref RecordReader r) => r.Str() ?? throw new InvalidDataException("name is null");
