@@ -36,6 +36,9 @@ public sealed partial class BrokerEngine
             Health.ReportDegraded(reason);
         }
         var replayer = new Replayer(this);
+        // Replaying the log alone: a retention move whose original record the cut took re-creates what it moved (see
+        // RecordApplier.ApplyBodyRelocated); over a checkpoint, never.
+        _applier.RebuildMovedFrom = loaded is null ? begin : -1;
         lock (_gate)
         {
             foreach (var hole in _log.Replay(from, ref replayer))
@@ -51,6 +54,15 @@ public sealed partial class BrokerEngine
                 Health.ReportDegraded(unreadable);
                 if (hole.To >= _log.TailAddress) _log.SkipToNextPage();
             }
+        }
+        _applier.RebuildMovedFrom = -1;
+        if (_applier.RebuiltFromMoves is { } rebuilt && rebuilt != default)
+        {
+            // Said, not degraded of itself (the start without a checkpoint covering the cut is): nothing is lost, but
+            // the history the cut took with the original records may be partial (lease history, decided ids, the check
+            // counts of records written before the moves carried them).
+            _logger.LogWarning("Recovery: {Halves} pending halves, {Delayed} delayed messages and {Entries} queue entries were rebuilt from the records a retention cut moved their bodies in (their own records were cut, and no checkpoint covers the cut)",
+                rebuilt.Halves, rebuilt.Delayed, rebuilt.Entries);
         }
         lock (_gate)
         {

@@ -209,10 +209,44 @@ public sealed partial class BrokerEngine
     {
         var targets = _retention.StillPointingAt(address, refs);
         if (targets.IsEmpty) return false;
-        BodyRelocatedRecord.Write(_writer, address, targets.HalfTransactionId, targets.Delayed, targets.QueueRefs, OriginalOf(current));
+        BodyRelocatedRecord.Write(_writer, address, targets.HalfTransactionId, targets.Delayed, targets.QueueRefs, OriginalOf(current),
+            MovesWithoutStateForTests ? null : StateMovedFrom(address, targets));
         long moved = AppendAndApply();
         if (targets.Delayed) MessageIndex.OnBodyMoved(address, moved); // MessageIndex hook: its release names the new address
         return true;
+    }
+
+    /// <summary>Tests: moves are written as builds before the evening session of 2026-12-07 wrote them (no
+    /// <see cref="RelocatedState"/>).</summary>
+    internal bool MovesWithoutStateForTests;
+
+    /// <summary>
+    /// What the references <paramref name="targets"/> names hold now, carried by the move's record so that a replay of
+    /// the log alone after a cut re-creates them (see <see cref="RelocatedState"/> and RecordApplier.ApplyBodyRelocated).
+    /// Caller holds the lock.
+    /// </summary>
+    private RelocatedState StateMovedFrom(long address, RelocationTargets targets)
+    {
+        var state = new RelocatedState { VisibleAt = new long[targets.QueueRefs.Count] };
+        if (targets.HalfTransactionId is { } tx && _txs.TryGet(tx, out var half))
+        {
+            state.CheckCount = half.CheckCount;
+            state.LastCheckAtMs = half.LastCheckAtMs;
+            state.NextCheckAtMs = half.NextCheckAtMs;
+            state.Parked = half.Parked;
+            state.ParkedAtMs = half.ParkedAtMs;
+        }
+        if (targets.Delayed && _delayed.TryGet(address, out var delayed))
+        {
+            state.SentAt = delayed.SentAt;
+            state.SendOrder = delayed.SendOrder;
+        }
+        for (int i = 0; i < targets.QueueRefs.Count; i++)
+        {
+            var (topic, q, offset) = targets.QueueRefs[i];
+            state.VisibleAt[i] = _topics.TryGetValue(topic, out var t) && t.Queues[q].TryGet(offset, out var entry) ? entry.VisibleAt : -1;
+        }
+        return state;
     }
 
     /// <summary>

@@ -36,6 +36,17 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// <summary>Called (live records only, under the engine lock) with the name of a topic just deleted.</summary>
     public Action<string>? TopicDeleted { get; set; }
 
+    /// <summary>
+    /// While replaying the log alone (no readable checkpoint: every one damaged or removed), the log's begin address;
+    /// -1 otherwise (live, and over a checkpoint). Only then does a retention move whose state the replay lacks re-create
+    /// it (see <see cref="ApplyBodyRelocated"/>).
+    /// </summary>
+    public long RebuildMovedFrom { get; set; } = -1;
+
+    /// <summary>Pending halves, delayed messages and queue entries this replay re-created from the records a retention
+    /// cut moved their bodies in (see <see cref="ApplyBodyRelocated"/>).</summary>
+    public (int Halves, int Delayed, int Entries) RebuiltFromMoves { get; private set; }
+
     /// <summary>Records applied during replay (damaged ones included).</summary>
     public long ReplayedRecords { get; private set; }
 
@@ -289,6 +300,11 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             _txs.MoveBody(existing, address, size);
             return;
         }
+        _txs.Add(NewHalf(address, size, rec));
+    }
+
+    private HalfState NewHalf(long address, int size, scoped in HalfStoredRecord rec)
+    {
         ref readonly var m = ref rec.Message;
         var half = new HalfState
         {
@@ -304,7 +320,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         // for a check after 2 s got it after 6.
         half.NextCheckAtMs = rec.NextCheckAtMs > 0 ? rec.NextCheckAtMs
             : m.StoreMs + (rec.CheckImmunityMs > 0 ? rec.CheckImmunityMs : (long)_options.TransactionTimeout.TotalMilliseconds);
-        _txs.Add(half);
+        return half;
     }
 
     private void ApplyTxDecided(long address, TxDecidedRecord rec)
@@ -586,12 +602,55 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         _delayed.NoteRecallRecord(entry.Topic, entry.DeliverAtMs, rec.MessageId, address);
     }
 
+    /// <summary>
+    /// Moves what the record names from <c>previous</c> to <paramref name="address"/>. Replaying the log alone
+    /// (<see cref="RebuildMovedFrom"/>), a pending half, delayed message or queue entry it names that the replay does not
+    /// have is re-created there from the original record it carries and the state it carries (<see cref="RelocatedState"/>,
+    /// in records written since the evening session of 2026-12-07), as the original's own record (and the records after
+    /// it the cut took: check-backs, a park, the commit that put an entry into its queue) made it. Until then such a
+    /// replay after a cut, which no longer has those records, moved nothing: a pending half acknowledged to its producer
+    /// was never checked back and its commit found no half, a delayed message was never delivered, and a message
+    /// committed after the cut's boundary (its body before it) was never delivered (found by a helper, 2026-12-07).
+    /// </summary>
+    /// <remarks>
+    /// Exact replaying the log alone: a move names only what was live when it was written (BrokerEngine.Relocate, under
+    /// the lock), so a half decided, a delayed message released or recalled, before the move is not named by it, and
+    /// every later change of what it names (a decision, a release, a recall, another move) is a later record, applied
+    /// after it. What the replay does have it moves as before. Never over a checkpoint: the checkpoint is the state up to
+    /// the address it covers, and there a half or delayed message the replay lacks is one the checkpoint saw decided,
+    /// released or recalled (or its record damaged): re-created, a committed half would be checked back and delivered
+    /// twice, a released delayed message delivered twice, a recalled one delivered after all. (Moves never fall inside a
+    /// capture, BrokerEngine.HoldOffCapturesAsync, so a fuzzy checkpoint holds each move whole or not at all.)
+    /// </remarks>
     private void ApplyBodyRelocated(long address, int size, BodyRelocatedRecord rec)
     {
         long previous = rec.PreviousAddress;
+        // What is re-created is read whole first: a record that does not fit changes nothing.
+        HalfState? lostHalf = null;
+        DelayedEntry? lostDelayed = null;
+        List<(TopicState Topic, int Queue, long Offset, QueueEntry Entry)>? lostEntries = null;
+        if (!Live && RebuildMovedFrom >= 0) ReadLostState(address, size, rec, out lostHalf, out lostDelayed, out lostEntries);
         if (rec.HalfTransactionId is { } tx && _txs.TryGet(tx, out var half) && half.Address == previous)
             _txs.MoveBody(half, address, size);
         if (rec.Delayed) _delayed.Move(previous, address, size);
+        if (lostHalf is not null)
+        {
+            _txs.Add(lostHalf);
+            RebuiltFromMoves = RebuiltFromMoves with { Halves = RebuiltFromMoves.Halves + 1 };
+        }
+        if (lostDelayed is not null)
+        {
+            // Its topic too, as its own record made it (the cut took every record of a topic that had only this one):
+            // a delayed message whose topic is not there is dropped at its time, as one of a deleted topic.
+            ApplyTopicCreated(lostDelayed.Topic, BrokerEngine.IsSystemTopic(lostDelayed.Topic) ? 1 : _options.QueuesPerTopic);
+            AddDelayed(lostDelayed);
+            RebuiltFromMoves = RebuiltFromMoves with { Delayed = RebuiltFromMoves.Delayed + 1 };
+        }
+        if (lostEntries is not null)
+        {
+            foreach (var (topic, q, offset, entry) in lostEntries) AddQueueEntry(topic, q, offset, entry);
+            RebuiltFromMoves = RebuiltFromMoves with { Entries = RebuiltFromMoves.Entries + lostEntries.Count };
+        }
         foreach (var (topicName, q, offset) in rec.QueueRefs)
         {
             if (!_topics.TryGetValue(topicName, out var topic) || q < 0 || q >= topic.Queues.Length) continue;
@@ -607,5 +666,113 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         // Whether or not the entry is found moved already (replayed over a checkpoint that copied the queues after the
         // move): the release goes where the entry's body went, once, from wherever the checkpoint left it.
         if (rec.QueueRefs.Count > 0) _delayed.MoveReleasedCommit(previous, address);
+    }
+
+    /// <summary>
+    /// Replaying the log alone: what <paramref name="rec"/> names that the replay does not have, made from the record it
+    /// carries, at <paramref name="address"/> (nothing is changed here). Throws <see cref="InvalidDataException"/> when the
+    /// carried record does not fit what the move names.
+    /// </summary>
+    private void ReadLostState(long address, int size, BodyRelocatedRecord rec, out HalfState? lostHalf, out DelayedEntry? lostDelayed,
+        out List<(TopicState, int, long, QueueEntry)>? lostEntries)
+    {
+        lostHalf = null;
+        lostDelayed = null;
+        lostEntries = null;
+        long previous = rec.PreviousAddress;
+        bool halfLost = rec.HalfTransactionId is { } tx && !_txs.TryGet(tx, out _);
+        bool delayedLost = rec.Delayed && !_delayed.Contains(previous) && !_delayed.Contains(address);
+        List<int>? entriesLost = null;
+        for (int i = 0; i < rec.QueueRefs.Count; i++)
+        {
+            var (topicName, q, offset) = rec.QueueRefs[i];
+            if (_topics.TryGetValue(topicName, out var topic) && q >= 0 && q < topic.Queues.Length
+                && topic.Queues[q].TryGet(offset, out var entry) && !entry.IsHole) continue; // there (moved below, or moved on since)
+            if (q < 0 || offset < 0) throw new InvalidDataException($"moved queue entry {topicName}/{q}/{offset} is implausible");
+            (entriesLost ??= []).Add(i);
+        }
+        if (!halfLost && !delayedLost && entriesLost is null) return;
+
+        var moved = rec.State ?? new RelocatedState();
+        if (!RecordHeader.TryOpen(rec.Original, out var kind, out var r, out var error))
+            throw new InvalidDataException($"the record it carries is damaged: {error}");
+        // The message the carried record holds: its topic, tag and group, for a delayed message or a queue entry.
+        string topicOfBody;
+        string? tag, messageGroup;
+        if (kind == RecordKind.HalfStored)
+        {
+            var stored = HalfStoredRecord.Read(ref r);
+            if (halfLost)
+            {
+                if (stored.TransactionId != rec.HalfTransactionId)
+                    throw new InvalidDataException($"it moves half {rec.HalfTransactionId} and carries half {stored.TransactionId}");
+                var half = NewHalf(address, size, stored);
+                if (rec.State is { } known)
+                {
+                    half.CheckCount = known.CheckCount;
+                    half.LastCheckAtMs = known.LastCheckAtMs;
+                    half.NextCheckAtMs = known.NextCheckAtMs;
+                    half.Parked = known.Parked;
+                    half.ParkedAtMs = known.ParkedAtMs;
+                }
+                lostHalf = half;
+            }
+            ref readonly var m = ref stored.Message;
+            (topicOfBody, tag, messageGroup) = (Intern(m.Topic)!, Intern(m.Tag), m.MessageGroup);
+            // A committed delayed transactional message: no address sent at (no recall handle); its place in send order
+            // is its commit's record (not known from a record written before the state was carried: the move's).
+            if (delayedLost)
+                lostDelayed = new DelayedEntry { BodyAddress = address, Size = size, Topic = topicOfBody, RequestedQueueId = stored.RequestedQueue, DeliverAtMs = m.DeliverAtMs,
+                    Tag = tag, MessageGroup = messageGroup, SentAt = -1, SendOrder = moved.SendOrder >= 0 ? moved.SendOrder : previous };
+        }
+        else if (kind is RecordKind.MessageStored or RecordKind.RedrivenStored)
+        {
+            var stored = kind == RecordKind.MessageStored ? MessageStoredRecord.Read(ref r) : RedrivenStoredRecord.Read(ref r).Stored;
+            if (halfLost) throw new InvalidDataException($"it moves half {rec.HalfTransactionId} and carries a {kind} record");
+            ref readonly var m = ref stored.Message;
+            (topicOfBody, tag, messageGroup) = (Intern(m.Topic)!, Intern(m.Tag), m.MessageGroup);
+            // A delay message: the address it was sent at (its recall handle) and its place in send order, as carried; a
+            // record written before they were carried moved it from there when it was moved once (the move's previous
+            // address is its own record's), else from an earlier move's record (then a recall naming the address it was
+            // sent at finds nothing).
+            if (delayedLost)
+            {
+                long sentAt = rec.State is { } known ? known.SentAt : previous;
+                lostDelayed = new DelayedEntry { BodyAddress = address, Size = size, Topic = topicOfBody, RequestedQueueId = stored.RequestedQueue, DeliverAtMs = m.DeliverAtMs,
+                    Tag = tag, MessageGroup = messageGroup, SentAt = sentAt, SendOrder = moved.SendOrder >= 0 ? moved.SendOrder : sentAt >= 0 ? sentAt : previous,
+                    IdHash = DelayedEntry.HashOfId(m.MessageId) };
+            }
+        }
+        else throw new InvalidDataException($"it carries a {kind} record, not a message body");
+
+        if (entriesLost is null) return;
+        lostEntries = new(entriesLost.Count);
+        foreach (int i in entriesLost)
+        {
+            var (topicName, q, offset) = rec.QueueRefs[i];
+            var topic = ApplyTopicCreated(topicName, BrokerEngine.IsSystemTopic(topicName) ? 1 : _options.QueuesPerTopic);
+            GrowForRecordDuringReplay(topic, q, address);
+            if (q >= topic.Queues.Length) throw new InvalidDataException($"queue {q} does not exist in topic '{topicName}'");
+            var queue = topic.Queues[q];
+            queue.TryGet(offset, out var hole); // a hole where a later record named the offset (a delivery, a dead letter)
+            // When it entered its queue (the record that put it there, which the cut took or which found no half): as
+            // carried; else the latest of the log's begin and the entry before it, so the entries of a queue stay in the
+            // order they entered it (retention's search relies on it).
+            long visibleAt = moved.VisibleAt is { } v && i < v.Length && v[i] >= 0 ? v[i] : Math.Max(RebuildMovedFrom, VisibleBefore(queue, offset));
+            bool deadLetter = topicName.StartsWith(BrokerEngine.DeadLetterPrefix, StringComparison.Ordinal);
+            lostEntries.Add((topic, q, offset, new QueueEntry
+            {
+                BodyAddress = address, Size = size, VisibleAt = hole.VisibleAt > 0 ? hole.VisibleAt : visibleAt, Tag = deadLetter ? hole.Tag ?? tag : tag,
+                MessageGroup = deadLetter ? null : messageGroup, ForGroup = hole.ForGroup,
+            }));
+        }
+    }
+
+    // The VisibleAt of the nearest entry before offset that is not a hole (0 when there is none).
+    private static long VisibleBefore(QueueState queue, long offset)
+    {
+        for (long o = Math.Min(offset, queue.NextOffset) - 1; o >= queue.BaseOffset; o--)
+            if (queue.TryGet(o, out var e) && !e.IsHole) return e.VisibleAt;
+        return 0;
     }
 }

@@ -174,6 +174,8 @@ internal sealed class DelayIndex
     internal int DueCount => _due.Count;
     public IEnumerable<DelayedEntry> All => _byBody.Values;
     public bool Contains(long bodyAddress) => _byBody.ContainsKey(bodyAddress);
+    /// <summary>The delayed message whose body is at <paramref name="bodyAddress"/>.</summary>
+    public bool TryGet(long bodyAddress, out DelayedEntry entry) => _byBody.TryGetValue(bodyAddress, out entry!);
 
     /// <summary>The entries whose body may lie below <paramref name="boundary"/> (a retention cut's), without visiting the others.</summary>
     public IEnumerable<DelayedEntry> InBlocksBelow(long boundary) => _byBlock.InBlocksBelow(boundary);

@@ -422,7 +422,12 @@ public ref struct RedrivenStoredRecord
 /// <code>
 /// vi previousAddress | s halfTransactionId (null = none) | b delayed | u n, n × (s topic, vi queueId, vi offset)
 /// | B original record (envelope + payload, checksum included)
+/// [ | vi sentAt | vi sendOrder | vi checkCount | vi lastCheckAtMs | vi nextCheckAtMs | b parked | vi parkedAtMs | n × vi visibleAt ]
 /// </code>
+/// <para>The trailing part (since the evening session of 2026-12-07; absent in records written before, which builds
+/// before read without it): what the moved references held when the move was written (<see cref="RelocatedState"/>),
+/// so that a replay of the log alone after a cut, which no longer has the original record nor the records after it
+/// that the cut took (check-backs, parks, the commit that put a queue entry there), re-creates them as they were.</para>
 /// </summary>
 public ref struct BodyRelocatedRecord
 {
@@ -431,12 +436,18 @@ public ref struct BodyRelocatedRecord
     public bool Delayed;
     public List<(string Topic, int QueueId, long Offset)> QueueRefs;
     public ReadOnlySpan<byte> Original;
+    /// <summary>Null in records written before the evening session of 2026-12-07.</summary>
+    public RelocatedState? State;
 
-    public static void Write(RecordWriter w, long previous, string? halfTx, bool delayed, IReadOnlyList<(string Topic, int QueueId, long Offset)> queueRefs, ReadOnlySpan<byte> original)
+    public static void Write(RecordWriter w, long previous, string? halfTx, bool delayed, IReadOnlyList<(string Topic, int QueueId, long Offset)> queueRefs, ReadOnlySpan<byte> original,
+        RelocatedState? moved = null)
     {
         w.Begin(RecordKind.BodyRelocated).I64(previous).Str(halfTx).Bool(delayed).U64((ulong)queueRefs.Count);
         foreach (var (t, q, o) in queueRefs) w.Str(t).I32(q).I64(o);
         w.Bytes(original);
+        if (moved is not { } state) return; // as written before the evening session of 2026-12-07 (tests write those)
+        w.I64(state.SentAt).I64(state.SendOrder).I32(state.CheckCount).I64(state.LastCheckAtMs).I64(state.NextCheckAtMs).Bool(state.Parked).I64(state.ParkedAtMs);
+        for (int i = 0; i < queueRefs.Count; i++) w.I64(state.VisibleAt is { } v && i < v.Length ? v[i] : -1);
     }
 
     public static BodyRelocatedRecord Read(scoped ref RecordReader r)
@@ -448,8 +459,34 @@ public ref struct BodyRelocatedRecord
         rec.QueueRefs = new List<(string, int, long)>((int)n);
         for (ulong i = 0; i < n; i++) rec.QueueRefs.Add((DeliveredRecord.ReadName(ref r), r.I32(), r.I64()));
         rec.Original = r.Bytes();
+        if (r.End) return rec;
+        var state = new RelocatedState { SentAt = r.I64(), SendOrder = r.I64(), CheckCount = r.I32(), LastCheckAtMs = r.I64(), NextCheckAtMs = r.I64(), Parked = r.Bool(), ParkedAtMs = r.I64() };
+        state.VisibleAt = new long[(int)n];
+        for (int i = 0; i < (int)n; i++) state.VisibleAt[i] = r.I64();
+        rec.State = state;
         return rec;
     }
+}
+
+/// <summary>
+/// What the references a <see cref="BodyRelocatedRecord"/> moves held when it was written: the delayed message's
+/// address sent at (its recall handle) and place in send order; the pending half's check-backs and park; the moment
+/// each queue entry entered its queue (the record that put it there). A replay that has the state moves it and reads
+/// none of this; a replay of the log alone after a cut re-creates what it lacks from it and the carried original.
+/// </summary>
+public struct RelocatedState
+{
+    public long SentAt;
+    public long SendOrder;
+    public int CheckCount;
+    public long LastCheckAtMs;
+    public long NextCheckAtMs;
+    public bool Parked;
+    public long ParkedAtMs;
+    /// <summary>Per queue reference, in order: its entry's <c>VisibleAt</c> (-1 when not known).</summary>
+    public long[]? VisibleAt;
+
+    public RelocatedState() { SentAt = -1; SendOrder = -1; }
 }
 
 /// <summary>

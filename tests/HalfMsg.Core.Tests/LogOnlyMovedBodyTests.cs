@@ -1,0 +1,199 @@
+using System.Text;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Delivery;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
+
+namespace HalfMsg.Core.Tests;
+
+/// <summary>
+/// A replay of the log alone (every checkpoint lost) after a retention cut rebuilds the live state the cut moved: the
+/// moved record (BodyRelocated) carries the original record whole, and the original is gone with the cut. Until the
+/// evening session of 2026-12-07 such a replay moved only state it already had, so a pending half (acknowledged to its
+/// producer), a delayed message not yet due, and the queue entry of a message committed after the cut's boundary
+/// whose body lay below it were silently lost: no check-back, the producer's commit found no half, the delayed message
+/// was never delivered, the committed message was never delivered (found by a helper, left by the recall session).
+/// Live, and from a checkpoint, for comparison; one cut, and two (the second moves what the first moved).
+/// </summary>
+public sealed class LogOnlyMovedBodyTests
+{
+    public enum Restart { None, FromCheckpoint, FromLogOnly }
+
+    private static async Task RestartAsync(EngineHarness h, Restart restart)
+    {
+        if (restart == Restart.None) return;
+        await h.Engine.DisposeAsync();
+        if (restart == Restart.FromLogOnly) Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();
+    }
+
+    /// <summary>Cuts the log at its tail <paramref name="cuts"/> times (a filler message before each, so each cut passes
+    /// the previous one's moves); asserts each cut ran and moved something.</summary>
+    private static async Task CutAsync(EngineHarness h, int cuts)
+    {
+        for (int i = 0; i < cuts; i++)
+        {
+            await h.SendNormalAsync("filler", "f" + i);
+            long boundary = h.Engine.LogTailAddress;
+            Assert.True(await h.Engine.TruncateBeforeAsync(boundary) > 0, $"cut {i + 1} moved nothing (or was postponed)");
+            Assert.True(h.Engine.LogBeginAddress >= boundary);
+        }
+    }
+
+    private static string Lines(EngineHarness h, string prefix)
+        => string.Join('\n', h.Engine.DescribeState().Split('\n').Where(l => l.StartsWith(prefix, StringComparison.Ordinal)));
+
+    /// <summary>Pulls queue 0 of <paramref name="topic"/> from offset 0 (sweeping first) until <paramref name="count"/>
+    /// messages are there; their bodies.</summary>
+    private static async Task<List<string>> PulledAsync(EngineHarness h, string topic, int count = 1)
+    {
+        var bodies = new List<string>();
+        await Conditions.WaitUntil(() =>
+        {
+            h.Engine.RunSweep();
+            bodies = h.Engine.PullAsync(topic, 0, 0, 32, TagFilter.All, TimeSpan.Zero).AsTask().Result.Messages
+                .Select(m => Encoding.UTF8.GetString(m.Message.Body.Span)).ToList();
+            return bodies.Count >= count;
+        }, () => $"pulled [{string.Join(", ", bodies)}] from {topic}");
+        return bodies;
+    }
+
+    /// <summary>
+    /// A pending half (checked back once) moved by the cut: after the restart it is still pending, is checked back, its
+    /// producer's commit finds it, and it is delivered.
+    /// </summary>
+    [Theory]
+    [InlineData(Restart.None, 1)]
+    [InlineData(Restart.FromCheckpoint, 1)]
+    [InlineData(Restart.FromLogOnly, 1)]
+    [InlineData(Restart.FromLogOnly, 2)]
+    public async Task A_pending_half_moved_by_a_cut_stays_pending_answers_its_commit_and_is_delivered(Restart restart, int cuts)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        var producer = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", producer);
+        string txId = await h.SendHalfAsync("orders", "pending");
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        await CutAsync(h, cuts);
+        string live = Lines(h, "half ");
+
+        await RestartAsync(h, restart);
+        Assert.True(h.Engine.PendingCount == 1, $"{restart}: {h.Engine.PendingCount} pending halves after the restart");
+        // From the log alone too: the check-backs' records before the cut are gone with it, the move carries what they did.
+        States.AssertSame(live, Lines(h, "half "), $"{restart}");
+        Assert.Contains("checks=1 ", live);
+
+        h.Clock.Advance(TimeSpan.FromSeconds(31));
+        using var reg2 = restart == Restart.None ? null : h.Engine.Producers.Register("orders", producer);
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync()); // checked back again
+        var decided = await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client);
+        Assert.True(decided.IsOk, $"{restart}: the commit found no half: {decided.Error}");
+        Assert.Equal(["pending"], await PulledAsync(h, "orders"));
+        Assert.Equal(0, h.Engine.PendingCount);
+    }
+
+    /// <summary>A delayed message not yet due moved by the cut: after the restart it waits, at the address it was sent
+    /// at (its recall handle), and is delivered at its time, once.</summary>
+    [Theory]
+    [InlineData(Restart.None, 1)]
+    [InlineData(Restart.FromCheckpoint, 1)]
+    [InlineData(Restart.FromLogOnly, 1)]
+    [InlineData(Restart.FromLogOnly, 2)]
+    public async Task A_delayed_message_moved_by_a_cut_is_delivered_at_its_time(Restart restart, int cuts)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+        var sent = await h.Engine.SendAsync(h.Draft("timers", "delayed", deliverAt: dueAt));
+        Assert.True(sent.IsOk, sent.Error.ToString());
+        await CutAsync(h, cuts);
+        string live = Lines(h, "delayed ");
+
+        await RestartAsync(h, restart);
+        // From the log alone too: found by the address it was sent at (its recall handle), also when moved twice.
+        States.AssertSame(live, Lines(h, "delayed "), $"{restart}");
+        lock (h.Engine.GateForTests) Assert.True(h.Engine.DelayedForTests.TryGetSentAt(sent.LogAddress, out _), $"{restart}: not found by the address it was sent at");
+
+        h.Clock.Advance(TimeSpan.FromMinutes(9));
+        h.Engine.RunSweep();
+        Assert.Empty((await h.Engine.PullAsync("timers", 0, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages); // not before its time
+        h.Clock.Advance(TimeSpan.FromMinutes(2));
+        Assert.Equal(["delayed"], await PulledAsync(h, "timers"));
+    }
+
+    /// <summary>
+    /// Moves written by a build before the evening session of 2026-12-07 carry the original record but not the state
+    /// (<see cref="RelocatedState"/>): from the log alone after a cut the half is pending again with the check count its
+    /// record had (checked again sooner), the delayed message waits at the address it was sent at (moved once: the
+    /// move's previous address), the committed message's entry is back in its queue; nothing is lost, and the start is
+    /// degraded (no checkpoint covers the cut).
+    /// </summary>
+    [Fact]
+    public async Task Moves_written_without_the_state_still_rebuild_what_they_moved_from_the_log_alone()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        h.Engine.MovesWithoutStateForTests = true;
+        var producer = new RecordingChannel("p1");
+        using (h.Engine.Producers.Register("orders", producer))
+        {
+            string pending = await h.SendHalfAsync("orders", "pending");
+            string committed = await h.SendHalfAsync("orders", "committed");
+            long dueAt = h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds();
+            var sent = await h.Engine.SendAsync(h.Draft("timers", "delayed", deliverAt: dueAt));
+            h.Clock.Advance(TimeSpan.FromSeconds(7));
+            Assert.Equal(2, await h.Engine.RunCheckPassAsync());
+            await h.SendNormalAsync("filler", "f");
+            long boundary = h.Engine.LogTailAddress;
+            Assert.True((await h.Engine.EndTransactionAsync(committed, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+            Assert.Equal(3, await h.Engine.TruncateBeforeAsync(boundary));
+            string liveDelayed = Lines(h, "delayed ");
+
+            await RestartAsync(h, Restart.FromLogOnly);
+            Assert.Equal(Broker.Core.Diagnostics.HealthStatus.Degraded, h.Engine.Health.Status);
+            Assert.Equal(1, h.Engine.PendingCount);
+            Assert.Contains("checks=0 ", Lines(h, "half ")); // the check's record was cut, and the move did not carry it
+            States.AssertSame(liveDelayed, Lines(h, "delayed "), "log-only, moves without state");
+            lock (h.Engine.GateForTests) Assert.True(h.Engine.DelayedForTests.TryGetSentAt(sent.LogAddress, out _));
+            Assert.Equal(["committed"], await PulledAsync(h, "orders"));
+
+            using var again = h.Engine.Producers.Register("orders", producer);
+            Assert.True((await h.Engine.EndTransactionAsync(pending, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+            Assert.Equal(["committed", "pending"], await PulledAsync(h, "orders", 2));
+            h.Clock.Advance(TimeSpan.FromMinutes(11));
+            Assert.Equal(["delayed"], await PulledAsync(h, "timers"));
+        }
+    }
+
+    /// <summary>
+    /// A transactional message stored below the cut's boundary and committed after it: its queue entry entered its
+    /// queue after the boundary and is kept, its body is moved. From the log alone the commit's record finds no half
+    /// (its body record was cut): the move's record puts the entry back. With a delay, the committed message waits in
+    /// the delay index (its body moved the same way) and is delivered at its time.
+    /// </summary>
+    [Theory]
+    [InlineData(Restart.None, false)]
+    [InlineData(Restart.FromCheckpoint, false)]
+    [InlineData(Restart.FromLogOnly, false)]
+    [InlineData(Restart.None, true)]
+    [InlineData(Restart.FromCheckpoint, true)]
+    [InlineData(Restart.FromLogOnly, true)]
+    public async Task A_message_committed_after_the_boundary_whose_body_was_moved_is_delivered(Restart restart, bool delayed)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        long? dueAt = delayed ? h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds() : null;
+        string txId = await h.SendHalfAsync("orders", "committed", deliverAt: dueAt);
+        await h.SendNormalAsync("filler", "f");
+        long boundary = h.Engine.LogTailAddress; // the half's body below it, its commit after it
+        Assert.True((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.True(await h.Engine.TruncateBeforeAsync(boundary) > 0, "the cut moved nothing");
+        string live = Lines(h, delayed ? "delayed " : "queue orders/");
+
+        await RestartAsync(h, restart);
+        string recovered = Lines(h, delayed ? "delayed " : "queue orders/");
+        Assert.True(recovered.Length > 0, $"{restart}: the committed message is not in the state");
+        States.AssertSame(live, recovered, $"{restart}");
+
+        if (delayed) h.Clock.Advance(TimeSpan.FromMinutes(11));
+        Assert.Equal(["committed"], await PulledAsync(h, "orders"));
+    }
+}
