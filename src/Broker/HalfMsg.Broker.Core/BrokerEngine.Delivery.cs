@@ -625,7 +625,9 @@ public sealed partial class BrokerEngine
                     continue;
                 }
                 if (entry.VisibleAt >= durable) return; // cannot be: it was visible when passed over
-                if (entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup)) continue;
+                // A group set concurrent since holds no message group: its passed-over messages go at once, as its newer
+                // ones do (until review on 2026-12-07 they waited for their message group, for ever under steady traffic).
+                if (order != GroupOrder.Concurrent && entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup)) continue;
                 if (!Room(entry)) return;
                 Lease(entry, q, off, 1);
             }
