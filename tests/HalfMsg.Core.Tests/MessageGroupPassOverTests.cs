@@ -133,6 +133,39 @@ public class MessageGroupPassOverTests
     }
 
     /// <summary>
+    /// A slow message group with many messages passed over (the case the pass-over is for): receives that find its
+    /// message group still busy do not walk them all again, under the engine lock, each time; once it is free, its next
+    /// one is delivered as before. Until review on 2026-12-07 every receive of the group copied and walked the whole list
+    /// (up to --max-passed-over-per-queue, 1024, per queue).
+    /// </summary>
+    [Fact]
+    public async Task Receives_do_not_walk_again_messages_passed_over_while_their_message_group_stays_busy()
+    {
+        await using var h = await Start();
+        await Send(h, "a0", "A");
+        for (int i = 1; i <= 100; i++) await Send(h, "a" + i, "A");
+        await Send(h, "n0");
+        var first = await h.ReceiveAsync("g", "t", batch: 10, invisible: TimeSpan.FromMinutes(10));
+        Assert.Equal(new[] { "a0", "n0" }, Texts(first));
+
+        long before = h.Engine.PassedOverVisitedForTests;
+        for (int i = 0; i < 20; i++)
+        {
+            await Send(h, "m" + i);
+            Assert.Equal(new[] { "m" + i }, Texts(await h.ReceiveAsync("g", "t", batch: 10)));
+        }
+        long visited = h.Engine.PassedOverVisitedForTests - before;
+        Assert.True(visited <= 100, $"20 receives looked at {visited} offsets passed over, all of a message group still busy");
+
+        // A is free: its next one goes (the list is looked at again), the rest stay behind it.
+        await Ack(h, first[0]);
+        var a1 = Assert.Single(await h.ReceiveAsync("g", "t", batch: 10));
+        Assert.Equal("a1", a1.Text());
+        await Ack(h, a1);
+        Assert.Equal(new[] { "a2" }, Texts(await h.ReceiveAsync("g", "t", batch: 10)));
+    }
+
+    /// <summary>
     /// One message group held with its next messages passed over, another delivered past it; then a kill -9 like
     /// restart: from a checkpoint taken while a message was passed over (plus the log after it), from the log alone,
     /// and a clean restart. The recovered state is the live one (nothing passed over is taken as finished by replay),
