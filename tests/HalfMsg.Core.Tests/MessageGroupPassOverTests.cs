@@ -166,6 +166,69 @@ public class MessageGroupPassOverTests
     }
 
     /// <summary>
+    /// Messages passed over (and the message that held their message group) expire behind a retention cut: each is
+    /// counted expired once, none is delivered after it expired, the message group is free again for its next message,
+    /// and a restart (from the checkpoint after the cut) holds the same.
+    /// </summary>
+    [Fact]
+    public async Task Messages_passed_over_that_a_retention_cut_expires_are_counted_once_and_free_their_message_group()
+    {
+        await using var h = await Start();
+        await Send(h, "a0", "A");
+        await Send(h, "a1", "A");
+        await Send(h, "a2", "A");
+        await Send(h, "n0");
+        var first = await h.ReceiveAsync("g", "t", batch: 10, invisible: TimeSpan.FromMinutes(10));
+        Assert.Equal(new[] { "a0", "n0" }, Texts(first));
+        await Ack(h, first[1]);
+        Assert.Contains("passed-over g/t/0 [1,2]\n", h.Engine.DescribeState());
+
+        await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress);
+        await Send(h, "a3", "A");
+        Assert.Equal(new[] { "a3" }, Texts(await h.ReceiveAsync("g", "t", batch: 10)));
+        Assert.Equal(3, h.Engine.FindGroup("g")!.Topics.Single(t => t.Topic == "t").Expired);
+        Assert.DoesNotContain("passed-over", h.Engine.DescribeState());
+        Assert.False((await h.Engine.AckAsync("g", "t", first[0].ReceiptHandle)).IsOk);
+
+        string live = h.Engine.DescribeState();
+        await h.RestartAsync();
+        States.AssertSame(live, h.Engine.DescribeState(), "restart after the cut");
+        Assert.Empty(await h.ReceiveAsync("g", "t", batch: 10));
+    }
+
+    /// <summary>
+    /// A message passed over that the group's new tag filter no longer takes is finished for the group (filtered out,
+    /// durably) once its message group is free, not delivered; the one after it in its message group goes. A kill -9
+    /// like restart (from the log alone, or from a checkpoint taken while it was passed over) holds the same.
+    /// </summary>
+    [Theory]
+    [InlineData("checkpoint")]
+    [InlineData("log")]
+    public async Task A_message_passed_over_that_a_new_tag_filter_does_not_take_is_finished_not_delivered(string restart)
+    {
+        await using var h = await Start();
+        Assert.Equal(0, await GroupOrderReviewTests.Send(h, "a0", queue: 0, tag: "X", group: "A"));
+        Assert.Equal(0, await GroupOrderReviewTests.Send(h, "a1", queue: 0, tag: "Y", group: "A"));
+        Assert.Equal(0, await GroupOrderReviewTests.Send(h, "a2", queue: 0, tag: "X", group: "A"));
+        var first = await h.ReceiveAsync("g", "t", batch: 10, invisible: TimeSpan.FromMinutes(10));
+        Assert.Equal(new[] { "a0" }, Texts(first));
+        if (restart == "checkpoint") await h.Engine.CheckpointAsync(); // holds a1 and a2 passed over
+        await Ack(h, first[0]);
+        var a2 = Assert.Single(await h.ReceiveAsync("g", "t", batch: 10, tags: "X"));
+        Assert.Equal("a2", a2.Text());
+        string live = h.Engine.DescribeState();
+        Assert.DoesNotContain("passed-over", live);
+
+        await h.Engine.DisposeAsync();
+        var checkpoints = Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin").Order().ToArray();
+        foreach (var f in restart == "log" ? checkpoints : checkpoints[^1..]) File.Delete(f);
+        await h.RestartAfterDeletedCheckpointAsync();
+        States.AssertSame(live, h.Engine.DescribeState(), restart);
+        await Ack(h, a2);
+        Assert.Empty(await h.ReceiveAsync("g", "t", batch: 10));
+    }
+
+    /// <summary>
     /// One message group held with its next messages passed over, another delivered past it; then a kill -9 like
     /// restart: from a checkpoint taken while a message was passed over (plus the log after it), from the log alone,
     /// and a clean restart. The recovered state is the live one (nothing passed over is taken as finished by replay),
