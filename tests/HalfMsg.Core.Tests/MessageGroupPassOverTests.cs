@@ -148,6 +148,9 @@ public class MessageGroupPassOverTests
         var first = await h.ReceiveAsync("g", "t", batch: 10, invisible: TimeSpan.FromMinutes(10));
         Assert.Equal(new[] { "a0", "n0" }, Texts(first));
 
+        // The memory they take is in the index sizes (/api/status), as every other per-message index is.
+        Assert.Equal(100, h.Engine.IndexSizes().GetValueOrDefault("passed_over", -1));
+
         long before = h.Engine.PassedOverVisitedForTests;
         for (int i = 0; i < 20; i++)
         {
