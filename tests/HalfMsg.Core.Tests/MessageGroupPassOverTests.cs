@@ -109,6 +109,129 @@ public class MessageGroupPassOverTests
     }
 
     /// <summary>
+    /// Messages passed over while the group was served by message group, then the group set concurrent (which holds
+    /// nothing): they are delivered at once, while their message group is still in flight. Until review on 2026-12-07
+    /// the pick still waited for their message group to be free, which a concurrent group's steady traffic of that
+    /// message group may never be: they stayed undelivered (and the group's acked offset behind them) indefinitely.
+    /// </summary>
+    [Fact]
+    public async Task Messages_passed_over_are_not_held_once_the_group_is_set_concurrent()
+    {
+        await using var h = await Start();
+        await Send(h, "a0", "A");
+        await Send(h, "a1", "A");
+        await Send(h, "n0");
+        var first = await h.ReceiveAsync("g", "t", batch: 10);
+        Assert.Equal(new[] { "a0", "n0" }, Texts(first));
+        Assert.Contains("passed-over g/t/0 [1]\n", h.Engine.DescribeState());
+
+        Assert.True((await h.Engine.SetGroupOrderAsync("g", GroupOrder.Concurrent)).IsOk);
+        // a0 is still in flight (A busy): a concurrent group takes a1 all the same, as it takes A's newer messages.
+        await Send(h, "a2", "A");
+        Assert.Equal(new[] { "a1", "a2" }, Texts(await h.ReceiveAsync("g", "t", batch: 10)));
+        Assert.DoesNotContain("passed-over", h.Engine.DescribeState());
+    }
+
+    /// <summary>
+    /// A slow message group with many messages passed over (the case the pass-over is for): receives that find its
+    /// message group still busy do not walk them all again, under the engine lock, each time; once it is free, its next
+    /// one is delivered as before. Until review on 2026-12-07 every receive of the group copied and walked the whole list
+    /// (up to --max-passed-over-per-queue, 1024, per queue).
+    /// </summary>
+    [Fact]
+    public async Task Receives_do_not_walk_again_messages_passed_over_while_their_message_group_stays_busy()
+    {
+        await using var h = await Start();
+        await Send(h, "a0", "A");
+        for (int i = 1; i <= 100; i++) await Send(h, "a" + i, "A");
+        await Send(h, "n0");
+        var first = await h.ReceiveAsync("g", "t", batch: 10, invisible: TimeSpan.FromMinutes(10));
+        Assert.Equal(new[] { "a0", "n0" }, Texts(first));
+
+        // The memory they take is in the index sizes (/api/status), as every other per-message index is.
+        Assert.Equal(100, h.Engine.IndexSizes().GetValueOrDefault("passed_over", -1));
+
+        long before = h.Engine.PassedOverVisitedForTests;
+        for (int i = 0; i < 20; i++)
+        {
+            await Send(h, "m" + i);
+            Assert.Equal(new[] { "m" + i }, Texts(await h.ReceiveAsync("g", "t", batch: 10)));
+        }
+        long visited = h.Engine.PassedOverVisitedForTests - before;
+        Assert.True(visited <= 100, $"20 receives looked at {visited} offsets passed over, all of a message group still busy");
+
+        // A is free: its next one goes (the list is looked at again), the rest stay behind it.
+        await Ack(h, first[0]);
+        var a1 = Assert.Single(await h.ReceiveAsync("g", "t", batch: 10));
+        Assert.Equal("a1", a1.Text());
+        await Ack(h, a1);
+        Assert.Equal(new[] { "a2" }, Texts(await h.ReceiveAsync("g", "t", batch: 10)));
+    }
+
+    /// <summary>
+    /// Messages passed over (and the message that held their message group) expire behind a retention cut: each is
+    /// counted expired once, none is delivered after it expired, the message group is free again for its next message,
+    /// and a restart (from the checkpoint after the cut) holds the same.
+    /// </summary>
+    [Fact]
+    public async Task Messages_passed_over_that_a_retention_cut_expires_are_counted_once_and_free_their_message_group()
+    {
+        await using var h = await Start();
+        await Send(h, "a0", "A");
+        await Send(h, "a1", "A");
+        await Send(h, "a2", "A");
+        await Send(h, "n0");
+        var first = await h.ReceiveAsync("g", "t", batch: 10, invisible: TimeSpan.FromMinutes(10));
+        Assert.Equal(new[] { "a0", "n0" }, Texts(first));
+        await Ack(h, first[1]);
+        Assert.Contains("passed-over g/t/0 [1,2]\n", h.Engine.DescribeState());
+
+        await h.Engine.TruncateBeforeAsync(h.Engine.LogTailAddress);
+        await Send(h, "a3", "A");
+        Assert.Equal(new[] { "a3" }, Texts(await h.ReceiveAsync("g", "t", batch: 10)));
+        Assert.Equal(3, h.Engine.FindGroup("g")!.Topics.Single(t => t.Topic == "t").Expired);
+        Assert.DoesNotContain("passed-over", h.Engine.DescribeState());
+        Assert.False((await h.Engine.AckAsync("g", "t", first[0].ReceiptHandle)).IsOk);
+
+        string live = h.Engine.DescribeState();
+        await h.RestartAsync();
+        States.AssertSame(live, h.Engine.DescribeState(), "restart after the cut");
+        Assert.Empty(await h.ReceiveAsync("g", "t", batch: 10));
+    }
+
+    /// <summary>
+    /// A message passed over that the group's new tag filter no longer takes is finished for the group (filtered out,
+    /// durably) once its message group is free, not delivered; the one after it in its message group goes. A kill -9
+    /// like restart (from the log alone, or from a checkpoint taken while it was passed over) holds the same.
+    /// </summary>
+    [Theory]
+    [InlineData("checkpoint")]
+    [InlineData("log")]
+    public async Task A_message_passed_over_that_a_new_tag_filter_does_not_take_is_finished_not_delivered(string restart)
+    {
+        await using var h = await Start();
+        Assert.Equal(0, await GroupOrderReviewTests.Send(h, "a0", queue: 0, tag: "X", group: "A"));
+        Assert.Equal(0, await GroupOrderReviewTests.Send(h, "a1", queue: 0, tag: "Y", group: "A"));
+        Assert.Equal(0, await GroupOrderReviewTests.Send(h, "a2", queue: 0, tag: "X", group: "A"));
+        var first = await h.ReceiveAsync("g", "t", batch: 10, invisible: TimeSpan.FromMinutes(10));
+        Assert.Equal(new[] { "a0" }, Texts(first));
+        if (restart == "checkpoint") await h.Engine.CheckpointAsync(); // holds a1 and a2 passed over
+        await Ack(h, first[0]);
+        var a2 = Assert.Single(await h.ReceiveAsync("g", "t", batch: 10, tags: "X"));
+        Assert.Equal("a2", a2.Text());
+        string live = h.Engine.DescribeState();
+        Assert.DoesNotContain("passed-over", live);
+
+        await h.Engine.DisposeAsync();
+        var checkpoints = Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin").Order().ToArray();
+        foreach (var f in restart == "log" ? checkpoints : checkpoints[^1..]) File.Delete(f);
+        await h.RestartAfterDeletedCheckpointAsync();
+        States.AssertSame(live, h.Engine.DescribeState(), restart);
+        await Ack(h, a2);
+        Assert.Empty(await h.ReceiveAsync("g", "t", batch: 10));
+    }
+
+    /// <summary>
     /// One message group held with its next messages passed over, another delivered past it; then a kill -9 like
     /// restart: from a checkpoint taken while a message was passed over (plus the log after it), from the log alone,
     /// and a clean restart. The recovered state is the live one (nothing passed over is taken as finished by replay),

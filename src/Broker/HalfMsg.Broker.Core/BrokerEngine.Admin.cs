@@ -64,19 +64,23 @@ public sealed partial class BrokerEngine
     }
 
     /// <summary>A lease group's position on one queue (for a message lookup).</summary>
-    public sealed record QueueGroupPosition(string Group, long ConsumedOffset, long AckedOffset);
+    /// <remarks><c>PassedOver</c>: the offset asked about lies below <c>ConsumedOffset</c> but was never delivered to the
+    /// group: passed over while its FIFO message group was in flight (since 2026-12-07).</remarks>
+    public sealed record QueueGroupPosition(string Group, long ConsumedOffset, long AckedOffset, bool PassedOver = false);
 
     /// <summary>One queue's first offset and every lease group's position on it, in one short hold of the lock; null
     /// when the topic or queue does not exist. (A message lookup used to copy every topic, and each group's every topic,
-    /// per message it located: up to 64 whole copies per request, found by review on 2026-12-05.)</summary>
-    public (long MinOffset, IReadOnlyList<QueueGroupPosition> Groups)? QueuePositions(string topic, int queueId)
+    /// per message it located: up to 64 whole copies per request, found by review on 2026-12-05.)
+    /// <paramref name="offset"/>: the message's offset, for <see cref="QueueGroupPosition.PassedOver"/> (-1: none).</summary>
+    public (long MinOffset, IReadOnlyList<QueueGroupPosition> Groups)? QueuePositions(string topic, int queueId, long offset = -1)
     {
         lock (_gate)
         {
             if (!_topics.TryGetValue(topic, out var t) || queueId < 0 || queueId >= t.Queues.Length) return null;
             long baseOffset = t.Queues[queueId].BaseOffset;
             var groups = t.Groups.Select(g => new QueueGroupPosition(g.Group,
-                Math.Max(g.Queues[queueId].NextOffset, baseOffset), Math.Max(g.Queues[queueId].DoneBelow, baseOffset))).ToList();
+                Math.Max(g.Queues[queueId].NextOffset, baseOffset), Math.Max(g.Queues[queueId].DoneBelow, baseOffset),
+                offset >= 0 && g.Queues[queueId].PassedOver.BinarySearch(offset) >= 0)).ToList();
             return (baseOffset, groups);
         }
     }

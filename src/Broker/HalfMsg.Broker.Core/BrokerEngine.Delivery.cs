@@ -441,6 +441,9 @@ public sealed partial class BrokerEngine
     /// and a long run costs more than one receive.</summary>
     private const int MaxFilteredWithoutWait = 4096;
 
+    /// <summary>Offsets passed over that receives' picks looked at (for tests: since start).</summary>
+    internal long PassedOverVisitedForTests;
+
     /// <summary>
     /// An SQL-filtered receive's messages that do not match are finished for the group, as a tag filter's are: each
     /// lease still held is acknowledged (a record, so they are not delivered again after a restart; nobody waits for it,
@@ -611,24 +614,44 @@ public sealed partial class BrokerEngine
         // group is free now is leased (which makes it busy again, so that group's later ones stay), until the batch
         // fills or the caller's room runs out (then the rest of the queue waits too: nothing newer overtakes them). One
         // no longer receivable (a hole, expired, not taken by the group's filter now) is finished for the group, durably.
+        // A look that found them all still held is not made again until a message group is freed (or the filter or the
+        // order mode differs): a slow message group keeps up to MaxPassedOverPerQueue of its messages here, and until
+        // review on 2026-12-07 every receive copied and walked them all, per queue, under the engine lock.
         void TakePassedOver(int q)
         {
             var gq = group.Queues[q];
-            foreach (long off in gq.PassedOver.ToArray())
+            if (gq.PassedOverHeldAt == group.MessageGroupsFreed && gq.PassedOverHeldOrder == order && filter.SameAs(gq.PassedOverHeldFor))
+                return;
+            gq.PassedOverHeldAt = -1;
+            for (int i = 0; i < gq.PassedOver.Count;)
             {
                 if (Full()) return;
+                long off = gq.PassedOver[i];
+                PassedOverVisitedForTests++;
                 if (!topic.Queues[q].TryGet(off, out var entry) || entry.IsHole || !filter.Matches(entry.Tag)
                     || (entry.ForGroup != 0 && !_topics.Targets.Admits(entry.ForGroup, group.Group)))
                 {
                     if (entry.BodyAddress == QueueEntry.Expired) group.Expired++;
-                    FinishFilteredOut(q, off);
-                    continue;
+                    FinishFilteredOut(q, off); // takes it out of the list
                 }
-                if (entry.VisibleAt >= durable) return; // cannot be: it was visible when passed over
-                if (entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup)) continue;
-                if (!Room(entry)) return;
-                Lease(entry, q, off, 1);
+                else
+                {
+                    if (entry.VisibleAt >= durable) return; // cannot be: it was visible when passed over
+                    // A group set concurrent since holds no message group: its passed-over messages go at once, as its
+                    // newer ones do (until review on 2026-12-07 they waited for their message group, for ever under
+                    // steady traffic).
+                    if (order != GroupOrder.Concurrent && entry.MessageGroup is not null && group.BusyMessageGroups.ContainsKey(entry.MessageGroup))
+                    {
+                        i++;
+                        continue;
+                    }
+                    if (!Room(entry)) return;
+                    Lease(entry, q, off, 1); // takes it out of the list
+                }
+                if (i < gq.PassedOver.Count && gq.PassedOver[i] == off) i++; // not taken out after all: go on past it
             }
+            // Every one left waits for its busy message group.
+            (gq.PassedOverHeldAt, gq.PassedOverHeldFor, gq.PassedOverHeldOrder) = (group.MessageGroupsFreed, filter, order);
         }
 
         // Queue q's offset off is passed over, its message group in flight: a record (applied, it takes the group's

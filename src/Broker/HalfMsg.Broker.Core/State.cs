@@ -431,6 +431,16 @@ internal sealed class GroupQueueState
     /// </summary>
     public readonly List<long> PassedOver = new();
 
+    /// <summary>
+    /// The pick's last whole look at <see cref="PassedOver"/> left every one waiting for its busy message group: the
+    /// group's <see cref="GroupTopicState.MessageGroupsFreed"/> then (-1: none), with the filter and order mode it looked
+    /// with. While those are the same, no message group was freed since, so each one still waits (one passed over since
+    /// waits for a message group busy when it was): the next pick does not look again. In memory only.
+    /// </summary>
+    public long PassedOverHeldAt = -1;
+    public TagFilter? PassedOverHeldFor;
+    public GroupOrder PassedOverHeldOrder;
+
     /// <summary>Notes <paramref name="offset"/> as passed over (kept ascending).</summary>
     public void AddPassedOver(long offset)
     {
@@ -541,6 +551,9 @@ internal sealed class GroupTopicState(string group, TopicState topic)
     public GroupOrder Order;
     /// <summary>FIFO message groups with a message in flight: their later messages wait.</summary>
     public readonly Dictionary<string, int> BusyMessageGroups = new(StringComparer.Ordinal);
+    /// <summary>How many times a FIFO message group left <see cref="BusyMessageGroups"/> (its last message in flight
+    /// finished): a pick looks again at the messages passed over only after it changed (GroupQueueState.PassedOverHeldAt).</summary>
+    public long MessageGroupsFreed;
     public int RoundRobin;
     /// <summary>This group's long-polling receives on the topic.</summary>
     public readonly ReceiveWaiters Waiters = new();

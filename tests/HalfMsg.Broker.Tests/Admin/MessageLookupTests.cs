@@ -47,6 +47,24 @@ public sealed class MessageLookupTests() : InProcessAdminHost("lookup")
         Assert.Equal(0, (await _http.GetFromJsonAsync<JsonElement>("/api/messages?key=order-7&topic=elsewhere")).GetArrayLength());
     }
 
+    /// <summary>A message of a FIFO message group that a receive passed over (an earlier one of its message group in
+    /// flight; since 2026-12-07) is looked up as not delivered yet for that group. Until review the same day it was
+    /// "delivered (in flight, or acked out of order)": the group's position is past it, but it was never delivered.</summary>
+    [Fact]
+    public async Task A_message_passed_over_for_its_busy_message_group_is_looked_up_as_not_delivered_yet()
+    {
+        var engine = _host.Engine;
+        await engine.MessageIndexReady;
+        foreach (var id in new[] { "lk-fifo-0", "lk-fifo-1" })
+            Assert.True((await engine.SendAsync(new MessageDraft { Topic = "lookup-fifo", MessageId = id, MessageGroup = "A", QueueId = 0, Body = new byte[] { 1 } })).IsOk);
+        Assert.True((await engine.SendAsync(new MessageDraft { Topic = "lookup-fifo", MessageId = "lk-fifo-n", QueueId = 0, Body = new byte[] { 1 } })).IsOk);
+        var got = await engine.ReceiveAsync(new ReceiveRequest { ConsumerGroup = "lookup-fifo-consumers", Topic = "lookup-fifo", BatchSize = 10 });
+        Assert.Equal(["lk-fifo-0", "lk-fifo-n"], got.Messages.Select(m => m.Message.MessageId).ToArray());
+
+        Assert.StartsWith("delivered", (await Message("lk-fifo-0")).GetProperty("groups")[0].GetProperty("state").GetString());
+        Assert.StartsWith("not delivered yet", (await Message("lk-fifo-1")).GetProperty("groups")[0].GetProperty("state").GetString());
+    }
+
     /// <summary>A key look-up in a topic finds a message a consumer sent back at its position there, as RocketMQ's
     /// queryMsgByKey does. Until 2026-12-06 it answered [] for the topic once the send-back stored the message again in
     /// %RETRY%group (found by review).</summary>

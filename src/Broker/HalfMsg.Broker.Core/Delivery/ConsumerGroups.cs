@@ -144,7 +144,8 @@ internal sealed class ConsumerGroups
         if (held && flight!.MessageGroup is not null)
         {
             int n = group.BusyMessageGroups.GetValueOrDefault(flight.MessageGroup) - 1;
-            if (n <= 0) group.BusyMessageGroups.Remove(flight.MessageGroup); else group.BusyMessageGroups[flight.MessageGroup] = n;
+            if (n <= 0) { group.BusyMessageGroups.Remove(flight.MessageGroup); group.MessageGroupsFreed++; }
+            else group.BusyMessageGroups[flight.MessageGroup] = n;
             released = true;
         }
         gq.MarkDone(off);

@@ -15,6 +15,10 @@ public sealed class TagFilter
 
     public bool Matches(string? tag) => _tags is null || (tag is not null && _tags.Contains(tag));
 
+    /// <summary>Whether <paramref name="other"/> matches exactly the tags this one does.</summary>
+    internal bool SameAs(TagFilter? other)
+        => ReferenceEquals(this, other) || (other is not null && _tags is not null && other._tags is not null && _tags.SetEquals(other._tags));
+
     public static bool TryParse(string? expression, out TagFilter filter, out string? error)
     {
         error = null;

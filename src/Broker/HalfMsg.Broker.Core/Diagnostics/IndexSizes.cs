@@ -19,14 +19,14 @@ public sealed partial class BrokerEngine
         var sizes = new Dictionary<string, long>(StringComparer.Ordinal);
         lock (_gate)
         {
-            long entries = 0, inFlight = 0, doneRuns = 0, redeliver = 0, busyGroups = 0;
+            long entries = 0, inFlight = 0, doneRuns = 0, redeliver = 0, busyGroups = 0, passedOver = 0;
             foreach (var topic in _topics.Values)
                 foreach (var q in topic.Queues) entries += q.Entries.Count;
             foreach (var group in _groups.Values)
             {
                 redeliver += group.Redeliver.Count;
                 busyGroups += group.BusyMessageGroups.Count;
-                foreach (var gq in group.Queues) { inFlight += gq.InFlight.Count; doneRuns += gq.Done.Count; }
+                foreach (var gq in group.Queues) { inFlight += gq.InFlight.Count; doneRuns += gq.Done.Count; passedOver += gq.PassedOver.Count; }
             }
             sizes["topics"] = _topics.Count;
             sizes["groups"] = _groups.Count;
@@ -35,6 +35,8 @@ public sealed partial class BrokerEngine
             sizes["done_runs"] = doneRuns;
             sizes["redeliver"] = redeliver;
             sizes["busy_message_groups"] = busyGroups;
+            // Messages of busy FIFO message groups passed over, waiting (up to --max-passed-over-per-queue per queue and group).
+            sizes["passed_over"] = passedOver;
             sizes["halves_pending"] = _txs.Count;
             sizes["halves_due_heap"] = _txs.DueCount;
             sizes["decisions_remembered"] = _txs.Decided.Count;

@@ -42,7 +42,7 @@ public static class MessageLookup
         }
         else
         {
-            if (engine.QueuePositions(e.Topic, e.QueueId) is not { } queue || e.QueueOffset < queue.MinOffset)
+            if (engine.QueuePositions(e.Topic, e.QueueId, e.QueueOffset) is not { } queue || e.QueueOffset < queue.MinOffset)
             {
                 state = "expired (cut by retention)";
             }
@@ -51,7 +51,9 @@ public static class MessageLookup
                 state = e.Resolution == TransactionResolution.Commit ? "committed" : "stored";
                 foreach (var q in queue.Groups)
                 {
+                    // One passed over (its FIFO message group in flight) lies below the group's position, never delivered.
                     groups.Add(new GroupState(q.Group, e.QueueOffset < q.AckedOffset ? "acked"
+                        : q.PassedOver ? "not delivered yet (passed over: an earlier message of its message group is in flight)"
                         : e.QueueOffset < q.ConsumedOffset ? "delivered (in flight, or acked out of order)" : "not delivered yet"));
                 }
             }
