@@ -173,7 +173,8 @@ internal sealed class RpcChannel : IDisposable
             {
                 return await UnaryAsync(call(address, options), ct, _config.Tls).ConfigureAwait(false);
             }
-            catch (TransportException ex) when (ex.GrpcStatus == StatusCode.Unavailable)
+            // A failed TLS handshake is Internal in grpc-dotnet, not Unavailable: the request never left either.
+            catch (TransportException ex) when (ex.GrpcStatus == StatusCode.Unavailable || IsConnectFailure(ex))
             {
                 MarkFailed(endpoint, index, ex);
                 if (!IsConnectFailure(ex))
@@ -192,14 +193,15 @@ internal sealed class RpcChannel : IDisposable
     }
 
     /// <summary>True when <paramref name="ex"/> says the connection could not be made (refused, unreachable, name not
-    /// resolved): the request was never sent, so it may go to another address.</summary>
+    /// resolved, or its TLS handshake failed): the request was never sent, so it may go to another address.</summary>
     internal static bool IsConnectFailure(Exception ex)
     {
         for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
         {
             switch (e)
             {
-                case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError }:
+                case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError
+                    or HttpRequestError.SecureConnectionError }:
                     return true;
                 case System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused
                     or System.Net.Sockets.SocketError.HostUnreachable or System.Net.Sockets.SocketError.NetworkUnreachable
@@ -249,7 +251,7 @@ internal sealed class RpcChannel : IDisposable
         ? null
         : ex =>
         {
-            if (ex is TransportException { GrpcStatus: StatusCode.Unavailable })
+            if (ex is TransportException { GrpcStatus: StatusCode.Unavailable } || (ex is TransportException && IsConnectFailure(ex)))
             {
                 MarkFailed(endpoint, index, ex);
             }
@@ -267,7 +269,6 @@ internal sealed class RpcChannel : IDisposable
             return null;
         }
 
-        bool http2NotStarted = false;
         for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
         {
             switch (e)
@@ -276,19 +277,21 @@ internal sealed class RpcChannel : IDisposable
                     string hint = auth.Message.Contains("remote certificate", StringComparison.OrdinalIgnoreCase)
                         ? " The broker's certificate is not trusted, or does not name the host connected to: trust it (or its CA) with Tls.TrustedCertificateFile."
                         : " A broker without TLS (--grpc-tls off) needs UseTls off; one that requires a client certificate (--tls-client-auth require) needs Tls.ClientCertificate(File), issued by its --tls-client-ca.";
-                    return $"TLS handshake failed: {auth.Message}{(auth.InnerException is { } inner ? " (" + inner.Message + ")" : string.Empty)}.{hint}";
-                case HttpRequestException { HttpRequestError: HttpRequestError.InvalidResponse }:
-                    http2NotStarted = true;
-                    break;
-                case HttpIOException { HttpRequestError: HttpRequestError.ResponseEnded } when http2NotStarted:
-                    // With TLS 1.3 the client's side of the handshake ends before the broker has checked the client's
-                    // certificate: a refused one shows as a connection closed before the first HTTP/2 frame.
-                    return "the broker closed the TLS connection before answering, as one that requires a client certificate (--tls-client-auth require) does to a client "
-                        + (tls.HasClientCertificate
-                            ? "whose certificate its --tls-client-ca did not issue (or that is expired, or not for client authentication): check Tls.ClientCertificate(File)."
-                            : "without one: set Tls.ClientCertificate(File) to a certificate issued by its --tls-client-ca.")
-                        + $" ({ex.GetBaseException().Message})";
+                    return $"TLS handshake failed: {auth.Message.TrimEnd('.')}{(auth.InnerException is { } inner ? " (" + inner.Message + ")" : string.Empty)}.{hint}";
             }
+        }
+
+        // With TLS 1.3 the client's side of the handshake ends before the broker has checked the client's certificate:
+        // a refused one shows as the connection closed, reset or disposed before the call's first answer (in several
+        // shapes, depending on when the client notices).
+        if (ex is RpcException { StatusCode: StatusCode.Unavailable } rpc && rpc.Status.Detail.StartsWith("Error starting gRPC call", StringComparison.Ordinal)
+            && !IsConnectFailure(ex))
+        {
+            return "the TLS connection was closed before the broker answered. If the broker requires client certificates (--tls-client-auth require), this is how it refuses a client "
+                + (tls.HasClientCertificate
+                    ? "whose certificate its --tls-client-ca did not issue (or that is expired, or not for client authentication): check Tls.ClientCertificate(File)."
+                    : "without one: set Tls.ClientCertificate(File) to a certificate issued by its --tls-client-ca.")
+                + $" ({ex.GetBaseException().Message})";
         }
 
         return null;
