@@ -206,6 +206,25 @@ public sealed class ClientTlsTests(ITestOutputHelper output) : IDisposable
         await transaction.CommitAsync();
         Assert.Equal(["mutual"], await ReceiveAsync(consumer, 1));
 
+        // A push consumer with the certificate and its key in PEM files (the key apart).
+        string certPem = Path.Combine(_dir, "client.crt");
+        string keyPem = Path.Combine(_dir, "client.key");
+        File.WriteAllText(certPem, issued.ExportCertificatePem());
+        File.WriteAllText(keyPem, issued.GetECDsaPrivateKey()!.ExportPkcs8PrivateKeyPem());
+        var pushed = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        await using PushConsumer push = await PushConsumer.StartAsync(PushConsumerOptions.Default with
+        {
+            Endpoints = broker.Endpoint,
+            ConsumerGroup = E2E.Unique("g"),
+            Subscriptions = new Dictionary<string, string> { [topic] = "*" },
+            AwaitDuration = TimeSpan.FromSeconds(1),
+            Handler = (m, _) => { pushed.Enqueue(m.BodyAsString()); return Task.FromResult(ConsumeResult.Success); },
+            UseTls = true,
+            Tls = new TlsOptions { TrustedCertificateFile = brokerPem, ClientCertificateFile = certPem, ClientCertificateKeyFile = keyPem },
+        });
+        await producer.SendAsync(new ProducerMessage(topic, "pushed"));
+        await E2E.EventuallyAsync(() => pushed.Contains("pushed"), Wait, "the push consumer with a PEM certificate received the message");
+
         // Without a certificate: refused, clearly and at once.
         var clock = Stopwatch.StartNew();
         var refused = await Assert.ThrowsAnyAsync<ClientException>(() => ProducerClient.Producer.StartAsync(Producer(broker.Endpoint, E2E.Unique("mtls-none")) with
