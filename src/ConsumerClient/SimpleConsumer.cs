@@ -21,7 +21,8 @@ public sealed class SimpleConsumer : IAsyncDisposable
     private SimpleConsumer(SimpleConsumerOptions options, HttpMessageHandler? handler)
     {
         _options = options;
-        var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory);
+        var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory,
+            ClientTls.Create(nameof(SimpleConsumerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory));
         _core = new ConsumerCore(config, ClientType.SimpleConsumer, options.ConsumerGroup, options.Subscriptions, options.AwaitDuration, handler);
         _topics = [.. options.Subscriptions.Keys];
     }

@@ -48,7 +48,8 @@ public sealed class Producer : IAsyncDisposable
             _topics.TryAdd(topic, Task.CompletedTask);
         }
 
-        var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory);
+        var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory,
+            ClientTls.Create(nameof(ProducerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory));
         _session = new ClientSession(config, ClientType.Producer, group: null, BuildSettings, OnServerCommandAsync, handler);
         _logger = _session.Logger;
         if (options.HalfSendCallsInFlight > 0)

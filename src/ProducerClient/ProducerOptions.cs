@@ -20,6 +20,16 @@ public sealed record ProducerOptions
     /// topics a producer declared, so list every topic you send transactional messages to.</summary>
     public IReadOnlyList<string> Topics { get; init; } = [];
 
+    /// <summary>Speaks TLS to the broker, for every call and stream (default false: cleartext HTTP/2, as before). An
+    /// access point given as <c>https://host:port</c> turns it on too. The broker's certificate is verified against the
+    /// system's roots and must name the host connected to, unless <see cref="Tls"/> says otherwise.</summary>
+    public bool UseTls { get; init; }
+
+    /// <summary>With TLS: the certificate to trust instead of the system's roots (a broker's self-signed one), the
+    /// client certificate for a broker that requires one. Read at start: an unreadable file or a wrong password fails
+    /// StartAsync with an <see cref="ArgumentException"/> naming the option.</summary>
+    public TlsOptions? Tls { get; init; }
+
     /// <summary>Access key pair; null sends unsigned requests.</summary>
     public Credentials? Credentials { get; init; }
 

@@ -3,14 +3,16 @@ using Microsoft.Extensions.Logging;
 
 namespace HalfMsg.ClientCore.Transport;
 
-/// <summary>What every call needs to know about the client: identity, access point, credentials, timeouts.</summary>
+/// <summary>What every call needs to know about the client: identity, access point, credentials, timeouts, TLS.</summary>
 internal sealed class ClientConfig
 {
     private static int _index;
 
-    public ClientConfig(string accessPoint, Credentials? credentials, TimeSpan requestTimeout, string? ns, ILoggerFactory? loggerFactory)
+    public ClientConfig(string accessPoint, Credentials? credentials, TimeSpan requestTimeout, string? ns, ILoggerFactory? loggerFactory,
+        ClientTls? tls = null)
     {
         AccessPoint = Endpoint.Parse(accessPoint);
+        Tls = tls;
         Credentials = credentials;
         RequestTimeout = requestTimeout > TimeSpan.Zero ? requestTimeout : TimeSpan.FromSeconds(3);
         Namespace = string.IsNullOrEmpty(ns) ? null : ns;
@@ -27,6 +29,9 @@ internal sealed class ClientConfig
     public TimeSpan RequestTimeout { get; }
     public string? Namespace { get; }
     public ILoggerFactory LoggerFactory { get; }
+
+    /// <summary>The TLS of every channel (to the access point and to every broker a route names); null for cleartext.</summary>
+    public ClientTls? Tls { get; }
 
     /// <summary>Sent as <c>x-mq-client-version</c> and in the Settings user agent.</summary>
     public static string Version { get; } =

@@ -48,14 +48,17 @@ internal sealed class Endpoint : IEquatable<Endpoint>
     /// <summary>The endpoint of address <paramref name="index"/> alone (the key of its gRPC channel).</summary>
     public Endpoint Address(int index) => _addresses.Length == 1 ? this : new Endpoint([_addresses[index]]);
 
-    /// <summary>The channel address of the first address. Built when asked for (a channel is created once per address),
-    /// not with every endpoint a route yields.</summary>
-    public Uri BaseUri => new UriBuilder(Uri.UriSchemeHttp, Host, Port).Uri;
+    /// <summary>The cleartext channel address of the first address. Built when asked for (a channel is created once per
+    /// address), not with every endpoint a route yields.</summary>
+    public Uri BaseUri => BaseUriFor(tls: false);
+
+    /// <summary>The channel address of the first address: <c>https://</c> with <paramref name="tls"/>, else <c>http://</c>.</summary>
+    public Uri BaseUriFor(bool tls) => new UriBuilder(tls ? Uri.UriSchemeHttps : Uri.UriSchemeHttp, Host, Port).Uri;
 
     /// <summary>
     /// Parses <c>host:port</c>, <c>[v6]:port</c> or <c>host</c> (port 80, as the official clients default); several
-    /// of them separated by <c>;</c> (the official Java client's separator) or <c>,</c>. An <c>http://</c> prefix is
-    /// tolerated. Until 2026-12-07 every address but the first was ignored, so a client of a multi-address access point
+    /// of them separated by <c>;</c> (the official Java client's separator) or <c>,</c>. An <c>http://</c> or
+    /// <c>https://</c> prefix is taken off (<see cref="ParseTlsScheme"/> says what it means). Until 2026-12-07 every address but the first was ignored, so a client of a multi-address access point
     /// could not start, or went on failing, while its first address was down (review of our clients).
     /// </summary>
     public static Endpoint Parse(string value)
@@ -82,6 +85,32 @@ internal sealed class Endpoint : IEquatable<Endpoint>
         }
 
         return new Endpoint([.. addresses]);
+    }
+
+    /// <summary>
+    /// What the schemes of <paramref name="value"/>'s addresses say about TLS: true when they are <c>https://</c>,
+    /// false when <c>http://</c>, null when they have none (or another). Addresses of one access point must agree.
+    /// </summary>
+    public static bool? ParseTlsScheme(string value)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(value);
+        bool? tls = null;
+        bool first = true;
+        foreach (string part in value.Split([',', ';'], StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            bool? this_ = part.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? true
+                : part.StartsWith("http://", StringComparison.OrdinalIgnoreCase) ? false
+                : null;
+            if (!first && this_ != tls)
+            {
+                throw new FormatException($"Invalid endpoint '{value}': its addresses must all be https://, all http://, or all without a scheme.");
+            }
+
+            tls = this_;
+            first = false;
+        }
+
+        return tls;
     }
 
     private static (string Host, int Port) ParseOne(string part, string value)

@@ -9,7 +9,8 @@ using Microsoft.Extensions.Logging;
 namespace HalfMsg.ClientCore.Transport;
 
 /// <summary>
-/// The client's gRPC transport: one <see cref="GrpcChannel"/> per broker endpoint (cleartext HTTP/2, h2c), the
+/// The client's gRPC transport: one <see cref="GrpcChannel"/> per broker endpoint (cleartext HTTP/2, h2c, or TLS with
+/// <see cref="ClientConfig.Tls"/>: for every call and stream, to every address), the
 /// generated <see cref="MessagingService.MessagingServiceClient"/> on it, and <see cref="SigningInterceptor"/> adding
 /// the RocketMQ metadata and signature to every call. Failures below the RocketMQ layer become
 /// <see cref="TransportException"/>; the body <c>Status</c> is left to the caller (it knows which codes mean success).
@@ -111,17 +112,24 @@ internal sealed class RpcChannel : IDisposable
 
     private (GrpcChannel, MessagingService.MessagingServiceClient, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient) Open(Endpoint endpoint)
     {
-        HttpMessageHandler handler = _handler ?? new SocketsHttpHandler
+        HttpMessageHandler? handler = _handler;
+        if (handler is null)
         {
-            EnableMultipleHttp2Connections = true,
-            ConnectTimeout = TimeSpan.FromSeconds(5),
-            PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
-            KeepAlivePingDelay = KeepAlivePingDelay,
-            KeepAlivePingTimeout = KeepAlivePingTimeout,
-            KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
-            UseProxy = false,
-        };
-        var channel = GrpcChannel.ForAddress(endpoint.BaseUri, new GrpcChannelOptions
+            var sockets = new SocketsHttpHandler
+            {
+                EnableMultipleHttp2Connections = true,
+                ConnectTimeout = TimeSpan.FromSeconds(5),
+                PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
+                KeepAlivePingDelay = KeepAlivePingDelay,
+                KeepAlivePingTimeout = KeepAlivePingTimeout,
+                KeepAlivePingPolicy = HttpKeepAlivePingPolicy.WithActiveRequests,
+                UseProxy = false,
+            };
+            _config.Tls?.Apply(sockets);
+            handler = sockets;
+        }
+
+        var channel = GrpcChannel.ForAddress(endpoint.BaseUriFor(_config.Tls is not null), new GrpcChannelOptions
         {
             HttpHandler = handler,
             DisposeHttpClient = _handler is null,
@@ -142,14 +150,14 @@ internal sealed class RpcChannel : IDisposable
     public Task<TResponse> UnaryAsync<TResponse>(Endpoint endpoint,
         Func<MessagingService.MessagingServiceClient, CallOptions, AsyncUnaryCall<TResponse>> call, TimeSpan? timeout, CancellationToken ct)
         => endpoint.AddressCount == 1
-            ? UnaryAsync(call(Client(endpoint), Options(timeout, ct)), ct)
+            ? UnaryAsync(call(Client(endpoint), Options(timeout, ct)), ct, _config.Tls)
             : FailoverUnaryAsync(endpoint, (address, options) => call(Channel(address).Client, options), timeout, ct);
 
     /// <summary>A unary call of HalfMsgBroker's own TransactionService (see <c>halfmsg/v1/transactions.proto</c>).</summary>
     public Task<TResponse> TransactionsUnaryAsync<TResponse>(Endpoint endpoint,
         Func<HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient, CallOptions, AsyncUnaryCall<TResponse>> call, TimeSpan? timeout, CancellationToken ct)
         => endpoint.AddressCount == 1
-            ? UnaryAsync(call(Transactions(endpoint), Options(timeout, ct)), ct)
+            ? UnaryAsync(call(Transactions(endpoint), Options(timeout, ct)), ct, _config.Tls)
             : FailoverUnaryAsync(endpoint, (address, options) => call(Channel(address).Transactions, options), timeout, ct);
 
     private async Task<TResponse> FailoverUnaryAsync<TResponse>(Endpoint endpoint, Func<Endpoint, CallOptions, AsyncUnaryCall<TResponse>> call,
@@ -163,9 +171,10 @@ internal sealed class RpcChannel : IDisposable
             Endpoint address = endpoint.Address(index);
             try
             {
-                return await UnaryAsync(call(address, options), ct).ConfigureAwait(false);
+                return await UnaryAsync(call(address, options), ct, _config.Tls).ConfigureAwait(false);
             }
-            catch (TransportException ex) when (ex.GrpcStatus == StatusCode.Unavailable)
+            // A failed TLS handshake is Internal in grpc-dotnet, not Unavailable: the request never left either.
+            catch (TransportException ex) when (ex.GrpcStatus == StatusCode.Unavailable || IsConnectFailure(ex))
             {
                 MarkFailed(endpoint, index, ex);
                 if (!IsConnectFailure(ex))
@@ -184,14 +193,15 @@ internal sealed class RpcChannel : IDisposable
     }
 
     /// <summary>True when <paramref name="ex"/> says the connection could not be made (refused, unreachable, name not
-    /// resolved): the request was never sent, so it may go to another address.</summary>
+    /// resolved, or its TLS handshake failed): the request was never sent, so it may go to another address.</summary>
     internal static bool IsConnectFailure(Exception ex)
     {
         for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
         {
             switch (e)
             {
-                case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError }:
+                case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError
+                    or HttpRequestError.SecureConnectionError }:
                     return true;
                 case System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused
                     or System.Net.Sockets.SocketError.HostUnreachable or System.Net.Sockets.SocketError.NetworkUnreachable
@@ -203,14 +213,14 @@ internal sealed class RpcChannel : IDisposable
         return false;
     }
 
-    private static async Task<TResponse> UnaryAsync<TResponse>(AsyncUnaryCall<TResponse> started, CancellationToken ct)
+    private static async Task<TResponse> UnaryAsync<TResponse>(AsyncUnaryCall<TResponse> started, CancellationToken ct, ClientTls? tls)
     {
         using AsyncUnaryCall<TResponse> pending = started;
         try
         {
             return await pending.ResponseAsync.ConfigureAwait(false);
         }
-        catch (Exception ex) when (Translate(ex, ct) is { } translated)
+        catch (Exception ex) when (Translate(ex, ct, tls) is { } translated)
         {
             throw translated;
         }
@@ -223,7 +233,7 @@ internal sealed class RpcChannel : IDisposable
         Func<MessagingService.MessagingServiceClient, CallOptions, AsyncServerStreamingCall<TResponse>> call, TimeSpan timeout, CancellationToken ct)
     {
         int index = CurrentIndex(endpoint);
-        return new(call(Channel(endpoint.Address(index)).Client, Options(timeout, ct)), ct, OnStreamFailure(endpoint, index));
+        return new(call(Channel(endpoint.Address(index)).Client, Options(timeout, ct)), ct, OnStreamFailure(endpoint, index), _config.Tls);
     }
 
     /// <summary>The Telemetry stream to <paramref name="endpoint"/>'s current address (<paramref name="index"/>): no
@@ -231,7 +241,7 @@ internal sealed class RpcChannel : IDisposable
     public StreamingCall<TelemetryCommand> Telemetry(Endpoint endpoint, CancellationToken ct, out int index)
     {
         index = CurrentIndex(endpoint);
-        return new(Channel(endpoint.Address(index)).Client.Telemetry(new CallOptions(cancellationToken: ct)), ct, OnStreamFailure(endpoint, index));
+        return new(Channel(endpoint.Address(index)).Client.Telemetry(new CallOptions(cancellationToken: ct)), ct, OnStreamFailure(endpoint, index), _config.Tls);
     }
 
     /// <summary>The Telemetry stream to <paramref name="endpoint"/>'s current address.</summary>
@@ -241,22 +251,62 @@ internal sealed class RpcChannel : IDisposable
         ? null
         : ex =>
         {
-            if (ex is TransportException { GrpcStatus: StatusCode.Unavailable })
+            if (ex is TransportException { GrpcStatus: StatusCode.Unavailable } || (ex is TransportException && IsConnectFailure(ex)))
             {
                 MarkFailed(endpoint, index, ex);
             }
         };
 
+    /// <summary>
+    /// A failed TLS connection in <paramref name="ex"/>'s chain, said plainly with what to do (the gRPC status detail
+    /// buries it under "Error starting gRPC call"); null when the failure was not one. <paramref name="tls"/>: the
+    /// channel's TLS, null for cleartext.
+    /// </summary>
+    internal static string? TlsFailure(Exception ex, ClientTls? tls)
+    {
+        if (tls is null)
+        {
+            return null;
+        }
+
+        for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
+        {
+            switch (e)
+            {
+                case System.Security.Authentication.AuthenticationException auth:
+                    string hint = auth.Message.Contains("remote certificate", StringComparison.OrdinalIgnoreCase)
+                        ? " The broker's certificate is not trusted, or does not name the host connected to: trust it (or its CA) with Tls.TrustedCertificateFile."
+                        : " A broker without TLS (--grpc-tls off) needs UseTls off; one that requires a client certificate (--tls-client-auth require) needs Tls.ClientCertificate(File), issued by its --tls-client-ca.";
+                    return $"TLS handshake failed: {auth.Message.TrimEnd('.')}{(auth.InnerException is { } inner ? " (" + inner.Message + ")" : string.Empty)}.{hint}";
+            }
+        }
+
+        // With TLS 1.3 the client's side of the handshake ends before the broker has checked the client's certificate:
+        // a refused one shows as the connection closed, reset or disposed before the call's first answer (in several
+        // shapes, depending on when the client notices).
+        if (ex is RpcException { StatusCode: StatusCode.Unavailable } rpc && rpc.Status.Detail.StartsWith("Error starting gRPC call", StringComparison.Ordinal)
+            && !IsConnectFailure(ex))
+        {
+            return "the TLS connection was closed before the broker answered. If the broker requires client certificates (--tls-client-auth require), this is how it refuses a client "
+                + (tls.HasClientCertificate
+                    ? "whose certificate its --tls-client-ca did not issue (or that is expired, or not for client authentication): check Tls.ClientCertificate(File)."
+                    : "without one: set Tls.ClientCertificate(File) to a certificate issued by its --tls-client-ca.")
+                + $" ({ex.GetBaseException().Message})";
+        }
+
+        return null;
+    }
+
     /// <summary>Turns gRPC failures into <see cref="TransportException"/>; null to rethrow unchanged (client
     /// exceptions, or cancellation requested by the caller).</summary>
-    internal static Exception? Translate(Exception ex, CancellationToken callerToken) => ex switch
+    internal static Exception? Translate(Exception ex, CancellationToken callerToken, ClientTls? tls = null) => ex switch
     {
         ClientException => null,
         OperationCanceledException when callerToken.IsCancellationRequested => null,
         RpcException { StatusCode: StatusCode.Cancelled } when callerToken.IsCancellationRequested => new OperationCanceledException(callerToken),
-        RpcException rpc => new TransportException(rpc.StatusCode, $"grpc-status {(int)rpc.StatusCode} ({rpc.StatusCode}): {rpc.Status.Detail}",
+        RpcException rpc => new TransportException(rpc.StatusCode, $"grpc-status {(int)rpc.StatusCode} ({rpc.StatusCode}): {TlsFailure(rpc, tls) ?? rpc.Status.Detail}",
             rpc.Trailers.GetValue(RocketMqHeaders.RequestId), rpc),
-        HttpRequestException or IOException or ObjectDisposedException => new TransportException(StatusCode.Unavailable, ex.Message, null, ex),
+        HttpRequestException or IOException or ObjectDisposedException => new TransportException(StatusCode.Unavailable, TlsFailure(ex, tls) ?? ex.Message, null, ex),
         _ => null,
     };
 

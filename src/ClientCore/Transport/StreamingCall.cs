@@ -13,25 +13,29 @@ internal sealed class StreamingCall<TResponse> : IAsyncDisposable
     private readonly IDisposable _call;
     private readonly CancellationToken _callerToken;
     private readonly Action<Exception>? _onFailure;
+    private readonly ClientTls? _tls;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private int _disposed;
 
-    // onFailure: told of every translated failure (the channel moves a multi-address endpoint on).
-    internal StreamingCall(AsyncServerStreamingCall<TResponse> call, CancellationToken callerToken, Action<Exception>? onFailure = null)
+    // onFailure: told of every translated failure (the channel moves a multi-address endpoint on); tls: the channel's, for
+    // what a failed connection says.
+    internal StreamingCall(AsyncServerStreamingCall<TResponse> call, CancellationToken callerToken, Action<Exception>? onFailure = null, ClientTls? tls = null)
     {
         _responses = call.ResponseStream;
         _call = call;
         _callerToken = callerToken;
         _onFailure = onFailure;
+        _tls = tls;
     }
 
-    internal StreamingCall(AsyncDuplexStreamingCall<TelemetryCommand, TResponse> call, CancellationToken callerToken, Action<Exception>? onFailure = null)
+    internal StreamingCall(AsyncDuplexStreamingCall<TelemetryCommand, TResponse> call, CancellationToken callerToken, Action<Exception>? onFailure = null, ClientTls? tls = null)
     {
         _responses = call.ResponseStream;
         _requests = call.RequestStream;
         _call = call;
         _callerToken = callerToken;
         _onFailure = onFailure;
+        _tls = tls;
     }
 
     private Exception Failed(Exception translated)
@@ -50,7 +54,7 @@ internal sealed class StreamingCall<TResponse> : IAsyncDisposable
         {
             return await _responses.MoveNext(ct).ConfigureAwait(false);
         }
-        catch (Exception ex) when (RpcChannel.Translate(ex, ct.IsCancellationRequested ? ct : _callerToken) is { } translated)
+        catch (Exception ex) when (RpcChannel.Translate(ex, ct.IsCancellationRequested ? ct : _callerToken, _tls) is { } translated)
         {
             throw Failed(translated);
         }
@@ -69,7 +73,7 @@ internal sealed class StreamingCall<TResponse> : IAsyncDisposable
         {
             await _requests.WriteAsync(message, ct).ConfigureAwait(false);
         }
-        catch (Exception ex) when (RpcChannel.Translate(ex, ct) is { } translated)
+        catch (Exception ex) when (RpcChannel.Translate(ex, ct, _tls) is { } translated)
         {
             throw Failed(translated);
         }
