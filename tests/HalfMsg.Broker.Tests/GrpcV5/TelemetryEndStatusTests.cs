@@ -131,11 +131,26 @@ public sealed class TelemetryEndStatusTests : IAsyncLifetime
         }
 
         using var sender = new GrpcTestClient($"127.0.0.1:{_grpcPort}");
-        await SendHalvesAsync(sender, _topic, 12);
-
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         RawHttp2.Frame? reset = null;
         var trailers = 0;
+
+        // First one check, until its write has taken the whole window the client opened (65,535 bytes): from then on the
+        // writer is parked in that write. Only then the burst that ends the stream. Sent in one burst from the start, the
+        // checks could all be queued, and the stream ended, before the writer began its first write (seen in a stressed
+        // round on 2026-12-07): nothing waits for the window then, and the trailers with ABORTED pass, as they should.
+        await SendHalvesAsync(sender, _topic, 1);
+        long dataBytes = 0;
+        while (dataBytes < 60_000 && await h2.ReadFrameAsync(cts.Token) is { } first)
+        {
+            if (first.StreamId != 1) continue;
+            if (first.Type == RawHttp2.Headers) trailers++;
+            if (first.Type == RawHttp2.Data) dataBytes += first.Payload.Length;
+            Assert.NotEqual(RawHttp2.RstStream, first.Type);
+        }
+        Assert.True(dataBytes >= 60_000, $"the first check's write sent {dataBytes} bytes");
+        await SendHalvesAsync(sender, _topic, 11);
+
         while (await h2.ReadFrameAsync(cts.Token) is { } frame)
         {
             if (frame.StreamId != 1) continue;
