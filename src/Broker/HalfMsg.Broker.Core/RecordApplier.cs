@@ -668,7 +668,11 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         }
         if (lostEntries is not null)
         {
-            foreach (var (topic, q, offset, entry) in lostEntries) AddQueueEntry(topic, q, offset, entry);
+            foreach (var (topic, q, offset, entry) in lostEntries)
+            {
+                AddQueueEntry(topic, q, offset, entry);
+                if (entry.MessageGroup is { } messageGroup) HoldMessageGroupOfRebuilt(topic, q, offset, messageGroup);
+            }
             RebuiltFromMoves = RebuiltFromMoves with { Entries = RebuiltFromMoves.Entries + lostEntries.Count };
         }
         foreach (var (topicName, q, offset) in rec.QueueRefs)
@@ -686,6 +690,23 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         // Whether or not the entry is found moved already (replayed over a checkpoint that copied the queues after the
         // move): the release goes where the entry's body went, once, from wherever the checkpoint left it.
         if (rec.QueueRefs.Count > 0) _delayed.MoveReleasedCommit(previous, address);
+    }
+
+    /// <summary>
+    /// A group holding <paramref name="offset"/> of a queue entry just re-created by a move (its delivery's record came
+    /// earlier in the log and found no entry, so its lease names no message group) holds its FIFO message group, as live.
+    /// Until review on 2026-12-07 it did not after such a replay, and the next message of the message group was
+    /// delivered while this one was still held.
+    /// </summary>
+    private void HoldMessageGroupOfRebuilt(TopicState topic, int q, long offset, string messageGroup)
+    {
+        foreach (var group in _groups.Values)
+        {
+            if (!ReferenceEquals(group.Topic, topic) || q >= group.Queues.Length
+                || !group.Queues[q].InFlight.TryGetValue(offset, out var flight) || flight.MessageGroup is not null) continue;
+            flight.MessageGroup = messageGroup;
+            group.BusyMessageGroups[messageGroup] = group.BusyMessageGroups.GetValueOrDefault(messageGroup) + 1;
+        }
     }
 
     /// <summary>
