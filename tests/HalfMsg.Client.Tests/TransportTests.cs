@@ -302,4 +302,36 @@ public sealed class TransportTests
             (c, o) => c.HeartbeatAsync(new HeartbeatRequest(), o), null, default));
         Assert.Equal(StatusCode.Unavailable, ex.GrpcStatus);
     }
+    [Fact]
+    public async Task A_request_that_failed_after_it_was_sent_is_not_sent_again_to_the_next_address()
+    {
+        // The first address's connection fails while the request is being written (no route to host on an established
+        // connection): the broker may have it, so it must not go to the second address within the call.
+        var handler = new FailingHandler();
+        var endpoint = Endpoint.Parse("127.0.0.1:1;127.0.0.1:2");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(3), null, null), handler);
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint,
+            (c, o) => c.HeartbeatAsync(new HeartbeatRequest(), o), null, default));
+        Assert.Equal(StatusCode.Unavailable, ex.GrpcStatus);
+        Assert.False(RpcChannel.IsConnectFailure(ex), ex.ToString());
+        Assert.Equal(1, handler.Requests.GetValueOrDefault(1));
+        Assert.Equal(0, handler.Requests.GetValueOrDefault(2));
+    }
+
+    private sealed class FailingHandler : HttpMessageHandler
+    {
+        public ConcurrentDictionary<int, int> Requests { get; } = new();
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            int port = request.RequestUri!.Port;
+            Requests.AddOrUpdate(port, 1, (_, n) => n + 1);
+            return Task.FromException<HttpResponseMessage>(port == 1
+                ? new HttpRequestException(HttpRequestError.Unknown, "An error occurred while sending the request.",
+                    new IOException("Unable to write data to the transport connection: No route to host.",
+                        new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.HostUnreachable)))
+                : new HttpRequestException(HttpRequestError.ConnectionError, "Connection refused (127.0.0.1:2)",
+                    new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused)));
+        }
+    }
 }

@@ -193,9 +193,14 @@ internal sealed class RpcChannel : IDisposable
     }
 
     /// <summary>True when <paramref name="ex"/> says the connection could not be made (refused, unreachable, name not
-    /// resolved, or its TLS handshake failed): the request was never sent, so it may go to another address.</summary>
+    /// resolved, or its TLS handshake failed): the request was never sent, so it may go to another address. A socket
+    /// error under an HTTP failure that is not a connection's (the request was being sent, or its answer awaited, when
+    /// the connection failed: "no route to host" on a connection already made) is not one: the broker may have the
+    /// request. Until review on 2026-12-07 any unreachable or refused socket error anywhere in the chain counted, and
+    /// such a request (a half, a commit) went again to the next address within the call.</summary>
     internal static bool IsConnectFailure(Exception ex)
     {
+        bool sending = false; // below an HttpRequestException that is not a connection failure
         for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
         {
             switch (e)
@@ -203,9 +208,12 @@ internal sealed class RpcChannel : IDisposable
                 case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError
                     or HttpRequestError.SecureConnectionError }:
                     return true;
+                case HttpRequestException:
+                    sending = true;
+                    break;
                 case System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused
                     or System.Net.Sockets.SocketError.HostUnreachable or System.Net.Sockets.SocketError.NetworkUnreachable
-                    or System.Net.Sockets.SocketError.HostNotFound or System.Net.Sockets.SocketError.TryAgain }:
+                    or System.Net.Sockets.SocketError.HostNotFound or System.Net.Sockets.SocketError.TryAgain } when !sending:
                     return true;
             }
         }
