@@ -129,25 +129,10 @@ internal sealed class ClientTls
     private static X509Certificate2Collection LoadTrusted(string option, string path)
     {
         byte[] bytes = ReadFile(option, path);
-        var certificates = new X509Certificate2Collection();
+        X509Certificate2Collection certificates;
         try
         {
-            string text = System.Text.Encoding.ASCII.GetString(bytes);
-            if (text.Contains("-----BEGIN CERTIFICATE-----", StringComparison.Ordinal))
-            {
-                certificates.ImportFromPem(text);
-            }
-            else
-            {
-                try
-                {
-                    certificates.Add(X509CertificateLoader.LoadCertificate(bytes));
-                }
-                catch (CryptographicException)
-                {
-                    certificates.AddRange(X509CertificateLoader.LoadPkcs12Collection(bytes, null));
-                }
-            }
+            certificates = HalfMsg.Protocol.Tls.CertificateFiles.Parse(bytes);
         }
         catch (CryptographicException ex)
         {

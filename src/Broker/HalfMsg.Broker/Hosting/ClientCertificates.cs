@@ -61,21 +61,7 @@ internal sealed class ClientCertificates
         if (!File.Exists(path)) throw new BrokerConfigurationException($"--tls-client-ca: no file '{path}'");
         try
         {
-            var found = new X509Certificate2Collection();
-            string ext = Path.GetExtension(path).ToLowerInvariant();
-            if (ext is ".pfx" or ".p12")
-            {
-                foreach (var c in X509CertificateLoader.LoadPkcs12CollectionFromFile(path, null))
-                    found.Add(X509CertificateLoader.LoadCertificate(c.RawData)); // without its key
-            }
-            else if (File.ReadAllText(path).Contains("-----BEGIN CERTIFICATE-----", StringComparison.Ordinal))
-            {
-                found.ImportFromPemFile(path);
-            }
-            else
-            {
-                found.Add(X509CertificateLoader.LoadCertificateFromFile(path));
-            }
+            var found = HalfMsg.Protocol.Tls.CertificateFiles.Parse(File.ReadAllBytes(path));
             if (found.Count == 0) throw new BrokerConfigurationException($"--tls-client-ca: '{path}' holds no certificate");
             return found;
         }
