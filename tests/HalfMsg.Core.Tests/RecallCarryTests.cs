@@ -9,7 +9,7 @@ namespace HalfMsg.Core.Tests;
 /// A recall outlives its record: a retention cut past the record of a recall that is still remembered (its delivery
 /// time ahead), or whose dropped copies are still in the log, carries the recall forward (a fresh DelayRecalled record at
 /// the tail), so that a replay from the log alone still drops a copy of the message stored after the recall. Until the
-/// midday session of 2026-12-07 such a replay (every checkpoint lost) took the copy for a waiting message and delivered
+/// late-morning session of 2026-12-07 such a replay (every checkpoint lost) took the copy for a waiting message and delivered
 /// it at its time, while a restart from a checkpoint dropped it (left by the review of the morning session).
 /// </summary>
 public sealed class RecallCarryTests
@@ -123,7 +123,7 @@ public sealed class RecallCarryTests
 
     /// <summary>
     /// A cut between the recalled message's body and its recall's record: the record stays, naming a body a replay of the
-    /// log alone no longer finds; the delivery time it carries (since the midday session of 2026-12-07) has the replay
+    /// log alone no longer finds; the delivery time it carries (since the late-morning session of 2026-12-07) has the replay
     /// remember the recall all the same, so a copy stored after it is dropped again. Before, the record was a no-op there.
     /// </summary>
     [Fact]

@@ -303,7 +303,7 @@ public sealed partial class BrokerEngine
     /// record carries the delivery time, and names that copy, which replay then takes out as a recall's record does
     /// (other such copies, seldom, are taken out at start: <see cref="RecallCopiesLeftByCrashAsync"/>), or no address
     /// (-1). A build before this one reads the record as a recall of that copy, or of nothing. Bounded: a recall past its
-    /// time whose bodies are all cut is carried no more. Until the midday session of 2026-12-07 such a replay delivered a
+    /// time whose bodies are all cut is carried no more. Until the late-morning session of 2026-12-07 such a replay delivered a
     /// copy of a recalled message stored after the recall (left by the review of the morning session).
     /// </summary>
     private async Task CarryRecallsBelowAsync(long boundary, CancellationToken ct)

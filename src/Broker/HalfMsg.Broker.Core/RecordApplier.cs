@@ -596,7 +596,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         // Not there: replayed over a checkpoint taken after the recall (or the topic was deleted since), or from the log
         // alone after a retention cut took the body, or carried forward by a cut (naming no address, or a copy dropped
         // live). Nothing to take out; the recall is remembered from the record's delivery time (none in records written
-        // before the midday session of 2026-12-07), as it was live: a copy of the message stored later is dropped. Until
+        // before the late-morning session of 2026-12-07), as it was live: a copy of the message stored later is dropped. Until
         // then a replay of the log alone past a cut that took the recall's record (or only its message's body)
         // delivered such a copy. One past its time is forgotten by the next sweep; a waiting copy of it stored before
         // this record (a replay of the log alone, where the cut kept copies dropped live) is taken out at start, before

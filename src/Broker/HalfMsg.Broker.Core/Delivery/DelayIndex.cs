@@ -362,7 +362,7 @@ internal sealed class DelayIndex
     // The address of each recall's last record in the log (DelayRecalled, the copies' included), by the recall's key, and
     // a heap of those addresses: a retention cut past the last record of a recall still remembered (its time ahead), or
     // of one whose dropped copies are still in the log, carries it forward (BrokerEngine.CarryRecallsBelowAsync), so a
-    // replay of the log alone still drops a copy stored after the recall. Until the midday session of 2026-12-07 such a
+    // replay of the log alone still drops a copy stored after the recall. Until the late-morning session of 2026-12-07 such a
     // replay took the copy for a waiting message and delivered it (left by the review of the morning session). An entry
     // leaves once a cut passes its record and the recall needs no carrying (ForgetRecallRecordsBelow): bounded by the
     // retained log's recall records and the recalls carried (remembered ones, and those with bodies in the log). A

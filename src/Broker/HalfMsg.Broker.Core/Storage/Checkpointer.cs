@@ -266,7 +266,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
             // so its recall is in the copy below (one due after the replay start's time is kept until this capture ends).
             await Tables(DelayIndex.Shards, state.Delayed.SnapshotRecallShard, (w, o, recall) =>
             {
-                // The address of its last record trailing (since the midday session of 2026-12-07): a cut past it carries
+                // The address of its last record trailing (since the late-morning session of 2026-12-07): a cut past it carries
                 // the recall forward (DelayIndex.NoteRecallRecord). A build before reads the three fields before it.
                 w.Begin(SnapRecalled).Str(recall.Topic).I64(recall.DeliverAtMs).Str(recall.MessageId).I64(state.Delayed.RecallRecordAt(recall));
                 Emit(w, o);

@@ -495,7 +495,7 @@ public struct RelocatedState
 /// moves do not change (<see cref="DelayedEntry.SentAt"/>), and by its topic; the message id is for the record's reader.
 /// A message stored more than once (a send retried, the same id and time) is recalled by one record for each copy.
 /// <code>vi sentAt | s topic | s messageId | vi atMs | vi deliverAtMs</code>
-/// <para><c>deliverAtMs</c>, the recalled message's delivery time (since the midday session of 2026-12-07, at the end,
+/// <para><c>deliverAtMs</c>, the recalled message's delivery time (since the late-morning session of 2026-12-07, at the end,
 /// so builds before read the record as before): the recall is remembered from the record alone, also when the message
 /// it names is not there (a replay of the log alone after a retention cut took its body). A retention cut past the
 /// record of a recall still remembered, or one whose dropped copies are still in the log, carries it forward: a record
