@@ -399,18 +399,19 @@ public sealed class ClientCertificateTlsTests
         await EventuallyAsync(() => Task.FromResult(broker.Output), o => o.Contains($"'{pki.CaPem}' changed and was read again", StringComparison.Ordinal),
             TimeSpan.FromSeconds(20), "the reload to be logged");
 
-        // Broken: the certificates read last stay in use, the broker keeps serving, and the error says so.
+        // Removed: the certificates read last stay in use, the broker keeps serving, and an error says so.
+        File.Delete(pki.CaPem);
+        Assert.True(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Foreign), "a removed CA file dropped the certificates read before");
+        await EventuallyAsync(() => Task.FromResult(broker.Output), o => o.Contains($"--tls-client-ca: '{pki.CaPem}' is gone or cannot be looked at", StringComparison.Ordinal),
+            TimeSpan.FromSeconds(20), "the removed file to be logged as an error");
+
+        // Broken: the same.
         await File.WriteAllTextAsync(pki.CaPem, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n");
         Assert.True(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Foreign), "a broken CA file dropped the certificates read before");
         Assert.False(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Trusted));
         await EventuallyAsync(() => Task.FromResult(broker.Output), o => o.Contains($"--tls-client-ca: '{pki.CaPem}' holds no certificate", StringComparison.Ordinal)
             && o.Contains("the certificates read before stay in use (CN=halfmsg-test-other-ca)", StringComparison.Ordinal),
             TimeSpan.FromSeconds(20), "the broken file to be logged as an error");
-        // Removed: the same.
-        File.Delete(pki.CaPem);
-        Assert.True(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Foreign), "a removed CA file dropped the certificates read before");
-        await EventuallyAsync(() => Task.FromResult(broker.Output), o => o.Contains($"--tls-client-ca: '{pki.CaPem}' is gone or cannot be looked at", StringComparison.Ordinal),
-            TimeSpan.FromSeconds(20), "the removed file to be logged as an error");
 
         // Fixed (both CAs): both are taken.
         await File.WriteAllTextAsync(pki.CaPem, pki.Ca.ExportCertificatePem() + "\n" + pki.OtherCa.ExportCertificatePem());

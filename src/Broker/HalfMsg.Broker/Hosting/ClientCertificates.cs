@@ -38,8 +38,9 @@ internal sealed class ClientCertificates
     private readonly object _reloadGate = new();
     private readonly LogRateLimiter _logLimit = new(1, TimeProvider.System);
     private volatile Roots _roots;
-    /// <summary>The stamp of a changed file that could not be read, so that it is read (and logged) once, not at every handshake.</summary>
-    private FileStamp? _unreadable;
+    /// <summary>The stamp of a changed file that could not be read (null stamp: gone), so that it is read (and logged)
+    /// once, not at every handshake.</summary>
+    private (bool Seen, FileStamp? Stamp) _unreadable;
 
     /// <summary>The certificates read from the file, the stamp of the file they were read from, and the server
     /// certificate context last made with them (one per server certificate: the self-signed one is renewed).</summary>
@@ -120,19 +121,19 @@ internal sealed class ClientCertificates
         lock (_reloadGate)
         {
             roots = _roots;
-            if (now == roots.Stamp || now == _unreadable) return roots.Certificates;
+            if (now == roots.Stamp || (_unreadable.Seen && now == _unreadable.Stamp)) return roots.Certificates;
             try
             {
                 var read = ReadRoots(_path);
                 _roots = new Roots(read, now);
-                _unreadable = null;
+                _unreadable = default;
                 logger.LogInformation("--tls-client-ca: '{Path}' changed and was read again: client certificates must now chain to {Subjects}",
                     _path, string.Join("; ", read.Select(c => c.Subject)));
                 return read;
             }
             catch (BrokerConfigurationException ex)
             {
-                _unreadable = now;
+                _unreadable = (true, now);
                 logger.LogError("{Problem}; the certificates read before stay in use ({Subjects}) until the file is fixed (it is read again when it changes)",
                     now is null ? $"--tls-client-ca: '{_path}' is gone or cannot be looked at" : ex.Message, string.Join("; ", roots.Certificates.Select(c => c.Subject)));
                 return roots.Certificates;
