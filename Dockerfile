@@ -18,8 +18,14 @@ RUN mkdir -p /data && chown app:app /data
 USER app
 VOLUME /data
 EXPOSE 8081 10911 8080
+# The health check's halfmsg takes the admin port's address and TLS settings from the environment (HALFMSG_URL, here
+# plain HTTP on loopback). With --tls-client-auth require (-e Broker__TlsClientAuth=require -e Broker__TlsClientCa=...)
+# the admin port takes only HTTPS with a client certificate, so give the probe one as well:
+#   -e HALFMSG_URL=https://127.0.0.1:8080 -e HALFMSG_CLIENT_CERTIFICATE=/certs/probe.pfx
+#   -e HALFMSG_ADMIN_CA=/data/tls/self-signed.pfx   (or the CA of your --grpc-tls-certificate)
+ENV HALFMSG_URL=http://127.0.0.1:8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s \
-  CMD ["dotnet", "/app/cli/halfmsg.dll", "health", "--url", "http://127.0.0.1:8080"]
+  CMD ["dotnet", "/app/cli/halfmsg.dll", "health"]
 # docker stop sends SIGTERM: the broker writes a checkpoint before it exits.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["dotnet", "HalfMsg.Broker.dll", "--data-dir", "/data", "--bind", "0.0.0.0", "--admin-bind", "0.0.0.0", "--log-format", "json"]

@@ -76,4 +76,75 @@ public sealed class CliClientCertificateTests
             try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
         }
     }
+
+    /// <summary>The Docker image's health check as <c>docker</c> would run it: the arguments after <c>halfmsg.dll</c> in
+    /// the Dockerfile's <c>HEALTHCHECK CMD</c>, with its <c>ENV</c> lines overlaid by <paramref name="runEnvironment"/>
+    /// (<c>docker run -e</c>); the container's admin port 8080 is <paramref name="adminPort"/> here.</summary>
+    private static async Task<(int Code, string Out, string Err)> DockerHealthCheck(int adminPort, IReadOnlyDictionary<string, string> runEnvironment)
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "HalfMsgBroker.sln"))) dir = dir.Parent;
+        Assert.NotNull(dir);
+        string dockerfile = (await File.ReadAllTextAsync(Path.Combine(dir.FullName, "Dockerfile"))).Replace("\\\n", " ", StringComparison.Ordinal);
+        string Mapped(string value) => value.Replace("127.0.0.1:8080", $"127.0.0.1:{adminPort}", StringComparison.Ordinal);
+        var environment = new Dictionary<string, string>();
+        foreach (var line in dockerfile.Split('\n').Where(l => l.StartsWith("ENV ", StringComparison.Ordinal)))
+            foreach (var pair in line[4..].Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                environment[pair[..pair.IndexOf('=', StringComparison.Ordinal)]] = Mapped(pair[(pair.IndexOf('=', StringComparison.Ordinal) + 1)..]);
+        foreach (var (key, value) in runEnvironment) environment[key] = value;
+        string healthCheck = dockerfile.Split('\n').Single(l => l.StartsWith("HEALTHCHECK ", StringComparison.Ordinal));
+        string[] command = System.Text.Json.JsonSerializer.Deserialize<string[]>(healthCheck[(healthCheck.IndexOf("CMD", StringComparison.Ordinal) + 3)..])!;
+        string[] args = [.. command.SkipWhile(a => !a.EndsWith("halfmsg.dll", StringComparison.Ordinal)).Skip(1).Select(Mapped)];
+        Assert.Equal("health", args[0]);
+        using var output = new StringWriter();
+        using var error = new StringWriter();
+        int code = await HalfMsgCli.RunAsync(args, output, error, name => environment.GetValueOrDefault(name));
+        return (code, output.ToString(), error.ToString());
+    }
+
+    [Fact]
+    public async Task The_Docker_images_health_check_passes_under_require_with_the_probes_certificate_given_by_environment()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "halfmsg-cli-mtls-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(dir);
+        try
+        {
+            using var ca = Ca();
+            using var client = Client(ca);
+            string caPem = Path.Combine(dir, "ca.pem"), pfx = Path.Combine(dir, "probe.pfx"), data = Path.Combine(dir, "data");
+            await File.WriteAllTextAsync(caPem, ca.ExportCertificatePem());
+            await File.WriteAllBytesAsync(pfx, client.Export(X509ContentType.Pkcs12));
+
+            // The default image (no client certificates): the health check probes plain HTTP on loopback, as it always did.
+            int plain = FreePorts.Next();
+            await using (var host = await BrokerHost.StartAsync(["--data-dir", Path.Combine(dir, "plain"), "--grpc-port", FreePorts.Next().ToString(),
+                "--http-port", plain.ToString(), "--remoting-port", "0", "--namesrv-port", "0"]))
+            {
+                var healthy = await DockerHealthCheck(plain, new Dictionary<string, string>());
+                Assert.True(healthy.Code == ExitCodes.Ok, healthy.Err);
+            }
+
+            int http = FreePorts.Next();
+            await using var broker = await BrokerHost.StartAsync(["--data-dir", data, "--grpc-port", FreePorts.Next().ToString(),
+                "--http-port", http.ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--tls-client-auth", "require", "--tls-client-ca", caPem]);
+            // As the Dockerfile's comment says: HTTPS, the probe's certificate, and the broker's self-signed certificate
+            // (kept in the data directory from the start, before any TLS connection).
+            var run = new Dictionary<string, string>
+            {
+                ["HALFMSG_URL"] = $"https://127.0.0.1:{http}",
+                ["HALFMSG_CLIENT_CERTIFICATE"] = pfx,
+                ["HALFMSG_ADMIN_CA"] = Path.Combine(data, "tls", "self-signed.pfx"),
+            };
+            var check = await DockerHealthCheck(http, run);
+            Assert.True(check.Code == ExitCodes.Ok, $"exit {check.Code}: {check.Err}");
+            // Without the probe's certificate the check fails (the broker refuses the handshake).
+            run.Remove("HALFMSG_CLIENT_CERTIFICATE");
+            var refused = await DockerHealthCheck(http, run);
+            Assert.Equal(ExitCodes.Unreachable, refused.Code);
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
 }

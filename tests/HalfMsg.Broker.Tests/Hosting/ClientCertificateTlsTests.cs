@@ -303,4 +303,122 @@ public sealed class ClientCertificateTlsTests
         File.WriteAllBytes(pfx, pki.Ca.Export(X509ContentType.Pkcs12));
         Assert.True(ClientCertificates.Load(TlsClientAuth.Require, pfx)!.Trusts(pki.Trusted, null, out _));
     }
+
+    /// <summary>A TLS handshake with the port: the distinguished names of the CAs the broker said it accepts (empty when
+    /// it named none), and whether a route request was then answered. <paramref name="choose"/> picks the certificate to
+    /// present from those names.</summary>
+    private static async Task<(string[] Issuers, bool Answered)> HandshakeAsync(int port, Func<string[], X509Certificate2?> choose)
+    {
+        string[] seen = [];
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(IPAddress.Loopback, port);
+        await using var ssl = new System.Net.Security.SslStream(tcp.GetStream());
+        var options = new System.Net.Security.SslClientAuthenticationOptions
+        {
+            TargetHost = "localhost",
+            RemoteCertificateValidationCallback = (_, _, _, _) => true,
+            // Called before the handshake with no names (returning none there lets it be asked again), then when the
+            // server asks for a certificate, with the names it sent.
+            LocalCertificateSelectionCallback = (_, _, _, _, issuers) =>
+            {
+                if (issuers.Length == 0) return null!;
+                seen = issuers;
+                return choose(issuers)!;
+            },
+        };
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        try
+        {
+            await ssl.AuthenticateAsClientAsync(options, timeout.Token);
+        }
+        catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException)
+        {
+            return (seen, false);
+        }
+        return (seen, await RemotingOverAsync(ssl));
+    }
+
+    /// <summary>A route request over an established TLS stream: true if answered (with TLS 1.3 a refused certificate
+    /// shows here, as the connection closed with an alert).</summary>
+    private static async Task<bool> RemotingOverAsync(System.Net.Security.SslStream ssl)
+    {
+        var route = RemotingCommand.Request(RequestCode.GetRouteInfoByTopic, new() { ["topic"] = "TBW102" }, ReadOnlyMemory<byte>.Empty);
+        route.Opaque = 7;
+        route.Version = RemotingTestClient.JavaClientVersion;
+        var request = RemotingFrame.ToArray(route);
+        try
+        {
+            await ssl.WriteAsync(request);
+            var buffer = new byte[4];
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            await ssl.ReadExactlyAsync(buffer, timeout.Token);
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException or EndOfStreamException or OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    [Fact]
+    public async Task The_handshake_names_the_accepted_CAs_so_a_client_with_several_certificates_presents_the_right_one()
+    {
+        using var pki = new Pki();
+        var ports = Ports.Free();
+        await using var host = await BrokerHost.StartAsync([.. ports.Flags(pki.DataDir), "--tls-client-auth", "require", "--tls-client-ca", pki.CaPem]);
+        foreach (int port in new[] { ports.Remoting, ports.Grpc, ports.Http })
+        {
+            var (issuers, _) = await HandshakeAsync(port, _ => pki.Trusted);
+            Assert.True(issuers.Contains(pki.Ca.Subject), $"port {port}: the client saw the accepted CAs [{string.Join("; ", issuers)}], not {pki.Ca.Subject}");
+            Assert.DoesNotContain(pki.OtherCa.Subject, issuers);
+        }
+        // A client holding a certificate from another CA and one from the accepted CA presents the one the names point to,
+        // as the Java and OpenSSL clients' key managers choose (the first one when the server names none) and is served.
+        X509Certificate2[] held = [pki.Foreign, pki.Trusted];
+        var (named, answered) = await HandshakeAsync(ports.Remoting, issuers => held.FirstOrDefault(c => issuers.Contains(c.Issuer)) ?? held[0]);
+        Assert.True(answered, $"a client holding a certificate from the accepted CA was refused (names seen: [{string.Join("; ", named)}])");
+    }
+
+    [Fact]
+    public async Task A_changed_CA_file_is_taken_by_new_handshakes_and_a_broken_one_keeps_the_previous_CA_with_an_error()
+    {
+        using var pki = new Pki();
+        // --admin-tls off: the test harness probes /health over plain HTTP.
+        await using var broker = await BrokerProcess.StartAsync("--tls-client-auth", "require", "--tls-client-ca", pki.CaPem, "--admin-tls", "off");
+        Assert.True(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Trusted), "the CA's client certificate was refused");
+        Assert.False(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Foreign), "the other CA's certificate was answered before the rotation");
+
+        // Rotated: the file now holds the other CA (written beside it and moved over it, as a rotation does).
+        string next = pki.CaPem + ".next";
+        await File.WriteAllTextAsync(next, pki.OtherCa.ExportCertificatePem());
+        File.Move(next, pki.CaPem, overwrite: true);
+        await EventuallyAsync(() => RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Foreign), answered => answered, TimeSpan.FromSeconds(20),
+            "the rotated CA's client certificate to be served");
+        Assert.False(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Trusted), "the replaced CA's certificate was still answered");
+        Assert.Contains(pki.OtherCa.Subject, (await HandshakeAsync(broker.RemotingPort, _ => pki.Foreign)).Issuers);
+        await EventuallyAsync(() => Task.FromResult(broker.Output), o => o.Contains($"'{pki.CaPem}' changed and was read again", StringComparison.Ordinal),
+            TimeSpan.FromSeconds(20), "the reload to be logged");
+
+        // Removed: the certificates read last stay in use, the broker keeps serving, and an error says so.
+        File.Delete(pki.CaPem);
+        Assert.True(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Foreign), "a removed CA file dropped the certificates read before");
+        await EventuallyAsync(() => Task.FromResult(broker.Output), o => o.Contains($"--tls-client-ca: '{pki.CaPem}' is gone or cannot be looked at", StringComparison.Ordinal),
+            TimeSpan.FromSeconds(20), "the removed file to be logged as an error");
+
+        // Broken: the same.
+        await File.WriteAllTextAsync(pki.CaPem, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n");
+        Assert.True(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Foreign), "a broken CA file dropped the certificates read before");
+        Assert.False(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Trusted));
+        await EventuallyAsync(() => Task.FromResult(broker.Output), o => o.Contains($"--tls-client-ca: '{pki.CaPem}' holds no certificate", StringComparison.Ordinal)
+            && o.Contains("the certificates read before stay in use (CN=halfmsg-test-other-ca)", StringComparison.Ordinal),
+            TimeSpan.FromSeconds(20), "the broken file to be logged as an error");
+
+        // Fixed (both CAs): both are taken.
+        await File.WriteAllTextAsync(pki.CaPem, pki.Ca.ExportCertificatePem() + "\n" + pki.OtherCa.ExportCertificatePem());
+        await EventuallyAsync(() => RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Trusted), answered => answered, TimeSpan.FromSeconds(20),
+            "the first CA's certificate to be served again once the file is fixed");
+        Assert.True(await RemotingAnsweredAsync(broker.RemotingPort, tls: true, pki.Foreign));
+        await using var c = await RemotingTestClient.ConnectTlsAsync(broker.RemotingPort, clientCertificate: pki.Trusted);
+        Assert.Equal(ResponseCode.Success, (await SendAsync(c, Unique("MtlsRotated"), "after the rotations")).Code);
+    }
 }

@@ -114,6 +114,14 @@ public sealed class BrokerHost : IAsyncDisposable
         BrokerEngine? opened = null;
         builder.Services.AddSingleton(_ => opened ?? throw new InvalidOperationException("The broker engine is not open yet."));
         var app = builder.Build();
+        if (tlsCertificate is not null && options.GrpcTlsCertificate is null
+            && (options.GrpcTls == PortTlsMode.Required || (remotingTls && options.RemotingTls == PortTlsMode.Required) || options.AdminTls == PortTlsMode.Required))
+        {
+            // A port that takes TLS only (e.g. every port under --tls-client-auth require) serves the self-signed
+            // certificate to its first connection anyway: it is taken now, so <data>/tls/self-signed.pfx exists before
+            // that connection, for a probe that trusts it (the Docker image's HEALTHCHECK with HALFMSG_ADMIN_CA).
+            tlsCertificate(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(PortTls).FullName!));
+        }
         var engine = await BrokerEngine.OpenAsync(options.Core, TimeProvider.System, app.Services.GetRequiredService<ILoggerFactory>(),
             startBackgroundLoops: true, ct);
         opened = engine;

@@ -1,3 +1,4 @@
+using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using HalfMsg.Broker.FrontEnds.GrpcV5;
@@ -22,19 +23,43 @@ public enum TlsClientAuth
 /// <summary>
 /// Client-certificate authentication on the TLS ports (gRPC, Remoting and name server, admin): the certificates of
 /// <c>--tls-client-ca</c> are the only roots a client certificate may chain to (the system's are not used: a
-/// certificate any public CA issued must not open the broker), read once at start so that a missing or unreadable file
-/// stops the start with its flag named. Until 2026-12-07 no port asked for a client certificate.
+/// certificate any public CA issued must not open the broker). The file is read at start, so that a missing or
+/// unreadable one stops the start with its flag named, and again when it changes (its modification time or length,
+/// looked at on each handshake): a rotated CA is taken by the next handshakes without a restart, and a file changed into
+/// something unreadable (or removed) keeps the certificates last read, with an error in the log. The handshake names
+/// these certificates to the client (the "certificate authorities" of its CertificateRequest), so a client that holds
+/// several certificates can pick the one the broker takes. Until 2026-12-07 no port asked for a client certificate; until
+/// the session of 2026-12-07 that followed, the file was read at start only and no names were sent.
 /// </summary>
 internal sealed class ClientCertificates
 {
     private static readonly Oid ClientAuthentication = new("1.3.6.1.5.5.7.3.2");
-    private readonly X509Certificate2Collection _roots;
+    private readonly string _path;
+    private readonly object _reloadGate = new();
     private readonly LogRateLimiter _logLimit = new(1, TimeProvider.System);
+    private volatile Roots _roots;
+    /// <summary>The stamp of a changed file that could not be read (null stamp: gone), so that it is read (and logged)
+    /// once, not at every handshake.</summary>
+    private (bool Seen, FileStamp? Stamp) _unreadable;
 
-    private ClientCertificates(TlsClientAuth mode, X509Certificate2Collection roots)
+    /// <summary>The certificates read from the file, the stamp of the file they were read from, and the server
+    /// certificate context last made with them (one per server certificate: the self-signed one is renewed).</summary>
+    private sealed class Roots(X509Certificate2Collection certificates, FileStamp? stamp)
+    {
+        public X509Certificate2Collection Certificates { get; } = certificates;
+        public FileStamp? Stamp { get; } = stamp;
+        public volatile Served? Made;
+    }
+
+    private sealed record Served(X509Certificate2 Server, SslStreamCertificateContext Context);
+
+    private readonly record struct FileStamp(DateTime Written, long Length);
+
+    private ClientCertificates(TlsClientAuth mode, string path, X509Certificate2Collection roots, FileStamp? stamp)
     {
         Mode = mode;
-        _roots = roots;
+        _path = path;
+        _roots = new Roots(roots, stamp);
     }
 
     public TlsClientAuth Mode { get; }
@@ -52,7 +77,22 @@ internal sealed class ClientCertificates
         string flag = mode == TlsClientAuth.Require ? "require" : "optional";
         if (string.IsNullOrEmpty(caPath))
             throw new BrokerConfigurationException($"--tls-client-auth {flag} needs --tls-client-ca: the CA certificate(s) (PEM, DER or PKCS#12) that client certificates must chain to");
-        return new ClientCertificates(mode, ReadRoots(caPath));
+        if (!File.Exists(caPath)) throw new BrokerConfigurationException($"--tls-client-ca: no file '{caPath}'");
+        FileStamp? stamp = StampOf(caPath);
+        return new ClientCertificates(mode, caPath, ReadRoots(caPath), stamp);
+    }
+
+    private static FileStamp? StampOf(string path)
+    {
+        try
+        {
+            var info = new FileInfo(path);
+            return info.Exists ? new FileStamp(info.LastWriteTimeUtc, info.Length) : null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     /// <summary>PEM (one or more certificates), DER, or a PKCS#12 file without a password; only the certificates are kept.</summary>
@@ -69,6 +109,60 @@ internal sealed class ClientCertificates
         {
             throw new BrokerConfigurationException($"--tls-client-ca: '{path}' could not be read as PEM, DER or PKCS#12 certificates: {ex.Message}");
         }
+    }
+
+    /// <summary>The certificates client certificates must chain to now: read again first when the file changed since
+    /// they were read. A changed file that cannot be read (or a removed one) leaves them as they were, logged once.</summary>
+    internal X509Certificate2Collection Current(ILogger logger)
+    {
+        var roots = _roots;
+        FileStamp? now = StampOf(_path);
+        if (now == roots.Stamp) return roots.Certificates;
+        lock (_reloadGate)
+        {
+            roots = _roots;
+            if (now == roots.Stamp || (_unreadable.Seen && now == _unreadable.Stamp)) return roots.Certificates;
+            try
+            {
+                var read = ReadRoots(_path);
+                _roots = new Roots(read, now);
+                _unreadable = default;
+                logger.LogInformation("--tls-client-ca: '{Path}' changed and was read again: client certificates must now chain to {Subjects}",
+                    _path, string.Join("; ", read.Select(c => c.Subject)));
+                return read;
+            }
+            catch (BrokerConfigurationException ex)
+            {
+                _unreadable = (true, now);
+                logger.LogError("{Problem}; the certificates read before stay in use ({Subjects}) until the file is fixed (it is read again when it changes)",
+                    now is null ? $"--tls-client-ca: '{_path}' is gone or cannot be looked at" : ex.Message, string.Join("; ", roots.Certificates.Select(c => c.Subject)));
+                return roots.Certificates;
+            }
+        }
+    }
+
+    /// <summary>The context a handshake serves <paramref name="server"/> with: it names the current roots to the client
+    /// in the CertificateRequest (OpenSSL's client CA list; TLS 1.3's certificate_authorities extension), made once
+    /// per server certificate and file version.</summary>
+    internal SslStreamCertificateContext ContextFor(X509Certificate2 server, ILogger logger)
+    {
+        Current(logger);
+        var roots = _roots;
+        var made = roots.Made;
+        if (made is not null && ReferenceEquals(made.Server, server)) return made.Context;
+        SslCertificateTrust trust;
+        try
+        {
+            trust = SslCertificateTrust.CreateForX509Collection(roots.Certificates, sendTrustInHandshake: true);
+        }
+        catch (PlatformNotSupportedException)
+        {
+            // Windows sends names only from a certificate store; the check itself does not depend on them.
+            trust = SslCertificateTrust.CreateForX509Collection(roots.Certificates, sendTrustInHandshake: false);
+        }
+        var context = SslStreamCertificateContext.Create(server, additionalCertificates: null, offline: false, trust);
+        roots.Made = new Served(server, context);
+        return context;
     }
 
     /// <summary>
@@ -105,8 +199,15 @@ internal sealed class ClientCertificates
     /// <summary>Asks for the client's certificate on a port's TLS handshake, and accepts it only when it chains to
     /// <c>--tls-client-ca</c>: Kestrel fails the handshake otherwise (a TLS alert; with TLS 1.3 the client learns it at
     /// its first read).</summary>
-    public void Configure(HttpsConnectionAdapterOptions https, ILogger logger, string port)
+    public void Configure(HttpsConnectionAdapterOptions https, Func<ILogger, X509Certificate2> certificate, ILogger logger, string port)
     {
+        // The certificate is served through a context that carries the roots, so the CertificateRequest names them.
+        https.OnAuthenticate = (_, ssl) =>
+        {
+            ssl.ServerCertificateSelectionCallback = null;
+            ssl.ServerCertificate = null;
+            ssl.ServerCertificateContext = ContextFor(certificate(logger), logger);
+        };
         https.ClientCertificateMode = Mode == TlsClientAuth.Require ? ClientCertificateMode.RequireCertificate : ClientCertificateMode.AllowCertificate;
         https.ClientCertificateValidation = (certificate, offered, _) =>
         {
@@ -125,7 +226,7 @@ internal sealed class ClientCertificates
     {
         using var chain = new X509Chain();
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.AddRange(_roots);
+        chain.ChainPolicy.CustomTrustStore.AddRange(_roots.Certificates);
         chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
         chain.ChainPolicy.ApplicationPolicy.Add(ClientAuthentication);
         if (offered is not null)

@@ -180,7 +180,7 @@ internal static class PortTls
             ServerCertificateSelector = (_, _) => certificate(logger),
             HandshakeTimeout = FirstByteTimeout,
         };
-        clients?.Configure(https, logger, port);
+        clients?.Configure(https, certificate, logger, port);
         listen.UseHttps(https);
         listen.Use(next =>
         {
