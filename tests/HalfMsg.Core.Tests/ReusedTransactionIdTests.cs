@@ -292,19 +292,23 @@ public sealed class CheckTokenTests
         Assert.Null(h.Engine.FindTransaction(id));
     }
 
-    // A check after the move and a restart still carries the token the half was stored with (live == recovered).
+    // A check after moves and a restart still carries the token the half was stored with (live == recovered).
     [Theory]
     [InlineData("checkpoint")]
     [InlineData("log")]
-    public async Task A_check_after_a_move_and_a_restart_carries_the_token_the_half_was_stored_with(string restart)
+    public async Task A_check_after_moves_and_a_restart_carries_the_token_the_half_was_stored_with(string restart)
     {
         await using var h = await EngineHarness.StartAsync();
         const string id = "0E0000000000000000000000000000CC";
         Assert.True((await h.Engine.SendHalfAsync(Draft(h, id, "HALF"), "orders", "p1", null)).IsOk);
         long storedAt = h.Engine.FindTransaction(id)!.LogAddress;
-        long boundary = h.Engine.LogTailAddress;
-        await h.SendNormalAsync("filler", "f");
-        Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 1);
+        // Moved twice: the second move's record, all a replay of the log alone has, moves it from the first move's place.
+        for (int move = 0; move < 2; move++)
+        {
+            long boundary = h.Engine.LogTailAddress;
+            await h.SendNormalAsync("filler", "f");
+            Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 1);
+        }
         Assert.NotEqual(storedAt, h.Engine.FindTransaction(id)!.LogAddress);
         if (restart == "checkpoint") await h.Engine.CheckpointAsync();
         await h.Engine.DisposeAsync();
