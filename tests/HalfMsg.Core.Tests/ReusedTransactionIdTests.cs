@@ -210,3 +210,118 @@ public sealed class ReusedTransactionIdTests
         Assert.True((await h.Engine.EndTransactionAsync(id, id, TransactionResolution.Commit, DecisionSource.CheckBack)).IsOk);
     }
 }
+
+/// <summary>
+/// A check-back carries its half's check token (the address the half was stored at), and an answer that echoes it
+/// names the half it answers: once the new half of a reused id has had its own check, a late answer to the check of the
+/// EARLIER half is refused by its token. Until the session of 2026-12-07's check tokens the answer named the id alone
+/// and decided the new half. The token survives retention's moves, a restart from a checkpoint and from the log alone.
+/// </summary>
+public sealed class CheckTokenTests
+{
+    private static MessageDraft Draft(EngineHarness h, string id, string body) => new()
+    {
+        Topic = "orders", MessageId = id, Body = Encoding.UTF8.GetBytes(body),
+        BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+    };
+
+    private static DecisionRequest Answer(string id, TransactionResolution resolution, long token) => new(id, id, resolution, DecisionSource.CheckBack, CheckToken: token);
+
+    // restart: "" (none), "checkpoint" (from a checkpoint taken after the move), "log" (the log alone, after the cut).
+    [Theory]
+    [InlineData("", false)]
+    [InlineData("", true)]
+    [InlineData("checkpoint", true)]
+    [InlineData("log", true)]
+    public async Task A_late_answer_to_the_earlier_halfs_check_is_refused_after_the_new_half_was_checked(string restart, bool move)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        const string id = "0E0000000000000000000000000000AA";
+        var p = new RecordingChannel("p1");
+        var reg = h.Engine.Producers.Register("orders", p);
+
+        // The first half is checked (its checker slow), committed by its producer, and its decision forgotten.
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, id, "FIRST"), "orders", "p1", null)).IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.True(p.Checks.TryDequeue(out var oldCheck));
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "0E0000000000000000000000000000BB", "other"), "orders", "p1", null)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync("0E0000000000000000000000000000BB", null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+
+        // The id is taken again; the new half has its own check.
+        long storedAt = h.Engine.LogTailAddress;
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, id, "SECOND"), "orders", "p1", null)).IsOk);
+        Assert.Equal(storedAt, h.Engine.FindTransaction(id)!.LogAddress);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.True(p.Checks.TryDequeue(out var newCheck));
+        Assert.Equal("SECOND", Encoding.UTF8.GetString(newCheck.HalfMessage.Body.Span));
+        Assert.Equal(storedAt, newCheck.CheckToken);
+        Assert.NotEqual(oldCheck.CheckToken, newCheck.CheckToken);
+
+        if (move)
+        {
+            // Retention moves the new half's body to the tail: its address changes, its token does not.
+            long boundary = h.Engine.LogTailAddress;
+            await h.SendNormalAsync("filler", "f");
+            Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 1);
+            Assert.NotEqual(storedAt, h.Engine.FindTransaction(id)!.LogAddress);
+        }
+        reg.Dispose();
+        if (restart.Length > 0)
+        {
+            if (restart == "checkpoint") await h.Engine.CheckpointAsync();
+            await h.Engine.DisposeAsync();
+            if (restart == "log")
+                foreach (var f in Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin")) File.Delete(f);
+            await h.RestartAfterDeletedCheckpointAsync();
+        }
+
+        // The late Rollback for the FIRST half's check: refused by its token; the new half stays pending.
+        var late = await h.Engine.EndTransactionAsync(Answer(id, TransactionResolution.Rollback, oldCheck.CheckToken));
+        Assert.True(late.Error.Status == BrokerStatus.TransactionNotFound, $"the late answer to the first half's check was taken for the second half: {late.Error}");
+        Assert.NotNull(h.Engine.FindTransaction(id));
+        // Its "unknown" changes nothing either.
+        Assert.True((await h.Engine.EndTransactionAsync(Answer(id, TransactionResolution.Unknown, oldCheck.CheckToken))).IsOk);
+        Assert.NotNull(h.Engine.FindTransaction(id));
+
+        // The new half's own answer (its token, as its check carried it before the move and the restart) decides it.
+        var own = await h.Engine.EndTransactionAsync(Answer(id, TransactionResolution.Commit, newCheck.CheckToken));
+        Assert.True(own.IsOk, own.Error.ToString());
+        Assert.Null(h.Engine.FindTransaction(id));
+    }
+
+    // A check after moves and a restart still carries the token the half was stored with (live == recovered).
+    [Theory]
+    [InlineData("checkpoint")]
+    [InlineData("log")]
+    public async Task A_check_after_moves_and_a_restart_carries_the_token_the_half_was_stored_with(string restart)
+    {
+        await using var h = await EngineHarness.StartAsync();
+        const string id = "0E0000000000000000000000000000CC";
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, id, "HALF"), "orders", "p1", null)).IsOk);
+        long storedAt = h.Engine.FindTransaction(id)!.LogAddress;
+        // Moved twice: the second move's record, all a replay of the log alone has, moves it from the first move's place.
+        for (int move = 0; move < 2; move++)
+        {
+            long boundary = h.Engine.LogTailAddress;
+            await h.SendNormalAsync("filler", "f");
+            Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 1);
+        }
+        Assert.NotEqual(storedAt, h.Engine.FindTransaction(id)!.LogAddress);
+        if (restart == "checkpoint") await h.Engine.CheckpointAsync();
+        await h.Engine.DisposeAsync();
+        if (restart == "log")
+            foreach (var f in Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin")) File.Delete(f);
+        await h.RestartAfterDeletedCheckpointAsync();
+
+        var p = new RecordingChannel("p1");
+        using var reg = h.Engine.Producers.Register("orders", p);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.True(p.Checks.TryDequeue(out var check));
+        Assert.Equal(storedAt, check.CheckToken);
+        Assert.True((await h.Engine.EndTransactionAsync(Answer(id, TransactionResolution.Commit, storedAt))).IsOk);
+    }
+}

@@ -235,6 +235,9 @@ public sealed partial class BrokerEngine
             state.NextCheckAtMs = half.NextCheckAtMs;
             state.Parked = half.Parked;
             state.ParkedAtMs = half.ParkedAtMs;
+            // A half is never also a delayed message (its commit makes one): SentAt carries its check token, which a
+            // replay of the log alone re-creates it with. Builds before read SentAt for delayed messages only.
+            state.SentAt = half.CheckToken;
         }
         if (targets.Delayed && _delayed.TryGet(address, out var delayed))
         {

@@ -247,10 +247,17 @@ public sealed partial class BrokerEngine
             // Refused as for an unknown id (the half it answers is gone); this half waits for its own check-back. After a
             // crash that lost a sent check's TxChecked record the answer is refused too, and the half is checked again.
             // An "unknown" answer changes nothing anyway: it is not refused, but not taken as this half's answer either.
-            bool answersAnEarlierHalf = source == DecisionSource.CheckBack && !half.WasCheckedBack;
+            // Once this half has had its own check, a late answer to the earlier half's check was taken as this half's
+            // until the session of 2026-12-07's check tokens. Now an answer that carries the check token of the half its
+            // check named (the Remoting tranStateTableOffset, echoed by the Java client) is refused when that is another
+            // half; an answer without one (a gRPC answer, a client that echoes nothing) is judged as before.
+            bool answersAnEarlierHalf = source == DecisionSource.CheckBack
+                && (!half.WasCheckedBack || (decision.CheckToken is long token && half.CheckToken >= 0 && token != half.CheckToken));
             if (answersAnEarlierHalf && resolution != TransactionResolution.Unknown)
                 return new DecisionResult(new(BrokerStatus.TransactionNotFound,
-                    $"no check-back of the pending half of transaction '{transactionId}' was sent: this answer is to a check of an earlier half of the id, decided and forgotten, and changes nothing"),
+                    half.WasCheckedBack
+                        ? $"this answer is to a check of another half of transaction '{transactionId}' (check token {decision.CheckToken}; the pending half's is {half.CheckToken}): an earlier half of the id, decided and forgotten; it changes nothing"
+                        : $"no check-back of the pending half of transaction '{transactionId}' was sent: this answer is to a check of an earlier half of the id, decided and forgotten, and changes nothing"),
                     TransactionResolution.Unknown, false);
             // The instance this half's last check went to answered it: a working check-back channel (registry lock only).
             if (source == DecisionSource.CheckBack && half.LastCheckedClientId is { } asked) Producers.NoteAnswered(half.ProducerGroup, asked);
@@ -425,7 +432,8 @@ public sealed partial class BrokerEngine
                         retryLater.Add(half);
                         continue;
                     }
-                    var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1 };
+                    var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1,
+                        CheckToken = half.CheckToken };
                     using var span = BrokerTracing.StartCheckBack(request); // trace hook (issue 12)
                     ICheckBackChannel? accepted = null;
                     // The pass took this half k disk reads ago; a commit or rollback may have come in since. Liveness is

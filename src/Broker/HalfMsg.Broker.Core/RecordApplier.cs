@@ -311,7 +311,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             // Shared strings: a pending half costs its numbers, not five copies of names it shares with thousands of others.
             TransactionId = rec.TransactionId, MessageId = m.MessageId == rec.TransactionId ? rec.TransactionId : m.MessageId,
             Topic = Intern(m.Topic)!, ProducerGroup = Intern(rec.ProducerGroup)!, OriginClientId = state.Tags.InternClientId(rec.OriginClientId),
-            Address = address, Size = size, StoreTimestampMs = m.StoreMs, CheckImmunityMs = rec.CheckImmunityMs, RequestedQueueId = rec.RequestedQueue,
+            Address = address, Size = size, CheckToken = address, StoreTimestampMs = m.StoreMs, CheckImmunityMs = rec.CheckImmunityMs, RequestedQueueId = rec.RequestedQueue,
             Tag = Intern(m.Tag), MessageGroup = m.MessageGroup, DeliverAtMs = m.DeliverAtMs, CheckCount = rec.CheckCount, Parked = rec.Parked,
         };
         // A producer's check immunity replaces the transaction timeout, shorter or longer, as in Apache's broker
@@ -755,7 +755,10 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     half.NextCheckAtMs = known.NextCheckAtMs;
                     half.Parked = known.Parked;
                     half.ParkedAtMs = known.ParkedAtMs;
+                    // The address it was stored at, carried (a move written before carried none: where it was moved from).
+                    half.CheckToken = known.SentAt >= 0 ? known.SentAt : previous;
                 }
+                else half.CheckToken = previous;
                 lostHalf = half;
             }
             ref readonly var m = ref stored.Message;

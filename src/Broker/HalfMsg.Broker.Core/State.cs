@@ -308,6 +308,15 @@ internal sealed class HalfState
     public long Address;
     /// <summary>Size of the half's record in bytes.</summary>
     public int Size;
+    /// <summary>
+    /// Names this half, not its id: the address of the record it was stored at (its HalfStored record; the Remoting send
+    /// result's <c>queueOffset</c>), which no retention move changes and no other half can have. A check-back carries it
+    /// (the Remoting <c>tranStateTableOffset</c>, which the Java client echoes in its answer), so an answer to a check
+    /// of an EARLIER half of a reused id is told from one to this half's (see <c>BrokerEngine.DecideLocked</c>). Kept
+    /// by moves (<see cref="Storage.RelocatedState.SentAt"/>) and checkpoints (SnapHalf, trailing); a half read from a
+    /// checkpoint written before (since the session of 2026-12-07's check tokens) takes its address at the load.
+    /// </summary>
+    public long CheckToken = -1;
     public long StoreTimestampMs;
     public long CheckImmunityMs;
     public int RequestedQueueId = -1;

@@ -187,9 +187,12 @@ public sealed class RemotingTransactionProducer(RemotingTestClient client, strin
     }
 
     /// <summary>Sends a half; returns the UNIQ_KEY, the response (msgId = offset msg id, queueOffset = tranStateTableOffset).</summary>
-    public async Task<(string UniqKey, RemotingCommand Response)> SendHalfAsync(string topic, string body, string? tag = null, params (string Key, string Value)[] more)
+    public Task<(string UniqKey, RemotingCommand Response)> SendHalfAsync(string topic, string body, string? tag = null, params (string Key, string Value)[] more)
+        => SendHalfWithKeyAsync(Guid.NewGuid().ToString("N").ToUpperInvariant(), topic, body, tag, more);
+
+    /// <summary>Sends a half with the UNIQ_KEY <paramref name="uniq"/> (a Java producer that sends a message again reuses it).</summary>
+    public async Task<(string UniqKey, RemotingCommand Response)> SendHalfWithKeyAsync(string uniq, string topic, string body, string? tag = null, params (string Key, string Value)[] more)
     {
-        string uniq = Guid.NewGuid().ToString("N").ToUpperInvariant();
         var props = new List<KeyValuePair<string, string?>>
         {
             new(MessageConst.UniqueKey, uniq), new(MessageConst.TransactionPrepared, "true"), new(MessageConst.ProducerGroup, group),

@@ -109,8 +109,11 @@ public sealed record HalfDraft(MessageDraft Message, string ProducerGroup, strin
 /// (<c>&lt;ns&gt;%</c>) as <paramref name="TopicPrefix"/>: the half's topic must begin with it. A transaction already
 /// decided is told only to a caller of its namespace: <paramref name="Namespace"/> when given ("" for none; RocketMQ 4's
 /// END_TRANSACTION gives its producer group's), else the named topic's or the prefix's; with none of them, any.</summary>
+// CheckToken: the check token of the half a check-back answer is for, as the check carried it (CheckBackRequest.CheckToken;
+// the Remoting tranStateTableOffset), or null when the answer carries none (older or other clients, a producer's own
+// decision): an answer naming another half of the id is refused.
 public readonly record struct DecisionRequest(string TransactionId, string? MessageId, TransactionResolution Resolution, DecisionSource Source,
-    string? TraceParent = null, string? Topic = null, string? TopicPrefix = null, string? Namespace = null);
+    string? TraceParent = null, string? Topic = null, string? TopicPrefix = null, string? Namespace = null, long? CheckToken = null);
 
 public readonly record struct DecisionResult(BrokerError Error, TransactionResolution Outcome, bool WasDuplicate)
 {
@@ -125,6 +128,10 @@ public sealed class CheckBackRequest
     public required StoredMessage HalfMessage { get; init; }
     /// <summary>How many checks were issued for this half, including this one.</summary>
     public int CheckNumber { get; init; }
+    /// <summary>Names this half, not its id (the address it was stored at; never changed by retention): a front-end
+    /// sends it in a field the producer echoes in its answer, and passes the echo back as
+    /// <see cref="DecisionRequest.CheckToken"/>. -1 when not known.</summary>
+    public long CheckToken { get; init; } = -1;
 }
 
 public sealed record ReceiveRequest

@@ -545,7 +545,8 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
     {
         w.Begin(SnapHalf).Str(h.TransactionId).Str(h.MessageId).Str(h.Topic).Str(h.ProducerGroup).Str(h.OriginClientId).I64(h.Address).I32(h.Size)
             .I64(h.StoreTimestampMs).I64(h.CheckImmunityMs).I32(h.RequestedQueueId).Str(h.Tag).Str(h.MessageGroup).I64(h.DeliverAtMs)
-            .I32(h.CheckCount).I64(h.NextCheckAtMs).Bool(h.Parked).I64(h.ParkedAtMs).I64(h.LastCheckAtMs);
+            .I32(h.CheckCount).I64(h.NextCheckAtMs).Bool(h.Parked).I64(h.ParkedAtMs).I64(h.LastCheckAtMs)
+            .I64(h.CheckToken); // since the session of 2026-12-07's check tokens, at the end: builds before stop before it
         Emit(w, o);
     }
 
@@ -750,6 +751,9 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                         MessageGroup = r.Str(), DeliverAtMs = r.I64(), CheckCount = r.I32(), NextCheckAtMs = r.I64(), Parked = r.Bool(),
                         ParkedAtMs = r.I64(), LastCheckAtMs = r.I64(),
                     };
+                    // A checkpoint written before check tokens has none: the half is named by its address now from here on
+                    // (an answer to a check sent before the upgrade from a half moved since is refused; it is checked again).
+                    h.CheckToken = r.Remaining > 0 ? r.I64() : h.Address;
                     if (h.MessageId == h.TransactionId) h.MessageId = h.TransactionId;
                     state.Halves.Add(h);
                     break;

@@ -37,7 +37,8 @@ internal sealed partial class RemotingDispatcher
         {
             // Changes nothing, but tells the core the producer answered its check (it is alive; see RunCheckPassAsync).
             if (fromCheck && Engine.FindTransaction(id) is not null)
-                await Engine.EndTransactionAsync(id, null, TransactionResolution.Unknown, DecisionSource.CheckBack).ConfigureAwait(false);
+                await Engine.EndTransactionAsync(new DecisionRequest(id, null, TransactionResolution.Unknown, DecisionSource.CheckBack, CheckToken: CheckTokenOf(request)))
+                    .ConfigureAwait(false);
             return null;
         }
         if (Engine.FindTransaction(id) is { } pending && pending.ProducerGroup != group)
@@ -57,7 +58,7 @@ internal sealed partial class RemotingDispatcher
         // owner its own transaction was unknown (found by review, 2026-12-06).
         string? callerNamespace = group.Contains('%', StringComparison.Ordinal) ? BrokerEngine.NamespaceOf(group) : null;
         var result = await Engine.EndTransactionAsync(new DecisionRequest(id, null, resolution, fromCheck ? DecisionSource.CheckBack : DecisionSource.Client,
-            Namespace: callerNamespace), CancellationToken.None).ConfigureAwait(false);
+            Namespace: callerNamespace, CheckToken: fromCheck ? CheckTokenOf(request) : null), CancellationToken.None).ConfigureAwait(false);
         if (result.IsOk) return Ok(request);
         if (result.Error.Status == BrokerStatus.TransactionNotFound)
         {
@@ -69,6 +70,15 @@ internal sealed partial class RemotingDispatcher
         Logger.LogInformation("END_TRANSACTION {Resolution} for {TransactionId} refused: {Error}", resolution, id, result.Error);
         return RemotingErrors.Response(request, result.Error);
     }
+
+    /// <summary>
+    /// The check token an answer to a check carries: the check's <c>tranStateTableOffset</c>, which the Java client
+    /// (<c>DefaultMQProducerImpl.checkTransactionState</c>) echoes verbatim, as it echoes <c>commitLogOffset</c> and
+    /// <c>transactionId</c>. Apache's broker refuses an answer whose offsets are not its half's, so a client that works
+    /// with it echoes them. Null when absent or not a number: judged as before the tokens.
+    /// </summary>
+    private static long? CheckTokenOf(RemotingCommand request)
+        => long.TryParse(request.Get("tranStateTableOffset"), NumberStyles.Integer, CultureInfo.InvariantCulture, out long token) ? token : null;
 
     /// <summary>
     /// CHECK_TRANSACTION_STATE, one-way, as the Java broker sends it: header topic, tranStateTableOffset,
@@ -91,7 +101,9 @@ internal sealed partial class RemotingDispatcher
         var cmd = RemotingCommand.Request(RequestCode.CheckTransactionState, body: EncodeStored(wire));
         cmd.Flag = RemotingCommand.OnewayFlag;
         cmd.Set("topic", half.Topic)
-            .Set("tranStateTableOffset", address)
+            // The half's check token (the address it was stored at, which its send result gave as queueOffset): unlike
+            // commitLogOffset, not changed by retention's moves, so the answer's echo names the half this check asked about.
+            .Set("tranStateTableOffset", request.CheckToken >= 0 ? request.CheckToken : address)
             .Set("commitLogOffset", address)
             .Set("msgId", half.MessageId)
             .Set("transactionId", request.TransactionId)
