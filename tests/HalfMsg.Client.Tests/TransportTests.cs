@@ -318,6 +318,148 @@ public sealed class TransportTests
         Assert.Equal(0, handler.Requests.GetValueOrDefault(2));
     }
 
+    private static AsyncUnaryCall<HeartbeatResponse> Heartbeat(MessagingService.MessagingServiceClient c, CallOptions o) =>
+        c.HeartbeatAsync(new HeartbeatRequest(), o);
+
+    [Fact]
+    public async Task A_silent_first_address_is_passed_over_within_the_call_long_before_its_deadline_and_later_calls_do_not_try_it()
+    {
+        // The first address accepts connections and never writes a byte (a hung broker): until the midday session of
+        // 2026-12-07 every call waited there for its deadline (20 s here) and failed, and none moved on.
+        int calls = 0;
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            return Task.FromResult(new HeartbeatResponse());
+        });
+        await using var silent = new SilentListener();
+        var endpoint = Endpoint.Parse($"{silent.Endpoint};{server.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: Timeout.InfiniteTimeSpan));
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+        Assert.Equal(1, silent.Connections);
+
+        for (int i = 0; i < 10; i++)
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        }
+
+        Assert.Equal(11, calls);
+        Assert.Equal(1, silent.Connections); // not tried again on every call
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+    }
+
+    [Fact]
+    public async Task A_silent_single_address_fails_the_call_at_the_connect_timeout_with_a_clear_error()
+    {
+        await using var silent = new SilentListener();
+        var endpoint = Endpoint.Parse(silent.Endpoint);
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300)));
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint, Heartbeat, null, default));
+        Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
+        Assert.True(ex.GrpcStatus == StatusCode.Unavailable, ex.ToString());
+        Assert.Contains("ConnectTimeout", ex.Message);
+        Assert.True(RpcChannel.IsConnectFailure(ex), ex.ToString());
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-1)]
+    public void A_connect_timeout_or_failback_interval_not_above_zero_is_refused_naming_the_option(int ms)
+    {
+        var connect = Assert.Throws<ArgumentOutOfRangeException>(() => new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(3), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(ms), option: "ProducerOptions"));
+        Assert.Contains("ProducerOptions.ConnectTimeout", connect.Message);
+        if (ms == 0)
+        {
+            var failback = Assert.Throws<ArgumentOutOfRangeException>(() => new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(3), null, null,
+                failbackInterval: TimeSpan.Zero, option: "ProducerOptions"));
+            Assert.Contains("ProducerOptions.FailbackInterval", failback.Message);
+        }
+
+        // Defaults: half the request timeout, at most 3 s; 30 s; infinite failback allowed.
+        var config = new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(3), null, null, failbackInterval: Timeout.InfiniteTimeSpan);
+        Assert.Equal(TimeSpan.FromSeconds(1.5), config.ConnectTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(3), new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(30), null, null).ConnectTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(30), new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(3), null, null).FailbackInterval);
+    }
+
+    [Fact]
+    public async Task After_moving_away_from_the_first_address_calls_move_back_once_it_answers_again()
+    {
+        // Until the midday session of 2026-12-07 a client stayed on the address it moved to until that one failed.
+        int onFirst = 0, onSecond = 0;
+        await using var second = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref onSecond);
+            return Task.FromResult(new HeartbeatResponse());
+        });
+        var silent = new SilentListener();
+        int firstPort = silent.Port;
+        TestGrpcServer? first = null;
+        try
+        {
+            var endpoint = Endpoint.Parse($"127.0.0.1:{firstPort};{second.Endpoint}");
+            using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+                connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: TimeSpan.FromMilliseconds(500)));
+            int changes = 0;
+            channel.AddressChanged += e => Interlocked.Increment(ref changes);
+
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+            Assert.Equal(1, channel.CurrentIndex(endpoint));
+
+            // While the first stays silent it is probed in the background (once per interval), and calls stay on the second.
+            await E2E.EventuallyAsync(async () =>
+            {
+                await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+                return silent.Connections >= 2;
+            }, TimeSpan.FromSeconds(10), "a probe of the silent first address");
+            Assert.Equal(1, channel.CurrentIndex(endpoint));
+            Assert.Equal(0, Volatile.Read(ref onFirst));
+
+            await silent.DisposeAsync();
+            first = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+            {
+                Interlocked.Increment(ref onFirst);
+                return Task.FromResult(new HeartbeatResponse());
+            }, firstPort);
+
+            // Back within the interval and a probe (documented bound: FailbackInterval + ConnectTimeout, after a call).
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            await E2E.EventuallyAsync(async () =>
+            {
+                await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+                return Volatile.Read(ref onFirst) > 0;
+            }, TimeSpan.FromSeconds(10), "calls back on the first address");
+            Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
+            Assert.Equal(0, channel.CurrentIndex(endpoint));
+            Assert.Equal(2, Volatile.Read(ref changes)); // away, and back (Telemetry follows both)
+
+            int secondBefore = Volatile.Read(ref onSecond);
+            for (int i = 0; i < 5; i++)
+            {
+                await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+            }
+
+            Assert.Equal(secondBefore, Volatile.Read(ref onSecond)); // the first is preferred again
+        }
+        finally
+        {
+            await silent.DisposeAsync();
+            if (first is not null)
+            {
+                await first.DisposeAsync();
+            }
+        }
+    }
+
     private sealed class FailingHandler : HttpMessageHandler
     {
         public ConcurrentDictionary<int, int> Requests { get; } = new();
