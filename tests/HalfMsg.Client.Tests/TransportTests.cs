@@ -401,63 +401,75 @@ public sealed class TransportTests
             Interlocked.Increment(ref onSecond);
             return Task.FromResult(new HeartbeatResponse());
         });
-        var silent = new SilentListener();
-        int firstPort = silent.Port;
-        TestGrpcServer? first = null;
-        try
+        int firstPort;
+        await using (var gone = await TestGrpcServer.StartAsync(_ => { }))
         {
-            var endpoint = Endpoint.Parse($"127.0.0.1:{firstPort};{second.Endpoint}");
-            using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
-                connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: TimeSpan.FromMilliseconds(500)));
-            int changes = 0;
-            channel.AddressChanged += e => Interlocked.Increment(ref changes);
+            firstPort = gone.Port; // refused from now on
+        }
 
+        var endpoint = Endpoint.Parse($"127.0.0.1:{firstPort};{second.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: TimeSpan.FromMilliseconds(500)));
+        int changes = 0;
+        channel.AddressChanged += e => Interlocked.Increment(ref changes);
+
+        await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+        Assert.Equal(1, Volatile.Read(ref changes));
+
+        await using var first = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref onFirst);
+            return Task.FromResult(new HeartbeatResponse());
+        }, firstPort);
+
+        // Back within the interval and a probe (documented bound: FailbackInterval + ConnectTimeout, after a call).
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await E2E.EventuallyAsync(async () =>
+        {
             await channel.UnaryAsync(endpoint, Heartbeat, null, default);
-            Assert.Equal(1, channel.CurrentIndex(endpoint));
+            return Volatile.Read(ref onFirst) > 0;
+        }, TimeSpan.FromSeconds(10), "calls back on the first address");
+        Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
+        Assert.Equal(0, channel.CurrentIndex(endpoint));
+        Assert.Equal(2, Volatile.Read(ref changes)); // away, and back (the Telemetry stream follows both)
+        Assert.Contains(first.Paths, p => p == "/halfmsg.client.v1.AddressProbe/Probe"); // the probe, answered UNIMPLEMENTED
 
-            // While the first stays silent it is probed in the background (once per interval), and calls stay on the second.
-            await E2E.EventuallyAsync(async () =>
-            {
-                await channel.UnaryAsync(endpoint, Heartbeat, null, default);
-                return silent.Connections >= 2;
-            }, TimeSpan.FromSeconds(10), "a probe of the silent first address");
-            Assert.Equal(1, channel.CurrentIndex(endpoint));
-            Assert.Equal(0, Volatile.Read(ref onFirst));
-
-            await silent.DisposeAsync();
-            first = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
-            {
-                Interlocked.Increment(ref onFirst);
-                return Task.FromResult(new HeartbeatResponse());
-            }, firstPort);
-
-            // Back within the interval and a probe (documented bound: FailbackInterval + ConnectTimeout, after a call).
-            var watch = System.Diagnostics.Stopwatch.StartNew();
-            await E2E.EventuallyAsync(async () =>
-            {
-                await channel.UnaryAsync(endpoint, Heartbeat, null, default);
-                return Volatile.Read(ref onFirst) > 0;
-            }, TimeSpan.FromSeconds(10), "calls back on the first address");
-            Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
-            Assert.Equal(0, channel.CurrentIndex(endpoint));
-            Assert.Equal(2, Volatile.Read(ref changes)); // away, and back (Telemetry follows both)
-
-            int secondBefore = Volatile.Read(ref onSecond);
-            for (int i = 0; i < 5; i++)
-            {
-                await channel.UnaryAsync(endpoint, Heartbeat, null, default);
-            }
-
-            Assert.Equal(secondBefore, Volatile.Read(ref onSecond)); // the first is preferred again
-        }
-        finally
+        int secondBefore = Volatile.Read(ref onSecond);
+        for (int i = 0; i < 5; i++)
         {
-            await silent.DisposeAsync();
-            if (first is not null)
-            {
-                await first.DisposeAsync();
-            }
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
         }
+
+        Assert.Equal(secondBefore, Volatile.Read(ref onSecond)); // the first is preferred again
+    }
+
+    [Fact]
+    public async Task A_first_address_that_stays_silent_is_probed_once_per_failback_interval_and_calls_stay_on_the_second()
+    {
+        int onSecond = 0;
+        await using var second = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref onSecond);
+            return Task.FromResult(new HeartbeatResponse());
+        });
+        await using var silent = new SilentListener();
+        var endpoint = Endpoint.Parse($"{silent.Endpoint};{second.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: TimeSpan.FromMilliseconds(500)));
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        int calls = 0;
+        await E2E.EventuallyAsync(async () =>
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+            calls++;
+            return silent.Connections >= 3;
+        }, TimeSpan.FromSeconds(15), "two probes of the silent first address");
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+        Assert.Equal(calls, Volatile.Read(ref onSecond)); // every call answered by the second, none failed
+        // One connection for the first call, then at most one probe per interval (500 ms) plus its wait (300 ms).
+        Assert.InRange(silent.Connections, 3, 2 + (int)(watch.Elapsed.TotalMilliseconds / 500));
     }
 
     private sealed class FailingHandler : HttpMessageHandler
