@@ -18,9 +18,10 @@ public sealed class SilentListener : IAsyncDisposable
     private int _connections;
     private int _disposed;
 
-    public SilentListener()
+    /// <param name="port">The port to take (a stopped broker's, for a real one to take back); 0 for any.</param>
+    public SilentListener(int port = 0)
     {
-        _listener = new TcpListener(IPAddress.Loopback, 0);
+        _listener = new TcpListener(IPAddress.Loopback, port);
         _listener.Start();
         Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
         _loop = Task.Run(AcceptAsync);
