@@ -369,6 +369,28 @@ public sealed class TransportTests
         Assert.True(RpcChannel.IsConnectFailure(ex), ex.ToString());
     }
 
+    [Fact]
+    public async Task With_tls_a_silent_first_address_is_passed_over_at_the_handshake_bound_not_the_deadline()
+    {
+        // TLS: the handshake is the broker's answer; the handler bounds it at twice ConnectTimeout. The second address is
+        // another silent one, so the call fails, naming both, long before its 20 s deadline.
+        await using var silent1 = new SilentListener();
+        await using var silent2 = new SilentListener();
+        string endpoints = $"{silent1.Endpoint};{silent2.Endpoint}";
+        var endpoint = Endpoint.Parse(endpoints);
+        ClientTls tls = ClientTls.Create("ProducerOptions", endpoints, useTls: true, new TlsOptions { AllowUntrustedServerCertificate = true }, null)!;
+        using var channel = new RpcChannel(new ClientConfig(endpoints, null, TimeSpan.FromSeconds(20), null, null, tls,
+            connectTimeout: TimeSpan.FromMilliseconds(300)));
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint, Heartbeat, null, default));
+        Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(8));
+        Assert.Contains(silent1.Endpoint, ex.Message);
+        Assert.Contains(silent2.Endpoint, ex.Message);
+        Assert.Equal(1, silent1.Connections);
+        Assert.Equal(1, silent2.Connections);
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(-1)]
