@@ -131,7 +131,7 @@ internal sealed class RpcChannel : IDisposable
         {
             var invoker = Channel(endpoint.Address(0)).Channel.CreateCallInvoker();
             using AsyncUnaryCall<byte[]> call = invoker.AsyncUnaryCall(ProbeMethod, null,
-                new CallOptions(deadline: DateTime.UtcNow + _config.ConnectTimeout + _config.ConnectTimeout), []);
+                new CallOptions(deadline: DateTime.UtcNow + 3 * _config.ConnectTimeout), []); // past the handler's TLS bound (2x)
             await call.ResponseAsync.ConfigureAwait(false);
             alive = true;
         }
