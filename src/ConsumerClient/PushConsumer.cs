@@ -56,7 +56,8 @@ public sealed class PushConsumer : IAsyncDisposable
         _options = options;
         _handler = options.Handler!;
         var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory,
-            ClientTls.Create(nameof(PushConsumerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory));
+            ClientTls.Create(nameof(PushConsumerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory),
+            options.ConnectTimeout, options.FailbackInterval, nameof(PushConsumerOptions));
         _core = new ConsumerCore(config, ClientType.PushConsumer, options.ConsumerGroup, options.Subscriptions, longPolling: null, handler: null);
         _slots = new SemaphoreSlim(options.MaxConcurrency, options.MaxConcurrency);
         _logger = _core.Session.Logger;

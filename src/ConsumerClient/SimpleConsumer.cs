@@ -22,7 +22,8 @@ public sealed class SimpleConsumer : IAsyncDisposable
     {
         _options = options;
         var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory,
-            ClientTls.Create(nameof(SimpleConsumerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory));
+            ClientTls.Create(nameof(SimpleConsumerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory),
+            options.ConnectTimeout, options.FailbackInterval, nameof(SimpleConsumerOptions));
         _core = new ConsumerCore(config, ClientType.SimpleConsumer, options.ConsumerGroup, options.Subscriptions, options.AwaitDuration, handler);
         _topics = [.. options.Subscriptions.Keys];
     }

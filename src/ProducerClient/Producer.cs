@@ -49,7 +49,8 @@ public sealed class Producer : IAsyncDisposable
         }
 
         var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory,
-            ClientTls.Create(nameof(ProducerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory));
+            ClientTls.Create(nameof(ProducerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory),
+            options.ConnectTimeout, options.FailbackInterval, nameof(ProducerOptions));
         _session = new ClientSession(config, ClientType.Producer, group: null, BuildSettings, OnServerCommandAsync, handler);
         _logger = _session.Logger;
         if (options.HalfSendCallsInFlight > 0)

@@ -36,6 +36,19 @@ public sealed record ProducerOptions
     /// <summary>Deadline of each unary call (the official clients' default is 3 s).</summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(3);
 
+    /// <summary>Bound of opening a connection to one address: TCP, then the TLS handshake or (cleartext) the broker's
+    /// answer to the HTTP/2 preface. An address that does not answer within it is passed over like a refused one (the
+    /// request never left): the call goes to the next address of <c>Endpoints</c> within its deadline, and later calls
+    /// start there. Null (default): half the <c>RequestTimeout</c>, at most 3 s (the official Java client's connect
+    /// timeout). More than 0, else StartAsync throws.</summary>
+    public TimeSpan? ConnectTimeout { get; init; }
+
+    /// <summary>With several addresses in <c>Endpoints</c>: after the client moved away from the first, how long until
+    /// the first is tried again (a probe in the background; calls go on meanwhile); when it answers, calls and the
+    /// Telemetry stream move back to it, else it is tried again after as long. Null (default): 30 s;
+    /// <see cref="Timeout.InfiniteTimeSpan"/>: never move back. More than 0 or infinite, else StartAsync throws.</summary>
+    public TimeSpan? FailbackInterval { get; init; }
+
     /// <summary>Resolves half messages the broker asks about (check-back). Without one, check-backs are ignored and the
     /// broker keeps asking until it gives up.</summary>
     public ITransactionChecker? TransactionChecker { get; init; }

@@ -130,6 +130,84 @@ public sealed class AccessPointFailoverTests
     }
 
     [Fact]
+    public async Task With_the_first_address_silent_the_clients_pass_it_over_quickly_and_move_back_once_a_broker_answers_there()
+    {
+        // The first address accepts connections and never answers (a hung broker). Until the midday session of
+        // 2026-12-07 every call there waited for its deadline (15 s here) and failed, and none moved to the second;
+        // and a client that had moved never came back to the first.
+        await using BrokerProcess second = await BrokerProcess.StartAsync();
+        await using BrokerProcess first = await BrokerProcess.StartAsync();
+        first.Kill();
+        var silent = new SilentListener(first.GrpcPort);
+        try
+        {
+            string endpoints = $"{first.Endpoint};{second.Endpoint}";
+            string topic = E2E.Unique("fo-silent");
+            var checker = new RecordingChecker(new FuncChecker(_ => TransactionResolution.Commit));
+            TimeSpan deadline = TimeSpan.FromSeconds(15), connect = TimeSpan.FromMilliseconds(500), failback = TimeSpan.FromSeconds(1);
+
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            await using Producer producer = await Producer.StartAsync(ProducerOptions.Default with
+            {
+                Endpoints = endpoints, Topics = [topic], TransactionChecker = checker, RequestTimeout = deadline, ConnectTimeout = connect,
+                FailbackInterval = failback,
+            });
+            await producer.SendAsync(new ProducerMessage(topic, "plain"));
+            ITransaction committed = producer.BeginTransaction();
+            await committed.SendAsync(new ProducerMessage(topic, "committed"));
+            await committed.CommitAsync();
+            Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(8)); // far below one call's deadline
+
+            watch.Restart();
+            await using SimpleConsumer consumer = await SimpleConsumer.StartAsync(SimpleConsumerOptions.Default with
+            {
+                Endpoints = endpoints, ConsumerGroup = E2E.Unique("g"), Subscriptions = new Dictionary<string, string> { [topic] = "*" },
+                AwaitDuration = TimeSpan.FromSeconds(1), RequestTimeout = deadline, ConnectTimeout = connect, FailbackInterval = failback,
+            });
+            var received = new List<string>();
+            while (!(received.Contains("plain") && received.Contains("committed")) && watch.Elapsed < TimeSpan.FromSeconds(8))
+            {
+                foreach (ReceivedMessage m in await consumer.ReceiveAsync(16, E2E.Invisible))
+                {
+                    received.Add(m.BodyAsString());
+                    await m.AckAsync();
+                }
+            }
+
+            Assert.True(received.Contains("plain") && received.Contains("committed"),
+                $"both received within 8 s of the consumer's start (got: {string.Join(", ", received)}; {watch.Elapsed})");
+
+            // The broker comes back on the first address: sends, and the producer's Telemetry stream (check-backs),
+            // move back to it within the failback interval and a probe.
+            await silent.DisposeAsync();
+            await first.RestartAsync();
+            await using SimpleConsumer onFirst = await E2E.ConsumerAsync(first.Endpoint, topic, E2E.Unique("g-first"));
+            watch.Restart();
+            int sent = 0;
+            await E2E.EventuallyAsync(async () =>
+            {
+                await producer.SendAsync(new ProducerMessage(topic, $"back-{sent++}"));
+                foreach (ReceivedMessage m in await onFirst.ReceiveAsync(16, E2E.Invisible))
+                {
+                    await m.AckAsync();
+                    return true;
+                }
+
+                return false;
+            }, TimeSpan.FromSeconds(30), "a send stored by the broker on the first address");
+            Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(20));
+
+            SendReceipt undecided = await producer.BeginTransaction().SendAsync(new ProducerMessage(topic, "checked-on-first"));
+            await E2E.EventuallyAsync(() => checker.Calls.Any(c => c.TransactionId == undecided.TransactionId && c.Result == TransactionResolution.Commit),
+                Wait, "the first broker's check-back answered over the producer's Telemetry stream, moved back there");
+        }
+        finally
+        {
+            await silent.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task When_no_address_answers_the_error_names_every_address()
     {
         string endpoints = $"127.0.0.1:{ClosedPort()};127.0.0.1:{ClosedPort()}";

@@ -318,6 +318,182 @@ public sealed class TransportTests
         Assert.Equal(0, handler.Requests.GetValueOrDefault(2));
     }
 
+    private static AsyncUnaryCall<HeartbeatResponse> Heartbeat(MessagingService.MessagingServiceClient c, CallOptions o) =>
+        c.HeartbeatAsync(new HeartbeatRequest(), o);
+
+    [Fact]
+    public async Task A_silent_first_address_is_passed_over_within_the_call_long_before_its_deadline_and_later_calls_do_not_try_it()
+    {
+        // The first address accepts connections and never writes a byte (a hung broker): until the midday session of
+        // 2026-12-07 every call waited there for its deadline (20 s here) and failed, and none moved on.
+        int calls = 0;
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            return Task.FromResult(new HeartbeatResponse());
+        });
+        await using var silent = new SilentListener();
+        var endpoint = Endpoint.Parse($"{silent.Endpoint};{server.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: Timeout.InfiniteTimeSpan));
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+        Assert.Equal(1, silent.Connections);
+
+        for (int i = 0; i < 10; i++)
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        }
+
+        Assert.Equal(11, calls);
+        Assert.Equal(1, silent.Connections); // not tried again on every call
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+    }
+
+    [Fact]
+    public async Task A_silent_single_address_fails_the_call_at_the_connect_timeout_with_a_clear_error()
+    {
+        await using var silent = new SilentListener();
+        var endpoint = Endpoint.Parse(silent.Endpoint);
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300)));
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint, Heartbeat, null, default));
+        Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
+        Assert.True(ex.GrpcStatus == StatusCode.Unavailable, ex.ToString());
+        Assert.Contains("ConnectTimeout", ex.Message);
+        Assert.True(RpcChannel.IsConnectFailure(ex), ex.ToString());
+    }
+
+    [Fact]
+    public async Task With_tls_a_silent_first_address_is_passed_over_at_the_handshake_bound_not_the_deadline()
+    {
+        // TLS: the handshake is the broker's answer; the handler bounds it at twice ConnectTimeout. The second address is
+        // another silent one, so the call fails, naming both, long before its 20 s deadline.
+        await using var silent1 = new SilentListener();
+        await using var silent2 = new SilentListener();
+        string endpoints = $"{silent1.Endpoint};{silent2.Endpoint}";
+        var endpoint = Endpoint.Parse(endpoints);
+        ClientTls tls = ClientTls.Create("ProducerOptions", endpoints, useTls: true, new TlsOptions { AllowUntrustedServerCertificate = true }, null)!;
+        using var channel = new RpcChannel(new ClientConfig(endpoints, null, TimeSpan.FromSeconds(20), null, null, tls,
+            connectTimeout: TimeSpan.FromMilliseconds(300)));
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint, Heartbeat, null, default));
+        Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(8));
+        Assert.Contains(silent1.Endpoint, ex.Message);
+        Assert.Contains(silent2.Endpoint, ex.Message);
+        Assert.Equal(1, silent1.Connections);
+        Assert.Equal(1, silent2.Connections);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-1)]
+    public void A_connect_timeout_or_failback_interval_not_above_zero_is_refused_naming_the_option(int ms)
+    {
+        var connect = Assert.Throws<ArgumentOutOfRangeException>(() => new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(3), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(ms), option: "ProducerOptions"));
+        Assert.Contains("ProducerOptions.ConnectTimeout", connect.Message);
+        if (ms == 0)
+        {
+            var failback = Assert.Throws<ArgumentOutOfRangeException>(() => new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(3), null, null,
+                failbackInterval: TimeSpan.Zero, option: "ProducerOptions"));
+            Assert.Contains("ProducerOptions.FailbackInterval", failback.Message);
+        }
+
+        // Defaults: half the request timeout, at most 3 s; 30 s; infinite failback allowed.
+        var config = new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(3), null, null, failbackInterval: Timeout.InfiniteTimeSpan);
+        Assert.Equal(TimeSpan.FromSeconds(1.5), config.ConnectTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(3), new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(30), null, null).ConnectTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(30), new ClientConfig("127.0.0.1:1", null, TimeSpan.FromSeconds(3), null, null).FailbackInterval);
+    }
+
+    [Fact]
+    public async Task After_moving_away_from_the_first_address_calls_move_back_once_it_answers_again()
+    {
+        // Until the midday session of 2026-12-07 a client stayed on the address it moved to until that one failed.
+        int onFirst = 0, onSecond = 0;
+        await using var second = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref onSecond);
+            return Task.FromResult(new HeartbeatResponse());
+        });
+        int firstPort;
+        await using (var gone = await TestGrpcServer.StartAsync(_ => { }))
+        {
+            firstPort = gone.Port; // refused from now on
+        }
+
+        var endpoint = Endpoint.Parse($"127.0.0.1:{firstPort};{second.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: TimeSpan.FromMilliseconds(500)));
+        int changes = 0;
+        channel.AddressChanged += e => Interlocked.Increment(ref changes);
+
+        await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+        Assert.Equal(1, Volatile.Read(ref changes));
+
+        await using var first = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref onFirst);
+            return Task.FromResult(new HeartbeatResponse());
+        }, firstPort);
+
+        // Back within the interval and a probe (documented bound: FailbackInterval + ConnectTimeout, after a call).
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await E2E.EventuallyAsync(async () =>
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+            return Volatile.Read(ref onFirst) > 0;
+        }, TimeSpan.FromSeconds(10), "calls back on the first address");
+        Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
+        Assert.Equal(0, channel.CurrentIndex(endpoint));
+        Assert.Equal(2, Volatile.Read(ref changes)); // away, and back (the Telemetry stream follows both)
+        Assert.Contains(first.Paths, p => p == "/halfmsg.client.v1.AddressProbe/Probe"); // the probe, answered UNIMPLEMENTED
+
+        int secondBefore = Volatile.Read(ref onSecond);
+        for (int i = 0; i < 5; i++)
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        }
+
+        Assert.Equal(secondBefore, Volatile.Read(ref onSecond)); // the first is preferred again
+    }
+
+    [Fact]
+    public async Task A_first_address_that_stays_silent_is_probed_once_per_failback_interval_and_calls_stay_on_the_second()
+    {
+        int onSecond = 0;
+        await using var second = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref onSecond);
+            return Task.FromResult(new HeartbeatResponse());
+        });
+        await using var silent = new SilentListener();
+        var endpoint = Endpoint.Parse($"{silent.Endpoint};{second.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: TimeSpan.FromMilliseconds(500)));
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        int calls = 0;
+        await E2E.EventuallyAsync(async () =>
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+            calls++;
+            return silent.Connections >= 3;
+        }, TimeSpan.FromSeconds(15), "two probes of the silent first address");
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+        Assert.Equal(calls, Volatile.Read(ref onSecond)); // every call answered by the second, none failed
+        // One connection for the first call, then at most one probe per interval (500 ms) plus its wait (300 ms).
+        Assert.InRange(silent.Connections, 3, 2 + (int)(watch.Elapsed.TotalMilliseconds / 500));
+    }
+
     private sealed class FailingHandler : HttpMessageHandler
     {
         public ConcurrentDictionary<int, int> Requests { get; } = new();

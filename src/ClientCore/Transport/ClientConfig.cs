@@ -8,13 +8,38 @@ internal sealed class ClientConfig
 {
     private static int _index;
 
+    /// <summary>Upper bound of the default <see cref="ConnectTimeout"/>: the official Java client's connect timeout.</summary>
+    public static readonly TimeSpan MaxDefaultConnectTimeout = TimeSpan.FromSeconds(3);
+
+    /// <summary>Default <see cref="FailbackInterval"/>.</summary>
+    public static readonly TimeSpan DefaultFailbackInterval = TimeSpan.FromSeconds(30);
+
+    /// <summary>The configuration of one client; <paramref name="connectTimeout"/> and <paramref name="failbackInterval"/>
+    /// null for their defaults (half the request timeout and at most 3 s; 30 s). <paramref name="option"/> names the
+    /// options class in errors; <paramref name="accessPoint"/>, <paramref name="credentials"/>,
+    /// <paramref name="requestTimeout"/>, <paramref name="ns"/>, <paramref name="loggerFactory"/> and
+    /// <paramref name="tls"/> are the client's options.</summary>
     public ClientConfig(string accessPoint, Credentials? credentials, TimeSpan requestTimeout, string? ns, ILoggerFactory? loggerFactory,
-        ClientTls? tls = null)
+        ClientTls? tls = null, TimeSpan? connectTimeout = null, TimeSpan? failbackInterval = null, string option = "Options")
     {
         AccessPoint = Endpoint.Parse(accessPoint);
         Tls = tls;
         Credentials = credentials;
         RequestTimeout = requestTimeout > TimeSpan.Zero ? requestTimeout : TimeSpan.FromSeconds(3);
+        if (connectTimeout is { } connect && connect <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(connectTimeout), connect,
+                $"{option}.ConnectTimeout must be more than 0 (null for the default: half the RequestTimeout, at most 3 s).");
+        }
+
+        if (failbackInterval is { } failback && failback <= TimeSpan.Zero && failback != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(failbackInterval), failback,
+                $"{option}.FailbackInterval must be more than 0, or Timeout.InfiniteTimeSpan never to move back to the first address (null for the default, 30 s).");
+        }
+
+        ConnectTimeout = connectTimeout ?? TimeSpan.FromTicks(Math.Min(RequestTimeout.Ticks / 2, MaxDefaultConnectTimeout.Ticks));
+        FailbackInterval = failbackInterval ?? DefaultFailbackInterval;
         Namespace = string.IsNullOrEmpty(ns) ? null : ns;
         LoggerFactory = loggerFactory ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
 
@@ -27,6 +52,21 @@ internal sealed class ClientConfig
     public Endpoint AccessPoint { get; }
     public Credentials? Credentials { get; }
     public TimeSpan RequestTimeout { get; }
+
+    /// <summary>
+    /// Bound of opening a connection to one address: TCP, then the TLS handshake or (cleartext) the broker's answer to
+    /// the HTTP/2 preface. An address that does not answer within it fails like a refused one: the call goes on to the
+    /// next address of the access point within its deadline, so this should be shorter than <see cref="RequestTimeout"/>.
+    /// </summary>
+    public TimeSpan ConnectTimeout { get; }
+
+    /// <summary>
+    /// After an access point of several addresses moved away from its first address, how long until the first is tried
+    /// again (by a probe in the background, started by a call; calls go on to the current address meanwhile); when it
+    /// answers, calls and the Telemetry stream move back to it, else it is tried again after as long.
+    /// <see cref="Timeout.InfiniteTimeSpan"/>: never.
+    /// </summary>
+    public TimeSpan FailbackInterval { get; }
     public string? Namespace { get; }
     public ILoggerFactory LoggerFactory { get; }
 

@@ -81,9 +81,93 @@ internal sealed class RpcChannel : IDisposable
     /// a long-lived stream on the old one (Telemetry) can follow.</summary>
     public event Action<Endpoint>? AddressChanged;
 
-    /// <summary>Which address of <paramref name="endpoint"/> calls go to now (0 for a single-address endpoint).</summary>
-    public int CurrentIndex(Endpoint endpoint) =>
-        endpoint.AddressCount == 1 ? 0 : _current.TryGetValue(endpoint, out int index) ? index : 0;
+    /// <summary>Which address of <paramref name="endpoint"/> calls go to now (0 for a single-address endpoint). Away
+    /// from the first address for <see cref="ClientConfig.FailbackInterval"/>, it starts a probe of the first in the
+    /// background (<see cref="ProbeFirstAsync"/>); the answer is the current address until the probe moves back.</summary>
+    public int CurrentIndex(Endpoint endpoint)
+    {
+        if (endpoint.AddressCount == 1 || !_current.TryGetValue(endpoint, out int index))
+        {
+            return 0;
+        }
+
+        if (index != 0 && _failback.TryGetValue(endpoint, out Failback? failback) && Environment.TickCount64 >= Volatile.Read(ref failback.DueMs)
+            && Interlocked.CompareExchange(ref failback.Probing, 1, 0) == 0)
+        {
+            _ = ProbeFirstAsync(endpoint, failback);
+        }
+
+        return index;
+    }
+
+    /// <summary>When the first address of a multi-address endpoint is tried again (<see cref="ClientConfig.FailbackInterval"/>).</summary>
+    private sealed class Failback
+    {
+        public long DueMs;
+        public int Probing;
+    }
+
+    private readonly ConcurrentDictionary<Endpoint, Failback> _failback = new();
+
+    // A call to a service no broker has: any answer from the broker (UNIMPLEMENTED from grpc-dotnet and grpc-java
+    // servers alike) says the address is up, at no cost to the broker and without RocketMQ meaning.
+    private static readonly Method<byte[], byte[]> ProbeMethod = new(MethodType.Unary, "halfmsg.client.v1.AddressProbe", "Probe",
+        Marshallers.Create(static b => b, static b => b), Marshallers.Create(static b => b, static b => b));
+
+    /// <summary>
+    /// Tries the first address of <paramref name="endpoint"/> (on its own channel, so a connection made stays for the
+    /// calls that follow): when the broker there answers, calls go to it again and the Telemetry stream follows
+    /// (<see cref="AddressChanged"/>); when it does not (refused, or silent for <see cref="ClientConfig.ConnectTimeout"/>),
+    /// it is tried again after <see cref="ClientConfig.FailbackInterval"/>. Only the probe waits; no call is held.
+    /// The official Java client's channel (round robin over the addresses, reconnecting each failed one with a backoff of
+    /// up to 2 min) also comes back to an address that returns; ours prefers the first address, as an access point
+    /// lists its preferred broker first.
+    /// </summary>
+    private async Task ProbeFirstAsync(Endpoint endpoint, Failback failback)
+    {
+        bool alive = false;
+        string? reason = null;
+        try
+        {
+            var invoker = Channel(endpoint.Address(0)).Channel.CreateCallInvoker();
+            using AsyncUnaryCall<byte[]> call = invoker.AsyncUnaryCall(ProbeMethod, null,
+                new CallOptions(deadline: DateTime.UtcNow + 3 * _config.ConnectTimeout), []); // past the handler's TLS bound (2x)
+            await call.ResponseAsync.ConfigureAwait(false);
+            alive = true;
+        }
+        catch (RpcException ex) when (ex.StatusCode is not (StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Cancelled
+            or StatusCode.Internal or StatusCode.Unknown))
+        {
+            alive = true; // the broker answered, with its status for a service it does not have
+        }
+        catch (Exception ex) when (ex is RpcException or ObjectDisposedException or InvalidOperationException)
+        {
+            reason = ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message;
+        }
+
+        try
+        {
+            if (alive && _current.TryGetValue(endpoint, out int index) && index != 0 && _current.TryUpdate(endpoint, 0, index))
+            {
+                _logger?.LogInformation("{Address} of {Endpoint} answers again; using it instead of {Current}", endpoint.Address(0), endpoint,
+                    endpoint.Address(index));
+                AddressChanged?.Invoke(endpoint);
+            }
+            else if (!alive)
+            {
+                _logger?.LogDebug("{Address} of {Endpoint} still does not answer ({Reason})", endpoint.Address(0), endpoint, reason);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref failback.DueMs, DueAfterFailback());
+            Volatile.Write(ref failback.Probing, 0);
+        }
+    }
+
+    private long DueAfterFailback() => _config.FailbackInterval == Timeout.InfiniteTimeSpan
+        ? long.MaxValue
+        : Environment.TickCount64 + (long)_config.FailbackInterval.TotalMilliseconds;
 
     /// <summary>
     /// A call to address <paramref name="index"/> of <paramref name="endpoint"/> failed at the transport (unavailable):
@@ -104,6 +188,13 @@ internal sealed class RpcChannel : IDisposable
             : _current.TryUpdate(endpoint, next, index);
         if (moved)
         {
+            if (index == 0)
+            {
+                // Away from the first address: it is tried again after the failback interval.
+                Failback failback = _failback.GetOrAdd(endpoint, static _ => new Failback());
+                Volatile.Write(ref failback.DueMs, DueAfterFailback());
+            }
+
             _logger?.LogWarning("{Address} of {Endpoint} failed ({Reason}); using {Next}", endpoint.Address(index), endpoint,
                 reason?.Message, endpoint.Address(next));
             AddressChanged?.Invoke(endpoint);
@@ -118,7 +209,13 @@ internal sealed class RpcChannel : IDisposable
             var sockets = new SocketsHttpHandler
             {
                 EnableMultipleHttp2Connections = true,
-                ConnectTimeout = TimeSpan.FromSeconds(5),
+                // TCP (and, in cleartext, the broker's answer to the HTTP/2 preface) within ConnectTimeout is the
+                // callback's bound, and its failure a connection's; with TLS the handler's bound, twice as long, covers
+                // the handshake after it. Not the same bound: when both fire, the handler's wins and the failure is a
+                // cancellation. Until the midday session of 2026-12-07 this was 5 s, longer than the default call
+                // deadline, and an address that accepted connections without answering was never passed over.
+                ConnectTimeout = _config.Tls is null ? Timeout.InfiniteTimeSpan : _config.ConnectTimeout + _config.ConnectTimeout,
+                ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, awaitAnswer: _config.Tls is null),
                 PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
                 KeepAlivePingDelay = KeepAlivePingDelay,
                 KeepAlivePingTimeout = KeepAlivePingTimeout,
@@ -211,6 +308,10 @@ internal sealed class RpcChannel : IDisposable
                 case HttpRequestException:
                     sending = true;
                     break;
+                // The handler's ConnectTimeout (a TLS handshake the broker did not answer): an OperationCanceledException
+                // over a TimeoutException, with no request sent.
+                case TimeoutException when !sending:
+                    return true;
                 case System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused
                     or System.Net.Sockets.SocketError.HostUnreachable or System.Net.Sockets.SocketError.NetworkUnreachable
                     or System.Net.Sockets.SocketError.HostNotFound or System.Net.Sockets.SocketError.TryAgain } when !sending:

@@ -34,12 +34,14 @@ public sealed class TestGrpcServer : IAsyncDisposable
     public int Port { get; }
     public string Endpoint => $"127.0.0.1:{Port}";
 
-    public static async Task<TestGrpcServer> StartAsync(Action<FakeMessagingService> configure)
+    /// <param name="configure">Sets the fake's RPCs.</param>
+    /// <param name="port">The port to listen on (a port a test freed, to bring an address back); 0 for any.</param>
+    public static async Task<TestGrpcServer> StartAsync(Action<FakeMessagingService> configure, int port = 0)
     {
         var service = new FakeMessagingService();
         configure(service);
         var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2));
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port, l => l.Protocols = HttpProtocols.Http2));
         builder.Services.AddGrpc();
         builder.Services.AddSingleton(service);
         WebApplication app = builder.Build();

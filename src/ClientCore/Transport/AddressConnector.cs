@@ -1,0 +1,162 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace HalfMsg.ClientCore.Transport;
+
+/// <summary>
+/// How the client's channels open a connection (<see cref="SocketsHttpHandler.ConnectCallback"/>): TCP within the
+/// connect timeout and, for cleartext HTTP/2, the broker's answer to the connection preface (its SETTINGS frame) within
+/// the same bound, before any request is written. An address that accepts connections and then says nothing (a hung
+/// process, a load balancer with no backend, a half-open path) fails as a connection, like a refused one: the request
+/// never left, so <see cref="RpcChannel"/> may take it to the next address within the call and later calls go there
+/// too. Until the midday session of 2026-12-07 such an address held every call until its deadline (the connection was
+/// "made", and the request written into it), and no call moved away from it.
+/// With TLS the handshake is the broker's answer (the handler's connect timeout covers it); only TCP is done here.
+/// </summary>
+internal static class AddressConnector
+{
+    /// <summary>The HTTP/2 client connection preface (RFC 9113, 3.4).</summary>
+    private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
+
+    /// <summary>A connect callback bounded by <paramref name="timeout"/>; with <paramref name="awaitAnswer"/> (cleartext)
+    /// it also waits for the broker's first bytes after the preface.</summary>
+    public static Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>> Callback(TimeSpan timeout, bool awaitAnswer) =>
+        (context, ct) => ConnectAsync(context.DnsEndPoint, timeout, awaitAnswer, ct);
+
+    public static async ValueTask<Stream> ConnectAsync(DnsEndPoint address, TimeSpan timeout, bool awaitAnswer, CancellationToken ct)
+    {
+        using var bound = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        bound.CancelAfter(timeout);
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        bool handedOver = false;
+        string step = "connect";
+        try
+        {
+            await socket.ConnectAsync(address, bound.Token).ConfigureAwait(false);
+            var network = new NetworkStream(socket, ownsSocket: true);
+            if (!awaitAnswer)
+            {
+                handedOver = true;
+                return network;
+            }
+
+            step = "answer the HTTP/2 connection preface";
+            await network.WriteAsync(Preface.ToArray(), bound.Token).ConfigureAwait(false);
+            byte[] first = new byte[64];
+            int read = await network.ReadAsync(first, bound.Token).ConfigureAwait(false);
+            if (read == 0)
+            {
+                throw new IOException($"{address.Host}:{address.Port} closed the connection without answering the HTTP/2 connection preface.");
+            }
+
+            handedOver = true;
+            return new PrefacedStream(network, first.AsMemory(0, read));
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            // Not an OperationCanceledException: the handler makes other exceptions connection failures
+            // (HttpRequestError.ConnectionError), which RpcChannel takes to the next address; an IOException, which
+            // grpc-dotnet reports as Unavailable (Internal otherwise), as it does a refused connection.
+            string message = $"{address.Host}:{address.Port} did not {step} within {timeout.TotalMilliseconds:0} ms (ConnectTimeout).";
+            throw new IOException(message, new TimeoutException(message));
+        }
+        finally
+        {
+            if (!handedOver)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    /// <summary>
+    /// The connection after the preface was sent and the broker answered: the handler's own preface (the first 24 bytes
+    /// it writes) is not sent again, and the broker's first bytes, already read, are read first.
+    /// </summary>
+    private sealed class PrefacedStream(Stream inner, ReadOnlyMemory<byte> answered) : Stream
+    {
+        private ReadOnlyMemory<byte> _answered = answered;
+        private int _prefaceLeft = Preface.Length;
+
+        public override bool CanRead => true;
+        public override bool CanWrite => true;
+        public override bool CanSeek => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            if (!_answered.IsEmpty)
+            {
+                return TakeAnswered(buffer);
+            }
+
+            return inner.Read(buffer);
+        }
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
+            !_answered.IsEmpty ? ValueTask.FromResult(TakeAnswered(buffer.Span)) : inner.ReadAsync(buffer, cancellationToken);
+
+        private int TakeAnswered(Span<byte> buffer)
+        {
+            int n = Math.Min(buffer.Length, _answered.Length);
+            _answered.Span[..n].CopyTo(buffer);
+            _answered = _answered[n..];
+            return n;
+        }
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer) => inner.Write(buffer[SkipPreface(buffer)..]);
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            int skip = SkipPreface(buffer.Span);
+            return skip == buffer.Length ? ValueTask.CompletedTask : inner.WriteAsync(buffer[skip..], cancellationToken);
+        }
+
+        // How many of buffer's first bytes are the rest of the handler's preface (already sent): skipped.
+        private int SkipPreface(ReadOnlySpan<byte> buffer)
+        {
+            if (_prefaceLeft == 0)
+            {
+                return 0;
+            }
+
+            int done = Preface.Length - _prefaceLeft;
+            int n = Math.Min(_prefaceLeft, buffer.Length);
+            if (!buffer[..n].SequenceEqual(Preface.Slice(done, n)))
+            {
+                throw new IOException("The HTTP handler did not start the connection with the HTTP/2 preface.");
+            }
+
+            _prefaceLeft -= n;
+            return n;
+        }
+
+        public override void Flush() => inner.Flush();
+        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                inner.Dispose();
+            }
+
+            base.Dispose(disposing);
+        }
+
+        public override ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+}
