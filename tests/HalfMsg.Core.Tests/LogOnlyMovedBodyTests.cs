@@ -251,4 +251,84 @@ public sealed class LogOnlyMovedBodyTests
         States.AssertSame(live, Lines(h, "group "), $"{restart}");
         Assert.Empty(await h.ReceiveAsync("g", "orders"));
     }
+
+    /// <summary>
+    /// A decision is remembered after the restart as live: a repeat is a duplicate, the other decision a conflict. A
+    /// half stored below the cut's boundary and decided after it: its commit before the cut (the move carries the
+    /// commit's queue entry) or after it (the move carries the pending half), or its rollback (nothing moved). From the
+    /// log alone the decision's record comes after the boundary; until the afternoon session of 2026-12-07 one whose
+    /// half the replay did not have (its record cut) was skipped, and a repeated commit was told "unknown transaction".
+    /// </summary>
+    [Theory]
+    [InlineData(Restart.None, TransactionResolution.Commit, false)]
+    [InlineData(Restart.FromCheckpoint, TransactionResolution.Commit, false)]
+    [InlineData(Restart.FromLogOnly, TransactionResolution.Commit, false)]
+    [InlineData(Restart.None, TransactionResolution.Commit, true)]
+    [InlineData(Restart.FromCheckpoint, TransactionResolution.Commit, true)]
+    [InlineData(Restart.FromLogOnly, TransactionResolution.Commit, true)]
+    [InlineData(Restart.None, TransactionResolution.Rollback, false)]
+    [InlineData(Restart.FromCheckpoint, TransactionResolution.Rollback, false)]
+    [InlineData(Restart.FromLogOnly, TransactionResolution.Rollback, false)]
+    public async Task A_decision_of_a_half_below_the_boundary_is_remembered(Restart restart, TransactionResolution resolution, bool decidedAfterTheCut)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        string txId = await h.SendHalfAsync("orders", "decided");
+        await h.SendNormalAsync("filler", "f");
+        long boundary = h.Engine.LogTailAddress; // the half's body below it
+        if (decidedAfterTheCut) Assert.True(await h.Engine.TruncateBeforeAsync(boundary) > 0, "the cut moved nothing");
+        var decided = await h.Engine.EndTransactionAsync(txId, null, resolution, DecisionSource.Client);
+        Assert.True(decided.IsOk, decided.Error.ToString());
+        if (!decidedAfterTheCut) await h.Engine.TruncateBeforeAsync(boundary);
+        Assert.True(h.Engine.LogBeginAddress >= boundary);
+        string live = Lines(h, "decided ");
+        Assert.NotEmpty(live);
+
+        await RestartAsync(h, restart);
+        States.AssertSame(live, Lines(h, "decided "), $"{restart}");
+        var repeated = await h.Engine.EndTransactionAsync(txId, null, resolution, DecisionSource.Client);
+        Assert.True(repeated.IsOk && repeated.WasDuplicate && repeated.Outcome == resolution,
+            $"{restart}: a repeated {resolution} was answered {repeated.Error} (duplicate: {repeated.WasDuplicate}, outcome {repeated.Outcome})");
+        var other = resolution == TransactionResolution.Commit ? TransactionResolution.Rollback : TransactionResolution.Commit;
+        var conflicting = await h.Engine.EndTransactionAsync(txId, null, other, DecisionSource.Client);
+        Assert.True(conflicting.Error.Status == BrokerStatus.TransactionConflict && conflicting.Outcome == resolution,
+            $"{restart}: a {other} after the {resolution} was answered {conflicting.Error} (outcome {conflicting.Outcome})");
+        Assert.Equal(0, h.Engine.PendingCount);
+        if (resolution == TransactionResolution.Commit) Assert.Equal(["decided"], await PulledAsync(h, "orders"));
+        else Assert.Empty((await h.Engine.PullAsync("orders", 0, 0, 32, TagFilter.All, TimeSpan.Zero)).Messages);
+    }
+
+    /// <summary>
+    /// A decision of a half of a namespaced topic, its half below the cut's boundary: after the restart it is answered
+    /// in its namespace only, as live (a caller of another namespace is told "unknown", as for an id never sent). A
+    /// decision written without its namespace (as builds before the afternoon session of 2026-12-07 wrote it) is
+    /// remembered by a replay of the log alone with its namespace not known, as one loaded from a checkpoint written
+    /// before decisions kept it: a caller that names no namespace is told it is a duplicate.
+    /// </summary>
+    [Theory]
+    [InlineData(Restart.None, false)]
+    [InlineData(Restart.FromCheckpoint, false)]
+    [InlineData(Restart.FromLogOnly, false)]
+    [InlineData(Restart.FromLogOnly, true)]
+    public async Task A_decision_of_a_half_below_the_boundary_keeps_its_namespace(Restart restart, bool writtenWithoutNamespace)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        h.Engine.DecisionsWithoutNamespaceForTests = writtenWithoutNamespace;
+        string txId = await h.SendHalfAsync("ns1%orders", "decided");
+        await h.SendNormalAsync("filler", "f");
+        long boundary = h.Engine.LogTailAddress;
+        Assert.True((await h.Engine.EndTransactionAsync(txId, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.True(await h.Engine.TruncateBeforeAsync(boundary) > 0, "the cut moved nothing");
+        string live = Lines(h, "decided ");
+        Assert.Contains("ns=ns1", live);
+
+        await RestartAsync(h, restart);
+        if (writtenWithoutNamespace) Assert.Equal(live.Replace("ns=ns1", "ns=?"), Lines(h, "decided "));
+        else States.AssertSame(live, Lines(h, "decided "), $"{restart}");
+        var mine = await h.Engine.EndTransactionAsync(new DecisionRequest(txId, null, TransactionResolution.Commit, DecisionSource.Client,
+            Namespace: writtenWithoutNamespace ? null : "ns1"));
+        Assert.True(mine.IsOk && mine.WasDuplicate, $"{restart}: a repeated commit was answered {mine.Error} (duplicate: {mine.WasDuplicate})");
+        var theirs = await h.Engine.EndTransactionAsync(new DecisionRequest(txId, null, TransactionResolution.Commit, DecisionSource.Client, Namespace: "ns2"));
+        Assert.Equal(BrokerStatus.TransactionNotFound, theirs.Error.Status);
+        Assert.Equal(["decided"], await PulledAsync(h, "ns1%orders"));
+    }
 }
