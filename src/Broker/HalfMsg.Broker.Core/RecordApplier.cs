@@ -327,8 +327,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     {
         if (!_txs.TryGet(rec.TransactionId, out var half))
         {
-            if (!_txs.Decided.Contains(rec.TransactionId))
-                _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
+            RememberDecisionOfMissingHalf(address, rec);
             return;
         }
         TopicState? topic = null;
@@ -350,6 +349,29 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         }
         _txs.Decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs, half.Topic);
         _txs.Decided.Expire(rec.AtMs);
+    }
+
+    /// <summary>
+    /// A decision whose half this replay does not have. Replaying the log alone (<see cref="RebuildMovedFrom"/>) after a
+    /// retention cut took the half's record (stored below the cut's boundary, decided after it), the decision is
+    /// remembered as the live broker remembered it (a repeat is a duplicate, the other decision a conflict), in the
+    /// namespace the record carries (not known in records written before it did). Until the afternoon session of
+    /// 2026-12-07 it was skipped, and a repeated commit of that id was told "unknown transaction" (a rollback of it was
+    /// not refused as conflicting but answered the same). The commit's queue entry, if any, a later move of its body
+    /// re-creates (see <see cref="ApplyBodyRelocated"/>). Elsewhere (over a checkpoint, which holds the decision when it
+    /// holds neither the half nor the decision's effect; or a damaged half record) it is skipped as before, with a
+    /// warning when the checkpoint does not have it.
+    /// </summary>
+    private void RememberDecisionOfMissingHalf(long address, TxDecidedRecord rec)
+    {
+        if (!Live && RebuildMovedFrom >= 0)
+        {
+            _txs.Decided.Add(DecidedIndex.KeyOf(rec.TransactionId), rec.Resolution, address, rec.AtMs, rec.Namespace);
+            _txs.Decided.Expire(rec.AtMs);
+            return;
+        }
+        if (!_txs.Decided.Contains(rec.TransactionId))
+            _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
     }
 
     /// <summary>
