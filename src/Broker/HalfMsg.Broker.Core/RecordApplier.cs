@@ -458,7 +458,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
 
     /// <summary>
     /// The topic a consumer group's record (a start, a delivery, an acknowledgement, a change of
-    /// invisibility) names; null when there is none. Replaying the log alone after a cut (<see cref="RebuildMovedFrom"/>), a
+    /// invisibility, a dead letter: the last since the afternoon session of 2026-12-07) names; null when there is none. Replaying the log alone after a cut (<see cref="RebuildMovedFrom"/>), a
     /// topic every record of which before this one the cut took (a transactional message stored below the boundary and
     /// committed after it: the commit's record finds no half, and names no topic) is made here, as the group saw it, so
     /// that the group's records apply; the move that re-creates the entry (<see cref="ApplyBodyRelocated"/>) comes later
