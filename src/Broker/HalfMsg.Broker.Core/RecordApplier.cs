@@ -538,7 +538,9 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// </summary>
     private void CatchUpToHandedOffset(TopicState topic, GroupTopicState group, int q, long offset)
     {
-        if (Live || RebuildMovedFrom < 0 || offset < 0) return;
+        // Only past a cut (no delivery record was cut otherwise), and never for a re-drive cursor, which finishes the
+        // dead letters it puts back without being handed them (its position stays where it is, live and replayed).
+        if (Live || RebuildMovedFrom <= LogHoles.FirstLogAddress || offset < 0 || BrokerEngine.IsInternalGroup(group.Group)) return;
         topic.Queues[q].EnsureNext(offset + 1);
         var gq = group.Queues[q];
         if (offset < gq.NextOffset) return;
