@@ -243,6 +243,33 @@ public sealed class RecordCodecTests
             (asBefore.I64(), asBefore.Str(), asBefore.I32(), asBefore.I64(), asBefore.Str(), asBefore.Str(), asBefore.I64()));
     }
 
+    /// <summary>A decision's namespace is an optional last field (since the afternoon session of 2026-12-07): a record
+    /// written before it reads with none, and one written with it reads, field by field, as the builds before read theirs.</summary>
+    [Fact]
+    public void A_decision_record_reads_with_and_without_its_namespace()
+    {
+        var withNamespace = new RecordWriter();
+        new TxDecidedRecord("tx", TransactionResolution.Commit, DecisionSource.Client, 1_700_000_000_123, 2, 7, "ns1").Write(withNamespace);
+        Assert.True(RecordHeader.TryOpen(withNamespace.Seal().ToArray(), out _, out var r, out _));
+        Assert.Equal(new TxDecidedRecord("tx", TransactionResolution.Commit, DecisionSource.Client, 1_700_000_000_123, 2, 7, "ns1"), TxDecidedRecord.Read(ref r));
+        Assert.True(r.End);
+
+        var none = new RecordWriter();
+        new TxDecidedRecord("tx", TransactionResolution.Rollback, DecisionSource.Client, 5, -1, -1, "").Write(none);
+        Assert.True(RecordHeader.TryOpen(none.Seal().ToArray(), out _, out var empty, out _));
+        Assert.Equal("", TxDecidedRecord.Read(ref empty).Namespace);
+
+        // As written before (and read by the builds before): six fields.
+        var before = new RecordWriter().Begin(RecordKind.TxDecided).Str("tx").Byte((byte)TransactionResolution.Commit).Byte((byte)DecisionSource.Client)
+            .I64(1_700_000_000_123).I32(2).I64(7).Seal().ToArray();
+        Assert.True(RecordHeader.TryOpen(before, out _, out var old, out _));
+        Assert.Equal(new TxDecidedRecord("tx", TransactionResolution.Commit, DecisionSource.Client, 1_700_000_000_123, 2, 7, null), TxDecidedRecord.Read(ref old));
+
+        Assert.True(RecordHeader.TryOpen(withNamespace.Seal().ToArray(), out _, out var asBefore, out _));
+        Assert.Equal(("tx", (byte)TransactionResolution.Commit, (byte)DecisionSource.Client, 1_700_000_000_123L, 2, 7L),
+            (asBefore.Str(), asBefore.Byte(), asBefore.Byte(), asBefore.I64(), asBefore.I32(), asBefore.I64()));
+    }
+
     [Theory]
     [InlineData(0)]   // kind byte flipped
     [InlineData(9)]   // first payload byte flipped

@@ -285,7 +285,7 @@ public sealed partial class BrokerEngine
                     offset = topic.Queues[queueId].NextOffset;
                 }
             }
-            new TxDecidedRecord(transactionId, resolution, source, now, queueId, offset).Write(_writer);
+            new TxDecidedRecord(transactionId, resolution, source, now, queueId, offset, DecisionsWithoutNamespaceForTests ? null : NamespaceOf(half.Topic)).Write(_writer);
             waitFor = AppendAndApply();
             MessageIndex.OnDecided(transactionId, resolution, source, queueId, offset, now, half.StoreTimestampMs, half.Address); // MessageIndex hook (issue 12)
             if (resolution == TransactionResolution.Commit) Metrics.Commits++; else Metrics.Rollbacks++;
@@ -319,6 +319,10 @@ public sealed partial class BrokerEngine
         }
         return null;
     }
+
+    /// <summary>Tests: decisions are written as builds before the afternoon session of 2026-12-07 wrote them (no
+    /// namespace, <see cref="TxDecidedRecord.Namespace"/>).</summary>
+    internal bool DecisionsWithoutNamespaceForTests;
 
     /// <summary>
     /// The namespace of a topic or group as RocketMQ names them inside the broker (<c>ns%name</c>, over gRPC and over

@@ -327,8 +327,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     {
         if (!_txs.TryGet(rec.TransactionId, out var half))
         {
-            if (!_txs.Decided.Contains(rec.TransactionId))
-                _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
+            RememberDecisionOfMissingHalf(address, rec);
             return;
         }
         TopicState? topic = null;
@@ -350,6 +349,29 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         }
         _txs.Decided.Add(rec.TransactionId, rec.Resolution, address, rec.AtMs, half.Topic);
         _txs.Decided.Expire(rec.AtMs);
+    }
+
+    /// <summary>
+    /// A decision whose half this replay does not have. Replaying the log alone (<see cref="RebuildMovedFrom"/>) after a
+    /// retention cut took the half's record (stored below the cut's boundary, decided after it), the decision is
+    /// remembered as the live broker remembered it (a repeat is a duplicate, the other decision a conflict), in the
+    /// namespace the record carries (not known in records written before it did). Until the afternoon session of
+    /// 2026-12-07 it was skipped, and a repeated commit of that id was told "unknown transaction" (a rollback of it was
+    /// not refused as conflicting but answered the same). The commit's queue entry, if any, a later move of its body
+    /// re-creates (see <see cref="ApplyBodyRelocated"/>). Elsewhere (over a checkpoint, which holds the decision when it
+    /// holds neither the half nor the decision's effect; or a damaged half record) it is skipped as before, with a
+    /// warning when the checkpoint does not have it.
+    /// </summary>
+    private void RememberDecisionOfMissingHalf(long address, TxDecidedRecord rec)
+    {
+        if (!Live && RebuildMovedFrom >= 0)
+        {
+            _txs.Decided.Add(DecidedIndex.KeyOf(rec.TransactionId), rec.Resolution, address, rec.AtMs, rec.Namespace);
+            _txs.Decided.Expire(rec.AtMs);
+            return;
+        }
+        if (!_txs.Decided.Contains(rec.TransactionId))
+            _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
     }
 
     /// <summary>
@@ -436,7 +458,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
 
     /// <summary>
     /// The topic a consumer group's record (a start, a delivery, an acknowledgement, a change of
-    /// invisibility) names; null when there is none. Replaying the log alone after a cut (<see cref="RebuildMovedFrom"/>), a
+    /// invisibility, a dead letter: the last since the afternoon session of 2026-12-07) names; null when there is none. Replaying the log alone after a cut (<see cref="RebuildMovedFrom"/>), a
     /// topic every record of which before this one the cut took (a transactional message stored below the boundary and
     /// committed after it: the commit's record finds no half, and names no topic) is made here, as the group saw it, so
     /// that the group's records apply; the move that re-creates the entry (<see cref="ApplyBodyRelocated"/>) comes later
@@ -498,9 +520,32 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             for (long o = gq.NextOffset; o < rec.Offset; o++) gq.MarkDone(o);
             gq.NextOffset = rec.Offset + 1;
         }
+        else CatchUpToHandedOffset(topic, group, rec.QueueId, rec.Offset);
         // Only an ack that ends a FIFO hold can make something new receivable (the message group's next message), and
         // only for this group: an ack of any other message wakes nobody.
         if (FinishInFlight(group, rec.QueueId, rec.Offset) && Live) group.Waiters.WakeOne();
+    }
+
+    /// <summary>
+    /// A group's record that finishes <paramref name="offset"/> (an acknowledgement, a dead letter): the group was handed
+    /// it, so the offset exists (never reused), and, replaying the log alone after a cut that took the offset's delivery
+    /// record (<see cref="RebuildMovedFrom"/>), the group's position is taken past it as that record took it (see
+    /// <see cref="ApplyDelivered"/>: the offsets before it that the group had not reached were passed; they entered their
+    /// queue before it, so below the cut's boundary, and expire with it). Until the afternoon session of 2026-12-07 such a
+    /// replay finished the offset for a group whose position stayed before it, on a queue that had forgotten it: the
+    /// group's next message took the finished offset and was skipped as finished, or, with the queue's front past it,
+    /// the group's position stayed before the front and nothing more of the queue was delivered to it.
+    /// </summary>
+    private void CatchUpToHandedOffset(TopicState topic, GroupTopicState group, int q, long offset)
+    {
+        // Only past a cut (no delivery record was cut otherwise), and never for a re-drive cursor, which finishes the
+        // dead letters it puts back without being handed them (its position stays where it is, live and replayed).
+        if (Live || RebuildMovedFrom <= LogHoles.FirstLogAddress || offset < 0 || BrokerEngine.IsInternalGroup(group.Group)) return;
+        topic.Queues[q].EnsureNext(offset + 1);
+        var gq = group.Queues[q];
+        if (offset < gq.NextOffset) return;
+        for (long o = gq.NextOffset; o < offset; o++) gq.MarkDone(o);
+        gq.NextOffset = offset + 1;
     }
 
     private void ApplyRedriveAcks(RedriveAcks acks)
@@ -522,10 +567,16 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
 
     private void ApplyDeadLettered(long address, DeadLetteredRecord rec)
     {
-        // Not TopicOfGroupRecord: the entry the record names would be taken for expired, and the dead letter made of it
-        // for one there already, which the move that re-creates it (ApplyBodyRelocated) would then leave expired.
-        if (!_topics.TryGetValue(rec.Topic, out var topic) || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
+        // Its topic made, replaying the log alone after a cut, when the cut took every record naming it before this one
+        // (the group received the message before the cut's boundary): the queue keeps the offset (never reused), and the
+        // dead letter its entry. Until the afternoon session of 2026-12-07 the record was skipped then, and the topic's
+        // next message took the dead-lettered one's offset. An entry the record does not find (its body record cut) is a
+        // hole the move that re-creates it fills (ApplyBodyRelocated re-creates a hole it names), so the dead letter is
+        // kept either way (LogOnlyMovedBodyTests.A_dead_letter_of_a_rebuilt_entry_is_kept). The group's position goes
+        // past the offset (CatchUpToHandedOffset).
+        if (TopicOfGroupRecord(rec.Topic, rec.QueueId) is not { } topic || rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) return;
         var group = GetGroup(rec.Group, topic);
+        CatchUpToHandedOffset(topic, group, rec.QueueId, rec.Offset);
         var dlq = ApplyTopicCreated(BrokerEngine.DeadLetterPrefix + rec.Group, 1);
         if (!topic.Queues[rec.QueueId].TryGet(rec.Offset, out var entry)) entry = new QueueEntry { BodyAddress = QueueEntry.Expired };
         // A dead-lettered FIFO message releases its message group's next one, as an ack does.

@@ -202,14 +202,26 @@ public ref struct HalfStoredRecord
 /// <summary>
 /// Commit or rollback. A commit due now carries the queue position it takes (explicit, never derived on replay);
 /// queue -1 = rollback, or a commit whose delivery time lies ahead (it enters the delay index).
-/// <code>s transactionId | b resolution | b source | vi atMs | vi queueId | vi offset</code>
+/// <code>s transactionId | b resolution | b source | vi atMs | vi queueId | vi offset [| s namespace]</code>
+/// <para><c>namespace</c>, the namespace of the half's topic ("" for none), is written since the afternoon session of
+/// 2026-12-07, at the end, so builds before read the record as before: a replay that no longer has the half (the log
+/// alone after a retention cut took its record) still remembers the decision in its namespace, as the live broker
+/// did. Null in records written before (the decision's namespace is then not known, as one loaded from a checkpoint
+/// written before decisions kept it).</para>
 /// </summary>
-public readonly record struct TxDecidedRecord(string TransactionId, TransactionResolution Resolution, DecisionSource Source, long AtMs, int QueueId, long Offset)
+public readonly record struct TxDecidedRecord(string TransactionId, TransactionResolution Resolution, DecisionSource Source, long AtMs, int QueueId, long Offset,
+    string? Namespace = null)
 {
-    public void Write(RecordWriter w) => w.Begin(RecordKind.TxDecided).Str(TransactionId).Byte((byte)Resolution).Byte((byte)Source).I64(AtMs).I32(QueueId).I64(Offset);
+    public void Write(RecordWriter w)
+    {
+        var fields = w.Begin(RecordKind.TxDecided).Str(TransactionId).Byte((byte)Resolution).Byte((byte)Source).I64(AtMs).I32(QueueId).I64(Offset);
+        if (Namespace is not null) fields.Str(Namespace);
+    }
+
     public static TxDecidedRecord Read(scoped ref RecordReader r)
     {
-        var rec = new TxDecidedRecord(r.Str() ?? throw new InvalidDataException("transaction id is null"), (TransactionResolution)r.Byte(), (DecisionSource)r.Byte(), r.I64(), r.I32(), r.I64());
+        var rec = new TxDecidedRecord(r.Str() ?? throw new InvalidDataException("transaction id is null"), (TransactionResolution)r.Byte(), (DecisionSource)r.Byte(), r.I64(), r.I32(), r.I64(),
+            r.End ? null : r.Str() ?? throw new InvalidDataException("namespace is null"));
         if (rec.Resolution is not (TransactionResolution.Commit or TransactionResolution.Rollback)) throw new InvalidDataException($"resolution {rec.Resolution} is not a decision");
         return rec;
     }
