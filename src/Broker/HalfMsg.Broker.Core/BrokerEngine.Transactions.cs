@@ -547,6 +547,9 @@ public sealed partial class BrokerEngine
             await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
             lock (_gate)
             {
+                // Stopping (the front end's call, or the engine): left as they are, checked again after the interval.
+                ct.ThrowIfCancellationRequested();
+                if (_stop.IsCancellationRequested) break;
                 for (int i = start; i < end; i++)
                 {
                     var check = checks[i];
