@@ -437,7 +437,7 @@ public sealed partial class BrokerEngine
                         continue;
                     }
                     var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1,
-                        CheckToken = half.CheckToken };
+                        CheckToken = half.CheckToken, PreviousCheckAtMs = half.LastCheckAtMs };
                     using var span = BrokerTracing.StartCheckBack(request); // trace hook (issue 12)
                     ICheckBackChannel? accepted = null;
                     // The pass took this half k disk reads ago; a commit or rollback may have come in since. Liveness is
@@ -529,6 +529,53 @@ public sealed partial class BrokerEngine
             }
             return false;
         }
+    }
+
+    /// <summary>
+    /// Checks a channel accepted and then never wrote (a Telemetry stream ended for not reading, or gone, with checks
+    /// still queued on it) are given back: each one the half's last check went to, to this instance, counts as not sent.
+    /// Its TxChecked record is undone by another (the check count and last check time the half had before it, due now),
+    /// so the half keeps that attempt and is offered at once, by a pass started here, to another live instance of its
+    /// group; with none, it is checked as soon as one joins (as a half whose group has no producer). A check of which
+    /// another has been sent since, or whose half was decided, parked or taken by a later half of its id, is left as it
+    /// is. Until 2026-12-07 these checks were lost: counted as sent (an attempt spent), and the halves waited a whole
+    /// check interval. Returns how many were given back. A channel gives each check back at most once, and only one it
+    /// never wrote (<c>TelemetrySession</c>): the half's in-memory record of whom its last check went to cannot tell a
+    /// check given back twice from the same check sent again to the same client id.
+    /// </summary>
+    public async Task<int> ReturnUnsentChecksAsync(string clientId, IReadOnlyList<CheckBackRequest> checks, CancellationToken ct = default)
+    {
+        int returned = 0;
+        foreach (var (start, end) in LockChunks(checks.Count))
+        {
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            lock (_gate)
+            {
+                // Stopping (the front end's call, or the engine): left as they are, checked again after the interval.
+                ct.ThrowIfCancellationRequested();
+                if (_stop.IsCancellationRequested) break;
+                for (int i = start; i < end; i++)
+                {
+                    var check = checks[i];
+                    if (!_txs.TryGet(check.TransactionId, out var half) || half.Parked) continue;
+                    if (half.CheckCount != check.CheckNumber || check.CheckNumber < 1
+                        || !string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal)
+                        || !string.Equals(half.MessageId, check.HalfMessage.MessageId, StringComparison.Ordinal)) continue;
+                    long now = NowMs;
+                    new TxCheckedRecord(half.TransactionId, check.CheckNumber - 1, check.PreviousCheckAtMs, now).Write(_writer);
+                    AppendAndApply();
+                    half.LastCheckedClientId = null; // not left unanswered by that instance: never given to it
+                    Metrics.ChecksReturned++;
+                    returned++;
+                }
+            }
+        }
+        if (returned > 0)
+        {
+            KickCheckPass();
+            _logger.LogDebug("{Count} check-backs queued for {ClientId} and never written given back", returned, clientId);
+        }
+        return returned;
     }
 
     // The rate limit of TrySendCheck's line: when the next may be written, and the failures since the last. Under the lock.

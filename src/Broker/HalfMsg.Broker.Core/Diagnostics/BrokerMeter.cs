@@ -111,8 +111,9 @@ public sealed class BrokerMeter : IDisposable
                 new Measurement<long>(Volatile.Read(ref m.ChecksSent), new KeyValuePair<string, object?>("outcome", "sent")),
                 new Measurement<long>(Volatile.Read(ref m.ChecksWithoutProducer), new KeyValuePair<string, object?>("outcome", "no_producer")),
                 new Measurement<long>(Volatile.Read(ref m.CheckSendFailures), new KeyValuePair<string, object?>("outcome", "send_failed")),
+                new Measurement<long>(Volatile.Read(ref m.ChecksReturned), new KeyValuePair<string, object?>("outcome", "returned_unwritten")),
             },
-            description: "Check-back attempts: sent to a live producer, skipped because no producer of the group was connected, or failed on a producer's channel (the check went to another instance or waits).");
+            description: "Check-back attempts: sent to a live producer, skipped because no producer of the group was connected, or failed on a producer's channel (the check went to another instance or waits); of those sent, given back unwritten by a producer's stream that ended with them queued (the attempt not spent, the check offered to another instance).");
         _meter.CreateObservableCounter("halfmsg_transactions_parked_events", () => Volatile.Read(ref m.Parked),
             description: "Halves parked after the maximum check-backs.");
 

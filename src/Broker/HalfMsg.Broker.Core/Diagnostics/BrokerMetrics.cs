@@ -16,6 +16,9 @@ public sealed class BrokerMetrics
     /// <summary>Check-backs a producer's channel threw on while queueing them (a connection torn down meanwhile): the
     /// check went to another instance of the group, or the half waited for a later pass.</summary>
     public long CheckSendFailures;
+    /// <summary>Check-backs counted in <see cref="ChecksSent"/> that a producer's channel gave back unwritten (a Telemetry
+    /// stream ended with them still queued): the half's attempt was not spent, and the check went to another instance.</summary>
+    public long ChecksReturned;
     public long Parked;
     public long Delivered;
     public long Redelivered;

@@ -132,6 +132,9 @@ public sealed class CheckBackRequest
     /// sends it in a field the producer echoes in its answer, and passes the echo back as
     /// <see cref="DecisionRequest.CheckToken"/>. -1 when not known.</summary>
     public long CheckToken { get; init; } = -1;
+    /// <summary>When the half's previous check was sent (0 for none): what the half's last check time goes back to if
+    /// this one is given back unwritten (<see cref="BrokerEngine.ReturnUnsentChecksAsync"/>).</summary>
+    public long PreviousCheckAtMs { get; init; }
 }
 
 public sealed record ReceiveRequest

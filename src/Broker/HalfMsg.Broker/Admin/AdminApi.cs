@@ -227,6 +227,8 @@ public static class AdminApi
                 engine.Metrics.Rollbacks, engine.Metrics.DuplicateDecisions, engine.Metrics.ChecksSent, engine.Metrics.ChecksWithoutProducer,
                 // Check-backs a producer's channel threw on (halfmsg_transaction_checks_total{outcome="send_failed"}).
                 engine.Metrics.CheckSendFailures,
+                // Of ChecksSent, given back unwritten by a stream that ended with them queued (outcome="returned_unwritten").
+                engine.Metrics.ChecksReturned,
                 engine.Metrics.Parked, engine.Metrics.Delivered, engine.Metrics.Redelivered, engine.Metrics.LeasesRenewed, engine.Metrics.LeasesReleased, engine.Metrics.Acked, engine.Metrics.DeadLettered,
                 engine.Metrics.ReceiveLooks, engine.Metrics.ReplayedRecords, engine.Metrics.RecoveryMilliseconds, engine.Metrics.CorruptRecordsSkipped,
                 engine.Metrics.LastCheckpointPauseMicros, engine.Metrics.LastCheckpointLockWaitMicros, engine.Metrics.LastCheckpointHoldGcPauseMicros, engine.Metrics.LastCheckpointBytes,

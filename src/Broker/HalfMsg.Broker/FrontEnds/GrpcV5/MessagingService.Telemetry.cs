@@ -30,7 +30,12 @@ internal sealed partial class MessagingService
         }
 
         var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget,
-            AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection)) { Namespace = V5Namespace.Of(context) };
+            AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection))
+        {
+            Namespace = V5Namespace.Of(context),
+            // Checks queued and never written (the stream ended for not reading, or went away) go back to the core.
+            ReturnUnsent = (id, checks) => _engine.ReturnUnsentChecksAsync(id, checks, _stopping),
+        };
         _sessions.Add(session);
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Ended, _stopping);
         Task writer = session.RunWriterAsync(responseStream, context.CancellationToken);

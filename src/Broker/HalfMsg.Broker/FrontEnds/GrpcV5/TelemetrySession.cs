@@ -19,8 +19,9 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// </summary>
 internal sealed class TelemetrySession : ICheckBackChannel
 {
-    private readonly Channel<(TelemetryCommand Command, int Size)> _outbound =
-        Channel.CreateUnbounded<(TelemetryCommand, int)>(new UnboundedChannelOptions { SingleReader = true });
+    // Each command with its size and, for a check-back, the check (given back to the core if it is never written).
+    private readonly Channel<(TelemetryCommand Command, int Size, CheckBackRequest? Check)> _outbound =
+        Channel.CreateUnbounded<(TelemetryCommand, int, CheckBackRequest?)>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _ended = new();
     // Stops the writer without a drain: a client that does not read would keep it parked in a write for ever (waiting
     // for HTTP/2 window), and the connection's answer budget charged with everything queued (found by review). Cancelled
@@ -76,6 +77,16 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// <summary>Bytes queued and not yet written (for tests and diagnostics).</summary>
     public long QueuedBytes => Interlocked.Read(ref _queuedBytes);
 
+    /// <summary>
+    /// Given the checks this session accepted and never wrote, once its writer has stopped (ended for not reading, the
+    /// call gone, or stopped past its bound): the core counts them as not sent and offers them to another instance
+    /// (<see cref="HalfMsg.Broker.Core.BrokerEngine.ReturnUnsentChecksAsync"/>). Called once at most, on the thread pool,
+    /// never under a lock of this session; a check in the write under way when the writer stopped is not among them (it
+    /// may have reached the client). Until 2026-12-07 these checks were dropped, counted as sent, and their halves
+    /// waited a whole check interval.
+    /// </summary>
+    public Func<string, IReadOnlyList<CheckBackRequest>, Task>? ReturnUnsent { get; init; }
+
     /// <summary>Test seam: run by <see cref="TrySend"/> once it has decided to queue a command, just before the command
     /// goes into the queue (tests end the stream and its writer here).</summary>
     internal Action? BeforeQueueForTests { get; set; }
@@ -91,19 +102,21 @@ internal sealed class TelemetrySession : ICheckBackChannel
         // The check's number, 1 at the first, as the Apache proxy passes on what its broker wrote into the half (a user
         // property, replacing any the producer set): checkers read it, Apache's transaction benchmark rolls back without it.
         message.UserProperties[MessageConst.TransactionCheckTimes] = request.CheckNumber.ToString(CultureInfo.InvariantCulture);
-        return TrySend(new TelemetryCommand
+        return TryQueue(new TelemetryCommand
         {
             RecoverOrphanedTransactionCommand = new RecoverOrphanedTransactionCommand
             {
                 Message = message,
                 TransactionId = request.TransactionId,
             },
-        });
+        }, request);
     }
 
     /// <summary>Queues a command; false when the stream is closing, or when the client is not draining and the session
     /// has just been ended for it.</summary>
-    public bool TrySend(TelemetryCommand command)
+    public bool TrySend(TelemetryCommand command) => TryQueue(command, null);
+
+    private bool TryQueue(TelemetryCommand command, CheckBackRequest? check)
     {
         if (!_alive)
         {
@@ -134,7 +147,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             {
                 endReason = $"the client's connection holds {_connection.Held} bytes of unsent answers and commands (it does not read them)";
             }
-            else if (_outbound.Writer.TryWrite((command, size)))
+            else if (_outbound.Writer.TryWrite((command, size, check)))
             {
                 // Charged in the hold that queued it: the writer gives back nothing of it before this hold ends.
                 Interlocked.Add(ref _queuedBytes, size);
@@ -253,13 +266,17 @@ internal sealed class TelemetrySession : ICheckBackChannel
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(callAborted, _stopWriter.Token);
         var ct = stop.Token;
+        // A check taken from the queue and not written: given back with those left in the queue.
+        CheckBackRequest? taken = null;
         try
         {
-            await foreach ((TelemetryCommand command, int size) in _outbound.Reader.ReadAllAsync(ct).ConfigureAwait(false))
+            await foreach ((TelemetryCommand command, int size, CheckBackRequest? check) in _outbound.Reader.ReadAllAsync(ct).ConfigureAwait(false))
             {
                 if (Volatile.Read(ref _stopRequested) != 0)
                 {
-                    // Ended for not reading: what is queued is not written (the finally gives its bytes back).
+                    // Ended for not reading: what is queued is not written (the finally gives its bytes back, and its
+                    // checks to the core).
+                    taken = check;
                     break;
                 }
 
@@ -277,12 +294,35 @@ internal sealed class TelemetrySession : ICheckBackChannel
         {
             // Whatever was queued and never written is no longer held for the connection, and nothing is queued after
             // this (TrySend refuses once _writerDone is set, in the same hold).
+            List<CheckBackRequest>? unsent = taken is null ? null : [taken];
             lock (_queueGate)
             {
                 _writerDone = true;
                 Interlocked.Exchange(ref _queuedBytes, 0);
                 long unwritten = Interlocked.Exchange(ref _connectionBytes, 0);
                 _connection?.Release(unwritten);
+                // Taken out in the same hold: nothing is queued after it, so each unwritten check is given back once.
+                while (_outbound.Reader.TryRead(out var left))
+                {
+                    if (left.Check is { } check) (unsent ??= []).Add(check);
+                }
+            }
+
+            if (unsent is not null && ReturnUnsent is { } giveBack)
+            {
+                // On the thread pool: the core takes its lock and appends, and this may run inside End (TrySendCheck,
+                // under the engine's lock) when a synchronous continuation ends the writer.
+                _ = Task.Run(async () =>
+                {
+                    try
+                    {
+                        await giveBack(ClientId, unsent).ConfigureAwait(false);
+                    }
+                    catch (Exception)
+                    {
+                        // The broker is stopping (or its log failed): the halves are checked again after the interval.
+                    }
+                });
             }
         }
     }
