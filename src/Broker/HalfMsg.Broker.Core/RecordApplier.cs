@@ -466,10 +466,25 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// rebuilt entry was delivered again to a group that had acknowledged it, and at once to one that held it. Never
     /// over a checkpoint: there a missing topic may be one deleted after the record (a fuzzy capture).
     /// </summary>
+    /// <remarks>The topic made here has the queues this record names; a later group record that names a queue beyond
+    /// them (the group received from several queues, and the record that made the topic named a lower one) grows it, as
+    /// a message's record grows a topic whose growth record it does not have (<see cref="GrowForRecordDuringReplay"/>):
+    /// the cut took the records that made the topic's queues. Until review on 2026-12-07 such a record was skipped, and
+    /// its queue was gone after the restart (sends to it refused, or its next message given the acknowledged offset).</remarks>
     private TopicState? TopicOfGroupRecord(string name, int queueId)
     {
-        if (_topics.TryGetValue(name, out var topic)) return topic;
-        if (Live || RebuildMovedFrom < 0 || queueId < 0 || queueId >= BrokerEngine.MaxQueuesPerTopic) return null;
+        bool rebuilding = !Live && RebuildMovedFrom >= 0 && queueId >= 0 && queueId < BrokerEngine.MaxQueuesPerTopic;
+        if (_topics.TryGetValue(name, out var topic))
+        {
+            if (rebuilding && queueId >= topic.Queues.Length && !BrokerEngine.IsSystemTopic(name))
+            {
+                _logger.LogWarning("Topic {Topic} grown from {From} to {To} queues replaying the log alone: a group's record names queue {Queue}, and the records that made the topic's queues were cut (or damaged)",
+                    name, topic.Queues.Length, queueId + 1, queueId);
+                topic.GrowTo(queueId + 1);
+            }
+            return topic;
+        }
+        if (!rebuilding) return null;
         return ApplyTopicCreated(name, BrokerEngine.IsSystemTopic(name) ? 1 : Math.Max(_options.QueuesPerTopic, queueId + 1));
     }
 
