@@ -450,6 +450,7 @@ public sealed class ClientCertificateTlsTests
         var clients = ClientCertificates.Load(TlsClientAuth.Require, link)!;
         Assert.True(clients.Trusts(pki.Trusted, null, out string first), first);
         Assert.Equal([pki.Ca.Subject], clients.Current(Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance).Select(c => c.Subject));
+        DateTime before = File.GetLastWriteTimeUtc(Path.Combine(dir, "v1", "ca.pem"));
 
         if (kubernetesLayout)
         {
@@ -464,6 +465,9 @@ public sealed class ClientCertificateTlsTests
             File.WriteAllText(next, pki.OtherCa.ExportCertificatePem());
             File.Move(next, Path.Combine(dir, "v1", "ca.pem"), overwrite: true);
         }
+        // A rotation comes later than the file it replaces: the change is looked for in the time and length (the two
+        // PEM files can be as long as each other, and written within one tick of the file system's clock here).
+        File.SetLastWriteTimeUtc(Path.Combine(dir, kubernetesLayout ? "v2" : "v1", "ca.pem"), before.AddSeconds(2));
         var now = clients.Current(Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         Assert.True(now.Count == 1 && now[0].Subject == pki.OtherCa.Subject,
             $"after the rotation behind the link the CA in use is [{string.Join("; ", now.Select(c => c.Subject))}], not {pki.OtherCa.Subject}");

@@ -95,7 +95,7 @@ internal sealed class ClientCertificates
         try
         {
             FileInfo info = new(path);
-            if (info.Exists && (info.Attributes & FileAttributes.ReparsePoint) != 0 && info.LinkTarget is not null)
+            if (info.Exists && (info.Attributes & FileAttributes.ReparsePoint) != 0)
                 info = info.ResolveLinkTarget(returnFinalTarget: true) as FileInfo ?? info;
             return info.Exists ? new FileStamp(info.LastWriteTimeUtc, info.Length) : null;
         }
