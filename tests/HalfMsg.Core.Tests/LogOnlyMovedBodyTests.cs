@@ -494,4 +494,34 @@ public sealed class LogOnlyMovedBodyTests
         }
         Assert.Equal(["next0", "next1"], (await h.ReceiveAsync("g", "orders")).Select(x => x.Text()).Order());
     }
+
+    /// <summary>
+    /// A retry topic (<c>%RETRY%group</c>, one queue, as RocketMQ's) whose record the cut took: from the log alone the
+    /// first record after the boundary that names it (a message sent back, or the group's ack of one) makes it with
+    /// one queue, as live. Until review on 2026-12-07 it was made with <see cref="CoreOptions.QueuesPerTopic"/> queues, as
+    /// a topic of the application's (its route named queues the broker never had).
+    /// </summary>
+    [Theory]
+    [InlineData(Restart.None, false)]
+    [InlineData(Restart.FromCheckpoint, false)]
+    [InlineData(Restart.FromLogOnly, false)]
+    [InlineData(Restart.FromLogOnly, true)]
+    public async Task A_retry_topic_made_from_the_log_alone_keeps_its_one_queue(Restart restart, bool byAck)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 4 });
+        await h.SendNormalAsync("%RETRY%g", "old");
+        var old = Assert.Single(await h.ReceiveAsync("g", "%RETRY%g"));
+        await h.SendNormalAsync("filler", "f");
+        long boundary = h.Engine.LogTailAddress;
+        if (byAck) Assert.True((await h.Engine.AckAsync("g", "%RETRY%g", old.ReceiptHandle)).IsOk);
+        else await h.SendNormalAsync("%RETRY%g", "new");
+        await h.Engine.TruncateBeforeAsync(boundary);
+        Assert.True(h.Engine.LogBeginAddress >= boundary);
+        string live = Lines(h, "queue %RETRY%g/");
+        Assert.StartsWith("queue %RETRY%g/0 ", live);
+        Assert.DoesNotContain("%RETRY%g/1", live);
+
+        await RestartAsync(h, restart);
+        States.AssertSame(live, Lines(h, "queue %RETRY%g/"), $"{restart}");
+    }
 }
