@@ -57,6 +57,18 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private TopicState ApplyTopicCreated(string topic, int queues) => _topics.GetOrAdd(topic, queues);
 
     /// <summary>
+    /// The queues of a topic a record other than its creation's makes (its creation record damaged, or cut by retention
+    /// before a replay of the log alone): one for the broker's own topics and for a retry topic (<c>%RETRY%group</c>),
+    /// as the live broker makes them (BrokerEngine.TryGetOrCreate), else <see cref="CoreOptions.QueuesPerTopic"/>. Until
+    /// review on 2026-12-07 a retry topic was made with QueuesPerTopic queues here (its route then named queues the live
+    /// broker never had).
+    /// </summary>
+    private int QueuesOfTopicMadeByReplay(string topic)
+        => BrokerEngine.IsSystemTopic(topic) || IsRetryTopic(topic) ? 1 : _options.QueuesPerTopic;
+
+    private static bool IsRetryTopic(string topic) => topic.StartsWith(BrokerEngine.RetryPrefix, StringComparison.Ordinal);
+
+    /// <summary>
     /// During replay, a record that names a queue beyond its topic's count: the record that grew the topic (or created
     /// it with more queues than <see cref="CoreOptions.QueuesPerTopic"/>) was damaged. The topic is grown to hold the
     /// queue, and the broker reports the growth, so the record and every later one of that queue still apply: an
@@ -237,7 +249,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private void ApplyMessageStored(long address, int size, MessageStoredRecord rec)
     {
         ref readonly var m = ref rec.Message;
-        var topic = ApplyTopicCreated(m.Topic, BrokerEngine.IsSystemTopic(m.Topic) ? 1 : _options.QueuesPerTopic);
+        var topic = ApplyTopicCreated(m.Topic, QueuesOfTopicMadeByReplay(m.Topic));
         if (rec.Offset >= 0)
         {
             GrowForRecordDuringReplay(topic, rec.QueueId, address);
@@ -261,7 +273,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
 
     private void ApplyQueueEntryAdded(long address, QueueEntryAddedRecord rec)
     {
-        var topic = ApplyTopicCreated(rec.Topic, BrokerEngine.IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
+        var topic = ApplyTopicCreated(rec.Topic, QueuesOfTopicMadeByReplay(rec.Topic));
         if (rec.QueueId >= 0) GrowForRecordDuringReplay(topic, rec.QueueId, address);
         if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
         bool released = _delayed.Remove(rec.BodyAddress, out var delayed);
@@ -282,7 +294,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
 
     private void ApplyRedriven(long address, RedrivenRecord rec)
     {
-        var topic = ApplyTopicCreated(rec.Topic, BrokerEngine.IsSystemTopic(rec.Topic) ? 1 : _options.QueuesPerTopic);
+        var topic = ApplyTopicCreated(rec.Topic, QueuesOfTopicMadeByReplay(rec.Topic));
         if (rec.QueueId >= 0) GrowForRecordDuringReplay(topic, rec.QueueId, address);
         if (rec.QueueId < 0 || rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{rec.Topic}'");
         AddQueueEntry(topic, rec.QueueId, rec.Offset, new QueueEntry
@@ -333,7 +345,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         TopicState? topic = null;
         if (rec.Resolution == TransactionResolution.Commit)
         {
-            topic = ApplyTopicCreated(half.Topic, half.Topic == BrokerEngine.CheckMaxTopic ? 1 : _options.QueuesPerTopic);
+            topic = ApplyTopicCreated(half.Topic, QueuesOfTopicMadeByReplay(half.Topic));
             GrowForRecordDuringReplay(topic, rec.QueueId, address);
             if (rec.QueueId >= topic.Queues.Length) throw new InvalidDataException($"queue {rec.QueueId} does not exist in topic '{half.Topic}'");
         }
@@ -466,11 +478,27 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// rebuilt entry was delivered again to a group that had acknowledged it, and at once to one that held it. Never
     /// over a checkpoint: there a missing topic may be one deleted after the record (a fuzzy capture).
     /// </summary>
+    /// <remarks>The topic made here has the queues this record names; a later group record that names a queue beyond
+    /// them (the group received from several queues, and the record that made the topic named a lower one) grows it, as
+    /// a message's record grows a topic whose growth record it does not have (<see cref="GrowForRecordDuringReplay"/>):
+    /// the cut took the records that made the topic's queues. Until review on 2026-12-07 such a record was skipped, and
+    /// its queue was gone after the restart (sends to it refused, or its next message given the acknowledged offset).</remarks>
     private TopicState? TopicOfGroupRecord(string name, int queueId)
     {
-        if (_topics.TryGetValue(name, out var topic)) return topic;
-        if (Live || RebuildMovedFrom < 0 || queueId < 0 || queueId >= BrokerEngine.MaxQueuesPerTopic) return null;
-        return ApplyTopicCreated(name, BrokerEngine.IsSystemTopic(name) ? 1 : Math.Max(_options.QueuesPerTopic, queueId + 1));
+        bool rebuilding = !Live && RebuildMovedFrom >= 0 && queueId >= 0 && queueId < BrokerEngine.MaxQueuesPerTopic;
+        if (_topics.TryGetValue(name, out var topic))
+        {
+            if (rebuilding && queueId >= topic.Queues.Length && !BrokerEngine.IsSystemTopic(name) && !IsRetryTopic(name))
+            {
+                _logger.LogWarning("Topic {Topic} grown from {From} to {To} queues replaying the log alone: a group's record names queue {Queue}, and the records that made the topic's queues were cut (or damaged)",
+                    name, topic.Queues.Length, queueId + 1, queueId);
+                topic.GrowTo(queueId + 1);
+            }
+            return topic;
+        }
+        if (!rebuilding) return null;
+        bool oneQueue = BrokerEngine.IsSystemTopic(name) || IsRetryTopic(name);
+        return ApplyTopicCreated(name, oneQueue ? 1 : Math.Max(QueuesOfTopicMadeByReplay(name), queueId + 1));
     }
 
     private void ApplyDelivered(DeliveredRecord rec)
@@ -713,7 +741,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         {
             // Its topic too, as its own record made it (the cut took every record of a topic that had only this one):
             // a delayed message whose topic is not there is dropped at its time, as one of a deleted topic.
-            ApplyTopicCreated(lostDelayed.Topic, BrokerEngine.IsSystemTopic(lostDelayed.Topic) ? 1 : _options.QueuesPerTopic);
+            ApplyTopicCreated(lostDelayed.Topic, QueuesOfTopicMadeByReplay(lostDelayed.Topic));
             AddDelayed(lostDelayed);
             RebuiltFromMoves = RebuiltFromMoves with { Delayed = RebuiltFromMoves.Delayed + 1 };
         }
@@ -845,7 +873,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         foreach (int i in entriesLost)
         {
             var (topicName, q, offset) = rec.QueueRefs[i];
-            var topic = ApplyTopicCreated(topicName, BrokerEngine.IsSystemTopic(topicName) ? 1 : _options.QueuesPerTopic);
+            var topic = ApplyTopicCreated(topicName, QueuesOfTopicMadeByReplay(topicName));
             GrowForRecordDuringReplay(topic, q, address);
             if (q >= topic.Queues.Length) throw new InvalidDataException($"queue {q} does not exist in topic '{topicName}'");
             var queue = topic.Queues[q];

@@ -421,4 +421,59 @@ public sealed class ClientCertificateTlsTests
         await using var c = await RemotingTestClient.ConnectTlsAsync(broker.RemotingPort, clientCertificate: pki.Trusted);
         Assert.Equal(ResponseCode.Success, (await SendAsync(c, Unique("MtlsRotated"), "after the rotations")).Code);
     }
+
+    /// <summary>
+    /// A <c>--tls-client-ca</c> that is a symbolic link: a Kubernetes secret or config map mounts each key as a link
+    /// (<c>ca.pem -&gt; ..data/ca.pem</c>, <c>..data -&gt; ..2026_12_07...</c>) and rotates by pointing <c>..data</c> at a
+    /// new directory; or a link to a file rewritten in place. The rotated CA is taken, as for a plain file. Until review
+    /// on 2026-12-07 the change was looked for in the link's own time and length, which neither rotation changes: the
+    /// CA read at start stayed in use until a restart, without a word in the log.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_CA_file_that_is_a_symbolic_link_is_read_again_when_what_it_points_at_changes(bool kubernetesLayout)
+    {
+        using var pki = new Pki();
+        string dir = Path.Combine(pki.Dir, "mounted");
+        Directory.CreateDirectory(Path.Combine(dir, "v1"));
+        Directory.CreateDirectory(Path.Combine(dir, "v2"));
+        File.WriteAllText(Path.Combine(dir, "v1", "ca.pem"), pki.Ca.ExportCertificatePem());
+        string link = Path.Combine(dir, "ca.pem");
+        string data = Path.Combine(dir, "..data");
+        if (kubernetesLayout)
+        {
+            Directory.CreateSymbolicLink(data, "v1");
+            File.CreateSymbolicLink(link, Path.Combine("..data", "ca.pem"));
+        }
+        else File.CreateSymbolicLink(link, Path.Combine("v1", "ca.pem"));
+        var clients = ClientCertificates.Load(TlsClientAuth.Require, link)!;
+        Assert.True(clients.Trusts(pki.Trusted, null, out string first), first);
+        Assert.Equal([pki.Ca.Subject], clients.Current(Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance).Select(c => c.Subject));
+        DateTime before = File.GetLastWriteTimeUtc(Path.Combine(dir, "v1", "ca.pem"));
+
+        if (kubernetesLayout)
+        {
+            // The new version beside the old, then the directory link pointed at it (the link itself is left alone).
+            File.WriteAllText(Path.Combine(dir, "v2", "ca.pem"), pki.OtherCa.ExportCertificatePem());
+            Directory.Delete(data);
+            Directory.CreateSymbolicLink(data, "v2");
+        }
+        else
+        {
+            string next = Path.Combine(dir, "v1", "ca.pem.next");
+            File.WriteAllText(next, pki.OtherCa.ExportCertificatePem());
+            File.Move(next, Path.Combine(dir, "v1", "ca.pem"), overwrite: true);
+        }
+        // A rotation comes later than the file it replaces: the change is looked for in the time and length (the two
+        // PEM files can be as long as each other, and written within one tick of the file system's clock here).
+        File.SetLastWriteTimeUtc(Path.Combine(dir, kubernetesLayout ? "v2" : "v1", "ca.pem"), before.AddSeconds(2));
+        var now = clients.Current(Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        Assert.True(now.Count == 1 && now[0].Subject == pki.OtherCa.Subject,
+            $"after the rotation behind the link the CA in use is [{string.Join("; ", now.Select(c => c.Subject))}], not {pki.OtherCa.Subject}");
+        Assert.True(clients.Trusts(pki.Foreign, null, out string why), why);
+        Assert.False(clients.Trusts(pki.Trusted, null, out _));
+        // Unchanged since: not read again (the same collection).
+        Assert.Same(now, clients.Current(Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance));
+    }
 }
