@@ -86,7 +86,20 @@ internal sealed class RpcChannel : IDisposable
     /// background (<see cref="ProbeFirstAsync"/>); the answer is the current address until the probe moves back.</summary>
     public int CurrentIndex(Endpoint endpoint)
     {
-        if (endpoint.AddressCount == 1 || !_current.TryGetValue(endpoint, out int index))
+        if (endpoint.AddressCount == 1)
+        {
+            return 0;
+        }
+
+        if (!_multiAddress.ContainsKey(endpoint) && _multiAddress.TryAdd(endpoint, 0))
+        {
+            for (int i = 0; i < endpoint.AddressCount; i++)
+            {
+                _withAlternatives.TryAdd(endpoint.Address(i), 0);
+            }
+        }
+
+        if (!_current.TryGetValue(endpoint, out int index))
         {
             return 0;
         }
@@ -108,6 +121,11 @@ internal sealed class RpcChannel : IDisposable
     }
 
     private readonly ConcurrentDictionary<Endpoint, Failback> _failback = new();
+
+    // The multi-address endpoints calls were made to, and their addresses: an address with another to go to when it does
+    // not answer its connection (see Open). An address only ever called alone has none.
+    private readonly ConcurrentDictionary<Endpoint, byte> _multiAddress = new();
+    private readonly ConcurrentDictionary<Endpoint, byte> _withAlternatives = new();
 
     // A call to a service no broker has: any answer from the broker (UNIMPLEMENTED from grpc-dotnet and grpc-java
     // servers alike) says the address is up, at no cost to the broker and without RocketMQ meaning.
@@ -214,8 +232,13 @@ internal sealed class RpcChannel : IDisposable
                 // the handshake after it. Not the same bound: when both fire, the handler's wins and the failure is a
                 // cancellation. Until the midday session of 2026-12-07 this was 5 s, longer than the default call
                 // deadline, and an address that accepted connections without answering was never passed over.
+                // The answer is awaited only for an address of a multi-address endpoint (asked at each connection): an
+                // address alone has no other to pass over to, and a broker slow to answer its connection (a WAN, a
+                // load balancer connecting its backend, a busy process) is waited for within the call's deadline, as
+                // before. Until review on 2026-12-07 a single address that answered later than ConnectTimeout (by
+                // default half the RequestTimeout) failed every call, Unavailable, though it would have answered in time.
                 ConnectTimeout = _config.Tls is null ? Timeout.InfiniteTimeSpan : _config.ConnectTimeout + _config.ConnectTimeout,
-                ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, awaitAnswer: _config.Tls is null),
+                ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, () => _config.Tls is null && _withAlternatives.ContainsKey(endpoint)),
                 PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
                 KeepAlivePingDelay = KeepAlivePingDelay,
                 KeepAlivePingTimeout = KeepAlivePingTimeout,
