@@ -516,6 +516,48 @@ public sealed class TransportTests
     }
 
     [Fact]
+    public async Task A_first_address_answered_by_a_plain_http_404_is_no_broker_and_calls_stay_on_the_second()
+    {
+        // The first address is refused, so calls move to the second; then something that is no broker answers there
+        // (an ingress's default backend: HTTP 404 to every request, no grpc-status). grpc-dotnet reads a bare 404 as
+        // UNIMPLEMENTED, the very status the probe takes from a broker for its unknown service. Until review on
+        // 2026-12-07 the probe took it for a broker and moved calls back there, where every call then failed
+        // (UNIMPLEMENTED is no transport failure, so none moved away again): the client was stuck on a dead address.
+        int onSecond = 0;
+        await using var second = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref onSecond);
+            return Task.FromResult(new HeartbeatResponse());
+        });
+        int firstPort;
+        await using (var gone = await TestGrpcServer.StartAsync(_ => { }))
+        {
+            firstPort = gone.Port; // refused from now on
+        }
+
+        var endpoint = Endpoint.Parse($"127.0.0.1:{firstPort};{second.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: TimeSpan.FromMilliseconds(300)));
+        await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+
+        await using var notBroker = await NotGrpcServer.StartAsync(firstPort);
+        await E2E.EventuallyAsync(async () =>
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+            return notBroker.Requests >= 2;
+        }, TimeSpan.FromSeconds(15), "two probes answered by the 404 server");
+
+        for (int i = 0; i < 5; i++)
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        }
+
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+        Assert.True(Volatile.Read(ref onSecond) >= 7);
+    }
+
+    [Fact]
     public async Task A_first_address_that_stays_silent_is_probed_once_per_failback_interval_and_calls_stay_on_the_second()
     {
         int onSecond = 0;

@@ -154,7 +154,7 @@ internal sealed class RpcChannel : IDisposable
             alive = true;
         }
         catch (RpcException ex) when (ex.StatusCode is not (StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Cancelled
-            or StatusCode.Internal or StatusCode.Unknown))
+            or StatusCode.Internal or StatusCode.Unknown) && !IsNotGrpcAnswer(ex))
         {
             alive = true; // the broker answered, with its status for a service it does not have
         }
@@ -182,6 +182,15 @@ internal sealed class RpcChannel : IDisposable
             Volatile.Write(ref failback.Probing, 0);
         }
     }
+
+    /// <summary>
+    /// True when <paramref name="ex"/>'s status is grpc-dotnet's reading of an answer that no gRPC server gave: a bare
+    /// HTTP status (a 404 reads as UNIMPLEMENTED, the status the probe takes from a broker), an HTTP/1.1 answer, a
+    /// response that is not application/grpc. Such an address has something in front of it (an ingress's or a load
+    /// balancer's default backend) but no broker behind: the probe does not move back to it. Until review on
+    /// 2026-12-07 it did, and every call then failed there with UNIMPLEMENTED, which moves no call away again.
+    /// </summary>
+    internal static bool IsNotGrpcAnswer(RpcException ex) => ex.Status.Detail.StartsWith("Bad gRPC response", StringComparison.Ordinal);
 
     private long DueAfterFailback() => _config.FailbackInterval == Timeout.InfiniteTimeSpan
         ? long.MaxValue
