@@ -129,7 +129,7 @@ internal sealed class RpcChannel : IDisposable
 
     // A call to a service no broker has: any answer from the broker (UNIMPLEMENTED from grpc-dotnet and grpc-java
     // servers alike) says the address is up, at no cost to the broker and without RocketMQ meaning.
-    private static readonly Method<byte[], byte[]> ProbeMethod = new(MethodType.Unary, "halfmsg.client.v1.AddressProbe", "Probe",
+    internal static readonly Method<byte[], byte[]> ProbeMethod = new(MethodType.Unary, "halfmsg.client.v1.AddressProbe", "Probe",
         Marshallers.Create(static b => b, static b => b), Marshallers.Create(static b => b, static b => b));
 
     /// <summary>
