@@ -29,8 +29,9 @@ public sealed record SimpleConsumerOptions
     /// <summary>Bound of opening a connection to one address: TCP, then the TLS handshake or (cleartext) the broker's
     /// answer to the HTTP/2 preface. An address that does not answer within it is passed over like a refused one (the
     /// request never left): the call goes to the next address of <c>Endpoints</c> within its deadline, and later calls
-    /// start there. Null (default): half the <c>RequestTimeout</c>, at most 3 s (the official Java client's connect
-    /// timeout). More than 0, else StartAsync throws.</summary>
+    /// start there. With a single address (nowhere else to go) only TCP is bounded by it and the call's deadline bounds
+    /// the rest, so a broker slow to answer a new connection is waited for. Null (default): half the
+    /// <c>RequestTimeout</c>, at most 3 s (the official Java client's connect timeout). More than 0, else StartAsync throws.</summary>
     public TimeSpan? ConnectTimeout { get; init; }
 
     /// <summary>With several addresses in <c>Endpoints</c>: after the client moved away from the first, how long until
@@ -143,8 +144,9 @@ public sealed record PushConsumerOptions
     /// <summary>Bound of opening a connection to one address: TCP, then the TLS handshake or (cleartext) the broker's
     /// answer to the HTTP/2 preface. An address that does not answer within it is passed over like a refused one (the
     /// request never left): the call goes to the next address of <c>Endpoints</c> within its deadline, and later calls
-    /// start there. Null (default): half the <c>RequestTimeout</c>, at most 3 s (the official Java client's connect
-    /// timeout). More than 0, else StartAsync throws.</summary>
+    /// start there. With a single address (nowhere else to go) only TCP is bounded by it and the call's deadline bounds
+    /// the rest, so a broker slow to answer a new connection is waited for. Null (default): half the
+    /// <c>RequestTimeout</c>, at most 3 s (the official Java client's connect timeout). More than 0, else StartAsync throws.</summary>
     public TimeSpan? ConnectTimeout { get; init; }
 
     /// <summary>With several addresses in <c>Endpoints</c>: after the client moved away from the first, how long until

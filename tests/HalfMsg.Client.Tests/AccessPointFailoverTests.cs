@@ -130,6 +130,33 @@ public sealed class AccessPointFailoverTests
     }
 
     [Fact]
+    public async Task The_failback_probe_is_answered_unimplemented_by_the_broker_which_logs_nothing_for_it()
+    {
+        // A client away from its first address probes it every FailbackInterval (30 s by default) with a call to a
+        // service no broker has: HalfMsgBroker answers UNIMPLEMENTED (the probe's "alive") and stays quiet about it, so
+        // many clients failed over do not fill its log with one line per probe.
+        await using BrokerProcess broker = await BrokerProcess.StartAsync();
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress($"http://{broker.Endpoint}");
+        var invoker = channel.CreateCallInvoker();
+        int before = broker.Output.Length;
+        for (int i = 0; i < 3; i++)
+        {
+            var ex = await Assert.ThrowsAsync<Grpc.Core.RpcException>(async () =>
+                await invoker.AsyncUnaryCall(HalfMsg.ClientCore.Transport.RpcChannel.ProbeMethod, null,
+                    new Grpc.Core.CallOptions(deadline: DateTime.UtcNow.AddSeconds(10)), []));
+            Assert.Equal(Grpc.Core.StatusCode.Unimplemented, ex.StatusCode);
+            Assert.False(HalfMsg.ClientCore.Transport.RpcChannel.IsNotGrpcAnswer(ex), ex.ToString()); // a gRPC answer, not a bare 404
+        }
+
+        // The broker answers a call after them (its log is written in order), then nothing was logged for the probes.
+        await using var session = await E2E.ConsumerAsync(broker.Endpoint, E2E.Unique("probe-quiet"), E2E.Unique("g"));
+        string logged = broker.Output[before..];
+        Assert.DoesNotContain("AddressProbe", logged);
+        Assert.DoesNotContain("warn:", logged);
+        Assert.DoesNotContain("fail:", logged);
+    }
+
+    [Fact]
     public async Task With_the_first_address_silent_the_clients_pass_it_over_quickly_and_move_back_once_a_broker_answers_there()
     {
         // The first address accepts connections and never answers (a hung broker). Until the midday session of

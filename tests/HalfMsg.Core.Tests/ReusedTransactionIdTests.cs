@@ -292,6 +292,47 @@ public sealed class CheckTokenTests
         Assert.Null(h.Engine.FindTransaction(id));
     }
 
+    // A late "unknown" to the earlier half's check is no answer from the instance the new half's check went to: that one
+    // stays counted as leaving its checks unanswered (ProducerRegistry.NoteUnanswered), so checks keep going elsewhere
+    // once there is an elsewhere. Until review on 2026-12-07 such an answer, refused by its token as this half's answer
+    // (the half's LastAnswerAtMs unchanged), still cleared the asked instance's count.
+    [Fact]
+    public async Task A_late_unknown_to_the_earlier_halfs_check_does_not_count_as_the_asked_instances_answer()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        const string id = "0E0000000000000000000000000000DD";
+        var first = new RecordingChannel("p1");
+        var reg1 = h.Engine.Producers.Register("orders", first);
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, id, "FIRST"), "orders", "p1", null)).IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.True(first.Checks.TryDequeue(out var oldCheck));
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "0E0000000000000000000000000000EE", "other"), "orders", "p1", null)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync("0E0000000000000000000000000000EE", null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        reg1.Dispose();
+
+        // The id again, from an instance that takes checks and never answers: checked twice, the first left unanswered.
+        var silent = new RecordingChannel("silent");
+        using var reg2 = h.Engine.Producers.Register("orders", silent);
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, id, "SECOND"), "orders", "silent", null)).IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        h.Clock.Advance(TimeSpan.FromSeconds(31));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(2, silent.Checks.Count);
+        Assert.Equal(1, h.Engine.Producers.UnansweredChecks("orders", "silent"));
+
+        // The late "unknown" for the FIRST half's check: changes nothing, and is not the silent instance's answer.
+        Assert.True((await h.Engine.EndTransactionAsync(Answer(id, TransactionResolution.Unknown, oldCheck.CheckToken))).IsOk);
+        Assert.Equal(1, h.Engine.Producers.UnansweredChecks("orders", "silent"));
+
+        // The new half's own "unknown" is its answer.
+        Assert.True(silent.Checks.TryDequeue(out var newCheck));
+        Assert.True((await h.Engine.EndTransactionAsync(Answer(id, TransactionResolution.Unknown, newCheck.CheckToken))).IsOk);
+        Assert.Equal(0, h.Engine.Producers.UnansweredChecks("orders", "silent"));
+    }
+
     // A check after moves and a restart still carries the token the half was stored with (live == recovered).
     [Theory]
     [InlineData("checkpoint")]

@@ -259,11 +259,13 @@ public sealed partial class BrokerEngine
                         ? $"this answer is to a check of another half of transaction '{transactionId}' (check token {decision.CheckToken}; the pending half's is {half.CheckToken}): an earlier half of the id, decided and forgotten; it changes nothing"
                         : $"no check-back of the pending half of transaction '{transactionId}' was sent: this answer is to a check of an earlier half of the id, decided and forgotten, and changes nothing"),
                     TransactionResolution.Unknown, false);
+            // An "unknown" to another half's check is no answer to this half's: not the asked instance's either (until
+            // review on 2026-12-07 it cleared that instance's unanswered count, though the half still counted as unanswered).
+            if (answersAnEarlierHalf) return new DecisionResult(BrokerError.None, TransactionResolution.Unknown, false);
             // The instance this half's last check went to answered it: a working check-back channel (registry lock only).
             if (source == DecisionSource.CheckBack && half.LastCheckedClientId is { } asked) Producers.NoteAnswered(half.ProducerGroup, asked);
             if (resolution == TransactionResolution.Unknown)
             {
-                if (answersAnEarlierHalf) return new DecisionResult(BrokerError.None, TransactionResolution.Unknown, false);
                 // Changes nothing durable; remembered (in memory) so an operator sees what the producer last said.
                 half.LastAnswer = source == DecisionSource.CheckBack ? "unknown (check-back)" : "unknown";
                 half.LastAnswerAtMs = NowMs;

@@ -18,10 +18,11 @@ internal static class AddressConnector
     /// <summary>The HTTP/2 client connection preface (RFC 9113, 3.4).</summary>
     private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
 
-    /// <summary>A connect callback bounded by <paramref name="timeout"/>; with <paramref name="awaitAnswer"/> (cleartext)
-    /// it also waits for the broker's first bytes after the preface.</summary>
-    public static Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>> Callback(TimeSpan timeout, bool awaitAnswer) =>
-        (context, ct) => ConnectAsync(context.DnsEndPoint, timeout, awaitAnswer, ct);
+    /// <summary>A connect callback bounded by <paramref name="timeout"/>; when <paramref name="awaitAnswer"/> says so at
+    /// the connection (cleartext, an address with another to go to) it also waits for the broker's first bytes after
+    /// the preface.</summary>
+    public static Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>> Callback(TimeSpan timeout, Func<bool> awaitAnswer) =>
+        (context, ct) => ConnectAsync(context.DnsEndPoint, timeout, awaitAnswer(), ct);
 
     public static async ValueTask<Stream> ConnectAsync(DnsEndPoint address, TimeSpan timeout, bool awaitAnswer, CancellationToken ct)
     {

@@ -86,7 +86,20 @@ internal sealed class RpcChannel : IDisposable
     /// background (<see cref="ProbeFirstAsync"/>); the answer is the current address until the probe moves back.</summary>
     public int CurrentIndex(Endpoint endpoint)
     {
-        if (endpoint.AddressCount == 1 || !_current.TryGetValue(endpoint, out int index))
+        if (endpoint.AddressCount == 1)
+        {
+            return 0;
+        }
+
+        if (!_multiAddress.ContainsKey(endpoint) && _multiAddress.TryAdd(endpoint, 0))
+        {
+            for (int i = 0; i < endpoint.AddressCount; i++)
+            {
+                _withAlternatives.TryAdd(endpoint.Address(i), 0);
+            }
+        }
+
+        if (!_current.TryGetValue(endpoint, out int index))
         {
             return 0;
         }
@@ -109,9 +122,14 @@ internal sealed class RpcChannel : IDisposable
 
     private readonly ConcurrentDictionary<Endpoint, Failback> _failback = new();
 
+    // The multi-address endpoints calls were made to, and their addresses: an address with another to go to when it does
+    // not answer its connection (see Open). An address only ever called alone has none.
+    private readonly ConcurrentDictionary<Endpoint, byte> _multiAddress = new();
+    private readonly ConcurrentDictionary<Endpoint, byte> _withAlternatives = new();
+
     // A call to a service no broker has: any answer from the broker (UNIMPLEMENTED from grpc-dotnet and grpc-java
     // servers alike) says the address is up, at no cost to the broker and without RocketMQ meaning.
-    private static readonly Method<byte[], byte[]> ProbeMethod = new(MethodType.Unary, "halfmsg.client.v1.AddressProbe", "Probe",
+    internal static readonly Method<byte[], byte[]> ProbeMethod = new(MethodType.Unary, "halfmsg.client.v1.AddressProbe", "Probe",
         Marshallers.Create(static b => b, static b => b), Marshallers.Create(static b => b, static b => b));
 
     /// <summary>
@@ -136,7 +154,7 @@ internal sealed class RpcChannel : IDisposable
             alive = true;
         }
         catch (RpcException ex) when (ex.StatusCode is not (StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Cancelled
-            or StatusCode.Internal or StatusCode.Unknown))
+            or StatusCode.Internal or StatusCode.Unknown) && !IsNotGrpcAnswer(ex))
         {
             alive = true; // the broker answered, with its status for a service it does not have
         }
@@ -164,6 +182,15 @@ internal sealed class RpcChannel : IDisposable
             Volatile.Write(ref failback.Probing, 0);
         }
     }
+
+    /// <summary>
+    /// True when <paramref name="ex"/>'s status is grpc-dotnet's reading of an answer that no gRPC server gave: a bare
+    /// HTTP status (a 404 reads as UNIMPLEMENTED, the status the probe takes from a broker), an HTTP/1.1 answer, a
+    /// response that is not application/grpc. Such an address has something in front of it (an ingress's or a load
+    /// balancer's default backend) but no broker behind: the probe does not move back to it. Until review on
+    /// 2026-12-07 it did, and every call then failed there with UNIMPLEMENTED, which moves no call away again.
+    /// </summary>
+    internal static bool IsNotGrpcAnswer(RpcException ex) => ex.Status.Detail.StartsWith("Bad gRPC response", StringComparison.Ordinal);
 
     private long DueAfterFailback() => _config.FailbackInterval == Timeout.InfiniteTimeSpan
         ? long.MaxValue
@@ -214,8 +241,13 @@ internal sealed class RpcChannel : IDisposable
                 // the handshake after it. Not the same bound: when both fire, the handler's wins and the failure is a
                 // cancellation. Until the midday session of 2026-12-07 this was 5 s, longer than the default call
                 // deadline, and an address that accepted connections without answering was never passed over.
+                // The answer is awaited only for an address of a multi-address endpoint (asked at each connection): an
+                // address alone has no other to pass over to, and a broker slow to answer its connection (a WAN, a
+                // load balancer connecting its backend, a busy process) is waited for within the call's deadline, as
+                // before. Until review on 2026-12-07 a single address that answered later than ConnectTimeout (by
+                // default half the RequestTimeout) failed every call, Unavailable, though it would have answered in time.
                 ConnectTimeout = _config.Tls is null ? Timeout.InfiniteTimeSpan : _config.ConnectTimeout + _config.ConnectTimeout,
-                ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, awaitAnswer: _config.Tls is null),
+                ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, () => _config.Tls is null && _withAlternatives.ContainsKey(endpoint)),
                 PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
                 KeepAlivePingDelay = KeepAlivePingDelay,
                 KeepAlivePingTimeout = KeepAlivePingTimeout,
