@@ -470,6 +470,7 @@ public sealed partial class BrokerEngine
                             new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
                             AppendAndApply();
                             half.LastCheckedClientId = accepted.ClientId;
+                            half.LastSentCheck = request;
                             Metrics.ChecksSent++;
                         }
                     }
@@ -539,9 +540,10 @@ public sealed partial class BrokerEngine
     /// group; with none, it is checked as soon as one joins (as a half whose group has no producer). A check of which
     /// another has been sent since, or whose half was decided, parked or taken by a later half of its id, is left as it
     /// is. Until 2026-12-07 these checks were lost: counted as sent (an attempt spent), and the halves waited a whole
-    /// check interval. Returns how many were given back. A channel gives each check back at most once, and only one it
-    /// never wrote (<c>TelemetrySession</c>): the half's in-memory record of whom its last check went to cannot tell a
-    /// check given back twice from the same check sent again to the same client id.
+    /// check interval. Returns how many were given back. A check is known by reference (<see cref="HalfState.LastSentCheck"/>):
+    /// the request object the pass gave the channel, so a check given back twice is undone once, and a later check of the
+    /// same number to the same client id (after a resume, or of a later half of the id) is never undone. A channel gives
+    /// back only checks it never wrote (<c>TelemetrySession</c>, <c>RemotingSession</c>).
     /// </summary>
     public async Task<int> ReturnUnsentChecksAsync(string clientId, IReadOnlyList<CheckBackRequest> checks, CancellationToken ct = default)
     {
@@ -558,13 +560,15 @@ public sealed partial class BrokerEngine
                 {
                     var check = checks[i];
                     if (!_txs.TryGet(check.TransactionId, out var half) || half.Parked) continue;
-                    if (half.CheckCount != check.CheckNumber || check.CheckNumber < 1
-                        || !string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal)
-                        || !string.Equals(half.MessageId, check.HalfMessage.MessageId, StringComparison.Ordinal)) continue;
+                    // Only the half's last check, this very one (not one of the same number to the same client id after a
+                    // resume, nor one of a later half of the id), still unanswered by the instance it went to.
+                    if (!ReferenceEquals(half.LastSentCheck, check) || half.CheckCount != check.CheckNumber || check.CheckNumber < 1
+                        || !string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal)) continue;
                     long now = NowMs;
                     new TxCheckedRecord(half.TransactionId, check.CheckNumber - 1, check.PreviousCheckAtMs, now).Write(_writer);
                     AppendAndApply();
                     half.LastCheckedClientId = null; // not left unanswered by that instance: never given to it
+                    half.LastSentCheck = null; // given back once
                     Metrics.ChecksReturned++;
                     returned++;
                 }
