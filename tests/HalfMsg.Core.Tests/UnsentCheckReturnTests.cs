@@ -224,6 +224,38 @@ public sealed class UnsentCheckReturnTests
         Assert.Equal(0, State(h, id).Checks);
     }
 
+    // Before 2026-12-07 (review): a stream that stalled for a check interval held two checks of one half (its instance the
+    // group's only one), both given back at its end; only the last was undone, and the half kept an attempt its producer
+    // never got (and counted as checked back, WasCheckedBack).
+    [Theory]
+    [InlineData(Recovery.Live)]
+    [InlineData(Recovery.LogOnly)]
+    [InlineData(Recovery.Checkpoint)]
+    public async Task Two_checks_of_one_half_given_back_together_are_both_undone(Recovery recovery)
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var p = new RecordingChannel("p1");
+        using (h.Engine.Producers.Register("orders", p))
+        {
+            string id = await h.SendHalfAsync("orders", clientId: "p1");
+            h.Clock.Advance(TimeSpan.FromSeconds(7));
+            Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+            h.Clock.Advance(TimeSpan.FromSeconds(31));
+            Assert.Equal(1, await h.Engine.RunCheckPassAsync()); // the only instance: asked again
+            Assert.True(p.Checks.TryDequeue(out var first));
+            Assert.True(p.Checks.TryDequeue(out var second));
+            Assert.Equal((1, 2), (first.CheckNumber, second.CheckNumber));
+
+            h.Clock.Advance(TimeSpan.FromSeconds(1));
+            Assert.Equal(2, await h.Engine.ReturnUnsentChecksAsync("p1", [first, second]));
+            Assert.Equal(2, h.Engine.Metrics.ChecksReturned);
+            var live = State(h, id);
+            Assert.Equal((0, Now(h), 0L, false), live);
+            await RecoverAsync(h, recovery);
+            Assert.Equal(live, State(h, id));
+        }
+    }
+
     private static MessageDraft Draft(EngineHarness h, string id, string body) => new()
     {
         Topic = "orders", MessageId = id, Body = Encoding.UTF8.GetBytes(body),

@@ -548,6 +548,10 @@ public sealed partial class BrokerEngine
     public async Task<int> ReturnUnsentChecksAsync(string clientId, IReadOnlyList<CheckBackRequest> checks, CancellationToken ct = default)
     {
         int returned = 0;
+        // Newest first: a half's checks queued on one channel are undone from its last back, each the one before the last
+        // undone (the same half, the number just below), so a stream that stalled past a check interval with two checks of
+        // a half (its instance the group's only one) gives back both. Until 2026-12-07 only the last was undone.
+        Dictionary<HalfState, CheckBackRequest>? undone = null;
         foreach (var (start, end) in LockChunks(checks.Count))
         {
             await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
@@ -558,12 +562,17 @@ public sealed partial class BrokerEngine
                 if (_stop.IsCancellationRequested) break;
                 for (int i = start; i < end; i++)
                 {
-                    var check = checks[i];
+                    var check = checks[checks.Count - 1 - i];
                     if (!_txs.TryGet(check.TransactionId, out var half) || half.Parked) continue;
-                    // Only the half's last check, this very one (not one of the same number to the same client id after a
-                    // resume, nor one of a later half of the id), still unanswered by the instance it went to.
-                    if (!ReferenceEquals(half.LastSentCheck, check) || half.CheckCount != check.CheckNumber || check.CheckNumber < 1
-                        || !string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal)) continue;
+                    if (half.CheckCount != check.CheckNumber || check.CheckNumber < 1) continue;
+                    // The half's last check, this very one (not one of the same number to the same client id after a
+                    // resume, nor one of a later half of the id), still unanswered by the instance it went to; or the
+                    // check just before one this call undid, queued on the same channel, with nothing sent since.
+                    bool last = ReferenceEquals(half.LastSentCheck, check) && string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal);
+                    bool before = !last && half.LastSentCheck is null && undone is not null && undone.TryGetValue(half, out var later)
+                        && later.CheckToken == check.CheckToken && later.CheckNumber == check.CheckNumber + 1;
+                    if (!last && !before) continue;
+                    (undone ??= new(ReferenceEqualityComparer.Instance))[half] = check;
                     long now = NowMs;
                     new TxCheckedRecord(half.TransactionId, check.CheckNumber - 1, check.PreviousCheckAtMs, now).Write(_writer);
                     AppendAndApply();
