@@ -437,7 +437,7 @@ public sealed partial class BrokerEngine
                         continue;
                     }
                     var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1,
-                        CheckToken = half.CheckToken, PreviousCheckAtMs = half.LastCheckAtMs };
+                        CheckToken = half.CheckToken, PreviousCheckAtMs = half.LastCheckAtMs, Sequence = Interlocked.Increment(ref _checkSequence) };
                     using var span = BrokerTracing.StartCheckBack(request); // trace hook (issue 12)
                     ICheckBackChannel? accepted = null;
                     // The pass took this half k disk reads ago; a commit or rollback may have come in since. Liveness is
@@ -470,7 +470,7 @@ public sealed partial class BrokerEngine
                             new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
                             AppendAndApply();
                             half.LastCheckedClientId = accepted.ClientId;
-                            half.LastSentCheck = request;
+                            half.LastSentCheck = request.Sequence;
                             Metrics.ChecksSent++;
                         }
                     }
@@ -540,8 +540,8 @@ public sealed partial class BrokerEngine
     /// group; with none, it is checked as soon as one joins (as a half whose group has no producer). A check of which
     /// another has been sent since, or whose half was decided, parked or taken by a later half of its id, is left as it
     /// is. Until 2026-12-07 these checks were lost: counted as sent (an attempt spent), and the halves waited a whole
-    /// check interval. Returns how many were given back. A check is known by reference (<see cref="HalfState.LastSentCheck"/>):
-    /// the request object the pass gave the channel, so a check given back twice is undone once, and a later check of the
+    /// check interval. Returns how many were given back. A check is known by its <see cref="CheckBackRequest.Sequence"/>
+    /// (<see cref="HalfState.LastSentCheck"/>), so a check given back twice is undone once, and a later check of the
     /// same number to the same client id (after a resume, or of a later half of the id) is never undone. A channel gives
     /// back only checks it never wrote (<c>TelemetrySession</c>, <c>RemotingSession</c>).
     /// </summary>
@@ -568,8 +568,8 @@ public sealed partial class BrokerEngine
                     // The half's last check, this very one (not one of the same number to the same client id after a
                     // resume, nor one of a later half of the id), still unanswered by the instance it went to; or the
                     // check just before one this call undid, queued on the same channel, with nothing sent since.
-                    bool last = ReferenceEquals(half.LastSentCheck, check) && string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal);
-                    bool before = !last && half.LastSentCheck is null && undone is not null && undone.TryGetValue(half, out var later)
+                    bool last = check.Sequence > 0 && half.LastSentCheck == check.Sequence && string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal);
+                    bool before = !last && half.LastSentCheck == 0 && undone is not null && undone.TryGetValue(half, out var later)
                         && later.CheckToken == check.CheckToken && later.CheckNumber == check.CheckNumber + 1;
                     if (!last && !before) continue;
                     (undone ??= new(ReferenceEqualityComparer.Instance))[half] = check;
@@ -577,7 +577,7 @@ public sealed partial class BrokerEngine
                     new TxCheckedRecord(half.TransactionId, check.CheckNumber - 1, check.PreviousCheckAtMs, now).Write(_writer);
                     AppendAndApply();
                     half.LastCheckedClientId = null; // not left unanswered by that instance: never given to it
-                    half.LastSentCheck = null; // given back once
+                    half.LastSentCheck = 0; // given back once
                     Metrics.ChecksReturned++;
                     returned++;
                 }
@@ -590,6 +590,9 @@ public sealed partial class BrokerEngine
         }
         return returned;
     }
+
+    // Names each check-back sent (CheckBackRequest.Sequence).
+    private long _checkSequence;
 
     // The rate limit of TrySendCheck's line: when the next may be written, and the failures since the last. Under the lock.
     private long _nextCheckSendFailureLogMs = long.MinValue;
