@@ -62,8 +62,8 @@ public sealed class RemotingUnsentChecksTests : IAsyncLifetime
     {
         _session.SetClientId("p1");
         _session.RegisterProducer("orders");
-        // 700 KB each: the first is written whole, the second is being written when the writer flushes (1 MiB) and waits
-        // for a client that reads nothing, the third stays queued.
+        // 700 KB each: the first is written whole before the writer's first flush, which waits for a client that reads
+        // nothing; the third is still queued then (the second too, or it is being written: the writer flushes each 1 MiB).
         string first = await SendHalfAsync(700 * 1024);
         string second = await SendHalfAsync(700 * 1024);
         string third = await SendHalfAsync(700 * 1024);
@@ -71,16 +71,17 @@ public sealed class RemotingUnsentChecksTests : IAsyncLifetime
         Assert.Equal(3, await _engine.RunCheckPassAsync());
         Assert.Equal(3, _engine.Metrics.ChecksSent);
 
-        // The producer goes away: its connection closes with the third check still queued.
+        // The producer goes away: its connection closes with the third check (at least) still queued.
         await _toServer.Writer.CompleteAsync();
         await _toClient.Reader.CompleteAsync();
         await _run.WaitAsync(TimeSpan.FromSeconds(30));
-        await Until(() => _engine.Metrics.ChecksReturned == 1 && _engine.FindTransaction(third)!.Checks == 0);
-        Assert.Equal(1, _engine.FindTransaction(first)!.Checks);
-        Assert.Equal(1, _engine.FindTransaction(second)!.Checks);
+        int Unchecked() => new[] { first, second, third }.Count(id => _engine.FindTransaction(id)!.Checks == 0);
+        await Until(() => _engine.FindTransaction(third)!.Checks == 0 && _engine.Metrics.ChecksReturned == Unchecked());
+        Assert.Equal(1, _engine.FindTransaction(first)!.Checks); // written: it may have reached the producer
         var returned = _engine.FindTransaction(third)!;
         Assert.Equal((0, _clock.GetUtcNow(), (DateTimeOffset?)null), (returned.Checks, returned.NextCheckAt!.Value, returned.LastCheckAt));
-        Assert.Equal(1, _engine.Metrics.ChecksReturned);
+        Assert.InRange(_engine.Metrics.ChecksReturned, 1, 2);
+        Assert.Equal(_engine.Metrics.ChecksReturned, Unchecked());
     }
 
     private static async Task Until(Func<bool> condition)
