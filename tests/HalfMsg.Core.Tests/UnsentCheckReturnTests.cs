@@ -1,3 +1,4 @@
+using System.Text;
 using HalfMsg.Broker.Core.Model;
 
 namespace HalfMsg.Core.Tests;
@@ -126,4 +127,138 @@ public sealed class UnsentCheckReturnTests
         Assert.Null(h.Engine.FindTransaction(id));
         Assert.Equal(0, h.Engine.Metrics.ChecksReturned);
     }
+    // Before 2026-12-07 (review): the guard was the check's number, the client id it went to and the message id, which is
+    // the transaction id: an earlier half of a reused id, checked once on a stream that stalled, was given back after the
+    // new half of the id had had its own first check, sent to the same client id (its reconnected stream), and that check
+    // was undone: counted as not sent, sent again at once (the producer asked twice).
+    [Theory]
+    [InlineData(Recovery.Live)]
+    [InlineData(Recovery.LogOnly)]
+    [InlineData(Recovery.Checkpoint)]
+    public async Task A_check_of_an_earlier_half_of_a_reused_id_given_back_leaves_the_new_halfs_check_as_it_is(Recovery recovery)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { MaxRememberedDecisions = 1 });
+        var stalled = new RecordingChannel("p1");
+        const string id = "0A0000000000000000000000000001AA";
+        using (h.Engine.Producers.Register("orders", stalled))
+        {
+            Assert.True((await h.Engine.SendHalfAsync(Draft(h, id, "FIRST"), "orders", "p1", null)).IsOk);
+            h.Clock.Advance(TimeSpan.FromSeconds(7));
+            Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        }
+        Assert.True(stalled.Checks.TryDequeue(out var old));
+        Assert.True((await h.Engine.EndTransactionAsync(id, null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, "0A0000000000000000000000000001BB", "other"), "orders", "p1", null)).IsOk);
+        Assert.True((await h.Engine.EndTransactionAsync("0A0000000000000000000000000001BB", null, TransactionResolution.Commit, DecisionSource.Client)).IsOk);
+
+        // The id again, checked once on the client's new stream.
+        var reconnected = new RecordingChannel("p1");
+        using var r = h.Engine.Producers.Register("orders", reconnected);
+        Assert.True((await h.Engine.SendHalfAsync(Draft(h, id, "SECOND"), "orders", "p1", null)).IsOk);
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.True(reconnected.Checks.TryDequeue(out var current));
+        Assert.Equal((id, 1), (current.TransactionId, current.CheckNumber));
+        var checkedOnce = State(h, id);
+        Assert.Equal(1, checkedOnce.Checks);
+
+        // The stalled stream's end gives the earlier half's check back.
+        Assert.Equal(0, await h.Engine.ReturnUnsentChecksAsync("p1", [old]));
+        Assert.Equal(0, h.Engine.Metrics.ChecksReturned);
+        Assert.Equal(checkedOnce, State(h, id));
+        Assert.Equal(0, await h.Engine.RunCheckPassAsync());
+        Assert.Empty(reconnected.Checks);
+
+        await RecoverAsync(h, recovery);
+        Assert.Equal(checkedOnce, State(h, id));
+    }
+
+    // Before 2026-12-07 (review): with TransactionCheckMax = 1, a half checked once on a stream that stalled was parked,
+    // resumed by an operator and checked again (check 1) on the client's new stream; the stalled stream's end then gave
+    // back its check 1, and the resumed half's check was undone (the same number, client id and message id).
+    [Fact]
+    public async Task A_check_given_back_after_a_park_and_a_resume_leaves_the_resumed_halfs_check_as_it_is()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { TransactionCheckMax = 1 });
+        var stalled = new RecordingChannel("p1");
+        string id;
+        using (h.Engine.Producers.Register("orders", stalled))
+        {
+            id = await h.SendHalfAsync("orders", clientId: "p1");
+            h.Clock.Advance(TimeSpan.FromSeconds(7));
+            Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+            h.Clock.Advance(TimeSpan.FromSeconds(31));
+            Assert.Equal(0, await h.Engine.RunCheckPassAsync()); // out of checks: parked
+        }
+        Assert.True(stalled.Checks.TryDequeue(out var old));
+        Assert.True(State(h, id).Parked);
+        Assert.True((await h.Engine.ResumeTransactionAsync(id)).IsOk);
+        var reconnected = new RecordingChannel("p1");
+        using var r = h.Engine.Producers.Register("orders", reconnected);
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.True(reconnected.Checks.TryDequeue(out var current));
+        Assert.Equal(1, current.CheckNumber);
+        var resumedAndChecked = State(h, id);
+
+        Assert.Equal(0, await h.Engine.ReturnUnsentChecksAsync("p1", [old]));
+        Assert.Equal(resumedAndChecked, State(h, id));
+        Assert.Equal(0, await h.Engine.RunCheckPassAsync());
+        Assert.Empty(reconnected.Checks);
+    }
+
+    // A check given back twice (two ends of one stream racing, a front end that gives back a check it also wrote) counts
+    // once: the second finds it no longer the half's last check.
+    [Fact]
+    public async Task A_check_given_back_twice_is_undone_once()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var p = new RecordingChannel("p1");
+        using var r = h.Engine.Producers.Register("orders", p);
+        string id = await h.SendHalfAsync("orders", clientId: "p1");
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.True(p.Checks.TryDequeue(out var first));
+        Assert.Equal(1, await h.Engine.ReturnUnsentChecksAsync("p1", [first]));
+        Assert.Equal(0, await h.Engine.ReturnUnsentChecksAsync("p1", [first]));
+        Assert.Equal(1, h.Engine.Metrics.ChecksReturned);
+        Assert.Equal(0, State(h, id).Checks);
+    }
+
+    // Before 2026-12-07 (review): a stream that stalled for a check interval held two checks of one half (its instance the
+    // group's only one), both given back at its end; only the last was undone, and the half kept an attempt its producer
+    // never got (and counted as checked back, WasCheckedBack).
+    [Theory]
+    [InlineData(Recovery.Live)]
+    [InlineData(Recovery.LogOnly)]
+    [InlineData(Recovery.Checkpoint)]
+    public async Task Two_checks_of_one_half_given_back_together_are_both_undone(Recovery recovery)
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var p = new RecordingChannel("p1");
+        using (h.Engine.Producers.Register("orders", p))
+        {
+            string id = await h.SendHalfAsync("orders", clientId: "p1");
+            h.Clock.Advance(TimeSpan.FromSeconds(7));
+            Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+            h.Clock.Advance(TimeSpan.FromSeconds(31));
+            Assert.Equal(1, await h.Engine.RunCheckPassAsync()); // the only instance: asked again
+            Assert.True(p.Checks.TryDequeue(out var first));
+            Assert.True(p.Checks.TryDequeue(out var second));
+            Assert.Equal((1, 2), (first.CheckNumber, second.CheckNumber));
+
+            h.Clock.Advance(TimeSpan.FromSeconds(1));
+            Assert.Equal(2, await h.Engine.ReturnUnsentChecksAsync("p1", [first, second]));
+            Assert.Equal(2, h.Engine.Metrics.ChecksReturned);
+            var live = State(h, id);
+            Assert.Equal((0, Now(h), 0L, false), live);
+            await RecoverAsync(h, recovery);
+            Assert.Equal(live, State(h, id));
+        }
+    }
+
+    private static MessageDraft Draft(EngineHarness h, string id, string body) => new()
+    {
+        Topic = "orders", MessageId = id, Body = Encoding.UTF8.GetBytes(body),
+        BornTimestampMs = h.Clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+    };
 }

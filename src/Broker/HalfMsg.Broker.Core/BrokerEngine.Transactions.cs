@@ -439,7 +439,7 @@ public sealed partial class BrokerEngine
                         continue;
                     }
                     var request = new CheckBackRequest { TransactionId = half.TransactionId, ProducerGroup = half.ProducerGroup, HalfMessage = message, CheckNumber = half.CheckCount + 1,
-                        CheckToken = half.CheckToken, PreviousCheckAtMs = half.LastCheckAtMs };
+                        CheckToken = half.CheckToken, PreviousCheckAtMs = half.LastCheckAtMs, Sequence = Interlocked.Increment(ref _checkSequence) };
                     using var span = BrokerTracing.StartCheckBack(request); // trace hook (issue 12)
                     ICheckBackChannel? accepted = null;
                     // The pass took this half k disk reads ago; a commit or rollback may have come in since. Liveness is
@@ -472,6 +472,7 @@ public sealed partial class BrokerEngine
                             new TxCheckedRecord(half.TransactionId, half.CheckCount + 1, now, now + (long)_options.TransactionCheckInterval.TotalMilliseconds).Write(_writer);
                             AppendAndApply();
                             half.LastCheckedClientId = accepted.ClientId;
+                            half.LastSentCheck = request.Sequence;
                             Metrics.ChecksSent++;
                         }
                     }
@@ -541,13 +542,18 @@ public sealed partial class BrokerEngine
     /// group; with none, it is checked as soon as one joins (as a half whose group has no producer). A check of which
     /// another has been sent since, or whose half was decided, parked or taken by a later half of its id, is left as it
     /// is. Until 2026-12-07 these checks were lost: counted as sent (an attempt spent), and the halves waited a whole
-    /// check interval. Returns how many were given back. A channel gives each check back at most once, and only one it
-    /// never wrote (<c>TelemetrySession</c>): the half's in-memory record of whom its last check went to cannot tell a
-    /// check given back twice from the same check sent again to the same client id.
+    /// check interval. Returns how many were given back. A check is known by its <see cref="CheckBackRequest.Sequence"/>
+    /// (<see cref="HalfState.LastSentCheck"/>), so a check given back twice is undone once, and a later check of the
+    /// same number to the same client id (after a resume, or of a later half of the id) is never undone. A channel gives
+    /// back only checks it never wrote (<c>TelemetrySession</c>, <c>RemotingSession</c>).
     /// </summary>
     public async Task<int> ReturnUnsentChecksAsync(string clientId, IReadOnlyList<CheckBackRequest> checks, CancellationToken ct = default)
     {
         int returned = 0;
+        // Newest first: a half's checks queued on one channel are undone from its last back, each the one before the last
+        // undone (the same half, the number just below), so a stream that stalled past a check interval with two checks of
+        // a half (its instance the group's only one) gives back both. Until 2026-12-07 only the last was undone.
+        Dictionary<HalfState, CheckBackRequest>? undone = null;
         foreach (var (start, end) in LockChunks(checks.Count))
         {
             await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
@@ -558,15 +564,22 @@ public sealed partial class BrokerEngine
                 if (_stop.IsCancellationRequested) break;
                 for (int i = start; i < end; i++)
                 {
-                    var check = checks[i];
+                    var check = checks[checks.Count - 1 - i];
                     if (!_txs.TryGet(check.TransactionId, out var half) || half.Parked) continue;
-                    if (half.CheckCount != check.CheckNumber || check.CheckNumber < 1
-                        || !string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal)
-                        || !string.Equals(half.MessageId, check.HalfMessage.MessageId, StringComparison.Ordinal)) continue;
+                    if (half.CheckCount != check.CheckNumber || check.CheckNumber < 1) continue;
+                    // The half's last check, this very one (not one of the same number to the same client id after a
+                    // resume, nor one of a later half of the id), still unanswered by the instance it went to; or the
+                    // check just before one this call undid, queued on the same channel, with nothing sent since.
+                    bool last = check.Sequence > 0 && half.LastSentCheck == check.Sequence && string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal);
+                    bool before = !last && half.LastSentCheck == 0 && undone is not null && undone.TryGetValue(half, out var later)
+                        && later.CheckToken == check.CheckToken && later.CheckNumber == check.CheckNumber + 1;
+                    if (!last && !before) continue;
+                    (undone ??= new(ReferenceEqualityComparer.Instance))[half] = check;
                     long now = NowMs;
                     new TxCheckedRecord(half.TransactionId, check.CheckNumber - 1, check.PreviousCheckAtMs, now).Write(_writer);
                     AppendAndApply();
                     half.LastCheckedClientId = null; // not left unanswered by that instance: never given to it
+                    half.LastSentCheck = 0; // given back once
                     Metrics.ChecksReturned++;
                     returned++;
                 }
@@ -579,6 +592,9 @@ public sealed partial class BrokerEngine
         }
         return returned;
     }
+
+    // Names each check-back sent (CheckBackRequest.Sequence).
+    private long _checkSequence;
 
     // The rate limit of TrySendCheck's line: when the next may be written, and the failures since the last. Under the lock.
     private long _nextCheckSendFailureLogMs = long.MinValue;

@@ -336,6 +336,13 @@ internal sealed class HalfState
     /// <summary>The instance the last check-back went to (in memory only): if the half is due again without an answer
     /// since, the next check goes to another live instance.</summary>
     public string? LastCheckedClientId;
+    /// <summary>The <see cref="Model.CheckBackRequest.Sequence"/> of the check-back last sent for this half (in memory
+    /// only; 0 for none, or once given back): a check given back unwritten is undone only while it is this very one
+    /// (<c>BrokerEngine.ReturnUnsentChecksAsync</c>). Its number, client id and message id do not tell it from a later
+    /// check: a half parked and resumed, or a later half of its id, is checked again from number 1, to the same client
+    /// id (a reconnected stream), with the same message id (the transaction id); until 2026-12-07 such a check was undone
+    /// by the stalled stream's give-back (found by review). A number, not the request: that holds the half's body.</summary>
+    public long LastSentCheck;
     /// <summary>True while a check pass hands this half's check-back to a channel (in memory only, under the engine
     /// lock): a channel that answers while queueing it answers a check that was sent, before its TxChecked record.</summary>
     public bool CheckBeingSent;

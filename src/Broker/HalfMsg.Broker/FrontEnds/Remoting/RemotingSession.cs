@@ -26,8 +26,9 @@ internal sealed class RemotingSession : ICheckBackChannel
 
     /// <summary>A frame to write; <see cref="CheckBytes"/> counts against the check-back byte bound,
     /// <see cref="ResponseBytes"/> against the in-flight byte budget and <see cref="PullBytes"/> (a pull's answer) against
-    /// the broker's budget of pulled bytes (<see cref="RemotingServer.PullBytes"/>) until the frame is flushed.</summary>
-    private readonly record struct Outbound(RemotingCommand Command, int CheckBytes, long ResponseBytes, long PullBytes = 0);
+    /// the broker's budget of pulled bytes (<see cref="RemotingServer.PullBytes"/>) until the frame is flushed.
+    /// <see cref="Check"/>: the check-back a frame carries, given back to the core if the frame is never written.</summary>
+    private readonly record struct Outbound(RemotingCommand Command, int CheckBytes, long ResponseBytes, long PullBytes = 0, CheckBackRequest? Check = null);
 
     /// <summary>The write loop flushes at least every this many bytes, so a large answer (or a run of them) goes out and
     /// is released in pieces, and a flush that does not complete means the client stopped taking bytes.</summary>
@@ -478,8 +479,18 @@ internal sealed class RemotingSession : ICheckBackChannel
             // Nothing is queued after this; what is queued is never written: its pulled bytes go back to the broker.
             _outbound.Writer.TryComplete();
             long pulled = writingPull + donePull;
-            while (reader.TryRead(out var left)) pulled += left.PullBytes;
+            List<CheckBackRequest>? unsent = null;
+            while (reader.TryRead(out var left))
+            {
+                pulled += left.PullBytes;
+                if (left.Check is { } check) (unsent ??= []).Add(check);
+            }
             _server.ChargePull(this, -pulled);
+            // Check-backs never written (not the frame under way, nor those written and not flushed: they may have reached
+            // the producer) go back to the core: not counted as sent, and offered to another instance at once. Until
+            // 2026-12-07 they were dropped here, each counted as one of its half's checks, and the half waited a whole
+            // check interval (found by review). On the thread pool: the core takes its lock and appends.
+            if (unsent is not null) GiveBack(ClientId, unsent);
             await output.CompleteAsync().ConfigureAwait(false);
         }
     }
@@ -578,8 +589,27 @@ internal sealed class RemotingSession : ICheckBackChannel
             Interlocked.Add(ref _queuedCheckBytes, -size);
             return false;
         }
-        if (_alive && _outbound.Writer.TryWrite(new Outbound(command, size, 0))) return true;
+        if (_alive && _outbound.Writer.TryWrite(new Outbound(command, size, 0, 0, request))) return true;
         Interlocked.Add(ref _queuedCheckBytes, -size);
         return false;
+    }
+
+    /// <summary>Gives checks this connection queued and never wrote back to the core
+    /// (<see cref="HalfMsg.Broker.Core.BrokerEngine.ReturnUnsentChecksAsync"/>), in the background; a broker stopping leaves them as they are
+    /// (checked again after the interval).</summary>
+    private void GiveBack(string clientId, List<CheckBackRequest> unsent)
+    {
+        var engine = _server.Engine;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await engine.ReturnUnsentChecksAsync(clientId, unsent).ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // The broker is stopping (or its log failed): the halves are checked again after the interval.
+            }
+        });
     }
 }

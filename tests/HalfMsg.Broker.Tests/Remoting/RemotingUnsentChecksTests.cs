@@ -1,0 +1,96 @@
+using System.IO.Pipelines;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.FrontEnds.Remoting;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.TestKit;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace HalfMsg.Broker.Tests.Remoting;
+
+/// <summary>
+/// Check-backs a Remoting connection queued and never wrote when it closed are given back to the core, as a Telemetry
+/// stream's are (<see cref="BrokerEngine.ReturnUnsentChecksAsync"/>): not counted as one of the half's checks, and
+/// offered to another instance at once. Until 2026-12-07 (review) the Remoting write loop dropped them with the rest of
+/// its queue: each counted as sent (an attempt spent) and its half waited a whole check interval. The frame being
+/// written, and those written and not yet flushed, are not given back: they may have reached the producer.
+/// </summary>
+public sealed class RemotingUnsentChecksTests : IAsyncLifetime
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-rmunsent-" + Guid.NewGuid().ToString("N"));
+    private readonly ManualClock _clock = new();
+    private BrokerEngine _engine = null!;
+    private RemotingServer _server = null!;
+    private readonly Pipe _toServer = new();
+    // The client reads nothing: the writer's first flush past 64 KiB waits.
+    private readonly Pipe _toClient = new(new PipeOptions(pauseWriterThreshold: 64 * 1024, resumeWriterThreshold: 32 * 1024));
+    private RemotingSession _session = null!;
+    private Task _run = null!;
+
+    public async Task InitializeAsync()
+    {
+        _engine = await BrokerEngine.OpenAsync(new CoreOptions { DataDir = _dir, QueuesPerTopic = 2 }, _clock, startBackgroundLoops: false);
+        _server = new RemotingServer(_engine, new RemotingOptions(), NullLoggerFactory.Instance);
+        _session = new RemotingSession(new DuplexPipe(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
+        _run = _session.RunAsync(CancellationToken.None);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _toServer.Writer.CompleteAsync();
+        await _toClient.Reader.CompleteAsync();
+        await _run.WaitAsync(TimeSpan.FromSeconds(10));
+        await _engine.DisposeAsync();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    private async Task<string> SendHalfAsync(int bodyBytes)
+    {
+        string id = "0A" + Guid.NewGuid().ToString("N").ToUpperInvariant()[2..];
+        var draft = new MessageDraft
+        {
+            Topic = "orders", MessageId = id, Body = new byte[bodyBytes],
+            BornTimestampMs = _clock.GetUtcNow().ToUnixTimeMilliseconds(), BornHost = "test",
+        };
+        var sent = await _engine.SendHalfAsync(draft, "orders", "p1", null);
+        Assert.True(sent.IsOk, sent.Error.ToString());
+        return id;
+    }
+
+    [Fact]
+    public async Task Checks_still_queued_when_the_connection_closes_are_given_back_and_the_written_ones_are_not()
+    {
+        _session.SetClientId("p1");
+        _session.RegisterProducer("orders");
+        // 700 KB each: the first is written whole before the writer's first flush, which waits for a client that reads
+        // nothing; the third is still queued then (the second too, or it is being written: the writer flushes each 1 MiB).
+        string first = await SendHalfAsync(700 * 1024);
+        string second = await SendHalfAsync(700 * 1024);
+        string third = await SendHalfAsync(700 * 1024);
+        _clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(3, await _engine.RunCheckPassAsync());
+        Assert.Equal(3, _engine.Metrics.ChecksSent);
+
+        // The producer goes away: its connection closes with the third check (at least) still queued.
+        await _toServer.Writer.CompleteAsync();
+        await _toClient.Reader.CompleteAsync();
+        await _run.WaitAsync(TimeSpan.FromSeconds(30));
+        int Unchecked() => new[] { first, second, third }.Count(id => _engine.FindTransaction(id)!.Checks == 0);
+        await Until(() => _engine.FindTransaction(third)!.Checks == 0 && _engine.Metrics.ChecksReturned == Unchecked());
+        Assert.Equal(1, _engine.FindTransaction(first)!.Checks); // written: it may have reached the producer
+        var returned = _engine.FindTransaction(third)!;
+        Assert.Equal((0, _clock.GetUtcNow(), (DateTimeOffset?)null), (returned.Checks, returned.NextCheckAt!.Value, returned.LastCheckAt));
+        Assert.InRange(_engine.Metrics.ChecksReturned, 1, 2);
+        Assert.Equal(_engine.Metrics.ChecksReturned, Unchecked());
+    }
+
+    private static async Task Until(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold within 30 s");
+            await Task.Delay(20);
+        }
+    }
+}
