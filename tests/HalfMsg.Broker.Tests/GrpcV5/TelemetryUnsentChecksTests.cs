@@ -83,7 +83,9 @@ public sealed class TelemetryUnsentChecksTests(SlowCheckBrokerFixture broker) : 
         // Well within the minute between checks (30 s for a busy machine): only the check in the write under way when the stream ended may
         // have reached the stalled instance; every other half is checked and decided by the live one.
         await WaitUntilAsync(() => ids.Count(live.Decided.Contains) >= halves - 1,
-            () => $"the live instance decided all halves but one ({ids.Count(live.Decided.Contains)} of {halves} decided)", TimeSpan.FromSeconds(30));
+            () => $"the live instance decided all halves but one ({ids.Count(live.Decided.Contains)} of {halves} decided; checks the live one got {live.Checks.Count}, " +
+                $"the stalled one {stalled.Checks.Count}; sent {broker.Host.Engine.Metrics.ChecksSent}, returned {broker.Host.Engine.Metrics.ChecksReturned}; " +
+                $"pending {ids.Count(id => broker.Host.Engine.FindTransaction(id) is not null)}; live's errors: {string.Join(" | ", live.Errors)})", TimeSpan.FromSeconds(30));
         Assert.True(ids.Count(id => broker.Host.Engine.FindTransaction(id) is not null) <= 1);
         // The stalled instance's checks it never got were not counted: each half the live one decided was its first check.
         var numbers = live.Checks.Where(c => ids.Contains(c.TransactionId))

@@ -20,6 +20,8 @@ public sealed class TelemetryTestProducer : IAsyncDisposable
     public GrpcTestClient Client { get; }
     public ConcurrentQueue<RecoverOrphanedTransactionCommand> Checks { get; } = new();
     public ConcurrentQueue<string> Decided { get; } = new();
+    /// <summary>What went wrong while answering: a refused answer's status, or the exception that ended the reader.</summary>
+    public ConcurrentQueue<string> Errors { get; } = new();
 
     private TelemetryTestProducer(GrpcTestClient client, AsyncDuplexStreamingCall<TelemetryCommand, TelemetryCommand> call, Behaviour behaviour)
     {
@@ -75,11 +77,16 @@ public sealed class TelemetryTestProducer : IAsyncDisposable
                 {
                     Decided.Enqueue(check.TransactionId);
                 }
+                else
+                {
+                    Errors.Enqueue($"{check.TransactionId}: {end.Response?.Status.Code} {end.Response?.Status.Message}");
+                }
             }
         }
-        catch (RpcException)
+        catch (RpcException e)
         {
             // The stream ended (test over, or deadline).
+            Errors.Enqueue("reader ended: " + e.Status);
         }
     }
 
