@@ -36,6 +36,7 @@ internal sealed class LoadDriver : IAsyncDisposable
     private int _epochCommitsGrpc;
     private int _epochCommitsRemoting;
     private long _pullSkipped;
+    private long _pullPassedInAnswers;
 
     private LoadDriver(BrokerProcess broker, AckModel model)
     {
@@ -50,8 +51,12 @@ internal sealed class LoadDriver : IAsyncDisposable
     /// <summary>This epoch's gRPC decisions that went in an EndTransactions call with others (coalesced).</summary>
     public long EpochSharedCallDecisions => _clients.OfType<Producer>().Sum(p => p.SharedCallDecisions);
     public int EpochCommitsRemoting => Volatile.Read(ref _epochCommitsRemoting);
-    /// <summary>Queue positions the pull consumer jumped over because retention expired them (PULL_OFFSET_MOVED).</summary>
+    /// <summary>Queue positions the pull consumer jumped over because retention expired them (PULL_OFFSET_MOVED), or that a
+    /// pull answer went past without a message.</summary>
     public long PullSkipped => Interlocked.Read(ref _pullSkipped);
+    /// <summary>Of <see cref="PullSkipped"/>, the positions a pull answer with messages went past without a message for
+    /// them (expired between the broker's pick and its read, or holes).</summary>
+    public long PullPassedInAnswers => Interlocked.Read(ref _pullPassedInAnswers);
 
     /// <summary>Starts clients; with <paramref name="produce"/> false only consumers and check-back answers run.</summary>
     public static async Task<LoadDriver> StartAsync(BrokerProcess broker, AckModel model, int seed, bool produce)
@@ -273,6 +278,22 @@ internal sealed class LoadDriver : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The queue positions a pull from <paramref name="requested"/> went past without a message for them: PULL_OFFSET_MOVED
+    /// to a later <paramref name="next"/> (retention expired them), and, in an answer with <paramref name="messages"/>
+    /// messages, the positions up to <paramref name="next"/> that none of them filled: entries a retention cut expired
+    /// between the broker's pick and its read of their bodies (a pull racing a cut, passed over as RocketMQ passes over
+    /// a removed commit-log file; PullRetentionRaceTests in HalfMsg.Core.Tests), or holes. Until 2026-12-07 only
+    /// PULL_OFFSET_MOVED was counted: a pull that raced the first cut after a restart (which, at 32 KiB of retention,
+    /// expires what was committed just before the kill) left a message "lost" (seed 163215: 14 never seen, 13 counted).
+    /// </summary>
+    internal static long SkippedBy(int code, long requested, long next, int messages) => code switch
+    {
+        ResponseCode.PullOffsetMoved => Math.Max(0, next - requested),
+        ResponseCode.Success => Math.Max(0, next - requested - messages),
+        _ => 0,
+    };
+
     private async Task PullAsync(RemotingTestClient c, CancellationToken ct)
     {
         var offsets = new Dictionary<(string, int), long>();
@@ -301,23 +322,24 @@ internal sealed class LoadDriver : IAsyncDisposable
                     var started = DateTime.UtcNow;
                     var r = await RemotingBroker.PullAsync(c, PullGroup, topic, q, offsets[key], max: 32);
                     long next = long.Parse(r.Get("nextBeginOffset") ?? "0", CultureInfo.InvariantCulture);
-                    if (r.Code == ResponseCode.PullOffsetMoved)
-                    {
-                        if (next > offsets[key]) Interlocked.Add(ref _pullSkipped, next - offsets[key]);
-                    }
-                    else if (r.Code == ResponseCode.Success)
+                    int got = 0;
+                    if (r.Code == ResponseCode.Success)
                     {
                         any = true;
                         foreach (var m in StoredMessageCodec.DecodeAll(r.Body.Span))
                         {
                             _model.Delivered(PullGroup, AckModel.IdOf(m.Body), started, $"Remoting pull {topic} queue {q} offset {m.QueueOffset}");
                             _model.Position(AckModel.IdOf(m.Body), topic, q, m.QueueOffset);
+                            got++;
                         }
                     }
-                    else
+                    else if (r.Code != ResponseCode.PullOffsetMoved)
                     {
                         continue;
                     }
+                    long skipped = SkippedBy(r.Code, offsets[key], next, got);
+                    Interlocked.Add(ref _pullSkipped, skipped);
+                    if (r.Code == ResponseCode.Success) Interlocked.Add(ref _pullPassedInAnswers, skipped);
                     if (next == offsets[key]) continue;
                     offsets[key] = next;
                     var u = await c.InvokeAsync(RemotingCommand.Request(RequestCode.UpdateConsumerOffset)
