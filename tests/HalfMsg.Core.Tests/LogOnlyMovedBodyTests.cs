@@ -256,7 +256,7 @@ public sealed class LogOnlyMovedBodyTests
     /// A decision is remembered after the restart as live: a repeat is a duplicate, the other decision a conflict. A
     /// half stored below the cut's boundary and decided after it: its commit before the cut (the move carries the
     /// commit's queue entry) or after it (the move carries the pending half), or its rollback (nothing moved). From the
-    /// log alone the decision's record comes after the boundary; until the afternoon session of 2026-12-07 one whose
+    /// log alone the decision's record comes after the boundary; until the midday session of 2026-12-07 one whose
     /// half the replay did not have (its record cut) was skipped, and a repeated commit was told "unknown transaction".
     /// </summary>
     [Theory]
@@ -300,7 +300,7 @@ public sealed class LogOnlyMovedBodyTests
     /// <summary>
     /// A message committed after the boundary (body below it) that a group dead-lettered before the cut (by its
     /// attempts running out, or on request): after the restart the group does not get it again, and its dead-letter
-    /// topic holds it, as live. Passes on the code before the afternoon session of 2026-12-07 too: the group's delivery
+    /// topic holds it, as live. Passes on the code before the midday session of 2026-12-07 too: the group's delivery
     /// record (after the boundary) makes the topic, so the dead letter's record applies and the move re-creates both
     /// entries (the README's "left" note said it was forgotten); kept as a guard.
     /// </summary>
@@ -351,7 +351,7 @@ public sealed class LogOnlyMovedBodyTests
     /// A message a group received before the cut's boundary and dead-lettered after it (on request, or by its attempts
     /// running out): the cut expires its entry (it entered its queue below the boundary) and moves its body for the
     /// dead letter. From the log alone the dead letter's record is the first that names the message's topic: until the
-    /// afternoon session of 2026-12-07 it was skipped, so the topic's queue lost its position (its next message took the
+    /// midday session of 2026-12-07 it was skipped, so the topic's queue lost its position (its next message took the
     /// offset the dead-lettered one had, which the live broker never reuses) and the dead letter kept only the entry the
     /// move re-created. Now the record makes the topic, as a group's delivery record does.
     /// </summary>
@@ -390,7 +390,7 @@ public sealed class LogOnlyMovedBodyTests
     /// <summary>
     /// A decision of a half of a namespaced topic, its half below the cut's boundary: after the restart it is answered
     /// in its namespace only, as live (a caller of another namespace is told "unknown", as for an id never sent). A
-    /// decision written without its namespace (as builds before the afternoon session of 2026-12-07 wrote it) is
+    /// decision written without its namespace (as builds before the midday session of 2026-12-07 wrote it) is
     /// remembered by a replay of the log alone with its namespace not known, as one loaded from a checkpoint written
     /// before decisions kept it: a caller that names no namespace is told it is a duplicate.
     /// </summary>
@@ -425,7 +425,7 @@ public sealed class LogOnlyMovedBodyTests
     /// <summary>
     /// A message a group received before the cut's boundary and acknowledged after it: from the log alone the ack's
     /// record is the first that names the topic (its delivery's record was cut). The group's next message is delivered
-    /// to it after the restart, as live. Until the afternoon session of 2026-12-07 the ack finished the offset for a
+    /// to it after the restart, as live. Until the midday session of 2026-12-07 the ack finished the offset for a
     /// group whose position stayed before it: the group's position was stuck before the queue's front (nothing more
     /// was delivered to it on that queue), or, with the queue's offsets forgotten, the next message took the acked
     /// offset and the group skipped it as finished.

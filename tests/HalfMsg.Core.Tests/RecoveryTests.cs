@@ -243,7 +243,7 @@ public sealed class RecordCodecTests
             (asBefore.I64(), asBefore.Str(), asBefore.I32(), asBefore.I64(), asBefore.Str(), asBefore.Str(), asBefore.I64()));
     }
 
-    /// <summary>A decision's namespace is an optional last field (since the afternoon session of 2026-12-07): a record
+    /// <summary>A decision's namespace is an optional last field (since the midday session of 2026-12-07): a record
     /// written before it reads with none, and one written with it reads, field by field, as the builds before read theirs.</summary>
     [Fact]
     public void A_decision_record_reads_with_and_without_its_namespace()

@@ -214,7 +214,7 @@ public sealed class ReusedTransactionIdTests
 /// <summary>
 /// A check-back carries its half's check token (the address the half was stored at), and an answer that echoes it
 /// names the half it answers: once the new half of a reused id has had its own check, a late answer to the check of the
-/// EARLIER half is refused by its token. Until the session of 2026-12-07's check tokens the answer named the id alone
+/// EARLIER half is refused by its token. Until the midday session of 2026-12-07's check tokens the answer named the id alone
 /// and decided the new half. The token survives retention's moves, a restart from a checkpoint and from the log alone.
 /// </summary>
 public sealed class CheckTokenTests

@@ -248,7 +248,7 @@ public sealed partial class BrokerEngine
             // crash that lost a sent check's TxChecked record the answer is refused too, and the half is checked again.
             // An "unknown" answer changes nothing anyway: it is not refused, but not taken as this half's answer either.
             // Once this half has had its own check, a late answer to the earlier half's check was taken as this half's
-            // until the session of 2026-12-07's check tokens. Now an answer that carries the check token of the half its
+            // until the midday session of 2026-12-07's check tokens. Now an answer that carries the check token of the half its
             // check named (the Remoting tranStateTableOffset, echoed by the Java client) is refused when that is another
             // half; an answer without one (a gRPC answer, a client that echoes nothing) is judged as before.
             bool answersAnEarlierHalf = source == DecisionSource.CheckBack
@@ -322,7 +322,7 @@ public sealed partial class BrokerEngine
         return null;
     }
 
-    /// <summary>Tests: decisions are written as builds before the afternoon session of 2026-12-07 wrote them (no
+    /// <summary>Tests: decisions are written as builds before the midday session of 2026-12-07 wrote them (no
     /// namespace, <see cref="TxDecidedRecord.Namespace"/>).</summary>
     internal bool DecisionsWithoutNamespaceForTests;
 

@@ -470,7 +470,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
 
     /// <summary>
     /// The topic a consumer group's record (a start, a delivery, an acknowledgement, a change of
-    /// invisibility, a dead letter: the last since the afternoon session of 2026-12-07) names; null when there is none. Replaying the log alone after a cut (<see cref="RebuildMovedFrom"/>), a
+    /// invisibility, a dead letter: the last since the midday session of 2026-12-07) names; null when there is none. Replaying the log alone after a cut (<see cref="RebuildMovedFrom"/>), a
     /// topic every record of which before this one the cut took (a transactional message stored below the boundary and
     /// committed after it: the commit's record finds no half, and names no topic) is made here, as the group saw it, so
     /// that the group's records apply; the move that re-creates the entry (<see cref="ApplyBodyRelocated"/>) comes later
@@ -559,7 +559,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// it, so the offset exists (never reused), and, replaying the log alone after a cut that took the offset's delivery
     /// record (<see cref="RebuildMovedFrom"/>), the group's position is taken past it as that record took it (see
     /// <see cref="ApplyDelivered"/>: the offsets before it that the group had not reached were passed; they entered their
-    /// queue before it, so below the cut's boundary, and expire with it). Until the afternoon session of 2026-12-07 such a
+    /// queue before it, so below the cut's boundary, and expire with it). Until the midday session of 2026-12-07 such a
     /// replay finished the offset for a group whose position stayed before it, on a queue that had forgotten it: the
     /// group's next message took the finished offset and was skipped as finished, or, with the queue's front past it,
     /// the group's position stayed before the front and nothing more of the queue was delivered to it.
@@ -597,7 +597,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     {
         // Its topic made, replaying the log alone after a cut, when the cut took every record naming it before this one
         // (the group received the message before the cut's boundary): the queue keeps the offset (never reused), and the
-        // dead letter its entry. Until the afternoon session of 2026-12-07 the record was skipped then, and the topic's
+        // dead letter its entry. Until the midday session of 2026-12-07 the record was skipped then, and the topic's
         // next message took the dead-lettered one's offset. An entry the record does not find (its body record cut) is a
         // hole the move that re-creates it fills (ApplyBodyRelocated re-creates a hole it names), so the dead letter is
         // kept either way (LogOnlyMovedBodyTests.A_dead_letter_of_a_rebuilt_entry_is_kept). The group's position goes

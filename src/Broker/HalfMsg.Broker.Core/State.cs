@@ -314,7 +314,7 @@ internal sealed class HalfState
     /// (the Remoting <c>tranStateTableOffset</c>, which the Java client echoes in its answer), so an answer to a check
     /// of an EARLIER half of a reused id is told from one to this half's (see <c>BrokerEngine.DecideLocked</c>). Kept
     /// by moves (<see cref="Storage.RelocatedState.SentAt"/>) and checkpoints (SnapHalf, trailing); a half read from a
-    /// checkpoint written before (since the session of 2026-12-07's check tokens) takes its address at the load.
+    /// checkpoint written before (since the midday session of 2026-12-07's check tokens) takes its address at the load.
     /// </summary>
     public long CheckToken = -1;
     public long StoreTimestampMs;

@@ -15,7 +15,7 @@ public sealed class FewDecisionsRemotingBrokerFixture : RemotingBrokerFixture
 /// A UNIQ_KEY is taken again once its decision is forgotten. A CHECK_TRANSACTION_STATE carries the half's check token
 /// in <c>tranStateTableOffset</c>, which Java's <c>DefaultMQProducerImpl.checkTransactionState</c> echoes in its
 /// END_TRANSACTION: a late answer to the check of the EARLIER half of the key is refused once the new half has had its
-/// own check. Until the session of 2026-12-07's check tokens it decided the new half (the check of the new half was
+/// own check. Until the midday session of 2026-12-07's check tokens it decided the new half (the check of the new half was
 /// taken as the one it answered; the offsets it echoed were not compared).
 /// </summary>
 public sealed class RemotingCheckTokenTests(FewDecisionsRemotingBrokerFixture broker) : IClassFixture<FewDecisionsRemotingBrokerFixture>

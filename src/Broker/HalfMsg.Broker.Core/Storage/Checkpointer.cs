@@ -546,7 +546,7 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
         w.Begin(SnapHalf).Str(h.TransactionId).Str(h.MessageId).Str(h.Topic).Str(h.ProducerGroup).Str(h.OriginClientId).I64(h.Address).I32(h.Size)
             .I64(h.StoreTimestampMs).I64(h.CheckImmunityMs).I32(h.RequestedQueueId).Str(h.Tag).Str(h.MessageGroup).I64(h.DeliverAtMs)
             .I32(h.CheckCount).I64(h.NextCheckAtMs).Bool(h.Parked).I64(h.ParkedAtMs).I64(h.LastCheckAtMs)
-            .I64(h.CheckToken); // since the session of 2026-12-07's check tokens, at the end: builds before stop before it
+            .I64(h.CheckToken); // since the midday session of 2026-12-07's check tokens, at the end: builds before stop before it
         Emit(w, o);
     }
 

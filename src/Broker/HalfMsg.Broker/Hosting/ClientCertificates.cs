@@ -29,7 +29,7 @@ public enum TlsClientAuth
 /// something unreadable (or removed) keeps the certificates last read, with an error in the log. The handshake names
 /// these certificates to the client (the "certificate authorities" of its CertificateRequest), so a client that holds
 /// several certificates can pick the one the broker takes. Until 2026-12-07 no port asked for a client certificate; until
-/// the session of 2026-12-07 that followed, the file was read at start only and no names were sent.
+/// the midday session of 2026-12-07, the file was read at start only and no names were sent.
 /// </summary>
 internal sealed class ClientCertificates
 {
