@@ -298,6 +298,88 @@ public sealed class LogOnlyMovedBodyTests
     }
 
     /// <summary>
+    /// A decision whose own record a later cut took: the half was moved by a first cut, then committed (due now, or
+    /// with a delivery time ahead) or rolled back, then a second cut passed the decision's record. The live broker still
+    /// remembers the decision (for <see cref="CoreOptions.DecisionRetention"/>), and so does a restart from a checkpoint
+    /// and, since the afternoon session of 2026-12-07, from the log alone: the cut carries the decisions it would take
+    /// (a repeat is a duplicate, the other decision a conflict). Before, such a replay had no record of the id at all:
+    /// a repeated commit was told "unknown transaction" and a rollback after a commit was not refused; nothing came
+    /// back or was lost (the half's records were cut with the decision's, a committed message due now expired with the
+    /// cut live too, and one with a delivery time ahead was rebuilt from its move).
+    /// </summary>
+    [Theory]
+    [InlineData(Restart.None, TransactionResolution.Commit, false)]
+    [InlineData(Restart.FromCheckpoint, TransactionResolution.Commit, false)]
+    [InlineData(Restart.FromLogOnly, TransactionResolution.Commit, false)]
+    [InlineData(Restart.None, TransactionResolution.Rollback, false)]
+    [InlineData(Restart.FromLogOnly, TransactionResolution.Rollback, false)]
+    [InlineData(Restart.None, TransactionResolution.Commit, true)]
+    [InlineData(Restart.FromCheckpoint, TransactionResolution.Commit, true)]
+    [InlineData(Restart.FromLogOnly, TransactionResolution.Commit, true)]
+    public async Task A_decision_whose_record_a_later_cut_took_is_remembered(Restart restart, TransactionResolution resolution, bool delayed)
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1 });
+        long? dueAt = delayed ? h.Clock.GetUtcNow().AddMinutes(10).ToUnixTimeMilliseconds() : null;
+        string txId = await h.SendHalfAsync("orders", "decided", deliverAt: dueAt);
+        await CutAsync(h, 1); // moves the pending half
+        var decided = await h.Engine.EndTransactionAsync(txId, null, resolution, DecisionSource.Client);
+        Assert.True(decided.IsOk, decided.Error.ToString());
+        await h.SendNormalAsync("filler", "after");
+        long boundary = h.Engine.LogTailAddress; // the decision's record below it
+        Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 0, "the cut was postponed");
+        Assert.True(h.Engine.LogBeginAddress >= boundary);
+        string live = Lines(h, "decided ") + "\n" + Lines(h, "delayed ");
+        Assert.Contains("decided ", live);
+
+        await RestartAsync(h, restart);
+        States.AssertSame(live, Lines(h, "decided ") + "\n" + Lines(h, "delayed "), $"{restart}");
+        var repeated = await h.Engine.EndTransactionAsync(txId, null, resolution, DecisionSource.Client);
+        Assert.True(repeated.IsOk && repeated.WasDuplicate && repeated.Outcome == resolution,
+            $"{restart}: a repeated {resolution} was answered {repeated.Error} (duplicate: {repeated.WasDuplicate}, outcome {repeated.Outcome})");
+        var other = resolution == TransactionResolution.Commit ? TransactionResolution.Rollback : TransactionResolution.Commit;
+        var conflicting = await h.Engine.EndTransactionAsync(txId, null, other, DecisionSource.Client);
+        Assert.True(conflicting.Error.Status == BrokerStatus.TransactionConflict && conflicting.Outcome == resolution,
+            $"{restart}: a {other} after the {resolution} was answered {conflicting.Error} (outcome {conflicting.Outcome})");
+        Assert.Equal(0, h.Engine.PendingCount);
+        if (delayed)
+        {
+            h.Clock.Advance(TimeSpan.FromMinutes(11));
+            Assert.Equal(["decided"], await PulledAsync(h, "orders"));
+        }
+    }
+
+    /// <summary>
+    /// The carrying is bounded as the live broker's memory is: a decision the live broker forgot
+    /// (<see cref="CoreOptions.DecisionRetention"/>) is not carried by a cut, and a replay of the log alone does not
+    /// know it either; one decided later, still remembered, is carried, and carried again by the next cut.
+    /// </summary>
+    [Fact]
+    public async Task A_cut_carries_only_the_decisions_still_remembered()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 1, DecisionRetention = TimeSpan.FromMinutes(5) });
+        string old = await h.SendHalfAsync("orders", "old");
+        Assert.True((await h.Engine.EndTransactionAsync(old, null, TransactionResolution.Rollback, DecisionSource.Client)).IsOk);
+        h.Clock.Advance(TimeSpan.FromMinutes(6));
+        await Conditions.WaitUntil(() => { h.Engine.RunSweep(); return Lines(h, "decided ").Length == 0; }, () => Lines(h, "decided "));
+        string recent = await h.SendHalfAsync("orders", "recent");
+        Assert.True((await h.Engine.EndTransactionAsync(recent, null, TransactionResolution.Rollback, DecisionSource.Client)).IsOk);
+        for (int cut = 0; cut < 2; cut++)
+        {
+            await h.SendNormalAsync("filler", "f" + cut);
+            long boundary = h.Engine.LogTailAddress;
+            Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 0, "the cut was postponed");
+        }
+        string live = Lines(h, "decided ");
+        Assert.Single(live.Split('\n'));
+        Assert.Equal(2, h.Engine.DecisionsCarriedForTests); // the remembered one, by each cut
+
+        await RestartAsync(h, Restart.FromLogOnly);
+        States.AssertSame(live, Lines(h, "decided "), "log-only");
+        Assert.True((await h.Engine.EndTransactionAsync(recent, null, TransactionResolution.Rollback, DecisionSource.Client)).WasDuplicate);
+        Assert.Equal(BrokerStatus.TransactionNotFound, (await h.Engine.EndTransactionAsync(old, null, TransactionResolution.Rollback, DecisionSource.Client)).Error.Status);
+    }
+
+    /// <summary>
     /// A message committed after the boundary (body below it) that a group dead-lettered before the cut (by its
     /// attempts running out, or on request): after the restart the group does not get it again, and its dead-letter
     /// topic holds it, as live. Passes on the code before the midday session of 2026-12-07 too: the group's delivery

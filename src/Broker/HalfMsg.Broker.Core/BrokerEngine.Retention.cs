@@ -117,6 +117,8 @@ public sealed partial class BrokerEngine
                 // The recalls whose last record lies below the boundary and that must outlive it, carried to the tail
                 // before the checkpoint, as the bodies are.
                 await CarryRecallsBelowAsync(boundary, ct).ConfigureAwait(false);
+                // The decided ids still remembered whose records lie below the boundary, likewise.
+                await CarryDecisionsBelowAsync(boundary, ct).ConfigureAwait(false);
 
                 // From the checkpoint to the one after the cut, no other checkpoint may run: a fuzzy capture must never see
                 // a queue's front move under it.
@@ -327,6 +329,45 @@ public sealed partial class BrokerEngine
                     AppendAndApply();
                 }
                 RecallsCarriedForTests += batch.Count;
+            }
+        }
+    }
+
+    /// <summary>Decided ids a retention cut carried forward (for tests: since start).</summary>
+    internal int DecisionsCarriedForTests;
+
+    /// <summary>
+    /// Before a cut at <paramref name="boundary"/>: re-appends every decision the live broker still remembers
+    /// (<see cref="CoreOptions.DecisionRetention"/>, <see cref="CoreOptions.MaxRememberedDecisions"/>) whose record lies
+    /// below it, as the index holds it (the id's digest, the record's address and time, its namespace), in
+    /// <see cref="LogCutRecord"/>s of at most <see cref="LogCutRecord.MaxDecisions"/> each, one per hold of the engine
+    /// lock; a replay of the log alone after the cut remembers them from these (RecordApplier.ApplyCarriedDecisions).
+    /// A decision already carried by an earlier cut keeps the address of its own record, so each cut carries it again
+    /// while it is remembered (bounded by the index). A new decision's record is at the tail, so none can appear below
+    /// the boundary after this. Until the afternoon session of 2026-12-07 a replay of the log alone forgot a decision
+    /// whose record a cut took when the cut took its half's record too (moved by an earlier cut).
+    /// </summary>
+    private async Task CarryDecisionsBelowAsync(long boundary, CancellationToken ct)
+    {
+        var order = new (UInt128 Key, long AtMs)[LogCutRecord.MaxDecisions];
+        var batch = new List<CarriedDecision>(LogCutRecord.MaxDecisions);
+        long next = 0, until;
+        lock (_gate) until = _txs.Decided.Added; // decisions added after this have their records at the tail
+        while (true)
+        {
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            lock (_gate)
+            {
+                int n = _txs.Decided.CopyOrder(next, until, order, out next);
+                if (n == 0) return;
+                batch.Clear();
+                foreach (var (key, atMs) in order.AsSpan(0, n))
+                    if (_txs.Decided.TryGetLive(key, atMs, out var resolution, out long address, out string? ns) && address < boundary)
+                        batch.Add(new CarriedDecision(key, resolution, address, atMs, ns));
+                if (batch.Count == 0) continue;
+                new LogCutRecord(boundary, NowMs, batch).Write(_writer);
+                AppendAndApply();
+                DecisionsCarriedForTests += batch.Count;
             }
         }
     }

@@ -188,7 +188,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     break;
                 }
                 case RecordKind.LogCut:
-                    LogCutRecord.Read(ref r);
+                    ApplyCarriedDecisions(LogCutRecord.Read(ref r));
                     break;
                 case RecordKind.Padding:
                     break;
@@ -385,6 +385,27 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         if (!_txs.Decided.Contains(rec.TransactionId))
             _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
     }
+
+    /// <summary>
+    /// The decisions a retention cut carried past its boundary (see <see cref="LogCutRecord"/>). Replaying the log alone
+    /// (<see cref="RebuildMovedFrom"/>), they are remembered as live (the cut took their own records); live, and over a
+    /// checkpoint (taken after the carrying, so it holds them), the state has them already and nothing changes. Until
+    /// the afternoon session of 2026-12-07 a decision whose record a cut took was forgotten by such a replay (a half
+    /// moved by one cut, decided, then a second cut past the decision): a repeated commit was told "unknown
+    /// transaction", and the opposite decision was not refused.
+    /// </summary>
+    private void ApplyCarriedDecisions(LogCutRecord rec)
+    {
+        if (rec.Decisions is not { } decisions || Live || RebuildMovedFrom < 0) return;
+        int added = 0;
+        foreach (var d in decisions)
+            if (_txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace)) added++;
+        _txs.Decided.Expire(rec.AtMs);
+        DecisionsRebuilt += added;
+    }
+
+    /// <summary>Decided ids this replay of the log alone took from the records retention cuts carried them in.</summary>
+    public int DecisionsRebuilt { get; private set; }
 
     /// <summary>
     /// After replay: drops the pending halves whose decision the checkpoint remembers and whose effect it already holds,

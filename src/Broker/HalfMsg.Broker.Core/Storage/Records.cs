@@ -577,14 +577,56 @@ public readonly record struct GroupConfiguredRecord(string Group, byte Flags, lo
 
 /// <summary>
 /// Retention cut the log before <see cref="Boundary"/>. Appending it and waiting for it to be durable is what makes
-/// the new begin address durable (FasterLog persists the begin with a commit). Replay ignores it: the state effect of
-/// a cut is a function of the log's begin address (ExpireBelow). <code>vi boundary | vi atMs</code>
+/// the new begin address durable (FasterLog persists the begin with a commit). Replay ignores the cut itself: the state
+/// effect of a cut is a function of the log's begin address (ExpireBelow).
+/// <code>vi boundary | vi atMs [| u n | n × (u keyHigh | u keyLow | b resolution | vi address | vi decidedAtMs | s namespace)]</code>
+/// <para>The trailing list (since the afternoon session of 2026-12-07; absent in records written before, and in the
+/// record of the cut itself): the decided transaction ids (<see cref="CarriedDecision"/>) the live broker still
+/// remembers whose records lie below a cut at <see cref="Boundary"/>, carried to the tail before the cut (in records of
+/// this kind, a bounded number each, written before the cut's checkpoint; BrokerEngine.CarryDecisionsBelowAsync), so a
+/// replay of the log alone after the cut still knows them. Builds before read the two fields and ignore the rest, as
+/// they ignore the record: a downgrade forgets those decisions from the log alone, as those builds always did.</para>
 /// </summary>
-public readonly record struct LogCutRecord(long Boundary, long AtMs)
+public readonly record struct LogCutRecord(long Boundary, long AtMs, IReadOnlyList<CarriedDecision>? Decisions = null)
 {
-    public void Write(RecordWriter w) => w.Begin(RecordKind.LogCut).I64(Boundary).I64(AtMs);
-    public static LogCutRecord Read(scoped ref RecordReader r) => new(r.I64(), r.I64());
+    /// <summary>At most this many decisions in one record: with a namespace of up to 127 bytes each, well below
+    /// <see cref="RecordLimits.MaxMetadataBytes"/>.</summary>
+    public const int MaxDecisions = 256;
+
+    public void Write(RecordWriter w)
+    {
+        var fields = w.Begin(RecordKind.LogCut).I64(Boundary).I64(AtMs);
+        if (Decisions is not { } decisions) return;
+        fields.U64((ulong)decisions.Count);
+        foreach (var d in decisions)
+            fields.U64((ulong)(d.Key >> 64)).U64((ulong)d.Key).Byte((byte)d.Resolution).I64(d.Address).I64(d.AtMs).Str(d.Namespace);
+    }
+
+    public static LogCutRecord Read(scoped ref RecordReader r)
+    {
+        var rec = new LogCutRecord(r.I64(), r.I64());
+        if (r.End) return rec;
+        ulong n = r.U64();
+        // Each decision takes at least 6 bytes: a count above that is damage (and must not size an allocation).
+        if (n > (ulong)r.Remaining / 6) throw new InvalidDataException($"{n} carried decisions is implausible");
+        var decisions = new CarriedDecision[(int)n];
+        for (int i = 0; i < decisions.Length; i++)
+        {
+            var key = new UInt128(r.U64(), r.U64());
+            var resolution = (TransactionResolution)r.Byte();
+            if (resolution is not (TransactionResolution.Commit or TransactionResolution.Rollback)) throw new InvalidDataException($"resolution {resolution} is not a decision");
+            decisions[i] = new CarriedDecision(key, resolution, r.I64(), r.I64(), r.Str());
+        }
+        return rec with { Decisions = decisions };
+    }
 }
+
+/// <summary>
+/// A decided transaction id as the live broker remembers it (Transactions.DecidedIndex: the digest of the id, not the
+/// id), carried by a <see cref="LogCutRecord"/>: its decision's record's address and time, and the namespace of its
+/// half's topic ("" for none, null when not known).
+/// </summary>
+public readonly record struct CarriedDecision(UInt128 Key, TransactionResolution Resolution, long Address, long AtMs, string? Namespace);
 
 /// <summary>A pull (Remoting) consumer group committed its offset on a queue. <code>s group | s topic | vi queueId | vi offset</code></summary>
 public readonly record struct ConsumerOffsetCommittedRecord(string Group, string Topic, int QueueId, long Offset)

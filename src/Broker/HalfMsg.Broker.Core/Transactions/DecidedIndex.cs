@@ -111,6 +111,41 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
         while (Count > maxCount && _order.TryDequeue(out var oldest)) Forget(oldest);
     }
 
+    /// <summary>
+    /// A decision a retention cut carried (Storage.LogCutRecord), replayed from the log alone: remembered as the live
+    /// broker remembered it (its own record's address and time), unless the id is known already (the same decision, or a
+    /// later one of the id taken again). Its place in the expiry order is behind decisions whose records came after
+    /// the cut's boundary: <see cref="RestoreOrder"/> puts it back in place at the end of the replay. Returns whether it
+    /// was added.
+    /// </summary>
+    public bool AddCarried(UInt128 key, TransactionResolution resolution, long address, long atMs, string? ns)
+    {
+        if (_byKey.ContainsKey(key)) return false;
+        if (_order.Count > 0) _outOfOrder = true;
+        Add(key, resolution, address, atMs, ns);
+        return true;
+    }
+
+    private bool _outOfOrder;
+
+    /// <summary>
+    /// After a replay that added carried decisions (<see cref="AddCarried"/>): the expiry order as the live broker's,
+    /// the order the decisions' records were written in (their addresses; entries of ids since decided again first,
+    /// they forget nothing). Entries and numbering (<see cref="Added"/>) are unchanged.
+    /// </summary>
+    public void RestoreOrder()
+    {
+        if (!_outOfOrder) return;
+        _outOfOrder = false;
+        var items = _order.Items()
+            .Select(e => (Entry: e, Address: _byKey.TryGetValue(e.Key, out var slot) && slot.AtMs == e.AtMs ? slot.Address : long.MinValue))
+            .OrderBy(e => e.Address) // stable
+            .Select(e => e.Entry)
+            .ToList();
+        _order.Clear();
+        foreach (var item in items) _order.Enqueue(item);
+    }
+
     /// <summary>Forgets decisions older than the time bound.</summary>
     public void Expire(long nowMs) => Expire(nowMs, int.MaxValue);
 
@@ -136,6 +171,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     {
         _byKey.Clear();
         _order.Clear();
+        _outOfOrder = false;
         Added = 0;
     }
 
