@@ -270,9 +270,10 @@ public sealed class RecordCodecTests
             (asBefore.Str(), asBefore.Byte(), asBefore.Byte(), asBefore.I64(), asBefore.I32(), asBefore.I64()));
     }
 
-    /// <summary>The decisions a retention cut carries are an optional list after a cut record's two fields (since the
-    /// afternoon session of 2026-12-07): a record without it reads with none, one with it reads whole, and its first two
-    /// fields read as the builds before read theirs (which stop there); a damaged list is refused.</summary>
+    /// <summary>The decisions, topics' positions and pull offsets a retention cut carries are optional lists after a cut
+    /// record's two fields (since the afternoon session of 2026-12-07): a record without them reads with none, one with
+    /// them reads whole, and its first two fields read as the builds before read theirs (which stop there); a damaged
+    /// list is refused.</summary>
     [Fact]
     public void A_cut_record_reads_with_and_without_the_decisions_it_carries()
     {
@@ -290,6 +291,20 @@ public sealed class RecordCodecTests
         Assert.True(r.End);
         Assert.Equal((8192L, 1_700_000_000_999L), (read.Boundary, read.AtMs));
         Assert.Equal(decisions, read.Decisions);
+
+        // Topics' positions and pull offsets after the decisions (an empty list of decisions before them).
+        var positions = new RecordWriter();
+        new LogCutRecord(8192, 9, [], [new CarriedTopic("orders", [0, 7, 1 << 30])], [new ConsumerOffsetCommittedRecord("pg", "orders", 1, 7)]).Write(positions);
+        Assert.True(RecordHeader.TryOpen(positions.Seal().ToArray(), out _, out var pr, out _));
+        var withPositions = LogCutRecord.Read(ref pr);
+        Assert.True(pr.End);
+        Assert.Empty(withPositions.Decisions!);
+        var topic = Assert.Single(withPositions.Topics!);
+        Assert.Equal("orders", topic.Topic);
+        Assert.Equal([0, 7, 1 << 30], topic.NextOffsets);
+        Assert.Equal([new ConsumerOffsetCommittedRecord("pg", "orders", 1, 7)], withPositions.PullOffsets!);
+        Assert.Null(read.Topics);
+        Assert.Null(read.PullOffsets);
 
         var plain = new RecordWriter();
         new LogCutRecord(8192, 7).Write(plain);

@@ -117,8 +117,10 @@ public sealed partial class BrokerEngine
                 // The recalls whose last record lies below the boundary and that must outlive it, carried to the tail
                 // before the checkpoint, as the bodies are.
                 await CarryRecallsBelowAsync(boundary, ct).ConfigureAwait(false);
-                // The decided ids still remembered whose records lie below the boundary, likewise.
+                // The decided ids still remembered whose records lie below the boundary, likewise, and every topic's
+                // queue positions and pull group's offsets.
                 await CarryDecisionsBelowAsync(boundary, ct).ConfigureAwait(false);
+                await CarryPositionsAsync(boundary, ct).ConfigureAwait(false);
 
                 // From the checkpoint to the one after the cut, no other checkpoint may run: a fuzzy capture must never see
                 // a queue's front move under it.
@@ -368,6 +370,68 @@ public sealed partial class BrokerEngine
                 new LogCutRecord(boundary, NowMs, batch).Write(_writer);
                 AppendAndApply();
                 DecisionsCarriedForTests += batch.Count;
+            }
+        }
+    }
+
+    /// <summary>Topics and pull offsets retention cuts carried forward (for tests: since start).</summary>
+    internal int TopicsCarriedForTests, PullOffsetsCarriedForTests;
+
+    /// <summary>About this many bytes of names and numbers in one carrying record, far below <see cref="RecordLimits.MaxMetadataBytes"/>
+    /// (one topic of 1,024 queues and a name of 127 characters takes about 13 KB).</summary>
+    private const int CarriedBytesPerRecord = 32 * 1024;
+
+    /// <summary>
+    /// Before a cut at <paramref name="boundary"/>: re-appends every topic's queue count and next offsets, and every pull
+    /// group's committed offsets, as they are when each record is written (<see cref="LogCutRecord"/>; one per hold of the
+    /// engine lock, about <see cref="CarriedBytesPerRecord"/> each), so a replay of the log alone after the cut keeps a
+    /// topic every record of which the cut took, at its positions, and an offset whose record it took
+    /// (RecordApplier.ApplyCarried). Bounded by the topics, their queues and the pull offsets. Until the afternoon session
+    /// of 2026-12-07 such a replay lost them: the topic's next message took offset 0 again (a pull consumer going on
+    /// from the offset it had skipped it), its unused queues were gone, and a pull group's committed offset was forgotten.
+    /// </summary>
+    private async Task CarryPositionsAsync(long boundary, CancellationToken ct)
+    {
+        List<string> topics;
+        List<(string Group, string Topic, int Queue)> offsets;
+        lock (_gate)
+        {
+            topics = _topics.Values.Select(t => t.Name).ToList();
+            offsets = _consumerOffsets.All.Select(p => p.Key).ToList();
+        }
+        int nextTopic = 0, nextOffset = 0;
+        var carriedTopics = new List<CarriedTopic>();
+        var carriedOffsets = new List<ConsumerOffsetCommittedRecord>();
+        while (nextTopic < topics.Count || nextOffset < offsets.Count)
+        {
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            lock (_gate)
+            {
+                // Read when written, under the same hold: a record after this one holds a later value, never an earlier.
+                carriedTopics.Clear();
+                carriedOffsets.Clear();
+                int bytes = 0;
+                for (; nextTopic < topics.Count && bytes < CarriedBytesPerRecord; nextTopic++)
+                {
+                    if (!_topics.TryGetValue(topics[nextTopic], out var topic)) continue; // deleted meanwhile
+                    var queues = topic.Queues;
+                    var next = new long[queues.Length];
+                    for (int q = 0; q < next.Length; q++) next[q] = queues[q].NextOffset;
+                    carriedTopics.Add(new CarriedTopic(topic.Name, next));
+                    bytes += 3 * topic.Name.Length + 4 + 10 * next.Length;
+                }
+                for (; nextOffset < offsets.Count && bytes < CarriedBytesPerRecord; nextOffset++)
+                {
+                    var (group, topic, queue) = offsets[nextOffset];
+                    if (!_consumerOffsets.TryGet(group, topic, queue, out long offset)) continue;
+                    carriedOffsets.Add(new ConsumerOffsetCommittedRecord(group, topic, queue, offset));
+                    bytes += 3 * (group.Length + topic.Length) + 24;
+                }
+                if (carriedTopics.Count == 0 && carriedOffsets.Count == 0) continue;
+                new LogCutRecord(boundary, NowMs, [], carriedTopics, carriedOffsets).Write(_writer);
+                AppendAndApply();
+                TopicsCarriedForTests += carriedTopics.Count;
+                PullOffsetsCarriedForTests += carriedOffsets.Count;
             }
         }
     }

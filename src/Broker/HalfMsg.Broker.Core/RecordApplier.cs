@@ -188,7 +188,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     break;
                 }
                 case RecordKind.LogCut:
-                    ApplyCarriedDecisions(LogCutRecord.Read(ref r));
+                    ApplyCarried(address, LogCutRecord.Read(ref r));
                     break;
                 case RecordKind.Padding:
                     break;
@@ -387,21 +387,49 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     }
 
     /// <summary>
-    /// The decisions a retention cut carried past its boundary (see <see cref="LogCutRecord"/>). Replaying the log alone
-    /// (<see cref="RebuildMovedFrom"/>), they are remembered as live (the cut took their own records); live, and over a
-    /// checkpoint (taken after the carrying, so it holds them), the state has them already and nothing changes. Until
-    /// the afternoon session of 2026-12-07 a decision whose record a cut took was forgotten by such a replay (a half
-    /// moved by one cut, decided, then a second cut past the decision): a repeated commit was told "unknown
-    /// transaction", and the opposite decision was not refused.
+    /// What a retention cut carried past its boundary (see <see cref="LogCutRecord"/>). Replaying the log alone
+    /// (<see cref="RebuildMovedFrom"/>), it is taken as the live broker held it when the record was written (the cut
+    /// took the records it came from); live, and over a checkpoint (taken after the carrying, so it holds all of it),
+    /// the state has it already and nothing changes. Until the afternoon session of 2026-12-07 such a replay forgot a
+    /// decision whose record a cut took (a half moved by one cut, decided, then a second cut past the decision: a
+    /// repeated commit was told "unknown transaction", the opposite decision was not refused), and a topic every record
+    /// of which a cut took (gone: its next message took offset 0 again, skipped by a pull consumer going on from its
+    /// offset), and a pull group's offset whose record a cut took.
     /// </summary>
-    private void ApplyCarriedDecisions(LogCutRecord rec)
+    private void ApplyCarried(long address, LogCutRecord rec)
     {
-        if (rec.Decisions is not { } decisions || Live || RebuildMovedFrom < 0) return;
-        int added = 0;
-        foreach (var d in decisions)
-            if (_txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace)) added++;
-        _txs.Decided.Expire(rec.AtMs);
-        DecisionsRebuilt += added;
+        if (Live || RebuildMovedFrom < 0) return;
+        if (rec.Decisions is { } decisions)
+        {
+            int added = 0;
+            foreach (var d in decisions)
+                if (_txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace)) added++;
+            _txs.Decided.Expire(rec.AtMs);
+            DecisionsRebuilt += added;
+        }
+        foreach (var carried in rec.Topics ?? [])
+        {
+            // The count the live topic had then (a growth's record may be cut too); the records after this one name
+            // offsets at or past these.
+            var topic = _topics.GetOrAdd(carried.Topic, carried.NextOffsets.Length);
+            topic.GrowTo(carried.NextOffsets.Length);
+            for (int q = 0; q < carried.NextOffsets.Length; q++)
+            {
+                var queue = topic.Queues[q];
+                long next = carried.NextOffsets[q];
+                if (next <= queue.NextOffset) continue;
+                if (queue.Entries.Count == 0) { queue.Reset(next); continue; }
+                try
+                {
+                    queue.EnsureNext(next); // holes, the prefix of which the cut's expiry takes at the end of recovery
+                }
+                catch (InvalidDataException ex)
+                {
+                    _logger.LogWarning("Carried position {Next} of {Topic}/{Queue} in the record at {Address} not taken: {Error}", next, carried.Topic, q, address, ex.Message);
+                }
+            }
+        }
+        foreach (var offset in rec.PullOffsets ?? []) ApplyConsumerOffset(offset);
     }
 
     /// <summary>Decided ids this replay of the log alone took from the records retention cuts carried them in.</summary>
