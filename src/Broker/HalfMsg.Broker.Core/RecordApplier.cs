@@ -777,7 +777,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         HalfState? lostHalf = null;
         DelayedEntry? lostDelayed = null;
         List<(TopicState Topic, int Queue, long Offset, QueueEntry Entry)>? lostEntries = null;
-        if (!Live && RebuildMovedFrom >= 0) ReadLostState(address, size, rec, out lostHalf, out lostDelayed, out lostEntries);
+        (string TransactionId, string Topic)? committedHalf = null;
+        if (!Live && RebuildMovedFrom >= 0) ReadLostState(address, size, rec, out lostHalf, out lostDelayed, out lostEntries, out committedHalf);
         if (rec.HalfTransactionId is { } tx && _txs.TryGet(tx, out var half) && half.Address == previous)
             _txs.MoveBody(half, address, size);
         if (rec.Delayed) _delayed.Move(previous, address, size);
@@ -803,6 +804,11 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             }
             RebuiltFromMoves = RebuiltFromMoves with { Entries = RebuiltFromMoves.Entries + lostEntries.Count };
         }
+        // The commit of the half whose body this move carries, remembered from a decision record that had no namespace
+        // (written by a build before the midday session of 2026-12-07; the replay no longer had the half to take it
+        // from): its namespace is its half's topic's. Since the afternoon session of 2026-12-07; before, it stayed not
+        // known (answered to callers naming no namespace only, where the live broker answered its own namespace).
+        if (committedHalf is { } ch) _txs.Decided.LearnNamespace(ch.TransactionId, TransactionResolution.Commit, ch.Topic);
         foreach (var (topicName, q, offset) in rec.QueueRefs)
         {
             if (!_topics.TryGetValue(topicName, out var topic) || q < 0 || q >= topic.Queues.Length) continue;
@@ -843,11 +849,12 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// carried record does not fit what the move names.
     /// </summary>
     private void ReadLostState(long address, int size, BodyRelocatedRecord rec, out HalfState? lostHalf, out DelayedEntry? lostDelayed,
-        out List<(TopicState, int, long, QueueEntry)>? lostEntries)
+        out List<(TopicState, int, long, QueueEntry)>? lostEntries, out (string TransactionId, string Topic)? committedHalf)
     {
         lostHalf = null;
         lostDelayed = null;
         lostEntries = null;
+        committedHalf = null;
         long previous = rec.PreviousAddress;
         bool halfLost = rec.HalfTransactionId is { } tx && !_txs.TryGet(tx, out _);
         bool delayedLost = rec.Delayed && !_delayed.Contains(previous) && !_delayed.Contains(address);
@@ -891,6 +898,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             }
             ref readonly var m = ref stored.Message;
             (topicOfBody, tag, messageGroup) = (Intern(m.Topic)!, Intern(m.Tag), m.MessageGroup);
+            // A committed half's body (a queue entry or a delayed message rebuilt from it): its decision's namespace.
+            if (!halfLost) committedHalf = (stored.TransactionId, topicOfBody);
             // A committed delayed transactional message: no address sent at (no recall handle); its place in send order
             // is its commit's record (not known from a record written before the state was carried: the move's).
             if (delayedLost)

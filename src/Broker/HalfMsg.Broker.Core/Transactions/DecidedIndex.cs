@@ -129,6 +129,18 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     private bool _outOfOrder;
 
     /// <summary>
+    /// Gives the decision of <paramref name="transactionId"/>, when it is <paramref name="resolution"/> and its namespace
+    /// is not known, the namespace of <paramref name="topic"/> (its half's, learnt after the decision: a replay of the
+    /// log alone that rebuilt the committed message from a move of its body). Anything else is left as it is.
+    /// </summary>
+    public void LearnNamespace(string transactionId, TransactionResolution resolution, string topic)
+    {
+        UInt128 key = KeyOf(transactionId);
+        if (!_byKey.TryGetValue(key, out var slot) || slot.Namespace != UnknownNamespace || slot.Resolution != resolution) return;
+        _byKey.Set(key, slot with { Namespace = NumberOf(BrokerEngine.NamespaceOf(topic)) });
+    }
+
+    /// <summary>
     /// After a replay that added carried decisions (<see cref="AddCarried"/>): the expiry order as the live broker's,
     /// the order the decisions' records were written in (their addresses; entries of ids since decided again first,
     /// they forget nothing). Entries and numbering (<see cref="Added"/>) are unchanged.
