@@ -343,7 +343,7 @@ public sealed partial class BrokerEngine
     /// (<see cref="CoreOptions.DecisionRetention"/>, <see cref="CoreOptions.MaxRememberedDecisions"/>) whose record lies
     /// below it, as the index holds it (the id's digest, the record's address and time, its namespace), in
     /// <see cref="LogCutRecord"/>s of at most <see cref="LogCutRecord.MaxDecisions"/> each, one per hold of the engine
-    /// lock; a replay of the log alone after the cut remembers them from these (RecordApplier.ApplyCarriedDecisions).
+    /// lock; a replay of the log alone after the cut remembers them from these (RecordApplier.ApplyCarried).
     /// A decision already carried by an earlier cut keeps the address of its own record, so each cut carries it again
     /// while it is remembered (bounded by the index). A new decision's record is at the tail, so none can appear below
     /// the boundary after this. Until the afternoon session of 2026-12-07 a replay of the log alone forgot a decision
