@@ -398,12 +398,18 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// </summary>
     private void ApplyCarried(long address, LogCutRecord rec)
     {
-        if (Live || RebuildMovedFrom < 0) return;
-        if (rec.Decisions is { } decisions)
+        // Live, over a checkpoint and from the log alone: a decision this record carries is carried here from now on (a
+        // later cut carries it again only once this record lies below its boundary).
+        bool rebuilding = !Live && RebuildMovedFrom >= 0;
+        int added = 0;
+        foreach (var d in rec.Decisions ?? [])
         {
-            int added = 0;
-            foreach (var d in decisions)
-                if (_txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace)) added++;
+            if (rebuilding && _txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace, carrier: address)) added++;
+            else _txs.Decided.NoteCarried(d.Key, d.AtMs, d.Address, carrier: address);
+        }
+        if (!rebuilding) return;
+        if (rec.Decisions is not null)
+        {
             _txs.Decided.Expire(rec.AtMs);
             DecisionsRebuilt += added;
         }
