@@ -123,3 +123,72 @@ public sealed class DecisionCarryTests(ITestOutputHelper output)
         Assert.Equal(BrokerStatus.TransactionNotFound, (await h.Engine.EndTransactionAsync(oldest, null, TransactionResolution.Rollback, DecisionSource.Client)).Error.Status);
     }
 }
+
+/// <summary>
+/// What a retention cut carries of the topics' positions and the pull groups' offsets (LogCut records): each once per
+/// record that carries it. Found by the review of the afternoon session of 2026-12-07.
+/// </summary>
+public sealed class PositionCarryTests(ITestOutputHelper output)
+{
+    private static string Lines(EngineHarness h, string prefix)
+        => string.Join('\n', h.Engine.DescribeState().Split('\n').Where(l => l.StartsWith(prefix, StringComparison.Ordinal)));
+
+    private async Task<(long Bytes, int Topics, int Offsets)> CutAsync(EngineHarness h, long boundary, string name)
+    {
+        int topicsBefore = h.Engine.TopicsCarriedForTests, offsetsBefore = h.Engine.PullOffsetsCarriedForTests;
+        long tailBefore = h.Engine.LogTailAddress;
+        Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 0, $"{name} was postponed");
+        Assert.True(h.Engine.LogBeginAddress >= boundary);
+        var result = (h.Engine.LogTailAddress - tailBefore, h.Engine.TopicsCarriedForTests - topicsBefore, h.Engine.PullOffsetsCarriedForTests - offsetsBefore);
+        output.WriteLine($"{name}: {result.Item2} topics and {result.Item3} pull offsets carried, {result.Item1} bytes appended to the log");
+        return result;
+    }
+
+    /// <summary>
+    /// A cut carries a topic's positions, and a pull offset, only when the record that carries it (a pull offset's own
+    /// commit record, or the record of the cut that carried it last) lies below its boundary. Until the review of the
+    /// afternoon session of 2026-12-07 every cut carried every topic and every pull offset again (10,000 topics of 8
+    /// queues and as many offsets: about a megabyte per cut). A replay of the log alone keeps them as live, and knows
+    /// which record carries them.
+    /// </summary>
+    [Fact]
+    public async Task A_cut_carries_a_topic_or_a_pull_offset_again_only_when_the_record_carrying_it_lies_below_its_boundary()
+    {
+        const int n = 50;
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 2 });
+        for (int i = 0; i < n; i++)
+        {
+            await h.SendNormalAsync($"t{i}", "m");
+            Assert.True((await h.Engine.CommitConsumerOffsetAsync("pg", $"t{i}", 0, 1)).IsOk);
+        }
+        long first = h.Engine.LogTailAddress;
+        await h.SendNormalAsync("filler", "a");
+        long second = h.Engine.LogTailAddress;
+        await h.SendNormalAsync("filler", "b");
+        long third = h.Engine.LogTailAddress;
+        var cut1 = await CutAsync(h, first, "cut 1 (past every topic's and offset's records)");
+        Assert.Equal((n + 1, n), (cut1.Topics, cut1.Offsets)); // the filler's topic too
+        var cut2 = await CutAsync(h, second, "cut 2 (below the records of cut 1)");
+        Assert.Equal((0, 0), (cut2.Topics, cut2.Offsets));
+        string State() => Lines(h, "queue ") + "\n" + Lines(h, "offset ");
+        string live = State();
+
+        await h.Engine.DisposeAsync();
+        Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();
+        States.AssertSame(live, State(), "log-only");
+        var cut3 = await CutAsync(h, third, "cut 3 (after a replay of the log alone, below the records of cut 1)");
+        Assert.Equal((0, 0), (cut3.Topics, cut3.Offsets));
+        await h.SendNormalAsync("filler", "c");
+        var cut4 = await CutAsync(h, h.Engine.LogTailAddress, "cut 4 (past the records of cut 1)");
+        Assert.Equal((n + 1, n), (cut4.Topics, cut4.Offsets));
+        live = State();
+        await h.Engine.DisposeAsync();
+        Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();
+        States.AssertSame(live, State(), "log-only after cut 4");
+        await h.RestartAsync();
+        States.AssertSame(live, State(), "from a checkpoint");
+        Assert.Equal(1, h.Engine.QueryConsumerOffset("pg", "t0", 0));
+    }
+}

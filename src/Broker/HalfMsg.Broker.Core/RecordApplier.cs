@@ -92,7 +92,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
     private static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight) => ConsumerGroups.AddInFlight(group, q, off, flight);
     private static bool FinishInFlight(GroupTopicState group, int q, long off) => ConsumerGroups.FinishInFlight(group, q, off);
-    private void ApplyConsumerOffset(ConsumerOffsetCommittedRecord rec) => _consumerOffsets.Set(rec.Group, rec.Topic, rec.QueueId, rec.Offset);
+    private void ApplyConsumerOffset(ConsumerOffsetCommittedRecord rec, long address) => _consumerOffsets.Set(rec.Group, rec.Topic, rec.QueueId, rec.Offset, carrier: address);
 
     /// <summary>
     /// Applies one record to the in-memory state: the single path for replay and for the live engine
@@ -208,7 +208,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     break;
                 }
                 case RecordKind.ConsumerOffsetCommitted:
-                    ApplyConsumerOffset(ConsumerOffsetCommittedRecord.Read(ref r));
+                    ApplyConsumerOffset(ConsumerOffsetCommittedRecord.Read(ref r), address);
                     break;
                 case RecordKind.TopicDeleted:
                     ApplyTopicDeleted(TopicDeletedRecord.Read(ref r).Topic);
@@ -407,7 +407,14 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             if (rebuilding && _txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace, carrier: address)) added++;
             else _txs.Decided.NoteCarried(d.Key, d.AtMs, d.Address, carrier: address);
         }
-        if (!rebuilding) return;
+        if (!rebuilding)
+        {
+            // (Live and over a checkpoint the state holds what this record carries: the values it was read from.)
+            foreach (var carried in rec.Topics ?? [])
+                if (_topics.TryGetValue(carried.Topic, out var known)) known.CarriedAt = Math.Max(known.CarriedAt, address);
+            foreach (var o in rec.PullOffsets ?? []) _consumerOffsets.NoteCarried(o.Group, o.Topic, o.QueueId, o.Offset, address);
+            return;
+        }
         if (rec.Decisions is not null)
         {
             _txs.Decided.Expire(rec.AtMs);
@@ -419,6 +426,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             // offsets at or past these.
             var topic = _topics.GetOrAdd(carried.Topic, carried.NextOffsets.Length);
             topic.GrowTo(carried.NextOffsets.Length);
+            topic.CarriedAt = address;
             for (int q = 0; q < carried.NextOffsets.Length; q++)
             {
                 var queue = topic.Queues[q];
@@ -435,7 +443,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 }
             }
         }
-        foreach (var offset in rec.PullOffsets ?? []) ApplyConsumerOffset(offset);
+        foreach (var offset in rec.PullOffsets ?? []) ApplyConsumerOffset(offset, address);
     }
 
     /// <summary>Decided ids this replay of the log alone took from the records retention cuts carried them in.</summary>

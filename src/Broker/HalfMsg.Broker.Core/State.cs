@@ -257,6 +257,14 @@ internal sealed class TopicState(string name, int queueCount)
         return queues;
     }
 
+    /// <summary>
+    /// The address of the retention cut's record (Storage.LogCutRecord) that last carried this topic's queue count and
+    /// next offsets, -1 when none did since the topic was made here (or loaded from a checkpoint): a cut carries the
+    /// topic again only when that record lies below its boundary (since the afternoon session of 2026-12-07; records
+    /// after it that name the topic replay after it). In memory only.
+    /// </summary>
+    public long CarriedAt = -1;
+
     public int RoundRobin;
     private GroupTopicState[] _groups = [];
     private TaskCompletionSource _signal = NewSignal();
