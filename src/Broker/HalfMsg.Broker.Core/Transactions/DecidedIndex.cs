@@ -19,6 +19,9 @@ namespace HalfMsg.Broker.Core.Transactions;
 /// costs no byte: measured on 2026-12-06, the slot is 24 B, a dictionary entry 64 B and an order item 32 B, before and
 /// after, and a million ids hold about 108-118 B each either way. Until 2026-12-06 the set kept no namespace: a client of namespace b that knew an id of namespace a was
 /// told "already committed" (or OK for a repeat).</para>
+/// <para>Since the afternoon session of 2026-12-07 the slot also keeps the address of the record that carries the
+/// decision in the log (its own, or the retention cut's record that last carried it): 8 bytes more per decision, 32 B
+/// the slot.</para>
 /// </remarks>
 internal sealed class DecidedIndex(long retentionMs, int maxCount)
 {
