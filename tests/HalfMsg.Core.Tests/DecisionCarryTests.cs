@@ -191,4 +191,30 @@ public sealed class PositionCarryTests(ITestOutputHelper output)
         States.AssertSame(live, State(), "from a checkpoint");
         Assert.Equal(1, h.Engine.QueryConsumerOffset("pg", "t0", 0));
     }
+
+    /// <summary>
+    /// A topic made with fewer queues than <see cref="CoreOptions.QueuesPerTopic"/>, its creation's record cut, and a
+    /// message of it written between the cut's boundary and the cut's carrying: a replay of the log alone makes it from
+    /// that message's record (with QueuesPerTopic queues), then takes the count the cut carried. Until the review of the
+    /// afternoon session of 2026-12-07 it kept the queues the live topic never had (its route named them).
+    /// </summary>
+    [Fact]
+    public async Task A_topic_with_fewer_queues_than_the_default_keeps_its_count_from_the_log_alone()
+    {
+        await using var h = await EngineHarness.StartAsync(o => o with { QueuesPerTopic = 4 });
+        Assert.True((await h.Engine.CreateTopicAsync("small", 2)).Error.IsOk);
+        await h.SendNormalAsync("small", "a");
+        long boundary = h.Engine.LogTailAddress; // the creation's record below it
+        await h.SendNormalAsync("small", "b");    // above it, before the cut's carrying
+        Assert.True(await h.Engine.TruncateBeforeAsync(boundary) >= 0, "the cut was postponed");
+        string live = Lines(h, "queue small/");
+        Assert.Equal(2, live.Split('\n').Length);
+
+        await h.Engine.DisposeAsync();
+        Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
+        await h.RestartAfterDeletedCheckpointAsync();
+        States.AssertSame(live, Lines(h, "queue small/"), "log-only");
+        await h.SendNormalAsync("small", "c");
+        Assert.Equal(2, Lines(h, "queue small/").Split('\n').Length);
+    }
 }

@@ -426,6 +426,14 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             // offsets at or past these.
             var topic = _topics.GetOrAdd(carried.Topic, carried.NextOffsets.Length);
             topic.GrowTo(carried.NextOffsets.Length);
+            // More queues than the live topic had then (topics never shrink): this replay made it from a record that
+            // named it before this one (between the cut's boundary and its carrying), with QueuesPerTopic, as the cut
+            // took its creation's record. Until a review in the afternoon session of 2026-12-07 it kept them (its route
+            // named queues the live broker never had).
+            if (topic.Queues.Length > carried.NextOffsets.Length && !HasPullOffsetsFrom(carried.Topic, carried.NextOffsets.Length)
+                && !topic.ShrinkUnusedForReplay(carried.NextOffsets.Length))
+                _logger.LogWarning("Topic {Topic} has {Queues} queues in the replay, and {Carried} in the record at {Address} that carried it; kept (the others were used)",
+                    carried.Topic, topic.Queues.Length, carried.NextOffsets.Length, address);
             topic.CarriedAt = address;
             for (int q = 0; q < carried.NextOffsets.Length; q++)
             {
@@ -445,6 +453,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         }
         foreach (var offset in rec.PullOffsets ?? []) ApplyConsumerOffset(offset, address);
     }
+
+    private bool HasPullOffsetsFrom(string topic, int queue) => _consumerOffsets.All.Any(e => e.Key.Topic == topic && e.Key.Queue >= queue);
 
     /// <summary>Decided ids this replay of the log alone took from the records retention cuts carried them in.</summary>
     public int DecisionsRebuilt { get; private set; }

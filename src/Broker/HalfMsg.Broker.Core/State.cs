@@ -249,6 +249,31 @@ internal sealed class TopicState(string name, int queueCount)
         foreach (var g in Groups) g.GrowTo(queueCount);
     }
 
+    /// <summary>
+    /// A replay of the log alone only: gives the topic <paramref name="queueCount"/> queues when it has more and the
+    /// queues past that count were never used (no entry, offset 0, no group's progress on them): the replay made the
+    /// topic with <see cref="CoreOptions.QueuesPerTopic"/> from a record naming it after the cut took its creation's,
+    /// and a retention cut's record then carried the count the live topic had. Returns whether it changed.
+    /// </summary>
+    public bool ShrinkUnusedForReplay(int queueCount)
+    {
+        if (queueCount < 1 || queueCount >= _queues.Length) return false;
+        for (int q = queueCount; q < _queues.Length; q++)
+        {
+            var queue = _queues[q];
+            if (queue.Entries.Count != 0 || queue.NextOffset != 0) return false;
+            foreach (var g in Groups)
+            {
+                var gq = g.Queues[q];
+                if (gq.NextOffset != 0 || gq.DoneBelow != 0 || gq.Done.Count != 0 || gq.InFlight.Count != 0 || gq.PassedOver.Count != 0) return false;
+                if (g.Redeliver.Any(r => r.Queue >= queueCount)) return false;
+            }
+        }
+        Volatile.Write(ref _queues, _queues[..queueCount]);
+        foreach (var g in Groups) g.ShrinkTo(queueCount);
+        return true;
+    }
+
     private static QueueState[] NewQueues(QueueState[] kept, int queueCount)
     {
         var queues = new QueueState[queueCount];
@@ -560,6 +585,12 @@ internal sealed class GroupTopicState(string group, TopicState topic)
     {
         if (queueCount <= Queues.Length) return;
         Queues = NewQueues(Queues, Topic.Queues.AsSpan(0, queueCount));
+    }
+
+    /// <summary>See <see cref="TopicState.ShrinkUnusedForReplay"/>.</summary>
+    public void ShrinkTo(int queueCount)
+    {
+        if (queueCount < Queues.Length) Queues = Queues[..queueCount];
     }
 
     private static GroupQueueState[] NewQueues(GroupQueueState[] kept, ReadOnlySpan<QueueState> queues)
