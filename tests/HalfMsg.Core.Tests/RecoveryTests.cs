@@ -270,6 +270,61 @@ public sealed class RecordCodecTests
             (asBefore.Str(), asBefore.Byte(), asBefore.Byte(), asBefore.I64(), asBefore.I32(), asBefore.I64()));
     }
 
+    /// <summary>The decisions, topics' positions and pull offsets a retention cut carries are optional lists after a cut
+    /// record's two fields (since the afternoon session of 2026-12-07): a record without them reads with none, one with
+    /// them reads whole, and its first two fields read as the builds before read theirs (which stop there); a damaged
+    /// list is refused.</summary>
+    [Fact]
+    public void A_cut_record_reads_with_and_without_the_decisions_it_carries()
+    {
+        var decisions = new[]
+        {
+            new CarriedDecision(new UInt128(0xFEDC_BA98_7654_3210, 0x0123_4567_89AB_CDEF), TransactionResolution.Commit, 4096, 1_700_000_000_123, "ns1"),
+            new CarriedDecision(UInt128.MaxValue, TransactionResolution.Rollback, 64, 5, ""),
+            new CarriedDecision(UInt128.Zero, TransactionResolution.Commit, 128, 6, null),
+        };
+        var carrying = new RecordWriter();
+        new LogCutRecord(8192, 1_700_000_000_999, decisions).Write(carrying);
+        byte[] bytes = carrying.Seal().ToArray();
+        Assert.True(RecordHeader.TryOpen(bytes, out _, out var r, out _));
+        var read = LogCutRecord.Read(ref r);
+        Assert.True(r.End);
+        Assert.Equal((8192L, 1_700_000_000_999L), (read.Boundary, read.AtMs));
+        Assert.Equal(decisions, read.Decisions);
+
+        // Topics' positions and pull offsets after the decisions (an empty list of decisions before them).
+        var positions = new RecordWriter();
+        new LogCutRecord(8192, 9, [], [new CarriedTopic("orders", [0, 7, 1 << 30])], [new ConsumerOffsetCommittedRecord("pg", "orders", 1, 7)]).Write(positions);
+        Assert.True(RecordHeader.TryOpen(positions.Seal().ToArray(), out _, out var pr, out _));
+        var withPositions = LogCutRecord.Read(ref pr);
+        Assert.True(pr.End);
+        Assert.Empty(withPositions.Decisions!);
+        var topic = Assert.Single(withPositions.Topics!);
+        Assert.Equal("orders", topic.Topic);
+        Assert.Equal([0, 7, 1 << 30], topic.NextOffsets);
+        Assert.Equal([new ConsumerOffsetCommittedRecord("pg", "orders", 1, 7)], withPositions.PullOffsets!);
+        Assert.Null(read.Topics);
+        Assert.Null(read.PullOffsets);
+
+        var plain = new RecordWriter();
+        new LogCutRecord(8192, 7).Write(plain);
+        Assert.True(RecordHeader.TryOpen(plain.Seal().ToArray(), out _, out var p, out _));
+        Assert.Null(LogCutRecord.Read(ref p).Decisions);
+        Assert.True(p.End);
+
+        // As the builds before read it: two fields, the rest not looked at.
+        Assert.True(RecordHeader.TryOpen(bytes, out _, out var asBefore, out _));
+        Assert.Equal((8192L, 1_700_000_000_999L), (asBefore.I64(), asBefore.I64()));
+
+        // A list cut short, or a resolution that is no decision, is damage.
+        var truncated = new RecordWriter().Begin(RecordKind.LogCut).I64(8192).I64(7).U64(3).U64(1).U64(2).Seal().ToArray();
+        Assert.True(RecordHeader.TryOpen(truncated, out _, out var t, out _));
+        try { LogCutRecord.Read(ref t); Assert.Fail("a truncated list was read"); } catch (InvalidDataException) { }
+        var undecided = new RecordWriter().Begin(RecordKind.LogCut).I64(8192).I64(7).U64(1).U64(1).U64(2).Byte(0).I64(64).I64(5).Str("").Seal().ToArray();
+        Assert.True(RecordHeader.TryOpen(undecided, out _, out var u, out _));
+        try { LogCutRecord.Read(ref u); Assert.Fail("a resolution that is no decision was read"); } catch (InvalidDataException) { }
+    }
+
     [Theory]
     [InlineData(0)]   // kind byte flipped
     [InlineData(9)]   // first payload byte flipped

@@ -64,8 +64,13 @@ public sealed partial class BrokerEngine
             _logger.LogWarning("Recovery: {Halves} pending halves, {Delayed} delayed messages and {Entries} queue entries were rebuilt from the records a retention cut moved their bodies in (their own records were cut, and no checkpoint covers the cut)",
                 rebuilt.Halves, rebuilt.Delayed, rebuilt.Entries);
         }
+        if (_applier.DecisionsRebuilt > 0)
+            _logger.LogInformation("Recovery: {Decisions} decided transaction ids were taken from the records retention cuts carried them in (their own records were cut, and no checkpoint covers the cut)",
+                _applier.DecisionsRebuilt);
         lock (_gate)
         {
+            // Decisions carried by retention cuts were replayed after those of later records: back in their order.
+            _txs.Decided.RestoreOrder();
             // A decision whose record was damaged, but which the checkpoint already holds, stays decided (see there).
             // Only after damage: the pass looks up every pending half (about 0.2-0.3 s a million).
             if (Metrics.CorruptRecordsSkipped > 0) _applier.DropHalvesDecidedInCheckpoint();

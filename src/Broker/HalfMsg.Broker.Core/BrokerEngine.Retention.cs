@@ -117,6 +117,10 @@ public sealed partial class BrokerEngine
                 // The recalls whose last record lies below the boundary and that must outlive it, carried to the tail
                 // before the checkpoint, as the bodies are.
                 await CarryRecallsBelowAsync(boundary, ct).ConfigureAwait(false);
+                // The decided ids still remembered whose records lie below the boundary, likewise, and every topic's
+                // queue positions and pull group's offsets.
+                await CarryDecisionsBelowAsync(boundary, ct).ConfigureAwait(false);
+                await CarryPositionsAsync(boundary, ct).ConfigureAwait(false);
 
                 // From the checkpoint to the one after the cut, no other checkpoint may run: a fuzzy capture must never see
                 // a queue's front move under it.
@@ -327,6 +331,126 @@ public sealed partial class BrokerEngine
                     AppendAndApply();
                 }
                 RecallsCarriedForTests += batch.Count;
+            }
+        }
+    }
+
+    /// <summary>Decided ids a retention cut carried forward (for tests: since start).</summary>
+    internal int DecisionsCarriedForTests;
+
+    /// <summary>Entries of the decided ids' expiry order looked at per hold of the engine lock while a cut looks for
+    /// the decisions to carry (about 0.1 ms of lookups; 64 KB of copy).</summary>
+    private const int DecisionsScannedPerHold = 2048;
+
+    /// <summary>
+    /// Before a cut at <paramref name="boundary"/>: re-appends every decision the live broker still remembers
+    /// (<see cref="CoreOptions.DecisionRetention"/>, <see cref="CoreOptions.MaxRememberedDecisions"/>) whose carrying
+    /// record lies below it (its own record, or the record of an earlier cut that carried it last: DecidedIndex keeps
+    /// which), as the index holds it (the id's digest, the record's address and time, its namespace), in
+    /// <see cref="LogCutRecord"/>s of at most <see cref="LogCutRecord.MaxDecisions"/> each, one per hold of the engine
+    /// lock, which also looks at no more than <see cref="DecisionsScannedPerHold"/> of them; a replay of the log alone
+    /// after the cut remembers them from these (RecordApplier.ApplyCarried), and applying one notes it as the decisions'
+    /// carrier. A new decision's record is at the tail, so none can appear below the boundary after this. Until the
+    /// afternoon session of 2026-12-07 a replay of the log alone forgot a decision whose record a cut took when the cut
+    /// took its half's record too (moved by an earlier cut); and, until a review later in that session, every cut
+    /// carried every remembered decision below its boundary again, even those an earlier cut's record above the
+    /// boundary still carried (up to a million remembered decisions, about 40 MB, per cut: more than a small retention
+    /// size frees).
+    /// </summary>
+    private async Task CarryDecisionsBelowAsync(long boundary, CancellationToken ct)
+    {
+        var order = new (UInt128 Key, long AtMs)[DecisionsScannedPerHold];
+        var batch = new List<CarriedDecision>(LogCutRecord.MaxDecisions);
+        long next = 0, until;
+        lock (_gate) until = _txs.Decided.Added; // decisions added after this have their records at the tail
+        while (true)
+        {
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            lock (_gate)
+            {
+                int n = _txs.Decided.CopyOrder(next, until, order, out long copiedUntil);
+                if (n == 0) return;
+                next = copiedUntil - n; // the number of order[0]
+                batch.Clear();
+                foreach (var (key, atMs) in order.AsSpan(0, n))
+                {
+                    next++;
+                    if (_txs.Decided.TryGetToCarry(key, atMs, boundary, out var resolution, out long address, out string? ns))
+                    {
+                        batch.Add(new CarriedDecision(key, resolution, address, atMs, ns));
+                        if (batch.Count == LogCutRecord.MaxDecisions) break;
+                    }
+                }
+                if (batch.Count == 0) continue;
+                new LogCutRecord(boundary, NowMs, batch).Write(_writer);
+                AppendAndApply(); // notes this record as the carrier of each
+                DecisionsCarriedForTests += batch.Count;
+            }
+        }
+    }
+
+    /// <summary>Topics and pull offsets retention cuts carried forward (for tests: since start).</summary>
+    internal int TopicsCarriedForTests, PullOffsetsCarriedForTests;
+
+    /// <summary>About this many bytes of names and numbers in one carrying record, far below <see cref="RecordLimits.MaxMetadataBytes"/>
+    /// (one topic of 1,024 queues and a name of 127 characters takes about 13 KB).</summary>
+    private const int CarriedBytesPerRecord = 32 * 1024;
+
+    /// <summary>
+    /// Before a cut at <paramref name="boundary"/>: re-appends every topic's queue count and next offsets, and every pull
+    /// group's committed offsets, as they are when each record is written (<see cref="LogCutRecord"/>; one per hold of the
+    /// engine lock, about <see cref="CarriedBytesPerRecord"/> each), so a replay of the log alone after the cut keeps a
+    /// topic every record of which the cut took, at its positions, and an offset whose record it took
+    /// (RecordApplier.ApplyCarried). Bounded by the topics, their queues and the pull offsets; since a review later in
+    /// the afternoon session of 2026-12-07 only a topic whose last carrying record (<see cref="TopicState.CarriedAt"/>)
+    /// lies below the boundary, and an offset whose record (its commit's, or the carrying one) does: before, every cut
+    /// carried all of them again (10,000 topics of 8 queues and as many pull offsets: about a megabyte per cut). Until the afternoon session
+    /// of 2026-12-07 such a replay lost them: the topic's next message took offset 0 again (a pull consumer going on
+    /// from the offset it had skipped it), its unused queues were gone, and a pull group's committed offset was forgotten.
+    /// </summary>
+    private async Task CarryPositionsAsync(long boundary, CancellationToken ct)
+    {
+        List<string> topics;
+        List<(string Group, string Topic, int Queue)> offsets;
+        lock (_gate)
+        {
+            topics = _topics.Values.Where(t => t.CarriedAt < boundary).Select(t => t.Name).ToList();
+            offsets = _consumerOffsets.ToCarryBelow(boundary);
+        }
+        int nextTopic = 0, nextOffset = 0;
+        var carriedTopics = new List<CarriedTopic>();
+        var carriedOffsets = new List<ConsumerOffsetCommittedRecord>();
+        while (nextTopic < topics.Count || nextOffset < offsets.Count)
+        {
+            await _log.WaitForRoomAsync(ct).ConfigureAwait(false);
+            lock (_gate)
+            {
+                // Read when written, under the same hold: a record after this one holds a later value, never an earlier.
+                carriedTopics.Clear();
+                carriedOffsets.Clear();
+                int bytes = 0;
+                for (; nextTopic < topics.Count && bytes < CarriedBytesPerRecord; nextTopic++)
+                {
+                    // Deleted meanwhile, or made again and carried by a record at or above the boundary.
+                    if (!_topics.TryGetValue(topics[nextTopic], out var topic) || topic.CarriedAt >= boundary) continue;
+                    var queues = topic.Queues;
+                    var next = new long[queues.Length];
+                    for (int q = 0; q < next.Length; q++) next[q] = queues[q].NextOffset;
+                    carriedTopics.Add(new CarriedTopic(topic.Name, next));
+                    bytes += 3 * topic.Name.Length + 4 + 10 * next.Length;
+                }
+                for (; nextOffset < offsets.Count && bytes < CarriedBytesPerRecord; nextOffset++)
+                {
+                    var (group, topic, queue) = offsets[nextOffset];
+                    if (!_consumerOffsets.TryGet(group, topic, queue, out long offset)) continue;
+                    carriedOffsets.Add(new ConsumerOffsetCommittedRecord(group, topic, queue, offset));
+                    bytes += 3 * (group.Length + topic.Length) + 24;
+                }
+                if (carriedTopics.Count == 0 && carriedOffsets.Count == 0) continue;
+                new LogCutRecord(boundary, NowMs, [], carriedTopics, carriedOffsets).Write(_writer);
+                AppendAndApply();
+                TopicsCarriedForTests += carriedTopics.Count;
+                PullOffsetsCarriedForTests += carriedOffsets.Count;
             }
         }
     }

@@ -92,7 +92,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private GroupTopicState GetGroup(string group, TopicState topic) => _groups.GetOrAdd(group, topic);
     private static void AddInFlight(GroupTopicState group, int q, long off, InFlight flight) => ConsumerGroups.AddInFlight(group, q, off, flight);
     private static bool FinishInFlight(GroupTopicState group, int q, long off) => ConsumerGroups.FinishInFlight(group, q, off);
-    private void ApplyConsumerOffset(ConsumerOffsetCommittedRecord rec) => _consumerOffsets.Set(rec.Group, rec.Topic, rec.QueueId, rec.Offset);
+    private void ApplyConsumerOffset(ConsumerOffsetCommittedRecord rec, long address) => _consumerOffsets.Set(rec.Group, rec.Topic, rec.QueueId, rec.Offset, carrier: address);
 
     /// <summary>
     /// Applies one record to the in-memory state: the single path for replay and for the live engine
@@ -188,7 +188,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     break;
                 }
                 case RecordKind.LogCut:
-                    LogCutRecord.Read(ref r);
+                    ApplyCarried(address, LogCutRecord.Read(ref r));
                     break;
                 case RecordKind.Padding:
                     break;
@@ -208,7 +208,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     break;
                 }
                 case RecordKind.ConsumerOffsetCommitted:
-                    ApplyConsumerOffset(ConsumerOffsetCommittedRecord.Read(ref r));
+                    ApplyConsumerOffset(ConsumerOffsetCommittedRecord.Read(ref r), address);
                     break;
                 case RecordKind.TopicDeleted:
                     ApplyTopicDeleted(TopicDeletedRecord.Read(ref r).Topic);
@@ -385,6 +385,79 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         if (!_txs.Decided.Contains(rec.TransactionId))
             _logger.LogWarning("Decision record for unknown transaction {TransactionId} at {Address}; skipped", rec.TransactionId, address);
     }
+
+    /// <summary>
+    /// What a retention cut carried past its boundary (see <see cref="LogCutRecord"/>). Replaying the log alone
+    /// (<see cref="RebuildMovedFrom"/>), it is taken as the live broker held it when the record was written (the cut
+    /// took the records it came from); live, and over a checkpoint (taken after the carrying, so it holds all of it),
+    /// the state has it already and nothing changes. Until the afternoon session of 2026-12-07 such a replay forgot a
+    /// decision whose record a cut took (a half moved by one cut, decided, then a second cut past the decision: a
+    /// repeated commit was told "unknown transaction", the opposite decision was not refused), and a topic every record
+    /// of which a cut took (gone: its next message took offset 0 again, skipped by a pull consumer going on from its
+    /// offset), and a pull group's offset whose record a cut took.
+    /// </summary>
+    private void ApplyCarried(long address, LogCutRecord rec)
+    {
+        // Live, over a checkpoint and from the log alone: a decision this record carries is carried here from now on (a
+        // later cut carries it again only once this record lies below its boundary).
+        bool rebuilding = !Live && RebuildMovedFrom >= 0;
+        int added = 0;
+        foreach (var d in rec.Decisions ?? [])
+        {
+            if (rebuilding && _txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace, carrier: address)) added++;
+            else _txs.Decided.NoteCarried(d.Key, d.AtMs, d.Address, carrier: address);
+        }
+        if (!rebuilding)
+        {
+            // (Live and over a checkpoint the state holds what this record carries: the values it was read from.)
+            foreach (var carried in rec.Topics ?? [])
+                if (_topics.TryGetValue(carried.Topic, out var known)) known.CarriedAt = Math.Max(known.CarriedAt, address);
+            foreach (var o in rec.PullOffsets ?? []) _consumerOffsets.NoteCarried(o.Group, o.Topic, o.QueueId, o.Offset, address);
+            return;
+        }
+        if (rec.Decisions is not null)
+        {
+            _txs.Decided.Expire(rec.AtMs);
+            DecisionsRebuilt += added;
+        }
+        foreach (var carried in rec.Topics ?? [])
+        {
+            // The count the live topic had then (a growth's record may be cut too); the records after this one name
+            // offsets at or past these.
+            var topic = _topics.GetOrAdd(carried.Topic, carried.NextOffsets.Length);
+            topic.GrowTo(carried.NextOffsets.Length);
+            // More queues than the live topic had then (topics never shrink): this replay made it from a record that
+            // named it before this one (between the cut's boundary and its carrying), with QueuesPerTopic, as the cut
+            // took its creation's record. Until a review in the afternoon session of 2026-12-07 it kept them (its route
+            // named queues the live broker never had).
+            if (topic.Queues.Length > carried.NextOffsets.Length && !HasPullOffsetsFrom(carried.Topic, carried.NextOffsets.Length)
+                && !topic.ShrinkUnusedForReplay(carried.NextOffsets.Length))
+                _logger.LogWarning("Topic {Topic} has {Queues} queues in the replay, and {Carried} in the record at {Address} that carried it; kept (the others were used)",
+                    carried.Topic, topic.Queues.Length, carried.NextOffsets.Length, address);
+            topic.CarriedAt = address;
+            for (int q = 0; q < carried.NextOffsets.Length; q++)
+            {
+                var queue = topic.Queues[q];
+                long next = carried.NextOffsets[q];
+                if (next <= queue.NextOffset) continue;
+                if (queue.Entries.Count == 0) { queue.Reset(next); continue; }
+                try
+                {
+                    queue.EnsureNext(next); // holes, the prefix of which the cut's expiry takes at the end of recovery
+                }
+                catch (InvalidDataException ex)
+                {
+                    _logger.LogWarning("Carried position {Next} of {Topic}/{Queue} in the record at {Address} not taken: {Error}", next, carried.Topic, q, address, ex.Message);
+                }
+            }
+        }
+        foreach (var offset in rec.PullOffsets ?? []) ApplyConsumerOffset(offset, address);
+    }
+
+    private bool HasPullOffsetsFrom(string topic, int queue) => _consumerOffsets.All.Any(e => e.Key.Topic == topic && e.Key.Queue >= queue);
+
+    /// <summary>Decided ids this replay of the log alone took from the records retention cuts carried them in.</summary>
+    public int DecisionsRebuilt { get; private set; }
 
     /// <summary>
     /// After replay: drops the pending halves whose decision the checkpoint remembers and whose effect it already holds,
@@ -728,7 +801,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         HalfState? lostHalf = null;
         DelayedEntry? lostDelayed = null;
         List<(TopicState Topic, int Queue, long Offset, QueueEntry Entry)>? lostEntries = null;
-        if (!Live && RebuildMovedFrom >= 0) ReadLostState(address, size, rec, out lostHalf, out lostDelayed, out lostEntries);
+        (string TransactionId, string Topic)? committedHalf = null;
+        if (!Live && RebuildMovedFrom >= 0) ReadLostState(address, size, rec, out lostHalf, out lostDelayed, out lostEntries, out committedHalf);
         if (rec.HalfTransactionId is { } tx && _txs.TryGet(tx, out var half) && half.Address == previous)
             _txs.MoveBody(half, address, size);
         if (rec.Delayed) _delayed.Move(previous, address, size);
@@ -754,6 +828,11 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             }
             RebuiltFromMoves = RebuiltFromMoves with { Entries = RebuiltFromMoves.Entries + lostEntries.Count };
         }
+        // The commit of the half whose body this move carries, remembered from a decision record that had no namespace
+        // (written by a build before the midday session of 2026-12-07; the replay no longer had the half to take it
+        // from): its namespace is its half's topic's. Since the afternoon session of 2026-12-07; before, it stayed not
+        // known (answered to callers naming no namespace only, where the live broker answered its own namespace).
+        if (committedHalf is { } ch) _txs.Decided.LearnNamespace(ch.TransactionId, TransactionResolution.Commit, ch.Topic);
         foreach (var (topicName, q, offset) in rec.QueueRefs)
         {
             if (!_topics.TryGetValue(topicName, out var topic) || q < 0 || q >= topic.Queues.Length) continue;
@@ -794,11 +873,12 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// carried record does not fit what the move names.
     /// </summary>
     private void ReadLostState(long address, int size, BodyRelocatedRecord rec, out HalfState? lostHalf, out DelayedEntry? lostDelayed,
-        out List<(TopicState, int, long, QueueEntry)>? lostEntries)
+        out List<(TopicState, int, long, QueueEntry)>? lostEntries, out (string TransactionId, string Topic)? committedHalf)
     {
         lostHalf = null;
         lostDelayed = null;
         lostEntries = null;
+        committedHalf = null;
         long previous = rec.PreviousAddress;
         bool halfLost = rec.HalfTransactionId is { } tx && !_txs.TryGet(tx, out _);
         bool delayedLost = rec.Delayed && !_delayed.Contains(previous) && !_delayed.Contains(address);
@@ -842,6 +922,8 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             }
             ref readonly var m = ref stored.Message;
             (topicOfBody, tag, messageGroup) = (Intern(m.Topic)!, Intern(m.Tag), m.MessageGroup);
+            // A committed half's body (a queue entry or a delayed message rebuilt from it): its decision's namespace.
+            if (!halfLost) committedHalf = (stored.TransactionId, topicOfBody);
             // A committed delayed transactional message: no address sent at (no recall handle); its place in send order
             // is its commit's record (not known from a record written before the state was carried: the move's).
             if (delayedLost)

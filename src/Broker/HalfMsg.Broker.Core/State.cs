@@ -249,6 +249,31 @@ internal sealed class TopicState(string name, int queueCount)
         foreach (var g in Groups) g.GrowTo(queueCount);
     }
 
+    /// <summary>
+    /// A replay of the log alone only: gives the topic <paramref name="queueCount"/> queues when it has more and the
+    /// queues past that count were never used (no entry, offset 0, no group's progress on them): the replay made the
+    /// topic with <see cref="CoreOptions.QueuesPerTopic"/> from a record naming it after the cut took its creation's,
+    /// and a retention cut's record then carried the count the live topic had. Returns whether it changed.
+    /// </summary>
+    public bool ShrinkUnusedForReplay(int queueCount)
+    {
+        if (queueCount < 1 || queueCount >= _queues.Length) return false;
+        for (int q = queueCount; q < _queues.Length; q++)
+        {
+            var queue = _queues[q];
+            if (queue.Entries.Count != 0 || queue.NextOffset != 0) return false;
+            foreach (var g in Groups)
+            {
+                var gq = g.Queues[q];
+                if (gq.NextOffset != 0 || gq.DoneBelow != 0 || gq.Done.Count != 0 || gq.InFlight.Count != 0 || gq.PassedOver.Count != 0) return false;
+                if (g.Redeliver.Any(r => r.Queue >= queueCount)) return false;
+            }
+        }
+        Volatile.Write(ref _queues, _queues[..queueCount]);
+        foreach (var g in Groups) g.ShrinkTo(queueCount);
+        return true;
+    }
+
     private static QueueState[] NewQueues(QueueState[] kept, int queueCount)
     {
         var queues = new QueueState[queueCount];
@@ -256,6 +281,14 @@ internal sealed class TopicState(string name, int queueCount)
         for (int q = kept.Length; q < queueCount; q++) queues[q] = new QueueState();
         return queues;
     }
+
+    /// <summary>
+    /// The address of the retention cut's record (Storage.LogCutRecord) that last carried this topic's queue count and
+    /// next offsets, -1 when none did since the topic was made here (or loaded from a checkpoint): a cut carries the
+    /// topic again only when that record lies below its boundary (since the afternoon session of 2026-12-07; records
+    /// after it that name the topic replay after it). In memory only.
+    /// </summary>
+    public long CarriedAt = -1;
 
     public int RoundRobin;
     private GroupTopicState[] _groups = [];
@@ -552,6 +585,12 @@ internal sealed class GroupTopicState(string group, TopicState topic)
     {
         if (queueCount <= Queues.Length) return;
         Queues = NewQueues(Queues, Topic.Queues.AsSpan(0, queueCount));
+    }
+
+    /// <summary>See <see cref="TopicState.ShrinkUnusedForReplay"/>.</summary>
+    public void ShrinkTo(int queueCount)
+    {
+        if (queueCount < Queues.Length) Queues = Queues[..queueCount];
     }
 
     private static GroupQueueState[] NewQueues(GroupQueueState[] kept, ReadOnlySpan<QueueState> queues)

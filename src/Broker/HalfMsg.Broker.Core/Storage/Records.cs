@@ -577,14 +577,102 @@ public readonly record struct GroupConfiguredRecord(string Group, byte Flags, lo
 
 /// <summary>
 /// Retention cut the log before <see cref="Boundary"/>. Appending it and waiting for it to be durable is what makes
-/// the new begin address durable (FasterLog persists the begin with a commit). Replay ignores it: the state effect of
-/// a cut is a function of the log's begin address (ExpireBelow). <code>vi boundary | vi atMs</code>
+/// the new begin address durable (FasterLog persists the begin with a commit). Replay ignores the cut itself: the state
+/// effect of a cut is a function of the log's begin address (ExpireBelow).
+/// <code>
+/// vi boundary | vi atMs
+/// [| u n | n × (u keyHigh | u keyLow | b resolution | vi address | vi decidedAtMs | s namespace)
+///  [| u m | m × (s topic | u queues | queues × vi nextOffset)
+///   [| u k | k × (s group | s topic | vi queueId | vi offset)]]]
+/// </code>
+/// <para>The trailing lists (since the afternoon session of 2026-12-07; absent in records written before, and in the
+/// record of the cut itself) carry to the tail, before a cut at <see cref="Boundary"/>, what the live broker holds and a
+/// replay of the log alone after the cut would otherwise lose with the records the cut takes (in records of this kind,
+/// a bounded number of items each, written before the cut's checkpoint; BrokerEngine.CarryDecisionsBelowAsync and
+/// CarryPositionsAsync): the decided transaction ids still remembered whose records lie below the boundary
+/// (<see cref="CarriedDecision"/>); every topic's queue count and each queue's next offset
+/// (<see cref="CarriedTopic"/>), so a topic every record of which the cut took keeps its queues and positions; every
+/// pull group's committed offsets. Each list is there when a later one is (empty when it carries nothing). Builds
+/// before read the two fields and ignore the rest, as they ignore the record: a downgrade loses from the log alone
+/// what those builds always lost.</para>
 /// </summary>
-public readonly record struct LogCutRecord(long Boundary, long AtMs)
+public readonly record struct LogCutRecord(long Boundary, long AtMs, IReadOnlyList<CarriedDecision>? Decisions = null,
+    IReadOnlyList<CarriedTopic>? Topics = null, IReadOnlyList<ConsumerOffsetCommittedRecord>? PullOffsets = null)
 {
-    public void Write(RecordWriter w) => w.Begin(RecordKind.LogCut).I64(Boundary).I64(AtMs);
-    public static LogCutRecord Read(scoped ref RecordReader r) => new(r.I64(), r.I64());
+    /// <summary>At most this many decisions in one record: with a namespace of up to 127 bytes each, well below
+    /// <see cref="RecordLimits.MaxMetadataBytes"/>.</summary>
+    public const int MaxDecisions = 256;
+
+    public void Write(RecordWriter w)
+    {
+        var fields = w.Begin(RecordKind.LogCut).I64(Boundary).I64(AtMs);
+        if (Decisions is null && Topics is null && PullOffsets is null) return;
+        fields.U64((ulong)(Decisions?.Count ?? 0));
+        foreach (var d in Decisions ?? [])
+            fields.U64((ulong)(d.Key >> 64)).U64((ulong)d.Key).Byte((byte)d.Resolution).I64(d.Address).I64(d.AtMs).Str(d.Namespace);
+        if (Topics is null && PullOffsets is null) return;
+        fields.U64((ulong)(Topics?.Count ?? 0));
+        foreach (var t in Topics ?? [])
+        {
+            fields.Str(t.Topic).U64((ulong)t.NextOffsets.Length);
+            foreach (long next in t.NextOffsets) fields.I64(next);
+        }
+        if (PullOffsets is null) return;
+        fields.U64((ulong)PullOffsets.Count);
+        foreach (var o in PullOffsets) fields.Str(o.Group).Str(o.Topic).I32(o.QueueId).I64(o.Offset);
+    }
+
+    public static LogCutRecord Read(scoped ref RecordReader r)
+    {
+        var rec = new LogCutRecord(r.I64(), r.I64());
+        if (r.End) return rec;
+        ulong n = r.U64();
+        // Each decision takes at least 6 bytes: a count above that is damage (and must not size an allocation).
+        if (n > (ulong)r.Remaining / 6) throw new InvalidDataException($"{n} carried decisions is implausible");
+        var decisions = new CarriedDecision[(int)n];
+        for (int i = 0; i < decisions.Length; i++)
+        {
+            var key = new UInt128(r.U64(), r.U64());
+            var resolution = (TransactionResolution)r.Byte();
+            if (resolution is not (TransactionResolution.Commit or TransactionResolution.Rollback)) throw new InvalidDataException($"resolution {resolution} is not a decision");
+            decisions[i] = new CarriedDecision(key, resolution, r.I64(), r.I64(), r.Str());
+        }
+        rec = rec with { Decisions = decisions };
+        if (r.End) return rec;
+        ulong m = r.U64();
+        // Each topic takes at least 2 bytes (an empty name, no queues), each pull offset 4.
+        if (m > (ulong)r.Remaining / 2) throw new InvalidDataException($"{m} carried topics is implausible");
+        var topics = new CarriedTopic[(int)m];
+        for (int i = 0; i < topics.Length; i++)
+        {
+            string topic = DeliveredRecord.ReadName(ref r);
+            ulong queues = r.U64();
+            if (queues is < 1 or > 1024 || queues > (ulong)r.Remaining) throw new InvalidDataException($"queue count {queues} of carried topic '{topic}' is out of range");
+            var next = new long[(int)queues];
+            for (int q = 0; q < next.Length; q++)
+                if ((next[q] = r.I64()) < 0) throw new InvalidDataException($"next offset {next[q]} of carried topic '{topic}' is negative");
+            topics[i] = new CarriedTopic(topic, next);
+        }
+        rec = rec with { Topics = topics };
+        if (r.End) return rec;
+        ulong k = r.U64();
+        if (k > (ulong)r.Remaining / 4) throw new InvalidDataException($"{k} carried pull offsets is implausible");
+        var offsets = new ConsumerOffsetCommittedRecord[(int)k];
+        for (int i = 0; i < offsets.Length; i++)
+            offsets[i] = new ConsumerOffsetCommittedRecord(DeliveredRecord.ReadName(ref r), DeliveredRecord.ReadName(ref r), r.I32(), r.I64());
+        return rec with { PullOffsets = offsets };
+    }
 }
+
+/// <summary>A topic's queue count (the length) and each queue's next offset, carried by a <see cref="LogCutRecord"/>.</summary>
+public sealed record CarriedTopic(string Topic, long[] NextOffsets);
+
+/// <summary>
+/// A decided transaction id as the live broker remembers it (Transactions.DecidedIndex: the digest of the id, not the
+/// id), carried by a <see cref="LogCutRecord"/>: its decision's record's address and time, and the namespace of its
+/// half's topic ("" for none, null when not known).
+/// </summary>
+public readonly record struct CarriedDecision(UInt128 Key, TransactionResolution Resolution, long Address, long AtMs, string? Namespace);
 
 /// <summary>A pull (Remoting) consumer group committed its offset on a queue. <code>s group | s topic | vi queueId | vi offset</code></summary>
 public readonly record struct ConsumerOffsetCommittedRecord(string Group, string Topic, int QueueId, long Offset)

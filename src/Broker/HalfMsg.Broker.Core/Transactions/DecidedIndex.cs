@@ -19,6 +19,9 @@ namespace HalfMsg.Broker.Core.Transactions;
 /// costs no byte: measured on 2026-12-06, the slot is 24 B, a dictionary entry 64 B and an order item 32 B, before and
 /// after, and a million ids hold about 108-118 B each either way. Until 2026-12-06 the set kept no namespace: a client of namespace b that knew an id of namespace a was
 /// told "already committed" (or OK for a repeat).</para>
+/// <para>Since the afternoon session of 2026-12-07 the slot also keeps the address of the record that carries the
+/// decision in the log (its own, or the retention cut's record that last carried it): 8 bytes more per decision, 32 B
+/// the slot.</para>
 /// </remarks>
 internal sealed class DecidedIndex(long retentionMs, int maxCount)
 {
@@ -40,7 +43,11 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     // need a topic in it); numbers are this process's own, the checkpoint carries the names.
     private readonly NameNumbers _namespaces = new();
 
-    private readonly record struct Slot(long Address, long AtMs, TransactionResolution Resolution, int Namespace);
+    /// <summary>A remembered decision. <see cref="Carrier"/>: the address of the record that carries it in the log now,
+    /// its own decision record (<see cref="Address"/>) or the retention cut's record (Storage.LogCutRecord) that last
+    /// carried it; a cut carries it again only when that record lies below its boundary (since the afternoon session of
+    /// 2026-12-07: 8 bytes more per decision).</summary>
+    private readonly record struct Slot(long Address, long AtMs, TransactionResolution Resolution, int Namespace, long Carrier);
 
     private struct ByKey : IShardOf<UInt128>
     {
@@ -105,10 +112,100 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
             if (ns is not null) slot = slot with { Namespace = number };
             return;
         }
-        slot = new Slot(address, atMs, resolution, number);
+        slot = new Slot(address, atMs, resolution, number, address);
         _order.Enqueue((key, atMs));
         Added++;
-        while (Count > maxCount && _order.TryDequeue(out var oldest)) Forget(oldest);
+        TrimToCount();
+    }
+
+    private void TrimToCount()
+    {
+        while (Count > maxCount && TryDequeueOldest(out var oldest)) Forget(oldest);
+    }
+
+    /// <summary>The oldest entry of the expiry order: the carried decisions a replay holds apart (<see cref="AddCarried"/>)
+    /// come before every other.</summary>
+    private bool TryPeekOldest(out (UInt128 Key, long AtMs) oldest)
+        => _carried.TryPeek(out oldest, out _) || _order.TryPeek(out oldest);
+
+    private bool TryDequeueOldest(out (UInt128 Key, long AtMs) oldest)
+        => _carried.TryDequeue(out oldest, out _) || _order.TryDequeue(out oldest);
+
+    /// <summary>
+    /// A decision a retention cut carried (Storage.LogCutRecord) in the record at <paramref name="carrier"/>, replayed
+    /// from the log alone: remembered as the live broker remembered it (its own record's address and time), unless the
+    /// id is known already (the same decision, or a later one of the id taken again). Its own record lay below a cut's
+    /// boundary, so before every decision whose record this replay applied: it is held apart, in the order of the
+    /// records (their addresses), ahead of those in the expiry order (the count bound and the time bound forget it
+    /// before them, as live), until <see cref="RestoreOrder"/> puts it in front of them. Until the afternoon session of
+    /// 2026-12-07 it was put behind them, so that the count bound forgot, in place of the oldest carried decisions, the
+    /// decisions whose records lay between the cut's boundary and its carrying (a repeated decision of such an id was
+    /// told "unknown transaction" after the restart). Returns whether it was added.
+    /// </summary>
+    public bool AddCarried(UInt128 key, TransactionResolution resolution, long address, long atMs, string? ns, long carrier)
+    {
+        ref Slot slot = ref _byKey.GetValueRefOrAddDefault(key, out bool existed);
+        if (existed) return false;
+        slot = new Slot(address, atMs, resolution, NumberOf(ns), carrier);
+        _carried.Enqueue((key, atMs), address);
+        Added++;
+        TrimToCount();
+        return true;
+    }
+
+    /// <summary>Carried decisions added by a replay, in the order of their records, not yet in the expiry order.</summary>
+    private readonly PriorityQueue<(UInt128 Key, long AtMs), long> _carried = new();
+
+    /// <summary>
+    /// The decision <paramref name="key"/> decided at <paramref name="atMs"/> (recorded at <paramref name="address"/>)
+    /// is carried by the record at <paramref name="carrier"/>, if that is later than the one that carried it so far.
+    /// </summary>
+    public void NoteCarried(UInt128 key, long atMs, long address, long carrier)
+    {
+        if (!_byKey.TryGetValue(key, out var slot) || slot.AtMs != atMs || slot.Address != address || slot.Carrier >= carrier) return;
+        _byKey.Set(key, slot with { Carrier = carrier });
+    }
+
+    /// <summary>
+    /// The decision of <paramref name="key"/> added at <paramref name="atMs"/>, when it is still remembered and the record
+    /// that carries it lies below <paramref name="boundary"/> (a retention cut there must carry it again).
+    /// </summary>
+    public bool TryGetToCarry(UInt128 key, long atMs, long boundary, out TransactionResolution resolution, out long address, out string? ns)
+    {
+        if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == atMs && slot.Carrier < boundary)
+        {
+            (resolution, address, ns) = (slot.Resolution, slot.Address, NameOf(slot.Namespace));
+            return true;
+        }
+        resolution = default; address = 0; ns = null;
+        return false;
+    }
+
+    /// <summary>
+    /// Gives the decision of <paramref name="transactionId"/>, when it is <paramref name="resolution"/> and its namespace
+    /// is not known, the namespace of <paramref name="topic"/> (its half's, learnt after the decision: a replay of the
+    /// log alone that rebuilt the committed message from a move of its body). Anything else is left as it is.
+    /// </summary>
+    public void LearnNamespace(string transactionId, TransactionResolution resolution, string topic)
+    {
+        UInt128 key = KeyOf(transactionId);
+        if (!_byKey.TryGetValue(key, out var slot) || slot.Namespace != UnknownNamespace || slot.Resolution != resolution) return;
+        _byKey.Set(key, slot with { Namespace = NumberOf(BrokerEngine.NamespaceOf(topic)) });
+    }
+
+    /// <summary>
+    /// After a replay that added carried decisions (<see cref="AddCarried"/>): the expiry order as the live broker's,
+    /// the order the decisions' records were written in (the carried ones, by their addresses, in front). Entries and
+    /// numbering (<see cref="Added"/>) are unchanged.
+    /// </summary>
+    public void RestoreOrder()
+    {
+        if (_carried.Count == 0) return;
+        var items = new List<(UInt128 Key, long AtMs)>(_carried.Count + _order.Count);
+        while (_carried.TryDequeue(out var item, out _)) items.Add(item);
+        items.AddRange(_order.Items());
+        _order.Clear();
+        foreach (var item in items) _order.Enqueue(item);
     }
 
     /// <summary>Forgets decisions older than the time bound.</summary>
@@ -119,7 +216,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     {
         long horizon = nowMs - retentionMs;
         int n = 0;
-        while (n < max && _order.TryPeek(out var d) && d.AtMs < horizon && _order.TryDequeue(out _))
+        while (n < max && TryPeekOldest(out var d) && d.AtMs < horizon && TryDequeueOldest(out _))
         {
             Forget(d);
             n++;
@@ -136,6 +233,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     {
         _byKey.Clear();
         _order.Clear();
+        _carried.Clear();
         Added = 0;
     }
 
@@ -150,6 +248,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     /// long bench row. Entries added meanwhile get later numbers and entries forgotten meanwhile are skipped.</remarks>
     public int CopyOrder(long from, long until, Span<(UInt128 Key, long AtMs)> into, out long next)
     {
+        RestoreOrder(); // (after a replay, done already)
         long oldest = Added - _order.Count;
         long first = Math.Max(from, oldest);
         int n = (int)Math.Clamp(Math.Min(until, Added) - first, 0, into.Length);
@@ -169,6 +268,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     /// <summary>Snapshot order: oldest first, so a load re-adds them in expiry order.</summary>
     public IEnumerable<(UInt128 Key, TransactionResolution Resolution, long Address, long AtMs, string? Namespace)> Entries()
     {
+        RestoreOrder(); // (after a replay, done already)
         foreach (var (key, at) in _order.Items())
             if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == at) yield return (key, slot.Resolution, slot.Address, slot.AtMs, NameOf(slot.Namespace));
     }
