@@ -33,6 +33,8 @@ internal sealed partial class MessagingService
             AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection))
         {
             Namespace = V5Namespace.Of(context),
+            OptedInToCheckTokens = context.GetHttpContext().Request.Headers[CheckTokenIds.AcceptHeader].ToString() == CheckTokenIds.AcceptValue,
+            SendsCheckTokens = SendsCheckTokens(context.GetHttpContext().Request.Headers),
             // Checks queued and never written (the stream ended for not reading, or went away) go back to the core.
             ReturnUnsent = (id, checks) => _engine.ReturnUnsentChecksAsync(id, checks, _stopping),
         };
@@ -123,8 +125,32 @@ internal sealed partial class MessagingService
     /// <summary>How long a stopping broker lets a Telemetry stream write what is queued before it resets it.</summary>
     private static readonly TimeSpan StoppingDrainBound = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// Whether a Telemetry stream's checks carry check tokens (<see cref="TelemetrySession.SendsCheckTokens"/>): our
+    /// ProducerClient asks for them (<see cref="CheckTokenIds.AcceptHeader"/>); an official client of another language
+    /// than .NET echoes the transaction id it is sent and gives its checker none (Java's and Node's ProducerImpl /
+    /// Producer.onRecoverOrphanedTransactionCommand). DOTNET without the header may be an older build of ours, which hands
+    /// the id to its checker (a BarrierChecker would look the tokenized id up and answer Rollback), and a stream without
+    /// <c>x-mq-language</c> is no known client: both get the plain id, as before.
+    /// </summary>
+    internal static bool SendsCheckTokens(Microsoft.AspNetCore.Http.IHeaderDictionary headers)
+    {
+        if (headers[CheckTokenIds.AcceptHeader].ToString() == CheckTokenIds.AcceptValue) return true;
+        string language = headers[RocketMqHeaders.Language].ToString().Trim();
+        return language.Length > 0 && !IsDotNet(language);
+    }
+
+    private static bool IsDotNet(string language)
+        => language.Equals("DOTNET", StringComparison.OrdinalIgnoreCase) || language.Equals("DOT_NET", StringComparison.OrdinalIgnoreCase);
+
     private void OnSettings(TelemetrySession session, Settings settings)
     {
+        // A client whose header says another language but whose Settings say .NET gets no tokens either (not opted in).
+        if (session.SendsCheckTokens && !session.OptedInToCheckTokens && settings.UserAgent?.Language == Language.DotNet)
+        {
+            session.SendsCheckTokens = false;
+        }
+
         Settings reply = settings.Clone();
         reply.Metric = new Metric { On = false };
         // Says which broker answers, so that our clients may use what only it accepts (several halves in one send).
