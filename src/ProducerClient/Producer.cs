@@ -50,7 +50,11 @@ public sealed class Producer : IAsyncDisposable
 
         var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory,
             ClientTls.Create(nameof(ProducerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory),
-            options.ConnectTimeout, options.FailbackInterval, nameof(ProducerOptions));
+            options.ConnectTimeout, options.FailbackInterval, nameof(ProducerOptions))
+        {
+            // Check-backs from a HalfMsgBroker name their half, not only its id: see CheckAndAnswerAsync.
+            AcceptsCheckTokens = true,
+        };
         _session = new ClientSession(config, ClientType.Producer, group: null, BuildSettings, OnServerCommandAsync, handler);
         _logger = _session.Logger;
         if (options.HalfSendCallsInFlight > 0)
@@ -656,7 +660,10 @@ public sealed class Producer : IAsyncDisposable
 
     private async Task CheckAndAnswerAsync(Endpoint endpoint, RecoverOrphanedTransactionCommand check, ITransactionChecker checker, CancellationToken ct)
     {
-        MessageView view = MessageView.FromProto(check.Message, check.TransactionId);
+        // The checker gets the transaction id the send gave, without the check token a HalfMsgBroker adds after it
+        // (CheckTokenIds; asked for by ClientConfig.AcceptsCheckTokens); the answer echoes the whole id, so the broker
+        // refuses it if it is late and the id has been taken again by a newer half meanwhile.
+        MessageView view = MessageView.FromProto(check.Message, CheckTokenIds.Strip(check.TransactionId, check.Message.SystemProperties.MessageId));
         TraceContextProperties.TryExtract(view.Properties, out ActivityContext halfContext);
         using Activity? span = ProducerTracing.StartInternal("check_transaction", view.Topic, null, ActivityKind.Consumer, halfContext);
         span?.SetTag("messaging.message.id", view.MessageId);
