@@ -34,10 +34,13 @@ public sealed class TelemetryTestProducer : IAsyncDisposable
     }
 
     /// <param name="ns">Sent as <c>x-mq-namespace</c> on every call of this producer, when not null.</param>
-    public static async Task<TelemetryTestProducer> StartAsync(string endpoint, string topic, Behaviour behaviour, string? ns = null)
+    /// <param name="headers">Sent on every call of this producer (replacing the defaults of the same name), when not null.</param>
+    public static async Task<TelemetryTestProducer> StartAsync(string endpoint, string topic, Behaviour behaviour, string? ns = null,
+        IReadOnlyDictionary<string, string>? headers = null)
     {
         var client = new GrpcTestClient(endpoint, clientId: behaviour + "@" + Guid.NewGuid().ToString("N")[..8]);
         if (ns is not null) client.DefaultHeaders[RocketMqHeaders.Namespace] = ns;
+        foreach (var (name, value) in headers ?? new Dictionary<string, string>()) client.DefaultHeaders[name] = value;
         var call = client.Duplex<TelemetryCommand, TelemetryCommand>(GrpcMethods.Telemetry, TelemetryCommand.Parser);
         await call.RequestStream.WriteAsync(new TelemetryCommand
         {
@@ -87,6 +90,11 @@ public sealed class TelemetryTestProducer : IAsyncDisposable
         {
             // The stream ended (test over, or deadline).
             Errors.Enqueue("reader ended: " + e.Status);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed while answering (a test that failed, or ended, while a check was being answered).
+            Errors.Enqueue("reader ended: disposed");
         }
     }
 

@@ -1,0 +1,114 @@
+using Apache.Rocketmq.V2;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Grpc;
+
+namespace HalfMsg.Broker.Tests.GrpcV5;
+
+/// <summary>
+/// Which gRPC clients get the half's check token in a check-back's transaction id (since the afternoon session of
+/// 2026-12-07), and how answers carrying it are judged. An older build of our ProducerClient hands the id it is sent to
+/// its checker (a BarrierChecker looks it up and would answer Rollback for a committed transaction), and says DOTNET as
+/// the official C# client does: DOTNET without the opt-in header gets the plain id, as before. The official clients of
+/// other languages echo the id verbatim and give their checker none: they get the token, as does a client that opts in.
+/// </summary>
+public sealed class CheckTokenGrpcTests(FastCheckBrokerFixture broker) : IClassFixture<FastCheckBrokerFixture>
+{
+    private readonly string _topic = "ct-" + Guid.NewGuid().ToString("N")[..12];
+
+    private static async Task WaitUntilAsync(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out waiting until " + what);
+            await Task.Delay(50);
+        }
+    }
+
+    private bool Registered(TelemetryTestProducer p)
+        => broker.Host.Engine.Producers.Snapshot().TryGetValue(_topic, out string[]? ids) && ids.Contains(p.Client.ClientId);
+
+    /// <summary>Sends a half through <paramref name="p"/>, waits for its check, and returns its id, its token (the address
+    /// it was stored at) and the check.</summary>
+    private async Task<(string Id, long Token, RecoverOrphanedTransactionCommand Check)> CheckedHalfAsync(TelemetryTestProducer p)
+    {
+        await WaitUntilAsync(() => Registered(p), "the producer is registered");
+        string tx = await p.SendHalfAsync(_topic);
+        long token = broker.Host.Engine.FindTransaction(tx)!.LogAddress;
+        RecoverOrphanedTransactionCommand? check = null;
+        await WaitUntilAsync(() => (check = p.Checks.FirstOrDefault(c => c.Message.SystemProperties.MessageId == tx)) is not null, "the half was checked back");
+        return (tx, token, check!);
+    }
+
+    [Fact]
+    public async Task A_dotnet_client_that_did_not_opt_in_gets_the_plain_transaction_id_and_its_answer_decides()
+    {
+        // GrpcTestClient says x-mq-language DOTNET: an older build of our ProducerClient, or the official C# client.
+        await using TelemetryTestProducer p = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Answer);
+        var (tx, _, check) = await CheckedHalfAsync(p);
+        Assert.Equal(tx, check.TransactionId);
+        await WaitUntilAsync(() => p.Decided.Contains(tx), "the answer decided the half");
+        Assert.Null(broker.Host.Engine.FindTransaction(tx));
+    }
+
+    [Theory]
+    [InlineData("JAVA", null)] // an official client of another language: echoes the id verbatim
+    [InlineData("HTTP", null)] // what the official Node client sends as x-mq-language
+    [InlineData("DOTNET", CheckTokenIds.AcceptValue)] // our ProducerClient, which opts in
+    public async Task A_client_that_echoes_the_id_gets_the_check_token_and_its_echo_decides(string language, string? optIn)
+    {
+        var headers = new Dictionary<string, string> { [RocketMqHeaders.Language] = language };
+        if (optIn is not null) headers[CheckTokenIds.AcceptHeader] = optIn;
+        await using TelemetryTestProducer p = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Answer,
+            headers: headers);
+        var (tx, token, check) = await CheckedHalfAsync(p);
+        Assert.Equal(tx + "~ck" + token, check.TransactionId);
+        Assert.Equal(tx, check.Message.SystemProperties.MessageId);
+        // The test producer echoes the check's transaction_id, as the official clients do.
+        await WaitUntilAsync(() => p.Decided.Contains(check.TransactionId), "the echoed answer decided the half");
+        Assert.Null(broker.Host.Engine.FindTransaction(tx));
+        Assert.DoesNotContain(p.Errors, e => !e.StartsWith("reader ended", StringComparison.Ordinal));
+    }
+
+    private Task<GrpcUnaryResult<EndTransactionResponse>> AnswerAsync(TelemetryTestProducer p, string tx, string transactionId,
+        Apache.Rocketmq.V2.TransactionResolution resolution = Apache.Rocketmq.V2.TransactionResolution.Commit, TransactionSource source = TransactionSource.SourceServerCheck)
+        => p.Client.UnaryAsync(GrpcMethods.EndTransaction, new EndTransactionRequest
+        {
+            Topic = new Resource { Name = _topic },
+            MessageId = tx,
+            TransactionId = transactionId,
+            Resolution = resolution,
+            Source = source,
+        }, EndTransactionResponse.Parser);
+
+    [Fact]
+    public async Task An_answer_with_a_malformed_or_another_halfs_token_is_refused_and_one_without_a_token_is_judged_as_before()
+    {
+        await using TelemetryTestProducer p = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Ignore,
+            headers: new Dictionary<string, string> { [RocketMqHeaders.Language] = "JAVA" });
+        var (tx, token, check) = await CheckedHalfAsync(p);
+        Assert.Equal(tx + "~ck" + token, check.TransactionId);
+
+        // A malformed token: a clear error, nothing decided.
+        foreach (string malformed in new[] { tx + "~ck", tx + "~ckX1", tx + "~ck-5", tx + "~ck99999999999999999999" })
+        {
+            var bad = await AnswerAsync(p, tx, malformed);
+            Assert.Equal(Code.InvalidTransactionId, bad.Response!.Status.Code);
+            Assert.Contains("malformed check token", bad.Response.Status.Message, StringComparison.Ordinal);
+        }
+
+        // Another half's token (an earlier half of the id): refused as an answer to a half that is gone.
+        var other = await AnswerAsync(p, tx, CheckTokenIds.Make(tx, token + 1), Apache.Rocketmq.V2.TransactionResolution.Rollback);
+        Assert.Equal(Code.NotFound, other.Response!.Status.Code);
+        Assert.Contains("another half", other.Response.Status.Message, StringComparison.Ordinal);
+        Assert.NotNull(broker.Host.Engine.FindTransaction(tx));
+
+        // Without a token the answer is judged as before: it decides the checked half.
+        var plain = await AnswerAsync(p, tx, tx);
+        Assert.Equal(Code.Ok, plain.Response!.Status.Code);
+        Assert.Null(broker.Host.Engine.FindTransaction(tx));
+        // The echo of the right token, once decided: the same outcome again is no error.
+        var again = await AnswerAsync(p, tx, check.TransactionId);
+        Assert.Equal(Code.Ok, again.Response!.Status.Code);
+    }
+}
