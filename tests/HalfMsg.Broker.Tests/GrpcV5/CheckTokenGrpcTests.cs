@@ -111,4 +111,67 @@ public sealed class CheckTokenGrpcTests(FastCheckBrokerFixture broker) : IClassF
         var again = await AnswerAsync(p, tx, check.TransactionId);
         Assert.Equal(Code.Ok, again.Response!.Status.Code);
     }
+
+    [Fact]
+    public async Task In_a_batch_of_decisions_each_answer_is_judged_by_its_own_token()
+    {
+        await using TelemetryTestProducer p = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Ignore,
+            headers: new Dictionary<string, string> { [RocketMqHeaders.Language] = "JAVA" });
+        var (tx, token, check) = await CheckedHalfAsync(p);
+
+        EndTransactionRequest Answer(string transactionId, Apache.Rocketmq.V2.TransactionResolution resolution) => new()
+        {
+            Topic = new Resource { Name = _topic }, MessageId = tx, TransactionId = transactionId, Resolution = resolution,
+            Source = TransactionSource.SourceServerCheck,
+        };
+        var batch = await p.Client.UnaryAsync("/halfmsg.v1.TransactionService/EndTransactions", new HalfMsg.Protocol.V1.EndTransactionsRequest
+        {
+            Decisions =
+            {
+                Answer(tx + "~ckX", Apache.Rocketmq.V2.TransactionResolution.Rollback),
+                Answer(CheckTokenIds.Make(tx, token + 1), Apache.Rocketmq.V2.TransactionResolution.Rollback),
+                Answer(check.TransactionId, Apache.Rocketmq.V2.TransactionResolution.Commit),
+            },
+        }, HalfMsg.Protocol.V1.EndTransactionsResponse.Parser);
+        Assert.Equal(Code.Ok, batch.Response!.Status.Code);
+        Assert.Equal([Code.InvalidTransactionId, Code.NotFound, Code.Ok], batch.Response.Entries.Select(e => e.Code));
+        Assert.Null(broker.Host.Engine.FindTransaction(tx));
+    }
+
+    [Fact]
+    public async Task A_half_checked_before_a_restart_is_checked_with_the_same_token_after_it_and_the_echo_decides()
+    {
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-ctrestart-" + Guid.NewGuid().ToString("N")[..12]);
+        int grpc = HalfMsg.TestKit.FreePorts.Next();
+        string[] args = ["--data-dir", dataDir, "--grpc-port", grpc.ToString(), "--http-port", HalfMsg.TestKit.FreePorts.Next().ToString(),
+            "--transaction-timeout", "1s", "--transaction-check-interval", "1s", "--remoting-port", "0", "--namesrv-port", "0"];
+        string endpoint = $"127.0.0.1:{grpc}";
+        var java = new Dictionary<string, string> { [RocketMqHeaders.Language] = "JAVA" };
+        try
+        {
+            string tx;
+            string before;
+            await using (var host = await HalfMsg.Broker.Hosting.BrokerHost.StartAsync(args))
+            {
+                await using TelemetryTestProducer p = await TelemetryTestProducer.StartAsync(endpoint, _topic, TelemetryTestProducer.Behaviour.Ignore, headers: java);
+                await WaitUntilAsync(() => host.Engine.Producers.Snapshot().ContainsKey(_topic), "the producer is registered");
+                tx = await p.SendHalfAsync(_topic);
+                await WaitUntilAsync(() => p.Checks.Any(c => c.Message.SystemProperties.MessageId == tx), "the half was checked back");
+                before = p.Checks.First(c => c.Message.SystemProperties.MessageId == tx).TransactionId;
+                Assert.StartsWith(tx + "~ck", before, StringComparison.Ordinal);
+            }
+
+            await using (var host = await HalfMsg.Broker.Hosting.BrokerHost.StartAsync(args))
+            {
+                Assert.NotNull(host.Engine.FindTransaction(tx));
+                await using TelemetryTestProducer p = await TelemetryTestProducer.StartAsync(endpoint, _topic, TelemetryTestProducer.Behaviour.Answer, headers: java);
+                await WaitUntilAsync(() => p.Decided.Contains(before), "the echo of the same token decided the half after the restart");
+                Assert.Null(host.Engine.FindTransaction(tx));
+            }
+        }
+        finally
+        {
+            try { Directory.Delete(dataDir, true); } catch (IOException) { }
+        }
+    }
 }
