@@ -51,6 +51,16 @@ public sealed class CheckTokenGrpcTests(FastCheckBrokerFixture broker) : IClassF
         Assert.Null(broker.Host.Engine.FindTransaction(tx));
     }
 
+    [Fact]
+    public async Task A_client_whose_settings_say_dotnet_gets_the_plain_id_whatever_its_header_says()
+    {
+        await using TelemetryTestProducer p = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Answer,
+            headers: new Dictionary<string, string> { [RocketMqHeaders.Language] = "JAVA" }, userAgent: new UA { Language = Language.DotNet, Version = "old" });
+        var (tx, _, check) = await CheckedHalfAsync(p);
+        Assert.Equal(tx, check.TransactionId);
+        await WaitUntilAsync(() => p.Decided.Contains(tx), "the answer decided the half");
+    }
+
     [Theory]
     [InlineData("JAVA", null)] // an official client of another language: echoes the id verbatim
     [InlineData("HTTP", null)] // what the official Node client sends as x-mq-language

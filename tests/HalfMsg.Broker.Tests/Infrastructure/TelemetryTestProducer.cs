@@ -34,9 +34,10 @@ public sealed class TelemetryTestProducer : IAsyncDisposable
     }
 
     /// <param name="ns">Sent as <c>x-mq-namespace</c> on every call of this producer, when not null.</param>
+    /// <param name="userAgent">The Settings' user agent, when not null.</param>
     /// <param name="headers">Sent on every call of this producer (replacing the defaults of the same name), when not null.</param>
     public static async Task<TelemetryTestProducer> StartAsync(string endpoint, string topic, Behaviour behaviour, string? ns = null,
-        IReadOnlyDictionary<string, string>? headers = null)
+        IReadOnlyDictionary<string, string>? headers = null, UA? userAgent = null)
     {
         var client = new GrpcTestClient(endpoint, clientId: behaviour + "@" + Guid.NewGuid().ToString("N")[..8]);
         if (ns is not null) client.DefaultHeaders[RocketMqHeaders.Namespace] = ns;
@@ -44,7 +45,10 @@ public sealed class TelemetryTestProducer : IAsyncDisposable
         var call = client.Duplex<TelemetryCommand, TelemetryCommand>(GrpcMethods.Telemetry, TelemetryCommand.Parser);
         await call.RequestStream.WriteAsync(new TelemetryCommand
         {
-            Settings = new Settings { ClientType = ClientType.Producer, Publishing = new Publishing { Topics = { new Resource { Name = topic } } } },
+            Settings = new Settings
+            {
+                ClientType = ClientType.Producer, Publishing = new Publishing { Topics = { new Resource { Name = topic } } }, UserAgent = userAgent,
+            },
         });
         Assert.True(await call.ResponseStream.MoveNext());
         Assert.Equal(Code.Ok, call.ResponseStream.Current.Status.Code); // registered; a StopReading one reads no more
