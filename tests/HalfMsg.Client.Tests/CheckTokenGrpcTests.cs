@@ -169,7 +169,10 @@ public sealed class CheckTokenGrpcTests : IAsyncLifetime
 
         // The new half's own check decides it; every check gave the checker the id the send gave, without the token.
         checker.CommitFromNowOn();
-        await E2E.EventuallyAsync(() => _host.Engine.FindTransaction(id) is null, Wait, "the new half was committed by its own check");
+        // Recorded once the broker answered it (the half is gone a moment before that).
+        await E2E.EventuallyAsync(() => decisions.Answered.Any(d => d.Resolution == Apache.Rocketmq.V2.TransactionResolution.Commit), Wait,
+            "the new half's own check was answered Commit");
+        Assert.Null(_host.Engine.FindTransaction(id));
         EndTransactionRequest own = decisions.Answered.First(d => d.Resolution == Apache.Rocketmq.V2.TransactionResolution.Commit);
         Assert.Equal(CheckTokenIds.Make(id, secondToken), own.TransactionId);
         Assert.All(checker.Ids, seen => Assert.Equal(id, seen));
