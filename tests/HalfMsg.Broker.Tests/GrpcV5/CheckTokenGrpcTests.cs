@@ -80,6 +80,22 @@ public sealed class CheckTokenGrpcTests(FastCheckBrokerFixture broker) : IClassF
         Assert.DoesNotContain(p.Errors, e => !e.StartsWith("reader ended", StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("RUST", null)] // the official Rust client gives its checker the transaction id it is sent
+    [InlineData("CPP", null)] // the official C++ client puts it in the message's extension, which its checker sees
+    [InlineData("PHP", null)] // not an Apache client: not known to echo the id and keep it from its checker
+    [InlineData("JAVA", Language.Rust)] // the Settings say Rust, whatever the header says
+    [InlineData("GOLANG", Language.Cpp)]
+    public async Task A_client_whose_checker_may_see_the_transaction_id_gets_the_plain_id_and_its_answer_decides(string language, Language? settings)
+    {
+        await using TelemetryTestProducer p = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Answer,
+            headers: new Dictionary<string, string> { [RocketMqHeaders.Language] = language },
+            userAgent: settings is { } l ? new UA { Language = l, Version = "5.0.0" } : null);
+        var (tx, _, check) = await CheckedHalfAsync(p);
+        Assert.Equal(tx, check.TransactionId);
+        await WaitUntilAsync(() => p.Decided.Contains(tx), "the answer decided the half");
+    }
+
     private Task<GrpcUnaryResult<EndTransactionResponse>> AnswerAsync(TelemetryTestProducer p, string tx, string transactionId,
         Apache.Rocketmq.V2.TransactionResolution resolution = Apache.Rocketmq.V2.TransactionResolution.Commit, TransactionSource source = TransactionSource.SourceServerCheck)
         => p.Client.UnaryAsync(GrpcMethods.EndTransaction, new EndTransactionRequest

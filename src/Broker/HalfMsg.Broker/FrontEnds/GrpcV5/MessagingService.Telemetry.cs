@@ -127,26 +127,37 @@ internal sealed partial class MessagingService
 
     /// <summary>
     /// Whether a Telemetry stream's checks carry check tokens (<see cref="TelemetrySession.SendsCheckTokens"/>): our
-    /// ProducerClient asks for them (<see cref="CheckTokenIds.AcceptHeader"/>); an official client of another language
-    /// than .NET echoes the transaction id it is sent and gives its checker none (Java's and Node's ProducerImpl /
-    /// Producer.onRecoverOrphanedTransactionCommand). DOTNET without the header may be an older build of ours, which hands
-    /// the id to its checker (a BarrierChecker would look the tokenized id up and answer Rollback), and a stream without
-    /// <c>x-mq-language</c> is no known client: both get the plain id, as before.
+    /// ProducerClient asks for them (<see cref="CheckTokenIds.AcceptHeader"/>); so does the <c>x-mq-language</c> of an
+    /// official client that echoes the transaction id it is sent and gives its checker none (<see cref="EchoesCheckIds(string)"/>).
+    /// Any other gets the plain id, as before: DOTNET without the header may be an older build of ours, which hands the id
+    /// to its checker (a BarrierChecker would look the tokenized id up and answer Rollback); the official Rust client
+    /// hands it to its checker too (<c>TransactionChecker = Fn(String, MessageView)</c>), the C++ client puts it in the
+    /// message its checker is given (<c>extension().transaction_id</c>); a stream without <c>x-mq-language</c>, or with one
+    /// no Apache client sends, is no known client. Until the afternoon session of 2026-12-07 every language but DOTNET
+    /// got tokens: a Rust checker that looked its transaction id up found none (found by review).
     /// </summary>
     internal static bool SendsCheckTokens(Microsoft.AspNetCore.Http.IHeaderDictionary headers)
     {
         if (headers[CheckTokenIds.AcceptHeader].ToString() == CheckTokenIds.AcceptValue) return true;
-        string language = headers[RocketMqHeaders.Language].ToString().Trim();
-        return language.Length > 0 && !IsDotNet(language);
+        return EchoesCheckIds(headers[RocketMqHeaders.Language].ToString().Trim());
     }
 
-    private static bool IsDotNet(string language)
-        => language.Equals("DOTNET", StringComparison.OrdinalIgnoreCase) || language.Equals("DOT_NET", StringComparison.OrdinalIgnoreCase);
+    /// <summary>The <c>x-mq-language</c> of an official client that echoes a check's transaction id verbatim and keeps it
+    /// from its checker: Java (ProducerImpl), Node (which says HTTP; Producer.onRecoverOrphanedTransactionCommand), Go
+    /// (producer.go; it sets no source on its answer, see TryToDecision) and Python (producer.py).</summary>
+    private static bool EchoesCheckIds(string language)
+        => language.Equals("JAVA", StringComparison.OrdinalIgnoreCase) || language.Equals("HTTP", StringComparison.OrdinalIgnoreCase)
+            || language.Equals("GOLANG", StringComparison.OrdinalIgnoreCase) || language.Equals("PYTHON", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>The same for the language of a client's Settings (<see cref="UA.Language"/>).</summary>
+    private static bool EchoesCheckIds(Language language) => language is Language.Java or Language.NodeJs or Language.Golang or Language.Python;
 
     private void OnSettings(TelemetrySession session, Settings settings)
     {
-        // A client whose header says another language but whose Settings say .NET gets no tokens either (not opted in).
-        if (session.SendsCheckTokens && !session.OptedInToCheckTokens && settings.UserAgent?.Language == Language.DotNet)
+        // A client whose header names a language that echoes but whose Settings name another (.NET, Rust, C++...) gets no
+        // tokens either, unless it opted in. The Settings come before the stream is registered for check-backs.
+        if (session.SendsCheckTokens && !session.OptedInToCheckTokens && settings.UserAgent is { Language: not Language.Unspecified and var language }
+            && !EchoesCheckIds(language))
         {
             session.SendsCheckTokens = false;
         }

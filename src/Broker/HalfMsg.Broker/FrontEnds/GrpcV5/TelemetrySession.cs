@@ -69,9 +69,10 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// <summary>
     /// Whether this stream's checks carry the half's check token in their transaction id
     /// (<see cref="HalfMsg.Protocol.Grpc.CheckTokenIds"/>): for a client that opted in (our ProducerClient), or one whose
-    /// <c>x-mq-language</c> is an official client's other than DOTNET (they echo the id and give their checker no id). An
-    /// older build of our ProducerClient gives its checker the id it is sent, and says DOTNET as the official C# client
-    /// does: DOTNET without the opt-in, or no language at all, gets the plain id. Since the afternoon session of 2026-12-07.
+    /// <c>x-mq-language</c> (and Settings) name an official client that echoes the id and gives its checker none (Java,
+    /// Node, Go, Python: MessagingService.SendsCheckTokens). An older build of our ProducerClient gives its checker the id
+    /// it is sent, and says DOTNET as the official C# client does; the Rust and C++ clients' checkers see the id too: they,
+    /// and a stream of no known language, get the plain id. Since the afternoon session of 2026-12-07.
     /// </summary>
     public bool SendsCheckTokens { get => Volatile.Read(ref _sendsCheckTokens); set => Volatile.Write(ref _sendsCheckTokens, value); }
 
