@@ -96,6 +96,28 @@ public sealed class CheckTokenGrpcTests(FastCheckBrokerFixture broker) : IClassF
         await WaitUntilAsync(() => p.Decided.Contains(tx), "the answer decided the half");
     }
 
+    [Fact]
+    public async Task The_official_go_clients_echo_without_a_source_decides_the_half_and_another_halfs_token_is_refused()
+    {
+        // The official Go client (x-mq-language GOLANG) echoes the check's transaction_id in its EndTransaction but sets
+        // no source (TRANSACTION_SOURCE_UNSPECIFIED): producer.go onRecoverOrphanedTransactionCommand / endTransaction.
+        await using TelemetryTestProducer p = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Ignore,
+            headers: new Dictionary<string, string> { [RocketMqHeaders.Language] = "GOLANG" });
+        var (tx, token, check) = await CheckedHalfAsync(p);
+        Assert.Equal(tx + "~ck" + token, check.TransactionId);
+
+        // A late answer to an earlier half's check, as the Go client sends it: refused, this half stays pending.
+        var other = await AnswerAsync(p, tx, CheckTokenIds.Make(tx, token + 1), Apache.Rocketmq.V2.TransactionResolution.Rollback, TransactionSource.SourceUnspecified);
+        Assert.Equal(Code.NotFound, other.Response!.Status.Code);
+        Assert.Contains("another half", other.Response.Status.Message, StringComparison.Ordinal);
+        Assert.NotNull(broker.Host.Engine.FindTransaction(tx));
+
+        // Its echo of this half's check: decides it.
+        var echo = await AnswerAsync(p, tx, check.TransactionId, source: TransactionSource.SourceUnspecified);
+        Assert.True(echo.Response!.Status.Code == Code.Ok, $"the echo was refused: {echo.Response.Status.Code} {echo.Response.Status.Message}");
+        Assert.Null(broker.Host.Engine.FindTransaction(tx));
+    }
+
     private Task<GrpcUnaryResult<EndTransactionResponse>> AnswerAsync(TelemetryTestProducer p, string tx, string transactionId,
         Apache.Rocketmq.V2.TransactionResolution resolution = Apache.Rocketmq.V2.TransactionResolution.Commit, TransactionSource source = TransactionSource.SourceServerCheck)
         => p.Client.UnaryAsync(GrpcMethods.EndTransaction, new EndTransactionRequest

@@ -67,15 +67,21 @@ internal sealed partial class MessagingService
     /// judged by it: the engine refuses it when it names another half of the id (a late answer to the check of an earlier
     /// half, decided and forgotten). Until the afternoon session of 2026-12-07 no gRPC answer carried a token, and such an
     /// answer decided the new half once it had had its own check. An answer without one is judged as before.
+    /// The official Go client echoes the check's id but names no source (TRANSACTION_SOURCE_UNSPECIFIED): an id that carries
+    /// a token after the answer's message id is an answer to a check whatever its source says, and is judged as one. Until
+    /// the afternoon session of 2026-12-07 it was read whole, as the id of no transaction, and every check answer of a Go
+    /// producer was refused: its halves were never decided by their checks (found by review).
     /// </summary>
     private bool TryToDecision(EndTransactionRequest request, string ns, out DecisionRequest decision, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out Status? invalid)
     {
         invalid = null;
         string transactionId = request.TransactionId;
         long? checkToken = null;
-        if (request.Source == TransactionSource.SourceServerCheck && transactionId.Contains(CheckTokenIds.Separator, StringComparison.Ordinal)
-            // Without a message id the last separator splits the id, unless the whole id is a pending transaction of its own.
-            && (!string.IsNullOrEmpty(request.MessageId) || _engine.FindTransaction(transactionId) is null))
+        if (transactionId.Contains(CheckTokenIds.Separator, StringComparison.Ordinal)
+            // Without a message id the last separator splits the id of an answer to a check, unless the whole id is a
+            // pending transaction of its own; a decision that names no source, or the client's, needs the message id.
+            && (!string.IsNullOrEmpty(request.MessageId)
+                || (request.Source == TransactionSource.SourceServerCheck && _engine.FindTransaction(transactionId) is null)))
         {
             switch (CheckTokenIds.Parse(transactionId, request.MessageId, out string id, out long token))
             {
@@ -107,7 +113,8 @@ internal sealed partial class MessagingService
             Apache.Rocketmq.V2.TransactionResolution.Rollback => TransactionResolution.Rollback,
             _ => TransactionResolution.Unknown,
         },
-        request.Source == TransactionSource.SourceServerCheck ? DecisionSource.CheckBack : DecisionSource.Client,
+        // An echoed check token makes it an answer to a check, whatever source it names (the Go client names none).
+        request.Source == TransactionSource.SourceServerCheck || checkToken is not null ? DecisionSource.CheckBack : DecisionSource.Client,
         string.IsNullOrEmpty(request.TraceContext) ? null : request.TraceContext,
         string.IsNullOrEmpty(request.Topic?.Name) ? null : V5Namespace.Wrap(ns, request.Topic.Name),
         // No topic named: a caller in a namespace still reaches only its namespace's halves.
