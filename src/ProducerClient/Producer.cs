@@ -691,8 +691,20 @@ public sealed class Producer : IAsyncDisposable
 
         if (resolution != TransactionResolution.Unknown)
         {
-            await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
-                TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+            try
+            {
+                await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
+                    TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+            }
+            catch (ClientException ex) when (ex.Code == Code.NotFound)
+            {
+                // The half the check asked about is gone: decided meanwhile, or (the check token says so) an earlier half
+                // of an id sent again since. The answer changed nothing, which is what the token is for: no failure. Until
+                // the afternoon session of 2026-12-07 it was logged as an Error of the Telemetry handler, token and all.
+                _logger.LogInformation(ex, "The check-back answer {Resolution} for transaction {TransactionId} was refused: the half it was asked about (check {CheckTransactionId}) is no longer pending, and nothing changed",
+                    resolution, view.TransactionId, check.TransactionId);
+            }
+
             return;
         }
 

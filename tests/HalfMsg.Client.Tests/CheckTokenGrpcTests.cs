@@ -137,9 +137,10 @@ public sealed class CheckTokenGrpcTests : IAsyncLifetime
         string id = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant();
         var checker = new LateFirstChecker();
         using var decisions = new RecordDecisions();
+        var logs = new RecordingLoggerFactory();
         await using Producer producer = await Producer.StartWithHandlerAsync(ProducerOptions.Default with
         {
-            Endpoints = _endpoint, Topics = [topic], TransactionChecker = checker, DecisionCallsInFlight = 0,
+            Endpoints = _endpoint, Topics = [topic], TransactionChecker = checker, DecisionCallsInFlight = 0, LoggerFactory = logs,
         }, decisions, CancellationToken.None);
         await E2E.EventuallyAsync(() => _host.Engine.Producers.Snapshot().ContainsKey(topic), Wait, "the producer is registered for its topic");
 
@@ -166,6 +167,12 @@ public sealed class CheckTokenGrpcTests : IAsyncLifetime
         Assert.Equal(TransactionSource.SourceServerCheck, late.Source);
         Assert.Equal(CheckTokenIds.Make(id, firstToken), late.TransactionId);
         Assert.Equal(id, late.MessageId);
+        // The refusal is what the token is for, not a failure: logged at Information, with the plain id and the check's.
+        await E2E.EventuallyAsync(() => logs.Entries.Any(e => e.Message.Contains("another half", StringComparison.Ordinal)), Wait,
+            "the refusal of the late answer was logged");
+        var refusal = logs.Entries.First(e => e.Message.Contains("another half", StringComparison.Ordinal));
+        Assert.True(refusal.Level == Microsoft.Extensions.Logging.LogLevel.Information, $"the refusal was logged at {refusal.Level}: {refusal.Message}");
+        Assert.Contains($"transaction {id} ", refusal.Message, StringComparison.Ordinal);
 
         // The new half's own check decides it; every check gave the checker the id the send gave, without the token.
         checker.CommitFromNowOn();
