@@ -8,8 +8,9 @@ namespace HalfMsg.Broker.Tests.GrpcV5;
 /// Which gRPC clients get the half's check token in a check-back's transaction id (since the afternoon session of
 /// 2026-12-07), and how answers carrying it are judged. An older build of our ProducerClient hands the id it is sent to
 /// its checker (a BarrierChecker looks it up and would answer Rollback for a committed transaction), and says DOTNET as
-/// the official C# client does: DOTNET without the opt-in header gets the plain id, as before. The official clients of
-/// other languages echo the id verbatim and give their checker none: they get the token, as does a client that opts in.
+/// the official C# client does: DOTNET without the opt-in header gets the plain id, as before. The official Java, Node,
+/// Go and Python clients echo the id verbatim and give their checker none: they get the token, as does a client that
+/// opts in. The Rust and C++ clients' checkers see the id, and other languages are not known: plain id.
 /// </summary>
 public sealed class CheckTokenGrpcTests(FastCheckBrokerFixture broker) : IClassFixture<FastCheckBrokerFixture>
 {
