@@ -50,7 +50,11 @@ public sealed class Producer : IAsyncDisposable
 
         var config = new ClientConfig(options.Endpoints, options.Credentials, options.RequestTimeout, options.Namespace, options.LoggerFactory,
             ClientTls.Create(nameof(ProducerOptions), options.Endpoints, options.UseTls, options.Tls, options.LoggerFactory),
-            options.ConnectTimeout, options.FailbackInterval, nameof(ProducerOptions));
+            options.ConnectTimeout, options.FailbackInterval, nameof(ProducerOptions))
+        {
+            // Check-backs from a HalfMsgBroker name their half, not only its id: see CheckAndAnswerAsync.
+            AcceptsCheckTokens = true,
+        };
         _session = new ClientSession(config, ClientType.Producer, group: null, BuildSettings, OnServerCommandAsync, handler);
         _logger = _session.Logger;
         if (options.HalfSendCallsInFlight > 0)
@@ -656,7 +660,10 @@ public sealed class Producer : IAsyncDisposable
 
     private async Task CheckAndAnswerAsync(Endpoint endpoint, RecoverOrphanedTransactionCommand check, ITransactionChecker checker, CancellationToken ct)
     {
-        MessageView view = MessageView.FromProto(check.Message, check.TransactionId);
+        // The checker gets the transaction id the send gave, without the check token a HalfMsgBroker adds after it
+        // (CheckTokenIds; asked for by ClientConfig.AcceptsCheckTokens); the answer echoes the whole id, so the broker
+        // refuses it if it is late and the id has been taken again by a newer half meanwhile.
+        MessageView view = MessageView.FromProto(check.Message, CheckTokenIds.Strip(check.TransactionId, check.Message.SystemProperties.MessageId));
         TraceContextProperties.TryExtract(view.Properties, out ActivityContext halfContext);
         using Activity? span = ProducerTracing.StartInternal("check_transaction", view.Topic, null, ActivityKind.Consumer, halfContext);
         span?.SetTag("messaging.message.id", view.MessageId);
@@ -684,8 +691,20 @@ public sealed class Producer : IAsyncDisposable
 
         if (resolution != TransactionResolution.Unknown)
         {
-            await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
-                TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+            try
+            {
+                await EndTransactionAsync(endpoint, view.Topic, view.MessageId, check.TransactionId, resolution,
+                    TransactionSource.SourceServerCheck, ct).ConfigureAwait(false);
+            }
+            catch (ClientException ex) when (ex.Code == Code.NotFound)
+            {
+                // The half the check asked about is gone: decided meanwhile, or (the check token says so) an earlier half
+                // of an id sent again since. The answer changed nothing, which is what the token is for: no failure. Until
+                // the afternoon session of 2026-12-07 it was logged as an Error of the Telemetry handler, token and all.
+                _logger.LogInformation(ex, "The check-back answer {Resolution} for transaction {TransactionId} was refused: the half it was asked about (check {CheckTransactionId}) is no longer pending, and nothing changed",
+                    resolution, view.TransactionId, check.TransactionId);
+            }
+
             return;
         }
 

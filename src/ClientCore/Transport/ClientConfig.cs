@@ -70,6 +70,11 @@ internal sealed class ClientConfig
     /// </summary>
     public TimeSpan FailbackInterval { get; }
     public string? Namespace { get; }
+
+    /// <summary>Asks a HalfMsgBroker for check tokens in check-backs' transaction ids
+    /// (<see cref="HalfMsg.Protocol.Grpc.CheckTokenIds.AcceptHeader"/> on every call): set by the producer, which strips
+    /// them before its checker sees the id and echoes them in its answer. Since the afternoon session of 2026-12-07.</summary>
+    public bool AcceptsCheckTokens { get; init; }
     public ILoggerFactory LoggerFactory { get; }
 
     /// <summary>The TLS of every channel (to the access point and to every broker a route names); null for cleartext.</summary>

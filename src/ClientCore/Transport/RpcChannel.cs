@@ -505,6 +505,11 @@ internal sealed class SigningInterceptor(ClientConfig config) : Interceptor
         headers.Add(RocketMqHeaders.ClientId, config.ClientId);
         headers.Add(RocketMqHeaders.Language, "DOTNET");
         headers.Add(RocketMqHeaders.AcceptDigest, RocketMqHeaders.DigestCrc32);
+        if (config.AcceptsCheckTokens)
+        {
+            headers.Add(CheckTokenIds.AcceptHeader, CheckTokenIds.AcceptValue);
+        }
+
         headers.Add(RocketMqHeaders.Protocol, RocketMqHeaders.ProtocolValue);
         headers.Add(RocketMqHeaders.ClientVersion, ClientConfig.Version);
         headers.Add(RocketMqHeaders.DateTime, stamp.DateTime);

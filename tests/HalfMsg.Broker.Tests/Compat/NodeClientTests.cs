@@ -75,6 +75,10 @@ public sealed class NodeClientTests(NodeClientFixture fixture) : IClassFixture<N
         Assert.Equal(id, check.GetProperty("id").GetString());
         Assert.Equal(topic, check.GetProperty("topic").GetString());
         Assert.False(check.GetProperty("corrupted").GetBoolean());
+        // The check named the half by its check token after the id (the Node client says x-mq-language HTTP, not DOTNET),
+        // and the client's verbatim echo of it committed the half (since the afternoon session of 2026-12-07).
+        string checkedAs = tx.Final.GetProperty("checkTransactionIds").EnumerateArray().First().GetString()!;
+        Assert.Matches("^" + System.Text.RegularExpressions.Regex.Escape(id) + "~ck[0-9]+$", checkedAs);
 
         NodeScript.Result got = await Collect(topic, Unique("G"), 1, 10_000);
         Assert.Equal(["tx-check-commit"], Bodies(got));

@@ -33,6 +33,8 @@ internal sealed partial class MessagingService
             AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection))
         {
             Namespace = V5Namespace.Of(context),
+            OptedInToCheckTokens = context.GetHttpContext().Request.Headers[CheckTokenIds.AcceptHeader].ToString() == CheckTokenIds.AcceptValue,
+            SendsCheckTokens = SendsCheckTokens(context.GetHttpContext().Request.Headers),
             // Checks queued and never written (the stream ended for not reading, or went away) go back to the core.
             ReturnUnsent = (id, checks) => _engine.ReturnUnsentChecksAsync(id, checks, _stopping),
         };
@@ -123,8 +125,43 @@ internal sealed partial class MessagingService
     /// <summary>How long a stopping broker lets a Telemetry stream write what is queued before it resets it.</summary>
     private static readonly TimeSpan StoppingDrainBound = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// Whether a Telemetry stream's checks carry check tokens (<see cref="TelemetrySession.SendsCheckTokens"/>): our
+    /// ProducerClient asks for them (<see cref="CheckTokenIds.AcceptHeader"/>); so does the <c>x-mq-language</c> of an
+    /// official client that echoes the transaction id it is sent and gives its checker none (<see cref="EchoesCheckIds(string)"/>).
+    /// Any other gets the plain id, as before: DOTNET without the header may be an older build of ours, which hands the id
+    /// to its checker (a BarrierChecker would look the tokenized id up and answer Rollback); the official Rust client
+    /// hands it to its checker too (<c>TransactionChecker = Fn(String, MessageView)</c>), the C++ client puts it in the
+    /// message its checker is given (<c>extension().transaction_id</c>); a stream without <c>x-mq-language</c>, or with one
+    /// no Apache client sends, is no known client. Until the afternoon session of 2026-12-07 every language but DOTNET
+    /// got tokens: a Rust checker that looked its transaction id up found none (found by review).
+    /// </summary>
+    internal static bool SendsCheckTokens(Microsoft.AspNetCore.Http.IHeaderDictionary headers)
+    {
+        if (headers[CheckTokenIds.AcceptHeader].ToString() == CheckTokenIds.AcceptValue) return true;
+        return EchoesCheckIds(headers[RocketMqHeaders.Language].ToString().Trim());
+    }
+
+    /// <summary>The <c>x-mq-language</c> of an official client that echoes a check's transaction id verbatim and keeps it
+    /// from its checker: Java (ProducerImpl), Node (which says HTTP; Producer.onRecoverOrphanedTransactionCommand), Go
+    /// (producer.go; it sets no source on its answer, see TryToDecision) and Python (producer.py).</summary>
+    private static bool EchoesCheckIds(string language)
+        => language.Equals("JAVA", StringComparison.OrdinalIgnoreCase) || language.Equals("HTTP", StringComparison.OrdinalIgnoreCase)
+            || language.Equals("GOLANG", StringComparison.OrdinalIgnoreCase) || language.Equals("PYTHON", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>The same for the language of a client's Settings (<see cref="UA.Language"/>).</summary>
+    private static bool EchoesCheckIds(Language language) => language is Language.Java or Language.NodeJs or Language.Golang or Language.Python;
+
     private void OnSettings(TelemetrySession session, Settings settings)
     {
+        // A client whose header names a language that echoes but whose Settings name another (.NET, Rust, C++...) gets no
+        // tokens either, unless it opted in. The Settings come before the stream is registered for check-backs.
+        if (session.SendsCheckTokens && !session.OptedInToCheckTokens && settings.UserAgent is { Language: not Language.Unspecified and var language }
+            && !EchoesCheckIds(language))
+        {
+            session.SendsCheckTokens = false;
+        }
+
         Settings reply = settings.Clone();
         reply.Metric = new Metric { On = false };
         // Says which broker answers, so that our clients may use what only it accepts (several halves in one send).

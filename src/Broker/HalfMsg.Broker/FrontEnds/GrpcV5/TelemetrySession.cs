@@ -66,6 +66,21 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// <summary>The stream's <c>x-mq-namespace</c> ("" for none): the topics of its check-backs are named in it.</summary>
     public string Namespace { get; init; } = string.Empty;
 
+    /// <summary>
+    /// Whether this stream's checks carry the half's check token in their transaction id
+    /// (<see cref="HalfMsg.Protocol.Grpc.CheckTokenIds"/>): for a client that opted in (our ProducerClient), or one whose
+    /// <c>x-mq-language</c> (and Settings) name an official client that echoes the id and gives its checker none (Java,
+    /// Node, Go, Python: MessagingService.SendsCheckTokens). An older build of our ProducerClient gives its checker the id
+    /// it is sent, and says DOTNET as the official C# client does; the Rust and C++ clients' checkers see the id too: they,
+    /// and a stream of no known language, get the plain id. Since the afternoon session of 2026-12-07.
+    /// </summary>
+    public bool SendsCheckTokens { get => Volatile.Read(ref _sendsCheckTokens); set => Volatile.Write(ref _sendsCheckTokens, value); }
+
+    private bool _sendsCheckTokens;
+
+    /// <summary>The client asked for check tokens (<see cref="HalfMsg.Protocol.Grpc.CheckTokenIds.AcceptHeader"/>).</summary>
+    public bool OptedInToCheckTokens { get; init; }
+
     public bool IsAlive => _alive;
 
     /// <summary>Cancelled when the broker ends this session (replaced by a newer stream, or not draining).</summary>
@@ -107,7 +122,11 @@ internal sealed class TelemetrySession : ICheckBackChannel
             RecoverOrphanedTransactionCommand = new RecoverOrphanedTransactionCommand
             {
                 Message = message,
-                TransactionId = request.TransactionId,
+                // The half's check token after its id, for a client that echoes it (see SendsCheckTokens); the engine
+                // refuses an answer that echoes another half's (a late answer to an earlier half of a reused id).
+                TransactionId = SendsCheckTokens && request.CheckToken >= 0 && request.HalfMessage.MessageId == request.TransactionId
+                    ? HalfMsg.Protocol.Grpc.CheckTokenIds.Make(request.TransactionId, request.CheckToken)
+                    : request.TransactionId,
             },
         }, request);
     }
