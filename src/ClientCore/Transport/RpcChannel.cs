@@ -82,8 +82,9 @@ internal sealed class RpcChannel : IDisposable
     public event Action<Endpoint>? AddressChanged;
 
     /// <summary>Which address of <paramref name="endpoint"/> calls go to now (0 for a single-address endpoint). Away
-    /// from the first address for <see cref="ClientConfig.FailbackInterval"/>, it starts a probe of the first in the
-    /// background (<see cref="ProbeFirstAsync"/>); the answer is the current address until the probe moves back.</summary>
+    /// from the first address for <see cref="ClientConfig.FailbackInterval"/>, it starts a probe of the addresses before
+    /// the current one in the background (<see cref="ProbeBackAsync"/>); the answer is the current address until the
+    /// probe moves back.</summary>
     public int CurrentIndex(Endpoint endpoint)
     {
         if (endpoint.AddressCount == 1)
@@ -107,7 +108,7 @@ internal sealed class RpcChannel : IDisposable
         if (index != 0 && _failback.TryGetValue(endpoint, out Failback? failback) && Environment.TickCount64 >= Volatile.Read(ref failback.DueMs)
             && Interlocked.CompareExchange(ref failback.Probing, 1, 0) == 0)
         {
-            _ = ProbeFirstAsync(endpoint, failback);
+            _ = ProbeBackAsync(endpoint, failback);
         }
 
         return index;
@@ -133,53 +134,86 @@ internal sealed class RpcChannel : IDisposable
         Marshallers.Create(static b => b, static b => b), Marshallers.Create(static b => b, static b => b));
 
     /// <summary>
-    /// Tries the first address of <paramref name="endpoint"/> (on its own channel, so a connection made stays for the
-    /// calls that follow): when the broker there answers, calls go to it again and the Telemetry stream follows
-    /// (<see cref="AddressChanged"/>); when it does not (refused, or silent for <see cref="ClientConfig.ConnectTimeout"/>),
-    /// it is tried again after <see cref="ClientConfig.FailbackInterval"/>. Only the probe waits; no call is held.
+    /// Tries the addresses before <paramref name="endpoint"/>'s current one, in order (each on its own channel, so a
+    /// connection made stays for the calls that follow): calls go to the first whose broker answers, and the Telemetry
+    /// stream follows (<see cref="AddressChanged"/>); when none does (refused, or silent for
+    /// <see cref="ClientConfig.ConnectTimeout"/>), they are tried again after <see cref="ClientConfig.FailbackInterval"/>.
+    /// Only the probe waits; no call is held. With three addresses, a client on the third whose second came back moves
+    /// to the second while the first stays down, and to the first once it answers: until the afternoon session of
+    /// 2026-12-07 only the first was probed, and such a client stayed on the third.
     /// The official Java client's channel (round robin over the addresses, reconnecting each failed one with a backoff of
-    /// up to 2 min) also comes back to an address that returns; ours prefers the first address, as an access point
+    /// up to 2 min) also comes back to an address that returns; ours prefers the earlier address, as an access point
     /// lists its preferred broker first.
     /// </summary>
-    private async Task ProbeFirstAsync(Endpoint endpoint, Failback failback)
+    private async Task ProbeBackAsync(Endpoint endpoint, Failback failback)
     {
-        bool alive = false;
-        string? reason = null;
         try
         {
-            var invoker = Channel(endpoint.Address(0)).Channel.CreateCallInvoker();
-            using AsyncUnaryCall<byte[]> call = invoker.AsyncUnaryCall(ProbeMethod, null,
-                new CallOptions(deadline: DateTime.UtcNow + 3 * _config.ConnectTimeout), []); // past the handler's TLS bound (2x)
-            await call.ResponseAsync.ConfigureAwait(false);
-            alive = true;
-        }
-        catch (RpcException ex) when (ex.StatusCode is not (StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Cancelled
-            or StatusCode.Internal or StatusCode.Unknown) && !IsNotGrpcAnswer(ex))
-        {
-            alive = true; // the broker answered, with its status for a service it does not have
-        }
-        catch (Exception ex) when (ex is RpcException or ObjectDisposedException or InvalidOperationException)
-        {
-            reason = ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message;
-        }
+            for (int i = 0; Volatile.Read(ref _disposed) == 0 && _current.TryGetValue(endpoint, out int current) && i < current; i++)
+            {
+                (bool alive, string? reason) = await ProbeAsync(endpoint.Address(i)).ConfigureAwait(false);
+                if (!alive)
+                {
+                    _logger?.LogDebug("{Address} of {Endpoint} still does not answer ({Reason})", endpoint.Address(i), endpoint, reason);
+                    continue;
+                }
 
-        try
+                if (MoveBack(endpoint, i, out int from))
+                {
+                    _logger?.LogInformation("{Address} of {Endpoint} answers again; using it instead of {Current}", endpoint.Address(i), endpoint,
+                        endpoint.Address(from));
+                    AddressChanged?.Invoke(endpoint);
+                }
+
+                break;
+            }
+        }
+        catch (Exception ex)
         {
-            if (alive && _current.TryGetValue(endpoint, out int index) && index != 0 && _current.TryUpdate(endpoint, 0, index))
-            {
-                _logger?.LogInformation("{Address} of {Endpoint} answers again; using it instead of {Current}", endpoint.Address(0), endpoint,
-                    endpoint.Address(index));
-                AddressChanged?.Invoke(endpoint);
-            }
-            else if (!alive)
-            {
-                _logger?.LogDebug("{Address} of {Endpoint} still does not answer ({Reason})", endpoint.Address(0), endpoint, reason);
-            }
+            // Never an unobserved fault of a background task; the next interval tries again.
+            _logger?.LogDebug(ex, "Failback probe of {Endpoint} failed", endpoint);
         }
         finally
         {
             Volatile.Write(ref failback.DueMs, DueAfterFailback());
             Volatile.Write(ref failback.Probing, 0);
+        }
+    }
+
+    // Calls of endpoint go to address `to` when they go to a later one now (not after the client was disposed).
+    private bool MoveBack(Endpoint endpoint, int to, out int from)
+    {
+        while (Volatile.Read(ref _disposed) == 0 && _current.TryGetValue(endpoint, out from) && from > to)
+        {
+            if (_current.TryUpdate(endpoint, to, from))
+            {
+                return true;
+            }
+        }
+
+        from = 0;
+        return false;
+    }
+
+    // One probe of one address: alive when a broker answered, with any gRPC status.
+    private async Task<(bool Alive, string? Reason)> ProbeAsync(Endpoint address)
+    {
+        try
+        {
+            var invoker = Channel(address).Channel.CreateCallInvoker();
+            using AsyncUnaryCall<byte[]> call = invoker.AsyncUnaryCall(ProbeMethod, null,
+                new CallOptions(deadline: DateTime.UtcNow + 3 * _config.ConnectTimeout), []); // past the handler's TLS bound (2x)
+            await call.ResponseAsync.ConfigureAwait(false);
+            return (true, null);
+        }
+        catch (RpcException ex) when (ex.StatusCode is not (StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Cancelled
+            or StatusCode.Internal or StatusCode.Unknown) && !IsNotGrpcAnswer(ex))
+        {
+            return (true, null); // the broker answered, with its status for a service it does not have
+        }
+        catch (Exception ex) when (ex is RpcException or ObjectDisposedException or InvalidOperationException)
+        {
+            return (false, ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message);
         }
     }
 
@@ -215,9 +249,9 @@ internal sealed class RpcChannel : IDisposable
             : _current.TryUpdate(endpoint, next, index);
         if (moved)
         {
-            if (index == 0)
+            if (next != 0)
             {
-                // Away from the first address: it is tried again after the failback interval.
+                // Away from the first address: the earlier ones are tried again after the failback interval.
                 Failback failback = _failback.GetOrAdd(endpoint, static _ => new Failback());
                 Volatile.Write(ref failback.DueMs, DueAfterFailback());
             }
