@@ -35,8 +35,9 @@ public sealed record SimpleConsumerOptions
     public TimeSpan? ConnectTimeout { get; init; }
 
     /// <summary>With several addresses in <c>Endpoints</c>: after the client moved away from the first, how long until
-    /// the first is tried again (a probe in the background; calls go on meanwhile); when it answers, calls and the
-    /// Telemetry stream move back to it, else it is tried again after as long. Null (default): 30 s;
+    /// the addresses before the current one are tried again, in order (a probe in the background, whether or not the
+    /// client makes calls; calls go on meanwhile); calls and the Telemetry stream move to the first that answers, and
+    /// the earlier ones are tried again after as long. Null (default): 30 s;
     /// <see cref="Timeout.InfiniteTimeSpan"/>: never move back. More than 0 or infinite, else StartAsync throws.</summary>
     public TimeSpan? FailbackInterval { get; init; }
 
@@ -150,8 +151,9 @@ public sealed record PushConsumerOptions
     public TimeSpan? ConnectTimeout { get; init; }
 
     /// <summary>With several addresses in <c>Endpoints</c>: after the client moved away from the first, how long until
-    /// the first is tried again (a probe in the background; calls go on meanwhile); when it answers, calls and the
-    /// Telemetry stream move back to it, else it is tried again after as long. Null (default): 30 s;
+    /// the addresses before the current one are tried again, in order (a probe in the background, whether or not the
+    /// client makes calls; calls go on meanwhile); calls and the Telemetry stream move to the first that answers, and
+    /// the earlier ones are tried again after as long. Null (default): 30 s;
     /// <see cref="Timeout.InfiniteTimeSpan"/>: never move back. More than 0 or infinite, else StartAsync throws.</summary>
     public TimeSpan? FailbackInterval { get; init; }
 

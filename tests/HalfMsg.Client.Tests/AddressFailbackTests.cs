@@ -2,6 +2,7 @@ using Apache.Rocketmq.V2;
 using Grpc.Core;
 using HalfMsg.Client.Tests.Infrastructure;
 using HalfMsg.ClientCore.Transport;
+using Microsoft.Extensions.Logging.Abstractions;
 using Endpoint = HalfMsg.ClientCore.Transport.Endpoint;
 using Status = Apache.Rocketmq.V2.Status;
 
@@ -9,8 +10,8 @@ namespace HalfMsg.Client.Tests;
 
 /// <summary>
 /// The move back of a multi-address endpoint (<see cref="ClientConfig.FailbackInterval"/>): the addresses before the
-/// current one are probed in order, and calls and the Telemetry stream move to the first that answers (the afternoon
-/// session of 2026-12-07).
+/// current one are probed in order, on the client's own timer, and calls and the Telemetry stream move to the first
+/// that answers (the afternoon session of 2026-12-07).
 /// </summary>
 public sealed class AddressFailbackTests
 {
@@ -74,4 +75,53 @@ public sealed class AddressFailbackTests
         }, TimeSpan.FromSeconds(10), "calls moved from the second address to the first, which answers again");
         Assert.Equal(0, channel.CurrentIndex(endpoint));
     }
+
+    [Fact]
+    public async Task A_client_making_no_calls_moves_its_telemetry_stream_back_to_the_first_address_once_it_answers()
+    {
+        // A producer that holds only its Telemetry stream (for check-backs), or an idle consumer, makes no calls. Until
+        // the afternoon session of 2026-12-07 the failback probe was started by a call, and such a client stayed on the
+        // second address for good: the first broker, back, could never reach it with a check-back.
+        int firstStreams = 0, secondStreams = 0;
+        await using var second = await TestGrpcServer.StartAsync(s => s.OnTelemetry = Telemetry(() => Interlocked.Increment(ref secondStreams)));
+        int firstPort = await FreedPortAsync();
+        var endpoint = Endpoint.Parse($"127.0.0.1:{firstPort};{second.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: TimeSpan.FromMilliseconds(500)));
+        int changes = 0;
+        channel.AddressChanged += _ => Interlocked.Increment(ref changes);
+        var session = new TelemetrySession(channel, endpoint, () => new Settings(), _ => { }, null, NullLogger.Instance);
+        try
+        {
+            session.Start();
+            await E2E.EventuallyAsync(() => Volatile.Read(ref secondStreams) > 0, TimeSpan.FromSeconds(15),
+                "the Telemetry stream on the second address, the first refusing");
+            Assert.Equal(1, Volatile.Read(ref changes));
+
+            await using var first = await TestGrpcServer.StartAsync(s => s.OnTelemetry = Telemetry(() => Interlocked.Increment(ref firstStreams)), firstPort);
+            await E2E.EventuallyAsync(() => Volatile.Read(ref firstStreams) > 0, TimeSpan.FromSeconds(15),
+                $"the Telemetry stream moved back to the first address with no call made (address changes: {Volatile.Read(ref changes)}, probes there: {first.Paths.Count(p => p == ProbePath)})");
+            Assert.Equal(0, channel.CurrentIndex(endpoint));
+            Assert.Equal(2, Volatile.Read(ref changes));
+            Assert.Contains(first.Paths, p => p == ProbePath);
+        }
+        finally
+        {
+            await session.DisposeAsync();
+        }
+    }
+
+    // A Telemetry stream that answers the client's Settings, counting the streams opened.
+    private static Func<IAsyncStreamReader<TelemetryCommand>, IServerStreamWriter<TelemetryCommand>, ServerCallContext, Task> Telemetry(Action opened) =>
+        async (requests, responses, ctx) =>
+        {
+            opened();
+            while (await requests.MoveNext(ctx.CancellationToken))
+            {
+                if (requests.Current.Settings is not null)
+                {
+                    await responses.WriteAsync(new TelemetryCommand { Status = new Status { Code = Code.Ok }, Settings = new Settings() });
+                }
+            }
+        };
 }

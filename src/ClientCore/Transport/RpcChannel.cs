@@ -77,14 +77,12 @@ internal sealed class RpcChannel : IDisposable
         return _channels.GetOrAdd(address, static (ep, self) => self.Open(ep), this);
     }
 
-    /// <summary>Raised (on the failing call's thread) when a multi-address endpoint moves to another address, so that
-    /// a long-lived stream on the old one (Telemetry) can follow.</summary>
+    /// <summary>Raised (on the failing call's thread, or the failback probe's) when a multi-address endpoint moves to
+    /// another address, so that a long-lived stream on the old one (Telemetry) can follow.</summary>
     public event Action<Endpoint>? AddressChanged;
 
-    /// <summary>Which address of <paramref name="endpoint"/> calls go to now (0 for a single-address endpoint). Away
-    /// from the first address for <see cref="ClientConfig.FailbackInterval"/>, it starts a probe of the addresses before
-    /// the current one in the background (<see cref="ProbeBackAsync"/>); the answer is the current address until the
-    /// probe moves back.</summary>
+    /// <summary>Which address of <paramref name="endpoint"/> calls go to now (0 for a single-address endpoint). Cheap:
+    /// a dictionary read; the move back to an earlier address is the failback timer's (<see cref="ArmFailback"/>).</summary>
     public int CurrentIndex(Endpoint endpoint)
     {
         if (endpoint.AddressCount == 1)
@@ -100,24 +98,14 @@ internal sealed class RpcChannel : IDisposable
             }
         }
 
-        if (!_current.TryGetValue(endpoint, out int index))
-        {
-            return 0;
-        }
-
-        if (index != 0 && _failback.TryGetValue(endpoint, out Failback? failback) && Environment.TickCount64 >= Volatile.Read(ref failback.DueMs)
-            && Interlocked.CompareExchange(ref failback.Probing, 1, 0) == 0)
-        {
-            _ = ProbeBackAsync(endpoint, failback);
-        }
-
-        return index;
+        return _current.TryGetValue(endpoint, out int index) ? index : 0;
     }
 
-    /// <summary>When the first address of a multi-address endpoint is tried again (<see cref="ClientConfig.FailbackInterval"/>).</summary>
+    /// <summary>The failback timer of a multi-address endpoint that moved away from its first address, and whether a
+    /// probe of the addresses before the current one is running.</summary>
     private sealed class Failback
     {
-        public long DueMs;
+        public Timer? Timer;
         public int Probing;
     }
 
@@ -132,6 +120,46 @@ internal sealed class RpcChannel : IDisposable
     // servers alike) says the address is up, at no cost to the broker and without RocketMQ meaning.
     internal static readonly Method<byte[], byte[]> ProbeMethod = new(MethodType.Unary, "halfmsg.client.v1.AddressProbe", "Probe",
         Marshallers.Create(static b => b, static b => b), Marshallers.Create(static b => b, static b => b));
+
+    /// <summary>
+    /// Starts (or restarts) <paramref name="endpoint"/>'s failback timer: <see cref="ClientConfig.FailbackInterval"/>
+    /// from now it probes the addresses before the current one (<see cref="ProbeBackAsync"/>). The timer is the
+    /// client's own, not a call's: a client that makes no calls (a producer holding only its Telemetry stream for
+    /// check-backs, an idle consumer) moves back too. Armed only while the endpoint is away from its first address,
+    /// never for a single address, never after <see cref="Dispose"/>. Until the afternoon session of 2026-12-07 the
+    /// probe was started by a call, and a client that made none stayed on the address it had moved to.
+    /// </summary>
+    private void ArmFailback(Endpoint endpoint)
+    {
+        if (_config.FailbackInterval == Timeout.InfiniteTimeSpan)
+        {
+            return;
+        }
+
+        Failback failback = _failback.GetOrAdd(endpoint, static _ => new Failback());
+        lock (failback)
+        {
+            if (Volatile.Read(ref _disposed) != 0)
+            {
+                return;
+            }
+
+            failback.Timer ??= new Timer(_ => OnFailbackDue(endpoint, failback), null, Timeout.Infinite, Timeout.Infinite);
+            // A Timer takes at most 0xfffffffe ms; a longer interval (weeks) waits for that long.
+            failback.Timer.Change(TimeSpan.FromMilliseconds(Math.Min(_config.FailbackInterval.TotalMilliseconds, int.MaxValue)), Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private void OnFailbackDue(Endpoint endpoint, Failback failback)
+    {
+        if (Volatile.Read(ref _disposed) != 0 || !_current.TryGetValue(endpoint, out int index) || index == 0
+            || Interlocked.CompareExchange(ref failback.Probing, 1, 0) != 0)
+        {
+            return; // back on the first address, or a probe runs (it re-arms the timer when done)
+        }
+
+        _ = ProbeBackAsync(endpoint, failback);
+    }
 
     /// <summary>
     /// Tries the addresses before <paramref name="endpoint"/>'s current one, in order (each on its own channel, so a
@@ -149,7 +177,7 @@ internal sealed class RpcChannel : IDisposable
     {
         try
         {
-            for (int i = 0; Volatile.Read(ref _disposed) == 0 && _current.TryGetValue(endpoint, out int current) && i < current; i++)
+            for (int i = 0; Volatile.Read(ref _disposed) == 0 && i < CurrentIndex(endpoint); i++)
             {
                 (bool alive, string? reason) = await ProbeAsync(endpoint.Address(i)).ConfigureAwait(false);
                 if (!alive)
@@ -175,8 +203,11 @@ internal sealed class RpcChannel : IDisposable
         }
         finally
         {
-            Volatile.Write(ref failback.DueMs, DueAfterFailback());
             Volatile.Write(ref failback.Probing, 0);
+            if (CurrentIndex(endpoint) != 0)
+            {
+                ArmFailback(endpoint);
+            }
         }
     }
 
@@ -226,10 +257,6 @@ internal sealed class RpcChannel : IDisposable
     /// </summary>
     internal static bool IsNotGrpcAnswer(RpcException ex) => ex.Status.Detail.StartsWith("Bad gRPC response", StringComparison.Ordinal);
 
-    private long DueAfterFailback() => _config.FailbackInterval == Timeout.InfiniteTimeSpan
-        ? long.MaxValue
-        : Environment.TickCount64 + (long)_config.FailbackInterval.TotalMilliseconds;
-
     /// <summary>
     /// A call to address <paramref name="index"/> of <paramref name="endpoint"/> failed at the transport (unavailable):
     /// later calls go to the next address, as a gRPC channel over an address list (the Java client's) picks another
@@ -252,8 +279,7 @@ internal sealed class RpcChannel : IDisposable
             if (next != 0)
             {
                 // Away from the first address: the earlier ones are tried again after the failback interval.
-                Failback failback = _failback.GetOrAdd(endpoint, static _ => new Failback());
-                Volatile.Write(ref failback.DueMs, DueAfterFailback());
+                ArmFailback(endpoint);
             }
 
             _logger?.LogWarning("{Address} of {Endpoint} failed ({Reason}); using {Next}", endpoint.Address(index), endpoint,
@@ -490,6 +516,15 @@ internal sealed class RpcChannel : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;
+        }
+
+        foreach (Failback failback in _failback.Values)
+        {
+            lock (failback)
+            {
+                failback.Timer?.Dispose();
+                failback.Timer = null;
+            }
         }
 
         foreach ((GrpcChannel channel, _, _) in _channels.Values)
