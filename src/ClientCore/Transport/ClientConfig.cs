@@ -54,7 +54,7 @@ internal sealed class ClientConfig
     public TimeSpan RequestTimeout { get; }
 
     /// <summary>
-    /// Bound of opening a connection to one address: TCP, then the TLS handshake or (cleartext) the broker's answer to
+    /// Bound of opening a connection to one address: TCP, the TLS handshake (with TLS), then the broker's answer to
     /// the HTTP/2 preface. An address that does not answer within it fails like a refused one: the call goes on to the
     /// next address of the access point within its deadline, so this should be shorter than <see cref="RequestTimeout"/>.
     /// An address with no other to go to (not part of a multi-address endpoint) has only TCP bounded by it in cleartext;

@@ -308,6 +308,10 @@ internal sealed class RpcChannel : IDisposable
                 // default half the RequestTimeout) failed every call, Unavailable, though it would have answered in time.
                 ConnectTimeout = _config.Tls is null ? Timeout.InfiniteTimeSpan : _config.ConnectTimeout + _config.ConnectTimeout,
                 ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, () => _config.Tls is null && _withAlternatives.ContainsKey(endpoint)),
+                // With TLS the same wait for the broker's answer, after the handshake (the connect callback runs before
+                // it): a broker that completes the handshake and then says nothing fails as a connection, like one
+                // silent in cleartext; an address alone, or cleartext, has no filter. The afternoon session of 2026-12-07.
+                PlaintextStreamFilter = _config.Tls is null ? null : AddressConnector.PlaintextFilter(_config.ConnectTimeout, () => _withAlternatives.ContainsKey(endpoint)),
                 PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
                 KeepAlivePingDelay = KeepAlivePingDelay,
                 KeepAlivePingTimeout = KeepAlivePingTimeout,
@@ -394,6 +398,10 @@ internal sealed class RpcChannel : IDisposable
         {
             switch (e)
             {
+                // Our connect step's: the broker did not answer the HTTP/2 preface (cleartext, or after TLS), before
+                // anything of the request was written, under whatever the handler wrapped it in.
+                case AddressConnector.NoAnswerException:
+                    return true;
                 case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError
                     or HttpRequestError.SecureConnectionError }:
                     return true;

@@ -36,12 +36,21 @@ public sealed class TestGrpcServer : IAsyncDisposable
 
     /// <param name="configure">Sets the fake's RPCs.</param>
     /// <param name="port">The port to listen on (a port a test freed, to bring an address back); 0 for any.</param>
-    public static async Task<TestGrpcServer> StartAsync(Action<FakeMessagingService> configure, int port = 0)
+    /// <param name="certificate">Serves TLS with this certificate (ALPN h2); null for cleartext HTTP/2.</param>
+    public static async Task<TestGrpcServer> StartAsync(Action<FakeMessagingService> configure, int port = 0,
+        System.Security.Cryptography.X509Certificates.X509Certificate2? certificate = null)
     {
         var service = new FakeMessagingService();
         configure(service);
         var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port, l => l.Protocols = HttpProtocols.Http2));
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port, l =>
+        {
+            l.Protocols = HttpProtocols.Http2;
+            if (certificate is not null)
+            {
+                l.UseHttps(certificate);
+            }
+        }));
         builder.Services.AddGrpc();
         builder.Services.AddSingleton(service);
         WebApplication app = builder.Build();
