@@ -60,6 +60,31 @@ public sealed class TlsSilentAddressTests
     }
 
     [Fact]
+    public async Task With_tls_a_first_address_that_resets_the_connection_after_the_handshake_is_passed_over_within_the_call()
+    {
+        // The connection is reset after the handshake, before the broker's HTTP/2 answer: nothing of the request was
+        // written, so the call goes to the second address. Until the afternoon session of 2026-12-07 it failed there,
+        // and was no connection failure, so it did not go on.
+        int calls = 0;
+        using X509Certificate2 certificate = TlsSilentListener.SelfSigned();
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            return Task.FromResult(new HeartbeatResponse { Status = new Status { Code = Code.Ok } });
+        }, certificate: certificate);
+        await using var closing = new TlsSilentListener(resetAfterHandshake: true);
+        string endpoints = $"{closing.Endpoint};{server.Endpoint}";
+        var endpoint = Endpoint.Parse(endpoints);
+        using var channel = new RpcChannel(new ClientConfig(endpoints, null, TimeSpan.FromSeconds(20), null, null, Tls(endpoints),
+            connectTimeout: TimeSpan.FromSeconds(1), failbackInterval: Timeout.InfiniteTimeSpan));
+
+        await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        Assert.Equal(1, channel.CurrentIndex(endpoint));
+        Assert.Equal(1, closing.Handshakes);
+        Assert.Equal(1, Volatile.Read(ref calls));
+    }
+
+    [Fact]
     public async Task With_tls_a_single_address_that_handshakes_and_then_stays_silent_holds_the_call_to_its_deadline_only()
     {
         // An address alone has no other to pass over to: its connection is not cut short at ConnectTimeout.

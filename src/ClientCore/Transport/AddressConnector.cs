@@ -58,7 +58,19 @@ internal static class AddressConnector
             string message = $"{address} completed the TLS handshake but did not answer the HTTP/2 connection preface within {timeout.TotalMilliseconds:0} ms (ConnectTimeout).";
             throw new NoAnswerException(message, new TimeoutException(message));
         }
+        catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException or ObjectDisposedException
+            && ex is not NoAnswerException)
+        {
+            // Reset, or a TLS alert after the handshake (with TLS 1.3 a broker refuses a client certificate only then):
+            // no request was written either. The cause stays in the chain, for what RpcChannel.TlsFailure says of it.
+            throw new NoAnswerException($"{address} failed after the TLS handshake, before answering the HTTP/2 connection preface: {ex.Message}.{TlsClosedHint}", ex);
+        }
     }
+
+    // What a TLS connection closed or reset right after the handshake may mean (with TLS 1.3 the client's side of the
+    // handshake ends before the broker has checked the client's certificate).
+    private const string TlsClosedHint = " A broker that requires client certificates (--tls-client-auth require) ends the connection so for a client"
+        + " without one, or with one its --tls-client-ca did not issue: check Tls.ClientCertificate(File).";
 
     // Sends the preface and reads the broker's first bytes: the stream, with them, for the handler.
     private static async ValueTask<Stream> PrefaceAsync(Stream stream, string address, CancellationToken ct)
@@ -69,7 +81,8 @@ internal static class AddressConnector
         int read = await stream.ReadAsync(first, ct).ConfigureAwait(false);
         if (read == 0)
         {
-            throw new NoAnswerException($"{address} closed the connection without answering the HTTP/2 connection preface.");
+            throw new NoAnswerException($"{address} closed the connection without answering the HTTP/2 connection preface."
+                + (stream is System.Net.Security.SslStream ? TlsClosedHint : string.Empty));
         }
 
         return new PrefacedStream(stream, first.AsMemory(0, read));

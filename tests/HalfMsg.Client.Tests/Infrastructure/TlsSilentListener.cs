@@ -8,9 +8,11 @@ namespace HalfMsg.Client.Tests.Infrastructure;
 /// <summary>
 /// An address that completes the TLS handshake (a self-signed certificate, ALPN h2) and then never writes a byte: a
 /// TLS-terminating load balancer with no backend, or a broker process hung after its TLS layer answered. Reads whatever
-/// comes. Counts the connections accepted and the handshakes completed.
+/// comes. Counts the connections accepted and the handshakes completed. With <paramref name="resetAfterHandshake"/> it
+/// resets each connection (TCP RST) right after the handshake instead, as a broker process that dies, or a proxy that
+/// drops the connection, does.
 /// </summary>
-public sealed class TlsSilentListener(int port = 0) : LoopbackListener(port)
+public sealed class TlsSilentListener(int port = 0, bool resetAfterHandshake = false) : LoopbackListener(port)
 {
     private readonly X509Certificate2 _certificate = SelfSigned();
     private int _handshakes;
@@ -28,6 +30,13 @@ public sealed class TlsSilentListener(int port = 0) : LoopbackListener(port)
             ApplicationProtocols = [SslApplicationProtocol.Http2],
         }, stop);
         Interlocked.Increment(ref _handshakes);
+        if (resetAfterHandshake)
+        {
+            client.Client.LingerState = new System.Net.Sockets.LingerOption(true, 0);
+            client.Client.Close();
+            return;
+        }
+
         byte[] buffer = new byte[4096];
         while (await tls.ReadAsync(buffer, stop) > 0)
         {
