@@ -5,7 +5,7 @@ namespace HalfMsg.Core.Tests;
 
 /// <summary>
 /// A check-back a producer's channel accepted and never wrote (a Telemetry stream ended for not reading with it still
-/// queued) is given back (<see cref="HalfMsg.Broker.Core.BrokerEngine.ReturnUnsentChecksAsync"/>): it does not count as
+/// queued) is given back (<see cref="HalfMsg.Broker.Core.BrokerEngine.ReturnUnsentChecksAsync(string, IReadOnlyList{CheckBackRequest}, CancellationToken)"/>): it does not count as
 /// one of the half's checks, and the half is due at once, for another instance. Until 2026-12-07 such a check was
 /// counted as sent and its half waited a whole check interval. The undo is a TxChecked record, so the state is the same
 /// live, after a replay of the log only, and from a checkpoint.

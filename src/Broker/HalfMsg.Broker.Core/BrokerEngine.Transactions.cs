@@ -547,7 +547,18 @@ public sealed partial class BrokerEngine
     /// same number to the same client id (after a resume, or of a later half of the id) is never undone. A channel gives
     /// back only checks it never wrote (<c>TelemetrySession</c>, <c>RemotingSession</c>).
     /// </summary>
-    public async Task<int> ReturnUnsentChecksAsync(string clientId, IReadOnlyList<CheckBackRequest> checks, CancellationToken ct = default)
+    public Task<int> ReturnUnsentChecksAsync(string clientId, IReadOnlyList<CheckBackRequest> checks, CancellationToken ct = default)
+        => ReturnUnsentChecksAsync([clientId], checks, ct);
+
+    /// <summary>
+    /// As <see cref="ReturnUnsentChecksAsync(string, IReadOnlyList{CheckBackRequest}, CancellationToken)"/>, for a channel
+    /// whose client id changed while checks were queued on it (a Remoting connection whose later HEART_BEAT names another
+    /// clientID): a check is given back when its half's last check is this very one (its sequence) and went to any of
+    /// <paramref name="clientIds"/>. Until the afternoon session of 2026-12-07 such a connection gave its checks back
+    /// under its last id only, which the checks queued before the change had not gone to: they were kept as sent, and
+    /// their halves waited a whole check interval.
+    /// </summary>
+    public async Task<int> ReturnUnsentChecksAsync(IReadOnlyCollection<string> clientIds, IReadOnlyList<CheckBackRequest> checks, CancellationToken ct = default)
     {
         int returned = 0;
         // Newest first: a half's checks queued on one channel are undone from its last back, each the one before the last
@@ -570,7 +581,7 @@ public sealed partial class BrokerEngine
                     // The half's last check, this very one (not one of the same number to the same client id after a
                     // resume, nor one of a later half of the id), still unanswered by the instance it went to; or the
                     // check just before one this call undid, queued on the same channel, with nothing sent since.
-                    bool last = check.Sequence > 0 && half.LastSentCheck == check.Sequence && string.Equals(half.LastCheckedClientId, clientId, StringComparison.Ordinal);
+                    bool last = check.Sequence > 0 && half.LastSentCheck == check.Sequence && half.LastCheckedClientId is { } to && clientIds.Contains(to, StringComparer.Ordinal);
                     bool before = !last && half.LastSentCheck == 0 && undone is not null && undone.TryGetValue(half, out var later)
                         && later.CheckToken == check.CheckToken && later.CheckNumber == check.CheckNumber + 1;
                     if (!last && !before) continue;
@@ -588,7 +599,7 @@ public sealed partial class BrokerEngine
         if (returned > 0)
         {
             KickCheckPass();
-            _logger.LogDebug("{Count} check-backs queued for {ClientId} and never written given back", returned, clientId);
+            _logger.LogDebug("{Count} check-backs queued for {ClientId} and never written given back", returned, string.Join(", ", clientIds));
         }
         return returned;
     }

@@ -62,6 +62,7 @@ public sealed class TelemetryUnsentChecksTests(SlowCheckBrokerFixture broker) : 
     [Fact]
     public async Task Checks_queued_on_a_stream_ended_for_not_reading_go_at_once_to_the_other_instance_and_are_not_counted()
     {
+        var elapsed = System.Diagnostics.Stopwatch.StartNew();
         await using TelemetryTestProducer stalled = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.StopReading);
         await using TelemetryTestProducer live = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Answer);
         await WaitUntilAsync(() => Registered(stalled, live), "both instances are registered", TimeSpan.FromSeconds(30));
@@ -85,7 +86,8 @@ public sealed class TelemetryUnsentChecksTests(SlowCheckBrokerFixture broker) : 
         await WaitUntilAsync(() => ids.Count(live.Decided.Contains) >= halves - 1,
             () => $"the live instance decided all halves but one ({ids.Count(live.Decided.Contains)} of {halves} decided; checks the live one got {live.Checks.Count}, " +
                 $"the stalled one {stalled.Checks.Count}; sent {broker.Host.Engine.Metrics.ChecksSent}, returned {broker.Host.Engine.Metrics.ChecksReturned}; " +
-                $"pending {ids.Count(id => broker.Host.Engine.FindTransaction(id) is not null)}; live's errors: {string.Join(" | ", live.Errors)})", TimeSpan.FromSeconds(30));
+                $"pending {ids.Count(id => broker.Host.Engine.FindTransaction(id) is not null)}; live's errors: {string.Join(" | ", live.Errors)}; " +
+                $"{elapsed.Elapsed.TotalSeconds:F1} s since the streams opened)", TimeSpan.FromSeconds(30));
         Assert.True(ids.Count(id => broker.Host.Engine.FindTransaction(id) is not null) <= 1);
         // The stalled instance's checks it never got were not counted: each half the live one decided was its first check.
         var numbers = live.Checks.Where(c => ids.Contains(c.TransactionId))

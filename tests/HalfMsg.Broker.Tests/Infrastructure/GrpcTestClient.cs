@@ -135,11 +135,14 @@ public sealed class GrpcTestClient : IDisposable
     }
 
     /// <summary>Opens a bidi call (e.g. Telemetry) with this client's metadata; the caller drives it.</summary>
+    /// <param name="timeout">The call's deadline from now (30 s when null); <see cref="Timeout.InfiniteTimeSpan"/> for
+    /// none, as the official clients open their Telemetry streams.</param>
     public AsyncDuplexStreamingCall<TRequest, TResponse> Duplex<TRequest, TResponse>(string path, MessageParser<TResponse> parser,
-        IReadOnlyDictionary<string, string>? headers = null, CancellationToken ct = default)
+        IReadOnlyDictionary<string, string>? headers = null, CancellationToken ct = default, TimeSpan? timeout = null)
         where TRequest : class, IMessage<TRequest>
         where TResponse : class, IMessage<TResponse>
-        => _channel.CreateCallInvoker().AsyncDuplexStreamingCall(Method<TRequest, TResponse>(MethodType.DuplexStreaming, path, parser), null, Options(headers, ct));
+        => _channel.CreateCallInvoker().AsyncDuplexStreamingCall(Method<TRequest, TResponse>(MethodType.DuplexStreaming, path, parser), null,
+            Options(headers, ct, timeout));
 
     private static Method<TRequest, TResponse> Method<TRequest, TResponse>(MethodType type, string path, MessageParser<TResponse> parser)
         where TRequest : class, IMessage<TRequest>
@@ -181,7 +184,8 @@ public sealed class GrpcTestClient : IDisposable
             metadata.Add(k, v);
         }
 
-        return new CallOptions(metadata, deadline: DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30)), cancellationToken: ct);
+        DateTime? deadline = timeout == Timeout.InfiniteTimeSpan ? null : DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
+        return new CallOptions(metadata, deadline: deadline, cancellationToken: ct);
     }
 
     public void Dispose() => _channel.Dispose();

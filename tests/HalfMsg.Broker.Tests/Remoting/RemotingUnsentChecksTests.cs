@@ -10,7 +10,7 @@ namespace HalfMsg.Broker.Tests.Remoting;
 
 /// <summary>
 /// Check-backs a Remoting connection queued and never wrote when it closed are given back to the core, as a Telemetry
-/// stream's are (<see cref="BrokerEngine.ReturnUnsentChecksAsync"/>): not counted as one of the half's checks, and
+/// stream's are (<see cref="BrokerEngine.ReturnUnsentChecksAsync(string, IReadOnlyList{CheckBackRequest}, CancellationToken)"/>): not counted as one of the half's checks, and
 /// offered to another instance at once. Until 2026-12-07 (review) the Remoting write loop dropped them with the rest of
 /// its queue: each counted as sent (an attempt spent) and its half waited a whole check interval. The frame being
 /// written, and those written and not yet flushed, are not given back: they may have reached the producer.
@@ -84,12 +84,43 @@ public sealed class RemotingUnsentChecksTests : IAsyncLifetime
         Assert.Equal(_engine.Metrics.ChecksReturned, Unchecked());
     }
 
-    private static async Task Until(Func<bool> condition)
+    [Fact]
+    public async Task A_check_queued_before_the_client_id_changed_is_given_back_when_the_connection_closes()
+    {
+        // The first heartbeat's clientID; the checks go to it.
+        _session.SetClientId("p1");
+        _session.RegisterProducer("orders");
+        string first = await SendHalfAsync(700 * 1024);
+        string second = await SendHalfAsync(700 * 1024);
+        string third = await SendHalfAsync(700 * 1024);
+        _clock.Advance(TimeSpan.FromSeconds(7));
+        Assert.Equal(3, await _engine.RunCheckPassAsync());
+
+        // A second HEART_BEAT names another clientID (a client restarted its instance on the same connection, or
+        // changed its instance name); then the connection closes with the third check (at least) still queued. Until
+        // the afternoon session of 2026-12-07 it was given back under the new id only, which none of the checks went
+        // to: the core kept each as sent, and its half waited a whole check interval.
+        _session.SetClientId("p1-renamed");
+        await _toServer.Writer.CompleteAsync();
+        await _toClient.Reader.CompleteAsync();
+        await _run.WaitAsync(TimeSpan.FromSeconds(30));
+        int Unchecked() => new[] { first, second, third }.Count(id => _engine.FindTransaction(id)!.Checks == 0);
+        await Until(() => _engine.FindTransaction(third)!.Checks == 0 && _engine.Metrics.ChecksReturned == Unchecked(),
+            () => $"the third check was given back (checks of the third: {_engine.FindTransaction(third)!.Checks}, returned {_engine.Metrics.ChecksReturned})");
+        Assert.Equal(1, _engine.FindTransaction(first)!.Checks); // written: it may have reached the producer
+        var returned = _engine.FindTransaction(third)!;
+        Assert.Equal((0, _clock.GetUtcNow(), (DateTimeOffset?)null), (returned.Checks, returned.NextCheckAt!.Value, returned.LastCheckAt));
+        Assert.InRange(_engine.Metrics.ChecksReturned, 1, 2);
+    }
+
+    private static Task Until(Func<bool> condition) => Until(condition, () => "the condition held");
+
+    private static async Task Until(Func<bool> condition, Func<string> what)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         while (!condition())
         {
-            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold within 30 s");
+            Assert.True(DateTime.UtcNow < deadline, $"timed out after 30 s waiting until {what()}");
             await Task.Delay(20);
         }
     }

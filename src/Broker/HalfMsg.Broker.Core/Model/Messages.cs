@@ -133,10 +133,10 @@ public sealed class CheckBackRequest
     /// <see cref="DecisionRequest.CheckToken"/>. -1 when not known.</summary>
     public long CheckToken { get; init; } = -1;
     /// <summary>When the half's previous check was sent (0 for none): what the half's last check time goes back to if
-    /// this one is given back unwritten (<see cref="BrokerEngine.ReturnUnsentChecksAsync"/>).</summary>
+    /// this one is given back unwritten (<see cref="BrokerEngine.ReturnUnsentChecksAsync(string, IReadOnlyList{CheckBackRequest}, CancellationToken)"/>).</summary>
     public long PreviousCheckAtMs { get; init; }
     /// <summary>Names this check in this process (from 1, set by the check pass; 0 for none): a check given back unwritten
-    /// is undone only while it is its half's last sent one (<see cref="BrokerEngine.ReturnUnsentChecksAsync"/>).</summary>
+    /// is undone only while it is its half's last sent one (<see cref="BrokerEngine.ReturnUnsentChecksAsync(string, IReadOnlyList{CheckBackRequest}, CancellationToken)"/>).</summary>
     public long Sequence { get; init; }
 }
 

@@ -80,7 +80,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// <summary>
     /// Given the checks this session accepted and never wrote, once its writer has stopped (ended for not reading, the
     /// call gone, or stopped past its bound): the core counts them as not sent and offers them to another instance
-    /// (<see cref="HalfMsg.Broker.Core.BrokerEngine.ReturnUnsentChecksAsync"/>). Called once at most, on the thread pool,
+    /// (<see cref="HalfMsg.Broker.Core.BrokerEngine.ReturnUnsentChecksAsync(string, IReadOnlyList{CheckBackRequest}, CancellationToken)"/>). Called once at most, on the thread pool,
     /// never under a lock of this session; a check in the write under way when the writer stopped is not among them (it
     /// may have reached the client). Until 2026-12-07 these checks were dropped, counted as sent, and their halves
     /// waited a whole check interval.

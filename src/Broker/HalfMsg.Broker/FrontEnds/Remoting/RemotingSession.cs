@@ -27,8 +27,10 @@ internal sealed class RemotingSession : ICheckBackChannel
     /// <summary>A frame to write; <see cref="CheckBytes"/> counts against the check-back byte bound,
     /// <see cref="ResponseBytes"/> against the in-flight byte budget and <see cref="PullBytes"/> (a pull's answer) against
     /// the broker's budget of pulled bytes (<see cref="RemotingServer.PullBytes"/>) until the frame is flushed.
-    /// <see cref="Check"/>: the check-back a frame carries, given back to the core if the frame is never written.</summary>
-    private readonly record struct Outbound(RemotingCommand Command, int CheckBytes, long ResponseBytes, long PullBytes = 0, CheckBackRequest? Check = null);
+    /// <see cref="Check"/>: the check-back a frame carries, given back to the core if the frame is never written.
+    /// <see cref="CheckClientId"/>: the connection's client id when the check was queued (the id the core sent it to).</summary>
+    private readonly record struct Outbound(RemotingCommand Command, int CheckBytes, long ResponseBytes, long PullBytes = 0, CheckBackRequest? Check = null,
+        string? CheckClientId = null);
 
     /// <summary>The write loop flushes at least every this many bytes, so a large answer (or a run of them) goes out and
     /// is released in pieces, and a flush that does not complete means the client stopped taking bytes.</summary>
@@ -480,17 +482,26 @@ internal sealed class RemotingSession : ICheckBackChannel
             _outbound.Writer.TryComplete();
             long pulled = writingPull + donePull;
             List<CheckBackRequest>? unsent = null;
+            // The ids the unsent checks were queued under, and the current one: a later HEART_BEAT may have changed the
+            // connection's client id (SetClientId) after a check was queued to the id before.
+            HashSet<string>? ids = null;
             while (reader.TryRead(out var left))
             {
                 pulled += left.PullBytes;
-                if (left.Check is { } check) (unsent ??= []).Add(check);
+                if (left.Check is { } check)
+                {
+                    (unsent ??= []).Add(check);
+                    (ids ??= new(StringComparer.Ordinal) { ClientId }).Add(left.CheckClientId ?? ClientId);
+                }
             }
             _server.ChargePull(this, -pulled);
             // Check-backs never written (not the frame under way, nor those written and not flushed: they may have reached
             // the producer) go back to the core: not counted as sent, and offered to another instance at once. Until
             // 2026-12-07 they were dropped here, each counted as one of its half's checks, and the half waited a whole
             // check interval (found by review). On the thread pool: the core takes its lock and appends.
-            if (unsent is not null) GiveBack(ClientId, unsent);
+            // Given back under every id they were queued under: until the afternoon session of 2026-12-07 only under the
+            // last, and a check queued before the id changed was kept as sent (its half waited a whole check interval).
+            if (unsent is not null) GiveBack(ids!, unsent);
             await output.CompleteAsync().ConfigureAwait(false);
         }
     }
@@ -589,22 +600,22 @@ internal sealed class RemotingSession : ICheckBackChannel
             Interlocked.Add(ref _queuedCheckBytes, -size);
             return false;
         }
-        if (_alive && _outbound.Writer.TryWrite(new Outbound(command, size, 0, 0, request))) return true;
+        if (_alive && _outbound.Writer.TryWrite(new Outbound(command, size, 0, 0, request, ClientId))) return true;
         Interlocked.Add(ref _queuedCheckBytes, -size);
         return false;
     }
 
     /// <summary>Gives checks this connection queued and never wrote back to the core
-    /// (<see cref="HalfMsg.Broker.Core.BrokerEngine.ReturnUnsentChecksAsync"/>), in the background; a broker stopping leaves them as they are
+    /// (<see cref="HalfMsg.Broker.Core.BrokerEngine.ReturnUnsentChecksAsync(IReadOnlyCollection{string}, IReadOnlyList{CheckBackRequest}, CancellationToken)"/>), in the background; a broker stopping leaves them as they are
     /// (checked again after the interval).</summary>
-    private void GiveBack(string clientId, List<CheckBackRequest> unsent)
+    private void GiveBack(IReadOnlyCollection<string> clientIds, List<CheckBackRequest> unsent)
     {
         var engine = _server.Engine;
         _ = Task.Run(async () =>
         {
             try
             {
-                await engine.ReturnUnsentChecksAsync(clientId, unsent).ConfigureAwait(false);
+                await engine.ReturnUnsentChecksAsync(clientIds, unsent).ConfigureAwait(false);
             }
             catch (Exception)
             {
