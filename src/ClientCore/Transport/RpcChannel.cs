@@ -405,6 +405,10 @@ internal sealed class RpcChannel : IDisposable
                 case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError
                     or HttpRequestError.SecureConnectionError }:
                     return true;
+                // A new HTTP/2 connection that shut down before the pool gave it its first request (with TLS 1.3, a
+                // broker refusing the client's certificate after the handshake): no stream of it was used.
+                case HttpRequestException when IsHttp2NotEstablished(e):
+                    return true;
                 case HttpRequestException:
                     sending = true;
                     break;
@@ -492,9 +496,12 @@ internal sealed class RpcChannel : IDisposable
 
         // With TLS 1.3 the client's side of the handshake ends before the broker has checked the client's certificate:
         // a refused one shows as the connection closed, reset or disposed before the call's first answer (in several
-        // shapes, depending on when the client notices).
-        if (ex is RpcException { StatusCode: StatusCode.Unavailable } rpc && rpc.Status.Detail.StartsWith("Error starting gRPC call", StringComparison.Ordinal)
-            && !IsConnectFailure(ex))
+        // shapes, depending on when the client notices). One is the handler's new HTTP/2 connection shut down (the
+        // broker's alert read) before its first request was given to it: a bare HttpRequestException, which grpc-dotnet
+        // reports as Internal. Until the afternoon session of 2026-12-07 that shape had no hint (about one refusal in
+        // ten or twenty on a loaded machine).
+        if ((ex is RpcException { StatusCode: StatusCode.Unavailable } rpc && rpc.Status.Detail.StartsWith("Error starting gRPC call", StringComparison.Ordinal)
+            && !IsConnectFailure(ex)) || HasHttp2NotEstablished(ex))
         {
             return "the TLS connection was closed before the broker answered. If the broker requires client certificates (--tls-client-auth require), this is how it refuses a client "
                 + (tls.HasClientCertificate
@@ -505,6 +512,42 @@ internal sealed class RpcChannel : IDisposable
 
         return null;
     }
+
+    private static bool HasHttp2NotEstablished(Exception ex)
+    {
+        for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
+        {
+            if (IsHttp2NotEstablished(e))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    // SocketsHttpHandler's failure of a new HTTP/2 connection that could not take its first request (it shut down
+    // first): an HttpRequestException with nothing under it and no error code of its own, told apart by its text only
+    // (SR.net_http_http2_connection_not_established, as the runtime's resources give it, or its key when the app is
+    // trimmed with UseSystemResourceKeys, or the English text).
+    private static bool IsHttp2NotEstablished(Exception e) =>
+        e is HttpRequestException { InnerException: null, HttpRequestError: HttpRequestError.Unknown } http
+        && (http.Message.Contains("net_http_http2_connection_not_established", StringComparison.Ordinal)
+            || http.Message.Contains("did not complete the HTTP/2 handshake", StringComparison.Ordinal)
+            || (Http2NotEstablishedText.Value is { Length: > 0 } text && http.Message == text));
+
+    private static readonly Lazy<string?> Http2NotEstablishedText = new(static () =>
+    {
+        try
+        {
+            return new System.Resources.ResourceManager("FxResources.System.Net.Http.SR", typeof(HttpRequestException).Assembly)
+                .GetString("net_http_http2_connection_not_established");
+        }
+        catch (Exception ex) when (ex is System.Resources.MissingManifestResourceException or InvalidOperationException)
+        {
+            return null;
+        }
+    });
 
     /// <summary>Turns gRPC failures into <see cref="TransportException"/>; null to rethrow unchanged (client
     /// exceptions, or cancellation requested by the caller).</summary>

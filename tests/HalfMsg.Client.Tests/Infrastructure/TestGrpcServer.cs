@@ -37,8 +37,10 @@ public sealed class TestGrpcServer : IAsyncDisposable
     /// <param name="configure">Sets the fake's RPCs.</param>
     /// <param name="port">The port to listen on (a port a test freed, to bring an address back); 0 for any.</param>
     /// <param name="certificate">Serves TLS with this certificate (ALPN h2); null for cleartext HTTP/2.</param>
+    /// <param name="requireClientCertificate">With <paramref name="certificate"/>: TLS 1.3 only, and a client certificate
+    /// required (any is accepted), as a broker with <c>--tls-client-auth require</c> refuses a client without one.</param>
     public static async Task<TestGrpcServer> StartAsync(Action<FakeMessagingService> configure, int port = 0,
-        System.Security.Cryptography.X509Certificates.X509Certificate2? certificate = null)
+        System.Security.Cryptography.X509Certificates.X509Certificate2? certificate = null, bool requireClientCertificate = false)
     {
         var service = new FakeMessagingService();
         configure(service);
@@ -46,7 +48,17 @@ public sealed class TestGrpcServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port, l =>
         {
             l.Protocols = HttpProtocols.Http2;
-            if (certificate is not null)
+            if (certificate is not null && requireClientCertificate)
+            {
+                l.UseHttps(new Microsoft.AspNetCore.Server.Kestrel.Https.HttpsConnectionAdapterOptions
+                {
+                    ServerCertificate = certificate,
+                    SslProtocols = System.Security.Authentication.SslProtocols.Tls13,
+                    ClientCertificateMode = Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.RequireCertificate,
+                    ClientCertificateValidation = (_, _, _) => true,
+                });
+            }
+            else if (certificate is not null)
             {
                 l.UseHttps(certificate);
             }
