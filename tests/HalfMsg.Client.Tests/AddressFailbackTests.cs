@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Apache.Rocketmq.V2;
 using Grpc.Core;
 using HalfMsg.Client.Tests.Infrastructure;
@@ -109,6 +110,41 @@ public sealed class AddressFailbackTests
         {
             await session.DisposeAsync();
         }
+    }
+
+    [Fact]
+    public async Task The_failback_probe_runs_outside_the_context_of_the_call_that_moved_the_endpoint_away()
+    {
+        // The failback timer is made by the call whose failure moved the endpoint away, and a timer runs its callback in
+        // the execution context of its maker: every probe then carried that call's trace (its traceparent header: a
+        // span of the broker's in a trace long ended, every FailbackInterval for as long as the endpoint stayed away),
+        // and the timer held that call's AsyncLocals for the client's lifetime. Until the afternoon session of 2026-12-07.
+        using var source = new ActivitySource("HalfMsg.Client.Tests.FailbackProbe." + Guid.NewGuid().ToString("N"));
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name == source.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+        };
+        ActivitySource.AddActivityListener(listener);
+
+        await using var second = await CountingHeartbeatsAsync(() => { });
+        int firstPort = await FreedPortAsync();
+        var endpoint = Endpoint.Parse($"127.0.0.1:{firstPort};{second.Endpoint}");
+        using var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: TimeSpan.FromMilliseconds(300), failbackInterval: TimeSpan.FromMilliseconds(300)));
+
+        string traceId;
+        using (Activity operation = source.StartActivity("the application's operation")!)
+        {
+            traceId = operation.TraceId.ToHexString();
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default); // the first refuses: moved to the second
+            Assert.Equal(1, channel.CurrentIndex(endpoint));
+        }
+
+        await using var first = await CountingHeartbeatsAsync(() => { }, firstPort);
+        await E2E.EventuallyAsync(() => channel.CurrentIndex(endpoint) == 0, TimeSpan.FromSeconds(15), "moved back to the first address");
+        Assert.Contains(first.Paths, p => p == ProbePath);
+        Assert.DoesNotContain(first.TraceParents, t => t.TraceParent.Contains(traceId, StringComparison.Ordinal));
     }
 
     // A Telemetry stream that answers the client's Settings, counting the streams opened.

@@ -144,7 +144,30 @@ internal sealed class RpcChannel : IDisposable
                 return;
             }
 
-            failback.Timer ??= new Timer(_ => OnFailbackDue(endpoint, failback), null, Timeout.Infinite, Timeout.Infinite);
+            if (failback.Timer is null)
+            {
+                // Made by the call whose failure moved the endpoint away: without its execution context, which a timer
+                // would otherwise run every probe in (that call's trace, as every probe's traceparent, and its
+                // AsyncLocals, held for the client's lifetime). The afternoon session of 2026-12-07.
+                bool suppress = !ExecutionContext.IsFlowSuppressed();
+                if (suppress)
+                {
+                    ExecutionContext.SuppressFlow();
+                }
+
+                try
+                {
+                    failback.Timer = new Timer(_ => OnFailbackDue(endpoint, failback), null, Timeout.Infinite, Timeout.Infinite);
+                }
+                finally
+                {
+                    if (suppress)
+                    {
+                        ExecutionContext.RestoreFlow();
+                    }
+                }
+            }
+
             // A Timer takes at most 0xfffffffe ms; a longer interval (weeks) waits for that long.
             failback.Timer.Change(TimeSpan.FromMilliseconds(Math.Min(_config.FailbackInterval.TotalMilliseconds, int.MaxValue)), Timeout.InfiniteTimeSpan);
         }

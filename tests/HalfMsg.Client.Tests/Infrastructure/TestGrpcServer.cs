@@ -19,11 +19,13 @@ public sealed class TestGrpcServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
-    private TestGrpcServer(WebApplication app, FakeMessagingService service, ConcurrentQueue<string> paths, int port)
+    private TestGrpcServer(WebApplication app, FakeMessagingService service, ConcurrentQueue<string> paths,
+        ConcurrentQueue<(string Path, string TraceParent)> traceParents, int port)
     {
         _app = app;
         Service = service;
         Paths = paths;
+        TraceParents = traceParents;
         Port = port;
     }
 
@@ -31,6 +33,9 @@ public sealed class TestGrpcServer : IAsyncDisposable
 
     /// <summary>The path of every request received (<c>/package.Service/Method</c>), served or not, in arrival order.</summary>
     public ConcurrentQueue<string> Paths { get; }
+
+    /// <summary>The W3C <c>traceparent</c> header of every request that had one, with its path, in arrival order.</summary>
+    public ConcurrentQueue<(string Path, string TraceParent)> TraceParents { get; }
     public int Port { get; }
     public string Endpoint => $"127.0.0.1:{Port}";
 
@@ -67,15 +72,21 @@ public sealed class TestGrpcServer : IAsyncDisposable
         builder.Services.AddSingleton(service);
         WebApplication app = builder.Build();
         var paths = new ConcurrentQueue<string>();
+        var traceParents = new ConcurrentQueue<(string, string)>();
         app.Use((context, next) =>
         {
             paths.Enqueue(context.Request.Path.Value ?? string.Empty);
+            if (context.Request.Headers.TryGetValue("traceparent", out var traceParent))
+            {
+                traceParents.Enqueue((context.Request.Path.Value ?? string.Empty, traceParent.ToString()));
+            }
+
             return next(context);
         });
         app.MapGrpcService<FakeMessagingService>();
         await app.StartAsync();
         string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        return new TestGrpcServer(app, service, paths, new Uri(address).Port);
+        return new TestGrpcServer(app, service, paths, traceParents, new Uri(address).Port);
     }
 
     public async ValueTask DisposeAsync() => await _app.DisposeAsync();
