@@ -73,4 +73,32 @@ public sealed class TlsClientCertificateRefusalTests(ITestOutputHelper output)
             output.WriteLine($"{count} x {shape}");
         }
     }
+
+    [Fact]
+    public async Task Refused_at_every_address_of_several_the_call_says_so_for_each()
+    {
+        // With another address to go to, the broker's answer after the handshake is awaited (PlaintextStreamFilter): the
+        // refusal is a connection failure there, the call goes to the next address, and the error names each with the hint.
+        using X509Certificate2 certificate = TlsSilentListener.SelfSigned();
+        await using var first = await TestGrpcServer.StartAsync(_ => { }, certificate: certificate, requireClientCertificate: true);
+        await using var second = await TestGrpcServer.StartAsync(_ => { }, certificate: certificate, requireClientCertificate: true);
+        string endpoints = $"{first.Endpoint};{second.Endpoint}";
+        var endpoint = Endpoint.Parse(endpoints);
+        for (int i = 0; i < 10; i++)
+        {
+            using var channel = new RpcChannel(new ClientConfig(endpoints, null, TimeSpan.FromSeconds(20), null, null, Tls(endpoints),
+                connectTimeout: TimeSpan.FromSeconds(5), failbackInterval: Timeout.InfiniteTimeSpan));
+            var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint, Heartbeat, null, default));
+            Assert.Equal(StatusCode.Unavailable, ex.GrpcStatus);
+            Assert.StartsWith($"No address of {endpoint} could be connected to", ex.Message, StringComparison.Ordinal);
+            int atFirst = ex.Message.IndexOf(first.Endpoint + ": ", StringComparison.Ordinal);
+            int atSecond = ex.Message.IndexOf(second.Endpoint + ": ", StringComparison.Ordinal);
+            Assert.True(atFirst >= 0 && atSecond > atFirst, $"attempt {i}: both addresses, in order, in {ex.Message}");
+            Assert.Contains("Tls.ClientCertificate", ex.Message[atFirst..atSecond], StringComparison.Ordinal);
+            Assert.Contains("Tls.ClientCertificate", ex.Message[atSecond..], StringComparison.Ordinal);
+
+            Assert.Empty(first.Paths);
+            Assert.Empty(second.Paths);
+        }
+    }
 }
