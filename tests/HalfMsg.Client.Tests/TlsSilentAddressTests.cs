@@ -85,6 +85,38 @@ public sealed class TlsSilentAddressTests
     }
 
     [Fact]
+    public async Task With_tls_a_server_that_sends_its_settings_before_reading_the_client_preface_is_answered_through_the_preface_wait()
+    {
+        // A Netty server (grpc-java, as Apache RocketMQ's proxy) sends its SETTINGS as soon as the connection is up,
+        // before the client's preface: the wait for the broker's answer after the handshake (an address of several)
+        // reads them, and the handler's preface is not sent twice (the proxy checks the first 24 bytes and relays
+        // the rest to a backend that would refuse a second preface).
+        int calls = 0;
+        await using var backend = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            return Task.FromResult(new HeartbeatResponse { Status = new Status { Code = Code.Ok } });
+        });
+        using X509Certificate2 certificate = TlsSilentListener.SelfSigned();
+        await using var server = new SettingsFirstTlsProxy(backend.Port, certificate);
+        await using var refused = new TlsSilentListener(resetAfterHandshake: true); // a second address: the wait applies
+        string endpoints = $"{server.Endpoint};{refused.Endpoint}";
+        var endpoint = Endpoint.Parse(endpoints);
+        using var channel = new RpcChannel(new ClientConfig(endpoints, null, TimeSpan.FromSeconds(20), null, null, Tls(endpoints),
+            connectTimeout: TimeSpan.FromSeconds(2), failbackInterval: Timeout.InfiniteTimeSpan));
+
+        for (int i = 0; i < 5; i++)
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default);
+        }
+
+        Assert.Equal(5, Volatile.Read(ref calls));
+        Assert.Equal(0, channel.CurrentIndex(endpoint));
+        Assert.Equal(1, server.SettingsFirst);
+        Assert.Equal(0, refused.Connections);
+    }
+
+    [Fact]
     public async Task With_tls_a_single_address_that_handshakes_and_then_stays_silent_holds_the_call_to_its_deadline_only()
     {
         // An address alone has no other to pass over to: its connection is not cut short at ConnectTimeout.

@@ -50,6 +50,12 @@ public sealed class TestGrpcServer : IAsyncDisposable
         var service = new FakeMessagingService();
         configure(service);
         var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            // A request's :scheme need not be the connection's: https requests relayed in cleartext by a test's TLS
+            // front (SettingsFirstTlsProxy) are served, as behind a TLS-terminating load balancer.
+            k.AllowAlternateSchemes = true;
+        });
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port, l =>
         {
             l.Protocols = HttpProtocols.Http2;
