@@ -36,8 +36,8 @@ public sealed record ProducerOptions
     /// <summary>Deadline of each unary call (the official clients' default is 3 s).</summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(3);
 
-    /// <summary>Bound of opening a connection to one address: TCP, then the TLS handshake or (cleartext) the broker's
-    /// answer to the HTTP/2 preface. An address that does not answer within it is passed over like a refused one (the
+    /// <summary>Bound of opening a connection to one address: TCP, the TLS handshake (with TLS), then the
+    /// broker's answer to the HTTP/2 preface. An address that does not answer within it is passed over like a refused one (the
     /// request never left): the call goes to the next address of <c>Endpoints</c> within its deadline, and later calls
     /// start there. With a single address (nowhere else to go) only TCP is bounded by it and the call's deadline bounds
     /// the rest, so a broker slow to answer a new connection is waited for. Null (default): half the
@@ -45,8 +45,9 @@ public sealed record ProducerOptions
     public TimeSpan? ConnectTimeout { get; init; }
 
     /// <summary>With several addresses in <c>Endpoints</c>: after the client moved away from the first, how long until
-    /// the first is tried again (a probe in the background; calls go on meanwhile); when it answers, calls and the
-    /// Telemetry stream move back to it, else it is tried again after as long. Null (default): 30 s;
+    /// the addresses before the current one are tried again, in order (a probe in the background, whether or not the
+    /// client makes calls; calls go on meanwhile); calls and the Telemetry stream move to the first that answers, and
+    /// the earlier ones are tried again after as long. Null (default): 30 s;
     /// <see cref="Timeout.InfiniteTimeSpan"/>: never move back. More than 0 or infinite, else StartAsync throws.</summary>
     public TimeSpan? FailbackInterval { get; init; }
 

@@ -11,7 +11,12 @@ namespace HalfMsg.ClientCore.Transport;
 /// never left, so <see cref="RpcChannel"/> may take it to the next address within the call and later calls go there
 /// too. Until the midday session of 2026-12-07 such an address held every call until its deadline (the connection was
 /// "made", and the request written into it), and no call moved away from it.
-/// With TLS the handshake is the broker's answer (the handler's connect timeout covers it); only TCP is done here.
+/// With TLS, only TCP is done in the connect callback (the handler does TLS after it, within its own connect timeout);
+/// the broker's answer after the handshake is awaited by <see cref="PlaintextFilter"/> (the handler's
+/// <see cref="SocketsHttpHandler.PlaintextStreamFilter"/>, run after TLS and before HTTP/2), with the same bound and for
+/// the same addresses. Until the afternoon session of 2026-12-07 a TLS address that completed the handshake and then
+/// said nothing (a TLS-terminating load balancer without a backend, a hung broker) held the call until its deadline, or
+/// until the HTTP/2 keep-alive ping gave up on it (Internal), and no call moved away from it.
 /// </summary>
 internal static class AddressConnector
 {
@@ -23,6 +28,72 @@ internal static class AddressConnector
     /// the preface.</summary>
     public static Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>> Callback(TimeSpan timeout, Func<bool> awaitAnswer) =>
         (context, ct) => ConnectAsync(context.DnsEndPoint, timeout, awaitAnswer(), ct);
+
+    /// <summary>A plaintext stream filter that, when <paramref name="awaitAnswer"/> says so at the connection (TLS, an
+    /// address with another to go to) and HTTP/2 was negotiated, sends the HTTP/2 preface over the TLS connection and
+    /// waits for the broker's first bytes (its SETTINGS) within <paramref name="timeout"/>; otherwise the stream as it is.</summary>
+    public static Func<SocketsHttpPlaintextStreamFilterContext, CancellationToken, ValueTask<Stream>> PlaintextFilter(TimeSpan timeout, Func<bool> awaitAnswer) =>
+        (context, ct) => context.NegotiatedHttpVersion == HttpVersion.Version20 && awaitAnswer()
+            ? AwaitAnswerAsync(context.PlaintextStream, context.InitialRequestMessage.RequestUri is { } uri ? $"{uri.Host}:{uri.Port}" : "the broker",
+                timeout, ct)
+            : ValueTask.FromResult(context.PlaintextStream);
+
+    private static async ValueTask<Stream> AwaitAnswerAsync(Stream stream, string address, TimeSpan timeout, CancellationToken ct)
+    {
+        using var bound = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        bound.CancelAfter(timeout);
+        try
+        {
+            return await PrefaceAsync(stream, address, bound.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // The handler's own bound (its ConnectTimeout) or the request's: its token, so that the handler reports it as
+            // it does its own (a connect timeout), not as a failure of the filter.
+            ct.ThrowIfCancellationRequested();
+            throw;
+        }
+        catch (OperationCanceledException)
+        {
+            string message = $"{address} completed the TLS handshake but did not answer the HTTP/2 connection preface within {timeout.TotalMilliseconds:0} ms (ConnectTimeout).";
+            throw new NoAnswerException(message, new TimeoutException(message));
+        }
+        catch (Exception ex) when (ex is IOException or System.Security.Authentication.AuthenticationException or ObjectDisposedException
+            && ex is not NoAnswerException)
+        {
+            // Reset, or a TLS alert after the handshake (with TLS 1.3 a broker refuses a client certificate only then):
+            // no request was written either. The cause stays in the chain, for what RpcChannel.TlsFailure says of it.
+            throw new NoAnswerException($"{address} failed after the TLS handshake, before answering the HTTP/2 connection preface: {ex.Message}.{TlsClosedHint}", ex);
+        }
+    }
+
+    // What a TLS connection closed or reset right after the handshake may mean (with TLS 1.3 the client's side of the
+    // handshake ends before the broker has checked the client's certificate).
+    private const string TlsClosedHint = " A broker that requires client certificates (--tls-client-auth require) ends the connection so for a client"
+        + " without one, or with one its --tls-client-ca did not issue: check Tls.ClientCertificate(File).";
+
+    // Sends the preface and reads the broker's first bytes: the stream, with them, for the handler.
+    private static async ValueTask<Stream> PrefaceAsync(Stream stream, string address, CancellationToken ct)
+    {
+        await stream.WriteAsync(Preface.ToArray(), ct).ConfigureAwait(false);
+        await stream.FlushAsync(ct).ConfigureAwait(false);
+        byte[] first = new byte[64];
+        int read = await stream.ReadAsync(first, ct).ConfigureAwait(false);
+        if (read == 0)
+        {
+            throw new NoAnswerException($"{address} closed the connection without answering the HTTP/2 connection preface."
+                + (stream is System.Net.Security.SslStream ? TlsClosedHint : string.Empty));
+        }
+
+        return new PrefacedStream(stream, first.AsMemory(0, read));
+    }
+
+    /// <summary>
+    /// An address that did not answer its connection (the HTTP/2 preface) in time, or closed it first: no request was
+    /// written, so the call may go to another address (<see cref="RpcChannel.IsConnectFailure"/>), however the handler
+    /// wraps it (a connection failure from the connect callback, a failure of the plaintext filter from the filter).
+    /// </summary>
+    internal sealed class NoAnswerException(string message, Exception? inner = null) : IOException(message, inner);
 
     public static async ValueTask<Stream> ConnectAsync(DnsEndPoint address, TimeSpan timeout, bool awaitAnswer, CancellationToken ct)
     {
@@ -42,16 +113,9 @@ internal static class AddressConnector
             }
 
             step = "answer the HTTP/2 connection preface";
-            await network.WriteAsync(Preface.ToArray(), bound.Token).ConfigureAwait(false);
-            byte[] first = new byte[64];
-            int read = await network.ReadAsync(first, bound.Token).ConfigureAwait(false);
-            if (read == 0)
-            {
-                throw new IOException($"{address.Host}:{address.Port} closed the connection without answering the HTTP/2 connection preface.");
-            }
-
+            Stream answered = await PrefaceAsync(network, $"{address.Host}:{address.Port}", bound.Token).ConfigureAwait(false);
             handedOver = true;
-            return new PrefacedStream(network, first.AsMemory(0, read));
+            return answered;
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
@@ -59,7 +123,7 @@ internal static class AddressConnector
             // (HttpRequestError.ConnectionError), which RpcChannel takes to the next address; an IOException, which
             // grpc-dotnet reports as Unavailable (Internal otherwise), as it does a refused connection.
             string message = $"{address.Host}:{address.Port} did not {step} within {timeout.TotalMilliseconds:0} ms (ConnectTimeout).";
-            throw new IOException(message, new TimeoutException(message));
+            throw new NoAnswerException(message, new TimeoutException(message));
         }
         finally
         {

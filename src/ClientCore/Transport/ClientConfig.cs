@@ -54,7 +54,7 @@ internal sealed class ClientConfig
     public TimeSpan RequestTimeout { get; }
 
     /// <summary>
-    /// Bound of opening a connection to one address: TCP, then the TLS handshake or (cleartext) the broker's answer to
+    /// Bound of opening a connection to one address: TCP, the TLS handshake (with TLS), then the broker's answer to
     /// the HTTP/2 preface. An address that does not answer within it fails like a refused one: the call goes on to the
     /// next address of the access point within its deadline, so this should be shorter than <see cref="RequestTimeout"/>.
     /// An address with no other to go to (not part of a multi-address endpoint) has only TCP bounded by it in cleartext;
@@ -63,9 +63,10 @@ internal sealed class ClientConfig
     public TimeSpan ConnectTimeout { get; }
 
     /// <summary>
-    /// After an access point of several addresses moved away from its first address, how long until the first is tried
-    /// again (by a probe in the background, started by a call; calls go on to the current address meanwhile); when it
-    /// answers, calls and the Telemetry stream move back to it, else it is tried again after as long.
+    /// After an access point of several addresses moved away from its first address, how long until the addresses before
+    /// the current one are tried again, in order (by a probe in the background, on a timer of the client's own, whether
+    /// or not it makes calls; calls go on to the current address meanwhile); calls and the Telemetry stream move to the
+    /// first that answers, and while that is not the first address, the earlier ones are tried again after as long.
     /// <see cref="Timeout.InfiniteTimeSpan"/>: never.
     /// </summary>
     public TimeSpan FailbackInterval { get; }

@@ -77,13 +77,12 @@ internal sealed class RpcChannel : IDisposable
         return _channels.GetOrAdd(address, static (ep, self) => self.Open(ep), this);
     }
 
-    /// <summary>Raised (on the failing call's thread) when a multi-address endpoint moves to another address, so that
-    /// a long-lived stream on the old one (Telemetry) can follow.</summary>
+    /// <summary>Raised (on the failing call's thread, or the failback probe's) when a multi-address endpoint moves to
+    /// another address, so that a long-lived stream on the old one (Telemetry) can follow.</summary>
     public event Action<Endpoint>? AddressChanged;
 
-    /// <summary>Which address of <paramref name="endpoint"/> calls go to now (0 for a single-address endpoint). Away
-    /// from the first address for <see cref="ClientConfig.FailbackInterval"/>, it starts a probe of the first in the
-    /// background (<see cref="ProbeFirstAsync"/>); the answer is the current address until the probe moves back.</summary>
+    /// <summary>Which address of <paramref name="endpoint"/> calls go to now (0 for a single-address endpoint). Cheap:
+    /// a dictionary read; the move back to an earlier address is the failback timer's (<see cref="ArmFailback"/>).</summary>
     public int CurrentIndex(Endpoint endpoint)
     {
         if (endpoint.AddressCount == 1)
@@ -99,24 +98,14 @@ internal sealed class RpcChannel : IDisposable
             }
         }
 
-        if (!_current.TryGetValue(endpoint, out int index))
-        {
-            return 0;
-        }
-
-        if (index != 0 && _failback.TryGetValue(endpoint, out Failback? failback) && Environment.TickCount64 >= Volatile.Read(ref failback.DueMs)
-            && Interlocked.CompareExchange(ref failback.Probing, 1, 0) == 0)
-        {
-            _ = ProbeFirstAsync(endpoint, failback);
-        }
-
-        return index;
+        return _current.TryGetValue(endpoint, out int index) ? index : 0;
     }
 
-    /// <summary>When the first address of a multi-address endpoint is tried again (<see cref="ClientConfig.FailbackInterval"/>).</summary>
+    /// <summary>The failback timer of a multi-address endpoint that moved away from its first address, and whether a
+    /// probe of the addresses before the current one is running.</summary>
     private sealed class Failback
     {
-        public long DueMs;
+        public Timer? Timer;
         public int Probing;
     }
 
@@ -133,53 +122,152 @@ internal sealed class RpcChannel : IDisposable
         Marshallers.Create(static b => b, static b => b), Marshallers.Create(static b => b, static b => b));
 
     /// <summary>
-    /// Tries the first address of <paramref name="endpoint"/> (on its own channel, so a connection made stays for the
-    /// calls that follow): when the broker there answers, calls go to it again and the Telemetry stream follows
-    /// (<see cref="AddressChanged"/>); when it does not (refused, or silent for <see cref="ClientConfig.ConnectTimeout"/>),
-    /// it is tried again after <see cref="ClientConfig.FailbackInterval"/>. Only the probe waits; no call is held.
+    /// Starts (or restarts) <paramref name="endpoint"/>'s failback timer: <see cref="ClientConfig.FailbackInterval"/>
+    /// from now it probes the addresses before the current one (<see cref="ProbeBackAsync"/>). The timer is the
+    /// client's own, not a call's: a client that makes no calls (a producer holding only its Telemetry stream for
+    /// check-backs, an idle consumer) moves back too. Armed only while the endpoint is away from its first address,
+    /// never for a single address, never after <see cref="Dispose"/>. Until the afternoon session of 2026-12-07 the
+    /// probe was started by a call, and a client that made none stayed on the address it had moved to.
+    /// </summary>
+    private void ArmFailback(Endpoint endpoint)
+    {
+        if (_config.FailbackInterval == Timeout.InfiniteTimeSpan)
+        {
+            return;
+        }
+
+        Failback failback = _failback.GetOrAdd(endpoint, static _ => new Failback());
+        lock (failback)
+        {
+            if (Volatile.Read(ref _disposed) != 0)
+            {
+                return;
+            }
+
+            if (failback.Timer is null)
+            {
+                // Made by the call whose failure moved the endpoint away: without its execution context, which a timer
+                // would otherwise run every probe in (that call's trace, as every probe's traceparent, and its
+                // AsyncLocals, held for the client's lifetime). The afternoon session of 2026-12-07.
+                bool suppress = !ExecutionContext.IsFlowSuppressed();
+                if (suppress)
+                {
+                    ExecutionContext.SuppressFlow();
+                }
+
+                try
+                {
+                    failback.Timer = new Timer(_ => OnFailbackDue(endpoint, failback), null, Timeout.Infinite, Timeout.Infinite);
+                }
+                finally
+                {
+                    if (suppress)
+                    {
+                        ExecutionContext.RestoreFlow();
+                    }
+                }
+            }
+
+            // A Timer takes at most 0xfffffffe ms; a longer interval (weeks) waits for that long.
+            failback.Timer.Change(TimeSpan.FromMilliseconds(Math.Min(_config.FailbackInterval.TotalMilliseconds, int.MaxValue)), Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private void OnFailbackDue(Endpoint endpoint, Failback failback)
+    {
+        if (Volatile.Read(ref _disposed) != 0 || !_current.TryGetValue(endpoint, out int index) || index == 0
+            || Interlocked.CompareExchange(ref failback.Probing, 1, 0) != 0)
+        {
+            return; // back on the first address, or a probe runs (it re-arms the timer when done)
+        }
+
+        _ = ProbeBackAsync(endpoint, failback);
+    }
+
+    /// <summary>
+    /// Tries the addresses before <paramref name="endpoint"/>'s current one, in order (each on its own channel, so a
+    /// connection made stays for the calls that follow): calls go to the first whose broker answers, and the Telemetry
+    /// stream follows (<see cref="AddressChanged"/>); when none does (refused, or silent for
+    /// <see cref="ClientConfig.ConnectTimeout"/>), they are tried again after <see cref="ClientConfig.FailbackInterval"/>.
+    /// Only the probe waits; no call is held. With three addresses, a client on the third whose second came back moves
+    /// to the second while the first stays down, and to the first once it answers: until the afternoon session of
+    /// 2026-12-07 only the first was probed, and such a client stayed on the third.
     /// The official Java client's channel (round robin over the addresses, reconnecting each failed one with a backoff of
-    /// up to 2 min) also comes back to an address that returns; ours prefers the first address, as an access point
+    /// up to 2 min) also comes back to an address that returns; ours prefers the earlier address, as an access point
     /// lists its preferred broker first.
     /// </summary>
-    private async Task ProbeFirstAsync(Endpoint endpoint, Failback failback)
+    private async Task ProbeBackAsync(Endpoint endpoint, Failback failback)
     {
-        bool alive = false;
-        string? reason = null;
         try
         {
-            var invoker = Channel(endpoint.Address(0)).Channel.CreateCallInvoker();
+            for (int i = 0; Volatile.Read(ref _disposed) == 0 && i < CurrentIndex(endpoint); i++)
+            {
+                (bool alive, string? reason) = await ProbeAsync(endpoint.Address(i)).ConfigureAwait(false);
+                if (!alive)
+                {
+                    _logger?.LogDebug("{Address} of {Endpoint} still does not answer ({Reason})", endpoint.Address(i), endpoint, reason);
+                    continue;
+                }
+
+                if (MoveBack(endpoint, i, out int from))
+                {
+                    _logger?.LogInformation("{Address} of {Endpoint} answers again; using it instead of {Current}", endpoint.Address(i), endpoint,
+                        endpoint.Address(from));
+                    AddressChanged?.Invoke(endpoint);
+                }
+
+                break;
+            }
+        }
+        catch (Exception ex)
+        {
+            // Never an unobserved fault of a background task; the next interval tries again.
+            _logger?.LogDebug(ex, "Failback probe of {Endpoint} failed", endpoint);
+        }
+        finally
+        {
+            Volatile.Write(ref failback.Probing, 0);
+            if (CurrentIndex(endpoint) != 0)
+            {
+                ArmFailback(endpoint);
+            }
+        }
+    }
+
+    // Calls of endpoint go to address `to` when they go to a later one now (not after the client was disposed).
+    private bool MoveBack(Endpoint endpoint, int to, out int from)
+    {
+        while (Volatile.Read(ref _disposed) == 0 && _current.TryGetValue(endpoint, out from) && from > to)
+        {
+            if (_current.TryUpdate(endpoint, to, from))
+            {
+                return true;
+            }
+        }
+
+        from = 0;
+        return false;
+    }
+
+    // One probe of one address: alive when a broker answered, with any gRPC status.
+    private async Task<(bool Alive, string? Reason)> ProbeAsync(Endpoint address)
+    {
+        try
+        {
+            var invoker = Channel(address).Channel.CreateCallInvoker();
             using AsyncUnaryCall<byte[]> call = invoker.AsyncUnaryCall(ProbeMethod, null,
                 new CallOptions(deadline: DateTime.UtcNow + 3 * _config.ConnectTimeout), []); // past the handler's TLS bound (2x)
             await call.ResponseAsync.ConfigureAwait(false);
-            alive = true;
+            return (true, null);
         }
         catch (RpcException ex) when (ex.StatusCode is not (StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Cancelled
             or StatusCode.Internal or StatusCode.Unknown) && !IsNotGrpcAnswer(ex))
         {
-            alive = true; // the broker answered, with its status for a service it does not have
+            return (true, null); // the broker answered, with its status for a service it does not have
         }
         catch (Exception ex) when (ex is RpcException or ObjectDisposedException or InvalidOperationException)
         {
-            reason = ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message;
-        }
-
-        try
-        {
-            if (alive && _current.TryGetValue(endpoint, out int index) && index != 0 && _current.TryUpdate(endpoint, 0, index))
-            {
-                _logger?.LogInformation("{Address} of {Endpoint} answers again; using it instead of {Current}", endpoint.Address(0), endpoint,
-                    endpoint.Address(index));
-                AddressChanged?.Invoke(endpoint);
-            }
-            else if (!alive)
-            {
-                _logger?.LogDebug("{Address} of {Endpoint} still does not answer ({Reason})", endpoint.Address(0), endpoint, reason);
-            }
-        }
-        finally
-        {
-            Volatile.Write(ref failback.DueMs, DueAfterFailback());
-            Volatile.Write(ref failback.Probing, 0);
+            return (false, ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message);
         }
     }
 
@@ -191,10 +279,6 @@ internal sealed class RpcChannel : IDisposable
     /// 2026-12-07 it did, and every call then failed there with UNIMPLEMENTED, which moves no call away again.
     /// </summary>
     internal static bool IsNotGrpcAnswer(RpcException ex) => ex.Status.Detail.StartsWith("Bad gRPC response", StringComparison.Ordinal);
-
-    private long DueAfterFailback() => _config.FailbackInterval == Timeout.InfiniteTimeSpan
-        ? long.MaxValue
-        : Environment.TickCount64 + (long)_config.FailbackInterval.TotalMilliseconds;
 
     /// <summary>
     /// A call to address <paramref name="index"/> of <paramref name="endpoint"/> failed at the transport (unavailable):
@@ -215,11 +299,10 @@ internal sealed class RpcChannel : IDisposable
             : _current.TryUpdate(endpoint, next, index);
         if (moved)
         {
-            if (index == 0)
+            if (next != 0)
             {
-                // Away from the first address: it is tried again after the failback interval.
-                Failback failback = _failback.GetOrAdd(endpoint, static _ => new Failback());
-                Volatile.Write(ref failback.DueMs, DueAfterFailback());
+                // Away from the first address: the earlier ones are tried again after the failback interval.
+                ArmFailback(endpoint);
             }
 
             _logger?.LogWarning("{Address} of {Endpoint} failed ({Reason}); using {Next}", endpoint.Address(index), endpoint,
@@ -248,6 +331,10 @@ internal sealed class RpcChannel : IDisposable
                 // default half the RequestTimeout) failed every call, Unavailable, though it would have answered in time.
                 ConnectTimeout = _config.Tls is null ? Timeout.InfiniteTimeSpan : _config.ConnectTimeout + _config.ConnectTimeout,
                 ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, () => _config.Tls is null && _withAlternatives.ContainsKey(endpoint)),
+                // With TLS the same wait for the broker's answer, after the handshake (the connect callback runs before
+                // it): a broker that completes the handshake and then says nothing fails as a connection, like one
+                // silent in cleartext; an address alone, or cleartext, has no filter. The afternoon session of 2026-12-07.
+                PlaintextStreamFilter = _config.Tls is null ? null : AddressConnector.PlaintextFilter(_config.ConnectTimeout, () => _withAlternatives.ContainsKey(endpoint)),
                 PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
                 KeepAlivePingDelay = KeepAlivePingDelay,
                 KeepAlivePingTimeout = KeepAlivePingTimeout,
@@ -334,8 +421,16 @@ internal sealed class RpcChannel : IDisposable
         {
             switch (e)
             {
+                // Our connect step's: the broker did not answer the HTTP/2 preface (cleartext, or after TLS), before
+                // anything of the request was written, under whatever the handler wrapped it in.
+                case AddressConnector.NoAnswerException:
+                    return true;
                 case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError
                     or HttpRequestError.SecureConnectionError }:
+                    return true;
+                // A new HTTP/2 connection that shut down before the pool gave it its first request (with TLS 1.3, a
+                // broker refusing the client's certificate after the handshake): no stream of it was used.
+                case HttpRequestException when IsHttp2NotEstablished(e):
                     return true;
                 case HttpRequestException:
                     sending = true;
@@ -424,9 +519,12 @@ internal sealed class RpcChannel : IDisposable
 
         // With TLS 1.3 the client's side of the handshake ends before the broker has checked the client's certificate:
         // a refused one shows as the connection closed, reset or disposed before the call's first answer (in several
-        // shapes, depending on when the client notices).
-        if (ex is RpcException { StatusCode: StatusCode.Unavailable } rpc && rpc.Status.Detail.StartsWith("Error starting gRPC call", StringComparison.Ordinal)
-            && !IsConnectFailure(ex))
+        // shapes, depending on when the client notices). One is the handler's new HTTP/2 connection shut down (the
+        // broker's alert read) before its first request was given to it: a bare HttpRequestException, which grpc-dotnet
+        // reports as Internal. Until the afternoon session of 2026-12-07 that shape had no hint (about one refusal in
+        // ten or twenty on a loaded machine).
+        if ((ex is RpcException { StatusCode: StatusCode.Unavailable } rpc && rpc.Status.Detail.StartsWith("Error starting gRPC call", StringComparison.Ordinal)
+            && !IsConnectFailure(ex)) || HasHttp2NotEstablished(ex))
         {
             return "the TLS connection was closed before the broker answered. If the broker requires client certificates (--tls-client-auth require), this is how it refuses a client "
                 + (tls.HasClientCertificate
@@ -437,6 +535,42 @@ internal sealed class RpcChannel : IDisposable
 
         return null;
     }
+
+    private static bool HasHttp2NotEstablished(Exception ex)
+    {
+        for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
+        {
+            if (IsHttp2NotEstablished(e))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    // SocketsHttpHandler's failure of a new HTTP/2 connection that could not take its first request (it shut down
+    // first): an HttpRequestException with nothing under it and no error code of its own, told apart by its text only
+    // (SR.net_http_http2_connection_not_established, as the runtime's resources give it, or its key when the app is
+    // trimmed with UseSystemResourceKeys, or the English text).
+    private static bool IsHttp2NotEstablished(Exception e) =>
+        e is HttpRequestException { InnerException: null, HttpRequestError: HttpRequestError.Unknown } http
+        && (http.Message.Contains("net_http_http2_connection_not_established", StringComparison.Ordinal)
+            || http.Message.Contains("did not complete the HTTP/2 handshake", StringComparison.Ordinal)
+            || (Http2NotEstablishedText.Value is { Length: > 0 } text && http.Message == text));
+
+    private static readonly Lazy<string?> Http2NotEstablishedText = new(static () =>
+    {
+        try
+        {
+            return new System.Resources.ResourceManager("FxResources.System.Net.Http.SR", typeof(HttpRequestException).Assembly)
+                .GetString("net_http_http2_connection_not_established");
+        }
+        catch (Exception ex) when (ex is System.Resources.MissingManifestResourceException or InvalidOperationException)
+        {
+            return null;
+        }
+    });
 
     /// <summary>Turns gRPC failures into <see cref="TransportException"/>; null to rethrow unchanged (client
     /// exceptions, or cancellation requested by the caller).</summary>
@@ -456,6 +590,15 @@ internal sealed class RpcChannel : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;
+        }
+
+        foreach (Failback failback in _failback.Values)
+        {
+            lock (failback)
+            {
+                failback.Timer?.Dispose();
+                failback.Timer = null;
+            }
         }
 
         foreach ((GrpcChannel channel, _, _) in _channels.Values)

@@ -1,0 +1,104 @@
+using System.Security.Cryptography.X509Certificates;
+using Apache.Rocketmq.V2;
+using Grpc.Core;
+using HalfMsg.Client.Tests.Infrastructure;
+using HalfMsg.ClientCore;
+using HalfMsg.ClientCore.Transport;
+using Xunit.Abstractions;
+using Endpoint = HalfMsg.ClientCore.Transport.Endpoint;
+
+namespace HalfMsg.Client.Tests;
+
+/// <summary>
+/// A client without a certificate, to a server that requires one, over TLS 1.3: the client's side of the handshake
+/// ends before the server has checked the client's (missing) certificate, so the refusal reaches the client in several
+/// shapes depending on when it notices. One of them: SocketsHttpHandler's new HTTP/2 connection shut down (the server's
+/// alert read) before the pool gave it its first request, failed as a bare HttpRequestException "the server did not
+/// complete the HTTP/2 handshake", with nothing under it, which grpc-dotnet reports as Internal. Until the afternoon
+/// session of 2026-12-07 that shape had no hint about client certificates (the flaky
+/// ClientTlsTests.With_client_certificates_required_…, about one run in five on a loaded machine, on main as well).
+/// </summary>
+public sealed class TlsClientCertificateRefusalTests(ITestOutputHelper output)
+{
+    // SocketsHttpHandler's text for it (SR.net_http_http2_connection_not_established).
+    private const string NotEstablished = "An HTTP/2 connection could not be established because the server did not complete the HTTP/2 handshake.";
+
+    private static AsyncUnaryCall<HeartbeatResponse> Heartbeat(MessagingService.MessagingServiceClient c, CallOptions o) =>
+        c.HeartbeatAsync(new HeartbeatRequest(), o);
+
+    private static ClientTls Tls(string endpoints) =>
+        ClientTls.Create("ProducerOptions", endpoints, useTls: true, new TlsOptions { AllowUntrustedServerCertificate = true }, null)!;
+
+    [Fact]
+    public void A_new_http2_connection_shut_down_before_its_first_request_says_what_a_refused_client_certificate_means_and_is_a_connection_failure()
+    {
+        // The shape as grpc-dotnet reports it: Internal (no IOException under it), "Error starting gRPC call".
+        var rpc = new RpcException(new Grpc.Core.Status(StatusCode.Internal, "Error starting gRPC call. HttpRequestException: " + NotEstablished,
+            new HttpRequestException(NotEstablished)));
+
+        var translated = Assert.IsType<TransportException>(RpcChannel.Translate(rpc, default, Tls("127.0.0.1:1")));
+        Assert.Equal(StatusCode.Internal, translated.GrpcStatus);
+        Assert.Contains("client certificate", translated.Message, StringComparison.Ordinal);
+        Assert.Contains("Tls.ClientCertificate", translated.Message, StringComparison.Ordinal);
+        Assert.Contains(NotEstablished, translated.Message, StringComparison.Ordinal); // what the handler said stays
+        // No stream of the connection was ever used: the request never left, and may go to another address.
+        Assert.True(RpcChannel.IsConnectFailure(translated));
+
+        // Cleartext: no TLS hint (a broker without TLS does not refuse certificates).
+        var plain = Assert.IsType<TransportException>(RpcChannel.Translate(rpc, default, null));
+        Assert.DoesNotContain("client certificate", plain.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Every_refusal_of_a_client_without_a_certificate_over_tls13_says_so_whatever_its_shape()
+    {
+        using X509Certificate2 certificate = TlsSilentListener.SelfSigned();
+        await using var server = await TestGrpcServer.StartAsync(_ => { }, certificate: certificate, requireClientCertificate: true);
+        var endpoint = Endpoint.Parse(server.Endpoint);
+        var shapes = new Dictionary<string, int>();
+        for (int i = 0; i < 30; i++)
+        {
+            // A new channel each time: a new connection, refused anew.
+            using var channel = new RpcChannel(new ClientConfig(server.Endpoint, null, TimeSpan.FromSeconds(20), null, null, Tls(server.Endpoint),
+                connectTimeout: TimeSpan.FromSeconds(5)));
+            var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint, Heartbeat, null, default));
+            string shape = $"{ex.GrpcStatus}: {ex.GetBaseException().GetType().Name}: {ex.GetBaseException().Message}";
+            shapes[shape] = shapes.GetValueOrDefault(shape) + 1;
+            Assert.True(ex.Message.Contains("client certificate", StringComparison.Ordinal) && ex.Message.Contains("Tls.ClientCertificate", StringComparison.Ordinal),
+                $"attempt {i}: {ex}");
+        }
+
+        foreach ((string shape, int count) in shapes)
+        {
+            output.WriteLine($"{count} x {shape}");
+        }
+    }
+
+    [Fact]
+    public async Task Refused_at_every_address_of_several_the_call_says_so_for_each()
+    {
+        // With another address to go to, the broker's answer after the handshake is awaited (PlaintextStreamFilter): the
+        // refusal is a connection failure there, the call goes to the next address, and the error names each with the hint.
+        using X509Certificate2 certificate = TlsSilentListener.SelfSigned();
+        await using var first = await TestGrpcServer.StartAsync(_ => { }, certificate: certificate, requireClientCertificate: true);
+        await using var second = await TestGrpcServer.StartAsync(_ => { }, certificate: certificate, requireClientCertificate: true);
+        string endpoints = $"{first.Endpoint};{second.Endpoint}";
+        var endpoint = Endpoint.Parse(endpoints);
+        for (int i = 0; i < 10; i++)
+        {
+            using var channel = new RpcChannel(new ClientConfig(endpoints, null, TimeSpan.FromSeconds(20), null, null, Tls(endpoints),
+                connectTimeout: TimeSpan.FromSeconds(5), failbackInterval: Timeout.InfiniteTimeSpan));
+            var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint, Heartbeat, null, default));
+            Assert.Equal(StatusCode.Unavailable, ex.GrpcStatus);
+            Assert.StartsWith($"No address of {endpoint} could be connected to", ex.Message, StringComparison.Ordinal);
+            int atFirst = ex.Message.IndexOf(first.Endpoint + ": ", StringComparison.Ordinal);
+            int atSecond = ex.Message.IndexOf(second.Endpoint + ": ", StringComparison.Ordinal);
+            Assert.True(atFirst >= 0 && atSecond > atFirst, $"attempt {i}: both addresses, in order, in {ex.Message}");
+            Assert.Contains("Tls.ClientCertificate", ex.Message[atFirst..atSecond], StringComparison.Ordinal);
+            Assert.Contains("Tls.ClientCertificate", ex.Message[atSecond..], StringComparison.Ordinal);
+
+            Assert.Empty(first.Paths);
+            Assert.Empty(second.Paths);
+        }
+    }
+}
