@@ -29,12 +29,15 @@ internal sealed partial class MessagingService
             return;
         }
 
+        // Whether this stream's checks carry check tokens: read once from the stream's headers (OptsInToCheckTokens).
+        var headers = context.GetHttpContext().Request.Headers;
+        bool optedIn = OptsInToCheckTokens(headers);
         var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget,
             AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection))
         {
             Namespace = V5Namespace.Of(context),
-            OptedInToCheckTokens = context.GetHttpContext().Request.Headers[CheckTokenIds.AcceptHeader].ToString() == CheckTokenIds.AcceptValue,
-            SendsCheckTokens = SendsCheckTokens(context.GetHttpContext().Request.Headers),
+            OptedInToCheckTokens = optedIn,
+            SendsCheckTokens = optedIn || EchoesCheckIds(headers[RocketMqHeaders.Language].ToString().Trim()),
             // Checks queued and never written (the stream ended for not reading, or went away) go back to the core.
             ReturnUnsent = (id, checks) => _engine.ReturnUnsentChecksAsync(id, checks, _stopping),
         };
@@ -136,11 +139,8 @@ internal sealed partial class MessagingService
     /// no Apache client sends, is no known client. Until the afternoon session of 2026-12-07 every language but DOTNET
     /// got tokens: a Rust checker that looked its transaction id up found none (found by review).
     /// </summary>
-    internal static bool SendsCheckTokens(Microsoft.AspNetCore.Http.IHeaderDictionary headers)
-    {
-        if (headers[CheckTokenIds.AcceptHeader].ToString() == CheckTokenIds.AcceptValue) return true;
-        return EchoesCheckIds(headers[RocketMqHeaders.Language].ToString().Trim());
-    }
+    private static bool OptsInToCheckTokens(Microsoft.AspNetCore.Http.IHeaderDictionary headers)
+        => headers[CheckTokenIds.AcceptHeader].ToString() == CheckTokenIds.AcceptValue;
 
     /// <summary>The <c>x-mq-language</c> of an official client that echoes a check's transaction id verbatim and keeps it
     /// from its checker: Java (ProducerImpl), Node (which says HTTP; Producer.onRecoverOrphanedTransactionCommand), Go
