@@ -94,15 +94,17 @@ public sealed class LitePushConsumerTests(V5BrokerFixture broker) : IClassFixtur
         await telemetry.RequestStream.CompleteAsync();
     }
 
-    [Fact]
-    public async Task A_lite_push_consumer_gets_no_assignment_and_no_message_and_its_bind_topics_messages_stay()
+    [Theory]
+    [InlineData(ClientType.LitePushConsumer)]
+    [InlineData(ClientType.LiteSimpleConsumer)]
+    public async Task A_lite_push_consumer_gets_no_assignment_and_no_message_and_its_bind_topics_messages_stay(ClientType liteType)
     {
         var send = await broker.Client.UnaryAsync(GrpcMethods.SendMessage,
             new SendMessageRequest { Messages = { NormalMessage("normal-1"), NormalMessage("normal-2") } }, SendMessageResponse.Parser);
         Assert.Equal(Code.Ok, send.Response!.Status.Code);
 
         using var lite = new GrpcTestClient($"127.0.0.1:{broker.GrpcPort}", "lite-" + Guid.NewGuid().ToString("N")[..8]);
-        using var telemetry = await OpenTelemetryAsync(lite, ConsumerSettings(ClientType.LitePushConsumer));
+        using var telemetry = await OpenTelemetryAsync(lite, ConsumerSettings(liteType));
 
         // QueryAssignment of the bind topic: no assignment.
         var assignment = await lite.UnaryAsync(GrpcMethods.QueryAssignment, new QueryAssignmentRequest

@@ -25,14 +25,15 @@ internal sealed partial class MessagingService
         => Task.FromResult(new SyncLiteSubscriptionResponse { Status = V5Status.Of(Code.Unsupported, LiteUnsupportedMessage) });
 
     /// <summary>
-    /// UNSUPPORTED for a call from a client whose Telemetry Settings said LITE_PUSH_CONSUMER, null otherwise. The official
+    /// UNSUPPORTED for a call from a client whose Telemetry Settings said LITE_PUSH_CONSUMER or LITE_SIMPLE_CONSUMER, null
+    /// otherwise (a lite simple consumer, as the official Python client has, would take normal messages the same way). The official
     /// C# LitePushConsumer subscribes its bind topic with "*" as a push consumer does, and this broker's topics are all
     /// normal ones: it was assigned the bind topic and took and acknowledged every normal message of it, handing them to
     /// a listener written for lite topics, until the evening session of 2026-12-07 (found by running the official C#
     /// client 5.2.1). QueryAssignment and ReceiveMessage refuse it now, so it consumes nothing.
     /// </summary>
     private Status? LiteRefusal(ServerCallContext context)
-        => _sessions.Find(ClientId(context)) is { ClientType: ClientType.LitePushConsumer }
+        => _sessions.Find(ClientId(context)) is { ClientType: ClientType.LitePushConsumer or ClientType.LiteSimpleConsumer }
             ? V5Status.Of(Code.Unsupported, LiteUnsupportedMessage)
             : null;
 }
