@@ -1426,7 +1426,6 @@ public sealed class HandlerTests(V5BrokerFixture broker) : IClassFixture<V5Broke
     // ---------------------------------------------------------------- transport
 
     [Theory]
-    [InlineData("/apache.rocketmq.v2.MessagingService/SyncLiteSubscription")]
     [InlineData("/no.such.Service/Method")]
     public async Task An_unknown_or_unserved_method_answers_grpc_status_12_without_a_body(string path)
     {

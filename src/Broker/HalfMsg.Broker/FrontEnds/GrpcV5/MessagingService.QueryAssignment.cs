@@ -14,6 +14,8 @@ internal sealed partial class MessagingService
     /// </summary>
     public override Task<QueryAssignmentResponse> QueryAssignment(QueryAssignmentRequest request, ServerCallContext context)
     {
+        if (LiteRefusal(context) is { } refused)
+            return Task.FromResult(new QueryAssignmentResponse { Status = refused });
         string ns = V5Namespace.Of(context);
         string topic = V5Namespace.Wrap(ns, request.Topic?.Name ?? string.Empty);
         var error = _engine.RouteTopic(topic, out int queueCount);

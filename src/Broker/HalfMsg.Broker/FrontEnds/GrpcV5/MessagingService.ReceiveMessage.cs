@@ -30,6 +30,12 @@ internal sealed partial class MessagingService
     public override async Task ReceiveMessage(ReceiveMessageRequest request, IServerStreamWriter<ReceiveMessageResponse> responseStream,
         ServerCallContext context)
     {
+        if (LiteRefusal(context) is { } refused)
+        {
+            await WriteReceiveEndAsync(responseStream, refused).ConfigureAwait(false);
+            return;
+        }
+
         string ns = V5Namespace.Of(context);
         string group = V5Namespace.Wrap(ns, request.Group?.Name ?? string.Empty);
         string topic = V5Namespace.Wrap(ns, request.MessageQueue?.Topic?.Name ?? string.Empty);

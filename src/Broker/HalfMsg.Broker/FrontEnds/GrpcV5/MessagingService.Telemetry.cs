@@ -162,6 +162,7 @@ internal sealed partial class MessagingService
             session.SendsCheckTokens = false;
         }
 
+        session.ClientType = settings.ClientType;
         Settings reply = settings.Clone();
         reply.Metric = new Metric { On = false };
         // Says which broker answers, so that our clients may use what only it accepts (several halves in one send).

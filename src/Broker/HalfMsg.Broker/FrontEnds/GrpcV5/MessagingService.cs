@@ -15,9 +15,10 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// Grpc.Tools from our protos. One file per RPC (<c>MessagingService.&lt;Rpc&gt;.cs</c>); handlers only translate
 /// between protobuf and the core's model, and put the core's outcome in the response body's Status
 /// (<see cref="V5Status"/>). Authentication and unhandled exceptions are handled once, by
-/// <see cref="V5CallInterceptor"/>, before a handler runs. The one RPC not overridden here, SyncLiteSubscription,
-/// answers UNIMPLEMENTED from the generated base class: the official clients only call it for lite consumers. (Until
-/// 2026-12-06 the pull RPCs, PullMessage, UpdateOffset, GetOffset and QueryOffset, answered UNIMPLEMENTED too.)
+/// <see cref="V5CallInterceptor"/>, before a handler runs. Lite topics are not served: SyncLiteSubscription answers
+/// UNSUPPORTED in its body (MessagingService.SyncLiteSubscription.cs). (Until 2026-12-06 the pull RPCs, PullMessage,
+/// UpdateOffset, GetOffset and QueryOffset, answered UNIMPLEMENTED; until the evening session of 2026-12-07
+/// SyncLiteSubscription did.)
 /// </summary>
 /// <remarks>A singleton: the Telemetry sessions live across calls.</remarks>
 internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingService.MessagingServiceBase

@@ -78,6 +78,14 @@ internal sealed class TelemetrySession : ICheckBackChannel
 
     private bool _sendsCheckTokens;
 
+    /// <summary>
+    /// The client type the stream's last Settings named (UNSPECIFIED until then): a LITE_PUSH_CONSUMER's assignment
+    /// queries and receives are refused (MessagingService.LiteRefusal). Since the evening session of 2026-12-07.
+    /// </summary>
+    public ClientType ClientType { get => (ClientType)Volatile.Read(ref _clientType); set => Volatile.Write(ref _clientType, (int)value); }
+
+    private int _clientType;
+
     /// <summary>The client asked for check tokens (<see cref="HalfMsg.Protocol.Grpc.CheckTokenIds.AcceptHeader"/>).</summary>
     public bool OptedInToCheckTokens { get; init; }
 
