@@ -425,6 +425,13 @@ internal sealed class RpcChannel : IDisposable
                 // anything of the request was written, under whatever the handler wrapped it in.
                 case AddressConnector.NoAnswerException:
                     return true;
+                // The connection ended before the handler wrote its first request on it (the broker answered the preface
+                // and then closed or reset it, say): nothing of the request left. The evening session of 2026-12-07.
+                case AddressConnector.ConnectionEndedException { RequestWritten: false }:
+                    return true;
+                case AddressConnector.ConnectionEndedException:
+                    sending = true;
+                    break;
                 case HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError
                     or HttpRequestError.SecureConnectionError }:
                     return true;
@@ -518,13 +525,16 @@ internal sealed class RpcChannel : IDisposable
         }
 
         // With TLS 1.3 the client's side of the handshake ends before the broker has checked the client's certificate:
-        // a refused one shows as the connection closed, reset or disposed before the call's first answer (in several
-        // shapes, depending on when the client notices). One is the handler's new HTTP/2 connection shut down (the
-        // broker's alert read) before its first request was given to it: a bare HttpRequestException, which grpc-dotnet
-        // reports as Internal. Until the afternoon session of 2026-12-07 that shape had no hint (about one refusal in
-        // ten or twenty on a loaded machine).
-        if ((ex is RpcException { StatusCode: StatusCode.Unavailable } rpc && rpc.Status.Detail.StartsWith("Error starting gRPC call", StringComparison.Ordinal)
-            && !IsConnectFailure(ex)) || HasHttp2NotEstablished(ex))
+        // a refused one shows as the connection closed, reset or disposed before the broker's first bytes (in several
+        // shapes, depending on when the client notices). Every TLS HTTP/2 connection is watched until then
+        // (AddressConnector.WatchedStream), so its end before the broker answered says so by its type; one that ended
+        // after the broker answered (its SETTINGS read) is no refused certificate, and gets no hint. Until the evening
+        // session of 2026-12-07 the hint was given for any failure of a call's start that was not a connection's
+        // (matched on grpc-dotnet's status text), also when the broker had answered, or had reset the connection
+        // after taking the request. One shape carries no cause: the handler's new HTTP/2 connection shut down (the
+        // broker's alert read) before its first request was given to it, a bare HttpRequestException (the afternoon
+        // session of 2026-12-07), told by its text only (IsHttp2NotEstablished).
+        if (HasBeforeAnswerEnd(ex) || HasHttp2NotEstablished(ex))
         {
             return "the TLS connection was closed before the broker answered. If the broker requires client certificates (--tls-client-auth require), this is how it refuses a client "
                 + (tls.HasClientCertificate
@@ -534,6 +544,19 @@ internal sealed class RpcChannel : IDisposable
         }
 
         return null;
+    }
+
+    private static bool HasBeforeAnswerEnd(Exception ex)
+    {
+        for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
+        {
+            if (e is AddressConnector.ConnectionEndedException { BeforeAnswer: true })
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private static bool HasHttp2NotEstablished(Exception ex)
