@@ -42,8 +42,10 @@ internal sealed class RpcChannel : IDisposable
     public static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(5);
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(5);
 
-    private readonly ConcurrentDictionary<Endpoint, (GrpcChannel Channel, MessagingService.MessagingServiceClient Client,
-        HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions)> _channels = new();
+    // One channel per address, made once (a Lazy: GetOrAdd may run a factory twice and drop one result, an undisposed
+    // channel).
+    private readonly ConcurrentDictionary<Endpoint, Lazy<(GrpcChannel Channel, MessagingService.MessagingServiceClient Client,
+        HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions)>> _channels = new();
     // The address each multi-address endpoint talks to now (absent: the first).
     private readonly ConcurrentDictionary<Endpoint, int> _current = new();
     private readonly ClientConfig _config;
@@ -74,8 +76,45 @@ internal sealed class RpcChannel : IDisposable
     private (GrpcChannel Channel, MessagingService.MessagingServiceClient Client, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions) Channel(Endpoint address)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        return _channels.GetOrAdd(address, static (ep, self) => self.Open(ep), this);
+        ChannelRequestedForTests?.Invoke(address);
+        var made = _channels.GetOrAdd(address, static (ep, self) => new(() => self.Open(ep), LazyThreadSafetyMode.ExecutionAndPublication), this);
+        (GrpcChannel Channel, MessagingService.MessagingServiceClient Client, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions) opened;
+        try
+        {
+            opened = made.Value;
+        }
+        catch (Exception)
+        {
+            // Not kept: the next look-up tries again (a Lazy keeps its factory's exception).
+            _channels.TryRemove(new KeyValuePair<Endpoint, Lazy<(GrpcChannel, MessagingService.MessagingServiceClient,
+                HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient)>>(address, made));
+            throw;
+        }
+
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            // Dispose ran between the check above and now (a failback probe's channel, or a call's, made as the client
+            // was disposed): it may not have seen this channel. Disposed here (GrpcChannel.Dispose may run twice), so
+            // that no channel outlives the client. Until the evening session of 2026-12-07 that one channel stayed, with
+            // its connection and handler, after Dispose.
+            _channels.TryRemove(new KeyValuePair<Endpoint, Lazy<(GrpcChannel, MessagingService.MessagingServiceClient,
+                HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient)>>(address, made));
+            opened.Channel.Dispose();
+            ObjectDisposedException.ThrowIf(true, this);
+        }
+
+        return opened;
     }
+
+    /// <summary>For tests: called in every channel look-up after the disposed check, before the channel is found or made
+    /// (where a Dispose on another thread used to leave the channel made undisposed).</summary>
+    internal Action<Endpoint>? ChannelRequestedForTests { get; set; }
+
+    /// <summary>For tests: the channels open now (none after <see cref="Dispose"/>).</summary>
+    internal int OpenChannelsForTests => _channels.Count;
+
+    /// <summary>For tests: whether a failback probe of <paramref name="endpoint"/> runs now.</summary>
+    internal bool ProbingForTests(Endpoint endpoint) => _failback.TryGetValue(endpoint, out Failback? failback) && Volatile.Read(ref failback.Probing) != 0;
 
     /// <summary>Raised (on the failing call's thread, or the failback probe's) when a multi-address endpoint moves to
     /// another address, so that a long-lived stream on the old one (Telemetry) can follow.</summary>
@@ -624,12 +663,15 @@ internal sealed class RpcChannel : IDisposable
             }
         }
 
-        foreach ((GrpcChannel channel, _, _) in _channels.Values)
+        // Each removed before it is disposed: a channel made after this (a look-up that passed the disposed check
+        // before it was set) is disposed by that look-up (see Channel).
+        foreach (Endpoint address in _channels.Keys)
         {
-            channel.Dispose();
+            if (_channels.TryRemove(address, out var made) && made.IsValueCreated)
+            {
+                made.Value.Channel.Dispose();
+            }
         }
-
-        _channels.Clear();
     }
 }
 
