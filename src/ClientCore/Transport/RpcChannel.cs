@@ -44,7 +44,10 @@ internal sealed class RpcChannel : IDisposable
 
     // One channel per address, made once (a Lazy: GetOrAdd may run a factory twice and drop one result, an undisposed
     // channel).
-    private readonly ConcurrentDictionary<Endpoint, Lazy<(GrpcChannel Channel, MessagingService.MessagingServiceClient Client,
+    // Keyed by address and by whether it is used as one of several (its connections then wait for the broker's answer
+    // for ConnectTimeout only, see Open) or alone: an address that is both (a route's endpoint that is also an address
+    // of the access point) has a channel for each.
+    private readonly ConcurrentDictionary<(Endpoint Address, bool WithAlternatives), Lazy<(GrpcChannel Channel, MessagingService.MessagingServiceClient Client,
         HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions)>> _channels = new();
     // The address each multi-address endpoint talks to now (absent: the first).
     private readonly ConcurrentDictionary<Endpoint, int> _current = new();
@@ -67,17 +70,18 @@ internal sealed class RpcChannel : IDisposable
     public ClientConfig Config => _config;
 
     /// <summary>The generated client for <paramref name="endpoint"/>'s current address, on that address's one channel.</summary>
-    public MessagingService.MessagingServiceClient Client(Endpoint endpoint) => Channel(endpoint.Address(CurrentIndex(endpoint))).Client;
+    public MessagingService.MessagingServiceClient Client(Endpoint endpoint) => Channel(endpoint.Address(CurrentIndex(endpoint)), endpoint.AddressCount > 1).Client;
 
     /// <summary>HalfMsgBroker's own TransactionService client for <paramref name="endpoint"/>'s current address, on the same channel.</summary>
     public HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions(Endpoint endpoint) =>
-        Channel(endpoint.Address(CurrentIndex(endpoint))).Transactions;
+        Channel(endpoint.Address(CurrentIndex(endpoint)), endpoint.AddressCount > 1).Transactions;
 
-    private (GrpcChannel Channel, MessagingService.MessagingServiceClient Client, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions) Channel(Endpoint address)
+    private (GrpcChannel Channel, MessagingService.MessagingServiceClient Client, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions) Channel(Endpoint address, bool withAlternatives)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         ChannelRequestedForTests?.Invoke(address);
-        var made = _channels.GetOrAdd(address, static (ep, self) => new(() => self.Open(ep), LazyThreadSafetyMode.ExecutionAndPublication), this);
+        var key = (address, withAlternatives);
+        var made = _channels.GetOrAdd(key, static (k, self) => new(() => self.Open(k.Address, k.WithAlternatives), LazyThreadSafetyMode.ExecutionAndPublication), this);
         (GrpcChannel Channel, MessagingService.MessagingServiceClient Client, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions) opened;
         try
         {
@@ -86,8 +90,8 @@ internal sealed class RpcChannel : IDisposable
         catch (Exception)
         {
             // Not kept: the next look-up tries again (a Lazy keeps its factory's exception).
-            _channels.TryRemove(new KeyValuePair<Endpoint, Lazy<(GrpcChannel, MessagingService.MessagingServiceClient,
-                HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient)>>(address, made));
+            _channels.TryRemove(new KeyValuePair<(Endpoint, bool), Lazy<(GrpcChannel, MessagingService.MessagingServiceClient,
+                HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient)>>(key, made));
             throw;
         }
 
@@ -97,8 +101,8 @@ internal sealed class RpcChannel : IDisposable
             // was disposed): it may not have seen this channel. Disposed here (GrpcChannel.Dispose may run twice), so
             // that no channel outlives the client. Until the evening session of 2026-12-07 that one channel stayed, with
             // its connection and handler, after Dispose.
-            _channels.TryRemove(new KeyValuePair<Endpoint, Lazy<(GrpcChannel, MessagingService.MessagingServiceClient,
-                HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient)>>(address, made));
+            _channels.TryRemove(new KeyValuePair<(Endpoint, bool), Lazy<(GrpcChannel, MessagingService.MessagingServiceClient,
+                HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient)>>(key, made));
             opened.Channel.Dispose();
             ObjectDisposedException.ThrowIf(true, this);
         }
@@ -129,14 +133,6 @@ internal sealed class RpcChannel : IDisposable
             return 0;
         }
 
-        if (!_multiAddress.ContainsKey(endpoint) && _multiAddress.TryAdd(endpoint, 0))
-        {
-            for (int i = 0; i < endpoint.AddressCount; i++)
-            {
-                _withAlternatives.TryAdd(endpoint.Address(i), 0);
-            }
-        }
-
         return _current.TryGetValue(endpoint, out int index) ? index : 0;
     }
 
@@ -149,11 +145,6 @@ internal sealed class RpcChannel : IDisposable
     }
 
     private readonly ConcurrentDictionary<Endpoint, Failback> _failback = new();
-
-    // The multi-address endpoints calls were made to, and their addresses: an address with another to go to when it does
-    // not answer its connection (see Open). An address only ever called alone has none.
-    private readonly ConcurrentDictionary<Endpoint, byte> _multiAddress = new();
-    private readonly ConcurrentDictionary<Endpoint, byte> _withAlternatives = new();
 
     // A call to a service no broker has: any answer from the broker (UNIMPLEMENTED from grpc-dotnet and grpc-java
     // servers alike) says the address is up, at no cost to the broker and without RocketMQ meaning.
@@ -293,7 +284,7 @@ internal sealed class RpcChannel : IDisposable
     {
         try
         {
-            var invoker = Channel(address).Channel.CreateCallInvoker();
+            var invoker = Channel(address, withAlternatives: true).Channel.CreateCallInvoker();
             using AsyncUnaryCall<byte[]> call = invoker.AsyncUnaryCall(ProbeMethod, null,
                 new CallOptions(deadline: DateTime.UtcNow + 3 * _config.ConnectTimeout), []); // past the handler's TLS bound (2x)
             await call.ResponseAsync.ConfigureAwait(false);
@@ -350,7 +341,7 @@ internal sealed class RpcChannel : IDisposable
         }
     }
 
-    private (GrpcChannel, MessagingService.MessagingServiceClient, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient) Open(Endpoint endpoint)
+    private (GrpcChannel, MessagingService.MessagingServiceClient, HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient) Open(Endpoint endpoint, bool withAlternatives)
     {
         HttpMessageHandler? handler = _handler;
         if (handler is null)
@@ -363,17 +354,20 @@ internal sealed class RpcChannel : IDisposable
                 // the handshake after it. Not the same bound: when both fire, the handler's wins and the failure is a
                 // cancellation. Until the midday session of 2026-12-07 this was 5 s, longer than the default call
                 // deadline, and an address that accepted connections without answering was never passed over.
-                // The answer is awaited only for an address of a multi-address endpoint (asked at each connection): an
+                // The answer is awaited only on the channel of an address used as one of a multi-address endpoint's: an
                 // address alone has no other to pass over to, and a broker slow to answer its connection (a WAN, a
                 // load balancer connecting its backend, a busy process) is waited for within the call's deadline, as
                 // before. Until review on 2026-12-07 a single address that answered later than ConnectTimeout (by
                 // default half the RequestTimeout) failed every call, Unavailable, though it would have answered in time.
+                // Until the evening session of 2026-12-07 an address had one channel, whose connections waited for
+                // ConnectTimeout only once any multi-address endpoint had it, also for the calls made to it alone (a
+                // route's endpoint that is also an address of the access point): those failed as above.
                 ConnectTimeout = _config.Tls is null ? Timeout.InfiniteTimeSpan : _config.ConnectTimeout + _config.ConnectTimeout,
-                ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, () => _config.Tls is null && _withAlternatives.ContainsKey(endpoint)),
+                ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, () => _config.Tls is null && withAlternatives),
                 // With TLS the same wait for the broker's answer, after the handshake (the connect callback runs before
                 // it): a broker that completes the handshake and then says nothing fails as a connection, like one
                 // silent in cleartext; an address alone, or cleartext, has no filter. The afternoon session of 2026-12-07.
-                PlaintextStreamFilter = _config.Tls is null ? null : AddressConnector.PlaintextFilter(_config.ConnectTimeout, () => _withAlternatives.ContainsKey(endpoint)),
+                PlaintextStreamFilter = _config.Tls is null ? null : AddressConnector.PlaintextFilter(_config.ConnectTimeout, () => withAlternatives),
                 PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
                 KeepAlivePingDelay = KeepAlivePingDelay,
                 KeepAlivePingTimeout = KeepAlivePingTimeout,
@@ -406,14 +400,14 @@ internal sealed class RpcChannel : IDisposable
         Func<MessagingService.MessagingServiceClient, CallOptions, AsyncUnaryCall<TResponse>> call, TimeSpan? timeout, CancellationToken ct)
         => endpoint.AddressCount == 1
             ? UnaryAsync(call(Client(endpoint), Options(timeout, ct)), ct, _config.Tls)
-            : FailoverUnaryAsync(endpoint, (address, options) => call(Channel(address).Client, options), timeout, ct);
+            : FailoverUnaryAsync(endpoint, (address, options) => call(Channel(address, withAlternatives: true).Client, options), timeout, ct);
 
     /// <summary>A unary call of HalfMsgBroker's own TransactionService (see <c>halfmsg/v1/transactions.proto</c>).</summary>
     public Task<TResponse> TransactionsUnaryAsync<TResponse>(Endpoint endpoint,
         Func<HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient, CallOptions, AsyncUnaryCall<TResponse>> call, TimeSpan? timeout, CancellationToken ct)
         => endpoint.AddressCount == 1
             ? UnaryAsync(call(Transactions(endpoint), Options(timeout, ct)), ct, _config.Tls)
-            : FailoverUnaryAsync(endpoint, (address, options) => call(Channel(address).Transactions, options), timeout, ct);
+            : FailoverUnaryAsync(endpoint, (address, options) => call(Channel(address, withAlternatives: true).Transactions, options), timeout, ct);
 
     private async Task<TResponse> FailoverUnaryAsync<TResponse>(Endpoint endpoint, Func<Endpoint, CallOptions, AsyncUnaryCall<TResponse>> call,
         TimeSpan? timeout, CancellationToken ct)
@@ -515,7 +509,7 @@ internal sealed class RpcChannel : IDisposable
         Func<MessagingService.MessagingServiceClient, CallOptions, AsyncServerStreamingCall<TResponse>> call, TimeSpan timeout, CancellationToken ct)
     {
         int index = CurrentIndex(endpoint);
-        return new(call(Channel(endpoint.Address(index)).Client, Options(timeout, ct)), ct, OnStreamFailure(endpoint, index), _config.Tls);
+        return new(call(Channel(endpoint.Address(index), endpoint.AddressCount > 1).Client, Options(timeout, ct)), ct, OnStreamFailure(endpoint, index), _config.Tls);
     }
 
     /// <summary>The Telemetry stream to <paramref name="endpoint"/>'s current address (<paramref name="index"/>): no
@@ -523,7 +517,7 @@ internal sealed class RpcChannel : IDisposable
     public StreamingCall<TelemetryCommand> Telemetry(Endpoint endpoint, CancellationToken ct, out int index)
     {
         index = CurrentIndex(endpoint);
-        return new(Channel(endpoint.Address(index)).Client.Telemetry(new CallOptions(cancellationToken: ct)), ct, OnStreamFailure(endpoint, index), _config.Tls);
+        return new(Channel(endpoint.Address(index), endpoint.AddressCount > 1).Client.Telemetry(new CallOptions(cancellationToken: ct)), ct, OnStreamFailure(endpoint, index), _config.Tls);
     }
 
     /// <summary>The Telemetry stream to <paramref name="endpoint"/>'s current address.</summary>
@@ -665,9 +659,9 @@ internal sealed class RpcChannel : IDisposable
 
         // Each removed before it is disposed: a channel made after this (a look-up that passed the disposed check
         // before it was set) is disposed by that look-up (see Channel).
-        foreach (Endpoint address in _channels.Keys)
+        foreach (var key in _channels.Keys)
         {
-            if (_channels.TryRemove(address, out var made) && made.IsValueCreated)
+            if (_channels.TryRemove(key, out var made) && made.IsValueCreated)
             {
                 made.Value.Channel.Dispose();
             }
