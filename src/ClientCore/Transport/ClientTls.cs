@@ -120,6 +120,15 @@ internal sealed class ClientTls
             ssl.CertificateChainPolicy = policy;
         }
 
+        if (!_allowUntrusted)
+        {
+            // SslStream's own check (the chain, with the policy above, and the name), with its refusal as a type of ours,
+            // so that RpcChannel.TlsFailure tells it from a refusal of the client's by type, not by the runtime's text.
+            // The evening session of 2026-12-07.
+            ssl.RemoteCertificateValidationCallback = static (_, _, _, errors) =>
+                errors == System.Net.Security.SslPolicyErrors.None ? true : throw new BrokerCertificateRejectedException(errors);
+        }
+
         if (_clientCertificate is not null)
         {
             ssl.ClientCertificateContext = _clientCertificate;
@@ -210,4 +219,12 @@ internal sealed class ClientTls
             throw new ArgumentException($"{option} '{path}' could not be read: {ex.Message}", "options", ex);
         }
     }
+}
+
+/// <summary>The broker's certificate was not accepted (its chain does not end at a trusted root, or it does not name the
+/// host connected to): thrown by the client's certificate check, under the handshake's failure.</summary>
+internal sealed class BrokerCertificateRejectedException(System.Net.Security.SslPolicyErrors errors)
+    : System.Security.Authentication.AuthenticationException($"The remote certificate (the broker's) was not accepted: {errors}.")
+{
+    public System.Net.Security.SslPolicyErrors Errors { get; } = errors;
 }

@@ -545,16 +545,30 @@ internal sealed class RpcChannel : IDisposable
             return null;
         }
 
+        // The handshake failed: the broker's certificate refused by the client's check (ClientTls's, by its type; until
+        // the evening session of 2026-12-07 by the runtime's text "remote certificate"), or anything else (a broker
+        // without TLS, or refusing the client's certificate with TLS 1.2).
+        bool brokerRefused = false;
+        System.Security.Authentication.AuthenticationException? failed = null;
         for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
         {
-            switch (e)
+            if (e is BrokerCertificateRejectedException)
             {
-                case System.Security.Authentication.AuthenticationException auth:
-                    string hint = auth.Message.Contains("remote certificate", StringComparison.OrdinalIgnoreCase)
-                        ? " The broker's certificate is not trusted, or does not name the host connected to: trust it (or its CA) with Tls.TrustedCertificateFile."
-                        : " A broker without TLS (--grpc-tls off) needs UseTls off; one that requires a client certificate (--tls-client-auth require) needs Tls.ClientCertificate(File), issued by its --tls-client-ca.";
-                    return $"TLS handshake failed: {auth.Message.TrimEnd('.')}{(auth.InnerException is { } inner ? " (" + inner.Message + ")" : string.Empty)}.{hint}";
+                brokerRefused = true;
             }
+
+            if (e is System.Security.Authentication.AuthenticationException auth)
+            {
+                failed ??= auth;
+            }
+        }
+
+        if (failed is not null)
+        {
+            string hint = brokerRefused
+                ? " The broker's certificate is not trusted, or does not name the host connected to: trust it (or its CA) with Tls.TrustedCertificateFile."
+                : " A broker without TLS (--grpc-tls off) needs UseTls off; one that requires a client certificate (--tls-client-auth require) needs Tls.ClientCertificate(File), issued by its --tls-client-ca.";
+            return $"TLS handshake failed: {failed.Message.TrimEnd('.')}{(failed.InnerException is { } inner ? " (" + inner.Message + ")" : string.Empty)}.{hint}";
         }
 
         // With TLS 1.3 the client's side of the handshake ends before the broker has checked the client's certificate:
@@ -608,7 +622,10 @@ internal sealed class RpcChannel : IDisposable
     // SocketsHttpHandler's failure of a new HTTP/2 connection that could not take its first request (it shut down
     // first): an HttpRequestException with nothing under it and no error code of its own, told apart by its text only
     // (SR.net_http_http2_connection_not_established, as the runtime's resources give it, or its key when the app is
-    // trimmed with UseSystemResourceKeys, or the English text).
+    // trimmed with UseSystemResourceKeys, or the English text). The last resort, kept because the runtime exposes no
+    // type, HttpRequestError or HTTP/2 error code for it and drops the cause (our ConnectionEndedException) that every
+    // other shape carries: about one TLS 1.3 client-certificate refusal in fifteen still arrives so (the evening
+    // session of 2026-12-07, TlsClientCertificateRefusalTests).
     private static bool IsHttp2NotEstablished(Exception e) =>
         e is HttpRequestException { InnerException: null, HttpRequestError: HttpRequestError.Unknown } http
         && (http.Message.Contains("net_http_http2_connection_not_established", StringComparison.Ordinal)
