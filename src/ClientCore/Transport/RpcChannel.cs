@@ -42,11 +42,10 @@ internal sealed class RpcChannel : IDisposable
     public static readonly TimeSpan KeepAlivePingDelay = TimeSpan.FromSeconds(5);
     public static readonly TimeSpan KeepAlivePingTimeout = TimeSpan.FromSeconds(5);
 
-    // One channel per address, made once (a Lazy: GetOrAdd may run a factory twice and drop one result, an undisposed
-    // channel).
-    // Keyed by address and by whether it is used as one of several (its connections then wait for the broker's answer
-    // for ConnectTimeout only, see Open) or alone: an address that is both (a route's endpoint that is also an address
-    // of the access point) has a channel for each.
+    // One channel per address and use: as one of several addresses (its connections then wait for the broker's answer
+    // for ConnectTimeout only, see Open) or alone. An address used both ways (a route's endpoint that is also an
+    // address of the access point) has a channel for each. Each made once (a Lazy: GetOrAdd may run its factory twice
+    // and drop one result, a channel never disposed).
     private readonly ConcurrentDictionary<(Endpoint Address, bool WithAlternatives), Lazy<(GrpcChannel Channel, MessagingService.MessagingServiceClient Client,
         HalfMsg.Protocol.V1.TransactionService.TransactionServiceClient Transactions)>> _channels = new();
     // The address each multi-address endpoint talks to now (absent: the first).
@@ -69,7 +68,8 @@ internal sealed class RpcChannel : IDisposable
 
     public ClientConfig Config => _config;
 
-    /// <summary>The generated client for <paramref name="endpoint"/>'s current address, on that address's one channel.</summary>
+    /// <summary>The generated client for <paramref name="endpoint"/>'s current address, on that address's channel (for a
+    /// single address, its channel as an address alone).</summary>
     public MessagingService.MessagingServiceClient Client(Endpoint endpoint) => Channel(endpoint.Address(CurrentIndex(endpoint)), endpoint.AddressCount > 1).Client;
 
     /// <summary>HalfMsgBroker's own TransactionService client for <paramref name="endpoint"/>'s current address, on the same channel.</summary>
@@ -366,7 +366,9 @@ internal sealed class RpcChannel : IDisposable
                 ConnectCallback = AddressConnector.Callback(_config.ConnectTimeout, () => _config.Tls is null && withAlternatives),
                 // With TLS the same wait for the broker's answer, after the handshake (the connect callback runs before
                 // it): a broker that completes the handshake and then says nothing fails as a connection, like one
-                // silent in cleartext; an address alone, or cleartext, has no filter. The afternoon session of 2026-12-07.
+                // silent in cleartext. The afternoon session of 2026-12-07. An address alone is not waited for; its
+                // connection is only watched until set up (AddressConnector.WatchedStream, for what TlsFailure says of
+                // one that ends first). Cleartext has no filter.
                 PlaintextStreamFilter = _config.Tls is null ? null : AddressConnector.PlaintextFilter(_config.ConnectTimeout, () => withAlternatives),
                 PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
                 KeepAlivePingDelay = KeepAlivePingDelay,
