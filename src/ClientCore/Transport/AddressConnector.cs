@@ -82,17 +82,47 @@ internal static class AddressConnector
     private const string TlsClosedHint = " A broker that requires client certificates (--tls-client-auth require) ends the connection so for a client"
         + " without one, or with one its --tls-client-ca did not issue: check Tls.ClientCertificate(File).";
 
-    // Sends the preface and reads the broker's first bytes: the stream, with them, for the handler.
+    // Sends the preface and reads the broker's first frame (its SETTINGS, RFC 9113 3.4; of a frame longer than the
+    // default largest, its header only): the stream, with the bytes read, for the handler. The whole frame, so that a
+    // broker that ends the connection within it fails here, as a connection, before the handler has the stream and
+    // writes its first request; until the evening session of 2026-12-07 its first bytes were enough, and such a call
+    // failed without going to the next address.
     private static async ValueTask<Stream> PrefaceAsync(Stream stream, string address, CancellationToken ct)
     {
         await stream.WriteAsync(Preface.ToArray(), ct).ConfigureAwait(false);
         await stream.FlushAsync(ct).ConfigureAwait(false);
-        byte[] first = new byte[64];
-        int read = await stream.ReadAsync(first, ct).ConfigureAwait(false);
-        if (read == 0)
+        byte[] first = new byte[256];
+        int read = 0;
+        int wanted = 9;
+        while (read < wanted)
         {
-            throw new NoAnswerException($"{address} closed the connection without answering the HTTP/2 connection preface."
-                + (stream is System.Net.Security.SslStream ? TlsClosedHint : string.Empty));
+            int n;
+            try
+            {
+                n = await stream.ReadAsync(first.AsMemory(read), ct).ConfigureAwait(false);
+            }
+            catch (IOException ex) when (read > 0)
+            {
+                throw new NoAnswerException($"{address} ended the connection within its answer to the HTTP/2 connection preface: {ex.Message}", ex);
+            }
+
+            if (n == 0)
+            {
+                throw new NoAnswerException(read == 0
+                    ? $"{address} closed the connection without answering the HTTP/2 connection preface." + (stream is System.Net.Security.SslStream ? TlsClosedHint : string.Empty)
+                    : $"{address} closed the connection within its answer to the HTTP/2 connection preface.");
+            }
+
+            read += n;
+            if (wanted == 9 && read >= 9)
+            {
+                int length = (first[0] << 16) | (first[1] << 8) | first[2];
+                wanted = length <= 16384 ? 9 + length : 9;
+                if (wanted > first.Length)
+                {
+                    Array.Resize(ref first, wanted);
+                }
+            }
         }
 
         return new WatchedStream(stream, first.AsMemory(0, read), prefaceSent: true, address, stream is System.Net.Security.SslStream);

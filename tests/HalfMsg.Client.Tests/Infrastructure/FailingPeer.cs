@@ -20,8 +20,11 @@ public sealed class FailingPeer(FailingPeer.Moment at, bool reset, X509Certifica
         Handshaken,
         /// <summary>After reading the client's HTTP/2 connection preface (24 bytes), before answering it.</summary>
         Preface,
-        /// <summary>After answering the client's preface with an empty SETTINGS frame: the connection's set-up done,
-        /// before any request arrived.</summary>
+        /// <summary>While answering the client's preface: the first 5 of its SETTINGS frame's 9 bytes written (the
+        /// client has the broker's first bytes, and writes no request before the whole frame).</summary>
+        Answering,
+        /// <summary>After answering the client's preface with an empty SETTINGS frame: the connection's set-up done
+        /// (the client may write its first request at once).</summary>
         Answered,
         /// <summary>After a request's HEADERS frame arrived (the broker may have it).</summary>
         Request,
@@ -49,6 +52,12 @@ public sealed class FailingPeer(FailingPeer.Moment at, bool reset, X509Certifica
             if (at >= Moment.Preface)
             {
                 await stream.ReadExactlyAsync(new byte[ClientPreface.Length], stop);
+            }
+
+            if (at == Moment.Answering)
+            {
+                await stream.WriteAsync(new byte[] { 0, 0, 0, 4, 0 }, stop); // SETTINGS, cut short
+                await stream.FlushAsync(stop);
             }
 
             if (at >= Moment.Answered)
