@@ -152,6 +152,44 @@ public sealed class AddressFailbackTests
         Assert.DoesNotContain(first.TraceParents, t => t.TraceParent.Contains(traceId, StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task A_client_disposed_while_a_failback_probe_looks_up_its_channel_leaves_no_channel_open()
+    {
+        // Dispose between the probe's disposed check and its channel look-up (here run by the test's seam there, as
+        // another thread's Dispose may; the look-up then made a new channel, Dispose having cleared them): until the evening session of 2026-12-07 that channel was never
+        // disposed, and the probe's connection to the first address, back, stayed open with its handler after Dispose.
+        await using var second = await CountingHeartbeatsAsync(() => { });
+        int firstPort = await FreedPortAsync();
+        var endpoint = Endpoint.Parse($"127.0.0.1:{firstPort};{second.Endpoint}");
+        var channel = new RpcChannel(new ClientConfig(endpoint.ToString(), null, TimeSpan.FromSeconds(20), null, null,
+            connectTimeout: ConnectTimeout, failbackInterval: TimeSpan.FromMilliseconds(300)));
+        try
+        {
+            await channel.UnaryAsync(endpoint, Heartbeat, null, default); // the first refuses: moved to the second
+            Assert.Equal(1, channel.CurrentIndex(endpoint));
+
+            await using var first = await CountingHeartbeatsAsync(() => { }, firstPort);
+            var disposed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            channel.ChannelRequestedForTests = address =>
+            {
+                if (address.Equals(endpoint.Address(0)) && !disposed.Task.IsCompleted)
+                {
+                    channel.Dispose(); // as the probe looks up the first address's channel
+                    disposed.TrySetResult();
+                }
+            };
+
+            await disposed.Task.WaitAsync(TimeSpan.FromSeconds(15));
+            await E2E.EventuallyAsync(() => !channel.ProbingForTests(endpoint), TimeSpan.FromSeconds(15), "the probe ended");
+            Assert.Equal(0, channel.OpenChannelsForTests);
+            Assert.DoesNotContain(first.Paths, p => p == ProbePath); // no probe went out after Dispose
+        }
+        finally
+        {
+            channel.Dispose();
+        }
+    }
+
     // A Telemetry stream that answers the client's Settings, counting the streams opened.
     private static Func<IAsyncStreamReader<TelemetryCommand>, IServerStreamWriter<TelemetryCommand>, ServerCallContext, Task> Telemetry(Action opened) =>
         async (requests, responses, ctx) =>

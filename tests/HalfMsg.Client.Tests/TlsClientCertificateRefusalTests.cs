@@ -75,6 +75,68 @@ public sealed class TlsClientCertificateRefusalTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_broker_certificate_the_client_does_not_trust_is_told_by_type_from_a_refused_client_certificate()
+    {
+        // Until the evening session of 2026-12-07 the two were told apart by the runtime's text ("remote certificate" in
+        // the handshake's AuthenticationException), which a localized runtime, or a trimmed app's resource keys, do not
+        // have: the client's check now refuses the broker's certificate with an exception of its own. (Looked up by name,
+        // so that this test builds against the code before it.)
+        using X509Certificate2 certificate = TlsSilentListener.SelfSigned();
+        await using var server = await TestGrpcServer.StartAsync(_ => { }, certificate: certificate);
+        var endpoint = Endpoint.Parse(server.Endpoint);
+        ClientTls verifying = ClientTls.Create("ProducerOptions", server.Endpoint, useTls: true, new TlsOptions(), null)!; // the system's roots
+        using var channel = new RpcChannel(new ClientConfig(server.Endpoint, null, TimeSpan.FromSeconds(20), null, null, verifying,
+            connectTimeout: TimeSpan.FromSeconds(5)));
+
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint, Heartbeat, null, default));
+        Assert.Contains("Tls.TrustedCertificateFile", ex.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("Tls.ClientCertificate", ex.Message, StringComparison.Ordinal);
+        var chain = new List<Exception>();
+        for (Exception? e = ex; e is not null; e = e is RpcException { Status.DebugException: { } debug } ? debug : e.InnerException)
+        {
+            chain.Add(e);
+        }
+
+        Assert.True(chain.Exists(e => e.GetType().Name == "BrokerCertificateRejectedException"),
+            "the refusal carried by the client's own type: " + string.Join(" > ", chain.Select(e => e.GetType().Name)));
+        Assert.Empty(server.Paths);
+    }
+
+    [Fact]
+    public async Task A_broker_certificate_refused_for_its_chain_says_why_as_the_runtime_did()
+    {
+        // An expired broker certificate, pinned (so that expiry is the chain's one error): the runtime's refusal said
+        // "errors in the certificate chain: NotTimeValid"; until review in the evening session of 2026-12-07 the client's
+        // own refusal (BrokerCertificateRejectedException) said only "RemoteCertificateChainErrors", the same for an
+        // expired, a revoked or an untrusted certificate.
+        using X509Certificate2 expired = ExpiredSelfSigned();
+        await using var server = await TestGrpcServer.StartAsync(_ => { }, certificate: expired);
+        var endpoint = Endpoint.Parse(server.Endpoint);
+        ClientTls pinned = ClientTls.Create("ProducerOptions", server.Endpoint, useTls: true,
+            new TlsOptions { TrustedCertificate = X509CertificateLoader.LoadCertificate(expired.RawData) }, null)!;
+        using var channel = new RpcChannel(new ClientConfig(server.Endpoint, null, TimeSpan.FromSeconds(20), null, null, pinned,
+            connectTimeout: TimeSpan.FromSeconds(5)));
+
+        var ex = await Assert.ThrowsAsync<TransportException>(() => channel.UnaryAsync(endpoint, Heartbeat, null, default));
+        output.WriteLine(ex.Message);
+        Assert.Contains("NotTimeValid", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("Tls.TrustedCertificateFile", ex.Message, StringComparison.Ordinal);
+        Assert.Empty(server.Paths);
+    }
+
+    private static X509Certificate2 ExpiredSelfSigned()
+    {
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=halfmsg-test-expired", key, System.Security.Cryptography.HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddIpAddress(System.Net.IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new System.Security.Cryptography.Oid("1.3.6.1.5.5.7.3.1")], false));
+        using X509Certificate2 made = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-2), DateTimeOffset.UtcNow.AddDays(-1));
+        return X509CertificateLoader.LoadPkcs12(made.Export(X509ContentType.Pkcs12), null);
+    }
+
+    [Fact]
     public async Task Refused_at_every_address_of_several_the_call_says_so_for_each()
     {
         // With another address to go to, the broker's answer after the handshake is awaited (PlaintextStreamFilter): the

@@ -397,6 +397,35 @@ public sealed class TransportTests
     }
 
     [Fact]
+    public async Task A_slow_to_answer_address_that_is_also_one_of_several_is_waited_for_within_the_deadline_when_called_alone()
+    {
+        // A route's endpoint that is also an address of the access point: called as one of several it is passed over at
+        // ConnectTimeout; called alone it has no other to go to, and its slow answer is waited for within the call's
+        // deadline. Until the evening session of 2026-12-07 the address had one channel, which waited ConnectTimeout
+        // only once the access point had been called, and the call to it alone failed at 1 s, Unavailable ("did not
+        // answer the HTTP/2 connection preface within 1000 ms").
+        int calls = 0;
+        await using var server = await TestGrpcServer.StartAsync(s => s.OnHeartbeat = (_, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            return Task.FromResult(new HeartbeatResponse());
+        });
+        await using var slow = new SlowToAnswerListener(server.Port, TimeSpan.FromMilliseconds(1500));
+        var accessPoint = Endpoint.Parse($"{slow.Endpoint};{server.Endpoint}");
+        var alone = Endpoint.Parse(slow.Endpoint);
+        using var channel = new RpcChannel(new ClientConfig(accessPoint.ToString(), null, TimeSpan.FromSeconds(10), null, null,
+            connectTimeout: TimeSpan.FromSeconds(1), failbackInterval: Timeout.InfiniteTimeSpan));
+
+        await channel.UnaryAsync(accessPoint, Heartbeat, null, default);
+        Assert.Equal(1, channel.CurrentIndex(accessPoint)); // passed over at ConnectTimeout
+        Assert.Equal(1, Volatile.Read(ref calls));
+
+        await channel.UnaryAsync(alone, Heartbeat, null, default); // waited for
+        await channel.UnaryAsync(alone, Heartbeat, null, default);
+        Assert.Equal(3, Volatile.Read(ref calls));
+    }
+
+    [Fact]
     public async Task A_slow_to_answer_first_address_of_several_is_still_passed_over_at_the_connect_timeout()
     {
         // With another address to go to, the answer is awaited for ConnectTimeout only, as for a silent one.

@@ -31,12 +31,22 @@ internal static class AddressConnector
 
     /// <summary>A plaintext stream filter that, when <paramref name="awaitAnswer"/> says so at the connection (TLS, an
     /// address with another to go to) and HTTP/2 was negotiated, sends the HTTP/2 preface over the TLS connection and
-    /// waits for the broker's first bytes (its SETTINGS) within <paramref name="timeout"/>; otherwise the stream as it is.</summary>
+    /// waits for the broker's first bytes (its SETTINGS) within <paramref name="timeout"/>; otherwise the stream as it is.
+    /// Every HTTP/2 connection over TLS is watched (<see cref="WatchedStream"/>) until its first request left and the
+    /// broker answered, so that a connection ended before then says so by its type.</summary>
     public static Func<SocketsHttpPlaintextStreamFilterContext, CancellationToken, ValueTask<Stream>> PlaintextFilter(TimeSpan timeout, Func<bool> awaitAnswer) =>
-        (context, ct) => context.NegotiatedHttpVersion == HttpVersion.Version20 && awaitAnswer()
-            ? AwaitAnswerAsync(context.PlaintextStream, context.InitialRequestMessage.RequestUri is { } uri ? $"{uri.Host}:{uri.Port}" : "the broker",
-                timeout, ct)
-            : ValueTask.FromResult(context.PlaintextStream);
+        (context, ct) =>
+        {
+            if (context.NegotiatedHttpVersion != HttpVersion.Version20)
+            {
+                return ValueTask.FromResult(context.PlaintextStream);
+            }
+
+            string address = context.InitialRequestMessage.RequestUri is { } uri ? $"{uri.Host}:{uri.Port}" : "the broker";
+            return awaitAnswer()
+                ? AwaitAnswerAsync(context.PlaintextStream, address, timeout, ct)
+                : ValueTask.FromResult<Stream>(new WatchedStream(context.PlaintextStream, default, prefaceSent: false, address, tls: true));
+        };
 
     private static async ValueTask<Stream> AwaitAnswerAsync(Stream stream, string address, TimeSpan timeout, CancellationToken ct)
     {
@@ -72,20 +82,50 @@ internal static class AddressConnector
     private const string TlsClosedHint = " A broker that requires client certificates (--tls-client-auth require) ends the connection so for a client"
         + " without one, or with one its --tls-client-ca did not issue: check Tls.ClientCertificate(File).";
 
-    // Sends the preface and reads the broker's first bytes: the stream, with them, for the handler.
+    // Sends the preface and reads the broker's first frame (its SETTINGS, RFC 9113 3.4; of a frame longer than the
+    // default largest, its header only): the stream, with the bytes read, for the handler. The whole frame, so that a
+    // broker that ends the connection within it fails here, as a connection, before the handler has the stream and
+    // writes its first request; until the evening session of 2026-12-07 its first bytes were enough, and such a call
+    // failed without going to the next address.
     private static async ValueTask<Stream> PrefaceAsync(Stream stream, string address, CancellationToken ct)
     {
         await stream.WriteAsync(Preface.ToArray(), ct).ConfigureAwait(false);
         await stream.FlushAsync(ct).ConfigureAwait(false);
-        byte[] first = new byte[64];
-        int read = await stream.ReadAsync(first, ct).ConfigureAwait(false);
-        if (read == 0)
+        byte[] first = new byte[256];
+        int read = 0;
+        int wanted = 9;
+        while (read < wanted)
         {
-            throw new NoAnswerException($"{address} closed the connection without answering the HTTP/2 connection preface."
-                + (stream is System.Net.Security.SslStream ? TlsClosedHint : string.Empty));
+            int n;
+            try
+            {
+                n = await stream.ReadAsync(first.AsMemory(read), ct).ConfigureAwait(false);
+            }
+            catch (IOException ex) when (read > 0)
+            {
+                throw new NoAnswerException($"{address} ended the connection within its answer to the HTTP/2 connection preface: {ex.Message}", ex);
+            }
+
+            if (n == 0)
+            {
+                throw new NoAnswerException(read == 0
+                    ? $"{address} closed the connection without answering the HTTP/2 connection preface." + (stream is System.Net.Security.SslStream ? TlsClosedHint : string.Empty)
+                    : $"{address} closed the connection within its answer to the HTTP/2 connection preface.");
+            }
+
+            read += n;
+            if (wanted == 9 && read >= 9)
+            {
+                int length = (first[0] << 16) | (first[1] << 8) | first[2];
+                wanted = length <= 16384 ? 9 + length : 9;
+                if (wanted > first.Length)
+                {
+                    Array.Resize(ref first, wanted);
+                }
+            }
         }
 
-        return new PrefacedStream(stream, first.AsMemory(0, read));
+        return new WatchedStream(stream, first.AsMemory(0, read), prefaceSent: true, address, stream is System.Net.Security.SslStream);
     }
 
     /// <summary>
@@ -94,6 +134,21 @@ internal static class AddressConnector
     /// wraps it (a connection failure from the connect callback, a failure of the plaintext filter from the filter).
     /// </summary>
     internal sealed class NoAnswerException(string message, Exception? inner = null) : IOException(message, inner);
+
+    /// <summary>
+    /// A connection that ended (closed, reset, disposed) before its set-up was through: before the handler wrote its
+    /// first request (<see cref="RequestWritten"/> false: the broker cannot have it, so the call may go to another
+    /// address, <see cref="RpcChannel.IsConnectFailure"/>), or before the broker's first bytes (<see cref="BeforeAnswer"/>:
+    /// with TLS, how a broker refuses a client certificate after a TLS 1.3 handshake, <see cref="RpcChannel.TlsFailure"/>).
+    /// Thrown by <see cref="WatchedStream"/>, which knows what went over the connection, so that neither is read from
+    /// the handler's exception text. The evening session of 2026-12-07.
+    /// </summary>
+    internal sealed class ConnectionEndedException(string message, Exception? inner, bool requestWritten, bool beforeAnswer) : IOException(message, inner)
+    {
+        public bool RequestWritten { get; } = requestWritten;
+
+        public bool BeforeAnswer { get; } = beforeAnswer;
+    }
 
     public static async ValueTask<Stream> ConnectAsync(DnsEndPoint address, TimeSpan timeout, bool awaitAnswer, CancellationToken ct)
     {
@@ -135,13 +190,44 @@ internal static class AddressConnector
     }
 
     /// <summary>
-    /// The connection after the preface was sent and the broker answered: the handler's own preface (the first 24 bytes
-    /// it writes) is not sent again, and the broker's first bytes, already read, are read first.
+    /// An HTTP/2 connection watched until its set-up is through (its first request written and the broker's first bytes
+    /// read): a failure before then (a read or write failing, or the broker closing) is a
+    /// <see cref="ConnectionEndedException"/> saying which of the two had happened; after it, the connection as it is.
+    /// With <c>prefaceSent</c> (the preface was sent and the broker's first bytes, <c>answered</c>, read while waiting for
+    /// its answer) the handler's own preface (the first 24 bytes it writes) is not sent again, and the broker's first
+    /// bytes are read first.
+    /// Until the evening session of 2026-12-07 a broker that answered the preface and then closed or reset the
+    /// connection before the first request was written failed the call (the handler's "HTTP/2 connection could not be
+    /// established", under an HttpRequestException that is not a connection failure) without taking it to the next
+    /// address, and with TLS said it might be a refused client certificate, which cannot come after the broker answered.
     /// </summary>
-    private sealed class PrefacedStream(Stream inner, ReadOnlyMemory<byte> answered) : Stream
+    private sealed class WatchedStream(Stream inner, ReadOnlyMemory<byte> answered, bool prefaceSent, string address, bool tls) : Stream
     {
         private ReadOnlyMemory<byte> _answered = answered;
-        private int _prefaceLeft = Preface.Length;
+        private int _prefaceLeft = prefaceSent ? Preface.Length : 0;
+        // Set-up: no HEADERS frame written yet / none of the broker's bytes read yet.
+        private volatile bool _requestWritten;
+        private volatile bool _brokerAnswered = !answered.IsEmpty;
+        // The frame the handler's writes are in (before its first HEADERS): the preface's bytes left, then the frame
+        // header's bytes read so far and the payload's bytes left.
+        private int _observeSkip = Preface.Length;
+        private readonly byte[] _frameHeader = new byte[9];
+        private int _frameHeaderFill;
+        private int _payloadLeft;
+
+        private bool SettingUp => !_requestWritten || !_brokerAnswered;
+
+        private ConnectionEndedException Ended(Exception? cause)
+        {
+            bool before = !_brokerAnswered;
+            string what = _requestWritten
+                ? $"{address} ended the connection after the first request was written, before answering"
+                : before
+                    ? $"{address} ended the connection before answering the HTTP/2 connection preface"
+                    : $"{address} ended the connection after answering the HTTP/2 connection preface, before any request was written";
+            return new ConnectionEndedException(what + (cause is null ? " (closed)." : $" ({cause.Message.TrimEnd('.')}).") + (tls && before ? TlsClosedHint : string.Empty),
+                cause, _requestWritten, before);
+        }
 
         public override bool CanRead => true;
         public override bool CanWrite => true;
@@ -158,14 +244,61 @@ internal static class AddressConnector
                 return TakeAnswered(buffer);
             }
 
-            return inner.Read(buffer);
+            if (!SettingUp)
+            {
+                return inner.Read(buffer);
+            }
+
+            int read;
+            try
+            {
+                read = inner.Read(buffer);
+            }
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException && ex is not ConnectionEndedException)
+            {
+                throw Ended(ex);
+            }
+
+            return Answered(read, buffer.Length);
         }
 
         public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
             ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
-            !_answered.IsEmpty ? ValueTask.FromResult(TakeAnswered(buffer.Span)) : inner.ReadAsync(buffer, cancellationToken);
+            !_answered.IsEmpty ? ValueTask.FromResult(TakeAnswered(buffer.Span))
+            : SettingUp ? WatchedReadAsync(buffer, cancellationToken)
+            : inner.ReadAsync(buffer, cancellationToken);
+
+        private async ValueTask<int> WatchedReadAsync(Memory<byte> buffer, CancellationToken cancellationToken)
+        {
+            int read;
+            try
+            {
+                read = await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException && ex is not ConnectionEndedException)
+            {
+                throw Ended(ex);
+            }
+
+            return Answered(read, buffer.Length);
+        }
+
+        // A read during set-up: the broker's bytes, or its end of the connection.
+        private int Answered(int read, int asked)
+        {
+            if (read > 0)
+            {
+                _brokerAnswered = true;
+            }
+            else if (asked > 0)
+            {
+                throw Ended(null);
+            }
+
+            return read;
+        }
 
         private int TakeAnswered(Span<byte> buffer)
         {
@@ -177,17 +310,81 @@ internal static class AddressConnector
 
         public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
 
-        public override void Write(ReadOnlySpan<byte> buffer) => inner.Write(buffer[SkipPreface(buffer)..]);
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            bool settingUp = SettingUp;
+            Observe(buffer);
+            try
+            {
+                inner.Write(buffer[SkipPreface(buffer)..]);
+            }
+            catch (Exception ex) when (settingUp && ex is IOException or ObjectDisposedException && ex is not ConnectionEndedException)
+            {
+                throw Ended(ex);
+            }
+        }
 
         public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
             WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
         public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
+            bool settingUp = SettingUp;
+            Observe(buffer.Span);
             int skip = SkipPreface(buffer.Span);
-            return skip == buffer.Length ? ValueTask.CompletedTask : inner.WriteAsync(buffer[skip..], cancellationToken);
+            return skip == buffer.Length ? ValueTask.CompletedTask
+                : settingUp ? WatchedWriteAsync(buffer[skip..], cancellationToken)
+                : inner.WriteAsync(buffer[skip..], cancellationToken);
         }
 
+        private async ValueTask WatchedWriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await inner.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException && ex is not ConnectionEndedException)
+            {
+                throw Ended(ex);
+            }
+        }
+
+        // Follows the handler's frames until its first HEADERS frame (a request's), counted as written once handed to
+        // the connection (whether or not that write succeeds: the broker may have it).
+        private void Observe(ReadOnlySpan<byte> data)
+        {
+            while (!data.IsEmpty && !_requestWritten)
+            {
+                if (_observeSkip > 0)
+                {
+                    int skip = Math.Min(_observeSkip, data.Length);
+                    _observeSkip -= skip;
+                    data = data[skip..];
+                }
+                else if (_payloadLeft > 0)
+                {
+                    int skip = Math.Min(_payloadLeft, data.Length);
+                    _payloadLeft -= skip;
+                    data = data[skip..];
+                }
+                else
+                {
+                    int take = Math.Min(_frameHeader.Length - _frameHeaderFill, data.Length);
+                    data[..take].CopyTo(_frameHeader.AsSpan(_frameHeaderFill));
+                    _frameHeaderFill += take;
+                    data = data[take..];
+                    if (_frameHeaderFill == _frameHeader.Length)
+                    {
+                        _frameHeaderFill = 0;
+                        _payloadLeft = (_frameHeader[0] << 16) | (_frameHeader[1] << 8) | _frameHeader[2];
+                        if (_frameHeader[3] == 0x1) // HEADERS (RFC 9113, 6.2)
+                        {
+                            _requestWritten = true;
+                        }
+                    }
+                }
+            }
+        }
         // How many of buffer's first bytes are the rest of the handler's preface (already sent): skipped.
         private int SkipPreface(ReadOnlySpan<byte> buffer)
         {

@@ -120,6 +120,15 @@ internal sealed class ClientTls
             ssl.CertificateChainPolicy = policy;
         }
 
+        if (!_allowUntrusted)
+        {
+            // SslStream's own check (the chain, with the policy above, and the name), with its refusal as a type of ours,
+            // so that RpcChannel.TlsFailure tells it from a refusal of the client's by type, not by the runtime's text.
+            // The evening session of 2026-12-07.
+            ssl.RemoteCertificateValidationCallback = static (_, _, chain, errors) =>
+                errors == System.Net.Security.SslPolicyErrors.None ? true : throw new BrokerCertificateRejectedException(errors, chain);
+        }
+
         if (_clientCertificate is not null)
         {
             ssl.ClientCertificateContext = _clientCertificate;
@@ -210,4 +219,30 @@ internal sealed class ClientTls
             throw new ArgumentException($"{option} '{path}' could not be read: {ex.Message}", "options", ex);
         }
     }
+}
+
+/// <summary>The broker's certificate was not accepted (its chain does not end at a trusted root, or it does not name the
+/// host connected to): thrown by the client's certificate check, under the handshake's failure. Its message says what
+/// was wrong with the chain (<see cref="ChainStatus"/>: NotTimeValid, UntrustedRoot, Revoked, ...), as the runtime's
+/// own refusal did; until review in the evening session of 2026-12-07 it said only RemoteCertificateChainErrors, the
+/// same for an expired, a revoked or an untrusted certificate.</summary>
+internal sealed class BrokerCertificateRejectedException : System.Security.Authentication.AuthenticationException
+{
+    public BrokerCertificateRejectedException(SslPolicyErrors errors, X509Chain? chain)
+        : this(errors, chain is null ? X509ChainStatusFlags.NoError : chain.ChainStatus.Aggregate(X509ChainStatusFlags.NoError, static (all, s) => all | s.Status))
+    {
+    }
+
+    private BrokerCertificateRejectedException(SslPolicyErrors errors, X509ChainStatusFlags chainStatus)
+        : base($"The remote certificate (the broker's) was not accepted: {errors}"
+            + (chainStatus == X509ChainStatusFlags.NoError ? "." : $" ({chainStatus})."))
+    {
+        Errors = errors;
+        ChainStatus = chainStatus;
+    }
+
+    public SslPolicyErrors Errors { get; }
+
+    /// <summary>What the chain's elements were refused for (NoError when only the name did not match).</summary>
+    public X509ChainStatusFlags ChainStatus { get; }
 }
