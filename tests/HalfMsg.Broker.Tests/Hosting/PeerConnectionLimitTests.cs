@@ -10,27 +10,40 @@ public sealed class PeerConnectionLimitTests
 {
     private static IPAddress Peer(string address) => PeerConnectionLimit.PeerOf(new IPEndPoint(IPAddress.Parse(address), 40000));
 
+    /// <summary>Enters a connection and marks a request in progress on it, so that it is never closed to make room.</summary>
+    private static PeerConnectionLimit.Slot? Busy(PeerConnectionLimit limit, IPAddress peer, out bool perAddress)
+    {
+        PeerConnectionLimit.Slot? slot = limit.TryEnter(peer, () => throw new InvalidOperationException("a busy connection was closed"), out perAddress);
+        if (slot is not null) limit.RequestStarted(slot);
+        return slot;
+    }
+
+    private static PeerConnectionLimit.Slot Idle(PeerConnectionLimit limit, IPAddress peer, List<string> closed, string name)
+        => limit.TryEnter(peer, () => closed.Add(name), out _) ?? throw new InvalidOperationException($"{name} was refused");
+
     [Fact]
-    public void One_address_gets_its_share_others_get_the_rest_and_the_total_stays_bounded()
+    public void With_every_connection_busy_one_address_gets_its_share_others_get_the_rest_and_the_total_stays_bounded()
     {
         var limit = new PeerConnectionLimit("test", max: 5, maxPerAddress: 2, NullLogger.Instance);
         IPAddress a = Peer("10.0.0.1"), b = Peer("10.0.0.2"), c = Peer("10.0.0.3");
-        Assert.True(limit.TryEnter(a, out _));
-        Assert.True(limit.TryEnter(a, out _));
-        Assert.False(limit.TryEnter(a, out bool perAddress));
+        var a1 = Busy(limit, a, out _)!;
+        Assert.NotNull(Busy(limit, a, out _));
+        Assert.Null(Busy(limit, a, out bool perAddress));
         Assert.True(perAddress);
-        Assert.True(limit.TryEnter(b, out _));
-        Assert.True(limit.TryEnter(b, out _));
-        Assert.True(limit.TryEnter(c, out _));
-        Assert.False(limit.TryEnter(c, out perAddress)); // c has one of its two, but the port has all five
+        var b1 = Busy(limit, b, out _)!;
+        Assert.NotNull(Busy(limit, b, out _));
+        Assert.NotNull(Busy(limit, c, out _));
+        Assert.Null(Busy(limit, c, out perAddress)); // c has one of its two, but the port has all five
         Assert.False(perAddress);
 
-        limit.Leave(a);
-        Assert.True(limit.TryEnter(c, out _)); // a freed slot serves any address under its share
-        Assert.False(limit.TryEnter(a, out perAddress));
+        limit.Leave(a1);
+        Assert.NotNull(Busy(limit, c, out _)); // a freed slot serves any address under its share
+        Assert.Null(Busy(limit, a, out perAddress));
         Assert.False(perAddress);
-        limit.Leave(b);
-        Assert.True(limit.TryEnter(a, out _));
+        limit.Leave(b1);
+        Assert.NotNull(Busy(limit, a, out _));
+        Assert.Equal(5, limit.Open);
+        Assert.Equal(0, limit.Evicted);
     }
 
     [Fact]
@@ -38,9 +51,102 @@ public sealed class PeerConnectionLimitTests
     {
         var limit = new PeerConnectionLimit("test", max: 3, maxPerAddress: 10, NullLogger.Instance);
         IPAddress a = Peer("10.0.0.1");
-        for (int i = 0; i < 3; i++) Assert.True(limit.TryEnter(a, out _));
-        Assert.False(limit.TryEnter(a, out bool perAddress));
+        for (int i = 0; i < 3; i++) Assert.NotNull(Busy(limit, a, out _));
+        Assert.Null(Busy(limit, a, out bool perAddress));
         Assert.True(perAddress);
+    }
+
+    /// <summary>
+    /// A new connection on a full port closes the longest idle connection of the address holding the most; busy ones
+    /// are passed over, and only when nothing is idle is the new one refused. Until the evening session of 2026-12-07 it
+    /// was refused whenever the port was full.
+    /// </summary>
+    [Fact]
+    public void A_full_port_closes_the_longest_idle_connection_of_the_address_holding_the_most_never_a_busy_one()
+    {
+        var limit = new PeerConnectionLimit("test", max: 5, maxPerAddress: 3, NullLogger.Instance);
+        IPAddress a = Peer("10.0.0.1"), b = Peer("10.0.0.2"), c = Peer("10.0.0.3"), d = Peer("10.0.0.4");
+        var closed = new List<string>();
+        Assert.NotNull(Busy(limit, a, out _));
+        Idle(limit, a, closed, "a2");
+        Idle(limit, a, closed, "a3");
+        Idle(limit, b, closed, "b1");
+        Idle(limit, b, closed, "b2");
+
+        Idle(limit, c, closed, "c1"); // a holds the most (3): its longest idle, a2, makes room (a1 is busy)
+        Assert.Equal(["a2"], closed);
+        Idle(limit, d, closed, "d1"); // a and b hold two each: the longest idle of theirs, a3
+        Assert.Equal(["a2", "a3"], closed);
+        Assert.Equal(5, limit.Open);
+        Assert.Equal(2, limit.Evicted);
+    }
+
+    [Fact]
+    public void A_connection_whose_request_ended_is_idle_again_and_counts_as_idle_since_then()
+    {
+        var limit = new PeerConnectionLimit("test", max: 3, maxPerAddress: 3, NullLogger.Instance);
+        IPAddress a = Peer("10.0.0.1"), b = Peer("10.0.0.2");
+        var closed = new List<string>();
+        var first = Idle(limit, a, closed, "a1");
+        limit.RequestStarted(first);
+        var second = Idle(limit, a, closed, "a2");
+        limit.RequestStarted(second);
+        Idle(limit, a, closed, "a3");
+        limit.RequestStarted(limit.TryEnter(b, () => { }, out _) ?? throw new InvalidOperationException("a3 made no room"));
+        Assert.Equal(["a3"], closed);
+
+        // Now every connection is busy: a fourth is refused.
+        Assert.Null(limit.TryEnter(b, () => { }, out bool perAddress));
+        Assert.False(perAddress);
+        limit.RequestEnded(second); // a2 idle first, then a1: a2 has been idle longer
+        limit.RequestEnded(first);
+        Idle(limit, b, closed, "b2");
+        Assert.Equal(["a3", "a2"], closed);
+        Idle(limit, b, closed, "b3"); // b now holds the most (b1 busy, b2 idle): b2 makes room, not a1
+        Assert.Equal(["a3", "a2", "b2"], closed);
+        Assert.Equal(3, limit.Open);
+    }
+
+    /// <summary>
+    /// Over the share of its own address, a new connection closes that address's longest idle connection, not another
+    /// address's: a prober on 127.0.0.1 gets in beside a hoarder on 127.0.0.1. Until the evening session of 2026-12-07 it
+    /// was refused.
+    /// </summary>
+    [Fact]
+    public void Over_its_share_an_address_closes_its_own_longest_idle_connection()
+    {
+        var limit = new PeerConnectionLimit("test", max: 10, maxPerAddress: 2, NullLogger.Instance);
+        IPAddress a = Peer("127.0.0.1"), b = Peer("10.0.0.2");
+        var closed = new List<string>();
+        Idle(limit, b, closed, "b1");
+        Assert.NotNull(Busy(limit, a, out _));
+        Idle(limit, a, closed, "a2");
+        Idle(limit, a, closed, "a3");
+        Assert.Equal(["a2"], closed);
+        Idle(limit, a, closed, "a4");
+        Assert.Equal(["a2", "a3"], closed);
+        Assert.Equal(3, limit.Open);
+        limit.RequestStarted(limit.TryEnter(a, () => { }, out _)!); // closes a4; now both of a's are busy
+        Assert.Null(limit.TryEnter(a, () => { }, out bool perAddress));
+        Assert.True(perAddress);
+        Assert.Equal(["a2", "a3", "a4"], closed);
+    }
+
+    [Fact]
+    public void A_closed_connection_leaving_afterwards_is_not_counted_twice()
+    {
+        var limit = new PeerConnectionLimit("test", max: 2, maxPerAddress: 2, NullLogger.Instance);
+        IPAddress a = Peer("10.0.0.1"), b = Peer("10.0.0.2");
+        var closed = new List<string>();
+        var a1 = Idle(limit, a, closed, "a1");
+        Idle(limit, a, closed, "a2");
+        Idle(limit, b, closed, "b1");
+        Assert.Equal(["a1"], closed);
+        limit.Leave(a1); // its connection ends after it was closed to make room
+        Assert.Equal(2, limit.Open);
+        Idle(limit, b, closed, "b2");
+        Assert.Equal(["a1", "a2"], closed);
+        Assert.Equal(2, limit.Open);
     }
 
     [Fact]
