@@ -31,7 +31,8 @@ public sealed class PeerConnectionLimitKestrelTests
     private static async Task SendAsync(Socket socket, string path, int port)
         => await socket.SendAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"));
 
-    /// <summary>What the server sends before the deadline: its answer, or null when it closed the connection first.</summary>
+    /// <summary>What the server sends before the deadline: its answer, null when it closed the connection first, or a
+    /// note that it did neither.</summary>
     private static async Task<string?> ReceiveAsync(Socket socket, TimeSpan within)
     {
         var buffer = new byte[4096];
@@ -44,6 +45,10 @@ public sealed class PeerConnectionLimitKestrelTests
         catch (SocketException)
         {
             return null; // reset: closed by the server
+        }
+        catch (OperationCanceledException)
+        {
+            return $"(nothing within {within.TotalSeconds} s: still open)";
         }
     }
 
@@ -167,7 +172,11 @@ public sealed class PeerConnectionLimitKestrelTests
                 Assert.StartsWith("HTTP/1.1 200", await ReceiveAsync(s, TimeSpan.FromSeconds(20)));
             }
 
-            Assert.Null(await ReceiveAsync(sockets[0], TimeSpan.FromSeconds(20))); // the longest idle of the address
+            // The longest idle of the address is closed (after what is left of its answer, if the body came on its own).
+            string? rest;
+            do rest = await ReceiveAsync(sockets[0], TimeSpan.FromSeconds(20));
+            while (rest is not null && !rest.StartsWith("(nothing", StringComparison.Ordinal));
+            Assert.Null(rest);
             Assert.Equal(1, limit.Evicted);
             Assert.Equal(2, limit.Open);
         }
