@@ -150,6 +150,23 @@ public sealed class PeerConnectionLimitTests
     }
 
     [Fact]
+    public void Evictions_are_logged_at_most_once_a_minute_and_counted_every_time()
+    {
+        var logger = new HalfMsg.TestKit.ListLogger<PeerConnectionLimitTests>();
+        var limit = new PeerConnectionLimit("admin", max: 2, maxPerAddress: 2, logger);
+        IPAddress a = Peer("10.0.0.1"), b = Peer("10.0.0.2");
+        var closed = new List<string>();
+        Idle(limit, a, closed, "a1");
+        Idle(limit, a, closed, "a2");
+        for (int i = 0; i < 10; i++) Idle(limit, b, closed, $"b{i}");
+        Assert.Equal(10, closed.Count);
+        Assert.Equal(10, limit.Evicted);
+        var line = Assert.Single(logger.Entries);
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, line.Level);
+        Assert.Contains("admin connection from 10.0.0.2 made room by closing an idle connection from 10.0.0.1", line.Message);
+    }
+
+    [Fact]
     public void An_IPv6_peer_counts_by_its_64_and_an_IPv4_mapped_peer_as_IPv4()
     {
         Assert.Equal(Peer("2001:db8:1:2::1"), Peer("2001:db8:1:2:ffff:1:2:3"));

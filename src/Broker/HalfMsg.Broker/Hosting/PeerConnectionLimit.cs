@@ -156,10 +156,15 @@ internal sealed class PeerConnectionLimit
         {
             Interlocked.Increment(ref _evicted);
             if (_evictLog.TryEnter(out long suppressed))
-                _logger.LogWarning(victimOfShare
-                        ? "{Port} connection from {Peer} made room by closing an idle connection from the same address ({Max} from that address were open; {Suppressed} more not logged since the last line)"
-                        : "{Port} connection from {Peer} made room by closing an idle connection from {Victim}, the address holding the most ({Max} connections were open; {Suppressed} more not logged since the last line)",
-                    _port, peer, victimOfShare ? _maxPerAddress : _max, suppressed, victim.Peer);
+            {
+                if (victimOfShare)
+                    _logger.LogWarning("{Port} connection from {Peer} made room by closing an idle connection from the same address ({Max} from that address were open; {Suppressed} more not logged since the last line)",
+                        _port, peer, _maxPerAddress, suppressed);
+                else
+                    _logger.LogWarning("{Port} connection from {Peer} made room by closing an idle connection from {Victim}, the address holding the most ({Max} connections were open; {Suppressed} more not logged since the last line)",
+                        _port, peer, victim.Peer, _max, suppressed);
+            }
+
             victim.Abort(); // outside the lock: aborting a transport may run continuations
         }
 
