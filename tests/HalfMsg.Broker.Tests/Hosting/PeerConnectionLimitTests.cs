@@ -1,5 +1,9 @@
 using System.Net;
 using HalfMsg.Broker.Hosting;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -164,6 +168,121 @@ public sealed class PeerConnectionLimitTests
         var line = Assert.Single(logger.Entries);
         Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, line.Level);
         Assert.Contains("admin connection from 10.0.0.2 made room by closing an idle connection from 10.0.0.1", line.Message);
+    }
+
+    /// <summary>A connection counted by <paramref name="limit"/> as Kestrel would hand it over, held open until
+    /// <paramref name="held"/> completes; its connection items carry what the request middleware reads.</summary>
+    private static (Connection Connection, Task Running) Connect(PeerConnectionLimit limit, string from, Task held)
+    {
+        var connection = new Connection { RemoteEndPoint = new IPEndPoint(IPAddress.Parse(from), 40000) };
+        return (connection, limit.OnConnectionAsync(connection, _ => held));
+    }
+
+    /// <summary>A connection that records its close at once (the default one signals it on the thread pool).</summary>
+    private sealed class Connection : DefaultConnectionContext
+    {
+        public volatile bool Closed;
+
+        public override void Abort(ConnectionAbortedException abortReason) => Closed = true;
+    }
+
+    /// <summary>A request on <paramref name="connection"/> whose server has finished the application's part but has
+    /// not yet written the whole answer until <see cref="CompletingResponse.Complete"/>.</summary>
+    private static (DefaultHttpContext Context, CompletingResponse Response) RequestOn(Connection connection)
+    {
+        var context = new DefaultHttpContext();
+        var response = new CompletingResponse();
+        context.Features.Set<IHttpResponseFeature>(response);
+        context.Features.Set<IConnectionItemsFeature>(connection);
+        return (context, response);
+    }
+
+    /// <summary>A response feature that runs its OnCompleted callbacks when the test says the answer is written, as
+    /// Kestrel runs them after its last bytes are flushed.</summary>
+    private sealed class CompletingResponse : HttpResponseFeature
+    {
+        private readonly List<(Func<object, Task> Callback, object State)> _completed = [];
+
+        public override void OnCompleted(Func<object, Task> callback, object state) => _completed.Add((callback, state));
+
+        public async Task Complete()
+        {
+            for (int i = _completed.Count - 1; i >= 0; i--) await _completed[i].Callback(_completed[i].State);
+        }
+    }
+
+    /// <summary>
+    /// A request that reaches the admin pipeline on a connection already chosen to make room (its headers were parsed
+    /// as the close was on its way) answers 503 without running: a commit, rollback or topic delete either runs and is
+    /// answered, or does not run. Until the evening session of 2026-12-07 it ran, and the close then cut its answer, so
+    /// the operator never learned whether a non-idempotent POST had taken effect.
+    /// </summary>
+    [Fact]
+    public async Task A_request_on_a_connection_already_chosen_to_make_room_answers_503_without_running()
+    {
+        var limit = new PeerConnectionLimit("admin", max: 10, maxPerAddress: 1, NullLogger.Instance);
+        var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var (first, firstRunning) = Connect(limit, "10.0.0.1", hold.Task);
+        var (_, secondRunning) = Connect(limit, "10.0.0.1", hold.Task); // over the share: the idle first makes room
+        Assert.Equal(1, limit.Evicted);
+        Assert.True(first.Closed, "the first connection was not closed");
+
+        var (context, _) = RequestOn(first);
+        bool ran = false;
+        await limit.TrackRequestsAsync(context, () =>
+        {
+            ran = true;
+            return Task.CompletedTask;
+        });
+
+        Assert.False(ran, "the request ran on a connection being closed: its answer would be cut");
+        Assert.Equal(StatusCodes.Status503ServiceUnavailable, context.Response.StatusCode);
+        Assert.Equal(1, limit.Open);
+        hold.SetResult();
+        await Task.WhenAll(firstRunning, secondRunning);
+        Assert.Equal(0, limit.Open);
+    }
+
+    /// <summary>
+    /// A connection whose request has left the pipeline but whose answer is still being written (Kestrel ends the
+    /// response after the application returns) is not idle: a newcomer over the share is refused rather than cut that
+    /// answer; once the answer is written the connection is idle and makes room. Until the evening session of
+    /// 2026-12-07 it counted as idle as soon as the pipeline returned.
+    /// </summary>
+    [Fact]
+    public async Task A_connection_still_writing_its_answer_is_not_closed_to_make_room_until_the_answer_is_written()
+    {
+        var limit = new PeerConnectionLimit("admin", max: 10, maxPerAddress: 1, NullLogger.Instance);
+        var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        try
+        {
+            var (first, firstRunning) = Connect(limit, "10.0.0.1", hold.Task);
+            var (context, response) = RequestOn(first);
+            bool ran = false;
+            await limit.TrackRequestsAsync(context, () =>
+            {
+                ran = true;
+                return Task.CompletedTask;
+            });
+            Assert.True(ran);
+
+            var (_, refusedRunning) = Connect(limit, "10.0.0.1", hold.Task);
+            Assert.False(first.Closed, "the answer still being written was cut");
+            Assert.True(refusedRunning.IsCompleted, "the newcomer was not refused"); // a refusal returns at once
+            Assert.Equal(0, limit.Evicted);
+
+            await response.Complete();
+            var (_, thirdRunning) = Connect(limit, "10.0.0.1", hold.Task);
+            Assert.True(first.Closed, "the idle connection did not make room once its answer was written");
+            Assert.Equal(1, limit.Evicted);
+            hold.SetResult();
+            await Task.WhenAll(firstRunning, thirdRunning);
+            Assert.Equal(0, limit.Open);
+        }
+        finally
+        {
+            hold.TrySetResult(); // on a failure, lets the connections end
+        }
     }
 
     [Fact]

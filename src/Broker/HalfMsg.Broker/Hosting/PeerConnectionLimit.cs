@@ -22,8 +22,9 @@ namespace HalfMsg.Broker.Hosting;
 /// (until the evening session of 2026-12-07): now the probe's connection closes a hoarder's idle one instead, and a
 /// request in progress (a long /api call, a dashboard page) is never cut. The total stays bounded. An IPv6 peer counts by
 /// its /64, the block one host is normally given, so that it cannot take a share per address of its own block.
-/// A request is "in progress" from the moment the HTTP pipeline sees it (<see cref="TrackRequestsAsync"/>) until it
-/// returns; a connection still sending its request's headers counts as idle (Kestrel's header timeout bounds it anyway).
+/// A request is "in progress" from the moment the HTTP pipeline sees it (<see cref="TrackRequestsAsync"/>) until its
+/// answer is written; a connection still sending its request's headers counts as idle (Kestrel's header timeout bounds
+/// it anyway), and a request that reaches the pipeline after its connection was chosen answers 503 without running.
 /// </remarks>
 internal sealed class PeerConnectionLimit
 {
@@ -102,8 +103,12 @@ internal sealed class PeerConnectionLimit
     }
 
     /// <summary>
-    /// HTTP middleware for the port's pipeline: marks the connection busy while a request is in progress, so that it is
-    /// never closed to make room. A request on a connection this limit does not count (another port) passes untouched.
+    /// HTTP middleware for the port's pipeline: marks the connection busy from the moment a request reaches the pipeline
+    /// until its answer is written (Kestrel's OnCompleted, after it flushed the end of the response; the pipeline returns
+    /// before that), so that no answer is cut to make room. A request on a connection already chosen to make room (its
+    /// headers were parsed as the close was on its way) answers 503 without running: a commit, rollback or topic delete
+    /// either runs and is answered, or does not run. A request on a connection this limit does not count (another port)
+    /// passes untouched.
     /// </summary>
     public async Task TrackRequestsAsync(HttpContext context, Func<Task> next)
     {
@@ -114,15 +119,26 @@ internal sealed class PeerConnectionLimit
             return;
         }
 
-        RequestStarted(slot);
-        try
+        if (!RequestStarted(slot))
         {
-            await next().ConfigureAwait(false);
+            context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+            context.Response.Headers.Connection = "close";
+            await context.Response.WriteAsJsonAsync(new
+            {
+                error = "this connection was closed to make room for a new one before the request arrived; the request did not run, send it again",
+                code = "ConnectionClosed",
+            }).ConfigureAwait(false);
+            return;
         }
-        finally
+
+        // Kestrel runs OnCompleted for every request it started, also after an exception or an abort (and a connection
+        // that ends is uncounted by Leave anyway).
+        context.Response.OnCompleted(() =>
         {
             RequestEnded(slot);
-        }
+            return Task.CompletedTask;
+        });
+        await next().ConfigureAwait(false);
     }
 
     /// <summary>
@@ -179,9 +195,17 @@ internal sealed class PeerConnectionLimit
         }
     }
 
-    internal void RequestStarted(Slot slot)
+    /// <summary>Marks a request in progress on <paramref name="slot"/>; false when the connection was already chosen to
+    /// make room (or has left): then the request must not run. Under the same lock as the choice, so exactly one of the
+    /// two wins: a busy connection is never chosen, and a chosen one never starts a request.</summary>
+    internal bool RequestStarted(Slot slot)
     {
-        lock (_slots) slot.Requests++;
+        lock (_slots)
+        {
+            if (slot.Gone) return false;
+            slot.Requests++;
+            return true;
+        }
     }
 
     internal void RequestEnded(Slot slot)
