@@ -75,6 +75,12 @@ internal sealed class PeerConnectionLimit
         get { lock (_slots) return _slots.Count; }
     }
 
+    /// <summary>Connections counted now with a request in progress (tests).</summary>
+    internal int Busy
+    {
+        get { lock (_slots) return _slots.Count(s => s.Requests > 0); }
+    }
+
     public async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next)
     {
         IPAddress peer = PeerOf(connection.RemoteEndPoint);
