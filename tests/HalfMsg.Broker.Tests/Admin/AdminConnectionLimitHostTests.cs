@@ -19,10 +19,13 @@ public sealed class AdminConnectionLimitHostTests
     /// With a share of one connection per address, a client pipelines hundreds of GET /metrics on one connection and
     /// does not read: the broker's answer blocks in the middle of a request (its output is full). A second connection
     /// from the same address finds nothing idle and is closed at once; the first then reads every one of its answers,
-    /// uncut. Once it is idle, a third connection makes room by closing it and is answered.
+    /// uncut. Once it is idle, a third connection makes room by closing it and is answered. Over TLS too (--admin-tls
+    /// auto, the default, serves both on the port): the TLS layer sits between the limit and the HTTP pipeline.
     /// </summary>
-    [Fact]
-    public async Task A_connection_blocked_writing_an_admin_answer_is_never_closed_to_make_room_and_is_closed_once_idle()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_connection_blocked_writing_an_admin_answer_is_never_closed_to_make_room_and_is_closed_once_idle(bool tls)
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-admin-limit-host-" + Guid.NewGuid().ToString("N")[..12]);
         int http = FreePorts.Next();
@@ -36,9 +39,19 @@ public sealed class AdminConnectionLimitHostTests
             var busy = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
             sockets.Add(busy);
             await busy.ConnectAsync(IPAddress.Loopback, http);
+            Stream stream = new NetworkStream(busy, ownsSocket: false);
+            if (tls)
+            {
+                var ssl = new System.Net.Security.SslStream(stream, leaveInnerStreamOpen: false, (_, _, _, _) => true);
+                await ssl.AuthenticateAsClientAsync("localhost");
+                stream = ssl;
+            }
+
+            await using var _ = stream;
             var requests = new StringBuilder();
             for (int i = 0; i < Pipelined; i++) requests.Append($"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{http}\r\n\r\n");
-            await busy.SendAsync(Encoding.ASCII.GetBytes(requests.ToString()));
+            await stream.WriteAsync(Encoding.ASCII.GetBytes(requests.ToString()));
+            await stream.FlushAsync();
             await WaitUntilStuckAsync(busy);
             Assert.Equal(1, limit.Busy);
 
@@ -48,7 +61,7 @@ public sealed class AdminConnectionLimitHostTests
             Assert.True(overAnswer is null, "a connection over the share was answered: it closed the one whose answer was in progress");
             Assert.Equal(0, limit.Evicted);
 
-            Assert.Equal(Pipelined, await CountAnswersAsync(busy));
+            Assert.Equal(Pipelined, await CountAnswersAsync(stream));
 
             Socket next = await ConnectAsync(http);
             sockets.Add(next);
@@ -104,7 +117,7 @@ public sealed class AdminConnectionLimitHostTests
     }
 
     /// <summary>Reads until <see cref="Pipelined"/> answers have arrived or the server closes; how many arrived.</summary>
-    private static async Task<int> CountAnswersAsync(Socket socket)
+    private static async Task<int> CountAnswersAsync(Stream stream)
     {
         byte[] marker = Encoding.ASCII.GetBytes("HTTP/1.1 200 OK");
         var buffer = new byte[64 * 1024];
@@ -116,9 +129,9 @@ public sealed class AdminConnectionLimitHostTests
             int n;
             try
             {
-                n = await socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token);
+                n = await stream.ReadAsync(buffer, cts.Token);
             }
-            catch (SocketException)
+            catch (IOException)
             {
                 return answers; // reset: cut by the server
             }
