@@ -244,6 +244,49 @@ public sealed class PeerConnectionLimitTests
     }
 
     /// <summary>
+    /// A request starting and a newcomer choosing a connection to close, at the same moment on two threads, many times:
+    /// exactly one wins each time. The request runs and its connection stays open, or the connection is closed and the
+    /// request does not run; never both, never neither.
+    /// </summary>
+    [Fact]
+    public async Task A_request_starting_and_a_newcomer_choosing_a_connection_to_close_never_both_win()
+    {
+        var limit = new PeerConnectionLimit("admin", max: 10, maxPerAddress: 1, NullLogger.Instance);
+        IPAddress a = Peer("10.0.0.1");
+        int requestWon = 0, closeWon = 0;
+        for (int i = 0; i < 2000; i++)
+        {
+            int closed = 0;
+            PeerConnectionLimit.Slot slot = limit.TryEnter(a, () => Interlocked.Exchange(ref closed, 1), out _)
+                ?? throw new InvalidOperationException("the only connection of its address was refused");
+            using var start = new Barrier(2);
+            Task<bool> request = Task.Run(() =>
+            {
+                start.SignalAndWait();
+                return limit.RequestStarted(slot);
+            });
+            Task<PeerConnectionLimit.Slot?> newcomer = Task.Run(() =>
+            {
+                start.SignalAndWait();
+                return limit.TryEnter(a, () => { }, out _);
+            });
+            bool ran = await request;
+            PeerConnectionLimit.Slot? entered = await newcomer;
+            Assert.True(ran != (Volatile.Read(ref closed) == 1), $"round {i}: request ran {ran}, connection closed {closed == 1}");
+            Assert.Equal(ran, entered is null); // a busy connection is passed over, so the newcomer is refused
+            if (ran) requestWon++; else closeWon++;
+
+            // Back to no connection from the address.
+            if (ran) limit.RequestEnded(slot);
+            limit.Leave(slot);
+            if (entered is not null) limit.Leave(entered);
+            Assert.Equal(0, limit.Open);
+        }
+
+        Assert.Equal(2000, requestWon + closeWon);
+    }
+
+    /// <summary>
     /// A connection whose request has left the pipeline but whose answer is still being written (Kestrel ends the
     /// response after the application returns) is not idle: a newcomer over the share is refused rather than cut that
     /// answer; once the answer is written the connection is idle and makes room. Until the evening session of
