@@ -29,6 +29,7 @@ public sealed class AdminConnectionLimitHostTests
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-admin-limit-host-" + Guid.NewGuid().ToString("N")[..12]);
         int http = FreePorts.Next();
+        using var deleted = new DeletedAtEnd(dataDir); // declared first: deleted after the host has stopped
         await using BrokerHost host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", FreePorts.Next().ToString(),
             "--http-port", http.ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--admin-max-connections-per-address", "1"]);
         var limit = (PeerConnectionLimit)host.Services.GetService(typeof(PeerConnectionLimit))!;
@@ -73,7 +74,6 @@ public sealed class AdminConnectionLimitHostTests
         finally
         {
             foreach (Socket s in sockets) s.Dispose();
-            try { Directory.Delete(dataDir, true); } catch (IOException) { }
         }
     }
 
@@ -87,61 +87,64 @@ public sealed class AdminConnectionLimitHostTests
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-admin-limit-host-" + Guid.NewGuid().ToString("N")[..12]);
         int http = FreePorts.Next();
+        using var deleted = new DeletedAtEnd(dataDir); // declared first: deleted after the host has stopped
         await using BrokerHost host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", FreePorts.Next().ToString(),
             "--http-port", http.ToString(), "--remoting-port", "0", "--namesrv-port", "0", "--admin-max-connections-per-address", "2"]);
         var limit = (PeerConnectionLimit)host.Services.GetService(typeof(PeerConnectionLimit))!;
-        try
+        // A TLS hello that is not one: the handshake fails.
+        using (Socket bad = await ConnectAsync(http))
         {
-            // A TLS hello that is not one: the handshake fails.
-            using (Socket bad = await ConnectAsync(http))
+            await bad.SendAsync(new byte[] { 0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff });
+            while (await ReadOrEndAsync(bad) is not null)
             {
-                await bad.SendAsync(new byte[] { 0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff });
-                while (await ReadOrEndAsync(bad) is not null)
-                {
-                    // a TLS alert, then the close
-                }
+                // a TLS alert, then the close
             }
-
-            // A TLS connection that completes its handshake and closes.
-            using (Socket s = await ConnectAsync(http))
-            using (var ssl = new System.Net.Security.SslStream(new NetworkStream(s), leaveInnerStreamOpen: false, (_, _, _, _) => true))
-                await ssl.AuthenticateAsClientAsync("localhost");
-
-            // A reset in the middle of a request's headers.
-            using (Socket reset = await ConnectAsync(http))
-            {
-                await reset.SendAsync(Encoding.ASCII.GetBytes($"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{http}\r\n"));
-                reset.LingerState = new LingerOption(true, 0);
-            }
-
-            // An answer, then a plain close.
-            using (Socket plain = await ConnectAsync(http))
-                Assert.StartsWith("HTTP/1.1 200", await GetHealthAsync(plain, http));
-
-            // Two idle from 127.0.0.2, a third closes the first to make room; then all three close.
-            var held = new List<Socket>();
-            for (int i = 0; i < 3; i++)
-            {
-                var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                s.Bind(new IPEndPoint(IPAddress.Parse("127.0.0.2"), 0));
-                await s.ConnectAsync(IPAddress.Loopback, http);
-                held.Add(s);
-                Assert.StartsWith("HTTP/1.1 200", await GetHealthAsync(s, http));
-            }
-
-            foreach (Socket s in held) s.Dispose();
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-            while (limit.Open != 0)
-            {
-                Assert.True(DateTime.UtcNow < deadline, $"{limit.Open} connections still counted after every one ended");
-                await Task.Delay(50); // polling the broker's own count
-            }
-
-            Assert.True(limit.Evicted >= 1);
         }
-        finally
+
+        // A TLS connection that completes its handshake and closes.
+        using (Socket s = await ConnectAsync(http))
+        using (var ssl = new System.Net.Security.SslStream(new NetworkStream(s), leaveInnerStreamOpen: false, (_, _, _, _) => true))
+            await ssl.AuthenticateAsClientAsync("localhost");
+
+        // A reset in the middle of a request's headers.
+        using (Socket reset = await ConnectAsync(http))
         {
-            try { Directory.Delete(dataDir, true); } catch (IOException) { }
+            await reset.SendAsync(Encoding.ASCII.GetBytes($"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{http}\r\n"));
+            reset.LingerState = new LingerOption(true, 0);
+        }
+
+        // An answer, then a plain close.
+        using (Socket plain = await ConnectAsync(http))
+            Assert.StartsWith("HTTP/1.1 200", await GetHealthAsync(plain, http));
+
+        // Two idle from 127.0.0.2, a third closes the first to make room; then all three close.
+        var held = new List<Socket>();
+        for (int i = 0; i < 3; i++)
+        {
+            var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            s.Bind(new IPEndPoint(IPAddress.Parse("127.0.0.2"), 0));
+            await s.ConnectAsync(IPAddress.Loopback, http);
+            held.Add(s);
+            Assert.StartsWith("HTTP/1.1 200", await GetHealthAsync(s, http));
+        }
+
+        foreach (Socket s in held) s.Dispose();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (limit.Open != 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"{limit.Open} connections still counted after every one ended");
+            await Task.Delay(50); // polling the broker's own count
+        }
+
+        Assert.True(limit.Evicted >= 1);
+    }
+
+    /// <summary>Deletes a broker's data directory when disposed (after the host that wrote it).</summary>
+    private sealed class DeletedAtEnd(string path) : IDisposable
+    {
+        public void Dispose()
+        {
+            try { Directory.Delete(path, true); } catch (IOException) { }
         }
     }
 
