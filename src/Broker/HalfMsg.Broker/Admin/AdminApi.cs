@@ -258,6 +258,8 @@ public static class AdminApi
                 grpcUnsentAnswerBytes = http.RequestServices.GetService<FrontEnds.GrpcV5.MessagingService>()?.UnsentAnswerBytes,
                 // One-way Remoting requests (END_TRANSACTION, offset commits) refused by flow control: they get no answer.
                 remotingDroppedOnewayRequests = remoting is null ? (long?)null : Interlocked.Read(ref remoting.DroppedOnewayRequests),
+                // Idle admin-port connections closed to make room for a new one (a probe while other peers hold the port).
+                adminConnectionsEvicted = http.RequestServices.GetService<Hosting.PeerConnectionLimit>()?.Evicted,
                 // SYSTEM_BUSY / SYSTEM_ERROR answers that waited for room in their connection's full outbound queue.
                 remotingAnswersThatWaitedForRoom = remoting is null ? (long?)null : Interlocked.Read(ref remoting.AnswersThatWaitedForRoom),
             });

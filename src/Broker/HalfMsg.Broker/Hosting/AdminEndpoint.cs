@@ -31,6 +31,9 @@ internal static class AdminEndpoint
         int n = Interlocked.Increment(ref s_hostsInProcess);
         var meterName = new MeterName(n == 1 ? BrokerMeter.Name : $"{BrokerMeter.Name}.{n}");
         builder.Services.AddSingleton(meterName);
+        // One per host: Listen closes connections by it, Map marks their requests, /api/stats reads its evictions.
+        builder.Services.AddSingleton(sp => new PeerConnectionLimit("admin", MaxConnections, options.AdminMaxConnectionsPerAddress,
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AdminEndpoint).FullName!)));
         builder.Services.AddSingleton(new AdminGuard(options.AdminAllowedHosts, options.Credentials, options.MetricsAnonymous));
         builder.Services.AddSingleton<RateSampler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<RateSampler>());
@@ -45,12 +48,13 @@ internal static class AdminEndpoint
             .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
     }
 
-    /// <summary>Connections the admin port accepts at once (operators, scrapers, the dashboard, probes); one more is closed at once.</summary>
+    /// <summary>Connections the admin port holds at once (operators, scrapers, the dashboard, probes); one more closes an
+    /// idle one (<see cref="PeerConnectionLimit"/>), or is closed at once when every one has a request in progress.</summary>
     public const int MaxConnections = 256;
 
     /// <summary>
     /// Of <see cref="MaxConnections"/>, what one peer address holds by default (<c>--admin-max-connections-per-address</c>):
-    /// a quarter, far more than a dashboard, a CLI and a scraper need, while a prober from any other address still gets in.
+    /// a quarter, far more than a dashboard, a CLI and a scraper need; one more closes that address's longest idle one.
     /// </summary>
     public const int DefaultMaxConnectionsPerAddress = 64;
 
@@ -67,9 +71,10 @@ internal static class AdminEndpoint
             listen.Protocols = HttpProtocols.Http1;
             bound.AdminListen = listen;
             var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AdminEndpoint).FullName!);
-            var limit = new PeerConnectionLimit("admin", MaxConnections, options.AdminMaxConnectionsPerAddress, logger);
+            var limit = listen.ApplicationServices.GetRequiredService<PeerConnectionLimit>();
             listen.Use(next => connection => limit.OnConnectionAsync(connection, next));
-            // After the limit: a connection over it is closed before any TLS work.
+            // After the limit: a connection over it is closed before any TLS work, and one closed to make room is idle
+            // whether it is TLS or not (a request is marked in progress by Map's first middleware, after TLS).
             if (options.AdminTls != PortTlsMode.Off)
                 PortTls.Apply(listen, options.AdminTls, certificate!, logger, "admin", "--admin-tls", firstByteTimeout: kestrel.Limits.KeepAliveTimeout, clients: clients);
         });
@@ -85,6 +90,10 @@ internal static class AdminEndpoint
             app.Logger.LogWarning("Access key {AccessKey} contains '/': RocketMQ 5 (gRPC) clients cannot sign in with it (the part after the first '/' is a scope, as in Apache RocketMQ); Remoting clients and the admin API can.", key);
         var meter = new BrokerMeter(engine, BrokerConfiguration.Version, app.Services.GetRequiredService<MeterName>().Value);
         app.Lifetime.ApplicationStopped.Register(meter.Dispose);
+
+        // First: a connection with a request anywhere in this pipeline is never closed to make room for a new one.
+        var limit = app.Services.GetRequiredService<PeerConnectionLimit>();
+        app.Use(limit.TrackRequestsAsync);
 
         // Routing's own 404/405 have no body; every 4xx of the admin port answers JSON.
         app.UseStatusCodePages(async context =>
