@@ -201,6 +201,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     // The items stay carried by the first copy; a copy without its first one intact before it is the
                     // only one left, and the next cut carries its items again (-1), so that two copies are there again.
                     ApplyCarried(address, copy ? original : address, rec);
+                    if (copy && original >= 0) state.Carrying.Add(original); // both copies intact: what a checkpoint names
                     if (!copy)
                     {
                         _carryingOriginal = address;
@@ -470,6 +471,19 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
             }
         }
         foreach (var offset in rec.PullOffsets ?? []) ApplyConsumerOffset(offset, carrier);
+    }
+
+    /// <summary>
+    /// The items the carrying record at <paramref name="address"/> (read back from the log: a checkpoint named it, see
+    /// <see cref="Retention.CarryingRecords"/>) carries, when the state still holds them as it carried them, are carried
+    /// by it: as applying it live notes them (the state has them already), nothing else changes.
+    /// </summary>
+    public void NoteCarrying(long address, LogCutRecord rec)
+    {
+        foreach (var d in rec.Decisions ?? []) _txs.Decided.NoteCarried(d.Key, d.AtMs, d.Address, address);
+        foreach (var carried in rec.Topics ?? [])
+            if (_topics.TryGetValue(carried.Topic, out var known)) known.CarriedAt = Math.Max(known.CarriedAt, address);
+        foreach (var o in rec.PullOffsets ?? []) _consumerOffsets.NoteCarried(o.Group, o.Topic, o.QueueId, o.Offset, address);
     }
 
     /// <summary>The address of the carrying record (the first copy, <see cref="Storage.LogCutRecord"/>) just applied, -1
