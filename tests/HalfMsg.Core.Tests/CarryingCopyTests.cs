@@ -1,6 +1,7 @@
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
+using HalfMsg.Broker.Core.Transactions;
 using Xunit.Abstractions;
 
 namespace HalfMsg.Core.Tests;
@@ -182,5 +183,40 @@ public sealed class CarryingCopyTests(ITestOutputHelper output)
         Directory.Delete(Path.Combine(h.DataDir, "checkpoints"), recursive: true);
         await h.RestartAfterDeletedCheckpointAsync();
         States.AssertSame(live, State(h), "log-only after cut 3");
+    }
+
+    /// <summary>
+    /// A replay (here of the log alone) that ends with a carrying record whose copy is not there, a crash between the
+    /// two before the cut acted: once the engine goes live its items are carried again by the next cut, which may come
+    /// before any other record; a carrying record followed by its intact copy keeps them carried by it.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_replay_that_ends_with_a_carrying_record_without_its_copy_leaves_its_items_to_the_next_cut(bool withCopy)
+    {
+        var halves = new HalfIndex(new HalfMsg.Broker.Core.Transactions.DecidedIndex(long.MaxValue / 4, 1_000));
+        var owners = new StateOwners(new HalfMsg.Broker.Core.Delivery.TopicQueues(() => long.MaxValue), new HalfMsg.Broker.Core.Delivery.ConsumerGroups(),
+            halves, new HalfMsg.Broker.Core.Delivery.DelayIndex(), new HalfMsg.Broker.Core.Delivery.PullOffsets(), new TagInterner());
+        var applier = new RecordApplier(owners, new CoreOptions(), new BrokerMetrics(), new HalfMsg.Broker.Core.Diagnostics.BrokerHealth(),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance) { RebuildMovedFrom = 1000 };
+        var key = HalfMsg.Broker.Core.Transactions.DecidedIndex.KeyOf("tx1");
+        var record = new LogCutRecord(1000, 5_000, [new CarriedDecision(key, TransactionResolution.Commit, 500, 4_000, "")], [new CarriedTopic("t", [7])],
+            [new ConsumerOffsetCommittedRecord("g", "t", 0, 3)]);
+        var w = new RecordWriter();
+        record.Write(w, copy: false);
+        applier.Apply(w.Seal(), 2000);
+        if (withCopy)
+        {
+            record.Write(w, copy: true);
+            applier.Apply(w.Seal(), 2100);
+        }
+        applier.Live = true;
+
+        // A cut at 2000 keeps the record (and its copy): with the copy nothing is carried again, without it everything.
+        Assert.Equal(!withCopy, halves.Decided.TryGetToCarry(key, 4_000, 2000, out _, out _, out _));
+        Assert.Equal(withCopy ? 2000 : -1, owners.Topics["t"].CarriedAt);
+        Assert.Equal(withCopy ? 0 : 1, owners.PullOffsets.ToCarryBelow(2000).Count);
+        Assert.Equal(withCopy ? [2000L] : [], owners.Carrying.From(0));
     }
 }

@@ -172,7 +172,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         }
         engine.StartIndexRebuild(); // MessageIndex hook (issue 12): rebuild the look-up index from the retained log, in the background
         if (startBackgroundLoops) engine.StartLoops();
-        engine._applier.Live = true;
+        lock (engine._gate) engine._applier.Live = true; // (may note a carrying record without its copy: see RecordApplier.Live)
         engine.IsReady = true;
         return engine;
     }

@@ -31,7 +31,23 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private readonly ILogger _logger = logger;
 
     /// <summary>False while replaying at start; true once the engine serves (live records wake receivers).</summary>
-    public bool Live { get; set; }
+    public bool Live
+    {
+        get => _live;
+        set
+        {
+            // The replay ended with a carrying record whose copy is not there (a crash between the two, before the cut
+            // acted): its items are carried again by the next cut, which may come before any other record.
+            if (value && !_live && _carryingOriginal >= 0)
+            {
+                Uncopied(_carryingOriginal);
+                _carryingOriginal = -1;
+            }
+            _live = value;
+        }
+    }
+
+    private bool _live;
 
     /// <summary>Called (live records only, under the engine lock) with the name of a topic just deleted.</summary>
     public Action<string>? TopicDeleted { get; set; }
