@@ -219,4 +219,39 @@ public sealed class CarryingCopyTests(ITestOutputHelper output)
         Assert.Equal(withCopy ? 0 : 1, owners.PullOffsets.ToCarryBelow(2000).Count);
         Assert.Equal(withCopy ? [2000L] : [], owners.Carrying.From(0));
     }
+
+    /// <summary>
+    /// A hole in the log (a damaged length, zeros where records were: skipped by the replay without reaching the
+    /// applier) that took a carrying record's copy and the next carrying record: the copy after the hole is another
+    /// record's. The first is then without a copy (carried again by the next cut, not named as copied), and the items of
+    /// the copy after the hole, whose first copy is gone, too. Found by review in the evening session of 2026-12-07:
+    /// before, the other record's copy was taken for the first's, which was named as copied in checkpoints and kept as
+    /// the carrier of its items with its one copy.
+    /// </summary>
+    [Fact]
+    public void A_copy_of_another_carrying_record_after_a_hole_is_not_taken_for_the_copy_of_the_one_before()
+    {
+        var halves = new HalfIndex(new HalfMsg.Broker.Core.Transactions.DecidedIndex(long.MaxValue / 4, 1_000));
+        var owners = new StateOwners(new HalfMsg.Broker.Core.Delivery.TopicQueues(() => long.MaxValue), new HalfMsg.Broker.Core.Delivery.ConsumerGroups(),
+            halves, new HalfMsg.Broker.Core.Delivery.DelayIndex(), new HalfMsg.Broker.Core.Delivery.PullOffsets(), new TagInterner());
+        var applier = new RecordApplier(owners, new CoreOptions(), new BrokerMetrics(), new HalfMsg.Broker.Core.Diagnostics.BrokerHealth(),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance) { RebuildMovedFrom = 1000 };
+        var first = HalfMsg.Broker.Core.Transactions.DecidedIndex.KeyOf("tx1");
+        var second = HalfMsg.Broker.Core.Transactions.DecidedIndex.KeyOf("tx2");
+        var w = new RecordWriter();
+        new LogCutRecord(1000, 5_000, [new CarriedDecision(first, TransactionResolution.Commit, 500, 4_000, "")]).Write(w, copy: false);
+        applier.Apply(w.Seal(), 2000);
+        // (the first's copy at 2100 and the second's first copy at 2200 lie in the hole)
+        new LogCutRecord(1000, 5_000, [new CarriedDecision(second, TransactionResolution.Rollback, 600, 4_100, "")],
+            [new CarriedTopic("t", [7])], [new ConsumerOffsetCommittedRecord("g", "t", 0, 3)]).Write(w, copy: true);
+        applier.Apply(w.Seal(), 2300);
+        applier.Live = true;
+
+        // A cut at 2000 keeps both records, each the one copy of what it carries: it carries all of it again.
+        Assert.True(halves.Decided.TryGetToCarry(first, 4_000, 2000, out _, out _, out _), "the first record's decision is taken as carried by two copies");
+        Assert.True(halves.Decided.TryGetToCarry(second, 4_100, 2000, out _, out _, out _), "the second record's decision is taken as carried by two copies");
+        Assert.Equal(-1, owners.Topics["t"].CarriedAt);
+        Assert.Single(owners.PullOffsets.ToCarryBelow(2000));
+        Assert.Empty(owners.Carrying.From(0));
+    }
 }

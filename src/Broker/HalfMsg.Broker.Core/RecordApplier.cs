@@ -122,7 +122,11 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
         if (original >= 0)
         {
             _carryingOriginal = -1;
-            if (!IsIntactCopy(record)) Uncopied(original);
+            if (!IsIntactCopyOf(record, _carryingOriginalPayload))
+            {
+                Uncopied(original);
+                original = -1; // (a copy of another record, after a hole that took this one's copy and the other's first)
+            }
         }
         if (!RecordHeader.TryOpen(record, out var kind, out var r, out var error))
         {
@@ -222,6 +226,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     {
                         _carryingOriginal = address;
                         _carryingOriginalRecord = rec;
+                        _carryingOriginalPayload = Crc32C.Compute(record[RecordHeader.Size..]);
                     }
                     break;
                 }
@@ -506,9 +511,18 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// when the record just applied was another; <see cref="_carryingOriginalRecord"/> is what it carried.</summary>
     private long _carryingOriginal = -1;
     private LogCutRecord _carryingOriginalRecord;
+    /// <summary>The checksum of that record's payload: its copy has the same payload.</summary>
+    private uint _carryingOriginalPayload;
 
-    private static bool IsIntactCopy(ReadOnlySpan<byte> record)
-        => (RecordHeader.FlagsOf(record) & RecordHeader.CarriedCopyFlag) != 0 && RecordHeader.TryOpen(record, out var kind, out _, out _) && kind == RecordKind.LogCut;
+    /// <summary>
+    /// Whether <paramref name="record"/> is an intact copy of the carrying record just applied (its payload's checksum
+    /// <paramref name="payload"/>). The payload is compared since the evening session of 2026-12-07: a hole in the log
+    /// (skipped by the replay, not handed to the applier) can take a record's copy and the next carrying record's first
+    /// copy, and the copy after it is the other record's.
+    /// </summary>
+    private static bool IsIntactCopyOf(ReadOnlySpan<byte> record, uint payload)
+        => (RecordHeader.FlagsOf(record) & RecordHeader.CarriedCopyFlag) != 0 && RecordHeader.TryOpen(record, out var kind, out _, out _)
+            && kind == RecordKind.LogCut && Crc32C.Compute(record[RecordHeader.Size..]) == payload;
 
     /// <summary>
     /// The carrying record at <paramref name="original"/> has no intact copy after it (the copy damaged, or lost with a
