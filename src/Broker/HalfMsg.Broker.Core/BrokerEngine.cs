@@ -31,6 +31,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     private readonly RecordWriter _writer = new();
     private readonly CheckpointStore _checkpoints;
     private readonly Checkpointer _checkpointer;
+    /// <summary>The records that carry state past retention cuts (see <see cref="Retention.CarryingRecords"/>).</summary>
+    private readonly Retention.CarryingRecords _carrying;
     private readonly RetentionPlanner _retention;
     private readonly RecordApplier _applier;
 
@@ -114,6 +116,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         _delayed.Alarm = _sweepAlarm;
         _txs = new HalfIndex(new DecidedIndex((long)options.DecisionRetention.TotalMilliseconds, options.MaxRememberedDecisions));
         var owners = new StateOwners(_topics, _groups, _txs, _delayed, _consumerOffsets, _tags);
+        _carrying = owners.Carrying;
         _checkpointer = new Checkpointer(_gate, _log, _checkpoints, owners, time, _logger);
         _retention = new RetentionPlanner(owners, options);
         _boundaryStep = CheckpointSchedule.EveryBytes(options);
@@ -169,7 +172,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         }
         engine.StartIndexRebuild(); // MessageIndex hook (issue 12): rebuild the look-up index from the retained log, in the background
         if (startBackgroundLoops) engine.StartLoops();
-        engine._applier.Live = true;
+        lock (engine._gate) engine._applier.Live = true; // (may note a carrying record without its copy: see RecordApplier.Live)
         engine.IsReady = true;
         return engine;
     }

@@ -31,7 +31,23 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     private readonly ILogger _logger = logger;
 
     /// <summary>False while replaying at start; true once the engine serves (live records wake receivers).</summary>
-    public bool Live { get; set; }
+    public bool Live
+    {
+        get => _live;
+        set
+        {
+            // The replay ended with a carrying record whose copy is not there (a crash between the two, before the cut
+            // acted): its items are carried again by the next cut, which may come before any other record.
+            if (value && !_live && _carryingOriginal >= 0)
+            {
+                Uncopied(_carryingOriginal);
+                _carryingOriginal = -1;
+            }
+            _live = value;
+        }
+    }
+
+    private bool _live;
 
     /// <summary>Called (live records only, under the engine lock) with the name of a topic just deleted.</summary>
     public Action<string>? TopicDeleted { get; set; }
@@ -102,6 +118,16 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     public void Apply(ReadOnlySpan<byte> record, long address)
     {
         if (!Live) ReplayedRecords++;
+        long original = _carryingOriginal;
+        if (original >= 0)
+        {
+            _carryingOriginal = -1;
+            if (!IsIntactCopyOf(record, _carryingOriginalPayload))
+            {
+                Uncopied(original);
+                original = -1; // (a copy of another record, after a hole that took this one's copy and the other's first)
+            }
+        }
         if (!RecordHeader.TryOpen(record, out var kind, out var r, out var error))
         {
             ReportDamaged(address, kind, error);
@@ -188,8 +214,22 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                     break;
                 }
                 case RecordKind.LogCut:
-                    ApplyCarried(address, LogCutRecord.Read(ref r));
+                {
+                    var rec = LogCutRecord.Read(ref r);
+                    if (rec.Decisions is null) break; // the cut itself (its effect is a function of the begin address)
+                    bool copy = (RecordHeader.FlagsOf(record) & RecordHeader.CarriedCopyFlag) != 0;
+                    // The items stay carried by the first copy; a copy without its first one intact before it is the
+                    // only one left, and the next cut carries its items again (-1), so that two copies are there again.
+                    ApplyCarried(address, copy ? original : address, rec);
+                    if (copy && original >= 0) state.Carrying.Add(original); // both copies intact: what a checkpoint names
+                    if (!copy)
+                    {
+                        _carryingOriginal = address;
+                        _carryingOriginalRecord = rec;
+                        _carryingOriginalPayload = Crc32C.Compute(record[RecordHeader.Size..]);
+                    }
                     break;
+                }
                 case RecordKind.Padding:
                     break;
                 case RecordKind.GroupStarted:
@@ -396,23 +436,23 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     /// of which a cut took (gone: its next message took offset 0 again, skipped by a pull consumer going on from its
     /// offset), and a pull group's offset whose record a cut took.
     /// </summary>
-    private void ApplyCarried(long address, LogCutRecord rec)
+    private void ApplyCarried(long address, long carrier, LogCutRecord rec)
     {
         // Live, over a checkpoint and from the log alone: a decision this record carries is carried here from now on (a
-        // later cut carries it again only once this record lies below its boundary).
+        // later cut carries it again only once this record, its first copy, lies below its boundary).
         bool rebuilding = !Live && RebuildMovedFrom >= 0;
         int added = 0;
         foreach (var d in rec.Decisions ?? [])
         {
-            if (rebuilding && _txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace, carrier: address)) added++;
-            else _txs.Decided.NoteCarried(d.Key, d.AtMs, d.Address, carrier: address);
+            if (rebuilding && _txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace, carrier)) added++;
+            else _txs.Decided.NoteCarried(d.Key, d.AtMs, d.Address, carrier);
         }
         if (!rebuilding)
         {
             // (Live and over a checkpoint the state holds what this record carries: the values it was read from.)
             foreach (var carried in rec.Topics ?? [])
-                if (_topics.TryGetValue(carried.Topic, out var known)) known.CarriedAt = Math.Max(known.CarriedAt, address);
-            foreach (var o in rec.PullOffsets ?? []) _consumerOffsets.NoteCarried(o.Group, o.Topic, o.QueueId, o.Offset, address);
+                if (_topics.TryGetValue(carried.Topic, out var known)) known.CarriedAt = Math.Max(known.CarriedAt, carrier);
+            foreach (var o in rec.PullOffsets ?? []) _consumerOffsets.NoteCarried(o.Group, o.Topic, o.QueueId, o.Offset, carrier);
             return;
         }
         if (rec.Decisions is not null)
@@ -434,7 +474,7 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 && !topic.ShrinkUnusedForReplay(carried.NextOffsets.Length))
                 _logger.LogWarning("Topic {Topic} has {Queues} queues in the replay, and {Carried} in the record at {Address} that carried it; kept (the others were used)",
                     carried.Topic, topic.Queues.Length, carried.NextOffsets.Length, address);
-            topic.CarriedAt = address;
+            topic.CarriedAt = carrier;
             for (int q = 0; q < carried.NextOffsets.Length; q++)
             {
                 var queue = topic.Queues[q];
@@ -451,7 +491,53 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
                 }
             }
         }
-        foreach (var offset in rec.PullOffsets ?? []) ApplyConsumerOffset(offset, address);
+        foreach (var offset in rec.PullOffsets ?? []) ApplyConsumerOffset(offset, carrier);
+    }
+
+    /// <summary>
+    /// The items the carrying record at <paramref name="address"/> (read back from the log: a checkpoint named it, see
+    /// <see cref="Retention.CarryingRecords"/>) carries, when the state still holds them as it carried them, are carried
+    /// by it: as applying it live notes them (the state has them already), nothing else changes.
+    /// </summary>
+    public void NoteCarrying(long address, LogCutRecord rec)
+    {
+        foreach (var d in rec.Decisions ?? []) _txs.Decided.NoteCarried(d.Key, d.AtMs, d.Address, address);
+        foreach (var carried in rec.Topics ?? [])
+            if (_topics.TryGetValue(carried.Topic, out var known)) known.CarriedAt = Math.Max(known.CarriedAt, address);
+        foreach (var o in rec.PullOffsets ?? []) _consumerOffsets.NoteCarried(o.Group, o.Topic, o.QueueId, o.Offset, address);
+    }
+
+    /// <summary>The address of the carrying record (the first copy, <see cref="Storage.LogCutRecord"/>) just applied, -1
+    /// when the record just applied was another; <see cref="_carryingOriginalRecord"/> is what it carried.</summary>
+    private long _carryingOriginal = -1;
+    private LogCutRecord _carryingOriginalRecord;
+    /// <summary>The checksum of that record's payload: its copy has the same payload.</summary>
+    private uint _carryingOriginalPayload;
+
+    /// <summary>
+    /// Whether <paramref name="record"/> is an intact copy of the carrying record just applied (its payload's checksum
+    /// <paramref name="payload"/>). The payload is compared since the evening session of 2026-12-07: a hole in the log
+    /// (skipped by the replay, not handed to the applier) can take a record's copy and the next carrying record's first
+    /// copy, and the copy after it is the other record's.
+    /// </summary>
+    private static bool IsIntactCopyOf(ReadOnlySpan<byte> record, uint payload)
+        => (RecordHeader.FlagsOf(record) & RecordHeader.CarriedCopyFlag) != 0 && RecordHeader.TryOpen(record, out var kind, out _, out _)
+            && kind == RecordKind.LogCut && Crc32C.Compute(record[RecordHeader.Size..]) == payload;
+
+    /// <summary>
+    /// The carrying record at <paramref name="original"/> has no intact copy after it (the copy damaged, or lost with a
+    /// torn tail by a crash between the two, before the cut acted; or a build before the evening session of 2026-12-07
+    /// wrote it): the items it carried, when it carries them still, are carried by no record below any cut (-1), so the
+    /// next cut carries them again, in two copies.
+    /// </summary>
+    private void Uncopied(long original)
+    {
+        var rec = _carryingOriginalRecord;
+        _carryingOriginalRecord = default;
+        foreach (var d in rec.Decisions ?? []) _txs.Decided.ForgetCarrier(d.Key, d.AtMs, original);
+        foreach (var carried in rec.Topics ?? [])
+            if (_topics.TryGetValue(carried.Topic, out var topic) && topic.CarriedAt == original) topic.CarriedAt = -1;
+        foreach (var o in rec.PullOffsets ?? []) _consumerOffsets.ForgetCarrier(o.Group, o.Topic, o.QueueId, original);
     }
 
     private bool HasPullOffsetsFrom(string topic, int queue) => _consumerOffsets.All.Any(e => e.Key.Topic == topic && e.Key.Queue >= queue);

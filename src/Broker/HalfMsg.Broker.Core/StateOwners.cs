@@ -11,8 +11,12 @@ namespace HalfMsg.Broker.Core;
 /// </summary>
 internal sealed record StateOwners(TopicQueues Topics, ConsumerGroups Groups, HalfIndex Halves, DelayIndex Delayed, PullOffsets PullOffsets, TagInterner Tags)
 {
+    /// <summary>The records that carry state past retention cuts (see <see cref="Retention.CarryingRecords"/>).</summary>
+    public Retention.CarryingRecords Carrying { get; } = new();
+
     public void Clear()
     {
+        Carrying.Clear();
         Topics.Clear();
         Groups.Clear();
         Halves.Clear();

@@ -45,6 +45,14 @@ internal sealed class PullOffsets
         if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref value) && value.Offset == offset && value.Carrier < carrier) value.Carrier = carrier;
     }
 
+    /// <summary>The offset, when the record at <paramref name="carrier"/> carries it, is carried by no record below any cut
+    /// from now on: the next cut carries it again (that record has no intact copy).</summary>
+    public void ForgetCarrier(string group, string topic, int queue, long carrier)
+    {
+        ref var value = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_offsets, (group, topic, queue));
+        if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref value) && value.Carrier == carrier) value.Carrier = -1;
+    }
+
     /// <summary>The offsets whose carrying record lies below <paramref name="boundary"/> (a retention cut there carries them).</summary>
     public List<(string Group, string Topic, int Queue)> ToCarryBelow(long boundary)
         => _offsets.Where(e => e.Value.Carrier < boundary).Select(e => e.Key).ToList();

@@ -460,7 +460,19 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                 }
             }).ConfigureAwait(false);
 
-            w.Begin(SnapEnd).I64(covered);
+            // Then, trailing (since the evening session of 2026-12-07), the records in the log that carry state past
+            // retention cuts (Retention.CarryingRecords), each as its distance from the one before: the first cut after a
+            // start from this file notes their items as carried by them, and carries again only what it newly must.
+            // A build before reads the covered address alone; a file without the list loads with none (that cut carries
+            // everything again, as before).
+            long[] carrying = Snapshot(() => state.Carrying.From(log.BeginAddress));
+            w.Begin(SnapEnd).I64(covered).U64((ulong)carrying.Length);
+            long previousCarrying = 0;
+            foreach (long a in carrying)
+            {
+                w.U64((ulong)(a - previousCarrying));
+                previousCarrying = a;
+            }
             Emit(w, output);
             bytes = output.Position;
             // Never ahead of the log: the copy may include records appended after S, so all of them must be durable
@@ -871,8 +883,23 @@ internal sealed class Checkpointer(object gate, RecordLog log, CheckpointStore s
                     break;
                 }
                 case SnapEnd:
+                {
                     ended = r.I64() == covered;
+                    if (!ended || !last || r.End) break;
+                    // The carrying records (see WriteAsync), taken from the newest file of the chain.
+                    ulong n = r.U64();
+                    if (n > (ulong)r.Remaining) { error = $"{n} carrying records is implausible"; return false; }
+                    var carrying = new long[(int)n];
+                    long at = 0;
+                    for (int i = 0; i < carrying.Length; i++)
+                    {
+                        ulong step = r.U64();
+                        if (step == 0 || step > long.MaxValue || (at += (long)step) < 0) { error = "carrying records out of order"; return false; }
+                        carrying[i] = at;
+                    }
+                    state.Carrying.Loaded(carrying);
                     break;
+                }
                 default:
                     error = $"unknown snapshot record kind {(byte)kind}";
                     return false;

@@ -74,7 +74,8 @@ public enum RecordKind : byte
 /// +-----------------------------------------------------------------------+
 /// </code>
 /// The CRC covers bytes 0..3 and the payload. FasterLog stores each record's length itself. The flags are 0 but for
-/// <see cref="FilteredOutFlag"/>; a reader that knows no flag (every version before 2026-12-06) ignores them.
+/// <see cref="FilteredOutFlag"/> and <see cref="CarriedCopyFlag"/>; a reader that knows no flag (every version before
+/// 2026-12-06) ignores them.
 /// </summary>
 public static class RecordHeader
 {
@@ -88,6 +89,15 @@ public static class RecordHeader
     /// <see cref="AckedRecord"/>). Versions before it read such a record as a plain ack.
     /// </summary>
     public const ushort FilteredOutFlag = 0x0001;
+
+    /// <summary>
+    /// On a <see cref="LogCutRecord"/> that carries lists: the second copy of the carrying record just before it, written
+    /// in the same hold of the engine lock (since the evening session of 2026-12-07), so that one damaged record does
+    /// not lose what a retention cut carried. Replay takes whichever copy is intact; the items stay carried by the first
+    /// (a later cut carries them again once it lies below its boundary, so both copies are in the log while either is
+    /// needed). Builds before read the copy as one more carrying record of the same values.
+    /// </summary>
+    public const ushort CarriedCopyFlag = 0x0002;
 
     /// <summary>The flags of a record (bytes 2..3; 0 for a record shorter than its header).</summary>
     public static ushort FlagsOf(ReadOnlySpan<byte> record) => record.Length < Size ? (ushort)0 : BinaryPrimitives.ReadUInt16LittleEndian(record.Slice(2, 2));

@@ -595,6 +595,12 @@ public readonly record struct GroupConfiguredRecord(string Group, byte Flags, lo
 /// pull group's committed offsets. Each list is there when a later one is (empty when it carries nothing). Builds
 /// before read the two fields and ignore the rest, as they ignore the record: a downgrade loses from the log alone
 /// what those builds always lost.</para>
+/// <para>Since the evening session of 2026-12-07 each record that carries lists is written twice, one after the other
+/// in the same hold of the engine lock, the second with <see cref="RecordHeader.CarriedCopyFlag"/> in the envelope (the
+/// payload the same): a damaged record (a flipped byte) no longer loses what it carried, replay takes the intact copy.
+/// Both are durable before the cut acts (the cut's first checkpoint commits the log past them). The items stay carried
+/// by the first copy, so a later cut carries them again as soon as either copy would fall below it. Builds before
+/// read the copy as a second carrying record of the same values (idempotent).</para>
 /// </summary>
 public readonly record struct LogCutRecord(long Boundary, long AtMs, IReadOnlyList<CarriedDecision>? Decisions = null,
     IReadOnlyList<CarriedTopic>? Topics = null, IReadOnlyList<ConsumerOffsetCommittedRecord>? PullOffsets = null)
@@ -603,9 +609,12 @@ public readonly record struct LogCutRecord(long Boundary, long AtMs, IReadOnlyLi
     /// <see cref="RecordLimits.MaxMetadataBytes"/>.</summary>
     public const int MaxDecisions = 256;
 
-    public void Write(RecordWriter w)
+    public void Write(RecordWriter w) => Write(w, copy: false);
+
+    /// <summary>Writes the record, or with <paramref name="copy"/> its second copy (<see cref="RecordHeader.CarriedCopyFlag"/>).</summary>
+    public void Write(RecordWriter w, bool copy)
     {
-        var fields = w.Begin(RecordKind.LogCut).I64(Boundary).I64(AtMs);
+        var fields = w.Begin(RecordKind.LogCut, copy ? RecordHeader.CarriedCopyFlag : (ushort)0).I64(Boundary).I64(AtMs);
         if (Decisions is null && Topics is null && PullOffsets is null) return;
         fields.U64((ulong)(Decisions?.Count ?? 0));
         foreach (var d in Decisions ?? [])

@@ -167,6 +167,16 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     }
 
     /// <summary>
+    /// The decision <paramref name="key"/> decided at <paramref name="atMs"/>, when the record at
+    /// <paramref name="carrier"/> carries it, is carried by no record below any cut from now on: the next cut carries it
+    /// again (that record has no intact copy).
+    /// </summary>
+    public void ForgetCarrier(UInt128 key, long atMs, long carrier)
+    {
+        if (_byKey.TryGetValue(key, out var slot) && slot.AtMs == atMs && slot.Carrier == carrier) _byKey.Set(key, slot with { Carrier = -1 });
+    }
+
+    /// <summary>
     /// The decision of <paramref name="key"/> added at <paramref name="atMs"/>, when it is still remembered and the record
     /// that carries it lies below <paramref name="boundary"/> (a retention cut there must carry it again).
     /// </summary>
