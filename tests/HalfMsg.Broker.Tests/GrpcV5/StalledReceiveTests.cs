@@ -22,7 +22,7 @@ namespace HalfMsg.Broker.Tests.GrpcV5;
 /// the trickle). Now a connection's unsent answers are bounded by a byte budget reserved before leasing, and an answer
 /// not written within the write deadline resets its stream and releases its messages.
 /// </summary>
-public sealed class StalledReceiveTests(ITestOutputHelper output)
+public sealed class StalledReceiveTests(ITestOutputHelper output) : IDisposable
 {
     private const string Topic = "flow-t";
     private const string Group = "g-flow";
@@ -51,9 +51,21 @@ public sealed class StalledReceiveTests(ITestOutputHelper output)
         LongPollingTimeout = Duration.FromTimeSpan(longPoll),
     };
 
-    private static async Task<BrokerHost> StartAsync(params string[] extra)
+    /// <summary>The data directories this test's brokers used, deleted once the test (and its brokers) ended.</summary>
+    private readonly List<string> _dataDirs = [];
+
+    public void Dispose()
+    {
+        foreach (string dir in _dataDirs)
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private async Task<BrokerHost> StartAsync(params string[] extra)
     {
         string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-stalled-" + Guid.NewGuid().ToString("N")[..12]);
+        _dataDirs.Add(dataDir);
         return await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", FreePorts.Next().ToString(), "--remoting-port", "0",
             "--namesrv-port", "0", "--http-port", FreePorts.Next().ToString(), "--transaction-check-interval", "1h", .. extra]);
     }
