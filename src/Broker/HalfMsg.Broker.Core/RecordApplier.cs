@@ -440,20 +440,17 @@ internal sealed class RecordApplier(StateOwners state, CoreOptions options, Brok
     {
         // Live, over a checkpoint and from the log alone: a decision this record carries is carried here from now on (a
         // later cut carries it again only once this record, its first copy, lies below its boundary).
-        bool rebuilding = !Live && RebuildMovedFrom >= 0;
+        if (Live || RebuildMovedFrom < 0)
+        {
+            // (Live and over a checkpoint the state holds what this record carries: the values it was read from.)
+            NoteCarrying(carrier, rec);
+            return;
+        }
         int added = 0;
         foreach (var d in rec.Decisions ?? [])
         {
-            if (rebuilding && _txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace, carrier)) added++;
+            if (_txs.Decided.AddCarried(d.Key, d.Resolution, d.Address, d.AtMs, d.Namespace, carrier)) added++;
             else _txs.Decided.NoteCarried(d.Key, d.AtMs, d.Address, carrier);
-        }
-        if (!rebuilding)
-        {
-            // (Live and over a checkpoint the state holds what this record carries: the values it was read from.)
-            foreach (var carried in rec.Topics ?? [])
-                if (_topics.TryGetValue(carried.Topic, out var known)) known.CarriedAt = Math.Max(known.CarriedAt, carrier);
-            foreach (var o in rec.PullOffsets ?? []) _consumerOffsets.NoteCarried(o.Group, o.Topic, o.QueueId, o.Offset, carrier);
-            return;
         }
         if (rec.Decisions is not null)
         {
