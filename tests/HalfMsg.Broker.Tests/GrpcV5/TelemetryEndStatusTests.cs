@@ -27,11 +27,12 @@ public sealed class TelemetryEndStatusTests : IAsyncLifetime
     private readonly string _topic = "endstatus-" + Guid.NewGuid().ToString("N")[..12];
     private BrokerHost _host = null!;
 
-    // As TelemetryStalledConnectionTests: a stream is ended once its connection holds 8 MiB, about nine checks of 900 KB.
+    // As TelemetryStalledConnectionTests: a stream is refused further checks once its connection holds 8 MiB, about nine
+    // checks of 900 KB, and ended once nothing of it has been written for a second.
     public async Task InitializeAsync()
         => _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", _grpcPort.ToString(), "--http-port", FreePorts.Next().ToString(),
             "--remoting-port", "0", "--namesrv-port", "0", "--transaction-timeout", "1s", "--transaction-check-interval", "1s",
-            "--max-message-size", "1MiB", "--grpc-max-unsent-per-connection", "4MiB"]);
+            "--max-message-size", "1MiB", "--grpc-max-unsent-per-connection", "4MiB", "--grpc-telemetry-stall-timeout", "1s"]);
 
     public async Task DisposeAsync()
     {
@@ -107,7 +108,8 @@ public sealed class TelemetryEndStatusTests : IAsyncLifetime
             // The client reads again: what it had taken in, then the status with the reason (not a reset).
             var (ended, _) = await ReadToEndAsync(call);
             Assert.Equal(StatusCode.Aborted, ended.StatusCode);
-            Assert.Contains("unsent answers and commands (it does not read them)", ended.Status.Detail);
+            Assert.Contains("did not read its Telemetry stream (its connection holds", ended.Status.Detail);
+            Assert.Contains("unsent answers and commands; nothing written for", ended.Status.Detail);
         }
     }
 

@@ -9,10 +9,14 @@ using V2Encoding = Apache.Rocketmq.V2.Encoding;
 namespace HalfMsg.Broker.Tests.Infrastructure;
 
 /// <summary>A producer's Telemetry stream as the official clients drive it: Settings first, then check-backs, which it
-/// answers (Commit), reads and ignores, or leaves unread.</summary>
+/// answers (Commit), reads and ignores, leaves unread, or answers once told to start reading.</summary>
 public sealed class TelemetryTestProducer : IAsyncDisposable
 {
-    public enum Behaviour { Answer, Ignore, StopReading }
+    /// <summary>AnswerWhenReleased: reads nothing after the Settings reply until <see cref="StartReading"/>, then answers
+    /// as Answer does (a client that reads, only later than a burst of checks came).</summary>
+    public enum Behaviour { Answer, Ignore, StopReading, AnswerWhenReleased }
+
+    private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private readonly AsyncDuplexStreamingCall<TelemetryCommand, TelemetryCommand> _call;
     private readonly Task _reader = Task.CompletedTask;
@@ -27,11 +31,22 @@ public sealed class TelemetryTestProducer : IAsyncDisposable
     {
         Client = client;
         _call = call;
-        if (behaviour != Behaviour.StopReading)
+        if (behaviour == Behaviour.AnswerWhenReleased)
+        {
+            _reader = Task.Run(async () =>
+            {
+                await _release.Task;
+                await ReadAsync(answer: true);
+            });
+        }
+        else if (behaviour != Behaviour.StopReading)
         {
             _reader = Task.Run(() => ReadAsync(behaviour == Behaviour.Answer));
         }
     }
+
+    /// <summary>An AnswerWhenReleased producer starts reading (and answering) its stream.</summary>
+    public void StartReading() => _release.TrySetResult();
 
     /// <param name="ns">Sent as <c>x-mq-namespace</c> on every call of this producer, when not null.</param>
     /// <param name="userAgent">The Settings' user agent, when not null.</param>
@@ -129,6 +144,7 @@ public sealed class TelemetryTestProducer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _call.Dispose();
+        _release.TrySetResult(); // a reader never released meets the disposed call and ends
         await _reader;
         Client.Dispose();
     }

@@ -99,6 +99,7 @@ public sealed class BrokerHost : IAsyncDisposable
             MaxUnsentBytesPerConnection = options.GrpcMaxUnsentPerConnection,
             MaxUnsentBytes = options.GrpcMaxUnsent,
             AnswerWriteTimeout = options.GrpcWriteTimeout,
+            TelemetryStallTimeout = options.GrpcTelemetryStallTimeout,
             RetryDelays = options.GrpcRetryDelays,
         };
         builder.WebHost.ConfigureKestrel(kestrel => GrpcEndpoint.ApplyLimits(kestrel, grpcOptions));

@@ -83,6 +83,8 @@ public sealed record BrokerOptions
     public long GrpcMaxUnsent { get; init; } = 512L * 1024 * 1024;
     /// <summary>Longest a ReceiveMessage answer may take to be written out; past it the stream is reset.</summary>
     public TimeSpan GrpcWriteTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How long a Telemetry stream over its queue bound may take nothing before it is ended for not reading.</summary>
+    public TimeSpan GrpcTelemetryStallTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Delays announced to gRPC push consumers between failed deliveries (<see cref="FrontEnds.GrpcV5.GrpcV5Options.RetryDelays"/>).</summary>
     public IReadOnlyList<TimeSpan> GrpcRetryDelays { get; init; } = FrontEnds.GrpcV5.GrpcV5Options.ApacheRetryDelays;
     public CoreOptions Core { get; init; } = new();

@@ -35,9 +35,16 @@ public sealed record GrpcV5Options
     /// <summary>The effective <see cref="MaxBufferedRequestBytesPerConnection"/>.</summary>
     public long RequestBodyBudget => MaxBufferedRequestBytesPerConnection ?? Math.Max(64L * 1024 * 1024, 2L * MaxReceiveMessageSize);
 
-    /// <summary>Serialized bytes that may wait on one Telemetry stream (check-backs carry whole messages). A client that
-    /// lets more pile up is not reading: its session is ended and it stops receiving check-backs.</summary>
+    /// <summary>Serialized bytes that may wait on one Telemetry stream (check-backs carry whole messages). A check that
+    /// would pass them is refused (it goes to another instance, or to this one once it has room); a client whose queue
+    /// stays over them with nothing written for <see cref="TelemetryStallTimeout"/> is not reading: its session is ended
+    /// and it stops receiving check-backs.</summary>
     public long MaxTelemetryQueuedBytes { get; init; } = 16 * 1024 * 1024;
+
+    /// <summary>How long a Telemetry stream whose queue is over its bound may go without a command written before it is
+    /// ended for not reading (ABORTED; its unsent checks go to another instance). Since the night session of 2026-12-07;
+    /// before, it was ended as soon as a command did not fit.</summary>
+    public TimeSpan TelemetryStallTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>The effective bound of a Telemetry stream's queue: <see cref="MaxTelemetryQueuedBytes"/>, or twice
     /// <see cref="MaxReceiveMessageSize"/> when that is larger, so a check for the largest message the broker accepts

@@ -33,13 +33,15 @@ internal sealed partial class MessagingService
         var headers = context.GetHttpContext().Request.Headers;
         bool optedIn = OptsInToCheckTokens(headers);
         var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget,
-            AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection))
+            AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection), _options.TelemetryStallTimeout)
         {
             Namespace = V5Namespace.Of(context),
             OptedInToCheckTokens = optedIn,
             SendsCheckTokens = optedIn || EchoesCheckIds(headers[RocketMqHeaders.Language].ToString().Trim()),
             // Checks queued and never written (the stream ended for not reading, or went away) go back to the core.
             ReturnUnsent = (id, checks) => _engine.ReturnUnsentChecksAsync(id, checks, _stopping),
+            // Checks refused for want of room are offered again once the queue has room.
+            RoomAgain = _engine.RequestCheckPass,
         };
         _sessions.Add(session);
         using var reading = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, session.Ended, _stopping);

@@ -13,9 +13,12 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// One client's Telemetry stream. Everything the broker sends on it (Settings replies, the delayed Settings re-push,
 /// check-backs from the core's scheduler) goes through one outbound channel drained by a single writer loop, so
 /// writes never overlap and <see cref="TrySendCheck"/> never blocks the core. The queue is bounded in bytes, not
-/// only in commands: a check-back carries the whole half message, so 1,024 queued checks could pin gigabytes. A
-/// client that stops reading until the bound is hit is cut off (<see cref="End"/>): it is not a usable check-back
-/// channel, and the core tries another producer.
+/// only in commands: a check-back carries the whole half message, so 1,024 queued checks could pin gigabytes. A check
+/// that does not fit is refused (the core offers it to another instance, or to this one again once it has room); a
+/// client whose queue makes no progress for the stall limit while it is over its bound is not reading, and is cut off
+/// (<see cref="End"/>): it is not a usable check-back channel, and its unsent checks go to another producer. Until the
+/// night session of 2026-12-07 the stream was cut as soon as the bound was passed: a burst of large checks (five of
+/// 3.5 MiB given back at once) cut off an instance that was reading, on a busy machine (found by a CI run).
 /// </summary>
 internal sealed class TelemetrySession : ICheckBackChannel
 {
@@ -30,6 +33,9 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private readonly object _gate = new();
     private readonly Dictionary<string, IDisposable> _producerRegistrations = new(StringComparer.Ordinal);
     private readonly long _maxQueuedBytes;
+    // How long a queue over its bound may go without a command written before the client counts as not reading.
+    private readonly TimeSpan _stallLimit;
+    private readonly TimeProvider _time;
     // The queue's accounting: a command is charged (to this session and to the connection) and queued in one hold of
     // _queueGate; the writer gives back what it wrote in one, and, when it stops, what it leaves in the queue in one after
     // which nothing more is queued. So each queued byte is released exactly once, whether written, dropped at the end for
@@ -49,16 +55,30 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private int _capWarned;
     // Set when the session is ended for not reading: the writer starts no further write.
     private int _stopRequested;
+    // Under _queueGate: when the queue last made progress (a command written, or one queued into an empty queue).
+    private long _progressAt;
+    // Under _queueGate: a check was refused for want of room; RoomAgain is called once the queue is down to half its bound.
+    private bool _wantsRoom;
+    // Under _queueGate: fires when the queue, over its bound, would have gone the stall limit without progress.
+    private ITimer? _stallTimer;
+    // Under _queueGate: which bound the last refused check did not fit (said when the stall timer ends the session).
+    private string? _refusedFor;
 
     /// <param name="clientId">The non-blank <c>x-mq-client-id</c> of the stream.</param>
     /// <param name="maxQueuedBytes">Serialized bytes that may wait for the writer before the session is ended.</param>
     /// <param name="connection">The stream's connection budget of unsent answers: queued commands count on it too, so
     /// 200 Telemetry streams of one connection cannot each queue <paramref name="maxQueuedBytes"/>.</param>
-    public TelemetrySession(string clientId, long maxQueuedBytes, AnswerBudget? connection = null)
+    /// <param name="stallLimit">How long a queue over its bound (or over its connection's) may go without a command
+    /// written before the session is ended for not reading (<see cref="GrpcV5Options.TelemetryStallTimeout"/>); until then
+    /// checks that do not fit are refused. Zero (the default): ended as soon as a command does not fit.</param>
+    /// <param name="time">The clock of <paramref name="stallLimit"/>.</param>
+    public TelemetrySession(string clientId, long maxQueuedBytes, AnswerBudget? connection = null, TimeSpan stallLimit = default, TimeProvider? time = null)
     {
         ClientId = clientId;
         _maxQueuedBytes = maxQueuedBytes;
         _connection = connection;
+        _stallLimit = stallLimit < TimeSpan.Zero ? TimeSpan.Zero : stallLimit;
+        _time = time ?? TimeProvider.System;
     }
 
     public string ClientId { get; }
@@ -109,6 +129,18 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// waited a whole check interval.
     /// </summary>
     public Func<string, IReadOnlyList<CheckBackRequest>, Task>? ReturnUnsent { get; init; }
+
+    /// <summary>
+    /// Called (on the thread pool, never under a lock of this session) once a queue that refused a check for want of
+    /// room is down to half its bound: the core runs a check pass, so the refused halves need not wait the check interval
+    /// (<see cref="HalfMsg.Broker.Core.BrokerEngine.RequestCheckPass"/>). Since the night session of 2026-12-07.
+    /// </summary>
+    public Action? RoomAgain { get; init; }
+
+    /// <summary>Checks refused for want of room while the client was still reading (tests and diagnostics).</summary>
+    public long ChecksRefusedForRoom => Interlocked.Read(ref _checksRefusedForRoom);
+
+    private long _checksRefusedForRoom;
 
     /// <summary>Test seam: run by <see cref="TrySend"/> once it has decided to queue a command, just before the command
     /// goes into the queue (tests end the stream and its writer here).</summary>
@@ -162,20 +194,60 @@ internal sealed class TelemetrySession : ICheckBackChannel
                 return false;
             }
 
-            if (Interlocked.Read(ref _queuedBytes) + size > _maxQueuedBytes)
+            long now = _time.GetTimestamp();
+            long queued = Interlocked.Read(ref _queuedBytes);
+            string? over = null;
+            if (queued + size > _maxQueuedBytes)
             {
-                endReason = $"the client did not read its Telemetry stream ({_maxQueuedBytes} bytes queued)";
+                over = $"{queued} bytes queued, bound {_maxQueuedBytes}";
             }
             // Charged on the connection without waiting for room: receives lease only what fits under its limit, so
-            // receive answers alone (a busy push consumer's backlog) never end this stream; the stream ends only when
-            // the connection holds twice its limit, which takes Telemetry queues that alone pass it (200 streams of one
-            // connection each queueing up to their own bound).
+            // receive answers alone (a busy push consumer's backlog) never end this stream; only when the connection
+            // holds twice its limit, which takes Telemetry queues that alone pass it (200 streams of one connection each
+            // queueing up to their own bound), does a command not fit.
             else if (_connection is not null && _connection.Held + size > 2 * _connection.Limit)
             {
-                endReason = $"the client's connection holds {_connection.Held} bytes of unsent answers and commands (it does not read them)";
+                over = $"its connection holds {_connection.Held} bytes of unsent answers and commands";
             }
-            else if (_outbound.Writer.TryWrite((command, size, check)))
+
+            // A command other than a check (a Settings reply or re-push: small, one per Settings the client sends, and one
+            // re-push) goes in over the bound for a client that reads, but not past twice it: a client that sends Settings
+            // after Settings and reads none cannot make the broker hold more while the stall limit runs.
+            bool pastHardBound = over is not null && check is null
+                && (queued + size > 2 * _maxQueuedBytes || (_connection is not null && _connection.Held + size > 3 * _connection.Limit));
+            if (over is not null && (StalledLocked(now) || pastHardBound))
             {
+                endReason = _stallLimit > TimeSpan.Zero
+                    ? $"the client did not read its Telemetry stream ({over}; nothing written for {_time.GetElapsedTime(_progressAt, now).TotalSeconds:0.#} s)"
+                    : $"the client did not read its Telemetry stream ({over})";
+            }
+            else
+            {
+                if (over is not null && check is not null)
+                {
+                    // The client is reading, only slower than this burst of checks came: the check goes to another
+                    // instance, or back to this one once it has room (RoomAgain); the client is cut off only if its queue
+                    // stays stuck for the stall limit.
+                    _wantsRoom = true;
+                    _refusedFor = over;
+                    Interlocked.Increment(ref _checksRefusedForRoom);
+                    ArmStallTimerLocked(now);
+                    return false;
+                }
+
+                // Fits; or, over the bound, a command other than a check for a client that is still reading.
+                if (queued == 0)
+                {
+                    // The queue was empty: its wait starts now.
+                    _progressAt = now;
+                }
+
+                if (!_outbound.Writer.TryWrite((command, size, check)))
+                {
+                    // Closed: nothing was charged.
+                    return false;
+                }
+
                 // Charged in the hold that queued it: the writer gives back nothing of it before this hold ends.
                 Interlocked.Add(ref _queuedBytes, size);
                 if (_connection is not null)
@@ -186,16 +258,60 @@ internal sealed class TelemetrySession : ICheckBackChannel
 
                 return true;
             }
-            else
-            {
-                // Closed: nothing was charged.
-                return false;
-            }
         }
 
         // Outside the hold: End completes the queue and cancels the session's token, whose callbacks may run here.
         End(endReason, stopWriting: true);
         return false;
+    }
+
+    /// <summary>Whether commands wait and none has been written for the stall limit. Under _queueGate.</summary>
+    private bool StalledLocked(long now)
+        => Interlocked.Read(ref _queuedBytes) > 0 && _time.GetElapsedTime(_progressAt, now) >= _stallLimit;
+
+    /// <summary>Arms the stall timer for the moment the queue would have gone the stall limit without progress, unless
+    /// armed. Under _queueGate.</summary>
+    private void ArmStallTimerLocked(long now)
+    {
+        if (_stallTimer is not null || _writerDone)
+        {
+            return;
+        }
+
+        TimeSpan left = _stallLimit - _time.GetElapsedTime(_progressAt, now);
+        _stallTimer = _time.CreateTimer(static s => ((TelemetrySession)s!).OnStallTimer(), this,
+            left > TimeSpan.Zero ? left : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>The stall timer: a queue still stuck over its bound ends the session for not reading (its unsent checks
+    /// go to another instance); one that made progress is watched again while checks still want room.</summary>
+    private void OnStallTimer()
+    {
+        string? reason = null;
+        lock (_queueGate)
+        {
+            _stallTimer?.Dispose();
+            _stallTimer = null;
+            if (Volatile.Read(ref _stopRequested) != 0 || _writerDone)
+            {
+                return;
+            }
+
+            long now = _time.GetTimestamp();
+            if (StalledLocked(now))
+            {
+                reason = $"the client did not read its Telemetry stream ({_refusedFor ?? $"{Interlocked.Read(ref _queuedBytes)} bytes queued"}; nothing written for {_time.GetElapsedTime(_progressAt, now).TotalSeconds:0.#} s)";
+            }
+            else if (_wantsRoom && Interlocked.Read(ref _queuedBytes) > 0)
+            {
+                ArmStallTimerLocked(now);
+            }
+        }
+
+        if (reason is not null)
+        {
+            End(reason, stopWriting: true);
+        }
     }
 
     /// <summary>Makes this stream the check-back channel of each topic's producer group (group = topic, as the proxy does).</summary>
@@ -325,6 +441,9 @@ internal sealed class TelemetrySession : ICheckBackChannel
             lock (_queueGate)
             {
                 _writerDone = true;
+                _wantsRoom = false;
+                _stallTimer?.Dispose();
+                _stallTimer = null;
                 Interlocked.Exchange(ref _queuedBytes, 0);
                 long unwritten = Interlocked.Exchange(ref _connectionBytes, 0);
                 _connection?.Release(unwritten);
@@ -426,12 +545,28 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// connection.</summary>
     private void Written(int size)
     {
+        bool room = false;
         lock (_queueGate)
         {
-            Interlocked.Add(ref _queuedBytes, -size);
-            if (_connection is null) return;
-            Interlocked.Add(ref _connectionBytes, -size);
-            _connection.Release(size);
+            long left = Interlocked.Add(ref _queuedBytes, -size);
+            _progressAt = _time.GetTimestamp();
+            if (_wantsRoom && left <= _maxQueuedBytes / 2)
+            {
+                _wantsRoom = false;
+                room = true;
+            }
+
+            if (_connection is not null)
+            {
+                Interlocked.Add(ref _connectionBytes, -size);
+                _connection.Release(size);
+            }
+        }
+
+        if (room && RoomAgain is { } roomAgain)
+        {
+            // Not inline: the writer goes on writing, and the core's pass takes its own locks.
+            ThreadPool.QueueUserWorkItem(static a => a(), roomAgain, preferLocal: false);
         }
     }
 
