@@ -25,11 +25,13 @@ public sealed class TelemetryEndStatusBoundTests : IAsyncLifetime
 
     private static readonly TimeSpan WriteTimeout = TimeSpan.FromSeconds(2);
 
-    // As TelemetryEndStatusTests: a stream is ended once its connection holds 8 MiB, about nine checks of 900 KB.
+    // As TelemetryEndStatusTests: a stream is refused further checks once its connection holds 8 MiB, about nine checks
+    // of 900 KB, and ended once nothing of it has been written for a second.
     public async Task InitializeAsync()
         => _host = await BrokerHost.StartAsync(["--data-dir", _dataDir, "--grpc-port", _grpcPort.ToString(), "--http-port", FreePorts.Next().ToString(),
             "--remoting-port", "0", "--namesrv-port", "0", "--transaction-timeout", "1s", "--transaction-check-interval", "1s",
-            "--max-message-size", "1MiB", "--grpc-max-unsent-per-connection", "4MiB", "--grpc-write-timeout", $"{(int)WriteTimeout.TotalSeconds}s"]);
+            "--max-message-size", "1MiB", "--grpc-max-unsent-per-connection", "4MiB", "--grpc-write-timeout", $"{(int)WriteTimeout.TotalSeconds}s",
+            "--grpc-telemetry-stall-timeout", "1s"]);
 
     public async Task DisposeAsync()
     {
