@@ -21,6 +21,8 @@ public sealed class RemotingTestClient : IAsyncDisposable
     private readonly Channel<RemotingCommand> _serverRequests = Channel.CreateUnbounded<RemotingCommand>();
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _reader;
+    // Set while the test holds the socket unread (PauseReading): the read loop waits on it before its next read.
+    private volatile TaskCompletionSource? _readGate;
 
     private RemotingTestClient(TcpClient tcp, Stream? stream = null)
     {
@@ -82,6 +84,18 @@ public sealed class RemotingTestClient : IAsyncDisposable
     /// <summary>Completes when the broker closes the connection.</summary>
     public Task Closed => _closed.Task;
 
+    /// <summary>Stops reading the socket (after the read under way, at most one buffer more) until
+    /// <see cref="ResumeReading"/>: a client that is busy or slow, whose socket buffers fill.</summary>
+    public void PauseReading() => _readGate ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Reads the socket again after <see cref="PauseReading"/>.</summary>
+    public void ResumeReading()
+    {
+        var gate = _readGate;
+        _readGate = null;
+        gate?.TrySetResult();
+    }
+
     private async Task ReadLoopAsync()
     {
         var reader = PipeReader.Create(_stream);
@@ -89,6 +103,7 @@ public sealed class RemotingTestClient : IAsyncDisposable
         {
             while (true)
             {
+                if (_readGate is { } gate) await gate.Task;
                 var result = await reader.ReadAsync();
                 var buffer = result.Buffer;
                 while (RemotingFrame.TryReadFrame(ref buffer, 64 * 1024 * 1024, out var cmd))
@@ -159,6 +174,7 @@ public sealed class RemotingTestClient : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        ResumeReading(); // a paused read loop ends with the socket
         _tcp.Dispose();
         try { await _reader.WaitAsync(TimeSpan.FromSeconds(5)); } catch (TimeoutException) { }
         if (_stream is not NetworkStream) await _stream.DisposeAsync(); // TLS: the reader is done with it

@@ -59,6 +59,57 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
         Assert.True(_session.IsAlive);
     }
 
+    /// <summary>A refusal for want of room is not the end of the connection: once its client reads the checks queued on
+    /// it, it takes checks again (and asks the core for a pass: RemotingCheckBackRoomTests). Since the night session of
+    /// 2026-12-07.</summary>
+    [Fact]
+    public async Task A_connection_that_refused_checks_for_want_of_room_stays_and_takes_checks_again_once_its_client_reads()
+    {
+        var check = new CheckBackRequest
+        {
+            TransactionId = "tx",
+            ProducerGroup = "pg",
+            HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
+        };
+        int accepted = 0;
+        while (accepted < 200 && _session.TrySendCheck(check)) accepted++;
+        Assert.InRange(accepted, 14, 16);
+        Assert.False(_session.TrySendCheck(check)); // still no room: the client read nothing
+        Assert.True(_session.IsAlive);
+
+        // The client reads what was written to it: the checks are flushed and their bytes given back.
+        using var stop = new CancellationTokenSource();
+        long read = 0;
+        Task reading = Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    var r = await _toClient.Reader.ReadAsync(stop.Token);
+                    Interlocked.Add(ref read, r.Buffer.Length);
+                    _toClient.Reader.AdvanceTo(r.Buffer.End);
+                    if (r.IsCompleted) return;
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+            }
+        });
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        int again = 0;
+        while (again < accepted)
+        {
+            if (_session.TrySendCheck(check)) again++;
+            else await Task.Delay(10);
+            Assert.True(DateTime.UtcNow < deadline, $"timed out: {again} checks taken again ({Interlocked.Read(ref read)} bytes read)");
+        }
+        Assert.True(_session.IsAlive);
+        await stop.CancelAsync();
+        await reading.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(Interlocked.Read(ref read) > accepted * 1024L * 1024);
+    }
+
     /// <summary>Each producer group a connection names is a registration (and asked for a check pass): a connection
     /// keeps at most <see cref="RemotingSession.MaxProducerGroups"/>, and a name no group can have is not one.</summary>
     [Fact]

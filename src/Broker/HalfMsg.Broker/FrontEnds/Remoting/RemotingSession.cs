@@ -23,6 +23,9 @@ internal sealed class RemotingSession : ICheckBackChannel
     // Bytes of check-backs queued and not yet flushed to the socket: each carries a whole half, and a connection that
     // keeps its producer registered but never reads could otherwise hold OutboundQueueCapacity of them.
     private long _queuedCheckBytes;
+    // 1 once a check was refused for want of room (CheckBackQueueBudget), until the flush that leaves the queued check
+    // bytes at half the budget asks the core for a pass (RoomAgain): the refused halves need not wait the check interval.
+    private int _checkRefusedForRoom;
 
     /// <summary>A frame to write; <see cref="CheckBytes"/> counts against the check-back byte bound,
     /// <see cref="ResponseBytes"/> against the in-flight byte budget and <see cref="PullBytes"/> (a pull's answer) against
@@ -533,7 +536,11 @@ internal sealed class RemotingSession : ICheckBackChannel
         {
             _server.ChargePull(this, -pulled);
         }
-        if (checkBytes > 0) Interlocked.Add(ref _queuedCheckBytes, -checkBytes);
+        if (checkBytes > 0 && Interlocked.Add(ref _queuedCheckBytes, -checkBytes) <= _server.Options.CheckBackQueueBudget / 2
+            && Volatile.Read(ref _checkRefusedForRoom) != 0)
+        {
+            RoomAgain();
+        }
         if (charged > 0) ReleaseInFlight(charged);
         return !(flush.IsCompleted || flush.IsCanceled);
     }
@@ -588,7 +595,11 @@ internal sealed class RemotingSession : ICheckBackChannel
     /// <summary>
     /// Queues a check-back unless the ones queued and not yet flushed would pass
     /// <see cref="RemotingOptions.CheckBackQueueBudget"/>: then it is refused, and the check goes to another instance
-    /// or waits for the next pass (the connection stays; it may still be reading, slowly).
+    /// or waits for a pass (the connection stays; it may still be reading, slowly). Since the night session of
+    /// 2026-12-07 the connection asks the core for that pass once its queued checks are down to half the budget
+    /// (<see cref="RoomAgain"/>); before, a refused half waited the whole check interval although the connection was
+    /// only briefly behind, as a producer that reads a burst of large checks a little later than they came
+    /// (RemotingCheckBackRoomTests).
     /// </summary>
     public bool TrySendCheck(CheckBackRequest request)
     {
@@ -597,12 +608,27 @@ internal sealed class RemotingSession : ICheckBackChannel
         int size = command.Body.Length;
         if (Interlocked.Add(ref _queuedCheckBytes, size) > _server.Options.CheckBackQueueBudget)
         {
-            Interlocked.Add(ref _queuedCheckBytes, -size);
+            // Noted before the bytes are taken back: a flush that gives back bytes after this sees the note. One that gave
+            // back between the two Adds may have missed it; if it left nothing queued, no flush is coming, so room is
+            // announced here (the queue is empty: the pass's check fits).
+            Volatile.Write(ref _checkRefusedForRoom, 1);
+            if (Interlocked.Add(ref _queuedCheckBytes, -size) == 0) RoomAgain();
             return false;
         }
         if (_alive && _outbound.Writer.TryWrite(new Outbound(command, size, 0, 0, request, ClientId))) return true;
         Interlocked.Add(ref _queuedCheckBytes, -size);
         return false;
+    }
+
+    /// <summary>
+    /// Asks the core for a check pass (<see cref="HalfMsg.Broker.Core.BrokerEngine.RequestCheckPass"/>: a non-blocking
+    /// semaphore release, folded into a pass not yet started) once per refusal episode: the halves refused for want of
+    /// room are offered again now that the connection has room, not after the check interval. As a Telemetry stream's
+    /// RoomAgain; since the night session of 2026-12-07.
+    /// </summary>
+    private void RoomAgain()
+    {
+        if (Interlocked.Exchange(ref _checkRefusedForRoom, 0) != 0) _server.Engine.RequestCheckPass();
     }
 
     /// <summary>Gives checks this connection queued and never wrote back to the core
