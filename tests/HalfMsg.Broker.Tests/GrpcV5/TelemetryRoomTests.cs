@@ -91,6 +91,40 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
     }
 
     [Fact]
+    public async Task A_check_refused_for_its_connections_bound_is_offered_again_once_the_connection_has_room_though_its_own_queue_is_empty()
+    {
+        // Found by review (the night session of 2026-12-07): room was announced only by this stream's own writes. A check
+        // refused because the other streams of its connection hold twice its limit, with nothing queued here, was never
+        // announced: its half waited the whole check interval after the connection had room again.
+        int roomAgain = 0;
+        var connection = new AnswerBudget(4 * 1024 * 1024);
+        var session = new TelemetrySession("c1", 16 * 1024 * 1024, connection, stallLimit: TimeSpan.FromMinutes(5))
+        {
+            RoomAgain = () => Interlocked.Increment(ref roomAgain),
+        };
+        var stream = new GatedWriter();
+        Task writer = session.RunWriterAsync(stream, CancellationToken.None);
+        connection.Take(8 * 1024 * 1024); // the connection's other streams, not reading
+        Assert.False(session.TrySendCheck(Check(0)));
+        Assert.True(session.IsAlive);
+        Assert.Equal(1, session.ChecksRefusedForRoom);
+        Assert.Equal(0, session.QueuedBytes);
+
+        // The others are ended for not reading and give back what they held: room is announced, once.
+        connection.Release(4 * 1024 * 1024);
+        connection.Release(4 * 1024 * 1024);
+        await WaitUntilAsync(() => Volatile.Read(ref roomAgain) == 1, () => "room was announced", TimeSpan.FromSeconds(10));
+        Assert.True(session.TrySendCheck(Check(1)));
+        stream.Gate.Release();
+
+        session.Close();
+        Assert.True(await session.WhenWriterDoneAsync(TimeSpan.FromSeconds(30), TimeProvider.System));
+        Assert.True(writer.IsCompleted);
+        Assert.Equal(0, connection.Held);
+        Assert.Equal(1, Volatile.Read(ref roomAgain));
+    }
+
+    [Fact]
     public async Task A_queue_over_its_bound_with_nothing_written_for_the_stall_limit_ends_the_session_and_gives_its_checks_back()
     {
         var stall = TimeSpan.FromMilliseconds(300);

@@ -63,6 +63,12 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private ITimer? _stallTimer;
     // Under _queueGate: which bound the last refused check did not fit (said when the stall timer ends the session).
     private string? _refusedFor;
+    // Under _queueGate: a check was refused for the connection's bound and the connection's next release is watched
+    // (this stream's own writes need not come: its queue may be empty while the connection's other streams hold it).
+    private bool _watchingConnection;
+    // Under _queueGate: the size of the last refused check when it was refused for the connection's bound (room is
+    // announced once it fits there), 0 when for this stream's own.
+    private long _refusedSize;
 
     /// <param name="clientId">The non-blank <c>x-mq-client-id</c> of the stream.</param>
     /// <param name="maxQueuedBytes">Serialized bytes that may wait for the writer before the session is ended.</param>
@@ -197,6 +203,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             long now = _time.GetTimestamp();
             long queued = Interlocked.Read(ref _queuedBytes);
             string? over = null;
+            bool overConnection = false;
             if (queued + size > _maxQueuedBytes)
             {
                 over = $"{queued} bytes queued, bound {_maxQueuedBytes}";
@@ -208,6 +215,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             else if (_connection is not null && _connection.Held + size > 2 * _connection.Limit)
             {
                 over = $"its connection holds {_connection.Held} bytes of unsent answers and commands";
+                overConnection = true;
             }
 
             // A command other than a check (a Settings reply or re-push: small, one per Settings the client sends, and one
@@ -230,8 +238,14 @@ internal sealed class TelemetrySession : ICheckBackChannel
                     // stays stuck for the stall limit.
                     _wantsRoom = true;
                     _refusedFor = over;
+                    _refusedSize = overConnection ? size : 0;
                     Interlocked.Increment(ref _checksRefusedForRoom);
                     ArmStallTimerLocked(now);
+                    if (overConnection)
+                    {
+                        WatchConnectionLocked();
+                    }
+
                     return false;
                 }
 
@@ -281,6 +295,65 @@ internal sealed class TelemetrySession : ICheckBackChannel
         TimeSpan left = _stallLimit - _time.GetElapsedTime(_progressAt, now);
         _stallTimer = _time.CreateTimer(static s => ((TelemetrySession)s!).OnStallTimer(), this,
             left > TimeSpan.Zero ? left : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>
+    /// Watches the connection's releases for a check refused for the connection's bound: once the connection holds no
+    /// more than its limit and a half (receives lease up to the limit; the other half leaves room for a check of the
+    /// largest message) and the refused check fits, room is announced. This stream's own writes announce it only for its
+    /// own queue, which may hold nothing (the connection's other streams hold it): until the night session of 2026-12-07
+    /// such a check's half waited the whole check interval (found by review). Not while this stream's own queue is over
+    /// half its bound: its writes announce room then (<see cref="Written"/>). Under _queueGate.
+    /// </summary>
+    private void WatchConnectionLocked()
+    {
+        if (_watchingConnection || _connection is null || _writerDone || Interlocked.Read(ref _queuedBytes) > _maxQueuedBytes / 2)
+        {
+            return;
+        }
+
+        // The next release's task first, then the bytes held: a release between the two is seen by one or the other.
+        Task released = _connection.Released;
+        long held = _connection.Held;
+        if (held <= ConnectionRoomMark && held + _refusedSize <= 2 * _connection.Limit)
+        {
+            _wantsRoom = false;
+            AnnounceRoom();
+            return;
+        }
+
+        _watchingConnection = true;
+        // Released runs its continuations asynchronously: never inline in a release, which may be under a lock.
+        released.ContinueWith(static (_, s) => ((TelemetrySession)s!).OnConnectionReleased(), this,
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    /// <summary>What the connection may hold for room to be announced to a check refused for its bound.</summary>
+    private long ConnectionRoomMark => _connection!.Limit + _connection.Limit / 2;
+
+    private void OnConnectionReleased()
+    {
+        lock (_queueGate)
+        {
+            _watchingConnection = false;
+            if (!_wantsRoom || Volatile.Read(ref _stopRequested) != 0)
+            {
+                // Announced meanwhile by this stream's writes (or ended): nothing more to watch.
+                return;
+            }
+
+            WatchConnectionLocked();
+        }
+    }
+
+    /// <summary>Asks the core for a check pass, on the thread pool (never inline: this may run under the engine's lock or
+    /// this session's, and the pass takes its own locks).</summary>
+    private void AnnounceRoom()
+    {
+        if (RoomAgain is { } roomAgain)
+        {
+            ThreadPool.QueueUserWorkItem(static a => a(), roomAgain, preferLocal: false);
+        }
     }
 
     /// <summary>The stall timer: a queue still stuck over its bound ends the session for not reading (its unsent checks
@@ -550,23 +623,31 @@ internal sealed class TelemetrySession : ICheckBackChannel
         {
             long left = Interlocked.Add(ref _queuedBytes, -size);
             _progressAt = _time.GetTimestamp();
-            if (_wantsRoom && left <= _maxQueuedBytes / 2)
-            {
-                _wantsRoom = false;
-                room = true;
-            }
-
             if (_connection is not null)
             {
                 Interlocked.Add(ref _connectionBytes, -size);
                 _connection.Release(size);
             }
+
+            if (_wantsRoom && left <= _maxQueuedBytes / 2)
+            {
+                if (_refusedSize > 0)
+                {
+                    // Refused for the connection's bound: announced once the connection has room (at once if it has).
+                    WatchConnectionLocked();
+                }
+                else
+                {
+                    _wantsRoom = false;
+                    room = true;
+                }
+            }
         }
 
-        if (room && RoomAgain is { } roomAgain)
+        if (room)
         {
             // Not inline: the writer goes on writing, and the core's pass takes its own locks.
-            ThreadPool.QueueUserWorkItem(static a => a(), roomAgain, preferLocal: false);
+            AnnounceRoom();
         }
     }
 
