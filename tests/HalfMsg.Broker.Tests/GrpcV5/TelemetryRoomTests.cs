@@ -158,6 +158,34 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
     }
 
     [Fact]
+    public async Task A_queue_taken_over_its_bound_by_a_settings_reply_with_nothing_written_for_the_stall_limit_ends_the_session()
+    {
+        // Found by review (the night session of 2026-12-07): only a refused check armed the stall timer. A client that
+        // stopped reading with checks queued, whose queue a Settings reply took over the bound, kept them (and the bytes)
+        // until the stream ended, though the rule says a queue over its bound with nothing written for the limit is ended.
+        var stall = TimeSpan.FromMilliseconds(300);
+        var returned = new List<CheckBackRequest>();
+        var session = new TelemetrySession("c1", 1024 * 1024, new AnswerBudget(64 * 1024 * 1024), stallLimit: stall)
+        {
+            ReturnUnsent = (_, checks) => { lock (returned) returned.AddRange(checks); return Task.CompletedTask; },
+        };
+        Task writer = session.RunWriterAsync(new GatedWriter(), CancellationToken.None); // never released
+        Assert.True(session.TrySendCheck(Check(0)));
+        Assert.True(session.TrySendCheck(Check(1)));
+        Assert.True(session.TrySendCheck(Check(2)));
+        var reply = new TelemetryCommand { Status = new Apache.Rocketmq.V2.Status { Code = Code.Ok, Message = new string('s', 300_000) } };
+        Assert.True(session.TrySend(reply)); // over the bound: a client still reading takes it
+        Assert.True(session.QueuedBytes > 1024 * 1024);
+
+        await WaitUntilAsync(() => !session.IsAlive, () => "the session was ended", TimeSpan.FromSeconds(10));
+        Assert.Contains("did not read", session.EndReason);
+        session.Close();
+        Assert.False(await session.WhenWriterDoneAsync(TimeSpan.FromSeconds(30), TimeProvider.System));
+        Assert.True(writer.IsCompleted);
+        await WaitUntilAsync(() => { lock (returned) return returned.Count == 2; }, () => $"2 checks were given back ({returned.Count})", TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
     public void Commands_other_than_checks_go_in_over_the_bound_but_not_past_twice_it()
     {
         // A client that sends Settings after Settings and reads none: its replies are held up to twice the bound, not for

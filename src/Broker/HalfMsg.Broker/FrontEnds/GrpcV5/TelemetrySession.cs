@@ -262,6 +262,15 @@ internal sealed class TelemetrySession : ICheckBackChannel
                     return false;
                 }
 
+                if (over is not null)
+                {
+                    // Over the bound, for a client still reading: watched as a refused check's queue is, so a client that
+                    // stopped reading is ended after the stall limit even when no check comes to be refused (until the
+                    // night session of 2026-12-07 its queue, and the checks in it, stayed until the stream ended; found
+                    // by review).
+                    ArmStallTimerLocked(now);
+                }
+
                 // Charged in the hold that queued it: the writer gives back nothing of it before this hold ends.
                 Interlocked.Add(ref _queuedBytes, size);
                 if (_connection is not null)
@@ -375,7 +384,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             {
                 reason = $"the client did not read its Telemetry stream ({_refusedFor ?? $"{Interlocked.Read(ref _queuedBytes)} bytes queued"}; nothing written for {_time.GetElapsedTime(_progressAt, now).TotalSeconds:0.#} s)";
             }
-            else if (_wantsRoom && Interlocked.Read(ref _queuedBytes) > 0)
+            else if ((_wantsRoom || Interlocked.Read(ref _queuedBytes) > _maxQueuedBytes) && Interlocked.Read(ref _queuedBytes) > 0)
             {
                 ArmStallTimerLocked(now);
             }
