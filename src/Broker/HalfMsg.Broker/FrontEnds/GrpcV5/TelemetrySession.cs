@@ -69,6 +69,14 @@ internal sealed class TelemetrySession : ICheckBackChannel
     // Under _queueGate: the size of the last refused check when it was refused for the connection's bound (room is
     // announced once it fits there), 0 when for this stream's own.
     private long _refusedSize;
+    // The size of the command the writer is writing (0 between writes): its write gets a second per
+    // SlowestReadBytesPerSecond beyond the stall limit.
+    private int _writingSize;
+
+    /// <summary>The slowest read the stall limit allows a write under way beyond itself, as a ReceiveMessage answer's write
+    /// bound does (a second per 256 KiB): a 4 MiB check to a client reading at 300 KiB/s takes 14 s, and until the night
+    /// session of 2026-12-07 a queue over its bound meanwhile ended the stream at 10 s, its client reading (found by review).</summary>
+    internal const double SlowestReadBytesPerSecond = 256 * 1024;
 
     /// <param name="clientId">The non-blank <c>x-mq-client-id</c> of the stream.</param>
     /// <param name="maxQueuedBytes">Serialized bytes that may wait for the writer before the session is ended.</param>
@@ -288,9 +296,15 @@ internal sealed class TelemetrySession : ICheckBackChannel
         return false;
     }
 
-    /// <summary>Whether commands wait and none has been written for the stall limit. Under _queueGate.</summary>
+    /// <summary>Whether commands wait and none has been written for the stall limit (and the write under way's time at
+    /// the slowest read allowed). Under _queueGate.</summary>
     private bool StalledLocked(long now)
-        => Interlocked.Read(ref _queuedBytes) > 0 && _time.GetElapsedTime(_progressAt, now) >= _stallLimit;
+        => Interlocked.Read(ref _queuedBytes) > 0 && _time.GetElapsedTime(_progressAt, now) >= StallLimitNow();
+
+    /// <summary>The stall limit with the write under way's allowance (none with a zero stall limit: ended as soon as a
+    /// command does not fit).</summary>
+    private TimeSpan StallLimitNow()
+        => _stallLimit <= TimeSpan.Zero ? TimeSpan.Zero : _stallLimit + TimeSpan.FromSeconds(Volatile.Read(ref _writingSize) / SlowestReadBytesPerSecond);
 
     /// <summary>Arms the stall timer for the moment the queue would have gone the stall limit without progress, unless
     /// armed. Under _queueGate.</summary>
@@ -301,7 +315,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             return;
         }
 
-        TimeSpan left = _stallLimit - _time.GetElapsedTime(_progressAt, now);
+        TimeSpan left = StallLimitNow() - _time.GetElapsedTime(_progressAt, now);
         _stallTimer = _time.CreateTimer(static s => ((TelemetrySession)s!).OnStallTimer(), this,
             left > TimeSpan.Zero ? left : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
     }
@@ -505,6 +519,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
                     break;
                 }
 
+                Volatile.Write(ref _writingSize, size);
                 await stream.WriteAsync(command, ct).ConfigureAwait(false);
                 Written(size);
             }
@@ -632,6 +647,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
         {
             long left = Interlocked.Add(ref _queuedBytes, -size);
             _progressAt = _time.GetTimestamp();
+            Volatile.Write(ref _writingSize, 0);
             if (_connection is not null)
             {
                 Interlocked.Add(ref _connectionBytes, -size);
