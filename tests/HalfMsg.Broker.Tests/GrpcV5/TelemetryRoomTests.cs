@@ -36,12 +36,12 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         }
     }
 
-    private static CheckBackRequest Check(int i) => new()
+    private static CheckBackRequest Check(int i, int bodySize = 256 * 1024) => new()
     {
         TransactionId = "tx" + i,
         ProducerGroup = "T",
         CheckNumber = 1,
-        HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[256 * 1024] },
+        HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[bodySize] },
     };
 
     private static async Task WaitUntilAsync(Func<bool> condition, Func<string> what, TimeSpan within)
@@ -91,6 +91,40 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
     }
 
     [Fact]
+    public async Task A_check_refused_for_its_connections_bound_is_offered_again_once_the_connection_has_room_though_its_own_queue_is_empty()
+    {
+        // Found by review (the night session of 2026-12-07): room was announced only by this stream's own writes. A check
+        // refused because the other streams of its connection hold twice its limit, with nothing queued here, was never
+        // announced: its half waited the whole check interval after the connection had room again.
+        int roomAgain = 0;
+        var connection = new AnswerBudget(4 * 1024 * 1024);
+        var session = new TelemetrySession("c1", 16 * 1024 * 1024, connection, stallLimit: TimeSpan.FromMinutes(5))
+        {
+            RoomAgain = () => Interlocked.Increment(ref roomAgain),
+        };
+        var stream = new GatedWriter();
+        Task writer = session.RunWriterAsync(stream, CancellationToken.None);
+        connection.Take(8 * 1024 * 1024); // the connection's other streams, not reading
+        Assert.False(session.TrySendCheck(Check(0)));
+        Assert.True(session.IsAlive);
+        Assert.Equal(1, session.ChecksRefusedForRoom);
+        Assert.Equal(0, session.QueuedBytes);
+
+        // The others are ended for not reading and give back what they held: room is announced, once.
+        connection.Release(4 * 1024 * 1024);
+        connection.Release(4 * 1024 * 1024);
+        await WaitUntilAsync(() => Volatile.Read(ref roomAgain) == 1, () => "room was announced", TimeSpan.FromSeconds(10));
+        Assert.True(session.TrySendCheck(Check(1)));
+        stream.Gate.Release();
+
+        session.Close();
+        Assert.True(await session.WhenWriterDoneAsync(TimeSpan.FromSeconds(30), TimeProvider.System));
+        Assert.True(writer.IsCompleted);
+        Assert.Equal(0, connection.Held);
+        Assert.Equal(1, Volatile.Read(ref roomAgain));
+    }
+
+    [Fact]
     public async Task A_queue_over_its_bound_with_nothing_written_for_the_stall_limit_ends_the_session_and_gives_its_checks_back()
     {
         var stall = TimeSpan.FromMilliseconds(300);
@@ -121,6 +155,93 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         Assert.Equal(0, connection.Held);
         // Every queued check but the one in the parked write is given back.
         await WaitUntilAsync(() => { lock (returned) return returned.Count == sent - 1; }, () => $"{sent - 1} checks were given back ({returned.Count})", TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task A_queue_taken_over_its_bound_by_a_settings_reply_with_nothing_written_for_the_stall_limit_ends_the_session()
+    {
+        // Found by review (the night session of 2026-12-07): only a refused check armed the stall timer. A client that
+        // stopped reading with checks queued, whose queue a Settings reply took over the bound, kept them (and the bytes)
+        // until the stream ended, though the rule says a queue over its bound with nothing written for the limit is ended.
+        var stall = TimeSpan.FromMilliseconds(300);
+        var returned = new List<CheckBackRequest>();
+        var session = new TelemetrySession("c1", 1024 * 1024, new AnswerBudget(64 * 1024 * 1024), stallLimit: stall)
+        {
+            ReturnUnsent = (_, checks) => { lock (returned) returned.AddRange(checks); return Task.CompletedTask; },
+        };
+        Task writer = session.RunWriterAsync(new GatedWriter(), CancellationToken.None); // never released
+        Assert.True(session.TrySendCheck(Check(0)));
+        Assert.True(session.TrySendCheck(Check(1)));
+        Assert.True(session.TrySendCheck(Check(2)));
+        var reply = new TelemetryCommand { Status = new Apache.Rocketmq.V2.Status { Code = Code.Ok, Message = new string('s', 300_000) } };
+        Assert.True(session.TrySend(reply)); // over the bound: a client still reading takes it
+        Assert.True(session.QueuedBytes > 1024 * 1024);
+
+        await WaitUntilAsync(() => !session.IsAlive, () => "the session was ended", TimeSpan.FromSeconds(10));
+        Assert.Contains("did not read", session.EndReason);
+        session.Close();
+        Assert.False(await session.WhenWriterDoneAsync(TimeSpan.FromSeconds(30), TimeProvider.System));
+        Assert.True(writer.IsCompleted);
+        await WaitUntilAsync(() => { lock (returned) return returned.Count == 2; }, () => $"2 checks were given back ({returned.Count})", TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>A clock moved by the test; its timers never fire (the test asks the session itself).</summary>
+    private sealed class ManualTime : TimeProvider
+    {
+        private long _ticks = TimeSpan.TicksPerHour;
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+        public override long GetTimestamp() => Interlocked.Read(ref _ticks);
+        public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) => new NoTimer();
+
+        private sealed class NoTimer : ITimer
+        {
+            public bool Change(TimeSpan dueTime, TimeSpan period) => true;
+            public void Dispose() { }
+            public ValueTask DisposeAsync() => default;
+        }
+    }
+
+    [Fact]
+    public async Task A_large_check_written_to_a_client_that_reads_at_256_KiB_a_second_is_given_its_time_beyond_the_stall_limit()
+    {
+        // Found by review (the night session of 2026-12-07): the stall limit ran from the last write's end whatever the
+        // write under way carried. A 1 MiB check to a client reading at 300 KiB/s takes over 3 s, and a queue over its
+        // bound meanwhile ended the stream after the 1 s limit, its client reading. ReceiveMessage answers are given a
+        // second per 256 KiB beyond their write timeout: so is this write.
+        var time = new ManualTime();
+        var session = new TelemetrySession("c1", 2 * 1024 * 1024, new AnswerBudget(64 * 1024 * 1024), stallLimit: TimeSpan.FromSeconds(1), time);
+        var stream = new GatedWriter();
+        Task writer = session.RunWriterAsync(stream, CancellationToken.None);
+        Assert.True(session.TrySendCheck(Check(0, 1024 * 1024)));
+        await WaitUntilAsync(() => Volatile.Read(ref stream.Started) == 1, () => "the large check's write started", TimeSpan.FromSeconds(30));
+        int sent = 1;
+        while (session.TrySendCheck(Check(sent))) sent++;
+        Assert.Equal(1, session.ChecksRefusedForRoom);
+
+        // 3 s into the write: 1 s plus 4 s for 1 MiB are allowed.
+        time.Advance(TimeSpan.FromSeconds(3));
+        Assert.False(session.TrySendCheck(Check(100)));
+        Assert.True(session.IsAlive, session.EndReason);
+        Assert.Equal(2, session.ChecksRefusedForRoom);
+
+        // The client takes it: the next write (256 KiB) is given 2 s, and is written in time.
+        stream.Gate.Release();
+        await WaitUntilAsync(() => Volatile.Read(ref stream.Started) == 2, () => "the next write started", TimeSpan.FromSeconds(30));
+        while (session.TrySendCheck(Check(sent))) sent++;
+        time.Advance(TimeSpan.FromSeconds(1.5));
+        Assert.False(session.TrySendCheck(Check(101)));
+        Assert.True(session.IsAlive, session.EndReason);
+
+        // Past it, nothing written: the client is not reading.
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.False(session.TrySendCheck(Check(102)));
+        Assert.False(session.IsAlive);
+        Assert.Contains("nothing written for 2.5 s", session.EndReason);
+
+        session.Close();
+        Assert.False(await session.WhenWriterDoneAsync(TimeSpan.FromSeconds(30), TimeProvider.System));
+        Assert.True(writer.IsCompleted);
     }
 
     [Fact]

@@ -70,8 +70,8 @@ public sealed class TelemetryUnsentChecksTests(SlowCheckBrokerFixture broker) : 
         // Sent by the instance that stops reading, which is asked first. Each check carries its 3.5 MiB body: the stream's
         // 16 MiB bound is passed at the fifth, with the first parked in its write and three more queued behind it. Since
         // the night session of 2026-12-07 the fifth to seventh are refused there and go to the live instance at once; the
-        // stalled stream is ended once nothing of it has been written for the stall limit (10 s), and the three queued
-        // checks go to the live instance then.
+        // stalled stream is ended once nothing of it has been written for the stall limit (10 s, and 13.4 s more for the
+        // 3.5 MB write under way, a second per 256 KiB), and the three queued checks go to the live instance then.
         const int halves = 7;
         var ids = new List<string>();
         for (int i = 0; i < halves; i++)
@@ -82,7 +82,7 @@ public sealed class TelemetryUnsentChecksTests(SlowCheckBrokerFixture broker) : 
         await WaitUntilAsync(() => ids.All(id => broker.Host.Engine.FindTransaction(id) is { NextCheckAt: { } at } && at <= DateTimeOffset.UtcNow),
             "every half is due", TimeSpan.FromSeconds(30));
         await broker.Host.Engine.RunCheckPassAsync();
-        await WaitUntilAsync(() => !Registered(stalled), "the instance that does not read had its stream ended", TimeSpan.FromSeconds(30));
+        await WaitUntilAsync(() => !Registered(stalled), "the instance that does not read had its stream ended", TimeSpan.FromSeconds(45));
 
         // Well within the minute between checks (30 s for a busy machine): only the check in the write under way when the stream ended may
         // have reached the stalled instance; every other half is checked and decided by the live one.

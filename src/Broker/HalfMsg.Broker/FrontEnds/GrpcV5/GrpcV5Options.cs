@@ -42,7 +42,8 @@ public sealed record GrpcV5Options
     public long MaxTelemetryQueuedBytes { get; init; } = 16 * 1024 * 1024;
 
     /// <summary>How long a Telemetry stream whose queue is over its bound may go without a command written before it is
-    /// ended for not reading (ABORTED; its unsent checks go to another instance). Since the night session of 2026-12-07;
+    /// ended for not reading (ABORTED; its unsent checks go to another instance), plus a second per 256 KiB of the
+    /// command being written (as a ReceiveMessage answer's write bound). Since the night session of 2026-12-07;
     /// before, it was ended as soon as a command did not fit.</summary>
     public TimeSpan TelemetryStallTimeout { get; init; } = TimeSpan.FromSeconds(10);
 

@@ -63,6 +63,20 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private ITimer? _stallTimer;
     // Under _queueGate: which bound the last refused check did not fit (said when the stall timer ends the session).
     private string? _refusedFor;
+    // Under _queueGate: a check was refused for the connection's bound and the connection's next release is watched
+    // (this stream's own writes need not come: its queue may be empty while the connection's other streams hold it).
+    private bool _watchingConnection;
+    // Under _queueGate: the size of the last refused check when it was refused for the connection's bound (room is
+    // announced once it fits there), 0 when for this stream's own.
+    private long _refusedSize;
+    // The size of the command the writer is writing (0 between writes): its write gets a second per
+    // SlowestReadBytesPerSecond beyond the stall limit.
+    private int _writingSize;
+
+    /// <summary>The slowest read the stall limit allows a write under way beyond itself, as a ReceiveMessage answer's write
+    /// bound does (a second per 256 KiB): a 4 MiB check to a client reading at 300 KiB/s takes 14 s, and until the night
+    /// session of 2026-12-07 a queue over its bound meanwhile ended the stream at 10 s, its client reading (found by review).</summary>
+    internal const double SlowestReadBytesPerSecond = 256 * 1024;
 
     /// <param name="clientId">The non-blank <c>x-mq-client-id</c> of the stream.</param>
     /// <param name="maxQueuedBytes">Serialized bytes that may wait for the writer before the session is ended.</param>
@@ -197,6 +211,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             long now = _time.GetTimestamp();
             long queued = Interlocked.Read(ref _queuedBytes);
             string? over = null;
+            bool overConnection = false;
             if (queued + size > _maxQueuedBytes)
             {
                 over = $"{queued} bytes queued, bound {_maxQueuedBytes}";
@@ -208,6 +223,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             else if (_connection is not null && _connection.Held + size > 2 * _connection.Limit)
             {
                 over = $"its connection holds {_connection.Held} bytes of unsent answers and commands";
+                overConnection = true;
             }
 
             // A command other than a check (a Settings reply or re-push: small, one per Settings the client sends, and one
@@ -230,8 +246,14 @@ internal sealed class TelemetrySession : ICheckBackChannel
                     // stays stuck for the stall limit.
                     _wantsRoom = true;
                     _refusedFor = over;
+                    _refusedSize = overConnection ? size : 0;
                     Interlocked.Increment(ref _checksRefusedForRoom);
                     ArmStallTimerLocked(now);
+                    if (overConnection)
+                    {
+                        WatchConnectionLocked();
+                    }
+
                     return false;
                 }
 
@@ -246,6 +268,15 @@ internal sealed class TelemetrySession : ICheckBackChannel
                 {
                     // Closed: nothing was charged.
                     return false;
+                }
+
+                if (over is not null)
+                {
+                    // Over the bound, for a client still reading: watched as a refused check's queue is, so a client that
+                    // stopped reading is ended after the stall limit even when no check comes to be refused (until the
+                    // night session of 2026-12-07 its queue, and the checks in it, stayed until the stream ended; found
+                    // by review).
+                    ArmStallTimerLocked(now);
                 }
 
                 // Charged in the hold that queued it: the writer gives back nothing of it before this hold ends.
@@ -265,9 +296,15 @@ internal sealed class TelemetrySession : ICheckBackChannel
         return false;
     }
 
-    /// <summary>Whether commands wait and none has been written for the stall limit. Under _queueGate.</summary>
+    /// <summary>Whether commands wait and none has been written for the stall limit (and the write under way's time at
+    /// the slowest read allowed). Under _queueGate.</summary>
     private bool StalledLocked(long now)
-        => Interlocked.Read(ref _queuedBytes) > 0 && _time.GetElapsedTime(_progressAt, now) >= _stallLimit;
+        => Interlocked.Read(ref _queuedBytes) > 0 && _time.GetElapsedTime(_progressAt, now) >= StallLimitNow();
+
+    /// <summary>The stall limit with the write under way's allowance (none with a zero stall limit: ended as soon as a
+    /// command does not fit).</summary>
+    private TimeSpan StallLimitNow()
+        => _stallLimit <= TimeSpan.Zero ? TimeSpan.Zero : _stallLimit + TimeSpan.FromSeconds(Volatile.Read(ref _writingSize) / SlowestReadBytesPerSecond);
 
     /// <summary>Arms the stall timer for the moment the queue would have gone the stall limit without progress, unless
     /// armed. Under _queueGate.</summary>
@@ -278,9 +315,68 @@ internal sealed class TelemetrySession : ICheckBackChannel
             return;
         }
 
-        TimeSpan left = _stallLimit - _time.GetElapsedTime(_progressAt, now);
+        TimeSpan left = StallLimitNow() - _time.GetElapsedTime(_progressAt, now);
         _stallTimer = _time.CreateTimer(static s => ((TelemetrySession)s!).OnStallTimer(), this,
             left > TimeSpan.Zero ? left : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>
+    /// Watches the connection's releases for a check refused for the connection's bound: once the connection holds no
+    /// more than its limit and a half (receives lease up to the limit; the other half leaves room for a check of the
+    /// largest message) and the refused check fits, room is announced. This stream's own writes announce it only for its
+    /// own queue, which may hold nothing (the connection's other streams hold it): until the night session of 2026-12-07
+    /// such a check's half waited the whole check interval (found by review). Not while this stream's own queue is over
+    /// half its bound: its writes announce room then (<see cref="Written"/>). Under _queueGate.
+    /// </summary>
+    private void WatchConnectionLocked()
+    {
+        if (_watchingConnection || _connection is null || _writerDone || Interlocked.Read(ref _queuedBytes) > _maxQueuedBytes / 2)
+        {
+            return;
+        }
+
+        // The next release's task first, then the bytes held: a release between the two is seen by one or the other.
+        Task released = _connection.Released;
+        long held = _connection.Held;
+        if (held <= ConnectionRoomMark && held + _refusedSize <= 2 * _connection.Limit)
+        {
+            _wantsRoom = false;
+            AnnounceRoom();
+            return;
+        }
+
+        _watchingConnection = true;
+        // Released runs its continuations asynchronously: never inline in a release, which may be under a lock.
+        released.ContinueWith(static (_, s) => ((TelemetrySession)s!).OnConnectionReleased(), this,
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    /// <summary>What the connection may hold for room to be announced to a check refused for its bound.</summary>
+    private long ConnectionRoomMark => _connection!.Limit + _connection.Limit / 2;
+
+    private void OnConnectionReleased()
+    {
+        lock (_queueGate)
+        {
+            _watchingConnection = false;
+            if (!_wantsRoom || Volatile.Read(ref _stopRequested) != 0)
+            {
+                // Announced meanwhile by this stream's writes (or ended): nothing more to watch.
+                return;
+            }
+
+            WatchConnectionLocked();
+        }
+    }
+
+    /// <summary>Asks the core for a check pass, on the thread pool (never inline: this may run under the engine's lock or
+    /// this session's, and the pass takes its own locks).</summary>
+    private void AnnounceRoom()
+    {
+        if (RoomAgain is { } roomAgain)
+        {
+            ThreadPool.QueueUserWorkItem(static a => a(), roomAgain, preferLocal: false);
+        }
     }
 
     /// <summary>The stall timer: a queue still stuck over its bound ends the session for not reading (its unsent checks
@@ -302,7 +398,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
             {
                 reason = $"the client did not read its Telemetry stream ({_refusedFor ?? $"{Interlocked.Read(ref _queuedBytes)} bytes queued"}; nothing written for {_time.GetElapsedTime(_progressAt, now).TotalSeconds:0.#} s)";
             }
-            else if (_wantsRoom && Interlocked.Read(ref _queuedBytes) > 0)
+            else if ((_wantsRoom || Interlocked.Read(ref _queuedBytes) > _maxQueuedBytes) && Interlocked.Read(ref _queuedBytes) > 0)
             {
                 ArmStallTimerLocked(now);
             }
@@ -423,6 +519,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
                     break;
                 }
 
+                Volatile.Write(ref _writingSize, size);
                 await stream.WriteAsync(command, ct).ConfigureAwait(false);
                 Written(size);
             }
@@ -550,23 +647,32 @@ internal sealed class TelemetrySession : ICheckBackChannel
         {
             long left = Interlocked.Add(ref _queuedBytes, -size);
             _progressAt = _time.GetTimestamp();
-            if (_wantsRoom && left <= _maxQueuedBytes / 2)
-            {
-                _wantsRoom = false;
-                room = true;
-            }
-
+            Volatile.Write(ref _writingSize, 0);
             if (_connection is not null)
             {
                 Interlocked.Add(ref _connectionBytes, -size);
                 _connection.Release(size);
             }
+
+            if (_wantsRoom && left <= _maxQueuedBytes / 2)
+            {
+                if (_refusedSize > 0)
+                {
+                    // Refused for the connection's bound: announced once the connection has room (at once if it has).
+                    WatchConnectionLocked();
+                }
+                else
+                {
+                    _wantsRoom = false;
+                    room = true;
+                }
+            }
         }
 
-        if (room && RoomAgain is { } roomAgain)
+        if (room)
         {
             // Not inline: the writer goes on writing, and the core's pass takes its own locks.
-            ThreadPool.QueueUserWorkItem(static a => a(), roomAgain, preferLocal: false);
+            AnnounceRoom();
         }
     }
 
