@@ -372,6 +372,13 @@ public sealed partial class BrokerEngine
         var seen = new HashSet<HalfState>(ReferenceEqualityComparer.Instance);
         int sent = 0;
         var retryLater = new List<HalfState>();
+        // Channels that refused a check in this pass (full, or closing): not asked again until the pass ends (one that
+        // threw is: the failure may be the one check's).
+        // A channel refused for want of room asks for the next pass once it has room (RequestCheckPass). Until the night
+        // session of 2026-12-07 every later half of the pass was read from the log and built into a check for it again
+        // (a body copy under the lock each), only to be refused: with one instance's queue full, a pass of D due halves
+        // read all D bodies, and each pass its room started did it again.
+        HashSet<ICheckBackChannel>? refused = null;
         int next = 0;
         // The halves due when the pass starts, as before: a half that becomes due meanwhile is the next pass's, so a pass
         // ends, and what it put aside for later (no producer to ask) goes back into the index when it does.
@@ -419,6 +426,12 @@ public sealed partial class BrokerEngine
                         retryLater.Add(half);
                         continue;
                     }
+                    if (refused is not null && AllRefused(candidates, refused))
+                    {
+                        // Every instance refused a check in this pass: the half waits, its body not read.
+                        retryLater.Add(half);
+                        continue;
+                    }
                     long address;
                     int size;
                     lock (_gate) (address, size) = (half.Address, half.Size);
@@ -456,8 +469,11 @@ public sealed partial class BrokerEngine
                         {
                             foreach (var channel in candidates)
                             {
+                                if (refused is not null && refused.Contains(channel)) continue;
                                 // A channel that died since the lookup refuses; the check goes to the next live instance, not lost.
-                                if (channel.IsAlive && TrySendCheck(channel, request)) { accepted = channel; break; }
+                                bool threw = false;
+                                if (channel.IsAlive && TrySendCheck(channel, request, out threw)) { accepted = channel; break; }
+                                if (!threw) (refused ??= new(ReferenceEqualityComparer.Instance)).Add(channel);
                             }
                         }
                         finally
@@ -505,6 +521,15 @@ public sealed partial class BrokerEngine
         return sent;
     }
 
+    private static bool AllRefused(IReadOnlyList<ICheckBackChannel> candidates, HashSet<ICheckBackChannel> refused)
+    {
+        foreach (var channel in candidates)
+        {
+            if (!refused.Contains(channel)) return false;
+        }
+        return true;
+    }
+
     /// <summary>
     /// Queues one check on one channel. A channel that throws (a producer connection torn down while the check is
     /// written: ObjectDisposedException, InvalidOperationException) refuses, as a dead one does: the check goes to the
@@ -512,14 +537,16 @@ public sealed partial class BrokerEngine
     /// the pass, and every half after it waited for the next pass, which met the same channel first again (found by
     /// review). Counted (<see cref="BrokerMetrics.CheckSendFailures"/>), logged at most once a minute. Caller holds the lock.
     /// </summary>
-    private bool TrySendCheck(ICheckBackChannel channel, CheckBackRequest request)
+    private bool TrySendCheck(ICheckBackChannel channel, CheckBackRequest request, out bool threw)
     {
+        threw = false;
         try
         {
             return channel.TrySendCheck(request);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
+            threw = true;
             Metrics.CheckSendFailures++;
             _checkSendFailuresUnlogged++;
             long now = NowMs;
