@@ -106,4 +106,22 @@ public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
         await stop.CancelAsync();
         await reading.WaitAsync(TimeSpan.FromSeconds(30));
     }
+
+    [Fact]
+    public async Task A_check_larger_than_the_byte_budget_goes_out_alone_and_asks_for_no_pass()
+    {
+        int budget = checked((int)_server.Options.CheckBackQueueBudget);
+        var large = Check(budget + 1024 * 1024);
+        Assert.True(_session.TrySendCheck(large), "a check larger than the budget was refused with nothing queued");
+        Assert.Equal(0, PendingCheckKicks);
+        // While it is queued, another is refused as usual, and its room is announced once the large one is read.
+        Assert.False(_session.TrySendCheck(Check(1024)));
+        Assert.Equal(0, PendingCheckKicks);
+        using var stop = new CancellationTokenSource();
+        Task reading = ReadAll(stop.Token);
+        await WaitUntilAsync(() => PendingCheckKicks > 0, () => "the connection asks for a check pass (none asked)");
+        Assert.True(_session.TrySendCheck(Check(1024)));
+        await stop.CancelAsync();
+        await reading.WaitAsync(TimeSpan.FromSeconds(30));
+    }
 }

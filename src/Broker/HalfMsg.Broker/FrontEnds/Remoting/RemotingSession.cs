@@ -608,7 +608,12 @@ internal sealed class RemotingSession : ICheckBackChannel
         if (!_alive) return false;
         var command = _server.Dispatcher.BuildCheckTransactionState(this, request);
         int size = command.Body.Length;
-        if (Interlocked.Add(ref _queuedCheckBytes, size) > _server.Options.CheckBackQueueBudget)
+        // A check larger than the budget (a half of more than 16 MiB, --max-message-size above it) goes out alone, as an
+        // answer larger than the in-flight budget does: until the night session of 2026-12-07 it was refused even with
+        // nothing queued, asked at once for a pass (the queue was empty) that refused it again, back to back, and kept
+        // the connection refused for the rest of every pass (found by review).
+        long queued = Interlocked.Add(ref _queuedCheckBytes, size);
+        if (queued > _server.Options.CheckBackQueueBudget && queued != size)
         {
             // Noted before the bytes are taken back: a flush that gives back bytes after this sees the note. One that gave
             // back between the two Adds may have missed it; if it left nothing queued, no flush is coming, so room is
