@@ -1,3 +1,5 @@
+using System.Reflection;
+using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
 
@@ -19,11 +21,16 @@ public sealed class CheckBackRefusalTests
         public bool IsAlive => true;
         public volatile bool Full = true;
         public int Attempts;
+        public Action? OnRefused;
         public List<CheckBackRequest> Checks { get; } = [];
         public bool TrySendCheck(CheckBackRequest request)
         {
             Interlocked.Increment(ref Attempts);
-            if (Full) return false;
+            if (Full)
+            {
+                OnRefused?.Invoke();
+                return false;
+            }
             Checks.Add(request);
             return true;
         }
@@ -66,5 +73,68 @@ public sealed class CheckBackRefusalTests
         Assert.Equal(10, await h.Engine.RunCheckPassAsync());
         Assert.Equal(1, full.Attempts);
         Assert.Equal(ids.Order(), other.Checks.Select(c => c.TransactionId).Order());
+    }
+
+    /// <summary>Closes on its first check (refused), and a new session of its client id registers meanwhile.</summary>
+    private sealed class ClosingChannel(string clientId, Func<IDisposable> replace) : ICheckBackChannel
+    {
+        public string ClientId { get; } = clientId;
+        public bool IsAlive { get; private set; } = true;
+        public IDisposable? Replacement;
+        public bool TrySendCheck(CheckBackRequest request)
+        {
+            IsAlive = false;
+            Replacement = replace();
+            return false;
+        }
+    }
+
+    /// <summary>Takes the check-pass asks pending, as the check loop does before a pass.</summary>
+    private static void TakeCheckKicks(BrokerEngine engine)
+    {
+        var kicks = (SemaphoreSlim)typeof(BrokerEngine).GetField("_checkKick", BindingFlags.Instance | BindingFlags.NonPublic)!.GetValue(engine)!;
+        while (kicks.Wait(0)) { }
+        Assert.Equal(0, engine.PendingCheckKicks);
+    }
+
+    [Fact]
+    public async Task A_session_that_closed_in_a_pass_and_was_replaced_by_its_client_id_leaves_the_rest_of_the_pass_to_the_new_one()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var renewed = new RecordingChannel("c");
+        var closing = new ClosingChannel("c", () => h.Engine.Producers.Register("orders", renewed));
+        using var r = h.Engine.Producers.Register("orders", closing);
+        var ids = new List<string>();
+        for (int i = 0; i < 10; i++) ids.Add(await h.SendHalfAsync("orders", clientId: "c"));
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        TakeCheckKicks(h.Engine); // the registrations' ask, as the check loop would have taken it
+
+        // The refusing (closed) session is not the new one: the rest of the pass goes to the new one, and the half the
+        // old one refused is checked at the pass its registration asked for, not after the check interval.
+        Assert.Equal(9, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(1, h.Engine.PendingCheckKicks);
+        Assert.Equal(1, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(ids.Order(), renewed.Checks.Select(c => c.TransactionId).Order());
+        Assert.All(renewed.Checks, c => Assert.Equal(1, c.CheckNumber));
+        closing.Replacement?.Dispose();
+    }
+
+    [Fact]
+    public async Task Room_announced_while_the_pass_that_was_refused_still_runs_asks_for_the_next_pass()
+    {
+        await using var h = await EngineHarness.StartAsync();
+        var full = new FullChannel("full");
+        using var r = h.Engine.Producers.Register("orders", full);
+        var ids = new List<string>();
+        for (int i = 0; i < 10; i++) ids.Add(await h.SendHalfAsync("orders", clientId: "full"));
+        h.Clock.Advance(TimeSpan.FromSeconds(7));
+        TakeCheckKicks(h.Engine); // the registrations' ask, as the check loop would have taken it
+        // The channel has room again, and says so, before the pass that it refused has ended.
+        full.OnRefused = () => { full.Full = false; h.Engine.RequestCheckPass(); };
+
+        Assert.Equal(0, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(1, h.Engine.PendingCheckKicks);
+        Assert.Equal(10, await h.Engine.RunCheckPassAsync());
+        Assert.Equal(ids.Order(), full.Checks.Select(c => c.TransactionId).Order());
     }
 }

@@ -43,7 +43,8 @@ public sealed record RemotingOptions
     /// <summary>Responses and broker-initiated requests queued for one connection before it is considered stuck.</summary>
     public int OutboundQueueCapacity { get; init; } = 1024;
     /// <summary>Bytes of check-backs (each carries its whole half) queued for one connection and not yet flushed; one
-    /// more is refused. At least <see cref="MaxFrameLength"/>, so a check for the largest message always fits.</summary>
+    /// more is refused. At least <see cref="MaxFrameLength"/>, so a check for the largest message always fits; a larger
+    /// one (--max-message-size above 16 MiB) goes out alone, with nothing else queued.</summary>
     public long MaxQueuedCheckBackBytes { get; init; } = 16L * 1024 * 1024;
     /// <summary>The effective <see cref="MaxQueuedCheckBackBytes"/>.</summary>
     public long CheckBackQueueBudget => Math.Max(MaxQueuedCheckBackBytes, MaxFrameLength);

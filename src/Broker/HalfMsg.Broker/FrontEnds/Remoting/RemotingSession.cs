@@ -536,8 +536,10 @@ internal sealed class RemotingSession : ICheckBackChannel
         {
             _server.ChargePull(this, -pulled);
         }
-        if (checkBytes > 0 && Interlocked.Add(ref _queuedCheckBytes, -checkBytes) <= _server.Options.CheckBackQueueBudget / 2
-            && Volatile.Read(ref _checkRefusedForRoom) != 0)
+        long checksLeft = checkBytes > 0 ? Interlocked.Add(ref _queuedCheckBytes, -checkBytes) : Interlocked.Read(ref _queuedCheckBytes);
+        // Also after a flush of answers only: a check refused for a full frame queue has room once the queue is down to
+        // half (the writer has read what it flushed).
+        if (Volatile.Read(ref _checkRefusedForRoom) != 0 && checksLeft <= _server.Options.CheckBackQueueBudget / 2 && FrameQueueHasRoom)
         {
             RoomAgain();
         }
@@ -606,7 +608,12 @@ internal sealed class RemotingSession : ICheckBackChannel
         if (!_alive) return false;
         var command = _server.Dispatcher.BuildCheckTransactionState(this, request);
         int size = command.Body.Length;
-        if (Interlocked.Add(ref _queuedCheckBytes, size) > _server.Options.CheckBackQueueBudget)
+        // A check larger than the budget (a half of more than 16 MiB, --max-message-size above it) goes out alone, as an
+        // answer larger than the in-flight budget does: until the night session of 2026-12-07 it was refused even with
+        // nothing queued, asked at once for a pass (the queue was empty) that refused it again, back to back, and kept
+        // the connection refused for the rest of every pass (found by review).
+        long queued = Interlocked.Add(ref _queuedCheckBytes, size);
+        if (queued > _server.Options.CheckBackQueueBudget && queued != size)
         {
             // Noted before the bytes are taken back: a flush that gives back bytes after this sees the note. One that gave
             // back between the two Adds may have missed it; if it left nothing queued, no flush is coming, so room is
@@ -617,8 +624,21 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
         if (_alive && _outbound.Writer.TryWrite(new Outbound(command, size, 0, 0, request, ClientId))) return true;
         Interlocked.Add(ref _queuedCheckBytes, -size);
+        if (_alive)
+        {
+            // The frame queue is full (OutboundQueueCapacity answers waiting for a slow reader): room is announced as for
+            // the byte budget, by the flush that finds the queue down to half, or here if the writer drained it meanwhile
+            // (its last flush may have read the note before it was made). Until the night session of 2026-12-07 nothing
+            // announced it: the core asks a refusing channel nothing more in that pass, so every half of the connection's
+            // groups due then waited the whole check interval (found by review).
+            Volatile.Write(ref _checkRefusedForRoom, 1);
+            if (FrameQueueHasRoom) RoomAgain();
+        }
         return false;
     }
+
+    /// <summary>The frame queue is at most half full: a check refused for a full queue fits again.</summary>
+    private bool FrameQueueHasRoom => _outbound.Reader.Count <= _server.Options.OutboundQueueCapacity / 2;
 
     /// <summary>
     /// Asks the core for a check pass (<see cref="HalfMsg.Broker.Core.BrokerEngine.RequestCheckPass"/>: a non-blocking

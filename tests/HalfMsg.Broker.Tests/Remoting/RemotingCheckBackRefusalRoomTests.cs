@@ -1,0 +1,127 @@
+using System.IO.Pipelines;
+using System.Reflection;
+using HalfMsg.Broker.Core;
+using HalfMsg.Broker.Core.Model;
+using HalfMsg.Broker.Core.Transactions;
+using HalfMsg.Broker.FrontEnds.Remoting;
+using HalfMsg.Broker.Tests.Infrastructure;
+using HalfMsg.Protocol.Remoting;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace HalfMsg.Broker.Tests.Remoting;
+
+/// <summary>
+/// The core asks a channel that refused a check nothing more in that pass: the channel announces room itself
+/// (<see cref="BrokerEngine.RequestCheckPass"/>). Every refusal of a Remoting connection that is not its end must be
+/// one whose room is announced, and none may be announced when there is none. Until the night session of 2026-12-07 a
+/// check refused for a full frame queue was never announced (the halves of the connection's groups due in that pass
+/// waited the whole check interval), and a check larger than the byte budget was refused with nothing queued and its
+/// room announced at once, a pass that refused it again, back to back (found by review). The engine runs no check loop
+/// here, so the asks stay pending and are counted.
+/// </summary>
+public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
+{
+    private const int FrameQueue = 8;
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-checkroom-" + Guid.NewGuid().ToString("N"));
+    private BrokerEngine _engine = null!;
+    private RemotingServer _server = null!;
+    private readonly Pipe _toServer = new();
+    private readonly Pipe _toClient = new(new PipeOptions(pauseWriterThreshold: 64 * 1024, resumeWriterThreshold: 32 * 1024));
+    private RemotingSession _session = null!;
+    private Task _run = null!;
+
+    public async Task InitializeAsync()
+    {
+        _engine = await BrokerEngine.OpenAsync(new CoreOptions { DataDir = _dir, QueuesPerTopic = 2 }, startBackgroundLoops: false);
+        _server = new RemotingServer(_engine, new RemotingOptions { OutboundQueueCapacity = FrameQueue }, NullLoggerFactory.Instance);
+        _session = new RemotingSession(new DuplexPipe(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
+        _run = _session.RunAsync(CancellationToken.None);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _toServer.Writer.CompleteAsync();
+        await _toClient.Reader.CompleteAsync();            // lets a write loop blocked on the full pipe finish
+        await _run.WaitAsync(TimeSpan.FromSeconds(10));
+        await _engine.DisposeAsync();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    private static readonly PropertyInfo Kicks = typeof(BrokerEngine).GetProperty("PendingCheckKicks", BindingFlags.Instance | BindingFlags.NonPublic)!;
+
+    private int PendingCheckKicks => (int)Kicks.GetValue(_engine)!;
+
+    private static CheckBackRequest Check(int bodyBytes) => new()
+    {
+        TransactionId = "tx",
+        ProducerGroup = "pg",
+        HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[bodyBytes] },
+    };
+
+    /// <summary>The client reads everything written to it until the test ends.</summary>
+    private Task ReadAll(CancellationToken stop) => Task.Run(async () =>
+    {
+        try
+        {
+            while (true)
+            {
+                var r = await _toClient.Reader.ReadAsync(stop);
+                _toClient.Reader.AdvanceTo(r.Buffer.End);
+                if (r.IsCompleted) return;
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+    });
+
+    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"timed out after 30 s waiting until {what()}");
+            await Task.Delay(10);
+        }
+    }
+
+    [Fact]
+    public async Task A_check_refused_for_a_full_frame_queue_asks_for_a_pass_once_the_queue_has_room()
+    {
+        // The client reads nothing: the writer blocks on the first large frame, and the frame queue fills behind it.
+        var frame = RemotingCommand.Request(RequestCode.NotifyConsumerIdsChanged, body: new byte[100 * 1024]);
+        int queued = 0;
+        while (_session.Enqueue(frame))
+        {
+            Assert.True(++queued < 1000, "the frame queue never filled");
+        }
+        Assert.False(_session.TrySendCheck(Check(1024)));
+        Assert.True(_session.IsAlive);
+        Assert.Equal(0, PendingCheckKicks); // no room yet: no pass asked
+
+        using var stop = new CancellationTokenSource();
+        Task reading = ReadAll(stop.Token);
+        await WaitUntilAsync(() => PendingCheckKicks > 0, () => "the connection asks for a check pass (none asked)");
+        Assert.True(_session.TrySendCheck(Check(1024)));
+        await stop.CancelAsync();
+        await reading.WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task A_check_larger_than_the_byte_budget_goes_out_alone_and_asks_for_no_pass()
+    {
+        int budget = checked((int)_server.Options.CheckBackQueueBudget);
+        var large = Check(budget + 1024 * 1024);
+        Assert.True(_session.TrySendCheck(large), "a check larger than the budget was refused with nothing queued");
+        Assert.Equal(0, PendingCheckKicks);
+        // While it is queued, another is refused as usual, and its room is announced once the large one is read.
+        Assert.False(_session.TrySendCheck(Check(1024)));
+        Assert.Equal(0, PendingCheckKicks);
+        using var stop = new CancellationTokenSource();
+        Task reading = ReadAll(stop.Token);
+        await WaitUntilAsync(() => PendingCheckKicks > 0, () => "the connection asks for a check pass (none asked)");
+        Assert.True(_session.TrySendCheck(Check(1024)));
+        await stop.CancelAsync();
+        await reading.WaitAsync(TimeSpan.FromSeconds(30));
+    }
+}
