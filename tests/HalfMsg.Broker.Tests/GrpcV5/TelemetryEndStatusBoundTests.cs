@@ -115,7 +115,7 @@ public sealed class TelemetryEndStatusBoundTests : IAsyncLifetime
             }
         });
 
-        await WaitUntilAsync(() => Registered(clientId), "the raw producer is registered", TimeSpan.FromSeconds(20));
+        await Eventually.TrueAsync(() => Registered(clientId), "the raw producer is registered", TimeSpan.FromSeconds(20));
 
         // Twelve halves nobody decides: their checks (900 KB each) pass the 8 MiB the connection may hold, and the stream is
         // ended for not reading, its writer parked in the first check's write for the window the client does not open.
@@ -129,13 +129,13 @@ public sealed class TelemetryEndStatusBoundTests : IAsyncLifetime
             Assert.Equal(Code.Ok, sent.Status.Code);
         }
 
-        await WaitUntilAsync(() => !Registered(clientId), "the stream that is not read is ended", TimeSpan.FromSeconds(30));
+        await Eventually.TrueAsync(() => !Registered(clientId), "the stream that is not read is ended", TimeSpan.FromSeconds(30));
 
         // The client now opens just enough window for that write to finish but for its last 1,000 bytes, which stay in
         // Kestrel's buffer: the write under way finished within its grace, and the status (ABORTED) waits behind them.
         // (With 10,000 bytes left the write does not finish, and the stream is reset past the grace, as before.)
         (long Start, long Length) first = default;
-        await WaitUntilAsync(() =>
+        await Eventually.TrueAsync(() =>
         {
             lock (log.Gate)
             {
@@ -150,7 +150,7 @@ public sealed class TelemetryEndStatusBoundTests : IAsyncLifetime
 
         // The client takes in what the window lets through, and then reads nothing more: within the write timeout (30 s
         // for a busy machine) its stream is reset, with no status before the reset.
-        await WaitUntilAsync(() => { lock (log.Gate) return log.Reset is not null; },
+        await Eventually.TrueAsync(() => { lock (log.Gate) return log.Reset is not null; },
             () => { lock (log.Gate) return $"the stream is reset (got {log.DataBytes} bytes of {allowed} allowed, {log.Headers} HEADERS, no reset)"; },
             TimeSpan.FromSeconds(30));
         lock (log.Gate)
@@ -170,15 +170,4 @@ public sealed class TelemetryEndStatusBoundTests : IAsyncLifetime
         return payload;
     }
 
-    private static Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan within) => WaitUntilAsync(condition, () => what, within);
-
-    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> what, TimeSpan within)
-    {
-        var deadline = DateTime.UtcNow + within;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out after {within.TotalSeconds} s waiting until {what()}");
-            await Task.Delay(20);
-        }
-    }
 }

@@ -44,16 +44,6 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[bodySize] },
     };
 
-    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> what, TimeSpan within)
-    {
-        var deadline = DateTime.UtcNow + within;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out after {within.TotalSeconds} s waiting until {what()}");
-            await Task.Delay(20);
-        }
-    }
-
     [Fact]
     public async Task A_check_that_does_not_fit_a_reading_clients_queue_is_refused_and_room_is_announced_once_it_drains()
     {
@@ -78,8 +68,8 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
 
         // The client reads: once the queue is down to half its bound, room is announced, once.
         stream.Gate.Release(sent + 1);
-        await WaitUntilAsync(() => Volatile.Read(ref stream.Finished) == sent + 1, () => $"the client read all ({stream.Finished} of {sent + 1})", TimeSpan.FromSeconds(30));
-        await WaitUntilAsync(() => Volatile.Read(ref roomAgain) == 1, () => "room was announced", TimeSpan.FromSeconds(30));
+        await Eventually.TrueAsync(() => Volatile.Read(ref stream.Finished) == sent + 1, () => $"the client read all ({stream.Finished} of {sent + 1})", TimeSpan.FromSeconds(30));
+        await Eventually.TrueAsync(() => Volatile.Read(ref roomAgain) == 1, () => "room was announced", TimeSpan.FromSeconds(30));
         Assert.True(session.IsAlive);
         Assert.True(session.TrySendCheck(Check(100)));
         stream.Gate.Release();
@@ -113,7 +103,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         // The others are ended for not reading and give back what they held: room is announced, once.
         connection.Release(4 * 1024 * 1024);
         connection.Release(4 * 1024 * 1024);
-        await WaitUntilAsync(() => Volatile.Read(ref roomAgain) == 1, () => "room was announced", TimeSpan.FromSeconds(10));
+        await Eventually.TrueAsync(() => Volatile.Read(ref roomAgain) == 1, () => "room was announced", TimeSpan.FromSeconds(10));
         Assert.True(session.TrySendCheck(Check(1)));
         stream.Gate.Release();
 
@@ -143,7 +133,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         Assert.True(session.IsAlive);
 
         // No further send is needed: the stall timer ends it.
-        await WaitUntilAsync(() => !session.IsAlive, () => "the session was ended", TimeSpan.FromSeconds(30));
+        await Eventually.TrueAsync(() => !session.IsAlive, () => "the session was ended", TimeSpan.FromSeconds(30));
         Assert.True(since.Elapsed >= stall - TimeSpan.FromMilliseconds(20), $"ended after {since.Elapsed.TotalMilliseconds} ms, before the stall limit");
         Assert.Contains("did not read", session.EndReason);
         Assert.Contains("nothing written for", session.EndReason);
@@ -154,7 +144,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         Assert.True(writer.IsCompleted);
         Assert.Equal(0, connection.Held);
         // Every queued check but the one in the parked write is given back.
-        await WaitUntilAsync(() => { lock (returned) return returned.Count == sent - 1; }, () => $"{sent - 1} checks were given back ({returned.Count})", TimeSpan.FromSeconds(30));
+        await Eventually.TrueAsync(() => { lock (returned) return returned.Count == sent - 1; }, () => $"{sent - 1} checks were given back ({returned.Count})", TimeSpan.FromSeconds(30));
     }
 
     [Fact]
@@ -177,12 +167,12 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         Assert.True(session.TrySend(reply)); // over the bound: a client still reading takes it
         Assert.True(session.QueuedBytes > 1024 * 1024);
 
-        await WaitUntilAsync(() => !session.IsAlive, () => "the session was ended", TimeSpan.FromSeconds(10));
+        await Eventually.TrueAsync(() => !session.IsAlive, () => "the session was ended", TimeSpan.FromSeconds(10));
         Assert.Contains("did not read", session.EndReason);
         session.Close();
         Assert.False(await session.WhenWriterDoneAsync(TimeSpan.FromSeconds(30), TimeProvider.System));
         Assert.True(writer.IsCompleted);
-        await WaitUntilAsync(() => { lock (returned) return returned.Count == 2; }, () => $"2 checks were given back ({returned.Count})", TimeSpan.FromSeconds(10));
+        await Eventually.TrueAsync(() => { lock (returned) return returned.Count == 2; }, () => $"2 checks were given back ({returned.Count})", TimeSpan.FromSeconds(10));
     }
 
     /// <summary>A clock moved by the test; its timers never fire (the test asks the session itself).</summary>
@@ -214,7 +204,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         var stream = new GatedWriter();
         Task writer = session.RunWriterAsync(stream, CancellationToken.None);
         Assert.True(session.TrySendCheck(Check(0, 1024 * 1024)));
-        await WaitUntilAsync(() => Volatile.Read(ref stream.Started) == 1, () => "the large check's write started", TimeSpan.FromSeconds(30));
+        await Eventually.TrueAsync(() => Volatile.Read(ref stream.Started) == 1, () => "the large check's write started", TimeSpan.FromSeconds(30));
         int sent = 1;
         while (session.TrySendCheck(Check(sent))) sent++;
         Assert.Equal(1, session.ChecksRefusedForRoom);
@@ -227,7 +217,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
 
         // The client takes it: the next write (256 KiB) is given 2 s, and is written in time.
         stream.Gate.Release();
-        await WaitUntilAsync(() => Volatile.Read(ref stream.Started) == 2, () => "the next write started", TimeSpan.FromSeconds(30));
+        await Eventually.TrueAsync(() => Volatile.Read(ref stream.Started) == 2, () => "the next write started", TimeSpan.FromSeconds(30));
         while (session.TrySendCheck(Check(sent))) sent++;
         time.Advance(TimeSpan.FromSeconds(1.5));
         Assert.False(session.TrySendCheck(Check(101)));
@@ -262,7 +252,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
     public async Task A_producer_that_reads_a_burst_of_large_checks_later_than_it_came_keeps_its_stream_and_gets_every_check_once()
     {
         await using TelemetryTestProducer late = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.AnswerWhenReleased);
-        await WaitUntilAsync(() => broker.Host.Engine.Producers.Snapshot().TryGetValue(_topic, out string[]? ids) && ids.Contains(late.Client.ClientId),
+        await Eventually.TrueAsync(() => broker.Host.Engine.Producers.Snapshot().TryGetValue(_topic, out string[]? ids) && ids.Contains(late.Client.ClientId),
             () => "the producer is registered", TimeSpan.FromSeconds(30));
 
         // 7 checks of 3.5 MB: past the stream's 16 MiB bound at the fifth, the first parked in its write.
@@ -273,13 +263,13 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
             ids.Add(await late.SendHalfAsync(_topic, 3_500_000));
         }
 
-        await WaitUntilAsync(() => ids.All(id => broker.Host.Engine.FindTransaction(id) is { NextCheckAt: { } at } && at <= DateTimeOffset.UtcNow),
+        await Eventually.TrueAsync(() => ids.All(id => broker.Host.Engine.FindTransaction(id) is { NextCheckAt: { } at } && at <= DateTimeOffset.UtcNow),
             () => "every half is due", TimeSpan.FromSeconds(30));
         await broker.Host.Engine.RunCheckPassAsync();
         late.StartReading();
 
         // Well within the minute between passes: the checks that did not fit are sent once the stream has room.
-        await WaitUntilAsync(() => ids.All(late.Decided.Contains),
+        await Eventually.TrueAsync(() => ids.All(late.Decided.Contains),
             () => $"every half was decided ({ids.Count(late.Decided.Contains)} of {halves}; checks {late.Checks.Count}; errors: {string.Join(" | ", late.Errors)})",
             TimeSpan.FromSeconds(30));
         Assert.Empty(late.Errors);

@@ -43,18 +43,6 @@ public sealed class TelemetryUnsentChecksTests(SlowCheckBrokerFixture broker) : 
 {
     private readonly string _topic = "unsent-" + Guid.NewGuid().ToString("N")[..12];
 
-    private static Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan within) => WaitUntilAsync(condition, () => what, within);
-
-    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> what, TimeSpan within)
-    {
-        var deadline = DateTime.UtcNow + within;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out after {within.TotalSeconds} s waiting until {what()}");
-            await Task.Delay(50);
-        }
-    }
-
     private bool Registered(params TelemetryTestProducer[] producers)
         => broker.Host.Engine.Producers.Snapshot().TryGetValue(_topic, out string[]? ids)
            && producers.All(p => ids.Contains(p.Client.ClientId));
@@ -65,7 +53,7 @@ public sealed class TelemetryUnsentChecksTests(SlowCheckBrokerFixture broker) : 
         var elapsed = System.Diagnostics.Stopwatch.StartNew();
         await using TelemetryTestProducer stalled = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.StopReading);
         await using TelemetryTestProducer live = await TelemetryTestProducer.StartAsync(broker.Endpoint, _topic, TelemetryTestProducer.Behaviour.Answer);
-        await WaitUntilAsync(() => Registered(stalled, live), "both instances are registered", TimeSpan.FromSeconds(30));
+        await Eventually.TrueAsync(() => Registered(stalled, live), "both instances are registered", TimeSpan.FromSeconds(30));
 
         // Sent by the instance that stops reading, which is asked first. Each check carries its 3.5 MiB body: the stream's
         // 16 MiB bound is passed at the fifth, with the first parked in its write and three more queued behind it. Since
@@ -79,14 +67,14 @@ public sealed class TelemetryUnsentChecksTests(SlowCheckBrokerFixture broker) : 
             ids.Add(await stalled.SendHalfAsync(_topic, 3_500_000));
         }
 
-        await WaitUntilAsync(() => ids.All(id => broker.Host.Engine.FindTransaction(id) is { NextCheckAt: { } at } && at <= DateTimeOffset.UtcNow),
+        await Eventually.TrueAsync(() => ids.All(id => broker.Host.Engine.FindTransaction(id) is { NextCheckAt: { } at } && at <= DateTimeOffset.UtcNow),
             "every half is due", TimeSpan.FromSeconds(30));
         await broker.Host.Engine.RunCheckPassAsync();
-        await WaitUntilAsync(() => !Registered(stalled), "the instance that does not read had its stream ended", TimeSpan.FromSeconds(45));
+        await Eventually.TrueAsync(() => !Registered(stalled), "the instance that does not read had its stream ended", TimeSpan.FromSeconds(45));
 
         // Well within the minute between checks (30 s for a busy machine): only the check in the write under way when the stream ended may
         // have reached the stalled instance; every other half is checked and decided by the live one.
-        await WaitUntilAsync(() => ids.Count(live.Decided.Contains) >= halves - 1,
+        await Eventually.TrueAsync(() => ids.Count(live.Decided.Contains) >= halves - 1,
             () => $"the live instance decided all halves but one ({ids.Count(live.Decided.Contains)} of {halves} decided; checks the live one got {live.Checks.Count}, " +
                 $"the stalled one {stalled.Checks.Count}; sent {broker.Host.Engine.Metrics.ChecksSent}, returned {broker.Host.Engine.Metrics.ChecksReturned}; " +
                 $"pending {ids.Count(id => broker.Host.Engine.FindTransaction(id) is not null)}; live's errors: {string.Join(" | ", live.Errors)}; " +

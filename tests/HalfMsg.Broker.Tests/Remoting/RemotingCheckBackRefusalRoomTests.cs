@@ -75,16 +75,6 @@ public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
         }
     });
 
-    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out after 30 s waiting until {what()}");
-            await Task.Delay(10);
-        }
-    }
-
     [Fact]
     public async Task A_check_refused_for_a_full_frame_queue_asks_for_a_pass_once_the_queue_has_room()
     {
@@ -101,7 +91,7 @@ public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
 
         using var stop = new CancellationTokenSource();
         Task reading = ReadAll(stop.Token);
-        await WaitUntilAsync(() => PendingCheckKicks > 0, () => "the connection asks for a check pass (none asked)");
+        await Eventually.TrueAsync(() => PendingCheckKicks > 0, () => "the connection asks for a check pass (none asked)", TimeSpan.FromSeconds(30));
         Assert.True(_session.TrySendCheck(Check(1024)));
         await stop.CancelAsync();
         await reading.WaitAsync(TimeSpan.FromSeconds(30));
@@ -119,7 +109,7 @@ public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
         Assert.Equal(0, PendingCheckKicks);
         using var stop = new CancellationTokenSource();
         Task reading = ReadAll(stop.Token);
-        await WaitUntilAsync(() => PendingCheckKicks > 0, () => "the connection asks for a check pass (none asked)");
+        await Eventually.TrueAsync(() => PendingCheckKicks > 0, () => "the connection asks for a check pass (none asked)", TimeSpan.FromSeconds(30));
         Assert.True(_session.TrySendCheck(Check(1024)));
         await stop.CancelAsync();
         await reading.WaitAsync(TimeSpan.FromSeconds(30));

@@ -44,16 +44,6 @@ public sealed class RemotingSlowCheckBrokerFixture : IAsyncLifetime
 /// </summary>
 public sealed class RemotingCheckBackRoomTests(RemotingSlowCheckBrokerFixture broker) : IClassFixture<RemotingSlowCheckBrokerFixture>
 {
-    private static async Task WaitUntilAsync(Func<bool> condition, Func<string> what, TimeSpan within)
-    {
-        var deadline = DateTime.UtcNow + within;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out after {within.TotalSeconds} s waiting until {what()}");
-            await Task.Delay(20);
-        }
-    }
-
     [Fact]
     public async Task A_producer_that_reads_a_burst_of_large_checks_later_than_it_came_keeps_its_connection_and_gets_every_check_once()
     {
@@ -63,7 +53,7 @@ public sealed class RemotingCheckBackRoomTests(RemotingSlowCheckBrokerFixture br
         var producer = new RemotingTransactionProducer(client, group);
         await producer.HeartbeatAsync();
         var engine = broker.Host.Engine;
-        await WaitUntilAsync(() => engine.Producers.Snapshot().TryGetValue(group, out string[]? ids) && ids.Contains(client.ClientId),
+        await Eventually.TrueAsync(() => engine.Producers.Snapshot().TryGetValue(group, out string[]? ids) && ids.Contains(client.ClientId),
             () => "the producer is registered", TimeSpan.FromSeconds(30));
 
         // 8 halves of 3.5 MB: their checks pass the connection's 16 MiB budget at the fifth or so (the socket takes a few
@@ -78,7 +68,7 @@ public sealed class RemotingCheckBackRoomTests(RemotingSlowCheckBrokerFixture br
             ids.Add(uniq);
         }
 
-        await WaitUntilAsync(() => ids.All(id => engine.FindTransaction(id) is { NextCheckAt: { } at } && at <= DateTimeOffset.UtcNow),
+        await Eventually.TrueAsync(() => ids.All(id => engine.FindTransaction(id) is { NextCheckAt: { } at } && at <= DateTimeOffset.UtcNow),
             () => "every half is due", TimeSpan.FromSeconds(30));
 
         // The producer is busy: it reads nothing while the pass queues the checks.
@@ -114,7 +104,7 @@ public sealed class RemotingCheckBackRoomTests(RemotingSlowCheckBrokerFixture br
         client.ResumeReading();
 
         // Well within the minute between passes: the checks that did not fit are sent once the connection has room.
-        await WaitUntilAsync(() => ids.All(id => engine.FindTransaction(id) is null),
+        await Eventually.TrueAsync(() => ids.All(id => engine.FindTransaction(id) is null),
             () => $"every half was decided ({ids.Count(id => engine.FindTransaction(id) is null)} of {halves}; checks {checks.Count}; errors: {string.Join(" | ", errors)})",
             TimeSpan.FromSeconds(30));
         await stop.CancelAsync();
