@@ -1,5 +1,4 @@
 using System.IO.Pipelines;
-using System.Reflection;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
@@ -47,9 +46,7 @@ public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
-    private static readonly PropertyInfo Kicks = typeof(BrokerEngine).GetProperty("PendingCheckKicks", BindingFlags.Instance | BindingFlags.NonPublic)!;
-
-    private int PendingCheckKicks => (int)Kicks.GetValue(_engine)!;
+    private int PendingCheckKicks => _engine.PendingCheckKicks;
 
     private static CheckBackRequest Check(int bodyBytes) => new()
     {
