@@ -59,6 +59,27 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
         Assert.True(_session.IsAlive);
     }
 
+    /// <summary>A check that cannot fit is refused before its frame is built: the check pass offers it under the engine's
+    /// lock, where encoding a large half for nothing holds every writer. Until the late-night session of 2026-12-07 each
+    /// refused check was encoded first.</summary>
+    [Fact]
+    public void A_check_that_cannot_fit_is_refused_without_its_frame_being_built()
+    {
+        var check = new CheckBackRequest
+        {
+            TransactionId = "tx",
+            ProducerGroup = "pg",
+            HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
+        };
+        int accepted = 0;
+        while (accepted < 200 && _session.TrySendCheck(check)) accepted++;
+        Assert.InRange(accepted, 14, 16);
+        long built = _session.CheckFramesBuilt;
+        for (int i = 0; i < 20; i++) Assert.False(_session.TrySendCheck(check));
+        Assert.Equal(built, _session.CheckFramesBuilt);
+        Assert.True(_session.IsAlive);
+    }
+
     /// <summary>A refusal for want of room is not the end of the connection: once its client reads the checks queued on
     /// it, it takes checks again (and asks the core for a pass: RemotingCheckBackRoomTests). Since the night session of
     /// 2026-12-07.</summary>

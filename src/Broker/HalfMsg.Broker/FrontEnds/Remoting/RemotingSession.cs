@@ -606,7 +606,21 @@ internal sealed class RemotingSession : ICheckBackChannel
     public bool TrySendCheck(CheckBackRequest request)
     {
         if (!_alive) return false;
+        // Refused before its frame is built when it cannot fit: the frame holds at least the half's body, and the check
+        // pass calls this under the engine's lock, where encoding a large half for nothing held every writer. Until the
+        // late-night session of 2026-12-07 the frame was built first (one wasted encode per full connection and pass).
+        long before = Interlocked.Read(ref _queuedCheckBytes);
+        if ((before > 0 && before + request.HalfMessage.Body.Length > _server.Options.CheckBackQueueBudget)
+            || _outbound.Reader.Count >= _server.Options.OutboundQueueCapacity)
+        {
+            // As the refusals below: noted first; if the writer drained everything meanwhile no flush is coming to see
+            // the note, so room is announced here.
+            Volatile.Write(ref _checkRefusedForRoom, 1);
+            if (Interlocked.Read(ref _queuedCheckBytes) == 0 && FrameQueueHasRoom) RoomAgain();
+            return false;
+        }
         var command = _server.Dispatcher.BuildCheckTransactionState(this, request);
+        Interlocked.Increment(ref _checkFramesBuilt);
         int size = command.Body.Length;
         // A check larger than the budget (a half of more than 16 MiB, --max-message-size above it) goes out alone, as an
         // answer larger than the in-flight budget does: until the night session of 2026-12-07 it was refused even with
@@ -636,6 +650,11 @@ internal sealed class RemotingSession : ICheckBackChannel
         }
         return false;
     }
+
+    /// <summary>Check-back frames built (tests and diagnostics): a check refused before its frame is built is not one.</summary>
+    internal long CheckFramesBuilt => Interlocked.Read(ref _checkFramesBuilt);
+
+    private long _checkFramesBuilt;
 
     /// <summary>The frame queue is at most half full: a check refused for a full queue fits again.</summary>
     private bool FrameQueueHasRoom => _outbound.Reader.Count <= _server.Options.OutboundQueueCapacity / 2;
