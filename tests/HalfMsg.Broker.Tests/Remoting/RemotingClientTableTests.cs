@@ -178,4 +178,47 @@ public sealed class RemotingClientTableTests : IAsyncLifetime
         Assert.Equal([("Locked", 0), ("Locked", 1)], locked);
         Assert.Equal(2, server.Clients.LockCount);
     }
+
+    private static byte[] LockRequest(string group, string clientId, string topic, int queueId)
+        => RemotingFrame.ToArray(RemotingCommand.Request(RequestCode.LockBatchMq, body: JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            consumerGroup = group,
+            clientId,
+            mqSet = new[] { new { topic, brokerName = "broker-a", queueId } },
+        })));
+
+    /// <summary>
+    /// A client id is kept for as long as what it names lives: a connection's (HEART_BEAT clientID) for the connection's
+    /// life, a lock's (LOCK_BATCH_MQ clientId) for its lease, each lock request its own string. Until the late-night
+    /// session of 2026-12-07 any length a 16 MiB frame holds was kept, so 4,096 locks of one connection could hold
+    /// gigabytes. Longer than 1,024 characters (the consumer list's own limit) is refused with a remark naming it, and
+    /// nothing is registered or locked; an id of the limit's length still works.
+    /// </summary>
+    [Fact]
+    public async Task A_client_id_longer_than_the_limit_is_refused_and_kept_nowhere()
+    {
+        var server = Server();
+        var (session, toServer, toClient) = Open(server);
+        Assert.True((await _engine.CreateTopicAsync("LockedLong")).Error.IsOk);
+        string tooLong = new('c', RemotingClients.MaxClientIdLength + 1);
+        string longest = new('k', RemotingClients.MaxClientIdLength);
+
+        var refused = await InvokeAsync(toServer, toClient, Heartbeat(tooLong, "LongIdGroup"));
+        Assert.Equal(ResponseCode.SystemError, refused.Code);
+        Assert.Contains("1024", refused.Remark);
+        Assert.NotEqual(tooLong, session.ClientId);
+        Assert.DoesNotContain("LongIdGroup", server.Clients.Groups());
+
+        var lockRefused = await InvokeAsync(toServer, toClient, LockRequest("LongIdGroup", tooLong, "LockedLong", 0));
+        Assert.Equal(ResponseCode.SystemError, lockRefused.Code);
+        Assert.Contains("1024", lockRefused.Remark);
+        Assert.Equal(0, server.Clients.LockCount);
+
+        Assert.Equal(ResponseCode.Success, (await InvokeAsync(toServer, toClient, Heartbeat(longest, "LongIdGroup"))).Code);
+        Assert.Equal(longest, session.ClientId);
+        Assert.Equal([longest], server.Clients.ConsumerIds("LongIdGroup"));
+        var locked = await InvokeAsync(toServer, toClient, LockRequest("LongIdGroup", longest, "LockedLong", 0));
+        Assert.Equal(ResponseCode.Success, locked.Code);
+        Assert.Equal(1, server.Clients.LockCount);
+    }
 }

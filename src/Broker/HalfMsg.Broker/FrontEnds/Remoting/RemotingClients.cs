@@ -22,6 +22,21 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     /// <summary>Subscriptions of one group as one member announces them, at most (a consumer subscribes a few topics,
     /// plus its group's retry topic).</summary>
     public const int MaxSubscriptionsPerGroup = 256;
+    /// <summary>
+    /// Characters of a client id the Remoting front end keeps, at most (a HEART_BEAT's <c>clientID</c>, a LOCK_BATCH_MQ's
+    /// <c>clientId</c>): RocketMQ's are ip@instance, tens of characters, and the consumer list keeps no longer one
+    /// (<see cref="Core.Diagnostics.ConsumerMembers.MaxClientIdLength"/>). Until the late-night session of 2026-12-07 any
+    /// length a 16 MiB frame holds was kept: a connection's id for its life (on each of its halves too), and a lock's for
+    /// its lease, each lock request its own string, so one connection's 4,096 locks could hold gigabytes (found by review).
+    /// </summary>
+    public const int MaxClientIdLength = Core.Diagnostics.ConsumerMembers.MaxClientIdLength;
+
+    /// <summary>The refusal of a client id longer than <see cref="MaxClientIdLength"/>, or null.</summary>
+    public static string? ClientIdRefusal(string field, string? clientId)
+        => clientId is { Length: > MaxClientIdLength }
+            ? $"{field} is {clientId.Length} characters long, more than the {MaxClientIdLength} this broker keeps (RocketMQ's client ids are ip@instance, tens of characters)"
+            : null;
+
     /// <summary>Characters of one group's subscriptions (topics and expressions together), at most.</summary>
     public const int MaxSubscriptionCharsPerGroup = 64 * 1024;
     /// <summary>The lock table is swept of ended locks whenever it reaches this size (and twice its size after the last
