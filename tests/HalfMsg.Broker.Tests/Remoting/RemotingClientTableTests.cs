@@ -178,4 +178,96 @@ public sealed class RemotingClientTableTests : IAsyncLifetime
         Assert.Equal([("Locked", 0), ("Locked", 1)], locked);
         Assert.Equal(2, server.Clients.LockCount);
     }
+
+    private static byte[] LockRequest(string group, string clientId, string topic, int queueId)
+        => RemotingFrame.ToArray(RemotingCommand.Request(RequestCode.LockBatchMq, body: JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            consumerGroup = group,
+            clientId,
+            mqSet = new[] { new { topic, brokerName = "broker-a", queueId } },
+        })));
+
+    /// <summary>
+    /// A client id is kept for as long as what it names lives: a connection's (HEART_BEAT clientID) for the connection's
+    /// life, a lock's (LOCK_BATCH_MQ clientId) for its lease, each lock request its own string. Until the late-night
+    /// session of 2026-12-07 any length a 16 MiB frame holds was kept, so 4,096 locks of one connection could hold
+    /// gigabytes. Longer than 1,024 characters (the consumer list's own limit) is refused with a remark naming it, and
+    /// nothing is registered or locked; an id of the limit's length still works.
+    /// </summary>
+    [Fact]
+    public async Task A_client_id_longer_than_the_limit_is_refused_and_kept_nowhere()
+    {
+        var server = Server();
+        var (session, toServer, toClient) = Open(server);
+        Assert.True((await _engine.CreateTopicAsync("LockedLong")).Error.IsOk);
+        string tooLong = new('c', RemotingClients.MaxClientIdLength + 1);
+        string longest = new('k', RemotingClients.MaxClientIdLength);
+
+        var refused = await InvokeAsync(toServer, toClient, Heartbeat(tooLong, "LongIdGroup"));
+        Assert.Equal(ResponseCode.SystemError, refused.Code);
+        Assert.Contains("1024", refused.Remark);
+        Assert.NotEqual(tooLong, session.ClientId);
+        Assert.DoesNotContain("LongIdGroup", server.Clients.Groups());
+
+        var lockRefused = await InvokeAsync(toServer, toClient, LockRequest("LongIdGroup", tooLong, "LockedLong", 0));
+        Assert.Equal(ResponseCode.SystemError, lockRefused.Code);
+        Assert.Contains("1024", lockRefused.Remark);
+        Assert.Equal(0, server.Clients.LockCount);
+
+        Assert.Equal(ResponseCode.Success, (await InvokeAsync(toServer, toClient, Heartbeat(longest, "LongIdGroup"))).Code);
+        Assert.Equal(longest, session.ClientId);
+        Assert.Equal([longest], server.Clients.ConsumerIds("LongIdGroup"));
+        var locked = await InvokeAsync(toServer, toClient, LockRequest("LongIdGroup", longest, "LockedLong", 0));
+        Assert.Equal(ResponseCode.Success, locked.Code);
+        Assert.Equal(1, server.Clients.LockCount);
+    }
+
+    private static byte[] HeartbeatWith(string clientId, IEnumerable<(string Group, string Expression, string? Type)> groups)
+        => RemotingFrame.ToArray(RemotingCommand.Request(RequestCode.HeartBeat, body: JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            clientID = clientId,
+            consumerDataSet = groups.Select(g => new
+            {
+                groupName = g.Group,
+                messageModel = "CLUSTERING",
+                subscriptionDataSet = new[] { new { topic = "T", subString = g.Expression, expressionType = g.Type } },
+            }).ToArray(),
+        })));
+
+    /// <summary>
+    /// A connection's memberships keep their subscriptions for as long as its heartbeats renew them: their characters are
+    /// bounded over all its groups (<see cref="RemotingClients.MaxSubscriptionCharsPerConnection"/>), the expression's
+    /// type included, not only per group. Until the late-night session of 2026-12-07 1,024 groups of 64 Ki characters
+    /// each (128 MiB) could be held by one connection, and an expression type of any length by each subscription.
+    /// Within the bound a group's subscriptions may change, and a group left frees its room.
+    /// </summary>
+    [Fact]
+    public async Task A_connection_keeps_subscriptions_of_a_bounded_number_of_characters_over_all_its_groups()
+    {
+        var server = Server();
+        var (session, toServer, toClient) = Open(server);
+        string wide = new('x', 60_000);
+        var groups = Enumerable.Range(0, 20).Select(i => ($"wide-{i}", wide, (string?)null)).ToList();
+        Assert.Equal(ResponseCode.Success, (await InvokeAsync(toServer, toClient, HeartbeatWith("client-wide", groups))).Code);
+
+        int fit = RemotingClients.MaxSubscriptionCharsPerConnection / 60_001; // 17: each is 60,000 characters and a topic of one
+        Assert.Equal(Enumerable.Range(0, fit).Select(i => $"wide-{i}").Order(), server.Clients.Groups().Order());
+        Assert.True(server.Clients.SubscriptionCharsOf(session) <= RemotingClients.MaxSubscriptionCharsPerConnection);
+
+        // A subscription's expression type counts too: one of 70,000 characters alone passes the group's bound.
+        var (_, otherIn, otherOut) = Open(server);
+        Assert.Equal(ResponseCode.Success, (await InvokeAsync(otherIn, otherOut, HeartbeatWith("client-type", [("typed", "*", new string('t', 70_000))]))).Code);
+        Assert.DoesNotContain("typed", server.Clients.Groups());
+
+        // The first group narrows its subscription: the room it frees takes the next group.
+        var narrowed = groups.Take(fit + 1).Select((g, i) => i == 0 ? (g.Item1, "*", (string?)"TAG") : g).ToList();
+        Assert.Equal(ResponseCode.Success, (await InvokeAsync(toServer, toClient, HeartbeatWith("client-wide", narrowed))).Code);
+        Assert.Contains($"wide-{fit}", server.Clients.Groups());
+        Assert.Equal("*", server.Clients.Subscription("wide-0", "T")?.Expression);
+
+        await toServer.Writer.CompleteAsync();
+        await _sessions[0].Run.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(0, server.Clients.SubscriptionCharsOf(session));
+        Assert.DoesNotContain("wide-0", server.Clients.Groups());
+    }
 }

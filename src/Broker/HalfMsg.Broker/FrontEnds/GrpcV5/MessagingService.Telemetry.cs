@@ -154,8 +154,23 @@ internal sealed partial class MessagingService
     /// <summary>The same for the language of a client's Settings (<see cref="UA.Language"/>).</summary>
     private static bool EchoesCheckIds(Language language) => language is Language.Java or Language.NodeJs or Language.Golang or Language.Python;
 
+    /// <summary>
+    /// Largest Settings a Telemetry stream may send, serialized: its session keeps the answer, a copy of them, for the
+    /// stream's life (to push again, <see cref="TelemetrySession.ReplySettings"/>). Room for the most topics a producer
+    /// registers (<see cref="Remoting.RemotingSession.MaxProducerGroups"/>, 1,024) with 255-character names and a
+    /// namespace each, about 400 KB; the official clients send well under a kilobyte. Until the late-night session of
+    /// 2026-12-07 any Settings up to the message limit (5 MiB) was kept, on each of a connection's 200 streams: one
+    /// connection could hold about 2 GB of them for as long as it stayed open (found by review).
+    /// </summary>
+    internal const int MaxSettingsBytes = 512 * 1024;
+
     private void OnSettings(TelemetrySession session, Settings settings)
     {
+        // Ended with INVALID_ARGUMENT, as a Settings without publishing or subscription is (below): nothing of it is kept.
+        int size = settings.CalculateSize();
+        if (size > MaxSettingsBytes)
+            throw new RpcException(new Grpc.Core.Status(StatusCode.InvalidArgument,
+                $"settings of {size} bytes are larger than the {MaxSettingsBytes} bytes a Telemetry stream may keep"));
         // A client whose header names a language that echoes but whose Settings name another (.NET, Rust, C++...) gets no
         // tokens either, unless it opted in. The Settings come before the stream is registered for check-backs.
         if (session.SendsCheckTokens && !session.OptedInToCheckTokens && settings.UserAgent is { Language: not Language.Unspecified and var language }

@@ -22,8 +22,31 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     /// <summary>Subscriptions of one group as one member announces them, at most (a consumer subscribes a few topics,
     /// plus its group's retry topic).</summary>
     public const int MaxSubscriptionsPerGroup = 256;
+    /// <summary>
+    /// Characters of a client id the Remoting front end keeps, at most (a HEART_BEAT's <c>clientID</c>, a LOCK_BATCH_MQ's
+    /// <c>clientId</c>): RocketMQ's are ip@instance, tens of characters, and the consumer list keeps no longer one
+    /// (<see cref="Core.Diagnostics.ConsumerMembers.MaxClientIdLength"/>). Until the late-night session of 2026-12-07 any
+    /// length a 16 MiB frame holds was kept: a connection's id for its life (on each of its halves too), and a lock's for
+    /// its lease, each lock request its own string, so one connection's 4,096 locks could hold gigabytes (found by review).
+    /// </summary>
+    public const int MaxClientIdLength = Core.Diagnostics.ConsumerMembers.MaxClientIdLength;
+
+    /// <summary>The refusal of a client id longer than <see cref="MaxClientIdLength"/>, or null.</summary>
+    public static string? ClientIdRefusal(string field, string? clientId)
+        => clientId is { Length: > MaxClientIdLength }
+            ? $"{field} is {clientId.Length} characters long, more than the {MaxClientIdLength} this broker keeps (RocketMQ's client ids are ip@instance, tens of characters)"
+            : null;
+
     /// <summary>Characters of one group's subscriptions (topics and expressions together), at most.</summary>
     public const int MaxSubscriptionCharsPerGroup = 64 * 1024;
+    /// <summary>
+    /// Characters of the subscriptions of all the consumer groups one connection is a member of, at most (1 Mi, 2 MiB
+    /// held): a Java process's consumers share one connection, and 64 groups of SQL92 selectors of the longest kind
+    /// (16,384 characters) fit. Until the late-night session of 2026-12-07 only each group's were bounded, so a connection
+    /// naming its 1,024 groups' subscriptions of 64 Ki characters each, over a few heartbeats, held 128 MiB for as long as
+    /// its heartbeats renewed them (found by review).
+    /// </summary>
+    public const int MaxSubscriptionCharsPerConnection = 1024 * 1024;
     /// <summary>The lock table is swept of ended locks whenever it reaches this size (and twice its size after the last
     /// sweep), not only every <see cref="SweepEvery"/>.</summary>
     internal const int MinLockSweepSize = 4096;
@@ -48,6 +71,8 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     {
         public required string ClientId;
         public Dictionary<string, SubscriptionData> Subscriptions = new(StringComparer.Ordinal);
+        /// <summary>Characters of <see cref="Subscriptions"/> (<see cref="CharsOf"/>), counted in the connection's total.</summary>
+        public long Chars;
         /// <summary>When a heartbeat last named the group on this connection.</summary>
         public DateTime LastSeen;
     }
@@ -58,6 +83,8 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     private readonly Dictionary<string, Dictionary<RemotingSession, Member>> _groups = new(StringComparer.Ordinal);
     /// <summary>The groups each session is a member of (the per-connection cap; RemoveSession visits only these).</summary>
     private readonly Dictionary<RemotingSession, HashSet<string>> _sessionGroups = new();
+    /// <summary>Characters of the subscriptions of each session's memberships (<see cref="MaxSubscriptionCharsPerConnection"/>).</summary>
+    private readonly Dictionary<RemotingSession, long> _sessionChars = new();
     private readonly GrpcV5.LogRateLimiter _refusedLog = new(1, TimeProvider.System);
     private readonly GrpcV5.LogRateLimiter _lockRefusedLog = new(1, TimeProvider.System);
 
@@ -84,15 +111,39 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     {
         if (!IsValidGroupName(group)) return $"consumer group name '{Clip(group)}' is not valid (1-255 characters of [A-Za-z0-9_-%|.])";
         if (subscriptions.Count > MaxSubscriptionsPerGroup) return $"consumer group {group} names more than {MaxSubscriptionsPerGroup} subscriptions";
-        long chars = 0;
-        foreach (var (topic, subscription) in subscriptions) chars += topic.Length + subscription.Expression.Length;
+        long chars = CharsOf(subscriptions);
         if (chars > MaxSubscriptionCharsPerGroup) return $"consumer group {group}'s subscriptions are longer than {MaxSubscriptionCharsPerGroup} characters";
         lock (_gate)
         {
             if (_sessionGroups.TryGetValue(session, out var mine) && mine.Count >= MaxConsumerGroupsPerSession && !mine.Contains(group))
                 return $"the connection is already a member of {MaxConsumerGroupsPerSession} consumer groups";
+            if (!FitsConnectionLocked(session, group, chars))
+                return $"the subscriptions of the connection's consumer groups would be longer than {MaxSubscriptionCharsPerConnection} characters with consumer group {group}'s";
         }
         return null;
+    }
+
+    /// <summary>Characters of a group's subscriptions: topics, expressions and their types.</summary>
+    private static long CharsOf(IReadOnlyDictionary<string, SubscriptionData> subscriptions)
+    {
+        long chars = 0;
+        foreach (var (topic, subscription) in subscriptions) chars += topic.Length + subscription.Expression.Length + (subscription.ExpressionType?.Length ?? 0);
+        return chars;
+    }
+
+    /// <summary>Whether the session's subscriptions stay within <see cref="MaxSubscriptionCharsPerConnection"/> with
+    /// <paramref name="chars"/> for <paramref name="group"/> (in place of what its membership holds now). Caller holds the lock.</summary>
+    private bool FitsConnectionLocked(RemotingSession session, string group, long chars)
+    {
+        long held = _sessionChars.GetValueOrDefault(session);
+        if (_groups.TryGetValue(group, out var members) && members.TryGetValue(session, out var existing)) held -= existing.Chars;
+        return held + chars <= MaxSubscriptionCharsPerConnection;
+    }
+
+    /// <summary>Characters of subscriptions the session's memberships hold (tests).</summary>
+    internal long SubscriptionCharsOf(RemotingSession session)
+    {
+        lock (_gate) return _sessionChars.GetValueOrDefault(session);
     }
 
     private static string Clip(string s) => s.Length <= 64 ? s : s[..64] + "...";
@@ -116,8 +167,10 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         lock (_gate)
         {
             if (!session.IsAlive) return false;
+            long chars = CharsOf(subscriptions);
             if (!_sessionGroups.TryGetValue(session, out var mine)) _sessionGroups[session] = mine = new(StringComparer.Ordinal);
-            if (!mine.Contains(group) && (mine.Count >= MaxConsumerGroupsPerSession || !IsValidGroupName(group)))
+            // The caps are checked again here (Refusal checked them before): two heartbeats of one connection may be served at once.
+            if ((!mine.Contains(group) && (mine.Count >= MaxConsumerGroupsPerSession || !IsValidGroupName(group))) || !FitsConnectionLocked(session, group, chars))
             {
                 if (mine.Count == 0) _sessionGroups.Remove(session);
                 return false;
@@ -125,7 +178,8 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
             mine.Add(group);
             if (!_groups.TryGetValue(group, out var members)) _groups[group] = members = new();
             changed = !members.TryGetValue(session, out var existing) || existing.ClientId != clientId || !Live(session, existing, now);
-            members[session] = new Member { ClientId = clientId, Subscriptions = subscriptions, LastSeen = now };
+            _sessionChars[session] = _sessionChars.GetValueOrDefault(session) - (existing?.Chars ?? 0) + chars;
+            members[session] = new Member { ClientId = clientId, Subscriptions = subscriptions, LastSeen = now, Chars = chars };
         }
         if (changed) Notify(group);
         SweepExpiredMembers(now);
@@ -137,9 +191,10 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         bool removed;
         lock (_gate)
         {
-            removed = _groups.TryGetValue(group, out var members) && members.Remove(session);
+            Member? member = null;
+            removed = _groups.TryGetValue(group, out var members) && members.Remove(session, out member);
             if (removed && members!.Count == 0) _groups.Remove(group);
-            if (removed) ForgetMembership(session, group);
+            if (removed) ForgetMembership(session, group, member!);
         }
         if (removed) Notify(group);
     }
@@ -149,6 +204,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
         var left = new List<string>();
         lock (_gate)
         {
+            _sessionChars.Remove(session);
             if (!_sessionGroups.Remove(session, out var mine)) return;
             foreach (var group in mine)
                 if (_groups.TryGetValue(group, out var members) && members.Remove(session))
@@ -165,8 +221,13 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
     }
 
     /// <summary>Caller holds the lock.</summary>
-    private void ForgetMembership(RemotingSession session, string group)
+    private void ForgetMembership(RemotingSession session, string group, Member member)
     {
+        if (_sessionChars.TryGetValue(session, out long chars))
+        {
+            if (chars - member.Chars > 0) _sessionChars[session] = chars - member.Chars;
+            else _sessionChars.Remove(session);
+        }
         if (_sessionGroups.TryGetValue(session, out var mine) && mine.Remove(group) && mine.Count == 0) _sessionGroups.Remove(session);
     }
 
@@ -196,7 +257,7 @@ internal sealed class RemotingClients(RemotingServer server, TimeProvider? time 
                 foreach (var (session, m) in members.Where(m => m.Key.IsAlive && now - m.Value.LastSeen >= ConsumerExpiry).ToList())
                 {
                     members.Remove(session);
-                    ForgetMembership(session, group);
+                    ForgetMembership(session, group, m);
                     ended.Add((group, m.ClientId));
                 }
                 if (members.Count == 0) emptied.Add(group);

@@ -22,6 +22,8 @@ internal sealed partial class RemotingDispatcher
     {
         if (!TryParseLockBody(request, out string group, out string clientId, out var queues))
             return Error(request, ResponseCode.SystemError, "LOCK_BATCH_MQ body is not LockBatchRequestBody JSON");
+        // Each lock keeps its client id for its lease: a longer one than any client has is refused, nothing locked.
+        if (RemotingClients.ClientIdRefusal("clientId", clientId) is { } tooLong) return Error(request, ResponseCode.SystemError, tooLong);
         // Only queues that exist are locked (a lock of anything else would only fill the table), for valid groups.
         var existing = RemotingClients.IsValidGroupName(group)
             ? queues.Where(q => q.QueueId >= 0 && q.QueueId < Engine.QueueCount(q.Topic)).ToList()

@@ -24,7 +24,11 @@ internal sealed partial class RemotingDispatcher
         if (body is null || body.RootElement.ValueKind != JsonValueKind.Object)
             return Error(request, ResponseCode.SystemError, "heartbeat body is not HeartbeatData JSON");
         var root = body.RootElement;
-        if (Str(root, "clientID") is { } id) session.SetClientId(id);
+        string? id = Str(root, "clientID");
+        // Refused whole, before anything is registered: a group registered under the connection's previous id would
+        // answer with that id while the client believes its own.
+        if (RemotingClients.ClientIdRefusal("clientID", id) is { } tooLong) return Error(request, ResponseCode.SystemError, tooLong);
+        if (id is not null) session.SetClientId(id);
 
         if (root.TryGetProperty("producerDataSet", out var producers) && producers.ValueKind == JsonValueKind.Array)
         {
