@@ -37,14 +37,16 @@ public sealed record GrpcV5Options
 
     /// <summary>Serialized bytes that may wait on one Telemetry stream (check-backs carry whole messages). A check that
     /// would pass them is refused (it goes to another instance, or to this one once it has room); a client whose queue
-    /// stays over them with nothing written for <see cref="TelemetryStallTimeout"/> is not reading: its session is ended
+    /// holds commands with nothing written for <see cref="TelemetryStallTimeout"/> is not reading: its session is ended
     /// and it stops receiving check-backs.</summary>
     public long MaxTelemetryQueuedBytes { get; init; } = 16 * 1024 * 1024;
 
-    /// <summary>How long a Telemetry stream whose queue is over its bound may go without a command written before it is
-    /// ended for not reading (ABORTED; its unsent checks go to another instance), plus a second per 256 KiB of the
-    /// command being written (as a ReceiveMessage answer's write bound). Since the night session of 2026-12-07;
-    /// before, it was ended as soon as a command did not fit.</summary>
+    /// <summary>How long a Telemetry stream with commands queued may go without a command written before it is ended for
+    /// not reading (ABORTED; its unsent checks go to another instance), plus a second per 256 KiB of the command being
+    /// written (as a ReceiveMessage answer's write bound), whatever its queue and its connection hold. Since the night
+    /// session of 2026-12-07 (before, it was ended as soon as a command did not fit); until the late-night session of
+    /// 2026-12-07 only a queue over its bound, or over its connection's, was timed: a stream that stopped reading with a
+    /// few small checks queued kept them for ever (found by review).</summary>
     public TimeSpan TelemetryStallTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>The effective bound of a Telemetry stream's queue: <see cref="MaxTelemetryQueuedBytes"/>, or twice

@@ -15,10 +15,16 @@ namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 /// writes never overlap and <see cref="TrySendCheck"/> never blocks the core. The queue is bounded in bytes, not
 /// only in commands: a check-back carries the whole half message, so 1,024 queued checks could pin gigabytes. A check
 /// that does not fit is refused (the core offers it to another instance, or to this one again once it has room); a
-/// client whose queue makes no progress for the stall limit while it is over its bound is not reading, and is cut off
-/// (<see cref="End"/>): it is not a usable check-back channel, and its unsent checks go to another producer. Until the
-/// night session of 2026-12-07 the stream was cut as soon as the bound was passed: a burst of large checks (five of
-/// 3.5 MiB given back at once) cut off an instance that was reading, on a busy machine (found by a CI run).
+/// client whose queue makes no progress (no command written) for the stall limit while commands wait in it is not
+/// reading, and is cut off (<see cref="End"/>): it is not a usable check-back channel, and its unsent checks go to another
+/// producer. Until the night session of 2026-12-07 the stream was cut as soon as the bound was passed: a burst of large
+/// checks (five of 3.5 MiB given back at once) cut off an instance that was reading, on a busy machine (found by a CI
+/// run). Until the late-night session of 2026-12-07 only a queue over its bound (or with a check refused for its
+/// connection's) was watched: a producer process that stopped reading with a few small checks queued (its HTTP/2 window
+/// and Kestrel's buffer full, far under 16 MiB) kept them, counted as sent and never written, while a live instance of
+/// its group could have answered; and non-reading streams of one connection, each under its own bound, that together
+/// filled the connection's budget were never ended, so a reading stream of that connection was refused checks for as
+/// long as they stayed (found by review).
 /// </summary>
 internal sealed class TelemetrySession : ICheckBackChannel
 {
@@ -33,7 +39,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private readonly object _gate = new();
     private readonly Dictionary<string, IDisposable> _producerRegistrations = new(StringComparer.Ordinal);
     private readonly long _maxQueuedBytes;
-    // How long a queue over its bound may go without a command written before the client counts as not reading.
+    // How long a queue with commands in it may go without a command written before the client counts as not reading.
     private readonly TimeSpan _stallLimit;
     private readonly TimeProvider _time;
     // The queue's accounting: a command is charged (to this session and to the connection) and queued in one hold of
@@ -59,8 +65,12 @@ internal sealed class TelemetrySession : ICheckBackChannel
     private long _progressAt;
     // Under _queueGate: a check was refused for want of room; RoomAgain is called once the queue is down to half its bound.
     private bool _wantsRoom;
-    // Under _queueGate: fires when the queue, over its bound, would have gone the stall limit without progress.
+    // Under _queueGate: fires when the queue, not empty, would have gone the stall limit without progress. One per
+    // session, created at the first command queued and moved with Change after (the check path runs thousands of checks
+    // a second: no timer per command); disposed when the writer stops.
     private ITimer? _stallTimer;
+    // Under _queueGate: _stallTimer is due (its callback re-arms it, or not, under the gate).
+    private bool _stallArmed;
     // Under _queueGate: which bound the last refused check did not fit (said when the stall timer ends the session).
     private string? _refusedFor;
     // Under _queueGate: a check was refused for the connection's bound and the connection's next release is watched
@@ -82,9 +92,10 @@ internal sealed class TelemetrySession : ICheckBackChannel
     /// <param name="maxQueuedBytes">Serialized bytes that may wait for the writer before the session is ended.</param>
     /// <param name="connection">The stream's connection budget of unsent answers: queued commands count on it too, so
     /// 200 Telemetry streams of one connection cannot each queue <paramref name="maxQueuedBytes"/>.</param>
-    /// <param name="stallLimit">How long a queue over its bound (or over its connection's) may go without a command
-    /// written before the session is ended for not reading (<see cref="GrpcV5Options.TelemetryStallTimeout"/>); until then
-    /// checks that do not fit are refused. Zero (the default): ended as soon as a command does not fit.</param>
+    /// <param name="stallLimit">How long a queue with commands in it may go without a command written before the session
+    /// is ended for not reading (<see cref="GrpcV5Options.TelemetryStallTimeout"/>), whatever its bound and its
+    /// connection's; until then checks that do not fit are refused. Zero (the default): ended as soon as a command does not
+    /// fit, and never for time alone.</param>
     /// <param name="time">The clock of <paramref name="stallLimit"/>.</param>
     public TelemetrySession(string clientId, long maxQueuedBytes, AnswerBudget? connection = null, TimeSpan stallLimit = default, TimeProvider? time = null)
     {
@@ -270,12 +281,13 @@ internal sealed class TelemetrySession : ICheckBackChannel
                     return false;
                 }
 
-                if (over is not null)
+                if (over is not null || _stallLimit > TimeSpan.Zero)
                 {
-                    // Over the bound, for a client still reading: watched as a refused check's queue is, so a client that
-                    // stopped reading is ended after the stall limit even when no check comes to be refused (until the
-                    // night session of 2026-12-07 its queue, and the checks in it, stayed until the stream ended; found
-                    // by review).
+                    // Watched while commands wait, whatever the bounds: a client that stopped reading is ended after the
+                    // stall limit even when no check comes to be refused and its queue is far under its bound (a few small
+                    // checks behind a full HTTP/2 window). Until the night session of 2026-12-07 a queue over its bound
+                    // was not watched unless a check was refused; until the late-night session only one over its bound
+                    // was (found by review). Cheap once armed: the timer is re-armed by its own callback, not per command.
                     ArmStallTimerLocked(now);
                 }
 
@@ -307,17 +319,25 @@ internal sealed class TelemetrySession : ICheckBackChannel
         => _stallLimit <= TimeSpan.Zero ? TimeSpan.Zero : _stallLimit + TimeSpan.FromSeconds(Volatile.Read(ref _writingSize) / SlowestReadBytesPerSecond);
 
     /// <summary>Arms the stall timer for the moment the queue would have gone the stall limit without progress, unless
-    /// armed. Under _queueGate.</summary>
+    /// armed: the session's one timer, created the first time and moved after. Under _queueGate.</summary>
     private void ArmStallTimerLocked(long now)
     {
-        if (_stallTimer is not null || _writerDone)
+        if (_stallArmed || _writerDone)
         {
             return;
         }
 
         TimeSpan left = StallLimitNow() - _time.GetElapsedTime(_progressAt, now);
-        _stallTimer = _time.CreateTimer(static s => ((TelemetrySession)s!).OnStallTimer(), this,
-            left > TimeSpan.Zero ? left : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+        if (left < TimeSpan.Zero) left = TimeSpan.Zero;
+        _stallArmed = true;
+        if (_stallTimer is null)
+        {
+            _stallTimer = _time.CreateTimer(static s => ((TelemetrySession)s!).OnStallTimer(), this, left, Timeout.InfiniteTimeSpan);
+        }
+        else
+        {
+            _stallTimer.Change(left, Timeout.InfiniteTimeSpan);
+        }
     }
 
     /// <summary>
@@ -379,15 +399,15 @@ internal sealed class TelemetrySession : ICheckBackChannel
         }
     }
 
-    /// <summary>The stall timer: a queue still stuck over its bound ends the session for not reading (its unsent checks
-    /// go to another instance); one that made progress is watched again while checks still want room.</summary>
+    /// <summary>The stall timer: a queue with commands in it and nothing written for the stall limit ends the session for
+    /// not reading (its unsent checks go to another instance); one that made progress is watched again while commands
+    /// wait (an empty one is armed again by the next command queued).</summary>
     private void OnStallTimer()
     {
         string? reason = null;
         lock (_queueGate)
         {
-            _stallTimer?.Dispose();
-            _stallTimer = null;
+            _stallArmed = false;
             if (Volatile.Read(ref _stopRequested) != 0 || _writerDone)
             {
                 return;
@@ -396,9 +416,10 @@ internal sealed class TelemetrySession : ICheckBackChannel
             long now = _time.GetTimestamp();
             if (StalledLocked(now))
             {
-                reason = $"the client did not read its Telemetry stream ({_refusedFor ?? $"{Interlocked.Read(ref _queuedBytes)} bytes queued"}; nothing written for {_time.GetElapsedTime(_progressAt, now).TotalSeconds:0.#} s)";
+                // The refused check's bound while checks still want room; else what waits (a queue under its bounds).
+                reason = $"the client did not read its Telemetry stream ({(_wantsRoom ? _refusedFor : null) ?? $"{Interlocked.Read(ref _queuedBytes)} bytes queued"}; nothing written for {_time.GetElapsedTime(_progressAt, now).TotalSeconds:0.#} s)";
             }
-            else if ((_wantsRoom || Interlocked.Read(ref _queuedBytes) > _maxQueuedBytes) && Interlocked.Read(ref _queuedBytes) > 0)
+            else if (Interlocked.Read(ref _queuedBytes) > 0)
             {
                 ArmStallTimerLocked(now);
             }
@@ -541,6 +562,7 @@ internal sealed class TelemetrySession : ICheckBackChannel
                 _wantsRoom = false;
                 _stallTimer?.Dispose();
                 _stallTimer = null;
+                _stallArmed = false;
                 Interlocked.Exchange(ref _queuedBytes, 0);
                 long unwritten = Interlocked.Exchange(ref _connectionBytes, 0);
                 _connection?.Release(unwritten);
