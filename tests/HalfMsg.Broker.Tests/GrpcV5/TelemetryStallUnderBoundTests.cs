@@ -110,8 +110,9 @@ public sealed class TelemetryStallUnderBoundTests(Xunit.Abstractions.ITestOutput
         TelemetrySession a = NotReading("a"), b = NotReading("b");
         int roomAgain = 0;
         var c = new TelemetrySession("c", 16 * 1024 * 1024, connection, stall, time) { RoomAgain = () => Interlocked.Increment(ref roomAgain) };
-        Task aWriter = a.RunWriterAsync(new GatedWriter(), CancellationToken.None); // never released
-        Task bWriter = b.RunWriterAsync(new GatedWriter(), CancellationToken.None);
+        GatedWriter aStream = new(), bStream = new(); // never released
+        Task aWriter = a.RunWriterAsync(aStream, CancellationToken.None);
+        Task bWriter = b.RunWriterAsync(bStream, CancellationToken.None);
         var reading = new GatedWriter();
         reading.Gate.Release(100); // reads whatever comes
         Task cWriter = c.RunWriterAsync(reading, CancellationToken.None);
@@ -124,6 +125,12 @@ public sealed class TelemetryStallUnderBoundTests(Xunit.Abstractions.ITestOutput
         Assert.False(c.TrySendCheck(Check(7)));
         Assert.Equal(1, c.ChecksRefusedForRoom);
         Assert.True(c.IsAlive);
+        // Each writer of the two that do not read is parked in its first write before the clock moves: one that had not
+        // started it (its continuation still waiting for the thread pool of a loaded machine) would write nothing once
+        // ended, keep no check, and not be parked (until the late-night session of 2026-12-07 the clock moved at once,
+        // and this test failed beside stress-ng; found by review).
+        await Eventually.TrueAsync(() => Volatile.Read(ref aStream.Started) == 1 && Volatile.Read(ref bStream.Started) == 1,
+            () => $"each writer that is not read is parked in its first write ({aStream.Started}, {bStream.Started})", TimeSpan.FromSeconds(30));
 
         // The stall limit (and a second for the 256 KiB write under way) passes with nothing written on the two that do
         // not read: both are ended.
