@@ -1,5 +1,6 @@
 using System.Globalization;
 using Apache.Rocketmq.V2;
+using Grpc.Core;
 using BrokerMessagingService = HalfMsg.Broker.FrontEnds.GrpcV5.MessagingService;
 using HalfMsg.Broker.Hosting;
 using HalfMsg.Broker.Tests.Infrastructure;
@@ -52,6 +53,74 @@ public sealed class TelemetrySettingsBoundTests
         }
         finally
         {
+            try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
+    /// The Settings the streams of one connection keep are bounded in all
+    /// (<see cref="BrokerMessagingService.MaxKeptSettingsBytesPerConnection"/>, four of the largest), and given back when
+    /// a stream ends. Until the late-night session of 2026-12-07 each stream's were bounded only: 200 streams of 512 KiB
+    /// each were kept for the connection's life.
+    /// </summary>
+    [Fact]
+    public async Task Settings_a_connections_streams_would_keep_past_its_bound_end_their_stream_until_one_of_its_streams_ends()
+    {
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-settingsbound-" + Guid.NewGuid().ToString("N"));
+        int grpcPort = FreePorts.Next();
+        var open = new List<AsyncDuplexStreamingCall<TelemetryCommand, TelemetryCommand>>();
+        try
+        {
+            await using var host = await BrokerHost.StartAsync(["--data-dir", dataDir, "--grpc-port", P(grpcPort), "--http-port", P(FreePorts.Next()),
+                "--remoting-port", "0", "--namesrv-port", "0"]);
+            // One client, one HTTP/2 connection: its streams are far fewer than the connection's stream limit.
+            using var client = new GrpcTestClient($"127.0.0.1:{grpcPort}");
+
+            // 1,900 topics of 255 characters: just under the bound of one stream's Settings, so four fit the connection's.
+            var large = Publishing(1900, 255);
+            int size = large.Settings.CalculateSize();
+            Assert.InRange(size, BrokerMessagingService.MaxSettingsBytes * 9 / 10, BrokerMessagingService.MaxSettingsBytes);
+            int fit = BrokerMessagingService.MaxKeptSettingsBytesPerConnection / BrokerMessagingService.MaxSettingsBytes;
+            Assert.True((fit + 1L) * size > BrokerMessagingService.MaxKeptSettingsBytesPerConnection);
+
+            for (int i = 0; i < fit; i++)
+            {
+                // Each stream its own client id: a second stream of one id would replace (end) the first.
+                var call = client.Duplex<TelemetryCommand, TelemetryCommand>(GrpcMethods.Telemetry, TelemetryCommand.Parser,
+                    new Dictionary<string, string> { [RocketMqHeaders.ClientId] = $"kept-{i}@1@0@x" }, timeout: TimeSpan.FromMinutes(2));
+                open.Add(call);
+                await call.RequestStream.WriteAsync(large);
+                Assert.True(await call.ResponseStream.MoveNext());
+                Assert.Equal(Code.Ok, call.ResponseStream.Current.Status.Code);
+                Assert.NotNull(call.ResponseStream.Current.Settings?.Publishing);
+            }
+
+            // One more stream of such Settings would pass the connection's bound: it ends, with the bound in its status.
+            var extra = new Dictionary<string, string> { [RocketMqHeaders.ClientId] = "kept-extra@1@0@x" };
+            var refused = await client.ServerStreamAsync(GrpcMethods.Telemetry, large, TelemetryCommand.Parser, extra);
+            Assert.Equal((int)Grpc.Core.StatusCode.ResourceExhausted, refused.GrpcStatus);
+            Assert.Contains(BrokerMessagingService.MaxKeptSettingsBytesPerConnection.ToString(CultureInfo.InvariantCulture), refused.GrpcMessage, StringComparison.Ordinal);
+            Assert.DoesNotContain(refused.Responses, r => r.Settings is not null);
+
+            // Small Settings still fit beside them (the bound is in bytes, not streams).
+            var small = await client.ServerStreamAsync(GrpcMethods.Telemetry, Publishing(3, 20), TelemetryCommand.Parser,
+                new Dictionary<string, string> { [RocketMqHeaders.ClientId] = "kept-small@1@0@x" });
+            Assert.Equal(0, small.GrpcStatus);
+
+            // A stream that ends gives back what it kept: the refused Settings are answered now. (The stream's status
+            // comes after its session closed, so no wait is needed.)
+            await open[0].RequestStream.CompleteAsync();
+            while (await open[0].ResponseStream.MoveNext())
+            {
+            }
+
+            var answered = await client.ServerStreamAsync(GrpcMethods.Telemetry, large, TelemetryCommand.Parser, extra);
+            Assert.Equal(0, answered.GrpcStatus);
+            Assert.Contains(answered.Responses, r => r.Settings is { Publishing: not null });
+        }
+        finally
+        {
+            foreach (var call in open) call.Dispose();
             try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
         }
     }

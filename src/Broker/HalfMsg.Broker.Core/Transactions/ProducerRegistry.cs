@@ -170,6 +170,39 @@ public sealed class ProducerRegistry
         lock (_gate) return _groups.ToDictionary(g => g.Key, g => g.Value.Select(c => c.ClientId).ToArray());
     }
 
+    /// <summary>A bounded view of the registry for listings (<see cref="Listing(int, int)"/>).</summary>
+    /// <param name="Groups">The first groups by name (ordinal), each with the client ids of its first channels (in the
+    /// order they registered).</param>
+    /// <param name="GroupCount">Groups with a registered channel, all of them.</param>
+    /// <param name="ChannelCount">Registered channels over all groups.</param>
+    /// <param name="Truncated">Some group, or some channel of a listed group, is not in <paramref name="Groups"/>.</param>
+    public sealed record ProducerListing(IReadOnlyDictionary<string, string[]> Groups, int GroupCount, long ChannelCount, bool Truncated);
+
+    /// <summary>
+    /// The first <paramref name="maxGroups"/> groups by name, each with at most <paramref name="maxClientIdsPerGroup"/>
+    /// client ids, and the totals. <see cref="Snapshot"/> copies every group and channel: a producer registers up to 1,024
+    /// groups per connection, each group up to <see cref="MaxChannelsPerGroup"/> channels, so a listing of all of them
+    /// (the admin API's <c>/api/stats</c> until the late-night session of 2026-12-07) could run to hundreds of megabytes
+    /// (found by review).
+    /// </summary>
+    public ProducerListing Listing(int maxGroups, int maxClientIdsPerGroup)
+    {
+        lock (_gate)
+        {
+            long channels = 0;
+            bool truncated = _groups.Count > maxGroups;
+            foreach (var list in _groups.Values) channels += list.Count;
+            var listed = new Dictionary<string, string[]>(StringComparer.Ordinal);
+            foreach (string group in _groups.Keys.Order(StringComparer.Ordinal).Take(maxGroups))
+            {
+                var list = _groups[group];
+                if (list.Count > maxClientIdsPerGroup) truncated = true;
+                listed[group] = list.Take(maxClientIdsPerGroup).Select(c => c.ClientId).ToArray();
+            }
+            return new ProducerListing(listed, _groups.Count, channels, truncated);
+        }
+    }
+
     private sealed class NotRegistered : IDisposable
     {
         public static readonly NotRegistered Instance = new();

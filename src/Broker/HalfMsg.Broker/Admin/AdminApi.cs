@@ -13,6 +13,18 @@ public static class AdminApi
     /// the list may lack messages with the key that the rebuild has not reached yet.</summary>
     public const string IndexWarmingHeader = "X-HalfMsg-Index-Warming";
 
+    /// <summary>
+    /// Producer groups <c>/api/stats</c> lists in <c>producers</c>, at most: the first by name; <c>producerGroups</c> and
+    /// <c>producersConnected</c> count them all, and <c>producersTruncated</c> says some were left out. Until the
+    /// late-night session of 2026-12-07 every group was listed with every client id: with 1,024 groups per connection (and
+    /// per Telemetry stream) and up to 10,000 channels per group, one answer could run to hundreds of megabytes (found by review).
+    /// </summary>
+    public const int MaxListedProducerGroups = 100;
+
+    /// <summary>Client ids listed per producer group in <c>/api/stats</c>, at most (the first to register): 100 groups of
+    /// 50 ids of the usual tens of characters are about 200 KB, and of the longest ids a broker takes (1,024) about 5 MB.</summary>
+    public const int MaxListedProducerClientIds = 50;
+
     public static void MapAdminApi(this IEndpointRouteBuilder app, BrokerEngine engine)
     {
         _ = HalfMsg.Broker.Core.Diagnostics.ThreadPoolDelaySampler.Shared; // start sampling with the admin port
@@ -220,6 +232,7 @@ public static class AdminApi
         app.MapGet("/api/stats", (HttpContext http) =>
         {
             var (pendingCount, parkedCount) = engine.TransactionCounts();
+            var producers = engine.Producers.Listing(MaxListedProducerGroups, MaxListedProducerClientIds);
             var remoting = http.RequestServices.GetService<FrontEnds.Remoting.RemotingServer>();
             return Results.Ok(new
             {
@@ -238,7 +251,10 @@ public static class AdminApi
                 engine.Metrics.LastRetentionCutExpiryMicros, engine.Metrics.LastRetentionCutGcPauseMicros, engine.Metrics.RecordsRelocated, engine.Metrics.MessagesExpired,
                 health = engine.Health.Status.ToString(), healthReasons = engine.Health.Reasons,
                 pendingTransactions = pendingCount, parkedTransactions = parkedCount, logBeginAddress = engine.LogBeginAddress, logTailAddress = engine.LogTailAddress,
-                producers = engine.Producers.Snapshot(), producerRegistrationsRefused = engine.Producers.RefusedRegistrations,
+                // The first groups by name with their first client ids (MaxListedProducerGroups), the totals, and whether
+                // anything was left out of the listing.
+                producers = producers.Groups, producerGroups = producers.GroupCount, producersConnected = producers.ChannelCount,
+                producersTruncated = producers.Truncated, producerRegistrationsRefused = engine.Producers.RefusedRegistrations,
                 diskFull = engine.DiskSpace.IsFull, diskFreeBytes = engine.DiskSpace.FreeBytes, diskTotalBytes = engine.DiskSpace.TotalBytes,
                 diskRefused = engine.DiskSpace.Refused, engine.Metrics.RefusedBusy,
                 logCommits = engine.LogCommitTotals.Commits, logCommitMicros = (long)engine.LogCommitTotals.Time.TotalMicroseconds,

@@ -35,6 +35,7 @@ internal sealed partial class MessagingService
         var session = new TelemetrySession(clientId, _options.TelemetryQueueBudget,
             AnswerBudget.Of(context.GetHttpContext(), _options.AnswerBudgetPerConnection), _options.TelemetryStallTimeout)
         {
+            KeptSettings = KeptSettingsBudget.Of(context.GetHttpContext(), MaxKeptSettingsBytesPerConnection),
             Namespace = V5Namespace.Of(context),
             OptedInToCheckTokens = optedIn,
             SendsCheckTokens = optedIn || EchoesCheckIds(headers[RocketMqHeaders.Language].ToString().Trim()),
@@ -164,6 +165,16 @@ internal sealed partial class MessagingService
     /// </summary>
     internal const int MaxSettingsBytes = 512 * 1024;
 
+    /// <summary>
+    /// Bytes of Settings replies the Telemetry streams of one connection keep in all, at most (<see cref="KeptSettingsBudget"/>):
+    /// four streams of the largest Settings (<see cref="MaxSettingsBytes"/>), or thousands of the official clients' (under
+    /// a kilobyte each; the Node client's share one connection per process and endpoint). A stream whose Settings would
+    /// pass it ends with RESOURCE_EXHAUSTED, keeping nothing; what a stream keeps is given back when it ends. Until the
+    /// late-night session of 2026-12-07 only each stream's were bounded: 200 streams of 512 KiB, about 100 MB per
+    /// connection, were kept for as long as the connection stayed open (found by review).
+    /// </summary>
+    internal const int MaxKeptSettingsBytesPerConnection = 4 * MaxSettingsBytes;
+
     private void OnSettings(TelemetrySession session, Settings settings)
     {
         // Ended with INVALID_ARGUMENT, as a Settings without publishing or subscription is (below): nothing of it is kept.
@@ -187,7 +198,6 @@ internal sealed partial class MessagingService
         switch (settings.PubSubCase)
         {
             case Settings.PubSubOneofCase.Publishing:
-                RegisterPublishing(session, settings.Publishing.Topics.Select(t => V5Namespace.Wrap(session.Namespace, t.Name)));
                 // Node asserts an exponential backoff (a missing one kills the process) and refuses every send when
                 // max_body_size is 0. Type validation stays off: every queue accepts every type a client sends but LITE and PRIORITY,
                 // which SendMessage refuses itself (V5MessageChecks.TypeRefusal), so no client's checks change.
@@ -219,7 +229,20 @@ internal sealed partial class MessagingService
                 throw new RpcException(new Grpc.Core.Status(StatusCode.InvalidArgument, "settings must carry publishing or subscription"));
         }
 
-        session.ReplySettings(new TelemetryCommand { Status = V5Status.Ok(), Settings = reply }, _options.SettingsRepushDelay, _time);
+        // Kept before the stream registers as its topics' producer, so that Settings refused here leave nothing behind.
+        if (!session.TryKeepSettings(new TelemetryCommand { Status = V5Status.Ok(), Settings = reply }))
+        {
+            throw new RpcException(new Grpc.Core.Status(StatusCode.ResourceExhausted,
+                $"settings of {size} bytes would pass the {MaxKeptSettingsBytesPerConnection} bytes of Settings the Telemetry streams of one connection may keep " +
+                $"({session.KeptSettings?.Held ?? 0} kept by its streams now)"));
+        }
+
+        if (settings.PubSubCase == Settings.PubSubOneofCase.Publishing)
+        {
+            RegisterPublishing(session, settings.Publishing.Topics.Select(t => V5Namespace.Wrap(session.Namespace, t.Name)));
+        }
+
+        session.ReplySettings(_options.SettingsRepushDelay, _time);
     }
 
     /// <summary>

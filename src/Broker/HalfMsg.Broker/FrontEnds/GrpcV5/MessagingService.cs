@@ -73,6 +73,28 @@ internal sealed partial class MessagingService : Apache.Rocketmq.V2.MessagingSer
     private static string ClientId(ServerCallContext context)
         => context.GetHttpContext().Request.Headers[RocketMqHeaders.ClientId].FirstOrDefault() ?? string.Empty;
 
+    /// <summary>
+    /// Characters of an <c>x-mq-client-id</c> the broker takes, at most: the same 1,024 as over Remoting
+    /// (<see cref="Remoting.RemotingClients.MaxClientIdLength"/>); the official clients' are hostname@pid@index@random,
+    /// tens of characters. Every call is refused past it (<see cref="ClientIdCheck"/>, by <see cref="V5CallInterceptor"/>,
+    /// before a handler reads the id). Until the late-night session of 2026-12-07 any length Kestrel's header limit lets
+    /// through (about 16 KiB) was kept: by the stream's Telemetry session, on each half the client sent (past the 10,000
+    /// distinct ids whose strings are shared, each half its own copy), and in each renewed lease (found by review).
+    /// </summary>
+    internal const int MaxClientIdLength = Remoting.RemotingClients.MaxClientIdLength;
+
+    /// <summary>Null when the call's <c>x-mq-client-id</c> (each, if sent more than once) is at most
+    /// <see cref="MaxClientIdLength"/> characters; otherwise the BAD_REQUEST to answer with, naming the limit.</summary>
+    internal static Apache.Rocketmq.V2.Status? ClientIdCheck(HttpContext http)
+    {
+        foreach (string? id in http.Request.Headers[RocketMqHeaders.ClientId])
+        {
+            if (Remoting.RemotingClients.ClientIdRefusal(RocketMqHeaders.ClientId, id) is { } tooLong) return V5Status.Of(Code.BadRequest, tooLong);
+        }
+
+        return null;
+    }
+
     /// <summary>The client's deadline, or null when it sent no <c>grpc-timeout</c> (grpc-dotnet reports
     /// <see cref="DateTime.MaxValue"/> then).</summary>
     private static DateTimeOffset? Deadline(ServerCallContext context)

@@ -56,6 +56,8 @@ internal sealed class TelemetrySession : ICheckBackChannel
     // Under _queueGate: the writer has stopped and given back what it held; nothing queued now would be written or released.
     private bool _writerDone;
     private TelemetryCommand? _lastSettings;
+    // Under _gate: the serialized size of _lastSettings, held on KeptSettings until the session closes.
+    private long _keptSettingsBytes;
     private ITimer? _repushTimer;
     private volatile bool _alive = true;
     private int _capWarned;
@@ -130,6 +132,9 @@ internal sealed class TelemetrySession : ICheckBackChannel
     public ClientType ClientType { get => (ClientType)Volatile.Read(ref _clientType); set => Volatile.Write(ref _clientType, (int)value); }
 
     private int _clientType;
+
+    /// <summary>The stream's connection's bound of kept Settings (<see cref="TryKeepSettings"/>); none when null (tests).</summary>
+    public KeptSettingsBudget? KeptSettings { get; init; }
 
     /// <summary>The client asked for check tokens (<see cref="HalfMsg.Protocol.Grpc.CheckTokenIds.AcceptHeader"/>).</summary>
     public bool OptedInToCheckTokens { get; init; }
@@ -486,12 +491,32 @@ internal sealed class TelemetrySession : ICheckBackChannel
         }
     }
 
-    /// <summary>Sends the Settings reply now and once more after <paramref name="repushDelay"/>.</summary>
-    public void ReplySettings(TelemetryCommand reply, TimeSpan repushDelay, TimeProvider time)
+    /// <summary>
+    /// Keeps <paramref name="reply"/> as the Settings <see cref="ReplySettings"/> sends and <see cref="Repush"/> pushes
+    /// again, in place of the stream's previous ones, its size held on the connection's <see cref="KeptSettings"/> until
+    /// the session closes. False, and nothing kept or changed, when the connection's sessions would keep more than its
+    /// bound, or the session is closed.
+    /// </summary>
+    public bool TryKeepSettings(TelemetryCommand reply)
     {
+        long size = reply.CalculateSize();
         lock (_gate)
         {
+            if (!_alive || (KeptSettings is { } budget && !budget.TryReplace(_keptSettingsBytes, size))) return false;
+            _keptSettingsBytes = size;
             _lastSettings = reply;
+            return true;
+        }
+    }
+
+    /// <summary>Sends the kept Settings (<see cref="TryKeepSettings"/>) now and once more after <paramref name="repushDelay"/>.</summary>
+    public void ReplySettings(TimeSpan repushDelay, TimeProvider time)
+    {
+        TelemetryCommand? reply;
+        lock (_gate)
+        {
+            reply = _lastSettings;
+            if (reply is null) return;
             _repushTimer?.Dispose();
             _repushTimer = repushDelay > TimeSpan.Zero ? time.CreateTimer(static s => ((TelemetrySession)s!).Repush(), this, repushDelay, Timeout.InfiniteTimeSpan) : null;
         }
@@ -742,6 +767,11 @@ internal sealed class TelemetrySession : ICheckBackChannel
             _alive = false;
             _repushTimer?.Dispose();
             _repushTimer = null;
+            // What the session kept of Settings goes with it (a reply already queued is still written, and charged to
+            // the connection's answer budget until it is).
+            _lastSettings = null;
+            KeptSettings?.Release(_keptSettingsBytes);
+            _keptSettingsBytes = 0;
         }
 
         UnregisterProducer();

@@ -13,7 +13,9 @@ using Status = Apache.Rocketmq.V2.Status;
 namespace HalfMsg.Broker.FrontEnds.GrpcV5;
 
 /// <summary>
-/// Runs around every MessagingService call: answers a caller that failed authentication, and turns an exception that
+/// Runs around every MessagingService call: answers a caller that failed authentication, or whose namespace or client
+/// id header is not one the broker takes (BAD_REQUEST; the client id's length since the late-night session of
+/// 2026-12-07, <see cref="MessagingService.MaxClientIdLength"/>), and turns an exception that
 /// escaped a handler into the RocketMQ convention instead of grpc-dotnet's bare UNKNOWN. Both answers are a
 /// response whose only content is an <c>apache.rocketmq.v2.Status</c>, with grpc-status 0, as the proxy's
 /// <c>GrpcMessagingApplication.writeResponse</c> does; Telemetry failures stay gRPC statuses (the proxy uses
@@ -33,6 +35,7 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
         }
 
         if (V5Namespace.Check(V5Namespace.Of(context)) is { } badNamespace) return StatusOnly<TResponse>.Create(badNamespace);
+        if (MessagingService.ClientIdCheck(context.GetHttpContext()) is { } badClientId) return StatusOnly<TResponse>.Create(badClientId);
 
         // A broker whose log failed answers every call with the storage-failure status and its reason, never
         // INTERNAL: clients can tell "retry elsewhere or later" from a bug (the failure itself was logged once).
@@ -80,6 +83,12 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
             return;
         }
 
+        if (MessagingService.ClientIdCheck(context.GetHttpContext()) is { } badClientId)
+        {
+            await responseStream.WriteAsync(StatusOnly<TResponse>.Create(badClientId)).ConfigureAwait(false);
+            return;
+        }
+
         if (engine?.StorageFault is { } failed)
         {
             await responseStream.WriteAsync(StatusOnly<TResponse>.Create(V5Status.From(failed.ToError()))).ConfigureAwait(false);
@@ -114,6 +123,14 @@ internal sealed partial class V5CallInterceptor(V5Authenticator authenticator, I
         if (V5Namespace.Check(V5Namespace.Of(context)) is { } badNamespace)
         {
             await responseStream.WriteAsync(StatusOnly<TResponse>.Create(badNamespace)).ConfigureAwait(false);
+            await AwaitHalfCloseAsync(requestStream, context).ConfigureAwait(false);
+            return;
+        }
+
+        // Refused before a session keeps it (Telemetry): MessagingService.MaxClientIdLength.
+        if (MessagingService.ClientIdCheck(context.GetHttpContext()) is { } badClientId)
+        {
+            await responseStream.WriteAsync(StatusOnly<TResponse>.Create(badClientId)).ConfigureAwait(false);
             await AwaitHalfCloseAsync(requestStream, context).ConfigureAwait(false);
             return;
         }
