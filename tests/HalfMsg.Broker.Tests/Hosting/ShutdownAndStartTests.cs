@@ -350,6 +350,27 @@ public sealed class ShutdownAndStartTests
     }
 
     /// <summary>
+    /// Every Telemetry stream with anything queued is timed by --grpc-telemetry-stall-timeout since the late-night session
+    /// of 2026-12-07, so a value a reading client can pass without a write completing (a slow link, a GC pause, the
+    /// thread pool's injection steps) would end live producers: at least 1 s (100 ms was taken before).
+    /// </summary>
+    [Theory]
+    [InlineData("500ms", false)]
+    [InlineData("1s", true)]
+    public void A_telemetry_stall_timeout_below_a_second_is_refused_at_start(string value, bool taken)
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(BrokerConfiguration.ParseCommandLine(["--grpc-telemetry-stall-timeout", value])).Build();
+        if (taken)
+        {
+            Assert.Equal(TimeSpan.FromSeconds(1), BrokerConfiguration.Bind(config).GrpcTelemetryStallTimeout);
+            return;
+        }
+
+        var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.Bind(config));
+        Assert.Contains("--grpc-telemetry-stall-timeout", ex.Message);
+    }
+
+    /// <summary>
     /// An empty value (`--data-dir "$DATA_DIR"` with the variable unset, `--data-dir=`) silently becomes the default:
     /// the broker starts on a new, empty ./data under the working directory and the operator sees every message gone.
     /// </summary>

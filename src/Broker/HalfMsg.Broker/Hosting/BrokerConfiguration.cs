@@ -271,7 +271,7 @@ public static class BrokerConfiguration
             GrpcMaxUnsentPerConnection = Size(N("--grpc-max-unsent-per-connection"), Get("--grpc-max-unsent-per-connection"), 1, long.MaxValue),
             GrpcMaxUnsent = Size(N("--grpc-max-unsent"), Get("--grpc-max-unsent"), 1, long.MaxValue),
             GrpcWriteTimeout = Duration(N("--grpc-write-timeout"), Get("--grpc-write-timeout"), TimeSpan.FromMilliseconds(100), TimerMax),
-            GrpcTelemetryStallTimeout = Duration(N("--grpc-telemetry-stall-timeout"), Get("--grpc-telemetry-stall-timeout"), TimeSpan.FromMilliseconds(100), TimerMax),
+            GrpcTelemetryStallTimeout = Duration(N("--grpc-telemetry-stall-timeout"), Get("--grpc-telemetry-stall-timeout"), TimeSpan.FromSeconds(1), TimerMax),
             GrpcRetryDelays = Durations(N("--grpc-retry-delays"), Get("--grpc-retry-delays"), MaxRetryDelays, core.MaxInvisibleDuration),
         };
         if (options.DefaultInvisibleDuration > options.Core.MaxInvisibleDuration)

@@ -47,6 +47,9 @@ public sealed record GrpcV5Options
     /// session of 2026-12-07 (before, it was ended as soon as a command did not fit); until the late-night session of
     /// 2026-12-07 only a queue over its bound, or over its connection's, was timed: a stream that stopped reading with a
     /// few small checks queued kept them for ever (found by review).</summary>
+    /// <remarks>The flag takes at least 1 s since the late-night session of 2026-12-07 (100 ms before): every stream with
+    /// anything queued is timed now, and a reading client behind a slow link, a GC pause or the thread pool's injection
+    /// steps (about 0.5 s) can go a few hundred milliseconds without a write completing (found by review).</remarks>
     public TimeSpan TelemetryStallTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>The effective bound of a Telemetry stream's queue: <see cref="MaxTelemetryQueuedBytes"/>, or twice
