@@ -404,9 +404,28 @@ public static class BrokerConfiguration
         if (TryParseDuration(value, out var d) && d >= min && d <= max) return d;
         string why = double.TryParse(value.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out _)
             ? "needs a unit"
-            : max == TimeSpan.MaxValue ? $"must be a duration of at least {min.TotalMilliseconds} ms"
-            : $"must be a duration of at least {min.TotalMilliseconds} ms and at most {max.TotalDays:0}d";
+            : max == TimeSpan.MaxValue ? $"must be a duration of at least {FormatDuration(min)}"
+            : $"must be a duration of at least {FormatDuration(min)} and at most {FormatDuration(max)}";
         throw new BrokerConfigurationException($"{name} {why}: write it like 500ms, 6s, 1m, 2h or 1d (or 00:00:30), not '{value}'");
+    }
+
+    /// <summary>
+    /// A duration in its largest whole unit, the way a setting is written (<c>10ms</c>, <c>90s</c>, <c>1m</c>,
+    /// <c>12h</c>, <c>24d</c>; <c>0</c>; a fraction of a millisecond as <c>00:00:00.0000001</c>), so that an error can
+    /// name a bound the user can type back. Since the late-night session of 2026-12-07: until then the bounds were shown
+    /// as milliseconds and whole days, and <c>--grpc-retry-delays "1s 13h"</c> was refused as "at most 1d" (its 12 h
+    /// bound rounded up; found by a new user's pass over the README).
+    /// </summary>
+    public static string FormatDuration(TimeSpan duration)
+    {
+        if (duration == TimeSpan.Zero) return "0";
+        (string suffix, long ticks)[] units = [("d", TimeSpan.TicksPerDay), ("h", TimeSpan.TicksPerHour),
+            ("m", TimeSpan.TicksPerMinute), ("s", TimeSpan.TicksPerSecond), ("ms", TimeSpan.TicksPerMillisecond)];
+        foreach (var (suffix, ticks) in units)
+        {
+            if (duration.Ticks % ticks == 0) return (duration.Ticks / ticks).ToString(CultureInfo.InvariantCulture) + suffix;
+        }
+        return duration.ToString("c", CultureInfo.InvariantCulture);
     }
 
     /// <summary>

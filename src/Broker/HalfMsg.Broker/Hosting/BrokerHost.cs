@@ -54,11 +54,33 @@ public sealed class BrokerHost : IAsyncDisposable
     internal static Task<BrokerHost> StartAsync(string[] args, Func<BrokerOptions, BrokerOptions> adjust, CancellationToken ct = default)
         => StartAsync(args, [], adjust, ct);
 
+    /// <summary>
+    /// The host builder, which reads <c>appsettings.json</c> (and an environment's <c>appsettings.{Environment}.json</c>).
+    /// A file it cannot read (a JSON syntax error, a key written twice) is a configuration mistake: exit code 2 and one
+    /// line with the reason. Since the late-night session of 2026-12-07: until then it was exit code 1 (restarted in a
+    /// loop by systemd) and "Failed to load configuration from file '…'" without the reason, which the configuration
+    /// provider keeps in its inner exceptions (found by a new user's pass over the README).
+    /// </summary>
+    private static WebApplicationBuilder CreateBuilder()
+    {
+        try
+        {
+            return WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        }
+        catch (InvalidDataException ex)
+        {
+            // The JSON provider nests the reason: "Could not parse the JSON file." around the parser's line and position.
+            string reason = "";
+            for (var inner = ex.InnerException; inner is not null; inner = inner.InnerException) reason += $": {inner.Message.TrimEnd('.')}";
+            throw new BrokerConfigurationException($"{ex.Message.TrimEnd('.')}{reason}; fix the file (it must be JSON, each key once)");
+        }
+    }
+
     private static async Task<BrokerHost> StartAsync(string[] args, IEnumerable<KeyValuePair<string, string?>> configuration,
         Func<BrokerOptions, BrokerOptions>? adjust, CancellationToken ct)
     {
         var flags = BrokerConfiguration.ParseCommandLine(args);
-        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        var builder = CreateBuilder();
         builder.Configuration.AddInMemoryCollection(configuration);
         builder.Configuration.AddInMemoryCollection(flags);
         var options = BrokerConfiguration.Bind(builder.Configuration);

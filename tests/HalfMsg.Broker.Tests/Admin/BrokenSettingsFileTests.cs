@@ -1,0 +1,43 @@
+using HalfMsg.Broker.Hosting;
+
+namespace HalfMsg.Broker.Tests.Admin;
+
+/// <summary>
+/// A settings file the broker cannot read (a JSON syntax error, a key written twice) is a configuration mistake: one
+/// line on stderr that says what is wrong and where, and exit code 2, so systemd's <c>RestartPreventExitStatus=2</c>
+/// does not restart it in a loop. Until the late-night session of 2026-12-07 it was exit code 1 and
+/// "failed: InvalidDataException: Failed to load configuration from file '…'", without the reason (found by a new
+/// user's pass over the README). The file is an environment's own <c>appsettings.{Environment}.json</c>, loaded the
+/// same way as <c>appsettings.json</c>, so the test binary's shipped file stays untouched for the other tests.
+/// </summary>
+public sealed class BrokenSettingsFileTests
+{
+    [Theory]
+    [InlineData("{ \"Broker\": { \"Flush\": \"sync\", } ", "LineNumber")]
+    [InlineData("{ \"Broker\": { \"Flush\": \"sync\", \"Flush\": \"async\" } }", "duplicate key 'Broker:Flush'")]
+    public async Task A_settings_file_that_cannot_be_read_stops_the_start_with_exit_code_2_and_the_reason(string json, string reason)
+    {
+        string environment = "HalfMsgBrokenSettings" + Guid.NewGuid().ToString("N");
+        string file = Path.Combine(AppContext.BaseDirectory, $"appsettings.{environment}.json");
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-brokensettings-" + Guid.NewGuid().ToString("N"));
+        await File.WriteAllTextAsync(file, json);
+        try
+        {
+            var run = await BrokerCli.RunAsync(["--data-dir", dataDir],
+                new Dictionary<string, string> { ["DOTNET_ENVIRONMENT"] = environment });
+
+            Assert.Equal(BrokerHost.ExitConfiguration, run.ExitCode);
+            string line = Assert.Single(run.StdErr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.StartsWith("halfmsg-broker: ", line, StringComparison.Ordinal);
+            Assert.Contains($"appsettings.{environment}.json", line, StringComparison.Ordinal);
+            Assert.Contains(reason, line, StringComparison.Ordinal);
+            Assert.DoesNotContain("InvalidDataException", line, StringComparison.Ordinal);
+            Assert.False(Directory.Exists(dataDir), "nothing is opened before the settings are read");
+        }
+        finally
+        {
+            File.Delete(file);
+            try { Directory.Delete(dataDir, recursive: true); } catch (DirectoryNotFoundException) { }
+        }
+    }
+}
