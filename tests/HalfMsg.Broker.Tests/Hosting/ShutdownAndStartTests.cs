@@ -349,6 +349,20 @@ public sealed class ShutdownAndStartTests
         Assert.Contains(flag, ex.Message);
     }
 
+    /// <summary>A typo'd flag names the flag it is nearest, as a typo'd environment variable does (a new user's pass,
+    /// the late-night session of 2026-12-07); one near nothing gets no guess.</summary>
+    [Theory]
+    [InlineData("--max-mesage-size", "--max-message-size")]
+    [InlineData("--grpc-prot", "--grpc-port")]
+    [InlineData("--no-such-thing-at-all", null)]
+    public void An_unknown_flag_names_the_nearest_known_one(string typed, string? expected)
+    {
+        var ex = Assert.Throws<BrokerConfigurationException>(() => BrokerConfiguration.ParseCommandLine([typed, "1"]));
+        Assert.StartsWith($"unknown flag {typed}", ex.Message);
+        if (expected is null) Assert.DoesNotContain("did you mean", ex.Message);
+        else Assert.Contains($"(did you mean {expected}?)", ex.Message);
+    }
+
     /// <summary>
     /// Every Telemetry stream with anything queued is timed by --grpc-telemetry-stall-timeout since the late-night session
     /// of 2026-12-07, so a value a reading client can pass without a write completing (a slow link, a GC pause, the

@@ -140,7 +140,7 @@ public static class BrokerConfiguration
                 value = args[++i];
             }
             var setting = Array.Find(Settings, s => s.Flag.Equals(flag, StringComparison.OrdinalIgnoreCase))
-                ?? throw new BrokerConfigurationException($"unknown flag {flag} (see --help for the {Settings.Length} known flags)");
+                ?? throw new BrokerConfigurationException($"unknown flag {flag}{FlagHint(flag)} (see --help for the {Settings.Length} known flags)");
             result[setting.Key] = value;
         }
         return result;
@@ -298,6 +298,15 @@ public static class BrokerConfiguration
             string hint = near is null ? "" : $" (did you mean {near[7..]}?)";
             throw new BrokerConfigurationException($"unknown setting {name}{hint}; see --help for the known settings");
         }
+    }
+
+    /// <summary>" (did you mean --x?)" for the known flag nearest an unknown one, within two edits, as for an unknown
+    /// environment variable or appsettings key (since the late-night session of 2026-12-07: a typo'd flag got no hint).</summary>
+    private static string FlagHint(string flag)
+    {
+        string typed = flag.ToLowerInvariant();
+        var near = Settings.Select(s => (s.Flag, Distance: Distance(s.Flag, typed))).Where(c => c.Distance <= 2).OrderBy(c => c.Distance).FirstOrDefault();
+        return near.Flag is null ? "" : $" (did you mean {near.Flag}?)";
     }
 
     /// <summary>Levenshtein distance, for "did you mean" on short keys.</summary>
