@@ -40,4 +40,35 @@ public sealed class BrokenSettingsFileTests
             try { Directory.Delete(dataDir, recursive: true); } catch (DirectoryNotFoundException) { }
         }
     }
+
+    /// <summary>
+    /// A settings file that opens but cannot be read (an I/O error: here a link to <c>/proc/self/mem</c>, whose first
+    /// page is never mapped, so its first read fails with EIO) is not a configuration mistake: the start ends as for any
+    /// I/O failure (exit 74, restarted by systemd once the disk is fixed), not with exit 2 and "fix the file". Until the
+    /// late-night session of 2026-12-07 (found by review) every failure of the JSON provider's read was exit 2.
+    /// </summary>
+    [Fact]
+    public async Task A_settings_file_that_fails_to_read_is_an_IO_failure_not_exit_code_2()
+    {
+        if (!OperatingSystem.IsLinux()) return; // needs /proc/self/mem
+        string environment = "HalfMsgUnreadableSettings" + Guid.NewGuid().ToString("N");
+        string file = Path.Combine(AppContext.BaseDirectory, $"appsettings.{environment}.json");
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-unreadablesettings-" + Guid.NewGuid().ToString("N"));
+        File.CreateSymbolicLink(file, "/proc/self/mem");
+        try
+        {
+            var run = await BrokerCli.RunAsync(["--data-dir", dataDir],
+                new Dictionary<string, string> { ["DOTNET_ENVIRONMENT"] = environment });
+
+            Assert.Equal(BrokerHost.ExitStorageFailure, run.ExitCode);
+            Assert.DoesNotContain("fix the file", run.StdErr, StringComparison.Ordinal);
+            Assert.Contains($"appsettings.{environment}.json", run.StdErr, StringComparison.Ordinal);
+            Assert.False(Directory.Exists(dataDir), "nothing is opened before the settings are read");
+        }
+        finally
+        {
+            File.Delete(file);
+            try { Directory.Delete(dataDir, recursive: true); } catch (DirectoryNotFoundException) { }
+        }
+    }
 }

@@ -124,4 +124,37 @@ public sealed class TelemetrySettingsBoundTests
             try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
         }
     }
+
+    /// <summary>
+    /// Settings read by a stream whose session was ended meanwhile (here replaced by a newer stream of its client id)
+    /// end the stream with ABORTED and why, as the read loop does, keeping nothing: until the late-night session of
+    /// 2026-12-07 they ended it with RESOURCE_EXHAUSTED naming the connection's bound of kept Settings, which nothing
+    /// had passed (found by review).
+    /// </summary>
+    [Fact]
+    public async Task Settings_of_a_session_ended_meanwhile_end_its_stream_with_why_it_ended_not_the_connections_bound()
+    {
+        string dataDir = Path.Combine(Path.GetTempPath(), "halfmsg-settingsended-" + Guid.NewGuid().ToString("N"));
+        var engine = await HalfMsg.Broker.Core.BrokerEngine.OpenAsync(new HalfMsg.Broker.Core.CoreOptions { DataDir = dataDir, QueuesPerTopic = 1 });
+        try
+        {
+            var service = new BrokerMessagingService(engine, new HalfMsg.Broker.FrontEnds.GrpcV5.GrpcV5Options(),
+                new ListLogger<BrokerMessagingService>());
+            var budget = new HalfMsg.Broker.FrontEnds.GrpcV5.KeptSettingsBudget(BrokerMessagingService.MaxKeptSettingsBytesPerConnection);
+            var session = new HalfMsg.Broker.FrontEnds.GrpcV5.TelemetrySession("ended@1@0@x", 16 * 1024 * 1024) { KeptSettings = budget };
+            session.End("replaced by a newer Telemetry stream with the same client id");
+
+            var ex = Assert.Throws<RpcException>(() => service.OnSettings(session, Publishing(3, 20).Settings));
+
+            Assert.Equal(StatusCode.Aborted, ex.StatusCode);
+            Assert.Contains("replaced", ex.Status.Detail, StringComparison.Ordinal);
+            Assert.Equal(0, budget.Held);
+            Assert.Empty(engine.Producers.Snapshot());
+        }
+        finally
+        {
+            await engine.DisposeAsync();
+            try { Directory.Delete(dataDir, recursive: true); } catch (IOException) { }
+        }
+    }
 }

@@ -59,7 +59,8 @@ public sealed class BrokerHost : IAsyncDisposable
     /// A file it cannot read (a JSON syntax error, a key written twice) is a configuration mistake: exit code 2 and one
     /// line with the reason. Since the late-night session of 2026-12-07: until then it was exit code 1 (restarted in a
     /// loop by systemd) and "Failed to load configuration from file '…'" without the reason, which the configuration
-    /// provider keeps in its inner exceptions (found by a new user's pass over the README).
+    /// provider keeps in its inner exceptions (found by a new user's pass over the README). A file that opens but fails
+    /// to read (an I/O error) is no mistake of its content: it ends the start as any I/O failure does (exit 74).
     /// </summary>
     private static WebApplicationBuilder CreateBuilder()
     {
@@ -67,9 +68,18 @@ public sealed class BrokerHost : IAsyncDisposable
         {
             return WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
         }
-        catch (InvalidDataException ex)
+        catch (InvalidDataException ex) when (ex.InnerException is IOException io)
+        {
+            // The file opened but could not be read (EIO): the disk, not the file, is at fault. Thrown as it is, the
+            // start ends as any I/O failure does (exit 74, restarted once the disk is fixed), not with exit 2 and
+            // "fix the file". Until the late-night session of 2026-12-07 (found by review) the catch below took it too.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(io);
+            throw;
+        }
+        catch (InvalidDataException ex) when (ex.InnerException is FormatException)
         {
             // The JSON provider nests the reason: "Could not parse the JSON file." around the parser's line and position.
+            // Only a FormatException is the file's content (JSON syntax, a key written twice, a top level not an object).
             string reason = "";
             for (var inner = ex.InnerException; inner is not null; inner = inner.InnerException) reason += $": {inner.Message.TrimEnd('.')}";
             throw new BrokerConfigurationException($"{ex.Message.TrimEnd('.')}{reason}; fix the file (it must be JSON, each key once)");

@@ -175,7 +175,7 @@ internal sealed partial class MessagingService
     /// </summary>
     internal const int MaxKeptSettingsBytesPerConnection = 4 * MaxSettingsBytes;
 
-    private void OnSettings(TelemetrySession session, Settings settings)
+    internal void OnSettings(TelemetrySession session, Settings settings)
     {
         // Ended with INVALID_ARGUMENT, as a Settings without publishing or subscription is (below): nothing of it is kept.
         int size = settings.CalculateSize();
@@ -232,6 +232,11 @@ internal sealed partial class MessagingService
         // Kept before the stream registers as its topics' producer, so that Settings refused here leave nothing behind.
         if (!session.TryKeepSettings(new TelemetryCommand { Status = V5Status.Ok(), Settings = reply }))
         {
+            // A session ended while its Settings were read (replaced by a newer stream of its client id, or ended for not
+            // reading) keeps nothing either: its stream ends with why, as the read loop says it. Until the late-night
+            // session of 2026-12-07 it ended with RESOURCE_EXHAUSTED, the connection's bound named and nothing kept
+            // (found by review).
+            if (!session.IsAlive) throw new RpcException(new Grpc.Core.Status(StatusCode.Aborted, session.EndReason ?? "session ended"));
             throw new RpcException(new Grpc.Core.Status(StatusCode.ResourceExhausted,
                 $"settings of {size} bytes would pass the {MaxKeptSettingsBytesPerConnection} bytes of Settings the Telemetry streams of one connection may keep " +
                 $"({session.KeptSettings?.Held ?? 0} kept by its streams now)"));
