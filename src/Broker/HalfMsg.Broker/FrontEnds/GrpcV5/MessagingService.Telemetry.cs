@@ -167,7 +167,8 @@ internal sealed partial class MessagingService
 
     /// <summary>
     /// Bytes of Settings replies the Telemetry streams of one connection keep in all, at most (<see cref="KeptSettingsBudget"/>):
-    /// four streams of the largest Settings (<see cref="MaxSettingsBytes"/>), or thousands of the official clients' (under
+    /// three streams of the largest Settings (<see cref="MaxSettingsBytes"/>: the kept reply adds its status, backoff and
+    /// user agent, a little over it), or thousands of the official clients' (under
     /// a kilobyte each; the Node client's share one connection per process and endpoint). A stream whose Settings would
     /// pass it ends with RESOURCE_EXHAUSTED, keeping nothing; what a stream keeps is given back when it ends. Until the
     /// late-night session of 2026-12-07 only each stream's were bounded: 200 streams of 512 KiB, about 100 MB per
