@@ -20,22 +20,6 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
 {
     private readonly string _topic = "room-" + Guid.NewGuid().ToString("N")[..12];
 
-    /// <summary>A client that reads when told to: each write waits for a release.</summary>
-    private sealed class GatedWriter : IServerStreamWriter<TelemetryCommand>
-    {
-        public readonly SemaphoreSlim Gate = new(0);
-        public int Started;
-        public int Finished;
-        public WriteOptions? WriteOptions { get; set; }
-        public Task WriteAsync(TelemetryCommand message) => WriteAsync(message, CancellationToken.None);
-        public async Task WriteAsync(TelemetryCommand message, CancellationToken ct)
-        {
-            Interlocked.Increment(ref Started);
-            await Gate.WaitAsync(ct);
-            Interlocked.Increment(ref Finished);
-        }
-    }
-
     private static CheckBackRequest Check(int i, int bodySize = 256 * 1024) => new()
     {
         TransactionId = "tx" + i,
@@ -52,7 +36,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         {
             RoomAgain = () => Interlocked.Increment(ref roomAgain),
         };
-        var stream = new GatedWriter();
+        var stream = new GatedTelemetryWriter();
         Task writer = session.RunWriterAsync(stream, CancellationToken.None);
         int sent = 0;
         while (session.TrySendCheck(Check(sent))) sent++;
@@ -92,7 +76,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         {
             RoomAgain = () => Interlocked.Increment(ref roomAgain),
         };
-        var stream = new GatedWriter();
+        var stream = new GatedTelemetryWriter();
         Task writer = session.RunWriterAsync(stream, CancellationToken.None);
         connection.Take(8 * 1024 * 1024); // the connection's other streams, not reading
         Assert.False(session.TrySendCheck(Check(0)));
@@ -124,7 +108,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         {
             ReturnUnsent = (_, checks) => { lock (returned) returned.AddRange(checks); return Task.CompletedTask; },
         };
-        var stream = new GatedWriter(); // never released: a client that stopped reading
+        var stream = new GatedTelemetryWriter(); // never released: a client that stopped reading
         using var callAborted = new CancellationTokenSource();
         Task writer = session.RunWriterAsync(stream, callAborted.Token);
         var since = System.Diagnostics.Stopwatch.StartNew();
@@ -159,7 +143,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         {
             ReturnUnsent = (_, checks) => { lock (returned) returned.AddRange(checks); return Task.CompletedTask; },
         };
-        Task writer = session.RunWriterAsync(new GatedWriter(), CancellationToken.None); // never released
+        Task writer = session.RunWriterAsync(new GatedTelemetryWriter(), CancellationToken.None); // never released
         Assert.True(session.TrySendCheck(Check(0)));
         Assert.True(session.TrySendCheck(Check(1)));
         Assert.True(session.TrySendCheck(Check(2)));
@@ -201,7 +185,7 @@ public sealed class TelemetryRoomTests(SlowCheckBrokerFixture broker) : IClassFi
         // second per 256 KiB beyond their write timeout: so is this write.
         var time = new ManualTime();
         var session = new TelemetrySession("c1", 2 * 1024 * 1024, new AnswerBudget(64 * 1024 * 1024), stallLimit: TimeSpan.FromSeconds(1), time);
-        var stream = new GatedWriter();
+        var stream = new GatedTelemetryWriter();
         Task writer = session.RunWriterAsync(stream, CancellationToken.None);
         Assert.True(session.TrySendCheck(Check(0, 1024 * 1024)));
         await Eventually.TrueAsync(() => Volatile.Read(ref stream.Started) == 1, () => "the large check's write started", TimeSpan.FromSeconds(30));

@@ -110,10 +110,10 @@ public sealed class TelemetryStallUnderBoundTests(Xunit.Abstractions.ITestOutput
         TelemetrySession a = NotReading("a"), b = NotReading("b");
         int roomAgain = 0;
         var c = new TelemetrySession("c", 16 * 1024 * 1024, connection, stall, time) { RoomAgain = () => Interlocked.Increment(ref roomAgain) };
-        GatedWriter aStream = new(), bStream = new(); // never released
+        GatedTelemetryWriter aStream = new(), bStream = new(); // never released
         Task aWriter = a.RunWriterAsync(aStream, CancellationToken.None);
         Task bWriter = b.RunWriterAsync(bStream, CancellationToken.None);
-        var reading = new GatedWriter();
+        var reading = new GatedTelemetryWriter();
         reading.Gate.Release(100); // reads whatever comes
         Task cWriter = c.RunWriterAsync(reading, CancellationToken.None);
 
@@ -167,7 +167,7 @@ public sealed class TelemetryStallUnderBoundTests(Xunit.Abstractions.ITestOutput
         var time = new SteppedTime();
         var stall = TimeSpan.FromSeconds(10);
         var session = new TelemetrySession("c1", 16 * 1024 * 1024, new AnswerBudget(64 * 1024 * 1024), stall, time);
-        var stream = new GatedWriter();
+        var stream = new GatedTelemetryWriter();
         Task writer = session.RunWriterAsync(stream, CancellationToken.None);
 
         // One write every 6 s, more checks coming than are written: the queue is never empty, nothing ends it.
@@ -222,22 +222,6 @@ public sealed class TelemetryStallUnderBoundTests(Xunit.Abstractions.ITestOutput
         CheckNumber = 1,
         HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[bodySize] },
     };
-
-    /// <summary>A client that reads when told to: each write waits for a release.</summary>
-    private sealed class GatedWriter : IServerStreamWriter<TelemetryCommand>
-    {
-        public readonly SemaphoreSlim Gate = new(0);
-        public int Started;
-        public int Finished;
-        public WriteOptions? WriteOptions { get; set; }
-        public Task WriteAsync(TelemetryCommand message) => WriteAsync(message, CancellationToken.None);
-        public async Task WriteAsync(TelemetryCommand message, CancellationToken ct)
-        {
-            Interlocked.Increment(ref Started);
-            await Gate.WaitAsync(ct);
-            Interlocked.Increment(ref Finished);
-        }
-    }
 
     /// <summary>A clock moved by the test whose one-shot timers fire, on the moving thread, once it passes their due time.</summary>
     private sealed class SteppedTime : TimeProvider
