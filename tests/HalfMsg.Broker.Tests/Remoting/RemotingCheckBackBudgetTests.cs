@@ -43,15 +43,18 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
+    /// <summary>A check-back of a 1 MiB half: sixteen fill the connection's 16 MiB check budget.</summary>
+    private static CheckBackRequest LargeCheck() => new()
+    {
+        TransactionId = "tx",
+        ProducerGroup = "pg",
+        HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
+    };
+
     [Fact]
     public void Check_backs_queued_for_a_connection_that_does_not_read_stop_at_the_byte_bound()
     {
-        var check = new CheckBackRequest
-        {
-            TransactionId = "tx",
-            ProducerGroup = "pg",
-            HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
-        };
+        var check = LargeCheck();
         int accepted = 0;
         for (int i = 0; i < 200 && _session.TrySendCheck(check); i++) accepted++;
         // 16 MiB of checks queued or written and not flushed (the client reads nothing), then refused.
@@ -65,12 +68,7 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
     [Fact]
     public void A_check_that_cannot_fit_is_refused_without_its_frame_being_built()
     {
-        var check = new CheckBackRequest
-        {
-            TransactionId = "tx",
-            ProducerGroup = "pg",
-            HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
-        };
+        var check = LargeCheck();
         int accepted = 0;
         while (accepted < 200 && _session.TrySendCheck(check)) accepted++;
         Assert.InRange(accepted, 14, 16);
@@ -86,12 +84,7 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
     [Fact]
     public async Task A_connection_that_refused_checks_for_want_of_room_stays_and_takes_checks_again_once_its_client_reads()
     {
-        var check = new CheckBackRequest
-        {
-            TransactionId = "tx",
-            ProducerGroup = "pg",
-            HalfMessage = new StoredMessage { Topic = "T", MessageId = "01" + Guid.NewGuid().ToString("N").ToUpperInvariant(), Body = new byte[1024 * 1024] },
-        };
+        var check = LargeCheck();
         int accepted = 0;
         while (accepted < 200 && _session.TrySendCheck(check)) accepted++;
         Assert.InRange(accepted, 14, 16);
