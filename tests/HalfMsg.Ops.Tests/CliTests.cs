@@ -238,7 +238,9 @@ public sealed class CliTests(OpsBroker broker) : IClassFixture<OpsBroker>
         var none = await HalfmsgWith(null, "stats");
         Assert.Equal(ExitCodes.Refused, none.ExitCode);
         Assert.Contains("credentials required", none.Err);
-        Assert.Equal(ExitCodes.Refused, (await HalfmsgWith("wrong", "tx", "commit", "ops-parked-0")).ExitCode);
+        var wrong = await HalfmsgWith("wrong", "tx", "commit", "ops-parked-0");
+        Assert.Equal(ExitCodes.Refused, wrong.ExitCode);
+        Assert.Contains("credentials not accepted", wrong.Err);
         Assert.Equal(ExitCodes.Ok, (await HalfmsgWith(null, "health")).ExitCode);   // /health is open for probes
 
         using var output = new StringWriter();

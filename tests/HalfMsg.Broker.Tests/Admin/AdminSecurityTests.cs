@@ -108,6 +108,24 @@ public sealed class AdminSecurityTests(SecuredBrokerFixture fixture) : IClassFix
     }
 
     [Fact]
+    public async Task A_refusal_says_whether_credentials_were_missing_malformed_or_not_accepted()
+    {
+        async Task<string> ErrorOf(AuthenticationHeaderValue? auth)
+            => (await AssertJsonError(await Http.SendAsync(Request("GET", "/api/stats", auth)), HttpStatusCode.Unauthorized, "Unauthorized"))
+                .GetProperty("error").GetString()!;
+
+        Assert.StartsWith("credentials required", await ErrorOf(null));
+        Assert.StartsWith("the Authorization header is not HTTP Basic", await ErrorOf(new AuthenticationHeaderValue("Bearer", SecuredBrokerFixture.Secret)));
+        Assert.StartsWith("the Authorization header is not HTTP Basic", await ErrorOf(new AuthenticationHeaderValue("Basic", "%%%not-base64")));
+        Assert.StartsWith("the Authorization header is not HTTP Basic", await ErrorOf(new AuthenticationHeaderValue("Basic", Convert.ToBase64String("no-colon"u8.ToArray()))));
+        // A wrong secret and an unknown key read the same: the answer does not tell which keys exist.
+        string wrongSecret = await ErrorOf(SecuredBrokerFixture.Basic(SecuredBrokerFixture.AccessKey, "wrong-secret"));
+        Assert.StartsWith("credentials not accepted", wrongSecret);
+        Assert.Equal(wrongSecret, await ErrorOf(SecuredBrokerFixture.Basic("someone-else", SecuredBrokerFixture.Secret)));
+        Assert.DoesNotContain(SecuredBrokerFixture.AccessKey, wrongSecret);
+    }
+
+    [Fact]
     public async Task Correct_credentials_reach_the_api_and_the_engine()
     {
         var pending = await Http.SendAsync(Request("GET", "/api/transactions/pending", Good));

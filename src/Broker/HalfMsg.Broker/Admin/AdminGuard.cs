@@ -46,12 +46,12 @@ public sealed class AdminGuard(IReadOnlyList<string> allowedHosts, IReadOnlyDict
         bool open = path == "/health" || (metricsAnonymous && path == "/metrics");
         if (AuthenticationOn && !open)
         {
-            string? accessKey = Authenticate(request.Headers.Authorization.ToString());
+            string header = request.Headers.Authorization.ToString();
+            string? accessKey = Authenticate(header, out string? refusal);
             if (accessKey is null)
             {
                 context.Response.Headers.WWWAuthenticate = $"Basic realm=\"{Realm}\", charset=\"UTF-8\"";
-                await Refuse(context, 401, "Unauthorized",
-                    "credentials required: HTTP Basic with an access key from Broker:Credentials as user name and its secret as password");
+                await Refuse(context, 401, "Unauthorized", refusal!);
                 return;
             }
             context.Items["halfmsg.accessKey"] = accessKey;
@@ -66,10 +66,21 @@ public sealed class AdminGuard(IReadOnlyList<string> allowedHosts, IReadOnlyDict
         await next(context);
     }
 
-    /// <summary>The access key when the Basic credentials match a configured pair; null otherwise.</summary>
-    private string? Authenticate(string header)
+    private const string HowToSign = "HTTP Basic with an access key from Broker:Credentials as user name and its secret as password";
+
+    /// <summary>
+    /// The access key when the Basic credentials match a configured pair; null otherwise, with why in
+    /// <paramref name="refusal"/>: none sent, not Basic credentials, or not accepted. The last does not say whether the
+    /// key or the secret was wrong (nor does its timing), so the answer does not tell a prober which keys exist.
+    /// Until the small-hours session of 2026-12-08 every refusal said "credentials required", so an operator whose
+    /// secret was wrong was told to send what they had sent.
+    /// </summary>
+    private string? Authenticate(string header, out string? refusal)
     {
         const string scheme = "Basic ";
+        refusal = header.Length == 0
+            ? $"credentials required: {HowToSign}"
+            : $"the Authorization header is not HTTP Basic credentials (base64 of accessKey:secret); send {HowToSign}";
         if (!header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase)) return null;
         string decoded;
         try
@@ -82,12 +93,15 @@ public sealed class AdminGuard(IReadOnlyList<string> allowedHosts, IReadOnlyDict
         }
         int colon = decoded.IndexOf(':');
         if (colon <= 0) return null;
+        refusal = "credentials not accepted: unknown access key or wrong secret (the pairs of Broker:Credentials)";
         string accessKey = decoded[..colon];
         byte[] given = SHA256.HashData(Encoding.UTF8.GetBytes(decoded[(colon + 1)..]));
         // Compare against a dummy for unknown keys too, so a wrong key and a wrong secret take the same time.
         byte[] expected = _secretHashes.TryGetValue(accessKey, out var hash) ? hash : new byte[32];
         bool ok = CryptographicOperations.FixedTimeEquals(given, expected);
-        return ok && hash is not null ? accessKey : null;
+        if (!ok || hash is null) return null;
+        refusal = null;
+        return accessKey;
     }
 
     /// <summary>
