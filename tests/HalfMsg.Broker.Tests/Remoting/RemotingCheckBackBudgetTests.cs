@@ -1,4 +1,3 @@
-using System.IO.Pipelines;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
@@ -6,7 +5,6 @@ using HalfMsg.Broker.FrontEnds.Remoting;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.TestKit;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace HalfMsg.Broker.Tests.Remoting;
 
@@ -18,30 +16,11 @@ namespace HalfMsg.Broker.Tests.Remoting;
 /// </summary>
 public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
 {
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-checkbudget-" + Guid.NewGuid().ToString("N"));
-    private BrokerEngine _engine = null!;
-    private RemotingServer _server = null!;
-    private readonly Pipe _toServer = new();
-    private readonly Pipe _toClient = new(new PipeOptions(pauseWriterThreshold: 64 * 1024, resumeWriterThreshold: 32 * 1024));
-    private RemotingSession _session = null!;
-    private Task _run = null!;
+    private RemotingSessionOverPipes _s = null!;
 
-    public async Task InitializeAsync()
-    {
-        _engine = await BrokerEngine.OpenAsync(new CoreOptions { DataDir = _dir, QueuesPerTopic = 2 });
-        _server = new RemotingServer(_engine, new RemotingOptions(), NullLoggerFactory.Instance);
-        _session = new RemotingSession(new DuplexPipe(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
-        _run = _session.RunAsync(CancellationToken.None);
-    }
+    public async Task InitializeAsync() => _s = await RemotingSessionOverPipes.OpenAsync("halfmsg-checkbudget-");
 
-    public async Task DisposeAsync()
-    {
-        await _toServer.Writer.CompleteAsync();
-        await _toClient.Reader.CompleteAsync();            // lets a write loop blocked on the full pipe finish
-        await _run.WaitAsync(TimeSpan.FromSeconds(10));
-        await _engine.DisposeAsync();
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
+    public async Task DisposeAsync() => await _s.DisposeAsync();
 
     /// <summary>A check-back of a 1 MiB half: sixteen fill the connection's 16 MiB check budget.</summary>
     private static CheckBackRequest LargeCheck() => new()
@@ -56,10 +35,10 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
     {
         var check = LargeCheck();
         int accepted = 0;
-        for (int i = 0; i < 200 && _session.TrySendCheck(check); i++) accepted++;
+        for (int i = 0; i < 200 && _s.Session.TrySendCheck(check); i++) accepted++;
         // 16 MiB of checks queued or written and not flushed (the client reads nothing), then refused.
         Assert.InRange(accepted, 14, 16);
-        Assert.True(_session.IsAlive);
+        Assert.True(_s.Session.IsAlive);
     }
 
     /// <summary>A check that cannot fit is refused before its frame is built: the check pass offers it under the engine's
@@ -70,12 +49,12 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
     {
         var check = LargeCheck();
         int accepted = 0;
-        while (accepted < 200 && _session.TrySendCheck(check)) accepted++;
+        while (accepted < 200 && _s.Session.TrySendCheck(check)) accepted++;
         Assert.InRange(accepted, 14, 16);
-        long built = _session.CheckFramesBuilt;
-        for (int i = 0; i < 20; i++) Assert.False(_session.TrySendCheck(check));
-        Assert.Equal(built, _session.CheckFramesBuilt);
-        Assert.True(_session.IsAlive);
+        long built = _s.Session.CheckFramesBuilt;
+        for (int i = 0; i < 20; i++) Assert.False(_s.Session.TrySendCheck(check));
+        Assert.Equal(built, _s.Session.CheckFramesBuilt);
+        Assert.True(_s.Session.IsAlive);
     }
 
     /// <summary>A refusal for want of room is not the end of the connection: once its client reads the checks queued on
@@ -86,10 +65,10 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
     {
         var check = LargeCheck();
         int accepted = 0;
-        while (accepted < 200 && _session.TrySendCheck(check)) accepted++;
+        while (accepted < 200 && _s.Session.TrySendCheck(check)) accepted++;
         Assert.InRange(accepted, 14, 16);
-        Assert.False(_session.TrySendCheck(check)); // still no room: the client read nothing
-        Assert.True(_session.IsAlive);
+        Assert.False(_s.Session.TrySendCheck(check)); // still no room: the client read nothing
+        Assert.True(_s.Session.IsAlive);
 
         // The client reads what was written to it: the checks are flushed and their bytes given back.
         using var stop = new CancellationTokenSource();
@@ -100,9 +79,9 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
             {
                 while (true)
                 {
-                    var r = await _toClient.Reader.ReadAsync(stop.Token);
+                    var r = await _s.ToClient.Reader.ReadAsync(stop.Token);
                     Interlocked.Add(ref read, r.Buffer.Length);
-                    _toClient.Reader.AdvanceTo(r.Buffer.End);
+                    _s.ToClient.Reader.AdvanceTo(r.Buffer.End);
                     if (r.IsCompleted) return;
                 }
             }
@@ -114,11 +93,11 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
         int again = 0;
         while (again < accepted)
         {
-            if (_session.TrySendCheck(check)) again++;
+            if (_s.Session.TrySendCheck(check)) again++;
             else await Task.Delay(10);
             Assert.True(DateTime.UtcNow < deadline, $"timed out: {again} checks taken again ({Interlocked.Read(ref read)} bytes read)");
         }
-        Assert.True(_session.IsAlive);
+        Assert.True(_s.Session.IsAlive);
         await stop.CancelAsync();
         await reading.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.True(Interlocked.Read(ref read) > accepted * 1024L * 1024);
@@ -129,10 +108,10 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
     [Fact]
     public void A_connection_registers_a_bounded_number_of_producer_groups()
     {
-        for (int i = 0; i < RemotingSession.MaxProducerGroups + 500; i++) _session.RegisterProducer($"pg-{i}");
-        _session.RegisterProducer(new string('g', 256));
-        Assert.Equal(RemotingSession.MaxProducerGroups, _session.ProducerGroups.Count);
-        Assert.Equal(RemotingSession.MaxProducerGroups, _engine.Producers.Snapshot().Count);
+        for (int i = 0; i < RemotingSession.MaxProducerGroups + 500; i++) _s.Session.RegisterProducer($"pg-{i}");
+        _s.Session.RegisterProducer(new string('g', 256));
+        Assert.Equal(RemotingSession.MaxProducerGroups, _s.Session.ProducerGroups.Count);
+        Assert.Equal(RemotingSession.MaxProducerGroups, _s.Engine.Producers.Snapshot().Count);
     }
 
     private sealed class ListLoggerFactory : ILoggerFactory
@@ -149,7 +128,7 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
     public void Refused_connections_are_logged_at_most_once_a_minute()
     {
         var logs = new ListLoggerFactory();
-        var full = new RemotingServer(_engine, new RemotingOptions { MaxConnections = 0 }, logs);
+        var full = new RemotingServer(_s.Engine, new RemotingOptions { MaxConnections = 0 }, logs);
         for (int i = 0; i < 1000; i++) Assert.False(full.TryAcceptConnection());
         Assert.Single(logs.Logger.Entries, e => e.Level == LogLevel.Warning);
     }
@@ -160,7 +139,7 @@ public sealed class RemotingCheckBackBudgetTests : IAsyncLifetime
     public void Locks_refused_over_the_cap_are_logged_at_most_once_a_minute()
     {
         var logs = new ListLoggerFactory();
-        var server = new RemotingServer(_engine, new RemotingOptions { MaxQueueLocksPerConnection = 2 }, logs);
+        var server = new RemotingServer(_s.Engine, new RemotingOptions { MaxQueueLocksPerConnection = 2 }, logs);
         var owner = new object();
         for (int i = 0; i < 10; i++)
             Assert.Equal(2, server.Clients.Lock("g", "c1", Enumerable.Range(0, 5).Select(q => ("T", "broker-a", q)), owner).Count);

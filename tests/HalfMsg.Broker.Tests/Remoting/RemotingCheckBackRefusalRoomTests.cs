@@ -1,11 +1,9 @@
-using System.IO.Pipelines;
 using HalfMsg.Broker.Core;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
 using HalfMsg.Broker.FrontEnds.Remoting;
 using HalfMsg.Broker.Tests.Infrastructure;
 using HalfMsg.Protocol.Remoting;
-using Microsoft.Extensions.Logging.Abstractions;
 
 namespace HalfMsg.Broker.Tests.Remoting;
 
@@ -21,32 +19,13 @@ namespace HalfMsg.Broker.Tests.Remoting;
 public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
 {
     private const int FrameQueue = 8;
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "halfmsg-checkroom-" + Guid.NewGuid().ToString("N"));
-    private BrokerEngine _engine = null!;
-    private RemotingServer _server = null!;
-    private readonly Pipe _toServer = new();
-    private readonly Pipe _toClient = new(new PipeOptions(pauseWriterThreshold: 64 * 1024, resumeWriterThreshold: 32 * 1024));
-    private RemotingSession _session = null!;
-    private Task _run = null!;
+    private RemotingSessionOverPipes _s = null!;
 
-    public async Task InitializeAsync()
-    {
-        _engine = await BrokerEngine.OpenAsync(new CoreOptions { DataDir = _dir, QueuesPerTopic = 2 }, startBackgroundLoops: false);
-        _server = new RemotingServer(_engine, new RemotingOptions { OutboundQueueCapacity = FrameQueue }, NullLoggerFactory.Instance);
-        _session = new RemotingSession(new DuplexPipe(_toServer.Reader, _toClient.Writer), _server, null, null, nameServerOnly: false);
-        _run = _session.RunAsync(CancellationToken.None);
-    }
+    public async Task InitializeAsync() => _s = await RemotingSessionOverPipes.OpenAsync("halfmsg-checkroom-", new RemotingOptions { OutboundQueueCapacity = FrameQueue }, null, startBackgroundLoops: false);
 
-    public async Task DisposeAsync()
-    {
-        await _toServer.Writer.CompleteAsync();
-        await _toClient.Reader.CompleteAsync();            // lets a write loop blocked on the full pipe finish
-        await _run.WaitAsync(TimeSpan.FromSeconds(10));
-        await _engine.DisposeAsync();
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
+    public async Task DisposeAsync() => await _s.DisposeAsync();
 
-    private int PendingCheckKicks => _engine.PendingCheckKicks;
+    private int PendingCheckKicks => _s.Engine.PendingCheckKicks;
 
     private static CheckBackRequest Check(int bodyBytes) => new()
     {
@@ -62,8 +41,8 @@ public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
         {
             while (true)
             {
-                var r = await _toClient.Reader.ReadAsync(stop);
-                _toClient.Reader.AdvanceTo(r.Buffer.End);
+                var r = await _s.ToClient.Reader.ReadAsync(stop);
+                _s.ToClient.Reader.AdvanceTo(r.Buffer.End);
                 if (r.IsCompleted) return;
             }
         }
@@ -78,18 +57,18 @@ public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
         // The client reads nothing: the writer blocks on the first large frame, and the frame queue fills behind it.
         var frame = RemotingCommand.Request(RequestCode.NotifyConsumerIdsChanged, body: new byte[100 * 1024]);
         int queued = 0;
-        while (_session.Enqueue(frame))
+        while (_s.Session.Enqueue(frame))
         {
             Assert.True(++queued < 1000, "the frame queue never filled");
         }
-        Assert.False(_session.TrySendCheck(Check(1024)));
-        Assert.True(_session.IsAlive);
+        Assert.False(_s.Session.TrySendCheck(Check(1024)));
+        Assert.True(_s.Session.IsAlive);
         Assert.Equal(0, PendingCheckKicks); // no room yet: no pass asked
 
         using var stop = new CancellationTokenSource();
         Task reading = ReadAll(stop.Token);
         await Eventually.TrueAsync(() => PendingCheckKicks > 0, () => "the connection asks for a check pass (none asked)", TimeSpan.FromSeconds(30));
-        Assert.True(_session.TrySendCheck(Check(1024)));
+        Assert.True(_s.Session.TrySendCheck(Check(1024)));
         await stop.CancelAsync();
         await reading.WaitAsync(TimeSpan.FromSeconds(30));
     }
@@ -97,17 +76,17 @@ public sealed class RemotingCheckBackRefusalRoomTests : IAsyncLifetime
     [Fact]
     public async Task A_check_larger_than_the_byte_budget_goes_out_alone_and_asks_for_no_pass()
     {
-        int budget = checked((int)_server.Options.CheckBackQueueBudget);
+        int budget = checked((int)_s.Server.Options.CheckBackQueueBudget);
         var large = Check(budget + 1024 * 1024);
-        Assert.True(_session.TrySendCheck(large), "a check larger than the budget was refused with nothing queued");
+        Assert.True(_s.Session.TrySendCheck(large), "a check larger than the budget was refused with nothing queued");
         Assert.Equal(0, PendingCheckKicks);
         // While it is queued, another is refused as usual, and its room is announced once the large one is read.
-        Assert.False(_session.TrySendCheck(Check(1024)));
+        Assert.False(_s.Session.TrySendCheck(Check(1024)));
         Assert.Equal(0, PendingCheckKicks);
         using var stop = new CancellationTokenSource();
         Task reading = ReadAll(stop.Token);
         await Eventually.TrueAsync(() => PendingCheckKicks > 0, () => "the connection asks for a check pass (none asked)", TimeSpan.FromSeconds(30));
-        Assert.True(_session.TrySendCheck(Check(1024)));
+        Assert.True(_s.Session.TrySendCheck(Check(1024)));
         await stop.CancelAsync();
         await reading.WaitAsync(TimeSpan.FromSeconds(30));
     }
