@@ -324,15 +324,19 @@ public sealed partial class BrokerEngine : IAsyncDisposable
 
     /// <summary>Finds or (when auto-creation is on, or <paramref name="explicitly"/>) creates a topic, a new one with
     /// <paramref name="queues"/> queues when given. Caller holds the lock.</summary>
-    private BrokerError TryGetTopicForWrite(string topic, out TopicState state, bool explicitly = false, int? queues = null)
+    private BrokerError TryGetTopicForWrite(string topic, out TopicState state, bool explicitly = false, int? queues = null, bool withinMaxTopics = false)
     {
         state = null!;
         if (!IsValidName(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is not a valid name (1-127 characters of [A-Za-z0-9_-%|.])");
         if (IsSystemTopic(topic)) return new(BrokerStatus.IllegalTopic, $"topic '{topic}' is a system topic; producers cannot send to it");
-        return TryGetOrCreate(topic, out state, explicitly, queues);
+        return TryGetOrCreate(topic, out state, explicitly, queues, withinMaxTopics);
     }
 
-    private BrokerError TryGetOrCreate(string topic, out TopicState state, bool explicitly = false, int? requestedQueues = null)
+    /// <summary>Finds or creates a topic. Caller holds the lock. Every topic counts toward <see cref="CoreOptions.MaxTopics"/>
+    /// (retry, dead-letter and system topics too); a creation on first use (not <paramref name="explicitly"/>) stops at
+    /// it, and so does an explicit one <paramref name="withinMaxTopics"/> (a Remoting client's UPDATE_AND_CREATE_TOPIC).
+    /// Replay applies the records and never comes here: the limit bounds new creations, not what the log holds.</summary>
+    private BrokerError TryGetOrCreate(string topic, out TopicState state, bool explicitly = false, int? requestedQueues = null, bool withinMaxTopics = false)
     {
         if (_topics.TryGetValue(topic, out state!)) return BrokerError.None;
         // The retry topics are the broker's as the system topics are: a send-back (and the Java client's fallback, a
@@ -340,7 +344,11 @@ public sealed partial class BrokerEngine : IAsyncDisposable
         if (!explicitly && !_options.AutoCreateTopics && !IsSystemTopic(topic) && !topic.StartsWith(RetryPrefix, StringComparison.Ordinal))
             return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist and auto-creation is off");
         if (!explicitly && _topics.Count >= _options.MaxTopics)
-            return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist, and the broker holds {_topics.Count} topics, the most it creates on first use (MaxTopics, --max-topics); an operator creates it (POST /api/topics/{{name}}, mqadmin updateTopic) or raises the limit");
+            return new(BrokerStatus.TopicNotFound, $"topic '{topic}' does not exist, and the broker holds {_topics.Count} topics, the most it creates on first use (MaxTopics, --max-topics); an operator creates it through the admin API (POST /api/topics/{{name}}) or raises the limit");
+        if (withinMaxTopics && _topics.Count >= _options.MaxTopics)
+            return new(BrokerStatus.TooManyTopics, $"topic '{topic}' was not created: the broker holds {_topics.Count} topics and its limit is {_options.MaxTopics} "
+                + "(--max-topics, MaxTopics; every topic counts, retry and dead-letter topics too), which a Remoting client's UPDATE_AND_CREATE_TOPIC does not pass; "
+                + "an operator creates it through the admin API (POST /api/topics/{name}) or raises --max-topics. Existing topics may still be given more queues.");
         // A retry topic has one queue, as RocketMQ's (retryQueueNums 1): its record says so, so replay keeps the queue
         // count of every retry topic made before 2026-12-05 (with QueuesPerTopic) as it was.
         int queues = IsSystemTopic(topic) || topic.StartsWith(RetryPrefix, StringComparison.Ordinal) ? 1 : requestedQueues ?? _options.QueuesPerTopic;
@@ -385,7 +393,22 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// broker's: another count is refused. Completes once the change is durable (one TopicQueuesGrown record), as a
     /// creation does. <c>GrownFrom</c>: the count before, when this call added queues; 0 otherwise.
     /// </summary>
-    public async ValueTask<(BrokerError Error, bool Created, int GrownFrom)> CreateOrGrowTopicAsync(string topic, int? queues, CancellationToken ct = default)
+    public ValueTask<(BrokerError Error, bool Created, int GrownFrom)> CreateOrGrowTopicAsync(string topic, int? queues, CancellationToken ct = default)
+        => CreateOrGrowTopicCoreAsync(topic, queues, withinMaxTopics: false, ct);
+
+    /// <summary>
+    /// As <see cref="CreateOrGrowTopicAsync"/> for a client that is not the operator (a
+    /// Remoting UPDATE_AND_CREATE_TOPIC, which needs no credentials unless they are configured): a NEW topic counts toward
+    /// <see cref="CoreOptions.MaxTopics"/> and is refused (<see cref="BrokerStatus.TooManyTopics"/>, naming the count, the
+    /// limit and the flag) when the broker holds that many already; an existing topic is found or grown as before. The
+    /// count and the creation are one step under the lock, so concurrent requests cannot pass the limit together. Until
+    /// the small hours of 2026-12-08 such creations were not counted: any client reaching the Remoting port could create
+    /// durable topics of up to 1,024 queues each until the disk or memory ran out (found by review).
+    /// </summary>
+    public ValueTask<(BrokerError Error, bool Created, int GrownFrom)> CreateOrGrowTopicWithinLimitAsync(string topic, int? queues, CancellationToken ct = default)
+        => CreateOrGrowTopicCoreAsync(topic, queues, withinMaxTopics: true, ct);
+
+    private async ValueTask<(BrokerError Error, bool Created, int GrownFrom)> CreateOrGrowTopicCoreAsync(string topic, int? queues, bool withinMaxTopics, CancellationToken ct)
     {
         if (queues is < 1 or > MaxQueuesPerTopic)
             return (new(BrokerStatus.BadRequest, $"a topic has 1 to {MaxQueuesPerTopic} queues, not {queues}"), false, 0);
@@ -402,7 +425,7 @@ public sealed partial class BrokerEngine : IAsyncDisposable
                     + $"adds queues to a topic but never removes them (the messages in queues {asked} to {existing.Queues.Length - 1} "
                     + $"would be stranded); ask for {existing.Queues.Length} or more, or delete the topic and create it again"), false, 0);
             created = !_topics.ContainsKey(topic);
-            var error = TryGetTopicForWrite(topic, out var state, explicitly: true, queues);
+            var error = TryGetTopicForWrite(topic, out var state, explicitly: true, queues, withinMaxTopics);
             if (!error.IsOk) return (error, false, 0);
             if (queues is { } more && more > state.Queues.Length)
             {

@@ -46,6 +46,9 @@ public enum BrokerStatus
     /// <summary>Starting one more consumer group would exceed <see cref="CoreOptions.MaxConsumerGroups"/>; an operator
     /// deletes an unused group or raises the limit.</summary>
     TooManyConsumerGroups,
+    /// <summary>Creating one more topic would exceed <see cref="CoreOptions.MaxTopics"/> and the creation is bounded by it
+    /// (a Remoting client's UPDATE_AND_CREATE_TOPIC); an operator creates it through the admin API or raises the limit.</summary>
+    TooManyTopics,
 }
 
 /// <summary>A status with a human-readable detail for the client.</summary>

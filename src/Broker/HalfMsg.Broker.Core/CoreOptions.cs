@@ -83,8 +83,11 @@ public sealed record CoreOptions
     public bool AutoCreateTopics { get; init; } = true;
     /// <summary>
     /// Topics the broker holds before it stops creating them on first use (a send or receive naming a new one, a
-    /// send-back's dead-letter topic): each costs memory, checkpoint space and a durable record, and any client may name
-    /// one. The operator's explicit creation (admin API, mqadmin) is not limited.
+    /// send-back's dead-letter topic, a consumer's retry topic) and at a Remoting client's UPDATE_AND_CREATE_TOPIC
+    /// (mqadmin updateTopic, Java's createTopic): each costs memory, checkpoint space and a durable record, and any client
+    /// may name one. Every topic counts, retry, dead-letter and system topics too. The operator's creation through the
+    /// admin API is not limited, an existing topic may still be given more queues, and replay keeps every topic the log
+    /// holds whatever the limit.
     /// </summary>
     public int MaxTopics { get; init; } = 10_000;
     /// <summary>

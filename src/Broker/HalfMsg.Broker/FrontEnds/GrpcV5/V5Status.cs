@@ -44,6 +44,7 @@ internal static class V5Status
         BrokerStatus.InternalError => Code.InternalServerError,
         // Not the client's mistake and not retryable at once: the operator has to act.
         BrokerStatus.TooManyConsumerGroups => Code.Forbidden,
+        BrokerStatus.TooManyTopics => Code.Forbidden,
         _ => Code.InternalServerError,
     };
 

@@ -25,6 +25,8 @@ internal static class RemotingErrors
         BrokerStatus.DiskFull => ResponseCode.ServiceNotAvailable,
         // What RocketMQ answers when it may not create a group (autoCreateSubscriptionGroup off); the remark says why.
         BrokerStatus.TooManyConsumerGroups => ResponseCode.SubscriptionGroupNotExist,
+        // RocketMQ's broker answers SYSTEM_ERROR when it does not create a topic (updateAndCreateTopic); mqadmin prints the remark.
+        BrokerStatus.TooManyTopics => ResponseCode.SystemError,
         _ => ResponseCode.SystemError,
     };
 

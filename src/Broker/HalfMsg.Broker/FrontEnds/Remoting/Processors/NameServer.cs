@@ -97,7 +97,10 @@ internal sealed partial class RemotingDispatcher
     /// RocketMQ's updateTopic gives them (until 2026-12-06 it was refused); fewer than it has is refused with its count
     /// in the remark rather than answered SUCCESS with nothing changed, since the messages in the queues dropped would
     /// be stranded (<see cref="BrokerEngine.CreateOrGrowTopicAsync"/>). Clients see the new queues at their next route
-    /// refresh (GET_ROUTEINFO_BY_TOPIC answers the new count at once).
+    /// refresh (GET_ROUTEINFO_BY_TOPIC answers the new count at once). A new topic counts toward --max-topics: at the
+    /// limit it is refused SYSTEM_ERROR with a remark naming the count, the limit and the admin API that still creates it
+    /// (<see cref="BrokerEngine.CreateOrGrowTopicWithinLimitAsync"/>); until the small hours of 2026-12-08 a client could
+    /// create topics here past every limit, with no credentials unless they were configured (found by review).
     /// </summary>
     private async ValueTask<RemotingCommand?> UpdateAndCreateTopicAsync(RemotingCommand request)
     {
@@ -115,7 +118,7 @@ internal sealed partial class RemotingDispatcher
                     $"readQueueNums {r} and writeQueueNums {w} differ: this broker keeps one queue count per topic, for reading and writing; ask for the same count");
             queues = r;
         }
-        var (err, _) = await Engine.CreateTopicAsync(topic, queues).ConfigureAwait(false);
+        var (err, _, _) = await Engine.CreateOrGrowTopicWithinLimitAsync(topic, queues).ConfigureAwait(false);
         return err.IsOk ? Ok(request) : RemotingErrors.Response(request, err);
 
         static bool TryQueueCount(string? s, out int n)
