@@ -28,21 +28,50 @@ public sealed class GrpcTestClient : IDisposable
     /// (the official C# client accepts any).</param>
     /// <param name="clientCertificate">With <paramref name="tls"/>: the certificate presented when the broker asks
     /// for one (<c>--tls-client-auth</c>).</param>
+    /// <param name="local">The address its connections come from (another loopback address, 127.0.0.2, is another peer
+    /// to the broker), and then <see cref="Connects"/> counts them; null: the system's choice.</param>
     public GrpcTestClient(string endpoint, string? clientId = null, System.Net.Security.RemoteCertificateValidationCallback? tls = null,
-        System.Security.Cryptography.X509Certificates.X509Certificate2? clientCertificate = null)
+        System.Security.Cryptography.X509Certificates.X509Certificate2? clientCertificate = null, System.Net.IPAddress? local = null)
     {
         ClientId = clientId ?? "test-host@" + Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "@0@" + Guid.NewGuid().ToString("N")[..8];
         var handler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true };
+        if (local is not null)
+        {
+            handler.ConnectCallback = async (context, ct) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream,
+                    System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    socket.Bind(new System.Net.IPEndPoint(local, 0));
+                    await socket.ConnectAsync(context.DnsEndPoint, ct);
+                    Interlocked.Increment(ref _connects);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
         if (tls is not null) handler.SslOptions.RemoteCertificateValidationCallback = tls;
         if (clientCertificate is not null) handler.SslOptions.LocalCertificateSelectionCallback = (_, _, _, _, _) => clientCertificate;
         _channel = GrpcChannel.ForAddress((tls is null ? "http://" : "https://") + endpoint, new GrpcChannelOptions
         {
             HttpHandler = handler,
+            // With a local address the test counts connections, so Dispose closes them (grpc-dotnet leaves a given handler open).
+            DisposeHttpClient = local is not null,
             MaxReceiveMessageSize = null,
         });
     }
 
     public string ClientId { get; }
+
+    private int _connects;
+
+    /// <summary>Connections opened so far, when made with a local address.</summary>
+    public int Connects => Volatile.Read(ref _connects);
 
     /// <summary>Extra headers added to every call (e.g. <c>authorization</c>); a per-call header of the same name wins.</summary>
     public Dictionary<string, string> DefaultHeaders { get; } = new(StringComparer.OrdinalIgnoreCase);

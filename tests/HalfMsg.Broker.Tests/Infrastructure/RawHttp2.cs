@@ -47,10 +47,12 @@ public sealed class RawHttp2 : IAsyncDisposable
     }
 
     /// <summary>Connects to 127.0.0.1:<paramref name="port"/> and sends the client preface and an empty SETTINGS (a
-    /// connection the server closes at once is returned too: its first read returns null).</summary>
-    public static async Task<RawHttp2> ConnectAsync(int port)
+    /// connection the server closes at once is returned too: its first read returns null), from <paramref name="local"/>
+    /// when given (another loopback address, 127.0.0.2, is another peer to the server).</summary>
+    public static async Task<RawHttp2> ConnectAsync(int port, IPAddress? local = null)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        if (local is not null) socket.Bind(new IPEndPoint(local, 0));
         await socket.ConnectAsync(IPAddress.Loopback, port);
         var h2 = new RawHttp2(socket, port);
         try

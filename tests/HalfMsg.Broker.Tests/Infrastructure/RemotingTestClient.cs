@@ -31,9 +31,11 @@ public sealed class RemotingTestClient : IAsyncDisposable
         _reader = Task.Run(ReadLoopAsync);
     }
 
-    public static async Task<RemotingTestClient> ConnectAsync(int port)
+    /// <param name="local">The client socket's own address (another loopback address, 127.0.0.2, is another peer to the
+    /// broker); null: the system's choice.</param>
+    public static async Task<RemotingTestClient> ConnectAsync(int port, System.Net.IPAddress? local = null)
     {
-        var tcp = new TcpClient();
+        var tcp = local is null ? new TcpClient() : new TcpClient(new System.Net.IPEndPoint(local, 0));
         await tcp.ConnectAsync("127.0.0.1", port);
         return new RemotingTestClient(tcp);
     }

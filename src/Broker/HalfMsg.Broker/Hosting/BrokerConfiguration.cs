@@ -31,6 +31,7 @@ public static class BrokerConfiguration
         new("--grpc-tls-key", "Broker:GrpcTlsKey", "", "PEM private key of --grpc-tls-certificate, when its file does not hold it."),
         new("--grpc-tls-certificate-password", "Broker:GrpcTlsCertificatePassword", "", "Password of an encrypted PEM key or of the PKCS#12 file in --grpc-tls-certificate (better given as the environment variable than on the command line)."),
         new("--grpc-max-connections", "Broker:GrpcMaxConnections", "1000", "Connections the gRPC port accepts at once; one more is closed at once (each client process normally holds one)."),
+        new("--grpc-max-connections-per-address", "Broker:GrpcMaxConnectionsPerAddress", "0", "Connections one peer address (an IPv6 peer: its /64) may hold on the gRPC port at once, of --grpc-max-connections; 0 = all of them (the default). A new connection over this share is closed at once, and the address's open ones are kept (clients hold idle connections for check-backs and pushes). It keeps one host from taking the whole port and keeping every other client out, and from multiplying the per-connection bounds (--grpc-max-unsent-per-connection) by the whole port. Behind NAT or a proxy many clients share one address: leave them room."),
         new("--grpc-max-unsent-per-connection", "Broker:GrpcMaxUnsentPerConnection", "64MiB", "Answer bytes one gRPC connection may make the broker hold unsent (ReceiveMessage answers, queued Telemetry commands); a receive leases only what fits and, without room, waits at most its long poll and answers MESSAGE_NOT_FOUND (never below twice (--max-message-size + 1MiB)); Telemetry commands are never kept waiting by receive answers, and a Telemetry stream is ended only when its connection holds twice this."),
         new("--grpc-max-unsent", "Broker:GrpcMaxUnsent", "512MiB", "ReceiveMessage answer bytes all gRPC connections together may make the broker hold unsent; as above once reached (never below twice (--max-message-size + 1MiB))."),
         new("--grpc-write-timeout", "Broker:GrpcWriteTimeout", "30s", "Longest a ReceiveMessage answer may take to be written out, final flush included, plus a second per 256 KiB of the answer (an 8 MiB answer: 62 s); past it the stream is reset (RST_STREAM) and its messages released for other consumers."),
@@ -42,6 +43,7 @@ public static class BrokerConfiguration
         new("--remoting-tls", "Broker:RemotingTls", "auto", "TLS on the Remoting and name-server ports, with the certificate of --grpc-tls-certificate. auto: a connection that opens with a TLS handshake gets TLS (a Java 4.x client with -Dtls.enable=true or ClientConfig.setUseTLS(true)), any other gets cleartext (ali-ons, Java without TLS), both on the same port, as Apache's broker and name server with tls.server.mode=permissive (their default); required: cleartext connections are closed (enforcing); off: cleartext only (disabled)."),
         new("--namesrv-port", "Broker:NameServerPort", "9876", "Embedded RocketMQ name server (TCP; 0 = off, as it is with --remoting-port 0; name-server requests also answer on the remoting port)."),
         new("--remoting-max-connections", "Broker:RemotingMaxConnections", "10000", "Connections the Remoting and name-server ports accept at once, together; one more is closed at once."),
+        new("--remoting-max-connections-per-address", "Broker:RemotingMaxConnectionsPerAddress", "0", "Connections one peer address (an IPv6 peer: its /64) may hold on the Remoting and name-server ports at once, together, of --remoting-max-connections; 0 = all of them (the default). A new connection over this share is closed at once, and the address's open ones are kept (clients hold idle connections for check-backs and long polls). It keeps one host from taking the ports and keeping every other client out, and from multiplying the per-connection bounds (--remoting-max-in-flight-per-connection, --remoting-max-parked-pulls) by the whole port. Behind NAT or a proxy many clients share one address: leave them room."),
         new("--remoting-max-in-flight-per-connection", "Broker:RemotingMaxInFlightPerConnection", "64MiB", "Bytes one Remoting connection may make the broker hold: bodies of its requests being processed and answers not yet written to its socket; past it new requests and pull answers that do not fit are answered SYSTEM_BUSY (an answer alone on its connection always goes; never below twice (--max-message-size + 1MiB))."),
         new("--remoting-max-pull-bytes", "Broker:RemotingMaxPullBytes", "512MiB", "Bytes of pulled messages all Remoting connections together may make the broker hold: pull, VIEW_MESSAGE_BY_ID and QUERY_MESSAGE answers being built (each body is reserved, on this budget and on its connection's, before it is read) and not yet written to their sockets; past it a pull answers the messages that fit, and SYSTEM_BUSY when not even one does (a long poll first waits for room until its suspend time ends; the Java client pulls the same offset again 3 s later; never below twice (--max-message-size + 1MiB))."),
         new("--remoting-max-parked-pulls", "Broker:RemotingMaxParkedPulls", "4096", "Long-polling pulls (PULL_MESSAGE with SUSPEND) one Remoting connection may have waiting at once; past it a pull is answered at once, SYSTEM_BUSY when there is nothing new."),
@@ -225,6 +227,8 @@ public static class BrokerConfiguration
             AdvertisedRemotingPort = Int(N("--advertised-remoting-port"), Get("--advertised-remoting-port"), 0, 65535),
             GrpcPort = Int(N("--grpc-port"), Get("--grpc-port"), 0, 65535),
             GrpcMaxConnections = Int(N("--grpc-max-connections"), Get("--grpc-max-connections"), 1, 1_000_000),
+            GrpcMaxConnectionsPerAddress = Share(N("--grpc-max-connections-per-address"), Get("--grpc-max-connections-per-address"),
+                N("--grpc-max-connections"), Int(N("--grpc-max-connections"), Get("--grpc-max-connections"), 1, 1_000_000)),
             GrpcTls = TlsMode(N("--grpc-tls"), Get("--grpc-tls")),
             GrpcTlsCertificate = config[Key("--grpc-tls-certificate")] is { Length: > 0 } certificate ? certificate : null,
             GrpcTlsKey = config[Key("--grpc-tls-key")] is { Length: > 0 } tlsKey ? tlsKey : null,
@@ -242,6 +246,8 @@ public static class BrokerConfiguration
             RemotingPort = Int(N("--remoting-port"), Get("--remoting-port"), 0, 65535),
             NameServerPort = Int(N("--namesrv-port"), Get("--namesrv-port"), 0, 65535),
             RemotingMaxConnections = Int(N("--remoting-max-connections"), Get("--remoting-max-connections"), 1, 1_000_000),
+            RemotingMaxConnectionsPerAddress = Share(N("--remoting-max-connections-per-address"), Get("--remoting-max-connections-per-address"),
+                N("--remoting-max-connections"), Int(N("--remoting-max-connections"), Get("--remoting-max-connections"), 1, 1_000_000)),
             // Never below twice (largest message + 1 MiB), as the gRPC budgets: a lone request over it would be refused for ever.
             RemotingMaxInFlightPerConnection = Math.Max(Size(N("--remoting-max-in-flight-per-connection"), Get("--remoting-max-in-flight-per-connection"), 1L << 20, long.MaxValue),
                 2 * ((long)core.MaxMessageSize + (1L << 20))),
@@ -366,6 +372,17 @@ public static class BrokerConfiguration
     {
         if (!int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) || n < min || n > max)
             throw new BrokerConfigurationException($"{name} must be a whole number in [{min}, {max}], not '{value}'");
+        return n;
+    }
+
+    /// <summary>A port's share per address: 0 (the whole port) or 1 to the port's own limit <paramref name="max"/>. A share
+    /// above the limit is refused rather than clamped, as --admin-max-connections-per-address is: it would mean nothing.</summary>
+    private static int Share(string name, string value, string maxName, int max)
+    {
+        if (!int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) || n < 0)
+            throw new BrokerConfigurationException($"{name} must be a whole number from 1 to {maxName} ({max}), or 0 for all of them, not '{value}'");
+        if (n > max)
+            throw new BrokerConfigurationException($"{name} must be at most {maxName} ({max}), the connections the port takes in all, not '{value}'; 0 = all of them");
         return n;
     }
 

@@ -116,7 +116,8 @@ public sealed class BrokerHost : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections, bound, options.GrpcTls, tlsCertificate, clientCertificates);
+            GrpcEndpoint.Listen(kestrel, ip, options.GrpcPort, options.GrpcMaxConnections, bound, options.GrpcTls, tlsCertificate, clientCertificates,
+                options.GrpcMaxConnectionsPerAddress);
             AdminEndpoint.Listen(kestrel, options, bound, tlsCertificate, clientCertificates);
         });
         var grpcOptions = new GrpcV5Options

@@ -25,6 +25,9 @@ public sealed record BrokerOptions
     public int GrpcPort { get; init; } = 8081;
     /// <summary>Connections the gRPC port accepts at once (the port's own limit; Remoting and admin have theirs).</summary>
     public int GrpcMaxConnections { get; init; } = 1_000;
+    /// <summary>Of <see cref="GrpcMaxConnections"/>, what one peer address (IPv6: its /64) may hold at once; one more from
+    /// it is closed at once, open ones are kept (<see cref="AddressShare"/>). 0 = the whole port (the default).</summary>
+    public int GrpcMaxConnectionsPerAddress { get; init; }
     /// <summary>TLS on the gRPC port (<see cref="PortTls"/>): by default a connection that starts TLS gets it.</summary>
     public PortTlsMode GrpcTls { get; init; } = PortTlsMode.Auto;
     /// <summary>TLS on the Remoting and name-server ports (<see cref="PortTls"/>), with the gRPC port's certificate.</summary>
@@ -47,6 +50,9 @@ public sealed record BrokerOptions
     public int NameServerPort { get; init; } = 9876;
     /// <summary>Connections the Remoting and name-server ports accept at once, together.</summary>
     public int RemotingMaxConnections { get; init; } = 10_000;
+    /// <summary>Of <see cref="RemotingMaxConnections"/>, what one peer address (IPv6: its /64) may hold on the Remoting and
+    /// name-server ports at once, together; as <see cref="GrpcMaxConnectionsPerAddress"/>. 0 = the whole ports (the default).</summary>
+    public int RemotingMaxConnectionsPerAddress { get; init; }
     /// <summary>Request bodies and unsent answer bytes one Remoting connection may make the broker hold.</summary>
     public long RemotingMaxInFlightPerConnection { get; init; } = 64L * 1024 * 1024;
     /// <summary>Bytes of pulled messages all Remoting connections together may make the broker hold.</summary>

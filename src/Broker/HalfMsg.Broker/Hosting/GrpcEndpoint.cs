@@ -57,18 +57,21 @@ internal static class GrpcEndpoint
     /// <summary>
     /// Listens on the gRPC port (HTTP/2; cleartext, and TLS as <paramref name="tls"/> says: <see cref="PortTls"/>) with its own connection limit. Kestrel's server-wide
     /// <c>MaxConcurrentConnections</c> would apply the same number to every port (Remoting has its own, larger limit),
-    /// so the gRPC port counts its connections itself and closes one over the limit at once, as Kestrel would.
+    /// so the gRPC port counts its connections itself and closes one over the limit at once, as Kestrel would; and one
+    /// over its address's share (<paramref name="maxPerAddress"/>, <c>--grpc-max-connections-per-address</c>; 0 = no
+    /// share but the whole port) too, never closing an open one (<see cref="AddressShare"/>).
     /// </summary>
     public static void Listen(KestrelServerOptions kestrel, IPAddress ip, int port, int maxConnections, BoundPorts bound,
         PortTlsMode tls = PortTlsMode.Off, Func<ILogger, System.Security.Cryptography.X509Certificates.X509Certificate2>? certificate = null,
-        ClientCertificates? clients = null)
+        ClientCertificates? clients = null, int maxPerAddress = 0)
     {
         kestrel.Listen(ip, port, listen =>
         {
             listen.Protocols = HttpProtocols.Http2;
             bound.GrpcListen = listen;
             var logger = listen.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(GrpcEndpoint).FullName!);
-            var limit = new ConnectionLimit("gRPC", maxConnections, logger);
+            var limit = new ConnectionLimit("gRPC", maxConnections, logger,
+                AddressShare.For(maxPerAddress, maxConnections, "--grpc-max-connections-per-address", logger));
             listen.Use(next => connection =>
             {
                 // With --grpc-port 0 the port is the kernel's choice: learnt from the connection, before any of its
@@ -115,8 +118,9 @@ internal static class GrpcEndpoint
         limits.Http2.KeepAlivePingTimeout = KeepAlivePingTimeout;
     }
 
-    /// <summary>One port's own connection limit: a connection over it is closed at once, a refusal logged at most once a minute.</summary>
-    internal sealed class ConnectionLimit(string port, int max, ILogger logger)
+    /// <summary>One port's own connection limit: a connection over it, or over its address's <paramref name="share"/>
+    /// (null: none), is closed at once, a refusal logged at most once a minute. The share never closes an open connection.</summary>
+    internal sealed class ConnectionLimit(string port, int max, ILogger logger, AddressShare? share = null)
     {
         private readonly LogRateLimiter _logLimit = new(1, TimeProvider.System);
         private int _open;
@@ -134,12 +138,26 @@ internal static class GrpcEndpoint
                 return;
             }
 
+            IPAddress? peer = null;
+            if (share is not null)
+            {
+                peer = AddressShare.PeerOf(connection.RemoteEndPoint);
+                if (!share.TryEnter(port, peer))
+                {
+                    Interlocked.Decrement(ref _open);
+                    return;
+                }
+            }
+
             try
             {
                 await next(connection).ConfigureAwait(false);
             }
             finally
             {
+                // Whatever ended the connection (its end, an abort, a failed TLS handshake, a reset): the rest of the
+                // connection's pipeline runs inside next.
+                if (peer is not null) share!.Leave(peer);
                 Interlocked.Decrement(ref _open);
             }
         }

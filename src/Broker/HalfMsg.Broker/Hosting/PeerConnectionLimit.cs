@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using HalfMsg.Broker.FrontEnds.GrpcV5;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
@@ -260,17 +259,7 @@ internal sealed class PeerConnectionLimit
         return best;
     }
 
-    /// <summary>
-    /// The address a connection is counted under: IPv4 as it is (also when it arrives IPv4-mapped on a dual-stack
-    /// socket), IPv6 by its /64 without scope. A peer without an IP address (not seen on a TCP listener) counts as one.
-    /// </summary>
-    internal static IPAddress PeerOf(EndPoint? remote)
-    {
-        if (remote is not IPEndPoint { Address: var address }) return IPAddress.None;
-        if (address.IsIPv4MappedToIPv6) return address.MapToIPv4();
-        if (address.AddressFamily != AddressFamily.InterNetworkV6) return address;
-        byte[] bytes = address.GetAddressBytes();
-        Array.Clear(bytes, 8, 8);
-        return new IPAddress(bytes);
-    }
+    /// <summary>The address a connection is counted under (<see cref="AddressShare.PeerOf"/>: IPv6 by its /64), the same
+    /// rule as the gRPC and Remoting ports' shares.</summary>
+    internal static IPAddress PeerOf(EndPoint? remote) => AddressShare.PeerOf(remote);
 }

@@ -49,19 +49,25 @@ internal static class RemotingEndpoint
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             var ip = IPAddress.Parse(options.Bind);
-            kestrel.Listen(ip, options.RemotingPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate, clients));
-            if (options.NameServerPort != 0) kestrel.Listen(ip, options.NameServerPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate, clients));
+            // One share for both ports, as their whole limit (RemotingServer) is one.
+            AddressShare? share = AddressShare.For(options.RemotingMaxConnectionsPerAddress, options.RemotingMaxConnections,
+                "--remoting-max-connections-per-address",
+                kestrel.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RemotingEndpoint).FullName!));
+            kestrel.Listen(ip, options.RemotingPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate, clients, share, "Remoting"));
+            if (options.NameServerPort != 0)
+                kestrel.Listen(ip, options.NameServerPort, l => Serve(l, options, idle: remoting.IdleTimeout, certificate, clients, share, "Name-server"));
         });
     }
 
     /// <summary>
-    /// The connection limit (before any TLS work, so a connection over it costs no handshake), then TLS as
+    /// The connection limit and the address's <paramref name="share"/> of it (null: none; never closing an open
+    /// connection: <see cref="AddressShare"/>), both before any TLS work, so a connection over them costs no handshake, then TLS as
     /// <c>--remoting-tls</c> says, then a <see cref="RemotingSession"/>. A cleartext connection costs one peek of its first
     /// byte and nothing per frame; it may stay silent before it as long as a session may (<paramref name="idle"/>), as
     /// before TLS, when only the session's idle timeout closed a silent connection.
     /// </summary>
     private static void Serve(ListenOptions listen, BrokerOptions options, TimeSpan idle, Func<ILogger, X509Certificate2>? certificate,
-        ClientCertificates? clients)
+        ClientCertificates? clients, AddressShare? share, string port)
     {
         RemotingServer? server = null;
         listen.Use(next => async connection =>
@@ -73,12 +79,26 @@ internal static class RemotingEndpoint
                 connection.Abort(new ConnectionAbortedException("too many Remoting connections"));
                 return;
             }
+            IPAddress? peer = null;
+            if (share is not null)
+            {
+                peer = AddressShare.PeerOf(connection.RemoteEndPoint);
+                if (!share.TryEnter(port, peer))
+                {
+                    server.ReleaseConnection();
+                    connection.Abort(new ConnectionAbortedException("too many Remoting connections from that address"));
+                    return;
+                }
+            }
             try
             {
                 await next(connection).ConfigureAwait(false);
             }
             finally
             {
+                // Whatever ended the connection (its end, an abort, a failed TLS handshake, a reset): TLS and the session
+                // run inside next.
+                if (peer is not null) share!.Leave(peer);
                 server.ReleaseConnection();
             }
         });
