@@ -219,7 +219,7 @@ public sealed class LogPrefixCrashTests
         Assert.Equal(3, (await ReceiveAsync(h.Engine, "A", "t2", TimeSpan.FromSeconds(1))).Messages.Count);
         h.Clock.Advance(TimeSpan.FromSeconds(2));
         h.Engine.RunSweep();
-        Assert.Equal(3, (await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A")).Count);
+        Assert.Equal(3, (await h.ReceiveCountWhenVisibleAsync("ops", "%DLQ%A", 3)).Count);
         Assert.True((await h.Engine.DeleteTopicAsync("t1")).IsOk);
         if (!gone) Assert.True((await h.Engine.SendAsync(h.Draft("t3", "filler"))).IsOk); // t2, %DLQ%A, t3: at MaxTopics
 

@@ -28,7 +28,7 @@ public sealed class RedriveCursorTests
             Assert.NotEmpty(await h.ReceiveAsync("A", "t2", invisible: TimeSpan.FromSeconds(1)));
             await Expire(h, TimeSpan.FromSeconds(2));
         }
-        Assert.Equal(2, (await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A")).Count);
+        Assert.Equal(2, (await h.ReceiveCountWhenVisibleAsync("ops", "%DLQ%A", 2)).Count);
     }
 
     /// <summary>

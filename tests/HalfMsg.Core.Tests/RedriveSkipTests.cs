@@ -174,7 +174,7 @@ public sealed class RedriveSkipTests
         for (int i = 0; i < 2; i++) Assert.True((await h.Engine.SendAsync(h.Draft("t2", "ok" + i))).IsOk);
         Assert.Equal(2, (await h.ReceiveAsync("A", "t2", invisible: TimeSpan.FromSeconds(1))).Count);
         await Expire(h, TimeSpan.FromSeconds(2));
-        Assert.Equal(2, (await h.ReceiveWhenVisibleAsync("ops", "%DLQ%A")).Count);
+        Assert.Equal(2, (await h.ReceiveCountWhenVisibleAsync("ops", "%DLQ%A", 2)).Count);
         await h.RestartAsync();                                    // a checkpoint covers them: replay does not read the body
         await h.Engine.DisposeAsync();
         DamageTests.FlipPayloadByte(h, damaged);
