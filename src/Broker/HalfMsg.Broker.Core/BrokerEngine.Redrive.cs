@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using HalfMsg.Broker.Core.Delivery;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Storage;
@@ -15,9 +14,13 @@ public sealed partial class BrokerEngine
     /// <summary>The consumer-group prefix of the internal cursors a re-drive reads a dead-letter topic with.</summary>
     public const string RedrivePrefix = "%REDRIVE%";
 
-    /// <summary>One re-drive at a time per group (<see cref="RedriveDeadLettersAsync"/>); one entry per group whose
-    /// dead-letter topic was re-driven, so no more than there are dead-letter topics.</summary>
-    private readonly ConcurrentDictionary<string, SemaphoreSlim> _redrivesRunning = new(StringComparer.Ordinal);
+    /// <summary>One re-drive at a time per group (<see cref="RedriveDeadLettersAsync"/>); an entry per group a re-drive
+    /// runs or waits for now. Until the small-hours session of 2026-12-08 a group's entry stayed for the life of the
+    /// process once it had been re-driven (its dead-letter topic deleted or not).</summary>
+    private readonly KeyedLocks _redrivesRunning = new(StringComparer.Ordinal);
+
+    /// <summary>Tests: groups a re-drive runs or waits for now.</summary>
+    internal int RedrivesRunningForTests => _redrivesRunning.Count;
 
     /// <summary>Whether a consumer group is a re-drive's internal cursor (<see cref="RedrivePrefix"/>): its leases never
     /// dead-letter, whatever their delivery attempt.</summary>
@@ -128,8 +131,7 @@ public sealed partial class BrokerEngine
         // Until 2026-12-05 a filtered and an unfiltered re-drive of a group at once each leased the same dead letter on
         // its own cursor and each put it back; the slower then met the sibling's ack and reported 0 re-driven (found by
         // review). One at a time, the second finds what the first put back finished for its cursor too.
-        var running = _redrivesRunning.GetOrAdd(group, _ => new SemaphoreSlim(1, 1));
-        await running.WaitAsync(ct).ConfigureAwait(false);
+        var running = await _redrivesRunning.TakeAsync(group, ct).ConfigureAwait(false);
         try
         {
             // Every lease this re-drive takes has an id from here on: a lease id orders leases as they were taken.
@@ -272,7 +274,7 @@ public sealed partial class BrokerEngine
             }
             finally
             {
-                running.Release();
+                running.Dispose();
             }
         }
         if (moved.Count > 0)

@@ -51,6 +51,8 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     /// <summary>Tests: whether the lease id was handed out by this run (<see cref="ConsumerGroups.IsOfThisRun"/>).</summary>
     internal bool IsLeaseOfThisRunForTests(long leaseId) { lock (_gate) return _groups.IsOfThisRun(leaseId); }
     internal DelayIndex DelayedForTests => _delayed;
+    /// <summary>Tests: namespaces some remembered decision is of, "" included (<see cref="DecidedIndex.NamespacesHeld"/>).</summary>
+    internal int DecidedNamespacesForTests { get { lock (_gate) return _txs.Decided.NamespacesHeld; } }
     /// <summary>Tests: when the sweeper loop plans to run next (Unix ms; <see cref="long.MinValue"/> while it runs or is kicked).</summary>
     internal long SweepPlannedAtMsForTests { get { lock (_gate) return _sweepAlarm.PlannedAtMs; } }
     /// <summary>Tests: leases looked at to find a leaving client's renewed ones, and the renewed-lease table's size.</summary>

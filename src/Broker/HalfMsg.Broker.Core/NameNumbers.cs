@@ -1,11 +1,12 @@
 namespace HalfMsg.Broker.Core;
 
 /// <summary>
-/// Small numbers for names that many entries repeat (the group a queue entry is reserved for, the namespace of a
-/// decided id), so an entry can hold the number in padding it already has instead of a reference. Number 0 is "";
-/// each other name gets the next number the first time it is seen, for the life of the process, and keeps it: grows by
-/// one per distinct name ever numbered. Numbers are this process's own; records and checkpoints carry the names. Not
-/// thread-safe: guarded by the engine lock.
+/// Small numbers for names that many entries repeat (the group a queue entry is reserved for), so an entry can hold
+/// the number in padding it already has instead of a reference. Number 0 is ""; each other name gets the next number
+/// the first time it is seen, for the life of the process, and keeps it: grows by one per distinct name ever numbered.
+/// Numbers are this process's own; records and checkpoints carry the names. Not thread-safe: guarded by the engine
+/// lock. The namespaces of decided ids, which come and go, use <see cref="HeldNameNumbers"/>, which forgets a name no
+/// entry carries.
 /// </summary>
 internal sealed class NameNumbers
 {

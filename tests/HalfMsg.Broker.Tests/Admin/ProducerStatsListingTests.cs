@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using HalfMsg.Broker.Admin;
 using HalfMsg.Broker.Core.Model;
 using HalfMsg.Broker.Core.Transactions;
@@ -64,5 +65,41 @@ public sealed class ProducerStatsListingTests() : InProcessAdminHost("producer-l
         {
             foreach (var registration in registrations) registration.Dispose();
         }
+    }
+
+    /// <summary>The dashboard's "producers connected" card, <c>/metrics</c>' <c>halfmsg_producers_connected</c> and the
+    /// index sizes' <c>producers</c> read the registry's kept count (<see cref="ProducerRegistry.ChannelCount"/>, since
+    /// the small-hours session of 2026-12-08; each copied the whole registry before): all three say what the listing
+    /// says, as producers connect and go.</summary>
+    [Fact]
+    public async Task The_dashboard_metrics_and_index_sizes_count_the_producers_the_listing_has()
+    {
+        async Task AssertCountedEverywhereAsync(long expected)
+        {
+            var stats = await StatsAsync();
+            Assert.Equal(expected, stats.GetProperty("producersConnected").GetInt64());
+            Assert.Equal(expected, stats.GetProperty("indexes").GetProperty("producers").GetInt64());
+            string page = await _http.GetStringAsync("/dashboard");
+            Assert.Equal(expected.ToString(CultureInfo.InvariantCulture),
+                Regex.Match(page, "data-testid=\"producers\"><div class=\"v\">(.*?)</div>").Groups[1].Value);
+            string metrics = await _http.GetStringAsync("/metrics");
+            Assert.Matches(new Regex($@"^halfmsg_producers_connected(\{{[^}}]*\}})? {expected}$", RegexOptions.Multiline), metrics);
+        }
+
+        var registrations = new List<IDisposable>();
+        try
+        {
+            await AssertCountedEverywhereAsync(0);
+            for (int i = 0; i < 7; i++) registrations.Add(_host.Engine.Producers.Register(Group(i % 3), new Channel($"c{i}@1")));
+            await AssertCountedEverywhereAsync(7);
+            registrations[2].Dispose();
+            registrations[5].Dispose();
+            await AssertCountedEverywhereAsync(5);
+        }
+        finally
+        {
+            foreach (var registration in registrations) registration.Dispose();
+        }
+        await AssertCountedEverywhereAsync(0);
     }
 }

@@ -196,7 +196,7 @@ public sealed class BrokerMeter : IDisposable
         engine.LogCommitStats.RecordCounter ??= () => Volatile.Read(ref m.RecordsAppended);
         engine.LogCommitStats.Committed += OnCommitted;
 
-        _meter.CreateObservableGauge("halfmsg_producers_connected", () => engine.Producers.Snapshot().Values.Sum(c => c.Length),
+        _meter.CreateObservableGauge("halfmsg_producers_connected", () => engine.Producers.ChannelCount,
             description: "Producer connections that can receive check-backs.");
     }
 

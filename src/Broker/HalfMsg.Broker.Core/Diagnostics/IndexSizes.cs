@@ -48,7 +48,7 @@ public sealed partial class BrokerEngine
             sizes["pending_visible"] = _topics.WaitingForDurability;
         }
         sizes["message_index"] = MessageIndex.Count;
-        sizes["producers"] = Producers.Snapshot().Values.Sum(c => c.Length);
+        sizes["producers"] = Producers.ChannelCount;
         return sizes;
     }
 }

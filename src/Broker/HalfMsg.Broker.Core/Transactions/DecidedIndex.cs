@@ -39,9 +39,15 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     /// decisions kept their namespace.</summary>
     internal const int UnknownNamespace = -1;
 
-    // Number 0 is "no namespace". Grows by one per distinct namespace that ever had a decision (a namespace's halves
-    // need a topic in it); numbers are this process's own, the checkpoint carries the names.
-    private readonly NameNumbers _namespaces = new();
+    // Number 0 is "no namespace". Each remembered decision holds its namespace's number (on add, replace and learn) and
+    // lets go of it when forgotten or replaced, so the table holds the namespaces some remembered decision is of; a
+    // number let go of may be given to another namespace, never while a decision still carries it. Numbers are this
+    // process's own, the checkpoint carries the names. Until the small-hours session of 2026-12-08 the table grew by one
+    // per distinct namespace that ever had a decision and never forgot one.
+    private readonly HeldNameNumbers _namespaces = new();
+
+    /// <summary>Namespaces some remembered decision is of, "" (no namespace) included: for tests and sizes.</summary>
+    internal int NamespacesHeld => _namespaces.Count;
 
     /// <summary>A remembered decision. <see cref="Carrier"/>: the address of the record that carries it in the log now,
     /// its own decision record (<see cref="Address"/>) or the retention cut's record (Storage.LogCutRecord) that last
@@ -88,7 +94,11 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
 
     private string? NameOf(int number) => number == UnknownNamespace ? null : _namespaces.NameOf(number);
 
-    private int NumberOf(string? ns) => ns is null ? UnknownNamespace : _namespaces.NumberOf(ns);
+    /// <summary>The number of <paramref name="ns"/>, held once more: a slot that carries it must let go of it
+    /// (<see cref="Release"/>) when forgotten or given another.</summary>
+    private int Hold(string? ns) => ns is null ? UnknownNamespace : _namespaces.Hold(ns);
+
+    private void Release(int number) => _namespaces.Release(number); // (UnknownNamespace and 0: nothing)
 
     public bool Contains(string transactionId)
     {
@@ -105,13 +115,19 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     {
         // Idempotent: a decision replayed over a checkpoint that already holds it changes nothing (no second ring slot).
         // Its namespace is taken, though: the replayed record's half names it where an older checkpoint did not.
-        int number = NumberOf(ns);
         ref Slot slot = ref _byKey.GetValueRefOrAddDefault(key, out bool existed);
         if (existed && slot.AtMs == atMs && slot.Address == address)
         {
-            if (ns is not null) slot = slot with { Namespace = number };
+            if (ns is not null)
+            {
+                int learnt = Hold(ns);
+                Release(slot.Namespace);
+                slot = slot with { Namespace = learnt };
+            }
             return;
         }
+        int number = Hold(ns);
+        if (existed) Release(slot.Namespace); // the id taken again: its earlier decision's slot is replaced
         slot = new Slot(address, atMs, resolution, number, address);
         _order.Enqueue((key, atMs));
         Added++;
@@ -146,7 +162,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     {
         ref Slot slot = ref _byKey.GetValueRefOrAddDefault(key, out bool existed);
         if (existed) return false;
-        slot = new Slot(address, atMs, resolution, NumberOf(ns), carrier);
+        slot = new Slot(address, atMs, resolution, Hold(ns), carrier);
         _carried.Enqueue((key, atMs), address);
         Added++;
         TrimToCount();
@@ -200,7 +216,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     {
         UInt128 key = KeyOf(transactionId);
         if (!_byKey.TryGetValue(key, out var slot) || slot.Namespace != UnknownNamespace || slot.Resolution != resolution) return;
-        _byKey.Set(key, slot with { Namespace = NumberOf(BrokerEngine.NamespaceOf(topic)) });
+        _byKey.Set(key, slot with { Namespace = Hold(BrokerEngine.NamespaceOf(topic)) }); // (it held none: unknown)
     }
 
     /// <summary>
@@ -236,7 +252,11 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
 
     private void Forget((UInt128 Key, long AtMs) entry)
     {
-        if (_byKey.TryGetValue(entry.Key, out var slot) && slot.AtMs == entry.AtMs) _byKey.Remove(entry.Key, out _);
+        if (_byKey.TryGetValue(entry.Key, out var slot) && slot.AtMs == entry.AtMs)
+        {
+            _byKey.Remove(entry.Key, out _);
+            Release(slot.Namespace);
+        }
     }
 
     public void Clear()
@@ -244,6 +264,7 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
         _byKey.Clear();
         _order.Clear();
         _carried.Clear();
+        _namespaces.Clear();
         Added = 0;
     }
 

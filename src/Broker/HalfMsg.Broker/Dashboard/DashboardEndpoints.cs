@@ -69,7 +69,6 @@ internal static class DashboardEndpoints
         var (pending, parked) = engine.TransactionCounts();
         var m = engine.Metrics;
         var uptime = DateTimeOffset.UtcNow - sampler.StartedAt;
-        var producers = engine.Producers.Snapshot();
         var sb = new StringBuilder();
         sb.Append("<div class=\"cards\">");
         var health = Admin.AdminApi.HealthOf(engine);
@@ -79,7 +78,7 @@ internal static class DashboardEndpoints
         Card(sb, "pending halves", pending.ToString(CultureInfo.InvariantCulture), "pending");
         Card(sb, "parked halves", parked > 0 ? $"<span class=\"bad\">{parked}</span>" : "0", "parked");
         Card(sb, "log size", E(FormatBytes(Math.Max(0, engine.LogTailAddress - engine.LogBeginAddress))), "log-size");
-        Card(sb, "producers connected", producers.Values.Sum(c => c.Length).ToString(CultureInfo.InvariantCulture), "producers");
+        Card(sb, "producers connected", engine.Producers.ChannelCount.ToString(CultureInfo.InvariantCulture), "producers");
         sb.Append("</div>");
         if (health.Reasons.Count > 0)
             sb.Append("<div class=\"flash error\" role=\"alert\" data-testid=\"health-reasons\">Health: ").Append(E(health.Status)).Append(" — ")
