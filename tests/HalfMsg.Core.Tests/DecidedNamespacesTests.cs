@@ -86,6 +86,7 @@ public sealed class DecidedNamespacesTests
         File.Delete(Directory.GetFiles(Path.Combine(h.DataDir, "checkpoints"), "checkpoint-*.bin").Order().Last());
         await h.RestartAfterDeletedCheckpointAsync();
         Assert.Equal(12, h.Engine.DecidedNamespacesForTests);
+        Assert.Equal(0, h.Engine.DecidedNamespaceReleasesUnmatchedForTests); // replay over a checkpoint took and let go in step
         await AssertAnswersAsync();
         await h.RestartAsync();
         Assert.Equal(12, h.Engine.DecidedNamespacesForTests);
@@ -95,5 +96,6 @@ public sealed class DecidedNamespacesTests
         h.Clock.Advance(TimeSpan.FromMinutes(11));
         await SendAndDecideAsync(h, "last%orders", TransactionResolution.Commit);
         Assert.Equal(2, h.Engine.DecidedNamespacesForTests); // "", last
+        Assert.Equal(0, h.Engine.DecidedNamespaceReleasesUnmatchedForTests);
     }
 }

@@ -53,6 +53,9 @@ public sealed partial class BrokerEngine : IAsyncDisposable
     internal DelayIndex DelayedForTests => _delayed;
     /// <summary>Tests: namespaces some remembered decision is of, "" included (<see cref="DecidedIndex.NamespacesHeld"/>).</summary>
     internal int DecidedNamespacesForTests { get { lock (_gate) return _txs.Decided.NamespacesHeld; } }
+
+    /// <summary>Tests: releases of a namespace number no remembered decision held (<see cref="DecidedIndex.NamespaceReleasesUnmatched"/>).</summary>
+    internal long DecidedNamespaceReleasesUnmatchedForTests { get { lock (_gate) return _txs.Decided.NamespaceReleasesUnmatched; } }
     /// <summary>Tests: when the sweeper loop plans to run next (Unix ms; <see cref="long.MinValue"/> while it runs or is kicked).</summary>
     internal long SweepPlannedAtMsForTests { get { lock (_gate) return _sweepAlarm.PlannedAtMs; } }
     /// <summary>Tests: leases looked at to find a leaving client's renewed ones, and the renewed-lease table's size.</summary>

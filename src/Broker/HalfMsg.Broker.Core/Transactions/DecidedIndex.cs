@@ -49,6 +49,9 @@ internal sealed class DecidedIndex(long retentionMs, int maxCount)
     /// <summary>Namespaces some remembered decision is of, "" (no namespace) included: for tests and sizes.</summary>
     internal int NamespacesHeld => _namespaces.Count;
 
+    /// <summary>Releases of a namespace number no decision held (a bookkeeping defect): for tests.</summary>
+    internal long NamespaceReleasesUnmatched => _namespaces.UnmatchedReleases;
+
     /// <summary>A remembered decision. <see cref="Carrier"/>: the address of the record that carries it in the log now,
     /// its own decision record (<see cref="Address"/>) or the retention cut's record (Storage.LogCutRecord) that last
     /// carried it; a cut carries it again only when that record lies below its boundary (since the afternoon session of
