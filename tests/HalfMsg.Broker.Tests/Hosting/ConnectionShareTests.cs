@@ -253,47 +253,33 @@ public sealed class ConnectionShareTests(ITestOutputHelper output)
     }
 
     /// <summary>Three gRPC connections from <paramref name="local"/> at once: whether each is served (closed after).</summary>
-    private static async Task<bool> GrpcServedAsync(int port, IPAddress local)
+    private static Task<bool> GrpcServedAsync(int port, IPAddress local)
+        => ThreeServedAsync(() => RawHttp2.ConnectAsync(port, local), ServerSpeaksAsync);
+
+    /// <summary>Three Remoting connections from <paramref name="local"/> at once: whether each is answered (closed after).</summary>
+    private static Task<bool> RemotingServedAsync(int port, IPAddress local)
+        => ThreeServedAsync(() => RemotingTestClient.ConnectAsync(port, local), RemotingAnswersAsync);
+
+    private static async Task<bool> ThreeServedAsync<T>(Func<Task<T>> connect, Func<T, Task<bool>> served) where T : IAsyncDisposable
     {
-        var open = new List<RawHttp2>();
+        var open = new List<T>();
         try
         {
             for (int i = 0; i < 3; i++)
             {
-                RawHttp2 h2 = await RawHttp2.ConnectAsync(port, local);
-                open.Add(h2);
-                if (!await ServerSpeaksAsync(h2)) return false;
+                T connection = await connect();
+                open.Add(connection);
+                if (!await served(connection)) return false;
             }
 
             return true;
         }
         finally
         {
-            foreach (var h2 in open) await h2.DisposeAsync();
+            foreach (var connection in open) await connection.DisposeAsync();
         }
     }
 
-    private static async Task<bool> RemotingServedAsync(int port, IPAddress local)
-    {
-        var open = new List<RemotingTestClient>();
-        try
-        {
-            for (int i = 0; i < 3; i++)
-            {
-                var client = await RemotingTestClient.ConnectAsync(port, local);
-                open.Add(client);
-                if (!await RemotingAnswersAsync(client)) return false;
-            }
-
-            return true;
-        }
-        finally
-        {
-            foreach (var client in open) await client.DisposeAsync();
-        }
-    }
-
-    /// <summary>True when a GET_BROKER_CLUSTER_INFO is answered; false when the broker closes the connection instead.</summary>
     private static async Task<bool> RemotingAnswersAsync(RemotingTestClient client)
     {
         Task<RemotingCommand> answer;
